@@ -1,0 +1,1 @@
+//! jagged-emu: runs PTX kernels on the CPU with SIMT semantics and a memory checker.

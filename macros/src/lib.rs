@@ -1,0 +1,1 @@
+//! The `#[jagged_kernel]` attribute macro (issue 4).

@@ -1,0 +1,1 @@
+//! Runtime: kernel cache and launch backends (CUDA through cudarc, or the emulator) (issue 4).

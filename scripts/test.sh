@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the tools the tests need into .tools/ (ptxas,
+# nvdisasm), then runs every test of the workspace.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+export PIP_ROOT_USER_ACTION=ignore
+bash scripts/install-tools.sh
+export PATH="$root/.tools/bin:$PATH"
+export JAGGED_PTXAS="$root/.tools/bin/ptxas"
+cargo test --workspace --locked
