@@ -1,1 +1,28 @@
-//! Lowering of jagged IR graphs to SIMT kernel IR and PTX text (issue 4).
+//! jagged-codegen: lowers jagged IR graphs to a SIMT kernel IR and prints PTX
+//! specialized per [`Spec`] (inner dims, max-length bucket, dtype, arch).
+//!
+//! - [`kernel`]: the kernel IR and its builder.
+//! - [`ptx`]: the PTX printer.
+//! - [`templates`]: kernel templates (map, pad, per-sequence reductions, scans).
+//! - [`lower`]: primitive op + spec -> [`CompiledKernel`] (PTX + launch metadata).
+//! - [`ptxas`]: runs `ptxas -v` on generated PTX and parses its report.
+
+pub mod error;
+pub mod kernel;
+pub mod launch;
+pub mod lower;
+pub mod ptx;
+pub mod ptxas;
+pub mod spec;
+pub mod templates;
+
+pub use error::CodegenError;
+pub use launch::{
+    CompiledKernel, GridRule, Launch, OutputBuffer, ParamBinding, RunSizes, ScratchBuffer, SizeExpr,
+};
+pub use lower::{Primitive, lower};
+pub use spec::{Arch, ElemType, Spec, max_len_bucket};
+
+/// Version of the code generator, part of the runtime's cache key: bump it
+/// whenever generated PTX or launch metadata can change for the same input.
+pub const CODEGEN_VERSION: &str = "0.1.0-1";

@@ -1,0 +1,15 @@
+//! The error type of code generation.
+
+/// Why a graph could not be compiled for a spec.
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    /// The graph or spec asks for something the code generator does not support.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The graph does not match any kernel template.
+    #[error("no kernel template matches the graph: {0}")]
+    NoTemplate(String),
+    /// Printing PTX failed (malformed kernel IR: a code generator bug).
+    #[error(transparent)]
+    Ptx(#[from] crate::ptx::Error),
+}

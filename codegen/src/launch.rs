@@ -1,0 +1,204 @@
+//! What the runtime needs to launch a compiled module: per kernel its entry
+//! name, block size, a grid rule evaluated from run-time sizes, and how each
+//! parameter is bound (a graph buffer, a scratch buffer or a run-time size).
+
+use std::fmt;
+
+use crate::spec::{Arch, ElemType};
+
+/// The run-time sizes every rule is evaluated against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct RunSizes {
+    /// Number of sequences `B`.
+    pub batch: u64,
+    /// Total number of rows `T` (`offsets[B]`).
+    pub total_rows: u64,
+    /// The `max_len` attribute (or the dense `N` of `dense_to_jagged`).
+    pub max_len: u64,
+}
+
+/// An integer expression over the run-time sizes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SizeExpr {
+    /// A constant.
+    Const(u64),
+    /// `B`
+    Batch,
+    /// `T`
+    TotalRows,
+    /// `max_len`
+    MaxLen,
+    /// Sum.
+    Add(Box<SizeExpr>, Box<SizeExpr>),
+    /// Product.
+    Mul(Box<SizeExpr>, Box<SizeExpr>),
+    /// `ceil(a / k)`.
+    CeilDiv(Box<SizeExpr>, u64),
+}
+
+impl SizeExpr {
+    /// `ceil(a / k)`
+    pub fn ceil_div(a: SizeExpr, k: u64) -> SizeExpr {
+        SizeExpr::CeilDiv(Box::new(a), k)
+    }
+
+    /// The value for `sizes` (saturating: no overflow panics).
+    pub fn eval(&self, sizes: &RunSizes) -> u64 {
+        match self {
+            SizeExpr::Const(v) => *v,
+            SizeExpr::Batch => sizes.batch,
+            SizeExpr::TotalRows => sizes.total_rows,
+            SizeExpr::MaxLen => sizes.max_len,
+            SizeExpr::Add(a, b) => a.eval(sizes).saturating_add(b.eval(sizes)),
+            SizeExpr::Mul(a, b) => a.eval(sizes).saturating_mul(b.eval(sizes)),
+            SizeExpr::CeilDiv(a, k) => a.eval(sizes).div_ceil((*k).max(1)),
+        }
+    }
+}
+
+impl std::ops::Add for SizeExpr {
+    type Output = SizeExpr;
+
+    fn add(self, rhs: SizeExpr) -> SizeExpr {
+        SizeExpr::Add(Box::new(self), Box::new(rhs))
+    }
+}
+
+impl std::ops::Mul for SizeExpr {
+    type Output = SizeExpr;
+
+    fn mul(self, rhs: SizeExpr) -> SizeExpr {
+        SizeExpr::Mul(Box::new(self), Box::new(rhs))
+    }
+}
+
+impl fmt::Display for SizeExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SizeExpr::Const(v) => write!(f, "{v}"),
+            SizeExpr::Batch => f.write_str("B"),
+            SizeExpr::TotalRows => f.write_str("T"),
+            SizeExpr::MaxLen => f.write_str("max_len"),
+            SizeExpr::Add(a, b) => write!(f, "({a} + {b})"),
+            SizeExpr::Mul(a, b) => write!(f, "{a}*{b}"),
+            SizeExpr::CeilDiv(a, k) => write!(f, "ceil({a}/{k})"),
+        }
+    }
+}
+
+/// How many CTAs to launch: `clamp(ceil(items / items_per_block), 1, max_blocks)`.
+/// Kernels loop grid-stride, so any clamp is correct.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GridRule {
+    /// Units of work.
+    pub items: SizeExpr,
+    /// Units one CTA covers per grid-stride iteration.
+    pub items_per_block: u64,
+    /// Upper bound on the grid (x dimension).
+    pub max_blocks: u32,
+}
+
+impl GridRule {
+    /// The grid size for `sizes` (always >= 1, <= `max_blocks`).
+    pub fn eval(&self, sizes: &RunSizes) -> u32 {
+        let blocks = self.items.eval(sizes).div_ceil(self.items_per_block.max(1));
+        let capped = blocks.clamp(1, u64::from(self.max_blocks.max(1)));
+        u32::try_from(capped).unwrap_or(u32::MAX)
+    }
+}
+
+impl fmt::Display for GridRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "clamp(ceil({}/{}), 1, {})",
+            self.items, self.items_per_block, self.max_blocks
+        )
+    }
+}
+
+/// What a kernel parameter is bound to at launch.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ParamBinding {
+    /// Device pointer of graph input `i` (in the op's input order).
+    Input(usize),
+    /// Device pointer of graph output `i`.
+    Output(usize),
+    /// Device pointer of scratch buffer `i` of [`CompiledKernel::scratch`].
+    Scratch(usize),
+    /// A u64 scalar: the value of the expression.
+    Size(SizeExpr),
+}
+
+impl fmt::Display for ParamBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamBinding::Input(i) => write!(f, "input{i}"),
+            ParamBinding::Output(i) => write!(f, "output{i}"),
+            ParamBinding::Scratch(i) => write!(f, "scratch{i}"),
+            ParamBinding::Size(e) => write!(f, "u64 {e}"),
+        }
+    }
+}
+
+/// One kernel launch of a compiled module.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Launch {
+    /// The `.entry` name in the PTX.
+    pub entry: String,
+    /// Threads per CTA (x only).
+    pub block: u32,
+    /// Dynamic shared memory in bytes.
+    pub dynamic_shared_bytes: u32,
+    /// Grid size rule.
+    pub grid: GridRule,
+    /// Parameter bindings, in PTX parameter order.
+    pub params: Vec<ParamBinding>,
+}
+
+impl Launch {
+    /// `[grid, 1, 1]` for `sizes`.
+    pub fn grid_dims(&self, sizes: &RunSizes) -> [u32; 3] {
+        [self.grid.eval(sizes), 1, 1]
+    }
+
+    /// `[block, 1, 1]`.
+    pub fn block_dims(&self) -> [u32; 3] {
+        [self.block, 1, 1]
+    }
+}
+
+/// A device buffer the module needs besides the graph's inputs and outputs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ScratchBuffer {
+    /// Size in bytes.
+    pub bytes: SizeExpr,
+}
+
+/// An output buffer the runtime allocates before the launches.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OutputBuffer {
+    /// Element type.
+    pub elem: ElemType,
+    /// Number of elements to allocate. For data-dependent outputs
+    /// (`masked_select_jagged`) this is an upper bound; see `used_rows_from`.
+    pub elems: SizeExpr,
+    /// For data-dependent outputs: the index of the output (an offsets
+    /// array) whose last element is the number of rows actually written.
+    pub used_rows_from: Option<usize>,
+}
+
+/// The result of [`crate::compile`]: PTX text plus launch metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CompiledKernel {
+    /// The PTX module (all entries).
+    pub ptx: String,
+    /// The target the PTX was printed for.
+    pub arch: Arch,
+    /// Launches, run in this order on one stream.
+    pub launches: Vec<Launch>,
+    /// Scratch buffers (need no initialization).
+    pub scratch: Vec<ScratchBuffer>,
+    /// Outputs, in the op's output order.
+    pub outputs: Vec<OutputBuffer>,
+}

@@ -1,0 +1,231 @@
+//! The map template: a jagged output `[T, W]` computed elementwise from jagged
+//! inputs `[T, W]` and dense inputs `[B, N, W]` broadcast by `(sequence, row)`.
+//! Rows at `i >= max_len` of their sequence are zero. Each thread handles one
+//! vector chunk of a row (16 bytes when the row width allows), grid-stride.
+
+use std::fmt;
+
+use crate::kernel::{BinOp, KernelBuilder, Operand, Reg, Type, UnOp};
+use crate::launch::{ParamBinding, SizeExpr};
+use crate::spec::ElemType;
+
+use super::{
+    Entry, Plan, chunking, exp_f32, find_sequence, grid, load_f32, split_row_chunk, store_f32,
+};
+
+/// Where a map operand comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MapSource {
+    /// Jagged values `[T, W]`: the element at the output's position.
+    Jagged,
+    /// Dense `[B, N, W]` (`N` = the `max_len` size parameter): element `[b, i]`.
+    Dense,
+}
+
+/// Pointwise unary functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MapUnary {
+    /// `-x`
+    Neg,
+    /// `|x|`
+    Abs,
+    /// `e^x`
+    Exp,
+    /// `ln x`
+    Log,
+    /// `sqrt x`
+    Sqrt,
+    /// `max(x, 0)`
+    Relu,
+    /// `1 / (1 + e^-x)`
+    Sigmoid,
+    /// `x / (1 + e^-x)`
+    Silu,
+}
+
+/// Pointwise binary functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MapBinary {
+    /// `a + b`
+    Add,
+    /// `a - b`
+    Sub,
+    /// `a * b`
+    Mul,
+    /// `a / b`
+    Div,
+    /// `max(a, b)`
+    Max,
+    /// `min(a, b)`
+    Min,
+}
+
+/// A pointwise expression over the operands, evaluated in f32.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MapExpr {
+    /// Operand `i` of [`MapDesc::operands`].
+    Operand(usize),
+    /// A constant.
+    Const(f32),
+    /// `f(x)`
+    Unary(MapUnary, Box<MapExpr>),
+    /// `f(a, b)`
+    Binary(MapBinary, Box<MapExpr>, Box<MapExpr>),
+}
+
+impl fmt::Display for MapExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapExpr::Operand(i) => write!(f, "x{i}"),
+            MapExpr::Const(c) => write!(f, "{c:?}"),
+            MapExpr::Unary(op, x) => write!(f, "{op:?}({x})"),
+            MapExpr::Binary(op, a, b) => write!(f, "{op:?}({a}, {b})"),
+        }
+    }
+}
+
+/// One operand of a map: its source kind and the graph input bound to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MapOperand {
+    /// Jagged or dense.
+    pub source: MapSource,
+    /// Graph input index of its buffer.
+    pub input: usize,
+}
+
+/// Everything the map template is specialized on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MapDesc {
+    /// Entry name.
+    pub name: String,
+    /// Operands.
+    pub operands: Vec<MapOperand>,
+    /// Graph input index of the offsets.
+    pub offsets_input: usize,
+    /// The expression.
+    pub expr: MapExpr,
+    /// Row width `W` (product of the inner dims).
+    pub width: u64,
+    /// Float element type of operands and output.
+    pub dtype: ElemType,
+    /// Offsets element type.
+    pub index: ElemType,
+}
+
+/// Generates the map kernel.
+pub fn map_kernel(desc: &MapDesc) -> Plan {
+    let ch = chunking(desc.width, desc.dtype);
+    let work_items = SizeExpr::TotalRows * SizeExpr::Const(ch.chunks);
+    let mut e = Entry::new(desc.name.clone());
+    let out = e.buffer("out", ParamBinding::Output(0));
+    let offsets = e.buffer("offsets", ParamBinding::Input(desc.offsets_input));
+    let sources: Vec<Reg> = desc
+        .operands
+        .iter()
+        .enumerate()
+        .map(|(k, op)| e.buffer(&format!("in{k}"), ParamBinding::Input(op.input)))
+        .collect();
+    let batch = e.size("batch", SizeExpr::Batch);
+    let max_len = e.size("max_len", SizeExpr::MaxLen);
+    let work = e.size("work", work_items.clone());
+    let b = &mut e.b;
+    let (start, step) = b.global_thread_index();
+    b.for_range_u64(start, work, step, |b, w| {
+        let (row, chunk) = split_row_chunk(b, w, ch.chunks);
+        let (seq, seq_start) = find_sequence(b, offsets, batch, row, desc.index);
+        let i = b.binary(BinOp::Sub, Type::U64, row, seq_start);
+        let elem = row_elem(b, row, chunk, desc.width, ch.vec);
+        let valid = b.setp(crate::kernel::Cmp::Lt, Type::U64, i, max_len);
+        let zero_path = b.label();
+        let next = b.label();
+        b.bra_if(valid, true, zero_path);
+        let mut lanes: Vec<Vec<Reg>> = Vec::new();
+        for (k, op) in desc.operands.iter().enumerate() {
+            let index = match op.source {
+                MapSource::Jagged => elem,
+                MapSource::Dense => {
+                    let dense_row =
+                        b.ternary(crate::kernel::TernOp::MadLo, Type::U64, seq, max_len, i);
+                    row_elem(b, dense_row, chunk, desc.width, ch.vec)
+                }
+            };
+            lanes.push(load_f32(b, sources[k], index, desc.dtype, ch.vec));
+        }
+        let results: Vec<Reg> = (0..ch.vec as usize)
+            .map(|lane| {
+                let inputs: Vec<Reg> = lanes.iter().map(|l| l[lane]).collect();
+                emit_expr(b, &desc.expr, &inputs)
+            })
+            .collect();
+        store_f32(b, out, elem, desc.dtype, &results);
+        b.bra(next);
+        b.place(zero_path);
+        let zero = b.const_f32(0.0);
+        store_f32(b, out, elem, desc.dtype, &vec![zero; ch.vec as usize]);
+        b.place(next);
+    });
+    e.finish(grid(work_items, u64::from(super::BLOCK_THREADS)))
+}
+
+/// Element index `row * width + chunk * vec`.
+pub fn row_elem(b: &mut KernelBuilder, row: Reg, chunk: Reg, width: u64, vec: u32) -> Reg {
+    let chunk_elem = b.binary(BinOp::Mul, Type::U64, chunk, Operand::Int(i64::from(vec)));
+    b.ternary(
+        crate::kernel::TernOp::MadLo,
+        Type::U64,
+        row,
+        Operand::Int(width as i64),
+        chunk_elem,
+    )
+}
+
+/// Emits `expr` over f32 operand registers; returns the result register.
+pub fn emit_expr(b: &mut KernelBuilder, expr: &MapExpr, operands: &[Reg]) -> Reg {
+    match expr {
+        MapExpr::Operand(i) => operands[*i],
+        MapExpr::Const(c) => b.const_f32(*c),
+        MapExpr::Unary(op, x) => {
+            let x = emit_expr(b, x, operands);
+            match op {
+                MapUnary::Neg => b.unary(UnOp::Neg, Type::F32, x),
+                MapUnary::Abs => b.unary(UnOp::Abs, Type::F32, x),
+                MapUnary::Exp => exp_f32(b, x),
+                MapUnary::Log => {
+                    let l2 = b.unary(UnOp::Lg2Approx, Type::F32, x);
+                    b.binary(
+                        BinOp::Mul,
+                        Type::F32,
+                        l2,
+                        Operand::F32(std::f32::consts::LN_2),
+                    )
+                }
+                MapUnary::Sqrt => b.unary(UnOp::Sqrt, Type::F32, x),
+                MapUnary::Relu => b.binary(BinOp::Max, Type::F32, x, Operand::F32(0.0)),
+                MapUnary::Sigmoid | MapUnary::Silu => {
+                    let neg = b.unary(UnOp::Neg, Type::F32, x);
+                    let e = exp_f32(b, neg);
+                    let denom = b.binary(BinOp::Add, Type::F32, e, Operand::F32(1.0));
+                    let num = if *op == MapUnary::Silu {
+                        Operand::Reg(x)
+                    } else {
+                        Operand::F32(1.0)
+                    };
+                    b.binary(BinOp::Div, Type::F32, num, denom)
+                }
+            }
+        }
+        MapExpr::Binary(op, l, r) => {
+            let l = emit_expr(b, l, operands);
+            let r = emit_expr(b, r, operands);
+            let op = match op {
+                MapBinary::Add => BinOp::Add,
+                MapBinary::Sub => BinOp::Sub,
+                MapBinary::Mul => BinOp::Mul,
+                MapBinary::Div => BinOp::Div,
+                MapBinary::Max => BinOp::Max,
+                MapBinary::Min => BinOp::Min,
+            };
+            b.binary(op, Type::F32, l, r)
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! Kernel templates: small parameterized generators of [`Kernel`]s, one per
+//! family (map, padding, per-sequence reductions, scans), plus the pieces
+//! they share (parameter binding, vectorized value access, offset lookup,
+//! warp and block reductions).
+
+pub mod map;
+pub mod pad;
+pub mod scan;
+pub mod segment;
+
+use crate::kernel::{
+    Address, BinOp, Cmp, Inst, Kernel, KernelBuilder, Operand, ParamType, Reg, RegClass, ShflMode,
+    Space, Type, UnOp,
+};
+use crate::launch::{GridRule, ParamBinding, SizeExpr};
+use crate::spec::ElemType;
+
+/// Threads per CTA of every template.
+pub const BLOCK_THREADS: u32 = 256;
+
+/// Upper bound of a grid-stride grid: plenty of CTAs to fill any GPU, far
+/// below the launch limit.
+pub const MAX_BLOCKS: u32 = 65535 * 8;
+
+/// A generated kernel with its launch rule and parameter bindings.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The kernel.
+    pub kernel: Kernel,
+    /// Its grid rule.
+    pub grid: GridRule,
+    /// One binding per kernel parameter, in order.
+    pub bindings: Vec<ParamBinding>,
+}
+
+/// A [`KernelBuilder`] that records how each parameter is bound.
+#[derive(Debug)]
+pub struct Entry {
+    /// The kernel being written.
+    pub b: KernelBuilder,
+    bindings: Vec<ParamBinding>,
+}
+
+impl Entry {
+    /// Starts an entry named `name` with [`BLOCK_THREADS`] threads per CTA.
+    pub fn new(name: impl Into<String>) -> Self {
+        Entry {
+            b: KernelBuilder::new(name, BLOCK_THREADS),
+            bindings: Vec::new(),
+        }
+    }
+
+    /// A global buffer parameter (16-byte aligned); returns its global address.
+    pub fn buffer(&mut self, name: &str, binding: ParamBinding) -> Reg {
+        let p = self.b.param(name, ParamType::Ptr { align: 16 });
+        self.bindings.push(binding);
+        self.b.ld_global_ptr(p)
+    }
+
+    /// A u64 size parameter; returns its register.
+    pub fn size(&mut self, name: &str, value: SizeExpr) -> Reg {
+        let p = self.b.param(name, ParamType::U64);
+        self.bindings.push(ParamBinding::Size(value));
+        self.b.ld_param(p)
+    }
+
+    /// Finishes the kernel with a grid rule.
+    pub fn finish(self, grid: GridRule) -> Plan {
+        Plan {
+            kernel: self.b.finish(),
+            grid,
+            bindings: self.bindings,
+        }
+    }
+}
+
+/// A grid rule over `items` work units, `per_block` per CTA.
+pub fn grid(items: SizeExpr, per_block: u64) -> GridRule {
+    GridRule {
+        items,
+        items_per_block: per_block,
+        max_blocks: MAX_BLOCKS,
+    }
+}
+
+/// How a row of `width` elements is split into vector chunks: the widest of
+/// 16, 8, 4 bytes (or one element) that divides the row, so every chunk of
+/// every row stays aligned when the buffer is 16-byte aligned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunking {
+    /// Elements per chunk.
+    pub vec: u32,
+    /// Chunks per row.
+    pub chunks: u64,
+}
+
+/// The [`Chunking`] of rows of `width` elements of `dtype`.
+pub fn chunking(width: u64, dtype: ElemType) -> Chunking {
+    let esize = dtype.size();
+    let vec = [16u32, 8, 4]
+        .into_iter()
+        .map(|bytes| (bytes / esize).max(1))
+        .find(|&v| width.is_multiple_of(u64::from(v)))
+        .unwrap_or(1);
+    Chunking {
+        vec,
+        chunks: width / u64::from(vec),
+    }
+}
+
+/// Loads `vec` raw elements of `dtype` at element `index` (64-bit) of `base`:
+/// f32 data in `%f` registers, 16-bit data packed in pairs in `%r` registers
+/// (or one `%h` register when `vec == 1`).
+pub fn load_raw(
+    b: &mut KernelBuilder,
+    base: Reg,
+    index: Reg,
+    dtype: ElemType,
+    vec: u32,
+) -> Vec<Reg> {
+    let addr = b.element_addr(base, index, dtype.size());
+    let addr = Address {
+        base: addr,
+        offset: 0,
+    };
+    let (ty, width) = raw_layout(dtype, vec);
+    b.ld(Space::Global, ty, width, addr)
+}
+
+/// Stores registers produced by [`load_raw`] (or [`pack_f32`]).
+pub fn store_raw(b: &mut KernelBuilder, base: Reg, index: Reg, dtype: ElemType, regs: Vec<Reg>) {
+    let addr = b.element_addr(base, index, dtype.size());
+    let addr = Address {
+        base: addr,
+        offset: 0,
+    };
+    let vec = match dtype {
+        ElemType::F16 | ElemType::Bf16 if regs[0].class == RegClass::B32 => regs.len() as u32 * 2,
+        _ => regs.len() as u32,
+    };
+    let (ty, _) = raw_layout(dtype, vec);
+    b.st(Space::Global, ty, addr, regs);
+}
+
+fn raw_layout(dtype: ElemType, vec: u32) -> (Type, usize) {
+    match dtype {
+        ElemType::F16 | ElemType::Bf16 if vec >= 2 => (Type::B32, (vec / 2) as usize),
+        ElemType::F16 | ElemType::Bf16 => (Type::B16, 1),
+        ElemType::F32 => (Type::F32, vec as usize),
+        ElemType::U8 => (Type::U8, vec as usize),
+        ElemType::I32 => (Type::S32, vec as usize),
+        ElemType::I64 => (Type::S64, vec as usize),
+    }
+}
+
+/// Loads `vec` float elements and converts them to f32.
+pub fn load_f32(
+    b: &mut KernelBuilder,
+    base: Reg,
+    index: Reg,
+    dtype: ElemType,
+    vec: u32,
+) -> Vec<Reg> {
+    let raw = load_raw(b, base, index, dtype, vec);
+    unpack_f32(b, dtype, raw)
+}
+
+/// Converts raw registers of [`load_raw`] to f32 registers.
+pub fn unpack_f32(b: &mut KernelBuilder, dtype: ElemType, raw: Vec<Reg>) -> Vec<Reg> {
+    match dtype {
+        ElemType::F16 | ElemType::Bf16 => {
+            let mut out = Vec::new();
+            for r in raw {
+                if r.class == RegClass::B16 {
+                    out.push(half_to_f32(b, dtype, r));
+                    continue;
+                }
+                if dtype == ElemType::F16 {
+                    let lo = b.reg(RegClass::B16);
+                    let hi = b.reg(RegClass::B16);
+                    b.push(Inst::Unpack { lo, hi, src: r });
+                    out.push(b.cvt(Type::F32, Type::F16, lo));
+                    out.push(b.cvt(Type::F32, Type::F16, hi));
+                } else {
+                    // bf16 is the high half of an f32: shift / mask the bits into place.
+                    let lo = b.binary(BinOp::Shl, Type::B32, r, Operand::Int(16));
+                    let hi = b.binary(BinOp::And, Type::B32, r, Operand::Int(-65536));
+                    out.push(b.bitcast(RegClass::F32, Type::B32, lo));
+                    out.push(b.bitcast(RegClass::F32, Type::B32, hi));
+                }
+            }
+            out
+        }
+        _ => raw,
+    }
+}
+
+/// One 16-bit float register to f32.
+fn half_to_f32(b: &mut KernelBuilder, dtype: ElemType, h: Reg) -> Reg {
+    if dtype == ElemType::F16 {
+        return b.cvt(Type::F32, Type::F16, h);
+    }
+    let wide = b.cvt(Type::U32, Type::U16, h);
+    let bits = b.binary(BinOp::Shl, Type::B32, wide, Operand::Int(16));
+    b.bitcast(RegClass::F32, Type::B32, bits)
+}
+
+/// Converts f32 registers to the raw layout of `dtype` (round to nearest even).
+pub fn pack_f32(b: &mut KernelBuilder, dtype: ElemType, vals: &[Reg]) -> Vec<Reg> {
+    let half_ty = match dtype {
+        ElemType::F16 => Type::F16,
+        ElemType::Bf16 => Type::Bf16,
+        _ => return vals.to_vec(),
+    };
+    let halves: Vec<Reg> = vals.iter().map(|&v| b.cvt(half_ty, Type::F32, v)).collect();
+    if halves.len() == 1 {
+        return halves;
+    }
+    halves
+        .chunks(2)
+        .map(|pair| {
+            let dst = b.reg(RegClass::B32);
+            b.push(Inst::Pack {
+                dst,
+                lo: pair[0],
+                hi: pair[1],
+            });
+            dst
+        })
+        .collect()
+}
+
+/// Converts f32 registers to `dtype` and stores them at element `index`.
+pub fn store_f32(b: &mut KernelBuilder, base: Reg, index: Reg, dtype: ElemType, vals: &[Reg]) {
+    let raw = pack_f32(b, dtype, vals);
+    store_raw(b, base, index, dtype, raw);
+}
+
+/// Loads element `index` of an offsets / lengths array as a 64-bit integer.
+pub fn load_index(b: &mut KernelBuilder, base: Reg, index: Reg, elem: ElemType) -> Reg {
+    let addr = b.element_addr(base, index, elem.size());
+    let addr = Address {
+        base: addr,
+        offset: 0,
+    };
+    match elem {
+        ElemType::I32 => {
+            let v = b.ld(Space::Global, Type::S32, 1, addr)[0];
+            b.cvt(Type::S64, Type::S32, v)
+        }
+        ElemType::U8 => {
+            let v = b.ld(Space::Global, Type::U8, 1, addr)[0];
+            b.cvt(Type::U64, Type::U32, v)
+        }
+        _ => b.ld(Space::Global, Type::S64, 1, addr)[0],
+    }
+}
+
+/// Stores a 64-bit integer as element `index` of an offsets array of `elem`.
+pub fn store_index(b: &mut KernelBuilder, base: Reg, index: Reg, elem: ElemType, value: Reg) {
+    let addr = b.element_addr(base, index, elem.size());
+    let addr = Address {
+        base: addr,
+        offset: 0,
+    };
+    if elem == ElemType::I32 {
+        let v = b.cvt(Type::U32, Type::U64, value);
+        b.st(Space::Global, Type::S32, addr, vec![v]);
+    } else {
+        b.st(Space::Global, Type::S64, addr, vec![value]);
+    }
+}
+
+/// The sequence containing row `row`: the largest `s < batch` with
+/// `offsets[s] <= row` (binary search; empty sequences are skipped because
+/// their successor has the same offset). Returns `(s, offsets[s])`.
+pub fn find_sequence(
+    b: &mut KernelBuilder,
+    offsets: Reg,
+    batch: Reg,
+    row: Reg,
+    elem: ElemType,
+) -> (Reg, Reg) {
+    let lo = b.mov(Type::U64, Operand::Int(0));
+    let hi = b.binary(BinOp::Sub, Type::U64, batch, Operand::Int(1));
+    let head = b.label();
+    let exit = b.label();
+    b.place(head);
+    let done = b.setp(Cmp::Ge, Type::U64, lo, hi);
+    b.bra_if(done, false, exit);
+    // mid = (lo + hi + 1) / 2, in (lo, hi]
+    let sum = b.binary(BinOp::Add, Type::U64, lo, hi);
+    let sum1 = b.binary(BinOp::Add, Type::U64, sum, Operand::Int(1));
+    let mid = b.binary(BinOp::Shr, Type::U64, sum1, Operand::Int(1));
+    let at = load_index(b, offsets, mid, elem);
+    let le = b.setp(Cmp::Le, Type::S64, at, row);
+    let mid_minus = b.binary(BinOp::Sub, Type::U64, mid, Operand::Int(1));
+    b.push(Inst::Selp {
+        ty: Type::U64,
+        dst: lo,
+        a: mid.into(),
+        b: lo.into(),
+        pred: le,
+    });
+    b.push(Inst::Selp {
+        ty: Type::U64,
+        dst: hi,
+        a: hi.into(),
+        b: mid_minus.into(),
+        pred: le,
+    });
+    b.bra(head);
+    b.place(exit);
+    let start = load_index(b, offsets, lo, elem);
+    (lo, start)
+}
+
+/// Splits a grid-stride work index into `(row, chunk)` for `chunks` per row.
+pub fn split_row_chunk(b: &mut KernelBuilder, work: Reg, chunks: u64) -> (Reg, Reg) {
+    if chunks == 1 {
+        let zero = b.mov(Type::U64, Operand::Int(0));
+        return (work, zero);
+    }
+    let c = Operand::Int(chunks as i64);
+    let row = b.binary(BinOp::Div, Type::U64, work, c);
+    let chunk = b.binary(BinOp::Rem, Type::U64, work, c);
+    (row, chunk)
+}
+
+/// Reduction operators of the per-sequence templates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Combine {
+    /// `a + b`, identity 0.
+    Sum,
+    /// `max(a, b)`, identity -inf.
+    Max,
+}
+
+impl Combine {
+    /// The identity element.
+    pub fn identity(self) -> f32 {
+        match self {
+            Combine::Sum => 0.0,
+            Combine::Max => f32::NEG_INFINITY,
+        }
+    }
+
+    /// Emits `acc = acc (op) x` in place.
+    pub fn emit(self, b: &mut KernelBuilder, acc: Reg, x: Reg) {
+        let op = match self {
+            Combine::Sum => BinOp::Add,
+            Combine::Max => BinOp::Max,
+        };
+        b.binary_to(op, Type::F32, acc, acc, x);
+    }
+}
+
+/// Combines `acc` across the lanes of a warp whose lane indices differ only in
+/// bits >= `keep_lanes` (a power of two): xor-shuffles for offsets 16 down to
+/// `keep_lanes`. Every lane ends with the result of its group.
+pub fn warp_reduce_f32(b: &mut KernelBuilder, acc: Reg, op: Combine, keep_lanes: u32) {
+    let mut offset = 16;
+    while offset >= keep_lanes.max(1) {
+        let other = b.shfl(ShflMode::Bfly, acc, Operand::Int(i64::from(offset)), 31);
+        op.emit(b, acc, other);
+        offset /= 2;
+    }
+}
+
+/// `2^(x * log2(e))` = `exp(x)` through `ex2.approx`.
+pub fn exp_f32(b: &mut KernelBuilder, x: impl Into<Operand>) -> Reg {
+    let scaled = b.binary(
+        BinOp::Mul,
+        Type::F32,
+        x,
+        Operand::F32(std::f32::consts::LOG2_E),
+    );
+    b.unary(UnOp::Ex2Approx, Type::F32, scaled)
+}

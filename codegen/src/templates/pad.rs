@@ -1,0 +1,67 @@
+//! `jagged_to_padded_dense`: `dense[b, i] = values[offsets[b] + i]` for
+//! `i < n_b`, else the padding value. One thread per vector chunk of a dense
+//! row, grid-stride over `B * max_len * chunks`.
+
+use crate::kernel::{BinOp, Cmp, Operand, Type};
+use crate::launch::{ParamBinding, SizeExpr};
+use crate::spec::ElemType;
+
+use super::map::row_elem;
+use super::{
+    Entry, Plan, chunking, grid, load_index, load_raw, pack_f32, split_row_chunk, store_raw,
+};
+
+/// Everything the padding template is specialized on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PadDesc {
+    /// Entry name.
+    pub name: String,
+    /// Row width `W`.
+    pub width: u64,
+    /// Value written at `i >= n_b` (rounded to `dtype`).
+    pub padding_value: f32,
+    /// Element type of values and output.
+    pub dtype: ElemType,
+    /// Offsets element type.
+    pub index: ElemType,
+}
+
+/// Generates the kernel. Inputs: 0 = values, 1 = offsets; output 0 = dense.
+pub fn pad_kernel(desc: &PadDesc) -> Plan {
+    let ch = chunking(desc.width, desc.dtype);
+    let work_items = (SizeExpr::Batch * SizeExpr::MaxLen) * SizeExpr::Const(ch.chunks);
+    let mut e = Entry::new(desc.name.clone());
+    let out = e.buffer("dense", ParamBinding::Output(0));
+    let values = e.buffer("values", ParamBinding::Input(0));
+    let offsets = e.buffer("offsets", ParamBinding::Input(1));
+    let max_len = e.size("max_len", SizeExpr::MaxLen);
+    let work = e.size("work", work_items.clone());
+    let b = &mut e.b;
+    // Padding chunk, converted once: the same raw bits as a stored f32 would give.
+    let pad = b.const_f32(desc.padding_value);
+    let (start, step) = b.global_thread_index();
+    b.for_range_u64(start, work, step, |b, w| {
+        let (dense_row, chunk) = split_row_chunk(b, w, ch.chunks);
+        let seq = b.binary(BinOp::Div, Type::U64, dense_row, max_len);
+        let i = b.binary(BinOp::Rem, Type::U64, dense_row, max_len);
+        let seq_end = b.binary(BinOp::Add, Type::U64, seq, Operand::Int(1));
+        let o0 = load_index(b, offsets, seq, desc.index);
+        let o1 = load_index(b, offsets, seq_end, desc.index);
+        let len = b.binary(BinOp::Sub, Type::S64, o1, o0);
+        let out_elem = row_elem(b, dense_row, chunk, desc.width, ch.vec);
+        let inside = b.setp(Cmp::Lt, Type::S64, i, len);
+        let pad_path = b.label();
+        let next = b.label();
+        b.bra_if(inside, true, pad_path);
+        let src_row = b.binary(BinOp::Add, Type::U64, o0, i);
+        let src_elem = row_elem(b, src_row, chunk, desc.width, ch.vec);
+        let raw = load_raw(b, values, src_elem, desc.dtype, ch.vec);
+        store_raw(b, out, out_elem, desc.dtype, raw);
+        b.bra(next);
+        b.place(pad_path);
+        let pads = pack_f32(b, desc.dtype, &vec![pad; ch.vec as usize]);
+        store_raw(b, out, out_elem, desc.dtype, pads);
+        b.place(next);
+    });
+    e.finish(grid(work_items, u64::from(super::BLOCK_THREADS)))
+}

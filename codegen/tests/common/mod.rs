@@ -1,0 +1,30 @@
+//! Cases shared by the integration tests: every primitive under a few specs.
+
+use jagged_codegen::templates::segment::ReduceKind;
+use jagged_codegen::{Arch, ElemType, Primitive, Spec};
+
+/// Every primitive the code generator implements.
+pub fn primitives() -> Vec<Primitive> {
+    vec![
+        Primitive::CompleteCumsum,
+        Primitive::JaggedToPaddedDense {
+            padding_value: -1.5,
+        },
+        Primitive::DenseToJagged,
+        Primitive::jagged_dense_elementwise_mul(),
+        Primitive::JaggedReduce(ReduceKind::Sum),
+        Primitive::JaggedReduce(ReduceKind::Mean),
+        Primitive::JaggedReduce(ReduceKind::Max),
+        Primitive::JaggedSoftmax,
+        Primitive::MaskedSelectJagged,
+    ]
+}
+
+/// Two specs per primitive and arch: f32 with a vectorizable row, short
+/// bucket, i32 offsets; bf16 with an odd row, long bucket, i64 offsets.
+pub fn specs(arch: Arch) -> Vec<Spec> {
+    vec![
+        Spec::new(vec![64], 100, ElemType::F32, ElemType::I32, arch),
+        Spec::new(vec![3, 5], 1000, ElemType::Bf16, ElemType::I64, arch),
+    ]
+}
