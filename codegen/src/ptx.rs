@@ -119,7 +119,7 @@ impl<W: fmt::Write> Writer<W> {
                 ParamType::U32 => ".u32".to_string(),
                 ParamType::U64 => ".u64".to_string(),
                 ParamType::F32 => ".f32".to_string(),
-                ParamType::Ptr { align } => format!(".u64 .ptr.global.align {align}"),
+                ParamType::Ptr { align } => format!(".u64 .ptr .global .align {align}"),
             };
             writeln!(self.out, "\t.param {ty} {}{sep}", param.name)?;
         }
