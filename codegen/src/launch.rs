@@ -128,6 +128,9 @@ pub enum ParamBinding {
     Scratch(usize),
     /// A u64 scalar: the value of the expression.
     Size(SizeExpr),
+    /// An f32 scalar: the run-time value of the graph attribute of this name
+    /// (e.g. `padding_value`).
+    FloatAttr(String),
 }
 
 impl fmt::Display for ParamBinding {
@@ -137,6 +140,7 @@ impl fmt::Display for ParamBinding {
             ParamBinding::Output(i) => write!(f, "output{i}"),
             ParamBinding::Scratch(i) => write!(f, "scratch{i}"),
             ParamBinding::Size(e) => write!(f, "u64 {e}"),
+            ParamBinding::FloatAttr(name) => write!(f, "f32 attr {name}"),
         }
     }
 }

@@ -19,11 +19,9 @@ use crate::{ptx, templates};
 pub enum Primitive {
     /// `complete_cumsum(lengths [B]) -> offsets [B+1]`.
     CompleteCumsum,
-    /// `jagged_to_padded_dense(values, offsets) -> dense [B, max_len, W]`.
-    JaggedToPaddedDense {
-        /// Written at rows `i >= n_b`.
-        padding_value: f32,
-    },
+    /// `jagged_to_padded_dense(values, offsets) -> dense [B, max_len, W]`
+    /// (the `padding_value` attribute is a kernel parameter).
+    JaggedToPaddedDense,
     /// `dense_to_jagged(dense [B, N, W], offsets) -> values [T, W]` (`N` is the
     /// run-time `max_len`).
     DenseToJagged,
@@ -73,7 +71,7 @@ impl Primitive {
     pub fn name(&self) -> &'static str {
         match self {
             Primitive::CompleteCumsum => "complete_cumsum",
-            Primitive::JaggedToPaddedDense { .. } => "jagged_to_padded_dense",
+            Primitive::JaggedToPaddedDense => "jagged_to_padded_dense",
             Primitive::DenseToJagged => "dense_to_jagged",
             Primitive::Map { .. } => "jagged_map",
             Primitive::JaggedReduce(_) => "jagged_reduce",
@@ -131,11 +129,10 @@ pub fn lower(p: &Primitive, spec: &Spec) -> Result<CompiledKernel, CodegenError>
             }],
             vec![output(index, SizeExpr::Batch + SizeExpr::Const(1))],
         ),
-        Primitive::JaggedToPaddedDense { padding_value } => (
+        Primitive::JaggedToPaddedDense => (
             vec![pad_kernel(&PadDesc {
                 name,
                 width,
-                padding_value: *padding_value,
                 dtype,
                 index,
             })],

@@ -64,6 +64,14 @@ impl Entry {
         self.b.ld_param(p)
     }
 
+    /// An f32 parameter bound to a graph attribute; returns its register.
+    pub fn float_attr(&mut self, name: &str) -> Reg {
+        let p = self.b.param(name, ParamType::F32);
+        self.bindings
+            .push(ParamBinding::FloatAttr(name.to_string()));
+        self.b.ld_param(p)
+    }
+
     /// Finishes the kernel with a grid rule.
     pub fn finish(self, grid: GridRule) -> Plan {
         Plan {

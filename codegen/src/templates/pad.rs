@@ -18,15 +18,14 @@ pub struct PadDesc {
     pub name: String,
     /// Row width `W`.
     pub width: u64,
-    /// Value written at `i >= n_b` (rounded to `dtype`).
-    pub padding_value: f32,
     /// Element type of values and output.
     pub dtype: ElemType,
     /// Offsets element type.
     pub index: ElemType,
 }
 
-/// Generates the kernel. Inputs: 0 = values, 1 = offsets; output 0 = dense.
+/// Generates the kernel. Inputs: 0 = values, 1 = offsets; output 0 = dense;
+/// the `padding_value` attribute is an f32 parameter (rounded to `dtype` on store).
 pub fn pad_kernel(desc: &PadDesc) -> Plan {
     let ch = chunking(desc.width, desc.dtype);
     let work_items = (SizeExpr::Batch * SizeExpr::MaxLen) * SizeExpr::Const(ch.chunks);
@@ -36,9 +35,8 @@ pub fn pad_kernel(desc: &PadDesc) -> Plan {
     let offsets = e.buffer("offsets", ParamBinding::Input(1));
     let max_len = e.size("max_len", SizeExpr::MaxLen);
     let work = e.size("work", work_items.clone());
+    let pad = e.float_attr("padding_value");
     let b = &mut e.b;
-    // Padding chunk, converted once: the same raw bits as a stored f32 would give.
-    let pad = b.const_f32(desc.padding_value);
     let (start, step) = b.global_thread_index();
     b.for_range_u64(start, work, step, |b, w| {
         let (dense_row, chunk) = split_row_chunk(b, w, ch.chunks);

@@ -7,9 +7,7 @@ use jagged_codegen::{Arch, ElemType, Primitive, Spec};
 pub fn primitives() -> Vec<Primitive> {
     vec![
         Primitive::CompleteCumsum,
-        Primitive::JaggedToPaddedDense {
-            padding_value: -1.5,
-        },
+        Primitive::JaggedToPaddedDense,
         Primitive::DenseToJagged,
         Primitive::jagged_dense_elementwise_mul(),
         Primitive::JaggedReduce(ReduceKind::Sum),
