@@ -3,5 +3,34 @@
 //! Host-side jagged and dense tensors, a typed SSA graph over them, its validator
 //! and canonical text form, and the f64 reference evaluator that defines the
 //! semantics of every op.
+//!
+//! - [`dtype`]: element types.
+//! - [`tensor`]: host tensors ([`DenseTensor`], [`JaggedTensor`]) with checked
+//!   offsets, padded conversions and `.npy` files.
+//! - [`graph`]: the IR ([`Graph`], [`Node`], [`TensorType`]); [`builder`] builds
+//!   it, [`validate`] checks it, [`text`] prints and parses it.
+//! - [`eval`]: the reference evaluator.
+//! - [`ops`]: the builtin ops of OPS.md as graphs.
 
+pub mod arena;
+pub mod builder;
+pub mod dtype;
+pub mod eval;
+pub mod graph;
 pub mod npy;
+pub mod ops;
+pub mod tensor;
+pub mod text;
+pub mod validate;
+
+pub use arena::{Arena, Handle};
+pub use builder::GraphBuilder;
+pub use dtype::DType;
+pub use eval::{EvalError, evaluate};
+pub use graph::{
+    AttrDecl, AttrKind, AttrValue, BinaryOp, Dim, Graph, IndexPredicate, Node, Output, ReduceOp,
+    ScanMode, TensorType, Type, UnaryOp,
+};
+pub use tensor::{DenseTensor, JaggedTensor, TensorData, TensorError};
+pub use text::ParseError;
+pub use validate::{ValidationError, ValidationErrorKind};

@@ -1,0 +1,236 @@
+//! [`GraphBuilder`]: typed methods that append nodes and return their handles.
+//!
+//! Methods only record nodes; [`GraphBuilder::finish`] runs the validator, which
+//! infers every type and reports the first ill-typed node. This keeps the
+//! builder trivially callable from generated code (the `#[jagged_kernel]` macro
+//! emits one call per expression).
+
+use crate::arena::{Arena, Handle};
+use crate::dtype::DType;
+use crate::graph::{
+    AttrDecl, AttrKind, AttrValue, BinaryOp, Graph, IndexPredicate, Node, Output, ReduceOp,
+    ScanMode, TensorType, UnaryOp,
+};
+use crate::validate::{ValidationError, validate};
+
+/// Builds a [`Graph`] node by node.
+#[derive(Clone, Debug, Default)]
+pub struct GraphBuilder {
+    name: String,
+    attrs: Vec<AttrDecl>,
+    nodes: Arena<Node>,
+    outputs: Vec<Output>,
+}
+
+impl GraphBuilder {
+    /// An empty graph named `name` (the op it implements).
+    pub fn new(name: impl Into<String>) -> Self {
+        GraphBuilder {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Declares a graph attribute (`max_len`, `scale`, ...).
+    pub fn declare_attr(
+        &mut self,
+        name: impl Into<String>,
+        kind: AttrKind,
+        default: Option<AttrValue>,
+    ) {
+        self.attrs.push(AttrDecl {
+            name: name.into(),
+            kind,
+            default,
+        });
+    }
+
+    /// Appends any node (the typed methods below are shorthands).
+    pub fn push(&mut self, node: Node) -> Handle<Node> {
+        self.nodes.append(node)
+    }
+
+    /// A graph input.
+    pub fn input(&mut self, name: impl Into<String>, ty: TensorType) -> Handle<Node> {
+        self.push(Node::Input {
+            name: name.into(),
+            ty,
+        })
+    }
+
+    /// The value of a declared attribute as a scalar of `dtype`.
+    pub fn attr(&mut self, name: impl Into<String>, dtype: DType) -> Handle<Node> {
+        self.push(Node::Attr {
+            name: name.into(),
+            dtype,
+        })
+    }
+
+    /// A scalar constant.
+    pub fn constant(&mut self, value: f64, dtype: DType) -> Handle<Node> {
+        self.push(Node::Const { value, dtype })
+    }
+
+    /// A sequence set from offsets `[B+1]`, truncated to `max_len` if `truncate`.
+    pub fn seqs(&mut self, offsets: Handle<Node>, truncate: bool) -> Handle<Node> {
+        self.push(Node::Seqs { offsets, truncate })
+    }
+
+    /// The sequence set of the set rows of a `bool[%s]` mask.
+    pub fn seqs_where(&mut self, mask: Handle<Node>) -> Handle<Node> {
+        self.push(Node::SeqsWhere { mask })
+    }
+
+    /// The offsets of a sequence set as `dtype[B+1]`.
+    pub fn offsets(&mut self, seqs: Handle<Node>, dtype: DType) -> Handle<Node> {
+        self.push(Node::Offsets { seqs, dtype })
+    }
+
+    /// An elementwise function of one operand.
+    pub fn unary(&mut self, op: UnaryOp, arg: Handle<Node>) -> Handle<Node> {
+        self.push(Node::Unary { op, arg })
+    }
+
+    /// `-x`.
+    pub fn neg(&mut self, x: Handle<Node>) -> Handle<Node> {
+        self.unary(UnaryOp::Neg, x)
+    }
+
+    /// `e^x`.
+    pub fn exp(&mut self, x: Handle<Node>) -> Handle<Node> {
+        self.unary(UnaryOp::Exp, x)
+    }
+
+    /// `ln x`.
+    pub fn log(&mut self, x: Handle<Node>) -> Handle<Node> {
+        self.unary(UnaryOp::Log, x)
+    }
+
+    /// `x / (1 + e^-x)`.
+    pub fn silu(&mut self, x: Handle<Node>) -> Handle<Node> {
+        self.unary(UnaryOp::Silu, x)
+    }
+
+    /// Elementwise conversion to `dtype`.
+    pub fn cast(&mut self, x: Handle<Node>, dtype: DType) -> Handle<Node> {
+        self.push(Node::Cast { arg: x, dtype })
+    }
+
+    /// An elementwise function of two operands.
+    pub fn binary(&mut self, op: BinaryOp, lhs: Handle<Node>, rhs: Handle<Node>) -> Handle<Node> {
+        self.push(Node::Binary { op, lhs, rhs })
+    }
+
+    /// `a + b`.
+    pub fn add(&mut self, a: Handle<Node>, b: Handle<Node>) -> Handle<Node> {
+        self.binary(BinaryOp::Add, a, b)
+    }
+
+    /// `a - b`.
+    pub fn sub(&mut self, a: Handle<Node>, b: Handle<Node>) -> Handle<Node> {
+        self.binary(BinaryOp::Sub, a, b)
+    }
+
+    /// `a * b`.
+    pub fn mul(&mut self, a: Handle<Node>, b: Handle<Node>) -> Handle<Node> {
+        self.binary(BinaryOp::Mul, a, b)
+    }
+
+    /// `a / b`.
+    pub fn div(&mut self, a: Handle<Node>, b: Handle<Node>) -> Handle<Node> {
+        self.binary(BinaryOp::Div, a, b)
+    }
+
+    /// `max(a, b)`.
+    pub fn max(&mut self, a: Handle<Node>, b: Handle<Node>) -> Handle<Node> {
+        self.binary(BinaryOp::Max, a, b)
+    }
+
+    /// `min(a, b)`.
+    pub fn min(&mut self, a: Handle<Node>, b: Handle<Node>) -> Handle<Node> {
+        self.binary(BinaryOp::Min, a, b)
+    }
+
+    /// `cond ? on_true : on_false`.
+    pub fn select(
+        &mut self,
+        cond: Handle<Node>,
+        on_true: Handle<Node>,
+        on_false: Handle<Node>,
+    ) -> Handle<Node> {
+        self.push(Node::Select {
+            cond,
+            on_true,
+            on_false,
+        })
+    }
+
+    /// A bool tensor of type `ty` holding the index predicate `pred`.
+    pub fn mask(&mut self, pred: IndexPredicate, ty: TensorType) -> Handle<Node> {
+        self.push(Node::Mask { pred, ty })
+    }
+
+    /// Reduces `axis` of `x` away.
+    pub fn reduce(&mut self, op: ReduceOp, x: Handle<Node>, axis: usize) -> Handle<Node> {
+        self.push(Node::Reduce { op, arg: x, axis })
+    }
+
+    /// Softmax of `x` along `axis`.
+    pub fn softmax(&mut self, x: Handle<Node>, axis: usize) -> Handle<Node> {
+        self.push(Node::Softmax { arg: x, axis })
+    }
+
+    /// Prefix sum of `x` along `axis`.
+    pub fn scan(&mut self, mode: ScanMode, x: Handle<Node>, axis: usize) -> Handle<Node> {
+        self.push(Node::Scan { mode, arg: x, axis })
+    }
+
+    /// Per-sequence contraction: `lhs[lhs_axes] . rhs[rhs_axes] -> out_axes`, in
+    /// `dtype` (e.g. `("ihd", "jhd", "ijh")` for attention scores).
+    pub fn contract(
+        &mut self,
+        lhs: Handle<Node>,
+        lhs_axes: &str,
+        rhs: Handle<Node>,
+        rhs_axes: &str,
+        out_axes: &str,
+        dtype: DType,
+    ) -> Handle<Node> {
+        self.push(Node::Contract {
+            lhs,
+            lhs_axes: lhs_axes.to_string(),
+            rhs,
+            rhs_axes: rhs_axes.to_string(),
+            out_axes: out_axes.to_string(),
+            dtype,
+        })
+    }
+
+    /// Jagged `[%s, ...]` to padded dense `[B, N, ...]` (zeros past `n_b`).
+    pub fn to_padded(&mut self, x: Handle<Node>) -> Handle<Node> {
+        self.push(Node::ToPadded { arg: x })
+    }
+
+    /// Padded dense `[B, N, ...]` to jagged `[%seqs, ...]`.
+    pub fn from_padded(&mut self, dense: Handle<Node>, seqs: Handle<Node>) -> Handle<Node> {
+        self.push(Node::FromPadded { arg: dense, seqs })
+    }
+
+    /// The rows of `x` kept by the mask behind `seqs` (a `seqs_where`).
+    pub fn compact(&mut self, x: Handle<Node>, seqs: Handle<Node>) -> Handle<Node> {
+        self.push(Node::Compact { arg: x, seqs })
+    }
+
+    /// Declares the output `name`.
+    pub fn output(&mut self, name: impl Into<String>, value: Handle<Node>) {
+        self.outputs.push(Output {
+            name: name.into(),
+            value,
+        });
+    }
+
+    /// Validates the graph and returns it.
+    pub fn finish(self) -> Result<Graph, ValidationError> {
+        validate(self.name, self.attrs, self.nodes, self.outputs)
+    }
+}

@@ -1,0 +1,828 @@
+//! The reference evaluator: runs a graph on host tensors in f64.
+//!
+//! This is the semantics of the IR. Inputs are converted exactly to f64
+//! (f16/bf16 included); every node computes in f64 without rounding, except
+//! `cast`, `const` and `attr`, which round to their dtype; outputs are rounded to
+//! their dtype at the end. Only rows `i < n_b` are computed: everything else is
+//! zero, so empty sequences, `B = 0` and `T = 0` give zeros, never NaN or an error.
+
+use std::collections::BTreeMap;
+
+use crate::dtype::DType;
+use crate::graph::{
+    AttrKind, AttrValue, BinaryOp, Dim, Graph, IndexPredicate, MAX_LEN, Node, ReduceOp, ScanMode,
+    TensorType, Type, UnaryOp,
+};
+use crate::tensor::{DenseTensor, TensorData, TensorError, check_offsets};
+use crate::validate::Structure;
+use crate::{arena::Handle, graph::AttrDecl};
+
+/// Why a graph could not be evaluated on the given inputs.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// A declared input was not given.
+    #[error("missing input '{name}'")]
+    MissingInput {
+        /// The input.
+        name: String,
+    },
+    /// An input was given that the graph does not declare.
+    #[error("the graph has no input '{name}'")]
+    UnknownInput {
+        /// The name given.
+        name: String,
+    },
+    /// An input of the wrong dtype.
+    #[error("input '{name}': expected dtype {expected}, found {found}")]
+    InputDtype {
+        /// The input.
+        name: String,
+        /// The declared dtype.
+        expected: DType,
+        /// The dtype given.
+        found: DType,
+    },
+    /// An input of the wrong shape.
+    #[error("input '{name}': shape {found:?} does not fit {expected}")]
+    InputShape {
+        /// The input.
+        name: String,
+        /// The declared dims with the sizes bound so far.
+        expected: String,
+        /// The shape given.
+        found: Vec<usize>,
+    },
+    /// A required attribute was not given and has no default.
+    #[error("missing attribute '{name}'")]
+    MissingAttribute {
+        /// The attribute.
+        name: String,
+    },
+    /// An attribute was given that the graph does not declare.
+    #[error("the graph has no attribute '{name}'")]
+    UnknownAttribute {
+        /// The name given.
+        name: String,
+    },
+    /// An attribute of the wrong kind (index vs float).
+    #[error("attribute '{name}' must be of kind {}", expected.name())]
+    AttributeKind {
+        /// The attribute.
+        name: String,
+        /// Its declared kind.
+        expected: AttrKind,
+    },
+    /// A symbolic dim no input binds.
+    #[error("no input binds the dim {symbol}")]
+    Unbound {
+        /// `B` or `N`.
+        symbol: &'static str,
+    },
+    /// Invalid offsets (the error names the input).
+    #[error(transparent)]
+    Offsets(#[from] TensorError),
+}
+
+/// Runs `graph` on named inputs and attributes; returns the outputs by name.
+///
+/// Jagged inputs are passed as their values `[T, inner...]` and offsets
+/// `[B+1]` under the names the graph declares; jagged outputs come back as
+/// values `[T', inner...]` (with their offsets as a separate output when the
+/// graph returns them). Attributes not given take their declared defaults.
+pub fn evaluate(
+    graph: &Graph,
+    inputs: &[(&str, &DenseTensor)],
+    attrs: &[(&str, AttrValue)],
+) -> Result<BTreeMap<String, DenseTensor>, EvalError> {
+    for (name, _) in inputs {
+        if !graph.inputs().any(|(_, n, _)| n == *name) {
+            return Err(EvalError::UnknownInput {
+                name: name.to_string(),
+            });
+        }
+    }
+    let attr_values = bind_attrs(graph.attrs(), attrs)?;
+    let mut ev = Evaluator {
+        graph,
+        batch: 0,
+        max_len: 0,
+        values: Vec::with_capacity(graph.nodes().len()),
+    };
+    ev.bind_symbols(inputs, &attr_values)?;
+    for (h, node) in graph.nodes().iter() {
+        let value = ev.node(h, node, inputs, &attr_values)?;
+        ev.values.push(value);
+    }
+    let mut outputs = BTreeMap::new();
+    for out in graph.outputs() {
+        let ty = ev.tensor_type(out.value);
+        let shape = ev.shape(ty);
+        let data = TensorData::from_f64(ty.dtype, ev.data(out.value));
+        outputs.insert(out.name.clone(), DenseTensor::new(shape, data)?);
+    }
+    Ok(outputs)
+}
+
+/// The attribute values: given ones checked against the declarations, else defaults.
+fn bind_attrs(
+    decls: &[AttrDecl],
+    given: &[(&str, AttrValue)],
+) -> Result<BTreeMap<String, AttrValue>, EvalError> {
+    let mut values = BTreeMap::new();
+    for (name, value) in given {
+        let decl =
+            decls
+                .iter()
+                .find(|d| d.name == *name)
+                .ok_or_else(|| EvalError::UnknownAttribute {
+                    name: name.to_string(),
+                })?;
+        // An index attribute may not be given as a float; a float one accepts an index.
+        if decl.kind == AttrKind::Index && value.kind() != AttrKind::Index {
+            return Err(EvalError::AttributeKind {
+                name: name.to_string(),
+                expected: decl.kind,
+            });
+        }
+        values.insert(name.to_string(), *value);
+    }
+    for decl in decls {
+        if !values.contains_key(&decl.name) {
+            let value = decl.default.ok_or_else(|| EvalError::MissingAttribute {
+                name: decl.name.clone(),
+            })?;
+            values.insert(decl.name.clone(), value);
+        }
+    }
+    Ok(values)
+}
+
+/// A sequence set at run time.
+struct SeqsValue {
+    /// `offsets[b]`: the first row of sequence `b` (`B + 1` entries).
+    offsets: Vec<usize>,
+    /// `n_b`: the rows of sequence `b` that ops see.
+    lens: Vec<usize>,
+    /// Prefix sums of `n_b^2`: where sequence `b`'s block of a `[%s, %s, ...]` starts.
+    pairs: Vec<usize>,
+}
+
+impl SeqsValue {
+    fn new(offsets: Vec<usize>, max_len: Option<usize>) -> Self {
+        let lens: Vec<usize> = offsets
+            .windows(2)
+            .map(|w| max_len.map_or(w[1] - w[0], |n| (w[1] - w[0]).min(n)))
+            .collect();
+        let mut pairs = vec![0];
+        for &n in &lens {
+            pairs.push(pairs[pairs.len() - 1] + n * n);
+        }
+        SeqsValue {
+            offsets,
+            lens,
+            pairs,
+        }
+    }
+}
+
+enum Value {
+    Seqs(SeqsValue),
+    Tensor(Vec<f64>),
+}
+
+/// Where each dim of an operand's index comes from when it is read at a
+/// result index: the sequence number, or a position of the result index.
+#[derive(Clone, Copy)]
+enum Src {
+    Seq,
+    At(usize),
+}
+
+struct Evaluator<'g> {
+    graph: &'g Graph,
+    batch: usize,
+    max_len: usize,
+    values: Vec<Value>,
+}
+
+impl<'g> Evaluator<'g> {
+    /// Binds `B` and `N` from the attributes and the input shapes.
+    fn bind_symbols(
+        &mut self,
+        inputs: &[(&str, &DenseTensor)],
+        attrs: &BTreeMap<String, AttrValue>,
+    ) -> Result<(), EvalError> {
+        let mut batch = None;
+        let mut max_len = match attrs.get(MAX_LEN) {
+            Some(AttrValue::Index(n)) => Some(*n),
+            _ => None,
+        };
+        for (_, name, ty) in self.graph.inputs() {
+            let tensor = lookup(inputs, name)?;
+            if tensor.dtype() != ty.dtype {
+                return Err(EvalError::InputDtype {
+                    name: name.to_string(),
+                    expected: ty.dtype,
+                    found: tensor.dtype(),
+                });
+            }
+            let shape_error = || EvalError::InputShape {
+                name: name.to_string(),
+                expected: ty.to_string(),
+                found: tensor.shape().to_vec(),
+            };
+            if tensor.shape().len() != ty.dims.len() {
+                return Err(shape_error());
+            }
+            for (dim, &size) in ty.dims.iter().zip(tensor.shape()) {
+                let (slot, value) = match dim {
+                    Dim::Batch => (&mut batch, size),
+                    Dim::BatchPlusOne => (&mut batch, size.checked_sub(1).ok_or_else(shape_error)?),
+                    Dim::MaxLen => (&mut max_len, size),
+                    Dim::Static(n) if *n == size => continue,
+                    Dim::Static(_) => return Err(shape_error()),
+                    Dim::Ragged(_) => continue,
+                };
+                match slot {
+                    Some(bound) if *bound != value => return Err(shape_error()),
+                    _ => *slot = Some(value),
+                }
+            }
+        }
+        let mut uses_b = false;
+        let mut uses_n = false;
+        for (h, node) in self.graph.nodes().iter() {
+            uses_n |= matches!(node, Node::Seqs { truncate: true, .. });
+            if let Type::Tensor(t) = self.graph.type_of(h) {
+                uses_b |= t.dims.iter().any(|d| !matches!(d, Dim::Static(_)));
+                uses_n |= t.dims.contains(&Dim::MaxLen);
+            }
+        }
+        self.batch = match batch {
+            Some(b) => b,
+            None if !uses_b => 0,
+            None => return Err(EvalError::Unbound { symbol: "B" }),
+        };
+        self.max_len = match max_len {
+            Some(n) => n,
+            None if !uses_n => 0,
+            None => return Err(EvalError::Unbound { symbol: "N" }),
+        };
+        Ok(())
+    }
+
+    fn tensor_type(&self, h: Handle<Node>) -> &'g TensorType {
+        match self.graph.type_of(h) {
+            Type::Tensor(t) => t,
+            // The validator guarantees tensor operands where tensors are read.
+            Type::Seqs => unreachable!("{h} is a sequence set"),
+        }
+    }
+
+    fn data(&self, h: Handle<Node>) -> &[f64] {
+        match &self.values[h.index()] {
+            Value::Tensor(d) => d,
+            Value::Seqs(_) => unreachable!("{h} is a sequence set"),
+        }
+    }
+
+    fn seqs(&self, h: Handle<Node>) -> &SeqsValue {
+        match &self.values[h.index()] {
+            Value::Seqs(s) => s,
+            Value::Tensor(_) => unreachable!("{h} is not a sequence set"),
+        }
+    }
+
+    /// The extent of `dim` in sequence `b`.
+    fn extent(&self, dim: Dim, b: usize) -> usize {
+        match dim {
+            Dim::Ragged(s) => self.seqs(s).lens.get(b).copied().unwrap_or(0),
+            Dim::Batch => self.batch,
+            Dim::BatchPlusOne => self.batch + 1,
+            Dim::MaxLen => self.max_len,
+            Dim::Static(n) => n,
+        }
+    }
+
+    /// The host shape of a value of type `ty`: `[T, inner...]` for jagged.
+    fn shape(&self, ty: &TensorType) -> Vec<usize> {
+        match ty.seqs() {
+            Some(s) => {
+                let rows = self.seqs(s).offsets[self.batch];
+                let mut shape = vec![rows];
+                shape.extend(ty.dims[1..].iter().map(|&d| self.extent(d, 0)));
+                shape
+            }
+            None => ty.dims.iter().map(|&d| self.extent(d, 0)).collect(),
+        }
+    }
+
+    /// The number of f64 slots a value of type `ty` occupies.
+    fn size(&self, ty: &TensorType) -> usize {
+        let rank = ty.ragged_rank();
+        let inner: usize = ty.dims[rank..].iter().map(|&d| self.extent(d, 0)).product();
+        match ty.seqs() {
+            Some(s) if rank == 2 => self.seqs(s).pairs[self.batch] * inner,
+            Some(s) => self.seqs(s).offsets[self.batch] * inner,
+            None => inner,
+        }
+    }
+
+    /// Where element `idx` (one index per dim) of sequence `b` lives.
+    fn offset(&self, ty: &TensorType, b: usize, idx: &[usize]) -> usize {
+        let rank = ty.ragged_rank();
+        let mut flat = 0;
+        for (&d, &i) in ty.dims[rank..].iter().zip(&idx[rank..]) {
+            flat = flat * self.extent(d, b) + i;
+        }
+        let inner: usize = ty.dims[rank..].iter().map(|&d| self.extent(d, b)).product();
+        match ty.seqs() {
+            Some(s) if rank == 2 => {
+                let seqs = self.seqs(s);
+                (seqs.pairs[b] + idx[0] * seqs.lens[b] + idx[1]) * inner + flat
+            }
+            Some(s) => (self.seqs(s).offsets[b] + idx[0]) * inner + flat,
+            None => flat,
+        }
+    }
+
+    /// Calls `f(b, idx)` for every element of a value of type `ty`.
+    fn for_each(&self, ty: &TensorType, mut f: impl FnMut(usize, &[usize])) {
+        let batched = ty.ragged_rank() > 0 || ty.dims.contains(&Dim::Batch);
+        let sequences = if batched { self.batch } else { 1 };
+        let mut idx = vec![0; ty.dims.len()];
+        for b in 0..sequences {
+            let ranges: Vec<(usize, usize)> = ty
+                .dims
+                .iter()
+                .map(|&d| match d {
+                    Dim::Batch => (b, b + 1),
+                    d => (0, self.extent(d, b)),
+                })
+                .collect();
+            if ranges.iter().any(|(lo, hi)| lo >= hi) {
+                continue;
+            }
+            for (i, r) in idx.iter_mut().zip(&ranges) {
+                *i = r.0;
+            }
+            'odometer: loop {
+                f(b, &idx);
+                for k in (0..idx.len()).rev() {
+                    idx[k] += 1;
+                    if idx[k] < ranges[k].1 {
+                        continue 'odometer;
+                    }
+                    idx[k] = ranges[k].0;
+                }
+                break;
+            }
+        }
+    }
+
+    /// How an elementwise operand of type `x` is indexed from a result of type `r`.
+    fn projection(r: &TensorType, x: &TensorType) -> Vec<Src> {
+        // Both are valid elementwise structures (checked by the validator).
+        let (sr, sx) = match (Structure::of(r), Structure::of(x)) {
+            (Some(sr), Some(sx)) => (sr, sx),
+            _ => unreachable!("elementwise operands have structures"),
+        };
+        let r_rows_at = usize::from(r.dims.first() == Some(&Dim::Batch));
+        let r_inner_at = r_rows_at + sr.rows.len();
+        let mut plan = Vec::new();
+        if x.dims.first() == Some(&Dim::Batch) {
+            plan.push(Src::Seq);
+        }
+        plan.extend((0..sx.rows.len()).map(|k| Src::At(r_rows_at + k)));
+        if !sx.inner.is_empty() {
+            plan.extend((0..sx.inner.len()).map(|k| Src::At(r_inner_at + k)));
+        }
+        plan
+    }
+
+    /// Evaluates an elementwise node whose operands are `args`.
+    fn elementwise(
+        &self,
+        h: Handle<Node>,
+        args: &[Handle<Node>],
+        f: impl Fn(&[f64]) -> f64,
+    ) -> Vec<f64> {
+        let r = self.tensor_type(h);
+        let plans: Vec<(&TensorType, Vec<Src>, &[f64])> = args
+            .iter()
+            .map(|&a| {
+                let x = self.tensor_type(a);
+                (x, Self::projection(r, x), self.data(a))
+            })
+            .collect();
+        let mut out = vec![0.0; self.size(r)];
+        let mut xs = vec![0.0; args.len()];
+        let mut xi = Vec::new();
+        self.for_each(r, |b, idx| {
+            for (k, (x, plan, data)) in plans.iter().enumerate() {
+                xi.clear();
+                xi.extend(plan.iter().map(|s| match s {
+                    Src::Seq => b,
+                    Src::At(p) => idx[*p],
+                }));
+                xs[k] = data[self.offset(x, b, &xi)];
+            }
+            out[self.offset(r, b, idx)] = f(&xs);
+        });
+        out
+    }
+
+    fn node(
+        &self,
+        h: Handle<Node>,
+        node: &Node,
+        inputs: &[(&str, &DenseTensor)],
+        attrs: &BTreeMap<String, AttrValue>,
+    ) -> Result<Value, EvalError> {
+        let tensor = |v: Vec<f64>| Ok(Value::Tensor(v));
+        match node {
+            Node::Input { name, ty } => {
+                let given = lookup(inputs, name)?;
+                let mut data = given.to_f64();
+                if let Some(s) = ty.seqs() {
+                    let seqs = self.seqs(s);
+                    let rows = seqs.offsets[self.batch];
+                    if given.shape().first() != Some(&rows) {
+                        return Err(EvalError::InputShape {
+                            name: name.clone(),
+                            expected: format!("{ty} with T = {rows} (from the offsets)"),
+                            found: given.shape().to_vec(),
+                        });
+                    }
+                    // Rows past n_b are not part of the sequence.
+                    let row: usize = given.shape()[1..].iter().product();
+                    for b in 0..self.batch {
+                        let (start, end) = (seqs.offsets[b] + seqs.lens[b], seqs.offsets[b + 1]);
+                        data[start * row..end * row].fill(0.0);
+                    }
+                }
+                tensor(data)
+            }
+            Node::Attr { name, dtype } => {
+                let value = attrs.get(name).map_or(0.0, |v| v.as_f64());
+                tensor(vec![dtype.round(value)])
+            }
+            Node::Const { value, dtype } => tensor(vec![dtype.round(*value)]),
+            Node::Seqs { offsets, truncate } => {
+                let arg = match self.graph.node(*offsets) {
+                    Node::Input { name, .. } => name.clone(),
+                    _ => offsets.to_string(),
+                };
+                let raw: Vec<i64> = self.data(*offsets).iter().map(|&o| o as i64).collect();
+                check_offsets(&arg, &raw, None)?;
+                // Checked non-negative above.
+                let offsets = raw.iter().map(|&o| o as usize).collect();
+                Ok(Value::Seqs(SeqsValue::new(
+                    offsets,
+                    truncate.then_some(self.max_len),
+                )))
+            }
+            Node::SeqsWhere { mask } => {
+                let s = self.seqs(self.tensor_type(*mask).seqs().unwrap_or(*mask));
+                let data = self.data(*mask);
+                let mut offsets = vec![0];
+                for b in 0..self.batch {
+                    let start = s.offsets[b];
+                    let kept = data[start..start + s.lens[b]]
+                        .iter()
+                        .filter(|&&m| m != 0.0)
+                        .count();
+                    offsets.push(offsets[b] + kept);
+                }
+                Ok(Value::Seqs(SeqsValue::new(offsets, None)))
+            }
+            Node::Offsets { seqs, .. } => {
+                tensor(self.seqs(*seqs).offsets.iter().map(|&o| o as f64).collect())
+            }
+            Node::Unary { op, arg } => {
+                let f: fn(f64) -> f64 = match op {
+                    UnaryOp::Neg => |x| -x,
+                    UnaryOp::Exp => f64::exp,
+                    UnaryOp::Log => f64::ln,
+                    UnaryOp::Silu => |x| x / (1.0 + (-x).exp()),
+                };
+                tensor(self.elementwise(h, &[*arg], |x| f(x[0])))
+            }
+            Node::Cast { arg, dtype } => {
+                tensor(self.elementwise(h, &[*arg], |x| dtype.round(x[0])))
+            }
+            Node::Binary { op, lhs, rhs } => {
+                let f: fn(f64, f64) -> f64 = match op {
+                    BinaryOp::Add => |a, b| a + b,
+                    BinaryOp::Sub => |a, b| a - b,
+                    BinaryOp::Mul => |a, b| a * b,
+                    BinaryOp::Div => |a, b| a / b,
+                    BinaryOp::Max => f64::max,
+                    BinaryOp::Min => f64::min,
+                };
+                tensor(self.elementwise(h, &[*lhs, *rhs], |x| f(x[0], x[1])))
+            }
+            Node::Select {
+                cond,
+                on_true,
+                on_false,
+            } => tensor(self.elementwise(h, &[*cond, *on_true, *on_false], |x| {
+                if x[0] != 0.0 { x[1] } else { x[2] }
+            })),
+            Node::Mask { pred, ty } => {
+                let mut out = vec![0.0; self.size(ty)];
+                self.for_each(ty, |b, idx| {
+                    let holds = match pred {
+                        IndexPredicate::KeyNotAfterQuery => idx[1] <= idx[0],
+                        IndexPredicate::KeyNotBeforeQuery => idx[1] >= idx[0],
+                        IndexPredicate::RowInSequence(s) => idx[1] < self.seqs(*s).lens[b],
+                    };
+                    out[self.offset(ty, b, idx)] = f64::from(u8::from(holds));
+                });
+                tensor(out)
+            }
+            Node::Reduce { op, arg, axis } => tensor(self.reduce(h, *op, *arg, *axis)),
+            Node::Softmax { arg, axis } => tensor(self.softmax(*arg, *axis)),
+            Node::Scan { mode, arg, axis } => tensor(self.scan(h, *mode, *arg, *axis)),
+            Node::Contract {
+                lhs,
+                lhs_axes,
+                rhs,
+                rhs_axes,
+                out_axes,
+                ..
+            } => tensor(self.contract(h, [(*lhs, lhs_axes), (*rhs, rhs_axes)], out_axes)),
+            Node::ToPadded { arg } => {
+                let x = self.tensor_type(*arg);
+                let s = self.seqs(x.seqs().unwrap_or(*arg));
+                let row: usize = x.dims[1..].iter().map(|&d| self.extent(d, 0)).product();
+                let n = self.max_len;
+                let src = self.data(*arg);
+                let mut out = vec![0.0; self.batch * n * row];
+                for b in 0..self.batch {
+                    let rows = s.lens[b].min(n);
+                    out[b * n * row..(b * n + rows) * row]
+                        .copy_from_slice(&src[s.offsets[b] * row..(s.offsets[b] + rows) * row]);
+                }
+                tensor(out)
+            }
+            Node::FromPadded { arg, seqs } => {
+                let x = self.tensor_type(*arg);
+                let s = self.seqs(*seqs);
+                let row: usize = x.dims[2..].iter().map(|&d| self.extent(d, 0)).product();
+                let n = self.max_len;
+                let src = self.data(*arg);
+                let mut out = vec![0.0; s.offsets[self.batch] * row];
+                for b in 0..self.batch {
+                    let rows = s.lens[b].min(n);
+                    out[s.offsets[b] * row..(s.offsets[b] + rows) * row]
+                        .copy_from_slice(&src[b * n * row..(b * n + rows) * row]);
+                }
+                tensor(out)
+            }
+            Node::Compact { arg, seqs } => {
+                let x = self.tensor_type(*arg);
+                let s = self.seqs(x.seqs().unwrap_or(*arg));
+                let kept = self.seqs(*seqs);
+                let Node::SeqsWhere { mask } = self.graph.node(*seqs) else {
+                    unreachable!("validated: compact's set is a seqs_where");
+                };
+                let mask = self.data(*mask);
+                let row: usize = x.dims[1..].iter().map(|&d| self.extent(d, 0)).product();
+                let src = self.data(*arg);
+                let mut out = vec![0.0; kept.offsets[self.batch] * row];
+                for b in 0..self.batch {
+                    let mut to = kept.offsets[b];
+                    for i in s.offsets[b]..s.offsets[b] + s.lens[b] {
+                        if mask[i] != 0.0 {
+                            out[to * row..(to + 1) * row]
+                                .copy_from_slice(&src[i * row..(i + 1) * row]);
+                            to += 1;
+                        }
+                    }
+                }
+                tensor(out)
+            }
+        }
+    }
+
+    fn reduce(&self, h: Handle<Node>, op: ReduceOp, arg: Handle<Node>, axis: usize) -> Vec<f64> {
+        let (x, r) = (self.tensor_type(arg), self.tensor_type(h));
+        let data = self.data(arg);
+        // The result gained a leading B when its source lost its only ragged dim.
+        let skip = usize::from(r.dims.len() == x.dims.len());
+        let mut out = vec![0.0; self.size(r)];
+        let mut xi = vec![0; x.dims.len()];
+        let mut line = Vec::new();
+        self.for_each(r, |b, idx| {
+            let rest = &idx[skip..];
+            xi[..axis].copy_from_slice(&rest[..axis]);
+            xi[axis + 1..].copy_from_slice(&rest[axis..]);
+            line.clear();
+            for t in 0..self.extent(x.dims[axis], b) {
+                xi[axis] = t;
+                line.push(data[self.offset(x, b, &xi)]);
+            }
+            out[self.offset(r, b, idx)] = reduce_line(op, &line);
+        });
+        out
+    }
+
+    fn softmax(&self, arg: Handle<Node>, axis: usize) -> Vec<f64> {
+        let x = self.tensor_type(arg);
+        let data = self.data(arg);
+        let mut out = vec![0.0; data.len()];
+        let mut xi = Vec::new();
+        let mut slots = Vec::new();
+        self.for_each(x, |b, idx| {
+            if idx[axis] != 0 {
+                return;
+            }
+            xi.clear();
+            xi.extend_from_slice(idx);
+            slots.clear();
+            for t in 0..self.extent(x.dims[axis], b) {
+                xi[axis] = t;
+                slots.push(self.offset(x, b, &xi));
+            }
+            let m = slots
+                .iter()
+                .map(|&s| data[s])
+                .fold(f64::NEG_INFINITY, f64::max);
+            if m == f64::NEG_INFINITY {
+                return;
+            }
+            let sum: f64 = slots.iter().map(|&s| (data[s] - m).exp()).sum();
+            for &s in &slots {
+                out[s] = (data[s] - m).exp() / sum;
+            }
+        });
+        out
+    }
+
+    fn scan(&self, h: Handle<Node>, mode: ScanMode, arg: Handle<Node>, axis: usize) -> Vec<f64> {
+        let (x, r) = (self.tensor_type(arg), self.tensor_type(h));
+        let data = self.data(arg);
+        let mut out = vec![0.0; self.size(r)];
+        let mut xi = Vec::new();
+        let lines = |f: &mut dyn FnMut(usize, &[usize])| {
+            if self.extent(x.dims[axis], 0) == 0 {
+                // A scan along an empty axis still writes the leading 0 of `complete`;
+                // the output is zero-initialized, so there is nothing to do.
+                return;
+            }
+            self.for_each(x, |b, idx| {
+                if idx[axis] == 0 {
+                    f(b, idx);
+                }
+            });
+        };
+        let mut line = |b: usize, idx: &[usize]| {
+            xi.clear();
+            xi.extend_from_slice(idx);
+            let mut acc = 0.0;
+            let n = self.extent(x.dims[axis], b);
+            for t in 0..n {
+                xi[axis] = t;
+                let v = data[self.offset(x, b, &xi)];
+                let (slot, value) = match mode {
+                    ScanMode::Inclusive => (t, acc + v),
+                    ScanMode::Exclusive | ScanMode::Complete => (t, acc),
+                };
+                acc += v;
+                xi[axis] = slot;
+                out[self.offset(r, b, &xi)] = value;
+            }
+            if mode == ScanMode::Complete {
+                xi[axis] = n;
+                out[self.offset(r, b, &xi)] = acc;
+            }
+        };
+        lines(&mut line);
+        out
+    }
+
+    fn contract(
+        &self,
+        h: Handle<Node>,
+        operands: [(Handle<Node>, &String); 2],
+        out_axes: &str,
+    ) -> Vec<f64> {
+        let r = self.tensor_type(h);
+        // Letters: the output's first, then the summed ones.
+        let mut letters: Vec<char> = out_axes.chars().collect();
+        let n_out = letters.len();
+        let mut dims_of: Vec<Dim> = Vec::new();
+        let mut plans = Vec::new();
+        for (arg, axes) in operands {
+            let x = self.tensor_type(arg);
+            let mut plan = Vec::new();
+            let named = if x.dims.first() == Some(&Dim::Batch) {
+                plan.push(Src::Seq);
+                &x.dims[1..]
+            } else {
+                &x.dims[..]
+            };
+            for (c, &d) in axes.chars().zip(named) {
+                let k = letters.iter().position(|&l| l == c).unwrap_or_else(|| {
+                    letters.push(c);
+                    letters.len() - 1
+                });
+                plan.push(Src::At(k));
+                if dims_of.len() <= k {
+                    dims_of.resize(k + 1, Dim::Static(0));
+                }
+                dims_of[k] = d;
+            }
+            plans.push((x, plan, self.data(arg)));
+        }
+        let lead = usize::from(r.dims.first() == Some(&Dim::Batch));
+        let batched = r.ragged_rank() > 0 || lead == 1;
+        let mut out = vec![0.0; self.size(r)];
+        let mut vals = vec![0; letters.len()];
+        let mut ri = vec![0; r.dims.len()];
+        let mut xi = Vec::new();
+        for b in 0..if batched { self.batch } else { 1 } {
+            let ext: Vec<usize> = dims_of.iter().map(|&d| self.extent(d, b)).collect();
+            if ext[..n_out].contains(&0) {
+                continue;
+            }
+            vals.fill(0);
+            'out: loop {
+                let mut acc = 0.0;
+                if !ext[n_out..].contains(&0) {
+                    vals[n_out..].fill(0);
+                    'sum: loop {
+                        let mut prod = 1.0;
+                        for (x, plan, data) in &plans {
+                            xi.clear();
+                            xi.extend(plan.iter().map(|s| match s {
+                                Src::Seq => b,
+                                Src::At(k) => vals[*k],
+                            }));
+                            prod *= data[self.offset(x, b, &xi)];
+                        }
+                        acc += prod;
+                        if !advance(&mut vals[n_out..], &ext[n_out..]) {
+                            break 'sum;
+                        }
+                    }
+                }
+                if lead == 1 {
+                    ri[0] = b;
+                }
+                ri[lead..].copy_from_slice(&vals[..n_out]);
+                out[self.offset(r, b, &ri)] = acc;
+                if !advance(&mut vals[..n_out], &ext[..n_out]) {
+                    break 'out;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Steps an odometer; false when it wraps around.
+fn advance(vals: &mut [usize], ext: &[usize]) -> bool {
+    for k in (0..vals.len()).rev() {
+        vals[k] += 1;
+        if vals[k] < ext[k] {
+            return true;
+        }
+        vals[k] = 0;
+    }
+    false
+}
+
+/// A reduction over one line of values (empty lines give 0).
+fn reduce_line(op: ReduceOp, line: &[f64]) -> f64 {
+    let sum = || line.iter().sum::<f64>();
+    let max = || line.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    match op {
+        _ if line.is_empty() => 0.0,
+        ReduceOp::Sum => sum(),
+        ReduceOp::Max => max(),
+        ReduceOp::Mean => sum() / line.len() as f64,
+        ReduceOp::LogSumExp => {
+            let m = max();
+            if m == f64::NEG_INFINITY {
+                0.0
+            } else {
+                m + line.iter().map(|&x| (x - m).exp()).sum::<f64>().ln()
+            }
+        }
+    }
+}
+
+fn lookup<'a>(
+    inputs: &[(&str, &'a DenseTensor)],
+    name: &str,
+) -> Result<&'a DenseTensor, EvalError> {
+    inputs
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| EvalError::MissingInput {
+            name: name.to_string(),
+        })
+}

@@ -1,0 +1,564 @@
+//! The IR: a typed SSA graph over jagged and dense tensors.
+//!
+//! A [`Graph`] is an arena of [`Node`]s (each node defines one value, named `%k`
+//! by its handle), graph-level attribute declarations and named outputs. Nodes
+//! only refer to earlier nodes. Every value has a [`Type`], inferred by the
+//! validator ([`crate::validate`]); a `Graph` exists only once validated, so
+//! [`Graph::type_of`] always answers.
+//!
+//! # Types
+//!
+//! A tensor type is a dtype and a list of [`Dim`]s:
+//! - `%s` ([`Dim::Ragged`]): the row axis of a jagged tensor over the sequence
+//!   set `%s`. In sequence `b` it ranges over `i < n_b`. A jagged tensor has one
+//!   (rows `i`) or two (query rows `i`, key rows `j`, as in attention scores)
+//!   leading ragged dims, all over the same sequence set, then static dims.
+//!   `f32[%1, 4]` is `values [T, 4]`; `f32[%1, %1, 4]` is, per sequence, an
+//!   `[n_b, n_b, 4]` block.
+//! - `B` ([`Dim::Batch`]), `B+1` ([`Dim::BatchPlusOne`]): the number of sequences
+//!   (and of offsets).
+//! - `N` ([`Dim::MaxLen`]): the `max_len` attribute (or, without one, the bound
+//!   taken from a dense input's shape).
+//! - integers ([`Dim::Static`]): inner dims known at specialization time.
+//!
+//! A scalar is a tensor with no dims (`f32[]`). Sequence sets themselves are
+//! values of type `seqs`, created from an offsets tensor ([`Node::Seqs`]) or by
+//! compaction ([`Node::SeqsWhere`]); two jagged operands must share one.
+//!
+//! # Broadcasting
+//!
+//! Elementwise operands are matched by *structure*: a type splits into an
+//! optional batch (a `B` dim or ragged dims), row axes (ragged dims, or `N`
+//! after `B`) and inner static dims. An operand broadcasts to the result when its
+//! row axes are a prefix of the result's (an `N` row matching a ragged row whose
+//! set is truncated to `max_len`) and its inner dims are the result's or none.
+//! So `f32[B, 4]` (one value per sequence) meets `f32[%1, 4]` (one per row), and
+//! `f32[%1, 4]` (per query row) meets `f32[%1, %1, 4]` (per query-key pair).
+//!
+//! # Semantics
+//!
+//! The reference evaluator ([`crate::eval`]) defines them; each [`Node`] variant
+//! documents its own. Values outside `i < n_b` are zero.
+
+use std::fmt;
+
+use crate::arena::{Arena, Handle};
+use crate::dtype::DType;
+
+/// One dimension of a tensor type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dim {
+    /// A ragged row axis over the sequence set defined by this node (`%s`).
+    Ragged(Handle<Node>),
+    /// The number of sequences `B`.
+    Batch,
+    /// `B + 1` (offsets).
+    BatchPlusOne,
+    /// The maximum length `N` (the `max_len` attribute).
+    MaxLen,
+    /// A static extent.
+    Static(usize),
+}
+
+/// The type of a tensor value: element type and dims.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TensorType {
+    /// The element type.
+    pub dtype: DType,
+    /// The dims, outermost first; empty for a scalar.
+    pub dims: Vec<Dim>,
+}
+
+impl TensorType {
+    /// A tensor type from its dtype and dims.
+    pub fn new(dtype: DType, dims: Vec<Dim>) -> Self {
+        TensorType { dtype, dims }
+    }
+
+    /// A scalar of `dtype`.
+    pub fn scalar(dtype: DType) -> Self {
+        TensorType {
+            dtype,
+            dims: Vec::new(),
+        }
+    }
+
+    /// A jagged type `dtype[%seqs, inner...]`.
+    pub fn jagged(dtype: DType, seqs: Handle<Node>, inner: &[usize]) -> Self {
+        let mut dims = vec![Dim::Ragged(seqs)];
+        dims.extend(inner.iter().map(|&n| Dim::Static(n)));
+        TensorType { dtype, dims }
+    }
+
+    /// A dense type with leading symbolic dims followed by static inner dims.
+    pub fn dense(dtype: DType, symbolic: &[Dim], inner: &[usize]) -> Self {
+        let mut dims = symbolic.to_vec();
+        dims.extend(inner.iter().map(|&n| Dim::Static(n)));
+        TensorType { dtype, dims }
+    }
+
+    /// The sequence set of the ragged dims, if the type is jagged.
+    pub fn seqs(&self) -> Option<Handle<Node>> {
+        match self.dims.first() {
+            Some(Dim::Ragged(s)) => Some(*s),
+            _ => None,
+        }
+    }
+
+    /// The number of leading ragged dims (0 for a dense type).
+    pub fn ragged_rank(&self) -> usize {
+        self.dims
+            .iter()
+            .take_while(|d| matches!(d, Dim::Ragged(_)))
+            .count()
+    }
+}
+
+/// The type of a value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Type {
+    /// A sequence set (offsets and per-sequence lengths `n_b`).
+    Seqs,
+    /// A tensor.
+    Tensor(TensorType),
+}
+
+impl Type {
+    /// The tensor type, if this is a tensor.
+    pub fn as_tensor(&self) -> Option<&TensorType> {
+        match self {
+            Type::Tensor(t) => Some(t),
+            Type::Seqs => None,
+        }
+    }
+}
+
+/// Elementwise functions of one operand (float operands).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    /// `-x`.
+    Neg,
+    /// `e^x`.
+    Exp,
+    /// Natural logarithm.
+    Log,
+    /// `x / (1 + e^-x)`.
+    Silu,
+}
+
+/// Elementwise functions of two operands of one dtype (broadcast by structure).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a * b`.
+    Mul,
+    /// `a / b`.
+    Div,
+    /// The larger of `a` and `b`.
+    Max,
+    /// The smaller of `a` and `b`.
+    Min,
+}
+
+/// Reductions along one axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    /// Sum; 0 over an empty range.
+    Sum,
+    /// Maximum; 0 over an empty range. `-inf` entries (masked out) are skipped
+    /// by [`ReduceOp::LogSumExp`] and softmax, not by `max`.
+    Max,
+    /// `sum / max(n, 1)`.
+    Mean,
+    /// `m + ln(sum exp(x - m))` with `m` the maximum; 0 over an empty range or
+    /// when every entry is `-inf`.
+    LogSumExp,
+}
+
+/// How a scan (prefix sum) aligns its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScanMode {
+    /// `y[k] = x[0] + ... + x[k]`.
+    Inclusive,
+    /// `y[k] = x[0] + ... + x[k-1]`, `y[0] = 0`.
+    Exclusive,
+    /// One longer than the input: `y[0] = 0`, `y[k+1] = y[k] + x[k]`
+    /// (lengths to offsets); the axis `B` becomes `B+1`, `n` becomes `n+1`.
+    Complete,
+}
+
+/// A predicate on element indices: the `mask` op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IndexPredicate {
+    /// `j <= i` over `[%s, %s]` (query row `i`, key row `j`): causal attention.
+    KeyNotAfterQuery,
+    /// `j >= i` over `[%s, %s]`: FBGEMM's `use_mask`.
+    KeyNotBeforeQuery,
+    /// `i < n_b` of the given sequence set, over `[B, N]`: the valid part of a
+    /// padded dense tensor.
+    RowInSequence(Handle<Node>),
+}
+
+/// A node of the graph: one op with its operands; it defines the value `%k`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Node {
+    /// A graph input named `name` (a jagged tensor's values, offsets, a dense
+    /// tensor...). Jagged inputs have one ragged dim; their values are `[T, ...]`.
+    Input {
+        /// The input's name, unique in the graph.
+        name: String,
+        /// Its declared type.
+        ty: TensorType,
+    },
+    /// The value of the graph attribute `name` as a scalar of `dtype`.
+    Attr {
+        /// A declared attribute.
+        name: String,
+        /// The scalar's dtype (the value is rounded to it).
+        dtype: DType,
+    },
+    /// A scalar constant (rounded to `dtype`).
+    Const {
+        /// The value; `-inf` is allowed (masking before softmax).
+        value: f64,
+        /// The scalar's dtype.
+        dtype: DType,
+    },
+    /// A sequence set from an offsets tensor `[B+1]` (i32/i64): `n_b = L_b`, or
+    /// `min(L_b, N)` when `truncate` (rows past `max_len` are ignored).
+    Seqs {
+        /// The offsets.
+        offsets: Handle<Node>,
+        /// Whether lengths are truncated to `max_len`.
+        truncate: bool,
+    },
+    /// The sequence set of the rows of a `bool[%s]` mask that are set: its
+    /// lengths are the per-sequence counts of set rows (stream compaction).
+    SeqsWhere {
+        /// The mask.
+        mask: Handle<Node>,
+    },
+    /// The offsets `[B+1]` of a sequence set, as integers of `dtype`.
+    Offsets {
+        /// The sequence set.
+        seqs: Handle<Node>,
+        /// i32 or i64.
+        dtype: DType,
+    },
+    /// An elementwise function of one float operand.
+    Unary {
+        /// Which function.
+        op: UnaryOp,
+        /// The operand.
+        arg: Handle<Node>,
+    },
+    /// Elementwise conversion to `dtype` (rounds; see [`DType::round`]).
+    Cast {
+        /// The operand.
+        arg: Handle<Node>,
+        /// The target dtype.
+        dtype: DType,
+    },
+    /// An elementwise function of two operands, broadcast by structure.
+    Binary {
+        /// Which function.
+        op: BinaryOp,
+        /// Left operand.
+        lhs: Handle<Node>,
+        /// Right operand.
+        rhs: Handle<Node>,
+    },
+    /// `cond ? on_true : on_false`, elementwise, all three broadcast.
+    Select {
+        /// A bool tensor.
+        cond: Handle<Node>,
+        /// Taken where `cond` holds.
+        on_true: Handle<Node>,
+        /// Taken elsewhere.
+        on_false: Handle<Node>,
+    },
+    /// A bool tensor of type `ty` that holds where the index predicate does.
+    Mask {
+        /// The predicate.
+        pred: IndexPredicate,
+        /// Its domain: `bool[%s, %s]` for the key/query predicates,
+        /// `bool[B, N]` for [`IndexPredicate::RowInSequence`].
+        ty: TensorType,
+    },
+    /// Reduces `axis` away (a ragged, `N` or static axis). Reducing the only
+    /// ragged axis of a jagged tensor gives a dense `[B, ...]` tensor.
+    Reduce {
+        /// The reduction.
+        op: ReduceOp,
+        /// The operand.
+        arg: Handle<Node>,
+        /// The axis (index into the operand's dims).
+        axis: usize,
+    },
+    /// Softmax along `axis` (over `i < n_b` for a ragged axis); `-inf` entries
+    /// get 0, a line of only `-inf` gives zeros.
+    Softmax {
+        /// The operand (float).
+        arg: Handle<Node>,
+        /// The axis.
+        axis: usize,
+    },
+    /// Prefix sum along a dense axis (`B` or static) of a dense tensor.
+    Scan {
+        /// Alignment of the output.
+        mode: ScanMode,
+        /// The operand.
+        arg: Handle<Node>,
+        /// The axis.
+        axis: usize,
+    },
+    /// Per-sequence contraction, einsum style: each operand's dims are named by
+    /// one letter each (a leading `B` dim of a dense operand is implicit and
+    /// unnamed); letters absent from `out_axes` are summed over. Ragged letters
+    /// range over `i < n_b`. `q[ihd] . k[jhd] -> ijh` gives the attention scores
+    /// `f32[%s, %s, H]`; `p[ijh] . v[jhe] -> ihe` contracts over the key axis.
+    /// Output ragged letters come first; without any, the result is `[B, ...]`.
+    Contract {
+        /// Left operand.
+        lhs: Handle<Node>,
+        /// One letter per (non-batch) dim of `lhs`.
+        lhs_axes: String,
+        /// Right operand.
+        rhs: Handle<Node>,
+        /// One letter per (non-batch) dim of `rhs`.
+        rhs_axes: String,
+        /// The letters of the result's dims.
+        out_axes: String,
+        /// The result (accumulator) dtype.
+        dtype: DType,
+    },
+    /// Gathers a jagged `[%s, ...]` into a padded dense `[B, N, ...]`:
+    /// `dense[b, i] = x[b, i]` for `i < min(n_b, N)`, 0 elsewhere.
+    ToPadded {
+        /// The jagged operand (one ragged dim).
+        arg: Handle<Node>,
+    },
+    /// Scatters a padded dense `[B, N, ...]` into a jagged `[%s, ...]`:
+    /// `x[b, i] = dense[b, i]` for `i < min(n_b, N)`, 0 elsewhere.
+    FromPadded {
+        /// The dense operand.
+        arg: Handle<Node>,
+        /// The sequence set of the result.
+        seqs: Handle<Node>,
+    },
+    /// Keeps the rows of a jagged `[%s, ...]` whose mask is set, in order; the
+    /// result lives on `seqs`, which must be the [`Node::SeqsWhere`] of a mask
+    /// over `%s`.
+    Compact {
+        /// The jagged operand.
+        arg: Handle<Node>,
+        /// The compacted sequence set.
+        seqs: Handle<Node>,
+    },
+}
+
+impl Node {
+    /// The operands of this node, in text order.
+    pub fn operands(&self) -> Vec<Handle<Node>> {
+        match self {
+            Node::Input { .. } | Node::Attr { .. } | Node::Const { .. } => Vec::new(),
+            Node::Mask { pred, .. } => match pred {
+                IndexPredicate::RowInSequence(s) => vec![*s],
+                _ => Vec::new(),
+            },
+            Node::Seqs { offsets, .. } => vec![*offsets],
+            Node::SeqsWhere { mask } => vec![*mask],
+            Node::Offsets { seqs, .. } => vec![*seqs],
+            Node::Unary { arg, .. }
+            | Node::Cast { arg, .. }
+            | Node::Reduce { arg, .. }
+            | Node::Softmax { arg, .. }
+            | Node::Scan { arg, .. }
+            | Node::ToPadded { arg } => vec![*arg],
+            Node::Binary { lhs, rhs, .. } | Node::Contract { lhs, rhs, .. } => vec![*lhs, *rhs],
+            Node::Select {
+                cond,
+                on_true,
+                on_false,
+            } => vec![*cond, *on_true, *on_false],
+            Node::FromPadded { arg, seqs } | Node::Compact { arg, seqs } => vec![*arg, *seqs],
+        }
+    }
+}
+
+/// The kind of value a graph attribute holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttrKind {
+    /// A non-negative integer (`max_len`).
+    Index,
+    /// A real number (`scale`, `padding_value`).
+    Float,
+}
+
+/// The value of a graph attribute.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AttrValue {
+    /// For [`AttrKind::Index`].
+    Index(usize),
+    /// For [`AttrKind::Float`].
+    Float(f64),
+}
+
+impl AttrValue {
+    /// The kind of this value.
+    pub fn kind(self) -> AttrKind {
+        match self {
+            AttrValue::Index(_) => AttrKind::Index,
+            AttrValue::Float(_) => AttrKind::Float,
+        }
+    }
+
+    /// The value as a real number.
+    pub fn as_f64(self) -> f64 {
+        match self {
+            AttrValue::Index(n) => n as f64,
+            AttrValue::Float(x) => x,
+        }
+    }
+}
+
+/// A named scalar attribute of a graph, set when the graph is run or specialized.
+/// `max_len` (kind index) is special: it is the `N` of the types.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttrDecl {
+    /// Its name, unique in the graph.
+    pub name: String,
+    /// What it holds.
+    pub kind: AttrKind,
+    /// The value used when the caller gives none.
+    pub default: Option<AttrValue>,
+}
+
+/// A named output of a graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    /// Its name, unique among outputs.
+    pub name: String,
+    /// The node whose value it is.
+    pub value: Handle<Node>,
+}
+
+/// The name of the attribute that binds the dim `N`.
+pub const MAX_LEN: &str = "max_len";
+
+/// A validated graph. Build one with [`crate::builder::GraphBuilder`] or parse its
+/// text with [`Graph::parse`](crate::text).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Graph {
+    pub(crate) name: String,
+    pub(crate) attrs: Vec<AttrDecl>,
+    pub(crate) nodes: Arena<Node>,
+    pub(crate) outputs: Vec<Output>,
+    pub(crate) types: Vec<Type>,
+}
+
+impl Graph {
+    /// The graph's name (the op it implements).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The attribute declarations, in declaration order.
+    pub fn attrs(&self) -> &[AttrDecl] {
+        &self.attrs
+    }
+
+    /// The attribute declaration named `name`.
+    pub fn attr(&self, name: &str) -> Option<&AttrDecl> {
+        self.attrs.iter().find(|a| a.name == name)
+    }
+
+    /// The nodes in definition order.
+    pub fn nodes(&self) -> &Arena<Node> {
+        &self.nodes
+    }
+
+    /// The node of `handle`.
+    pub fn node(&self, handle: Handle<Node>) -> &Node {
+        &self.nodes[handle]
+    }
+
+    /// The type of the value `handle` defines.
+    pub fn type_of(&self, handle: Handle<Node>) -> &Type {
+        &self.types[handle.index()]
+    }
+
+    /// The outputs, in declaration order.
+    pub fn outputs(&self) -> &[Output] {
+        &self.outputs
+    }
+
+    /// The inputs (name and type), in definition order.
+    pub fn inputs(&self) -> impl Iterator<Item = (Handle<Node>, &str, &TensorType)> {
+        self.nodes.iter().filter_map(|(h, n)| match n {
+            Node::Input { name, ty } => Some((h, name.as_str(), ty)),
+            _ => None,
+        })
+    }
+
+    /// The nodes that use `handle` as an operand (for pattern matching in codegen).
+    pub fn users(&self, handle: Handle<Node>) -> Vec<Handle<Node>> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.operands().contains(&handle))
+            .map(|(h, _)| h)
+            .collect()
+    }
+
+    /// A stable 64-bit hash of the canonical text (FNV-1a): the graph part of
+    /// kernel cache keys. Equal graphs have equal hashes on every platform.
+    pub fn canonical_hash(&self) -> u64 {
+        fnv1a64(self.to_string().as_bytes())
+    }
+}
+
+/// FNV-1a, 64-bit: simple, stable, and good enough to key a cache by text.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes
+        .iter()
+        .fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Ragged(s) => write!(f, "{s}"),
+            Dim::Batch => f.write_str("B"),
+            Dim::BatchPlusOne => f.write_str("B+1"),
+            Dim::MaxLen => f.write_str("N"),
+            Dim::Static(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl fmt::Display for TensorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[", self.dtype)?;
+        for (k, d) in self.dims.iter().enumerate() {
+            if k > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{d}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+impl fmt::Display for Type {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Type::Seqs => f.write_str("seqs"),
+            Type::Tensor(t) => write!(f, "{t}"),
+        }
+    }
+}
