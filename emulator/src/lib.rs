@@ -1,1 +1,368 @@
 //! jagged-emu: runs PTX kernels on the CPU with SIMT semantics and a memory checker.
+//!
+//! ```text
+//! PTX text --lexer/parser--> ast --decode--> KernelCode (flat Instr list, register slots)
+//!                                                  |
+//! Device (global memory) --launch--> CTAs on host threads --> warps, lane by lane
+//! ```
+//!
+//! The checker is always on: every global, shared and local access is bounds- and
+//! alignment-checked, shared memory tracks initialization, pending `cp.async` data and
+//! races between warps within a barrier interval. A launch with findings returns
+//! [`EmuError::MemoryCheck`].
+
+mod ast;
+mod decode;
+mod error;
+mod exec;
+mod ir;
+mod lexer;
+mod memory;
+mod num;
+mod parser;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub use error::{CheckKind, CheckReport, EmuError, Space};
+
+use decode::KernelCode;
+use memory::{Allocation, GLOBAL_BASE, GlobalMemory, RED_ZONE};
+
+/// Largest dynamic + static shared memory of one CTA (the sm_90 limit, 227 KiB).
+pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
+/// Largest number of threads in a CTA.
+pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
+
+/// A parsed and pre-decoded PTX module, ready to launch many times.
+#[derive(Clone, Debug)]
+pub struct Module {
+    kernels: Vec<KernelCode>,
+}
+
+impl Module {
+    /// Parses PTX text. Errors carry the line and column of the offending token;
+    /// instructions or syntax the emulator does not implement are
+    /// [`EmuError::Unsupported`], never skipped.
+    pub fn parse(ptx: &str) -> Result<Module, EmuError> {
+        let ast = parser::parse(ptx)?;
+        Ok(Module {
+            kernels: decode::decode_module(&ast)?,
+        })
+    }
+
+    /// Names of the `.entry` kernels, in source order.
+    pub fn kernel_names(&self) -> impl Iterator<Item = &str> {
+        self.kernels.iter().map(|k| k.name.as_str())
+    }
+
+    /// Static shared memory of a kernel in bytes (what ptxas would report, without the
+    /// dynamic part), or `None` for an unknown kernel.
+    pub fn static_shared_bytes(&self, kernel: &str) -> Option<u32> {
+        self.kernels
+            .iter()
+            .find(|k| k.name == kernel)
+            .map(|k| k.static_shared)
+    }
+
+    fn kernel(&self, name: &str) -> Result<&KernelCode, EmuError> {
+        self.kernels.iter().find(|k| k.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.kernel_names().collect();
+            EmuError::BadLaunch(format!(
+                "no kernel named `{name}` in the module (it has: {})",
+                names.join(", ")
+            ))
+        })
+    }
+}
+
+/// An address in the emulated device's global memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DevicePtr(pub u64);
+
+/// Grid and block shape of a launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchConfig {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub dynamic_shared_bytes: u32,
+}
+
+/// A kernel argument; its size must match the kernel's `.param` declaration.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KernelArg {
+    U32(u32),
+    I32(i32),
+    U64(u64),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Ptr(DevicePtr),
+}
+
+impl KernelArg {
+    fn bytes(&self) -> Vec<u8> {
+        match *self {
+            KernelArg::U32(v) => v.to_le_bytes().to_vec(),
+            KernelArg::I32(v) => v.to_le_bytes().to_vec(),
+            KernelArg::U64(v) => v.to_le_bytes().to_vec(),
+            KernelArg::I64(v) => v.to_le_bytes().to_vec(),
+            KernelArg::F32(v) => v.to_le_bytes().to_vec(),
+            KernelArg::F64(v) => v.to_le_bytes().to_vec(),
+            KernelArg::Ptr(p) => p.0.to_le_bytes().to_vec(),
+        }
+    }
+}
+
+/// What a launch executed and how long it took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LaunchStats {
+    /// Warp-level instruction steps (one per instruction per warp, whatever the active lanes).
+    pub warp_instructions: u64,
+    /// Sum over steps of the lanes whose guard let the instruction execute.
+    pub thread_instructions: u64,
+    /// Wall-clock time of the launch.
+    pub elapsed: Duration,
+}
+
+impl LaunchStats {
+    /// Warp instructions per second of wall-clock time.
+    pub fn warp_instructions_per_second(&self) -> f64 {
+        self.warp_instructions as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The emulated GPU: global memory and kernel launches.
+#[derive(Debug)]
+pub struct Device {
+    mem: GlobalMemory,
+    next: u64,
+    threads: usize,
+}
+
+impl Default for Device {
+    fn default() -> Self {
+        Device::new()
+    }
+}
+
+impl Device {
+    /// A device with no allocations that runs CTAs on all available host cores.
+    pub fn new() -> Device {
+        Device {
+            mem: GlobalMemory::default(),
+            next: GLOBAL_BASE,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        }
+    }
+
+    /// Sets how many host threads run CTAs (at least 1); 1 gives deterministic ordering
+    /// of atomics across CTAs.
+    pub fn set_host_threads(&mut self, n: usize) {
+        self.threads = n.max(1);
+    }
+
+    /// Allocates `bytes` of zero-filled global memory, 256-byte aligned.
+    pub fn alloc(&mut self, bytes: usize) -> DevicePtr {
+        let base = self.next;
+        self.mem.allocs.insert(base, Allocation::new(bytes as u64));
+        self.next = (base + bytes as u64 + RED_ZONE).div_ceil(256) * 256;
+        DevicePtr(base)
+    }
+
+    /// Allocates global memory holding a copy of `bytes`.
+    pub fn upload(&mut self, bytes: &[u8]) -> DevicePtr {
+        let p = self.alloc(bytes.len());
+        if let Some((_, a)) = self.mem.find(p.0, bytes.len() as u64) {
+            a.write(0, bytes);
+        }
+        p
+    }
+
+    /// Copies `bytes` to device memory at `ptr` (which may point inside an allocation).
+    pub fn write(&mut self, ptr: DevicePtr, bytes: &[u8]) -> Result<(), EmuError> {
+        let (base, a) = self.range(ptr, bytes.len())?;
+        a.write(ptr.0 - base, bytes);
+        Ok(())
+    }
+
+    /// Copies `len` bytes of device memory at `ptr` to the host.
+    pub fn read(&self, ptr: DevicePtr, len: usize) -> Result<Vec<u8>, EmuError> {
+        let (base, a) = self.range(ptr, len)?;
+        let mut out = vec![0u8; len];
+        a.read(ptr.0 - base, &mut out);
+        Ok(out)
+    }
+
+    /// Frees an allocation; `ptr` must be the address `alloc` returned.
+    pub fn free(&mut self, ptr: DevicePtr) -> Result<(), EmuError> {
+        match self.mem.allocs.remove(&ptr.0) {
+            Some(_) => Ok(()),
+            None => Err(EmuError::BadAccess(format!(
+                "free of {:#x}, which is not the start of an allocation",
+                ptr.0
+            ))),
+        }
+    }
+
+    fn range(&self, ptr: DevicePtr, len: usize) -> Result<(u64, &Allocation), EmuError> {
+        self.mem.find(ptr.0, len as u64).ok_or_else(|| {
+            EmuError::BadAccess(format!(
+                "{len} bytes at {:#x} are not inside one allocation ({})",
+                ptr.0,
+                self.mem.describe(ptr.0)
+            ))
+        })
+    }
+
+    /// Runs `kernel` of `module` over the grid. Returns [`EmuError::MemoryCheck`] when the
+    /// checker found errors (the kernel still ran to completion).
+    pub fn launch(
+        &mut self,
+        module: &Module,
+        kernel: &str,
+        config: &LaunchConfig,
+        args: &[KernelArg],
+    ) -> Result<LaunchStats, EmuError> {
+        let start = Instant::now();
+        let k = module.kernel(kernel)?;
+        let params = pack_params(k, args)?;
+        let nthreads = config.block.iter().map(|&x| x as u64).product::<u64>();
+        let nctas = config.grid.iter().map(|&x| x as u64).product::<u64>();
+        if nthreads == 0 || nthreads > MAX_THREADS_PER_BLOCK as u64 {
+            return Err(EmuError::BadLaunch(format!(
+                "block {:?} has {nthreads} threads; it must have 1 to {MAX_THREADS_PER_BLOCK}",
+                config.block
+            )));
+        }
+        if let Some(r) = k.reqntid
+            && r != config.block
+        {
+            return Err(EmuError::BadLaunch(format!(
+                "kernel `{kernel}` requires block {r:?} (.reqntid), got {:?}",
+                config.block
+            )));
+        }
+        if let Some(m) = k.maxntid
+            && nthreads > m.iter().map(|&x| x as u64).product::<u64>()
+        {
+            return Err(EmuError::BadLaunch(format!(
+                "kernel `{kernel}` allows at most {m:?} threads (.maxntid), got {:?}",
+                config.block
+            )));
+        }
+        let shared = k.dynamic_offset as u64 + config.dynamic_shared_bytes as u64;
+        let shared = shared.max(k.static_shared as u64);
+        if shared > MAX_SHARED_BYTES as u64 {
+            return Err(EmuError::BadLaunch(format!(
+                "kernel `{kernel}` needs {shared} bytes of shared memory ({} static + {} dynamic); the limit is {MAX_SHARED_BYTES}",
+                k.static_shared, config.dynamic_shared_bytes
+            )));
+        }
+        let mut stats = LaunchStats::default();
+        if nctas == 0 {
+            stats.elapsed = start.elapsed();
+            return Ok(stats);
+        }
+        let abort = AtomicBool::new(false);
+        let ctx = exec::LaunchCtx {
+            kernel: k,
+            global: &self.mem,
+            params: &params,
+            grid: config.grid,
+            block: config.block,
+            shared_bytes: shared as u32,
+            dynamic_shared: config.dynamic_shared_bytes,
+            abort: &abort,
+        };
+        let next = AtomicUsize::new(0);
+        let threads = self.threads.min(nctas as usize);
+        let run = || -> (exec::Worker, Option<(u64, EmuError)>) {
+            let mut w = exec::Worker::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as u64;
+                if i >= nctas || abort.load(Ordering::Relaxed) {
+                    return (w, None);
+                }
+                let g = config.grid;
+                let cta = [
+                    (i % g[0] as u64) as u32,
+                    ((i / g[0] as u64) % g[1] as u64) as u32,
+                    (i / (g[0] as u64 * g[1] as u64)) as u32,
+                ];
+                if let Err(e) = w.run_cta(&ctx, cta) {
+                    abort.store(true, Ordering::Relaxed);
+                    return (w, Some((i, e)));
+                }
+            }
+        };
+        let results: Vec<(exec::Worker, Option<(u64, EmuError)>)> = if threads <= 1 {
+            vec![run()]
+        } else {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = (0..threads).map(|_| s.spawn(run)).collect();
+                hs.into_iter()
+                    .map(|h| match h.join() {
+                        Ok(r) => r,
+                        Err(p) => std::panic::resume_unwind(p),
+                    })
+                    .collect()
+            })
+        };
+        let mut reports = Vec::new();
+        let mut first_err: Option<(u64, EmuError)> = None;
+        for (w, e) in results {
+            stats.warp_instructions += w.warp_instructions;
+            stats.thread_instructions += w.thread_instructions;
+            reports.extend(w.reports);
+            if let Some((i, e)) = e
+                && first_err.as_ref().is_none_or(|(j, _)| i < *j)
+            {
+                first_err = Some((i, e));
+            }
+        }
+        if let Some((_, e)) = first_err {
+            return Err(e);
+        }
+        stats.elapsed = start.elapsed();
+        if !reports.is_empty() {
+            reports.sort_by_key(|r| (r.line, r.cta[2], r.cta[1], r.cta[0]));
+            let mut seen = std::collections::HashSet::new();
+            reports.retain(|r| seen.insert((r.kind, r.line)));
+            reports.truncate(exec::MAX_REPORTS);
+            return Err(EmuError::MemoryCheck(reports));
+        }
+        Ok(stats)
+    }
+}
+
+fn pack_params(k: &KernelCode, args: &[KernelArg]) -> Result<Vec<u8>, EmuError> {
+    if args.len() != k.params.len() {
+        return Err(EmuError::BadLaunch(format!(
+            "kernel `{}` takes {} arguments, {} given",
+            k.name,
+            k.params.len(),
+            args.len()
+        )));
+    }
+    let mut buf = vec![0u8; k.param_bytes as usize];
+    for (i, (p, a)) in k.params.iter().zip(args).enumerate() {
+        let b = a.bytes();
+        let float_arg = matches!(a, KernelArg::F32(_) | KernelArg::F64(_));
+        if b.len() != p.size as usize || (p.float && !float_arg) {
+            return Err(EmuError::BadLaunch(format!(
+                "argument {i} of kernel `{}` is {a:?} ({} bytes), but parameter `{}` (PTX line {}) is {} bytes{}",
+                k.name,
+                b.len(),
+                p.name,
+                p.line,
+                p.size,
+                if p.float { " of float type" } else { "" }
+            )));
+        }
+        buf[p.offset as usize..(p.offset + p.size) as usize].copy_from_slice(&b);
+    }
+    Ok(buf)
+}

@@ -1,0 +1,152 @@
+//! Errors of parsing and running PTX, and memory-checker reports.
+
+use std::fmt;
+
+/// Everything that can go wrong in the emulator.
+#[derive(Debug, thiserror::Error)]
+pub enum EmuError {
+    /// The PTX text is malformed.
+    #[error("PTX parse error at {line}:{column}: {message}")]
+    Parse {
+        line: u32,
+        column: u32,
+        message: String,
+    },
+    /// The PTX is well-formed but uses something the emulator does not implement.
+    #[error("unsupported PTX at {line}:{column}: {what}")]
+    Unsupported {
+        line: u32,
+        column: u32,
+        what: String,
+    },
+    /// The launch request does not fit the kernel (unknown kernel, bad arguments, bad sizes).
+    #[error("bad launch: {0}")]
+    BadLaunch(String),
+    /// A host-side memory operation named memory that is not allocated.
+    #[error("bad device memory access: {0}")]
+    BadAccess(String),
+    /// The memory checker found errors; the launch ran to completion (bad loads read 0,
+    /// bad stores were dropped).
+    #[error("memory check failed with {} report(s):\n{}", .0.len(), ReportList(.0))]
+    MemoryCheck(Vec<CheckReport>),
+    /// The kernel did something with no defined outcome that is not a memory error
+    /// (a collective with a partial warp, a deadlock at a barrier, a runaway loop).
+    #[error(
+        "kernel `{kernel}` failed at PTX line {line}, CTA {cta:?}, thread {thread:?}: {message}"
+    )]
+    Runtime {
+        kernel: String,
+        line: u32,
+        cta: [u32; 3],
+        thread: [u32; 3],
+        message: String,
+    },
+}
+
+struct ReportList<'a>(&'a [CheckReport]);
+
+impl fmt::Display for ReportList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for r in self.0 {
+            writeln!(f, "  {r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The kind of memory error a [`CheckReport`] describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    /// The access touches bytes outside every allocation (global) or outside the CTA's
+    /// shared memory / the thread's local memory.
+    OutOfBounds,
+    /// The address is not a multiple of the access size.
+    Misaligned,
+    /// A shared-memory read of bytes that no thread of the CTA wrote (and no cp.async delivered).
+    UninitializedSharedRead,
+    /// A shared-memory read of bytes that a cp.async has not delivered yet (no wait_group yet).
+    PendingAsyncCopyRead,
+    /// Two warps of a CTA touched the same shared bytes between barriers, at least one
+    /// wrote, and not both atomically.
+    SharedRace,
+}
+
+impl fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CheckKind::OutOfBounds => "out-of-bounds access",
+            CheckKind::Misaligned => "misaligned access",
+            CheckKind::UninitializedSharedRead => "read of uninitialized shared memory",
+            CheckKind::PendingAsyncCopyRead => {
+                "read of shared memory with a cp.async still pending"
+            }
+            CheckKind::SharedRace => "shared-memory data race",
+        })
+    }
+}
+
+/// The memory space of a checked access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Space {
+    Global,
+    Shared,
+    Local,
+    Param,
+}
+
+impl fmt::Display for Space {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Space::Global => "global",
+            Space::Shared => "shared",
+            Space::Local => "local",
+            Space::Param => "param",
+        })
+    }
+}
+
+/// One memory error found by the checker: what, where in the PTX, which thread, which bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckReport {
+    pub kind: CheckKind,
+    pub kernel: String,
+    /// 1-based line of the offending instruction in the PTX text.
+    pub line: u32,
+    pub cta: [u32; 3],
+    pub thread: [u32; 3],
+    pub space: Space,
+    /// The address in its state space (a global virtual address, or a shared offset).
+    pub address: u64,
+    /// Size of the access in bytes.
+    pub size: u32,
+    /// True for a write (store, atomic, cp.async delivery).
+    pub write: bool,
+    /// Extra context, e.g. the other warp of a race or the nearest allocation.
+    pub detail: String,
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} in kernel `{}` at PTX line {}: CTA ({}, {}, {}) thread ({}, {}, {}) {} {} bytes at {} address {:#x}",
+            self.kind,
+            self.kernel,
+            self.line,
+            self.cta[0],
+            self.cta[1],
+            self.cta[2],
+            self.thread[0],
+            self.thread[1],
+            self.thread[2],
+            if self.write { "writes" } else { "reads" },
+            self.size,
+            self.space,
+            self.address
+        )?;
+        if !self.detail.is_empty() {
+            write!(f, " ({})", self.detail)?;
+        }
+        Ok(())
+    }
+}

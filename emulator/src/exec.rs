@@ -1,0 +1,1432 @@
+//! The interpreter: runs the CTAs of a launch, warp by warp, with the memory checker.
+//!
+//! Each warp keeps one program counter per lane. A step executes the instruction at the
+//! smallest PC among the warp's runnable lanes, for all lanes at that PC, which makes
+//! structured divergent code reconverge at its join point. Warp-collective instructions
+//! (shfl, vote, redux, ldmatrix, mma) require every lane of their member mask to be at
+//! the instruction; anything else is a [`EmuError::Runtime`] error.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::decode::KernelCode;
+use crate::error::{CheckKind, CheckReport, EmuError, Space};
+use crate::ir::*;
+use crate::memory::{Allocation, GlobalMemory};
+use crate::num;
+
+/// Generic-address window of shared memory (`cvta.shared` adds it).
+pub const SHARED_WINDOW: u64 = 0x0100_0000_0000_0000;
+/// Generic-address window of local memory.
+pub const LOCAL_WINDOW: u64 = 0x0200_0000_0000_0000;
+const WINDOW_SIZE: u64 = 1 << 32;
+/// At most this many instructions run on one warp before the scheduler moves on (so
+/// spin-waits on other warps make progress).
+const WARP_SLICE: u32 = 4096;
+/// Reports kept per launch.
+pub const MAX_REPORTS: usize = 64;
+const MULTI: u16 = u16::MAX;
+
+/// Everything about a launch that all CTAs share.
+pub struct LaunchCtx<'a> {
+    pub kernel: &'a KernelCode,
+    pub global: &'a GlobalMemory,
+    pub params: &'a [u8],
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared_bytes: u32,
+    pub dynamic_shared: u32,
+    pub abort: &'a AtomicBool,
+}
+
+/// Per-byte shadow state of shared memory for the checker. Generations and epochs grow
+/// monotonically per worker, so nothing is cleared between CTAs.
+#[derive(Clone, Copy, Default)]
+struct Shadow {
+    /// CTA generation that last wrote the byte (initialized iff equal to the current one).
+    init: u32,
+    /// CTA generation with a cp.async to this byte not yet delivered.
+    pending: u32,
+    w_epoch: u32,
+    r_epoch: u32,
+    w_warp: u16,
+    r_warp: u16,
+    w_atomic: bool,
+}
+
+struct PendingCopy {
+    dst: u32,
+    len: u8,
+    lane: u8,
+    line: u32,
+    data: [u8; 16],
+}
+
+struct Warp {
+    id: u32,
+    regs: Vec<u64>,
+    pc: [u32; 32],
+    /// When set, every runnable lane is at `upc` (`pc` may be stale).
+    converged: bool,
+    upc: u32,
+    exists: u32,
+    live: u32,
+    blocked: u32,
+    /// Barrier id each blocked lane waits on.
+    bar_of: [u8; 32],
+    open_copies: Vec<PendingCopy>,
+    copy_groups: VecDeque<Vec<PendingCopy>>,
+}
+
+/// Per-host-thread state, reused for every CTA the thread runs.
+#[derive(Default)]
+pub struct Worker {
+    shared: Vec<u8>,
+    shadow: Vec<Shadow>,
+    local: Vec<u8>,
+    warps: Vec<Warp>,
+    epoch: u32,
+    cta_gen: u32,
+    ctaid: [u32; 3],
+    arrived: [u32; 16],
+    expected: [Option<u32>; 16],
+    pub reports: Vec<CheckReport>,
+    report_keys: HashSet<(CheckKind, u32)>,
+    pub warp_instructions: u64,
+    pub thread_instructions: u64,
+}
+
+#[inline]
+fn lanes(mut m: u32) -> impl Iterator<Item = u32> {
+    std::iter::from_fn(move || {
+        if m == 0 {
+            None
+        } else {
+            let l = m.trailing_zeros();
+            m &= m - 1;
+            Some(l)
+        }
+    })
+}
+
+/// What a step did to control flow.
+enum Flow {
+    Next,
+    Jump(u32),
+    Exit,
+    Barrier,
+}
+
+/// Which memory a checked address resolved to.
+enum Place<'g> {
+    Global(&'g Allocation, u64),
+    Shared(u32),
+    Local(usize),
+    Param(usize),
+}
+
+impl Worker {
+    /// Runs one CTA to completion.
+    pub fn run_cta(&mut self, ctx: &LaunchCtx, ctaid: [u32; 3]) -> Result<(), EmuError> {
+        let k = ctx.kernel;
+        let nthreads = ctx.block[0] * ctx.block[1] * ctx.block[2];
+        let nwarps = nthreads.div_ceil(32);
+        self.ctaid = ctaid;
+        self.cta_gen += 1;
+        self.epoch += 1;
+        self.arrived = [0; 16];
+        self.expected = [None; 16];
+        let sb = ctx.shared_bytes as usize;
+        if self.shared.len() < sb {
+            self.shared.resize(sb, 0);
+            self.shadow.resize(sb, Shadow::default());
+        }
+        let lb = k.local_bytes as usize * nthreads as usize;
+        if self.local.len() < lb {
+            self.local.resize(lb, 0);
+        }
+        self.warps.truncate(nwarps as usize);
+        while self.warps.len() < nwarps as usize {
+            self.warps.push(Warp {
+                id: self.warps.len() as u32,
+                regs: Vec::new(),
+                pc: [0; 32],
+                converged: true,
+                upc: 0,
+                exists: 0,
+                live: 0,
+                blocked: 0,
+                bar_of: [0; 32],
+                open_copies: Vec::new(),
+                copy_groups: VecDeque::new(),
+            });
+        }
+        for w in &mut self.warps {
+            let n = (nthreads - w.id * 32).min(32);
+            w.exists = if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
+            w.live = w.exists;
+            w.blocked = 0;
+            w.converged = true;
+            w.upc = 0;
+            w.regs.clear();
+            w.regs.resize(k.nregs as usize * 32, 0);
+            w.open_copies.clear();
+            w.copy_groups.clear();
+        }
+        let mut warps = std::mem::take(&mut self.warps);
+        let res = self.schedule(ctx, &mut warps);
+        self.warps = warps;
+        res
+    }
+
+    fn schedule(&mut self, ctx: &LaunchCtx, warps: &mut [Warp]) -> Result<(), EmuError> {
+        loop {
+            if ctx.abort.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let mut ran = false;
+            for wi in 0..warps.len() {
+                if warps[wi].live & !warps[wi].blocked != 0 {
+                    ran = true;
+                    self.run_warp(ctx, &mut warps[wi])?;
+                    self.release_barriers(warps);
+                }
+            }
+            if warps.iter().all(|w| w.live == 0) {
+                return Ok(());
+            }
+            if !ran && !self.release_barriers(warps) {
+                let waiting: u32 = warps
+                    .iter()
+                    .map(|w| (w.blocked & w.live).count_ones())
+                    .sum();
+                let live: u32 = warps.iter().map(|w| w.live.count_ones()).sum();
+                let (wi, lane) = warps
+                    .iter()
+                    .find_map(|w| (w.blocked != 0).then(|| (w.id, w.blocked.trailing_zeros())))
+                    .unwrap_or((0, 0));
+                let w = &warps[wi as usize];
+                let pc = if w.converged {
+                    w.upc
+                } else {
+                    w.pc[lane as usize]
+                };
+                let line = ctx.kernel.code[pc.saturating_sub(1) as usize].line;
+                return Err(self.runtime(
+                    ctx,
+                    line,
+                    wi * 32 + lane,
+                    format!("deadlock: {waiting} of {live} live threads wait at a barrier that cannot complete"),
+                ));
+            }
+        }
+    }
+
+    /// Releases every barrier whose arrival count is reached; returns whether any was.
+    fn release_barriers(&mut self, warps: &mut [Warp]) -> bool {
+        let live: u32 = warps.iter().map(|w| w.live.count_ones()).sum();
+        let mut any = false;
+        for id in 0..16 {
+            let waiting = self.arrived[id];
+            if waiting == 0 {
+                continue;
+            }
+            let need = self.expected[id].unwrap_or(live);
+            if waiting >= need {
+                self.arrived[id] = 0;
+                self.expected[id] = None;
+                for w in warps.iter_mut() {
+                    // Barrier ids are tracked per warp through `blocked`: one id in flight
+                    // per lane, so clear the lanes blocked on this id.
+                    let mask = w.blocked & w.bar_lanes(id as u32);
+                    w.blocked &= !mask;
+                }
+                self.epoch += 1;
+                any = true;
+            }
+        }
+        any
+    }
+
+    fn runtime(&self, ctx: &LaunchCtx, line: u32, tid: u32, message: String) -> EmuError {
+        EmuError::Runtime {
+            kernel: ctx.kernel.name.clone(),
+            line,
+            cta: self.ctaid,
+            thread: thread_index(ctx.block, tid),
+            message,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &mut self,
+        ctx: &LaunchCtx,
+        kind: CheckKind,
+        space: Space,
+        address: u64,
+        size: u32,
+        write: bool,
+        tid: u32,
+        line: u32,
+        detail: String,
+    ) {
+        if self.reports.len() >= MAX_REPORTS || !self.report_keys.insert((kind, line)) {
+            return;
+        }
+        self.reports.push(CheckReport {
+            kind,
+            kernel: ctx.kernel.name.clone(),
+            line,
+            cta: self.ctaid,
+            thread: thread_index(ctx.block, tid),
+            space,
+            address,
+            size,
+            write,
+            detail,
+        });
+    }
+
+    fn run_warp(&mut self, ctx: &LaunchCtx, w: &mut Warp) -> Result<(), EmuError> {
+        let code = &ctx.kernel.code;
+        for _ in 0..WARP_SLICE {
+            let runnable = w.live & !w.blocked;
+            if runnable == 0 {
+                return Ok(());
+            }
+            let (pc, mask) = if w.converged {
+                (w.upc, runnable)
+            } else {
+                let pc = lanes(runnable).map(|l| w.pc[l as usize]).min().unwrap_or(0);
+                (
+                    pc,
+                    lanes(runnable)
+                        .filter(|&l| w.pc[l as usize] == pc)
+                        .fold(0, |m, l| m | 1 << l),
+                )
+            };
+            let ins = &code[pc as usize];
+            let active = match ins.guard {
+                None => mask,
+                Some((p, neg)) => {
+                    let base = p as usize * 32;
+                    lanes(mask)
+                        .filter(|&l| (w.regs[base + l as usize] & 1 != 0) != neg)
+                        .fold(0, |m, l| m | 1 << l)
+                }
+            };
+            self.warp_instructions += 1;
+            self.thread_instructions += active.count_ones() as u64;
+            let flow = self.step(ctx, w, ins, mask, active)?;
+            // Apply control flow.
+            let next = pc + 1;
+            let (taken, target) = match flow {
+                Flow::Next => (0, next),
+                Flow::Jump(t) => (active, t),
+                Flow::Exit => {
+                    w.live &= !active;
+                    (0, next)
+                }
+                Flow::Barrier => {
+                    w.blocked |= active;
+                    (0, next)
+                }
+            };
+            if w.converged && mask == runnable && (taken == 0 || taken == mask) {
+                w.upc = if taken == 0 { next } else { target };
+                continue;
+            }
+            if w.converged {
+                for l in lanes(runnable) {
+                    w.pc[l as usize] = w.upc;
+                }
+                w.converged = false;
+            }
+            for l in lanes(mask) {
+                w.pc[l as usize] = if taken & (1 << l) != 0 { target } else { next };
+            }
+            let run = w.live & !w.blocked;
+            if run != 0 {
+                let first = w.pc[run.trailing_zeros() as usize];
+                if lanes(run).all(|l| w.pc[l as usize] == first) {
+                    w.converged = true;
+                    w.upc = first;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn sreg(&self, ctx: &LaunchCtx, w: &Warp, s: Sreg, l: u32) -> u64 {
+        let tid = w.id * 32 + l;
+        let b = ctx.block;
+        (match s {
+            Sreg::Tid(0) => tid % b[0],
+            Sreg::Tid(1) => (tid / b[0]) % b[1],
+            Sreg::Tid(_) => tid / (b[0] * b[1]),
+            Sreg::Ntid(d) => b[d as usize],
+            Sreg::Ctaid(d) => self.ctaid[d as usize],
+            Sreg::Nctaid(d) => ctx.grid[d as usize],
+            Sreg::LaneId => l,
+            Sreg::WarpId => w.id,
+            Sreg::NWarpId => (b[0] * b[1] * b[2]).div_ceil(32),
+            Sreg::Clock => self.warp_instructions as u32,
+            Sreg::Clock64 => return self.warp_instructions,
+            Sreg::LanemaskEq => 1 << l,
+            Sreg::LanemaskLt => (1u32 << l) - 1,
+            Sreg::LanemaskLe => ((1u64 << (l + 1)) - 1) as u32,
+            Sreg::LanemaskGt => !(((1u64 << (l + 1)) - 1) as u32),
+            Sreg::LanemaskGe => !((1u32 << l) - 1),
+            Sreg::SmId => 0,
+            Sreg::DynamicSmemSize => ctx.dynamic_shared,
+            Sreg::TotalSmemSize => ctx.shared_bytes,
+        }) as u64
+    }
+
+    #[inline]
+    fn rd(&self, ctx: &LaunchCtx, w: &Warp, s: Src, l: u32) -> u64 {
+        match s {
+            Src::Reg(r) => w.regs[r as usize * 32 + l as usize],
+            Src::Imm(v) => v,
+            Src::Sreg(sr) => self.sreg(ctx, w, sr, l),
+        }
+    }
+
+    fn addr(&self, ctx: &LaunchCtx, w: &Warp, a: Addr, l: u32) -> u64 {
+        match a.base {
+            Some(r) => self
+                .rd(ctx, w, Src::Reg(r), l)
+                .wrapping_add(a.offset as u64),
+            None => a.offset as u64,
+        }
+    }
+
+    /// Resolves and checks one access. Reports and returns `None` when it is bad.
+    #[allow(clippy::too_many_arguments)]
+    fn place<'g>(
+        &mut self,
+        ctx: &LaunchCtx<'g>,
+        space: MemSpace,
+        addr: u64,
+        size: u32,
+        write: bool,
+        tid: u32,
+        line: u32,
+    ) -> Option<Place<'g>> {
+        let (space, addr) = match space {
+            MemSpace::Generic => {
+                if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&addr) {
+                    (MemSpace::Shared, addr - SHARED_WINDOW)
+                } else if (LOCAL_WINDOW..LOCAL_WINDOW + WINDOW_SIZE).contains(&addr) {
+                    (MemSpace::Local, addr - LOCAL_WINDOW)
+                } else {
+                    (MemSpace::Global, addr)
+                }
+            }
+            s => (s, addr),
+        };
+        let sp = match space {
+            MemSpace::Global | MemSpace::Generic => Space::Global,
+            MemSpace::Shared => Space::Shared,
+            MemSpace::Local => Space::Local,
+            MemSpace::Param => Space::Param,
+        };
+        if addr % size as u64 != 0 {
+            self.report(
+                ctx,
+                CheckKind::Misaligned,
+                sp,
+                addr,
+                size,
+                write,
+                tid,
+                line,
+                String::new(),
+            );
+            return None;
+        }
+        let oob = |s: &mut Self, detail: String| {
+            s.report(
+                ctx,
+                CheckKind::OutOfBounds,
+                sp,
+                addr,
+                size,
+                write,
+                tid,
+                line,
+                detail,
+            );
+            None
+        };
+        match space {
+            MemSpace::Global | MemSpace::Generic => match ctx.global.find(addr, size as u64) {
+                Some((base, a)) => Some(Place::Global(a, addr - base)),
+                None => oob(self, ctx.global.describe(addr)),
+            },
+            MemSpace::Shared => {
+                if addr + size as u64 <= ctx.shared_bytes as u64 {
+                    Some(Place::Shared(addr as u32))
+                } else {
+                    oob(
+                        self,
+                        format!("the CTA has {} bytes of shared memory", ctx.shared_bytes),
+                    )
+                }
+            }
+            MemSpace::Local => {
+                let lb = ctx.kernel.local_bytes as u64;
+                if addr + size as u64 <= lb {
+                    Some(Place::Local((tid as u64 * lb + addr) as usize))
+                } else {
+                    oob(self, format!("each thread has {lb} bytes of local memory"))
+                }
+            }
+            MemSpace::Param => {
+                if write {
+                    return oob(self, "parameters are read-only".into());
+                }
+                if addr + size as u64 <= ctx.params.len() as u64 {
+                    Some(Place::Param(addr as usize))
+                } else {
+                    oob(
+                        self,
+                        format!("the kernel has {} bytes of parameters", ctx.params.len()),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Checker bookkeeping of a shared read by warp `wid`.
+    #[allow(clippy::too_many_arguments)]
+    fn shared_read_check(
+        &mut self,
+        ctx: &LaunchCtx,
+        off: u32,
+        size: u32,
+        wid: u32,
+        tid: u32,
+        line: u32,
+    ) {
+        let (cta_gen, epoch) = (self.cta_gen, self.epoch);
+        let mut problem = None;
+        for b in off..off + size {
+            let s = &mut self.shadow[b as usize];
+            if problem.is_none() {
+                if s.pending == cta_gen {
+                    problem = Some((CheckKind::PendingAsyncCopyRead, String::new()));
+                } else if s.init != cta_gen {
+                    problem = Some((CheckKind::UninitializedSharedRead, String::new()));
+                } else if s.w_epoch == epoch && s.w_warp as u32 != wid {
+                    problem = Some((
+                        CheckKind::SharedRace,
+                        format!("written by warp {} since the last barrier", s.w_warp),
+                    ));
+                }
+            }
+            if s.r_epoch != epoch {
+                s.r_epoch = epoch;
+                s.r_warp = wid as u16;
+            } else if s.r_warp as u32 != wid {
+                s.r_warp = MULTI;
+            }
+        }
+        if let Some((kind, detail)) = problem {
+            self.report(
+                ctx,
+                kind,
+                Space::Shared,
+                off as u64,
+                size,
+                false,
+                tid,
+                line,
+                detail,
+            );
+        }
+    }
+
+    /// Checker bookkeeping of a shared write by warp `wid`.
+    #[allow(clippy::too_many_arguments)]
+    fn shared_write_check(
+        &mut self,
+        ctx: &LaunchCtx,
+        off: u32,
+        size: u32,
+        wid: u32,
+        atomic: bool,
+        tid: u32,
+        line: u32,
+    ) {
+        let (cta_gen, epoch) = (self.cta_gen, self.epoch);
+        let mut problem = None;
+        for b in off..off + size {
+            let s = &mut self.shadow[b as usize];
+            if problem.is_none() {
+                if s.w_epoch == epoch && s.w_warp as u32 != wid && !(atomic && s.w_atomic) {
+                    problem = Some(format!(
+                        "also written by warp {} since the last barrier",
+                        s.w_warp
+                    ));
+                } else if s.r_epoch == epoch && s.r_warp as u32 != wid {
+                    problem = Some(if s.r_warp == MULTI {
+                        "also read by other warps since the last barrier".to_string()
+                    } else {
+                        format!("also read by warp {} since the last barrier", s.r_warp)
+                    });
+                }
+            }
+            s.w_epoch = epoch;
+            s.w_warp = wid as u16;
+            s.w_atomic = atomic;
+            s.init = cta_gen;
+        }
+        if let Some(detail) = problem {
+            self.report(
+                ctx,
+                CheckKind::SharedRace,
+                Space::Shared,
+                off as u64,
+                size,
+                true,
+                tid,
+                line,
+                detail,
+            );
+        }
+    }
+
+    /// A checked load of `out.len()` bytes; false (and `out` zeroed) when reported.
+    #[allow(clippy::too_many_arguments)]
+    fn load(
+        &mut self,
+        ctx: &LaunchCtx,
+        space: MemSpace,
+        addr: u64,
+        out: &mut [u8],
+        wid: u32,
+        tid: u32,
+        line: u32,
+    ) {
+        let size = out.len() as u32;
+        match self.place(ctx, space, addr, size, false, tid, line) {
+            Some(Place::Global(a, off)) => a.read(off, out),
+            Some(Place::Shared(off)) => {
+                self.shared_read_check(ctx, off, size, wid, tid, line);
+                out.copy_from_slice(&self.shared[off as usize..(off + size) as usize]);
+            }
+            Some(Place::Local(off)) => out.copy_from_slice(&self.local[off..off + size as usize]),
+            Some(Place::Param(off)) => out.copy_from_slice(&ctx.params[off..off + size as usize]),
+            None => out.fill(0),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn store(
+        &mut self,
+        ctx: &LaunchCtx,
+        space: MemSpace,
+        addr: u64,
+        data: &[u8],
+        wid: u32,
+        tid: u32,
+        line: u32,
+    ) {
+        let size = data.len() as u32;
+        match self.place(ctx, space, addr, size, true, tid, line) {
+            Some(Place::Global(a, off)) => a.write(off, data),
+            Some(Place::Shared(off)) => {
+                self.shared_write_check(ctx, off, size, wid, false, tid, line);
+                self.shared[off as usize..(off + size) as usize].copy_from_slice(data);
+            }
+            Some(Place::Local(off)) => self.local[off..off + size as usize].copy_from_slice(data),
+            Some(Place::Param(_)) | None => {}
+        }
+    }
+
+    /// Checks that a collective runs with exactly its member lanes.
+    fn collective(
+        &self,
+        ctx: &LaunchCtx,
+        w: &Warp,
+        mask: u32,
+        member: u32,
+        line: u32,
+        what: &str,
+    ) -> Result<(), EmuError> {
+        if member & w.exists != mask {
+            return Err(self.runtime(
+                ctx,
+                line,
+                w.id * 32 + mask.trailing_zeros(),
+                format!(
+                    "{what} reached by lanes {mask:#010x} of warp {} but its member mask is {member:#010x} (existing lanes {:#010x})",
+                    w.id, w.exists
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        ctx: &LaunchCtx,
+        w: &mut Warp,
+        ins: &Instr,
+        mask: u32,
+        active: u32,
+    ) -> Result<Flow, EmuError> {
+        let line = ins.line;
+        let wid = w.id;
+        match &ins.op {
+            Op::Alu {
+                op,
+                ty,
+                flags,
+                d,
+                s,
+            } => {
+                let base = *d as usize * 32;
+                for l in lanes(active) {
+                    let v = [
+                        self.rd(ctx, w, s[0], l),
+                        self.rd(ctx, w, s[1], l),
+                        self.rd(ctx, w, s[2], l),
+                        self.rd(ctx, w, s[3], l),
+                    ];
+                    w.regs[base + l as usize] = num::alu(*op, *ty, *flags, v);
+                }
+            }
+            Op::Setp {
+                cmp,
+                ty,
+                p,
+                q,
+                a,
+                b,
+                comb,
+            } => {
+                for l in lanes(active) {
+                    let mut r =
+                        num::compare(*cmp, *ty, self.rd(ctx, w, *a, l), self.rd(ctx, w, *b, l));
+                    let mut nr = !r;
+                    if let Some((op, c, neg)) = comb {
+                        let c = (self.rd(ctx, w, *c, l) & 1 != 0) != *neg;
+                        let f = |x: bool| match op {
+                            BoolOp::And => x && c,
+                            BoolOp::Or => x || c,
+                            BoolOp::Xor => x ^ c,
+                        };
+                        r = f(r);
+                        nr = f(nr);
+                    }
+                    if let Some(p) = p {
+                        w.regs[*p as usize * 32 + l as usize] = r as u64;
+                    }
+                    if let Some(q) = q {
+                        w.regs[*q as usize * 32 + l as usize] = nr as u64;
+                    }
+                }
+            }
+            Op::Set {
+                cmp,
+                dty,
+                sty,
+                d,
+                a,
+                b,
+            } => {
+                for l in lanes(active) {
+                    let r =
+                        num::compare(*cmp, *sty, self.rd(ctx, w, *a, l), self.rd(ctx, w, *b, l));
+                    w.regs[*d as usize * 32 + l as usize] = match (r, dty.is_float()) {
+                        (true, true) => 1.0f32.to_bits() as u64,
+                        (false, _) => 0,
+                        (true, false) => dty.mask(),
+                    };
+                }
+            }
+            Op::Selp { ty, d, a, b, c } => {
+                for l in lanes(active) {
+                    let v = if self.rd(ctx, w, *c, l) & 1 != 0 {
+                        self.rd(ctx, w, *a, l)
+                    } else {
+                        self.rd(ctx, w, *b, l)
+                    };
+                    w.regs[*d as usize * 32 + l as usize] = v & ty.mask();
+                }
+            }
+            Op::Pack {
+                d,
+                parts,
+                part_bits,
+            } => {
+                let pm = if *part_bits >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << part_bits) - 1
+                };
+                for l in lanes(active) {
+                    let mut v = 0u64;
+                    for (i, p) in parts.iter().enumerate() {
+                        v |= (self.rd(ctx, w, *p, l) & pm) << (i as u32 * part_bits);
+                    }
+                    w.regs[*d as usize * 32 + l as usize] = v;
+                }
+            }
+            Op::Unpack { ds, a, part_bits } => {
+                let pm = if *part_bits >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << part_bits) - 1
+                };
+                for l in lanes(active) {
+                    let v = self.rd(ctx, w, *a, l);
+                    for (i, d) in ds.iter().enumerate() {
+                        if let Some(d) = d {
+                            w.regs[*d as usize * 32 + l as usize] =
+                                (v >> (i as u32 * part_bits)) & pm;
+                        }
+                    }
+                }
+            }
+            Op::Cvt {
+                dty,
+                sty,
+                rnd,
+                sat,
+                ftz,
+                relu,
+                d,
+                a,
+            } => {
+                for l in lanes(active) {
+                    let v = self.rd(ctx, w, *a, l);
+                    w.regs[*d as usize * 32 + l as usize] =
+                        num::cvt(*dty, *sty, *rnd, *sat, *ftz, *relu, v);
+                }
+            }
+            Op::CvtPack { dty, relu, d, a, b } => {
+                let h = if *dty == Ty::F16x2 { Ty::F16 } else { Ty::Bf16 };
+                for l in lanes(active) {
+                    let hi = num::cvt(
+                        h,
+                        Ty::F32,
+                        Rnd::Rn,
+                        false,
+                        false,
+                        *relu,
+                        self.rd(ctx, w, *a, l),
+                    );
+                    let lo = num::cvt(
+                        h,
+                        Ty::F32,
+                        Rnd::Rn,
+                        false,
+                        false,
+                        *relu,
+                        self.rd(ctx, w, *b, l),
+                    );
+                    w.regs[*d as usize * 32 + l as usize] = (hi << 16) | lo;
+                }
+            }
+            Op::Cvta { to, space, d, a } => {
+                let win = match space {
+                    MemSpace::Shared => SHARED_WINDOW,
+                    MemSpace::Local => LOCAL_WINDOW,
+                    _ => 0,
+                };
+                for l in lanes(active) {
+                    let v = self.rd(ctx, w, *a, l);
+                    w.regs[*d as usize * 32 + l as usize] = if *to {
+                        v.wrapping_sub(win)
+                    } else {
+                        v.wrapping_add(win)
+                    };
+                }
+            }
+            Op::Ld {
+                space,
+                ty,
+                ds,
+                addr,
+                reg_bits,
+            } => {
+                let es = ty.size() as usize;
+                let total = es * ds.len();
+                let mut buf = [0u8; 64];
+                let rmask = if *reg_bits >= 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << reg_bits) - 1
+                };
+                for l in lanes(active) {
+                    let a = self.addr(ctx, w, *addr, l);
+                    self.load(ctx, *space, a, &mut buf[..total], wid, wid * 32 + l, line);
+                    for (i, d) in ds.iter().enumerate() {
+                        if let Some(d) = d {
+                            let mut b8 = [0u8; 8];
+                            b8[..es.min(8)].copy_from_slice(&buf[i * es..i * es + es.min(8)]);
+                            let mut v = u64::from_le_bytes(b8);
+                            if ty.is_signed() {
+                                v = num::sext(v, *ty) as u64;
+                            }
+                            w.regs[*d as usize * 32 + l as usize] = v & rmask;
+                        }
+                    }
+                }
+            }
+            Op::St {
+                space,
+                ty,
+                srcs,
+                addr,
+            } => {
+                let es = ty.size() as usize;
+                let total = es * srcs.len();
+                let mut buf = [0u8; 64];
+                for l in lanes(active) {
+                    for (i, s) in srcs.iter().enumerate() {
+                        let v = self.rd(ctx, w, *s, l).to_le_bytes();
+                        buf[i * es..i * es + es].copy_from_slice(&v[..es]);
+                    }
+                    let a = self.addr(ctx, w, *addr, l);
+                    self.store(ctx, *space, a, &buf[..total], wid, wid * 32 + l, line);
+                }
+            }
+            Op::Atom {
+                space,
+                op,
+                ty,
+                d,
+                addr,
+                b,
+                c,
+            } => {
+                for l in lanes(active) {
+                    let a = self.addr(ctx, w, *addr, l);
+                    let (bv, cv) = (self.rd(ctx, w, *b, l), self.rd(ctx, w, *c, l));
+                    let f = |old: u64| atom_apply(*op, *ty, old, bv, cv);
+                    let tid = wid * 32 + l;
+                    let size = ty.size();
+                    let old = match self.place(ctx, *space, a, size, true, tid, line) {
+                        Some(Place::Global(al, off)) => al.rmw(off, size, f),
+                        Some(Place::Shared(off)) => {
+                            self.shared_write_check(ctx, off, size, wid, true, tid, line);
+                            let r = &mut self.shared[off as usize..(off + size) as usize];
+                            let mut b8 = [0u8; 8];
+                            b8[..size as usize].copy_from_slice(r);
+                            let old = u64::from_le_bytes(b8);
+                            r.copy_from_slice(&f(old).to_le_bytes()[..size as usize]);
+                            old
+                        }
+                        Some(Place::Local(off)) => {
+                            let r = &mut self.local[off..off + size as usize];
+                            let mut b8 = [0u8; 8];
+                            b8[..size as usize].copy_from_slice(r);
+                            let old = u64::from_le_bytes(b8);
+                            r.copy_from_slice(&f(old).to_le_bytes()[..size as usize]);
+                            old
+                        }
+                        Some(Place::Param(_)) | None => 0,
+                    };
+                    if let Some(d) = d {
+                        w.regs[*d as usize * 32 + l as usize] = old;
+                    }
+                }
+            }
+            Op::Bra { target } => return Ok(Flow::Jump(*target)),
+            Op::Exit => return Ok(Flow::Exit),
+            Op::Bar { id, count, arrive } => {
+                if active == 0 {
+                    return Ok(Flow::Next);
+                }
+                let l0 = active.trailing_zeros();
+                let bid = self.rd(ctx, w, *id, l0) as usize;
+                if bid >= 16 {
+                    return Err(self.runtime(
+                        ctx,
+                        line,
+                        wid * 32 + l0,
+                        format!("barrier id {bid} is not below 16"),
+                    ));
+                }
+                if let Some(c) = count {
+                    let n = self.rd(ctx, w, *c, l0) as u32;
+                    self.expected[bid] = Some(n);
+                }
+                self.arrived[bid] += active.count_ones();
+                if *arrive {
+                    return Ok(Flow::Next);
+                }
+                w.set_bar_lanes(bid as u32, active);
+                return Ok(Flow::Barrier);
+            }
+            Op::WarpSync { mask: m } => {
+                if active != 0 {
+                    let member = self.rd(ctx, w, *m, active.trailing_zeros()) as u32;
+                    self.collective(ctx, w, mask, member, line, "bar.warp.sync")?;
+                }
+            }
+            Op::Nop => {}
+            Op::Shfl {
+                mode,
+                d,
+                p,
+                a,
+                b,
+                c,
+                mask: m,
+            } => {
+                if active == 0 {
+                    return Ok(Flow::Next);
+                }
+                let member = self.rd(ctx, w, *m, active.trailing_zeros()) as u32;
+                self.collective(ctx, w, mask, member, line, "shfl.sync")?;
+                let mut src = [0u64; 32];
+                for (l, s) in src.iter_mut().enumerate() {
+                    *s = self.rd(ctx, w, *a, l as u32) & 0xffff_ffff;
+                }
+                for l in lanes(active) {
+                    let bv = self.rd(ctx, w, *b, l) as u32 & 31;
+                    let cv = self.rd(ctx, w, *c, l) as u32;
+                    let clamp = cv & 31;
+                    let seg = (cv >> 8) & 31;
+                    let max_lane = (l & seg) | (clamp & !seg);
+                    let min_lane = l & seg;
+                    let (j, pval) = match mode {
+                        ShflMode::Up => {
+                            let j = l as i32 - bv as i32;
+                            (j, j >= max_lane as i32)
+                        }
+                        ShflMode::Down => {
+                            let j = (l + bv) as i32;
+                            (j, j <= max_lane as i32)
+                        }
+                        ShflMode::Bfly => {
+                            let j = (l ^ bv) as i32;
+                            (j, j <= max_lane as i32)
+                        }
+                        ShflMode::Idx => {
+                            let j = (min_lane | (bv & !seg)) as i32;
+                            (j, j <= max_lane as i32)
+                        }
+                    };
+                    let j = if pval { j as u32 } else { l };
+                    w.regs[*d as usize * 32 + l as usize] = src[j as usize];
+                    if let Some(p) = p {
+                        w.regs[*p as usize * 32 + l as usize] = pval as u64;
+                    }
+                }
+            }
+            Op::Vote {
+                mode,
+                d,
+                a,
+                negate,
+                mask: m,
+            } => {
+                if active == 0 {
+                    return Ok(Flow::Next);
+                }
+                let member = self.rd(ctx, w, *m, active.trailing_zeros()) as u32;
+                self.collective(ctx, w, mask, member, line, "vote.sync")?;
+                let ballot = lanes(active)
+                    .filter(|&l| (self.rd(ctx, w, *a, l) & 1 != 0) != *negate)
+                    .fold(0u32, |m, l| m | 1 << l);
+                let v = match mode {
+                    VoteMode::Ballot => ballot as u64,
+                    VoteMode::All => (ballot == active) as u64,
+                    VoteMode::Any => (ballot != 0) as u64,
+                    VoteMode::Uni => (ballot == active || ballot == 0) as u64,
+                };
+                for l in lanes(active) {
+                    w.regs[*d as usize * 32 + l as usize] = v;
+                }
+            }
+            Op::Redux {
+                op,
+                ty,
+                d,
+                a,
+                mask: m,
+            } => {
+                if active == 0 {
+                    return Ok(Flow::Next);
+                }
+                let member = self.rd(ctx, w, *m, active.trailing_zeros()) as u32;
+                self.collective(ctx, w, mask, member, line, "redux.sync")?;
+                let mut acc: Option<u64> = None;
+                for l in lanes(active) {
+                    let v = self.rd(ctx, w, *a, l) & ty.mask();
+                    acc = Some(match acc {
+                        None => v,
+                        Some(x) => atom_apply(*op, *ty, x, v, 0),
+                    });
+                }
+                let r = acc.unwrap_or(0);
+                for l in lanes(active) {
+                    w.regs[*d as usize * 32 + l as usize] = r;
+                }
+            }
+            Op::Ldmatrix {
+                ds,
+                trans,
+                addr,
+                space,
+            } => {
+                self.collective(ctx, w, mask, u32::MAX, line, "ldmatrix.sync.aligned")?;
+                let n = ds.len();
+                let mut rows = [[0u8; 16]; 32];
+                for (r, row) in rows.iter_mut().enumerate().take(8 * n) {
+                    let a = self.addr(ctx, w, *addr, r as u32);
+                    let sp = if *space == MemSpace::Generic {
+                        MemSpace::Generic
+                    } else {
+                        MemSpace::Shared
+                    };
+                    self.load(ctx, sp, a, row, wid, wid * 32 + r as u32, line);
+                }
+                for l in lanes(active) {
+                    let (g, t) = ((l / 4) as usize, (l % 4) as usize);
+                    for (k, d) in ds.iter().enumerate() {
+                        let m = &rows[8 * k..8 * k + 8];
+                        let v = if *trans {
+                            let e = |r: usize, c: usize| {
+                                u16::from_le_bytes([m[r][2 * c], m[r][2 * c + 1]]) as u64
+                            };
+                            e(2 * t, g) | (e(2 * t + 1, g) << 16)
+                        } else {
+                            u32::from_le_bytes([
+                                m[g][4 * t],
+                                m[g][4 * t + 1],
+                                m[g][4 * t + 2],
+                                m[g][4 * t + 3],
+                            ]) as u64
+                        };
+                        w.regs[*d as usize * 32 + l as usize] = v;
+                    }
+                }
+            }
+            Op::Stmatrix {
+                srcs,
+                trans,
+                addr,
+                space,
+            } => {
+                self.collective(ctx, w, mask, u32::MAX, line, "stmatrix.sync.aligned")?;
+                let n = srcs.len();
+                let mut rows = [[0u8; 16]; 32];
+                for l in 0..32u32 {
+                    let (g, t) = ((l / 4) as usize, (l % 4) as usize);
+                    for (k, s) in srcs.iter().enumerate() {
+                        let v = self.rd(ctx, w, *s, l) as u32;
+                        let m = &mut rows[8 * k..8 * k + 8];
+                        if *trans {
+                            m[2 * t][2 * g..2 * g + 2].copy_from_slice(&(v as u16).to_le_bytes());
+                            m[2 * t + 1][2 * g..2 * g + 2]
+                                .copy_from_slice(&((v >> 16) as u16).to_le_bytes());
+                        } else {
+                            m[g][4 * t..4 * t + 4].copy_from_slice(&v.to_le_bytes());
+                        }
+                    }
+                }
+                for (r, row) in rows.iter().enumerate().take(8 * n) {
+                    let a = self.addr(ctx, w, *addr, r as u32);
+                    let sp = if *space == MemSpace::Generic {
+                        MemSpace::Generic
+                    } else {
+                        MemSpace::Shared
+                    };
+                    self.store(ctx, sp, a, row, wid, wid * 32 + r as u32, line);
+                }
+            }
+            Op::Mma { kind, d, a, b, c } => {
+                self.collective(ctx, w, mask, u32::MAX, line, "mma.sync.aligned")?;
+                self.mma(ctx, w, *kind, d, a, b, c);
+            }
+            Op::CpAsync {
+                dst,
+                src,
+                size,
+                src_size,
+                ignore_src,
+            } => {
+                for l in lanes(active) {
+                    let tid = wid * 32 + l;
+                    let da = self.addr(ctx, w, *dst, l);
+                    let sa = self.addr(ctx, w, *src, l);
+                    let mut n = match src_size {
+                        Some(s) => (self.rd(ctx, w, *s, l) as u32).min(*size),
+                        None => *size,
+                    };
+                    if let Some((p, neg)) = ignore_src
+                        && (self.rd(ctx, w, *p, l) & 1 != 0) != *neg
+                    {
+                        n = 0;
+                    }
+                    let mut data = [0u8; 16];
+                    if n > 0 {
+                        // The source must be valid for the whole copy size's alignment and the read bytes.
+                        match self.place(
+                            ctx,
+                            MemSpace::Global,
+                            sa,
+                            n.next_power_of_two().min(*size),
+                            false,
+                            tid,
+                            line,
+                        ) {
+                            Some(Place::Global(al, off)) => {
+                                if ctx.global.find(sa, n as u64).is_some() {
+                                    al.read(off, &mut data[..n as usize]);
+                                }
+                            }
+                            _ => continue,
+                        }
+                    }
+                    let Some(Place::Shared(off)) =
+                        self.place(ctx, MemSpace::Shared, da, *size, true, tid, line)
+                    else {
+                        continue;
+                    };
+                    for b in off..off + size {
+                        self.shadow[b as usize].pending = self.cta_gen;
+                    }
+                    w.open_copies.push(PendingCopy {
+                        dst: off,
+                        len: *size as u8,
+                        lane: l as u8,
+                        line,
+                        data,
+                    });
+                }
+            }
+            Op::CpAsyncCommit => {
+                if active != 0 {
+                    let g = std::mem::take(&mut w.open_copies);
+                    w.copy_groups.push_back(g);
+                }
+            }
+            Op::CpAsyncWait { n, all } => {
+                if active != 0 {
+                    if *all {
+                        let g = std::mem::take(&mut w.open_copies);
+                        w.copy_groups.push_back(g);
+                    }
+                    while w.copy_groups.len() > *n as usize {
+                        if let Some(g) = w.copy_groups.pop_front() {
+                            for c in g {
+                                self.deliver(ctx, wid, &c);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Flow::Next)
+    }
+
+    fn deliver(&mut self, ctx: &LaunchCtx, wid: u32, c: &PendingCopy) {
+        let (off, len) = (c.dst, c.len as u32);
+        self.shared_write_check(ctx, off, len, wid, false, wid * 32 + c.lane as u32, c.line);
+        for b in off..off + len {
+            self.shadow[b as usize].pending = 0;
+        }
+        self.shared[off as usize..(off + len) as usize].copy_from_slice(&c.data[..len as usize]);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn mma(
+        &self,
+        ctx: &LaunchCtx,
+        w: &mut Warp,
+        kind: MmaKind,
+        d: &[u32],
+        a: &[Src],
+        b: &[Src],
+        c: &[Src],
+    ) {
+        // Gather the fragments into full matrices: A [16][K], B [K][8], C [16][8].
+        let k = match kind {
+            MmaKind::M16n8k16 { .. } => 16,
+            MmaKind::M16n8k8 { .. } | MmaKind::M16n8k8Tf32 => 8,
+            MmaKind::M16n8k4Tf32 => 4,
+        };
+        let mut am = [[0f64; 16]; 16];
+        let mut bm = [[0f64; 8]; 16];
+        let mut cm = [[0f64; 8]; 16];
+        let cd = match kind {
+            MmaKind::M16n8k16 { cd, .. } | MmaKind::M16n8k8 { cd, .. } => cd,
+            _ => Ty::F32,
+        };
+        for l in 0..32u32 {
+            let (g, t) = ((l / 4) as usize, (l % 4) as usize);
+            let reg = |s: Src| self.rd(ctx, w, s, l);
+            match kind {
+                MmaKind::M16n8k16 { ab, .. } | MmaKind::M16n8k8 { ab, .. } => {
+                    let h =
+                        |v: u64, hi: bool| num::to_f64(if hi { v >> 16 } else { v } & 0xffff, ab);
+                    for (i, s) in a.iter().enumerate() {
+                        let v = reg(*s);
+                        let row = g + 8 * (i & 1);
+                        let col = 2 * t + 8 * (i >> 1);
+                        am[row][col] = h(v, false);
+                        am[row][col + 1] = h(v, true);
+                    }
+                    for (i, s) in b.iter().enumerate() {
+                        let v = reg(*s);
+                        let kk = 2 * t + 8 * i;
+                        bm[kk][g] = h(v, false);
+                        bm[kk + 1][g] = h(v, true);
+                    }
+                }
+                MmaKind::M16n8k8Tf32 | MmaKind::M16n8k4Tf32 => {
+                    // tf32 operands: the hardware uses the top 19 bits of each f32.
+                    let tf = |v: u64| f32::from_bits(v as u32 & 0xffff_e000) as f64;
+                    for (i, s) in a.iter().enumerate() {
+                        am[g + 8 * (i & 1)][t + 4 * (i >> 1)] = tf(reg(*s));
+                    }
+                    for (i, s) in b.iter().enumerate() {
+                        bm[t + 4 * i][g] = tf(reg(*s));
+                    }
+                }
+            }
+            if cd == Ty::F32 {
+                for (i, s) in c.iter().enumerate() {
+                    cm[g + 8 * (i >> 1)][2 * t + (i & 1)] = f32::from_bits(reg(*s) as u32) as f64;
+                }
+            } else {
+                for (i, s) in c.iter().enumerate() {
+                    let v = reg(*s);
+                    cm[g + 8 * i][2 * t] = num::to_f64(v & 0xffff, Ty::F16);
+                    cm[g + 8 * i][2 * t + 1] = num::to_f64((v >> 16) & 0xffff, Ty::F16);
+                }
+            }
+        }
+        let mut dm = [[0f64; 8]; 16];
+        for (i, row) in dm.iter_mut().enumerate() {
+            for (j, x) in row.iter_mut().enumerate() {
+                let mut acc = cm[i][j];
+                for (kk, brow) in bm.iter().enumerate().take(k) {
+                    acc += am[i][kk] * brow[j];
+                }
+                *x = acc;
+            }
+        }
+        for l in 0..32u32 {
+            let (g, t) = ((l / 4) as usize, (l % 4) as usize);
+            if cd == Ty::F32 {
+                for (i, r) in d.iter().enumerate() {
+                    let v = dm[g + 8 * (i >> 1)][2 * t + (i & 1)] as f32;
+                    w.regs[*r as usize * 32 + l as usize] = v.to_bits() as u64;
+                }
+            } else {
+                for (i, r) in d.iter().enumerate() {
+                    let lo = num::round_to(dm[g + 8 * i][2 * t], Ty::F16, Rnd::Rn);
+                    let hi = num::round_to(dm[g + 8 * i][2 * t + 1], Ty::F16, Rnd::Rn);
+                    w.regs[*r as usize * 32 + l as usize] = (hi << 16) | lo;
+                }
+            }
+        }
+    }
+}
+
+impl Warp {
+    /// Lanes blocked on barrier `id`.
+    fn bar_lanes(&self, id: u32) -> u32 {
+        lanes(self.blocked)
+            .filter(|&l| self.bar_of[l as usize] as u32 == id)
+            .fold(0, |m, l| m | 1 << l)
+    }
+
+    fn set_bar_lanes(&mut self, id: u32, m: u32) {
+        for l in lanes(m) {
+            self.bar_of[l as usize] = id as u8;
+        }
+    }
+}
+
+/// Applies an atomic operation of type `ty` to `old` with operands `b` (and `c` for cas).
+pub fn atom_apply(op: AtomOp, ty: Ty, old: u64, b: u64, c: u64) -> u64 {
+    let m = ty.mask();
+    match (op, ty) {
+        (AtomOp::Add, Ty::F32 | Ty::F64 | Ty::F16 | Ty::Bf16 | Ty::F16x2 | Ty::Bf16x2) => {
+            let f = AluFlags {
+                rnd: Rnd::Rn,
+                ftz: false,
+                sat: false,
+                nan: false,
+                approx: false,
+            };
+            num::alu(AluOp::Add, ty, f, [old, b, 0, 0])
+        }
+        (AtomOp::Min | AtomOp::Max, Ty::F32 | Ty::F64 | Ty::F16x2 | Ty::Bf16x2) => {
+            let f = AluFlags {
+                rnd: Rnd::Rn,
+                ftz: false,
+                sat: false,
+                nan: false,
+                approx: false,
+            };
+            let op = if op == AtomOp::Min {
+                AluOp::Min
+            } else {
+                AluOp::Max
+            };
+            num::alu(op, ty, f, [old, b, 0, 0])
+        }
+        (AtomOp::Add, _) => old.wrapping_add(b) & m,
+        (AtomOp::Min, _) => {
+            if num::int_val(b, ty) < num::int_val(old, ty) {
+                b & m
+            } else {
+                old
+            }
+        }
+        (AtomOp::Max, _) => {
+            if num::int_val(b, ty) > num::int_val(old, ty) {
+                b & m
+            } else {
+                old
+            }
+        }
+        (AtomOp::Exch, _) => b & m,
+        (AtomOp::Cas, _) => {
+            if old == b & m {
+                c & m
+            } else {
+                old
+            }
+        }
+        (AtomOp::And, _) => old & b,
+        (AtomOp::Or, _) => (old | b) & m,
+        (AtomOp::Xor, _) => (old ^ b) & m,
+        (AtomOp::Inc, _) => {
+            if old >= b & m {
+                0
+            } else {
+                old + 1
+            }
+        }
+        (AtomOp::Dec, _) => {
+            if old == 0 || old > b & m {
+                b & m
+            } else {
+                old - 1
+            }
+        }
+    }
+}
+
+/// `(x, y, z)` of linear thread index `tid` in a block.
+pub fn thread_index(block: [u32; 3], tid: u32) -> [u32; 3] {
+    [
+        tid % block[0],
+        (tid / block[0]) % block[1],
+        tid / (block[0] * block[1]),
+    ]
+}
