@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use jagged_codegen::templates::segment::ReduceKind;
-use jagged_codegen::{Arch, ElemType, Primitive, Spec, lower};
+use jagged_codegen::{Arch, DType, Primitive, Spec, lower};
 
 const RUNS: usize = 200;
 
@@ -20,8 +20,8 @@ fn main() -> Result<(), jagged_codegen::CodegenError> {
         Primitive::MaskedSelectJagged,
     ];
     let specs = [
-        Spec::new(vec![64], 100, ElemType::F32, ElemType::I32, Arch::Sm80),
-        Spec::new(vec![3, 5], 1000, ElemType::Bf16, ElemType::I64, Arch::Sm90a),
+        Spec::new(vec![64], 100, DType::F32, DType::I32, Arch::Sm80),
+        Spec::new(vec![3, 5], 1000, DType::BF16, DType::I64, Arch::Sm90a),
     ];
     println!(
         "{:<28} {:<50} {:>8} {:>8} {:>10}",

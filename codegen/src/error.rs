@@ -9,6 +9,9 @@ pub enum CodegenError {
     /// The graph does not match any kernel template.
     #[error("no kernel template matches the graph: {0}")]
     NoTemplate(String),
+    /// The spec disagrees with the graph (dtype, inner dims, offsets dtype).
+    #[error("spec does not match the graph: {0}")]
+    SpecMismatch(String),
     /// Printing PTX failed (malformed kernel IR: a code generator bug).
     #[error(transparent)]
     Ptx(#[from] crate::ptx::Error),

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::spec::{Arch, ElemType};
+use crate::spec::{Arch, DType};
 
 /// The run-time sizes every rule is evaluated against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -183,7 +183,7 @@ pub struct ScratchBuffer {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct OutputBuffer {
     /// Element type.
-    pub elem: ElemType,
+    pub elem: DType,
     /// Number of elements to allocate. For data-dependent outputs
     /// (`masked_select_jagged`) this is an upper bound; see `used_rows_from`.
     pub elems: SizeExpr,

@@ -4,9 +4,11 @@
 //! - [`kernel`]: the kernel IR and its builder.
 //! - [`ptx`]: the PTX printer.
 //! - [`templates`]: kernel templates (map, pad, per-sequence reductions, scans).
+//! - [`compile()`]: graph + spec -> [`CompiledKernel`] (pattern-matches the graph).
 //! - [`lower`]: primitive op + spec -> [`CompiledKernel`] (PTX + launch metadata).
 //! - [`ptxas`]: runs `ptxas -v` on generated PTX and parses its report.
 
+pub mod compile;
 pub mod error;
 pub mod kernel;
 pub mod launch;
@@ -16,12 +18,13 @@ pub mod ptxas;
 pub mod spec;
 pub mod templates;
 
+pub use compile::compile;
 pub use error::CodegenError;
 pub use launch::{
     CompiledKernel, GridRule, Launch, OutputBuffer, ParamBinding, RunSizes, ScratchBuffer, SizeExpr,
 };
 pub use lower::{Primitive, lower};
-pub use spec::{Arch, ElemType, Spec, max_len_bucket};
+pub use spec::{Arch, DType, Spec, elem_bytes, max_len_bucket};
 
 /// Version of the code generator, part of the runtime's cache key: bump it
 /// whenever generated PTX or launch metadata can change for the same input.

@@ -5,7 +5,7 @@
 use crate::error::CodegenError;
 use crate::kernel::KernelModule;
 use crate::launch::{CompiledKernel, Launch, OutputBuffer, ScratchBuffer, SizeExpr};
-use crate::spec::{ElemType, Spec};
+use crate::spec::{DType, Spec};
 use crate::templates::Plan;
 use crate::templates::map::{MapDesc, MapExpr, MapOperand, map_kernel};
 use crate::templates::pad::{PadDesc, pad_kernel};
@@ -231,7 +231,7 @@ pub fn lower(p: &Primitive, spec: &Spec) -> Result<CompiledKernel, CodegenError>
     finish(plans, scratch, outputs, spec)
 }
 
-fn output(elem: ElemType, elems: SizeExpr) -> OutputBuffer {
+fn output(elem: DType, elems: SizeExpr) -> OutputBuffer {
     OutputBuffer {
         elem,
         elems,
@@ -240,13 +240,14 @@ fn output(elem: ElemType, elems: SizeExpr) -> OutputBuffer {
 }
 
 fn check_spec(p: &Primitive, spec: &Spec) -> Result<(), CodegenError> {
-    if !matches!(spec.index, ElemType::I32 | ElemType::I64) {
+    if !matches!(spec.index, DType::I32 | DType::I64) {
         return Err(CodegenError::Unsupported(format!(
             "offsets dtype {} (expected i32 or i64)",
             spec.index
         )));
     }
-    if *p != Primitive::CompleteCumsum && !spec.dtype.is_float() {
+    let float_values = matches!(spec.dtype, DType::F32 | DType::F16 | DType::BF16);
+    if *p != Primitive::CompleteCumsum && !float_values {
         return Err(CodegenError::Unsupported(format!(
             "{}: values dtype {} (expected f32, f16 or bf16)",
             p.name(),

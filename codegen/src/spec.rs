@@ -31,56 +31,12 @@ impl fmt::Display for Arch {
     }
 }
 
-/// Element types of the buffers kernels read and write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ElemType {
-    /// IEEE single.
-    F32,
-    /// IEEE half.
-    F16,
-    /// bfloat16.
-    Bf16,
-    /// Bytes (masks).
-    U8,
-    /// 32-bit signed integers (lengths, offsets).
-    I32,
-    /// 64-bit signed integers (lengths, offsets).
-    I64,
-}
+/// Element types of the buffers kernels read and write: jagged-ir's dtype.
+pub use jagged_ir::DType;
 
-impl ElemType {
-    /// Size in bytes.
-    pub fn size(self) -> u32 {
-        match self {
-            ElemType::U8 => 1,
-            ElemType::F16 | ElemType::Bf16 => 2,
-            ElemType::F32 | ElemType::I32 => 4,
-            ElemType::I64 => 8,
-        }
-    }
-
-    /// True for the floating-point value types.
-    pub fn is_float(self) -> bool {
-        matches!(self, ElemType::F32 | ElemType::F16 | ElemType::Bf16)
-    }
-
-    /// Short lowercase name (`f32`, `bf16`, `i64`, ...), used in kernel names.
-    pub fn name(self) -> &'static str {
-        match self {
-            ElemType::F32 => "f32",
-            ElemType::F16 => "f16",
-            ElemType::Bf16 => "bf16",
-            ElemType::U8 => "u8",
-            ElemType::I32 => "i32",
-            ElemType::I64 => "i64",
-        }
-    }
-}
-
-impl fmt::Display for ElemType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
+/// Bytes per element of `dtype`, as the u32 the kernel IR computes with.
+pub fn elem_bytes(dtype: DType) -> u32 {
+    dtype.size() as u32
 }
 
 /// The smallest max-length bucket.
@@ -103,22 +59,16 @@ pub struct Spec {
     /// Max-length bucket ([`max_len_bucket`] of the `max_len` attribute).
     pub max_len_bucket: u32,
     /// Element type of the float values.
-    pub dtype: ElemType,
+    pub dtype: DType,
     /// Element type of offsets / lengths.
-    pub index: ElemType,
+    pub index: DType,
     /// Target architecture.
     pub arch: Arch,
 }
 
 impl Spec {
     /// A spec for `inner` dims and a run-time `max_len` (bucketed here).
-    pub fn new(
-        inner: Vec<u32>,
-        max_len: u64,
-        dtype: ElemType,
-        index: ElemType,
-        arch: Arch,
-    ) -> Self {
+    pub fn new(inner: Vec<u32>, max_len: u64, dtype: DType, index: DType, arch: Arch) -> Self {
         Spec {
             inner,
             max_len_bucket: max_len_bucket(max_len),

@@ -7,7 +7,7 @@ use std::fmt;
 
 use crate::kernel::{BinOp, KernelBuilder, Operand, Reg, Type, UnOp};
 use crate::launch::{ParamBinding, SizeExpr};
-use crate::spec::ElemType;
+use crate::spec::DType;
 
 use super::{
     Entry, Plan, chunking, exp_f32, find_sequence, grid, load_f32, split_row_chunk, store_f32,
@@ -107,9 +107,9 @@ pub struct MapDesc {
     /// Row width `W` (product of the inner dims).
     pub width: u64,
     /// Float element type of operands and output.
-    pub dtype: ElemType,
+    pub dtype: DType,
     /// Offsets element type.
-    pub index: ElemType,
+    pub index: DType,
 }
 
 /// Generates the map kernel.

@@ -13,7 +13,7 @@ use crate::kernel::{
     Space, Type, UnOp,
 };
 use crate::launch::{GridRule, ParamBinding, SizeExpr};
-use crate::spec::ElemType;
+use crate::spec::{DType, elem_bytes};
 
 /// Threads per CTA of every template.
 pub const BLOCK_THREADS: u32 = 256;
@@ -103,8 +103,8 @@ pub struct Chunking {
 }
 
 /// The [`Chunking`] of rows of `width` elements of `dtype`.
-pub fn chunking(width: u64, dtype: ElemType) -> Chunking {
-    let esize = dtype.size();
+pub fn chunking(width: u64, dtype: DType) -> Chunking {
+    let esize = elem_bytes(dtype);
     let vec = [16u32, 8, 4]
         .into_iter()
         .map(|bytes| (bytes / esize).max(1))
@@ -119,14 +119,8 @@ pub fn chunking(width: u64, dtype: ElemType) -> Chunking {
 /// Loads `vec` raw elements of `dtype` at element `index` (64-bit) of `base`:
 /// f32 data in `%f` registers, 16-bit data packed in pairs in `%r` registers
 /// (or one `%h` register when `vec == 1`).
-pub fn load_raw(
-    b: &mut KernelBuilder,
-    base: Reg,
-    index: Reg,
-    dtype: ElemType,
-    vec: u32,
-) -> Vec<Reg> {
-    let addr = b.element_addr(base, index, dtype.size());
+pub fn load_raw(b: &mut KernelBuilder, base: Reg, index: Reg, dtype: DType, vec: u32) -> Vec<Reg> {
+    let addr = b.element_addr(base, index, elem_bytes(dtype));
     let addr = Address {
         base: addr,
         offset: 0,
@@ -136,54 +130,51 @@ pub fn load_raw(
 }
 
 /// Stores registers produced by [`load_raw`] (or [`pack_f32`]).
-pub fn store_raw(b: &mut KernelBuilder, base: Reg, index: Reg, dtype: ElemType, regs: Vec<Reg>) {
-    let addr = b.element_addr(base, index, dtype.size());
+pub fn store_raw(b: &mut KernelBuilder, base: Reg, index: Reg, dtype: DType, regs: Vec<Reg>) {
+    let addr = b.element_addr(base, index, elem_bytes(dtype));
     let addr = Address {
         base: addr,
         offset: 0,
     };
     let vec = match dtype {
-        ElemType::F16 | ElemType::Bf16 if regs[0].class == RegClass::B32 => regs.len() as u32 * 2,
+        DType::F16 | DType::BF16 if regs[0].class == RegClass::B32 => regs.len() as u32 * 2,
         _ => regs.len() as u32,
     };
     let (ty, _) = raw_layout(dtype, vec);
     b.st(Space::Global, ty, addr, regs);
 }
 
-fn raw_layout(dtype: ElemType, vec: u32) -> (Type, usize) {
-    match dtype {
-        ElemType::F16 | ElemType::Bf16 if vec >= 2 => (Type::B32, (vec / 2) as usize),
-        ElemType::F16 | ElemType::Bf16 => (Type::B16, 1),
-        ElemType::F32 => (Type::F32, vec as usize),
-        ElemType::U8 => (Type::U8, vec as usize),
-        ElemType::I32 => (Type::S32, vec as usize),
-        ElemType::I64 => (Type::S64, vec as usize),
+fn raw_layout(dtype: DType, vec: u32) -> (Type, usize) {
+    if dtype == DType::F32 {
+        return (Type::F32, vec as usize);
+    }
+    // Everything else moves as bits: 16-bit floats in pairs when possible.
+    match elem_bytes(dtype) {
+        2 if vec >= 2 => (Type::B32, (vec / 2) as usize),
+        2 => (Type::B16, 1),
+        1 => (Type::U8, vec as usize),
+        4 => (Type::B32, vec as usize),
+        _ => (Type::B64, vec as usize),
     }
 }
 
 /// Loads `vec` float elements and converts them to f32.
-pub fn load_f32(
-    b: &mut KernelBuilder,
-    base: Reg,
-    index: Reg,
-    dtype: ElemType,
-    vec: u32,
-) -> Vec<Reg> {
+pub fn load_f32(b: &mut KernelBuilder, base: Reg, index: Reg, dtype: DType, vec: u32) -> Vec<Reg> {
     let raw = load_raw(b, base, index, dtype, vec);
     unpack_f32(b, dtype, raw)
 }
 
 /// Converts raw registers of [`load_raw`] to f32 registers.
-pub fn unpack_f32(b: &mut KernelBuilder, dtype: ElemType, raw: Vec<Reg>) -> Vec<Reg> {
+pub fn unpack_f32(b: &mut KernelBuilder, dtype: DType, raw: Vec<Reg>) -> Vec<Reg> {
     match dtype {
-        ElemType::F16 | ElemType::Bf16 => {
+        DType::F16 | DType::BF16 => {
             let mut out = Vec::new();
             for r in raw {
                 if r.class == RegClass::B16 {
                     out.push(half_to_f32(b, dtype, r));
                     continue;
                 }
-                if dtype == ElemType::F16 {
+                if dtype == DType::F16 {
                     let lo = b.reg(RegClass::B16);
                     let hi = b.reg(RegClass::B16);
                     b.push(Inst::Unpack { lo, hi, src: r });
@@ -204,8 +195,8 @@ pub fn unpack_f32(b: &mut KernelBuilder, dtype: ElemType, raw: Vec<Reg>) -> Vec<
 }
 
 /// One 16-bit float register to f32.
-fn half_to_f32(b: &mut KernelBuilder, dtype: ElemType, h: Reg) -> Reg {
-    if dtype == ElemType::F16 {
+fn half_to_f32(b: &mut KernelBuilder, dtype: DType, h: Reg) -> Reg {
+    if dtype == DType::F16 {
         return b.cvt(Type::F32, Type::F16, h);
     }
     let wide = b.cvt(Type::U32, Type::U16, h);
@@ -214,10 +205,10 @@ fn half_to_f32(b: &mut KernelBuilder, dtype: ElemType, h: Reg) -> Reg {
 }
 
 /// Converts f32 registers to the raw layout of `dtype` (round to nearest even).
-pub fn pack_f32(b: &mut KernelBuilder, dtype: ElemType, vals: &[Reg]) -> Vec<Reg> {
+pub fn pack_f32(b: &mut KernelBuilder, dtype: DType, vals: &[Reg]) -> Vec<Reg> {
     let half_ty = match dtype {
-        ElemType::F16 => Type::F16,
-        ElemType::Bf16 => Type::Bf16,
+        DType::F16 => Type::F16,
+        DType::BF16 => Type::Bf16,
         _ => return vals.to_vec(),
     };
     let halves: Vec<Reg> = vals.iter().map(|&v| b.cvt(half_ty, Type::F32, v)).collect();
@@ -239,24 +230,24 @@ pub fn pack_f32(b: &mut KernelBuilder, dtype: ElemType, vals: &[Reg]) -> Vec<Reg
 }
 
 /// Converts f32 registers to `dtype` and stores them at element `index`.
-pub fn store_f32(b: &mut KernelBuilder, base: Reg, index: Reg, dtype: ElemType, vals: &[Reg]) {
+pub fn store_f32(b: &mut KernelBuilder, base: Reg, index: Reg, dtype: DType, vals: &[Reg]) {
     let raw = pack_f32(b, dtype, vals);
     store_raw(b, base, index, dtype, raw);
 }
 
 /// Loads element `index` of an offsets / lengths array as a 64-bit integer.
-pub fn load_index(b: &mut KernelBuilder, base: Reg, index: Reg, elem: ElemType) -> Reg {
-    let addr = b.element_addr(base, index, elem.size());
+pub fn load_index(b: &mut KernelBuilder, base: Reg, index: Reg, elem: DType) -> Reg {
+    let addr = b.element_addr(base, index, elem_bytes(elem));
     let addr = Address {
         base: addr,
         offset: 0,
     };
     match elem {
-        ElemType::I32 => {
+        DType::I32 => {
             let v = b.ld(Space::Global, Type::S32, 1, addr)[0];
             b.cvt(Type::S64, Type::S32, v)
         }
-        ElemType::U8 => {
+        DType::U8 | DType::Bool => {
             let v = b.ld(Space::Global, Type::U8, 1, addr)[0];
             b.cvt(Type::U64, Type::U32, v)
         }
@@ -265,13 +256,13 @@ pub fn load_index(b: &mut KernelBuilder, base: Reg, index: Reg, elem: ElemType) 
 }
 
 /// Stores a 64-bit integer as element `index` of an offsets array of `elem`.
-pub fn store_index(b: &mut KernelBuilder, base: Reg, index: Reg, elem: ElemType, value: Reg) {
-    let addr = b.element_addr(base, index, elem.size());
+pub fn store_index(b: &mut KernelBuilder, base: Reg, index: Reg, elem: DType, value: Reg) {
+    let addr = b.element_addr(base, index, elem_bytes(elem));
     let addr = Address {
         base: addr,
         offset: 0,
     };
-    if elem == ElemType::I32 {
+    if elem == DType::I32 {
         let v = b.cvt(Type::U32, Type::U64, value);
         b.st(Space::Global, Type::S32, addr, vec![v]);
     } else {
@@ -287,7 +278,7 @@ pub fn find_sequence(
     offsets: Reg,
     batch: Reg,
     row: Reg,
-    elem: ElemType,
+    elem: DType,
 ) -> (Reg, Reg) {
     let lo = b.mov(Type::U64, Operand::Int(0));
     let hi = b.binary(BinOp::Sub, Type::U64, batch, Operand::Int(1));

@@ -4,7 +4,7 @@
 
 use crate::kernel::{BinOp, Cmp, Operand, Type};
 use crate::launch::{ParamBinding, SizeExpr};
-use crate::spec::ElemType;
+use crate::spec::DType;
 
 use super::map::row_elem;
 use super::{
@@ -19,9 +19,9 @@ pub struct PadDesc {
     /// Row width `W`.
     pub width: u64,
     /// Element type of values and output.
-    pub dtype: ElemType,
+    pub dtype: DType,
     /// Offsets element type.
-    pub index: ElemType,
+    pub index: DType,
 }
 
 /// Generates the kernel. Inputs: 0 = values, 1 = offsets; output 0 = dense;

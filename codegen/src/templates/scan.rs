@@ -14,7 +14,7 @@ use crate::kernel::{
     TernOp, Type,
 };
 use crate::launch::{GridRule, ParamBinding, SizeExpr};
-use crate::spec::ElemType;
+use crate::spec::DType;
 
 use super::map::row_elem;
 use super::{
@@ -41,9 +41,9 @@ pub fn tile_sums_bytes(n: SizeExpr) -> SizeExpr {
 pub fn scan_kernels(
     name: &str,
     input: ParamBinding,
-    input_elem: ElemType,
+    input_elem: DType,
     output: ParamBinding,
-    output_elem: ElemType,
+    output_elem: DType,
     sums: ParamBinding,
     n: SizeExpr,
 ) -> Vec<Plan> {
@@ -69,7 +69,7 @@ pub fn scan_kernels(
 }
 
 /// Loads input element `idx` as a u64 count (masks: 1 if nonzero), 0 when `idx >= n`.
-fn load_count(b: &mut KernelBuilder, input: Reg, idx: Reg, n: Reg, elem: ElemType) -> Reg {
+fn load_count(b: &mut KernelBuilder, input: Reg, idx: Reg, n: Reg, elem: DType) -> Reg {
     let v = b.mov(Type::U64, Operand::Int(0));
     let inside = b.setp(Cmp::Lt, Type::U64, idx, n);
     b.guarded(
@@ -79,7 +79,7 @@ fn load_count(b: &mut KernelBuilder, input: Reg, idx: Reg, n: Reg, elem: ElemTyp
         },
         |b| {
             let x = load_index(b, input, idx, elem);
-            if elem == ElemType::U8 {
+            if matches!(elem, DType::U8 | DType::Bool) {
                 let set = b.setp(Cmp::Ne, Type::U64, x, Operand::Int(0));
                 b.push(crate::kernel::Inst::Selp {
                     ty: Type::U64,
@@ -194,7 +194,7 @@ fn tile_grid(n: SizeExpr) -> GridRule {
 fn tile_sums_kernel(
     name: &str,
     input: ParamBinding,
-    elem: ElemType,
+    elem: DType,
     sums: ParamBinding,
     n: SizeExpr,
 ) -> Plan {
@@ -235,7 +235,7 @@ fn tile_sums_kernel(
                 negate: false,
             },
             |b| {
-                store_index(b, sums, tile, ElemType::I64, total);
+                store_index(b, sums, tile, DType::I64, total);
             },
         );
     });
@@ -259,7 +259,7 @@ fn scan_sums_kernel(name: &str, sums: ParamBinding, n: SizeExpr) -> Plan {
         Operand::Int(i64::from(BLOCK_THREADS)),
         |b, chunk| {
             let k = b.binary(BinOp::Add, Type::U64, chunk, tid64);
-            let v = load_count(b, sums, k, tiles, ElemType::I64);
+            let v = load_count(b, sums, k, tiles, DType::I64);
             let (inclusive, total) = block_scan(b, smem, tid, v);
             let inside = b.setp(Cmp::Lt, Type::U64, k, tiles);
             b.guarded(
@@ -270,7 +270,7 @@ fn scan_sums_kernel(name: &str, sums: ParamBinding, n: SizeExpr) -> Plan {
                 |b| {
                     let exclusive = b.binary(BinOp::Sub, Type::U64, inclusive, v);
                     let prefix = b.binary(BinOp::Add, Type::U64, exclusive, carry);
-                    store_index(b, sums, k, ElemType::I64, prefix);
+                    store_index(b, sums, k, DType::I64, prefix);
                 },
             );
             b.binary_to(BinOp::Add, Type::U64, carry, carry, total);
@@ -287,9 +287,9 @@ fn scan_sums_kernel(name: &str, sums: ParamBinding, n: SizeExpr) -> Plan {
 fn scan_tiles_kernel(
     name: &str,
     input: ParamBinding,
-    input_elem: ElemType,
+    input_elem: DType,
     output: ParamBinding,
-    output_elem: ElemType,
+    output_elem: DType,
     sums: ParamBinding,
     n: SizeExpr,
 ) -> Plan {
@@ -342,7 +342,7 @@ fn scan_tiles_kernel(
         }
         let (inclusive, _) = block_scan(b, smem, tid, running);
         let exclusive = b.binary(BinOp::Sub, Type::U64, inclusive, running);
-        let tile_prefix = load_index(b, sums, tile, ElemType::I64);
+        let tile_prefix = load_index(b, sums, tile, DType::I64);
         let start = b.binary(BinOp::Add, Type::U64, exclusive, tile_prefix);
         for (idx, local) in prefixes {
             let inside = b.setp(Cmp::Lt, Type::U64, idx, count);
@@ -370,9 +370,9 @@ pub struct CompactDesc {
     /// Row width `W`.
     pub width: u64,
     /// Element type of the values (copied bit for bit).
-    pub dtype: ElemType,
+    pub dtype: DType,
     /// Offsets element type (input and output).
-    pub index: ElemType,
+    pub index: DType,
 }
 
 /// `masked_select_jagged`. Inputs: 0 = values, 1 = offsets, 2 = mask (u8);
@@ -382,9 +382,9 @@ pub fn compact_kernels(desc: &CompactDesc) -> Vec<Plan> {
     let mut plans = scan_kernels(
         &desc.name,
         ParamBinding::Input(2),
-        ElemType::U8,
+        DType::U8,
         ParamBinding::Scratch(1),
-        ElemType::I64,
+        DType::I64,
         ParamBinding::Scratch(0),
         SizeExpr::TotalRows,
     );
@@ -403,10 +403,10 @@ pub fn compact_kernels(desc: &CompactDesc) -> Vec<Plan> {
     let (start, step) = b.global_thread_index();
     b.for_range_u64(start, work, step, |b, w| {
         let (row, chunk) = split_row_chunk(b, w, ch.chunks);
-        let m = load_index(b, mask, row, ElemType::U8);
+        let m = load_index(b, mask, row, DType::U8);
         let keep = b.setp(Cmp::Ne, Type::U64, m, Operand::Int(0));
         b.if_then(keep, false, |b| {
-            let dst_row = load_index(b, positions, row, ElemType::I64);
+            let dst_row = load_index(b, positions, row, DType::I64);
             let src = row_elem(b, row, chunk, desc.width, ch.vec);
             let dst = row_elem(b, dst_row, chunk, desc.width, ch.vec);
             let raw = load_raw(b, values, src, desc.dtype, ch.vec);
@@ -416,7 +416,7 @@ pub fn compact_kernels(desc: &CompactDesc) -> Vec<Plan> {
     let batch_plus_one = b.binary(BinOp::Add, Type::U64, batch, Operand::Int(1));
     b.for_range_u64(start, batch_plus_one, step, |b, s| {
         let row = load_index(b, offsets, s, desc.index);
-        let new_offset = load_index(b, positions, row, ElemType::I64);
+        let new_offset = load_index(b, positions, row, DType::I64);
         store_index(b, out_offsets, s, desc.index, new_offset);
     });
     let items = work_items + (SizeExpr::Batch + SizeExpr::Const(1));

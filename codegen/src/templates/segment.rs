@@ -14,7 +14,7 @@ use crate::kernel::{
     Address, BinOp, Cmp, KernelBuilder, Operand, Reg, SharedId, Space, Special, Type,
 };
 use crate::launch::{ParamBinding, SizeExpr};
-use crate::spec::ElemType;
+use crate::spec::DType;
 
 use super::{
     BLOCK_THREADS, Combine, Entry, Plan, exp_f32, grid, load_f32, load_index, store_f32,
@@ -80,9 +80,9 @@ pub struct SegmentDesc {
     /// Threads per sequence.
     pub group: GroupSize,
     /// Float element type.
-    pub dtype: ElemType,
+    pub dtype: DType,
     /// Offsets element type.
-    pub index: ElemType,
+    pub index: DType,
 }
 
 /// Column lanes: the next power of two >= W, at most 32.

@@ -1,7 +1,7 @@
 //! Cases shared by the integration tests: every primitive under a few specs.
 
 use jagged_codegen::templates::segment::ReduceKind;
-use jagged_codegen::{Arch, ElemType, Primitive, Spec};
+use jagged_codegen::{Arch, DType, Primitive, Spec};
 
 /// Every primitive the code generator implements.
 pub fn primitives() -> Vec<Primitive> {
@@ -22,7 +22,7 @@ pub fn primitives() -> Vec<Primitive> {
 /// bucket, i32 offsets; bf16 with an odd row, long bucket, i64 offsets.
 pub fn specs(arch: Arch) -> Vec<Spec> {
     vec![
-        Spec::new(vec![64], 100, ElemType::F32, ElemType::I32, arch),
-        Spec::new(vec![3, 5], 1000, ElemType::Bf16, ElemType::I64, arch),
+        Spec::new(vec![64], 100, DType::F32, DType::I32, arch),
+        Spec::new(vec![3, 5], 1000, DType::BF16, DType::I64, arch),
     ]
 }

@@ -1,0 +1,419 @@
+//! The entry point: a jagged-ir [`Graph`] and a [`Spec`] to a [`CompiledKernel`].
+//!
+//! The graph is matched against the shapes of the primitives the templates
+//! implement (a scan of lengths, a padded gather, an elementwise tree over
+//! jagged and dense operands, a per-sequence reduce or softmax, a compaction);
+//! the matched primitive is lowered by [`crate::lower`], and its parameter
+//! bindings are renumbered to the graph's input and output order.
+
+use jagged_ir::{
+    BinaryOp, Dim, Graph, Handle, IndexPredicate, Node, ReduceOp, ScanMode, TensorType, UnaryOp,
+};
+
+use crate::error::CodegenError;
+use crate::launch::{CompiledKernel, ParamBinding, SizeExpr};
+use crate::lower::{Primitive, lower};
+use crate::spec::{Arch, DType, Spec};
+use crate::templates::map::{MapBinary, MapExpr, MapOperand, MapSource, MapUnary};
+use crate::templates::segment::ReduceKind;
+
+/// A primitive found in a graph, with the graph nodes playing each role.
+#[derive(Debug)]
+struct Matched {
+    primitive: Primitive,
+    /// Graph input node of each primitive input (in the primitive's order).
+    inputs: Vec<Handle<Node>>,
+    /// Graph node of each primitive output (in the primitive's order).
+    outputs: Vec<Handle<Node>>,
+    /// Whether the rows are truncated to `max_len` (otherwise no row limit).
+    truncated: bool,
+}
+
+/// Compiles `graph` for `spec`: picks the kernel templates by pattern-matching
+/// the graph, generates and prints the PTX, and returns it with the launch
+/// metadata (bindings in the graph's input / output order).
+pub fn compile(graph: &Graph, spec: &Spec) -> Result<CompiledKernel, CodegenError> {
+    let matched = match_graph(graph)?;
+    check_against_graph(graph, &matched, spec)?;
+    let mut compiled = lower(&matched.primitive, spec)?;
+    let input_order: Vec<Handle<Node>> = graph.inputs().map(|(h, _, _)| h).collect();
+    let input_pos = |k: usize| -> Result<usize, CodegenError> {
+        let h = matched.inputs[k];
+        input_order.iter().position(|&g| g == h).ok_or_else(|| {
+            CodegenError::NoTemplate(format!("input %{} is not a graph input", h.index()))
+        })
+    };
+    let output_pos = |k: usize| -> Result<usize, CodegenError> {
+        let h = matched.outputs[k];
+        graph
+            .outputs()
+            .iter()
+            .position(|o| o.value == h)
+            .ok_or_else(|| {
+                CodegenError::NoTemplate(format!("%{} is not a graph output", h.index()))
+            })
+    };
+    for launch in &mut compiled.launches {
+        for param in &mut launch.params {
+            *param = match &*param {
+                ParamBinding::Input(k) => ParamBinding::Input(input_pos(*k)?),
+                ParamBinding::Output(k) => ParamBinding::Output(output_pos(*k)?),
+                // Without truncation every row counts: an unreachable row limit.
+                ParamBinding::Size(SizeExpr::MaxLen) if !matched.truncated => {
+                    ParamBinding::Size(SizeExpr::Const(u64::from(u32::MAX)))
+                }
+                other => other.clone(),
+            };
+        }
+    }
+    // Outputs in graph order.
+    let mut outputs = compiled.outputs.clone();
+    for (k, out) in compiled.outputs.iter().enumerate() {
+        let mut out = out.clone();
+        if let Some(src) = out.used_rows_from {
+            out.used_rows_from = Some(output_pos(src)?);
+        }
+        outputs[output_pos(k)?] = out;
+    }
+    compiled.outputs = outputs;
+    Ok(compiled)
+}
+
+impl Spec {
+    /// The spec of `graph` for a run-time `max_len` on `arch`: inner dims and
+    /// dtypes are read from the graph's inputs (the first float input gives the
+    /// values' dtype and inner dims, the first i32/i64 input the offsets').
+    pub fn for_graph(graph: &Graph, max_len: u64, arch: Arch) -> Result<Spec, CodegenError> {
+        let values = graph
+            .inputs()
+            .find(|(_, _, ty)| ty.dtype.is_float())
+            .map(|(_, _, ty)| ty.clone());
+        let index = graph
+            .inputs()
+            .find(|(_, _, ty)| ty.dtype.is_index())
+            .map(|(_, _, ty)| ty.dtype)
+            .ok_or_else(|| {
+                CodegenError::Unsupported(format!("graph `{}` has no i32/i64 input", graph.name()))
+            })?;
+        let (dtype, inner) = match values {
+            Some(ty) => (ty.dtype, static_inner(&ty)),
+            None => (DType::F32, Vec::new()),
+        };
+        Ok(Spec::new(inner, max_len, dtype, index, arch))
+    }
+}
+
+/// The trailing static dims of a type.
+fn static_inner(ty: &TensorType) -> Vec<u32> {
+    ty.dims
+        .iter()
+        .filter_map(|d| match d {
+            Dim::Static(n) => Some(*n as u32),
+            _ => None,
+        })
+        .collect()
+}
+
+fn no_template(graph: &Graph, why: &str) -> CodegenError {
+    CodegenError::NoTemplate(format!("graph `{}`: {why}", graph.name()))
+}
+
+/// The single output of a one-output graph.
+fn single_output(graph: &Graph) -> Option<Handle<Node>> {
+    match graph.outputs() {
+        [only] => Some(only.value),
+        _ => None,
+    }
+}
+
+/// `(offsets input, truncate)` of a `Seqs` node over an input.
+fn seqs_input(graph: &Graph, seqs: Handle<Node>) -> Option<(Handle<Node>, bool)> {
+    match graph.node(seqs) {
+        Node::Seqs { offsets, truncate } if is_input(graph, *offsets) => {
+            Some((*offsets, *truncate))
+        }
+        _ => None,
+    }
+}
+
+fn is_input(graph: &Graph, h: Handle<Node>) -> bool {
+    matches!(graph.node(h), Node::Input { .. })
+}
+
+/// A jagged input with one ragged dim: its sequence set.
+fn jagged_input(graph: &Graph, h: Handle<Node>) -> Option<Handle<Node>> {
+    match graph.node(h) {
+        Node::Input { ty, .. } if ty.ragged_rank() == 1 => ty.seqs(),
+        _ => None,
+    }
+}
+
+/// A dense `[B, N, inner...]` input.
+fn padded_input(graph: &Graph, h: Handle<Node>) -> bool {
+    match graph.node(h) {
+        Node::Input { ty, .. } => matches!(ty.dims.as_slice(), [Dim::Batch, Dim::MaxLen, ..]),
+        _ => false,
+    }
+}
+
+fn match_graph(graph: &Graph) -> Result<Matched, CodegenError> {
+    if let [values, offsets] = graph.outputs() {
+        return match_compaction(graph, values.value, offsets.value).ok_or_else(|| {
+            no_template(
+                graph,
+                "two outputs that are not a compaction (values, offsets)",
+            )
+        });
+    }
+    let out =
+        single_output(graph).ok_or_else(|| no_template(graph, "expected one or two outputs"))?;
+    let one = |primitive, inputs, truncated| Matched {
+        primitive,
+        inputs,
+        outputs: vec![out],
+        truncated,
+    };
+    match graph.node(out) {
+        Node::Scan {
+            mode: ScanMode::Complete,
+            arg,
+            axis: 0,
+        } if is_input(graph, *arg) => Ok(one(Primitive::CompleteCumsum, vec![*arg], true)),
+        Node::Select {
+            cond,
+            on_true,
+            on_false,
+        } => {
+            let padded = match graph.node(*on_true) {
+                Node::ToPadded { arg } => *arg,
+                _ => return Err(no_template(graph, "select that is not a padded gather")),
+            };
+            let seqs = jagged_input(graph, padded)
+                .ok_or_else(|| no_template(graph, "padded gather of a non-input"))?;
+            let mask_ok = matches!(graph.node(*cond), Node::Mask { pred: IndexPredicate::RowInSequence(s), .. } if *s == seqs);
+            let pad_ok =
+                matches!(graph.node(*on_false), Node::Attr { name, .. } if name == "padding_value");
+            let (offsets, truncated) = seqs_input(graph, seqs)
+                .ok_or_else(|| no_template(graph, "sequence set not from an offsets input"))?;
+            if !mask_ok || !pad_ok {
+                return Err(no_template(
+                    graph,
+                    "select is not `row in sequence ? padded : padding_value`",
+                ));
+            }
+            Ok(one(
+                Primitive::JaggedToPaddedDense,
+                vec![padded, offsets],
+                truncated,
+            ))
+        }
+        Node::FromPadded { arg, seqs } if padded_input(graph, *arg) => {
+            let (offsets, _) = seqs_input(graph, *seqs)
+                .ok_or_else(|| no_template(graph, "sequence set not from an offsets input"))?;
+            // Rows at i >= N are zero: N (the dense shape) is the row limit.
+            Ok(one(Primitive::DenseToJagged, vec![*arg, offsets], true))
+        }
+        Node::Reduce { op, arg, axis: 0 } => {
+            let seqs = jagged_input(graph, *arg)
+                .ok_or_else(|| no_template(graph, "reduce of a non-input"))?;
+            let (offsets, truncated) = seqs_input(graph, seqs)
+                .ok_or_else(|| no_template(graph, "sequence set not from an offsets input"))?;
+            let kind = match op {
+                ReduceOp::Sum => ReduceKind::Sum,
+                ReduceOp::Mean => ReduceKind::Mean,
+                ReduceOp::Max => ReduceKind::Max,
+                ReduceOp::LogSumExp => {
+                    return Err(no_template(graph, "logsumexp reduction is not implemented"));
+                }
+            };
+            Ok(one(
+                Primitive::JaggedReduce(kind),
+                vec![*arg, offsets],
+                truncated,
+            ))
+        }
+        Node::Softmax { arg, axis: 0 } => {
+            let seqs = jagged_input(graph, *arg)
+                .ok_or_else(|| no_template(graph, "softmax of a non-input"))?;
+            let (offsets, truncated) = seqs_input(graph, seqs)
+                .ok_or_else(|| no_template(graph, "sequence set not from an offsets input"))?;
+            Ok(one(
+                Primitive::JaggedSoftmax,
+                vec![*arg, offsets],
+                truncated,
+            ))
+        }
+        Node::Unary { .. } | Node::Binary { .. } => match_map(graph, out),
+        other => Err(no_template(
+            graph,
+            &format!("no template for output node {other:?}"),
+        )),
+    }
+}
+
+/// An elementwise tree over jagged inputs (one sequence set), dense `[B, N, ...]`
+/// inputs and constants.
+fn match_map(graph: &Graph, out: Handle<Node>) -> Result<Matched, CodegenError> {
+    let mut leaves: Vec<Handle<Node>> = Vec::new();
+    let mut seqs: Option<Handle<Node>> = None;
+    let expr = map_expr(graph, out, &mut leaves, &mut seqs)?;
+    let seqs =
+        seqs.ok_or_else(|| no_template(graph, "elementwise graph without a jagged operand"))?;
+    let (offsets, truncated) = seqs_input(graph, seqs)
+        .ok_or_else(|| no_template(graph, "sequence set not from an offsets input"))?;
+    // Primitive input order: the leaves, then the offsets.
+    let operands: Vec<MapOperand> = leaves
+        .iter()
+        .enumerate()
+        .map(|(k, &h)| MapOperand {
+            source: if padded_input(graph, h) {
+                MapSource::Dense
+            } else {
+                MapSource::Jagged
+            },
+            input: k,
+        })
+        .collect();
+    let has_dense = operands.iter().any(|o| o.source == MapSource::Dense);
+    let mut inputs = leaves.clone();
+    inputs.push(offsets);
+    Ok(Matched {
+        primitive: Primitive::Map {
+            operands,
+            offsets_input: leaves.len(),
+            expr,
+        },
+        inputs,
+        outputs: vec![out],
+        truncated: truncated || has_dense,
+    })
+}
+
+fn map_expr(
+    graph: &Graph,
+    h: Handle<Node>,
+    leaves: &mut Vec<Handle<Node>>,
+    seqs: &mut Option<Handle<Node>>,
+) -> Result<MapExpr, CodegenError> {
+    match graph.node(h) {
+        Node::Input { .. } => {
+            if let Some(s) = jagged_input(graph, h) {
+                if seqs.is_some_and(|t| t != s) {
+                    return Err(no_template(
+                        graph,
+                        "jagged operands on different sequence sets",
+                    ));
+                }
+                *seqs = Some(s);
+            } else if !padded_input(graph, h) {
+                return Err(no_template(
+                    graph,
+                    "elementwise operand that is neither jagged nor [B, N, ...]",
+                ));
+            }
+            let k = match leaves.iter().position(|&l| l == h) {
+                Some(k) => k,
+                None => {
+                    leaves.push(h);
+                    leaves.len() - 1
+                }
+            };
+            Ok(MapExpr::Operand(k))
+        }
+        Node::Const { value, .. } if value.is_finite() => Ok(MapExpr::Const(*value as f32)),
+        Node::Unary { op, arg } => {
+            let x = map_expr(graph, *arg, leaves, seqs)?;
+            let op = match op {
+                UnaryOp::Neg => MapUnary::Neg,
+                UnaryOp::Exp => MapUnary::Exp,
+                UnaryOp::Log => MapUnary::Log,
+                UnaryOp::Silu => MapUnary::Silu,
+            };
+            Ok(MapExpr::Unary(op, Box::new(x)))
+        }
+        Node::Binary { op, lhs, rhs } => {
+            let a = map_expr(graph, *lhs, leaves, seqs)?;
+            let b = map_expr(graph, *rhs, leaves, seqs)?;
+            let op = match op {
+                BinaryOp::Add => MapBinary::Add,
+                BinaryOp::Sub => MapBinary::Sub,
+                BinaryOp::Mul => MapBinary::Mul,
+                BinaryOp::Div => MapBinary::Div,
+                BinaryOp::Max => MapBinary::Max,
+                BinaryOp::Min => MapBinary::Min,
+            };
+            Ok(MapExpr::Binary(op, Box::new(a), Box::new(b)))
+        }
+        other => Err(no_template(
+            graph,
+            &format!("elementwise tree contains {other:?}"),
+        )),
+    }
+}
+
+/// `values = compact(x, seqs_where(mask))`, `offsets = offsets(same set)`.
+fn match_compaction(
+    graph: &Graph,
+    values: Handle<Node>,
+    offsets_out: Handle<Node>,
+) -> Option<Matched> {
+    let Node::Compact { arg, seqs: kept } = graph.node(values) else {
+        return None;
+    };
+    let Node::Offsets { seqs, .. } = graph.node(offsets_out) else {
+        return None;
+    };
+    if seqs != kept {
+        return None;
+    }
+    let Node::SeqsWhere { mask } = graph.node(*kept) else {
+        return None;
+    };
+    let mask = match graph.node(*mask) {
+        Node::Cast {
+            arg,
+            dtype: DType::Bool,
+        } => *arg,
+        _ => *mask,
+    };
+    let source_seqs = jagged_input(graph, *arg)?;
+    if jagged_input(graph, mask)? != source_seqs {
+        return None;
+    }
+    let (offsets, _) = seqs_input(graph, source_seqs)?;
+    Some(Matched {
+        primitive: Primitive::MaskedSelectJagged,
+        inputs: vec![*arg, offsets, mask],
+        outputs: vec![values, offsets_out],
+        truncated: false,
+    })
+}
+
+/// The spec must describe the graph's values and offsets.
+fn check_against_graph(graph: &Graph, matched: &Matched, spec: &Spec) -> Result<(), CodegenError> {
+    for &h in &matched.inputs {
+        let Node::Input { name, ty } = graph.node(h) else {
+            continue;
+        };
+        let mismatch = |what: String| {
+            CodegenError::SpecMismatch(format!(
+                "input `{name}` of graph `{}`: {what} (spec: {spec})",
+                graph.name()
+            ))
+        };
+        if ty.dtype.is_float() {
+            if ty.dtype != spec.dtype {
+                return Err(mismatch(format!("dtype {} differs", ty.dtype)));
+            }
+            if static_inner(ty) != spec.inner {
+                return Err(mismatch(format!(
+                    "inner dims {:?} differ",
+                    static_inner(ty)
+                )));
+            }
+        } else if ty.dtype.is_index() && ty.dtype != spec.index {
+            return Err(mismatch(format!("index dtype {} differs", ty.dtype)));
+        }
+    }
+    Ok(())
+}
