@@ -206,3 +206,40 @@ pub struct CompiledKernel {
     /// Outputs, in the op's output order.
     pub outputs: Vec<OutputBuffer>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_rules_clamp_to_one_and_the_limit() {
+        let rule = GridRule {
+            items: SizeExpr::TotalRows * SizeExpr::Const(16),
+            items_per_block: 256,
+            max_blocks: 1000,
+        };
+        let sizes = |t| RunSizes {
+            batch: 1,
+            total_rows: t,
+            max_len: 1,
+        };
+        assert_eq!(rule.eval(&sizes(0)), 1);
+        assert_eq!(rule.eval(&sizes(16)), 1);
+        assert_eq!(rule.eval(&sizes(17)), 2);
+        assert_eq!(rule.eval(&sizes(1 << 40)), 1000);
+        assert_eq!(rule.to_string(), "clamp(ceil(T*16/256), 1, 1000)");
+    }
+
+    #[test]
+    fn size_expressions_saturate() {
+        let e = SizeExpr::ceil_div(SizeExpr::Batch + SizeExpr::Const(1), 4) * SizeExpr::MaxLen;
+        let s = RunSizes {
+            batch: 6,
+            total_rows: 0,
+            max_len: 3,
+        };
+        assert_eq!(e.eval(&s), 6);
+        let huge = SizeExpr::Const(u64::MAX) * SizeExpr::Const(2);
+        assert_eq!(huge.eval(&s), u64::MAX);
+    }
+}

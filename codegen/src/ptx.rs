@@ -368,3 +368,87 @@ impl fmt::Display for Kernel {
         f.write_str(&writer.into_inner())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::{Address, BinOp, Cmp, KernelBuilder, Operand, ParamType, Special};
+
+    /// A tiny kernel whose PTX is written out by hand below.
+    fn fill_kernel() -> Kernel {
+        let mut b = KernelBuilder::new("fill", 128);
+        let out = b.param("out", ParamType::Ptr { align: 16 });
+        let n = b.param("n", ParamType::U32);
+        let out = b.ld_global_ptr(out);
+        let n = b.ld_param(n);
+        let tid = b.special(Special::TidX);
+        let inside = b.setp(Cmp::Lt, Type::U32, tid, n);
+        b.if_then(inside, false, |b| {
+            let tid64 = b.cvt(Type::U64, Type::U32, tid);
+            let addr = b.element_addr(out, tid64, 4);
+            let one = b.const_f32(1.0);
+            let half = b.binary(BinOp::Mul, Type::F32, one, Operand::F32(0.5));
+            b.st(
+                Space::Global,
+                Type::F32,
+                Address {
+                    base: addr,
+                    offset: 0,
+                },
+                vec![half],
+            );
+        });
+        b.finish()
+    }
+
+    #[test]
+    fn prints_a_kernel_line_by_line() {
+        let text =
+            write_kernel_string(&fill_kernel(), &Options { arch: Arch::Sm90a }).expect("print");
+        let expected = "\
+.version 8.0
+.target sm_90a
+.address_size 64
+
+.visible .entry fill(
+\t.param .u64 .ptr .global .align 16 fill_out,
+\t.param .u32 fill_n
+)
+.maxntid 128, 1, 1
+{
+\t.reg .pred %p<2>;
+\t.reg .b32 %r<3>;
+\t.reg .b64 %rd<5>;
+\t.reg .f32 %f<3>;
+
+\tld.param.u64 %rd1, [fill_out];
+\tcvta.to.global.u64 %rd2, %rd1;
+\tld.param.u32 %r1, [fill_n];
+\tmov.u32 %r2, %tid.x;
+\tsetp.lt.u32 %p1, %r2, %r1;
+\t@!%p1 bra $L1;
+\tcvt.u64.u32 %rd3, %r2;
+\tmad.lo.u64 %rd4, %rd3, 4, %rd2;
+\tmov.f32 %f1, 0f3F800000;
+\tmul.rn.f32 %f2, %f1, 0f3F000000;
+\tst.global.f32 [%rd4], %f2;
+$L1:
+\tret;
+}
+";
+        let body = text
+            .split_once("//\n\n")
+            .map(|(_, rest)| rest)
+            .expect("header comment");
+        assert_eq!(body, expected);
+    }
+
+    #[test]
+    fn rejects_shared_access_through_a_64_bit_register() {
+        let mut b = KernelBuilder::new("bad", 32);
+        let r = b.reg(crate::kernel::RegClass::B64);
+        b.ld(Space::Shared, Type::F32, 1, Address { base: r, offset: 0 });
+        let err = write_kernel_string(&b.finish(), &Options { arch: Arch::Sm80 }).unwrap_err();
+        assert!(err.to_string().contains("shared address"), "{err}");
+    }
+}

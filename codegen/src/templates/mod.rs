@@ -376,3 +376,20 @@ pub fn exp_f32(b: &mut KernelBuilder, x: impl Into<Operand>) -> Reg {
     );
     b.unary(UnOp::Ex2Approx, Type::F32, scaled)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_the_widest_aligned_vectors() {
+        let c = |w, d| chunking(w, d);
+        assert_eq!(c(64, DType::F32), Chunking { vec: 4, chunks: 16 });
+        assert_eq!(c(6, DType::F32), Chunking { vec: 2, chunks: 3 });
+        assert_eq!(c(15, DType::F32), Chunking { vec: 1, chunks: 15 });
+        assert_eq!(c(24, DType::BF16), Chunking { vec: 8, chunks: 3 });
+        assert_eq!(c(12, DType::F16), Chunking { vec: 4, chunks: 3 });
+        assert_eq!(c(6, DType::F16), Chunking { vec: 2, chunks: 3 });
+        assert_eq!(c(15, DType::BF16), Chunking { vec: 1, chunks: 15 });
+    }
+}

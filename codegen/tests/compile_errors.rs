@@ -1,0 +1,70 @@
+//! `compile` answers unsupported graphs and mismatched specs with typed errors.
+
+use jagged_codegen::{Arch, CodegenError, DType, Spec, compile};
+use jagged_ir::ReduceOp;
+use jagged_ir::ops::{self, JaggedSpec};
+
+fn jspec(dtype: DType) -> JaggedSpec {
+    JaggedSpec {
+        dtype,
+        offsets: DType::I32,
+        inner: vec![4],
+    }
+}
+
+#[test]
+fn logsumexp_reduction_has_no_template() {
+    let graph = ops::jagged_reduce(&jspec(DType::F32), ReduceOp::LogSumExp).expect("graph");
+    let spec = Spec::for_graph(&graph, 16, Arch::Sm80).expect("spec");
+    let err = compile(&graph, &spec).unwrap_err();
+    assert!(matches!(err, CodegenError::NoTemplate(_)), "{err}");
+}
+
+#[test]
+fn spec_dtype_must_match_the_graph() {
+    let graph = ops::jagged_softmax(&jspec(DType::F32)).expect("graph");
+    let mut spec = Spec::for_graph(&graph, 16, Arch::Sm80).expect("spec");
+    spec.dtype = DType::BF16;
+    let err = compile(&graph, &spec).unwrap_err();
+    assert!(matches!(err, CodegenError::SpecMismatch(_)), "{err}");
+    assert!(err.to_string().contains("`values`"), "{err}");
+}
+
+#[test]
+fn spec_inner_dims_must_match_the_graph() {
+    let graph = ops::jagged_softmax(&jspec(DType::F32)).expect("graph");
+    let mut spec = Spec::for_graph(&graph, 16, Arch::Sm80).expect("spec");
+    spec.inner = vec![8];
+    assert!(matches!(
+        compile(&graph, &spec),
+        Err(CodegenError::SpecMismatch(_))
+    ));
+}
+
+#[test]
+fn attention_has_no_template_yet() {
+    let graph = ops::fbgemm_jagged_flash_attention_basic(&ops::FbgemmAttentionSpec {
+        input_dtype: DType::F32,
+        dtype: DType::F32,
+        offsets: DType::I32,
+        head_dim: 8,
+        use_mask: false,
+    })
+    .expect("graph");
+    let spec = Spec::for_graph(&graph, 16, Arch::Sm80).expect("spec");
+    assert!(matches!(
+        compile(&graph, &spec),
+        Err(CodegenError::NoTemplate(_))
+    ));
+}
+
+#[test]
+fn output_is_deterministic() {
+    let graph = ops::jagged_dense_elementwise_mul(&jspec(DType::F16)).expect("graph");
+    let spec = Spec::for_graph(&graph, 100, Arch::Sm90a).expect("spec");
+    let a = compile(&graph, &spec).expect("compile");
+    let b = compile(&graph, &spec).expect("compile");
+    assert_eq!(a, b);
+    assert!(a.ptx.contains(".target sm_90a"));
+    assert!(a.ptx.contains(".version 8.0"));
+}
