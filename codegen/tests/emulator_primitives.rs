@@ -1,0 +1,389 @@
+//! The generated PTX of every primitive, run in the emulator on random jagged
+//! inputs (empty sequences, length 1, lengths above max_len, B = 0, T = 0),
+//! compared with straightforward f64 loops written from OPS.md.
+
+// Each test crate uses a different subset of the shared helpers.
+#[allow(dead_code)]
+#[path = "common/emu.rs"]
+mod emu;
+
+use emu::{
+    Rng, decode_floats, decode_ints, encode_floats, encode_ints, rel_l2, round_to, tolerance,
+};
+use jagged_codegen::templates::segment::ReduceKind;
+use jagged_codegen::{Arch, DType, Primitive, RunSizes, Spec, lower};
+
+/// A jagged layout: lengths and the run-time max_len.
+struct Layout {
+    lengths: Vec<usize>,
+    max_len: usize,
+}
+
+impl Layout {
+    fn offsets(&self) -> Vec<usize> {
+        let mut o = vec![0];
+        for &l in &self.lengths {
+            o.push(o.last().copied().unwrap_or(0) + l);
+        }
+        o
+    }
+
+    fn total(&self) -> usize {
+        self.lengths.iter().sum()
+    }
+
+    fn sizes(&self) -> RunSizes {
+        RunSizes {
+            batch: self.lengths.len() as u64,
+            total_rows: self.total() as u64,
+            max_len: self.max_len as u64,
+        }
+    }
+}
+
+/// The layouts every primitive runs on, for a max_len.
+fn layouts(max_len: usize, rng: &mut Rng) -> Vec<Layout> {
+    let mut random: Vec<usize> = (0..9)
+        .map(|_| rng.below(max_len as u64 + 12) as usize)
+        .collect();
+    random[2] = 0;
+    vec![
+        Layout {
+            lengths: vec![],
+            max_len,
+        },
+        Layout {
+            lengths: vec![0, 0, 0],
+            max_len,
+        },
+        Layout {
+            lengths: vec![1],
+            max_len,
+        },
+        Layout {
+            lengths: vec![0, 1, max_len + 7, 3, 0, max_len, 2],
+            max_len,
+        },
+        Layout {
+            lengths: random,
+            max_len,
+        },
+    ]
+}
+
+/// The specs each primitive runs under: (spec, run-time max_len).
+fn specs() -> Vec<(Spec, usize)> {
+    vec![
+        (
+            Spec::new(vec![8], 20, DType::F32, DType::I32, Arch::Sm80),
+            20,
+        ),
+        (
+            Spec::new(vec![3, 5], 300, DType::BF16, DType::I64, Arch::Sm90a),
+            300,
+        ),
+        (
+            Spec::new(vec![6], 40, DType::F16, DType::I32, Arch::Sm80),
+            40,
+        ),
+    ]
+}
+
+fn offsets_bytes(layout: &Layout, index: DType) -> Vec<u8> {
+    let o: Vec<i64> = layout.offsets().iter().map(|&x| x as i64).collect();
+    encode_ints(&o, index)
+}
+
+fn random_values(n: usize, dtype: DType, rng: &mut Rng) -> Vec<f64> {
+    (0..n).map(|_| round_to(rng.float(2.0), dtype)).collect()
+}
+
+fn assert_close(what: &str, out: &[f64], reference: &[f64], dtype: DType) {
+    let err = rel_l2(out, reference);
+    assert!(
+        err <= tolerance(dtype),
+        "{what}: relative error {err:e} > {:e}\nout: {out:?}\nref: {reference:?}",
+        tolerance(dtype)
+    );
+}
+
+#[test]
+fn complete_cumsum() {
+    let mut rng = Rng::new(1);
+    for index in [DType::I32, DType::I64] {
+        let spec = Spec::new(vec![], 16, DType::F32, index, Arch::Sm80);
+        let compiled = lower(&Primitive::CompleteCumsum, &spec).expect("lowering");
+        let mut cases: Vec<Vec<i64>> = vec![vec![], vec![0], vec![5], vec![0, 3, 0, 1]];
+        // Several tiles (TILE = 1024) to exercise the scan of tile sums.
+        cases.push((0..3000).map(|_| rng.below(9) as i64).collect());
+        for lengths in cases {
+            let sizes = RunSizes {
+                batch: lengths.len() as u64,
+                total_rows: lengths.iter().sum::<i64>() as u64,
+                max_len: 0,
+            };
+            let out = emu::run(&compiled, &[encode_ints(&lengths, index)], sizes, &[]);
+            let mut expected = vec![0i64];
+            for &l in &lengths {
+                expected.push(expected.last().copied().unwrap_or(0) + l);
+            }
+            assert_eq!(
+                decode_ints(&out[0], index),
+                expected,
+                "{index} B={}",
+                lengths.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn jagged_to_padded_dense() {
+    let mut rng = Rng::new(2);
+    let pad = -1.5f32;
+    for (spec, max_len) in specs() {
+        let w = spec.row_width() as usize;
+        let compiled = lower(&Primitive::JaggedToPaddedDense, &spec).expect("lowering");
+        for layout in layouts(max_len, &mut rng) {
+            let values = random_values(layout.total() * w, spec.dtype, &mut rng);
+            let out = emu::run(
+                &compiled,
+                &[
+                    encode_floats(&values, spec.dtype),
+                    offsets_bytes(&layout, spec.index),
+                ],
+                layout.sizes(),
+                &[("padding_value", pad)],
+            );
+            let offsets = layout.offsets();
+            let mut expected = Vec::new();
+            for (b, &len) in layout.lengths.iter().enumerate() {
+                for i in 0..max_len {
+                    for c in 0..w {
+                        expected.push(if i < len.min(max_len) {
+                            values[(offsets[b] + i) * w + c]
+                        } else {
+                            f64::from(pad)
+                        });
+                    }
+                }
+            }
+            assert_eq!(
+                decode_floats(&out[0], spec.dtype),
+                expected,
+                "{spec} lengths {:?}",
+                layout.lengths
+            );
+        }
+    }
+}
+
+#[test]
+fn dense_to_jagged() {
+    let mut rng = Rng::new(3);
+    for (spec, max_len) in specs() {
+        let w = spec.row_width() as usize;
+        let compiled = lower(&Primitive::DenseToJagged, &spec).expect("lowering");
+        for layout in layouts(max_len, &mut rng) {
+            let b_count = layout.lengths.len();
+            let dense = random_values(b_count * max_len * w, spec.dtype, &mut rng);
+            let out = emu::run(
+                &compiled,
+                &[
+                    encode_floats(&dense, spec.dtype),
+                    offsets_bytes(&layout, spec.index),
+                ],
+                layout.sizes(),
+                &[],
+            );
+            let mut expected = Vec::new();
+            for (b, &len) in layout.lengths.iter().enumerate() {
+                for i in 0..len {
+                    for c in 0..w {
+                        expected.push(if i < max_len {
+                            dense[(b * max_len + i) * w + c]
+                        } else {
+                            0.0
+                        });
+                    }
+                }
+            }
+            assert_eq!(
+                decode_floats(&out[0], spec.dtype),
+                expected,
+                "{spec} lengths {:?}",
+                layout.lengths
+            );
+        }
+    }
+}
+
+#[test]
+fn jagged_dense_elementwise_mul() {
+    let mut rng = Rng::new(4);
+    for (spec, max_len) in specs() {
+        let w = spec.row_width() as usize;
+        let compiled = lower(&Primitive::jagged_dense_elementwise_mul(), &spec).expect("lowering");
+        for layout in layouts(max_len, &mut rng) {
+            let values = random_values(layout.total() * w, spec.dtype, &mut rng);
+            let dense = random_values(layout.lengths.len() * max_len * w, spec.dtype, &mut rng);
+            let out = emu::run(
+                &compiled,
+                &[
+                    encode_floats(&values, spec.dtype),
+                    offsets_bytes(&layout, spec.index),
+                    encode_floats(&dense, spec.dtype),
+                ],
+                layout.sizes(),
+                &[],
+            );
+            let offsets = layout.offsets();
+            let mut expected = Vec::new();
+            for (b, &len) in layout.lengths.iter().enumerate() {
+                for i in 0..len {
+                    for c in 0..w {
+                        expected.push(if i < max_len {
+                            values[(offsets[b] + i) * w + c] * dense[(b * max_len + i) * w + c]
+                        } else {
+                            0.0
+                        });
+                    }
+                }
+            }
+            let what = format!("{spec} lengths {:?}", layout.lengths);
+            assert_close(
+                &what,
+                &decode_floats(&out[0], spec.dtype),
+                &expected,
+                spec.dtype,
+            );
+        }
+    }
+}
+
+#[test]
+fn jagged_reduce() {
+    let mut rng = Rng::new(5);
+    for kind in [ReduceKind::Sum, ReduceKind::Mean, ReduceKind::Max] {
+        for (spec, max_len) in specs() {
+            let w = spec.row_width() as usize;
+            let compiled = lower(&Primitive::JaggedReduce(kind), &spec).expect("lowering");
+            for layout in layouts(max_len, &mut rng) {
+                let values = random_values(layout.total() * w, spec.dtype, &mut rng);
+                let out = emu::run(
+                    &compiled,
+                    &[
+                        encode_floats(&values, spec.dtype),
+                        offsets_bytes(&layout, spec.index),
+                    ],
+                    layout.sizes(),
+                    &[],
+                );
+                let offsets = layout.offsets();
+                let mut expected = Vec::new();
+                for (b, &len) in layout.lengths.iter().enumerate() {
+                    let n = len.min(max_len);
+                    for c in 0..w {
+                        let column = (0..n).map(|i| values[(offsets[b] + i) * w + c]);
+                        expected.push(match kind {
+                            ReduceKind::Sum => column.sum(),
+                            ReduceKind::Mean => column.sum::<f64>() / n.max(1) as f64,
+                            ReduceKind::Max => column
+                                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+                                .unwrap_or(0.0),
+                        });
+                    }
+                }
+                let what = format!("{kind:?} {spec} lengths {:?}", layout.lengths);
+                assert_close(
+                    &what,
+                    &decode_floats(&out[0], spec.dtype),
+                    &expected,
+                    spec.dtype,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn jagged_softmax() {
+    let mut rng = Rng::new(6);
+    for (spec, max_len) in specs() {
+        let w = spec.row_width() as usize;
+        let compiled = lower(&Primitive::JaggedSoftmax, &spec).expect("lowering");
+        for layout in layouts(max_len, &mut rng) {
+            let values = random_values(layout.total() * w, spec.dtype, &mut rng);
+            let out = emu::run(
+                &compiled,
+                &[
+                    encode_floats(&values, spec.dtype),
+                    offsets_bytes(&layout, spec.index),
+                ],
+                layout.sizes(),
+                &[],
+            );
+            let offsets = layout.offsets();
+            let mut expected = vec![0.0; layout.total() * w];
+            for (b, &len) in layout.lengths.iter().enumerate() {
+                let n = len.min(max_len);
+                for c in 0..w {
+                    let at = |i: usize| (offsets[b] + i) * w + c;
+                    let m = (0..n)
+                        .map(|i| values[at(i)])
+                        .fold(f64::NEG_INFINITY, f64::max);
+                    let s: f64 = (0..n).map(|i| (values[at(i)] - m).exp()).sum();
+                    for i in 0..n {
+                        expected[at(i)] = (values[at(i)] - m).exp() / s;
+                    }
+                }
+            }
+            let what = format!("{spec} lengths {:?}", layout.lengths);
+            assert_close(
+                &what,
+                &decode_floats(&out[0], spec.dtype),
+                &expected,
+                spec.dtype,
+            );
+        }
+    }
+}
+
+#[test]
+fn masked_select_jagged() {
+    let mut rng = Rng::new(7);
+    for (spec, max_len) in specs() {
+        let w = spec.row_width() as usize;
+        let compiled = lower(&Primitive::MaskedSelectJagged, &spec).expect("lowering");
+        for layout in layouts(max_len, &mut rng) {
+            let t = layout.total();
+            let values = random_values(t * w, spec.dtype, &mut rng);
+            let mask: Vec<i64> = (0..t).map(|_| [0, 1, 7][rng.below(3) as usize]).collect();
+            let out = emu::run(
+                &compiled,
+                &[
+                    encode_floats(&values, spec.dtype),
+                    offsets_bytes(&layout, spec.index),
+                    encode_ints(&mask, DType::U8),
+                ],
+                layout.sizes(),
+                &[],
+            );
+            let offsets = layout.offsets();
+            let mut kept = Vec::new();
+            let mut new_offsets = vec![0i64];
+            for b in 0..layout.lengths.len() {
+                for r in offsets[b]..offsets[b + 1] {
+                    if mask[r] != 0 {
+                        kept.extend_from_slice(&values[r * w..(r + 1) * w]);
+                    }
+                }
+                new_offsets.push((kept.len() / w.max(1)) as i64);
+            }
+            let what = format!("{spec} lengths {:?}", layout.lengths);
+            assert_eq!(decode_ints(&out[1], spec.index), new_offsets, "{what}");
+            let got = decode_floats(&out[0], spec.dtype);
+            assert_eq!(&got[..kept.len()], &kept[..], "{what}");
+        }
+    }
+}
