@@ -116,6 +116,8 @@ fn complete_cumsum() {
         let mut cases: Vec<Vec<i64>> = vec![vec![], vec![0], vec![5], vec![0, 3, 0, 1]];
         // Several tiles (TILE = 1024) to exercise the scan of tile sums.
         cases.push((0..3000).map(|_| rng.below(9) as i64).collect());
+        // More than 256 tiles: the tile-sum scan carries across its chunks.
+        cases.push((0..(257 * 1024 + 5)).map(|_| rng.below(3) as i64).collect());
         for lengths in cases {
             let sizes = RunSizes {
                 batch: lengths.len() as u64,
