@@ -7,6 +7,9 @@ use half::{bf16, f16};
 /// The element type of a tensor, in host memory and in the IR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DType {
+    /// IEEE double precision (the reference evaluator's own precision; for
+    /// testing against it without rounding).
+    F64,
     /// IEEE single precision.
     F32,
     /// IEEE half precision.
@@ -25,7 +28,8 @@ pub enum DType {
 
 impl DType {
     /// Every dtype, in declaration order (for parsers and exhaustive tests).
-    pub const ALL: [DType; 7] = [
+    pub const ALL: [DType; 8] = [
+        DType::F64,
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -38,6 +42,7 @@ impl DType {
     /// The name used in the IR text and in error messages (`f32`, `bf16`, ...).
     pub fn name(self) -> &'static str {
         match self {
+            DType::F64 => "f64",
             DType::F32 => "f32",
             DType::F16 => "f16",
             DType::BF16 => "bf16",
@@ -55,7 +60,7 @@ impl DType {
 
     /// Whether this is a floating-point type (arithmetic like `exp` is defined).
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F16 | DType::BF16)
+        matches!(self, DType::F64 | DType::F32 | DType::F16 | DType::BF16)
     }
 
     /// Whether this is an integer type usable for offsets and lengths.
@@ -69,7 +74,7 @@ impl DType {
             DType::U8 | DType::Bool => 1,
             DType::F16 | DType::BF16 => 2,
             DType::F32 | DType::I32 => 4,
-            DType::I64 => 8,
+            DType::F64 | DType::I64 => 8,
         }
     }
 
@@ -80,6 +85,7 @@ impl DType {
     /// `bool` is `x != 0`.
     pub fn round(self, x: f64) -> f64 {
         match self {
+            DType::F64 => x,
             DType::F32 => f64::from(x as f32),
             DType::F16 => f16::from_f64(x).to_f64(),
             DType::BF16 => bf16::from_f64(x).to_f64(),

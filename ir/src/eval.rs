@@ -382,7 +382,11 @@ impl<'g> Evaluator<'g> {
 
     /// How an elementwise operand of type `x` is indexed from a result of type `r`.
     fn projection(r: &TensorType, x: &TensorType) -> Vec<Src> {
-        // Both are valid elementwise structures (checked by the validator).
+        if x.dims == r.dims {
+            // Same dims (the only case for unary ops and casts, whatever the dims).
+            return (0..r.dims.len()).map(Src::At).collect();
+        }
+        // Broadcast operands have structures (checked by the validator).
         let (sr, sx) = match (Structure::of(r), Structure::of(x)) {
             (Some(sr), Some(sx)) => (sr, sx),
             _ => unreachable!("elementwise operands have structures"),

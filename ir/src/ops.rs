@@ -166,6 +166,15 @@ pub struct AttentionSpec {
     pub activation: Activation,
 }
 
+/// The accumulator dtype for computing in `dtype`: f32 (OPS.md), f64 for f64.
+fn accumulator(dtype: DType) -> DType {
+    if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
 /// An input rounded to the compute `dtype`.
 fn rounded(b: &mut GraphBuilder, x: Handle<Node>, from: DType, to: DType) -> Handle<Node> {
     if from == to { x } else { b.cast(x, to) }
@@ -185,29 +194,31 @@ pub fn jagged_flash_attention(spec: &AttentionSpec) -> Result<Graph, ValidationE
     let q = rounded(&mut b, q, spec.input_dtype, spec.dtype);
     let k = rounded(&mut b, k, spec.input_dtype, spec.dtype);
     let v = rounded(&mut b, v, spec.input_dtype, spec.dtype);
-    let qk = b.contract(q, "ihd", k, "jhd", "ijh", DType::F32);
-    let scale = b.attr("scale", DType::F32);
+    let acc = accumulator(spec.dtype);
+    let qk = b.contract(q, "ihd", k, "jhd", "ijh", acc);
+    let scale = b.attr("scale", acc);
     let scores = b.mul(qk, scale);
     let pair = TensorType::new(DType::Bool, vec![Dim::Ragged(s), Dim::Ragged(s)]);
     let (p, lse) = match spec.activation {
         Activation::Softmax => {
             let scores = if spec.causal {
                 let allowed = b.mask(IndexPredicate::KeyNotAfterQuery, pair);
-                let minus_inf = b.constant(f64::NEG_INFINITY, DType::F32);
+                let minus_inf = b.constant(f64::NEG_INFINITY, acc);
                 b.select(allowed, scores, minus_inf)
             } else {
                 scores
             };
             let p = b.softmax(scores, 1);
-            (p, Some(b.reduce(ReduceOp::LogSumExp, scores, 1)))
+            let lse = b.reduce(ReduceOp::LogSumExp, scores, 1);
+            (p, Some(rounded(&mut b, lse, acc, DType::F32)))
         }
         Activation::Silu => {
             let a = b.silu(scores);
-            let max_len = b.attr(MAX_LEN, DType::F32);
+            let max_len = b.attr(MAX_LEN, acc);
             let p = b.div(a, max_len);
             let p = if spec.causal {
                 let allowed = b.mask(IndexPredicate::KeyNotAfterQuery, pair);
-                let zero = b.constant(0.0, DType::F32);
+                let zero = b.constant(0.0, acc);
                 b.select(allowed, p, zero)
             } else {
                 p
@@ -215,9 +226,9 @@ pub fn jagged_flash_attention(spec: &AttentionSpec) -> Result<Graph, ValidationE
             (p, None)
         }
     };
-    let v = rounded(&mut b, v, spec.dtype, DType::F32);
-    let o = b.contract(p, "ijh", v, "jhe", "ihe", DType::F32);
-    let out = rounded(&mut b, o, DType::F32, spec.input_dtype);
+    let v = rounded(&mut b, v, spec.dtype, acc);
+    let o = b.contract(p, "ijh", v, "jhe", "ihe", acc);
+    let out = rounded(&mut b, o, acc, spec.input_dtype);
     b.output("out", out);
     if let Some(lse) = lse {
         b.output("lse", lse);
@@ -255,21 +266,22 @@ pub fn fbgemm_jagged_flash_attention_basic(
     let q = rounded(&mut b, q, spec.input_dtype, spec.dtype);
     let k = rounded(&mut b, k, spec.input_dtype, spec.dtype);
     let v = rounded(&mut b, v, spec.input_dtype, spec.dtype);
-    let scores = b.contract(q, "id", k, "jd", "ij", DType::F32);
+    let acc = accumulator(spec.dtype);
+    let scores = b.contract(q, "id", k, "jd", "ij", acc);
     let p = b.softmax(scores, 1);
-    let max_len = b.attr(MAX_LEN, DType::F32);
+    let max_len = b.attr(MAX_LEN, acc);
     let p = b.div(p, max_len);
     let p = if spec.use_mask {
         let pair = TensorType::new(DType::Bool, vec![Dim::Ragged(s), Dim::Ragged(s)]);
         let kept = b.mask(IndexPredicate::KeyNotBeforeQuery, pair);
-        let zero = b.constant(0.0, DType::F32);
+        let zero = b.constant(0.0, acc);
         b.select(kept, p, zero)
     } else {
         p
     };
-    let v = rounded(&mut b, v, spec.dtype, DType::F32);
-    let o = b.contract(p, "ij", v, "jd", "id", DType::F32);
-    let out = rounded(&mut b, o, DType::F32, spec.input_dtype);
+    let v = rounded(&mut b, v, spec.dtype, acc);
+    let o = b.contract(p, "ij", v, "jd", "id", acc);
+    let out = rounded(&mut b, o, acc, spec.input_dtype);
     b.output("out", out);
     b.finish()
 }

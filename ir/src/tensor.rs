@@ -16,6 +16,8 @@ use crate::npy::{self, NpyArray, NpyDtype, NpyError};
 /// The elements of a tensor, typed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TensorData {
+    /// f64 elements.
+    F64(Vec<f64>),
     /// f32 elements.
     F32(Vec<f32>),
     /// f16 elements.
@@ -36,6 +38,7 @@ impl TensorData {
     /// The element type.
     pub fn dtype(&self) -> DType {
         match self {
+            TensorData::F64(_) => DType::F64,
             TensorData::F32(_) => DType::F32,
             TensorData::F16(_) => DType::F16,
             TensorData::BF16(_) => DType::BF16,
@@ -49,6 +52,7 @@ impl TensorData {
     /// The number of elements.
     pub fn len(&self) -> usize {
         match self {
+            TensorData::F64(v) => v.len(),
             TensorData::F32(v) => v.len(),
             TensorData::F16(v) => v.len(),
             TensorData::BF16(v) => v.len(),
@@ -67,6 +71,7 @@ impl TensorData {
     /// The elements as f64 (exact for every dtype; i64 beyond 2^53 rounds).
     pub fn to_f64(&self) -> Vec<f64> {
         match self {
+            TensorData::F64(v) => v.clone(),
             TensorData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
             TensorData::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
             TensorData::BF16(v) => v.iter().map(|x| x.to_f64()).collect(),
@@ -81,6 +86,7 @@ impl TensorData {
     pub fn from_f64(dtype: DType, values: &[f64]) -> TensorData {
         let it = values.iter().copied();
         match dtype {
+            DType::F64 => TensorData::F64(it.collect()),
             DType::F32 => TensorData::F32(it.map(|x| x as f32).collect()),
             DType::F16 => TensorData::F16(it.map(f16::from_f64).collect()),
             DType::BF16 => TensorData::BF16(it.map(bf16::from_f64).collect()),
@@ -103,6 +109,7 @@ impl TensorData {
     /// Little-endian bytes, as `.npy` stores them.
     fn to_le_bytes(&self) -> Vec<u8> {
         match self {
+            TensorData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             TensorData::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             TensorData::BF16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
@@ -126,6 +133,7 @@ impl TensorData {
                 .collect()
         }
         match dtype {
+            DType::F64 => TensorData::F64(chunks(bytes, f64::from_le_bytes)),
             DType::F32 => TensorData::F32(chunks(bytes, f32::from_le_bytes)),
             DType::F16 => TensorData::F16(chunks(bytes, f16::from_le_bytes)),
             DType::BF16 => TensorData::BF16(chunks(bytes, bf16::from_le_bytes)),
@@ -255,7 +263,7 @@ pub enum TensorError {
     /// An `.npy` file could not be read or written.
     #[error(transparent)]
     Npy(#[from] NpyError),
-    /// An `.npy` dtype host tensors do not have (u32, u64, f64).
+    /// An `.npy` dtype host tensors do not have (u32, u64).
     #[error("{path}: .npy dtype {dtype} is not a tensor dtype")]
     NpyDtype {
         /// The file.
@@ -361,6 +369,7 @@ impl DenseTensor {
         let path = path.as_ref();
         let array = npy::read(path)?;
         let dtype = match array.dtype {
+            NpyDtype::F64 => DType::F64,
             NpyDtype::F32 => DType::F32,
             NpyDtype::F16 => DType::F16,
             NpyDtype::BF16 | NpyDtype::U16 => DType::BF16,
@@ -368,7 +377,7 @@ impl DenseTensor {
             NpyDtype::I64 => DType::I64,
             NpyDtype::U8 => DType::U8,
             NpyDtype::Bool => DType::Bool,
-            dtype @ (NpyDtype::U32 | NpyDtype::U64 | NpyDtype::F64) => {
+            dtype @ (NpyDtype::U32 | NpyDtype::U64) => {
                 return Err(TensorError::NpyDtype {
                     path: path.to_path_buf(),
                     dtype,
@@ -382,6 +391,7 @@ impl DenseTensor {
     /// Writes an `.npy` file (bf16 as `<u2`).
     pub fn save_npy(&self, path: impl AsRef<Path>) -> Result<(), TensorError> {
         let dtype = match self.dtype() {
+            DType::F64 => NpyDtype::F64,
             DType::F32 => NpyDtype::F32,
             DType::F16 => NpyDtype::F16,
             DType::BF16 => NpyDtype::BF16,
