@@ -16,7 +16,7 @@ fn main() {
     let size: usize = cli.next().and_then(|s| s.parse().ok()).unwrap_or(128);
     let runs: usize = cli.next().and_then(|s| s.parse().ok()).unwrap_or(5).max(1);
     assert!(
-        size > 0 && size % 64 == 0,
+        size > 0 && size.is_multiple_of(64),
         "SIZE must be a positive multiple of 64"
     );
 

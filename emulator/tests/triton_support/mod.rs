@@ -1,0 +1,177 @@
+//! Shared helpers of the Triton fixture tests (`triton.rs`, `planted.rs`): loading a
+//! fixture and its metadata, a seeded RNG, bf16 conversion, byte packing and the
+//! relative-error norm used by every tolerance.
+
+#![allow(dead_code)] // Each test file uses a different subset.
+
+use jagged_emu::{Device, DevicePtr, KernelArg, LaunchConfig, Module};
+use std::path::PathBuf;
+
+/// A Triton kernel from `emulator/fixtures/`: its PTX text and launch metadata.
+pub struct Fixture {
+    /// The PTX text as Triton wrote it.
+    pub ptx: String,
+    /// The entry name.
+    pub kernel: String,
+    /// Threads per CTA (32 * num_warps).
+    pub block: u32,
+    /// Dynamic shared memory Triton launches the kernel with.
+    pub shared_bytes: u32,
+    /// Number of PTX parameters (user arguments plus Triton's trailing scratch pointers).
+    pub param_count: usize,
+    /// Number of Triton's trailing scratch-pointer parameters.
+    pub scratch_params: usize,
+}
+
+impl Fixture {
+    /// Loads `emulator/fixtures/NAME.ptx` and `NAME.json`.
+    pub fn load(name: &str) -> Fixture {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let ptx = std::fs::read_to_string(dir.join(format!("{name}.ptx"))).expect("fixture .ptx");
+        let meta =
+            std::fs::read_to_string(dir.join(format!("{name}.json"))).expect("fixture .json");
+        let kernel = json_string(&meta, "kernel");
+        let shared_bytes = json_number(&meta, "shared_bytes") as u32;
+        let block = json_number(&meta, "num_warps") as u32 * 32;
+        let param_count = meta.matches("\"ptx_type\"").count();
+        let scratch_params = meta.matches("\"triton_scratch\"").count();
+        Fixture {
+            ptx,
+            kernel,
+            block,
+            shared_bytes,
+            param_count,
+            scratch_params,
+        }
+    }
+
+    /// Parses this fixture's PTX (or an edited copy of it).
+    pub fn module(&self, ptx: &str) -> Module {
+        match Module::parse(ptx) {
+            Ok(m) => m,
+            Err(e) => panic!("{}: PTX does not parse: {e}", self.kernel),
+        }
+    }
+
+    /// The PTX arguments for the user arguments `args`: Triton's trailing scratch
+    /// pointers are appended as null, as Triton's launcher passes them when unused.
+    pub fn args(&self, mut args: Vec<KernelArg>) -> Vec<KernelArg> {
+        args.extend((0..self.scratch_params).map(|_| KernelArg::U64(0)));
+        assert_eq!(
+            args.len(),
+            self.param_count,
+            "{}: argument count",
+            self.kernel
+        );
+        args
+    }
+
+    /// The launch configuration for a 1- or 2-D grid of this kernel.
+    pub fn config(&self, grid: [u32; 3]) -> LaunchConfig {
+        LaunchConfig {
+            grid,
+            block: [self.block, 1, 1],
+            dynamic_shared_bytes: self.shared_bytes,
+        }
+    }
+}
+
+/// The value of `"key": "value"` in the flat JSON written by gen_triton.py.
+fn json_string(json: &str, key: &str) -> String {
+    let after = json_after_key(json, key);
+    let start = after.find('"').expect("string value") + 1;
+    let len = after[start..].find('"').expect("closing quote");
+    after[start..start + len].to_string()
+}
+
+/// The value of `"key": number` in the flat JSON written by gen_triton.py.
+fn json_number(json: &str, key: &str) -> u64 {
+    let after = json_after_key(json, key);
+    let digits: String = after
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().expect("numeric value")
+}
+
+fn json_after_key<'a>(json: &'a str, key: &str) -> &'a str {
+    let pattern = format!("\"{key}\":");
+    let at = json
+        .find(&pattern)
+        .unwrap_or_else(|| panic!("no {key} in fixture json"));
+    &json[at + pattern.len()..]
+}
+
+/// xorshift64*: a tiny deterministic RNG so inputs are the same on every run.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a nonzero seed.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * unit
+    }
+
+    /// `n` values uniform in [lo, hi).
+    pub fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform(lo, hi)).collect()
+    }
+}
+
+/// Rounds to the nearest bf16 (ties to even), as Triton's host-side conversion does.
+pub fn to_bf16(values: &[f32]) -> Vec<half::bf16> {
+    values.iter().map(|&v| half::bf16::from_f32(v)).collect()
+}
+
+/// Little-endian bytes of bf16 values.
+pub fn bf16_bytes(values: &[half::bf16]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Little-endian bytes of f32 values.
+pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// f32 values from little-endian bytes.
+pub fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// A buffer of `bytes` bytes filled with 0xFF (a NaN for every float type), so that
+/// an element the kernel does not write fails the comparison.
+pub fn poisoned(dev: &mut Device, bytes: usize) -> DevicePtr {
+    dev.upload(&vec![0xFF; bytes])
+}
+
+/// `||out - reference|| / ||reference||` (2-norms, in f64); infinite if any output is NaN.
+pub fn rel_err(out: &[f32], reference: &[f64]) -> f64 {
+    assert_eq!(out.len(), reference.len());
+    if out.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    let diff: f64 = out
+        .iter()
+        .zip(reference)
+        .map(|(&o, &r)| (f64::from(o) - r).powi(2))
+        .sum();
+    let norm: f64 = reference.iter().map(|r| r * r).sum();
+    (diff / norm).sqrt()
+}
