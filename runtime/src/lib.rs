@@ -1,1 +1,30 @@
-//! Runtime: kernel cache and launch backends (CUDA through cudarc, or the emulator) (issue 4).
+//! jagged-runtime: runs compiled jagged kernels.
+//!
+//! - [`Runtime`] is one interface over two backends, a CUDA GPU (cudarc's
+//!   driver API) and the PTX emulator (jagged-emu): load PTX, allocate and copy
+//!   buffers, launch a kernel by name with typed arguments, synchronize, time.
+//!   [`Runtime::new`] picks CUDA when a driver and a device are present, else
+//!   the emulator; `JAGGED_BACKEND=cuda|emu` forces one.
+//! - [`DeviceBuffer`] and [`DeviceJagged`] are device tensors with their dtype
+//!   and shape; [`JaggedBytes`] is their host form.
+//! - [`KernelCache`] keeps compiled artifacts in memory and on disk, keyed
+//!   by graph, specialization and code-generator version.
+//! - [`crosscheck`] runs one PTX kernel on both backends and compares outputs
+//!   (the `ptx_crosscheck` binary).
+
+mod backend;
+pub mod cache;
+pub mod crosscheck;
+mod error;
+mod params;
+mod runtime;
+mod tensor;
+
+pub use backend::{BackendKind, BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId};
+pub use cache::{CacheEntry, CacheError, CacheKey, CacheStats, KernelCache};
+pub use error::RuntimeError;
+pub use params::EntrySignatures;
+pub use runtime::{BACKEND_ENV, Runtime};
+pub use tensor::{
+    DType, DeviceBuffer, DeviceJagged, Element, JaggedBytes, OffsetType, from_bytes, to_bytes,
+};

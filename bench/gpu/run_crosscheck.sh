@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Cross-checks the PTX fixtures on the GPU against the emulator: every Triton
+# fixture of emulator/fixtures/ (NAME.ptx + NAME.json) and the runtime's own
+# test kernel runtime/tests/data/vadd.ptx, each with a recipe below (grid,
+# argument specs, tolerance). Needs no Rust: it runs a prebuilt ptx_crosscheck.
+#
+# usage: bench/gpu/run_crosscheck.sh [--dry-run] [NAME...]
+#   --dry-run   emulator only (JAGGED_CROSSCHECK_DRY_RUN=1 does the same): for
+#               machines without a GPU; checks that every recipe runs.
+#   NAME...     only these fixtures (default: all).
+# env:
+#   JAGGED_CROSSCHECK_BIN  the binary (default: bench/gpu/bin/ptx_crosscheck,
+#                          else target*/release/ptx_crosscheck)
+#   JAGGED_CROSSCHECK_REPEAT  timed GPU launches per kernel (default 20)
+#   JAGGED_CROSSCHECK_BACKENDS  override the backends (e.g. `cuda` alone)
+#   JAGGED_CROSSCHECK_SAVE_DIR  save the first backend's buffers as DIR/NAME/argN.npy
+#   JAGGED_CROSSCHECK_EXPECT_DIR  compare with buffers saved there instead
+#                          (e.g. GPU results brought back to a machine without one)
+# Exit status: 0 when every fixture passes, 1 otherwise.
+set -uo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+fixtures="$root/emulator/fixtures"
+
+dry_run="${JAGGED_CROSSCHECK_DRY_RUN:-0}"
+names=()
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) dry_run=1 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    *) names+=("$arg") ;;
+  esac
+done
+
+bin="${JAGGED_CROSSCHECK_BIN:-}"
+if [ -z "$bin" ]; then
+  for candidate in "$here/bin/ptx_crosscheck" "$root"/target*/release/ptx_crosscheck; do
+    if [ -x "$candidate" ]; then bin="$candidate"; break; fi
+  done
+fi
+if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+  echo "run_crosscheck: no ptx_crosscheck binary: set JAGGED_CROSSCHECK_BIN or build it with" >&2
+  echo "  cargo build --release -p jagged-runtime --bin ptx_crosscheck && mkdir -p bench/gpu/bin && cp \$CARGO_TARGET_DIR/release/ptx_crosscheck bench/gpu/bin/" >&2
+  exit 1
+fi
+
+# recipe NAME: prints "GRID|TOLERANCE|ARG SPECS" (block and shared memory
+# come from the fixture's JSON).
+recipe() {
+  case "$1" in
+    # x: 5000 f32 (5 blocks of 1024, the last partial); out[0] accumulated by atomics.
+    sum_atomic) echo "5|1e-4|rand:f32:5000:11 zeros:f32:1 u32:5000 null null" ;;
+    # 64 rows of 200 valid columns, row stride 256; y zeroed (masked columns stay 0).
+    softmax_rows) echo "64|1e-5|rand:f32:16384:12 zeros:f32:16384 u32:200 u32:256 u32:256 null null" ;;
+    # M=100 (partial tile), N=128, K=96 (partial k-step): A [100,96], B [96,128], C [100,128].
+    matmul_bf16) echo "2,2|1e-4|rand:bf16:9600:13 rand:bf16:12288:14 zeros:f32:12800 u32:100 u32:128 u32:96 u32:96 u32:128 u32:128 null null" ;;
+    # 128 queries (2 blocks of 64) over n_ctx = 128 keys, D = 64, scale 1/8.
+    attention_fwd) echo "2|1e-3|rand:bf16:8192:15 rand:bf16:8192:16 rand:bf16:8192:17 zeros:f32:8192 u32:128 f32:0.125 u32:64 u32:64 u32:64 u32:64 null null" ;;
+    *) return 1 ;;
+  esac
+}
+
+# json_field FILE KEY: the scalar value of "KEY": VALUE in a pretty-printed JSON file.
+json_field() {
+  sed -n "s/^ *\"$2\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}$/\1/p" "$1" | head -n 1
+}
+
+# Every fixture, in a fixed order: the runtime's vadd, then the Triton ones.
+all=(vadd)
+for ptx in "$fixtures"/*.ptx; do
+  [ -e "$ptx" ] && all+=("$(basename "$ptx" .ptx)")
+done
+[ ${#names[@]} -eq 0 ] && names=("${all[@]}")
+
+if [ "$dry_run" = 1 ]; then backends=emu; else backends=cuda,emu; fi
+backends="${JAGGED_CROSSCHECK_BACKENDS:-$backends}"
+repeat="${JAGGED_CROSSCHECK_REPEAT:-20}"
+echo "run_crosscheck: backends $backends, binary $bin"
+failed=0
+summary=()
+for name in "${names[@]}"; do
+  if [ "$name" = vadd ]; then
+    ptx="$root/runtime/tests/data/vadd.ptx"
+    kernel=vadd block=128 shared=0 grid=8 tol=0
+    specs="rand:f32:1000:1 rand:f32:1000:2 poison:f32:1000 u32:1000"
+  else
+    ptx="$fixtures/$name.ptx"
+    meta="$fixtures/$name.json"
+    if [ ! -f "$ptx" ] || [ ! -f "$meta" ]; then
+      echo "== $name: no $name.ptx / $name.json in $fixtures"; failed=1; summary+=("$name MISSING"); continue
+    fi
+    if ! line="$(recipe "$name")"; then
+      echo "== $name: no recipe in $0: add one"; failed=1; summary+=("$name NO-RECIPE"); continue
+    fi
+    IFS='|' read -r grid tol specs <<<"$line"
+    kernel="$(json_field "$meta" kernel)"
+    block=$((32 * $(json_field "$meta" num_warps)))
+    shared="$(json_field "$meta" shared_bytes)"
+  fi
+  echo "== $name"
+  dirs=()
+  [ -n "${JAGGED_CROSSCHECK_SAVE_DIR:-}" ] && dirs+=(--save-dir "$JAGGED_CROSSCHECK_SAVE_DIR/$name")
+  [ -n "${JAGGED_CROSSCHECK_EXPECT_DIR:-}" ] && dirs+=(--expect-dir "$JAGGED_CROSSCHECK_EXPECT_DIR/$name")
+  # shellcheck disable=SC2086 # the specs are words
+  output="$("$bin" --backends "$backends" --grid "$grid" --block "$block" --shared "$shared" \
+    --tol "$tol" --repeat "$repeat" "${dirs[@]}" "$ptx" "$kernel" $specs 2>&1)"
+  status=$?
+  echo "$output"
+  times="$(echo "$output" | sed -n 's/^\(cuda\|emu\) *on .*: best \([0-9.]*\) ms.*/\1 \2 ms/p' | tr '\n' ' ')"
+  if [ $status -eq 0 ]; then
+    summary+=("$name PASS $times")
+  else
+    failed=1
+    summary+=("$name FAIL(exit $status) $times")
+  fi
+done
+echo "== summary ($backends)"
+printf '%s\n' "${summary[@]}"
+exit $failed

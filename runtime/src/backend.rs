@@ -1,0 +1,263 @@
+//! The two places a kernel can run: a CUDA GPU through the driver API, or the
+//! PTX emulator on the CPU. Both take the same PTX text, the same buffers and
+//! the same arguments, which is what makes the emulator's results evidence
+//! about the GPU's.
+
+mod cuda;
+mod emu;
+
+pub(crate) use cuda::CudaBackend;
+pub(crate) use emu::EmuBackend;
+
+use crate::RuntimeError;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Which backend runs the kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// A CUDA GPU, through the driver API (cudarc).
+    Cuda,
+    /// The PTX emulator (jagged-emu) on the CPU.
+    Emu,
+}
+
+impl BackendKind {
+    /// The name used by `JAGGED_BACKEND` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cuda => "cuda",
+            BackendKind::Emu => "emu",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = RuntimeError;
+    fn from_str(name: &str) -> Result<BackendKind, RuntimeError> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "cuda" => Ok(BackendKind::Cuda),
+            "emu" => Ok(BackendKind::Emu),
+            _ => Err(RuntimeError::UnknownBackend {
+                name: name.to_string(),
+            }),
+        }
+    }
+}
+
+/// A device buffer's handle; unique across all runtimes of the process, so a
+/// handle used with the wrong runtime is an error, not another buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BufferId(u64);
+
+impl BufferId {
+    pub(crate) fn fresh() -> BufferId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        BufferId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl fmt::Display for BufferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "buf{}", self.0)
+    }
+}
+
+/// A loaded module's handle: an index into the runtime's module list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ModuleId(pub(crate) usize);
+
+impl fmt::Display for ModuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "module{}", self.0)
+    }
+}
+
+/// One kernel argument, by value; a buffer is passed as its device address.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KernelArg {
+    /// `.u32`
+    U32(u32),
+    /// `.s32`
+    I32(i32),
+    /// `.u64`
+    U64(u64),
+    /// `.s64`
+    I64(i64),
+    /// `.f32`
+    F32(f32),
+    /// `.f64`
+    F64(f64),
+    /// A device buffer's address (`.u64`).
+    Buffer(BufferId),
+}
+
+impl KernelArg {
+    /// The number of bytes the kernel parameter must have.
+    pub fn size(&self) -> usize {
+        match self {
+            KernelArg::U32(_) | KernelArg::I32(_) | KernelArg::F32(_) => 4,
+            KernelArg::U64(_) | KernelArg::I64(_) | KernelArg::F64(_) | KernelArg::Buffer(_) => 8,
+        }
+    }
+}
+
+/// Grid, block and dynamic shared memory of a launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchDims {
+    /// CTAs in x, y, z.
+    pub grid: [u32; 3],
+    /// Threads per CTA in x, y, z.
+    pub block: [u32; 3],
+    /// Bytes of dynamic shared memory per CTA.
+    pub dynamic_shared_bytes: u32,
+}
+
+impl LaunchDims {
+    /// A 1-D launch of `grid` CTAs of `block` threads, no dynamic shared memory.
+    pub fn linear(grid: u32, block: u32) -> LaunchDims {
+        LaunchDims {
+            grid: [grid, 1, 1],
+            block: [block, 1, 1],
+            dynamic_shared_bytes: 0,
+        }
+    }
+}
+
+/// What a timed launch measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaunchTiming {
+    /// The kernel's duration: CUDA events around it on a GPU, wall time of
+    /// the emulation on the CPU.
+    pub elapsed: Duration,
+    /// Warp instructions executed (emulator only).
+    pub warp_instructions: Option<u64>,
+}
+
+/// A backend, chosen at run time. Handles (buffers, modules) are the
+/// runtime's; each backend maps them to its own objects.
+pub(crate) enum Backend {
+    /// A CUDA GPU.
+    Cuda(CudaBackend),
+    /// The emulator.
+    Emu(EmuBackend),
+}
+
+impl Backend {
+    /// Opens a backend of `kind`, with an error (never a panic) if it is unavailable.
+    pub(crate) fn open(kind: BackendKind) -> Result<Backend, RuntimeError> {
+        Ok(match kind {
+            BackendKind::Cuda => Backend::Cuda(CudaBackend::new()?),
+            BackendKind::Emu => Backend::Emu(EmuBackend::new()),
+        })
+    }
+
+    /// Which backend this is.
+    pub(crate) fn kind(&self) -> BackendKind {
+        match self {
+            Backend::Cuda(_) => BackendKind::Cuda,
+            Backend::Emu(_) => BackendKind::Emu,
+        }
+    }
+
+    /// A description of the device, for reports.
+    pub(crate) fn device_name(&self) -> String {
+        match self {
+            Backend::Cuda(cuda) => cuda.device_name(),
+            Backend::Emu(_) => "PTX emulator (CPU)".to_string(),
+        }
+    }
+
+    /// Loads PTX text; the runtime stores the module under `id`.
+    pub(crate) fn load_module(&mut self, id: ModuleId, ptx: &str) -> Result<(), RuntimeError> {
+        match self {
+            Backend::Cuda(cuda) => cuda.load_module(id, ptx),
+            Backend::Emu(emu) => emu.load_module(id, ptx),
+        }
+    }
+
+    /// Allocates `bytes` zeroed bytes.
+    pub(crate) fn alloc(&mut self, id: BufferId, bytes: usize) -> Result<(), RuntimeError> {
+        match self {
+            Backend::Cuda(cuda) => cuda.alloc(id, bytes),
+            Backend::Emu(emu) => emu.alloc(id, bytes),
+        }
+    }
+
+    /// Allocates a buffer holding `bytes`.
+    pub(crate) fn upload(&mut self, id: BufferId, bytes: &[u8]) -> Result<(), RuntimeError> {
+        match self {
+            Backend::Cuda(cuda) => cuda.upload(id, bytes),
+            Backend::Emu(emu) => emu.upload(id, bytes),
+        }
+    }
+
+    /// Overwrites the start of buffer `id` with `bytes` (the caller checked the length).
+    pub(crate) fn write(&mut self, id: BufferId, bytes: &[u8]) -> Result<(), RuntimeError> {
+        match self {
+            Backend::Cuda(cuda) => cuda.write(id, bytes),
+            Backend::Emu(emu) => emu.write(id, bytes),
+        }
+    }
+
+    /// The first `len` bytes of buffer `id`, after all launched work finished.
+    pub(crate) fn read(&mut self, id: BufferId, len: usize) -> Result<Vec<u8>, RuntimeError> {
+        match self {
+            Backend::Cuda(cuda) => cuda.read(id, len),
+            Backend::Emu(emu) => emu.read(id, len),
+        }
+    }
+
+    /// Frees buffer `id`.
+    pub(crate) fn free(&mut self, id: BufferId) -> Result<(), RuntimeError> {
+        match self {
+            Backend::Cuda(cuda) => cuda.free(id),
+            Backend::Emu(emu) => emu.free(id),
+        }
+    }
+
+    /// Submits `kernel` of `module` (the emulator runs it to completion).
+    /// The runtime has checked the arguments against the kernel's signature.
+    pub(crate) fn launch(
+        &mut self,
+        module: ModuleId,
+        kernel: &str,
+        dims: &LaunchDims,
+        args: &[KernelArg],
+    ) -> Result<(), RuntimeError> {
+        match self {
+            Backend::Cuda(cuda) => cuda.launch(module, kernel, dims, args),
+            Backend::Emu(emu) => emu.launch(module, kernel, dims, args).map(drop),
+        }
+    }
+
+    /// Runs `kernel` of `module` to completion and measures it.
+    pub(crate) fn launch_timed(
+        &mut self,
+        module: ModuleId,
+        kernel: &str,
+        dims: &LaunchDims,
+        args: &[KernelArg],
+    ) -> Result<LaunchTiming, RuntimeError> {
+        match self {
+            Backend::Cuda(cuda) => cuda.launch_timed(module, kernel, dims, args),
+            Backend::Emu(emu) => emu.launch(module, kernel, dims, args),
+        }
+    }
+
+    /// Waits until all launched work has finished.
+    pub(crate) fn synchronize(&mut self) -> Result<(), RuntimeError> {
+        match self {
+            Backend::Cuda(cuda) => cuda.synchronize(),
+            Backend::Emu(_) => Ok(()),
+        }
+    }
+}

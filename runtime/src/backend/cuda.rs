@@ -1,0 +1,252 @@
+//! The CUDA backend: cudarc's driver API on device 0, one stream.
+
+use super::{BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId};
+use crate::RuntimeError;
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{
+    CudaContext, CudaModule, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg,
+};
+use cudarc::nvrtc::Ptx;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Device 0 of the CUDA driver, its default stream, and the buffers and
+/// modules loaded on it.
+pub(crate) struct CudaBackend {
+    context: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    buffers: HashMap<BufferId, CudaSlice<u8>>,
+    modules: HashMap<ModuleId, Arc<CudaModule>>,
+}
+
+fn driver(op: &'static str) -> impl FnOnce(DriverError) -> RuntimeError {
+    move |source| RuntimeError::Cuda { op, source }
+}
+
+/// A launch argument held where the driver can read it until the launch is
+/// submitted.
+enum ArgSlot<'a> {
+    U32(u32),
+    I32(i32),
+    U64(u64),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Buffer(&'a CudaSlice<u8>),
+}
+
+impl CudaBackend {
+    /// Opens device 0; a missing driver library or a machine without a
+    /// device is an error, not the panic `CudaContext::new` would raise.
+    pub(crate) fn new() -> Result<CudaBackend, RuntimeError> {
+        // SAFETY: `is_culib_present` only tries to dlopen the driver library
+        // under its usual names and drops it again; loading libcuda runs no
+        // code that could break this process's invariants.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(RuntimeError::CudaDriverMissing);
+        }
+        let count = CudaContext::device_count().map_err(driver("device count"))?;
+        if count < 1 {
+            return Err(RuntimeError::CudaNoDevice);
+        }
+        let context = CudaContext::new(0).map_err(driver("context creation"))?;
+        let stream = context.default_stream();
+        Ok(CudaBackend {
+            context,
+            stream,
+            buffers: HashMap::new(),
+            modules: HashMap::new(),
+        })
+    }
+
+    pub(crate) fn device_name(&self) -> String {
+        let name = self
+            .context
+            .name()
+            .unwrap_or_else(|_| "unknown CUDA device".to_string());
+        match self.context.compute_capability() {
+            Ok((major, minor)) => format!("{name} (sm_{major}{minor})"),
+            Err(_) => name,
+        }
+    }
+
+    pub(crate) fn load_module(&mut self, id: ModuleId, ptx: &str) -> Result<(), RuntimeError> {
+        // cudarc turns the text into a C string and panics on an interior NUL.
+        if ptx.contains('\0') {
+            return Err(RuntimeError::BadPtx {
+                reason: "the text contains a NUL byte".to_string(),
+            });
+        }
+        let module = self
+            .context
+            .load_module(Ptx::from_src(ptx))
+            .map_err(driver("module load (cuModuleLoadData)"))?;
+        self.modules.insert(id, module);
+        Ok(())
+    }
+
+    pub(crate) fn alloc(&mut self, id: BufferId, bytes: usize) -> Result<(), RuntimeError> {
+        // At least one byte: a zero-byte allocation is an error for the driver.
+        let slice = self
+            .stream
+            .alloc_zeros::<u8>(bytes.max(1))
+            .map_err(driver("alloc"))?;
+        self.buffers.insert(id, slice);
+        Ok(())
+    }
+
+    pub(crate) fn upload(&mut self, id: BufferId, bytes: &[u8]) -> Result<(), RuntimeError> {
+        self.alloc(id, bytes.len())?;
+        self.write(id, bytes)
+    }
+
+    pub(crate) fn write(&mut self, id: BufferId, bytes: &[u8]) -> Result<(), RuntimeError> {
+        let slice = self
+            .buffers
+            .get_mut(&id)
+            .ok_or(RuntimeError::UnknownBuffer(id))?;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        // `memcpy_htod` asserts that the destination is long enough.
+        if bytes.len() > slice.len() {
+            return Err(RuntimeError::ByteLength {
+                what: id.to_string(),
+                bytes: bytes.len(),
+                reason: format!("the buffer holds {} bytes", slice.len()),
+            });
+        }
+        let mut view = slice.slice_mut(..bytes.len());
+        self.stream
+            .memcpy_htod(bytes, &mut view)
+            .map_err(driver("copy to device"))
+    }
+
+    pub(crate) fn read(&mut self, id: BufferId, len: usize) -> Result<Vec<u8>, RuntimeError> {
+        let slice = self
+            .buffers
+            .get(&id)
+            .ok_or(RuntimeError::UnknownBuffer(id))?;
+        if len > slice.len() {
+            return Err(RuntimeError::ByteLength {
+                what: id.to_string(),
+                bytes: len,
+                reason: format!("the buffer holds {} bytes", slice.len()),
+            });
+        }
+        let mut host = vec![0u8; len];
+        if len > 0 {
+            self.stream
+                .memcpy_dtoh(&slice.slice(..len), &mut host)
+                .map_err(driver("copy to host"))?;
+        }
+        self.synchronize()?;
+        Ok(host)
+    }
+
+    pub(crate) fn free(&mut self, id: BufferId) -> Result<(), RuntimeError> {
+        // Dropping the slice frees it once the stream's work on it is done.
+        self.buffers
+            .remove(&id)
+            .map(drop)
+            .ok_or(RuntimeError::UnknownBuffer(id))
+    }
+
+    /// Submits a launch to the stream, without waiting.
+    pub(crate) fn launch(
+        &mut self,
+        module: ModuleId,
+        kernel: &str,
+        dims: &LaunchDims,
+        args: &[KernelArg],
+    ) -> Result<(), RuntimeError> {
+        let loaded = self
+            .modules
+            .get(&module)
+            .ok_or(RuntimeError::UnknownModule(module))?;
+        if kernel.contains('\0') {
+            return Err(RuntimeError::UnknownKernel {
+                module,
+                kernel: kernel.to_string(),
+            });
+        }
+        let function = loaded
+            .load_function(kernel)
+            .map_err(driver("function lookup (cuModuleGetFunction)"))?;
+        let slots = args
+            .iter()
+            .map(|arg| {
+                Ok(match *arg {
+                    KernelArg::U32(v) => ArgSlot::U32(v),
+                    KernelArg::I32(v) => ArgSlot::I32(v),
+                    KernelArg::U64(v) => ArgSlot::U64(v),
+                    KernelArg::I64(v) => ArgSlot::I64(v),
+                    KernelArg::F32(v) => ArgSlot::F32(v),
+                    KernelArg::F64(v) => ArgSlot::F64(v),
+                    KernelArg::Buffer(id) => ArgSlot::Buffer(
+                        self.buffers
+                            .get(&id)
+                            .ok_or(RuntimeError::UnknownBuffer(id))?,
+                    ),
+                })
+            })
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
+        let mut builder = self.stream.launch_builder(&function);
+        for slot in &slots {
+            match slot {
+                ArgSlot::U32(v) => builder.arg(v),
+                ArgSlot::I32(v) => builder.arg(v),
+                ArgSlot::U64(v) => builder.arg(v),
+                ArgSlot::I64(v) => builder.arg(v),
+                ArgSlot::F32(v) => builder.arg(v),
+                ArgSlot::F64(v) => builder.arg(v),
+                ArgSlot::Buffer(slice) => builder.arg(*slice),
+            };
+        }
+        let config = LaunchConfig {
+            grid_dim: (dims.grid[0], dims.grid[1], dims.grid[2]),
+            block_dim: (dims.block[0], dims.block[1], dims.block[2]),
+            shared_mem_bytes: dims.dynamic_shared_bytes,
+        };
+        // SAFETY: the runtime checked before this call that `args` has the
+        // count and byte sizes of the kernel's `.param` list (read from its
+        // PTX), so the driver reads every parameter from a live value of the
+        // right size; every buffer argument is a live allocation of this
+        // context, kept borrowed until the launch is submitted. What the
+        // kernel then does with the addresses (staying inside each buffer) is
+        // the guarantee of the caller of `Runtime::launch`, as for any CUDA
+        // launch: a fault is reported by the driver as an error at the next
+        // synchronization, never as host memory corruption.
+        unsafe { builder.launch(config) }.map_err(driver("launch"))?;
+        Ok(())
+    }
+
+    /// Launches between two timing events and waits for the end one.
+    pub(crate) fn launch_timed(
+        &mut self,
+        module: ModuleId,
+        kernel: &str,
+        dims: &LaunchDims,
+        args: &[KernelArg],
+    ) -> Result<LaunchTiming, RuntimeError> {
+        let start = self
+            .stream
+            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(driver("event record"))?;
+        self.launch(module, kernel, dims, args)?;
+        let end = self
+            .stream
+            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(driver("event record"))?;
+        let ms = start.elapsed_ms(&end).map_err(driver("kernel execution"))?;
+        Ok(LaunchTiming {
+            elapsed: Duration::from_secs_f64(f64::from(ms.max(0.0)) / 1e3),
+            warp_instructions: None,
+        })
+    }
+
+    pub(crate) fn synchronize(&mut self) -> Result<(), RuntimeError> {
+        self.stream.synchronize().map_err(driver("synchronize"))
+    }
+}

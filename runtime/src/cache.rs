@@ -1,0 +1,395 @@
+//! The compiled-kernel cache: in memory, and on disk so that a second process
+//! does no code generation either.
+//!
+//! An entry is opaque bytes (PTX text plus serialized launch metadata, in
+//! whatever form the code generator chooses) stored under a [`CacheKey`].
+//! On disk every entry is one file, `<dir>/<hex of blake3(key)>.jkc`:
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic "JAGCACHE"
+//!      8     4  format version (u32 little-endian)
+//!     12     4  key length K (u32 little-endian)
+//!     16     8  payload length P (u64 little-endian)
+//!     24    32  blake3 of (key bytes ++ payload)
+//!     56     K  key bytes (the canonical text of the CacheKey)
+//!   56+K     P  payload
+//! ```
+//!
+//! A file whose magic, version, lengths, checksum or key do not match is
+//! counted in [`CacheStats::corrupt`], ignored, recomputed and rewritten.
+//! Writers fill a unique temporary file in the same directory and rename it
+//! over the entry, so a reader never sees a partial file, and several threads
+//! or processes may fill the same entry at once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What identifies one compiled artifact: the graph, the specialization and
+/// the code generator that produced it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    /// A hash of the graph's canonical text.
+    pub graph_hash: [u8; 32],
+    /// The canonical text of the specialization (head dim, max-len bucket, dtype, arch).
+    pub spec: String,
+    /// The code generator's version: a new version never reads an older entry.
+    pub codegen_version: String,
+}
+
+impl CacheKey {
+    /// Builds a key from a graph's canonical text, hashing it with blake3, so
+    /// that any producer of a canonical text can key the cache.
+    pub fn from_graph_text(
+        canonical_graph: &str,
+        spec: impl Into<String>,
+        codegen_version: impl Into<String>,
+    ) -> CacheKey {
+        CacheKey {
+            graph_hash: *blake3::hash(canonical_graph.as_bytes()).as_bytes(),
+            spec: spec.into(),
+            codegen_version: codegen_version.into(),
+        }
+    }
+
+    /// The file name of this key's entry on disk.
+    fn file_name(&self) -> String {
+        let digest = blake3::hash(self.to_string().as_bytes());
+        format!("{}.jkc", &digest.to_hex()[..32])
+    }
+}
+
+/// The canonical text of a key; it is stored in the entry's header, so a
+/// file-name collision is detected rather than served.
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "graph=")?;
+        for byte in self.graph_hash {
+            write!(f, "{byte:02x}")?;
+        }
+        write!(
+            f,
+            "\nspec={}\ncodegen={}",
+            self.spec.escape_debug(),
+            self.codegen_version.escape_debug()
+        )
+    }
+}
+
+/// A value the cache can store: an encoding to bytes and back.
+pub trait CacheEntry: Sized {
+    /// The bytes stored in the cache.
+    fn encode(&self) -> Vec<u8>;
+    /// Reads an entry back; `None` marks bytes this version cannot read,
+    /// which the cache treats like a corrupt file (recompute and rewrite).
+    fn decode(bytes: &[u8]) -> Option<Self>;
+}
+
+impl CacheEntry for Vec<u8> {
+    fn encode(&self) -> Vec<u8> {
+        self.clone()
+    }
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        Some(bytes.to_vec())
+    }
+}
+
+impl CacheEntry for String {
+    fn encode(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        String::from_utf8(bytes.to_vec()).ok()
+    }
+}
+
+/// Counters of what the cache did since it was created; tests use them to
+/// assert that a second request does no code generation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Requests answered from memory.
+    pub memory_hits: u64,
+    /// Requests answered from a valid file on disk.
+    pub disk_hits: u64,
+    /// Requests that called the compute closure.
+    pub misses: u64,
+    /// Files found corrupt, truncated, of another format version or
+    /// undecodable; each was recomputed and rewritten.
+    pub corrupt: u64,
+    /// Disk reads or writes that failed for another reason (permissions, full
+    /// disk); the cache then keeps working in memory.
+    pub disk_errors: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    memory_hits: AtomicU64,
+    disk_hits: AtomicU64,
+    misses: AtomicU64,
+    corrupt: AtomicU64,
+    disk_errors: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Errors of creating a cache directory.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The cache directory could not be created.
+    #[error("cannot create cache directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The environment variable that names the on-disk cache directory.
+pub const CACHE_DIR_ENV: &str = "JAGGED_CACHE_DIR";
+
+const MAGIC: &[u8; 8] = b"JAGCACHE";
+const FORMAT_VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 32;
+
+/// A cache of compiled kernels, in memory and optionally on disk. It is
+/// `Sync`: share it between threads by reference or `Arc`.
+pub struct KernelCache {
+    dir: Option<PathBuf>,
+    memory: Mutex<HashMap<CacheKey, Arc<[u8]>>>,
+    counters: Counters,
+}
+
+impl KernelCache {
+    /// A cache that keeps entries in memory only.
+    pub fn memory_only() -> KernelCache {
+        KernelCache {
+            dir: None,
+            memory: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+        }
+    }
+
+    /// A cache backed by `dir`, which is created if missing.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Result<KernelCache, CacheError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(|source| CacheError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(KernelCache {
+            dir: Some(dir),
+            ..KernelCache::memory_only()
+        })
+    }
+
+    /// The default cache: directory `$JAGGED_CACHE_DIR`, else the user's
+    /// cache directory + `jagged`, else memory only.
+    pub fn from_env() -> Result<KernelCache, CacheError> {
+        match KernelCache::default_dir() {
+            Some(dir) => KernelCache::in_dir(dir),
+            None => Ok(KernelCache::memory_only()),
+        }
+    }
+
+    /// The directory [`KernelCache::from_env`] uses: `$JAGGED_CACHE_DIR`,
+    /// else the platform cache directory + `jagged`.
+    pub fn default_dir() -> Option<PathBuf> {
+        match std::env::var_os(CACHE_DIR_ENV) {
+            Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+            _ => dirs::cache_dir().map(|dir| dir.join("jagged")),
+        }
+    }
+
+    /// The directory of the on-disk entries, if any.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Where `key`'s entry lives on disk, if the cache has a directory.
+    pub fn entry_path(&self, key: &CacheKey) -> Option<PathBuf> {
+        self.dir.as_ref().map(|dir| dir.join(key.file_name()))
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        CacheStats {
+            memory_hits: c.memory_hits.load(Ordering::Relaxed),
+            disk_hits: c.disk_hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            corrupt: c.corrupt.load(Ordering::Relaxed),
+            disk_errors: c.disk_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Returns `key`'s bytes, calling `compute` only when neither memory nor
+    /// disk holds a valid entry; its result is then stored in both.
+    pub fn get_or_insert_with<E>(
+        &self,
+        key: &CacheKey,
+        compute: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<Arc<[u8]>, E> {
+        if let Some(bytes) = self.lookup(key, |bytes| Some(bytes.clone())) {
+            return Ok(bytes);
+        }
+        Counters::bump(&self.counters.misses);
+        let bytes: Arc<[u8]> = compute()?.into();
+        self.store(key, bytes.clone());
+        Ok(bytes)
+    }
+
+    /// The typed form of [`KernelCache::get_or_insert_with`]: an entry that
+    /// does not decode is recomputed like a corrupt one.
+    pub fn get_or_insert_entry<T: CacheEntry, E>(
+        &self,
+        key: &CacheKey,
+        compute: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        if let Some(value) = self.lookup(key, |bytes| T::decode(bytes)) {
+            return Ok(value);
+        }
+        Counters::bump(&self.counters.misses);
+        let value = compute()?;
+        self.store(key, value.encode().into());
+        Ok(value)
+    }
+
+    /// Stores `payload` under `key`, replacing any entry: for artifacts
+    /// produced elsewhere (ahead-of-time specializations).
+    pub fn insert(&self, key: &CacheKey, payload: Vec<u8>) {
+        self.store(key, payload.into());
+    }
+
+    /// Memory, then disk; `decode` rejecting an entry makes it a miss (and
+    /// a disk entry it rejects is counted corrupt).
+    fn lookup<T>(&self, key: &CacheKey, decode: impl Fn(&Arc<[u8]>) -> Option<T>) -> Option<T> {
+        let in_memory = self.memory_map().get(key).cloned();
+        if let Some(value) = in_memory.as_ref().and_then(&decode) {
+            Counters::bump(&self.counters.memory_hits);
+            return Some(value);
+        }
+        let path = self.entry_path(key)?;
+        let file = match fs::read(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(_) => {
+                Counters::bump(&self.counters.disk_errors);
+                return None;
+            }
+        };
+        let decoded = parse_entry(&file, key)
+            .map(Arc::<[u8]>::from)
+            .and_then(|payload| {
+                let value = decode(&payload)?;
+                Some((payload, value))
+            });
+        match decoded {
+            Some((payload, value)) => {
+                Counters::bump(&self.counters.disk_hits);
+                self.memory_map().insert(key.clone(), payload);
+                Some(value)
+            }
+            None => {
+                Counters::bump(&self.counters.corrupt);
+                None
+            }
+        }
+    }
+
+    fn store(&self, key: &CacheKey, payload: Arc<[u8]>) {
+        if let Some(dir) = &self.dir
+            && write_entry(dir, key, &payload).is_err()
+        {
+            Counters::bump(&self.counters.disk_errors);
+        }
+        self.memory_map().insert(key.clone(), payload);
+    }
+
+    /// The memory map; a panic in another thread while it held the lock
+    /// cannot leave the map half-updated (inserts are single calls), so a
+    /// poisoned lock is still used.
+    fn memory_map(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Arc<[u8]>>> {
+        self.memory
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn checksum(key: &[u8], payload: &[u8]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(key);
+    hasher.update(payload);
+    *hasher.finalize().as_bytes()
+}
+
+/// The bytes of an entry file.
+fn encode_entry(key: &CacheKey, payload: &[u8]) -> Vec<u8> {
+    let key_text = key.to_string();
+    let key_bytes = key_text.as_bytes();
+    let mut file = Vec::with_capacity(HEADER_LEN + key_bytes.len() + payload.len());
+    file.extend_from_slice(MAGIC);
+    file.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    // A key's text is a hash and two short strings: far below 4 GiB.
+    file.extend_from_slice(&(key_bytes.len() as u32).to_le_bytes());
+    file.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    file.extend_from_slice(&checksum(key_bytes, payload));
+    file.extend_from_slice(key_bytes);
+    file.extend_from_slice(payload);
+    file
+}
+
+/// The payload of an entry file, or `None` if anything about it is off.
+fn parse_entry<'a>(file: &'a [u8], key: &CacheKey) -> Option<&'a [u8]> {
+    let header = file.get(..HEADER_LEN)?;
+    if &header[0..8] != MAGIC {
+        return None;
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().ok()?);
+    let key_len = u32::from_le_bytes(header[12..16].try_into().ok()?) as usize;
+    let payload_len = usize::try_from(u64::from_le_bytes(header[16..24].try_into().ok()?)).ok()?;
+    if version != FORMAT_VERSION
+        || file.len() != HEADER_LEN.checked_add(key_len)?.checked_add(payload_len)?
+    {
+        return None;
+    }
+    let key_bytes = &file[HEADER_LEN..HEADER_LEN + key_len];
+    let payload = &file[HEADER_LEN + key_len..];
+    if checksum(key_bytes, payload) != header[24..56] || key_bytes != key.to_string().as_bytes() {
+        return None;
+    }
+    Some(payload)
+}
+
+/// Writes the entry to a unique temporary file in `dir`, then renames it
+/// over the entry: readers see the old file or the whole new one.
+fn write_entry(dir: &Path, key: &CacheKey, payload: &[u8]) -> std::io::Result<()> {
+    static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = key.file_name();
+    let temp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = fs::File::create_new(&temp)?;
+        // No fsync: after a crash a torn entry fails its checksum and is
+        // recomputed, which is all a cache needs.
+        file.write_all(&encode_entry(key, payload))?;
+        fs::rename(&temp, dir.join(&name))
+    })();
+    if result.is_err() {
+        // Best effort: a leftover temporary file is never read as an entry.
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}

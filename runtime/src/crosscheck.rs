@@ -1,0 +1,737 @@
+//! Runs one PTX kernel on both backends and compares what it wrote: the
+//! evidence that the emulator's results stand for the GPU's.
+//!
+//! Arguments are written as specs, one per kernel parameter:
+//!
+//! | spec | kernel argument |
+//! |---|---|
+//! | `u32:V` `i32:V` `u64:V` `i64:V` `f32:V` `f64:V` | a scalar |
+//! | `null` | a `.u64` 0 (Triton's unused scratch pointers) |
+//! | `rand:DTYPE:COUNT[:SEED]` | a buffer of COUNT values, floats uniform in [-1, 1), integers in [0, 100) |
+//! | `zeros:DTYPE:COUNT` | a zeroed buffer |
+//! | `poison:DTYPE:COUNT` | a buffer of 0xFF bytes (NaN for floats): an element the kernel leaves unwritten fails |
+//! | `in:PATH.npy` | a buffer holding the array of an `.npy` file |
+//! | `out:PATH.npy:DTYPE:COUNT` | a poisoned buffer, saved to PATH.npy (first backend's result) after the run |
+//!
+//! Every buffer starts from the same bytes on every backend and every
+//! repetition; after the run each buffer is compared: integers bit for bit,
+//! floats by `||a - b|| / ||b||` against a tolerance, NaN never passing.
+
+use crate::{BackendKind, DType, KernelArg, LaunchDims, Runtime, RuntimeError};
+use jagged_ir::npy::{self, NpyArray, NpyDtype};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors of the cross-check: bad specs, files, or a backend failing.
+#[derive(Debug, thiserror::Error)]
+pub enum CrosscheckError {
+    /// An argument spec that does not parse.
+    #[error("argument spec {spec:?}: {reason}")]
+    BadSpec {
+        /// The spec as written.
+        spec: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A command-line option that does not parse.
+    #[error("{0}")]
+    Usage(String),
+    /// A file that cannot be read or written.
+    #[error("{0}")]
+    File(String),
+    /// The runtime failed on one backend.
+    #[error("{backend}: {source}")]
+    Runtime {
+        /// The backend.
+        backend: BackendKind,
+        /// The error.
+        source: RuntimeError,
+    },
+}
+
+/// Where a buffer's initial contents come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BufferInit {
+    /// Pseudo-random values from a seed.
+    Random {
+        /// The seed.
+        seed: u64,
+    },
+    /// All bytes zero.
+    Zeros,
+    /// All bytes 0xFF.
+    Poison,
+    /// The data of an `.npy` file.
+    Npy(PathBuf),
+}
+
+/// One kernel argument spec.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ArgSpec {
+    /// A scalar passed by value.
+    Scalar(KernelArg),
+    /// A buffer, its dtype and element count, its initial contents, and where
+    /// to save its final contents (for `out:`).
+    Buffer {
+        /// The element type.
+        dtype: DType,
+        /// The element count.
+        count: usize,
+        /// The initial contents.
+        init: BufferInit,
+        /// Where to save the result as `.npy`.
+        save: Option<PathBuf>,
+    },
+}
+
+impl ArgSpec {
+    /// Parses one spec (see the module docs).
+    pub fn parse(spec: &str) -> Result<ArgSpec, CrosscheckError> {
+        let bad = |reason: &str| CrosscheckError::BadSpec {
+            spec: spec.to_string(),
+            reason: reason.to_string(),
+        };
+        let parts: Vec<&str> = spec.split(':').collect();
+        let number = |text: &str| -> Result<usize, CrosscheckError> {
+            text.parse()
+                .map_err(|_| bad("the count is not a non-negative integer"))
+        };
+        let dtype = |text: &str| -> Result<DType, CrosscheckError> {
+            DType::from_name(text)
+                .ok_or_else(|| bad("unknown dtype (f16 bf16 f32 f64 i32 i64 u32 u8)"))
+        };
+        let scalar = |value: &str| -> Result<ArgSpec, CrosscheckError> {
+            let arg = match parts[0] {
+                "u32" => value.parse().map(KernelArg::U32).ok(),
+                "i32" => value.parse().map(KernelArg::I32).ok(),
+                "u64" => value.parse().map(KernelArg::U64).ok(),
+                "i64" => value.parse().map(KernelArg::I64).ok(),
+                "f32" => value.parse().map(KernelArg::F32).ok(),
+                "f64" => value.parse().map(KernelArg::F64).ok(),
+                _ => return Err(bad("unknown kind")),
+            };
+            arg.map(ArgSpec::Scalar)
+                .ok_or_else(|| bad("the value does not parse as that type"))
+        };
+        let buffer = |dtype, count, init, save| ArgSpec::Buffer {
+            dtype,
+            count,
+            init,
+            save,
+        };
+        match parts.as_slice() {
+            ["null"] => Ok(ArgSpec::Scalar(KernelArg::U64(0))),
+            [kind, value] if !matches!(*kind, "in") => scalar(value),
+            ["rand", d, count] => Ok(buffer(
+                dtype(d)?,
+                number(count)?,
+                BufferInit::Random { seed: 1 },
+                None,
+            )),
+            ["rand", d, count, seed] => {
+                let seed = seed
+                    .parse()
+                    .map_err(|_| bad("the seed is not an integer"))?;
+                Ok(buffer(
+                    dtype(d)?,
+                    number(count)?,
+                    BufferInit::Random { seed },
+                    None,
+                ))
+            }
+            ["zeros", d, count] => Ok(buffer(dtype(d)?, number(count)?, BufferInit::Zeros, None)),
+            ["poison", d, count] => Ok(buffer(dtype(d)?, number(count)?, BufferInit::Poison, None)),
+            ["in", path] => {
+                let array = npy::read(path).map_err(|e| CrosscheckError::File(e.to_string()))?;
+                let dtype = dtype_of_npy(array.dtype)
+                    .ok_or_else(|| bad("the .npy dtype has no device dtype"))?;
+                Ok(buffer(
+                    dtype,
+                    array.len(),
+                    BufferInit::Npy(PathBuf::from(path)),
+                    None,
+                ))
+            }
+            ["out", path, d, count] => Ok(buffer(
+                dtype(d)?,
+                number(count)?,
+                BufferInit::Poison,
+                Some(PathBuf::from(path)),
+            )),
+            _ => Err(bad(
+                "expected KIND:VALUE, null, rand:DTYPE:COUNT[:SEED], zeros:DTYPE:COUNT, \
+                 poison:DTYPE:COUNT, in:PATH.npy or out:PATH.npy:DTYPE:COUNT",
+            )),
+        }
+    }
+
+    /// The initial bytes of a buffer spec.
+    fn initial_bytes(&self) -> Result<Option<Vec<u8>>, CrosscheckError> {
+        let ArgSpec::Buffer {
+            dtype, count, init, ..
+        } = self
+        else {
+            return Ok(None);
+        };
+        let bytes = count * dtype.size();
+        Ok(Some(match init {
+            BufferInit::Zeros => vec![0; bytes],
+            BufferInit::Poison => vec![0xFF; bytes],
+            BufferInit::Random { seed } => random_bytes(*dtype, *count, *seed),
+            BufferInit::Npy(path) => {
+                npy::read(path)
+                    .map_err(|e| CrosscheckError::File(e.to_string()))?
+                    .data
+            }
+        }))
+    }
+}
+
+fn dtype_of_npy(dtype: NpyDtype) -> Option<DType> {
+    Some(match dtype {
+        NpyDtype::Bool | NpyDtype::U8 => DType::U8,
+        NpyDtype::U16 | NpyDtype::BF16 => DType::BF16,
+        NpyDtype::U32 => DType::U32,
+        NpyDtype::I32 => DType::I32,
+        NpyDtype::I64 => DType::I64,
+        NpyDtype::F16 => DType::F16,
+        NpyDtype::F32 => DType::F32,
+        NpyDtype::F64 => DType::F64,
+        NpyDtype::U64 => return None,
+    })
+}
+
+fn npy_of_dtype(dtype: DType) -> NpyDtype {
+    match dtype {
+        DType::F16 => NpyDtype::F16,
+        DType::BF16 => NpyDtype::BF16,
+        DType::F32 => NpyDtype::F32,
+        DType::F64 => NpyDtype::F64,
+        DType::I32 => NpyDtype::I32,
+        DType::I64 => NpyDtype::I64,
+        DType::U32 => NpyDtype::U32,
+        DType::U8 => NpyDtype::U8,
+    }
+}
+
+/// SplitMix64: a fixed, portable sequence, so every backend and every run
+/// sees the same inputs.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn random_bytes(dtype: DType, count: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(count * dtype.size());
+    for _ in 0..count {
+        let bits = splitmix64(&mut state);
+        // 53 random bits to [0, 1), then to [-1, 1).
+        let unit = (bits >> 11) as f64 / (1u64 << 53) as f64;
+        let signed = 2.0 * unit - 1.0;
+        let small = bits % 100;
+        match dtype {
+            DType::F16 => out.extend_from_slice(&half::f16::from_f64(signed).to_le_bytes()),
+            DType::BF16 => out.extend_from_slice(&half::bf16::from_f64(signed).to_le_bytes()),
+            DType::F32 => out.extend_from_slice(&(signed as f32).to_le_bytes()),
+            DType::F64 => out.extend_from_slice(&signed.to_le_bytes()),
+            DType::I32 => out.extend_from_slice(&(small as i32).to_le_bytes()),
+            DType::I64 => out.extend_from_slice(&(small as i64).to_le_bytes()),
+            DType::U32 => out.extend_from_slice(&(small as u32).to_le_bytes()),
+            DType::U8 => out.push(small as u8),
+        }
+    }
+    out
+}
+
+/// What to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Crosscheck {
+    /// The PTX text.
+    pub ptx: String,
+    /// The kernel's entry name.
+    pub kernel: String,
+    /// Grid, block and dynamic shared memory.
+    pub dims: LaunchDims,
+    /// One spec per kernel parameter.
+    pub args: Vec<ArgSpec>,
+    /// Timed launches per backend (the emulator always runs once).
+    pub repeats: u32,
+}
+
+/// The result of running on one backend.
+#[derive(Clone, Debug)]
+pub struct BackendRun {
+    /// The backend.
+    pub backend: BackendKind,
+    /// Its device, in words.
+    pub device: String,
+    /// The time of each timed launch.
+    pub times: Vec<Duration>,
+    /// Warp instructions (emulator only).
+    pub warp_instructions: Option<u64>,
+    /// The final bytes of each buffer argument, by argument index.
+    pub buffers: Vec<(usize, Vec<u8>)>,
+}
+
+impl BackendRun {
+    /// The fastest launch.
+    pub fn best(&self) -> Duration {
+        self.times.iter().copied().min().unwrap_or_default()
+    }
+}
+
+impl Crosscheck {
+    /// Runs the kernel on `backend`: buffers are reset to their initial
+    /// bytes before every launch, so repeated launches of a kernel that
+    /// accumulates (atomics) leave the result of one launch.
+    pub fn run(&self, backend: BackendKind) -> Result<BackendRun, CrosscheckError> {
+        let fail = |source| CrosscheckError::Runtime { backend, source };
+        let mut runtime = Runtime::with_backend(backend).map_err(fail)?;
+        let module = runtime.load_module(&self.ptx).map_err(fail)?;
+        let mut buffers = Vec::new();
+        let mut args = Vec::with_capacity(self.args.len());
+        for (index, spec) in self.args.iter().enumerate() {
+            match spec {
+                ArgSpec::Scalar(arg) => args.push(*arg),
+                ArgSpec::Buffer { dtype, .. } => {
+                    let bytes = spec.initial_bytes()?.unwrap_or_default();
+                    let buffer = runtime.upload_bytes(*dtype, &bytes).map_err(fail)?;
+                    args.push(buffer.arg());
+                    buffers.push((index, buffer, bytes));
+                }
+            }
+        }
+        let repeats = match backend {
+            BackendKind::Emu => 1,
+            BackendKind::Cuda => self.repeats.max(1),
+        };
+        let mut times = Vec::new();
+        let mut warp_instructions = None;
+        for repeat in 0..repeats {
+            if repeat > 0 {
+                for (_, buffer, bytes) in &buffers {
+                    runtime.write_bytes(buffer, bytes).map_err(fail)?;
+                }
+            }
+            let timing = runtime
+                .launch_timed(module, &self.kernel, &self.dims, &args)
+                .map_err(fail)?;
+            times.push(timing.elapsed);
+            warp_instructions = timing.warp_instructions;
+        }
+        let buffers = buffers
+            .iter()
+            .map(|(index, buffer, _)| Ok((*index, runtime.download_bytes(buffer).map_err(fail)?)))
+            .collect::<Result<Vec<_>, CrosscheckError>>()?;
+        Ok(BackendRun {
+            backend,
+            device: runtime.device_name(),
+            times,
+            warp_instructions,
+            buffers,
+        })
+    }
+
+    /// Saves the `out:` buffers of `run` as `.npy` files.
+    pub fn save_outputs(&self, run: &BackendRun) -> Result<(), CrosscheckError> {
+        for (index, bytes) in &run.buffers {
+            if let ArgSpec::Buffer {
+                dtype,
+                count,
+                save: Some(path),
+                ..
+            } = &self.args[*index]
+            {
+                let array = NpyArray {
+                    dtype: npy_of_dtype(*dtype),
+                    shape: vec![*count],
+                    data: bytes.clone(),
+                };
+                npy::write(path, &array).map_err(|e| CrosscheckError::File(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves every buffer of `run` as `DIR/argINDEX.npy` (a reference for
+    /// [`Crosscheck::load_reference`] on a machine without a GPU).
+    pub fn save_all(&self, run: &BackendRun, dir: &Path) -> Result<(), CrosscheckError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CrosscheckError::File(format!("{}: {e}", dir.display())))?;
+        for (index, bytes) in &run.buffers {
+            if let ArgSpec::Buffer { dtype, count, .. } = &self.args[*index] {
+                let array = NpyArray {
+                    dtype: npy_of_dtype(*dtype),
+                    shape: vec![*count],
+                    data: bytes.clone(),
+                };
+                npy::write(dir.join(format!("arg{index}.npy")), &array)
+                    .map_err(|e| CrosscheckError::File(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The buffers saved by [`Crosscheck::save_all`], as a run to compare with.
+    pub fn load_reference(&self, dir: &Path) -> Result<BackendRun, CrosscheckError> {
+        let mut buffers = Vec::new();
+        for (index, spec) in self.args.iter().enumerate() {
+            if let ArgSpec::Buffer { dtype, count, .. } = spec {
+                let path = dir.join(format!("arg{index}.npy"));
+                let array = npy::read(&path).map_err(|e| CrosscheckError::File(e.to_string()))?;
+                if array.data.len() != count * dtype.size() {
+                    return Err(CrosscheckError::File(format!(
+                        "{}: {} bytes, the argument has {count} x {dtype}",
+                        path.display(),
+                        array.data.len()
+                    )));
+                }
+                buffers.push((index, array.data));
+            }
+        }
+        Ok(BackendRun {
+            backend: BackendKind::Cuda,
+            device: format!("saved outputs in {}", dir.display()),
+            times: Vec::new(),
+            warp_instructions: None,
+            buffers,
+        })
+    }
+
+    /// Compares every buffer of `run` with `reference`'s.
+    pub fn compare(
+        &self,
+        run: &BackendRun,
+        reference: &BackendRun,
+        tolerance: f64,
+    ) -> Vec<BufferComparison> {
+        run.buffers
+            .iter()
+            .zip(&reference.buffers)
+            .filter_map(|((index, got), (_, want))| match &self.args[*index] {
+                ArgSpec::Buffer { dtype, .. } => {
+                    Some(BufferComparison::new(*index, *dtype, got, want, tolerance))
+                }
+                ArgSpec::Scalar(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// How one buffer differs between two backends.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BufferComparison {
+    /// The argument index.
+    pub index: usize,
+    /// The element type.
+    pub dtype: DType,
+    /// The element count.
+    pub count: usize,
+    /// Elements whose bits differ.
+    pub differing: usize,
+    /// NaN elements in either buffer.
+    pub nans: usize,
+    /// The largest absolute difference (floats).
+    pub max_abs: f64,
+    /// `||got - want|| / ||want||` (floats; `||got - want||` when `want` is all zero).
+    pub rel_l2: f64,
+    /// Whether the buffer passes: integers bit for bit, floats within the
+    /// tolerance with no NaN.
+    pub pass: bool,
+}
+
+fn element_as_f64(dtype: DType, bytes: &[u8]) -> f64 {
+    let mut raw = [0u8; 8];
+    raw[..bytes.len()].copy_from_slice(bytes);
+    match dtype {
+        DType::F16 => half::f16::from_le_bytes([raw[0], raw[1]]).to_f64(),
+        DType::BF16 => half::bf16::from_le_bytes([raw[0], raw[1]]).to_f64(),
+        DType::F32 => f64::from(f32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]])),
+        DType::F64 => f64::from_le_bytes(raw),
+        DType::I32 => f64::from(i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]])),
+        DType::I64 => i64::from_le_bytes(raw) as f64,
+        DType::U32 => f64::from(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]])),
+        DType::U8 => f64::from(raw[0]),
+    }
+}
+
+impl BufferComparison {
+    fn new(
+        index: usize,
+        dtype: DType,
+        got: &[u8],
+        want: &[u8],
+        tolerance: f64,
+    ) -> BufferComparison {
+        let size = dtype.size();
+        let is_float = matches!(dtype, DType::F16 | DType::BF16 | DType::F32 | DType::F64);
+        let (mut differing, mut nans) = (0, 0);
+        let (mut max_abs, mut diff_sq, mut want_sq) = (0.0f64, 0.0f64, 0.0f64);
+        for (g, w) in got.chunks_exact(size).zip(want.chunks_exact(size)) {
+            differing += usize::from(g != w);
+            let (g, w) = (element_as_f64(dtype, g), element_as_f64(dtype, w));
+            if is_float && (g.is_nan() || w.is_nan()) {
+                nans += 1;
+                continue;
+            }
+            max_abs = max_abs.max((g - w).abs());
+            diff_sq += (g - w) * (g - w);
+            want_sq += w * w;
+        }
+        let rel_l2 = if want_sq > 0.0 {
+            (diff_sq / want_sq).sqrt()
+        } else {
+            diff_sq.sqrt()
+        };
+        let pass = got.len() == want.len()
+            && if is_float {
+                nans == 0 && rel_l2 <= tolerance
+            } else {
+                differing == 0
+            };
+        BufferComparison {
+            index,
+            dtype,
+            count: want.len() / size,
+            differing,
+            nans,
+            max_abs,
+            rel_l2,
+            pass,
+        }
+    }
+}
+
+impl fmt::Display for BufferComparison {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "arg {} {} x {}: {} ({} elements differ in bits, {} NaN, max |diff| {:.3e}, rel l2 {:.3e})",
+            self.index,
+            self.dtype,
+            self.count,
+            if self.pass { "PASS" } else { "FAIL" },
+            self.differing,
+            self.nans,
+            self.max_abs,
+            self.rel_l2
+        )
+    }
+}
+
+/// The command line of `ptx_crosscheck`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// What to run.
+    pub check: Crosscheck,
+    /// The backends, in order; the first is the reference of the comparison.
+    pub backends: Vec<BackendKind>,
+    /// The float tolerance on `rel l2`.
+    pub tolerance: f64,
+    /// Where to save the first backend's buffers (`--save-dir`).
+    pub save_dir: Option<PathBuf>,
+    /// Saved buffers to compare every backend with (`--expect-dir`).
+    pub expect_dir: Option<PathBuf>,
+}
+
+/// The usage text of `ptx_crosscheck`.
+pub const USAGE: &str =
+    "usage: ptx_crosscheck [--grid X[,Y[,Z]]] [--block X[,Y[,Z]]] [--shared BYTES]
+                      [--backends cuda,emu] [--tol REL] [--repeat N]
+                      [--save-dir DIR] [--expect-dir DIR] PTX_FILE KERNEL ARG...
+Runs KERNEL of PTX_FILE on each backend (default: cuda, then emu), compares every
+buffer with the first backend's (integers bit for bit, floats by rel l2 <= --tol,
+default 1e-5), prints times. --save-dir writes the first backend's buffers as
+DIR/argN.npy; --expect-dir compares every backend with such saved buffers instead.
+Exit status 0: all pass; 1: a mismatch; 2: an error.
+ARG: u32:V i32:V u64:V i64:V f32:V f64:V null rand:DTYPE:COUNT[:SEED] zeros:DTYPE:COUNT
+     poison:DTYPE:COUNT in:PATH.npy out:PATH.npy:DTYPE:COUNT";
+
+fn parse_dims(option: &str, text: &str) -> Result<[u32; 3], CrosscheckError> {
+    let mut dims = [1u32; 3];
+    let parts: Vec<&str> = text.split(',').collect();
+    if parts.is_empty() || parts.len() > 3 {
+        return Err(CrosscheckError::Usage(format!(
+            "{option} {text}: expected X[,Y[,Z]]"
+        )));
+    }
+    for (dim, part) in dims.iter_mut().zip(&parts) {
+        *dim = part.trim().parse().map_err(|_| {
+            CrosscheckError::Usage(format!("{option} {text}: {part:?} is not a count"))
+        })?;
+    }
+    Ok(dims)
+}
+
+impl Options {
+    /// Parses the arguments after the program name.
+    pub fn parse(args: &[String]) -> Result<Options, CrosscheckError> {
+        let mut dims = LaunchDims::linear(1, 1);
+        let mut backends = vec![BackendKind::Cuda, BackendKind::Emu];
+        let (mut tolerance, mut repeats) = (1e-5, 5);
+        let (mut save_dir, mut expect_dir) = (None, None);
+        let mut positional = Vec::new();
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            let mut value = |option: &str| {
+                iter.next().cloned().ok_or_else(|| {
+                    CrosscheckError::Usage(format!("{option} needs a value\n{USAGE}"))
+                })
+            };
+            let number_error = |option: &str, text: &str| {
+                CrosscheckError::Usage(format!("{option} {text}: not a number"))
+            };
+            match arg.as_str() {
+                "--grid" => dims.grid = parse_dims("--grid", &value("--grid")?)?,
+                "--block" => dims.block = parse_dims("--block", &value("--block")?)?,
+                "--shared" => {
+                    let text = value("--shared")?;
+                    dims.dynamic_shared_bytes =
+                        text.parse().map_err(|_| number_error("--shared", &text))?;
+                }
+                "--tol" => {
+                    let text = value("--tol")?;
+                    tolerance = text.parse().map_err(|_| number_error("--tol", &text))?;
+                }
+                "--repeat" => {
+                    let text = value("--repeat")?;
+                    repeats = text.parse().map_err(|_| number_error("--repeat", &text))?;
+                }
+                "--save-dir" => save_dir = Some(PathBuf::from(value("--save-dir")?)),
+                "--expect-dir" => expect_dir = Some(PathBuf::from(value("--expect-dir")?)),
+                "--backends" => {
+                    backends = value("--backends")?
+                        .split(',')
+                        .map(|name| {
+                            name.parse::<BackendKind>()
+                                .map_err(|e| CrosscheckError::Usage(e.to_string()))
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                flag if flag.starts_with("--") => {
+                    return Err(CrosscheckError::Usage(format!(
+                        "unknown option {flag}\n{USAGE}"
+                    )));
+                }
+                _ => positional.push(arg.clone()),
+            }
+        }
+        let [ptx_path, kernel, specs @ ..] = positional.as_slice() else {
+            return Err(CrosscheckError::Usage(USAGE.to_string()));
+        };
+        let ptx = std::fs::read_to_string(ptx_path)
+            .map_err(|e| CrosscheckError::File(format!("{ptx_path}: {e}")))?;
+        let args = specs
+            .iter()
+            .map(|s| ArgSpec::parse(s))
+            .collect::<Result<_, _>>()?;
+        Ok(Options {
+            check: Crosscheck {
+                ptx,
+                kernel: kernel.clone(),
+                dims,
+                args,
+                repeats,
+            },
+            backends,
+            tolerance,
+            save_dir,
+            expect_dir,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_specs() {
+        assert_eq!(
+            ArgSpec::parse("u32:7").unwrap(),
+            ArgSpec::Scalar(KernelArg::U32(7))
+        );
+        assert_eq!(
+            ArgSpec::parse("f32:0.5").unwrap(),
+            ArgSpec::Scalar(KernelArg::F32(0.5))
+        );
+        assert_eq!(
+            ArgSpec::parse("null").unwrap(),
+            ArgSpec::Scalar(KernelArg::U64(0))
+        );
+        assert_eq!(
+            ArgSpec::parse("rand:bf16:10:3").unwrap(),
+            ArgSpec::Buffer {
+                dtype: DType::BF16,
+                count: 10,
+                init: BufferInit::Random { seed: 3 },
+                save: None
+            }
+        );
+        assert!(ArgSpec::parse("u32:-1").is_err());
+        assert!(ArgSpec::parse("zeros:f7:3").is_err());
+        assert!(ArgSpec::parse("in:/nonexistent.npy").is_err());
+    }
+
+    #[test]
+    fn random_floats_lie_in_the_unit_interval() {
+        let bytes = random_bytes(DType::F32, 1000, 9);
+        let values: Vec<f32> = crate::from_bytes("r", &bytes).unwrap();
+        assert!(values.iter().all(|v| (-1.0..1.0).contains(v)));
+        assert_ne!(values[0], values[1]);
+        assert_eq!(bytes, random_bytes(DType::F32, 1000, 9));
+    }
+
+    #[test]
+    fn comparison_measures_relative_error_and_rejects_nan() {
+        let want = crate::to_bytes(&[3.0f32, 4.0]);
+        let got = crate::to_bytes(&[3.0f32, 4.0 + 5e-6]);
+        // ||diff|| = 5e-6, ||want|| = 5: rel 1e-6 (up to f32 rounding of 4 + 5e-6).
+        let cmp = BufferComparison::new(0, DType::F32, &got, &want, 1e-5);
+        assert!(cmp.pass && cmp.differing == 1);
+        assert!((cmp.rel_l2 - 1e-6).abs() < 1e-7, "{}", cmp.rel_l2);
+        let nan = crate::to_bytes(&[3.0f32, f32::NAN]);
+        assert!(!BufferComparison::new(0, DType::F32, &nan, &nan, 1e-5).pass);
+        let ints = crate::to_bytes(&[1i32, 2]);
+        let other = crate::to_bytes(&[1i32, 3]);
+        assert!(!BufferComparison::new(0, DType::I32, &other, &ints, 1.0).pass);
+    }
+
+    #[test]
+    fn parses_a_command_line() {
+        let dir = std::env::temp_dir().join(format!("jagged-xc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ptx = dir.join("k.ptx");
+        std::fs::write(&ptx, ".entry k() { ret; }").unwrap();
+        let args: Vec<String> = [
+            "--grid",
+            "4,2",
+            "--block",
+            "128",
+            "--shared",
+            "16",
+            "--backends",
+            "emu",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            ptx.display().to_string(),
+            "k".to_string(),
+            "zeros:u8:3".to_string(),
+        ])
+        .collect();
+        let options = Options::parse(&args).unwrap();
+        assert_eq!(options.check.dims.grid, [4, 2, 1]);
+        assert_eq!(options.check.dims.block, [128, 1, 1]);
+        assert_eq!(options.check.dims.dynamic_shared_bytes, 16);
+        assert_eq!(options.backends, vec![BackendKind::Emu]);
+        assert!(Options::parse(&["--grid".to_string()]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

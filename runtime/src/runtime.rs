@@ -1,0 +1,316 @@
+//! [`Runtime`]: the one interface over both backends.
+
+use crate::RuntimeError;
+use crate::backend::{
+    Backend, BackendKind, BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId,
+};
+use crate::params::EntrySignatures;
+use crate::tensor::{
+    DType, DeviceBuffer, DeviceJagged, Element, JaggedBytes, OffsetType, from_bytes, to_bytes,
+};
+use std::collections::HashMap;
+
+/// The environment variable that forces a backend (`cuda` or `emu`) in [`Runtime::new`].
+pub const BACKEND_ENV: &str = "JAGGED_BACKEND";
+
+/// A device (GPU or emulator) with its buffers and loaded modules. Loading
+/// the same PTX text twice returns the module loaded the first time.
+pub struct Runtime {
+    backend: Backend,
+    /// Why CUDA was not chosen, when [`Runtime::new`] fell back to the emulator.
+    fallback_reason: Option<String>,
+    /// The parameter lists of each loaded module, indexed by `ModuleId`.
+    modules: Vec<EntrySignatures>,
+    /// blake3 of a module's PTX text to its handle.
+    modules_by_ptx: HashMap<[u8; 32], ModuleId>,
+    /// Live buffers and their byte lengths.
+    buffers: HashMap<BufferId, usize>,
+}
+
+impl Runtime {
+    /// CUDA when a driver and a device are present, else the emulator;
+    /// `JAGGED_BACKEND=cuda|emu` forces one (an error if unavailable).
+    pub fn new() -> Result<Runtime, RuntimeError> {
+        if let Some(name) = std::env::var_os(BACKEND_ENV).filter(|v| !v.is_empty()) {
+            let kind = name.to_string_lossy().parse::<BackendKind>()?;
+            return Runtime::with_backend(kind);
+        }
+        match Runtime::with_backend(BackendKind::Cuda) {
+            Ok(runtime) => Ok(runtime),
+            Err(cuda_error) => {
+                let mut runtime = Runtime::with_backend(BackendKind::Emu)?;
+                runtime.fallback_reason = Some(cuda_error.to_string());
+                Ok(runtime)
+            }
+        }
+    }
+
+    /// The backend `kind`, or an error saying why it is unavailable.
+    pub fn with_backend(kind: BackendKind) -> Result<Runtime, RuntimeError> {
+        Ok(Runtime {
+            backend: Backend::open(kind)?,
+            fallback_reason: None,
+            modules: Vec::new(),
+            modules_by_ptx: HashMap::new(),
+            buffers: HashMap::new(),
+        })
+    }
+
+    /// Which backend runs the kernels.
+    pub fn backend_kind(&self) -> BackendKind {
+        self.backend.kind()
+    }
+
+    /// `cuda` or `emu`.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.kind().name()
+    }
+
+    /// The device, in words (GPU name and arch, or the emulator).
+    pub fn device_name(&self) -> String {
+        self.backend.device_name()
+    }
+
+    /// Why [`Runtime::new`] did not pick CUDA, if it fell back to the emulator.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
+    }
+
+    /// Loads a PTX module, or returns the handle of the identical text loaded before.
+    pub fn load_module(&mut self, ptx: &str) -> Result<ModuleId, RuntimeError> {
+        let digest = *blake3::hash(ptx.as_bytes()).as_bytes();
+        if let Some(&id) = self.modules_by_ptx.get(&digest) {
+            return Ok(id);
+        }
+        let signatures =
+            EntrySignatures::parse(ptx).map_err(|reason| RuntimeError::BadPtx { reason })?;
+        let id = ModuleId(self.modules.len());
+        self.backend.load_module(id, ptx)?;
+        self.modules.push(signatures);
+        self.modules_by_ptx.insert(digest, id);
+        Ok(id)
+    }
+
+    /// The number of distinct modules loaded.
+    pub fn loaded_modules(&self) -> usize {
+        self.modules.len()
+    }
+
+    /// The kernel names of a loaded module.
+    pub fn kernel_names(&self, module: ModuleId) -> Result<Vec<String>, RuntimeError> {
+        let signatures = self
+            .modules
+            .get(module.0)
+            .ok_or(RuntimeError::UnknownModule(module))?;
+        let mut names: Vec<String> = signatures.kernel_names().map(str::to_string).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// A zeroed buffer of `len` elements of `dtype`.
+    pub fn alloc(&mut self, dtype: DType, len: usize) -> Result<DeviceBuffer, RuntimeError> {
+        let bytes = len
+            .checked_mul(dtype.size())
+            .ok_or_else(|| RuntimeError::ByteLength {
+                what: format!("alloc of {len} x {dtype}"),
+                bytes: usize::MAX,
+                reason: "the size overflows".to_string(),
+            })?;
+        let id = BufferId::fresh();
+        self.backend.alloc(id, bytes)?;
+        self.buffers.insert(id, bytes);
+        Ok(DeviceBuffer { id, dtype, len })
+    }
+
+    /// A buffer holding `bytes`, read as elements of `dtype`.
+    pub fn upload_bytes(
+        &mut self,
+        dtype: DType,
+        bytes: &[u8],
+    ) -> Result<DeviceBuffer, RuntimeError> {
+        if !bytes.len().is_multiple_of(dtype.size()) {
+            return Err(RuntimeError::ByteLength {
+                what: "upload".to_string(),
+                bytes: bytes.len(),
+                reason: format!("not a multiple of the {}-byte {dtype}", dtype.size()),
+            });
+        }
+        let id = BufferId::fresh();
+        self.backend.upload(id, bytes)?;
+        self.buffers.insert(id, bytes.len());
+        Ok(DeviceBuffer {
+            id,
+            dtype,
+            len: bytes.len() / dtype.size(),
+        })
+    }
+
+    /// A buffer holding `values`.
+    pub fn upload<T: Element>(&mut self, values: &[T]) -> Result<DeviceBuffer, RuntimeError> {
+        self.upload_bytes(T::DTYPE, &to_bytes(values))
+    }
+
+    /// Overwrites the whole of `buffer` with `bytes`, which must have its byte size.
+    pub fn write_bytes(&mut self, buffer: &DeviceBuffer, bytes: &[u8]) -> Result<(), RuntimeError> {
+        self.check_live(buffer)?;
+        if bytes.len() != buffer.bytes() {
+            return Err(RuntimeError::ByteLength {
+                what: buffer.id.to_string(),
+                bytes: bytes.len(),
+                reason: format!("the buffer holds {} bytes", buffer.bytes()),
+            });
+        }
+        self.backend.write(buffer.id, bytes)
+    }
+
+    /// The bytes of `buffer`, once all launched work has finished.
+    pub fn download_bytes(&mut self, buffer: &DeviceBuffer) -> Result<Vec<u8>, RuntimeError> {
+        self.check_live(buffer)?;
+        self.backend.read(buffer.id, buffer.bytes())
+    }
+
+    /// The elements of `buffer`, whose dtype must be `T`'s.
+    pub fn download<T: Element>(&mut self, buffer: &DeviceBuffer) -> Result<Vec<T>, RuntimeError> {
+        if buffer.dtype != T::DTYPE {
+            return Err(RuntimeError::DTypeMismatch {
+                what: buffer.id.to_string(),
+                expected: T::DTYPE,
+                found: buffer.dtype,
+            });
+        }
+        let bytes = self.download_bytes(buffer)?;
+        from_bytes(&buffer.id.to_string(), &bytes)
+    }
+
+    /// Frees `buffer`.
+    pub fn free(&mut self, buffer: DeviceBuffer) -> Result<(), RuntimeError> {
+        self.check_live(&buffer)?;
+        self.buffers.remove(&buffer.id);
+        self.backend.free(buffer.id)
+    }
+
+    /// Uploads a jagged tensor after checking its invariants.
+    pub fn upload_jagged(&mut self, host: &JaggedBytes) -> Result<DeviceJagged, RuntimeError> {
+        host.validate()?;
+        let values = self.upload_bytes(host.dtype, &host.values)?;
+        let offsets = self.upload_bytes(host.offset_type.dtype(), &host.offset_bytes())?;
+        Ok(DeviceJagged {
+            values,
+            offsets,
+            inner_dims: host.inner_dims.clone(),
+            // validate() checked offsets[B] >= 0 and that it is the row count.
+            total_rows: host.offsets[host.offsets.len() - 1] as usize,
+        })
+    }
+
+    /// Downloads a jagged tensor.
+    pub fn download_jagged(&mut self, device: &DeviceJagged) -> Result<JaggedBytes, RuntimeError> {
+        let values = self.download_bytes(&device.values)?;
+        let offsets = match device.offset_type() {
+            OffsetType::I32 => self
+                .download::<i32>(&device.offsets)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+            OffsetType::I64 => self.download::<i64>(&device.offsets)?,
+        };
+        Ok(JaggedBytes {
+            dtype: device.dtype(),
+            inner_dims: device.inner_dims.clone(),
+            values,
+            offset_type: device.offset_type(),
+            offsets,
+        })
+    }
+
+    /// Frees both buffers of a jagged tensor.
+    pub fn free_jagged(&mut self, device: DeviceJagged) -> Result<(), RuntimeError> {
+        self.free(device.values)?;
+        self.free(device.offsets)
+    }
+
+    /// Launches `kernel` of `module` without waiting for it (the emulator
+    /// runs it to completion). The arguments are checked against the
+    /// kernel's `.param` list first.
+    pub fn launch(
+        &mut self,
+        module: ModuleId,
+        kernel: &str,
+        dims: &LaunchDims,
+        args: &[KernelArg],
+    ) -> Result<(), RuntimeError> {
+        self.check_args(module, kernel, args)?;
+        self.backend.launch(module, kernel, dims, args)
+    }
+
+    /// Launches `kernel`, waits for it and returns how long it took.
+    pub fn launch_timed(
+        &mut self,
+        module: ModuleId,
+        kernel: &str,
+        dims: &LaunchDims,
+        args: &[KernelArg],
+    ) -> Result<LaunchTiming, RuntimeError> {
+        self.check_args(module, kernel, args)?;
+        self.backend.launch_timed(module, kernel, dims, args)
+    }
+
+    /// Waits until all launched work has finished; a kernel fault surfaces here.
+    pub fn synchronize(&mut self) -> Result<(), RuntimeError> {
+        self.backend.synchronize()
+    }
+
+    fn check_live(&self, buffer: &DeviceBuffer) -> Result<(), RuntimeError> {
+        if self.buffers.contains_key(&buffer.id) {
+            Ok(())
+        } else {
+            Err(RuntimeError::UnknownBuffer(buffer.id))
+        }
+    }
+
+    fn check_args(
+        &self,
+        module: ModuleId,
+        kernel: &str,
+        args: &[KernelArg],
+    ) -> Result<(), RuntimeError> {
+        let params = self
+            .modules
+            .get(module.0)
+            .ok_or(RuntimeError::UnknownModule(module))?
+            .params(kernel)
+            .ok_or_else(|| RuntimeError::UnknownKernel {
+                module,
+                kernel: kernel.to_string(),
+            })?;
+        let bad = |index: usize, reason: String| RuntimeError::BadArgument {
+            kernel: kernel.to_string(),
+            index,
+            reason,
+        };
+        if params.len() != args.len() {
+            return Err(bad(
+                args.len().min(params.len()),
+                format!(
+                    "the kernel takes {} parameters, {} given",
+                    params.len(),
+                    args.len()
+                ),
+            ));
+        }
+        for (index, (&size, arg)) in params.iter().zip(args).enumerate() {
+            if arg.size() != size {
+                return Err(bad(
+                    index,
+                    format!("{arg:?} has {} bytes, the parameter {size}", arg.size()),
+                ));
+            }
+            if let KernelArg::Buffer(id) = arg
+                && !self.buffers.contains_key(id)
+            {
+                return Err(RuntimeError::UnknownBuffer(*id));
+            }
+        }
+        Ok(())
+    }
+}

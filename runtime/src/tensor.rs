@@ -1,0 +1,305 @@
+//! Device buffers with an element type, and device jagged tensors.
+
+use crate::RuntimeError;
+use crate::backend::{BufferId, KernelArg};
+use std::fmt;
+
+/// The element type of a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// IEEE single.
+    F32,
+    /// IEEE double.
+    F64,
+    /// Signed 32-bit.
+    I32,
+    /// Signed 64-bit.
+    I64,
+    /// Unsigned 32-bit.
+    U32,
+    /// Unsigned byte (also masks and raw bytes).
+    U8,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::U8 => 1,
+            DType::F16 | DType::BF16 => 2,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F64 | DType::I64 => 8,
+        }
+    }
+
+    /// The lower-case name (`f32`, `bf16`, ...), as in specs and file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+            DType::I32 => "i32",
+            DType::I64 => "i64",
+            DType::U32 => "u32",
+            DType::U8 => "u8",
+        }
+    }
+
+    /// Parses a name written by [`DType::name`].
+    pub fn from_name(name: &str) -> Option<DType> {
+        [
+            DType::F16,
+            DType::BF16,
+            DType::F32,
+            DType::F64,
+            DType::I32,
+            DType::I64,
+            DType::U32,
+            DType::U8,
+        ]
+        .into_iter()
+        .find(|dtype| dtype.name() == name)
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A host element type with a [`DType`], for typed upload and download.
+pub trait Element: Copy {
+    /// Its dtype.
+    const DTYPE: DType;
+    /// Appends its little-endian bytes.
+    fn put(self, out: &mut Vec<u8>);
+    /// Reads it from `DTYPE.size()` little-endian bytes.
+    fn get(bytes: &[u8]) -> Self;
+}
+
+macro_rules! element {
+    ($($ty:ty => $dtype:ident),* $(,)?) => {$(
+        impl Element for $ty {
+            const DTYPE: DType = DType::$dtype;
+            fn put(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn get(bytes: &[u8]) -> Self {
+                let mut raw = [0u8; std::mem::size_of::<$ty>()];
+                raw.copy_from_slice(bytes);
+                <$ty>::from_le_bytes(raw)
+            }
+        }
+    )*};
+}
+
+element!(
+    f32 => F32, f64 => F64, i32 => I32, i64 => I64, u32 => U32, u8 => U8,
+    half::f16 => F16, half::bf16 => BF16,
+);
+
+/// The little-endian bytes of `values`.
+pub fn to_bytes<T: Element>(values: &[T]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * T::DTYPE.size());
+    for &value in values {
+        value.put(&mut out);
+    }
+    out
+}
+
+/// Elements read from little-endian bytes; an error if the length is not a
+/// whole number of elements.
+pub fn from_bytes<T: Element>(what: &str, bytes: &[u8]) -> Result<Vec<T>, RuntimeError> {
+    let size = T::DTYPE.size();
+    if !bytes.len().is_multiple_of(size) {
+        return Err(RuntimeError::ByteLength {
+            what: what.to_string(),
+            bytes: bytes.len(),
+            reason: format!("not a multiple of the {}-byte {}", size, T::DTYPE),
+        });
+    }
+    Ok(bytes.chunks_exact(size).map(T::get).collect())
+}
+
+/// A buffer on the runtime's device: a handle, an element type and a length.
+/// It is freed by `Runtime::free` or when the runtime is dropped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceBuffer {
+    pub(crate) id: BufferId,
+    pub(crate) dtype: DType,
+    pub(crate) len: usize,
+}
+
+impl DeviceBuffer {
+    /// The handle, as passed to kernels.
+    pub fn id(&self) -> BufferId {
+        self.id
+    }
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether it has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The size in bytes.
+    pub fn bytes(&self) -> usize {
+        self.len * self.dtype.size()
+    }
+    /// This buffer as a kernel argument (its device address).
+    pub fn arg(&self) -> KernelArg {
+        KernelArg::Buffer(self.id)
+    }
+}
+
+/// The integer type of a jagged tensor's offsets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OffsetType {
+    /// `i32` offsets.
+    I32,
+    /// `i64` offsets.
+    I64,
+}
+
+impl OffsetType {
+    /// The buffer dtype of offsets of this type.
+    pub fn dtype(self) -> DType {
+        match self {
+            OffsetType::I32 => DType::I32,
+            OffsetType::I64 => DType::I64,
+        }
+    }
+}
+
+/// A jagged tensor on the host as raw values plus shape metadata: the form
+/// that crosses the host-device boundary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JaggedBytes {
+    /// The values' element type.
+    pub dtype: DType,
+    /// The static inner dims (`[H, D]` of `values [T, H, D]`).
+    pub inner_dims: Vec<usize>,
+    /// `T * prod(inner_dims)` elements, little-endian, row-major.
+    pub values: Vec<u8>,
+    /// The offsets' integer type on the device.
+    pub offset_type: OffsetType,
+    /// `B + 1` offsets.
+    pub offsets: Vec<i64>,
+}
+
+impl JaggedBytes {
+    /// Elements per row (`prod(inner_dims)`).
+    pub fn row_elems(&self) -> usize {
+        self.inner_dims.iter().product()
+    }
+
+    /// Checks the jagged invariants: `offsets[0] = 0`, non-decreasing,
+    /// `offsets[B] = T`, values holding exactly `T` rows, offsets fitting
+    /// their type.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        let bad = |reason: String| Err(RuntimeError::BadOffsets { reason });
+        let Some(&first) = self.offsets.first() else {
+            return bad("empty: a jagged tensor has B + 1 >= 1 offsets".to_string());
+        };
+        if first != 0 {
+            return bad(format!("offsets[0] = {first}, expected 0"));
+        }
+        for (b, pair) in self.offsets.windows(2).enumerate() {
+            if pair[1] < pair[0] {
+                return bad(format!(
+                    "offsets[{}] = {} < offsets[{b}] = {}: offsets must be non-decreasing",
+                    b + 1,
+                    pair[1],
+                    pair[0]
+                ));
+            }
+        }
+        let last = self.offsets[self.offsets.len() - 1];
+        if self.offset_type == OffsetType::I32 && i32::try_from(last).is_err() {
+            return bad(format!("offsets[B] = {last} does not fit i32 offsets"));
+        }
+        let row_bytes = self.row_elems() * self.dtype.size();
+        let expected = usize::try_from(last)
+            .ok()
+            .and_then(|t| t.checked_mul(row_bytes));
+        if expected != Some(self.values.len()) {
+            return Err(RuntimeError::ByteLength {
+                what: "values".to_string(),
+                bytes: self.values.len(),
+                reason: format!(
+                    "offsets[B] = {last} rows of {row_bytes} bytes ({} x {:?})",
+                    self.dtype, self.inner_dims
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The offsets as device bytes of `offset_type`.
+    pub(crate) fn offset_bytes(&self) -> Vec<u8> {
+        match self.offset_type {
+            // validate() checked that every offset (<= offsets[B]) fits i32.
+            OffsetType::I32 => self
+                .offsets
+                .iter()
+                .flat_map(|&o| (o as i32).to_le_bytes())
+                .collect(),
+            OffsetType::I64 => to_bytes(&self.offsets),
+        }
+    }
+}
+
+/// A jagged tensor on the device: a values buffer `[T, inner...]` and an
+/// offsets buffer `[B + 1]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceJagged {
+    pub(crate) values: DeviceBuffer,
+    pub(crate) offsets: DeviceBuffer,
+    pub(crate) inner_dims: Vec<usize>,
+    pub(crate) total_rows: usize,
+}
+
+impl DeviceJagged {
+    /// The values buffer.
+    pub fn values(&self) -> &DeviceBuffer {
+        &self.values
+    }
+    /// The offsets buffer (dtype i32 or i64).
+    pub fn offsets(&self) -> &DeviceBuffer {
+        &self.offsets
+    }
+    /// The inner dims.
+    pub fn inner_dims(&self) -> &[usize] {
+        &self.inner_dims
+    }
+    /// The values' element type.
+    pub fn dtype(&self) -> DType {
+        self.values.dtype
+    }
+    /// The offsets' integer type.
+    pub fn offset_type(&self) -> OffsetType {
+        match self.offsets.dtype {
+            DType::I32 => OffsetType::I32,
+            _ => OffsetType::I64,
+        }
+    }
+    /// The number of sequences `B`.
+    pub fn batch(&self) -> usize {
+        self.offsets.len - 1
+    }
+    /// The total number of rows `T`.
+    pub fn total_rows(&self) -> usize {
+        self.total_rows
+    }
+}

@@ -1,0 +1,357 @@
+//! The kernel cache: hits in memory and on disk, corrupt files, and many
+//! threads and processes filling one entry at once.
+
+use jagged_runtime::{CacheKey, CacheStats, KernelCache};
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path =
+            std::env::temp_dir().join(format!("jagged-cache-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn key(spec: &str) -> CacheKey {
+    CacheKey::from_graph_text(
+        "graph g(x: jagged<f32,[4]>) { y = softmax(x) }",
+        spec,
+        "codegen-1",
+    )
+}
+
+/// A payload that is a function of its seed, big enough that a torn write
+/// would be visible.
+fn payload(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn stats(memory_hits: u64, disk_hits: u64, misses: u64, corrupt: u64) -> CacheStats {
+    CacheStats {
+        memory_hits,
+        disk_hits,
+        misses,
+        corrupt,
+        disk_errors: 0,
+    }
+}
+
+/// Gets `key` and counts the compute calls.
+fn get(cache: &KernelCache, key: &CacheKey, value: &[u8], calls: &Cell<u32>) -> Vec<u8> {
+    cache
+        .get_or_insert_with(key, || {
+            calls.set(calls.get() + 1);
+            Ok::<_, std::convert::Infallible>(value.to_vec())
+        })
+        .expect("infallible")
+        .to_vec()
+}
+
+#[test]
+fn second_get_in_memory_does_not_compute() {
+    let cache = KernelCache::memory_only();
+    let calls = Cell::new(0);
+    let value = payload(1, 100);
+    assert_eq!(get(&cache, &key("a"), &value, &calls), value);
+    assert_eq!(get(&cache, &key("a"), &value, &calls), value);
+    assert_eq!(calls.get(), 1);
+    assert_eq!(cache.stats(), stats(1, 0, 1, 0));
+    // Another spec is another entry.
+    get(&cache, &key("b"), &value, &calls);
+    assert_eq!(calls.get(), 2);
+}
+
+#[test]
+fn a_fresh_cache_on_the_same_dir_hits_the_disk() {
+    let dir = TempDir::new("fresh");
+    let value = payload(2, 1000);
+    let calls = Cell::new(0);
+    let first = KernelCache::in_dir(&dir.0).unwrap();
+    get(&first, &key("a"), &value, &calls);
+    assert_eq!(first.stats(), stats(0, 0, 1, 0));
+    let second = KernelCache::in_dir(&dir.0).unwrap();
+    assert_eq!(get(&second, &key("a"), &value, &calls), value);
+    assert_eq!(get(&second, &key("a"), &value, &calls), value);
+    assert_eq!(calls.get(), 1, "the second instance must not compute");
+    assert_eq!(second.stats(), stats(1, 1, 0, 0));
+    // Another codegen version misses.
+    let newer = CacheKey {
+        codegen_version: "codegen-2".to_string(),
+        ..key("a")
+    };
+    get(&second, &newer, &value, &calls);
+    assert_eq!(calls.get(), 2);
+}
+
+#[test]
+fn compute_errors_pass_through_and_store_nothing() {
+    let cache = KernelCache::memory_only();
+    let result = cache.get_or_insert_with(&key("a"), || Err::<Vec<u8>, _>("codegen failed"));
+    assert_eq!(result.unwrap_err(), "codegen failed");
+    let calls = Cell::new(0);
+    get(&cache, &key("a"), b"ok", &calls);
+    assert_eq!(calls.get(), 1);
+}
+
+/// Damages the entry file, then checks that a fresh cache detects it,
+/// recomputes, rewrites, and that the rewritten file is served again.
+fn check_damage_is_repaired(name: &str, damage: impl Fn(&Path)) {
+    let dir = TempDir::new(name);
+    let value = payload(3, 4096);
+    let calls = Cell::new(0);
+    let cache = KernelCache::in_dir(&dir.0).unwrap();
+    get(&cache, &key("a"), &value, &calls);
+    let path = cache.entry_path(&key("a")).unwrap();
+    damage(&path);
+
+    let repairing = KernelCache::in_dir(&dir.0).unwrap();
+    assert_eq!(get(&repairing, &key("a"), &value, &calls), value, "{name}");
+    assert_eq!(
+        calls.get(),
+        2,
+        "{name}: the damaged entry must be recomputed"
+    );
+    assert_eq!(repairing.stats(), stats(0, 0, 1, 1), "{name}");
+
+    let after = KernelCache::in_dir(&dir.0).unwrap();
+    assert_eq!(get(&after, &key("a"), &value, &calls), value, "{name}");
+    assert_eq!(calls.get(), 2, "{name}: the rewritten entry must be valid");
+    assert_eq!(after.stats(), stats(0, 1, 0, 0), "{name}");
+}
+
+fn edit(path: &Path, change: impl Fn(&mut Vec<u8>)) {
+    let mut bytes = std::fs::read(path).unwrap();
+    change(&mut bytes);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_truncated_entry_is_recomputed() {
+    check_damage_is_repaired("truncated", |path| {
+        edit(path, |b| b.truncate(b.len() - 100))
+    });
+    check_damage_is_repaired("header-only", |path| edit(path, |b| b.truncate(20)));
+    check_damage_is_repaired("empty", |path| edit(path, Vec::clear));
+}
+
+#[test]
+fn a_flipped_byte_is_recomputed() {
+    // In the payload, in the checksum, in the magic, in the version, in the key.
+    check_damage_is_repaired("flip-payload", |path| {
+        edit(path, |b| *b.last_mut().unwrap() ^= 1)
+    });
+    check_damage_is_repaired("flip-checksum", |path| edit(path, |b| b[30] ^= 0x80));
+    check_damage_is_repaired("flip-magic", |path| edit(path, |b| b[0] ^= 1));
+    check_damage_is_repaired("flip-version", |path| edit(path, |b| b[8] ^= 2));
+    check_damage_is_repaired("flip-key", |path| edit(path, |b| b[60] ^= 4));
+    check_damage_is_repaired("appended", |path| edit(path, |b| b.push(0)));
+}
+
+#[test]
+fn an_entry_of_another_key_is_not_served() {
+    let dir = TempDir::new("other-key");
+    let cache = KernelCache::in_dir(&dir.0).unwrap();
+    let calls = Cell::new(0);
+    get(&cache, &key("a"), b"entry of a", &calls);
+    get(&cache, &key("b"), b"entry of b", &calls);
+    // A valid file, under the wrong name.
+    std::fs::copy(
+        cache.entry_path(&key("a")).unwrap(),
+        cache.entry_path(&key("b")).unwrap(),
+    )
+    .unwrap();
+    let fresh = KernelCache::in_dir(&dir.0).unwrap();
+    assert_eq!(get(&fresh, &key("b"), b"entry of b", &calls), b"entry of b");
+    assert_eq!(fresh.stats(), stats(0, 0, 1, 1));
+}
+
+#[test]
+fn typed_entries_that_do_not_decode_are_recomputed() {
+    let dir = TempDir::new("typed");
+    let cache = KernelCache::in_dir(&dir.0).unwrap();
+    // A valid file whose payload is not UTF-8.
+    cache.insert(&key("a"), vec![0xFF, 0xFE]);
+    let fresh = KernelCache::in_dir(&dir.0).unwrap();
+    let text = fresh
+        .get_or_insert_entry(&key("a"), || {
+            Ok::<_, std::convert::Infallible>(".version 8.0".to_string())
+        })
+        .unwrap();
+    assert_eq!(text, ".version 8.0");
+    assert_eq!(fresh.stats(), stats(0, 0, 1, 1));
+    let again = KernelCache::in_dir(&dir.0).unwrap();
+    let text: String = again
+        .get_or_insert_entry(&key("a"), || Err("must not compute"))
+        .unwrap();
+    assert_eq!(text, ".version 8.0");
+}
+
+/// The entry files of a directory, and whether any temporary file is left.
+fn entries(dir: &Path) -> (usize, Vec<String>) {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let leftovers = names
+        .iter()
+        .filter(|n| !n.ends_with(".jkc"))
+        .cloned()
+        .collect();
+    (
+        names.iter().filter(|n| n.ends_with(".jkc")).count(),
+        leftovers,
+    )
+}
+
+const SHARED_LEN: usize = 1 << 20;
+
+/// Reads `key` through a fresh cache instance (as another process would);
+/// panics if the file on disk is not a whole, valid entry.
+fn read_fresh(dir: &Path, seed: u8) {
+    let reader = KernelCache::in_dir(dir).unwrap();
+    let read = reader
+        .get_or_insert_with(&key("shared"), || Err("a reader saw no valid entry"))
+        .unwrap();
+    assert!(
+        *read == payload(seed, SHARED_LEN)[..],
+        "a reader saw other bytes"
+    );
+    assert_eq!(reader.stats().corrupt, 0);
+}
+
+#[test]
+fn threads_with_separate_caches_fill_one_entry() {
+    let dir = TempDir::new("threads");
+    let (fillers, readers) = (4, 4);
+    let barrier = Arc::new(Barrier::new(fillers));
+    let fill_handles: Vec<_> = (0..fillers)
+        .map(|_| {
+            let barrier = barrier.clone();
+            let dir = dir.0.clone();
+            std::thread::spawn(move || {
+                let cache = KernelCache::in_dir(&dir).unwrap();
+                barrier.wait();
+                let got = cache
+                    .get_or_insert_with(&key("shared"), || Ok::<_, ()>(payload(7, SHARED_LEN)))
+                    .unwrap();
+                assert!(*got == payload(7, SHARED_LEN)[..]);
+                cache.stats()
+            })
+        })
+        .collect();
+    for handle in fill_handles {
+        let stats = handle.join().expect("filler thread");
+        assert_eq!(stats.corrupt, 0);
+        assert_eq!(stats.disk_errors, 0);
+    }
+    // Now rewrite the entry over and over while fresh instances read it.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let read_handles: Vec<_> = (0..readers)
+        .map(|_| {
+            let (dir, done) = (dir.0.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) || reads == 0 {
+                    read_fresh(&dir, 7);
+                    reads += 1;
+                }
+            })
+        })
+        .collect();
+    let writer = KernelCache::in_dir(&dir.0).unwrap();
+    for _ in 0..40 {
+        writer.insert(&key("shared"), payload(7, SHARED_LEN));
+    }
+    assert_eq!(writer.stats().disk_errors, 0);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for handle in read_handles {
+        handle.join().expect("reader thread");
+    }
+    assert_eq!(entries(&dir.0), (1, Vec::new()));
+}
+
+/// The environment variable that turns `process_child` into a worker.
+const CHILD_ENV: &str = "JAGGED_CACHE_TEST_CHILD_DIR";
+
+/// A worker of `processes_fill_one_entry`: does nothing in a normal run.
+#[test]
+fn process_child() {
+    let Some(dir) = std::env::var_os(CHILD_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let cache = KernelCache::in_dir(&dir).unwrap();
+    let got = cache
+        .get_or_insert_with(&key("shared"), || Ok::<_, ()>(payload(9, SHARED_LEN)))
+        .unwrap();
+    assert!(*got == payload(9, SHARED_LEN)[..]);
+    // Rewrite and read, interleaved with the other processes doing the same.
+    for _ in 0..20 {
+        cache.insert(&key("shared"), payload(9, SHARED_LEN));
+        for _ in 0..5 {
+            read_fresh(&dir, 9);
+        }
+    }
+    assert_eq!(cache.stats().corrupt, 0, "a process read a partial entry");
+    assert_eq!(cache.stats().disk_errors, 0);
+}
+
+#[test]
+fn processes_fill_one_entry() {
+    let dir = TempDir::new("processes");
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(&exe)
+                .args(["--exact", "process_child", "--test-threads", "1", "--quiet"])
+                .env(CHILD_ENV, &dir.0)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn the test binary")
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "a child process failed: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let cache = KernelCache::in_dir(&dir.0).unwrap();
+    let got = cache
+        .get_or_insert_with(&key("shared"), || Err("no valid entry after the processes"))
+        .unwrap();
+    assert!(*got == payload(9, SHARED_LEN)[..]);
+    assert_eq!(entries(&dir.0), (1, Vec::new()));
+}
+
+#[test]
+fn the_default_dir_honours_the_environment() {
+    // Only checks the variable when the test runner sets it, to avoid
+    // mutating the environment of a multi-threaded test process.
+    let dir = KernelCache::default_dir();
+    if let Some(set) = std::env::var_os("JAGGED_CACHE_DIR").filter(|d| !d.is_empty()) {
+        assert_eq!(dir.as_deref(), Some(Path::new(&set)));
+    } else if let Some(dir) = dir {
+        assert!(dir.ends_with("jagged"), "{}", dir.display());
+    }
+}

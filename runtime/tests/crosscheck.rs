@@ -1,0 +1,91 @@
+//! The cross-check tool in its dry-run form (emulator only), as CI can run
+//! it: the binary on one kernel, and bench/gpu/run_crosscheck.sh over every
+//! fixture with its recipe.
+
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ptx_crosscheck");
+
+fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the runtime crate lives in the workspace")
+}
+
+#[test]
+fn the_binary_runs_a_kernel_on_the_emulator_twice_and_compares() {
+    let vadd = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vadd.ptx");
+    let output = Command::new(BIN)
+        .args([
+            "--backends",
+            "emu,emu",
+            "--grid",
+            "4",
+            "--block",
+            "64",
+            "--tol",
+            "0",
+        ])
+        .arg(&vadd)
+        .args([
+            "vadd",
+            "rand:f32:250",
+            "rand:f32:250:2",
+            "poison:f32:250",
+            "u32:250",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Two inputs and the output, each compared.
+    assert_eq!(stdout.matches(": PASS").count(), 3, "{stdout}");
+    assert!(stdout.contains("RESULT PASS"), "{stdout}");
+}
+
+#[test]
+fn the_binary_reports_bad_arguments_with_status_2() {
+    let vadd = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vadd.ptx");
+    let output = Command::new(BIN)
+        .args(["--backends", "emu"])
+        .arg(&vadd)
+        .args(["vadd", "zeros:f32:4", "zeros:f32:4", "zeros:f32:4"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("argument 3"), "{stderr}");
+}
+
+#[test]
+fn the_gpu_script_dry_runs_every_fixture_on_the_emulator() {
+    let output = Command::new("bash")
+        .arg(repo_root().join("bench/gpu/run_crosscheck.sh"))
+        .arg("--dry-run")
+        .env("JAGGED_CROSSCHECK_BIN", BIN)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("vadd PASS"), "{stdout}");
+    let fixtures = std::fs::read_dir(repo_root().join("emulator/fixtures"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "ptx")
+        })
+        .count();
+    assert_eq!(stdout.matches(" PASS ").count(), fixtures + 1, "{stdout}");
+}
