@@ -5,7 +5,6 @@
 //! node in text form (`%3 = add %1, %2`) and the reason.
 
 use std::collections::HashSet;
-use std::fmt;
 
 use crate::arena::{Arena, Handle};
 use crate::dtype::DType;
@@ -832,13 +831,4 @@ fn check_letters(axes: &str) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-impl fmt::Display for Row {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Row::Ragged(s) => write!(f, "{s}"),
-            Row::Padded => f.write_str("N"),
-        }
-    }
 }
