@@ -251,6 +251,8 @@ const IGNORED: &[&str] = &[
     "L2::256B",
     "L2::evict_unchanged",
     "level::eviction_priority",
+    // Announces a cache-policy operand, which ld/st/cp.async accept and ignore.
+    "L2::cache_hint",
 ];
 
 impl<'a> Mods<'a> {

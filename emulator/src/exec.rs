@@ -1256,52 +1256,63 @@ impl Worker {
             MmaKind::M16n8k8 { .. } | MmaKind::M16n8k8Tf32 => 8,
             MmaKind::M16n8k4Tf32 => 4,
         };
-        let mut am = [[0f64; 16]; 16];
-        let mut bm = [[0f64; 8]; 16];
+        // A [16][K] and B transposed [8][K] in f32 (f16, bf16 and tf32 values and their
+        // products are exact in f32); C and the sums in f64.
+        let mut am = [[0f32; 16]; 16];
+        let mut bt = [[0f32; 16]; 8];
         let mut cm = [[0f64; 8]; 16];
         let cd = match kind {
             MmaKind::M16n8k16 { cd, .. } | MmaKind::M16n8k8 { cd, .. } => cd,
             _ => Ty::F32,
         };
+        let regs = &w.regs;
+        let rd = |s: Src, l: u32| match s {
+            Src::Reg(r) => regs[r as usize * 32 + l as usize],
+            other => self.rd(ctx, w, other, l),
+        };
         for l in 0..32u32 {
             let (g, t) = ((l / 4) as usize, (l % 4) as usize);
-            let reg = |s: Src| self.rd(ctx, w, s, l);
             match kind {
                 MmaKind::M16n8k16 { ab, .. } | MmaKind::M16n8k8 { ab, .. } => {
-                    let h =
-                        |v: u64, hi: bool| num::to_f64(if hi { v >> 16 } else { v } & 0xffff, ab);
+                    let h = |v: u64| -> f32 {
+                        if ab == Ty::Bf16 {
+                            f32::from_bits(((v & 0xffff) as u32) << 16)
+                        } else {
+                            half::f16::from_bits(v as u16).to_f32()
+                        }
+                    };
                     for (i, s) in a.iter().enumerate() {
-                        let v = reg(*s);
+                        let v = rd(*s, l);
                         let row = g + 8 * (i & 1);
                         let col = 2 * t + 8 * (i >> 1);
-                        am[row][col] = h(v, false);
-                        am[row][col + 1] = h(v, true);
+                        am[row][col] = h(v);
+                        am[row][col + 1] = h(v >> 16);
                     }
                     for (i, s) in b.iter().enumerate() {
-                        let v = reg(*s);
+                        let v = rd(*s, l);
                         let kk = 2 * t + 8 * i;
-                        bm[kk][g] = h(v, false);
-                        bm[kk + 1][g] = h(v, true);
+                        bt[g][kk] = h(v);
+                        bt[g][kk + 1] = h(v >> 16);
                     }
                 }
                 MmaKind::M16n8k8Tf32 | MmaKind::M16n8k4Tf32 => {
                     // tf32 operands: the hardware uses the top 19 bits of each f32.
-                    let tf = |v: u64| f32::from_bits(v as u32 & 0xffff_e000) as f64;
+                    let tf = |v: u64| f32::from_bits(v as u32 & 0xffff_e000);
                     for (i, s) in a.iter().enumerate() {
-                        am[g + 8 * (i & 1)][t + 4 * (i >> 1)] = tf(reg(*s));
+                        am[g + 8 * (i & 1)][t + 4 * (i >> 1)] = tf(rd(*s, l));
                     }
                     for (i, s) in b.iter().enumerate() {
-                        bm[t + 4 * i][g] = tf(reg(*s));
+                        bt[g][t + 4 * i] = tf(rd(*s, l));
                     }
                 }
             }
             if cd == Ty::F32 {
                 for (i, s) in c.iter().enumerate() {
-                    cm[g + 8 * (i >> 1)][2 * t + (i & 1)] = f32::from_bits(reg(*s) as u32) as f64;
+                    cm[g + 8 * (i >> 1)][2 * t + (i & 1)] = f32::from_bits(rd(*s, l) as u32) as f64;
                 }
             } else {
                 for (i, s) in c.iter().enumerate() {
-                    let v = reg(*s);
+                    let v = rd(*s, l);
                     cm[g + 8 * i][2 * t] = num::to_f64(v & 0xffff, Ty::F16);
                     cm[g + 8 * i][2 * t + 1] = num::to_f64((v >> 16) & 0xffff, Ty::F16);
                 }
@@ -1309,10 +1320,12 @@ impl Worker {
         }
         let mut dm = [[0f64; 8]; 16];
         for (i, row) in dm.iter_mut().enumerate() {
+            let ar = &am[i][..k];
             for (j, x) in row.iter_mut().enumerate() {
+                let br = &bt[j][..k];
                 let mut acc = cm[i][j];
-                for (kk, brow) in bm.iter().enumerate().take(k) {
-                    acc += am[i][kk] * brow[j];
+                for kk in 0..k {
+                    acc += (ar[kk] * br[kk]) as f64;
                 }
                 *x = acc;
             }
