@@ -56,7 +56,7 @@ fn run_matmul(ptx: &str) -> Result<LaunchStats, EmuError> {
     let fx = Fixture::load("matmul_bf16");
     let module = fx.module(ptx);
     let (m, n, k) = (64usize, 64usize, 128usize);
-    let mut rng = Rng::new(0x3a7_3a7);
+    let mut rng = Rng::new(0x3a73a7);
     let mut dev = Device::new();
     let a = dev.upload(&bf16_bytes(&to_bf16(&rng.vec(m * k, -1.0, 1.0))));
     let b = dev.upload(&bf16_bytes(&to_bf16(&rng.vec(k * n, -1.0, 1.0))));
@@ -206,5 +206,44 @@ fn reading_async_copies_before_waiting_is_detected() {
         r.iter().any(|r| r.kind == CheckKind::PendingAsyncCopyRead),
         "{:?}",
         kinds(&r)
+    );
+}
+
+#[test]
+fn vector_load_off_its_alignment_is_misaligned() {
+    // The first 16-byte q load of the attention kernel moved by 4 bytes: still inside
+    // the buffer, but no longer 16-byte aligned.
+    let fx = Fixture::load("attention_fwd");
+    let load = nth_line(&fx.ptx, "ld.global.v4.b32", 0);
+    let line = fx.ptx.lines().nth(load).unwrap_or_default();
+    assert!(line.contains("+ 0 ]"), "unexpected load syntax: {line}");
+    let edited = replace_line(&fx.ptx, load, &line.replace("+ 0 ]", "+ 4 ]"));
+    let module = fx.module(&edited);
+    let (queries, keys, d) = (64usize, 64usize, 64usize);
+    let mut rng = Rng::new(0xa119e);
+    let mut dev = Device::new();
+    let mut input = |n: usize| dev.upload(&bf16_bytes(&to_bf16(&rng.vec(n, -1.0, 1.0))));
+    let (q, k, v) = (input(queries * d), input(keys * d), input(keys * d));
+    let o = poisoned(&mut dev, queries * d * 4);
+    let args = fx.args(vec![
+        KernelArg::Ptr(q),
+        KernelArg::Ptr(k),
+        KernelArg::Ptr(v),
+        KernelArg::Ptr(o),
+        KernelArg::I32(keys as i32),
+        KernelArg::F32(0.125),
+        KernelArg::I32(d as i32),
+        KernelArg::I32(d as i32),
+        KernelArg::I32(d as i32),
+        KernelArg::I32(d as i32),
+    ]);
+    let r = reports(
+        dev.launch(&module, &fx.kernel, &fx.config([1, 1, 1]), &args),
+        "ld.global.v4 offset +4",
+    );
+    assert!(
+        r.iter()
+            .all(|r| r.kind == CheckKind::Misaligned && r.line as usize == load + 1 && !r.write),
+        "{r:?}"
     );
 }
