@@ -91,6 +91,10 @@ pub fn grid(items: SizeExpr, per_block: u64) -> GridRule {
     }
 }
 
+/// CTAs of a grid whose threads loop many times (one resident wave on the
+/// largest targets: 132 SMs x 8 CTAs of 256 threads).
+pub const LOOPING_BLOCKS: u32 = 1024;
+
 /// How a row of `width` elements is split into vector chunks: the widest of
 /// 16, 8, 4 bytes (or one element) that divides the row, so every chunk of
 /// every row stays aligned when the buffer is 16-byte aligned.
@@ -312,6 +316,85 @@ pub fn find_sequence(
     b.place(exit);
     let start = load_index(b, offsets, lo, elem);
     (lo, start)
+}
+
+/// A radix of [`for_each_mixed_radix`]: a constant or a run-time register.
+#[derive(Clone, Copy, Debug)]
+pub enum Radix {
+    /// Known when the kernel is generated.
+    Const(u64),
+    /// A u64 register (must be nonzero whenever there is work).
+    Reg(Reg),
+}
+
+impl Radix {
+    fn operand(self) -> Operand {
+        match self {
+            Radix::Const(v) => Operand::Int(v as i64),
+            Radix::Reg(r) => Operand::Reg(r),
+        }
+    }
+}
+
+/// Splits `x` into mixed-radix digits, least significant first, plus the
+/// unbounded top digit.
+fn mixed_radix_digits(b: &mut KernelBuilder, x: Reg, radices: &[Radix]) -> (Vec<Reg>, Reg) {
+    let mut rest = x;
+    let mut digits = Vec::new();
+    for r in radices {
+        digits.push(b.binary(BinOp::Rem, Type::U64, rest, r.operand()));
+        rest = b.binary(BinOp::Div, Type::U64, rest, r.operand());
+    }
+    (digits, rest)
+}
+
+/// A grid-stride loop over `0..work` that hands the body each index as
+/// mixed-radix digits (least significant first, then the unbounded top one)
+/// without dividing per iteration: the digits of the start and of the stride
+/// are computed once and added with carries.
+pub fn for_each_mixed_radix(
+    b: &mut KernelBuilder,
+    work: Reg,
+    radices: &[Radix],
+    body: impl FnOnce(&mut KernelBuilder, Reg, &[Reg], Reg),
+) {
+    let (start, step) = b.global_thread_index();
+    let any = b.setp(Cmp::Lt, Type::U64, start, work);
+    b.if_then(any, false, |b| {
+        let (digits, top) = mixed_radix_digits(b, start, radices);
+        let (step_digits, step_top) = mixed_radix_digits(b, step, radices);
+        let w = b.mov(Type::U64, start);
+        let head = b.label();
+        let exit = b.label();
+        b.place(head);
+        let done = b.setp(Cmp::Ge, Type::U64, w, work);
+        b.bra_if(done, false, exit);
+        body(b, w, &digits, top);
+        b.binary_to(BinOp::Add, Type::U64, w, w, step);
+        let mut carry: Option<Reg> = None;
+        for ((&d, &sd), r) in digits.iter().zip(&step_digits).zip(radices) {
+            b.binary_to(BinOp::Add, Type::U64, d, d, sd);
+            if let Some(c) = carry {
+                b.binary_to(BinOp::Add, Type::U64, d, d, c);
+            }
+            let wrapped = b.setp(Cmp::Ge, Type::U64, d, r.operand());
+            let minus = b.binary(BinOp::Sub, Type::U64, d, r.operand());
+            b.push(Inst::Selp {
+                ty: Type::U64,
+                dst: d,
+                a: minus.into(),
+                b: d.into(),
+                pred: wrapped,
+            });
+            carry = Some(b.selp(Type::U64, Operand::Int(1), Operand::Int(0), wrapped));
+        }
+        b.binary_to(BinOp::Add, Type::U64, top, top, step_top);
+        if let Some(c) = carry {
+            b.binary_to(BinOp::Add, Type::U64, top, top, c);
+        }
+        b.bra(head);
+        b.place(exit);
+    });
 }
 
 /// Splits a grid-stride work index into `(row, chunk)` for `chunks` per row.

@@ -8,7 +8,8 @@ use crate::spec::DType;
 
 use super::map::row_elem;
 use super::{
-    Entry, Plan, chunking, grid, load_index, load_raw, pack_f32, split_row_chunk, store_raw,
+    Entry, Plan, Radix, chunking, for_each_mixed_radix, grid, load_index, load_raw, pack_f32,
+    store_raw,
 };
 
 /// Everything the padding template is specialized on.
@@ -37,16 +38,17 @@ pub fn pad_kernel(desc: &PadDesc) -> Plan {
     let work = e.size("work", work_items.clone());
     let pad = e.float_attr("padding_value");
     let b = &mut e.b;
-    let (start, step) = b.global_thread_index();
-    b.for_range_u64(start, work, step, |b, w| {
-        let (dense_row, chunk) = split_row_chunk(b, w, ch.chunks);
-        let seq = b.binary(BinOp::Div, Type::U64, dense_row, max_len);
-        let i = b.binary(BinOp::Rem, Type::U64, dense_row, max_len);
+    // Work item = (chunk, row i, sequence b) as mixed-radix digits: no
+    // 64-bit division by the run-time max_len per item.
+    let radices = [Radix::Const(ch.chunks), Radix::Reg(max_len)];
+    for_each_mixed_radix(b, work, &radices, |b, w, digits, seq| {
+        let (chunk, i) = (digits[0], digits[1]);
         let seq_end = b.binary(BinOp::Add, Type::U64, seq, Operand::Int(1));
         let o0 = load_index(b, offsets, seq, desc.index);
         let o1 = load_index(b, offsets, seq_end, desc.index);
         let len = b.binary(BinOp::Sub, Type::S64, o1, o0);
-        let out_elem = row_elem(b, dense_row, chunk, desc.width, ch.vec);
+        // Dense element index: the work index counts chunks of `vec` elements.
+        let out_elem = b.binary(BinOp::Mul, Type::U64, w, Operand::Int(i64::from(ch.vec)));
         let inside = b.setp(Cmp::Lt, Type::S64, i, len);
         let pad_path = b.label();
         let next = b.label();
@@ -61,5 +63,7 @@ pub fn pad_kernel(desc: &PadDesc) -> Plan {
         store_raw(b, out, out_elem, desc.dtype, pads);
         b.place(next);
     });
-    e.finish(grid(work_items, u64::from(super::BLOCK_THREADS)))
+    let mut rule = grid(work_items, u64::from(super::BLOCK_THREADS));
+    rule.max_blocks = super::LOOPING_BLOCKS;
+    e.finish(rule)
 }

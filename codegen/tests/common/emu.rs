@@ -15,6 +15,18 @@ pub fn run(
     sizes: RunSizes,
     attrs: &[(&str, f32)],
 ) -> Vec<Vec<u8>> {
+    run_capped(compiled, inputs, sizes, attrs, u32::MAX)
+}
+
+/// [`run`] with every grid clamped to at most `max_grid` CTAs: kernels loop
+/// grid-stride, so any grid must give the same result.
+pub fn run_capped(
+    compiled: &CompiledKernel,
+    inputs: &[Vec<u8>],
+    sizes: RunSizes,
+    attrs: &[(&str, f32)],
+    max_grid: u32,
+) -> Vec<Vec<u8>> {
     let module = Module::parse(&compiled.ptx)
         .unwrap_or_else(|e| panic!("emulator rejected the PTX: {e}\n{}", compiled.ptx));
     let mut dev = Device::new();
@@ -51,7 +63,7 @@ pub fn run(
             })
             .collect();
         let config = LaunchConfig {
-            grid: launch.grid_dims(&sizes),
+            grid: [launch.grid.eval(&sizes).min(max_grid), 1, 1],
             block: launch.block_dims(),
             dynamic_shared_bytes: launch.dynamic_shared_bytes,
         };
