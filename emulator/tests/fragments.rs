@@ -696,3 +696,68 @@ fn vote_sync_all_any_uni_ballot() {
         }
     }
 }
+
+// ---------------------------------------------------- collectives in divergent code
+
+/// Lanes 0..16 and 16..32 take different branches and each half runs its own
+/// `vote.sync.ballot` and `shfl.sync.bfly` with a membermask naming only its half.
+fn divergent_kernel() -> String {
+    let half = |label: &str, mask: &str| {
+        format!(
+            "{label}:\n\
+             \x20   vote.sync.ballot.b32 %r5, %p1, {mask};\n\
+             \x20   shfl.sync.bfly.b32 %r6, %r1, 1, 31, {mask};\n\
+             \x20   bra.uni DONE;\n"
+        )
+    };
+    format!(
+        "{HEADER}.visible .entry divergent_test(.param .u64 pin, .param .u64 pout)\n{{\n\
+         \x20   .reg .b32 %r<8>;\n    .reg .pred %p<3>;\n    .reg .b64 %rd<6>;\n\
+         \x20   ld.param.u64 %rd0, [pin];\n    ld.param.u64 %rd1, [pout];\n\
+         \x20   mov.u32 %r0, %tid.x;\n    mul.wide.u32 %rd2, %r0, 4;\n\
+         \x20   add.s64 %rd3, %rd0, %rd2;\n    ld.global.u32 %r1, [%rd3];\n\
+         \x20   and.b32 %r2, %r1, 1;\n    setp.ne.u32 %p1, %r2, 0;\n\
+         \x20   setp.lt.u32 %p2, %r0, 16;\n    @!%p2 bra UPPER;\n\
+         {lower}{upper}\
+         DONE:\n\
+         \x20   mul.wide.u32 %rd4, %r0, 8;\n    add.s64 %rd5, %rd1, %rd4;\n\
+         \x20   st.global.u32 [%rd5], %r5;\n    st.global.u32 [%rd5+4], %r6;\n\
+         \x20   ret;\n}}\n",
+        lower = half("LOWER", "0x0000ffff"),
+        upper = half("UPPER", "0xffff0000"),
+    )
+}
+
+#[test]
+fn collectives_in_divergent_halves_of_a_warp() {
+    // Odd inputs set the predicate; values are distinct per lane.
+    let input: Vec<u32> = (0..32u32)
+        .map(|l| 100 + 3 * l + (l % 5 == 0) as u32)
+        .collect();
+    let mut dev = Device::new();
+    let pin = dev.upload(&u32_bytes(&input));
+    let pout = poisoned_words(&mut dev, 64);
+    launch_one_cta(
+        &mut dev,
+        &divergent_kernel(),
+        "divergent_test",
+        32,
+        &[KernelArg::Ptr(pin), KernelArg::Ptr(pout)],
+    );
+    let out = read_u32s(&dev, pout, 64);
+    let odd: u32 = (0..32)
+        .filter(|&l| input[l] & 1 == 1)
+        .map(|l| 1u32 << l)
+        .sum();
+    for lane in 0..32 {
+        // The ballot covers only the lane's half; bfly 1 swaps neighbours, which are
+        // always in the same half.
+        let half_mask = if lane < 16 { 0x0000_ffff } else { 0xffff_0000 };
+        assert_eq!(out[2 * lane], odd & half_mask, "lane {lane} ballot");
+        assert_eq!(
+            out[2 * lane + 1],
+            input[lane ^ 1],
+            "lane {lane} shfl.bfly 1"
+        );
+    }
+}
