@@ -2,8 +2,9 @@
 //! (mma.sync, ldmatrix, cp.async) and prints warp instructions per second, the median
 //! of several launches.
 //!
-//! `cargo run --release -p jagged-emu --example emu_throughput [-- SIZE RUNS]`
-//! (SIZE: M = N = K, a multiple of 64; default 128. RUNS: default 5.)
+//! `cargo run --release -p jagged-emu --example emu_throughput [-- SIZE RUNS HOST_THREADS]`
+//! (SIZE: M = N = K, a multiple of 64; default 128. RUNS: default 5. HOST_THREADS:
+//! host threads running CTAs; default all cores.)
 
 #[path = "../tests/triton_support/mod.rs"]
 mod triton_support;
@@ -15,6 +16,7 @@ fn main() {
     let mut cli = std::env::args().skip(1);
     let size: usize = cli.next().and_then(|s| s.parse().ok()).unwrap_or(128);
     let runs: usize = cli.next().and_then(|s| s.parse().ok()).unwrap_or(5).max(1);
+    let host_threads: Option<usize> = cli.next().and_then(|s| s.parse().ok());
     assert!(
         size > 0 && size.is_multiple_of(64),
         "SIZE must be a positive multiple of 64"
@@ -24,6 +26,9 @@ fn main() {
     let module = fx.module(&fx.ptx);
     let mut rng = Rng::new(42);
     let mut dev = Device::new();
+    if let Some(n) = host_threads {
+        dev.set_host_threads(n);
+    }
     let a = dev.upload(&bf16_bytes(&to_bf16(&rng.vec(size * size, -1.0, 1.0))));
     let b = dev.upload(&bf16_bytes(&to_bf16(&rng.vec(size * size, -1.0, 1.0))));
     let c = dev.alloc(size * size * 4);
