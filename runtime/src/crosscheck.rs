@@ -9,6 +9,7 @@
 //! | `null` | a `.u64` 0 (Triton's unused scratch pointers) |
 //! | `rand:DTYPE:COUNT[:SEED]` | a buffer of COUNT values, floats uniform in [-1, 1), integers in [0, 100) |
 //! | `zeros:DTYPE:COUNT` | a zeroed buffer |
+//! | `offsets:DTYPE:B:T[:SEED]` | `B + 1` random jagged offsets (i32/i64) from 0 to T, non-decreasing, some sequences empty |
 //! | `poison:DTYPE:COUNT` | a buffer of 0xFF bytes (NaN for floats): an element the kernel leaves unwritten fails |
 //! | `in:PATH.npy` | a buffer holding the array of an `.npy` file |
 //! | `out:PATH.npy:DTYPE:COUNT` | a poisoned buffer, saved to PATH.npy (first backend's result) after the run |
@@ -17,7 +18,10 @@
 //! repetition; after the run each buffer is compared: integers bit for bit,
 //! floats by `||a - b|| / ||b||` against a tolerance, NaN never passing.
 
-use crate::{BackendKind, DType, KernelArg, LaunchDims, Runtime, RuntimeError};
+use crate::{
+    BackendKind, DType, KernelArg, LaunchDims, Runtime, RuntimeError, tensor_bytes, tensor_data,
+};
+use jagged_ir::TensorData;
 use jagged_ir::npy::{self, NpyArray, NpyDtype};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -55,6 +59,13 @@ pub enum CrosscheckError {
 pub enum BufferInit {
     /// Pseudo-random values from a seed.
     Random {
+        /// The seed.
+        seed: u64,
+    },
+    /// Random jagged offsets ending at `total_rows` (the buffer holds `B + 1`).
+    Offsets {
+        /// `T`, the last offset.
+        total_rows: u64,
         /// The seed.
         seed: u64,
     },
@@ -99,7 +110,7 @@ impl ArgSpec {
         };
         let dtype = |text: &str| -> Result<DType, CrosscheckError> {
             DType::from_name(text)
-                .ok_or_else(|| bad("unknown dtype (f16 bf16 f32 f64 i32 i64 u32 u8)"))
+                .ok_or_else(|| bad("unknown dtype (f64 f32 f16 bf16 i32 i64 u8 bool)"))
         };
         let scalar = |value: &str| -> Result<ArgSpec, CrosscheckError> {
             let arg = match parts[0] {
@@ -140,6 +151,30 @@ impl ArgSpec {
                     None,
                 ))
             }
+            ["offsets", d, batch, total] | ["offsets", d, batch, total, _] => {
+                let dtype = dtype(d)?;
+                if !dtype.is_index() {
+                    return Err(bad("offsets are i32 or i64"));
+                }
+                let seed = match parts.get(4) {
+                    Some(seed) => seed
+                        .parse()
+                        .map_err(|_| bad("the seed is not an integer"))?,
+                    None => 1,
+                };
+                let total_rows = total
+                    .parse()
+                    .map_err(|_| bad("T is not a non-negative integer"))?;
+                if dtype == DType::I32 && total_rows > i32::MAX as u64 {
+                    return Err(bad("T does not fit i32 offsets"));
+                }
+                let batch = number(batch)?;
+                if batch == 0 && total_rows > 0 {
+                    return Err(bad("B = 0 sequences hold T = 0 rows"));
+                }
+                let init = BufferInit::Offsets { total_rows, seed };
+                Ok(buffer(dtype, batch + 1, init, None))
+            }
             ["zeros", d, count] => Ok(buffer(dtype(d)?, number(count)?, BufferInit::Zeros, None)),
             ["poison", d, count] => Ok(buffer(dtype(d)?, number(count)?, BufferInit::Poison, None)),
             ["in", path] => {
@@ -161,7 +196,7 @@ impl ArgSpec {
             )),
             _ => Err(bad(
                 "expected KIND:VALUE, null, rand:DTYPE:COUNT[:SEED], zeros:DTYPE:COUNT, \
-                 poison:DTYPE:COUNT, in:PATH.npy or out:PATH.npy:DTYPE:COUNT",
+                 offsets:DTYPE:B:T[:SEED], poison:DTYPE:COUNT, in:PATH.npy or out:PATH.npy:DTYPE:COUNT",
             )),
         }
     }
@@ -179,6 +214,9 @@ impl ArgSpec {
             BufferInit::Zeros => vec![0; bytes],
             BufferInit::Poison => vec![0xFF; bytes],
             BufferInit::Random { seed } => random_bytes(*dtype, *count, *seed),
+            BufferInit::Offsets { total_rows, seed } => {
+                random_offsets(*dtype, *count, *total_rows, *seed)
+            }
             BufferInit::Npy(path) => {
                 npy::read(path)
                     .map_err(|e| CrosscheckError::File(e.to_string()))?
@@ -190,15 +228,16 @@ impl ArgSpec {
 
 fn dtype_of_npy(dtype: NpyDtype) -> Option<DType> {
     Some(match dtype {
-        NpyDtype::Bool | NpyDtype::U8 => DType::U8,
+        NpyDtype::Bool => DType::Bool,
+        NpyDtype::U8 => DType::U8,
+        // NumPy has no bf16: it is stored as <u2.
         NpyDtype::U16 | NpyDtype::BF16 => DType::BF16,
-        NpyDtype::U32 => DType::U32,
         NpyDtype::I32 => DType::I32,
         NpyDtype::I64 => DType::I64,
         NpyDtype::F16 => DType::F16,
         NpyDtype::F32 => DType::F32,
         NpyDtype::F64 => DType::F64,
-        NpyDtype::U64 => return None,
+        NpyDtype::U32 | NpyDtype::U64 => return None,
     })
 }
 
@@ -210,8 +249,8 @@ fn npy_of_dtype(dtype: DType) -> NpyDtype {
         DType::F64 => NpyDtype::F64,
         DType::I32 => NpyDtype::I32,
         DType::I64 => NpyDtype::I64,
-        DType::U32 => NpyDtype::U32,
         DType::U8 => NpyDtype::U8,
+        DType::Bool => NpyDtype::Bool,
     }
 }
 
@@ -225,27 +264,40 @@ fn splitmix64(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// `count` pseudo-random elements: floats uniform in [-1, 1), integers in
+/// [0, 100), booleans 0 or 1.
 fn random_bytes(dtype: DType, count: usize, seed: u64) -> Vec<u8> {
     let mut state = seed;
-    let mut out = Vec::with_capacity(count * dtype.size());
-    for _ in 0..count {
-        let bits = splitmix64(&mut state);
-        // 53 random bits to [0, 1), then to [-1, 1).
-        let unit = (bits >> 11) as f64 / (1u64 << 53) as f64;
-        let signed = 2.0 * unit - 1.0;
-        let small = bits % 100;
-        match dtype {
-            DType::F16 => out.extend_from_slice(&half::f16::from_f64(signed).to_le_bytes()),
-            DType::BF16 => out.extend_from_slice(&half::bf16::from_f64(signed).to_le_bytes()),
-            DType::F32 => out.extend_from_slice(&(signed as f32).to_le_bytes()),
-            DType::F64 => out.extend_from_slice(&signed.to_le_bytes()),
-            DType::I32 => out.extend_from_slice(&(small as i32).to_le_bytes()),
-            DType::I64 => out.extend_from_slice(&(small as i64).to_le_bytes()),
-            DType::U32 => out.extend_from_slice(&(small as u32).to_le_bytes()),
-            DType::U8 => out.push(small as u8),
-        }
-    }
-    out
+    let values: Vec<f64> = (0..count)
+        .map(|_| {
+            let bits = splitmix64(&mut state);
+            if dtype.is_float() {
+                // 53 random bits to [0, 1), then to [-1, 1).
+                2.0 * ((bits >> 11) as f64 / (1u64 << 53) as f64) - 1.0
+            } else if dtype == DType::Bool {
+                (bits & 1) as f64
+            } else {
+                (bits % 100) as f64
+            }
+        })
+        .collect();
+    tensor_bytes(&TensorData::from_f64(dtype, &values))
+}
+
+/// `count = B + 1` offsets: 0, then `B - 1` sorted random cut points in
+/// `[0, T]` (repeats make empty sequences), then `T`.
+fn random_offsets(dtype: DType, count: usize, total_rows: u64, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut cuts: Vec<u64> = (1..count.saturating_sub(1))
+        .map(|_| splitmix64(&mut state) % (total_rows + 1))
+        .collect();
+    cuts.sort_unstable();
+    let offsets: Vec<f64> = std::iter::once(0)
+        .chain(cuts)
+        .chain((count > 1).then_some(total_rows))
+        .map(|o| o as f64)
+        .collect();
+    tensor_bytes(&TensorData::from_f64(dtype, &offsets))
 }
 
 /// What to run.
@@ -445,21 +497,6 @@ pub struct BufferComparison {
     pub pass: bool,
 }
 
-fn element_as_f64(dtype: DType, bytes: &[u8]) -> f64 {
-    let mut raw = [0u8; 8];
-    raw[..bytes.len()].copy_from_slice(bytes);
-    match dtype {
-        DType::F16 => half::f16::from_le_bytes([raw[0], raw[1]]).to_f64(),
-        DType::BF16 => half::bf16::from_le_bytes([raw[0], raw[1]]).to_f64(),
-        DType::F32 => f64::from(f32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]])),
-        DType::F64 => f64::from_le_bytes(raw),
-        DType::I32 => f64::from(i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]])),
-        DType::I64 => i64::from_le_bytes(raw) as f64,
-        DType::U32 => f64::from(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]])),
-        DType::U8 => f64::from(raw[0]),
-    }
-}
-
 impl BufferComparison {
     fn new(
         index: usize,
@@ -469,12 +506,19 @@ impl BufferComparison {
         tolerance: f64,
     ) -> BufferComparison {
         let size = dtype.size();
-        let is_float = matches!(dtype, DType::F16 | DType::BF16 | DType::F32 | DType::F64);
-        let (mut differing, mut nans) = (0, 0);
+        let is_float = dtype.is_float();
+        let as_f64 = |bytes: &[u8]| {
+            let whole = &bytes[..bytes.len() - bytes.len() % size];
+            tensor_data("buffer", dtype, whole).map_or_else(|_| Vec::new(), |data| data.to_f64())
+        };
+        let differing = got
+            .chunks_exact(size)
+            .zip(want.chunks_exact(size))
+            .filter(|(g, w)| g != w)
+            .count();
+        let mut nans = 0;
         let (mut max_abs, mut diff_sq, mut want_sq) = (0.0f64, 0.0f64, 0.0f64);
-        for (g, w) in got.chunks_exact(size).zip(want.chunks_exact(size)) {
-            differing += usize::from(g != w);
-            let (g, w) = (element_as_f64(dtype, g), element_as_f64(dtype, w));
+        for (g, w) in as_f64(got).into_iter().zip(as_f64(want)) {
             if is_float && (g.is_nan() || w.is_nan()) {
                 nans += 1;
                 continue;
@@ -550,7 +594,7 @@ default 1e-5), prints times. --save-dir writes the first backend's buffers as
 DIR/argN.npy; --expect-dir compares every backend with such saved buffers instead.
 Exit status 0: all pass; 1: a mismatch; 2: an error.
 ARG: u32:V i32:V u64:V i64:V f32:V f64:V null rand:DTYPE:COUNT[:SEED] zeros:DTYPE:COUNT
-     poison:DTYPE:COUNT in:PATH.npy out:PATH.npy:DTYPE:COUNT";
+     offsets:i32|i64:B:T[:SEED] poison:DTYPE:COUNT in:PATH.npy out:PATH.npy:DTYPE:COUNT";
 
 fn parse_dims(option: &str, text: &str) -> Result<[u32; 3], CrosscheckError> {
     let mut dims = [1u32; 3];
@@ -674,6 +718,7 @@ mod tests {
             }
         );
         assert!(ArgSpec::parse("u32:-1").is_err());
+        assert!(ArgSpec::parse("offsets:f32:4:10").is_err());
         assert!(ArgSpec::parse("zeros:f7:3").is_err());
         assert!(ArgSpec::parse("in:/nonexistent.npy").is_err());
     }
@@ -685,6 +730,21 @@ mod tests {
         assert!(values.iter().all(|v| (-1.0..1.0).contains(v)));
         assert_ne!(values[0], values[1]);
         assert_eq!(bytes, random_bytes(DType::F32, 1000, 9));
+    }
+
+    #[test]
+    fn random_offsets_are_valid_jagged_offsets() {
+        for (batch, total) in [(0usize, 0u64), (1, 7), (8, 300), (50, 3)] {
+            let bytes = random_offsets(DType::I64, batch + 1, total, 4);
+            let offsets: Vec<i64> = crate::from_bytes("o", &bytes).unwrap();
+            assert_eq!(offsets.len(), batch + 1);
+            assert_eq!((offsets[0], offsets[batch]), (0, total as i64));
+            assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
+        }
+        // With more sequences than rows some are empty.
+        let bytes = random_offsets(DType::I32, 51, 3, 4);
+        let offsets: Vec<i32> = crate::from_bytes("o", &bytes).unwrap();
+        assert!(offsets.windows(2).any(|w| w[0] == w[1]));
     }
 
     #[test]

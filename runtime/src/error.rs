@@ -1,7 +1,7 @@
 //! The runtime's error type.
 
 use crate::backend::{BufferId, ModuleId};
-use crate::tensor::DType;
+use jagged_ir::DType;
 
 /// Everything that can go wrong loading, allocating, copying or launching.
 #[derive(Debug, thiserror::Error)]
@@ -90,4 +90,7 @@ pub enum RuntimeError {
         /// Which invariant, at which index.
         reason: String,
     },
+    /// A host tensor that jagged-ir rejects (bad offsets or lengths).
+    #[error(transparent)]
+    Tensor(#[from] jagged_ir::TensorError),
 }

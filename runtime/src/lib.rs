@@ -23,8 +23,10 @@ mod tensor;
 pub use backend::{BackendKind, BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId};
 pub use cache::{CacheEntry, CacheError, CacheKey, CacheStats, KernelCache};
 pub use error::RuntimeError;
+pub use jagged_ir::DType;
 pub use params::EntrySignatures;
 pub use runtime::{BACKEND_ENV, Runtime};
 pub use tensor::{
-    DType, DeviceBuffer, DeviceJagged, Element, JaggedBytes, OffsetType, from_bytes, to_bytes,
+    DeviceBuffer, DeviceJagged, Element, JaggedBytes, OffsetType, from_bytes, tensor_bytes,
+    tensor_data, to_bytes,
 };

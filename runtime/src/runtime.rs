@@ -6,8 +6,10 @@ use crate::backend::{
 };
 use crate::params::EntrySignatures;
 use crate::tensor::{
-    DType, DeviceBuffer, DeviceJagged, Element, JaggedBytes, OffsetType, from_bytes, to_bytes,
+    DeviceBuffer, DeviceJagged, Element, JaggedBytes, OffsetType, from_bytes, tensor_bytes,
+    tensor_data, to_bytes,
 };
+use jagged_ir::{DType, DenseTensor, JaggedTensor};
 use std::collections::HashMap;
 
 /// The environment variable that forces a backend (`cuda` or `emu`) in [`Runtime::new`].
@@ -221,6 +223,41 @@ impl Runtime {
             offset_type: device.offset_type(),
             offsets,
         })
+    }
+
+    /// Uploads a host jagged tensor of jagged-ir (valid by construction).
+    pub fn upload_jagged_tensor(
+        &mut self,
+        host: &JaggedTensor,
+    ) -> Result<DeviceJagged, RuntimeError> {
+        self.upload_jagged(&JaggedBytes::from_tensor(host))
+    }
+
+    /// Downloads a jagged tensor into a host jagged tensor of jagged-ir; an
+    /// error if a kernel left its offsets invalid.
+    pub fn download_jagged_tensor(
+        &mut self,
+        device: &DeviceJagged,
+    ) -> Result<JaggedTensor, RuntimeError> {
+        self.download_jagged(device)?.to_tensor()
+    }
+
+    /// Uploads the elements of a host dense tensor (row-major; the shape is
+    /// the caller's to keep).
+    pub fn upload_dense(&mut self, host: &DenseTensor) -> Result<DeviceBuffer, RuntimeError> {
+        self.upload_bytes(host.dtype(), &tensor_bytes(host.data()))
+    }
+
+    /// Downloads `buffer` as a host dense tensor of `shape`, whose element
+    /// count must be the buffer's length.
+    pub fn download_dense(
+        &mut self,
+        buffer: &DeviceBuffer,
+        shape: &[usize],
+    ) -> Result<DenseTensor, RuntimeError> {
+        let bytes = self.download_bytes(buffer)?;
+        let data = tensor_data(&buffer.id.to_string(), buffer.dtype, &bytes)?;
+        Ok(DenseTensor::new(shape.to_vec(), data)?)
     }
 
     /// Frees both buffers of a jagged tensor.

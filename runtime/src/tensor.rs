@@ -2,76 +2,7 @@
 
 use crate::RuntimeError;
 use crate::backend::{BufferId, KernelArg};
-use std::fmt;
-
-/// The element type of a buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DType {
-    /// IEEE half.
-    F16,
-    /// bfloat16.
-    BF16,
-    /// IEEE single.
-    F32,
-    /// IEEE double.
-    F64,
-    /// Signed 32-bit.
-    I32,
-    /// Signed 64-bit.
-    I64,
-    /// Unsigned 32-bit.
-    U32,
-    /// Unsigned byte (also masks and raw bytes).
-    U8,
-}
-
-impl DType {
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            DType::U8 => 1,
-            DType::F16 | DType::BF16 => 2,
-            DType::F32 | DType::I32 | DType::U32 => 4,
-            DType::F64 | DType::I64 => 8,
-        }
-    }
-
-    /// The lower-case name (`f32`, `bf16`, ...), as in specs and file names.
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::F16 => "f16",
-            DType::BF16 => "bf16",
-            DType::F32 => "f32",
-            DType::F64 => "f64",
-            DType::I32 => "i32",
-            DType::I64 => "i64",
-            DType::U32 => "u32",
-            DType::U8 => "u8",
-        }
-    }
-
-    /// Parses a name written by [`DType::name`].
-    pub fn from_name(name: &str) -> Option<DType> {
-        [
-            DType::F16,
-            DType::BF16,
-            DType::F32,
-            DType::F64,
-            DType::I32,
-            DType::I64,
-            DType::U32,
-            DType::U8,
-        ]
-        .into_iter()
-        .find(|dtype| dtype.name() == name)
-    }
-}
-
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use jagged_ir::{DType, JaggedTensor, TensorData};
 
 /// A host element type with a [`DType`], for typed upload and download.
 pub trait Element: Copy {
@@ -100,9 +31,47 @@ macro_rules! element {
 }
 
 element!(
-    f32 => F32, f64 => F64, i32 => I32, i64 => I64, u32 => U32, u8 => U8,
+    f32 => F32, f64 => F64, i32 => I32, i64 => I64, u8 => U8,
     half::f16 => F16, half::bf16 => BF16,
 );
+
+impl Element for bool {
+    const DTYPE: DType = DType::Bool;
+    fn put(self, out: &mut Vec<u8>) {
+        out.push(u8::from(self));
+    }
+    fn get(bytes: &[u8]) -> Self {
+        bytes[0] != 0
+    }
+}
+
+/// The little-endian bytes of a host tensor's elements.
+pub fn tensor_bytes(data: &TensorData) -> Vec<u8> {
+    match data {
+        TensorData::F64(v) => to_bytes(v),
+        TensorData::F32(v) => to_bytes(v),
+        TensorData::F16(v) => to_bytes(v),
+        TensorData::BF16(v) => to_bytes(v),
+        TensorData::I32(v) => to_bytes(v),
+        TensorData::I64(v) => to_bytes(v),
+        TensorData::U8(v) => v.clone(),
+        TensorData::Bool(v) => to_bytes(v),
+    }
+}
+
+/// Host tensor elements of `dtype` from little-endian bytes.
+pub fn tensor_data(what: &str, dtype: DType, bytes: &[u8]) -> Result<TensorData, RuntimeError> {
+    Ok(match dtype {
+        DType::F64 => TensorData::F64(from_bytes(what, bytes)?),
+        DType::F32 => TensorData::F32(from_bytes(what, bytes)?),
+        DType::F16 => TensorData::F16(from_bytes(what, bytes)?),
+        DType::BF16 => TensorData::BF16(from_bytes(what, bytes)?),
+        DType::I32 => TensorData::I32(from_bytes(what, bytes)?),
+        DType::I64 => TensorData::I64(from_bytes(what, bytes)?),
+        DType::U8 => TensorData::U8(bytes.to_vec()),
+        DType::Bool => TensorData::Bool(from_bytes(what, bytes)?),
+    })
+}
 
 /// The little-endian bytes of `values`.
 pub fn to_bytes<T: Element>(values: &[T]) -> Vec<u8> {
@@ -244,6 +213,39 @@ impl JaggedBytes {
             });
         }
         Ok(())
+    }
+
+    /// The byte form of a host jagged tensor of jagged-ir.
+    pub fn from_tensor(tensor: &JaggedTensor) -> JaggedBytes {
+        let (offset_type, offsets) = match tensor.offsets().data() {
+            TensorData::I32(v) => (OffsetType::I32, v.iter().map(|&o| i64::from(o)).collect()),
+            // JaggedTensor only holds i32 or i64 offsets.
+            other => (
+                OffsetType::I64,
+                other.to_f64().iter().map(|&o| o as i64).collect(),
+            ),
+        };
+        JaggedBytes {
+            dtype: tensor.values().dtype(),
+            inner_dims: tensor.inner().to_vec(),
+            values: tensor_bytes(tensor.values().data()),
+            offset_type,
+            offsets,
+        }
+    }
+
+    /// The host jagged tensor of jagged-ir these bytes hold.
+    pub fn to_tensor(&self) -> Result<JaggedTensor, RuntimeError> {
+        let values = tensor_data("values", self.dtype, &self.values)?;
+        let offsets = match self.offset_type {
+            OffsetType::I32 => TensorData::I32(self.offsets.iter().map(|&o| o as i32).collect()),
+            OffsetType::I64 => TensorData::I64(self.offsets.clone()),
+        };
+        Ok(JaggedTensor::from_offsets(
+            values,
+            &self.inner_dims,
+            offsets,
+        )?)
     }
 
     /// The offsets as device bytes of `offset_type`.

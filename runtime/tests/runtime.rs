@@ -348,3 +348,40 @@ fn launch_arguments_are_checked_against_the_ptx() {
         Err(RuntimeError::BadPtx { .. })
     ));
 }
+
+#[test]
+fn jagged_ir_host_tensors_round_trip() {
+    use jagged_runtime::{DType as D, to_bytes};
+    let mut rt = emu();
+    let values: Vec<half::bf16> = (0..15)
+        .map(|i| half::bf16::from_f32(i as f32 - 7.0))
+        .collect();
+    // Lengths 3, 0, 2 over inner dims [3]: T = 5 rows of 3.
+    let host = jagged_ir::JaggedTensor::from_lengths(
+        jagged_ir::TensorData::BF16(values.clone()),
+        &[3],
+        jagged_ir::TensorData::I64(vec![3, 0, 2]),
+    )
+    .unwrap();
+    let device = rt.upload_jagged_tensor(&host).unwrap();
+    assert_eq!(
+        (device.batch(), device.total_rows(), device.dtype()),
+        (3, 5, D::BF16)
+    );
+    assert_eq!(device.offset_type(), OffsetType::I64);
+    assert_eq!(rt.download::<i64>(device.offsets()).unwrap(), [0, 3, 3, 5]);
+    assert_eq!(rt.download::<half::bf16>(device.values()).unwrap(), values);
+    assert_eq!(rt.download_jagged_tensor(&device).unwrap(), host);
+
+    // A kernel that breaks the offsets makes the download an error, not a tensor.
+    rt.write_bytes(device.offsets(), &to_bytes(&[0i64, 4, 3, 5]))
+        .unwrap();
+    let err = rt.download_jagged_tensor(&device).unwrap_err();
+    assert!(matches!(err, RuntimeError::Tensor(_)), "{err}");
+
+    let dense =
+        jagged_ir::DenseTensor::from_f64(D::F32, vec![2, 2], &[1.0, -2.0, 0.5, 4.0]).unwrap();
+    let buffer = rt.upload_dense(&dense).unwrap();
+    assert_eq!(rt.download_dense(&buffer, &[2, 2]).unwrap(), dense);
+    assert!(rt.download_dense(&buffer, &[3]).is_err());
+}
