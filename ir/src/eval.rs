@@ -173,9 +173,11 @@ impl SeqsValue {
             .windows(2)
             .map(|w| max_len.map_or(w[1] - w[0], |n| (w[1] - w[0]).min(n)))
             .collect();
-        let mut pairs = vec![0];
+        let mut pairs = vec![0usize];
         for &n in &lens {
-            pairs.push(pairs[pairs.len() - 1] + n * n);
+            // Saturating: absurd lengths must not overflow before the values
+            // input's shape check rejects them.
+            pairs.push(pairs[pairs.len() - 1].saturating_add(n.saturating_mul(n)));
         }
         SeqsValue {
             offsets,

@@ -1,7 +1,11 @@
 //! The canonical text form of a graph ([`Display`](fmt::Display) for [`Graph`])
 //! and its parser ([`Graph::parse`]).
 //!
-//! ```text
+//! ```
+//! use jagged_ir::{DType, ops};
+//! let spec = ops::JaggedSpec { dtype: DType::F32, offsets: DType::I64, inner: vec![4] };
+//! let graph = ops::jagged_softmax(&spec)?;
+//! assert_eq!(graph.to_string(), "\
 //! graph jagged_softmax {
 //!   attr max_len: index
 //!   %0 = input offsets : i64[B+1]
@@ -10,6 +14,9 @@
 //!   %3 = softmax %2, axis 0 : f32[%1, 4]
 //!   output values = %3
 //! }
+//! ");
+//! assert_eq!(jagged_ir::Graph::parse(&graph.to_string())?, graph);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! Every node line ends with the node's type; for `input`, `attr`, `const`,

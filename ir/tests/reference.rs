@@ -467,3 +467,45 @@ proptest! {
         assert_close(&out["out"], &[t, d], &want, REL);
     }
 }
+
+/// DESIGN.md tolerances for outputs of each dtype.
+fn tolerance(dtype: DType) -> f64 {
+    match dtype {
+        DType::F32 => 1e-5,
+        DType::F16 => 2e-3,
+        _ => 1e-2,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Low-precision values: converted exactly, computed in f64, the output
+    /// rounded once; the naive loop runs on the same (rounded) values.
+    #[test]
+    fn jagged_softmax_and_sum_low_precision(case in jagged_case(inner_1d()), which in 0usize..3) {
+        let dtype = [DType::F32, DType::F16, DType::BF16][which];
+        let spec = JaggedSpec { dtype, offsets: case.offsets_dtype(), inner: case.inner.clone() };
+        let values = jagged_ir::DenseTensor::from_f64(dtype, vec![case.rows(), case.row()], &case.values).unwrap();
+        let x = values.to_f64();
+        let inputs = [("values", &values), ("offsets", &case.offsets_tensor())];
+        let softmax = evaluate(&ops::jagged_softmax(&spec).unwrap(), &inputs, &[max_len(&case)]).unwrap();
+        let sum = evaluate(&ops::jagged_reduce(&spec, ReduceOp::Sum).unwrap(), &inputs, &[max_len(&case)]).unwrap();
+        let (o, f) = (case.offsets(), case.row());
+        let mut want_softmax = vec![0.0; case.rows() * f];
+        let mut want_sum = vec![0.0; case.batch() * f];
+        for b in 0..case.batch() {
+            for c in 0..f {
+                let rows = (0..case.n(b)).map(|i| (o[b] + i) * f + c);
+                let z: f64 = rows.clone().map(|r| x[r].exp()).sum();
+                for r in rows.clone() {
+                    want_softmax[r] = x[r].exp() / z;
+                }
+                want_sum[b * f + c] = rows.map(|r| x[r]).sum();
+            }
+        }
+        prop_assert_eq!(softmax["values"].dtype(), dtype);
+        assert_close(&softmax["values"], &[case.rows(), f], &want_softmax, tolerance(dtype));
+        assert_close(&sum["out"], &[case.batch(), f], &want_sum, tolerance(dtype));
+    }
+}
