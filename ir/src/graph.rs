@@ -450,7 +450,7 @@ pub struct Output {
 pub const MAX_LEN: &str = "max_len";
 
 /// A validated graph. Build one with [`crate::builder::GraphBuilder`] or parse its
-/// text with [`Graph::parse`](crate::text).
+/// text with [`Graph::parse`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Graph {
     pub(crate) name: String,

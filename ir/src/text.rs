@@ -309,12 +309,13 @@ fn lex(text: &str) -> Result<Vec<(Tok, Pos)>, ParseError> {
             k += 1;
             column += 1;
             let digits = take(&mut k, &mut column, &|c, _| c.is_ascii_digit());
-            let n = digits.parse().map_err(|_| ParseError {
+            // Handles index arenas with u32: larger numbers cannot name a value.
+            let n: u32 = digits.parse().map_err(|_| ParseError {
                 line: pos.line,
                 column: pos.column,
-                message: "expected a value number after '%'".to_string(),
+                message: format!("expected a value number (at most {}) after '%'", u32::MAX),
             })?;
-            toks.push((Tok::Value(n), pos));
+            toks.push((Tok::Value(n as usize), pos));
         } else if let Some(p) = PUNCT
             .iter()
             .find(|p| p.chars().zip(&chars[k..]).filter(|(a, b)| a == *b).count() == p.len())

@@ -94,6 +94,9 @@ fn parse_errors_carry_line_and_column() {
     ));
     assert_eq!((line, col), (5, 15), "{msg}");
     assert!(msg.contains("expected ','"), "{msg}");
+    // A value number too large to be a handle.
+    let (line, col, msg) = parse_error("graph g {\n  output y = %4294967296\n}");
+    assert_eq!((line, col), (2, 14), "{msg}");
     // Stray character.
     let (line, col, msg) = parse_error("graph g {\n  $\n}");
     assert_eq!((line, col), (2, 3), "{msg}");
@@ -232,5 +235,31 @@ proptest! {
         let inputs = [("offsets", &offsets), ("x", &x), ("y", &y), ("z", &z), ("n", &n), ("m", &m)];
         let attrs = [("max_len", jagged_ir::AttrValue::Index(3))];
         jagged_ir::evaluate(&g, &inputs, &attrs).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Corrupted text never panics the parser; whatever still parses round-trips.
+    #[test]
+    fn corrupted_text_is_an_error_or_a_valid_graph(
+        which in 0usize..16,
+        edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, prop::sample::select(&b"%[],:=-><+0123456789abijNB \n"[..])), 1..4),
+    ) {
+        let graphs = builtin_graphs();
+        let mut text: Vec<u8> = graphs[which % graphs.len()].1.to_string().into_bytes();
+        for (at, kind, byte) in edits {
+            let k = at.index(text.len());
+            match kind {
+                0 => { text.remove(k); }
+                1 => text.insert(k, byte),
+                _ => text[k] = byte,
+            }
+        }
+        let text = String::from_utf8_lossy(&text).into_owned();
+        if let Ok(g) = Graph::parse(&text) {
+            prop_assert_eq!(Graph::parse(&g.to_string()).ok(), Some(g));
+        }
     }
 }
