@@ -34,25 +34,44 @@ pub struct KernelCode {
     pub maxntid: Option<[u32; 3]>,
 }
 
-/// Decodes every kernel of a parsed module.
-pub fn decode_module(m: &ast::Module) -> Result<Vec<KernelCode>, EmuError> {
+/// Generic-address window where module-scope `.global`/`.const` variables live.
+pub const MODULE_WINDOW: u64 = 0x0300_0000_0000_0000;
+
+/// Decodes every kernel of a parsed module; also returns the initial bytes of the
+/// module-scope `.global`/`.const` variables (at [`MODULE_WINDOW`]).
+pub fn decode_module(m: &ast::Module) -> Result<(Vec<KernelCode>, Vec<u8>), EmuError> {
+    let mut data = Vec::new();
+    let mut globals = HashMap::new();
     for v in &m.vars {
-        if matches!(v.space, VarSpace::Global | VarSpace::Const) {
+        if !matches!(v.space, VarSpace::Global | VarSpace::Const) {
+            continue;
+        }
+        let Some(n) = v.count else {
             return Err(EmuError::Unsupported {
                 line: v.line,
                 column: v.col,
-                what: format!("module-scope .global/.const variable `{}`", v.name),
+                what: format!("unsized module-scope variable `{}`", v.name),
             });
-        }
+        };
+        let off = (align_up(data.len() as u32, v.align)) as usize;
+        data.resize(off, 0);
+        let size = v.elem_size as usize * n as usize;
+        let mut bytes = v.init.clone().unwrap_or_default();
+        bytes.resize(size, 0);
+        data.extend(bytes);
+        globals.insert(v.name.clone(), MODULE_WINDOW + off as u64);
     }
-    m.kernels
+    let kernels = m
+        .kernels
         .iter()
-        .map(|k| decode_kernel(k, &m.vars))
-        .collect()
+        .map(|k| decode_kernel(k, &m.vars, &globals))
+        .collect::<Result<_, _>>()?;
+    Ok((kernels, data))
 }
 
 #[derive(Clone, Copy)]
 enum Symbol {
+    Global(u64),
     Shared(u32),
     Local(u32),
     Param(u32),
@@ -72,7 +91,11 @@ fn align_up(x: u32, a: u32) -> u32 {
     x.div_ceil(a.max(1)) * a.max(1)
 }
 
-fn decode_kernel(k: &ast::Kernel, module_vars: &[ast::VarDecl]) -> Result<KernelCode, EmuError> {
+fn decode_kernel(
+    k: &ast::Kernel,
+    module_vars: &[ast::VarDecl],
+    globals: &HashMap<String, u64>,
+) -> Result<KernelCode, EmuError> {
     let mut d = Decoder {
         kernel: &k.name,
         scopes: vec![HashMap::new()],
@@ -98,6 +121,9 @@ fn decode_kernel(k: &ast::Kernel, module_vars: &[ast::VarDecl]) -> Result<Kernel
         off += p.size;
     }
     let param_bytes = off;
+    for (name, addr) in globals {
+        d.symbols.insert(name.clone(), Symbol::Global(*addr));
+    }
     // Shared and local variables (module scope first, then the kernel's own).
     let mut shared = 0u32;
     let mut local = 0u32;
@@ -106,7 +132,10 @@ fn decode_kernel(k: &ast::Kernel, module_vars: &[ast::VarDecl]) -> Result<Kernel
         Stmt::Var(v) => Some(v),
         _ => None,
     });
-    for v in module_vars.iter().chain(kernel_vars) {
+    let module_vars = module_vars
+        .iter()
+        .filter(|v| !globals.contains_key(&v.name));
+    for v in module_vars.chain(kernel_vars) {
         match (v.space, v.count) {
             (VarSpace::Shared, None) => externs.push(v),
             (VarSpace::Shared, Some(n)) => {
@@ -409,6 +438,7 @@ impl Decoder<'_> {
                         Some(Symbol::Shared(off))
                         | Some(Symbol::Local(off))
                         | Some(Symbol::Param(off)) => Src::Imm(*off as u64),
+                        Some(Symbol::Global(a)) => Src::Imm(*a),
                         None => return Err(self.bad(format!("unknown register or symbol `{n}`"))),
                     }
                 }
@@ -479,15 +509,16 @@ impl Decoder<'_> {
             ));
         }
         let (off, space) = match self.symbols.get(b) {
-            Some(Symbol::Shared(o)) => (*o, MemSpace::Shared),
-            Some(Symbol::Local(o)) => (*o, MemSpace::Local),
-            Some(Symbol::Param(o)) => (*o, MemSpace::Param),
+            Some(Symbol::Global(a)) => (*a as i64, MemSpace::Global),
+            Some(Symbol::Shared(o)) => (*o as i64, MemSpace::Shared),
+            Some(Symbol::Local(o)) => (*o as i64, MemSpace::Local),
+            Some(Symbol::Param(o)) => (*o as i64, MemSpace::Param),
             None => return Err(self.bad(format!("unknown register or symbol `{b}` in address"))),
         };
         Ok((
             Addr {
                 base: None,
-                offset: off as i64 + offset,
+                offset: off + offset,
             },
             Some(space),
         ))

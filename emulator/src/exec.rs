@@ -9,7 +9,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::decode::KernelCode;
+use crate::decode::{KernelCode, MODULE_WINDOW};
 use crate::error::{CheckKind, CheckReport, EmuError, Space};
 use crate::ir::*;
 use crate::memory::{Allocation, GlobalMemory};
@@ -32,6 +32,8 @@ pub struct LaunchCtx<'a> {
     pub kernel: &'a KernelCode,
     pub global: &'a GlobalMemory,
     pub params: &'a [u8],
+    /// Module-scope `.global`/`.const` variables (read-only here), at `MODULE_WINDOW`.
+    pub module_data: &'a [u8],
     pub grid: [u32; 3],
     pub block: [u32; 3],
     pub shared_bytes: u32,
@@ -120,6 +122,7 @@ enum Flow {
 /// Which memory a checked address resolved to.
 enum Place<'g> {
     Global(&'g Allocation, u64),
+    Module(usize),
     Shared(u32),
     Local(usize),
     Param(usize),
@@ -462,6 +465,27 @@ impl Worker {
             None
         };
         match space {
+            MemSpace::Global | MemSpace::Generic
+                if addr >= MODULE_WINDOW && addr < MODULE_WINDOW + WINDOW_SIZE =>
+            {
+                let off = addr - MODULE_WINDOW;
+                if write {
+                    oob(
+                        self,
+                        "module-scope variables are read-only in the emulator".into(),
+                    )
+                } else if off + size as u64 <= ctx.module_data.len() as u64 {
+                    Some(Place::Module(off as usize))
+                } else {
+                    oob(
+                        self,
+                        format!(
+                            "the module has {} bytes of .global/.const variables",
+                            ctx.module_data.len()
+                        ),
+                    )
+                }
+            }
             MemSpace::Global | MemSpace::Generic => match ctx.global.find(addr, size as u64) {
                 Some((base, a)) => Some(Place::Global(a, addr - base)),
                 None => oob(self, ctx.global.describe(addr)),
@@ -620,6 +644,9 @@ impl Worker {
             }
             Some(Place::Local(off)) => out.copy_from_slice(&self.local[off..off + size as usize]),
             Some(Place::Param(off)) => out.copy_from_slice(&ctx.params[off..off + size as usize]),
+            Some(Place::Module(off)) => {
+                out.copy_from_slice(&ctx.module_data[off..off + size as usize])
+            }
             None => out.fill(0),
         }
     }
@@ -643,7 +670,7 @@ impl Worker {
                 self.shared[off as usize..(off + size) as usize].copy_from_slice(data);
             }
             Some(Place::Local(off)) => self.local[off..off + size as usize].copy_from_slice(data),
-            Some(Place::Param(_)) | None => {}
+            Some(Place::Param(_) | Place::Module(_)) | None => {}
         }
     }
 
@@ -931,7 +958,7 @@ impl Worker {
                             r.copy_from_slice(&f(old).to_le_bytes()[..size as usize]);
                             old
                         }
-                        Some(Place::Param(_)) | None => 0,
+                        Some(Place::Param(_) | Place::Module(_)) | None => 0,
                     };
                     if let Some(d) = d {
                         w.regs[*d as usize * 32 + l as usize] = old;

@@ -38,6 +38,8 @@ pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
 #[derive(Clone, Debug)]
 pub struct Module {
     kernels: Vec<KernelCode>,
+    /// Initial contents of the module-scope `.global`/`.const` variables.
+    data: Vec<u8>,
 }
 
 impl Module {
@@ -46,9 +48,8 @@ impl Module {
     /// [`EmuError::Unsupported`], never skipped.
     pub fn parse(ptx: &str) -> Result<Module, EmuError> {
         let ast = parser::parse(ptx)?;
-        Ok(Module {
-            kernels: decode::decode_module(&ast)?,
-        })
+        let (kernels, data) = decode::decode_module(&ast)?;
+        Ok(Module { kernels, data })
     }
 
     /// Names of the `.entry` kernels, in source order.
@@ -271,6 +272,7 @@ impl Device {
             kernel: k,
             global: &self.mem,
             params: &params,
+            module_data: &module.data,
             grid: config.grid,
             block: config.block,
             shared_bytes: shared as u32,

@@ -1489,3 +1489,33 @@ fn stats_count_instructions() {
     assert_eq!(s.warp_instructions, 8 * 4);
     assert_eq!(s.thread_instructions, 8 * 80);
 }
+
+#[test]
+fn module_scope_variables_are_readable() {
+    let ptx = kernel(
+        r#"
+    ld.global.u32 %r1, [tbl+4];         // 6
+    mov.u64 %rd6, tbl;
+    ld.global.u32 %r2, [%rd6];          // 5
+    ld.const.u32 %r3, [ctab];           // 9
+    st.global.v2.u32 [%rd1], {%r1, %r2};
+    st.global.u32 [%rd1+8], %r3;
+"#,
+    )
+    .replace(
+        ".visible .entry k(",
+        ".global .align 4 .b32 tbl[2] = {5, 6};\n.const .align 4 .u32 ctab[1] = {9};\n.visible .entry k(",
+    );
+    assert_eq!(
+        run_cfg(&ptx, [1, 1, 1], [1, 1, 1], &[], 3).ok(),
+        Some(vec![6, 5, 9])
+    );
+    let ptx = ptx.replace(
+        "st.global.u32 [%rd1+8], %r3;",
+        "st.global.u32 [tbl], %r3; // RO",
+    );
+    assert_eq!(
+        check_kinds(run_cfg(&ptx, [1, 1, 1], [1, 1, 1], &[], 3)),
+        vec![(CheckKind::OutOfBounds, line_of(&ptx, "// RO"))]
+    );
+}
