@@ -466,7 +466,7 @@ impl Worker {
         };
         match space {
             MemSpace::Global | MemSpace::Generic
-                if addr >= MODULE_WINDOW && addr < MODULE_WINDOW + WINDOW_SIZE =>
+                if (MODULE_WINDOW..MODULE_WINDOW + WINDOW_SIZE).contains(&addr) =>
             {
                 let off = addr - MODULE_WINDOW;
                 if write {
