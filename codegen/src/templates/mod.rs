@@ -9,8 +9,8 @@ pub mod scan;
 pub mod segment;
 
 use crate::kernel::{
-    Address, BinOp, Cmp, Inst, Kernel, KernelBuilder, Operand, ParamType, Reg, RegClass, ShflMode,
-    Space, Type, UnOp,
+    Address, BinOp, Cmp, Inst, Kernel, KernelBuilder, Operand, ParamType, Reg, RegClass, Space,
+    Type, UnOp,
 };
 use crate::launch::{GridRule, ParamBinding, SizeExpr};
 use crate::spec::{DType, elem_bytes};
@@ -407,46 +407,6 @@ pub fn split_row_chunk(b: &mut KernelBuilder, work: Reg, chunks: u64) -> (Reg, R
     let row = b.binary(BinOp::Div, Type::U64, work, c);
     let chunk = b.binary(BinOp::Rem, Type::U64, work, c);
     (row, chunk)
-}
-
-/// Reduction operators of the per-sequence templates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Combine {
-    /// `a + b`, identity 0.
-    Sum,
-    /// `max(a, b)`, identity -inf.
-    Max,
-}
-
-impl Combine {
-    /// The identity element.
-    pub fn identity(self) -> f32 {
-        match self {
-            Combine::Sum => 0.0,
-            Combine::Max => f32::NEG_INFINITY,
-        }
-    }
-
-    /// Emits `acc = acc (op) x` in place.
-    pub fn emit(self, b: &mut KernelBuilder, acc: Reg, x: Reg) {
-        let op = match self {
-            Combine::Sum => BinOp::Add,
-            Combine::Max => BinOp::Max,
-        };
-        b.binary_to(op, Type::F32, acc, acc, x);
-    }
-}
-
-/// Combines `acc` across the lanes of a warp whose lane indices differ only in
-/// bits >= `keep_lanes` (a power of two): xor-shuffles for offsets 16 down to
-/// `keep_lanes`. Every lane ends with the result of its group.
-pub fn warp_reduce_f32(b: &mut KernelBuilder, acc: Reg, op: Combine, keep_lanes: u32) {
-    let mut offset = 16;
-    while offset >= keep_lanes.max(1) {
-        let other = b.shfl(ShflMode::Bfly, acc, Operand::Int(i64::from(offset)), 31);
-        op.emit(b, acc, other);
-        offset /= 2;
-    }
 }
 
 /// `2^(x * log2(e))` = `exp(x)` through `ex2.approx`.
