@@ -200,6 +200,54 @@ enum Src {
     At(usize),
 }
 
+/// Where the elements of a value live in one sequence: element `idx` (one
+/// index per dim) is at `base + sum(idx[k] * strides[k])`. Every layout is
+/// affine: jagged rows start at `offsets[b]`, `[%s, %s]` blocks at the prefix
+/// sums of `n_b^2`, dense tensors are row-major.
+struct Layout {
+    base: usize,
+    strides: Vec<usize>,
+}
+
+impl Layout {
+    fn at(&self, idx: &[usize]) -> usize {
+        self.base
+            + idx
+                .iter()
+                .zip(&self.strides)
+                .map(|(i, s)| i * s)
+                .sum::<usize>()
+    }
+}
+
+/// The layout of one type, recomputed only when the sequence changes.
+struct Cached<'t> {
+    ty: &'t TensorType,
+    b: Option<usize>,
+    layout: Layout,
+}
+
+impl<'t> Cached<'t> {
+    fn new(ty: &'t TensorType) -> Self {
+        Cached {
+            ty,
+            b: None,
+            layout: Layout {
+                base: 0,
+                strides: Vec::new(),
+            },
+        }
+    }
+
+    fn at(&mut self, ev: &Evaluator<'_>, b: usize, idx: &[usize]) -> usize {
+        if self.b != Some(b) {
+            self.layout = ev.layout(self.ty, b);
+            self.b = Some(b);
+        }
+        self.layout.at(idx)
+    }
+}
+
 struct Evaluator<'g> {
     graph: &'g Graph,
     batch: usize,
@@ -330,22 +378,29 @@ impl<'g> Evaluator<'g> {
         }
     }
 
-    /// Where element `idx` (one index per dim) of sequence `b` lives.
-    fn offset(&self, ty: &TensorType, b: usize, idx: &[usize]) -> usize {
+    /// The layout of a value of type `ty` in sequence `b`.
+    fn layout(&self, ty: &TensorType, b: usize) -> Layout {
         let rank = ty.ragged_rank();
-        let mut flat = 0;
-        for (&d, &i) in ty.dims[rank..].iter().zip(&idx[rank..]) {
-            flat = flat * self.extent(d, b) + i;
+        let mut strides = vec![0; ty.dims.len()];
+        let mut inner = 1;
+        for k in (rank..ty.dims.len()).rev() {
+            strides[k] = inner;
+            inner *= self.extent(ty.dims[k], b);
         }
-        let inner: usize = ty.dims[rank..].iter().map(|&d| self.extent(d, b)).product();
-        match ty.seqs() {
+        let base = match ty.seqs() {
             Some(s) if rank == 2 => {
                 let seqs = self.seqs(s);
-                (seqs.pairs[b] + idx[0] * seqs.lens[b] + idx[1]) * inner + flat
+                strides[0] = seqs.lens[b] * inner;
+                strides[1] = inner;
+                seqs.pairs[b] * inner
             }
-            Some(s) => (self.seqs(s).offsets[b] + idx[0]) * inner + flat,
-            None => flat,
-        }
+            Some(s) => {
+                strides[0] = inner;
+                self.seqs(s).offsets[b] * inner
+            }
+            None => 0,
+        };
+        Layout { base, strides }
     }
 
     /// Calls `f(b, idx)` for every element of a value of type `ty`.
@@ -414,26 +469,27 @@ impl<'g> Evaluator<'g> {
         f: impl Fn(&[f64]) -> f64,
     ) -> Vec<f64> {
         let r = self.tensor_type(h);
-        let plans: Vec<(&TensorType, Vec<Src>, &[f64])> = args
+        let mut plans: Vec<(Cached, Vec<Src>, &[f64])> = args
             .iter()
             .map(|&a| {
                 let x = self.tensor_type(a);
-                (x, Self::projection(r, x), self.data(a))
+                (Cached::new(x), Self::projection(r, x), self.data(a))
             })
             .collect();
         let mut out = vec![0.0; self.size(r)];
+        let mut at_r = Cached::new(r);
         let mut xs = vec![0.0; args.len()];
         let mut xi = Vec::new();
         self.for_each(r, |b, idx| {
-            for (k, (x, plan, data)) in plans.iter().enumerate() {
+            for (k, (at_x, plan, data)) in plans.iter_mut().enumerate() {
                 xi.clear();
                 xi.extend(plan.iter().map(|s| match s {
                     Src::Seq => b,
                     Src::At(p) => idx[*p],
                 }));
-                xs[k] = data[self.offset(x, b, &xi)];
+                xs[k] = data[at_x.at(self, b, &xi)];
             }
-            out[self.offset(r, b, idx)] = f(&xs);
+            out[at_r.at(self, b, idx)] = f(&xs);
         });
         out
     }
@@ -537,13 +593,14 @@ impl<'g> Evaluator<'g> {
             })),
             Node::Mask { pred, ty } => {
                 let mut out = vec![0.0; self.size(ty)];
+                let mut at = Cached::new(ty);
                 self.for_each(ty, |b, idx| {
                     let holds = match pred {
                         IndexPredicate::KeyNotAfterQuery => idx[1] <= idx[0],
                         IndexPredicate::KeyNotBeforeQuery => idx[1] >= idx[0],
                         IndexPredicate::RowInSequence(s) => idx[1] < self.seqs(*s).lens[b],
                     };
-                    out[self.offset(ty, b, idx)] = f64::from(u8::from(holds));
+                    out[at.at(self, b, idx)] = f64::from(u8::from(holds));
                 });
                 tensor(out)
             }
@@ -620,6 +677,7 @@ impl<'g> Evaluator<'g> {
         let mut out = vec![0.0; self.size(r)];
         let mut xi = vec![0; x.dims.len()];
         let mut line = Vec::new();
+        let (mut at_x, mut at_r) = (Cached::new(x), Cached::new(r));
         self.for_each(r, |b, idx| {
             let rest = &idx[skip..];
             xi[..axis].copy_from_slice(&rest[..axis]);
@@ -627,9 +685,9 @@ impl<'g> Evaluator<'g> {
             line.clear();
             for t in 0..self.extent(x.dims[axis], b) {
                 xi[axis] = t;
-                line.push(data[self.offset(x, b, &xi)]);
+                line.push(data[at_x.at(self, b, &xi)]);
             }
-            out[self.offset(r, b, idx)] = reduce_line(op, &line);
+            out[at_r.at(self, b, idx)] = reduce_line(op, &line);
         });
         out
     }
@@ -640,6 +698,7 @@ impl<'g> Evaluator<'g> {
         let mut out = vec![0.0; data.len()];
         let mut xi = Vec::new();
         let mut slots = Vec::new();
+        let mut at = Cached::new(x);
         self.for_each(x, |b, idx| {
             if idx[axis] != 0 {
                 return;
@@ -649,7 +708,7 @@ impl<'g> Evaluator<'g> {
             slots.clear();
             for t in 0..self.extent(x.dims[axis], b) {
                 xi[axis] = t;
-                slots.push(self.offset(x, b, &xi));
+                slots.push(at.at(self, b, &xi));
             }
             let m = slots
                 .iter()
@@ -683,6 +742,7 @@ impl<'g> Evaluator<'g> {
                 }
             });
         };
+        let (mut at_x, mut at_r) = (Cached::new(x), Cached::new(r));
         let mut line = |b: usize, idx: &[usize]| {
             xi.clear();
             xi.extend_from_slice(idx);
@@ -690,18 +750,18 @@ impl<'g> Evaluator<'g> {
             let n = self.extent(x.dims[axis], b);
             for t in 0..n {
                 xi[axis] = t;
-                let v = data[self.offset(x, b, &xi)];
+                let v = data[at_x.at(self, b, &xi)];
                 let (slot, value) = match mode {
                     ScanMode::Inclusive => (t, acc + v),
                     ScanMode::Exclusive | ScanMode::Complete => (t, acc),
                 };
                 acc += v;
                 xi[axis] = slot;
-                out[self.offset(r, b, &xi)] = value;
+                out[at_r.at(self, b, &xi)] = value;
             }
             if mode == ScanMode::Complete {
                 xi[axis] = n;
-                out[self.offset(r, b, &xi)] = acc;
+                out[at_r.at(self, b, &xi)] = acc;
             }
         };
         lines(&mut line);
@@ -747,12 +807,29 @@ impl<'g> Evaluator<'g> {
         let mut out = vec![0.0; self.size(r)];
         let mut vals = vec![0; letters.len()];
         let mut ri = vec![0; r.dims.len()];
-        let mut xi = Vec::new();
         for b in 0..if batched { self.batch } else { 1 } {
             let ext: Vec<usize> = dims_of.iter().map(|&d| self.extent(d, b)).collect();
             if ext[..n_out].contains(&0) {
                 continue;
             }
+            // Each operand's element at letter values `vals` is at
+            // `base + sum(vals[l] * stride[l])`.
+            let affine: Vec<(usize, Vec<usize>, &[f64])> = plans
+                .iter()
+                .map(|(x, plan, data)| {
+                    let layout = self.layout(x, b);
+                    let mut base = layout.base;
+                    let mut stride = vec![0; letters.len()];
+                    for (src, s) in plan.iter().zip(&layout.strides) {
+                        match src {
+                            Src::Seq => base += b * s,
+                            Src::At(l) => stride[*l] += s,
+                        }
+                    }
+                    (base, stride, *data)
+                })
+                .collect();
+            let at_r = self.layout(r, b);
             vals.fill(0);
             'out: loop {
                 let mut acc = 0.0;
@@ -760,13 +837,9 @@ impl<'g> Evaluator<'g> {
                     vals[n_out..].fill(0);
                     'sum: loop {
                         let mut prod = 1.0;
-                        for (x, plan, data) in &plans {
-                            xi.clear();
-                            xi.extend(plan.iter().map(|s| match s {
-                                Src::Seq => b,
-                                Src::At(k) => vals[*k],
-                            }));
-                            prod *= data[self.offset(x, b, &xi)];
+                        for (base, stride, data) in &affine {
+                            let at: usize = vals.iter().zip(stride).map(|(v, s)| v * s).sum();
+                            prod *= data[base + at];
                         }
                         acc += prod;
                         if !advance(&mut vals[n_out..], &ext[n_out..]) {
@@ -778,7 +851,7 @@ impl<'g> Evaluator<'g> {
                     ri[0] = b;
                 }
                 ri[lead..].copy_from_slice(&vals[..n_out]);
-                out[self.offset(r, b, &ri)] = acc;
+                out[at_r.at(&ri)] = acc;
                 if !advance(&mut vals[..n_out], &ext[..n_out]) {
                     break 'out;
                 }
