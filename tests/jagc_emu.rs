@@ -234,3 +234,64 @@ fn checker_failure_exits_non_zero_with_the_report() {
         "no output is written after a failed run"
     );
 }
+
+#[test]
+fn runs_triton_bf16_matmul_with_u16_npy_inputs() {
+    // bf16 inputs travel as uint16 .npy files; a 2-D grid given as X,Y.
+    let dir = temp_dir("matmul");
+    let n = 64usize;
+    let bf16_file = |name: &str, values: &[f32]| {
+        let array = NpyArray {
+            dtype: NpyDtype::U16,
+            shape: vec![n, n],
+            data: values
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect(),
+        };
+        let path = dir.join(name);
+        npy::write(&path, &array).expect("write bf16 input");
+        format!("in:{}", path.display())
+    };
+    // Small integers: exact in bf16 and in the f32 accumulation.
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 - 3.0).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 - 2.0).collect();
+    let (a_spec, b_spec) = (bf16_file("a.npy", &a), bf16_file("b.npy", &b));
+    let c_path = dir.join("c.npy");
+    let c_spec = format!("out:{}:f32:{}", c_path.display(), n * n);
+    let ptx = Path::new(env!("CARGO_MANIFEST_DIR")).join("emulator/fixtures/matmul_bf16.ptx");
+    let mut args = vec![
+        "emu",
+        ptx.to_str().expect("utf-8 path"),
+        "--grid",
+        "1,1",
+        "--block",
+        "128",
+        "--shared",
+        "32768",
+        "--arg",
+        &a_spec,
+        "--arg",
+        &b_spec,
+        "--arg",
+        &c_spec,
+    ];
+    for _ in 0..6 {
+        args.extend(["--arg", "i32:64"]); // M, N, K and the three strides
+    }
+    args.extend(["--arg", "u64:0", "--arg", "u64:0"]);
+    let out = jagc(&args);
+    assert!(out.status.success(), "jagc emu failed: {}", stderr(&out));
+    let c = npy::read(&c_path).expect("read c.npy");
+    let c: Vec<f32> = c
+        .data
+        .chunks_exact(4)
+        .map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+        .collect();
+    for i in 0..n {
+        for j in 0..n {
+            let want: f32 = (0..n).map(|p| a[i * n + p] * b[p * n + j]).sum();
+            assert_eq!(c[i * n + j], want, "C[{i}][{j}]");
+        }
+    }
+}
