@@ -113,6 +113,8 @@ pub fn lower(p: &Primitive, spec: &Spec) -> Result<CompiledKernel, CodegenError>
     let width = spec.row_width();
     let (dtype, index) = (spec.dtype, spec.index);
     let rows_w = |rows: SizeExpr| rows * SizeExpr::Const(width);
+    let chunks = templates::chunking(width, dtype).chunks;
+    let map_group = GroupSize::for_items(u64::from(spec.max_len_bucket) * chunks);
     let (plans, scratch, outputs): (Vec<Plan>, Vec<ScratchBuffer>, Vec<OutputBuffer>) = match p {
         Primitive::CompleteCumsum => (
             scan_kernels(
@@ -152,6 +154,7 @@ pub fn lower(p: &Primitive, spec: &Spec) -> Result<CompiledKernel, CodegenError>
                 width,
                 dtype,
                 index,
+                group: map_group,
             };
             (
                 vec![map_kernel(&desc)],
@@ -172,6 +175,7 @@ pub fn lower(p: &Primitive, spec: &Spec) -> Result<CompiledKernel, CodegenError>
                 width,
                 dtype,
                 index,
+                group: map_group,
             };
             (
                 vec![map_kernel(&desc)],

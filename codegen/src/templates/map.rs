@@ -9,8 +9,10 @@ use crate::kernel::{BinOp, KernelBuilder, Operand, Reg, Type, UnOp};
 use crate::launch::{ParamBinding, SizeExpr};
 use crate::spec::DType;
 
+use super::segment::GroupSize;
 use super::{
-    Entry, Plan, chunking, exp_f32, find_sequence, grid, load_f32, split_row_chunk, store_f32,
+    Entry, Plan, chunking, exp_f32, grid, load_f32, load_index, sequence_groups, split_row_chunk,
+    store_f32,
 };
 
 /// Where a map operand comes from.
@@ -110,12 +112,15 @@ pub struct MapDesc {
     pub dtype: DType,
     /// Offsets element type.
     pub index: DType,
+    /// Threads per sequence.
+    pub group: GroupSize,
 }
 
-/// Generates the map kernel.
+/// Generates the map kernel: groups of threads (a warp or a CTA) own one
+/// sequence at a time, grid-stride over sequences, and sweep its rows x
+/// chunks; no search for the sequence of a row, no division by run-time values.
 pub fn map_kernel(desc: &MapDesc) -> Plan {
     let ch = chunking(desc.width, desc.dtype);
-    let work_items = SizeExpr::TotalRows * SizeExpr::Const(ch.chunks);
     let mut e = Entry::new(desc.name.clone());
     let out = e.buffer("out", ParamBinding::Output(0));
     let offsets = e.buffer("offsets", ParamBinding::Input(desc.offsets_input));
@@ -127,13 +132,57 @@ pub fn map_kernel(desc: &MapDesc) -> Plan {
         .collect();
     let batch = e.size("batch", SizeExpr::Batch);
     let max_len = e.size("max_len", SizeExpr::MaxLen);
-    let work = e.size("work", work_items.clone());
     let b = &mut e.b;
-    let (start, step) = b.global_thread_index();
-    b.for_range_u64(start, work, step, |b, w| {
-        let (row, chunk) = split_row_chunk(b, w, ch.chunks);
-        let (seq, seq_start) = find_sequence(b, offsets, batch, row, desc.index);
-        let i = b.binary(BinOp::Sub, Type::U64, row, seq_start);
+    let group_threads = desc.group.threads();
+    let groups = sequence_groups(b, group_threads);
+    let local64 = b.cvt(Type::U64, Type::U32, groups.local);
+    b.for_range_u64(groups.first, batch, groups.step, |b, seq| {
+        let seq_end = b.binary(BinOp::Add, Type::U64, seq, Operand::Int(1));
+        let seq_start = load_index(b, offsets, seq, desc.index);
+        let o1 = load_index(b, offsets, seq_end, desc.index);
+        let len = b.binary(BinOp::Sub, Type::U64, o1, seq_start);
+        let items = b.binary(BinOp::Mul, Type::U64, len, Operand::Int(ch.chunks as i64));
+        let step = Operand::Int(i64::from(group_threads));
+        b.for_range_u64(local64, items, step, |b, k| {
+            map_item(
+                b,
+                desc,
+                &MapRegs {
+                    out,
+                    sources: &sources,
+                    max_len,
+                },
+                seq,
+                seq_start,
+                k,
+            );
+        });
+    });
+    let per_block = u64::from(super::BLOCK_THREADS / group_threads);
+    e.finish(grid(SizeExpr::Batch, per_block))
+}
+
+/// Registers the per-item code reads.
+struct MapRegs<'a> {
+    out: Reg,
+    sources: &'a [Reg],
+    max_len: Reg,
+}
+
+/// Item `k` (row `k / chunks`, chunk `k % chunks`) of sequence `seq`.
+fn map_item(
+    b: &mut KernelBuilder,
+    desc: &MapDesc,
+    regs: &MapRegs,
+    seq: Reg,
+    seq_start: Reg,
+    k: Reg,
+) {
+    let ch = chunking(desc.width, desc.dtype);
+    let (out, sources, max_len) = (regs.out, regs.sources, regs.max_len);
+    {
+        let (i, chunk) = split_row_chunk(b, k, ch.chunks);
+        let row = b.binary(BinOp::Add, Type::U64, seq_start, i);
         let elem = row_elem(b, row, chunk, desc.width, ch.vec);
         let valid = b.setp(crate::kernel::Cmp::Lt, Type::U64, i, max_len);
         let zero_path = b.label();
@@ -163,8 +212,7 @@ pub fn map_kernel(desc: &MapDesc) -> Plan {
         let zero = b.const_f32(0.0);
         store_f32(b, out, elem, desc.dtype, &vec![zero; ch.vec as usize]);
         b.place(next);
-    });
-    e.finish(grid(work_items, u64::from(super::BLOCK_THREADS)))
+    }
 }
 
 /// Element index `row * width + chunk * vec`.

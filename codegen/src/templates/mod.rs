@@ -10,7 +10,7 @@ pub mod segment;
 
 use crate::kernel::{
     Address, BinOp, Cmp, Inst, Kernel, KernelBuilder, Operand, ParamType, Reg, RegClass, Space,
-    Type, UnOp,
+    Special, TernOp, Type, UnOp,
 };
 use crate::launch::{GridRule, ParamBinding, SizeExpr};
 use crate::spec::{DType, elem_bytes};
@@ -274,48 +274,54 @@ pub fn store_index(b: &mut KernelBuilder, base: Reg, index: Reg, elem: DType, va
     }
 }
 
-/// The sequence containing row `row`: the largest `s < batch` with
-/// `offsets[s] <= row` (binary search; empty sequences are skipped because
-/// their successor has the same offset). Returns `(s, offsets[s])`.
-pub fn find_sequence(
-    b: &mut KernelBuilder,
-    offsets: Reg,
-    batch: Reg,
-    row: Reg,
-    elem: DType,
-) -> (Reg, Reg) {
-    let lo = b.mov(Type::U64, Operand::Int(0));
-    let hi = b.binary(BinOp::Sub, Type::U64, batch, Operand::Int(1));
-    let head = b.label();
-    let exit = b.label();
-    b.place(head);
-    let done = b.setp(Cmp::Ge, Type::U64, lo, hi);
-    b.bra_if(done, false, exit);
-    // mid = (lo + hi + 1) / 2, in (lo, hi]
-    let sum = b.binary(BinOp::Add, Type::U64, lo, hi);
-    let sum1 = b.binary(BinOp::Add, Type::U64, sum, Operand::Int(1));
-    let mid = b.binary(BinOp::Shr, Type::U64, sum1, Operand::Int(1));
-    let at = load_index(b, offsets, mid, elem);
-    let le = b.setp(Cmp::Le, Type::S64, at, row);
-    let mid_minus = b.binary(BinOp::Sub, Type::U64, mid, Operand::Int(1));
-    b.push(Inst::Selp {
-        ty: Type::U64,
-        dst: lo,
-        a: mid.into(),
-        b: lo.into(),
-        pred: le,
-    });
-    b.push(Inst::Selp {
-        ty: Type::U64,
-        dst: hi,
-        a: hi.into(),
-        b: mid_minus.into(),
-        pred: le,
-    });
-    b.bra(head);
-    b.place(exit);
-    let start = load_index(b, offsets, lo, elem);
-    (lo, start)
+/// The threads of each CTA split into groups that own one sequence at a time.
+#[derive(Clone, Copy, Debug)]
+pub struct SequenceGroups {
+    /// `%tid.x` (u32).
+    pub tid: Reg,
+    /// This thread's index within its group (u32).
+    pub local: Reg,
+    /// The first sequence of this thread's group (u64).
+    pub first: Reg,
+    /// Sequences between two turns of the grid-stride loop (u64).
+    pub step: Reg,
+}
+
+/// Splits the CTA into groups of `group_threads` (dividing [`BLOCK_THREADS`]);
+/// group `g` of CTA `c` starts at sequence `c * groups_per_block + g` and
+/// strides by `nctaid * groups_per_block`.
+pub fn sequence_groups(b: &mut KernelBuilder, group_threads: u32) -> SequenceGroups {
+    let per_block = i64::from(BLOCK_THREADS / group_threads);
+    let tid = b.special(Special::TidX);
+    let ctaid = b.special(Special::CtaidX);
+    let nctaid = b.special(Special::NctaidX);
+    let local = b.binary(
+        BinOp::Rem,
+        Type::U32,
+        tid,
+        Operand::Int(i64::from(group_threads)),
+    );
+    let group = b.binary(
+        BinOp::Div,
+        Type::U32,
+        tid,
+        Operand::Int(i64::from(group_threads)),
+    );
+    let group64 = b.cvt(Type::U64, Type::U32, group);
+    let first = b.ternary(
+        TernOp::MadWide,
+        Type::U32,
+        ctaid,
+        Operand::Int(per_block),
+        group64,
+    );
+    let step = b.binary(BinOp::MulWide, Type::U32, nctaid, Operand::Int(per_block));
+    SequenceGroups {
+        tid,
+        local,
+        first,
+        step,
+    }
 }
 
 /// A radix of [`for_each_mixed_radix`]: a constant or a run-time register.

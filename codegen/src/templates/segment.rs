@@ -14,13 +14,16 @@
 //! Accumulation is in f32.
 
 use crate::kernel::{
-    Address, BinOp, Cmp, Guard, KernelBuilder, Operand, Reg, SharedId, ShflMode, Space, Special,
-    TernOp, Type, UnOp,
+    Address, BinOp, Cmp, Guard, KernelBuilder, Operand, Reg, SharedId, ShflMode, Space, TernOp,
+    Type, UnOp,
 };
 use crate::launch::{ParamBinding, SizeExpr};
 use crate::spec::DType;
 
-use super::{BLOCK_THREADS, Entry, Plan, chunking, exp_f32, grid, load_f32, load_index, store_f32};
+use super::{
+    BLOCK_THREADS, Entry, Plan, chunking, exp_f32, grid, load_f32, load_index, sequence_groups,
+    store_f32,
+};
 
 /// Reductions of `jagged_reduce`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,7 +64,18 @@ impl GroupSize {
         }
     }
 
-    fn threads(self) -> u32 {
+    /// The group for sequences of up to `items` work items (rows x chunks):
+    /// a warp up to 8 items per lane.
+    pub fn for_items(items: u64) -> GroupSize {
+        if items <= 256 {
+            GroupSize::Warp
+        } else {
+            GroupSize::Block
+        }
+    }
+
+    /// Threads in a group.
+    pub fn threads(self) -> u32 {
         match self {
             GroupSize::Warp => 32,
             GroupSize::Block => BLOCK_THREADS,
@@ -192,39 +206,22 @@ pub fn segment_kernel(desc: &SegmentDesc) -> Plan {
         GroupSize::Warp => None,
     };
 
-    let tid = b.special(Special::TidX);
-    let ctaid = b.special(Special::CtaidX);
-    let nctaid = b.special(Special::NctaidX);
-    let local = b.binary(
+    let groups = sequence_groups(b, group_threads);
+    let tid = groups.tid;
+    let col_lane = b.binary(
         BinOp::Rem,
         Type::U32,
-        tid,
-        Operand::Int(i64::from(group_threads)),
+        groups.local,
+        Operand::Int(i64::from(cl)),
     );
-    let group_in_block = b.binary(
+    let row_lane = b.binary(
         BinOp::Div,
         Type::U32,
-        tid,
-        Operand::Int(i64::from(group_threads)),
+        groups.local,
+        Operand::Int(i64::from(cl)),
     );
-    let col_lane = b.binary(BinOp::Rem, Type::U32, local, Operand::Int(i64::from(cl)));
-    let row_lane = b.binary(BinOp::Div, Type::U32, local, Operand::Int(i64::from(cl)));
     let col_lane64 = b.cvt(Type::U64, Type::U32, col_lane);
     let row_lane64 = b.cvt(Type::U64, Type::U32, row_lane);
-    let group_in_block64 = b.cvt(Type::U64, Type::U32, group_in_block);
-    let first_seq = b.ternary(
-        TernOp::MadWide,
-        Type::U32,
-        ctaid,
-        Operand::Int(i64::from(groups_per_block)),
-        group_in_block64,
-    );
-    let seq_step = b.binary(
-        BinOp::MulWide,
-        Type::U32,
-        nctaid,
-        Operand::Int(i64::from(groups_per_block)),
-    );
     let ctx = Ctx {
         desc,
         combiner,
@@ -239,7 +236,7 @@ pub fn segment_kernel(desc: &SegmentDesc) -> Plan {
         col_lane,
         tid,
     };
-    b.for_range_u64(first_seq, batch, seq_step, |b, seq| {
+    b.for_range_u64(groups.first, batch, groups.step, |b, seq| {
         let seq_end = b.binary(BinOp::Add, Type::U64, seq, Operand::Int(1));
         let o0 = load_index(b, offsets, seq, desc.index);
         let o1 = load_index(b, offsets, seq_end, desc.index);
