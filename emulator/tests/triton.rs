@@ -51,6 +51,8 @@ fn fixtures_parse_and_name_their_kernel() {
         "sum_atomic",
         "attention_fwd",
         "matmul_tf32",
+        "matmul_f16_wide",
+        "layernorm_f16",
         "cumsum_i32",
         "histogram_atomic",
         "jagged_sum",
@@ -277,7 +279,6 @@ fn matmul_tf32_matches_f64_reference() {
 }
 
 #[test]
-#[ignore = "emulator: module-scope `.global .b8 _$_str[11] = {...}` (initialized global variables, emitted by NVVM reflect) is Unsupported"]
 fn layernorm_f16_matches_f64_reference() {
     let fx = Fixture::load("layernorm_f16");
     // 300 columns of a 512-wide block; rows are 600 bytes apart (scalar b16 accesses).
@@ -437,4 +438,48 @@ fn jagged_sum_matches_f64_reference() {
     );
     let err = rel_err(&out, &reference);
     assert!(err <= F32_TOL, "jagged sum relative error {err}");
+}
+
+#[test]
+fn matmul_f16_wide_matches_f64_reference() {
+    let fx = Fixture::load("matmul_f16_wide");
+    // One 128x128 program of 8 warps, 4 K steps, 48 KiB of dynamic shared memory.
+    let (m, n, k) = (128usize, 128usize, 128usize);
+    assert_eq!((fx.block, fx.shared_bytes), (256, 49152));
+    let mut rng = Rng::new(0x5eed_000a);
+    let to_f16 =
+        |v: Vec<f32>| -> Vec<half::f16> { v.into_iter().map(half::f16::from_f32).collect() };
+    let bytes = |v: &[half::f16]| -> Vec<u8> { v.iter().flat_map(|h| h.to_le_bytes()).collect() };
+    let a = to_f16(rng.vec(m * k, -1.0, 1.0));
+    let b = to_f16(rng.vec(k * n, -1.0, 1.0));
+    let mut dev = Device::new();
+    let a_dev = dev.upload(&bytes(&a));
+    let b_dev = dev.upload(&bytes(&b));
+    let c_dev = poisoned(&mut dev, m * n * 2);
+    run(
+        &mut dev,
+        &fx,
+        [1, 1, 1],
+        vec![
+            KernelArg::Ptr(a_dev),
+            KernelArg::Ptr(b_dev),
+            KernelArg::Ptr(c_dev),
+            KernelArg::I32(k as i32),
+        ],
+    );
+    let c: Vec<f32> = dev
+        .read(c_dev, m * n * 2)
+        .expect("read back output")
+        .chunks_exact(2)
+        .map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f32())
+        .collect();
+    let f = |h: half::f16| f64::from(h.to_f32());
+    let mut reference = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            reference[i * n + j] = (0..k).map(|p| f(a[i * k + p]) * f(b[p * n + j])).sum();
+        }
+    }
+    let err = rel_err(&c, &reference);
+    assert!(err <= F16_TOL, "f16 matmul relative error {err}");
 }
