@@ -39,6 +39,14 @@ fn run(args: &[String]) -> Result<bool, CrosscheckError> {
             run.best().as_secs_f64() * 1e3,
             run.times.len()
         );
+        if runs.is_empty() {
+            // Saved before the other backends run, so that a failure there
+            // still leaves the first backend's results.
+            check.save_outputs(&run)?;
+            if let Some(dir) = &options.save_dir {
+                check.save_all(&run, dir)?;
+            }
+        }
         runs.push(run);
     }
     let Some(first) = runs.first() else {
@@ -46,10 +54,6 @@ fn run(args: &[String]) -> Result<bool, CrosscheckError> {
             "--backends names no backend".to_string(),
         ));
     };
-    check.save_outputs(first)?;
-    if let Some(dir) = &options.save_dir {
-        check.save_all(first, dir)?;
-    }
     let (reference, others) = match &options.expect_dir {
         Some(dir) => (check.load_reference(dir)?, &runs[..]),
         None => (first.clone(), &runs[1..]),
