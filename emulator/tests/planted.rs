@@ -8,7 +8,7 @@
 
 mod triton_support;
 
-use jagged_emu::{CheckKind, CheckReport, Device, EmuError, KernelArg, LaunchStats};
+use jagged_emu::{CheckKind, CheckReport, Device, EmuError, KernelArg, LaunchStats, Space};
 use triton_support::{Fixture, Rng, bf16_bytes, f32_bytes, poisoned, to_bf16};
 
 /// Rows of the softmax launch; every row is exactly 256 floats (the kernel's block),
@@ -51,11 +51,11 @@ fn run_softmax(ptx: &str) -> Result<LaunchStats, EmuError> {
     dev.launch(&module, &fx.kernel, &fx.config([ROWS as u32, 1, 1]), &args)
 }
 
-/// Runs the matmul fixture (possibly edited) on a 64 x 64 x 128 problem.
-fn run_matmul(ptx: &str) -> Result<LaunchStats, EmuError> {
+/// Runs the matmul fixture (possibly edited) on an M x 64 x 128 problem.
+fn run_matmul(ptx: &str, m: usize) -> Result<LaunchStats, EmuError> {
     let fx = Fixture::load("matmul_bf16");
     let module = fx.module(ptx);
-    let (m, n, k) = (64usize, 64usize, 128usize);
+    let (n, k) = (64usize, 128usize);
     let mut rng = Rng::new(0x3a73a7);
     let mut dev = Device::new();
     let a = dev.upload(&bf16_bytes(&to_bf16(&rng.vec(m * k, -1.0, 1.0))));
@@ -72,7 +72,8 @@ fn run_matmul(ptx: &str) -> Result<LaunchStats, EmuError> {
         KernelArg::I32(n as i32),
         KernelArg::I32(n as i32),
     ]);
-    dev.launch(&module, &fx.kernel, &fx.config([1, 1, 1]), &args)
+    let grid = [m.div_ceil(64) as u32, 1, 1];
+    dev.launch(&module, &fx.kernel, &fx.config(grid), &args)
 }
 
 /// The checker's reports of a launch that must have failed the memory check.
@@ -98,7 +99,7 @@ fn unmodified_fixtures_pass_the_checker() {
         panic!("unmodified softmax: {e}");
     }
     let matmul = Fixture::load("matmul_bf16");
-    if let Err(e) = run_matmul(&matmul.ptx) {
+    if let Err(e) = run_matmul(&matmul.ptx, 40) {
         panic!("unmodified matmul: {e}");
     }
 }
@@ -201,7 +202,7 @@ fn reading_async_copies_before_waiting_is_detected() {
     while let Some(i) = ptx.lines().position(|l| l.contains("cp.async.wait_group")) {
         ptx = replace_line(&ptx, i, "");
     }
-    let r = reports(run_matmul(&ptx), "cp.async.wait_group deleted");
+    let r = reports(run_matmul(&ptx, 64), "cp.async.wait_group deleted");
     assert!(
         r.iter().any(|r| r.kind == CheckKind::PendingAsyncCopyRead),
         "{:?}",
@@ -246,4 +247,42 @@ fn vector_load_off_its_alignment_is_misaligned() {
             .all(|r| r.kind == CheckKind::Misaligned && r.line as usize == load + 1 && !r.write),
         "{r:?}"
     );
+}
+
+#[test]
+fn async_copy_ignoring_its_mask_reads_out_of_bounds() {
+    // With M = 40 the A rows 40..63 of the tile are masked: Triton gives their
+    // cp.async a source size of 0 (zero fill, nothing read). Dropping the source-size
+    // operand makes every copy read its 16 bytes, past the end of A.
+    let fx = Fixture::load("matmul_bf16");
+    let mut ptx = fx.ptx.clone();
+    let mut edited = Vec::new();
+    for (i, line) in fx.ptx.lines().enumerate() {
+        if let Some(prefix) = line
+            .strip_suffix(';')
+            .filter(|_| line.contains("cp.async.cg.shared.global"))
+            .and_then(|l| l.rsplit_once(", %r"))
+            .map(|(p, _)| p)
+        {
+            ptx = replace_line(&ptx, i, &format!("{prefix};"));
+            edited.push(i as u32 + 1);
+        }
+    }
+    assert!(!edited.is_empty(), "no cp.async with a source size");
+    let r = reports(run_matmul(&ptx, 40), "cp.async src-size dropped");
+    // The copies that fall outside A (and, for the prefetches beyond K in the last
+    // iterations, outside B) are reported where they are issued. A copy that was not
+    // delivered leaves its shared bytes unwritten, so later reads of them may be
+    // reported as uninitialized too; nothing else may be.
+    assert!(r.iter().any(|r| r.kind == CheckKind::OutOfBounds), "{r:?}");
+    for report in &r {
+        match report.kind {
+            CheckKind::OutOfBounds => assert!(
+                !report.write && report.space == Space::Global && edited.contains(&report.line),
+                "{report}"
+            ),
+            CheckKind::UninitializedSharedRead => {}
+            _ => panic!("unexpected report: {report}"),
+        }
+    }
 }
