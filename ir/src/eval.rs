@@ -343,6 +343,14 @@ impl<'g> Evaluator<'g> {
         }
     }
 
+    /// The sequence set of the jagged value `h`.
+    fn seqs_of(&self, h: Handle<Node>) -> &SeqsValue {
+        match self.tensor_type(h).seqs() {
+            Some(s) => self.seqs(s),
+            None => unreachable!("{h} is not jagged"),
+        }
+    }
+
     /// The extent of `dim` in sequence `b`.
     fn extent(&self, dim: Dim, b: usize) -> usize {
         match dim {
@@ -545,7 +553,7 @@ impl<'g> Evaluator<'g> {
                 )))
             }
             Node::SeqsWhere { mask } => {
-                let s = self.seqs(self.tensor_type(*mask).seqs().unwrap_or(*mask));
+                let s = self.seqs_of(*mask);
                 let data = self.data(*mask);
                 let mut offsets = vec![0];
                 for b in 0..self.batch {
@@ -617,7 +625,7 @@ impl<'g> Evaluator<'g> {
             } => tensor(self.contract(h, [(*lhs, lhs_axes), (*rhs, rhs_axes)], out_axes)),
             Node::ToPadded { arg } => {
                 let x = self.tensor_type(*arg);
-                let s = self.seqs(x.seqs().unwrap_or(*arg));
+                let s = self.seqs_of(*arg);
                 let row: usize = x.dims[1..].iter().map(|&d| self.extent(d, 0)).product();
                 let n = self.max_len;
                 let src = self.data(*arg);
@@ -645,7 +653,7 @@ impl<'g> Evaluator<'g> {
             }
             Node::Compact { arg, seqs } => {
                 let x = self.tensor_type(*arg);
-                let s = self.seqs(x.seqs().unwrap_or(*arg));
+                let s = self.seqs_of(*arg);
                 let kept = self.seqs(*seqs);
                 let Node::SeqsWhere { mask } = self.graph.node(*seqs) else {
                     unreachable!("validated: compact's set is a seqs_where");
