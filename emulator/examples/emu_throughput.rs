@@ -1,80 +1,92 @@
-//! Emulator throughput on real tensor-core PTX: runs the Triton bf16 matmul fixture
-//! (mma.sync, ldmatrix, cp.async) and prints warp instructions per second, the median
-//! of several launches.
-//!
-//! `cargo run --release -p jagged-emu --example emu_throughput [-- SIZE RUNS HOST_THREADS]`
-//! (SIZE: M = N = K, a multiple of 64; default 128. RUNS: default 5. HOST_THREADS:
-//! host threads running CTAs; default all cores.)
+//! Measures emulator throughput (warp instructions per second) on an arithmetic loop
+//! kernel, a shared-memory kernel and a global load/store kernel.
+use jagged_emu::{Device, KernelArg, LaunchConfig, Module};
 
-#[path = "../tests/triton_support/mod.rs"]
-mod triton_support;
+const PTX: &str = r#"
+.version 8.0
+.target sm_80
+.address_size 64
+.visible .entry alu(.param .u64 out, .param .u32 n)
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<8>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<4>;
+    ld.param.u64 %rd1, [out];
+    ld.param.u32 %r1, [n];
+    mov.u32 %r2, %tid.x;
+    mov.u32 %r3, 0;
+    cvt.rn.f32.u32 %f1, %r2;
+    mov.f32 %f2, 0f00000000;
+LOOP:
+    fma.rn.f32 %f2, %f1, 0f3F000000, %f2;
+    add.s32 %r4, %r3, %r2;
+    xor.b32 %r5, %r4, 0x55;
+    mul.lo.s32 %r6, %r5, 3;
+    add.f32 %f2, %f2, 0f3F800000;
+    add.s32 %r3, %r3, 1;
+    setp.lt.u32 %p1, %r3, %r1;
+    @%p1 bra LOOP;
+    mul.wide.u32 %rd2, %r2, 4;
+    add.s64 %rd3, %rd1, %rd2;
+    st.global.f32 [%rd3], %f2;
+    ret;
+}
+.visible .entry mem(.param .u64 out, .param .u32 n)
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<8>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<4>;
+    .shared .align 16 .b8 s[2048];
+    ld.param.u64 %rd1, [out];
+    ld.param.u32 %r1, [n];
+    mov.u32 %r2, %tid.x;
+    mul.wide.u32 %rd2, %r2, 4;
+    add.s64 %rd3, %rd1, %rd2;
+    shl.b32 %r4, %r2, 2;
+    mov.u32 %r5, s;
+    add.u32 %r5, %r5, %r4;
+    mov.u32 %r3, 0;
+    st.global.f32 [%rd3], 0f00000000;
+LOOP:
+    ld.global.f32 %f1, [%rd3];
+    st.shared.f32 [%r5], %f1;
+    ld.shared.f32 %f2, [%r5];
+    add.f32 %f2, %f2, 0f3F800000;
+    st.global.f32 [%rd3], %f2;
+    add.s32 %r3, %r3, 1;
+    setp.lt.u32 %p1, %r3, %r1;
+    @%p1 bra LOOP;
+    ret;
+}
+"#;
 
-use jagged_emu::{Device, KernelArg};
-use triton_support::{Fixture, Rng, bf16_bytes, to_bf16};
-
-fn main() {
-    let mut cli = std::env::args().skip(1);
-    let size: usize = cli.next().and_then(|s| s.parse().ok()).unwrap_or(128);
-    let runs: usize = cli.next().and_then(|s| s.parse().ok()).unwrap_or(5).max(1);
-    let host_threads: Option<usize> = cli.next().and_then(|s| s.parse().ok());
-    assert!(
-        size > 0 && size.is_multiple_of(64),
-        "SIZE must be a positive multiple of 64"
-    );
-
-    let fx = Fixture::load("matmul_bf16");
-    let module = fx.module(&fx.ptx);
-    let mut rng = Rng::new(42);
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let module = Module::parse(PTX)?;
     let mut dev = Device::new();
-    if let Some(n) = host_threads {
-        dev.set_host_threads(n);
+    if let Some(t) = std::env::args().nth(1).and_then(|s| s.parse().ok()) {
+        dev.set_host_threads(t);
     }
-    let a = dev.upload(&bf16_bytes(&to_bf16(&rng.vec(size * size, -1.0, 1.0))));
-    let b = dev.upload(&bf16_bytes(&to_bf16(&rng.vec(size * size, -1.0, 1.0))));
-    let c = dev.alloc(size * size * 4);
-    let n = size as i32;
-    let tiles = (size / 64) as u32;
-    let config = fx.config([tiles, tiles, 1]);
-
-    let mut rates = Vec::with_capacity(runs);
-    let mut last = None;
-    for _ in 0..runs {
-        let args = fx.args(vec![
-            KernelArg::Ptr(a),
-            KernelArg::Ptr(b),
-            KernelArg::Ptr(c),
-            KernelArg::I32(n),
-            KernelArg::I32(n),
-            KernelArg::I32(n),
-            KernelArg::I32(n),
-            KernelArg::I32(n),
-            KernelArg::I32(n),
-        ]);
-        let stats = match dev.launch(&module, &fx.kernel, &config, &args) {
-            Ok(stats) => stats,
-            Err(e) => {
-                eprintln!("launch failed: {e}");
-                std::process::exit(1);
-            }
-        };
-        rates.push(stats.warp_instructions as f64 / stats.elapsed.as_secs_f64());
-        last = Some(stats);
-    }
-    rates.sort_by(f64::total_cmp);
-    let median = rates[rates.len() / 2];
-    if let Some(stats) = last {
+    let out = dev.alloc(128 * 4);
+    let cfg = LaunchConfig {
+        grid: [64, 1, 1],
+        block: [128, 1, 1],
+        dynamic_shared_bytes: 0,
+    };
+    for kernel in ["alu", "mem"] {
+        let s = dev.launch(
+            &module,
+            kernel,
+            &cfg,
+            &[KernelArg::Ptr(out), KernelArg::U32(200)],
+        )?;
         println!(
-            "matmul_bf16 {size}x{size}x{size}, grid {tiles}x{tiles} x {} threads: {} warp instructions, {} thread instructions, {:.1} ms per launch",
-            fx.block,
-            stats.warp_instructions,
-            stats.thread_instructions,
-            stats.elapsed.as_secs_f64() * 1e3
+            "{kernel}: {} warp instructions in {:?}: {:.2} M warp-instr/s",
+            s.warp_instructions,
+            s.elapsed,
+            s.warp_instructions_per_second() / 1e6
         );
     }
-    println!(
-        "median of {runs}: {:.2} M warp instructions/s (min {:.2}, max {:.2})",
-        median / 1e6,
-        rates[0] / 1e6,
-        rates[rates.len() - 1] / 1e6
-    );
+    Ok(())
 }

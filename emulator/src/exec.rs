@@ -76,13 +76,17 @@ struct Warp {
     blocked: u32,
     /// Barrier id each blocked lane waits on.
     bar_of: [u8; 32],
+    /// Operand values of the current instruction, one row per source.
+    scratch: [[u64; 32]; 4],
     open_copies: Vec<PendingCopy>,
     copy_groups: VecDeque<Vec<PendingCopy>>,
 }
 
 /// Per-host-thread state, reused for every CTA the thread runs.
 #[derive(Default)]
-pub struct Worker {
+pub struct Worker<'g> {
+    /// The allocation of the last global access (most accesses hit the same buffer).
+    last_alloc: Option<(u64, &'g Allocation)>,
     shared: Vec<u8>,
     shadow: Vec<Shadow>,
     local: Vec<u8>,
@@ -128,9 +132,9 @@ enum Place<'g> {
     Param(usize),
 }
 
-impl Worker {
+impl<'g> Worker<'g> {
     /// Runs one CTA to completion.
-    pub fn run_cta(&mut self, ctx: &LaunchCtx, ctaid: [u32; 3]) -> Result<(), EmuError> {
+    pub fn run_cta(&mut self, ctx: &LaunchCtx<'g>, ctaid: [u32; 3]) -> Result<(), EmuError> {
         let k = ctx.kernel;
         let nthreads = ctx.block[0] * ctx.block[1] * ctx.block[2];
         let nwarps = nthreads.div_ceil(32);
@@ -160,6 +164,7 @@ impl Worker {
                 live: 0,
                 blocked: 0,
                 bar_of: [0; 32],
+                scratch: [[0; 32]; 4],
                 open_copies: Vec::new(),
                 copy_groups: VecDeque::new(),
             });
@@ -182,7 +187,7 @@ impl Worker {
         res
     }
 
-    fn schedule(&mut self, ctx: &LaunchCtx, warps: &mut [Warp]) -> Result<(), EmuError> {
+    fn schedule(&mut self, ctx: &LaunchCtx<'g>, warps: &mut [Warp]) -> Result<(), EmuError> {
         loop {
             if ctx.abort.load(Ordering::Relaxed) {
                 return Ok(());
@@ -251,7 +256,7 @@ impl Worker {
         any
     }
 
-    fn runtime(&self, ctx: &LaunchCtx, line: u32, tid: u32, message: String) -> EmuError {
+    fn runtime(&self, ctx: &LaunchCtx<'g>, line: u32, tid: u32, message: String) -> EmuError {
         EmuError::Runtime {
             kernel: ctx.kernel.name.clone(),
             line,
@@ -264,7 +269,7 @@ impl Worker {
     #[allow(clippy::too_many_arguments)]
     fn report(
         &mut self,
-        ctx: &LaunchCtx,
+        ctx: &LaunchCtx<'g>,
         kind: CheckKind,
         space: Space,
         address: u64,
@@ -291,7 +296,7 @@ impl Worker {
         });
     }
 
-    fn run_warp(&mut self, ctx: &LaunchCtx, w: &mut Warp) -> Result<(), EmuError> {
+    fn run_warp(&mut self, ctx: &LaunchCtx<'g>, w: &mut Warp) -> Result<(), EmuError> {
         let code = &ctx.kernel.code;
         for _ in 0..WARP_SLICE {
             let runnable = w.live & !w.blocked;
@@ -362,8 +367,8 @@ impl Worker {
     }
 
     #[inline]
-    fn sreg(&self, ctx: &LaunchCtx, w: &Warp, s: Sreg, l: u32) -> u64 {
-        let tid = w.id * 32 + l;
+    fn sreg(&self, ctx: &LaunchCtx<'g>, wid: u32, s: Sreg, l: u32) -> u64 {
+        let tid = wid * 32 + l;
         let b = ctx.block;
         (match s {
             Sreg::Tid(0) => tid % b[0],
@@ -373,7 +378,7 @@ impl Worker {
             Sreg::Ctaid(d) => self.ctaid[d as usize],
             Sreg::Nctaid(d) => ctx.grid[d as usize],
             Sreg::LaneId => l,
-            Sreg::WarpId => w.id,
+            Sreg::WarpId => wid,
             Sreg::NWarpId => (b[0] * b[1] * b[2]).div_ceil(32),
             Sreg::Clock => self.warp_instructions as u32,
             Sreg::Clock64 => return self.warp_instructions,
@@ -389,15 +394,37 @@ impl Worker {
     }
 
     #[inline]
-    fn rd(&self, ctx: &LaunchCtx, w: &Warp, s: Src, l: u32) -> u64 {
+    fn rd(&self, ctx: &LaunchCtx<'g>, w: &Warp, s: Src, l: u32) -> u64 {
         match s {
             Src::Reg(r) => w.regs[r as usize * 32 + l as usize],
             Src::Imm(v) => v,
-            Src::Sreg(sr) => self.sreg(ctx, w, sr, l),
+            Src::Sreg(sr) => self.sreg(ctx, w.id, sr, l),
         }
     }
 
-    fn addr(&self, ctx: &LaunchCtx, w: &Warp, a: Addr, l: u32) -> u64 {
+    /// The values of `s` in every lane of `active` (other entries are unspecified).
+    #[inline]
+    fn gather(
+        &self,
+        ctx: &LaunchCtx<'g>,
+        wid: u32,
+        regs: &[u64],
+        s: Src,
+        active: u32,
+        out: &mut [u64; 32],
+    ) {
+        match s {
+            Src::Reg(r) => out.copy_from_slice(&regs[r as usize * 32..r as usize * 32 + 32]),
+            Src::Imm(v) => out.fill(v),
+            Src::Sreg(sr) => {
+                for l in lanes(active) {
+                    out[l as usize] = self.sreg(ctx, wid, sr, l);
+                }
+            }
+        }
+    }
+
+    fn addr(&self, ctx: &LaunchCtx<'g>, w: &Warp, a: Addr, l: u32) -> u64 {
         match a.base {
             Some(r) => self
                 .rd(ctx, w, Src::Reg(r), l)
@@ -408,7 +435,7 @@ impl Worker {
 
     /// Resolves and checks one access. Reports and returns `None` when it is bad.
     #[allow(clippy::too_many_arguments)]
-    fn place<'g>(
+    fn place(
         &mut self,
         ctx: &LaunchCtx<'g>,
         space: MemSpace,
@@ -486,10 +513,21 @@ impl Worker {
                     )
                 }
             }
-            MemSpace::Global | MemSpace::Generic => match ctx.global.find(addr, size as u64) {
-                Some((base, a)) => Some(Place::Global(a, addr - base)),
-                None => oob(self, ctx.global.describe(addr)),
-            },
+            MemSpace::Global | MemSpace::Generic => {
+                if let Some((base, a)) = self.last_alloc
+                    && addr >= base
+                    && addr + size as u64 <= base + a.size
+                {
+                    return Some(Place::Global(a, addr - base));
+                }
+                match ctx.global.find(addr, size as u64) {
+                    Some((base, a)) => {
+                        self.last_alloc = Some((base, a));
+                        Some(Place::Global(a, addr - base))
+                    }
+                    None => oob(self, ctx.global.describe(addr)),
+                }
+            }
             MemSpace::Shared => {
                 if addr + size as u64 <= ctx.shared_bytes as u64 {
                     Some(Place::Shared(addr as u32))
@@ -528,7 +566,7 @@ impl Worker {
     #[allow(clippy::too_many_arguments)]
     fn shared_read_check(
         &mut self,
-        ctx: &LaunchCtx,
+        ctx: &LaunchCtx<'g>,
         off: u32,
         size: u32,
         wid: u32,
@@ -577,7 +615,7 @@ impl Worker {
     #[allow(clippy::too_many_arguments)]
     fn shared_write_check(
         &mut self,
-        ctx: &LaunchCtx,
+        ctx: &LaunchCtx<'g>,
         off: u32,
         size: u32,
         wid: u32,
@@ -623,11 +661,62 @@ impl Worker {
         }
     }
 
-    /// A checked load of `out.len()` bytes; false (and `out` zeroed) when reported.
+    /// Resolves and checks an access, including the shared-memory checker bookkeeping.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn access(
+        &mut self,
+        ctx: &LaunchCtx<'g>,
+        space: MemSpace,
+        addr: u64,
+        size: u32,
+        write: bool,
+        wid: u32,
+        tid: u32,
+        line: u32,
+    ) -> Option<Place<'g>> {
+        let p = self.place(ctx, space, addr, size, write, tid, line)?;
+        if let Place::Shared(off) = p {
+            if write {
+                self.shared_write_check(ctx, off, size, wid, false, tid, line);
+            } else {
+                self.shared_read_check(ctx, off, size, wid, tid, line);
+            }
+        }
+        Some(p)
+    }
+
+    /// Reads `size` (1, 2, 4 or 8) bytes `off` bytes into a checked place.
+    #[inline]
+    fn read_small(&self, ctx: &LaunchCtx<'g>, p: &Place<'g>, off: u64, size: u32) -> u64 {
+        match *p {
+            Place::Global(a, o) => a.read_small(o + off, size),
+            Place::Shared(o) => le(&self.shared, o as usize + off as usize, size),
+            Place::Local(o) => le(&self.local, o + off as usize, size),
+            Place::Param(o) => le(ctx.params, o + off as usize, size),
+            Place::Module(o) => le(ctx.module_data, o + off as usize, size),
+        }
+    }
+
+    /// Writes the low `size` (1, 2, 4 or 8) bytes of `v` `off` bytes into a checked place.
+    #[inline]
+    fn write_small(&mut self, p: &Place<'g>, off: u64, size: u32, v: u64) {
+        let put = |buf: &mut [u8], o: usize| {
+            buf[o..o + size as usize].copy_from_slice(&v.to_le_bytes()[..size as usize])
+        };
+        match *p {
+            Place::Global(a, o) => a.write_small(o + off, size, v),
+            Place::Shared(o) => put(&mut self.shared, o as usize + off as usize),
+            Place::Local(o) => put(&mut self.local, o + off as usize),
+            Place::Param(_) | Place::Module(_) => {}
+        }
+    }
+
+    /// A checked load of `out.len()` bytes (a multiple of 8, or at most 8); zeros when reported.
     #[allow(clippy::too_many_arguments)]
     fn load(
         &mut self,
-        ctx: &LaunchCtx,
+        ctx: &LaunchCtx<'g>,
         space: MemSpace,
         addr: u64,
         out: &mut [u8],
@@ -636,25 +725,23 @@ impl Worker {
         line: u32,
     ) {
         let size = out.len() as u32;
-        match self.place(ctx, space, addr, size, false, tid, line) {
-            Some(Place::Global(a, off)) => a.read(off, out),
-            Some(Place::Shared(off)) => {
-                self.shared_read_check(ctx, off, size, wid, tid, line);
-                out.copy_from_slice(&self.shared[off as usize..(off + size) as usize]);
-            }
-            Some(Place::Local(off)) => out.copy_from_slice(&self.local[off..off + size as usize]),
-            Some(Place::Param(off)) => out.copy_from_slice(&ctx.params[off..off + size as usize]),
-            Some(Place::Module(off)) => {
-                out.copy_from_slice(&ctx.module_data[off..off + size as usize])
+        let chunk = size.min(8);
+        match self.access(ctx, space, addr, size, false, wid, tid, line) {
+            Some(p) => {
+                for (c, o) in out.chunks_mut(chunk as usize).enumerate() {
+                    let v = self.read_small(ctx, &p, c as u64 * chunk as u64, chunk);
+                    o.copy_from_slice(&v.to_le_bytes()[..chunk as usize]);
+                }
             }
             None => out.fill(0),
         }
     }
 
+    /// A checked store of `data` (a multiple of 8 bytes, or at most 8).
     #[allow(clippy::too_many_arguments)]
     fn store(
         &mut self,
-        ctx: &LaunchCtx,
+        ctx: &LaunchCtx<'g>,
         space: MemSpace,
         addr: u64,
         data: &[u8],
@@ -663,21 +750,20 @@ impl Worker {
         line: u32,
     ) {
         let size = data.len() as u32;
-        match self.place(ctx, space, addr, size, true, tid, line) {
-            Some(Place::Global(a, off)) => a.write(off, data),
-            Some(Place::Shared(off)) => {
-                self.shared_write_check(ctx, off, size, wid, false, tid, line);
-                self.shared[off as usize..(off + size) as usize].copy_from_slice(data);
+        let chunk = size.min(8);
+        if let Some(p) = self.access(ctx, space, addr, size, true, wid, tid, line) {
+            for (c, d) in data.chunks(chunk as usize).enumerate() {
+                let mut b = [0u8; 8];
+                b[..d.len()].copy_from_slice(d);
+                self.write_small(&p, c as u64 * chunk as u64, chunk, u64::from_le_bytes(b));
             }
-            Some(Place::Local(off)) => self.local[off..off + size as usize].copy_from_slice(data),
-            Some(Place::Param(_) | Place::Module(_)) | None => {}
         }
     }
 
     /// Checks that a collective runs with exactly its member lanes.
     fn collective(
         &self,
-        ctx: &LaunchCtx,
+        ctx: &LaunchCtx<'g>,
         w: &Warp,
         mask: u32,
         member: u32,
@@ -700,7 +786,7 @@ impl Worker {
 
     fn step(
         &mut self,
-        ctx: &LaunchCtx,
+        ctx: &LaunchCtx<'g>,
         w: &mut Warp,
         ins: &Instr,
         mask: u32,
@@ -716,16 +802,12 @@ impl Worker {
                 d,
                 s,
             } => {
-                let base = *d as usize * 32;
-                for l in lanes(active) {
-                    let v = [
-                        self.rd(ctx, w, s[0], l),
-                        self.rd(ctx, w, s[1], l),
-                        self.rd(ctx, w, s[2], l),
-                        self.rd(ctx, w, s[3], l),
-                    ];
-                    w.regs[base + l as usize] = num::alu(*op, *ty, *flags, v);
+                let v = &mut w.scratch;
+                for (k, src) in s.iter().enumerate().take(op.arity()) {
+                    self.gather(ctx, w.id, &w.regs, *src, active, &mut v[k]);
                 }
+                let base = *d as usize * 32;
+                num::alu_warp(*op, *ty, *flags, v, &mut w.regs[base..base + 32], active);
             }
             Op::Setp {
                 cmp,
@@ -736,6 +818,21 @@ impl Worker {
                 b,
                 comb,
             } => {
+                if let (Some(p), None, None) = (p, q, comb) {
+                    let v = &mut w.scratch;
+                    self.gather(ctx, w.id, &w.regs, *a, active, &mut v[0]);
+                    self.gather(ctx, w.id, &w.regs, *b, active, &mut v[1]);
+                    let base = *p as usize * 32;
+                    num::compare_warp(
+                        *cmp,
+                        *ty,
+                        &v[0],
+                        &v[1],
+                        &mut w.regs[base..base + 32],
+                        active,
+                    );
+                    return Ok(Flow::Next);
+                }
                 for l in lanes(active) {
                     let mut r =
                         num::compare(*cmp, *ty, self.rd(ctx, w, *a, l), self.rd(ctx, w, *b, l));
@@ -882,9 +979,15 @@ impl Worker {
                 addr,
                 reg_bits,
             } => {
-                let es = ty.size() as usize;
-                let total = es * ds.len();
-                let mut buf = [0u8; 64];
+                let es = ty.size().min(8);
+                let total = es * ds.len() as u32;
+                let chunk = total.min(8);
+                let per = (chunk / es) as usize;
+                let emask = if es >= 8 {
+                    u64::MAX
+                } else {
+                    (1u64 << (8 * es)) - 1
+                };
                 let rmask = if *reg_bits >= 64 {
                     u64::MAX
                 } else {
@@ -892,16 +995,20 @@ impl Worker {
                 };
                 for l in lanes(active) {
                     let a = self.addr(ctx, w, *addr, l);
-                    self.load(ctx, *space, a, &mut buf[..total], wid, wid * 32 + l, line);
-                    for (i, d) in ds.iter().enumerate() {
-                        if let Some(d) = d {
-                            let mut b8 = [0u8; 8];
-                            b8[..es.min(8)].copy_from_slice(&buf[i * es..i * es + es.min(8)]);
-                            let mut v = u64::from_le_bytes(b8);
-                            if ty.is_signed() {
-                                v = num::sext(v, *ty) as u64;
+                    let p = self.access(ctx, *space, a, total, false, wid, wid * 32 + l, line);
+                    for c in 0..(total / chunk) as usize {
+                        let v = match &p {
+                            Some(p) => self.read_small(ctx, p, (c * chunk as usize) as u64, chunk),
+                            None => 0,
+                        };
+                        for j in 0..per {
+                            if let Some(d) = ds[c * per + j] {
+                                let mut x = (v >> (8 * es as usize * j)) & emask;
+                                if ty.is_signed() {
+                                    x = num::sext(x, *ty) as u64;
+                                }
+                                w.regs[d as usize * 32 + l as usize] = x & rmask;
                             }
-                            w.regs[*d as usize * 32 + l as usize] = v & rmask;
                         }
                     }
                 }
@@ -912,16 +1019,29 @@ impl Worker {
                 srcs,
                 addr,
             } => {
-                let es = ty.size() as usize;
-                let total = es * srcs.len();
-                let mut buf = [0u8; 64];
+                let es = ty.size().min(8);
+                let total = es * srcs.len() as u32;
+                let chunk = total.min(8);
+                let per = (chunk / es) as usize;
+                let emask = if es >= 8 {
+                    u64::MAX
+                } else {
+                    (1u64 << (8 * es)) - 1
+                };
                 for l in lanes(active) {
-                    for (i, s) in srcs.iter().enumerate() {
-                        let v = self.rd(ctx, w, *s, l).to_le_bytes();
-                        buf[i * es..i * es + es].copy_from_slice(&v[..es]);
-                    }
                     let a = self.addr(ctx, w, *addr, l);
-                    self.store(ctx, *space, a, &buf[..total], wid, wid * 32 + l, line);
+                    let Some(p) = self.access(ctx, *space, a, total, true, wid, wid * 32 + l, line)
+                    else {
+                        continue;
+                    };
+                    for c in 0..(total / chunk) as usize {
+                        let mut v = 0u64;
+                        for j in 0..per {
+                            let x = self.rd(ctx, w, srcs[c * per + j], l) & emask;
+                            v |= x << (8 * es as usize * j);
+                        }
+                        self.write_small(&p, (c * chunk as usize) as u64, chunk, v);
+                    }
                 }
             }
             Op::Atom {
@@ -1257,7 +1377,7 @@ impl Worker {
         Ok(Flow::Next)
     }
 
-    fn deliver(&mut self, ctx: &LaunchCtx, wid: u32, c: &PendingCopy) {
+    fn deliver(&mut self, ctx: &LaunchCtx<'g>, wid: u32, c: &PendingCopy) {
         let (off, len) = (c.dst, c.len as u32);
         self.shared_write_check(ctx, off, len, wid, false, wid * 32 + c.lane as u32, c.line);
         for b in off..off + len {
@@ -1269,7 +1389,7 @@ impl Worker {
     #[allow(clippy::too_many_arguments)]
     fn mma(
         &self,
-        ctx: &LaunchCtx,
+        ctx: &LaunchCtx<'g>,
         w: &mut Warp,
         kind: MmaKind,
         d: &[u32],
@@ -1459,6 +1579,26 @@ pub fn atom_apply(op: AtomOp, ty: Ty, old: u64, b: u64, c: u64) -> u64 {
                 old - 1
             }
         }
+    }
+}
+
+/// Little-endian value of `size` (1, 2, 4 or 8) bytes of `buf` at `o`.
+#[inline]
+fn le(buf: &[u8], o: usize, size: u32) -> u64 {
+    match size {
+        1 => buf[o] as u64,
+        2 => u16::from_le_bytes([buf[o], buf[o + 1]]) as u64,
+        4 => u32::from_le_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]) as u64,
+        _ => u64::from_le_bytes([
+            buf[o],
+            buf[o + 1],
+            buf[o + 2],
+            buf[o + 3],
+            buf[o + 4],
+            buf[o + 5],
+            buf[o + 6],
+            buf[o + 7],
+        ]),
     }
 }
 

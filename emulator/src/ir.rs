@@ -220,6 +220,40 @@ pub enum AluOp {
     Mov,
 }
 
+impl AluOp {
+    /// Number of source operands the operation reads.
+    pub fn arity(self) -> usize {
+        match self {
+            AluOp::Neg
+            | AluOp::Abs
+            | AluOp::Not
+            | AluOp::Cnot
+            | AluOp::Popc
+            | AluOp::Clz
+            | AluOp::Brev
+            | AluOp::Rcp
+            | AluOp::Sqrt
+            | AluOp::Rsqrt
+            | AluOp::Ex2
+            | AluOp::Lg2
+            | AluOp::Sin
+            | AluOp::Cos
+            | AluOp::Tanh
+            | AluOp::Mov => 1,
+            AluOp::MadLo
+            | AluOp::MadHi
+            | AluOp::MadWide
+            | AluOp::Mad24Lo
+            | AluOp::Fma
+            | AluOp::Bfe
+            | AluOp::Prmt(_)
+            | AluOp::Shf { .. } => 3,
+            AluOp::Bfi | AluOp::Lop3 => 4,
+            _ => 2,
+        }
+    }
+}
+
 /// `prmt` modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PrmtMode {

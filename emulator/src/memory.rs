@@ -31,6 +31,12 @@ impl Allocation {
 
     /// Reads `out.len()` bytes at byte offset `off` (in bounds; any alignment).
     pub fn read(&self, off: u64, out: &mut [u8]) {
+        let start = (off % 8) as usize;
+        if start + out.len() <= 8 {
+            let w = self.words[(off / 8) as usize].load(Relaxed).to_le_bytes();
+            out.copy_from_slice(&w[start..start + out.len()]);
+            return;
+        }
         let mut i = 0usize;
         while i < out.len() {
             let o = off + i as u64;
@@ -39,6 +45,31 @@ impl Allocation {
             let n = (8 - start).min(out.len() - i);
             out[i..i + n].copy_from_slice(&w[start..start + n]);
             i += n;
+        }
+    }
+
+    /// Reads the `size`-byte (1, 2, 4 or 8) little-endian value at naturally aligned `off`.
+    #[inline]
+    pub fn read_small(&self, off: u64, size: u32) -> u64 {
+        let w = self.words[(off / 8) as usize].load(Relaxed);
+        if size >= 8 {
+            w
+        } else {
+            (w >> (8 * (off % 8))) & ((1u64 << (8 * size)) - 1)
+        }
+    }
+
+    /// Writes the low `size` (1, 2, 4 or 8) bytes of `v` at naturally aligned `off`.
+    #[inline]
+    pub fn write_small(&self, off: u64, size: u32, v: u64) {
+        let word = &self.words[(off / 8) as usize];
+        if size >= 8 {
+            word.store(v, Relaxed);
+        } else {
+            let shift = 8 * (off % 8);
+            let mask = ((1u64 << (8 * size)) - 1) << shift;
+            let val = (v << shift) & mask;
+            let _ = word.fetch_update(Relaxed, Relaxed, |w| Some((w & !mask) | val));
         }
     }
 

@@ -608,3 +608,171 @@ pub fn tf32_round(x: f32) -> u32 {
     }
     (b.wrapping_add(0x1000)) & 0xffff_e000
 }
+
+/// Runs `f(lane)` for every lane of `active`, writing `out[lane]`; a full warp takes a
+/// plain loop the compiler can vectorize.
+#[inline(always)]
+fn lanewise(active: u32, out: &mut [u64], f: impl Fn(usize) -> u64) {
+    if active == u32::MAX {
+        for (l, o) in out.iter_mut().enumerate().take(32) {
+            *o = f(l);
+        }
+    } else {
+        let mut m = active;
+        while m != 0 {
+            let l = m.trailing_zeros() as usize;
+            m &= m - 1;
+            out[l] = f(l);
+        }
+    }
+}
+
+/// An ALU op over the lanes of `active`: `out[l] = op(v[0][l], v[1][l], ...)`. Common
+/// integer and f32 cases run as tight loops; the rest go lane by lane through [`alu`].
+pub fn alu_warp(op: AluOp, ty: Ty, f: AluFlags, v: &[[u64; 32]; 4], out: &mut [u64], active: u32) {
+    let [a, b, c, _] = v;
+    const M32: u64 = 0xffff_ffff;
+    let plain_float = matches!(f.rnd, Rnd::Default | Rnd::Rn) && !f.ftz && !f.sat && !f.nan;
+    let f32_of = |x: u64| f32::from_bits(x as u32);
+    match (op, ty) {
+        (AluOp::Mov, _) => {
+            let m = ty.mask();
+            lanewise(active, out, |l| a[l] & m)
+        }
+        (AluOp::Add, Ty::B32 | Ty::U32 | Ty::S32) if !f.sat => {
+            lanewise(active, out, |l| a[l].wrapping_add(b[l]) & M32)
+        }
+        (AluOp::Sub, Ty::B32 | Ty::U32 | Ty::S32) if !f.sat => {
+            lanewise(active, out, |l| a[l].wrapping_sub(b[l]) & M32)
+        }
+        (AluOp::MulLo, Ty::B32 | Ty::U32 | Ty::S32) => {
+            lanewise(active, out, |l| a[l].wrapping_mul(b[l]) & M32)
+        }
+        (AluOp::MadLo, Ty::B32 | Ty::U32 | Ty::S32) => lanewise(active, out, |l| {
+            a[l].wrapping_mul(b[l]).wrapping_add(c[l]) & M32
+        }),
+        (AluOp::Add, Ty::B64 | Ty::U64 | Ty::S64) => {
+            lanewise(active, out, |l| a[l].wrapping_add(b[l]))
+        }
+        (AluOp::Sub, Ty::B64 | Ty::U64 | Ty::S64) => {
+            lanewise(active, out, |l| a[l].wrapping_sub(b[l]))
+        }
+        (AluOp::MulLo, Ty::B64 | Ty::U64 | Ty::S64) => {
+            lanewise(active, out, |l| a[l].wrapping_mul(b[l]))
+        }
+        (AluOp::MadLo, Ty::B64 | Ty::U64 | Ty::S64) => {
+            lanewise(active, out, |l| a[l].wrapping_mul(b[l]).wrapping_add(c[l]))
+        }
+        (AluOp::MulWide, Ty::U32) => lanewise(active, out, |l| (a[l] & M32) * (b[l] & M32)),
+        (AluOp::MulWide, Ty::S32) => lanewise(active, out, |l| {
+            ((a[l] as i32 as i64) * (b[l] as i32 as i64)) as u64
+        }),
+        (AluOp::MadWide, Ty::U32) => lanewise(active, out, |l| {
+            ((a[l] & M32) * (b[l] & M32)).wrapping_add(c[l])
+        }),
+        (AluOp::MadWide, Ty::S32) => lanewise(active, out, |l| {
+            ((a[l] as i32 as i64) * (b[l] as i32 as i64)).wrapping_add(c[l] as i64) as u64
+        }),
+        (AluOp::And, _) if ty != Ty::Pred => {
+            let m = ty.mask();
+            lanewise(active, out, |l| a[l] & b[l] & m)
+        }
+        (AluOp::Or, _) if ty != Ty::Pred => {
+            let m = ty.mask();
+            lanewise(active, out, |l| (a[l] | b[l]) & m)
+        }
+        (AluOp::Xor, _) if ty != Ty::Pred => {
+            let m = ty.mask();
+            lanewise(active, out, |l| (a[l] ^ b[l]) & m)
+        }
+        (AluOp::Shl, Ty::B32 | Ty::U32 | Ty::S32) => lanewise(active, out, |l| {
+            if b[l] & M32 >= 32 {
+                0
+            } else {
+                (a[l] << (b[l] & 31)) & M32
+            }
+        }),
+        (AluOp::Shr, Ty::B32 | Ty::U32) => lanewise(active, out, |l| {
+            if b[l] & M32 >= 32 {
+                0
+            } else {
+                (a[l] & M32) >> (b[l] & 31)
+            }
+        }),
+        (AluOp::Shr, Ty::S32) => lanewise(active, out, |l| {
+            ((a[l] as i32) >> (b[l] & M32).min(31)) as u32 as u64
+        }),
+        (AluOp::Shl, Ty::B64 | Ty::U64 | Ty::S64) => lanewise(active, out, |l| {
+            if b[l] & M32 >= 64 {
+                0
+            } else {
+                a[l] << (b[l] & 63)
+            }
+        }),
+        (AluOp::Shr, Ty::B64 | Ty::U64) => lanewise(active, out, |l| {
+            if b[l] & M32 >= 64 {
+                0
+            } else {
+                a[l] >> (b[l] & 63)
+            }
+        }),
+        (AluOp::Min, Ty::S32) => lanewise(active, out, |l| {
+            (a[l] as i32).min(b[l] as i32) as u32 as u64
+        }),
+        (AluOp::Max, Ty::S32) => lanewise(active, out, |l| {
+            (a[l] as i32).max(b[l] as i32) as u32 as u64
+        }),
+        (AluOp::Min, Ty::U32) => lanewise(active, out, |l| (a[l] & M32).min(b[l] & M32)),
+        (AluOp::Max, Ty::U32) => lanewise(active, out, |l| (a[l] & M32).max(b[l] & M32)),
+        (AluOp::Add, Ty::F32) if plain_float => lanewise(active, out, |l| {
+            (f32_of(a[l]) + f32_of(b[l])).to_bits() as u64
+        }),
+        (AluOp::Sub, Ty::F32) if plain_float => lanewise(active, out, |l| {
+            (f32_of(a[l]) - f32_of(b[l])).to_bits() as u64
+        }),
+        (AluOp::MulLo, Ty::F32) if plain_float => lanewise(active, out, |l| {
+            (f32_of(a[l]) * f32_of(b[l])).to_bits() as u64
+        }),
+        (AluOp::Fma, Ty::F32) if plain_float => lanewise(active, out, |l| {
+            // The product of two f32 is exact in f64: one rounding in f64, one to f32.
+            let r = f32_of(a[l]) as f64 * f32_of(b[l]) as f64 + f32_of(c[l]) as f64;
+            (r as f32).to_bits() as u64
+        }),
+        (AluOp::Neg, Ty::F32) if !f.ftz => lanewise(active, out, |l| (a[l] ^ 0x8000_0000) & M32),
+        (AluOp::Abs, Ty::F32) if !f.ftz => lanewise(active, out, |l| a[l] & 0x7fff_ffff),
+        _ => lanewise(active, out, |l| alu(op, ty, f, [a[l], b[l], c[l], v[3][l]])),
+    }
+}
+
+/// An ordered comparison of two totally ordered values (integers).
+#[inline(always)]
+fn cmp_ord<T: PartialOrd>(cmp: Cmp, x: T, y: T) -> bool {
+    match cmp {
+        Cmp::Eq | Cmp::Equ => x == y,
+        Cmp::Ne | Cmp::Neu => x != y,
+        Cmp::Lt | Cmp::Ltu | Cmp::Lo => x < y,
+        Cmp::Le | Cmp::Leu | Cmp::Ls => x <= y,
+        Cmp::Gt | Cmp::Gtu | Cmp::Hi => x > y,
+        Cmp::Ge | Cmp::Geu | Cmp::Hs => x >= y,
+        Cmp::Num => true,
+        Cmp::Nan => false,
+    }
+}
+
+/// `setp` without boolean combination over the lanes of `active`, into 0/1 predicates.
+pub fn compare_warp(cmp: Cmp, ty: Ty, a: &[u64; 32], b: &[u64; 32], out: &mut [u64], active: u32) {
+    let unsigned_cmp = matches!(cmp, Cmp::Lo | Cmp::Ls | Cmp::Hi | Cmp::Hs);
+    match ty {
+        Ty::S32 if !unsigned_cmp => lanewise(active, out, |l| {
+            cmp_ord(cmp, a[l] as i32, b[l] as i32) as u64
+        }),
+        Ty::S32 | Ty::U32 | Ty::B32 => lanewise(active, out, |l| {
+            cmp_ord(cmp, a[l] as u32, b[l] as u32) as u64
+        }),
+        Ty::S64 if !unsigned_cmp => lanewise(active, out, |l| {
+            cmp_ord(cmp, a[l] as i64, b[l] as i64) as u64
+        }),
+        Ty::S64 | Ty::U64 | Ty::B64 => lanewise(active, out, |l| cmp_ord(cmp, a[l], b[l]) as u64),
+        _ => lanewise(active, out, |l| compare(cmp, ty, a[l], b[l]) as u64),
+    }
+}
