@@ -19,6 +19,34 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! The forms of a node line (`%k = ... : type`); the `Node` variants document
+//! the semantics:
+//!
+//! | form | node |
+//! |---|---|
+//! | `input NAME` | [`Node::Input`] |
+//! | `attr NAME` | [`Node::Attr`] |
+//! | `const 0.5`, `const -inf` | [`Node::Const`] |
+//! | `seqs %o`, `seqs %o, max_len` | [`Node::Seqs`] |
+//! | `seqs_where %m` | [`Node::SeqsWhere`] |
+//! | `offsets %s` | [`Node::Offsets`] |
+//! | `neg`/`exp`/`log`/`silu %x` | [`Node::Unary`] |
+//! | `cast %x` | [`Node::Cast`] |
+//! | `add`/`sub`/`mul`/`div`/`max`/`min %a, %b` | [`Node::Binary`] |
+//! | `select %c, %a, %b` | [`Node::Select`] |
+//! | `mask j <= i`, `mask j >= i`, `mask i < len(%s)` | [`Node::Mask`] |
+//! | `reduce sum`/`max`/`mean`/`logsumexp %x, axis K` | [`Node::Reduce`] |
+//! | `softmax %x, axis K` | [`Node::Softmax`] |
+//! | `scan inclusive`/`exclusive`/`complete %x, axis K` | [`Node::Scan`] |
+//! | `contract %a[ihd], %b[jhd] -> [ijh]` | [`Node::Contract`] |
+//! | `to_padded %x` | [`Node::ToPadded`] |
+//! | `from_padded %d, %s` | [`Node::FromPadded`] |
+//! | `compact %x, %s` | [`Node::Compact`] |
+//!
+//! Types are `seqs` or `dtype[dims]` with dims `%s` (ragged), `B`, `B+1`, `N`
+//! or an integer. A graph also has `attr NAME: index|float [= default]`
+//! declarations and `output NAME = %k` lines.
+//!
 //! Every node line ends with the node's type; for `input`, `attr`, `const`,
 //! `cast`, `offsets` and `mask` the type is part of the op, for the others the
 //! parser checks it against the inferred one. The text is stable: it is what
