@@ -59,7 +59,49 @@ def attention_fwd(d):
     return rel(o, ref), 1e-2
 
 
-CHECKS = {f.__name__: f for f in (vadd, sum_atomic, softmax_rows, matmul_bf16, attention_fwd)}
+def matmul_tf32(d):
+    a = np.load(d / "arg0.npy").reshape(100, 64).astype(np.float64)
+    b = np.load(d / "arg1.npy").reshape(64, 128).astype(np.float64)
+    c = np.load(d / "arg2.npy").reshape(100, 128)
+    # Products of tf32-rounded inputs (10 mantissa bits): tf32 tolerance.
+    return rel(c, a @ b), 1e-3
+
+
+def layernorm_f16(d):
+    x = np.load(d / "arg0.npy").reshape(32, 500).astype(np.float64)
+    w, b = (np.load(d / f"arg{i}.npy").astype(np.float64) for i in (1, 2))
+    y = np.load(d / "arg3.npy").reshape(32, 500).astype(np.float64)
+    xc = x - x.mean(axis=1, keepdims=True)
+    ref = xc / np.sqrt((xc * xc).mean(axis=1, keepdims=True) + 1e-5) * w + b
+    return rel(y, ref), 2e-3
+
+
+def cumsum_i32(d):
+    x, y = np.load(d / "arg0.npy"), np.load(d / "arg1.npy")
+    return rel(y.astype(np.float64), np.cumsum(x.astype(np.float64))), 0.0
+
+
+def histogram_atomic(d):
+    x, bins = np.load(d / "arg0.npy"), np.load(d / "arg1.npy")
+    return rel(bins.astype(np.float64), np.bincount(x, minlength=100).astype(np.float64)), 0.0
+
+
+def jagged_sum(d):
+    values = np.load(d / "arg0.npy").reshape(300, 64).astype(np.float64)
+    offsets = np.load(d / "arg1.npy")
+    out = np.load(d / "arg2.npy").reshape(8, 64)
+    ref = np.zeros((8, 64))
+    for b in range(8):
+        n = min(offsets[b + 1] - offsets[b], 64)
+        ref[b] = values[offsets[b]:offsets[b] + n].sum(axis=0)
+    return rel(out, ref), 1e-5
+
+
+CHECKS = {
+    f.__name__: f
+    for f in (vadd, sum_atomic, softmax_rows, matmul_bf16, attention_fwd, matmul_tf32,
+              layernorm_f16, cumsum_i32, histogram_atomic, jagged_sum)
+}
 
 
 def main():

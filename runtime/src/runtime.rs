@@ -10,7 +10,7 @@ use crate::tensor::{
     tensor_data, to_bytes,
 };
 use jagged_ir::{DType, DenseTensor, JaggedTensor};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The environment variable that forces a backend (`cuda` or `emu`) in [`Runtime::new`].
 pub const BACKEND_ENV: &str = "JAGGED_BACKEND";
@@ -25,8 +25,8 @@ pub struct Runtime {
     modules: Vec<EntrySignatures>,
     /// blake3 of a module's PTX text to its handle.
     modules_by_ptx: HashMap<[u8; 32], ModuleId>,
-    /// Live buffers and their byte lengths.
-    buffers: HashMap<BufferId, usize>,
+    /// Live buffers.
+    buffers: HashSet<BufferId>,
 }
 
 impl Runtime {
@@ -54,7 +54,7 @@ impl Runtime {
             fallback_reason: None,
             modules: Vec::new(),
             modules_by_ptx: HashMap::new(),
-            buffers: HashMap::new(),
+            buffers: HashSet::new(),
         })
     }
 
@@ -120,7 +120,7 @@ impl Runtime {
             })?;
         let id = BufferId::fresh();
         self.backend.alloc(id, bytes)?;
-        self.buffers.insert(id, bytes);
+        self.buffers.insert(id);
         Ok(DeviceBuffer { id, dtype, len })
     }
 
@@ -139,7 +139,7 @@ impl Runtime {
         }
         let id = BufferId::fresh();
         self.backend.upload(id, bytes)?;
-        self.buffers.insert(id, bytes.len());
+        self.buffers.insert(id);
         Ok(DeviceBuffer {
             id,
             dtype,
@@ -298,7 +298,7 @@ impl Runtime {
     }
 
     fn check_live(&self, buffer: &DeviceBuffer) -> Result<(), RuntimeError> {
-        if self.buffers.contains_key(&buffer.id) {
+        if self.buffers.contains(&buffer.id) {
             Ok(())
         } else {
             Err(RuntimeError::UnknownBuffer(buffer.id))
@@ -343,7 +343,7 @@ impl Runtime {
                 ));
             }
             if let KernelArg::Buffer(id) = arg
-                && !self.buffers.contains_key(id)
+                && !self.buffers.contains(id)
             {
                 return Err(RuntimeError::UnknownBuffer(*id));
             }

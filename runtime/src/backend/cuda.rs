@@ -2,7 +2,7 @@
 
 use super::{BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId};
 use crate::RuntimeError;
-use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::sys::{CUevent_flags, cudaError_enum};
 use cudarc::driver::{
     CudaContext, CudaModule, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg,
 };
@@ -46,7 +46,11 @@ impl CudaBackend {
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
             return Err(RuntimeError::CudaDriverMissing);
         }
-        let count = CudaContext::device_count().map_err(driver("device count"))?;
+        // A driver without a GPU may fail cuInit itself with NO_DEVICE.
+        let count = match CudaContext::device_count() {
+            Err(DriverError(cudaError_enum::CUDA_ERROR_NO_DEVICE)) => 0,
+            other => other.map_err(driver("device count"))?,
+        };
         if count < 1 {
             return Err(RuntimeError::CudaNoDevice);
         }

@@ -52,11 +52,18 @@ impl EmuBackend {
 
     pub(crate) fn write(&mut self, id: BufferId, bytes: &[u8]) -> Result<(), RuntimeError> {
         let ptr = self.ptr(id)?;
+        // Empty copies (T = 0, B = 0) never reach the device.
+        if bytes.is_empty() {
+            return Ok(());
+        }
         self.device.write(ptr, bytes).map_err(emulator("write"))
     }
 
     pub(crate) fn read(&mut self, id: BufferId, len: usize) -> Result<Vec<u8>, RuntimeError> {
         let ptr = self.ptr(id)?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
         self.device.read(ptr, len).map_err(emulator("read"))
     }
 
