@@ -32,6 +32,9 @@ impl Allocation {
     /// Reads `out.len()` bytes at byte offset `off` (in bounds; any alignment).
     pub fn read(&self, off: u64, out: &mut [u8]) {
         let start = (off % 8) as usize;
+        if out.is_empty() {
+            return;
+        }
         if start + out.len() <= 8 {
             let w = self.words[(off / 8) as usize].load(Relaxed).to_le_bytes();
             out.copy_from_slice(&w[start..start + out.len()]);

@@ -1519,3 +1519,25 @@ fn module_scope_variables_are_readable() {
         vec![(CheckKind::OutOfBounds, line_of(&ptx, "// RO"))]
     );
 }
+
+#[test]
+fn empty_allocations_and_transfers() {
+    let mut dev = Device::new();
+    let a = dev.alloc(0);
+    let b = dev.upload(&[]);
+    assert_eq!(dev.read(a, 0).ok(), Some(vec![]));
+    assert!(dev.write(b, &[]).is_ok());
+    assert!(dev.read(a, 1).is_err());
+    // A zero-sized grid launches nothing.
+    let module = match Module::parse(&kernel("")) {
+        Ok(m) => m,
+        Err(e) => panic!("{e}"),
+    };
+    let cfg = LaunchConfig {
+        grid: [0, 1, 1],
+        block: [32, 1, 1],
+        dynamic_shared_bytes: 0,
+    };
+    let s = dev.launch(&module, "k", &cfg, &[KernelArg::Ptr(a), KernelArg::Ptr(b)]);
+    assert_eq!(s.map(|s| s.warp_instructions).ok(), Some(0));
+}
