@@ -751,8 +751,12 @@ impl Decoder<'_> {
                 }
             }
             "activemask" => {
+                need_ty(&mut m, self)?;
                 self.finish(&m, opcode)?;
-                return Err(self.unsupported("activemask".into()));
+                self.nops(ops, 1, opcode)?;
+                Op::ActiveMask {
+                    d: self.dreg(&ops[0])?,
+                }
             }
             "setp" | "set" => {
                 let cmp = m

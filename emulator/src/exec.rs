@@ -39,6 +39,8 @@ pub struct LaunchCtx<'a> {
     pub shared_bytes: u32,
     pub dynamic_shared: u32,
     pub abort: &'a AtomicBool,
+    /// Most warp instructions one CTA may execute before the launch fails as a runaway.
+    pub cta_instruction_limit: u64,
 }
 
 /// Per-byte shadow state of shared memory for the checker. Generations and epochs grow
@@ -100,6 +102,8 @@ pub struct Worker<'g> {
     report_keys: HashSet<(CheckKind, u32)>,
     pub warp_instructions: u64,
     pub thread_instructions: u64,
+    /// `warp_instructions` when the current CTA started.
+    cta_start: u64,
 }
 
 #[inline]
@@ -139,6 +143,7 @@ impl<'g> Worker<'g> {
         let nthreads = ctx.block[0] * ctx.block[1] * ctx.block[2];
         let nwarps = nthreads.div_ceil(32);
         self.ctaid = ctaid;
+        self.cta_start = self.warp_instructions;
         self.cta_gen += 1;
         self.epoch += 1;
         self.arrived = [0; 16];
@@ -298,6 +303,23 @@ impl<'g> Worker<'g> {
 
     fn run_warp(&mut self, ctx: &LaunchCtx<'g>, w: &mut Warp) -> Result<(), EmuError> {
         let code = &ctx.kernel.code;
+        if self.warp_instructions - self.cta_start > ctx.cta_instruction_limit {
+            let lane = (w.live & !w.blocked).trailing_zeros();
+            let pc = if w.converged {
+                w.upc
+            } else {
+                w.pc[lane as usize]
+            };
+            return Err(self.runtime(
+                ctx,
+                code[pc as usize].line,
+                w.id * 32 + lane,
+                format!(
+                    "the CTA executed more than {} warp instructions (a loop that never ends?)",
+                    ctx.cta_instruction_limit
+                ),
+            ));
+        }
         for _ in 0..WARP_SLICE {
             let runnable = w.live & !w.blocked;
             if runnable == 0 {
@@ -1083,6 +1105,11 @@ impl<'g> Worker<'g> {
                     if let Some(d) = d {
                         w.regs[*d as usize * 32 + l as usize] = old;
                     }
+                }
+            }
+            Op::ActiveMask { d } => {
+                for l in lanes(active) {
+                    w.regs[*d as usize * 32 + l as usize] = mask as u64;
                 }
             }
             Op::Bra { target } => return Ok(Flow::Jump(*target)),

@@ -457,6 +457,10 @@ pub enum Op {
         b: Src,
         c: Src,
     },
+    /// `activemask.b32 d`: the lanes executing this instruction together.
+    ActiveMask {
+        d: u32,
+    },
     Bra {
         target: u32,
     },

@@ -31,6 +31,9 @@ use memory::{Allocation, GLOBAL_BASE, GlobalMemory, RED_ZONE};
 
 /// Largest dynamic + static shared memory of one CTA (the sm_90 limit, 227 KiB).
 pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
+/// Default of [`Device::set_cta_instruction_limit`]: far beyond any real CTA (minutes of
+/// emulation), so only a kernel that never terminates reaches it.
+pub const DEFAULT_CTA_INSTRUCTION_LIMIT: u64 = 1 << 30;
 /// Largest number of threads in a CTA.
 pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
 
@@ -139,6 +142,7 @@ pub struct Device {
     mem: GlobalMemory,
     next: u64,
     threads: usize,
+    cta_instruction_limit: u64,
 }
 
 impl Default for Device {
@@ -156,6 +160,7 @@ impl Device {
             threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            cta_instruction_limit: DEFAULT_CTA_INSTRUCTION_LIMIT,
         }
     }
 
@@ -163,6 +168,12 @@ impl Device {
     /// of atomics across CTAs.
     pub fn set_host_threads(&mut self, n: usize) {
         self.threads = n.max(1);
+    }
+
+    /// Sets the most warp instructions one CTA may execute before a launch fails with
+    /// [`EmuError::Runtime`] (a guard against kernels that never terminate).
+    pub fn set_cta_instruction_limit(&mut self, limit: u64) {
+        self.cta_instruction_limit = limit;
     }
 
     /// Allocates `bytes` of zero-filled global memory, 256-byte aligned.
@@ -278,6 +289,7 @@ impl Device {
             shared_bytes: shared as u32,
             dynamic_shared: config.dynamic_shared_bytes,
             abort: &abort,
+            cta_instruction_limit: self.cta_instruction_limit,
         };
         let next = AtomicUsize::new(0);
         let threads = self.threads.min(nctas as usize);

@@ -1541,3 +1541,41 @@ fn empty_allocations_and_transfers() {
     let s = dev.launch(&module, "k", &cfg, &[KernelArg::Ptr(a), KernelArg::Ptr(b)]);
     assert_eq!(s.map(|s| s.warp_instructions).ok(), Some(0));
 }
+
+#[test]
+fn runaway_loops_hit_the_instruction_limit() {
+    let module = match Module::parse(&kernel("SPIN:\n    bra.uni SPIN;\n")) {
+        Ok(m) => m,
+        Err(e) => panic!("{e}"),
+    };
+    let mut dev = Device::new();
+    dev.set_cta_instruction_limit(10_000);
+    let p = dev.alloc(4);
+    let cfg = LaunchConfig {
+        grid: [2, 1, 1],
+        block: [64, 1, 1],
+        dynamic_shared_bytes: 0,
+    };
+    match dev.launch(&module, "k", &cfg, &[KernelArg::Ptr(p), KernelArg::Ptr(p)]) {
+        Err(EmuError::Runtime { message, .. }) => assert!(message.contains("10000"), "{message}"),
+        other => panic!("expected a runtime error, got {other:?}"),
+    }
+}
+
+#[test]
+fn activemask_names_the_converged_lanes() {
+    let body = r#"
+    setp.lt.u32 %p1, %r0, 10;
+    @%p1 bra LOW;
+    activemask.b32 %r1;
+    bra.uni JOIN;
+LOW:
+    activemask.b32 %r1;
+JOIN:
+    st.global.u32 [%rd3], %r1;
+"#;
+    let got = run(body, 32, &[], 32);
+    for t in 0..32 {
+        assert_eq!(got[t], if t < 10 { 0x3ff } else { 0xffff_fc00 }, "lane {t}");
+    }
+}
