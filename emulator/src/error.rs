@@ -8,15 +8,21 @@ pub enum EmuError {
     /// The PTX text is malformed.
     #[error("PTX parse error at {line}:{column}: {message}")]
     Parse {
+        /// 1-based line of the PTX text.
         line: u32,
+        /// 1-based column.
         column: u32,
+        /// What is wrong.
         message: String,
     },
     /// The PTX is well-formed but uses something the emulator does not implement.
     #[error("unsupported PTX at {line}:{column}: {what}")]
     Unsupported {
+        /// 1-based line of the PTX text.
         line: u32,
+        /// 1-based column.
         column: u32,
+        /// The instruction, modifier or directive that is not implemented.
         what: String,
     },
     /// The launch request does not fit the kernel (unknown kernel, bad arguments, bad sizes).
@@ -35,10 +41,15 @@ pub enum EmuError {
         "kernel `{kernel}` failed at PTX line {line}, CTA {cta:?}, thread {thread:?}: {message}"
     )]
     Runtime {
+        /// The kernel's name.
         kernel: String,
+        /// 1-based PTX line of the instruction.
         line: u32,
+        /// CTA index (x, y, z).
         cta: [u32; 3],
+        /// Thread index in the CTA (x, y, z).
         thread: [u32; 3],
+        /// What went wrong.
         message: String,
     },
 }
@@ -88,9 +99,13 @@ impl fmt::Display for CheckKind {
 /// The memory space of a checked access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Space {
+    /// Device memory (allocations and module-scope variables).
     Global,
+    /// The CTA's shared memory; addresses are offsets in it.
     Shared,
+    /// A thread's local memory; addresses are offsets in it.
     Local,
+    /// Kernel parameters.
     Param,
 }
 
@@ -108,12 +123,17 @@ impl fmt::Display for Space {
 /// One memory error found by the checker: what, where in the PTX, which thread, which bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckReport {
+    /// What kind of error.
     pub kind: CheckKind,
+    /// The kernel's name.
     pub kernel: String,
     /// 1-based line of the offending instruction in the PTX text.
     pub line: u32,
+    /// CTA index (x, y, z).
     pub cta: [u32; 3],
+    /// Thread index in the CTA (x, y, z).
     pub thread: [u32; 3],
+    /// The state space of the access.
     pub space: Space,
     /// The address in its state space (a global virtual address, or a shared offset).
     pub address: u64,

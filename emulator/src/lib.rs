@@ -11,6 +11,8 @@
 //! races between warps within a barrier interval. A launch with findings returns
 //! [`EmuError::MemoryCheck`].
 
+#![warn(missing_docs)]
+
 mod ast;
 mod decode;
 mod error;
@@ -87,20 +89,30 @@ pub struct DevicePtr(pub u64);
 /// Grid and block shape of a launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LaunchConfig {
+    /// CTAs in x, y, z.
     pub grid: [u32; 3],
+    /// Threads per CTA in x, y, z (at most 1024 in all).
     pub block: [u32; 3],
+    /// Bytes of dynamic shared memory (`.extern .shared` arrays), after the static part.
     pub dynamic_shared_bytes: u32,
 }
 
 /// A kernel argument; its size must match the kernel's `.param` declaration.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum KernelArg {
+    /// A 4-byte integer parameter (`.u32`, `.s32`, `.b32`).
     U32(u32),
+    /// A 4-byte integer parameter, signed on the host side.
     I32(i32),
+    /// An 8-byte integer parameter (`.u64`, `.s64`, `.b64`).
     U64(u64),
+    /// An 8-byte integer parameter, signed on the host side.
     I64(i64),
+    /// A `.f32` parameter.
     F32(f32),
+    /// A `.f64` parameter.
     F64(f64),
+    /// A device pointer (an 8-byte `.u64` parameter).
     Ptr(DevicePtr),
 }
 
