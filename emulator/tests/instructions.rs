@@ -1575,7 +1575,7 @@ JOIN:
     st.global.u32 [%rd3], %r1;
 "#;
     let got = run(body, 32, &[], 32);
-    for t in 0..32 {
-        assert_eq!(got[t], if t < 10 { 0x3ff } else { 0xffff_fc00 }, "lane {t}");
+    for (t, &m) in got.iter().enumerate() {
+        assert_eq!(m, if t < 10 { 0x3ff } else { 0xffff_fc00 }, "lane {t}");
     }
 }
