@@ -156,6 +156,17 @@ fn padded_input(graph: &Graph, h: Handle<Node>) -> bool {
     }
 }
 
+/// A dense `[B, inner...]` input (one row per sequence).
+fn per_sequence_input(graph: &Graph, h: Handle<Node>) -> bool {
+    match graph.node(h) {
+        Node::Input { ty, .. } => {
+            matches!(ty.dims.first(), Some(Dim::Batch))
+                && ty.dims[1..].iter().all(|d| matches!(d, Dim::Static(_)))
+        }
+        _ => false,
+    }
+}
+
 fn match_graph(graph: &Graph) -> Result<Matched, CodegenError> {
     if let [values, offsets] = graph.outputs() {
         return match_compaction(graph, values.value, offsets.value).ok_or_else(|| {
@@ -268,6 +279,8 @@ fn match_map(graph: &Graph, out: Handle<Node>) -> Result<Matched, CodegenError> 
         .map(|(k, &h)| MapOperand {
             source: if padded_input(graph, h) {
                 MapSource::Dense
+            } else if per_sequence_input(graph, h) {
+                MapSource::PerSequence
             } else {
                 MapSource::Jagged
             },
@@ -305,10 +318,10 @@ fn map_expr(
                     ));
                 }
                 *seqs = Some(s);
-            } else if !padded_input(graph, h) {
+            } else if !padded_input(graph, h) && !per_sequence_input(graph, h) {
                 return Err(no_template(
                     graph,
-                    "elementwise operand that is neither jagged nor [B, N, ...]",
+                    "elementwise operand that is neither jagged, [B, N, ...] nor [B, ...]",
                 ));
             }
             let k = match leaves.iter().position(|&l| l == h) {
@@ -321,6 +334,7 @@ fn map_expr(
             Ok(MapExpr::Operand(k))
         }
         Node::Const { value, .. } if value.is_finite() => Ok(MapExpr::Const(*value as f32)),
+        Node::Attr { name, .. } => Ok(MapExpr::Attr(name.clone())),
         Node::Unary { op, arg } => {
             let x = map_expr(graph, *arg, leaves, seqs)?;
             let op = match op {

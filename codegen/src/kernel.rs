@@ -654,6 +654,52 @@ pub enum Inst {
         /// The `c` operand (clamp and segment mask).
         clamp: u32,
     },
+    /// `mov.u32 dst, <kernel>_dsmem`: the shared-window address of the
+    /// kernel's dynamic shared memory (sized at launch).
+    DynSharedAddr {
+        /// Destination (32-bit).
+        dst: Reg,
+    },
+    /// `ldmatrix.sync.aligned.m8n8.xN[.trans].shared.b16 {dst}, [addr]`: one,
+    /// two or four 8x8 16-bit matrices from shared memory into mma fragments.
+    Ldmatrix {
+        /// One 32-bit destination per matrix.
+        dst: Vec<Reg>,
+        /// Transpose each matrix.
+        trans: bool,
+        /// This lane's row address (32-bit shared).
+        addr: Address,
+    },
+    /// `mma.sync.aligned.m16n8k16.row.col.f32.ab.ab.f32 d, a, b, c` (warp-wide).
+    Mma {
+        /// Element type of A and B (`f16` or `bf16`).
+        ab: Type,
+        /// Four f32 results.
+        d: [Reg; 4],
+        /// Four 32-bit registers of A (16x16, row-major fragments).
+        a: [Reg; 4],
+        /// Two 32-bit registers of B (16x8, column-major fragments).
+        b: [Reg; 2],
+        /// Four f32 addends.
+        c: [Reg; 4],
+    },
+    /// `cp.async.cg.shared.global [dst], [src], 16, src_bytes`: an asynchronous
+    /// 16-byte copy; bytes past `src_bytes` (0 or 16) are zero-filled.
+    CpAsync {
+        /// Shared destination (32-bit base).
+        dst: Address,
+        /// Global source (64-bit base).
+        src: Address,
+        /// Bytes read from `src` (the rest of the 16 are zeros).
+        src_bytes: Operand,
+    },
+    /// `cp.async.commit_group`
+    CpAsyncCommit,
+    /// `cp.async.wait_group n`: waits until at most `n` groups are pending.
+    CpAsyncWait {
+        /// Groups that may stay in flight.
+        n: u32,
+    },
     /// `bar.sync id`: CTA-wide barrier.
     BarSync {
         /// Barrier number.

@@ -108,6 +108,17 @@ impl<W: fmt::Write> Writer<W> {
                 array.bytes()
             )?;
         }
+        if kernel
+            .body
+            .iter()
+            .any(|s| matches!(s.inst, Inst::DynSharedAddr { .. }))
+        {
+            writeln!(
+                self.out,
+                ".extern .shared .align 16 .b8 {}[];",
+                dyn_shared_name(kernel)
+            )?;
+        }
         writeln!(self.out, ".visible .entry {}(", kernel.name)?;
         for (i, param) in kernel.params.iter().enumerate() {
             let sep = if i + 1 == kernel.params.len() {
@@ -286,6 +297,40 @@ impl<W: fmt::Write> Writer<W> {
                 lane,
                 clamp,
             } => write!(o, "shfl.sync.{mode}.b32 {dst}, {src}, {lane}, {clamp}, -1;")?,
+            Inst::DynSharedAddr { dst } => {
+                write!(o, "mov.u32 {dst}, {};", dyn_shared_name(kernel))?
+            }
+            Inst::Ldmatrix { dst, trans, addr } => {
+                let names: Vec<String> = dst.iter().map(ToString::to_string).collect();
+                let t = if *trans { ".trans" } else { "" };
+                write!(
+                    o,
+                    "ldmatrix.sync.aligned.m8n8.x{}{t}.shared.b16 {{{}}}, {addr};",
+                    dst.len(),
+                    names.join(", ")
+                )?
+            }
+            Inst::Mma { ab, d, a, b, c } => {
+                let list = |regs: &[crate::kernel::Reg]| {
+                    let names: Vec<String> = regs.iter().map(ToString::to_string).collect();
+                    format!("{{{}}}", names.join(", "))
+                };
+                write!(
+                    o,
+                    "mma.sync.aligned.m16n8k16.row.col.f32.{ab}.{ab}.f32 {}, {}, {}, {};",
+                    list(d),
+                    list(a),
+                    list(b),
+                    list(c)
+                )?
+            }
+            Inst::CpAsync {
+                dst,
+                src,
+                src_bytes,
+            } => write!(o, "cp.async.cg.shared.global {dst}, {src}, 16, {src_bytes};")?,
+            Inst::CpAsyncCommit => write!(o, "cp.async.commit_group;")?,
+            Inst::CpAsyncWait { n } => write!(o, "cp.async.wait_group {n};")?,
             Inst::BarSync { id } => write!(o, "bar.sync {id};")?,
             Inst::Bra { target } => write!(o, "bra {target};")?,
             Inst::Ret => write!(o, "ret;")?,
@@ -294,6 +339,11 @@ impl<W: fmt::Write> Writer<W> {
         writeln!(o)?;
         Ok(())
     }
+}
+
+/// The module-scope name of a kernel's dynamic shared memory.
+fn dyn_shared_name(kernel: &Kernel) -> String {
+    format!("{}_dsmem", kernel.name)
 }
 
 /// The rounding modifier `cvt` needs for a conversion (none when exact).
@@ -353,6 +403,25 @@ fn validate(kernel: &Kernel) -> Result<(), Error> {
                         addr.base
                     )));
                 }
+            }
+            Inst::Ldmatrix { dst, addr, .. }
+                if !matches!(dst.len(), 1 | 2 | 4)
+                    || addr.base.class != crate::kernel::RegClass::B32 =>
+            {
+                return Err(invalid(format!(
+                    "statement {i}: ldmatrix of {} matrices at {}",
+                    dst.len(),
+                    addr.base
+                )));
+            }
+            Inst::CpAsync { dst, src, .. }
+                if dst.base.class != crate::kernel::RegClass::B32
+                    || src.base.class != crate::kernel::RegClass::B64 =>
+            {
+                return Err(invalid(format!(
+                    "statement {i}: cp.async from {} to {}",
+                    src.base, dst.base
+                )));
             }
             _ => {}
         }

@@ -11,9 +11,10 @@ mod emu;
 use emu::{Rng, rel_l2, round_to, tolerance};
 use jagged_codegen::{Arch, DType, RunSizes, Spec, compile};
 use jagged_ir::ops::{self, JaggedSpec};
-use jagged_ir::{AttrValue, DenseTensor, Dim, Graph, ReduceOp};
+use jagged_ir::{AttrKind, AttrValue, DenseTensor, Dim, Graph, GraphBuilder, ReduceOp, TensorType};
 
 const PADDING: f64 = -1.5;
+const SCALE: f64 = 0.75;
 
 /// Random inputs for every graph input, by name and type, on `lengths`.
 fn inputs_for(
@@ -101,6 +102,7 @@ fn check(graph: &Graph, max_len: usize, seed: u64) {
             let attrs = [
                 ("max_len", AttrValue::Index(max_len)),
                 ("padding_value", AttrValue::Float(PADDING)),
+                ("scale", AttrValue::Float(SCALE)),
             ];
             let attrs: Vec<(&str, AttrValue)> = attrs
                 .into_iter()
@@ -117,7 +119,7 @@ fn check(graph: &Graph, max_len: usize, seed: u64) {
                 &compiled,
                 &bytes,
                 sizes,
-                &[("padding_value", PADDING as f32)],
+                &[("padding_value", PADDING as f32), ("scale", SCALE as f32)],
             );
             for (k, out) in graph.outputs().iter().enumerate() {
                 let reference = expected[&out.name].to_f64();
@@ -247,4 +249,30 @@ fn masked_select_jagged() {
         8,
         71,
     );
+}
+
+/// A fused elementwise graph beyond the builtin ops: per-sequence rows
+/// broadcast over jagged rows, a float attribute, and exp / silu.
+fn centered_scaled(dtype: DType, offsets: DType, inner: &[usize]) -> Graph {
+    let mut g = GraphBuilder::new("centered_scaled");
+    g.declare_attr("max_len", AttrKind::Index, None);
+    g.declare_attr("scale", AttrKind::Float, Some(AttrValue::Float(1.0)));
+    let o = g.input("offsets", TensorType::new(offsets, vec![Dim::BatchPlusOne]));
+    let s = g.seqs(o, true);
+    let x = g.input("values", TensorType::jagged(dtype, s, inner));
+    let bias = g.input("bias", TensorType::dense(dtype, &[Dim::Batch], inner));
+    let scale = g.attr("scale", dtype);
+    let centered = g.sub(x, bias);
+    let scaled = g.mul(centered, scale);
+    let e = g.exp(scaled);
+    let y = g.silu(scaled);
+    let z = g.add(e, y);
+    g.output("values", z);
+    g.finish().expect("graph")
+}
+
+#[test]
+fn fused_map_with_per_sequence_operand_and_attribute() {
+    check(&centered_scaled(DType::F32, DType::I32, &[8]), 10, 80);
+    check(&centered_scaled(DType::BF16, DType::I64, &[5]), 300, 81);
 }

@@ -22,6 +22,8 @@ pub enum MapSource {
     Jagged,
     /// Dense `[B, N, W]` (`N` = the `max_len` size parameter): element `[b, i]`.
     Dense,
+    /// Dense `[B, W]`: one row per sequence, broadcast over its rows.
+    PerSequence,
 }
 
 /// Pointwise unary functions.
@@ -69,10 +71,33 @@ pub enum MapExpr {
     Operand(usize),
     /// A constant.
     Const(f32),
+    /// The run-time value of a float graph attribute (an f32 kernel parameter).
+    Attr(String),
     /// `f(x)`
     Unary(MapUnary, Box<MapExpr>),
     /// `f(a, b)`
     Binary(MapBinary, Box<MapExpr>, Box<MapExpr>),
+}
+
+impl MapExpr {
+    /// The attribute names the expression reads, in first-use order.
+    pub fn attrs(&self) -> Vec<&str> {
+        let mut names = Vec::new();
+        self.collect_attrs(&mut names);
+        names
+    }
+
+    fn collect_attrs<'a>(&'a self, names: &mut Vec<&'a str>) {
+        match self {
+            MapExpr::Attr(name) if !names.contains(&name.as_str()) => names.push(name),
+            MapExpr::Unary(_, x) => x.collect_attrs(names),
+            MapExpr::Binary(_, a, b) => {
+                a.collect_attrs(names);
+                b.collect_attrs(names);
+            }
+            _ => {}
+        }
+    }
 }
 
 impl fmt::Display for MapExpr {
@@ -80,6 +105,7 @@ impl fmt::Display for MapExpr {
         match self {
             MapExpr::Operand(i) => write!(f, "x{i}"),
             MapExpr::Const(c) => write!(f, "{c:?}"),
+            MapExpr::Attr(name) => write!(f, "{name}"),
             MapExpr::Unary(op, x) => write!(f, "{op:?}({x})"),
             MapExpr::Binary(op, a, b) => write!(f, "{op:?}({a}, {b})"),
         }
@@ -132,6 +158,12 @@ pub fn map_kernel(desc: &MapDesc) -> Plan {
         .collect();
     let batch = e.size("batch", SizeExpr::Batch);
     let max_len = e.size("max_len", SizeExpr::MaxLen);
+    let attrs: Vec<(String, Reg)> = desc
+        .expr
+        .attrs()
+        .into_iter()
+        .map(|name| (name.to_string(), e.float_attr(name)))
+        .collect();
     let b = &mut e.b;
     let group_threads = desc.group.threads();
     let groups = sequence_groups(b, group_threads);
@@ -151,6 +183,7 @@ pub fn map_kernel(desc: &MapDesc) -> Plan {
                     out,
                     sources: &sources,
                     max_len,
+                    attrs: &attrs,
                 },
                 seq,
                 seq_start,
@@ -167,6 +200,7 @@ struct MapRegs<'a> {
     out: Reg,
     sources: &'a [Reg],
     max_len: Reg,
+    attrs: &'a [(String, Reg)],
 }
 
 /// Item `k` (row `k / chunks`, chunk `k % chunks`) of sequence `seq`.
@@ -197,13 +231,14 @@ fn map_item(
                         b.ternary(crate::kernel::TernOp::MadLo, Type::U64, seq, max_len, i);
                     row_elem(b, dense_row, chunk, desc.width, ch.vec)
                 }
+                MapSource::PerSequence => row_elem(b, seq, chunk, desc.width, ch.vec),
             };
             lanes.push(load_f32(b, sources[k], index, desc.dtype, ch.vec));
         }
         let results: Vec<Reg> = (0..ch.vec as usize)
             .map(|lane| {
                 let inputs: Vec<Reg> = lanes.iter().map(|l| l[lane]).collect();
-                emit_expr(b, &desc.expr, &inputs)
+                emit_expr(b, &desc.expr, &inputs, regs.attrs)
             })
             .collect();
         store_f32(b, out, elem, desc.dtype, &results);
@@ -227,13 +262,26 @@ pub fn row_elem(b: &mut KernelBuilder, row: Reg, chunk: Reg, width: u64, vec: u3
     )
 }
 
-/// Emits `expr` over f32 operand registers; returns the result register.
-pub fn emit_expr(b: &mut KernelBuilder, expr: &MapExpr, operands: &[Reg]) -> Reg {
+/// Emits `expr` over f32 operand registers and attribute registers (by
+/// name); returns the result register.
+pub fn emit_expr(
+    b: &mut KernelBuilder,
+    expr: &MapExpr,
+    operands: &[Reg],
+    attrs: &[(String, Reg)],
+) -> Reg {
     match expr {
         MapExpr::Operand(i) => operands[*i],
         MapExpr::Const(c) => b.const_f32(*c),
+        MapExpr::Attr(name) => {
+            attrs
+                .iter()
+                .find(|(n, _)| n == name)
+                .expect("map_kernel loads every attribute MapExpr::attrs lists")
+                .1
+        }
         MapExpr::Unary(op, x) => {
-            let x = emit_expr(b, x, operands);
+            let x = emit_expr(b, x, operands, attrs);
             match op {
                 MapUnary::Neg => b.unary(UnOp::Neg, Type::F32, x),
                 MapUnary::Abs => b.unary(UnOp::Abs, Type::F32, x),
@@ -263,8 +311,8 @@ pub fn emit_expr(b: &mut KernelBuilder, expr: &MapExpr, operands: &[Reg]) -> Reg
             }
         }
         MapExpr::Binary(op, l, r) => {
-            let l = emit_expr(b, l, operands);
-            let r = emit_expr(b, r, operands);
+            let l = emit_expr(b, l, operands, attrs);
+            let r = emit_expr(b, r, operands, attrs);
             let op = match op {
                 MapBinary::Add => BinOp::Add,
                 MapBinary::Sub => BinOp::Sub,

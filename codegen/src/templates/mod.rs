@@ -66,7 +66,12 @@ impl Entry {
 
     /// An f32 parameter bound to a graph attribute; returns its register.
     pub fn float_attr(&mut self, name: &str) -> Reg {
-        let p = self.b.param(name, ParamType::F32);
+        // PTX identifiers: letters, digits, `_` (attribute names are Rust identifiers anyway).
+        let ident: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let p = self.b.param(&format!("attr_{ident}"), ParamType::F32);
         self.bindings
             .push(ParamBinding::FloatAttr(name.to_string()));
         self.b.ld_param(p)
