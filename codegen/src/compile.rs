@@ -204,7 +204,7 @@ fn match_graph(graph: &Graph) -> Result<Matched, CodegenError> {
             let mask_ok = matches!(graph.node(*cond), Node::Mask { pred: IndexPredicate::RowInSequence(s), .. } if *s == seqs);
             let pad_ok =
                 matches!(graph.node(*on_false), Node::Attr { name, .. } if name == "padding_value");
-            let (offsets, truncated) = seqs_input(graph, seqs)
+            let (offsets, _) = seqs_input(graph, seqs)
                 .ok_or_else(|| no_template(graph, "sequence set not from an offsets input"))?;
             if !mask_ok || !pad_ok {
                 return Err(no_template(
@@ -212,10 +212,12 @@ fn match_graph(graph: &Graph) -> Result<Matched, CodegenError> {
                     "select is not `row in sequence ? padded : padding_value`",
                 ));
             }
+            // The dense output has max_len rows per sequence, truncated set or
+            // not: max_len is always the row limit.
             Ok(one(
                 Primitive::JaggedToPaddedDense,
                 vec![padded, offsets],
-                truncated,
+                true,
             ))
         }
         Node::FromPadded { arg, seqs } if padded_input(graph, *arg) => {

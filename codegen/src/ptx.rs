@@ -328,7 +328,10 @@ impl<W: fmt::Write> Writer<W> {
                 dst,
                 src,
                 src_bytes,
-            } => write!(o, "cp.async.cg.shared.global {dst}, {src}, 16, {src_bytes};")?,
+            } => write!(
+                o,
+                "cp.async.cg.shared.global {dst}, {src}, 16, {src_bytes};"
+            )?,
             Inst::CpAsyncCommit => write!(o, "cp.async.commit_group;")?,
             Inst::CpAsyncWait { n } => write!(o, "cp.async.wait_group {n};")?,
             Inst::BarSync { id } => write!(o, "bar.sync {id};")?,

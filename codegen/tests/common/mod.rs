@@ -18,11 +18,13 @@ pub fn primitives() -> Vec<Primitive> {
     ]
 }
 
-/// Two specs per primitive and arch: f32 with a vectorizable row, short
-/// bucket, i32 offsets; bf16 with an odd row, long bucket, i64 offsets.
+/// Three specs per primitive and arch: f32 with a vectorizable row, short
+/// bucket, i32 offsets; bf16 with an odd row, long bucket, i64 offsets;
+/// f16 with a wide row (several 16-byte vectors per lane pass).
 pub fn specs(arch: Arch) -> Vec<Spec> {
     vec![
         Spec::new(vec![64], 100, DType::F32, DType::I32, arch),
         Spec::new(vec![3, 5], 1000, DType::BF16, DType::I64, arch),
+        Spec::new(vec![128], 16, DType::F16, DType::I32, arch),
     ]
 }
