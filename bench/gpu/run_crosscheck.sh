@@ -61,6 +61,8 @@ recipe() {
     matmul_tf32) echo "2,2|1e-4|rand:f32:6400:18 rand:f32:8192:19 zeros:f32:12800 u32:100 u32:128 u32:64 u32:64 u32:128 u32:128 null null" ;;
     # 32 rows of 500 f16 values (BLOCK 512), w, b of 500; eps 1e-5. f16 output: f16 tolerance.
     layernorm_f16) echo "32|2e-3|rand:f16:16000:20 rand:f16:500:21 rand:f16:500:22 zeros:f16:16000 u32:500 f32:1e-5 null null" ;;
+    # One 128x128 program, K=64: A [128,64], B [64,128], C [128,128] f16 (48 KiB shared). f16 output.
+    matmul_f16_wide) echo "1|2e-3|rand:f16:8192:27 rand:f16:8192:28 zeros:f16:16384 u32:64 null null" ;;
     # One program: inclusive prefix sum of 1000 i32 in [0, 100) (bit exact).
     cumsum_i32) echo "1|0|rand:i32:1000:23 zeros:i32:1000 u32:1000 null null" ;;
     # 5000 values in [0, 100) into 100 bins, 10 blocks of 512 (bit exact).

@@ -385,3 +385,33 @@ fn jagged_ir_host_tensors_round_trip() {
     assert_eq!(rt.download_dense(&buffer, &[2, 2]).unwrap(), dense);
     assert!(rt.download_dense(&buffer, &[3]).is_err());
 }
+
+#[test]
+fn dynamic_shared_memory_above_48_kib_is_usable() {
+    const SMEM_ROTATE: &str = include_str!("data/smem_rotate.ptx");
+    for mut rt in runtimes() {
+        let module = rt.load_module(SMEM_ROTATE).unwrap();
+        let out = rt.alloc(DType::I32, 256).unwrap();
+        let shared = 100 * 1024u32;
+        let base = shared - 1024; // the top kilobyte
+        let dims = LaunchDims {
+            grid: [1, 1, 1],
+            block: [256, 1, 1],
+            dynamic_shared_bytes: shared,
+        };
+        rt.launch(
+            module,
+            "smem_rotate",
+            &dims,
+            &[out.arg(), KernelArg::U32(base)],
+        )
+        .unwrap();
+        let expected: Vec<i32> = (0..256).map(|i| 3 * ((i + 1) % 256)).collect();
+        assert_eq!(
+            rt.download::<i32>(&out).unwrap(),
+            expected,
+            "{}",
+            rt.backend_name()
+        );
+    }
+}

@@ -2,7 +2,7 @@
 
 use super::{BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId};
 use crate::RuntimeError;
-use cudarc::driver::sys::{CUevent_flags, cudaError_enum};
+use cudarc::driver::sys::{CUevent_flags, CUfunction_attribute_enum, cudaError_enum};
 use cudarc::driver::{
     CudaContext, CudaModule, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg,
 };
@@ -19,6 +19,9 @@ pub(crate) struct CudaBackend {
     buffers: HashMap<BufferId, CudaSlice<u8>>,
     modules: HashMap<ModuleId, Arc<CudaModule>>,
 }
+
+/// The dynamic shared memory a kernel may use without opting in.
+const DEFAULT_DYNAMIC_SHARED_LIMIT: u32 = 48 * 1024;
 
 fn driver(op: &'static str) -> impl FnOnce(DriverError) -> RuntimeError {
     move |source| RuntimeError::Cuda { op, source }
@@ -178,6 +181,17 @@ impl CudaBackend {
         let function = loaded
             .load_function(kernel)
             .map_err(driver("function lookup (cuModuleGetFunction)"))?;
+        // Above 48 KiB a kernel must opt in to dynamic shared memory
+        // (Ampere and Hopper allow up to 163 / 227 KiB per block).
+        if dims.dynamic_shared_bytes > DEFAULT_DYNAMIC_SHARED_LIMIT {
+            let bytes = i32::try_from(dims.dynamic_shared_bytes).unwrap_or(i32::MAX);
+            function
+                .set_attribute(
+                    CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    bytes,
+                )
+                .map_err(driver("dynamic shared memory opt-in"))?;
+        }
         let slots = args
             .iter()
             .map(|arg| {
