@@ -214,40 +214,37 @@ fn map_item(
 ) {
     let ch = chunking(desc.width, desc.dtype);
     let (out, sources, max_len) = (regs.out, regs.sources, regs.max_len);
-    {
-        let (i, chunk) = split_row_chunk(b, k, ch.chunks);
-        let row = b.binary(BinOp::Add, Type::U64, seq_start, i);
-        let elem = row_elem(b, row, chunk, desc.width, ch.vec);
-        let valid = b.setp(crate::kernel::Cmp::Lt, Type::U64, i, max_len);
-        let zero_path = b.label();
-        let next = b.label();
-        b.bra_if(valid, true, zero_path);
-        let mut lanes: Vec<Vec<Reg>> = Vec::new();
-        for (k, op) in desc.operands.iter().enumerate() {
-            let index = match op.source {
-                MapSource::Jagged => elem,
-                MapSource::Dense => {
-                    let dense_row =
-                        b.ternary(crate::kernel::TernOp::MadLo, Type::U64, seq, max_len, i);
-                    row_elem(b, dense_row, chunk, desc.width, ch.vec)
-                }
-                MapSource::PerSequence => row_elem(b, seq, chunk, desc.width, ch.vec),
-            };
-            lanes.push(load_f32(b, sources[k], index, desc.dtype, ch.vec));
-        }
-        let results: Vec<Reg> = (0..ch.vec as usize)
-            .map(|lane| {
-                let inputs: Vec<Reg> = lanes.iter().map(|l| l[lane]).collect();
-                emit_expr(b, &desc.expr, &inputs, regs.attrs)
-            })
-            .collect();
-        store_f32(b, out, elem, desc.dtype, &results);
-        b.bra(next);
-        b.place(zero_path);
-        let zero = b.const_f32(0.0);
-        store_f32(b, out, elem, desc.dtype, &vec![zero; ch.vec as usize]);
-        b.place(next);
+    let (i, chunk) = split_row_chunk(b, k, ch.chunks);
+    let row = b.binary(BinOp::Add, Type::U64, seq_start, i);
+    let elem = row_elem(b, row, chunk, desc.width, ch.vec);
+    let valid = b.setp(crate::kernel::Cmp::Lt, Type::U64, i, max_len);
+    let zero_path = b.label();
+    let next = b.label();
+    b.bra_if(valid, true, zero_path);
+    let mut lanes: Vec<Vec<Reg>> = Vec::new();
+    for (n, op) in desc.operands.iter().enumerate() {
+        let index = match op.source {
+            MapSource::Jagged => elem,
+            MapSource::Dense => {
+                let dense_row = b.ternary(crate::kernel::TernOp::MadLo, Type::U64, seq, max_len, i);
+                row_elem(b, dense_row, chunk, desc.width, ch.vec)
+            }
+            MapSource::PerSequence => row_elem(b, seq, chunk, desc.width, ch.vec),
+        };
+        lanes.push(load_f32(b, sources[n], index, desc.dtype, ch.vec));
     }
+    let results: Vec<Reg> = (0..ch.vec as usize)
+        .map(|lane| {
+            let inputs: Vec<Reg> = lanes.iter().map(|l| l[lane]).collect();
+            emit_expr(b, &desc.expr, &inputs, regs.attrs)
+        })
+        .collect();
+    store_f32(b, out, elem, desc.dtype, &results);
+    b.bra(next);
+    b.place(zero_path);
+    let zero = b.const_f32(0.0);
+    store_f32(b, out, elem, desc.dtype, &vec![zero; ch.vec as usize]);
+    b.place(next);
 }
 
 /// Element index `row * width + chunk * vec`.
