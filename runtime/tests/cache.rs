@@ -223,15 +223,12 @@ const SHARED_LEN: usize = 1 << 20;
 
 /// Reads `key` through a fresh cache instance (as another process would);
 /// panics if the file on disk is not a whole, valid entry.
-fn read_fresh(dir: &Path, seed: u8) {
+fn read_fresh(dir: &Path, expected: &[u8]) {
     let reader = KernelCache::in_dir(dir).unwrap();
     let read = reader
         .get_or_insert_with(&key("shared"), || Err("a reader saw no valid entry"))
         .unwrap();
-    assert!(
-        *read == payload(seed, SHARED_LEN)[..],
-        "a reader saw other bytes"
-    );
+    assert!(*read == *expected, "a reader saw other bytes");
     assert_eq!(reader.stats().corrupt, 0);
 }
 
@@ -266,17 +263,19 @@ fn threads_with_separate_caches_fill_one_entry() {
         .map(|_| {
             let (dir, done) = (dir.0.clone(), done.clone());
             std::thread::spawn(move || {
+                let expected = payload(7, SHARED_LEN);
                 let mut reads = 0;
                 while !done.load(std::sync::atomic::Ordering::Relaxed) || reads == 0 {
-                    read_fresh(&dir, 7);
+                    read_fresh(&dir, &expected);
                     reads += 1;
                 }
             })
         })
         .collect();
     let writer = KernelCache::in_dir(&dir.0).unwrap();
+    let value = payload(7, SHARED_LEN);
     for _ in 0..40 {
-        writer.insert(&key("shared"), payload(7, SHARED_LEN));
+        writer.insert(&key("shared"), value.clone());
     }
     assert_eq!(writer.stats().disk_errors, 0);
     done.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -297,15 +296,16 @@ fn process_child() {
     };
     let dir = PathBuf::from(dir);
     let cache = KernelCache::in_dir(&dir).unwrap();
+    let value = payload(9, SHARED_LEN);
     let got = cache
-        .get_or_insert_with(&key("shared"), || Ok::<_, ()>(payload(9, SHARED_LEN)))
+        .get_or_insert_with(&key("shared"), || Ok::<_, ()>(value.clone()))
         .unwrap();
-    assert!(*got == payload(9, SHARED_LEN)[..]);
+    assert!(*got == value[..]);
     // Rewrite and read, interleaved with the other processes doing the same.
     for _ in 0..20 {
-        cache.insert(&key("shared"), payload(9, SHARED_LEN));
+        cache.insert(&key("shared"), value.clone());
         for _ in 0..5 {
-            read_fresh(&dir, 9);
+            read_fresh(&dir, &value);
         }
     }
     assert_eq!(cache.stats().corrupt, 0, "a process read a partial entry");
