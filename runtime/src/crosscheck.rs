@@ -13,6 +13,10 @@
 //! | `poison:DTYPE:COUNT` | a buffer of 0xFF bytes (NaN for floats): an element the kernel leaves unwritten fails |
 //! | `in:PATH.npy` | a buffer holding the array of an `.npy` file |
 //! | `out:PATH.npy:DTYPE:COUNT` | a poisoned buffer, saved to PATH.npy (first backend's result) after the run |
+//! | `inout:IN.npy:OUT.npy` | a buffer holding IN.npy, saved to OUT.npy after the run |
+//!
+//! Scalars, `in:`, `out:` and `inout:` are written as `jagc emu` takes them
+//! (integers also in hex, `u64:0x10`).
 //!
 //! Every buffer starts from the same bytes on every backend and every
 //! repetition; after the run each buffer is compared: integers bit for bit,
@@ -113,11 +117,26 @@ impl ArgSpec {
                 .ok_or_else(|| bad("unknown dtype (f64 f32 f16 bf16 i32 i64 u8 bool)"))
         };
         let scalar = |value: &str| -> Result<ArgSpec, CrosscheckError> {
+            // Integers may be written in hex (`u64:0x10`), as `jagc emu` takes them.
+            let int = |value: &str| -> Option<i128> {
+                match value.strip_prefix("0x") {
+                    Some(hex) => i128::from_str_radix(hex, 16).ok(),
+                    None => value.parse().ok(),
+                }
+            };
             let arg = match parts[0] {
-                "u32" => value.parse().map(KernelArg::U32).ok(),
-                "i32" => value.parse().map(KernelArg::I32).ok(),
-                "u64" => value.parse().map(KernelArg::U64).ok(),
-                "i64" => value.parse().map(KernelArg::I64).ok(),
+                "u32" => int(value)
+                    .and_then(|v| v.try_into().ok())
+                    .map(KernelArg::U32),
+                "i32" => int(value)
+                    .and_then(|v| v.try_into().ok())
+                    .map(KernelArg::I32),
+                "u64" => int(value)
+                    .and_then(|v| v.try_into().ok())
+                    .map(KernelArg::U64),
+                "i64" => int(value)
+                    .and_then(|v| v.try_into().ok())
+                    .map(KernelArg::I64),
                 "f32" => value.parse().map(KernelArg::F32).ok(),
                 "f64" => value.parse().map(KernelArg::F64).ok(),
                 _ => return Err(bad("unknown kind")),
@@ -125,6 +144,40 @@ impl ArgSpec {
             arg.map(ArgSpec::Scalar)
                 .ok_or_else(|| bad("the value does not parse as that type"))
         };
+        let npy_input = |path: &str, save: Option<PathBuf>| -> Result<ArgSpec, CrosscheckError> {
+            let array = npy::read(path).map_err(|e| CrosscheckError::File(e.to_string()))?;
+            let dtype = dtype_of_npy(array.dtype)
+                .ok_or_else(|| bad("the .npy dtype has no device dtype"))?;
+            Ok(ArgSpec::Buffer {
+                dtype,
+                count: array.len(),
+                init: BufferInit::Npy(PathBuf::from(path)),
+                save,
+            })
+        };
+        // File specs first: their paths may contain ':'.
+        if let Some(path) = spec.strip_prefix("in:") {
+            return npy_input(path, None);
+        }
+        if let Some(paths) = spec.strip_prefix("inout:") {
+            let (input, output) = paths
+                .split_once(".npy:")
+                .ok_or_else(|| bad("expected inout:IN.npy:OUT.npy"))?;
+            return npy_input(&format!("{input}.npy"), Some(PathBuf::from(output)));
+        }
+        if let Some(rest) = spec.strip_prefix("out:") {
+            let mut fields = rest.rsplitn(3, ':');
+            let (Some(count), Some(d), Some(path)) = (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(bad("expected out:PATH.npy:DTYPE:COUNT"));
+            };
+            return Ok(ArgSpec::Buffer {
+                dtype: dtype(d)?,
+                count: number(count)?,
+                init: BufferInit::Poison,
+                save: Some(PathBuf::from(path)),
+            });
+        }
         let buffer = |dtype, count, init, save| ArgSpec::Buffer {
             dtype,
             count,
@@ -133,7 +186,7 @@ impl ArgSpec {
         };
         match parts.as_slice() {
             ["null"] => Ok(ArgSpec::Scalar(KernelArg::U64(0))),
-            [kind, value] if !matches!(*kind, "in") => scalar(value),
+            [_, value] => scalar(value),
             ["rand", d, count] => Ok(buffer(
                 dtype(d)?,
                 number(count)?,
@@ -177,26 +230,10 @@ impl ArgSpec {
             }
             ["zeros", d, count] => Ok(buffer(dtype(d)?, number(count)?, BufferInit::Zeros, None)),
             ["poison", d, count] => Ok(buffer(dtype(d)?, number(count)?, BufferInit::Poison, None)),
-            ["in", path] => {
-                let array = npy::read(path).map_err(|e| CrosscheckError::File(e.to_string()))?;
-                let dtype = dtype_of_npy(array.dtype)
-                    .ok_or_else(|| bad("the .npy dtype has no device dtype"))?;
-                Ok(buffer(
-                    dtype,
-                    array.len(),
-                    BufferInit::Npy(PathBuf::from(path)),
-                    None,
-                ))
-            }
-            ["out", path, d, count] => Ok(buffer(
-                dtype(d)?,
-                number(count)?,
-                BufferInit::Poison,
-                Some(PathBuf::from(path)),
-            )),
             _ => Err(bad(
                 "expected KIND:VALUE, null, rand:DTYPE:COUNT[:SEED], zeros:DTYPE:COUNT, \
-                 offsets:DTYPE:B:T[:SEED], poison:DTYPE:COUNT, in:PATH.npy or out:PATH.npy:DTYPE:COUNT",
+                 offsets:DTYPE:B:T[:SEED], poison:DTYPE:COUNT, in:PATH.npy, out:PATH.npy:DTYPE:COUNT \
+                 or inout:IN.npy:OUT.npy",
             )),
         }
     }
@@ -594,7 +631,8 @@ default 1e-5), prints times. --save-dir writes the first backend's buffers as
 DIR/argN.npy; --expect-dir compares every backend with such saved buffers instead.
 Exit status 0: all pass; 1: a mismatch; 2: an error.
 ARG: u32:V i32:V u64:V i64:V f32:V f64:V null rand:DTYPE:COUNT[:SEED] zeros:DTYPE:COUNT
-     offsets:i32|i64:B:T[:SEED] poison:DTYPE:COUNT in:PATH.npy out:PATH.npy:DTYPE:COUNT";
+     offsets:i32|i64:B:T[:SEED] poison:DTYPE:COUNT in:PATH.npy out:PATH.npy:DTYPE:COUNT
+     inout:IN.npy:OUT.npy";
 
 fn parse_dims(option: &str, text: &str) -> Result<[u32; 3], CrosscheckError> {
     let mut dims = [1u32; 3];
@@ -718,6 +756,22 @@ mod tests {
             }
         );
         assert!(ArgSpec::parse("u32:-1").is_err());
+        assert_eq!(
+            ArgSpec::parse("u64:0x10").unwrap(),
+            ArgSpec::Scalar(KernelArg::U64(16))
+        );
+        assert!(ArgSpec::parse("u32:0x1ffffffff").is_err());
+        assert_eq!(
+            ArgSpec::parse("out:dir:with:colons/y.npy:bf16:12").unwrap(),
+            ArgSpec::Buffer {
+                dtype: DType::BF16,
+                count: 12,
+                init: BufferInit::Poison,
+                save: Some(PathBuf::from("dir:with:colons/y.npy"))
+            }
+        );
+        assert!(ArgSpec::parse("out:y.npy:f32").is_err());
+        assert!(ArgSpec::parse("inout:a.npy").is_err());
         assert!(ArgSpec::parse("offsets:f32:4:10").is_err());
         assert!(ArgSpec::parse("zeros:f7:3").is_err());
         assert!(ArgSpec::parse("in:/nonexistent.npy").is_err());

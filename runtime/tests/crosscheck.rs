@@ -110,3 +110,49 @@ fn the_gpu_script_skips_a_fixture_without_a_recipe() {
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("no_such_fixture MISSING"), "{stdout}");
 }
+
+#[test]
+fn npy_inputs_and_outputs_round_trip_through_the_binary() {
+    use jagged_ir::npy::{self, NpyArray, NpyDtype};
+    let dir = std::env::temp_dir().join(format!("jagged-xc-npy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = 100usize;
+    let a: Vec<f32> = (0..n).map(|i| i as f32 * 1.5).collect();
+    let b: Vec<f32> = (0..n).map(|i| 7.0 - i as f32).collect();
+    for (name, values) in [("a.npy", &a), ("b.npy", &b)] {
+        let array = NpyArray {
+            dtype: NpyDtype::F32,
+            shape: vec![n],
+            data: jagged_runtime::to_bytes(values),
+        };
+        npy::write(dir.join(name), &array).unwrap();
+    }
+    let vadd = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vadd.ptx");
+    let spec = |s: &str| s.replace("DIR", &dir.display().to_string());
+    let output = Command::new(BIN)
+        .args(["--backends", "emu", "--grid", "1", "--block", "128"])
+        .arg(&vadd)
+        .arg("vadd")
+        .args([
+            spec("in:DIR/a.npy"),
+            spec("inout:DIR/b.npy:DIR/b_after.npy"),
+        ])
+        .args([spec("out:DIR/c.npy:f32:100"), "u32:100".to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let c = npy::read(dir.join("c.npy")).unwrap();
+    let c: Vec<f32> = jagged_runtime::from_bytes("c", &c.data).unwrap();
+    // Sums of small integers and halves: exact in f32.
+    let expected: Vec<f32> = (0..n)
+        .map(|i| (i as f64 * 1.5 + 7.0 - i as f64) as f32)
+        .collect();
+    assert_eq!(c, expected);
+    let b_after = npy::read(dir.join("b_after.npy")).unwrap();
+    assert_eq!(b_after.data, jagged_runtime::to_bytes(&b));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
