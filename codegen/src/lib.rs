@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! jagged-codegen: lowers jagged IR graphs to a SIMT kernel IR and prints PTX
 //! specialized per [`Spec`] (inner dims, max-length bucket, dtype, arch).
 //!
