@@ -1430,10 +1430,10 @@ impl<'g> Worker<'g> {
             MmaKind::M16n8k8 { .. } | MmaKind::M16n8k8Tf32 => 8,
             MmaKind::M16n8k4Tf32 => 4,
         };
-        // A [16][K] and B transposed [8][K] in f32 (f16, bf16 and tf32 values and their
+        // A [16][K] and B [K][8] in f32 (f16, bf16 and tf32 values and their
         // products are exact in f32); C and the sums in f64.
         let mut am = [[0f32; 16]; 16];
-        let mut bt = [[0f32; 16]; 8];
+        let mut bm = [[0f32; 8]; 16];
         let mut cm = [[0f64; 8]; 16];
         let cd = match kind {
             MmaKind::M16n8k16 { cd, .. } | MmaKind::M16n8k8 { cd, .. } => cd,
@@ -1465,8 +1465,8 @@ impl<'g> Worker<'g> {
                     for (i, s) in b.iter().enumerate() {
                         let v = rd(*s, l);
                         let kk = 2 * t + 8 * i;
-                        bt[g][kk] = h(v);
-                        bt[g][kk + 1] = h(v >> 16);
+                        bm[kk][g] = h(v);
+                        bm[kk + 1][g] = h(v >> 16);
                     }
                 }
                 MmaKind::M16n8k8Tf32 | MmaKind::M16n8k4Tf32 => {
@@ -1476,7 +1476,7 @@ impl<'g> Worker<'g> {
                         am[g + 8 * (i & 1)][t + 4 * (i >> 1)] = tf(rd(*s, l));
                     }
                     for (i, s) in b.iter().enumerate() {
-                        bt[g][t + 4 * i] = tf(rd(*s, l));
+                        bm[t + 4 * i][g] = tf(rd(*s, l));
                     }
                 }
             }
@@ -1492,16 +1492,14 @@ impl<'g> Worker<'g> {
                 }
             }
         }
-        let mut dm = [[0f64; 8]; 16];
-        for (i, row) in dm.iter_mut().enumerate() {
-            let ar = &am[i][..k];
-            for (j, x) in row.iter_mut().enumerate() {
-                let br = &bt[j][..k];
-                let mut acc = cm[i][j];
-                for kk in 0..k {
-                    acc += (ar[kk] * br[kk]) as f64;
+        // D = C + A B, with the 8 columns as independent (vectorizable) accumulators.
+        let mut dm = cm;
+        for (i, drow) in dm.iter_mut().enumerate() {
+            for kk in 0..k {
+                let x = am[i][kk];
+                for (dj, b) in drow.iter_mut().zip(bm[kk].iter()) {
+                    *dj += (x * b) as f64;
                 }
-                *x = acc;
             }
         }
         for l in 0..32u32 {

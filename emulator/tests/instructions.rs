@@ -1579,3 +1579,11 @@ JOIN:
         assert_eq!(m, if t < 10 { 0x3ff } else { 0xffff_fc00 }, "lane {t}");
     }
 }
+
+#[test]
+fn module_and_device_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Module>();
+    assert_send_sync::<Device>();
+    assert_send_sync::<EmuError>();
+}
