@@ -428,15 +428,16 @@ fn conversions() {
     cvt.u32.u64 %r15, 0x123456789;      // truncates: 0x23456789
     cvt.rzi.s64.f64 %rd6, 0dC010000000000000; // -4
     cvt.u32.u64 %r16, %rd6;
-    cvt.rn.tf32.f32 %r17, 0f3F800FFF;   // -> nearest tf32 (10-bit mantissa)
+    cvt.rna.tf32.f32 %r17, 0f3F801000;  // tie at the 13 dropped bits, away from zero: 0x3f802000
     cvt.rzi.u32.f32 %r18, 0fBF800000;   // -1 saturates to 0
 "#,
         stores(&[
             "%r1", "%r2", "%r3", "%r4", "%r5", "%r6", "%r7", "%r8", "%f1", "%f2", "%f3", "%r9",
             "%r10", "%r11", "%r12", "%r13", "%f5", "%f6", "%r14", "%r15", "%r16", "%f4", "%r18",
+            "%r17",
         ])
     );
-    let got = run(&body, 1, &[], 23);
+    let got = run(&body, 1, &[], 24);
     let want: Vec<u32> = vec![
         2,
         4,
@@ -461,6 +462,7 @@ fn conversions() {
         -4i32 as u32,
         f(1.0 + 1.0 / 1024.0),
         0,
+        0x3f80_2000,
     ];
     assert_eq!(got, want);
     // 16-bit results, stored as u16 (they sit in .b16 registers).
