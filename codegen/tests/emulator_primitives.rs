@@ -86,7 +86,7 @@ fn specs() -> Vec<(Spec, usize)> {
             Spec::new(vec![6], 40, DType::F16, DType::I32, Arch::Sm80),
             40,
         ),
-        // 16-byte f16 vectors (softmax narrows them to 4 columns per lane).
+        // 16-byte f16 vectors: 8 columns per lane.
         (
             Spec::new(vec![16], 50, DType::F16, DType::I64, Arch::Sm90a),
             50,

@@ -21,8 +21,8 @@ use crate::launch::{ParamBinding, SizeExpr};
 use crate::spec::DType;
 
 use super::{
-    BLOCK_THREADS, Chunking, Entry, Plan, chunking, exp_f32, grid, load_f32, load_index,
-    sequence_groups, store_f32,
+    BLOCK_THREADS, Entry, Plan, chunking, exp_f32, grid, load_f32, load_index, sequence_groups,
+    store_f32,
 };
 
 /// Reductions of `jagged_reduce`.
@@ -182,15 +182,7 @@ impl Combiner {
 pub fn segment_kernel(desc: &SegmentDesc) -> Plan {
     let group_threads = desc.group.threads();
     let groups_per_block = BLOCK_THREADS / group_threads;
-    let mut ch = chunking(desc.width, desc.dtype);
-    if desc.op == SegmentOp::Softmax && ch.vec > 4 {
-        // Online softmax keeps two states per column and unrolls the merges:
-        // at most 4 columns per lane keep it well inside the register file.
-        ch = Chunking {
-            vec: 4,
-            chunks: desc.width / 4,
-        };
-    }
+    let ch = chunking(desc.width, desc.dtype);
     // Column lanes: enough for every column vector (a power of two, <= 32).
     let cl = ch.chunks.clamp(1, 32).next_power_of_two() as u32;
     let row_lanes = group_threads / cl;
