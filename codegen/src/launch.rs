@@ -207,6 +207,43 @@ pub struct CompiledKernel {
     pub outputs: Vec<OutputBuffer>,
 }
 
+impl fmt::Display for Launch {
+    /// `entry<<<grid rule, block>>>(params...)`, one line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let params: Vec<String> = self.params.iter().map(ToString::to_string).collect();
+        write!(
+            f,
+            "{}<<<{}, {}, {}>>>({})",
+            self.entry,
+            self.grid,
+            self.block,
+            self.dynamic_shared_bytes,
+            params.join(", ")
+        )
+    }
+}
+
+impl fmt::Display for CompiledKernel {
+    /// The launch plan (not the PTX): outputs, scratch buffers, launches.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "target {}, {} bytes of PTX", self.arch, self.ptx.len())?;
+        for (i, o) in self.outputs.iter().enumerate() {
+            write!(f, "output{i}: {} x {}", o.elems, o.elem)?;
+            if let Some(k) = o.used_rows_from {
+                write!(f, " (capacity; rows used = output{k}[B])")?;
+            }
+            writeln!(f)?;
+        }
+        for (i, s) in self.scratch.iter().enumerate() {
+            writeln!(f, "scratch{i}: {} bytes", s.bytes)?;
+        }
+        for l in &self.launches {
+            writeln!(f, "{l}")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

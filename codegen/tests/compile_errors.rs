@@ -68,3 +68,20 @@ fn output_is_deterministic() {
     assert!(a.ptx.contains(".target sm_90a"));
     assert!(a.ptx.contains(".version 8.0"));
 }
+
+#[test]
+fn launch_plan_prints_in_graph_order() {
+    let graph = ops::jagged_to_padded_dense(&jspec(DType::F32)).expect("graph");
+    let spec = Spec::for_graph(&graph, 100, Arch::Sm80).expect("spec");
+    let compiled = compile(&graph, &spec).expect("compile");
+    let text = compiled.to_string();
+    // ops::jagged_to_padded_dense declares `offsets` before `values`: the
+    // kernel reads values (graph input 1) then offsets (graph input 0).
+    assert!(
+        text.contains(
+            "(output0, input1, input0, u64 max_len, u64 B*max_len*1, f32 attr padding_value)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("output0: B*max_len*4 x f32"), "{text}");
+}
