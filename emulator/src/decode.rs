@@ -649,6 +649,9 @@ impl Decoder<'_> {
                     m.take("wrap");
                 }
                 let ty = need_ty(&mut m, self)?;
+                if ty.size() > 8 {
+                    return Err(self.unsupported(format!("`{opcode}`: 128-bit operands")));
+                }
                 let (op, n) = match name {
                     "add" => (AluOp::Add, 2),
                     "sub" => (AluOp::Sub, 2),
@@ -720,6 +723,9 @@ impl Decoder<'_> {
             }
             "mov" => {
                 let ty = need_ty(&mut m, self)?;
+                if ty.size() > 8 {
+                    return Err(self.unsupported(format!("`{opcode}`: 128-bit operands")));
+                }
                 self.finish(&m, opcode)?;
                 self.nops(ops, 2, opcode)?;
                 match (&ops[0], &ops[1]) {
@@ -865,6 +871,9 @@ impl Decoder<'_> {
                 let dty = need_ty(&mut m, self)?;
                 let sty = need_ty(&mut m, self)?;
                 self.finish(&m, opcode)?;
+                if dty.size() > 8 || sty.size() > 8 {
+                    return Err(self.unsupported(format!("`{opcode}`: 128-bit conversion")));
+                }
                 if matches!(dty, Ty::F16x2 | Ty::Bf16x2) {
                     self.nops(ops, 3, opcode)?;
                     Op::CvtPack {
@@ -910,6 +919,9 @@ impl Decoder<'_> {
                 let space0 = m.space();
                 let n = m.vector();
                 let ty = need_ty(&mut m, self)?;
+                if ty.size() > 8 {
+                    return Err(self.unsupported(format!("`{opcode}`: 128-bit elements")));
+                }
                 self.finish(&m, opcode)?;
                 if ops.len() != 2 && ops.len() != 3 {
                     return Err(
@@ -937,6 +949,9 @@ impl Decoder<'_> {
                 let space0 = m.space();
                 let n = m.vector();
                 let ty = need_ty(&mut m, self)?;
+                if ty.size() > 8 {
+                    return Err(self.unsupported(format!("`{opcode}`: 128-bit elements")));
+                }
                 self.finish(&m, opcode)?;
                 if ops.len() != 2 && ops.len() != 3 {
                     return Err(
@@ -979,7 +994,10 @@ impl Decoder<'_> {
                     return Err(self.unsupported(format!("atomic type .{ty}")));
                 }
                 let (d, rest) = if name == "atom" {
-                    (Some(self.dreg(&ops[0])?), &ops[1..])
+                    let first = ops
+                        .first()
+                        .ok_or_else(|| self.bad(format!("`{opcode}` needs a destination")))?;
+                    (Some(self.dreg(first)?), &ops[1..])
                 } else {
                     (None, ops)
                 };

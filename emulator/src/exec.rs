@@ -523,7 +523,7 @@ impl<'g> Worker<'g> {
                         self,
                         "module-scope variables are read-only in the emulator".into(),
                     )
-                } else if off + size as u64 <= ctx.module_data.len() as u64 {
+                } else if off.saturating_add(size as u64) <= ctx.module_data.len() as u64 {
                     Some(Place::Module(off as usize))
                 } else {
                     oob(
@@ -538,7 +538,7 @@ impl<'g> Worker<'g> {
             MemSpace::Global | MemSpace::Generic => {
                 if let Some((base, a)) = self.last_alloc
                     && addr >= base
-                    && addr + size as u64 <= base + a.size
+                    && addr.saturating_add(size as u64) <= base + a.size
                 {
                     return Some(Place::Global(a, addr - base));
                 }
@@ -551,7 +551,7 @@ impl<'g> Worker<'g> {
                 }
             }
             MemSpace::Shared => {
-                if addr + size as u64 <= ctx.shared_bytes as u64 {
+                if addr.saturating_add(size as u64) <= ctx.shared_bytes as u64 {
                     Some(Place::Shared(addr as u32))
                 } else {
                     oob(
@@ -562,7 +562,7 @@ impl<'g> Worker<'g> {
             }
             MemSpace::Local => {
                 let lb = ctx.kernel.local_bytes as u64;
-                if addr + size as u64 <= lb {
+                if addr.saturating_add(size as u64) <= lb {
                     Some(Place::Local((tid as u64 * lb + addr) as usize))
                 } else {
                     oob(self, format!("each thread has {lb} bytes of local memory"))
@@ -572,7 +572,7 @@ impl<'g> Worker<'g> {
                 if write {
                     return oob(self, "parameters are read-only".into());
                 }
-                if addr + size as u64 <= ctx.params.len() as u64 {
+                if addr.saturating_add(size as u64) <= ctx.params.len() as u64 {
                     Some(Place::Param(addr as usize))
                 } else {
                     oob(

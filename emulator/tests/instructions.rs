@@ -1589,3 +1589,49 @@ fn module_and_device_can_be_shared_across_threads() {
     assert_send_sync::<Device>();
     assert_send_sync::<EmuError>();
 }
+
+/// Every prefix of every line of a real kernel, and every line with one token dropped,
+/// parses to a module or an error: never a panic.
+#[test]
+fn mangled_ptx_never_panics() {
+    let ptx = ldmatrix_kernel(
+        "    shfl.sync.bfly.b32 %r2|%p1, %r1, 1, 0x1f, 0xffffffff;\n    atom.global.add.u32 %r3, [%rd1], 1;\n    mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%f1, %f2, %f3, %f4}, {%r1, %r2}, {%r3}, {%f1, %f2, %f3, %f4};\n    cp.async.ca.shared.global [%r2], [%rd2], 4, %r3;\n    mov.b64 {%r4, %r5}, %rd1;\n",
+    );
+    let lines: Vec<&str> = ptx.lines().collect();
+    let mut variants = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let tokens: Vec<&str> = line.split_whitespace().collect();
+        let mut edits: Vec<String> = (0..line.len())
+            .filter(|&k| line.is_char_boundary(k))
+            .map(|k| line[..k].to_string())
+            .collect();
+        for skip in 0..tokens.len() {
+            let kept: Vec<&str> = tokens
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != skip)
+                .map(|(_, t)| *t)
+                .collect();
+            edits.push(kept.join(" "));
+        }
+        for e in edits {
+            let mut v = lines.clone();
+            v[i] = &e;
+            let text = v.join("\n");
+            if let Ok(m) = Module::parse(&text) {
+                // What parses must also launch without panicking (errors are fine).
+                let mut dev = Device::new();
+                dev.set_cta_instruction_limit(100_000);
+                let p = dev.alloc(64);
+                let cfg = LaunchConfig {
+                    grid: [1, 1, 1],
+                    block: [32, 1, 1],
+                    dynamic_shared_bytes: 0,
+                };
+                let _ = dev.launch(&m, "k", &cfg, &[KernelArg::Ptr(p), KernelArg::Ptr(p)]);
+            }
+            variants += 1;
+        }
+    }
+    assert!(variants > 1000);
+}
