@@ -1635,3 +1635,83 @@ fn mangled_ptx_never_panics() {
     }
     assert!(variants > 1000);
 }
+
+#[test]
+fn mma_with_f16_accumulators() {
+    // m16n8k16 f16 x f16 + f16 -> f16. A = all ones, B[k][j] = j (as f16), C = 0.5:
+    // D[i][j] = 16 * j + 0.5, exact in f16. C/D registers: reg r holds row g + 8r,
+    // cols 2t and 2t+1 (low half first).
+    let one = 0x3c00u32;
+    let body = format!(
+        r#"
+    mov.u32 %r1, {ones};
+    mov.u32 %r2, {ones};
+    mov.u32 %r3, {ones};
+    mov.u32 %r4, {ones};
+    shr.u32 %r10, %r0, 2;                 // groupID = column j of B
+    cvt.rn.f32.u32 %f1, %r10;
+    cvt.rn.f16x2.f32 %r5, %f1, %f1;
+    mov.u32 %r6, %r5;
+    mov.u32 %r7, 0x38003800;              // 0.5, 0.5
+    mov.u32 %r8, 0x38003800;
+    mma.sync.aligned.m16n8k16.row.col.f16.f16.f16.f16 {{%r11, %r12}}, {{%r1, %r2, %r3, %r4}}, {{%r5, %r6}}, {{%r7, %r8}};
+    mul.wide.u32 %rd6, %r0, 8;
+    add.s64 %rd6, %rd1, %rd6;
+    st.global.v2.b32 [%rd6], {{%r11, %r12}};
+"#,
+        ones = one | one << 16
+    );
+    let got = run(&body, 32, &[], 64);
+    let h = |x: f32| half::f16::from_f32(x).to_bits() as u32;
+    for lane in 0..32usize {
+        let t = lane % 4;
+        let (j0, j1) = (2 * t, 2 * t + 1);
+        let want = h(16.0 * j0 as f32 + 0.5) | h(16.0 * j1 as f32 + 0.5) << 16;
+        assert_eq!(got[2 * lane], want, "lane {lane} reg 0");
+        assert_eq!(got[2 * lane + 1], want, "lane {lane} reg 1");
+    }
+}
+
+#[test]
+fn stmatrix_is_the_inverse_of_ldmatrix() {
+    // Each lane holds fragment values 1000 * m + lane (matrix m, lo half) and +500 (hi half);
+    // stmatrix then ldmatrix of the same rows must give them back.
+    let decls = ".shared .align 16 .b8 tile[512];";
+    let body = r#"
+    mov.u32 %r30, tile;
+    and.b32 %r14, %r0, 15;
+    shr.u32 %r15, %r0, 4;
+    shl.b32 %r14, %r14, 5;
+    shl.b32 %r15, %r15, 4;
+    add.u32 %r14, %r14, %r15;
+    add.u32 %r14, %r30, %r14;
+    add.u32 %r20, %r0, 500;
+    shl.b32 %r20, %r20, 16;
+    or.b32 %r20, %r20, %r0;
+    add.u32 %r21, %r20, 0x03e803e8;
+    add.u32 %r22, %r21, 0x03e803e8;
+    add.u32 %r23, %r22, 0x03e803e8;
+    stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%r14], {%r20, %r21, %r22, %r23};
+    bar.sync 0;
+    ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%r24, %r25, %r26, %r27}, [%r14];
+    mul.wide.u32 %rd6, %r0, 16;
+    add.s64 %rd6, %rd1, %rd6;
+    st.global.v4.b32 [%rd6], {%r24, %r25, %r26, %r27};
+"#;
+    let ptx = kernel_with(body, decls).replace(".target sm_80", ".target sm_90");
+    let got = match run_cfg(&ptx, [1, 1, 1], [32, 1, 1], &[], 128) {
+        Ok(v) => v,
+        Err(e) => panic!("{e}"),
+    };
+    for lane in 0..32u32 {
+        for m in 0..4u32 {
+            let lo = lane + 1000 * m;
+            let hi = lane + 500 + 1000 * m;
+            assert_eq!(
+                got[(4 * lane + m) as usize],
+                lo | hi << 16,
+                "lane {lane} matrix {m}"
+            );
+        }
+    }
+}
