@@ -642,10 +642,19 @@ impl<'g> Worker<'g> {
         size: u32,
         wid: u32,
         atomic: bool,
+        data: Option<&[u8]>,
         tid: u32,
         line: u32,
     ) {
         let (cta_gen, epoch) = (self.cta_gen, self.epoch);
+        // Storing the value the bytes already hold cannot change what anyone reads: Triton
+        // emits such same-value stores from several warps (replicated layouts).
+        let same_value = data.is_some_and(|d| {
+            self.shared[off as usize..(off + size) as usize] == *d
+                && self.shadow[off as usize..(off + size) as usize]
+                    .iter()
+                    .all(|s| s.init == cta_gen)
+        });
         let mut problem = None;
         for b in off..off + size {
             let s = &mut self.shadow[b as usize];
@@ -668,7 +677,7 @@ impl<'g> Worker<'g> {
             s.w_atomic = atomic;
             s.init = cta_gen;
         }
-        if let Some(detail) = problem {
+        if let Some(detail) = problem.filter(|_| !same_value) {
             self.report(
                 ctx,
                 CheckKind::SharedRace,
@@ -692,17 +701,18 @@ impl<'g> Worker<'g> {
         space: MemSpace,
         addr: u64,
         size: u32,
-        write: bool,
+        write: Option<&[u8]>,
         wid: u32,
         tid: u32,
         line: u32,
     ) -> Option<Place<'g>> {
-        let p = self.place(ctx, space, addr, size, write, tid, line)?;
+        let p = self.place(ctx, space, addr, size, write.is_some(), tid, line)?;
         if let Place::Shared(off) = p {
-            if write {
-                self.shared_write_check(ctx, off, size, wid, false, tid, line);
-            } else {
-                self.shared_read_check(ctx, off, size, wid, tid, line);
+            match write {
+                Some(data) => {
+                    self.shared_write_check(ctx, off, size, wid, false, Some(data), tid, line)
+                }
+                None => self.shared_read_check(ctx, off, size, wid, tid, line),
             }
         }
         Some(p)
@@ -748,7 +758,7 @@ impl<'g> Worker<'g> {
     ) {
         let size = out.len() as u32;
         let chunk = size.min(8);
-        match self.access(ctx, space, addr, size, false, wid, tid, line) {
+        match self.access(ctx, space, addr, size, None, wid, tid, line) {
             Some(p) => {
                 for (c, o) in out.chunks_mut(chunk as usize).enumerate() {
                     let v = self.read_small(ctx, &p, c as u64 * chunk as u64, chunk);
@@ -773,7 +783,7 @@ impl<'g> Worker<'g> {
     ) {
         let size = data.len() as u32;
         let chunk = size.min(8);
-        if let Some(p) = self.access(ctx, space, addr, size, true, wid, tid, line) {
+        if let Some(p) = self.access(ctx, space, addr, size, Some(data), wid, tid, line) {
             for (c, d) in data.chunks(chunk as usize).enumerate() {
                 let mut b = [0u8; 8];
                 b[..d.len()].copy_from_slice(d);
@@ -1017,7 +1027,7 @@ impl<'g> Worker<'g> {
                 };
                 for l in lanes(active) {
                     let a = self.addr(ctx, w, *addr, l);
-                    let p = self.access(ctx, *space, a, total, false, wid, wid * 32 + l, line);
+                    let p = self.access(ctx, *space, a, total, None, wid, wid * 32 + l, line);
                     for c in 0..(total / chunk) as usize {
                         let v = match &p {
                             Some(p) => self.read_small(ctx, p, (c * chunk as usize) as u64, chunk),
@@ -1044,25 +1054,35 @@ impl<'g> Worker<'g> {
                 let es = ty.size().min(8);
                 let total = es * srcs.len() as u32;
                 let chunk = total.min(8);
-                let per = (chunk / es) as usize;
                 let emask = if es >= 8 {
                     u64::MAX
                 } else {
                     (1u64 << (8 * es)) - 1
                 };
+                let mut buf = [0u8; 64];
                 for l in lanes(active) {
+                    for (i, s) in srcs.iter().enumerate() {
+                        let x = (self.rd(ctx, w, *s, l) & emask).to_le_bytes();
+                        buf[i * es as usize..(i + 1) * es as usize]
+                            .copy_from_slice(&x[..es as usize]);
+                    }
                     let a = self.addr(ctx, w, *addr, l);
-                    let Some(p) = self.access(ctx, *space, a, total, true, wid, wid * 32 + l, line)
+                    let data = &buf[..total as usize];
+                    let Some(p) =
+                        self.access(ctx, *space, a, total, Some(data), wid, wid * 32 + l, line)
                     else {
                         continue;
                     };
                     for c in 0..(total / chunk) as usize {
-                        let mut v = 0u64;
-                        for j in 0..per {
-                            let x = self.rd(ctx, w, srcs[c * per + j], l) & emask;
-                            v |= x << (8 * es as usize * j);
-                        }
-                        self.write_small(&p, (c * chunk as usize) as u64, chunk, v);
+                        let mut b8 = [0u8; 8];
+                        b8[..chunk as usize]
+                            .copy_from_slice(&buf[c * chunk as usize..(c + 1) * chunk as usize]);
+                        self.write_small(
+                            &p,
+                            (c * chunk as usize) as u64,
+                            chunk,
+                            u64::from_le_bytes(b8),
+                        );
                     }
                 }
             }
@@ -1084,7 +1104,7 @@ impl<'g> Worker<'g> {
                     let old = match self.place(ctx, *space, a, size, true, tid, line) {
                         Some(Place::Global(al, off)) => al.rmw(off, size, f),
                         Some(Place::Shared(off)) => {
-                            self.shared_write_check(ctx, off, size, wid, true, tid, line);
+                            self.shared_write_check(ctx, off, size, wid, true, None, tid, line);
                             let r = &mut self.shared[off as usize..(off + size) as usize];
                             let mut b8 = [0u8; 8];
                             b8[..size as usize].copy_from_slice(r);
@@ -1406,7 +1426,17 @@ impl<'g> Worker<'g> {
 
     fn deliver(&mut self, ctx: &LaunchCtx<'g>, wid: u32, c: &PendingCopy) {
         let (off, len) = (c.dst, c.len as u32);
-        self.shared_write_check(ctx, off, len, wid, false, wid * 32 + c.lane as u32, c.line);
+        let data = &c.data[..len as usize];
+        self.shared_write_check(
+            ctx,
+            off,
+            len,
+            wid,
+            false,
+            Some(data),
+            wid * 32 + c.lane as u32,
+            c.line,
+        );
         for b in off..off + len {
             self.shadow[b as usize].pending = 0;
         }

@@ -1715,3 +1715,28 @@ fn stmatrix_is_the_inverse_of_ldmatrix() {
         }
     }
 }
+
+#[test]
+fn same_value_stores_from_two_warps_are_not_races() {
+    let decls = ".shared .align 16 .b8 s[64];";
+    // Both warps store the same 16 bytes (Triton's replicated layouts do this).
+    let same = r#"
+    mov.u32 %r1, s;
+    st.shared.v4.u32 [%r1], {1, 2, 3, 4};
+    bar.sync 0;
+    ld.shared.u32 %r2, [%r1+8];
+    st.global.u32 [%rd3], %r2;
+"#;
+    let got = run_cfg(&kernel_with(same, decls), [1, 1, 1], [64, 1, 1], &[], 64);
+    assert_eq!(got.ok(), Some(vec![3; 64]));
+    // Different values from the two warps: a race.
+    let different = same
+        .replace("{1, 2, 3, 4}", "{1, 2, %r0, 4}")
+        .replace("[%r1+8]", "[%r1+4]");
+    let ptx = kernel_with(&different, decls);
+    let kinds = check_kinds(run_cfg(&ptx, [1, 1, 1], [64, 1, 1], &[], 64));
+    assert_eq!(
+        kinds,
+        vec![(CheckKind::SharedRace, line_of(&ptx, "st.shared.v4"))]
+    );
+}
