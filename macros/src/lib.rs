@@ -1,1 +1,37 @@
-//! The `#[jagged_kernel]` attribute macro (issue 4).
+//! The `#[jagged_kernel]` attribute macro.
+//!
+//! It reads a Rust function written in the jagged DSL (typed jagged and dense
+//! tensor parameters, `#[attr]` scalar attributes, a body of `let` bindings and
+//! expressions over the DSL's ops), checks it (dtypes, shapes, sequence sets,
+//! Rust outside the DSL), and emits:
+//!
+//! - the user's function, unchanged but for its `#[attr]` markers, so that
+//!   rustc type-checks it against the phantom types of `jagged::dsl` and the
+//!   IDE keeps working on it;
+//! - a sibling module of the same name with `graph(...)`, which builds the
+//!   `jagged_ir` graph with one `GraphBuilder` call per DSL operation for the
+//!   static facts given (dtypes, inner dims, shapes), and `launch(...)`.
+//!
+//! Misuse of the DSL is a `compile_error!` at the offending span; the user's
+//! function is emitted in every case.
+//!
+//! Layout: [`args`] parses the attribute's own arguments, [`sig`] the
+//! function's signature, [`body`] checks and lowers the body, [`expand`]
+//! assembles the output.
+
+mod args;
+mod body;
+mod expand;
+mod sig;
+
+use proc_macro::TokenStream;
+
+/// Turns a DSL function into a graph builder and a launcher (see the crate docs
+/// and `jagged::dsl` for the language).
+///
+/// Arguments: `name = "op"` (the graph name; default: the function's name),
+/// `outputs(a, b)` (output names; default `out`).
+#[proc_macro_attribute]
+pub fn jagged_kernel(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::expand(attr.into(), item.into()).into()
+}

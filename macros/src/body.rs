@@ -1,0 +1,1241 @@
+//! Checks the kernel's body and lowers it to `GraphBuilder` calls.
+//!
+//! Every DSL value gets a static type (kind, dtype, shape, sequence set) from
+//! the declared parameter types; an operation on mismatched operands is an
+//! error at its span. Each tensor operation becomes one statement
+//! `let __vN = __b.op(...);` of the generated `graph` function. Scalars
+//! (literals, `#[attr]` parameters and arithmetic on them) have no node until
+//! they meet a tensor: they are then materialized in that tensor's dtype
+//! (constants and `attr` nodes), as the reference graphs of `jagged_ir::ops` do.
+
+use std::collections::HashMap;
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote};
+use syn::spanned::Spanned;
+use syn::{BinOp, Error, Expr, Ident, Lit, Pat, Stmt, UnOp};
+
+use crate::sig::{DTy, Kind, Param, Shape, Signature, TensorTy};
+
+/// A tensor value of the body.
+#[derive(Clone)]
+struct Tensor {
+    kind: Kind,
+    dtype: DTy,
+    shape: Shape,
+    /// Index into `Lowering::seqs` for jagged kinds.
+    seqs: Option<usize>,
+    /// The generated variable holding its node handle.
+    var: Ident,
+}
+
+impl Tensor {
+    fn describe(&self) -> String {
+        TensorTy {
+            kind: self.kind,
+            dtype: self.dtype.clone(),
+            shape: self.shape.clone(),
+        }
+        .describe()
+    }
+}
+
+/// The two elementwise shapes of arithmetic.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arith {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+}
+
+impl Arith {
+    fn builder_method(self) -> Ident {
+        let name = match self {
+            Arith::Add => "add",
+            Arith::Sub => "sub",
+            Arith::Mul => "mul",
+            Arith::Div => "div",
+            Arith::Max => "max",
+            Arith::Min => "min",
+        };
+        Ident::new(name, Span::call_site())
+    }
+}
+
+/// A scalar expression, not yet a node.
+#[derive(Clone)]
+enum Scalar {
+    Lit(f64),
+    Attr(String),
+    Neg(Box<Scalar>),
+    Bin(Arith, Box<Scalar>, Box<Scalar>),
+}
+
+#[derive(Clone)]
+enum Value {
+    Tensor(Tensor),
+    Scalar(Scalar),
+}
+
+/// The generated statements of `graph`, and what `launch` needs to know.
+pub struct Lowered {
+    /// The statements after the builder is created, up to `finish`.
+    pub stmts: Vec<TokenStream>,
+    /// Whether `graph` takes the kernel's offsets dtype (`offsets: DType`).
+    pub takes_offsets_dtype: bool,
+}
+
+struct Lowering<'a> {
+    sig: &'a Signature,
+    stmts: Vec<TokenStream>,
+    env: HashMap<String, Value>,
+    next: usize,
+    /// Generated variables of the sequence sets; the kernel's own is index 0.
+    seqs: Vec<Ident>,
+    has_kernel_seqs: bool,
+    /// The dtype of the kernel's offsets.
+    index: DTy,
+}
+
+/// Lowers the kernel with signature `sig` and body `block`, whose outputs are named `outputs`.
+pub fn lower(sig: &Signature, block: &syn::Block, outputs: &[Ident]) -> syn::Result<Lowered> {
+    let explicit_offsets = sig.params.iter().find_map(|p| match p {
+        Param::Tensor { ty, .. } if ty.kind == Kind::Offsets => Some(ty.dtype.clone()),
+        _ => None,
+    });
+    let mut l = Lowering {
+        sig,
+        stmts: Vec::new(),
+        env: HashMap::new(),
+        next: 0,
+        seqs: Vec::new(),
+        has_kernel_seqs: false,
+        index: explicit_offsets.unwrap_or(DTy::KernelIndex),
+    };
+    l.prologue()?;
+    let tail = l.body(block)?;
+    let tail_span = block.stmts.last().map_or(block.span(), Spanned::span);
+    l.outputs(tail, tail_span, outputs)?;
+    let takes_offsets_dtype = l.index == DTy::KernelIndex
+        && (l.has_kernel_seqs || sig.outputs.iter().any(|o| o.ty.dtype == DTy::KernelIndex));
+    Ok(Lowered {
+        stmts: l.stmts,
+        takes_offsets_dtype,
+    })
+}
+
+fn err<T>(span: Span, msg: impl std::fmt::Display) -> syn::Result<T> {
+    Err(Error::new(span, msg))
+}
+
+impl Lowering<'_> {
+    fn fresh(&mut self) -> Ident {
+        self.next += 1;
+        format_ident!("__v{}", self.next)
+    }
+
+    fn emit(&mut self, value: TokenStream) -> Ident {
+        let var = self.fresh();
+        self.stmts.push(quote!(let #var = #value;));
+        var
+    }
+
+    fn truncates(&self) -> bool {
+        self.sig.has_max_len()
+    }
+
+    /// Declares the attributes and creates the inputs, in parameter order; the
+    /// kernel's offsets input comes at its parameter, or just before the first
+    /// jagged parameter when implicit.
+    fn prologue(&mut self) -> syn::Result<()> {
+        for p in &self.sig.params {
+            if let Param::Attr {
+                ident,
+                kind,
+                default,
+                ..
+            } = p
+            {
+                let name = ident.to_string();
+                let (kind, default) = match kind {
+                    crate::sig::AttrKind::Index => (
+                        quote!(Index),
+                        default
+                            .as_ref()
+                            .map(|v| quote!(Some(::jagged::__private::AttrValue::Index(#v)))),
+                    ),
+                    crate::sig::AttrKind::Float => (
+                        quote!(Float),
+                        default.as_ref().map(
+                            |v| quote!(Some(::jagged::__private::AttrValue::Float(#v as f64))),
+                        ),
+                    ),
+                };
+                let default = default.unwrap_or_else(|| quote!(None));
+                self.stmts.push(quote!(
+                    __b.declare_attr(#name, ::jagged::__private::AttrKind::#kind, #default);
+                ));
+                self.env
+                    .insert(name.clone(), Value::Scalar(Scalar::Attr(name)));
+            }
+        }
+        let truncate = self.truncates();
+        let offsets_params = self
+            .sig
+            .params
+            .iter()
+            .filter(|p| matches!(p, Param::Tensor { ty, .. } if ty.kind == Kind::Offsets));
+        if let Some(Param::Tensor { ident, .. }) = offsets_params.clone().nth(1) {
+            return err(
+                ident.span(),
+                "a kernel has one offsets parameter (its sequences)",
+            );
+        }
+        let explicit_offsets = offsets_params.count() == 1;
+        for p in &self.sig.params {
+            let Param::Tensor { ident, ty } = p else {
+                continue;
+            };
+            let name = ident.to_string();
+            let dtype = ty.dtype.tokens();
+            let shape = ty.shape.tokens();
+            let t = quote!(::jagged::__private::TensorType);
+            let d = quote!(::jagged::__private::Dim);
+            let (ty_tokens, seqs) = match ty.kind {
+                Kind::Offsets => {
+                    let var = self.kernel_seqs_from(Some(&name), truncate);
+                    self.env.insert(
+                        name,
+                        Value::Tensor(Tensor {
+                            kind: Kind::Offsets,
+                            dtype: self.index.clone(),
+                            shape: Shape::Dims(Vec::new()),
+                            seqs: None,
+                            var,
+                        }),
+                    );
+                    continue;
+                }
+                Kind::Jagged => {
+                    if explicit_offsets && !self.has_kernel_seqs {
+                        return err(
+                            ident.span(),
+                            "declare the offsets parameter before the jagged ones",
+                        );
+                    }
+                    if !self.has_kernel_seqs {
+                        self.kernel_seqs_from(None, truncate);
+                    }
+                    let s = &self.seqs[0];
+                    (quote!(#t::jagged(#dtype, #s, #shape)), Some(0))
+                }
+                Kind::PerSeq => (quote!(#t::dense(#dtype, &[#d::Batch], #shape)), None),
+                Kind::Padded => (
+                    quote!(#t::dense(#dtype, &[#d::Batch, #d::MaxLen], #shape)),
+                    None,
+                ),
+                Kind::Lengths => (quote!(#t::new(#dtype, vec![#d::Batch])), None),
+                Kind::Pairs => {
+                    return err(ident.span(), "query/key pairs are not a parameter type");
+                }
+            };
+            let var = self.emit(quote!(__b.input(#name, #ty_tokens)));
+            self.env.insert(
+                name,
+                Value::Tensor(Tensor {
+                    kind: ty.kind,
+                    dtype: ty.dtype.clone(),
+                    shape: ty.shape.clone(),
+                    seqs,
+                    var,
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates the kernel's offsets input (named `name`, or `offsets` when
+    /// implicit) and its sequence set; returns the offsets' variable.
+    fn kernel_seqs_from(&mut self, name: Option<&str>, truncate: bool) -> Ident {
+        let name = name.unwrap_or("offsets");
+        let dtype = self.index.tokens();
+        let o = self.emit(quote!(__b.input(
+            #name,
+            ::jagged::__private::TensorType::new(#dtype, vec![::jagged::__private::Dim::BatchPlusOne])
+        )));
+        let s = self.emit(quote!(__b.seqs(#o, #truncate)));
+        self.seqs.insert(0, s);
+        self.has_kernel_seqs = true;
+        o
+    }
+
+    /// Lowers the statements; returns the outputs (the elements of a tail
+    /// tuple, or the tail expression) with their spans.
+    fn body(&mut self, block: &syn::Block) -> syn::Result<Vec<(Value, Span)>> {
+        let Some((last, init)) = block.stmts.split_last() else {
+            return err(
+                block.span(),
+                "an empty kernel: the body's last expression is the kernel's output",
+            );
+        };
+        for stmt in init {
+            match stmt {
+                Stmt::Local(local) => self.local(local)?,
+                Stmt::Expr(e, _) => {
+                    // Reports a non-DSL expression (a loop, an `if`) as such.
+                    self.expr(e)?;
+                    return err(
+                        e.span(),
+                        "an expression statement does nothing in a kernel: bind it with `let` or make it the last expression",
+                    );
+                }
+                Stmt::Item(item) => {
+                    return err(
+                        item.span(),
+                        "items cannot be declared inside a jagged kernel",
+                    );
+                }
+                Stmt::Macro(m) => {
+                    return err(m.span(), "macro calls are not part of the jagged DSL");
+                }
+            }
+        }
+        match last {
+            Stmt::Expr(Expr::Tuple(t), None) => t
+                .elems
+                .iter()
+                .map(|e| Ok((self.expr(e)?, e.span())))
+                .collect(),
+            Stmt::Expr(e, None) => Ok(vec![(self.expr(e)?, e.span())]),
+            Stmt::Local(l) => err(
+                l.span(),
+                "a kernel ends with an expression (its output), not a `let`",
+            ),
+            Stmt::Expr(e, Some(_)) => {
+                self.expr(e)?;
+                err(
+                    e.span(),
+                    "a kernel ends with an expression (its output): remove the `;`",
+                )
+            }
+            Stmt::Macro(m) => err(m.span(), "macro calls are not part of the jagged DSL"),
+            Stmt::Item(item) => err(
+                item.span(),
+                "items cannot be declared inside a jagged kernel",
+            ),
+        }
+    }
+
+    fn local(&mut self, local: &syn::Local) -> syn::Result<()> {
+        let pat = match &local.pat {
+            Pat::Type(pt) => &*pt.pat,
+            other => other,
+        };
+        let Pat::Ident(pi) = pat else {
+            return err(local.pat.span(), "a `let` in a kernel binds one plain name");
+        };
+        if let Some(m) = &pi.mutability {
+            return err(m.span(), "kernel values are immutable: no `mut`");
+        }
+        let Some(init) = &local.init else {
+            return err(local.span(), "a `let` in a kernel needs a value");
+        };
+        if let Some((_, diverge)) = &init.diverge {
+            return err(
+                diverge.span(),
+                "`let ... else` is not part of the jagged DSL",
+            );
+        }
+        let v = self.expr(&init.expr)?;
+        self.env.insert(pi.ident.to_string(), v);
+        Ok(())
+    }
+
+    fn expr(&mut self, e: &Expr) -> syn::Result<Value> {
+        match e {
+            Expr::Paren(p) => self.expr(&p.expr),
+            Expr::Group(g) => self.expr(&g.expr),
+            Expr::Lit(l) => match &l.lit {
+                Lit::Float(f) => Ok(Value::Scalar(Scalar::Lit(f.base10_parse()?))),
+                Lit::Int(i) => Ok(Value::Scalar(Scalar::Lit(i.base10_parse::<i64>()? as f64))),
+                other => err(other.span(), "only numbers are literals of the jagged DSL"),
+            },
+            Expr::Path(p) => {
+                let Some(ident) = p.path.get_ident() else {
+                    return err(p.span(), "expected a parameter or a `let` name");
+                };
+                match self.env.get(&ident.to_string()) {
+                    Some(v) => Ok(v.clone()),
+                    None => err(ident.span(), format!("unknown name `{ident}`")),
+                }
+            }
+            Expr::Cast(c) => match self.expr(&c.expr)? {
+                Value::Scalar(s) => Ok(Value::Scalar(s)),
+                Value::Tensor(t) => err(
+                    c.span(),
+                    format!(
+                        "`as` converts scalars only; convert a tensor ({}) with `.cast::<U>()`",
+                        t.describe()
+                    ),
+                ),
+            },
+            Expr::Unary(u) => match u.op {
+                UnOp::Neg(_) => match self.expr(&u.expr)? {
+                    Value::Scalar(s) => Ok(Value::Scalar(Scalar::Neg(Box::new(s)))),
+                    Value::Tensor(t) => {
+                        self.float_only(&t, "-", u.span())?;
+                        let x = &t.var;
+                        let var = self.emit(quote!(__b.neg(#x)));
+                        Ok(Value::Tensor(Tensor { var, ..t }))
+                    }
+                },
+                _ => err(u.op.span(), "only unary `-` is part of the jagged DSL"),
+            },
+            Expr::Binary(b) => {
+                let op = match b.op {
+                    BinOp::Add(_) => Arith::Add,
+                    BinOp::Sub(_) => Arith::Sub,
+                    BinOp::Mul(_) => Arith::Mul,
+                    BinOp::Div(_) => Arith::Div,
+                    BinOp::Eq(_)
+                    | BinOp::Ne(_)
+                    | BinOp::Lt(_)
+                    | BinOp::Le(_)
+                    | BinOp::Gt(_)
+                    | BinOp::Ge(_) => {
+                        return err(
+                            b.op.span(),
+                            "comparisons are not part of the jagged DSL: masks come from inputs or `.causal()`",
+                        );
+                    }
+                    _ => {
+                        return err(
+                            b.op.span(),
+                            "this operator is not part of the jagged DSL (`+ - * /` are)",
+                        );
+                    }
+                };
+                let lhs = self.expr(&b.left)?;
+                let rhs = self.expr(&b.right)?;
+                self.arith(op, lhs, rhs, b.op.span())
+            }
+            Expr::Call(c) => self.call(c),
+            Expr::MethodCall(m) => self.method(m),
+            Expr::ForLoop(_) | Expr::While(_) | Expr::Loop(_) => err(
+                e.span(),
+                "loops are not part of the jagged DSL: ops apply to whole sequences (reduce with `.sum_over_seq()`, ...)",
+            ),
+            Expr::If(_) | Expr::Match(_) => err(
+                e.span(),
+                "`if` and `match` are not part of the jagged DSL: choose elementwise with `select(cond, a, b)`",
+            ),
+            Expr::Closure(_) => err(e.span(), "closures are not part of the jagged DSL"),
+            Expr::Macro(_) => err(e.span(), "macro calls are not part of the jagged DSL"),
+            Expr::Return(_) | Expr::Break(_) | Expr::Continue(_) => err(
+                e.span(),
+                "control flow is not part of the jagged DSL: the kernel's output is its last expression",
+            ),
+            Expr::Assign(_) => err(
+                e.span(),
+                "assignment is not part of the jagged DSL: bind new values with `let`",
+            ),
+            Expr::Index(_) => err(
+                e.span(),
+                "indexing is not part of the jagged DSL: ops apply to whole tensors",
+            ),
+            Expr::Tuple(_) => err(
+                e.span(),
+                "a tuple is only allowed as the last expression, one element per output",
+            ),
+            _ => err(
+                e.span(),
+                "this Rust expression is not part of the jagged DSL",
+            ),
+        }
+    }
+
+    fn float_only(&self, t: &Tensor, op: &str, span: Span) -> syn::Result<()> {
+        if t.dtype.is_known_non_float() {
+            return err(
+                span,
+                format!("`{op}` needs a float tensor, found {}", t.describe()),
+            );
+        }
+        Ok(())
+    }
+
+    /// The node of a scalar in `dtype`.
+    fn scalar_node(&mut self, s: &Scalar, dtype: &DTy) -> Ident {
+        let dt = dtype.tokens();
+        match s {
+            Scalar::Lit(v) => self.emit(quote!(__b.constant(#v, #dt))),
+            Scalar::Attr(name) => self.emit(quote!(__b.attr(#name, #dt))),
+            Scalar::Neg(x) => {
+                let x = self.scalar_node(x, dtype);
+                self.emit(quote!(__b.neg(#x)))
+            }
+            Scalar::Bin(op, a, b) => {
+                let a = self.scalar_node(a, dtype);
+                let b = self.scalar_node(b, dtype);
+                let m = op.builder_method();
+                self.emit(quote!(__b.#m(#a, #b)))
+            }
+        }
+    }
+
+    fn tensor(&self, v: Value, span: Span, what: &str) -> syn::Result<Tensor> {
+        match v {
+            Value::Tensor(t) => Ok(t),
+            Value::Scalar(_) => err(span, format!("{what} is a tensor, found a scalar")),
+        }
+    }
+
+    /// The kind, shape and sequence set of an elementwise result over `ts`.
+    fn broadcast(&self, ts: &[&Tensor], span: Span) -> syn::Result<(Kind, Shape, Option<usize>)> {
+        let rank = |k: Kind| match k {
+            Kind::PerSeq => 1,
+            Kind::Jagged | Kind::Padded => 2,
+            Kind::Pairs => 3,
+            Kind::Lengths | Kind::Offsets => 0,
+        };
+        for t in ts {
+            if matches!(t.kind, Kind::Lengths | Kind::Offsets) {
+                return err(
+                    span,
+                    format!(
+                        "no elementwise math on {}: it holds sequence lengths or offsets",
+                        t.describe()
+                    ),
+                );
+            }
+        }
+        let top = ts
+            .iter()
+            .copied()
+            .max_by_key(|t| rank(t.kind))
+            .ok_or_else(|| Error::new(span, "no operands"))?;
+        let mut kind = top.kind;
+        let has_jagged = ts
+            .iter()
+            .any(|t| matches!(t.kind, Kind::Jagged | Kind::Pairs));
+        let has_padded = ts.iter().any(|t| t.kind == Kind::Padded);
+        if has_jagged && has_padded {
+            if ts.iter().any(|t| t.kind == Kind::Pairs) {
+                return err(span, "a Padded tensor cannot meet query/key pairs");
+            }
+            if !self.truncates() {
+                return err(
+                    span,
+                    "a Padded tensor meets a Jagged one only in kernels with `#[attr] max_len: usize` (rows past max_len are dropped)",
+                );
+            }
+            kind = Kind::Jagged;
+        }
+        let shape = ts
+            .iter()
+            .map(|t| &t.shape)
+            .find(|s| !s.is_empty())
+            .cloned()
+            .unwrap_or_else(|| top.shape.clone());
+        for t in ts {
+            if !t.shape.is_empty() && t.shape != shape {
+                return err(
+                    span,
+                    format!(
+                        "shape mismatch: {} and {} (inner dims must be equal, or one side has none)",
+                        ts[0].describe(),
+                        t.describe()
+                    ),
+                );
+            }
+        }
+        let mut seqs = None;
+        for t in ts {
+            if let Some(s) = t.seqs {
+                if seqs.is_some_and(|s0| s0 != s) {
+                    return err(
+                        span,
+                        "these jagged operands live on different sequence sets (one of them was compacted)",
+                    );
+                }
+                seqs = Some(s);
+            }
+        }
+        Ok((kind, shape, seqs))
+    }
+
+    fn same_dtype(&self, a: &Tensor, b: &Tensor, span: Span) -> syn::Result<()> {
+        if a.dtype != b.dtype {
+            return err(
+                span,
+                format!(
+                    "dtype mismatch: {} and {}; convert one with `.cast::<U>()`",
+                    a.describe(),
+                    b.describe()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn arith(&mut self, op: Arith, lhs: Value, rhs: Value, span: Span) -> syn::Result<Value> {
+        let (t, l, r) = match (lhs, rhs) {
+            (Value::Scalar(a), Value::Scalar(b)) => {
+                return Ok(Value::Scalar(Scalar::Bin(op, Box::new(a), Box::new(b))));
+            }
+            (Value::Tensor(a), Value::Scalar(s)) => {
+                self.broadcast(&[&a], span)?;
+                let s = self.scalar_node(&s, &a.dtype);
+                (a.clone(), a.var, s)
+            }
+            (Value::Scalar(s), Value::Tensor(b)) => {
+                self.broadcast(&[&b], span)?;
+                let s = self.scalar_node(&s, &b.dtype);
+                (b.clone(), s, b.var)
+            }
+            (Value::Tensor(a), Value::Tensor(b)) => {
+                self.same_dtype(&a, &b, span)?;
+                let (kind, shape, seqs) = self.broadcast(&[&a, &b], span)?;
+                let (l, r) = (a.var.clone(), b.var.clone());
+                (
+                    Tensor {
+                        kind,
+                        shape,
+                        seqs,
+                        ..a
+                    },
+                    l,
+                    r,
+                )
+            }
+        };
+        let m = op.builder_method();
+        let var = self.emit(quote!(__b.#m(#l, #r)));
+        Ok(Value::Tensor(Tensor { var, ..t }))
+    }
+
+    fn args(
+        &mut self,
+        args: &syn::punctuated::Punctuated<Expr, syn::Token![,]>,
+    ) -> syn::Result<Vec<Value>> {
+        args.iter().map(|a| self.expr(a)).collect()
+    }
+
+    fn call(&mut self, c: &syn::ExprCall) -> syn::Result<Value> {
+        let Expr::Path(p) = &*c.func else {
+            return err(c.func.span(), "only the DSL's functions can be called");
+        };
+        let Some(name) = p.path.get_ident() else {
+            return err(
+                p.span(),
+                "only the DSL's functions can be called (exp, log, silu, max, min, select)",
+            );
+        };
+        let fname = name.to_string();
+        let arity = match fname.as_str() {
+            "exp" | "log" | "silu" => 1,
+            "max" | "min" => 2,
+            "select" => 3,
+            _ => {
+                return err(
+                    name.span(),
+                    format!(
+                        "unknown function `{fname}`: the DSL's functions are exp, log, silu, max, min, select"
+                    ),
+                );
+            }
+        };
+        if c.args.len() != arity {
+            return err(
+                c.span(),
+                format!(
+                    "`{fname}` takes {arity} argument(s), found {}",
+                    c.args.len()
+                ),
+            );
+        }
+        let mut args = self.args(&c.args)?;
+        match fname.as_str() {
+            "max" | "min" => {
+                let op = if fname == "max" {
+                    Arith::Max
+                } else {
+                    Arith::Min
+                };
+                let b = args
+                    .pop()
+                    .ok_or_else(|| Error::new(c.span(), "missing argument"))?;
+                let a = args
+                    .pop()
+                    .ok_or_else(|| Error::new(c.span(), "missing argument"))?;
+                self.arith(op, a, b, c.span())
+            }
+            "select" => self.select(args, c.span()),
+            _ => {
+                let x = args
+                    .pop()
+                    .ok_or_else(|| Error::new(c.span(), "missing argument"))?;
+                let x = self.tensor(x, c.span(), &format!("the argument of `{fname}`"))?;
+                self.unary(&fname, x, c.span())
+            }
+        }
+    }
+
+    fn unary(&mut self, name: &str, x: Tensor, span: Span) -> syn::Result<Value> {
+        self.float_only(&x, name, span)?;
+        self.broadcast(&[&x], span)?;
+        let m = Ident::new(name, Span::call_site());
+        let v = &x.var;
+        let var = self.emit(quote!(__b.#m(#v)));
+        Ok(Value::Tensor(Tensor { var, ..x }))
+    }
+
+    fn select(&mut self, mut args: Vec<Value>, span: Span) -> syn::Result<Value> {
+        let on_false = args
+            .pop()
+            .ok_or_else(|| Error::new(span, "missing argument"))?;
+        let on_true = args
+            .pop()
+            .ok_or_else(|| Error::new(span, "missing argument"))?;
+        let cond = args
+            .pop()
+            .ok_or_else(|| Error::new(span, "missing argument"))?;
+        let cond = self.tensor(cond, span, "the condition of `select`")?;
+        if !cond.dtype.is_bool() {
+            return err(
+                span,
+                format!(
+                    "the condition of `select` is a bool tensor, found {}",
+                    cond.describe()
+                ),
+            );
+        }
+        let (data_dtype, mut ts) = match (&on_true, &on_false) {
+            (Value::Tensor(a), Value::Tensor(b)) => {
+                self.same_dtype(a, b, span)?;
+                (a.dtype.clone(), vec![a.clone(), b.clone()])
+            }
+            (Value::Tensor(a), _) => (a.dtype.clone(), vec![a.clone()]),
+            (_, Value::Tensor(b)) => (b.dtype.clone(), vec![b.clone()]),
+            _ => return err(span, "`select` needs a tensor among its two values"),
+        };
+        ts.push(cond.clone());
+        let refs: Vec<&Tensor> = ts.iter().collect();
+        let (kind, shape, seqs) = self.broadcast(&refs, span)?;
+        let node = |v: &Value, l: &mut Self| match v {
+            Value::Tensor(t) => t.var.clone(),
+            Value::Scalar(s) => l.scalar_node(s, &data_dtype),
+        };
+        let t = node(&on_true, self);
+        let f = node(&on_false, self);
+        let c = &cond.var;
+        let var = self.emit(quote!(__b.select(#c, #t, #f)));
+        Ok(Value::Tensor(Tensor {
+            kind,
+            dtype: data_dtype,
+            shape,
+            seqs,
+            var,
+        }))
+    }
+
+    fn method(&mut self, m: &syn::ExprMethodCall) -> syn::Result<Value> {
+        let recv = self.expr(&m.receiver)?;
+        let name = m.method.to_string();
+        let span = m.method.span();
+        let recv = match recv {
+            Value::Tensor(t) => t,
+            Value::Scalar(_) => {
+                return err(
+                    span,
+                    format!("`.{name}()` is a tensor method; this is a scalar"),
+                );
+            }
+        };
+        let known = methods_of(recv.kind);
+        let Some(&(_, arity)) = known.iter().find(|(n, _)| *n == name) else {
+            let list: Vec<String> = known.iter().map(|(n, _)| format!("`{n}`")).collect();
+            return err(
+                span,
+                format!(
+                    "unknown method `{name}` on {}; its methods are {}",
+                    recv.describe(),
+                    list.join(", ")
+                ),
+            );
+        };
+        if m.args.len() != arity {
+            return err(
+                m.span(),
+                format!(
+                    "`.{name}()` takes {arity} argument(s), found {}",
+                    m.args.len()
+                ),
+            );
+        }
+        if name != "cast" && m.turbofish.is_some() {
+            return err(
+                m.turbofish.span(),
+                format!("`.{name}()` takes no type arguments"),
+            );
+        }
+        let mut args = self.args(&m.args)?;
+        let d = quote!(::jagged::__private);
+        let reduce = |op: &str| {
+            let op = Ident::new(op, Span::call_site());
+            quote!(#d::ReduceOp::#op)
+        };
+        let v = recv.var.clone();
+        let out = match name.as_str() {
+            "exp" | "log" | "silu" => return self.unary(&name, recv, span),
+            "max" | "min" => {
+                let op = if name == "max" {
+                    Arith::Max
+                } else {
+                    Arith::Min
+                };
+                let other = args
+                    .pop()
+                    .ok_or_else(|| Error::new(span, "missing argument"))?;
+                return self.arith(op, Value::Tensor(recv), other, span);
+            }
+            "cast" => {
+                let to = self.cast_target(m)?;
+                let dt = to.tokens();
+                let var = self.emit(quote!(__b.cast(#v, #dt)));
+                Tensor {
+                    dtype: to,
+                    var,
+                    ..recv
+                }
+            }
+            "sum_over_seq" | "mean_over_seq" | "max_over_seq" | "logsumexp_over_seq" => {
+                let op = reduce(match name.as_str() {
+                    "sum_over_seq" => "Sum",
+                    "mean_over_seq" => "Mean",
+                    "max_over_seq" => "Max",
+                    _ => "LogSumExp",
+                });
+                self.float_only(&recv, &name, span)?;
+                let var = self.emit(quote!(__b.reduce(#op, #v, 0)));
+                Tensor {
+                    kind: Kind::PerSeq,
+                    seqs: None,
+                    var,
+                    ..recv
+                }
+            }
+            "sum_over_keys" | "logsumexp_over_keys" => {
+                let op = reduce(if name == "sum_over_keys" {
+                    "Sum"
+                } else {
+                    "LogSumExp"
+                });
+                let var = self.emit(quote!(__b.reduce(#op, #v, 1)));
+                Tensor {
+                    kind: Kind::Jagged,
+                    var,
+                    ..recv
+                }
+            }
+            "softmax_over_seq" | "softmax_over_keys" => {
+                self.float_only(&recv, &name, span)?;
+                let axis = usize::from(name == "softmax_over_keys");
+                let var = self.emit(quote!(__b.softmax(#v, #axis)));
+                Tensor { var, ..recv }
+            }
+            "causal" => {
+                let s = self.seqs_of(&recv, span)?;
+                let dt = recv.dtype.tokens();
+                let mask = self.emit(quote!(__b.mask(
+                    #d::IndexPredicate::KeyNotAfterQuery,
+                    #d::TensorType::new(#d::DType::Bool, vec![#d::Dim::Ragged(#s), #d::Dim::Ragged(#s)])
+                )));
+                let zero = self.emit(quote!(__b.constant(0.0, #dt)));
+                let var = self.emit(quote!(__b.select(#mask, #v, #zero)));
+                Tensor { var, ..recv }
+            }
+            "to_padded" | "to_padded_or" => {
+                if !self.truncates() {
+                    return err(
+                        span,
+                        "padding needs `#[attr] max_len: usize` (the padded length N)",
+                    );
+                }
+                let s = self.seqs_of(&recv, span)?;
+                let mut var = self.emit(quote!(__b.to_padded(#v)));
+                if name == "to_padded_or" {
+                    let pad = args
+                        .pop()
+                        .ok_or_else(|| Error::new(span, "missing argument"))?;
+                    let Value::Scalar(pad) = pad else {
+                        return err(m.args.span(), "the padding value is a scalar");
+                    };
+                    let valid = self.emit(quote!(__b.mask(
+                        #d::IndexPredicate::RowInSequence(#s),
+                        #d::TensorType::new(#d::DType::Bool, vec![#d::Dim::Batch, #d::Dim::MaxLen])
+                    )));
+                    let pad = self.scalar_node(&pad, &recv.dtype);
+                    var = self.emit(quote!(__b.select(#valid, #var, #pad)));
+                }
+                Tensor {
+                    kind: Kind::Padded,
+                    seqs: None,
+                    var,
+                    ..recv
+                }
+            }
+            "to_jagged" => {
+                if !self.has_kernel_seqs {
+                    return err(
+                        span,
+                        "`.to_jagged()` needs the kernel's sequences: add an `offsets: Offsets` parameter",
+                    );
+                }
+                let s = self.seqs[0].clone();
+                let var = self.emit(quote!(__b.from_padded(#v, #s)));
+                Tensor {
+                    kind: Kind::Jagged,
+                    seqs: Some(0),
+                    var,
+                    ..recv
+                }
+            }
+            "complete_cumsum" => {
+                let var = self.emit(quote!(__b.scan(#d::ScanMode::Complete, #v, 0)));
+                Tensor {
+                    kind: Kind::Offsets,
+                    var,
+                    ..recv
+                }
+            }
+            "offsets" => {
+                let s = self.seqs_of(&recv, span)?;
+                let dt = self.index.tokens();
+                let var = self.emit(quote!(__b.offsets(#s, #dt)));
+                Tensor {
+                    kind: Kind::Offsets,
+                    dtype: self.index.clone(),
+                    shape: Shape::Dims(Vec::new()),
+                    seqs: None,
+                    var,
+                }
+            }
+            "compact" => {
+                let mask = args
+                    .pop()
+                    .ok_or_else(|| Error::new(span, "missing argument"))?;
+                let mask = self.tensor(mask, m.args.span(), "the mask")?;
+                return self.compact(recv, mask, m.args.span());
+            }
+            "dot" => {
+                let other = args
+                    .pop()
+                    .ok_or_else(|| Error::new(span, "missing argument"))?;
+                let other = self.tensor(other, m.args.span(), "the operand of `.dot()`")?;
+                return self.dot(recv, other, span);
+            }
+            _ => return err(span, format!("unknown method `{name}`")),
+        };
+        Ok(Value::Tensor(out))
+    }
+
+    fn seqs_of(&self, t: &Tensor, span: Span) -> syn::Result<Ident> {
+        match t.seqs {
+            Some(s) => Ok(self.seqs[s].clone()),
+            None => err(span, format!("{} has no sequences", t.describe())),
+        }
+    }
+
+    fn cast_target(&self, m: &syn::ExprMethodCall) -> syn::Result<DTy> {
+        let usage = "write the target dtype as `.cast::<U>()`";
+        let Some(tf) = &m.turbofish else {
+            return err(m.method.span(), usage);
+        };
+        let [syn::GenericArgument::Type(syn::Type::Path(p))] =
+            tf.args.iter().collect::<Vec<_>>().as_slice()
+        else {
+            return err(tf.span(), usage);
+        };
+        let Some(ident) = p.path.get_ident() else {
+            return err(tf.span(), usage);
+        };
+        let name = ident.to_string();
+        if matches!(
+            name.as_str(),
+            "f64" | "f32" | "f16" | "bf16" | "i32" | "i64" | "u8" | "bool"
+        ) {
+            return Ok(DTy::Named(name));
+        }
+        let is_dtype_param = self
+            .sig
+            .graph_params()
+            .any(|(g, r)| g == ident && r == crate::sig::Role::Dtype);
+        if is_dtype_param {
+            Ok(DTy::Param(ident.clone()))
+        } else {
+            err(
+                ident.span(),
+                format!(
+                    "unknown dtype `{name}`: a dtype name or a dtype parameter of the signature"
+                ),
+            )
+        }
+    }
+
+    fn compact(&mut self, x: Tensor, mask: Tensor, span: Span) -> syn::Result<Value> {
+        if x.kind != Kind::Jagged || mask.kind != Kind::Jagged || !mask.shape.is_empty() {
+            return err(
+                span,
+                format!(
+                    "`.compact(mask)` keeps rows of a Jagged tensor where a `Jagged<bool or u8, ()>` mask is set; found mask {}",
+                    mask.describe()
+                ),
+            );
+        }
+        if x.seqs != mask.seqs {
+            return err(span, "the mask lives on other sequences than the values");
+        }
+        let m = mask.var.clone();
+        let cond = match &mask.dtype {
+            DTy::Named(n) if n == "bool" => m,
+            DTy::Named(n) if n == "u8" => {
+                self.emit(quote!(__b.cast(#m, ::jagged::__private::DType::Bool)))
+            }
+            DTy::Param(_) => {
+                let dt = mask.dtype.tokens();
+                self.emit(quote!(
+                    if #dt == ::jagged::__private::DType::Bool { #m } else { __b.cast(#m, ::jagged::__private::DType::Bool) }
+                ))
+            }
+            _ => {
+                return err(
+                    span,
+                    format!("a mask is bool or u8, found {}", mask.describe()),
+                );
+            }
+        };
+        let s = self.emit(quote!(__b.seqs_where(#cond)));
+        self.seqs.push(s.clone());
+        let new_seqs = self.seqs.len() - 1;
+        let v = x.var.clone();
+        let var = self.emit(quote!(__b.compact(#v, #s)));
+        Ok(Value::Tensor(Tensor {
+            seqs: Some(new_seqs),
+            var,
+            ..x
+        }))
+    }
+
+    /// `q.dot(k)`: Jagged (P.., K) . Jagged (P.., K) -> Pairs (P..), contracted over K;
+    /// `p.dot(v)`: Pairs (P..) . Jagged (P.., E) -> Jagged (P.., E), contracted over keys.
+    fn dot(&mut self, a: Tensor, b: Tensor, span: Span) -> syn::Result<Value> {
+        if a.seqs.is_none() || a.seqs != b.seqs || b.kind != Kind::Jagged {
+            return err(
+                span,
+                format!(
+                    "`.dot()` contracts two tensors of one sequence set: Jagged.dot(Jagged) or Pairs.dot(Jagged); found {} and {}",
+                    a.describe(),
+                    b.describe()
+                ),
+            );
+        }
+        let (Shape::Dims(da), Shape::Dims(db)) = (&a.shape, &b.shape) else {
+            return err(span, "`.dot()` needs named dims, not a shape parameter");
+        };
+        match a.kind {
+            Kind::Jagged => {
+                self.same_dtype(&a, &b, span)?;
+                if da.is_empty() || da != db {
+                    return err(
+                        span,
+                        format!(
+                            "`q.dot(k)` contracts the last dim of equal shapes; found {} and {}",
+                            a.describe(),
+                            b.describe()
+                        ),
+                    );
+                }
+                let letters = letters(da);
+                let lhs = format!("i{letters}");
+                let rhs = format!("j{letters}");
+                let out = format!("ij{}", &letters[..letters.len() - 1]);
+                let acc = DTy::Acc(Box::new(a.dtype.clone()));
+                let dt = acc.tokens();
+                let (va, vb) = (&a.var, &b.var);
+                let var = self.emit(quote!(__b.contract(#va, #lhs, #vb, #rhs, #out, #dt)));
+                Ok(Value::Tensor(Tensor {
+                    kind: Kind::Pairs,
+                    dtype: acc,
+                    shape: Shape::Dims(da[..da.len() - 1].to_vec()),
+                    seqs: a.seqs,
+                    var,
+                }))
+            }
+            Kind::Pairs => {
+                if db.len() != da.len() + 1 || db[..da.len()] != da[..] {
+                    return err(
+                        span,
+                        format!(
+                            "`p.dot(v)` needs v's dims to be p's plus one; found {} and {}",
+                            a.describe(),
+                            b.describe()
+                        ),
+                    );
+                }
+                let vb = b.var.clone();
+                let vb = if a.dtype == b.dtype {
+                    vb
+                } else if a.dtype == DTy::Acc(Box::new(b.dtype.clone())) {
+                    let (from, to) = (b.dtype.tokens(), a.dtype.tokens());
+                    self.emit(quote!(if #from == #to { #vb } else { __b.cast(#vb, #to) }))
+                } else {
+                    return err(
+                        span,
+                        format!("dtype mismatch: {} and {}", a.describe(), b.describe()),
+                    );
+                };
+                let letters = letters(db);
+                let p = &letters[..letters.len() - 1];
+                let lhs = format!("ij{p}");
+                let rhs = format!("j{letters}");
+                let out = format!("i{letters}");
+                let dt = a.dtype.tokens();
+                let va = &a.var;
+                let var = self.emit(quote!(__b.contract(#va, #lhs, #vb, #rhs, #out, #dt)));
+                Ok(Value::Tensor(Tensor {
+                    kind: Kind::Jagged,
+                    dtype: a.dtype.clone(),
+                    shape: b.shape.clone(),
+                    seqs: a.seqs,
+                    var,
+                }))
+            }
+            _ => err(
+                span,
+                format!(
+                    "`.dot()` is defined on Jagged and Pairs, not on {}",
+                    a.describe()
+                ),
+            ),
+        }
+    }
+
+    /// Checks the outputs against the declared ones and emits `output` calls.
+    fn outputs(
+        &mut self,
+        values: Vec<(Value, Span)>,
+        span: Span,
+        names: &[Ident],
+    ) -> syn::Result<()> {
+        let decls = &self.sig.outputs;
+        if values.len() != decls.len() {
+            return err(
+                span,
+                format!(
+                    "the kernel declares {} output(s) but its last expression gives {}",
+                    decls.len(),
+                    values.len()
+                ),
+            );
+        }
+        for (((v, span), decl), name) in values.into_iter().zip(decls).zip(names) {
+            let t = self.tensor(v, span, "an output")?;
+            let declared_dtype = match &decl.ty.dtype {
+                DTy::KernelIndex => self.index.clone(),
+                other => other.clone(),
+            };
+            if t.kind != decl.ty.kind || t.shape != decl.ty.shape {
+                return err(
+                    span,
+                    format!(
+                        "this output is {} but the signature declares {}",
+                        t.describe(),
+                        decl.ty.describe()
+                    ),
+                );
+            }
+            let var = if t.dtype == declared_dtype {
+                t.var
+            } else if t.dtype == DTy::Acc(Box::new(declared_dtype.clone())) {
+                let (from, to, v) = (t.dtype.tokens(), declared_dtype.tokens(), &t.var);
+                self.emit(quote!(if #from == #to { #v } else { __b.cast(#v, #to) }))
+            } else {
+                return err(
+                    span,
+                    format!(
+                        "this output has dtype {} but the signature declares {}; convert it with `.cast::<U>()`",
+                        t.dtype.describe(),
+                        declared_dtype.describe()
+                    ),
+                );
+            };
+            let name = name.to_string();
+            self.stmts.push(quote!(__b.output(#name, #var);));
+        }
+        Ok(())
+    }
+}
+
+/// The methods of each kind, with their argument counts.
+fn methods_of(kind: Kind) -> Vec<(&'static str, usize)> {
+    const ELEMENTWISE: [(&str, usize); 6] = [
+        ("exp", 0),
+        ("log", 0),
+        ("silu", 0),
+        ("max", 1),
+        ("min", 1),
+        ("cast", 0),
+    ];
+    let own: &[(&str, usize)] = match kind {
+        Kind::Jagged => &[
+            ("sum_over_seq", 0),
+            ("mean_over_seq", 0),
+            ("max_over_seq", 0),
+            ("logsumexp_over_seq", 0),
+            ("softmax_over_seq", 0),
+            ("to_padded", 0),
+            ("to_padded_or", 1),
+            ("dot", 1),
+            ("compact", 1),
+            ("offsets", 0),
+        ],
+        Kind::Pairs => &[
+            ("softmax_over_keys", 0),
+            ("sum_over_keys", 0),
+            ("logsumexp_over_keys", 0),
+            ("causal", 0),
+            ("dot", 1),
+        ],
+        Kind::Padded => &[("to_jagged", 0)],
+        Kind::PerSeq => &[],
+        Kind::Lengths => return vec![("complete_cumsum", 0)],
+        Kind::Offsets => return Vec::new(),
+    };
+    ELEMENTWISE.iter().chain(own).copied().collect()
+}
+
+/// One letter per dim for `contract`'s axis strings: the dim's name in lower
+/// case when free, else the first free letter (`i` and `j` are the row axes).
+fn letters(dims: &[Ident]) -> String {
+    let mut used: Vec<char> = vec!['i', 'j'];
+    let mut out = String::new();
+    for d in dims {
+        let first = d
+            .to_string()
+            .chars()
+            .next()
+            .map(|c| c.to_ascii_lowercase())
+            .filter(|c| c.is_ascii_lowercase());
+        let c = first
+            .filter(|c| !used.contains(c))
+            .or_else(|| ('a'..='z').find(|c| !used.contains(c)))
+            .unwrap_or('z');
+        used.push(c);
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,335 @@
+//! The types a `#[jagged_kernel]` function is written against.
+//!
+//! The macro reads the function's body and builds the graph from it; the
+//! function itself is also emitted, so rustc type-checks it against these
+//! phantom types (and an IDE completes methods on them). They carry no data
+//! and their methods compute nothing: they exist only so that a well-formed
+//! kernel is well-typed Rust. Shapes are tuples of generic dim parameters
+//! (`(H, D)`, `(D,)`, `()`) or a generic shape parameter (`S`, any inner dims).
+//!
+//! | type | tensor |
+//! |---|---|
+//! | `Jagged<T, S>` | `values [T, S...]` on the kernel's sequences (one offsets input) |
+//! | `PerSeq<T, S>` | one row per sequence, `[B, S...]` (results of reductions) |
+//! | `Padded<T, S>` | `[B, N, S...]` with `N` = `max_len` |
+//! | `Pairs<T, S>` | per sequence `[n_b, n_b, S...]`, query row by key row (`q.dot(k)`) |
+//! | `Lengths<I>` | `[B]` integers |
+//! | `Offsets<I>` | `[B+1]` integers; plain `Offsets` has the kernel's offsets dtype |
+//!
+//! ```
+//! use jagged::dsl::*;
+//!
+//! /// Softmax over each sequence, per column, written out.
+//! #[jagged_kernel(outputs(values))]
+//! fn my_softmax<S>(values: Jagged<f32, S>, #[attr] max_len: usize) -> Jagged<f32, S> {
+//!     let e = (values - values.max_over_seq()).exp();
+//!     e / e.sum_over_seq()
+//! }
+//!
+//! let graph = my_softmax::graph(&[4], jagged::ir::DType::I64)?;
+//! assert_eq!(graph.name(), "my_softmax");
+//! # Ok::<(), jagged::ops::KernelError>(())
+//! ```
+
+use std::marker::PhantomData;
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+pub use half::{bf16, f16};
+pub use jagged_macros::jagged_kernel;
+
+/// A value of a DSL type, made out of nothing (the types hold no data).
+pub trait Phantom: Copy {
+    /// The (only) value of the type.
+    fn phantom() -> Self;
+}
+
+/// Float dtypes: the bound `T: Float` makes `graph(...)` reject other dtypes.
+pub trait Float {}
+impl Float for f64 {}
+impl Float for f32 {}
+impl Float for f16 {}
+impl Float for bf16 {}
+
+/// Offset and length dtypes: the bound `I: Index` makes `graph(...)` reject others.
+pub trait Index {}
+impl Index for i32 {}
+impl Index for i64 {}
+
+/// The dtype of the kernel's offsets (`Offsets` without an argument).
+#[derive(Clone, Copy, Debug)]
+pub struct KernelIndex;
+
+macro_rules! tensor_types {
+    ($($(#[$doc:meta])* $name:ident<$($p:ident $(= $def:ty)?),*>;)*) => {$(
+        $(#[$doc])*
+        pub struct $name<$($p $(= $def)?),*>(PhantomData<fn() -> ($($p,)*)>);
+
+        impl<$($p),*> Clone for $name<$($p),*> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+
+        impl<$($p),*> Copy for $name<$($p),*> {}
+
+        impl<$($p),*> Phantom for $name<$($p),*> {
+            fn phantom() -> Self {
+                $name(PhantomData)
+            }
+        }
+    )*};
+}
+
+tensor_types! {
+    /// A jagged tensor `values [T, S...]` on the kernel's sequences.
+    Jagged<T, S = ()>;
+    /// One row per sequence, `[B, S...]`.
+    PerSeq<T, S = ()>;
+    /// A padded dense tensor `[B, N, S...]`.
+    Padded<T, S = ()>;
+    /// Per sequence, one value per (query row, key row) pair: `[n_b, n_b, S...]`.
+    Pairs<T, S = ()>;
+    /// Sequence lengths `[B]`.
+    Lengths<I>;
+    /// Sequence offsets `[B+1]`.
+    Offsets<I = KernelIndex>;
+}
+
+/// The result of elementwise math between `Self` and `R` (the operand with
+/// more row axes wins: scalar < `PerSeq` < `Jagged`, `Padded` < `Pairs`).
+pub trait Broadcast<R> {
+    /// The result's type.
+    type Output: Phantom;
+}
+
+macro_rules! broadcast {
+    ($($l:ident, $r:ident => $o:ident<$s:ident>;)*) => {$(
+        impl<T, S, S2> Broadcast<$r<T, S2>> for $l<T, S> {
+            type Output = $o<T, $s>;
+        }
+    )*};
+}
+
+broadcast! {
+    Jagged, Jagged => Jagged<S>;
+    Jagged, PerSeq => Jagged<S>;
+    PerSeq, Jagged => Jagged<S2>;
+    Jagged, Padded => Jagged<S>;
+    Padded, Jagged => Jagged<S2>;
+    PerSeq, PerSeq => PerSeq<S>;
+    Padded, Padded => Padded<S>;
+    Padded, PerSeq => Padded<S>;
+    PerSeq, Padded => Padded<S2>;
+    Pairs, Pairs => Pairs<S>;
+    Pairs, Jagged => Pairs<S>;
+    Jagged, Pairs => Pairs<S2>;
+    Pairs, PerSeq => Pairs<S>;
+    PerSeq, Pairs => Pairs<S2>;
+}
+
+/// Operators, scalar operands and the elementwise methods of one tensor kind.
+macro_rules! elementwise {
+    ($($kind:ident),*) => {$(
+        elementwise!(@ops $kind: Add add, Sub sub, Mul mul, Div div);
+        elementwise!(@scalar $kind: f32, f64, i32, usize);
+
+        impl<T, S> Neg for $kind<T, S> {
+            type Output = Self;
+            fn neg(self) -> Self {
+                self
+            }
+        }
+
+        impl<T, S> $kind<T, S> {
+            /// `e^x`, elementwise.
+            pub fn exp(self) -> Self {
+                self
+            }
+            /// `ln x`, elementwise.
+            pub fn log(self) -> Self {
+                self
+            }
+            /// `x / (1 + e^-x)`, elementwise.
+            pub fn silu(self) -> Self {
+                self
+            }
+            /// The larger of the two, elementwise (broadcast).
+            pub fn max<R>(self, _other: R) -> <Self as Broadcast<R>>::Output
+            where
+                Self: Broadcast<R>,
+            {
+                Phantom::phantom()
+            }
+            /// The smaller of the two, elementwise (broadcast).
+            pub fn min<R>(self, _other: R) -> <Self as Broadcast<R>>::Output
+            where
+                Self: Broadcast<R>,
+            {
+                Phantom::phantom()
+            }
+            /// Converts to the dtype `U` (rounding).
+            pub fn cast<U>(self) -> $kind<U, S> {
+                Phantom::phantom()
+            }
+        }
+    )*};
+    (@ops $kind:ident: $($tr:ident $m:ident),*) => {$(
+        impl<T, S, R> $tr<R> for $kind<T, S>
+        where
+            Self: Broadcast<R>,
+        {
+            type Output = <Self as Broadcast<R>>::Output;
+            fn $m(self, _rhs: R) -> Self::Output {
+                Phantom::phantom()
+            }
+        }
+    )*};
+    (@scalar $kind:ident: $($sc:ty),*) => {$(
+        impl<T, S> Broadcast<$sc> for $kind<T, S> {
+            type Output = Self;
+        }
+        impl<T, S> Broadcast<$kind<T, S>> for $sc {
+            type Output = $kind<T, S>;
+        }
+        elementwise!(@scalar_lhs $kind $sc: Add add, Sub sub, Mul mul, Div div);
+    )*};
+    (@scalar_lhs $kind:ident $sc:ty: $($tr:ident $m:ident),*) => {$(
+        impl<T, S> $tr<$kind<T, S>> for $sc {
+            type Output = $kind<T, S>;
+            fn $m(self, _rhs: $kind<T, S>) -> $kind<T, S> {
+                Phantom::phantom()
+            }
+        }
+    )*};
+}
+
+elementwise!(Jagged, PerSeq, Padded, Pairs);
+
+/// The shape without its last dim (the result of contracting it away).
+pub trait DropLast {
+    /// The remaining dims.
+    type Output;
+}
+impl<A> DropLast for (A,) {
+    type Output = ();
+}
+impl<A, B> DropLast for (A, B) {
+    type Output = (A,);
+}
+impl<A, B, C> DropLast for (A, B, C) {
+    type Output = (A, B);
+}
+
+impl<T, S> Jagged<T, S> {
+    /// Sum over the rows `i < n_b` of each sequence (0 when empty).
+    pub fn sum_over_seq(self) -> PerSeq<T, S> {
+        Phantom::phantom()
+    }
+    /// Mean over the rows of each sequence: `sum / max(n_b, 1)`.
+    pub fn mean_over_seq(self) -> PerSeq<T, S> {
+        Phantom::phantom()
+    }
+    /// Maximum over the rows of each sequence (0 when empty).
+    pub fn max_over_seq(self) -> PerSeq<T, S> {
+        Phantom::phantom()
+    }
+    /// `log sum exp` over the rows of each sequence (0 when empty).
+    pub fn logsumexp_over_seq(self) -> PerSeq<T, S> {
+        Phantom::phantom()
+    }
+    /// Softmax over the rows of each sequence, per column.
+    pub fn softmax_over_seq(self) -> Self {
+        self
+    }
+    /// Padded `[B, N, S...]`, zeros past each sequence.
+    pub fn to_padded(self) -> Padded<T, S> {
+        Phantom::phantom()
+    }
+    /// Padded `[B, N, S...]`, `value` past each sequence.
+    pub fn to_padded_or<V>(self, _value: V) -> Padded<T, S> {
+        Phantom::phantom()
+    }
+    /// Per sequence, `self[i] . other[j]` over the last dim: attention scores.
+    pub fn dot<S2>(self, _other: Jagged<T, S2>) -> Pairs<T, <S as DropLast>::Output>
+    where
+        S: DropLast,
+    {
+        Phantom::phantom()
+    }
+    /// The rows whose `mask` is set, in order, on new (compacted) sequences.
+    pub fn compact<M>(self, _mask: Jagged<M>) -> Self {
+        self
+    }
+    /// The offsets of this tensor's sequences, in the kernel's offsets dtype.
+    pub fn offsets<I>(self) -> Offsets<I> {
+        Phantom::phantom()
+    }
+}
+
+impl<T, S> Pairs<T, S> {
+    /// Softmax over the key rows `j < n_b`.
+    pub fn softmax_over_keys(self) -> Self {
+        self
+    }
+    /// Sum over the key rows.
+    pub fn sum_over_keys(self) -> Jagged<T, S> {
+        Phantom::phantom()
+    }
+    /// `log sum exp` over the key rows.
+    pub fn logsumexp_over_keys(self) -> Jagged<T, S> {
+        Phantom::phantom()
+    }
+    /// Zero where the key row comes after the query row (`j > i`).
+    pub fn causal(self) -> Self {
+        self
+    }
+    /// Per sequence, `sum_j self[i, j] * v[j]`: contracts the key rows.
+    pub fn dot<T2, S2>(self, _v: Jagged<T2, S2>) -> Jagged<T2, S2> {
+        Phantom::phantom()
+    }
+}
+
+impl<T, S> Padded<T, S> {
+    /// The rows `i < min(L_b, N)` of each sequence, as a jagged tensor on the
+    /// kernel's offsets.
+    pub fn to_jagged(self) -> Jagged<T, S> {
+        Phantom::phantom()
+    }
+}
+
+impl<I> Lengths<I> {
+    /// Offsets from lengths: `[0, l0, l0 + l1, ...]`.
+    pub fn complete_cumsum(self) -> Offsets<I> {
+        Phantom::phantom()
+    }
+}
+
+/// `e^x`, elementwise.
+pub fn exp<X: Phantom>(x: X) -> X {
+    x
+}
+
+/// `ln x`, elementwise.
+pub fn log<X: Phantom>(x: X) -> X {
+    x
+}
+
+/// `x / (1 + e^-x)`, elementwise.
+pub fn silu<X: Phantom>(x: X) -> X {
+    x
+}
+
+/// The larger of `a` and `b`, elementwise (broadcast).
+pub fn max<A: Broadcast<B>, B>(_a: A, _b: B) -> A::Output {
+    Phantom::phantom()
+}
+
+/// The smaller of `a` and `b`, elementwise (broadcast).
+pub fn min<A: Broadcast<B>, B>(_a: A, _b: B) -> A::Output {
+    Phantom::phantom()
+}
+
+/// `cond ? on_true : on_false`, elementwise (broadcast); `cond` is a bool tensor.
+pub fn select<C, A: Broadcast<B>, B>(_cond: C, _on_true: A, _on_false: B) -> A::Output {
+    Phantom::phantom()
+}

@@ -1,0 +1,32 @@
+//! The builtin op library (OPS.md "Primitives"), written with `#[jagged_kernel]`,
+//! and the DSL it is written in ([`dsl`]).
+//!
+//! Each op is a DSL function and a module of the same name: `graph(...)` builds
+//! its IR for the static facts given (dtypes, inner dims).
+
+pub mod dsl;
+mod primitives;
+#[doc(hidden)]
+pub mod support;
+
+pub use primitives::*;
+
+use jagged_ir::{DType, ValidationError};
+
+/// Why a `#[jagged_kernel]`'s `graph` (or launcher) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// A dtype given for a bounded generic parameter is of the wrong class.
+    #[error("dtype parameter `{param}` must be a {expected} dtype, got {dtype}")]
+    Dtype {
+        /// The generic parameter (`T`).
+        param: &'static str,
+        /// The dtype given.
+        dtype: DType,
+        /// What the bound requires.
+        expected: &'static str,
+    },
+    /// The built graph is ill-typed (for the dtypes given).
+    #[error("invalid graph: {0}")]
+    Validation(#[from] ValidationError),
+}
