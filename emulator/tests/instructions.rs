@@ -573,7 +573,8 @@ fn vector_loads_stores_and_state_spaces() {
     ld.shared::cta.u32 %r8, [%r7+28];
     st.local.v2.u32 [depot], {%r1, %r2};
     ld.local.u32 %r9, [depot+4];
-    cvta.shared.u64 %rd6, %rd0;           // generic address of shared offset 0 (rd0 = 0)
+    mov.u64 %rd0, smem;
+    cvta.shared.u64 %rd6, %rd0;           // generic address of smem
     ld.u32 %r10, [%rd6+20];               // generic load from shared
     ld.global.s8 %r11, [%rd2+16];         // 0x80 sign-extended
     ld.global.u8 %r12, [%rd2+16];
@@ -582,10 +583,7 @@ fn vector_loads_stores_and_state_spaces() {
     st.global.v4.u32 [%rd1+16], {%r10, %r11, %r12, %r13};
 DONE:
 "#;
-    let ptx = kernel_with(body, decls).replace(
-        "mov.u32 %r0, %tid.x;",
-        "mov.u32 %r0, %tid.x;\n    mov.u64 %rd0, 0;",
-    );
+    let ptx = kernel_with(body, decls);
     let inp = [10, 20, 30, 40, 0xabcd_0080];
     let got = match run_cfg(&ptx, [1, 1, 1], [32, 1, 1], &inp, 8) {
         Ok(v) => v,
