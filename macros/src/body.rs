@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::{ToTokens, format_ident, quote};
 use syn::spanned::Spanned;
 use syn::{BinOp, Error, Expr, Ident, Lit, Pat, Stmt, UnOp};
 
@@ -131,6 +131,11 @@ fn err<T>(span: Span, msg: impl std::fmt::Display) -> syn::Result<T> {
     Err(Error::new(span, msg))
 }
 
+/// An error covering all of `node` (not only its first token).
+fn err_on<T>(node: &impl ToTokens, msg: impl std::fmt::Display) -> syn::Result<T> {
+    Err(Error::new_spanned(node, msg))
+}
+
 impl Lowering<'_> {
     fn fresh(&mut self) -> Ident {
         self.next += 1;
@@ -189,10 +194,7 @@ impl Lowering<'_> {
             .iter()
             .filter(|p| matches!(p, Param::Tensor { ty, .. } if ty.kind == Kind::Offsets));
         if let Some(Param::Tensor { ident, .. }) = offsets_params.clone().nth(1) {
-            return err(
-                ident.span(),
-                "a kernel has one offsets parameter (its sequences)",
-            );
+            return err_on(&ident, "a kernel has one offsets parameter (its sequences)");
         }
         let explicit_offsets = offsets_params.count() == 1;
         for p in &self.sig.params {
@@ -221,8 +223,8 @@ impl Lowering<'_> {
                 }
                 Kind::Jagged => {
                     if explicit_offsets && !self.has_kernel_seqs {
-                        return err(
-                            ident.span(),
+                        return err_on(
+                            &ident,
                             "declare the offsets parameter before the jagged ones",
                         );
                     }
@@ -239,7 +241,7 @@ impl Lowering<'_> {
                 ),
                 Kind::Lengths => (quote!(#t::new(#dtype, vec![#d::Batch])), None),
                 Kind::Pairs => {
-                    return err(ident.span(), "query/key pairs are not a parameter type");
+                    return err_on(&ident, "query/key pairs are not a parameter type");
                 }
             };
             let var = self.emit(quote!(__b.input(#name, #ty_tokens)));
@@ -274,10 +276,10 @@ impl Lowering<'_> {
 
     /// Lowers the statements; returns the outputs (the elements of a tail
     /// tuple, or the tail expression) with their spans.
-    fn body(&mut self, block: &syn::Block) -> syn::Result<Vec<(Value, Span)>> {
+    fn body<'b>(&mut self, block: &'b syn::Block) -> syn::Result<Vec<(Value, &'b Expr)>> {
         let Some((last, init)) = block.stmts.split_last() else {
-            return err(
-                block.span(),
+            return err_on(
+                &block,
                 "an empty kernel: the body's last expression is the kernel's output",
             );
         };
@@ -287,45 +289,37 @@ impl Lowering<'_> {
                 Stmt::Expr(e, _) => {
                     // Reports a non-DSL expression (a loop, an `if`) as such.
                     self.expr(e)?;
-                    return err(
-                        e.span(),
+                    return err_on(
+                        &e,
                         "an expression statement does nothing in a kernel: bind it with `let` or make it the last expression",
                     );
                 }
                 Stmt::Item(item) => {
-                    return err(
-                        item.span(),
-                        "items cannot be declared inside a jagged kernel",
-                    );
+                    return err_on(&item, "items cannot be declared inside a jagged kernel");
                 }
                 Stmt::Macro(m) => {
-                    return err(m.span(), "macro calls are not part of the jagged DSL");
+                    return err_on(&m, "macro calls are not part of the jagged DSL");
                 }
             }
         }
         match last {
-            Stmt::Expr(Expr::Tuple(t), None) => t
-                .elems
-                .iter()
-                .map(|e| Ok((self.expr(e)?, e.span())))
-                .collect(),
-            Stmt::Expr(e, None) => Ok(vec![(self.expr(e)?, e.span())]),
-            Stmt::Local(l) => err(
-                l.span(),
+            Stmt::Expr(Expr::Tuple(t), None) => {
+                t.elems.iter().map(|e| Ok((self.expr(e)?, e))).collect()
+            }
+            Stmt::Expr(e, None) => Ok(vec![(self.expr(e)?, e)]),
+            Stmt::Local(l) => err_on(
+                &l,
                 "a kernel ends with an expression (its output), not a `let`",
             ),
             Stmt::Expr(e, Some(_)) => {
                 self.expr(e)?;
-                err(
-                    e.span(),
+                err_on(
+                    &e,
                     "a kernel ends with an expression (its output): remove the `;`",
                 )
             }
-            Stmt::Macro(m) => err(m.span(), "macro calls are not part of the jagged DSL"),
-            Stmt::Item(item) => err(
-                item.span(),
-                "items cannot be declared inside a jagged kernel",
-            ),
+            Stmt::Macro(m) => err_on(&m, "macro calls are not part of the jagged DSL"),
+            Stmt::Item(item) => err_on(&item, "items cannot be declared inside a jagged kernel"),
         }
     }
 
@@ -335,19 +329,16 @@ impl Lowering<'_> {
             other => other,
         };
         let Pat::Ident(pi) = pat else {
-            return err(local.pat.span(), "a `let` in a kernel binds one plain name");
+            return err_on(&local.pat, "a `let` in a kernel binds one plain name");
         };
         if let Some(m) = &pi.mutability {
-            return err(m.span(), "kernel values are immutable: no `mut`");
+            return err_on(&m, "kernel values are immutable: no `mut`");
         }
         let Some(init) = &local.init else {
-            return err(local.span(), "a `let` in a kernel needs a value");
+            return err_on(&local, "a `let` in a kernel needs a value");
         };
         if let Some((_, diverge)) = &init.diverge {
-            return err(
-                diverge.span(),
-                "`let ... else` is not part of the jagged DSL",
-            );
+            return err_on(&diverge, "`let ... else` is not part of the jagged DSL");
         }
         let v = self.expr(&init.expr)?;
         self.env.insert(pi.ident.to_string(), v);
@@ -361,21 +352,21 @@ impl Lowering<'_> {
             Expr::Lit(l) => match &l.lit {
                 Lit::Float(f) => Ok(Value::Scalar(Scalar::Lit(f.base10_parse()?))),
                 Lit::Int(i) => Ok(Value::Scalar(Scalar::Lit(i.base10_parse::<i64>()? as f64))),
-                other => err(other.span(), "only numbers are literals of the jagged DSL"),
+                other => err_on(&other, "only numbers are literals of the jagged DSL"),
             },
             Expr::Path(p) => {
                 let Some(ident) = p.path.get_ident() else {
-                    return err(p.span(), "expected a parameter or a `let` name");
+                    return err_on(&p, "expected a parameter or a `let` name");
                 };
                 match self.env.get(&ident.to_string()) {
                     Some(v) => Ok(v.clone()),
-                    None => err(ident.span(), format!("unknown name `{ident}`")),
+                    None => err_on(&ident, format!("unknown name `{ident}`")),
                 }
             }
             Expr::Cast(c) => match self.expr(&c.expr)? {
                 Value::Scalar(s) => Ok(Value::Scalar(s)),
-                Value::Tensor(t) => err(
-                    c.span(),
+                Value::Tensor(t) => err_on(
+                    &c,
                     format!(
                         "`as` converts scalars only; convert a tensor ({}) with `.cast::<U>()`",
                         t.describe()
@@ -392,7 +383,7 @@ impl Lowering<'_> {
                         Ok(Value::Tensor(Tensor { var, ..t }))
                     }
                 },
-                _ => err(u.op.span(), "only unary `-` is part of the jagged DSL"),
+                _ => err_on(&u.op, "only unary `-` is part of the jagged DSL"),
             },
             Expr::Binary(b) => {
                 let op = match b.op {
@@ -406,14 +397,14 @@ impl Lowering<'_> {
                     | BinOp::Le(_)
                     | BinOp::Gt(_)
                     | BinOp::Ge(_) => {
-                        return err(
-                            b.op.span(),
+                        return err_on(
+                            &b.op,
                             "comparisons are not part of the jagged DSL: masks come from inputs or `.causal()`",
                         );
                     }
                     _ => {
-                        return err(
-                            b.op.span(),
+                        return err_on(
+                            &b.op,
                             "this operator is not part of the jagged DSL (`+ - * /` are)",
                         );
                     }
@@ -424,36 +415,33 @@ impl Lowering<'_> {
             }
             Expr::Call(c) => self.call(c),
             Expr::MethodCall(m) => self.method(m),
-            Expr::ForLoop(_) | Expr::While(_) | Expr::Loop(_) => err(
-                e.span(),
+            Expr::ForLoop(_) | Expr::While(_) | Expr::Loop(_) => err_on(
+                &e,
                 "loops are not part of the jagged DSL: ops apply to whole sequences (reduce with `.sum_over_seq()`, ...)",
             ),
-            Expr::If(_) | Expr::Match(_) => err(
-                e.span(),
+            Expr::If(_) | Expr::Match(_) => err_on(
+                &e,
                 "`if` and `match` are not part of the jagged DSL: choose elementwise with `select(cond, a, b)`",
             ),
-            Expr::Closure(_) => err(e.span(), "closures are not part of the jagged DSL"),
-            Expr::Macro(_) => err(e.span(), "macro calls are not part of the jagged DSL"),
-            Expr::Return(_) | Expr::Break(_) | Expr::Continue(_) => err(
-                e.span(),
+            Expr::Closure(_) => err_on(&e, "closures are not part of the jagged DSL"),
+            Expr::Macro(_) => err_on(&e, "macro calls are not part of the jagged DSL"),
+            Expr::Return(_) | Expr::Break(_) | Expr::Continue(_) => err_on(
+                &e,
                 "control flow is not part of the jagged DSL: the kernel's output is its last expression",
             ),
-            Expr::Assign(_) => err(
-                e.span(),
+            Expr::Assign(_) => err_on(
+                &e,
                 "assignment is not part of the jagged DSL: bind new values with `let`",
             ),
-            Expr::Index(_) => err(
-                e.span(),
+            Expr::Index(_) => err_on(
+                &e,
                 "indexing is not part of the jagged DSL: ops apply to whole tensors",
             ),
-            Expr::Tuple(_) => err(
-                e.span(),
+            Expr::Tuple(_) => err_on(
+                &e,
                 "a tuple is only allowed as the last expression, one element per output",
             ),
-            _ => err(
-                e.span(),
-                "this Rust expression is not part of the jagged DSL",
-            ),
+            _ => err_on(&e, "this Rust expression is not part of the jagged DSL"),
         }
     }
 
@@ -626,11 +614,11 @@ impl Lowering<'_> {
 
     fn call(&mut self, c: &syn::ExprCall) -> syn::Result<Value> {
         let Expr::Path(p) = &*c.func else {
-            return err(c.func.span(), "only the DSL's functions can be called");
+            return err_on(&c.func, "only the DSL's functions can be called");
         };
         let Some(name) = p.path.get_ident() else {
-            return err(
-                p.span(),
+            return err_on(
+                &p,
                 "only the DSL's functions can be called (exp, log, silu, max, min, select)",
             );
         };
@@ -640,8 +628,8 @@ impl Lowering<'_> {
             "max" | "min" => 2,
             "select" => 3,
             _ => {
-                return err(
-                    name.span(),
+                return err_on(
+                    &name,
                     format!(
                         "unknown function `{fname}`: the DSL's functions are exp, log, silu, max, min, select"
                     ),
@@ -649,8 +637,8 @@ impl Lowering<'_> {
             }
         };
         if c.args.len() != arity {
-            return err(
-                c.span(),
+            return err_on(
+                &c,
                 format!(
                     "`{fname}` takes {arity} argument(s), found {}",
                     c.args.len()
@@ -768,8 +756,8 @@ impl Lowering<'_> {
             );
         };
         if m.args.len() != arity {
-            return err(
-                m.span(),
+            return err_on(
+                &m,
                 format!(
                     "`.{name}()` takes {arity} argument(s), found {}",
                     m.args.len()
@@ -777,10 +765,7 @@ impl Lowering<'_> {
             );
         }
         if name != "cast" && m.turbofish.is_some() {
-            return err(
-                m.turbofish.span(),
-                format!("`.{name}()` takes no type arguments"),
-            );
+            return err_on(&m.turbofish, format!("`.{name}()` takes no type arguments"));
         }
         let mut args = self.args(&m.args)?;
         let d = quote!(::jagged::__private);
@@ -872,7 +857,7 @@ impl Lowering<'_> {
                         .pop()
                         .ok_or_else(|| Error::new(span, "missing argument"))?;
                     let Value::Scalar(pad) = pad else {
-                        return err(m.args.span(), "the padding value is a scalar");
+                        return err_on(&m.args, "the padding value is a scalar");
                     };
                     let valid = self.emit(quote!(__b.mask(
                         #d::IndexPredicate::RowInSequence(#s),
@@ -953,15 +938,15 @@ impl Lowering<'_> {
     fn cast_target(&self, m: &syn::ExprMethodCall) -> syn::Result<DTy> {
         let usage = "write the target dtype as `.cast::<U>()`";
         let Some(tf) = &m.turbofish else {
-            return err(m.method.span(), usage);
+            return err_on(&m.method, usage);
         };
         let [syn::GenericArgument::Type(syn::Type::Path(p))] =
             tf.args.iter().collect::<Vec<_>>().as_slice()
         else {
-            return err(tf.span(), usage);
+            return err_on(&tf, usage);
         };
         let Some(ident) = p.path.get_ident() else {
-            return err(tf.span(), usage);
+            return err_on(&tf, usage);
         };
         let name = ident.to_string();
         if matches!(
@@ -977,8 +962,8 @@ impl Lowering<'_> {
         if is_dtype_param {
             Ok(DTy::Param(ident.clone()))
         } else {
-            err(
-                ident.span(),
+            err_on(
+                &ident,
                 format!(
                     "unknown dtype `{name}`: a dtype name or a dtype parameter of the signature"
                 ),
@@ -1127,7 +1112,7 @@ impl Lowering<'_> {
     /// Checks the outputs against the declared ones and emits `output` calls.
     fn outputs(
         &mut self,
-        values: Vec<(Value, Span)>,
+        values: Vec<(Value, &Expr)>,
         span: Span,
         names: &[Ident],
     ) -> syn::Result<()> {
@@ -1142,15 +1127,15 @@ impl Lowering<'_> {
                 ),
             );
         }
-        for (((v, span), decl), name) in values.into_iter().zip(decls).zip(names) {
-            let t = self.tensor(v, span, "an output")?;
+        for (((v, e), decl), name) in values.into_iter().zip(decls).zip(names) {
+            let t = self.tensor(v, e.span(), "an output")?;
             let declared_dtype = match &decl.ty.dtype {
                 DTy::KernelIndex => self.index.clone(),
                 other => other.clone(),
             };
             if t.kind != decl.ty.kind || t.shape != decl.ty.shape {
-                return err(
-                    span,
+                return err_on(
+                    e,
                     format!(
                         "this output is {} but the signature declares {}",
                         t.describe(),
@@ -1164,8 +1149,8 @@ impl Lowering<'_> {
                 let (from, to, v) = (t.dtype.tokens(), declared_dtype.tokens(), &t.var);
                 self.emit(quote!(if #from == #to { #v } else { __b.cast(#v, #to) }))
             } else {
-                return err(
-                    span,
+                return err_on(
+                    e,
                     format!(
                         "this output has dtype {} but the signature declares {}; convert it with `.cast::<U>()`",
                         t.dtype.describe(),

@@ -289,13 +289,13 @@ impl Signature {
 pub fn parse(func: &ItemFn) -> syn::Result<Signature> {
     let s = &func.sig;
     if let Some(t) = &s.asyncness {
-        return Err(Error::new(t.span(), "a jagged kernel cannot be `async`"));
+        return Err(Error::new_spanned(&t, "a jagged kernel cannot be `async`"));
     }
     if let Some(t) = &s.unsafety {
-        return Err(Error::new(t.span(), "a jagged kernel cannot be `unsafe`"));
+        return Err(Error::new_spanned(&t, "a jagged kernel cannot be `unsafe`"));
     }
     if let Some(t) = &s.constness {
-        return Err(Error::new(t.span(), "a jagged kernel cannot be `const`"));
+        return Err(Error::new_spanned(&t, "a jagged kernel cannot be `const`"));
     }
     let mut generics = Vec::new();
     for g in &s.generics.params {
@@ -316,8 +316,8 @@ pub fn parse(func: &ItemFn) -> syn::Result<Signature> {
                 });
             }
             other => {
-                return Err(Error::new(
-                    other.span(),
+                return Err(Error::new_spanned(
+                    &other,
                     "a jagged kernel's generic parameters are types: dtypes (`T`), dims (`D`) or shapes (`S`)",
                 ));
             }
@@ -330,14 +330,14 @@ pub fn parse(func: &ItemFn) -> syn::Result<Signature> {
     };
     for input in &s.inputs {
         let FnArg::Typed(pt) = input else {
-            return Err(Error::new(
-                input.span(),
+            return Err(Error::new_spanned(
+                &input,
                 "a jagged kernel is a free function: no `self`",
             ));
         };
         let Pat::Ident(pi) = &*pt.pat else {
-            return Err(Error::new(
-                pt.pat.span(),
+            return Err(Error::new_spanned(
+                &pt.pat,
                 "a kernel parameter is a plain name",
             ));
         };
@@ -357,8 +357,8 @@ pub fn parse(func: &ItemFn) -> syn::Result<Signature> {
     }
     match &s.output {
         syn::ReturnType::Default => {
-            return Err(Error::new(
-                s.ident.span(),
+            return Err(Error::new_spanned(
+                &s.ident,
                 "a jagged kernel returns a tensor, or a tuple of tensors",
             ));
         }
@@ -368,8 +368,8 @@ pub fn parse(func: &ItemFn) -> syn::Result<Signature> {
                 other => vec![other],
             };
             if types.is_empty() {
-                return Err(Error::new(
-                    ty.span(),
+                return Err(Error::new_spanned(
+                    &ty,
                     "a jagged kernel returns a tensor, or a tuple of tensors",
                 ));
             }
@@ -381,8 +381,8 @@ pub fn parse(func: &ItemFn) -> syn::Result<Signature> {
     }
     for g in &sig.generics {
         if g.class.is_some() && g.role.is_some_and(|r| r != Role::Dtype) {
-            return Err(Error::new(
-                g.ident.span(),
+            return Err(Error::new_spanned(
+                &g.ident,
                 format!("`{}` has a dtype bound but is used as a dim", g.ident),
             ));
         }
@@ -390,8 +390,8 @@ pub fn parse(func: &ItemFn) -> syn::Result<Signature> {
             g.ident.to_string().to_lowercase().as_str(),
             "offsets" | "graph" | "runtime"
         ) {
-            return Err(Error::new(
-                g.ident.span(),
+            return Err(Error::new_spanned(
+                &g.ident,
                 "this generic name clashes with a parameter of the generated `graph`",
             ));
         }
@@ -419,14 +419,14 @@ fn parse_attr_param(ident: Ident, attr: &syn::Attribute, ty: &Type) -> syn::Resu
         Some("usize") => AttrKind::Index,
         Some("f32" | "f64") => AttrKind::Float,
         _ => {
-            return Err(Error::new(
-                ty.span(),
+            return Err(Error::new_spanned(
+                &ty,
                 "an `#[attr]` parameter is a `usize` (an index such as `max_len`) or an `f32`/`f64`",
             ));
         }
     };
     if ident == "max_len" && kind != AttrKind::Index {
-        return Err(Error::new(ty.span(), "`max_len` is a `usize`"));
+        return Err(Error::new_spanned(&ty, "`max_len` is a `usize`"));
     }
     Ok(Param::Attr {
         ident,
@@ -444,14 +444,14 @@ fn use_generic(sig: &mut Signature, ident: &Ident, role: Role) -> syn::Result<()
             Role::Dim => "dim",
             Role::Shape => "shape",
         };
-        return Err(Error::new(
-            ident.span(),
+        return Err(Error::new_spanned(
+            &ident,
             format!("unknown {what} `{ident}`: declare it as a generic parameter of the kernel"),
         ));
     };
     match g.role {
-        Some(r) if r != role => Err(Error::new(
-            ident.span(),
+        Some(r) if r != role => Err(Error::new_spanned(
+            &ident,
             format!("`{ident}` is used both as a {r:?} and as a {role:?}").to_lowercase(),
         )),
         _ => {
@@ -470,8 +470,8 @@ fn single_ident(ty: &Type) -> Option<&Ident> {
 
 fn parse_dtype(sig: &mut Signature, ty: &Type) -> syn::Result<DTy> {
     let Some(ident) = single_ident(ty) else {
-        return Err(Error::new(
-            ty.span(),
+        return Err(Error::new_spanned(
+            &ty,
             "a dtype is a name: f32, f64, f16, bf16, i32, i64, u8, bool or a generic parameter",
         ));
     };
@@ -489,8 +489,8 @@ fn parse_shape(sig: &mut Signature, ty: &Type) -> syn::Result<Shape> {
             let mut dims = Vec::new();
             for e in &t.elems {
                 let Some(ident) = single_ident(e) else {
-                    return Err(Error::new(
-                        e.span(),
+                    return Err(Error::new_spanned(
+                        &e,
                         "a dim is a generic parameter's name (`H`, `D`)",
                     ));
                 };
@@ -499,8 +499,8 @@ fn parse_shape(sig: &mut Signature, ty: &Type) -> syn::Result<Shape> {
             }
             Ok(Shape::Dims(dims))
         }
-        Type::Paren(p) => Err(Error::new(
-            p.span(),
+        Type::Paren(p) => Err(Error::new_spanned(
+            &p,
             "a one-dim shape is written as a tuple with a trailing comma: `(D,)`",
         )),
         other => match single_ident(other) {
@@ -508,8 +508,8 @@ fn parse_shape(sig: &mut Signature, ty: &Type) -> syn::Result<Shape> {
                 use_generic(sig, ident, Role::Shape)?;
                 Ok(Shape::Var(ident.clone()))
             }
-            None => Err(Error::new(
-                other.span(),
+            None => Err(Error::new_spanned(
+                &other,
                 "a shape is a tuple of dims (`(H, D)`, `(D,)`, `()`) or a shape parameter (`S`)",
             )),
         },
@@ -519,8 +519,8 @@ fn parse_shape(sig: &mut Signature, ty: &Type) -> syn::Result<Shape> {
 /// Parses `Jagged<T, S>`, `PerSeq<T, S>`, `Padded<T, S>`, `Lengths<I>`, `Offsets<I>`, `Offsets`.
 fn parse_tensor_type(sig: &mut Signature, ty: &Type) -> syn::Result<TensorTy> {
     let unknown = || {
-        Error::new(
-            ty.span(),
+        Error::new_spanned(
+            &ty,
             "a kernel parameter is a DSL tensor (`Jagged<T, S>`, `PerSeq<T, S>`, `Padded<T, S>`, \
              `Lengths<I>`, `Offsets<I>`) or an `#[attr]` scalar",
         )
@@ -542,7 +542,7 @@ fn parse_tensor_type(sig: &mut Signature, ty: &Type) -> syn::Result<TensorTy> {
                 match arg {
                     GenericArgument::Type(t) => out.push(t),
                     other => {
-                        return Err(Error::new(other.span(), "expected a dtype or a shape"));
+                        return Err(Error::new_spanned(&other, "expected a dtype or a shape"));
                     }
                 }
             }
@@ -551,7 +551,7 @@ fn parse_tensor_type(sig: &mut Signature, ty: &Type) -> syn::Result<TensorTy> {
         PathArguments::Parenthesized(_) => return Err(unknown()),
     };
     let arity_error =
-        |expected: &str| Error::new(last.span(), format!("`{}` takes {expected}", kind.name()));
+        |expected: &str| Error::new_spanned(&last, format!("`{}` takes {expected}", kind.name()));
     match kind {
         Kind::Lengths | Kind::Offsets => {
             let dtype = match (kind, args.as_slice()) {

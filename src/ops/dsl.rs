@@ -103,28 +103,29 @@ pub trait Broadcast<R> {
 }
 
 macro_rules! broadcast {
-    ($($l:ident, $r:ident => $o:ident<$s:ident>;)*) => {$(
-        impl<T, S, S2> Broadcast<$r<T, S2>> for $l<T, S> {
-            type Output = $o<T, $s>;
+    ($($l:ident, $r:ident => $o:ident<$t:ident, $s:ident>;)*) => {$(
+        impl<T, S, T2, S2> Broadcast<$r<T2, S2>> for $l<T, S> {
+            type Output = $o<$t, $s>;
         }
     )*};
 }
 
+// Dtypes are not matched here: the macro checks them, with a better message.
 broadcast! {
-    Jagged, Jagged => Jagged<S>;
-    Jagged, PerSeq => Jagged<S>;
-    PerSeq, Jagged => Jagged<S2>;
-    Jagged, Padded => Jagged<S>;
-    Padded, Jagged => Jagged<S2>;
-    PerSeq, PerSeq => PerSeq<S>;
-    Padded, Padded => Padded<S>;
-    Padded, PerSeq => Padded<S>;
-    PerSeq, Padded => Padded<S2>;
-    Pairs, Pairs => Pairs<S>;
-    Pairs, Jagged => Pairs<S>;
-    Jagged, Pairs => Pairs<S2>;
-    Pairs, PerSeq => Pairs<S>;
-    PerSeq, Pairs => Pairs<S2>;
+    Jagged, Jagged => Jagged<T, S>;
+    Jagged, PerSeq => Jagged<T, S>;
+    PerSeq, Jagged => Jagged<T2, S2>;
+    Jagged, Padded => Jagged<T, S>;
+    Padded, Jagged => Jagged<T2, S2>;
+    PerSeq, PerSeq => PerSeq<T, S>;
+    Padded, Padded => Padded<T, S>;
+    Padded, PerSeq => Padded<T, S>;
+    PerSeq, Padded => Padded<T2, S2>;
+    Pairs, Pairs => Pairs<T, S>;
+    Pairs, Jagged => Pairs<T, S>;
+    Jagged, Pairs => Pairs<T2, S2>;
+    Pairs, PerSeq => Pairs<T, S>;
+    PerSeq, Pairs => Pairs<T2, S2>;
 }
 
 /// Operators, scalar operands and the elementwise methods of one tensor kind.

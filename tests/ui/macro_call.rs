@@ -1,0 +1,9 @@
+use jagged::dsl::*;
+
+#[jagged_kernel]
+fn k<D>(x: Jagged<f32, (D,)>) -> Jagged<f32, (D,)> {
+    println!("tracing");
+    x
+}
+
+fn main() {}
