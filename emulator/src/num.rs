@@ -173,7 +173,7 @@ fn float_lane(op: AluOp, ty: Ty, f: AluFlags, a: u64, b: u64, c: u64) -> u64 {
     }
     if ty == Ty::F64 {
         let (a, b, c) = (f64::from_bits(a), f64::from_bits(b), f64::from_bits(c));
-        let r = float_op(op, f, a, b, c);
+        let r = f64_directed(op, f.rnd, a, b, c, float_op(op, f, a, b, c));
         return if f.sat { sat(r) } else { r }.to_bits();
     }
     let (mut a, mut b, mut c) = (to_f64(a, ty), to_f64(b, ty), to_f64(c, ty));
@@ -203,6 +203,45 @@ fn float_lane(op: AluOp, ty: Ty, f: AluFlags, a: u64, b: u64, c: u64) -> u64 {
         bits = 0x7fff_ffff;
     }
     bits
+}
+
+/// Adjusts the round-to-nearest f64 result `q` of `op` to a directed rounding mode, from
+/// the sign of the exact error (TwoSum for add/sub, an fma residual for mul, div, rcp and
+/// sqrt; for fma the residual `fma(a, b, c - q)` is itself rounded, so an fma whose exact
+/// error is below half an ulp of it may round the wrong way).
+fn f64_directed(op: AluOp, rnd: Rnd, a: f64, b: f64, c: f64, q: f64) -> f64 {
+    if !matches!(rnd, Rnd::Rz | Rnd::Rm | Rnd::Rp) || !q.is_finite() {
+        return q;
+    }
+    let two_sum_err = |x: f64, y: f64| {
+        let yy = q - x;
+        (x - (q - yy)) + (y - yy)
+    };
+    let err = match op {
+        AluOp::Add => two_sum_err(a, b),
+        AluOp::Sub => two_sum_err(a, -b),
+        AluOp::MulLo => a.mul_add(b, -q),
+        AluOp::Fma => a.mul_add(b, c - q),
+        AluOp::Div => (-q).mul_add(b, a) * b.signum(),
+        AluOp::Rcp => (-q).mul_add(a, 1.0) * a.signum(),
+        AluOp::Sqrt => (-q).mul_add(q, a),
+        _ => 0.0,
+    };
+    if err == 0.0 || err.is_nan() {
+        return q;
+    }
+    match rnd {
+        Rnd::Rz if (err > 0.0) != (q > 0.0) => {
+            if q > 0.0 {
+                q.next_down()
+            } else {
+                q.next_up()
+            }
+        }
+        Rnd::Rm if err < 0.0 => q.next_down(),
+        Rnd::Rp if err > 0.0 => q.next_up(),
+        _ => q,
+    }
 }
 
 #[inline]

@@ -1794,3 +1794,29 @@ fn same_value_stores_from_two_warps_are_not_races() {
         vec![(CheckKind::SharedRace, line_of(&ptx, "st.shared.v4"))]
     );
 }
+
+#[test]
+fn f64_directed_rounding() {
+    // 1 + 2^-60 is not representable: .rp gives 1 + 2^-52, .rm and .rz give 1;
+    // 1/3 rounds down to nearest (0x3fd5555555555555), .rp gives the next value up;
+    // -1/3 with .rz gives the nearest magnitude-down value (-0x3fd5555555555555).
+    let body = r#"
+    add.rp.f64 %fd1, 0d3FF0000000000000, 0d3C30000000000000;
+    add.rm.f64 %fd2, 0d3FF0000000000000, 0d3C30000000000000;
+    div.rp.f64 %fd3, 0d3FF0000000000000, 0d4008000000000000;
+    div.rz.f64 %fd4, 0dBFF0000000000000, 0d4008000000000000;
+    mul.rp.f64 %fd5, 0d3FF0000000000001, 0d3FF0000000000001;   // (1+u)^2 = 1+2u+u^2: up to 1+3u
+    sqrt.rm.f64 %fd6, 0d4000000000000000;                       // sqrt 2 = 0x3ff6a09e667f3bcd (nearest is above)
+    st.global.v2.f64 [%rd1], {%fd1, %fd2};
+    st.global.v2.f64 [%rd1+16], {%fd3, %fd4};
+    st.global.v2.f64 [%rd1+32], {%fd5, %fd6};
+"#;
+    let got = run(body, 1, &[], 12);
+    let d = |i: usize| got[2 * i] as u64 | (got[2 * i + 1] as u64) << 32;
+    assert_eq!(d(0), 0x3ff0_0000_0000_0001);
+    assert_eq!(d(1), 0x3ff0_0000_0000_0000);
+    assert_eq!(d(2), 0x3fd5_5555_5555_5556);
+    assert_eq!(d(3), 0xbfd5_5555_5555_5555);
+    assert_eq!(d(4), 0x3ff0_0000_0000_0003);
+    assert_eq!(d(5), 0x3ff6_a09e_667f_3bcc);
+}
