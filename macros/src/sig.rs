@@ -3,7 +3,6 @@
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
-use syn::spanned::Spanned;
 use syn::{Error, FnArg, GenericArgument, GenericParam, Ident, ItemFn, Pat, PathArguments, Type};
 
 /// The kinds of tensor the DSL knows (the types of `jagged::dsl`).
@@ -289,13 +288,13 @@ impl Signature {
 pub fn parse(func: &ItemFn) -> syn::Result<Signature> {
     let s = &func.sig;
     if let Some(t) = &s.asyncness {
-        return Err(Error::new_spanned(&t, "a jagged kernel cannot be `async`"));
+        return Err(Error::new_spanned(t, "a jagged kernel cannot be `async`"));
     }
     if let Some(t) = &s.unsafety {
-        return Err(Error::new_spanned(&t, "a jagged kernel cannot be `unsafe`"));
+        return Err(Error::new_spanned(t, "a jagged kernel cannot be `unsafe`"));
     }
     if let Some(t) = &s.constness {
-        return Err(Error::new_spanned(&t, "a jagged kernel cannot be `const`"));
+        return Err(Error::new_spanned(t, "a jagged kernel cannot be `const`"));
     }
     let mut generics = Vec::new();
     for g in &s.generics.params {
@@ -317,7 +316,7 @@ pub fn parse(func: &ItemFn) -> syn::Result<Signature> {
             }
             other => {
                 return Err(Error::new_spanned(
-                    &other,
+                    other,
                     "a jagged kernel's generic parameters are types: dtypes (`T`), dims (`D`) or shapes (`S`)",
                 ));
             }
@@ -331,7 +330,7 @@ pub fn parse(func: &ItemFn) -> syn::Result<Signature> {
     for input in &s.inputs {
         let FnArg::Typed(pt) = input else {
             return Err(Error::new_spanned(
-                &input,
+                input,
                 "a jagged kernel is a free function: no `self`",
             ));
         };
@@ -369,7 +368,7 @@ pub fn parse(func: &ItemFn) -> syn::Result<Signature> {
             };
             if types.is_empty() {
                 return Err(Error::new_spanned(
-                    &ty,
+                    ty,
                     "a jagged kernel returns a tensor, or a tuple of tensors",
                 ));
             }
@@ -420,13 +419,13 @@ fn parse_attr_param(ident: Ident, attr: &syn::Attribute, ty: &Type) -> syn::Resu
         Some("f32" | "f64") => AttrKind::Float,
         _ => {
             return Err(Error::new_spanned(
-                &ty,
+                ty,
                 "an `#[attr]` parameter is a `usize` (an index such as `max_len`) or an `f32`/`f64`",
             ));
         }
     };
     if ident == "max_len" && kind != AttrKind::Index {
-        return Err(Error::new_spanned(&ty, "`max_len` is a `usize`"));
+        return Err(Error::new_spanned(ty, "`max_len` is a `usize`"));
     }
     Ok(Param::Attr {
         ident,
@@ -445,13 +444,13 @@ fn use_generic(sig: &mut Signature, ident: &Ident, role: Role) -> syn::Result<()
             Role::Shape => "shape",
         };
         return Err(Error::new_spanned(
-            &ident,
+            ident,
             format!("unknown {what} `{ident}`: declare it as a generic parameter of the kernel"),
         ));
     };
     match g.role {
         Some(r) if r != role => Err(Error::new_spanned(
-            &ident,
+            ident,
             format!("`{ident}` is used both as a {r:?} and as a {role:?}").to_lowercase(),
         )),
         _ => {
@@ -471,7 +470,7 @@ fn single_ident(ty: &Type) -> Option<&Ident> {
 fn parse_dtype(sig: &mut Signature, ty: &Type) -> syn::Result<DTy> {
     let Some(ident) = single_ident(ty) else {
         return Err(Error::new_spanned(
-            &ty,
+            ty,
             "a dtype is a name: f32, f64, f16, bf16, i32, i64, u8, bool or a generic parameter",
         ));
     };
@@ -490,7 +489,7 @@ fn parse_shape(sig: &mut Signature, ty: &Type) -> syn::Result<Shape> {
             for e in &t.elems {
                 let Some(ident) = single_ident(e) else {
                     return Err(Error::new_spanned(
-                        &e,
+                        e,
                         "a dim is a generic parameter's name (`H`, `D`)",
                     ));
                 };
@@ -500,7 +499,7 @@ fn parse_shape(sig: &mut Signature, ty: &Type) -> syn::Result<Shape> {
             Ok(Shape::Dims(dims))
         }
         Type::Paren(p) => Err(Error::new_spanned(
-            &p,
+            p,
             "a one-dim shape is written as a tuple with a trailing comma: `(D,)`",
         )),
         other => match single_ident(other) {
@@ -509,7 +508,7 @@ fn parse_shape(sig: &mut Signature, ty: &Type) -> syn::Result<Shape> {
                 Ok(Shape::Var(ident.clone()))
             }
             None => Err(Error::new_spanned(
-                &other,
+                other,
                 "a shape is a tuple of dims (`(H, D)`, `(D,)`, `()`) or a shape parameter (`S`)",
             )),
         },
@@ -520,7 +519,7 @@ fn parse_shape(sig: &mut Signature, ty: &Type) -> syn::Result<Shape> {
 fn parse_tensor_type(sig: &mut Signature, ty: &Type) -> syn::Result<TensorTy> {
     let unknown = || {
         Error::new_spanned(
-            &ty,
+            ty,
             "a kernel parameter is a DSL tensor (`Jagged<T, S>`, `PerSeq<T, S>`, `Padded<T, S>`, \
              `Lengths<I>`, `Offsets<I>`) or an `#[attr]` scalar",
         )
@@ -542,7 +541,7 @@ fn parse_tensor_type(sig: &mut Signature, ty: &Type) -> syn::Result<TensorTy> {
                 match arg {
                     GenericArgument::Type(t) => out.push(t),
                     other => {
-                        return Err(Error::new_spanned(&other, "expected a dtype or a shape"));
+                        return Err(Error::new_spanned(other, "expected a dtype or a shape"));
                     }
                 }
             }
@@ -551,7 +550,7 @@ fn parse_tensor_type(sig: &mut Signature, ty: &Type) -> syn::Result<TensorTy> {
         PathArguments::Parenthesized(_) => return Err(unknown()),
     };
     let arity_error =
-        |expected: &str| Error::new_spanned(&last, format!("`{}` takes {expected}", kind.name()));
+        |expected: &str| Error::new_spanned(last, format!("`{}` takes {expected}", kind.name()));
     match kind {
         Kind::Lengths | Kind::Offsets => {
             let dtype = match (kind, args.as_slice()) {
