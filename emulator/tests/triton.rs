@@ -391,7 +391,6 @@ fn histogram_atomic_counts_exactly() {
 }
 
 #[test]
-#[ignore = "emulator: SharedRace false positive: at PTX line 206 every warp st.shared.v4's the same (replicated) values to the same bytes; letting only warp 0, or only warp 3, store gives the correct result, so the writes are identical and benign"]
 fn jagged_sum_matches_f64_reference() {
     let fx = Fixture::load("jagged_sum");
     // Sequence lengths include 0, 1, a non-multiple of the 32-row block, exactly
