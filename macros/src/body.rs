@@ -789,8 +789,7 @@ impl Lowering<'_> {
             }
             "cast" => {
                 let to = self.cast_target(m)?;
-                let dt = to.tokens();
-                let var = self.emit(quote!(__b.cast(#v, #dt)));
+                let var = self.cast_if_needed(&v, &recv.dtype, &to);
                 Tensor {
                     dtype: to,
                     var,
@@ -926,6 +925,16 @@ impl Lowering<'_> {
             _ => return err(span, format!("unknown method `{name}`")),
         };
         Ok(Value::Tensor(out))
+    }
+
+    /// `x` converted from `from` to `to`: no node when the two are the same
+    /// dtype, statically or (for symbolic dtypes) when `graph` runs.
+    fn cast_if_needed(&mut self, x: &Ident, from: &DTy, to: &DTy) -> Ident {
+        if from == to {
+            return x.clone();
+        }
+        let (f, t) = (from.tokens(), to.tokens());
+        self.emit(quote!(if #f == #t { #x } else { __b.cast(#x, #t) }))
     }
 
     fn seqs_of(&self, t: &Tensor, span: Span) -> syn::Result<Ident> {
@@ -1071,12 +1080,8 @@ impl Lowering<'_> {
                         ),
                     );
                 }
-                let vb = b.var.clone();
-                let vb = if a.dtype == b.dtype {
-                    vb
-                } else if a.dtype == DTy::Acc(Box::new(b.dtype.clone())) {
-                    let (from, to) = (b.dtype.tokens(), a.dtype.tokens());
-                    self.emit(quote!(if #from == #to { #vb } else { __b.cast(#vb, #to) }))
+                let vb = if a.dtype == b.dtype || a.dtype == DTy::Acc(Box::new(b.dtype.clone())) {
+                    self.cast_if_needed(&b.var, &b.dtype, &a.dtype)
                 } else {
                     return err(
                         span,
@@ -1143,11 +1148,10 @@ impl Lowering<'_> {
                     ),
                 );
             }
-            let var = if t.dtype == declared_dtype {
+            let var = if t.dtype == DTy::Acc(Box::new(declared_dtype.clone())) {
+                self.cast_if_needed(&t.var, &t.dtype, &declared_dtype)
+            } else if t.dtype == declared_dtype {
                 t.var
-            } else if t.dtype == DTy::Acc(Box::new(declared_dtype.clone())) {
-                let (from, to, v) = (t.dtype.tokens(), declared_dtype.tokens(), &t.var);
-                self.emit(quote!(if #from == #to { #v } else { __b.cast(#v, #to) }))
             } else {
                 return err_on(
                     e,
