@@ -37,7 +37,7 @@ fn user_item(func: &ItemFn) -> TokenStream {
         }
     }
     quote! {
-        #[allow(dead_code, unused_variables, clippy::too_many_arguments)]
+        #[allow(dead_code, unused_variables, clippy::too_many_arguments, clippy::type_complexity)]
         #func
     }
 }
