@@ -15,8 +15,8 @@
 //! Misuse of the DSL is a `compile_error!` at the offending span; the user's
 //! function is emitted in every case.
 //!
-//! Layout: [`args`] parses the attribute's own arguments, [`sig`] the
-//! function's signature, [`body`] checks and lowers the body, [`expand`]
+//! Layout: `args` parses the attribute's own arguments, `sig` the
+//! function's signature, `body` checks and lowers the body, `expand`
 //! assembles the output.
 
 mod args;

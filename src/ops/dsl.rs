@@ -16,6 +16,29 @@
 //! | `Lengths<I>` | `[B]` integers |
 //! | `Offsets<I>` | `[B+1]` integers; plain `Offsets` has the kernel's offsets dtype |
 //!
+//! Parameters are tensors of these types or scalar attributes
+//! (`#[attr] max_len: usize`, `#[attr] alpha: f32`,
+//! `#[attr(default = 0.0)] padding_value: f32`); `max_len` truncates every
+//! sequence to its first `max_len` rows. Jagged parameters share one offsets
+//! input, named `offsets` (declare `offsets: Offsets` to place it yourself). The
+//! body is `let` bindings and one final expression (a tuple for several
+//! outputs, named by `#[jagged_kernel(outputs(a, b))]`), over:
+//!
+//! | operation | on |
+//! |---|---|
+//! | `+ - * /`, unary `-`, `max(a, b)`, `min(a, b)`, `select(cond, a, b)` | tensors and scalars, broadcast |
+//! | `.exp()`, `.log()`, `.silu()` (or `exp(x)`, ...), `.max(y)`, `.min(y)`, `.cast::<U>()` | any tensor |
+//! | `.sum_over_seq()`, `.mean_over_seq()`, `.max_over_seq()`, `.logsumexp_over_seq()` -> `PerSeq` | `Jagged` |
+//! | `.softmax_over_seq()`, `.to_padded()`, `.to_padded_or(v)`, `.compact(mask)`, `.offsets()` | `Jagged` |
+//! | `q.dot(k)` -> `Pairs` (contracts the last dim) | `Jagged` |
+//! | `.softmax_over_keys()`, `.sum_over_keys()`, `.logsumexp_over_keys()`, `.causal()`, `p.dot(v)` | `Pairs` |
+//! | `.to_jagged()` | `Padded` |
+//! | `.complete_cumsum()` -> `Offsets` | `Lengths` |
+//!
+//! Scalars (literals, attributes, `max_len as f32`) take the dtype of the
+//! tensor they meet; results of `dot` are in the accumulator dtype (f32, f64
+//! for f64) and are rounded to the declared output dtype.
+//!
 //! ```
 //! use jagged::dsl::*;
 //!
