@@ -8,6 +8,7 @@
 //! - [`compile()`]: graph + spec -> [`CompiledKernel`] (pattern-matches the graph).
 //! - [`lower`]: primitive op + spec -> [`CompiledKernel`] (PTX + launch metadata).
 //! - [`ptxas`]: runs `ptxas -v` on generated PTX and parses its report.
+//! - [`serial`]: a stable text form of [`CompiledKernel`] (for the kernel cache).
 
 pub mod compile;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod launch;
 pub mod lower;
 pub mod ptx;
 pub mod ptxas;
+pub mod serial;
 pub mod spec;
 pub mod templates;
 
@@ -25,6 +27,7 @@ pub use launch::{
     CompiledKernel, GridRule, Launch, OutputBuffer, ParamBinding, RunSizes, ScratchBuffer, SizeExpr,
 };
 pub use lower::{Primitive, lower};
+pub use serial::SerialError;
 pub use spec::{Arch, DType, Spec, elem_bytes, max_len_bucket};
 
 /// Version of the code generator, part of the runtime's cache key: bump it

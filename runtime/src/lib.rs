@@ -9,6 +9,8 @@
 //!   and shape; [`JaggedBytes`] is their host form.
 //! - [`KernelCache`] keeps compiled artifacts in memory and on disk, keyed
 //!   by graph, specialization and code-generator version.
+//! - [`Runtime::run_graph`] runs a whole jagged-ir graph: compile through the
+//!   cache, allocate, bind parameters from the launch metadata, launch.
 //! - [`crosscheck`] runs one PTX kernel on both backends and compares outputs
 //!   (the `ptx_crosscheck` binary).
 
@@ -16,6 +18,7 @@ mod backend;
 pub mod cache;
 pub mod crosscheck;
 mod error;
+mod launcher;
 mod params;
 mod runtime;
 mod tensor;
@@ -23,6 +26,7 @@ mod tensor;
 pub use backend::{BackendKind, BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId};
 pub use cache::{CacheEntry, CacheError, CacheKey, CacheStats, KernelCache};
 pub use error::RuntimeError;
+pub use launcher::{DeviceTensor, GraphRunError, GraphRunStats, POISON_BYTE, graph_cache_key};
 pub use jagged_ir::DType;
 pub use params::EntrySignatures;
 pub use runtime::{BACKEND_ENV, Runtime};

@@ -27,6 +27,8 @@ pub struct Runtime {
     modules_by_ptx: HashMap<[u8; 32], ModuleId>,
     /// Live buffers.
     buffers: HashSet<BufferId>,
+    /// Compiled graphs loaded here, the kernel cache and counters ([`Runtime::run_graph`]).
+    pub(crate) graphs: crate::launcher::GraphState,
 }
 
 impl Runtime {
@@ -55,6 +57,7 @@ impl Runtime {
             modules: Vec::new(),
             modules_by_ptx: HashMap::new(),
             buffers: HashSet::new(),
+            graphs: Default::default(),
         })
     }
 

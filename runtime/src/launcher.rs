@@ -1,0 +1,735 @@
+//! Runs a whole jagged-ir graph on the runtime's device: compile through the
+//! kernel cache, load the module, allocate outputs and scratch, bind every
+//! kernel parameter from the launch metadata, launch in order, and hand back
+//! the outputs by name.
+//!
+//! Inputs and outputs are named exactly as the graph names them, the way the
+//! reference evaluator [`jagged_ir::evaluate`] takes them: a jagged tensor is
+//! its `values [T, inner...]` and its `offsets [B+1]`, two [`DeviceTensor`]s.
+//! Run-time sizes (`B`, `T`, `max_len`) are read from the inputs' shapes, the
+//! offsets and the `max_len` attribute; the offsets are downloaded and checked
+//! before any kernel runs, so bad offsets are an error naming the input, never
+//! an out-of-bounds access.
+//!
+//! Compiled kernels are cached three ways: per runtime (kernel metadata and
+//! loaded module), in the [`KernelCache`]'s memory, and on its disk (as
+//! [`CompiledKernel::to_text`]). Only a miss in all three runs the code
+//! generator; [`GraphRunStats::codegen_runs`] counts those.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jagged_codegen::{CODEGEN_VERSION, CodegenError, CompiledKernel, ParamBinding, RunSizes, Spec};
+use jagged_ir::graph::MAX_LEN;
+use jagged_ir::tensor::check_offsets;
+use jagged_ir::{AttrKind, AttrValue, DType, DenseTensor, Dim, Graph, Handle, Node, TensorError};
+
+use crate::RuntimeError;
+use crate::backend::{KernelArg, LaunchDims, ModuleId};
+use crate::cache::{CacheEntry, CacheKey, KernelCache};
+use crate::runtime::Runtime;
+use crate::tensor::DeviceBuffer;
+
+/// A dense tensor on the device: a buffer and its shape (row-major). Graph
+/// inputs and outputs cross [`Runtime::run_graph`] in this form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceTensor {
+    /// The elements (at least `prod(shape)` of them).
+    pub buffer: DeviceBuffer,
+    /// The shape.
+    pub shape: Vec<usize>,
+}
+
+impl DeviceTensor {
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.buffer.dtype()
+    }
+}
+
+/// Why a graph could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphRunError {
+    /// A declared input was not given.
+    #[error("missing input '{name}'")]
+    MissingInput {
+        /// The input.
+        name: String,
+    },
+    /// An input was given that the graph does not declare.
+    #[error("the graph has no input '{name}'")]
+    UnknownInput {
+        /// The name given.
+        name: String,
+    },
+    /// An input of the wrong dtype.
+    #[error("input '{name}': expected dtype {expected}, found {found}")]
+    InputDtype {
+        /// The input.
+        name: String,
+        /// The declared dtype.
+        expected: DType,
+        /// The dtype given.
+        found: DType,
+    },
+    /// An input whose shape does not fit its declared type (or the sizes
+    /// other inputs and attributes bound).
+    #[error("input '{name}': shape {found:?} does not fit {expected}")]
+    InputShape {
+        /// The input.
+        name: String,
+        /// The declared type.
+        expected: String,
+        /// The shape given.
+        found: Vec<usize>,
+    },
+    /// A required attribute was not given and has no default.
+    #[error("missing attribute '{name}'")]
+    MissingAttribute {
+        /// The attribute.
+        name: String,
+    },
+    /// An attribute was given that the graph does not declare.
+    #[error("the graph has no attribute '{name}'")]
+    UnknownAttribute {
+        /// The name given.
+        name: String,
+    },
+    /// An attribute of the wrong kind (index vs float).
+    #[error("attribute '{name}' must be of kind {}", expected.name())]
+    AttributeKind {
+        /// The attribute.
+        name: String,
+        /// Its declared kind.
+        expected: AttrKind,
+    },
+    /// Invalid offsets (the error names the input).
+    #[error(transparent)]
+    Offsets(#[from] TensorError),
+    /// The run-time `max_len` exceeds the spec's bucket.
+    #[error("max_len {max_len} exceeds the spec's max-length bucket {bucket}")]
+    MaxLenAboveBucket {
+        /// The run-time value.
+        max_len: usize,
+        /// `Spec::max_len_bucket`.
+        bucket: u32,
+    },
+    /// Something the launcher does not support (e.g. two sequence sets with
+    /// different row counts).
+    #[error("unsupported graph: {0}")]
+    Unsupported(String),
+    /// The compiled kernel's metadata disagrees with the graph (a code
+    /// generator bug, reported instead of a panic).
+    #[error("kernel metadata of graph `{graph}`: {reason}")]
+    BadMetadata {
+        /// The graph.
+        graph: String,
+        /// What is inconsistent.
+        reason: String,
+    },
+    /// The code generator failed.
+    #[error(transparent)]
+    Codegen(#[from] CodegenError),
+    /// The device failed (allocation, copy, launch).
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// What [`Runtime::run_graph`] has done on one runtime; tests use it to check
+/// that a cached specialization runs no code generation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GraphRunStats {
+    /// Graph runs started.
+    pub runs: u64,
+    /// Times the code generator ran (a miss in every cache).
+    pub codegen_runs: u64,
+    /// Wall time of the code generator in all those runs.
+    pub codegen_time: Duration,
+    /// Compiled kernels read from the [`KernelCache`] (memory or disk)
+    /// instead of being generated.
+    pub kernel_cache_hits: u64,
+    /// Modules loaded onto the device.
+    pub module_loads: u64,
+}
+
+/// The runtime's per-graph state: the kernel cache, the kernels already
+/// loaded on this device, and counters.
+#[derive(Default)]
+pub(crate) struct GraphState {
+    cache: Option<Arc<KernelCache>>,
+    loaded: HashMap<CacheKey, (Arc<CompiledKernel>, ModuleId)>,
+    stats: GraphRunStats,
+    poison_outputs: bool,
+}
+
+/// The byte every output is filled with when poisoning is on: `0xFF..` is a
+/// NaN in f32, f16 and bf16, and -1 in integers.
+pub const POISON_BYTE: u8 = 0xFF;
+
+impl CacheEntry for CompiledKernel {
+    fn encode(&self) -> Vec<u8> {
+        self.to_text().into_bytes()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        CompiledKernel::from_text(text).ok()
+    }
+}
+
+/// The cache key of `graph` specialized by `spec` under this code generator.
+pub fn graph_cache_key(graph: &Graph, spec: &Spec) -> CacheKey {
+    CacheKey::from_graph_text(&graph.to_string(), spec.to_string(), CODEGEN_VERSION)
+}
+
+/// Run-time sizes bound from the inputs and attributes.
+struct Bound {
+    sizes: RunSizes,
+    attrs: BTreeMap<String, AttrValue>,
+}
+
+impl Runtime {
+    /// Uses `cache` for compiled kernels from now on (e.g. a temporary
+    /// directory in tests, or one cache shared by several runtimes).
+    pub fn set_kernel_cache(&mut self, cache: Arc<KernelCache>) {
+        self.graphs.cache = Some(cache);
+    }
+
+    /// The kernel cache: the one set by [`Runtime::set_kernel_cache`], else
+    /// [`KernelCache::from_env`] (memory only if its directory cannot be created).
+    pub fn kernel_cache(&mut self) -> Arc<KernelCache> {
+        self.graphs
+            .cache
+            .get_or_insert_with(|| {
+                Arc::new(KernelCache::from_env().unwrap_or_else(|_| KernelCache::memory_only()))
+            })
+            .clone()
+    }
+
+    /// Fill every output with [`POISON_BYTE`] before the kernels run, so that
+    /// an element no kernel writes reads as NaN (off by default: it costs a
+    /// copy per output).
+    pub fn set_poison_outputs(&mut self, poison: bool) {
+        self.graphs.poison_outputs = poison;
+    }
+
+    /// The graph-run counters of this runtime.
+    pub fn graph_run_stats(&self) -> GraphRunStats {
+        self.graphs.stats
+    }
+
+    /// The compiled kernel of `graph` for `spec`, loaded on this device:
+    /// from this runtime's table, else the kernel cache, else the code generator.
+    pub fn compile_graph(
+        &mut self,
+        graph: &Graph,
+        spec: &Spec,
+    ) -> Result<(Arc<CompiledKernel>, ModuleId), GraphRunError> {
+        let key = graph_cache_key(graph, spec);
+        if let Some((kernel, module)) = self.graphs.loaded.get(&key) {
+            return Ok((kernel.clone(), *module));
+        }
+        let cache = self.kernel_cache();
+        let mut generated = None;
+        let kernel = cache.get_or_insert_entry(&key, || {
+            let start = Instant::now();
+            let kernel = jagged_codegen::compile(graph, spec);
+            generated = Some(start.elapsed());
+            kernel
+        })?;
+        match generated {
+            Some(time) => {
+                self.graphs.stats.codegen_runs += 1;
+                self.graphs.stats.codegen_time += time;
+            }
+            None => self.graphs.stats.kernel_cache_hits += 1,
+        }
+        let loaded_before = self.loaded_modules();
+        let module = self.load_module(&kernel.ptx)?;
+        if self.loaded_modules() > loaded_before {
+            self.graphs.stats.module_loads += 1;
+        }
+        let kernel = Arc::new(kernel);
+        self.graphs.loaded.insert(key, (kernel.clone(), module));
+        Ok((kernel, module))
+    }
+
+    /// A host dense tensor on the device.
+    pub fn upload_tensor(&mut self, host: &DenseTensor) -> Result<DeviceTensor, RuntimeError> {
+        Ok(DeviceTensor {
+            buffer: self.upload_dense(host)?,
+            shape: host.shape().to_vec(),
+        })
+    }
+
+    /// A device tensor on the host (its first `prod(shape)` elements).
+    pub fn download_tensor(&mut self, device: &DeviceTensor) -> Result<DenseTensor, RuntimeError> {
+        let elems: usize = device.shape.iter().product();
+        let bytes = self.download_bytes(&device.buffer)?;
+        let used =
+            bytes
+                .get(..elems * device.dtype().size())
+                .ok_or_else(|| RuntimeError::ByteLength {
+                    what: device.buffer.id().to_string(),
+                    bytes: bytes.len(),
+                    reason: format!("shape {:?} needs {elems} elements", device.shape),
+                })?;
+        let data = crate::tensor_data(&device.buffer.id().to_string(), device.dtype(), used)?;
+        Ok(DenseTensor::new(device.shape.clone(), data)?)
+    }
+
+    /// Runs `graph`, specialized by `spec`, on device tensors named as the
+    /// graph's inputs; returns its outputs by name (owned by the caller, to
+    /// be freed with [`Runtime::free`]). Attributes not given take their
+    /// declared defaults.
+    pub fn run_graph(
+        &mut self,
+        graph: &Graph,
+        spec: &Spec,
+        inputs: &[(&str, &DeviceTensor)],
+        attrs: &[(&str, AttrValue)],
+    ) -> Result<BTreeMap<String, DeviceTensor>, GraphRunError> {
+        self.graphs.stats.runs += 1;
+        let bound = self.bind(graph, inputs, attrs)?;
+        let n = bound.sizes.max_len;
+        if n > u64::from(spec.max_len_bucket) {
+            return Err(GraphRunError::MaxLenAboveBucket {
+                max_len: n as usize,
+                bucket: spec.max_len_bucket,
+            });
+        }
+        let (kernel, module) = self.compile_graph(graph, spec)?;
+        let mut owned = Vec::new();
+        let result = self.launch_all(graph, &kernel, module, &bound, inputs, &mut owned);
+        let (outputs, scratch) = match result {
+            Ok(done) => done,
+            Err(err) => {
+                for buffer in owned {
+                    // Best effort: the first error is the one to report.
+                    let _ = self.free(buffer);
+                }
+                return Err(err);
+            }
+        };
+        for buffer in scratch {
+            self.free(buffer)?;
+        }
+        Ok(outputs)
+    }
+
+    /// [`Runtime::run_graph`] on host tensors: uploads the inputs, runs,
+    /// downloads the outputs and frees every device buffer.
+    pub fn run_graph_host(
+        &mut self,
+        graph: &Graph,
+        spec: &Spec,
+        inputs: &[(&str, &DenseTensor)],
+        attrs: &[(&str, AttrValue)],
+    ) -> Result<BTreeMap<String, DenseTensor>, GraphRunError> {
+        let mut device = Vec::with_capacity(inputs.len());
+        let mut result = Ok(BTreeMap::new());
+        for (name, tensor) in inputs {
+            match self.upload_tensor(tensor) {
+                Ok(t) => device.push((*name, t)),
+                Err(err) => {
+                    result = Err(err.into());
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            let named: Vec<(&str, &DeviceTensor)> = device.iter().map(|(n, t)| (*n, t)).collect();
+            result = self.run_graph(graph, spec, &named, attrs).and_then(|outs| {
+                let mut host = BTreeMap::new();
+                let mut first_error = None;
+                for (name, tensor) in outs {
+                    match self.download_tensor(&tensor) {
+                        Ok(t) => {
+                            host.insert(name, t);
+                        }
+                        Err(err) => {
+                            first_error.get_or_insert(err);
+                        }
+                    }
+                    if let Err(err) = self.free(tensor.buffer) {
+                        first_error.get_or_insert(err);
+                    }
+                }
+                match first_error {
+                    Some(err) => Err(err.into()),
+                    None => Ok(host),
+                }
+            });
+        }
+        for (_, tensor) in device {
+            let freed = self.free(tensor.buffer);
+            if result.is_ok() {
+                freed?;
+            }
+        }
+        result
+    }
+
+    /// Binds `B`, `T`, `max_len` and the attributes, checking every input's
+    /// dtype and shape and every offsets input's invariants.
+    fn bind(
+        &mut self,
+        graph: &Graph,
+        inputs: &[(&str, &DeviceTensor)],
+        attrs: &[(&str, AttrValue)],
+    ) -> Result<Bound, GraphRunError> {
+        for (name, _) in inputs {
+            if !graph.inputs().any(|(_, n, _)| n == *name) {
+                return Err(GraphRunError::UnknownInput {
+                    name: name.to_string(),
+                });
+            }
+        }
+        let attrs = bind_attrs(graph, attrs)?;
+        let mut batch: Option<usize> = None;
+        let mut max_len: Option<usize> = match attrs.get(MAX_LEN) {
+            Some(AttrValue::Index(n)) => Some(*n),
+            _ => None,
+        };
+        // Rows of each sequence set, as the jagged inputs on it give them.
+        let mut rows: HashMap<Handle<Node>, usize> = HashMap::new();
+        for (_, name, ty) in graph.inputs() {
+            let tensor = lookup(inputs, name)?;
+            if tensor.dtype() != ty.dtype {
+                return Err(GraphRunError::InputDtype {
+                    name: name.to_string(),
+                    expected: ty.dtype,
+                    found: tensor.dtype(),
+                });
+            }
+            let shape_error = || GraphRunError::InputShape {
+                name: name.to_string(),
+                expected: ty.to_string(),
+                found: tensor.shape.clone(),
+            };
+            let elems: usize = tensor.shape.iter().product();
+            if tensor.shape.len() != ty.dims.len() || tensor.buffer.len() < elems {
+                return Err(shape_error());
+            }
+            for (dim, &size) in ty.dims.iter().zip(&tensor.shape) {
+                let (slot, value) = match dim {
+                    Dim::Batch => (&mut batch, size),
+                    Dim::BatchPlusOne => (&mut batch, size.checked_sub(1).ok_or_else(shape_error)?),
+                    Dim::MaxLen => (&mut max_len, size),
+                    Dim::Static(n) if *n == size => continue,
+                    Dim::Static(_) => return Err(shape_error()),
+                    Dim::Ragged(s) => match rows.insert(*s, size) {
+                        Some(other) if other != size => return Err(shape_error()),
+                        _ => continue,
+                    },
+                };
+                match slot {
+                    Some(bound) if *bound != value => return Err(shape_error()),
+                    _ => *slot = Some(value),
+                }
+            }
+        }
+        let mut total_rows: Option<usize> = None;
+        let mut checked: Vec<Handle<Node>> = Vec::new();
+        for (s, node) in graph.nodes().iter() {
+            let Node::Seqs { offsets, .. } = node else {
+                continue;
+            };
+            if checked.contains(offsets) {
+                continue;
+            }
+            checked.push(*offsets);
+            let Node::Input { name, .. } = graph.node(*offsets) else {
+                return Err(GraphRunError::Unsupported(format!(
+                    "sequence set {s} over computed offsets %{}",
+                    offsets.index()
+                )));
+            };
+            let tensor = lookup(inputs, name)?;
+            let values = self.download_index(name, tensor)?;
+            check_offsets(name, &values, rows.get(&s).copied())?;
+            // check_offsets: non-empty and non-negative.
+            let t = values[values.len() - 1] as usize;
+            match total_rows {
+                Some(other) if other != t => {
+                    return Err(GraphRunError::Unsupported(format!(
+                        "offsets '{name}' give {t} rows where other offsets give {other}"
+                    )));
+                }
+                _ => total_rows = Some(t),
+            }
+        }
+        Ok(Bound {
+            sizes: RunSizes {
+                batch: batch.unwrap_or(0) as u64,
+                total_rows: total_rows.unwrap_or(0) as u64,
+                max_len: max_len.unwrap_or(0) as u64,
+            },
+            attrs,
+        })
+    }
+
+    /// The elements of an i32 / i64 input, as i64.
+    fn download_index(
+        &mut self,
+        name: &str,
+        tensor: &DeviceTensor,
+    ) -> Result<Vec<i64>, GraphRunError> {
+        let elems: usize = tensor.shape.iter().product();
+        Ok(match tensor.dtype() {
+            DType::I32 => self.download::<i32>(&tensor.buffer)?[..elems]
+                .iter()
+                .map(|&o| i64::from(o))
+                .collect(),
+            DType::I64 => self.download::<i64>(&tensor.buffer)?[..elems].to_vec(),
+            found => {
+                return Err(GraphRunError::InputDtype {
+                    name: name.to_string(),
+                    expected: DType::I64,
+                    found,
+                });
+            }
+        })
+    }
+
+    /// Allocates outputs and scratch (recorded in `owned` as they are made),
+    /// launches every kernel and shapes the outputs.
+    #[allow(clippy::type_complexity)]
+    fn launch_all(
+        &mut self,
+        graph: &Graph,
+        kernel: &CompiledKernel,
+        module: ModuleId,
+        bound: &Bound,
+        inputs: &[(&str, &DeviceTensor)],
+        owned: &mut Vec<DeviceBuffer>,
+    ) -> Result<(BTreeMap<String, DeviceTensor>, Vec<DeviceBuffer>), GraphRunError> {
+        let bad = |reason: String| GraphRunError::BadMetadata {
+            graph: graph.name().to_string(),
+            reason,
+        };
+        let sizes = &bound.sizes;
+        if kernel.outputs.len() != graph.outputs().len() {
+            return Err(bad(format!(
+                "{} output buffers for {} graph outputs",
+                kernel.outputs.len(),
+                graph.outputs().len()
+            )));
+        }
+        let mut outputs = Vec::with_capacity(kernel.outputs.len());
+        for (o, out) in kernel.outputs.iter().zip(graph.outputs()) {
+            let declared = graph
+                .type_of(out.value)
+                .as_tensor()
+                .ok_or_else(|| bad(format!("output '{}' is not a tensor", out.name)))?;
+            if declared.dtype != o.elem {
+                return Err(bad(format!(
+                    "output '{}' is {} in the graph, {} in the kernel",
+                    out.name, declared.dtype, o.elem
+                )));
+            }
+            let elems = usize::try_from(o.elems.eval(sizes))
+                .map_err(|_| bad(format!("output '{}' too large", out.name)))?;
+            let buffer = self.alloc_output(o.elem, elems)?;
+            owned.push(buffer.clone());
+            outputs.push(buffer);
+        }
+        let mut scratch = Vec::with_capacity(kernel.scratch.len());
+        for s in &kernel.scratch {
+            let bytes = usize::try_from(s.bytes.eval(sizes))
+                .map_err(|_| bad("scratch buffer too large".to_string()))?;
+            let buffer = self.alloc(DType::U8, bytes)?;
+            owned.push(buffer.clone());
+            scratch.push(buffer);
+        }
+        let graph_inputs: Vec<&DeviceTensor> = graph
+            .inputs()
+            .map(|(_, name, _)| lookup(inputs, name))
+            .collect::<Result<_, _>>()?;
+        for launch in &kernel.launches {
+            let mut args = Vec::with_capacity(launch.params.len());
+            for param in &launch.params {
+                let missing = |what: &str, i: usize| {
+                    bad(format!(
+                        "{} binds {what} {i}, which does not exist",
+                        launch.entry
+                    ))
+                };
+                args.push(match param {
+                    ParamBinding::Input(i) => graph_inputs
+                        .get(*i)
+                        .ok_or_else(|| missing("input", *i))?
+                        .buffer
+                        .arg(),
+                    ParamBinding::Output(i) => {
+                        outputs.get(*i).ok_or_else(|| missing("output", *i))?.arg()
+                    }
+                    ParamBinding::Scratch(i) => {
+                        scratch.get(*i).ok_or_else(|| missing("scratch", *i))?.arg()
+                    }
+                    ParamBinding::Size(e) => KernelArg::U64(e.eval(sizes)),
+                    ParamBinding::FloatAttr(name) => {
+                        let value = bound.attrs.get(name).ok_or_else(|| {
+                            GraphRunError::MissingAttribute { name: name.clone() }
+                        })?;
+                        KernelArg::F32(value.as_f64() as f32)
+                    }
+                });
+            }
+            let dims = LaunchDims {
+                grid: launch.grid_dims(sizes),
+                block: launch.block_dims(),
+                dynamic_shared_bytes: launch.dynamic_shared_bytes,
+            };
+            self.launch(module, &launch.entry, &dims, &args)?;
+        }
+        // Shapes; data-dependent outputs are trimmed to the rows written.
+        let mut used_rows = vec![None; outputs.len()];
+        for (k, o) in kernel.outputs.iter().enumerate() {
+            if let Some(src) = o.used_rows_from {
+                let offsets = outputs.get(src).ok_or_else(|| {
+                    bad(format!(
+                        "output {k} takes its rows from missing output {src}"
+                    ))
+                })?;
+                let name = &graph.outputs()[src].name;
+                let tensor = DeviceTensor {
+                    buffer: offsets.clone(),
+                    shape: vec![offsets.len()],
+                };
+                let last = self.download_index(name, &tensor)?.last().copied();
+                let rows = last
+                    .and_then(|r| usize::try_from(r).ok())
+                    .ok_or_else(|| bad(format!("output '{name}' ends in {last:?}")))?;
+                used_rows[k] = Some(rows);
+            }
+        }
+        let mut named = BTreeMap::new();
+        for (k, (mut buffer, out)) in outputs.into_iter().zip(graph.outputs()).enumerate() {
+            let ty = graph
+                .type_of(out.value)
+                .as_tensor()
+                .ok_or_else(|| bad(format!("output '{}' is not a tensor", out.name)))?;
+            let shape =
+                output_shape(&ty.dims, sizes, buffer.len(), used_rows[k]).ok_or_else(|| {
+                    bad(format!(
+                        "output '{}' of {} elements does not fit {ty}",
+                        out.name,
+                        buffer.len()
+                    ))
+                })?;
+            // The rows past the used ones stay allocated; the buffer handle
+            // only covers the used part (freeing it frees the whole).
+            buffer.len = shape.iter().product();
+            named.insert(out.name.clone(), DeviceTensor { buffer, shape });
+        }
+        Ok((named, scratch))
+    }
+
+    /// An output buffer: poisoned when poisoning is on, else zeroed.
+    fn alloc_output(&mut self, dtype: DType, elems: usize) -> Result<DeviceBuffer, RuntimeError> {
+        if self.graphs.poison_outputs {
+            let bytes = vec![POISON_BYTE; elems * dtype.size()];
+            self.upload_bytes(dtype, &bytes)
+        } else {
+            self.alloc(dtype, elems)
+        }
+    }
+}
+
+/// The shape of an output of type `dims`: symbolic dims from `sizes`, the
+/// (one) ragged dim from `used_rows` or from the element count.
+fn output_shape(
+    dims: &[Dim],
+    sizes: &RunSizes,
+    elems: usize,
+    used_rows: Option<usize>,
+) -> Option<Vec<usize>> {
+    let mut shape = Vec::with_capacity(dims.len());
+    let mut ragged = None;
+    for (k, dim) in dims.iter().enumerate() {
+        shape.push(match dim {
+            Dim::Batch => sizes.batch as usize,
+            Dim::BatchPlusOne => sizes.batch as usize + 1,
+            Dim::MaxLen => sizes.max_len as usize,
+            Dim::Static(n) => *n,
+            Dim::Ragged(_) if ragged.is_none() => {
+                ragged = Some(k);
+                0
+            }
+            Dim::Ragged(_) => return None,
+        });
+    }
+    if let Some(k) = ragged {
+        let row: usize = shape
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != k)
+            .map(|(_, &d)| d)
+            .product();
+        let rows = match used_rows {
+            Some(rows) => rows,
+            None if row == 0 => 0,
+            None => elems / row,
+        };
+        if rows.checked_mul(row)? > elems {
+            return None;
+        }
+        shape[k] = rows;
+    } else if shape.iter().product::<usize>() > elems {
+        return None;
+    }
+    Some(shape)
+}
+
+fn lookup<'a>(
+    inputs: &[(&str, &'a DeviceTensor)],
+    name: &str,
+) -> Result<&'a DeviceTensor, GraphRunError> {
+    inputs
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| GraphRunError::MissingInput {
+            name: name.to_string(),
+        })
+}
+
+/// The attribute values: given ones checked against the declarations, else defaults.
+fn bind_attrs(
+    graph: &Graph,
+    given: &[(&str, AttrValue)],
+) -> Result<BTreeMap<String, AttrValue>, GraphRunError> {
+    let mut values = BTreeMap::new();
+    for (name, value) in given {
+        let decl = graph
+            .attr(name)
+            .ok_or_else(|| GraphRunError::UnknownAttribute {
+                name: name.to_string(),
+            })?;
+        // A float attribute accepts an integer value (`--attr scale=1`).
+        let value = match (decl.kind, *value) {
+            (AttrKind::Float, AttrValue::Index(n)) => AttrValue::Float(n as f64),
+            (kind, v) if v.kind() == kind => v,
+            _ => {
+                return Err(GraphRunError::AttributeKind {
+                    name: name.to_string(),
+                    expected: decl.kind,
+                });
+            }
+        };
+        values.insert(name.to_string(), value);
+    }
+    for decl in graph.attrs() {
+        if !values.contains_key(&decl.name) {
+            let value = decl
+                .default
+                .ok_or_else(|| GraphRunError::MissingAttribute {
+                    name: decl.name.clone(),
+                })?;
+            values.insert(decl.name.clone(), value);
+        }
+    }
+    Ok(values)
+}

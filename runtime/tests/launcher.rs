@@ -1,0 +1,317 @@
+//! `Runtime::run_graph` end to end on the emulator: every primitive graph of
+//! `jagged_ir::ops` against the f64 reference evaluator on jagged layouts with
+//! empty sequences, sequences longer than `max_len`, `B = 0` and `T = 0`, with
+//! outputs poisoned; the caches (no code generation on a second run, none in a
+//! second runtime sharing the disk cache); typed errors for bad inputs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use jagged_codegen::{Arch, Spec};
+use jagged_ir::ops::{self, JaggedSpec};
+use jagged_ir::{AttrValue, DType, DenseTensor, Dim, Graph, ReduceOp, TensorError};
+use jagged_runtime::{BackendKind, GraphRunError, KernelCache, Runtime};
+
+const MAX_LEN: usize = 8;
+const PADDING: f64 = -1.5;
+
+/// xorshift64*: deterministic inputs without extra crates.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [-2, 2).
+    fn float(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0
+    }
+}
+
+fn emu() -> Runtime {
+    let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator");
+    rt.set_kernel_cache(Arc::new(KernelCache::memory_only()));
+    rt.set_poison_outputs(true);
+    rt
+}
+
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("jagged-launcher-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Inputs for every graph input of `graph` on sequences of `lengths`.
+fn inputs_for(graph: &Graph, lengths: &[usize], rng: &mut Rng) -> Vec<(String, DenseTensor)> {
+    let total: usize = lengths.iter().sum();
+    let mut offsets = vec![0.0];
+    for &l in lengths {
+        offsets.push(offsets[offsets.len() - 1] + l as f64);
+    }
+    graph
+        .inputs()
+        .map(|(_, name, ty)| {
+            let shape: Vec<usize> = ty
+                .dims
+                .iter()
+                .map(|d| match d {
+                    Dim::Ragged(_) => total,
+                    Dim::Batch => lengths.len(),
+                    Dim::BatchPlusOne => lengths.len() + 1,
+                    Dim::MaxLen => MAX_LEN,
+                    Dim::Static(n) => *n,
+                })
+                .collect();
+            let n: usize = shape.iter().product();
+            let values: Vec<f64> = match name {
+                "offsets" => offsets.clone(),
+                "lengths" => lengths.iter().map(|&l| l as f64).collect(),
+                "mask" => (0..n).map(|_| (rng.next() % 2) as f64).collect(),
+                _ => (0..n).map(|_| rng.float()).collect(),
+            };
+            let tensor = DenseTensor::from_f64(ty.dtype, shape, &values).expect("input");
+            (name.to_string(), tensor)
+        })
+        .collect()
+}
+
+fn attrs_for(graph: &Graph) -> Vec<(&'static str, AttrValue)> {
+    [
+        ("max_len", AttrValue::Index(MAX_LEN)),
+        ("padding_value", AttrValue::Float(PADDING)),
+    ]
+    .into_iter()
+    .filter(|(n, _)| graph.attr(n).is_some())
+    .collect()
+}
+
+/// `||a - b|| / ||b||` (absolute when `b` is zero); NaN gives infinity.
+fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
+    if a.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt();
+    let norm = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    if norm == 0.0 { diff } else { diff / norm }
+}
+
+fn run_and_compare(rt: &mut Runtime, graph: &Graph, lengths: &[usize], rng: &mut Rng) {
+    let inputs = inputs_for(graph, lengths, rng);
+    let named: Vec<(&str, &DenseTensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let attrs = attrs_for(graph);
+    let expected = jagged_ir::evaluate(graph, &named, &attrs).expect("reference");
+    let spec = Spec::for_graph(graph, MAX_LEN as u64, Arch::Sm80).expect("spec");
+    let got: BTreeMap<String, DenseTensor> = rt
+        .run_graph_host(graph, &spec, &named, &attrs)
+        .unwrap_or_else(|e| panic!("{} on {lengths:?}: {e}", graph.name()));
+    assert_eq!(got.len(), expected.len());
+    for (name, want) in &expected {
+        let have = &got[name];
+        let what = format!("{} output '{name}' on {lengths:?}", graph.name());
+        assert_eq!(have.shape(), want.shape(), "{what}");
+        assert_eq!(have.dtype(), want.dtype(), "{what}");
+        let err = rel_l2(&have.to_f64(), &want.to_f64());
+        assert!(err <= 1e-5, "{what}: relative error {err}");
+    }
+}
+
+fn primitives() -> Vec<Graph> {
+    let spec = |inner: &[usize]| JaggedSpec {
+        dtype: DType::F32,
+        offsets: DType::I32,
+        inner: inner.to_vec(),
+    };
+    let i64_spec = JaggedSpec {
+        offsets: DType::I64,
+        ..spec(&[3])
+    };
+    vec![
+        ops::complete_cumsum(DType::I64).expect("graph"),
+        ops::jagged_to_padded_dense(&spec(&[2, 3])).expect("graph"),
+        ops::dense_to_jagged(&spec(&[5])).expect("graph"),
+        ops::jagged_dense_elementwise_mul(&spec(&[4])).expect("graph"),
+        ops::jagged_softmax(&spec(&[6])).expect("graph"),
+        ops::jagged_reduce(&i64_spec, ReduceOp::Sum).expect("graph"),
+        ops::jagged_reduce(&spec(&[3]), ReduceOp::Mean).expect("graph"),
+        ops::jagged_reduce(&spec(&[3]), ReduceOp::Max).expect("graph"),
+        ops::masked_select_jagged(&spec(&[2]), DType::Bool).expect("graph"),
+        ops::masked_select_jagged(&i64_spec, DType::U8).expect("graph"),
+    ]
+}
+
+#[test]
+fn every_primitive_matches_the_reference() {
+    let mut rt = emu();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let layouts: [&[usize]; 4] = [
+        &[],
+        &[0, 0],
+        &[0, MAX_LEN + 5, 1, MAX_LEN, 2],
+        &[3, 0, 17, 7],
+    ];
+    for graph in primitives() {
+        for lengths in layouts {
+            run_and_compare(&mut rt, &graph, lengths, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn a_second_run_does_no_code_generation() {
+    let dir = temp_dir("second-run");
+    let cache = Arc::new(KernelCache::in_dir(&dir).expect("cache dir"));
+    let graph = ops::jagged_softmax(&JaggedSpec {
+        dtype: DType::F32,
+        offsets: DType::I32,
+        inner: vec![4],
+    })
+    .expect("graph");
+    let mut rng = Rng(7);
+    let mut rt = emu();
+    rt.set_kernel_cache(cache.clone());
+    run_and_compare(&mut rt, &graph, &[2, 9, 0], &mut rng);
+    run_and_compare(&mut rt, &graph, &[5, 1], &mut rng);
+    let stats = rt.graph_run_stats();
+    assert_eq!(
+        (stats.runs, stats.codegen_runs, stats.module_loads),
+        (2, 1, 1)
+    );
+    assert_eq!(cache.stats().misses, 1);
+
+    // A second runtime (a second process, as far as the cache can tell: it
+    // reads the entry from disk) generates nothing either.
+    let mut other = emu();
+    other.set_kernel_cache(Arc::new(KernelCache::in_dir(&dir).expect("cache dir")));
+    run_and_compare(&mut other, &graph, &[3, 3], &mut rng);
+    let stats = other.graph_run_stats();
+    assert_eq!((stats.codegen_runs, stats.kernel_cache_hits), (0, 1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn outputs_stay_on_the_device_until_freed() {
+    let graph = ops::masked_select_jagged(
+        &JaggedSpec {
+            dtype: DType::F32,
+            offsets: DType::I32,
+            inner: vec![2],
+        },
+        DType::U8,
+    )
+    .expect("graph");
+    let mut rt = emu();
+    let values = DenseTensor::from_f64(DType::F32, vec![4, 2], &[1., 2., 3., 4., 5., 6., 7., 8.])
+        .expect("values");
+    let offsets = DenseTensor::from_f64(DType::I32, vec![3], &[0., 3., 4.]).expect("offsets");
+    let mask = DenseTensor::from_f64(DType::U8, vec![4], &[1., 0., 1., 0.]).expect("mask");
+    let inputs: Vec<_> = [("values", &values), ("offsets", &offsets), ("mask", &mask)]
+        .into_iter()
+        .map(|(n, t)| (n, rt.upload_tensor(t).expect("upload")))
+        .collect();
+    let named: Vec<_> = inputs.iter().map(|(n, t)| (*n, t)).collect();
+    let spec = Spec::for_graph(&graph, 0, Arch::Sm80).expect("spec");
+    let outs = rt.run_graph(&graph, &spec, &named, &[]).expect("run");
+    // Kept rows 0 and 2 of sequence 0, nothing of sequence 1.
+    let kept = rt.download_tensor(&outs["values"]).expect("download");
+    assert_eq!(kept.shape(), &[2, 2]);
+    assert_eq!(kept.to_f64(), vec![1., 2., 5., 6.]);
+    let new_offsets = rt.download_tensor(&outs["offsets"]).expect("download");
+    assert_eq!(new_offsets.to_f64(), vec![0., 2., 2.]);
+    for t in outs.into_values().chain(inputs.into_iter().map(|(_, t)| t)) {
+        rt.free(t.buffer).expect("free");
+    }
+}
+
+#[test]
+fn bad_inputs_are_typed_errors_naming_the_argument() {
+    let graph = ops::jagged_softmax(&JaggedSpec {
+        dtype: DType::F32,
+        offsets: DType::I32,
+        inner: vec![2],
+    })
+    .expect("graph");
+    let spec = Spec::for_graph(&graph, MAX_LEN as u64, Arch::Sm80).expect("spec");
+    let mut rt = emu();
+    let values = DenseTensor::from_f64(DType::F32, vec![3, 2], &[0.0; 6]).expect("values");
+    let offsets = DenseTensor::from_f64(DType::I32, vec![3], &[0., 2., 3.]).expect("offsets");
+    let max_len = [("max_len", AttrValue::Index(MAX_LEN))];
+    let mut run = |inputs: &[(&str, &DenseTensor)], attrs: &[(&str, AttrValue)]| {
+        rt.run_graph_host(&graph, &spec, inputs, attrs)
+            .expect_err("must fail")
+    };
+
+    let err = run(&[("values", &values)], &max_len);
+    assert!(
+        matches!(&err, GraphRunError::MissingInput { name } if name == "offsets"),
+        "{err}"
+    );
+
+    let err = run(
+        &[("values", &values), ("offsets", &offsets), ("x", &values)],
+        &max_len,
+    );
+    assert!(
+        matches!(&err, GraphRunError::UnknownInput { name } if name == "x"),
+        "{err}"
+    );
+
+    let bad = DenseTensor::from_f64(DType::I32, vec![3], &[0., 2., 1.]).expect("offsets");
+    let err = run(&[("values", &values), ("offsets", &bad)], &max_len);
+    assert!(
+        matches!(&err, GraphRunError::Offsets(TensorError::DecreasingOffsets { arg, .. }) if arg == "offsets"),
+        "{err}"
+    );
+
+    let short = DenseTensor::from_f64(DType::I32, vec![3], &[0., 2., 2.]).expect("offsets");
+    let err = run(&[("values", &values), ("offsets", &short)], &max_len);
+    assert!(
+        matches!(
+            &err,
+            GraphRunError::Offsets(TensorError::LastOffsetMismatch { .. })
+        ),
+        "{err}"
+    );
+
+    let wide = DenseTensor::from_f64(DType::F32, vec![3, 3], &[0.0; 9]).expect("values");
+    let err = run(&[("values", &wide), ("offsets", &offsets)], &max_len);
+    assert!(
+        matches!(&err, GraphRunError::InputShape { name, .. } if name == "values"),
+        "{err}"
+    );
+
+    let err = run(&[("values", &values), ("offsets", &offsets)], &[]);
+    assert!(
+        matches!(&err, GraphRunError::MissingAttribute { name } if name == "max_len"),
+        "{err}"
+    );
+
+    let err = run(
+        &[("values", &values), ("offsets", &offsets)],
+        &[
+            ("max_len", AttrValue::Index(MAX_LEN)),
+            ("alpha", AttrValue::Float(1.0)),
+        ],
+    );
+    assert!(
+        matches!(&err, GraphRunError::UnknownAttribute { name } if name == "alpha"),
+        "{err}"
+    );
+
+    let err = run(
+        &[("values", &values), ("offsets", &offsets)],
+        &[("max_len", AttrValue::Index(1000))],
+    );
+    assert!(
+        matches!(err, GraphRunError::MaxLenAboveBucket { max_len: 1000, .. }),
+        "{err}"
+    );
+}
