@@ -168,6 +168,14 @@ fn per_sequence_input(graph: &Graph, h: Handle<Node>) -> bool {
 }
 
 fn match_graph(graph: &Graph) -> Result<Matched, CodegenError> {
+    if let Some(m) = crate::templates::attention_graph::match_attention(graph) {
+        return Ok(Matched {
+            primitive: Primitive::Attention(m.pattern),
+            inputs: m.inputs,
+            outputs: m.outputs,
+            truncated: true,
+        });
+    }
     if let [values, offsets] = graph.outputs() {
         return match_compaction(graph, values.value, offsets.value).ok_or_else(|| {
             no_template(

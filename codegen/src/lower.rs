@@ -41,6 +41,9 @@ pub enum Primitive {
     JaggedSoftmax,
     /// `masked_select_jagged(values, offsets, mask) -> (values, offsets)`.
     MaskedSelectJagged,
+    /// Fused flash attention `(q, k, v, offsets) -> (out[, lse])` (see
+    /// [`crate::templates::attention_graph`]).
+    Attention(crate::templates::attention_graph::AttentionPattern),
 }
 
 impl Primitive {
@@ -77,6 +80,7 @@ impl Primitive {
             Primitive::JaggedReduce(_) => "jagged_reduce",
             Primitive::JaggedSoftmax => "jagged_softmax",
             Primitive::MaskedSelectJagged => "masked_select_jagged",
+            Primitive::Attention(_) => "flash_attention",
         }
     }
 }
@@ -207,6 +211,9 @@ pub fn lower(p: &Primitive, spec: &Spec) -> Result<CompiledKernel, CodegenError>
             Vec::new(),
             vec![output(dtype, rows_w(SizeExpr::TotalRows))],
         ),
+        Primitive::Attention(pattern) => {
+            return templates::attention::lower_attention(pattern, spec);
+        }
         Primitive::MaskedSelectJagged => (
             compact_kernels(&CompactDesc {
                 name,

@@ -3,6 +3,8 @@
 //! they share (parameter binding, vectorized value access, offset lookup,
 //! warp and block reductions).
 
+pub mod attention;
+pub mod attention_graph;
 pub mod map;
 pub mod pad;
 pub mod scan;

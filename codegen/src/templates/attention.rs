@@ -1,0 +1,1126 @@
+//! Jagged flash attention forward on tensor cores (FlashAttention-2 style).
+//!
+//! One CTA of 4 warps owns one work item `(query block, sequence b, head h)`
+//! at a time (grid-stride over `ceil(max_len / 64) * B * H` items, the last
+//! query blocks first: they carry the most keys, so the heavy items start
+//! early; items whose query block starts past `n_b` exit at once). Each warp
+//! owns 16 query rows. Per key block of `BN` keys:
+//!
+//! - `S = Q K^T` with `mma.sync.m16n8k16` (f32 accumulation); Q and K come
+//!   from shared memory through `ldmatrix` (Q is staged once per item);
+//! - scale, masks (length, causal, ...) only on boundary blocks;
+//! - the activation: online softmax (running max and sum per row, in the
+//!   log2 domain, rescaling the output accumulator) or pointwise SiLU;
+//! - `P` is rounded to the input dtype in registers and is the A operand of
+//!   `O += P V` (`ldmatrix.trans` for V).
+//!
+//! K and V tiles are staged with `cp.async` two stages deep: the copy of the
+//! next block overlaps the math of the current one. Shared rows are padded
+//! by 16 bytes so the 8 row addresses of an `ldmatrix` hit distinct banks.
+//! S and P never leave registers. The item of query block 0 also writes the
+//! zero rows `n_b <= i < L_b` of its head (sequences longer than `max_len`).
+
+use crate::error::CodegenError;
+use crate::kernel::KernelModule;
+use crate::kernel::{
+    Address, BinOp, Cmp, Guard, Inst, KernelBuilder, Operand, Reg, RegClass, ShflMode, Space,
+    Special, TernOp, Type, UnOp,
+};
+use crate::launch::{CompiledKernel, GridRule, Launch, OutputBuffer, ParamBinding, SizeExpr};
+use crate::spec::{DType, Spec};
+
+use super::attention_graph::AttentionPattern;
+use super::{Entry, MAX_BLOCKS, Plan, load_index, pack_f32};
+
+/// Threads per CTA: 4 warps of 16 query rows each.
+pub const ATTENTION_THREADS: u32 = 128;
+
+/// Query rows per CTA (4 warps x 16 rows).
+pub const BLOCK_M: u32 = 64;
+
+/// The probability function between the two products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// Softmax over the allowed keys of each row.
+    Softmax,
+    /// `silu(s)` pointwise.
+    Silu,
+}
+
+/// Which `(query i, key j)` pairs a mask keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PairMask {
+    /// `j <= i` (causal).
+    KeyNotAfterQuery,
+    /// `j >= i` (FBGEMM's `use_mask`).
+    KeyNotBeforeQuery,
+}
+
+/// Tile shape of the forward kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tiles {
+    /// Query rows per CTA.
+    pub block_m: u32,
+    /// Keys per pipeline stage.
+    pub block_n: u32,
+}
+
+impl Tiles {
+    /// The tiles for a head dim and max-length bucket: 64 keys per block, 32
+    /// for D = 256 (the f32 output accumulator already holds 128 registers
+    /// per thread there) and for buckets of at most 32 rows with D <= 64 (no
+    /// wasted keys; with D = 128 ptxas caps that variant at 128 registers
+    /// and spills).
+    pub fn for_spec(head_dim: u32, max_len_bucket: u32) -> Tiles {
+        let block_n = if head_dim >= 256 || (max_len_bucket <= 32 && head_dim <= 64) {
+            32
+        } else {
+            64
+        };
+        Tiles {
+            block_m: BLOCK_M,
+            block_n,
+        }
+    }
+}
+
+/// Everything the forward kernel is specialized on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionDesc {
+    /// Entry name.
+    pub name: String,
+    /// Heads `H` (rows of q / k / v are `[H, D]`).
+    pub heads: u32,
+    /// Head dim `D` (of q, k and v): 32, 64, 128 or 256.
+    pub head_dim: u32,
+    /// f16 or bf16.
+    pub dtype: DType,
+    /// Offsets dtype.
+    pub index: DType,
+    /// Softmax or SiLU.
+    pub activation: Activation,
+    /// Scores are `scale * q.k` with the f32 graph attribute of this name; 1 if `None`.
+    pub scale_attr: Option<String>,
+    /// Softmax: pairs outside this mask are excluded before normalizing
+    /// (`-inf` scores).
+    pub score_mask: Option<PairMask>,
+    /// Pairs outside this mask get `p = 0` after the activation (for softmax:
+    /// after normalization; rows are not renormalized).
+    pub prob_mask: Option<PairMask>,
+    /// Divide `p` by the run-time `max_len`.
+    pub divide_by_max_len: bool,
+    /// Write `lse [T, H]` (softmax only).
+    pub lse: bool,
+    /// Tile shape.
+    pub tiles: Tiles,
+}
+
+impl AttentionDesc {
+    /// Bytes of one padded shared row of `D` 16-bit elements.
+    fn smem_stride(&self) -> u32 {
+        self.head_dim * 2 + 16
+    }
+
+    /// Dynamic shared memory: the Q tile and two stages of K and V.
+    pub fn dynamic_shared_bytes(&self) -> u32 {
+        self.smem_stride() * (self.tiles.block_m + 4 * self.tiles.block_n)
+    }
+
+    /// True when keys past the query block never contribute (causal).
+    fn keys_end_at_block(&self) -> bool {
+        self.score_mask == Some(PairMask::KeyNotAfterQuery)
+            || self.prob_mask == Some(PairMask::KeyNotAfterQuery)
+    }
+}
+
+/// Parameter order of the kernel: inputs `q, k, v, offsets`, outputs
+/// `out` (and `lse`), then `B`, `max_len` and the scale attribute.
+pub fn attention_kernel(desc: &AttentionDesc) -> Plan {
+    let mut e = Entry::new(desc.name.clone());
+    e.b = KernelBuilder::new(desc.name.clone(), ATTENTION_THREADS);
+    let q_ptr = e.buffer("q", ParamBinding::Input(0));
+    let k_ptr = e.buffer("k", ParamBinding::Input(1));
+    let v_ptr = e.buffer("v", ParamBinding::Input(2));
+    let off_ptr = e.buffer("offsets", ParamBinding::Input(3));
+    let out_ptr = e.buffer("out", ParamBinding::Output(0));
+    let lse_ptr = desc.lse.then(|| e.buffer("lse", ParamBinding::Output(1)));
+    let batch = e.size("batch", SizeExpr::Batch);
+    let max_len = e.size("max_len", SizeExpr::MaxLen);
+    let scale = desc.scale_attr.as_ref().map(|name| e.float_attr(name));
+    let ptrs = Pointers {
+        q: q_ptr,
+        k: k_ptr,
+        v: v_ptr,
+        offsets: off_ptr,
+        out: out_ptr,
+        lse: lse_ptr,
+    };
+    FlashWriter::new(desc, &mut e.b).write(&ptrs, batch, max_len, scale);
+    let items = SizeExpr::ceil_div(SizeExpr::MaxLen, u64::from(desc.tiles.block_m))
+        * SizeExpr::Batch
+        * SizeExpr::Const(u64::from(desc.heads));
+    e.finish(GridRule {
+        items,
+        items_per_block: 1,
+        max_blocks: MAX_BLOCKS,
+    })
+}
+
+struct Pointers {
+    q: Reg,
+    k: Reg,
+    v: Reg,
+    offsets: Reg,
+    out: Reg,
+    lse: Option<Reg>,
+}
+
+/// Per-thread lane constants.
+#[derive(Clone, Copy)]
+struct Lanes {
+    tid: Reg,
+    /// `lane / 4`: the accumulator row within an 8-row half.
+    group: Reg,
+    /// `lane % 4`: the accumulator column pair.
+    quad: Reg,
+    warp: Reg,
+}
+
+/// Writes the body of the forward kernel.
+struct FlashWriter<'a> {
+    d: &'a AttentionDesc,
+    b: &'a mut KernelBuilder,
+    /// Padded shared row stride in bytes.
+    stride: u32,
+    /// 16-byte chunks per row.
+    chunks_per_row: u32,
+    /// Bytes between two rows of q / k / v / out (`H * D * 2`).
+    row_bytes: u32,
+}
+
+/// The f32 registers of an `m16n8` accumulator tile: `[row g: c0, c1; row g+8: c2, c3]`.
+type Acc = [Reg; 4];
+
+impl<'a> FlashWriter<'a> {
+    fn new(d: &'a AttentionDesc, b: &'a mut KernelBuilder) -> Self {
+        FlashWriter {
+            d,
+            b,
+            stride: d.smem_stride(),
+            chunks_per_row: d.head_dim / 8,
+            row_bytes: d.heads * d.head_dim * 2,
+        }
+    }
+
+    fn imm(v: u32) -> Operand {
+        Operand::Int(i64::from(v))
+    }
+
+    fn u32_op(&mut self, op: BinOp, a: impl Into<Operand>, b: impl Into<Operand>) -> Reg {
+        self.b.binary(op, Type::U32, a, b)
+    }
+
+    fn u64_op(&mut self, op: BinOp, a: impl Into<Operand>, b: impl Into<Operand>) -> Reg {
+        self.b.binary(op, Type::U64, a, b)
+    }
+
+    /// Assigns `pred ? a : b` to the existing register `dst`.
+    fn selp_to(
+        &mut self,
+        ty: Type,
+        dst: Reg,
+        a: impl Into<Operand>,
+        b: impl Into<Operand>,
+        pred: Reg,
+    ) {
+        self.b.push(Inst::Selp {
+            ty,
+            dst,
+            a: a.into(),
+            b: b.into(),
+            pred,
+        });
+    }
+
+    fn f32_to(&mut self, op: BinOp, dst: Reg, a: impl Into<Operand>, b: impl Into<Operand>) {
+        self.b.binary_to(op, Type::F32, dst, a, b);
+    }
+
+    /// Emits `f` under `if (pred != negate)`.
+    fn when(&mut self, pred: Reg, negate: bool, f: impl FnOnce(&mut Self)) {
+        let skip = self.b.label();
+        self.b.bra_if(pred, !negate, skip);
+        f(self);
+        self.b.place(skip);
+    }
+
+    /// `for (i = start; i < end; i += step) f(i)` over `ty`.
+    fn range(
+        &mut self,
+        ty: Type,
+        start: impl Into<Operand>,
+        end: impl Into<Operand>,
+        step: impl Into<Operand>,
+        f: impl FnOnce(&mut Self, Reg),
+    ) {
+        let (end, step) = (end.into(), step.into());
+        let i = self.b.mov(ty, start);
+        let head = self.b.label();
+        let exit = self.b.label();
+        self.b.place(head);
+        let done = self.b.setp(Cmp::Ge, ty, i, end);
+        self.b.bra_if(done, false, exit);
+        f(self, i);
+        self.b.binary_to(BinOp::Add, ty, i, i, step);
+        self.b.bra(head);
+        self.b.place(exit);
+    }
+
+    fn write(mut self, p: &Pointers, batch: Reg, max_len: Reg, scale: Option<Reg>) {
+        let d = self.d;
+        let (bm, bn, hd) = (d.tiles.block_m, d.tiles.block_n, d.head_dim);
+        let tid = self.b.special(Special::TidX);
+        let lane = self.u32_op(BinOp::And, tid, Operand::Int(31));
+        let warp = self.u32_op(BinOp::Shr, tid, Operand::Int(5));
+        let group = self.u32_op(BinOp::Shr, lane, Operand::Int(2));
+        let quad = self.u32_op(BinOp::And, lane, Operand::Int(3));
+        let lanes = Lanes {
+            tid,
+            group,
+            quad,
+            warp,
+        };
+
+        // Shared layout: Q [BM rows], K stage 0/1 [BN rows each], V stage 0/1.
+        let smem = self.b.reg(RegClass::B32);
+        self.b.push(Inst::DynSharedAddr { dst: smem });
+        let stride = self.stride;
+        let k_base = [bm * stride, (bm + bn) * stride];
+        let v_base = [(bm + 2 * bn) * stride, (bm + 3 * bn) * stride];
+
+        // ldmatrix lane addresses (see the fragment layouts of m16n8k16).
+        let l8 = self.u32_op(BinOp::And, lane, Operand::Int(7));
+        let l8_bit = self.u32_op(BinOp::Shr, lane, Operand::Int(3));
+        let hi8 = self.u32_op(BinOp::And, l8_bit, Operand::Int(1));
+        let hi16 = self.u32_op(BinOp::Shr, lane, Operand::Int(4));
+        // Q (A operand, row-major): row = warp*16 + l8 + 8*hi8, column half = hi16.
+        let q_row = self
+            .b
+            .ternary(TernOp::MadLo, Type::U32, hi8, Operand::Int(8), l8);
+        let q_row = self
+            .b
+            .ternary(TernOp::MadLo, Type::U32, warp, Operand::Int(16), q_row);
+        let q_lane = self
+            .b
+            .ternary(TernOp::MadLo, Type::U32, q_row, Self::imm(stride), smem);
+        let q_lane = self
+            .b
+            .ternary(TernOp::MadLo, Type::U32, hi16, Operand::Int(16), q_lane);
+        // K (B operand from K rows): key = l8 + 8*hi16, column half = hi8.
+        let k_row = self
+            .b
+            .ternary(TernOp::MadLo, Type::U32, hi16, Operand::Int(8), l8);
+        let k_lane = self
+            .b
+            .ternary(TernOp::MadLo, Type::U32, k_row, Self::imm(stride), smem);
+        let k_lane = self
+            .b
+            .ternary(TernOp::MadLo, Type::U32, hi8, Operand::Int(16), k_lane);
+        // V (B operand through .trans): key = l8 + 8*hi8, column half = hi16.
+        let v_row = self
+            .b
+            .ternary(TernOp::MadLo, Type::U32, hi8, Operand::Int(8), l8);
+        let v_lane = self
+            .b
+            .ternary(TernOp::MadLo, Type::U32, v_row, Self::imm(stride), smem);
+        let v_lane = self
+            .b
+            .ternary(TernOp::MadLo, Type::U32, hi16, Operand::Int(16), v_lane);
+
+        // Tile-load constants: thread -> (row offset, 16-byte column chunk).
+        let cpr = self.chunks_per_row;
+        let col = self.u32_op(BinOp::And, tid, Self::imm(cpr - 1));
+        let load_row = self.u32_op(BinOp::Shr, tid, Self::imm(cpr.trailing_zeros()));
+        let col_bytes = self.u32_op(BinOp::Shl, col, Operand::Int(4));
+        let load_dst = self.b.ternary(
+            TernOp::MadLo,
+            Type::U32,
+            load_row,
+            Self::imm(stride),
+            col_bytes,
+        );
+        let load_dst = self.u32_op(BinOp::Add, load_dst, smem);
+        let col_bytes64 = self.b.cvt(Type::U64, Type::U32, col_bytes);
+
+        // Constants of the activation.
+        let log2e = std::f32::consts::LOG2_E;
+        let score_factor = match (scale, d.activation) {
+            (Some(s), Activation::Softmax) => {
+                self.b.binary(BinOp::Mul, Type::F32, s, Operand::F32(log2e))
+            }
+            (Some(s), Activation::Silu) => s,
+            (None, Activation::Softmax) => self.b.const_f32(log2e),
+            (None, Activation::Silu) => self.b.const_f32(1.0),
+        };
+        let inv_max_len = d.divide_by_max_len.then(|| {
+            let ml = self.b.cvt(Type::F32, Type::U64, max_len);
+            self.b.unary(UnOp::Rcp, Type::F32, ml)
+        });
+
+        // Work items: (query block from the last, sequence, head).
+        let heads = u64::from(d.heads);
+        let bh = self.u64_op(BinOp::Mul, batch, Operand::Int(heads as i64));
+        let ml_pad = self.u64_op(BinOp::Add, max_len, Self::imm(bm - 1));
+        let nqb = self.u64_op(BinOp::Div, ml_pad, Self::imm(bm));
+        let items = self.u64_op(BinOp::Mul, nqb, bh);
+        let ctaid = self.b.special(Special::CtaidX);
+        let nctaid = self.b.special(Special::NctaidX);
+        let first = self.b.cvt(Type::U64, Type::U32, ctaid);
+        let step = self.b.cvt(Type::U64, Type::U32, nctaid);
+        let ctx_lanes = lanes;
+        self.range(Type::U64, first, items, step, |me, w| {
+            let qb_rev = me.u64_op(BinOp::Div, w, bh);
+            let used = me.u64_op(BinOp::Mul, qb_rev, bh);
+            let rem = me.u64_op(BinOp::Sub, w, used);
+            let seq = me.u64_op(BinOp::Div, rem, Operand::Int(heads as i64));
+            let head = me.b.ternary(
+                TernOp::MadLo,
+                Type::U64,
+                seq,
+                Operand::Int(-(heads as i64)),
+                rem,
+            );
+            let last_qb = me.u64_op(BinOp::Sub, nqb, Operand::Int(1));
+            let qb = me.u64_op(BinOp::Sub, last_qb, qb_rev);
+            let start = load_index(me.b, p.offsets, seq, d.index);
+            let seq1 = me.u64_op(BinOp::Add, seq, Operand::Int(1));
+            let end = load_index(me.b, p.offsets, seq1, d.index);
+            let len = me.u64_op(BinOp::Sub, end, start);
+            let n64 = me.u64_op(BinOp::Min, len, max_len);
+            // (row `start`, head `h`): its lse index and byte offset in q / k / v / out.
+            let row_head = me.b.ternary(
+                TernOp::MadLo,
+                Type::U64,
+                start,
+                Operand::Int(heads as i64),
+                head,
+            );
+            let head_off = me.u64_op(BinOp::Mul, row_head, Self::imm(hd * 2));
+            let is_first = me.b.setp(Cmp::Eq, Type::U64, qb, Operand::Int(0));
+            me.when(is_first, false, |z| {
+                z.zero_tail(p, &ctx_lanes, head_off, row_head, n64, len)
+            });
+            let n = me.b.cvt(Type::U32, Type::U64, n64);
+            let qb32 = me.b.cvt(Type::U32, Type::U64, qb);
+            let q0 = me.u32_op(BinOp::Mul, qb32, Self::imm(bm));
+            let past = me.b.setp(Cmp::Ge, Type::U32, q0, n);
+            let ctx = ItemCtx {
+                lanes: ctx_lanes,
+                n,
+                q0,
+                head_off,
+                row_head,
+                load_dst,
+                load_row,
+                col_bytes64,
+                q_lane,
+                k_lane,
+                v_lane,
+                k_base,
+                v_base,
+                score_factor,
+                inv_max_len,
+            };
+            me.when(past, true, |f| f.item(p, &ctx));
+        });
+    }
+
+    /// Writes zeros to rows `n_b .. L_b` of this head in `out` (and `lse`).
+    fn zero_tail(
+        &mut self,
+        p: &Pointers,
+        lanes: &Lanes,
+        head_off: Reg,
+        row_head: Reg,
+        n: Reg,
+        len: Reg,
+    ) {
+        let rows = self.u64_op(BinOp::Sub, len, n);
+        let cpr = u64::from(self.chunks_per_row);
+        let chunks = self.u64_op(BinOp::Mul, rows, Operand::Int(cpr as i64));
+        let tid64 = self.b.cvt(Type::U64, Type::U32, lanes.tid);
+        let out_head = self.u64_op(BinOp::Add, p.out, head_off);
+        let row_bytes = self.row_bytes;
+        let zero = self.b.mov(Type::B32, Operand::Int(0));
+        self.b
+            .for_range_u64(tid64, chunks, Self::imm(ATTENTION_THREADS), |b, c| {
+                let row = b.binary(
+                    BinOp::Shr,
+                    Type::U64,
+                    c,
+                    Operand::Int(i64::from(cpr.trailing_zeros())),
+                );
+                let chunk = b.binary(BinOp::And, Type::U64, c, Operand::Int(cpr as i64 - 1));
+                let r = b.binary(BinOp::Add, Type::U64, row, n);
+                let base = b.ternary(
+                    TernOp::MadLo,
+                    Type::U64,
+                    r,
+                    Operand::Int(i64::from(row_bytes)),
+                    out_head,
+                );
+                let addr = b.ternary(TernOp::MadLo, Type::U64, chunk, Operand::Int(16), base);
+                b.st(
+                    Space::Global,
+                    Type::B32,
+                    Address {
+                        base: addr,
+                        offset: 0,
+                    },
+                    vec![zero, zero, zero, zero],
+                );
+            });
+        if let Some(lse) = p.lse {
+            let heads = i64::from(self.d.heads);
+            let zero_f = self.b.const_f32(0.0);
+            self.b
+                .for_range_u64(tid64, rows, Self::imm(ATTENTION_THREADS), |b, i| {
+                    let r = b.binary(BinOp::Add, Type::U64, i, n);
+                    let idx = b.ternary(TernOp::MadLo, Type::U64, r, Operand::Int(heads), row_head);
+                    let addr = b.element_addr(lse, idx, 4);
+                    b.st(
+                        Space::Global,
+                        Type::F32,
+                        Address {
+                            base: addr,
+                            offset: 0,
+                        },
+                        vec![zero_f],
+                    );
+                });
+        }
+    }
+
+    /// Issues the `cp.async` copies of `rows` rows starting at sequence row
+    /// `first` (u32) of `src` (global, at this head) into shared `dst_base`;
+    /// rows at or past `n` are zero-filled.
+    fn load_tile(&mut self, ctx: &ItemCtx, src: Reg, first: Reg, rows: u32, dst_base: u32) {
+        let rows_per_pass = ATTENTION_THREADS / self.chunks_per_row;
+        let head_src = self.u64_op(BinOp::Add, src, ctx.head_off);
+        let src_col = self.u64_op(BinOp::Add, head_src, ctx.col_bytes64);
+        let row0 = self.u32_op(BinOp::Add, first, ctx.load_row);
+        for pass in 0..rows / rows_per_pass {
+            let r = self.u32_op(BinOp::Add, row0, Self::imm(pass * rows_per_pass));
+            let valid = self.b.setp(Cmp::Lt, Type::U32, r, ctx.n);
+            let at = self.b.ternary(
+                TernOp::MadWide,
+                Type::U32,
+                r,
+                Self::imm(self.row_bytes),
+                src_col,
+            );
+            let addr = self.b.selp(Type::U64, at, head_src, valid);
+            let bytes = self
+                .b
+                .selp(Type::U32, Operand::Int(16), Operand::Int(0), valid);
+            self.b.push(Inst::CpAsync {
+                dst: Address {
+                    base: ctx.load_dst,
+                    offset: i64::from(dst_base + pass * rows_per_pass * self.stride),
+                },
+                src: Address {
+                    base: addr,
+                    offset: 0,
+                },
+                src_bytes: Operand::Reg(bytes),
+            });
+        }
+    }
+
+    /// One work item: a query block of one sequence and head.
+    fn item(&mut self, p: &Pointers, ctx: &ItemCtx) {
+        let d = self.d;
+        let (bm, bn, hd) = (d.tiles.block_m, d.tiles.block_n, d.head_dim);
+        let stride = self.stride;
+        let softmax = d.activation == Activation::Softmax;
+        // Keys to visit: all of the sequence, or up to the end of the query block.
+        let kv_end = if d.keys_end_at_block() {
+            let q_end = self.u32_op(BinOp::Add, ctx.q0, Self::imm(bm));
+            self.u32_op(BinOp::Min, q_end, ctx.n)
+        } else {
+            ctx.n
+        };
+        let kv_pad = self.u32_op(BinOp::Add, kv_end, Self::imm(bn - 1));
+        let nkb = self.u32_op(BinOp::Div, kv_pad, Self::imm(bn));
+
+        // Stage Q and key block 0 (one commit group).
+        self.load_tile(ctx, p.q, ctx.q0, bm, 0);
+        let zero_u = self.b.mov(Type::U32, Operand::Int(0));
+        self.load_tile(ctx, p.k, zero_u, bn, ctx.k_base[0]);
+        self.load_tile(ctx, p.v, zero_u, bn, ctx.v_base[0]);
+        self.b.push(Inst::CpAsyncCommit);
+
+        // Accumulators and row statistics (rows g and g + 8 of this warp).
+        let o_tiles = (hd / 8) as usize;
+        let s_tiles = (bn / 8) as usize;
+        let o: Vec<Acc> = (0..o_tiles).map(|_| self.zero_acc()).collect();
+        let neg_inf = Operand::F32(f32::NEG_INFINITY);
+        let m = [
+            self.b.mov(Type::F32, neg_inf),
+            self.b.mov(Type::F32, neg_inf),
+        ];
+        let l = [self.b.const_f32(0.0), self.b.const_f32(0.0)];
+        let s: Vec<Acc> = (0..s_tiles).map(|_| self.new_acc()).collect();
+
+        // Row indices of this thread within the sequence (u32).
+        let warp_row = self.b.ternary(
+            TernOp::MadLo,
+            Type::U32,
+            ctx.lanes.warp,
+            Operand::Int(16),
+            ctx.lanes.group,
+        );
+        let row0 = self.u32_op(BinOp::Add, ctx.q0, warp_row);
+        let row1 = self.u32_op(BinOp::Add, row0, Operand::Int(8));
+        let rows = [row0, row1];
+
+        let ab = match d.dtype {
+            DType::F16 => Type::F16,
+            _ => Type::Bf16,
+        };
+        let stage_bytes = bn * stride;
+        self.range(Type::U32, Operand::Int(0), nkb, Operand::Int(1), |f, kb| {
+            // Prefetch block kb + 1 into the other stage.
+            let next = f.u32_op(BinOp::Add, kb, Operand::Int(1));
+            let has_next = f.b.setp(Cmp::Lt, Type::U32, next, nkb);
+            let odd = f.u32_op(BinOp::And, kb, Operand::Int(1));
+            f.when(has_next, false, |g| {
+                let first = g.u32_op(BinOp::Mul, next, Self::imm(bn));
+                // The next stage is the other one: stage 0 when kb is odd.
+                let is_odd = g.b.setp(Cmp::Ne, Type::U32, odd, Operand::Int(0));
+                g.when(is_odd, true, |h| {
+                    h.load_tile(ctx, p.k, first, bn, ctx.k_base[1]);
+                    h.load_tile(ctx, p.v, first, bn, ctx.v_base[1]);
+                });
+                g.when(is_odd, false, |h| {
+                    h.load_tile(ctx, p.k, first, bn, ctx.k_base[0]);
+                    h.load_tile(ctx, p.v, first, bn, ctx.v_base[0]);
+                });
+            });
+            f.b.push(Inst::CpAsyncCommit);
+            f.b.push(Inst::CpAsyncWait { n: 1 });
+            f.b.barrier();
+            let stage_off = f.u32_op(BinOp::Mul, odd, Self::imm(stage_bytes));
+            let k_lane = f.u32_op(BinOp::Add, ctx.k_lane, stage_off);
+            let v_lane = f.u32_op(BinOp::Add, ctx.v_lane, stage_off);
+
+            // S = Q K^T.
+            for acc in &s {
+                for &r in acc {
+                    f.b.mov_to(Type::F32, r, Operand::F32(0.0));
+                }
+            }
+            for kk in 0..hd / 16 {
+                let qa = f.ldmatrix(ctx.q_lane, i64::from(kk * 32), false);
+                for jp in 0..bn / 16 {
+                    let off = i64::from(ctx.k_base[0] + jp * 16 * stride + kk * 32);
+                    let kf = f.ldmatrix(k_lane, off, false);
+                    let j = (2 * jp) as usize;
+                    f.mma(ab, s[j], [qa[0], qa[1], qa[2], qa[3]], [kf[0], kf[1]]);
+                    f.mma(ab, s[j + 1], [qa[0], qa[1], qa[2], qa[3]], [kf[2], kf[3]]);
+                }
+            }
+            for acc in &s {
+                for &r in acc {
+                    f.f32_to(BinOp::Mul, r, r, ctx.score_factor);
+                }
+            }
+
+            // Boundary blocks: does any pair of this block fall outside a mask?
+            let key_first = f.u32_op(BinOp::Mul, kb, Self::imm(bn));
+            let key_end = f.u32_op(BinOp::Add, key_first, Self::imm(bn));
+            let boundary = f.boundary(ctx, key_first, key_end);
+            let key0 = f.b.ternary(
+                TernOp::MadLo,
+                Type::U32,
+                ctx.lanes.quad,
+                Operand::Int(2),
+                key_first,
+            );
+            let key_room = f.b.binary(BinOp::Sub, Type::S32, ctx.n, key0);
+            let row_room = [
+                f.b.binary(BinOp::Sub, Type::S32, rows[0], key0),
+                f.b.binary(BinOp::Sub, Type::S32, rows[1], key0),
+            ];
+            let length_then_score: Vec<Option<PairMask>> = if softmax {
+                vec![None, d.score_mask]
+            } else {
+                Vec::new()
+            };
+            if softmax {
+                f.when(boundary, false, |g| {
+                    g.apply_masks(&s, &length_then_score, key_room, row_room, neg_inf)
+                });
+                f.online_softmax(&s, &o, m, l);
+            } else {
+                f.silu(&s, ctx.inv_max_len);
+            }
+            let mut post: Vec<Option<PairMask>> = Vec::new();
+            if !softmax {
+                post.push(None);
+            }
+            if let Some(pm) = d.prob_mask {
+                post.push(Some(pm));
+            }
+            if !post.is_empty() {
+                f.when(boundary, false, |g| {
+                    g.apply_masks(&s, &post, key_room, row_room, Operand::F32(0.0))
+                });
+            }
+
+            // O += P V, P rounded to the input dtype in registers.
+            for kk in 0..bn / 16 {
+                let (t0, t1) = (s[(2 * kk) as usize], s[(2 * kk + 1) as usize]);
+                let a0 = pack_f32(f.b, d.dtype, &[t0[0], t0[1]])[0];
+                let a1 = pack_f32(f.b, d.dtype, &[t0[2], t0[3]])[0];
+                let a2 = pack_f32(f.b, d.dtype, &[t1[0], t1[1]])[0];
+                let a3 = pack_f32(f.b, d.dtype, &[t1[2], t1[3]])[0];
+                for np in 0..hd / 16 {
+                    let off = i64::from(ctx.v_base[0] + kk * 16 * stride + np * 32);
+                    let vf = f.ldmatrix(v_lane, off, true);
+                    let n2 = (2 * np) as usize;
+                    f.mma(ab, o[n2], [a0, a1, a2, a3], [vf[0], vf[1]]);
+                    f.mma(ab, o[n2 + 1], [a0, a1, a2, a3], [vf[2], vf[3]]);
+                }
+            }
+            f.b.barrier();
+        });
+        self.b.push(Inst::CpAsyncWait { n: 0 });
+        self.epilogue(p, ctx, &o, m, l, rows);
+    }
+
+    /// A predicate: some pair of key block `[key_first, key_end)` is masked
+    /// for some row of the query block.
+    fn boundary(&mut self, ctx: &ItemCtx, key_first: Reg, key_end: Reg) -> Reg {
+        let d = self.d;
+        let flag = self.b.mov(Type::U32, Operand::Int(0));
+        let past_len = self.b.setp(Cmp::Gt, Type::U32, key_end, ctx.n);
+        self.selp_to(Type::U32, flag, Operand::Int(1), flag, past_len);
+        for mask in [d.score_mask, d.prob_mask].into_iter().flatten() {
+            let hit = match mask {
+                // Some key j > some row i >= q0: the last key passes q0.
+                PairMask::KeyNotAfterQuery => {
+                    let last = self.u32_op(BinOp::Sub, key_end, Operand::Int(1));
+                    self.b.setp(Cmp::Gt, Type::U32, last, ctx.q0)
+                }
+                // Some key j < some row i < q0 + BM: the first key is before the last row.
+                PairMask::KeyNotBeforeQuery => {
+                    let last_row = self.u32_op(BinOp::Add, ctx.q0, Self::imm(d.tiles.block_m - 1));
+                    self.b.setp(Cmp::Lt, Type::U32, key_first, last_row)
+                }
+            };
+            self.selp_to(Type::U32, flag, Operand::Int(1), flag, hit);
+        }
+        self.b.setp(Cmp::Ne, Type::U32, flag, Operand::Int(0))
+    }
+
+    /// Sets the entries of `s` outside each mask to `fill`; `None` is the
+    /// length mask (`j < n_b`). `key_room = n_b - key0`, `row_room[r] = row_r - key0`
+    /// where `key0` is the key of this thread's column 0.
+    fn apply_masks(
+        &mut self,
+        s: &[Acc],
+        masks: &[Option<PairMask>],
+        key_room: Reg,
+        row_room: [Reg; 2],
+        fill: Operand,
+    ) {
+        for (j, acc) in s.iter().enumerate() {
+            for (k, &r) in acc.iter().enumerate() {
+                let col = Operand::Int((8 * j + (k & 1)) as i64);
+                let row = row_room[k / 2];
+                for mask in masks {
+                    let keep = match mask {
+                        None => self.b.setp(Cmp::Gt, Type::S32, key_room, col),
+                        Some(PairMask::KeyNotAfterQuery) => {
+                            self.b.setp(Cmp::Ge, Type::S32, row, col)
+                        }
+                        Some(PairMask::KeyNotBeforeQuery) => {
+                            self.b.setp(Cmp::Le, Type::S32, row, col)
+                        }
+                    };
+                    self.selp_to(Type::F32, r, r, fill, keep);
+                }
+            }
+        }
+    }
+
+    /// Online softmax of one block: scores (log2 domain) to probabilities in
+    /// place, running max `m` and per-thread partial sums `l` updated, the
+    /// output accumulator rescaled.
+    fn online_softmax(&mut self, s: &[Acc], o: &[Acc], m: [Reg; 2], l: [Reg; 2]) {
+        for half in 0..2 {
+            let mx = self.b.mov(Type::F32, Operand::F32(f32::NEG_INFINITY));
+            for acc in s {
+                for &r in &acc[2 * half..2 * half + 2] {
+                    self.f32_to(BinOp::Max, mx, mx, r);
+                }
+            }
+            for lane_mask in [1, 2] {
+                let other = self
+                    .b
+                    .shfl(ShflMode::Bfly, mx, Operand::Int(lane_mask), 0x1f);
+                self.f32_to(BinOp::Max, mx, mx, other);
+            }
+            let m_new = self.b.binary(BinOp::Max, Type::F32, m[half], mx);
+            // A row with no allowed key yet keeps m = -inf; subtract 0 instead.
+            let none = self
+                .b
+                .setp(Cmp::Eq, Type::F32, m_new, Operand::F32(f32::NEG_INFINITY));
+            let m_use = self.b.selp(Type::F32, Operand::F32(0.0), m_new, none);
+            let diff = self.b.binary(BinOp::Sub, Type::F32, m[half], m_use);
+            let alpha = self.b.unary(UnOp::Ex2Approx, Type::F32, diff);
+            self.b.mov_to(Type::F32, m[half], m_new);
+            let sum = self.b.const_f32(0.0);
+            for acc in s {
+                for &r in &acc[2 * half..2 * half + 2] {
+                    self.f32_to(BinOp::Sub, r, r, m_use);
+                    self.b.push(Inst::Unary {
+                        op: UnOp::Ex2Approx,
+                        ty: Type::F32,
+                        dst: r,
+                        a: Operand::Reg(r),
+                    });
+                    self.f32_to(BinOp::Add, sum, sum, r);
+                }
+            }
+            self.b.push(Inst::Ternary {
+                op: TernOp::Fma,
+                ty: Type::F32,
+                dst: l[half],
+                a: Operand::Reg(l[half]),
+                b: Operand::Reg(alpha),
+                c: Operand::Reg(sum),
+            });
+            for acc in o {
+                for &r in &acc[2 * half..2 * half + 2] {
+                    self.f32_to(BinOp::Mul, r, r, alpha);
+                }
+            }
+        }
+    }
+
+    /// `p = silu(s) [/ max_len]` in place: `s / (1 + 2^(-s log2 e))`.
+    fn silu(&mut self, s: &[Acc], inv_max_len: Option<Reg>) {
+        for acc in s {
+            for &r in acc {
+                let neg = self.b.binary(
+                    BinOp::Mul,
+                    Type::F32,
+                    r,
+                    Operand::F32(-std::f32::consts::LOG2_E),
+                );
+                let e = self.b.unary(UnOp::Ex2Approx, Type::F32, neg);
+                let den = self.b.binary(BinOp::Add, Type::F32, e, Operand::F32(1.0));
+                let inv = self.b.unary(UnOp::Rcp, Type::F32, den);
+                self.f32_to(BinOp::Mul, r, r, inv);
+                if let Some(k) = inv_max_len {
+                    self.f32_to(BinOp::Mul, r, r, k);
+                }
+            }
+        }
+    }
+
+    /// Normalizes, writes the rows `< n_b` of `out` (and `lse`).
+    fn epilogue(
+        &mut self,
+        p: &Pointers,
+        ctx: &ItemCtx,
+        o: &[Acc],
+        m: [Reg; 2],
+        l: [Reg; 2],
+        rows: [Reg; 2],
+    ) {
+        let d = self.d;
+        let softmax = d.activation == Activation::Softmax;
+        let quad_bytes = self.u32_op(BinOp::Shl, ctx.lanes.quad, Operand::Int(2));
+        let quad_bytes64 = self.b.cvt(Type::U64, Type::U32, quad_bytes);
+        let out_head = self.u64_op(BinOp::Add, p.out, ctx.head_off);
+        let out_lane = self.u64_op(BinOp::Add, out_head, quad_bytes64);
+        let is_quad0 = self
+            .b
+            .setp(Cmp::Eq, Type::U32, ctx.lanes.quad, Operand::Int(0));
+        for half in 0..2 {
+            let scale = if softmax {
+                let total = l[half];
+                for lane_mask in [1, 2] {
+                    let other = self
+                        .b
+                        .shfl(ShflMode::Bfly, total, Operand::Int(lane_mask), 0x1f);
+                    self.f32_to(BinOp::Add, total, total, other);
+                }
+                let empty = self.b.setp(Cmp::Eq, Type::F32, total, Operand::F32(0.0));
+                let inv = self.b.unary(UnOp::Rcp, Type::F32, total);
+                let inv = self.b.selp(Type::F32, Operand::F32(0.0), inv, empty);
+                if let Some(k) = ctx.inv_max_len {
+                    self.f32_to(BinOp::Mul, inv, inv, k);
+                }
+                Some((inv, total))
+            } else {
+                None
+            };
+            let row = rows[half];
+            let valid = self.b.setp(Cmp::Lt, Type::U32, row, ctx.n);
+            let guard = Guard {
+                pred: valid,
+                negate: false,
+            };
+            let addr = self.b.ternary(
+                TernOp::MadWide,
+                Type::U32,
+                row,
+                Self::imm(self.row_bytes),
+                out_lane,
+            );
+            let mut packed = Vec::new();
+            for acc in o {
+                let (x, y) = (acc[2 * half], acc[2 * half + 1]);
+                if let Some((inv, _)) = scale {
+                    self.f32_to(BinOp::Mul, x, x, inv);
+                    self.f32_to(BinOp::Mul, y, y, inv);
+                }
+                packed.push(pack_f32(self.b, d.dtype, &[x, y])[0]);
+            }
+            self.b.guarded(guard, |b| {
+                for (n, &v) in packed.iter().enumerate() {
+                    b.st(
+                        Space::Global,
+                        Type::B32,
+                        Address {
+                            base: addr,
+                            offset: (n * 16) as i64,
+                        },
+                        vec![v],
+                    );
+                }
+            });
+            if let (Some(lse), Some((_, total))) = (p.lse, scale) {
+                // lse = (m + log2 l) * ln 2 (m is in the log2 domain).
+                let lg = self.b.unary(UnOp::Lg2Approx, Type::F32, total);
+                let sum = self.b.binary(BinOp::Add, Type::F32, m[half], lg);
+                let value = self.b.binary(
+                    BinOp::Mul,
+                    Type::F32,
+                    sum,
+                    Operand::F32(std::f32::consts::LN_2),
+                );
+                let row64 = self.b.cvt(Type::U64, Type::U32, row);
+                let idx = self.b.ternary(
+                    TernOp::MadLo,
+                    Type::U64,
+                    row64,
+                    Operand::Int(i64::from(d.heads)),
+                    ctx.row_head,
+                );
+                let at = self.b.element_addr(lse, idx, 4);
+                let store = self.b.setp(Cmp::Lt, Type::U32, row, ctx.n);
+                let both = self
+                    .b
+                    .selp(Type::U32, Operand::Int(1), Operand::Int(0), store);
+                let both = self.b.selp(Type::U32, both, Operand::Int(0), is_quad0);
+                let write = self.b.setp(Cmp::Ne, Type::U32, both, Operand::Int(0));
+                self.b.guarded(
+                    Guard {
+                        pred: write,
+                        negate: false,
+                    },
+                    |b| {
+                        b.st(
+                            Space::Global,
+                            Type::F32,
+                            Address {
+                                base: at,
+                                offset: 0,
+                            },
+                            vec![value],
+                        )
+                    },
+                );
+            }
+        }
+    }
+
+    fn zero_acc(&mut self) -> Acc {
+        let z = Operand::F32(0.0);
+        [
+            self.b.mov(Type::F32, z),
+            self.b.mov(Type::F32, z),
+            self.b.mov(Type::F32, z),
+            self.b.mov(Type::F32, z),
+        ]
+    }
+
+    fn new_acc(&mut self) -> Acc {
+        [
+            self.b.reg(RegClass::F32),
+            self.b.reg(RegClass::F32),
+            self.b.reg(RegClass::F32),
+            self.b.reg(RegClass::F32),
+        ]
+    }
+
+    fn ldmatrix(&mut self, base: Reg, offset: i64, trans: bool) -> Vec<Reg> {
+        let dst: Vec<Reg> = (0..4).map(|_| self.b.reg(RegClass::B32)).collect();
+        self.b.push(Inst::Ldmatrix {
+            dst: dst.clone(),
+            trans,
+            addr: Address { base, offset },
+        });
+        dst
+    }
+
+    /// `acc += a * b` on tensor cores.
+    fn mma(&mut self, ab: Type, acc: Acc, a: [Reg; 4], b: [Reg; 2]) {
+        self.b.push(Inst::Mma {
+            ab,
+            d: acc,
+            a,
+            b,
+            c: acc,
+        });
+    }
+}
+
+/// Registers of one work item shared by its phases.
+struct ItemCtx {
+    lanes: Lanes,
+    /// `n_b` (u32).
+    n: Reg,
+    /// First query row of the block (u32).
+    q0: Reg,
+    /// Byte offset of (row `offsets[b]`, head `h`) in q / k / v / out (u64).
+    head_off: Reg,
+    /// `offsets[b] * H + h` (u64): the lse index of row 0.
+    row_head: Reg,
+    load_dst: Reg,
+    load_row: Reg,
+    col_bytes64: Reg,
+    q_lane: Reg,
+    k_lane: Reg,
+    v_lane: Reg,
+    k_base: [u32; 2],
+    v_base: [u32; 2],
+    score_factor: Reg,
+    inv_max_len: Option<Reg>,
+}
+
+/// Lowers a recognized attention pattern for `spec` (`inner` is `[H, D]` or
+/// `[D]`, dtype f16 or bf16, D in {32, 64, 128, 256}): one flash kernel,
+/// launched with the dynamic shared memory of its tiles.
+pub fn lower_attention(
+    pattern: &AttentionPattern,
+    spec: &Spec,
+) -> Result<CompiledKernel, CodegenError> {
+    let unsupported = |what: String| CodegenError::Unsupported(format!("flash attention: {what}"));
+    let (heads, head_dim) = match (pattern.has_heads, spec.inner.as_slice()) {
+        (true, &[h, d]) => (h, d),
+        (false, &[d]) => (1, d),
+        (_, other) => return Err(unsupported(format!("inner dims {other:?}"))),
+    };
+    if !matches!(head_dim, 32 | 64 | 128 | 256) {
+        return Err(unsupported(format!(
+            "head dim {head_dim} (expected 32, 64, 128 or 256)"
+        )));
+    }
+    if heads == 0 {
+        return Err(unsupported("zero heads".to_string()));
+    }
+    if !matches!(spec.dtype, DType::F16 | DType::BF16) {
+        return Err(unsupported(format!(
+            "dtype {} (tensor cores take f16 or bf16)",
+            spec.dtype
+        )));
+    }
+    if !matches!(spec.index, DType::I32 | DType::I64) {
+        return Err(unsupported(format!("offsets dtype {}", spec.index)));
+    }
+    let desc = AttentionDesc {
+        name: entry_name(pattern, spec, heads, head_dim),
+        heads,
+        head_dim,
+        dtype: spec.dtype,
+        index: spec.index,
+        activation: pattern.activation,
+        scale_attr: pattern.scaled.then(|| "scale".to_string()),
+        score_mask: pattern.score_mask,
+        prob_mask: pattern.prob_mask,
+        divide_by_max_len: pattern.divide_by_max_len,
+        lse: pattern.lse,
+        tiles: Tiles::for_spec(head_dim, spec.max_len_bucket),
+    };
+    let plan = attention_kernel(&desc);
+    let launch = Launch {
+        entry: plan.kernel.name.clone(),
+        block: plan.kernel.block_threads,
+        dynamic_shared_bytes: desc.dynamic_shared_bytes(),
+        grid: plan.grid,
+        params: plan.bindings,
+    };
+    let module = KernelModule {
+        kernels: vec![plan.kernel],
+    };
+    let ptx = crate::ptx::write_string(&module, &crate::ptx::Options { arch: spec.arch })?;
+    let rows = SizeExpr::TotalRows * SizeExpr::Const(u64::from(heads));
+    let mut outputs = vec![OutputBuffer {
+        elem: spec.dtype,
+        elems: rows.clone() * SizeExpr::Const(u64::from(head_dim)),
+        used_rows_from: None,
+    }];
+    if pattern.lse {
+        outputs.push(OutputBuffer {
+            elem: DType::F32,
+            elems: rows,
+            used_rows_from: None,
+        });
+    }
+    Ok(CompiledKernel {
+        ptx,
+        arch: spec.arch,
+        launches: vec![launch],
+        scratch: Vec::new(),
+        outputs,
+    })
+}
+
+/// `jg_attn_<dtype>_<index>_h<H>_d<D>_n<bucket>_<activation>[_scaled][_causal|_keys_after][...]`.
+fn entry_name(pattern: &AttentionPattern, spec: &Spec, heads: u32, head_dim: u32) -> String {
+    let mut name = format!(
+        "jg_attn_{}_{}_h{heads}_d{head_dim}_n{}_{}",
+        spec.dtype,
+        spec.index,
+        spec.max_len_bucket,
+        match pattern.activation {
+            Activation::Softmax => "softmax",
+            Activation::Silu => "silu",
+        }
+    );
+    let mask_name = |m: PairMask| match m {
+        PairMask::KeyNotAfterQuery => "causal",
+        PairMask::KeyNotBeforeQuery => "keys_from_query",
+    };
+    if pattern.scaled {
+        name.push_str("_scaled");
+    }
+    if let Some(m) = pattern.score_mask {
+        name.push_str("_score_");
+        name.push_str(mask_name(m));
+    }
+    if let Some(m) = pattern.prob_mask {
+        name.push_str("_prob_");
+        name.push_str(mask_name(m));
+    }
+    if pattern.divide_by_max_len {
+        name.push_str("_div_max_len");
+    }
+    name
+}

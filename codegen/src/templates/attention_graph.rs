@@ -1,0 +1,214 @@
+//! Recognizes attention in a graph: `contract(q, k)` over the head dim,
+//! optionally times a `scale` attribute, then a row-wise probability
+//! function (softmax over the key axis, possibly of `-inf`-masked scores, or
+//! pointwise SiLU), optionally divided by `max_len` and masked to zero, then
+//! `contract(p, v)` over the key axis, and optionally the `logsumexp` of the
+//! same scores. Any graph of this shape (`jagged_flash_attention`,
+//! `fbgemm_jagged_flash_attention_basic`, or a user's variant) becomes one
+//! fused flash kernel ([`super::attention`]).
+
+use jagged_ir::graph::MAX_LEN;
+use jagged_ir::{BinaryOp, Graph, Handle, IndexPredicate, Node, ReduceOp, UnaryOp};
+
+use super::attention::{Activation, PairMask};
+
+/// The static shape of a recognized attention graph.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AttentionPattern {
+    /// Softmax or SiLU.
+    pub activation: Activation,
+    /// Scores are multiplied by the `scale` attribute.
+    pub scaled: bool,
+    /// Softmax over scores masked to `-inf` outside this mask.
+    pub score_mask: Option<PairMask>,
+    /// Probabilities set to zero outside this mask.
+    pub prob_mask: Option<PairMask>,
+    /// Probabilities divided by `max_len`.
+    pub divide_by_max_len: bool,
+    /// The graph also outputs `logsumexp` of the (masked) scores.
+    pub lse: bool,
+    /// Heads are an inner dim (`[T, H, D]` operands) rather than absent (`[T, D]`).
+    pub has_heads: bool,
+}
+
+/// A match: the pattern and the graph nodes in the kernel's order
+/// (inputs `q, k, v, offsets`; outputs `out` and, with `lse`, `lse`).
+#[derive(Clone, Debug)]
+pub struct AttentionMatch {
+    /// What to generate.
+    pub pattern: AttentionPattern,
+    /// Graph input nodes of `q, k, v, offsets`.
+    pub inputs: Vec<Handle<Node>>,
+    /// Graph nodes of `out` (and `lse`).
+    pub outputs: Vec<Handle<Node>>,
+}
+
+/// Looks through casts (inputs rounded to the compute dtype, the result to
+/// the output dtype).
+fn uncast(graph: &Graph, mut h: Handle<Node>) -> Handle<Node> {
+    while let Node::Cast { arg, .. } = graph.node(h) {
+        h = *arg;
+    }
+    h
+}
+
+fn pair_mask(graph: &Graph, h: Handle<Node>) -> Option<PairMask> {
+    match graph.node(h) {
+        Node::Mask {
+            pred: IndexPredicate::KeyNotAfterQuery,
+            ..
+        } => Some(PairMask::KeyNotAfterQuery),
+        Node::Mask {
+            pred: IndexPredicate::KeyNotBeforeQuery,
+            ..
+        } => Some(PairMask::KeyNotBeforeQuery),
+        _ => None,
+    }
+}
+
+fn is_const(graph: &Graph, h: Handle<Node>, want: f64) -> bool {
+    matches!(graph.node(h), Node::Const { value, .. } if *value == want)
+}
+
+/// A jagged graph input with one ragged dim, and its sequence set.
+fn jagged_input(graph: &Graph, h: Handle<Node>) -> Option<Handle<Node>> {
+    match graph.node(h) {
+        Node::Input { ty, .. } if ty.ragged_rank() == 1 => ty.seqs(),
+        _ => None,
+    }
+}
+
+/// `contract(a, b)` with the given axis strings (with or without a head axis).
+fn contraction(
+    graph: &Graph,
+    h: Handle<Node>,
+    with_heads: [&str; 3],
+    without: [&str; 3],
+) -> Option<(Handle<Node>, Handle<Node>, bool)> {
+    let Node::Contract {
+        lhs,
+        lhs_axes,
+        rhs,
+        rhs_axes,
+        out_axes,
+        ..
+    } = graph.node(h)
+    else {
+        return None;
+    };
+    let axes = [lhs_axes.as_str(), rhs_axes.as_str(), out_axes.as_str()];
+    if axes == with_heads {
+        Some((*lhs, *rhs, true))
+    } else if axes == without {
+        Some((*lhs, *rhs, false))
+    } else {
+        None
+    }
+}
+
+/// Matches `graph` against the attention shape; `None` if it is something else.
+pub fn match_attention(graph: &Graph) -> Option<AttentionMatch> {
+    let (out, lse_out) = match graph.outputs() {
+        [o] => (o.value, None),
+        [o, l] => (o.value, Some(l.value)),
+        _ => return None,
+    };
+    let (p, v, has_heads) = contraction(
+        graph,
+        uncast(graph, out),
+        ["ijh", "jhe", "ihe"],
+        ["ij", "jd", "id"],
+    )?;
+    let v = uncast(graph, v);
+    let seqs = jagged_input(graph, v)?;
+
+    // Walk from P down to the scores.
+    let mut prob_mask = None;
+    let mut divide_by_max_len = false;
+    let mut h = p;
+    let (activation, masked_scores) = loop {
+        match graph.node(h) {
+            Node::Select {
+                cond,
+                on_true,
+                on_false,
+            } if prob_mask.is_none() && is_const(graph, *on_false, 0.0) => {
+                prob_mask = Some(pair_mask(graph, *cond)?);
+                h = *on_true;
+            }
+            Node::Binary {
+                op: BinaryOp::Div,
+                lhs,
+                rhs,
+            } if !divide_by_max_len
+                && matches!(graph.node(*rhs), Node::Attr { name, .. } if name == MAX_LEN) =>
+            {
+                divide_by_max_len = true;
+                h = *lhs;
+            }
+            Node::Softmax { arg, axis: 1 } => break (Activation::Softmax, *arg),
+            Node::Unary {
+                op: UnaryOp::Silu,
+                arg,
+            } => break (Activation::Silu, *arg),
+            _ => return None,
+        }
+    };
+    let (scores, score_mask) = match graph.node(masked_scores) {
+        Node::Select {
+            cond,
+            on_true,
+            on_false,
+        } if activation == Activation::Softmax && is_const(graph, *on_false, f64::NEG_INFINITY) => {
+            (*on_true, Some(pair_mask(graph, *cond)?))
+        }
+        _ => (masked_scores, None),
+    };
+    let (qk, scaled) = match graph.node(scores) {
+        Node::Binary {
+            op: BinaryOp::Mul,
+            lhs,
+            rhs,
+        } if matches!(graph.node(*rhs), Node::Attr { name, .. } if name == "scale") => (*lhs, true),
+        _ => (scores, false),
+    };
+    let (q, k, qk_heads) = contraction(graph, qk, ["ihd", "jhd", "ijh"], ["id", "jd", "ij"])?;
+    let (q, k) = (uncast(graph, q), uncast(graph, k));
+    if qk_heads != has_heads || jagged_input(graph, q)? != seqs || jagged_input(graph, k)? != seqs {
+        return None;
+    }
+    let Node::Seqs {
+        offsets,
+        truncate: true,
+    } = graph.node(seqs)
+    else {
+        return None;
+    };
+    if !matches!(graph.node(*offsets), Node::Input { .. }) {
+        return None;
+    }
+    if let Some(l) = lse_out {
+        let matches_lse = matches!(
+            graph.node(uncast(graph, l)),
+            Node::Reduce { op: ReduceOp::LogSumExp, arg, axis: 1 } if *arg == masked_scores
+        );
+        if !matches_lse || activation != Activation::Softmax {
+            return None;
+        }
+    }
+    let mut outputs = vec![out];
+    outputs.extend(lse_out);
+    Some(AttentionMatch {
+        pattern: AttentionPattern {
+            activation,
+            scaled,
+            score_mask,
+            prob_mask,
+            divide_by_max_len,
+            lse: lse_out.is_some(),
+            has_heads,
+        },
+        inputs: vec![q, k, v, *offsets],
+        outputs,
+    })
+}
