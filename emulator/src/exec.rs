@@ -39,6 +39,8 @@ pub struct LaunchCtx<'a> {
     pub shared_bytes: u32,
     pub dynamic_shared: u32,
     pub abort: &'a AtomicBool,
+    /// True when one host thread runs every CTA: nothing else touches global memory.
+    pub exclusive: bool,
     /// Most warp instructions one CTA may execute before the launch fails as a runaway.
     pub cta_instruction_limit: u64,
 }
@@ -647,14 +649,7 @@ impl<'g> Worker<'g> {
         line: u32,
     ) {
         let (cta_gen, epoch) = (self.cta_gen, self.epoch);
-        // Storing the value the bytes already hold cannot change what anyone reads: Triton
-        // emits such same-value stores from several warps (replicated layouts).
-        let same_value = data.is_some_and(|d| {
-            self.shared[off as usize..(off + size) as usize] == *d
-                && self.shadow[off as usize..(off + size) as usize]
-                    .iter()
-                    .all(|s| s.init == cta_gen)
-        });
+        let mut all_init = true;
         let mut problem = None;
         for b in off..off + size {
             let s = &mut self.shadow[b as usize];
@@ -672,11 +667,17 @@ impl<'g> Worker<'g> {
                     });
                 }
             }
+            all_init &= s.init == cta_gen;
             s.w_epoch = epoch;
             s.w_warp = wid as u16;
             s.w_atomic = atomic;
             s.init = cta_gen;
         }
+        // Storing the value the bytes already hold cannot change what anyone reads: Triton
+        // emits such same-value stores from several warps (replicated layouts).
+        let same_value = problem.is_some()
+            && all_init
+            && data.is_some_and(|d| self.shared[off as usize..(off + size) as usize] == *d);
         if let Some(detail) = problem.filter(|_| !same_value) {
             self.report(
                 ctx,
@@ -732,12 +733,12 @@ impl<'g> Worker<'g> {
 
     /// Writes the low `size` (1, 2, 4 or 8) bytes of `v` `off` bytes into a checked place.
     #[inline]
-    fn write_small(&mut self, p: &Place<'g>, off: u64, size: u32, v: u64) {
+    fn write_small(&mut self, ctx: &LaunchCtx<'g>, p: &Place<'g>, off: u64, size: u32, v: u64) {
         let put = |buf: &mut [u8], o: usize| {
             buf[o..o + size as usize].copy_from_slice(&v.to_le_bytes()[..size as usize])
         };
         match *p {
-            Place::Global(a, o) => a.write_small(o + off, size, v),
+            Place::Global(a, o) => a.write_small(o + off, size, v, ctx.exclusive),
             Place::Shared(o) => put(&mut self.shared, o as usize + off as usize),
             Place::Local(o) => put(&mut self.local, o + off as usize),
             Place::Param(_) | Place::Module(_) => {}
@@ -787,7 +788,13 @@ impl<'g> Worker<'g> {
             for (c, d) in data.chunks(chunk as usize).enumerate() {
                 let mut b = [0u8; 8];
                 b[..d.len()].copy_from_slice(d);
-                self.write_small(&p, c as u64 * chunk as u64, chunk, u64::from_le_bytes(b));
+                self.write_small(
+                    ctx,
+                    &p,
+                    c as u64 * chunk as u64,
+                    chunk,
+                    u64::from_le_bytes(b),
+                );
             }
         }
     }
@@ -1078,6 +1085,7 @@ impl<'g> Worker<'g> {
                         b8[..chunk as usize]
                             .copy_from_slice(&buf[c * chunk as usize..(c + 1) * chunk as usize]);
                         self.write_small(
+                            ctx,
                             &p,
                             (c * chunk as usize) as u64,
                             chunk,

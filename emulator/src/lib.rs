@@ -291,6 +291,7 @@ impl Device {
             return Ok(stats);
         }
         let abort = AtomicBool::new(false);
+        let threads = self.threads.min(nctas as usize);
         let ctx = exec::LaunchCtx {
             kernel: k,
             global: &self.mem,
@@ -302,9 +303,9 @@ impl Device {
             dynamic_shared: config.dynamic_shared_bytes,
             abort: &abort,
             cta_instruction_limit: self.cta_instruction_limit,
+            exclusive: threads <= 1,
         };
         let next = AtomicUsize::new(0);
-        let threads = self.threads.min(nctas as usize);
         let run = || -> (exec::Worker, Option<(u64, EmuError)>) {
             let mut w = exec::Worker::default();
             loop {

@@ -63,8 +63,11 @@ impl Allocation {
     }
 
     /// Writes the low `size` (1, 2, 4 or 8) bytes of `v` at naturally aligned `off`.
+    /// With `exclusive` (no other thread touches the memory now) a partial word is a plain
+    /// load and store; otherwise a compare-and-swap, so concurrent writers of the word's
+    /// other bytes are not lost.
     #[inline]
-    pub fn write_small(&self, off: u64, size: u32, v: u64) {
+    pub fn write_small(&self, off: u64, size: u32, v: u64, exclusive: bool) {
         let word = &self.words[(off / 8) as usize];
         if size >= 8 {
             word.store(v, Relaxed);
@@ -72,7 +75,11 @@ impl Allocation {
             let shift = 8 * (off % 8);
             let mask = ((1u64 << (8 * size)) - 1) << shift;
             let val = (v << shift) & mask;
-            let _ = word.fetch_update(Relaxed, Relaxed, |w| Some((w & !mask) | val));
+            if exclusive {
+                word.store((word.load(Relaxed) & !mask) | val, Relaxed);
+            } else {
+                let _ = word.fetch_update(Relaxed, Relaxed, |w| Some((w & !mask) | val));
+            }
         }
     }
 
