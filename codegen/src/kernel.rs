@@ -759,6 +759,10 @@ pub struct Kernel {
     pub reg_counts: [u32; 6],
     /// The block size the kernel is written for (`.maxntid`).
     pub block_threads: u32,
+    /// `.minnctapersm`: CTAs that must fit on one SM at once. Kernels that
+    /// run few large CTAs per SM (tensor-core tiles, big shared memory) set
+    /// it to 1, so ptxas does not trade spills for an occupancy it never gets.
+    pub min_ctas_per_sm: Option<u32>,
 }
 
 impl Kernel {
@@ -805,6 +809,7 @@ impl KernelBuilder {
                 body: Vec::new(),
                 reg_counts: [0; 6],
                 block_threads,
+                min_ctas_per_sm: None,
             },
             labels: 0,
             guard: None,
@@ -819,6 +824,11 @@ impl KernelBuilder {
     /// Threads per CTA.
     pub fn block_threads(&self) -> u32 {
         self.kernel.block_threads
+    }
+
+    /// Sets `.minnctapersm` (see [`Kernel::min_ctas_per_sm`]).
+    pub fn set_min_ctas_per_sm(&mut self, ctas: u32) {
+        self.kernel.min_ctas_per_sm = Some(ctas);
     }
 
     /// Finishes the kernel (appends `ret`).

@@ -136,6 +136,9 @@ impl<W: fmt::Write> Writer<W> {
         }
         writeln!(self.out, ")")?;
         writeln!(self.out, ".maxntid {}, 1, 1", kernel.block_threads)?;
+        if let Some(ctas) = kernel.min_ctas_per_sm {
+            writeln!(self.out, ".minnctapersm {ctas}")?;
+        }
         writeln!(self.out, "{{")?;
         for class in crate::kernel::RegClass::ALL {
             let n = kernel.reg_count(class);

@@ -138,6 +138,7 @@ impl AttentionDesc {
 pub fn attention_kernel(desc: &AttentionDesc) -> Plan {
     let mut e = Entry::new(desc.name.clone());
     e.b = KernelBuilder::new(desc.name.clone(), ATTENTION_THREADS);
+    e.b.set_min_ctas_per_sm(1);
     let q_ptr = e.buffer("q", ParamBinding::Input(0));
     let k_ptr = e.buffer("k", ParamBinding::Input(1));
     let v_ptr = e.buffer("v", ParamBinding::Input(2));

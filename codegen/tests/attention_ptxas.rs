@@ -1,0 +1,157 @@
+//! Flash attention PTX: every specialization assembles with ptxas for sm_80
+//! and sm_90a without spills or a stack frame; the SASS of the sm_90a build
+//! runs both products on tensor cores (HMMA); insta snapshots of two fixed
+//! specs (a diff is a review item).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use jagged_codegen::{Arch, CompiledKernel, DType, Spec, compile, ptxas};
+use jagged_ir::Graph;
+use jagged_ir::ops::{self, Activation, AttentionSpec, FbgemmAttentionSpec};
+
+fn attention(dtype: DType, heads: usize, head_dim: usize, act: Activation, causal: bool) -> Graph {
+    ops::jagged_flash_attention(&AttentionSpec {
+        input_dtype: dtype,
+        dtype,
+        offsets: DType::I32,
+        heads,
+        head_dim,
+        value_dim: head_dim,
+        causal,
+        activation: act,
+    })
+    .expect("graph")
+}
+
+/// Every attention graph the tests and benchmarks specialize.
+fn graphs() -> Vec<Graph> {
+    let mut out = Vec::new();
+    for head_dim in [32, 64, 128, 256] {
+        for dtype in [DType::F16, DType::BF16] {
+            for act in [Activation::Softmax, Activation::Silu] {
+                for causal in [false, true] {
+                    out.push(attention(dtype, 2, head_dim, act, causal));
+                }
+            }
+        }
+    }
+    for use_mask in [false, true] {
+        out.push(
+            ops::fbgemm_jagged_flash_attention_basic(&FbgemmAttentionSpec {
+                input_dtype: DType::BF16,
+                dtype: DType::BF16,
+                offsets: DType::I64,
+                head_dim: 64,
+                use_mask,
+            })
+            .expect("graph"),
+        );
+    }
+    out
+}
+
+fn compiled(graph: &Graph, max_len: u64, arch: Arch) -> CompiledKernel {
+    let spec = Spec::for_graph(graph, max_len, arch).expect("spec");
+    compile(graph, &spec).unwrap_or_else(|e| panic!("{} {spec}: {e}", graph.name()))
+}
+
+fn tool(name: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(".tools")
+        .join("bin")
+        .join(name);
+    p.is_file().then_some(p)
+}
+
+fn skip(what: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{what} not found and CI is set: run scripts/install-tools.sh"
+    );
+    eprintln!("SKIPPED: {what} not found (run scripts/install-tools.sh)");
+}
+
+#[test]
+fn every_attention_specialization_assembles_without_spills() {
+    let Some(ptxas_path) = ptxas::find() else {
+        return skip("ptxas");
+    };
+    let mut checked = 0;
+    for graph in graphs() {
+        // Buckets on both sides of the tile choice (32 keys vs 64 keys per block).
+        for max_len in [32, 1024] {
+            for arch in Arch::ALL {
+                let c = compiled(&graph, max_len, arch);
+                let report = ptxas::assemble_with(&ptxas_path, &c.ptx, arch)
+                    .unwrap_or_else(|e| panic!("{}: {e}", c.launches[0].entry));
+                assert_eq!(report.kernels.len(), 1, "{:#?}", report.lines);
+                let k = &report.kernels[0];
+                eprintln!(
+                    "{arch} {:<72} regs {:>3} spill {}/{} stack {}",
+                    k.name, k.registers, k.spill_stores, k.spill_loads, k.stack_frame
+                );
+                assert!(
+                    report.offenders().is_empty(),
+                    "spills or stack frame:\n{}",
+                    report.lines.join("\n")
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 34 * 2 * 2);
+}
+
+/// `ptxas -o` + `nvdisasm`: every `mma.sync` of the module (the `Q K^T` and
+/// the `P V` products) is an HMMA instruction in the sm_90a SASS.
+#[test]
+fn sm90a_sass_runs_both_products_on_tensor_cores() {
+    let (Some(ptxas_path), Some(nvdisasm)) = (ptxas::find(), tool("nvdisasm")) else {
+        return skip("ptxas or nvdisasm");
+    };
+    let graph = attention(DType::BF16, 2, 128, Activation::Softmax, true);
+    let c = compiled(&graph, 1024, Arch::Sm90a);
+    let ptx_mma = c.ptx.lines().filter(|l| l.contains("mma.sync")).count();
+    // D = 128, 64 keys per block: Q K^T is 8 k-steps x 8 key tiles, P V is
+    // 4 k-steps x 16 column tiles.
+    assert_eq!(ptx_mma, 8 * 8 + 4 * 16);
+    let dir = std::env::temp_dir().join(format!("jagged-attn-sass-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ptx = dir.join("attn.ptx");
+    let cubin = dir.join("attn.cubin");
+    std::fs::write(&ptx, &c.ptx).expect("write ptx");
+    let status = Command::new(&ptxas_path)
+        .args(["-arch=sm_90a", "-o"])
+        .arg(&cubin)
+        .arg(&ptx)
+        .status()
+        .expect("run ptxas");
+    assert!(status.success());
+    let out = Command::new(&nvdisasm)
+        .arg(&cubin)
+        .output()
+        .expect("run nvdisasm");
+    let _ = std::fs::remove_dir_all(&dir);
+    let sass = String::from_utf8_lossy(&out.stdout);
+    let hmma: Vec<&str> = sass
+        .lines()
+        .filter(|l| l.contains("HMMA.16816.F32.BF16"))
+        .collect();
+    assert_eq!(hmma.len(), ptx_mma, "HMMA lines:\n{}", hmma.join("\n"));
+}
+
+#[test]
+fn snapshot_d64_n256_bf16_sm80() {
+    let graph = attention(DType::BF16, 2, 64, Activation::Softmax, true);
+    let c = compiled(&graph, 256, Arch::Sm80);
+    insta::assert_snapshot!(format!("{c}\n{}", c.ptx));
+}
+
+#[test]
+fn snapshot_d128_n1024_bf16_sm90a() {
+    let graph = attention(DType::BF16, 2, 128, Activation::Softmax, true);
+    let c = compiled(&graph, 1024, Arch::Sm90a);
+    insta::assert_snapshot!(format!("{c}\n{}", c.ptx));
+}
