@@ -1820,3 +1820,41 @@ fn f64_directed_rounding() {
     assert_eq!(d(4), 0x3ff0_0000_0000_0003);
     assert_eq!(d(5), 0x3ff6_a09e_667f_3bcc);
 }
+
+#[test]
+fn nvcc_style_local_depot_with_generic_addresses() {
+    // NVCC's stack frame: %SPL = local address of the depot, %SP = its generic address.
+    let decls = ".local .align 8 .b8 __local_depot0[32];\n    .reg .b64 %SP;\n    .reg .b64 %SPL;";
+    let body = r#"
+    mov.u64 %SPL, __local_depot0;
+    cvta.local.u64 %SP, %SPL;
+    .pragma "nounroll";
+    st.u32 [%SP+4], %r0;                 // generic store into local memory
+    add.u64 %rd6, %SPL, 4;
+    ld.local.u32 %r1, [%rd6];            // read back through the local window
+    add.u32 %r1, %r1, 100;
+    st.local.u32 [%SPL+8], %r1;
+    ld.u32 %r2, [%SP+8];
+    st.global.u32 [%rd3], %r2;
+"#;
+    let got = run_cfg(&kernel_with(body, decls), [1, 1, 1], [64, 1, 1], &[], 64);
+    assert_eq!(got.ok(), Some((100..164).collect::<Vec<u32>>()));
+    // Past the end of the 32-byte frame: reported as out of bounds in local memory.
+    let ptx = kernel_with(
+        "    mov.u64 %SPL, __local_depot0;\n    ld.local.u32 %r1, [%SPL+32]; // OOB\n",
+        decls,
+    );
+    match run_cfg(&ptx, [1, 1, 1], [1, 1, 1], &[], 1) {
+        Err(EmuError::MemoryCheck(r)) => {
+            assert_eq!(
+                (r[0].kind, r[0].space, r[0].line),
+                (
+                    CheckKind::OutOfBounds,
+                    jagged_emu::Space::Local,
+                    line_of(&ptx, "// OOB")
+                )
+            );
+        }
+        other => panic!("expected a report, got {other:?}"),
+    }
+}
