@@ -3,10 +3,11 @@
 //! instruction (noted next to each), never taken from the emulator's output.
 //!
 //! GPU cross-check: `JAGGED_EMU_XCHECK_DIR=dir` makes every successful launch write a
-//! `ptx_crosscheck` recipe (see `write_crosscheck_recipe`). On an H100 (2026-11-26),
-//! 37 of the 40 kernels gave bit-identical outputs on the GPU and in the emulator; the
-//! other 3 are nondeterministic by design (which CTA wins a cas/exch; which lane's store
-//! wins in the one-warp same-address race case) or assumed shared offset 0 (fixed since).
+//! `ptx_crosscheck` recipe (see `write_crosscheck_recipe`). On an H100 (2026-11-26), 41 of
+//! 43 kernels gave bit-identical outputs on the GPU and in the emulator (directed f32 and
+//! f64 rounding, conversions, every mma and ldmatrix variant, shfl, vote, cp.async
+//! included); the other 2 are nondeterministic by design (which CTA wins a cas/exch;
+//! which lane's store wins in the one-warp same-address case).
 
 use jagged_emu::{CheckKind, Device, DevicePtr, EmuError, KernelArg, LaunchConfig, Module};
 
@@ -1797,21 +1798,32 @@ fn same_value_stores_from_two_warps_are_not_races() {
 
 #[test]
 fn f64_directed_rounding() {
-    // 1 + 2^-60 is not representable: .rp gives 1 + 2^-52, .rm and .rz give 1;
+    // Operands come from memory so that no assembler can fold the operations.
+    // 1 + 2^-60 is not representable: .rp gives 1 + 2^-52, .rm gives 1;
     // 1/3 rounds down to nearest (0x3fd5555555555555), .rp gives the next value up;
-    // -1/3 with .rz gives the nearest magnitude-down value (-0x3fd5555555555555).
+    // -1/3 with .rz gives the nearest magnitude-down value (-0x3fd5555555555555);
+    // (1 + u)^2 = 1 + 2u + u^2 with u = 2^-52: .rp gives 1 + 3u;
+    // sqrt 2: nearest is 0x3ff6a09e667f3bcd (above the exact value), .rm gives ...bcc.
     let body = r#"
-    add.rp.f64 %fd1, 0d3FF0000000000000, 0d3C30000000000000;
-    add.rm.f64 %fd2, 0d3FF0000000000000, 0d3C30000000000000;
-    div.rp.f64 %fd3, 0d3FF0000000000000, 0d4008000000000000;
-    div.rz.f64 %fd4, 0dBFF0000000000000, 0d4008000000000000;
-    mul.rp.f64 %fd5, 0d3FF0000000000001, 0d3FF0000000000001;   // (1+u)^2 = 1+2u+u^2: up to 1+3u
-    sqrt.rm.f64 %fd6, 0d4000000000000000;                       // sqrt 2 = 0x3ff6a09e667f3bcd (nearest is above)
-    st.global.v2.f64 [%rd1], {%fd1, %fd2};
-    st.global.v2.f64 [%rd1+16], {%fd3, %fd4};
-    st.global.v2.f64 [%rd1+32], {%fd5, %fd6};
+    ld.global.v2.f64 {%fd1, %fd2}, [%rd2];       // 1, 2^-60
+    ld.global.v2.f64 {%fd3, %fd4}, [%rd2+16];    // 3, 1 + u
+    ld.global.f64 %fd5, [%rd2+32];               // 2
+    neg.f64 %fd6, %fd1;
+    add.rp.f64 %fd7, %fd1, %fd2;
+    add.rm.f64 %fd2, %fd1, %fd2;
+    div.rp.f64 %fd1, %fd1, %fd3;
+    div.rz.f64 %fd6, %fd6, %fd3;
+    mul.rp.f64 %fd4, %fd4, %fd4;
+    sqrt.rm.f64 %fd5, %fd5;
+    st.global.v2.f64 [%rd1], {%fd7, %fd2};
+    st.global.v2.f64 [%rd1+16], {%fd1, %fd6};
+    st.global.v2.f64 [%rd1+32], {%fd4, %fd5};
 "#;
-    let got = run(body, 1, &[], 12);
+    let inp: Vec<u32> = [1.0f64, 2f64.powi(-60), 3.0, 1.0 + f64::EPSILON, 2.0]
+        .iter()
+        .flat_map(|x| [x.to_bits() as u32, (x.to_bits() >> 32) as u32])
+        .collect();
+    let got = run(body, 1, &inp, 12);
     let d = |i: usize| got[2 * i] as u64 | (got[2 * i + 1] as u64) << 32;
     assert_eq!(d(0), 0x3ff0_0000_0000_0001);
     assert_eq!(d(1), 0x3ff0_0000_0000_0000);
