@@ -10,6 +10,27 @@
 //! alignment-checked, shared memory tracks initialization, pending `cp.async` data and
 //! races between warps within a barrier interval. A launch with findings returns
 //! [`EmuError::MemoryCheck`].
+//!
+//! Modules: `lexer` and `parser` build the `ast`; `decode` lowers it to `ir` (resolved
+//! register slots, labels and symbols); `exec` runs CTAs (per-lane PCs, min-PC
+//! reconvergence, barriers, collectives, the checker); `num` holds lane arithmetic;
+//! `memory` the global memory (`AtomicU64` words, sound across host threads).
+//!
+//! Supported PTX (`.entry` kernels; `.func` is rejected):
+//! - arithmetic: `add sub mul(.lo/.hi/.wide) mad(.lo/.hi/.wide) mul24 mad24 div rem neg abs
+//!   min max(.NaN) fma` on integers, f16/bf16 (and `x2`), f32, f64, with `.sat`, `.ftz` and
+//!   the rounding modes `rn rz rm rp`; `rcp sqrt rsqrt ex2 lg2 sin cos tanh copysign`
+//! - bits: `and or xor not cnot shl shr popc clz brev bfe bfi prmt (all modes) lop3 shf`
+//! - `setp` (all comparisons, `.and/.or/.xor`, `p|q`), `set`, `selp`, `mov` (packing and
+//!   unpacking `{a, b}`, symbols, special registers), `cvt` (all scalar pairs, integer and
+//!   float rounding modes, `.sat`, `.relu`, `f16x2/bf16x2` packing, tf32), `cvta`
+//! - memory: `ld/ldu/st` (global, shared, local, param, const, generic; `v2/v4`), `atom/red`
+//!   (add min max exch cas and or xor inc dec; 32/64-bit, f32/f64/f16x2/bf16x2 add),
+//!   `cp.async` (ca/cg, 4/8/16 bytes, src-size, ignore-src) with `commit_group`,
+//!   `wait_group`, `wait_all`; `createpolicy`, cache hints, fences and prefetches accepted
+//! - control and warps: `bra ret exit bar.sync barrier.sync bar.arrive bar.warp.sync
+//!   shfl.sync vote.sync redux.sync activemask ldmatrix stmatrix`, `mma.sync` m16n8k16 and
+//!   m16n8k8 (f16/bf16 inputs, f32 or f16 accumulators), m16n8k8 and m16n8k4 tf32
 
 #![warn(missing_docs)]
 
