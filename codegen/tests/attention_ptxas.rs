@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use jagged_codegen::templates::attention_bwd::compile_attention_backward;
 use jagged_codegen::{Arch, CompiledKernel, DType, Spec, compile, ptxas};
 use jagged_ir::Graph;
 use jagged_ir::ops::{self, Activation, AttentionSpec, FbgemmAttentionSpec};
@@ -102,6 +103,44 @@ fn every_attention_specialization_assembles_without_spills() {
         }
     }
     assert_eq!(checked, 34 * 2 * 2);
+}
+
+/// The backward kernels (D = 64, 128) assemble without spills as well.
+#[test]
+fn every_backward_specialization_assembles_without_spills() {
+    let Some(ptxas_path) = ptxas::find() else {
+        return skip("ptxas");
+    };
+    let mut checked = 0;
+    for head_dim in [64, 128] {
+        for dtype in [DType::F16, DType::BF16] {
+            for act in [Activation::Softmax, Activation::Silu] {
+                for causal in [false, true] {
+                    let graph = attention(dtype, 2, head_dim, act, causal);
+                    for arch in Arch::ALL {
+                        let spec = Spec::for_graph(&graph, 1024, arch).expect("spec");
+                        let c = compile_attention_backward(&graph, &spec).expect("backward");
+                        let report = ptxas::assemble_with(&ptxas_path, &c.ptx, arch)
+                            .unwrap_or_else(|e| panic!("{}: {e}", c.launches[1].entry));
+                        assert_eq!(report.kernels.len(), 3, "{:#?}", report.lines);
+                        for k in &report.kernels {
+                            eprintln!(
+                                "{arch} {:<72} regs {:>3} spill {}/{} stack {}",
+                                k.name, k.registers, k.spill_stores, k.spill_loads, k.stack_frame
+                            );
+                        }
+                        assert!(
+                            report.offenders().is_empty(),
+                            "spills or stack frame:\n{}",
+                            report.lines.join("\n")
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 2 * 2 * 2 * 2 * 2);
 }
 
 /// `ptxas -o` + `nvdisasm`: every `mma.sync` of the module (the `Q K^T` and

@@ -188,22 +188,22 @@ struct Lanes {
 }
 
 /// Writes the body of the forward kernel.
-struct FlashWriter<'a> {
-    d: &'a AttentionDesc,
-    b: &'a mut KernelBuilder,
+pub(super) struct FlashWriter<'a> {
+    pub(super) d: &'a AttentionDesc,
+    pub(super) b: &'a mut KernelBuilder,
     /// Padded shared row stride in bytes.
-    stride: u32,
+    pub(super) stride: u32,
     /// 16-byte chunks per row.
-    chunks_per_row: u32,
+    pub(super) chunks_per_row: u32,
     /// Bytes between two rows of q / k / v / out (`H * D * 2`).
-    row_bytes: u32,
+    pub(super) row_bytes: u32,
 }
 
 /// The f32 registers of an `m16n8` accumulator tile: `[row g: c0, c1; row g+8: c2, c3]`.
-type Acc = [Reg; 4];
+pub(super) type Acc = [Reg; 4];
 
 impl<'a> FlashWriter<'a> {
-    fn new(d: &'a AttentionDesc, b: &'a mut KernelBuilder) -> Self {
+    pub(super) fn new(d: &'a AttentionDesc, b: &'a mut KernelBuilder) -> Self {
         FlashWriter {
             d,
             b,
@@ -213,20 +213,30 @@ impl<'a> FlashWriter<'a> {
         }
     }
 
-    fn imm(v: u32) -> Operand {
+    pub(super) fn imm(v: u32) -> Operand {
         Operand::Int(i64::from(v))
     }
 
-    fn u32_op(&mut self, op: BinOp, a: impl Into<Operand>, b: impl Into<Operand>) -> Reg {
+    pub(super) fn u32_op(
+        &mut self,
+        op: BinOp,
+        a: impl Into<Operand>,
+        b: impl Into<Operand>,
+    ) -> Reg {
         self.b.binary(op, Type::U32, a, b)
     }
 
-    fn u64_op(&mut self, op: BinOp, a: impl Into<Operand>, b: impl Into<Operand>) -> Reg {
+    pub(super) fn u64_op(
+        &mut self,
+        op: BinOp,
+        a: impl Into<Operand>,
+        b: impl Into<Operand>,
+    ) -> Reg {
         self.b.binary(op, Type::U64, a, b)
     }
 
     /// Assigns `pred ? a : b` to the existing register `dst`.
-    fn selp_to(
+    pub(super) fn selp_to(
         &mut self,
         ty: Type,
         dst: Reg,
@@ -243,12 +253,18 @@ impl<'a> FlashWriter<'a> {
         });
     }
 
-    fn f32_to(&mut self, op: BinOp, dst: Reg, a: impl Into<Operand>, b: impl Into<Operand>) {
+    pub(super) fn f32_to(
+        &mut self,
+        op: BinOp,
+        dst: Reg,
+        a: impl Into<Operand>,
+        b: impl Into<Operand>,
+    ) {
         self.b.binary_to(op, Type::F32, dst, a, b);
     }
 
     /// Emits `f` under `if (pred != negate)`.
-    fn when(&mut self, pred: Reg, negate: bool, f: impl FnOnce(&mut Self)) {
+    pub(super) fn when(&mut self, pred: Reg, negate: bool, f: impl FnOnce(&mut Self)) {
         let skip = self.b.label();
         self.b.bra_if(pred, !negate, skip);
         f(self);
@@ -256,7 +272,7 @@ impl<'a> FlashWriter<'a> {
     }
 
     /// `for (i = start; i < end; i += step) f(i)` over `ty`.
-    fn range(
+    pub(super) fn range(
         &mut self,
         ty: Type,
         start: impl Into<Operand>,
@@ -338,20 +354,7 @@ impl<'a> FlashWriter<'a> {
             .b
             .ternary(TernOp::MadLo, Type::U32, hi16, Operand::Int(16), v_lane);
 
-        // Tile-load constants: thread -> (row offset, 16-byte column chunk).
-        let cpr = self.chunks_per_row;
-        let col = self.u32_op(BinOp::And, tid, Self::imm(cpr - 1));
-        let load_row = self.u32_op(BinOp::Shr, tid, Self::imm(cpr.trailing_zeros()));
-        let col_bytes = self.u32_op(BinOp::Shl, col, Operand::Int(4));
-        let load_dst = self.b.ternary(
-            TernOp::MadLo,
-            Type::U32,
-            load_row,
-            Self::imm(stride),
-            col_bytes,
-        );
-        let load_dst = self.u32_op(BinOp::Add, load_dst, smem);
-        let col_bytes64 = self.b.cvt(Type::U64, Type::U32, col_bytes);
+        let loader = self.tile_loader(tid, smem);
 
         // Constants of the activation.
         let log2e = std::f32::consts::LOG2_E;
@@ -421,9 +424,7 @@ impl<'a> FlashWriter<'a> {
                 q0,
                 head_off,
                 row_head,
-                load_dst,
-                load_row,
-                col_bytes64,
+                loader,
                 q_lane,
                 k_lane,
                 v_lane,
@@ -502,17 +503,48 @@ impl<'a> FlashWriter<'a> {
         }
     }
 
+    /// Per-thread constants of [`Self::load_tile`] for shared memory at `smem`.
+    pub(super) fn tile_loader(&mut self, tid: Reg, smem: Reg) -> TileLoader {
+        let cpr = self.chunks_per_row;
+        let col = self.u32_op(BinOp::And, tid, Self::imm(cpr - 1));
+        let load_row = self.u32_op(BinOp::Shr, tid, Self::imm(cpr.trailing_zeros()));
+        let col_bytes = self.u32_op(BinOp::Shl, col, Operand::Int(4));
+        let dst = self.b.ternary(
+            TernOp::MadLo,
+            Type::U32,
+            load_row,
+            Self::imm(self.stride),
+            col_bytes,
+        );
+        TileLoader {
+            dst: self.u32_op(BinOp::Add, dst, smem),
+            row: load_row,
+            col_bytes: self.b.cvt(Type::U64, Type::U32, col_bytes),
+        }
+    }
+
     /// Issues the `cp.async` copies of `rows` rows starting at sequence row
-    /// `first` (u32) of `src` (global, at this head) into shared `dst_base`;
-    /// rows at or past `n` are zero-filled.
-    fn load_tile(&mut self, ctx: &ItemCtx, src: Reg, first: Reg, rows: u32, dst_base: u32) {
+    /// `first` (u32) of `src` (global; `head_off` bytes to this sequence's
+    /// row 0 at this head) into shared `dst_base` (bytes past the loader's
+    /// shared base); rows at or past `n` are zero-filled.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn load_tile(
+        &mut self,
+        t: &TileLoader,
+        n: Reg,
+        head_off: Reg,
+        src: Reg,
+        first: Reg,
+        rows: u32,
+        dst_base: u32,
+    ) {
         let rows_per_pass = ATTENTION_THREADS / self.chunks_per_row;
-        let head_src = self.u64_op(BinOp::Add, src, ctx.head_off);
-        let src_col = self.u64_op(BinOp::Add, head_src, ctx.col_bytes64);
-        let row0 = self.u32_op(BinOp::Add, first, ctx.load_row);
+        let head_src = self.u64_op(BinOp::Add, src, head_off);
+        let src_col = self.u64_op(BinOp::Add, head_src, t.col_bytes);
+        let row0 = self.u32_op(BinOp::Add, first, t.row);
         for pass in 0..rows / rows_per_pass {
             let r = self.u32_op(BinOp::Add, row0, Self::imm(pass * rows_per_pass));
-            let valid = self.b.setp(Cmp::Lt, Type::U32, r, ctx.n);
+            let valid = self.b.setp(Cmp::Lt, Type::U32, r, n);
             let at = self.b.ternary(
                 TernOp::MadWide,
                 Type::U32,
@@ -526,7 +558,7 @@ impl<'a> FlashWriter<'a> {
                 .selp(Type::U32, Operand::Int(16), Operand::Int(0), valid);
             self.b.push(Inst::CpAsync {
                 dst: Address {
-                    base: ctx.load_dst,
+                    base: t.dst,
                     offset: i64::from(dst_base + pass * rows_per_pass * self.stride),
                 },
                 src: Address {
@@ -555,10 +587,26 @@ impl<'a> FlashWriter<'a> {
         let nkb = self.u32_op(BinOp::Div, kv_pad, Self::imm(bn));
 
         // Stage Q and key block 0 (one commit group).
-        self.load_tile(ctx, p.q, ctx.q0, bm, 0);
+        self.load_tile(&ctx.loader, ctx.n, ctx.head_off, p.q, ctx.q0, bm, 0);
         let zero_u = self.b.mov(Type::U32, Operand::Int(0));
-        self.load_tile(ctx, p.k, zero_u, bn, ctx.k_base[0]);
-        self.load_tile(ctx, p.v, zero_u, bn, ctx.v_base[0]);
+        self.load_tile(
+            &ctx.loader,
+            ctx.n,
+            ctx.head_off,
+            p.k,
+            zero_u,
+            bn,
+            ctx.k_base[0],
+        );
+        self.load_tile(
+            &ctx.loader,
+            ctx.n,
+            ctx.head_off,
+            p.v,
+            zero_u,
+            bn,
+            ctx.v_base[0],
+        );
         self.b.push(Inst::CpAsyncCommit);
 
         // Accumulators and row statistics (rows g and g + 8 of this warp).
@@ -600,12 +648,44 @@ impl<'a> FlashWriter<'a> {
                 // The next stage is the other one: stage 0 when kb is odd.
                 let is_odd = g.b.setp(Cmp::Ne, Type::U32, odd, Operand::Int(0));
                 g.when(is_odd, true, |h| {
-                    h.load_tile(ctx, p.k, first, bn, ctx.k_base[1]);
-                    h.load_tile(ctx, p.v, first, bn, ctx.v_base[1]);
+                    h.load_tile(
+                        &ctx.loader,
+                        ctx.n,
+                        ctx.head_off,
+                        p.k,
+                        first,
+                        bn,
+                        ctx.k_base[1],
+                    );
+                    h.load_tile(
+                        &ctx.loader,
+                        ctx.n,
+                        ctx.head_off,
+                        p.v,
+                        first,
+                        bn,
+                        ctx.v_base[1],
+                    );
                 });
                 g.when(is_odd, false, |h| {
-                    h.load_tile(ctx, p.k, first, bn, ctx.k_base[0]);
-                    h.load_tile(ctx, p.v, first, bn, ctx.v_base[0]);
+                    h.load_tile(
+                        &ctx.loader,
+                        ctx.n,
+                        ctx.head_off,
+                        p.k,
+                        first,
+                        bn,
+                        ctx.k_base[0],
+                    );
+                    h.load_tile(
+                        &ctx.loader,
+                        ctx.n,
+                        ctx.head_off,
+                        p.v,
+                        first,
+                        bn,
+                        ctx.v_base[0],
+                    );
                 });
             });
             f.b.push(Inst::CpAsyncCommit);
@@ -951,7 +1031,7 @@ impl<'a> FlashWriter<'a> {
         }
     }
 
-    fn zero_acc(&mut self) -> Acc {
+    pub(super) fn zero_acc(&mut self) -> Acc {
         let z = Operand::F32(0.0);
         [
             self.b.mov(Type::F32, z),
@@ -961,7 +1041,7 @@ impl<'a> FlashWriter<'a> {
         ]
     }
 
-    fn new_acc(&mut self) -> Acc {
+    pub(super) fn new_acc(&mut self) -> Acc {
         [
             self.b.reg(RegClass::F32),
             self.b.reg(RegClass::F32),
@@ -970,7 +1050,7 @@ impl<'a> FlashWriter<'a> {
         ]
     }
 
-    fn ldmatrix(&mut self, base: Reg, offset: i64, trans: bool) -> Vec<Reg> {
+    pub(super) fn ldmatrix(&mut self, base: Reg, offset: i64, trans: bool) -> Vec<Reg> {
         let dst: Vec<Reg> = (0..4).map(|_| self.b.reg(RegClass::B32)).collect();
         self.b.push(Inst::Ldmatrix {
             dst: dst.clone(),
@@ -981,7 +1061,7 @@ impl<'a> FlashWriter<'a> {
     }
 
     /// `acc += a * b` on tensor cores.
-    fn mma(&mut self, ab: Type, acc: Acc, a: [Reg; 4], b: [Reg; 2]) {
+    pub(super) fn mma(&mut self, ab: Type, acc: Acc, a: [Reg; 4], b: [Reg; 2]) {
         self.b.push(Inst::Mma {
             ab,
             d: acc,
@@ -990,6 +1070,15 @@ impl<'a> FlashWriter<'a> {
             c: acc,
         });
     }
+}
+
+/// Per-thread constants of the `cp.async` tile loads: this thread copies
+/// the 16-byte chunk `col_bytes` of rows `row + k * (128 / chunks per row)`.
+#[derive(Clone, Copy)]
+pub(super) struct TileLoader {
+    dst: Reg,
+    row: Reg,
+    col_bytes: Reg,
 }
 
 /// Registers of one work item shared by its phases.
@@ -1003,9 +1092,7 @@ struct ItemCtx {
     head_off: Reg,
     /// `offsets[b] * H + h` (u64): the lse index of row 0.
     row_head: Reg,
-    load_dst: Reg,
-    load_row: Reg,
-    col_bytes64: Reg,
+    loader: TileLoader,
     q_lane: Reg,
     k_lane: Reg,
     v_lane: Reg,
@@ -1091,6 +1178,29 @@ pub fn lower_attention(
         scratch: Vec::new(),
         outputs,
     })
+}
+
+/// The descriptor of the backward kernels of `pattern` (entry names end in `_bwd`).
+pub(super) fn backward_desc(
+    pattern: &AttentionPattern,
+    spec: &Spec,
+    heads: u32,
+    head_dim: u32,
+) -> AttentionDesc {
+    AttentionDesc {
+        name: format!("{}_bwd", entry_name(pattern, spec, heads, head_dim)),
+        heads,
+        head_dim,
+        dtype: spec.dtype,
+        index: spec.index,
+        activation: pattern.activation,
+        scale_attr: pattern.scaled.then(|| "scale".to_string()),
+        score_mask: pattern.score_mask,
+        prob_mask: pattern.prob_mask,
+        divide_by_max_len: pattern.divide_by_max_len,
+        lse: pattern.lse,
+        tiles: Tiles::for_spec(head_dim, spec.max_len_bucket),
+    }
 }
 
 /// `jg_attn_<dtype>_<index>_h<H>_d<D>_n<bucket>_<activation>[_scaled][_causal|_keys_after][...]`.

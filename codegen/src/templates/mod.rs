@@ -4,6 +4,7 @@
 //! warp and block reductions).
 
 pub mod attention;
+pub mod attention_bwd;
 pub mod attention_graph;
 pub mod map;
 pub mod pad;

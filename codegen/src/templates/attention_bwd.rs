@@ -1,0 +1,1065 @@
+//! Backward of the fused jagged flash attention (FlashAttention-2 style),
+//! on tensor cores, as three kernels:
+//!
+//! 1. `<name>_pre` (a CTA per sequence): `delta_i = rowsum(dout_i * out_i)`
+//!    (softmax), zeroes the f32 `dq` accumulator, writes the zero rows
+//!    `n_b <= i < L_b` of `dk` and `dv`;
+//! 2. `<name>` (a CTA per (key block of 64, sequence, head), 4 warps of 16
+//!    keys): loops over the query blocks that see its keys, recomputes
+//!    `P` from `lse` (softmax) or from the scores (SiLU) in registers, and
+//!    accumulates `dv += P^T dout` and `dk += dS^T q` in registers; `dS` goes
+//!    through shared memory to `dq += dS k`, added to the f32 accumulator
+//!    with atomics (each warp a quarter of the columns);
+//! 3. `<name>_post`: the accumulator to `dq` in the input dtype.
+//!
+//! With `s = scale q.k`: softmax `dS = P (dP - delta)`, SiLU (`p = silu(s) /
+//! max_len`) `dS = dP silu'(s) / max_len` with `silu'(s) = sig (1 + s (1 -
+//! sig))`, where `dP = dout v^T`; then `dq = scale dS k`, `dk = scale dS^T q`.
+
+use crate::kernel::{
+    Address, AtomOp, BinOp, Cmp, Guard, Inst, KernelBuilder, Operand, Reg, RegClass, Space,
+    Special, TernOp, Type, UnOp,
+};
+use crate::launch::{GridRule, ParamBinding, SizeExpr};
+use crate::spec::DType;
+
+use super::attention::{ATTENTION_THREADS, Acc, Activation, AttentionDesc, FlashWriter, PairMask};
+use super::{Entry, MAX_BLOCKS, Plan, load_f32, load_index, pack_f32};
+
+/// Keys per CTA of the main backward kernel (4 warps x 16).
+pub const BWD_KEYS: u32 = 64;
+
+/// Query rows per step of the main backward kernel: 64, or 32 for D = 128
+/// (the dk and dv accumulators take D registers per thread).
+pub fn bwd_query_block(head_dim: u32) -> u32 {
+    if head_dim >= 128 { 32 } else { 64 }
+}
+
+/// The three backward kernels. Inputs: softmax `q, k, v, out, dout, lse,
+/// offsets`; SiLU `q, k, v, dout, offsets`. Outputs `dq, dk, dv`. Scratch 0:
+/// the f32 dq accumulator `[T, H, D]`; scratch 1: f32 `delta [T, H]`.
+pub fn backward_kernels(desc: &AttentionDesc) -> Vec<Plan> {
+    let softmax = desc.activation == Activation::Softmax;
+    let inputs = if softmax {
+        BwdInputs {
+            q: 0,
+            k: 1,
+            v: 2,
+            out: Some(3),
+            dout: 4,
+            lse: Some(5),
+            offsets: 6,
+        }
+    } else {
+        BwdInputs {
+            q: 0,
+            k: 1,
+            v: 2,
+            out: None,
+            dout: 3,
+            lse: None,
+            offsets: 4,
+        }
+    };
+    vec![
+        pre_kernel(desc, &inputs),
+        main_kernel(desc, &inputs),
+        post_kernel(desc),
+    ]
+}
+
+/// Input positions of the backward operands.
+struct BwdInputs {
+    q: usize,
+    k: usize,
+    v: usize,
+    out: Option<usize>,
+    dout: usize,
+    lse: Option<usize>,
+    offsets: usize,
+}
+
+/// Bytes of the dynamic shared memory of the main kernel.
+pub fn bwd_shared_bytes(desc: &AttentionDesc) -> u32 {
+    BwdLayout::new(desc).total
+}
+
+/// Shared layout of the main kernel (byte offsets).
+struct BwdLayout {
+    bmq: u32,
+    k: u32,
+    v: u32,
+    q: u32,
+    dout: u32,
+    ds: u32,
+    ds_stride: u32,
+    lse: u32,
+    delta: u32,
+    total: u32,
+}
+
+impl BwdLayout {
+    fn new(desc: &AttentionDesc) -> Self {
+        let stride = desc.head_dim * 2 + 16;
+        let bmq = bwd_query_block(desc.head_dim);
+        let k = 0;
+        let v = BWD_KEYS * stride;
+        let q = 2 * BWD_KEYS * stride;
+        let dout = q + bmq * stride;
+        let ds = dout + bmq * stride;
+        let ds_stride = bmq * 2 + 16;
+        let lse = ds + BWD_KEYS * ds_stride;
+        let delta = lse + bmq * 4;
+        BwdLayout {
+            bmq,
+            k,
+            v,
+            q,
+            dout,
+            ds,
+            ds_stride,
+            lse,
+            delta,
+            total: delta + bmq * 4,
+        }
+    }
+}
+
+fn items_per_sequence(desc: &AttentionDesc) -> SizeExpr {
+    SizeExpr::Batch * SizeExpr::Const(u64::from(desc.heads))
+}
+
+/// Sequence `b` of the grid-stride loop: `(start, len, n_b)` (u64).
+fn sequence_bounds(
+    b: &mut KernelBuilder,
+    offsets: Reg,
+    seq: Reg,
+    index: DType,
+    max_len: Reg,
+) -> (Reg, Reg, Reg) {
+    let start = load_index(b, offsets, seq, index);
+    let next = b.binary(BinOp::Add, Type::U64, seq, Operand::Int(1));
+    let end = load_index(b, offsets, next, index);
+    let len = b.binary(BinOp::Sub, Type::U64, end, start);
+    let n = b.binary(BinOp::Min, Type::U64, len, max_len);
+    (start, len, n)
+}
+
+fn pre_kernel(desc: &AttentionDesc, inputs: &BwdInputs) -> Plan {
+    let name = format!("{}_pre", desc.name);
+    let mut e = Entry::new(name.clone());
+    e.b = KernelBuilder::new(name, ATTENTION_THREADS);
+    let out = inputs.out.map(|i| e.buffer("out", ParamBinding::Input(i)));
+    let dout = inputs
+        .out
+        .map(|_| e.buffer("dout", ParamBinding::Input(inputs.dout)));
+    let offsets = e.buffer("offsets", ParamBinding::Input(inputs.offsets));
+    let dk = e.buffer("dk", ParamBinding::Output(1));
+    let dv = e.buffer("dv", ParamBinding::Output(2));
+    let dq_acc = e.buffer("dq_acc", ParamBinding::Scratch(0));
+    let delta = e.buffer("delta", ParamBinding::Scratch(1));
+    let batch = e.size("batch", SizeExpr::Batch);
+    let max_len = e.size("max_len", SizeExpr::MaxLen);
+    let (heads, hd) = (i64::from(desc.heads), u64::from(desc.head_dim));
+    let dtype = desc.dtype;
+    let index = desc.index;
+    let b = &mut e.b;
+    let tid = b.special(Special::TidX);
+    let tid64 = b.cvt(Type::U64, Type::U32, tid);
+    let ctaid = b.special(Special::CtaidX);
+    let nctaid = b.special(Special::NctaidX);
+    let first = b.cvt(Type::U64, Type::U32, ctaid);
+    let step = b.cvt(Type::U64, Type::U32, nctaid);
+    let zero = b.mov(Type::B32, Operand::Int(0));
+    let zero_f = b.const_f32(0.0);
+    b.for_range_u64(first, batch, step, |b, seq| {
+        let (start, len, n) = sequence_bounds(b, offsets, seq, index, max_len);
+        let rows = b.binary(BinOp::Mul, Type::U64, len, Operand::Int(heads));
+        b.for_range_u64(
+            tid64,
+            rows,
+            Operand::Int(i64::from(ATTENTION_THREADS)),
+            |b, idx| {
+                let row = b.binary(BinOp::Div, Type::U64, idx, Operand::Int(heads));
+                // (start + row) * H + h = start * H + idx.
+                let g = b.ternary(TernOp::MadLo, Type::U64, start, Operand::Int(heads), idx);
+                let elem = b.binary(BinOp::Mul, Type::U64, g, Operand::Int(hd as i64));
+                let acc_at = b.element_addr(dq_acc, elem, 4);
+                for c in 0..hd / 4 {
+                    b.st(
+                        Space::Global,
+                        Type::F32,
+                        Address {
+                            base: acc_at,
+                            offset: (c * 16) as i64,
+                        },
+                        vec![zero_f, zero_f, zero_f, zero_f],
+                    );
+                }
+                let valid = b.setp(Cmp::Lt, Type::U64, row, n);
+                let sum = b.const_f32(0.0);
+                if let (Some(out), Some(dout)) = (out, dout) {
+                    b.if_then(valid, false, |b| {
+                        for c in 0..hd / 8 {
+                            let at =
+                                b.binary(BinOp::Add, Type::U64, elem, Operand::Int((c * 8) as i64));
+                            let o = load_f32(b, out, at, dtype, 8);
+                            let d = load_f32(b, dout, at, dtype, 8);
+                            for (x, y) in o.into_iter().zip(d) {
+                                b.push(Inst::Ternary {
+                                    op: TernOp::Fma,
+                                    ty: Type::F32,
+                                    dst: sum,
+                                    a: Operand::Reg(x),
+                                    b: Operand::Reg(y),
+                                    c: Operand::Reg(sum),
+                                });
+                            }
+                        }
+                    });
+                }
+                let delta_at = b.element_addr(delta, g, 4);
+                b.st(
+                    Space::Global,
+                    Type::F32,
+                    Address {
+                        base: delta_at,
+                        offset: 0,
+                    },
+                    vec![sum],
+                );
+                b.if_then(valid, true, |b| {
+                    let bytes = b.binary(BinOp::Mul, Type::U64, elem, Operand::Int(2));
+                    for buf in [dk, dv] {
+                        let at = b.binary(BinOp::Add, Type::U64, buf, bytes);
+                        for c in 0..hd / 8 {
+                            b.st(
+                                Space::Global,
+                                Type::B32,
+                                Address {
+                                    base: at,
+                                    offset: (c * 16) as i64,
+                                },
+                                vec![zero, zero, zero, zero],
+                            );
+                        }
+                    }
+                });
+            },
+        );
+    });
+    e.finish(GridRule {
+        items: SizeExpr::Batch,
+        items_per_block: 1,
+        max_blocks: MAX_BLOCKS,
+    })
+}
+
+fn post_kernel(desc: &AttentionDesc) -> Plan {
+    let name = format!("{}_post", desc.name);
+    let mut e = Entry::new(name.clone());
+    e.b = KernelBuilder::new(name, ATTENTION_THREADS);
+    let dq_acc = e.buffer("dq_acc", ParamBinding::Scratch(0));
+    let dq = e.buffer("dq", ParamBinding::Output(0));
+    let chunks = SizeExpr::TotalRows * SizeExpr::Const(u64::from(desc.heads * desc.head_dim / 8));
+    let total = e.size("chunks", chunks.clone());
+    let dtype = desc.dtype;
+    let b = &mut e.b;
+    let (start, step) = b.global_thread_index();
+    b.for_range_u64(start, total, step, |b, c| {
+        let src = b.ternary(TernOp::MadLo, Type::U64, c, Operand::Int(32), dq_acc);
+        let lo = b.ld(
+            Space::Global,
+            Type::F32,
+            4,
+            Address {
+                base: src,
+                offset: 0,
+            },
+        );
+        let hi = b.ld(
+            Space::Global,
+            Type::F32,
+            4,
+            Address {
+                base: src,
+                offset: 16,
+            },
+        );
+        let vals: Vec<Reg> = lo.into_iter().chain(hi).collect();
+        let packed = pack_f32(b, dtype, &vals);
+        let dst = b.ternary(TernOp::MadLo, Type::U64, c, Operand::Int(16), dq);
+        b.st(
+            Space::Global,
+            Type::B32,
+            Address {
+                base: dst,
+                offset: 0,
+            },
+            packed,
+        );
+    });
+    e.finish(GridRule {
+        items: chunks,
+        items_per_block: u64::from(ATTENTION_THREADS),
+        max_blocks: MAX_BLOCKS,
+    })
+}
+
+/// Global pointers of the main kernel.
+struct MainPtrs {
+    q: Reg,
+    k: Reg,
+    v: Reg,
+    dout: Reg,
+    lse: Option<Reg>,
+    offsets: Reg,
+    dk: Reg,
+    dv: Reg,
+    dq_acc: Reg,
+    delta: Reg,
+}
+
+fn main_kernel(desc: &AttentionDesc, inputs: &BwdInputs) -> Plan {
+    let mut e = Entry::new(desc.name.clone());
+    e.b = KernelBuilder::new(desc.name.clone(), ATTENTION_THREADS);
+    e.b.set_min_ctas_per_sm(1);
+    let p = MainPtrs {
+        q: e.buffer("q", ParamBinding::Input(inputs.q)),
+        k: e.buffer("k", ParamBinding::Input(inputs.k)),
+        v: e.buffer("v", ParamBinding::Input(inputs.v)),
+        dout: e.buffer("dout", ParamBinding::Input(inputs.dout)),
+        lse: inputs.lse.map(|i| e.buffer("lse", ParamBinding::Input(i))),
+        offsets: e.buffer("offsets", ParamBinding::Input(inputs.offsets)),
+        dk: e.buffer("dk", ParamBinding::Output(1)),
+        dv: e.buffer("dv", ParamBinding::Output(2)),
+        dq_acc: e.buffer("dq_acc", ParamBinding::Scratch(0)),
+        delta: e.buffer("delta", ParamBinding::Scratch(1)),
+    };
+    let batch = e.size("batch", SizeExpr::Batch);
+    let max_len = e.size("max_len", SizeExpr::MaxLen);
+    let scale = desc.scale_attr.as_ref().map(|name| e.float_attr(name));
+    FlashWriter::new(desc, &mut e.b).write_backward(&p, batch, max_len, scale);
+    let items =
+        SizeExpr::ceil_div(SizeExpr::MaxLen, u64::from(BWD_KEYS)) * items_per_sequence(desc);
+    e.finish(GridRule {
+        items,
+        items_per_block: 1,
+        max_blocks: MAX_BLOCKS,
+    })
+}
+
+/// Lane address offsets of the three operand kinds (see the forward kernel).
+#[derive(Clone, Copy)]
+struct BwdLanes {
+    tid: Reg,
+    warp: Reg,
+    group: Reg,
+    quad: Reg,
+    /// A operand: this warp's 16 rows of a `[rows][D]` tile.
+    a: Reg,
+    /// B operand from the rows of a `[n][k]` tile (non-transposed ldmatrix).
+    b_rows: Reg,
+    /// B operand of a `[k][n]` tile (`.trans`).
+    b_trans: Reg,
+    /// A operand of `dS` from the `dS^T` tile (`.trans`).
+    ds_a: Reg,
+    /// This thread's `dS^T` store address.
+    ds_store: Reg,
+    /// This thread's pair of query columns in the lse / delta arrays.
+    cols: Reg,
+}
+
+impl FlashWriter<'_> {
+    fn write_backward(mut self, p: &MainPtrs, batch: Reg, max_len: Reg, scale: Option<Reg>) {
+        let d = self.d;
+        let lay = BwdLayout::new(d);
+        let stride = self.stride;
+        let tid = self.b.special(Special::TidX);
+        let lane = self.u32_op(BinOp::And, tid, Operand::Int(31));
+        let warp = self.u32_op(BinOp::Shr, tid, Operand::Int(5));
+        let group = self.u32_op(BinOp::Shr, lane, Operand::Int(2));
+        let quad = self.u32_op(BinOp::And, lane, Operand::Int(3));
+        let smem = self.b.reg(RegClass::B32);
+        self.b.push(Inst::DynSharedAddr { dst: smem });
+        let l8 = self.u32_op(BinOp::And, lane, Operand::Int(7));
+        let l8_bit = self.u32_op(BinOp::Shr, lane, Operand::Int(3));
+        let hi8 = self.u32_op(BinOp::And, l8_bit, Operand::Int(1));
+        let hi16 = self.u32_op(BinOp::Shr, lane, Operand::Int(4));
+        let mad = |w: &mut Self, a: Reg, k: u32, c: Reg| {
+            w.b.ternary(TernOp::MadLo, Type::U32, a, Self::imm(k), c)
+        };
+        // A: row = warp*16 + l8 + 8*hi8, column half hi16.
+        let a_row = mad(&mut self, hi8, 8, l8);
+        let a_row = mad(&mut self, warp, 16, a_row);
+        let a = mad(&mut self, a_row, stride, smem);
+        let a = mad(&mut self, hi16, 16, a);
+        // B rows: row = l8 + 8*hi16, column half hi8.
+        let b_row = mad(&mut self, hi16, 8, l8);
+        let b_rows = mad(&mut self, b_row, stride, smem);
+        let b_rows = mad(&mut self, hi8, 16, b_rows);
+        // B trans: row = l8 + 8*hi8, column half hi16.
+        let t_row = mad(&mut self, hi8, 8, l8);
+        let b_trans = mad(&mut self, t_row, stride, smem);
+        let b_trans = mad(&mut self, hi16, 16, b_trans);
+        // dS (queries x keys) from dS^T (keys x queries): key = l8 + 8*hi16, query half hi8.
+        let ds_a = mad(&mut self, b_row, lay.ds_stride, smem);
+        let ds_a = mad(&mut self, hi8, 16, ds_a);
+        let st_row = mad(&mut self, warp, 16, group);
+        let ds_store = mad(&mut self, st_row, lay.ds_stride, smem);
+        let ds_store = mad(&mut self, quad, 4, ds_store);
+        let cols = mad(&mut self, quad, 8, smem);
+        let lanes = BwdLanes {
+            tid,
+            warp,
+            group,
+            quad,
+            a,
+            b_rows,
+            b_trans,
+            ds_a,
+            ds_store,
+            cols,
+        };
+        let loader = self.tile_loader(tid, smem);
+        let scale = match scale {
+            Some(s) => s,
+            None => self.b.const_f32(1.0),
+        };
+        let inv_max_len = d.divide_by_max_len.then(|| {
+            let ml = self.b.cvt(Type::F32, Type::U64, max_len);
+            self.b.unary(UnOp::Rcp, Type::F32, ml)
+        });
+        let heads = i64::from(d.heads);
+        let bh = self.u64_op(BinOp::Mul, batch, Operand::Int(heads));
+        let ml_pad = self.u64_op(BinOp::Add, max_len, Self::imm(BWD_KEYS - 1));
+        let nkb = self.u64_op(BinOp::Div, ml_pad, Self::imm(BWD_KEYS));
+        let items = self.u64_op(BinOp::Mul, nkb, bh);
+        let ctaid = self.b.special(Special::CtaidX);
+        let nctaid = self.b.special(Special::NctaidX);
+        let first = self.b.cvt(Type::U64, Type::U32, ctaid);
+        let step = self.b.cvt(Type::U64, Type::U32, nctaid);
+        self.range(Type::U64, first, items, step, |w, item| {
+            let kb = w.u64_op(BinOp::Div, item, bh);
+            let used = w.u64_op(BinOp::Mul, kb, bh);
+            let rem = w.u64_op(BinOp::Sub, item, used);
+            let seq = w.u64_op(BinOp::Div, rem, Operand::Int(heads));
+            let head =
+                w.b.ternary(TernOp::MadLo, Type::U64, seq, Operand::Int(-heads), rem);
+            let (start, _, n64) = sequence_bounds(w.b, p.offsets, seq, d.index, max_len);
+            let row_head =
+                w.b.ternary(TernOp::MadLo, Type::U64, start, Operand::Int(heads), head);
+            let head_off = w.u64_op(BinOp::Mul, row_head, Self::imm(d.head_dim * 2));
+            let n = w.b.cvt(Type::U32, Type::U64, n64);
+            let kb32 = w.b.cvt(Type::U32, Type::U64, kb);
+            let k0 = w.u32_op(BinOp::Mul, kb32, Self::imm(BWD_KEYS));
+            let past = w.b.setp(Cmp::Ge, Type::U32, k0, n);
+            let item = BwdItem {
+                lanes,
+                loader,
+                n,
+                k0,
+                row_head,
+                head_off,
+                scale,
+                inv_max_len,
+            };
+            w.when(past, true, |w| w.backward_item(p, &lay, &item));
+        });
+    }
+
+    fn backward_item(&mut self, p: &MainPtrs, lay: &BwdLayout, it: &BwdItem) {
+        let d = self.d;
+        let (hd, bmq) = (d.head_dim, lay.bmq);
+        let softmax = d.activation == Activation::Softmax;
+        let causal = d.score_mask == Some(PairMask::KeyNotAfterQuery)
+            || d.prob_mask == Some(PairMask::KeyNotAfterQuery);
+        let ab = if d.dtype == DType::F16 {
+            Type::F16
+        } else {
+            Type::Bf16
+        };
+        self.load_tile(&it.loader, it.n, it.head_off, p.k, it.k0, BWD_KEYS, lay.k);
+        self.load_tile(&it.loader, it.n, it.head_off, p.v, it.k0, BWD_KEYS, lay.v);
+        self.b.push(Inst::CpAsyncCommit);
+        let dk: Vec<Acc> = (0..hd / 8).map(|_| self.zero_acc()).collect();
+        let dv: Vec<Acc> = (0..hd / 8).map(|_| self.zero_acc()).collect();
+        let s: Vec<Acc> = (0..bmq / 8).map(|_| self.new_acc()).collect();
+        let dp: Vec<Acc> = (0..bmq / 8).map(|_| self.new_acc()).collect();
+        let probs: Vec<Acc> = if softmax {
+            s.clone()
+        } else {
+            (0..bmq / 8).map(|_| self.new_acc()).collect()
+        };
+        let key_row = self.b.ternary(
+            TernOp::MadLo,
+            Type::U32,
+            it.lanes.warp,
+            Operand::Int(16),
+            it.lanes.group,
+        );
+        let key0 = self.u32_op(BinOp::Add, it.k0, key_row);
+        let keys = [key0, self.u32_op(BinOp::Add, key0, Operand::Int(8))];
+        let i_first = if causal {
+            let blk = self.u32_op(BinOp::Div, it.k0, Self::imm(bmq));
+            self.u32_op(BinOp::Mul, blk, Self::imm(bmq))
+        } else {
+            self.b.mov(Type::U32, Operand::Int(0))
+        };
+        let log2e = std::f32::consts::LOG2_E;
+        let score_factor = if softmax {
+            self.b
+                .binary(BinOp::Mul, Type::F32, it.scale, Operand::F32(log2e))
+        } else {
+            it.scale
+        };
+        self.range(Type::U32, i_first, it.n, Self::imm(bmq), |w, i0| {
+            w.load_tile(&it.loader, it.n, it.head_off, p.q, i0, bmq, lay.q);
+            w.load_tile(&it.loader, it.n, it.head_off, p.dout, i0, bmq, lay.dout);
+            w.b.push(Inst::CpAsyncCommit);
+            // Per-query lse (as -lse * log2 e) and delta in shared memory.
+            let mine = w.b.setp(Cmp::Lt, Type::U32, it.lanes.tid, Self::imm(bmq));
+            w.when(mine, false, |w| {
+                let qi = w.u32_op(BinOp::Add, i0, it.lanes.tid);
+                let valid = w.b.setp(Cmp::Lt, Type::U32, qi, it.n);
+                let neg_lse = w.b.const_f32(0.0);
+                let delta = w.b.const_f32(0.0);
+                w.when(valid, false, |w| {
+                    let qi64 = w.b.cvt(Type::U64, Type::U32, qi);
+                    let idx = w.b.ternary(
+                        TernOp::MadLo,
+                        Type::U64,
+                        qi64,
+                        Operand::Int(i64::from(d.heads)),
+                        it.row_head,
+                    );
+                    if let Some(lse) = p.lse {
+                        let at = w.b.element_addr(lse, idx, 4);
+                        let v = w.b.ld(
+                            Space::Global,
+                            Type::F32,
+                            1,
+                            Address {
+                                base: at,
+                                offset: 0,
+                            },
+                        )[0];
+                        w.f32_to(BinOp::Mul, neg_lse, v, Operand::F32(-log2e));
+                    }
+                    let at = w.b.element_addr(p.delta, idx, 4);
+                    let v = w.b.ld(
+                        Space::Global,
+                        Type::F32,
+                        1,
+                        Address {
+                            base: at,
+                            offset: 0,
+                        },
+                    )[0];
+                    w.b.mov_to(Type::F32, delta, v);
+                });
+                let smem_row = w.u32_op(BinOp::Shl, it.lanes.tid, Operand::Int(2));
+                let smem_row = w.u32_op(BinOp::Add, smem_row, it.lanes.cols);
+                let quad4 = w.u32_op(BinOp::Shl, it.lanes.quad, Operand::Int(3));
+                let base = w.u32_op(BinOp::Sub, smem_row, quad4);
+                w.b.st(
+                    Space::Shared,
+                    Type::F32,
+                    Address {
+                        base,
+                        offset: i64::from(lay.lse),
+                    },
+                    vec![neg_lse],
+                );
+                w.b.st(
+                    Space::Shared,
+                    Type::F32,
+                    Address {
+                        base,
+                        offset: i64::from(lay.delta),
+                    },
+                    vec![delta],
+                );
+            });
+            w.b.push(Inst::CpAsyncWait { n: 0 });
+            w.b.barrier();
+
+            // S^T = K_w Q^T (keys x queries).
+            w.product(&s, it.lanes.a, lay.k, it.lanes.b_rows, lay.q, ab);
+            // P (and for SiLU the factor silu'(s) / max_len, kept in `s`).
+            for (j, acc) in s.iter().enumerate() {
+                if softmax {
+                    let nl = w.b.ld(
+                        Space::Shared,
+                        Type::F32,
+                        2,
+                        Address {
+                            base: it.lanes.cols,
+                            offset: i64::from(lay.lse) + 32 * j as i64,
+                        },
+                    );
+                    for (k, &r) in acc.iter().enumerate() {
+                        w.b.push(Inst::Ternary {
+                            op: TernOp::Fma,
+                            ty: Type::F32,
+                            dst: r,
+                            a: Operand::Reg(r),
+                            b: Operand::Reg(score_factor),
+                            c: Operand::Reg(nl[k & 1]),
+                        });
+                        w.b.push(Inst::Unary {
+                            op: UnOp::Ex2Approx,
+                            ty: Type::F32,
+                            dst: r,
+                            a: Operand::Reg(r),
+                        });
+                    }
+                } else {
+                    for (k, &r) in acc.iter().enumerate() {
+                        w.f32_to(BinOp::Mul, r, r, score_factor);
+                        let neg = w.b.binary(BinOp::Mul, Type::F32, r, Operand::F32(-log2e));
+                        let ex = w.b.unary(UnOp::Ex2Approx, Type::F32, neg);
+                        let den = w.b.binary(BinOp::Add, Type::F32, ex, Operand::F32(1.0));
+                        let sig = w.b.unary(UnOp::Rcp, Type::F32, den);
+                        let pr = probs[j][k];
+                        w.f32_to(BinOp::Mul, pr, r, sig);
+                        // silu' = sig * (1 + s * (1 - sig)).
+                        let one_minus = w.b.binary(BinOp::Sub, Type::F32, Operand::F32(1.0), sig);
+                        let t =
+                            w.b.ternary(TernOp::Fma, Type::F32, r, one_minus, Operand::F32(1.0));
+                        w.f32_to(BinOp::Mul, r, t, sig);
+                        if let Some(k) = it.inv_max_len {
+                            w.f32_to(BinOp::Mul, pr, pr, k);
+                            w.f32_to(BinOp::Mul, r, r, k);
+                        }
+                    }
+                }
+            }
+            // Boundary blocks: zero P (and the SiLU factor) outside the masks.
+            let boundary = w.bwd_boundary(it, i0, bmq, causal);
+            w.when(boundary, false, |w| {
+                let mut arrays = vec![probs.clone()];
+                if !softmax {
+                    arrays.push(s.clone());
+                }
+                w.bwd_masks(&arrays, it, i0, keys, causal);
+            });
+            let pa = w.pack_a(&probs);
+            // dV += P dO.
+            w.accumulate(&dv, &pa, it.lanes.b_trans, lay.dout, ab);
+            // dP^T = V_w dO^T.
+            w.product(&dp, it.lanes.a, lay.v, it.lanes.b_rows, lay.dout, ab);
+            for (j, acc) in dp.iter().enumerate() {
+                let delta = if softmax {
+                    Some(w.b.ld(
+                        Space::Shared,
+                        Type::F32,
+                        2,
+                        Address {
+                            base: it.lanes.cols,
+                            offset: i64::from(lay.delta) + 32 * j as i64,
+                        },
+                    ))
+                } else {
+                    None
+                };
+                for (k, &r) in acc.iter().enumerate() {
+                    match &delta {
+                        Some(dl) => {
+                            w.f32_to(BinOp::Sub, r, r, dl[k & 1]);
+                            w.f32_to(BinOp::Mul, r, r, probs[j][k]);
+                        }
+                        None => w.f32_to(BinOp::Mul, r, r, s[j][k]),
+                    }
+                    w.f32_to(BinOp::Mul, r, r, it.scale);
+                }
+            }
+            let dsa = w.pack_a(&dp);
+            // dK += dS^T Q.
+            w.accumulate(&dk, &dsa, it.lanes.b_trans, lay.q, ab);
+            // dS^T to shared memory for dQ.
+            for (kk, frag) in dsa.iter().enumerate() {
+                let base = i64::from(lay.ds) + 32 * kk as i64;
+                let row8 = 8 * i64::from(lay.ds_stride);
+                for (r, off) in [
+                    (frag[0], 0),
+                    (frag[1], row8),
+                    (frag[2], 16),
+                    (frag[3], row8 + 16),
+                ] {
+                    w.b.st(
+                        Space::Shared,
+                        Type::B32,
+                        Address {
+                            base: it.lanes.ds_store,
+                            offset: base + off,
+                        },
+                        vec![r],
+                    );
+                }
+            }
+            w.b.barrier();
+            w.dq_update(p, lay, it, i0, ab);
+            w.b.barrier();
+        });
+        // dK, dV rows of this thread.
+        for (buf, acc) in [(p.dk, &dk), (p.dv, &dv)] {
+            let head = self.u64_op(BinOp::Add, buf, it.head_off);
+            let quad4 = self.u32_op(BinOp::Shl, it.lanes.quad, Operand::Int(2));
+            let quad64 = self.b.cvt(Type::U64, Type::U32, quad4);
+            let lane_base = self.u64_op(BinOp::Add, head, quad64);
+            for half in 0..2 {
+                let row = keys[half];
+                let valid = self.b.setp(Cmp::Lt, Type::U32, row, it.n);
+                let at = self.b.ternary(
+                    TernOp::MadWide,
+                    Type::U32,
+                    row,
+                    Self::imm(self.row_bytes),
+                    lane_base,
+                );
+                let packed: Vec<Reg> = acc
+                    .iter()
+                    .map(|t| pack_f32(self.b, d.dtype, &[t[2 * half], t[2 * half + 1]])[0])
+                    .collect();
+                self.b.guarded(
+                    Guard {
+                        pred: valid,
+                        negate: false,
+                    },
+                    |b| {
+                        for (k, &v) in packed.iter().enumerate() {
+                            b.st(
+                                Space::Global,
+                                Type::B32,
+                                Address {
+                                    base: at,
+                                    offset: 16 * k as i64,
+                                },
+                                vec![v],
+                            );
+                        }
+                    },
+                );
+            }
+        }
+    }
+
+    /// `acc = A_w B^T` where A is this warp's 16 rows of the `[rows][D]` tile
+    /// at `a_base` and B the `[n][D]` tile at `b_base` (n = 8 per acc tile).
+    fn product(
+        &mut self,
+        acc: &[Acc],
+        a_lane: Reg,
+        a_base: u32,
+        b_lane: Reg,
+        b_base: u32,
+        ab: Type,
+    ) {
+        let stride = self.stride;
+        for t in acc {
+            for &r in t {
+                self.b.mov_to(Type::F32, r, Operand::F32(0.0));
+            }
+        }
+        for kk in 0..self.d.head_dim / 16 {
+            let a = self.ldmatrix(a_lane, i64::from(a_base + kk * 32), false);
+            for jp in 0..acc.len() / 2 {
+                let bf = self.ldmatrix(
+                    b_lane,
+                    i64::from(b_base + jp as u32 * 16 * stride + kk * 32),
+                    false,
+                );
+                let frag = [a[0], a[1], a[2], a[3]];
+                self.mma(ab, acc[2 * jp], frag, [bf[0], bf[1]]);
+                self.mma(ab, acc[2 * jp + 1], frag, [bf[2], bf[3]]);
+            }
+        }
+    }
+
+    /// `acc += A B` with A fragments `a` (16 rows x 16 k each) and B the
+    /// `[k][D]` tile at `b_base` (`.trans`).
+    fn accumulate(&mut self, acc: &[Acc], a: &[[Reg; 4]], b_lane: Reg, b_base: u32, ab: Type) {
+        let stride = self.stride;
+        for (kk, frag) in a.iter().enumerate() {
+            for np in 0..acc.len() / 2 {
+                let bf = self.ldmatrix(
+                    b_lane,
+                    i64::from(b_base + kk as u32 * 16 * stride + np as u32 * 32),
+                    true,
+                );
+                self.mma(ab, acc[2 * np], *frag, [bf[0], bf[1]]);
+                self.mma(ab, acc[2 * np + 1], *frag, [bf[2], bf[3]]);
+            }
+        }
+    }
+
+    /// Accumulator tiles (16 x 8 each, in pairs) as A fragments in the input dtype.
+    fn pack_a(&mut self, acc: &[Acc]) -> Vec<[Reg; 4]> {
+        let dtype = self.d.dtype;
+        acc.chunks(2)
+            .map(|pair| {
+                let (t0, t1) = (pair[0], pair[1]);
+                [
+                    pack_f32(self.b, dtype, &[t0[0], t0[1]])[0],
+                    pack_f32(self.b, dtype, &[t0[2], t0[3]])[0],
+                    pack_f32(self.b, dtype, &[t1[0], t1[1]])[0],
+                    pack_f32(self.b, dtype, &[t1[2], t1[3]])[0],
+                ]
+            })
+            .collect()
+    }
+
+    /// Some pair of (query block `i0`, this key block) is masked.
+    fn bwd_boundary(&mut self, it: &BwdItem, i0: Reg, bmq: u32, causal: bool) -> Reg {
+        let flag = self.b.mov(Type::U32, Operand::Int(0));
+        let q_end = self.u32_op(BinOp::Add, i0, Self::imm(bmq));
+        let k_end = self.u32_op(BinOp::Add, it.k0, Self::imm(BWD_KEYS));
+        let mut hits = vec![
+            self.b.setp(Cmp::Gt, Type::U32, q_end, it.n),
+            self.b.setp(Cmp::Gt, Type::U32, k_end, it.n),
+        ];
+        if causal {
+            let last_key = self.u32_op(BinOp::Sub, k_end, Operand::Int(1));
+            hits.push(self.b.setp(Cmp::Gt, Type::U32, last_key, i0));
+        }
+        for hit in hits {
+            self.selp_to(Type::U32, flag, Operand::Int(1), flag, hit);
+        }
+        self.b.setp(Cmp::Ne, Type::U32, flag, Operand::Int(0))
+    }
+
+    /// Zeroes entries (key row, query column) with the query or key past
+    /// `n_b`, or (causal) the key after the query, in each array.
+    fn bwd_masks(
+        &mut self,
+        arrays: &[Vec<Acc>],
+        it: &BwdItem,
+        i0: Reg,
+        keys: [Reg; 2],
+        causal: bool,
+    ) {
+        let col0 = self
+            .b
+            .ternary(TernOp::MadLo, Type::U32, it.lanes.quad, Operand::Int(2), i0);
+        let query_room = self.b.binary(BinOp::Sub, Type::S32, it.n, col0);
+        let key_ok = [
+            self.b.setp(Cmp::Lt, Type::U32, keys[0], it.n),
+            self.b.setp(Cmp::Lt, Type::U32, keys[1], it.n),
+        ];
+        let key_room = [
+            self.b.binary(BinOp::Sub, Type::S32, keys[0], col0),
+            self.b.binary(BinOp::Sub, Type::S32, keys[1], col0),
+        ];
+        let zero = Operand::F32(0.0);
+        for j in 0..arrays[0].len() {
+            for k in 0..4 {
+                let col = Operand::Int((8 * j + (k & 1)) as i64);
+                let mut keep = vec![
+                    self.b.setp(Cmp::Gt, Type::S32, query_room, col),
+                    key_ok[k / 2],
+                ];
+                if causal {
+                    // key <= query: key - col0 <= c.
+                    keep.push(self.b.setp(Cmp::Le, Type::S32, key_room[k / 2], col));
+                }
+                for arr in arrays {
+                    let r = arr[j][k];
+                    for &pred in &keep {
+                        self.selp_to(Type::F32, r, r, zero, pred);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `dq_acc += dS K` for the query block at `i0`: warp `w` computes
+    /// columns `[w D/4, (w+1) D/4)` of all query rows and adds them atomically.
+    fn dq_update(&mut self, p: &MainPtrs, lay: &BwdLayout, it: &BwdItem, i0: Reg, ab: Type) {
+        let d = self.d;
+        let (hd, stride) = (d.head_dim, self.stride);
+        let cols = hd / 4;
+        let col_w = self.u32_op(BinOp::Mul, it.lanes.warp, Self::imm(cols * 2));
+        let b_lane = self.u32_op(BinOp::Add, it.lanes.b_trans, col_w);
+        let quad = self.u32_op(BinOp::Shl, it.lanes.quad, Operand::Int(1));
+        let col_words = self.b.ternary(
+            TernOp::MadLo,
+            Type::U32,
+            it.lanes.warp,
+            Self::imm(cols),
+            quad,
+        );
+        let col64 = self.b.cvt(Type::U64, Type::U32, col_words);
+        let heads = i64::from(d.heads);
+        for mt in 0..lay.bmq / 16 {
+            let acc: Vec<Acc> = (0..cols / 8).map(|_| self.zero_acc()).collect();
+            for kk in 0..BWD_KEYS / 16 {
+                let a = self.ldmatrix(
+                    it.lanes.ds_a,
+                    i64::from(lay.ds + kk * 16 * lay.ds_stride + mt * 32),
+                    true,
+                );
+                let frag = [a[0], a[1], a[2], a[3]];
+                for np in 0..cols / 16 {
+                    let bf =
+                        self.ldmatrix(b_lane, i64::from(lay.k + kk * 16 * stride + np * 32), true);
+                    self.mma(ab, acc[2 * np as usize], frag, [bf[0], bf[1]]);
+                    self.mma(ab, acc[2 * np as usize + 1], frag, [bf[2], bf[3]]);
+                }
+            }
+            for half in 0..2u32 {
+                let row_in = self.b.ternary(
+                    TernOp::MadLo,
+                    Type::U32,
+                    it.lanes.group,
+                    Operand::Int(1),
+                    Self::imm(mt * 16 + 8 * half),
+                );
+                let q = self.u32_op(BinOp::Add, i0, row_in);
+                let valid = self.b.setp(Cmp::Lt, Type::U32, q, it.n);
+                let q64 = self.b.cvt(Type::U64, Type::U32, q);
+                let g = self.b.ternary(
+                    TernOp::MadLo,
+                    Type::U64,
+                    q64,
+                    Operand::Int(heads),
+                    it.row_head,
+                );
+                let elem = self.b.ternary(
+                    TernOp::MadLo,
+                    Type::U64,
+                    g,
+                    Operand::Int(i64::from(hd)),
+                    col64,
+                );
+                let at = self.b.element_addr(p.dq_acc, elem, 4);
+                let guard = Guard {
+                    pred: valid,
+                    negate: false,
+                };
+                for (t, tile) in acc.iter().enumerate() {
+                    for e in 0..2 {
+                        let old = self.b.reg(RegClass::F32);
+                        let src = tile[2 * half as usize + e];
+                        self.b.guarded(guard, |b| {
+                            b.push(Inst::Atom {
+                                op: AtomOp::Add,
+                                space: Space::Global,
+                                ty: Type::F32,
+                                dst: old,
+                                addr: Address {
+                                    base: at,
+                                    offset: (32 * t + 4 * e) as i64,
+                                },
+                                src: Operand::Reg(src),
+                            })
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Registers of one backward work item.
+struct BwdItem {
+    lanes: BwdLanes,
+    loader: super::attention::TileLoader,
+    n: Reg,
+    k0: Reg,
+    row_head: Reg,
+    head_off: Reg,
+    scale: Reg,
+    inv_max_len: Option<Reg>,
+}
+
+/// Compiles the backward of the attention forward `graph` (a graph that
+/// [`crate::compile`] fuses into the flash kernel) for `spec`. Inputs, in
+/// order: softmax `q, k, v, out, dout, lse, offsets`; SiLU `q, k, v, dout,
+/// offsets`. Outputs `dq, dk, dv` (shapes of q, k, v). Supported: the
+/// `jagged_flash_attention` shapes (softmax, optionally causal; SiLU `/
+/// max_len`, optionally causal), D = 64 or 128, f16 / bf16.
+pub fn compile_attention_backward(
+    graph: &jagged_ir::Graph,
+    spec: &crate::spec::Spec,
+) -> Result<crate::launch::CompiledKernel, crate::error::CodegenError> {
+    use crate::error::CodegenError;
+    use crate::launch::{CompiledKernel, Launch, OutputBuffer, ScratchBuffer};
+    let unsupported =
+        |what: String| CodegenError::Unsupported(format!("flash attention backward: {what}"));
+    let m = super::attention_graph::match_attention(graph).ok_or_else(|| {
+        CodegenError::NoTemplate(format!("graph `{}` is not attention", graph.name()))
+    })?;
+    let pat = &m.pattern;
+    let supported = match pat.activation {
+        Activation::Softmax => {
+            pat.prob_mask.is_none()
+                && !pat.divide_by_max_len
+                && matches!(pat.score_mask, None | Some(PairMask::KeyNotAfterQuery))
+        }
+        Activation::Silu => {
+            pat.score_mask.is_none()
+                && matches!(pat.prob_mask, None | Some(PairMask::KeyNotAfterQuery))
+        }
+    };
+    if !supported {
+        return Err(unsupported(format!("pattern {pat:?}")));
+    }
+    let (heads, head_dim) = match (pat.has_heads, spec.inner.as_slice()) {
+        (true, &[h, d]) if h > 0 => (h, d),
+        (false, &[d]) => (1, d),
+        (_, other) => return Err(unsupported(format!("inner dims {other:?}"))),
+    };
+    if !matches!(head_dim, 64 | 128) {
+        return Err(unsupported(format!(
+            "head dim {head_dim} (expected 64 or 128)"
+        )));
+    }
+    if !matches!(spec.dtype, DType::F16 | DType::BF16)
+        || !matches!(spec.index, DType::I32 | DType::I64)
+    {
+        return Err(unsupported(format!(
+            "dtypes {} / {}",
+            spec.dtype, spec.index
+        )));
+    }
+    let desc = super::attention::backward_desc(pat, spec, heads, head_dim);
+    let shared = bwd_shared_bytes(&desc);
+    let plans = backward_kernels(&desc);
+    let launches: Vec<Launch> = plans
+        .iter()
+        .enumerate()
+        .map(|(k, plan)| Launch {
+            entry: plan.kernel.name.clone(),
+            block: plan.kernel.block_threads,
+            dynamic_shared_bytes: if k == 1 { shared } else { 0 },
+            grid: plan.grid.clone(),
+            params: plan.bindings.clone(),
+        })
+        .collect();
+    let module = crate::kernel::KernelModule {
+        kernels: plans.into_iter().map(|p| p.kernel).collect(),
+    };
+    let ptx = crate::ptx::write_string(&module, &crate::ptx::Options { arch: spec.arch })?;
+    let rows = SizeExpr::TotalRows * SizeExpr::Const(u64::from(heads));
+    let elems = rows.clone() * SizeExpr::Const(u64::from(head_dim));
+    let grad = OutputBuffer {
+        elem: spec.dtype,
+        elems: elems.clone(),
+        used_rows_from: None,
+    };
+    Ok(CompiledKernel {
+        ptx,
+        arch: spec.arch,
+        launches,
+        scratch: vec![
+            ScratchBuffer {
+                bytes: elems * SizeExpr::Const(4),
+            },
+            ScratchBuffer {
+                bytes: rows * SizeExpr::Const(4),
+            },
+        ],
+        outputs: vec![grad.clone(), grad.clone(), grad],
+    })
+}

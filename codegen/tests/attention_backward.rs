@@ -1,0 +1,235 @@
+//! Flash attention backward (`dq, dk, dv`) in the emulator against naive
+//! per-sequence f64 gradients derived here from the OPS.md semantics.
+
+// Each test crate uses a different subset of the shared helpers.
+#[allow(dead_code)]
+#[path = "common/emu.rs"]
+mod emu;
+
+use emu::{Rng, rel_l2, round_to, tolerance};
+use jagged_codegen::templates::attention_bwd::compile_attention_backward;
+use jagged_codegen::{Arch, DType, RunSizes, Spec};
+use jagged_ir::ops::{self, Activation, AttentionSpec};
+use jagged_ir::{AttrValue, DenseTensor};
+
+const SCALE: f64 = 0.3;
+
+struct Case {
+    dtype: DType,
+    heads: usize,
+    dim: usize,
+    activation: Activation,
+    causal: bool,
+    max_len: usize,
+}
+
+/// Naive gradients of one problem: `(dq, dk, dv)` as `[T, H, D]` f64.
+fn reference(
+    c: &Case,
+    lengths: &[usize],
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    dout: &[f64],
+) -> [Vec<f64>; 3] {
+    let (h_n, d_n) = (c.heads, c.dim);
+    let total: usize = lengths.iter().sum();
+    let mut grads = [
+        vec![0.0; total * h_n * d_n],
+        vec![0.0; total * h_n * d_n],
+        vec![0.0; total * h_n * d_n],
+    ];
+    let at = |row: usize, h: usize, d: usize| (row * h_n + h) * d_n + d;
+    let mut start = 0;
+    for &len in lengths {
+        let n = len.min(c.max_len);
+        for h in 0..h_n {
+            let dot = |x: &[f64], i: usize, y: &[f64], j: usize| -> f64 {
+                (0..d_n)
+                    .map(|d| x[at(start + i, h, d)] * y[at(start + j, h, d)])
+                    .sum()
+            };
+            let allowed = |i: usize, j: usize| !c.causal || j <= i;
+            // p_ij and dS_ij per the definition of the op.
+            let mut p = vec![vec![0.0; n]; n];
+            let mut ds = vec![vec![0.0; n]; n];
+            for i in 0..n {
+                let s: Vec<f64> = (0..n).map(|j| SCALE * dot(q, i, k, j)).collect();
+                let dp: Vec<f64> = (0..n).map(|j| dot(dout, i, v, j)).collect();
+                match c.activation {
+                    Activation::Softmax => {
+                        let m = (0..n)
+                            .filter(|&j| allowed(i, j))
+                            .map(|j| s[j])
+                            .fold(f64::NEG_INFINITY, f64::max);
+                        let z: f64 = (0..n)
+                            .filter(|&j| allowed(i, j))
+                            .map(|j| (s[j] - m).exp())
+                            .sum();
+                        for j in (0..n).filter(|&j| allowed(i, j)) {
+                            p[i][j] = (s[j] - m).exp() / z;
+                        }
+                        let delta: f64 = (0..n).map(|j| p[i][j] * dp[j]).sum();
+                        for j in 0..n {
+                            ds[i][j] = p[i][j] * (dp[j] - delta);
+                        }
+                    }
+                    Activation::Silu => {
+                        for j in (0..n).filter(|&j| allowed(i, j)) {
+                            let sig = 1.0 / (1.0 + (-s[j]).exp());
+                            p[i][j] = s[j] * sig / c.max_len as f64;
+                            ds[i][j] = dp[j] * sig * (1.0 + s[j] * (1.0 - sig)) / c.max_len as f64;
+                        }
+                    }
+                }
+            }
+            for i in 0..n {
+                for d in 0..d_n {
+                    grads[0][at(start + i, h, d)] = SCALE
+                        * (0..n)
+                            .map(|j| ds[i][j] * k[at(start + j, h, d)])
+                            .sum::<f64>();
+                    grads[1][at(start + i, h, d)] = SCALE
+                        * (0..n)
+                            .map(|j| ds[j][i] * q[at(start + j, h, d)])
+                            .sum::<f64>();
+                    grads[2][at(start + i, h, d)] = (0..n)
+                        .map(|j| p[j][i] * dout[at(start + j, h, d)])
+                        .sum::<f64>();
+                }
+            }
+        }
+        start += len;
+    }
+    grads
+}
+
+fn check(c: &Case, layouts: &[Vec<usize>], seed: u64) {
+    let graph = ops::jagged_flash_attention(&AttentionSpec {
+        input_dtype: c.dtype,
+        dtype: c.dtype,
+        offsets: DType::I32,
+        heads: c.heads,
+        head_dim: c.dim,
+        value_dim: c.dim,
+        causal: c.causal,
+        activation: c.activation,
+    })
+    .expect("graph");
+    let spec = Spec::for_graph(&graph, c.max_len as u64, Arch::Sm80).expect("spec");
+    let compiled = compile_attention_backward(&graph, &spec).expect("backward");
+    let mut rng = Rng::new(seed);
+    for lengths in layouts {
+        let total: usize = lengths.iter().sum();
+        let n = total * c.heads * c.dim;
+        let mut random = |scale: f64| -> Vec<f64> {
+            (0..n)
+                .map(|_| round_to(rng.float(scale), c.dtype))
+                .collect()
+        };
+        let (q, k, v, dout) = (random(1.5), random(1.5), random(1.5), random(1.0));
+        let mut offsets = vec![0i64];
+        for &l in lengths {
+            offsets.push(offsets.last().copied().unwrap_or(0) + l as i64);
+        }
+        let shape = vec![total, c.heads, c.dim];
+        let tensor = |x: &[f64]| DenseTensor::from_f64(c.dtype, shape.clone(), x).expect("tensor");
+        let off_t = DenseTensor::from_f64(
+            DType::I32,
+            vec![lengths.len() + 1],
+            &offsets.iter().map(|&o| o as f64).collect::<Vec<_>>(),
+        )
+        .expect("offsets");
+        let (qt, kt, vt) = (tensor(&q), tensor(&k), tensor(&v));
+        let named = [("offsets", &off_t), ("q", &qt), ("k", &kt), ("v", &vt)];
+        let attrs = [
+            ("max_len", AttrValue::Index(c.max_len)),
+            ("scale", AttrValue::Float(SCALE)),
+        ];
+        let fwd = jagged_ir::evaluate(&graph, &named, &attrs).expect("forward reference");
+        let enc = |x: &[f64]| emu::encode_floats(x, c.dtype);
+        let mut inputs = vec![enc(&q), enc(&k), enc(&v)];
+        if c.activation == Activation::Softmax {
+            inputs.push(enc(&fwd["out"].to_f64()));
+            inputs.push(enc(&dout));
+            inputs.push(emu::encode_floats(&fwd["lse"].to_f64(), DType::F32));
+        } else {
+            inputs.push(enc(&dout));
+        }
+        inputs.push(emu::encode_ints(&offsets, DType::I32));
+        let sizes = RunSizes {
+            batch: lengths.len() as u64,
+            total_rows: total as u64,
+            max_len: c.max_len as u64,
+        };
+        let outs = emu::run(&compiled, &inputs, sizes, &[("scale", SCALE as f32)]);
+        let want = reference(c, lengths, &q, &k, &v, &dout);
+        for (g, name) in ["dq", "dk", "dv"].iter().enumerate() {
+            let got = emu::decode_floats(&outs[g], c.dtype);
+            let err = rel_l2(&got, &want[g]);
+            assert!(
+                err <= tolerance(c.dtype),
+                "{spec} {:?} causal={} {name} lengths {lengths:?}: error {err:e}",
+                c.activation,
+                c.causal
+            );
+        }
+    }
+}
+
+fn check_dim(dim: usize, heads: usize, seed: u64) {
+    let mut k = 0;
+    for dtype in [DType::F16, DType::BF16] {
+        for activation in [Activation::Softmax, Activation::Silu] {
+            for causal in [false, true] {
+                let c = Case {
+                    dtype,
+                    heads,
+                    dim,
+                    activation,
+                    causal,
+                    max_len: 40,
+                };
+                check(
+                    &c,
+                    &[vec![], vec![1, 0, 45, 7], vec![40, 13, 0, 2]],
+                    seed + k,
+                );
+                k += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn backward_head_dim_64() {
+    check_dim(64, 2, 10);
+}
+
+#[test]
+fn backward_head_dim_128() {
+    check_dim(128, 1, 20);
+}
+
+/// Several key blocks and query blocks per sequence.
+#[test]
+fn backward_several_blocks() {
+    let c = Case {
+        dtype: DType::BF16,
+        heads: 1,
+        dim: 64,
+        activation: Activation::Softmax,
+        causal: true,
+        max_len: 150,
+    };
+    check(&c, &[vec![150, 0, 131, 3, 170]], 30);
+    let c = Case {
+        dtype: DType::F16,
+        heads: 1,
+        dim: 128,
+        activation: Activation::Silu,
+        causal: false,
+        max_len: 100,
+    };
+    check(&c, &[vec![97, 100, 1]], 31);
+}
