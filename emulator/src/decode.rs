@@ -990,8 +990,14 @@ impl Decoder<'_> {
                 m.take("noftz");
                 let ty = need_ty(&mut m, self)?;
                 self.finish(&m, opcode)?;
-                if !matches!(ty.size(), 4 | 8) && !matches!(ty, Ty::F16x2 | Ty::Bf16x2) {
-                    return Err(self.unsupported(format!("atomic type .{ty}")));
+                // 16-bit atomics: f16/bf16 add and b16 cas/exch (sm_70+ / sm_90).
+                let ok16 = match ty {
+                    Ty::F16 | Ty::Bf16 => aop == AtomOp::Add,
+                    Ty::B16 | Ty::U16 => matches!(aop, AtomOp::Cas | AtomOp::Exch),
+                    _ => false,
+                };
+                if !matches!(ty.size(), 4 | 8) && !ok16 {
+                    return Err(self.unsupported(format!("atomic `{opcode}`")));
                 }
                 let (d, rest) = if name == "atom" {
                     let first = ops

@@ -112,7 +112,7 @@ impl Allocation {
         }
     }
 
-    /// Atomically replaces the `size`-byte (4 or 8) value at aligned offset `off` with
+    /// Atomically replaces the `size`-byte (2, 4 or 8) value at aligned offset `off` with
     /// `f(old)`; returns the old value.
     pub fn rmw(&self, off: u64, size: u32, f: impl Fn(u64) -> u64) -> u64 {
         let word = &self.words[(off / 8) as usize];

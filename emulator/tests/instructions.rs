@@ -1870,3 +1870,28 @@ fn nvcc_style_local_depot_with_generic_addresses() {
         other => panic!("expected a report, got {other:?}"),
     }
 }
+
+#[test]
+fn sixteen_bit_atomics() {
+    // 64 threads each add 0.5 (f16 0x3800) to an f16 starting at 1.0 (0x3c00): 33.0 = 0x5020;
+    // and 0.25 (bf16 0x3e80) to a bf16 starting at 0: 16.0 = 0x4180. All partial sums are
+    // exact. cas.b16: only the thread that sees 0x1234 swaps in 0xbeef.
+    let body = r#"
+    mov.b16 %h1, 0x3800;
+    atom.global.add.noftz.f16 %h2, [%rd2], %h1;
+    mov.b16 %h3, 0x3E80;
+    atom.global.add.noftz.bf16 %h4, [%rd2+2], %h3;
+    mov.b16 %h5, 0x1234;
+    mov.b16 %h6, 0xBEEF;
+    atom.global.cas.b16 %h7, [%rd2+4], %h5, %h6;
+    bar.sync 0;
+    setp.eq.u32 %p1, %r0, 0;
+    @!%p1 bra END;
+    ld.global.v2.b32 {%r1, %r2}, [%rd2];
+    st.global.v2.b32 [%rd1], {%r1, %r2};
+END:
+"#;
+    let ptx = kernel(body).replace(".target sm_80", ".target sm_90");
+    let got = run_cfg(&ptx, [1, 1, 1], [64, 1, 1], &[0x0000_3c00, 0x5678_1234], 2);
+    assert_eq!(got.ok(), Some(vec![0x4180_5020, 0x5678_beef]));
+}
