@@ -1,6 +1,11 @@
 //! `jagc`: the command-line face of jagged.
 
+mod demo;
+mod emit;
 mod emu;
+mod opspec;
+mod run;
+mod stats;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -15,6 +20,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build, compile and run jagged_softmax and jagged_reduce on random
+    /// sequences on the best backend present; report error and times.
+    Demo(demo::DemoArgs),
+    /// Print the PTX of an op for a specialization.
+    Emit(emit::EmitArgs),
+    /// Print ptxas's resource report for every kernel of an op.
+    Stats(stats::StatsArgs),
+    /// Run an op on .npy inputs (reference, emulator or GPU) and write .npy outputs.
+    Run(run::RunArgs),
     /// Run a PTX kernel in the emulator, with the memory checker on.
     Emu(emu::EmuArgs),
 }
@@ -22,6 +36,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Emit(args) => emit::run(args),
+        Command::Stats(args) => stats::run(args),
+        Command::Run(args) => run::run(args),
         Command::Emu(args) => emu::run(args),
     };
     match result {

@@ -1,0 +1,487 @@
+//! The ops `jagc emit`, `stats` and `run` know (OPS.md's names), their
+//! `--attr K=V` options, and how a graph is built from them.
+//!
+//! An op's attributes are of two kinds. Run-time attributes are graph
+//! attributes (`max_len`, `padding_value`, `scale`). Static attributes shape
+//! the graph: flags (`reduce`, `causal`, `activation`, `use_mask`, `dtype`)
+//! and, for `emit` / `stats` only, the sizes `run` reads from its input files
+//! (`inner`, `heads`, `head_dim`, `value_dim`, `index`, `mask`).
+
+use std::collections::BTreeMap;
+
+use jagged_codegen::Arch;
+use jagged_ir::ops::{self, Activation, AttentionSpec, FbgemmAttentionSpec, JaggedSpec};
+use jagged_ir::{AttrValue, DType, Graph, ReduceOp, ValidationError};
+
+/// An error of the command line, naming the bad argument.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// No op of that name.
+    #[error("unknown op `{0}` (ops: {ops})", ops = Op::ALL.map(Op::name).join(", "))]
+    UnknownOp(String),
+    /// An attribute the op does not take.
+    #[error("op `{op}` has no attribute `{name}` (attributes: {known})")]
+    UnknownAttr {
+        /// The op.
+        op: &'static str,
+        /// The attribute given.
+        name: String,
+        /// What the op accepts here.
+        known: String,
+    },
+    /// An attribute value that does not parse.
+    #[error("--attr {name}={value}: {reason}")]
+    BadAttr {
+        /// The attribute.
+        name: String,
+        /// The value given.
+        value: String,
+        /// What was expected.
+        reason: String,
+    },
+    /// A `K=V` argument without `=`.
+    #[error("{flag} {arg}: expected NAME=VALUE")]
+    NotKeyValue {
+        /// `--attr`, `--in` or `--out`.
+        flag: &'static str,
+        /// The argument.
+        arg: String,
+    },
+    /// A named input the op does not take, or one it needs and was not given.
+    #[error("op `{op}`: {problem} input `{name}` (inputs: {known})")]
+    Input {
+        /// The op.
+        op: &'static str,
+        /// `unknown` or `missing`.
+        problem: &'static str,
+        /// The input.
+        name: String,
+        /// The op's inputs.
+        known: String,
+    },
+    /// An `--out` name the op does not produce.
+    #[error("op `{op}` has no output `{name}` (outputs: {known})")]
+    UnknownOutput {
+        /// The op.
+        op: &'static str,
+        /// The name given.
+        name: String,
+        /// The op's outputs.
+        known: String,
+    },
+    /// An input file that cannot be used.
+    #[error("input `{name}` ({path}): {reason}")]
+    BadInput {
+        /// The input.
+        name: String,
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The op's graph could not be built (an internal error).
+    #[error("building the graph of `{op}`: {source}")]
+    Graph {
+        /// The op.
+        op: &'static str,
+        /// The validator's error.
+        source: ValidationError,
+    },
+}
+
+/// The ops of OPS.md that jagc runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `complete_cumsum`.
+    CompleteCumsum,
+    /// `jagged_to_padded_dense`.
+    JaggedToPaddedDense,
+    /// `dense_to_jagged`.
+    DenseToJagged,
+    /// `jagged_dense_elementwise_mul`.
+    JaggedDenseElementwiseMul,
+    /// `jagged_softmax`.
+    JaggedSoftmax,
+    /// `jagged_reduce`.
+    JaggedReduce,
+    /// `masked_select_jagged`.
+    MaskedSelectJagged,
+    /// `jagged_flash_attention` (forward).
+    JaggedFlashAttention,
+    /// `fbgemm_jagged_flash_attention_basic`.
+    FbgemmJaggedFlashAttentionBasic,
+}
+
+/// Help text of the attributes, shown by `--help`.
+pub const ATTR_HELP: &str = "\
+Attributes (--attr K=V), by op; defaults in brackets:
+  all but complete_cumsum, masked_select_jagged, dense_to_jagged:
+                                max_len=N (run: required; emit/stats: [128])
+  jagged_to_padded_dense:       padding_value=X [0]
+  jagged_reduce:                reduce=sum|mean|max [sum]
+  jagged_flash_attention:       scale=X [1/sqrt(D)], causal=BOOL [false],
+                                activation=softmax|silu [softmax], dtype=f32|f16|bf16 [bf16]
+  fbgemm_jagged_flash_attention_basic:
+                                use_mask=BOOL [false], dtype=f32|f16|bf16 [bf16]
+Sizes, for emit and stats only (run reads them from the input files):
+  primitives:                   inner=DxD.. [64] (inner dims of the values),
+                                index=i32|i64 [i32] (offsets / lengths dtype)
+  masked_select_jagged:         mask=u8|bool [u8]
+  jagged_flash_attention:       heads=H [2], head_dim=D [64], value_dim=Dv [head_dim]
+  fbgemm_jagged_flash_attention_basic:
+                                head_dim=D [64]
+--dtype sets the float dtype (attention ops: the same as --attr dtype).";
+
+impl Op {
+    /// Every op, primitives first.
+    pub const ALL: [Op; 9] = [
+        Op::CompleteCumsum,
+        Op::JaggedToPaddedDense,
+        Op::DenseToJagged,
+        Op::JaggedDenseElementwiseMul,
+        Op::JaggedSoftmax,
+        Op::JaggedReduce,
+        Op::MaskedSelectJagged,
+        Op::JaggedFlashAttention,
+        Op::FbgemmJaggedFlashAttentionBasic,
+    ];
+
+    /// OPS.md's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::CompleteCumsum => "complete_cumsum",
+            Op::JaggedToPaddedDense => "jagged_to_padded_dense",
+            Op::DenseToJagged => "dense_to_jagged",
+            Op::JaggedDenseElementwiseMul => "jagged_dense_elementwise_mul",
+            Op::JaggedSoftmax => "jagged_softmax",
+            Op::JaggedReduce => "jagged_reduce",
+            Op::MaskedSelectJagged => "masked_select_jagged",
+            Op::JaggedFlashAttention => "jagged_flash_attention",
+            Op::FbgemmJaggedFlashAttentionBasic => "fbgemm_jagged_flash_attention_basic",
+        }
+    }
+
+    /// The op named `name`.
+    pub fn from_name(name: &str) -> Result<Op, CliError> {
+        Op::ALL
+            .into_iter()
+            .find(|op| op.name() == name)
+            .ok_or_else(|| CliError::UnknownOp(name.to_string()))
+    }
+
+    /// The attention ops compute in bf16 by default (OPS.md).
+    fn is_attention(self) -> bool {
+        matches!(
+            self,
+            Op::JaggedFlashAttention | Op::FbgemmJaggedFlashAttentionBasic
+        )
+    }
+
+    /// OPS.md's input names.
+    pub fn inputs(self) -> &'static [&'static str] {
+        match self {
+            Op::CompleteCumsum => &["lengths"],
+            Op::JaggedToPaddedDense | Op::JaggedSoftmax | Op::JaggedReduce => {
+                &["values", "offsets"]
+            }
+            Op::DenseToJagged => &["dense", "offsets"],
+            Op::JaggedDenseElementwiseMul => &["values", "offsets", "dense"],
+            Op::MaskedSelectJagged => &["values", "offsets", "mask"],
+            Op::JaggedFlashAttention | Op::FbgemmJaggedFlashAttentionBasic => {
+                &["q", "k", "v", "offsets"]
+            }
+        }
+    }
+
+    /// Graph attributes (run time).
+    fn runtime_attrs(self) -> &'static [&'static str] {
+        match self {
+            Op::CompleteCumsum | Op::DenseToJagged | Op::MaskedSelectJagged => &[],
+            Op::JaggedToPaddedDense => &["max_len", "padding_value"],
+            Op::JaggedDenseElementwiseMul
+            | Op::JaggedSoftmax
+            | Op::JaggedReduce
+            | Op::FbgemmJaggedFlashAttentionBasic => &["max_len"],
+            Op::JaggedFlashAttention => &["max_len", "scale"],
+        }
+    }
+
+    /// Attributes that shape the graph, in every subcommand.
+    fn flag_attrs(self) -> &'static [&'static str] {
+        match self {
+            Op::JaggedReduce => &["reduce"],
+            Op::JaggedFlashAttention => &["causal", "activation", "dtype"],
+            Op::FbgemmJaggedFlashAttentionBasic => &["use_mask", "dtype"],
+            _ => &[],
+        }
+    }
+
+    /// Sizes `emit` / `stats` take as attributes (`run` reads the files).
+    fn size_attrs(self) -> &'static [&'static str] {
+        match self {
+            Op::CompleteCumsum => &["index"],
+            Op::DenseToJagged => &["inner", "index", "max_len"],
+            Op::MaskedSelectJagged => &["inner", "index", "mask"],
+            Op::JaggedFlashAttention => &["heads", "head_dim", "value_dim", "index"],
+            Op::FbgemmJaggedFlashAttentionBasic => &["head_dim", "index"],
+            _ => &["inner", "index"],
+        }
+    }
+}
+
+/// `--attr K=V` options, checked against an op.
+#[derive(Clone, Debug, Default)]
+pub struct Attrs(BTreeMap<String, String>);
+
+/// Splits `K=V`.
+pub fn key_value(flag: &'static str, arg: &str) -> Result<(String, String), CliError> {
+    match arg.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(CliError::NotKeyValue {
+            flag,
+            arg: arg.to_string(),
+        }),
+    }
+}
+
+impl Attrs {
+    /// Parses `K=V` strings; `with_sizes` allows the size attributes
+    /// (`emit`, `stats`), else only run-time and flag attributes (`run`).
+    pub fn parse(op: Op, args: &[String], with_sizes: bool) -> Result<Attrs, CliError> {
+        let mut known: Vec<&str> = op.runtime_attrs().to_vec();
+        known.extend(op.flag_attrs());
+        if with_sizes {
+            for size in op.size_attrs() {
+                if !known.contains(size) {
+                    known.push(size);
+                }
+            }
+        }
+        let mut map = BTreeMap::new();
+        for arg in args {
+            let (k, v) = key_value("--attr", arg)?;
+            if !known.contains(&k.as_str()) {
+                return Err(CliError::UnknownAttr {
+                    op: op.name(),
+                    name: k,
+                    known: if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    },
+                });
+            }
+            map.insert(k, v);
+        }
+        Ok(Attrs(map))
+    }
+
+    fn bad(&self, name: &str, reason: &str) -> CliError {
+        CliError::BadAttr {
+            name: name.to_string(),
+            value: self.0.get(name).cloned().unwrap_or_default(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn usize(&self, name: &str) -> Result<Option<usize>, CliError> {
+        self.0
+            .get(name)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| self.bad(name, "expected a non-negative integer"))
+            })
+            .transpose()
+    }
+
+    fn f64(&self, name: &str) -> Result<Option<f64>, CliError> {
+        self.0
+            .get(name)
+            .map(|v| v.parse().map_err(|_| self.bad(name, "expected a number")))
+            .transpose()
+    }
+
+    fn bool(&self, name: &str) -> Result<bool, CliError> {
+        match self.0.get(name).map(String::as_str) {
+            None | Some("false" | "0") => Ok(false),
+            Some("true" | "1") => Ok(true),
+            Some(_) => Err(self.bad(name, "expected true or false")),
+        }
+    }
+
+    fn dtype(&self, name: &str, allowed: &[DType]) -> Result<Option<DType>, CliError> {
+        let Some(v) = self.0.get(name) else {
+            return Ok(None);
+        };
+        match DType::from_name(v) {
+            Some(d) if allowed.contains(&d) => Ok(Some(d)),
+            _ => {
+                let names: Vec<&str> = allowed.iter().map(|d| d.name()).collect();
+                Err(self.bad(name, &format!("expected one of {}", names.join(", "))))
+            }
+        }
+    }
+
+    /// `inner=8x64`.
+    fn dims(&self, name: &str) -> Result<Option<Vec<usize>>, CliError> {
+        self.0
+            .get(name)
+            .map(|v| {
+                v.split('x')
+                    .map(|d| d.parse::<usize>().ok().filter(|&d| d > 0))
+                    .collect::<Option<Vec<usize>>>()
+                    .ok_or_else(|| self.bad(name, "expected positive dims like 64 or 8x64"))
+            })
+            .transpose()
+    }
+
+    /// The `max_len` given, if any.
+    pub fn max_len(&self) -> Result<Option<usize>, CliError> {
+        self.usize("max_len")
+    }
+
+    /// The graph attributes given (`max_len`, `padding_value`, `scale`).
+    pub fn graph_attrs(&self, op: Op) -> Result<Vec<(&'static str, AttrValue)>, CliError> {
+        let mut out = Vec::new();
+        for &name in op.runtime_attrs() {
+            let value = match name {
+                "max_len" => self.usize(name)?.map(AttrValue::Index),
+                _ => self.f64(name)?.map(AttrValue::Float),
+            };
+            out.extend(value.map(|v| (name, v)));
+        }
+        Ok(out)
+    }
+}
+
+/// The float dtypes kernels compute in.
+const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+/// What a graph is specialized on besides its flags: dtypes and sizes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Facts {
+    /// The float dtype of the values.
+    pub dtype: DType,
+    /// Offsets / lengths dtype.
+    pub index: DType,
+    /// The mask dtype (`masked_select_jagged`).
+    pub mask: DType,
+    /// Inner dims of the values (primitives), or `[H, D]` / `[D]` of `q` (attention).
+    pub inner: Vec<usize>,
+    /// `Dv` of attention's `v`.
+    pub value_dim: usize,
+}
+
+impl Facts {
+    /// The float dtype: `--dtype` (parsed by [`parse_dtype`]), else the
+    /// `dtype` attribute, else the op's default.
+    pub fn dtype(op: Op, cli_dtype: Option<DType>, attrs: &Attrs) -> Result<DType, CliError> {
+        let from_attr = attrs.dtype("dtype", &FLOATS)?;
+        let default = if op.is_attention() {
+            DType::BF16
+        } else {
+            DType::F32
+        };
+        Ok(cli_dtype.or(from_attr).unwrap_or(default))
+    }
+
+    /// The facts `emit` / `stats` use: the size attributes or their defaults.
+    pub fn from_attrs(op: Op, dtype: DType, attrs: &Attrs) -> Result<Facts, CliError> {
+        let index = attrs
+            .dtype("index", &[DType::I32, DType::I64])?
+            .unwrap_or(DType::I32);
+        let mask = attrs
+            .dtype("mask", &[DType::U8, DType::Bool])?
+            .unwrap_or(DType::U8);
+        let head_dim = attrs.usize("head_dim")?.unwrap_or(64);
+        let inner = match op {
+            Op::JaggedFlashAttention => vec![attrs.usize("heads")?.unwrap_or(2), head_dim],
+            Op::FbgemmJaggedFlashAttentionBasic => vec![head_dim],
+            _ => attrs.dims("inner")?.unwrap_or_else(|| vec![64]),
+        };
+        Ok(Facts {
+            dtype,
+            index,
+            mask,
+            inner,
+            value_dim: attrs.usize("value_dim")?.unwrap_or(head_dim),
+        })
+    }
+}
+
+/// The graph of `op` for `facts` and the flag attributes.
+pub fn build_graph(op: Op, facts: &Facts, attrs: &Attrs) -> Result<Graph, CliError> {
+    let jagged = JaggedSpec {
+        dtype: facts.dtype,
+        offsets: facts.index,
+        inner: facts.inner.clone(),
+    };
+    let built = match op {
+        Op::CompleteCumsum => ops::complete_cumsum(facts.index),
+        Op::JaggedToPaddedDense => ops::jagged_to_padded_dense(&jagged),
+        Op::DenseToJagged => ops::dense_to_jagged(&jagged),
+        Op::JaggedDenseElementwiseMul => ops::jagged_dense_elementwise_mul(&jagged),
+        Op::JaggedSoftmax => ops::jagged_softmax(&jagged),
+        Op::JaggedReduce => {
+            let reduce = match attrs.0.get("reduce").map(String::as_str) {
+                None | Some("sum") => ReduceOp::Sum,
+                Some("mean") => ReduceOp::Mean,
+                Some("max") => ReduceOp::Max,
+                Some(_) => return Err(attrs.bad("reduce", "expected sum, mean or max")),
+            };
+            ops::jagged_reduce(&jagged, reduce)
+        }
+        Op::MaskedSelectJagged => ops::masked_select_jagged(&jagged, facts.mask),
+        Op::JaggedFlashAttention => {
+            let [heads, head_dim] = facts.inner[..] else {
+                return Err(attrs.bad("heads", "q must be [T, H, D]"));
+            };
+            let activation = match attrs.0.get("activation").map(String::as_str) {
+                None | Some("softmax") => Activation::Softmax,
+                Some("silu") => Activation::Silu,
+                Some(_) => return Err(attrs.bad("activation", "expected softmax or silu")),
+            };
+            ops::jagged_flash_attention(&AttentionSpec {
+                input_dtype: facts.dtype,
+                dtype: facts.dtype,
+                offsets: facts.index,
+                heads,
+                head_dim,
+                value_dim: facts.value_dim,
+                causal: attrs.bool("causal")?,
+                activation,
+            })
+        }
+        Op::FbgemmJaggedFlashAttentionBasic => {
+            let [head_dim] = facts.inner[..] else {
+                return Err(attrs.bad("head_dim", "q must be [T, D]"));
+            };
+            ops::fbgemm_jagged_flash_attention_basic(&FbgemmAttentionSpec {
+                input_dtype: facts.dtype,
+                dtype: facts.dtype,
+                offsets: facts.index,
+                head_dim,
+                use_mask: attrs.bool("use_mask")?,
+            })
+        }
+    };
+    built.map_err(|source| CliError::Graph {
+        op: op.name(),
+        source,
+    })
+}
+
+/// Parses `--arch`.
+pub fn parse_arch(s: &str) -> Result<Arch, String> {
+    Arch::ALL
+        .into_iter()
+        .find(|a| a.ptx_target() == s)
+        .ok_or_else(|| format!("unknown arch `{s}` (expected sm_80 or sm_90a)"))
+}
+
+/// Parses `--dtype`.
+pub fn parse_dtype(s: &str) -> Result<DType, String> {
+    DType::from_name(s)
+        .filter(|d| FLOATS.contains(d))
+        .ok_or_else(|| format!("unknown dtype `{s}` (expected f32, f16 or bf16)"))
+}

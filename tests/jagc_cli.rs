@@ -1,0 +1,405 @@
+//! `jagc emit`, `stats`, `run` and `demo` through the built binary: PTX for
+//! every op, ptxas reports, runs on the emulator against the f64 reference
+//! evaluator (and a hand-derived case), and errors that name the bad argument.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use jagged_ir::{DType, DenseTensor};
+
+const OPS: [&str; 9] = [
+    "complete_cumsum",
+    "jagged_to_padded_dense",
+    "dense_to_jagged",
+    "jagged_dense_elementwise_mul",
+    "jagged_softmax",
+    "jagged_reduce",
+    "masked_select_jagged",
+    "jagged_flash_attention",
+    "fbgemm_jagged_flash_attention_basic",
+];
+
+fn jagc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_jagc"))
+        .args(args)
+        .env_remove("JAGGED_BACKEND")
+        .output()
+        .expect("run jagc")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Succeeds, or panics with the command's stderr.
+fn ok(args: &[&str]) -> String {
+    let out = jagc(args);
+    assert!(
+        out.status.success(),
+        "jagc {args:?} failed:\n{}",
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// Fails with exit code 1 (an error, not a panic) and returns stderr.
+fn fails(args: &[&str]) -> String {
+    let out = jagc(args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "jagc {args:?}: {}",
+        stderr(&out)
+    );
+    stderr(&out)
+}
+
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("jagc-cli-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn save(dir: &Path, name: &str, t: &DenseTensor) -> String {
+    let path = dir.join(format!("{name}.npy"));
+    t.save_npy(&path).expect("write npy");
+    path.display().to_string()
+}
+
+fn load(path: &Path) -> DenseTensor {
+    DenseTensor::load_npy(path).expect("read npy")
+}
+
+#[test]
+fn emit_prints_ptx_for_every_op() {
+    for op in OPS {
+        for arch in ["sm_80", "sm_90a"] {
+            let out = jagc(&["emit", op, "--arch", arch]);
+            if out.status.success() {
+                let ptx = stdout(&out);
+                assert!(ptx.contains(&format!(".target {arch}")), "{op} {arch}");
+                assert!(ptx.contains(".visible .entry"), "{op} {arch}");
+            } else {
+                // Ops the code generator does not support yet fail with its
+                // typed error (exit 1), never a panic.
+                assert_eq!(out.status.code(), Some(1), "{op}: {}", stderr(&out));
+                assert!(stderr(&out).contains("compiling"), "{op}: {}", stderr(&out));
+            }
+        }
+    }
+    // Primitives always compile; attributes change the specialization.
+    let ptx = ok(&[
+        "emit",
+        "jagged_softmax",
+        "--attr",
+        "inner=2x8",
+        "--dtype",
+        "bf16",
+    ]);
+    assert!(
+        ptx.contains("jg_jagged_softmax_bf16_i32_w2x8_n128"),
+        "{ptx}"
+    );
+    let ptx = ok(&[
+        "emit",
+        "jagged_reduce",
+        "--attr",
+        "reduce=max",
+        "--attr",
+        "max_len=300",
+    ]);
+    assert!(ptx.contains("_n512_max("), "{ptx}");
+    let plan = ok(&["emit", "masked_select_jagged", "--plan"]);
+    assert!(
+        plan.contains("// output0: T*64 x f32 (capacity; rows used = output1[B])"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn stats_prints_the_ptxas_report() {
+    if jagged_codegen::ptxas::find().is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "ptxas is required in CI (scripts/install-tools.sh)"
+        );
+        eprintln!("SKIPPED stats_prints_the_ptxas_report: no ptxas (run scripts/install-tools.sh)");
+        return;
+    }
+    let out = ok(&["stats", "masked_select_jagged", "--attr", "inner=32"]);
+    // As many kernels as the module has entries, for both archs.
+    let entries = ok(&["emit", "masked_select_jagged", "--attr", "inner=32"])
+        .matches(".visible .entry")
+        .count();
+    assert!(entries >= 2, "a compaction takes a scan and a scatter");
+    for arch in ["sm_80", "sm_90a"] {
+        let header = format!("# masked_select_jagged for {arch}: {entries} kernel(s)");
+        assert!(out.contains(&header), "{out}");
+    }
+    // One report per kernel per arch, in ptxas's own words.
+    assert_eq!(
+        out.matches("ptxas info    : Used ").count(),
+        2 * entries,
+        "{out}"
+    );
+    assert!(out.contains("0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads"));
+    let out = ok(&["stats", "jagged_softmax", "--arch", "sm_90a"]);
+    assert!(
+        out.contains("for 'sm_90a'") && !out.contains("for 'sm_80'"),
+        "{out}"
+    );
+}
+
+/// Writes softmax inputs: f32 values [T, 3] on lengths [2, 0, 5, 1], i64 offsets.
+fn softmax_inputs(dir: &Path) -> (String, String) {
+    let offsets = [0.0, 2.0, 2.0, 7.0, 8.0];
+    let values: Vec<f64> = (0..8 * 3)
+        .map(|i| ((i * 7 % 11) as f64 - 5.0) / 3.0)
+        .collect();
+    let values = DenseTensor::from_f64(DType::F32, vec![8, 3], &values).expect("values");
+    let offsets = DenseTensor::from_f64(DType::I64, vec![5], &offsets).expect("offsets");
+    (save(dir, "values", &values), save(dir, "offsets", &offsets))
+}
+
+#[test]
+fn run_on_the_emulator_matches_the_reference() {
+    let dir = temp_dir("run");
+    let (values, offsets) = softmax_inputs(&dir);
+    let out_for = |backend: &str| dir.join(format!("softmax_{backend}.npy"));
+    for backend in ["reference", "emu"] {
+        let out = format!("values={}", out_for(backend).display());
+        let printed = ok(&[
+            "run",
+            "jagged_softmax",
+            "--in",
+            &format!("values={values}"),
+            "--in",
+            &format!("offsets={offsets}"),
+            "--attr",
+            "max_len=4",
+            "--out",
+            &out,
+            "--backend",
+            backend,
+        ]);
+        assert!(printed.contains("values: f32 [8, 3]"), "{printed}");
+    }
+    let reference = load(&out_for("reference"));
+    let emu = load(&out_for("emu"));
+    assert_eq!(emu.shape(), &[8, 3]);
+    for (a, b) in emu.to_f64().iter().zip(reference.to_f64()) {
+        assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    // By hand: the single-row sequence (row 7) is all ones; rows 6 (past
+    // max_len = 4 in the 5-row sequence) are zero; sequence 0's columns sum to 1.
+    let y = emu.to_f64();
+    assert_eq!(&y[21..24], &[1.0, 1.0, 1.0]);
+    assert_eq!(&y[18..21], &[0.0, 0.0, 0.0]);
+    for h in 0..3 {
+        assert!((y[h] + y[3 + h] - 1.0).abs() < 1e-6);
+    }
+
+    // bf16: the f32 file is rounded to bf16, the output written as f32.
+    let out = dir.join("softmax_bf16.npy");
+    ok(&[
+        "run",
+        "jagged_softmax",
+        "--in",
+        &format!("values={values}"),
+        "--in",
+        &format!("offsets={offsets}"),
+        "--attr",
+        "max_len=4",
+        "--dtype",
+        "bf16",
+        "--out",
+        &format!("values={}", out.display()),
+        "--backend",
+        "emu",
+    ]);
+    let bf16 = load(&out);
+    assert_eq!(bf16.dtype(), DType::F32);
+    for (a, b) in bf16.to_f64().iter().zip(reference.to_f64()) {
+        assert!((a - b).abs() <= 2e-2, "{a} vs {b}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn run_masked_select_writes_trimmed_values_and_offsets() {
+    let dir = temp_dir("masked");
+    let values = DenseTensor::from_f64(
+        DType::F32,
+        vec![5, 2],
+        &[1., 2., 3., 4., 5., 6., 7., 8., 9., 10.],
+    )
+    .expect("values");
+    let offsets = DenseTensor::from_f64(DType::I32, vec![3], &[0., 2., 5.]).expect("offsets");
+    let mask = DenseTensor::from_f64(DType::Bool, vec![5], &[0., 1., 1., 0., 1.]).expect("mask");
+    let (v, o, m) = (
+        save(&dir, "v", &values),
+        save(&dir, "o", &offsets),
+        save(&dir, "m", &mask),
+    );
+    for backend in ["reference", "emu"] {
+        let kept = dir.join(format!("kept_{backend}.npy"));
+        let new_offsets = dir.join(format!("offsets_{backend}.npy"));
+        ok(&[
+            "run",
+            "masked_select_jagged",
+            "--in",
+            &format!("values={v}"),
+            "--in",
+            &format!("offsets={o}"),
+            "--in",
+            &format!("mask={m}"),
+            "--out",
+            &format!("values={}", kept.display()),
+            "--out",
+            &format!("offsets={}", new_offsets.display()),
+            "--backend",
+            backend,
+        ]);
+        // Kept: row 1 of sequence 0, rows 2 and 4 of sequence 1.
+        let kept = load(&kept);
+        assert_eq!(kept.shape(), &[3, 2], "{backend}");
+        assert_eq!(kept.to_f64(), vec![3., 4., 5., 6., 9., 10.], "{backend}");
+        let new_offsets = load(&new_offsets);
+        assert_eq!(new_offsets.dtype(), DType::I32, "{backend}");
+        assert_eq!(new_offsets.to_f64(), vec![0., 1., 3.], "{backend}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn errors_name_the_bad_argument() {
+    let dir = temp_dir("errors");
+    let (values, offsets) = softmax_inputs(&dir);
+    let v = format!("values={values}");
+    let o = format!("offsets={offsets}");
+
+    let err = fails(&["emit", "jagged_sofmax"]);
+    assert!(err.contains("unknown op `jagged_sofmax`"), "{err}");
+    let err = fails(&["emit", "jagged_softmax", "--attr", "alpha=1"]);
+    assert!(err.contains("no attribute `alpha`"), "{err}");
+    let err = fails(&["emit", "jagged_softmax", "--attr", "inner=0"]);
+    assert!(err.contains("--attr inner=0"), "{err}");
+    let err = fails(&["emit", "jagged_reduce", "--attr", "reduce=median"]);
+    assert!(err.contains("--attr reduce=median"), "{err}");
+    let err = fails(&["emit", "jagged_softmax", "--attr", "max_len"]);
+    assert!(err.contains("--attr max_len: expected NAME=VALUE"), "{err}");
+
+    let err = fails(&[
+        "run",
+        "jagged_softmax",
+        "--in",
+        &v,
+        "--attr",
+        "max_len=4",
+        "--backend",
+        "emu",
+    ]);
+    assert!(err.contains("missing input `offsets`"), "{err}");
+    let err = fails(&[
+        "run",
+        "jagged_softmax",
+        "--in",
+        &v,
+        "--in",
+        &o,
+        "--in",
+        &format!("mask={values}"),
+    ]);
+    assert!(err.contains("unknown input `mask`"), "{err}");
+    let err = fails(&[
+        "run",
+        "jagged_softmax",
+        "--in",
+        "values=/nonexistent.npy",
+        "--in",
+        &o,
+    ]);
+    assert!(err.contains("input `values` (/nonexistent.npy)"), "{err}");
+    let err = fails(&[
+        "run",
+        "jagged_softmax",
+        "--in",
+        &format!("values={offsets}"),
+        "--in",
+        &o,
+    ]);
+    assert!(
+        err.contains("input `values`") && err.contains("expected a float array"),
+        "{err}"
+    );
+    let err = fails(&[
+        "run",
+        "jagged_softmax",
+        "--in",
+        &v,
+        "--in",
+        &o,
+        "--backend",
+        "emu",
+    ]);
+    assert!(err.contains("missing attribute 'max_len'"), "{err}");
+    let err = fails(&[
+        "run",
+        "jagged_softmax",
+        "--in",
+        &v,
+        "--in",
+        &o,
+        "--attr",
+        "inner=3",
+    ]);
+    assert!(err.contains("no attribute `inner`"), "{err}");
+    let err = fails(&[
+        "run",
+        "jagged_softmax",
+        "--in",
+        &v,
+        "--in",
+        &o,
+        "--attr",
+        "max_len=4",
+        "--out",
+        "lse=x.npy",
+    ]);
+    assert!(err.contains("no output `lse`"), "{err}");
+    // Offsets that do not end at T rows name the input, on every backend.
+    let bad = save(
+        &dir,
+        "bad_offsets",
+        &DenseTensor::from_f64(DType::I64, vec![3], &[0., 2., 5.]).expect("offsets"),
+    );
+    for backend in ["reference", "emu"] {
+        let err = fails(&[
+            "run",
+            "jagged_softmax",
+            "--in",
+            &v,
+            "--in",
+            &format!("offsets={bad}"),
+            "--attr",
+            "max_len=4",
+            "--backend",
+            backend,
+        ]);
+        assert!(err.contains("offsets"), "{backend}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn demo_runs_and_checks_itself() {
+    let out = ok(&["demo", "--batch", "12", "--heads", "4", "--max-len", "16"]);
+    assert!(out.contains("backend: "), "{out}");
+    assert!(out.contains("graph jagged_softmax {"), "{out}");
+    assert_eq!(out.matches("(ok, tolerance 1e-5)").count(), 2, "{out}");
+    assert!(out.contains("code generator runs: 1 then 0"), "{out}");
+}
