@@ -3,6 +3,9 @@
 use proc_macro2::{Span, TokenStream};
 use syn::{Ident, LitStr};
 
+/// `specialize(...)`: where it is written, and each key with its values.
+pub type Specializations = (Span, Vec<(Ident, Vec<syn::Expr>)>);
+
 /// What the attribute's arguments say.
 #[derive(Default)]
 pub struct KernelArgs {
@@ -10,6 +13,9 @@ pub struct KernelArgs {
     pub name: Option<LitStr>,
     /// The output names (`outputs(values, offsets)`), if given.
     pub outputs: Option<(Span, Vec<Ident>)>,
+    /// Ahead-of-time specializations: `specialize(T = [bf16], D = [64, 128],
+    /// offsets = [i32], max_len = [1024])`, each key with its values.
+    pub specialize: Option<Specializations>,
 }
 
 /// Parses `name = "..."` and `outputs(a, b, ...)`, in any order.
@@ -32,12 +38,25 @@ pub fn parse(tokens: TokenStream) -> syn::Result<KernelArgs> {
             args.outputs = Some((span, names));
             Ok(())
         } else if meta.path.is_ident("specialize") {
-            Err(meta.error(
-                "`specialize(...)` (ahead-of-time PTX) is not implemented yet: \
-                 kernels are compiled on first launch and cached",
-            ))
+            let span = meta
+                .path
+                .get_ident()
+                .map_or_else(Span::call_site, Ident::span);
+            let mut keys = Vec::new();
+            meta.parse_nested_meta(|inner| {
+                let Some(key) = inner.path.get_ident().cloned() else {
+                    return Err(inner.error("a specialization key is a generic parameter's name, `offsets` or `max_len`"));
+                };
+                let values: syn::ExprArray = inner.value()?.parse()?;
+                keys.push((key, values.elems.into_iter().collect()));
+                Ok(())
+            })?;
+            args.specialize = Some((span, keys));
+            Ok(())
         } else {
-            Err(meta.error("unknown argument: expected `name = \"...\"` or `outputs(...)`"))
+            Err(meta.error(
+                "unknown argument: expected `name = \"...\"`, `outputs(...)` or `specialize(...)`",
+            ))
         }
     });
     syn::parse::Parser::parse2(parser, tokens)?;

@@ -10,12 +10,14 @@
 
 use std::collections::HashMap;
 
-use proc_macro2::{Span, TokenStream};
-use quote::{ToTokens, format_ident, quote};
+use jagged_ir::{ReduceOp, UnaryOp};
+use proc_macro2::Span;
+use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{BinOp, Error, Expr, Ident, Lit, Pat, Stmt, UnOp};
 
-use crate::sig::{DTy, Kind, Param, Shape, Signature, TensorTy};
+use crate::sig::{AttrKind, DTy, Kind, Param, Shape, Signature, TensorTy};
+use crate::steps::{Arith, DimE, Pred, Step, TyE, V};
 
 /// A tensor value of the body.
 #[derive(Clone)]
@@ -25,8 +27,8 @@ struct Tensor {
     shape: Shape,
     /// Index into `Lowering::seqs` for jagged kinds.
     seqs: Option<usize>,
-    /// The generated variable holding its node handle.
-    var: Ident,
+    /// The step defining it.
+    var: V,
 }
 
 impl Tensor {
@@ -37,31 +39,6 @@ impl Tensor {
             shape: self.shape.clone(),
         }
         .describe()
-    }
-}
-
-/// The two elementwise shapes of arithmetic.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Arith {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Max,
-    Min,
-}
-
-impl Arith {
-    fn builder_method(self) -> Ident {
-        let name = match self {
-            Arith::Add => "add",
-            Arith::Sub => "sub",
-            Arith::Mul => "mul",
-            Arith::Div => "div",
-            Arith::Max => "max",
-            Arith::Min => "min",
-        };
-        Ident::new(name, Span::call_site())
     }
 }
 
@@ -80,21 +57,23 @@ enum Value {
     Scalar(Scalar),
 }
 
-/// The generated statements of `graph`, and what `launch` needs to know.
+/// The kernel as graph-building steps, and what `graph`'s signature needs.
 pub struct Lowered {
-    /// The statements after the builder is created, up to `finish`.
-    pub stmts: Vec<TokenStream>,
+    /// The steps, from the first attribute declaration to the last output.
+    pub steps: Vec<Step>,
     /// Whether `graph` takes the kernel's offsets dtype (`offsets: DType`).
     pub takes_offsets_dtype: bool,
+    /// The index of the first jagged parameter when the kernel's offsets
+    /// input is implicit (it comes just before that parameter).
+    pub implicit_offsets_at: Option<usize>,
 }
 
 struct Lowering<'a> {
     sig: &'a Signature,
-    stmts: Vec<TokenStream>,
+    steps: Vec<Step>,
     env: HashMap<String, Value>,
-    next: usize,
-    /// Generated variables of the sequence sets; the kernel's own is index 0.
-    seqs: Vec<Ident>,
+    /// The sequence sets; the kernel's own is index 0.
+    seqs: Vec<V>,
     has_kernel_seqs: bool,
     /// The dtype of the kernel's offsets.
     index: DTy,
@@ -108,9 +87,8 @@ pub fn lower(sig: &Signature, block: &syn::Block, outputs: &[Ident]) -> syn::Res
     });
     let mut l = Lowering {
         sig,
-        stmts: Vec::new(),
+        steps: Vec::new(),
         env: HashMap::new(),
-        next: 0,
         seqs: Vec::new(),
         has_kernel_seqs: false,
         index: explicit_offsets.unwrap_or(DTy::KernelIndex),
@@ -121,8 +99,20 @@ pub fn lower(sig: &Signature, block: &syn::Block, outputs: &[Ident]) -> syn::Res
     l.outputs(tail, tail_span, outputs)?;
     let takes_offsets_dtype = l.index == DTy::KernelIndex
         && (l.has_kernel_seqs || sig.outputs.iter().any(|o| o.ty.dtype == DTy::KernelIndex));
+    let has_explicit = sig
+        .params
+        .iter()
+        .any(|p| matches!(p, Param::Tensor { ty, .. } if ty.kind == Kind::Offsets));
+    let implicit_offsets_at = if has_explicit {
+        None
+    } else {
+        sig.params
+            .iter()
+            .position(|p| matches!(p, Param::Tensor { ty, .. } if ty.kind == Kind::Jagged))
+    };
     Ok(Lowered {
-        stmts: l.stmts,
+        implicit_offsets_at,
+        steps: l.steps,
         takes_offsets_dtype,
     })
 }
@@ -137,15 +127,9 @@ fn err_on<T>(node: &impl ToTokens, msg: impl std::fmt::Display) -> syn::Result<T
 }
 
 impl Lowering<'_> {
-    fn fresh(&mut self) -> Ident {
-        self.next += 1;
-        format_ident!("__v{}", self.next)
-    }
-
-    fn emit(&mut self, value: TokenStream) -> Ident {
-        let var = self.fresh();
-        self.stmts.push(quote!(let #var = #value;));
-        var
+    fn emit(&mut self, step: Step) -> V {
+        self.steps.push(step);
+        V(self.steps.len() - 1)
     }
 
     fn truncates(&self) -> bool {
@@ -165,24 +149,15 @@ impl Lowering<'_> {
             } = p
             {
                 let name = ident.to_string();
-                let (kind, default) = match kind {
-                    crate::sig::AttrKind::Index => (
-                        quote!(Index),
-                        default
-                            .as_ref()
-                            .map(|v| quote!(Some(::jagged::__private::AttrValue::Index(#v)))),
-                    ),
-                    crate::sig::AttrKind::Float => (
-                        quote!(Float),
-                        default.as_ref().map(
-                            |v| quote!(Some(::jagged::__private::AttrValue::Float(#v as f64))),
-                        ),
-                    ),
+                let default = match default {
+                    Some(lit) => Some(literal_value(lit)?),
+                    None => None,
                 };
-                let default = default.unwrap_or_else(|| quote!(None));
-                self.stmts.push(quote!(
-                    __b.declare_attr(#name, ::jagged::__private::AttrKind::#kind, #default);
-                ));
+                self.emit(Step::DeclareAttr {
+                    name: name.clone(),
+                    index: *kind == AttrKind::Index,
+                    default,
+                });
                 self.env
                     .insert(name.clone(), Value::Scalar(Scalar::Attr(name)));
             }
@@ -202,11 +177,7 @@ impl Lowering<'_> {
                 continue;
             };
             let name = ident.to_string();
-            let dtype = ty.dtype.tokens();
-            let shape = ty.shape.tokens();
-            let t = quote!(::jagged::__private::TensorType);
-            let d = quote!(::jagged::__private::Dim);
-            let (ty_tokens, seqs) = match ty.kind {
+            let (ty_e, seqs) = match ty.kind {
                 Kind::Offsets => {
                     let var = self.kernel_seqs_from(Some(&name), truncate);
                     self.env.insert(
@@ -231,20 +202,23 @@ impl Lowering<'_> {
                     if !self.has_kernel_seqs {
                         self.kernel_seqs_from(None, truncate);
                     }
-                    let s = &self.seqs[0];
-                    (quote!(#t::jagged(#dtype, #s, #shape)), Some(0))
+                    let s = self.seqs[0];
+                    (TyE::Jagged(ty.dtype.clone(), s, ty.shape.clone()), Some(0))
                 }
-                Kind::PerSeq => (quote!(#t::dense(#dtype, &[#d::Batch], #shape)), None),
+                Kind::PerSeq => (dense(&ty.dtype, vec![DimE::Batch], &ty.shape), None),
                 Kind::Padded => (
-                    quote!(#t::dense(#dtype, &[#d::Batch, #d::MaxLen], #shape)),
+                    dense(&ty.dtype, vec![DimE::Batch, DimE::MaxLen], &ty.shape),
                     None,
                 ),
-                Kind::Lengths => (quote!(#t::new(#dtype, vec![#d::Batch])), None),
+                Kind::Lengths => (dense(&ty.dtype, vec![DimE::Batch], &no_dims()), None),
                 Kind::Pairs => {
                     return err_on(&ident, "query/key pairs are not a parameter type");
                 }
             };
-            let var = self.emit(quote!(__b.input(#name, #ty_tokens)));
+            let var = self.emit(Step::Input {
+                name: name.clone(),
+                ty: ty_e,
+            });
             self.env.insert(
                 name,
                 Value::Tensor(Tensor {
@@ -261,14 +235,15 @@ impl Lowering<'_> {
 
     /// Creates the kernel's offsets input (named `name`, or `offsets` when
     /// implicit) and its sequence set; returns the offsets' variable.
-    fn kernel_seqs_from(&mut self, name: Option<&str>, truncate: bool) -> Ident {
-        let name = name.unwrap_or("offsets");
-        let dtype = self.index.tokens();
-        let o = self.emit(quote!(__b.input(
-            #name,
-            ::jagged::__private::TensorType::new(#dtype, vec![::jagged::__private::Dim::BatchPlusOne])
-        )));
-        let s = self.emit(quote!(__b.seqs(#o, #truncate)));
+    fn kernel_seqs_from(&mut self, name: Option<&str>, truncate: bool) -> V {
+        let o = self.emit(Step::Input {
+            name: name.unwrap_or("offsets").to_string(),
+            ty: dense(&self.index, vec![DimE::BatchPlusOne], &no_dims()),
+        });
+        let s = self.emit(Step::Seqs {
+            offsets: o,
+            truncate,
+        });
         self.seqs.insert(0, s);
         self.has_kernel_seqs = true;
         o
@@ -378,8 +353,10 @@ impl Lowering<'_> {
                     Value::Scalar(s) => Ok(Value::Scalar(Scalar::Neg(Box::new(s)))),
                     Value::Tensor(t) => {
                         self.float_only(&t, "-", u.span())?;
-                        let x = &t.var;
-                        let var = self.emit(quote!(__b.neg(#x)));
+                        let var = self.emit(Step::Unary {
+                            op: UnaryOp::Neg,
+                            x: t.var,
+                        });
                         Ok(Value::Tensor(Tensor { var, ..t }))
                     }
                 },
@@ -456,20 +433,27 @@ impl Lowering<'_> {
     }
 
     /// The node of a scalar in `dtype`.
-    fn scalar_node(&mut self, s: &Scalar, dtype: &DTy) -> Ident {
-        let dt = dtype.tokens();
+    fn scalar_node(&mut self, s: &Scalar, dtype: &DTy) -> V {
         match s {
-            Scalar::Lit(v) => self.emit(quote!(__b.constant(#v, #dt))),
-            Scalar::Attr(name) => self.emit(quote!(__b.attr(#name, #dt))),
+            Scalar::Lit(value) => self.emit(Step::Const {
+                value: *value,
+                dtype: dtype.clone(),
+            }),
+            Scalar::Attr(name) => self.emit(Step::Attr {
+                name: name.clone(),
+                dtype: dtype.clone(),
+            }),
             Scalar::Neg(x) => {
                 let x = self.scalar_node(x, dtype);
-                self.emit(quote!(__b.neg(#x)))
+                self.emit(Step::Unary {
+                    op: UnaryOp::Neg,
+                    x,
+                })
             }
             Scalar::Bin(op, a, b) => {
                 let a = self.scalar_node(a, dtype);
                 let b = self.scalar_node(b, dtype);
-                let m = op.builder_method();
-                self.emit(quote!(__b.#m(#a, #b)))
+                self.emit(Step::Binary { op: *op, a, b })
             }
         }
     }
@@ -587,7 +571,7 @@ impl Lowering<'_> {
             (Value::Tensor(a), Value::Tensor(b)) => {
                 self.same_dtype(&a, &b, span)?;
                 let (kind, shape, seqs) = self.broadcast(&[&a, &b], span)?;
-                let (l, r) = (a.var.clone(), b.var.clone());
+                let (l, r) = (a.var, b.var);
                 (
                     Tensor {
                         kind,
@@ -600,8 +584,7 @@ impl Lowering<'_> {
                 )
             }
         };
-        let m = op.builder_method();
-        let var = self.emit(quote!(__b.#m(#l, #r)));
+        let var = self.emit(Step::Binary { op, a: l, b: r });
         Ok(Value::Tensor(Tensor { var, ..t }))
     }
 
@@ -675,9 +658,12 @@ impl Lowering<'_> {
     fn unary(&mut self, name: &str, x: Tensor, span: Span) -> syn::Result<Value> {
         self.float_only(&x, name, span)?;
         self.broadcast(&[&x], span)?;
-        let m = Ident::new(name, Span::call_site());
-        let v = &x.var;
-        let var = self.emit(quote!(__b.#m(#v)));
+        let op = match name {
+            "exp" => UnaryOp::Exp,
+            "log" => UnaryOp::Log,
+            _ => UnaryOp::Silu,
+        };
+        let var = self.emit(Step::Unary { op, x: x.var });
         Ok(Value::Tensor(Tensor { var, ..x }))
     }
 
@@ -714,13 +700,16 @@ impl Lowering<'_> {
         let refs: Vec<&Tensor> = ts.iter().collect();
         let (kind, shape, seqs) = self.broadcast(&refs, span)?;
         let node = |v: &Value, l: &mut Self| match v {
-            Value::Tensor(t) => t.var.clone(),
+            Value::Tensor(t) => t.var,
             Value::Scalar(s) => l.scalar_node(s, &data_dtype),
         };
-        let t = node(&on_true, self);
-        let f = node(&on_false, self);
-        let c = &cond.var;
-        let var = self.emit(quote!(__b.select(#c, #t, #f)));
+        let on_true = node(&on_true, self);
+        let on_false = node(&on_false, self);
+        let var = self.emit(Step::Select {
+            cond: cond.var,
+            on_true,
+            on_false,
+        });
         Ok(Value::Tensor(Tensor {
             kind,
             dtype: data_dtype,
@@ -768,12 +757,7 @@ impl Lowering<'_> {
             return err_on(&m.turbofish, format!("`.{name}()` takes no type arguments"));
         }
         let mut args = self.args(&m.args)?;
-        let d = quote!(::jagged::__private);
-        let reduce = |op: &str| {
-            let op = Ident::new(op, Span::call_site());
-            quote!(#d::ReduceOp::#op)
-        };
-        let v = recv.var.clone();
+        let v = recv.var;
         let out = match name.as_str() {
             "exp" | "log" | "silu" => return self.unary(&name, recv, span),
             "max" | "min" => {
@@ -789,7 +773,7 @@ impl Lowering<'_> {
             }
             "cast" => {
                 let to = self.cast_target(m)?;
-                let var = self.cast_if_needed(&v, &recv.dtype, &to);
+                let var = self.cast_if_needed(v, &recv.dtype, &to);
                 Tensor {
                     dtype: to,
                     var,
@@ -797,14 +781,14 @@ impl Lowering<'_> {
                 }
             }
             "sum_over_seq" | "mean_over_seq" | "max_over_seq" | "logsumexp_over_seq" => {
-                let op = reduce(match name.as_str() {
-                    "sum_over_seq" => "Sum",
-                    "mean_over_seq" => "Mean",
-                    "max_over_seq" => "Max",
-                    _ => "LogSumExp",
-                });
+                let op = match name.as_str() {
+                    "sum_over_seq" => ReduceOp::Sum,
+                    "mean_over_seq" => ReduceOp::Mean,
+                    "max_over_seq" => ReduceOp::Max,
+                    _ => ReduceOp::LogSumExp,
+                };
                 self.float_only(&recv, &name, span)?;
-                let var = self.emit(quote!(__b.reduce(#op, #v, 0)));
+                let var = self.emit(Step::Reduce { op, x: v, axis: 0 });
                 Tensor {
                     kind: Kind::PerSeq,
                     seqs: None,
@@ -813,12 +797,12 @@ impl Lowering<'_> {
                 }
             }
             "sum_over_keys" | "logsumexp_over_keys" => {
-                let op = reduce(if name == "sum_over_keys" {
-                    "Sum"
+                let op = if name == "sum_over_keys" {
+                    ReduceOp::Sum
                 } else {
-                    "LogSumExp"
-                });
-                let var = self.emit(quote!(__b.reduce(#op, #v, 1)));
+                    ReduceOp::LogSumExp
+                };
+                let var = self.emit(Step::Reduce { op, x: v, axis: 1 });
                 Tensor {
                     kind: Kind::Jagged,
                     var,
@@ -828,18 +812,28 @@ impl Lowering<'_> {
             "softmax_over_seq" | "softmax_over_keys" => {
                 self.float_only(&recv, &name, span)?;
                 let axis = usize::from(name == "softmax_over_keys");
-                let var = self.emit(quote!(__b.softmax(#v, #axis)));
+                let var = self.emit(Step::Softmax { x: v, axis });
                 Tensor { var, ..recv }
             }
             "causal" => {
                 let s = self.seqs_of(&recv, span)?;
-                let dt = recv.dtype.tokens();
-                let mask = self.emit(quote!(__b.mask(
-                    #d::IndexPredicate::KeyNotAfterQuery,
-                    #d::TensorType::new(#d::DType::Bool, vec![#d::Dim::Ragged(#s), #d::Dim::Ragged(#s)])
-                )));
-                let zero = self.emit(quote!(__b.constant(0.0, #dt)));
-                let var = self.emit(quote!(__b.select(#mask, #v, #zero)));
+                let mask = self.emit(Step::Mask {
+                    pred: Pred::KeyNotAfterQuery,
+                    ty: dense(
+                        &bool_dtype(),
+                        vec![DimE::Ragged(s), DimE::Ragged(s)],
+                        &no_dims(),
+                    ),
+                });
+                let zero = self.emit(Step::Const {
+                    value: 0.0,
+                    dtype: recv.dtype.clone(),
+                });
+                let var = self.emit(Step::Select {
+                    cond: mask,
+                    on_true: v,
+                    on_false: zero,
+                });
                 Tensor { var, ..recv }
             }
             "to_padded" | "to_padded_or" => {
@@ -850,7 +844,7 @@ impl Lowering<'_> {
                     );
                 }
                 let s = self.seqs_of(&recv, span)?;
-                let mut var = self.emit(quote!(__b.to_padded(#v)));
+                let mut var = self.emit(Step::ToPadded { x: v });
                 if name == "to_padded_or" {
                     let pad = args
                         .pop()
@@ -858,12 +852,16 @@ impl Lowering<'_> {
                     let Value::Scalar(pad) = pad else {
                         return err_on(&m.args, "the padding value is a scalar");
                     };
-                    let valid = self.emit(quote!(__b.mask(
-                        #d::IndexPredicate::RowInSequence(#s),
-                        #d::TensorType::new(#d::DType::Bool, vec![#d::Dim::Batch, #d::Dim::MaxLen])
-                    )));
+                    let valid = self.emit(Step::Mask {
+                        pred: Pred::RowInSequence(s),
+                        ty: dense(&bool_dtype(), vec![DimE::Batch, DimE::MaxLen], &no_dims()),
+                    });
                     let pad = self.scalar_node(&pad, &recv.dtype);
-                    var = self.emit(quote!(__b.select(#valid, #var, #pad)));
+                    var = self.emit(Step::Select {
+                        cond: valid,
+                        on_true: var,
+                        on_false: pad,
+                    });
                 }
                 Tensor {
                     kind: Kind::Padded,
@@ -879,8 +877,8 @@ impl Lowering<'_> {
                         "`.to_jagged()` needs the kernel's sequences: add an `offsets: Offsets` parameter",
                     );
                 }
-                let s = self.seqs[0].clone();
-                let var = self.emit(quote!(__b.from_padded(#v, #s)));
+                let seqs = self.seqs[0];
+                let var = self.emit(Step::FromPadded { x: v, seqs });
                 Tensor {
                     kind: Kind::Jagged,
                     seqs: Some(0),
@@ -889,7 +887,7 @@ impl Lowering<'_> {
                 }
             }
             "complete_cumsum" => {
-                let var = self.emit(quote!(__b.scan(#d::ScanMode::Complete, #v, 0)));
+                let var = self.emit(Step::CompleteCumsum { x: v });
                 Tensor {
                     kind: Kind::Offsets,
                     var,
@@ -897,9 +895,11 @@ impl Lowering<'_> {
                 }
             }
             "offsets" => {
-                let s = self.seqs_of(&recv, span)?;
-                let dt = self.index.tokens();
-                let var = self.emit(quote!(__b.offsets(#s, #dt)));
+                let seqs = self.seqs_of(&recv, span)?;
+                let var = self.emit(Step::Offsets {
+                    seqs,
+                    dtype: self.index.clone(),
+                });
                 Tensor {
                     kind: Kind::Offsets,
                     dtype: self.index.clone(),
@@ -929,17 +929,20 @@ impl Lowering<'_> {
 
     /// `x` converted from `from` to `to`: no node when the two are the same
     /// dtype, statically or (for symbolic dtypes) when `graph` runs.
-    fn cast_if_needed(&mut self, x: &Ident, from: &DTy, to: &DTy) -> Ident {
+    fn cast_if_needed(&mut self, x: V, from: &DTy, to: &DTy) -> V {
         if from == to {
-            return x.clone();
+            return x;
         }
-        let (f, t) = (from.tokens(), to.tokens());
-        self.emit(quote!(if #f == #t { #x } else { __b.cast(#x, #t) }))
+        self.emit(Step::Cast {
+            x,
+            from: from.clone(),
+            to: to.clone(),
+        })
     }
 
-    fn seqs_of(&self, t: &Tensor, span: Span) -> syn::Result<Ident> {
+    fn seqs_of(&self, t: &Tensor, span: Span) -> syn::Result<V> {
         match t.seqs {
-            Some(s) => Ok(self.seqs[s].clone()),
+            Some(s) => Ok(self.seqs[s]),
             None => err(span, format!("{} has no sequences", t.describe())),
         }
     }
@@ -993,30 +996,21 @@ impl Lowering<'_> {
         if x.seqs != mask.seqs {
             return err(span, "the mask lives on other sequences than the values");
         }
-        let m = mask.var.clone();
-        let cond = match &mask.dtype {
-            DTy::Named(n) if n == "bool" => m,
-            DTy::Named(n) if n == "u8" => {
-                self.emit(quote!(__b.cast(#m, ::jagged::__private::DType::Bool)))
-            }
-            DTy::Param(_) => {
-                let dt = mask.dtype.tokens();
-                self.emit(quote!(
-                    if #dt == ::jagged::__private::DType::Bool { #m } else { __b.cast(#m, ::jagged::__private::DType::Bool) }
-                ))
-            }
+        match &mask.dtype {
+            DTy::Named(n) if n == "bool" || n == "u8" => {}
+            DTy::Param(_) => {}
             _ => {
                 return err(
                     span,
                     format!("a mask is bool or u8, found {}", mask.describe()),
                 );
             }
-        };
-        let s = self.emit(quote!(__b.seqs_where(#cond)));
-        self.seqs.push(s.clone());
+        }
+        let cond = self.cast_if_needed(mask.var, &mask.dtype, &bool_dtype());
+        let seqs = self.emit(Step::SeqsWhere { mask: cond });
+        self.seqs.push(seqs);
         let new_seqs = self.seqs.len() - 1;
-        let v = x.var.clone();
-        let var = self.emit(quote!(__b.compact(#v, #s)));
+        let var = self.emit(Step::Compact { x: x.var, seqs });
         Ok(Value::Tensor(Tensor {
             seqs: Some(new_seqs),
             var,
@@ -1054,13 +1048,15 @@ impl Lowering<'_> {
                     );
                 }
                 let letters = letters(da);
-                let lhs = format!("i{letters}");
-                let rhs = format!("j{letters}");
-                let out = format!("ij{}", &letters[..letters.len() - 1]);
                 let acc = DTy::Acc(Box::new(a.dtype.clone()));
-                let dt = acc.tokens();
-                let (va, vb) = (&a.var, &b.var);
-                let var = self.emit(quote!(__b.contract(#va, #lhs, #vb, #rhs, #out, #dt)));
+                let var = self.emit(Step::Contract {
+                    a: a.var,
+                    a_axes: format!("i{letters}"),
+                    b: b.var,
+                    b_axes: format!("j{letters}"),
+                    out_axes: format!("ij{}", &letters[..letters.len() - 1]),
+                    dtype: acc.clone(),
+                });
                 Ok(Value::Tensor(Tensor {
                     kind: Kind::Pairs,
                     dtype: acc,
@@ -1081,7 +1077,7 @@ impl Lowering<'_> {
                     );
                 }
                 let vb = if a.dtype == b.dtype || a.dtype == DTy::Acc(Box::new(b.dtype.clone())) {
-                    self.cast_if_needed(&b.var, &b.dtype, &a.dtype)
+                    self.cast_if_needed(b.var, &b.dtype, &a.dtype)
                 } else {
                     return err(
                         span,
@@ -1090,12 +1086,14 @@ impl Lowering<'_> {
                 };
                 let letters = letters(db);
                 let p = &letters[..letters.len() - 1];
-                let lhs = format!("ij{p}");
-                let rhs = format!("j{letters}");
-                let out = format!("i{letters}");
-                let dt = a.dtype.tokens();
-                let va = &a.var;
-                let var = self.emit(quote!(__b.contract(#va, #lhs, #vb, #rhs, #out, #dt)));
+                let var = self.emit(Step::Contract {
+                    a: a.var,
+                    a_axes: format!("ij{p}"),
+                    b: vb,
+                    b_axes: format!("j{letters}"),
+                    out_axes: format!("i{letters}"),
+                    dtype: a.dtype.clone(),
+                });
                 Ok(Value::Tensor(Tensor {
                     kind: Kind::Jagged,
                     dtype: a.dtype.clone(),
@@ -1149,7 +1147,7 @@ impl Lowering<'_> {
                 );
             }
             let var = if t.dtype == DTy::Acc(Box::new(declared_dtype.clone())) {
-                self.cast_if_needed(&t.var, &t.dtype, &declared_dtype)
+                self.cast_if_needed(t.var, &t.dtype, &declared_dtype)
             } else if t.dtype == declared_dtype {
                 t.var
             } else {
@@ -1163,7 +1161,7 @@ impl Lowering<'_> {
                 );
             };
             let name = name.to_string();
-            self.stmts.push(quote!(__b.output(#name, #var);));
+            self.emit(Step::Output { name, x: var });
         }
         Ok(())
     }
@@ -1227,4 +1225,27 @@ fn letters(dims: &[Ident]) -> String {
         out.push(c);
     }
     out
+}
+
+/// A dense symbolic type.
+fn dense(dtype: &DTy, dims: Vec<DimE>, shape: &Shape) -> TyE {
+    TyE::Dense(dtype.clone(), dims, shape.clone())
+}
+
+/// No inner dims.
+fn no_dims() -> Shape {
+    Shape::Dims(Vec::new())
+}
+
+fn bool_dtype() -> DTy {
+    DTy::Named("bool".to_string())
+}
+
+/// The value of an attribute default (`#[attr(default = 0.0)]`).
+fn literal_value(lit: &Lit) -> syn::Result<f64> {
+    match lit {
+        Lit::Float(f) => f.base10_parse(),
+        Lit::Int(i) => Ok(i.base10_parse::<i64>()? as f64),
+        other => err_on(other, "an attribute default is a number"),
+    }
 }

@@ -4,8 +4,8 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::{FnArg, Ident, ItemFn};
 
-use crate::sig::{Role, param_var};
-use crate::{args, body, sig};
+use crate::sig::{AttrKind, DTy, Kind, Param, Role, Shape, Signature, param_var};
+use crate::{args, body, sig, specialize, steps};
 
 /// The whole expansion: the user's item, then the module or the error.
 pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -99,7 +99,9 @@ fn module(attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
     } else {
         quote!()
     };
-    let stmts = &lowered.stmts;
+    let stmts = steps::to_tokens(&lowered.steps);
+    let table = specialize::table(args.specialize.as_ref(), &sig, &lowered, &graph_name)?;
+    let launch = launcher(&sig, &lowered, &names);
     let vis = &func.vis;
     let mod_doc = format!("The graph of the `#[jagged_kernel]` `{fn_name}`.");
     let graph_doc = format!(
@@ -123,6 +125,161 @@ fn module(attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
                 #(#stmts)*
                 ::core::result::Result::Ok(__b.finish()?)
             }
+
+            /// The ahead-of-time specializations of `specialize(...)` (graph
+            /// text, spec, compiled kernel), preloaded by `launch`.
+            pub const SPECIALIZED: &[#p::Specialized] = #table;
+
+            #launch
         }
     })
+}
+
+/// The number of leading (run-time) dims of a tensor kind's device shape.
+fn lead_dims(kind: Kind) -> usize {
+    match kind {
+        Kind::Padded => 2,
+        _ => 1,
+    }
+}
+
+/// `launch(rt, inputs..., attrs...)`: reads the static facts (dtypes, inner
+/// dims, the offsets dtype) from the device inputs, builds the graph and runs
+/// it with `Runtime::run_graph`.
+fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenStream {
+    let p = quote!(::jagged::__private);
+    // Tensor inputs in graph order, the implicit offsets included.
+    let mut inputs: Vec<(Ident, Kind, DTy, Shape)> = Vec::new();
+    let mut attrs = Vec::new();
+    for (i, param) in sig.params.iter().enumerate() {
+        if lowered.implicit_offsets_at == Some(i) {
+            inputs.push((
+                format_ident!("offsets"),
+                Kind::Offsets,
+                DTy::KernelIndex,
+                Shape::Dims(Vec::new()),
+            ));
+        }
+        match param {
+            Param::Tensor { ident, ty } => {
+                inputs.push((ident.clone(), ty.kind, ty.dtype.clone(), ty.shape.clone()));
+            }
+            Param::Attr { ident, kind, .. } => attrs.push((ident.clone(), *kind)),
+        }
+    }
+    let mut extra = Vec::new();
+    let mut derive = Vec::new();
+    for (g, role) in sig.graph_params() {
+        let var = param_var(g);
+        let found = inputs.iter().find_map(|(name, kind, dtype, shape)| {
+            let input = name.to_string();
+            let lead = lead_dims(*kind);
+            match role {
+                Role::Dtype => (*dtype == DTy::Param(g.clone())).then(|| quote!(#name.dtype())),
+                Role::Shape => (*shape == Shape::Var(g.clone()))
+                    .then(|| quote!(#p::inner_shape(#input, #name, #lead)?)),
+                Role::Dim => match shape {
+                    Shape::Dims(dims) => dims.iter().position(|d| d == g).map(|k| {
+                        let rank = dims.len();
+                        quote!(#p::inner_dim(#input, #name, #lead, #rank, #k)?)
+                    }),
+                    Shape::Var(_) => None,
+                },
+            }
+        });
+        match found {
+            Some(value) => derive.push(quote!(let #var = #value;)),
+            None => extra.push(match role {
+                Role::Dtype => quote!(#var: #p::DType),
+                Role::Dim => quote!(#var: usize),
+                Role::Shape => quote!(#var: &[usize]),
+            }),
+        }
+    }
+    let mut graph_args: Vec<TokenStream> = sig
+        .graph_params()
+        .map(|(g, _)| {
+            let v = param_var(g);
+            quote!(#v)
+        })
+        .collect();
+    if lowered.takes_offsets_dtype {
+        let offsets = inputs
+            .iter()
+            .find(|(_, kind, ..)| *kind == Kind::Offsets)
+            .map(|(name, ..)| name.clone());
+        match offsets {
+            Some(o) => graph_args.push(quote!(#o.dtype())),
+            None => {
+                extra.push(quote!(offsets: #p::DType));
+                graph_args.push(quote!(offsets));
+            }
+        }
+    }
+    let input_params = inputs
+        .iter()
+        .map(|(name, ..)| quote!(#name: &#p::DeviceTensor));
+    let input_names = inputs.iter().map(|(name, ..)| {
+        let s = name.to_string();
+        quote!((#s, #name))
+    });
+    let attr_params = attrs.iter().map(|(name, kind)| match kind {
+        AttrKind::Index => quote!(#name: usize),
+        AttrKind::Float => quote!(#name: f64),
+    });
+    let attr_values = attrs.iter().map(|(name, kind)| {
+        let s = name.to_string();
+        match kind {
+            AttrKind::Index => quote!((#s, #p::AttrValue::Index(#name))),
+            AttrKind::Float => quote!((#s, #p::AttrValue::Float(#name))),
+        }
+    });
+    let max_len = if sig.has_max_len() {
+        quote!(max_len)
+    } else {
+        match inputs.iter().find(|(_, kind, ..)| *kind == Kind::Padded) {
+            Some((name, ..)) => quote!(#name.shape.get(1).copied().unwrap_or(0)),
+            None => quote!(0),
+        }
+    };
+    let take = |n: &Ident| {
+        let s = n.to_string();
+        quote!(#p::take(&mut __outputs, #s))
+    };
+    let (ret_ty, ret) = match names {
+        [single] => (quote!(#p::DeviceTensor), take(single)),
+        _ => {
+            let tys = names.iter().map(|_| quote!(#p::DeviceTensor));
+            let outs = names.iter().map(take);
+            (
+                quote!((#(#tys),*)),
+                quote!(::core::result::Result::Ok((#(#outs?),*))),
+            )
+        }
+    };
+    quote! {
+        /// Runs the kernel on `rt`: dtypes and inner dims are read from the
+        /// inputs (a jagged tensor is its `values` and the kernel's `offsets`),
+        /// the graph is compiled for sm_80 through the runtime's kernel cache.
+        /// Outputs are owned by the caller (free them with `Runtime::free`).
+        #[allow(clippy::too_many_arguments)]
+        pub fn launch(
+            rt: &mut #p::Runtime,
+            #(#input_params,)*
+            #(#attr_params,)*
+            #(#extra,)*
+        ) -> ::core::result::Result<#ret_ty, #p::KernelError> {
+            #(#derive)*
+            let __graph = graph(#(#graph_args),*)?;
+            let __spec = #p::spec(&__graph, #max_len)?;
+            #p::preload(rt, SPECIALIZED, &__graph, &__spec);
+            let mut __outputs = rt.run_graph(
+                &__graph,
+                &__spec,
+                &[#(#input_names),*],
+                &[#(#attr_values),*],
+            )?;
+            #ret
+        }
+    }
 }

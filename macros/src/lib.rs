@@ -10,19 +10,25 @@
 //!   IDE keeps working on it;
 //! - a sibling module of the same name with `graph(...)`, which builds the
 //!   `jagged_ir` graph with one `GraphBuilder` call per DSL operation for the
-//!   static facts given (dtypes, inner dims, shapes), and `launch(...)`.
+//!   static facts given (dtypes, inner dims, shapes), `launch(...)`, which
+//!   reads those facts from device inputs and runs the graph with
+//!   `Runtime::run_graph`, and `SPECIALIZED`, the kernels generated at compile
+//!   time for `specialize(...)`.
 //!
 //! Misuse of the DSL is a `compile_error!` at the offending span; the user's
 //! function is emitted in every case.
 //!
 //! Layout: `args` parses the attribute's own arguments, `sig` the
-//! function's signature, `body` checks and lowers the body, `expand`
-//! assembles the output.
+//! function's signature, `body` checks the body and lowers it to `steps`
+//! (printed as `graph`'s body, or applied in the macro by `specialize`),
+//! `expand` assembles the output.
 
 mod args;
 mod body;
 mod expand;
 mod sig;
+mod specialize;
+mod steps;
 
 use proc_macro::TokenStream;
 
@@ -30,7 +36,9 @@ use proc_macro::TokenStream;
 /// and `jagged::dsl` for the language).
 ///
 /// Arguments: `name = "op"` (the graph name; default: the function's name),
-/// `outputs(a, b)` (output names; default `out`).
+/// `outputs(a, b)` (output names; default `out`), `specialize(T = [bf16],
+/// D = [64, 128], offsets = [i32], max_len = [1024])` (ahead-of-time code
+/// generation for sm_80, embedded and preloaded by `launch`).
 #[proc_macro_attribute]
 pub fn jagged_kernel(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::expand(attr.into(), item.into()).into()

@@ -2,7 +2,8 @@
 //! and the DSL it is written in ([`dsl`]).
 //!
 //! Each op is a DSL function and a module of the same name: `graph(...)` builds
-//! its IR for the static facts given (dtypes, inner dims).
+//! its IR for the static facts given (dtypes, inner dims), `launch(...)` runs
+//! it on a [`jagged_runtime::Runtime`] (static facts read from the inputs).
 
 pub mod dsl;
 mod primitives;
@@ -11,7 +12,9 @@ pub mod support;
 
 pub use primitives::*;
 
+use jagged_codegen::CodegenError;
 use jagged_ir::{DType, ValidationError};
+use jagged_runtime::GraphRunError;
 
 /// Why a `#[jagged_kernel]`'s `graph` (or launcher) failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,4 +32,26 @@ pub enum KernelError {
     /// The built graph is ill-typed (for the dtypes given).
     #[error("invalid graph: {0}")]
     Validation(#[from] ValidationError),
+    /// An input's shape does not have the dims the kernel declares.
+    #[error("input `{input}`: expected {expected}, found shape {found:?}")]
+    Shape {
+        /// The input.
+        input: &'static str,
+        /// What the declaration needs.
+        expected: String,
+        /// The shape given.
+        found: Vec<usize>,
+    },
+    /// The code generator cannot specialize the graph.
+    #[error(transparent)]
+    Codegen(#[from] CodegenError),
+    /// Running the graph failed (inputs, offsets, device).
+    #[error(transparent)]
+    Run(#[from] GraphRunError),
+    /// A run did not return a declared output.
+    #[error("the run returned no output `{name}`")]
+    MissingOutput {
+        /// The output.
+        name: &'static str,
+    },
 }

@@ -2,11 +2,18 @@
 //! `jagged::__private`; not a public API).
 
 pub use jagged_ir::{
-    AttrKind, AttrValue, DType, Dim, Graph, GraphBuilder, IndexPredicate, ReduceOp, ScanMode,
-    TensorType,
+    AttrKind, AttrValue, BinaryOp, DType, Dim, Graph, GraphBuilder, IndexPredicate, ReduceOp,
+    ScanMode, TensorType, UnaryOp,
 };
 
+pub use jagged_codegen::{Arch, Spec};
+pub use jagged_runtime::{DeviceTensor, Runtime};
+
+use jagged_runtime::graph_cache_key;
+
 pub use super::KernelError;
+
+use std::collections::BTreeMap;
 
 /// The accumulator dtype of computations in `dtype`: f64 for f64, else f32
 /// (OPS.md: "accumulation is f32 whatever the input dtype").
@@ -45,5 +52,86 @@ pub fn check_dtype(
             dtype,
             expected,
         })
+    }
+}
+
+/// The inner dims of `tensor` (the input `input`): its shape past `lead`
+/// leading dims (`[T]` of jagged values, `[B, N]` of a padded tensor, ...).
+pub fn inner_shape<'a>(
+    input: &'static str,
+    tensor: &'a DeviceTensor,
+    lead: usize,
+) -> Result<&'a [usize], KernelError> {
+    tensor.shape.get(lead..).ok_or_else(|| KernelError::Shape {
+        input,
+        expected: format!("at least {lead} dims"),
+        found: tensor.shape.clone(),
+    })
+}
+
+/// The `k`-th of the `rank` inner dims of `tensor` (the input `input`), whose
+/// shape must have exactly `lead + rank` dims.
+pub fn inner_dim(
+    input: &'static str,
+    tensor: &DeviceTensor,
+    lead: usize,
+    rank: usize,
+    k: usize,
+) -> Result<usize, KernelError> {
+    if tensor.shape.len() != lead + rank {
+        return Err(KernelError::Shape {
+            input,
+            expected: format!("{} dims", lead + rank),
+            found: tensor.shape.clone(),
+        });
+    }
+    Ok(tensor.shape[lead + k])
+}
+
+/// The spec a launcher compiles `graph` for: the portable sm_80 target and the
+/// max-length bucket of `max_len`.
+pub fn spec(graph: &Graph, max_len: usize) -> Result<Spec, KernelError> {
+    Ok(Spec::for_graph(graph, max_len as u64, Arch::Sm80)?)
+}
+
+/// Removes the output `name` from a run's outputs.
+pub fn take(
+    outputs: &mut BTreeMap<String, DeviceTensor>,
+    name: &'static str,
+) -> Result<DeviceTensor, KernelError> {
+    outputs
+        .remove(name)
+        .ok_or(KernelError::MissingOutput { name })
+}
+
+/// An ahead-of-time specialization embedded by `specialize(...)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Specialized {
+    /// The graph's canonical text.
+    pub graph: &'static str,
+    /// The spec (`Spec`'s `Display`).
+    pub spec: &'static str,
+    /// The compiled kernel (`CompiledKernel::to_text`).
+    pub kernel: &'static str,
+}
+
+/// Puts the entry of `table` matching `graph` and `spec`, if any, into the
+/// runtime's kernel cache, so that running it needs no code generation.
+pub fn preload(rt: &mut Runtime, table: &[Specialized], graph: &Graph, spec: &Spec) {
+    if table.is_empty() {
+        return;
+    }
+    let (graph_text, spec_text) = (graph.to_string(), spec.to_string());
+    if let Some(entry) = table
+        .iter()
+        .find(|e| e.graph == graph_text && e.spec == spec_text)
+    {
+        let key = graph_cache_key(graph, spec);
+        let cache = rt.kernel_cache();
+        let stored = cache.get_or_insert_with(&key, || {
+            Ok::<_, std::convert::Infallible>(entry.kernel.as_bytes().to_vec())
+        });
+        // Infallible: the entry is either already there or stored now.
+        let _: std::sync::Arc<[u8]> = stored.unwrap_or_else(|never| match never {});
     }
 }

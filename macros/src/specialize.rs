@@ -1,0 +1,163 @@
+//! `specialize(...)`: ahead-of-time code generation. For every combination of
+//! the values given, the macro builds the kernel's graph itself
+//! ([`steps::apply`]), compiles it with jagged-codegen for sm_80 (the target
+//! the launcher uses) and embeds the graph text, the spec and the compiled
+//! kernel (PTX plus launch metadata, as `CompiledKernel::to_text`) in a table
+//! `SPECIALIZED`. The launcher puts a matching entry into the runtime's kernel
+//! cache before running, so those specializations never run the code
+//! generator at run time. A specialization the code generator rejects is a
+//! compile error.
+
+use jagged_codegen::{Arch, Spec};
+use jagged_ir::DType;
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::{Error, Expr, Lit};
+
+use crate::args::Specializations;
+use crate::body::Lowered;
+use crate::sig::{Role, Signature};
+use crate::steps::{self, Bindings};
+
+/// One value of a specialization key.
+#[derive(Clone, Debug)]
+enum Value {
+    Dtype(DType),
+    Dim(usize),
+    Shape(Vec<usize>),
+}
+
+impl Value {
+    fn describe(&self) -> String {
+        match self {
+            Value::Dtype(d) => d.to_string(),
+            Value::Dim(n) => n.to_string(),
+            Value::Shape(s) => format!("{s:?}"),
+        }
+    }
+}
+
+fn int(e: &Expr) -> syn::Result<usize> {
+    match e {
+        Expr::Lit(l) => match &l.lit {
+            Lit::Int(i) => i.base10_parse(),
+            other => Err(Error::new_spanned(other, "expected an integer")),
+        },
+        other => Err(Error::new_spanned(other, "expected an integer")),
+    }
+}
+
+fn dtype(e: &Expr) -> syn::Result<DType> {
+    let name = match e {
+        Expr::Path(p) => p.path.get_ident().map(ToString::to_string),
+        _ => None,
+    };
+    name.as_deref()
+        .and_then(DType::from_name)
+        .ok_or_else(|| Error::new_spanned(e, "expected a dtype name (f32, bf16, i32, ...)"))
+}
+
+fn value(role: Role, e: &Expr) -> syn::Result<Value> {
+    match role {
+        Role::Dtype => dtype(e).map(Value::Dtype),
+        Role::Dim => int(e).map(Value::Dim),
+        Role::Shape => match e {
+            Expr::Array(a) => a
+                .elems
+                .iter()
+                .map(int)
+                .collect::<syn::Result<_>>()
+                .map(Value::Shape),
+            other => Err(Error::new_spanned(
+                other,
+                "a shape is an array of dims: `[2, 64]`",
+            )),
+        },
+    }
+}
+
+/// The `SPECIALIZED` table of the kernel (empty without `specialize(...)`).
+pub fn table(
+    args: Option<&Specializations>,
+    sig: &Signature,
+    lowered: &Lowered,
+    graph_name: &str,
+) -> syn::Result<TokenStream> {
+    let p = quote!(::jagged::__private);
+    let Some((span, keys)) = args else {
+        return Ok(quote!(&[]));
+    };
+    // The axes: (key, role, values); `max_len` has role `Dim`.
+    let mut axes: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut max_lens = vec![0];
+    for (key, values) in keys {
+        let name = key.to_string();
+        let role = if name == "max_len" {
+            max_lens = values.iter().map(int).collect::<syn::Result<_>>()?;
+            continue;
+        } else if name == "offsets" {
+            Role::Dtype
+        } else {
+            match sig.graph_params().find(|(g, _)| *g == key) {
+                Some((_, role)) => role,
+                None => {
+                    return Err(Error::new_spanned(
+                        key,
+                        "unknown specialization key: a generic parameter of the kernel, `offsets` or `max_len`",
+                    ));
+                }
+            }
+        };
+        let values = values
+            .iter()
+            .map(|e| value(role, e))
+            .collect::<syn::Result<Vec<_>>>()?;
+        if values.is_empty() {
+            return Err(Error::new_spanned(key, "give at least one value"));
+        }
+        axes.push((name, values));
+    }
+    let mut needed: Vec<String> = sig.graph_params().map(|(g, _)| g.to_string()).collect();
+    if lowered.takes_offsets_dtype {
+        needed.push("offsets".to_string());
+    }
+    let missing: Vec<&String> = needed
+        .iter()
+        .filter(|n| !axes.iter().any(|(k, _)| k == *n))
+        .collect();
+    if !missing.is_empty() {
+        let list: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
+        return Err(Error::new(
+            *span,
+            format!("`specialize` needs values for {}", list.join(", ")),
+        ));
+    }
+    let mut entries = Vec::new();
+    let combos: usize = axes.iter().map(|(_, v)| v.len()).product::<usize>() * max_lens.len();
+    for c in 0..combos {
+        let mut rest = c;
+        let mut bindings = Bindings::default();
+        let mut described = Vec::new();
+        for (key, values) in &axes {
+            let v = &values[rest % values.len()];
+            rest /= values.len();
+            described.push(format!("{key} = {}", v.describe()));
+            match v {
+                Value::Dtype(d) => bindings.dtypes.insert(key.clone(), *d).map(|_| ()),
+                Value::Dim(n) => bindings.dims.insert(key.clone(), *n).map(|_| ()),
+                Value::Shape(s) => bindings.shapes.insert(key.clone(), s.clone()).map(|_| ()),
+            };
+        }
+        let max_len = max_lens[rest % max_lens.len()];
+        described.push(format!("max_len = {max_len}"));
+        let what = described.join(", ");
+        let fail = |e: String| Error::new(*span, format!("specialization {what}: {e}"));
+        let graph = steps::apply(graph_name, &lowered.steps, &bindings).map_err(fail)?;
+        let spec =
+            Spec::for_graph(&graph, max_len as u64, Arch::Sm80).map_err(|e| fail(e.to_string()))?;
+        let kernel = jagged_codegen::compile(&graph, &spec).map_err(|e| fail(e.to_string()))?;
+        let (g, s, k) = (graph.to_string(), spec.to_string(), kernel.to_text());
+        entries.push(quote!(#p::Specialized { graph: #g, spec: #s, kernel: #k }));
+    }
+    Ok(quote!(&[#(#entries),*]))
+}

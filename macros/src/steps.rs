@@ -1,0 +1,512 @@
+//! The lowered kernel: a list of graph-building steps over symbolic dtypes and
+//! shapes. It is printed as the body of the generated `graph(...)` (one
+//! `GraphBuilder` call per step) and, for `specialize(...)`, applied to a real
+//! `GraphBuilder` inside the macro with concrete bindings. The facade's tests
+//! check that both give the same canonical text.
+
+use std::collections::HashMap;
+
+use jagged_ir::{
+    AttrKind, AttrValue, BinaryOp, DType, Dim, Graph, GraphBuilder, Handle, IndexPredicate, Node,
+    ReduceOp, ScanMode, TensorType, UnaryOp,
+};
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::Ident;
+
+use crate::sig::{DTy, Shape};
+
+/// The value defined by the step at this index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct V(pub usize);
+
+impl V {
+    /// The generated variable holding the value's node handle.
+    pub fn ident(self) -> Ident {
+        format_ident!("__v{}", self.0)
+    }
+}
+
+/// A symbolic dim.
+#[derive(Clone, Copy, Debug)]
+pub enum DimE {
+    /// `B`.
+    Batch,
+    /// `B+1`.
+    BatchPlusOne,
+    /// `N`.
+    MaxLen,
+    /// The ragged rows of a sequence set.
+    Ragged(V),
+}
+
+/// A symbolic tensor type.
+#[derive(Clone, Debug)]
+pub enum TyE {
+    /// Leading dims then the inner shape.
+    Dense(DTy, Vec<DimE>, Shape),
+    /// Ragged rows of a sequence set, then the inner shape.
+    Jagged(DTy, V, Shape),
+}
+
+/// An index predicate of a `mask`.
+#[derive(Clone, Copy, Debug)]
+pub enum Pred {
+    /// `j <= i`.
+    KeyNotAfterQuery,
+    /// `i < n_b` of a sequence set.
+    RowInSequence(V),
+}
+
+/// Elementwise functions of two operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arith {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a * b`.
+    Mul,
+    /// `a / b`.
+    Div,
+    /// `max(a, b)`.
+    Max,
+    /// `min(a, b)`.
+    Min,
+}
+
+/// One graph-building step.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// `declare_attr` (defines no value).
+    DeclareAttr {
+        name: String,
+        index: bool,
+        default: Option<f64>,
+    },
+    Input {
+        name: String,
+        ty: TyE,
+    },
+    Seqs {
+        offsets: V,
+        truncate: bool,
+    },
+    Attr {
+        name: String,
+        dtype: DTy,
+    },
+    Const {
+        value: f64,
+        dtype: DTy,
+    },
+    Unary {
+        op: UnaryOp,
+        x: V,
+    },
+    Binary {
+        op: Arith,
+        a: V,
+        b: V,
+    },
+    /// `x` converted to `to`; no node (the value is `x`) when `from` and `to`
+    /// are the same dtype once bound.
+    Cast {
+        x: V,
+        from: DTy,
+        to: DTy,
+    },
+    Select {
+        cond: V,
+        on_true: V,
+        on_false: V,
+    },
+    Mask {
+        pred: Pred,
+        ty: TyE,
+    },
+    Reduce {
+        op: ReduceOp,
+        x: V,
+        axis: usize,
+    },
+    Softmax {
+        x: V,
+        axis: usize,
+    },
+    CompleteCumsum {
+        x: V,
+    },
+    Contract {
+        a: V,
+        a_axes: String,
+        b: V,
+        b_axes: String,
+        out_axes: String,
+        dtype: DTy,
+    },
+    ToPadded {
+        x: V,
+    },
+    FromPadded {
+        x: V,
+        seqs: V,
+    },
+    SeqsWhere {
+        mask: V,
+    },
+    Compact {
+        x: V,
+        seqs: V,
+    },
+    Offsets {
+        seqs: V,
+        dtype: DTy,
+    },
+    /// `output` (defines no value).
+    Output {
+        name: String,
+        x: V,
+    },
+}
+
+fn p() -> TokenStream {
+    quote!(::jagged::__private)
+}
+
+fn dim_tokens(d: DimE) -> TokenStream {
+    let p = p();
+    match d {
+        DimE::Batch => quote!(#p::Dim::Batch),
+        DimE::BatchPlusOne => quote!(#p::Dim::BatchPlusOne),
+        DimE::MaxLen => quote!(#p::Dim::MaxLen),
+        DimE::Ragged(v) => {
+            let v = v.ident();
+            quote!(#p::Dim::Ragged(#v))
+        }
+    }
+}
+
+fn ty_tokens(ty: &TyE) -> TokenStream {
+    let p = p();
+    match ty {
+        TyE::Dense(dtype, dims, shape) => {
+            let (dt, sh) = (dtype.tokens(), shape.tokens());
+            let dims = dims.iter().map(|d| dim_tokens(*d));
+            quote!(#p::TensorType::dense(#dt, &[#(#dims),*], #sh))
+        }
+        TyE::Jagged(dtype, seqs, shape) => {
+            let (dt, s, sh) = (dtype.tokens(), seqs.ident(), shape.tokens());
+            quote!(#p::TensorType::jagged(#dt, #s, #sh))
+        }
+    }
+}
+
+fn variant<T: std::fmt::Debug>(v: T) -> Ident {
+    format_ident!("{}", format!("{v:?}"))
+}
+
+/// The statements of the generated `graph`, building into `__b`.
+pub fn to_tokens(steps: &[Step]) -> Vec<TokenStream> {
+    let p = p();
+    steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| {
+            let call = match step {
+                Step::DeclareAttr {
+                    name,
+                    index,
+                    default,
+                } => {
+                    let (kind, default) = if *index {
+                        let d = default.map(|v| {
+                            let n = v as usize;
+                            quote!(::core::option::Option::Some(#p::AttrValue::Index(#n)))
+                        });
+                        (quote!(Index), d)
+                    } else {
+                        let d = default.map(
+                            |v| quote!(::core::option::Option::Some(#p::AttrValue::Float(#v))),
+                        );
+                        (quote!(Float), d)
+                    };
+                    let default = default.unwrap_or_else(|| quote!(::core::option::Option::None));
+                    return quote!(__b.declare_attr(#name, #p::AttrKind::#kind, #default););
+                }
+                Step::Output { name, x } => {
+                    let x = x.ident();
+                    return quote!(__b.output(#name, #x););
+                }
+                Step::Input { name, ty } => {
+                    let ty = ty_tokens(ty);
+                    quote!(__b.input(#name, #ty))
+                }
+                Step::Seqs { offsets, truncate } => {
+                    let o = offsets.ident();
+                    quote!(__b.seqs(#o, #truncate))
+                }
+                Step::Attr { name, dtype } => {
+                    let dt = dtype.tokens();
+                    quote!(__b.attr(#name, #dt))
+                }
+                Step::Const { value, dtype } => {
+                    let dt = dtype.tokens();
+                    quote!(__b.constant(#value, #dt))
+                }
+                Step::Unary { op, x } => {
+                    let (op, x) = (variant(op), x.ident());
+                    quote!(__b.unary(#p::UnaryOp::#op, #x))
+                }
+                Step::Binary { op, a, b } => {
+                    let (op, a, b) = (variant(op), a.ident(), b.ident());
+                    quote!(__b.binary(#p::BinaryOp::#op, #a, #b))
+                }
+                Step::Cast { x, from, to } => {
+                    let (x, f, t) = (x.ident(), from.tokens(), to.tokens());
+                    quote!(if #f == #t { #x } else { __b.cast(#x, #t) })
+                }
+                Step::Select {
+                    cond,
+                    on_true,
+                    on_false,
+                } => {
+                    let (c, t, f) = (cond.ident(), on_true.ident(), on_false.ident());
+                    quote!(__b.select(#c, #t, #f))
+                }
+                Step::Mask { pred, ty } => {
+                    let pred = match pred {
+                        Pred::KeyNotAfterQuery => quote!(#p::IndexPredicate::KeyNotAfterQuery),
+                        Pred::RowInSequence(s) => {
+                            let s = s.ident();
+                            quote!(#p::IndexPredicate::RowInSequence(#s))
+                        }
+                    };
+                    let ty = ty_tokens(ty);
+                    quote!(__b.mask(#pred, #ty))
+                }
+                Step::Reduce { op, x, axis } => {
+                    let (op, x) = (variant(op), x.ident());
+                    quote!(__b.reduce(#p::ReduceOp::#op, #x, #axis))
+                }
+                Step::Softmax { x, axis } => {
+                    let x = x.ident();
+                    quote!(__b.softmax(#x, #axis))
+                }
+                Step::CompleteCumsum { x } => {
+                    let x = x.ident();
+                    quote!(__b.scan(#p::ScanMode::Complete, #x, 0))
+                }
+                Step::Contract {
+                    a,
+                    a_axes,
+                    b,
+                    b_axes,
+                    out_axes,
+                    dtype,
+                } => {
+                    let (a, b, dt) = (a.ident(), b.ident(), dtype.tokens());
+                    quote!(__b.contract(#a, #a_axes, #b, #b_axes, #out_axes, #dt))
+                }
+                Step::ToPadded { x } => {
+                    let x = x.ident();
+                    quote!(__b.to_padded(#x))
+                }
+                Step::FromPadded { x, seqs } => {
+                    let (x, s) = (x.ident(), seqs.ident());
+                    quote!(__b.from_padded(#x, #s))
+                }
+                Step::SeqsWhere { mask } => {
+                    let m = mask.ident();
+                    quote!(__b.seqs_where(#m))
+                }
+                Step::Compact { x, seqs } => {
+                    let (x, s) = (x.ident(), seqs.ident());
+                    quote!(__b.compact(#x, #s))
+                }
+                Step::Offsets { seqs, dtype } => {
+                    let (s, dt) = (seqs.ident(), dtype.tokens());
+                    quote!(__b.offsets(#s, #dt))
+                }
+            };
+            let var = V(i).ident();
+            quote!(let #var = #call;)
+        })
+        .collect()
+}
+
+/// Concrete values for a kernel's generic parameters.
+#[derive(Clone, Debug, Default)]
+pub struct Bindings {
+    /// Dtype parameters (and `offsets`, the kernel's offsets dtype).
+    pub dtypes: HashMap<String, DType>,
+    /// Dim parameters.
+    pub dims: HashMap<String, usize>,
+    /// Shape parameters.
+    pub shapes: HashMap<String, Vec<usize>>,
+}
+
+impl Bindings {
+    fn dtype(&self, d: &DTy) -> Result<DType, String> {
+        match d {
+            DTy::Named(n) => DType::from_name(n).ok_or_else(|| format!("unknown dtype {n}")),
+            DTy::Param(p) => self
+                .dtypes
+                .get(&p.to_string())
+                .copied()
+                .ok_or_else(|| format!("no value for the dtype parameter `{p}`")),
+            DTy::Acc(inner) => Ok(if self.dtype(inner)? == DType::F64 {
+                DType::F64
+            } else {
+                DType::F32
+            }),
+            DTy::KernelIndex => self
+                .dtypes
+                .get("offsets")
+                .copied()
+                .ok_or_else(|| "no value for the offsets dtype (`offsets = [...]`)".to_string()),
+        }
+    }
+
+    fn shape(&self, s: &Shape) -> Result<Vec<usize>, String> {
+        match s {
+            Shape::Dims(dims) => dims
+                .iter()
+                .map(|d| {
+                    self.dims
+                        .get(&d.to_string())
+                        .copied()
+                        .ok_or_else(|| format!("no value for the dim `{d}`"))
+                })
+                .collect(),
+            Shape::Var(v) => self
+                .shapes
+                .get(&v.to_string())
+                .cloned()
+                .ok_or_else(|| format!("no value for the shape `{v}`")),
+        }
+    }
+}
+
+/// Builds the graph named `name` from `steps` with concrete `bindings`.
+pub fn apply(name: &str, steps: &[Step], bindings: &Bindings) -> Result<Graph, String> {
+    let mut b = GraphBuilder::new(name);
+    let mut values: Vec<Option<Handle<Node>>> = Vec::with_capacity(steps.len());
+    let get = |values: &[Option<Handle<Node>>], v: V| {
+        values
+            .get(v.0)
+            .copied()
+            .flatten()
+            .ok_or_else(|| format!("step {} has no value", v.0))
+    };
+    let dim = |values: &[Option<Handle<Node>>], d: DimE| -> Result<Dim, String> {
+        Ok(match d {
+            DimE::Batch => Dim::Batch,
+            DimE::BatchPlusOne => Dim::BatchPlusOne,
+            DimE::MaxLen => Dim::MaxLen,
+            DimE::Ragged(s) => Dim::Ragged(get(values, s)?),
+        })
+    };
+    let ty = |values: &[Option<Handle<Node>>], ty: &TyE| -> Result<TensorType, String> {
+        Ok(match ty {
+            TyE::Dense(dt, dims, shape) => {
+                let dims = dims
+                    .iter()
+                    .map(|d| dim(values, *d))
+                    .collect::<Result<Vec<_>, _>>()?;
+                TensorType::dense(bindings.dtype(dt)?, &dims, &bindings.shape(shape)?)
+            }
+            TyE::Jagged(dt, s, shape) => TensorType::jagged(
+                bindings.dtype(dt)?,
+                get(values, *s)?,
+                &bindings.shape(shape)?,
+            ),
+        })
+    };
+    for step in steps {
+        let v = |x: V| get(&values, x);
+        let value = match step {
+            Step::DeclareAttr {
+                name,
+                index,
+                default,
+            } => {
+                let (kind, default) = if *index {
+                    (
+                        AttrKind::Index,
+                        default.map(|d| AttrValue::Index(d as usize)),
+                    )
+                } else {
+                    (AttrKind::Float, default.map(AttrValue::Float))
+                };
+                b.declare_attr(name.clone(), kind, default);
+                None
+            }
+            Step::Output { name, x } => {
+                b.output(name.clone(), v(*x)?);
+                None
+            }
+            Step::Input { name, ty: t } => Some(b.input(name.clone(), ty(&values, t)?)),
+            Step::Seqs { offsets, truncate } => Some(b.seqs(v(*offsets)?, *truncate)),
+            Step::Attr { name, dtype } => Some(b.attr(name.clone(), bindings.dtype(dtype)?)),
+            Step::Const { value, dtype } => Some(b.constant(*value, bindings.dtype(dtype)?)),
+            Step::Unary { op, x } => Some(b.unary(*op, v(*x)?)),
+            Step::Binary { op, a, b: rhs } => {
+                let op = match op {
+                    Arith::Add => BinaryOp::Add,
+                    Arith::Sub => BinaryOp::Sub,
+                    Arith::Mul => BinaryOp::Mul,
+                    Arith::Div => BinaryOp::Div,
+                    Arith::Max => BinaryOp::Max,
+                    Arith::Min => BinaryOp::Min,
+                };
+                Some(b.binary(op, v(*a)?, v(*rhs)?))
+            }
+            Step::Cast { x, from, to } => {
+                let to = bindings.dtype(to)?;
+                if bindings.dtype(from)? == to {
+                    Some(v(*x)?)
+                } else {
+                    Some(b.cast(v(*x)?, to))
+                }
+            }
+            Step::Select {
+                cond,
+                on_true,
+                on_false,
+            } => Some(b.select(v(*cond)?, v(*on_true)?, v(*on_false)?)),
+            Step::Mask { pred, ty: t } => {
+                let pred = match pred {
+                    Pred::KeyNotAfterQuery => IndexPredicate::KeyNotAfterQuery,
+                    Pred::RowInSequence(s) => IndexPredicate::RowInSequence(v(*s)?),
+                };
+                Some(b.mask(pred, ty(&values, t)?))
+            }
+            Step::Reduce { op, x, axis } => Some(b.reduce(*op, v(*x)?, *axis)),
+            Step::Softmax { x, axis } => Some(b.softmax(v(*x)?, *axis)),
+            Step::CompleteCumsum { x } => Some(b.scan(ScanMode::Complete, v(*x)?, 0)),
+            Step::Contract {
+                a,
+                a_axes,
+                b: rhs,
+                b_axes,
+                out_axes,
+                dtype,
+            } => Some(b.contract(
+                v(*a)?,
+                a_axes,
+                v(*rhs)?,
+                b_axes,
+                out_axes,
+                bindings.dtype(dtype)?,
+            )),
+            Step::ToPadded { x } => Some(b.to_padded(v(*x)?)),
+            Step::FromPadded { x, seqs } => Some(b.from_padded(v(*x)?, v(*seqs)?)),
+            Step::SeqsWhere { mask } => Some(b.seqs_where(v(*mask)?)),
+            Step::Compact { x, seqs } => Some(b.compact(v(*x)?, v(*seqs)?)),
+            Step::Offsets { seqs, dtype } => Some(b.offsets(v(*seqs)?, bindings.dtype(dtype)?)),
+        };
+        values.push(value);
+    }
+    b.finish().map_err(|e| e.to_string())
+}
