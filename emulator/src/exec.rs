@@ -448,6 +448,30 @@ impl<'g> Worker<'g> {
         }
     }
 
+    /// Fast path of global accesses: computes every active lane's address into
+    /// `w.scratch[3]` and returns the cached allocation when all of them are aligned
+    /// accesses of `size` bytes inside it (nothing to report).
+    #[inline]
+    fn uniform_global(
+        &self,
+        w: &mut Warp,
+        a: Addr,
+        size: u32,
+        active: u32,
+    ) -> Option<(u64, &'g Allocation)> {
+        let (base, al) = self.last_alloc?;
+        let r = a.base? as usize * 32;
+        let end = base + al.size;
+        let addrs = &mut w.scratch[3];
+        let mut ok = true;
+        for l in lanes(active) {
+            let x = w.regs[r + l as usize].wrapping_add(a.offset as u64);
+            addrs[l as usize] = x;
+            ok &= x % size as u64 == 0 && x >= base && x.saturating_add(size as u64) <= end;
+        }
+        ok.then_some((base, al))
+    }
+
     fn addr(&self, ctx: &LaunchCtx<'g>, w: &Warp, a: Addr, l: u32) -> u64 {
         match a.base {
             Some(r) => self
@@ -1032,6 +1056,24 @@ impl<'g> Worker<'g> {
                 } else {
                     (1u64 << reg_bits) - 1
                 };
+                if total <= 8
+                    && matches!(space, MemSpace::Global | MemSpace::Generic)
+                    && let Some((base, al)) = self.uniform_global(w, *addr, total, active)
+                {
+                    for l in lanes(active) {
+                        let v = al.read_small(w.scratch[3][l as usize] - base, total);
+                        for (j, d) in ds.iter().enumerate() {
+                            if let Some(d) = d {
+                                let mut x = (v >> (8 * es as usize * j)) & emask;
+                                if ty.is_signed() {
+                                    x = num::sext(x, *ty) as u64;
+                                }
+                                w.regs[*d as usize * 32 + l as usize] = x & rmask;
+                            }
+                        }
+                    }
+                    return Ok(Flow::Next);
+                }
                 for l in lanes(active) {
                     let a = self.addr(ctx, w, *addr, l);
                     let p = self.access(ctx, *space, a, total, None, wid, wid * 32 + l, line);
@@ -1066,6 +1108,19 @@ impl<'g> Worker<'g> {
                 } else {
                     (1u64 << (8 * es)) - 1
                 };
+                if total <= 8
+                    && matches!(space, MemSpace::Global | MemSpace::Generic)
+                    && let Some((base, al)) = self.uniform_global(w, *addr, total, active)
+                {
+                    for l in lanes(active) {
+                        let mut v = 0u64;
+                        for (j, s) in srcs.iter().enumerate() {
+                            v |= (self.rd(ctx, w, *s, l) & emask) << (8 * es as usize * j);
+                        }
+                        al.write_small(w.scratch[3][l as usize] - base, total, v, ctx.exclusive);
+                    }
+                    return Ok(Flow::Next);
+                }
                 let mut buf = [0u8; 64];
                 for l in lanes(active) {
                     for (i, s) in srcs.iter().enumerate() {
