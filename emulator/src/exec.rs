@@ -467,7 +467,8 @@ impl<'g> Worker<'g> {
         for l in lanes(active) {
             let x = w.regs[r + l as usize].wrapping_add(a.offset as u64);
             addrs[l as usize] = x;
-            ok &= x % size as u64 == 0 && x >= base && x.saturating_add(size as u64) <= end;
+            ok &=
+                x.is_multiple_of(size as u64) && x >= base && x.saturating_add(size as u64) <= end;
         }
         ok.then_some((base, al))
     }
