@@ -624,8 +624,9 @@ impl Decoder<'_> {
                 if m.take("cc") || name == "addc" {
                     return Err(self.unsupported(format!("carry flags in `{opcode}`")));
                 }
-                m.take("xorsign");
-                m.take("abs");
+                if m.take("xorsign") {
+                    return Err(self.unsupported(format!("`.xorsign` in `{opcode}`")));
+                }
                 let hi = m.take("hi");
                 let lo = m.take("lo");
                 let wide = m.take("wide");
@@ -797,7 +798,7 @@ impl Decoder<'_> {
                     Some("xor") => Some(BoolOp::Xor),
                     _ => None,
                 };
-                m.take("ftz");
+                let ftz = m.take("ftz");
                 if name == "set" {
                     let dty = need_ty(&mut m, self)?;
                     let sty = need_ty(&mut m, self)?;
@@ -808,6 +809,7 @@ impl Decoder<'_> {
                     self.nops(ops, 3, opcode)?;
                     Op::Set {
                         cmp,
+                        ftz,
                         dty,
                         sty,
                         d: self.dreg(&ops[0])?,
@@ -842,6 +844,7 @@ impl Decoder<'_> {
                     };
                     Op::Setp {
                         cmp,
+                        ftz,
                         ty,
                         p,
                         q,

@@ -875,6 +875,7 @@ impl<'g> Worker<'g> {
             }
             Op::Setp {
                 cmp,
+                ftz,
                 ty,
                 p,
                 q,
@@ -882,10 +883,16 @@ impl<'g> Worker<'g> {
                 b,
                 comb,
             } => {
+                let flush = *ftz && *ty == Ty::F32;
                 if let (Some(p), None, None) = (p, q, comb) {
                     let v = &mut w.scratch;
                     self.gather(ctx, w.id, &w.regs, *a, active, &mut v[0]);
                     self.gather(ctx, w.id, &w.regs, *b, active, &mut v[1]);
+                    if flush {
+                        for x in v[..2].iter_mut().flatten() {
+                            *x = num::flush_f32(*x);
+                        }
+                    }
                     let base = *p as usize * 32;
                     num::compare_warp(
                         *cmp,
@@ -898,8 +905,11 @@ impl<'g> Worker<'g> {
                     return Ok(Flow::Next);
                 }
                 for l in lanes(active) {
-                    let mut r =
-                        num::compare(*cmp, *ty, self.rd(ctx, w, *a, l), self.rd(ctx, w, *b, l));
+                    let (mut x, mut y) = (self.rd(ctx, w, *a, l), self.rd(ctx, w, *b, l));
+                    if flush {
+                        (x, y) = (num::flush_f32(x), num::flush_f32(y));
+                    }
+                    let mut r = num::compare(*cmp, *ty, x, y);
                     let mut nr = !r;
                     if let Some((op, c, neg)) = comb {
                         let c = (self.rd(ctx, w, *c, l) & 1 != 0) != *neg;
@@ -921,15 +931,23 @@ impl<'g> Worker<'g> {
             }
             Op::Set {
                 cmp,
+                ftz,
                 dty,
                 sty,
                 d,
                 a,
                 b,
             } => {
+                let flush = |x: u64| {
+                    if *ftz && *sty == Ty::F32 {
+                        num::flush_f32(x)
+                    } else {
+                        x
+                    }
+                };
                 for l in lanes(active) {
-                    let r =
-                        num::compare(*cmp, *sty, self.rd(ctx, w, *a, l), self.rd(ctx, w, *b, l));
+                    let (x, y) = (flush(self.rd(ctx, w, *a, l)), flush(self.rd(ctx, w, *b, l)));
+                    let r = num::compare(*cmp, *sty, x, y);
                     w.regs[*d as usize * 32 + l as usize] = match (r, dty.is_float()) {
                         (true, true) => 1.0f32.to_bits() as u64,
                         (false, _) => 0,

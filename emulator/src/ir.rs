@@ -211,7 +211,7 @@ pub enum AluOp {
     Cos,
     Tanh,
     Copysign,
-    /// `add.cc`/`addc`-free 64-bit funnel shift `shf.l`/`shf.r` (wrap or clamp).
+    /// Funnel shift `shf.l`/`shf.r` of the 64-bit pair `{b, a}` (`.wrap` or `.clamp`).
     Shf {
         left: bool,
         clamp: bool,
@@ -369,6 +369,8 @@ pub enum Op {
     /// `p = a cmp b` (combined with `c`); `q` gets the complement.
     Setp {
         cmp: Cmp,
+        /// `.ftz`: f32 subnormal operands compare as zero.
+        ftz: bool,
         ty: Ty,
         p: Option<u32>,
         q: Option<u32>,
@@ -379,6 +381,8 @@ pub enum Op {
     /// `set.cmp.dty.sty`: d = all-ones (int) or 1.0 (f32) when the comparison holds.
     Set {
         cmp: Cmp,
+        /// `.ftz`: f32 subnormal operands compare as zero.
+        ftz: bool,
         dty: Ty,
         sty: Ty,
         d: u32,

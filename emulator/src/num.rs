@@ -111,6 +111,16 @@ pub fn round_integral(x: f64, rnd: Rnd) -> f64 {
     }
 }
 
+/// Bits of the f32 in `x` with a subnormal value flushed to a zero of the same sign.
+#[inline]
+pub fn flush_f32(x: u64) -> u64 {
+    if x & 0x7f80_0000 == 0 {
+        x & 0x8000_0000
+    } else {
+        x & 0xffff_ffff
+    }
+}
+
 #[inline]
 fn ftz32(x: f64) -> f64 {
     if x != 0.0 && x.abs() < f32::MIN_POSITIVE as f64 {

@@ -1895,3 +1895,19 @@ END:
     let got = run_cfg(&ptx, [1, 1, 1], [64, 1, 1], &[0x0000_3c00, 0x5678_1234], 2);
     assert_eq!(got.ok(), Some(vec![0x4180_5020, 0x5678_beef]));
 }
+
+#[test]
+fn setp_ftz_compares_subnormals_as_zero() {
+    // 2^-149 (bits 1) is subnormal: with .ftz it equals 0, without it is greater.
+    let body = format!(
+        "    setp.gt.f32 %p1, 0f00000001, 0f00000000;\n    setp.gt.ftz.f32 %p2, 0f00000001, 0f00000000;\n    setp.eq.ftz.f32 %p3, 0f80000001, 0f00000000;\n    selp.u32 %r1, 1, 0, %p1;\n    selp.u32 %r2, 1, 0, %p2;\n    selp.u32 %r3, 1, 0, %p3;\n{}",
+        stores(&["%r1", "%r2", "%r3"])
+    );
+    assert_eq!(run(&body, 1, &[], 3), vec![1, 0, 1]);
+    // min.xorsign.abs is not implemented: an error, not a silently different result.
+    let ptx = kernel("    min.xorsign.abs.f32 %f1, %f2, %f3;\n");
+    assert!(matches!(
+        Module::parse(&ptx),
+        Err(EmuError::Unsupported { .. })
+    ));
+}
