@@ -819,6 +819,9 @@ impl Decoder<'_> {
                 } else {
                     let ty = need_ty(&mut m, self)?;
                     self.finish(&m, opcode)?;
+                    if matches!(ty, Ty::F16x2 | Ty::Bf16x2) {
+                        return Err(self.unsupported(format!("packed comparison `{opcode}`")));
+                    }
                     let (p, q) = match &ops.first() {
                         Some(Operand::Pair(p, q)) => (
                             self.dst(&Operand::Name(p.clone()))?,
