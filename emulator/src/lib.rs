@@ -25,7 +25,8 @@
 //!   unpacking `{a, b}`, symbols, special registers), `cvt` (all scalar pairs, integer and
 //!   float rounding modes, `.sat`, `.relu`, `f16x2/bf16x2` packing, tf32), `cvta`
 //! - memory: `ld/ldu/st` (global, shared, local, param, const, generic; `v2/v4`), `atom/red`
-//!   (add min max exch cas and or xor inc dec; 32/64-bit, f32/f64/f16x2/bf16x2 add),
+//!   (add min max exch cas and or xor inc dec on 32/64-bit; f32/f64/f16x2/bf16x2 and
+//!   f16/bf16 add; b16 cas/exch),
 //!   `cp.async` (ca/cg, 4/8/16 bytes, src-size, ignore-src) with `commit_group`,
 //!   `wait_group`, `wait_all`; `createpolicy`, cache hints, fences and prefetches accepted
 //! - control and warps: `bra ret exit bar.sync barrier.sync bar.arrive bar.warp.sync
