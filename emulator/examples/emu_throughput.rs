@@ -1,5 +1,5 @@
-//! Measures emulator throughput (warp instructions per second) on an arithmetic loop
-//! kernel, a shared-memory kernel and a global load/store kernel.
+//! Measures emulator throughput (warp instructions per second) on an arithmetic loop,
+//! a global + shared load/store loop and an ldmatrix + mma loop.
 use jagged_emu::{Device, KernelArg, LaunchConfig, Module};
 
 const PTX: &str = r#"
@@ -60,6 +60,35 @@ LOOP:
     @%p1 bra LOOP;
     ret;
 }
+.visible .entry tensor(.param .u64 out, .param .u32 n)
+{
+    .reg .pred %p<2>;
+    .reg .b32 %r<16>;
+    .reg .f32 %f<8>;
+    .reg .b64 %rd<4>;
+    .shared .align 16 .b8 s[2048];
+    ld.param.u64 %rd1, [out];
+    ld.param.u32 %r1, [n];
+    mov.u32 %r2, %tid.x;
+    and.b32 %r2, %r2, 31;
+    shl.b32 %r4, %r2, 4;
+    mov.u32 %r5, s;
+    add.u32 %r5, %r5, %r4;
+    st.shared.v4.b32 [%r5], {%r2, %r2, %r2, %r2};
+    bar.sync 0;
+    mov.f32 %f1, 0f00000000;
+    mov.f32 %f2, 0f00000000;
+    mov.f32 %f3, 0f00000000;
+    mov.f32 %f4, 0f00000000;
+    mov.u32 %r3, 0;
+LOOP:
+    ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%r6, %r7, %r8, %r9}, [%r5];
+    mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%f1, %f2, %f3, %f4}, {%r6, %r7, %r8, %r9}, {%r6, %r7}, {%f1, %f2, %f3, %f4};
+    add.s32 %r3, %r3, 1;
+    setp.lt.u32 %p1, %r3, %r1;
+    @%p1 bra LOOP;
+    ret;
+}
 "#;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -74,7 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         block: [128, 1, 1],
         dynamic_shared_bytes: 0,
     };
-    for kernel in ["alu", "mem"] {
+    for kernel in ["alu", "mem", "tensor"] {
         let s = dev.launch(
             &module,
             kernel,

@@ -25,7 +25,8 @@ const WINDOW_SIZE: u64 = 1 << 32;
 const WARP_SLICE: u32 = 4096;
 /// Reports kept per launch.
 pub const MAX_REPORTS: usize = 64;
-const MULTI: u16 = u16::MAX;
+/// [`Shadow::r_warp`] when several warps read the byte in the epoch.
+const MULTI: u16 = u16::MAX >> 1;
 
 /// Everything about a launch that all CTAs share.
 pub struct LaunchCtx<'a> {
@@ -45,20 +46,25 @@ pub struct LaunchCtx<'a> {
     pub cta_instruction_limit: u64,
 }
 
-/// Per-byte shadow state of shared memory for the checker. Generations and epochs grow
-/// monotonically per worker, so nothing is cleared between CTAs.
+/// Per-byte shadow state of shared memory for the checker (16 bytes). Generations and
+/// epochs grow monotonically per worker, so nothing is cleared between CTAs.
 #[derive(Clone, Copy, Default)]
 struct Shadow {
-    /// CTA generation that last wrote the byte (initialized iff equal to the current one).
+    /// The CTA generation when the byte was written in this CTA; that value with
+    /// [`PENDING`] set while a cp.async to it is in flight; anything else: uninitialized.
     init: u32,
-    /// CTA generation with a cp.async to this byte not yet delivered.
-    pending: u32,
     w_epoch: u32,
     r_epoch: u32,
+    /// Warp of the last write, with [`ATOMIC`] set when it was an atomic.
     w_warp: u16,
+    /// Warp of the reads in `r_epoch`, or [`MULTI`] for several warps.
     r_warp: u16,
-    w_atomic: bool,
 }
+
+/// Flag of [`Shadow::init`]: a cp.async to the byte is not delivered yet.
+const PENDING: u32 = 1 << 31;
+/// Flag of [`Shadow::w_warp`]: the last write was atomic.
+const ATOMIC: u16 = 1 << 15;
 
 struct PendingCopy {
     dst: u32,
@@ -622,29 +628,33 @@ impl<'g> Worker<'g> {
         tid: u32,
         line: u32,
     ) {
-        let (cta_gen, epoch) = (self.cta_gen, self.epoch);
-        let mut problem = None;
-        for b in off..off + size {
-            let s = &mut self.shadow[b as usize];
-            if problem.is_none() {
-                if s.pending == cta_gen {
-                    problem = Some((CheckKind::PendingAsyncCopyRead, String::new()));
-                } else if s.init != cta_gen {
-                    problem = Some((CheckKind::UninitializedSharedRead, String::new()));
-                } else if s.w_epoch == epoch && s.w_warp as u32 != wid {
-                    problem = Some((
-                        CheckKind::SharedRace,
-                        format!("written by warp {} since the last barrier", s.w_warp),
-                    ));
-                }
+        let (cta_gen, epoch, w16) = (self.cta_gen, self.epoch, wid as u16);
+        let (mut pending, mut uninit, mut race) = (false, false, None);
+        for s in &mut self.shadow[off as usize..(off + size) as usize] {
+            pending |= s.init == cta_gen | PENDING;
+            uninit |= s.init != cta_gen;
+            if s.w_epoch == epoch && s.w_warp & !ATOMIC != w16 {
+                race = Some(s.w_warp & !ATOMIC);
             }
             if s.r_epoch != epoch {
                 s.r_epoch = epoch;
-                s.r_warp = wid as u16;
-            } else if s.r_warp as u32 != wid {
+                s.r_warp = w16;
+            } else if s.r_warp != w16 {
                 s.r_warp = MULTI;
             }
         }
+        let problem = if pending {
+            Some((CheckKind::PendingAsyncCopyRead, String::new()))
+        } else if uninit {
+            Some((CheckKind::UninitializedSharedRead, String::new()))
+        } else {
+            race.map(|w| {
+                (
+                    CheckKind::SharedRace,
+                    format!("written by warp {w} since the last barrier"),
+                )
+            })
+        };
         if let Some((kind, detail)) = problem {
             self.report(
                 ctx,
@@ -673,18 +683,18 @@ impl<'g> Worker<'g> {
         tid: u32,
         line: u32,
     ) {
-        let (cta_gen, epoch) = (self.cta_gen, self.epoch);
+        let (cta_gen, epoch, w16) = (self.cta_gen, self.epoch, wid as u16);
+        let mark = if atomic { w16 | ATOMIC } else { w16 };
         let mut all_init = true;
         let mut problem = None;
-        for b in off..off + size {
-            let s = &mut self.shadow[b as usize];
+        for s in &mut self.shadow[off as usize..(off + size) as usize] {
             if problem.is_none() {
-                if s.w_epoch == epoch && s.w_warp as u32 != wid && !(atomic && s.w_atomic) {
+                let (prev, prev_atomic) = (s.w_warp & !ATOMIC, s.w_warp & ATOMIC != 0);
+                if s.w_epoch == epoch && prev != w16 && !(atomic && prev_atomic) {
                     problem = Some(format!(
-                        "also written by warp {} since the last barrier",
-                        s.w_warp
+                        "also written by warp {prev} since the last barrier"
                     ));
-                } else if s.r_epoch == epoch && s.r_warp as u32 != wid {
+                } else if s.r_epoch == epoch && s.r_warp != w16 {
                     problem = Some(if s.r_warp == MULTI {
                         "also read by other warps since the last barrier".to_string()
                     } else {
@@ -694,8 +704,7 @@ impl<'g> Worker<'g> {
             }
             all_init &= s.init == cta_gen;
             s.w_epoch = epoch;
-            s.w_warp = wid as u16;
-            s.w_atomic = atomic;
+            s.w_warp = mark;
             s.init = cta_gen;
         }
         // Storing the value the bytes already hold cannot change what anyone reads: Triton
@@ -1469,8 +1478,8 @@ impl<'g> Worker<'g> {
                     else {
                         continue;
                     };
-                    for b in off..off + size {
-                        self.shadow[b as usize].pending = self.cta_gen;
+                    for s in &mut self.shadow[off as usize..(off + size) as usize] {
+                        s.init = self.cta_gen | PENDING;
                     }
                     w.open_copies.push(PendingCopy {
                         dst: off,
@@ -1519,9 +1528,6 @@ impl<'g> Worker<'g> {
             wid * 32 + c.lane as u32,
             c.line,
         );
-        for b in off..off + len {
-            self.shadow[b as usize].pending = 0;
-        }
         self.shared[off as usize..(off + len) as usize].copy_from_slice(&c.data[..len as usize]);
     }
 
