@@ -246,7 +246,7 @@ def gpu_run(plan, out):
             for b in range(min(B, 4)):
                 n = min(lengths[b], N)
                 sl = slice(start, start + n)
-                qs, ks, vs = (x[sl].float().transpose(0, 1).requires_grad_() for x in (q, k, v))
+                qs, ks, vs = (x[sl].float().transpose(0, 1).clone().requires_grad_() for x in (q, k, v))
                 ref = F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal, scale=scale)
                 ref.backward(dout[sl].float().transpose(0, 1))
                 pairs = [(o.view(T, H, D)[sl], ref.transpose(0, 1)),
@@ -276,12 +276,12 @@ def gpu_run(plan, out):
                 start += l
             return p.transpose(1, 2).contiguous().requires_grad_()
 
-        def torch_case(label, make, backend):
+        def torch_case(label, make, backend, prep=lambda x: x):
             try:
                 qq, kk, vv, mask = make()
                 with sdpa_kernel(backend):
                     def f():
-                        return F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask,
+                        return F.scaled_dot_product_attention(prep(qq), prep(kk), prep(vv), attn_mask=mask,
                                                               is_causal=causal and mask is None, scale=scale)
                     t_f = timed(f)
                     y = f()
@@ -298,17 +298,15 @@ def gpu_run(plan, out):
                    SDPBackend.FLASH_ATTENTION)
 
         def nested():
-            off64 = offs.to(torch.int64)
             cut = [min(l, N) for l in lengths]
             # Truncate each sequence to max_len, as the op does.
             idx = torch.cat([torch.arange(int(o), int(o) + c, device=dev)
                              for o, c in zip(offs[:-1].tolist(), cut)])
             offc = torch.tensor([0] + list(np.cumsum(cut)), device=dev, dtype=torch.int64)
-            del off64
             make = lambda x: torch.nested.nested_tensor_from_jagged(
-                x[idx].contiguous(), offc).transpose(1, 2).detach().requires_grad_()
+                x[idx].contiguous(), offc).requires_grad_()
             return make(q), make(k), make(v), None
-        torch_case("sdpa-nested", nested, SDPBackend.FLASH_ATTENTION)
+        torch_case("sdpa-nested", nested, SDPBackend.FLASH_ATTENTION, prep=lambda x: x.transpose(1, 2))
 
         if B * H * N * N <= (1 << 32):
             def math():
