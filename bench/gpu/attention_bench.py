@@ -32,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 WARMUP, REPS = 3, 10
+COLUMNS = ["ours", "sdpa-flash-padded", "sdpa-nested", "sdpa-math"]
 
 
 def zipf_lengths(batch, max_len, rng):
@@ -84,24 +85,32 @@ def fmt_cell(ms, flops):
     return f"{ms:8.3f} {flops / ms / 1e9:6.1f}"
 
 
-def print_table(rows, columns, out):
-    widths = [max(15, len(c) + 4) for c in columns]
-    head = f"{'config':<34}" + "".join(
-        f" | {c + ' fwd':>{w}} | {c + ' bwd':>{w}}" for c, w in zip(columns, widths))
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        c = r.config
-        f = c["flops"]
-        line = f"{c['name']:<34}"
-        for col, w in zip(columns, widths):
-            fwd, bwd = r.cells.get(col, ("-", "-"))
-            line += f" | {fmt_cell(fwd, f):>{w}} | {fmt_cell(bwd, 2.5 * f):>{w}}"
-        lines.append(line)
-    text = "\n".join(lines)
+def emit(text, out):
     print(text, flush=True)
     if out:
         with open(out, "a") as fh:
             fh.write(text + "\n")
+
+
+def table_header(columns):
+    widths = [max(15, len(c) + 4) for c in columns]
+    head = f"{'config':<34}" + "".join(
+        f" | {c + ' fwd':>{w}} | {c + ' bwd':>{w}}" for c, w in zip(columns, widths))
+    return head + "\n" + "-" * len(head)
+
+
+def table_row(r, columns):
+    widths = [max(15, len(c) + 4) for c in columns]
+    f = r.config["flops"]
+    line = f"{r.config['name']:<34}"
+    for col, w in zip(columns, widths):
+        fwd, bwd = r.cells.get(col, ("-", "-"))
+        line += f" | {fmt_cell(fwd, f):>{w}} | {fmt_cell(bwd, 2.5 * f):>{w}}"
+    return line
+
+
+def print_table(rows, columns, out):
+    emit("\n".join([table_header(columns)] + [table_row(r, columns) for r in rows]), out)
 
 
 def configs(specs, tiny):
@@ -167,10 +176,8 @@ def gpu_run(plan, out):
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name()
     banner = f"device: {name}; torch {torch.__version__}; cupy {cp.__version__}"
-    print(banner, flush=True)
-    if out:
-        with open(out, "a") as fh:
-            fh.write(banner + "\n")
+    emit(banner, out)
+    emit(table_header(COLUMNS), out)
     manifest = json.loads((plan / "manifest.json").read_text())
     modules = {}
 
@@ -262,10 +269,7 @@ def gpu_run(plan, out):
         except Exception as e:  # noqa: BLE001 - report and go on
             note = f"ours failed: {type(e).__name__}: {e}"
             row.cells["ours"] = ("error", "error")
-        print(f"{cfg['name']}: {note}", flush=True)
-        if out:
-            with open(out, "a") as fh:
-                fh.write(f"{cfg['name']}: {note}\n")
+        emit(f"{cfg['name']}: {note}", out)
 
         def padded(x):
             p = torch.zeros(B, N, H, D, device=dev, dtype=x.dtype)
@@ -291,7 +295,7 @@ def gpu_run(plan, out):
             except Exception as e:  # noqa: BLE001
                 msg = str(e).splitlines()[0] if str(e) else ""
                 row.cells[label] = (f"n/a {type(e).__name__}", "n/a")
-                print(f"  {label}: {type(e).__name__}: {msg[:160]}", flush=True)
+                emit(f"  {label}: {type(e).__name__}: {msg[:160]}", out)
             torch.cuda.empty_cache()
 
         torch_case("sdpa-flash-padded", lambda: (padded(q), padded(k), padded(v), None),
@@ -321,10 +325,12 @@ def gpu_run(plan, out):
         else:
             row.cells["sdpa-math"] = ("skip (memory)", "skip")
         rows.append(row)
+        emit(table_row(row, COLUMNS), out)
         del q, k, v, dout
         tensors.clear()
         torch.cuda.empty_cache()
-    print_table(rows, ["ours", "sdpa-flash-padded", "sdpa-nested", "sdpa-math"], out)
+    emit("\nall configurations:", out)
+    print_table(rows, COLUMNS, out)
     return 0
 
 
@@ -334,7 +340,7 @@ def main():
     ap.add_argument("--plan", default=str(ROOT / "bench" / "gpu" / "attention_prebuilt"))
     ap.add_argument("--out", default=None, help="also append the output to this file")
     args = ap.parse_args()
-    print("cells: median ms, TFLOP/s (valid pairs only; backward = 2.5x forward FLOPs)")
+    emit("cells: median ms, TFLOP/s (valid pairs only; backward = 2.5x forward FLOPs)", args.out)
     if args.dry_run:
         return dry_run(args.out)
     return gpu_run(Path(args.plan), args.out)
