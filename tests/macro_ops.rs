@@ -207,9 +207,18 @@ fn free(rt: &mut Runtime, ts: impl IntoIterator<Item = DeviceTensor>) {
     }
 }
 
+/// The emulator, or the backend `JAGGED_BACKEND` names (`cuda` on a GPU machine).
+fn runtime() -> Runtime {
+    match std::env::var_os(jagged::runtime::BACKEND_ENV) {
+        Some(_) => Runtime::new().unwrap(),
+        None => Runtime::with_backend(BackendKind::Emu).unwrap(),
+    }
+}
+
 #[test]
-fn launchers_run_on_the_emulator_like_the_reference() {
-    let mut rt = Runtime::with_backend(BackendKind::Emu).unwrap();
+fn launchers_run_like_the_reference() {
+    let mut rt = runtime();
+    eprintln!("backend: {}", rt.device_name());
     rt.set_poison_outputs(true);
     let mut rng = Rng(0x2545_f491);
     let max_len = [("max_len", AttrValue::Index(MAX_LEN))];
