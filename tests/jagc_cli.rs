@@ -403,3 +403,89 @@ fn demo_runs_and_checks_itself() {
     assert_eq!(out.matches("(ok, tolerance 1e-5)").count(), 2, "{out}");
     assert!(out.contains("code generator runs: 1 then 0"), "{out}");
 }
+
+/// `||a - b|| / ||b||`; NaN gives infinity.
+fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    if a.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt();
+    let norm = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    if norm == 0.0 { diff } else { diff / norm }
+}
+
+#[test]
+fn attention_runs_on_the_emulator_within_the_bf16_tolerance() {
+    let dir = temp_dir("attention");
+    let lengths = [0usize, 3, 20, 1];
+    let total: usize = lengths.iter().sum();
+    let mut offsets = vec![0.0];
+    for l in lengths {
+        offsets.push(offsets[offsets.len() - 1] + l as f64);
+    }
+    let offsets = save(
+        &dir,
+        "offsets",
+        &DenseTensor::from_f64(DType::I32, vec![lengths.len() + 1], &offsets).expect("offsets"),
+    );
+    let random = |shape: Vec<usize>, seed: usize| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n)
+            .map(|i| (((i + seed) * 2_654_435_761) % 1000) as f64 / 500.0 - 1.0)
+            .collect();
+        DenseTensor::from_f64(DType::F32, shape, &v).expect("tensor")
+    };
+    let cases: [(&str, Vec<usize>, &[&str]); 2] = [
+        (
+            "jagged_flash_attention",
+            vec![total, 2, 32],
+            &["causal=true", "max_len=16"],
+        ),
+        (
+            "fbgemm_jagged_flash_attention_basic",
+            vec![total, 32],
+            &["use_mask=true", "max_len=16"],
+        ),
+    ];
+    for (op, shape, attrs) in cases {
+        let mut args: Vec<String> = vec!["run".into(), op.into()];
+        for (k, name) in ["q", "k", "v"].into_iter().enumerate() {
+            let path = save(&dir, name, &random(shape.clone(), 17 * k));
+            args.extend(["--in".into(), format!("{name}={path}")]);
+        }
+        args.extend(["--in".into(), format!("offsets={offsets}")]);
+        for a in attrs {
+            args.extend(["--attr".into(), a.to_string()]);
+        }
+        let out = |backend: &str| dir.join(format!("{op}_{backend}.npy"));
+        for backend in ["reference", "emu"] {
+            let mut run = args.clone();
+            run.extend([
+                "--backend".into(),
+                backend.into(),
+                "--out".into(),
+                format!("out={}", out(backend).display()),
+            ]);
+            let run: Vec<&str> = run.iter().map(String::as_str).collect();
+            ok(&run);
+        }
+        let (emu, reference) = (load(&out("emu")), load(&out("reference")));
+        assert_eq!(emu.shape(), shape.as_slice(), "{op}");
+        let err = rel_l2(&emu.to_f64(), &reference.to_f64());
+        assert!(err <= 1e-2, "{op}: relative error {err}");
+    }
+    let err = fails(&[
+        "emit",
+        "jagged_flash_attention",
+        "--attr",
+        "activation=relu",
+    ]);
+    assert!(err.contains("--attr activation=relu"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

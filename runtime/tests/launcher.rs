@@ -32,11 +32,15 @@ impl Rng {
     }
 }
 
-fn emu() -> Runtime {
-    let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator");
+/// A runtime with a fresh in-memory kernel cache and poisoned outputs.
+fn prepared(mut rt: Runtime) -> Runtime {
     rt.set_kernel_cache(Arc::new(KernelCache::memory_only()));
     rt.set_poison_outputs(true);
     rt
+}
+
+fn emu() -> Runtime {
+    prepared(Runtime::with_backend(BackendKind::Emu).expect("emulator"))
 }
 
 fn temp_dir(test: &str) -> PathBuf {
@@ -148,9 +152,7 @@ fn primitives() -> Vec<Graph> {
     ]
 }
 
-#[test]
-fn every_primitive_matches_the_reference() {
-    let mut rt = emu();
+fn every_primitive_on(rt: &mut Runtime) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let layouts: [&[usize]; 4] = [
         &[],
@@ -160,8 +162,22 @@ fn every_primitive_matches_the_reference() {
     ];
     for graph in primitives() {
         for lengths in layouts {
-            run_and_compare(&mut rt, &graph, lengths, &mut rng);
+            run_and_compare(rt, &graph, lengths, &mut rng);
         }
+    }
+}
+
+#[test]
+fn every_primitive_matches_the_reference() {
+    every_primitive_on(&mut emu());
+}
+
+/// The same on a GPU, where one is present (skipped loudly otherwise).
+#[test]
+fn every_primitive_matches_the_reference_on_cuda() {
+    match Runtime::with_backend(BackendKind::Cuda) {
+        Ok(rt) => every_primitive_on(&mut prepared(rt)),
+        Err(why) => eprintln!("SKIPPED every_primitive_matches_the_reference_on_cuda: {why}"),
     }
 }
 
