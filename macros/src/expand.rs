@@ -164,7 +164,12 @@ fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenS
             Param::Tensor { ident, ty } => {
                 inputs.push((ident.clone(), ty.kind, ty.dtype.clone(), ty.shape.clone()));
             }
-            Param::Attr { ident, kind, .. } => attrs.push((ident.clone(), *kind)),
+            Param::Attr {
+                ident,
+                kind,
+                rust_ty,
+                ..
+            } => attrs.push((ident.clone(), *kind, rust_ty.clone())),
         }
     }
     let mut extra = Vec::new();
@@ -223,15 +228,12 @@ fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenS
         let s = name.to_string();
         quote!((#s, #name))
     });
-    let attr_params = attrs.iter().map(|(name, kind)| match kind {
-        AttrKind::Index => quote!(#name: usize),
-        AttrKind::Float => quote!(#name: f64),
-    });
-    let attr_values = attrs.iter().map(|(name, kind)| {
+    let attr_params = attrs.iter().map(|(name, _, ty)| quote!(#name: #ty));
+    let attr_values = attrs.iter().map(|(name, kind, _)| {
         let s = name.to_string();
         match kind {
             AttrKind::Index => quote!((#s, #p::AttrValue::Index(#name))),
-            AttrKind::Float => quote!((#s, #p::AttrValue::Float(#name))),
+            AttrKind::Float => quote!((#s, #p::AttrValue::Float(f64::from(#name)))),
         }
     });
     let max_len = if sig.has_max_len() {

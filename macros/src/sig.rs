@@ -238,6 +238,8 @@ pub enum Param {
         ident: Ident,
         /// Index or float.
         kind: AttrKind,
+        /// The declared Rust type (`usize`, `f32`, `f64`): `launch` takes it.
+        rust_ty: Ident,
         /// The default value, if any.
         default: Option<syn::Lit>,
     },
@@ -427,9 +429,11 @@ fn parse_attr_param(ident: Ident, attr: &syn::Attribute, ty: &Type) -> syn::Resu
     if ident == "max_len" && kind != AttrKind::Index {
         return Err(Error::new_spanned(ty, "`max_len` is a `usize`"));
     }
+    let rust_ty = rust_ty.unwrap_or_else(|| Ident::new("usize", ident.span()));
     Ok(Param::Attr {
         ident,
         kind,
+        rust_ty,
         default,
     })
 }
