@@ -202,6 +202,11 @@ fn check_dim(dim: usize, heads: usize, seed: u64) {
 }
 
 #[test]
+fn backward_head_dim_32() {
+    check_dim(32, 2, 40);
+}
+
+#[test]
 fn backward_head_dim_64() {
     check_dim(64, 2, 10);
 }
@@ -232,4 +237,13 @@ fn backward_several_blocks() {
         max_len: 100,
     };
     check(&c, &[vec![97, 100, 1]], 31);
+    let c = Case {
+        dtype: DType::F16,
+        heads: 2,
+        dim: 32,
+        activation: Activation::Softmax,
+        causal: true,
+        max_len: 130,
+    };
+    check(&c, &[vec![130, 70, 129]], 32);
 }

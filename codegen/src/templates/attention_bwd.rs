@@ -878,24 +878,38 @@ impl FlashWriter<'_> {
     fn dq_update(&mut self, p: &MainPtrs, lay: &BwdLayout, it: &BwdItem, i0: Reg, ab: Type) {
         let d = self.d;
         let (hd, stride) = (d.head_dim, self.stride);
-        let cols = hd / 4;
-        let col_w = self.u32_op(BinOp::Mul, it.lanes.warp, Self::imm(cols * 2));
-        let b_lane = self.u32_op(BinOp::Add, it.lanes.b_trans, col_w);
+        // D >= 64: warp w owns columns [w D/4, (w+1) D/4) of every query row;
+        // D = 32 (64 query rows): warp w owns query rows [16 w, 16 w + 16).
+        let split_columns = hd >= 64;
+        let cols = if split_columns { hd / 4 } else { hd };
+        let (col_w, row_base, ds_lane) = if split_columns {
+            let col_w = self.u32_op(BinOp::Mul, it.lanes.warp, Self::imm(cols));
+            let zero = self.b.mov(Type::U32, Operand::Int(0));
+            (col_w, zero, it.lanes.ds_a)
+        } else {
+            let zero = self.b.mov(Type::U32, Operand::Int(0));
+            let rows = self.u32_op(BinOp::Shl, it.lanes.warp, Operand::Int(4));
+            let ds = self.b.ternary(
+                TernOp::MadLo,
+                Type::U32,
+                it.lanes.warp,
+                Operand::Int(32),
+                it.lanes.ds_a,
+            );
+            (zero, rows, ds)
+        };
+        let col_bytes = self.u32_op(BinOp::Shl, col_w, Operand::Int(1));
+        let b_lane = self.u32_op(BinOp::Add, it.lanes.b_trans, col_bytes);
         let quad = self.u32_op(BinOp::Shl, it.lanes.quad, Operand::Int(1));
-        let col_words = self.b.ternary(
-            TernOp::MadLo,
-            Type::U32,
-            it.lanes.warp,
-            Self::imm(cols),
-            quad,
-        );
+        let col_words = self.u32_op(BinOp::Add, col_w, quad);
         let col64 = self.b.cvt(Type::U64, Type::U32, col_words);
+        let row_tiles = if split_columns { lay.bmq / 16 } else { 1 };
         let heads = i64::from(d.heads);
-        for mt in 0..lay.bmq / 16 {
+        for mt in 0..row_tiles {
             let acc: Vec<Acc> = (0..cols / 8).map(|_| self.zero_acc()).collect();
             for kk in 0..BWD_KEYS / 16 {
                 let a = self.ldmatrix(
-                    it.lanes.ds_a,
+                    ds_lane,
                     i64::from(lay.ds + kk * 16 * lay.ds_stride + mt * 32),
                     true,
                 );
@@ -908,13 +922,8 @@ impl FlashWriter<'_> {
                 }
             }
             for half in 0..2u32 {
-                let row_in = self.b.ternary(
-                    TernOp::MadLo,
-                    Type::U32,
-                    it.lanes.group,
-                    Operand::Int(1),
-                    Self::imm(mt * 16 + 8 * half),
-                );
+                let row_in = self.u32_op(BinOp::Add, it.lanes.group, row_base);
+                let row_in = self.u32_op(BinOp::Add, row_in, Self::imm(mt * 16 + 8 * half));
                 let q = self.u32_op(BinOp::Add, i0, row_in);
                 let valid = self.b.setp(Cmp::Lt, Type::U32, q, it.n);
                 let q64 = self.b.cvt(Type::U64, Type::U32, q);
@@ -978,7 +987,7 @@ struct BwdItem {
 /// order: softmax `q, k, v, out, dout, lse, offsets`; SiLU `q, k, v, dout,
 /// offsets`. Outputs `dq, dk, dv` (shapes of q, k, v). Supported: the
 /// `jagged_flash_attention` shapes (softmax, optionally causal; SiLU `/
-/// max_len`, optionally causal), D = 64 or 128, f16 / bf16.
+/// max_len`, optionally causal), D = 32, 64 or 128, f16 / bf16.
 pub fn compile_attention_backward(
     graph: &jagged_ir::Graph,
     spec: &crate::spec::Spec,
@@ -1010,9 +1019,9 @@ pub fn compile_attention_backward(
         (false, &[d]) => (1, d),
         (_, other) => return Err(unsupported(format!("inner dims {other:?}"))),
     };
-    if !matches!(head_dim, 64 | 128) {
+    if !matches!(head_dim, 32 | 64 | 128) {
         return Err(unsupported(format!(
-            "head dim {head_dim} (expected 64 or 128)"
+            "head dim {head_dim} (expected 32, 64 or 128)"
         )));
     }
     if !matches!(spec.dtype, DType::F16 | DType::BF16)
