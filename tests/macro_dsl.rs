@@ -4,7 +4,9 @@
 //! sequences, length 1, lengths above `max_len`) where it differs.
 
 use jagged::dsl::*;
-use jagged::ir::ops::{self as reference, Activation, AttentionSpec, JaggedSpec};
+use jagged::ir::ops::{
+    self as reference, Activation, AttentionSpec, FbgemmAttentionSpec, JaggedSpec,
+};
 use jagged::ir::{AttrValue, DType, DenseTensor, evaluate};
 
 /// Softmax over each sequence, per column, composed from the DSL's ops (the
@@ -47,6 +49,70 @@ fn softmax_attention<T: Float, H, D, E>(
     let p = s.softmax_over_keys();
     let lse = s.logsumexp_over_keys().cast::<f32>();
     (p.dot(v), lse)
+}
+
+/// Causal softmax attention: masked scores are `-inf` before the softmax.
+#[jagged_kernel(name = "jagged_flash_attention", outputs(out, lse))]
+fn causal_softmax_attention<T: Float, H, D, E>(
+    q: Jagged<T, (H, D)>,
+    k: Jagged<T, (H, D)>,
+    v: Jagged<T, (H, E)>,
+    #[attr] max_len: usize,
+    #[attr] scale: f32,
+) -> (Jagged<T, (H, E)>, Jagged<f32, (H,)>) {
+    let s = (q.dot(k) * scale).causal_or(f32::NEG_INFINITY);
+    let p = s.softmax_over_keys();
+    let lse = s.logsumexp_over_keys().cast::<f32>();
+    (p.dot(v), lse)
+}
+
+/// FBGEMM's `jagged_flash_attention_basic`: softmax over all keys, divided by
+/// `max_len`, without a mask.
+#[jagged_kernel(name = "fbgemm_jagged_flash_attention_basic", outputs(out))]
+fn fbgemm_basic<T: Float, D>(
+    q: Jagged<T, (D,)>,
+    k: Jagged<T, (D,)>,
+    v: Jagged<T, (D,)>,
+    #[attr] max_len: usize,
+) -> Jagged<T, (D,)> {
+    let p = q.dot(k).softmax_over_keys() / max_len as f32;
+    p.dot(v)
+}
+
+/// The same with `use_mask`: probabilities of keys before the query are zeroed
+/// after normalization.
+#[jagged_kernel(name = "fbgemm_jagged_flash_attention_basic", outputs(out))]
+fn fbgemm_basic_masked<T: Float, D>(
+    q: Jagged<T, (D,)>,
+    k: Jagged<T, (D,)>,
+    v: Jagged<T, (D,)>,
+    #[attr] max_len: usize,
+) -> Jagged<T, (D,)> {
+    let p = q.dot(k).softmax_over_keys() / max_len as f32;
+    p.anticausal().dot(v)
+}
+
+#[test]
+fn fbgemm_attention_kernels_build_the_reference_graphs() {
+    for input_dtype in [DType::F32, DType::BF16, DType::F64] {
+        for use_mask in [false, true] {
+            let spec = FbgemmAttentionSpec {
+                input_dtype,
+                dtype: input_dtype,
+                offsets: DType::I64,
+                head_dim: 32,
+                use_mask,
+            };
+            let ours = if use_mask {
+                fbgemm_basic_masked::graph(input_dtype, 32, DType::I64)
+            } else {
+                fbgemm_basic::graph(input_dtype, 32, DType::I64)
+            }
+            .unwrap();
+            let theirs = reference::fbgemm_jagged_flash_attention_basic(&spec).unwrap();
+            assert_eq!(ours.to_string(), theirs.to_string(), "{spec:?}");
+        }
+    }
 }
 
 /// A small deterministic generator (xorshift64*), values in [-2, 2).
@@ -142,7 +208,11 @@ fn without_scale_default(text: String) -> String {
 #[test]
 fn attention_kernels_build_the_reference_graphs() {
     for input_dtype in [DType::F32, DType::BF16, DType::F64] {
-        for activation in [Activation::Silu, Activation::Softmax] {
+        for (activation, causal) in [
+            (Activation::Silu, true),
+            (Activation::Softmax, false),
+            (Activation::Softmax, true),
+        ] {
             let spec = AttentionSpec {
                 input_dtype,
                 dtype: input_dtype,
@@ -150,12 +220,14 @@ fn attention_kernels_build_the_reference_graphs() {
                 heads: 2,
                 head_dim: 16,
                 value_dim: 8,
-                causal: activation == Activation::Silu,
+                causal,
                 activation,
             };
-            let ours = match activation {
-                Activation::Silu => hstu_attention::graph(input_dtype, 2, 16, 8, DType::I32),
-                Activation::Softmax => softmax_attention::graph(input_dtype, 2, 16, 8, DType::I32),
+            let (h, d, e, o) = (2, 16, 8, DType::I32);
+            let ours = match (activation, causal) {
+                (Activation::Silu, _) => hstu_attention::graph(input_dtype, h, d, e, o),
+                (_, false) => softmax_attention::graph(input_dtype, h, d, e, o),
+                (_, true) => causal_softmax_attention::graph(input_dtype, h, d, e, o),
             }
             .unwrap();
             let theirs = reference::jagged_flash_attention(&spec).unwrap();

@@ -330,8 +330,14 @@ impl Lowering<'_> {
                 other => err_on(&other, "only numbers are literals of the jagged DSL"),
             },
             Expr::Path(p) => {
+                if let Some(value) = float_constant(&p.path) {
+                    return Ok(Value::Scalar(Scalar::Lit(value)));
+                }
                 let Some(ident) = p.path.get_ident() else {
-                    return err_on(&p, "expected a parameter or a `let` name");
+                    return err_on(
+                        &p,
+                        "expected a parameter, a `let` name or `f32::NEG_INFINITY` / `f32::INFINITY`",
+                    );
                 };
                 match self.env.get(&ident.to_string()) {
                     Some(v) => Ok(v.clone()),
@@ -815,24 +821,33 @@ impl Lowering<'_> {
                 let var = self.emit(Step::Softmax { x: v, axis });
                 Tensor { var, ..recv }
             }
-            "causal" => {
+            "causal" | "causal_or" | "anticausal" | "anticausal_or" => {
                 let s = self.seqs_of(&recv, span)?;
+                let pred = if name.starts_with("causal") {
+                    Pred::KeyNotAfterQuery
+                } else {
+                    Pred::KeyNotBeforeQuery
+                };
                 let mask = self.emit(Step::Mask {
-                    pred: Pred::KeyNotAfterQuery,
+                    pred,
                     ty: dense(
                         &bool_dtype(),
                         vec![DimE::Ragged(s), DimE::Ragged(s)],
                         &no_dims(),
                     ),
                 });
-                let zero = self.emit(Step::Const {
-                    value: 0.0,
-                    dtype: recv.dtype.clone(),
-                });
+                let fill = match args.pop() {
+                    Some(Value::Scalar(fill)) => fill,
+                    Some(Value::Tensor(_)) => {
+                        return err_on(&m.args, "the value of masked pairs is a scalar");
+                    }
+                    None => Scalar::Lit(0.0),
+                };
+                let fill = self.scalar_node(&fill, &recv.dtype);
                 let var = self.emit(Step::Select {
                     cond: mask,
                     on_true: v,
-                    on_false: zero,
+                    on_false: fill,
                 });
                 Tensor { var, ..recv }
             }
@@ -1195,6 +1210,9 @@ fn methods_of(kind: Kind) -> Vec<(&'static str, usize)> {
             ("sum_over_keys", 0),
             ("logsumexp_over_keys", 0),
             ("causal", 0),
+            ("causal_or", 1),
+            ("anticausal", 0),
+            ("anticausal_or", 1),
             ("dot", 1),
         ],
         Kind::Padded => &[("to_jagged", 0)],
@@ -1247,5 +1265,20 @@ fn literal_value(lit: &Lit) -> syn::Result<f64> {
         Lit::Float(f) => f.base10_parse(),
         Lit::Int(i) => Ok(i.base10_parse::<i64>()? as f64),
         other => err_on(other, "an attribute default is a number"),
+    }
+}
+
+/// `f32::NEG_INFINITY`, `f64::INFINITY`, ...: the constants a mask fills with.
+fn float_constant(path: &syn::Path) -> Option<f64> {
+    let names: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+    match names
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["f32" | "f64", "NEG_INFINITY"] => Some(f64::NEG_INFINITY),
+        ["f32" | "f64", "INFINITY"] => Some(f64::INFINITY),
+        _ => None,
     }
 }

@@ -54,6 +54,8 @@ pub enum TyE {
 pub enum Pred {
     /// `j <= i`.
     KeyNotAfterQuery,
+    /// `j >= i`.
+    KeyNotBeforeQuery,
     /// `i < n_b` of a sequence set.
     RowInSequence(V),
 }
@@ -252,6 +254,12 @@ pub fn to_tokens(steps: &[Step]) -> Vec<TokenStream> {
                 }
                 Step::Const { value, dtype } => {
                     let dt = dtype.tokens();
+                    // `quote` cannot print an infinite literal.
+                    let value = match *value {
+                        v if v == f64::INFINITY => quote!(f64::INFINITY),
+                        v if v == f64::NEG_INFINITY => quote!(f64::NEG_INFINITY),
+                        v => quote!(#v),
+                    };
                     quote!(__b.constant(#value, #dt))
                 }
                 Step::Unary { op, x } => {
@@ -277,6 +285,9 @@ pub fn to_tokens(steps: &[Step]) -> Vec<TokenStream> {
                 Step::Mask { pred, ty } => {
                     let pred = match pred {
                         Pred::KeyNotAfterQuery => quote!(#p::IndexPredicate::KeyNotAfterQuery),
+                        Pred::KeyNotBeforeQuery => {
+                            quote!(#p::IndexPredicate::KeyNotBeforeQuery)
+                        }
                         Pred::RowInSequence(s) => {
                             let s = s.ident();
                             quote!(#p::IndexPredicate::RowInSequence(#s))
@@ -478,6 +489,7 @@ pub fn apply(name: &str, steps: &[Step], bindings: &Bindings) -> Result<Graph, S
             Step::Mask { pred, ty: t } => {
                 let pred = match pred {
                     Pred::KeyNotAfterQuery => IndexPredicate::KeyNotAfterQuery,
+                    Pred::KeyNotBeforeQuery => IndexPredicate::KeyNotBeforeQuery,
                     Pred::RowInSequence(s) => IndexPredicate::RowInSequence(v(*s)?),
                 };
                 Some(b.mask(pred, ty(&values, t)?))

@@ -31,11 +31,12 @@
 //! | `.sum_over_seq()`, `.mean_over_seq()`, `.max_over_seq()`, `.logsumexp_over_seq()` -> `PerSeq` | `Jagged` |
 //! | `.softmax_over_seq()`, `.to_padded()`, `.to_padded_or(v)`, `.compact(mask)`, `.offsets()` | `Jagged` |
 //! | `q.dot(k)` -> `Pairs` (contracts the last dim) | `Jagged` |
-//! | `.softmax_over_keys()`, `.sum_over_keys()`, `.logsumexp_over_keys()`, `.causal()`, `p.dot(v)` | `Pairs` |
+//! | `.softmax_over_keys()`, `.sum_over_keys()`, `.logsumexp_over_keys()`, `p.dot(v)` | `Pairs` |
+//! | `.causal()`, `.anticausal()` (zero where `j > i`, `j < i`), `.causal_or(v)`, `.anticausal_or(v)` | `Pairs` |
 //! | `.to_jagged()` | `Padded` |
 //! | `.complete_cumsum()` -> `Offsets` | `Lengths` |
 //!
-//! Scalars (literals, attributes, `max_len as f32`) take the dtype of the
+//! Scalars (literals, `f32::NEG_INFINITY`, attributes, `max_len as f32`) take the dtype of the
 //! tensor they meet; results of `dot` are in the accumulator dtype (f32, f64
 //! for f64) and are rounded to the declared output dtype.
 //!
@@ -305,6 +306,19 @@ impl<T, S> Pairs<T, S> {
     }
     /// Zero where the key row comes after the query row (`j > i`).
     pub fn causal(self) -> Self {
+        self
+    }
+    /// `value` where the key row comes after the query row (`j > i`); with
+    /// `f32::NEG_INFINITY` before a softmax.
+    pub fn causal_or<V>(self, _value: V) -> Self {
+        self
+    }
+    /// Zero where the key row comes before the query row (`j < i`).
+    pub fn anticausal(self) -> Self {
+        self
+    }
+    /// `value` where the key row comes before the query row (`j < i`).
+    pub fn anticausal_or<V>(self, _value: V) -> Self {
         self
     }
     /// Per sequence, `sum_j self[i, j] * v[j]`: contracts the key rows.
