@@ -222,3 +222,15 @@ fn grid_stride() {
         assert!(err <= tolerance(DType::BF16), "{}: {err:e}", out.name);
     }
 }
+
+/// Buckets of 1024 rows and more use 128-row query blocks (8 warps).
+#[test]
+fn long_buckets_use_128_row_query_blocks() {
+    let g = attention(DType::BF16, 1, 64, Activation::Softmax, true);
+    let spec = Spec::for_graph(&g, 1100, Arch::Sm80).expect("spec");
+    let compiled = compile(&g, &spec).expect("compile");
+    assert_eq!(compiled.launches[0].block, 256);
+    check(&g, 1100, &[vec![200, 1, 0, 129], vec![]], Arch::Sm80, 800);
+    let g = attention(DType::F16, 2, 128, Activation::Silu, false);
+    check(&g, 1024, &[vec![150, 70, 0]], Arch::Sm90a, 801);
+}

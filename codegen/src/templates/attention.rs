@@ -1,10 +1,10 @@
 //! Jagged flash attention forward on tensor cores (FlashAttention-2 style).
 //!
-//! One CTA of 4 warps owns one work item `(query block, sequence b, head h)`
-//! at a time (grid-stride over `ceil(max_len / 64) * B * H` items, the last
-//! query blocks first: they carry the most keys, so the heavy items start
-//! early; items whose query block starts past `n_b` exit at once). Each warp
-//! owns 16 query rows. Per key block of `BN` keys:
+//! One CTA of 4 or 8 warps ([`Tiles::for_spec`]) owns one work item
+//! `(query block, sequence b, head h)` at a time (grid-stride over
+//! `ceil(max_len / BM) * B * H` items, the last query blocks first: they
+//! carry the most keys, so the heavy items start early; items whose query
+//! block starts past `n_b` exit at once). Each warp owns 16 query rows. Per key block of `BN` keys:
 //!
 //! - `S = Q K^T` with `mma.sync.m16n8k16` (f32 accumulation); Q and K come
 //!   from shared memory through `ldmatrix` (Q is staged once per item);
@@ -32,11 +32,12 @@ use crate::spec::{DType, Spec};
 use super::attention_graph::AttentionPattern;
 use super::{Entry, MAX_BLOCKS, Plan, load_index, pack_f32};
 
-/// Threads per CTA: 4 warps of 16 query rows each.
+/// Threads per CTA of the backward kernels (4 warps) and of forward
+/// kernels with 64-row query blocks.
 pub const ATTENTION_THREADS: u32 = 128;
 
-/// Query rows per CTA (4 warps x 16 rows).
-pub const BLOCK_M: u32 = 64;
+/// Query rows per warp (one `m16` tile).
+const WARP_ROWS: u32 = 16;
 
 /// The probability function between the two products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,28 +60,41 @@ pub enum PairMask {
 /// Tile shape of the forward kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Tiles {
-    /// Query rows per CTA.
+    /// Query rows per CTA (16 per warp).
     pub block_m: u32,
     /// Keys per pipeline stage.
     pub block_n: u32,
 }
 
 impl Tiles {
-    /// The tiles for a head dim and max-length bucket: 64 keys per block, 32
-    /// for D = 256 (the f32 output accumulator already holds 128 registers
-    /// per thread there) and for buckets of at most 32 rows with D <= 64 (no
-    /// wasted keys; with D = 128 ptxas caps that variant at 128 registers
-    /// and spills).
+    /// The tiles for a head dim and max-length bucket.
+    ///
+    /// Keys per block: 64, or 32 for D = 256 (the f32 output accumulator
+    /// already holds 128 registers per thread there) and for buckets of at
+    /// most 32 rows with D <= 64 (no wasted keys; with D = 128 ptxas put that
+    /// variant at 128 registers and spilled).
+    ///
+    /// Query rows per CTA: 128 (8 warps) for D = 64 / 128 and buckets of at
+    /// least 1024 rows, where sequences are long enough that each K/V tile
+    /// staged in shared memory serves twice the query rows; 64 (4 warps)
+    /// otherwise (less work past `n_b` on short sequences).
     pub fn for_spec(head_dim: u32, max_len_bucket: u32) -> Tiles {
         let block_n = if head_dim >= 256 || (max_len_bucket <= 32 && head_dim <= 64) {
             32
         } else {
             64
         };
-        Tiles {
-            block_m: BLOCK_M,
-            block_n,
-        }
+        let block_m = if matches!(head_dim, 64 | 128) && max_len_bucket >= 1024 {
+            128
+        } else {
+            64
+        };
+        Tiles { block_m, block_n }
+    }
+
+    /// Threads per CTA: one warp per 16 query rows.
+    pub fn threads(&self) -> u32 {
+        self.block_m / WARP_ROWS * 32
     }
 }
 
@@ -137,7 +151,7 @@ impl AttentionDesc {
 /// `out` (and `lse`), then `B`, `max_len` and the scale attribute.
 pub fn attention_kernel(desc: &AttentionDesc) -> Plan {
     let mut e = Entry::new(desc.name.clone());
-    e.b = KernelBuilder::new(desc.name.clone(), ATTENTION_THREADS);
+    e.b = KernelBuilder::new(desc.name.clone(), desc.tiles.threads());
     e.b.set_min_ctas_per_sm(1);
     let q_ptr = e.buffer("q", ParamBinding::Input(0));
     let k_ptr = e.buffer("k", ParamBinding::Input(1));
@@ -197,6 +211,8 @@ pub(super) struct FlashWriter<'a> {
     pub(super) chunks_per_row: u32,
     /// Bytes between two rows of q / k / v / out (`H * D * 2`).
     pub(super) row_bytes: u32,
+    /// Threads per CTA.
+    pub(super) threads: u32,
 }
 
 /// The f32 registers of an `m16n8` accumulator tile: `[row g: c0, c1; row g+8: c2, c3]`.
@@ -210,6 +226,7 @@ impl<'a> FlashWriter<'a> {
             stride: d.smem_stride(),
             chunks_per_row: d.head_dim / 8,
             row_bytes: d.heads * d.head_dim * 2,
+            threads: d.tiles.threads(),
         }
     }
 
@@ -455,7 +472,7 @@ impl<'a> FlashWriter<'a> {
         let row_bytes = self.row_bytes;
         let zero = self.b.mov(Type::B32, Operand::Int(0));
         self.b
-            .for_range_u64(tid64, chunks, Self::imm(ATTENTION_THREADS), |b, c| {
+            .for_range_u64(tid64, chunks, Self::imm(self.threads), |b, c| {
                 let row = b.binary(
                     BinOp::Shr,
                     Type::U64,
@@ -486,7 +503,7 @@ impl<'a> FlashWriter<'a> {
             let heads = i64::from(self.d.heads);
             let zero_f = self.b.const_f32(0.0);
             self.b
-                .for_range_u64(tid64, rows, Self::imm(ATTENTION_THREADS), |b, i| {
+                .for_range_u64(tid64, rows, Self::imm(self.threads), |b, i| {
                     let r = b.binary(BinOp::Add, Type::U64, i, n);
                     let idx = b.ternary(TernOp::MadLo, Type::U64, r, Operand::Int(heads), row_head);
                     let addr = b.element_addr(lse, idx, 4);
@@ -538,7 +555,7 @@ impl<'a> FlashWriter<'a> {
         rows: u32,
         dst_base: u32,
     ) {
-        let rows_per_pass = ATTENTION_THREADS / self.chunks_per_row;
+        let rows_per_pass = self.threads / self.chunks_per_row;
         let head_src = self.u64_op(BinOp::Add, src, head_off);
         let src_col = self.u64_op(BinOp::Add, head_src, t.col_bytes);
         let row0 = self.u32_op(BinOp::Add, first, t.row);
@@ -1199,7 +1216,11 @@ pub(super) fn backward_desc(
         prob_mask: pattern.prob_mask,
         divide_by_max_len: pattern.divide_by_max_len,
         lse: pattern.lse,
-        tiles: Tiles::for_spec(head_dim, spec.max_len_bucket),
+        // The backward kernels run 4 warps (their own tiling, see attention_bwd).
+        tiles: Tiles {
+            block_m: 64,
+            block_n: 64,
+        },
     }
 }
 
