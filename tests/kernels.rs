@@ -1,0 +1,244 @@
+//! Every builtin op x dtype x offsets type x arch, through the whole stack
+//! (`jagged_ir::ops` graph -> `compile` -> `Runtime::run_graph` on the
+//! emulator, memory checker on, outputs poisoned) against the f64 reference
+//! evaluator, on jagged layouts with empty sequences, length 1, lengths above
+//! `max_len` and not a multiple of any tile, `B = 0` and `T = 0`.
+//! Tolerances are DESIGN.md's: f32 1e-5, f16 2e-3, bf16 1e-2 (relative L2).
+
+use std::sync::Arc;
+
+use jagged_codegen::{Arch, Spec};
+use jagged_ir::ops::{self, Activation, AttentionSpec, FbgemmAttentionSpec, JaggedSpec};
+use jagged_ir::{AttrValue, DType, DenseTensor, Dim, Graph, ReduceOp};
+use jagged_runtime::{BackendKind, KernelCache, Runtime};
+
+const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+/// xorshift64*: reproducible inputs.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn float(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0
+    }
+}
+
+fn tolerance(dtype: DType) -> f64 {
+    match dtype {
+        DType::F32 => 1e-5,
+        DType::F16 => 2e-3,
+        _ => 1e-2,
+    }
+}
+
+/// `||a - b|| / ||b||` (absolute when `b` is zero); NaN gives infinity.
+fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
+    if a.len() != b.len() || a.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt();
+    let norm = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    if norm == 0.0 { diff } else { diff / norm }
+}
+
+/// Layouts: `B = 0`, all empty, length 1, above `max_len`, and random ones.
+fn layouts(max_len: usize, rng: &mut Rng) -> Vec<Vec<usize>> {
+    let random = (0..6)
+        .map(|k| {
+            if k == 2 {
+                0
+            } else {
+                rng.below(max_len + max_len / 2 + 2)
+            }
+        })
+        .collect();
+    vec![
+        vec![],
+        vec![0, 0, 0],
+        vec![1],
+        vec![max_len + 3, 0, 1, max_len, 7],
+        random,
+    ]
+}
+
+/// Inputs for every graph input on `lengths` (dense `N` = `max_len`).
+fn inputs_for(
+    graph: &Graph,
+    lengths: &[usize],
+    max_len: usize,
+    rng: &mut Rng,
+) -> Vec<(String, DenseTensor)> {
+    let total: usize = lengths.iter().sum();
+    let mut offsets = vec![0.0];
+    for &l in lengths {
+        offsets.push(offsets[offsets.len() - 1] + l as f64);
+    }
+    graph
+        .inputs()
+        .map(|(_, name, ty)| {
+            let shape: Vec<usize> = ty
+                .dims
+                .iter()
+                .map(|d| match d {
+                    Dim::Ragged(_) => total,
+                    Dim::Batch => lengths.len(),
+                    Dim::BatchPlusOne => lengths.len() + 1,
+                    Dim::MaxLen => max_len,
+                    Dim::Static(n) => *n,
+                })
+                .collect();
+            let n: usize = shape.iter().product();
+            let values: Vec<f64> = match name {
+                "offsets" => offsets.clone(),
+                "lengths" => lengths.iter().map(|&l| l as f64).collect(),
+                "mask" => (0..n).map(|_| rng.below(2) as f64).collect(),
+                _ => (0..n).map(|_| rng.float()).collect(),
+            };
+            let t = DenseTensor::from_f64(ty.dtype, shape, &values).expect("input");
+            (name.to_string(), t)
+        })
+        .collect()
+}
+
+fn emu() -> Runtime {
+    let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator");
+    rt.set_kernel_cache(Arc::new(KernelCache::memory_only()));
+    rt.set_poison_outputs(true);
+    rt
+}
+
+/// Runs `graph` for both archs on every layout and checks every output.
+fn check(rt: &mut Runtime, graph: &Graph, dtype: DType, max_len: usize, seed: u64) {
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let attrs: Vec<(&str, AttrValue)> = [
+        ("max_len", AttrValue::Index(max_len)),
+        ("padding_value", AttrValue::Float(-0.5)),
+        ("scale", AttrValue::Float(0.3)),
+    ]
+    .into_iter()
+    .filter(|(n, _)| graph.attr(n).is_some())
+    .collect();
+    // Graphs without a max_len attribute: bucket by the dense N, or nothing.
+    let spec_len = if graph
+        .inputs()
+        .any(|(_, _, t)| t.dims.contains(&Dim::MaxLen))
+        || graph.attr("max_len").is_some()
+    {
+        max_len as u64
+    } else {
+        0
+    };
+    for arch in Arch::ALL {
+        let spec = Spec::for_graph(graph, spec_len, arch).expect("spec");
+        for lengths in layouts(max_len, &mut rng) {
+            let inputs = inputs_for(graph, &lengths, max_len, &mut rng);
+            let named: Vec<(&str, &DenseTensor)> =
+                inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            let want = jagged_ir::evaluate(graph, &named, &attrs).expect("reference");
+            let what = format!("{} {spec} on {lengths:?}", graph.name());
+            let got = rt
+                .run_graph_host(graph, &spec, &named, &attrs)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            for (name, w) in &want {
+                let g = &got[name];
+                assert_eq!(g.shape(), w.shape(), "{what}: output {name}");
+                assert_eq!(g.dtype(), w.dtype(), "{what}: output {name}");
+                let err = rel_l2(&g.to_f64(), &w.to_f64());
+                // Integer outputs (offsets) must be exact.
+                let tol = if w.dtype().is_float() {
+                    tolerance(dtype)
+                } else {
+                    0.0
+                };
+                assert!(err <= tol, "{what}: output {name}: relative error {err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn primitives_every_dtype_and_offsets_type() {
+    let mut rt = emu();
+    for index in [DType::I32, DType::I64] {
+        check(
+            &mut rt,
+            &ops::complete_cumsum(index).expect("graph"),
+            DType::F32,
+            16,
+            1,
+        );
+        for (k, dtype) in FLOATS.into_iter().enumerate() {
+            let spec = |inner: &[usize]| JaggedSpec {
+                dtype,
+                offsets: index,
+                inner: inner.to_vec(),
+            };
+            let graphs = [
+                ops::jagged_to_padded_dense(&spec(&[3, 5])),
+                ops::dense_to_jagged(&spec(&[12])),
+                ops::jagged_dense_elementwise_mul(&spec(&[8])),
+                ops::jagged_softmax(&spec(&[5])),
+                ops::jagged_softmax(&spec(&[32])),
+                ops::jagged_reduce(&spec(&[7]), ReduceOp::Sum),
+                ops::jagged_reduce(&spec(&[16]), ReduceOp::Mean),
+                ops::jagged_reduce(&spec(&[1]), ReduceOp::Max),
+                ops::masked_select_jagged(&spec(&[6]), DType::U8),
+                ops::masked_select_jagged(&spec(&[2, 2]), DType::Bool),
+            ];
+            for (g, graph) in graphs.into_iter().enumerate() {
+                let graph = graph.expect("graph");
+                check(&mut rt, &graph, dtype, 20, (k * 100 + g) as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_ops_bf16_and_f16() {
+    let mut rt = emu();
+    for (k, dtype) in [DType::BF16, DType::F16].into_iter().enumerate() {
+        for (causal, activation) in [
+            (false, Activation::Softmax),
+            (true, Activation::Softmax),
+            (true, Activation::Silu),
+        ] {
+            let graph = ops::jagged_flash_attention(&AttentionSpec {
+                input_dtype: dtype,
+                dtype,
+                offsets: DType::I32,
+                heads: 2,
+                head_dim: 32,
+                value_dim: 32,
+                causal,
+                activation,
+            })
+            .expect("graph");
+            check(&mut rt, &graph, dtype, 24, k as u64);
+        }
+        for use_mask in [false, true] {
+            let graph = ops::fbgemm_jagged_flash_attention_basic(&FbgemmAttentionSpec {
+                input_dtype: dtype,
+                dtype,
+                offsets: DType::I64,
+                head_dim: 64,
+                use_mask,
+            })
+            .expect("graph");
+            check(&mut rt, &graph, dtype, 24, 10 + k as u64);
+        }
+    }
+}
