@@ -183,6 +183,9 @@ pub fn graph_cache_key(graph: &Graph, spec: &Spec) -> CacheKey {
     CacheKey::from_graph_text(&graph.to_string(), spec.to_string(), CODEGEN_VERSION)
 }
 
+/// The named outputs of a run and the scratch buffers to free after it.
+type Launched = (BTreeMap<String, DeviceTensor>, Vec<DeviceBuffer>);
+
 /// Run-time sizes bound from the inputs and attributes.
 struct Bound {
     sizes: RunSizes,
@@ -282,7 +285,9 @@ impl Runtime {
     /// Runs `graph`, specialized by `spec`, on device tensors named as the
     /// graph's inputs; returns its outputs by name (owned by the caller, to
     /// be freed with [`Runtime::free`]). Attributes not given take their
-    /// declared defaults.
+    /// declared defaults. The offsets inputs are downloaded and checked
+    /// first (a synchronization), as is the row count of a compaction's
+    /// output; the kernels themselves are launched without waiting.
     pub fn run_graph(
         &mut self,
         graph: &Graph,
@@ -495,7 +500,6 @@ impl Runtime {
 
     /// Allocates outputs and scratch (recorded in `owned` as they are made),
     /// launches every kernel and shapes the outputs.
-    #[allow(clippy::type_complexity)]
     fn launch_all(
         &mut self,
         graph: &Graph,
@@ -504,7 +508,7 @@ impl Runtime {
         bound: &Bound,
         inputs: &[(&str, &DeviceTensor)],
         owned: &mut Vec<DeviceBuffer>,
-    ) -> Result<(BTreeMap<String, DeviceTensor>, Vec<DeviceBuffer>), GraphRunError> {
+    ) -> Result<Launched, GraphRunError> {
         let bad = |reason: String| GraphRunError::BadMetadata {
             graph: graph.name().to_string(),
             reason,
