@@ -13,12 +13,13 @@
 //!
 //! Compiled kernels are cached three ways: per runtime (kernel metadata and
 //! loaded module), in the [`KernelCache`]'s memory, and on its disk (as
-//! [`CompiledKernel::to_text`]). Only a miss in all three runs the code
-//! generator; [`GraphRunStats::codegen_runs`] counts those.
+//! [`CompiledKernel::to_text`]), keyed by [`graph_cache_key`]. Only a miss in
+//! all three runs the code generator; [`GraphRunStats::codegen_runs`] counts
+//! those.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use jagged_codegen::{CODEGEN_VERSION, CodegenError, CompiledKernel, ParamBinding, RunSizes, Spec};
 use jagged_ir::graph::MAX_LEN;
@@ -180,7 +181,26 @@ impl CacheEntry for CompiledKernel {
 
 /// The cache key of `graph` specialized by `spec` under this code generator.
 pub fn graph_cache_key(graph: &Graph, spec: &Spec) -> CacheKey {
-    CacheKey::from_graph_text(&graph.to_string(), spec.to_string(), CODEGEN_VERSION)
+    CacheKey::from_graph_text(&graph.to_string(), spec.to_string(), codegen_key())
+}
+
+/// The code-generator part of cache keys: [`CODEGEN_VERSION`] and a
+/// fingerprint (size, modification time) of the running executable, which
+/// links the code generator. A rebuilt code generator whose version was not
+/// bumped then never reads the kernels an older build left on disk; runs of
+/// the same executable share them.
+fn codegen_key() -> &'static str {
+    static KEY: OnceLock<String> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let fingerprint = std::env::current_exe()
+            .and_then(std::fs::metadata)
+            .ok()
+            .and_then(|m| {
+                let modified = m.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+                Some(format!("+exe{}.{}", m.len(), modified.as_nanos()))
+            });
+        format!("{CODEGEN_VERSION}{}", fingerprint.unwrap_or_default())
+    })
 }
 
 /// The named outputs of a run and the scratch buffers to free after it.
