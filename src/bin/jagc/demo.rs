@@ -13,7 +13,7 @@ use jagged_ir::ops::{self, JaggedSpec};
 use jagged_ir::{AttrValue, DType, DenseTensor, Graph, ReduceOp};
 use jagged_runtime::{DeviceTensor, KernelCache, Runtime};
 
-/// Arguments of `jagc demo`.
+/// Arguments of `jagc demo`. `JAGGED_BACKEND=emu|cuda` forces a backend.
 #[derive(Args)]
 pub struct DemoArgs {
     /// Number of sequences.
@@ -28,6 +28,9 @@ pub struct DemoArgs {
     /// Seed of the random lengths and values.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// The target architecture of the generated PTX.
+    #[arg(long, default_value = "sm_80", value_parser = crate::opspec::parse_arch)]
+    pub arch: Arch,
 }
 
 /// DESIGN.md's tolerance for f32 math.
@@ -96,7 +99,7 @@ pub fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         ops::jagged_softmax(&spec)?,
         ops::jagged_reduce(&spec, ReduceOp::Mean)?,
     ] {
-        ok &= demo_graph(&mut rt, &graph, &inputs, args.max_len)?;
+        ok &= demo_graph(&mut rt, &graph, &inputs, args.max_len, args.arch)?;
     }
     if ok {
         Ok(())
@@ -112,10 +115,11 @@ fn demo_graph(
     graph: &Graph,
     inputs: &[(&str, &DenseTensor)],
     max_len: usize,
+    arch: Arch,
 ) -> Result<bool, Box<dyn std::error::Error>> {
     println!("\n== {} ==\n{graph}", graph.name());
     let attrs = [("max_len", AttrValue::Index(max_len))];
-    let spec = Spec::for_graph(graph, max_len as u64, Arch::Sm80)?;
+    let spec = Spec::for_graph(graph, max_len as u64, arch)?;
     println!("spec: {spec}");
 
     let device: Vec<(&str, DeviceTensor)> = inputs
