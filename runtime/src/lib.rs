@@ -26,8 +26,8 @@ mod tensor;
 pub use backend::{BackendKind, BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId};
 pub use cache::{CacheEntry, CacheError, CacheKey, CacheStats, KernelCache};
 pub use error::RuntimeError;
-pub use launcher::{DeviceTensor, GraphRunError, GraphRunStats, POISON_BYTE, graph_cache_key};
 pub use jagged_ir::DType;
+pub use launcher::{DeviceTensor, GraphRunError, GraphRunStats, POISON_BYTE, graph_cache_key};
 pub use params::EntrySignatures;
 pub use runtime::{BACKEND_ENV, Runtime};
 pub use tensor::{
