@@ -309,6 +309,16 @@ impl<'a> Mods<'a> {
         Some(self.list.remove(i))
     }
 
+    /// Removes the first modifier named in `modes` and returns the value it stands for.
+    fn take_mode<T: Copy>(&mut self, modes: &[(&str, T)]) -> Option<T> {
+        let (i, v) = self.list.iter().enumerate().find_map(|(i, x)| {
+            let (_, v) = modes.iter().find(|(name, _)| name == x)?;
+            Some((i, *v))
+        })?;
+        self.list.remove(i);
+        Some(v)
+    }
+
     /// Removes and returns the first type modifier.
     fn ty(&mut self) -> Option<Ty> {
         let i = self.list.iter().position(|x| Ty::from_name(x).is_some())?;
@@ -316,18 +326,18 @@ impl<'a> Mods<'a> {
     }
 
     fn rnd(&mut self) -> Rnd {
-        match self.take_any(&["rn", "rz", "rm", "rp", "rna", "rni", "rzi", "rmi", "rpi"]) {
-            Some("rn") => Rnd::Rn,
-            Some("rz") => Rnd::Rz,
-            Some("rm") => Rnd::Rm,
-            Some("rp") => Rnd::Rp,
-            Some("rna") => Rnd::Rna,
-            Some("rni") => Rnd::Rni,
-            Some("rzi") => Rnd::Rzi,
-            Some("rmi") => Rnd::Rmi,
-            Some("rpi") => Rnd::Rpi,
-            _ => Rnd::Default,
-        }
+        self.take_mode(&[
+            ("rn", Rnd::Rn),
+            ("rz", Rnd::Rz),
+            ("rm", Rnd::Rm),
+            ("rp", Rnd::Rp),
+            ("rna", Rnd::Rna),
+            ("rni", Rnd::Rni),
+            ("rzi", Rnd::Rzi),
+            ("rmi", Rnd::Rmi),
+            ("rpi", Rnd::Rpi),
+        ])
+        .unwrap_or(Rnd::Default)
     }
 
     fn space(&mut self) -> Option<MemSpace> {
@@ -351,12 +361,8 @@ impl<'a> Mods<'a> {
     }
 
     fn vector(&mut self) -> usize {
-        match self.take_any(&["v2", "v4", "v8"]) {
-            Some("v2") => 2,
-            Some("v4") => 4,
-            Some("v8") => 8,
-            _ => 1,
-        }
+        self.take_mode(&[("v2", 2), ("v4", 4), ("v8", 8)])
+            .unwrap_or(1)
     }
 }
 
@@ -375,6 +381,27 @@ impl Decoder<'_> {
             column: self.col,
             message,
         }
+    }
+
+    /// Decodes the modifiers of a warp-synchronous `shfl`/`vote`: one of `modes`, the
+    /// required `.sync` and a type.
+    fn sync_mode<T: Copy>(
+        &self,
+        m: &mut Mods,
+        opcode: &str,
+        modes: &[(&str, T)],
+    ) -> Result<T, EmuError> {
+        let mode = m
+            .take_mode(modes)
+            .ok_or_else(|| self.bad(format!("{} needs a mode", m.name)))?;
+        if !m.take("sync") {
+            return Err(self.unsupported(format!("{} without .sync", m.name)));
+        }
+        if m.ty().is_none() {
+            return Err(self.bad(format!("`{opcode}` needs a type")));
+        }
+        self.finish(m, opcode)?;
+        Ok(mode)
     }
 
     fn finish(&self, m: &Mods, opcode: &str) -> Result<(), EmuError> {
@@ -632,15 +659,16 @@ impl Decoder<'_> {
                 let wide = m.take("wide");
                 let mut prmt = PrmtMode::Default;
                 if name == "prmt" {
-                    prmt = match m.take_any(&["f4e", "b4e", "rc8", "ecl", "ecr", "rc16"]) {
-                        Some("f4e") => PrmtMode::F4e,
-                        Some("b4e") => PrmtMode::B4e,
-                        Some("rc8") => PrmtMode::Rc8,
-                        Some("ecl") => PrmtMode::Ecl,
-                        Some("ecr") => PrmtMode::Ecr,
-                        Some("rc16") => PrmtMode::Rc16,
-                        _ => PrmtMode::Default,
-                    };
+                    prmt = m
+                        .take_mode(&[
+                            ("f4e", PrmtMode::F4e),
+                            ("b4e", PrmtMode::B4e),
+                            ("rc8", PrmtMode::Rc8),
+                            ("ecl", PrmtMode::Ecl),
+                            ("ecr", PrmtMode::Ecr),
+                            ("rc16", PrmtMode::Rc16),
+                        ])
+                        .unwrap_or(PrmtMode::Default);
                 }
                 let mut shf = (false, false);
                 if name == "shf" {
@@ -767,37 +795,32 @@ impl Decoder<'_> {
             }
             "setp" | "set" => {
                 let cmp = m
-                    .take_any(&[
-                        "eq", "ne", "lt", "le", "gt", "ge", "lo", "ls", "hi", "hs", "equ", "neu",
-                        "ltu", "leu", "gtu", "geu", "num", "nan",
+                    .take_mode(&[
+                        ("eq", Cmp::Eq),
+                        ("ne", Cmp::Ne),
+                        ("lt", Cmp::Lt),
+                        ("le", Cmp::Le),
+                        ("gt", Cmp::Gt),
+                        ("ge", Cmp::Ge),
+                        ("lo", Cmp::Lo),
+                        ("ls", Cmp::Ls),
+                        ("hi", Cmp::Hi),
+                        ("hs", Cmp::Hs),
+                        ("equ", Cmp::Equ),
+                        ("neu", Cmp::Neu),
+                        ("ltu", Cmp::Ltu),
+                        ("leu", Cmp::Leu),
+                        ("gtu", Cmp::Gtu),
+                        ("geu", Cmp::Geu),
+                        ("num", Cmp::Num),
+                        ("nan", Cmp::Nan),
                     ])
                     .ok_or_else(|| self.bad(format!("`{opcode}` needs a comparison")))?;
-                let cmp = match cmp {
-                    "eq" => Cmp::Eq,
-                    "ne" => Cmp::Ne,
-                    "lt" => Cmp::Lt,
-                    "le" => Cmp::Le,
-                    "gt" => Cmp::Gt,
-                    "ge" => Cmp::Ge,
-                    "lo" => Cmp::Lo,
-                    "ls" => Cmp::Ls,
-                    "hi" => Cmp::Hi,
-                    "hs" => Cmp::Hs,
-                    "equ" => Cmp::Equ,
-                    "neu" => Cmp::Neu,
-                    "ltu" => Cmp::Ltu,
-                    "leu" => Cmp::Leu,
-                    "gtu" => Cmp::Gtu,
-                    "geu" => Cmp::Geu,
-                    "num" => Cmp::Num,
-                    _ => Cmp::Nan,
-                };
-                let bop = match m.take_any(&["and", "or", "xor"]) {
-                    Some("and") => Some(BoolOp::And),
-                    Some("or") => Some(BoolOp::Or),
-                    Some("xor") => Some(BoolOp::Xor),
-                    _ => None,
-                };
+                let bop = m.take_mode(&[
+                    ("and", BoolOp::And),
+                    ("or", BoolOp::Or),
+                    ("xor", BoolOp::Xor),
+                ]);
                 let ftz = m.take("ftz");
                 if name == "set" {
                     let dty = need_ty(&mut m, self)?;
@@ -978,21 +1001,20 @@ impl Decoder<'_> {
             }
             "atom" | "red" => {
                 let space0 = m.space();
-                let aop = match m.take_any(&[
-                    "add", "min", "max", "exch", "cas", "and", "or", "xor", "inc", "dec",
-                ]) {
-                    Some("add") => AtomOp::Add,
-                    Some("min") => AtomOp::Min,
-                    Some("max") => AtomOp::Max,
-                    Some("exch") => AtomOp::Exch,
-                    Some("cas") => AtomOp::Cas,
-                    Some("and") => AtomOp::And,
-                    Some("or") => AtomOp::Or,
-                    Some("xor") => AtomOp::Xor,
-                    Some("inc") => AtomOp::Inc,
-                    Some("dec") => AtomOp::Dec,
-                    _ => return Err(self.unsupported(format!("atomic operation in `{opcode}`"))),
-                };
+                let aop = m
+                    .take_mode(&[
+                        ("add", AtomOp::Add),
+                        ("min", AtomOp::Min),
+                        ("max", AtomOp::Max),
+                        ("exch", AtomOp::Exch),
+                        ("cas", AtomOp::Cas),
+                        ("and", AtomOp::And),
+                        ("or", AtomOp::Or),
+                        ("xor", AtomOp::Xor),
+                        ("inc", AtomOp::Inc),
+                        ("dec", AtomOp::Dec),
+                    ])
+                    .ok_or_else(|| self.unsupported(format!("atomic operation in `{opcode}`")))?;
                 m.take("noftz");
                 let ty = need_ty(&mut m, self)?;
                 self.finish(&m, opcode)?;
@@ -1083,18 +1105,16 @@ impl Decoder<'_> {
             "membar" | "fence" | "prefetch" | "prefetchu" | "nanosleep" | "griddepcontrol"
             | "discard" | "applypriority" | "pmevent" => Op::Nop,
             "shfl" => {
-                let mode = match m.take_any(&["up", "down", "bfly", "idx"]) {
-                    Some("up") => ShflMode::Up,
-                    Some("down") => ShflMode::Down,
-                    Some("bfly") => ShflMode::Bfly,
-                    Some("idx") => ShflMode::Idx,
-                    _ => return Err(self.bad("shfl needs a mode".into())),
-                };
-                if !m.take("sync") {
-                    return Err(self.unsupported("shfl without .sync".into()));
-                }
-                need_ty(&mut m, self)?;
-                self.finish(&m, opcode)?;
+                let mode = self.sync_mode(
+                    &mut m,
+                    opcode,
+                    &[
+                        ("up", ShflMode::Up),
+                        ("down", ShflMode::Down),
+                        ("bfly", ShflMode::Bfly),
+                        ("idx", ShflMode::Idx),
+                    ],
+                )?;
                 self.nops(ops, 5, opcode)?;
                 let (d, p) = match &ops[0] {
                     Operand::Pair(d, p) => (
@@ -1114,18 +1134,16 @@ impl Decoder<'_> {
                 }
             }
             "vote" => {
-                let mode = match m.take_any(&["all", "any", "uni", "ballot"]) {
-                    Some("all") => VoteMode::All,
-                    Some("any") => VoteMode::Any,
-                    Some("uni") => VoteMode::Uni,
-                    Some("ballot") => VoteMode::Ballot,
-                    _ => return Err(self.bad("vote needs a mode".into())),
-                };
-                if !m.take("sync") {
-                    return Err(self.unsupported("vote without .sync".into()));
-                }
-                need_ty(&mut m, self)?;
-                self.finish(&m, opcode)?;
+                let mode = self.sync_mode(
+                    &mut m,
+                    opcode,
+                    &[
+                        ("all", VoteMode::All),
+                        ("any", VoteMode::Any),
+                        ("uni", VoteMode::Uni),
+                        ("ballot", VoteMode::Ballot),
+                    ],
+                )?;
                 self.nops(ops, 3, opcode)?;
                 let (a, negate) = match &ops[1] {
                     Operand::Not(n) => (self.src(&Operand::Name(n.clone()), Ty::Pred)?, true),
@@ -1140,15 +1158,16 @@ impl Decoder<'_> {
                 }
             }
             "redux" => {
-                let aop = match m.take_any(&["add", "min", "max", "and", "or", "xor"]) {
-                    Some("add") => AtomOp::Add,
-                    Some("min") => AtomOp::Min,
-                    Some("max") => AtomOp::Max,
-                    Some("and") => AtomOp::And,
-                    Some("or") => AtomOp::Or,
-                    Some("xor") => AtomOp::Xor,
-                    _ => return Err(self.unsupported(format!("`{opcode}`"))),
-                };
+                let aop = m
+                    .take_mode(&[
+                        ("add", AtomOp::Add),
+                        ("min", AtomOp::Min),
+                        ("max", AtomOp::Max),
+                        ("and", AtomOp::And),
+                        ("or", AtomOp::Or),
+                        ("xor", AtomOp::Xor),
+                    ])
+                    .ok_or_else(|| self.unsupported(format!("`{opcode}`")))?;
                 let ty = need_ty(&mut m, self)?;
                 self.finish(&m, opcode)?;
                 if ty.size() != 4 || ty.is_float() {
@@ -1167,12 +1186,9 @@ impl Decoder<'_> {
                 if !m.take("m8n8") {
                     return Err(self.unsupported(format!("`{opcode}` shape")));
                 }
-                let n = match m.take_any(&["x1", "x2", "x4"]) {
-                    Some("x1") => 1,
-                    Some("x2") => 2,
-                    Some("x4") => 4,
-                    _ => return Err(self.bad(format!("`{opcode}` needs .x1, .x2 or .x4"))),
-                };
+                let n = m
+                    .take_mode(&[("x1", 1), ("x2", 2), ("x4", 4)])
+                    .ok_or_else(|| self.bad(format!("`{opcode}` needs .x1, .x2 or .x4")))?;
                 let trans = m.take("trans");
                 let space = m.space().unwrap_or(MemSpace::Generic);
                 if need_ty(&mut m, self)? != Ty::B16 {
