@@ -857,6 +857,23 @@ impl<'g> Worker<'g> {
         Ok(())
     }
 
+    /// Checks a warp-synchronous instruction whose member mask `m` is read from the first
+    /// of the `active` lanes (PTX requires every lane to name the same mask).
+    #[allow(clippy::too_many_arguments)]
+    fn sync_members(
+        &self,
+        ctx: &LaunchCtx<'g>,
+        w: &Warp,
+        mask: u32,
+        active: u32,
+        m: Src,
+        line: u32,
+        what: &str,
+    ) -> Result<(), EmuError> {
+        let member = self.rd(ctx, w, m, active.trailing_zeros()) as u32;
+        self.collective(ctx, w, mask, member, line, what)
+    }
+
     fn step(
         &mut self,
         ctx: &LaunchCtx<'g>,
@@ -1252,8 +1269,7 @@ impl<'g> Worker<'g> {
             }
             Op::WarpSync { mask: m } => {
                 if active != 0 {
-                    let member = self.rd(ctx, w, *m, active.trailing_zeros()) as u32;
-                    self.collective(ctx, w, mask, member, line, "bar.warp.sync")?;
+                    self.sync_members(ctx, w, mask, active, *m, line, "bar.warp.sync")?;
                 }
             }
             Op::Nop => {}
@@ -1269,8 +1285,7 @@ impl<'g> Worker<'g> {
                 if active == 0 {
                     return Ok(Flow::Next);
                 }
-                let member = self.rd(ctx, w, *m, active.trailing_zeros()) as u32;
-                self.collective(ctx, w, mask, member, line, "shfl.sync")?;
+                self.sync_members(ctx, w, mask, active, *m, line, "shfl.sync")?;
                 let mut src = [0u64; 32];
                 for (l, s) in src.iter_mut().enumerate() {
                     *s = self.rd(ctx, w, *a, l as u32) & 0xffff_ffff;
@@ -1317,8 +1332,7 @@ impl<'g> Worker<'g> {
                 if active == 0 {
                     return Ok(Flow::Next);
                 }
-                let member = self.rd(ctx, w, *m, active.trailing_zeros()) as u32;
-                self.collective(ctx, w, mask, member, line, "vote.sync")?;
+                self.sync_members(ctx, w, mask, active, *m, line, "vote.sync")?;
                 let ballot = lanes(active)
                     .filter(|&l| (self.rd(ctx, w, *a, l) & 1 != 0) != *negate)
                     .fold(0u32, |m, l| m | 1 << l);
@@ -1328,9 +1342,7 @@ impl<'g> Worker<'g> {
                     VoteMode::Any => (ballot != 0) as u64,
                     VoteMode::Uni => (ballot == active || ballot == 0) as u64,
                 };
-                for l in lanes(active) {
-                    w.regs[*d as usize * 32 + l as usize] = v;
-                }
+                w.set_lanes(*d, active, v);
             }
             Op::Redux {
                 op,
@@ -1342,8 +1354,7 @@ impl<'g> Worker<'g> {
                 if active == 0 {
                     return Ok(Flow::Next);
                 }
-                let member = self.rd(ctx, w, *m, active.trailing_zeros()) as u32;
-                self.collective(ctx, w, mask, member, line, "redux.sync")?;
+                self.sync_members(ctx, w, mask, active, *m, line, "redux.sync")?;
                 let mut acc: Option<u64> = None;
                 for l in lanes(active) {
                     let v = self.rd(ctx, w, *a, l) & ty.mask();
@@ -1352,10 +1363,7 @@ impl<'g> Worker<'g> {
                         Some(x) => atom_apply(*op, *ty, x, v, 0),
                     });
                 }
-                let r = acc.unwrap_or(0);
-                for l in lanes(active) {
-                    w.regs[*d as usize * 32 + l as usize] = r;
-                }
+                w.set_lanes(*d, active, acc.unwrap_or(0));
             }
             Op::Ldmatrix {
                 ds,
@@ -1649,6 +1657,13 @@ impl Warp {
     fn set_bar_lanes(&mut self, id: u32, m: u32) {
         for l in lanes(m) {
             self.bar_of[l as usize] = id as u8;
+        }
+    }
+
+    /// Writes `v` to register `d` of every lane in `m` (a warp-uniform result).
+    fn set_lanes(&mut self, d: u32, m: u32, v: u64) {
+        for l in lanes(m) {
+            self.regs[d as usize * 32 + l as usize] = v;
         }
     }
 }
