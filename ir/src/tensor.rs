@@ -273,6 +273,21 @@ pub enum TensorError {
     },
 }
 
+/// The entries of the index tensor `data` (argument `arg`) as i64; an error unless it is i32 or i64.
+fn index_values(arg: &str, data: &TensorData) -> Result<Vec<i64>, TensorError> {
+    data.to_i64().ok_or_else(|| TensorError::IndexDtype {
+        arg: arg.to_string(),
+        dtype: data.dtype(),
+    })
+}
+
+/// The entries of the `offsets` argument as i64, checked by [`check_offsets`].
+fn checked_offsets(offsets: &TensorData) -> Result<Vec<i64>, TensorError> {
+    let index = index_values("offsets", offsets)?;
+    check_offsets("offsets", &index, None)?;
+    Ok(index)
+}
+
 /// Checks offsets: non-empty, `offsets[0] == 0`, no negative entry,
 /// non-decreasing, and `offsets[B] == rows` when `rows` is given.
 pub fn check_offsets(arg: &str, offsets: &[i64], rows: Option<usize>) -> Result<(), TensorError> {
@@ -424,11 +439,7 @@ impl JaggedTensor {
         inner: &[usize],
         offsets: TensorData,
     ) -> Result<Self, TensorError> {
-        let index = offsets.to_i64().ok_or_else(|| TensorError::IndexDtype {
-            arg: "offsets".to_string(),
-            dtype: offsets.dtype(),
-        })?;
-        check_offsets("offsets", &index, None)?;
+        let index = checked_offsets(&offsets)?;
         // Checked above: the offsets are non-negative.
         let rows = index[index.len() - 1] as usize;
         let row_size: usize = inner.iter().product();
@@ -459,10 +470,7 @@ impl JaggedTensor {
         lengths: TensorData,
     ) -> Result<Self, TensorError> {
         let dtype = lengths.dtype();
-        let lens = lengths.to_i64().ok_or_else(|| TensorError::IndexDtype {
-            arg: "lengths".to_string(),
-            dtype,
-        })?;
+        let lens = index_values("lengths", &lengths)?;
         let mut offsets = Vec::with_capacity(lens.len() + 1);
         offsets.push(0i64);
         let limit = if dtype == DType::I32 {
@@ -550,11 +558,7 @@ impl JaggedTensor {
         dense: &DenseTensor,
         offsets: TensorData,
     ) -> Result<Self, TensorError> {
-        let index = offsets.to_i64().ok_or_else(|| TensorError::IndexDtype {
-            arg: "offsets".to_string(),
-            dtype: offsets.dtype(),
-        })?;
-        check_offsets("offsets", &index, None)?;
+        let index = checked_offsets(&offsets)?;
         let batch = index.len() - 1;
         if dense.shape.len() < 2 || dense.shape[0] != batch {
             return Err(TensorError::Shape {
