@@ -475,37 +475,28 @@ impl Validator<'_> {
         }
     }
 
-    fn float(dtype: DType) -> Result<(), Kind> {
-        if dtype.is_float() {
+    /// `BadDtype` with `reason` unless `ok`.
+    fn require(ok: bool, dtype: DType, reason: &'static str) -> Result<(), Kind> {
+        if ok {
             Ok(())
         } else {
             Err(Kind::BadDtype {
                 found: dtype,
-                reason: "a float type is required",
+                reason,
             })
         }
+    }
+
+    fn float(dtype: DType) -> Result<(), Kind> {
+        Self::require(dtype.is_float(), dtype, "a float type is required")
     }
 
     fn index(dtype: DType) -> Result<(), Kind> {
-        if dtype.is_index() {
-            Ok(())
-        } else {
-            Err(Kind::BadDtype {
-                found: dtype,
-                reason: "i32 or i64 is required",
-            })
-        }
+        Self::require(dtype.is_index(), dtype, "i32 or i64 is required")
     }
 
     fn numeric(dtype: DType) -> Result<(), Kind> {
-        if dtype == DType::Bool {
-            Err(Kind::BadDtype {
-                found: dtype,
-                reason: "a numeric type is required",
-            })
-        } else {
-            Ok(())
-        }
+        Self::require(dtype != DType::Bool, dtype, "a numeric type is required")
     }
 
     fn axis_dim(ty: &TensorType, axis: usize) -> Result<Dim, Kind> {
