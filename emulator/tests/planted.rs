@@ -9,7 +9,9 @@
 mod triton_support;
 
 use jagged_emu::{CheckKind, CheckReport, Device, EmuError, KernelArg, LaunchStats, Space};
-use triton_support::{Fixture, Rng, bf16_bytes, f32_bytes, poisoned, to_bf16};
+use triton_support::{
+    Fixture, Rng, attention_args, bf16_bytes, f32_bytes, matmul_args, poisoned, to_bf16,
+};
 
 /// Rows of the softmax launch; every row is exactly 256 floats (the kernel's block),
 /// so the output buffer ends right after the last row's last element.
@@ -61,17 +63,7 @@ fn run_matmul(ptx: &str, m: usize) -> Result<LaunchStats, EmuError> {
     let a = dev.upload(&bf16_bytes(&to_bf16(&rng.vec(m * k, -1.0, 1.0))));
     let b = dev.upload(&bf16_bytes(&to_bf16(&rng.vec(k * n, -1.0, 1.0))));
     let c = poisoned(&mut dev, m * n * 4);
-    let args = fx.args(vec![
-        KernelArg::Ptr(a),
-        KernelArg::Ptr(b),
-        KernelArg::Ptr(c),
-        KernelArg::I32(m as i32),
-        KernelArg::I32(n as i32),
-        KernelArg::I32(k as i32),
-        KernelArg::I32(k as i32),
-        KernelArg::I32(n as i32),
-        KernelArg::I32(n as i32),
-    ]);
+    let args = fx.args(matmul_args([a, b, c], m, n, k));
     let grid = [m.div_ceil(64) as u32, 1, 1];
     dev.launch(&module, &fx.kernel, &fx.config(grid), &args)
 }
@@ -226,18 +218,7 @@ fn vector_load_off_its_alignment_is_misaligned() {
     let mut input = |n: usize| dev.upload(&bf16_bytes(&to_bf16(&rng.vec(n, -1.0, 1.0))));
     let (q, k, v) = (input(queries * d), input(keys * d), input(keys * d));
     let o = poisoned(&mut dev, queries * d * 4);
-    let args = fx.args(vec![
-        KernelArg::Ptr(q),
-        KernelArg::Ptr(k),
-        KernelArg::Ptr(v),
-        KernelArg::Ptr(o),
-        KernelArg::I32(keys as i32),
-        KernelArg::F32(0.125),
-        KernelArg::I32(d as i32),
-        KernelArg::I32(d as i32),
-        KernelArg::I32(d as i32),
-        KernelArg::I32(d as i32),
-    ]);
+    let args = fx.args(attention_args([q, k, v, o], keys, 0.125, d));
     let r = reports(
         dev.launch(&module, &fx.kernel, &fx.config([1, 1, 1]), &args),
         "ld.global.v4 offset +4",

@@ -5,7 +5,10 @@
 mod triton_support;
 
 use jagged_emu::{Device, DevicePtr, KernelArg, LaunchStats};
-use triton_support::{Fixture, Rng, bf16_bytes, f32_bytes, f32s, poisoned, rel_err, to_bf16};
+use triton_support::{
+    Fixture, Rng, attention_args, bf16_bytes, f16_bytes, f16s, f32_bytes, f32s, matmul_args,
+    matmul_reference, poisoned, rel_err, to_bf16, to_f16,
+};
 
 /// Tolerance for bf16 inputs with f32 accumulation (DESIGN.md).
 const BF16_TOL: f64 = 1e-2;
@@ -81,26 +84,10 @@ fn matmul_bf16_matches_f64_reference() {
         &mut dev,
         &fx,
         [m.div_ceil(64) as u32, (n / 64) as u32, 1],
-        vec![
-            KernelArg::Ptr(a_dev),
-            KernelArg::Ptr(b_dev),
-            KernelArg::Ptr(c_dev),
-            KernelArg::I32(m as i32),
-            KernelArg::I32(n as i32),
-            KernelArg::I32(k as i32),
-            KernelArg::I32(k as i32),
-            KernelArg::I32(n as i32),
-            KernelArg::I32(n as i32),
-        ],
+        matmul_args([a_dev, b_dev, c_dev], m, n, k),
     );
-    let mut reference = vec![0f64; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            reference[i * n + j] = (0..k)
-                .map(|p| f64::from(a[i * k + p].to_f32()) * f64::from(b[p * n + j].to_f32()))
-                .sum();
-        }
-    }
+    let f = |v: &[half::bf16]| -> Vec<f64> { v.iter().map(|x| f64::from(x.to_f32())).collect() };
+    let reference = matmul_reference(&f(&a), &f(&b), m, n, k);
     let c = read_f32(&dev, c_dev, m * n);
     let err = rel_err(&c, &reference);
     assert!(err <= BF16_TOL, "matmul relative error {err}");
@@ -202,18 +189,7 @@ fn attention_fwd_matches_f64_reference() {
         &mut dev,
         &fx,
         [(queries / 64) as u32, 1, 1],
-        vec![
-            KernelArg::Ptr(q_dev),
-            KernelArg::Ptr(k_dev),
-            KernelArg::Ptr(v_dev),
-            KernelArg::Ptr(o_dev),
-            KernelArg::I32(keys as i32),
-            KernelArg::F32(scale),
-            KernelArg::I32(d as i32),
-            KernelArg::I32(d as i32),
-            KernelArg::I32(d as i32),
-            KernelArg::I32(d as i32),
-        ],
+        attention_args([q_dev, k_dev, v_dev, o_dev], keys, scale, d),
     );
     let f = |x: half::bf16| f64::from(x.to_f32());
     let mut reference = vec![0f64; queries * d];
@@ -254,26 +230,10 @@ fn matmul_tf32_matches_f64_reference() {
         &mut dev,
         &fx,
         [m.div_ceil(64) as u32, (n / 64) as u32, 1],
-        vec![
-            KernelArg::Ptr(a_dev),
-            KernelArg::Ptr(b_dev),
-            KernelArg::Ptr(c_dev),
-            KernelArg::I32(m as i32),
-            KernelArg::I32(n as i32),
-            KernelArg::I32(k as i32),
-            KernelArg::I32(k as i32),
-            KernelArg::I32(n as i32),
-            KernelArg::I32(n as i32),
-        ],
+        matmul_args([a_dev, b_dev, c_dev], m, n, k),
     );
-    let mut reference = vec![0f64; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            reference[i * n + j] = (0..k)
-                .map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j]))
-                .sum();
-        }
-    }
+    let f = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| f64::from(x)).collect() };
+    let reference = matmul_reference(&f(&a), &f(&b), m, n, k);
     let err = rel_err(&read_f32(&dev, c_dev, m * n), &reference);
     assert!(err <= TF32_TOL, "tf32 matmul relative error {err}");
 }
@@ -285,15 +245,13 @@ fn layernorm_f16_matches_f64_reference() {
     let (rows, cols) = (4usize, 300usize);
     let eps = 1e-5f32;
     let mut rng = Rng::new(0x5eed_0006);
-    let f16s = |v: Vec<f32>| -> Vec<half::f16> { v.into_iter().map(half::f16::from_f32).collect() };
-    let x = f16s(rng.vec(rows * cols, -2.0, 2.0));
-    let w = f16s(rng.vec(cols, 0.5, 1.5));
-    let b = f16s(rng.vec(cols, -0.5, 0.5));
-    let bytes = |v: &[half::f16]| -> Vec<u8> { v.iter().flat_map(|h| h.to_le_bytes()).collect() };
+    let x = to_f16(&rng.vec(rows * cols, -2.0, 2.0));
+    let w = to_f16(&rng.vec(cols, 0.5, 1.5));
+    let b = to_f16(&rng.vec(cols, -0.5, 0.5));
     let mut dev = Device::new();
-    let x_dev = dev.upload(&bytes(&x));
-    let w_dev = dev.upload(&bytes(&w));
-    let b_dev = dev.upload(&bytes(&b));
+    let x_dev = dev.upload(&f16_bytes(&x));
+    let w_dev = dev.upload(&f16_bytes(&w));
+    let b_dev = dev.upload(&f16_bytes(&b));
     let y_dev = poisoned(&mut dev, rows * cols * 2);
     run(
         &mut dev,
@@ -308,12 +266,7 @@ fn layernorm_f16_matches_f64_reference() {
             KernelArg::F32(eps),
         ],
     );
-    let y: Vec<f32> = dev
-        .read(y_dev, rows * cols * 2)
-        .expect("read back output")
-        .chunks_exact(2)
-        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-        .collect();
+    let y = f16s(&dev.read(y_dev, rows * cols * 2).expect("read back output"));
     let f = |h: half::f16| f64::from(h.to_f32());
     let mut reference = Vec::with_capacity(rows * cols);
     for r in 0..rows {
@@ -446,14 +399,11 @@ fn matmul_f16_wide_matches_f64_reference() {
     let (m, n, k) = (128usize, 128usize, 128usize);
     assert_eq!((fx.block, fx.shared_bytes), (256, 49152));
     let mut rng = Rng::new(0x5eed_000a);
-    let to_f16 =
-        |v: Vec<f32>| -> Vec<half::f16> { v.into_iter().map(half::f16::from_f32).collect() };
-    let bytes = |v: &[half::f16]| -> Vec<u8> { v.iter().flat_map(|h| h.to_le_bytes()).collect() };
-    let a = to_f16(rng.vec(m * k, -1.0, 1.0));
-    let b = to_f16(rng.vec(k * n, -1.0, 1.0));
+    let a = to_f16(&rng.vec(m * k, -1.0, 1.0));
+    let b = to_f16(&rng.vec(k * n, -1.0, 1.0));
     let mut dev = Device::new();
-    let a_dev = dev.upload(&bytes(&a));
-    let b_dev = dev.upload(&bytes(&b));
+    let a_dev = dev.upload(&f16_bytes(&a));
+    let b_dev = dev.upload(&f16_bytes(&b));
     let c_dev = poisoned(&mut dev, m * n * 2);
     run(
         &mut dev,
@@ -466,19 +416,9 @@ fn matmul_f16_wide_matches_f64_reference() {
             KernelArg::I32(k as i32),
         ],
     );
-    let c: Vec<f32> = dev
-        .read(c_dev, m * n * 2)
-        .expect("read back output")
-        .chunks_exact(2)
-        .map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f32())
-        .collect();
-    let f = |h: half::f16| f64::from(h.to_f32());
-    let mut reference = vec![0f64; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            reference[i * n + j] = (0..k).map(|p| f(a[i * k + p]) * f(b[p * n + j])).sum();
-        }
-    }
+    let c = f16s(&dev.read(c_dev, m * n * 2).expect("read back output"));
+    let f = |v: &[half::f16]| -> Vec<f64> { v.iter().map(|x| f64::from(x.to_f32())).collect() };
+    let reference = matmul_reference(&f(&a), &f(&b), m, n, k);
     let err = rel_err(&c, &reference);
     assert!(err <= F16_TOL, "f16 matmul relative error {err}");
 }

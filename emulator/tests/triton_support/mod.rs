@@ -142,6 +142,73 @@ pub fn bf16_bytes(values: &[half::bf16]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// Rounds to the nearest f16 (ties to even).
+pub fn to_f16(values: &[f32]) -> Vec<half::f16> {
+    values.iter().map(|&v| half::f16::from_f32(v)).collect()
+}
+
+/// Little-endian bytes of f16 values.
+pub fn f16_bytes(values: &[half::f16]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// f16 values from little-endian bytes, widened to f32.
+pub fn f16s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(2)
+        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+        .collect()
+}
+
+/// The user arguments of the `matmul_bf16`/`matmul_tf32` fixtures: pointers to row-major
+/// `a [m, k]`, `b [k, n]` and `c [m, n]`, the sizes and the row strides.
+pub fn matmul_args([a, b, c]: [DevicePtr; 3], m: usize, n: usize, k: usize) -> Vec<KernelArg> {
+    vec![
+        KernelArg::Ptr(a),
+        KernelArg::Ptr(b),
+        KernelArg::Ptr(c),
+        KernelArg::I32(m as i32),
+        KernelArg::I32(n as i32),
+        KernelArg::I32(k as i32),
+        KernelArg::I32(k as i32),
+        KernelArg::I32(n as i32),
+        KernelArg::I32(n as i32),
+    ]
+}
+
+/// The user arguments of the `attention_fwd` fixture: pointers to `q`, `k`, `v` and `o`
+/// (rows of `d` elements), the key count, the score scale and the four row strides.
+pub fn attention_args(
+    [q, k, v, o]: [DevicePtr; 4],
+    keys: usize,
+    scale: f32,
+    d: usize,
+) -> Vec<KernelArg> {
+    vec![
+        KernelArg::Ptr(q),
+        KernelArg::Ptr(k),
+        KernelArg::Ptr(v),
+        KernelArg::Ptr(o),
+        KernelArg::I32(keys as i32),
+        KernelArg::F32(scale),
+        KernelArg::I32(d as i32),
+        KernelArg::I32(d as i32),
+        KernelArg::I32(d as i32),
+        KernelArg::I32(d as i32),
+    ]
+}
+
+/// The f64 product of row-major `a [m, k]` and `b [k, n]`.
+pub fn matmul_reference(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
+    let mut c = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+        }
+    }
+    c
+}
+
 /// Little-endian bytes of f32 values.
 pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
