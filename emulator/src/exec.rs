@@ -858,7 +858,8 @@ impl<'g> Worker<'g> {
     }
 
     /// Checks a warp-synchronous instruction whose member mask `m` is read from the first
-    /// of the `active` lanes (PTX requires every lane to name the same mask).
+    /// of the `active` lanes (PTX requires every lane to name the same mask). Returns
+    /// false, checking nothing, when no lane is active.
     #[allow(clippy::too_many_arguments)]
     fn sync_members(
         &self,
@@ -869,9 +870,13 @@ impl<'g> Worker<'g> {
         m: Src,
         line: u32,
         what: &str,
-    ) -> Result<(), EmuError> {
+    ) -> Result<bool, EmuError> {
+        if active == 0 {
+            return Ok(false);
+        }
         let member = self.rd(ctx, w, m, active.trailing_zeros()) as u32;
-        self.collective(ctx, w, mask, member, line, what)
+        self.collective(ctx, w, mask, member, line, what)?;
+        Ok(true)
     }
 
     fn step(
@@ -1268,9 +1273,7 @@ impl<'g> Worker<'g> {
                 return Ok(Flow::Barrier);
             }
             Op::WarpSync { mask: m } => {
-                if active != 0 {
-                    self.sync_members(ctx, w, mask, active, *m, line, "bar.warp.sync")?;
-                }
+                self.sync_members(ctx, w, mask, active, *m, line, "bar.warp.sync")?;
             }
             Op::Nop => {}
             Op::Shfl {
@@ -1282,10 +1285,9 @@ impl<'g> Worker<'g> {
                 c,
                 mask: m,
             } => {
-                if active == 0 {
+                if !self.sync_members(ctx, w, mask, active, *m, line, "shfl.sync")? {
                     return Ok(Flow::Next);
                 }
-                self.sync_members(ctx, w, mask, active, *m, line, "shfl.sync")?;
                 let mut src = [0u64; 32];
                 for (l, s) in src.iter_mut().enumerate() {
                     *s = self.rd(ctx, w, *a, l as u32) & 0xffff_ffff;
@@ -1329,10 +1331,9 @@ impl<'g> Worker<'g> {
                 negate,
                 mask: m,
             } => {
-                if active == 0 {
+                if !self.sync_members(ctx, w, mask, active, *m, line, "vote.sync")? {
                     return Ok(Flow::Next);
                 }
-                self.sync_members(ctx, w, mask, active, *m, line, "vote.sync")?;
                 let ballot = lanes(active)
                     .filter(|&l| (self.rd(ctx, w, *a, l) & 1 != 0) != *negate)
                     .fold(0u32, |m, l| m | 1 << l);
@@ -1351,10 +1352,9 @@ impl<'g> Worker<'g> {
                 a,
                 mask: m,
             } => {
-                if active == 0 {
+                if !self.sync_members(ctx, w, mask, active, *m, line, "redux.sync")? {
                     return Ok(Flow::Next);
                 }
-                self.sync_members(ctx, w, mask, active, *m, line, "redux.sync")?;
                 let mut acc: Option<u64> = None;
                 for l in lanes(active) {
                     let v = self.rd(ctx, w, *a, l) & ty.mask();
