@@ -4,7 +4,7 @@
 
 use jagged::ir::ops::{self as reference, JaggedSpec};
 use jagged::ir::{DType, ReduceOp};
-use jagged::ops;
+use jagged::ops::{self, KernelError};
 
 /// Specializations covering every value dtype, both offsets dtypes and inner
 /// ranks 0, 1 and 2.
@@ -215,6 +215,14 @@ fn runtime() -> Runtime {
     }
 }
 
+/// The launcher and graph builder of an op on one jagged input with a `max_len`
+/// attribute, and the name of its output.
+type RowOp = (
+    fn(&mut Runtime, &DeviceTensor, &DeviceTensor, usize) -> Result<DeviceTensor, KernelError>,
+    fn(DType, &[usize], DType) -> Result<Graph, KernelError>,
+    &'static str,
+);
+
 #[test]
 fn launchers_run_like_the_reference() {
     let mut rt = runtime();
@@ -293,53 +301,36 @@ fn launchers_run_like_the_reference() {
             &what,
         );
 
-        let out = ops::jagged_softmax::launch(&mut rt, &o, &v, MAX_LEN).unwrap();
-        let g = ops::jagged_softmax::graph(dtype, inner, index).unwrap();
-        compare(
-            &mut rt,
-            &g,
-            &jagged_in,
-            &max_len,
-            vec![("values", out)],
-            tol,
-            &what,
-        );
-
-        let out = ops::jagged_reduce_sum::launch(&mut rt, &o, &v, MAX_LEN).unwrap();
-        let g = ops::jagged_reduce_sum::graph(dtype, inner, index).unwrap();
-        compare(
-            &mut rt,
-            &g,
-            &jagged_in,
-            &max_len,
-            vec![("out", out)],
-            tol,
-            &what,
-        );
-
-        let out = ops::jagged_reduce_mean::launch(&mut rt, &o, &v, MAX_LEN).unwrap();
-        let g = ops::jagged_reduce_mean::graph(dtype, inner, index).unwrap();
-        compare(
-            &mut rt,
-            &g,
-            &jagged_in,
-            &max_len,
-            vec![("out", out)],
-            tol,
-            &what,
-        );
-
-        let out = ops::jagged_reduce_max::launch(&mut rt, &o, &v, MAX_LEN).unwrap();
-        let g = ops::jagged_reduce_max::graph(dtype, inner, index).unwrap();
-        compare(
-            &mut rt,
-            &g,
-            &jagged_in,
-            &max_len,
-            vec![("out", out)],
-            tol,
-            &what,
-        );
+        // One row-wise op per sequence: softmax keeps the jagged `values`, the
+        // reductions give one `out` row per sequence.
+        let row_ops: [RowOp; 4] = [
+            (
+                ops::jagged_softmax::launch,
+                ops::jagged_softmax::graph,
+                "values",
+            ),
+            (
+                ops::jagged_reduce_sum::launch,
+                ops::jagged_reduce_sum::graph,
+                "out",
+            ),
+            (
+                ops::jagged_reduce_mean::launch,
+                ops::jagged_reduce_mean::graph,
+                "out",
+            ),
+            (
+                ops::jagged_reduce_max::launch,
+                ops::jagged_reduce_max::graph,
+                "out",
+            ),
+        ];
+        for (launch, graph, output) in row_ops {
+            let out = launch(&mut rt, &o, &v, MAX_LEN).unwrap();
+            let g = graph(dtype, inner, index).unwrap();
+            let outs = vec![(output, out)];
+            compare(&mut rt, &g, &jagged_in, &max_len, outs, tol, &what);
+        }
 
         let (kept, kept_offsets) = ops::masked_select_jagged::launch(&mut rt, &o, &v, &m).unwrap();
         let g = ops::masked_select_jagged::graph(dtype, inner, DType::U8, index).unwrap();
