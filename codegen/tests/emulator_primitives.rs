@@ -11,7 +11,7 @@ use emu::{
     Rng, decode_floats, decode_ints, encode_floats, encode_ints, rel_l2, round_to, tolerance,
 };
 use jagged_codegen::templates::segment::ReduceKind;
-use jagged_codegen::{Arch, DType, Primitive, RunSizes, Spec, lower};
+use jagged_codegen::{Arch, CompiledKernel, DType, Primitive, RunSizes, Spec, lower};
 
 /// A jagged layout: lengths and the run-time max_len.
 struct Layout {
@@ -103,7 +103,10 @@ fn random_values(n: usize, dtype: DType, rng: &mut Rng) -> Vec<f64> {
     (0..n).map(|_| round_to(rng.float(2.0), dtype)).collect()
 }
 
-fn assert_close(what: &str, out: &[f64], reference: &[f64], dtype: DType) {
+/// Checks the output bytes `out` (floats of `dtype`) against `reference` within the
+/// dtype's tolerance.
+fn assert_close(what: &str, out: &[u8], reference: &[f64], dtype: DType) {
+    let out = &decode_floats(out, dtype);
     let err = rel_l2(out, reference);
     assert!(
         err <= tolerance(dtype),
@@ -144,65 +147,81 @@ fn complete_cumsum() {
     }
 }
 
+/// Lowers `prim` under every spec and calls `check` on each layout with the spec, its
+/// row width, the layout and the compiled kernel.
+fn for_each_layout(
+    prim: &Primitive,
+    rng: &mut Rng,
+    mut check: impl FnMut(&Spec, usize, &Layout, &CompiledKernel, &mut Rng),
+) {
+    for (spec, max_len) in specs() {
+        let w = spec.row_width() as usize;
+        let compiled = lower(prim, &spec).expect("lowering");
+        for layout in layouts(max_len, rng) {
+            check(&spec, w, &layout, &compiled, rng);
+        }
+    }
+}
+
+/// Runs `compiled` on the inputs `first` (floats of `spec.dtype`), the layout's offsets,
+/// then `rest`.
+fn run_with_offsets(
+    compiled: &CompiledKernel,
+    spec: &Spec,
+    layout: &Layout,
+    first: &[f64],
+    rest: &[Vec<u8>],
+    attrs: &[(&str, f32)],
+) -> Vec<Vec<u8>> {
+    let mut inputs = vec![
+        encode_floats(first, spec.dtype),
+        offsets_bytes(layout, spec.index),
+    ];
+    inputs.extend_from_slice(rest);
+    emu::run(compiled, &inputs, layout.sizes(), attrs)
+}
+
 #[test]
 fn jagged_to_padded_dense() {
     let mut rng = Rng::new(2);
     let pad = -1.5f32;
-    for (spec, max_len) in specs() {
-        let w = spec.row_width() as usize;
-        let compiled = lower(&Primitive::JaggedToPaddedDense, &spec).expect("lowering");
-        for layout in layouts(max_len, &mut rng) {
-            let values = random_values(layout.total() * w, spec.dtype, &mut rng);
-            let out = emu::run(
-                &compiled,
-                &[
-                    encode_floats(&values, spec.dtype),
-                    offsets_bytes(&layout, spec.index),
-                ],
-                layout.sizes(),
-                &[("padding_value", pad)],
-            );
-            let offsets = layout.offsets();
-            let mut expected = Vec::new();
-            for (b, &len) in layout.lengths.iter().enumerate() {
-                for i in 0..max_len {
-                    for c in 0..w {
-                        expected.push(if i < len.min(max_len) {
-                            values[(offsets[b] + i) * w + c]
-                        } else {
-                            f64::from(pad)
-                        });
-                    }
+    let prim = Primitive::JaggedToPaddedDense;
+    for_each_layout(&prim, &mut rng, |spec, w, layout, compiled, rng| {
+        let values = random_values(layout.total() * w, spec.dtype, rng);
+        let attrs = [("padding_value", pad)];
+        let out = run_with_offsets(compiled, spec, layout, &values, &[], &attrs);
+        let offsets = layout.offsets();
+        let mut expected = Vec::new();
+        for (b, &len) in layout.lengths.iter().enumerate() {
+            for i in 0..layout.max_len {
+                for c in 0..w {
+                    expected.push(if i < len.min(layout.max_len) {
+                        values[(offsets[b] + i) * w + c]
+                    } else {
+                        f64::from(pad)
+                    });
                 }
             }
-            assert_eq!(
-                decode_floats(&out[0], spec.dtype),
-                expected,
-                "{spec} lengths {:?}",
-                layout.lengths
-            );
         }
-    }
+        assert_eq!(
+            decode_floats(&out[0], spec.dtype),
+            expected,
+            "{spec} lengths {:?}",
+            layout.lengths
+        );
+    });
 }
 
 #[test]
 fn dense_to_jagged() {
     let mut rng = Rng::new(3);
-    for (spec, max_len) in specs() {
-        let w = spec.row_width() as usize;
-        let compiled = lower(&Primitive::DenseToJagged, &spec).expect("lowering");
-        for layout in layouts(max_len, &mut rng) {
-            let b_count = layout.lengths.len();
-            let dense = random_values(b_count * max_len * w, spec.dtype, &mut rng);
-            let out = emu::run(
-                &compiled,
-                &[
-                    encode_floats(&dense, spec.dtype),
-                    offsets_bytes(&layout, spec.index),
-                ],
-                layout.sizes(),
-                &[],
-            );
+    for_each_layout(
+        &Primitive::DenseToJagged,
+        &mut rng,
+        |spec, w, layout, compiled, rng| {
+            let max_len = layout.max_len;
+            let dense = random_values(layout.lengths.len() * max_len * w, spec.dtype, rng);
+            let out = run_with_offsets(compiled, spec, layout, &dense, &[], &[]);
             let mut expected = Vec::new();
             for (b, &len) in layout.lengths.iter().enumerate() {
                 for i in 0..len {
@@ -221,119 +240,80 @@ fn dense_to_jagged() {
                 "{spec} lengths {:?}",
                 layout.lengths
             );
-        }
-    }
+        },
+    );
 }
 
 #[test]
 fn jagged_dense_elementwise_mul() {
     let mut rng = Rng::new(4);
-    for (spec, max_len) in specs() {
-        let w = spec.row_width() as usize;
-        let compiled = lower(&Primitive::jagged_dense_elementwise_mul(), &spec).expect("lowering");
-        for layout in layouts(max_len, &mut rng) {
-            let values = random_values(layout.total() * w, spec.dtype, &mut rng);
-            let dense = random_values(layout.lengths.len() * max_len * w, spec.dtype, &mut rng);
-            let out = emu::run(
-                &compiled,
-                &[
-                    encode_floats(&values, spec.dtype),
-                    offsets_bytes(&layout, spec.index),
-                    encode_floats(&dense, spec.dtype),
-                ],
-                layout.sizes(),
-                &[],
-            );
-            let offsets = layout.offsets();
-            let mut expected = Vec::new();
-            for (b, &len) in layout.lengths.iter().enumerate() {
-                for i in 0..len {
-                    for c in 0..w {
-                        expected.push(if i < max_len {
-                            values[(offsets[b] + i) * w + c] * dense[(b * max_len + i) * w + c]
-                        } else {
-                            0.0
-                        });
-                    }
+    let prim = Primitive::jagged_dense_elementwise_mul();
+    for_each_layout(&prim, &mut rng, |spec, w, layout, compiled, rng| {
+        let max_len = layout.max_len;
+        let values = random_values(layout.total() * w, spec.dtype, rng);
+        let dense = random_values(layout.lengths.len() * max_len * w, spec.dtype, rng);
+        let rest = [encode_floats(&dense, spec.dtype)];
+        let out = run_with_offsets(compiled, spec, layout, &values, &rest, &[]);
+        let offsets = layout.offsets();
+        let mut expected = Vec::new();
+        for (b, &len) in layout.lengths.iter().enumerate() {
+            for i in 0..len {
+                for c in 0..w {
+                    expected.push(if i < max_len {
+                        values[(offsets[b] + i) * w + c] * dense[(b * max_len + i) * w + c]
+                    } else {
+                        0.0
+                    });
                 }
             }
-            let what = format!("{spec} lengths {:?}", layout.lengths);
-            assert_close(
-                &what,
-                &decode_floats(&out[0], spec.dtype),
-                &expected,
-                spec.dtype,
-            );
         }
-    }
+        let what = format!("{spec} lengths {:?}", layout.lengths);
+        assert_close(&what, &out[0], &expected, spec.dtype);
+    });
 }
 
 #[test]
 fn jagged_reduce() {
     let mut rng = Rng::new(5);
     for kind in [ReduceKind::Sum, ReduceKind::Mean, ReduceKind::Max] {
-        for (spec, max_len) in specs() {
-            let w = spec.row_width() as usize;
-            let compiled = lower(&Primitive::JaggedReduce(kind), &spec).expect("lowering");
-            for layout in layouts(max_len, &mut rng) {
-                let values = random_values(layout.total() * w, spec.dtype, &mut rng);
-                let out = emu::run(
-                    &compiled,
-                    &[
-                        encode_floats(&values, spec.dtype),
-                        offsets_bytes(&layout, spec.index),
-                    ],
-                    layout.sizes(),
-                    &[],
-                );
-                let offsets = layout.offsets();
-                let mut expected = Vec::new();
-                for (b, &len) in layout.lengths.iter().enumerate() {
-                    let n = len.min(max_len);
-                    for c in 0..w {
-                        let column = (0..n).map(|i| values[(offsets[b] + i) * w + c]);
-                        expected.push(match kind {
-                            ReduceKind::Sum => column.sum(),
-                            ReduceKind::Mean => column.sum::<f64>() / n.max(1) as f64,
-                            ReduceKind::Max => column
-                                .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
-                                .unwrap_or(0.0),
-                        });
-                    }
+        let prim = Primitive::JaggedReduce(kind);
+        for_each_layout(&prim, &mut rng, |spec, w, layout, compiled, rng| {
+            let values = random_values(layout.total() * w, spec.dtype, rng);
+            let out = run_with_offsets(compiled, spec, layout, &values, &[], &[]);
+            let offsets = layout.offsets();
+            let mut expected = Vec::new();
+            for (b, &len) in layout.lengths.iter().enumerate() {
+                let n = len.min(layout.max_len);
+                for c in 0..w {
+                    let column = (0..n).map(|i| values[(offsets[b] + i) * w + c]);
+                    expected.push(match kind {
+                        ReduceKind::Sum => column.sum(),
+                        ReduceKind::Mean => column.sum::<f64>() / n.max(1) as f64,
+                        ReduceKind::Max => column
+                            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+                            .unwrap_or(0.0),
+                    });
                 }
-                let what = format!("{kind:?} {spec} lengths {:?}", layout.lengths);
-                assert_close(
-                    &what,
-                    &decode_floats(&out[0], spec.dtype),
-                    &expected,
-                    spec.dtype,
-                );
             }
-        }
+            let what = format!("{kind:?} {spec} lengths {:?}", layout.lengths);
+            assert_close(&what, &out[0], &expected, spec.dtype);
+        });
     }
 }
 
 #[test]
 fn jagged_softmax() {
     let mut rng = Rng::new(6);
-    for (spec, max_len) in specs() {
-        let w = spec.row_width() as usize;
-        let compiled = lower(&Primitive::JaggedSoftmax, &spec).expect("lowering");
-        for layout in layouts(max_len, &mut rng) {
-            let values = random_values(layout.total() * w, spec.dtype, &mut rng);
-            let out = emu::run(
-                &compiled,
-                &[
-                    encode_floats(&values, spec.dtype),
-                    offsets_bytes(&layout, spec.index),
-                ],
-                layout.sizes(),
-                &[],
-            );
+    for_each_layout(
+        &Primitive::JaggedSoftmax,
+        &mut rng,
+        |spec, w, layout, compiled, rng| {
+            let values = random_values(layout.total() * w, spec.dtype, rng);
+            let out = run_with_offsets(compiled, spec, layout, &values, &[], &[]);
             let offsets = layout.offsets();
             let mut expected = vec![0.0; layout.total() * w];
             for (b, &len) in layout.lengths.iter().enumerate() {
-                let n = len.min(max_len);
+                let n = len.min(layout.max_len);
                 for c in 0..w {
                     let at = |i: usize| (offsets[b] + i) * w + c;
                     let m = (0..n)
@@ -346,53 +326,37 @@ fn jagged_softmax() {
                 }
             }
             let what = format!("{spec} lengths {:?}", layout.lengths);
-            assert_close(
-                &what,
-                &decode_floats(&out[0], spec.dtype),
-                &expected,
-                spec.dtype,
-            );
-        }
-    }
+            assert_close(&what, &out[0], &expected, spec.dtype);
+        },
+    );
 }
 
 #[test]
 fn masked_select_jagged() {
     let mut rng = Rng::new(7);
-    for (spec, max_len) in specs() {
-        let w = spec.row_width() as usize;
-        let compiled = lower(&Primitive::MaskedSelectJagged, &spec).expect("lowering");
-        for layout in layouts(max_len, &mut rng) {
-            let t = layout.total();
-            let values = random_values(t * w, spec.dtype, &mut rng);
-            let mask: Vec<i64> = (0..t).map(|_| [0, 1, 7][rng.below(3) as usize]).collect();
-            let out = emu::run(
-                &compiled,
-                &[
-                    encode_floats(&values, spec.dtype),
-                    offsets_bytes(&layout, spec.index),
-                    encode_ints(&mask, DType::U8),
-                ],
-                layout.sizes(),
-                &[],
-            );
-            let offsets = layout.offsets();
-            let mut kept = Vec::new();
-            let mut new_offsets = vec![0i64];
-            for b in 0..layout.lengths.len() {
-                for r in offsets[b]..offsets[b + 1] {
-                    if mask[r] != 0 {
-                        kept.extend_from_slice(&values[r * w..(r + 1) * w]);
-                    }
+    let prim = Primitive::MaskedSelectJagged;
+    for_each_layout(&prim, &mut rng, |spec, w, layout, compiled, rng| {
+        let t = layout.total();
+        let values = random_values(t * w, spec.dtype, rng);
+        let mask: Vec<i64> = (0..t).map(|_| [0, 1, 7][rng.below(3) as usize]).collect();
+        let rest = [encode_ints(&mask, DType::U8)];
+        let out = run_with_offsets(compiled, spec, layout, &values, &rest, &[]);
+        let offsets = layout.offsets();
+        let mut kept = Vec::new();
+        let mut new_offsets = vec![0i64];
+        for b in 0..layout.lengths.len() {
+            for r in offsets[b]..offsets[b + 1] {
+                if mask[r] != 0 {
+                    kept.extend_from_slice(&values[r * w..(r + 1) * w]);
                 }
-                new_offsets.push((kept.len() / w.max(1)) as i64);
             }
-            let what = format!("{spec} lengths {:?}", layout.lengths);
-            assert_eq!(decode_ints(&out[1], spec.index), new_offsets, "{what}");
-            let got = decode_floats(&out[0], spec.dtype);
-            assert_eq!(&got[..kept.len()], &kept[..], "{what}");
+            new_offsets.push((kept.len() / w.max(1)) as i64);
         }
-    }
+        let what = format!("{spec} lengths {:?}", layout.lengths);
+        assert_eq!(decode_ints(&out[1], spec.index), new_offsets, "{what}");
+        let got = decode_floats(&out[0], spec.dtype);
+        assert_eq!(&got[..kept.len()], &kept[..], "{what}");
+    });
 }
 
 /// Every primitive with grids clamped to 2 CTAs: the grid-stride loops (and
