@@ -282,95 +282,85 @@ fn errors_name_the_bad_argument() {
     let v = format!("values={values}");
     let o = format!("offsets={offsets}");
 
-    let err = fails(&["emit", "jagged_sofmax"]);
-    assert!(err.contains("unknown op `jagged_sofmax`"), "{err}");
-    let err = fails(&["emit", "jagged_softmax", "--attr", "alpha=1"]);
-    assert!(err.contains("no attribute `alpha`"), "{err}");
-    let err = fails(&["emit", "jagged_softmax", "--attr", "inner=0"]);
-    assert!(err.contains("--attr inner=0"), "{err}");
-    let err = fails(&["emit", "jagged_reduce", "--attr", "reduce=median"]);
-    assert!(err.contains("--attr reduce=median"), "{err}");
-    let err = fails(&["emit", "jagged_softmax", "--attr", "max_len"]);
-    assert!(err.contains("--attr max_len: expected NAME=VALUE"), "{err}");
-
-    let err = fails(&[
-        "run",
-        "jagged_softmax",
-        "--in",
-        &v,
-        "--attr",
-        "max_len=4",
-        "--backend",
-        "emu",
-    ]);
-    assert!(err.contains("missing input `offsets`"), "{err}");
-    let err = fails(&[
-        "run",
-        "jagged_softmax",
-        "--in",
-        &v,
-        "--in",
-        &o,
-        "--in",
-        &format!("mask={values}"),
-    ]);
-    assert!(err.contains("unknown input `mask`"), "{err}");
-    let err = fails(&[
-        "run",
-        "jagged_softmax",
-        "--in",
-        "values=/nonexistent.npy",
-        "--in",
-        &o,
-    ]);
-    assert!(err.contains("input `values` (/nonexistent.npy)"), "{err}");
-    let err = fails(&[
-        "run",
-        "jagged_softmax",
-        "--in",
-        &format!("values={offsets}"),
-        "--in",
-        &o,
-    ]);
-    assert!(
-        err.contains("input `values`") && err.contains("expected a float array"),
-        "{err}"
-    );
-    let err = fails(&[
-        "run",
-        "jagged_softmax",
-        "--in",
-        &v,
-        "--in",
-        &o,
-        "--backend",
-        "emu",
-    ]);
-    assert!(err.contains("missing attribute 'max_len'"), "{err}");
-    let err = fails(&[
-        "run",
-        "jagged_softmax",
-        "--in",
-        &v,
-        "--in",
-        &o,
-        "--attr",
-        "inner=3",
-    ]);
-    assert!(err.contains("no attribute `inner`"), "{err}");
-    let err = fails(&[
-        "run",
-        "jagged_softmax",
-        "--in",
-        &v,
-        "--in",
-        &o,
-        "--attr",
-        "max_len=4",
-        "--out",
-        "lse=x.npy",
-    ]);
-    assert!(err.contains("no output `lse`"), "{err}");
+    let mask = format!("mask={values}");
+    let offsets_as_values = format!("values={offsets}");
+    let softmax = ["run", "jagged_softmax"];
+    // Each failing command line and the words its error must contain.
+    let cases: Vec<(Vec<&str>, &[&str])> = vec![
+        (
+            vec!["emit", "jagged_sofmax"],
+            &["unknown op `jagged_sofmax`"],
+        ),
+        (
+            vec!["emit", "jagged_softmax", "--attr", "alpha=1"],
+            &["no attribute `alpha`"],
+        ),
+        (
+            vec!["emit", "jagged_softmax", "--attr", "inner=0"],
+            &["--attr inner=0"],
+        ),
+        (
+            vec!["emit", "jagged_reduce", "--attr", "reduce=median"],
+            &["--attr reduce=median"],
+        ),
+        (
+            vec!["emit", "jagged_softmax", "--attr", "max_len"],
+            &["--attr max_len: expected NAME=VALUE"],
+        ),
+        (
+            [
+                &softmax[..],
+                &["--in", &v, "--attr", "max_len=4", "--backend", "emu"],
+            ]
+            .concat(),
+            &["missing input `offsets`"],
+        ),
+        (
+            [&softmax[..], &["--in", &v, "--in", &o, "--in", &mask]].concat(),
+            &["unknown input `mask`"],
+        ),
+        (
+            [
+                &softmax[..],
+                &["--in", "values=/nonexistent.npy", "--in", &o],
+            ]
+            .concat(),
+            &["input `values` (/nonexistent.npy)"],
+        ),
+        (
+            [&softmax[..], &["--in", &offsets_as_values, "--in", &o]].concat(),
+            &["input `values`", "expected a float array"],
+        ),
+        (
+            [&softmax[..], &["--in", &v, "--in", &o, "--backend", "emu"]].concat(),
+            &["missing attribute 'max_len'"],
+        ),
+        (
+            [&softmax[..], &["--in", &v, "--in", &o, "--attr", "inner=3"]].concat(),
+            &["no attribute `inner`"],
+        ),
+        (
+            [
+                &softmax[..],
+                &[
+                    "--in",
+                    &v,
+                    "--in",
+                    &o,
+                    "--attr",
+                    "max_len=4",
+                    "--out",
+                    "lse=x.npy",
+                ],
+            ]
+            .concat(),
+            &["no output `lse`"],
+        ),
+    ];
+    for (args, words) in cases {
+        let err = fails(&args);
+        assert!(words.iter().all(|w| err.contains(w)), "{args:?}: {err}");
+    }
     // Offsets that do not end at T rows name the input, on every backend.
     let bad = save(
         &dir,
