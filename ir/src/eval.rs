@@ -8,80 +8,18 @@
 
 use std::collections::BTreeMap;
 
-use crate::dtype::DType;
+use crate::arena::Handle;
+use crate::bind::{BindError, InputDesc, bind, find_input};
 use crate::graph::{
-    AttrKind, AttrValue, BinaryOp, Dim, Graph, IndexPredicate, MAX_LEN, Node, ReduceOp, ScanMode,
-    TensorType, Type, UnaryOp,
+    AttrValue, BinaryOp, Dim, Graph, IndexPredicate, Node, ReduceOp, ScanMode, TensorType, Type,
+    UnaryOp,
 };
-use crate::tensor::{DenseTensor, TensorData, TensorError, check_offsets};
+use crate::tensor::{DenseTensor, TensorData, check_offsets};
 use crate::validate::Structure;
-use crate::{arena::Handle, graph::AttrDecl};
 
-/// Why a graph could not be evaluated on the given inputs.
-#[derive(Debug, thiserror::Error)]
-pub enum EvalError {
-    /// A declared input was not given.
-    #[error("missing input '{name}'")]
-    MissingInput {
-        /// The input.
-        name: String,
-    },
-    /// An input was given that the graph does not declare.
-    #[error("the graph has no input '{name}'")]
-    UnknownInput {
-        /// The name given.
-        name: String,
-    },
-    /// An input of the wrong dtype.
-    #[error("input '{name}': expected dtype {expected}, found {found}")]
-    InputDtype {
-        /// The input.
-        name: String,
-        /// The declared dtype.
-        expected: DType,
-        /// The dtype given.
-        found: DType,
-    },
-    /// An input of the wrong shape.
-    #[error("input '{name}': shape {found:?} does not fit {expected}")]
-    InputShape {
-        /// The input.
-        name: String,
-        /// The declared dims with the sizes bound so far.
-        expected: String,
-        /// The shape given.
-        found: Vec<usize>,
-    },
-    /// A required attribute was not given and has no default.
-    #[error("missing attribute '{name}'")]
-    MissingAttribute {
-        /// The attribute.
-        name: String,
-    },
-    /// An attribute was given that the graph does not declare.
-    #[error("the graph has no attribute '{name}'")]
-    UnknownAttribute {
-        /// The name given.
-        name: String,
-    },
-    /// An attribute of the wrong kind (index vs float).
-    #[error("attribute '{name}' must be of kind {}", expected.name())]
-    AttributeKind {
-        /// The attribute.
-        name: String,
-        /// Its declared kind.
-        expected: AttrKind,
-    },
-    /// A symbolic dim no input binds.
-    #[error("no input binds the dim {symbol}")]
-    Unbound {
-        /// `B` or `N`.
-        symbol: &'static str,
-    },
-    /// Invalid offsets (the error names the input).
-    #[error(transparent)]
-    Offsets(#[from] TensorError),
-}
+/// Why a graph could not be evaluated on the given inputs: the evaluator
+/// fails only where the inputs or attributes do not fit the graph.
+pub type EvalError = BindError;
 
 /// Runs `graph` on named inputs and attributes; returns the outputs by name.
 ///
@@ -94,23 +32,23 @@ pub fn evaluate(
     inputs: &[(&str, &DenseTensor)],
     attrs: &[(&str, AttrValue)],
 ) -> Result<BTreeMap<String, DenseTensor>, EvalError> {
-    for (name, _) in inputs {
-        if !graph.inputs().any(|(_, n, _)| n == *name) {
-            return Err(EvalError::UnknownInput {
-                name: name.to_string(),
-            });
-        }
-    }
-    let attr_values = bind_attrs(graph.attrs(), attrs)?;
+    let described: Vec<InputDesc<'_>> = inputs
+        .iter()
+        .map(|(name, t)| InputDesc {
+            name,
+            dtype: t.dtype(),
+            shape: t.shape(),
+        })
+        .collect();
+    let binding = bind(graph, &described, attrs)?;
     let mut ev = Evaluator {
         graph,
-        batch: 0,
-        max_len: 0,
+        batch: binding.batch,
+        max_len: binding.max_len,
         values: Vec::with_capacity(graph.nodes().len()),
     };
-    ev.bind_symbols(inputs, &attr_values)?;
     for (h, node) in graph.nodes().iter() {
-        let value = ev.node(h, node, inputs, &attr_values)?;
+        let value = ev.node(h, node, inputs, &binding.attrs)?;
         ev.values.push(value);
     }
     let mut outputs = BTreeMap::new();
@@ -121,40 +59,6 @@ pub fn evaluate(
         outputs.insert(out.name.clone(), DenseTensor::new(shape, data)?);
     }
     Ok(outputs)
-}
-
-/// The attribute values: given ones checked against the declarations, else defaults.
-fn bind_attrs(
-    decls: &[AttrDecl],
-    given: &[(&str, AttrValue)],
-) -> Result<BTreeMap<String, AttrValue>, EvalError> {
-    let mut values = BTreeMap::new();
-    for (name, value) in given {
-        let decl =
-            decls
-                .iter()
-                .find(|d| d.name == *name)
-                .ok_or_else(|| EvalError::UnknownAttribute {
-                    name: name.to_string(),
-                })?;
-        // An index attribute may not be given as a float; a float one accepts an index.
-        if decl.kind == AttrKind::Index && value.kind() != AttrKind::Index {
-            return Err(EvalError::AttributeKind {
-                name: name.to_string(),
-                expected: decl.kind,
-            });
-        }
-        values.insert(name.to_string(), *value);
-    }
-    for decl in decls {
-        if !values.contains_key(&decl.name) {
-            let value = decl.default.ok_or_else(|| EvalError::MissingAttribute {
-                name: decl.name.clone(),
-            })?;
-            values.insert(decl.name.clone(), value);
-        }
-    }
-    Ok(values)
 }
 
 /// A sequence set at run time.
@@ -256,71 +160,6 @@ struct Evaluator<'g> {
 }
 
 impl<'g> Evaluator<'g> {
-    /// Binds `B` and `N` from the attributes and the input shapes.
-    fn bind_symbols(
-        &mut self,
-        inputs: &[(&str, &DenseTensor)],
-        attrs: &BTreeMap<String, AttrValue>,
-    ) -> Result<(), EvalError> {
-        let mut batch = None;
-        let mut max_len = match attrs.get(MAX_LEN) {
-            Some(AttrValue::Index(n)) => Some(*n),
-            _ => None,
-        };
-        for (_, name, ty) in self.graph.inputs() {
-            let tensor = lookup(inputs, name)?;
-            if tensor.dtype() != ty.dtype {
-                return Err(EvalError::InputDtype {
-                    name: name.to_string(),
-                    expected: ty.dtype,
-                    found: tensor.dtype(),
-                });
-            }
-            let shape_error = || EvalError::InputShape {
-                name: name.to_string(),
-                expected: ty.to_string(),
-                found: tensor.shape().to_vec(),
-            };
-            if tensor.shape().len() != ty.dims.len() {
-                return Err(shape_error());
-            }
-            for (dim, &size) in ty.dims.iter().zip(tensor.shape()) {
-                let (slot, value) = match dim {
-                    Dim::Batch => (&mut batch, size),
-                    Dim::BatchPlusOne => (&mut batch, size.checked_sub(1).ok_or_else(shape_error)?),
-                    Dim::MaxLen => (&mut max_len, size),
-                    Dim::Static(n) if *n == size => continue,
-                    Dim::Static(_) => return Err(shape_error()),
-                    Dim::Ragged(_) => continue,
-                };
-                match slot {
-                    Some(bound) if *bound != value => return Err(shape_error()),
-                    _ => *slot = Some(value),
-                }
-            }
-        }
-        let mut uses_b = false;
-        let mut uses_n = false;
-        for (h, node) in self.graph.nodes().iter() {
-            uses_n |= matches!(node, Node::Seqs { truncate: true, .. });
-            if let Type::Tensor(t) = self.graph.type_of(h) {
-                uses_b |= t.dims.iter().any(|d| !matches!(d, Dim::Static(_)));
-                uses_n |= t.dims.contains(&Dim::MaxLen);
-            }
-        }
-        self.batch = match batch {
-            Some(b) => b,
-            None if !uses_b => 0,
-            None => return Err(EvalError::Unbound { symbol: "B" }),
-        };
-        self.max_len = match max_len {
-            Some(n) => n,
-            None if !uses_n => 0,
-            None => return Err(EvalError::Unbound { symbol: "N" }),
-        };
-        Ok(())
-    }
-
     fn tensor_type(&self, h: Handle<Node>) -> &'g TensorType {
         match self.graph.type_of(h) {
             Type::Tensor(t) => t,
@@ -512,7 +351,7 @@ impl<'g> Evaluator<'g> {
         let tensor = |v: Vec<f64>| Ok(Value::Tensor(v));
         match node {
             Node::Input { name, ty } => {
-                let given = lookup(inputs, name)?;
+                let given = find_input(inputs, name)?;
                 let mut data = given.to_f64();
                 if let Some(s) = ty.seqs() {
                     let seqs = self.seqs(s);
@@ -899,17 +738,4 @@ fn reduce_line(op: ReduceOp, line: &[f64]) -> f64 {
             }
         }
     }
-}
-
-fn lookup<'a>(
-    inputs: &[(&str, &'a DenseTensor)],
-    name: &str,
-) -> Result<&'a DenseTensor, EvalError> {
-    inputs
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, t)| *t)
-        .ok_or_else(|| EvalError::MissingInput {
-            name: name.to_string(),
-        })
 }

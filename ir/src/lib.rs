@@ -9,10 +9,13 @@
 //!   offsets, padded conversions and `.npy` files.
 //! - [`graph`]: the IR ([`Graph`], [`Node`], [`TensorType`]); [`builder`] builds
 //!   it, [`validate`] checks it, [`text`] prints and parses it.
+//! - [`bind`]: checking named inputs and attributes against a graph and
+//!   inferring its run-time sizes (shared by every executor).
 //! - [`eval`]: the reference evaluator.
 //! - [`ops`]: the builtin ops of OPS.md as graphs.
 
 pub mod arena;
+pub mod bind;
 pub mod builder;
 pub mod dtype;
 pub mod eval;
@@ -24,6 +27,7 @@ pub mod text;
 pub mod validate;
 
 pub use arena::{Arena, Handle};
+pub use bind::{BindError, Binding, InputDesc, bind};
 pub use builder::GraphBuilder;
 pub use dtype::DType;
 pub use eval::{EvalError, evaluate};

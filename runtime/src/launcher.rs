@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use jagged_codegen::{CODEGEN_VERSION, CodegenError, CompiledKernel, ParamBinding, RunSizes, Spec};
-use jagged_ir::graph::MAX_LEN;
+use jagged_ir::bind::{BindError, InputDesc, find_input};
 use jagged_ir::tensor::check_offsets;
 use jagged_ir::{AttrKind, AttrValue, DType, DenseTensor, Dim, Graph, Handle, Node, TensorError};
 
@@ -105,6 +105,12 @@ pub enum GraphRunError {
         /// Its declared kind.
         expected: AttrKind,
     },
+    /// A symbolic dim the graph uses that no input or attribute binds.
+    #[error("no input binds the dim {symbol}")]
+    Unbound {
+        /// `B` or `N`.
+        symbol: &'static str,
+    },
     /// Invalid offsets (the error names the input).
     #[error(transparent)]
     Offsets(#[from] TensorError),
@@ -135,6 +141,42 @@ pub enum GraphRunError {
     /// The device failed (allocation, copy, launch).
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+}
+
+/// The binding errors keep their own variants here, so that callers match
+/// one flat error type whatever step of a run failed.
+impl From<BindError> for GraphRunError {
+    fn from(err: BindError) -> Self {
+        match err {
+            BindError::MissingInput { name } => GraphRunError::MissingInput { name },
+            BindError::UnknownInput { name } => GraphRunError::UnknownInput { name },
+            BindError::InputDtype {
+                name,
+                expected,
+                found,
+            } => GraphRunError::InputDtype {
+                name,
+                expected,
+                found,
+            },
+            BindError::InputShape {
+                name,
+                expected,
+                found,
+            } => GraphRunError::InputShape {
+                name,
+                expected,
+                found,
+            },
+            BindError::MissingAttribute { name } => GraphRunError::MissingAttribute { name },
+            BindError::UnknownAttribute { name } => GraphRunError::UnknownAttribute { name },
+            BindError::AttributeKind { name, expected } => {
+                GraphRunError::AttributeKind { name, expected }
+            }
+            BindError::Unbound { symbol } => GraphRunError::Unbound { symbol },
+            BindError::Offsets(err) => GraphRunError::Offsets(err),
+        }
+    }
 }
 
 /// What [`Runtime::run_graph`] has done on one runtime; tests use it to check
@@ -404,55 +446,23 @@ impl Runtime {
         inputs: &[(&str, &DeviceTensor)],
         attrs: &[(&str, AttrValue)],
     ) -> Result<Bound, GraphRunError> {
-        for (name, _) in inputs {
-            if !graph.inputs().any(|(_, n, _)| n == *name) {
-                return Err(GraphRunError::UnknownInput {
-                    name: name.to_string(),
-                });
-            }
-        }
-        let attrs = bind_attrs(graph, attrs)?;
-        let mut batch: Option<usize> = None;
-        let mut max_len: Option<usize> = match attrs.get(MAX_LEN) {
-            Some(AttrValue::Index(n)) => Some(*n),
-            _ => None,
-        };
-        // Rows of each sequence set, as the jagged inputs on it give them.
-        let mut rows: HashMap<Handle<Node>, usize> = HashMap::new();
+        let described: Vec<InputDesc<'_>> = inputs
+            .iter()
+            .map(|(name, t)| InputDesc {
+                name,
+                dtype: t.dtype(),
+                shape: &t.shape,
+            })
+            .collect();
+        let binding = jagged_ir::bind(graph, &described, attrs)?;
         for (_, name, ty) in graph.inputs() {
-            let tensor = lookup(inputs, name)?;
-            if tensor.dtype() != ty.dtype {
-                return Err(GraphRunError::InputDtype {
+            let tensor = find_input(inputs, name)?;
+            if tensor.buffer.len() < tensor.shape.iter().product() {
+                return Err(GraphRunError::InputShape {
                     name: name.to_string(),
-                    expected: ty.dtype,
-                    found: tensor.dtype(),
+                    expected: ty.to_string(),
+                    found: tensor.shape.clone(),
                 });
-            }
-            let shape_error = || GraphRunError::InputShape {
-                name: name.to_string(),
-                expected: ty.to_string(),
-                found: tensor.shape.clone(),
-            };
-            let elems: usize = tensor.shape.iter().product();
-            if tensor.shape.len() != ty.dims.len() || tensor.buffer.len() < elems {
-                return Err(shape_error());
-            }
-            for (dim, &size) in ty.dims.iter().zip(&tensor.shape) {
-                let (slot, value) = match dim {
-                    Dim::Batch => (&mut batch, size),
-                    Dim::BatchPlusOne => (&mut batch, size.checked_sub(1).ok_or_else(shape_error)?),
-                    Dim::MaxLen => (&mut max_len, size),
-                    Dim::Static(n) if *n == size => continue,
-                    Dim::Static(_) => return Err(shape_error()),
-                    Dim::Ragged(s) => match rows.insert(*s, size) {
-                        Some(other) if other != size => return Err(shape_error()),
-                        _ => continue,
-                    },
-                };
-                match slot {
-                    Some(bound) if *bound != value => return Err(shape_error()),
-                    _ => *slot = Some(value),
-                }
             }
         }
         let mut total_rows: Option<usize> = None;
@@ -471,9 +481,9 @@ impl Runtime {
                     offsets.index()
                 )));
             };
-            let tensor = lookup(inputs, name)?;
+            let tensor = find_input(inputs, name)?;
             let values = self.download_index(name, tensor)?;
-            check_offsets(name, &values, rows.get(&s).copied())?;
+            check_offsets(name, &values, binding.rows.get(&s).copied())?;
             // check_offsets: non-empty and non-negative.
             let t = values[values.len() - 1] as usize;
             match total_rows {
@@ -487,11 +497,11 @@ impl Runtime {
         }
         Ok(Bound {
             sizes: RunSizes {
-                batch: batch.unwrap_or(0) as u64,
+                batch: binding.batch as u64,
                 total_rows: total_rows.unwrap_or(0) as u64,
-                max_len: max_len.unwrap_or(0) as u64,
+                max_len: binding.max_len as u64,
             },
-            attrs,
+            attrs: binding.attrs,
         })
     }
 
@@ -569,7 +579,7 @@ impl Runtime {
         }
         let graph_inputs: Vec<&DeviceTensor> = graph
             .inputs()
-            .map(|(_, name, _)| lookup(inputs, name))
+            .map(|(_, name, _)| find_input(inputs, name))
             .collect::<Result<_, _>>()?;
         for launch in &kernel.launches {
             let mut args = Vec::with_capacity(launch.params.len());
@@ -705,55 +715,4 @@ fn output_shape(
         return None;
     }
     Some(shape)
-}
-
-fn lookup<'a>(
-    inputs: &[(&str, &'a DeviceTensor)],
-    name: &str,
-) -> Result<&'a DeviceTensor, GraphRunError> {
-    inputs
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, t)| *t)
-        .ok_or_else(|| GraphRunError::MissingInput {
-            name: name.to_string(),
-        })
-}
-
-/// The attribute values: given ones checked against the declarations, else defaults.
-fn bind_attrs(
-    graph: &Graph,
-    given: &[(&str, AttrValue)],
-) -> Result<BTreeMap<String, AttrValue>, GraphRunError> {
-    let mut values = BTreeMap::new();
-    for (name, value) in given {
-        let decl = graph
-            .attr(name)
-            .ok_or_else(|| GraphRunError::UnknownAttribute {
-                name: name.to_string(),
-            })?;
-        // A float attribute accepts an integer value (`--attr scale=1`).
-        let value = match (decl.kind, *value) {
-            (AttrKind::Float, AttrValue::Index(n)) => AttrValue::Float(n as f64),
-            (kind, v) if v.kind() == kind => v,
-            _ => {
-                return Err(GraphRunError::AttributeKind {
-                    name: name.to_string(),
-                    expected: decl.kind,
-                });
-            }
-        };
-        values.insert(name.to_string(), value);
-    }
-    for decl in graph.attrs() {
-        if !values.contains_key(&decl.name) {
-            let value = decl
-                .default
-                .ok_or_else(|| GraphRunError::MissingAttribute {
-                    name: decl.name.clone(),
-                })?;
-            values.insert(decl.name.clone(), value);
-        }
-    }
-    Ok(values)
 }
