@@ -284,6 +284,20 @@ const IGNORED: &[&str] = &[
     "L2::cache_hint",
 ];
 
+/// The operation modifiers of `atom`/`red` (and, a subset, of `redux`).
+const ATOM_OPS: &[(&str, AtomOp)] = &[
+    ("add", AtomOp::Add),
+    ("min", AtomOp::Min),
+    ("max", AtomOp::Max),
+    ("exch", AtomOp::Exch),
+    ("cas", AtomOp::Cas),
+    ("and", AtomOp::And),
+    ("or", AtomOp::Or),
+    ("xor", AtomOp::Xor),
+    ("inc", AtomOp::Inc),
+    ("dec", AtomOp::Dec),
+];
+
 impl<'a> Mods<'a> {
     fn new(opcode: &'a str) -> Mods<'a> {
         let mut it = opcode.split('.');
@@ -1002,18 +1016,7 @@ impl Decoder<'_> {
             "atom" | "red" => {
                 let space0 = m.space();
                 let aop = m
-                    .take_mode(&[
-                        ("add", AtomOp::Add),
-                        ("min", AtomOp::Min),
-                        ("max", AtomOp::Max),
-                        ("exch", AtomOp::Exch),
-                        ("cas", AtomOp::Cas),
-                        ("and", AtomOp::And),
-                        ("or", AtomOp::Or),
-                        ("xor", AtomOp::Xor),
-                        ("inc", AtomOp::Inc),
-                        ("dec", AtomOp::Dec),
-                    ])
+                    .take_mode(ATOM_OPS)
                     .ok_or_else(|| self.unsupported(format!("atomic operation in `{opcode}`")))?;
                 m.take("noftz");
                 let ty = need_ty(&mut m, self)?;
@@ -1158,15 +1161,13 @@ impl Decoder<'_> {
                 }
             }
             "redux" => {
+                // redux has the atomic operations that combine values, not exch/cas/inc/dec.
                 let aop = m
-                    .take_mode(&[
-                        ("add", AtomOp::Add),
-                        ("min", AtomOp::Min),
-                        ("max", AtomOp::Max),
-                        ("and", AtomOp::And),
-                        ("or", AtomOp::Or),
-                        ("xor", AtomOp::Xor),
-                    ])
+                    .take_mode(ATOM_OPS)
+                    .filter(|op| {
+                        use AtomOp::*;
+                        matches!(op, Add | Min | Max | And | Or | Xor)
+                    })
                     .ok_or_else(|| self.unsupported(format!("`{opcode}`")))?;
                 let ty = need_ty(&mut m, self)?;
                 self.finish(&m, opcode)?;
