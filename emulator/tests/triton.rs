@@ -67,18 +67,20 @@ fn fixtures_parse_and_name_their_kernel() {
     }
 }
 
-#[test]
-fn matmul_bf16_matches_f64_reference() {
-    let fx = Fixture::load("matmul_bf16");
-    // M is not a multiple of the 64-row tile: the last tile's loads are masked
-    // (cp.async with src-size 0) and its stores predicated off.
-    let (m, n, k) = (96usize, 128usize, 192usize);
-    let mut rng = Rng::new(0x5eed_0001);
-    let a = to_bf16(&rng.vec(m * k, -1.0, 1.0));
-    let b = to_bf16(&rng.vec(k * n, -1.0, 1.0));
+/// Runs the `matmul_bf16`/`matmul_tf32` fixture `name` on `a [m, k]` and `b [k, n]`
+/// (`to_device` gives their element bytes and f64 values) and returns the relative error
+/// of the f32 output `c [m, n]` against the f64 product.
+fn matmul_error<T>(
+    name: &str,
+    (m, n, k): (usize, usize, usize),
+    (a, b): (&[T], &[T]),
+    to_device: impl Fn(&[T]) -> (Vec<u8>, Vec<f64>),
+) -> f64 {
+    let fx = Fixture::load(name);
+    let ((a_bytes, a64), (b_bytes, b64)) = (to_device(a), to_device(b));
     let mut dev = Device::new();
-    let a_dev = dev.upload(&bf16_bytes(&a));
-    let b_dev = dev.upload(&bf16_bytes(&b));
+    let a_dev = dev.upload(&a_bytes);
+    let b_dev = dev.upload(&b_bytes);
     let c_dev = poisoned(&mut dev, m * n * 4);
     run(
         &mut dev,
@@ -86,10 +88,24 @@ fn matmul_bf16_matches_f64_reference() {
         [m.div_ceil(64) as u32, (n / 64) as u32, 1],
         matmul_args([a_dev, b_dev, c_dev], m, n, k),
     );
-    let f = |v: &[half::bf16]| -> Vec<f64> { v.iter().map(|x| f64::from(x.to_f32())).collect() };
-    let reference = matmul_reference(&f(&a), &f(&b), m, n, k);
-    let c = read_f32(&dev, c_dev, m * n);
-    let err = rel_err(&c, &reference);
+    let reference = matmul_reference(&a64, &b64, m, n, k);
+    rel_err(&read_f32(&dev, c_dev, m * n), &reference)
+}
+
+#[test]
+fn matmul_bf16_matches_f64_reference() {
+    // M is not a multiple of the 64-row tile: the last tile's loads are masked
+    // (cp.async with src-size 0) and its stores predicated off.
+    let (m, n, k) = (96usize, 128usize, 192usize);
+    let mut rng = Rng::new(0x5eed_0001);
+    let a = to_bf16(&rng.vec(m * k, -1.0, 1.0));
+    let b = to_bf16(&rng.vec(k * n, -1.0, 1.0));
+    let err = matmul_error("matmul_bf16", (m, n, k), (&a, &b), |v| {
+        (
+            bf16_bytes(v),
+            v.iter().map(|x| f64::from(x.to_f32())).collect(),
+        )
+    });
     assert!(err <= BF16_TOL, "matmul relative error {err}");
 }
 
@@ -216,25 +232,14 @@ fn attention_fwd_matches_f64_reference() {
 
 #[test]
 fn matmul_tf32_matches_f64_reference() {
-    let fx = Fixture::load("matmul_tf32");
     // mma.m16n8k8 .tf32, two 32-deep K steps, a partial (masked) row tile.
     let (m, n, k) = (96usize, 64usize, 64usize);
     let mut rng = Rng::new(0x5eed_0005);
     let a = rng.vec(m * k, -1.0, 1.0);
     let b = rng.vec(k * n, -1.0, 1.0);
-    let mut dev = Device::new();
-    let a_dev = dev.upload(&f32_bytes(&a));
-    let b_dev = dev.upload(&f32_bytes(&b));
-    let c_dev = poisoned(&mut dev, m * n * 4);
-    run(
-        &mut dev,
-        &fx,
-        [m.div_ceil(64) as u32, (n / 64) as u32, 1],
-        matmul_args([a_dev, b_dev, c_dev], m, n, k),
-    );
-    let f = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| f64::from(x)).collect() };
-    let reference = matmul_reference(&f(&a), &f(&b), m, n, k);
-    let err = rel_err(&read_f32(&dev, c_dev, m * n), &reference);
+    let err = matmul_error("matmul_tf32", (m, n, k), (&a, &b), |v| {
+        (f32_bytes(v), v.iter().map(|&x| f64::from(x)).collect())
+    });
     assert!(err <= TF32_TOL, "tf32 matmul relative error {err}");
 }
 
