@@ -51,29 +51,37 @@ const SOFTMAX_SCALARS: [&str; 10] = [
     "--arg", "i32:256", "--arg", "i32:256", "--arg", "i32:256", "--arg", "u64:0", "--arg", "u64:0",
 ];
 
-fn softmax_args<'a>(ptx: &'a str, x: &'a str, y: &'a str, kernel: &'a str) -> Vec<&'a str> {
+/// Runs the softmax fixture's kernel `kernel` with the buffer arguments `x` and `y`.
+fn run_softmax(x: &str, y: &str, kernel: &str) -> Output {
+    let ptx = softmax_ptx();
     let mut args = vec![
-        "emu", ptx, "--kernel", kernel, "--grid", "3", "--block", "128", "--shared", "16", "--arg",
-        x, "--arg", y,
+        "emu",
+        ptx.to_str().expect("utf-8 path"),
+        "--kernel",
+        kernel,
+        "--grid",
+        "3",
+        "--block",
+        "128",
+        "--shared",
+        "16",
+        "--arg",
+        x,
+        "--arg",
+        y,
     ];
     args.extend(SOFTMAX_SCALARS);
-    args
+    jagc(&args)
 }
 
 #[test]
 fn runs_triton_softmax_on_npy_files() {
     let dir = temp_dir("softmax");
     let x = write_input(&dir);
-    let ptx = softmax_ptx();
     let x_spec = format!("in:{}", dir.join("x.npy").display());
     let y_path = dir.join("y.npy");
     let y_spec = format!("out:{}:f32:{}", y_path.display(), ROWS * COLS);
-    let out = jagc(&softmax_args(
-        ptx.to_str().expect("utf-8 path"),
-        &x_spec,
-        &y_spec,
-        "softmax_rows",
-    ));
+    let out = run_softmax(&x_spec, &y_spec, "softmax_rows");
     assert!(out.status.success(), "jagc emu failed: {}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("warp instructions"), "{stdout}");
@@ -113,17 +121,11 @@ fn inout_buffer_keeps_dtype_and_shape() {
     // the kernel; the file written keeps the input's dtype and shape.
     let dir = temp_dir("inout");
     write_input(&dir);
-    let ptx = softmax_ptx();
     let x_path = dir.join("x.npy");
     let y_path = dir.join("y_inout.npy");
     let x_spec = format!("in:{}", x_path.display());
     let y_spec = format!("inout:{}:{}", x_path.display(), y_path.display());
-    let out = jagc(&softmax_args(
-        ptx.to_str().expect("utf-8 path"),
-        &x_spec,
-        &y_spec,
-        "softmax_rows",
-    ));
+    let out = run_softmax(&x_spec, &y_spec, "softmax_rows");
     assert!(out.status.success(), "jagc emu failed: {}", stderr(&out));
     let y = npy::read(&y_path).expect("read output");
     assert_eq!(
@@ -160,15 +162,9 @@ fn bad_arg_spec_is_named() {
 fn unknown_kernel_lists_the_kernels() {
     let dir = temp_dir("unknown");
     write_input(&dir);
-    let ptx = softmax_ptx();
     let x_spec = format!("in:{}", dir.join("x.npy").display());
     let y_spec = format!("out:{}:f32:768", dir.join("y.npy").display());
-    let out = jagc(&softmax_args(
-        ptx.to_str().expect("utf-8 path"),
-        &x_spec,
-        &y_spec,
-        "no_such_kernel",
-    ));
+    let out = run_softmax(&x_spec, &y_spec, "no_such_kernel");
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -180,15 +176,9 @@ fn unknown_kernel_lists_the_kernels() {
 #[test]
 fn missing_input_file_is_named() {
     let dir = temp_dir("missing");
-    let ptx = softmax_ptx();
     let x_spec = format!("in:{}", dir.join("absent.npy").display());
     let y_spec = format!("out:{}:f32:768", dir.join("y.npy").display());
-    let out = jagc(&softmax_args(
-        ptx.to_str().expect("utf-8 path"),
-        &x_spec,
-        &y_spec,
-        "softmax_rows",
-    ));
+    let out = run_softmax(&x_spec, &y_spec, "softmax_rows");
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
