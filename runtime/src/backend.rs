@@ -10,6 +10,7 @@ pub(crate) use cuda::CudaBackend;
 pub(crate) use emu::EmuBackend;
 
 use crate::RuntimeError;
+use jagged_emu::DevicePtr;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,6 +108,23 @@ impl KernelArg {
             KernelArg::U32(_) | KernelArg::I32(_) | KernelArg::F32(_) => 4,
             KernelArg::U64(_) | KernelArg::I64(_) | KernelArg::F64(_) | KernelArg::Buffer(_) => 8,
         }
+    }
+
+    /// The emulator's form of this argument, `ptr` giving a buffer's address:
+    /// the emulator backend and `jagc emu` pass arguments to jagged-emu.
+    pub fn to_emu<E>(
+        self,
+        ptr: impl FnOnce(BufferId) -> Result<DevicePtr, E>,
+    ) -> Result<jagged_emu::KernelArg, E> {
+        Ok(match self {
+            KernelArg::U32(v) => jagged_emu::KernelArg::U32(v),
+            KernelArg::I32(v) => jagged_emu::KernelArg::I32(v),
+            KernelArg::U64(v) => jagged_emu::KernelArg::U64(v),
+            KernelArg::I64(v) => jagged_emu::KernelArg::I64(v),
+            KernelArg::F32(v) => jagged_emu::KernelArg::F32(v),
+            KernelArg::F64(v) => jagged_emu::KernelArg::F64(v),
+            KernelArg::Buffer(id) => jagged_emu::KernelArg::Ptr(ptr(id)?),
+        })
     }
 }
 

@@ -15,13 +15,14 @@
 //! | `out:PATH.npy:DTYPE:COUNT` | a poisoned buffer, saved to PATH.npy (first backend's result) after the run |
 //! | `inout:IN.npy:OUT.npy` | a buffer holding IN.npy, saved to OUT.npy after the run |
 //!
-//! Scalars, `in:`, `out:` and `inout:` are written as `jagc emu` takes them
-//! (integers also in hex, `u64:0x10`).
+//! Scalars, `in:`, `out:` and `inout:` are the syntax `jagc emu` takes, parsed
+//! by the one parser both use ([`crate::argspec`]; integers also in hex, `u64:0x10`).
 //!
 //! Every buffer starts from the same bytes on every backend and every
 //! repetition; after the run each buffer is compared: integers bit for bit,
 //! floats by `||a - b|| / ||b||` against a tolerance, NaN never passing.
 
+use crate::argspec::KernelArgSpec;
 use crate::{
     BackendKind, DType, KernelArg, LaunchDims, Runtime, RuntimeError, tensor_bytes, tensor_data,
 };
@@ -116,68 +117,6 @@ impl ArgSpec {
             DType::from_name(text)
                 .ok_or_else(|| bad("unknown dtype (f64 f32 f16 bf16 i32 i64 u8 bool)"))
         };
-        let scalar = |value: &str| -> Result<ArgSpec, CrosscheckError> {
-            // Integers may be written in hex (`u64:0x10`), as `jagc emu` takes them.
-            let int = |value: &str| -> Option<i128> {
-                match value.strip_prefix("0x") {
-                    Some(hex) => i128::from_str_radix(hex, 16).ok(),
-                    None => value.parse().ok(),
-                }
-            };
-            let arg = match parts[0] {
-                "u32" => int(value)
-                    .and_then(|v| v.try_into().ok())
-                    .map(KernelArg::U32),
-                "i32" => int(value)
-                    .and_then(|v| v.try_into().ok())
-                    .map(KernelArg::I32),
-                "u64" => int(value)
-                    .and_then(|v| v.try_into().ok())
-                    .map(KernelArg::U64),
-                "i64" => int(value)
-                    .and_then(|v| v.try_into().ok())
-                    .map(KernelArg::I64),
-                "f32" => value.parse().map(KernelArg::F32).ok(),
-                "f64" => value.parse().map(KernelArg::F64).ok(),
-                _ => return Err(bad("unknown kind")),
-            };
-            arg.map(ArgSpec::Scalar)
-                .ok_or_else(|| bad("the value does not parse as that type"))
-        };
-        let npy_input = |path: &str, save: Option<PathBuf>| -> Result<ArgSpec, CrosscheckError> {
-            let array = npy::read(path).map_err(|e| CrosscheckError::File(e.to_string()))?;
-            let dtype = dtype_of_npy(array.dtype)
-                .ok_or_else(|| bad("the .npy dtype has no device dtype"))?;
-            Ok(ArgSpec::Buffer {
-                dtype,
-                count: array.len(),
-                init: BufferInit::Npy(PathBuf::from(path)),
-                save,
-            })
-        };
-        // File specs first: their paths may contain ':'.
-        if let Some(path) = spec.strip_prefix("in:") {
-            return npy_input(path, None);
-        }
-        if let Some(paths) = spec.strip_prefix("inout:") {
-            let (input, output) = paths
-                .split_once(".npy:")
-                .ok_or_else(|| bad("expected inout:IN.npy:OUT.npy"))?;
-            return npy_input(&format!("{input}.npy"), Some(PathBuf::from(output)));
-        }
-        if let Some(rest) = spec.strip_prefix("out:") {
-            let mut fields = rest.rsplitn(3, ':');
-            let (Some(count), Some(d), Some(path)) = (fields.next(), fields.next(), fields.next())
-            else {
-                return Err(bad("expected out:PATH.npy:DTYPE:COUNT"));
-            };
-            return Ok(ArgSpec::Buffer {
-                dtype: dtype(d)?,
-                count: number(count)?,
-                init: BufferInit::Poison,
-                save: Some(PathBuf::from(path)),
-            });
-        }
         let buffer = |dtype, count, init, save| ArgSpec::Buffer {
             dtype,
             count,
@@ -186,7 +125,6 @@ impl ArgSpec {
         };
         match parts.as_slice() {
             ["null"] => Ok(ArgSpec::Scalar(KernelArg::U64(0))),
-            [_, value] => scalar(value),
             ["rand", d, count] => Ok(buffer(
                 dtype(d)?,
                 number(count)?,
@@ -230,11 +168,37 @@ impl ArgSpec {
             }
             ["zeros", d, count] => Ok(buffer(dtype(d)?, number(count)?, BufferInit::Zeros, None)),
             ["poison", d, count] => Ok(buffer(dtype(d)?, number(count)?, BufferInit::Poison, None)),
-            _ => Err(bad(
-                "expected KIND:VALUE, null, rand:DTYPE:COUNT[:SEED], zeros:DTYPE:COUNT, \
-                 offsets:DTYPE:B:T[:SEED], poison:DTYPE:COUNT, in:PATH.npy, out:PATH.npy:DTYPE:COUNT \
-                 or inout:IN.npy:OUT.npy",
+            ["null" | "rand" | "offsets" | "zeros" | "poison", ..] => Err(bad(
+                "expected null, rand:DTYPE:COUNT[:SEED], zeros:DTYPE:COUNT, \
+                 offsets:DTYPE:B:T[:SEED] or poison:DTYPE:COUNT",
             )),
+            // Scalars and file buffers: the syntax `jagc emu` shares.
+            _ => {
+                let shared =
+                    spec.parse::<KernelArgSpec>()
+                        .map_err(|e| CrosscheckError::BadSpec {
+                            spec: e.spec,
+                            reason: e.reason,
+                        })?;
+                let npy_input = |path: PathBuf, save| -> Result<ArgSpec, CrosscheckError> {
+                    let array =
+                        npy::read(&path).map_err(|e| CrosscheckError::File(e.to_string()))?;
+                    let dtype = dtype_of_npy(array.dtype)
+                        .ok_or_else(|| bad("the .npy dtype has no device dtype"))?;
+                    Ok(buffer(dtype, array.len(), BufferInit::Npy(path), save))
+                };
+                match shared {
+                    KernelArgSpec::Scalar(arg) => Ok(ArgSpec::Scalar(arg)),
+                    KernelArgSpec::In(path) => npy_input(path, None),
+                    KernelArgSpec::InOut { input, output } => npy_input(input, Some(output)),
+                    KernelArgSpec::Out { path, dtype, count } => Ok(buffer(
+                        dtype_of_npy(dtype).ok_or_else(|| bad("the dtype has no device dtype"))?,
+                        count,
+                        BufferInit::Poison,
+                        Some(path),
+                    )),
+                }
+            }
         }
     }
 

@@ -27,18 +27,6 @@ fn driver(op: &'static str) -> impl FnOnce(DriverError) -> RuntimeError {
     move |source| RuntimeError::Cuda { op, source }
 }
 
-/// A launch argument held where the driver can read it until the launch is
-/// submitted.
-enum ArgSlot<'a> {
-    U32(u32),
-    I32(i32),
-    U64(u64),
-    I64(i64),
-    F32(f32),
-    F64(f64),
-    Buffer(&'a CudaSlice<u8>),
-}
-
 impl CudaBackend {
     /// Opens device 0; a missing driver library or a machine without a
     /// device is an error, not the panic `CudaContext::new` would raise.
@@ -192,34 +180,22 @@ impl CudaBackend {
                 )
                 .map_err(driver("dynamic shared memory opt-in"))?;
         }
-        let slots = args
-            .iter()
-            .map(|arg| {
-                Ok(match *arg {
-                    KernelArg::U32(v) => ArgSlot::U32(v),
-                    KernelArg::I32(v) => ArgSlot::I32(v),
-                    KernelArg::U64(v) => ArgSlot::U64(v),
-                    KernelArg::I64(v) => ArgSlot::I64(v),
-                    KernelArg::F32(v) => ArgSlot::F32(v),
-                    KernelArg::F64(v) => ArgSlot::F64(v),
-                    KernelArg::Buffer(id) => ArgSlot::Buffer(
-                        self.buffers
-                            .get(&id)
-                            .ok_or(RuntimeError::UnknownBuffer(id))?,
-                    ),
-                })
-            })
-            .collect::<Result<Vec<_>, RuntimeError>>()?;
+        // The builder borrows every argument (scalars from `args`, buffers
+        // from the buffer table) until the launch is submitted.
         let mut builder = self.stream.launch_builder(&function);
-        for slot in &slots {
-            match slot {
-                ArgSlot::U32(v) => builder.arg(v),
-                ArgSlot::I32(v) => builder.arg(v),
-                ArgSlot::U64(v) => builder.arg(v),
-                ArgSlot::I64(v) => builder.arg(v),
-                ArgSlot::F32(v) => builder.arg(v),
-                ArgSlot::F64(v) => builder.arg(v),
-                ArgSlot::Buffer(slice) => builder.arg(*slice),
+        for arg in args {
+            match arg {
+                KernelArg::U32(v) => builder.arg(v),
+                KernelArg::I32(v) => builder.arg(v),
+                KernelArg::U64(v) => builder.arg(v),
+                KernelArg::I64(v) => builder.arg(v),
+                KernelArg::F32(v) => builder.arg(v),
+                KernelArg::F64(v) => builder.arg(v),
+                KernelArg::Buffer(id) => builder.arg(
+                    self.buffers
+                        .get(id)
+                        .ok_or(RuntimeError::UnknownBuffer(*id))?,
+                ),
             };
         }
         let config = LaunchConfig {

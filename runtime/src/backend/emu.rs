@@ -82,17 +82,7 @@ impl EmuBackend {
     ) -> Result<LaunchTiming, RuntimeError> {
         let args = args
             .iter()
-            .map(|arg| {
-                Ok(match *arg {
-                    KernelArg::U32(v) => jagged_emu::KernelArg::U32(v),
-                    KernelArg::I32(v) => jagged_emu::KernelArg::I32(v),
-                    KernelArg::U64(v) => jagged_emu::KernelArg::U64(v),
-                    KernelArg::I64(v) => jagged_emu::KernelArg::I64(v),
-                    KernelArg::F32(v) => jagged_emu::KernelArg::F32(v),
-                    KernelArg::F64(v) => jagged_emu::KernelArg::F64(v),
-                    KernelArg::Buffer(id) => jagged_emu::KernelArg::Ptr(self.ptr(id)?),
-                })
-            })
+            .map(|arg| arg.to_emu(|id| self.ptr(id)))
             .collect::<Result<Vec<_>, RuntimeError>>()?;
         let loaded = self
             .modules
