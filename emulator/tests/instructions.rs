@@ -144,12 +144,15 @@ fn run(body: &str, threads: u32, inp: &[u32], out_words: usize) -> Vec<u32> {
     }
 }
 
-/// Single-thread body that stores each listed register to out[i].
-fn stores(regs: &[&str]) -> String {
-    regs.iter()
+/// Runs single-thread `code` on `inp`, then stores each of `regs` to out[i]; returns
+/// the stored words.
+fn run_stores(code: &str, regs: &[&str], inp: &[u32]) -> Vec<u32> {
+    let stores: String = regs
+        .iter()
         .enumerate()
         .map(|(i, r)| format!("    st.global.b32 [%rd1+{}], {r};\n", 4 * i))
-        .collect()
+        .collect();
+    run(&format!("{code}{stores}"), 1, inp, regs.len())
 }
 
 fn f(x: f32) -> u32 {
@@ -158,8 +161,7 @@ fn f(x: f32) -> u32 {
 
 #[test]
 fn integer_arithmetic() {
-    let body = format!(
-        "{}{}",
+    let got = run_stores(
         r#"
     add.s32 %r1, 7, -9;                 // -2
     sub.u32 %r2, 3, 5;                  // wraps to 0xfffffffe
@@ -187,12 +189,12 @@ fn integer_arithmetic() {
     cvt.u32.u64 %r20, %rd9;
     cvt.u32.u64 %r21, %rd8;
 "#,
-        stores(&[
+        &[
             "%r1", "%r2", "%r3", "%r4", "%r5", "%r6", "%r7", "%r8", "%r9", "%r10", "%r11", "%r12",
             "%r13", "%r14", "%r15", "%r16", "%r17", "%r18", "%r19", "%r20", "%r21",
-        ])
+        ],
+        &[],
     );
-    let got = run(&body, 1, &[], 21);
     let want: Vec<u32> = vec![
         -2i32 as u32,
         0xffff_fffe,
@@ -221,8 +223,7 @@ fn integer_arithmetic() {
 
 #[test]
 fn bit_operations() {
-    let body = format!(
-        "{}{}",
+    let got = run_stores(
         r#"
     and.b32 %r1, 0xf0f0, 0xff00;        // 0xf000
     or.b32 %r2, 0xf0, 0x0f;             // 0xff
@@ -246,12 +247,12 @@ fn bit_operations() {
     shf.l.wrap.b32 %r20, 0x80000000, 0x1, 4;  // ({1,0x80000000} << 4) >> 32 = 0x18
     shf.r.clamp.b32 %r21, 0x80000000, 0x1, 40; // clamp 32: hi word = 1
 "#,
-        stores(&[
+        &[
             "%r1", "%r2", "%r3", "%r4", "%r5", "%r6", "%r7", "%r8", "%r9", "%r10", "%r11", "%r12",
             "%r13", "%r14", "%r15", "%r16", "%r17", "%r18", "%r19", "%r20", "%r21",
-        ])
+        ],
+        &[],
     );
-    let got = run(&body, 1, &[], 21);
     // prmt 0x9898: selector nibbles 8,9,8,9 -> sign of byte 0 (0xff -> 0xff), byte 1 (0x80 -> 0xff)
     let want: Vec<u32> = vec![
         0xf000,
@@ -281,8 +282,7 @@ fn bit_operations() {
 
 #[test]
 fn float_arithmetic_and_rounding() {
-    let body = format!(
-        "{}{}",
+    let got = run_stores(
         r#"
     add.f32 %f1, 0f3FC00000, 0f40100000;       // 1.5 + 2.25 = 3.75
     mul.rn.f32 %f2, 0f40400000, 0fBF000000;    // 3 * -0.5 = -1.5
@@ -300,12 +300,12 @@ fn float_arithmetic_and_rounding() {
     add.sat.f32 %f14, 0f3F800000, 0f3F800000;  // clamps to 1
     mul.f32 %f15, 0f3F000000, 0f00000002;      // 0.5 * 2 denormals = 1 denormal
 "#,
-        stores(&[
+        &[
             "%f1", "%f2", "%f3", "%f4", "%f5", "%f6", "%f7", "%f8", "%f9", "%f10", "%f11", "%f12",
             "%f13", "%f14", "%f15",
-        ])
+        ],
+        &[],
     );
-    let got = run(&body, 1, &[], 15);
     let third_rn = 0x3eaa_aaab; // 0.33333334, nearest
     let third_rz = 0x3eaa_aaaa; // 0.3333333, truncated
     assert_eq!(got[0], f(3.75));
@@ -327,8 +327,7 @@ fn float_arithmetic_and_rounding() {
 
 #[test]
 fn float_ftz_and_approx_functions() {
-    let body = format!(
-        "{}{}",
+    let got = run_stores(
         r#"
     mul.ftz.f32 %f1, 0f3F000000, 0f00000002;   // denormal result flushed to +0
     add.ftz.f32 %f2, 0f00000001, 0f00000000;   // denormal input flushed: 0
@@ -343,11 +342,11 @@ fn float_ftz_and_approx_functions() {
     div.approx.f32 %f11, 0f40C00000, 0f40400000; // 2
     ex2.approx.ftz.f32 %f12, 0fC2FE0000;       // 2^-127 is denormal: flushed to 0
 "#,
-        stores(&[
-            "%f1", "%f2", "%f3", "%f4", "%f5", "%f6", "%f7", "%f8", "%f9", "%f10", "%f11", "%f12"
-        ])
+        &[
+            "%f1", "%f2", "%f3", "%f4", "%f5", "%f6", "%f7", "%f8", "%f9", "%f10", "%f11", "%f12",
+        ],
+        &[],
     );
-    let got = run(&body, 1, &[], 12);
     let close =
         |bits: u32, want: f32| (f32::from_bits(bits) - want).abs() <= 2e-6 * want.abs().max(1.0);
     assert_eq!(got[0], 0);
@@ -440,22 +439,17 @@ fn setp_and_selp() {
         assert_eq!(got[i], *want, "{code}");
     }
     // set: all ones / 1.0f.
-    let got = run(
-        &format!(
-            "    set.lt.u32.s32 %r1, 1, 2;\n    set.lt.f32.s32 %r2, 1, 2;\n    set.gt.u32.f32 %r3, 0f00000000, 0f3F800000;\n{}",
-            stores(&["%r1", "%r2", "%r3"])
-        ),
-        1,
+    let got = run_stores(
+        "    set.lt.u32.s32 %r1, 1, 2;\n    set.lt.f32.s32 %r2, 1, 2;\n    set.gt.u32.f32 %r3, 0f00000000, 0f3F800000;\n",
+        &["%r1", "%r2", "%r3"],
         &[],
-        3,
     );
     assert_eq!(got, vec![0xffff_ffff, f(1.0), 0]);
 }
 
 #[test]
 fn conversions() {
-    let body = format!(
-        "{}{}",
+    let got = run_stores(
         r#"
     cvt.rni.s32.f32 %r1, 0f40200000;    // 2.5 -> 2 (ties to even)
     cvt.rni.s32.f32 %r2, 0f40600000;    // 3.5 -> 4
@@ -488,13 +482,13 @@ fn conversions() {
     cvt.rna.tf32.f32 %r17, 0f3F801000;  // tie at the 13 dropped bits, away from zero: 0x3f802000
     cvt.rzi.u32.f32 %r18, 0fBF800000;   // -1 saturates to 0
 "#,
-        stores(&[
+        &[
             "%r1", "%r2", "%r3", "%r4", "%r5", "%r6", "%r7", "%r8", "%f1", "%f2", "%f3", "%r9",
             "%r10", "%r11", "%r12", "%r13", "%f5", "%f6", "%r14", "%r15", "%r16", "%f4", "%r18",
             "%r17",
-        ])
+        ],
+        &[],
     );
-    let got = run(&body, 1, &[], 24);
     let want: Vec<u32> = vec![
         2,
         4,
@@ -881,14 +875,14 @@ fn atomic_old_values_and_64_bit() {
     ld.global.v2.u32 {%r9, %r10}, [%rd2+16];
     ld.global.f32 %f2, [%rd2+24];
 "#;
-    let body = format!(
-        "{body}{}",
-        stores(&[
-            "%r6", "%r5", "%r1", "%r2", "%r3", "%r4", "%r7", "%r8", "%r9", "%r10", "%f1", "%f2"
-        ])
-    );
     let inp = [0xffff_fffe, 0, 1, 4, 0, 7, f(2.0)];
-    let got = run(&body, 1, &inp, 12);
+    let got = run_stores(
+        body,
+        &[
+            "%r6", "%r5", "%r1", "%r2", "%r3", "%r4", "%r7", "%r8", "%r9", "%r10", "%f1", "%f2",
+        ],
+        &inp,
+    );
     // u64 add: 0x00000000_fffffffe + 5 = 0x1_00000003 -> low word 3.
     assert_eq!(
         got,
@@ -1899,11 +1893,8 @@ END:
 #[test]
 fn setp_ftz_compares_subnormals_as_zero() {
     // 2^-149 (bits 1) is subnormal: with .ftz it equals 0, without it is greater.
-    let body = format!(
-        "    setp.gt.f32 %p1, 0f00000001, 0f00000000;\n    setp.gt.ftz.f32 %p2, 0f00000001, 0f00000000;\n    setp.eq.ftz.f32 %p3, 0f80000001, 0f00000000;\n    selp.u32 %r1, 1, 0, %p1;\n    selp.u32 %r2, 1, 0, %p2;\n    selp.u32 %r3, 1, 0, %p3;\n{}",
-        stores(&["%r1", "%r2", "%r3"])
-    );
-    assert_eq!(run(&body, 1, &[], 3), vec![1, 0, 1]);
+    let body = "    setp.gt.f32 %p1, 0f00000001, 0f00000000;\n    setp.gt.ftz.f32 %p2, 0f00000001, 0f00000000;\n    setp.eq.ftz.f32 %p3, 0f80000001, 0f00000000;\n    selp.u32 %r1, 1, 0, %p1;\n    selp.u32 %r2, 1, 0, %p2;\n    selp.u32 %r3, 1, 0, %p3;\n";
+    assert_eq!(run_stores(body, &["%r1", "%r2", "%r3"], &[]), vec![1, 0, 1]);
     // min.xorsign.abs is not implemented: an error, not a silently different result.
     let ptx = kernel("    min.xorsign.abs.f32 %f1, %f2, %f3;\n");
     assert!(matches!(
