@@ -2,9 +2,12 @@
 //! every op, ptxas reports, runs on the emulator against the f64 reference
 //! evaluator (and a hand-derived case), and errors that name the bad argument.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::rel_l2;
 use jagged_ir::{DType, DenseTensor};
 
 const OPS: [&str; 9] = [
@@ -392,22 +395,6 @@ fn demo_runs_and_checks_itself() {
     assert!(out.contains("graph jagged_softmax {"), "{out}");
     assert_eq!(out.matches("(ok, tolerance 1e-5)").count(), 2, "{out}");
     assert!(out.contains("code generator runs: 1 then 0"), "{out}");
-}
-
-/// `||a - b|| / ||b||`; NaN gives infinity.
-fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    if a.iter().any(|v| !v.is_finite()) {
-        return f64::INFINITY;
-    }
-    let diff = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum::<f64>()
-        .sqrt();
-    let norm = b.iter().map(|y| y * y).sum::<f64>().sqrt();
-    if norm == 0.0 { diff } else { diff / norm }
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //! `max_len` and not a multiple of any tile, `B = 0` and `T = 0`.
 //! Tolerances are DESIGN.md's: f32 1e-5, f16 2e-3, bf16 1e-2 (relative L2).
 
+mod common;
+
 use std::sync::Arc;
 
 use jagged_codegen::{Arch, Spec};
@@ -12,25 +14,9 @@ use jagged_ir::ops::{self, Activation, AttentionSpec, FbgemmAttentionSpec, Jagge
 use jagged_ir::{AttrValue, DType, DenseTensor, Dim, Graph, ReduceOp};
 use jagged_runtime::{BackendKind, KernelCache, Runtime};
 
+use common::{Rng, rel_l2};
+
 const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
-
-/// xorshift64*: reproducible inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn float(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0
-    }
-}
 
 fn tolerance(dtype: DType) -> f64 {
     match dtype {
@@ -38,21 +24,6 @@ fn tolerance(dtype: DType) -> f64 {
         DType::F16 => 2e-3,
         _ => 1e-2,
     }
-}
-
-/// `||a - b|| / ||b||` (absolute when `b` is zero); NaN gives infinity.
-fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
-    if a.len() != b.len() || a.iter().any(|v| !v.is_finite()) {
-        return f64::INFINITY;
-    }
-    let diff = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum::<f64>()
-        .sqrt();
-    let norm = b.iter().map(|y| y * y).sum::<f64>().sqrt();
-    if norm == 0.0 { diff } else { diff / norm }
 }
 
 /// Layouts: `B = 0`, all empty, length 1, above `max_len`, and random ones.

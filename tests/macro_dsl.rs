@@ -3,6 +3,9 @@
 //! is the same, by the reference evaluator on random jagged inputs (empty
 //! sequences, length 1, lengths above `max_len`) where it differs.
 
+mod common;
+
+use common::{Rng, offsets};
 use jagged::dsl::*;
 use jagged::ir::ops::{
     self as reference, Activation, AttentionSpec, FbgemmAttentionSpec, JaggedSpec,
@@ -115,34 +118,13 @@ fn fbgemm_attention_kernels_build_the_reference_graphs() {
     }
 }
 
-/// A small deterministic generator (xorshift64*), values in [-2, 2).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11;
-        (x as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
-    }
-}
-
 /// Sequence lengths with an empty sequence, a length 1 and lengths above `max_len = 5`.
 const LENS: [usize; 6] = [0, 1, 7, 5, 0, 3];
 const MAX_LEN: usize = 5;
 
-fn offsets(lens: &[usize], dtype: DType) -> DenseTensor {
-    let mut o = vec![0.0];
-    for &l in lens {
-        o.push(o[o.len() - 1] + l as f64);
-    }
-    DenseTensor::from_f64(dtype, vec![lens.len() + 1], &o).unwrap()
-}
-
 fn random(rng: &mut Rng, dtype: DType, shape: Vec<usize>) -> DenseTensor {
     let n = shape.iter().product::<usize>();
-    let v: Vec<f64> = (0..n).map(|_| rng.next()).collect();
+    let v: Vec<f64> = (0..n).map(|_| rng.float()).collect();
     DenseTensor::from_f64(dtype, shape, &v).unwrap()
 }
 

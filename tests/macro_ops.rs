@@ -2,6 +2,9 @@
 //! reference graphs of `jagged_ir::ops`: same canonical text for each dtype,
 //! inner shape and offsets dtype.
 
+mod common;
+
+use common::{Rng, offsets};
 use jagged::ir::ops::{self as reference, JaggedSpec};
 use jagged::ir::{DType, ReduceOp};
 use jagged::ops::{self, KernelError};
@@ -109,40 +112,20 @@ use std::collections::BTreeMap;
 const LENGTHS: [&[usize]; 4] = [&[0, 1, 7, 5, 0, 3], &[], &[0, 0], &[40, 2, 17]];
 const MAX_LEN: usize = 5;
 
-/// xorshift64*, values in [-2, 2).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11;
-        (x as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
-    }
-
-    fn tensor(&mut self, dtype: DType, shape: Vec<usize>) -> DenseTensor {
-        let n = shape.iter().product::<usize>();
-        let v: Vec<f64> = (0..n)
-            .map(|_| {
-                let x = self.next();
-                if dtype.is_float() {
-                    x
-                } else {
-                    f64::from(u8::from(x > 0.0))
-                }
-            })
-            .collect();
-        DenseTensor::from_f64(dtype, shape, &v).unwrap()
-    }
-}
-
-fn offsets_of(lengths: &[usize], dtype: DType) -> DenseTensor {
-    let mut o = vec![0.0];
-    for &l in lengths {
-        o.push(o[o.len() - 1] + l as f64);
-    }
-    DenseTensor::from_f64(dtype, vec![lengths.len() + 1], &o).unwrap()
+/// A `dtype` tensor of `shape`: uniform in [-2, 2) for floats, else 0 or 1.
+fn random_tensor(rng: &mut Rng, dtype: DType, shape: Vec<usize>) -> DenseTensor {
+    let n = shape.iter().product::<usize>();
+    let v: Vec<f64> = (0..n)
+        .map(|_| {
+            let x = rng.float();
+            if dtype.is_float() {
+                x
+            } else {
+                f64::from(u8::from(x > 0.0))
+            }
+        })
+        .collect();
+    DenseTensor::from_f64(dtype, shape, &v).unwrap()
 }
 
 fn with_inner(lead: &[usize], inner: &[usize]) -> Vec<usize> {
@@ -239,10 +222,10 @@ fn launchers_run_like_the_reference() {
         let what = format!("lengths {lengths:?}, {dtype}, offsets {index}, inner {inner:?}");
         let rows: usize = lengths.iter().sum();
         let b = lengths.len();
-        let values = rng.tensor(dtype, with_inner(&[rows], inner));
-        let offsets = offsets_of(lengths, index);
-        let padded = rng.tensor(dtype, with_inner(&[b, MAX_LEN], inner));
-        let mask = rng.tensor(DType::U8, vec![rows]);
+        let values = random_tensor(&mut rng, dtype, with_inner(&[rows], inner));
+        let offsets = offsets(lengths, index);
+        let padded = random_tensor(&mut rng, dtype, with_inner(&[b, MAX_LEN], inner));
+        let mask = random_tensor(&mut rng, DType::U8, vec![rows]);
         let lens_f: Vec<f64> = lengths.iter().map(|&l| l as f64).collect();
         let lens = DenseTensor::from_f64(index, vec![b], &lens_f).unwrap();
         let (v, o, p, m, l) = (
