@@ -262,7 +262,8 @@ fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenS
     quote! {
         /// Runs the kernel on `rt`: dtypes and inner dims are read from the
         /// inputs (a jagged tensor is its `values` and the kernel's `offsets`),
-        /// the graph is compiled for sm_80 through the runtime's kernel cache.
+        /// the graph is compiled for the runtime's preferred architecture
+        /// (`Runtime::preferred_arch`) through its kernel cache.
         /// Outputs are owned by the caller (free them with `Runtime::free`).
         #[allow(clippy::too_many_arguments)]
         pub fn launch(
@@ -273,7 +274,7 @@ fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenS
         ) -> ::core::result::Result<#ret_ty, #p::KernelError> {
             #(#derive)*
             let __graph = graph(#(#graph_args),*)?;
-            let __spec = #p::spec(&__graph, #max_len)?;
+            let __spec = #p::spec(&__graph, #max_len, rt.preferred_arch())?;
             #p::preload(rt, SPECIALIZED, &__graph, &__spec);
             let mut __outputs = rt.run_graph(
                 &__graph,

@@ -10,6 +10,7 @@ pub(crate) use cuda::CudaBackend;
 pub(crate) use emu::EmuBackend;
 
 use crate::RuntimeError;
+use jagged_codegen::Arch;
 use jagged_emu::DevicePtr;
 use std::fmt;
 use std::str::FromStr;
@@ -191,6 +192,14 @@ impl Backend {
         match self {
             Backend::Cuda(cuda) => cuda.device_name(),
             Backend::Emu(_) => "PTX emulator (CPU)".to_string(),
+        }
+    }
+
+    /// The architecture to compile for on this device (the emulator runs sm_80 code).
+    pub(crate) fn preferred_arch(&self) -> Arch {
+        match self {
+            Backend::Cuda(cuda) => cuda.preferred_arch(),
+            Backend::Emu(_) => Arch::Sm80,
         }
     }
 

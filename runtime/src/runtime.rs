@@ -9,6 +9,7 @@ use crate::tensor::{
     DeviceBuffer, DeviceJagged, Element, JaggedBytes, OffsetType, from_bytes, tensor_bytes,
     tensor_data, to_bytes,
 };
+use jagged_codegen::Arch;
 use jagged_ir::{DType, DenseTensor, JaggedTensor};
 use std::collections::{HashMap, HashSet};
 
@@ -74,6 +75,13 @@ impl Runtime {
     /// The device, in words (GPU name and arch, or the emulator).
     pub fn device_name(&self) -> String {
         self.backend.device_name()
+    }
+
+    /// The architecture to compile kernels for when the caller does not
+    /// choose one: sm_90a on a GPU of compute capability 9.x (Hopper), else
+    /// sm_80, the portable baseline (also the emulator's).
+    pub fn preferred_arch(&self) -> Arch {
+        self.backend.preferred_arch()
     }
 
     /// Why [`Runtime::new`] did not pick CUDA, if it fell back to the emulator.
@@ -352,5 +360,18 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_emulator_prefers_the_portable_baseline() {
+        // The emulator implements the sm_80 feature set, not sm_90a's
+        // wgmma / TMA, so code for it must be compiled for sm_80.
+        let rt = Runtime::with_backend(BackendKind::Emu).expect("emulator runtime");
+        assert_eq!(rt.preferred_arch(), Arch::Sm80);
     }
 }

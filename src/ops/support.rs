@@ -88,10 +88,10 @@ pub fn inner_dim(
     Ok(tensor.shape[lead + k])
 }
 
-/// The spec a launcher compiles `graph` for: the portable sm_80 target and the
-/// max-length bucket of `max_len`.
-pub fn spec(graph: &Graph, max_len: usize) -> Result<Spec, KernelError> {
-    Ok(Spec::for_graph(graph, max_len as u64, Arch::Sm80)?)
+/// The spec a launcher compiles `graph` for: the target `arch` (the
+/// runtime's preferred one) and the max-length bucket of `max_len`.
+pub fn spec(graph: &Graph, max_len: usize, arch: Arch) -> Result<Spec, KernelError> {
+    Ok(Spec::for_graph(graph, max_len as u64, arch)?)
 }
 
 /// Removes the output `name` from a run's outputs.

@@ -7,6 +7,7 @@ use cudarc::driver::{
     CudaContext, CudaModule, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
+use jagged_codegen::Arch;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,15 @@ impl CudaBackend {
         match self.context.compute_capability() {
             Ok((major, minor)) => format!("{name} (sm_{major}{minor})"),
             Err(_) => name,
+        }
+    }
+
+    /// sm_90a on compute capability 9.x (Hopper), else the portable sm_80
+    /// (the `a` features of sm_90a do not run on later generations).
+    pub(crate) fn preferred_arch(&self) -> Arch {
+        match self.context.compute_capability() {
+            Ok((9, _)) => Arch::Sm90a,
+            _ => Arch::Sm80,
         }
     }
 

@@ -28,9 +28,10 @@ pub struct DemoArgs {
     /// Seed of the random lengths and values.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// The target architecture of the generated PTX.
-    #[arg(long, default_value = "sm_80", value_parser = crate::opspec::parse_arch)]
-    pub arch: Arch,
+    /// The target architecture of the generated PTX [default: the device's
+    /// preferred one, sm_90a on compute capability 9.x, else sm_80].
+    #[arg(long, value_parser = crate::opspec::parse_arch)]
+    pub arch: Option<Arch>,
 }
 
 /// DESIGN.md's tolerance for f32 math.
@@ -88,6 +89,8 @@ pub fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => println!(),
     }
 
+    let arch = args.arch.unwrap_or_else(|| rt.preferred_arch());
+
     let spec = JaggedSpec {
         dtype: DType::F32,
         offsets: DType::I32,
@@ -99,7 +102,7 @@ pub fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         ops::jagged_softmax(&spec)?,
         ops::jagged_reduce(&spec, ReduceOp::Mean)?,
     ] {
-        ok &= demo_graph(&mut rt, &graph, &inputs, args.max_len, args.arch)?;
+        ok &= demo_graph(&mut rt, &graph, &inputs, args.max_len, arch)?;
     }
     if ok {
         Ok(())

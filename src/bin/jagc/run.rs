@@ -50,9 +50,10 @@ pub struct RunArgs {
     /// Where to run it.
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: Backend,
-    /// The target architecture of the generated PTX.
-    #[arg(long, default_value = "sm_80", value_parser = opspec::parse_arch)]
-    pub arch: Arch,
+    /// The target architecture of the generated PTX [default: the device's
+    /// preferred one, sm_90a on compute capability 9.x, else sm_80].
+    #[arg(long, value_parser = opspec::parse_arch)]
+    pub arch: Option<Arch>,
 }
 
 /// Runs `jagc run`.
@@ -105,7 +106,9 @@ pub fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 _ => Runtime::new()?,
             };
             println!("backend: {} ({})", rt.backend_name(), rt.device_name());
-            let spec = Spec::for_graph(&graph, spec_max_len(op, &graph_attrs, &inputs), args.arch)?;
+            let arch = args.arch.unwrap_or_else(|| rt.preferred_arch());
+            println!("arch: {arch}");
+            let spec = Spec::for_graph(&graph, spec_max_len(op, &graph_attrs, &inputs), arch)?;
             rt.run_graph_host(&graph, &spec, &named, &graph_attrs)?
         }
     };
