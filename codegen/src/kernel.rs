@@ -235,6 +235,18 @@ impl fmt::Display for Label {
     }
 }
 
+/// A counted loop opened by [`KernelBuilder::begin_range`] and not yet
+/// closed by [`KernelBuilder::end_range`].
+#[derive(Debug)]
+pub struct RangeLoop {
+    /// The loop counter `i`.
+    pub counter: Reg,
+    ty: Type,
+    step: Operand,
+    head: Label,
+    exit: Label,
+}
+
 /// The type of a kernel parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ParamType {
@@ -987,13 +999,18 @@ impl KernelBuilder {
     /// `op.ty` into a fresh register.
     pub fn unary(&mut self, op: UnOp, ty: Type, a: impl Into<Operand>) -> Reg {
         let dst = self.reg(ty.reg_class());
+        self.unary_to(op, ty, dst, a);
+        dst
+    }
+
+    /// `op.ty` into an existing register (in place when `a` is `dst`).
+    pub fn unary_to(&mut self, op: UnOp, ty: Type, dst: Reg, a: impl Into<Operand>) {
         self.push(Inst::Unary {
             op,
             ty,
             dst,
             a: a.into(),
         });
-        dst
     }
 
     /// `op.ty` into a fresh register (of the 64-bit class for `mul.wide`).
@@ -1045,6 +1062,20 @@ impl KernelBuilder {
             _ => ty.reg_class(),
         };
         let dst = self.reg(class);
+        self.ternary_to(op, ty, dst, a, b, c);
+        dst
+    }
+
+    /// `op.ty dst, a, b, c` into an existing register (an accumulating `fma`).
+    pub fn ternary_to(
+        &mut self,
+        op: TernOp,
+        ty: Type,
+        dst: Reg,
+        a: impl Into<Operand>,
+        b: impl Into<Operand>,
+        c: impl Into<Operand>,
+    ) {
         self.push(Inst::Ternary {
             op,
             ty,
@@ -1053,7 +1084,6 @@ impl KernelBuilder {
             b: b.into(),
             c: c.into(),
         });
-        dst
     }
 
     /// `setp.cmp.ty` into a fresh predicate.
@@ -1159,6 +1189,16 @@ impl KernelBuilder {
         (start, step)
     }
 
+    /// The CTA index and the grid size in CTAs (both 64-bit): the start and
+    /// step of a grid-stride loop that hands each item to a whole CTA.
+    pub fn global_block_index(&mut self) -> (Reg, Reg) {
+        let ctaid = self.special(Special::CtaidX);
+        let nctaid = self.special(Special::NctaidX);
+        let first = self.cvt(Type::U64, Type::U32, ctaid);
+        let step = self.cvt(Type::U64, Type::U32, nctaid);
+        (first, step)
+    }
+
     /// `for (i = start; i < end; i += step) body(i)` over unsigned 64-bit `i`.
     /// `start` is copied, so the caller's register is left unchanged.
     pub fn for_range_u64(
@@ -1190,17 +1230,44 @@ impl KernelBuilder {
         step: impl Into<Operand>,
         body: impl FnOnce(&mut Self, Reg),
     ) {
+        let range = self.begin_range(ty, start, end, step);
+        body(self, range.counter);
+        self.end_range(range);
+    }
+
+    /// Opens `for (i = start; i < end; i += step)` over `ty`; the body is
+    /// what is emitted until [`Self::end_range`]. For writers that wrap the
+    /// builder and need themselves in the body (the closure forms
+    /// [`Self::for_range_u64`] / [`Self::for_range_u32`] hand it the builder).
+    pub fn begin_range(
+        &mut self,
+        ty: Type,
+        start: impl Into<Operand>,
+        end: impl Into<Operand>,
+        step: impl Into<Operand>,
+    ) -> RangeLoop {
         let (end, step) = (end.into(), step.into());
-        let i = self.mov(ty, start);
+        let counter = self.mov(ty, start);
         let head = self.label();
         let exit = self.label();
         self.place(head);
-        let done = self.setp(Cmp::Ge, ty, i, end);
+        let done = self.setp(Cmp::Ge, ty, counter, end);
         self.bra_if(done, false, exit);
-        body(self, i);
-        self.binary_to(BinOp::Add, ty, i, i, step);
-        self.bra(head);
-        self.place(exit);
+        RangeLoop {
+            counter,
+            ty,
+            step,
+            head,
+            exit,
+        }
+    }
+
+    /// Closes a loop opened by [`Self::begin_range`]: step and branch back.
+    pub fn end_range(&mut self, range: RangeLoop) {
+        let i = range.counter;
+        self.binary_to(BinOp::Add, range.ty, i, i, range.step);
+        self.bra(range.head);
+        self.place(range.exit);
     }
 
     /// Global address `base + index * elem_bytes` (64-bit index).

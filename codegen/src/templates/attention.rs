@@ -30,7 +30,7 @@ use crate::launch::{CompiledKernel, GridRule, Launch, OutputBuffer, ParamBinding
 use crate::spec::{DType, Spec};
 
 use super::attention_graph::AttentionPattern;
-use super::{Entry, MAX_BLOCKS, Plan, load_index, pack_f32};
+use super::{Entry, MAX_BLOCKS, Plan, load_index, pack_f32, store_f32};
 
 /// Threads per CTA of the backward kernels (4 warps) and of forward
 /// kernels with 64-row query blocks.
@@ -141,9 +141,17 @@ impl AttentionDesc {
     }
 
     /// True when keys past the query block never contribute (causal).
-    fn keys_end_at_block(&self) -> bool {
+    pub(super) fn keys_end_at_block(&self) -> bool {
         self.score_mask == Some(PairMask::KeyNotAfterQuery)
             || self.prob_mask == Some(PairMask::KeyNotAfterQuery)
+    }
+
+    /// The `mma` operand type of the input dtype.
+    pub(super) fn mma_type(&self) -> Type {
+        match self.dtype {
+            DType::F16 => Type::F16,
+            _ => Type::Bf16,
+        }
     }
 }
 
@@ -190,15 +198,50 @@ struct Pointers {
     lse: Option<Reg>,
 }
 
-/// Per-thread lane constants.
+/// Per-thread lane constants of the tensor-core kernels: the thread's place
+/// in its warp and its `ldmatrix` lane addresses for the fragments of
+/// `mma.m16n8k16` (each lane supplies the address of one 16-byte row of a
+/// 16 x 16 tile; see the fragment layouts of the PTX ISA), as shared
+/// addresses of row 0 of a tile at the start of the dynamic shared memory.
 #[derive(Clone, Copy)]
-struct Lanes {
-    tid: Reg,
+pub(super) struct Lanes {
+    pub(super) tid: Reg,
+    pub(super) warp: Reg,
     /// `lane / 4`: the accumulator row within an 8-row half.
-    group: Reg,
+    pub(super) group: Reg,
     /// `lane % 4`: the accumulator column pair.
-    quad: Reg,
-    warp: Reg,
+    pub(super) quad: Reg,
+    /// Shared address of the dynamic shared memory.
+    pub(super) smem: Reg,
+    /// `(lane / 8) % 2`.
+    pub(super) hi8: Reg,
+    /// `lane % 8 + 8 * (lane / 16)`: this lane's row of a B fragment read
+    /// from the rows of an `[n][k]` tile.
+    pub(super) b_row: Reg,
+    /// A operand, row-major (this warp's 16 rows of a `[rows][k]` tile):
+    /// row `16 warp + lane % 8 + 8 hi8`, column half `lane / 16`.
+    pub(super) a: Reg,
+    /// B operand from the rows of an `[n][k]` tile (plain `ldmatrix`): row
+    /// `b_row`, column half `hi8`.
+    pub(super) b_rows: Reg,
+    /// B operand of a `[k][n]` tile (`ldmatrix.trans`): row `lane % 8 + 8
+    /// hi8`, column half `lane / 16`.
+    pub(super) b_trans: Reg,
+}
+
+/// One work item of [`FlashWriter::for_each_item`]: a block of rows of one
+/// sequence and head.
+pub(super) struct WorkItem {
+    /// The block's index within its sequence (u64).
+    pub(super) block: Reg,
+    /// `L_b` (u64).
+    pub(super) len: Reg,
+    /// `n_b = min(L_b, max_len)` (u64).
+    pub(super) n: Reg,
+    /// `offsets[b] * H + h` (u64): the lse index of row 0.
+    pub(super) row_head: Reg,
+    /// Byte offset of (row `offsets[b]`, head `h`) in q / k / v / out (u64).
+    pub(super) head_off: Reg,
 }
 
 /// Writes the body of the forward kernel.
@@ -297,81 +340,148 @@ impl<'a> FlashWriter<'a> {
         step: impl Into<Operand>,
         f: impl FnOnce(&mut Self, Reg),
     ) {
-        let (end, step) = (end.into(), step.into());
-        let i = self.b.mov(ty, start);
-        let head = self.b.label();
-        let exit = self.b.label();
-        self.b.place(head);
-        let done = self.b.setp(Cmp::Ge, ty, i, end);
-        self.b.bra_if(done, false, exit);
-        f(self, i);
-        self.b.binary_to(BinOp::Add, ty, i, i, step);
-        self.b.bra(head);
-        self.b.place(exit);
+        let range = self.b.begin_range(ty, start, end, step);
+        f(self, range.counter);
+        self.b.end_range(range);
     }
 
-    fn write(mut self, p: &Pointers, batch: Reg, max_len: Reg, scale: Option<Reg>) {
-        let d = self.d;
-        let (bm, bn, hd) = (d.tiles.block_m, d.tiles.block_n, d.head_dim);
+    /// `a * k + c` (u32).
+    pub(super) fn mad_u32(&mut self, a: Reg, k: u32, c: Reg) -> Reg {
+        self.b.ternary(TernOp::MadLo, Type::U32, a, Self::imm(k), c)
+    }
+
+    /// The lane constants (rows of the shared tiles `self.stride` bytes apart).
+    pub(super) fn lanes(&mut self) -> Lanes {
+        let stride = self.stride;
         let tid = self.b.special(Special::TidX);
         let lane = self.u32_op(BinOp::And, tid, Operand::Int(31));
         let warp = self.u32_op(BinOp::Shr, tid, Operand::Int(5));
         let group = self.u32_op(BinOp::Shr, lane, Operand::Int(2));
         let quad = self.u32_op(BinOp::And, lane, Operand::Int(3));
-        let lanes = Lanes {
-            tid,
-            group,
-            quad,
-            warp,
-        };
-
-        // Shared layout: Q [BM rows], K stage 0/1 [BN rows each], V stage 0/1.
         let smem = self.b.reg(RegClass::B32);
         self.b.push(Inst::DynSharedAddr { dst: smem });
-        let stride = self.stride;
-        let k_base = [bm * stride, (bm + bn) * stride];
-        let v_base = [(bm + 2 * bn) * stride, (bm + 3 * bn) * stride];
-
-        // ldmatrix lane addresses (see the fragment layouts of m16n8k16).
         let l8 = self.u32_op(BinOp::And, lane, Operand::Int(7));
         let l8_bit = self.u32_op(BinOp::Shr, lane, Operand::Int(3));
         let hi8 = self.u32_op(BinOp::And, l8_bit, Operand::Int(1));
         let hi16 = self.u32_op(BinOp::Shr, lane, Operand::Int(4));
-        // Q (A operand, row-major): row = warp*16 + l8 + 8*hi8, column half = hi16.
-        let q_row = self
-            .b
-            .ternary(TernOp::MadLo, Type::U32, hi8, Operand::Int(8), l8);
-        let q_row = self
-            .b
-            .ternary(TernOp::MadLo, Type::U32, warp, Operand::Int(16), q_row);
-        let q_lane = self
-            .b
-            .ternary(TernOp::MadLo, Type::U32, q_row, Self::imm(stride), smem);
-        let q_lane = self
-            .b
-            .ternary(TernOp::MadLo, Type::U32, hi16, Operand::Int(16), q_lane);
-        // K (B operand from K rows): key = l8 + 8*hi16, column half = hi8.
-        let k_row = self
-            .b
-            .ternary(TernOp::MadLo, Type::U32, hi16, Operand::Int(8), l8);
-        let k_lane = self
-            .b
-            .ternary(TernOp::MadLo, Type::U32, k_row, Self::imm(stride), smem);
-        let k_lane = self
-            .b
-            .ternary(TernOp::MadLo, Type::U32, hi8, Operand::Int(16), k_lane);
-        // V (B operand through .trans): key = l8 + 8*hi8, column half = hi16.
-        let v_row = self
-            .b
-            .ternary(TernOp::MadLo, Type::U32, hi8, Operand::Int(8), l8);
-        let v_lane = self
-            .b
-            .ternary(TernOp::MadLo, Type::U32, v_row, Self::imm(stride), smem);
-        let v_lane = self
-            .b
-            .ternary(TernOp::MadLo, Type::U32, hi16, Operand::Int(16), v_lane);
+        let a_row = self.mad_u32(hi8, 8, l8);
+        let a_row = self.mad_u32(warp, 16, a_row);
+        let a = self.mad_u32(a_row, stride, smem);
+        let a = self.mad_u32(hi16, 16, a);
+        let b_row = self.mad_u32(hi16, 8, l8);
+        let b_rows = self.mad_u32(b_row, stride, smem);
+        let b_rows = self.mad_u32(hi8, 16, b_rows);
+        let t_row = self.mad_u32(hi8, 8, l8);
+        let b_trans = self.mad_u32(t_row, stride, smem);
+        let b_trans = self.mad_u32(hi16, 16, b_trans);
+        Lanes {
+            tid,
+            warp,
+            group,
+            quad,
+            smem,
+            hi8,
+            b_row,
+            a,
+            b_rows,
+            b_trans,
+        }
+    }
 
-        let loader = self.tile_loader(tid, smem);
+    /// This thread's two accumulator rows (`g` and `g + 8` of its warp's
+    /// 16) of the block whose first row is `first` (u32).
+    pub(super) fn thread_rows(&mut self, lanes: &Lanes, first: Reg) -> [Reg; 2] {
+        let warp_row = self.mad_u32(lanes.warp, 16, lanes.group);
+        let row0 = self.u32_op(BinOp::Add, first, warp_row);
+        let row1 = self.u32_op(BinOp::Add, row0, Operand::Int(8));
+        [row0, row1]
+    }
+
+    /// `1 / max_len` (f32) when the probabilities are divided by it.
+    pub(super) fn inv_max_len(&mut self, max_len: Reg) -> Option<Reg> {
+        self.d.divide_by_max_len.then(|| {
+            let ml = self.b.cvt(Type::F32, Type::U64, max_len);
+            self.b.unary(UnOp::Rcp, Type::F32, ml)
+        })
+    }
+
+    /// Grid-stride loop (one item per CTA at a time) over the
+    /// `ceil(max_len / block_rows) * B * H` work items `(block of
+    /// block_rows rows, sequence b, head h)`, blocks outermost; with
+    /// `last_first` the last blocks of the sequences come first.
+    pub(super) fn for_each_item(
+        &mut self,
+        batch: Reg,
+        max_len: Reg,
+        offsets: Reg,
+        block_rows: u32,
+        last_first: bool,
+        f: impl FnOnce(&mut Self, &WorkItem),
+    ) {
+        let d = self.d;
+        let heads = i64::from(d.heads);
+        let bh = self.u64_op(BinOp::Mul, batch, Operand::Int(heads));
+        let ml_pad = self.u64_op(BinOp::Add, max_len, Self::imm(block_rows - 1));
+        let blocks = self.u64_op(BinOp::Div, ml_pad, Self::imm(block_rows));
+        let items = self.u64_op(BinOp::Mul, blocks, bh);
+        let (first, step) = self.b.global_block_index();
+        self.range(Type::U64, first, items, step, |w, item| {
+            let block = w.u64_op(BinOp::Div, item, bh);
+            let used = w.u64_op(BinOp::Mul, block, bh);
+            let rem = w.u64_op(BinOp::Sub, item, used);
+            let seq = w.u64_op(BinOp::Div, rem, Operand::Int(heads));
+            let head =
+                w.b.ternary(TernOp::MadLo, Type::U64, seq, Operand::Int(-heads), rem);
+            let block = if last_first {
+                let last = w.u64_op(BinOp::Sub, blocks, Operand::Int(1));
+                w.u64_op(BinOp::Sub, last, block)
+            } else {
+                block
+            };
+            let (start, len, n) = sequence_bounds(w.b, offsets, seq, d.index, max_len);
+            // (row `start`, head `h`): its lse index and byte offset in q / k / v / out.
+            let row_head =
+                w.b.ternary(TernOp::MadLo, Type::U64, start, Operand::Int(heads), head);
+            let head_off = w.u64_op(BinOp::Mul, row_head, Self::imm(d.head_dim * 2));
+            let item = WorkItem {
+                block,
+                len,
+                n,
+                row_head,
+                head_off,
+            };
+            f(w, &item);
+        });
+    }
+
+    /// `(offsets[b] + row) * H + h` (u64) for the u32 `row` of the
+    /// sequence: the index of (row, head) in `lse` and `delta`.
+    pub(super) fn head_row_index(&mut self, row: Reg, row_head: Reg) -> Reg {
+        let row64 = self.b.cvt(Type::U64, Type::U32, row);
+        let heads = Operand::Int(i64::from(self.d.heads));
+        self.b
+            .ternary(TernOp::MadLo, Type::U64, row64, heads, row_head)
+    }
+
+    /// `(n_b, first row of the item's block, whether that row is at or past
+    /// n_b)` as u32 registers and a predicate.
+    pub(super) fn block_start(&mut self, item: &WorkItem, block_rows: u32) -> (Reg, Reg, Reg) {
+        let n = self.b.cvt(Type::U32, Type::U64, item.n);
+        let block = self.b.cvt(Type::U32, Type::U64, item.block);
+        let first = self.u32_op(BinOp::Mul, block, Self::imm(block_rows));
+        let past = self.b.setp(Cmp::Ge, Type::U32, first, n);
+        (n, first, past)
+    }
+
+    fn write(mut self, p: &Pointers, batch: Reg, max_len: Reg, scale: Option<Reg>) {
+        let d = self.d;
+        let (bm, bn) = (d.tiles.block_m, d.tiles.block_n);
+        let lanes = self.lanes();
+        // Shared layout: Q [BM rows], K stage 0/1 [BN rows each], V stage 0/1.
+        let stride = self.stride;
+        let k_base = [bm * stride, (bm + bn) * stride];
+        let v_base = [(bm + 2 * bn) * stride, (bm + 3 * bn) * stride];
+        let loader = self.tile_loader(lanes.tid, lanes.smem);
 
         // Constants of the activation.
         let log2e = std::f32::consts::LOG2_E;
@@ -383,68 +493,22 @@ impl<'a> FlashWriter<'a> {
             (None, Activation::Softmax) => self.b.const_f32(log2e),
             (None, Activation::Silu) => self.b.const_f32(1.0),
         };
-        let inv_max_len = d.divide_by_max_len.then(|| {
-            let ml = self.b.cvt(Type::F32, Type::U64, max_len);
-            self.b.unary(UnOp::Rcp, Type::F32, ml)
-        });
+        let inv_max_len = self.inv_max_len(max_len);
 
         // Work items: (query block from the last, sequence, head).
-        let heads = u64::from(d.heads);
-        let bh = self.u64_op(BinOp::Mul, batch, Operand::Int(heads as i64));
-        let ml_pad = self.u64_op(BinOp::Add, max_len, Self::imm(bm - 1));
-        let nqb = self.u64_op(BinOp::Div, ml_pad, Self::imm(bm));
-        let items = self.u64_op(BinOp::Mul, nqb, bh);
-        let ctaid = self.b.special(Special::CtaidX);
-        let nctaid = self.b.special(Special::NctaidX);
-        let first = self.b.cvt(Type::U64, Type::U32, ctaid);
-        let step = self.b.cvt(Type::U64, Type::U32, nctaid);
-        let ctx_lanes = lanes;
-        self.range(Type::U64, first, items, step, |me, w| {
-            let qb_rev = me.u64_op(BinOp::Div, w, bh);
-            let used = me.u64_op(BinOp::Mul, qb_rev, bh);
-            let rem = me.u64_op(BinOp::Sub, w, used);
-            let seq = me.u64_op(BinOp::Div, rem, Operand::Int(heads as i64));
-            let head = me.b.ternary(
-                TernOp::MadLo,
-                Type::U64,
-                seq,
-                Operand::Int(-(heads as i64)),
-                rem,
-            );
-            let last_qb = me.u64_op(BinOp::Sub, nqb, Operand::Int(1));
-            let qb = me.u64_op(BinOp::Sub, last_qb, qb_rev);
-            let start = load_index(me.b, p.offsets, seq, d.index);
-            let seq1 = me.u64_op(BinOp::Add, seq, Operand::Int(1));
-            let end = load_index(me.b, p.offsets, seq1, d.index);
-            let len = me.u64_op(BinOp::Sub, end, start);
-            let n64 = me.u64_op(BinOp::Min, len, max_len);
-            // (row `start`, head `h`): its lse index and byte offset in q / k / v / out.
-            let row_head = me.b.ternary(
-                TernOp::MadLo,
-                Type::U64,
-                start,
-                Operand::Int(heads as i64),
-                head,
-            );
-            let head_off = me.u64_op(BinOp::Mul, row_head, Self::imm(hd * 2));
-            let is_first = me.b.setp(Cmp::Eq, Type::U64, qb, Operand::Int(0));
+        self.for_each_item(batch, max_len, p.offsets, bm, true, |me, w| {
+            let is_first = me.b.setp(Cmp::Eq, Type::U64, w.block, Operand::Int(0));
             me.when(is_first, false, |z| {
-                z.zero_tail(p, &ctx_lanes, head_off, row_head, n64, len)
+                z.zero_tail(p, &lanes, w.head_off, w.row_head, w.n, w.len)
             });
-            let n = me.b.cvt(Type::U32, Type::U64, n64);
-            let qb32 = me.b.cvt(Type::U32, Type::U64, qb);
-            let q0 = me.u32_op(BinOp::Mul, qb32, Self::imm(bm));
-            let past = me.b.setp(Cmp::Ge, Type::U32, q0, n);
+            let (n, q0, past) = me.block_start(w, bm);
             let ctx = ItemCtx {
-                lanes: ctx_lanes,
+                lanes,
                 n,
                 q0,
-                head_off,
-                row_head,
+                head_off: w.head_off,
+                row_head: w.row_head,
                 loader,
-                q_lane,
-                k_lane,
-                v_lane,
                 k_base,
                 v_base,
                 score_factor,
@@ -506,16 +570,7 @@ impl<'a> FlashWriter<'a> {
                 .for_range_u64(tid64, rows, Self::imm(self.threads), |b, i| {
                     let r = b.binary(BinOp::Add, Type::U64, i, n);
                     let idx = b.ternary(TernOp::MadLo, Type::U64, r, Operand::Int(heads), row_head);
-                    let addr = b.element_addr(lse, idx, 4);
-                    b.st(
-                        Space::Global,
-                        Type::F32,
-                        Address {
-                            base: addr,
-                            offset: 0,
-                        },
-                        vec![zero_f],
-                    );
+                    store_f32(b, lse, idx, DType::F32, &[zero_f]);
                 });
         }
     }
@@ -587,6 +642,15 @@ impl<'a> FlashWriter<'a> {
         }
     }
 
+    /// Issues the copies of the key block starting at key `first` (u32)
+    /// of K and V into pipeline stage `stage`.
+    fn load_kv(&mut self, p: &Pointers, ctx: &ItemCtx, first: Reg, stage: usize) {
+        let bn = self.d.tiles.block_n;
+        let (loader, n, head_off) = (&ctx.loader, ctx.n, ctx.head_off);
+        self.load_tile(loader, n, head_off, p.k, first, bn, ctx.k_base[stage]);
+        self.load_tile(loader, n, head_off, p.v, first, bn, ctx.v_base[stage]);
+    }
+
     /// One work item: a query block of one sequence and head.
     fn item(&mut self, p: &Pointers, ctx: &ItemCtx) {
         let d = self.d;
@@ -606,24 +670,7 @@ impl<'a> FlashWriter<'a> {
         // Stage Q and key block 0 (one commit group).
         self.load_tile(&ctx.loader, ctx.n, ctx.head_off, p.q, ctx.q0, bm, 0);
         let zero_u = self.b.mov(Type::U32, Operand::Int(0));
-        self.load_tile(
-            &ctx.loader,
-            ctx.n,
-            ctx.head_off,
-            p.k,
-            zero_u,
-            bn,
-            ctx.k_base[0],
-        );
-        self.load_tile(
-            &ctx.loader,
-            ctx.n,
-            ctx.head_off,
-            p.v,
-            zero_u,
-            bn,
-            ctx.v_base[0],
-        );
+        self.load_kv(p, ctx, zero_u, 0);
         self.b.push(Inst::CpAsyncCommit);
 
         // Accumulators and row statistics (rows g and g + 8 of this warp).
@@ -639,21 +686,9 @@ impl<'a> FlashWriter<'a> {
         let s: Vec<Acc> = (0..s_tiles).map(|_| self.new_acc()).collect();
 
         // Row indices of this thread within the sequence (u32).
-        let warp_row = self.b.ternary(
-            TernOp::MadLo,
-            Type::U32,
-            ctx.lanes.warp,
-            Operand::Int(16),
-            ctx.lanes.group,
-        );
-        let row0 = self.u32_op(BinOp::Add, ctx.q0, warp_row);
-        let row1 = self.u32_op(BinOp::Add, row0, Operand::Int(8));
-        let rows = [row0, row1];
+        let rows = self.thread_rows(&ctx.lanes, ctx.q0);
 
-        let ab = match d.dtype {
-            DType::F16 => Type::F16,
-            _ => Type::Bf16,
-        };
+        let ab = d.mma_type();
         let stage_bytes = bn * stride;
         self.range(Type::U32, Operand::Int(0), nkb, Operand::Int(1), |f, kb| {
             // Prefetch block kb + 1 into the other stage.
@@ -664,70 +699,18 @@ impl<'a> FlashWriter<'a> {
                 let first = g.u32_op(BinOp::Mul, next, Self::imm(bn));
                 // The next stage is the other one: stage 0 when kb is odd.
                 let is_odd = g.b.setp(Cmp::Ne, Type::U32, odd, Operand::Int(0));
-                g.when(is_odd, true, |h| {
-                    h.load_tile(
-                        &ctx.loader,
-                        ctx.n,
-                        ctx.head_off,
-                        p.k,
-                        first,
-                        bn,
-                        ctx.k_base[1],
-                    );
-                    h.load_tile(
-                        &ctx.loader,
-                        ctx.n,
-                        ctx.head_off,
-                        p.v,
-                        first,
-                        bn,
-                        ctx.v_base[1],
-                    );
-                });
-                g.when(is_odd, false, |h| {
-                    h.load_tile(
-                        &ctx.loader,
-                        ctx.n,
-                        ctx.head_off,
-                        p.k,
-                        first,
-                        bn,
-                        ctx.k_base[0],
-                    );
-                    h.load_tile(
-                        &ctx.loader,
-                        ctx.n,
-                        ctx.head_off,
-                        p.v,
-                        first,
-                        bn,
-                        ctx.v_base[0],
-                    );
-                });
+                g.when(is_odd, true, |h| h.load_kv(p, ctx, first, 1));
+                g.when(is_odd, false, |h| h.load_kv(p, ctx, first, 0));
             });
             f.b.push(Inst::CpAsyncCommit);
             f.b.push(Inst::CpAsyncWait { n: 1 });
             f.b.barrier();
             let stage_off = f.u32_op(BinOp::Mul, odd, Self::imm(stage_bytes));
-            let k_lane = f.u32_op(BinOp::Add, ctx.k_lane, stage_off);
-            let v_lane = f.u32_op(BinOp::Add, ctx.v_lane, stage_off);
+            let k_lane = f.u32_op(BinOp::Add, ctx.lanes.b_rows, stage_off);
+            let v_lane = f.u32_op(BinOp::Add, ctx.lanes.b_trans, stage_off);
 
             // S = Q K^T.
-            for acc in &s {
-                for &r in acc {
-                    f.b.mov_to(Type::F32, r, Operand::F32(0.0));
-                }
-            }
-            for kk in 0..hd / 16 {
-                let qa = f.ldmatrix(ctx.q_lane, i64::from(kk * 32), false);
-                for jp in 0..bn / 16 {
-                    let off = i64::from(ctx.k_base[0] + jp * 16 * stride + kk * 32);
-                    let kf = f.ldmatrix(k_lane, off, false);
-                    let j = (2 * jp) as usize;
-                    f.mma(ab, s[j], [qa[0], qa[1], qa[2], qa[3]], [kf[0], kf[1]]);
-                    f.mma(ab, s[j + 1], [qa[0], qa[1], qa[2], qa[3]], [kf[2], kf[3]]);
-                }
-            }
+            f.product(&s, ctx.lanes.a, 0, k_lane, ctx.k_base[0], ab);
             for acc in &s {
                 for &r in acc {
                     f.f32_to(BinOp::Mul, r, r, ctx.score_factor);
@@ -776,20 +759,11 @@ impl<'a> FlashWriter<'a> {
                 });
             }
 
-            // O += P V, P rounded to the input dtype in registers.
-            for kk in 0..bn / 16 {
-                let (t0, t1) = (s[(2 * kk) as usize], s[(2 * kk + 1) as usize]);
-                let a0 = pack_f32(f.b, d.dtype, &[t0[0], t0[1]])[0];
-                let a1 = pack_f32(f.b, d.dtype, &[t0[2], t0[3]])[0];
-                let a2 = pack_f32(f.b, d.dtype, &[t1[0], t1[1]])[0];
-                let a3 = pack_f32(f.b, d.dtype, &[t1[2], t1[3]])[0];
-                for np in 0..hd / 16 {
-                    let off = i64::from(ctx.v_base[0] + kk * 16 * stride + np * 32);
-                    let vf = f.ldmatrix(v_lane, off, true);
-                    let n2 = (2 * np) as usize;
-                    f.mma(ab, o[n2], [a0, a1, a2, a3], [vf[0], vf[1]]);
-                    f.mma(ab, o[n2 + 1], [a0, a1, a2, a3], [vf[2], vf[3]]);
-                }
+            // O += P V, P rounded to the input dtype in registers one
+            // k-step (16 keys) at a time.
+            for (kk, pair) in (0..).zip(s.chunks(2)) {
+                let pa = f.pack_a(pair);
+                f.accumulate(&o, &pa, v_lane, ctx.v_base[0] + kk * 16 * stride, ab);
             }
             f.b.barrier();
         });
@@ -883,23 +857,12 @@ impl<'a> FlashWriter<'a> {
             for acc in s {
                 for &r in &acc[2 * half..2 * half + 2] {
                     self.f32_to(BinOp::Sub, r, r, m_use);
-                    self.b.push(Inst::Unary {
-                        op: UnOp::Ex2Approx,
-                        ty: Type::F32,
-                        dst: r,
-                        a: Operand::Reg(r),
-                    });
+                    self.b.unary_to(UnOp::Ex2Approx, Type::F32, r, r);
                     self.f32_to(BinOp::Add, sum, sum, r);
                 }
             }
-            self.b.push(Inst::Ternary {
-                op: TernOp::Fma,
-                ty: Type::F32,
-                dst: l[half],
-                a: Operand::Reg(l[half]),
-                b: Operand::Reg(alpha),
-                c: Operand::Reg(sum),
-            });
+            self.b
+                .ternary_to(TernOp::Fma, Type::F32, l[half], l[half], alpha, sum);
             for acc in o {
                 for &r in &acc[2 * half..2 * half + 2] {
                     self.f32_to(BinOp::Mul, r, r, alpha);
@@ -912,21 +875,26 @@ impl<'a> FlashWriter<'a> {
     fn silu(&mut self, s: &[Acc], inv_max_len: Option<Reg>) {
         for acc in s {
             for &r in acc {
-                let neg = self.b.binary(
-                    BinOp::Mul,
-                    Type::F32,
-                    r,
-                    Operand::F32(-std::f32::consts::LOG2_E),
-                );
-                let e = self.b.unary(UnOp::Ex2Approx, Type::F32, neg);
-                let den = self.b.binary(BinOp::Add, Type::F32, e, Operand::F32(1.0));
-                let inv = self.b.unary(UnOp::Rcp, Type::F32, den);
-                self.f32_to(BinOp::Mul, r, r, inv);
+                let sig = self.sigmoid(r);
+                self.f32_to(BinOp::Mul, r, r, sig);
                 if let Some(k) = inv_max_len {
                     self.f32_to(BinOp::Mul, r, r, k);
                 }
             }
         }
+    }
+
+    /// `1 / (1 + 2^(-x log2 e))` (f32).
+    pub(super) fn sigmoid(&mut self, x: Reg) -> Reg {
+        let neg = self.b.binary(
+            BinOp::Mul,
+            Type::F32,
+            x,
+            Operand::F32(-std::f32::consts::LOG2_E),
+        );
+        let e = self.b.unary(UnOp::Ex2Approx, Type::F32, neg);
+        let den = self.b.binary(BinOp::Add, Type::F32, e, Operand::F32(1.0));
+        self.b.unary(UnOp::Rcp, Type::F32, den)
     }
 
     /// Normalizes, writes the rows `< n_b` of `out` (and `lse`).
@@ -968,40 +936,8 @@ impl<'a> FlashWriter<'a> {
                 None
             };
             let row = rows[half];
-            let valid = self.b.setp(Cmp::Lt, Type::U32, row, ctx.n);
-            let guard = Guard {
-                pred: valid,
-                negate: false,
-            };
-            let addr = self.b.ternary(
-                TernOp::MadWide,
-                Type::U32,
-                row,
-                Self::imm(self.row_bytes),
-                out_lane,
-            );
-            let mut packed = Vec::new();
-            for acc in o {
-                let (x, y) = (acc[2 * half], acc[2 * half + 1]);
-                if let Some((inv, _)) = scale {
-                    self.f32_to(BinOp::Mul, x, x, inv);
-                    self.f32_to(BinOp::Mul, y, y, inv);
-                }
-                packed.push(pack_f32(self.b, d.dtype, &[x, y])[0]);
-            }
-            self.b.guarded(guard, |b| {
-                for (n, &v) in packed.iter().enumerate() {
-                    b.st(
-                        Space::Global,
-                        Type::B32,
-                        Address {
-                            base: addr,
-                            offset: (n * 16) as i64,
-                        },
-                        vec![v],
-                    );
-                }
-            });
+            let inv = scale.map(|(inv, _)| inv);
+            self.store_rows(o, half, row, ctx.n, out_lane, inv);
             if let (Some(lse), Some((_, total))) = (p.lse, scale) {
                 // lse = (m + log2 l) * ln 2 (m is in the log2 domain).
                 let lg = self.b.unary(UnOp::Lg2Approx, Type::F32, total);
@@ -1012,14 +948,7 @@ impl<'a> FlashWriter<'a> {
                     sum,
                     Operand::F32(std::f32::consts::LN_2),
                 );
-                let row64 = self.b.cvt(Type::U64, Type::U32, row);
-                let idx = self.b.ternary(
-                    TernOp::MadLo,
-                    Type::U64,
-                    row64,
-                    Operand::Int(i64::from(d.heads)),
-                    ctx.row_head,
-                );
+                let idx = self.head_row_index(row, ctx.row_head);
                 let at = self.b.element_addr(lse, idx, 4);
                 let store = self.b.setp(Cmp::Lt, Type::U32, row, ctx.n);
                 let both = self
@@ -1046,6 +975,55 @@ impl<'a> FlashWriter<'a> {
                 );
             }
         }
+    }
+
+    /// Stores half `half` (rows `g`, or `g + 8`) of the accumulator tiles
+    /// `acc`, times `scale` if any, in the input dtype as the global row
+    /// `row` (skipped unless `row < n`): tile `t` at `lane_base + row *
+    /// row_bytes + 16 t`.
+    pub(super) fn store_rows(
+        &mut self,
+        acc: &[Acc],
+        half: usize,
+        row: Reg,
+        n: Reg,
+        lane_base: Reg,
+        scale: Option<Reg>,
+    ) {
+        let valid = self.b.setp(Cmp::Lt, Type::U32, row, n);
+        let addr = self.b.ternary(
+            TernOp::MadWide,
+            Type::U32,
+            row,
+            Self::imm(self.row_bytes),
+            lane_base,
+        );
+        let mut packed = Vec::new();
+        for tile in acc {
+            let (x, y) = (tile[2 * half], tile[2 * half + 1]);
+            if let Some(k) = scale {
+                self.f32_to(BinOp::Mul, x, x, k);
+                self.f32_to(BinOp::Mul, y, y, k);
+            }
+            packed.push(pack_f32(self.b, self.d.dtype, &[x, y])[0]);
+        }
+        let guard = Guard {
+            pred: valid,
+            negate: false,
+        };
+        self.b.guarded(guard, |b| {
+            for (t, &v) in packed.iter().enumerate() {
+                b.st(
+                    Space::Global,
+                    Type::B32,
+                    Address {
+                        base: addr,
+                        offset: 16 * t as i64,
+                    },
+                    vec![v],
+                );
+            }
+        });
     }
 
     pub(super) fn zero_acc(&mut self) -> Acc {
@@ -1087,6 +1065,94 @@ impl<'a> FlashWriter<'a> {
             c: acc,
         });
     }
+
+    /// `acc = A_w B^T` where A is this warp's 16 rows of the `[rows][D]` tile
+    /// at `a_base` and B the `[n][D]` tile at `b_base` (n = 8 per acc tile).
+    pub(super) fn product(
+        &mut self,
+        acc: &[Acc],
+        a_lane: Reg,
+        a_base: u32,
+        b_lane: Reg,
+        b_base: u32,
+        ab: Type,
+    ) {
+        let stride = self.stride;
+        for t in acc {
+            for &r in t {
+                self.b.mov_to(Type::F32, r, Operand::F32(0.0));
+            }
+        }
+        for kk in 0..self.d.head_dim / 16 {
+            let a = self.ldmatrix(a_lane, i64::from(a_base + kk * 32), false);
+            for jp in 0..acc.len() / 2 {
+                let bf = self.ldmatrix(
+                    b_lane,
+                    i64::from(b_base + jp as u32 * 16 * stride + kk * 32),
+                    false,
+                );
+                let frag = [a[0], a[1], a[2], a[3]];
+                self.mma(ab, acc[2 * jp], frag, [bf[0], bf[1]]);
+                self.mma(ab, acc[2 * jp + 1], frag, [bf[2], bf[3]]);
+            }
+        }
+    }
+
+    /// `acc += A B` with A fragments `a` (16 rows x 16 k each) and B the
+    /// `[k][D]` tile at `b_base` (`.trans`).
+    pub(super) fn accumulate(
+        &mut self,
+        acc: &[Acc],
+        a: &[[Reg; 4]],
+        b_lane: Reg,
+        b_base: u32,
+        ab: Type,
+    ) {
+        let stride = self.stride;
+        for (kk, frag) in a.iter().enumerate() {
+            for np in 0..acc.len() / 2 {
+                let bf = self.ldmatrix(
+                    b_lane,
+                    i64::from(b_base + kk as u32 * 16 * stride + np as u32 * 32),
+                    true,
+                );
+                self.mma(ab, acc[2 * np], *frag, [bf[0], bf[1]]);
+                self.mma(ab, acc[2 * np + 1], *frag, [bf[2], bf[3]]);
+            }
+        }
+    }
+
+    /// Accumulator tiles (16 x 8 each, in pairs) as A fragments in the input dtype.
+    pub(super) fn pack_a(&mut self, acc: &[Acc]) -> Vec<[Reg; 4]> {
+        let dtype = self.d.dtype;
+        acc.chunks(2)
+            .map(|pair| {
+                let (t0, t1) = (pair[0], pair[1]);
+                [
+                    pack_f32(self.b, dtype, &[t0[0], t0[1]])[0],
+                    pack_f32(self.b, dtype, &[t0[2], t0[3]])[0],
+                    pack_f32(self.b, dtype, &[t1[0], t1[1]])[0],
+                    pack_f32(self.b, dtype, &[t1[2], t1[3]])[0],
+                ]
+            })
+            .collect()
+    }
+}
+
+/// Sequence `b` of the grid-stride loop: `(start, len, n_b)` (u64).
+pub(super) fn sequence_bounds(
+    b: &mut KernelBuilder,
+    offsets: Reg,
+    seq: Reg,
+    index: DType,
+    max_len: Reg,
+) -> (Reg, Reg, Reg) {
+    let start = load_index(b, offsets, seq, index);
+    let next = b.binary(BinOp::Add, Type::U64, seq, Operand::Int(1));
+    let end = load_index(b, offsets, next, index);
+    let len = b.binary(BinOp::Sub, Type::U64, end, start);
+    let n = b.binary(BinOp::Min, Type::U64, len, max_len);
+    (start, len, n)
 }
 
 /// Per-thread constants of the `cp.async` tile loads: this thread copies
@@ -1110,9 +1176,6 @@ struct ItemCtx {
     /// `offsets[b] * H + h` (u64): the lse index of row 0.
     row_head: Reg,
     loader: TileLoader,
-    q_lane: Reg,
-    k_lane: Reg,
-    v_lane: Reg,
     k_base: [u32; 2],
     v_base: [u32; 2],
     score_factor: Reg,

@@ -23,8 +23,11 @@ use crate::kernel::{
 use crate::launch::{GridRule, ParamBinding, SizeExpr};
 use crate::spec::DType;
 
-use super::attention::{ATTENTION_THREADS, Acc, Activation, AttentionDesc, FlashWriter, PairMask};
-use super::{Entry, MAX_BLOCKS, Plan, load_f32, load_index, pack_f32};
+use super::attention::{
+    ATTENTION_THREADS, Acc, Activation, AttentionDesc, FlashWriter, Lanes, PairMask, TileLoader,
+    sequence_bounds,
+};
+use super::{Entry, MAX_BLOCKS, Plan, load_f32, pack_f32, store_f32};
 
 /// Keys per CTA of the main backward kernel (4 warps x 16).
 pub const BWD_KEYS: u32 = 64;
@@ -129,22 +132,6 @@ fn items_per_sequence(desc: &AttentionDesc) -> SizeExpr {
     SizeExpr::Batch * SizeExpr::Const(u64::from(desc.heads))
 }
 
-/// Sequence `b` of the grid-stride loop: `(start, len, n_b)` (u64).
-fn sequence_bounds(
-    b: &mut KernelBuilder,
-    offsets: Reg,
-    seq: Reg,
-    index: DType,
-    max_len: Reg,
-) -> (Reg, Reg, Reg) {
-    let start = load_index(b, offsets, seq, index);
-    let next = b.binary(BinOp::Add, Type::U64, seq, Operand::Int(1));
-    let end = load_index(b, offsets, next, index);
-    let len = b.binary(BinOp::Sub, Type::U64, end, start);
-    let n = b.binary(BinOp::Min, Type::U64, len, max_len);
-    (start, len, n)
-}
-
 fn pre_kernel(desc: &AttentionDesc, inputs: &BwdInputs) -> Plan {
     let name = format!("{}_pre", desc.name);
     let mut e = Entry::new(name.clone());
@@ -166,10 +153,7 @@ fn pre_kernel(desc: &AttentionDesc, inputs: &BwdInputs) -> Plan {
     let b = &mut e.b;
     let tid = b.special(Special::TidX);
     let tid64 = b.cvt(Type::U64, Type::U32, tid);
-    let ctaid = b.special(Special::CtaidX);
-    let nctaid = b.special(Special::NctaidX);
-    let first = b.cvt(Type::U64, Type::U32, ctaid);
-    let step = b.cvt(Type::U64, Type::U32, nctaid);
+    let (first, step) = b.global_block_index();
     let zero = b.mov(Type::B32, Operand::Int(0));
     let zero_f = b.const_f32(0.0);
     b.for_range_u64(first, batch, step, |b, seq| {
@@ -206,28 +190,12 @@ fn pre_kernel(desc: &AttentionDesc, inputs: &BwdInputs) -> Plan {
                             let o = load_f32(b, out, at, dtype, 8);
                             let d = load_f32(b, dout, at, dtype, 8);
                             for (x, y) in o.into_iter().zip(d) {
-                                b.push(Inst::Ternary {
-                                    op: TernOp::Fma,
-                                    ty: Type::F32,
-                                    dst: sum,
-                                    a: Operand::Reg(x),
-                                    b: Operand::Reg(y),
-                                    c: Operand::Reg(sum),
-                                });
+                                b.ternary_to(TernOp::Fma, Type::F32, sum, x, y, sum);
                             }
                         }
                     });
                 }
-                let delta_at = b.element_addr(delta, g, 4);
-                b.st(
-                    Space::Global,
-                    Type::F32,
-                    Address {
-                        base: delta_at,
-                        offset: 0,
-                    },
-                    vec![sum],
-                );
+                store_f32(b, delta, g, DType::F32, &[sum]);
                 b.if_then(valid, true, |b| {
                     let bytes = b.binary(BinOp::Mul, Type::U64, elem, Operand::Int(2));
                     for buf in [dk, dv] {
@@ -352,16 +320,6 @@ fn main_kernel(desc: &AttentionDesc, inputs: &BwdInputs) -> Plan {
 /// Lane address offsets of the three operand kinds (see the forward kernel).
 #[derive(Clone, Copy)]
 struct BwdLanes {
-    tid: Reg,
-    warp: Reg,
-    group: Reg,
-    quad: Reg,
-    /// A operand: this warp's 16 rows of a `[rows][D]` tile.
-    a: Reg,
-    /// B operand from the rows of a `[n][k]` tile (non-transposed ldmatrix).
-    b_rows: Reg,
-    /// B operand of a `[k][n]` tile (`.trans`).
-    b_trans: Reg,
     /// A operand of `dS` from the `dS^T` tile (`.trans`).
     ds_a: Reg,
     /// This thread's `dS^T` store address.
@@ -372,95 +330,36 @@ struct BwdLanes {
 
 impl FlashWriter<'_> {
     fn write_backward(mut self, p: &MainPtrs, batch: Reg, max_len: Reg, scale: Option<Reg>) {
-        let d = self.d;
-        let lay = BwdLayout::new(d);
-        let stride = self.stride;
-        let tid = self.b.special(Special::TidX);
-        let lane = self.u32_op(BinOp::And, tid, Operand::Int(31));
-        let warp = self.u32_op(BinOp::Shr, tid, Operand::Int(5));
-        let group = self.u32_op(BinOp::Shr, lane, Operand::Int(2));
-        let quad = self.u32_op(BinOp::And, lane, Operand::Int(3));
-        let smem = self.b.reg(RegClass::B32);
-        self.b.push(Inst::DynSharedAddr { dst: smem });
-        let l8 = self.u32_op(BinOp::And, lane, Operand::Int(7));
-        let l8_bit = self.u32_op(BinOp::Shr, lane, Operand::Int(3));
-        let hi8 = self.u32_op(BinOp::And, l8_bit, Operand::Int(1));
-        let hi16 = self.u32_op(BinOp::Shr, lane, Operand::Int(4));
-        let mad = |w: &mut Self, a: Reg, k: u32, c: Reg| {
-            w.b.ternary(TernOp::MadLo, Type::U32, a, Self::imm(k), c)
-        };
-        // A: row = warp*16 + l8 + 8*hi8, column half hi16.
-        let a_row = mad(&mut self, hi8, 8, l8);
-        let a_row = mad(&mut self, warp, 16, a_row);
-        let a = mad(&mut self, a_row, stride, smem);
-        let a = mad(&mut self, hi16, 16, a);
-        // B rows: row = l8 + 8*hi16, column half hi8.
-        let b_row = mad(&mut self, hi16, 8, l8);
-        let b_rows = mad(&mut self, b_row, stride, smem);
-        let b_rows = mad(&mut self, hi8, 16, b_rows);
-        // B trans: row = l8 + 8*hi8, column half hi16.
-        let t_row = mad(&mut self, hi8, 8, l8);
-        let b_trans = mad(&mut self, t_row, stride, smem);
-        let b_trans = mad(&mut self, hi16, 16, b_trans);
-        // dS (queries x keys) from dS^T (keys x queries): key = l8 + 8*hi16, query half hi8.
-        let ds_a = mad(&mut self, b_row, lay.ds_stride, smem);
-        let ds_a = mad(&mut self, hi8, 16, ds_a);
-        let st_row = mad(&mut self, warp, 16, group);
-        let ds_store = mad(&mut self, st_row, lay.ds_stride, smem);
-        let ds_store = mad(&mut self, quad, 4, ds_store);
-        let cols = mad(&mut self, quad, 8, smem);
-        let lanes = BwdLanes {
-            tid,
-            warp,
-            group,
-            quad,
-            a,
-            b_rows,
-            b_trans,
+        let lay = BwdLayout::new(self.d);
+        let lanes = self.lanes();
+        // dS (queries x keys) from dS^T (keys x queries): key = b_row, query half hi8.
+        let ds_a = self.mad_u32(lanes.b_row, lay.ds_stride, lanes.smem);
+        let ds_a = self.mad_u32(lanes.hi8, 16, ds_a);
+        let st_row = self.mad_u32(lanes.warp, 16, lanes.group);
+        let ds_store = self.mad_u32(st_row, lay.ds_stride, lanes.smem);
+        let ds_store = self.mad_u32(lanes.quad, 4, ds_store);
+        let cols = self.mad_u32(lanes.quad, 8, lanes.smem);
+        let bwd_lanes = BwdLanes {
             ds_a,
             ds_store,
             cols,
         };
-        let loader = self.tile_loader(tid, smem);
+        let loader = self.tile_loader(lanes.tid, lanes.smem);
         let scale = match scale {
             Some(s) => s,
             None => self.b.const_f32(1.0),
         };
-        let inv_max_len = d.divide_by_max_len.then(|| {
-            let ml = self.b.cvt(Type::F32, Type::U64, max_len);
-            self.b.unary(UnOp::Rcp, Type::F32, ml)
-        });
-        let heads = i64::from(d.heads);
-        let bh = self.u64_op(BinOp::Mul, batch, Operand::Int(heads));
-        let ml_pad = self.u64_op(BinOp::Add, max_len, Self::imm(BWD_KEYS - 1));
-        let nkb = self.u64_op(BinOp::Div, ml_pad, Self::imm(BWD_KEYS));
-        let items = self.u64_op(BinOp::Mul, nkb, bh);
-        let ctaid = self.b.special(Special::CtaidX);
-        let nctaid = self.b.special(Special::NctaidX);
-        let first = self.b.cvt(Type::U64, Type::U32, ctaid);
-        let step = self.b.cvt(Type::U64, Type::U32, nctaid);
-        self.range(Type::U64, first, items, step, |w, item| {
-            let kb = w.u64_op(BinOp::Div, item, bh);
-            let used = w.u64_op(BinOp::Mul, kb, bh);
-            let rem = w.u64_op(BinOp::Sub, item, used);
-            let seq = w.u64_op(BinOp::Div, rem, Operand::Int(heads));
-            let head =
-                w.b.ternary(TernOp::MadLo, Type::U64, seq, Operand::Int(-heads), rem);
-            let (start, _, n64) = sequence_bounds(w.b, p.offsets, seq, d.index, max_len);
-            let row_head =
-                w.b.ternary(TernOp::MadLo, Type::U64, start, Operand::Int(heads), head);
-            let head_off = w.u64_op(BinOp::Mul, row_head, Self::imm(d.head_dim * 2));
-            let n = w.b.cvt(Type::U32, Type::U64, n64);
-            let kb32 = w.b.cvt(Type::U32, Type::U64, kb);
-            let k0 = w.u32_op(BinOp::Mul, kb32, Self::imm(BWD_KEYS));
-            let past = w.b.setp(Cmp::Ge, Type::U32, k0, n);
+        let inv_max_len = self.inv_max_len(max_len);
+        self.for_each_item(batch, max_len, p.offsets, BWD_KEYS, false, |w, item| {
+            let (n, k0, past) = w.block_start(item, BWD_KEYS);
             let item = BwdItem {
                 lanes,
+                bwd_lanes,
                 loader,
                 n,
                 k0,
-                row_head,
-                head_off,
+                row_head: item.row_head,
+                head_off: item.head_off,
                 scale,
                 inv_max_len,
             };
@@ -472,13 +371,8 @@ impl FlashWriter<'_> {
         let d = self.d;
         let (hd, bmq) = (d.head_dim, lay.bmq);
         let softmax = d.activation == Activation::Softmax;
-        let causal = d.score_mask == Some(PairMask::KeyNotAfterQuery)
-            || d.prob_mask == Some(PairMask::KeyNotAfterQuery);
-        let ab = if d.dtype == DType::F16 {
-            Type::F16
-        } else {
-            Type::Bf16
-        };
+        let causal = d.keys_end_at_block();
+        let ab = d.mma_type();
         self.load_tile(&it.loader, it.n, it.head_off, p.k, it.k0, BWD_KEYS, lay.k);
         self.load_tile(&it.loader, it.n, it.head_off, p.v, it.k0, BWD_KEYS, lay.v);
         self.b.push(Inst::CpAsyncCommit);
@@ -491,15 +385,7 @@ impl FlashWriter<'_> {
         } else {
             (0..bmq / 8).map(|_| self.new_acc()).collect()
         };
-        let key_row = self.b.ternary(
-            TernOp::MadLo,
-            Type::U32,
-            it.lanes.warp,
-            Operand::Int(16),
-            it.lanes.group,
-        );
-        let key0 = self.u32_op(BinOp::Add, it.k0, key_row);
-        let keys = [key0, self.u32_op(BinOp::Add, key0, Operand::Int(8))];
+        let keys = self.thread_rows(&it.lanes, it.k0);
         let i_first = if causal {
             let blk = self.u32_op(BinOp::Div, it.k0, Self::imm(bmq));
             self.u32_op(BinOp::Mul, blk, Self::imm(bmq))
@@ -525,41 +411,16 @@ impl FlashWriter<'_> {
                 let neg_lse = w.b.const_f32(0.0);
                 let delta = w.b.const_f32(0.0);
                 w.when(valid, false, |w| {
-                    let qi64 = w.b.cvt(Type::U64, Type::U32, qi);
-                    let idx = w.b.ternary(
-                        TernOp::MadLo,
-                        Type::U64,
-                        qi64,
-                        Operand::Int(i64::from(d.heads)),
-                        it.row_head,
-                    );
+                    let idx = w.head_row_index(qi, it.row_head);
                     if let Some(lse) = p.lse {
-                        let at = w.b.element_addr(lse, idx, 4);
-                        let v = w.b.ld(
-                            Space::Global,
-                            Type::F32,
-                            1,
-                            Address {
-                                base: at,
-                                offset: 0,
-                            },
-                        )[0];
+                        let v = load_f32(w.b, lse, idx, DType::F32, 1)[0];
                         w.f32_to(BinOp::Mul, neg_lse, v, Operand::F32(-log2e));
                     }
-                    let at = w.b.element_addr(p.delta, idx, 4);
-                    let v = w.b.ld(
-                        Space::Global,
-                        Type::F32,
-                        1,
-                        Address {
-                            base: at,
-                            offset: 0,
-                        },
-                    )[0];
+                    let v = load_f32(w.b, p.delta, idx, DType::F32, 1)[0];
                     w.b.mov_to(Type::F32, delta, v);
                 });
                 let smem_row = w.u32_op(BinOp::Shl, it.lanes.tid, Operand::Int(2));
-                let smem_row = w.u32_op(BinOp::Add, smem_row, it.lanes.cols);
+                let smem_row = w.u32_op(BinOp::Add, smem_row, it.bwd_lanes.cols);
                 let quad4 = w.u32_op(BinOp::Shl, it.lanes.quad, Operand::Int(3));
                 let base = w.u32_op(BinOp::Sub, smem_row, quad4);
                 w.b.st(
@@ -594,33 +455,18 @@ impl FlashWriter<'_> {
                         Type::F32,
                         2,
                         Address {
-                            base: it.lanes.cols,
+                            base: it.bwd_lanes.cols,
                             offset: i64::from(lay.lse) + 32 * j as i64,
                         },
                     );
                     for (k, &r) in acc.iter().enumerate() {
-                        w.b.push(Inst::Ternary {
-                            op: TernOp::Fma,
-                            ty: Type::F32,
-                            dst: r,
-                            a: Operand::Reg(r),
-                            b: Operand::Reg(score_factor),
-                            c: Operand::Reg(nl[k & 1]),
-                        });
-                        w.b.push(Inst::Unary {
-                            op: UnOp::Ex2Approx,
-                            ty: Type::F32,
-                            dst: r,
-                            a: Operand::Reg(r),
-                        });
+                        w.b.ternary_to(TernOp::Fma, Type::F32, r, r, score_factor, nl[k & 1]);
+                        w.b.unary_to(UnOp::Ex2Approx, Type::F32, r, r);
                     }
                 } else {
                     for (k, &r) in acc.iter().enumerate() {
                         w.f32_to(BinOp::Mul, r, r, score_factor);
-                        let neg = w.b.binary(BinOp::Mul, Type::F32, r, Operand::F32(-log2e));
-                        let ex = w.b.unary(UnOp::Ex2Approx, Type::F32, neg);
-                        let den = w.b.binary(BinOp::Add, Type::F32, ex, Operand::F32(1.0));
-                        let sig = w.b.unary(UnOp::Rcp, Type::F32, den);
+                        let sig = w.sigmoid(r);
                         let pr = probs[j][k];
                         w.f32_to(BinOp::Mul, pr, r, sig);
                         // silu' = sig * (1 + s * (1 - sig)).
@@ -656,7 +502,7 @@ impl FlashWriter<'_> {
                         Type::F32,
                         2,
                         Address {
-                            base: it.lanes.cols,
+                            base: it.bwd_lanes.cols,
                             offset: i64::from(lay.delta) + 32 * j as i64,
                         },
                     ))
@@ -691,7 +537,7 @@ impl FlashWriter<'_> {
                         Space::Shared,
                         Type::B32,
                         Address {
-                            base: it.lanes.ds_store,
+                            base: it.bwd_lanes.ds_store,
                             offset: base + off,
                         },
                         vec![r],
@@ -708,106 +554,10 @@ impl FlashWriter<'_> {
             let quad4 = self.u32_op(BinOp::Shl, it.lanes.quad, Operand::Int(2));
             let quad64 = self.b.cvt(Type::U64, Type::U32, quad4);
             let lane_base = self.u64_op(BinOp::Add, head, quad64);
-            for half in 0..2 {
-                let row = keys[half];
-                let valid = self.b.setp(Cmp::Lt, Type::U32, row, it.n);
-                let at = self.b.ternary(
-                    TernOp::MadWide,
-                    Type::U32,
-                    row,
-                    Self::imm(self.row_bytes),
-                    lane_base,
-                );
-                let packed: Vec<Reg> = acc
-                    .iter()
-                    .map(|t| pack_f32(self.b, d.dtype, &[t[2 * half], t[2 * half + 1]])[0])
-                    .collect();
-                self.b.guarded(
-                    Guard {
-                        pred: valid,
-                        negate: false,
-                    },
-                    |b| {
-                        for (k, &v) in packed.iter().enumerate() {
-                            b.st(
-                                Space::Global,
-                                Type::B32,
-                                Address {
-                                    base: at,
-                                    offset: 16 * k as i64,
-                                },
-                                vec![v],
-                            );
-                        }
-                    },
-                );
+            for (half, &row) in keys.iter().enumerate() {
+                self.store_rows(acc, half, row, it.n, lane_base, None);
             }
         }
-    }
-
-    /// `acc = A_w B^T` where A is this warp's 16 rows of the `[rows][D]` tile
-    /// at `a_base` and B the `[n][D]` tile at `b_base` (n = 8 per acc tile).
-    fn product(
-        &mut self,
-        acc: &[Acc],
-        a_lane: Reg,
-        a_base: u32,
-        b_lane: Reg,
-        b_base: u32,
-        ab: Type,
-    ) {
-        let stride = self.stride;
-        for t in acc {
-            for &r in t {
-                self.b.mov_to(Type::F32, r, Operand::F32(0.0));
-            }
-        }
-        for kk in 0..self.d.head_dim / 16 {
-            let a = self.ldmatrix(a_lane, i64::from(a_base + kk * 32), false);
-            for jp in 0..acc.len() / 2 {
-                let bf = self.ldmatrix(
-                    b_lane,
-                    i64::from(b_base + jp as u32 * 16 * stride + kk * 32),
-                    false,
-                );
-                let frag = [a[0], a[1], a[2], a[3]];
-                self.mma(ab, acc[2 * jp], frag, [bf[0], bf[1]]);
-                self.mma(ab, acc[2 * jp + 1], frag, [bf[2], bf[3]]);
-            }
-        }
-    }
-
-    /// `acc += A B` with A fragments `a` (16 rows x 16 k each) and B the
-    /// `[k][D]` tile at `b_base` (`.trans`).
-    fn accumulate(&mut self, acc: &[Acc], a: &[[Reg; 4]], b_lane: Reg, b_base: u32, ab: Type) {
-        let stride = self.stride;
-        for (kk, frag) in a.iter().enumerate() {
-            for np in 0..acc.len() / 2 {
-                let bf = self.ldmatrix(
-                    b_lane,
-                    i64::from(b_base + kk as u32 * 16 * stride + np as u32 * 32),
-                    true,
-                );
-                self.mma(ab, acc[2 * np], *frag, [bf[0], bf[1]]);
-                self.mma(ab, acc[2 * np + 1], *frag, [bf[2], bf[3]]);
-            }
-        }
-    }
-
-    /// Accumulator tiles (16 x 8 each, in pairs) as A fragments in the input dtype.
-    fn pack_a(&mut self, acc: &[Acc]) -> Vec<[Reg; 4]> {
-        let dtype = self.d.dtype;
-        acc.chunks(2)
-            .map(|pair| {
-                let (t0, t1) = (pair[0], pair[1]);
-                [
-                    pack_f32(self.b, dtype, &[t0[0], t0[1]])[0],
-                    pack_f32(self.b, dtype, &[t0[2], t0[3]])[0],
-                    pack_f32(self.b, dtype, &[t1[0], t1[1]])[0],
-                    pack_f32(self.b, dtype, &[t1[2], t1[3]])[0],
-                ]
-            })
-            .collect()
     }
 
     /// Some pair of (query block `i0`, this key block) is masked.
@@ -885,7 +635,7 @@ impl FlashWriter<'_> {
         let (col_w, row_base, ds_lane) = if split_columns {
             let col_w = self.u32_op(BinOp::Mul, it.lanes.warp, Self::imm(cols));
             let zero = self.b.mov(Type::U32, Operand::Int(0));
-            (col_w, zero, it.lanes.ds_a)
+            (col_w, zero, it.bwd_lanes.ds_a)
         } else {
             let zero = self.b.mov(Type::U32, Operand::Int(0));
             let rows = self.u32_op(BinOp::Shl, it.lanes.warp, Operand::Int(4));
@@ -894,7 +644,7 @@ impl FlashWriter<'_> {
                 Type::U32,
                 it.lanes.warp,
                 Operand::Int(32),
-                it.lanes.ds_a,
+                it.bwd_lanes.ds_a,
             );
             (zero, rows, ds)
         };
@@ -904,7 +654,6 @@ impl FlashWriter<'_> {
         let col_words = self.u32_op(BinOp::Add, col_w, quad);
         let col64 = self.b.cvt(Type::U64, Type::U32, col_words);
         let row_tiles = if split_columns { lay.bmq / 16 } else { 1 };
-        let heads = i64::from(d.heads);
         for mt in 0..row_tiles {
             let acc: Vec<Acc> = (0..cols / 8).map(|_| self.zero_acc()).collect();
             for kk in 0..BWD_KEYS / 16 {
@@ -926,14 +675,7 @@ impl FlashWriter<'_> {
                 let row_in = self.u32_op(BinOp::Add, row_in, Self::imm(mt * 16 + 8 * half));
                 let q = self.u32_op(BinOp::Add, i0, row_in);
                 let valid = self.b.setp(Cmp::Lt, Type::U32, q, it.n);
-                let q64 = self.b.cvt(Type::U64, Type::U32, q);
-                let g = self.b.ternary(
-                    TernOp::MadLo,
-                    Type::U64,
-                    q64,
-                    Operand::Int(heads),
-                    it.row_head,
-                );
+                let g = self.head_row_index(q, it.row_head);
                 let elem = self.b.ternary(
                     TernOp::MadLo,
                     Type::U64,
@@ -972,8 +714,9 @@ impl FlashWriter<'_> {
 
 /// Registers of one backward work item.
 struct BwdItem {
-    lanes: BwdLanes,
-    loader: super::attention::TileLoader,
+    lanes: Lanes,
+    bwd_lanes: BwdLanes,
+    loader: TileLoader,
     n: Reg,
     k0: Reg,
     row_head: Reg,

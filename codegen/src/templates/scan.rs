@@ -179,10 +179,7 @@ fn tile_count(b: &mut KernelBuilder, n: Reg) -> Reg {
 
 /// `for tile = ctaid; tile < tiles; tile += nctaid` (uniform across the CTA).
 fn for_each_tile(b: &mut KernelBuilder, tiles: Reg, body: impl FnOnce(&mut KernelBuilder, Reg)) {
-    let ctaid = b.special(Special::CtaidX);
-    let nctaid = b.special(Special::NctaidX);
-    let first = b.cvt(Type::U64, Type::U32, ctaid);
-    let step = b.cvt(Type::U64, Type::U32, nctaid);
+    let (first, step) = b.global_block_index();
     b.for_range_u64(first, tiles, step, body);
 }
 
