@@ -6,10 +6,15 @@
 #[path = "common/emu.rs"]
 mod emu;
 
-use emu::{Rng, rel_l2, round_to, tolerance};
+// Each test crate uses a different subset of the shared helpers.
+#[allow(dead_code)]
+mod common;
+
+use common::attention_graph;
+use emu::{Rng, rel_l2, round_to, run_sizes, tolerance};
 use jagged_codegen::templates::attention_bwd::compile_attention_backward;
-use jagged_codegen::{Arch, DType, RunSizes, Spec};
-use jagged_ir::ops::{self, Activation, AttentionSpec};
+use jagged_codegen::{Arch, DType, Spec};
+use jagged_ir::ops::Activation;
 use jagged_ir::{AttrValue, DenseTensor};
 
 const SCALE: f64 = 0.3;
@@ -105,17 +110,7 @@ fn reference(
 }
 
 fn check(c: &Case, layouts: &[Vec<usize>], seed: u64) {
-    let graph = ops::jagged_flash_attention(&AttentionSpec {
-        input_dtype: c.dtype,
-        dtype: c.dtype,
-        offsets: DType::I32,
-        heads: c.heads,
-        head_dim: c.dim,
-        value_dim: c.dim,
-        causal: c.causal,
-        activation: c.activation,
-    })
-    .expect("graph");
+    let graph = attention_graph(c.dtype, c.heads, c.dim, c.activation, c.causal);
     let spec = Spec::for_graph(&graph, c.max_len as u64, Arch::Sm80).expect("spec");
     let compiled = compile_attention_backward(&graph, &spec).expect("backward");
     let mut rng = Rng::new(seed);
@@ -157,11 +152,7 @@ fn check(c: &Case, layouts: &[Vec<usize>], seed: u64) {
             inputs.push(enc(&dout));
         }
         inputs.push(emu::encode_ints(&offsets, DType::I32));
-        let sizes = RunSizes {
-            batch: lengths.len() as u64,
-            total_rows: total as u64,
-            max_len: c.max_len as u64,
-        };
+        let sizes = run_sizes(lengths, c.max_len);
         let outs = emu::run(&compiled, &inputs, sizes, &[("scale", SCALE as f32)]);
         let want = reference(c, lengths, &q, &k, &v, &dout);
         for (g, name) in ["dq", "dk", "dv"].iter().enumerate() {

@@ -3,27 +3,18 @@
 //! runs both products on tensor cores (HMMA); insta snapshots of two fixed
 //! specs (a diff is a review item).
 
+// Each test crate uses a different subset of the shared helpers.
+#[allow(dead_code)]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::attention_graph;
 use jagged_codegen::templates::attention_bwd::compile_attention_backward;
 use jagged_codegen::{Arch, CompiledKernel, DType, Spec, compile, ptxas};
 use jagged_ir::Graph;
-use jagged_ir::ops::{self, Activation, AttentionSpec, FbgemmAttentionSpec};
-
-fn attention(dtype: DType, heads: usize, head_dim: usize, act: Activation, causal: bool) -> Graph {
-    ops::jagged_flash_attention(&AttentionSpec {
-        input_dtype: dtype,
-        dtype,
-        offsets: DType::I32,
-        heads,
-        head_dim,
-        value_dim: head_dim,
-        causal,
-        activation: act,
-    })
-    .expect("graph")
-}
+use jagged_ir::ops::{self, Activation, FbgemmAttentionSpec};
 
 /// Every attention graph the tests and benchmarks specialize.
 fn graphs() -> Vec<Graph> {
@@ -32,7 +23,7 @@ fn graphs() -> Vec<Graph> {
         for dtype in [DType::F16, DType::BF16] {
             for act in [Activation::Softmax, Activation::Silu] {
                 for causal in [false, true] {
-                    out.push(attention(dtype, 2, head_dim, act, causal));
+                    out.push(attention_graph(dtype, 2, head_dim, act, causal));
                 }
             }
         }
@@ -116,7 +107,7 @@ fn every_backward_specialization_assembles_without_spills() {
         for dtype in [DType::F16, DType::BF16] {
             for act in [Activation::Softmax, Activation::Silu] {
                 for causal in [false, true] {
-                    let graph = attention(dtype, 2, head_dim, act, causal);
+                    let graph = attention_graph(dtype, 2, head_dim, act, causal);
                     for arch in Arch::ALL {
                         let spec = Spec::for_graph(&graph, 1024, arch).expect("spec");
                         let c = compile_attention_backward(&graph, &spec).expect("backward");
@@ -150,7 +141,7 @@ fn sm90a_sass_runs_both_products_on_tensor_cores() {
     let (Some(ptxas_path), Some(nvdisasm)) = (ptxas::find(), tool("nvdisasm")) else {
         return skip("ptxas or nvdisasm");
     };
-    let graph = attention(DType::BF16, 2, 128, Activation::Softmax, true);
+    let graph = attention_graph(DType::BF16, 2, 128, Activation::Softmax, true);
     let c = compiled(&graph, 1024, Arch::Sm90a);
     let ptx_mma = c.ptx.lines().filter(|l| l.contains("mma.sync")).count();
     // D = 128, 64 keys per block: Q K^T is 8 k-steps x 8 key tiles, P V is
@@ -183,14 +174,14 @@ fn sm90a_sass_runs_both_products_on_tensor_cores() {
 
 #[test]
 fn snapshot_d64_n256_bf16_sm80() {
-    let graph = attention(DType::BF16, 2, 64, Activation::Softmax, true);
+    let graph = attention_graph(DType::BF16, 2, 64, Activation::Softmax, true);
     let c = compiled(&graph, 256, Arch::Sm80);
     insta::assert_snapshot!(format!("{c}\n{}", c.ptx));
 }
 
 #[test]
 fn snapshot_d128_n1024_bf16_sm90a() {
-    let graph = attention(DType::BF16, 2, 128, Activation::Softmax, true);
+    let graph = attention_graph(DType::BF16, 2, 128, Activation::Softmax, true);
     let c = compiled(&graph, 1024, Arch::Sm90a);
     insta::assert_snapshot!(format!("{c}\n{}", c.ptx));
 }

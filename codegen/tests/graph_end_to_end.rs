@@ -8,65 +8,13 @@
 #[path = "common/emu.rs"]
 mod emu;
 
-use emu::{Rng, rel_l2, round_to, tolerance};
-use jagged_codegen::{Arch, DType, RunSizes, Spec, compile};
+use emu::{Rng, inputs_for, rel_l2, run_sizes, tensor_bytes, tolerance};
+use jagged_codegen::{Arch, DType, Spec, compile};
 use jagged_ir::ops::{self, JaggedSpec};
 use jagged_ir::{AttrKind, AttrValue, DenseTensor, Dim, Graph, GraphBuilder, ReduceOp, TensorType};
 
 const PADDING: f64 = -1.5;
 const SCALE: f64 = 0.75;
-
-/// Random inputs for every graph input, by name and type, on `lengths`.
-fn inputs_for(
-    graph: &Graph,
-    lengths: &[usize],
-    max_len: usize,
-    rng: &mut Rng,
-) -> Vec<(String, DenseTensor)> {
-    let batch = lengths.len();
-    let total: usize = lengths.iter().sum();
-    let mut offsets = vec![0.0];
-    for &l in lengths {
-        offsets.push(offsets.last().copied().unwrap_or(0.0) + l as f64);
-    }
-    graph
-        .inputs()
-        .map(|(_, name, ty)| {
-            let mut shape = Vec::new();
-            for d in &ty.dims {
-                shape.push(match d {
-                    Dim::Ragged(_) => total,
-                    Dim::Batch => batch,
-                    Dim::BatchPlusOne => batch + 1,
-                    Dim::MaxLen => max_len,
-                    Dim::Static(n) => *n,
-                });
-            }
-            let n: usize = shape.iter().product();
-            let values: Vec<f64> = match name {
-                "offsets" => offsets.clone(),
-                "lengths" => lengths.iter().map(|&l| l as f64).collect(),
-                "mask" => (0..n).map(|_| rng.below(2) as f64).collect(),
-                _ => (0..n).map(|_| round_to(rng.float(2.0), ty.dtype)).collect(),
-            };
-            let tensor = DenseTensor::from_f64(ty.dtype, shape, &values).expect("input tensor");
-            (name.to_string(), tensor)
-        })
-        .collect()
-}
-
-fn to_bytes(t: &DenseTensor) -> Vec<u8> {
-    let values = t.to_f64();
-    let dtype = t.dtype();
-    if dtype.is_float() {
-        emu::encode_floats(&values, dtype)
-    } else {
-        let ints: Vec<i64> = values.iter().map(|&v| v as i64).collect();
-        // Masks (u8 / bool) are one byte per element.
-        let elem = if dtype.is_index() { dtype } else { DType::U8 };
-        emu::encode_ints(&ints, elem)
-    }
-}
 
 fn decode(bytes: &[u8], dtype: DType) -> Vec<f64> {
     match dtype {
@@ -96,7 +44,7 @@ fn check(graph: &Graph, max_len: usize, seed: u64) {
         let spec = Spec::for_graph(graph, max_len as u64, arch).expect("spec");
         let compiled = compile(graph, &spec).unwrap_or_else(|e| panic!("{}: {e}", graph.name()));
         for lengths in &layouts {
-            let inputs = inputs_for(graph, lengths, max_len, &mut rng);
+            let inputs = inputs_for(graph, lengths, max_len, 2.0, &mut rng);
             let named: Vec<(&str, &DenseTensor)> =
                 inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
             let attrs = [
@@ -109,16 +57,11 @@ fn check(graph: &Graph, max_len: usize, seed: u64) {
                 .filter(|(n, _)| graph.attr(n).is_some())
                 .collect();
             let expected = jagged_ir::evaluate(graph, &named, &attrs).expect("reference");
-            let sizes = RunSizes {
-                batch: lengths.len() as u64,
-                total_rows: lengths.iter().sum::<usize>() as u64,
-                max_len: max_len as u64,
-            };
-            let bytes: Vec<Vec<u8>> = inputs.iter().map(|(_, t)| to_bytes(t)).collect();
+            let bytes: Vec<Vec<u8>> = inputs.iter().map(|(_, t)| tensor_bytes(t)).collect();
             let outs = emu::run(
                 &compiled,
                 &bytes,
-                sizes,
+                run_sizes(lengths, max_len),
                 &[("padding_value", PADDING as f32), ("scale", SCALE as f32)],
             );
             for (k, out) in graph.outputs().iter().enumerate() {

@@ -3,6 +3,7 @@
 
 use jagged_codegen::{CompiledKernel, DType, ParamBinding, RunSizes};
 use jagged_emu::{Device, DevicePtr, KernelArg, LaunchConfig, Module};
+use jagged_ir::{DenseTensor, Dim, Graph};
 
 /// Poison byte: 0xFF.. is NaN for f32/f16/bf16 and -1 for integers.
 pub const POISON: u8 = 0xFF;
@@ -205,5 +206,73 @@ impl Rng {
     pub fn float(&mut self, scale: f64) -> f64 {
         let u = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         (2.0 * u - 1.0) * scale
+    }
+}
+
+/// The run sizes of sequences of `lengths` under `max_len`.
+pub fn run_sizes(lengths: &[usize], max_len: usize) -> RunSizes {
+    RunSizes {
+        batch: lengths.len() as u64,
+        total_rows: lengths.iter().sum::<usize>() as u64,
+        max_len: max_len as u64,
+    }
+}
+
+/// Random inputs for every input of `graph` on sequences of `lengths`, by name and
+/// type: offsets and lengths from `lengths`, a 0/1 `mask`, and values uniform in
+/// `[-amplitude, amplitude)` rounded to their dtype.
+pub fn inputs_for(
+    graph: &Graph,
+    lengths: &[usize],
+    max_len: usize,
+    amplitude: f64,
+    rng: &mut Rng,
+) -> Vec<(String, DenseTensor)> {
+    let batch = lengths.len();
+    let total: usize = lengths.iter().sum();
+    let mut offsets = vec![0.0];
+    for &l in lengths {
+        offsets.push(offsets.last().copied().unwrap_or(0.0) + l as f64);
+    }
+    graph
+        .inputs()
+        .map(|(_, name, ty)| {
+            let shape: Vec<usize> = ty
+                .dims
+                .iter()
+                .map(|d| match d {
+                    Dim::Ragged(_) => total,
+                    Dim::Batch => batch,
+                    Dim::BatchPlusOne => batch + 1,
+                    Dim::MaxLen => max_len,
+                    Dim::Static(n) => *n,
+                })
+                .collect();
+            let n: usize = shape.iter().product();
+            let values: Vec<f64> = match name {
+                "offsets" => offsets.clone(),
+                "lengths" => lengths.iter().map(|&l| l as f64).collect(),
+                "mask" => (0..n).map(|_| rng.below(2) as f64).collect(),
+                _ => (0..n)
+                    .map(|_| round_to(rng.float(amplitude), ty.dtype))
+                    .collect(),
+            };
+            let tensor = DenseTensor::from_f64(ty.dtype, shape, &values).expect("input tensor");
+            (name.to_string(), tensor)
+        })
+        .collect()
+}
+
+/// The device bytes of a host tensor: floats in their dtype, indices as i32/i64,
+/// masks (u8 / bool) one byte per element.
+pub fn tensor_bytes(t: &DenseTensor) -> Vec<u8> {
+    let values = t.to_f64();
+    let dtype = t.dtype();
+    if dtype.is_float() {
+        encode_floats(&values, dtype)
+    } else {
+        let ints: Vec<i64> = values.iter().map(|&v| v as i64).collect();
+        let elem = if dtype.is_index() { dtype } else { DType::U8 };
+        encode_ints(&ints, elem)
     }
 }

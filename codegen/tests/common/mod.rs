@@ -1,7 +1,10 @@
-//! Cases shared by the integration tests: every primitive under a few specs.
+//! Cases shared by the integration tests: every primitive under a few specs, and
+//! the attention graphs.
 
 use jagged_codegen::templates::segment::ReduceKind;
 use jagged_codegen::{Arch, DType, Primitive, Spec};
+use jagged_ir::Graph;
+use jagged_ir::ops::{self, Activation, AttentionSpec};
 
 /// Every primitive the code generator implements.
 pub fn primitives() -> Vec<Primitive> {
@@ -27,4 +30,25 @@ pub fn specs(arch: Arch) -> Vec<Spec> {
         Spec::new(vec![3, 5], 1000, DType::BF16, DType::I64, arch),
         Spec::new(vec![128], 16, DType::F16, DType::I32, arch),
     ]
+}
+
+/// A `jagged_flash_attention` graph with i32 offsets and `value_dim = head_dim`.
+pub fn attention_graph(
+    dtype: DType,
+    heads: usize,
+    head_dim: usize,
+    activation: Activation,
+    causal: bool,
+) -> Graph {
+    ops::jagged_flash_attention(&AttentionSpec {
+        input_dtype: dtype,
+        dtype,
+        offsets: DType::I32,
+        heads,
+        head_dim,
+        value_dim: head_dim,
+        causal,
+        activation,
+    })
+    .expect("graph")
 }
