@@ -3,7 +3,7 @@
 //! fixture with its recipe.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ptx_crosscheck");
 
@@ -11,6 +11,17 @@ fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the runtime crate lives in the workspace")
+}
+
+/// The stdout of a command that must have succeeded (else a panic with its output).
+fn succeeded(output: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
 #[test]
@@ -37,12 +48,7 @@ fn the_binary_runs_a_kernel_on_the_emulator_twice_and_compares() {
         ])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = succeeded(&output);
     // Two inputs and the output, each compared.
     assert_eq!(stdout.matches(": PASS").count(), 3, "{stdout}");
     assert!(stdout.contains("RESULT PASS"), "{stdout}");
@@ -83,12 +89,7 @@ fn the_gpu_script_dry_runs_the_fixtures_on_the_emulator() {
         .env("JAGGED_CROSSCHECK_BIN", BIN)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = succeeded(&output);
     for name in DRY_RUN_FIXTURES {
         assert!(
             stdout.contains(&format!("\n{name} PASS emu ")),
@@ -140,11 +141,7 @@ fn npy_inputs_and_outputs_round_trip_through_the_binary() {
         .args([spec("out:DIR/c.npy:f32:100"), "u32:100".to_string()])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    succeeded(&output);
     let c = npy::read(dir.join("c.npy")).unwrap();
     let c: Vec<f32> = jagged_runtime::from_bytes("c", &c.data).unwrap();
     // Sums of small integers and halves: exact in f32.
