@@ -6,15 +6,13 @@
 //! the matched primitive is lowered by [`crate::lower`], and its parameter
 //! bindings are renumbered to the graph's input and output order.
 
-use jagged_ir::{
-    BinaryOp, Dim, Graph, Handle, IndexPredicate, Node, ReduceOp, ScanMode, TensorType, UnaryOp,
-};
+use jagged_ir::{Dim, Graph, Handle, IndexPredicate, Node, ReduceOp, ScanMode, TensorType};
 
 use crate::error::CodegenError;
 use crate::launch::{CompiledKernel, ParamBinding, SizeExpr};
 use crate::lower::{Primitive, lower};
 use crate::spec::{Arch, DType, Spec};
-use crate::templates::map::{MapBinary, MapExpr, MapOperand, MapSource, MapUnary};
+use crate::templates::map::{MapExpr, MapOperand, MapSource};
 use crate::templates::segment::ReduceKind;
 
 /// A primitive found in a graph, with the graph nodes playing each role.
@@ -347,26 +345,12 @@ fn map_expr(
         Node::Attr { name, .. } => Ok(MapExpr::Attr(name.clone())),
         Node::Unary { op, arg } => {
             let x = map_expr(graph, *arg, leaves, seqs)?;
-            let op = match op {
-                UnaryOp::Neg => MapUnary::Neg,
-                UnaryOp::Exp => MapUnary::Exp,
-                UnaryOp::Log => MapUnary::Log,
-                UnaryOp::Silu => MapUnary::Silu,
-            };
-            Ok(MapExpr::Unary(op, Box::new(x)))
+            Ok(MapExpr::Unary(*op, Box::new(x)))
         }
         Node::Binary { op, lhs, rhs } => {
             let a = map_expr(graph, *lhs, leaves, seqs)?;
             let b = map_expr(graph, *rhs, leaves, seqs)?;
-            let op = match op {
-                BinaryOp::Add => MapBinary::Add,
-                BinaryOp::Sub => MapBinary::Sub,
-                BinaryOp::Mul => MapBinary::Mul,
-                BinaryOp::Div => MapBinary::Div,
-                BinaryOp::Max => MapBinary::Max,
-                BinaryOp::Min => MapBinary::Min,
-            };
-            Ok(MapExpr::Binary(op, Box::new(a), Box::new(b)))
+            Ok(MapExpr::Binary(*op, Box::new(a), Box::new(b)))
         }
         other => Err(no_template(
             graph,

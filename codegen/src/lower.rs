@@ -49,7 +49,7 @@ pub enum Primitive {
 impl Primitive {
     /// `jagged_dense_elementwise_mul` (inputs: values, offsets, dense).
     pub fn jagged_dense_elementwise_mul() -> Primitive {
-        use crate::templates::map::{MapBinary, MapSource};
+        use crate::templates::map::MapSource;
         Primitive::Map {
             operands: vec![
                 MapOperand {
@@ -63,7 +63,7 @@ impl Primitive {
             ],
             offsets_input: 1,
             expr: MapExpr::Binary(
-                MapBinary::Mul,
+                jagged_ir::BinaryOp::Mul,
                 Box::new(MapExpr::Operand(0)),
                 Box::new(MapExpr::Operand(1)),
             ),

@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use jagged_ir::{BinaryOp, UnaryOp};
+
 use crate::kernel::{BinOp, KernelBuilder, Operand, Reg, Type, UnOp};
 use crate::launch::{ParamBinding, SizeExpr};
 use crate::spec::DType;
@@ -26,44 +28,6 @@ pub enum MapSource {
     PerSequence,
 }
 
-/// Pointwise unary functions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MapUnary {
-    /// `-x`
-    Neg,
-    /// `|x|`
-    Abs,
-    /// `e^x`
-    Exp,
-    /// `ln x`
-    Log,
-    /// `sqrt x`
-    Sqrt,
-    /// `max(x, 0)`
-    Relu,
-    /// `1 / (1 + e^-x)`
-    Sigmoid,
-    /// `x / (1 + e^-x)`
-    Silu,
-}
-
-/// Pointwise binary functions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MapBinary {
-    /// `a + b`
-    Add,
-    /// `a - b`
-    Sub,
-    /// `a * b`
-    Mul,
-    /// `a / b`
-    Div,
-    /// `max(a, b)`
-    Max,
-    /// `min(a, b)`
-    Min,
-}
-
 /// A pointwise expression over the operands, evaluated in f32.
 #[derive(Clone, Debug, PartialEq)]
 pub enum MapExpr {
@@ -74,9 +38,9 @@ pub enum MapExpr {
     /// The run-time value of a float graph attribute (an f32 kernel parameter).
     Attr(String),
     /// `f(x)`
-    Unary(MapUnary, Box<MapExpr>),
+    Unary(UnaryOp, Box<MapExpr>),
     /// `f(a, b)`
-    Binary(MapBinary, Box<MapExpr>, Box<MapExpr>),
+    Binary(BinaryOp, Box<MapExpr>, Box<MapExpr>),
 }
 
 impl MapExpr {
@@ -280,10 +244,9 @@ pub fn emit_expr(
         MapExpr::Unary(op, x) => {
             let x = emit_expr(b, x, operands, attrs);
             match op {
-                MapUnary::Neg => b.unary(UnOp::Neg, Type::F32, x),
-                MapUnary::Abs => b.unary(UnOp::Abs, Type::F32, x),
-                MapUnary::Exp => exp_f32(b, x),
-                MapUnary::Log => {
+                UnaryOp::Neg => b.unary(UnOp::Neg, Type::F32, x),
+                UnaryOp::Exp => exp_f32(b, x),
+                UnaryOp::Log => {
                     let l2 = b.unary(UnOp::Lg2Approx, Type::F32, x);
                     b.binary(
                         BinOp::Mul,
@@ -292,18 +255,11 @@ pub fn emit_expr(
                         Operand::F32(std::f32::consts::LN_2),
                     )
                 }
-                MapUnary::Sqrt => b.unary(UnOp::Sqrt, Type::F32, x),
-                MapUnary::Relu => b.binary(BinOp::Max, Type::F32, x, Operand::F32(0.0)),
-                MapUnary::Sigmoid | MapUnary::Silu => {
+                UnaryOp::Silu => {
                     let neg = b.unary(UnOp::Neg, Type::F32, x);
                     let e = exp_f32(b, neg);
                     let denom = b.binary(BinOp::Add, Type::F32, e, Operand::F32(1.0));
-                    let num = if *op == MapUnary::Silu {
-                        Operand::Reg(x)
-                    } else {
-                        Operand::F32(1.0)
-                    };
-                    b.binary(BinOp::Div, Type::F32, num, denom)
+                    b.binary(BinOp::Div, Type::F32, x, denom)
                 }
             }
         }
@@ -311,12 +267,12 @@ pub fn emit_expr(
             let l = emit_expr(b, l, operands, attrs);
             let r = emit_expr(b, r, operands, attrs);
             let op = match op {
-                MapBinary::Add => BinOp::Add,
-                MapBinary::Sub => BinOp::Sub,
-                MapBinary::Mul => BinOp::Mul,
-                MapBinary::Div => BinOp::Div,
-                MapBinary::Max => BinOp::Max,
-                MapBinary::Min => BinOp::Min,
+                BinaryOp::Add => BinOp::Add,
+                BinaryOp::Sub => BinOp::Sub,
+                BinaryOp::Mul => BinOp::Mul,
+                BinaryOp::Div => BinOp::Div,
+                BinaryOp::Max => BinOp::Max,
+                BinaryOp::Min => BinOp::Min,
             };
             b.binary(op, Type::F32, l, r)
         }
