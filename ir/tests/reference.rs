@@ -10,8 +10,9 @@ mod common;
 use common::*;
 use half::bf16;
 use jagged_ir::ops::{self, Activation, AttentionSpec, FbgemmAttentionSpec, JaggedSpec};
-use jagged_ir::{AttrValue, DType, ReduceOp, evaluate};
+use jagged_ir::{AttrValue, DType, DenseTensor, Graph, ReduceOp, evaluate};
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 
 const REL: f64 = 1e-9;
 
@@ -25,6 +26,19 @@ fn spec(case: &JaggedCase) -> JaggedSpec {
 
 fn max_len(case: &JaggedCase) -> (&'static str, AttrValue) {
     ("max_len", AttrValue::Index(case.max_len))
+}
+
+/// `g` evaluated on the case's `values` and `offsets` with `attrs`.
+fn evaluate_on(
+    g: &Graph,
+    case: &JaggedCase,
+    attrs: &[(&str, AttrValue)],
+) -> BTreeMap<String, DenseTensor> {
+    let inputs = [
+        ("values", &case.values_tensor()),
+        ("offsets", &case.offsets_tensor()),
+    ];
+    evaluate(g, &inputs, attrs).unwrap()
 }
 
 fn inner_1d() -> impl Strategy<Value = Vec<usize>> {
@@ -57,11 +71,7 @@ proptest! {
     #[test]
     fn jagged_to_padded_dense(case in jagged_case(inner_any()), pad in -3.0f64..3.0) {
         let g = ops::jagged_to_padded_dense(&spec(&case)).unwrap();
-        let out = evaluate(
-            &g,
-            &[("values", &case.values_tensor()), ("offsets", &case.offsets_tensor())],
-            &[max_len(&case), ("padding_value", AttrValue::Float(pad))],
-        ).unwrap();
+        let out = evaluate_on(&g, &case, &[max_len(&case), ("padding_value", AttrValue::Float(pad))]);
         let (o, f, n) = (case.offsets(), case.row(), case.max_len);
         let mut want = Vec::new();
         for b in 0..case.batch() {
@@ -135,11 +145,7 @@ proptest! {
     #[test]
     fn jagged_softmax(case in jagged_case(inner_1d())) {
         let g = ops::jagged_softmax(&spec(&case)).unwrap();
-        let out = evaluate(
-            &g,
-            &[("values", &case.values_tensor()), ("offsets", &case.offsets_tensor())],
-            &[max_len(&case)],
-        ).unwrap();
+        let out = evaluate_on(&g, &case, &[max_len(&case)]);
         let (o, f) = (case.offsets(), case.row());
         let mut want = vec![0.0; case.rows() * f];
         for b in 0..case.batch() {
@@ -158,11 +164,7 @@ proptest! {
     fn jagged_reduce(case in jagged_case(inner_1d()), which in 0usize..3) {
         let op = [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max][which];
         let g = ops::jagged_reduce(&spec(&case), op).unwrap();
-        let out = evaluate(
-            &g,
-            &[("values", &case.values_tensor()), ("offsets", &case.offsets_tensor())],
-            &[max_len(&case)],
-        ).unwrap();
+        let out = evaluate_on(&g, &case, &[max_len(&case)]);
         let (o, f) = (case.offsets(), case.row());
         let mut want = Vec::new();
         for b in 0..case.batch() {
@@ -184,7 +186,7 @@ proptest! {
         let t = case.rows();
         let keep: Vec<bool> = (0..t).map(|i| (bits >> (i % 64)) & 1 == 1).collect();
         let mask_dtype = if bool_mask { DType::Bool } else { DType::U8 };
-        let mask = jagged_ir::DenseTensor::new(
+        let mask = DenseTensor::new(
             vec![t],
             if bool_mask {
                 jagged_ir::TensorData::Bool(keep.clone())
@@ -335,8 +337,7 @@ fn check_attention(c: &AttentionCase, input: DType, dtype: DType, rel: f64) {
     };
     let g = ops::jagged_flash_attention(&spec).unwrap();
     let t = s.rows();
-    let host =
-        |x: &[f64], d| jagged_ir::DenseTensor::from_f64(input, vec![t, c.heads, d], x).unwrap();
+    let host = |x: &[f64], d| DenseTensor::from_f64(input, vec![t, c.heads, d], x).unwrap();
     let (q, k, v) = (host(&c.q, c.d), host(&c.k, c.d), host(&c.v, c.dv));
     let mut attrs = vec![max_len(s)];
     if let Some(scale) = c.scale {
@@ -354,7 +355,7 @@ fn check_attention(c: &AttentionCase, input: DType, dtype: DType, rel: f64) {
     )
     .unwrap();
     // The naive loops see the inputs as the host holds them, rounded to `dtype`.
-    let round = |x: &jagged_ir::DenseTensor| -> Vec<f64> {
+    let round = |x: &DenseTensor| -> Vec<f64> {
         x.to_f64()
             .into_iter()
             .map(|x| match dtype {
@@ -486,7 +487,7 @@ proptest! {
     fn jagged_softmax_and_sum_low_precision(case in jagged_case(inner_1d()), which in 0usize..3) {
         let dtype = [DType::F32, DType::F16, DType::BF16][which];
         let spec = JaggedSpec { dtype, offsets: case.offsets_dtype(), inner: case.inner.clone() };
-        let values = jagged_ir::DenseTensor::from_f64(dtype, vec![case.rows(), case.row()], &case.values).unwrap();
+        let values = DenseTensor::from_f64(dtype, vec![case.rows(), case.row()], &case.values).unwrap();
         let x = values.to_f64();
         let inputs = [("values", &values), ("offsets", &case.offsets_tensor())];
         let softmax = evaluate(&ops::jagged_softmax(&spec).unwrap(), &inputs, &[max_len(&case)]).unwrap();
