@@ -10,14 +10,14 @@
 
 use std::collections::HashMap;
 
-use jagged_ir::{ReduceOp, UnaryOp};
+use jagged_ir::{BinaryOp, ReduceOp, UnaryOp};
 use proc_macro2::Span;
 use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{BinOp, Error, Expr, Ident, Lit, Pat, Stmt, UnOp};
 
 use crate::sig::{AttrKind, DTy, Kind, Param, Shape, Signature, TensorTy};
-use crate::steps::{Arith, DimE, Pred, Step, TyE, V};
+use crate::steps::{DimE, Pred, Step, TyE, V};
 
 /// A tensor value of the body.
 #[derive(Clone)]
@@ -48,7 +48,7 @@ enum Scalar {
     Lit(f64),
     Attr(String),
     Neg(Box<Scalar>),
-    Bin(Arith, Box<Scalar>, Box<Scalar>),
+    Bin(BinaryOp, Box<Scalar>, Box<Scalar>),
 }
 
 #[derive(Clone)]
@@ -370,10 +370,10 @@ impl Lowering<'_> {
             },
             Expr::Binary(b) => {
                 let op = match b.op {
-                    BinOp::Add(_) => Arith::Add,
-                    BinOp::Sub(_) => Arith::Sub,
-                    BinOp::Mul(_) => Arith::Mul,
-                    BinOp::Div(_) => Arith::Div,
+                    BinOp::Add(_) => BinaryOp::Add,
+                    BinOp::Sub(_) => BinaryOp::Sub,
+                    BinOp::Mul(_) => BinaryOp::Mul,
+                    BinOp::Div(_) => BinaryOp::Div,
                     BinOp::Eq(_)
                     | BinOp::Ne(_)
                     | BinOp::Lt(_)
@@ -559,7 +559,7 @@ impl Lowering<'_> {
         Ok(())
     }
 
-    fn arith(&mut self, op: Arith, lhs: Value, rhs: Value, span: Span) -> syn::Result<Value> {
+    fn arith(&mut self, op: BinaryOp, lhs: Value, rhs: Value, span: Span) -> syn::Result<Value> {
         let (t, l, r) = match (lhs, rhs) {
             (Value::Scalar(a), Value::Scalar(b)) => {
                 return Ok(Value::Scalar(Scalar::Bin(op, Box::new(a), Box::new(b))));
@@ -638,9 +638,9 @@ impl Lowering<'_> {
         match fname.as_str() {
             "max" | "min" => {
                 let op = if fname == "max" {
-                    Arith::Max
+                    BinaryOp::Max
                 } else {
-                    Arith::Min
+                    BinaryOp::Min
                 };
                 let b = args
                     .pop()
@@ -768,9 +768,9 @@ impl Lowering<'_> {
             "exp" | "log" | "silu" => return self.unary(&name, recv, span),
             "max" | "min" => {
                 let op = if name == "max" {
-                    Arith::Max
+                    BinaryOp::Max
                 } else {
-                    Arith::Min
+                    BinaryOp::Min
                 };
                 let other = args
                     .pop()

@@ -60,23 +60,6 @@ pub enum Pred {
     RowInSequence(V),
 }
 
-/// Elementwise functions of two operands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arith {
-    /// `a + b`.
-    Add,
-    /// `a - b`.
-    Sub,
-    /// `a * b`.
-    Mul,
-    /// `a / b`.
-    Div,
-    /// `max(a, b)`.
-    Max,
-    /// `min(a, b)`.
-    Min,
-}
-
 /// One graph-building step.
 #[derive(Clone, Debug)]
 pub enum Step {
@@ -107,7 +90,7 @@ pub enum Step {
         x: V,
     },
     Binary {
-        op: Arith,
+        op: BinaryOp,
         a: V,
         b: V,
     },
@@ -462,17 +445,7 @@ pub fn apply(name: &str, steps: &[Step], bindings: &Bindings) -> Result<Graph, S
             Step::Attr { name, dtype } => Some(b.attr(name.clone(), bindings.dtype(dtype)?)),
             Step::Const { value, dtype } => Some(b.constant(*value, bindings.dtype(dtype)?)),
             Step::Unary { op, x } => Some(b.unary(*op, v(*x)?)),
-            Step::Binary { op, a, b: rhs } => {
-                let op = match op {
-                    Arith::Add => BinaryOp::Add,
-                    Arith::Sub => BinaryOp::Sub,
-                    Arith::Mul => BinaryOp::Mul,
-                    Arith::Div => BinaryOp::Div,
-                    Arith::Max => BinaryOp::Max,
-                    Arith::Min => BinaryOp::Min,
-                };
-                Some(b.binary(op, v(*a)?, v(*rhs)?))
-            }
+            Step::Binary { op, a, b: rhs } => Some(b.binary(*op, v(*a)?, v(*rhs)?)),
             Step::Cast { x, from, to } => {
                 let to = bindings.dtype(to)?;
                 if bindings.dtype(from)? == to {
