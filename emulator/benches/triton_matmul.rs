@@ -9,8 +9,8 @@
 #[path = "../tests/triton_support/mod.rs"]
 mod triton_support;
 
-use jagged_emu::{Device, KernelArg};
-use triton_support::{Fixture, Rng, bf16_bytes, to_bf16};
+use jagged_emu::Device;
+use triton_support::{Fixture, Rng, bf16_bytes, matmul_args, to_bf16};
 
 fn main() {
     // `cargo bench` appends `--bench`: only the positional arguments count.
@@ -33,24 +33,13 @@ fn main() {
     let a = dev.upload(&bf16_bytes(&to_bf16(&rng.vec(size * size, -1.0, 1.0))));
     let b = dev.upload(&bf16_bytes(&to_bf16(&rng.vec(size * size, -1.0, 1.0))));
     let c = dev.alloc(size * size * 4);
-    let n = size as i32;
     let tiles = (size / 64) as u32;
     let config = fx.config([tiles, tiles, 1]);
 
     let mut rates = Vec::with_capacity(runs);
     let mut last = None;
     for _ in 0..runs {
-        let args = fx.args(vec![
-            KernelArg::Ptr(a),
-            KernelArg::Ptr(b),
-            KernelArg::Ptr(c),
-            KernelArg::I32(n),
-            KernelArg::I32(n),
-            KernelArg::I32(n),
-            KernelArg::I32(n),
-            KernelArg::I32(n),
-            KernelArg::I32(n),
-        ]);
+        let args = fx.args(matmul_args([a, b, c], size, size, size));
         let stats = match dev.launch(&module, &fx.kernel, &config, &args) {
             Ok(stats) => stats,
             Err(e) => {

@@ -1,13 +1,17 @@
 //! Runs the Triton bf16 matmul fixture and reports correctness against an f64
 //! reference and the emulator's throughput in warp instructions per second.
-use jagged_emu::{Device, KernelArg, LaunchConfig, Module};
+//!
+//! `cargo run --release -p jagged-emu --example emu_matmul [-- SIZE HOST_THREADS]`
+//! (SIZE: M = N = K, default 128; HOST_THREADS: 0 for all cores, the default.)
 
-fn bf16(x: f32) -> u16 {
-    half::bf16::from_f32(x).to_bits()
-}
+#[path = "../tests/triton_support/mod.rs"]
+mod triton_support;
+
+use jagged_emu::Device;
+use triton_support::{Fixture, bf16_bytes, f32s, matmul_args, matmul_reference, rel_err, to_bf16};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let size: u32 = std::env::args()
+    let size: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(128);
@@ -15,12 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/matmul_bf16.ptx"
-    ))?;
-    let module = Module::parse(&text)?;
-    let (m, n, k) = (size as usize, size as usize, size as usize);
+    let fx = Fixture::load("matmul_bf16");
+    let module = fx.module(&fx.ptx);
+    let (m, n, k) = (size, size, size);
     let a: Vec<f32> = (0..m * k)
         .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
         .collect();
@@ -31,49 +32,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if threads > 0 {
         dev.set_host_threads(threads);
     }
-    let ab: Vec<u8> = a.iter().flat_map(|&x| bf16(x).to_le_bytes()).collect();
-    let bb: Vec<u8> = b.iter().flat_map(|&x| bf16(x).to_le_bytes()).collect();
-    let pa = dev.upload(&ab);
-    let pb = dev.upload(&bb);
+    let (a, b) = (to_bf16(&a), to_bf16(&b));
+    let pa = dev.upload(&bf16_bytes(&a));
+    let pb = dev.upload(&bf16_bytes(&b));
     let pc = dev.alloc(m * n * 4);
-    let cfg = LaunchConfig {
-        grid: [size.div_ceil(64), size.div_ceil(64), 1],
-        block: [128, 1, 1],
-        dynamic_shared_bytes: 32768,
-    };
-    let args = [
-        KernelArg::Ptr(pa),
-        KernelArg::Ptr(pb),
-        KernelArg::Ptr(pc),
-        KernelArg::U32(size),
-        KernelArg::U32(size),
-        KernelArg::U32(size),
-        KernelArg::U32(size),
-        KernelArg::U32(size),
-        KernelArg::U32(size),
-        KernelArg::U64(0),
-        KernelArg::U64(0),
-    ];
-    let stats = dev.launch(&module, "matmul_bf16", &cfg, &args)?;
-    let out = dev.read(pc, m * n * 4)?;
-    let c: Vec<f32> = out
-        .chunks(4)
-        .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
-        .collect();
-    let mut err = 0f64;
-    let mut norm = 0f64;
-    for i in 0..m {
-        for j in 0..n {
-            let r: f64 = (0..k)
-                .map(|kk| a[i * k + kk] as f64 * b[kk * n + j] as f64)
-                .sum();
-            err += (c[i * n + j] as f64 - r).powi(2);
-            norm += r * r;
-        }
-    }
+    let tiles = size.div_ceil(64) as u32;
+    let args = fx.args(matmul_args([pa, pb, pc], m, n, k));
+    let stats = dev.launch(&module, &fx.kernel, &fx.config([tiles, tiles, 1]), &args)?;
+    let c = f32s(&dev.read(pc, m * n * 4)?);
+    let f64s = |v: &[half::bf16]| -> Vec<f64> { v.iter().map(|x| f64::from(x.to_f32())).collect() };
+    let reference = matmul_reference(&f64s(&a), &f64s(&b), m, n, k);
     println!(
         "matmul {size}^3: rel err {:.3e}, {} warp instr in {:?} = {:.2} M warp-instr/s",
-        (err / norm).sqrt(),
+        rel_err(&c, &reference),
         stats.warp_instructions,
         stats.elapsed,
         stats.warp_instructions_per_second() / 1e6
