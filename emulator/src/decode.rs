@@ -958,7 +958,7 @@ impl Decoder<'_> {
                     a: self.src(&ops[1], Ty::U64)?,
                 }
             }
-            "ld" | "ldu" => {
+            "ld" | "ldu" | "st" => {
                 let space0 = m.space();
                 let n = m.vector();
                 let ty = need_ty(&mut m, self)?;
@@ -971,46 +971,42 @@ impl Decoder<'_> {
                         self.bad(format!("`{opcode}` takes 2 operands (and a cache policy)"))
                     );
                 }
-                let (addr, sym_space) = self.addr(&ops[1])?;
-                let ds = self.vec_dsts(&ops[0])?;
-                if ds.len() != n {
-                    return Err(self.bad(format!("`{opcode}` needs {n} destination registers")));
-                }
-                let reg_bits = match &ops[0] {
-                    Operand::Vector(v) => v.first().map(|o| self.reg_bits(o)).unwrap_or(64),
-                    o => self.reg_bits(o),
+                // `ld d, [a]` and `st [a], s`.
+                let store = name == "st";
+                let (data, addr) = if store {
+                    (&ops[1], &ops[0])
+                } else {
+                    (&ops[0], &ops[1])
                 };
-                Op::Ld {
-                    space: space0.or(sym_space).unwrap_or(MemSpace::Generic),
-                    ty,
-                    ds,
-                    addr,
-                    reg_bits,
-                }
-            }
-            "st" => {
-                let space0 = m.space();
-                let n = m.vector();
-                let ty = need_ty(&mut m, self)?;
-                if ty.size() > 8 {
-                    return Err(self.unsupported(format!("`{opcode}`: 128-bit elements")));
-                }
-                self.finish(&m, opcode)?;
-                if ops.len() != 2 && ops.len() != 3 {
-                    return Err(
-                        self.bad(format!("`{opcode}` takes 2 operands (and a cache policy)"))
-                    );
-                }
-                let (addr, sym_space) = self.addr(&ops[0])?;
-                let srcs = self.vec_srcs(&ops[1], ty)?;
-                if srcs.len() != n {
-                    return Err(self.bad(format!("`{opcode}` needs {n} source values")));
-                }
-                Op::St {
-                    space: space0.or(sym_space).unwrap_or(MemSpace::Generic),
-                    ty,
-                    srcs,
-                    addr,
+                let (addr, sym_space) = self.addr(addr)?;
+                let space = space0.or(sym_space).unwrap_or(MemSpace::Generic);
+                if store {
+                    let srcs = self.vec_srcs(data, ty)?;
+                    if srcs.len() != n {
+                        return Err(self.bad(format!("`{opcode}` needs {n} source values")));
+                    }
+                    Op::St {
+                        space,
+                        ty,
+                        srcs,
+                        addr,
+                    }
+                } else {
+                    let ds = self.vec_dsts(data)?;
+                    if ds.len() != n {
+                        return Err(self.bad(format!("`{opcode}` needs {n} destination registers")));
+                    }
+                    let reg_bits = match data {
+                        Operand::Vector(v) => v.first().map(|o| self.reg_bits(o)).unwrap_or(64),
+                        o => self.reg_bits(o),
+                    };
+                    Op::Ld {
+                        space,
+                        ty,
+                        ds,
+                        addr,
+                        reg_bits,
+                    }
                 }
             }
             "atom" | "red" => {
