@@ -126,6 +126,21 @@ fn err_on<T>(node: &impl ToTokens, msg: impl std::fmt::Display) -> syn::Result<T
     Err(Error::new_spanned(node, msg))
 }
 
+/// The last of the remaining call arguments (they are taken last to first).
+fn pop_arg(args: &mut Vec<Value>, span: Span) -> syn::Result<Value> {
+    args.pop()
+        .ok_or_else(|| Error::new(span, "missing argument"))
+}
+
+/// The elementwise function of the DSL's `max` / `min` (function or method).
+fn max_or_min(name: &str) -> BinaryOp {
+    if name == "max" {
+        BinaryOp::Max
+    } else {
+        BinaryOp::Min
+    }
+}
+
 impl Lowering<'_> {
     fn emit(&mut self, step: Step) -> V {
         self.steps.push(step);
@@ -637,24 +652,13 @@ impl Lowering<'_> {
         let mut args = self.args(&c.args)?;
         match fname.as_str() {
             "max" | "min" => {
-                let op = if fname == "max" {
-                    BinaryOp::Max
-                } else {
-                    BinaryOp::Min
-                };
-                let b = args
-                    .pop()
-                    .ok_or_else(|| Error::new(c.span(), "missing argument"))?;
-                let a = args
-                    .pop()
-                    .ok_or_else(|| Error::new(c.span(), "missing argument"))?;
-                self.arith(op, a, b, c.span())
+                let b = pop_arg(&mut args, c.span())?;
+                let a = pop_arg(&mut args, c.span())?;
+                self.arith(max_or_min(&fname), a, b, c.span())
             }
             "select" => self.select(args, c.span()),
             _ => {
-                let x = args
-                    .pop()
-                    .ok_or_else(|| Error::new(c.span(), "missing argument"))?;
+                let x = pop_arg(&mut args, c.span())?;
                 let x = self.tensor(x, c.span(), &format!("the argument of `{fname}`"))?;
                 self.unary(&fname, x, c.span())
             }
@@ -674,15 +678,9 @@ impl Lowering<'_> {
     }
 
     fn select(&mut self, mut args: Vec<Value>, span: Span) -> syn::Result<Value> {
-        let on_false = args
-            .pop()
-            .ok_or_else(|| Error::new(span, "missing argument"))?;
-        let on_true = args
-            .pop()
-            .ok_or_else(|| Error::new(span, "missing argument"))?;
-        let cond = args
-            .pop()
-            .ok_or_else(|| Error::new(span, "missing argument"))?;
+        let on_false = pop_arg(&mut args, span)?;
+        let on_true = pop_arg(&mut args, span)?;
+        let cond = pop_arg(&mut args, span)?;
         let cond = self.tensor(cond, span, "the condition of `select`")?;
         if !cond.dtype.is_bool() {
             return err(
@@ -767,15 +765,8 @@ impl Lowering<'_> {
         let out = match name.as_str() {
             "exp" | "log" | "silu" => return self.unary(&name, recv, span),
             "max" | "min" => {
-                let op = if name == "max" {
-                    BinaryOp::Max
-                } else {
-                    BinaryOp::Min
-                };
-                let other = args
-                    .pop()
-                    .ok_or_else(|| Error::new(span, "missing argument"))?;
-                return self.arith(op, Value::Tensor(recv), other, span);
+                let other = pop_arg(&mut args, span)?;
+                return self.arith(max_or_min(&name), Value::Tensor(recv), other, span);
             }
             "cast" => {
                 let to = self.cast_target(m)?;
@@ -861,9 +852,7 @@ impl Lowering<'_> {
                 let s = self.seqs_of(&recv, span)?;
                 let mut var = self.emit(Step::ToPadded { x: v });
                 if name == "to_padded_or" {
-                    let pad = args
-                        .pop()
-                        .ok_or_else(|| Error::new(span, "missing argument"))?;
+                    let pad = pop_arg(&mut args, span)?;
                     let Value::Scalar(pad) = pad else {
                         return err_on(&m.args, "the padding value is a scalar");
                     };
@@ -924,16 +913,12 @@ impl Lowering<'_> {
                 }
             }
             "compact" => {
-                let mask = args
-                    .pop()
-                    .ok_or_else(|| Error::new(span, "missing argument"))?;
+                let mask = pop_arg(&mut args, span)?;
                 let mask = self.tensor(mask, m.args.span(), "the mask")?;
                 return self.compact(recv, mask, m.args.span());
             }
             "dot" => {
-                let other = args
-                    .pop()
-                    .ok_or_else(|| Error::new(span, "missing argument"))?;
+                let other = pop_arg(&mut args, span)?;
                 let other = self.tensor(other, m.args.span(), "the operand of `.dot()`")?;
                 return self.dot(recv, other, span);
             }
