@@ -57,6 +57,21 @@ fn tool(name: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// Prints each kernel's resources and fails on any spill or stack frame.
+fn assert_no_spills(arch: Arch, report: &ptxas::PtxasReport) {
+    for k in &report.kernels {
+        eprintln!(
+            "{arch} {:<72} regs {:>3} spill {}/{} stack {}",
+            k.name, k.registers, k.spill_stores, k.spill_loads, k.stack_frame
+        );
+    }
+    assert!(
+        report.offenders().is_empty(),
+        "spills or stack frame:\n{}",
+        report.lines.join("\n")
+    );
+}
+
 fn skip(what: &str) {
     assert!(
         std::env::var_os("CI").is_none(),
@@ -79,16 +94,7 @@ fn every_attention_specialization_assembles_without_spills() {
                 let report = ptxas::assemble_with(&ptxas_path, &c.ptx, arch)
                     .unwrap_or_else(|e| panic!("{}: {e}", c.launches[0].entry));
                 assert_eq!(report.kernels.len(), 1, "{:#?}", report.lines);
-                let k = &report.kernels[0];
-                eprintln!(
-                    "{arch} {:<72} regs {:>3} spill {}/{} stack {}",
-                    k.name, k.registers, k.spill_stores, k.spill_loads, k.stack_frame
-                );
-                assert!(
-                    report.offenders().is_empty(),
-                    "spills or stack frame:\n{}",
-                    report.lines.join("\n")
-                );
+                assert_no_spills(arch, &report);
                 checked += 1;
             }
         }
@@ -114,17 +120,7 @@ fn every_backward_specialization_assembles_without_spills() {
                         let report = ptxas::assemble_with(&ptxas_path, &c.ptx, arch)
                             .unwrap_or_else(|e| panic!("{}: {e}", c.launches[1].entry));
                         assert_eq!(report.kernels.len(), 3, "{:#?}", report.lines);
-                        for k in &report.kernels {
-                            eprintln!(
-                                "{arch} {:<72} regs {:>3} spill {}/{} stack {}",
-                                k.name, k.registers, k.spill_stores, k.spill_loads, k.stack_frame
-                            );
-                        }
-                        assert!(
-                            report.offenders().is_empty(),
-                            "spills or stack frame:\n{}",
-                            report.lines.join("\n")
-                        );
+                        assert_no_spills(arch, &report);
                         checked += 1;
                     }
                 }
