@@ -168,6 +168,23 @@ fn softmax_inputs(dir: &Path) -> (String, String) {
     (save(dir, "values", &values), save(dir, "offsets", &offsets))
 }
 
+/// `jagc run jagged_softmax` with max_len 4 on the `values` and `offsets` files and
+/// `extra` arguments; returns stdout.
+fn run_softmax(values: &str, offsets: &str, extra: &[&str]) -> String {
+    let (v, o) = (format!("values={values}"), format!("offsets={offsets}"));
+    let args = [
+        "run",
+        "jagged_softmax",
+        "--in",
+        &v,
+        "--in",
+        &o,
+        "--attr",
+        "max_len=4",
+    ];
+    ok(&[&args[..], extra].concat())
+}
+
 #[test]
 fn run_on_the_emulator_matches_the_reference() {
     let dir = temp_dir("run");
@@ -175,20 +192,7 @@ fn run_on_the_emulator_matches_the_reference() {
     let out_for = |backend: &str| dir.join(format!("softmax_{backend}.npy"));
     for backend in ["reference", "emu"] {
         let out = format!("values={}", out_for(backend).display());
-        let printed = ok(&[
-            "run",
-            "jagged_softmax",
-            "--in",
-            &format!("values={values}"),
-            "--in",
-            &format!("offsets={offsets}"),
-            "--attr",
-            "max_len=4",
-            "--out",
-            &out,
-            "--backend",
-            backend,
-        ]);
+        let printed = run_softmax(&values, &offsets, &["--out", &out, "--backend", backend]);
         assert!(printed.contains("values: f32 [8, 3]"), "{printed}");
     }
     let reference = load(&out_for("reference"));
@@ -208,22 +212,12 @@ fn run_on_the_emulator_matches_the_reference() {
 
     // bf16: the f32 file is rounded to bf16, the output written as f32.
     let out = dir.join("softmax_bf16.npy");
-    ok(&[
-        "run",
-        "jagged_softmax",
-        "--in",
-        &format!("values={values}"),
-        "--in",
-        &format!("offsets={offsets}"),
-        "--attr",
-        "max_len=4",
-        "--dtype",
-        "bf16",
-        "--out",
-        &format!("values={}", out.display()),
-        "--backend",
-        "emu",
-    ]);
+    let out_arg = format!("values={}", out.display());
+    run_softmax(
+        &values,
+        &offsets,
+        &["--dtype", "bf16", "--out", &out_arg, "--backend", "emu"],
+    );
     let bf16 = load(&out);
     assert_eq!(bf16.dtype(), DType::F32);
     for (a, b) in bf16.to_f64().iter().zip(reference.to_f64()) {
