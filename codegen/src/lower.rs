@@ -7,7 +7,7 @@ use crate::kernel::KernelModule;
 use crate::launch::{CompiledKernel, Launch, OutputBuffer, ScratchBuffer, SizeExpr};
 use crate::spec::{DType, Spec};
 use crate::templates::Plan;
-use crate::templates::map::{MapDesc, MapExpr, MapOperand, map_kernel};
+use crate::templates::map::{MapDesc, MapExpr, MapOperand, MapSource, map_kernel};
 use crate::templates::pad::{PadDesc, pad_kernel};
 use crate::templates::scan::{CompactDesc, compact_kernels, scan_kernels, tile_sums_bytes};
 use crate::templates::segment::{GroupSize, ReduceKind, SegmentDesc, SegmentOp, segment_kernel};
@@ -49,7 +49,6 @@ pub enum Primitive {
 impl Primitive {
     /// `jagged_dense_elementwise_mul` (inputs: values, offsets, dense).
     pub fn jagged_dense_elementwise_mul() -> Primitive {
-        use crate::templates::map::MapSource;
         Primitive::Map {
             operands: vec![
                 MapOperand {
@@ -119,6 +118,24 @@ pub fn lower(p: &Primitive, spec: &Spec) -> Result<CompiledKernel, CodegenError>
     let rows_w = |rows: SizeExpr| rows * SizeExpr::Const(width);
     let chunks = templates::chunking(width, dtype).chunks;
     let map_group = GroupSize::for_items(u64::from(spec.max_len_bucket) * chunks);
+    // One map kernel into a jagged `[T, W]` output.
+    let map = |name, operands, offsets_input, expr| {
+        let desc = MapDesc {
+            name,
+            operands,
+            offsets_input,
+            expr,
+            width,
+            dtype,
+            index,
+            group: map_group,
+        };
+        (
+            vec![map_kernel(&desc)],
+            Vec::new(),
+            vec![output(dtype, rows_w(SizeExpr::TotalRows))],
+        )
+    };
     let (plans, scratch, outputs): (Vec<Plan>, Vec<ScratchBuffer>, Vec<OutputBuffer>) = match p {
         Primitive::CompleteCumsum => (
             scan_kernels(
@@ -145,48 +162,21 @@ pub fn lower(p: &Primitive, spec: &Spec) -> Result<CompiledKernel, CodegenError>
             Vec::new(),
             vec![output(dtype, rows_w(SizeExpr::Batch * SizeExpr::MaxLen))],
         ),
-        Primitive::DenseToJagged => {
-            use crate::templates::map::MapSource;
-            let desc = MapDesc {
-                name,
-                operands: vec![MapOperand {
-                    source: MapSource::Dense,
-                    input: 0,
-                }],
-                offsets_input: 1,
-                expr: MapExpr::Operand(0),
-                width,
-                dtype,
-                index,
-                group: map_group,
-            };
-            (
-                vec![map_kernel(&desc)],
-                Vec::new(),
-                vec![output(dtype, rows_w(SizeExpr::TotalRows))],
-            )
-        }
+        // dense_to_jagged maps the dense input, read at each jagged row.
+        Primitive::DenseToJagged => map(
+            name,
+            vec![MapOperand {
+                source: MapSource::Dense,
+                input: 0,
+            }],
+            1,
+            MapExpr::Operand(0),
+        ),
         Primitive::Map {
             operands,
             offsets_input,
             expr,
-        } => {
-            let desc = MapDesc {
-                name,
-                operands: operands.clone(),
-                offsets_input: *offsets_input,
-                expr: expr.clone(),
-                width,
-                dtype,
-                index,
-                group: map_group,
-            };
-            (
-                vec![map_kernel(&desc)],
-                Vec::new(),
-                vec![output(dtype, rows_w(SizeExpr::TotalRows))],
-            )
-        }
+        } => map(name, operands.clone(), *offsets_input, expr.clone()),
         Primitive::JaggedReduce(kind) => (
             vec![segment_kernel(&SegmentDesc {
                 name,
