@@ -1013,6 +1013,13 @@ impl KernelBuilder {
         });
     }
 
+    /// A fresh register for the result of an op on `ty` operands: of the
+    /// 64-bit class for the `.wide` forms (their result is twice as wide).
+    fn result_reg(&mut self, wide: bool, ty: Type) -> Reg {
+        let class = if wide { RegClass::B64 } else { ty.reg_class() };
+        self.reg(class)
+    }
+
     /// `op.ty` into a fresh register (of the 64-bit class for `mul.wide`).
     pub fn binary(
         &mut self,
@@ -1021,11 +1028,7 @@ impl KernelBuilder {
         a: impl Into<Operand>,
         b: impl Into<Operand>,
     ) -> Reg {
-        let class = match op {
-            BinOp::MulWide => RegClass::B64,
-            _ => ty.reg_class(),
-        };
-        let dst = self.reg(class);
+        let dst = self.result_reg(op == BinOp::MulWide, ty);
         self.binary_to(op, ty, dst, a, b);
         dst
     }
@@ -1057,11 +1060,7 @@ impl KernelBuilder {
         b: impl Into<Operand>,
         c: impl Into<Operand>,
     ) -> Reg {
-        let class = match op {
-            TernOp::MadWide => RegClass::B64,
-            _ => ty.reg_class(),
-        };
-        let dst = self.reg(class);
+        let dst = self.result_reg(op == TernOp::MadWide, ty);
         self.ternary_to(op, ty, dst, a, b, c);
         dst
     }
