@@ -169,17 +169,7 @@ fn pre_kernel(desc: &AttentionDesc, inputs: &BwdInputs) -> Plan {
                 let g = b.ternary(TernOp::MadLo, Type::U64, start, Operand::Int(heads), idx);
                 let elem = b.binary(BinOp::Mul, Type::U64, g, Operand::Int(hd as i64));
                 let acc_at = b.element_addr(dq_acc, elem, 4);
-                for c in 0..hd / 4 {
-                    b.st(
-                        Space::Global,
-                        Type::F32,
-                        Address {
-                            base: acc_at,
-                            offset: (c * 16) as i64,
-                        },
-                        vec![zero_f, zero_f, zero_f, zero_f],
-                    );
-                }
+                store_zero_chunks(b, Type::F32, zero_f, acc_at, hd / 4);
                 let valid = b.setp(Cmp::Lt, Type::U64, row, n);
                 let sum = b.const_f32(0.0);
                 if let (Some(out), Some(dout)) = (out, dout) {
@@ -200,17 +190,7 @@ fn pre_kernel(desc: &AttentionDesc, inputs: &BwdInputs) -> Plan {
                     let bytes = b.binary(BinOp::Mul, Type::U64, elem, Operand::Int(2));
                     for buf in [dk, dv] {
                         let at = b.binary(BinOp::Add, Type::U64, buf, bytes);
-                        for c in 0..hd / 8 {
-                            b.st(
-                                Space::Global,
-                                Type::B32,
-                                Address {
-                                    base: at,
-                                    offset: (c * 16) as i64,
-                                },
-                                vec![zero, zero, zero, zero],
-                            );
-                        }
+                        store_zero_chunks(b, Type::B32, zero, at, hd / 8);
                     }
                 });
             },
@@ -221,6 +201,22 @@ fn pre_kernel(desc: &AttentionDesc, inputs: &BwdInputs) -> Plan {
         items_per_block: 1,
         max_blocks: MAX_BLOCKS,
     })
+}
+
+/// Stores `chunks` 16-byte vectors of the 32-bit zero `zero` (of type `ty`)
+/// to global memory from `base` on.
+fn store_zero_chunks(b: &mut KernelBuilder, ty: Type, zero: Reg, base: Reg, chunks: u64) {
+    for c in 0..chunks {
+        b.st(
+            Space::Global,
+            ty,
+            Address {
+                base,
+                offset: (c * 16) as i64,
+            },
+            vec![zero; 4],
+        );
+    }
 }
 
 fn post_kernel(desc: &AttentionDesc) -> Plan {
