@@ -169,6 +169,16 @@ fn check(c: &Case, layouts: &[Vec<usize>], seed: u64) {
 }
 
 fn check_dim(dim: usize, heads: usize, seed: u64) {
+    check_dim_layouts(
+        dim,
+        heads,
+        &[vec![], vec![1, 0, 45, 7], vec![40, 13, 0, 2]],
+        seed,
+    );
+}
+
+/// Every dtype, activation and mask for `dim` on the `layouts` (max_len 40).
+fn check_dim_layouts(dim: usize, heads: usize, layouts: &[Vec<usize>], seed: u64) {
     let mut k = 0;
     for dtype in [DType::F16, DType::BF16] {
         for activation in [Activation::Softmax, Activation::Silu] {
@@ -181,11 +191,7 @@ fn check_dim(dim: usize, heads: usize, seed: u64) {
                     causal,
                     max_len: 40,
                 };
-                check(
-                    &c,
-                    &[vec![], vec![1, 0, 45, 7], vec![40, 13, 0, 2]],
-                    seed + k,
-                );
+                check(&c, layouts, seed + k);
                 k += 1;
             }
         }
@@ -205,6 +211,14 @@ fn backward_head_dim_64() {
 #[test]
 fn backward_head_dim_128() {
     check_dim(128, 1, 20);
+}
+
+/// D = 256 (two passes over the query blocks, each owning half of the dk /
+/// dv / dq columns): an empty batch, and in one batch length 1, an empty
+/// sequence, one longer than max_len (two query blocks of 32) and a short one.
+#[test]
+fn backward_head_dim_256() {
+    check_dim_layouts(256, 1, &[vec![], vec![1, 0, 45, 7]], 50);
 }
 
 /// Several key blocks and query blocks per sequence.
@@ -237,4 +251,13 @@ fn backward_several_blocks() {
         max_len: 130,
     };
     check(&c, &[vec![130, 70, 129]], 32);
+    let c = Case {
+        dtype: DType::BF16,
+        heads: 1,
+        dim: 256,
+        activation: Activation::Softmax,
+        causal: true,
+        max_len: 100,
+    };
+    check(&c, &[vec![100, 1, 71]], 33);
 }

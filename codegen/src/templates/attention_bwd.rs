@@ -12,6 +12,10 @@
 //!    with atomics (each warp a quarter of the columns);
 //! 3. `<name>_post`: the accumulator to `dq` in the input dtype.
 //!
+//! For D = 256 the main kernel makes two passes over the query blocks per
+//! key block, each owning half of the `dk`, `dv` and `dq` columns (see
+//! [`dk_passes`]): S and dP are recomputed over all of D in both.
+//!
 //! With `s = scale q.k`: softmax `dS = P (dP - delta)`, SiLU (`p = silu(s) /
 //! max_len`) `dS = dP silu'(s) / max_len` with `silu'(s) = sig (1 + s (1 -
 //! sig))`, where `dP = dout v^T`; then `dq = scale dS k`, `dk = scale dS^T q`.
@@ -32,8 +36,16 @@ use super::{Entry, MAX_BLOCKS, Plan, load_f32, pack_f32, store_f32};
 /// Keys per CTA of the main backward kernel (4 warps x 16).
 pub const BWD_KEYS: u32 = 64;
 
-/// Query rows per step of the main backward kernel: 64, or 32 for D = 128
-/// (the dk and dv accumulators take D registers per thread).
+/// Passes of the main backward kernel over the query blocks of a key block:
+/// 2 for D = 256 (each accumulates dk / dv for half of the columns, so the
+/// two accumulators take 128 registers per thread as for D = 128), else 1.
+/// Each pass recomputes S and dP over all of D.
+fn dk_passes(head_dim: u32) -> u32 {
+    if head_dim > 128 { 2 } else { 1 }
+}
+
+/// Query rows per step of the main backward kernel: 64, or 32 for D >= 128
+/// (the dk and dv accumulators of a pass take 128 registers per thread).
 pub fn bwd_query_block(head_dim: u32) -> u32 {
     if head_dim >= 128 { 32 } else { 64 }
 }
@@ -364,16 +376,43 @@ impl FlashWriter<'_> {
     }
 
     fn backward_item(&mut self, p: &MainPtrs, lay: &BwdLayout, it: &BwdItem) {
+        let hd = self.d.head_dim;
+        self.load_tile(&it.loader, it.n, it.head_off, p.k, it.k0, BWD_KEYS, lay.k);
+        self.load_tile(&it.loader, it.n, it.head_off, p.v, it.k0, BWD_KEYS, lay.v);
+        self.b.push(Inst::CpAsyncCommit);
+        // D = 256: two passes over the query blocks, each accumulating dk / dv
+        // (and adding dq) for one half of the columns; `col_off` is the byte
+        // offset of the pass's first column.
+        if dk_passes(hd) == 1 {
+            self.backward_pass(p, lay, it, None);
+        } else {
+            let half_bytes = hd / dk_passes(hd) * 2;
+            self.range(
+                Type::U32,
+                Operand::Int(0),
+                Self::imm(hd * 2),
+                Self::imm(half_bytes),
+                |w, col_off| w.backward_pass(p, lay, it, Some(col_off)),
+            );
+        }
+    }
+
+    /// One pass over the query blocks that see the item's keys: dk / dv of
+    /// the `D / dk_passes` columns from byte `col_off` on (all columns when
+    /// `None`) and those columns of dq.
+    fn backward_pass(&mut self, p: &MainPtrs, lay: &BwdLayout, it: &BwdItem, col_off: Option<Reg>) {
         let d = self.d;
         let (hd, bmq) = (d.head_dim, lay.bmq);
         let softmax = d.activation == Activation::Softmax;
         let causal = d.keys_end_at_block();
         let ab = d.mma_type();
-        self.load_tile(&it.loader, it.n, it.head_off, p.k, it.k0, BWD_KEYS, lay.k);
-        self.load_tile(&it.loader, it.n, it.head_off, p.v, it.k0, BWD_KEYS, lay.v);
-        self.b.push(Inst::CpAsyncCommit);
-        let dk: Vec<Acc> = (0..hd / 8).map(|_| self.zero_acc()).collect();
-        let dv: Vec<Acc> = (0..hd / 8).map(|_| self.zero_acc()).collect();
+        let acc_tiles = hd / dk_passes(hd) / 8;
+        let dk: Vec<Acc> = (0..acc_tiles).map(|_| self.zero_acc()).collect();
+        let dv: Vec<Acc> = (0..acc_tiles).map(|_| self.zero_acc()).collect();
+        let b_acc = match col_off {
+            Some(c) => self.u32_op(BinOp::Add, it.lanes.b_trans, c),
+            None => it.lanes.b_trans,
+        };
         let s: Vec<Acc> = (0..bmq / 8).map(|_| self.new_acc()).collect();
         let dp: Vec<Acc> = (0..bmq / 8).map(|_| self.new_acc()).collect();
         let probs: Vec<Acc> = if softmax {
@@ -488,7 +527,7 @@ impl FlashWriter<'_> {
             });
             let pa = w.pack_a(&probs);
             // dV += P dO.
-            w.accumulate(&dv, &pa, it.lanes.b_trans, lay.dout, ab);
+            w.accumulate(&dv, &pa, b_acc, lay.dout, ab);
             // dP^T = V_w dO^T.
             w.product(&dp, it.lanes.a, lay.v, it.lanes.b_rows, lay.dout, ab);
             for (j, acc) in dp.iter().enumerate() {
@@ -518,7 +557,7 @@ impl FlashWriter<'_> {
             }
             let dsa = w.pack_a(&dp);
             // dK += dS^T Q.
-            w.accumulate(&dk, &dsa, it.lanes.b_trans, lay.q, ab);
+            w.accumulate(&dk, &dsa, b_acc, lay.q, ab);
             // dS^T to shared memory for dQ.
             for (kk, frag) in dsa.iter().enumerate() {
                 let base = i64::from(lay.ds) + 32 * kk as i64;
@@ -541,7 +580,7 @@ impl FlashWriter<'_> {
                 }
             }
             w.b.barrier();
-            w.dq_update(p, lay, it, i0, ab);
+            w.dq_update(p, lay, it, i0, col_off);
             w.b.barrier();
         });
         // dK, dV rows of this thread.
@@ -550,6 +589,13 @@ impl FlashWriter<'_> {
             let quad4 = self.u32_op(BinOp::Shl, it.lanes.quad, Operand::Int(2));
             let quad64 = self.b.cvt(Type::U64, Type::U32, quad4);
             let lane_base = self.u64_op(BinOp::Add, head, quad64);
+            let lane_base = match col_off {
+                Some(c) => {
+                    let c64 = self.b.cvt(Type::U64, Type::U32, c);
+                    self.u64_op(BinOp::Add, lane_base, c64)
+                }
+                None => lane_base,
+            };
             for (half, &row) in keys.iter().enumerate() {
                 self.store_rows(acc, half, row, it.n, lane_base, None);
             }
@@ -619,17 +665,38 @@ impl FlashWriter<'_> {
         }
     }
 
-    /// `dq_acc += dS K` for the query block at `i0`: warp `w` computes
-    /// columns `[w D/4, (w+1) D/4)` of all query rows and adds them atomically.
-    fn dq_update(&mut self, p: &MainPtrs, lay: &BwdLayout, it: &BwdItem, i0: Reg, ab: Type) {
+    /// `dq_acc += dS K` for the query block at `i0` and the pass's columns
+    /// (`D / dk_passes` from byte `col_off` on): warp `w` computes a quarter
+    /// of them for all query rows and adds them atomically.
+    fn dq_update(
+        &mut self,
+        p: &MainPtrs,
+        lay: &BwdLayout,
+        it: &BwdItem,
+        i0: Reg,
+        col_off: Option<Reg>,
+    ) {
         let d = self.d;
-        let (hd, stride) = (d.head_dim, self.stride);
-        // D >= 64: warp w owns columns [w D/4, (w+1) D/4) of every query row;
-        // D = 32 (64 query rows): warp w owns query rows [16 w, 16 w + 16).
+        let (hd, stride, ab) = (d.head_dim, self.stride, d.mma_type());
+        let pass_cols = hd / dk_passes(hd);
+        // D >= 64: warp w owns columns [w C/4, (w+1) C/4) of the pass's C
+        // columns of every query row; D = 32 (64 query rows): warp w owns
+        // query rows [16 w, 16 w + 16).
         let split_columns = hd >= 64;
-        let cols = if split_columns { hd / 4 } else { hd };
+        let cols = if split_columns {
+            pass_cols / 4
+        } else {
+            pass_cols
+        };
         let (col_w, row_base, ds_lane) = if split_columns {
             let col_w = self.u32_op(BinOp::Mul, it.lanes.warp, Self::imm(cols));
+            let col_w = match col_off {
+                Some(c) => {
+                    let first = self.u32_op(BinOp::Shr, c, Operand::Int(1));
+                    self.u32_op(BinOp::Add, col_w, first)
+                }
+                None => col_w,
+            };
             let zero = self.b.mov(Type::U32, Operand::Int(0));
             (col_w, zero, it.bwd_lanes.ds_a)
         } else {
@@ -726,7 +793,7 @@ struct BwdItem {
 /// order: softmax `q, k, v, out, dout, lse, offsets`; SiLU `q, k, v, dout,
 /// offsets`. Outputs `dq, dk, dv` (shapes of q, k, v). Supported: the
 /// `jagged_flash_attention` shapes (softmax, optionally causal; SiLU `/
-/// max_len`, optionally causal), D = 32, 64 or 128, f16 / bf16.
+/// max_len`, optionally causal), D = 32, 64, 128 or 256, f16 / bf16.
 pub fn compile_attention_backward(
     graph: &jagged_ir::Graph,
     spec: &crate::spec::Spec,
@@ -758,9 +825,9 @@ pub fn compile_attention_backward(
         (false, &[d]) => (1, d),
         (_, other) => return Err(unsupported(format!("inner dims {other:?}"))),
     };
-    if !matches!(head_dim, 32 | 64 | 128) {
+    if !matches!(head_dim, 32 | 64 | 128 | 256) {
         return Err(unsupported(format!(
-            "head dim {head_dim} (expected 32, 64 or 128)"
+            "head dim {head_dim} (expected 32, 64, 128 or 256)"
         )));
     }
     if !matches!(spec.dtype, DType::F16 | DType::BF16)
