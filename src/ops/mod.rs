@@ -1,10 +1,12 @@
-//! The builtin op library (OPS.md "Primitives"), written with `#[jagged_kernel]`,
-//! and the DSL it is written in ([`dsl`]).
+//! The builtin op library (OPS.md "Primitives", and "Attention" in
+//! [`attention`]), written with `#[jagged_kernel]`, and the DSL it is written
+//! in ([`dsl`]).
 //!
 //! Each op is a DSL function and a module of the same name: `graph(...)` builds
 //! its IR for the static facts given (dtypes, inner dims), `launch(...)` runs
 //! it on a [`jagged_runtime::Runtime`] (static facts read from the inputs).
 
+pub mod attention;
 pub mod dsl;
 mod primitives;
 #[doc(hidden)]

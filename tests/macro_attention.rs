@@ -1,0 +1,339 @@
+//! The builtin attention ops of `jagged::ops::attention`: each DSL kernel
+//! builds the graph `jagged_ir::ops` builds for the same spec (but for the
+//! default of `scale`, which the front function supplies), and the front
+//! functions run on the emulator like the reference evaluator on those graphs,
+//! with an empty sequence, a sequence of length 1, one longer than `max_len`,
+//! and no sequences at all.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::{Rng, offsets, rel_l2};
+use jagged::ir::ops::{self as reference, Activation, AttentionSpec, FbgemmAttentionSpec};
+use jagged::ir::{AttrValue, DType, DenseTensor, Graph, evaluate};
+use jagged::ops::attention::{
+    self, AttentionOptions, FbgemmAttentionOptions, fbgemm_jagged_flash_attention_basic_masked,
+    fbgemm_jagged_flash_attention_basic_unmasked, jagged_flash_attention_silu,
+    jagged_flash_attention_silu_causal, jagged_flash_attention_softmax,
+    jagged_flash_attention_softmax_causal,
+};
+use jagged::runtime::{BackendKind, DeviceTensor, KernelCache, Runtime};
+
+/// Every (activation, causal) pair of `jagged_flash_attention`.
+const VARIANTS: [(Activation, bool); 4] = [
+    (Activation::Softmax, false),
+    (Activation::Softmax, true),
+    (Activation::Silu, false),
+    (Activation::Silu, true),
+];
+
+/// The DSL kernel's graph for `spec` (whose `dtype` must be its `input_dtype`:
+/// the kernels compute in the inputs' dtype).
+fn dsl_graph(spec: &AttentionSpec) -> Graph {
+    assert_eq!(spec.dtype, spec.input_dtype);
+    let (t, h, d, dv, o) = (
+        spec.input_dtype,
+        spec.heads,
+        spec.head_dim,
+        spec.value_dim,
+        spec.offsets,
+    );
+    match (spec.activation, spec.causal) {
+        (Activation::Softmax, false) => jagged_flash_attention_softmax::graph(t, h, d, dv, o),
+        (Activation::Softmax, true) => jagged_flash_attention_softmax_causal::graph(t, h, d, dv, o),
+        (Activation::Silu, false) => jagged_flash_attention_silu::graph(t, h, d, dv, o),
+        (Activation::Silu, true) => jagged_flash_attention_silu_causal::graph(t, h, d, dv, o),
+    }
+    .unwrap()
+}
+
+fn fbgemm_dsl_graph(spec: &FbgemmAttentionSpec) -> Graph {
+    assert_eq!(spec.dtype, spec.input_dtype);
+    let (t, d, o) = (spec.input_dtype, spec.head_dim, spec.offsets);
+    if spec.use_mask {
+        fbgemm_jagged_flash_attention_basic_masked::graph(t, d, o)
+    } else {
+        fbgemm_jagged_flash_attention_basic_unmasked::graph(t, d, o)
+    }
+    .unwrap()
+}
+
+/// The reference graph's text without the default of `scale` (`1/sqrt(D)`,
+/// which a DSL attribute default cannot express).
+fn without_scale_default(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("attr scale: float") {
+            out.push_str("  attr scale: float");
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn attention_kernels_build_the_reference_graphs() {
+    for input_dtype in [DType::F32, DType::BF16, DType::F16, DType::F64] {
+        for offsets in [DType::I32, DType::I64] {
+            for (activation, causal) in VARIANTS {
+                let spec = AttentionSpec {
+                    input_dtype,
+                    dtype: input_dtype,
+                    offsets,
+                    heads: 2,
+                    head_dim: 16,
+                    value_dim: 8,
+                    causal,
+                    activation,
+                };
+                let ours = dsl_graph(&spec).to_string();
+                let theirs = reference::jagged_flash_attention(&spec)
+                    .unwrap()
+                    .to_string();
+                assert_ne!(ours, theirs, "the scale default is expected to differ");
+                assert_eq!(ours, without_scale_default(&theirs), "{spec:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn fbgemm_attention_kernels_build_the_reference_graphs() {
+    for input_dtype in [DType::F32, DType::BF16, DType::F16, DType::F64] {
+        for offsets in [DType::I32, DType::I64] {
+            for use_mask in [false, true] {
+                let spec = FbgemmAttentionSpec {
+                    input_dtype,
+                    dtype: input_dtype,
+                    offsets,
+                    head_dim: 32,
+                    use_mask,
+                };
+                let ours = fbgemm_dsl_graph(&spec);
+                let theirs = reference::fbgemm_jagged_flash_attention_basic(&spec).unwrap();
+                assert_eq!(ours.to_string(), theirs.to_string(), "{spec:?}");
+            }
+        }
+    }
+}
+
+fn random(rng: &mut Rng, dtype: DType, shape: Vec<usize>) -> DenseTensor {
+    let n = shape.iter().product::<usize>();
+    let v: Vec<f64> = (0..n).map(|_| rng.float()).collect();
+    DenseTensor::from_f64(dtype, shape, &v).unwrap()
+}
+
+/// Random `q`, `k`, `v` of `inner` dims (`[H, D]`, or `[D]` for FBGEMM's) on
+/// sequences of `lens`, and their offsets.
+fn qkv(rng: &mut Rng, dtype: DType, lens: &[usize], inner: &[usize], o: DType) -> [DenseTensor; 4] {
+    let rows = lens.iter().sum::<usize>();
+    let shape = |inner: &[usize]| [&[rows][..], inner].concat();
+    [
+        offsets(lens, o),
+        random(rng, dtype, shape(inner)),
+        random(rng, dtype, shape(inner)),
+        random(rng, dtype, shape(inner)),
+    ]
+}
+
+/// Lengths with an empty sequence, a length 1 and lengths above `MAX_LEN`.
+const LENS: [usize; 6] = [0, 1, 13, 5, 0, 3];
+const MAX_LEN: usize = 6;
+
+#[test]
+fn attention_kernels_evaluate_like_the_reference_with_the_same_scale() {
+    let mut rng = Rng(0x5eed_a77e);
+    let (h, d, dv) = (2, 4, 3);
+    for (activation, causal) in VARIANTS {
+        let spec = AttentionSpec {
+            input_dtype: DType::F64,
+            dtype: DType::F64,
+            offsets: DType::I32,
+            heads: h,
+            head_dim: d,
+            value_dim: dv,
+            causal,
+            activation,
+        };
+        let ours = dsl_graph(&spec);
+        let theirs = reference::jagged_flash_attention(&spec).unwrap();
+        let [o, q, k, _] = qkv(&mut rng, DType::F64, &LENS, &[h, d], DType::I32);
+        let v = random(&mut rng, DType::F64, vec![q.shape()[0], h, dv]);
+        let inputs = [("q", &q), ("k", &k), ("v", &v), ("offsets", &o)];
+        let attrs = [
+            ("max_len", AttrValue::Index(MAX_LEN)),
+            ("scale", AttrValue::Float(0.7)),
+        ];
+        let a = evaluate(&ours, &inputs, &attrs).unwrap();
+        let b = evaluate(&theirs, &inputs, &attrs).unwrap();
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        for (name, want) in &b {
+            let err = rel_l2(&a[name].to_f64(), &want.to_f64());
+            assert!(err <= 1e-12, "{activation:?} causal={causal} {name}: {err}");
+        }
+    }
+}
+
+fn runtime() -> Runtime {
+    let mut rt = Runtime::with_backend(BackendKind::Emu).unwrap();
+    rt.set_kernel_cache(Arc::new(KernelCache::memory_only()));
+    rt.set_poison_outputs(true);
+    rt
+}
+
+fn upload(rt: &mut Runtime, hosts: &[DenseTensor; 4]) -> Vec<DeviceTensor> {
+    hosts.iter().map(|t| rt.upload_tensor(t).unwrap()).collect()
+}
+
+fn free(rt: &mut Runtime, ts: impl IntoIterator<Item = DeviceTensor>) {
+    for t in ts {
+        rt.free(t.buffer).unwrap();
+    }
+}
+
+/// Checks `got` against the reference `want` at bf16's tolerance, 1e-2
+/// relative L2 (absolute 1e-2 where the reference is all zeros).
+fn assert_close(got: &DenseTensor, want: &DenseTensor, what: &str) {
+    assert_eq!(got.shape(), want.shape(), "{what}");
+    assert_eq!(got.dtype(), want.dtype(), "{what}");
+    let err = rel_l2(&got.to_f64(), &want.to_f64());
+    assert!(err <= 1e-2, "{what}: relative L2 error {err}");
+}
+
+/// Sequence sets for the emulator: an empty one, length 1, one longer than
+/// `max_len = 16`; and no sequences at all (`B = 0`).
+const RUN_LENS: [&[usize]; 2] = [&[0, 1, 23, 9, 0], &[]];
+const RUN_MAX_LEN: usize = 16;
+
+fn reference_outputs(
+    graph: &Graph,
+    hosts: &[DenseTensor; 4],
+    scale: Option<f32>,
+) -> BTreeMap<String, DenseTensor> {
+    let [o, q, k, v] = hosts;
+    let inputs = [("q", q), ("k", k), ("v", v), ("offsets", o)];
+    let mut attrs = vec![("max_len", AttrValue::Index(RUN_MAX_LEN))];
+    if let Some(s) = scale {
+        attrs.push(("scale", AttrValue::Float(f64::from(s))));
+    }
+    evaluate(graph, &inputs, &attrs).unwrap()
+}
+
+#[test]
+fn jagged_flash_attention_runs_like_the_reference() {
+    let mut rt = runtime();
+    let mut rng = Rng(0xa77e_0001);
+    let (h, d) = (2, 32);
+    for lens in RUN_LENS {
+        for (activation, causal) in VARIANTS {
+            // The default scale (`None`) is the reference graph's default.
+            for scale in [None, Some(0.3)] {
+                let what = format!("{activation:?} causal={causal} scale={scale:?} {lens:?}");
+                let hosts = qkv(&mut rng, DType::BF16, lens, &[h, d], DType::I32);
+                let dev = upload(&mut rt, &hosts);
+                let options = AttentionOptions {
+                    max_len: RUN_MAX_LEN,
+                    scale,
+                    causal,
+                    activation,
+                };
+                let (out, lse) = attention::jagged_flash_attention(
+                    &mut rt, &dev[0], &dev[1], &dev[2], &dev[3], &options,
+                )
+                .unwrap();
+                let spec = AttentionSpec {
+                    input_dtype: DType::BF16,
+                    dtype: DType::BF16,
+                    offsets: DType::I32,
+                    heads: h,
+                    head_dim: d,
+                    value_dim: d,
+                    causal,
+                    activation,
+                };
+                let graph = reference::jagged_flash_attention(&spec).unwrap();
+                let want = reference_outputs(&graph, &hosts, scale);
+                if !lens.is_empty() {
+                    let norm: f64 = want["out"].to_f64().iter().map(|x| x * x).sum();
+                    assert!(norm > 1e-3, "{what}: a vacuous reference ({norm})");
+                }
+                let got = rt.download_tensor(&out).unwrap();
+                assert_close(&got, &want["out"], &format!("{what}: out"));
+                assert_eq!(lse.is_some(), activation == Activation::Softmax, "{what}");
+                if let Some(lse) = &lse {
+                    let got = rt.download_tensor(lse).unwrap();
+                    assert_close(&got, &want["lse"], &format!("{what}: lse"));
+                }
+                free(&mut rt, dev.into_iter().chain([out]).chain(lse));
+            }
+        }
+    }
+    let stats = rt.graph_run_stats();
+    assert_eq!(stats.runs, 16, "{stats:?}");
+    // One kernel per variant: the scale and the sequences are run-time values.
+    assert_eq!(stats.codegen_runs, 4, "{stats:?}");
+}
+
+#[test]
+fn fbgemm_jagged_flash_attention_basic_runs_like_the_reference() {
+    let mut rt = runtime();
+    let mut rng = Rng(0xfb9e_0002);
+    let d = 32;
+    for lens in RUN_LENS {
+        for use_mask in [false, true] {
+            let what = format!("use_mask={use_mask} {lens:?}");
+            let hosts = qkv(&mut rng, DType::BF16, lens, &[d], DType::I64);
+            let dev = upload(&mut rt, &hosts);
+            let options = FbgemmAttentionOptions {
+                max_len: RUN_MAX_LEN,
+                use_mask,
+            };
+            let out = attention::fbgemm_jagged_flash_attention_basic(
+                &mut rt, &dev[0], &dev[1], &dev[2], &dev[3], &options,
+            )
+            .unwrap();
+            let spec = FbgemmAttentionSpec {
+                input_dtype: DType::BF16,
+                dtype: DType::BF16,
+                offsets: DType::I64,
+                head_dim: d,
+                use_mask,
+            };
+            let graph = reference::fbgemm_jagged_flash_attention_basic(&spec).unwrap();
+            let want = reference_outputs(&graph, &hosts, None);
+            if !lens.is_empty() {
+                let norm: f64 = want["out"].to_f64().iter().map(|x| x * x).sum();
+                assert!(norm > 1e-6, "{what}: a vacuous reference ({norm})");
+            }
+            let got = rt.download_tensor(&out).unwrap();
+            assert_close(&got, &want["out"], &what);
+            free(&mut rt, dev.into_iter().chain([out]));
+        }
+    }
+    let stats = rt.graph_run_stats();
+    assert_eq!((stats.runs, stats.codegen_runs), (4, 2), "{stats:?}");
+}
+
+#[test]
+fn front_function_errors_name_the_input() {
+    let mut rt = runtime();
+    let mut rng = Rng(3);
+    let hosts = qkv(&mut rng, DType::BF16, &[2, 1], &[32], DType::I32);
+    let dev = upload(&mut rt, &hosts);
+    // `q [T, D]` is FBGEMM's layout, not `[T, H, D]`: the default scale needs D.
+    let options = AttentionOptions {
+        max_len: 4,
+        scale: None,
+        causal: false,
+        activation: Activation::Softmax,
+    };
+    let err =
+        attention::jagged_flash_attention(&mut rt, &dev[0], &dev[1], &dev[2], &dev[3], &options)
+            .unwrap_err();
+    assert!(err.to_string().contains("input `q`"), "{err}");
+    free(&mut rt, dev);
+}
