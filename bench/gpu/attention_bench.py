@@ -18,7 +18,14 @@ with the emulator as the backend (the Rust example's `emulate` mode, run
 through cargo); no PyTorch, no CuPy, no NumPy needed. Fails when a forward
 differs from jagged-ir's reference or a gradient is not finite.
 
+--filter SUBSTR (repeatable or comma-separated): only the configurations
+whose name (e.g. "d128_n4096_full uniform B=64") contains one of them.
+--fwd-only: forward only (our backward and the torch backward columns are
+skipped; the check compares the forward output alone), for quick A/B runs
+of two plans.
+
 usage: attention_bench.py [--dry-run] [--plan DIR] [--out FILE]
+                          [--filter SUBSTR[,SUBSTR...]]... [--fwd-only]
 """
 import argparse
 import bisect
@@ -113,7 +120,15 @@ def print_table(rows, columns, out):
     emit("\n".join([table_header(columns)] + [table_row(r, columns) for r in rows]), out)
 
 
-def configs(specs, tiny):
+def configs(specs, tiny, filters=()):
+    """The configurations of `specs`; with `filters`, only those whose name
+    contains one of the substrings."""
+    for cfg in all_configs(specs, tiny):
+        if not filters or any(f in cfg["name"] for f in filters):
+            yield cfg
+
+
+def all_configs(specs, tiny):
     for spec in specs:
         for kind in ("uniform", "skewed"):
             n = spec["max_len"]
@@ -132,14 +147,14 @@ def configs(specs, tiny):
 # ------------------------------------------------------------------ dry run
 
 
-def dry_run(out):
+def dry_run(out, filters, fwd_only):
     specs = [
         {"id": f"d64_n40_{m}", "head_dim": 64, "heads": 2, "max_len": 40, "causal": m == "causal"}
         for m in ("full", "causal")
     ]
     cargo = os.environ.get("CARGO", "cargo")
     rows, failures = [], []
-    for cfg in configs(specs, tiny=True):
+    for cfg in configs(specs, tiny=True, filters=filters):
         s = cfg["spec"]
         cmd = [cargo, "run", "-q", "-p", "jagged-codegen", "--example", "attention_bench", "--",
                "emulate", str(s["head_dim"]), str(s["heads"]), str(s["max_len"]),
@@ -149,10 +164,11 @@ def dry_run(out):
             failures.append(f"{cfg['name']}: {res.stderr.strip()}")
             continue
         m = json.loads(res.stdout.strip().splitlines()[-1])
-        if not (m["fwd_rel_err"] <= 1e-2 and m["grads_finite"]):
+        if not (m["fwd_rel_err"] <= 1e-2 and (fwd_only or m["grads_finite"])):
             failures.append(f"{cfg['name']}: {m}")
         row = Row(cfg)
-        row.cells["ours(emu)"] = (statistics.median(m["fwd_s"]) * 1e3, statistics.median(m["bwd_s"]) * 1e3)
+        bwd_ms = "-" if fwd_only else statistics.median(m["bwd_s"]) * 1e3
+        row.cells["ours(emu)"] = (statistics.median(m["fwd_s"]) * 1e3, bwd_ms)
         rows.append(row)
     print("dry run: emulator backend, times are emulator wall times (not GPU)")
     print_table(rows, ["ours(emu)", "sdpa-flash-padded", "sdpa-nested", "sdpa-math"], out)
@@ -166,7 +182,7 @@ def dry_run(out):
 # ------------------------------------------------------------------ GPU
 
 
-def gpu_run(plan, out):
+def gpu_run(plan, out, filters, fwd_only):
     import cupy as cp
     import numpy as np
     import torch
@@ -229,7 +245,7 @@ def gpu_run(plan, out):
         return run, outs
 
     rows = []
-    for cfg in configs(manifest["specs"], tiny=False):
+    for cfg in configs(manifest["specs"], tiny=False, filters=filters):
         s = cfg["spec"]
         H, D, N, causal, scale = s["heads"], s["head_dim"], s["max_len"], s["causal"], s["scale"]
         lengths = cfg["lengths"]
@@ -245,9 +261,10 @@ def gpu_run(plan, out):
             fwd()
             torch.cuda.synchronize()
             tensors["out"], tensors["lse"] = o, lse
-            bwd, (dq, dk, dv) = launcher(s["bwd"], tensors, sizes, scale)
-            bwd()
-            torch.cuda.synchronize()
+            if not fwd_only:
+                bwd, (dq, dk, dv) = launcher(s["bwd"], tensors, sizes, scale)
+                bwd()
+                torch.cuda.synchronize()
             # Check some sequences against PyTorch (f32 math, per sequence): the
             # first 8 and the longest. Errors are ||got - want|| / ||want|| per
             # tensor over all checked rows together: a single short sequence can
@@ -262,19 +279,20 @@ def gpu_run(plan, out):
                 sl = slice(int(starts[b]), int(starts[b]) + n)
                 qs, ks, vs = (x[sl].float().transpose(0, 1).clone().requires_grad_() for x in (q, k, v))
                 ref = F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal, scale=scale)
-                ref.backward(dout[sl].float().transpose(0, 1))
-                pairs = [(o.view(T, H, D)[sl], ref.transpose(0, 1)),
-                         (dq.view(T, H, D)[sl], qs.grad.transpose(0, 1)),
-                         (dk.view(T, H, D)[sl], ks.grad.transpose(0, 1)),
-                         (dv.view(T, H, D)[sl], vs.grad.transpose(0, 1))]
+                pairs = [(o.view(T, H, D)[sl], ref.transpose(0, 1))]
+                if not fwd_only:
+                    ref.backward(dout[sl].float().transpose(0, 1))
+                    pairs += [(dq.view(T, H, D)[sl], qs.grad.transpose(0, 1)),
+                              (dk.view(T, H, D)[sl], ks.grad.transpose(0, 1)),
+                              (dv.view(T, H, D)[sl], vs.grad.transpose(0, 1))]
                 for i, (got, want) in enumerate(pairs):
                     err2[i] += ((got.float() - want).norm() ** 2).item()
                     ref2[i] += (want.norm() ** 2).item()
-            errs = [(e / max(r, 1e-30)) ** 0.5 for e, r in zip(err2, ref2)]
+            errs = [(e / max(r, 1e-30)) ** 0.5 for e, r in zip(err2[:len(pairs)], ref2)]
             worst = max(errs)
             detail = " ".join(f"{name} {e:.1e}" for name, e in zip(("out", "dq", "dk", "dv"), errs))
             note = f"check {'ok' if worst <= 2e-2 else 'FAIL'} {worst:.1e} ({detail}; {len(checked)} seqs)"
-            row.cells["ours"] = (timed(fwd), timed(bwd))
+            row.cells["ours"] = (timed(fwd), "-" if fwd_only else timed(bwd))
         except Exception as e:  # noqa: BLE001 - report and go on
             note = f"ours failed: {type(e).__name__}: {e}"
             row.cells["ours"] = ("error", "error")
@@ -299,7 +317,8 @@ def gpu_run(plan, out):
                     t_f = timed(f)
                     y = f()
                     g = torch.ones_like(y) if y.is_nested else torch.randn_like(y)
-                    t_b = timed(lambda: torch.autograd.grad(y, (qq, kk, vv), g, retain_graph=True))
+                    t_b = "-" if fwd_only else timed(
+                        lambda: torch.autograd.grad(y, (qq, kk, vv), g, retain_graph=True))
                 row.cells[label] = (t_f, t_b)
             except Exception as e:  # noqa: BLE001
                 msg = str(e).splitlines()[0] if str(e) else ""
@@ -348,11 +367,16 @@ def main():
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--plan", default=str(ROOT / "bench" / "gpu" / "attention_prebuilt"))
     ap.add_argument("--out", default=None, help="also append the output to this file")
+    ap.add_argument("--filter", action="append", default=[],
+                    help="only configurations whose name contains this (repeatable or comma-separated)")
+    ap.add_argument("--fwd-only", action="store_true",
+                    help="skip our backward and the torch backward columns")
     args = ap.parse_args()
+    filters = [f for arg in args.filter for f in arg.split(",") if f]
     emit("cells: median ms, TFLOP/s (valid pairs only; backward = 2.5x forward FLOPs)", args.out)
     if args.dry_run:
-        return dry_run(args.out)
-    return gpu_run(Path(args.plan), args.out)
+        return dry_run(args.out, filters, args.fwd_only)
+    return gpu_run(Path(args.plan), args.out, filters, args.fwd_only)
 
 
 if __name__ == "__main__":
