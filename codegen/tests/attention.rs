@@ -158,14 +158,31 @@ fn grid_stride() {
     check_capped(&g, 70, &[vec![70, 5, 0, 66]], Arch::Sm80, 700, 3);
 }
 
-/// Buckets of 1024 rows and more use 128-row query blocks (8 warps).
+/// Buckets of 1024 rows and more use 128-row query blocks: 4 warps of 32
+/// rows (two m16 tiles each) for D = 64, 8 warps of 16 rows for D = 128.
 #[test]
 fn long_buckets_use_128_row_query_blocks() {
     let g = attention_graph(DType::BF16, 1, 64, Activation::Softmax, true);
     let spec = Spec::for_graph(&g, 1100, Arch::Sm80).expect("spec");
     let compiled = compile(&g, &spec).expect("compile");
-    assert_eq!(compiled.launches[0].block, 256);
+    assert_eq!(compiled.launches[0].block, 128);
     check(&g, 1100, &[vec![200, 1, 0, 129], vec![]], Arch::Sm80, 800);
+    // Several items per CTA with two row tiles per warp.
+    check_capped(&g, 1100, &[vec![300, 7, 0, 140]], Arch::Sm90a, 802, 2);
+    // Two row tiles with SiLU (no score mask) and with FBGEMM's `j >= i` mask.
+    let g = attention_graph(DType::F16, 2, 64, Activation::Silu, false);
+    check(&g, 1024, &[vec![150, 70, 0]], Arch::Sm90a, 803);
+    let g = ops::fbgemm_jagged_flash_attention_basic(&FbgemmAttentionSpec {
+        input_dtype: DType::BF16,
+        dtype: DType::BF16,
+        offsets: DType::I64,
+        head_dim: 64,
+        use_mask: true,
+    })
+    .expect("graph");
+    check(&g, 1024, &[vec![140, 20, 0]], Arch::Sm80, 804);
     let g = attention_graph(DType::F16, 2, 128, Activation::Silu, false);
+    let spec = Spec::for_graph(&g, 1024, Arch::Sm90a).expect("spec");
+    assert_eq!(compile(&g, &spec).expect("compile").launches[0].block, 256);
     check(&g, 1024, &[vec![150, 70, 0]], Arch::Sm90a, 801);
 }

@@ -4,7 +4,8 @@
 //! `(query block, sequence b, head h)` at a time (grid-stride over
 //! `ceil(max_len / BM) * B * H` items, the last query blocks first: they
 //! carry the most keys, so the heavy items start early; items whose query
-//! block starts past `n_b` exit at once). Each warp owns 16 query rows. Per key block of `BN` keys:
+//! block starts past `n_b` exit at once). Each warp owns 16 or 32 query
+//! rows (one or two `m16` row tiles). Per key block of `BN` keys:
 //!
 //! - `S = Q K^T` with `mma.sync.m16n8k16` (f32 accumulation); Q and K come
 //!   from shared memory through `ldmatrix` (Q is staged once per item);
@@ -15,7 +16,9 @@
 //!   `O += P V` (`ldmatrix.trans` for V).
 //!
 //! K and V tiles are staged with `cp.async` two stages deep: the copy of the
-//! next block overlaps the math of the current one. Shared rows are padded
+//! next block overlaps the math of the current one; one barrier per key
+//! block (after it, block `kb` has landed and every warp is done with the
+//! stage that block `kb + 1` then goes into). Shared rows are padded
 //! by 16 bytes so the 8 row addresses of an `ldmatrix` hit distinct banks.
 //! S and P never leave registers. The item of query block 0 also writes the
 //! zero rows `n_b <= i < L_b` of its head (sequences longer than `max_len`).
@@ -36,8 +39,8 @@ use super::{Entry, MAX_BLOCKS, Plan, load_index, pack_f32, store_f32};
 /// kernels with 64-row query blocks.
 pub const ATTENTION_THREADS: u32 = 128;
 
-/// Query rows per warp (one `m16` tile).
-const WARP_ROWS: u32 = 16;
+/// Rows of one `mma.m16n8k16` tile.
+const TILE_ROWS: u32 = 16;
 
 /// The probability function between the two products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -64,6 +67,9 @@ pub struct Tiles {
     pub block_m: u32,
     /// Keys per pipeline stage.
     pub block_n: u32,
+    /// Query rows per warp: 16 (one `m16` tile) or 32 (two; every K / V
+    /// fragment read from shared memory feeds two `mma`s).
+    pub warp_rows: u32,
 }
 
 impl Tiles {
@@ -74,27 +80,47 @@ impl Tiles {
     /// most 32 rows with D <= 64 (no wasted keys; with D = 128 ptxas put that
     /// variant at 128 registers and spilled).
     ///
-    /// Query rows per CTA: 128 (8 warps) for D = 64 / 128 and buckets of at
-    /// least 1024 rows, where sequences are long enough that each K/V tile
-    /// staged in shared memory serves twice the query rows; 64 (4 warps)
-    /// otherwise (less work past `n_b` on short sequences).
+    /// Query rows per CTA: 128 for D = 64 / 128 and buckets of at least
+    /// 1024 rows, where sequences are long enough that each K/V tile staged
+    /// in shared memory serves twice the query rows; 64 otherwise (less work
+    /// past `n_b` on short sequences).
+    ///
+    /// Query rows per warp: 32 with 128-row blocks at D = 64 (4 warps, as
+    /// FlashAttention-2 on sm_80+). With 16 rows per warp an `ldmatrix.x4`
+    /// (512 bytes of shared memory, about 4 cycles of an SM's 128 B/cycle)
+    /// feeds two `m16n8k16` products (about 2 cycles each on the SM's
+    /// tensor cores), so shared-memory bandwidth, not the tensor cores,
+    /// bounds the loop; a second `m16` tile per warp reuses each K / V
+    /// fragment for two more products. 16 rows per warp otherwise: at
+    /// D = 128 two row tiles (128 f32 accumulator registers per thread)
+    /// made ptxas spill (56 bytes inside the key loop with 64 keys per
+    /// block, 12 bytes outside it with 32).
     pub fn for_spec(head_dim: u32, max_len_bucket: u32) -> Tiles {
+        let (block_m, warp_rows) = match (head_dim, max_len_bucket >= 1024) {
+            (64, true) => (128, 32),
+            (128, true) => (128, 16),
+            _ => (64, 16),
+        };
         let block_n = if head_dim >= 256 || (max_len_bucket <= 32 && head_dim <= 64) {
             32
         } else {
             64
         };
-        let block_m = if matches!(head_dim, 64 | 128) && max_len_bucket >= 1024 {
-            128
-        } else {
-            64
-        };
-        Tiles { block_m, block_n }
+        Tiles {
+            block_m,
+            block_n,
+            warp_rows,
+        }
     }
 
-    /// Threads per CTA: one warp per 16 query rows.
+    /// Threads per CTA: one warp per `warp_rows` query rows.
     pub fn threads(&self) -> u32 {
-        self.block_m / WARP_ROWS * 32
+        self.block_m / self.warp_rows * 32
+    }
+
+    /// `m16` row tiles per warp.
+    pub fn row_tiles(&self) -> usize {
+        (self.warp_rows / TILE_ROWS) as usize
     }
 }
 
@@ -673,25 +699,41 @@ impl<'a> FlashWriter<'a> {
         self.load_kv(p, ctx, zero_u, 0);
         self.b.push(Inst::CpAsyncCommit);
 
-        // Accumulators and row statistics (rows g and g + 8 of this warp).
+        // Per row tile of this warp (tile `t` is the warp's 16 rows at
+        // `16 (warp + t * warps)` of the block): accumulators and row
+        // statistics (rows g and g + 8 of the tile).
         let o_tiles = (hd / 8) as usize;
         let s_tiles = (bn / 8) as usize;
-        let o: Vec<Acc> = (0..o_tiles).map(|_| self.zero_acc()).collect();
+        let row_tiles = d.tiles.row_tiles();
+        let tile_step = TILE_ROWS * self.threads / 32;
         let neg_inf = Operand::F32(f32::NEG_INFINITY);
-        let m = [
-            self.b.mov(Type::F32, neg_inf),
-            self.b.mov(Type::F32, neg_inf),
-        ];
-        let l = [self.b.const_f32(0.0), self.b.const_f32(0.0)];
-        let s: Vec<Acc> = (0..s_tiles).map(|_| self.new_acc()).collect();
-
-        // Row indices of this thread within the sequence (u32).
+        let mut o: Vec<Vec<Acc>> = Vec::new();
+        let mut m: Vec<[Reg; 2]> = Vec::new();
+        let mut l: Vec<[Reg; 2]> = Vec::new();
+        let mut s: Vec<Vec<Acc>> = Vec::new();
+        for _ in 0..row_tiles {
+            o.push((0..o_tiles).map(|_| self.zero_acc()).collect());
+            m.push([
+                self.b.mov(Type::F32, neg_inf),
+                self.b.mov(Type::F32, neg_inf),
+            ]);
+            l.push([self.b.const_f32(0.0), self.b.const_f32(0.0)]);
+            s.push((0..s_tiles).map(|_| self.new_acc()).collect());
+        }
+        // Row indices of this thread within the sequence (u32) in row tile
+        // 0; tile `t` adds `t * tile_step` where used (fewer live registers).
         let rows = self.thread_rows(&ctx.lanes, ctx.q0);
+        let o_ref: Vec<&[Acc]> = o.iter().map(Vec::as_slice).collect();
+        let s_ref: Vec<&[Acc]> = s.iter().map(Vec::as_slice).collect();
 
         let ab = d.mma_type();
         let stage_bytes = bn * stride;
         self.range(Type::U32, Operand::Int(0), nkb, Operand::Int(1), |f, kb| {
-            // Prefetch block kb + 1 into the other stage.
+            // Block kb has landed (this thread's copies, then everyone's),
+            // and every warp is done with block kb - 1: one barrier per
+            // block. Then prefetch block kb + 1 into the stage of kb - 1.
+            f.b.push(Inst::CpAsyncWait { n: 0 });
+            f.b.barrier();
             let next = f.u32_op(BinOp::Add, kb, Operand::Int(1));
             let has_next = f.b.setp(Cmp::Lt, Type::U32, next, nkb);
             let odd = f.u32_op(BinOp::And, kb, Operand::Int(1));
@@ -703,15 +745,22 @@ impl<'a> FlashWriter<'a> {
                 g.when(is_odd, false, |h| h.load_kv(p, ctx, first, 0));
             });
             f.b.push(Inst::CpAsyncCommit);
-            f.b.push(Inst::CpAsyncWait { n: 1 });
-            f.b.barrier();
             let stage_off = f.u32_op(BinOp::Mul, odd, Self::imm(stage_bytes));
             let k_lane = f.u32_op(BinOp::Add, ctx.lanes.b_rows, stage_off);
             let v_lane = f.u32_op(BinOp::Add, ctx.lanes.b_trans, stage_off);
 
             // S = Q K^T.
-            f.product(&s, ctx.lanes.a, 0, k_lane, ctx.k_base[0], ab);
-            for acc in &s {
+            let a_tile_step = tile_step * stride;
+            f.product_rows(
+                &s_ref,
+                ctx.lanes.a,
+                0,
+                a_tile_step,
+                k_lane,
+                ctx.k_base[0],
+                ab,
+            );
+            for acc in s.iter().flatten() {
                 for &r in acc {
                     f.f32_to(BinOp::Mul, r, r, ctx.score_factor);
                 }
@@ -729,10 +778,19 @@ impl<'a> FlashWriter<'a> {
                 key_first,
             );
             let key_room = f.b.binary(BinOp::Sub, Type::S32, ctx.n, key0);
-            let row_room = [
+            let room0 = [
                 f.b.binary(BinOp::Sub, Type::S32, rows[0], key0),
                 f.b.binary(BinOp::Sub, Type::S32, rows[1], key0),
             ];
+            let row_room: Vec<[Reg; 2]> = (0..row_tiles as u32)
+                .map(|t| {
+                    if t == 0 {
+                        room0
+                    } else {
+                        room0.map(|r| f.u32_op(BinOp::Add, r, Self::imm(t * tile_step)))
+                    }
+                })
+                .collect();
             let length_then_score: Vec<Option<PairMask>> = if softmax {
                 vec![None, d.score_mask]
             } else {
@@ -740,11 +798,17 @@ impl<'a> FlashWriter<'a> {
             };
             if softmax {
                 f.when(boundary, false, |g| {
-                    g.apply_masks(&s, &length_then_score, key_room, row_room, neg_inf)
+                    for (st, &room) in s.iter().zip(&row_room) {
+                        g.apply_masks(st, &length_then_score, key_room, room, neg_inf);
+                    }
                 });
-                f.online_softmax(&s, &o, m, l);
+                for t in 0..row_tiles {
+                    f.online_softmax(&s[t], &o[t], m[t], l[t]);
+                }
             } else {
-                f.silu(&s, ctx.inv_max_len);
+                for st in &s {
+                    f.silu(st, ctx.inv_max_len);
+                }
             }
             let mut post: Vec<Option<PairMask>> = Vec::new();
             if !softmax {
@@ -755,20 +819,35 @@ impl<'a> FlashWriter<'a> {
             }
             if !post.is_empty() {
                 f.when(boundary, false, |g| {
-                    g.apply_masks(&s, &post, key_room, row_room, Operand::F32(0.0))
+                    for (st, &room) in s.iter().zip(&row_room) {
+                        g.apply_masks(st, &post, key_room, room, Operand::F32(0.0));
+                    }
                 });
             }
 
             // O += P V, P rounded to the input dtype in registers one
             // k-step (16 keys) at a time.
-            for (kk, pair) in (0..).zip(s.chunks(2)) {
-                let pa = f.pack_a(pair);
-                f.accumulate(&o, &pa, v_lane, ctx.v_base[0] + kk * 16 * stride, ab);
+            for kk in 0..s_tiles / 2 {
+                let pa: Vec<Vec<[Reg; 4]>> = s
+                    .iter()
+                    .map(|st| f.pack_a(&st[2 * kk..2 * kk + 2]))
+                    .collect();
+                let pa_ref: Vec<&[[Reg; 4]]> = pa.iter().map(Vec::as_slice).collect();
+                let v_base = ctx.v_base[0] + kk as u32 * 16 * stride;
+                f.accumulate_rows(&o_ref, &pa_ref, v_lane, v_base, ab);
             }
-            f.b.barrier();
         });
+        // The next item of this CTA overwrites Q and stage 0: all reads done.
         self.b.push(Inst::CpAsyncWait { n: 0 });
-        self.epilogue(p, ctx, &o, m, l, rows);
+        self.b.barrier();
+        for t in 0..row_tiles {
+            let tile_rows = if t == 0 {
+                rows
+            } else {
+                rows.map(|r| self.u32_op(BinOp::Add, r, Self::imm(t as u32 * tile_step)))
+            };
+            self.epilogue(p, ctx, &o[t], m[t], l[t], tile_rows);
+        }
     }
 
     /// A predicate: some pair of key block `[key_first, key_end)` is masked
@@ -1077,23 +1156,44 @@ impl<'a> FlashWriter<'a> {
         b_base: u32,
         ab: Type,
     ) {
+        self.product_rows(&[acc], a_lane, a_base, 0, b_lane, b_base, ab);
+    }
+
+    /// [`Self::product`] for several row tiles: `acc[t]` gets the A rows at
+    /// `a_base + t * a_step` bytes; each B fragment is read once for all of them.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn product_rows(
+        &mut self,
+        acc: &[&[Acc]],
+        a_lane: Reg,
+        a_base: u32,
+        a_step: u32,
+        b_lane: Reg,
+        b_base: u32,
+        ab: Type,
+    ) {
         let stride = self.stride;
-        for t in acc {
-            for &r in t {
-                self.b.mov_to(Type::F32, r, Operand::F32(0.0));
-            }
+        for &r in acc.iter().copied().flatten().flatten() {
+            self.b.mov_to(Type::F32, r, Operand::F32(0.0));
         }
+        let b_pairs = acc.first().map_or(0, |t| t.len() / 2);
         for kk in 0..self.d.head_dim / 16 {
-            let a = self.ldmatrix(a_lane, i64::from(a_base + kk * 32), false);
-            for jp in 0..acc.len() / 2 {
+            let a: Vec<[Reg; 4]> = (0..acc.len() as u32)
+                .map(|t| {
+                    let f = self.ldmatrix(a_lane, i64::from(a_base + t * a_step + kk * 32), false);
+                    [f[0], f[1], f[2], f[3]]
+                })
+                .collect();
+            for jp in 0..b_pairs {
                 let bf = self.ldmatrix(
                     b_lane,
                     i64::from(b_base + jp as u32 * 16 * stride + kk * 32),
                     false,
                 );
-                let frag = [a[0], a[1], a[2], a[3]];
-                self.mma(ab, acc[2 * jp], frag, [bf[0], bf[1]]);
-                self.mma(ab, acc[2 * jp + 1], frag, [bf[2], bf[3]]);
+                for (tile, &frag) in acc.iter().zip(&a) {
+                    self.mma(ab, tile[2 * jp], frag, [bf[0], bf[1]]);
+                    self.mma(ab, tile[2 * jp + 1], frag, [bf[2], bf[3]]);
+                }
             }
         }
     }
@@ -1108,16 +1208,33 @@ impl<'a> FlashWriter<'a> {
         b_base: u32,
         ab: Type,
     ) {
+        self.accumulate_rows(&[acc], &[a], b_lane, b_base, ab);
+    }
+
+    /// [`Self::accumulate`] for several row tiles: `acc[t] += a[t] B`; each B
+    /// fragment is read once for all of them.
+    pub(super) fn accumulate_rows(
+        &mut self,
+        acc: &[&[Acc]],
+        a: &[&[[Reg; 4]]],
+        b_lane: Reg,
+        b_base: u32,
+        ab: Type,
+    ) {
         let stride = self.stride;
-        for (kk, frag) in a.iter().enumerate() {
-            for np in 0..acc.len() / 2 {
+        let k_steps = a.first().map_or(0, |t| t.len());
+        let b_pairs = acc.first().map_or(0, |t| t.len() / 2);
+        for kk in 0..k_steps {
+            for np in 0..b_pairs {
                 let bf = self.ldmatrix(
                     b_lane,
                     i64::from(b_base + kk as u32 * 16 * stride + np as u32 * 32),
                     true,
                 );
-                self.mma(ab, acc[2 * np], *frag, [bf[0], bf[1]]);
-                self.mma(ab, acc[2 * np + 1], *frag, [bf[2], bf[3]]);
+                for (tile, frags) in acc.iter().zip(a) {
+                    self.mma(ab, tile[2 * np], frags[kk], [bf[0], bf[1]]);
+                    self.mma(ab, tile[2 * np + 1], frags[kk], [bf[2], bf[3]]);
+                }
             }
         }
     }
@@ -1283,6 +1400,7 @@ pub(super) fn backward_desc(
         tiles: Tiles {
             block_m: 64,
             block_n: 64,
+            warp_rows: 16,
         },
     }
 }
