@@ -1,6 +1,7 @@
 //! `specialize(...)`: the kernels generated inside the macro are the ones the
-//! code generator gives at run time, for the graphs `graph(...)` builds, and
-//! `launch` uses them without running the code generator.
+//! code generator gives at run time, for the graphs `graph(...)` builds and
+//! for each architecture (sm_80 and sm_90a unless `arch = [...]` says
+//! otherwise), and `launch` uses them without running the code generator.
 
 use std::sync::Arc;
 
@@ -9,7 +10,8 @@ use jagged::dsl::*;
 use jagged::ir::{DType, DenseTensor};
 use jagged::runtime::{BackendKind, KernelCache, Runtime};
 
-/// A column softmax, specialized ahead of time for two dtypes and two shapes.
+/// A column softmax, specialized ahead of time for two dtypes and two shapes
+/// (and both architectures).
 #[jagged_kernel(
     outputs(values),
     specialize(T = [f32, bf16], S = [[4], [2, 3]], offsets = [i32], max_len = [64])
@@ -18,26 +20,52 @@ fn softmax_aot<T: Float, S>(values: Jagged<T, S>, #[attr] max_len: usize) -> Jag
     values.softmax_over_seq()
 }
 
+/// The same softmax, embedded for Hopper only.
+#[jagged_kernel(
+    outputs(values),
+    specialize(T = [f32], S = [[4]], offsets = [i32], max_len = [64], arch = [sm_90a])
+)]
+fn softmax_hopper<T: Float, S>(values: Jagged<T, S>, #[attr] max_len: usize) -> Jagged<T, S> {
+    values.softmax_over_seq()
+}
+
 #[test]
 fn embedded_kernels_match_run_time_code_generation() {
-    assert_eq!(softmax_aot::SPECIALIZED.len(), 4);
+    assert_eq!(softmax_aot::SPECIALIZED.len(), 8);
     let mut seen = Vec::new();
     for dtype in [DType::F32, DType::BF16] {
         for inner in [&[4][..], &[2, 3]] {
-            let graph = softmax_aot::graph(dtype, inner, DType::I32).unwrap();
-            let spec = Spec::for_graph(&graph, 64, Arch::Sm80).unwrap();
-            let text = graph.to_string();
-            let entry = softmax_aot::SPECIALIZED
-                .iter()
-                .find(|e| e.graph == text && e.spec == spec.to_string())
-                .unwrap_or_else(|| panic!("no specialization for {dtype} {inner:?}"));
-            let kernel = jagged::codegen::compile(&graph, &spec).unwrap();
-            assert_eq!(entry.kernel, kernel.to_text(), "{dtype} {inner:?}");
-            seen.push(entry.spec);
+            for arch in [Arch::Sm80, Arch::Sm90a] {
+                let graph = softmax_aot::graph(dtype, inner, DType::I32).unwrap();
+                // The lookup `launch` does for a runtime preferring `arch`.
+                let spec = Spec::for_graph(&graph, 64, arch).unwrap();
+                let text = graph.to_string();
+                let entry = softmax_aot::SPECIALIZED
+                    .iter()
+                    .find(|e| e.graph == text && e.spec == spec.to_string())
+                    .unwrap_or_else(|| panic!("no specialization for {dtype} {inner:?} {arch}"));
+                let kernel = jagged::codegen::compile(&graph, &spec).unwrap();
+                assert_eq!(entry.kernel, kernel.to_text(), "{dtype} {inner:?} {arch}");
+                assert_eq!(kernel.arch, arch);
+                seen.push(entry.spec);
+            }
         }
     }
+    seen.sort_unstable();
     seen.dedup();
-    assert_eq!(seen.len(), 4);
+    assert_eq!(seen.len(), 8);
+}
+
+#[test]
+fn arch_key_limits_the_embedded_architectures() {
+    let [entry] = softmax_hopper::SPECIALIZED else {
+        panic!("{:?}", softmax_hopper::SPECIALIZED);
+    };
+    let graph = softmax_hopper::graph(DType::F32, &[4], DType::I32).unwrap();
+    let spec = Spec::for_graph(&graph, 64, Arch::Sm90a).unwrap();
+    assert_eq!(entry.spec, spec.to_string());
+    let kernel = jagged::codegen::compile(&graph, &spec).unwrap();
+    assert_eq!(entry.kernel, kernel.to_text());
 }
 
 fn run(rt: &mut Runtime, dtype: DType, offsets: DType) -> Vec<f64> {

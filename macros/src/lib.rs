@@ -38,7 +38,8 @@ use proc_macro::TokenStream;
 /// Arguments: `name = "op"` (the graph name; default: the function's name),
 /// `outputs(a, b)` (output names; default `out`), `specialize(T = [bf16],
 /// D = [64, 128], offsets = [i32], max_len = [1024])` (ahead-of-time code
-/// generation for sm_80, embedded and preloaded by `launch`).
+/// generation for each `arch = [sm_80, sm_90a]`, both by default, embedded
+/// and preloaded by `launch` for the runtime's preferred architecture).
 #[proc_macro_attribute]
 pub fn jagged_kernel(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::expand(attr.into(), item.into()).into()

@@ -1,12 +1,14 @@
 //! `specialize(...)`: ahead-of-time code generation. For every combination of
 //! the values given, the macro builds the kernel's graph itself
-//! ([`steps::apply`]), compiles it with jagged-codegen for sm_80 (the target
-//! the launcher uses) and embeds the graph text, the spec and the compiled
-//! kernel (PTX plus launch metadata, as `CompiledKernel::to_text`) in a table
-//! `SPECIALIZED`. The launcher puts a matching entry into the runtime's kernel
-//! cache before running, so those specializations never run the code
-//! generator at run time. A specialization the code generator rejects is a
-//! compile error.
+//! ([`steps::apply`]), compiles it with jagged-codegen for each target
+//! architecture of the `arch = [...]` key (default: sm_80 and sm_90a, the
+//! targets `Runtime::preferred_arch` can name) and embeds the graph text, the
+//! spec (which names the architecture) and the compiled kernel (PTX plus
+//! launch metadata, as `CompiledKernel::to_text`) in a table `SPECIALIZED`.
+//! The launcher compiles for the runtime's preferred architecture and puts
+//! the entry whose graph and spec match into the runtime's kernel cache
+//! before running, so those specializations never run the code generator at
+//! run time. A specialization the code generator rejects is a compile error.
 
 use jagged_codegen::{Arch, Spec};
 use jagged_ir::DType;
@@ -57,6 +59,18 @@ fn dtype(e: &Expr) -> syn::Result<DType> {
         .ok_or_else(|| Error::new_spanned(e, "expected a dtype name (f32, bf16, i32, ...)"))
 }
 
+/// An architecture value of the `arch` key: `sm_80` or `sm_90a`.
+fn arch(e: &Expr) -> syn::Result<Arch> {
+    let name = match e {
+        Expr::Path(p) => p.path.get_ident().map(ToString::to_string),
+        _ => None,
+    };
+    Arch::ALL
+        .into_iter()
+        .find(|a| name.as_deref() == Some(a.ptx_target()))
+        .ok_or_else(|| Error::new_spanned(e, "expected an architecture: sm_80 or sm_90a"))
+}
+
 fn value(role: Role, e: &Expr) -> syn::Result<Value> {
     match role {
         Role::Dtype => dtype(e).map(Value::Dtype),
@@ -87,13 +101,20 @@ pub fn table(
     let Some((span, keys)) = args else {
         return Ok(quote!(&[]));
     };
-    // The axes: (key, role, values); `max_len` has role `Dim`.
+    // The axes: (key, role, values); `max_len` and `arch` apart.
     let mut axes: Vec<(String, Vec<Value>)> = Vec::new();
     let mut max_lens = vec![0];
+    let mut archs = Arch::ALL.to_vec();
     for (key, values) in keys {
         let name = key.to_string();
         let role = if name == "max_len" {
             max_lens = values.iter().map(int).collect::<syn::Result<_>>()?;
+            continue;
+        } else if name == "arch" {
+            archs = values.iter().map(arch).collect::<syn::Result<_>>()?;
+            if archs.is_empty() {
+                return Err(Error::new_spanned(key, "give at least one value"));
+            }
             continue;
         } else if name == "offsets" {
             Role::Dtype
@@ -103,7 +124,7 @@ pub fn table(
                 None => {
                     return Err(Error::new_spanned(
                         key,
-                        "unknown specialization key: a generic parameter of the kernel, `offsets` or `max_len`",
+                        "unknown specialization key: a generic parameter of the kernel, `offsets`, `max_len` or `arch`",
                     ));
                 }
             }
@@ -151,13 +172,17 @@ pub fn table(
         let max_len = max_lens[rest % max_lens.len()];
         described.push(format!("max_len = {max_len}"));
         let what = described.join(", ");
-        let fail = |e: String| Error::new(*span, format!("specialization {what}: {e}"));
-        let graph = steps::apply(graph_name, &lowered.steps, &bindings).map_err(fail)?;
-        let spec =
-            Spec::for_graph(&graph, max_len as u64, Arch::Sm80).map_err(|e| fail(e.to_string()))?;
-        let kernel = jagged_codegen::compile(&graph, &spec).map_err(|e| fail(e.to_string()))?;
-        let (g, s, k) = (graph.to_string(), spec.to_string(), kernel.to_text());
-        entries.push(quote!(#p::Specialized { graph: #g, spec: #s, kernel: #k }));
+        let graph = steps::apply(graph_name, &lowered.steps, &bindings)
+            .map_err(|e| Error::new(*span, format!("specialization {what}: {e}")))?;
+        for &arch in &archs {
+            let fail =
+                |e: String| Error::new(*span, format!("specialization {what}, arch = {arch}: {e}"));
+            let spec =
+                Spec::for_graph(&graph, max_len as u64, arch).map_err(|e| fail(e.to_string()))?;
+            let kernel = jagged_codegen::compile(&graph, &spec).map_err(|e| fail(e.to_string()))?;
+            let (g, s, k) = (graph.to_string(), spec.to_string(), kernel.to_text());
+            entries.push(quote!(#p::Specialized { graph: #g, spec: #s, kernel: #k }));
+        }
     }
     Ok(quote!(&[#(#entries),*]))
 }
