@@ -724,6 +724,16 @@ impl<'a> FlashWriter<'a> {
         // 0; tile `t` adds `t * tile_step` where used (fewer live registers).
         let rows = self.thread_rows(&ctx.lanes, ctx.q0);
         let o_ref: Vec<&[Acc]> = o.iter().map(Vec::as_slice).collect();
+        // One row tile and D <= 128: Q's A fragments (D / 4 registers) stay
+        // in registers for the whole item instead of being re-read by
+        // `ldmatrix` for every key block (8 of the 72 `ldmatrix.x4` per
+        // block at D = 128). Two row tiles (D = 64, 229 registers) or
+        // D = 256 (128 accumulator registers for O) have no room for them.
+        let q_regs = (row_tiles == 1 && hd <= 128).then(|| {
+            self.b.push(Inst::CpAsyncWait { n: 0 });
+            self.b.barrier();
+            self.load_a_frags(ctx.lanes.a, 0, 0, 1)
+        });
         let s_ref: Vec<&[Acc]> = s.iter().map(Vec::as_slice).collect();
 
         let ab = d.mma_type();
@@ -750,16 +760,15 @@ impl<'a> FlashWriter<'a> {
             let v_lane = f.u32_op(BinOp::Add, ctx.lanes.b_trans, stage_off);
 
             // S = Q K^T.
-            let a_tile_step = tile_step * stride;
-            f.product_rows(
-                &s_ref,
-                ctx.lanes.a,
-                0,
-                a_tile_step,
-                k_lane,
-                ctx.k_base[0],
-                ab,
-            );
+            let q_frags = match &q_regs {
+                Some(frags) => AFrags::Regs(frags),
+                None => AFrags::Shared {
+                    lane: ctx.lanes.a,
+                    base: 0,
+                    tile_step: tile_step * stride,
+                },
+            };
+            f.product_rows(&s_ref, q_frags, k_lane, ctx.k_base[0], ab);
             for acc in s.iter().flatten() {
                 for &r in acc {
                     f.f32_to(BinOp::Mul, r, r, ctx.score_factor);
@@ -1156,18 +1165,44 @@ impl<'a> FlashWriter<'a> {
         b_base: u32,
         ab: Type,
     ) {
-        self.product_rows(&[acc], a_lane, a_base, 0, b_lane, b_base, ab);
+        let a = AFrags::Shared {
+            lane: a_lane,
+            base: a_base,
+            tile_step: 0,
+        };
+        self.product_rows(&[acc], a, b_lane, b_base, ab);
     }
 
-    /// [`Self::product`] for several row tiles: `acc[t]` gets the A rows at
-    /// `a_base + t * a_step` bytes; each B fragment is read once for all of them.
-    #[allow(clippy::too_many_arguments)]
+    /// The A fragment (16 rows x 16 k) at shared byte `offset` past the lane address.
+    fn a_frag(&mut self, lane: Reg, offset: u32) -> [Reg; 4] {
+        let f = self.ldmatrix(lane, i64::from(offset), false);
+        [f[0], f[1], f[2], f[3]]
+    }
+
+    /// All A fragments `[tile][k-step]` of `tiles` row tiles of a `[rows][D]`
+    /// shared tile (see [`AFrags::Shared`]).
+    fn load_a_frags(
+        &mut self,
+        lane: Reg,
+        base: u32,
+        tile_step: u32,
+        tiles: u32,
+    ) -> Vec<Vec<[Reg; 4]>> {
+        (0..tiles)
+            .map(|t| {
+                (0..self.d.head_dim / 16)
+                    .map(|kk| self.a_frag(lane, base + t * tile_step + kk * 32))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// [`Self::product`] for several row tiles (`acc[t]` with the A rows of
+    /// tile `t`); each B fragment is read once for all of them.
     pub(super) fn product_rows(
         &mut self,
         acc: &[&[Acc]],
-        a_lane: Reg,
-        a_base: u32,
-        a_step: u32,
+        a_frags: AFrags,
         b_lane: Reg,
         b_base: u32,
         ab: Type,
@@ -1178,10 +1213,14 @@ impl<'a> FlashWriter<'a> {
         }
         let b_pairs = acc.first().map_or(0, |t| t.len() / 2);
         for kk in 0..self.d.head_dim / 16 {
-            let a: Vec<[Reg; 4]> = (0..acc.len() as u32)
-                .map(|t| {
-                    let f = self.ldmatrix(a_lane, i64::from(a_base + t * a_step + kk * 32), false);
-                    [f[0], f[1], f[2], f[3]]
+            let a: Vec<[Reg; 4]> = (0..acc.len())
+                .map(|t| match &a_frags {
+                    AFrags::Shared {
+                        lane,
+                        base,
+                        tile_step,
+                    } => self.a_frag(*lane, base + t as u32 * tile_step + kk * 32),
+                    AFrags::Regs(frags) => frags[t][kk as usize],
                 })
                 .collect();
             for jp in 0..b_pairs {
@@ -1254,6 +1293,19 @@ impl<'a> FlashWriter<'a> {
             })
             .collect()
     }
+}
+
+/// Where [`FlashWriter::product_rows`] takes its A fragments from.
+pub(super) enum AFrags<'r> {
+    /// `ldmatrix` per k-step from a `[rows][D]` shared tile: row tile `t`
+    /// at `base + t * tile_step` bytes past the lane address `lane`.
+    Shared {
+        lane: Reg,
+        base: u32,
+        tile_step: u32,
+    },
+    /// Loaded once ([`FlashWriter::load_a_frags`]): `[tile][k-step]`.
+    Regs(&'r [Vec<[Reg; 4]>]),
 }
 
 /// Sequence `b` of the grid-stride loop: `(start, len, n_b)` (u64).
