@@ -178,7 +178,7 @@ fn match_graph(graph: &Graph) -> Result<Matched, CodegenError> {
         return match_compaction(graph, values.value, offsets.value).ok_or_else(|| {
             no_template(
                 graph,
-                "two outputs that are not a compaction (values, offsets)",
+                "two outputs that are neither attention (out, lse) nor a compaction (values, offsets)",
             )
         });
     }

@@ -18,9 +18,13 @@ mod common;
 
 use common::attention_graph;
 use emu::{Rng, inputs_for, rel_l2, run_sizes, tensor_bytes, tolerance};
-use jagged_codegen::{Arch, DType, Spec, compile};
+use jagged_codegen::{Arch, CodegenError, DType, Spec, compile};
+use jagged_ir::graph::MAX_LEN;
 use jagged_ir::ops::{self, Activation, FbgemmAttentionSpec};
-use jagged_ir::{AttrValue, DenseTensor, Graph};
+use jagged_ir::{
+    AttrKind, AttrValue, DenseTensor, Dim, Graph, GraphBuilder, Handle, IndexPredicate, Node,
+    ReduceOp, TensorType, ValidationError,
+};
 
 const SCALE: f64 = 0.3;
 
@@ -185,4 +189,226 @@ fn long_buckets_use_128_row_query_blocks() {
     let spec = Spec::for_graph(&g, 1024, Arch::Sm90a).expect("spec");
     assert_eq!(compile(&g, &spec).expect("compile").launches[0].block, 256);
     check(&g, 1024, &[vec![150, 70, 0]], Arch::Sm90a, 801);
+}
+
+/// The axis letters of an attention graph's two contractions: `[q, k, scores]`
+/// and `[p, v, out]`, and whether each is written with its operands exchanged
+/// (`k . q`, `v . p`; the letters still go with the operand they name).
+struct Axes {
+    scores: [&'static str; 3],
+    swap_scores: bool,
+    out: [&'static str; 3],
+    swap_out: bool,
+}
+
+/// The letters `jagged_ir::ops::jagged_flash_attention` writes.
+const REFERENCE_AXES: Axes = Axes {
+    scores: ["ihd", "jhd", "ijh"],
+    swap_scores: false,
+    out: ["ijh", "jhe", "ihe"],
+    swap_out: false,
+};
+
+/// `contract(x . y)` with `x`'s and `y`'s letters, written `y . x` if `swap`.
+fn contract_with(
+    b: &mut GraphBuilder,
+    (x, y): (Handle<Node>, Handle<Node>),
+    axes: [&str; 3],
+    swap: bool,
+) -> Handle<Node> {
+    let [xa, ya, out] = axes;
+    if swap {
+        b.contract(y, ya, x, xa, out, DType::F32)
+    } else {
+        b.contract(x, xa, y, ya, out, DType::F32)
+    }
+}
+
+/// Softmax `jagged_flash_attention` (i32 offsets, `value_dim = head_dim`,
+/// computing in the inputs' `dtype`) built node for node as
+/// `jagged_ir::ops::jagged_flash_attention` builds it, but with `axes`.
+fn softmax_attention_with_axes(
+    dtype: DType,
+    heads: usize,
+    head_dim: usize,
+    causal: bool,
+    axes: &Axes,
+) -> Result<Graph, ValidationError> {
+    let mut b = GraphBuilder::new("jagged_flash_attention");
+    b.declare_attr(MAX_LEN, AttrKind::Index, None);
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    b.declare_attr("scale", AttrKind::Float, Some(AttrValue::Float(scale)));
+    let offsets = b.input(
+        "offsets",
+        TensorType::new(DType::I32, vec![Dim::BatchPlusOne]),
+    );
+    let s = b.seqs(offsets, true);
+    let q = b.input("q", TensorType::jagged(dtype, s, &[heads, head_dim]));
+    let k = b.input("k", TensorType::jagged(dtype, s, &[heads, head_dim]));
+    let v = b.input("v", TensorType::jagged(dtype, s, &[heads, head_dim]));
+    let qk = contract_with(&mut b, (q, k), axes.scores, axes.swap_scores);
+    let scale = b.attr("scale", DType::F32);
+    let mut scores = b.mul(qk, scale);
+    if causal {
+        let pair = TensorType::new(DType::Bool, vec![Dim::Ragged(s), Dim::Ragged(s)]);
+        let allowed = b.mask(IndexPredicate::KeyNotAfterQuery, pair);
+        let minus_inf = b.constant(f64::NEG_INFINITY, DType::F32);
+        scores = b.select(allowed, scores, minus_inf);
+    }
+    let p = b.softmax(scores, 1);
+    let lse = b.reduce(ReduceOp::LogSumExp, scores, 1);
+    let v = b.cast(v, DType::F32);
+    let o = contract_with(&mut b, (p, v), axes.out, axes.swap_out);
+    let out = b.cast(o, dtype);
+    b.output("out", out);
+    b.output("lse", lse);
+    b.finish()
+}
+
+/// The lines where two graph texts differ.
+fn differing_lines(a: &Graph, b: &Graph) -> Vec<String> {
+    let (a, b) = (a.to_string(), b.to_string());
+    assert_eq!(a.lines().count(), b.lines().count());
+    a.lines()
+        .zip(b.lines())
+        .filter(|(x, y)| x != y)
+        .map(|(x, _)| x.to_string())
+        .collect()
+}
+
+/// Axis letters are names: graphs that differ from the reference only in
+/// them (the value dim named `d` like the head dim, as the DSL names a `Dv`
+/// generic; every letter permuted; operands written in the other order)
+/// compile to the reference's kernel, byte for byte.
+#[test]
+fn renamed_contraction_axes_compile_to_the_reference_kernel() {
+    let variants = [
+        Axes {
+            out: ["ijh", "jhd", "ihd"],
+            ..REFERENCE_AXES
+        },
+        Axes {
+            scores: ["xhy", "zhy", "xzh"],
+            swap_scores: false,
+            out: ["abc", "bcd", "acd"],
+            swap_out: false,
+        },
+        Axes {
+            swap_scores: true,
+            swap_out: true,
+            ..REFERENCE_AXES
+        },
+    ];
+    for causal in [false, true] {
+        let reference = attention_graph(DType::BF16, 2, 64, Activation::Softmax, causal);
+        let rebuilt = softmax_attention_with_axes(DType::BF16, 2, 64, causal, &REFERENCE_AXES)
+            .expect("graph");
+        assert_eq!(
+            rebuilt.to_string(),
+            reference.to_string(),
+            "the builder mirrors ops"
+        );
+        for arch in Arch::ALL {
+            let spec = Spec::for_graph(&reference, 40, arch).expect("spec");
+            let want = compile(&reference, &spec).expect("reference compiles");
+            for axes in &variants {
+                let g =
+                    softmax_attention_with_axes(DType::BF16, 2, 64, causal, axes).expect("graph");
+                let changed = differing_lines(&g, &reference);
+                assert!(
+                    !changed.is_empty() && changed.iter().all(|l| l.contains(" = contract ")),
+                    "only contractions differ: {changed:?}"
+                );
+                let got = compile(&g, &spec).unwrap_or_else(|e| panic!("{changed:?}: {e}"));
+                assert!(got == want, "{arch:?} {changed:?}: a different kernel");
+            }
+        }
+    }
+}
+
+/// FBGEMM's head-less form `q[id] . k[jd] -> [ij]`, `p[ij] . v[jd] -> [id]`
+/// with its letters renamed (`i, j, d` to `u, t, a`) parses to a graph that
+/// compiles to the same kernel.
+#[test]
+fn renamed_headless_axes_compile_to_the_reference_kernel() {
+    let reference = ops::fbgemm_jagged_flash_attention_basic(&FbgemmAttentionSpec {
+        input_dtype: DType::BF16,
+        dtype: DType::BF16,
+        offsets: DType::I64,
+        head_dim: 64,
+        use_mask: true,
+    })
+    .expect("graph");
+    let text = reference.to_string();
+    let renamed: String = text
+        .lines()
+        .map(|line| {
+            let line = if line.contains(" = contract ") {
+                line.replace("[id]", "[ua]")
+                    .replace("[jd]", "[ta]")
+                    .replace("[ij]", "[ut]")
+            } else {
+                line.to_string()
+            };
+            line + "\n"
+        })
+        .collect();
+    let g = Graph::parse(&renamed).expect("renamed graph parses");
+    assert_eq!(differing_lines(&g, &reference).len(), 2, "{renamed}");
+    let spec = Spec::for_graph(&reference, 40, Arch::Sm80).expect("spec");
+    let want = compile(&reference, &spec).expect("reference compiles");
+    assert!(compile(&g, &spec).expect("renamed compiles") == want);
+}
+
+/// Scores written transposed, `q[ihd] . k[jhd] -> [jih]`, are attention with
+/// the roles of `q` and `k` exchanged (the softmax runs over `q`'s rows): the
+/// kernel reads its queries from `k`, and matches the reference evaluator.
+#[test]
+fn transposed_scores_exchange_queries_and_keys() {
+    let axes = Axes {
+        scores: ["ihd", "jhd", "jih"],
+        ..REFERENCE_AXES
+    };
+    let g = softmax_attention_with_axes(DType::BF16, 2, 32, true, &axes).expect("graph");
+    let reference = attention_graph(DType::BF16, 2, 32, Activation::Softmax, true);
+    let spec = Spec::for_graph(&g, 40, Arch::Sm80).expect("spec");
+    let ours = compile(&g, &spec).expect("compiles");
+    let theirs = compile(&reference, &spec).expect("reference compiles");
+    assert_eq!(ours.ptx, theirs.ptx, "the same kernel");
+    assert_ne!(ours.launches, theirs.launches, "bound to other inputs");
+    check(&g, 40, &[vec![1, 0, 45, 7]], Arch::Sm80, 900);
+}
+
+/// Contractions that are not attention's, whatever their letters, find no
+/// template: summing over the head axis instead of the head dim, and `p . v`
+/// summing over the query rows instead of the keys.
+#[test]
+fn other_contractions_are_rejected() {
+    let cases = [
+        Axes {
+            scores: ["ihd", "jhd", "ijd"],
+            ..REFERENCE_AXES
+        },
+        Axes {
+            out: ["ijh", "ihe", "jhe"],
+            ..REFERENCE_AXES
+        },
+        Axes {
+            scores: ["xhy", "zhy", "xzy"],
+            swap_scores: true,
+            ..REFERENCE_AXES
+        },
+    ];
+    for axes in &cases {
+        // H = D, so that every variant is well typed.
+        let g = softmax_attention_with_axes(DType::BF16, 16, 16, false, axes).expect("graph");
+        let spec = Spec::for_graph(&g, 40, Arch::Sm80).expect("spec");
+        match compile(&g, &spec) {
+            Err(CodegenError::NoTemplate(_)) => {}
+            other => panic!(
+                "{:?} {:?}: expected NoTemplate, got {other:?}",
+                axes.scores, axes.out
+            ),
+        }
+    }
 }

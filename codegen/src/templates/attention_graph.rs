@@ -6,6 +6,13 @@
 //! same scores. Any graph of this shape (`jagged_flash_attention`,
 //! `fbgemm_jagged_flash_attention_basic`, or a user's variant) becomes one
 //! fused flash kernel ([`super::attention`]).
+//!
+//! The two contractions are matched up to a renaming of their axis letters
+//! (and an exchange of their operands): `q[ihd] . k[jhd] -> [ijh]` and
+//! `q[xhy] . k[zhy] -> [xzh]` are one contraction, as are `p[ijh] . v[jhe]
+//! -> [ihe]` and `p[ijh] . v[jhd] -> [ihd]` (the graph the DSL builds when
+//! the value dim's generic is `Dv`). What counts is each axis's role: which
+//! operand position it is, and whether it is shared, kept or summed.
 
 use jagged_ir::graph::MAX_LEN;
 use jagged_ir::{BinaryOp, Graph, Handle, IndexPredicate, Node, ReduceOp, UnaryOp};
@@ -78,7 +85,28 @@ fn jagged_input(graph: &Graph, h: Handle<Node>) -> Option<Handle<Node>> {
     }
 }
 
-/// `contract(a, b)` with the given axis strings (with or without a head axis).
+/// A contraction's axis strings `[lhs, rhs, out]` with every letter replaced
+/// by its order of first appearance: two contractions compute the same thing
+/// exactly when these are equal, whatever letters they use.
+fn canonical_axes(axes: [&str; 3]) -> [Vec<usize>; 3] {
+    let mut seen: Vec<char> = Vec::new();
+    axes.map(|s| {
+        s.chars()
+            .map(|c| {
+                seen.iter().position(|&x| x == c).unwrap_or_else(|| {
+                    seen.push(c);
+                    seen.len() - 1
+                })
+            })
+            .collect()
+    })
+}
+
+/// `contract(a, b)` of the shape of one of the `forms` (axis strings `[a, b,
+/// out]`, with or without a head axis): the operands in the form's order and
+/// whether the matched form has heads. Axes are identified by their role (an
+/// operand's position, which axes are shared, kept or summed), not by their
+/// letters, and the operands may come in either order.
 fn contraction(
     graph: &Graph,
     h: Handle<Node>,
@@ -96,14 +124,21 @@ fn contraction(
     else {
         return None;
     };
-    let axes = [lhs_axes.as_str(), rhs_axes.as_str(), out_axes.as_str()];
-    if axes == with_heads {
-        Some((*lhs, *rhs, true))
-    } else if axes == without {
-        Some((*lhs, *rhs, false))
-    } else {
-        None
-    }
+    let (lhs_axes, rhs_axes, out_axes) = (lhs_axes.as_str(), rhs_axes.as_str(), out_axes.as_str());
+    let as_written = canonical_axes([lhs_axes, rhs_axes, out_axes]);
+    let swapped = canonical_axes([rhs_axes, lhs_axes, out_axes]);
+    [(with_heads, true), (without, false)]
+        .into_iter()
+        .find_map(|(form, heads)| {
+            let form = canonical_axes(form);
+            if as_written == form {
+                Some((*lhs, *rhs, heads))
+            } else if swapped == form {
+                Some((*rhs, *lhs, heads))
+            } else {
+                None
+            }
+        })
 }
 
 /// Matches `graph` against the attention shape; `None` if it is something else.
