@@ -15,10 +15,13 @@
 //!   the signature, so the kernels compute in the dtype of `q`, `k` and `v`
 //!   (the `dtype` attribute is the inputs' dtype; round them before the call).
 //!
-//! The value dim, OPS.md's `Dv`, is the generic `E`: the macro names a
-//! contraction's axes after the dims' initials, and `E` gives the reference's
-//! `[jhe] -> [ihe]`, the form the code generator's attention template matches
-//! (with `Dv` the graph reads `[jhd] -> [ihd]` and finds no template).
+//! The value dim, OPS.md's `Dv`, is the generic `E`. The name is not needed
+//! for code generation (the attention template matches contractions by the
+//! roles of their axes, not their letters, so a kernel naming it `Dv`, whose
+//! graph reads `[jhd] -> [ihd]`, compiles to the same kernel); `E` is kept
+//! because the macro names a contraction's axes after the dims' initials, and
+//! `E` gives the reference's `[jhe] -> [ihe]`, so these kernels build the
+//! reference graphs text for text.
 
 use jagged_ir::ops::Activation;
 use jagged_runtime::{DeviceTensor, Runtime};
