@@ -102,9 +102,9 @@ fn canonical_axes(axes: [&str; 3]) -> [Vec<usize>; 3] {
     })
 }
 
-/// `contract(a, b)` of the shape of one of the `forms` (axis strings `[a, b,
-/// out]`, with or without a head axis): the operands in the form's order and
-/// whether the matched form has heads. Axes are identified by their role (an
+/// `contract(a, b)` of the shape `with_heads` or `without` (axis strings `[a,
+/// b, out]`): the operands in the shape's order, and whether it is the one
+/// with heads. Axes are identified by their role (an
 /// operand's position, which axes are shared, kept or summed), not by their
 /// letters, and the operands may come in either order.
 fn contraction(
