@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use jagged_codegen::{CODEGEN_VERSION, CodegenError, CompiledKernel, ParamBinding, RunSizes, Spec};
 use jagged_ir::bind::{BindError, InputDesc, find_input};
 use jagged_ir::tensor::check_offsets;
-use jagged_ir::{AttrKind, AttrValue, DType, DenseTensor, Dim, Graph, Handle, Node, TensorError};
+use jagged_ir::{AttrValue, DType, DenseTensor, Dim, Graph, Handle, Node, TensorError};
 
 use crate::RuntimeError;
 use crate::backend::{KernelArg, LaunchDims, ModuleId};
@@ -52,65 +52,10 @@ impl DeviceTensor {
 /// Why a graph could not be run.
 #[derive(Debug, thiserror::Error)]
 pub enum GraphRunError {
-    /// A declared input was not given.
-    #[error("missing input '{name}'")]
-    MissingInput {
-        /// The input.
-        name: String,
-    },
-    /// An input was given that the graph does not declare.
-    #[error("the graph has no input '{name}'")]
-    UnknownInput {
-        /// The name given.
-        name: String,
-    },
-    /// An input of the wrong dtype.
-    #[error("input '{name}': expected dtype {expected}, found {found}")]
-    InputDtype {
-        /// The input.
-        name: String,
-        /// The declared dtype.
-        expected: DType,
-        /// The dtype given.
-        found: DType,
-    },
-    /// An input whose shape does not fit its declared type (or the sizes
-    /// other inputs and attributes bound).
-    #[error("input '{name}': shape {found:?} does not fit {expected}")]
-    InputShape {
-        /// The input.
-        name: String,
-        /// The declared type.
-        expected: String,
-        /// The shape given.
-        found: Vec<usize>,
-    },
-    /// A required attribute was not given and has no default.
-    #[error("missing attribute '{name}'")]
-    MissingAttribute {
-        /// The attribute.
-        name: String,
-    },
-    /// An attribute was given that the graph does not declare.
-    #[error("the graph has no attribute '{name}'")]
-    UnknownAttribute {
-        /// The name given.
-        name: String,
-    },
-    /// An attribute of the wrong kind (index vs float).
-    #[error("attribute '{name}' must be of kind {}", expected.name())]
-    AttributeKind {
-        /// The attribute.
-        name: String,
-        /// Its declared kind.
-        expected: AttrKind,
-    },
-    /// A symbolic dim the graph uses that no input or attribute binds.
-    #[error("no input binds the dim {symbol}")]
-    Unbound {
-        /// `B` or `N`.
-        symbol: &'static str,
-    },
+    /// The inputs or attributes do not fit the graph (names, dtypes, shapes,
+    /// unbound symbolic dims): the binding shared with the reference evaluator.
+    #[error(transparent)]
+    Bind(BindError),
     /// Invalid offsets (the error names the input).
     #[error(transparent)]
     Offsets(#[from] TensorError),
@@ -148,33 +93,8 @@ pub enum GraphRunError {
 impl From<BindError> for GraphRunError {
     fn from(err: BindError) -> Self {
         match err {
-            BindError::MissingInput { name } => GraphRunError::MissingInput { name },
-            BindError::UnknownInput { name } => GraphRunError::UnknownInput { name },
-            BindError::InputDtype {
-                name,
-                expected,
-                found,
-            } => GraphRunError::InputDtype {
-                name,
-                expected,
-                found,
-            },
-            BindError::InputShape {
-                name,
-                expected,
-                found,
-            } => GraphRunError::InputShape {
-                name,
-                expected,
-                found,
-            },
-            BindError::MissingAttribute { name } => GraphRunError::MissingAttribute { name },
-            BindError::UnknownAttribute { name } => GraphRunError::UnknownAttribute { name },
-            BindError::AttributeKind { name, expected } => {
-                GraphRunError::AttributeKind { name, expected }
-            }
-            BindError::Unbound { symbol } => GraphRunError::Unbound { symbol },
             BindError::Offsets(err) => GraphRunError::Offsets(err),
+            other => GraphRunError::Bind(other),
         }
     }
 }
@@ -458,11 +378,11 @@ impl Runtime {
         for (_, name, ty) in graph.inputs() {
             let tensor = find_input(inputs, name)?;
             if tensor.buffer.len() < tensor.shape.iter().product() {
-                return Err(GraphRunError::InputShape {
+                return Err(GraphRunError::Bind(BindError::InputShape {
                     name: name.to_string(),
                     expected: ty.to_string(),
                     found: tensor.shape.clone(),
-                });
+                }));
             }
         }
         let mut total_rows: Option<usize> = None;
@@ -519,11 +439,11 @@ impl Runtime {
                 .collect(),
             DType::I64 => self.download::<i64>(&tensor.buffer)?[..elems].to_vec(),
             found => {
-                return Err(GraphRunError::InputDtype {
+                return Err(GraphRunError::Bind(BindError::InputDtype {
                     name: name.to_string(),
                     expected: DType::I64,
                     found,
-                });
+                }));
             }
         })
     }
@@ -605,7 +525,7 @@ impl Runtime {
                     ParamBinding::Size(e) => KernelArg::U64(e.eval(sizes)),
                     ParamBinding::FloatAttr(name) => {
                         let value = bound.attrs.get(name).ok_or_else(|| {
-                            GraphRunError::MissingAttribute { name: name.clone() }
+                            GraphRunError::Bind(BindError::MissingAttribute { name: name.clone() })
                         })?;
                         KernelArg::F32(value.as_f64() as f32)
                     }

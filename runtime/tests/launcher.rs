@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use jagged_codegen::{Arch, Spec};
+use jagged_ir::bind::BindError;
 use jagged_ir::ops::{self, JaggedSpec};
 use jagged_ir::{AttrValue, DType, DenseTensor, Dim, Graph, ReduceOp, TensorError};
 use jagged_runtime::{BackendKind, GraphRunError, KernelCache, Runtime};
@@ -267,7 +268,7 @@ fn bad_inputs_are_typed_errors_naming_the_argument() {
 
     let err = run(&[("values", &values)], &max_len);
     assert!(
-        matches!(&err, GraphRunError::MissingInput { name } if name == "offsets"),
+        matches!(&err, GraphRunError::Bind(BindError::MissingInput { name }) if name == "offsets"),
         "{err}"
     );
 
@@ -276,7 +277,7 @@ fn bad_inputs_are_typed_errors_naming_the_argument() {
         &max_len,
     );
     assert!(
-        matches!(&err, GraphRunError::UnknownInput { name } if name == "x"),
+        matches!(&err, GraphRunError::Bind(BindError::UnknownInput { name }) if name == "x"),
         "{err}"
     );
 
@@ -300,13 +301,13 @@ fn bad_inputs_are_typed_errors_naming_the_argument() {
     let wide = DenseTensor::from_f64(DType::F32, vec![3, 3], &[0.0; 9]).expect("values");
     let err = run(&[("values", &wide), ("offsets", &offsets)], &max_len);
     assert!(
-        matches!(&err, GraphRunError::InputShape { name, .. } if name == "values"),
+        matches!(&err, GraphRunError::Bind(BindError::InputShape { name, .. }) if name == "values"),
         "{err}"
     );
 
     let err = run(&[("values", &values), ("offsets", &offsets)], &[]);
     assert!(
-        matches!(&err, GraphRunError::MissingAttribute { name } if name == "max_len"),
+        matches!(&err, GraphRunError::Bind(BindError::MissingAttribute { name }) if name == "max_len"),
         "{err}"
     );
 
@@ -318,7 +319,7 @@ fn bad_inputs_are_typed_errors_naming_the_argument() {
         ],
     );
     assert!(
-        matches!(&err, GraphRunError::UnknownAttribute { name } if name == "alpha"),
+        matches!(&err, GraphRunError::Bind(BindError::UnknownAttribute { name }) if name == "alpha"),
         "{err}"
     );
 
