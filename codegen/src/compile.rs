@@ -3,7 +3,7 @@
 //! The graph is matched against the shapes of the primitives the templates
 //! implement (a scan of lengths, a padded gather, an elementwise tree over
 //! jagged and dense operands, a per-sequence reduce or softmax, a compaction);
-//! the matched primitive is lowered by [`crate::lower`], and its parameter
+//! the matched primitive is lowered by [`crate::lower()`], and its parameter
 //! bindings are renumbered to the graph's input and output order.
 
 use jagged_ir::{Dim, Graph, Handle, IndexPredicate, Node, ReduceOp, ScanMode, TensorType};

@@ -192,7 +192,7 @@ pub struct OutputBuffer {
     pub used_rows_from: Option<usize>,
 }
 
-/// The result of [`crate::compile`]: PTX text plus launch metadata.
+/// The result of [`crate::compile()`]: PTX text plus launch metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CompiledKernel {
     /// The PTX module (all entries).

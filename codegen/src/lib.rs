@@ -6,7 +6,7 @@
 //! - [`ptx`]: the PTX printer.
 //! - [`templates`]: kernel templates (map, pad, per-sequence reductions, scans).
 //! - [`compile()`]: graph + spec -> [`CompiledKernel`] (pattern-matches the graph).
-//! - [`lower`]: primitive op + spec -> [`CompiledKernel`] (PTX + launch metadata).
+//! - [`lower()`]: primitive op + spec -> [`CompiledKernel`] (PTX + launch metadata).
 //! - [`ptxas`]: runs `ptxas -v` on generated PTX and parses its report.
 //! - [`serial`]: a stable text form of [`CompiledKernel`] (for the kernel cache).
 

@@ -9,7 +9,7 @@
 //!   offsets, padded conversions and `.npy` files.
 //! - [`graph`]: the IR ([`Graph`], [`Node`], [`TensorType`]); [`builder`] builds
 //!   it, [`validate`] checks it, [`text`] prints and parses it.
-//! - [`bind`]: checking named inputs and attributes against a graph and
+//! - [`bind`](mod@bind): checking named inputs and attributes against a graph and
 //!   inferring its run-time sizes (shared by every executor).
 //! - [`eval`]: the reference evaluator.
 //! - [`ops`]: the builtin ops of OPS.md as graphs.

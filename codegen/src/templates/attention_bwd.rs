@@ -14,7 +14,7 @@
 //!
 //! For D = 256 the main kernel makes two passes over the query blocks per
 //! key block, each owning half of the `dk`, `dv` and `dq` columns (see
-//! [`dk_passes`]): S and dP are recomputed over all of D in both.
+//! `dk_passes`): S and dP are recomputed over all of D in both.
 //!
 //! With `s = scale q.k`: softmax `dS = P (dP - delta)`, SiLU (`p = silu(s) /
 //! max_len`) `dS = dP silu'(s) / max_len` with `silu'(s) = sig (1 + s (1 -
@@ -789,7 +789,7 @@ struct BwdItem {
 }
 
 /// Compiles the backward of the attention forward `graph` (a graph that
-/// [`crate::compile`] fuses into the flash kernel) for `spec`. Inputs, in
+/// [`crate::compile()`] fuses into the flash kernel) for `spec`. Inputs, in
 /// order: softmax `q, k, v, out, dout, lse, offsets`; SiLU `q, k, v, dout,
 /// offsets`. Outputs `dq, dk, dv` (shapes of q, k, v). Supported: the
 /// `jagged_flash_attention` shapes (softmax, optionally causal; SiLU `/

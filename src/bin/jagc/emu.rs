@@ -21,10 +21,10 @@ pub struct EmuArgs {
     /// The entry to launch; may be left out when the module has exactly one.
     #[arg(long)]
     pub kernel: Option<String>,
-    /// CTAs in the grid: X[,Y[,Z]].
+    /// CTAs in the grid: X, X,Y or X,Y,Z.
     #[arg(long, value_parser = parse_dim3)]
     pub grid: [u32; 3],
-    /// Threads per CTA: X[,Y[,Z]].
+    /// Threads per CTA: X, X,Y or X,Y,Z.
     #[arg(long, value_parser = parse_dim3)]
     pub block: [u32; 3],
     /// Dynamic shared memory per CTA, in bytes.
