@@ -243,38 +243,49 @@ pub fn emit_expr(
         }
         MapExpr::Unary(op, x) => {
             let x = emit_expr(b, x, operands, attrs);
-            match op {
-                UnaryOp::Neg => b.unary(UnOp::Neg, Type::F32, x),
-                UnaryOp::Exp => exp_f32(b, x),
-                UnaryOp::Log => {
-                    let l2 = b.unary(UnOp::Lg2Approx, Type::F32, x);
-                    b.binary(
-                        BinOp::Mul,
-                        Type::F32,
-                        l2,
-                        Operand::F32(std::f32::consts::LN_2),
-                    )
-                }
-                UnaryOp::Silu => {
-                    let neg = b.unary(UnOp::Neg, Type::F32, x);
-                    let e = exp_f32(b, neg);
-                    let denom = b.binary(BinOp::Add, Type::F32, e, Operand::F32(1.0));
-                    b.binary(BinOp::Div, Type::F32, x, denom)
-                }
-            }
+            emit_unary(b, *op, x)
         }
         MapExpr::Binary(op, l, r) => {
             let l = emit_expr(b, l, operands, attrs);
             let r = emit_expr(b, r, operands, attrs);
-            let op = match op {
-                BinaryOp::Add => BinOp::Add,
-                BinaryOp::Sub => BinOp::Sub,
-                BinaryOp::Mul => BinOp::Mul,
-                BinaryOp::Div => BinOp::Div,
-                BinaryOp::Max => BinOp::Max,
-                BinaryOp::Min => BinOp::Min,
-            };
-            b.binary(op, Type::F32, l, r)
+            emit_binary(b, *op, l, r)
         }
     }
+}
+
+/// Emits the f32 form of an IR unary function: the one place that lowers
+/// [`UnaryOp`] (the map template and the general lowering share it).
+pub fn emit_unary(b: &mut KernelBuilder, op: UnaryOp, x: Reg) -> Reg {
+    match op {
+        UnaryOp::Neg => b.unary(UnOp::Neg, Type::F32, x),
+        UnaryOp::Exp => exp_f32(b, x),
+        UnaryOp::Log => {
+            let l2 = b.unary(UnOp::Lg2Approx, Type::F32, x);
+            b.binary(
+                BinOp::Mul,
+                Type::F32,
+                l2,
+                Operand::F32(std::f32::consts::LN_2),
+            )
+        }
+        UnaryOp::Silu => {
+            let neg = b.unary(UnOp::Neg, Type::F32, x);
+            let e = exp_f32(b, neg);
+            let denom = b.binary(BinOp::Add, Type::F32, e, Operand::F32(1.0));
+            b.binary(BinOp::Div, Type::F32, x, denom)
+        }
+    }
+}
+
+/// Emits the f32 form of an IR binary function (see [`emit_unary`]).
+pub fn emit_binary(b: &mut KernelBuilder, op: BinaryOp, l: Reg, r: Reg) -> Reg {
+    let op = match op {
+        BinaryOp::Add => BinOp::Add,
+        BinaryOp::Sub => BinOp::Sub,
+        BinaryOp::Mul => BinOp::Mul,
+        BinaryOp::Div => BinOp::Div,
+        BinaryOp::Max => BinOp::Max,
+        BinaryOp::Min => BinOp::Min,
+    };
+    b.binary(op, Type::F32, l, r)
 }
