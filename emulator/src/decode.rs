@@ -109,16 +109,28 @@ fn decode_kernel(
     let mut params = Vec::new();
     let mut off = 0u32;
     for p in &k.params {
-        off = align_up(off, p.align);
+        let placed = off
+            .checked_next_multiple_of(p.align.max(1))
+            .and_then(|o| Some((o, o.checked_add(p.size)?)));
+        let Some((start, end)) = placed else {
+            return Err(EmuError::Unsupported {
+                line: p.line,
+                column: 1,
+                what: format!(
+                    "parameter `{}` ({} bytes, .align {}) does not fit in the parameter space",
+                    p.name, p.size, p.align
+                ),
+            });
+        };
         params.push(ParamInfo {
             name: p.name.clone(),
-            offset: off,
+            offset: start,
             size: p.size,
             float: p.float,
             line: p.line,
         });
-        d.symbols.insert(p.name.clone(), Symbol::Param(off));
-        off += p.size;
+        d.symbols.insert(p.name.clone(), Symbol::Param(start));
+        off = end;
     }
     let param_bytes = off;
     for (name, addr) in globals {

@@ -4,6 +4,9 @@ use crate::ast::{Inst, Kernel, Module, Operand, Param, Stmt, VarDecl, VarSpace};
 use crate::error::EmuError;
 use crate::lexer::{Token, TokenKind, tokenize};
 
+/// Most bytes of kernel parameters (CUDA 12.1+ on Volta and later).
+const MAX_PARAM_BYTES: u32 = 32764;
+
 /// Parses PTX text into a syntax tree.
 pub fn parse(src: &str) -> Result<Module, EmuError> {
     let tokens = tokenize(src)?;
@@ -299,6 +302,7 @@ impl Parser {
         }
         let mut align = 0;
         let mut elem = None;
+        let mut ptr = false;
         loop {
             match self.peek() {
                 Some(TokenKind::Word(w)) if w.starts_with('.') => {
@@ -306,7 +310,8 @@ impl Parser {
                     self.i += 1;
                     match w.as_str() {
                         ".align" => align = self.int()? as u32,
-                        ".ptr" | ".global" | ".shared" | ".const" | ".local" => {}
+                        ".ptr" => ptr = true,
+                        ".global" | ".shared" | ".const" | ".local" => {}
                         _ => match type_size(&w[1..]) {
                             Some(s) => elem = Some(s),
                             None => return self.unsupported(format!("parameter qualifier `{w}`")),
@@ -325,10 +330,23 @@ impl Parser {
             count = self.int()?;
             self.expect_punct(']')?;
         }
+        let Some(size) = u32::try_from(count)
+            .ok()
+            .and_then(|n| n.checked_mul(esize))
+            .filter(|&s| s <= MAX_PARAM_BYTES)
+        else {
+            return self.unsupported(format!(
+                "parameter `{name}` of {count} elements of {esize} bytes (kernel parameters are limited to {MAX_PARAM_BYTES} bytes)"
+            ));
+        };
+        // On a `.ptr` parameter `.align` is the alignment of the memory it points to; the
+        // parameter itself (a `.u64`/`.u32` address) sits at its natural alignment, as
+        // CUDA lays it out.
+        let align = if ptr || align == 0 { esize } else { align };
         Ok(Param {
             name,
-            size: esize * count as u32,
-            align: if align == 0 { esize } else { align },
+            size,
+            align,
             float,
             line,
         })
