@@ -119,7 +119,8 @@ pub struct LaunchConfig {
     pub dynamic_shared_bytes: u32,
 }
 
-/// A kernel argument; its size must match the kernel's `.param` declaration.
+/// A kernel argument; its size must match the kernel's `.param` declaration (and a float
+/// parameter takes a float argument).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum KernelArg {
     /// A 4-byte integer parameter (`.u32`, `.s32`, `.b32`).
@@ -136,6 +137,18 @@ pub enum KernelArg {
     F64(f64),
     /// A device pointer (an 8-byte `.u64` parameter).
     Ptr(DevicePtr),
+    /// A 1-byte integer parameter (`.u8`, `.s8`, `.b8`; Triton passes a bool as `.u8`).
+    U8(u8),
+    /// A 1-byte integer parameter, signed on the host side.
+    I8(i8),
+    /// A 2-byte integer parameter (`.u16`, `.s16`, `.b16`).
+    U16(u16),
+    /// A 2-byte integer parameter, signed on the host side.
+    I16(i16),
+    /// A `.f16` parameter.
+    F16(half::f16),
+    /// A `.bf16` parameter.
+    BF16(half::bf16),
 }
 
 impl KernelArg {
@@ -148,6 +161,12 @@ impl KernelArg {
             KernelArg::F32(v) => v.to_le_bytes().to_vec(),
             KernelArg::F64(v) => v.to_le_bytes().to_vec(),
             KernelArg::Ptr(p) => p.0.to_le_bytes().to_vec(),
+            KernelArg::U8(v) => v.to_le_bytes().to_vec(),
+            KernelArg::I8(v) => v.to_le_bytes().to_vec(),
+            KernelArg::U16(v) => v.to_le_bytes().to_vec(),
+            KernelArg::I16(v) => v.to_le_bytes().to_vec(),
+            KernelArg::F16(v) => v.to_le_bytes().to_vec(),
+            KernelArg::BF16(v) => v.to_le_bytes().to_vec(),
         }
     }
 }
@@ -399,7 +418,10 @@ fn pack_params(k: &KernelCode, args: &[KernelArg]) -> Result<Vec<u8>, EmuError> 
     let mut buf = vec![0u8; k.param_bytes as usize];
     for (i, (p, a)) in k.params.iter().zip(args).enumerate() {
         let b = a.bytes();
-        let float_arg = matches!(a, KernelArg::F32(_) | KernelArg::F64(_));
+        let float_arg = matches!(
+            a,
+            KernelArg::F32(_) | KernelArg::F64(_) | KernelArg::F16(_) | KernelArg::BF16(_)
+        );
         if b.len() != p.size as usize || (p.float && !float_arg) {
             return Err(EmuError::BadLaunch(format!(
                 "argument {i} of kernel `{}` is {a:?} ({} bytes), but parameter `{}` (PTX line {}) is {} bytes{}",

@@ -116,3 +116,97 @@ fn huge_param_array_is_rejected_not_truncated() {
         other => panic!("expected an unsupported-parameter error, got {other:?}"),
     }
 }
+
+/// 1- and 2-byte scalar parameters: laid out at their natural alignment (a@0 b@1 c@2
+/// d@4 e@6 f@8 g@10 h@12, the pointer at 16) and read with `ld.param` of their type,
+/// sign-extended for `.s8`/`.s16` into the 32-bit destination.
+#[test]
+fn one_and_two_byte_scalar_params_are_passed_and_loaded() {
+    let ptx = format!(
+        "{HEADER}
+.visible .entry k(
+    .param .u8 a, .param .s8 b, .param .u16 c, .param .s16 d,
+    .param .f16 e, .param .bf16 f, .param .b8 g, .param .b16 h,
+    .param .u64 .ptr .global .align 1 out
+)
+{{
+    .reg .pred %p<2>;
+    .reg .b16 %rs<4>;
+    .reg .b32 %r<12>;
+    .reg .f32 %f<4>;
+    .reg .b64 %rd<4>;
+    ld.param.u8 %r1, [a];
+    ld.param.s8 %r2, [b];
+    ld.param.u16 %r3, [c];
+    ld.param.s16 %r4, [d];
+    ld.param.b16 %rs1, [e];
+    cvt.f32.f16 %f1, %rs1;
+    ld.param.b16 %rs2, [f];
+    cvt.f32.bf16 %f2, %rs2;
+    ld.param.u8 %rs3, [g];
+    and.b16 %rs3, %rs3, 1;
+    setp.eq.b16 %p1, %rs3, 1;
+    selp.u32 %r5, 11, 22, %p1;
+    ld.param.u16 %r6, [h];
+    ld.param.u64 %rd1, [a+16];
+    st.global.v4.u32 [%rd1], {{%r1, %r2, %r3, %r4}};
+    st.global.v2.f32 [%rd1+16], {{%f1, %f2}};
+    st.global.v2.u32 [%rd1+24], {{%r5, %r6}};
+    ret;
+}}
+"
+    );
+    let module = parse(&ptx);
+    let mut dev = Device::new();
+    let out = dev.alloc(32);
+    let args = [
+        KernelArg::U8(200),
+        KernelArg::I8(-3),
+        KernelArg::U16(60000),
+        KernelArg::I16(-300),
+        KernelArg::F16(half::f16::from_f32(1.5)),
+        KernelArg::BF16(half::bf16::from_f32(-2.25)),
+        KernelArg::U8(1),
+        KernelArg::U16(0xBEEF),
+        KernelArg::Ptr(out),
+    ];
+    if let Err(e) = dev.launch(&module, "k", &one_thread(), &args) {
+        panic!("launch failed: {e}");
+    }
+    assert_eq!(
+        dev.read(out, 32).map(|b| words(&b)).ok(),
+        Some(vec![
+            200,
+            (-3i32) as u32,
+            60000,
+            (-300i32) as u32,
+            1.5f32.to_bits(),
+            (-2.25f32).to_bits(),
+            11,
+            0xBEEF
+        ])
+    );
+}
+
+/// A 1-byte argument for a 2-byte parameter, or an integer for a `.f16`, is refused.
+#[test]
+fn small_param_size_and_float_mismatches_are_rejected() {
+    let ptx =
+        format!("{HEADER}\n.visible .entry k(.param .u16 a, .param .f16 b)\n{{\n    ret;\n}}\n");
+    let module = parse(&ptx);
+    let mut dev = Device::new();
+    let half = KernelArg::F16(half::f16::from_f32(1.0));
+    for (args, needle) in [
+        ([KernelArg::U8(1), half], "argument 0"),
+        ([KernelArg::U16(1), KernelArg::U16(1)], "argument 1"),
+    ] {
+        match dev.launch(&module, "k", &one_thread(), &args) {
+            Err(EmuError::BadLaunch(m)) => assert!(m.contains(needle), "{m}"),
+            other => panic!("expected a bad launch, got {other:?}"),
+        }
+    }
+    assert!(
+        dev.launch(&module, "k", &one_thread(), &[KernelArg::U16(1), half])
+            .is_ok()
+    );
+}
