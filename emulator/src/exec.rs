@@ -44,7 +44,14 @@ pub struct LaunchCtx<'a> {
     pub exclusive: bool,
     /// Most warp instructions one CTA may execute before the launch fails as a runaway.
     pub cta_instruction_limit: u64,
+    /// Report shared-memory races that store (nearly) the value already there as errors,
+    /// not warnings.
+    pub strict_races: bool,
 }
+
+/// Float values that differ by at most this many units in the last place count as the
+/// same value for a shared-memory race (a warning, not an error).
+pub const RACE_ULPS: u64 = 4;
 
 /// Per-byte shadow state of shared memory for the checker (16 bytes). Generations and
 /// epochs grow monotonically per worker, so nothing is cleared between CTAs.
@@ -108,6 +115,9 @@ pub struct Worker<'g> {
     expected: [Option<u32>; 16],
     pub reports: Vec<CheckReport>,
     report_keys: HashSet<(CheckKind, u32)>,
+    /// Findings that cannot change results (races storing nearly the same value).
+    pub warnings: Vec<CheckReport>,
+    warning_keys: HashSet<(CheckKind, u32)>,
     pub warp_instructions: u64,
     pub thread_instructions: u64,
     /// `warp_instructions` when the current CTA started.
@@ -295,7 +305,45 @@ impl<'g> Worker<'g> {
         if self.reports.len() >= MAX_REPORTS || !self.report_keys.insert((kind, line)) {
             return;
         }
-        self.reports.push(CheckReport {
+        let r = self.check_report(ctx, kind, space, address, size, write, tid, line, detail);
+        self.reports.push(r);
+    }
+
+    /// Records a warning (at most one per kind and line, [`MAX_REPORTS`] in all).
+    #[allow(clippy::too_many_arguments)]
+    fn warn(
+        &mut self,
+        ctx: &LaunchCtx<'g>,
+        kind: CheckKind,
+        space: Space,
+        address: u64,
+        size: u32,
+        write: bool,
+        tid: u32,
+        line: u32,
+        detail: String,
+    ) {
+        if self.warnings.len() >= MAX_REPORTS || !self.warning_keys.insert((kind, line)) {
+            return;
+        }
+        let r = self.check_report(ctx, kind, space, address, size, write, tid, line, detail);
+        self.warnings.push(r);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_report(
+        &self,
+        ctx: &LaunchCtx<'g>,
+        kind: CheckKind,
+        space: Space,
+        address: u64,
+        size: u32,
+        write: bool,
+        tid: u32,
+        line: u32,
+        detail: String,
+    ) -> CheckReport {
+        CheckReport {
             kind,
             kernel: ctx.kernel.name.clone(),
             line,
@@ -306,7 +354,7 @@ impl<'g> Worker<'g> {
             size,
             write,
             detail,
-        });
+        }
     }
 
     fn run_warp(&mut self, ctx: &LaunchCtx<'g>, w: &mut Warp) -> Result<(), EmuError> {
@@ -679,7 +727,7 @@ impl<'g> Worker<'g> {
         size: u32,
         wid: u32,
         atomic: bool,
-        data: Option<&[u8]>,
+        data: Option<(&[u8], Option<Ty>)>,
         tid: u32,
         line: u32,
     ) {
@@ -707,12 +755,35 @@ impl<'g> Worker<'g> {
             s.w_warp = mark;
             s.init = cta_gen;
         }
-        // Storing the value the bytes already hold cannot change what anyone reads: Triton
-        // emits such same-value stores from several warps (replicated layouts).
-        let same_value = problem.is_some()
-            && all_init
-            && data.is_some_and(|d| self.shared[off as usize..(off + size) as usize] == *d);
-        if let Some(detail) = problem.filter(|_| !same_value) {
+        let Some(mut detail) = problem else {
+            return;
+        };
+        // Storing (nearly) the value the bytes already hold cannot change what anyone reads
+        // beyond an ulp: Triton's replicated layouts store a reduction's result from several
+        // warps, whose copies may differ in the last place. A warning unless strict.
+        let old = &self.shared[off as usize..(off + size) as usize];
+        let near = match data {
+            Some((d, ty)) if all_init => near_value(old, d, ty),
+            _ => None,
+        };
+        let warn = near.is_some() && !ctx.strict_races;
+        if let Some(how) = near {
+            detail.push_str("; ");
+            detail.push_str(&how);
+        }
+        if warn {
+            self.warn(
+                ctx,
+                CheckKind::SharedRace,
+                Space::Shared,
+                off as u64,
+                size,
+                true,
+                tid,
+                line,
+                detail,
+            );
+        } else {
             self.report(
                 ctx,
                 CheckKind::SharedRace,
@@ -736,7 +807,7 @@ impl<'g> Worker<'g> {
         space: MemSpace,
         addr: u64,
         size: u32,
-        write: Option<&[u8]>,
+        write: Option<(&[u8], Option<Ty>)>,
         wid: u32,
         tid: u32,
         line: u32,
@@ -804,7 +875,7 @@ impl<'g> Worker<'g> {
         }
     }
 
-    /// A checked store of `data` (a multiple of 8 bytes, or at most 8).
+    /// A checked store of `data` (a multiple of 8 bytes, or at most 8) of elements of `ty`.
     #[allow(clippy::too_many_arguments)]
     fn store(
         &mut self,
@@ -812,13 +883,23 @@ impl<'g> Worker<'g> {
         space: MemSpace,
         addr: u64,
         data: &[u8],
+        ty: Ty,
         wid: u32,
         tid: u32,
         line: u32,
     ) {
         let size = data.len() as u32;
         let chunk = size.min(8);
-        if let Some(p) = self.access(ctx, space, addr, size, Some(data), wid, tid, line) {
+        if let Some(p) = self.access(
+            ctx,
+            space,
+            addr,
+            size,
+            Some((data, Some(ty))),
+            wid,
+            tid,
+            line,
+        ) {
             for (c, d) in data.chunks(chunk as usize).enumerate() {
                 let mut b = [0u8; 8];
                 b[..d.len()].copy_from_slice(d);
@@ -1180,9 +1261,16 @@ impl<'g> Worker<'g> {
                     }
                     let a = self.addr(ctx, w, *addr, l);
                     let data = &buf[..total as usize];
-                    let Some(p) =
-                        self.access(ctx, *space, a, total, Some(data), wid, wid * 32 + l, line)
-                    else {
+                    let Some(p) = self.access(
+                        ctx,
+                        *space,
+                        a,
+                        total,
+                        Some((data, Some(*ty))),
+                        wid,
+                        wid * 32 + l,
+                        line,
+                    ) else {
                         continue;
                     };
                     for c in 0..(total / chunk) as usize {
@@ -1434,7 +1522,7 @@ impl<'g> Worker<'g> {
                     } else {
                         MemSpace::Shared
                     };
-                    self.store(ctx, sp, a, row, wid, wid * 32 + r as u32, line);
+                    self.store(ctx, sp, a, row, Ty::B16, wid, wid * 32 + r as u32, line);
                 }
             }
             Op::Mma { kind, d, a, b, c } => {
@@ -1532,7 +1620,7 @@ impl<'g> Worker<'g> {
             len,
             wid,
             false,
-            Some(data),
+            Some((data, None)),
             wid * 32 + c.lane as u32,
             c.line,
         );
@@ -1738,6 +1826,68 @@ pub fn atom_apply(op: AtomOp, ty: Ty, old: u64, b: u64, c: u64) -> u64 {
             }
         }
     }
+}
+
+/// How a store of `new` over `old` (same length) is a store of the same value, or `None`
+/// when it is not: equal bytes, or (for float and untyped types) floats at most
+/// [`RACE_ULPS`] apart in every element. An untyped `.bN` value may hold floats of any
+/// width up to N (e.g. f16x2 in a b32), so each width is tried.
+fn near_value(old: &[u8], new: &[u8], ty: Option<Ty>) -> Option<String> {
+    if old == new {
+        return Some("both store the same value".to_string());
+    }
+    let widths: &[(u32, &str)] = match ty? {
+        Ty::F16 => &[(2, "f16")],
+        Ty::Bf16 => &[(2, "bf16")],
+        Ty::F16x2 | Ty::Bf16x2 => &[(2, "16-bit floats")],
+        Ty::F32 | Ty::Tf32 => &[(4, "f32")],
+        Ty::F64 => &[(8, "f64")],
+        Ty::B16 => &[(2, "16-bit floats")],
+        Ty::B32 => &[(4, "f32"), (2, "16-bit floats")],
+        Ty::B64 | Ty::B128 => &[(8, "f64"), (4, "f32"), (2, "16-bit floats")],
+        _ => return None,
+    };
+    widths.iter().find_map(|&(w, name)| {
+        let ulps = old
+            .chunks_exact(w as usize)
+            .zip(new.chunks_exact(w as usize))
+            .map(|(a, b)| ulp_distance(le(a, 0, w), le(b, 0, w), w))
+            .try_fold(0u64, |m, d| d.map(|d| m.max(d)))?;
+        (ulps <= RACE_ULPS).then(|| {
+            format!(
+                "the values differ by {ulps} ulp{} as {name}",
+                if ulps == 1 { "" } else { "s" }
+            )
+        })
+    })
+}
+
+/// Units in the last place between two IEEE floats of `w` bytes (2 covers f16 and bf16,
+/// whose ulp distance is the same integer distance); `None` when either is a NaN or an
+/// infinity and they differ.
+fn ulp_distance(a: u64, b: u64, w: u32) -> Option<u64> {
+    let (sign, exp_mask) = match w {
+        2 => (1u64 << 15, None),
+        4 => (1u64 << 31, Some(0x7f80_0000u64)),
+        _ => (1u64 << 63, Some(0x7ff0_0000_0000_0000u64)),
+    };
+    // The 16-bit formats disagree on the exponent field: f16 has 5 bits, bf16 8. Treat
+    // the top of either (all ones in f16's field or bf16's) as non-finite.
+    let non_finite = |x: u64| match exp_mask {
+        Some(m) => x & m == m,
+        None => x & 0x7c00 == 0x7c00 || x & 0x7f80 == 0x7f80,
+    };
+    if a == b {
+        return Some(0);
+    }
+    if non_finite(a) || non_finite(b) {
+        return None;
+    }
+    let ordered = |x: u64| {
+        let mag = (x & (sign - 1)) as i128;
+        if x & sign != 0 { -mag } else { mag }
+    };
+    Some(ordered(a).abs_diff(ordered(b)) as u64)
 }
 
 /// Little-endian value of `size` (1, 2, 4 or 8) bytes of `buf` at `o`.

@@ -49,6 +49,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub use error::{CheckKind, CheckReport, EmuError, Space};
+pub use exec::RACE_ULPS;
 
 use decode::KernelCode;
 use memory::{Allocation, GLOBAL_BASE, GlobalMemory, RED_ZONE};
@@ -172,7 +173,7 @@ impl KernelArg {
 }
 
 /// What a launch executed and how long it took.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LaunchStats {
     /// Warp-level instruction steps (one per instruction per warp, whatever the active lanes).
     pub warp_instructions: u64,
@@ -180,6 +181,20 @@ pub struct LaunchStats {
     pub thread_instructions: u64,
     /// Wall-clock time of the launch.
     pub elapsed: Duration,
+    /// Checker findings that cannot change results, so the launch succeeded: shared-memory
+    /// races where a warp stores the value already there or one at most
+    /// [`RACE_ULPS`] ulps from it (Triton's replicated reductions). At most one per kind
+    /// and PTX line. [`RunOptions::strict_races`] makes them errors.
+    pub warnings: Vec<CheckReport>,
+}
+
+/// Options that apply to every launch of a [`Device`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RunOptions {
+    /// Fail the launch ([`EmuError::MemoryCheck`]) on shared-memory races that store
+    /// (nearly) the value already there, instead of returning them as
+    /// [`LaunchStats::warnings`].
+    pub strict_races: bool,
 }
 
 impl LaunchStats {
@@ -196,6 +211,7 @@ pub struct Device {
     next: u64,
     threads: usize,
     cta_instruction_limit: u64,
+    options: RunOptions,
 }
 
 impl Default for Device {
@@ -214,7 +230,18 @@ impl Device {
                 .map(|n| n.get())
                 .unwrap_or(1),
             cta_instruction_limit: DEFAULT_CTA_INSTRUCTION_LIMIT,
+            options: RunOptions::default(),
         }
+    }
+
+    /// Sets the options of the following launches.
+    pub fn set_run_options(&mut self, options: RunOptions) {
+        self.options = options;
+    }
+
+    /// The options launches run with.
+    pub fn run_options(&self) -> RunOptions {
+        self.options
     }
 
     /// Sets how many host threads run CTAs (at least 1); 1 gives deterministic ordering
@@ -345,6 +372,7 @@ impl Device {
             abort: &abort,
             cta_instruction_limit: self.cta_instruction_limit,
             exclusive: threads <= 1,
+            strict_races: self.options.strict_races,
         };
         let next = AtomicUsize::new(0);
         let run = || -> (exec::Worker, Option<(u64, EmuError)>) {
@@ -380,11 +408,13 @@ impl Device {
             })
         };
         let mut reports = Vec::new();
+        let mut warnings = Vec::new();
         let mut first_err: Option<(u64, EmuError)> = None;
         for (w, e) in results {
             stats.warp_instructions += w.warp_instructions;
             stats.thread_instructions += w.thread_instructions;
             reports.extend(w.reports);
+            warnings.extend(w.warnings);
             if let Some((i, e)) = e
                 && first_err.as_ref().is_none_or(|(j, _)| i < *j)
             {
@@ -396,14 +426,20 @@ impl Device {
         }
         stats.elapsed = start.elapsed();
         if !reports.is_empty() {
-            reports.sort_by_key(|r| (r.line, r.cta[2], r.cta[1], r.cta[0]));
-            let mut seen = std::collections::HashSet::new();
-            reports.retain(|r| seen.insert((r.kind, r.line)));
-            reports.truncate(exec::MAX_REPORTS);
-            return Err(EmuError::MemoryCheck(reports));
+            return Err(EmuError::MemoryCheck(first_reports(reports)));
         }
+        stats.warnings = first_reports(warnings);
         Ok(stats)
     }
+}
+
+/// The reports of several workers, one per kind and line (the first CTA's), by line.
+fn first_reports(mut reports: Vec<CheckReport>) -> Vec<CheckReport> {
+    reports.sort_by_key(|r| (r.line, r.cta[2], r.cta[1], r.cta[0]));
+    let mut seen = std::collections::HashSet::new();
+    reports.retain(|r| seen.insert((r.kind, r.line)));
+    reports.truncate(exec::MAX_REPORTS);
+    reports
 }
 
 fn pack_params(k: &KernelCode, args: &[KernelArg]) -> Result<Vec<u8>, EmuError> {
