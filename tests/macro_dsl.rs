@@ -142,3 +142,90 @@ fn hstu_attention_launches_like_the_reference() {
         rt.free(t.buffer).unwrap();
     }
 }
+
+/// Every new elementwise function, as methods and as functions, with `powf`
+/// by a literal and by an attribute.
+#[jagged_kernel(outputs(y))]
+fn activations<T: Float, S>(
+    x: Jagged<T, S>,
+    #[attr] max_len: usize,
+    #[attr] p: f32,
+) -> Jagged<T, S> {
+    let a = relu(x) + x.sigmoid() + tanh(x);
+    let b = x.abs().sqrt() + rsqrt(x.abs() + 1.0) + abs(x);
+    let c = x.powf(2.0) + powf(x.abs(), p) + sigmoid(x).relu() * x.tanh();
+    a + b + c + sqrt(x.abs()) - x.rsqrt().abs().min(0.0)
+}
+
+/// The naive value of `activations` at one element.
+fn activations_naive(x: f64, p: f64) -> f64 {
+    let relu = if x > 0.0 { x } else { 0.0 };
+    let sigmoid = x.exp() / (1.0 + x.exp());
+    let tanh = (x.exp() - (-x).exp()) / (x.exp() + (-x).exp());
+    let abs = if x < 0.0 { -x } else { x };
+    let a = relu + sigmoid + tanh;
+    let b = abs.sqrt() + 1.0 / (abs + 1.0).sqrt() + abs;
+    let c = x * x + (p * abs.ln()).exp() + sigmoid * tanh;
+    // rsqrt(x) of a negative x is NaN, and min(NaN, 0) is NaN: only the
+    // positive elements survive the last term, where it is min(|.|, 0) = 0.
+    let last = if x < 0.0 { f64::NAN } else { 0.0 };
+    a + b + c + abs.sqrt() - last
+}
+
+#[test]
+fn new_elementwise_functions_lower_to_their_ir_ops_and_evaluate_naively() {
+    let graph = activations::graph(DType::F64, &[2], DType::I64).unwrap();
+    let text = graph.to_string();
+    for op in [
+        "relu", "sigmoid", "tanh", "abs", "sqrt", "rsqrt", "pow", "min",
+    ] {
+        assert!(
+            text.contains(&format!(" = {op} %")),
+            "{op} missing:\n{text}"
+        );
+    }
+    let mut rng = Rng(42);
+    let rows = LENS.iter().sum::<usize>();
+    let x = random(&mut rng, DType::F64, vec![rows, 2]);
+    let o = offsets(&LENS, DType::I64);
+    let p = 1.5;
+    let out = evaluate(
+        &graph,
+        &[("x", &x), ("offsets", &o)],
+        &[
+            ("max_len", AttrValue::Index(MAX_LEN)),
+            ("p", AttrValue::Float(p)),
+        ],
+    )
+    .unwrap();
+    let got = out["y"].to_f64();
+    let xs = x.to_f64();
+    let mut row = 0;
+    let mut negatives = 0;
+    for &len in &LENS {
+        for i in 0..len {
+            for c in 0..2 {
+                let k = (row + i) * 2 + c;
+                let want = if i < MAX_LEN {
+                    activations_naive(xs[k], p)
+                } else {
+                    0.0
+                };
+                if want.is_nan() {
+                    negatives += 1;
+                    assert!(got[k].is_nan(), "element {k}: {} for x = {}", got[k], xs[k]);
+                } else {
+                    let err = (got[k] - want).abs();
+                    assert!(
+                        err <= 1e-12 * want.abs().max(1.0),
+                        "element {k}: {} != {want} for x = {}",
+                        got[k],
+                        xs[k]
+                    );
+                }
+            }
+        }
+        row += len;
+    }
+    assert!(negatives > 0, "no negative input exercised the NaN path");
+}

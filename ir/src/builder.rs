@@ -111,6 +111,36 @@ impl GraphBuilder {
         self.unary(UnaryOp::Silu, x)
     }
 
+    /// `sqrt(x)`.
+    pub fn sqrt(&mut self, x: Handle<Node>) -> Handle<Node> {
+        self.unary(UnaryOp::Sqrt, x)
+    }
+
+    /// `1 / sqrt(x)`.
+    pub fn rsqrt(&mut self, x: Handle<Node>) -> Handle<Node> {
+        self.unary(UnaryOp::Rsqrt, x)
+    }
+
+    /// `|x|`.
+    pub fn abs(&mut self, x: Handle<Node>) -> Handle<Node> {
+        self.unary(UnaryOp::Abs, x)
+    }
+
+    /// `max(x, 0)` (NaN stays NaN).
+    pub fn relu(&mut self, x: Handle<Node>) -> Handle<Node> {
+        self.unary(UnaryOp::Relu, x)
+    }
+
+    /// `1 / (1 + e^-x)`.
+    pub fn sigmoid(&mut self, x: Handle<Node>) -> Handle<Node> {
+        self.unary(UnaryOp::Sigmoid, x)
+    }
+
+    /// `tanh x`.
+    pub fn tanh(&mut self, x: Handle<Node>) -> Handle<Node> {
+        self.unary(UnaryOp::Tanh, x)
+    }
+
     /// Elementwise conversion to `dtype`.
     pub fn cast(&mut self, x: Handle<Node>, dtype: DType) -> Handle<Node> {
         self.push(Node::Cast { arg: x, dtype })
@@ -149,6 +179,11 @@ impl GraphBuilder {
     /// `min(a, b)`.
     pub fn min(&mut self, a: Handle<Node>, b: Handle<Node>) -> Handle<Node> {
         self.binary(BinaryOp::Min, a, b)
+    }
+
+    /// `x^p` (IEEE `pow`); `p` must be a scalar (see [`BinaryOp::Pow`]).
+    pub fn pow(&mut self, x: Handle<Node>, p: Handle<Node>) -> Handle<Node> {
+        self.binary(BinaryOp::Pow, x, p)
     }
 
     /// `cond ? on_true : on_false`.

@@ -414,6 +414,12 @@ impl<'g> Evaluator<'g> {
                     UnaryOp::Exp => f64::exp,
                     UnaryOp::Log => f64::ln,
                     UnaryOp::Silu => |x| x / (1.0 + (-x).exp()),
+                    UnaryOp::Sqrt => f64::sqrt,
+                    UnaryOp::Rsqrt => |x| 1.0 / x.sqrt(),
+                    UnaryOp::Abs => f64::abs,
+                    UnaryOp::Relu => relu,
+                    UnaryOp::Sigmoid => |x| 1.0 / (1.0 + (-x).exp()),
+                    UnaryOp::Tanh => f64::tanh,
                 };
                 tensor(self.elementwise(h, &[*arg], |x| f(x[0])))
             }
@@ -426,8 +432,9 @@ impl<'g> Evaluator<'g> {
                     BinaryOp::Sub => |a, b| a - b,
                     BinaryOp::Mul => |a, b| a * b,
                     BinaryOp::Div => |a, b| a / b,
-                    BinaryOp::Max => f64::max,
-                    BinaryOp::Min => f64::min,
+                    BinaryOp::Max => max_nan,
+                    BinaryOp::Min => min_nan,
+                    BinaryOp::Pow => f64::powf,
                 };
                 tensor(self.elementwise(h, &[*lhs, *rhs], |x| f(x[0], x[1])))
             }
@@ -706,6 +713,30 @@ impl<'g> Evaluator<'g> {
         }
         out
     }
+}
+
+/// The larger of `a` and `b`, NaN if either is (IEEE 754-2019 `maximum`;
+/// `f64::max` would return the other operand).
+fn max_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// The smaller of `a` and `b`, NaN if either is.
+fn min_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
+}
+
+/// `max(x, 0)` with NaN propagated (`f64::max` would drop it).
+fn relu(x: f64) -> f64 {
+    if x > 0.0 || x.is_nan() { x } else { 0.0 }
 }
 
 /// Steps an odometer; false when it wraps around.

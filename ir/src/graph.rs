@@ -134,6 +134,10 @@ impl Type {
 }
 
 /// Elementwise functions of one operand (float operands).
+///
+/// Each is the IEEE-754 function of the reference's f64 value: NaN in gives
+/// NaN out, and the special values follow the C library (`sqrt(-1)` is NaN,
+/// `log(0)` is `-inf`, `rsqrt(0)` is `inf`, `tanh(inf)` is 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UnaryOp {
     /// `-x`.
@@ -144,9 +148,24 @@ pub enum UnaryOp {
     Log,
     /// `x / (1 + e^-x)`.
     Silu,
+    /// `sqrt(x)`; NaN for `x < 0`, `-0` for `-0`.
+    Sqrt,
+    /// `1 / sqrt(x)`; `inf` for `+-0`, NaN for `x < 0`.
+    Rsqrt,
+    /// `|x|`.
+    Abs,
+    /// `max(x, 0)`, with NaN propagated (`relu(NaN)` is NaN).
+    Relu,
+    /// `1 / (1 + e^-x)`; 0 at `-inf`, 1 at `inf`.
+    Sigmoid,
+    /// The hyperbolic tangent; `+-1` at `+-inf`.
+    Tanh,
 }
 
 /// Elementwise functions of two operands of one dtype (broadcast by structure).
+///
+/// NaN propagates through every one of them, `max` and `min` included (IEEE
+/// 754-2019 `maximum` / `minimum`, not `maxNum`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BinaryOp {
     /// `a + b`.
@@ -157,10 +176,21 @@ pub enum BinaryOp {
     Mul,
     /// `a / b`.
     Div,
-    /// The larger of `a` and `b`.
+    /// The larger of `a` and `b`; NaN if either is NaN.
     Max,
-    /// The smaller of `a` and `b`.
+    /// The smaller of `a` and `b`; NaN if either is NaN.
     Min,
+    /// `a` to the power `b`, where `b` (the exponent) must be a scalar (a
+    /// `const`, an `attr` or scalar arithmetic on them; the validator rejects
+    /// anything else) and both are floats. The values are C's / IEEE-754's
+    /// `pow` (Rust's `f64::powf`): a negative base gives a real result only
+    /// for an integer exponent (negative for an odd one: `(-2)^3 = -8`,
+    /// `(-2)^2 = 4`) and NaN for a non-integer one (`(-8)^(1/3)` is NaN);
+    /// `x^0 = 1` and `1^y = 1` for every `x` and `y`, NaN included;
+    /// `(+-0)^y` is `+-inf` / `+inf` for `y < 0` and `+-0` / `+0` for `y > 0`
+    /// (signed for odd integer `y`); `(-1)^(+-inf) = 1`; otherwise NaN in
+    /// gives NaN out.
+    Pow,
 }
 
 /// Reductions along one axis.

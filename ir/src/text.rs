@@ -30,9 +30,9 @@
 //! | `seqs %o`, `seqs %o, max_len` | [`Node::Seqs`] |
 //! | `seqs_where %m` | [`Node::SeqsWhere`] |
 //! | `offsets %s` | [`Node::Offsets`] |
-//! | `neg`/`exp`/`log`/`silu %x` | [`Node::Unary`] |
+//! | `neg`/`exp`/`log`/`silu`/`sqrt`/`rsqrt`/`abs`/`relu`/`sigmoid`/`tanh %x` | [`Node::Unary`] |
 //! | `cast %x` | [`Node::Cast`] |
-//! | `add`/`sub`/`mul`/`div`/`max`/`min %a, %b` | [`Node::Binary`] |
+//! | `add`/`sub`/`mul`/`div`/`max`/`min %a, %b`, `pow %x, %scalar` | [`Node::Binary`] |
 //! | `select %c, %a, %b` | [`Node::Select`] |
 //! | `mask j <= i`, `mask j >= i`, `mask i < len(%s)` | [`Node::Mask`] |
 //! | `reduce sum`/`max`/`mean`/`logsumexp %x, axis K` | [`Node::Reduce`] |
@@ -66,7 +66,18 @@ use crate::graph::{
 
 impl UnaryOp {
     /// Every unary op.
-    pub const ALL: [UnaryOp; 4] = [UnaryOp::Neg, UnaryOp::Exp, UnaryOp::Log, UnaryOp::Silu];
+    pub const ALL: [UnaryOp; 10] = [
+        UnaryOp::Neg,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Silu,
+        UnaryOp::Sqrt,
+        UnaryOp::Rsqrt,
+        UnaryOp::Abs,
+        UnaryOp::Relu,
+        UnaryOp::Sigmoid,
+        UnaryOp::Tanh,
+    ];
 
     /// Its name in the text form.
     pub fn name(self) -> &'static str {
@@ -75,19 +86,26 @@ impl UnaryOp {
             UnaryOp::Exp => "exp",
             UnaryOp::Log => "log",
             UnaryOp::Silu => "silu",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Rsqrt => "rsqrt",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Relu => "relu",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Tanh => "tanh",
         }
     }
 }
 
 impl BinaryOp {
     /// Every binary op.
-    pub const ALL: [BinaryOp; 6] = [
+    pub const ALL: [BinaryOp; 7] = [
         BinaryOp::Add,
         BinaryOp::Sub,
         BinaryOp::Mul,
         BinaryOp::Div,
         BinaryOp::Max,
         BinaryOp::Min,
+        BinaryOp::Pow,
     ];
 
     /// Its name in the text form.
@@ -99,6 +117,7 @@ impl BinaryOp {
             BinaryOp::Div => "div",
             BinaryOp::Max => "max",
             BinaryOp::Min => "min",
+            BinaryOp::Pow => "pow",
         }
     }
 }

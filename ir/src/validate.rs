@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use crate::arena::{Arena, Handle};
 use crate::dtype::DType;
 use crate::graph::{
-    AttrDecl, AttrKind, Dim, Graph, IndexPredicate, MAX_LEN, Node, Output, ReduceOp, ScanMode,
-    TensorType, Type,
+    AttrDecl, AttrKind, BinaryOp, Dim, Graph, IndexPredicate, MAX_LEN, Node, Output, ReduceOp,
+    ScanMode, TensorType, Type,
 };
 
 /// Why a graph is invalid, with the node (or graph-level item) it concerns.
@@ -157,6 +157,14 @@ pub enum ValidationErrorKind {
     /// `N` is used but nothing binds it (no `max_len` attribute, no input with `N`).
     #[error("dim N (max_len) is used but neither an attribute nor an input binds it")]
     UnboundMaxLen,
+    /// The exponent of `pow` is not a scalar.
+    #[error(
+        "the exponent of pow must be a scalar (a const, an attr or scalar arithmetic), found {found}"
+    )]
+    NonScalarExponent {
+        /// The exponent's type, in text form.
+        found: String,
+    },
     /// A compaction whose sequence set is not the `seqs_where` of a mask over the operand's set.
     #[error("compact needs the seqs_where of a mask over the operand's sequence set")]
     BadCompaction,
@@ -570,10 +578,18 @@ impl Validator<'_> {
                 let a = self.tensor(h, *arg)?;
                 t(TensorType::new(*dtype, a.dims.clone()))
             }
-            Node::Binary { lhs, rhs, .. } => {
+            Node::Binary { op, lhs, rhs } => {
                 let (a, b) = (self.tensor(h, *lhs)?, self.tensor(h, *rhs)?);
                 Self::same_dtype(a.dtype, b.dtype)?;
                 Self::numeric(a.dtype)?;
+                if *op == BinaryOp::Pow {
+                    Self::float(a.dtype)?;
+                    if !b.dims.is_empty() {
+                        return Err(Kind::NonScalarExponent {
+                            found: b.to_string(),
+                        });
+                    }
+                }
                 t(self.broadcast(a, b)?.to_type(a.dtype))
             }
             Node::Select {

@@ -164,8 +164,8 @@ fn random_graph(choices: &[(u8, u8, u8, u8)]) -> Graph {
         let mut trial = b.clone();
         let axis = usize::from(k % 3);
         let h = match op % 14 {
-            0 => trial.unary(UnaryOp::ALL[usize::from(k) % 4], a),
-            1 => trial.binary(BinaryOp::ALL[usize::from(k) % 6], a, c),
+            0 => trial.unary(UnaryOp::ALL[usize::from(k) % UnaryOp::ALL.len()], a),
+            1 => trial.binary(BinaryOp::ALL[usize::from(k) % BinaryOp::ALL.len()], a, c),
             2 => trial.reduce(ReduceOp::ALL[usize::from(k) % 4], a, axis),
             3 => trial.softmax(a, axis),
             4 => trial.cast(a, DType::ALL[usize::from(k) % 8]),

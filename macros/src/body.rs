@@ -132,6 +132,26 @@ fn pop_arg(args: &mut Vec<Value>, span: Span) -> syn::Result<Value> {
         .ok_or_else(|| Error::new(span, "missing argument"))
 }
 
+/// The DSL's functions, as error messages list them.
+const FUNCTIONS: &str =
+    "exp, log, silu, sqrt, rsqrt, abs, relu, sigmoid, tanh, powf, max, min, select";
+
+/// The IR function of a one-argument DSL function or method (`exp(x)`, `x.sqrt()`).
+fn unary_op(name: &str) -> Option<UnaryOp> {
+    Some(match name {
+        "exp" => UnaryOp::Exp,
+        "log" => UnaryOp::Log,
+        "silu" => UnaryOp::Silu,
+        "sqrt" => UnaryOp::Sqrt,
+        "rsqrt" => UnaryOp::Rsqrt,
+        "abs" => UnaryOp::Abs,
+        "relu" => UnaryOp::Relu,
+        "sigmoid" => UnaryOp::Sigmoid,
+        "tanh" => UnaryOp::Tanh,
+        _ => return None,
+    })
+}
+
 /// The elementwise function of the DSL's `max` / `min` (function or method).
 fn max_or_min(name: &str) -> BinaryOp {
     if name == "max" {
@@ -623,20 +643,18 @@ impl Lowering<'_> {
         let Some(name) = p.path.get_ident() else {
             return err_on(
                 &p,
-                "only the DSL's functions can be called (exp, log, silu, max, min, select)",
+                format!("only the DSL's functions can be called ({FUNCTIONS})"),
             );
         };
         let fname = name.to_string();
         let arity = match fname.as_str() {
-            "exp" | "log" | "silu" => 1,
-            "max" | "min" => 2,
+            f if unary_op(f).is_some() => 1,
+            "max" | "min" | "powf" => 2,
             "select" => 3,
             _ => {
                 return err_on(
                     &name,
-                    format!(
-                        "unknown function `{fname}`: the DSL's functions are exp, log, silu, max, min, select"
-                    ),
+                    format!("unknown function `{fname}`: the DSL's functions are {FUNCTIONS}"),
                 );
             }
         };
@@ -657,6 +675,12 @@ impl Lowering<'_> {
                 self.arith(max_or_min(&fname), a, b, c.span())
             }
             "select" => self.select(args, c.span()),
+            "powf" => {
+                let p = pop_arg(&mut args, c.span())?;
+                let x = pop_arg(&mut args, c.span())?;
+                let x = self.tensor(x, c.span(), "the base of `powf`")?;
+                self.powf(x, p, c.span())
+            }
             _ => {
                 let x = pop_arg(&mut args, c.span())?;
                 let x = self.tensor(x, c.span(), &format!("the argument of `{fname}`"))?;
@@ -668,13 +692,27 @@ impl Lowering<'_> {
     fn unary(&mut self, name: &str, x: Tensor, span: Span) -> syn::Result<Value> {
         self.float_only(&x, name, span)?;
         self.broadcast(&[&x], span)?;
-        let op = match name {
-            "exp" => UnaryOp::Exp,
-            "log" => UnaryOp::Log,
-            _ => UnaryOp::Silu,
+        let Some(op) = unary_op(name) else {
+            return err(span, format!("unknown function `{name}`"));
         };
         let var = self.emit(Step::Unary { op, x: x.var });
         Ok(Value::Tensor(Tensor { var, ..x }))
+    }
+
+    /// `x.powf(p)` / `powf(x, p)`: the exponent is a scalar (a literal, an
+    /// attribute or arithmetic on them), materialized in `x`'s dtype.
+    fn powf(&mut self, x: Tensor, p: Value, span: Span) -> syn::Result<Value> {
+        self.float_only(&x, "powf", span)?;
+        match p {
+            Value::Scalar(_) => self.arith(BinaryOp::Pow, Value::Tensor(x), p, span),
+            Value::Tensor(t) => err(
+                span,
+                format!(
+                    "the exponent of `powf` is a scalar (a literal or an `#[attr]`), found {}",
+                    t.describe()
+                ),
+            ),
+        }
     }
 
     fn select(&mut self, mut args: Vec<Value>, span: Span) -> syn::Result<Value> {
@@ -763,7 +801,11 @@ impl Lowering<'_> {
         let mut args = self.args(&m.args)?;
         let v = recv.var;
         let out = match name.as_str() {
-            "exp" | "log" | "silu" => return self.unary(&name, recv, span),
+            n if unary_op(n).is_some() => return self.unary(&name, recv, span),
+            "powf" => {
+                let p = pop_arg(&mut args, span)?;
+                return self.powf(recv, p, span);
+            }
             "max" | "min" => {
                 let other = pop_arg(&mut args, span)?;
                 return self.arith(max_or_min(&name), Value::Tensor(recv), other, span);
@@ -1169,10 +1211,17 @@ impl Lowering<'_> {
 
 /// The methods of each kind, with their argument counts.
 fn methods_of(kind: Kind) -> Vec<(&'static str, usize)> {
-    const ELEMENTWISE: [(&str, usize); 6] = [
+    const ELEMENTWISE: [(&str, usize); 13] = [
         ("exp", 0),
         ("log", 0),
         ("silu", 0),
+        ("sqrt", 0),
+        ("rsqrt", 0),
+        ("abs", 0),
+        ("relu", 0),
+        ("sigmoid", 0),
+        ("tanh", 0),
+        ("powf", 1),
         ("max", 1),
         ("min", 1),
         ("cast", 0),

@@ -27,7 +27,8 @@
 //! | operation | on |
 //! |---|---|
 //! | `+ - * /`, unary `-`, `max(a, b)`, `min(a, b)`, `select(cond, a, b)` | tensors and scalars, broadcast |
-//! | `.exp()`, `.log()`, `.silu()` (or `exp(x)`, ...), `.max(y)`, `.min(y)`, `.cast::<U>()` | any tensor |
+//! | `.exp()`, `.log()`, `.silu()`, `.sqrt()`, `.rsqrt()`, `.abs()`, `.relu()`, `.sigmoid()`, `.tanh()` (or `exp(x)`, `relu(x)`, ...), `.max(y)`, `.min(y)`, `.cast::<U>()` | any tensor |
+//! | `.powf(p)` (or `powf(x, p)`): `x^p` for a scalar `p`, IEEE `pow` (NaN for a negative `x` unless `p` is an integer) | any float tensor |
 //! | `.sum_over_seq()`, `.mean_over_seq()`, `.max_over_seq()`, `.logsumexp_over_seq()` -> `PerSeq` | `Jagged` |
 //! | `.softmax_over_seq()`, `.to_padded()`, `.to_padded_or(v)`, `.compact(mask)`, `.offsets()` | `Jagged` |
 //! | `q.dot(k)` -> `Pairs` (contracts the last dim) | `Jagged` |
@@ -78,6 +79,14 @@ impl Float for bf16 {}
 pub trait Index {}
 impl Index for i32 {}
 impl Index for i64 {}
+
+/// Scalars of a kernel body (literals, `#[attr]` parameters, `max_len as
+/// f32`): what `powf` takes as its exponent.
+pub trait Scalar: Copy {}
+impl Scalar for f32 {}
+impl Scalar for f64 {}
+impl Scalar for i32 {}
+impl Scalar for usize {}
 
 /// The dtype of the kernel's offsets (`Offsets` without an argument).
 #[derive(Clone, Copy, Debug)]
@@ -176,6 +185,36 @@ macro_rules! elementwise {
             }
             /// `x / (1 + e^-x)`, elementwise.
             pub fn silu(self) -> Self {
+                self
+            }
+            /// `sqrt(x)`, elementwise (NaN for `x < 0`).
+            pub fn sqrt(self) -> Self {
+                self
+            }
+            /// `1 / sqrt(x)`, elementwise.
+            pub fn rsqrt(self) -> Self {
+                self
+            }
+            /// `|x|`, elementwise.
+            pub fn abs(self) -> Self {
+                self
+            }
+            /// `max(x, 0)`, elementwise (NaN stays NaN).
+            pub fn relu(self) -> Self {
+                self
+            }
+            /// `1 / (1 + e^-x)`, elementwise.
+            pub fn sigmoid(self) -> Self {
+                self
+            }
+            /// `tanh x`, elementwise.
+            pub fn tanh(self) -> Self {
+                self
+            }
+            /// `x^p` with a scalar exponent `p` (a literal or an attribute),
+            /// elementwise, with IEEE `pow`'s values: a negative `x` gives NaN
+            /// unless `p` is an integer.
+            pub fn powf<P: Scalar>(self, _p: P) -> Self {
                 self
             }
             /// The larger of the two, elementwise (broadcast).
@@ -354,6 +393,41 @@ pub fn log<X: Phantom>(x: X) -> X {
 
 /// `x / (1 + e^-x)`, elementwise.
 pub fn silu<X: Phantom>(x: X) -> X {
+    x
+}
+
+/// `sqrt(x)`, elementwise.
+pub fn sqrt<X: Phantom>(x: X) -> X {
+    x
+}
+
+/// `1 / sqrt(x)`, elementwise.
+pub fn rsqrt<X: Phantom>(x: X) -> X {
+    x
+}
+
+/// `|x|`, elementwise.
+pub fn abs<X: Phantom>(x: X) -> X {
+    x
+}
+
+/// `max(x, 0)`, elementwise (NaN stays NaN).
+pub fn relu<X: Phantom>(x: X) -> X {
+    x
+}
+
+/// `1 / (1 + e^-x)`, elementwise.
+pub fn sigmoid<X: Phantom>(x: X) -> X {
+    x
+}
+
+/// `tanh x`, elementwise.
+pub fn tanh<X: Phantom>(x: X) -> X {
+    x
+}
+
+/// `x^p` with a scalar exponent, elementwise (see the method `powf`).
+pub fn powf<X: Phantom, P: Scalar>(x: X, _p: P) -> X {
     x
 }
 

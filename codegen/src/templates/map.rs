@@ -7,7 +7,7 @@ use std::fmt;
 
 use jagged_ir::{BinaryOp, UnaryOp};
 
-use crate::kernel::{BinOp, KernelBuilder, Operand, Reg, Type, UnOp};
+use crate::kernel::{BinOp, Cmp, KernelBuilder, Operand, Reg, RegClass, Type, UnOp};
 use crate::launch::{ParamBinding, SizeExpr};
 use crate::spec::DType;
 
@@ -255,12 +255,20 @@ pub fn emit_expr(
 
 /// Emits the f32 form of an IR unary function: the one place that lowers
 /// [`UnaryOp`] (the map template and the general lowering share it).
+///
+/// NaN in gives NaN out for every function, as in the reference. Accuracy
+/// (relative, on a GPU; the emulator computes the `.approx` instructions
+/// exactly): `sqrt.rn` and `abs` are exact; `rsqrt.approx` is within 2^-22.9;
+/// `exp`, `sigmoid` and `silu` within a few 2^-22 plus `|x| * 2^-24` (the
+/// rounding of `x * log2(e)`); `tanh` within about 1e-6 (a polynomial for
+/// `|x| < 0.3`, `1 - 2 / (e^2x + 1)` elsewhere, which saturates to `+-1`
+/// without overflow trouble since `2 / inf = 0`).
 pub fn emit_unary(b: &mut KernelBuilder, op: UnaryOp, x: Reg) -> Reg {
     match op {
         UnaryOp::Neg => b.unary(UnOp::Neg, Type::F32, x),
         UnaryOp::Exp => exp_f32(b, x),
         UnaryOp::Log => {
-            let l2 = b.unary(UnOp::Lg2Approx, Type::F32, x);
+            let l2 = log2_f32(b, x);
             b.binary(
                 BinOp::Mul,
                 Type::F32,
@@ -274,18 +282,141 @@ pub fn emit_unary(b: &mut KernelBuilder, op: UnaryOp, x: Reg) -> Reg {
             let denom = b.binary(BinOp::Add, Type::F32, e, Operand::F32(1.0));
             b.binary(BinOp::Div, Type::F32, x, denom)
         }
+        UnaryOp::Sqrt => b.unary(UnOp::Sqrt, Type::F32, x),
+        UnaryOp::Rsqrt => b.unary(UnOp::RsqrtApprox, Type::F32, x),
+        UnaryOp::Abs => b.unary(UnOp::Abs, Type::F32, x),
+        UnaryOp::Relu => {
+            // Not `max.f32 x, 0`: PTX `max` returns the non-NaN operand, so
+            // relu(NaN) would be 0. `x <= 0` is false for NaN, which keeps x.
+            let non_positive = b.setp(Cmp::Le, Type::F32, x, Operand::F32(0.0));
+            b.selp(Type::F32, Operand::F32(0.0), x, non_positive)
+        }
+        UnaryOp::Sigmoid => {
+            let neg = b.unary(UnOp::Neg, Type::F32, x);
+            let e = exp_f32(b, neg);
+            let denom = b.binary(BinOp::Add, Type::F32, e, Operand::F32(1.0));
+            b.unary(UnOp::Rcp, Type::F32, denom)
+        }
+        UnaryOp::Tanh => emit_tanh(b, x),
     }
 }
 
+/// `tanh x` in f32 without `tanh.approx` (whose 2^-10.7 relative error is
+/// far above the f32 tolerance): for `|x| < 0.3` the odd Taylor polynomial
+/// `x (1 - s/3 + 2s^2/15 - 17s^3/315 + 62s^4/2835)`, `s = x^2` (truncation
+/// error below 6e-8 relative), else `1 - 2 / (e^(2x) + 1)`, whose
+/// cancellation costs at most a few ulps there. `e^(2x)` overflowing to
+/// `inf` gives exactly 1, underflowing to 0 gives exactly -1, and NaN fails
+/// the `|x| < 0.3` test and propagates through the second form.
+fn emit_tanh(b: &mut KernelBuilder, x: Reg) -> Reg {
+    use crate::kernel::TernOp;
+    let s = b.binary(BinOp::Mul, Type::F32, x, x);
+    let mut poly = b.mov(Type::F32, Operand::F32((62.0 / 2835.0) as f32));
+    for c in [-17.0 / 315.0, 2.0 / 15.0, -1.0 / 3.0, 1.0] {
+        poly = b.ternary(TernOp::Fma, Type::F32, poly, s, Operand::F32(c as f32));
+    }
+    let near_zero = b.binary(BinOp::Mul, Type::F32, x, poly);
+    let two_x = b.binary(BinOp::Add, Type::F32, x, x);
+    let e = exp_f32(b, two_x);
+    let denom = b.binary(BinOp::Add, Type::F32, e, Operand::F32(1.0));
+    let frac = b.binary(BinOp::Div, Type::F32, Operand::F32(2.0), denom);
+    let far = b.binary(BinOp::Sub, Type::F32, Operand::F32(1.0), frac);
+    let ax = b.unary(UnOp::Abs, Type::F32, x);
+    let small = b.setp(Cmp::Lt, Type::F32, ax, Operand::F32(0.3));
+    b.selp(Type::F32, near_zero, far, small)
+}
+
 /// Emits the f32 form of an IR binary function (see [`emit_unary`]).
+///
+/// `max` and `min` propagate NaN like the reference (PTX `max.f32` /
+/// `min.f32` return the non-NaN operand, so a NaN operand is selected back
+/// in); `pow` is IEEE `powf` (see [`BinaryOp::Pow`]) computed as
+/// `2^(p * log2|x|)` with the sign, zero, infinity, NaN and subnormal cases
+/// fixed up by selects.
 pub fn emit_binary(b: &mut KernelBuilder, op: BinaryOp, l: Reg, r: Reg) -> Reg {
     let op = match op {
         BinaryOp::Add => BinOp::Add,
         BinaryOp::Sub => BinOp::Sub,
         BinaryOp::Mul => BinOp::Mul,
         BinaryOp::Div => BinOp::Div,
-        BinaryOp::Max => BinOp::Max,
-        BinaryOp::Min => BinOp::Min,
+        BinaryOp::Max | BinaryOp::Min => {
+            let op = if op == BinaryOp::Max {
+                BinOp::Max
+            } else {
+                BinOp::Min
+            };
+            let m = b.binary(op, Type::F32, l, r);
+            // `x == x` is false only for NaN.
+            let l_num = b.setp(Cmp::Eq, Type::F32, l, l);
+            let with_l = b.selp(Type::F32, m, l, l_num);
+            let r_num = b.setp(Cmp::Eq, Type::F32, r, r);
+            return b.selp(Type::F32, with_l, r, r_num);
+        }
+        BinaryOp::Pow => return emit_pow(b, l, r),
     };
     b.binary(op, Type::F32, l, r)
+}
+
+/// `log2(v)` with `lg2.approx.ftz`, which flushes subnormal inputs to zero
+/// (giving `-inf`): `|v| < 2^-126` is scaled by 2^24 first and 24 taken off.
+fn log2_f32(b: &mut KernelBuilder, v: Reg) -> Reg {
+    let av = b.unary(UnOp::Abs, Type::F32, v);
+    let tiny = b.setp(Cmp::Lt, Type::F32, av, Operand::F32(f32::MIN_POSITIVE));
+    let scaled = b.binary(BinOp::Mul, Type::F32, v, Operand::F32(16_777_216.0));
+    let arg = b.selp(Type::F32, scaled, v, tiny);
+    let shift = b.selp(Type::F32, Operand::F32(-24.0), Operand::F32(0.0), tiny);
+    let lg = b.unary(UnOp::Lg2Approx, Type::F32, arg);
+    b.binary(BinOp::Add, Type::F32, lg, shift)
+}
+
+/// `trunc(v)` of an f32 through a 64-bit integer; values of magnitude
+/// `>= 2^24` (integers already), infinities included, are kept as they are.
+fn trunc_f32(b: &mut KernelBuilder, v: Reg) -> Reg {
+    let as_int = b.cvt(Type::S64, Type::F32, v);
+    let back = b.cvt(Type::F32, Type::S64, as_int);
+    let av = b.unary(UnOp::Abs, Type::F32, v);
+    let big = b.setp(Cmp::Ge, Type::F32, av, Operand::F32(16_777_216.0));
+    b.selp(Type::F32, v, back, big)
+}
+
+/// IEEE `powf(x, p)` in f32 (see [`emit_binary`]); subnormal `x` are
+/// handled by [`log2_f32`], results below 2^-126 are flushed to 0 by
+/// `ex2.approx.ftz`. On a GPU the relative
+/// error is about `|p log2 x| * 2^-23` plus the `approx` errors (2^-22).
+fn emit_pow(b: &mut KernelBuilder, x: Reg, p: Reg) -> Reg {
+    let ax = b.unary(UnOp::Abs, Type::F32, x);
+    let l2 = log2_f32(b, ax);
+    let t = b.binary(BinOp::Mul, Type::F32, p, l2);
+    let mag = b.unary(UnOp::Ex2Approx, Type::F32, t);
+    // An odd integer p carries x's sign bit (-0 and -inf included).
+    let half = b.binary(BinOp::Mul, Type::F32, p, Operand::F32(0.5));
+    let half_trunc = trunc_f32(b, half);
+    let half_frac = b.binary(BinOp::Sub, Type::F32, half, half_trunc);
+    let half_frac = b.unary(UnOp::Abs, Type::F32, half_frac);
+    let odd = b.setp(Cmp::Eq, Type::F32, half_frac, Operand::F32(0.5));
+    let x_bits = b.bitcast(RegClass::B32, Type::B32, x);
+    let sign = b.binary(BinOp::And, Type::B32, x_bits, Operand::Int(0x8000_0000));
+    let mag_bits = b.bitcast(RegClass::B32, Type::B32, mag);
+    let signed_bits = b.binary(BinOp::Or, Type::B32, mag_bits, sign);
+    let signed = b.bitcast(RegClass::F32, Type::B32, signed_bits);
+    let value = b.selp(Type::F32, signed, mag, odd);
+    // A finite negative x with a non-integer p: NaN.
+    let p_trunc = trunc_f32(b, p);
+    let non_integer = b.setp(Cmp::Ne, Type::F32, p, p_trunc);
+    let nan_if_negative = b.selp(Type::F32, Operand::F32(f32::NAN), value, non_integer);
+    let negative = b.setp(Cmp::Lt, Type::F32, x, Operand::F32(0.0));
+    let value_neg = b.selp(Type::F32, nan_if_negative, value, negative);
+    let finite_or_pos = b.setp(Cmp::Gt, Type::F32, x, Operand::F32(f32::NEG_INFINITY));
+    let value = b.selp(Type::F32, value_neg, value, finite_or_pos);
+    // (+-1)^(+-inf) = 1 (the product above is 0 * inf = NaN).
+    let ap = b.unary(UnOp::Abs, Type::F32, p);
+    let p_inf = b.setp(Cmp::Eq, Type::F32, ap, Operand::F32(f32::INFINITY));
+    let one_if_inf = b.selp(Type::F32, Operand::F32(1.0), value, p_inf);
+    let unit = b.setp(Cmp::Eq, Type::F32, ax, Operand::F32(1.0));
+    let value = b.selp(Type::F32, one_if_inf, value, unit);
+    // x^0 = 1 and 1^p = 1, NaN included.
+    let p_zero = b.setp(Cmp::Eq, Type::F32, p, Operand::F32(0.0));
+    let value = b.selp(Type::F32, Operand::F32(1.0), value, p_zero);
+    let x_one = b.setp(Cmp::Eq, Type::F32, x, Operand::F32(1.0));
+    b.selp(Type::F32, Operand::F32(1.0), value, x_one)
 }
