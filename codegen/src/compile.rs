@@ -31,6 +31,45 @@ struct Matched {
 /// the graph, generates and prints the PTX, and returns it with the launch
 /// metadata (bindings in the graph's input / output order).
 pub fn compile(graph: &Graph, spec: &Spec) -> Result<CompiledKernel, CodegenError> {
+    Ok(compile_with_plan(graph, spec)?.0)
+}
+
+/// [`compile`], with the plan as text: the fast path that took the graph
+/// (then its launches), or why none did (then the general path's kernels,
+/// what each computes and fuses, and its scratch buffers). A fast-path miss
+/// is never an error: the general path compiles every validated graph.
+pub fn compile_with_plan(
+    graph: &Graph,
+    spec: &Spec,
+) -> Result<(CompiledKernel, String), CodegenError> {
+    check_spec_describes(graph, spec)?;
+    match fast_path(graph, spec) {
+        Ok((kernel, name)) => {
+            let plan = format!("fast path: {name}\n{kernel}");
+            Ok((kernel, plan))
+        }
+        // A template that cannot take this graph (or its other inputs' dims)
+        // is a miss, never an error.
+        Err(
+            CodegenError::NoTemplate(why)
+            | CodegenError::Unsupported(why)
+            | CodegenError::SpecMismatch(why),
+        ) => {
+            let general = crate::general::compile_general(graph, spec)?;
+            let plan = format!(
+                "fast path: none ({why})\ngeneral path, {} kernel(s):\n{}{}",
+                general.kernel.launches.len(),
+                general.plan,
+                general.kernel
+            );
+            Ok((general.kernel, plan))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// The template that matches the whole graph, lowered; with its name.
+fn fast_path(graph: &Graph, spec: &Spec) -> Result<(CompiledKernel, &'static str), CodegenError> {
     let matched = match_graph(graph)?;
     check_against_graph(graph, &matched, spec)?;
     let mut compiled = lower(&matched.primitive, spec)?;
@@ -74,7 +113,7 @@ pub fn compile(graph: &Graph, spec: &Spec) -> Result<CompiledKernel, CodegenErro
         outputs[output_pos(k)?] = out;
     }
     compiled.outputs = outputs;
-    Ok(compiled)
+    Ok((compiled, matched.primitive.name()))
 }
 
 impl Spec {
@@ -263,9 +302,12 @@ fn match_graph(graph: &Graph) -> Result<Matched, CodegenError> {
             ))
         }
         Node::Unary { .. } | Node::Binary { .. } => match_map(graph, out),
-        other => Err(no_template(
+        _ => Err(no_template(
             graph,
-            &format!("no template for output node {other:?}"),
+            &format!(
+                "no template for output {}",
+                jagged_ir::text::node_text(out, graph.node(out))
+            ),
         )),
     }
 }
@@ -352,9 +394,12 @@ fn map_expr(
             let b = map_expr(graph, *rhs, leaves, seqs)?;
             Ok(MapExpr::Binary(*op, Box::new(a), Box::new(b)))
         }
-        other => Err(no_template(
+        _ => Err(no_template(
             graph,
-            &format!("elementwise tree contains {other:?}"),
+            &format!(
+                "elementwise tree contains {}",
+                jagged_ir::text::node_text(h, graph.node(h))
+            ),
         )),
     }
 }
@@ -395,6 +440,36 @@ fn match_compaction(
         outputs: vec![values, offsets_out],
         truncated: false,
     })
+}
+
+/// The spec must describe the graph as [`Spec::for_graph`] does: the dtype
+/// and inner dims of its first float input, the dtype of its first index
+/// input. A spec that does not is the caller's error.
+fn check_spec_describes(graph: &Graph, spec: &Spec) -> Result<(), CodegenError> {
+    let derived = Spec::for_graph(graph, u64::from(spec.max_len_bucket), spec.arch)?;
+    let mismatch = |what: String| {
+        CodegenError::SpecMismatch(format!("graph `{}`: {what} (spec: {spec})", graph.name()))
+    };
+    let first_float = graph
+        .inputs()
+        .find(|(_, _, ty)| ty.dtype.is_float())
+        .map_or("values", |(_, name, _)| name);
+    if derived.dtype != spec.dtype {
+        return Err(mismatch(format!(
+            "input `{first_float}` has dtype {}",
+            derived.dtype
+        )));
+    }
+    if derived.inner != spec.inner {
+        return Err(mismatch(format!(
+            "input `{first_float}` has inner dims {:?}",
+            derived.inner
+        )));
+    }
+    if derived.index != spec.index {
+        return Err(mismatch(format!("the offsets are {}", derived.index)));
+    }
+    Ok(())
 }
 
 /// The spec must describe the graph's values and offsets.

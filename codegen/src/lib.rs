@@ -12,6 +12,7 @@
 
 pub mod compile;
 pub mod error;
+pub mod general;
 pub mod kernel;
 pub mod launch;
 pub mod lower;
@@ -21,7 +22,7 @@ pub mod serial;
 pub mod spec;
 pub mod templates;
 
-pub use compile::compile;
+pub use compile::{compile, compile_with_plan};
 pub use error::CodegenError;
 pub use launch::{
     CompiledKernel, GridRule, Launch, OutputBuffer, ParamBinding, RunSizes, ScratchBuffer, SizeExpr,

@@ -1,0 +1,1270 @@
+//! Lowers the steps of a [`Partition`] to kernels: a grid-stride loop over
+//! the elements of a value, and at each element the fused expression tree
+//! evaluated in registers (operands at broadcast indices, reductions and
+//! contractions as loops).
+
+use jagged_ir::{
+    BinaryOp, Dim, Graph, Handle, IndexPredicate, Node, ReduceOp, ScanMode, TensorType,
+};
+
+use super::{Buffer, Partition, Step, Stored, elements, reduced_type, tensor_type, unsupported};
+use crate::error::CodegenError;
+use crate::kernel::{
+    BinOp, Cmp, KernelBuilder, Label, Operand, ParamId, ParamType, Reg, TernOp, Type,
+};
+use crate::launch::{ParamBinding, SizeExpr};
+use crate::spec::{DType, elem_bytes};
+use crate::templates::map::{emit_binary, emit_unary};
+use crate::templates::{
+    BLOCK_THREADS, Plan, exp_f32, grid, load_f32, load_index, pack_f32, store_f32, store_index,
+    unpack_f32,
+};
+
+/// A value in registers: f32 for float dtypes, s64 for integers and bools.
+#[derive(Clone, Copy, Debug)]
+enum Val {
+    F(Reg),
+    I(Reg),
+}
+
+/// An element index: the sequence `b` (u64; 0 for values with no batch) and
+/// one u64 index per dim of the value's type (a `B` dim's index is `b`).
+#[derive(Clone, Debug)]
+struct At {
+    b: Reg,
+    idx: Vec<Reg>,
+}
+
+/// What a kernel parameter stands for (parameters are declared once).
+#[derive(Clone, Debug, PartialEq)]
+enum ParamKey {
+    Buffer(Buffer),
+    Size(SizeExpr),
+    Attr(String),
+}
+
+type Result<T> = std::result::Result<T, CodegenError>;
+
+fn is_int(dtype: DType) -> bool {
+    !dtype.is_float()
+}
+
+/// Generates the kernels of one step (two for [`Step::KeptOffsets`]).
+pub(super) fn lower_step(
+    graph: &Graph,
+    part: &Partition,
+    step: &Step,
+    name: &str,
+) -> Result<Vec<Plan>> {
+    let mut em = Emitter::new(graph, part, name);
+    match step {
+        Step::Elements { node, into } => {
+            let ty = tensor_type(graph, *node)?.clone();
+            let (node, into) = (*node, *into);
+            em.for_each_element(&ty, &[into], |em, at, lin| {
+                let v = em.define(node, at)?;
+                em.store(into, lin, v);
+                Ok(())
+            })?;
+        }
+        Step::SoftmaxStats { node } => {
+            let (max, sum) = part.softmax_stats[node];
+            let Node::Softmax { arg, axis } = graph.node(*node) else {
+                return Err(unsupported(
+                    graph,
+                    *node,
+                    "softmax statistics of a non-softmax",
+                ));
+            };
+            let (arg, axis) = (*arg, *axis);
+            let x = tensor_type(graph, arg)?.clone();
+            let stats = reduced_type(&x, axis);
+            em.for_each_element(&stats, &[max, sum], |em, at, lin| {
+                let line = em.line_of(&x, &stats, axis, at);
+                let (m, s) = em.softmax_stats(arg, &x, axis, &line)?;
+                em.store(max, lin, Val::F(m));
+                em.store(sum, lin, Val::F(s));
+                Ok(())
+            })?;
+        }
+        Step::Scan { node, into } => em.scan(*node, *into)?,
+        Step::Compact { node, into } => em.compact(*node, *into)?,
+        Step::KeptOffsets { seqs } => {
+            em.count_kept(*seqs)?;
+            let first = em.finish();
+            let mut em = Emitter::new(graph, part, &format!("{name}_prefix"));
+            em.prefix_kept(*seqs)?;
+            return Ok(vec![first, em.finish()]);
+        }
+    }
+    Ok(vec![em.finish()])
+}
+
+struct Emitter<'g> {
+    graph: &'g Graph,
+    part: &'g Partition,
+    b: KernelBuilder,
+    params: Vec<(ParamKey, ParamId)>,
+    bindings: Vec<ParamBinding>,
+    items: SizeExpr,
+}
+
+impl<'g> Emitter<'g> {
+    fn new(graph: &'g Graph, part: &'g Partition, name: &str) -> Self {
+        Emitter {
+            graph,
+            part,
+            b: KernelBuilder::new(name, BLOCK_THREADS),
+            params: Vec::new(),
+            bindings: Vec::new(),
+            items: SizeExpr::Const(1),
+        }
+    }
+
+    fn finish(self) -> Plan {
+        Plan {
+            kernel: self.b.finish(),
+            grid: grid(self.items, u64::from(BLOCK_THREADS)),
+            bindings: self.bindings,
+        }
+    }
+
+    // ---- parameters -------------------------------------------------------
+
+    fn param(
+        &mut self,
+        key: ParamKey,
+        name: &str,
+        ty: ParamType,
+        binding: ParamBinding,
+    ) -> ParamId {
+        if let Some((_, id)) = self.params.iter().find(|(k, _)| *k == key) {
+            return *id;
+        }
+        let ident: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let id = self.b.param(&ident, ty);
+        self.params.push((key, id));
+        self.bindings.push(binding);
+        id
+    }
+
+    /// The global address of a buffer.
+    fn ptr(&mut self, buffer: Buffer) -> Reg {
+        let (name, binding) = match buffer {
+            Buffer::Input(i) => {
+                let name = self
+                    .graph
+                    .inputs()
+                    .nth(i)
+                    .map_or_else(|| format!("input{i}"), |(_, n, _)| n.to_string());
+                (name, ParamBinding::Input(i))
+            }
+            Buffer::Output(i) => {
+                let name = self
+                    .graph
+                    .outputs()
+                    .get(i)
+                    .map_or_else(|| format!("output{i}"), |o| format!("out_{}", o.name));
+                (name, ParamBinding::Output(i))
+            }
+            Buffer::Scratch(i) => (format!("scratch{i}"), ParamBinding::Scratch(i)),
+        };
+        let p = self.param(
+            ParamKey::Buffer(buffer),
+            &name,
+            ParamType::Ptr { align: 16 },
+            binding,
+        );
+        self.b.ld_global_ptr(p)
+    }
+
+    /// A run-time size as a u64 register.
+    fn size(&mut self, e: SizeExpr) -> Reg {
+        let name = match &e {
+            SizeExpr::Batch => "batch".to_string(),
+            SizeExpr::MaxLen => "max_len".to_string(),
+            SizeExpr::TotalRows => "total_rows".to_string(),
+            _ => format!("size{}", self.params.len()),
+        };
+        let p = self.param(
+            ParamKey::Size(e.clone()),
+            &name,
+            ParamType::U64,
+            ParamBinding::Size(e),
+        );
+        self.b.ld_param(p)
+    }
+
+    /// A float attribute as an f32 register.
+    fn attr(&mut self, name: &str) -> Reg {
+        let p = self.param(
+            ParamKey::Attr(name.to_string()),
+            &format!("attr_{name}"),
+            ParamType::F32,
+            ParamBinding::FloatAttr(name.to_string()),
+        );
+        self.b.ld_param(p)
+    }
+
+    // ---- sequence sets ----------------------------------------------------
+
+    /// The offsets buffer of a sequence set.
+    fn set_offsets(&self, s: Handle<Node>) -> Result<Stored> {
+        let found = match self.graph.node(s) {
+            Node::Seqs { offsets, .. } => self.part.stored.get(offsets).copied(),
+            Node::SeqsWhere { .. } => self.part.kept_offsets.get(&s).copied(),
+            _ => None,
+        };
+        found.ok_or_else(|| unsupported(self.graph, s, "a sequence set without an offsets buffer"))
+    }
+
+    /// `offsets[k]` of set `s` (u64).
+    fn seq_start(&mut self, s: Handle<Node>, k: Reg) -> Result<Reg> {
+        let st = self.set_offsets(s)?;
+        let base = self.ptr(st.buffer);
+        Ok(load_index(&mut self.b, base, k, st.elem))
+    }
+
+    /// `n_b` of set `s` (u64): the length, capped at `max_len` if truncated.
+    fn seq_len(&mut self, s: Handle<Node>, b: Reg) -> Result<Reg> {
+        let start = self.seq_start(s, b)?;
+        let next = self.b.binary(BinOp::Add, Type::U64, b, Operand::Int(1));
+        let end = self.seq_start(s, next)?;
+        let len = self.b.binary(BinOp::Sub, Type::U64, end, start);
+        if matches!(self.graph.node(s), Node::Seqs { truncate: true, .. }) {
+            let n = self.size(SizeExpr::MaxLen);
+            return Ok(self.b.binary(BinOp::Min, Type::U64, len, n));
+        }
+        Ok(len)
+    }
+
+    /// The extent of `dim` in sequence `b`.
+    fn extent(&mut self, dim: Dim, b: Reg) -> Result<Operand> {
+        Ok(match dim {
+            Dim::Static(n) => Operand::Int(n as i64),
+            Dim::Batch => self.size(SizeExpr::Batch).into(),
+            Dim::BatchPlusOne => {
+                let batch = self.size(SizeExpr::Batch);
+                self.b
+                    .binary(BinOp::Add, Type::U64, batch, Operand::Int(1))
+                    .into()
+            }
+            Dim::MaxLen => self.size(SizeExpr::MaxLen).into(),
+            Dim::Ragged(s) => self.seq_len(s, b)?.into(),
+        })
+    }
+
+    /// The sequence containing `row` of set `s`: the last `b < B` with
+    /// `offsets[b] <= row` (binary search; `row < offsets[B]`).
+    fn search(&mut self, s: Handle<Node>, row: Reg) -> Result<Reg> {
+        let lo = self.b.mov(Type::U64, Operand::Int(0));
+        let hi = self.size(SizeExpr::Batch);
+        let hi = self.b.mov(Type::U64, hi);
+        let head = self.b.label();
+        let exit = self.b.label();
+        self.b.place(head);
+        let gap = self.b.binary(BinOp::Sub, Type::U64, hi, lo);
+        let done = self.b.setp(Cmp::Le, Type::U64, gap, Operand::Int(1));
+        self.b.bra_if(done, false, exit);
+        let sum = self.b.binary(BinOp::Add, Type::U64, lo, hi);
+        let mid = self.b.binary(BinOp::Shr, Type::U64, sum, Operand::Int(1));
+        let start = self.seq_start(s, mid)?;
+        let below = self.b.setp(Cmp::Le, Type::U64, start, row);
+        let new_lo = self.b.selp(Type::U64, mid, lo, below);
+        let new_hi = self.b.selp(Type::U64, hi, mid, below);
+        self.b.mov_to(Type::U64, lo, new_lo);
+        self.b.mov_to(Type::U64, hi, new_hi);
+        self.b.bra(head);
+        self.b.place(exit);
+        Ok(lo)
+    }
+
+    // ---- element loops ----------------------------------------------------
+
+    /// Splits `w` into digits of the given extents (last one fastest).
+    fn digits(&mut self, w: Reg, extents: &[Operand]) -> Vec<Reg> {
+        let mut rest = w;
+        let mut digits = vec![rest; extents.len()];
+        for (k, e) in extents.iter().enumerate().rev() {
+            if k == 0 {
+                digits[0] = rest;
+                break;
+            }
+            digits[k] = self.b.binary(BinOp::Rem, Type::U64, rest, *e);
+            rest = self.b.binary(BinOp::Div, Type::U64, rest, *e);
+        }
+        digits
+    }
+
+    /// A grid-stride loop over the elements of a value of type `ty`, calling
+    /// `body` with each element's index and linear position. Rows of a jagged
+    /// value at `i >= n_b` get zeros in `zero_into` instead.
+    fn for_each_element(
+        &mut self,
+        ty: &TensorType,
+        zero_into: &[Stored],
+        mut body: impl FnMut(&mut Self, &At, Reg) -> Result<()>,
+    ) -> Result<()> {
+        let graph = self.graph;
+        let items = elements(ty).ok_or_else(|| {
+            CodegenError::Unsupported(format!(
+                "graph `{}`: a loop over the elements of {ty}",
+                graph.name()
+            ))
+        })?;
+        self.items = items.clone();
+        let work = self.size(items);
+        let (start, step) = self.b.global_thread_index();
+        let range = self.b.begin_range(Type::U64, start, work, step);
+        let w = range.counter;
+        let next = self.b.label();
+        let zero = self.b.mov(Type::U64, Operand::Int(0));
+        match ty.seqs() {
+            None => {
+                let mut extents = Vec::with_capacity(ty.dims.len());
+                for &d in &ty.dims {
+                    extents.push(self.extent(d, zero)?);
+                }
+                let idx = self.digits(w, &extents);
+                let b = match ty.dims.first() {
+                    Some(Dim::Batch) => idx[0],
+                    _ => zero,
+                };
+                body(self, &At { b, idx }, w)?;
+            }
+            Some(s) => {
+                if ty.ragged_rank() != 1 {
+                    return Err(CodegenError::Unsupported(format!(
+                        "graph `{}`: a loop over the elements of {ty}",
+                        graph.name()
+                    )));
+                }
+                let inner: Vec<Operand> = ty.dims[1..]
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Static(n) => Operand::Int(*n as i64),
+                        _ => Operand::Int(1),
+                    })
+                    .collect();
+                let width = super::static_product(&ty.dims[1..]);
+                let row = self
+                    .b
+                    .binary(BinOp::Div, Type::U64, w, Operand::Int(width as i64));
+                let within = self
+                    .b
+                    .binary(BinOp::Rem, Type::U64, w, Operand::Int(width as i64));
+                if matches!(graph.node(s), Node::SeqsWhere { .. }) {
+                    // Compacted sets hold fewer rows than their capacity.
+                    let batch = self.size(SizeExpr::Batch);
+                    let rows = self.seq_start(s, batch)?;
+                    let past = self.b.setp(Cmp::Ge, Type::U64, row, rows);
+                    self.b.bra_if(past, false, next);
+                }
+                let b = self.search(s, row)?;
+                let first = self.seq_start(s, b)?;
+                let i = self.b.binary(BinOp::Sub, Type::U64, row, first);
+                let len = self.seq_len(s, b)?;
+                let valid = self.b.setp(Cmp::Lt, Type::U64, i, len);
+                let write = self.b.label();
+                self.b.bra_if(valid, false, write);
+                for &st in zero_into {
+                    let z = self.zero(st.elem);
+                    self.store(st, w, z);
+                }
+                self.b.bra(next);
+                self.b.place(write);
+                let mut idx = vec![i];
+                idx.extend(self.digits(within, &inner));
+                if inner.is_empty() {
+                    idx.truncate(1);
+                }
+                body(self, &At { b, idx }, w)?;
+            }
+        }
+        self.b.place(next);
+        self.b.end_range(range);
+        Ok(())
+    }
+
+    // ---- memory -----------------------------------------------------------
+
+    fn zero(&mut self, dtype: DType) -> Val {
+        if is_int(dtype) {
+            Val::I(self.b.mov(Type::S64, Operand::Int(0)))
+        } else {
+            Val::F(self.b.const_f32(0.0))
+        }
+    }
+
+    /// The linear element position of `at` in a stored value of type `ty`.
+    fn linear(&mut self, ty: &TensorType, at: &At) -> Result<Reg> {
+        let (mut lin, first) = match ty.seqs() {
+            Some(s) => {
+                let start = self.seq_start(s, at.b)?;
+                (self.b.binary(BinOp::Add, Type::U64, start, at.idx[0]), 1)
+            }
+            None => (self.b.mov(Type::U64, Operand::Int(0)), 0),
+        };
+        for k in first..ty.dims.len() {
+            let e = self.extent(ty.dims[k], at.b)?;
+            lin = self.b.ternary(TernOp::MadLo, Type::U64, lin, e, at.idx[k]);
+        }
+        Ok(lin)
+    }
+
+    fn load(&mut self, st: Stored, lin: Reg) -> Val {
+        let base = self.ptr(st.buffer);
+        match st.elem {
+            DType::F32 | DType::F16 | DType::BF16 => {
+                Val::F(load_f32(&mut self.b, base, lin, st.elem, 1)[0])
+            }
+            DType::F64 => {
+                let addr = self.b.element_addr(base, lin, 8);
+                let addr = crate::kernel::Address {
+                    base: addr,
+                    offset: 0,
+                };
+                let d = self.b.ld(crate::kernel::Space::Global, Type::F64, 1, addr)[0];
+                Val::F(self.b.cvt(Type::F32, Type::F64, d))
+            }
+            elem => Val::I(load_index(&mut self.b, base, lin, elem)),
+        }
+    }
+
+    fn store(&mut self, st: Stored, lin: Reg, v: Val) {
+        let base = self.ptr(st.buffer);
+        match st.elem {
+            DType::F32 | DType::F16 | DType::BF16 => {
+                let f = self.f32(v);
+                store_f32(&mut self.b, base, lin, st.elem, &[f]);
+            }
+            DType::F64 => {
+                let f = self.f32(v);
+                let d = self.b.cvt(Type::F64, Type::F32, f);
+                let addr = self.b.element_addr(base, lin, 8);
+                let addr = crate::kernel::Address {
+                    base: addr,
+                    offset: 0,
+                };
+                self.b
+                    .st(crate::kernel::Space::Global, Type::F64, addr, vec![d]);
+            }
+            DType::I32 | DType::I64 => {
+                let i = self.i64(v);
+                store_index(&mut self.b, base, lin, st.elem, i);
+            }
+            DType::U8 | DType::Bool => {
+                let i = self.i64(v);
+                let i = if st.elem == DType::Bool {
+                    self.nonzero01(i)
+                } else {
+                    i
+                };
+                let narrow = self.b.cvt(Type::U32, Type::U64, i);
+                let addr = self.b.element_addr(base, lin, elem_bytes(st.elem));
+                let addr = crate::kernel::Address {
+                    base: addr,
+                    offset: 0,
+                };
+                self.b
+                    .st(crate::kernel::Space::Global, Type::U8, addr, vec![narrow]);
+            }
+        }
+    }
+
+    // ---- conversions ------------------------------------------------------
+
+    fn f32(&mut self, v: Val) -> Reg {
+        match v {
+            Val::F(r) => r,
+            Val::I(r) => self.b.cvt(Type::F32, Type::S64, r),
+        }
+    }
+
+    fn i64(&mut self, v: Val) -> Reg {
+        match v {
+            Val::I(r) => r,
+            Val::F(r) => self.b.cvt(Type::S64, Type::F32, r),
+        }
+    }
+
+    /// 1 where an s64 is nonzero, else 0.
+    fn nonzero01(&mut self, i: Reg) -> Reg {
+        let z = self.b.setp(Cmp::Eq, Type::S64, i, Operand::Int(0));
+        self.b.selp(Type::S64, Operand::Int(0), Operand::Int(1), z)
+    }
+
+    /// A predicate that holds where `v` is nonzero (NaN counts as nonzero).
+    fn truthy(&mut self, v: Val) -> Reg {
+        let (ty, r) = match v {
+            Val::F(r) => (Type::F32, r),
+            Val::I(r) => (Type::S64, r),
+        };
+        let zero = if ty == Type::F32 {
+            Operand::F32(0.0)
+        } else {
+            Operand::Int(0)
+        };
+        let z = self.b.setp(Cmp::Eq, ty, r, zero);
+        // `setp.eq` is false for NaN, so `!z` is "nonzero or NaN".
+        let nz = self.b.selp(Type::S64, Operand::Int(0), Operand::Int(1), z);
+        self.b.setp(Cmp::Ne, Type::S64, nz, Operand::Int(0))
+    }
+
+    /// Rounds to `dtype` (what `cast`, `const` and `attr` do).
+    fn round(&mut self, v: Val, dtype: DType) -> Val {
+        match dtype {
+            DType::F32 | DType::F64 => Val::F(self.f32(v)),
+            DType::F16 | DType::BF16 => {
+                let f = self.f32(v);
+                let packed = pack_f32(&mut self.b, dtype, &[f]);
+                Val::F(unpack_f32(&mut self.b, dtype, packed)[0])
+            }
+            DType::I64 => Val::I(self.i64(v)),
+            DType::I32 => {
+                let narrow = match v {
+                    Val::F(r) => self.b.cvt(Type::S32, Type::F32, r),
+                    Val::I(r) => {
+                        let lo = self.b.binary(
+                            BinOp::Max,
+                            Type::S64,
+                            r,
+                            Operand::Int(i64::from(i32::MIN)),
+                        );
+                        let hi = self.b.binary(
+                            BinOp::Min,
+                            Type::S64,
+                            lo,
+                            Operand::Int(i64::from(i32::MAX)),
+                        );
+                        self.b.cvt(Type::S32, Type::S64, hi)
+                    }
+                };
+                Val::I(self.b.cvt(Type::S64, Type::S32, narrow))
+            }
+            DType::U8 => {
+                let i = match v {
+                    Val::F(r) => {
+                        let c = self.b.cvt(Type::U8, Type::F32, r);
+                        self.b.cvt(Type::S64, Type::U8, c)
+                    }
+                    Val::I(r) => {
+                        let lo = self.b.binary(BinOp::Max, Type::S64, r, Operand::Int(0));
+                        self.b.binary(BinOp::Min, Type::S64, lo, Operand::Int(255))
+                    }
+                };
+                Val::I(i)
+            }
+            DType::Bool => {
+                let p = self.truthy(v);
+                Val::I(self.b.selp(Type::S64, Operand::Int(1), Operand::Int(0), p))
+            }
+        }
+    }
+
+    /// `max` that propagates NaN from either side (PTX `max.f32` does not).
+    fn nan_max(&mut self, a: Reg, v: Reg) -> Reg {
+        let m = self.b.binary(BinOp::Max, Type::F32, a, v);
+        let v_ok = self.b.setp(Cmp::Eq, Type::F32, v, v);
+        let m = self.b.selp(Type::F32, m, v, v_ok);
+        let a_ok = self.b.setp(Cmp::Eq, Type::F32, a, a);
+        self.b.selp(Type::F32, m, a, a_ok)
+    }
+
+    // ---- values -----------------------------------------------------------
+
+    /// The value of `h` at `at`: loaded if stored, else computed in place.
+    fn value(&mut self, h: Handle<Node>, at: &At) -> Result<Val> {
+        if let Some(&st) = self.part.stored.get(&h) {
+            let ty = tensor_type(self.graph, h)?.clone();
+            let lin = self.linear(&ty, at)?;
+            return Ok(self.load(st, lin));
+        }
+        self.define(h, at)
+    }
+
+    /// The index of an elementwise operand `x` read at `at` of a result `r`
+    /// (broadcast by structure, as the reference evaluator does).
+    fn project(&self, r: &TensorType, x: &TensorType, at: &At) -> At {
+        if x.dims == r.dims {
+            return at.clone();
+        }
+        let rows = |t: &TensorType| -> (usize, usize) {
+            match t.dims.first() {
+                Some(Dim::Batch) => (
+                    1,
+                    t.dims[1..]
+                        .iter()
+                        .take_while(|d| **d == Dim::MaxLen)
+                        .count(),
+                ),
+                Some(Dim::Ragged(_)) => (0, t.ragged_rank()),
+                _ => (0, 0),
+            }
+        };
+        let (r_lead, r_rows) = rows(r);
+        let (x_lead, x_rows) = rows(x);
+        let x_inner = x.dims.len() - x_lead - x_rows;
+        let mut idx = Vec::with_capacity(x.dims.len());
+        if x_lead == 1 {
+            idx.push(at.b);
+        }
+        idx.extend((0..x_rows).map(|k| at.idx[r_lead + k]));
+        idx.extend((0..x_inner).map(|k| at.idx[r_lead + r_rows + k]));
+        At { b: at.b, idx }
+    }
+
+    fn operand(&mut self, h: Handle<Node>, arg: Handle<Node>, at: &At) -> Result<Val> {
+        let r = tensor_type(self.graph, h)?;
+        let x = tensor_type(self.graph, arg)?;
+        let at = self.project(r, x, at);
+        self.value(arg, &at)
+    }
+
+    /// Computes the value of node `h` at `at` from its definition.
+    fn define(&mut self, h: Handle<Node>, at: &At) -> Result<Val> {
+        let graph = self.graph;
+        let ty = tensor_type(graph, h)?;
+        let int = is_int(ty.dtype);
+        match graph.node(h) {
+            Node::Attr { name, dtype } => {
+                let r = self.attr(name);
+                Ok(self.round(Val::F(r), *dtype))
+            }
+            Node::Const { value, dtype } => Ok(if is_int(*dtype) {
+                Val::I(
+                    self.b
+                        .mov(Type::S64, Operand::Int(dtype.round(*value) as i64)),
+                )
+            } else {
+                Val::F(self.b.const_f32(dtype.round(*value) as f32))
+            }),
+            Node::Offsets { seqs, .. } => Ok(Val::I(self.seq_start(*seqs, at.idx[0])?)),
+            Node::Unary { op, arg } => {
+                let x = self.operand(h, *arg, at)?;
+                let x = self.f32(x);
+                Ok(Val::F(emit_unary(&mut self.b, *op, x)))
+            }
+            Node::Cast { arg, dtype } => {
+                let x = self.operand(h, *arg, at)?;
+                Ok(self.round(x, *dtype))
+            }
+            Node::Binary { op, lhs, rhs } => {
+                let l = self.operand(h, *lhs, at)?;
+                let r = self.operand(h, *rhs, at)?;
+                let int_op = match op {
+                    BinaryOp::Add => Some(BinOp::Add),
+                    BinaryOp::Sub => Some(BinOp::Sub),
+                    BinaryOp::Mul => Some(BinOp::Mul),
+                    BinaryOp::Div => Some(BinOp::Div),
+                    BinaryOp::Max => Some(BinOp::Max),
+                    BinaryOp::Min => Some(BinOp::Min),
+                    _ => None,
+                };
+                if let (true, Some(int_op)) = (int, int_op) {
+                    let (l, r) = (self.i64(l), self.i64(r));
+                    return Ok(Val::I(self.b.binary(int_op, Type::S64, l, r)));
+                }
+                let (l, r) = (self.f32(l), self.f32(r));
+                Ok(Val::F(match op {
+                    BinaryOp::Max | BinaryOp::Min => {
+                        // NaN from either side propagates, as in the reference.
+                        let m = emit_binary(&mut self.b, *op, l, r);
+                        let sum = self.b.binary(BinOp::Add, Type::F32, l, r);
+                        let l_ok = self.b.setp(Cmp::Eq, Type::F32, l, l);
+                        let r_ok = self.b.setp(Cmp::Eq, Type::F32, r, r);
+                        let m = self.b.selp(Type::F32, m, sum, l_ok);
+                        self.b.selp(Type::F32, m, sum, r_ok)
+                    }
+                    _ => emit_binary(&mut self.b, *op, l, r),
+                }))
+                .map(|v| if int { Val::I(self.i64(v)) } else { v })
+            }
+            Node::Select {
+                cond,
+                on_true,
+                on_false,
+            } => {
+                let c = self.operand(h, *cond, at)?;
+                let p = self.truthy(c);
+                let t = self.operand(h, *on_true, at)?;
+                let f = self.operand(h, *on_false, at)?;
+                Ok(if int {
+                    let (t, f) = (self.i64(t), self.i64(f));
+                    Val::I(self.b.selp(Type::S64, t, f, p))
+                } else {
+                    let (t, f) = (self.f32(t), self.f32(f));
+                    Val::F(self.b.selp(Type::F32, t, f, p))
+                })
+            }
+            Node::Mask { pred, .. } => {
+                let p = match pred {
+                    IndexPredicate::KeyNotAfterQuery => {
+                        self.b.setp(Cmp::Le, Type::U64, at.idx[1], at.idx[0])
+                    }
+                    IndexPredicate::KeyNotBeforeQuery => {
+                        self.b.setp(Cmp::Ge, Type::U64, at.idx[1], at.idx[0])
+                    }
+                    IndexPredicate::RowInSequence(s) => {
+                        let len = self.seq_len(*s, at.b)?;
+                        self.b.setp(Cmp::Lt, Type::U64, at.idx[1], len)
+                    }
+                };
+                Ok(Val::I(self.b.selp(
+                    Type::S64,
+                    Operand::Int(1),
+                    Operand::Int(0),
+                    p,
+                )))
+            }
+            Node::Reduce { op, arg, axis } => self.reduce(h, *op, *arg, *axis, at),
+            Node::Softmax { arg, axis } => {
+                let x = tensor_type(graph, *arg)?.clone();
+                let stats = reduced_type(&x, *axis);
+                let (m, s) = match self.part.softmax_stats.get(&h).copied() {
+                    Some((max, sum)) => {
+                        let mut sat = at.idx.clone();
+                        sat.remove(*axis);
+                        if stats.dims.len() == x.dims.len() {
+                            sat.insert(0, at.b);
+                        }
+                        let sat = At { b: at.b, idx: sat };
+                        let lin = self.linear(&stats, &sat)?;
+                        let m = self.load(max, lin);
+                        let s = self.load(sum, lin);
+                        (self.f32(m), self.f32(s))
+                    }
+                    None => self.softmax_stats(*arg, &x, *axis, at)?,
+                };
+                let v = self.value(*arg, at)?;
+                let v = self.f32(v);
+                let d = self.b.binary(BinOp::Sub, Type::F32, v, m);
+                let e = exp_f32(&mut self.b, d);
+                let p = self.b.binary(BinOp::Div, Type::F32, e, s);
+                let empty = self
+                    .b
+                    .setp(Cmp::Eq, Type::F32, m, Operand::F32(f32::NEG_INFINITY));
+                Ok(Val::F(self.b.selp(Type::F32, Operand::F32(0.0), p, empty)))
+            }
+            Node::Contract {
+                lhs,
+                lhs_axes,
+                rhs,
+                rhs_axes,
+                out_axes,
+                ..
+            } => self.contract(
+                h,
+                [(*lhs, lhs_axes.as_str()), (*rhs, rhs_axes.as_str())],
+                out_axes,
+                at,
+            ),
+            Node::ToPadded { arg } => {
+                let x = tensor_type(graph, *arg)?;
+                let s = x
+                    .seqs()
+                    .ok_or_else(|| unsupported(graph, h, "to_padded of a dense value"))?;
+                let len = self.seq_len(s, at.b)?;
+                let inside = self.b.setp(Cmp::Lt, Type::U64, at.idx[1], len);
+                let mut idx = vec![at.idx[1]];
+                idx.extend_from_slice(&at.idx[2..]);
+                let inner = At { b: at.b, idx };
+                self.guarded(*arg, &inner, inside, is_int(x.dtype))
+            }
+            Node::FromPadded { arg, .. } => {
+                let x = tensor_type(graph, *arg)?;
+                let n = self.size(SizeExpr::MaxLen);
+                let inside = self.b.setp(Cmp::Lt, Type::U64, at.idx[0], n);
+                let mut idx = vec![at.b];
+                idx.extend_from_slice(&at.idx);
+                let outer = At { b: at.b, idx };
+                self.guarded(*arg, &outer, inside, is_int(x.dtype))
+            }
+            Node::Input { .. }
+            | Node::Scan { .. }
+            | Node::Compact { .. }
+            | Node::Seqs { .. }
+            | Node::SeqsWhere { .. } => Err(unsupported(
+                graph,
+                h,
+                "read before the kernel that stores it (a partitioning bug)",
+            )),
+        }
+    }
+
+    /// `pred ? value(h, at) : 0`, reading `h` only where `pred` holds.
+    fn guarded(&mut self, h: Handle<Node>, at: &At, pred: Reg, int: bool) -> Result<Val> {
+        let (ty, zero) = if int {
+            (Type::S64, Operand::Int(0))
+        } else {
+            (Type::F32, Operand::F32(0.0))
+        };
+        let dst = self.b.mov(ty, zero);
+        let skip: Label = self.b.label();
+        self.b.bra_if(pred, true, skip);
+        let v = self.value(h, at)?;
+        let v = match v {
+            Val::F(r) if int => self.b.cvt(Type::S64, Type::F32, r),
+            Val::I(r) if !int => self.b.cvt(Type::F32, Type::S64, r),
+            Val::F(r) | Val::I(r) => r,
+        };
+        self.b.mov_to(ty, dst, v);
+        self.b.place(skip);
+        Ok(if int { Val::I(dst) } else { Val::F(dst) })
+    }
+
+    /// The index of `x` (with the reduced axis at 0) for an element `at` of
+    /// its reduced type `stats`.
+    fn line_of(&mut self, x: &TensorType, stats: &TensorType, axis: usize, at: &At) -> At {
+        let skip = usize::from(stats.dims.len() == x.dims.len());
+        let mut idx = at.idx[skip..].to_vec();
+        let zero = self.b.mov(Type::U64, Operand::Int(0));
+        idx.insert(axis, zero);
+        At { b: at.b, idx }
+    }
+
+    /// Runs `body` for `t` in `0..extent` with `at.idx[axis] = t`.
+    fn over_axis(
+        &mut self,
+        extent: Operand,
+        at: &At,
+        axis: usize,
+        mut body: impl FnMut(&mut Self, &At) -> Result<()>,
+    ) -> Result<()> {
+        let range = self
+            .b
+            .begin_range(Type::U64, Operand::Int(0), extent, Operand::Int(1));
+        let mut line = at.clone();
+        line.idx[axis] = range.counter;
+        body(self, &line)?;
+        self.b.end_range(range);
+        Ok(())
+    }
+
+    /// `(max, sum of exp(x - max))` along `axis` of the line through `at`.
+    fn softmax_stats(
+        &mut self,
+        arg: Handle<Node>,
+        x: &TensorType,
+        axis: usize,
+        at: &At,
+    ) -> Result<(Reg, Reg)> {
+        let n = self.extent(x.dims[axis], at.b)?;
+        let m = self.b.const_f32(f32::NEG_INFINITY);
+        self.over_axis(n, at, axis, |em, line| {
+            let v = em.value(arg, line)?;
+            let v = em.f32(v);
+            let next = em.nan_max(m, v);
+            em.b.mov_to(Type::F32, m, next);
+            Ok(())
+        })?;
+        let s = self.b.const_f32(0.0);
+        self.over_axis(n, at, axis, |em, line| {
+            let v = em.value(arg, line)?;
+            let v = em.f32(v);
+            let d = em.b.binary(BinOp::Sub, Type::F32, v, m);
+            let e = exp_f32(&mut em.b, d);
+            em.b.binary_to(BinOp::Add, Type::F32, s, s, e);
+            Ok(())
+        })?;
+        Ok((m, s))
+    }
+
+    fn reduce(
+        &mut self,
+        h: Handle<Node>,
+        op: ReduceOp,
+        arg: Handle<Node>,
+        axis: usize,
+        at: &At,
+    ) -> Result<Val> {
+        let x = tensor_type(self.graph, arg)?.clone();
+        let r = tensor_type(self.graph, h)?.clone();
+        let line = self.line_of(&x, &r, axis, at);
+        let n = self.extent(x.dims[axis], at.b)?;
+        let int = is_int(x.dtype) && matches!(op, ReduceOp::Sum | ReduceOp::Max);
+        match op {
+            ReduceOp::Sum if int => {
+                let acc = self.b.mov(Type::S64, Operand::Int(0));
+                self.over_axis(n, &line, axis, |em, l| {
+                    let v = em.value(arg, l)?;
+                    let v = em.i64(v);
+                    em.b.binary_to(BinOp::Add, Type::S64, acc, acc, v);
+                    Ok(())
+                })?;
+                Ok(Val::I(acc))
+            }
+            ReduceOp::Sum | ReduceOp::Mean => {
+                let acc = self.b.const_f32(0.0);
+                self.over_axis(n, &line, axis, |em, l| {
+                    let v = em.value(arg, l)?;
+                    let v = em.f32(v);
+                    em.b.binary_to(BinOp::Add, Type::F32, acc, acc, v);
+                    Ok(())
+                })?;
+                if op == ReduceOp::Mean {
+                    let count = self.b.mov(Type::U64, n);
+                    let count = self.b.binary(BinOp::Max, Type::U64, count, Operand::Int(1));
+                    let count = self.b.cvt(Type::F32, Type::U64, count);
+                    return Ok(Val::F(self.b.binary(BinOp::Div, Type::F32, acc, count)));
+                }
+                Ok(Val::F(acc))
+            }
+            ReduceOp::Max if int => {
+                let acc = self.b.mov(Type::S64, Operand::Int(i64::MIN));
+                self.over_axis(n, &line, axis, |em, l| {
+                    let v = em.value(arg, l)?;
+                    let v = em.i64(v);
+                    em.b.binary_to(BinOp::Max, Type::S64, acc, acc, v);
+                    Ok(())
+                })?;
+                let empty = self.b.setp(Cmp::Eq, Type::U64, n, Operand::Int(0));
+                Ok(Val::I(self.b.selp(Type::S64, Operand::Int(0), acc, empty)))
+            }
+            ReduceOp::Max => {
+                let acc = self.b.const_f32(f32::NEG_INFINITY);
+                self.over_axis(n, &line, axis, |em, l| {
+                    let v = em.value(arg, l)?;
+                    let v = em.f32(v);
+                    let next = em.nan_max(acc, v);
+                    em.b.mov_to(Type::F32, acc, next);
+                    Ok(())
+                })?;
+                let empty = self.b.setp(Cmp::Eq, Type::U64, n, Operand::Int(0));
+                Ok(Val::F(self.b.selp(
+                    Type::F32,
+                    Operand::F32(0.0),
+                    acc,
+                    empty,
+                )))
+            }
+            ReduceOp::LogSumExp => {
+                let (m, s) = self.softmax_stats(arg, &x, axis, &line)?;
+                let l2 = self.b.unary(crate::kernel::UnOp::Lg2Approx, Type::F32, s);
+                let lse = self.b.ternary(
+                    TernOp::Fma,
+                    Type::F32,
+                    l2,
+                    Operand::F32(std::f32::consts::LN_2),
+                    m,
+                );
+                let empty = self
+                    .b
+                    .setp(Cmp::Eq, Type::F32, m, Operand::F32(f32::NEG_INFINITY));
+                Ok(Val::F(self.b.selp(
+                    Type::F32,
+                    Operand::F32(0.0),
+                    lse,
+                    empty,
+                )))
+            }
+        }
+    }
+
+    /// A contraction at `at`: nested loops over the summed letters.
+    fn contract(
+        &mut self,
+        h: Handle<Node>,
+        operands: [(Handle<Node>, &str); 2],
+        out_axes: &str,
+        at: &At,
+    ) -> Result<Val> {
+        let graph = self.graph;
+        let r = tensor_type(graph, h)?;
+        let mut letters: Vec<char> = out_axes.chars().collect();
+        let n_out = letters.len();
+        let mut dims_of: Vec<Dim> = vec![Dim::Static(1); n_out];
+        for (arg, axes) in operands {
+            let x = tensor_type(graph, arg)?;
+            let named = if x.dims.first() == Some(&Dim::Batch) {
+                &x.dims[1..]
+            } else {
+                &x.dims[..]
+            };
+            for (c, &d) in axes.chars().zip(named) {
+                match letters.iter().position(|&l| l == c) {
+                    Some(k) => dims_of[k] = d,
+                    None => {
+                        letters.push(c);
+                        dims_of.push(d);
+                    }
+                }
+            }
+        }
+        let lead = usize::from(r.dims.first() == Some(&Dim::Batch));
+        let mut vals: Vec<Reg> = at.idx[lead..lead + n_out].to_vec();
+        let acc = self.b.const_f32(0.0);
+        let mut loops = Vec::new();
+        for &d in &dims_of[n_out..] {
+            let e = self.extent(d, at.b)?;
+            let range = self
+                .b
+                .begin_range(Type::U64, Operand::Int(0), e, Operand::Int(1));
+            vals.push(range.counter);
+            loops.push(range);
+        }
+        let mut prod: Option<Reg> = None;
+        for (arg, axes) in operands {
+            let x = tensor_type(graph, arg)?;
+            let mut idx = Vec::new();
+            if x.dims.first() == Some(&Dim::Batch) {
+                idx.push(at.b);
+            }
+            for c in axes.chars() {
+                let k = letters.iter().position(|&l| l == c).unwrap_or(0);
+                idx.push(vals[k]);
+            }
+            let v = self.value(arg, &At { b: at.b, idx })?;
+            let v = self.f32(v);
+            prod = Some(match prod {
+                None => v,
+                Some(p) => self.b.binary(BinOp::Mul, Type::F32, p, v),
+            });
+        }
+        if let Some(p) = prod {
+            self.b.binary_to(BinOp::Add, Type::F32, acc, acc, p);
+        }
+        for range in loops.into_iter().rev() {
+            self.b.end_range(range);
+        }
+        Ok(Val::F(acc))
+    }
+
+    // ---- whole-line steps -------------------------------------------------
+
+    /// A scan: one thread per line along the axis.
+    fn scan(&mut self, h: Handle<Node>, into: Stored) -> Result<()> {
+        let graph = self.graph;
+        let Node::Scan { mode, arg, axis } = graph.node(h) else {
+            return Err(unsupported(graph, h, "not a scan"));
+        };
+        let (mode, arg, axis) = (*mode, *arg, *axis);
+        let x = tensor_type(graph, arg)?.clone();
+        let r = tensor_type(graph, h)?.clone();
+        if x.ragged_rank() != 0 {
+            return Err(unsupported(graph, h, "a scan along a jagged value"));
+        }
+        let mut line_dims = x.dims.clone();
+        line_dims.remove(axis);
+        let items = line_dims.iter().fold(SizeExpr::Const(1), |acc, d| {
+            acc * match d {
+                Dim::Batch => SizeExpr::Batch,
+                Dim::BatchPlusOne => SizeExpr::Batch + SizeExpr::Const(1),
+                Dim::MaxLen => SizeExpr::MaxLen,
+                Dim::Static(n) => SizeExpr::Const(*n as u64),
+                Dim::Ragged(_) => SizeExpr::Const(0),
+            }
+        });
+        self.items = items.clone();
+        let work = self.size(items);
+        let (start, step) = self.b.global_thread_index();
+        let range = self.b.begin_range(Type::U64, start, work, step);
+        let zero = self.b.mov(Type::U64, Operand::Int(0));
+        let mut extents = Vec::new();
+        for &d in &line_dims {
+            extents.push(self.extent(d, zero)?);
+        }
+        let mut idx = self.digits(range.counter, &extents);
+        idx.insert(axis, zero);
+        let n = self.extent(x.dims[axis], zero)?;
+        let int = is_int(x.dtype);
+        let acc = if int {
+            self.b.mov(Type::S64, Operand::Int(0))
+        } else {
+            self.b.const_f32(0.0)
+        };
+        let wrap = |r: Reg| if int { Val::I(r) } else { Val::F(r) };
+        let batch_at = |idx: &[Reg]| match x.dims.first() {
+            Some(Dim::Batch) => idx[0],
+            _ => zero,
+        };
+        let line = At {
+            b: batch_at(&idx),
+            idx,
+        };
+        let t_range = self
+            .b
+            .begin_range(Type::U64, Operand::Int(0), n, Operand::Int(1));
+        let mut xi = line.idx.clone();
+        xi[axis] = t_range.counter;
+        let xat = At {
+            b: batch_at(&xi),
+            idx: xi.clone(),
+        };
+        let v = self.value(arg, &xat)?;
+        let rat = At { b: xat.b, idx: xi };
+        let lin = self.linear(&r, &rat)?;
+        let add = |em: &mut Self, v: Val| {
+            if int {
+                let v = em.i64(v);
+                em.b.binary_to(BinOp::Add, Type::S64, acc, acc, v);
+            } else {
+                let v = em.f32(v);
+                em.b.binary_to(BinOp::Add, Type::F32, acc, acc, v);
+            }
+        };
+        match mode {
+            ScanMode::Inclusive => {
+                add(self, v);
+                self.store(into, lin, wrap(acc));
+            }
+            ScanMode::Exclusive | ScanMode::Complete => {
+                self.store(into, lin, wrap(acc));
+                add(self, v);
+            }
+        }
+        self.b.end_range(t_range);
+        if mode == ScanMode::Complete {
+            let mut ri = line.idx.clone();
+            ri[axis] = self.b.mov(Type::U64, n);
+            let rat = At {
+                b: batch_at(&ri),
+                idx: ri,
+            };
+            let lin = self.linear(&r, &rat)?;
+            self.store(into, lin, wrap(acc));
+        }
+        self.b.end_range(range);
+        Ok(())
+    }
+
+    /// The mask of a `seqs_where` set and the set it selects from.
+    fn kept_mask(&self, seqs: Handle<Node>) -> Result<(Handle<Node>, Handle<Node>)> {
+        let graph = self.graph;
+        let Node::SeqsWhere { mask } = graph.node(seqs) else {
+            return Err(unsupported(graph, seqs, "not a seqs_where"));
+        };
+        let parent = tensor_type(graph, *mask)?
+            .seqs()
+            .ok_or_else(|| unsupported(graph, seqs, "a seqs_where of a dense mask"))?;
+        Ok((*mask, parent))
+    }
+
+    /// A grid-stride loop over the sequences; `body` gets `b`.
+    fn per_sequence(
+        &mut self,
+        per: u64,
+        mut body: impl FnMut(&mut Self, Reg, Reg) -> Result<()>,
+    ) -> Result<()> {
+        let items = SizeExpr::Batch * SizeExpr::Const(per);
+        self.items = items.clone();
+        let work = self.size(items);
+        let (start, step) = self.b.global_thread_index();
+        let range = self.b.begin_range(Type::U64, start, work, step);
+        let b = self.b.binary(
+            BinOp::Div,
+            Type::U64,
+            range.counter,
+            Operand::Int(per as i64),
+        );
+        let k = self.b.binary(
+            BinOp::Rem,
+            Type::U64,
+            range.counter,
+            Operand::Int(per as i64),
+        );
+        body(self, b, k)?;
+        self.b.end_range(range);
+        Ok(())
+    }
+
+    /// Kept rows per sequence into `offsets[b + 1]`.
+    fn count_kept(&mut self, seqs: Handle<Node>) -> Result<()> {
+        let (mask, parent) = self.kept_mask(seqs)?;
+        let into = self.set_offsets(seqs)?;
+        self.per_sequence(1, |em, b, _| {
+            let len = em.seq_len(parent, b)?;
+            let count = em.b.mov(Type::S64, Operand::Int(0));
+            let zero = em.b.mov(Type::U64, Operand::Int(0));
+            let at = At { b, idx: vec![zero] };
+            em.over_axis(len.into(), &at, 0, |em, l| {
+                let m = em.value(mask, l)?;
+                let p = em.truthy(m);
+                let one = em.b.selp(Type::S64, Operand::Int(1), Operand::Int(0), p);
+                em.b.binary_to(BinOp::Add, Type::S64, count, count, one);
+                Ok(())
+            })?;
+            let slot = em.b.binary(BinOp::Add, Type::U64, b, Operand::Int(1));
+            em.store(into, slot, Val::I(count));
+            Ok(())
+        })
+    }
+
+    /// `offsets[0] = 0` and the running sum of the counts (one thread).
+    fn prefix_kept(&mut self, seqs: Handle<Node>) -> Result<()> {
+        let into = self.set_offsets(seqs)?;
+        self.items = SizeExpr::Const(1);
+        let (start, _) = self.b.global_thread_index();
+        let skip = self.b.label();
+        let other = self.b.setp(Cmp::Ne, Type::U64, start, Operand::Int(0));
+        self.b.bra_if(other, false, skip);
+        let zero = self.b.mov(Type::U64, Operand::Int(0));
+        let acc = self.b.mov(Type::S64, Operand::Int(0));
+        self.store(into, zero, Val::I(acc));
+        let batch = self.size(SizeExpr::Batch);
+        let end = self.b.binary(BinOp::Add, Type::U64, batch, Operand::Int(1));
+        let range = self
+            .b
+            .begin_range(Type::U64, Operand::Int(1), end, Operand::Int(1));
+        let v = self.load(into, range.counter);
+        let v = self.i64(v);
+        self.b.binary_to(BinOp::Add, Type::S64, acc, acc, v);
+        self.store(into, range.counter, Val::I(acc));
+        self.b.end_range(range);
+        self.b.place(skip);
+        Ok(())
+    }
+
+    /// The kept rows of a compaction: one thread per (sequence, row element).
+    fn compact(&mut self, h: Handle<Node>, into: Stored) -> Result<()> {
+        let graph = self.graph;
+        let Node::Compact { arg, seqs } = graph.node(h) else {
+            return Err(unsupported(graph, h, "not a compaction"));
+        };
+        let (arg, seqs) = (*arg, *seqs);
+        let (mask, parent) = self.kept_mask(seqs)?;
+        let x = tensor_type(graph, arg)?.clone();
+        let width = super::static_product(&x.dims[1..]);
+        let inner: Vec<Operand> = x.dims[1..]
+            .iter()
+            .map(|d| match d {
+                Dim::Static(n) => Operand::Int(*n as i64),
+                _ => Operand::Int(1),
+            })
+            .collect();
+        self.per_sequence(width, |em, b, k| {
+            let len = em.seq_len(parent, b)?;
+            let first = em.seq_start(seqs, b)?;
+            let count = em.b.mov(Type::U64, Operand::Int(0));
+            // idx[0] (the source row) is the loop's counter.
+            let mut idx = vec![count];
+            if !inner.is_empty() {
+                idx.extend(em.digits(k, &inner));
+            }
+            let at = At { b, idx };
+            em.over_axis(len.into(), &at, 0, |em, l| {
+                let m = em.value(
+                    mask,
+                    &At {
+                        b,
+                        idx: vec![l.idx[0]],
+                    },
+                )?;
+                let p = em.truthy(m);
+                let skip = em.b.label();
+                em.b.bra_if(p, true, skip);
+                let v = em.value(arg, l)?;
+                let row = em.b.binary(BinOp::Add, Type::U64, first, count);
+                let lin =
+                    em.b.ternary(TernOp::MadLo, Type::U64, row, Operand::Int(width as i64), k);
+                em.store(into, lin, v);
+                em.b.binary_to(BinOp::Add, Type::U64, count, count, Operand::Int(1));
+                em.b.place(skip);
+                Ok(())
+            })
+        })
+    }
+}

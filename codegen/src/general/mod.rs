@@ -1,0 +1,479 @@
+//! The general path: any validated graph to a chain of kernels.
+//!
+//! The templates of [`crate::templates`] are fast paths for the shapes they
+//! match; this module compiles every other graph, so that what the validator
+//! accepts always compiles. It works in two steps:
+//!
+//! 1. **Partition** ([`Partition::of`]): decide which values get a buffer.
+//!    Graph inputs and outputs have theirs. Reductions and contractions whose
+//!    result has at most one ragged dim, scans and compactions are
+//!    *materialized* into scratch buffers by a kernel of their own; the
+//!    statistics of a softmax (the max and the sum of exponentials along its
+//!    axis) likewise. Everything else (elementwise trees, casts, masks,
+//!    selects, padding and unpadding, and any value over `[%s, %s, ...]`
+//!    pairs) is *fused*: recomputed inline wherever it is read, so no
+//!    `L x L` intermediate ever reaches memory.
+//! 2. **Lower** ([`emit`]): each step becomes one kernel that loops
+//!    grid-stride over the elements of its value and evaluates the fused
+//!    expression tree at each (reductions and contractions as loops in
+//!    registers, accumulating in f32 or s64).
+//!
+//! Scratch buffers hold f32 (floats) or s64 (integers) whatever the value's
+//! dtype: like the reference evaluator, intermediates are not rounded.
+
+mod emit;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use jagged_ir::{Dim, Graph, Handle, Node, TensorType, Type};
+
+use crate::error::CodegenError;
+use crate::launch::{CompiledKernel, Launch, OutputBuffer, ScratchBuffer, SizeExpr};
+use crate::spec::{DType, Spec};
+use crate::{kernel::KernelModule, ptx};
+
+/// A buffer a kernel reads or writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Buffer {
+    /// Graph input `i` (in the graph's input order).
+    Input(usize),
+    /// Graph output `i`.
+    Output(usize),
+    /// Scratch buffer `i` of the plan.
+    Scratch(usize),
+}
+
+impl fmt::Display for Buffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Buffer::Input(i) => write!(f, "input{i}"),
+            Buffer::Output(i) => write!(f, "output{i}"),
+            Buffer::Scratch(i) => write!(f, "scratch{i}"),
+        }
+    }
+}
+
+/// A materialized value: its buffer and the dtype of the buffer's elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// Where it lives.
+    pub buffer: Buffer,
+    /// Element type in memory (the node's dtype for inputs and outputs; f32
+    /// or i64 for scratch).
+    pub elem: DType,
+}
+
+/// One kernel of the plan.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Every element of `node`'s value, evaluated by its definition with its
+    /// operands fused, stored to `into`.
+    Elements {
+        /// The value computed.
+        node: Handle<Node>,
+        /// Where it goes.
+        into: Stored,
+    },
+    /// The max and the sum of `exp(x - max)` along a softmax's axis.
+    SoftmaxStats {
+        /// The softmax node.
+        node: Handle<Node>,
+    },
+    /// A prefix sum along a dense axis: one thread per line.
+    Scan {
+        /// The scan node.
+        node: Handle<Node>,
+        /// Where it goes.
+        into: Stored,
+    },
+    /// The offsets of a `seqs_where` set: kept rows per sequence, then their
+    /// prefix sum.
+    KeptOffsets {
+        /// The `seqs_where` node.
+        seqs: Handle<Node>,
+    },
+    /// The kept rows of a compaction, one thread per (sequence, element of a row).
+    Compact {
+        /// The compact node.
+        node: Handle<Node>,
+        /// Where it goes.
+        into: Stored,
+    },
+}
+
+/// Which values of a graph live in memory, and the kernels that fill them.
+#[derive(Clone, Debug)]
+pub struct Partition {
+    /// The buffer of each materialized tensor value.
+    pub stored: HashMap<Handle<Node>, Stored>,
+    /// `(max, sum)` buffers of each softmax whose statistics are materialized.
+    pub softmax_stats: HashMap<Handle<Node>, (Stored, Stored)>,
+    /// The offsets buffer (`[B + 1]`, i64) of each `seqs_where` set.
+    pub kept_offsets: HashMap<Handle<Node>, Stored>,
+    /// The kernels, in launch order.
+    pub steps: Vec<Step>,
+    /// Scratch buffers.
+    pub scratch: Vec<ScratchBuffer>,
+    /// Output buffers, in graph output order.
+    pub outputs: Vec<OutputBuffer>,
+}
+
+fn unsupported(graph: &Graph, h: Handle<Node>, why: &str) -> CodegenError {
+    CodegenError::Unsupported(format!(
+        "graph `{}`: {}: {why}",
+        graph.name(),
+        jagged_ir::text::node_text(h, graph.node(h))
+    ))
+}
+
+/// The tensor type of `h` (the validator gives every tensor value one).
+fn tensor_type(graph: &Graph, h: Handle<Node>) -> Result<&TensorType, CodegenError> {
+    match graph.type_of(h) {
+        Type::Tensor(t) => Ok(t),
+        Type::Seqs => Err(unsupported(graph, h, "a sequence set read as a tensor")),
+    }
+}
+
+/// The dtype scratch buffers store for values of `dtype`.
+fn scratch_elem(dtype: DType) -> DType {
+    if dtype.is_float() {
+        DType::F32
+    } else {
+        DType::I64
+    }
+}
+
+/// The product of the static dims of `dims`.
+fn static_product(dims: &[Dim]) -> u64 {
+    dims.iter()
+        .map(|d| match d {
+            Dim::Static(n) => *n as u64,
+            _ => 1,
+        })
+        .product()
+}
+
+/// The number of elements of a value of type `ty` (an upper bound for a
+/// compacted set: the rows of the set it was compacted from); `None` for
+/// `[%s, %s, ...]` values, which are never stored.
+fn elements(ty: &TensorType) -> Option<SizeExpr> {
+    match ty.ragged_rank() {
+        0 => Some(ty.dims.iter().fold(SizeExpr::Const(1), |acc, d| {
+            let e = match d {
+                Dim::Batch => SizeExpr::Batch,
+                Dim::BatchPlusOne => SizeExpr::Batch + SizeExpr::Const(1),
+                Dim::MaxLen => SizeExpr::MaxLen,
+                Dim::Static(n) => SizeExpr::Const(*n as u64),
+                Dim::Ragged(_) => SizeExpr::Const(0),
+            };
+            match acc {
+                SizeExpr::Const(1) => e,
+                acc => acc * e,
+            }
+        })),
+        1 => Some(SizeExpr::TotalRows * SizeExpr::Const(static_product(&ty.dims[1..]))),
+        _ => None,
+    }
+}
+
+/// [`elements`], or why the value of `h` cannot be stored.
+fn element_count(
+    graph: &Graph,
+    h: Handle<Node>,
+    ty: &TensorType,
+) -> Result<SizeExpr, CodegenError> {
+    elements(ty).ok_or_else(|| {
+        unsupported(
+            graph,
+            h,
+            "a [%s, %s, ...] value cannot be stored (it is fused into its users; \
+             as a graph output it has no layout the runtime allocates)",
+        )
+    })
+}
+
+/// Whether the value of `h` is recomputed where it is read rather than stored.
+fn fused(graph: &Graph, h: Handle<Node>) -> bool {
+    let pair = matches!(graph.type_of(h), Type::Tensor(t) if t.ragged_rank() == 2);
+    match graph.node(h) {
+        Node::Reduce { .. } | Node::Contract { .. } => pair,
+        Node::Input { .. } | Node::Scan { .. } | Node::Compact { .. } => false,
+        Node::Seqs { .. } | Node::SeqsWhere { .. } => false,
+        _ => true,
+    }
+}
+
+/// The type of a softmax's statistics: its operand's type without the axis
+/// (with a leading `B` when the axis was the only ragged dim), as for `reduce`.
+pub(crate) fn reduced_type(x: &TensorType, axis: usize) -> TensorType {
+    let mut dims = x.dims.clone();
+    let dim = dims.remove(axis);
+    if x.ragged_rank() == 1 && matches!(dim, Dim::Ragged(_)) {
+        dims.insert(0, Dim::Batch);
+    }
+    TensorType::new(x.dtype, dims)
+}
+
+impl Partition {
+    /// Partitions `graph` into kernels.
+    pub fn of(graph: &Graph) -> Result<Partition, CodegenError> {
+        let mut part = Partition {
+            stored: HashMap::new(),
+            softmax_stats: HashMap::new(),
+            kept_offsets: HashMap::new(),
+            steps: Vec::new(),
+            scratch: Vec::new(),
+            outputs: Vec::new(),
+        };
+        for (i, (h, _, ty)) in graph.inputs().enumerate() {
+            part.stored.insert(
+                h,
+                Stored {
+                    buffer: Buffer::Input(i),
+                    elem: ty.dtype,
+                },
+            );
+        }
+        // Output buffers first, so that a value that is an output is computed
+        // straight into it.
+        let mut output_of: HashMap<Handle<Node>, Stored> = HashMap::new();
+        for (k, out) in graph.outputs().iter().enumerate() {
+            let ty = tensor_type(graph, out.value)?;
+            let elems = element_count(graph, out.value, ty)?;
+            let used_rows_from = match ty.seqs().map(|s| graph.node(s)) {
+                Some(Node::SeqsWhere { .. }) => {
+                    let s = ty.seqs();
+                    let offsets = graph.outputs().iter().position(|o| {
+                        matches!(graph.node(o.value), Node::Offsets { seqs, .. } if Some(*seqs) == s)
+                    });
+                    Some(offsets.ok_or_else(|| {
+                        unsupported(
+                            graph,
+                            out.value,
+                            "a compacted output needs the offsets of its sequence set \
+                             among the outputs (they give its row count)",
+                        )
+                    })?)
+                }
+                _ => None,
+            };
+            part.outputs.push(OutputBuffer {
+                elem: ty.dtype,
+                elems,
+                used_rows_from,
+            });
+            let stored = Stored {
+                buffer: Buffer::Output(k),
+                elem: ty.dtype,
+            };
+            output_of.entry(out.value).or_insert(stored);
+        }
+        for (h, node) in graph.nodes().iter() {
+            match node {
+                Node::Seqs { offsets, .. } => {
+                    if !matches!(graph.node(*offsets), Node::Input { .. }) {
+                        return Err(unsupported(
+                            graph,
+                            h,
+                            "a sequence set over computed offsets (offsets must be a graph input)",
+                        ));
+                    }
+                }
+                Node::SeqsWhere { .. } => {
+                    let into = part.add_scratch(DType::I64, SizeExpr::Batch + SizeExpr::Const(1));
+                    part.kept_offsets.insert(h, into);
+                    part.steps.push(Step::KeptOffsets { seqs: h });
+                }
+                Node::Input { .. } => {}
+                Node::Softmax { arg, axis } => {
+                    let x = tensor_type(graph, *arg)?;
+                    let stats = reduced_type(x, *axis);
+                    if stats.ragged_rank() < 2 {
+                        let elems = element_count(graph, h, &stats)?;
+                        let max = part.add_scratch(DType::F32, elems.clone());
+                        let sum = part.add_scratch(DType::F32, elems);
+                        part.softmax_stats.insert(h, (max, sum));
+                        part.steps.push(Step::SoftmaxStats { node: h });
+                    }
+                    part.materialize_if_output(graph, h, &output_of);
+                }
+                _ => {
+                    if !fused(graph, h) && !output_of.contains_key(&h) {
+                        let ty = tensor_type(graph, h)?;
+                        let elems = element_count(graph, h, ty)?;
+                        let into = part.add_scratch(scratch_elem(ty.dtype), elems);
+                        part.push_value(graph, h, into);
+                    } else {
+                        part.materialize_if_output(graph, h, &output_of);
+                    }
+                }
+            }
+        }
+        // A node named by several outputs: the later ones copy the first.
+        for (k, out) in graph.outputs().iter().enumerate() {
+            let first = output_of[&out.value];
+            if first.buffer != Buffer::Output(k)
+                || matches!(graph.node(out.value), Node::Input { .. })
+            {
+                part.steps.push(Step::Elements {
+                    node: out.value,
+                    into: Stored {
+                        buffer: Buffer::Output(k),
+                        elem: first.elem,
+                    },
+                });
+            }
+        }
+        Ok(part)
+    }
+
+    fn add_scratch(&mut self, elem: DType, elems: SizeExpr) -> Stored {
+        let bytes = elems * SizeExpr::Const(u64::from(crate::spec::elem_bytes(elem)));
+        self.scratch.push(ScratchBuffer { bytes });
+        Stored {
+            buffer: Buffer::Scratch(self.scratch.len() - 1),
+            elem,
+        }
+    }
+
+    /// Records the kernel that computes `h` into `into`.
+    fn push_value(&mut self, graph: &Graph, h: Handle<Node>, into: Stored) {
+        self.stored.insert(h, into);
+        self.steps.push(match graph.node(h) {
+            Node::Scan { .. } => Step::Scan { node: h, into },
+            Node::Compact { .. } => Step::Compact { node: h, into },
+            _ => Step::Elements { node: h, into },
+        });
+    }
+
+    /// Records the kernel of `h` if it is a graph output (and not an input,
+    /// which is copied at the end).
+    fn materialize_if_output(
+        &mut self,
+        graph: &Graph,
+        h: Handle<Node>,
+        output_of: &HashMap<Handle<Node>, Stored>,
+    ) {
+        match output_of.get(&h) {
+            Some(&into) if !matches!(graph.node(h), Node::Input { .. }) => {
+                self.push_value(graph, h, into);
+            }
+            _ => {}
+        }
+    }
+
+    /// The plan as text: one line per kernel, then the buffers.
+    pub fn describe(&self, graph: &Graph) -> String {
+        let mut out = String::new();
+        let text = |h: Handle<Node>| jagged_ir::text::node_text(h, graph.node(h));
+        for (k, step) in self.steps.iter().enumerate() {
+            let line = match step {
+                Step::Elements { node, into } => {
+                    let fused: Vec<String> = fused_operands(graph, self, *node)
+                        .iter()
+                        .map(|h| h.to_string())
+                        .collect();
+                    let fused = if fused.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (fused: {})", fused.join(" "))
+                    };
+                    format!("elements {} -> {}{fused}", text(*node), into.buffer)
+                }
+                Step::SoftmaxStats { node } => {
+                    let (m, s) = self.softmax_stats[node];
+                    format!(
+                        "softmax stats of {} -> max {}, sum {}",
+                        node, m.buffer, s.buffer
+                    )
+                }
+                Step::Scan { node, into } => format!("scan {} -> {}", text(*node), into.buffer),
+                Step::KeptOffsets { seqs } => {
+                    format!(
+                        "kept offsets {} -> {}",
+                        text(*seqs),
+                        self.kept_offsets[seqs].buffer
+                    )
+                }
+                Step::Compact { node, into } => {
+                    format!("compact {} -> {}", text(*node), into.buffer)
+                }
+            };
+            out.push_str(&format!("  kernel {k}: {line}\n"));
+        }
+        for (i, s) in self.scratch.iter().enumerate() {
+            out.push_str(&format!("  scratch{i}: {} bytes\n", s.bytes));
+        }
+        out
+    }
+}
+
+/// The values recomputed inside the kernel of `root` (its fused operand tree).
+fn fused_operands(graph: &Graph, part: &Partition, root: Handle<Node>) -> Vec<Handle<Node>> {
+    let mut seen = Vec::new();
+    let mut stack = graph.node(root).operands();
+    while let Some(h) = stack.pop() {
+        if seen.contains(&h) || part.stored.contains_key(&h) {
+            continue;
+        }
+        if matches!(graph.type_of(h), Type::Seqs) {
+            continue;
+        }
+        seen.push(h);
+        stack.extend(graph.node(h).operands());
+    }
+    seen.sort_by_key(|h| h.index());
+    seen
+}
+
+/// The general path's result: the compiled module and its plan as text.
+pub struct General {
+    /// The module and launch metadata.
+    pub kernel: CompiledKernel,
+    /// One line per kernel (what it computes, what it fuses), then scratch.
+    pub plan: String,
+}
+
+/// Compiles any validated graph for `spec` (only `spec.arch` matters: the
+/// general path reads dtypes and inner dims from the graph itself).
+pub fn compile_general(graph: &Graph, spec: &Spec) -> Result<General, CodegenError> {
+    let part = Partition::of(graph)?;
+    let prefix = entry_prefix(graph);
+    let mut module = KernelModule::default();
+    let mut launches = Vec::new();
+    for (k, step) in part.steps.iter().enumerate() {
+        for plan in emit::lower_step(graph, &part, step, &format!("{prefix}_k{k}"))? {
+            launches.push(Launch {
+                entry: plan.kernel.name.clone(),
+                block: plan.kernel.block_threads,
+                dynamic_shared_bytes: 0,
+                grid: plan.grid,
+                params: plan.bindings,
+            });
+            module.kernels.push(plan.kernel);
+        }
+    }
+    let ptx = ptx::write_string(&module, &ptx::Options { arch: spec.arch })?;
+    let plan = part.describe(graph);
+    Ok(General {
+        kernel: CompiledKernel {
+            ptx,
+            arch: spec.arch,
+            launches,
+            scratch: part.scratch,
+            outputs: part.outputs,
+        },
+        plan,
+    })
+}
+
+/// `jg_<op name>`, the name made a PTX identifier.
+fn entry_prefix(graph: &Graph) -> String {
+    let name: String = graph
+        .name()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("jg_{name}")
+}
