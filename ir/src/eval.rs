@@ -5,6 +5,14 @@
 //! `cast`, `const` and `attr`, which round to their dtype; outputs are rounded to
 //! their dtype at the end. Only rows `i < n_b` are computed: everything else is
 //! zero, so empty sequences, `B = 0` and `T = 0` give zeros, never NaN or an error.
+//!
+//! NaN propagates the way IEEE arithmetic and the kernels propagate it: every
+//! elementwise function of a NaN is NaN (`max` and `min` included, unlike
+//! `f64::max`), a reduction over a line holding a NaN is NaN (`max` and
+//! `logsumexp` included), and softmax over such a line is NaN in every
+//! position. Infinities follow the formulas: softmax over `[inf, 1]` is
+//! `exp(inf - inf) / ...`, NaN; a line of only `-inf` (fully masked) is
+//! the documented exception and gives zeros.
 
 use std::collections::BTreeMap;
 
@@ -564,6 +572,13 @@ impl<'g> Evaluator<'g> {
                 xi[axis] = t;
                 slots.push(at.at(self, b, &xi));
             }
+            if slots.iter().any(|&s| data[s].is_nan()) {
+                // NaN anywhere makes the whole line NaN, as the sum does.
+                for &s in &slots {
+                    out[s] = f64::NAN;
+                }
+                return;
+            }
             let m = slots
                 .iter()
                 .map(|&s| data[s])
@@ -751,12 +766,14 @@ fn advance(vals: &mut [usize], ext: &[usize]) -> bool {
     false
 }
 
-/// A reduction over one line of values (empty lines give 0).
+/// A reduction over one line of values (empty lines give 0, a NaN anywhere
+/// gives NaN: `f64::max` alone would skip it).
 fn reduce_line(op: ReduceOp, line: &[f64]) -> f64 {
     let sum = || line.iter().sum::<f64>();
     let max = || line.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     match op {
         _ if line.is_empty() => 0.0,
+        _ if line.iter().any(|x| x.is_nan()) => f64::NAN,
         ReduceOp::Sum => sum(),
         ReduceOp::Max => max(),
         ReduceOp::Mean => sum() / line.len() as f64,

@@ -196,15 +196,16 @@ pub enum BinaryOp {
 /// Reductions along one axis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReduceOp {
-    /// Sum; 0 over an empty range.
+    /// Sum; 0 over an empty range (NaN and infinities as IEEE addition gives them).
     Sum,
-    /// Maximum; 0 over an empty range. `-inf` entries (masked out) are skipped
-    /// by [`ReduceOp::LogSumExp`] and softmax, not by `max`.
+    /// Maximum; 0 over an empty range, NaN if any entry is NaN. `-inf` entries
+    /// (masked out) are skipped by [`ReduceOp::LogSumExp`] and softmax, not by `max`.
     Max,
     /// `sum / max(n, 1)`.
     Mean,
     /// `m + ln(sum exp(x - m))` with `m` the maximum; 0 over an empty range or
-    /// when every entry is `-inf`.
+    /// when every entry is `-inf`; NaN if any entry is NaN (and, by the
+    /// formula, when the maximum is `+inf`).
     LogSumExp,
 }
 
@@ -329,7 +330,8 @@ pub enum Node {
         axis: usize,
     },
     /// Softmax along `axis` (over `i < n_b` for a ragged axis); `-inf` entries
-    /// get 0, a line of only `-inf` gives zeros.
+    /// get 0, a line of only `-inf` gives zeros. A line holding a NaN is NaN
+    /// everywhere, and so (by `exp(x - max)`) is a line holding `+inf`.
     Softmax {
         /// The operand (float).
         arg: Handle<Node>,

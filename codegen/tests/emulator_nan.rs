@@ -1,0 +1,237 @@
+//! NaN and infinities through the generated kernels (compiled by
+//! `compile(graph, spec)`, run in the emulator) against the reference
+//! evaluator, whose documented semantics are IEEE-like NaN propagation: a
+//! NaN in a reduced or softmaxed line makes the line NaN, `max` / `min` of a
+//! NaN is NaN, NaN in `q` or `scale = nan` makes attention rows NaN.
+
+// Each test crate uses a different subset of the shared helpers.
+#[allow(dead_code)]
+#[path = "common/emu.rs"]
+mod emu;
+
+use emu::{decode_floats, run_sizes, tensor_bytes};
+use jagged_codegen::{Arch, DType, Spec, compile};
+use jagged_ir::ops::{self, Activation, AttentionSpec, JaggedSpec};
+use jagged_ir::{AttrValue, DenseTensor, Graph, ReduceOp};
+
+const NAN: f64 = f64::NAN;
+const INF: f64 = f64::INFINITY;
+
+/// The kernel's and the reference's values of every output, by name.
+fn kernel_and_reference(
+    graph: &Graph,
+    inputs: &[(&str, DenseTensor)],
+    lengths: &[usize],
+    max_len: usize,
+    attrs: &[(&str, f64)],
+) -> Vec<(String, Vec<f64>, Vec<f64>)> {
+    let spec = Spec::for_graph(graph, max_len as u64, Arch::Sm80).expect("spec");
+    let compiled = compile(graph, &spec).unwrap_or_else(|e| panic!("{}: {e}", graph.name()));
+    // Inputs in the graph's input order.
+    let bytes: Vec<Vec<u8>> = graph
+        .inputs()
+        .map(|(_, name, _)| {
+            let (_, t) = inputs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .unwrap_or_else(|| panic!("input {name}"));
+            tensor_bytes(t)
+        })
+        .collect();
+    let float_attrs: Vec<(&str, f32)> = attrs.iter().map(|&(n, v)| (n, v as f32)).collect();
+    let outs = emu::run(&compiled, &bytes, run_sizes(lengths, max_len), &float_attrs);
+    let named: Vec<(&str, &DenseTensor)> = inputs.iter().map(|(n, t)| (*n, t)).collect();
+    let mut ir_attrs = vec![("max_len", AttrValue::Index(max_len))];
+    ir_attrs.extend(
+        attrs
+            .iter()
+            .filter(|(n, _)| graph.attr(n).is_some())
+            .map(|&(n, v)| (n, AttrValue::Float(v))),
+    );
+    let want = jagged_ir::evaluate(graph, &named, &ir_attrs).expect("reference");
+    graph
+        .outputs()
+        .iter()
+        .enumerate()
+        .map(|(k, out)| {
+            let got = decode_floats(&outs[k], compiled.outputs[k].elem);
+            (out.name.clone(), got, want[&out.name].to_f64())
+        })
+        .collect()
+}
+
+/// NaN exactly where the reference has NaN, infinities equal, the rest
+/// within `tol` (absolute, values here are O(1)).
+fn assert_agree(what: &str, got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = if w.is_nan() || g.is_nan() {
+            w.is_nan() && g.is_nan()
+        } else if w.is_infinite() || g.is_infinite() {
+            g == w
+        } else {
+            (g - w).abs() <= tol
+        };
+        assert!(
+            ok,
+            "{what}: element {k}: kernel {g}, reference {w}\nkernel    {got:?}\nreference {want:?}"
+        );
+    }
+}
+
+fn jagged(values: &[f64], lengths: &[usize]) -> Vec<(&'static str, DenseTensor)> {
+    let mut offsets = vec![0.0];
+    for &l in lengths {
+        offsets.push(offsets[offsets.len() - 1] + l as f64);
+    }
+    vec![
+        (
+            "values",
+            DenseTensor::from_f64(DType::F32, vec![values.len(), 1], values).expect("values"),
+        ),
+        (
+            "offsets",
+            DenseTensor::from_f64(DType::I32, vec![offsets.len()], &offsets).expect("offsets"),
+        ),
+    ]
+}
+
+fn spec1() -> JaggedSpec {
+    JaggedSpec {
+        dtype: DType::F32,
+        offsets: DType::I32,
+        inner: vec![1],
+    }
+}
+
+/// Lines: [nan, inf, 1], [inf, 1], [1, nan], [-inf, -inf], [2, 3], [] and a
+/// NaN past max_len 3.
+const LENGTHS: [usize; 7] = [3, 2, 2, 2, 2, 0, 4];
+const VALUES: [f64; 15] = [
+    NAN, INF, 1.0, INF, 1.0, 1.0, NAN, -INF, -INF, 2.0, 3.0, 0.5, 0.25, 0.0, NAN,
+];
+
+/// Lines without NaN or `+inf` (those the kernels agree on): [-inf, -inf],
+/// [-inf, 0], [2, 3], [] and a NaN past max_len 3, which is not part of
+/// its sequence.
+const CLEAN_LENGTHS: [usize; 5] = [2, 2, 2, 0, 4];
+const CLEAN_VALUES: [f64; 10] = [-INF, -INF, -INF, 0.0, 2.0, 3.0, 0.5, 0.25, 0.0, NAN];
+
+#[test]
+fn softmax_and_max_kernels_agree_on_masked_lines_and_ignore_nan_past_max_len() {
+    let input = jagged(&CLEAN_VALUES, &CLEAN_LENGTHS);
+    let softmax = ops::jagged_softmax(&spec1()).expect("graph");
+    let max = ops::jagged_reduce(&spec1(), ReduceOp::Max).expect("graph");
+    for g in [softmax, max] {
+        for (name, got, want) in kernel_and_reference(&g, &input, &CLEAN_LENGTHS, 3, &[]) {
+            assert_agree(&format!("{} {name}", g.name()), &got, &want, 1e-6);
+        }
+    }
+}
+
+/// Finding: the softmax kernel computes `inv = sum > 0 ? 1 / sum : 0`
+/// (codegen/src/templates/segment.rs), so a NaN sum (a NaN or `+inf` in the
+/// line) gives `inv = 0` and the entries whose `exp(x - max)` is finite come
+/// out 0 instead of NaN (`[nan, inf, 1]` gives `[nan, nan, 0]`); its running
+/// max (`max.f32`) also drops NaN. Testing `sum == 0` instead would fix it.
+#[test]
+#[ignore = "finding: the jagged_softmax kernel gives 0 instead of NaN next to a NaN; see the doc comment"]
+fn softmax_kernel_propagates_nan_like_the_reference() {
+    let g = ops::jagged_softmax(&spec1()).expect("graph");
+    for (name, got, want) in kernel_and_reference(&g, &jagged(&VALUES, &LENGTHS), &LENGTHS, 3, &[])
+    {
+        assert_agree(&format!("softmax {name}"), &got, &want, 1e-6);
+    }
+}
+
+#[test]
+fn sum_and_mean_kernels_propagate_nan_like_the_reference() {
+    for op in [ReduceOp::Sum, ReduceOp::Mean] {
+        let g = ops::jagged_reduce(&spec1(), op).expect("graph");
+        for (name, got, want) in
+            kernel_and_reference(&g, &jagged(&VALUES, &LENGTHS), &LENGTHS, 3, &[])
+        {
+            assert_agree(&format!("{op:?} {name}"), &got, &want, 1e-6);
+        }
+    }
+}
+
+/// Finding: the reduce kernel's `max` combines with PTX `max.f32`, which
+/// returns the non-NaN operand, so a NaN in a line is dropped (the kernel
+/// gives the max of the other entries). Fixing it belongs to the segment
+/// template (codegen/src/templates/segment.rs).
+#[test]
+#[ignore = "finding: the jagged_reduce max kernel drops NaN (PTX max.f32); see the doc comment"]
+fn max_kernel_propagates_nan_like_the_reference() {
+    let g = ops::jagged_reduce(&spec1(), ReduceOp::Max).expect("graph");
+    for (name, got, want) in kernel_and_reference(&g, &jagged(&VALUES, &LENGTHS), &LENGTHS, 3, &[])
+    {
+        assert_agree(&format!("max {name}"), &got, &want, 1e-6);
+    }
+}
+
+fn attention_inputs(nan_row: Option<usize>) -> (Vec<(&'static str, DenseTensor)>, Vec<usize>) {
+    let lengths = vec![0, 3, 5, 1];
+    let rows: usize = lengths.iter().sum();
+    let (h, d) = (2, 16);
+    let make = |seed: f64, nan: Option<usize>| {
+        let mut v: Vec<f64> = (0..rows * h * d)
+            .map(|k| ((k as f64 + seed) * 0.37).sin())
+            .collect();
+        if let Some(r) = nan {
+            v[r * h * d + 3] = NAN;
+        }
+        DenseTensor::from_f64(DType::F32, vec![rows, h, d], &v).expect("tensor")
+    };
+    let mut offsets = vec![0.0];
+    for &l in &lengths {
+        offsets.push(offsets[offsets.len() - 1] + l as f64);
+    }
+    let inputs = vec![
+        ("q", make(0.0, nan_row)),
+        ("k", make(1.0, None)),
+        ("v", make(2.0, None)),
+        (
+            "offsets",
+            DenseTensor::from_f64(DType::I32, vec![offsets.len()], &offsets).expect("offsets"),
+        ),
+    ];
+    (inputs, lengths)
+}
+
+fn attention_graph(causal: bool) -> Graph {
+    ops::jagged_flash_attention(&AttentionSpec {
+        input_dtype: DType::F32,
+        dtype: DType::F32,
+        offsets: DType::I32,
+        heads: 2,
+        head_dim: 16,
+        value_dim: 16,
+        causal,
+        activation: Activation::Softmax,
+    })
+    .expect("graph")
+}
+
+#[test]
+fn attention_kernel_with_nan_in_q_agrees_with_the_reference() {
+    for causal in [false, true] {
+        let (inputs, lengths) = attention_inputs(Some(4));
+        let g = attention_graph(causal);
+        for (name, got, want) in kernel_and_reference(&g, &inputs, &lengths, 8, &[("scale", 0.25)])
+        {
+            assert!(want.iter().any(|x| x.is_nan()), "the reference has no NaN");
+            assert_agree(&format!("causal {causal} {name}"), &got, &want, 1e-3);
+        }
+    }
+}
+
+#[test]
+fn attention_kernel_with_scale_nan_agrees_with_the_reference() {
+    let (inputs, lengths) = attention_inputs(None);
+    let g = attention_graph(true);
+    for (name, got, want) in kernel_and_reference(&g, &inputs, &lengths, 8, &[("scale", NAN)]) {
+        assert!(want.iter().all(|x| x.is_nan()), "{name}: {want:?}");
+        assert_agree(&format!("scale nan {name}"), &got, &want, 1e-3);
+    }
+}
