@@ -53,9 +53,12 @@ pub fn decode_module(m: &ast::Module) -> Result<(Vec<KernelCode>, Vec<u8>), EmuE
                 what: format!("unsized module-scope variable `{}`", v.name),
             });
         };
-        let off = (align_up(data.len() as u32, v.align)) as usize;
+        let (off, end) = place_var(data.len() as u32, v, n)?;
+        if end > MAX_MODULE_DATA_BYTES {
+            return Err(too_large(v, MAX_MODULE_DATA_BYTES));
+        }
+        let (off, size) = (off as usize, (end - off) as usize);
         data.resize(off, 0);
-        let size = v.elem_size as usize * n as usize;
         let mut bytes = v.init.clone().unwrap_or_default();
         bytes.resize(size, 0);
         data.extend(bytes);
@@ -87,8 +90,33 @@ struct Decoder<'a> {
     col: u32,
 }
 
-fn align_up(x: u32, a: u32) -> u32 {
-    x.div_ceil(a.max(1)) * a.max(1)
+/// Most bytes of module-scope `.global`/`.const` variables.
+const MAX_MODULE_DATA_BYTES: u32 = 1 << 30;
+/// Most bytes of `.local` variables per thread (CUDA's limit).
+const MAX_LOCAL_BYTES: u32 = 512 * 1024;
+
+fn too_large(v: &ast::VarDecl, limit: u32) -> EmuError {
+    EmuError::Unsupported {
+        line: v.line,
+        column: v.col,
+        what: format!(
+            "variable `{}` does not fit: its state space holds at most {limit} bytes",
+            v.name
+        ),
+    }
+}
+
+/// Start and end offsets of `count` elements of `v` placed at or after `off` with its
+/// alignment; an error when they do not fit in 32 bits.
+fn place_var(off: u32, v: &ast::VarDecl, count: u64) -> Result<(u32, u32), EmuError> {
+    u32::try_from(count)
+        .ok()
+        .and_then(|n| n.checked_mul(v.elem_size))
+        .and_then(|size| {
+            let start = off.checked_next_multiple_of(v.align.max(1))?;
+            Some((start, start.checked_add(size)?))
+        })
+        .ok_or_else(|| too_large(v, u32::MAX))
 }
 
 fn decode_kernel(
@@ -151,14 +179,17 @@ fn decode_kernel(
         match (v.space, v.count) {
             (VarSpace::Shared, None) => externs.push(v),
             (VarSpace::Shared, Some(n)) => {
-                shared = align_up(shared, v.align);
-                d.symbols.insert(v.name.clone(), Symbol::Shared(shared));
-                shared += v.elem_size * n as u32;
+                let (start, end) = place_var(shared, v, n)?;
+                d.symbols.insert(v.name.clone(), Symbol::Shared(start));
+                shared = end;
             }
             (VarSpace::Local, Some(n)) => {
-                local = align_up(local, v.align);
-                d.symbols.insert(v.name.clone(), Symbol::Local(local));
-                local += v.elem_size * n as u32;
+                let (start, end) = place_var(local, v, n)?;
+                if end > MAX_LOCAL_BYTES {
+                    return Err(too_large(v, MAX_LOCAL_BYTES));
+                }
+                d.symbols.insert(v.name.clone(), Symbol::Local(start));
+                local = end;
             }
             _ => {
                 return Err(EmuError::Unsupported {
@@ -177,7 +208,13 @@ fn decode_kernel(
         }
     }
     let ext_align = externs.iter().map(|v| v.align).max().unwrap_or(1);
-    let dynamic_offset = align_up(shared, ext_align);
+    let dynamic_offset = shared
+        .checked_next_multiple_of(ext_align.max(1))
+        .ok_or_else(|| EmuError::Unsupported {
+            line: k.line,
+            column: 1,
+            what: format!("kernel `{}`: its shared variables do not fit", k.name),
+        })?;
     for v in externs {
         d.symbols
             .insert(v.name.clone(), Symbol::Shared(dynamic_offset));

@@ -28,6 +28,39 @@ pub enum EmuError {
     /// The launch request does not fit the kernel (unknown kernel, bad arguments, bad sizes).
     #[error("bad launch: {0}")]
     BadLaunch(String),
+    /// A grid dimension outside CUDA's limits: x in 1 to 2^31 - 1, y and z in 1 to 65535.
+    #[error("bad launch: grid {grid:?}: {axis} is {value}, it must be 1 to {max}")]
+    GridDim {
+        /// The grid as given.
+        grid: [u32; 3],
+        /// The dimension at fault: `x`, `y` or `z`.
+        axis: char,
+        /// Its value.
+        value: u32,
+        /// Its largest valid value.
+        max: u32,
+    },
+    /// A block dimension outside CUDA's limits (x and y at most 1024, z at most 64, each
+    /// at least 1), or a block of more than 1024 threads.
+    #[error("bad launch: block {block:?}: {} is {value}, it must be 1 to {max}", axis.map_or("the thread count".to_string(), |a| a.to_string()))]
+    BlockDim {
+        /// The block as given.
+        block: [u32; 3],
+        /// The dimension at fault, or `None` for the product of the three.
+        axis: Option<char>,
+        /// Its value.
+        value: u64,
+        /// Its largest valid value.
+        max: u64,
+    },
+    /// A device allocation that does not fit the emulated address space or host memory.
+    #[error("cannot allocate {bytes} bytes of device memory: {reason}")]
+    OutOfMemory {
+        /// The size requested.
+        bytes: u64,
+        /// Why it cannot be had.
+        reason: String,
+    },
     /// A host-side memory operation named memory that is not allocated.
     #[error("bad device memory access: {0}")]
     BadAccess(String),

@@ -9,7 +9,8 @@
 //! The checker is always on: every global, shared and local access is bounds- and
 //! alignment-checked, shared memory tracks initialization, pending `cp.async` data and
 //! races between warps within a barrier interval. A launch with findings returns
-//! [`EmuError::MemoryCheck`].
+//! [`EmuError::MemoryCheck`], except for races that store (nearly) the value already
+//! there, which are [`LaunchStats::warnings`] unless [`RunOptions::strict_races`].
 //!
 //! Modules: `lexer` and `parser` build the `ast`; `decode` lowers it to `ir` (resolved
 //! register slots, labels and symbols); `exec` runs CTAs (per-lane PCs, min-PC
@@ -52,7 +53,7 @@ pub use error::{CheckKind, CheckReport, EmuError, Space};
 pub use exec::RACE_ULPS;
 
 use decode::KernelCode;
-use memory::{Allocation, GLOBAL_BASE, GlobalMemory, RED_ZONE};
+use memory::{Allocation, GLOBAL_BASE, GLOBAL_END, GlobalMemory, RED_ZONE};
 
 /// Largest dynamic + static shared memory of one CTA (the sm_90 limit, 227 KiB).
 pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
@@ -61,6 +62,11 @@ pub const MAX_SHARED_BYTES: u32 = 227 * 1024;
 pub const DEFAULT_CTA_INSTRUCTION_LIMIT: u64 = 1 << 30;
 /// Largest number of threads in a CTA.
 pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
+/// Largest grid, per dimension (CUDA's limits: x < 2^31, y and z <= 65535).
+pub const MAX_GRID_DIMS: [u32; 3] = [(1 << 31) - 1, 65535, 65535];
+/// Largest block, per dimension (CUDA's limits; the product is at most
+/// [`MAX_THREADS_PER_BLOCK`] too).
+pub const MAX_BLOCK_DIMS: [u32; 3] = [1024, 1024, 64];
 
 /// A parsed and pre-decoded PTX module, ready to launch many times.
 #[derive(Clone, Debug)]
@@ -112,12 +118,51 @@ pub struct DevicePtr(pub u64);
 /// Grid and block shape of a launch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LaunchConfig {
-    /// CTAs in x, y, z.
+    /// CTAs in x, y, z (see [`MAX_GRID_DIMS`]; each at least 1).
     pub grid: [u32; 3],
-    /// Threads per CTA in x, y, z (at most 1024 in all).
+    /// Threads per CTA in x, y, z (see [`MAX_BLOCK_DIMS`]; at most 1024 in all).
     pub block: [u32; 3],
     /// Bytes of dynamic shared memory (`.extern .shared` arrays), after the static part.
     pub dynamic_shared_bytes: u32,
+}
+
+impl LaunchConfig {
+    /// Checks the grid and block against CUDA's limits ([`EmuError::GridDim`],
+    /// [`EmuError::BlockDim`]); returns the number of CTAs and of threads per CTA.
+    pub fn validate(&self) -> Result<(u64, u32), EmuError> {
+        const AXES: [char; 3] = ['x', 'y', 'z'];
+        for (i, (&v, &max)) in self.grid.iter().zip(&MAX_GRID_DIMS).enumerate() {
+            if v == 0 || v > max {
+                return Err(EmuError::GridDim {
+                    grid: self.grid,
+                    axis: AXES[i],
+                    value: v,
+                    max,
+                });
+            }
+        }
+        for (i, (&v, &max)) in self.block.iter().zip(&MAX_BLOCK_DIMS).enumerate() {
+            if v == 0 || v > max {
+                return Err(EmuError::BlockDim {
+                    block: self.block,
+                    axis: Some(AXES[i]),
+                    value: v.into(),
+                    max: max.into(),
+                });
+            }
+        }
+        let threads: u64 = self.block.iter().map(|&x| u64::from(x)).product();
+        let ctas: u64 = self.grid.iter().map(|&x| u64::from(x)).product();
+        match u32::try_from(threads) {
+            Ok(t) if t <= MAX_THREADS_PER_BLOCK => Ok((ctas, t)),
+            _ => Err(EmuError::BlockDim {
+                block: self.block,
+                axis: None,
+                value: threads,
+                max: MAX_THREADS_PER_BLOCK.into(),
+            }),
+        }
+    }
 }
 
 /// A kernel argument; its size must match the kernel's `.param` declaration (and a float
@@ -257,20 +302,56 @@ impl Device {
     }
 
     /// Allocates `bytes` of zero-filled global memory, 256-byte aligned.
+    ///
+    /// # Panics
+    ///
+    /// When [`Device::try_alloc`] fails; use that with sizes a user chooses.
     pub fn alloc(&mut self, bytes: usize) -> DevicePtr {
+        self.try_alloc(bytes).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Allocates `bytes` of zero-filled global memory, 256-byte aligned;
+    /// [`EmuError::OutOfMemory`] when the emulated global address space or the host's
+    /// memory cannot hold it.
+    pub fn try_alloc(&mut self, bytes: usize) -> Result<DevicePtr, EmuError> {
         let base = self.next;
-        self.mem.allocs.insert(base, Allocation::new(bytes as u64));
-        self.next = (base + bytes as u64 + RED_ZONE).div_ceil(256) * 256;
-        DevicePtr(base)
+        let oom = |reason: String| EmuError::OutOfMemory {
+            bytes: bytes as u64,
+            reason,
+        };
+        let next = (bytes as u64)
+            .checked_add(base)
+            .and_then(|end| end.checked_add(RED_ZONE))
+            .and_then(|end| end.checked_next_multiple_of(256))
+            .filter(|&end| end <= GLOBAL_END)
+            .ok_or_else(|| {
+                oom(format!(
+                    "the emulated global address space ends at {GLOBAL_END:#x}"
+                ))
+            })?;
+        let a = Allocation::try_new(bytes as u64).map_err(oom)?;
+        self.mem.allocs.insert(base, a);
+        self.next = next;
+        Ok(DevicePtr(base))
     }
 
     /// Allocates global memory holding a copy of `bytes`.
+    ///
+    /// # Panics
+    ///
+    /// When [`Device::try_upload`] fails.
     pub fn upload(&mut self, bytes: &[u8]) -> DevicePtr {
-        let p = self.alloc(bytes.len());
+        self.try_upload(bytes).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Allocates global memory holding a copy of `bytes`; [`EmuError::OutOfMemory`] as
+    /// [`Device::try_alloc`].
+    pub fn try_upload(&mut self, bytes: &[u8]) -> Result<DevicePtr, EmuError> {
+        let p = self.try_alloc(bytes.len())?;
         if let Some((_, a)) = self.mem.find(p.0, bytes.len() as u64) {
             a.write(0, bytes);
         }
-        p
+        Ok(p)
     }
 
     /// Copies `bytes` to device memory at `ptr` (which may point inside an allocation).
@@ -321,14 +402,8 @@ impl Device {
         let start = Instant::now();
         let k = module.kernel(kernel)?;
         let params = pack_params(k, args)?;
-        let nthreads = config.block.iter().map(|&x| x as u64).product::<u64>();
-        let nctas = config.grid.iter().map(|&x| x as u64).product::<u64>();
-        if nthreads == 0 || nthreads > MAX_THREADS_PER_BLOCK as u64 {
-            return Err(EmuError::BadLaunch(format!(
-                "block {:?} has {nthreads} threads; it must have 1 to {MAX_THREADS_PER_BLOCK}",
-                config.block
-            )));
-        }
+        let (nctas, nthreads) = config.validate()?;
+        let nthreads = u64::from(nthreads);
         if let Some(r) = k.reqntid
             && r != config.block
         {
@@ -354,10 +429,6 @@ impl Device {
             )));
         }
         let mut stats = LaunchStats::default();
-        if nctas == 0 {
-            stats.elapsed = start.elapsed();
-            return Ok(stats);
-        }
         let abort = AtomicBool::new(false);
         let threads = self.threads.min(nctas as usize);
         let ctx = exec::LaunchCtx {

@@ -11,6 +11,9 @@ pub const GLOBAL_BASE: u64 = 0x0000_0001_0000_0000;
 /// Free bytes between two allocations, so that running just past the end of one buffer
 /// is reported instead of landing in the next.
 pub const RED_ZONE: u64 = 4096;
+/// End of the global address space: the generic windows of shared, local and module
+/// memory start here.
+pub const GLOBAL_END: u64 = 0x0100_0000_0000_0000;
 
 /// One device allocation.
 #[derive(Debug)]
@@ -21,12 +24,19 @@ pub struct Allocation {
 }
 
 impl Allocation {
-    pub fn new(size: u64) -> Allocation {
-        let n = size.div_ceil(8) as usize;
-        Allocation {
+    /// A zero-filled allocation of `size` bytes, or why the host cannot hold it.
+    pub fn try_new(size: u64) -> Result<Allocation, String> {
+        let n = usize::try_from(size.div_ceil(8))
+            .map_err(|_| "more than the host can address".to_string())?;
+        let mut words = Vec::new();
+        words
+            .try_reserve_exact(n)
+            .map_err(|e| format!("host memory: {e}"))?;
+        words.resize_with(n, || AtomicU64::new(0));
+        Ok(Allocation {
             size,
-            words: (0..n).map(|_| AtomicU64::new(0)).collect(),
-        }
+            words: words.into_boxed_slice(),
+        })
     }
 
     /// Reads `out.len()` bytes at byte offset `off` (in bounds; any alignment).

@@ -1480,10 +1480,10 @@ fn bad_launches_are_rejected_with_clear_errors() {
         block: [1025, 1, 1],
         ..cfg
     };
-    assert!(
-        err(dev.launch(&module, "k", &big, &[KernelArg::Ptr(p), KernelArg::Ptr(p)]))
-            .contains("1025")
-    );
+    match dev.launch(&module, "k", &big, &[KernelArg::Ptr(p), KernelArg::Ptr(p)]) {
+        Err(e @ EmuError::BlockDim { .. }) => assert!(e.to_string().contains("1025"), "{e}"),
+        other => panic!("expected a block-size error, got {other:?}"),
+    }
     let shared = LaunchConfig {
         dynamic_shared_bytes: 1 << 20,
         ..cfg
@@ -1579,7 +1579,7 @@ fn empty_allocations_and_transfers() {
     assert_eq!(dev.read(a, 0).ok(), Some(vec![]));
     assert!(dev.write(b, &[]).is_ok());
     assert!(dev.read(a, 1).is_err());
-    // A zero-sized grid launches nothing.
+    // A zero-sized grid is refused, as CUDA does.
     let module = match Module::parse(&kernel("")) {
         Ok(m) => m,
         Err(e) => panic!("{e}"),
@@ -1590,7 +1590,17 @@ fn empty_allocations_and_transfers() {
         dynamic_shared_bytes: 0,
     };
     let s = dev.launch(&module, "k", &cfg, &[KernelArg::Ptr(a), KernelArg::Ptr(b)]);
-    assert_eq!(s.map(|s| s.warp_instructions).ok(), Some(0));
+    assert!(
+        matches!(
+            s,
+            Err(EmuError::GridDim {
+                axis: 'x',
+                value: 0,
+                ..
+            })
+        ),
+        "{s:?}"
+    );
 }
 
 #[test]

@@ -210,3 +210,120 @@ fn small_param_size_and_float_mismatches_are_rejected() {
             .is_ok()
     );
 }
+
+fn empty_kernel() -> Module {
+    parse(&format!(
+        "{HEADER}\n.visible .entry k(.param .u64 out)\n{{\n    ret;\n}}\n"
+    ))
+}
+
+/// `--grid 2147483648,2147483648,4` used to wrap the CTA count to 0 and run nothing.
+#[test]
+fn grid_2_pow_31_squared_by_4_is_rejected_not_wrapped() {
+    let module = empty_kernel();
+    let mut dev = Device::new();
+    let out = dev.alloc(4);
+    let cfg = LaunchConfig {
+        grid: [1 << 31, 1 << 31, 4],
+        block: [32, 1, 1],
+        dynamic_shared_bytes: 0,
+    };
+    match dev.launch(&module, "k", &cfg, &[KernelArg::Ptr(out)]) {
+        Err(EmuError::GridDim {
+            axis: 'x',
+            value,
+            max,
+            ..
+        }) => assert_eq!((value, max), (1 << 31, (1 << 31) - 1)),
+        other => panic!("expected a grid-size error, got {other:?}"),
+    }
+}
+
+#[test]
+fn grid_and_block_dims_follow_cuda_limits() {
+    let cfg = |grid: [u32; 3], block: [u32; 3]| LaunchConfig {
+        grid,
+        block,
+        dynamic_shared_bytes: 0,
+    };
+    // The largest valid shapes.
+    assert_eq!(
+        cfg([(1 << 31) - 1, 65535, 65535], [1024, 1, 1])
+            .validate()
+            .ok(),
+        Some((((1u64 << 31) - 1) * 65535 * 65535, 1024))
+    );
+    assert_eq!(cfg([1, 1, 1], [1, 1, 64]).validate().ok(), Some((1, 64)));
+    assert_eq!(cfg([1, 1, 1], [16, 64, 1]).validate().ok(), Some((1, 1024)));
+    for (grid, axis, value) in [
+        ([0, 1, 1], 'x', 0),
+        ([1, 65536, 1], 'y', 65536),
+        ([1, 1, 0], 'z', 0),
+        ([1, 1, 65536], 'z', 65536),
+    ] {
+        match cfg(grid, [1, 1, 1]).validate() {
+            Err(EmuError::GridDim {
+                axis: a, value: v, ..
+            }) => {
+                assert_eq!((a, v), (axis, value), "{grid:?}")
+            }
+            other => panic!("{grid:?}: expected a grid-size error, got {other:?}"),
+        }
+    }
+    for (block, axis, value) in [
+        ([1025, 1, 1], Some('x'), 1025),
+        ([1, 0, 1], Some('y'), 0),
+        ([1, 1, 65], Some('z'), 65),
+        ([1024, 1, 2], None, 2048),
+        ([64, 64, 1], None, 4096),
+    ] {
+        match cfg([1, 1, 1], block).validate() {
+            Err(EmuError::BlockDim {
+                axis: a, value: v, ..
+            }) => {
+                assert_eq!((a, v), (axis, value), "{block:?}")
+            }
+            other => panic!("{block:?}: expected a block-size error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn absurd_allocations_are_errors_not_wraps() {
+    let mut dev = Device::new();
+    for bytes in [usize::MAX, usize::MAX - 4095, 1 << 60] {
+        match dev.try_alloc(bytes) {
+            Err(EmuError::OutOfMemory { bytes: b, .. }) => assert_eq!(b, bytes as u64),
+            other => panic!("{bytes}: expected out of memory, got {other:?}"),
+        }
+    }
+    // The device still works, and allocations do not overlap.
+    let a = dev.try_alloc(16).unwrap_or_else(|e| panic!("{e}"));
+    let b = dev.try_upload(&[1, 2, 3]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(b.0 >= a.0 + 16);
+    assert_eq!(dev.read(b, 3).ok(), Some(vec![1, 2, 3]));
+}
+
+#[test]
+fn variables_too_large_for_their_state_space_are_rejected() {
+    for decl in [
+        ".shared .align 4 .b8 s[4294967296];",
+        ".shared .align 4 .b32 s[1073741824];",
+        ".local .align 4 .b8 l[1048576];",
+    ] {
+        let ptx = format!("{HEADER}\n.visible .entry k()\n{{\n    {decl}\n    ret;\n}}\n");
+        match Module::parse(&ptx) {
+            Err(EmuError::Unsupported { what, .. }) => {
+                assert!(what.contains("does not fit"), "{decl}: {what}")
+            }
+            other => panic!("{decl}: expected an error, got {other:?}"),
+        }
+    }
+    let ptx = format!(
+        "{HEADER}\n.global .align 4 .b8 g[2147483648];\n.visible .entry k()\n{{\n    ret;\n}}\n"
+    );
+    assert!(matches!(
+        Module::parse(&ptx),
+        Err(EmuError::Unsupported { .. })
+    ));
+}

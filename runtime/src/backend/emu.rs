@@ -39,13 +39,13 @@ impl EmuBackend {
     }
 
     pub(crate) fn alloc(&mut self, id: BufferId, bytes: usize) -> Result<(), RuntimeError> {
-        let ptr = self.device.alloc(bytes);
+        let ptr = self.device.try_alloc(bytes).map_err(emulator("alloc"))?;
         self.buffers.insert(id, ptr);
         Ok(())
     }
 
     pub(crate) fn upload(&mut self, id: BufferId, bytes: &[u8]) -> Result<(), RuntimeError> {
-        let ptr = self.device.upload(bytes);
+        let ptr = self.device.try_upload(bytes).map_err(emulator("upload"))?;
         self.buffers.insert(id, ptr);
         Ok(())
     }
