@@ -152,10 +152,10 @@ fn bad_arg_spec_is_named() {
         "--block",
         "128",
         "--arg",
-        "f16:1.0",
+        "f8:1.0",
     ]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("f16:1.0"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("f8:1.0"), "{}", stderr(&out));
 }
 
 #[test]
@@ -284,4 +284,235 @@ fn runs_triton_bf16_matmul_with_u16_npy_inputs() {
             assert_eq!(c[i * n + j], want, "C[{i}][{j}]");
         }
     }
+}
+
+/// Writes `ptx` to `dir/name` and returns its path as a string.
+fn write_ptx(dir: &Path, name: &str, ptx: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, ptx).expect("write ptx");
+    path.to_str().expect("utf-8 path").to_string()
+}
+
+/// The 32-bit words of an `.npy` file of u32.
+fn read_words(path: &Path) -> Vec<u32> {
+    let array = npy::read(path).expect("read output");
+    array
+        .data
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[test]
+fn small_scalar_arg_kinds_reach_u8_s8_u16_s16_f16_bf16_params() {
+    // Each parameter is loaded with its own type and stored as one u32 word (the f16 and
+    // bf16 ones converted to f32); a `.u8` bool selects 11 or 22 as Triton's code does.
+    let dir = temp_dir("small-scalars");
+    let ptx = write_ptx(
+        &dir,
+        "small.ptx",
+        ".version 8.0\n.target sm_80\n.address_size 64\n\n\
+         .visible .entry small(.param .u8 flag, .param .s8 b, .param .u16 c, .param .s16 d,\n\
+         \x20   .param .f16 e, .param .bf16 f, .param .u64 .ptr .global .align 1 out)\n{\n\
+         \x20   .reg .pred %p<2>;\n    .reg .b16 %rs<4>;\n    .reg .b32 %r<8>;\n\
+         \x20   .reg .f32 %f<4>;\n    .reg .b64 %rd<2>;\n\
+         \x20   ld.param.u8 %rs1, [flag];\n    and.b16 %rs1, %rs1, 1;\n\
+         \x20   setp.eq.b16 %p1, %rs1, 1;\n    selp.u32 %r1, 11, 22, %p1;\n\
+         \x20   ld.param.s8 %r2, [b];\n    ld.param.u16 %r3, [c];\n    ld.param.s16 %r4, [d];\n\
+         \x20   ld.param.b16 %rs2, [e];\n    cvt.f32.f16 %f1, %rs2;\n\
+         \x20   ld.param.b16 %rs3, [f];\n    cvt.f32.bf16 %f2, %rs3;\n\
+         \x20   ld.param.u64 %rd1, [out];\n\
+         \x20   st.global.v4.u32 [%rd1], {%r1, %r2, %r3, %r4};\n\
+         \x20   st.global.v2.f32 [%rd1+16], {%f1, %f2};\n    ret;\n}\n",
+    );
+    let out_path = dir.join("out.npy");
+    let out_spec = format!("out:{}:u32:6", out_path.display());
+    let out = jagc(&[
+        "emu",
+        &ptx,
+        "--grid",
+        "1",
+        "--block",
+        "1",
+        "--arg",
+        "u8:1",
+        "--arg",
+        "s8:-3",
+        "--arg",
+        "u16:0xfffe",
+        "--arg",
+        "s16:-300",
+        "--arg",
+        "f16:1.5",
+        "--arg",
+        "bf16:-2.25",
+        "--arg",
+        &out_spec,
+    ]);
+    assert!(out.status.success(), "jagc emu failed: {}", stderr(&out));
+    assert_eq!(
+        read_words(&out_path),
+        vec![
+            11,
+            (-3i32) as u32,
+            0xfffe,
+            (-300i32) as u32,
+            1.5f32.to_bits(),
+            (-2.25f32).to_bits()
+        ]
+    );
+    // A bool of 0 takes the other branch; an out-of-range u8 is refused by name.
+    let out = jagc(&[
+        "emu", &ptx, "--grid", "1", "--block", "1", "--arg", "u8:0", "--arg", "s8:0", "--arg",
+        "u16:0", "--arg", "s16:0", "--arg", "f16:0", "--arg", "bf16:0", "--arg", &out_spec,
+    ]);
+    assert!(out.status.success(), "jagc emu failed: {}", stderr(&out));
+    assert_eq!(read_words(&out_path)[0], 22);
+    let out = jagc(&[
+        "emu", &ptx, "--grid", "1", "--block", "1", "--arg", "u8:256",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("u8:256"), "{}", stderr(&out));
+}
+
+/// Lane 0 of warps 0 and 1 store `va` and `vb` to one shared f32 without a barrier
+/// between them; thread 0 copies it to `out` after one.
+const RACE_PTX: &str = ".version 8.0\n.target sm_80\n.address_size 64\n\
+    .visible .entry race(.param .u64 out, .param .u32 va, .param .u32 vb)\n{\n\
+    .reg .pred %p<3>;\n.reg .b32 %r<8>;\n.reg .b64 %rd<2>;\n.shared .align 4 .b8 s[4];\n\
+    ld.param.u64 %rd1, [out];\nld.param.u32 %r1, [va];\nld.param.u32 %r2, [vb];\n\
+    mov.u32 %r3, %tid.x;\nmov.u32 %r6, s;\nand.b32 %r4, %r3, 31;\n\
+    setp.ne.u32 %p1, %r4, 0;\n@%p1 bra DONE;\nsetp.lt.u32 %p2, %r3, 32;\n\
+    selp.b32 %r5, %r1, %r2, %p2;\nst.shared.f32 [%r6], %r5;\nDONE:\nbar.sync 0;\n\
+    setp.ne.u32 %p1, %r3, 0;\n@%p1 bra END;\nld.shared.u32 %r7, [%r6];\n\
+    st.global.u32 [%rd1], %r7;\nEND:\nret;\n}\n";
+
+#[test]
+fn near_value_shared_race_is_a_warning_on_stderr_unless_strict_races() {
+    let dir = temp_dir("race");
+    let ptx = write_ptx(&dir, "race.ptx", RACE_PTX);
+    let out_path = dir.join("out.npy");
+    let out_spec = format!("out:{}:u32:1", out_path.display());
+    // 1.0f and the next f32 up.
+    let base = [
+        "emu",
+        &ptx,
+        "--grid",
+        "1",
+        "--block",
+        "64",
+        "--arg",
+        &out_spec,
+        "--arg",
+        "u32:1065353216",
+        "--arg",
+        "u32:1065353217",
+    ];
+    let out = jagc(&base);
+    assert!(out.status.success(), "jagc emu failed: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning:")
+            && err.contains("shared-memory data race")
+            && err.contains("1 ulp"),
+        "{err}"
+    );
+    let word = read_words(&out_path)[0];
+    assert!(word == 1065353216 || word == 1065353217, "{word}");
+
+    std::fs::remove_file(&out_path).expect("remove out.npy");
+    let mut strict = base.to_vec();
+    strict.push("--strict-races");
+    let out = jagc(&strict);
+    assert!(!out.status.success(), "--strict-races must fail the run");
+    assert!(
+        stderr(&out).contains("shared-memory data race"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !out_path.exists(),
+        "no output is written after a failed run"
+    );
+
+    // Values far apart are an error without --strict-races too.
+    let mut far = base.to_vec();
+    far[11] = "u32:1073741824"; // 2.0f
+    let out = jagc(&far);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("shared-memory data race"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A kernel that stores 1.0 at out[tid] (one float per thread of CTA 0).
+const STORE_PTX: &str = ".version 8.0\n.target sm_80\n.address_size 64\n\
+    .visible .entry store(.param .u64 out)\n{\n.reg .b32 %r<2>;\n.reg .b64 %rd<4>;\n\
+    ld.param.u64 %rd0, [out];\nmov.u32 %r0, %tid.x;\nmul.wide.u32 %rd1, %r0, 4;\n\
+    add.s64 %rd2, %rd0, %rd1;\nst.global.u32 [%rd2], 1065353216;\nret;\n}\n";
+
+#[test]
+fn grid_that_wrapped_the_cta_count_is_refused() {
+    // 2^31 * 2^31 * 4 CTAs is 2^64: it used to wrap to 0, run nothing and exit 0.
+    let dir = temp_dir("grid");
+    let ptx = write_ptx(&dir, "store.ptx", STORE_PTX);
+    let out_spec = format!("out:{}:f32:32", dir.join("y.npy").display());
+    for (grid, block, needle) in [
+        ("2147483648,2147483648,4", "32", "grid"),
+        ("1,65536", "32", "grid"),
+        ("1", "1024,1,2", "block"),
+        ("1", "1,1,65", "block"),
+    ] {
+        let out = jagc(&[
+            "emu", &ptx, "--grid", grid, "--block", block, "--arg", &out_spec,
+        ]);
+        assert!(
+            !out.status.success(),
+            "--grid {grid} --block {block} was accepted"
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains(needle) && err.contains("it must be 1 to"),
+            "{err}"
+        );
+        assert!(!dir.join("y.npy").exists());
+    }
+}
+
+#[test]
+fn out_buffer_whose_byte_size_overflows_is_refused() {
+    // 2^62 u32 elements are 2^64 bytes: the product used to wrap to 0 and a corrupt
+    // .npy was written with exit status 0.
+    let dir = temp_dir("huge-out");
+    let ptx = write_ptx(&dir, "store.ptx", STORE_PTX);
+    let w = dir.join("w.npy");
+    let out = jagc(&[
+        "emu",
+        &ptx,
+        "--grid",
+        "1",
+        "--block",
+        "32",
+        "--arg",
+        &format!("out:{}:u32:4611686018427387904", w.display()),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("do not fit"), "{}", stderr(&out));
+    assert!(!w.exists());
+    // Large enough to be past the emulated address space but not to overflow.
+    let out = jagc(&[
+        "emu",
+        &ptx,
+        "--grid",
+        "1",
+        "--block",
+        "32",
+        "--arg",
+        &format!("out:{}:u32:1152921504606846976", w.display()),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot allocate"), "{}", stderr(&out));
+    assert!(!w.exists());
 }

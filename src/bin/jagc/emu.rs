@@ -6,12 +6,17 @@
 //! `out:Y.npy:f32:1024`, `inout:X.npy:Y.npy`). bf16 buffers are stored as uint16.
 //! The syntax is `ptx_crosscheck`'s too: both parse it with
 //! [`jagged_runtime::argspec::KernelArgSpec`]. An `out:` buffer starts as 0xFF bytes.
+//! `jagc emu` also takes 1- and 2-byte scalars (`u8:1`, `s8:-1`, `u16:0xffff`,
+//! `s16:-2`, `f16:0.5`, `bf16:-1.25`; `i8`/`i16` are aliases of `s8`/`s16`), which the
+//! emulator passes to `.u8`/`.s8`/`.b8`/`.u16`/`.s16`/`.b16`/`.f16`/`.bf16` parameters
+//! (Triton passes a bool as `.u8`).
 
 use clap::Args;
 use jagged_emu::{Device, DevicePtr, EmuError, KernelArg, LaunchConfig, Module};
 use jagged_ir::npy::{self, NpyArray, NpyDtype, NpyError};
-use jagged_runtime::argspec::KernelArgSpec;
+use jagged_runtime::argspec::{ArgSpecError, KernelArgSpec};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 /// Arguments of `jagc emu`.
 #[derive(Args)]
@@ -31,10 +36,83 @@ pub struct EmuArgs {
     #[arg(long, default_value_t = 0)]
     pub shared: u32,
     /// A kernel argument, in parameter order: u32:V, i32:V, u64:V, i64:V, f32:V, f64:V,
+    /// u8:V, s8:V, u16:V, s16:V, f16:V, bf16:V,
     /// in:IN.npy, out:OUT.npy:DTYPE:COUNT (DTYPE: f32 f16 bf16 i32 i64 u32 u64 u8),
     /// inout:IN.npy:OUT.npy.
     #[arg(long = "arg", value_name = "SPEC")]
-    pub args: Vec<KernelArgSpec>,
+    pub args: Vec<EmuArgSpec>,
+    /// Fail on shared-memory races that store (nearly) the value already there
+    /// (by default they are warnings on stderr).
+    #[arg(long)]
+    pub strict_races: bool,
+}
+
+/// One `--arg` of `jagc emu`: a 1- or 2-byte scalar, or the SPEC syntax shared with
+/// `ptx_crosscheck`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EmuArgSpec {
+    /// `u8:V`, `s8:V`, `u16:V`, `s16:V`, `f16:V` or `bf16:V`.
+    Small(KernelArg),
+    /// Any kind of [`KernelArgSpec`].
+    Shared(KernelArgSpec),
+}
+
+impl FromStr for EmuArgSpec {
+    type Err = ArgSpecError;
+
+    fn from_str(spec: &str) -> Result<EmuArgSpec, ArgSpecError> {
+        let bad = |reason: String| ArgSpecError {
+            spec: spec.to_string(),
+            reason,
+        };
+        let Some((kind, value)) = spec.split_once(':') else {
+            return spec.parse().map(EmuArgSpec::Shared);
+        };
+        let float = |what: &str| bad(format!("not an {what}"));
+        let arg = match kind {
+            "u8" => KernelArg::U8(parse_int(value).map_err(bad)?),
+            "s8" | "i8" => KernelArg::I8(parse_int(value).map_err(bad)?),
+            "u16" => KernelArg::U16(parse_int(value).map_err(bad)?),
+            "s16" | "i16" => KernelArg::I16(parse_int(value).map_err(bad)?),
+            "f16" => KernelArg::F16(half::f16::from_f64(
+                value.parse().map_err(|_| float("f16"))?,
+            )),
+            "bf16" => KernelArg::BF16(half::bf16::from_f64(
+                value.parse().map_err(|_| float("bf16"))?,
+            )),
+            _ => {
+                return spec.parse().map(EmuArgSpec::Shared).map_err(|e| {
+                    if e.reason.starts_with("unknown kind") {
+                        bad(
+                            "unknown kind (expected u8, s8, u16, s16, u32, i32, u64, i64, f16, bf16, f32, f64, in, out or inout)"
+                                .to_string(),
+                        )
+                    } else {
+                        e
+                    }
+                });
+            }
+        };
+        Ok(EmuArgSpec::Small(arg))
+    }
+}
+
+/// Parses a decimal or `0x` hexadecimal integer that must fit `T`.
+fn parse_int<T: TryFrom<i128>>(text: &str) -> Result<T, String> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, text),
+    };
+    let magnitude = match digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        Some(hex) => i128::from_str_radix(hex, 16),
+        None => digits.parse::<i128>(),
+    }
+    .map_err(|_| format!("'{text}' is not an integer"))?;
+    let value = if negative { -magnitude } else { magnitude };
+    T::try_from(value).map_err(|_| format!("{text} is out of range"))
 }
 
 /// Parses `X[,Y[,Z]]` into three dimensions, each at least 1 (missing ones are 1).
@@ -93,6 +171,16 @@ pub enum EmuCliError {
         /// The npy error (it names the file).
         source: NpyError,
     },
+    /// An `out:` buffer whose byte size does not fit in memory.
+    #[error("--arg {index}: {count} elements of {elem_bytes} bytes do not fit in memory")]
+    BufferSize {
+        /// 1-based position of the argument.
+        index: usize,
+        /// The element count asked for.
+        count: usize,
+        /// Bytes per element.
+        elem_bytes: usize,
+    },
     /// The device refused a host-side copy, or an argument has no emulator form.
     #[error("--arg {index}: {source}")]
     Device {
@@ -140,11 +228,25 @@ fn emulate(args: &EmuArgs) -> Result<(), EmuCliError> {
     let kernel = pick_kernel(&module, args.kernel.as_deref(), path)?;
 
     let mut device = Device::new();
+    let mut options = device.run_options();
+    options.strict_races = args.strict_races;
+    device.set_run_options(options);
     let mut kernel_args = Vec::with_capacity(args.args.len());
     let mut outputs = Vec::new();
     for (i, spec) in args.args.iter().enumerate() {
         let index = i + 1;
         let npy_err = |source| EmuCliError::Npy { index, source };
+        let device_err = |source| EmuCliError::Device {
+            index,
+            source: Box::new(source),
+        };
+        let spec = match spec {
+            EmuArgSpec::Small(arg) => {
+                kernel_args.push(*arg);
+                continue;
+            }
+            EmuArgSpec::Shared(spec) => spec,
+        };
         kernel_args.push(match spec {
             KernelArgSpec::Scalar(arg) => arg
                 .to_emu(|id| Err(EmuError::BadLaunch(format!("{id} is not a scalar"))))
@@ -154,14 +256,22 @@ fn emulate(args: &EmuArgs) -> Result<(), EmuCliError> {
                 })?,
             KernelArgSpec::In(input) => {
                 let array = npy::read(input).map_err(npy_err)?;
-                KernelArg::Ptr(device.upload(&array.data))
+                KernelArg::Ptr(device.try_upload(&array.data).map_err(device_err)?)
             }
             KernelArgSpec::Out {
                 path: out,
                 dtype,
                 count,
             } => {
-                let ptr = device.upload(&vec![0xFF; count * dtype.size()]);
+                let bytes = count
+                    .checked_mul(dtype.size())
+                    .ok_or(EmuCliError::BufferSize {
+                        index,
+                        count: *count,
+                        elem_bytes: dtype.size(),
+                    })?;
+                let ptr = device.try_alloc(bytes).map_err(device_err)?;
+                device.write(ptr, &vec![0xFF; bytes]).map_err(device_err)?;
                 outputs.push(Output {
                     index,
                     ptr,
@@ -173,7 +283,7 @@ fn emulate(args: &EmuArgs) -> Result<(), EmuCliError> {
             }
             KernelArgSpec::InOut { input, output } => {
                 let array = npy::read(input).map_err(npy_err)?;
-                let ptr = device.upload(&array.data);
+                let ptr = device.try_upload(&array.data).map_err(device_err)?;
                 outputs.push(Output {
                     index,
                     ptr,
@@ -200,7 +310,16 @@ fn emulate(args: &EmuArgs) -> Result<(), EmuCliError> {
         })?;
 
     for out in outputs {
-        let len: usize = out.shape.iter().product::<usize>() * out.dtype.size();
+        // The buffer was allocated with this many bytes, so the product fits.
+        let len = out
+            .shape
+            .iter()
+            .try_fold(out.dtype.size(), |n, &d| n.checked_mul(d))
+            .ok_or(EmuCliError::BufferSize {
+                index: out.index,
+                count: out.shape.iter().fold(1, |n: usize, &d| n.saturating_mul(d)),
+                elem_bytes: out.dtype.size(),
+            })?;
         let data = device
             .read(out.ptr, len)
             .map_err(|source| EmuCliError::Device {
@@ -216,6 +335,9 @@ fn emulate(args: &EmuArgs) -> Result<(), EmuCliError> {
             index: out.index,
             source,
         })?;
+    }
+    for warning in &stats.warnings {
+        eprintln!("warning: {warning}");
     }
     let seconds = stats.elapsed.as_secs_f64();
     println!(
@@ -264,5 +386,36 @@ mod tests {
         assert!(parse_dim3("0").unwrap_err().contains("at least 1"));
         assert!(parse_dim3("1,2,3,4").unwrap_err().contains("more than 3"));
         assert!(parse_dim3("x").unwrap_err().contains("'x'"));
+    }
+
+    #[test]
+    fn parses_small_scalar_kinds() {
+        let p = |s: &str| s.parse::<EmuArgSpec>().unwrap();
+        assert_eq!(p("u8:255"), EmuArgSpec::Small(KernelArg::U8(255)));
+        assert_eq!(p("s8:-128"), EmuArgSpec::Small(KernelArg::I8(-128)));
+        assert_eq!(p("i8:-1"), EmuArgSpec::Small(KernelArg::I8(-1)));
+        assert_eq!(p("u16:0xffff"), EmuArgSpec::Small(KernelArg::U16(0xffff)));
+        assert_eq!(p("s16:-2"), EmuArgSpec::Small(KernelArg::I16(-2)));
+        assert_eq!(
+            p("f16:0.5"),
+            EmuArgSpec::Small(KernelArg::F16(half::f16::from_f32(0.5)))
+        );
+        assert_eq!(
+            p("bf16:-1.25"),
+            EmuArgSpec::Small(KernelArg::BF16(half::bf16::from_f32(-1.25)))
+        );
+        assert!(matches!(p("u32:7"), EmuArgSpec::Shared(_)));
+        assert!(matches!(p("in:x.npy"), EmuArgSpec::Shared(_)));
+        for (spec, needle) in [
+            ("u8:256", "out of range"),
+            ("s8:128", "out of range"),
+            ("u16:-1", "out of range"),
+            ("f16:x", "not an f16"),
+            ("q8:1", "unknown kind"),
+            ("u32", "not KIND:VALUE"),
+        ] {
+            let err = spec.parse::<EmuArgSpec>().unwrap_err().to_string();
+            assert!(err.contains(spec) && err.contains(needle), "{spec}: {err}");
+        }
     }
 }
