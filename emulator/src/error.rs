@@ -68,6 +68,23 @@ pub enum EmuError {
     /// bad stores were dropped).
     #[error("memory check failed with {} report(s):\n{}", .0.len(), ReportList(.0))]
     MemoryCheck(Vec<CheckReport>),
+    /// The launch ran past its budget (`RunOptions::max_warp_instructions` or
+    /// `RunOptions::max_duration`) and was stopped; global memory holds what the CTAs
+    /// that ran wrote.
+    #[error(
+        "kernel `{kernel}` stopped: the launch exceeded its budget of {budget} ({warp_instructions} warp instructions in {:.3} s); raise the limit in RunOptions (jagc emu: --max-instructions, --max-seconds) if the kernel is meant to run this long",
+        elapsed.as_secs_f64()
+    )]
+    LaunchBudget {
+        /// The kernel's name.
+        kernel: String,
+        /// The budget that ran out.
+        budget: Budget,
+        /// Warp instructions executed when the launch stopped.
+        warp_instructions: u64,
+        /// Wall-clock time when the launch stopped.
+        elapsed: std::time::Duration,
+    },
     /// The kernel did something with no defined outcome that is not a memory error
     /// (a collective with a partial warp, a deadlock at a barrier, a runaway loop).
     #[error(
@@ -85,6 +102,24 @@ pub enum EmuError {
         /// What went wrong.
         message: String,
     },
+}
+
+/// A whole-launch budget of the emulator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Budget {
+    /// At most this many warp instructions in the launch.
+    WarpInstructions(u64),
+    /// At most this much wall-clock time.
+    Time(std::time::Duration),
+}
+
+impl fmt::Display for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Budget::WarpInstructions(n) => write!(f, "{n} warp instructions"),
+            Budget::Time(t) => write!(f, "{:.3} s of wall-clock time", t.as_secs_f64()),
+        }
+    }
 }
 
 struct ReportList<'a>(&'a [CheckReport]);

@@ -7,10 +7,11 @@
 //! the instruction; anything else is a [`EmuError::Runtime`] error.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 
 use crate::decode::{KernelCode, MODULE_WINDOW};
-use crate::error::{CheckKind, CheckReport, EmuError, Space};
+use crate::error::{Budget, CheckKind, CheckReport, EmuError, Space};
 use crate::ir::*;
 use crate::memory::{Allocation, GlobalMemory};
 use crate::num;
@@ -47,7 +48,18 @@ pub struct LaunchCtx<'a> {
     /// Report shared-memory races that store (nearly) the value already there as errors,
     /// not warnings.
     pub strict_races: bool,
+    /// Warp instructions all workers executed so far (each flushes its count every
+    /// [`BUDGET_CHECK_EVERY`] instructions and at the end of each CTA).
+    pub spent: &'a AtomicU64,
+    /// Most warp instructions of the whole launch.
+    pub max_warp_instructions: u64,
+    /// When the launch started, and when it must have finished.
+    pub start: Instant,
+    pub deadline: Option<Instant>,
 }
+
+/// How many warp instructions a worker runs between two checks of the launch budget.
+pub const BUDGET_CHECK_EVERY: u64 = 1 << 14;
 
 /// Float values that differ by at most this many units in the last place count as the
 /// same value for a shared-memory race (a warning, not an error).
@@ -122,6 +134,8 @@ pub struct Worker<'g> {
     pub thread_instructions: u64,
     /// `warp_instructions` when the current CTA started.
     cta_start: u64,
+    /// The part of `warp_instructions` added to [`LaunchCtx::spent`].
+    flushed: u64,
 }
 
 #[inline]
@@ -207,7 +221,8 @@ impl<'g> Worker<'g> {
         let mut warps = std::mem::take(&mut self.warps);
         let res = self.schedule(ctx, &mut warps);
         self.warps = warps;
-        res
+        res?;
+        self.check_budget(ctx)
     }
 
     fn schedule(&mut self, ctx: &LaunchCtx<'g>, warps: &mut [Warp]) -> Result<(), EmuError> {
@@ -357,7 +372,35 @@ impl<'g> Worker<'g> {
         }
     }
 
+    /// Adds this worker's new instructions to the launch's count and fails when the
+    /// launch is over its instruction or time budget.
+    pub fn check_budget(&mut self, ctx: &LaunchCtx<'g>) -> Result<(), EmuError> {
+        let new = self.warp_instructions - self.flushed;
+        self.flushed = self.warp_instructions;
+        let spent = ctx.spent.fetch_add(new, Ordering::Relaxed) + new;
+        let exceeded = if spent > ctx.max_warp_instructions {
+            Some(Budget::WarpInstructions(ctx.max_warp_instructions))
+        } else {
+            match ctx.deadline {
+                Some(d) if Instant::now() > d => Some(Budget::Time(d - ctx.start)),
+                _ => None,
+            }
+        };
+        match exceeded {
+            Some(budget) => Err(EmuError::LaunchBudget {
+                kernel: ctx.kernel.name.clone(),
+                budget,
+                warp_instructions: spent,
+                elapsed: ctx.start.elapsed(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn run_warp(&mut self, ctx: &LaunchCtx<'g>, w: &mut Warp) -> Result<(), EmuError> {
+        if self.warp_instructions - self.flushed >= BUDGET_CHECK_EVERY {
+            self.check_budget(ctx)?;
+        }
         let code = &ctx.kernel.code;
         if self.warp_instructions - self.cta_start > ctx.cta_instruction_limit {
             let lane = (w.live & !w.blocked).trailing_zeros();

@@ -46,10 +46,10 @@ mod memory;
 mod num;
 mod parser;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub use error::{CheckKind, CheckReport, EmuError, Space};
+pub use error::{Budget, CheckKind, CheckReport, EmuError, Space};
 pub use exec::RACE_ULPS;
 
 use decode::KernelCode;
@@ -233,13 +233,36 @@ pub struct LaunchStats {
     pub warnings: Vec<CheckReport>,
 }
 
+/// Default of [`RunOptions::max_warp_instructions`]: 2^36 (minutes of emulation on all
+/// cores; far beyond any launch of the test suites).
+pub const DEFAULT_LAUNCH_INSTRUCTION_LIMIT: u64 = 1 << 36;
+/// Default of [`RunOptions::max_duration`]: 10 minutes.
+pub const DEFAULT_LAUNCH_TIME_LIMIT: Duration = Duration::from_secs(600);
+
 /// Options that apply to every launch of a [`Device`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunOptions {
     /// Fail the launch ([`EmuError::MemoryCheck`]) on shared-memory races that store
     /// (nearly) the value already there, instead of returning them as
     /// [`LaunchStats::warnings`].
     pub strict_races: bool,
+    /// Most warp instructions of a whole launch (all CTAs) before it stops with
+    /// [`EmuError::LaunchBudget`]. Checked every few thousand instructions per host thread,
+    /// so a launch may run slightly past it.
+    pub max_warp_instructions: u64,
+    /// Most wall-clock time of a launch before it stops with [`EmuError::LaunchBudget`];
+    /// `None` for no limit.
+    pub max_duration: Option<Duration>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            strict_races: false,
+            max_warp_instructions: DEFAULT_LAUNCH_INSTRUCTION_LIMIT,
+            max_duration: Some(DEFAULT_LAUNCH_TIME_LIMIT),
+        }
+    }
 }
 
 impl LaunchStats {
@@ -430,6 +453,7 @@ impl Device {
         }
         let mut stats = LaunchStats::default();
         let abort = AtomicBool::new(false);
+        let spent = AtomicU64::new(0);
         let threads = self.threads.min(nctas as usize);
         let ctx = exec::LaunchCtx {
             kernel: k,
@@ -444,6 +468,10 @@ impl Device {
             cta_instruction_limit: self.cta_instruction_limit,
             exclusive: threads <= 1,
             strict_races: self.options.strict_races,
+            spent: &spent,
+            max_warp_instructions: self.options.max_warp_instructions,
+            start,
+            deadline: self.options.max_duration.and_then(|d| start.checked_add(d)),
         };
         let next = AtomicUsize::new(0);
         let run = || -> (exec::Worker, Option<(u64, EmuError)>) {

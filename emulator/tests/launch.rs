@@ -2,7 +2,8 @@
 //! parameters of every width, launch-dimension checks and the whole-launch budget.
 //! Every expected value is derived by hand from the PTX ISA / CUDA rules noted at each.
 
-use jagged_emu::{Device, EmuError, KernelArg, LaunchConfig, Module};
+use jagged_emu::{Budget, Device, EmuError, KernelArg, LaunchConfig, Module};
+use std::time::{Duration, Instant};
 
 const HEADER: &str = ".version 8.0\n.target sm_80\n.address_size 64\n";
 
@@ -326,4 +327,131 @@ fn variables_too_large_for_their_state_space_are_rejected() {
         Module::parse(&ptx),
         Err(EmuError::Unsupported { .. })
     ));
+}
+
+/// A kernel whose every thread spins `n` iterations (4 warp instructions each).
+fn spin_kernel() -> Module {
+    parse(&format!(
+        "{HEADER}
+.visible .entry k(.param .u64 out, .param .u32 n)
+{{
+    .reg .pred %p<2>;
+    .reg .b32 %r<4>;
+    ld.param.u32 %r1, [n];
+    mov.u32 %r2, 0;
+LOOP:
+    add.u32 %r2, %r2, 1;
+    setp.lt.u32 %p1, %r2, %r1;
+    @%p1 bra LOOP;
+    ret;
+}}
+"
+    ))
+}
+
+fn budget_device(max_warp_instructions: u64, max_duration: Option<Duration>) -> Device {
+    let mut dev = Device::new();
+    let mut options = dev.run_options();
+    options.max_warp_instructions = max_warp_instructions;
+    options.max_duration = max_duration;
+    dev.set_run_options(options);
+    dev
+}
+
+/// `--grid 4294967295` ran for hours: only each CTA had an instruction limit. A grid of
+/// 2^31 - 1 one-warp CTAs (about 7 warp instructions each) must stop near the budget.
+#[test]
+fn huge_grid_stops_at_the_whole_launch_instruction_budget() {
+    let module = spin_kernel();
+    let mut dev = budget_device(100_000, None);
+    let out = dev.alloc(4);
+    let cfg = LaunchConfig {
+        grid: [(1 << 31) - 1, 1, 1],
+        block: [32, 1, 1],
+        dynamic_shared_bytes: 0,
+    };
+    let t = Instant::now();
+    match dev.launch(
+        &module,
+        "k",
+        &cfg,
+        &[KernelArg::Ptr(out), KernelArg::U32(1)],
+    ) {
+        Err(EmuError::LaunchBudget {
+            budget,
+            warp_instructions,
+            kernel,
+            ..
+        }) => {
+            assert_eq!(budget, Budget::WarpInstructions(100_000));
+            assert_eq!(kernel, "k");
+            assert!(warp_instructions > 100_000, "{warp_instructions}");
+            // Each host thread checks every few thousand instructions.
+            assert!(
+                warp_instructions < 100_000 + 64 * 40_000,
+                "{warp_instructions}"
+            );
+        }
+        other => panic!("expected the launch budget to stop the launch, got {other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+}
+
+#[test]
+fn long_launch_stops_at_the_wall_time_budget() {
+    // One CTA spinning 2^31 iterations (minutes of emulation) with no instruction limits:
+    // only the 200 ms budget stops it.
+    let module = spin_kernel();
+    let mut dev = budget_device(u64::MAX, Some(Duration::from_millis(200)));
+    dev.set_cta_instruction_limit(u64::MAX);
+    let out = dev.alloc(4);
+    let t = Instant::now();
+    match dev.launch(
+        &module,
+        "k",
+        &one_thread(),
+        &[KernelArg::Ptr(out), KernelArg::U32(1 << 31)],
+    ) {
+        Err(e @ EmuError::LaunchBudget { budget, .. }) => {
+            assert_eq!(budget, Budget::Time(Duration::from_millis(200)));
+            assert!(e.to_string().contains("--max-seconds"), "{e}");
+        }
+        other => panic!("expected the time budget to stop the launch, got {other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+}
+
+#[test]
+fn launch_within_the_budget_runs_to_completion() {
+    // 4 CTAs x 2 warps x (2 + 3 * 100 + 1) warp instructions = 2424 (setup: ld, mov;
+    // the loop's add/setp/bra per iteration; ret). Exactly that budget is enough.
+    let module = spin_kernel();
+    let mut dev = budget_device(2424, Some(Duration::from_secs(600)));
+    let out = dev.alloc(4);
+    let cfg = LaunchConfig {
+        grid: [4, 1, 1],
+        block: [64, 1, 1],
+        dynamic_shared_bytes: 0,
+    };
+    let args = [KernelArg::Ptr(out), KernelArg::U32(100)];
+    match dev.launch(&module, "k", &cfg, &args) {
+        Ok(s) => assert_eq!(s.warp_instructions, 4 * 2 * (2 + 3 * 100 + 1)),
+        Err(e) => panic!("{e}"),
+    }
+    // One instruction less of budget fails.
+    let mut dev = budget_device(4 * 2 * (2 + 3 * 100 + 1) - 1, None);
+    let out = dev.alloc(4);
+    let args = [KernelArg::Ptr(out), KernelArg::U32(100)];
+    assert!(matches!(
+        dev.launch(&module, "k", &cfg, &args),
+        Err(EmuError::LaunchBudget { .. })
+    ));
+}
+
+#[test]
+fn default_launch_budget_is_finite() {
+    let o = jagged_emu::RunOptions::default();
+    assert_eq!(o.max_warp_instructions, 1 << 36);
+    assert_eq!(o.max_duration, Some(Duration::from_secs(600)));
+    assert!(!o.strict_races);
 }
