@@ -51,6 +51,15 @@ pub enum BindError {
         /// The shape given.
         found: Vec<usize>,
     },
+    /// An input whose shape has more elements than a `usize` holds (a
+    /// device tensor's shape is not tied to its buffer until this check).
+    #[error("input '{name}': shape {shape:?} has more elements than fit in a usize")]
+    InputTooLarge {
+        /// The input.
+        name: String,
+        /// The shape given.
+        shape: Vec<usize>,
+    },
     /// A required attribute was not given and has no default.
     #[error("missing attribute '{name}'")]
     MissingAttribute {
@@ -158,6 +167,12 @@ pub fn bind(
         if input.shape.len() != ty.dims.len() {
             return Err(shape_error());
         }
+        if crate::tensor::shape_elems(input.shape).is_none() {
+            return Err(BindError::InputTooLarge {
+                name: name.to_string(),
+                shape: input.shape.to_vec(),
+            });
+        }
         for (dim, &size) in ty.dims.iter().zip(input.shape) {
             let (slot, value) = match dim {
                 Dim::Batch => (&mut batch, size),
@@ -191,6 +206,44 @@ pub fn bind(
         rows,
         attrs,
     })
+}
+
+/// The integer inputs that a `scan complete` turns into offsets
+/// (`complete_cumsum`'s `lengths`), with their dtype. Every executor checks
+/// their values with [`check_lengths`](crate::tensor::check_lengths) before
+/// computing: a negative length or a sum that overflows the dtype is an error
+/// naming the input (a kernel would write wrapped-around offsets).
+pub fn lengths_inputs(graph: &Graph) -> Vec<(&str, DType)> {
+    let mut found: Vec<(&str, DType)> = Vec::new();
+    for (_, node) in graph.nodes().iter() {
+        let Node::Scan {
+            mode: crate::graph::ScanMode::Complete,
+            arg,
+            ..
+        } = node
+        else {
+            continue;
+        };
+        if let Node::Input { name, ty } = graph.node(*arg)
+            && ty.dtype.is_index()
+            && !found.iter().any(|(n, _)| n == name)
+        {
+            found.push((name.as_str(), ty.dtype));
+        }
+    }
+    found
+}
+
+/// Checks the values of every input [`lengths_inputs`] lists: `values`
+/// gives an input's elements by name (inputs it does not give are skipped,
+/// so an executor may pass only those it holds on the host).
+pub fn check_lengths_inputs(graph: &Graph, values: &[(&str, &[i64])]) -> Result<(), BindError> {
+    for (name, dtype) in lengths_inputs(graph) {
+        if let Some((_, v)) = values.iter().find(|(n, _)| *n == name) {
+            crate::tensor::check_lengths(name, v, dtype)?;
+        }
+    }
+    Ok(())
 }
 
 /// The input named `name` among `inputs` (host or device tensors).

@@ -18,11 +18,12 @@ use std::collections::BTreeMap;
 
 use crate::arena::Handle;
 use crate::bind::{BindError, InputDesc, bind, find_input};
+use crate::dtype::DType;
 use crate::graph::{
     AttrValue, BinaryOp, Dim, Graph, IndexPredicate, Node, ReduceOp, ScanMode, TensorType, Type,
     UnaryOp,
 };
-use crate::tensor::{DenseTensor, TensorData, check_offsets};
+use crate::tensor::{DenseTensor, TensorData, TensorError, check_offsets};
 use crate::validate::Structure;
 
 /// Why a graph could not be evaluated on the given inputs: the evaluator
@@ -468,7 +469,7 @@ impl<'g> Evaluator<'g> {
             }
             Node::Reduce { op, arg, axis } => tensor(self.reduce(h, *op, *arg, *axis)),
             Node::Softmax { arg, axis } => tensor(self.softmax(*arg, *axis)),
-            Node::Scan { mode, arg, axis } => tensor(self.scan(h, *mode, *arg, *axis)),
+            Node::Scan { mode, arg, axis } => tensor(self.scan(h, *mode, *arg, *axis)?),
             Node::Contract {
                 lhs,
                 lhs_axes,
@@ -594,9 +595,26 @@ impl<'g> Evaluator<'g> {
         out
     }
 
-    fn scan(&self, h: Handle<Node>, mode: ScanMode, arg: Handle<Node>, axis: usize) -> Vec<f64> {
+    /// A prefix sum. Integer scans must stay in their dtype's range (a
+    /// kernel would wrap around), and the lengths of a `complete` scan over
+    /// i32/i64 (lengths to offsets) must not be negative: either is a typed
+    /// error naming the operand.
+    fn scan(
+        &self,
+        h: Handle<Node>,
+        mode: ScanMode,
+        arg: Handle<Node>,
+        axis: usize,
+    ) -> Result<Vec<f64>, EvalError> {
         let (x, r) = (self.tensor_type(arg), self.tensor_type(h));
         let data = self.data(arg);
+        let what = || match self.graph.node(arg) {
+            Node::Input { name, .. } => name.clone(),
+            node => crate::text::node_text(arg, node),
+        };
+        let range = integer_range(r.dtype);
+        let lengths = mode == ScanMode::Complete && r.dtype.is_index();
+        let mut failure: Option<TensorError> = None;
         let mut out = vec![0.0; self.size(r)];
         let mut xi = Vec::new();
         let lines = |f: &mut dyn FnMut(usize, &[usize])| {
@@ -620,6 +638,21 @@ impl<'g> Evaluator<'g> {
             for t in 0..n {
                 xi[axis] = t;
                 let v = data[at_x.at(self, b, &xi)];
+                if failure.is_none() {
+                    if lengths && v < 0.0 {
+                        failure = Some(TensorError::NegativeLength {
+                            arg: what(),
+                            index: t,
+                            value: v as i64,
+                        });
+                    } else if range.is_some_and(|(lo, hi)| !(lo..hi).contains(&(acc + v))) {
+                        failure = Some(TensorError::OffsetsOverflow {
+                            arg: what(),
+                            index: t,
+                            dtype: r.dtype,
+                        });
+                    }
+                }
                 let (slot, value) = match mode {
                     ScanMode::Inclusive => (t, acc + v),
                     ScanMode::Exclusive | ScanMode::Complete => (t, acc),
@@ -634,7 +667,10 @@ impl<'g> Evaluator<'g> {
             }
         };
         lines(&mut line);
-        out
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(out),
+        }
     }
 
     fn contract(
@@ -752,6 +788,17 @@ fn min_nan(a: f64, b: f64) -> f64 {
 /// `max(x, 0)` with NaN propagated (`f64::max` would drop it).
 fn relu(x: f64) -> f64 {
     if x > 0.0 || x.is_nan() { x } else { 0.0 }
+}
+
+/// `[lo, hi)` of an integer dtype as f64 (exact bounds: powers of two), or
+/// `None` for floats.
+fn integer_range(dtype: DType) -> Option<(f64, f64)> {
+    match dtype {
+        DType::I32 => Some((-2f64.powi(31), 2f64.powi(31))),
+        DType::I64 => Some((-2f64.powi(63), 2f64.powi(63))),
+        DType::U8 => Some((0.0, 256.0)),
+        _ => None,
+    }
 }
 
 /// Steps an odometer; false when it wraps around.

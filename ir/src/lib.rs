@@ -27,13 +27,13 @@ pub mod text;
 pub mod validate;
 
 pub use arena::{Arena, Handle};
-pub use bind::{BindError, Binding, InputDesc, bind};
+pub use bind::{BindError, Binding, InputDesc, bind, check_lengths_inputs, lengths_inputs};
 pub use builder::GraphBuilder;
 pub use dtype::DType;
 pub use eval::{EvalError, evaluate};
 pub use graph::{
-    AttrDecl, AttrKind, AttrValue, BinaryOp, Dim, Graph, IndexPredicate, Node, Output, ReduceOp,
-    ScanMode, TensorType, Type, UnaryOp,
+    AttrDecl, AttrKind, AttrValue, BinaryOp, Dim, Graph, IndexPredicate, MAX_LEN, Node, Output,
+    ReduceOp, ScanMode, TensorType, Type, UnaryOp,
 };
 pub use tensor::{DenseTensor, JaggedTensor, TensorData, TensorError};
 pub use text::ParseError;

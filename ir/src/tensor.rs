@@ -97,8 +97,9 @@ impl TensorData {
         }
     }
 
-    /// The elements as i64, for integer data (offsets, lengths).
-    fn to_i64(&self) -> Option<Vec<i64>> {
+    /// The elements as i64 (exact), for i32 / i64 data (offsets, lengths);
+    /// `None` for other dtypes.
+    pub fn to_i64(&self) -> Option<Vec<i64>> {
         match self {
             TensorData::I32(v) => Some(v.iter().map(|&x| i64::from(x)).collect()),
             TensorData::I64(v) => Some(v.clone()),
@@ -260,6 +261,14 @@ pub enum TensorError {
         /// The shape found.
         found: Vec<usize>,
     },
+    /// A shape (or rows times a row) with more elements than a `usize` holds.
+    #[error("{arg}: {what} has more elements than fit in a usize")]
+    SizeOverflow {
+        /// The argument.
+        arg: String,
+        /// The sizes multiplied, in words (`shape [..]`, `3 rows of [..]`).
+        what: String,
+    },
     /// An `.npy` file could not be read or written.
     #[error(transparent)]
     Npy(#[from] NpyError),
@@ -331,6 +340,58 @@ pub fn check_offsets(arg: &str, offsets: &[i64], rows: Option<usize>) -> Result<
     }
 }
 
+/// Checks lengths that become offsets of `dtype` (i32 or i64), as
+/// `complete_cumsum` makes them: no negative length, and every partial sum
+/// fits `dtype`. Returns the offsets `[0, l0, l0 + l1, ...]`.
+///
+/// Every executor of `complete_cumsum` checks its lengths with this before
+/// computing (the kernels would wrap around, the reference would saturate).
+pub fn check_lengths(arg: &str, lengths: &[i64], dtype: DType) -> Result<Vec<i64>, TensorError> {
+    let limit = if dtype == DType::I32 {
+        i64::from(i32::MAX)
+    } else {
+        i64::MAX
+    };
+    let mut offsets = Vec::with_capacity(lengths.len() + 1);
+    offsets.push(0i64);
+    for (index, &len) in lengths.iter().enumerate() {
+        if len < 0 {
+            return Err(TensorError::NegativeLength {
+                arg: arg.to_string(),
+                index,
+                value: len,
+            });
+        }
+        let next = offsets[index]
+            .checked_add(len)
+            .filter(|&o| o <= limit)
+            .ok_or_else(|| TensorError::OffsetsOverflow {
+                arg: arg.to_string(),
+                index,
+                dtype,
+            })?;
+        offsets.push(next);
+    }
+    Ok(offsets)
+}
+
+/// The number of elements of `shape` (its product), or `None` when it
+/// overflows `usize`. Every product of sizes goes through a checked product
+/// like this one.
+pub fn shape_elems(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// [`shape_elems`] of `rows` rows of `inner` dims, as a typed error naming `arg`.
+fn rows_elems(arg: &str, rows: usize, inner: &[usize]) -> Result<usize, TensorError> {
+    shape_elems(inner)
+        .and_then(|row| row.checked_mul(rows))
+        .ok_or_else(|| TensorError::SizeOverflow {
+            arg: arg.to_string(),
+            what: format!("{rows} rows of {inner:?}"),
+        })
+}
+
 /// A dense row-major tensor on the host.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DenseTensor {
@@ -341,7 +402,10 @@ pub struct DenseTensor {
 impl DenseTensor {
     /// A tensor of `shape` holding `data` (`prod(shape)` elements).
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Self, TensorError> {
-        let expected: usize = shape.iter().product();
+        let expected = shape_elems(&shape).ok_or_else(|| TensorError::SizeOverflow {
+            arg: "data".to_string(),
+            what: format!("shape {shape:?}"),
+        })?;
         if data.len() != expected {
             return Err(TensorError::DataLength {
                 arg: "data".to_string(),
@@ -442,8 +506,7 @@ impl JaggedTensor {
         let index = checked_offsets(&offsets)?;
         // Checked above: the offsets are non-negative.
         let rows = index[index.len() - 1] as usize;
-        let row_size: usize = inner.iter().product();
-        let expected = rows * row_size;
+        let expected = rows_elems("values", rows, inner)?;
         if values.len() != expected {
             return Err(TensorError::ValuesLength {
                 arg: "values".to_string(),
@@ -471,31 +534,7 @@ impl JaggedTensor {
     ) -> Result<Self, TensorError> {
         let dtype = lengths.dtype();
         let lens = index_values("lengths", &lengths)?;
-        let mut offsets = Vec::with_capacity(lens.len() + 1);
-        offsets.push(0i64);
-        let limit = if dtype == DType::I32 {
-            i64::from(i32::MAX)
-        } else {
-            i64::MAX
-        };
-        for (index, &len) in lens.iter().enumerate() {
-            if len < 0 {
-                return Err(TensorError::NegativeLength {
-                    arg: "lengths".to_string(),
-                    index,
-                    value: len,
-                });
-            }
-            let next = offsets[index]
-                .checked_add(len)
-                .filter(|&o| o <= limit)
-                .ok_or_else(|| TensorError::OffsetsOverflow {
-                    arg: "lengths".to_string(),
-                    index,
-                    dtype,
-                })?;
-            offsets.push(next);
-        }
+        let offsets = check_lengths("lengths", &lens, dtype)?;
         let offsets = if dtype == DType::I32 {
             // Every offset is at most i32::MAX (checked above).
             TensorData::I32(offsets.iter().map(|&o| o as i32).collect())
@@ -533,22 +572,31 @@ impl JaggedTensor {
 
     /// The padded dense form `[B, max_len, inner...]`: row `i` of sequence `b` for
     /// `i < min(L_b, max_len)`, `padding_value` elsewhere (OPS.md `jagged_to_padded_dense`).
-    pub fn to_padded_dense(&self, max_len: usize, padding_value: f64) -> DenseTensor {
+    /// A size overflow (`B * max_len * row`) is a typed error.
+    pub fn to_padded_dense(
+        &self,
+        max_len: usize,
+        padding_value: f64,
+    ) -> Result<DenseTensor, TensorError> {
         let offsets = self.offsets_usize();
         let row: usize = self.inner().iter().product();
         let values = self.values.to_f64();
-        let mut out = vec![padding_value; self.batch() * max_len * row];
+        let mut shape = vec![self.batch(), max_len];
+        shape.extend_from_slice(self.inner());
+        let elems = shape_elems(&shape).ok_or_else(|| TensorError::SizeOverflow {
+            arg: "dense".to_string(),
+            what: format!("shape {shape:?}"),
+        })?;
+        let mut out = vec![padding_value; elems];
         for b in 0..self.batch() {
             let n = (offsets[b + 1] - offsets[b]).min(max_len);
             let src = &values[offsets[b] * row..(offsets[b] + n) * row];
             out[b * max_len * row..(b * max_len + n) * row].copy_from_slice(src);
         }
-        let mut shape = vec![self.batch(), max_len];
-        shape.extend_from_slice(self.inner());
-        DenseTensor {
+        Ok(DenseTensor {
             shape,
             data: TensorData::from_f64(self.values.dtype(), &out),
-        }
+        })
     }
 
     /// The jagged form of a padded `dense [B, N, inner...]` on `offsets`:
@@ -571,7 +619,7 @@ impl JaggedTensor {
         let row: usize = inner.iter().product();
         let src = dense.to_f64();
         let rows = index[batch] as usize;
-        let mut values = vec![0.0; rows * row];
+        let mut values = vec![0.0; rows_elems("offsets", rows, inner)?];
         for b in 0..batch {
             let (start, len) = (index[b] as usize, (index[b + 1] - index[b]) as usize);
             let n = len.min(max_len);

@@ -165,7 +165,7 @@ fn from_lengths_builds_offsets_of_the_same_dtype() {
 fn padded_round_trip() {
     // Lengths 2, 0, 3 with max_len 2: the third sequence is truncated.
     let j = JaggedTensor::from_lengths(f32s(10), &[2], TensorData::I64(vec![2, 0, 3])).unwrap();
-    let dense = j.to_padded_dense(2, -1.0);
+    let dense = j.to_padded_dense(2, -1.0).unwrap();
     assert_eq!(dense.shape(), &[3, 2, 2]);
     #[rustfmt::skip]
     let want = [

@@ -236,6 +236,25 @@ fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenS
             AttrKind::Float => quote!((#s, #p::AttrValue::Float(f64::from(#name)))),
         }
     });
+    // Lengths inputs are checked on the host before the launch (negative
+    // lengths or offsets overflowing their dtype would come back wrapped).
+    let lengths_checks = inputs
+        .iter()
+        .filter(|(_, kind, ..)| *kind == Kind::Lengths)
+        .map(|(name, ..)| {
+            let s = name.to_string();
+            quote! {
+                if ::jagged::ir::bind::lengths_inputs(&__graph).iter().any(|(n, _)| *n == #s) {
+                    let __host = rt
+                        .download_tensor(#name)
+                        .map_err(::jagged::runtime::GraphRunError::from)?;
+                    if let ::core::option::Option::Some(__values) = __host.data().to_i64() {
+                        ::jagged::ir::bind::check_lengths_inputs(&__graph, &[(#s, &__values[..])])
+                            .map_err(::jagged::runtime::GraphRunError::from)?;
+                    }
+                }
+            }
+        });
     let max_len = if sig.has_max_len() {
         quote!(max_len)
     } else {
@@ -274,6 +293,7 @@ fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenS
         ) -> ::core::result::Result<#ret_ty, #p::KernelError> {
             #(#derive)*
             let __graph = graph(#(#graph_args),*)?;
+            #(#lengths_checks)*
             let __spec = #p::spec(&__graph, #max_len, rt.preferred_arch())?;
             #p::preload(rt, SPECIALIZED, &__graph, &__spec);
             let mut __outputs = rt.run_graph(

@@ -122,9 +122,15 @@ impl DeviceBuffer {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-    /// The size in bytes.
+    /// The size in bytes (an allocated buffer's size always fits a usize).
     pub fn bytes(&self) -> usize {
-        self.len * self.dtype.size()
+        self.len.saturating_mul(self.dtype.size())
+    }
+    /// Whether the buffer holds at least the elements of `shape` (false when
+    /// their count overflows a usize): the check that ties a device tensor's
+    /// shape to its buffer.
+    pub fn holds(&self, shape: &[usize]) -> bool {
+        jagged_ir::tensor::shape_elems(shape).is_some_and(|n| n <= self.len)
     }
     /// This buffer as a kernel argument (its device address).
     pub fn arg(&self) -> KernelArg {
@@ -168,9 +174,10 @@ pub struct JaggedBytes {
 }
 
 impl JaggedBytes {
-    /// Elements per row (`prod(inner_dims)`).
-    pub fn row_elems(&self) -> usize {
-        self.inner_dims.iter().product()
+    /// Elements per row (`prod(inner_dims)`), `None` when the product
+    /// overflows a usize.
+    pub fn row_elems(&self) -> Option<usize> {
+        jagged_ir::tensor::shape_elems(&self.inner_dims)
     }
 
     /// Checks the jagged invariants: `offsets[0] = 0`, non-decreasing,
@@ -198,7 +205,14 @@ impl JaggedBytes {
         if self.offset_type == OffsetType::I32 && i32::try_from(last).is_err() {
             return bad(format!("offsets[B] = {last} does not fit i32 offsets"));
         }
-        let row_bytes = self.row_elems() * self.dtype.size();
+        let row_bytes = self
+            .row_elems()
+            .and_then(|r| r.checked_mul(self.dtype.size()))
+            .ok_or_else(|| RuntimeError::ByteLength {
+                what: "values".to_string(),
+                bytes: self.values.len(),
+                reason: format!("rows of inner dims {:?} overflow a usize", self.inner_dims),
+            })?;
         let expected = usize::try_from(last)
             .ok()
             .and_then(|t| t.checked_mul(row_bytes));
