@@ -8,10 +8,11 @@
 //! (`inner`, `heads`, `head_dim`, `value_dim`, `index`, `mask`).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use jagged_codegen::Arch;
 use jagged_ir::ops::{self, Activation, AttentionSpec, FbgemmAttentionSpec, JaggedSpec};
-use jagged_ir::{AttrValue, DType, Graph, ReduceOp, ValidationError};
+use jagged_ir::{AttrKind, AttrValue, DType, Graph, ReduceOp, ValidationError};
 
 /// An error of the command line, naming the bad argument.
 #[derive(Debug, thiserror::Error)]
@@ -19,11 +20,11 @@ pub enum CliError {
     /// No op of that name.
     #[error("unknown op `{0}` (ops: {ops})", ops = Op::ALL.map(Op::name).join(", "))]
     UnknownOp(String),
-    /// An attribute the op does not take.
-    #[error("op `{op}` has no attribute `{name}` (attributes: {known})")]
+    /// An attribute the op (or graph) does not take.
+    #[error("{subject} has no attribute `{name}` (attributes: {known})")]
     UnknownAttr {
-        /// The op.
-        op: &'static str,
+        /// The op or graph, as [`subject`] writes it.
+        subject: String,
         /// The attribute given.
         name: String,
         /// What the op accepts here.
@@ -48,10 +49,10 @@ pub enum CliError {
         arg: String,
     },
     /// A named input the op does not take, or one it needs and was not given.
-    #[error("op `{op}`: {problem} input `{name}` (inputs: {known})")]
+    #[error("{subject}: {problem} input `{name}` (inputs: {known})")]
     Input {
-        /// The op.
-        op: &'static str,
+        /// The op or graph, as [`subject`] writes it.
+        subject: String,
         /// `unknown` or `missing`.
         problem: &'static str,
         /// The input.
@@ -59,11 +60,11 @@ pub enum CliError {
         /// The op's inputs.
         known: String,
     },
-    /// An `--out` name the op does not produce.
-    #[error("op `{op}` has no output `{name}` (outputs: {known})")]
+    /// An `--out` name the op (or graph) does not produce.
+    #[error("{subject} has no output `{name}` (outputs: {known})")]
     UnknownOutput {
-        /// The op.
-        op: &'static str,
+        /// The op or graph, as [`subject`] writes it.
+        subject: String,
         /// The name given.
         name: String,
         /// The op's outputs.
@@ -79,6 +80,30 @@ pub enum CliError {
         /// Why.
         reason: String,
     },
+    /// A `--graph` file that cannot be read.
+    #[error("--graph {path}: {reason}")]
+    GraphRead {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A `--graph` file whose text does not parse (or validate), at the
+    /// parser's line and column.
+    #[error("{path}:{line}:{column}: {message}")]
+    GraphParse {
+        /// The file.
+        path: String,
+        /// The line (1-based).
+        line: usize,
+        /// The column (1-based, in characters).
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// Neither an op nor `--graph` was given (clap normally catches this).
+    #[error("give an op name or --graph FILE.jir")]
+    NoOp,
     /// The op's graph could not be built (an internal error).
     #[error("building the graph of `{op}`: {source}")]
     Graph {
@@ -130,7 +155,10 @@ Sizes, for emit and stats only (run reads them from the input files):
   jagged_flash_attention:       heads=H [2], head_dim=D [64], value_dim=Dv [head_dim]
   fbgemm_jagged_flash_attention_basic:
                                 head_dim=D [64]
---dtype sets the float dtype (attention ops: the same as --attr dtype).";
+--dtype sets the float dtype (attention ops: the same as --attr dtype).
+With --graph FILE.jir: the attributes the file declares (index ones as
+integers, float ones as numbers; defaults from the file); max_len also sets
+the spec's bucket (emit/stats: [the file's default, else 128]).";
 
 impl Op {
     /// Every op, primitives first.
@@ -159,6 +187,11 @@ impl Op {
             Op::JaggedFlashAttention => "jagged_flash_attention",
             Op::FbgemmJaggedFlashAttentionBasic => "fbgemm_jagged_flash_attention_basic",
         }
+    }
+
+    /// How errors name it: ``op `jagged_softmax` ``.
+    pub fn subject(self) -> String {
+        format!("op `{}`", self.name())
     }
 
     /// The op named `name`.
@@ -262,7 +295,7 @@ impl Attrs {
             let (k, v) = key_value("--attr", arg)?;
             if !known.contains(&k.as_str()) {
                 return Err(CliError::UnknownAttr {
-                    op: op.name(),
+                    subject: op.subject(),
                     name: k,
                     known: if known.is_empty() {
                         "none".to_string()
@@ -484,4 +517,81 @@ pub fn parse_dtype(s: &str) -> Result<DType, String> {
     DType::from_name(s)
         .filter(|d| FLOATS.contains(d))
         .ok_or_else(|| format!("unknown dtype `{s}` (expected f32, f16 or bf16)"))
+}
+
+/// How errors name a `--graph` file's graph: ``graph `rms_norm` (FILE)``.
+pub fn graph_subject(graph: &Graph, path: &Path) -> String {
+    format!("graph `{}` ({})", graph.name(), path.display())
+}
+
+/// Reads and parses a `--graph` file in the canonical text form; a parse
+/// error names the file and the parser's line and column.
+pub fn load_graph(path: &Path) -> Result<Graph, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::GraphRead {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Graph::parse(&text).map_err(|e| CliError::GraphParse {
+        path: path.display().to_string(),
+        line: e.line,
+        column: e.column,
+        message: e.message,
+    })
+}
+
+/// `--attr K=V` for a `--graph` file: each names an attribute the graph
+/// declares and is parsed by its kind (index: a non-negative integer; float:
+/// a number). Attributes not given keep the file's defaults.
+pub fn graph_file_attrs(
+    graph: &Graph,
+    path: &Path,
+    args: &[String],
+) -> Result<Vec<(String, AttrValue)>, CliError> {
+    let mut out: Vec<(String, AttrValue)> = Vec::new();
+    for arg in args {
+        let (name, value) = key_value("--attr", arg)?;
+        let Some(decl) = graph.attr(&name) else {
+            let known: Vec<&str> = graph.attrs().iter().map(|a| a.name.as_str()).collect();
+            return Err(CliError::UnknownAttr {
+                subject: graph_subject(graph, path),
+                name,
+                known: if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                },
+            });
+        };
+        let bad = |reason: &str| CliError::BadAttr {
+            name: name.clone(),
+            value: value.clone(),
+            reason: reason.to_string(),
+        };
+        let parsed = match decl.kind {
+            AttrKind::Index => value
+                .parse()
+                .map(AttrValue::Index)
+                .map_err(|_| bad("expected a non-negative integer"))?,
+            AttrKind::Float => value
+                .parse()
+                .map(AttrValue::Float)
+                .map_err(|_| bad("expected a number"))?,
+        };
+        out.push((name, parsed));
+    }
+    Ok(out)
+}
+
+/// The value of the attribute `name` of a graph run: given, else the
+/// graph's default.
+pub fn graph_attr_value(
+    graph: &Graph,
+    given: &[(String, AttrValue)],
+    name: &str,
+) -> Option<AttrValue> {
+    given
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| *v)
+        .or_else(|| graph.attr(name).and_then(|a| a.default))
 }

@@ -1,5 +1,6 @@
-//! `jagc run`: runs an op of OPS.md on `.npy` inputs, on the reference
-//! evaluator, the emulator or a GPU, and writes its outputs as `.npy`.
+//! `jagc run`: runs an op of OPS.md (or a graph file in the canonical text
+//! form, `--graph FILE.jir`) on `.npy` inputs, on the reference evaluator,
+//! the emulator or a GPU, and writes its outputs as `.npy`.
 //!
 //! Float input files (f32, f64, f16; bf16 stored as uint16) are converted to
 //! the op's dtype; offsets, lengths and masks keep their integer type, which
@@ -7,11 +8,11 @@
 //! outputs are written as f32, integer outputs as they are.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use jagged_codegen::{Arch, Spec};
-use jagged_ir::{AttrValue, DType, DenseTensor};
+use jagged_ir::{AttrValue, DType, DenseTensor, Graph};
 use jagged_runtime::{BackendKind, Runtime};
 
 use crate::opspec::{self, Attrs, CliError, Facts, Op, key_value};
@@ -33,8 +34,14 @@ pub enum Backend {
 #[derive(Args)]
 #[command(after_help = opspec::ATTR_HELP)]
 pub struct RunArgs {
-    /// The op (OPS.md's name, e.g. jagged_softmax).
-    pub op: String,
+    /// The op (OPS.md's name, e.g. jagged_softmax); or give --graph.
+    #[arg(required_unless_present = "graph", conflicts_with = "graph")]
+    pub op: Option<String>,
+    /// A graph in the canonical text form instead of a builtin op: --in and
+    /// --out use its input and output names, --attr its attributes (index
+    /// attributes as integers, float ones as numbers; defaults from the file).
+    #[arg(long, value_name = "FILE.jir")]
+    pub graph: Option<PathBuf>,
     /// An input, NAME=FILE.npy, with OPS.md's input names (repeatable).
     #[arg(long = "in", value_name = "NAME=FILE.npy")]
     pub inputs: Vec<String>,
@@ -44,8 +51,9 @@ pub struct RunArgs {
     /// An output to write, NAME=FILE.npy (repeatable).
     #[arg(long = "out", value_name = "NAME=FILE.npy")]
     pub outputs: Vec<String>,
-    /// The float dtype the op computes in [f32; attention ops: bf16].
-    #[arg(long, value_parser = opspec::parse_dtype)]
+    /// The float dtype the op computes in [f32; attention ops: bf16] (not
+    /// with --graph: float files are converted to the dtypes the file declares).
+    #[arg(long, value_parser = opspec::parse_dtype, conflicts_with = "graph")]
     pub dtype: Option<DType>,
     /// Where to run it.
     #[arg(long, value_enum, default_value = "auto")]
@@ -56,48 +64,53 @@ pub struct RunArgs {
     pub arch: Option<Arch>,
 }
 
+/// A graph ready to run: its inputs loaded and converted, its attributes.
+struct Prepared {
+    graph: Graph,
+    /// How errors name it (``op `x` `` or ``graph `x` (FILE)``).
+    subject: String,
+    /// Inputs by name, in the dtypes the graph takes.
+    inputs: BTreeMap<String, DenseTensor>,
+    /// The attributes given (the graph's defaults apply to the others).
+    attrs: Vec<(String, AttrValue)>,
+    /// The `max_len` the spec is bucketed by.
+    spec_max_len: u64,
+}
+
 /// Runs `jagc run`.
 pub fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let op = Op::from_name(&args.op)?;
-    let attrs = Attrs::parse(op, &args.attrs, false)?;
-    let files = input_files(op, &args.inputs)?;
     let outputs = output_files(&args.outputs)?;
-    let mut loaded = BTreeMap::new();
-    for (name, path) in &files {
-        let tensor =
-            DenseTensor::load_npy(path).map_err(|e| bad_input(name, path, e.to_string()))?;
-        loaded.insert(name.clone(), tensor);
-    }
-    let dtype = Facts::dtype(op, args.dtype, &attrs)?;
-    let facts = facts_from_files(op, dtype, &loaded, &files)?;
-    let graph = opspec::build_graph(op, &facts, &attrs)?;
+    let prepared = match (&args.op, &args.graph) {
+        (Some(name), None) => prepare_op(Op::from_name(name)?, &args)?,
+        (None, Some(path)) => prepare_graph_file(path, &args)?,
+        _ => return Err(CliError::NoOp.into()),
+    };
+    let graph = &prepared.graph;
     for name in outputs.keys() {
         if !graph.outputs().iter().any(|o| &o.name == name) {
             let known: Vec<&str> = graph.outputs().iter().map(|o| o.name.as_str()).collect();
             return Err(CliError::UnknownOutput {
-                op: op.name(),
+                subject: prepared.subject.clone(),
                 name: name.clone(),
                 known: known.join(", "),
             }
             .into());
         }
     }
-    // Float inputs in the op's dtype; integer inputs as they are.
-    let mut inputs = BTreeMap::new();
-    for (name, tensor) in loaded {
-        let tensor = if tensor.dtype().is_float() && tensor.dtype() != dtype {
-            DenseTensor::from_f64(dtype, tensor.shape().to_vec(), &tensor.to_f64())?
-        } else {
-            tensor
-        };
-        inputs.insert(name, tensor);
-    }
-    let named: Vec<(&str, &DenseTensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let graph_attrs = attrs.graph_attrs(op)?;
+    let named: Vec<(&str, &DenseTensor)> = prepared
+        .inputs
+        .iter()
+        .map(|(n, t)| (n.as_str(), t))
+        .collect();
+    let graph_attrs: Vec<(&str, AttrValue)> = prepared
+        .attrs
+        .iter()
+        .map(|(n, v)| (n.as_str(), *v))
+        .collect();
     let results = match args.backend {
         Backend::Reference => {
             println!("backend: reference (f64 evaluator)");
-            jagged_ir::evaluate(&graph, &named, &graph_attrs)?
+            jagged_ir::evaluate(graph, &named, &graph_attrs)?
         }
         backend => {
             let mut rt = match backend {
@@ -108,8 +121,8 @@ pub fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             println!("backend: {} ({})", rt.backend_name(), rt.device_name());
             let arch = args.arch.unwrap_or_else(|| rt.preferred_arch());
             println!("arch: {arch}");
-            let spec = Spec::for_graph(&graph, spec_max_len(op, &graph_attrs, &inputs), arch)?;
-            rt.run_graph_host(&graph, &spec, &named, &graph_attrs)?
+            let spec = Spec::for_graph(graph, prepared.spec_max_len, arch)?;
+            rt.run_graph_host(graph, &spec, &named, &graph_attrs)?
         }
     };
     for (name, tensor) in &results {
@@ -134,6 +147,89 @@ pub fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// A builtin op: its graph built from the input files' dtypes and shapes.
+fn prepare_op(op: Op, args: &RunArgs) -> Result<Prepared, Box<dyn std::error::Error>> {
+    let attrs = Attrs::parse(op, &args.attrs, false)?;
+    let files = input_files(&op.subject(), op.inputs(), &args.inputs)?;
+    let loaded = load_files(&files)?;
+    let dtype = Facts::dtype(op, args.dtype, &attrs)?;
+    let facts = facts_from_files(op, dtype, &loaded, &files)?;
+    let graph = opspec::build_graph(op, &facts, &attrs)?;
+    // Float inputs in the op's dtype; integer inputs as they are.
+    let mut inputs = BTreeMap::new();
+    for (name, tensor) in loaded {
+        let tensor = if tensor.dtype().is_float() && tensor.dtype() != dtype {
+            DenseTensor::from_f64(dtype, tensor.shape().to_vec(), &tensor.to_f64())?
+        } else {
+            tensor
+        };
+        inputs.insert(name, tensor);
+    }
+    let attrs: Vec<(String, AttrValue)> = attrs
+        .graph_attrs(op)?
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+    let spec_max_len = spec_max_len(op, &attrs, &inputs);
+    Ok(Prepared {
+        graph,
+        subject: op.subject(),
+        inputs,
+        attrs,
+        spec_max_len,
+    })
+}
+
+/// A `--graph` file: inputs named as its inputs, float files converted to
+/// the float dtype each input declares (other dtypes must match, as the
+/// runtime checks), attributes by their declared kinds.
+fn prepare_graph_file(path: &Path, args: &RunArgs) -> Result<Prepared, Box<dyn std::error::Error>> {
+    let graph = opspec::load_graph(path)?;
+    let subject = opspec::graph_subject(&graph, path);
+    let attrs = opspec::graph_file_attrs(&graph, path, &args.attrs)?;
+    let names: Vec<&str> = graph.inputs().map(|(_, n, _)| n).collect();
+    let files = input_files(&subject, &names, &args.inputs)?;
+    let loaded = load_files(&files)?;
+    let mut inputs = BTreeMap::new();
+    for (_, name, ty) in graph.inputs() {
+        let tensor = &loaded[name];
+        let tensor = if ty.dtype.is_float() && tensor.dtype() != ty.dtype {
+            if !tensor.dtype().is_float() {
+                let reason = format!("dtype {}, expected a float array", tensor.dtype());
+                return Err(bad_input(name, &files[name], reason).into());
+            }
+            DenseTensor::from_f64(ty.dtype, tensor.shape().to_vec(), &tensor.to_f64())?
+        } else {
+            tensor.clone()
+        };
+        inputs.insert(name.to_string(), tensor);
+    }
+    let spec_max_len = match opspec::graph_attr_value(&graph, &attrs, "max_len") {
+        Some(AttrValue::Index(n)) => n as u64,
+        _ => 0,
+    };
+    Ok(Prepared {
+        graph,
+        subject,
+        inputs,
+        attrs,
+        spec_max_len,
+    })
+}
+
+/// Loads every input file.
+fn load_files(
+    files: &BTreeMap<String, PathBuf>,
+) -> Result<BTreeMap<String, DenseTensor>, CliError> {
+    let mut loaded = BTreeMap::new();
+    for (name, path) in files {
+        let tensor =
+            DenseTensor::load_npy(path).map_err(|e| bad_input(name, path, e.to_string()))?;
+        loaded.insert(name.clone(), tensor);
+    }
+    Ok(loaded)
+}
+
 fn bad_input(name: &str, path: &std::path::Path, reason: String) -> CliError {
     CliError::BadInput {
         name: name.to_string(),
@@ -142,23 +238,28 @@ fn bad_input(name: &str, path: &std::path::Path, reason: String) -> CliError {
     }
 }
 
-/// `--in NAME=FILE` checked against the op's inputs: none unknown, none missing.
-fn input_files(op: Op, args: &[String]) -> Result<BTreeMap<String, PathBuf>, CliError> {
+/// `--in NAME=FILE` checked against the inputs of `subject`: none unknown,
+/// none missing.
+fn input_files(
+    subject: &str,
+    known: &[&str],
+    args: &[String],
+) -> Result<BTreeMap<String, PathBuf>, CliError> {
     let input_error = |problem, name: &str| CliError::Input {
-        op: op.name(),
+        subject: subject.to_string(),
         problem,
         name: name.to_string(),
-        known: op.inputs().join(", "),
+        known: known.join(", "),
     };
     let mut files = BTreeMap::new();
     for arg in args {
         let (name, path) = key_value("--in", arg)?;
-        if !op.inputs().contains(&name.as_str()) {
+        if !known.contains(&name.as_str()) {
             return Err(input_error("unknown", &name));
         }
         files.insert(name, PathBuf::from(path));
     }
-    if let Some(missing) = op.inputs().iter().find(|n| !files.contains_key(**n)) {
+    if let Some(missing) = known.iter().find(|n| !files.contains_key(**n)) {
         return Err(input_error("missing", missing));
     }
     Ok(files)
@@ -179,7 +280,7 @@ fn facts_from_files(
 ) -> Result<Facts, CliError> {
     let file = |name: &str| -> Result<&DenseTensor, CliError> {
         loaded.get(name).ok_or_else(|| CliError::Input {
-            op: op.name(),
+            subject: op.subject(),
             problem: "missing",
             name: name.to_string(),
             known: op.inputs().join(", "),
@@ -257,7 +358,7 @@ fn facts_from_files(
 /// input's `N`, else 0 (ops without a row limit).
 fn spec_max_len(
     op: Op,
-    attrs: &[(&str, AttrValue)],
+    attrs: &[(String, AttrValue)],
     inputs: &BTreeMap<String, DenseTensor>,
 ) -> u64 {
     if let Some((_, v)) = attrs.iter().find(|(n, _)| *n == "max_len") {

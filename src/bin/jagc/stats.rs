@@ -1,5 +1,5 @@
 //! `jagc stats`: ptxas's resource report (registers, spills, stack frame,
-//! shared memory) for every kernel of an op, as ptxas writes it.
+//! shared memory) for every kernel of an op or `--graph` file, as ptxas writes it.
 
 use clap::Args;
 use jagged_codegen::{Arch, ptxas};
@@ -28,12 +28,12 @@ pub fn run(args: StatsArgs) -> Result<(), Box<dyn std::error::Error>> {
     // Find ptxas before compiling anything, so that its absence is the error.
     ptxas::find().ok_or(ptxas::PtxasError::NotFound)?;
     for arch in archs {
-        let (graph, kernel) = compile_op(&args.op, arch)?;
-        let report = ptxas::assemble(&kernel.ptx, arch)?;
+        let compiled = compile_op(&args.op, arch)?;
+        let report = ptxas::assemble(&compiled.kernel.ptx, arch)?;
         println!(
             "# {} for {arch}: {} kernel(s)",
-            graph.name(),
-            kernel.launches.len()
+            compiled.graph.name(),
+            compiled.kernel.launches.len()
         );
         for line in &report.lines {
             println!("{line}");
