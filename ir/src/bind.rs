@@ -89,6 +89,30 @@ pub enum BindError {
     /// Invalid offsets (the error names the input).
     #[error(transparent)]
     Offsets(#[from] TensorError),
+    /// The reference evaluator would hold more f64 values than its memory
+    /// budget allows (`bytes` is `None` when the count overflows a usize).
+    #[error(
+        "the reference evaluator needs {} for {value}, over its memory budget of {budget} bytes (set {} to change it)",
+        bytes.map_or("more bytes than a usize counts".to_string(), |b| format!("{b} bytes")),
+        crate::eval::MEMORY_BUDGET_ENV
+    )]
+    MemoryBudget {
+        /// The value (node or input) being allocated, in text form.
+        value: String,
+        /// The bytes all values would hold with it.
+        bytes: Option<u64>,
+        /// The budget in bytes.
+        budget: u64,
+    },
+    /// The memory budget environment variable is not a size.
+    #[error(
+        "{}={value:?} is not a size in bytes (e.g. 8589934592 or 8G)",
+        crate::eval::MEMORY_BUDGET_ENV
+    )]
+    BadMemoryBudget {
+        /// The variable's value.
+        value: String,
+    },
 }
 
 /// What binding needs to know of one given input: its name, element type

@@ -27,8 +27,67 @@ use crate::tensor::{DenseTensor, TensorData, TensorError, check_offsets};
 use crate::validate::Structure;
 
 /// Why a graph could not be evaluated on the given inputs: the evaluator
-/// fails only where the inputs or attributes do not fit the graph.
+/// fails only where the inputs or attributes do not fit the graph, or where
+/// its values would exceed its memory budget ([`EvalOptions`]).
 pub type EvalError = BindError;
+
+/// The environment variable that sets the reference's memory budget, in
+/// bytes (`8589934592`) or with a binary suffix (`512M`, `8G`, `1T`).
+pub const MEMORY_BUDGET_ENV: &str = "JAGGED_REF_MEMORY_BUDGET";
+
+/// The default memory budget: 8 GiB of f64 values.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 8 << 30;
+
+/// Options of the reference evaluator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvalOptions {
+    /// The most bytes of f64 values the evaluator holds at once (every node's
+    /// value is kept until the end). Sizes are checked against it, with
+    /// checked arithmetic, before anything is allocated: absurd offsets or
+    /// `max_len` are a typed error ([`BindError::MemoryBudget`]), never an
+    /// overflow panic or an allocation abort.
+    pub memory_budget: u64,
+}
+
+impl Default for EvalOptions {
+    /// [`DEFAULT_MEMORY_BUDGET`], whatever the environment says.
+    fn default() -> Self {
+        EvalOptions {
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+        }
+    }
+}
+
+impl EvalOptions {
+    /// The default options, with the budget taken from
+    /// [`MEMORY_BUDGET_ENV`] when it is set.
+    pub fn from_env() -> Result<Self, EvalError> {
+        match std::env::var(MEMORY_BUDGET_ENV) {
+            Ok(value) => Ok(EvalOptions {
+                memory_budget: parse_size(&value).ok_or(BindError::BadMemoryBudget { value })?,
+            }),
+            Err(_) => Ok(EvalOptions::default()),
+        }
+    }
+}
+
+/// `1234`, `64K`, `512M`, `8G`, `1T` (binary multiples; `KiB`-style and
+/// lowercase suffixes too) as bytes.
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, suffix) = t.split_at(digits);
+    let n: u64 = number.parse().ok()?;
+    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
 
 /// Runs `graph` on named inputs and attributes; returns the outputs by name.
 ///
@@ -36,10 +95,21 @@ pub type EvalError = BindError;
 /// `[B+1]` under the names the graph declares; jagged outputs come back as
 /// values `[T', inner...]` (with their offsets as a separate output when the
 /// graph returns them). Attributes not given take their declared defaults.
+/// The memory budget is [`EvalOptions::from_env`]'s.
 pub fn evaluate(
     graph: &Graph,
     inputs: &[(&str, &DenseTensor)],
     attrs: &[(&str, AttrValue)],
+) -> Result<BTreeMap<String, DenseTensor>, EvalError> {
+    evaluate_with(graph, inputs, attrs, &EvalOptions::from_env()?)
+}
+
+/// [`evaluate`] with explicit options.
+pub fn evaluate_with(
+    graph: &Graph,
+    inputs: &[(&str, &DenseTensor)],
+    attrs: &[(&str, AttrValue)],
+    options: &EvalOptions,
 ) -> Result<BTreeMap<String, DenseTensor>, EvalError> {
     let described: Vec<InputDesc<'_>> = inputs
         .iter()
@@ -55,8 +125,11 @@ pub fn evaluate(
         batch: binding.batch,
         max_len: binding.max_len,
         values: Vec::with_capacity(graph.nodes().len()),
+        budget: options.memory_budget,
+        used: 0,
     };
     for (h, node) in graph.nodes().iter() {
+        ev.reserve(h, node, inputs)?;
         let value = ev.node(h, node, inputs, &binding.attrs)?;
         ev.values.push(value);
     }
@@ -166,9 +239,56 @@ struct Evaluator<'g> {
     batch: usize,
     max_len: usize,
     values: Vec<Value>,
+    /// The memory budget in bytes, and the bytes of the values so far.
+    budget: u64,
+    used: u64,
 }
 
 impl<'g> Evaluator<'g> {
+    /// The f64 slots of a value of type `ty`, with checked arithmetic
+    /// ([`Evaluator::size`] once this has succeeded).
+    fn checked_size(&self, ty: &TensorType) -> Option<usize> {
+        let rank = ty.ragged_rank();
+        let inner = ty.dims[rank..]
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(self.extent(d, 0)))?;
+        match ty.seqs() {
+            Some(s) if rank == 2 => self.seqs(s).pairs[self.batch].checked_mul(inner),
+            Some(s) => self.seqs(s).offsets[self.batch].checked_mul(inner),
+            None => Some(inner),
+        }
+    }
+
+    /// Counts the value node `h` is about to allocate against the budget;
+    /// a typed error (before any allocation) when it does not fit.
+    fn reserve(
+        &mut self,
+        h: Handle<Node>,
+        node: &Node,
+        inputs: &[(&str, &DenseTensor)],
+    ) -> Result<(), EvalError> {
+        let elems = match (node, self.graph.type_of(h)) {
+            (_, Type::Seqs) => return Ok(()),
+            (Node::Input { name, .. }, _) => Some(find_input(inputs, name)?.data().len()),
+            (_, Type::Tensor(ty)) => self.checked_size(ty),
+        };
+        let total = elems
+            .and_then(|n| u64::try_from(n).ok())
+            .and_then(|n| n.checked_mul(8))
+            .and_then(|b| b.checked_add(self.used));
+        match total {
+            Some(t) if t <= self.budget => {
+                self.used = t;
+                Ok(())
+            }
+            _ => Err(BindError::MemoryBudget {
+                value: crate::text::node_text(h, node),
+                bytes: total,
+                budget: self.budget,
+            }),
+        }
+    }
+
     fn tensor_type(&self, h: Handle<Node>) -> &'g TensorType {
         match self.graph.type_of(h) {
             Type::Tensor(t) => t,

@@ -30,7 +30,7 @@ pub use arena::{Arena, Handle};
 pub use bind::{BindError, Binding, InputDesc, bind, check_lengths_inputs, lengths_inputs};
 pub use builder::GraphBuilder;
 pub use dtype::DType;
-pub use eval::{EvalError, evaluate};
+pub use eval::{EvalError, EvalOptions, evaluate, evaluate_with};
 pub use graph::{
     AttrDecl, AttrKind, AttrValue, BinaryOp, Dim, Graph, IndexPredicate, MAX_LEN, Node, Output,
     ReduceOp, ScanMode, TensorType, Type, UnaryOp,
