@@ -428,3 +428,61 @@ fn graph_errors_name_the_file_line_and_argument() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The lines of `emit --plan` before the PTX: all PTX comments, returned without `// `.
+fn plan_lines(out: &str) -> Vec<String> {
+    let head = &out[..out.find(".version").expect("PTX after the plan")];
+    head.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            assert!(
+                l.starts_with("//"),
+                "a plan line that is not a comment: {l}"
+            );
+            l.trim_start_matches("//").trim_start().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn emit_plan_names_the_fast_path_or_the_general_path_kernels() {
+    // A builtin op matches its template.
+    let out = ok(&["emit", "jagged_softmax", "--plan"]);
+    let plan = plan_lines(&out);
+    assert_eq!(plan[0], "fast path: jagged_softmax", "{out}");
+    assert!(out.contains(".visible .entry jg_jagged_softmax"), "{out}");
+    let without = ok(&["emit", "jagged_softmax"]);
+    assert!(!without.contains("fast path"), "{without}");
+    assert!(out.ends_with(&without), "--plan changes the PTX");
+
+    // A graph no template takes: why, then the general path's kernels (one
+    // plan line per kernel entry of the PTX), what each fuses, its scratch.
+    let out = ok(&["emit", "--graph", &fixture("softmax_mask_sum"), "--plan"]);
+    let plan = plan_lines(&out);
+    assert!(
+        plan[0].starts_with("fast path: none (") && plan[0].contains("softmax_mask_sum"),
+        "{out}"
+    );
+    let entries = out.matches(".visible .entry").count();
+    assert_eq!(
+        plan[1],
+        format!("general path, {entries} kernel(s):"),
+        "{out}"
+    );
+    for k in 0..entries {
+        assert!(
+            plan.iter().any(|l| l.starts_with(&format!("kernel {k}: "))),
+            "kernel {k}: {out}"
+        );
+    }
+    assert!(
+        plan.iter().any(|l| l.contains("softmax stats of %5")),
+        "{out}"
+    );
+    assert!(
+        plan.iter()
+            .any(|l| l.contains("-> output0") && l.contains("(fused: ")),
+        "{out}"
+    );
+    assert!(plan.iter().any(|l| l.starts_with("scratch0: ")), "{out}");
+}
