@@ -257,3 +257,52 @@ fn max_and_min_propagate_nan_like_the_reference() {
         check(Fun::WithAttr(op, -1.0), DType::BF16, &[8], 620 + k as u64);
     }
 }
+
+/// One map kernel holding every function (unary ops chained, then pow by
+/// an attribute and max/min by constants) assembles with ptxas for both
+/// archs without spills.
+#[test]
+fn every_elementwise_function_assembles_with_ptxas() {
+    let Some(ptxas_path) = jagged_codegen::ptxas::find() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "ptxas not found and CI is set: run scripts/install-tools.sh"
+        );
+        eprintln!("SKIPPED: ptxas not found (set JAGGED_PTXAS or run scripts/install-tools.sh)");
+        return;
+    };
+    let mut expr = MapExpr::Operand(0);
+    for op in UnaryOp::ALL {
+        expr = MapExpr::Unary(op, Box::new(expr));
+    }
+    expr = MapExpr::Binary(
+        BinaryOp::Pow,
+        Box::new(expr),
+        Box::new(MapExpr::Attr("p".into())),
+    );
+    for (op, c) in [(BinaryOp::Max, -1.0), (BinaryOp::Min, 4.0)] {
+        expr = MapExpr::Binary(op, Box::new(expr), Box::new(MapExpr::Const(c)));
+    }
+    let prim = Primitive::Map {
+        operands: vec![MapOperand {
+            source: MapSource::Jagged,
+            input: 0,
+        }],
+        offsets_input: 1,
+        expr,
+    };
+    for arch in Arch::ALL {
+        for (inner, dtype) in [(4, DType::F32), (8, DType::BF16)] {
+            let spec = Spec::new(vec![inner], 64, dtype, DType::I32, arch);
+            let compiled = lower(&prim, &spec).expect("lowering");
+            let report = jagged_codegen::ptxas::assemble_with(&ptxas_path, &compiled.ptx, arch)
+                .unwrap_or_else(|e| panic!("{spec}: {e}\n{}", compiled.ptx));
+            assert_eq!(report.kernels.len(), 1, "{:#?}", report.lines);
+            assert!(
+                report.offenders().is_empty(),
+                "{spec}: spills or stack frame:\n{}",
+                report.lines.join("\n")
+            );
+        }
+    }
+}
