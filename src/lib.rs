@@ -9,6 +9,7 @@
 extern crate self as jagged;
 
 pub mod ops;
+pub mod testing;
 
 pub use jagged_codegen as codegen;
 pub use jagged_emu as emu;

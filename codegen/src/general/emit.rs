@@ -61,8 +61,15 @@ pub(super) fn lower_step(
         Step::Elements { node, into } => {
             let ty = tensor_type(graph, *node)?.clone();
             let (node, into) = (*node, *into);
+            // The value's own kernel computes it; a copy (an input or a
+            // node named by two outputs) reads where it is stored.
+            let own = part.stored.get(&node) == Some(&into);
             em.for_each_element(&ty, &[into], |em, at, lin| {
-                let v = em.define(node, at)?;
+                let v = if own {
+                    em.define(node, at)?
+                } else {
+                    em.value(node, at)?
+                };
                 em.store(into, lin, v);
                 Ok(())
             })?;

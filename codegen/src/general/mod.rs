@@ -193,6 +193,21 @@ fn element_count(
     })
 }
 
+/// Whether a buffer of `elem` gives back exactly the value computed (f32
+/// registers and s64 integers); f16 / bf16 buffers round it.
+fn exact(elem: DType) -> bool {
+    !matches!(elem, DType::F16 | DType::BF16)
+}
+
+/// The kernel that computes the value of `h` into `into`.
+fn step_for(graph: &Graph, h: Handle<Node>, into: Stored) -> Step {
+    match graph.node(h) {
+        Node::Scan { .. } => Step::Scan { node: h, into },
+        Node::Compact { .. } => Step::Compact { node: h, into },
+        _ => Step::Elements { node: h, into },
+    }
+}
+
 /// Whether the value of `h` is recomputed where it is read rather than stored.
 fn fused(graph: &Graph, h: Handle<Node>) -> bool {
     let pair = matches!(graph.type_of(h), Type::Tensor(t) if t.ragged_rank() == 2);
@@ -269,6 +284,8 @@ impl Partition {
             };
             output_of.entry(out.value).or_insert(stored);
         }
+        // Output indices written by the kernel that computes their value.
+        let mut written: Vec<usize> = Vec::new();
         for (h, node) in graph.nodes().iter() {
             match node {
                 Node::Seqs { offsets, .. } => {
@@ -279,13 +296,15 @@ impl Partition {
                             "a sequence set over computed offsets (offsets must be a graph input)",
                         ));
                     }
+                    continue;
                 }
                 Node::SeqsWhere { .. } => {
                     let into = part.add_scratch(DType::I64, SizeExpr::Batch + SizeExpr::Const(1));
                     part.kept_offsets.insert(h, into);
                     part.steps.push(Step::KeptOffsets { seqs: h });
+                    continue;
                 }
-                Node::Input { .. } => {}
+                Node::Input { .. } => continue,
                 Node::Softmax { arg, axis } => {
                     let x = tensor_type(graph, *arg)?;
                     let stats = reduced_type(x, *axis);
@@ -296,31 +315,41 @@ impl Partition {
                         part.softmax_stats.insert(h, (max, sum));
                         part.steps.push(Step::SoftmaxStats { node: h });
                     }
-                    part.materialize_if_output(graph, h, &output_of);
                 }
-                _ => {
-                    if !fused(graph, h) && !output_of.contains_key(&h) {
-                        let ty = tensor_type(graph, h)?;
-                        let elems = element_count(graph, h, ty)?;
-                        let into = part.add_scratch(scratch_elem(ty.dtype), elems);
-                        part.push_value(graph, h, into);
-                    } else {
-                        part.materialize_if_output(graph, h, &output_of);
+                _ => {}
+            }
+            let output = output_of.get(&h).copied();
+            match output {
+                // Readers may load an output only where loading gives back
+                // exactly what was computed (not from f16 / bf16 buffers).
+                Some(out) if exact(out.elem) || fused(graph, h) => {
+                    if exact(out.elem) {
+                        part.stored.insert(h, out);
+                    }
+                    part.steps.push(step_for(graph, h, out));
+                    if let Buffer::Output(k) = out.buffer {
+                        written.push(k);
                     }
                 }
+                _ if !fused(graph, h) => {
+                    let ty = tensor_type(graph, h)?;
+                    let elems = element_count(graph, h, ty)?;
+                    let into = part.add_scratch(scratch_elem(ty.dtype), elems);
+                    part.stored.insert(h, into);
+                    part.steps.push(step_for(graph, h, into));
+                }
+                _ => {}
             }
         }
-        // A node named by several outputs: the later ones copy the first.
+        // Every other output copies its value: an input, a node named by
+        // several outputs, a value kept in f32 scratch for its readers.
         for (k, out) in graph.outputs().iter().enumerate() {
-            let first = output_of[&out.value];
-            if first.buffer != Buffer::Output(k)
-                || matches!(graph.node(out.value), Node::Input { .. })
-            {
+            if !written.contains(&k) {
                 part.steps.push(Step::Elements {
                     node: out.value,
                     into: Stored {
                         buffer: Buffer::Output(k),
-                        elem: first.elem,
+                        elem: part.outputs[k].elem,
                     },
                 });
             }
@@ -334,32 +363,6 @@ impl Partition {
         Stored {
             buffer: Buffer::Scratch(self.scratch.len() - 1),
             elem,
-        }
-    }
-
-    /// Records the kernel that computes `h` into `into`.
-    fn push_value(&mut self, graph: &Graph, h: Handle<Node>, into: Stored) {
-        self.stored.insert(h, into);
-        self.steps.push(match graph.node(h) {
-            Node::Scan { .. } => Step::Scan { node: h, into },
-            Node::Compact { .. } => Step::Compact { node: h, into },
-            _ => Step::Elements { node: h, into },
-        });
-    }
-
-    /// Records the kernel of `h` if it is a graph output (and not an input,
-    /// which is copied at the end).
-    fn materialize_if_output(
-        &mut self,
-        graph: &Graph,
-        h: Handle<Node>,
-        output_of: &HashMap<Handle<Node>, Stored>,
-    ) {
-        match output_of.get(&h) {
-            Some(&into) if !matches!(graph.node(h), Node::Input { .. }) => {
-                self.push_value(graph, h, into);
-            }
-            _ => {}
         }
     }
 
