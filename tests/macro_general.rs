@@ -1,0 +1,134 @@
+//! Compositions a new user writes with `#[jagged_kernel]` that no kernel
+//! template matches: each compiles through the general path and runs on the
+//! emulator like the f64 reference, on adversarial lengths with poisoned
+//! outputs (`jagged::testing`).
+
+use std::sync::Arc;
+
+use jagged::dsl::*;
+use jagged::ir::{AttrValue, DType, Graph};
+use jagged::runtime::{BackendKind, KernelCache, Runtime};
+use jagged::testing::{Rng, check_against_reference};
+
+/// Weighted sum pooling: one weight per event.
+#[jagged_kernel(outputs(pooled))]
+fn weighted_pool<S>(
+    x: Jagged<f32, S>,
+    w: Jagged<f32, ()>,
+    #[attr] max_len: usize,
+) -> PerSeq<f32, S> {
+    (x * w).sum_over_seq()
+}
+
+/// A row broadcast: each event's features scaled by its weight.
+#[jagged_kernel(outputs(y))]
+fn row_scale<T: Float, S>(
+    x: Jagged<T, S>,
+    w: Jagged<T, ()>,
+    #[attr] max_len: usize,
+) -> Jagged<T, S> {
+    x * w
+}
+
+/// HSTU attention as DESIGN.md writes it, with the scale named `alpha`,
+/// in any dtype (f32 has no tensor-core template).
+#[jagged_kernel(outputs(out))]
+fn hstu_alpha<T: Float, H, D, E>(
+    q: Jagged<T, (H, D)>,
+    k: Jagged<T, (H, D)>,
+    v: Jagged<T, (H, E)>,
+    #[attr] max_len: usize,
+    #[attr] alpha: f32,
+) -> Jagged<T, (H, E)> {
+    let s = q.dot(k) * alpha;
+    let p = silu(s) / max_len as f32;
+    p.causal().dot(v)
+}
+
+/// Scores divided by a temperature attribute.
+#[jagged_kernel(outputs(out))]
+fn tempered_attention<T: Float, H, D, E>(
+    q: Jagged<T, (H, D)>,
+    k: Jagged<T, (H, D)>,
+    v: Jagged<T, (H, E)>,
+    #[attr] max_len: usize,
+    #[attr] temperature: f32,
+) -> Jagged<T, (H, E)> {
+    let p = (q.dot(k) / temperature).softmax_over_keys();
+    p.dot(v)
+}
+
+/// Softmax over the keys, then a mask, then the sum over the keys.
+#[jagged_kernel(outputs(mass))]
+fn softmax_mask_sum<T: Float, H, D>(
+    q: Jagged<T, (H, D)>,
+    k: Jagged<T, (H, D)>,
+    #[attr] max_len: usize,
+) -> Jagged<T, (H,)> {
+    q.dot(k).softmax_over_keys().anticausal().sum_over_keys()
+}
+
+fn runtime() -> Runtime {
+    let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator");
+    rt.set_kernel_cache(Arc::new(KernelCache::memory_only()));
+    rt
+}
+
+fn check(graph: &Graph, max_len: usize, attrs: &[(&str, AttrValue)], seed: u64) {
+    let mut rt = runtime();
+    let cases = check_against_reference(graph, &mut rt, max_len, attrs, &mut Rng::new(seed))
+        .unwrap_or_else(|e| panic!("{}: {e}\n{graph}", graph.name()));
+    assert!(cases >= 5);
+}
+
+#[test]
+fn weighted_pooling_compiles_and_runs() {
+    check(
+        &weighted_pool::graph(&[8], DType::I32).expect("graph"),
+        9,
+        &[],
+        1,
+    );
+}
+
+#[test]
+fn row_broadcast_compiles_and_runs() {
+    for dtype in [DType::F32, DType::BF16] {
+        check(
+            &row_scale::graph(dtype, &[6], DType::I64).expect("graph"),
+            7,
+            &[],
+            2,
+        );
+    }
+}
+
+#[test]
+fn hstu_with_alpha_in_f32_compiles_and_runs() {
+    let attrs = [("alpha", AttrValue::Float(0.3))];
+    check(
+        &hstu_alpha::graph(DType::F32, 2, 8, 4, DType::I32).expect("graph"),
+        6,
+        &attrs,
+        3,
+    );
+}
+
+#[test]
+fn attention_with_a_temperature_compiles_and_runs() {
+    let attrs = [("temperature", AttrValue::Float(1.7))];
+    for dtype in [DType::F32, DType::F16] {
+        let g = tempered_attention::graph(dtype, 2, 8, 8, DType::I64).expect("graph");
+        check(&g, 6, &attrs, 4);
+    }
+}
+
+#[test]
+fn softmax_then_mask_then_sum_over_keys_compiles_and_runs() {
+    check(
+        &softmax_mask_sum::graph(DType::F32, 2, 4, DType::I32).expect("graph"),
+        7,
+        &[],
+        5,
+    );
+}
