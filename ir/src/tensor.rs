@@ -269,6 +269,20 @@ pub enum TensorError {
         /// The sizes multiplied, in words (`shape [..]`, `3 rows of [..]`).
         what: String,
     },
+    /// A conversion whose f64 working copy would exceed the reference's
+    /// memory budget ([`crate::eval::EvalOptions`]).
+    #[error(
+        "{arg}: {bytes} bytes of f64 values exceed the memory budget of {budget} bytes (set {})",
+        crate::eval::MEMORY_BUDGET_ENV
+    )]
+    OverBudget {
+        /// The argument.
+        arg: String,
+        /// The bytes needed.
+        bytes: u64,
+        /// The budget.
+        budget: u64,
+    },
     /// An `.npy` file could not be read or written.
     #[error(transparent)]
     Npy(#[from] NpyError),
@@ -390,6 +404,24 @@ fn rows_elems(arg: &str, rows: usize, inner: &[usize]) -> Result<usize, TensorEr
             arg: arg.to_string(),
             what: format!("{rows} rows of {inner:?}"),
         })
+}
+
+/// Checks that `elems` f64 values fit the reference's memory budget (the
+/// environment's, see [`crate::eval::EvalOptions::from_env`]; a malformed
+/// variable falls back to the default) before a host conversion allocates them.
+fn check_budget(arg: &str, elems: usize) -> Result<(), TensorError> {
+    let budget = crate::eval::EvalOptions::from_env()
+        .unwrap_or_default()
+        .memory_budget;
+    let bytes = (elems as u64).saturating_mul(8);
+    if bytes > budget {
+        return Err(TensorError::OverBudget {
+            arg: arg.to_string(),
+            bytes,
+            budget,
+        });
+    }
+    Ok(())
 }
 
 /// A dense row-major tensor on the host.
@@ -587,6 +619,7 @@ impl JaggedTensor {
             arg: "dense".to_string(),
             what: format!("shape {shape:?}"),
         })?;
+        check_budget("dense", elems)?;
         let mut out = vec![padding_value; elems];
         for b in 0..self.batch() {
             let n = (offsets[b + 1] - offsets[b]).min(max_len);
@@ -619,7 +652,9 @@ impl JaggedTensor {
         let row: usize = inner.iter().product();
         let src = dense.to_f64();
         let rows = index[batch] as usize;
-        let mut values = vec![0.0; rows_elems("offsets", rows, inner)?];
+        let elems = rows_elems("offsets", rows, inner)?;
+        check_budget("offsets", elems)?;
+        let mut values = vec![0.0; elems];
         for b in 0..batch {
             let (start, len) = (index[b] as usize, (index[b + 1] - index[b]) as usize);
             let n = len.min(max_len);

@@ -24,7 +24,7 @@ fn assert_budget_error(err: &BindError, value: &str) {
             value: v, budget, ..
         } => {
             assert!(v.contains(value), "{err}");
-            assert_eq!(*budget, EvalOptions::default().memory_budget);
+            assert_eq!(*budget, EvalOptions::from_env().unwrap().memory_budget);
         }
         other => panic!("expected a memory budget error, got {other}"),
     }
@@ -99,5 +99,33 @@ fn the_budget_is_an_option_and_counts_every_value() {
             }
         ),
         "{err}"
+    );
+}
+
+#[test]
+fn host_padded_conversions_check_the_budget_before_allocating() {
+    use jagged_ir::{DenseTensor, JaggedTensor, TensorData, TensorError};
+    // 2^40 rows of 2: 16 TiB of f64 (aborted before).
+    let dense = DenseTensor::new(vec![1, 2, 2], TensorData::F32(vec![1.0; 4])).unwrap();
+    let err =
+        JaggedTensor::from_padded_dense(&dense, TensorData::I64(vec![0, 1 << 40])).unwrap_err();
+    assert!(
+        matches!(&err, TensorError::OverBudget { arg, .. } if arg == "offsets"),
+        "{err}"
+    );
+    let j = JaggedTensor::from_offsets(
+        TensorData::F32(vec![1.0; 2]),
+        &[2],
+        TensorData::I64(vec![0, 1]),
+    )
+    .unwrap();
+    let err = j.to_padded_dense(1 << 40, 0.0).unwrap_err();
+    assert!(
+        matches!(&err, TensorError::OverBudget { arg, .. } if arg == "dense"),
+        "{err}"
+    );
+    assert_eq!(
+        j.to_padded_dense(2, -1.0).unwrap().to_f64(),
+        vec![1.0, 1.0, -1.0, -1.0]
     );
 }
