@@ -460,3 +460,301 @@ fn attention_runs_on_the_emulator_within_the_bf16_tolerance() {
     assert!(err.contains("--attr activation=relu"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Values [T, 64] on lengths [3, 0, 9] (T = 12) with every third row kept by
+/// the mask: the masked_select_jagged files, as `--in` arguments.
+fn masked_select_inputs(dir: &Path) -> Vec<String> {
+    let (t, d) = (12, 64);
+    let values: Vec<f64> = (0..t * d).map(|i| i as f64).collect();
+    let values = DenseTensor::from_f64(DType::F32, vec![t, d], &values).expect("values");
+    let offsets = DenseTensor::from_f64(DType::I32, vec![4], &[0., 3., 3., 12.]).expect("offsets");
+    let mask: Vec<f64> = (0..t).map(|i| f64::from(i % 3 == 0)).collect();
+    let mask = DenseTensor::from_f64(DType::U8, vec![t], &mask).expect("mask");
+    vec![
+        format!("values={}", save(dir, "in_values", &values)),
+        format!("offsets={}", save(dir, "in_offsets", &offsets)),
+        format!("mask={}", save(dir, "in_mask", &mask)),
+    ]
+}
+
+/// `jagc run masked_select_jagged` on the reference with `extra` arguments.
+fn masked_select_args(inputs: &[String], extra: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = vec!["run".into(), "masked_select_jagged".into()];
+    for i in inputs {
+        args.extend(["--in".into(), i.clone()]);
+    }
+    args.extend(["--backend".into(), "reference".into()]);
+    args.extend(extra.iter().cloned());
+    args
+}
+
+/// The files of `dir` whose names mark them as jagc's temporaries or probes.
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".jagc-"))
+        .collect()
+}
+
+#[test]
+fn an_unwritable_or_duplicate_out_path_fails_before_running() {
+    let dir = temp_dir("out_paths");
+    let inputs = masked_select_inputs(&dir);
+    let offsets_out = dir.join("offsets_out.npy");
+    std::fs::write(&offsets_out, b"previous offsets").expect("write");
+    let offsets_arg = format!("offsets={}", offsets_out.display());
+    let not_a_dir = dir.join("a_file");
+    std::fs::write(&not_a_dir, b"x").expect("write");
+    let a_dir = dir.join("a_dir");
+    std::fs::create_dir_all(&a_dir).expect("dir");
+    // Each bad second output, and the words its error must contain.
+    let same = format!("values={}/./offsets_out.npy", dir.display());
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            format!("values={}/missing/values.npy", dir.display()),
+            vec!["--out values=", "missing", "No such file"],
+        ),
+        (
+            format!("values={}/values.npy", not_a_dir.display()),
+            vec!["--out values=", "is not a directory"],
+        ),
+        (
+            format!("values={}", a_dir.display()),
+            vec!["--out values=", "is a directory"],
+        ),
+        (
+            same,
+            vec!["--out values=", "the same file as --out offsets"],
+        ),
+        (
+            "values=".to_string(),
+            vec!["--out values=", "not a file name"],
+        ),
+    ];
+    for (bad, words) in cases {
+        let args = masked_select_args(
+            &inputs,
+            &["--out".into(), offsets_arg.clone(), "--out".into(), bad],
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = jagc(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(words.iter().all(|w| err.contains(w)), "{args:?}: {err}");
+        // Checked before anything ran: no backend chosen, no output touched.
+        assert!(!stdout(&out).contains("backend:"), "{}", stdout(&out));
+        assert_eq!(
+            std::fs::read(&offsets_out).expect("read"),
+            b"previous offsets"
+        );
+    }
+    // A directory that cannot be written (only enforceable when not root).
+    let read_only = dir.join("read_only");
+    std::fs::create_dir_all(&read_only).expect("dir");
+    let mut perms = std::fs::metadata(&read_only).expect("meta").permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(&read_only, perms.clone()).expect("chmod");
+    if std::fs::write(read_only.join("probe"), b"").is_err() {
+        let bad = format!("values={}/values.npy", read_only.display());
+        let args = masked_select_args(
+            &inputs,
+            &["--out".into(), offsets_arg.clone(), "--out".into(), bad],
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = fails(&args);
+        assert!(err.contains("is not writable"), "{err}");
+        assert_eq!(
+            std::fs::read(&offsets_out).expect("read"),
+            b"previous offsets"
+        );
+    } else {
+        eprintln!("read-only directory not checked: running as root");
+    }
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&read_only, perms).expect("chmod");
+    assert_eq!(leftovers(&dir), Vec::<String>::new());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_failed_second_output_write_leaves_no_output_changed() {
+    let dir = temp_dir("atomic");
+    let inputs = masked_select_inputs(&dir);
+    let offsets_out = dir.join("offsets_out.npy");
+    let values_out = dir.join("values_out.npy");
+    let outs = [
+        "--out".to_string(),
+        format!("offsets={}", offsets_out.display()),
+        "--out".to_string(),
+        format!("values={}", values_out.display()),
+    ];
+    let args = masked_select_args(&inputs, &outs);
+    // A success replaces both files and leaves no temporary behind.
+    std::fs::write(&offsets_out, b"previous offsets").expect("write");
+    std::fs::write(&values_out, b"previous values").expect("write");
+    let plain: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&plain);
+    assert_eq!(load(&offsets_out).to_f64(), vec![0., 1., 1., 4.]);
+    assert_eq!(load(&values_out).shape(), &[4, 64]);
+    assert_eq!(leftovers(&dir), Vec::<String>::new());
+
+    // A file size limit of one block (512 or 1024 bytes): the offsets
+    // output (144 bytes) is written first and fits, the values output
+    // (4 x 64 f32 = 1024 bytes + header) does not, as on a full disk.
+    std::fs::write(&offsets_out, b"previous offsets").expect("write");
+    std::fs::write(&values_out, b"previous values").expect("write");
+    let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_jagc").to_string())
+        .chain(args.iter().cloned())
+        .map(|a| format!("'{a}'"))
+        .collect();
+    // SIGXFSZ ignored (inherited through exec), so the write fails with EFBIG.
+    let script = format!("trap '' XFSZ; ulimit -f 1; exec {}", quoted.join(" "));
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .env_remove("JAGGED_BACKEND")
+        .output()
+        .expect("run sh");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--out values=") && err.contains("no output was written"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&offsets_out).expect("read"),
+        b"previous offsets"
+    );
+    assert_eq!(
+        std::fs::read(&values_out).expect("read"),
+        b"previous values"
+    );
+    assert_eq!(leftovers(&dir), Vec::<String>::new());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_repeated_in_attr_or_out_name_is_an_error_not_last_one_wins() {
+    let dir = temp_dir("repeated");
+    let (values, offsets) = softmax_inputs(&dir);
+    let (v, o) = (format!("values={values}"), format!("offsets={offsets}"));
+    let out_a = format!("values={}", dir.join("a.npy").display());
+    let out_b = format!("values={}", dir.join("b.npy").display());
+    let softmax = ["run", "jagged_softmax", "--in", &v, "--in", &o];
+    let pool = format!(
+        "{}/tests/graphs/weighted_pool.jir",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            [&softmax[..], &["--in", &v, "--attr", "max_len=4"]].concat(),
+            "--in values=...: given more than once",
+        ),
+        (
+            [
+                &softmax[..],
+                &["--attr", "max_len=4", "--attr", "max_len=8"],
+            ]
+            .concat(),
+            "--attr max_len=...: given more than once",
+        ),
+        (
+            [
+                &softmax[..],
+                &["--attr", "max_len=4", "--out", &out_a, "--out", &out_b],
+            ]
+            .concat(),
+            "--out values=...: given more than once",
+        ),
+        (
+            vec![
+                "emit",
+                "jagged_reduce",
+                "--attr",
+                "reduce=max",
+                "--attr",
+                "reduce=sum",
+            ],
+            "--attr reduce=...: given more than once",
+        ),
+        (
+            vec![
+                "emit",
+                "--graph",
+                &pool,
+                "--attr",
+                "max_len=4",
+                "--attr",
+                "max_len=8",
+            ],
+            "--attr max_len=...: given more than once",
+        ),
+        (
+            vec!["run", "--graph", &pool, "--in", &o, "--in", &o],
+            "--in offsets=...: given more than once",
+        ),
+    ];
+    for (args, words) in cases {
+        let err = fails(&args);
+        assert!(err.contains(words), "{args:?}: {err}");
+    }
+    assert!(!dir.join("a.npy").exists() && !dir.join("b.npy").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn rows_no_kernel_writes_would_read_nan_so_zero_and_padding_rows_are_written() {
+    // `jagc run` poisons outputs (NaN) before the kernels run: rows past
+    // max_len, empty sequences and padding must be written by a kernel.
+    let dir = temp_dir("poison");
+    let (values, offsets) = softmax_inputs(&dir);
+    let (v, o) = (format!("values={values}"), format!("offsets={offsets}"));
+    let run = |op: &str, extra: &[&str], output: &str| -> Vec<f64> {
+        let path = dir.join(format!("{op}.npy"));
+        let out = format!("{output}={}", path.display());
+        let args = [
+            &[
+                "run",
+                op,
+                "--in",
+                &v,
+                "--in",
+                &o,
+                "--backend",
+                "emu",
+                "--out",
+                &out,
+            ][..],
+            extra,
+        ]
+        .concat();
+        ok(&args);
+        let y = load(&path).to_f64();
+        assert!(
+            y.iter().all(|x| !x.is_nan()),
+            "{op}: an unwritten element: {y:?}"
+        );
+        y
+    };
+    // Lengths [2, 0, 5, 1], max_len 4: sequence 2's row 4 (row 6) is past it.
+    let y = run("jagged_softmax", &["--attr", "max_len=4"], "values");
+    assert_eq!(&y[18..21], &[0.0; 3]);
+    // Padded [4, 4, 3]: sequence 1 (empty) all padding, sequence 3 rows 1.. too.
+    let y = run(
+        "jagged_to_padded_dense",
+        &["--attr", "max_len=4", "--attr", "padding_value=-7"],
+        "dense",
+    );
+    assert_eq!(y.len(), 4 * 4 * 3);
+    assert!(y[12..24].iter().all(|&x| x == -7.0), "{y:?}");
+    assert!(y[39..48].iter().all(|&x| x == -7.0), "{y:?}");
+    // The max of an empty sequence is 0 (OPS.md).
+    let y = run(
+        "jagged_reduce",
+        &["--attr", "max_len=4", "--attr", "reduce=max"],
+        "out",
+    );
+    assert_eq!(&y[3..6], &[0.0; 3]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -83,6 +83,9 @@ pub fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut rt = Runtime::new()?;
     // A fresh in-memory kernel cache, so that the first run really generates code.
     rt.set_kernel_cache(Arc::new(KernelCache::memory_only()));
+    // Outputs start as NaN, so a row no kernel writes fails the check
+    // instead of passing as a zero.
+    rt.set_poison_outputs(true);
     print!("backend: {} ({})", rt.backend_name(), rt.device_name());
     match rt.fallback_reason() {
         Some(why) => println!(" - no GPU: {why}"),

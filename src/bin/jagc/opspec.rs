@@ -48,6 +48,25 @@ pub enum CliError {
         /// The argument.
         arg: String,
     },
+    /// A repeatable `K=V` flag given twice for the same name (an error,
+    /// not "last one wins").
+    #[error("{flag} {name}=...: given more than once")]
+    Repeated {
+        /// `--attr`, `--in` or `--out`.
+        flag: &'static str,
+        /// The name given twice.
+        name: String,
+    },
+    /// An `--out` target that cannot be written (checked before running).
+    #[error("--out {name}={path}: {reason}")]
+    BadOutput {
+        /// The output.
+        name: String,
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// A named input the op does not take, or one it needs and was not given.
     #[error("{subject}: {problem} input `{name}` (inputs: {known})")]
     Input {
@@ -277,6 +296,20 @@ pub fn key_value(flag: &'static str, arg: &str) -> Result<(String, String), CliE
     }
 }
 
+/// Splits every `K=V` of a repeatable flag, in order; a name given twice is
+/// [`CliError::Repeated`].
+pub fn key_values(flag: &'static str, args: &[String]) -> Result<Vec<(String, String)>, CliError> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(args.len());
+    for arg in args {
+        let (k, v) = key_value(flag, arg)?;
+        if out.iter().any(|(n, _)| *n == k) {
+            return Err(CliError::Repeated { flag, name: k });
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
 impl Attrs {
     /// Parses `K=V` strings; `with_sizes` allows the size attributes
     /// (`emit`, `stats`), else only run-time and flag attributes (`run`).
@@ -291,8 +324,7 @@ impl Attrs {
             }
         }
         let mut map = BTreeMap::new();
-        for arg in args {
-            let (k, v) = key_value("--attr", arg)?;
+        for (k, v) in key_values("--attr", args)? {
             if !known.contains(&k.as_str()) {
                 return Err(CliError::UnknownAttr {
                     subject: op.subject(),
@@ -548,8 +580,7 @@ pub fn graph_file_attrs(
     args: &[String],
 ) -> Result<Vec<(String, AttrValue)>, CliError> {
     let mut out: Vec<(String, AttrValue)> = Vec::new();
-    for arg in args {
-        let (name, value) = key_value("--attr", arg)?;
+    for (name, value) in key_values("--attr", args)? {
         let Some(decl) = graph.attr(&name) else {
             let known: Vec<&str> = graph.attrs().iter().map(|a| a.name.as_str()).collect();
             return Err(CliError::UnknownAttr {

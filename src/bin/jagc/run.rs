@@ -6,6 +6,13 @@
 //! the op's dtype; offsets, lengths and masks keep their integer type, which
 //! specializes the graph. Inner dims come from the files' shapes. Float
 //! outputs are written as f32, integer outputs as they are.
+//!
+//! Hardening: every `--out` path is checked before anything runs (its
+//! directory exists and is writable, no two outputs to one file); outputs
+//! are written all or none, through temporary files renamed over the
+//! targets; a name repeated in `--in`, `--attr` or `--out` is an error; the
+//! kernels' outputs are poisoned (NaN) first, so a row no kernel writes
+//! shows as NaN, not 0.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +22,7 @@ use jagged_codegen::{Arch, Spec};
 use jagged_ir::{AttrValue, DType, DenseTensor, Graph};
 use jagged_runtime::{BackendKind, Runtime};
 
-use crate::opspec::{self, Attrs, CliError, Facts, Op, key_value};
+use crate::opspec::{self, Attrs, CliError, Facts, Op, key_values};
 
 /// Where `jagc run` runs the op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -118,6 +125,8 @@ pub fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
                 Backend::Cuda => Runtime::with_backend(BackendKind::Cuda)?,
                 _ => Runtime::new()?,
             };
+            // An element no kernel writes reads as NaN, not as a plausible 0.
+            rt.set_poison_outputs(true);
             println!("backend: {} ({})", rt.backend_name(), rt.device_name());
             let arch = args.arch.unwrap_or_else(|| rt.preferred_arch());
             println!("arch: {arch}");
@@ -133,17 +142,8 @@ pub fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             tensor.shape(),
             target.map_or(String::new(), |p| format!(" -> {}", p.display()))
         );
-        if let Some(path) = target {
-            let written = if tensor.dtype().is_float() && tensor.dtype() != DType::F32 {
-                DenseTensor::from_f64(DType::F32, tensor.shape().to_vec(), &tensor.to_f64())?
-            } else {
-                tensor.clone()
-            };
-            written
-                .save_npy(path)
-                .map_err(|e| format!("--out {name}={}: {e}", path.display()))?;
-        }
     }
+    write_outputs(&results, &outputs)?;
     Ok(())
 }
 
@@ -252,8 +252,7 @@ fn input_files(
         known: known.join(", "),
     };
     let mut files = BTreeMap::new();
-    for arg in args {
-        let (name, path) = key_value("--in", arg)?;
+    for (name, path) in key_values("--in", args)? {
         if !known.contains(&name.as_str()) {
             return Err(input_error("unknown", &name));
         }
@@ -265,10 +264,141 @@ fn input_files(
     Ok(files)
 }
 
+/// `--out NAME=FILE` targets, each checked before anything runs: a name
+/// given once, a file name whose directory exists and is writable, not a
+/// directory, and no two outputs to the same file.
 fn output_files(args: &[String]) -> Result<BTreeMap<String, PathBuf>, CliError> {
-    args.iter()
-        .map(|arg| key_value("--out", arg).map(|(n, p)| (n, PathBuf::from(p))))
-        .collect()
+    let mut files = BTreeMap::new();
+    // (the file, with its directory resolved; the output writing it)
+    let mut seen: Vec<(PathBuf, String)> = Vec::new();
+    for (name, path) in key_values("--out", args)? {
+        let path = PathBuf::from(path);
+        let resolved =
+            check_output_path(&path).map_err(|reason| bad_output(&name, &path, reason))?;
+        if let Some((_, first)) = seen.iter().find(|(p, _)| *p == resolved) {
+            let reason = format!("the same file as --out {first}");
+            return Err(bad_output(&name, &path, reason));
+        }
+        seen.push((resolved, name.clone()));
+        files.insert(name, path);
+    }
+    Ok(files)
+}
+
+fn bad_output(name: &str, path: &Path, reason: String) -> CliError {
+    CliError::BadOutput {
+        name: name.to_string(),
+        path: path.display().to_string(),
+        reason,
+    }
+}
+
+/// The directory an output file is written in (`.` for a bare file name).
+fn output_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Checks that `path` can be written (atomically, through a temporary file
+/// in its directory); returns it with its directory resolved, to compare.
+fn check_output_path(path: &Path) -> Result<PathBuf, String> {
+    let file = path
+        .file_name()
+        .ok_or_else(|| "not a file name".to_string())?;
+    let dir = output_dir(path);
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(format!("{} is not a directory", dir.display())),
+        Err(e) => return Err(format!("directory {}: {e}", dir.display())),
+    }
+    if path.is_dir() {
+        return Err("is a directory".to_string());
+    }
+    // Writable: create (and remove) a file in it.
+    let probe = dir.join(format!(".jagc-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| format!("directory {} is not writable: {e}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("directory {}: {e}", dir.display()))?;
+    Ok(dir.join(file))
+}
+
+/// The temporary file an output is written to before it is renamed over
+/// `path`: hidden, in the same directory (so the rename is atomic), named
+/// after it and this process.
+fn temp_path(path: &Path) -> PathBuf {
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Room for the prefix and suffix within a 255-byte file name.
+    let mut end = file.len().min(200);
+    while !file.is_char_boundary(end) {
+        end -= 1;
+    }
+    output_dir(path).join(format!(".{}.jagc-{}.tmp", &file[..end], std::process::id()))
+}
+
+/// Writes the outputs named in `targets` atomically, all or none: every
+/// output to a temporary file first (on a failure those are removed and no
+/// target is touched), then each renamed over its target. Float outputs are
+/// written as f32, integer outputs as they are.
+fn write_outputs(
+    results: &BTreeMap<String, DenseTensor>,
+    targets: &BTreeMap<String, PathBuf>,
+) -> Result<(), CliError> {
+    let mut written: Vec<(&str, PathBuf, &Path)> = Vec::new();
+    let remove_all = |written: &[(&str, PathBuf, &Path)]| {
+        for (_, temp, _) in written {
+            let _ = std::fs::remove_file(temp);
+        }
+    };
+    for (name, path) in targets {
+        let temp = temp_path(path);
+        let result = results
+            .get(name)
+            .ok_or_else(|| "the run produced no such output".to_string())
+            .and_then(|tensor| {
+                let tensor = if tensor.dtype().is_float() && tensor.dtype() != DType::F32 {
+                    &DenseTensor::from_f64(DType::F32, tensor.shape().to_vec(), &tensor.to_f64())
+                        .map_err(|e| e.to_string())?
+                } else {
+                    tensor
+                };
+                tensor.save_npy(&temp).map_err(|e| e.to_string())
+            });
+        if let Err(reason) = result {
+            let _ = std::fs::remove_file(&temp);
+            remove_all(&written);
+            let reason = format!("{reason} (no output was written)");
+            return Err(bad_output(name, path, reason));
+        }
+        written.push((name, temp, path));
+    }
+    for (k, (name, temp, path)) in written.iter().enumerate() {
+        if let Err(e) = std::fs::rename(temp, path) {
+            remove_all(&written[k..]);
+            let done: Vec<&str> = written[..k].iter().map(|(n, _, _)| *n).collect();
+            let reason = format!(
+                "renaming {} over it: {e} (outputs already written: {})",
+                temp.display(),
+                if done.is_empty() {
+                    "none".to_string()
+                } else {
+                    done.join(", ")
+                }
+            );
+            return Err(bad_output(name, path, reason));
+        }
+    }
+    Ok(())
 }
 
 /// Dtypes and inner dims from the input files.
