@@ -23,11 +23,12 @@ enum Command {
     /// Build, compile and run jagged_softmax and jagged_reduce on random
     /// sequences on the best backend present; report error and times.
     Demo(demo::DemoArgs),
-    /// Print the PTX of an op for a specialization.
+    /// Print the PTX of an op (or a --graph file) for a specialization.
     Emit(emit::EmitArgs),
-    /// Print ptxas's resource report for every kernel of an op.
+    /// Print ptxas's resource report for every kernel of an op (or a --graph file).
     Stats(stats::StatsArgs),
-    /// Run an op on .npy inputs (reference, emulator or GPU) and write .npy outputs.
+    /// Run an op (or a --graph file) on .npy inputs (reference, emulator or GPU)
+    /// and write .npy outputs.
     Run(run::RunArgs),
     /// Run a PTX kernel in the emulator, with the memory checker on.
     Emu(emu::EmuArgs),

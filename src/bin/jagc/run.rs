@@ -49,13 +49,16 @@ pub struct RunArgs {
     /// attributes as integers, float ones as numbers; defaults from the file).
     #[arg(long, value_name = "FILE.jir")]
     pub graph: Option<PathBuf>,
-    /// An input, NAME=FILE.npy, with OPS.md's input names (repeatable).
+    /// An input, NAME=FILE.npy, with OPS.md's input names or the graph
+    /// file's (repeatable, each name once).
     #[arg(long = "in", value_name = "NAME=FILE.npy")]
     pub inputs: Vec<String>,
-    /// An attribute, K=V (repeatable; sizes come from the input files).
+    /// An attribute, K=V (repeatable, each name once; sizes come from the
+    /// input files).
     #[arg(long = "attr", value_name = "K=V")]
     pub attrs: Vec<String>,
-    /// An output to write, NAME=FILE.npy (repeatable).
+    /// An output to write, NAME=FILE.npy (repeatable, each name and file
+    /// once; all are written or none).
     #[arg(long = "out", value_name = "NAME=FILE.npy")]
     pub outputs: Vec<String>,
     /// The float dtype the op computes in [f32; attention ops: bf16] (not
