@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use crate::ast::{self, Operand, Stmt, VarSpace};
 use crate::error::EmuError;
 use crate::ir::*;
+use crate::profile::Class;
 
 /// A kernel parameter as laid out in the parameter buffer.
 #[derive(Clone, Debug)]
@@ -266,6 +267,7 @@ fn decode_kernel(
     }
     // Falling off the end of a kernel exits.
     code.push(Instr {
+        class: Class::Other,
         op: Op::Exit,
         guard: None,
         line: 0,
@@ -650,6 +652,7 @@ impl Decoder<'_> {
         };
         let op = self.op(&i.opcode, &i.operands)?;
         Ok(Instr {
+            class: Class::of(&op),
             op,
             guard,
             line: i.line,

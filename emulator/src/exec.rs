@@ -15,6 +15,7 @@ use crate::error::{Budget, CheckKind, CheckReport, EmuError, Space};
 use crate::ir::*;
 use crate::memory::{Allocation, GlobalMemory};
 use crate::num;
+use crate::profile::{Class, Profile};
 
 /// Generic-address window of shared memory (`cvta.shared` adds it).
 pub const SHARED_WINDOW: u64 = 0x0100_0000_0000_0000;
@@ -136,6 +137,10 @@ pub struct Worker<'g> {
     cta_start: u64,
     /// The part of `warp_instructions` added to [`LaunchCtx::spent`].
     flushed: u64,
+    /// The cost model's counts of the CTAs this worker ran: traffic in `profile`,
+    /// warp instructions by [`Class`] in `class_counts`.
+    pub profile: Profile,
+    pub class_counts: [u64; Class::COUNT],
 }
 
 #[inline]
@@ -447,6 +452,7 @@ impl<'g> Worker<'g> {
             };
             self.warp_instructions += 1;
             self.thread_instructions += active.count_ones() as u64;
+            self.class_counts[ins.class as usize] += 1;
             let flow = self.step(ctx, w, ins, mask, active)?;
             // Apply control flow.
             let next = pc + 1;
@@ -577,6 +583,66 @@ impl<'g> Worker<'g> {
                 .wrapping_add(a.offset as u64),
             None => a.offset as u64,
         }
+    }
+
+    /// Cost-model counts of a warp-level access of `size` bytes per lane through `a` in
+    /// `space`, a read and/or a write; a generic access is moved to the class of the
+    /// window its first active lane addresses.
+    #[allow(clippy::too_many_arguments)]
+    fn profile_mem(
+        &mut self,
+        w: &Warp,
+        space: MemSpace,
+        a: Addr,
+        active: u32,
+        size: u32,
+        read: bool,
+        write: bool,
+    ) {
+        if active == 0 || matches!(space, MemSpace::Param | MemSpace::Local) {
+            return;
+        }
+        let addrs = lane_addrs(w, a);
+        let space = match space {
+            MemSpace::Generic => {
+                let x = addrs[active.trailing_zeros() as usize];
+                let (sp, c) = if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&x) {
+                    (MemSpace::Shared, Class::Shared)
+                } else if (LOCAL_WINDOW..LOCAL_WINDOW + WINDOW_SIZE).contains(&x) {
+                    (MemSpace::Local, Class::Other)
+                } else {
+                    (MemSpace::Global, Class::Global)
+                };
+                self.class_counts[Class::Global as usize] -= 1;
+                self.class_counts[c as usize] += 1;
+                sp
+            }
+            s => s,
+        };
+        match space {
+            MemSpace::Shared => self.profile.shared_access(&addrs, active, size),
+            MemSpace::Global => {
+                if read {
+                    self.profile.global_access(&addrs, active, size, false);
+                }
+                if write {
+                    self.profile.global_access(&addrs, active, size, true);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Cost-model counts of an `ldmatrix`/`stmatrix` of `n` matrices: one shared phase of
+    /// 8 rows of 16 bytes per matrix.
+    fn profile_matrix(&mut self, w: &Warp, a: Addr, n: usize) {
+        let addrs = lane_addrs(w, a);
+        let rows = if n >= 4 {
+            u32::MAX
+        } else {
+            (1u32 << (8 * n)) - 1
+        };
+        self.profile.shared_access(&addrs, rows, 16);
     }
 
     /// Resolves and checks one access. Reports and returns `None` when it is bad.
@@ -1234,6 +1300,8 @@ impl<'g> Worker<'g> {
                     && matches!(space, MemSpace::Global | MemSpace::Generic)
                     && let Some((base, al)) = self.uniform_global(w, *addr, total, active)
                 {
+                    self.profile
+                        .global_access(&w.scratch[3], active, total, false);
                     for l in lanes(active) {
                         let v = al.read_small(w.scratch[3][l as usize] - base, total);
                         for (j, d) in ds.iter().enumerate() {
@@ -1248,6 +1316,7 @@ impl<'g> Worker<'g> {
                     }
                     return Ok(Flow::Next);
                 }
+                self.profile_mem(w, *space, *addr, active, total, true, false);
                 for l in lanes(active) {
                     let a = self.addr(ctx, w, *addr, l);
                     let p = self.access(ctx, *space, a, total, None, wid, wid * 32 + l, line);
@@ -1286,6 +1355,8 @@ impl<'g> Worker<'g> {
                     && matches!(space, MemSpace::Global | MemSpace::Generic)
                     && let Some((base, al)) = self.uniform_global(w, *addr, total, active)
                 {
+                    self.profile
+                        .global_access(&w.scratch[3], active, total, true);
                     for l in lanes(active) {
                         let mut v = 0u64;
                         for (j, s) in srcs.iter().enumerate() {
@@ -1295,6 +1366,7 @@ impl<'g> Worker<'g> {
                     }
                     return Ok(Flow::Next);
                 }
+                self.profile_mem(w, *space, *addr, active, total, false, true);
                 let mut buf = [0u8; 64];
                 for l in lanes(active) {
                     for (i, s) in srcs.iter().enumerate() {
@@ -1339,6 +1411,7 @@ impl<'g> Worker<'g> {
                 b,
                 c,
             } => {
+                self.profile_mem(w, *space, *addr, active, ty.size(), true, true);
                 for l in lanes(active) {
                     let a = self.addr(ctx, w, *addr, l);
                     let (bv, cv) = (self.rd(ctx, w, *b, l), self.rd(ctx, w, *c, l));
@@ -1504,6 +1577,7 @@ impl<'g> Worker<'g> {
             } => {
                 self.collective(ctx, w, mask, u32::MAX, line, "ldmatrix.sync.aligned")?;
                 let n = ds.len();
+                self.profile_matrix(w, *addr, n);
                 let mut rows = [[0u8; 16]; 32];
                 for (r, row) in rows.iter_mut().enumerate().take(8 * n) {
                     let a = self.addr(ctx, w, *addr, r as u32);
@@ -1543,6 +1617,7 @@ impl<'g> Worker<'g> {
             } => {
                 self.collective(ctx, w, mask, u32::MAX, line, "stmatrix.sync.aligned")?;
                 let n = srcs.len();
+                self.profile_matrix(w, *addr, n);
                 let mut rows = [[0u8; 16]; 32];
                 for l in 0..32u32 {
                     let (g, t) = ((l / 4) as usize, (l % 4) as usize);
@@ -1579,6 +1654,8 @@ impl<'g> Worker<'g> {
                 src_size,
                 ignore_src,
             } => {
+                // Cost model: the global bytes read, and the sectors of the lanes that read.
+                let (mut reading, mut read_bytes, mut src_addrs) = (0u32, 0u64, [0u64; 32]);
                 for l in lanes(active) {
                     let tid = wid * 32 + l;
                     let da = self.addr(ctx, w, *dst, l);
@@ -1594,6 +1671,9 @@ impl<'g> Worker<'g> {
                     }
                     let mut data = [0u8; 16];
                     if n > 0 {
+                        reading |= 1 << l;
+                        read_bytes += u64::from(n);
+                        src_addrs[l as usize] = sa;
                         // The source must be valid for the whole copy size's alignment and the read bytes.
                         match self.place(
                             ctx,
@@ -1627,6 +1707,12 @@ impl<'g> Worker<'g> {
                         line,
                         data,
                     });
+                }
+                if reading != 0 {
+                    self.profile
+                        .global_access(&src_addrs, reading, *size, false);
+                    self.profile.global_read_bytes -=
+                        u64::from(reading.count_ones()) * u64::from(*size) - read_bytes;
                 }
             }
             Op::CpAsyncCommit => {
@@ -1869,6 +1955,20 @@ pub fn atom_apply(op: AtomOp, ty: Ty, old: u64, b: u64, c: u64) -> u64 {
             }
         }
     }
+}
+
+/// The address `a` names in each of the 32 lanes of `w` (registers are read for every
+/// lane: the inactive ones' values are unused).
+#[inline]
+fn lane_addrs(w: &Warp, a: Addr) -> [u64; 32] {
+    let mut out = [a.offset as u64; 32];
+    if let Some(r) = a.base {
+        let regs = &w.regs[r as usize * 32..r as usize * 32 + 32];
+        for (o, &v) in out.iter_mut().zip(regs) {
+            *o = v.wrapping_add(a.offset as u64);
+        }
+    }
+    out
 }
 
 /// How a store of `new` over `old` (same length) is a store of the same value, or `None`

@@ -551,4 +551,6 @@ pub struct Instr {
     pub guard: Option<(u32, bool)>,
     pub line: u32,
     pub col: u32,
+    /// The cost model's class of the instruction ([`crate::profile::Class::of`]).
+    pub class: crate::profile::Class,
 }

@@ -12,9 +12,14 @@
 //! [`EmuError::MemoryCheck`], except for races that store (nearly) the value already
 //! there, which are [`LaunchStats::warnings`] unless [`RunOptions::strict_races`].
 //!
+//! Every launch also runs a CPU cost model ([`Profile`], in [`LaunchStats::profile`]):
+//! warp instructions by class, global bytes and 32-byte sectors per warp-level access, and
+//! shared-memory wavefronts and bank conflicts; it costs about 3% of the emulator's time.
+//!
 //! Modules: `lexer` and `parser` build the `ast`; `decode` lowers it to `ir` (resolved
 //! register slots, labels and symbols); `exec` runs CTAs (per-lane PCs, min-PC
-//! reconvergence, barriers, collectives, the checker); `num` holds lane arithmetic;
+//! reconvergence, barriers, collectives, the checker); `profile` the cost model's counting;
+//! `num` holds lane arithmetic;
 //! `memory` the global memory (`AtomicU64` words, sound across host threads).
 //!
 //! Supported PTX (`.entry` kernels; `.func` is rejected):
@@ -45,12 +50,14 @@ mod lexer;
 mod memory;
 mod num;
 mod parser;
+mod profile;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub use error::{Budget, CheckKind, CheckReport, EmuError, Space};
 pub use exec::RACE_ULPS;
+pub use profile::Profile;
 
 use decode::KernelCode;
 use memory::{Allocation, GLOBAL_BASE, GLOBAL_END, GlobalMemory, RED_ZONE};
@@ -231,6 +238,9 @@ pub struct LaunchStats {
     /// [`RACE_ULPS`] ulps from it (Triton's replicated reductions). At most one per kind
     /// and PTX line. [`RunOptions::strict_races`] makes them errors.
     pub warnings: Vec<CheckReport>,
+    /// The cost model's counts of the launch (instruction classes, global traffic,
+    /// shared bank conflicts).
+    pub profile: Profile,
 }
 
 /// Default of [`RunOptions::max_warp_instructions`]: 2^36 (minutes of emulation on all
@@ -512,6 +522,8 @@ impl Device {
         for (w, e) in results {
             stats.warp_instructions += w.warp_instructions;
             stats.thread_instructions += w.thread_instructions;
+            stats.profile.add(&w.profile);
+            stats.profile.add_classes(&w.class_counts);
             reports.extend(w.reports);
             warnings.extend(w.warnings);
             if let Some((i, e)) = e
@@ -528,6 +540,7 @@ impl Device {
             return Err(EmuError::MemoryCheck(first_reports(reports)));
         }
         stats.warnings = first_reports(warnings);
+        stats.profile.launches = 1;
         Ok(stats)
     }
 }
