@@ -516,3 +516,104 @@ fn out_buffer_whose_byte_size_overflows_is_refused() {
     assert!(stderr(&out).contains("cannot allocate"), "{}", stderr(&out));
     assert!(!w.exists());
 }
+
+#[test]
+fn huge_grid_stops_at_max_instructions() {
+    // 2^31 - 1 CTAs used to run for hours; the launch budget stops it.
+    let dir = temp_dir("budget");
+    let ptx = write_ptx(&dir, "store.ptx", STORE_PTX);
+    let y = dir.join("y.npy");
+    let out_spec = format!("out:{}:f32:32", y.display());
+    let out = jagc(&[
+        "emu",
+        &ptx,
+        "--grid",
+        "2147483647",
+        "--block",
+        "1",
+        "--max-instructions",
+        "50000",
+        "--arg",
+        &out_spec,
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("50000 warp instructions") && err.contains("--max-instructions"),
+        "{err}"
+    );
+    assert!(!y.exists());
+}
+
+#[test]
+fn long_run_stops_at_max_seconds() {
+    // One thread spinning 2^31 iterations would take minutes.
+    let dir = temp_dir("budget-time");
+    let ptx = write_ptx(
+        &dir,
+        "spin.ptx",
+        ".version 8.0\n.target sm_80\n.address_size 64\n\
+         .visible .entry spin(.param .u32 n)\n{\n.reg .pred %p<2>;\n.reg .b32 %r<4>;\n\
+         ld.param.u32 %r1, [n];\nmov.u32 %r2, 0;\nLOOP:\nadd.u32 %r2, %r2, 1;\n\
+         setp.lt.u32 %p1, %r2, %r1;\n@%p1 bra LOOP;\nret;\n}\n",
+    );
+    let start = std::time::Instant::now();
+    let out = jagc(&[
+        "emu",
+        &ptx,
+        "--grid",
+        "1",
+        "--block",
+        "1",
+        "--max-seconds",
+        "0.2",
+        "--arg",
+        "u32:2147483648",
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("0.200 s of wall-clock time"), "{err}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn profile_prints_the_cost_model_table() {
+    // 64 threads store one float each: 2 warps x 128 bytes, 4 sectors each.
+    let dir = temp_dir("profile");
+    let ptx = write_ptx(&dir, "store.ptx", STORE_PTX);
+    let out_spec = format!("out:{}:f32:64", dir.join("y.npy").display());
+    let out = jagc(&[
+        "emu",
+        &ptx,
+        "--grid",
+        "1",
+        "--block",
+        "64",
+        "--profile",
+        "--arg",
+        &out_spec,
+    ]);
+    assert!(out.status.success(), "jagc emu failed: {}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = |name: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no `{name}` row in:\n{stdout}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    // Per warp: 1 ld.param + ret (other), mov, mul.wide, add (alu), st.global (global).
+    assert_eq!(row("warp instructions")[2], "12", "{stdout}");
+    assert_eq!(row("alu")[1], "6", "{stdout}");
+    assert_eq!(row("global ")[1], "2", "{stdout}");
+    assert_eq!(row("written")[1..3], ["256", "8"], "{stdout}");
+    assert_eq!(row("read")[1..3], ["0", "0"], "{stdout}");
+    // Without --profile there is no table.
+    let out = jagc(&[
+        "emu", &ptx, "--grid", "1", "--block", "64", "--arg", &out_spec,
+    ]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("bank conflicts"));
+}

@@ -17,6 +17,7 @@ use jagged_ir::npy::{self, NpyArray, NpyDtype, NpyError};
 use jagged_runtime::argspec::{ArgSpecError, KernelArgSpec};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Arguments of `jagc emu`.
 #[derive(Args)]
@@ -45,6 +46,25 @@ pub struct EmuArgs {
     /// (by default they are warnings on stderr).
     #[arg(long)]
     pub strict_races: bool,
+    /// Stop the launch after this many warp instructions (all CTAs together).
+    #[arg(long, value_name = "N", default_value_t = jagged_emu::DEFAULT_LAUNCH_INSTRUCTION_LIMIT)]
+    pub max_instructions: u64,
+    /// Stop the launch after this many seconds of wall-clock time (0: no limit).
+    #[arg(long, value_name = "S", value_parser = parse_seconds,
+          default_value_t = jagged_emu::DEFAULT_LAUNCH_TIME_LIMIT.as_secs_f64())]
+    pub max_seconds: f64,
+    /// Print the emulator's cost model of the launch: warp instructions by class,
+    /// global bytes and 32-byte sectors, shared-memory bank conflicts.
+    #[arg(long)]
+    pub profile: bool,
+}
+
+/// Parses a non-negative, finite number of seconds.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 && Duration::try_from_secs_f64(s).is_ok() => Ok(s),
+        _ => Err(format!("'{text}' is not a number of seconds")),
+    }
 }
 
 /// One `--arg` of `jagc emu`: a 1- or 2-byte scalar, or the SPEC syntax shared with
@@ -230,6 +250,12 @@ fn emulate(args: &EmuArgs) -> Result<(), EmuCliError> {
     let mut device = Device::new();
     let mut options = device.run_options();
     options.strict_races = args.strict_races;
+    options.max_warp_instructions = args.max_instructions;
+    options.max_duration = if args.max_seconds > 0.0 {
+        Duration::try_from_secs_f64(args.max_seconds).ok()
+    } else {
+        None
+    };
     device.set_run_options(options);
     let mut kernel_args = Vec::with_capacity(args.args.len());
     let mut outputs = Vec::new();
@@ -340,6 +366,9 @@ fn emulate(args: &EmuArgs) -> Result<(), EmuCliError> {
         eprintln!("warning: {warning}");
     }
     let seconds = stats.elapsed.as_secs_f64();
+    if args.profile {
+        println!("{}", stats.profile);
+    }
     println!(
         "{kernel}: {} warp instructions ({} thread instructions) in {:.3} ms, {:.1} M warp instructions/s",
         stats.warp_instructions,
@@ -386,6 +415,15 @@ mod tests {
         assert!(parse_dim3("0").unwrap_err().contains("at least 1"));
         assert!(parse_dim3("1,2,3,4").unwrap_err().contains("more than 3"));
         assert!(parse_dim3("x").unwrap_err().contains("'x'"));
+    }
+
+    #[test]
+    fn parses_seconds() {
+        assert_eq!(parse_seconds("0.25"), Ok(0.25));
+        assert_eq!(parse_seconds("0"), Ok(0.0));
+        for bad in ["-1", "inf", "NaN", "x", "1e300"] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
