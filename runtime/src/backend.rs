@@ -187,6 +187,23 @@ impl Backend {
         }
     }
 
+    /// The emulator's cost model summed over its launches (see
+    /// [`crate::Runtime::emulator_profile`]); `None` on CUDA.
+    pub(crate) fn emu_profile(&self) -> Option<jagged_emu::Profile> {
+        match self {
+            Backend::Cuda(_) => None,
+            Backend::Emu(emu) => Some(emu.profile()),
+        }
+    }
+
+    /// [`Backend::emu_profile`], restarting the sum.
+    pub(crate) fn take_emu_profile(&mut self) -> Option<jagged_emu::Profile> {
+        match self {
+            Backend::Cuda(_) => None,
+            Backend::Emu(emu) => Some(emu.take_profile()),
+        }
+    }
+
     /// A description of the device, for reports.
     pub(crate) fn device_name(&self) -> String {
         match self {

@@ -84,6 +84,19 @@ impl Runtime {
         self.backend.preferred_arch()
     }
 
+    /// On the emulator backend, its cost model ([`jagged_emu::Profile`]: warp
+    /// instructions by class, global bytes and 32-byte sectors, shared-memory bank
+    /// conflicts) summed over the launches since the runtime was opened or the last
+    /// [`Runtime::take_emulator_profile`]; `None` on CUDA.
+    pub fn emulator_profile(&self) -> Option<jagged_emu::Profile> {
+        self.backend.emu_profile()
+    }
+
+    /// [`Runtime::emulator_profile`], and starts a new sum (to profile one run at a time).
+    pub fn take_emulator_profile(&mut self) -> Option<jagged_emu::Profile> {
+        self.backend.take_emu_profile()
+    }
+
     /// Why [`Runtime::new`] did not pick CUDA, if it fell back to the emulator.
     pub fn fallback_reason(&self) -> Option<&str> {
         self.fallback_reason.as_deref()

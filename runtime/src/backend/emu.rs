@@ -2,7 +2,7 @@
 
 use super::{BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId};
 use crate::RuntimeError;
-use jagged_emu::{Device, DevicePtr, EmuError, LaunchConfig, Module};
+use jagged_emu::{Device, DevicePtr, EmuError, LaunchConfig, Module, Profile};
 use std::collections::HashMap;
 
 /// The emulated device, its buffers (address and length) and parsed modules.
@@ -10,6 +10,8 @@ pub(crate) struct EmuBackend {
     device: Device,
     buffers: HashMap<BufferId, DevicePtr>,
     modules: HashMap<ModuleId, Module>,
+    /// The cost model summed over the launches since the last [`EmuBackend::take_profile`].
+    profile: Profile,
 }
 
 fn emulator(op: &'static str) -> impl FnOnce(EmuError) -> RuntimeError {
@@ -22,7 +24,19 @@ impl EmuBackend {
             device: Device::new(),
             buffers: HashMap::new(),
             modules: HashMap::new(),
+            profile: Profile::default(),
         }
+    }
+
+    /// The cost model summed over the launches since the backend was opened or the last
+    /// [`EmuBackend::take_profile`].
+    pub(crate) fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// Returns the summed cost model and starts a new sum.
+    pub(crate) fn take_profile(&mut self) -> Profile {
+        std::mem::take(&mut self.profile)
     }
 
     fn ptr(&self, id: BufferId) -> Result<DevicePtr, RuntimeError> {
@@ -97,9 +111,63 @@ impl EmuBackend {
             .device
             .launch(loaded, kernel, &config, &args)
             .map_err(emulator("launch"))?;
+        self.profile.add(&stats.profile);
         Ok(LaunchTiming {
             elapsed: stats.elapsed,
             warp_instructions: Some(stats.warp_instructions),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{BackendKind, LaunchDims, Runtime};
+
+    /// `out[i] = inp[i]` for `i = ctaid.x * 256 + tid.x`.
+    const COPY: &str = r#".version 8.0
+.target sm_80
+.address_size 64
+.visible .entry copy(.param .u64 .ptr .global .align 1 inp, .param .u64 .ptr .global .align 1 out)
+{
+    .reg .b32 %r<4>;
+    .reg .f32 %f<2>;
+    .reg .b64 %rd<8>;
+    ld.param.u64 %rd1, [inp];
+    ld.param.u64 %rd2, [out];
+    mov.u32 %r1, %ctaid.x;
+    mov.u32 %r2, %tid.x;
+    mad.lo.u32 %r3, %r1, 256, %r2;
+    mul.wide.u32 %rd3, %r3, 4;
+    add.s64 %rd4, %rd1, %rd3;
+    add.s64 %rd5, %rd2, %rd3;
+    ld.global.f32 %f1, [%rd4];
+    st.global.f32 [%rd5], %f1;
+    ret;
+}
+"#;
+
+    #[test]
+    fn emulator_profile_sums_the_launches_and_take_restarts_it() {
+        let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator runtime");
+        assert_eq!(rt.emulator_profile().map(|p| p.launches), Some(0));
+        let module = rt.load_module(COPY).expect("load");
+        let x: Vec<f32> = (0..1024).map(|i| i as f32).collect();
+        let inp = rt.upload(&x).expect("upload");
+        let out = rt.upload(&vec![0f32; 1024]).expect("upload");
+        let dims = LaunchDims::linear(4, 256);
+        for _ in 0..2 {
+            rt.launch(module, "copy", &dims, &[inp.arg(), out.arg()])
+                .expect("launch");
+        }
+        assert_eq!(rt.download::<f32>(&out).expect("download"), x);
+        // Each launch: 1024 floats read and written, coalesced: 128 sectors each way;
+        // 32 warps x 11 instructions.
+        let p = rt.emulator_profile().expect("emulator");
+        assert_eq!(p.launches, 2);
+        assert_eq!((p.global_read_bytes, p.global_read_sectors), (8192, 256));
+        assert_eq!((p.global_write_bytes, p.global_write_sectors), (8192, 256));
+        assert_eq!(p.warp_instructions(), 2 * 32 * 11);
+        assert_eq!(rt.take_emulator_profile(), Some(p));
+        assert_eq!(rt.emulator_profile(), Some(jagged_emu::Profile::default()));
     }
 }
