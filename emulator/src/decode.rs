@@ -93,6 +93,8 @@ struct Decoder<'a> {
 
 /// Most bytes of module-scope `.global`/`.const` variables.
 const MAX_MODULE_DATA_BYTES: u32 = 1 << 30;
+/// Most registers of a kernel (each is 256 bytes of emulator state per warp).
+const MAX_REGS: usize = 1 << 17;
 /// Most bytes of `.local` variables per thread (CUDA's limit).
 const MAX_LOCAL_BYTES: u32 = 512 * 1024;
 
@@ -162,6 +164,17 @@ fn decode_kernel(
         off = end;
     }
     let param_bytes = off;
+    if param_bytes > crate::parser::MAX_PARAM_BYTES {
+        return Err(EmuError::Unsupported {
+            line: k.line,
+            column: 1,
+            what: format!(
+                "kernel `{}` has {param_bytes} bytes of parameters; the limit is {}",
+                k.name,
+                crate::parser::MAX_PARAM_BYTES
+            ),
+        });
+    }
     for (name, addr) in globals {
         d.symbols.insert(name.clone(), Symbol::Global(*addr));
     }
@@ -249,6 +262,12 @@ fn decode_kernel(
                 d.col = *col;
                 let t = Ty::from_name(ty)
                     .ok_or_else(|| d.unsupported(format!("register type .{ty}")))?;
+                if d.nregs as usize + names.len() > MAX_REGS {
+                    return Err(d.unsupported(format!(
+                        "more than {MAX_REGS} registers in kernel `{}`",
+                        k.name
+                    )));
+                }
                 for name in names {
                     let slot = d.nregs;
                     d.nregs += 1;

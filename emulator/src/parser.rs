@@ -5,7 +5,10 @@ use crate::error::EmuError;
 use crate::lexer::{Token, TokenKind, tokenize};
 
 /// Most bytes of kernel parameters (CUDA 12.1+ on Volta and later).
-const MAX_PARAM_BYTES: u32 = 32764;
+pub const MAX_PARAM_BYTES: u32 = 32764;
+/// Most registers one `.reg` declaration may declare (`%r<N>`); each register is 256
+/// bytes of emulator state per warp.
+pub const MAX_REGS_PER_DECL: u64 = 1 << 16;
 
 /// Parses PTX text into a syntax tree.
 pub fn parse(src: &str) -> Result<Module, EmuError> {
@@ -365,6 +368,11 @@ impl Parser {
             if self.eat_punct('<') {
                 let n = self.int()?;
                 self.expect_punct('>')?;
+                if n > MAX_REGS_PER_DECL {
+                    return self.unsupported(format!(
+                        "{n} registers `{name}<{n}>` (at most {MAX_REGS_PER_DECL} per declaration)"
+                    ));
+                }
                 for k in 0..n {
                     names.push(format!("{name}{k}"));
                 }

@@ -455,3 +455,34 @@ fn default_launch_budget_is_finite() {
     assert_eq!(o.max_duration, Some(Duration::from_secs(600)));
     assert!(!o.strict_races);
 }
+
+#[test]
+fn absurd_register_and_parameter_counts_are_rejected() {
+    // 2^32 registers in one declaration would exhaust host memory while parsing.
+    let ptx =
+        format!("{HEADER}\n.visible .entry k()\n{{\n    .reg .b32 %r<4294967296>;\n    ret;\n}}\n");
+    match Module::parse(&ptx) {
+        Err(EmuError::Unsupported { what, .. }) => assert!(what.contains("registers"), "{what}"),
+        other => panic!("expected an unsupported error, got {other:?}"),
+    }
+    // Many declarations adding up.
+    let decls = "    .reg .b32 %r<65536>;\n    .reg .b32 %s<65536>;\n    .reg .b32 %t<2>;\n";
+    let ptx = format!("{HEADER}\n.visible .entry k()\n{{\n{decls}    ret;\n}}\n");
+    match Module::parse(&ptx) {
+        Err(EmuError::Unsupported { what, .. }) => assert!(what.contains("registers"), "{what}"),
+        other => panic!("expected an unsupported error, got {other:?}"),
+    }
+    // Parameters add up to more than CUDA's 32764 bytes.
+    let ptx = format!(
+        "{HEADER}\n.visible .entry k(.param .b8 a[20000], .param .b8 b[20000])\n{{\n    ret;\n}}\n"
+    );
+    match Module::parse(&ptx) {
+        Err(EmuError::Unsupported { what, .. }) => assert!(what.contains("40000"), "{what}"),
+        other => panic!("expected an unsupported error, got {other:?}"),
+    }
+    // The largest valid ones parse.
+    let ptx = format!(
+        "{HEADER}\n.visible .entry k(.param .b8 a[32764])\n{{\n    .reg .b32 %r<65536>;\n    ret;\n}}\n"
+    );
+    assert!(Module::parse(&ptx).is_ok());
+}
