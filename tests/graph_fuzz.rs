@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use jagged::codegen::{Arch, Spec};
 use jagged::ir::{
-    AttrKind, AttrValue, BinaryOp, DType, Dim, Graph, GraphBuilder, Handle, IndexPredicate, Node,
-    ReduceOp, ScanMode, TensorType, UnaryOp,
+    AttrKind, AttrValue, BinaryOp, CompareOp, DType, Dim, Graph, GraphBuilder, Handle,
+    IndexPredicate, Node, ReduceOp, ScanMode, TensorType, UnaryOp,
 };
 use jagged::runtime::{BackendKind, KernelCache, Runtime};
 use jagged::testing::{Rng, Tolerance, check_spec_against_reference};
@@ -208,7 +208,7 @@ impl Builder {
     fn step(&mut self, c: u32, d: u32) {
         let a = self.pick(d);
         let arg = c >> 5;
-        match c % 16 {
+        match c % 18 {
             0 => {
                 let ops = [
                     UnaryOp::Neg,
@@ -298,7 +298,63 @@ impl Builder {
                     self.push(n, a.shape.clone(), a.dtype);
                 }
             }
-            _ => self.compact(&a, arg),
+            15 => self.compact(&a, arg),
+            16 => self.positions(&a, arg),
+            _ => {
+                // `select(a op b, a, b)` with a comparison of two values.
+                let b = self.pick(arg);
+                if let Some(shape) = Shape::broadcast(&a.shape, &b.shape) {
+                    let ops = [
+                        CompareOp::Lt,
+                        CompareOp::Le,
+                        CompareOp::Gt,
+                        CompareOp::Ge,
+                        CompareOp::Eq,
+                        CompareOp::Ne,
+                    ];
+                    let b = self.cast_to(&b, a.dtype);
+                    let c = self.g.compare(ops[(arg >> 8) as usize % 6], a.node, b.node);
+                    let n = self.g.select(c, a.node, b.node);
+                    self.push(n, shape, a.dtype);
+                }
+            }
+        }
+    }
+
+    /// A value offset by its position along one of its axes, or by its
+    /// sequence's length: `a + 0.25 * position` / `a - 0.125 * n_b`.
+    fn positions(&mut self, a: &Value, arg: u32) {
+        if arg % 3 == 0 && a.shape.batched {
+            let n = self.g.lengths(self.seqs, DType::I64);
+            let nf = self.g.cast(n, a.dtype);
+            let len = Value {
+                node: nf,
+                shape: Shape {
+                    batched: true,
+                    rows: vec![],
+                    inner: vec![],
+                },
+                dtype: a.dtype,
+            };
+            let k = self.scalar(0.125, a.dtype);
+            if let Some(scaled) = self.binary(BinaryOp::Mul, &len, &k) {
+                self.binary(BinaryOp::Sub, a, &scaled);
+            }
+            return;
+        }
+        if a.shape.rank() == 0 {
+            return;
+        }
+        let axis = arg as usize % a.shape.rank();
+        let p = self.g.position(axis, a.shape.ty(a.dtype, self.seqs));
+        let pos = Value {
+            node: p,
+            shape: a.shape.clone(),
+            dtype: a.dtype,
+        };
+        let k = self.scalar(0.25, a.dtype);
+        if let Some(scaled) = self.binary(BinaryOp::Mul, &pos, &k) {
+            self.binary(BinaryOp::Add, a, &scaled);
         }
     }
 
@@ -665,6 +721,14 @@ fn the_generator_makes_valid_graphs() {
         "offsets",
         "attr",
         "const",
+        "position",
+        "lengths",
+        "lt",
+        "le",
+        "gt",
+        "ge",
+        "eq",
+        "ne",
     ] {
         assert!(
             ops_seen.contains(op),

@@ -19,6 +19,8 @@ use jagged_ir::{AttrKind, AttrValue, DenseTensor, Dim, Graph, GraphBuilder, Redu
 const PADDING: f64 = -1.5;
 const SCALE: f64 = 0.75;
 const ALPHA: f64 = 0.3;
+const WINDOW: f64 = 2.0;
+const SLOPE: f64 = 0.25;
 
 fn decode(bytes: &[u8], dtype: DType) -> Vec<f64> {
     match dtype {
@@ -26,6 +28,7 @@ fn decode(bytes: &[u8], dtype: DType) -> Vec<f64> {
             .into_iter()
             .map(|x| x as f64)
             .collect(),
+        DType::U8 | DType::Bool => bytes.iter().map(|&b| f64::from(b)).collect(),
         _ => emu::decode_floats(bytes, dtype),
     }
 }
@@ -61,6 +64,8 @@ fn check_with(graph: &Graph, max_len: usize, seed: u64, compile: &Compiler) {
             ("scale", SCALE as f32),
             ("max_len", max_len as f32),
             ("alpha", ALPHA as f32),
+            ("window", WINDOW as f32),
+            ("slope", SLOPE as f32),
         ];
         for lengths in &layouts {
             let inputs = inputs_for(graph, lengths, max_len, 2.0, &mut rng);
@@ -71,6 +76,8 @@ fn check_with(graph: &Graph, max_len: usize, seed: u64, compile: &Compiler) {
                 ("padding_value", AttrValue::Float(PADDING)),
                 ("scale", AttrValue::Float(SCALE)),
                 ("alpha", AttrValue::Float(ALPHA)),
+                ("window", AttrValue::Float(WINDOW)),
+                ("slope", AttrValue::Float(SLOPE)),
             ];
             let attrs: Vec<(&str, AttrValue)> = attrs
                 .into_iter()
@@ -411,4 +418,68 @@ fn fbgemm_attention_in_f32_with_a_small_head_dim() {
         .expect("graph");
         check(&g, 11, 107 + u64::from(use_mask));
     }
+}
+
+/// HSTU attention under a sliding window `|i - j| <= window` (causal), with
+/// a relative-position bias `-slope * |i - j|` on the scores (ALiBi style):
+/// positions, comparisons with attributes, and both fused into the
+/// general path's attention kernels.
+#[test]
+fn hstu_sliding_window_with_relative_position_bias() {
+    let g = parsed(
+        "graph hstu_window {
+  attr max_len: index
+  attr alpha: float = 0.3
+  attr window: float = 2
+  attr slope: float = 0.25
+  %0 = input offsets : i32[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input q : f32[%1, 2, 8]
+  %3 = input k : f32[%1, 2, 8]
+  %4 = input v : f32[%1, 2, 4]
+  %5 = contract %2[ihd], %3[jhd] -> [ijh] : f32[%1, %1, 2]
+  %6 = attr alpha : f32[]
+  %7 = mul %5, %6 : f32[%1, %1, 2]
+  %8 = position axis 0 : f32[%1, %1]
+  %9 = position axis 1 : f32[%1, %1]
+  %10 = sub %8, %9 : f32[%1, %1]
+  %11 = abs %10 : f32[%1, %1]
+  %12 = attr slope : f32[]
+  %13 = mul %11, %12 : f32[%1, %1]
+  %14 = sub %7, %13 : f32[%1, %1, 2]
+  %15 = silu %14 : f32[%1, %1, 2]
+  %16 = attr window : f32[]
+  %17 = le %11, %16 : bool[%1, %1]
+  %18 = mask j <= i : bool[%1, %1]
+  %19 = const 0 : f32[]
+  %20 = select %17, %15, %19 : f32[%1, %1, 2]
+  %21 = select %18, %20, %19 : f32[%1, %1, 2]
+  %22 = contract %21[ijh], %4[jhe] -> [ihe] : f32[%1, 2, 4]
+  output out = %22
+}",
+    );
+    check(&g, 9, 109);
+}
+
+/// Integer positions and lengths: each row's distance to its sequence's
+/// last row, `n_b - 1 - i`, and a flag for the second half of a sequence.
+#[test]
+fn positions_and_lengths_as_integers() {
+    let g = parsed(
+        "graph distance_to_end {
+  attr max_len: index
+  %0 = input offsets : i64[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = position axis 0 : i64[%1]
+  %3 = lengths %1 : i64[B]
+  %4 = sub %3, %2 : i64[%1]
+  %5 = const 1 : i64[]
+  %6 = sub %4, %5 : i64[%1]
+  %7 = add %2, %2 : i64[%1]
+  %8 = ge %7, %3 : bool[%1]
+  output distance = %6
+  output second_half = %8
+}",
+    );
+    check(&g, 6, 110);
 }

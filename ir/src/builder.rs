@@ -8,8 +8,8 @@
 use crate::arena::{Arena, Handle};
 use crate::dtype::DType;
 use crate::graph::{
-    AttrDecl, AttrKind, AttrValue, BinaryOp, Graph, IndexPredicate, Node, Output, ReduceOp,
-    ScanMode, TensorType, UnaryOp,
+    AttrDecl, AttrKind, AttrValue, BinaryOp, CompareOp, Graph, IndexPredicate, Node, Output,
+    ReduceOp, ScanMode, TensorType, UnaryOp,
 };
 use crate::validate::{ValidationError, validate};
 
@@ -198,6 +198,21 @@ impl GraphBuilder {
             on_true,
             on_false,
         })
+    }
+
+    /// `lhs op rhs` as a bool tensor.
+    pub fn compare(&mut self, op: CompareOp, lhs: Handle<Node>, rhs: Handle<Node>) -> Handle<Node> {
+        self.push(Node::Compare { op, lhs, rhs })
+    }
+
+    /// The index along `axis` of each element of a tensor of type `ty`.
+    pub fn position(&mut self, axis: usize, ty: TensorType) -> Handle<Node> {
+        self.push(Node::Position { axis, ty })
+    }
+
+    /// The lengths `n_b` of a sequence set as `[B]` integers of `dtype`.
+    pub fn lengths(&mut self, seqs: Handle<Node>, dtype: DType) -> Handle<Node> {
+        self.push(Node::Lengths { seqs, dtype })
     }
 
     /// A bool tensor of type `ty` holding the index predicate `pred`.

@@ -20,8 +20,8 @@ use crate::arena::Handle;
 use crate::bind::{BindError, InputDesc, bind, find_input};
 use crate::dtype::DType;
 use crate::graph::{
-    AttrValue, BinaryOp, Dim, Graph, IndexPredicate, Node, ReduceOp, ScanMode, TensorType, Type,
-    UnaryOp,
+    AttrValue, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, Node, ReduceOp, ScanMode,
+    TensorType, Type, UnaryOp,
 };
 use crate::tensor::{DenseTensor, TensorData, TensorError, check_offsets};
 use crate::validate::Structure;
@@ -586,6 +586,28 @@ impl<'g> Evaluator<'g> {
                     out[at.at(self, b, idx)] = f64::from(u8::from(holds));
                 });
                 tensor(out)
+            }
+            Node::Compare { op, lhs, rhs } => {
+                let f: fn(f64, f64) -> bool = match op {
+                    CompareOp::Lt => |a, b| a < b,
+                    CompareOp::Le => |a, b| a <= b,
+                    CompareOp::Gt => |a, b| a > b,
+                    CompareOp::Ge => |a, b| a >= b,
+                    CompareOp::Eq => |a, b| a == b,
+                    CompareOp::Ne => |a, b| a != b,
+                };
+                tensor(self.elementwise(h, &[*lhs, *rhs], |x| f64::from(u8::from(f(x[0], x[1])))))
+            }
+            Node::Position { axis, ty } => {
+                let mut out = vec![0.0; self.size(ty)];
+                let mut at = Cached::new(ty);
+                self.for_each(ty, |b, idx| {
+                    out[at.at(self, b, idx)] = ty.dtype.round(idx[*axis] as f64);
+                });
+                tensor(out)
+            }
+            Node::Lengths { seqs, .. } => {
+                tensor(self.seqs(*seqs).lens.iter().map(|&n| n as f64).collect())
             }
             Node::Reduce { op, arg, axis } => tensor(self.reduce(h, *op, *arg, *axis)),
             Node::Softmax { arg, axis } => tensor(self.softmax(*arg, *axis)),

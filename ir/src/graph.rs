@@ -221,6 +221,25 @@ pub enum ScanMode {
     Complete,
 }
 
+/// A comparison of two operands of one dtype, broadcast by structure: the
+/// `compare` ops, whose result is `bool` (IEEE: every comparison with a NaN
+/// is false, except `ne`, which is true).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CompareOp {
+    /// `a < b`.
+    Lt,
+    /// `a <= b`.
+    Le,
+    /// `a > b`.
+    Gt,
+    /// `a >= b`.
+    Ge,
+    /// `a == b`.
+    Eq,
+    /// `a != b`.
+    Ne,
+}
+
 /// A predicate on element indices: the `mask` op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IndexPredicate {
@@ -319,6 +338,34 @@ pub enum Node {
         /// `bool[B, N]` for [`IndexPredicate::RowInSequence`].
         ty: TensorType,
     },
+    /// `lhs op rhs`, elementwise, broadcast: a `bool` tensor.
+    Compare {
+        /// Which comparison.
+        op: CompareOp,
+        /// Left operand.
+        lhs: Handle<Node>,
+        /// Right operand (same dtype).
+        rhs: Handle<Node>,
+    },
+    /// The index of each element along `axis` of a tensor of type `ty`, as a
+    /// number of `ty`'s dtype: the query row `i` (axis 0) or the key row `j`
+    /// (axis 1) of a `[%s, %s]` pair, the row within its sequence of a
+    /// jagged value, `b` along `B`. `i - j`, windows `|i - j| <= w` and
+    /// position biases are built from it.
+    Position {
+        /// Which dim.
+        axis: usize,
+        /// The domain (a type elementwise ops accept).
+        ty: TensorType,
+    },
+    /// `n_b` of a sequence set (its lengths, truncated to `max_len` if the
+    /// set is), as `[B]` integers of `dtype`.
+    Lengths {
+        /// The sequence set.
+        seqs: Handle<Node>,
+        /// i32 or i64.
+        dtype: DType,
+    },
     /// Reduces `axis` away (a ragged, `N` or static axis). Reducing the only
     /// ragged axis of a jagged tensor gives a dense `[B, ...]` tensor.
     Reduce {
@@ -396,7 +443,11 @@ impl Node {
     /// The operands of this node, in text order.
     pub fn operands(&self) -> Vec<Handle<Node>> {
         match self {
-            Node::Input { .. } | Node::Attr { .. } | Node::Const { .. } => Vec::new(),
+            Node::Input { .. } | Node::Attr { .. } | Node::Const { .. } | Node::Position { .. } => {
+                Vec::new()
+            }
+            Node::Lengths { seqs, .. } => vec![*seqs],
+            Node::Compare { lhs, rhs, .. } => vec![*lhs, *rhs],
             Node::Mask { pred, .. } => match pred {
                 IndexPredicate::RowInSequence(s) => vec![*s],
                 _ => Vec::new(),

@@ -32,8 +32,8 @@ pub use builder::GraphBuilder;
 pub use dtype::DType;
 pub use eval::{EvalError, EvalOptions, evaluate, evaluate_with};
 pub use graph::{
-    AttrDecl, AttrKind, AttrValue, BinaryOp, Dim, Graph, IndexPredicate, MAX_LEN, Node, Output,
-    ReduceOp, ScanMode, TensorType, Type, UnaryOp,
+    AttrDecl, AttrKind, AttrValue, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, MAX_LEN, Node,
+    Output, ReduceOp, ScanMode, TensorType, Type, UnaryOp,
 };
 pub use tensor::{DenseTensor, JaggedTensor, TensorData, TensorError};
 pub use text::ParseError;

@@ -60,7 +60,7 @@ use crate::arena::Handle;
 use crate::builder::GraphBuilder;
 use crate::dtype::DType;
 use crate::graph::{
-    AttrKind, AttrValue, BinaryOp, Dim, Graph, IndexPredicate, Node, ReduceOp, ScanMode,
+    AttrKind, AttrValue, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, Node, ReduceOp, ScanMode,
     TensorType, Type, UnaryOp,
 };
 
@@ -118,6 +118,30 @@ impl BinaryOp {
             BinaryOp::Max => "max",
             BinaryOp::Min => "min",
             BinaryOp::Pow => "pow",
+        }
+    }
+}
+
+impl CompareOp {
+    /// Every comparison.
+    pub const ALL: [CompareOp; 6] = [
+        CompareOp::Lt,
+        CompareOp::Le,
+        CompareOp::Gt,
+        CompareOp::Ge,
+        CompareOp::Eq,
+        CompareOp::Ne,
+    ];
+
+    /// Its name in the text form.
+    pub fn name(self) -> &'static str {
+        match self {
+            CompareOp::Lt => "lt",
+            CompareOp::Le => "le",
+            CompareOp::Gt => "gt",
+            CompareOp::Ge => "ge",
+            CompareOp::Eq => "eq",
+            CompareOp::Ne => "ne",
         }
     }
 }
@@ -209,6 +233,9 @@ fn write_op(f: &mut fmt::Formatter<'_>, node: &Node) -> fmt::Result {
             on_false,
         } => write!(f, "select {cond}, {on_true}, {on_false}"),
         Node::Mask { pred, .. } => write!(f, "mask {pred}"),
+        Node::Compare { op, lhs, rhs } => write!(f, "{} {lhs}, {rhs}", op.name()),
+        Node::Position { axis, .. } => write!(f, "position axis {axis}"),
+        Node::Lengths { seqs, .. } => write!(f, "lengths {seqs}"),
         Node::Reduce { op, arg, axis } => write!(f, "reduce {} {arg}, axis {axis}", op.name()),
         Node::Softmax { arg, axis } => write!(f, "softmax {arg}, axis {axis}"),
         Node::Scan { mode, arg, axis } => write!(f, "scan {} {arg}, axis {axis}", mode.name()),
@@ -648,6 +675,17 @@ impl Parser {
                 let ty = typed(self, ty_slot)?;
                 Node::Mask { pred, ty }
             }
+            "position" => {
+                self.keyword("axis")?;
+                let axis = self.number("an axis number")?;
+                let ty = typed(self, ty_slot)?;
+                Node::Position { axis, ty }
+            }
+            "lengths" => {
+                let seqs = self.value()?;
+                let dtype = typed(self, ty_slot)?.dtype;
+                Node::Lengths { seqs, dtype }
+            }
             "seqs" => {
                 let offsets = self.value()?;
                 let truncate = self.eat_punct(",");
@@ -728,6 +766,11 @@ impl Parser {
                     self.punct(",")?;
                     let rhs = self.value()?;
                     Node::Binary { op, lhs, rhs }
+                } else if let Some(op) = CompareOp::ALL.into_iter().find(|c| c.name() == op) {
+                    let lhs = self.value()?;
+                    self.punct(",")?;
+                    let rhs = self.value()?;
+                    Node::Compare { op, lhs, rhs }
                 } else {
                     return self.error_at(op_pos, format!("unknown op '{op}'"));
                 }

@@ -624,6 +624,23 @@ impl Validator<'_> {
                 }
                 t(ty.clone())
             }
+            Node::Compare { lhs, rhs, .. } => {
+                let (a, b) = (self.tensor(h, *lhs)?, self.tensor(h, *rhs)?);
+                Self::same_dtype(a.dtype, b.dtype)?;
+                t(self.broadcast(a, b)?.to_type(DType::Bool))
+            }
+            Node::Position { axis, ty } => {
+                self.check_type(h, ty)?;
+                Self::numeric(ty.dtype)?;
+                self.structure(ty)?;
+                Self::axis_dim(ty, *axis)?;
+                t(ty.clone())
+            }
+            Node::Lengths { seqs, dtype } => {
+                self.seqs(h, *seqs)?;
+                Self::index(*dtype)?;
+                t(TensorType::new(*dtype, vec![Dim::Batch]))
+            }
             Node::Reduce { op, arg, axis } => {
                 let a = self.tensor(h, *arg)?;
                 match op {

@@ -4,7 +4,7 @@
 //! contractions as loops).
 
 use jagged_ir::{
-    BinaryOp, Dim, Graph, Handle, IndexPredicate, Node, ReduceOp, ScanMode, TensorType,
+    BinaryOp, CompareOp, Dim, Graph, Handle, IndexPredicate, Node, ReduceOp, ScanMode, TensorType,
 };
 
 use super::{Buffer, Partition, Step, Stored, elements, reduced_type, tensor_type, unsupported};
@@ -727,6 +727,40 @@ impl<'g> Emitter<'g> {
                     p,
                 )))
             }
+            Node::Compare { op, lhs, rhs } => {
+                let x = tensor_type(graph, *lhs)?;
+                let l = self.operand(h, *lhs, at)?;
+                let r = self.operand(h, *rhs, at)?;
+                let (ty, l, r) = if is_int(x.dtype) {
+                    (Type::S64, self.i64(l), self.i64(r))
+                } else {
+                    (Type::F32, self.f32(l), self.f32(r))
+                };
+                // `ne` is `!eq`, so that a NaN operand makes it true (IEEE).
+                let (cmp, negate) = match op {
+                    CompareOp::Lt => (Cmp::Lt, false),
+                    CompareOp::Le => (Cmp::Le, false),
+                    CompareOp::Gt => (Cmp::Gt, false),
+                    CompareOp::Ge => (Cmp::Ge, false),
+                    CompareOp::Eq => (Cmp::Eq, false),
+                    CompareOp::Ne => (Cmp::Eq, true),
+                };
+                let p = self.b.setp(cmp, ty, l, r);
+                let (yes, no) = if negate { (0, 1) } else { (1, 0) };
+                Ok(Val::I(self.b.selp(
+                    Type::S64,
+                    Operand::Int(yes),
+                    Operand::Int(no),
+                    p,
+                )))
+            }
+            Node::Position { axis, .. } => {
+                // Rounded to the dtype, as the reference does (bf16 counts
+                // exactly only to 256).
+                let i = self.b.mov(Type::S64, at.idx[*axis]);
+                Ok(self.round(Val::I(i), ty.dtype))
+            }
+            Node::Lengths { seqs, .. } => Ok(Val::I(self.seq_len(*seqs, at.idx[0])?)),
             Node::Reduce { op, arg, axis } => self.reduce(h, *op, *arg, *axis, at),
             Node::Softmax { arg, axis } => {
                 let x = tensor_type(graph, *arg)?.clone();
