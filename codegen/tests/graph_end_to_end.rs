@@ -11,7 +11,7 @@
 mod emu;
 
 use emu::{Rng, inputs_for, rel_l2, run_sizes, tensor_bytes, tolerance};
-use jagged_codegen::general::compile_general;
+use jagged_codegen::general::{Fusion, compile_general, compile_general_with};
 use jagged_codegen::{Arch, CodegenError, CompiledKernel, DType, Spec, compile};
 use jagged_ir::ops::{self, JaggedSpec};
 use jagged_ir::{AttrKind, AttrValue, DenseTensor, Dim, Graph, GraphBuilder, ReduceOp, TensorType};
@@ -33,12 +33,16 @@ fn decode(bytes: &[u8], dtype: DType) -> Vec<f64> {
     }
 }
 
-/// Compiles `graph` for both archs, by `compile` and by the general path
-/// alone, and checks both on several layouts.
+/// Compiles `graph` for both archs, by `compile`, by the general path alone
+/// and by its unfused form (every value stored), and checks all three on
+/// several layouts.
 fn check(graph: &Graph, max_len: usize, seed: u64) {
     let general = |g: &Graph, s: &Spec| compile_general(g, s).map(|c| c.kernel);
+    let unfused =
+        |g: &Graph, s: &Spec| compile_general_with(g, s, Fusion::Unfused).map(|c| c.kernel);
     check_with(graph, max_len, seed, &compile);
     check_with(graph, max_len, seed, &general);
+    check_with(graph, max_len, seed, &unfused);
 }
 
 type Compiler = dyn Fn(&Graph, &Spec) -> Result<CompiledKernel, CodegenError>;

@@ -168,6 +168,15 @@ fn codegen_key() -> &'static str {
 /// The named outputs of a run and the scratch buffers to free after it.
 type Launched = (BTreeMap<String, DeviceTensor>, Vec<DeviceBuffer>);
 
+/// Where the module of a run comes from.
+#[derive(Clone, Copy)]
+enum Compiled<'a> {
+    /// Compiled (or found in the caches) for this spec.
+    Spec(&'a Spec),
+    /// Given by the caller.
+    Given(&'a CompiledKernel),
+}
+
 /// Run-time sizes bound from the inputs and attributes.
 struct Bound {
     sizes: RunSizes,
@@ -277,16 +286,47 @@ impl Runtime {
         inputs: &[(&str, &DeviceTensor)],
         attrs: &[(&str, AttrValue)],
     ) -> Result<BTreeMap<String, DeviceTensor>, GraphRunError> {
+        self.run_module(graph, Compiled::Spec(spec), inputs, attrs)
+    }
+
+    /// [`Runtime::run_graph`] with a module compiled elsewhere (for example
+    /// the general path of a graph a template also takes, to compare the two
+    /// plans side by side). `kernel` must have been compiled from `graph`.
+    pub fn run_compiled(
+        &mut self,
+        graph: &Graph,
+        kernel: &CompiledKernel,
+        inputs: &[(&str, &DeviceTensor)],
+        attrs: &[(&str, AttrValue)],
+    ) -> Result<BTreeMap<String, DeviceTensor>, GraphRunError> {
+        self.run_module(graph, Compiled::Given(kernel), inputs, attrs)
+    }
+
+    fn run_module(
+        &mut self,
+        graph: &Graph,
+        compiled: Compiled<'_>,
+        inputs: &[(&str, &DeviceTensor)],
+        attrs: &[(&str, AttrValue)],
+    ) -> Result<BTreeMap<String, DeviceTensor>, GraphRunError> {
         self.graphs.stats.runs += 1;
         let bound = self.bind(graph, inputs, attrs)?;
-        let n = bound.sizes.max_len;
-        if n > u64::from(spec.max_len_bucket) {
-            return Err(GraphRunError::MaxLenAboveBucket {
-                max_len: n as usize,
-                bucket: spec.max_len_bucket,
-            });
-        }
-        let (kernel, module) = self.compile_graph(graph, spec)?;
+        let (kernel, module) = match compiled {
+            Compiled::Spec(spec) => {
+                let n = bound.sizes.max_len;
+                if n > u64::from(spec.max_len_bucket) {
+                    return Err(GraphRunError::MaxLenAboveBucket {
+                        max_len: n as usize,
+                        bucket: spec.max_len_bucket,
+                    });
+                }
+                self.compile_graph(graph, spec)?
+            }
+            Compiled::Given(kernel) => {
+                let module = self.load_module(&kernel.ptx)?;
+                (Arc::new(kernel.clone()), module)
+            }
+        };
         let mut owned = Vec::new();
         let result = self.launch_all(graph, &kernel, module, &bound, inputs, &mut owned);
         let (outputs, scratch) = match result {
@@ -314,6 +354,27 @@ impl Runtime {
         inputs: &[(&str, &DenseTensor)],
         attrs: &[(&str, AttrValue)],
     ) -> Result<BTreeMap<String, DenseTensor>, GraphRunError> {
+        self.run_host(graph, Compiled::Spec(spec), inputs, attrs)
+    }
+
+    /// [`Runtime::run_compiled`] on host tensors.
+    pub fn run_compiled_host(
+        &mut self,
+        graph: &Graph,
+        kernel: &CompiledKernel,
+        inputs: &[(&str, &DenseTensor)],
+        attrs: &[(&str, AttrValue)],
+    ) -> Result<BTreeMap<String, DenseTensor>, GraphRunError> {
+        self.run_host(graph, Compiled::Given(kernel), inputs, attrs)
+    }
+
+    fn run_host(
+        &mut self,
+        graph: &Graph,
+        compiled: Compiled<'_>,
+        inputs: &[(&str, &DenseTensor)],
+        attrs: &[(&str, AttrValue)],
+    ) -> Result<BTreeMap<String, DenseTensor>, GraphRunError> {
         let mut device = Vec::with_capacity(inputs.len());
         let mut result = Ok(BTreeMap::new());
         for (name, tensor) in inputs {
@@ -327,27 +388,29 @@ impl Runtime {
         }
         if result.is_ok() {
             let named: Vec<(&str, &DeviceTensor)> = device.iter().map(|(n, t)| (*n, t)).collect();
-            result = self.run_graph(graph, spec, &named, attrs).and_then(|outs| {
-                let mut host = BTreeMap::new();
-                let mut first_error = None;
-                for (name, tensor) in outs {
-                    match self.download_tensor(&tensor) {
-                        Ok(t) => {
-                            host.insert(name, t);
+            result = self
+                .run_module(graph, compiled, &named, attrs)
+                .and_then(|outs| {
+                    let mut host = BTreeMap::new();
+                    let mut first_error = None;
+                    for (name, tensor) in outs {
+                        match self.download_tensor(&tensor) {
+                            Ok(t) => {
+                                host.insert(name, t);
+                            }
+                            Err(err) => {
+                                first_error.get_or_insert(err);
+                            }
                         }
-                        Err(err) => {
+                        if let Err(err) = self.free(tensor.buffer) {
                             first_error.get_or_insert(err);
                         }
                     }
-                    if let Err(err) = self.free(tensor.buffer) {
-                        first_error.get_or_insert(err);
+                    match first_error {
+                        Some(err) => Err(err.into()),
+                        None => Ok(host),
                     }
-                }
-                match first_error {
-                    Some(err) => Err(err.into()),
-                    None => Ok(host),
-                }
-            });
+                });
         }
         for (_, tensor) in device {
             let freed = self.free(tensor.buffer);

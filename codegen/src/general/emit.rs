@@ -107,6 +107,13 @@ pub(super) fn lower_step(
     Ok(vec![em.finish()])
 }
 
+/// The start and `n_b` of each input sequence set for the sequence `b` an
+/// element loop is in (loaded once per sequence or element).
+struct SeqMemo {
+    b: Reg,
+    sets: Vec<(Handle<Node>, Reg, Reg)>,
+}
+
 struct Emitter<'g> {
     graph: &'g Graph,
     part: &'g Partition,
@@ -114,6 +121,7 @@ struct Emitter<'g> {
     params: Vec<(ParamKey, ParamId)>,
     bindings: Vec<ParamBinding>,
     items: SizeExpr,
+    memo: Option<SeqMemo>,
 }
 
 impl<'g> Emitter<'g> {
@@ -125,6 +133,7 @@ impl<'g> Emitter<'g> {
             params: Vec::new(),
             bindings: Vec::new(),
             items: SizeExpr::Const(1),
+            memo: None,
         }
     }
 
@@ -230,6 +239,9 @@ impl<'g> Emitter<'g> {
 
     /// `offsets[k]` of set `s` (u64).
     fn seq_start(&mut self, s: Handle<Node>, k: Reg) -> Result<Reg> {
+        if let Some(&(_, start, _)) = self.memoized(s, k) {
+            return Ok(start);
+        }
         let st = self.set_offsets(s)?;
         let base = self.ptr(st.buffer);
         Ok(load_index(&mut self.b, base, k, st.elem))
@@ -237,6 +249,9 @@ impl<'g> Emitter<'g> {
 
     /// `n_b` of set `s` (u64): the length, capped at `max_len` if truncated.
     fn seq_len(&mut self, s: Handle<Node>, b: Reg) -> Result<Reg> {
+        if let Some(&(_, _, len)) = self.memoized(s, b) {
+            return Ok(len);
+        }
         let start = self.seq_start(s, b)?;
         let next = self.b.binary(BinOp::Add, Type::U64, b, Operand::Int(1));
         let end = self.seq_start(s, next)?;
@@ -246,6 +261,12 @@ impl<'g> Emitter<'g> {
             return Ok(self.b.binary(BinOp::Min, Type::U64, len, n));
         }
         Ok(len)
+    }
+
+    /// The memoized start and length of set `s` for sequence register `b`.
+    fn memoized(&self, s: Handle<Node>, b: Reg) -> Option<&(Handle<Node>, Reg, Reg)> {
+        let memo = self.memo.as_ref().filter(|m| m.b == b)?;
+        memo.sets.iter().find(|(set, _, _)| *set == s)
     }
 
     /// The extent of `dim` in sequence `b`.
@@ -262,31 +283,6 @@ impl<'g> Emitter<'g> {
             Dim::MaxLen => self.size(SizeExpr::MaxLen).into(),
             Dim::Ragged(s) => self.seq_len(s, b)?.into(),
         })
-    }
-
-    /// The sequence containing `row` of set `s`: the last `b < B` with
-    /// `offsets[b] <= row` (binary search; `row < offsets[B]`).
-    fn search(&mut self, s: Handle<Node>, row: Reg) -> Result<Reg> {
-        let lo = self.b.mov(Type::U64, Operand::Int(0));
-        let hi = self.size(SizeExpr::Batch);
-        let hi = self.b.mov(Type::U64, hi);
-        let head = self.b.label();
-        let exit = self.b.label();
-        self.b.place(head);
-        let gap = self.b.binary(BinOp::Sub, Type::U64, hi, lo);
-        let done = self.b.setp(Cmp::Le, Type::U64, gap, Operand::Int(1));
-        self.b.bra_if(done, false, exit);
-        let sum = self.b.binary(BinOp::Add, Type::U64, lo, hi);
-        let mid = self.b.binary(BinOp::Shr, Type::U64, sum, Operand::Int(1));
-        let start = self.seq_start(s, mid)?;
-        let below = self.b.setp(Cmp::Le, Type::U64, start, row);
-        let new_lo = self.b.selp(Type::U64, mid, lo, below);
-        let new_hi = self.b.selp(Type::U64, hi, mid, below);
-        self.b.mov_to(Type::U64, lo, new_lo);
-        self.b.mov_to(Type::U64, hi, new_hi);
-        self.b.bra(head);
-        self.b.place(exit);
-        Ok(lo)
     }
 
     // ---- element loops ----------------------------------------------------
@@ -306,9 +302,12 @@ impl<'g> Emitter<'g> {
         digits
     }
 
-    /// A grid-stride loop over the elements of a value of type `ty`, calling
-    /// `body` with each element's index and linear position. Rows of a jagged
-    /// value at `i >= n_b` get zeros in `zero_into` instead.
+    /// A loop over the elements of a value of type `ty`, calling `body` with
+    /// each element's index and linear position. Jagged values go a warp per
+    /// sequence (grid-stride over sequences, lanes over the sequence's rows x
+    /// inner elements, coalesced), so no thread searches for its sequence;
+    /// rows at `n_b <= i < L_b` get zeros in `zero_into` instead. Dense
+    /// values go a thread per element.
     fn for_each_element(
         &mut self,
         ty: &TensorType,
@@ -316,83 +315,116 @@ impl<'g> Emitter<'g> {
         mut body: impl FnMut(&mut Self, &At, Reg) -> Result<()>,
     ) -> Result<()> {
         let graph = self.graph;
-        let items = elements(ty).ok_or_else(|| {
-            CodegenError::Unsupported(format!(
+        let Some(s) = ty.seqs() else {
+            let items = elements(ty).unwrap_or(SizeExpr::Const(0));
+            self.items = items.clone();
+            let work = self.size(items);
+            let (start, step) = self.b.global_thread_index();
+            let range = self.b.begin_range(Type::U64, start, work, step);
+            let zero = self.b.mov(Type::U64, Operand::Int(0));
+            let mut extents = Vec::with_capacity(ty.dims.len());
+            for &d in &ty.dims {
+                extents.push(self.extent(d, zero)?);
+            }
+            let idx = self.digits(range.counter, &extents);
+            // Only a `B` dim gives a sequence (`b < B`, so `offsets[b + 1]`
+            // exists); other dense values read no per-sequence state here.
+            let b = match ty.dims.first() {
+                Some(Dim::Batch) => {
+                    self.enter_sequence(idx[0])?;
+                    idx[0]
+                }
+                _ => zero,
+            };
+            body(self, &At { b, idx }, range.counter)?;
+            self.memo = None;
+            self.b.end_range(range);
+            return Ok(());
+        };
+        if ty.ragged_rank() != 1 {
+            return Err(CodegenError::Unsupported(format!(
                 "graph `{}`: a loop over the elements of {ty}",
                 graph.name()
-            ))
-        })?;
-        self.items = items.clone();
-        let work = self.size(items);
+            )));
+        }
+        let inner: Vec<Operand> = ty.dims[1..]
+            .iter()
+            .map(|d| match d {
+                Dim::Static(n) => Operand::Int(*n as i64),
+                _ => Operand::Int(1),
+            })
+            .collect();
+        let width = super::static_product(&ty.dims[1..]);
+        self.items = SizeExpr::Batch * SizeExpr::Const(32);
         let (start, step) = self.b.global_thread_index();
-        let range = self.b.begin_range(Type::U64, start, work, step);
-        let w = range.counter;
-        let next = self.b.label();
-        let zero = self.b.mov(Type::U64, Operand::Int(0));
-        match ty.seqs() {
-            None => {
-                let mut extents = Vec::with_capacity(ty.dims.len());
-                for &d in &ty.dims {
-                    extents.push(self.extent(d, zero)?);
-                }
-                let idx = self.digits(w, &extents);
-                let b = match ty.dims.first() {
-                    Some(Dim::Batch) => idx[0],
-                    _ => zero,
-                };
-                body(self, &At { b, idx }, w)?;
-            }
-            Some(s) => {
-                if ty.ragged_rank() != 1 {
-                    return Err(CodegenError::Unsupported(format!(
-                        "graph `{}`: a loop over the elements of {ty}",
-                        graph.name()
-                    )));
-                }
-                let inner: Vec<Operand> = ty.dims[1..]
-                    .iter()
-                    .map(|d| match d {
-                        Dim::Static(n) => Operand::Int(*n as i64),
-                        _ => Operand::Int(1),
-                    })
-                    .collect();
-                let width = super::static_product(&ty.dims[1..]);
-                let row = self
-                    .b
-                    .binary(BinOp::Div, Type::U64, w, Operand::Int(width as i64));
-                let within = self
-                    .b
-                    .binary(BinOp::Rem, Type::U64, w, Operand::Int(width as i64));
-                if matches!(graph.node(s), Node::SeqsWhere { .. }) {
-                    // Compacted sets hold fewer rows than their capacity.
-                    let batch = self.size(SizeExpr::Batch);
-                    let rows = self.seq_start(s, batch)?;
-                    let past = self.b.setp(Cmp::Ge, Type::U64, row, rows);
-                    self.b.bra_if(past, false, next);
-                }
-                let b = self.search(s, row)?;
-                let first = self.seq_start(s, b)?;
-                let i = self.b.binary(BinOp::Sub, Type::U64, row, first);
+        let warp = self.b.binary(BinOp::Shr, Type::U64, start, Operand::Int(5));
+        let lane = self
+            .b
+            .binary(BinOp::And, Type::U64, start, Operand::Int(31));
+        let warps = self.b.binary(BinOp::Shr, Type::U64, step, Operand::Int(5));
+        let batch = self.size(SizeExpr::Batch);
+        let seqs = self.b.begin_range(Type::U64, warp, batch, warps);
+        let b = seqs.counter;
+        self.enter_sequence(b)?;
+        let first = self.seq_start(s, b)?;
+        let next = self.b.binary(BinOp::Add, Type::U64, b, Operand::Int(1));
+        let end = self.seq_start(s, next)?;
+        let stored_rows = self.b.binary(BinOp::Sub, Type::U64, end, first);
+        let len = self.seq_len(s, b)?;
+        let count = self.b.binary(
+            BinOp::Mul,
+            Type::U64,
+            stored_rows,
+            Operand::Int(width as i64),
+        );
+        let base = self
+            .b
+            .binary(BinOp::Mul, Type::U64, first, Operand::Int(width as i64));
+        let elems = self.b.begin_range(Type::U64, lane, count, Operand::Int(32));
+        let e = elems.counter;
+        let lin = self.b.binary(BinOp::Add, Type::U64, base, e);
+        let i = self
+            .b
+            .binary(BinOp::Div, Type::U64, e, Operand::Int(width as i64));
+        let done = self.b.label();
+        let valid = self.b.setp(Cmp::Lt, Type::U64, i, len);
+        let write = self.b.label();
+        self.b.bra_if(valid, false, write);
+        for &st in zero_into {
+            let z = self.zero(st.elem);
+            self.store(st, lin, z);
+        }
+        self.b.bra(done);
+        self.b.place(write);
+        let mut idx = vec![i];
+        if !inner.is_empty() {
+            let within = self
+                .b
+                .binary(BinOp::Rem, Type::U64, e, Operand::Int(width as i64));
+            idx.extend(self.digits(within, &inner));
+        }
+        body(self, &At { b, idx }, lin)?;
+        self.b.place(done);
+        self.b.end_range(elems);
+        self.memo = None;
+        self.b.end_range(seqs);
+        Ok(())
+    }
+
+    /// Loads the start and `n_b` of every input sequence set for sequence
+    /// `b` once, for the reads of the element being computed (valid until
+    /// `self.memo` is reset at the end of the element's scope).
+    fn enter_sequence(&mut self, b: Reg) -> Result<()> {
+        self.memo = None;
+        let mut sets = Vec::new();
+        for (s, node) in self.graph.nodes().iter() {
+            if matches!(node, Node::Seqs { .. }) {
+                let start = self.seq_start(s, b)?;
                 let len = self.seq_len(s, b)?;
-                let valid = self.b.setp(Cmp::Lt, Type::U64, i, len);
-                let write = self.b.label();
-                self.b.bra_if(valid, false, write);
-                for &st in zero_into {
-                    let z = self.zero(st.elem);
-                    self.store(st, w, z);
-                }
-                self.b.bra(next);
-                self.b.place(write);
-                let mut idx = vec![i];
-                idx.extend(self.digits(within, &inner));
-                if inner.is_empty() {
-                    idx.truncate(1);
-                }
-                body(self, &At { b, idx }, w)?;
+                sets.push((s, start, len));
             }
         }
-        self.b.place(next);
-        self.b.end_range(range);
+        self.memo = Some(SeqMemo { b, sets });
         Ok(())
     }
 

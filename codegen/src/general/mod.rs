@@ -208,14 +208,27 @@ fn step_for(graph: &Graph, h: Handle<Node>, into: Stored) -> Step {
     }
 }
 
+/// How much the general path fuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fusion {
+    /// Elementwise trees, masks, padding and `[%s, %s]` values are
+    /// recomputed where they are read (the default).
+    Fused,
+    /// Every value is stored by a kernel of its own, except scalars and
+    /// `[%s, %s]` values (which cannot be): the baseline the cost model
+    /// compares fused plans with, one kernel per op like an eager framework.
+    Unfused,
+}
+
 /// Whether the value of `h` is recomputed where it is read rather than stored.
-fn fused(graph: &Graph, h: Handle<Node>) -> bool {
+fn fused(graph: &Graph, h: Handle<Node>, fusion: Fusion) -> bool {
     let pair = matches!(graph.type_of(h), Type::Tensor(t) if t.ragged_rank() == 2);
     match graph.node(h) {
-        Node::Reduce { .. } | Node::Contract { .. } => pair,
         Node::Input { .. } | Node::Scan { .. } | Node::Compact { .. } => false,
         Node::Seqs { .. } | Node::SeqsWhere { .. } => false,
-        _ => true,
+        Node::Attr { .. } | Node::Const { .. } => true,
+        Node::Reduce { .. } | Node::Contract { .. } => pair,
+        _ => pair || fusion == Fusion::Fused,
     }
 }
 
@@ -232,7 +245,7 @@ pub(crate) fn reduced_type(x: &TensorType, axis: usize) -> TensorType {
 
 impl Partition {
     /// Partitions `graph` into kernels.
-    pub fn of(graph: &Graph) -> Result<Partition, CodegenError> {
+    pub fn of(graph: &Graph, fusion: Fusion) -> Result<Partition, CodegenError> {
         let mut part = Partition {
             stored: HashMap::new(),
             softmax_stats: HashMap::new(),
@@ -322,7 +335,7 @@ impl Partition {
             match output {
                 // Readers may load an output only where loading gives back
                 // exactly what was computed (not from f16 / bf16 buffers).
-                Some(out) if exact(out.elem) || fused(graph, h) => {
+                Some(out) if exact(out.elem) || fused(graph, h, fusion) => {
                     if exact(out.elem) {
                         part.stored.insert(h, out);
                     }
@@ -331,7 +344,7 @@ impl Partition {
                         written.push(k);
                     }
                 }
-                _ if !fused(graph, h) => {
+                _ if !fused(graph, h, fusion) => {
                     let ty = tensor_type(graph, h)?;
                     let elems = element_count(graph, h, ty)?;
                     let into = part.add_scratch(scratch_elem(ty.dtype), elems);
@@ -441,7 +454,16 @@ pub struct General {
 /// Compiles any validated graph for `spec` (only `spec.arch` matters: the
 /// general path reads dtypes and inner dims from the graph itself).
 pub fn compile_general(graph: &Graph, spec: &Spec) -> Result<General, CodegenError> {
-    let part = Partition::of(graph)?;
+    compile_general_with(graph, spec, Fusion::Fused)
+}
+
+/// [`compile_general`] with a choice of [`Fusion`].
+pub fn compile_general_with(
+    graph: &Graph,
+    spec: &Spec,
+    fusion: Fusion,
+) -> Result<General, CodegenError> {
+    let part = Partition::of(graph, fusion)?;
     let prefix = entry_prefix(graph);
     let mut module = KernelModule::default();
     let mut launches = Vec::new();
