@@ -133,22 +133,30 @@ impl Spec {
                 CodegenError::Unsupported(format!("graph `{}` has no i32/i64 input", graph.name()))
             })?;
         let (dtype, inner) = match values {
-            Some(ty) => (ty.dtype, static_inner(&ty)),
+            Some(ty) => (ty.dtype, static_dims(&ty)),
             None => (DType::F32, Vec::new()),
         };
-        Ok(Spec::new(inner, max_len, dtype, index, arch))
+        Spec::try_new(&inner, max_len, dtype, index, arch).map_err(|e| {
+            CodegenError::Unsupported(format!("graph `{}`: {e}", graph.name()))
+        })
     }
 }
 
-/// The trailing static dims of a type.
-fn static_inner(ty: &TensorType) -> Vec<u32> {
+/// The static dims of a type.
+fn static_dims(ty: &TensorType) -> Vec<usize> {
     ty.dims
         .iter()
         .filter_map(|d| match d {
-            Dim::Static(n) => Some(*n as u32),
+            Dim::Static(n) => Some(*n),
             _ => None,
         })
         .collect()
+}
+
+/// The static dims of a type as the spec holds them (32-bit; a wider one
+/// matches no spec, so it is refused by the spec check first).
+fn static_inner(ty: &TensorType) -> Vec<u32> {
+    crate::spec::inner_dims_u32(&static_dims(ty)).unwrap_or_default()
 }
 
 fn no_template(graph: &Graph, why: &str) -> CodegenError {

@@ -129,13 +129,11 @@ fn softmax_and_max_kernels_agree_on_masked_lines_and_ignore_nan_past_max_len() {
     }
 }
 
-/// Finding: the softmax kernel computes `inv = sum > 0 ? 1 / sum : 0`
-/// (codegen/src/templates/segment.rs), so a NaN sum (a NaN or `+inf` in the
-/// line) gives `inv = 0` and the entries whose `exp(x - max)` is finite come
-/// out 0 instead of NaN (`[nan, inf, 1]` gives `[nan, nan, 0]`); its running
-/// max (`max.f32`) also drops NaN. Testing `sum == 0` instead would fix it.
+/// Regression: the softmax kernel computed `inv = sum > 0 ? 1 / sum : 0`, so
+/// a NaN sum (a NaN or `+inf` in the line) gave `inv = 0` (`[nan, inf, 1]`
+/// gave `[nan, nan, 0]`), and its running max (`max.f32`) dropped NaN; it
+/// now tests `sum == 0` and takes a NaN-propagating max.
 #[test]
-#[ignore = "finding: the jagged_softmax kernel gives 0 instead of NaN next to a NaN; see the doc comment"]
 fn softmax_kernel_propagates_nan_like_the_reference() {
     let g = ops::jagged_softmax(&spec1()).expect("graph");
     for (name, got, want) in kernel_and_reference(&g, &jagged(&VALUES, &LENGTHS), &LENGTHS, 3, &[])
@@ -156,12 +154,9 @@ fn sum_and_mean_kernels_propagate_nan_like_the_reference() {
     }
 }
 
-/// Finding: the reduce kernel's `max` combines with PTX `max.f32`, which
-/// returns the non-NaN operand, so a NaN in a line is dropped (the kernel
-/// gives the max of the other entries). Fixing it belongs to the segment
-/// template (codegen/src/templates/segment.rs).
+/// Regression: the reduce kernel's `max` combined with PTX `max.f32`, which
+/// returns the non-NaN operand, so a NaN in a line was dropped.
 #[test]
-#[ignore = "finding: the jagged_reduce max kernel drops NaN (PTX max.f32); see the doc comment"]
 fn max_kernel_propagates_nan_like_the_reference() {
     let g = ops::jagged_reduce(&spec1(), ReduceOp::Max).expect("graph");
     for (name, got, want) in kernel_and_reference(&g, &jagged(&VALUES, &LENGTHS), &LENGTHS, 3, &[])

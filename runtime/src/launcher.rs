@@ -478,6 +478,14 @@ impl Runtime {
                 _ => total_rows = Some(t),
             }
         }
+        // Lengths that become offsets (complete_cumsum) must be non-negative
+        // and sum within the offsets dtype: checked before any kernel runs,
+        // as the reference evaluator checks them.
+        for (name, _) in jagged_ir::bind::lengths_inputs(graph) {
+            let tensor = find_input(inputs, name)?;
+            let values = self.download_index(name, tensor)?;
+            jagged_ir::bind::check_lengths_inputs(graph, &[(name, &values)])?;
+        }
         Ok(Bound {
             sizes: RunSizes {
                 batch: binding.batch as u64,

@@ -332,3 +332,22 @@ fn bad_inputs_are_typed_errors_naming_the_argument() {
         "{err}"
     );
 }
+
+/// Lengths that would make invalid offsets (a negative one, or a sum past
+/// the offsets dtype) are refused by `run_graph` before any kernel runs,
+/// with the reference evaluator's typed errors.
+#[test]
+fn complete_cumsum_refuses_bad_lengths_before_launching() {
+    let graph = ops::complete_cumsum(DType::I32).expect("graph");
+    let spec = Spec::for_graph(&graph, MAX_LEN as u64, Arch::Sm80).expect("spec");
+    let mut rt = emu();
+    for lengths in [vec![3.0, -1.0, 2.0], vec![2e9, 2e9]] {
+        let t = DenseTensor::from_f64(DType::I32, vec![lengths.len()], &lengths).expect("lengths");
+        let err = rt
+            .run_graph_host(&graph, &spec, &[("lengths", &t)], &[])
+            .expect_err("bad lengths must be refused");
+        let reference = jagged_ir::evaluate(&graph, &[("lengths", &t)], &[])
+            .expect_err("the reference refuses them too");
+        assert_eq!(err.to_string(), reference.to_string(), "{lengths:?}");
+    }
+}

@@ -16,8 +16,8 @@ use crate::launch::{ParamBinding, SizeExpr};
 use crate::spec::{DType, elem_bytes};
 use crate::templates::map::{emit_binary, emit_unary};
 use crate::templates::{
-    BLOCK_THREADS, Plan, exp_f32, grid, load_f32, load_index, pack_f32, store_f32, store_index,
-    unpack_f32,
+    BLOCK_THREADS, Plan, exp_f32, grid, load_f32, load_index, max_nan, pack_f32, store_f32,
+    store_index, unpack_f32,
 };
 
 /// A value in registers: f32 for float dtypes, s64 for integers and bools.
@@ -604,15 +604,6 @@ impl<'g> Emitter<'g> {
         }
     }
 
-    /// `max` that propagates NaN from either side (PTX `max.f32` does not).
-    fn nan_max(&mut self, a: Reg, v: Reg) -> Reg {
-        let m = self.b.binary(BinOp::Max, Type::F32, a, v);
-        let v_ok = self.b.setp(Cmp::Eq, Type::F32, v, v);
-        let m = self.b.selp(Type::F32, m, v, v_ok);
-        let a_ok = self.b.setp(Cmp::Eq, Type::F32, a, a);
-        self.b.selp(Type::F32, m, a, a_ok)
-    }
-
     // ---- values -----------------------------------------------------------
 
     /// The value of `h` at `at`: loaded if stored, else computed in place.
@@ -930,7 +921,7 @@ impl<'g> Emitter<'g> {
         self.over_axis(n, at, axis, |em, line| {
             let v = em.value(arg, line)?;
             let v = em.f32(v);
-            let next = em.nan_max(m, v);
+            let next = max_nan(&mut em.b, m, v);
             em.b.mov_to(Type::F32, m, next);
             Ok(())
         })?;
@@ -1002,7 +993,7 @@ impl<'g> Emitter<'g> {
                 self.over_axis(n, &line, axis, |em, l| {
                     let v = em.value(arg, l)?;
                     let v = em.f32(v);
-                    let next = em.nan_max(acc, v);
+                    let next = max_nan(&mut em.b, acc, v);
                     em.b.mov_to(Type::F32, acc, next);
                     Ok(())
                 })?;

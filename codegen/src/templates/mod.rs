@@ -423,6 +423,16 @@ pub fn split_row_chunk(b: &mut KernelBuilder, work: Reg, chunks: u64) -> (Reg, R
     (row, chunk)
 }
 
+/// `max(a, v)` that is NaN when either is (PTX `max.f32` returns the other
+/// operand): the reference's semantics, for every max-reduction.
+pub fn max_nan(b: &mut KernelBuilder, a: Reg, v: Reg) -> Reg {
+    let m = b.binary(BinOp::Max, Type::F32, a, v);
+    let v_ok = b.setp(Cmp::Eq, Type::F32, v, v);
+    let m = b.selp(Type::F32, m, v, v_ok);
+    let a_ok = b.setp(Cmp::Eq, Type::F32, a, a);
+    b.selp(Type::F32, m, a, a_ok)
+}
+
 /// `2^(x * log2(e))` = `exp(x)` through `ex2.approx`.
 pub fn exp_f32(b: &mut KernelBuilder, x: impl Into<Operand>) -> Reg {
     let scaled = b.binary(

@@ -21,8 +21,8 @@ use crate::launch::{ParamBinding, SizeExpr};
 use crate::spec::DType;
 
 use super::{
-    BLOCK_THREADS, Entry, Plan, chunking, exp_f32, grid, load_f32, load_index, sequence_groups,
-    store_f32,
+    BLOCK_THREADS, Entry, Plan, chunking, exp_f32, grid, load_f32, load_index, max_nan,
+    sequence_groups, store_f32,
 };
 
 /// Reductions of `jagged_reduce`.
@@ -129,10 +129,13 @@ impl Combiner {
     fn accumulate(self, b: &mut KernelBuilder, state: &[Reg], x: Reg) {
         match self {
             Combiner::Sum => b.binary_to(BinOp::Add, Type::F32, state[0], state[0], x),
-            Combiner::Max => b.binary_to(BinOp::Max, Type::F32, state[0], state[0], x),
+            Combiner::Max => {
+                let m = max_nan(b, state[0], x);
+                b.mov_to(Type::F32, state[0], m);
+            }
             Combiner::OnlineSoftmax => {
                 let (m, s) = (state[0], state[1]);
-                let m_new = b.binary(BinOp::Max, Type::F32, m, x);
+                let m_new = max_nan(b, m, x);
                 let base = Self::safe_base(b, m_new);
                 let d_old = b.binary(BinOp::Sub, Type::F32, m, base);
                 let scale = exp_f32(b, d_old);
@@ -157,7 +160,7 @@ impl Combiner {
             Combiner::Sum | Combiner::Max => self.accumulate(b, state, other[0]),
             Combiner::OnlineSoftmax => {
                 let (m, s) = (state[0], state[1]);
-                let m_new = b.binary(BinOp::Max, Type::F32, m, other[0]);
+                let m_new = max_nan(b, m, other[0]);
                 let base = Self::safe_base(b, m_new);
                 let d_mine = b.binary(BinOp::Sub, Type::F32, m, base);
                 let d_other = b.binary(BinOp::Sub, Type::F32, other[0], base);
@@ -451,14 +454,15 @@ impl Ctx<'_> {
                 b.place(skip);
             }
             SegmentOp::Softmax => {
-                // Per column: base = max (0 if none), inv = 1 / sum (0 if the sum is 0).
+                // Per column: base = max (0 if none), inv = 1 / sum (0 if the
+                // sum is 0; a NaN sum stays NaN, as in the reference).
                 let params: Vec<(Reg, Reg)> = states
                     .iter()
                     .map(|state| {
                         let base = Combiner::safe_base(b, state[0]);
                         let rcp = b.unary(UnOp::Rcp, Type::F32, state[1]);
-                        let positive = b.setp(Cmp::Gt, Type::F32, state[1], Operand::F32(0.0));
-                        let inv = b.selp(Type::F32, rcp, Operand::F32(0.0), positive);
+                        let empty = b.setp(Cmp::Eq, Type::F32, state[1], Operand::F32(0.0));
+                        let inv = b.selp(Type::F32, Operand::F32(0.0), rcp, empty);
                         (base, inv)
                     })
                     .collect();
