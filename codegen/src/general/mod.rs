@@ -199,6 +199,11 @@ fn exact(elem: DType) -> bool {
     !matches!(elem, DType::F16 | DType::BF16)
 }
 
+/// Whether `h` is read by no node and named by one output only.
+fn sole_use(graph: &Graph, h: Handle<Node>) -> bool {
+    graph.users(h).is_empty() && graph.outputs().iter().filter(|o| o.value == h).count() == 1
+}
+
 /// The kernel that computes the value of `h` into `into`.
 fn step_for(graph: &Graph, h: Handle<Node>, into: Stored) -> Step {
     match graph.node(h) {
@@ -334,8 +339,9 @@ impl Partition {
             let output = output_of.get(&h).copied();
             match output {
                 // Readers may load an output only where loading gives back
-                // exactly what was computed (not from f16 / bf16 buffers).
-                Some(out) if exact(out.elem) || fused(graph, h, fusion) => {
+                // exactly what was computed (not from f16 / bf16 buffers); a
+                // value nothing else reads goes straight to its output.
+                Some(out) if exact(out.elem) || fused(graph, h, fusion) || sole_use(graph, h) => {
                     if exact(out.elem) {
                         part.stored.insert(h, out);
                     }
