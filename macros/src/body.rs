@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use jagged_ir::{BinaryOp, ReduceOp, UnaryOp};
+use jagged_ir::{BinaryOp, CompareOp, ReduceOp, UnaryOp};
 use proc_macro2::Span;
 use quote::ToTokens;
 use syn::spanned::Spanned;
@@ -246,6 +246,7 @@ impl Lowering<'_> {
                     None,
                 ),
                 Kind::Lengths => (dense(&ty.dtype, vec![DimE::Batch], &no_dims()), None),
+                Kind::Dense => (dense(&ty.dtype, Vec::new(), &ty.shape), None),
                 Kind::Pairs => {
                     return err_on(&ident, "query/key pairs are not a parameter type");
                 }
@@ -417,7 +418,8 @@ impl Lowering<'_> {
                     | BinOp::Ge(_) => {
                         return err_on(
                             &b.op,
-                            "comparisons are not part of the jagged DSL: masks come from inputs or `.causal()`",
+                            "comparison operators are not part of the jagged DSL: compare with the methods \
+                             `a.lt(b)`, `a.le(b)`, `a.gt(b)`, `a.ge(b)`, `a.eq(b)`, `a.ne(b)` (a bool tensor for `select`)",
                         );
                     }
                     _ => {
@@ -473,8 +475,65 @@ impl Lowering<'_> {
         Ok(())
     }
 
-    /// The node of a scalar in `dtype`.
-    fn scalar_node(&mut self, s: &Scalar, dtype: &DTy) -> V {
+    /// The node of a scalar in `dtype` (the dtype of the tensor it meets);
+    /// a fractional or infinite literal, or a float attribute, meeting an
+    /// integer or bool tensor is an error at `span` (it would be rounded).
+    fn scalar_node(&mut self, s: &Scalar, dtype: &DTy, span: Span) -> syn::Result<V> {
+        if dtype.is_known_non_float() {
+            self.scalar_fits_integers(s, dtype, span)?;
+        }
+        Ok(self.scalar_node_unchecked(s, dtype))
+    }
+
+    /// Checks that `s` is an integer expression (integer literals, index
+    /// attributes, `+ - * max min` on them) before it meets `dtype`.
+    fn scalar_fits_integers(&self, s: &Scalar, dtype: &DTy, span: Span) -> syn::Result<()> {
+        match s {
+            Scalar::Lit(v) if v.fract() != 0.0 || !v.is_finite() => err(
+                span,
+                format!(
+                    "the literal {v} meets a {} tensor and would be rounded; use an integer, \
+                     or convert the tensor with `.cast::<f32>()`",
+                    dtype.describe()
+                ),
+            ),
+            Scalar::Lit(_) => Ok(()),
+            Scalar::Attr(name) => {
+                let float = self.sig.params.iter().any(|p| {
+                    matches!(p, Param::Attr { ident, kind: AttrKind::Float, .. } if ident == name)
+                });
+                if float {
+                    err(
+                        span,
+                        format!(
+                            "the float attribute `{name}` meets a {} tensor; convert the tensor with `.cast::<f32>()`",
+                            dtype.describe()
+                        ),
+                    )
+                } else {
+                    Ok(())
+                }
+            }
+            Scalar::Neg(x) => self.scalar_fits_integers(x, dtype, span),
+            Scalar::Bin(op, a, b) => {
+                if matches!(op, BinaryOp::Div | BinaryOp::Pow) {
+                    return err(
+                        span,
+                        format!(
+                            "a scalar quotient or power meets a {} tensor and would be rounded; \
+                             convert the tensor with `.cast::<f32>()`",
+                            dtype.describe()
+                        ),
+                    );
+                }
+                self.scalar_fits_integers(a, dtype, span)?;
+                self.scalar_fits_integers(b, dtype, span)
+            }
+        }
+    }
+
+    /// The node of a scalar in `dtype`, unchecked.
+    fn scalar_node_unchecked(&mut self, s: &Scalar, dtype: &DTy) -> V {
         match s {
             Scalar::Lit(value) => self.emit(Step::Const {
                 value: *value,
@@ -485,15 +544,15 @@ impl Lowering<'_> {
                 dtype: dtype.clone(),
             }),
             Scalar::Neg(x) => {
-                let x = self.scalar_node(x, dtype);
+                let x = self.scalar_node_unchecked(x, dtype);
                 self.emit(Step::Unary {
                     op: UnaryOp::Neg,
                     x,
                 })
             }
             Scalar::Bin(op, a, b) => {
-                let a = self.scalar_node(a, dtype);
-                let b = self.scalar_node(b, dtype);
+                let a = self.scalar_node_unchecked(a, dtype);
+                let b = self.scalar_node_unchecked(b, dtype);
                 self.emit(Step::Binary { op: *op, a, b })
             }
         }
@@ -512,7 +571,7 @@ impl Lowering<'_> {
             Kind::PerSeq => 1,
             Kind::Jagged | Kind::Padded => 2,
             Kind::Pairs => 3,
-            Kind::Lengths | Kind::Offsets => 0,
+            Kind::Dense | Kind::Lengths | Kind::Offsets => 0,
         };
         for t in ts {
             if matches!(t.kind, Kind::Lengths | Kind::Offsets) {
@@ -595,18 +654,52 @@ impl Lowering<'_> {
     }
 
     fn arith(&mut self, op: BinaryOp, lhs: Value, rhs: Value, span: Span) -> syn::Result<Value> {
-        let (t, l, r) = match (lhs, rhs) {
-            (Value::Scalar(a), Value::Scalar(b)) => {
-                return Ok(Value::Scalar(Scalar::Bin(op, Box::new(a), Box::new(b))));
+        if let (Value::Scalar(a), Value::Scalar(b)) = (&lhs, &rhs) {
+            return Ok(Value::Scalar(Scalar::Bin(
+                op,
+                Box::new(a.clone()),
+                Box::new(b.clone()),
+            )));
+        }
+        let (t, l, r) = self.operands(lhs, rhs, span)?;
+        let var = self.emit(Step::Binary { op, a: l, b: r });
+        Ok(Value::Tensor(Tensor { var, ..t }))
+    }
+
+    /// `lhs.lt(rhs)` and the other comparisons: a bool tensor, broadcast like
+    /// arithmetic; a scalar side takes the tensor side's dtype.
+    fn compare(&mut self, op: CompareOp, lhs: Value, rhs: Value, span: Span) -> syn::Result<Value> {
+        if let (Value::Scalar(_), Value::Scalar(_)) = (&lhs, &rhs) {
+            return err(
+                span,
+                "a comparison needs a tensor on one side; both sides are scalars",
+            );
+        }
+        let (t, l, r) = self.operands(lhs, rhs, span)?;
+        let var = self.emit(Step::Compare { op, a: l, b: r });
+        Ok(Value::Tensor(Tensor {
+            dtype: bool_dtype(),
+            var,
+            ..t
+        }))
+    }
+
+    /// The two operands of an elementwise op with at least one tensor: the
+    /// result's kind, shape and sequences (with the operands' dtype), and the
+    /// operand nodes (a scalar materialized in the tensor's dtype).
+    fn operands(&mut self, lhs: Value, rhs: Value, span: Span) -> syn::Result<(Tensor, V, V)> {
+        Ok(match (lhs, rhs) {
+            (Value::Scalar(_), Value::Scalar(_)) => {
+                return err(span, "an elementwise op on two scalars has no tensor");
             }
             (Value::Tensor(a), Value::Scalar(s)) => {
                 self.broadcast(&[&a], span)?;
-                let s = self.scalar_node(&s, &a.dtype);
+                let s = self.scalar_node(&s, &a.dtype, span)?;
                 (a.clone(), a.var, s)
             }
             (Value::Scalar(s), Value::Tensor(b)) => {
                 self.broadcast(&[&b], span)?;
-                let s = self.scalar_node(&s, &b.dtype);
+                let s = self.scalar_node(&s, &b.dtype, span)?;
                 (b.clone(), s, b.var)
             }
             (Value::Tensor(a), Value::Tensor(b)) => {
@@ -624,9 +717,7 @@ impl Lowering<'_> {
                     r,
                 )
             }
-        };
-        let var = self.emit(Step::Binary { op, a: l, b: r });
-        Ok(Value::Tensor(Tensor { var, ..t }))
+        })
     }
 
     fn args(
@@ -742,11 +833,11 @@ impl Lowering<'_> {
         let refs: Vec<&Tensor> = ts.iter().collect();
         let (kind, shape, seqs) = self.broadcast(&refs, span)?;
         let node = |v: &Value, l: &mut Self| match v {
-            Value::Tensor(t) => t.var,
-            Value::Scalar(s) => l.scalar_node(s, &data_dtype),
+            Value::Tensor(t) => Ok(t.var),
+            Value::Scalar(s) => l.scalar_node(s, &data_dtype, span),
         };
-        let on_true = node(&on_true, self);
-        let on_false = node(&on_false, self);
+        let on_true = node(&on_true, self)?;
+        let on_false = node(&on_false, self)?;
         let var = self.emit(Step::Select {
             cond: cond.var,
             on_true,
@@ -765,6 +856,21 @@ impl Lowering<'_> {
         let recv = self.expr(&m.receiver)?;
         let name = m.method.to_string();
         let span = m.method.span();
+        if let Some(op) = compare_op(&name) {
+            // Scalars compare too (`window.ge(dist)`), so before the tensor check.
+            if m.args.len() != 1 {
+                return err_on(
+                    &m,
+                    format!("`.{name}()` takes 1 argument(s), found {}", m.args.len()),
+                );
+            }
+            if let Some(tf) = &m.turbofish {
+                return err_on(&tf, format!("`.{name}()` takes no type arguments"));
+            }
+            let mut args = self.args(&m.args)?;
+            let rhs = pop_arg(&mut args, span)?;
+            return self.compare(op, recv, rhs, span);
+        }
         let recv = match recv {
             Value::Tensor(t) => t,
             Value::Scalar(_) => {
@@ -795,7 +901,7 @@ impl Lowering<'_> {
                 ),
             );
         }
-        if name != "cast" && m.turbofish.is_some() {
+        if name != "cast" && name != "dot_acc" && m.turbofish.is_some() {
             return err_on(&m.turbofish, format!("`.{name}()` takes no type arguments"));
         }
         let mut args = self.args(&m.args)?;
@@ -811,7 +917,7 @@ impl Lowering<'_> {
                 return self.arith(max_or_min(&name), Value::Tensor(recv), other, span);
             }
             "cast" => {
-                let to = self.cast_target(m)?;
+                let to = self.dtype_turbofish(m, "write the target dtype as `.cast::<U>()`")?;
                 let var = self.cast_if_needed(v, &recv.dtype, &to);
                 Tensor {
                     dtype: to,
@@ -876,7 +982,7 @@ impl Lowering<'_> {
                     }
                     None => Scalar::Lit(0.0),
                 };
-                let fill = self.scalar_node(&fill, &recv.dtype);
+                let fill = self.scalar_node(&fill, &recv.dtype, m.args.span())?;
                 let var = self.emit(Step::Select {
                     cond: mask,
                     on_true: v,
@@ -902,7 +1008,7 @@ impl Lowering<'_> {
                         pred: Pred::RowInSequence(s),
                         ty: dense(&bool_dtype(), vec![DimE::Batch, DimE::MaxLen], &no_dims()),
                     });
-                    let pad = self.scalar_node(&pad, &recv.dtype);
+                    let pad = self.scalar_node(&pad, &recv.dtype, m.args.span())?;
                     var = self.emit(Step::Select {
                         cond: valid,
                         on_true: var,
@@ -959,10 +1065,110 @@ impl Lowering<'_> {
                 let mask = self.tensor(mask, m.args.span(), "the mask")?;
                 return self.compact(recv, mask, m.args.span());
             }
-            "dot" => {
+            "dot" | "dot_acc" => {
+                let acc = if name == "dot_acc" {
+                    let usage = "name the accumulator dtype: `.dot_acc::<f32>(k)`";
+                    let acc = self.dtype_turbofish(m, usage)?;
+                    if acc.is_known_non_float() && !recv.dtype.is_known_non_float() {
+                        return err_on(
+                            &m.turbofish,
+                            format!(
+                                "float operands ({}) accumulate in a float dtype, not {}",
+                                recv.describe(),
+                                acc.describe()
+                            ),
+                        );
+                    }
+                    Some(acc)
+                } else {
+                    None
+                };
                 let other = pop_arg(&mut args, span)?;
                 let other = self.tensor(other, m.args.span(), "the operand of `.dot()`")?;
-                return self.dot(recv, other, span);
+                return self.dot(recv, other, acc, span);
+            }
+            "query_pos" | "key_pos" => {
+                let s = self.seqs_of(&recv, span)?;
+                let dtype = recv.dtype.acc();
+                let var = self.emit(Step::Position {
+                    axis: usize::from(name == "key_pos"),
+                    ty: dense(&dtype, vec![DimE::Ragged(s), DimE::Ragged(s)], &no_dims()),
+                });
+                Tensor {
+                    dtype,
+                    shape: no_dims(),
+                    var,
+                    ..recv
+                }
+            }
+            "row_pos" => {
+                let dtype = recv.dtype.acc();
+                let (axis, ty) = match recv.kind {
+                    Kind::Padded => (
+                        1,
+                        dense(&dtype, vec![DimE::Batch, DimE::MaxLen], &no_dims()),
+                    ),
+                    _ => {
+                        let s = self.seqs_of(&recv, span)?;
+                        (0, TyE::Jagged(dtype.clone(), s, no_dims()))
+                    }
+                };
+                let var = self.emit(Step::Position { axis, ty });
+                Tensor {
+                    dtype,
+                    shape: no_dims(),
+                    var,
+                    ..recv
+                }
+            }
+            "seq_len" => {
+                let s = self.seqs_of(&recv, span)?;
+                let i64_dtype = DTy::Named("i64".to_string());
+                let lengths = self.emit(Step::Lengths {
+                    seqs: s,
+                    dtype: i64_dtype.clone(),
+                });
+                let dtype = recv.dtype.acc();
+                let var = self.cast_if_needed(lengths, &i64_dtype, &dtype);
+                Tensor {
+                    kind: Kind::PerSeq,
+                    dtype,
+                    shape: no_dims(),
+                    seqs: None,
+                    var,
+                }
+            }
+            "sum_over_features" | "mean_over_features" | "max_over_features" => {
+                let Shape::Dims(dims) = &recv.shape else {
+                    return err(
+                        span,
+                        format!(
+                            "`.{name}()` reduces the last inner dim, which a shape parameter ({}) does not name; declare the dims: `(H, D)`",
+                            recv.describe()
+                        ),
+                    );
+                };
+                let Some((_, kept)) = dims.split_last() else {
+                    return err(
+                        span,
+                        format!("`.{name}()`: {} has no inner dims", recv.describe()),
+                    );
+                };
+                let op = match name.as_str() {
+                    "sum_over_features" => ReduceOp::Sum,
+                    "mean_over_features" => {
+                        self.float_only(&recv, &name, span)?;
+                        ReduceOp::Mean
+                    }
+                    _ => ReduceOp::Max,
+                };
+                let axis = row_dims(recv.kind) + kept.len();
+                let var = self.emit(Step::Reduce { op, x: v, axis });
+                Tensor {
+                    shape: Shape::Dims(kept.to_vec()),
+                    var,
+                    ..recv
+                }
             }
             _ => return err(span, format!("unknown method `{name}`")),
         };
@@ -989,8 +1195,8 @@ impl Lowering<'_> {
         }
     }
 
-    fn cast_target(&self, m: &syn::ExprMethodCall) -> syn::Result<DTy> {
-        let usage = "write the target dtype as `.cast::<U>()`";
+    /// The dtype named by a method's turbofish (`.cast::<U>()`, `.dot_acc::<U>(k)`).
+    fn dtype_turbofish(&self, m: &syn::ExprMethodCall, usage: &str) -> syn::Result<DTy> {
         let Some(tf) = &m.turbofish else {
             return err_on(&m.method, usage);
         };
@@ -1062,7 +1268,8 @@ impl Lowering<'_> {
 
     /// `q.dot(k)`: Jagged (P.., K) . Jagged (P.., K) -> Pairs (P..), contracted over K;
     /// `p.dot(v)`: Pairs (P..) . Jagged (P.., E) -> Jagged (P.., E), contracted over keys.
-    fn dot(&mut self, a: Tensor, b: Tensor, span: Span) -> syn::Result<Value> {
+    /// `acc` is the accumulator (and result) dtype of `.dot_acc::<U>()`.
+    fn dot(&mut self, a: Tensor, b: Tensor, acc: Option<DTy>, span: Span) -> syn::Result<Value> {
         if a.seqs.is_none() || a.seqs != b.seqs || b.kind != Kind::Jagged {
             return err(
                 span,
@@ -1090,7 +1297,7 @@ impl Lowering<'_> {
                     );
                 }
                 let letters = letters(da);
-                let acc = DTy::Acc(Box::new(a.dtype.clone()));
+                let acc = acc.unwrap_or_else(|| a.dtype.acc());
                 let var = self.emit(Step::Contract {
                     a: a.var,
                     a_axes: format!("i{letters}"),
@@ -1118,7 +1325,7 @@ impl Lowering<'_> {
                         ),
                     );
                 }
-                let vb = if a.dtype == b.dtype || a.dtype == DTy::Acc(Box::new(b.dtype.clone())) {
+                let vb = if a.dtype == b.dtype || a.dtype == b.dtype.acc() {
                     self.cast_if_needed(b.var, &b.dtype, &a.dtype)
                 } else {
                     return err(
@@ -1128,17 +1335,18 @@ impl Lowering<'_> {
                 };
                 let letters = letters(db);
                 let p = &letters[..letters.len() - 1];
+                let dtype = acc.unwrap_or_else(|| a.dtype.clone());
                 let var = self.emit(Step::Contract {
                     a: a.var,
                     a_axes: format!("ij{p}"),
                     b: vb,
                     b_axes: format!("j{letters}"),
                     out_axes: format!("i{letters}"),
-                    dtype: a.dtype.clone(),
+                    dtype: dtype.clone(),
                 });
                 Ok(Value::Tensor(Tensor {
                     kind: Kind::Jagged,
-                    dtype: a.dtype.clone(),
+                    dtype,
                     shape: b.shape.clone(),
                     seqs: a.seqs,
                     var,
@@ -1188,7 +1396,7 @@ impl Lowering<'_> {
                     ),
                 );
             }
-            let var = if t.dtype == DTy::Acc(Box::new(declared_dtype.clone())) {
+            let var = if t.dtype != declared_dtype && t.dtype == declared_dtype.acc() {
                 self.cast_if_needed(t.var, &t.dtype, &declared_dtype)
             } else if t.dtype == declared_dtype {
                 t.var
@@ -1211,7 +1419,7 @@ impl Lowering<'_> {
 
 /// The methods of each kind, with their argument counts.
 fn methods_of(kind: Kind) -> Vec<(&'static str, usize)> {
-    const ELEMENTWISE: [(&str, usize); 13] = [
+    const ELEMENTWISE: [(&str, usize); 22] = [
         ("exp", 0),
         ("log", 0),
         ("silu", 0),
@@ -1225,6 +1433,15 @@ fn methods_of(kind: Kind) -> Vec<(&'static str, usize)> {
         ("max", 1),
         ("min", 1),
         ("cast", 0),
+        ("lt", 1),
+        ("le", 1),
+        ("gt", 1),
+        ("ge", 1),
+        ("eq", 1),
+        ("ne", 1),
+        ("sum_over_features", 0),
+        ("mean_over_features", 0),
+        ("max_over_features", 0),
     ];
     let own: &[(&str, usize)] = match kind {
         Kind::Jagged => &[
@@ -1236,8 +1453,11 @@ fn methods_of(kind: Kind) -> Vec<(&'static str, usize)> {
             ("to_padded", 0),
             ("to_padded_or", 1),
             ("dot", 1),
+            ("dot_acc", 1),
             ("compact", 1),
             ("offsets", 0),
+            ("row_pos", 0),
+            ("seq_len", 0),
         ],
         Kind::Pairs => &[
             ("softmax_over_keys", 0),
@@ -1248,13 +1468,40 @@ fn methods_of(kind: Kind) -> Vec<(&'static str, usize)> {
             ("anticausal", 0),
             ("anticausal_or", 1),
             ("dot", 1),
+            ("dot_acc", 1),
+            ("query_pos", 0),
+            ("key_pos", 0),
+            ("seq_len", 0),
         ],
-        Kind::Padded => &[("to_jagged", 0)],
-        Kind::PerSeq => &[],
+        Kind::Padded => &[("to_jagged", 0), ("row_pos", 0)],
+        Kind::PerSeq | Kind::Dense => &[],
         Kind::Lengths => return vec![("complete_cumsum", 0)],
         Kind::Offsets => return Vec::new(),
     };
     ELEMENTWISE.iter().chain(own).copied().collect()
+}
+
+/// The number of row dims before a kind's inner dims (`[%s, %s, ...]` of
+/// pairs, `[B, N, ...]` of a padded tensor, none of a dense one).
+fn row_dims(kind: Kind) -> usize {
+    match kind {
+        Kind::Dense => 0,
+        Kind::Jagged | Kind::PerSeq | Kind::Lengths | Kind::Offsets => 1,
+        Kind::Padded | Kind::Pairs => 2,
+    }
+}
+
+/// The IR comparison of a DSL comparison method (`a.lt(b)`, ...).
+fn compare_op(name: &str) -> Option<CompareOp> {
+    Some(match name {
+        "lt" => CompareOp::Lt,
+        "le" => CompareOp::Le,
+        "gt" => CompareOp::Gt,
+        "ge" => CompareOp::Ge,
+        "eq" => CompareOp::Eq,
+        "ne" => CompareOp::Ne,
+        _ => return None,
+    })
 }
 
 /// One letter per dim for `contract`'s axis strings: the dim's name in lower

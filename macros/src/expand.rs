@@ -139,6 +139,7 @@ fn module(attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
 fn lead_dims(kind: Kind) -> usize {
     match kind {
         Kind::Padded => 2,
+        Kind::Dense => 0,
         _ => 1,
     }
 }

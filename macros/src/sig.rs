@@ -20,6 +20,9 @@ pub enum Kind {
     Lengths,
     /// `Offsets<I>`: `[B+1]` integers.
     Offsets,
+    /// `Dense<T, S>`: `[S...]`, static inner dims only (a weight vector or
+    /// matrix), broadcast against any other kind.
+    Dense,
 }
 
 impl Kind {
@@ -32,6 +35,7 @@ impl Kind {
             Kind::Pairs => "Pairs",
             Kind::Lengths => "Lengths",
             Kind::Offsets => "Offsets",
+            Kind::Dense => "Dense",
         }
     }
 
@@ -42,6 +46,7 @@ impl Kind {
             Kind::Padded,
             Kind::Lengths,
             Kind::Offsets,
+            Kind::Dense,
         ]
         .into_iter()
         .find(|k| k.name() == name)
@@ -104,6 +109,18 @@ impl DTy {
                 quote!(::jagged::__private::accumulator(#inner))
             }
             DTy::KernelIndex => quote!(__offsets_dtype),
+        }
+    }
+
+    /// The accumulator dtype of this dtype (what `dot` and positions give):
+    /// f64 for f64, f32 for the other named dtypes, itself when it already is
+    /// one, symbolic for a parameter.
+    pub fn acc(&self) -> DTy {
+        match self {
+            DTy::Named(n) if n == "f64" => self.clone(),
+            DTy::Named(_) | DTy::KernelIndex => DTy::Named("f32".to_string()),
+            DTy::Acc(_) => self.clone(),
+            DTy::Param(_) => DTy::Acc(Box::new(self.clone())),
         }
     }
 
@@ -519,13 +536,14 @@ fn parse_shape(sig: &mut Signature, ty: &Type) -> syn::Result<Shape> {
     }
 }
 
-/// Parses `Jagged<T, S>`, `PerSeq<T, S>`, `Padded<T, S>`, `Lengths<I>`, `Offsets<I>`, `Offsets`.
+/// Parses `Jagged<T, S>`, `PerSeq<T, S>`, `Padded<T, S>`, `Dense<T, S>`,
+/// `Lengths<I>`, `Offsets<I>`, `Offsets`.
 fn parse_tensor_type(sig: &mut Signature, ty: &Type) -> syn::Result<TensorTy> {
     let unknown = || {
         Error::new_spanned(
             ty,
             "a kernel parameter is a DSL tensor (`Jagged<T, S>`, `PerSeq<T, S>`, `Padded<T, S>`, \
-             `Lengths<I>`, `Offsets<I>`) or an `#[attr]` scalar",
+             `Dense<T, S>`, `Lengths<I>`, `Offsets<I>`) or an `#[attr]` scalar",
         )
     };
     let Type::Path(p) = ty else {

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 
 use jagged_ir::{
-    AttrKind, AttrValue, BinaryOp, DType, Dim, Graph, GraphBuilder, Handle, IndexPredicate, Node,
-    ReduceOp, ScanMode, TensorType, UnaryOp,
+    AttrKind, AttrValue, BinaryOp, CompareOp, DType, Dim, Graph, GraphBuilder, Handle,
+    IndexPredicate, Node, ReduceOp, ScanMode, TensorType, UnaryOp,
 };
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -105,6 +105,22 @@ pub enum Step {
         cond: V,
         on_true: V,
         on_false: V,
+    },
+    /// `a op b`, elementwise: a bool tensor.
+    Compare {
+        op: CompareOp,
+        a: V,
+        b: V,
+    },
+    /// The index along `axis` of each element of a tensor of type `ty`.
+    Position {
+        axis: usize,
+        ty: TyE,
+    },
+    /// `n_b` of a sequence set as `[B]` integers of `dtype`.
+    Lengths {
+        seqs: V,
+        dtype: DTy,
     },
     Mask {
         pred: Pred,
@@ -264,6 +280,18 @@ pub fn to_tokens(steps: &[Step]) -> Vec<TokenStream> {
                 } => {
                     let (c, t, f) = (cond.ident(), on_true.ident(), on_false.ident());
                     quote!(__b.select(#c, #t, #f))
+                }
+                Step::Compare { op, a, b } => {
+                    let (op, a, b) = (variant(op), a.ident(), b.ident());
+                    quote!(__b.compare(#p::CompareOp::#op, #a, #b))
+                }
+                Step::Position { axis, ty } => {
+                    let ty = ty_tokens(ty);
+                    quote!(__b.position(#axis, #ty))
+                }
+                Step::Lengths { seqs, dtype } => {
+                    let (s, dt) = (seqs.ident(), dtype.tokens());
+                    quote!(__b.lengths(#s, #dt))
                 }
                 Step::Mask { pred, ty } => {
                     let pred = match pred {
@@ -459,6 +487,9 @@ pub fn apply(name: &str, steps: &[Step], bindings: &Bindings) -> Result<Graph, S
                 on_true,
                 on_false,
             } => Some(b.select(v(*cond)?, v(*on_true)?, v(*on_false)?)),
+            Step::Compare { op, a, b: rhs } => Some(b.compare(*op, v(*a)?, v(*rhs)?)),
+            Step::Position { axis, ty: t } => Some(b.position(*axis, ty(&values, t)?)),
+            Step::Lengths { seqs, dtype } => Some(b.lengths(v(*seqs)?, bindings.dtype(dtype)?)),
             Step::Mask { pred, ty: t } => {
                 let pred = match pred {
                     Pred::KeyNotAfterQuery => IndexPredicate::KeyNotAfterQuery,

@@ -13,6 +13,7 @@
 //! | `PerSeq<T, S>` | one row per sequence, `[B, S...]` (results of reductions) |
 //! | `Padded<T, S>` | `[B, N, S...]` with `N` = `max_len` |
 //! | `Pairs<T, S>` | per sequence `[n_b, n_b, S...]`, query row by key row (`q.dot(k)`) |
+//! | `Dense<T, S>` | `[S...]`, static dims only: a weight vector `Dense<T, (D,)>` or matrix `Dense<T, (K, M)>`, broadcast to every row |
 //! | `Lengths<I>` | `[B]` integers |
 //! | `Offsets<I>` | `[B+1]` integers; plain `Offsets` has the kernel's offsets dtype |
 //!
@@ -27,19 +28,37 @@
 //! | operation | on |
 //! |---|---|
 //! | `+ - * /`, unary `-`, `max(a, b)`, `min(a, b)`, `select(cond, a, b)` | tensors and scalars, broadcast |
+//! | `a.lt(b)`, `a.le(b)`, `a.gt(b)`, `a.ge(b)`, `a.eq(b)`, `a.ne(b)` -> bool tensor (`select`'s condition; IEEE: false with a NaN, but `ne` true) | tensors and scalars on either side (`dist.le(window)`, `window.ge(dist)`), broadcast |
+//! | `.sum_over_features()`, `.mean_over_features()`, `.max_over_features()`: reduce the last inner dim (`(H, D)` to `(H,)`) | any tensor with named inner dims |
 //! | `.exp()`, `.log()`, `.silu()`, `.sqrt()`, `.rsqrt()`, `.abs()`, `.relu()`, `.sigmoid()`, `.tanh()` (or `exp(x)`, `relu(x)`, ...), `.max(y)`, `.min(y)`, `.cast::<U>()` | any tensor |
 //! | `.powf(p)` (or `powf(x, p)`): `x^p` for a scalar `p`, IEEE `pow` (NaN for a negative `x` unless `p` is an integer) | any float tensor |
 //! | `.sum_over_seq()`, `.mean_over_seq()`, `.max_over_seq()`, `.logsumexp_over_seq()` -> `PerSeq` | `Jagged` |
 //! | `.softmax_over_seq()`, `.to_padded()`, `.to_padded_or(v)`, `.compact(mask)`, `.offsets()` | `Jagged` |
-//! | `q.dot(k)` -> `Pairs` (contracts the last dim) | `Jagged` |
-//! | `.softmax_over_keys()`, `.sum_over_keys()`, `.logsumexp_over_keys()`, `p.dot(v)` | `Pairs` |
+//! | `q.dot(k)` -> `Pairs` (contracts the last dim), `q.dot_acc::<U>(k)` (accumulates in `U`) | `Jagged` |
+//! | `.row_pos()`: each row's index `i` in its sequence; `.seq_len()` -> `PerSeq`: `n_b` | `Jagged` (`row_pos` also `Padded`) |
+//! | `.query_pos()`, `.key_pos()`: `i` and `j` of each pair; `.seq_len()` | `Pairs` |
+//! | `.softmax_over_keys()`, `.sum_over_keys()`, `.logsumexp_over_keys()`, `p.dot(v)`, `p.dot_acc::<U>(v)` | `Pairs` |
 //! | `.causal()`, `.anticausal()` (zero where `j > i`, `j < i`), `.causal_or(v)`, `.anticausal_or(v)` | `Pairs` |
 //! | `.to_jagged()` | `Padded` |
 //! | `.complete_cumsum()` -> `Offsets` | `Lengths` |
 //!
 //! Scalars (literals, `f32::NEG_INFINITY`, attributes, `max_len as f32`) take the dtype of the
-//! tensor they meet; results of `dot` are in the accumulator dtype (f32, f64
-//! for f64) and are rounded to the declared output dtype.
+//! tensor they meet, whatever their Rust type: `x * 0.5` and `x * 0.5f32` are
+//! both a bf16 constant when `x` is bf16 (the suffix only matters to rustc).
+//! A fractional literal or a float attribute meeting an integer tensor is an
+//! error (it would be rounded), not a silent truncation.
+//!
+//! Results of `dot` are in the accumulator dtype: f32 (f64 for f64 operands),
+//! or the one named with `dot_acc::<U>` (`q.dot_acc::<f64>(k)` for f32 inputs
+//! summed in f64). Positions and lengths (`row_pos`, `query_pos`, `key_pos`,
+//! `seq_len`) are numbers in the accumulator dtype of the value they come
+//! from, so they are exact below 2^24 even for bf16 values and mix with
+//! scores without a cast. A value in the accumulator dtype of an output's
+//! declared dtype (f32 for a bf16 output) is rounded to it.
+//!
+//! Parameters are matched by structure, as the IR's validator does: a
+//! `Dense<T, (D,)>` meets a `Jagged<T, (D,)>` (every row), a `PerSeq<T, (D,)>`
+//! or a `Pairs<T, (D,)>`; inner dims are equal, or one side has none.
 //!
 //! ```
 //! use jagged::dsl::*;
@@ -53,6 +72,32 @@
 //!
 //! let graph = my_softmax::graph(&[4], jagged::ir::DType::I64)?;
 //! assert_eq!(graph.name(), "my_softmax");
+//!
+//! /// RMS norm of each row, times a per-feature weight.
+//! #[jagged_kernel(outputs(y))]
+//! fn my_rms_norm<T: Float, D>(
+//!     x: Jagged<T, (D,)>,
+//!     w: Dense<T, (D,)>,
+//!     #[attr(default = 1e-6)] eps: f32,
+//! ) -> Jagged<T, (D,)> {
+//!     x * ((x * x).mean_over_features() + eps).rsqrt() * w
+//! }
+//!
+//! /// Causal attention over a sliding window `|i - j| <= window`.
+//! #[jagged_kernel(outputs(out))]
+//! fn windowed<T: Float, H, D>(
+//!     q: Jagged<T, (H, D)>,
+//!     k: Jagged<T, (H, D)>,
+//!     v: Jagged<T, (H, D)>,
+//!     #[attr] max_len: usize,
+//!     #[attr] window: usize,
+//! ) -> Jagged<T, (H, D)> {
+//!     let s = q.dot(k);
+//!     let near = (s.query_pos() - s.key_pos()).abs().le(window);
+//!     select(near, silu(s), 0.0).causal().dot(v)
+//! }
+//! # let _ = my_rms_norm::graph(jagged::ir::DType::BF16, 8, jagged::ir::DType::I32)?;
+//! # let _ = windowed::graph(jagged::ir::DType::F32, 2, 8, jagged::ir::DType::I32)?;
 //! # Ok::<(), jagged::ops::KernelError>(())
 //! ```
 
@@ -126,13 +171,36 @@ tensor_types! {
     Lengths<I>;
     /// Sequence offsets `[B+1]`.
     Offsets<I = KernelIndex>;
+    /// A dense tensor of static dims only, `[S...]` (a weight vector
+    /// `Dense<T, (D,)>`, a matrix `Dense<T, (K, M)>`), broadcast against every
+    /// row of the tensors it meets.
+    Dense<T, S = ()>;
 }
 
+/// A tensor type with another dtype (`Retype::As<bool>` is a comparison's type).
+pub trait Retype: Phantom {
+    /// The same kind and shape in dtype `U`.
+    type As<U>: Phantom;
+}
+
+macro_rules! retype {
+    ($($kind:ident),*) => {$(
+        impl<T, S> Retype for $kind<T, S> {
+            type As<U> = $kind<U, S>;
+        }
+    )*};
+}
+
+retype!(Jagged, PerSeq, Padded, Pairs, Dense);
+
+/// The bool tensor that comparing `L` with `R` gives.
+pub type Compared<L, R> = <<L as Broadcast<R>>::Output as Retype>::As<bool>;
+
 /// The result of elementwise math between `Self` and `R` (the operand with
-/// more row axes wins: scalar < `PerSeq` < `Jagged`, `Padded` < `Pairs`).
+/// more row axes wins: scalar, `Dense` < `PerSeq` < `Jagged`, `Padded` < `Pairs`).
 pub trait Broadcast<R> {
     /// The result's type.
-    type Output: Phantom;
+    type Output: Retype;
 }
 
 macro_rules! broadcast {
@@ -159,6 +227,15 @@ broadcast! {
     Jagged, Pairs => Pairs<T2, S2>;
     Pairs, PerSeq => Pairs<T, S>;
     PerSeq, Pairs => Pairs<T2, S2>;
+    Dense, Dense => Dense<T, S>;
+    Jagged, Dense => Jagged<T, S>;
+    Dense, Jagged => Jagged<T2, S2>;
+    PerSeq, Dense => PerSeq<T, S>;
+    Dense, PerSeq => PerSeq<T2, S2>;
+    Padded, Dense => Padded<T, S>;
+    Dense, Padded => Padded<T2, S2>;
+    Pairs, Dense => Pairs<T, S>;
+    Dense, Pairs => Pairs<T2, S2>;
 }
 
 /// Operators, scalar operands and the elementwise methods of one tensor kind.
@@ -235,6 +312,74 @@ macro_rules! elementwise {
             pub fn cast<U>(self) -> $kind<U, S> {
                 Phantom::phantom()
             }
+            /// `self < other`, elementwise (broadcast): a bool tensor, e.g.
+            /// `select`'s condition. A scalar side takes this tensor's dtype.
+            pub fn lt<R>(self, _other: R) -> Compared<Self, R>
+            where
+                Self: Broadcast<R>,
+            {
+                Phantom::phantom()
+            }
+            /// `self <= other`, elementwise (broadcast): a bool tensor.
+            pub fn le<R>(self, _other: R) -> Compared<Self, R>
+            where
+                Self: Broadcast<R>,
+            {
+                Phantom::phantom()
+            }
+            /// `self > other`, elementwise (broadcast): a bool tensor.
+            pub fn gt<R>(self, _other: R) -> Compared<Self, R>
+            where
+                Self: Broadcast<R>,
+            {
+                Phantom::phantom()
+            }
+            /// `self >= other`, elementwise (broadcast): a bool tensor.
+            pub fn ge<R>(self, _other: R) -> Compared<Self, R>
+            where
+                Self: Broadcast<R>,
+            {
+                Phantom::phantom()
+            }
+            /// `self == other`, elementwise (broadcast): a bool tensor
+            /// (false where either side is NaN).
+            #[allow(clippy::should_implement_trait)]
+            pub fn eq<R>(self, _other: R) -> Compared<Self, R>
+            where
+                Self: Broadcast<R>,
+            {
+                Phantom::phantom()
+            }
+            /// `self != other`, elementwise (broadcast): a bool tensor
+            /// (true where either side is NaN).
+            #[allow(clippy::should_implement_trait)]
+            pub fn ne<R>(self, _other: R) -> Compared<Self, R>
+            where
+                Self: Broadcast<R>,
+            {
+                Phantom::phantom()
+            }
+            /// Sum over the last inner dim (`[.., D]` to `[..]`).
+            pub fn sum_over_features(self) -> $kind<T, <S as DropLast>::Output>
+            where
+                S: DropLast,
+            {
+                Phantom::phantom()
+            }
+            /// Mean over the last inner dim (`[.., D]` to `[..]`).
+            pub fn mean_over_features(self) -> $kind<T, <S as DropLast>::Output>
+            where
+                S: DropLast,
+            {
+                Phantom::phantom()
+            }
+            /// Maximum over the last inner dim (`[.., D]` to `[..]`).
+            pub fn max_over_features(self) -> $kind<T, <S as DropLast>::Output>
+            where
+                S: DropLast,
+            {
+                Phantom::phantom()
+            }
         }
     )*};
     (@ops $kind:ident: $($tr:ident $m:ident),*) => {$(
@@ -267,7 +412,84 @@ macro_rules! elementwise {
     )*};
 }
 
-elementwise!(Jagged, PerSeq, Padded, Pairs);
+elementwise!(Jagged, PerSeq, Padded, Pairs, Dense);
+
+/// Comparisons with a scalar on the left (`window.ge(dist)`, `0.5f32.lt(x)`):
+/// the same bool tensor as the tensor's method with the sides swapped.
+///
+/// `use jagged::dsl::*` brings this trait into scope, so in that module
+/// `f32::lt` and friends called as methods (`a.lt(&b)`) resolve here;
+/// compare plain numbers there with `<` instead.
+pub trait ScalarCompare: Scalar {
+    /// `self < other`, elementwise: a bool tensor.
+    fn lt<R>(self, _other: R) -> Compared<Self, R>
+    where
+        Self: Broadcast<R>,
+    {
+        Phantom::phantom()
+    }
+    /// `self <= other`, elementwise: a bool tensor.
+    fn le<R>(self, _other: R) -> Compared<Self, R>
+    where
+        Self: Broadcast<R>,
+    {
+        Phantom::phantom()
+    }
+    /// `self > other`, elementwise: a bool tensor.
+    fn gt<R>(self, _other: R) -> Compared<Self, R>
+    where
+        Self: Broadcast<R>,
+    {
+        Phantom::phantom()
+    }
+    /// `self >= other`, elementwise: a bool tensor.
+    fn ge<R>(self, _other: R) -> Compared<Self, R>
+    where
+        Self: Broadcast<R>,
+    {
+        Phantom::phantom()
+    }
+    /// `self == other`, elementwise: a bool tensor.
+    fn eq<R>(self, _other: R) -> Compared<Self, R>
+    where
+        Self: Broadcast<R>,
+    {
+        Phantom::phantom()
+    }
+    /// `self != other`, elementwise: a bool tensor.
+    fn ne<R>(self, _other: R) -> Compared<Self, R>
+    where
+        Self: Broadcast<R>,
+    {
+        Phantom::phantom()
+    }
+}
+impl ScalarCompare for f32 {}
+impl ScalarCompare for f64 {}
+impl ScalarCompare for i32 {}
+impl ScalarCompare for usize {}
+
+/// `dot` with a named accumulator dtype: `q.dot_acc::<f32>(k)`,
+/// `p.dot_acc::<f64>(v)` (the result is in that dtype).
+pub trait DotAcc<V> {
+    /// The result in the accumulator dtype `U`.
+    type Output<U>: Phantom;
+    /// Like `dot`, accumulating (and giving its result) in `U`.
+    fn dot_acc<U>(self, _other: V) -> Self::Output<U>
+    where
+        Self: Sized,
+    {
+        Phantom::phantom()
+    }
+}
+
+impl<T, S: DropLast, T2, S2> DotAcc<Jagged<T2, S2>> for Jagged<T, S> {
+    type Output<U> = Pairs<U, <S as DropLast>::Output>;
+}
+
+impl<T, S, T2, S2> DotAcc<Jagged<T2, S2>> for Pairs<T, S> {
+    type Output<U> = Jagged<U, S2>;
+}
 
 /// The shape without its last dim (the result of contracting it away).
 pub trait DropLast {
@@ -328,6 +550,16 @@ impl<T, S> Jagged<T, S> {
     pub fn offsets<I>(self) -> Offsets<I> {
         Phantom::phantom()
     }
+    /// Each row's index `i` within its sequence (0 to `n_b - 1`), in the
+    /// accumulator dtype (f32; f64 for f64).
+    pub fn row_pos(self) -> Jagged<T> {
+        Phantom::phantom()
+    }
+    /// The length `n_b` of each sequence (truncated to `max_len` when the
+    /// kernel has one), in the accumulator dtype (f32; f64 for f64).
+    pub fn seq_len(self) -> PerSeq<T> {
+        Phantom::phantom()
+    }
 }
 
 impl<T, S> Pairs<T, S> {
@@ -364,12 +596,28 @@ impl<T, S> Pairs<T, S> {
     pub fn dot<T2, S2>(self, _v: Jagged<T2, S2>) -> Jagged<T2, S2> {
         Phantom::phantom()
     }
+    /// The query row `i` of each pair, in the accumulator dtype (f32; f64 for f64).
+    pub fn query_pos(self) -> Pairs<T> {
+        Phantom::phantom()
+    }
+    /// The key row `j` of each pair, in the accumulator dtype (f32; f64 for f64).
+    pub fn key_pos(self) -> Pairs<T> {
+        Phantom::phantom()
+    }
+    /// The length `n_b` of each sequence, in the accumulator dtype.
+    pub fn seq_len(self) -> PerSeq<T> {
+        Phantom::phantom()
+    }
 }
 
 impl<T, S> Padded<T, S> {
     /// The rows `i < min(L_b, N)` of each sequence, as a jagged tensor on the
     /// kernel's offsets.
     pub fn to_jagged(self) -> Jagged<T, S> {
+        Phantom::phantom()
+    }
+    /// Each padded row's index `i` (0 to `N - 1`), in the accumulator dtype.
+    pub fn row_pos(self) -> Padded<T> {
         Phantom::phantom()
     }
 }

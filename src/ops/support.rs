@@ -2,8 +2,8 @@
 //! `jagged::__private`; not a public API).
 
 pub use jagged_ir::{
-    AttrKind, AttrValue, BinaryOp, DType, Dim, Graph, GraphBuilder, IndexPredicate, ReduceOp,
-    ScanMode, TensorType, UnaryOp,
+    AttrKind, AttrValue, BinaryOp, CompareOp, DType, Dim, Graph, GraphBuilder, IndexPredicate,
+    ReduceOp, ScanMode, TensorType, UnaryOp,
 };
 
 pub use jagged_codegen::{Arch, Spec};
