@@ -492,7 +492,7 @@ impl Lowering<'_> {
             Scalar::Lit(v) if v.fract() != 0.0 || !v.is_finite() => err(
                 span,
                 format!(
-                    "the literal {v} meets a {} tensor and would be rounded; use an integer, \
+                    "the literal {v} meets an integer tensor ({}) and would be rounded; use an integer, \
                      or convert the tensor with `.cast::<f32>()`",
                     dtype.describe()
                 ),
@@ -506,7 +506,7 @@ impl Lowering<'_> {
                     err(
                         span,
                         format!(
-                            "the float attribute `{name}` meets a {} tensor; convert the tensor with `.cast::<f32>()`",
+                            "the float attribute `{name}` meets an integer tensor ({}); convert the tensor with `.cast::<f32>()`",
                             dtype.describe()
                         ),
                     )
@@ -520,7 +520,7 @@ impl Lowering<'_> {
                     return err(
                         span,
                         format!(
-                            "a scalar quotient or power meets a {} tensor and would be rounded; \
+                            "a scalar quotient or power meets an integer tensor ({}) and would be rounded; \
                              convert the tensor with `.cast::<f32>()`",
                             dtype.describe()
                         ),

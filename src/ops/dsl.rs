@@ -393,15 +393,17 @@ macro_rules! elementwise {
             }
         }
     )*};
-    (@scalar $kind:ident: $($sc:ty),*) => {$(
-        impl<T, S> Broadcast<$sc> for $kind<T, S> {
+    (@scalar $kind:ident: $($sc:ty),*) => {
+        // One impl for every scalar type, so that the result's type is known
+        // before an unsuffixed literal's type is (`select(c, x, 0.0).causal()`).
+        impl<T, S, X: Scalar> Broadcast<X> for $kind<T, S> {
             type Output = Self;
         }
-        impl<T, S> Broadcast<$kind<T, S>> for $sc {
+        impl<T, S, X: Scalar> Broadcast<$kind<T, S>> for X {
             type Output = $kind<T, S>;
         }
-        elementwise!(@scalar_lhs $kind $sc: Add add, Sub sub, Mul mul, Div div);
-    )*};
+        $(elementwise!(@scalar_lhs $kind $sc: Add add, Sub sub, Mul mul, Div div);)*
+    };
     (@scalar_lhs $kind:ident $sc:ty: $($tr:ident $m:ident),*) => {$(
         impl<T, S> $tr<$kind<T, S>> for $sc {
             type Output = $kind<T, S>;
