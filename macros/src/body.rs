@@ -206,7 +206,24 @@ impl Lowering<'_> {
         if let Some(Param::Tensor { ident, .. }) = offsets_params.clone().nth(1) {
             return err_on(&ident, "a kernel has one offsets parameter (its sequences)");
         }
-        let explicit_offsets = offsets_params.count() == 1;
+        // The declared offsets parameter's name; its input is created at the
+        // first jagged parameter when that comes first.
+        let explicit_offsets = offsets_params.clone().next().map(|p| p.ident().to_string());
+        let has_jagged = self
+            .sig
+            .params
+            .iter()
+            .any(|p| matches!(p, Param::Tensor { ty, .. } if ty.kind == Kind::Jagged));
+        if explicit_offsets.is_none() && has_jagged {
+            if let Some(clash) = self.sig.params.iter().find(|p| p.ident() == "offsets") {
+                return err_on(
+                    clash.ident(),
+                    "`offsets` names the kernel's offsets, which `launch` takes before the first \
+                     jagged parameter: declare it as `offsets: Offsets`, or rename this parameter",
+                );
+            }
+        }
+        let mut offsets_var = None;
         for p in &self.sig.params {
             let Param::Tensor { ident, ty } = p else {
                 continue;
@@ -214,7 +231,10 @@ impl Lowering<'_> {
             let name = ident.to_string();
             let (ty_e, seqs) = match ty.kind {
                 Kind::Offsets => {
-                    let var = self.kernel_seqs_from(Some(&name), truncate);
+                    let var = match offsets_var {
+                        Some(var) => var,
+                        None => self.kernel_seqs_from(Some(&name), truncate),
+                    };
                     self.env.insert(
                         name,
                         Value::Tensor(Tensor {
@@ -228,14 +248,9 @@ impl Lowering<'_> {
                     continue;
                 }
                 Kind::Jagged => {
-                    if explicit_offsets && !self.has_kernel_seqs {
-                        return err_on(
-                            &ident,
-                            "declare the offsets parameter before the jagged ones",
-                        );
-                    }
                     if !self.has_kernel_seqs {
-                        self.kernel_seqs_from(None, truncate);
+                        offsets_var =
+                            Some(self.kernel_seqs_from(explicit_offsets.as_deref(), truncate));
                     }
                     let s = self.seqs[0];
                     (TyE::Jagged(ty.dtype.clone(), s, ty.shape.clone()), Some(0))

@@ -144,6 +144,54 @@ fn lead_dims(kind: Kind) -> usize {
     }
 }
 
+/// The device shape of a tensor parameter of type `ty`, for the docs.
+fn device_shape(kind: Kind, shape: &Shape) -> String {
+    let inner = match shape {
+        Shape::Dims(d) => d.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        Shape::Var(v) => vec![format!("{v}...")],
+    };
+    let lead: &[&str] = match kind {
+        Kind::Jagged => &["T"],
+        Kind::PerSeq | Kind::Lengths => &["B"],
+        Kind::Padded => &["B", "N"],
+        Kind::Offsets => &["B+1"],
+        Kind::Pairs => &["n_b", "n_b"],
+        Kind::Dense => &[],
+    };
+    let all: Vec<String> = lead.iter().map(|s| s.to_string()).chain(inner).collect();
+    format!("[{}]", all.join(", "))
+}
+
+/// The `launch` doc's list of arguments, in order, each with its type; the
+/// offsets input the signature does not declare is called out.
+fn launch_doc(sig: &Signature, inputs: &[(Ident, Kind, DTy, Shape)], extra: &[String]) -> String {
+    let mut lines = vec!["Arguments after `rt`, in order:".to_string(), String::new()];
+    for (name, kind, dtype, shape) in inputs {
+        let declared = sig.params.iter().any(|p| p.ident() == name);
+        let line = if !declared {
+            format!(
+                "- `{name}`: the kernel's offsets, `[B+1]` i32 or i64 (the signature declares no \
+                 `offsets: Offsets`, so it comes before the first jagged parameter; declare it to \
+                 name and place it)"
+            )
+        } else {
+            let dtype = match dtype {
+                DTy::KernelIndex => "i32 or i64".to_string(),
+                other => other.describe(),
+            };
+            format!("- `{name}`: `{}` {dtype}", device_shape(*kind, shape))
+        };
+        lines.push(line);
+    }
+    for p in &sig.params {
+        if let Param::Attr { ident, rust_ty, .. } = p {
+            lines.push(format!("- `{ident}: {rust_ty}` (attribute)"));
+        }
+    }
+    lines.extend(extra.iter().cloned());
+    lines.join("\n")
+}
+
 /// `launch(rt, inputs..., attrs...)`: reads the static facts (dtypes, inner
 /// dims, the offsets dtype) from the device inputs, builds the graph and runs
 /// it with `Runtime::run_graph`.
@@ -174,6 +222,7 @@ fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenS
         }
     }
     let mut extra = Vec::new();
+    let mut extra_docs = Vec::new();
     let mut derive = Vec::new();
     for (g, role) in sig.graph_params() {
         let var = param_var(g);
@@ -195,11 +244,19 @@ fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenS
         });
         match found {
             Some(value) => derive.push(quote!(let #var = #value;)),
-            None => extra.push(match role {
-                Role::Dtype => quote!(#var: #p::DType),
-                Role::Dim => quote!(#var: usize),
-                Role::Shape => quote!(#var: &[usize]),
-            }),
+            None => {
+                let ty = match role {
+                    Role::Dtype => "DType",
+                    Role::Dim => "usize",
+                    Role::Shape => "&[usize]",
+                };
+                extra_docs.push(format!("- `{var}: {ty}`: `{g}`, which no input determines"));
+                extra.push(match role {
+                    Role::Dtype => quote!(#var: #p::DType),
+                    Role::Dim => quote!(#var: usize),
+                    Role::Shape => quote!(#var: &[usize]),
+                });
+            }
         }
     }
     let mut graph_args: Vec<TokenStream> = sig
@@ -217,11 +274,16 @@ fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenS
         match offsets {
             Some(o) => graph_args.push(quote!(#o.dtype())),
             None => {
+                extra_docs.push(
+                    "- `offsets: DType`: the offsets dtype of outputs, which no input determines"
+                        .to_string(),
+                );
                 extra.push(quote!(offsets: #p::DType));
                 graph_args.push(quote!(offsets));
             }
         }
     }
+    let doc = launch_doc(sig, &inputs, &extra_docs);
     let input_params = inputs
         .iter()
         .map(|(name, ..)| quote!(#name: &#p::DeviceTensor));
@@ -285,6 +347,8 @@ fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenS
         /// the graph is compiled for the runtime's preferred architecture
         /// (`Runtime::preferred_arch`) through its kernel cache.
         /// Outputs are owned by the caller (free them with `Runtime::free`).
+        ///
+        #[doc = #doc]
         #[allow(clippy::too_many_arguments)]
         pub fn launch(
             rt: &mut #p::Runtime,
@@ -305,5 +369,43 @@ fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenS
             )?;
             #ret
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    /// The `launch` docs of an expansion, as one string.
+    fn launch_docs(item: proc_macro2::TokenStream) -> String {
+        super::expand(quote!(outputs(y)), item).to_string()
+    }
+
+    #[test]
+    fn launch_docs_list_the_implicit_offsets_first() {
+        let out = launch_docs(quote! {
+            fn k<D>(x: Jagged<f32, (D,)>, w: Dense<f32, (D,)>, #[attr] eps: f32) -> Jagged<f32, (D,)> {
+                x * w + eps
+            }
+        });
+        let offsets = out.find("- `offsets`: the kernel's offsets").expect(&out);
+        let x = out.find("- `x`: `[T, D]` f32").expect(&out);
+        let w = out.find("- `w`: `[D]` f32").expect(&out);
+        let eps = out.find("- `eps: f32` (attribute)").expect(&out);
+        assert!(offsets < x && x < w && w < eps, "{out}");
+    }
+
+    #[test]
+    fn launch_docs_follow_declared_offsets() {
+        let out = launch_docs(quote! {
+            fn k<T: Float, H, D>(q: Jagged<T, (H, D)>, o: Offsets, p: Padded<T, (H, D)>, #[attr] max_len: usize) -> Jagged<T, (H, D)> {
+                q * p
+            }
+        });
+        assert!(!out.contains("the signature declares no"), "{out}");
+        let q = out.find("- `q`: `[T, H, D]` T").expect(&out);
+        let o = out.find("- `o`: `[B+1]` i32 or i64").expect(&out);
+        let p = out.find("- `p`: `[B, N, H, D]` T").expect(&out);
+        assert!(q < o && o < p, "{out}");
     }
 }

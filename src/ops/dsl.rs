@@ -21,8 +21,11 @@
 //! (`#[attr] max_len: usize`, `#[attr] alpha: f32`,
 //! `#[attr(default = 0.0)] padding_value: f32`); `max_len` truncates every
 //! sequence to its first `max_len` rows. Jagged parameters share one offsets
-//! input, named `offsets` (declare `offsets: Offsets` to place it yourself). The
-//! body is `let` bindings and one final expression (a tuple for several
+//! input. Declare it (`offsets: Offsets`, under any name, anywhere among the
+//! parameters) and the generated `launch` takes it where the signature puts
+//! it; undeclared, it is named `offsets` and `launch` takes it just before the
+//! first jagged parameter (the generated docs of `launch` list its arguments
+//! in order either way). The body is `let` bindings and one final expression (a tuple for several
 //! outputs, named by `#[jagged_kernel(outputs(a, b))]`), over:
 //!
 //! | operation | on |
