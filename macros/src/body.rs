@@ -214,14 +214,15 @@ impl Lowering<'_> {
             .params
             .iter()
             .any(|p| matches!(p, Param::Tensor { ty, .. } if ty.kind == Kind::Jagged));
-        if explicit_offsets.is_none() && has_jagged {
-            if let Some(clash) = self.sig.params.iter().find(|p| p.ident() == "offsets") {
-                return err_on(
-                    clash.ident(),
-                    "`offsets` names the kernel's offsets, which `launch` takes before the first \
-                     jagged parameter: declare it as `offsets: Offsets`, or rename this parameter",
-                );
-            }
+        if explicit_offsets.is_none()
+            && has_jagged
+            && let Some(clash) = self.sig.params.iter().find(|p| p.ident() == "offsets")
+        {
+            return err_on(
+                clash.ident(),
+                "`offsets` names the kernel's offsets, which `launch` takes before the first \
+                 jagged parameter: declare it as `offsets: Offsets`, or rename this parameter",
+            );
         }
         let mut offsets_var = None;
         for p in &self.sig.params {
