@@ -186,3 +186,65 @@ fn row_positions_and_lengths_are_hand_checked_values() {
     let out = run(2);
     assert_eq!(out["distance"].to_f64(), [1.0, 0.0, 0.0, 1.0, 0.0]);
 }
+
+/// Positions of a padded tensor's rows, lengths against per-sequence sums,
+/// and the lengths of pairs.
+#[jagged_kernel(outputs(late, busy, keys))]
+fn padded_and_per_sequence<D>(
+    x: Jagged<f32, (D,)>,
+    p: Padded<f32, (D,)>,
+    #[attr] max_len: usize,
+) -> (Padded<f32, (D,)>, PerSeq<bool, (D,)>, Jagged<f32, ()>) {
+    let s = x.dot(x);
+    (
+        select(p.row_pos().ge(2), p, -1.0),
+        x.sum_over_seq().gt(x.seq_len()),
+        (s.seq_len() - s.key_pos()).sum_over_keys(),
+    )
+}
+
+#[test]
+fn padded_positions_and_per_sequence_comparisons_match_the_reference() {
+    let g = padded_and_per_sequence::graph(3, DType::I32).expect("graph");
+    let text = g.to_string();
+    assert!(text.contains("position axis 1 : f32[B, N]"), "{text}");
+    check(&g, 6, &[], 19);
+}
+
+/// The sliding window with a RMS-normed, weighted query, generated inside
+/// the macro for bf16: `specialize(...)` applies the same steps (positions,
+/// comparisons, lengths, dense weights, feature reductions) as `graph`.
+#[jagged_kernel(
+    outputs(out),
+    specialize(T = [bf16], H = [2], D = [16], offsets = [i32], max_len = [8], arch = [sm_80])
+)]
+fn window_aot<T: Float, H, D>(
+    q: Jagged<T, (H, D)>,
+    k: Jagged<T, (H, D)>,
+    g: Dense<T, (H, D)>,
+    #[attr] max_len: usize,
+    #[attr] window: usize,
+) -> Jagged<T, (H, D)> {
+    let inv_rms = (q * q).mean_over_features().cast::<f32>().rsqrt();
+    let s = (q * g).dot_acc::<f32>(k) * inv_rms / max_len as f32;
+    let near = (s.query_pos() - s.key_pos()).le(window);
+    let last = s.key_pos().lt(s.seq_len() - 1.0);
+    select(near, select(last, s, 0.0), 0.0)
+        .causal()
+        .dot(k.cast::<f32>())
+        .cast::<T>()
+}
+
+#[test]
+fn specialized_index_expressions_match_the_graph() {
+    use jagged::codegen::{Arch, Spec};
+    assert_eq!(window_aot::SPECIALIZED.len(), 1);
+    let graph = window_aot::graph(DType::BF16, 2, 16, DType::I32).expect("graph");
+    let spec = Spec::for_graph(&graph, 8, Arch::Sm80).expect("spec");
+    let entry = &window_aot::SPECIALIZED[0];
+    assert_eq!(entry.graph, graph.to_string());
+    assert_eq!(entry.spec, spec.to_string());
+    let kernel = jagged::codegen::compile(&graph, &spec).expect("compile");
+    assert_eq!(entry.kernel, kernel.to_text());
+    check(&graph, 8, &[("window", AttrValue::Index(2))], 20);
+}
