@@ -314,7 +314,7 @@ fn match_graph(graph: &Graph) -> Result<Matched, CodegenError> {
             graph,
             &format!(
                 "no template for output {}",
-                jagged_ir::text::node_text(out, graph.node(out))
+                graph.describe(out)
             ),
         )),
     }
@@ -406,7 +406,7 @@ fn map_expr(
             graph,
             &format!(
                 "elementwise tree contains {}",
-                jagged_ir::text::node_text(h, graph.node(h))
+                graph.describe(h)
             ),
         )),
     }

@@ -12,6 +12,17 @@ pub enum CodegenError {
     /// The spec disagrees with the graph (dtype, inner dims, offsets dtype).
     #[error("spec does not match the graph: {0}")]
     SpecMismatch(String),
+    /// A node the general path cannot lower, quoted in text form with its
+    /// origin (the graph file's line or the kernel body's expression).
+    #[error("graph `{graph}`: {node}: {reason}")]
+    Node {
+        /// The graph's name.
+        graph: String,
+        /// The node (`%5 = contract ...`) and its origin.
+        node: String,
+        /// Why it cannot be lowered.
+        reason: String,
+    },
     /// Printing PTX failed (malformed kernel IR: a code generator bug).
     #[error(transparent)]
     Ptx(#[from] crate::ptx::Error),

@@ -102,3 +102,32 @@ fn launch_plan_prints_in_graph_order() {
     );
     assert!(text.contains("output0: B*max_len*4 x f32"), "{text}");
 }
+
+/// What the general path cannot lower is a typed error that quotes the node
+/// in text form and where it came from (here the graph file's line), never
+/// a Rust `Debug` dump.
+#[test]
+fn general_path_errors_quote_the_node_and_its_line() {
+    let graph = jagged_ir::Graph::parse(
+        "graph keep {
+  attr max_len: index
+  %0 = input offsets : i32[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input x : f32[%1, 4]
+  %3 = input keep : bool[%1]
+  %4 = seqs_where %3 : seqs
+  %5 = compact %2, %4 : f32[%4, 4]
+  output kept = %5
+}",
+    )
+    .expect("graph");
+    let spec = Spec::for_graph(&graph, 16, Arch::Sm80).expect("spec");
+    let err = compile(&graph, &spec).expect_err("no offsets output to size it by");
+    assert!(matches!(err, CodegenError::Node { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("%5 = compact %2, %4 (line 8)"),
+        "the node and its line: {text}"
+    );
+    assert!(!text.contains("Handle") && !text.contains("Node {"), "{text}");
+}

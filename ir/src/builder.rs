@@ -8,8 +8,8 @@
 use crate::arena::{Arena, Handle};
 use crate::dtype::DType;
 use crate::graph::{
-    AttrDecl, AttrKind, AttrValue, BinaryOp, CompareOp, Graph, IndexPredicate, Node, Output,
-    ReduceOp, ScanMode, TensorType, UnaryOp,
+    AttrDecl, AttrKind, AttrValue, BinaryOp, CompareOp, Graph, IndexPredicate, Node, Origin,
+    Origins, Output, ReduceOp, ScanMode, TensorType, UnaryOp,
 };
 use crate::validate::{ValidationError, validate};
 
@@ -20,6 +20,7 @@ pub struct GraphBuilder {
     attrs: Vec<AttrDecl>,
     nodes: Arena<Node>,
     outputs: Vec<Output>,
+    origins: Origins,
 }
 
 impl GraphBuilder {
@@ -43,6 +44,11 @@ impl GraphBuilder {
             kind,
             default,
         });
+    }
+
+    /// Records where node `h` came from (quoted by errors about it).
+    pub fn set_origin(&mut self, h: Handle<Node>, origin: Origin) {
+        self.origins.set(h, origin);
     }
 
     /// Appends any node (the typed methods below are shorthands).
@@ -281,6 +287,12 @@ impl GraphBuilder {
 
     /// Validates the graph and returns it.
     pub fn finish(self) -> Result<Graph, ValidationError> {
-        validate(self.name, self.attrs, self.nodes, self.outputs)
+        validate(
+            self.name,
+            self.attrs,
+            self.nodes,
+            self.outputs,
+            self.origins,
+        )
     }
 }

@@ -529,6 +529,67 @@ pub struct Output {
     pub value: Handle<Node>,
 }
 
+/// Where a node came from: the line of a graph file, or the expression of a
+/// `#[jagged_kernel]` body. Errors about a node quote it, so that they point
+/// at the user's code rather than at internal node numbers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// Line `n` (1-based) of a graph in the text form.
+    Line(usize),
+    /// An expression of a kernel body, as written, and where it is.
+    Expr {
+        /// The expression's text (`q.dot(k) * alpha`).
+        text: String,
+        /// The source file.
+        file: String,
+        /// Its line (1-based).
+        line: u32,
+        /// Its column (1-based).
+        column: u32,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Line(n) => write!(f, "line {n}"),
+            Origin::Expr {
+                text,
+                file,
+                line,
+                column,
+            } => write!(f, "`{text}` at {file}:{line}:{column}"),
+        }
+    }
+}
+
+/// The origins of a graph's nodes, by handle index. Provenance, not
+/// identity: two graphs that differ only in where their nodes came from are
+/// equal (so a graph printed and parsed back equals the one built in code).
+#[derive(Clone, Debug, Default)]
+pub struct Origins(pub(crate) Vec<Option<Origin>>);
+
+impl PartialEq for Origins {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Origins {
+    /// The origin of node `h`, if it was recorded.
+    pub fn get(&self, h: Handle<Node>) -> Option<&Origin> {
+        self.0.get(h.index()).and_then(Option::as_ref)
+    }
+
+    /// Records the origin of node `h`.
+    pub fn set(&mut self, h: Handle<Node>, origin: Origin) {
+        if self.0.len() <= h.index() {
+            self.0.resize(h.index() + 1, None);
+        }
+        self.0[h.index()] = Some(origin);
+    }
+}
+
 /// The name of the attribute that binds the dim `N`.
 pub const MAX_LEN: &str = "max_len";
 
@@ -541,6 +602,7 @@ pub struct Graph {
     pub(crate) nodes: Arena<Node>,
     pub(crate) outputs: Vec<Output>,
     pub(crate) types: Vec<Type>,
+    pub(crate) origins: Origins,
 }
 
 impl Graph {
@@ -567,6 +629,22 @@ impl Graph {
     /// The node of `handle`.
     pub fn node(&self, handle: Handle<Node>) -> &Node {
         &self.nodes[handle]
+    }
+
+    /// Where node `handle` came from (a graph file's line, a kernel body's
+    /// expression), if recorded.
+    pub fn origin(&self, handle: Handle<Node>) -> Option<&Origin> {
+        self.origins.get(handle)
+    }
+
+    /// Node `handle` in text form (`%3 = add %1, %2`), followed by its
+    /// origin when one is recorded: how errors quote a node.
+    pub fn describe(&self, handle: Handle<Node>) -> String {
+        let text = crate::text::node_text(handle, self.node(handle));
+        match self.origin(handle) {
+            Some(origin) => format!("{text} ({origin})"),
+            None => text,
+        }
     }
 
     /// The type of the value `handle` defines.

@@ -60,8 +60,8 @@ use crate::arena::Handle;
 use crate::builder::GraphBuilder;
 use crate::dtype::DType;
 use crate::graph::{
-    AttrKind, AttrValue, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, Node, ReduceOp, ScanMode,
-    TensorType, Type, UnaryOp,
+    AttrKind, AttrValue, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, Node, Origin, ReduceOp,
+    ScanMode, TensorType, Type, UnaryOp,
 };
 
 impl UnaryOp {
@@ -847,7 +847,7 @@ impl Parser {
         if *self.peek() != Tok::Eof {
             return self.expected("end of input");
         }
-        let graph = b.finish().map_err(|e| {
+        let mut graph = b.finish().map_err(|e| {
             let start = Pos { line: 1, column: 1 };
             let output = output_lines
                 .iter()
@@ -871,6 +871,13 @@ impl Parser {
                     format!("%{k} is written as {written} but its type is {inferred}"),
                 );
             }
+        }
+        // Parse errors carry the line already; later errors (code
+        // generation) quote it through the origins.
+        for (k, (pos, _, _)) in lines.iter().enumerate() {
+            graph
+                .origins
+                .set(Handle::from_index(k), Origin::Line(pos.line));
         }
         Ok(graph)
     }

@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use crate::arena::{Arena, Handle};
 use crate::dtype::DType;
 use crate::graph::{
-    AttrDecl, AttrKind, BinaryOp, Dim, Graph, IndexPredicate, MAX_LEN, Node, Output, ReduceOp,
-    ScanMode, TensorType, Type,
+    AttrDecl, AttrKind, BinaryOp, Dim, Graph, IndexPredicate, MAX_LEN, Node, Origins, Output,
+    ReduceOp, ScanMode, TensorType, Type,
 };
 
 /// Why a graph is invalid, with the node (or graph-level item) it concerns.
@@ -246,6 +246,7 @@ pub(crate) fn validate(
     attrs: Vec<AttrDecl>,
     nodes: Arena<Node>,
     outputs: Vec<Output>,
+    origins: Origins,
 ) -> Result<Graph, ValidationError> {
     let mut v = Validator {
         attrs: &attrs,
@@ -257,7 +258,10 @@ pub(crate) fn validate(
     for (h, node) in nodes.iter() {
         let at = |kind| ValidationError {
             node: Some(h),
-            context: crate::text::node_text(h, node),
+            context: match origins.get(h) {
+                Some(origin) => format!("{} ({origin})", crate::text::node_text(h, node)),
+                None => crate::text::node_text(h, node),
+            },
             kind,
         };
         if let Node::Input { name, .. } = node
@@ -305,6 +309,7 @@ pub(crate) fn validate(
         nodes,
         outputs,
         types,
+        origins,
     })
 }
 

@@ -120,11 +120,11 @@ pub struct Partition {
 }
 
 fn unsupported(graph: &Graph, h: Handle<Node>, why: &str) -> CodegenError {
-    CodegenError::Unsupported(format!(
-        "graph `{}`: {}: {why}",
-        graph.name(),
-        jagged_ir::text::node_text(h, graph.node(h))
-    ))
+    CodegenError::Node {
+        graph: graph.name().to_string(),
+        node: graph.describe(h),
+        reason: why.to_string(),
+    }
 }
 
 /// The tensor type of `h` (the validator gives every tensor value one).
