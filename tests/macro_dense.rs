@@ -63,6 +63,29 @@ fn weight_norm<D>(w: Dense<f32, (D,)>) -> Dense<f32, ()> {
     (w * w).sum_over_features().sqrt()
 }
 
+/// A linear layer on every row: `x W + b` (f32 accumulation, `b` converted
+/// to it, the sum rounded to `T`).
+#[jagged_kernel(outputs(y))]
+fn linear<T: Float, K, M>(
+    x: Jagged<T, (K,)>,
+    w: Dense<T, (K, M)>,
+    b: Dense<T, (M,)>,
+    #[attr] max_len: usize,
+) -> Jagged<T, (M,)> {
+    x.matmul(w) + b
+}
+
+/// A per-head projection by one square matrix, and the pooled rows
+/// projected per sequence.
+#[jagged_kernel(outputs(heads, pooled))]
+fn project<H, D>(
+    x: Jagged<f32, (H, D)>,
+    w: Dense<f32, (D, D)>,
+    #[attr] max_len: usize,
+) -> (Jagged<f32, (H, D)>, PerSeq<f32, (H, D)>) {
+    (x.matmul(w), x.mean_over_seq().matmul(w).relu())
+}
+
 fn runtime() -> Runtime {
     let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator");
     rt.set_kernel_cache(Arc::new(KernelCache::memory_only()));
@@ -166,4 +189,19 @@ fn launch_reads_the_weight_dims_from_its_shape() {
         e.to_string().contains('w') || e.to_string().contains("shape"),
         "{e}"
     );
+}
+
+#[test]
+fn a_linear_layer_with_a_weight_matrix_matches_the_reference() {
+    let g = linear::graph(DType::BF16, 8, 5, DType::I32).expect("graph");
+    assert!(g.to_string().contains("-> [im] : f32[%1, 5]"), "{g}");
+    check(&g, 7, &[], 9);
+    let g = linear::graph(DType::F32, 16, 3, DType::I64).expect("graph");
+    check(&g, 5, &[], 10);
+}
+
+#[test]
+fn per_head_and_per_sequence_projections_match_the_reference() {
+    let g = project::graph(2, 4, DType::I32).expect("graph");
+    check(&g, 6, &[], 11);
 }

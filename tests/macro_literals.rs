@@ -86,6 +86,21 @@ fn native_acc<T: Float, H, D>(
     q.dot_acc::<T>(k).causal().dot(v)
 }
 
+/// A `T` tensor meeting the scores (in `T`'s accumulator dtype) is
+/// converted to it; a bf16 tensor meets an f32 one the same way, and the
+/// f32 result is rounded to the declared bf16 output.
+#[jagged_kernel(outputs(mass, product))]
+fn promotion<T: Float, H, D>(
+    q: Jagged<T, (H, D)>,
+    k: Jagged<T, (H, D)>,
+    bias: Jagged<T, (H,)>,
+    x: Jagged<bf16, (D,)>,
+    y: Jagged<f32, (D,)>,
+    #[attr] max_len: usize,
+) -> (Jagged<T, (H,)>, Jagged<bf16, (D,)>) {
+    ((q.dot(k) + bias).sum_over_keys(), x * y)
+}
+
 fn runtime() -> Runtime {
     let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator");
     rt.set_kernel_cache(Arc::new(KernelCache::memory_only()));
@@ -167,4 +182,16 @@ fn dot_acc_in_the_input_dtype() {
     assert!(text.contains("-> [ijh] : bf16[%1, %1, 2]"), "{text}");
     let g = native_acc::graph(DType::F32, 2, 8, DType::I32).expect("graph");
     check(&g, 6, &[], 25);
+}
+
+#[test]
+fn a_value_meeting_its_accumulator_dtype_is_converted_to_it() {
+    let g = promotion::graph(DType::BF16, 2, 4, DType::I32).expect("graph");
+    let text = g.to_string();
+    let casts: Vec<&str> = text.lines().filter(|l| l.contains("= cast ")).collect();
+    // bias and x up to f32, the two results down to bf16.
+    assert_eq!(casts.len(), 4, "{text}");
+    assert!(casts.iter().any(|l| l.ends_with(": f32[%1, 2]")), "{text}");
+    assert!(casts.iter().any(|l| l.ends_with(": f32[%1, 4]")), "{text}");
+    check(&g, 6, &[], 26);
 }

@@ -660,13 +660,46 @@ impl Lowering<'_> {
             return err(
                 span,
                 format!(
-                    "dtype mismatch: {} and {}; convert one with `.cast::<U>()`",
+                    "dtype mismatch: {} and {}; convert one with `.cast::<U>()` (a float tensor \
+                     meets its own dtype, and its accumulator dtype f32 or f64, only)",
                     a.describe(),
                     b.describe()
                 ),
             );
         }
         Ok(())
+    }
+
+    /// The two tensors in one dtype: equal dtypes, or a float tensor in `T`
+    /// meeting one in `T`'s accumulator dtype (a bf16 value meeting f32
+    /// scores), which is converted to the accumulator (losslessly); any other
+    /// mismatch is an error.
+    fn promote(&mut self, a: Tensor, b: Tensor, span: Span) -> syn::Result<(Tensor, Tensor)> {
+        let floats = !a.dtype.is_known_non_float() && !b.dtype.is_known_non_float();
+        if a.dtype == b.dtype || !floats {
+            self.same_dtype(&a, &b, span)?;
+            return Ok((a, b));
+        }
+        if a.dtype == b.dtype.acc() {
+            let var = self.cast_if_needed(b.var, &b.dtype, &a.dtype);
+            let b = Tensor {
+                dtype: a.dtype.clone(),
+                var,
+                ..b
+            };
+            return Ok((a, b));
+        }
+        if b.dtype == a.dtype.acc() {
+            let var = self.cast_if_needed(a.var, &a.dtype, &b.dtype);
+            let a = Tensor {
+                dtype: b.dtype.clone(),
+                var,
+                ..a
+            };
+            return Ok((a, b));
+        }
+        self.same_dtype(&a, &b, span)?;
+        Ok((a, b))
     }
 
     fn arith(&mut self, op: BinaryOp, lhs: Value, rhs: Value, span: Span) -> syn::Result<Value> {
@@ -719,7 +752,7 @@ impl Lowering<'_> {
                 (b.clone(), s, b.var)
             }
             (Value::Tensor(a), Value::Tensor(b)) => {
-                self.same_dtype(&a, &b, span)?;
+                let (a, b) = self.promote(a, b, span)?;
                 let (kind, shape, seqs) = self.broadcast(&[&a, &b], span)?;
                 let (l, r) = (a.var, b.var);
                 (
@@ -836,11 +869,15 @@ impl Lowering<'_> {
                 ),
             );
         }
-        let (data_dtype, mut ts) = match (&on_true, &on_false) {
+        let (on_true, on_false) = match (on_true, on_false) {
             (Value::Tensor(a), Value::Tensor(b)) => {
-                self.same_dtype(a, b, span)?;
-                (a.dtype.clone(), vec![a.clone(), b.clone()])
+                let (a, b) = self.promote(a, b, span)?;
+                (Value::Tensor(a), Value::Tensor(b))
             }
+            other => other,
+        };
+        let (data_dtype, mut ts) = match (&on_true, &on_false) {
+            (Value::Tensor(a), Value::Tensor(b)) => (a.dtype.clone(), vec![a.clone(), b.clone()]),
             (Value::Tensor(a), _) => (a.dtype.clone(), vec![a.clone()]),
             (_, Value::Tensor(b)) => (b.dtype.clone(), vec![b.clone()]),
             _ => return err(span, "`select` needs a tensor among its two values"),
@@ -1102,6 +1139,11 @@ impl Lowering<'_> {
                 let other = pop_arg(&mut args, span)?;
                 let other = self.tensor(other, m.args.span(), "the operand of `.dot()`")?;
                 return self.dot(recv, other, acc, span);
+            }
+            "matmul" => {
+                let w = pop_arg(&mut args, span)?;
+                let w = self.tensor(w, m.args.span(), "the operand of `.matmul()`")?;
+                return self.matmul(recv, w, span);
             }
             "query_pos" | "key_pos" => {
                 let s = self.seqs_of(&recv, span)?;
@@ -1378,6 +1420,57 @@ impl Lowering<'_> {
         }
     }
 
+    /// `x.matmul(w)`: `x`'s last inner dim contracted with the first of a
+    /// `Dense<T, (K, M)>` weight, `(.., K)` to `(.., M)`, per row of `x`, in
+    /// the accumulator dtype.
+    fn matmul(&mut self, x: Tensor, w: Tensor, span: Span) -> syn::Result<Value> {
+        let usage = || {
+            format!(
+                "`x.matmul(w)` contracts the last dim of x with a weight `Dense<T, (K, M)>`: \
+                 x `(.., K)` gives `(.., M)`; found {} and {}",
+                x.describe(),
+                w.describe()
+            )
+        };
+        let (Shape::Dims(dx), Shape::Dims(dw)) = (&x.shape, &w.shape) else {
+            return err(span, usage());
+        };
+        let ([.., k], [wk, wm]) = (dx.as_slice(), dw.as_slice()) else {
+            return err(span, usage());
+        };
+        if w.kind != Kind::Dense || k != wk {
+            return err(span, usage());
+        }
+        self.same_dtype(&x, &w, span)?;
+        let mut all = dx.clone();
+        all.push(wm.clone());
+        let letters = letters(&all);
+        let (kept, tail) = letters.split_at(dx.len() - 1);
+        let (lk, lm) = tail.split_at(1);
+        let rows = match x.kind {
+            Kind::Jagged | Kind::Padded => "i",
+            Kind::Pairs => "ij",
+            _ => "",
+        };
+        let acc = x.dtype.acc();
+        let var = self.emit(Step::Contract {
+            a: x.var,
+            a_axes: format!("{rows}{kept}{lk}"),
+            b: w.var,
+            b_axes: format!("{lk}{lm}"),
+            out_axes: format!("{rows}{kept}{lm}"),
+            dtype: acc.clone(),
+        });
+        let mut shape = dx[..dx.len() - 1].to_vec();
+        shape.push(wm.clone());
+        Ok(Value::Tensor(Tensor {
+            dtype: acc,
+            shape: Shape::Dims(shape),
+            var,
+            ..x
+        }))
+    }
+
     /// Checks the outputs against the declared ones and emits `output` calls.
     fn outputs(
         &mut self,
@@ -1435,7 +1528,7 @@ impl Lowering<'_> {
 
 /// The methods of each kind, with their argument counts.
 fn methods_of(kind: Kind) -> Vec<(&'static str, usize)> {
-    const ELEMENTWISE: [(&str, usize); 22] = [
+    const ELEMENTWISE: [(&str, usize); 23] = [
         ("exp", 0),
         ("log", 0),
         ("silu", 0),
@@ -1458,6 +1551,7 @@ fn methods_of(kind: Kind) -> Vec<(&'static str, usize)> {
         ("sum_over_features", 0),
         ("mean_over_features", 0),
         ("max_over_features", 0),
+        ("matmul", 1),
     ];
     let own: &[(&str, usize)] = match kind {
         Kind::Jagged => &[

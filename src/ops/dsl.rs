@@ -33,6 +33,7 @@
 //! | `+ - * /`, unary `-`, `max(a, b)`, `min(a, b)`, `select(cond, a, b)` | tensors and scalars, broadcast |
 //! | `a.lt(b)`, `a.le(b)`, `a.gt(b)`, `a.ge(b)`, `a.eq(b)`, `a.ne(b)` -> bool tensor (`select`'s condition; IEEE: false with a NaN, but `ne` true) | tensors and scalars on either side (`dist.le(window)`, `window.ge(dist)`), broadcast |
 //! | `.sum_over_features()`, `.mean_over_features()`, `.max_over_features()`: reduce the last inner dim (`(H, D)` to `(H,)`) | any tensor with named inner dims |
+//! | `x.matmul(w)` with `w: Dense<T, (K, M)>`: `(.., K)` to `(.., M)` per row, in the accumulator dtype | any tensor with named inner dims |
 //! | `.exp()`, `.log()`, `.silu()`, `.sqrt()`, `.rsqrt()`, `.abs()`, `.relu()`, `.sigmoid()`, `.tanh()` (or `exp(x)`, `relu(x)`, ...), `.max(y)`, `.min(y)`, `.cast::<U>()` | any tensor |
 //! | `.powf(p)` (or `powf(x, p)`): `x^p` for a scalar `p`, IEEE `pow` (NaN for a negative `x` unless `p` is an integer) | any float tensor |
 //! | `.sum_over_seq()`, `.mean_over_seq()`, `.max_over_seq()`, `.logsumexp_over_seq()` -> `PerSeq` | `Jagged` |
@@ -56,8 +57,11 @@
 //! summed in f64). Positions and lengths (`row_pos`, `query_pos`, `key_pos`,
 //! `seq_len`) are numbers in the accumulator dtype of the value they come
 //! from, so they are exact below 2^24 even for bf16 values and mix with
-//! scores without a cast. A value in the accumulator dtype of an output's
-//! declared dtype (f32 for a bf16 output) is rounded to it.
+//! scores without a cast. A float tensor meeting one in its accumulator dtype
+//! (a bf16 value and f32 scores, `T` and the result of `dot` or `matmul`) is
+//! converted to the accumulator, losslessly; other dtype mismatches are
+//! errors (convert with `.cast::<U>()`). A value in the accumulator dtype of
+//! an output's declared dtype (f32 for a bf16 output) is rounded to it.
 //!
 //! Parameters are matched by structure, as the IR's validator does: a
 //! `Dense<T, (D,)>` meets a `Jagged<T, (D,)>` (every row), a `PerSeq<T, (D,)>`
@@ -383,6 +387,15 @@ macro_rules! elementwise {
             {
                 Phantom::phantom()
             }
+            /// Times a weight matrix: the last inner dim `K` contracted with
+            /// the first of `w: Dense<T, (K, M)>` (`[.., K]` to `[.., M]`), in
+            /// the accumulator dtype.
+            pub fn matmul<T2, K, M>(self, _w: Dense<T2, (K, M)>) -> $kind<T, <S as ReplaceLast<M>>::Output>
+            where
+                S: ReplaceLast<M>,
+            {
+                Phantom::phantom()
+            }
         }
     )*};
     (@ops $kind:ident: $($tr:ident $m:ident),*) => {$(
@@ -509,6 +522,21 @@ impl<A, B> DropLast for (A, B) {
 }
 impl<A, B, C> DropLast for (A, B, C) {
     type Output = (A, B);
+}
+
+/// The shape with its last dim replaced by `M` (the result of `matmul`).
+pub trait ReplaceLast<M> {
+    /// The new dims.
+    type Output;
+}
+impl<A, M> ReplaceLast<M> for (A,) {
+    type Output = (M,);
+}
+impl<A, B, M> ReplaceLast<M> for (A, B) {
+    type Output = (A, M);
+}
+impl<A, B, C, M> ReplaceLast<M> for (A, B, C) {
+    type Output = (A, B, M);
 }
 
 impl<T, S> Jagged<T, S> {

@@ -1,7 +1,7 @@
 use jagged::dsl::*;
 
 #[jagged_kernel]
-fn k<D>(x: Jagged<f32, (D,)>, y: Jagged<bf16, (D,)>) -> Jagged<f32, (D,)> {
+fn k<D>(x: Jagged<f16, (D,)>, y: Jagged<bf16, (D,)>) -> Jagged<f16, (D,)> {
     x * y
 }
 
