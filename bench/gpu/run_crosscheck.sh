@@ -2,15 +2,16 @@
 # Cross-checks the PTX fixtures on the GPU against the emulator: every Triton
 # fixture of emulator/fixtures/ (NAME.ptx + NAME.json) and the runtime's own
 # test kernel runtime/tests/data/vadd.ptx, each with a recipe below (grid,
-# argument specs, tolerance). Needs no Rust: it runs a prebuilt ptx_crosscheck.
+# argument specs, tolerance). Needs no Rust: it runs a prebuilt jagc
+# (`jagc crosscheck`).
 #
 # usage: bench/gpu/run_crosscheck.sh [--dry-run] [NAME...]
 #   --dry-run   emulator only (JAGGED_CROSSCHECK_DRY_RUN=1 does the same): for
 #               machines without a GPU; checks that every recipe runs.
 #   NAME...     only these fixtures (default: all).
 # env:
-#   JAGGED_CROSSCHECK_BIN  the binary (default: bench/gpu/bin/ptx_crosscheck,
-#                          else target*/release/ptx_crosscheck)
+#   JAGGED_CROSSCHECK_BIN  the jagc binary (default: bench/gpu/bin/jagc,
+#                          else target*/release/jagc)
 #   JAGGED_CROSSCHECK_REPEAT  timed GPU launches per kernel (default 20)
 #   JAGGED_CROSSCHECK_BACKENDS  override the backends (e.g. `cuda` alone)
 #   JAGGED_CROSSCHECK_SAVE_DIR  save the first backend's buffers as DIR/NAME/argN.npy
@@ -28,20 +29,20 @@ names=()
 for arg in "$@"; do
   case "$arg" in
     --dry-run) dry_run=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) names+=("$arg") ;;
   esac
 done
 
 bin="${JAGGED_CROSSCHECK_BIN:-}"
 if [ -z "$bin" ]; then
-  for candidate in "$here/bin/ptx_crosscheck" "$root"/target*/release/ptx_crosscheck; do
+  for candidate in "$here/bin/jagc" "$root"/target*/release/jagc; do
     if [ -x "$candidate" ]; then bin="$candidate"; break; fi
   done
 fi
 if [ -z "$bin" ] || [ ! -x "$bin" ]; then
-  echo "run_crosscheck: no ptx_crosscheck binary: set JAGGED_CROSSCHECK_BIN or build it with" >&2
-  echo "  cargo build --release -p jagged-runtime --bin ptx_crosscheck && mkdir -p bench/gpu/bin && cp \$CARGO_TARGET_DIR/release/ptx_crosscheck bench/gpu/bin/" >&2
+  echo "run_crosscheck: no jagc binary: set JAGGED_CROSSCHECK_BIN or build it with" >&2
+  echo "  cargo build --release --bin jagc && mkdir -p bench/gpu/bin && cp \$CARGO_TARGET_DIR/release/jagc bench/gpu/bin/" >&2
   exit 1
 fi
 
@@ -115,7 +116,7 @@ for name in "${names[@]}"; do
   [ -n "${JAGGED_CROSSCHECK_SAVE_DIR:-}" ] && dirs+=(--save-dir "$JAGGED_CROSSCHECK_SAVE_DIR/$name")
   [ -n "${JAGGED_CROSSCHECK_EXPECT_DIR:-}" ] && dirs+=(--expect-dir "$JAGGED_CROSSCHECK_EXPECT_DIR/$name")
   # shellcheck disable=SC2086 # the specs are words
-  output="$("$bin" --backends "$backends" --grid "$grid" --block "$block" --shared "$shared" \
+  output="$("$bin" crosscheck --backends "$backends" --grid "$grid" --block "$block" --shared "$shared" \
     --tol "$tol" --repeat "$repeat" "${dirs[@]}" "$ptx" "$kernel" $specs 2>&1)"
   status=$?
   echo "$output"

@@ -12,14 +12,11 @@
 //! - [`Runtime::run_graph`] runs a whole jagged-ir graph: compile through the
 //!   cache, allocate, bind parameters from the launch metadata, launch.
 //! - [`argspec`] parses the kernel-argument specs `jagc emu` and
-//!   `ptx_crosscheck` share.
-//! - [`crosscheck`] runs one PTX kernel on both backends and compares outputs
-//!   (the `ptx_crosscheck` binary).
+//!   `jagc crosscheck` share.
 
 pub mod argspec;
 mod backend;
 pub mod cache;
-pub mod crosscheck;
 mod error;
 mod launcher;
 mod params;

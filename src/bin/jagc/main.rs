@@ -1,5 +1,6 @@
 //! `jagc`: the command-line face of jagged.
 
+mod crosscheck;
 mod demo;
 mod emit;
 mod emu;
@@ -32,6 +33,9 @@ enum Command {
     Run(run::RunArgs),
     /// Run a PTX kernel in the emulator, with the memory checker on.
     Emu(emu::EmuArgs),
+    /// Run a PTX kernel on the GPU and in the emulator and compare every
+    /// buffer (exit status 0: all pass, 1: a mismatch, 2: an error).
+    Crosscheck(crosscheck::CrosscheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,8 @@ fn main() -> ExitCode {
         Command::Stats(args) => stats::run(args),
         Command::Run(args) => run::run(args),
         Command::Emu(args) => emu::run(args),
+        // Its own exit status: a mismatch (1) is not an error (2).
+        Command::Crosscheck(args) => return crosscheck::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,7 @@
-//! Runs one PTX kernel on both backends and compares what it wrote: the
-//! evidence that the emulator's results stand for the GPU's.
+//! `jagc crosscheck`: runs one PTX kernel on both backends (the CUDA GPU and
+//! the emulator) and compares what it wrote: the evidence that the emulator's
+//! results stand for the GPU's. `--backends emu` is the dry run for machines
+//! without a GPU; `bench/gpu/run_crosscheck.sh` runs it over every fixture.
 //!
 //! Arguments are written as specs, one per kernel parameter:
 //!
@@ -16,20 +18,24 @@
 //! | `inout:IN.npy:OUT.npy` | a buffer holding IN.npy, saved to OUT.npy after the run |
 //!
 //! Scalars, `in:`, `out:` and `inout:` are the syntax `jagc emu` takes, parsed
-//! by the one parser both use ([`crate::argspec`]; integers also in hex, `u64:0x10`).
+//! by the one parser both use ([`jagged_runtime::argspec`]; integers also in
+//! hex, `u64:0x10`).
 //!
 //! Every buffer starts from the same bytes on every backend and every
 //! repetition; after the run each buffer is compared: integers bit for bit,
 //! floats by `||a - b|| / ||b||` against a tolerance, NaN never passing.
+//! Exit status 0: all pass; 1: a mismatch; 2: an error.
 
-use crate::argspec::KernelArgSpec;
-use crate::{
-    BackendKind, DType, KernelArg, LaunchDims, Runtime, RuntimeError, tensor_bytes, tensor_data,
-};
+use clap::Args;
 use jagged_ir::TensorData;
 use jagged_ir::npy::{self, NpyArray, NpyDtype};
+use jagged_runtime::argspec::KernelArgSpec;
+use jagged_runtime::{
+    BackendKind, DType, KernelArg, LaunchDims, Runtime, RuntimeError, tensor_bytes, tensor_data,
+};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 /// Errors of the cross-check: bad specs, files, or a backend failing.
@@ -569,127 +575,156 @@ impl fmt::Display for BufferComparison {
     }
 }
 
-/// The command line of `ptx_crosscheck`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Options {
-    /// What to run.
-    pub check: Crosscheck,
-    /// The backends, in order; the first is the reference of the comparison.
+/// Arguments of `jagc crosscheck`.
+#[derive(Args)]
+pub struct CrosscheckArgs {
+    /// CTAs in the grid: X, X,Y or X,Y,Z.
+    #[arg(long, value_parser = parse_dims, default_value = "1")]
+    pub grid: [u32; 3],
+    /// Threads per CTA: X, X,Y or X,Y,Z.
+    #[arg(long, value_parser = parse_dims, default_value = "1")]
+    pub block: [u32; 3],
+    /// Dynamic shared memory per CTA, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub shared: u32,
+    /// The backends, in order (cuda, emu); every buffer is compared with the
+    /// first backend's.
+    #[arg(long, value_delimiter = ',', value_parser = parse_backend,
+          default_value = "cuda,emu")]
     pub backends: Vec<BackendKind>,
-    /// The float tolerance on `rel l2`.
+    /// The float tolerance on `||a - b|| / ||b||`.
+    #[arg(long = "tol", value_name = "REL", default_value_t = 1e-5)]
     pub tolerance: f64,
-    /// Where to save the first backend's buffers (`--save-dir`).
+    /// Timed launches per GPU backend (the emulator always runs once).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub repeat: u32,
+    /// Save the first backend's buffers as DIR/argN.npy.
+    #[arg(long, value_name = "DIR")]
     pub save_dir: Option<PathBuf>,
-    /// Saved buffers to compare every backend with (`--expect-dir`).
+    /// Compare every backend with buffers saved by --save-dir instead.
+    #[arg(long, value_name = "DIR")]
     pub expect_dir: Option<PathBuf>,
+    /// The PTX file.
+    pub ptx_file: PathBuf,
+    /// The kernel's entry name.
+    pub kernel: String,
+    /// A kernel argument, in parameter order: u32:V i32:V u64:V i64:V f32:V f64:V
+    /// null rand:DTYPE:COUNT[:SEED] zeros:DTYPE:COUNT offsets:i32|i64:B:T[:SEED]
+    /// poison:DTYPE:COUNT in:PATH.npy out:PATH.npy:DTYPE:COUNT inout:IN.npy:OUT.npy.
+    #[arg(value_name = "ARG")]
+    pub args: Vec<String>,
 }
 
-/// The usage text of `ptx_crosscheck`.
-pub const USAGE: &str =
-    "usage: ptx_crosscheck [--grid X[,Y[,Z]]] [--block X[,Y[,Z]]] [--shared BYTES]
-                      [--backends cuda,emu] [--tol REL] [--repeat N]
-                      [--save-dir DIR] [--expect-dir DIR] PTX_FILE KERNEL ARG...
-Runs KERNEL of PTX_FILE on each backend (default: cuda, then emu), compares every
-buffer with the first backend's (integers bit for bit, floats by rel l2 <= --tol,
-default 1e-5), prints times. --save-dir writes the first backend's buffers as
-DIR/argN.npy; --expect-dir compares every backend with such saved buffers instead.
-Exit status 0: all pass; 1: a mismatch; 2: an error.
-ARG: u32:V i32:V u64:V i64:V f32:V f64:V null rand:DTYPE:COUNT[:SEED] zeros:DTYPE:COUNT
-     offsets:i32|i64:B:T[:SEED] poison:DTYPE:COUNT in:PATH.npy out:PATH.npy:DTYPE:COUNT
-     inout:IN.npy:OUT.npy";
-
-fn parse_dims(option: &str, text: &str) -> Result<[u32; 3], CrosscheckError> {
+/// Parses `X[,Y[,Z]]` into three dimensions (missing ones are 1).
+fn parse_dims(text: &str) -> Result<[u32; 3], String> {
     let mut dims = [1u32; 3];
     let parts: Vec<&str> = text.split(',').collect();
-    if parts.is_empty() || parts.len() > 3 {
-        return Err(CrosscheckError::Usage(format!(
-            "{option} {text}: expected X[,Y[,Z]]"
-        )));
+    if parts.len() > 3 {
+        return Err(format!("{text}: expected X[,Y[,Z]]"));
     }
     for (dim, part) in dims.iter_mut().zip(&parts) {
-        *dim = part.trim().parse().map_err(|_| {
-            CrosscheckError::Usage(format!("{option} {text}: {part:?} is not a count"))
-        })?;
+        *dim = part
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text}: {part:?} is not a count"))?;
     }
     Ok(dims)
 }
 
-impl Options {
-    /// Parses the arguments after the program name.
-    pub fn parse(args: &[String]) -> Result<Options, CrosscheckError> {
-        let mut dims = LaunchDims::linear(1, 1);
-        let mut backends = vec![BackendKind::Cuda, BackendKind::Emu];
-        let (mut tolerance, mut repeats) = (1e-5, 5);
-        let (mut save_dir, mut expect_dir) = (None, None);
-        let mut positional = Vec::new();
-        let mut iter = args.iter();
-        while let Some(arg) = iter.next() {
-            let mut value = |option: &str| {
-                iter.next().cloned().ok_or_else(|| {
-                    CrosscheckError::Usage(format!("{option} needs a value\n{USAGE}"))
-                })
-            };
-            let number_error = |option: &str, text: &str| {
-                CrosscheckError::Usage(format!("{option} {text}: not a number"))
-            };
-            match arg.as_str() {
-                "--grid" => dims.grid = parse_dims("--grid", &value("--grid")?)?,
-                "--block" => dims.block = parse_dims("--block", &value("--block")?)?,
-                "--shared" => {
-                    let text = value("--shared")?;
-                    dims.dynamic_shared_bytes =
-                        text.parse().map_err(|_| number_error("--shared", &text))?;
-                }
-                "--tol" => {
-                    let text = value("--tol")?;
-                    tolerance = text.parse().map_err(|_| number_error("--tol", &text))?;
-                }
-                "--repeat" => {
-                    let text = value("--repeat")?;
-                    repeats = text.parse().map_err(|_| number_error("--repeat", &text))?;
-                }
-                "--save-dir" => save_dir = Some(PathBuf::from(value("--save-dir")?)),
-                "--expect-dir" => expect_dir = Some(PathBuf::from(value("--expect-dir")?)),
-                "--backends" => {
-                    backends = value("--backends")?
-                        .split(',')
-                        .map(|name| {
-                            name.parse::<BackendKind>()
-                                .map_err(|e| CrosscheckError::Usage(e.to_string()))
-                        })
-                        .collect::<Result<_, _>>()?;
-                }
-                flag if flag.starts_with("--") => {
-                    return Err(CrosscheckError::Usage(format!(
-                        "unknown option {flag}\n{USAGE}"
-                    )));
-                }
-                _ => positional.push(arg.clone()),
-            }
-        }
-        let [ptx_path, kernel, specs @ ..] = positional.as_slice() else {
-            return Err(CrosscheckError::Usage(USAGE.to_string()));
-        };
-        let ptx = std::fs::read_to_string(ptx_path)
-            .map_err(|e| CrosscheckError::File(format!("{ptx_path}: {e}")))?;
-        let args = specs
+/// Parses one backend name of `--backends`.
+fn parse_backend(name: &str) -> Result<BackendKind, String> {
+    name.parse().map_err(|e: RuntimeError| e.to_string())
+}
+
+impl CrosscheckArgs {
+    /// The check the arguments describe: reads the PTX file and parses the specs.
+    pub fn check(&self) -> Result<Crosscheck, CrosscheckError> {
+        let ptx = std::fs::read_to_string(&self.ptx_file)
+            .map_err(|e| CrosscheckError::File(format!("{}: {e}", self.ptx_file.display())))?;
+        let args = self
+            .args
             .iter()
             .map(|s| ArgSpec::parse(s))
             .collect::<Result<_, _>>()?;
-        Ok(Options {
-            check: Crosscheck {
-                ptx,
-                kernel: kernel.clone(),
-                dims,
-                args,
-                repeats,
+        Ok(Crosscheck {
+            ptx,
+            kernel: self.kernel.clone(),
+            dims: LaunchDims {
+                grid: self.grid,
+                block: self.block,
+                dynamic_shared_bytes: self.shared,
             },
-            backends,
-            tolerance,
-            save_dir,
-            expect_dir,
+            args,
+            repeats: self.repeat,
         })
     }
+}
+
+/// Runs `jagc crosscheck`: 0 when every buffer passes, 1 on a mismatch, 2 on
+/// an error (printed to stderr).
+pub fn run(args: CrosscheckArgs) -> ExitCode {
+    match check_and_compare(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("jagc crosscheck: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the check; `Ok(false)` when a buffer differs beyond the tolerance.
+fn check_and_compare(options: &CrosscheckArgs) -> Result<bool, CrosscheckError> {
+    let check = &options.check()?;
+    println!(
+        "kernel {}: grid {:?} block {:?} shared {} B",
+        check.kernel, check.dims.grid, check.dims.block, check.dims.dynamic_shared_bytes
+    );
+    let mut runs = Vec::new();
+    for &backend in &options.backends {
+        let run = check.run(backend)?;
+        let instructions = run
+            .warp_instructions
+            .map(|n| format!(", {n} warp instructions"))
+            .unwrap_or_default();
+        println!(
+            "{backend:<4} on {}: best {:.3} ms of {} launch(es){instructions}",
+            run.device,
+            run.best().as_secs_f64() * 1e3,
+            run.times.len()
+        );
+        if runs.is_empty() {
+            // Saved before the other backends run, so that a failure there
+            // still leaves the first backend's results.
+            check.save_outputs(&run)?;
+            if let Some(dir) = &options.save_dir {
+                check.save_all(&run, dir)?;
+            }
+        }
+        runs.push(run);
+    }
+    let Some(first) = runs.first() else {
+        return Err(CrosscheckError::Usage(
+            "--backends names no backend".to_string(),
+        ));
+    };
+    let (reference, others) = match &options.expect_dir {
+        Some(dir) => (check.load_reference(dir)?, &runs[..]),
+        None => (first.clone(), &runs[1..]),
+    };
+    let reference = &reference;
+    let mut pass = true;
+    for run in others {
+        for comparison in check.compare(run, reference, options.tolerance) {
+            println!("{} vs {}: {comparison}", run.backend, reference.device);
+            pass &= comparison.pass;
+        }
+    }
+    if others.is_empty() {
+        println!("single backend: nothing compared");
+    }
+    println!("RESULT {}", if pass { "PASS" } else { "FAIL" });
+    Ok(pass)
 }
 
 #[cfg(test)]
@@ -744,7 +779,7 @@ mod tests {
     #[test]
     fn random_floats_lie_in_the_unit_interval() {
         let bytes = random_bytes(DType::F32, 1000, 9);
-        let values: Vec<f32> = crate::from_bytes("r", &bytes).unwrap();
+        let values: Vec<f32> = jagged_runtime::from_bytes("r", &bytes).unwrap();
         assert!(values.iter().all(|v| (-1.0..1.0).contains(v)));
         assert_ne!(values[0], values[1]);
         assert_eq!(bytes, random_bytes(DType::F32, 1000, 9));
@@ -754,39 +789,48 @@ mod tests {
     fn random_offsets_are_valid_jagged_offsets() {
         for (batch, total) in [(0usize, 0u64), (1, 7), (8, 300), (50, 3)] {
             let bytes = random_offsets(DType::I64, batch + 1, total, 4);
-            let offsets: Vec<i64> = crate::from_bytes("o", &bytes).unwrap();
+            let offsets: Vec<i64> = jagged_runtime::from_bytes("o", &bytes).unwrap();
             assert_eq!(offsets.len(), batch + 1);
             assert_eq!((offsets[0], offsets[batch]), (0, total as i64));
             assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
         }
         // With more sequences than rows some are empty.
         let bytes = random_offsets(DType::I32, 51, 3, 4);
-        let offsets: Vec<i32> = crate::from_bytes("o", &bytes).unwrap();
+        let offsets: Vec<i32> = jagged_runtime::from_bytes("o", &bytes).unwrap();
         assert!(offsets.windows(2).any(|w| w[0] == w[1]));
     }
 
     #[test]
     fn comparison_measures_relative_error_and_rejects_nan() {
-        let want = crate::to_bytes(&[3.0f32, 4.0]);
-        let got = crate::to_bytes(&[3.0f32, 4.0 + 5e-6]);
+        let want = jagged_runtime::to_bytes(&[3.0f32, 4.0]);
+        let got = jagged_runtime::to_bytes(&[3.0f32, 4.0 + 5e-6]);
         // ||diff|| = 5e-6, ||want|| = 5: rel 1e-6 (up to f32 rounding of 4 + 5e-6).
         let cmp = BufferComparison::new(0, DType::F32, &got, &want, 1e-5);
         assert!(cmp.pass && cmp.differing == 1);
         assert!((cmp.rel_l2 - 1e-6).abs() < 1e-7, "{}", cmp.rel_l2);
-        let nan = crate::to_bytes(&[3.0f32, f32::NAN]);
+        let nan = jagged_runtime::to_bytes(&[3.0f32, f32::NAN]);
         assert!(!BufferComparison::new(0, DType::F32, &nan, &nan, 1e-5).pass);
-        let ints = crate::to_bytes(&[1i32, 2]);
-        let other = crate::to_bytes(&[1i32, 3]);
+        let ints = jagged_runtime::to_bytes(&[1i32, 2]);
+        let other = jagged_runtime::to_bytes(&[1i32, 3]);
         assert!(!BufferComparison::new(0, DType::I32, &other, &ints, 1.0).pass);
     }
 
     #[test]
     fn parses_a_command_line() {
+        use clap::Parser;
+        /// `jagc crosscheck`'s arguments alone.
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: CrosscheckArgs,
+        }
         let dir = std::env::temp_dir().join(format!("jagged-xc-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ptx = dir.join("k.ptx");
         std::fs::write(&ptx, ".entry k() { ret; }").unwrap();
-        let args: Vec<String> = [
+        let ptx = ptx.display().to_string();
+        let cli = Cli::try_parse_from([
+            "crosscheck",
             "--grid",
             "4,2",
             "--block",
@@ -795,21 +839,28 @@ mod tests {
             "16",
             "--backends",
             "emu",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([
-            ptx.display().to_string(),
-            "k".to_string(),
-            "zeros:u8:3".to_string(),
+            &ptx,
+            "k",
+            "zeros:u8:3",
         ])
-        .collect();
-        let options = Options::parse(&args).unwrap();
-        assert_eq!(options.check.dims.grid, [4, 2, 1]);
-        assert_eq!(options.check.dims.block, [128, 1, 1]);
-        assert_eq!(options.check.dims.dynamic_shared_bytes, 16);
-        assert_eq!(options.backends, vec![BackendKind::Emu]);
-        assert!(Options::parse(&["--grid".to_string()]).is_err());
+        .unwrap();
+        let check = cli.args.check().unwrap();
+        assert_eq!(check.dims.grid, [4, 2, 1]);
+        assert_eq!(check.dims.block, [128, 1, 1]);
+        assert_eq!(check.dims.dynamic_shared_bytes, 16);
+        assert_eq!(check.args.len(), 1);
+        assert_eq!(cli.args.backends, vec![BackendKind::Emu]);
+        let defaults = Cli::try_parse_from(["crosscheck", &ptx, "k"]).unwrap();
+        assert_eq!(
+            defaults.args.backends,
+            vec![BackendKind::Cuda, BackendKind::Emu]
+        );
+        assert_eq!(
+            defaults.args.check().unwrap().dims,
+            LaunchDims::linear(1, 1)
+        );
+        assert!(Cli::try_parse_from(["crosscheck", "--grid"]).is_err());
+        assert!(Cli::try_parse_from(["crosscheck", "--grid", "1,2,3,4", &ptx, "k"]).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

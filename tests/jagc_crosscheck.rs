@@ -1,16 +1,26 @@
-//! The cross-check tool in its dry-run form (emulator only), as CI can run
-//! it: the binary on one kernel, and bench/gpu/run_crosscheck.sh over every
+//! `jagc crosscheck` in its dry-run form (emulator only), as CI can run it:
+//! the subcommand on one kernel, and bench/gpu/run_crosscheck.sh over every
 //! fixture with its recipe.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ptx_crosscheck");
+const BIN: &str = env!("CARGO_BIN_EXE_jagc");
 
 fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the runtime crate lives in the workspace")
+}
+
+/// `jagc crosscheck`, its arguments still to add.
+fn crosscheck() -> Command {
+    let mut command = Command::new(BIN);
+    command.arg("crosscheck");
+    command
+}
+
+/// The runtime's test kernel: `c[i] = a[i] + b[i]` for `i < n`.
+fn vadd() -> PathBuf {
+    repo_root().join("runtime/tests/data/vadd.ptx")
 }
 
 /// The stdout of a command that must have succeeded (else a panic with its output).
@@ -25,9 +35,8 @@ fn succeeded(output: &Output) -> String {
 }
 
 #[test]
-fn the_binary_runs_a_kernel_on_the_emulator_twice_and_compares() {
-    let vadd = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vadd.ptx");
-    let output = Command::new(BIN)
+fn the_subcommand_runs_a_kernel_on_the_emulator_twice_and_compares() {
+    let output = crosscheck()
         .args([
             "--backends",
             "emu,emu",
@@ -38,7 +47,7 @@ fn the_binary_runs_a_kernel_on_the_emulator_twice_and_compares() {
             "--tol",
             "0",
         ])
-        .arg(&vadd)
+        .arg(vadd())
         .args([
             "vadd",
             "rand:f32:250",
@@ -55,11 +64,10 @@ fn the_binary_runs_a_kernel_on_the_emulator_twice_and_compares() {
 }
 
 #[test]
-fn the_binary_reports_bad_arguments_with_status_2() {
-    let vadd = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vadd.ptx");
-    let output = Command::new(BIN)
+fn the_subcommand_reports_bad_arguments_with_status_2() {
+    let output = crosscheck()
         .args(["--backends", "emu"])
-        .arg(&vadd)
+        .arg(vadd())
         .args(["vadd", "zeros:f32:4", "zeros:f32:4", "zeros:f32:4"])
         .output()
         .unwrap();
@@ -113,7 +121,7 @@ fn the_gpu_script_skips_a_fixture_without_a_recipe() {
 }
 
 #[test]
-fn npy_inputs_and_outputs_round_trip_through_the_binary() {
+fn npy_inputs_and_outputs_round_trip_through_the_subcommand() {
     use jagged_ir::npy::{self, NpyArray, NpyDtype};
     let dir = std::env::temp_dir().join(format!("jagged-xc-npy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -128,11 +136,10 @@ fn npy_inputs_and_outputs_round_trip_through_the_binary() {
         };
         npy::write(dir.join(name), &array).unwrap();
     }
-    let vadd = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vadd.ptx");
     let spec = |s: &str| s.replace("DIR", &dir.display().to_string());
-    let output = Command::new(BIN)
+    let output = crosscheck()
         .args(["--backends", "emu", "--grid", "1", "--block", "128"])
-        .arg(&vadd)
+        .arg(vadd())
         .arg("vadd")
         .args([
             spec("in:DIR/a.npy"),
