@@ -25,7 +25,9 @@
 //! parameters) and the generated `launch` takes it where the signature puts
 //! it; undeclared, it is named `offsets` and `launch` takes it just before the
 //! first jagged parameter (the generated docs of `launch` list its arguments
-//! in order either way). The body is `let` bindings and one final expression (a tuple for several
+//! in order either way).
+//!
+//! The body is `let` bindings and one final expression (a tuple for several
 //! outputs, named by `#[jagged_kernel(outputs(a, b))]`), over:
 //!
 //! | operation | on |
@@ -63,9 +65,11 @@
 //! errors (convert with `.cast::<U>()`). A value in the accumulator dtype of
 //! an output's declared dtype (f32 for a bf16 output) is rounded to it.
 //!
-//! Parameters are matched by structure, as the IR's validator does: a
-//! `Dense<T, (D,)>` meets a `Jagged<T, (D,)>` (every row), a `PerSeq<T, (D,)>`
-//! or a `Pairs<T, (D,)>`; inner dims are equal, or one side has none.
+//! Elementwise operands are matched by structure, as the IR's validator
+//! does: the one with more row axes gives the result's kind (a `Dense<T,
+//! (D,)>` meets every row of a `Jagged<T, (D,)>`, a `PerSeq<T, (D,)>` or a
+//! `Pairs<T, (D,)>`), and inner dims are equal or one side has none (so
+//! `(H, D)` does not meet `(H,)` or `(D,)`).
 //!
 //! ```
 //! use jagged::dsl::*;
