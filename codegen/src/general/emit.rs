@@ -10,7 +10,7 @@ use jagged_ir::{
 use super::{Buffer, Partition, Step, Stored, elements, reduced_type, tensor_type, unsupported};
 use crate::error::CodegenError;
 use crate::kernel::{
-    BinOp, Cmp, KernelBuilder, Label, Operand, ParamId, ParamType, Reg, TernOp, Type,
+    BinOp, Cmp, KernelBuilder, Label, Operand, ParamId, ParamType, Reg, ShflMode, TernOp, Type,
 };
 use crate::launch::{ParamBinding, SizeExpr};
 use crate::spec::{DType, elem_bytes};
@@ -49,6 +49,27 @@ fn is_int(dtype: DType) -> bool {
     !dtype.is_float()
 }
 
+/// Whether the kernel of `node` (a float reduction, or a softmax's
+/// statistics) is better computed a warp per element, lanes splitting the
+/// reduced axis: when that axis is the contiguous last one, or when the
+/// result has fewer than 8 elements per row, so that lanes of a thread per
+/// element would read rows far apart.
+fn cooperative(graph: &Graph, node: Handle<Node>) -> bool {
+    let (arg, axis) = match graph.node(node) {
+        Node::Reduce { arg, axis, .. } | Node::Softmax { arg, axis } => (*arg, *axis),
+        _ => return false,
+    };
+    let Ok(x) = tensor_type(graph, arg) else {
+        return false;
+    };
+    if is_int(x.dtype) {
+        return false;
+    }
+    let result = reduced_type(x, axis);
+    let width = super::static_product(&result.dims[result.ragged_rank()..]);
+    axis + 1 == x.dims.len() || width < 8
+}
+
 /// Generates the kernels of one step (two for [`Step::KeptOffsets`]).
 pub(super) fn lower_step(
     graph: &Graph,
@@ -64,7 +85,8 @@ pub(super) fn lower_step(
             // The value's own kernel computes it; a copy (an input or a
             // node named by two outputs) reads where it is stored.
             let own = part.stored.get(&node) == Some(&into);
-            em.for_each_element(&ty, &[into], |em, at, lin| {
+            let coop = own && cooperative(graph, node);
+            em.for_each_element(&ty, &[into], coop, |em, at, lin| {
                 let v = if own {
                     em.define(node, at)?
                 } else {
@@ -86,7 +108,8 @@ pub(super) fn lower_step(
             let (arg, axis) = (*arg, *axis);
             let x = tensor_type(graph, arg)?.clone();
             let stats = reduced_type(&x, axis);
-            em.for_each_element(&stats, &[max, sum], |em, at, lin| {
+            let coop = cooperative(graph, *node);
+            em.for_each_element(&stats, &[max, sum], coop, |em, at, lin| {
                 let line = em.line_of(&x, &stats, axis, at);
                 let (m, s) = em.softmax_stats(arg, &x, axis, &line)?;
                 em.store(max, lin, Val::F(m));
@@ -122,6 +145,13 @@ struct Emitter<'g> {
     bindings: Vec<ParamBinding>,
     items: SizeExpr,
     memo: Option<SeqMemo>,
+    /// In a cooperative element loop: this thread's lane (u64). The root's
+    /// reduction loops start there and step by 32, and their partial
+    /// results are combined across the warp by shuffles.
+    lanes: Option<Reg>,
+    /// In a cooperative element loop: a predicate that holds on lanes other
+    /// than 0, which do not store (every lane holds the same result).
+    not_writer: Option<Reg>,
 }
 
 impl<'g> Emitter<'g> {
@@ -134,6 +164,8 @@ impl<'g> Emitter<'g> {
             bindings: Vec::new(),
             items: SizeExpr::Const(1),
             memo: None,
+            lanes: None,
+            not_writer: None,
         }
     }
 
@@ -308,18 +340,43 @@ impl<'g> Emitter<'g> {
     /// inner elements, coalesced), so no thread searches for its sequence;
     /// rows at `n_b <= i < L_b` get zeros in `zero_into` instead. Dense
     /// values go a thread per element.
+    ///
+    /// With `coop`, a whole warp computes each element (the root's reduction
+    /// split over the lanes, see [`Self::combine`]) and lane 0 stores it: a
+    /// warp per element of a dense value, a warp per sequence going through
+    /// its elements one after the other for a jagged one.
     fn for_each_element(
         &mut self,
         ty: &TensorType,
         zero_into: &[Stored],
+        coop: bool,
         mut body: impl FnMut(&mut Self, &At, Reg) -> Result<()>,
     ) -> Result<()> {
         let graph = self.graph;
+        let (thread, threads) = self.b.global_thread_index();
+        let lane = self
+            .b
+            .binary(BinOp::And, Type::U64, thread, Operand::Int(31));
+        if coop {
+            let not_writer = self.b.setp(Cmp::Ne, Type::U64, lane, Operand::Int(0));
+            self.not_writer = Some(not_writer);
+        }
         let Some(s) = ty.seqs() else {
             let items = elements(ty).unwrap_or(SizeExpr::Const(0));
-            self.items = items.clone();
+            let (start, step) = if coop {
+                self.items = items.clone() * SizeExpr::Const(32);
+                let warp = self
+                    .b
+                    .binary(BinOp::Shr, Type::U64, thread, Operand::Int(5));
+                let warps = self
+                    .b
+                    .binary(BinOp::Shr, Type::U64, threads, Operand::Int(5));
+                (warp, warps)
+            } else {
+                self.items = items.clone();
+                (thread, threads)
+            };
             let work = self.size(items);
-            let (start, step) = self.b.global_thread_index();
             let range = self.b.begin_range(Type::U64, start, work, step);
             let zero = self.b.mov(Type::U64, Operand::Int(0));
             let mut extents = Vec::with_capacity(ty.dims.len());
@@ -336,9 +393,14 @@ impl<'g> Emitter<'g> {
                 }
                 _ => zero,
             };
+            if coop {
+                self.lanes = Some(lane);
+            }
             body(self, &At { b, idx }, range.counter)?;
+            self.lanes = None;
             self.memo = None;
             self.b.end_range(range);
+            self.not_writer = None;
             return Ok(());
         };
         if ty.ragged_rank() != 1 {
@@ -356,12 +418,12 @@ impl<'g> Emitter<'g> {
             .collect();
         let width = super::static_product(&ty.dims[1..]);
         self.items = SizeExpr::Batch * SizeExpr::Const(32);
-        let (start, step) = self.b.global_thread_index();
-        let warp = self.b.binary(BinOp::Shr, Type::U64, start, Operand::Int(5));
-        let lane = self
+        let warp = self
             .b
-            .binary(BinOp::And, Type::U64, start, Operand::Int(31));
-        let warps = self.b.binary(BinOp::Shr, Type::U64, step, Operand::Int(5));
+            .binary(BinOp::Shr, Type::U64, thread, Operand::Int(5));
+        let warps = self
+            .b
+            .binary(BinOp::Shr, Type::U64, threads, Operand::Int(5));
         let batch = self.size(SizeExpr::Batch);
         let seqs = self.b.begin_range(Type::U64, warp, batch, warps);
         let b = seqs.counter;
@@ -380,7 +442,13 @@ impl<'g> Emitter<'g> {
         let base = self
             .b
             .binary(BinOp::Mul, Type::U64, first, Operand::Int(width as i64));
-        let elems = self.b.begin_range(Type::U64, lane, count, Operand::Int(32));
+        // Lanes over the elements, or (cooperative) all lanes on each one.
+        let elems = if coop {
+            self.b
+                .begin_range(Type::U64, Operand::Int(0), count, Operand::Int(1))
+        } else {
+            self.b.begin_range(Type::U64, lane, count, Operand::Int(32))
+        };
         let e = elems.counter;
         let lin = self.b.binary(BinOp::Add, Type::U64, base, e);
         let i = self
@@ -403,11 +471,16 @@ impl<'g> Emitter<'g> {
                 .binary(BinOp::Rem, Type::U64, e, Operand::Int(width as i64));
             idx.extend(self.digits(within, &inner));
         }
+        if coop {
+            self.lanes = Some(lane);
+        }
         body(self, &At { b, idx }, lin)?;
+        self.lanes = None;
         self.b.place(done);
         self.b.end_range(elems);
         self.memo = None;
         self.b.end_range(seqs);
+        self.not_writer = None;
         Ok(())
     }
 
@@ -474,6 +547,18 @@ impl<'g> Emitter<'g> {
     }
 
     fn store(&mut self, st: Stored, lin: Reg, v: Val) {
+        let skip = self.not_writer.map(|pred| {
+            let skip = self.b.label();
+            self.b.bra_if(pred, false, skip);
+            skip
+        });
+        self.store_always(st, lin, v);
+        if let Some(skip) = skip {
+            self.b.place(skip);
+        }
+    }
+
+    fn store_always(&mut self, st: Stored, lin: Reg, v: Val) {
         let base = self.ptr(st.buffer);
         match st.elem {
             DType::F32 | DType::F16 | DType::BF16 => {
@@ -898,14 +983,39 @@ impl<'g> Emitter<'g> {
         axis: usize,
         mut body: impl FnMut(&mut Self, &At) -> Result<()>,
     ) -> Result<()> {
-        let range = self
-            .b
-            .begin_range(Type::U64, Operand::Int(0), extent, Operand::Int(1));
+        // A root reduction of a cooperative loop splits over the lanes;
+        // the reductions nested in its body do not.
+        let split = self.lanes.take();
+        let (start, step) = match split {
+            Some(lane) => (Operand::Reg(lane), Operand::Int(32)),
+            None => (Operand::Int(0), Operand::Int(1)),
+        };
+        let range = self.b.begin_range(Type::U64, start, extent, step);
         let mut line = at.clone();
         line.idx[axis] = range.counter;
         body(self, &line)?;
         self.b.end_range(range);
+        self.lanes = split;
         Ok(())
+    }
+
+    /// Combines a lane-split partial result across the warp (butterfly
+    /// shuffles; every lane gets the result); the identity outside a
+    /// cooperative loop.
+    fn combine(&mut self, partial: Reg, max: bool) -> Reg {
+        if self.lanes.is_none() {
+            return partial;
+        }
+        let mut acc = partial;
+        for offset in [16, 8, 4, 2, 1] {
+            let other = self.b.shfl(ShflMode::Bfly, acc, Operand::Int(offset), 31);
+            acc = if max {
+                max_nan(&mut self.b, acc, other)
+            } else {
+                self.b.binary(BinOp::Add, Type::F32, acc, other)
+            };
+        }
+        acc
     }
 
     /// `(max, sum of exp(x - max))` along `axis` of the line through `at`.
@@ -925,6 +1035,7 @@ impl<'g> Emitter<'g> {
             em.b.mov_to(Type::F32, m, next);
             Ok(())
         })?;
+        let m = self.combine(m, true);
         let s = self.b.const_f32(0.0);
         self.over_axis(n, at, axis, |em, line| {
             let v = em.value(arg, line)?;
@@ -934,6 +1045,7 @@ impl<'g> Emitter<'g> {
             em.b.binary_to(BinOp::Add, Type::F32, s, s, e);
             Ok(())
         })?;
+        let s = self.combine(s, false);
         Ok((m, s))
     }
 
@@ -969,6 +1081,7 @@ impl<'g> Emitter<'g> {
                     em.b.binary_to(BinOp::Add, Type::F32, acc, acc, v);
                     Ok(())
                 })?;
+                let acc = self.combine(acc, false);
                 if op == ReduceOp::Mean {
                     let count = self.b.mov(Type::U64, n);
                     let count = self.b.binary(BinOp::Max, Type::U64, count, Operand::Int(1));
@@ -997,6 +1110,7 @@ impl<'g> Emitter<'g> {
                     em.b.mov_to(Type::F32, acc, next);
                     Ok(())
                 })?;
+                let acc = self.combine(acc, true);
                 let empty = self.b.setp(Cmp::Eq, Type::U64, n, Operand::Int(0));
                 Ok(Val::F(self.b.selp(
                     Type::F32,
