@@ -175,9 +175,10 @@ fn attention(
         "\n== jagged flash attention (builtin jagged_flash_attention: softmax, bf16 inputs, f32 accumulation) =="
     );
     println!(
-        "B = {batch} sequences, Zipf-like lengths on [1, {}] (P ~ 1/l), one empty: \
+        "B = {batch} sequences, Zipf-like lengths on [1, {}] (P ~ 1/l), {} empty: \
          min {}, median {}, max {}; {} longer than max_len = {max_len}",
         (max_len * 5 / 4).max(1),
+        lengths.iter().filter(|&&l| l == 0).count(),
         lengths.iter().min().copied().unwrap_or(0),
         median(lengths),
         lengths.iter().max().copied().unwrap_or(0),
@@ -484,5 +485,11 @@ fn rel_l2(a: &[f64], b: &[f64]) -> f64 {
         .sum::<f64>()
         .sqrt();
     let norm = b.iter().map(|y| y * y).sum::<f64>().sqrt();
-    if norm == 0.0 { diff } else { diff / norm }
+    if diff == 0.0 {
+        0.0
+    } else if norm == 0.0 {
+        diff
+    } else {
+        diff / norm
+    }
 }
