@@ -324,7 +324,7 @@ impl Builder {
     /// A value offset by its position along one of its axes, or by its
     /// sequence's length: `a + 0.25 * position` / `a - 0.125 * n_b`.
     fn positions(&mut self, a: &Value, arg: u32) {
-        if arg % 3 == 0 && a.shape.batched {
+        if arg.is_multiple_of(3) && a.shape.batched {
             let n = self.g.lengths(self.seqs, DType::I64);
             let nf = self.g.cast(n, a.dtype);
             let len = Value {

@@ -132,3 +132,41 @@ fn softmax_then_mask_then_sum_over_keys_compiles_and_runs() {
         5,
     );
 }
+
+/// Each node of a `#[jagged_kernel]` graph records the body expression it
+/// came from (text, file, line), which errors about the node quote.
+#[test]
+fn nodes_record_the_expression_they_came_from() {
+    use jagged::ir::{BinaryOp, Node, Origin, ReduceOp};
+    let g = weighted_pool::graph(&[8], DType::I32).expect("graph");
+    let find = |want: &dyn Fn(&Node) -> bool| {
+        g.nodes()
+            .iter()
+            .find_map(|(h, n)| want(n).then_some(h))
+            .expect("node")
+    };
+    let mul = find(&|n| matches!(n, Node::Binary { op: BinaryOp::Mul, .. }));
+    let sum = find(&|n| matches!(n, Node::Reduce { op: ReduceOp::Sum, .. }));
+    let source = include_str!("macro_general.rs");
+    let line = source
+        .lines()
+        .position(|l| l.trim() == "(x * w).sum_over_seq()")
+        .expect("the kernel's body line") as u32
+        + 1;
+    for (h, text) in [(mul, "x * w"), (sum, "(x * w).sum_over_seq()")] {
+        match g.origin(h) {
+            Some(Origin::Expr {
+                text: t,
+                file,
+                line: l,
+                ..
+            }) => {
+                assert_eq!(t, text);
+                assert!(file.ends_with("macro_general.rs"), "{file}");
+                assert_eq!(*l, line);
+            }
+            other => panic!("{h}: {other:?}"),
+        }
+    }
+    assert!(g.describe(mul).contains("(`x * w` at "), "{}", g.describe(mul));
+}

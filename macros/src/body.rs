@@ -17,7 +17,7 @@ use syn::spanned::Spanned;
 use syn::{BinOp, Error, Expr, Ident, Lit, Pat, Stmt, UnOp};
 
 use crate::sig::{AttrKind, DTy, Kind, Param, Shape, Signature, TensorTy};
-use crate::steps::{DimE, Pred, Step, TyE, V};
+use crate::steps::{DimE, Pred, Src, Step, TyE, V};
 
 /// A tensor value of the body.
 #[derive(Clone)]
@@ -61,6 +61,9 @@ enum Value {
 pub struct Lowered {
     /// The steps, from the first attribute declaration to the last output.
     pub steps: Vec<Step>,
+    /// The body expression each step was lowered from (none for the
+    /// prologue's inputs and attributes).
+    pub origins: Vec<Option<Src>>,
     /// Whether `graph` takes the kernel's offsets dtype (`offsets: DType`).
     pub takes_offsets_dtype: bool,
     /// The index of the first jagged parameter when the kernel's offsets
@@ -71,6 +74,9 @@ pub struct Lowered {
 struct Lowering<'a> {
     sig: &'a Signature,
     steps: Vec<Step>,
+    origins: Vec<Option<Src>>,
+    /// The innermost body expression being lowered.
+    origin: Option<Src>,
     env: HashMap<String, Value>,
     /// The sequence sets; the kernel's own is index 0.
     seqs: Vec<V>,
@@ -88,6 +94,8 @@ pub fn lower(sig: &Signature, block: &syn::Block, outputs: &[Ident]) -> syn::Res
     let mut l = Lowering {
         sig,
         steps: Vec::new(),
+        origins: Vec::new(),
+        origin: None,
         env: HashMap::new(),
         seqs: Vec::new(),
         has_kernel_seqs: false,
@@ -113,6 +121,7 @@ pub fn lower(sig: &Signature, block: &syn::Block, outputs: &[Ident]) -> syn::Res
     Ok(Lowered {
         implicit_offsets_at,
         steps: l.steps,
+        origins: l.origins,
         takes_offsets_dtype,
     })
 }
@@ -164,6 +173,7 @@ fn max_or_min(name: &str) -> BinaryOp {
 impl Lowering<'_> {
     fn emit(&mut self, step: Step) -> V {
         self.steps.push(step);
+        self.origins.push(self.origin.clone());
         V(self.steps.len() - 1)
     }
 
@@ -372,7 +382,22 @@ impl Lowering<'_> {
         Ok(())
     }
 
+    /// Lowers `e`; the nodes of an operation are recorded as coming from it.
     fn expr(&mut self, e: &Expr) -> syn::Result<Value> {
+        let traced = matches!(
+            e,
+            Expr::Binary(_) | Expr::MethodCall(_) | Expr::Call(_) | Expr::Unary(_) | Expr::Cast(_)
+        );
+        if !traced {
+            return self.expr_untraced(e);
+        }
+        let outer = self.origin.replace(Src::of(e));
+        let value = self.expr_untraced(e);
+        self.origin = outer;
+        value
+    }
+
+    fn expr_untraced(&mut self, e: &Expr) -> syn::Result<Value> {
         match e {
             Expr::Paren(p) => self.expr(&p.expr),
             Expr::Group(g) => self.expr(&g.expr),

@@ -99,7 +99,7 @@ fn module(attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
     } else {
         quote!()
     };
-    let stmts = steps::to_tokens(&lowered.steps);
+    let stmts = steps::to_tokens(&lowered.steps, &lowered.origins);
     let table = specialize::table(args.specialize.as_ref(), &sig, &lowered, &graph_name)?;
     let launch = launcher(&sig, &lowered, &names);
     let vis = &func.vis;

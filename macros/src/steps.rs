@@ -60,6 +60,51 @@ pub enum Pred {
     RowInSequence(V),
 }
 
+/// The kernel-body expression a step was lowered from: recorded in the
+/// graph as the node's origin, so that errors about the node quote it.
+#[derive(Clone, Debug)]
+pub struct Src {
+    /// The expression as written (token text, spaces tidied).
+    pub text: String,
+    /// Its source file, as the compiler names it.
+    pub file: String,
+    /// Its line (1-based; 0 outside a macro expansion, in unit tests).
+    pub line: u32,
+    /// Its column (1-based; 0 outside a macro expansion).
+    pub column: u32,
+}
+
+impl Src {
+    /// The origin of expression `e`.
+    pub fn of(e: &syn::Expr) -> Src {
+        let raw = quote::ToTokens::to_token_stream(e).to_string();
+        let mut text = raw;
+        for (from, to) in [
+            (" . ", "."),
+            (" (", "("),
+            ("( ", "("),
+            (" )", ")"),
+            (" ,", ","),
+        ] {
+            text = text.replace(from, to);
+        }
+        // Read at expansion time: a `line!()` spanned to the user's code
+        // would be a literal that lints take for the user's own.
+        let (file, line, column) = if proc_macro::is_available() {
+            let span = syn::spanned::Spanned::span(e).unwrap();
+            (span.file(), span.line() as u32, span.column() as u32)
+        } else {
+            (String::new(), 0, 0)
+        };
+        Src {
+            text,
+            file,
+            line,
+            column,
+        }
+    }
+}
+
 /// One graph-building step.
 #[derive(Clone, Debug)]
 pub enum Step {
@@ -207,8 +252,10 @@ fn variant<T: std::fmt::Debug>(v: T) -> Ident {
     format_ident!("{}", format!("{v:?}"))
 }
 
-/// The statements of the generated `graph`, building into `__b`.
-pub fn to_tokens(steps: &[Step]) -> Vec<TokenStream> {
+/// The statements of the generated `graph`, building into `__b`; a step
+/// lowered from a body expression records it as its node's origin (with the
+/// expression's file, line and column).
+pub fn to_tokens(steps: &[Step], origins: &[Option<Src>]) -> Vec<TokenStream> {
     let p = p();
     steps
         .iter()
@@ -352,7 +399,21 @@ pub fn to_tokens(steps: &[Step]) -> Vec<TokenStream> {
                 }
             };
             let var = V(i).ident();
-            quote!(let #var = #call;)
+            match origins.get(i).and_then(Option::as_ref) {
+                Some(src) => {
+                    let (text, file, line, column) = (&src.text, &src.file, src.line, src.column);
+                    quote!(
+                        let #var = #call;
+                        __b.set_origin(#var, #p::Origin::Expr {
+                            text: ::std::string::String::from(#text),
+                            file: ::std::string::String::from(#file),
+                            line: #line,
+                            column: #column,
+                        });
+                    )
+                }
+                None => quote!(let #var = #call;),
+            }
         })
         .collect()
 }
