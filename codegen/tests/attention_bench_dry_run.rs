@@ -1,6 +1,9 @@
 //! `bench/gpu/attention_bench.py --dry-run`: the GPU benchmark harness runs
 //! end to end on tiny sizes with the emulator as its backend.
 
+#[path = "../../tests/common/tools.rs"]
+mod tools;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -8,22 +11,15 @@ use std::process::Command;
 fn attention_bench_dry_run() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let script = root.join("bench").join("gpu").join("attention_bench.py");
-    let output = match Command::new("python3")
+    let Some(python) = tools::python3("attention_bench_dry_run") else {
+        return;
+    };
+    let output = Command::new(python)
         .arg(&script)
         .arg("--dry-run")
         .current_dir(&root)
         .output()
-    {
-        Ok(o) => o,
-        Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "python3 not runnable in CI: {e}"
-            );
-            eprintln!("SKIPPED: python3 not found ({e})");
-            return;
-        }
-    };
+        .expect("run python3");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

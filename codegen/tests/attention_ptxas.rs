@@ -6,8 +6,9 @@
 // Each test crate uses a different subset of the shared helpers.
 #[allow(dead_code)]
 mod common;
+#[path = "../../tests/common/tools.rs"]
+mod tools;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::attention_graph;
@@ -48,15 +49,6 @@ fn compiled(graph: &Graph, max_len: u64, arch: Arch) -> CompiledKernel {
     compile(graph, &spec).unwrap_or_else(|e| panic!("{} {spec}: {e}", graph.name()))
 }
 
-fn tool(name: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(".tools")
-        .join("bin")
-        .join(name);
-    p.is_file().then_some(p)
-}
-
 /// Prints each kernel's resources and fails on any spill or stack frame.
 fn assert_no_spills(arch: Arch, report: &ptxas::PtxasReport) {
     for k in &report.kernels {
@@ -72,18 +64,11 @@ fn assert_no_spills(arch: Arch, report: &ptxas::PtxasReport) {
     );
 }
 
-fn skip(what: &str) {
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{what} not found and CI is set: run scripts/install-tools.sh"
-    );
-    eprintln!("SKIPPED: {what} not found (run scripts/install-tools.sh)");
-}
-
 #[test]
 fn every_attention_specialization_assembles_without_spills() {
-    let Some(ptxas_path) = ptxas::find() else {
-        return skip("ptxas");
+    let Some(ptxas_path) = tools::ptxas("every_attention_specialization_assembles_without_spills")
+    else {
+        return;
     };
     let mut checked = 0;
     for graph in graphs() {
@@ -105,8 +90,9 @@ fn every_attention_specialization_assembles_without_spills() {
 /// The backward kernels (D = 32, 64, 128, 256) assemble without spills as well.
 #[test]
 fn every_backward_specialization_assembles_without_spills() {
-    let Some(ptxas_path) = ptxas::find() else {
-        return skip("ptxas");
+    let Some(ptxas_path) = tools::ptxas("every_backward_specialization_assembles_without_spills")
+    else {
+        return;
     };
     let mut checked = 0;
     for head_dim in [32, 64, 128, 256] {
@@ -134,8 +120,9 @@ fn every_backward_specialization_assembles_without_spills() {
 /// the `P V` products) is an HMMA instruction in the sm_90a SASS.
 #[test]
 fn sm90a_sass_runs_both_products_on_tensor_cores() {
-    let (Some(ptxas_path), Some(nvdisasm)) = (ptxas::find(), tool("nvdisasm")) else {
-        return skip("ptxas or nvdisasm");
+    let test = "sm90a_sass_runs_both_products_on_tensor_cores";
+    let (Some(ptxas_path), Some(nvdisasm)) = (tools::ptxas(test), tools::nvdisasm(test)) else {
+        return;
     };
     let graph = attention_graph(DType::BF16, 2, 128, Activation::Softmax, true);
     let c = compiled(&graph, 1024, Arch::Sm90a);
@@ -159,6 +146,11 @@ fn sm90a_sass_runs_both_products_on_tensor_cores() {
         .arg(&cubin)
         .output()
         .expect("run nvdisasm");
+    assert!(
+        out.status.success(),
+        "nvdisasm: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
     let sass = String::from_utf8_lossy(&out.stdout);
     let hmma: Vec<&str> = sass

@@ -4,17 +4,14 @@
 // Each test crate uses a different subset of the shared helpers.
 #[allow(dead_code)]
 mod common;
+#[path = "../../tests/common/tools.rs"]
+mod tools;
 
 use jagged_codegen::{Arch, lower, ptxas};
 
 #[test]
 fn every_module_assembles_without_spills() {
-    let Some(ptxas_path) = ptxas::find() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "ptxas not found and CI is set: run scripts/install-tools.sh"
-        );
-        eprintln!("SKIPPED: ptxas not found (set JAGGED_PTXAS or run scripts/install-tools.sh)");
+    let Some(ptxas_path) = tools::ptxas("every_module_assembles_without_spills") else {
         return;
     };
     let mut checked = 0;
@@ -57,4 +54,33 @@ fn every_module_assembles_without_spills() {
         checked,
         2 * common::specs(Arch::Sm80).len() * common::primitives().len()
     );
+}
+
+/// Regression: a missing tool used to skip silently unless `CI` was set, so
+/// the test command (`scripts/test.sh`, which exports `JAGGED_PTXAS`) passed
+/// without ptxas / nvdisasm. Either variable now makes it a failure; with
+/// neither the test skips and says so.
+#[test]
+fn missing_tool_fails_under_ci_or_the_test_command() {
+    let set = || Some(std::ffi::OsString::from("1"));
+    assert!(tools::required_by(set(), None));
+    assert!(tools::required_by(None, set()));
+    assert!(tools::required_by(Some("".into()), None));
+    assert!(!tools::required_by(None, None));
+    let failed =
+        std::panic::catch_unwind(|| tools::missing("t", "nvdisasm", "was not found", true))
+            .expect_err("a required tool that is missing must fail the test");
+    let msg = failed
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .unwrap_or_default();
+    assert!(msg.contains("nvdisasm is required"), "{msg}");
+    assert!(msg.contains("scripts/install-tools.sh"), "{msg}");
+    let skipped = tools::missing("t", "nvdisasm", "was not found", false);
+    assert!(
+        skipped.starts_with("SKIPPED t: nvdisasm was not found"),
+        "{skipped}"
+    );
+    // A tool that is nowhere is reported missing, not found.
+    assert!(tools::find("jagged-no-such-tool").is_err());
 }

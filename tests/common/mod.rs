@@ -1,9 +1,12 @@
 //! Helpers shared by the facade's integration tests: a seeded generator, offsets
-//! from sequence lengths and the relative L2 error used with every tolerance.
+//! from sequence lengths, the relative L2 error used with every tolerance, and
+//! (`tools`) whether a missing ptxas / nvdisasm / python3 fails or skips a test.
 
 #![allow(dead_code)] // Each test file uses a different subset.
 
 use jagged_ir::{DType, DenseTensor};
+
+pub mod tools;
 
 /// xorshift64*: reproducible inputs without extra crates.
 pub struct Rng(pub u64);
