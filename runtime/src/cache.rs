@@ -16,8 +16,12 @@
 //!   56+K     P  payload
 //! ```
 //!
-//! A file whose magic, version, lengths, checksum or key do not match is
-//! counted in [`CacheStats::corrupt`], ignored, recomputed and rewritten.
+//! A file whose magic, lengths, checksum or key do not match is counted in
+//! [`CacheStats::corrupt`]; a file whose checksum is valid but that this
+//! build cannot load (another format version, or a payload that
+//! [`CacheEntry::decode`] rejects) is counted in [`CacheStats::evicted`].
+//! Either is removed as soon as it is found, so that no later run meets it
+//! again even if this one cannot rebuild it, then recomputed and rewritten.
 //! Writers fill a unique temporary file in the same directory and rename it
 //! over the entry, so a reader never sees a partial file, and several threads
 //! or processes may fill the same entry at once.
@@ -25,7 +29,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -118,9 +122,13 @@ pub struct CacheStats {
     pub disk_hits: u64,
     /// Requests that called the compute closure.
     pub misses: u64,
-    /// Files found corrupt, truncated, of another format version or
-    /// undecodable; each was recomputed and rewritten.
+    /// Files found corrupt or truncated (bad magic, lengths, checksum or
+    /// key); each was removed, recomputed and rewritten.
     pub corrupt: u64,
+    /// Entries whose checksum was valid but that this build could not load
+    /// (another format version, or a payload that does not decode): each
+    /// was removed from memory and disk, recomputed and rewritten.
+    pub evicted: u64,
     /// Disk reads or writes that failed for another reason (permissions, full
     /// disk); the cache then keeps working in memory.
     pub disk_errors: u64,
@@ -132,6 +140,7 @@ struct Counters {
     disk_hits: AtomicU64,
     misses: AtomicU64,
     corrupt: AtomicU64,
+    evicted: AtomicU64,
     disk_errors: AtomicU64,
 }
 
@@ -228,6 +237,7 @@ impl KernelCache {
             disk_hits: c.disk_hits.load(Ordering::Relaxed),
             misses: c.misses.load(Ordering::Relaxed),
             corrupt: c.corrupt.load(Ordering::Relaxed),
+            evicted: c.evicted.load(Ordering::Relaxed),
             disk_errors: c.disk_errors.load(Ordering::Relaxed),
         }
     }
@@ -270,40 +280,60 @@ impl KernelCache {
         self.store(key, payload.into());
     }
 
-    /// Memory, then disk; `decode` rejecting an entry makes it a miss (and
-    /// a disk entry it rejects is counted corrupt).
+    /// Removes `key`'s entry from memory and disk, e.g. after the caller
+    /// found that a served entry cannot be used; counted in
+    /// [`CacheStats::evicted`] when there was one.
+    pub fn evict(&self, key: &CacheKey) {
+        let in_memory = self.memory_map().remove(key).is_some();
+        let on_disk = self
+            .entry_path(key)
+            .is_some_and(|path| fs::remove_file(path).is_ok());
+        if in_memory || on_disk {
+            Counters::bump(&self.counters.evicted);
+        }
+    }
+
+    /// Memory, then disk; `decode` rejecting an entry makes it a miss, and
+    /// the entry is evicted (and a damaged file removed) on the spot.
     fn lookup<T>(&self, key: &CacheKey, decode: impl Fn(&Arc<[u8]>) -> Option<T>) -> Option<T> {
         let in_memory = self.memory_map().get(key).cloned();
-        if let Some(value) = in_memory.as_ref().and_then(&decode) {
-            Counters::bump(&self.counters.memory_hits);
-            return Some(value);
+        if let Some(bytes) = in_memory {
+            if let Some(value) = decode(&bytes) {
+                Counters::bump(&self.counters.memory_hits);
+                return Some(value);
+            }
+            self.memory_map().remove(key);
+            Counters::bump(&self.counters.evicted);
         }
         let path = self.entry_path(key)?;
-        let file = match fs::read(&path) {
-            Ok(file) => file,
+        let (file, read_from) = match read_file(&path) {
+            Ok(read) => read,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
             Err(_) => {
                 Counters::bump(&self.counters.disk_errors);
                 return None;
             }
         };
-        let decoded = parse_entry(&file, key)
-            .map(Arc::<[u8]>::from)
-            .and_then(|payload| {
-                let value = decode(&payload)?;
-                Some((payload, value))
-            });
-        match decoded {
-            Some((payload, value)) => {
-                Counters::bump(&self.counters.disk_hits);
-                self.memory_map().insert(key.clone(), payload);
-                Some(value)
+        let fault = match parse_entry(&file, key) {
+            Ok(payload) => {
+                let payload = Arc::<[u8]>::from(payload);
+                match decode(&payload) {
+                    Some(value) => {
+                        Counters::bump(&self.counters.disk_hits);
+                        self.memory_map().insert(key.clone(), payload);
+                        return Some(value);
+                    }
+                    None => Fault::Unloadable,
+                }
             }
-            None => {
-                Counters::bump(&self.counters.corrupt);
-                None
-            }
-        }
+            Err(fault) => fault,
+        };
+        remove_if_unchanged(&path, &read_from);
+        Counters::bump(match fault {
+            Fault::Corrupt => &self.counters.corrupt,
+            Fault::Unloadable => &self.counters.evicted,
+        });
+        None
     }
 
     fn store(&self, key: &CacheKey, payload: Arc<[u8]>) {
@@ -348,26 +378,81 @@ fn encode_entry(key: &CacheKey, payload: &[u8]) -> Vec<u8> {
     file
 }
 
-/// The payload of an entry file, or `None` if anything about it is off.
-fn parse_entry<'a>(file: &'a [u8], key: &CacheKey) -> Option<&'a [u8]> {
-    let header = file.get(..HEADER_LEN)?;
+/// Why an entry file was not served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Damaged: bad magic, lengths, checksum or key.
+    Corrupt,
+    /// Intact but unusable by this build: another format version (whose
+    /// layout this build cannot check), or a payload that does not decode.
+    Unloadable,
+}
+
+/// Reads a little-endian integer field of the header.
+fn field<const N: usize>(header: &[u8], at: usize) -> Result<[u8; N], Fault> {
+    header
+        .get(at..at + N)
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or(Fault::Corrupt)
+}
+
+/// The payload of an entry file, or why it cannot be served.
+fn parse_entry<'a>(file: &'a [u8], key: &CacheKey) -> Result<&'a [u8], Fault> {
+    let header = file.get(..HEADER_LEN).ok_or(Fault::Corrupt)?;
     if &header[0..8] != MAGIC {
-        return None;
+        return Err(Fault::Corrupt);
     }
-    let version = u32::from_le_bytes(header[8..12].try_into().ok()?);
-    let key_len = u32::from_le_bytes(header[12..16].try_into().ok()?) as usize;
-    let payload_len = usize::try_from(u64::from_le_bytes(header[16..24].try_into().ok()?)).ok()?;
-    if version != FORMAT_VERSION
-        || file.len() != HEADER_LEN.checked_add(key_len)?.checked_add(payload_len)?
-    {
-        return None;
+    if u32::from_le_bytes(field(header, 8)?) != FORMAT_VERSION {
+        return Err(Fault::Unloadable);
     }
-    let key_bytes = &file[HEADER_LEN..HEADER_LEN + key_len];
-    let payload = &file[HEADER_LEN + key_len..];
+    let key_len = usize::try_from(u32::from_le_bytes(field(header, 12)?));
+    let payload_len = usize::try_from(u64::from_le_bytes(field(header, 16)?));
+    let (Ok(key_len), Ok(payload_len)) = (key_len, payload_len) else {
+        return Err(Fault::Corrupt);
+    };
+    let expected_len = HEADER_LEN
+        .checked_add(key_len)
+        .and_then(|len| len.checked_add(payload_len));
+    if expected_len != Some(file.len()) {
+        return Err(Fault::Corrupt);
+    }
+    let (key_bytes, payload) = file[HEADER_LEN..].split_at(key_len);
     if checksum(key_bytes, payload) != header[24..56] || key_bytes != key.to_string().as_bytes() {
-        return None;
+        return Err(Fault::Corrupt);
     }
-    Some(payload)
+    Ok(payload)
+}
+
+/// The bytes of the file at `path` and its metadata, read through one
+/// handle (so the metadata is that of the bytes read).
+fn read_file(path: &Path) -> std::io::Result<(Vec<u8>, fs::Metadata)> {
+    let mut file = fs::File::open(path)?;
+    let metadata = file.metadata()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok((bytes, metadata))
+}
+
+/// Whether two metadata describe the same file.
+#[cfg(unix)]
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+/// Whether two metadata describe the same file (best effort off Unix).
+#[cfg(not(unix))]
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    a.len() == b.len() && a.modified().ok() == b.modified().ok()
+}
+
+/// Removes the bad entry file at `path` unless another process already
+/// replaced it with a new one (best effort: at worst a good entry is
+/// removed, which is a miss later, never a wrong answer).
+fn remove_if_unchanged(path: &Path, read: &fs::Metadata) {
+    if fs::symlink_metadata(path).is_ok_and(|now| same_file(&now, read)) {
+        let _ = fs::remove_file(path);
+    }
 }
 
 /// Writes the entry to a unique temporary file in `dir`, then renames it

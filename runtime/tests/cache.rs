@@ -48,7 +48,7 @@ fn stats(memory_hits: u64, disk_hits: u64, misses: u64, corrupt: u64) -> CacheSt
         disk_hits,
         misses,
         corrupt,
-        disk_errors: 0,
+        ..CacheStats::default()
     }
 }
 
@@ -152,13 +152,14 @@ fn a_truncated_entry_is_recomputed() {
 
 #[test]
 fn a_flipped_byte_is_recomputed() {
-    // In the payload, in the checksum, in the magic, in the version, in the key.
+    // In the payload, in the checksum, in the magic, in the key. (Another
+    // format version is not damage: see
+    // `an_unloadable_entry_with_a_valid_checksum_is_evicted_and_rebuilt`.)
     check_damage_is_repaired("flip-payload", |path| {
         edit(path, |b| *b.last_mut().unwrap() ^= 1)
     });
     check_damage_is_repaired("flip-checksum", |path| edit(path, |b| b[30] ^= 0x80));
     check_damage_is_repaired("flip-magic", |path| edit(path, |b| b[0] ^= 1));
-    check_damage_is_repaired("flip-version", |path| edit(path, |b| b[8] ^= 2));
     check_damage_is_repaired("flip-key", |path| edit(path, |b| b[60] ^= 4));
     check_damage_is_repaired("appended", |path| edit(path, |b| b.push(0)));
 }
@@ -194,7 +195,15 @@ fn typed_entries_that_do_not_decode_are_recomputed() {
         })
         .unwrap();
     assert_eq!(text, ".version 8.0");
-    assert_eq!(fresh.stats(), stats(0, 0, 1, 1));
+    // Intact but undecodable: evicted, not corrupt.
+    assert_eq!(
+        fresh.stats(),
+        CacheStats {
+            misses: 1,
+            evicted: 1,
+            ..CacheStats::default()
+        }
+    );
     let again = KernelCache::in_dir(&dir.0).unwrap();
     let text: String = again
         .get_or_insert_entry(&key("a"), || Err("must not compute"))
@@ -354,4 +363,62 @@ fn the_default_dir_honours_the_environment() {
     } else if let Some(dir) = dir {
         assert!(dir.ends_with("jagged"), "{}", dir.display());
     }
+}
+
+#[test]
+fn an_unloadable_entry_with_a_valid_checksum_is_evicted_and_rebuilt() {
+    let dir = TempDir::new("unloadable");
+    let writer = KernelCache::in_dir(&dir.0).unwrap();
+    // Written by an older format version: the checksum (over key and
+    // payload) is valid, the layout is not this version's.
+    writer.insert(&key("old"), payload(4, 512));
+    let old = writer.entry_path(&key("old")).unwrap();
+    edit(&old, |b| b[8..12].copy_from_slice(&0u32.to_le_bytes()));
+    // A valid file whose payload does not decode (not UTF-8).
+    writer.insert(&key("text"), vec![0xFF, 0xFE]);
+    let text = writer.entry_path(&key("text")).unwrap();
+
+    // A run that meets them evicts them even when it cannot rebuild them,
+    // so that no later run meets them again.
+    let failing = KernelCache::in_dir(&dir.0).unwrap();
+    assert!(
+        failing
+            .get_or_insert_with(&key("old"), || Err("codegen failed"))
+            .is_err()
+    );
+    let decoded = failing.get_or_insert_entry::<String, _>(&key("text"), || Err("codegen failed"));
+    assert!(decoded.is_err());
+    assert!(
+        !old.exists(),
+        "the entry of another format version is still there"
+    );
+    assert!(!text.exists(), "the undecodable entry is still there");
+    assert_eq!((failing.stats().evicted, failing.stats().corrupt), (2, 0));
+
+    // Met with a working code generator: evicted, rebuilt, rewritten.
+    writer.insert(&key("old"), payload(4, 512));
+    edit(&old, |b| b[8..12].copy_from_slice(&0u32.to_le_bytes()));
+    let rebuilding = KernelCache::in_dir(&dir.0).unwrap();
+    let calls = Cell::new(0);
+    assert_eq!(
+        get(&rebuilding, &key("old"), &payload(4, 512), &calls),
+        payload(4, 512)
+    );
+    assert_eq!(calls.get(), 1);
+    assert_eq!(
+        rebuilding.stats(),
+        CacheStats {
+            misses: 1,
+            evicted: 1,
+            ..CacheStats::default()
+        }
+    );
+    // The next run reads the rebuilt entry.
+    let after = KernelCache::in_dir(&dir.0).unwrap();
+    assert_eq!(
+        get(&after, &key("old"), &payload(4, 512), &calls),
+        payload(4, 512)
+    );
+    assert_eq!(calls.get(), 1, "the rebuilt entry must be served");
+    assert_eq!(after.stats(), stats(0, 1, 0, 0));
 }
