@@ -129,16 +129,15 @@ impl Spec {
             .inputs()
             .find(|(_, _, ty)| ty.dtype.is_index())
             .map(|(_, _, ty)| ty.dtype)
-            .ok_or_else(|| {
-                CodegenError::Unsupported(format!("graph `{}` has no i32/i64 input", graph.name()))
-            })?;
+            // A graph with no sequences (dense values only) has no offsets
+            // dtype to specialize on; its kernels do not read one.
+            .unwrap_or(DType::I64);
         let (dtype, inner) = match values {
             Some(ty) => (ty.dtype, static_dims(&ty)),
             None => (DType::F32, Vec::new()),
         };
-        Spec::try_new(&inner, max_len, dtype, index, arch).map_err(|e| {
-            CodegenError::Unsupported(format!("graph `{}`: {e}", graph.name()))
-        })
+        Spec::try_new(&inner, max_len, dtype, index, arch)
+            .map_err(|e| CodegenError::Unsupported(format!("graph `{}`: {e}", graph.name())))
     }
 }
 
@@ -312,10 +311,7 @@ fn match_graph(graph: &Graph) -> Result<Matched, CodegenError> {
         Node::Unary { .. } | Node::Binary { .. } => match_map(graph, out),
         _ => Err(no_template(
             graph,
-            &format!(
-                "no template for output {}",
-                graph.describe(out)
-            ),
+            &format!("no template for output {}", graph.describe(out)),
         )),
     }
 }
@@ -404,10 +400,7 @@ fn map_expr(
         }
         _ => Err(no_template(
             graph,
-            &format!(
-                "elementwise tree contains {}",
-                graph.describe(h)
-            ),
+            &format!("elementwise tree contains {}", graph.describe(h)),
         )),
     }
 }

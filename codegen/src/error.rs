@@ -18,6 +18,8 @@ pub enum CodegenError {
     Node {
         /// The graph's name.
         graph: String,
+        /// The node's handle index (`%index`).
+        index: usize,
         /// The node (`%5 = contract ...`) and its origin.
         node: String,
         /// Why it cannot be lowered.

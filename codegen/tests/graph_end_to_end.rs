@@ -487,3 +487,19 @@ fn positions_and_lengths_as_integers() {
     );
     check(&g, 6, 110);
 }
+
+/// A graph with no sequences at all (dense values only) compiles too.
+#[test]
+fn dense_only_graph() {
+    let g = parsed(
+        "graph dense_only {
+  %0 = input a : f32[6]
+  %1 = input b : f32[6]
+  %2 = mul %0, %1 : f32[6]
+  %3 = reduce sum %2, axis 0 : f32[]
+  output dot = %3
+  output prod = %2
+}",
+    );
+    check(&g, 4, 111);
+}

@@ -172,14 +172,28 @@ pub fn table(
         let max_len = max_lens[rest % max_lens.len()];
         described.push(format!("max_len = {max_len}"));
         let what = described.join(", ");
-        let graph = steps::apply(graph_name, &lowered.steps, &bindings)
+        let (graph, nodes) = steps::apply(graph_name, &lowered.steps, &bindings)
             .map_err(|e| Error::new(*span, format!("specialization {what}: {e}")))?;
         for &arch in &archs {
             let fail =
                 |e: String| Error::new(*span, format!("specialization {what}, arch = {arch}: {e}"));
             let spec =
                 Spec::for_graph(&graph, max_len as u64, arch).map_err(|e| fail(e.to_string()))?;
-            let kernel = jagged_codegen::compile(&graph, &spec).map_err(|e| fail(e.to_string()))?;
+            let kernel = jagged_codegen::compile(&graph, &spec).map_err(|e| {
+                // An error about one node is reported at its expression.
+                let at = match &e {
+                    jagged_codegen::CodegenError::Node { index, .. } => nodes
+                        .iter()
+                        .position(|n| n.map(|h| h.index()) == Some(*index))
+                        .and_then(|step| lowered.origins.get(step).cloned().flatten())
+                        .map(|src| src.span),
+                    _ => None,
+                };
+                Error::new(
+                    at.unwrap_or(*span),
+                    format!("specialization {what}, arch = {arch}: {e}"),
+                )
+            })?;
             let (g, s, k) = (graph.to_string(), spec.to_string(), kernel.to_text());
             entries.push(quote!(#p::Specialized { graph: #g, spec: #s, kernel: #k }));
         }

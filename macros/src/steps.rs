@@ -72,6 +72,8 @@ pub struct Src {
     pub line: u32,
     /// Its column (1-based; 0 outside a macro expansion).
     pub column: u32,
+    /// Its span, for compile errors about it.
+    pub span: proc_macro2::Span,
 }
 
 impl Src {
@@ -101,6 +103,7 @@ impl Src {
             file,
             line,
             column,
+            span: syn::spanned::Spanned::span(e),
         }
     }
 }
@@ -472,7 +475,13 @@ impl Bindings {
 }
 
 /// Builds the graph named `name` from `steps` with concrete `bindings`.
-pub fn apply(name: &str, steps: &[Step], bindings: &Bindings) -> Result<Graph, String> {
+/// Also returns the node of each step (none for declarations and outputs),
+/// so that an error about a node can be reported at its expression.
+pub fn apply(
+    name: &str,
+    steps: &[Step],
+    bindings: &Bindings,
+) -> Result<(Graph, Vec<Option<Handle<Node>>>), String> {
     let mut b = GraphBuilder::new(name);
     let mut values: Vec<Option<Handle<Node>>> = Vec::with_capacity(steps.len());
     let get = |values: &[Option<Handle<Node>>], v: V| {
@@ -585,5 +594,6 @@ pub fn apply(name: &str, steps: &[Step], bindings: &Bindings) -> Result<Graph, S
         };
         values.push(value);
     }
-    b.finish().map_err(|e| e.to_string())
+    let graph = b.finish().map_err(|e| e.to_string())?;
+    Ok((graph, values))
 }

@@ -1,11 +1,12 @@
 use jagged::dsl::*;
 
-// The code generator cannot specialize a kernel without offsets or lengths
-// (no i32/i64 input to size its grid by): the specialization is rejected when
-// the crate compiles, not when it runs.
-#[jagged_kernel(specialize(D = [4], max_len = [16]))]
-fn k<D>(x: PerSeq<f32, (D,)>) -> PerSeq<f32, (D,)> {
-    x.exp()
+// A compacted output needs the offsets of its compacted sequences among the
+// outputs (they give its row count): the code generator cannot lower this
+// kernel, and the specialization says so when the crate compiles, at the
+// expression, not when it runs.
+#[jagged_kernel(specialize(D = [4], offsets = [i32], max_len = [16]))]
+fn k<D>(x: Jagged<f32, (D,)>, keep: Jagged<bool>) -> Jagged<f32, (D,)> {
+    x.compact(keep)
 }
 
 fn main() {}

@@ -122,6 +122,7 @@ pub struct Partition {
 fn unsupported(graph: &Graph, h: Handle<Node>, why: &str) -> CodegenError {
     CodegenError::Node {
         graph: graph.name().to_string(),
+        index: h.index(),
         node: graph.describe(h),
         reason: why.to_string(),
     }
