@@ -475,13 +475,16 @@ impl Bindings {
 }
 
 /// Builds the graph named `name` from `steps` with concrete `bindings`.
-/// Also returns the node of each step (none for declarations and outputs),
-/// so that an error about a node can be reported at its expression.
+/// The node each step made (none for declarations and outputs).
+pub type StepNodes = Vec<Option<Handle<Node>>>;
+
+/// Also returns the node of each step, so that an error about a node can be
+/// reported at its expression.
 pub fn apply(
     name: &str,
     steps: &[Step],
     bindings: &Bindings,
-) -> Result<(Graph, Vec<Option<Handle<Node>>>), String> {
+) -> Result<(Graph, StepNodes), String> {
     let mut b = GraphBuilder::new(name);
     let mut values: Vec<Option<Handle<Node>>> = Vec::with_capacity(steps.len());
     let get = |values: &[Option<Handle<Node>>], v: V| {
