@@ -474,11 +474,11 @@ impl Bindings {
     }
 }
 
-/// Builds the graph named `name` from `steps` with concrete `bindings`.
 /// The node each step made (none for declarations and outputs).
 pub type StepNodes = Vec<Option<Handle<Node>>>;
 
-/// Also returns the node of each step, so that an error about a node can be
+/// Builds the graph named `name` from `steps` with concrete `bindings`;
+/// also returns the node of each step, so that an error about a node can be
 /// reported at its expression.
 pub fn apply(
     name: &str,
