@@ -9,6 +9,7 @@ mod common;
 
 use std::sync::Arc;
 
+use jagged_codegen::templates::attention::Tiles;
 use jagged_codegen::{Arch, Spec};
 use jagged_ir::ops::{self, Activation, AttentionSpec, FbgemmAttentionSpec, JaggedSpec};
 use jagged_ir::{AttrValue, DType, DenseTensor, Dim, Graph, ReduceOp};
@@ -76,13 +77,24 @@ fn inputs_for(
             let values: Vec<f64> = match name {
                 "offsets" => offsets.clone(),
                 "lengths" => lengths.iter().map(|&l| l as f64).collect(),
-                "mask" => (0..n).map(|_| rng.below(2) as f64).collect(),
+                // Set rows hold any non-zero byte, not only 1: a kernel that
+                // tests `mask == 1` instead of `mask != 0` fails.
+                "mask" => (0..n).map(|_| mask_byte(rng) as f64).collect(),
                 _ => (0..n).map(|_| rng.float()).collect(),
             };
             let t = DenseTensor::from_f64(ty.dtype, shape, &values).expect("input");
             (name.to_string(), t)
         })
         .collect()
+}
+
+/// A mask byte: 0 half of the time, else uniform in 1..=255.
+fn mask_byte(rng: &mut Rng) -> u8 {
+    if rng.below(2) == 0 {
+        0
+    } else {
+        1 + rng.below(255) as u8
+    }
 }
 
 fn emu() -> Runtime {
@@ -94,6 +106,18 @@ fn emu() -> Runtime {
 
 /// Runs `graph` for both archs on every layout and checks every output.
 fn check(rt: &mut Runtime, graph: &Graph, dtype: DType, max_len: usize, seed: u64) {
+    check_on(rt, graph, dtype, max_len, seed, |rng| layouts(max_len, rng));
+}
+
+/// [`check`] on the layouts `layouts_for` gives (called once per arch).
+fn check_on(
+    rt: &mut Runtime,
+    graph: &Graph,
+    dtype: DType,
+    max_len: usize,
+    seed: u64,
+    layouts_for: impl Fn(&mut Rng) -> Vec<Vec<usize>>,
+) {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let attrs: Vec<(&str, AttrValue)> = [
         ("max_len", AttrValue::Index(max_len)),
@@ -115,7 +139,7 @@ fn check(rt: &mut Runtime, graph: &Graph, dtype: DType, max_len: usize, seed: u6
     };
     for arch in Arch::ALL {
         let spec = Spec::for_graph(graph, spec_len, arch).expect("spec");
-        for lengths in layouts(max_len, &mut rng) {
+        for lengths in layouts_for(&mut rng) {
             let inputs = inputs_for(graph, &lengths, max_len, &mut rng);
             let named: Vec<(&str, &DenseTensor)> =
                 inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -211,5 +235,77 @@ fn attention_ops_bf16_and_f16() {
             .expect("graph");
             check(&mut rt, &graph, dtype, 24, 10 + k as u64);
         }
+    }
+}
+
+/// Sequences spanning several key blocks (64 keys and 64 query rows per
+/// block at D = 32 and this bucket, `templates::attention::Tiles`): the
+/// online softmax rescaling across key blocks, the causal skipping of key
+/// blocks past the query block, and boundary blocks at 63 / 64 / 65 / 130
+/// rows and at `max_len`, truncated above it. Softmax and SiLU, causal and
+/// not, one dtype each (alternating), both archs.
+#[test]
+fn attention_several_key_blocks() {
+    const MAX_LEN: usize = 200;
+    let mut rt = emu();
+    let cases = [
+        (DType::BF16, false, Activation::Softmax),
+        (DType::F16, true, Activation::Softmax),
+        (DType::F16, false, Activation::Silu),
+        (DType::BF16, true, Activation::Silu),
+    ];
+    for (k, (dtype, causal, activation)) in cases.into_iter().enumerate() {
+        let graph = ops::jagged_flash_attention(&AttentionSpec {
+            input_dtype: dtype,
+            dtype,
+            offsets: DType::I32,
+            heads: 2,
+            head_dim: 32,
+            value_dim: 32,
+            causal,
+            activation,
+        })
+        .expect("graph");
+        let spec = Spec::for_graph(&graph, MAX_LEN as u64, Arch::Sm80).expect("spec");
+        let tiles = Tiles::for_spec(32, spec.max_len_bucket);
+        // The layout below then spans up to four query and key blocks.
+        assert_eq!((tiles.block_m, tiles.block_n), (64, 64), "{spec}");
+        check_on(&mut rt, &graph, dtype, MAX_LEN, 20 + k as u64, |_| {
+            vec![vec![0, 1, 63, 64, 65, 130, MAX_LEN, MAX_LEN + 7, 129]]
+        });
+    }
+}
+
+/// A bucket of 1024 rows at D = 64: 128 query rows per block, two `m16`
+/// row tiles per warp, over sequences of several such blocks.
+#[test]
+fn attention_long_bucket_two_row_tiles() {
+    const MAX_LEN: usize = 600;
+    let mut rt = emu();
+    for (k, (causal, activation)) in [(true, Activation::Softmax), (false, Activation::Silu)]
+        .into_iter()
+        .enumerate()
+    {
+        let graph = ops::jagged_flash_attention(&AttentionSpec {
+            input_dtype: DType::BF16,
+            dtype: DType::BF16,
+            offsets: DType::I32,
+            heads: 1,
+            head_dim: 64,
+            value_dim: 64,
+            causal,
+            activation,
+        })
+        .expect("graph");
+        let spec = Spec::for_graph(&graph, MAX_LEN as u64, Arch::Sm80).expect("spec");
+        let tiles = Tiles::for_spec(64, spec.max_len_bucket);
+        assert_eq!(
+            (tiles.block_m, tiles.block_n, tiles.warp_rows),
+            (128, 64, 32),
+            "{spec}"
+        );
+        check_on(&mut rt, &graph, DType::BF16, MAX_LEN, 30 + k as u64, |_| {
+            vec![vec![0, 1, 127, 129, 300, MAX_LEN + 5]]
+        });
     }
 }
