@@ -25,6 +25,11 @@
 //! Writers fill a unique temporary file in the same directory and rename it
 //! over the entry, so a reader never sees a partial file, and several threads
 //! or processes may fill the same entry at once.
+//!
+//! Only regular files are read: anything else at an entry's path (a FIFO, a
+//! socket, a device, a directory) is a miss, checked before opening, and the
+//! open itself does not block; the rename then replaces it atomically, or,
+//! for a directory, fails with [`CacheError::Write`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -150,9 +155,18 @@ impl Counters {
     }
 }
 
-/// Errors of creating a cache directory.
+/// Errors of the on-disk cache.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
+    /// An entry could not be written, or what is at its path (e.g. a
+    /// directory) could not be replaced by it.
+    #[error("cannot write cache entry {path}: {source}")]
+    Write {
+        /// The entry's path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The cache directory could not be created.
     #[error("cannot create cache directory {path}: {source}")]
     CreateDir {
@@ -254,7 +268,8 @@ impl KernelCache {
         }
         Counters::bump(&self.counters.misses);
         let bytes: Arc<[u8]> = compute()?.into();
-        self.store(key, bytes.clone());
+        // A disk failure is counted; the entry is still served from memory.
+        let _ = self.store(key, bytes.clone());
         Ok(bytes)
     }
 
@@ -270,14 +285,16 @@ impl KernelCache {
         }
         Counters::bump(&self.counters.misses);
         let value = compute()?;
-        self.store(key, value.encode().into());
+        // A disk failure is counted; the entry is still served from memory.
+        let _ = self.store(key, value.encode().into());
         Ok(value)
     }
 
     /// Stores `payload` under `key`, replacing any entry: for artifacts
-    /// produced elsewhere (ahead-of-time specializations).
-    pub fn insert(&self, key: &CacheKey, payload: Vec<u8>) {
-        self.store(key, payload.into());
+    /// produced elsewhere (ahead-of-time specializations). The entry is in
+    /// memory in any case; the error says why it is not on disk.
+    pub fn insert(&self, key: &CacheKey, payload: Vec<u8>) -> Result<(), CacheError> {
+        self.store(key, payload.into())
     }
 
     /// Removes `key`'s entry from memory and disk, e.g. after the caller
@@ -307,7 +324,9 @@ impl KernelCache {
         }
         let path = self.entry_path(key)?;
         let (file, read_from) = match read_file(&path) {
-            Ok(read) => read,
+            Ok(Some(read)) => read,
+            // Not a regular file: a miss, replaced when the entry is stored.
+            Ok(None) => return None,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
             Err(_) => {
                 Counters::bump(&self.counters.disk_errors);
@@ -336,13 +355,18 @@ impl KernelCache {
         None
     }
 
-    fn store(&self, key: &CacheKey, payload: Arc<[u8]>) {
-        if let Some(dir) = &self.dir
-            && write_entry(dir, key, &payload).is_err()
-        {
+    /// Stores in memory, then on disk; a disk failure is counted in
+    /// [`CacheStats::disk_errors`] and returned.
+    fn store(&self, key: &CacheKey, payload: Arc<[u8]>) -> Result<(), CacheError> {
+        self.memory_map().insert(key.clone(), payload.clone());
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let written = write_entry(dir, key, &payload);
+        if written.is_err() {
             Counters::bump(&self.counters.disk_errors);
         }
-        self.memory_map().insert(key.clone(), payload);
+        written
     }
 
     /// The memory map; a panic in another thread while it held the lock
@@ -423,14 +447,71 @@ fn parse_entry<'a>(file: &'a [u8], key: &CacheKey) -> Result<&'a [u8], Fault> {
     Ok(payload)
 }
 
-/// The bytes of the file at `path` and its metadata, read through one
-/// handle (so the metadata is that of the bytes read).
-fn read_file(path: &Path) -> std::io::Result<(Vec<u8>, fs::Metadata)> {
-    let mut file = fs::File::open(path)?;
+/// The bytes of the regular file at `path` and its metadata, read through
+/// one handle (so the metadata is that of the bytes read); `None` if `path`
+/// is not a regular file. The type is checked before opening, and again on
+/// the open handle, and the open does not block (a FIFO swapped in between
+/// is then seen, not waited on).
+fn read_file(path: &Path) -> std::io::Result<Option<(Vec<u8>, fs::Metadata)>> {
+    if !fs::metadata(path)?.is_file() {
+        return Ok(None);
+    }
+    let mut file = open_nonblocking(path)?;
     let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Ok(None);
+    }
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
-    Ok((bytes, metadata))
+    Ok(Some((bytes, metadata)))
+}
+
+/// `O_NONBLOCK` where its value is known without the `libc` crate (opening a
+/// FIFO with it returns at once; it changes nothing for regular files).
+#[cfg(unix)]
+const O_NONBLOCK: i32 = if cfg!(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd",
+    target_os = "dragonfly"
+)) {
+    0x4
+} else if cfg!(all(
+    any(target_os = "linux", target_os = "android"),
+    any(
+        target_arch = "x86",
+        target_arch = "x86_64",
+        target_arch = "arm",
+        target_arch = "aarch64",
+        target_arch = "riscv32",
+        target_arch = "riscv64",
+        target_arch = "powerpc",
+        target_arch = "powerpc64",
+        target_arch = "s390x",
+        target_arch = "loongarch64"
+    )
+)) {
+    0o4000
+} else {
+    // Unknown here: the file-type check before the open still applies.
+    0
+};
+
+/// Opens `path` for reading without blocking on a FIFO.
+#[cfg(unix)]
+fn open_nonblocking(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(path)
+}
+
+/// Opens `path` for reading (no FIFOs to block on off Unix).
+#[cfg(not(unix))]
+fn open_nonblocking(path: &Path) -> std::io::Result<fs::File> {
+    fs::File::open(path)
 }
 
 /// Whether two metadata describe the same file.
@@ -456,8 +537,9 @@ fn remove_if_unchanged(path: &Path, read: &fs::Metadata) {
 }
 
 /// Writes the entry to a unique temporary file in `dir`, then renames it
-/// over the entry: readers see the old file or the whole new one.
-fn write_entry(dir: &Path, key: &CacheKey, payload: &[u8]) -> std::io::Result<()> {
+/// over the entry: readers see the old file or the whole new one. The
+/// rename replaces any non-directory at the entry's path.
+fn write_entry(dir: &Path, key: &CacheKey, payload: &[u8]) -> Result<(), CacheError> {
     static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = key.file_name();
     let temp = dir.join(format!(
@@ -472,9 +554,12 @@ fn write_entry(dir: &Path, key: &CacheKey, payload: &[u8]) -> std::io::Result<()
         file.write_all(&encode_entry(key, payload))?;
         fs::rename(&temp, dir.join(&name))
     })();
-    if result.is_err() {
+    result.map_err(|source| {
         // Best effort: a leftover temporary file is never read as an entry.
         let _ = fs::remove_file(&temp);
-    }
-    result
+        CacheError::Write {
+            path: dir.join(&name),
+            source,
+        }
+    })
 }

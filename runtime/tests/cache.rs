@@ -1,11 +1,12 @@
 //! The kernel cache: hits in memory and on disk, corrupt files, and many
 //! threads and processes filling one entry at once.
 
-use jagged_runtime::{CacheKey, CacheStats, KernelCache};
+use jagged_runtime::{CacheError, CacheKey, CacheStats, KernelCache};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -187,7 +188,9 @@ fn typed_entries_that_do_not_decode_are_recomputed() {
     let dir = TempDir::new("typed");
     let cache = KernelCache::in_dir(&dir.0).unwrap();
     // A valid file whose payload is not UTF-8.
-    cache.insert(&key("a"), vec![0xFF, 0xFE]);
+    cache
+        .insert(&key("a"), vec![0xFF, 0xFE])
+        .expect("write the entry");
     let fresh = KernelCache::in_dir(&dir.0).unwrap();
     let text = fresh
         .get_or_insert_entry(&key("a"), || {
@@ -284,7 +287,9 @@ fn threads_with_separate_caches_fill_one_entry() {
     let writer = KernelCache::in_dir(&dir.0).unwrap();
     let value = payload(7, SHARED_LEN);
     for _ in 0..40 {
-        writer.insert(&key("shared"), value.clone());
+        writer
+            .insert(&key("shared"), value.clone())
+            .expect("write the entry");
     }
     assert_eq!(writer.stats().disk_errors, 0);
     done.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -312,7 +317,9 @@ fn process_child() {
     assert!(*got == value[..]);
     // Rewrite and read, interleaved with the other processes doing the same.
     for _ in 0..20 {
-        cache.insert(&key("shared"), value.clone());
+        cache
+            .insert(&key("shared"), value.clone())
+            .expect("write the entry");
         for _ in 0..5 {
             read_fresh(&dir, &value);
         }
@@ -371,11 +378,15 @@ fn an_unloadable_entry_with_a_valid_checksum_is_evicted_and_rebuilt() {
     let writer = KernelCache::in_dir(&dir.0).unwrap();
     // Written by an older format version: the checksum (over key and
     // payload) is valid, the layout is not this version's.
-    writer.insert(&key("old"), payload(4, 512));
+    writer
+        .insert(&key("old"), payload(4, 512))
+        .expect("write the entry");
     let old = writer.entry_path(&key("old")).unwrap();
     edit(&old, |b| b[8..12].copy_from_slice(&0u32.to_le_bytes()));
     // A valid file whose payload does not decode (not UTF-8).
-    writer.insert(&key("text"), vec![0xFF, 0xFE]);
+    writer
+        .insert(&key("text"), vec![0xFF, 0xFE])
+        .expect("write the entry");
     let text = writer.entry_path(&key("text")).unwrap();
 
     // A run that meets them evicts them even when it cannot rebuild them,
@@ -396,7 +407,9 @@ fn an_unloadable_entry_with_a_valid_checksum_is_evicted_and_rebuilt() {
     assert_eq!((failing.stats().evicted, failing.stats().corrupt), (2, 0));
 
     // Met with a working code generator: evicted, rebuilt, rewritten.
-    writer.insert(&key("old"), payload(4, 512));
+    writer
+        .insert(&key("old"), payload(4, 512))
+        .expect("write the entry");
     edit(&old, |b| b[8..12].copy_from_slice(&0u32.to_le_bytes()));
     let rebuilding = KernelCache::in_dir(&dir.0).unwrap();
     let calls = Cell::new(0);
@@ -421,4 +434,89 @@ fn an_unloadable_entry_with_a_valid_checksum_is_evicted_and_rebuilt() {
     );
     assert_eq!(calls.get(), 1, "the rebuilt entry must be served");
     assert_eq!(after.stats(), stats(0, 1, 0, 0));
+}
+
+/// Runs `body` on its own thread and returns its result, or `None` if it
+/// has not finished after a minute (far longer than a lookup takes on a
+/// loaded machine), so that a hang fails the test instead of stalling it.
+fn within_a_minute<T: Send + 'static>(body: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(body());
+    });
+    receiver.recv_timeout(Duration::from_secs(60)).ok()
+}
+
+/// Opens the FIFO for writing and closes it, on a thread that is never
+/// joined: a reader blocked opening it then sees end of file.
+fn release_fifo(path: &Path) {
+    let path = path.to_path_buf();
+    std::thread::spawn(move || drop(std::fs::OpenOptions::new().write(true).open(path)));
+}
+
+#[test]
+fn a_fifo_at_the_entry_path_is_a_miss_and_is_replaced() {
+    let dir = TempDir::new("fifo");
+    let path = KernelCache::in_dir(&dir.0)
+        .unwrap()
+        .entry_path(&key("a"))
+        .unwrap();
+    let made = Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+
+    let shared = dir.0.clone();
+    let outcome = within_a_minute(move || {
+        let cache = KernelCache::in_dir(&shared).unwrap();
+        let calls = Cell::new(0);
+        let got = get(&cache, &key("a"), b"rebuilt", &calls);
+        (got, calls.get(), cache.stats())
+    });
+    let Some((got, calls, stats)) = outcome else {
+        release_fifo(&path);
+        panic!("the cache hung on a FIFO at the entry path");
+    };
+    assert_eq!((got.as_slice(), calls), (&b"rebuilt"[..], 1));
+    assert_eq!(stats, self::stats(0, 0, 1, 0));
+    assert!(
+        std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_file(),
+        "the FIFO must be replaced by the entry"
+    );
+    // The replacement is served.
+    let after = KernelCache::in_dir(&dir.0).unwrap();
+    let calls = Cell::new(0);
+    assert_eq!(get(&after, &key("a"), b"rebuilt", &calls), b"rebuilt");
+    assert_eq!((calls.get(), after.stats()), (0, self::stats(0, 1, 0, 0)));
+
+    // A non-empty directory at the entry path cannot be replaced: a miss,
+    // the value is kept in memory, and storing it reports a typed error.
+    let blocked = after.entry_path(&key("b")).unwrap();
+    std::fs::create_dir_all(blocked.join("inside")).unwrap();
+    let shared = dir.0.clone();
+    let outcome = within_a_minute(move || {
+        let cache = KernelCache::in_dir(&shared).unwrap();
+        let calls = Cell::new(0);
+        let first = get(&cache, &key("b"), b"in memory", &calls);
+        let second = get(&cache, &key("b"), b"in memory", &calls);
+        let inserted = cache.insert(&key("b"), b"again".to_vec());
+        (first, second, calls.get(), cache.stats(), inserted)
+    });
+    let (first, second, calls, stats, inserted) = outcome.expect("the cache hung on a directory");
+    assert_eq!(
+        (first, second, calls),
+        (b"in memory".to_vec(), b"in memory".to_vec(), 1)
+    );
+    assert_eq!(
+        (stats.misses, stats.memory_hits, stats.disk_errors),
+        (1, 1, 2)
+    );
+    match inserted {
+        Err(CacheError::Write { path, .. }) => assert_eq!(path, blocked),
+        other => panic!("expected CacheError::Write, got {other:?}"),
+    }
 }
