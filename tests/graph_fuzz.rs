@@ -131,6 +131,8 @@ struct Value {
 struct Builder {
     g: GraphBuilder,
     seqs: Handle<Node>,
+    /// Whether the sequences are truncated to `max_len`.
+    truncated: bool,
     pool: Vec<Value>,
     weight: Option<Value>,
     outputs: usize,
@@ -138,6 +140,17 @@ struct Builder {
 }
 
 impl Builder {
+    /// [`Shape::broadcast`], refusing ragged rows against padded ones when
+    /// the sequences are not truncated to `max_len` (as the validator does).
+    fn bcast(&self, a: &Shape, b: &Shape) -> Option<Shape> {
+        let mixes =
+            |x: &Shape, y: &Shape| x.rows.contains(&Row::Ragged) && y.rows.contains(&Row::Padded);
+        if !self.truncated && (mixes(a, b) || mixes(b, a)) {
+            return None;
+        }
+        Shape::broadcast(a, b)
+    }
+
     /// A value of the pool: one of the three newest three times in four
     /// (so that chains grow deep), else any.
     fn pick(&self, r: u32) -> Value {
@@ -189,7 +202,7 @@ impl Builder {
 
     /// `a op b`, casting `b` to `a`'s dtype; None if they do not broadcast.
     fn binary(&mut self, op: BinaryOp, a: &Value, b: &Value) -> Option<Value> {
-        let shape = Shape::broadcast(&a.shape, &b.shape)?;
+        let shape = self.bcast(&a.shape, &b.shape)?;
         let b = self.cast_to(b, a.dtype);
         let n = self.g.binary(op, a.node, b.node);
         Some(self.push(n, shape, a.dtype))
@@ -246,7 +259,7 @@ impl Builder {
             }
             6 => {
                 let b = self.pick(arg);
-                if Shape::broadcast(&a.shape, &b.shape).is_some() {
+                if self.bcast(&a.shape, &b.shape).is_some() {
                     let p = self.one_plus_abs(&b);
                     self.binary(BinaryOp::Div, &a, &p);
                 }
@@ -303,7 +316,7 @@ impl Builder {
             _ => {
                 // `select(a op b, a, b)` with a comparison of two values.
                 let b = self.pick(arg);
-                if let Some(shape) = Shape::broadcast(&a.shape, &b.shape) {
+                if let Some(shape) = self.bcast(&a.shape, &b.shape) {
                     let ops = [
                         CompareOp::Lt,
                         CompareOp::Le,
@@ -380,14 +393,16 @@ impl Builder {
             return;
         }
         let c = self.pick(arg);
-        if Shape::broadcast(&a.shape, &c.shape).is_none() {
+        if self.bcast(&a.shape, &c.shape).is_none() {
             return;
         }
         let r = self.unary(UnaryOp::Relu, &c);
         let m = self.g.cast(r.node, DType::Bool);
-        let shape = Shape::broadcast(&a.shape, &c.shape).unwrap_or_else(|| a.shape.clone());
+        let shape = self
+            .bcast(&a.shape, &c.shape)
+            .unwrap_or_else(|| a.shape.clone());
         let b = self.pick(arg >> 8);
-        if Shape::broadcast(&shape, &b.shape).as_ref() != Some(&shape) {
+        if self.bcast(&shape, &b.shape).as_ref() != Some(&shape) {
             let n = self.g.select(m, a.node, zero.node);
             self.push(n, shape, a.dtype);
             return;
@@ -529,10 +544,13 @@ fn build(r: &Recipe) -> Option<Graph> {
     g.declare_attr("max_len", AttrKind::Index, None);
     g.declare_attr("alpha", AttrKind::Float, Some(AttrValue::Float(0.75)));
     let o = g.input("offsets", TensorType::new(index, vec![Dim::BatchPlusOne]));
-    let s = g.seqs(o, true);
+    // Sequences truncated to max_len, or (one graph in eight) not.
+    let truncated = r.extras & 128 == 0 || r.width % 2 == 0;
+    let s = g.seqs(o, truncated);
     let mut b = Builder {
         g,
         seqs: s,
+        truncated,
         pool: Vec::new(),
         weight: None,
         outputs: 0,
