@@ -1,5 +1,6 @@
 //! Flash attention backward (`dq, dk, dv`) in the emulator against naive
-//! per-sequence f64 gradients derived here from the OPS.md semantics.
+//! per-sequence f64 gradients derived here from the OPS.md semantics: every
+//! configuration for sm_80, one per head dim for sm_90a.
 
 // Each test crate uses a different subset of the shared helpers.
 #[allow(dead_code)]
@@ -26,6 +27,7 @@ struct Case {
     activation: Activation,
     causal: bool,
     max_len: usize,
+    arch: Arch,
 }
 
 /// Naive gradients of one problem: `(dq, dk, dv)` as `[T, H, D]` f64.
@@ -111,8 +113,9 @@ fn reference(
 
 fn check(c: &Case, layouts: &[Vec<usize>], seed: u64) {
     let graph = attention_graph(c.dtype, c.heads, c.dim, c.activation, c.causal);
-    let spec = Spec::for_graph(&graph, c.max_len as u64, Arch::Sm80).expect("spec");
+    let spec = Spec::for_graph(&graph, c.max_len as u64, c.arch).expect("spec");
     let compiled = compile_attention_backward(&graph, &spec).expect("backward");
+    assert_eq!(compiled.launches.len(), 3, "{spec}");
     let mut rng = Rng::new(seed);
     for lengths in layouts {
         let total: usize = lengths.iter().sum();
@@ -190,6 +193,7 @@ fn check_dim_layouts(dim: usize, heads: usize, layouts: &[Vec<usize>], seed: u64
                     activation,
                     causal,
                     max_len: 40,
+                    arch: Arch::Sm80,
                 };
                 check(&c, layouts, seed + k);
                 k += 1;
@@ -231,6 +235,7 @@ fn backward_several_blocks() {
         activation: Activation::Softmax,
         causal: true,
         max_len: 150,
+        arch: Arch::Sm80,
     };
     check(&c, &[vec![150, 0, 131, 3, 170]], 30);
     let c = Case {
@@ -240,6 +245,7 @@ fn backward_several_blocks() {
         activation: Activation::Silu,
         causal: false,
         max_len: 100,
+        arch: Arch::Sm80,
     };
     check(&c, &[vec![97, 100, 1]], 31);
     let c = Case {
@@ -249,6 +255,7 @@ fn backward_several_blocks() {
         activation: Activation::Softmax,
         causal: true,
         max_len: 130,
+        arch: Arch::Sm80,
     };
     check(&c, &[vec![130, 70, 129]], 32);
     let c = Case {
@@ -258,6 +265,32 @@ fn backward_several_blocks() {
         activation: Activation::Softmax,
         causal: true,
         max_len: 100,
+        arch: Arch::Sm80,
     };
     check(&c, &[vec![100, 1, 71]], 33);
+}
+
+/// sm_90a builds of the backward (its own PTX target): one configuration
+/// per head dim, each dtype, activation and mask at least once, over
+/// several query and key blocks (max_len 100) and the boundary layouts.
+#[test]
+fn backward_sm90a() {
+    let configs = [
+        (32, 2, DType::F16, Activation::Softmax, true),
+        (64, 2, DType::BF16, Activation::Silu, false),
+        (128, 1, DType::BF16, Activation::Softmax, false),
+        (256, 1, DType::F16, Activation::Silu, true),
+    ];
+    for (k, (dim, heads, dtype, activation, causal)) in configs.into_iter().enumerate() {
+        let c = Case {
+            dtype,
+            heads,
+            dim,
+            activation,
+            causal,
+            max_len: 100,
+            arch: Arch::Sm90a,
+        };
+        check(&c, &[vec![], vec![1, 0, 100, 65, 107, 2]], 60 + k as u64);
+    }
 }
