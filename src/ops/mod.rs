@@ -14,46 +14,6 @@ pub mod support;
 
 pub use primitives::*;
 
-use jagged_codegen::CodegenError;
-use jagged_ir::{DType, ValidationError};
-use jagged_runtime::GraphRunError;
-
-/// Why a `#[jagged_kernel]`'s `graph` (or launcher) failed.
-#[derive(Debug, thiserror::Error)]
-pub enum KernelError {
-    /// A dtype given for a bounded generic parameter is of the wrong class.
-    #[error("dtype parameter `{param}` must be a {expected} dtype, got {dtype}")]
-    Dtype {
-        /// The generic parameter (`T`).
-        param: &'static str,
-        /// The dtype given.
-        dtype: DType,
-        /// What the bound requires.
-        expected: &'static str,
-    },
-    /// The built graph is ill-typed (for the dtypes given).
-    #[error("invalid graph: {0}")]
-    Validation(#[from] ValidationError),
-    /// An input's shape does not have the dims the kernel declares.
-    #[error("input `{input}`: expected {expected}, found shape {found:?}")]
-    Shape {
-        /// The input.
-        input: &'static str,
-        /// What the declaration needs.
-        expected: String,
-        /// The shape given.
-        found: Vec<usize>,
-    },
-    /// The code generator cannot specialize the graph.
-    #[error(transparent)]
-    Codegen(#[from] CodegenError),
-    /// Running the graph failed (inputs, offsets, device).
-    #[error(transparent)]
-    Run(#[from] GraphRunError),
-    /// A run did not return a declared output.
-    #[error("the run returned no output `{name}`")]
-    MissingOutput {
-        /// The output.
-        name: &'static str,
-    },
-}
+/// The crate root's [`KernelError`](crate::KernelError) under the path the
+/// ops and the `#[jagged_kernel]` expansion (through `support`) name.
+pub use crate::KernelError;
