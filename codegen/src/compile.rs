@@ -212,13 +212,29 @@ fn per_sequence_input(graph: &Graph, h: Handle<Node>) -> bool {
 }
 
 fn match_graph(graph: &Graph) -> Result<Matched, CodegenError> {
-    if let Some(m) = crate::templates::attention_graph::match_attention(graph) {
-        return Ok(Matched {
-            primitive: Primitive::Attention(m.pattern),
-            inputs: m.inputs,
-            outputs: m.outputs,
-            truncated: true,
-        });
+    let not_attention = match crate::templates::attention_graph::match_attention(graph) {
+        Ok(m) => {
+            return Ok(Matched {
+                primitive: Primitive::Attention(m.pattern),
+                inputs: m.inputs,
+                outputs: m.outputs,
+                truncated: true,
+            });
+        }
+        Err(why) => why,
+    };
+    // A graph ending in a contraction is attention or nothing: say why not.
+    if let [first, ..] = graph.outputs() {
+        let mut h = first.value;
+        while let Node::Cast { arg, .. } = graph.node(h) {
+            h = *arg;
+        }
+        if matches!(graph.node(h), Node::Contract { .. }) {
+            return Err(no_template(
+                graph,
+                &format!("flash attention: {not_attention}"),
+            ));
+        }
     }
     if let [values, offsets] = graph.outputs() {
         return match_compaction(graph, values.value, offsets.value).ok_or_else(|| {

@@ -131,3 +131,35 @@ fn general_path_errors_quote_the_node_and_its_line() {
     );
     assert!(!text.contains("Handle") && !text.contains("Node {"), "{text}");
 }
+
+/// The flash-attention fast path says why it does not take an
+/// attention-like graph, in the plan, quoting the node and its line.
+#[test]
+fn attention_misses_say_why() {
+    let graph = jagged_ir::Graph::parse(
+        "graph hstu_temperature {
+  attr max_len: index
+  attr temperature: float = 2.0
+  %0 = input offsets : i32[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input q : bf16[%1, 2, 64]
+  %3 = input k : bf16[%1, 2, 64]
+  %4 = input v : bf16[%1, 2, 64]
+  %5 = contract %2[ihd], %3[jhd] -> [ijh] : f32[%1, %1, 2]
+  %6 = attr temperature : f32[]
+  %7 = div %5, %6 : f32[%1, %1, 2]
+  %8 = silu %7 : f32[%1, %1, 2]
+  %9 = cast %4 : f32[%1, 2, 64]
+  %10 = contract %8[ijh], %9[jhe] -> [ihe] : f32[%1, 2, 64]
+  %11 = cast %10 : bf16[%1, 2, 64]
+  output out = %11
+}",
+    )
+    .expect("graph");
+    let spec = Spec::for_graph(&graph, 64, Arch::Sm80).expect("spec");
+    let (_, plan) = compile_with_plan(&graph, &spec).expect("general path");
+    assert!(
+        plan.contains("flash attention: the scores %7 = div %5, %6 (line 11) are not `q . k`"),
+        "{plan}"
+    );
+}

@@ -802,8 +802,8 @@ pub fn compile_attention_backward(
     use crate::launch::{CompiledKernel, Launch, OutputBuffer, ScratchBuffer};
     let unsupported =
         |what: String| CodegenError::Unsupported(format!("flash attention backward: {what}"));
-    let m = super::attention_graph::match_attention(graph).ok_or_else(|| {
-        CodegenError::NoTemplate(format!("graph `{}` is not attention", graph.name()))
+    let m = super::attention_graph::match_attention(graph).map_err(|why| {
+        CodegenError::NoTemplate(format!("graph `{}` is not attention: {why}", graph.name()))
     })?;
     let pat = &m.pattern;
     let supported = match pat.activation {

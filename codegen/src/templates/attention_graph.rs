@@ -141,21 +141,28 @@ fn contraction(
         })
 }
 
-/// Matches `graph` against the attention shape; `None` if it is something else.
-pub fn match_attention(graph: &Graph) -> Option<AttentionMatch> {
+/// Matches `graph` against the attention shape; the reason it is not
+/// attention otherwise (shown in `jagc emit --plan` as the fast path's miss).
+pub fn match_attention(graph: &Graph) -> Result<AttentionMatch, String> {
     let (out, lse_out) = match graph.outputs() {
         [o] => (o.value, None),
         [o, l] => (o.value, Some(l.value)),
-        _ => return None,
+        _ => return Err("expected one output (out) or two (out, lse)".into()),
     };
     let (p, v, has_heads) = contraction(
         graph,
         uncast(graph, out),
         ["ijh", "jhe", "ihe"],
         ["ij", "jd", "id"],
-    )?;
+    )
+    .ok_or_else(|| {
+        format!(
+            "the output {} is not `p . v` contracted over the key axis",
+            graph.describe(uncast(graph, out))
+        )
+    })?;
     let v = uncast(graph, v);
-    let seqs = jagged_input(graph, v)?;
+    let seqs = jagged_input(graph, v).ok_or("v is not a jagged graph input")?;
 
     // Walk from P down to the scores.
     let mut prob_mask = None;
@@ -168,7 +175,9 @@ pub fn match_attention(graph: &Graph) -> Option<AttentionMatch> {
                 on_true,
                 on_false,
             } if prob_mask.is_none() && is_const(graph, *on_false, 0.0) => {
-                prob_mask = Some(pair_mask(graph, *cond)?);
+                prob_mask = Some(pair_mask(graph, *cond).ok_or(
+                    "the probabilities are masked by something other than j <= i or j >= i",
+                )?);
                 h = *on_true;
             }
             Node::Binary {
@@ -186,7 +195,13 @@ pub fn match_attention(graph: &Graph) -> Option<AttentionMatch> {
                 op: UnaryOp::Silu,
                 arg,
             } => break (Activation::Silu, *arg),
-            _ => return None,
+            _ => {
+                return Err(format!(
+                    "{} is none of softmax over the keys, silu, a 0/1 pair mask or a division \
+                     by max_len",
+                    graph.describe(h)
+                ));
+            }
         }
     };
     let (scores, score_mask) = match graph.node(masked_scores) {
@@ -195,7 +210,13 @@ pub fn match_attention(graph: &Graph) -> Option<AttentionMatch> {
             on_true,
             on_false,
         } if activation == Activation::Softmax && is_const(graph, *on_false, f64::NEG_INFINITY) => {
-            (*on_true, Some(pair_mask(graph, *cond)?))
+            (
+                *on_true,
+                Some(
+                    pair_mask(graph, *cond)
+                        .ok_or("the scores are masked by something other than j <= i or j >= i")?,
+                ),
+            )
         }
         _ => (masked_scores, None),
     };
@@ -207,20 +228,30 @@ pub fn match_attention(graph: &Graph) -> Option<AttentionMatch> {
         } if matches!(graph.node(*rhs), Node::Attr { name, .. } if name == "scale") => (*lhs, true),
         _ => (scores, false),
     };
-    let (q, k, qk_heads) = contraction(graph, qk, ["ihd", "jhd", "ijh"], ["id", "jd", "ij"])?;
+    let (q, k, qk_heads) = contraction(graph, qk, ["ihd", "jhd", "ijh"], ["id", "jd", "ij"])
+        .ok_or_else(|| {
+            format!(
+                "the scores {} are not `q . k` contracted over the head dim (times a scale \
+                 attribute)",
+                graph.describe(qk)
+            )
+        })?;
     let (q, k) = (uncast(graph, q), uncast(graph, k));
-    if qk_heads != has_heads || jagged_input(graph, q)? != seqs || jagged_input(graph, k)? != seqs {
-        return None;
+    let on_seqs = |x| jagged_input(graph, x) == Some(seqs);
+    if qk_heads != has_heads || !on_seqs(q) || !on_seqs(k) {
+        return Err(
+            "q, k and v are not jagged inputs of one sequence set with the same heads".into(),
+        );
     }
     let Node::Seqs {
         offsets,
         truncate: true,
     } = graph.node(seqs)
     else {
-        return None;
+        return Err("the sequences are not truncated to max_len".into());
     };
     if !matches!(graph.node(*offsets), Node::Input { .. }) {
-        return None;
+        return Err("the offsets are not a graph input".into());
     }
     if let Some(l) = lse_out {
         let matches_lse = matches!(
@@ -228,12 +259,12 @@ pub fn match_attention(graph: &Graph) -> Option<AttentionMatch> {
             Node::Reduce { op: ReduceOp::LogSumExp, arg, axis: 1 } if *arg == masked_scores
         );
         if !matches_lse || activation != Activation::Softmax {
-            return None;
+            return Err("the second output is not the logsumexp of the softmax's scores".into());
         }
     }
     let mut outputs = vec![out];
     outputs.extend(lse_out);
-    Some(AttentionMatch {
+    Ok(AttentionMatch {
         pattern: AttentionPattern {
             activation,
             scaled,
