@@ -119,7 +119,7 @@ impl CacheEntry for String {
 
 /// Counters of what the cache did since it was created; tests use them to
 /// assert that a second request does no code generation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
     /// Requests answered from memory.
     pub memory_hits: u64,
@@ -137,6 +137,10 @@ pub struct CacheStats {
     /// Disk reads or writes that failed for another reason (permissions, full
     /// disk); the cache then keeps working in memory.
     pub disk_errors: u64,
+    /// Why this cache has no disk although one was asked for (its directory
+    /// cannot be created or written, or there is no cache directory), naming
+    /// the directory; `None` when it has one, or was made memory-only.
+    pub disk_disabled: Option<String>,
 }
 
 #[derive(Default)]
@@ -175,10 +179,22 @@ pub enum CacheError {
         /// Why.
         source: std::io::Error,
     },
+    /// The cache directory exists but a file cannot be created in it.
+    #[error("cannot write in cache directory {path}: {source}")]
+    NotWritable {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// The environment variable that names the on-disk cache directory.
 pub const CACHE_DIR_ENV: &str = "JAGGED_CACHE_DIR";
+
+/// [`CacheStats::disk_disabled`] when there is no directory to use.
+const NO_DIR: &str =
+    "no cache directory: JAGGED_CACHE_DIR is unset and the platform has no user cache directory";
 
 const MAGIC: &[u8; 8] = b"JAGCACHE";
 const FORMAT_VERSION: u32 = 1;
@@ -188,6 +204,8 @@ const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 32;
 /// `Sync`: share it between threads by reference or `Arc`.
 pub struct KernelCache {
     dir: Option<PathBuf>,
+    /// Why there is no `dir` although one was asked for.
+    disk_disabled: Option<String>,
     memory: Mutex<HashMap<CacheKey, Arc<[u8]>>>,
     counters: Counters,
 }
@@ -197,15 +215,21 @@ impl KernelCache {
     pub fn memory_only() -> KernelCache {
         KernelCache {
             dir: None,
+            disk_disabled: None,
             memory: Mutex::new(HashMap::new()),
             counters: Counters::default(),
         }
     }
 
-    /// A cache backed by `dir`, which is created if missing.
+    /// A cache backed by `dir`, which is created if missing; an error if it
+    /// cannot be created or a file cannot be created in it.
     pub fn in_dir(dir: impl Into<PathBuf>) -> Result<KernelCache, CacheError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|source| CacheError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+        probe_writable(&dir).map_err(|source| CacheError::NotWritable {
             path: dir.clone(),
             source,
         })?;
@@ -215,12 +239,45 @@ impl KernelCache {
         })
     }
 
+    /// [`KernelCache::in_dir`], or, if `dir` is not usable, a memory-only
+    /// cache that says why in [`CacheStats::disk_disabled`] and once per
+    /// process on stderr.
+    pub fn in_dir_or_memory(dir: impl Into<PathBuf>) -> KernelCache {
+        KernelCache::in_dir(dir).unwrap_or_else(|err| KernelCache::disk_disabled(err.to_string()))
+    }
+
     /// The default cache: directory `$JAGGED_CACHE_DIR`, else the user's
-    /// cache directory + `jagged`, else memory only.
+    /// cache directory + `jagged`, else memory only (with
+    /// [`CacheStats::disk_disabled`] saying so).
     pub fn from_env() -> Result<KernelCache, CacheError> {
         match KernelCache::default_dir() {
             Some(dir) => KernelCache::in_dir(dir),
-            None => Ok(KernelCache::memory_only()),
+            None => Ok(KernelCache {
+                disk_disabled: Some(NO_DIR.to_string()),
+                ..KernelCache::memory_only()
+            }),
+        }
+    }
+
+    /// [`KernelCache::from_env`], falling back to memory when the directory
+    /// is not usable; the reason is in [`CacheStats::disk_disabled`] and on
+    /// stderr, once per process.
+    pub fn from_env_or_memory() -> KernelCache {
+        let cache = KernelCache::from_env()
+            .unwrap_or_else(|err| KernelCache::disk_disabled(err.to_string()));
+        if let Some(reason) = &cache.disk_disabled {
+            warn_once(reason);
+        }
+        cache
+    }
+
+    /// A memory-only cache whose disk is off for `reason` (said on stderr
+    /// once per process).
+    fn disk_disabled(reason: String) -> KernelCache {
+        warn_once(&reason);
+        KernelCache {
+            disk_disabled: Some(reason),
+            ..KernelCache::memory_only()
         }
     }
 
@@ -253,6 +310,7 @@ impl KernelCache {
             corrupt: c.corrupt.load(Ordering::Relaxed),
             evicted: c.evicted.load(Ordering::Relaxed),
             disk_errors: c.disk_errors.load(Ordering::Relaxed),
+            disk_disabled: self.disk_disabled.clone(),
         }
     }
 
@@ -377,6 +435,35 @@ impl KernelCache {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Says on stderr, once per process and reason, that the disk cache is off.
+fn warn_once(reason: &str) {
+    static WARNED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut warned = WARNED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !warned.iter().any(|done| done == reason) {
+        eprintln!("jagged: kernel cache kept in memory only: {reason}");
+        warned.push(reason.to_string());
+    }
+}
+
+/// A unique name for a temporary file of this process.
+fn temp_name(stem: &str) -> String {
+    static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        ".{stem}.{}.{}.tmp",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Creates and removes a file in `dir`: can entries be written there?
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(temp_name("probe"));
+    fs::File::create_new(&probe)?;
+    fs::remove_file(&probe)
 }
 
 fn checksum(key: &[u8], payload: &[u8]) -> [u8; 32] {
@@ -540,13 +627,8 @@ fn remove_if_unchanged(path: &Path, read: &fs::Metadata) {
 /// over the entry: readers see the old file or the whole new one. The
 /// rename replaces any non-directory at the entry's path.
 fn write_entry(dir: &Path, key: &CacheKey, payload: &[u8]) -> Result<(), CacheError> {
-    static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = key.file_name();
-    let temp = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let temp = dir.join(temp_name(&name));
     let result = (|| {
         let mut file = fs::File::create_new(&temp)?;
         // No fsync: after a crash a torn entry fails its checksum and is

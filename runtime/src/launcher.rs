@@ -191,13 +191,12 @@ impl Runtime {
     }
 
     /// The kernel cache: the one set by [`Runtime::set_kernel_cache`], else
-    /// [`KernelCache::from_env`] (memory only if its directory cannot be created).
+    /// [`KernelCache::from_env_or_memory`] (memory only if its directory is
+    /// not usable, said once on stderr and in its stats' `disk_disabled`).
     pub fn kernel_cache(&mut self) -> Arc<KernelCache> {
         self.graphs
             .cache
-            .get_or_insert_with(|| {
-                Arc::new(KernelCache::from_env().unwrap_or_else(|_| KernelCache::memory_only()))
-            })
+            .get_or_insert_with(|| Arc::new(KernelCache::from_env_or_memory()))
             .clone()
     }
 

@@ -1,7 +1,7 @@
 //! The kernel cache: hits in memory and on disk, corrupt files, and many
 //! threads and processes filling one entry at once.
 
-use jagged_runtime::{CacheError, CacheKey, CacheStats, KernelCache};
+use jagged_runtime::{BackendKind, CacheError, CacheKey, CacheStats, KernelCache, Runtime};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -519,4 +519,82 @@ fn a_fifo_at_the_entry_path_is_a_miss_and_is_replaced() {
         Err(CacheError::Write { path, .. }) => assert_eq!(path, blocked),
         other => panic!("expected CacheError::Write, got {other:?}"),
     }
+}
+
+/// The environment variable that turns `unwritable_dir_child` into a worker.
+const UNWRITABLE_CHILD_ENV: &str = "JAGGED_CACHE_TEST_UNWRITABLE_CHILD";
+
+/// A worker of `an_unwritable_cache_dir_is_reported_once_and_in_the_stats`,
+/// run with `JAGGED_CACHE_DIR` naming a regular file: two runtimes take
+/// their default cache. Does nothing in a normal run.
+#[test]
+fn unwritable_dir_child() {
+    let Some(dir) = std::env::var_os(UNWRITABLE_CHILD_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    for _ in 0..2 {
+        let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator");
+        let cache = rt.kernel_cache();
+        assert_eq!(cache.dir(), None);
+        let reason = cache.stats().disk_disabled.expect("disk_disabled is set");
+        assert!(reason.contains(&dir.display().to_string()), "{reason}");
+        // Still a working cache, in memory.
+        let calls = Cell::new(0);
+        get(&cache, &key("a"), b"value", &calls);
+        get(&cache, &key("a"), b"value", &calls);
+        assert_eq!(calls.get(), 1);
+    }
+}
+
+#[test]
+fn an_unwritable_cache_dir_is_reported_once_and_in_the_stats() {
+    let dir = TempDir::new("unwritable");
+    // Tests run as root, which writes through any permission bits: the
+    // directory is unusable because its path is a regular file.
+    let not_a_dir = dir.0.join("cache");
+    std::fs::write(&not_a_dir, b"not a directory").unwrap();
+
+    let cache = KernelCache::in_dir_or_memory(&not_a_dir);
+    assert_eq!(cache.dir(), None);
+    let reason = cache.stats().disk_disabled.expect("disk_disabled is set");
+    assert!(
+        reason.contains(&not_a_dir.display().to_string()),
+        "{reason}"
+    );
+    assert_eq!(KernelCache::memory_only().stats().disk_disabled, None);
+    assert_eq!(
+        KernelCache::in_dir(&dir.0).unwrap().stats().disk_disabled,
+        None
+    );
+
+    // Through the runtime's default cache, in a process of its own so that
+    // its stderr can be read: one line, naming the directory and the reason.
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "unwritable_dir_child",
+            "--test-threads",
+            "1",
+            "--quiet",
+            "--nocapture",
+        ])
+        .env(UNWRITABLE_CHILD_ENV, &not_a_dir)
+        .env("JAGGED_CACHE_DIR", &not_a_dir)
+        .output()
+        .expect("spawn the test binary");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the child failed: {stdout}\n{stderr}"
+    );
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains(&not_a_dir.display().to_string()))
+        .collect();
+    assert_eq!(lines.len(), 1, "stderr: {stderr}");
+    assert!(lines[0].contains("memory"), "{}", lines[0]);
 }
