@@ -233,9 +233,31 @@ fn fused(graph: &Graph, h: Handle<Node>, fusion: Fusion) -> bool {
         Node::Input { .. } | Node::Scan { .. } | Node::Compact { .. } => false,
         Node::Seqs { .. } | Node::SeqsWhere { .. } => false,
         Node::Attr { .. } | Node::Const { .. } => true,
-        Node::Reduce { .. } | Node::Contract { .. } => pair,
+        Node::Reduce { .. } | Node::Contract { .. } => {
+            pair || (fusion == Fusion::Fused && feeds_an_output_elementwise(graph, h))
+        }
         _ => pair || fusion == Fusion::Fused,
     }
+}
+
+/// Whether `h`'s only reader is an elementwise node over the same elements
+/// that is a graph output (`cast(contract(..))` into a bf16 output): the
+/// output's kernel then computes `h` in place, once per element, and no
+/// scratch round trip or second kernel is needed.
+fn feeds_an_output_elementwise(graph: &Graph, h: Handle<Node>) -> bool {
+    let [user] = graph.users(h)[..] else {
+        return false;
+    };
+    let elementwise = matches!(
+        graph.node(user),
+        Node::Cast { .. } | Node::Unary { .. } | Node::Binary { .. } | Node::Select { .. }
+    );
+    let same_elements = match (graph.type_of(h), graph.type_of(user)) {
+        (Type::Tensor(a), Type::Tensor(b)) => a.dims == b.dims,
+        _ => false,
+    };
+    let is_output = |x: Handle<Node>| graph.outputs().iter().any(|o| o.value == x);
+    elementwise && same_elements && is_output(user) && !is_output(h)
 }
 
 /// The type of a softmax's statistics: its operand's type without the axis
