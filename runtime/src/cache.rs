@@ -26,6 +26,15 @@
 //! over the entry, so a reader never sees a partial file, and several threads
 //! or processes may fill the same entry at once.
 //!
+//! The directory is bounded: after each write, the cache removes the least
+//! recently used entries until their total size is at most
+//! [`KernelCache::max_disk_bytes`] (`$JAGGED_CACHE_MAX_BYTES` for
+//! [`KernelCache::from_env`], else [`DEFAULT_MAX_DISK_BYTES`]). Use is the
+//! entry's modification time: set when it is written and again on every
+//! disk hit. Several processes may share the directory: one removing an
+//! entry that another is reading leaves the reader with the whole file it
+//! opened, or a miss if it had not opened it yet, never a partial one.
+//!
 //! Only regular files are read: anything else at an entry's path (a FIFO, a
 //! socket, a device, a directory) is a miss, checked before opening, and the
 //! open itself does not block; the rename then replaces it atomically, or,
@@ -38,6 +47,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What identifies one compiled artifact: the graph, the specialization and
 /// the code generator that produced it.
@@ -130,6 +140,9 @@ pub struct CacheStats {
     /// Files found corrupt or truncated (bad magic, lengths, checksum or
     /// key); each was removed, recomputed and rewritten.
     pub corrupt: u64,
+    /// Entries this cache removed from disk, least recently used first, to
+    /// keep the directory under [`KernelCache::max_disk_bytes`].
+    pub trimmed: u64,
     /// Entries whose checksum was valid but that this build could not load
     /// (another format version, or a payload that does not decode): each
     /// was removed from memory and disk, recomputed and rewritten.
@@ -150,6 +163,7 @@ struct Counters {
     misses: AtomicU64,
     corrupt: AtomicU64,
     evicted: AtomicU64,
+    trimmed: AtomicU64,
     disk_errors: AtomicU64,
 }
 
@@ -179,6 +193,12 @@ pub enum CacheError {
         /// Why.
         source: std::io::Error,
     },
+    /// `$JAGGED_CACHE_MAX_BYTES` is not a number of bytes.
+    #[error("{CACHE_MAX_BYTES_ENV}={value:?} is not a number of bytes")]
+    InvalidMaxBytes {
+        /// The variable's value.
+        value: String,
+    },
     /// The cache directory exists but a file cannot be created in it.
     #[error("cannot write in cache directory {path}: {source}")]
     NotWritable {
@@ -191,6 +211,17 @@ pub enum CacheError {
 
 /// The environment variable that names the on-disk cache directory.
 pub const CACHE_DIR_ENV: &str = "JAGGED_CACHE_DIR";
+
+/// The environment variable that bounds the on-disk cache, in bytes
+/// (read by [`KernelCache::from_env`]).
+pub const CACHE_MAX_BYTES_ENV: &str = "JAGGED_CACHE_MAX_BYTES";
+
+/// The default bound of the on-disk cache: 1 GiB.
+pub const DEFAULT_MAX_DISK_BYTES: u64 = 1 << 30;
+
+/// Temporary files older than this are leftovers of a crashed writer, removed
+/// when the directory is trimmed.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
 
 /// [`CacheStats::disk_disabled`] when there is no directory to use.
 const NO_DIR: &str =
@@ -206,6 +237,8 @@ pub struct KernelCache {
     dir: Option<PathBuf>,
     /// Why there is no `dir` although one was asked for.
     disk_disabled: Option<String>,
+    /// The bound of the entries' total size on disk.
+    max_disk_bytes: u64,
     memory: Mutex<HashMap<CacheKey, Arc<[u8]>>>,
     counters: Counters,
 }
@@ -216,13 +249,15 @@ impl KernelCache {
         KernelCache {
             dir: None,
             disk_disabled: None,
+            max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
             memory: Mutex::new(HashMap::new()),
             counters: Counters::default(),
         }
     }
 
     /// A cache backed by `dir`, which is created if missing; an error if it
-    /// cannot be created or a file cannot be created in it.
+    /// cannot be created or a file cannot be created in it. Its size bound is
+    /// [`DEFAULT_MAX_DISK_BYTES`] (see [`KernelCache::with_max_disk_bytes`]).
     pub fn in_dir(dir: impl Into<PathBuf>) -> Result<KernelCache, CacheError> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(|source| CacheError::CreateDir {
@@ -248,10 +283,23 @@ impl KernelCache {
 
     /// The default cache: directory `$JAGGED_CACHE_DIR`, else the user's
     /// cache directory + `jagged`, else memory only (with
-    /// [`CacheStats::disk_disabled`] saying so).
+    /// [`CacheStats::disk_disabled`] saying so); bounded by
+    /// `$JAGGED_CACHE_MAX_BYTES` bytes, else [`DEFAULT_MAX_DISK_BYTES`].
     pub fn from_env() -> Result<KernelCache, CacheError> {
+        let max_bytes = match std::env::var_os(CACHE_MAX_BYTES_ENV) {
+            Some(value) if !value.is_empty() => {
+                let value = value.to_string_lossy();
+                value
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| CacheError::InvalidMaxBytes {
+                        value: value.into_owned(),
+                    })?
+            }
+            _ => DEFAULT_MAX_DISK_BYTES,
+        };
         match KernelCache::default_dir() {
-            Some(dir) => KernelCache::in_dir(dir),
+            Some(dir) => Ok(KernelCache::in_dir(dir)?.with_max_disk_bytes(max_bytes)),
             None => Ok(KernelCache {
                 disk_disabled: Some(NO_DIR.to_string()),
                 ..KernelCache::memory_only()
@@ -290,6 +338,20 @@ impl KernelCache {
         }
     }
 
+    /// The same cache with its entries' total size on disk bounded by
+    /// `bytes` (an entry larger than that is kept in memory only).
+    pub fn with_max_disk_bytes(self, bytes: u64) -> KernelCache {
+        KernelCache {
+            max_disk_bytes: bytes,
+            ..self
+        }
+    }
+
+    /// The bound of the entries' total size on disk.
+    pub fn max_disk_bytes(&self) -> u64 {
+        self.max_disk_bytes
+    }
+
     /// The directory of the on-disk entries, if any.
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
@@ -309,6 +371,7 @@ impl KernelCache {
             misses: c.misses.load(Ordering::Relaxed),
             corrupt: c.corrupt.load(Ordering::Relaxed),
             evicted: c.evicted.load(Ordering::Relaxed),
+            trimmed: c.trimmed.load(Ordering::Relaxed),
             disk_errors: c.disk_errors.load(Ordering::Relaxed),
             disk_disabled: self.disk_disabled.clone(),
         }
@@ -381,7 +444,7 @@ impl KernelCache {
             Counters::bump(&self.counters.evicted);
         }
         let path = self.entry_path(key)?;
-        let (file, read_from) = match read_file(&path) {
+        let (file, read_from, handle) = match read_file(&path) {
             Ok(Some(read)) => read,
             // Not a regular file: a miss, replaced when the entry is stored.
             Ok(None) => return None,
@@ -397,6 +460,9 @@ impl KernelCache {
                 match decode(&payload) {
                     Some(value) => {
                         Counters::bump(&self.counters.disk_hits);
+                        // Marks the entry used, for trimming. Best effort:
+                        // only the file's owner may set its time.
+                        let _ = handle.set_modified(SystemTime::now());
                         self.memory_map().insert(key.clone(), payload);
                         return Some(value);
                     }
@@ -415,16 +481,72 @@ impl KernelCache {
 
     /// Stores in memory, then on disk; a disk failure is counted in
     /// [`CacheStats::disk_errors`] and returned.
+    /// An entry larger than [`KernelCache::max_disk_bytes`] stays in memory.
     fn store(&self, key: &CacheKey, payload: Arc<[u8]>) -> Result<(), CacheError> {
         self.memory_map().insert(key.clone(), payload.clone());
         let Some(dir) = &self.dir else {
             return Ok(());
         };
-        let written = write_entry(dir, key, &payload);
-        if written.is_err() {
-            Counters::bump(&self.counters.disk_errors);
+        let file = encode_entry(key, &payload);
+        if u64::try_from(file.len()).map_or(true, |len| len > self.max_disk_bytes) {
+            return Ok(());
+        }
+        let written = write_entry(dir, &key.file_name(), &file);
+        match written {
+            Ok(()) => self.trim(dir),
+            Err(_) => Counters::bump(&self.counters.disk_errors),
         }
         written
+    }
+
+    /// Removes the least recently used entries of `dir` until their total
+    /// size is at most the bound, and temporary files left by crashed
+    /// writers. Another process may be trimming or reading at the same time:
+    /// entries already gone are skipped, and an entry replaced since it was
+    /// listed is left alone.
+    fn trim(&self, dir: &Path) {
+        let Ok(listing) = fs::read_dir(dir) else {
+            return;
+        };
+        let now = SystemTime::now();
+        let mut entries = Vec::new();
+        let mut total: u64 = 0;
+        for item in listing.flatten() {
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            let Ok(metadata) = fs::symlink_metadata(item.path()) else {
+                continue;
+            };
+            if !metadata.is_file() {
+                continue;
+            }
+            let modified = metadata.modified().unwrap_or(UNIX_EPOCH);
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                if now
+                    .duration_since(modified)
+                    .is_ok_and(|age| age > STALE_TEMP_AGE)
+                {
+                    let _ = fs::remove_file(item.path());
+                }
+            } else if name.ends_with(".jkc") {
+                total = total.saturating_add(metadata.len());
+                entries.push((modified, item.path(), metadata));
+            }
+        }
+        if total <= self.max_disk_bytes {
+            return;
+        }
+        entries.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        for (_, path, metadata) in entries {
+            if total <= self.max_disk_bytes {
+                break;
+            }
+            if remove_if_unchanged(&path, &metadata) {
+                Counters::bump(&self.counters.trimmed);
+            }
+            // Removed here or by another process: either way it is gone.
+            total = total.saturating_sub(metadata.len());
+        }
     }
 
     /// The memory map; a panic in another thread while it held the lock
@@ -539,7 +661,7 @@ fn parse_entry<'a>(file: &'a [u8], key: &CacheKey) -> Result<&'a [u8], Fault> {
 /// is not a regular file. The type is checked before opening, and again on
 /// the open handle, and the open does not block (a FIFO swapped in between
 /// is then seen, not waited on).
-fn read_file(path: &Path) -> std::io::Result<Option<(Vec<u8>, fs::Metadata)>> {
+fn read_file(path: &Path) -> std::io::Result<Option<(Vec<u8>, fs::Metadata, fs::File)>> {
     if !fs::metadata(path)?.is_file() {
         return Ok(None);
     }
@@ -550,7 +672,7 @@ fn read_file(path: &Path) -> std::io::Result<Option<(Vec<u8>, fs::Metadata)>> {
     }
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
-    Ok(Some((bytes, metadata)))
+    Ok(Some((bytes, metadata, file)))
 }
 
 /// `O_NONBLOCK` where its value is known without the `libc` crate (opening a
@@ -614,33 +736,34 @@ fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
     a.len() == b.len() && a.modified().ok() == b.modified().ok()
 }
 
-/// Removes the bad entry file at `path` unless another process already
+/// Removes the entry file at `path` unless another process already
 /// replaced it with a new one (best effort: at worst a good entry is
-/// removed, which is a miss later, never a wrong answer).
-fn remove_if_unchanged(path: &Path, read: &fs::Metadata) {
-    if fs::symlink_metadata(path).is_ok_and(|now| same_file(&now, read)) {
-        let _ = fs::remove_file(path);
-    }
+/// removed, which is a miss later, never a wrong answer); whether it did.
+fn remove_if_unchanged(path: &Path, read: &fs::Metadata) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|now| same_file(&now, read))
+        && fs::remove_file(path).is_ok()
 }
 
-/// Writes the entry to a unique temporary file in `dir`, then renames it
-/// over the entry: readers see the old file or the whole new one. The
+/// Writes the entry file `bytes` to a unique temporary file in `dir`, then
+/// renames it to `name`: readers see the old file or the whole new one. The
 /// rename replaces any non-directory at the entry's path.
-fn write_entry(dir: &Path, key: &CacheKey, payload: &[u8]) -> Result<(), CacheError> {
-    let name = key.file_name();
-    let temp = dir.join(temp_name(&name));
+fn write_entry(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CacheError> {
+    let temp = dir.join(temp_name(name));
     let result = (|| {
         let mut file = fs::File::create_new(&temp)?;
         // No fsync: after a crash a torn entry fails its checksum and is
         // recomputed, which is all a cache needs.
-        file.write_all(&encode_entry(key, payload))?;
-        fs::rename(&temp, dir.join(&name))
+        file.write_all(bytes)?;
+        // The time of use, on the same clock as disk hits (the kernel's own
+        // file times are coarser).
+        file.set_modified(SystemTime::now())?;
+        fs::rename(&temp, dir.join(name))
     })();
     result.map_err(|source| {
         // Best effort: a leftover temporary file is never read as an entry.
         let _ = fs::remove_file(&temp);
         CacheError::Write {
-            path: dir.join(&name),
+            path: dir.join(name),
             source,
         }
     })

@@ -1,12 +1,13 @@
 //! The kernel cache: hits in memory and on disk, corrupt files, and many
 //! threads and processes filling one entry at once.
 
+use jagged_runtime::cache::DEFAULT_MAX_DISK_BYTES;
 use jagged_runtime::{BackendKind, CacheError, CacheKey, CacheStats, KernelCache, Runtime};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -597,4 +598,168 @@ fn an_unwritable_cache_dir_is_reported_once_and_in_the_stats() {
         .collect();
     assert_eq!(lines.len(), 1, "stderr: {stderr}");
     assert!(lines[0].contains("memory"), "{}", lines[0]);
+}
+
+/// Sets the modification (use) time of `path` to `seconds` before now.
+fn set_age(path: &Path, seconds: u64) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() - Duration::from_secs(seconds))
+        .unwrap();
+}
+
+/// The entry files of `dir` and their total size.
+fn disk_usage(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".jkc"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn the_disk_cache_is_bounded_and_evicts_the_least_recently_used() {
+    let dir = TempDir::new("bounded");
+    assert_eq!(
+        KernelCache::in_dir(&dir.0).unwrap().max_disk_bytes(),
+        DEFAULT_MAX_DISK_BYTES
+    );
+    // Every entry file has the same size (same payload and key lengths).
+    let probe = KernelCache::in_dir(&dir.0).unwrap();
+    probe.insert(&key("p"), payload(0, 1000)).unwrap();
+    let entry_bytes = std::fs::metadata(probe.entry_path(&key("p")).unwrap())
+        .unwrap()
+        .len();
+    probe.evict(&key("p"));
+    // Room for three entries.
+    let limit = 3 * entry_bytes + entry_bytes / 2;
+    let bounded = || {
+        KernelCache::in_dir(&dir.0)
+            .unwrap()
+            .with_max_disk_bytes(limit)
+    };
+
+    let writer = bounded();
+    for (name, age) in [("a", 300), ("b", 200), ("c", 100)] {
+        writer.insert(&key(name), payload(1, 1000)).unwrap();
+        // Explicit, well-separated times of use: no reliance on the clock's
+        // resolution or on how fast this runs.
+        set_age(&writer.entry_path(&key(name)).unwrap(), age);
+    }
+    assert_eq!(writer.stats().trimmed, 0);
+    let path = |name: &str| writer.entry_path(&key(name)).unwrap();
+    let used = |name: &str| std::fs::metadata(path(name)).unwrap().modified().unwrap();
+
+    // A disk hit on the oldest entry marks it used: now the newest.
+    let reader = bounded();
+    let calls = Cell::new(0);
+    get(&reader, &key("a"), &payload(1, 1000), &calls);
+    assert_eq!((calls.get(), reader.stats().disk_hits), (0, 1));
+    assert!(used("a") > used("c"), "a disk hit must mark the entry used");
+
+    // A fourth entry does not fit: the least recently used one (b) goes.
+    writer.insert(&key("d"), payload(1, 1000)).unwrap();
+    assert_eq!(writer.stats().trimmed, 1);
+    assert!(!path("b").exists(), "the least recently used entry must go");
+    for name in ["a", "c", "d"] {
+        assert!(path(name).exists(), "{name} must stay");
+    }
+    assert!(disk_usage(&dir.0) <= limit);
+    // It is a plain miss afterwards.
+    let later = bounded();
+    get(&later, &key("b"), &payload(1, 1000), &calls);
+    assert_eq!(calls.get(), 1);
+    assert_eq!((later.stats().corrupt, later.stats().misses), (0, 1));
+
+    // An entry larger than the bound stays in memory and evicts nothing.
+    let before = disk_usage(&dir.0);
+    writer
+        .insert(&key("huge"), payload(2, limit as usize))
+        .unwrap();
+    assert!(!path("huge").exists());
+    assert_eq!(disk_usage(&dir.0), before);
+    get(&writer, &key("huge"), &payload(2, limit as usize), &calls);
+    assert_eq!(calls.get(), 1, "served from memory");
+}
+
+#[test]
+fn trimming_while_other_threads_read_never_serves_a_partial_entry() {
+    let dir = TempDir::new("trim-race");
+    let value = |k: u8| payload(k, 64 << 10);
+    // Room for about two of the six entries: nearly every write trims.
+    let limit = 2 * (64 << 10) + 4096;
+    let handles: Vec<_> = (0..4u8)
+        .map(|thread| {
+            let dir = dir.0.clone();
+            std::thread::spawn(move || {
+                for i in 0..30u8 {
+                    let k = (thread * 7 + i) % 6;
+                    // A fresh instance each time, as another process would.
+                    let cache = KernelCache::in_dir(&dir)
+                        .unwrap()
+                        .with_max_disk_bytes(limit);
+                    let got = cache
+                        .get_or_insert_with(&key(&k.to_string()), || Ok::<_, ()>(value(k)))
+                        .unwrap();
+                    assert!(*got == value(k)[..], "a reader saw other bytes");
+                    let stats = cache.stats();
+                    assert_eq!((stats.corrupt, stats.evicted, stats.disk_errors), (0, 0, 0));
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("worker thread");
+    }
+    let last = KernelCache::in_dir(&dir.0)
+        .unwrap()
+        .with_max_disk_bytes(limit);
+    last.insert(&key("last"), value(9)).unwrap();
+    assert!(disk_usage(&dir.0) <= limit);
+    assert!(entries(&dir.0).1.is_empty(), "temporary files left");
+}
+
+/// The environment variable that turns `env_child` into a worker.
+const ENV_CHILD_ENV: &str = "JAGGED_CACHE_TEST_ENV_CHILD";
+
+/// A worker of `the_disk_bound_is_read_from_the_environment`: prints what
+/// the default cache makes of the environment. Does nothing in a normal run.
+#[test]
+fn env_child() {
+    if std::env::var_os(ENV_CHILD_ENV).is_none() {
+        return;
+    }
+    let cache = KernelCache::from_env_or_memory();
+    println!(
+        "max={} disabled={:?}",
+        cache.max_disk_bytes(),
+        cache.stats().disk_disabled
+    );
+}
+
+/// What `env_child` prints with `JAGGED_CACHE_MAX_BYTES` set to `max`.
+fn default_cache_with_max_bytes(dir: &Path, max: &str) -> String {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "env_child", "--test-threads", "1", "--nocapture"])
+        .env(ENV_CHILD_ENV, "1")
+        .env("JAGGED_CACHE_DIR", dir)
+        .env("JAGGED_CACHE_MAX_BYTES", max)
+        .output()
+        .expect("spawn the test binary");
+    assert!(output.status.success(), "the child failed");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn the_disk_bound_is_read_from_the_environment() {
+    let dir = TempDir::new("env-bound");
+    assert!(default_cache_with_max_bytes(&dir.0, "12345").contains("max=12345 disabled=None"));
+    let default = format!("max={DEFAULT_MAX_DISK_BYTES} disabled=None");
+    assert!(default_cache_with_max_bytes(&dir.0, "").contains(&default));
+    // A value that is not a number is an error, said in the stats.
+    let bad = default_cache_with_max_bytes(&dir.0, "12 GiB");
+    assert!(
+        bad.contains("disabled=Some(") && bad.contains("JAGGED_CACHE_MAX_BYTES"),
+        "{bad}"
+    );
 }
