@@ -51,6 +51,22 @@ pub enum BindError {
         /// The shape given.
         found: Vec<usize>,
     },
+    /// Two jagged inputs on one sequence set with different row counts `T`
+    /// (both are named: which one is wrong, the offsets' last entry tells).
+    #[error(
+        "inputs '{first}' and '{name}' have {first_rows} and {rows} rows, but jagged inputs \
+         on one sequence set have the same number of rows T (the last offset)"
+    )]
+    RowsDisagree {
+        /// The input that bound `T` first.
+        first: String,
+        /// Its rows.
+        first_rows: usize,
+        /// The input that disagrees.
+        name: String,
+        /// Its rows.
+        rows: usize,
+    },
     /// An input whose shape has more elements than a `usize` holds (a
     /// device tensor's shape is not tied to its buffer until this check).
     #[error("input '{name}': shape {shape:?} has more elements than fit in a usize")]
@@ -168,6 +184,8 @@ pub fn bind(
         _ => None,
     };
     let mut rows = HashMap::new();
+    // The input that bound each sequence set's rows first, for errors.
+    let mut row_source: HashMap<Handle<Node>, (&str, usize)> = HashMap::new();
     for (_, name, ty) in graph.inputs() {
         let input =
             inputs
@@ -185,7 +203,7 @@ pub fn bind(
         }
         let shape_error = || BindError::InputShape {
             name: name.to_string(),
-            expected: ty.to_string(),
+            expected: user_type(ty),
             found: input.shape.to_vec(),
         };
         if input.shape.len() != ty.dims.len() {
@@ -204,9 +222,20 @@ pub fn bind(
                 Dim::MaxLen => (&mut max_len, size),
                 Dim::Static(n) if *n == size => continue,
                 Dim::Static(_) => return Err(shape_error()),
-                Dim::Ragged(s) => match rows.insert(*s, size) {
-                    Some(other) if other != size => return Err(shape_error()),
-                    _ => continue,
+                Dim::Ragged(s) => match row_source.get(s) {
+                    Some((first, first_rows)) if *first_rows != size => {
+                        return Err(BindError::RowsDisagree {
+                            first: first.to_string(),
+                            first_rows: *first_rows,
+                            name: name.to_string(),
+                            rows: size,
+                        });
+                    }
+                    _ => {
+                        rows.insert(*s, size);
+                        row_source.entry(*s).or_insert((name, size));
+                        continue;
+                    }
                 },
             };
             match slot {
@@ -268,6 +297,25 @@ pub fn check_lengths_inputs(graph: &Graph, values: &[(&str, &[i64])]) -> Result<
         }
     }
     Ok(())
+}
+
+/// A type as users see it: `bf16[T, 2, 64]` (`T` the rows of a jagged
+/// value, `B` the sequences, `max_len`), not the IR's `%1` handles.
+pub fn user_type(ty: &crate::graph::TensorType) -> String {
+    let dims: Vec<String> = ty
+        .dims
+        .iter()
+        .enumerate()
+        .map(|(k, d)| match d {
+            Dim::Ragged(_) if k == 0 => "T".to_string(),
+            Dim::Ragged(_) => "n_b".to_string(),
+            Dim::Batch => "B".to_string(),
+            Dim::BatchPlusOne => "B+1".to_string(),
+            Dim::MaxLen => "max_len".to_string(),
+            Dim::Static(n) => n.to_string(),
+        })
+        .collect();
+    format!("{}[{}]", ty.dtype, dims.join(", "))
 }
 
 /// The input named `name` among `inputs` (host or device tensors).

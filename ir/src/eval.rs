@@ -488,7 +488,10 @@ impl<'g> Evaluator<'g> {
                     if given.shape().first() != Some(&rows) {
                         return Err(EvalError::InputShape {
                             name: name.clone(),
-                            expected: format!("{ty} with T = {rows} (from the offsets)"),
+                            expected: format!(
+                                "{} with T = {rows} (from the offsets)",
+                                crate::bind::user_type(ty)
+                            ),
                             found: given.shape().to_vec(),
                         });
                     }

@@ -18,8 +18,8 @@
 //! those.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use jagged_codegen::{CODEGEN_VERSION, CodegenError, CompiledKernel, ParamBinding, RunSizes, Spec};
 use jagged_ir::bind::{BindError, InputDesc, find_input};
@@ -146,23 +146,13 @@ pub fn graph_cache_key(graph: &Graph, spec: &Spec) -> CacheKey {
     CacheKey::from_graph_text(&graph.to_string(), spec.to_string(), codegen_key())
 }
 
-/// The code-generator part of cache keys: [`CODEGEN_VERSION`] and a
-/// fingerprint (size, modification time) of the running executable, which
-/// links the code generator. A rebuilt code generator whose version was not
-/// bumped then never reads the kernels an older build left on disk; runs of
-/// the same executable share them.
+/// The code-generator part of cache keys: [`CODEGEN_VERSION`], bumped
+/// whenever the generated PTX or launch metadata change. Nothing about the
+/// build is in it (a rebuilt executable reads the entries the previous one
+/// wrote); the graph's canonical hash and the spec, the other inputs of the
+/// code generator, are the key's other fields.
 fn codegen_key() -> &'static str {
-    static KEY: OnceLock<String> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let fingerprint = std::env::current_exe()
-            .and_then(std::fs::metadata)
-            .ok()
-            .and_then(|m| {
-                let modified = m.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
-                Some(format!("+exe{}.{}", m.len(), modified.as_nanos()))
-            });
-        format!("{CODEGEN_VERSION}{}", fingerprint.unwrap_or_default())
-    })
+    CODEGEN_VERSION
 }
 
 /// The named outputs of a run and the scratch buffers to free after it.
@@ -442,7 +432,7 @@ impl Runtime {
             if tensor.buffer.len() < tensor.shape.iter().product() {
                 return Err(GraphRunError::Bind(BindError::InputShape {
                     name: name.to_string(),
-                    expected: ty.to_string(),
+                    expected: jagged_ir::bind::user_type(ty),
                     found: tensor.shape.clone(),
                 }));
             }

@@ -1,0 +1,54 @@
+//! Binding errors a user can act on: types written with `T`, `B` and
+//! `max_len` (not the IR's `%1`), and two jagged inputs with different row
+//! counts both named (not whichever came second blamed).
+
+use jagged_ir::{AttrValue, DType, DenseTensor, Graph, evaluate};
+
+fn graph() -> Graph {
+    Graph::parse(
+        "graph g {
+  attr max_len: index
+  %0 = input offsets : i32[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input q : bf16[%1, 2, 4]
+  %3 = input k : bf16[%1, 2, 4]
+  %4 = add %2, %3 : bf16[%1, 2, 4]
+  output y = %4
+}",
+    )
+    .expect("graph")
+}
+
+fn zeros(shape: Vec<usize>) -> DenseTensor {
+    let n = shape.iter().product();
+    DenseTensor::from_f64(DType::BF16, shape, &vec![0.0; n]).expect("tensor")
+}
+
+#[test]
+fn rows_that_disagree_name_both_inputs() {
+    let offsets = DenseTensor::from_f64(DType::I32, vec![3], &[0.0, 5.0, 12.0]).expect("offsets");
+    let (q, k) = (zeros(vec![10, 2, 4]), zeros(vec![12, 2, 4]));
+    let err = evaluate(
+        &graph(),
+        &[("offsets", &offsets), ("q", &q), ("k", &k)],
+        &[("max_len", AttrValue::Index(8))],
+    )
+    .expect_err("q has 10 rows, k 12")
+    .to_string();
+    assert!(err.contains("'q' and 'k' have 10 and 12 rows"), "{err}");
+}
+
+#[test]
+fn shape_errors_write_types_as_users_see_them() {
+    let offsets = DenseTensor::from_f64(DType::I32, vec![2], &[0.0, 3.0]).expect("offsets");
+    let (q, k) = (zeros(vec![3, 2, 4]), zeros(vec![3, 2, 5]));
+    let err = evaluate(
+        &graph(),
+        &[("offsets", &offsets), ("q", &q), ("k", &k)],
+        &[("max_len", AttrValue::Index(8))],
+    )
+    .expect_err("k's inner dim is 5")
+    .to_string();
+    assert!(err.contains("input 'k'") && err.contains("bf16[T, 2, 4]"), "{err}");
+    assert!(!err.contains('%'), "{err}");
+}
