@@ -31,6 +31,10 @@ pub use lower::{Primitive, lower};
 pub use serial::SerialError;
 pub use spec::{Arch, DType, Spec, elem_bytes, max_len_bucket};
 
-/// Version of the code generator, part of the runtime's cache key: bump it
-/// whenever generated PTX or launch metadata can change for the same input.
+/// Version of the code generator: bump when the generated PTX changes (or
+/// the launch metadata, or their text form [`CompiledKernel::to_text`]) for
+/// the same graph and spec. It is the only part of the runtime's on-disk
+/// kernel cache key that tracks the code generator, so kernels cached by an
+/// older build are served until it is bumped. It is also printed in every
+/// PTX module's header, so a bump updates the PTX snapshots too.
 pub const CODEGEN_VERSION: &str = "0.1.0-1";

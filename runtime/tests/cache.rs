@@ -1,8 +1,13 @@
 //! The kernel cache: hits in memory and on disk, corrupt files, and many
 //! threads and processes filling one entry at once.
 
+use jagged_codegen::{Arch, CODEGEN_VERSION, Spec};
+use jagged_ir::DType;
+use jagged_ir::ops::{self, JaggedSpec};
 use jagged_runtime::cache::DEFAULT_MAX_DISK_BYTES;
-use jagged_runtime::{BackendKind, CacheError, CacheKey, CacheStats, KernelCache, Runtime};
+use jagged_runtime::{
+    BackendKind, CacheError, CacheKey, CacheStats, KernelCache, Runtime, graph_cache_key,
+};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -762,4 +767,50 @@ fn the_disk_bound_is_read_from_the_environment() {
         bad.contains("disabled=Some(") && bad.contains("JAGGED_CACHE_MAX_BYTES"),
         "{bad}"
     );
+}
+
+/// The graph and spec whose key `the_disk_key_is_the_codegen_version_not_the_executable` checks.
+fn softmax_key() -> CacheKey {
+    let graph = ops::jagged_softmax(&JaggedSpec {
+        dtype: DType::F32,
+        offsets: DType::I32,
+        inner: vec![4],
+    })
+    .expect("graph");
+    let spec = Spec::for_graph(&graph, 8, Arch::Sm80).expect("spec");
+    graph_cache_key(&graph, &spec)
+}
+
+/// The environment variable that turns `key_child` into a worker.
+const KEY_CHILD_ENV: &str = "JAGGED_CACHE_TEST_KEY_CHILD";
+
+/// A worker of `the_disk_key_is_the_codegen_version_not_the_executable`:
+/// prints the key this executable computes. Does nothing in a normal run.
+#[test]
+fn key_child() {
+    if std::env::var_os(KEY_CHILD_ENV).is_some() {
+        println!("key<{}>", softmax_key().to_string().escape_debug());
+    }
+}
+
+#[test]
+fn the_disk_key_is_the_codegen_version_not_the_executable() {
+    let key = softmax_key();
+    assert_eq!(key.codegen_version, CODEGEN_VERSION);
+
+    // A rebuilt executable (here: a copy, with another modification time)
+    // computes the same key, so it reads the entries the old one wrote.
+    let dir = TempDir::new("rebuilt");
+    let copy = dir.0.join("rebuilt-test-binary");
+    std::fs::copy(std::env::current_exe().unwrap(), &copy).expect("copy the test binary");
+    set_age(&copy, 100_000);
+    let output = Command::new(&copy)
+        .args(["--exact", "key_child", "--test-threads", "1", "--nocapture"])
+        .env(KEY_CHILD_ENV, "1")
+        .output()
+        .expect("run the copy");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the copy failed: {stdout}");
+    let expected = format!("key<{}>", key.to_string().escape_debug());
+    assert!(stdout.contains(&expected), "{expected}\nnot in\n{stdout}");
 }
