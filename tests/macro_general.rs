@@ -170,3 +170,34 @@ fn nodes_record_the_expression_they_came_from() {
     }
     assert!(g.describe(mul).contains("(`x * w` at "), "{}", g.describe(mul));
 }
+
+/// `specialize(..., E = D, ...)` ties two generics: the table holds the
+/// combinations with `E` equal to `D` only, and a launch with `E = D` finds
+/// its kernel there (no code generation at run time).
+#[jagged_kernel(
+    outputs(out),
+    specialize(T = [bf16], H = [2], D = [32, 64], E = D, offsets = [i32], max_len = [8])
+)]
+fn tied_attention<T: Float, H, D, E>(
+    q: Jagged<T, (H, D)>,
+    k: Jagged<T, (H, D)>,
+    v: Jagged<T, (H, E)>,
+    #[attr] max_len: usize,
+    #[attr] scale: f32,
+) -> Jagged<T, (H, E)> {
+    let s = q.dot(k) * scale;
+    let p = silu(s) / max_len as f32;
+    p.causal().dot(v)
+}
+
+#[test]
+fn specialize_ties_generics_together() {
+    // Two values of D, E tied to it, two archs: 4 entries, not 8.
+    assert_eq!(tied_attention::SPECIALIZED.len(), 4);
+    for entry in tied_attention::SPECIALIZED {
+        let g = Graph::parse(entry.graph).expect("embedded graph");
+        let q = g.inputs().find(|(_, n, _)| *n == "q").expect("q").2.clone();
+        let v = g.inputs().find(|(_, n, _)| *n == "v").expect("v").2.clone();
+        assert_eq!(q.dims.last(), v.dims.last(), "E = D in {}", entry.spec);
+    }
+}

@@ -3,8 +3,16 @@
 use proc_macro2::{Span, TokenStream};
 use syn::{Ident, LitStr};
 
+/// The values of one `specialize(...)` key.
+pub enum SpecValues {
+    /// `D = [64, 128]`: each value in turn.
+    List(Vec<syn::Expr>),
+    /// `E = D`: whatever the other key takes (ties two generics together).
+    Same(Ident),
+}
+
 /// `specialize(...)`: where it is written, and each key with its values.
-pub type Specializations = (Span, Vec<(Ident, Vec<syn::Expr>)>);
+pub type Specializations = (Span, Vec<(Ident, SpecValues)>);
 
 /// What the attribute's arguments say.
 #[derive(Default)]
@@ -14,7 +22,8 @@ pub struct KernelArgs {
     /// The output names (`outputs(values, offsets)`), if given.
     pub outputs: Option<(Span, Vec<Ident>)>,
     /// Ahead-of-time specializations: `specialize(T = [bf16], D = [64, 128],
-    /// offsets = [i32], max_len = [1024])`, each key with its values.
+    /// E = D, offsets = [i32], max_len = [1024])`, each key with its values
+    /// (or tied to another key).
     pub specialize: Option<Specializations>,
 }
 
@@ -47,8 +56,20 @@ pub fn parse(tokens: TokenStream) -> syn::Result<KernelArgs> {
                 let Some(key) = inner.path.get_ident().cloned() else {
                     return Err(inner.error("a specialization key is a generic parameter's name, `offsets` or `max_len`"));
                 };
-                let values: syn::ExprArray = inner.value()?.parse()?;
-                keys.push((key, values.elems.into_iter().collect()));
+                let value: syn::Expr = inner.value()?.parse()?;
+                let values = match value {
+                    syn::Expr::Array(a) => SpecValues::List(a.elems.into_iter().collect()),
+                    syn::Expr::Path(p) if p.path.get_ident().is_some() => {
+                        SpecValues::Same(p.path.get_ident().cloned().unwrap_or_else(|| key.clone()))
+                    }
+                    other => {
+                        return Err(syn::Error::new_spanned(
+                            other,
+                            "expected a list of values (`D = [64, 128]`) or another key (`E = D`)",
+                        ));
+                    }
+                };
+                keys.push((key, values));
                 Ok(())
             })?;
             args.specialize = Some((span, keys));

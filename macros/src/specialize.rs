@@ -16,7 +16,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{Error, Expr, Lit};
 
-use crate::args::Specializations;
+use crate::args::{SpecValues, Specializations};
 use crate::body::Lowered;
 use crate::sig::{Role, Signature};
 use crate::steps::{self, Bindings};
@@ -103,10 +103,32 @@ pub fn table(
     };
     // The axes: (key, role, values); `max_len` and `arch` apart.
     let mut axes: Vec<(String, Vec<Value>)> = Vec::new();
+    // `E = D`: E takes D's value in every combination.
+    let mut ties: Vec<(String, &syn::Ident)> = Vec::new();
     let mut max_lens = vec![0];
     let mut archs = Arch::ALL.to_vec();
     for (key, values) in keys {
         let name = key.to_string();
+        let values = match values {
+            SpecValues::List(values) => values,
+            SpecValues::Same(other) => {
+                let role_of =
+                    |k: &syn::Ident| sig.graph_params().find(|(g, _)| *g == k).map(|(_, r)| r);
+                match (role_of(key), role_of(other)) {
+                    (Some(a), Some(b)) if a == b && key != other => {
+                        ties.push((name, other));
+                        continue;
+                    }
+                    _ => {
+                        return Err(Error::new_spanned(
+                            other,
+                            "a key can be tied only to another generic parameter of the same kind \
+                             (`E = D` for two dims)",
+                        ));
+                    }
+                }
+            }
+        };
         let role = if name == "max_len" {
             max_lens = values.iter().map(int).collect::<syn::Result<_>>()?;
             continue;
@@ -142,9 +164,17 @@ pub fn table(
     if lowered.takes_offsets_dtype {
         needed.push("offsets".to_string());
     }
+    for (key, other) in &ties {
+        if !axes.iter().any(|(k, _)| *other == k) {
+            return Err(Error::new_spanned(
+                other,
+                format!("`{key}` is tied to `{other}`, which has no list of values"),
+            ));
+        }
+    }
     let missing: Vec<&String> = needed
         .iter()
-        .filter(|n| !axes.iter().any(|(k, _)| k == *n))
+        .filter(|n| !axes.iter().any(|(k, _)| k == *n) && !ties.iter().any(|(k, _)| k == *n))
         .collect();
     if !missing.is_empty() {
         let list: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
@@ -159,9 +189,18 @@ pub fn table(
         let mut rest = c;
         let mut bindings = Bindings::default();
         let mut described = Vec::new();
+        let mut chosen: Vec<(&String, &Value)> = Vec::new();
         for (key, values) in &axes {
             let v = &values[rest % values.len()];
             rest /= values.len();
+            chosen.push((key, v));
+        }
+        for (key, other) in &ties {
+            if let Some(&(_, v)) = chosen.iter().find(|(k, _)| *other == k.as_str()) {
+                chosen.push((key, v));
+            }
+        }
+        for (key, v) in chosen {
             described.push(format!("{key} = {}", v.describe()));
             match v {
                 Value::Dtype(d) => bindings.dtypes.insert(key.clone(), *d).map(|_| ()),
