@@ -1,0 +1,82 @@
+//! What an attention kernel is specialized on: the activation, the pair
+//! masks, and the [`AttentionDesc`] that gathers them with the tiles.
+
+use crate::kernel::Type;
+use crate::spec::DType;
+
+use super::tiles::Tiles;
+
+/// The probability function between the two products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// Softmax over the allowed keys of each row.
+    Softmax,
+    /// `silu(s)` pointwise.
+    Silu,
+}
+
+/// Which `(query i, key j)` pairs a mask keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PairMask {
+    /// `j <= i` (causal).
+    KeyNotAfterQuery,
+    /// `j >= i` (FBGEMM's `use_mask`).
+    KeyNotBeforeQuery,
+}
+
+/// Everything the forward kernel is specialized on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionDesc {
+    /// Entry name.
+    pub name: String,
+    /// Heads `H` (rows of q / k / v are `[H, D]`).
+    pub heads: u32,
+    /// Head dim `D` (of q, k and v): 32, 64, 128 or 256.
+    pub head_dim: u32,
+    /// f16 or bf16.
+    pub dtype: DType,
+    /// Offsets dtype.
+    pub index: DType,
+    /// Softmax or SiLU.
+    pub activation: Activation,
+    /// Scores are `scale * q.k` with the f32 graph attribute of this name; 1 if `None`.
+    pub scale_attr: Option<String>,
+    /// Softmax: pairs outside this mask are excluded before normalizing
+    /// (`-inf` scores).
+    pub score_mask: Option<PairMask>,
+    /// Pairs outside this mask get `p = 0` after the activation (for softmax:
+    /// after normalization; rows are not renormalized).
+    pub prob_mask: Option<PairMask>,
+    /// Divide `p` by the run-time `max_len`.
+    pub divide_by_max_len: bool,
+    /// Write `lse [T, H]` (softmax only).
+    pub lse: bool,
+    /// Tile shape.
+    pub tiles: Tiles,
+}
+
+impl AttentionDesc {
+    /// Bytes of one padded shared row of `D` 16-bit elements.
+    pub(super) fn smem_stride(&self) -> u32 {
+        self.head_dim * 2 + 16
+    }
+
+    /// Dynamic shared memory: the Q tile and two stages of K and V.
+    pub fn dynamic_shared_bytes(&self) -> u32 {
+        self.smem_stride() * (self.tiles.block_m + 4 * self.tiles.block_n)
+    }
+
+    /// True when keys past the query block never contribute (causal).
+    pub(in crate::templates) fn keys_end_at_block(&self) -> bool {
+        self.score_mask == Some(PairMask::KeyNotAfterQuery)
+            || self.prob_mask == Some(PairMask::KeyNotAfterQuery)
+    }
+
+    /// The `mma` operand type of the input dtype.
+    pub(in crate::templates) fn mma_type(&self) -> Type {
+        match self.dtype {
+            DType::F16 => Type::F16,
+            _ => Type::Bf16,
+        }
+    }
+}

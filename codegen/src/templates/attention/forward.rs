@@ -1,0 +1,568 @@
+//! The forward kernel: the grid-stride loop over work items, the key loop
+//! with its two-stage `cp.async` pipeline, masks, online softmax or SiLU,
+//! and the epilogue that normalizes and writes `out` (and `lse`).
+
+use crate::kernel::{
+    Address, BinOp, Cmp, Guard, Inst, KernelBuilder, Operand, Reg, ShflMode, Space, TernOp, Type,
+    UnOp,
+};
+use crate::launch::{GridRule, ParamBinding, SizeExpr};
+use crate::spec::DType;
+use crate::templates::{Entry, MAX_BLOCKS, Plan, store_f32};
+
+use super::desc::{Activation, AttentionDesc, PairMask};
+use super::mma::{AFrags, Acc};
+use super::tiles::TILE_ROWS;
+use super::writer::{FlashWriter, Lanes, TileLoader};
+
+/// Parameter order of the kernel: inputs `q, k, v, offsets`, outputs
+/// `out` (and `lse`), then `B`, `max_len` and the scale attribute.
+pub fn attention_kernel(desc: &AttentionDesc) -> Plan {
+    let mut e = Entry::new(desc.name.clone());
+    e.b = KernelBuilder::new(desc.name.clone(), desc.tiles.threads());
+    e.b.set_min_ctas_per_sm(1);
+    let q_ptr = e.buffer("q", ParamBinding::Input(0));
+    let k_ptr = e.buffer("k", ParamBinding::Input(1));
+    let v_ptr = e.buffer("v", ParamBinding::Input(2));
+    let off_ptr = e.buffer("offsets", ParamBinding::Input(3));
+    let out_ptr = e.buffer("out", ParamBinding::Output(0));
+    let lse_ptr = desc.lse.then(|| e.buffer("lse", ParamBinding::Output(1)));
+    let batch = e.size("batch", SizeExpr::Batch);
+    let max_len = e.size("max_len", SizeExpr::MaxLen);
+    let scale = desc.scale_attr.as_ref().map(|name| e.float_attr(name));
+    let ptrs = Pointers {
+        q: q_ptr,
+        k: k_ptr,
+        v: v_ptr,
+        offsets: off_ptr,
+        out: out_ptr,
+        lse: lse_ptr,
+    };
+    FlashWriter::new(desc, &mut e.b).write(&ptrs, batch, max_len, scale);
+    let items = SizeExpr::ceil_div(SizeExpr::MaxLen, u64::from(desc.tiles.block_m))
+        * SizeExpr::Batch
+        * SizeExpr::Const(u64::from(desc.heads));
+    e.finish(GridRule {
+        items,
+        items_per_block: 1,
+        max_blocks: MAX_BLOCKS,
+    })
+}
+
+/// The global buffers of the forward kernel (addresses).
+struct Pointers {
+    q: Reg,
+    k: Reg,
+    v: Reg,
+    offsets: Reg,
+    out: Reg,
+    lse: Option<Reg>,
+}
+
+impl<'a> FlashWriter<'a> {
+    /// The whole body: lane constants, the activation's constants, then the
+    /// grid-stride loop over the work items.
+    fn write(mut self, p: &Pointers, batch: Reg, max_len: Reg, scale: Option<Reg>) {
+        let d = self.d;
+        let (bm, bn) = (d.tiles.block_m, d.tiles.block_n);
+        let lanes = self.lanes();
+        // Shared layout: Q [BM rows], K stage 0/1 [BN rows each], V stage 0/1.
+        let stride = self.stride;
+        let k_base = [bm * stride, (bm + bn) * stride];
+        let v_base = [(bm + 2 * bn) * stride, (bm + 3 * bn) * stride];
+        let loader = self.tile_loader(lanes.tid, lanes.smem);
+
+        // Constants of the activation.
+        let log2e = std::f32::consts::LOG2_E;
+        let score_factor = match (scale, d.activation) {
+            (Some(s), Activation::Softmax) => {
+                self.b.binary(BinOp::Mul, Type::F32, s, Operand::F32(log2e))
+            }
+            (Some(s), Activation::Silu) => s,
+            (None, Activation::Softmax) => self.b.const_f32(log2e),
+            (None, Activation::Silu) => self.b.const_f32(1.0),
+        };
+        let inv_max_len = self.inv_max_len(max_len);
+
+        // Work items: (query block from the last, sequence, head).
+        self.for_each_item(batch, max_len, p.offsets, bm, true, |me, w| {
+            let is_first = me.b.setp(Cmp::Eq, Type::U64, w.block, Operand::Int(0));
+            me.when(is_first, false, |z| {
+                z.zero_tail(p, &lanes, w.head_off, w.row_head, w.n, w.len)
+            });
+            let (n, q0, past) = me.block_start(w, bm);
+            let ctx = ItemCtx {
+                lanes,
+                n,
+                q0,
+                head_off: w.head_off,
+                row_head: w.row_head,
+                loader,
+                k_base,
+                v_base,
+                score_factor,
+                inv_max_len,
+            };
+            me.when(past, true, |f| f.item(p, &ctx));
+        });
+    }
+
+    /// Writes zeros to rows `n_b .. L_b` of this head in `out` (and `lse`).
+    fn zero_tail(
+        &mut self,
+        p: &Pointers,
+        lanes: &Lanes,
+        head_off: Reg,
+        row_head: Reg,
+        n: Reg,
+        len: Reg,
+    ) {
+        let rows = self.u64_op(BinOp::Sub, len, n);
+        let cpr = u64::from(self.chunks_per_row);
+        let chunks = self.u64_op(BinOp::Mul, rows, Operand::Int(cpr as i64));
+        let tid64 = self.b.cvt(Type::U64, Type::U32, lanes.tid);
+        let out_head = self.u64_op(BinOp::Add, p.out, head_off);
+        let row_bytes = self.row_bytes;
+        let zero = self.b.mov(Type::B32, Operand::Int(0));
+        self.b
+            .for_range_u64(tid64, chunks, Self::imm(self.threads), |b, c| {
+                let row = b.binary(
+                    BinOp::Shr,
+                    Type::U64,
+                    c,
+                    Operand::Int(i64::from(cpr.trailing_zeros())),
+                );
+                let chunk = b.binary(BinOp::And, Type::U64, c, Operand::Int(cpr as i64 - 1));
+                let r = b.binary(BinOp::Add, Type::U64, row, n);
+                let base = b.ternary(
+                    TernOp::MadLo,
+                    Type::U64,
+                    r,
+                    Operand::Int(i64::from(row_bytes)),
+                    out_head,
+                );
+                let addr = b.ternary(TernOp::MadLo, Type::U64, chunk, Operand::Int(16), base);
+                b.st(
+                    Space::Global,
+                    Type::B32,
+                    Address {
+                        base: addr,
+                        offset: 0,
+                    },
+                    vec![zero, zero, zero, zero],
+                );
+            });
+        if let Some(lse) = p.lse {
+            let heads = i64::from(self.d.heads);
+            let zero_f = self.b.const_f32(0.0);
+            self.b
+                .for_range_u64(tid64, rows, Self::imm(self.threads), |b, i| {
+                    let r = b.binary(BinOp::Add, Type::U64, i, n);
+                    let idx = b.ternary(TernOp::MadLo, Type::U64, r, Operand::Int(heads), row_head);
+                    store_f32(b, lse, idx, DType::F32, &[zero_f]);
+                });
+        }
+    }
+
+    /// Issues the copies of the key block starting at key `first` (u32)
+    /// of K and V into pipeline stage `stage`.
+    fn load_kv(&mut self, p: &Pointers, ctx: &ItemCtx, first: Reg, stage: usize) {
+        let bn = self.d.tiles.block_n;
+        let (loader, n, head_off) = (&ctx.loader, ctx.n, ctx.head_off);
+        self.load_tile(loader, n, head_off, p.k, first, bn, ctx.k_base[stage]);
+        self.load_tile(loader, n, head_off, p.v, first, bn, ctx.v_base[stage]);
+    }
+
+    /// One work item: a query block of one sequence and head.
+    fn item(&mut self, p: &Pointers, ctx: &ItemCtx) {
+        let d = self.d;
+        let (bm, bn, hd) = (d.tiles.block_m, d.tiles.block_n, d.head_dim);
+        let stride = self.stride;
+        let softmax = d.activation == Activation::Softmax;
+        // Keys to visit: all of the sequence, or up to the end of the query block.
+        let kv_end = if d.keys_end_at_block() {
+            let q_end = self.u32_op(BinOp::Add, ctx.q0, Self::imm(bm));
+            self.u32_op(BinOp::Min, q_end, ctx.n)
+        } else {
+            ctx.n
+        };
+        let kv_pad = self.u32_op(BinOp::Add, kv_end, Self::imm(bn - 1));
+        let nkb = self.u32_op(BinOp::Div, kv_pad, Self::imm(bn));
+
+        // Stage Q and key block 0 (one commit group).
+        self.load_tile(&ctx.loader, ctx.n, ctx.head_off, p.q, ctx.q0, bm, 0);
+        let zero_u = self.b.mov(Type::U32, Operand::Int(0));
+        self.load_kv(p, ctx, zero_u, 0);
+        self.b.push(Inst::CpAsyncCommit);
+
+        // Per row tile of this warp (tile `t` is the warp's 16 rows at
+        // `16 (warp + t * warps)` of the block): accumulators and row
+        // statistics (rows g and g + 8 of the tile).
+        let o_tiles = (hd / 8) as usize;
+        let s_tiles = (bn / 8) as usize;
+        let row_tiles = d.tiles.row_tiles();
+        let tile_step = TILE_ROWS * self.threads / 32;
+        let neg_inf = Operand::F32(f32::NEG_INFINITY);
+        let mut o: Vec<Vec<Acc>> = Vec::new();
+        let mut m: Vec<[Reg; 2]> = Vec::new();
+        let mut l: Vec<[Reg; 2]> = Vec::new();
+        let mut s: Vec<Vec<Acc>> = Vec::new();
+        for _ in 0..row_tiles {
+            o.push((0..o_tiles).map(|_| self.zero_acc()).collect());
+            m.push([
+                self.b.mov(Type::F32, neg_inf),
+                self.b.mov(Type::F32, neg_inf),
+            ]);
+            l.push([self.b.const_f32(0.0), self.b.const_f32(0.0)]);
+            s.push((0..s_tiles).map(|_| self.new_acc()).collect());
+        }
+        // Row indices of this thread within the sequence (u32) in row tile
+        // 0; tile `t` adds `t * tile_step` where used (fewer live registers).
+        let rows = self.thread_rows(&ctx.lanes, ctx.q0);
+        let o_ref: Vec<&[Acc]> = o.iter().map(Vec::as_slice).collect();
+        // One row tile and D <= 128: Q's A fragments (D / 4 registers) stay
+        // in registers for the whole item instead of being re-read by
+        // `ldmatrix` for every key block (8 of the 72 `ldmatrix.x4` per
+        // block at D = 128). Two row tiles (D = 64, 229 registers) or
+        // D = 256 (128 accumulator registers for O) have no room for them.
+        let q_regs = (row_tiles == 1 && hd <= 128).then(|| {
+            self.b.push(Inst::CpAsyncWait { n: 0 });
+            self.b.barrier();
+            self.load_a_frags(ctx.lanes.a, 0, 0, 1)
+        });
+        let s_ref: Vec<&[Acc]> = s.iter().map(Vec::as_slice).collect();
+
+        let ab = d.mma_type();
+        let stage_bytes = bn * stride;
+        self.range(Type::U32, Operand::Int(0), nkb, Operand::Int(1), |f, kb| {
+            // Block kb has landed (this thread's copies, then everyone's),
+            // and every warp is done with block kb - 1: one barrier per
+            // block. Then prefetch block kb + 1 into the stage of kb - 1.
+            f.b.push(Inst::CpAsyncWait { n: 0 });
+            f.b.barrier();
+            let next = f.u32_op(BinOp::Add, kb, Operand::Int(1));
+            let has_next = f.b.setp(Cmp::Lt, Type::U32, next, nkb);
+            let odd = f.u32_op(BinOp::And, kb, Operand::Int(1));
+            f.when(has_next, false, |g| {
+                let first = g.u32_op(BinOp::Mul, next, Self::imm(bn));
+                // The next stage is the other one: stage 0 when kb is odd.
+                let is_odd = g.b.setp(Cmp::Ne, Type::U32, odd, Operand::Int(0));
+                g.when(is_odd, true, |h| h.load_kv(p, ctx, first, 1));
+                g.when(is_odd, false, |h| h.load_kv(p, ctx, first, 0));
+            });
+            f.b.push(Inst::CpAsyncCommit);
+            let stage_off = f.u32_op(BinOp::Mul, odd, Self::imm(stage_bytes));
+            let k_lane = f.u32_op(BinOp::Add, ctx.lanes.b_rows, stage_off);
+            let v_lane = f.u32_op(BinOp::Add, ctx.lanes.b_trans, stage_off);
+
+            // S = Q K^T.
+            let q_frags = match &q_regs {
+                Some(frags) => AFrags::Regs(frags),
+                None => AFrags::Shared {
+                    lane: ctx.lanes.a,
+                    base: 0,
+                    tile_step: tile_step * stride,
+                },
+            };
+            f.product_rows(&s_ref, q_frags, k_lane, ctx.k_base[0], ab);
+            for acc in s.iter().flatten() {
+                for &r in acc {
+                    f.f32_to(BinOp::Mul, r, r, ctx.score_factor);
+                }
+            }
+
+            // Boundary blocks: does any pair of this block fall outside a mask?
+            let key_first = f.u32_op(BinOp::Mul, kb, Self::imm(bn));
+            let key_end = f.u32_op(BinOp::Add, key_first, Self::imm(bn));
+            let boundary = f.boundary(ctx, key_first, key_end);
+            let key0 = f.b.ternary(
+                TernOp::MadLo,
+                Type::U32,
+                ctx.lanes.quad,
+                Operand::Int(2),
+                key_first,
+            );
+            let key_room = f.b.binary(BinOp::Sub, Type::S32, ctx.n, key0);
+            let room0 = [
+                f.b.binary(BinOp::Sub, Type::S32, rows[0], key0),
+                f.b.binary(BinOp::Sub, Type::S32, rows[1], key0),
+            ];
+            let row_room: Vec<[Reg; 2]> = (0..row_tiles as u32)
+                .map(|t| {
+                    if t == 0 {
+                        room0
+                    } else {
+                        room0.map(|r| f.u32_op(BinOp::Add, r, Self::imm(t * tile_step)))
+                    }
+                })
+                .collect();
+            let length_then_score: Vec<Option<PairMask>> = if softmax {
+                vec![None, d.score_mask]
+            } else {
+                Vec::new()
+            };
+            if softmax {
+                f.when(boundary, false, |g| {
+                    for (st, &room) in s.iter().zip(&row_room) {
+                        g.apply_masks(st, &length_then_score, key_room, room, neg_inf);
+                    }
+                });
+                for t in 0..row_tiles {
+                    f.online_softmax(&s[t], &o[t], m[t], l[t]);
+                }
+            } else {
+                for st in &s {
+                    f.silu(st, ctx.inv_max_len);
+                }
+            }
+            let mut post: Vec<Option<PairMask>> = Vec::new();
+            if !softmax {
+                post.push(None);
+            }
+            if let Some(pm) = d.prob_mask {
+                post.push(Some(pm));
+            }
+            if !post.is_empty() {
+                f.when(boundary, false, |g| {
+                    for (st, &room) in s.iter().zip(&row_room) {
+                        g.apply_masks(st, &post, key_room, room, Operand::F32(0.0));
+                    }
+                });
+            }
+
+            // O += P V, P rounded to the input dtype in registers one
+            // k-step (16 keys) at a time.
+            for kk in 0..s_tiles / 2 {
+                let pa: Vec<Vec<[Reg; 4]>> = s
+                    .iter()
+                    .map(|st| f.pack_a(&st[2 * kk..2 * kk + 2]))
+                    .collect();
+                let pa_ref: Vec<&[[Reg; 4]]> = pa.iter().map(Vec::as_slice).collect();
+                let v_base = ctx.v_base[0] + kk as u32 * 16 * stride;
+                f.accumulate_rows(&o_ref, &pa_ref, v_lane, v_base, ab);
+            }
+        });
+        // The next item of this CTA overwrites Q and stage 0: all reads done.
+        self.b.push(Inst::CpAsyncWait { n: 0 });
+        self.b.barrier();
+        for t in 0..row_tiles {
+            let tile_rows = if t == 0 {
+                rows
+            } else {
+                rows.map(|r| self.u32_op(BinOp::Add, r, Self::imm(t as u32 * tile_step)))
+            };
+            self.epilogue(p, ctx, &o[t], m[t], l[t], tile_rows);
+        }
+    }
+
+    /// A predicate: some pair of key block `[key_first, key_end)` is masked
+    /// for some row of the query block.
+    fn boundary(&mut self, ctx: &ItemCtx, key_first: Reg, key_end: Reg) -> Reg {
+        let d = self.d;
+        let flag = self.b.mov(Type::U32, Operand::Int(0));
+        let past_len = self.b.setp(Cmp::Gt, Type::U32, key_end, ctx.n);
+        self.selp_to(Type::U32, flag, Operand::Int(1), flag, past_len);
+        for mask in [d.score_mask, d.prob_mask].into_iter().flatten() {
+            let hit = match mask {
+                // Some key j > some row i >= q0: the last key passes q0.
+                PairMask::KeyNotAfterQuery => {
+                    let last = self.u32_op(BinOp::Sub, key_end, Operand::Int(1));
+                    self.b.setp(Cmp::Gt, Type::U32, last, ctx.q0)
+                }
+                // Some key j < some row i < q0 + BM: the first key is before the last row.
+                PairMask::KeyNotBeforeQuery => {
+                    let last_row = self.u32_op(BinOp::Add, ctx.q0, Self::imm(d.tiles.block_m - 1));
+                    self.b.setp(Cmp::Lt, Type::U32, key_first, last_row)
+                }
+            };
+            self.selp_to(Type::U32, flag, Operand::Int(1), flag, hit);
+        }
+        self.b.setp(Cmp::Ne, Type::U32, flag, Operand::Int(0))
+    }
+
+    /// Sets the entries of `s` outside each mask to `fill`; `None` is the
+    /// length mask (`j < n_b`). `key_room = n_b - key0`, `row_room[r] = row_r - key0`
+    /// where `key0` is the key of this thread's column 0.
+    fn apply_masks(
+        &mut self,
+        s: &[Acc],
+        masks: &[Option<PairMask>],
+        key_room: Reg,
+        row_room: [Reg; 2],
+        fill: Operand,
+    ) {
+        for (j, acc) in s.iter().enumerate() {
+            for (k, &r) in acc.iter().enumerate() {
+                let col = Operand::Int((8 * j + (k & 1)) as i64);
+                let row = row_room[k / 2];
+                for mask in masks {
+                    let keep = match mask {
+                        None => self.b.setp(Cmp::Gt, Type::S32, key_room, col),
+                        Some(PairMask::KeyNotAfterQuery) => {
+                            self.b.setp(Cmp::Ge, Type::S32, row, col)
+                        }
+                        Some(PairMask::KeyNotBeforeQuery) => {
+                            self.b.setp(Cmp::Le, Type::S32, row, col)
+                        }
+                    };
+                    self.selp_to(Type::F32, r, r, fill, keep);
+                }
+            }
+        }
+    }
+
+    /// Online softmax of one block: scores (log2 domain) to probabilities in
+    /// place, running max `m` and per-thread partial sums `l` updated, the
+    /// output accumulator rescaled.
+    fn online_softmax(&mut self, s: &[Acc], o: &[Acc], m: [Reg; 2], l: [Reg; 2]) {
+        for half in 0..2 {
+            let mx = self.b.mov(Type::F32, Operand::F32(f32::NEG_INFINITY));
+            for acc in s {
+                for &r in &acc[2 * half..2 * half + 2] {
+                    self.f32_to(BinOp::Max, mx, mx, r);
+                }
+            }
+            for lane_mask in [1, 2] {
+                let other = self
+                    .b
+                    .shfl(ShflMode::Bfly, mx, Operand::Int(lane_mask), 0x1f);
+                self.f32_to(BinOp::Max, mx, mx, other);
+            }
+            let m_new = self.b.binary(BinOp::Max, Type::F32, m[half], mx);
+            // A row with no allowed key yet keeps m = -inf; subtract 0 instead.
+            let none = self
+                .b
+                .setp(Cmp::Eq, Type::F32, m_new, Operand::F32(f32::NEG_INFINITY));
+            let m_use = self.b.selp(Type::F32, Operand::F32(0.0), m_new, none);
+            let diff = self.b.binary(BinOp::Sub, Type::F32, m[half], m_use);
+            let alpha = self.b.unary(UnOp::Ex2Approx, Type::F32, diff);
+            self.b.mov_to(Type::F32, m[half], m_new);
+            let sum = self.b.const_f32(0.0);
+            for acc in s {
+                for &r in &acc[2 * half..2 * half + 2] {
+                    self.f32_to(BinOp::Sub, r, r, m_use);
+                    self.b.unary_to(UnOp::Ex2Approx, Type::F32, r, r);
+                    self.f32_to(BinOp::Add, sum, sum, r);
+                }
+            }
+            self.b
+                .ternary_to(TernOp::Fma, Type::F32, l[half], l[half], alpha, sum);
+            for acc in o {
+                for &r in &acc[2 * half..2 * half + 2] {
+                    self.f32_to(BinOp::Mul, r, r, alpha);
+                }
+            }
+        }
+    }
+
+    /// `p = silu(s) [/ max_len]` in place: `s / (1 + 2^(-s log2 e))`.
+    fn silu(&mut self, s: &[Acc], inv_max_len: Option<Reg>) {
+        for acc in s {
+            for &r in acc {
+                let sig = self.sigmoid(r);
+                self.f32_to(BinOp::Mul, r, r, sig);
+                if let Some(k) = inv_max_len {
+                    self.f32_to(BinOp::Mul, r, r, k);
+                }
+            }
+        }
+    }
+
+    /// Normalizes, writes the rows `< n_b` of `out` (and `lse`).
+    fn epilogue(
+        &mut self,
+        p: &Pointers,
+        ctx: &ItemCtx,
+        o: &[Acc],
+        m: [Reg; 2],
+        l: [Reg; 2],
+        rows: [Reg; 2],
+    ) {
+        let d = self.d;
+        let softmax = d.activation == Activation::Softmax;
+        let quad_bytes = self.u32_op(BinOp::Shl, ctx.lanes.quad, Operand::Int(2));
+        let quad_bytes64 = self.b.cvt(Type::U64, Type::U32, quad_bytes);
+        let out_head = self.u64_op(BinOp::Add, p.out, ctx.head_off);
+        let out_lane = self.u64_op(BinOp::Add, out_head, quad_bytes64);
+        let is_quad0 = self
+            .b
+            .setp(Cmp::Eq, Type::U32, ctx.lanes.quad, Operand::Int(0));
+        for half in 0..2 {
+            let scale = if softmax {
+                let total = l[half];
+                for lane_mask in [1, 2] {
+                    let other = self
+                        .b
+                        .shfl(ShflMode::Bfly, total, Operand::Int(lane_mask), 0x1f);
+                    self.f32_to(BinOp::Add, total, total, other);
+                }
+                let empty = self.b.setp(Cmp::Eq, Type::F32, total, Operand::F32(0.0));
+                let inv = self.b.unary(UnOp::Rcp, Type::F32, total);
+                let inv = self.b.selp(Type::F32, Operand::F32(0.0), inv, empty);
+                if let Some(k) = ctx.inv_max_len {
+                    self.f32_to(BinOp::Mul, inv, inv, k);
+                }
+                Some((inv, total))
+            } else {
+                None
+            };
+            let row = rows[half];
+            let inv = scale.map(|(inv, _)| inv);
+            self.store_rows(o, half, row, ctx.n, out_lane, inv);
+            if let (Some(lse), Some((_, total))) = (p.lse, scale) {
+                // lse = (m + log2 l) * ln 2 (m is in the log2 domain).
+                let lg = self.b.unary(UnOp::Lg2Approx, Type::F32, total);
+                let sum = self.b.binary(BinOp::Add, Type::F32, m[half], lg);
+                let value = self.b.binary(
+                    BinOp::Mul,
+                    Type::F32,
+                    sum,
+                    Operand::F32(std::f32::consts::LN_2),
+                );
+                let idx = self.head_row_index(row, ctx.row_head);
+                let at = self.b.element_addr(lse, idx, 4);
+                let store = self.b.setp(Cmp::Lt, Type::U32, row, ctx.n);
+                let both = self
+                    .b
+                    .selp(Type::U32, Operand::Int(1), Operand::Int(0), store);
+                let both = self.b.selp(Type::U32, both, Operand::Int(0), is_quad0);
+                let write = self.b.setp(Cmp::Ne, Type::U32, both, Operand::Int(0));
+                self.b.guarded(
+                    Guard {
+                        pred: write,
+                        negate: false,
+                    },
+                    |b| {
+                        b.st(
+                            Space::Global,
+                            Type::F32,
+                            Address {
+                                base: at,
+                                offset: 0,
+                            },
+                            vec![value],
+                        )
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Registers of one work item shared by its phases.
+struct ItemCtx {
+    lanes: Lanes,
+    /// `n_b` (u32).
+    n: Reg,
+    /// First query row of the block (u32).
+    q0: Reg,
+    /// Byte offset of (row `offsets[b]`, head `h`) in q / k / v / out (u64).
+    head_off: Reg,
+    /// `offsets[b] * H + h` (u64): the lse index of row 0.
+    row_head: Reg,
+    loader: TileLoader,
+    k_base: [u32; 2],
+    v_base: [u32; 2],
+    score_factor: Reg,
+    inv_max_len: Option<Reg>,
+}

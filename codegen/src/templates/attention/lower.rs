@@ -1,0 +1,152 @@
+//! Lowering of a recognized attention pattern: checks the spec, names the
+//! entry, and builds the forward kernel with its launch (and the descriptor
+//! of the backward kernels).
+
+use crate::error::CodegenError;
+use crate::kernel::KernelModule;
+use crate::launch::{CompiledKernel, Launch, OutputBuffer, SizeExpr};
+use crate::spec::{DType, Spec};
+use crate::templates::attention_graph::AttentionPattern;
+
+use super::desc::{Activation, AttentionDesc, PairMask};
+use super::forward::attention_kernel;
+use super::tiles::Tiles;
+
+/// Lowers a recognized attention pattern for `spec` (`inner` is `[H, D]` or
+/// `[D]`, dtype f16 or bf16, D in {32, 64, 128, 256}): one flash kernel,
+/// launched with the dynamic shared memory of its tiles.
+pub fn lower_attention(
+    pattern: &AttentionPattern,
+    spec: &Spec,
+) -> Result<CompiledKernel, CodegenError> {
+    let unsupported = |what: String| CodegenError::Unsupported(format!("flash attention: {what}"));
+    let (heads, head_dim) = match (pattern.has_heads, spec.inner.as_slice()) {
+        (true, &[h, d]) => (h, d),
+        (false, &[d]) => (1, d),
+        (_, other) => return Err(unsupported(format!("inner dims {other:?}"))),
+    };
+    if !matches!(head_dim, 32 | 64 | 128 | 256) {
+        return Err(unsupported(format!(
+            "head dim {head_dim} (expected 32, 64, 128 or 256)"
+        )));
+    }
+    if heads == 0 {
+        return Err(unsupported("zero heads".to_string()));
+    }
+    if !matches!(spec.dtype, DType::F16 | DType::BF16) {
+        return Err(unsupported(format!(
+            "dtype {} (tensor cores take f16 or bf16)",
+            spec.dtype
+        )));
+    }
+    if !matches!(spec.index, DType::I32 | DType::I64) {
+        return Err(unsupported(format!("offsets dtype {}", spec.index)));
+    }
+    let desc = AttentionDesc {
+        name: entry_name(pattern, spec, heads, head_dim),
+        heads,
+        head_dim,
+        dtype: spec.dtype,
+        index: spec.index,
+        activation: pattern.activation,
+        scale_attr: pattern.scaled.then(|| "scale".to_string()),
+        score_mask: pattern.score_mask,
+        prob_mask: pattern.prob_mask,
+        divide_by_max_len: pattern.divide_by_max_len,
+        lse: pattern.lse,
+        tiles: Tiles::for_spec(head_dim, spec.max_len_bucket),
+    };
+    let plan = attention_kernel(&desc);
+    let launch = Launch {
+        entry: plan.kernel.name.clone(),
+        block: plan.kernel.block_threads,
+        dynamic_shared_bytes: desc.dynamic_shared_bytes(),
+        grid: plan.grid,
+        params: plan.bindings,
+    };
+    let module = KernelModule {
+        kernels: vec![plan.kernel],
+    };
+    let ptx = crate::ptx::write_string(&module, &crate::ptx::Options { arch: spec.arch })?;
+    let rows = SizeExpr::TotalRows * SizeExpr::Const(u64::from(heads));
+    let mut outputs = vec![OutputBuffer {
+        elem: spec.dtype,
+        elems: rows.clone() * SizeExpr::Const(u64::from(head_dim)),
+        used_rows_from: None,
+    }];
+    if pattern.lse {
+        outputs.push(OutputBuffer {
+            elem: DType::F32,
+            elems: rows,
+            used_rows_from: None,
+        });
+    }
+    Ok(CompiledKernel {
+        ptx,
+        arch: spec.arch,
+        launches: vec![launch],
+        scratch: Vec::new(),
+        outputs,
+    })
+}
+
+/// The descriptor of the backward kernels of `pattern` (entry names end in `_bwd`).
+pub(in crate::templates) fn backward_desc(
+    pattern: &AttentionPattern,
+    spec: &Spec,
+    heads: u32,
+    head_dim: u32,
+) -> AttentionDesc {
+    AttentionDesc {
+        name: format!("{}_bwd", entry_name(pattern, spec, heads, head_dim)),
+        heads,
+        head_dim,
+        dtype: spec.dtype,
+        index: spec.index,
+        activation: pattern.activation,
+        scale_attr: pattern.scaled.then(|| "scale".to_string()),
+        score_mask: pattern.score_mask,
+        prob_mask: pattern.prob_mask,
+        divide_by_max_len: pattern.divide_by_max_len,
+        lse: pattern.lse,
+        // The backward kernels run 4 warps (their own tiling, see attention_bwd).
+        tiles: Tiles {
+            block_m: 64,
+            block_n: 64,
+            warp_rows: 16,
+        },
+    }
+}
+
+/// `jg_attn_<dtype>_<index>_h<H>_d<D>_n<bucket>_<activation>[_scaled][_causal|_keys_after][...]`.
+fn entry_name(pattern: &AttentionPattern, spec: &Spec, heads: u32, head_dim: u32) -> String {
+    let mut name = format!(
+        "jg_attn_{}_{}_h{heads}_d{head_dim}_n{}_{}",
+        spec.dtype,
+        spec.index,
+        spec.max_len_bucket,
+        match pattern.activation {
+            Activation::Softmax => "softmax",
+            Activation::Silu => "silu",
+        }
+    );
+    let mask_name = |m: PairMask| match m {
+        PairMask::KeyNotAfterQuery => "causal",
+        PairMask::KeyNotBeforeQuery => "keys_from_query",
+    };
+    if pattern.scaled {
+        name.push_str("_scaled");
+    }
+    if let Some(m) = pattern.score_mask {
+        name.push_str("_score_");
+        name.push_str(mask_name(m));
+    }
+    if let Some(m) = pattern.prob_mask {
+        name.push_str("_prob_");
+        name.push_str(mask_name(m));
+    }
+    if pattern.divide_by_max_len {
+        name.push_str("_div_max_len");
+    }
+    name
+}

@@ -1,0 +1,46 @@
+//! Jagged flash attention forward on tensor cores (FlashAttention-2 style).
+//!
+//! One CTA of 4 or 8 warps ([`Tiles::for_spec`]) owns one work item
+//! `(query block, sequence b, head h)` at a time (grid-stride over
+//! `ceil(max_len / BM) * B * H` items, the last query blocks first: they
+//! carry the most keys, so the heavy items start early; items whose query
+//! block starts past `n_b` exit at once). Each warp owns 16 or 32 query
+//! rows (one or two `m16` row tiles). Per key block of `BN` keys:
+//!
+//! - `S = Q K^T` with `mma.sync.m16n8k16` (f32 accumulation); Q and K come
+//!   from shared memory through `ldmatrix` (Q is staged once per item);
+//! - scale, masks (length, causal, ...) only on boundary blocks;
+//! - the activation: online softmax (running max and sum per row, in the
+//!   log2 domain, rescaling the output accumulator) or pointwise SiLU;
+//! - `P` is rounded to the input dtype in registers and is the A operand of
+//!   `O += P V` (`ldmatrix.trans` for V).
+//!
+//! K and V tiles are staged with `cp.async` two stages deep: the copy of the
+//! next block overlaps the math of the current one; one barrier per key
+//! block (after it, block `kb` has landed and every warp is done with the
+//! stage that block `kb + 1` then goes into). Shared rows are padded
+//! by 16 bytes so the 8 row addresses of an `ldmatrix` hit distinct banks.
+//! S and P never leave registers. The item of query block 0 also writes the
+//! zero rows `n_b <= i < L_b` of its head (sequences longer than `max_len`).
+//!
+//! The pieces, one file each under `attention/`: `tiles` (tile policy),
+//! `desc` (what a kernel is specialized on), `writer` (the kernel writer
+//! the forward and backward kernels share), `mma` (tensor-core fragments
+//! and products), `forward` (the forward kernel) and `lower` (from a
+//! recognized pattern to a compiled kernel).
+
+mod desc;
+mod forward;
+mod lower;
+mod mma;
+mod tiles;
+mod writer;
+
+pub use desc::{Activation, AttentionDesc, PairMask};
+pub use forward::attention_kernel;
+pub use lower::lower_attention;
+pub use tiles::{ATTENTION_THREADS, Tiles};
+
+pub(super) use lower::backward_desc;
+pub(super) use mma::Acc;
+pub(super) use writer::{FlashWriter, Lanes, TileLoader, sequence_bounds};

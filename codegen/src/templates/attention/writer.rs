@@ -1,0 +1,404 @@
+//! [`FlashWriter`], the kernel writer the forward and backward attention
+//! kernels share: small instruction helpers, the lane constants of the
+//! tensor-core fragment layouts, the grid-stride loop over work items and
+//! the `cp.async` tile loads.
+
+use crate::kernel::{
+    Address, BinOp, Cmp, Inst, KernelBuilder, Operand, Reg, RegClass, Special, TernOp, Type, UnOp,
+};
+use crate::spec::DType;
+use crate::templates::load_index;
+
+use super::desc::AttentionDesc;
+
+/// Per-thread lane constants of the tensor-core kernels: the thread's place
+/// in its warp and its `ldmatrix` lane addresses for the fragments of
+/// `mma.m16n8k16` (each lane supplies the address of one 16-byte row of a
+/// 16 x 16 tile; see the fragment layouts of the PTX ISA), as shared
+/// addresses of row 0 of a tile at the start of the dynamic shared memory.
+#[derive(Clone, Copy)]
+pub(in crate::templates) struct Lanes {
+    pub(in crate::templates) tid: Reg,
+    pub(in crate::templates) warp: Reg,
+    /// `lane / 4`: the accumulator row within an 8-row half.
+    pub(in crate::templates) group: Reg,
+    /// `lane % 4`: the accumulator column pair.
+    pub(in crate::templates) quad: Reg,
+    /// Shared address of the dynamic shared memory.
+    pub(in crate::templates) smem: Reg,
+    /// `(lane / 8) % 2`.
+    pub(in crate::templates) hi8: Reg,
+    /// `lane % 8 + 8 * (lane / 16)`: this lane's row of a B fragment read
+    /// from the rows of an `[n][k]` tile.
+    pub(in crate::templates) b_row: Reg,
+    /// A operand, row-major (this warp's 16 rows of a `[rows][k]` tile):
+    /// row `16 warp + lane % 8 + 8 hi8`, column half `lane / 16`.
+    pub(in crate::templates) a: Reg,
+    /// B operand from the rows of an `[n][k]` tile (plain `ldmatrix`): row
+    /// `b_row`, column half `hi8`.
+    pub(in crate::templates) b_rows: Reg,
+    /// B operand of a `[k][n]` tile (`ldmatrix.trans`): row `lane % 8 + 8
+    /// hi8`, column half `lane / 16`.
+    pub(in crate::templates) b_trans: Reg,
+}
+
+/// One work item of [`FlashWriter::for_each_item`]: a block of rows of one
+/// sequence and head.
+pub(in crate::templates) struct WorkItem {
+    /// The block's index within its sequence (u64).
+    pub(in crate::templates) block: Reg,
+    /// `L_b` (u64).
+    pub(in crate::templates) len: Reg,
+    /// `n_b = min(L_b, max_len)` (u64).
+    pub(in crate::templates) n: Reg,
+    /// `offsets[b] * H + h` (u64): the lse index of row 0.
+    pub(in crate::templates) row_head: Reg,
+    /// Byte offset of (row `offsets[b]`, head `h`) in q / k / v / out (u64).
+    pub(in crate::templates) head_off: Reg,
+}
+
+/// Writes the body of the forward kernel.
+pub(in crate::templates) struct FlashWriter<'a> {
+    pub(in crate::templates) d: &'a AttentionDesc,
+    pub(in crate::templates) b: &'a mut KernelBuilder,
+    /// Padded shared row stride in bytes.
+    pub(in crate::templates) stride: u32,
+    /// 16-byte chunks per row.
+    pub(in crate::templates) chunks_per_row: u32,
+    /// Bytes between two rows of q / k / v / out (`H * D * 2`).
+    pub(in crate::templates) row_bytes: u32,
+    /// Threads per CTA.
+    pub(in crate::templates) threads: u32,
+}
+
+impl<'a> FlashWriter<'a> {
+    /// A writer of `d`'s kernels into `b`.
+    pub(in crate::templates) fn new(d: &'a AttentionDesc, b: &'a mut KernelBuilder) -> Self {
+        FlashWriter {
+            d,
+            b,
+            stride: d.smem_stride(),
+            chunks_per_row: d.head_dim / 8,
+            row_bytes: d.heads * d.head_dim * 2,
+            threads: d.tiles.threads(),
+        }
+    }
+
+    /// The immediate `v`.
+    pub(in crate::templates) fn imm(v: u32) -> Operand {
+        Operand::Int(i64::from(v))
+    }
+
+    /// `a op b` (u32).
+    pub(in crate::templates) fn u32_op(
+        &mut self,
+        op: BinOp,
+        a: impl Into<Operand>,
+        b: impl Into<Operand>,
+    ) -> Reg {
+        self.b.binary(op, Type::U32, a, b)
+    }
+
+    /// `a op b` (u64).
+    pub(in crate::templates) fn u64_op(
+        &mut self,
+        op: BinOp,
+        a: impl Into<Operand>,
+        b: impl Into<Operand>,
+    ) -> Reg {
+        self.b.binary(op, Type::U64, a, b)
+    }
+
+    /// Assigns `pred ? a : b` to the existing register `dst`.
+    pub(in crate::templates) fn selp_to(
+        &mut self,
+        ty: Type,
+        dst: Reg,
+        a: impl Into<Operand>,
+        b: impl Into<Operand>,
+        pred: Reg,
+    ) {
+        self.b.push(Inst::Selp {
+            ty,
+            dst,
+            a: a.into(),
+            b: b.into(),
+            pred,
+        });
+    }
+
+    /// Assigns `a op b` (f32) to the existing register `dst`.
+    pub(in crate::templates) fn f32_to(
+        &mut self,
+        op: BinOp,
+        dst: Reg,
+        a: impl Into<Operand>,
+        b: impl Into<Operand>,
+    ) {
+        self.b.binary_to(op, Type::F32, dst, a, b);
+    }
+
+    /// Emits `f` under `if (pred != negate)`.
+    pub(in crate::templates) fn when(
+        &mut self,
+        pred: Reg,
+        negate: bool,
+        f: impl FnOnce(&mut Self),
+    ) {
+        let skip = self.b.label();
+        self.b.bra_if(pred, !negate, skip);
+        f(self);
+        self.b.place(skip);
+    }
+
+    /// `for (i = start; i < end; i += step) f(i)` over `ty`.
+    pub(in crate::templates) fn range(
+        &mut self,
+        ty: Type,
+        start: impl Into<Operand>,
+        end: impl Into<Operand>,
+        step: impl Into<Operand>,
+        f: impl FnOnce(&mut Self, Reg),
+    ) {
+        let range = self.b.begin_range(ty, start, end, step);
+        f(self, range.counter);
+        self.b.end_range(range);
+    }
+
+    /// `a * k + c` (u32).
+    pub(in crate::templates) fn mad_u32(&mut self, a: Reg, k: u32, c: Reg) -> Reg {
+        self.b.ternary(TernOp::MadLo, Type::U32, a, Self::imm(k), c)
+    }
+
+    /// The lane constants (rows of the shared tiles `self.stride` bytes apart).
+    pub(in crate::templates) fn lanes(&mut self) -> Lanes {
+        let stride = self.stride;
+        let tid = self.b.special(Special::TidX);
+        let lane = self.u32_op(BinOp::And, tid, Operand::Int(31));
+        let warp = self.u32_op(BinOp::Shr, tid, Operand::Int(5));
+        let group = self.u32_op(BinOp::Shr, lane, Operand::Int(2));
+        let quad = self.u32_op(BinOp::And, lane, Operand::Int(3));
+        let smem = self.b.reg(RegClass::B32);
+        self.b.push(Inst::DynSharedAddr { dst: smem });
+        let l8 = self.u32_op(BinOp::And, lane, Operand::Int(7));
+        let l8_bit = self.u32_op(BinOp::Shr, lane, Operand::Int(3));
+        let hi8 = self.u32_op(BinOp::And, l8_bit, Operand::Int(1));
+        let hi16 = self.u32_op(BinOp::Shr, lane, Operand::Int(4));
+        let a_row = self.mad_u32(hi8, 8, l8);
+        let a_row = self.mad_u32(warp, 16, a_row);
+        let a = self.mad_u32(a_row, stride, smem);
+        let a = self.mad_u32(hi16, 16, a);
+        let b_row = self.mad_u32(hi16, 8, l8);
+        let b_rows = self.mad_u32(b_row, stride, smem);
+        let b_rows = self.mad_u32(hi8, 16, b_rows);
+        let t_row = self.mad_u32(hi8, 8, l8);
+        let b_trans = self.mad_u32(t_row, stride, smem);
+        let b_trans = self.mad_u32(hi16, 16, b_trans);
+        Lanes {
+            tid,
+            warp,
+            group,
+            quad,
+            smem,
+            hi8,
+            b_row,
+            a,
+            b_rows,
+            b_trans,
+        }
+    }
+
+    /// This thread's two accumulator rows (`g` and `g + 8` of its warp's
+    /// 16) of the block whose first row is `first` (u32).
+    pub(in crate::templates) fn thread_rows(&mut self, lanes: &Lanes, first: Reg) -> [Reg; 2] {
+        let warp_row = self.mad_u32(lanes.warp, 16, lanes.group);
+        let row0 = self.u32_op(BinOp::Add, first, warp_row);
+        let row1 = self.u32_op(BinOp::Add, row0, Operand::Int(8));
+        [row0, row1]
+    }
+
+    /// `1 / max_len` (f32) when the probabilities are divided by it.
+    pub(in crate::templates) fn inv_max_len(&mut self, max_len: Reg) -> Option<Reg> {
+        self.d.divide_by_max_len.then(|| {
+            let ml = self.b.cvt(Type::F32, Type::U64, max_len);
+            self.b.unary(UnOp::Rcp, Type::F32, ml)
+        })
+    }
+
+    /// Grid-stride loop (one item per CTA at a time) over the
+    /// `ceil(max_len / block_rows) * B * H` work items `(block of
+    /// block_rows rows, sequence b, head h)`, blocks outermost; with
+    /// `last_first` the last blocks of the sequences come first.
+    pub(in crate::templates) fn for_each_item(
+        &mut self,
+        batch: Reg,
+        max_len: Reg,
+        offsets: Reg,
+        block_rows: u32,
+        last_first: bool,
+        f: impl FnOnce(&mut Self, &WorkItem),
+    ) {
+        let d = self.d;
+        let heads = i64::from(d.heads);
+        let bh = self.u64_op(BinOp::Mul, batch, Operand::Int(heads));
+        let ml_pad = self.u64_op(BinOp::Add, max_len, Self::imm(block_rows - 1));
+        let blocks = self.u64_op(BinOp::Div, ml_pad, Self::imm(block_rows));
+        let items = self.u64_op(BinOp::Mul, blocks, bh);
+        let (first, step) = self.b.global_block_index();
+        self.range(Type::U64, first, items, step, |w, item| {
+            let block = w.u64_op(BinOp::Div, item, bh);
+            let used = w.u64_op(BinOp::Mul, block, bh);
+            let rem = w.u64_op(BinOp::Sub, item, used);
+            let seq = w.u64_op(BinOp::Div, rem, Operand::Int(heads));
+            let head =
+                w.b.ternary(TernOp::MadLo, Type::U64, seq, Operand::Int(-heads), rem);
+            let block = if last_first {
+                let last = w.u64_op(BinOp::Sub, blocks, Operand::Int(1));
+                w.u64_op(BinOp::Sub, last, block)
+            } else {
+                block
+            };
+            let (start, len, n) = sequence_bounds(w.b, offsets, seq, d.index, max_len);
+            // (row `start`, head `h`): its lse index and byte offset in q / k / v / out.
+            let row_head =
+                w.b.ternary(TernOp::MadLo, Type::U64, start, Operand::Int(heads), head);
+            let head_off = w.u64_op(BinOp::Mul, row_head, Self::imm(d.head_dim * 2));
+            let item = WorkItem {
+                block,
+                len,
+                n,
+                row_head,
+                head_off,
+            };
+            f(w, &item);
+        });
+    }
+
+    /// `(offsets[b] + row) * H + h` (u64) for the u32 `row` of the
+    /// sequence: the index of (row, head) in `lse` and `delta`.
+    pub(in crate::templates) fn head_row_index(&mut self, row: Reg, row_head: Reg) -> Reg {
+        let row64 = self.b.cvt(Type::U64, Type::U32, row);
+        let heads = Operand::Int(i64::from(self.d.heads));
+        self.b
+            .ternary(TernOp::MadLo, Type::U64, row64, heads, row_head)
+    }
+
+    /// `(n_b, first row of the item's block, whether that row is at or past
+    /// n_b)` as u32 registers and a predicate.
+    pub(in crate::templates) fn block_start(
+        &mut self,
+        item: &WorkItem,
+        block_rows: u32,
+    ) -> (Reg, Reg, Reg) {
+        let n = self.b.cvt(Type::U32, Type::U64, item.n);
+        let block = self.b.cvt(Type::U32, Type::U64, item.block);
+        let first = self.u32_op(BinOp::Mul, block, Self::imm(block_rows));
+        let past = self.b.setp(Cmp::Ge, Type::U32, first, n);
+        (n, first, past)
+    }
+
+    /// Per-thread constants of [`Self::load_tile`] for shared memory at `smem`.
+    pub(in crate::templates) fn tile_loader(&mut self, tid: Reg, smem: Reg) -> TileLoader {
+        let cpr = self.chunks_per_row;
+        let col = self.u32_op(BinOp::And, tid, Self::imm(cpr - 1));
+        let load_row = self.u32_op(BinOp::Shr, tid, Self::imm(cpr.trailing_zeros()));
+        let col_bytes = self.u32_op(BinOp::Shl, col, Operand::Int(4));
+        let dst = self.b.ternary(
+            TernOp::MadLo,
+            Type::U32,
+            load_row,
+            Self::imm(self.stride),
+            col_bytes,
+        );
+        TileLoader {
+            dst: self.u32_op(BinOp::Add, dst, smem),
+            row: load_row,
+            col_bytes: self.b.cvt(Type::U64, Type::U32, col_bytes),
+        }
+    }
+
+    /// Issues the `cp.async` copies of `rows` rows starting at sequence row
+    /// `first` (u32) of `src` (global; `head_off` bytes to this sequence's
+    /// row 0 at this head) into shared `dst_base` (bytes past the loader's
+    /// shared base); rows at or past `n` are zero-filled.
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::templates) fn load_tile(
+        &mut self,
+        t: &TileLoader,
+        n: Reg,
+        head_off: Reg,
+        src: Reg,
+        first: Reg,
+        rows: u32,
+        dst_base: u32,
+    ) {
+        let rows_per_pass = self.threads / self.chunks_per_row;
+        let head_src = self.u64_op(BinOp::Add, src, head_off);
+        let src_col = self.u64_op(BinOp::Add, head_src, t.col_bytes);
+        let row0 = self.u32_op(BinOp::Add, first, t.row);
+        for pass in 0..rows / rows_per_pass {
+            let r = self.u32_op(BinOp::Add, row0, Self::imm(pass * rows_per_pass));
+            let valid = self.b.setp(Cmp::Lt, Type::U32, r, n);
+            let at = self.b.ternary(
+                TernOp::MadWide,
+                Type::U32,
+                r,
+                Self::imm(self.row_bytes),
+                src_col,
+            );
+            let addr = self.b.selp(Type::U64, at, head_src, valid);
+            let bytes = self
+                .b
+                .selp(Type::U32, Operand::Int(16), Operand::Int(0), valid);
+            self.b.push(Inst::CpAsync {
+                dst: Address {
+                    base: t.dst,
+                    offset: i64::from(dst_base + pass * rows_per_pass * self.stride),
+                },
+                src: Address {
+                    base: addr,
+                    offset: 0,
+                },
+                src_bytes: Operand::Reg(bytes),
+            });
+        }
+    }
+
+    /// `1 / (1 + 2^(-x log2 e))` (f32).
+    pub(in crate::templates) fn sigmoid(&mut self, x: Reg) -> Reg {
+        let neg = self.b.binary(
+            BinOp::Mul,
+            Type::F32,
+            x,
+            Operand::F32(-std::f32::consts::LOG2_E),
+        );
+        let e = self.b.unary(UnOp::Ex2Approx, Type::F32, neg);
+        let den = self.b.binary(BinOp::Add, Type::F32, e, Operand::F32(1.0));
+        self.b.unary(UnOp::Rcp, Type::F32, den)
+    }
+}
+
+/// Sequence `b` of the grid-stride loop: `(start, len, n_b)` (u64).
+pub(in crate::templates) fn sequence_bounds(
+    b: &mut KernelBuilder,
+    offsets: Reg,
+    seq: Reg,
+    index: DType,
+    max_len: Reg,
+) -> (Reg, Reg, Reg) {
+    let start = load_index(b, offsets, seq, index);
+    let next = b.binary(BinOp::Add, Type::U64, seq, Operand::Int(1));
+    let end = load_index(b, offsets, next, index);
+    let len = b.binary(BinOp::Sub, Type::U64, end, start);
+    let n = b.binary(BinOp::Min, Type::U64, len, max_len);
+    (start, len, n)
+}
+
+/// Per-thread constants of the `cp.async` tile loads: this thread copies
+/// the 16-byte chunk `col_bytes` of rows `row + k * (128 / chunks per row)`.
+#[derive(Clone, Copy)]
+pub(in crate::templates) struct TileLoader {
+    dst: Reg,
+    row: Reg,
+    col_bytes: Reg,
+}
