@@ -545,7 +545,7 @@ fn build(r: &Recipe) -> Option<Graph> {
     g.declare_attr("alpha", AttrKind::Float, Some(AttrValue::Float(0.75)));
     let o = g.input("offsets", TensorType::new(index, vec![Dim::BatchPlusOne]));
     // Sequences truncated to max_len, or (one graph in eight) not.
-    let truncated = r.extras & 128 == 0 || r.width % 2 == 0;
+    let truncated = r.extras & 128 == 0 || r.width.is_multiple_of(2);
     let s = g.seqs(o, truncated);
     let mut b = Builder {
         g,
