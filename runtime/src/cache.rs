@@ -105,7 +105,8 @@ pub trait CacheEntry: Sized {
     /// The bytes stored in the cache.
     fn encode(&self) -> Vec<u8>;
     /// Reads an entry back; `None` marks bytes this version cannot read,
-    /// which the cache treats like a corrupt file (recompute and rewrite).
+    /// which the cache evicts, recomputes and rewrites
+    /// ([`CacheStats::evicted`]).
     fn decode(bytes: &[u8]) -> Option<Self>;
 }
 
@@ -140,13 +141,14 @@ pub struct CacheStats {
     /// Files found corrupt or truncated (bad magic, lengths, checksum or
     /// key); each was removed, recomputed and rewritten.
     pub corrupt: u64,
+    /// Entries whose checksum was valid but that this build could not load
+    /// (another format version, or a payload that does not decode), or that
+    /// [`KernelCache::evict`] removed: each was removed from memory and
+    /// disk, then recomputed and rewritten when next asked for.
+    pub evicted: u64,
     /// Entries this cache removed from disk, least recently used first, to
     /// keep the directory under [`KernelCache::max_disk_bytes`].
     pub trimmed: u64,
-    /// Entries whose checksum was valid but that this build could not load
-    /// (another format version, or a payload that does not decode): each
-    /// was removed from memory and disk, recomputed and rewritten.
-    pub evicted: u64,
     /// Disk reads or writes that failed for another reason (permissions, full
     /// disk); the cache then keeps working in memory.
     pub disk_errors: u64,
@@ -278,7 +280,9 @@ impl KernelCache {
     /// cache that says why in [`CacheStats::disk_disabled`] and once per
     /// process on stderr.
     pub fn in_dir_or_memory(dir: impl Into<PathBuf>) -> KernelCache {
-        KernelCache::in_dir(dir).unwrap_or_else(|err| KernelCache::disk_disabled(err.to_string()))
+        KernelCache::in_dir(dir)
+            .unwrap_or_else(|err| KernelCache::disk_disabled(err.to_string()))
+            .warn_if_disk_disabled()
     }
 
     /// The default cache: directory `$JAGGED_CACHE_DIR`, else the user's
@@ -311,18 +315,22 @@ impl KernelCache {
     /// is not usable; the reason is in [`CacheStats::disk_disabled`] and on
     /// stderr, once per process.
     pub fn from_env_or_memory() -> KernelCache {
-        let cache = KernelCache::from_env()
-            .unwrap_or_else(|err| KernelCache::disk_disabled(err.to_string()));
-        if let Some(reason) = &cache.disk_disabled {
-            warn_once(reason);
-        }
-        cache
+        KernelCache::from_env()
+            .unwrap_or_else(|err| KernelCache::disk_disabled(err.to_string()))
+            .warn_if_disk_disabled()
     }
 
-    /// A memory-only cache whose disk is off for `reason` (said on stderr
-    /// once per process).
+    /// Says on stderr why the disk is off, if it is (once per process and
+    /// reason).
+    fn warn_if_disk_disabled(self) -> KernelCache {
+        if let Some(reason) = &self.disk_disabled {
+            warn_once(reason);
+        }
+        self
+    }
+
+    /// A memory-only cache whose disk is off for `reason`.
     fn disk_disabled(reason: String) -> KernelCache {
-        warn_once(&reason);
         KernelCache {
             disk_disabled: Some(reason),
             ..KernelCache::memory_only()
@@ -395,7 +403,7 @@ impl KernelCache {
     }
 
     /// The typed form of [`KernelCache::get_or_insert_with`]: an entry that
-    /// does not decode is recomputed like a corrupt one.
+    /// does not decode is evicted and recomputed.
     pub fn get_or_insert_entry<T: CacheEntry, E>(
         &self,
         key: &CacheKey,
