@@ -112,6 +112,13 @@ fn hstu_with_alpha_in_f32_compiles_and_runs() {
         &attrs,
         3,
     );
+    // bf16 with head dim 32: the flash-attention template takes it, its
+    // scale parameter bound to `alpha`.
+    let g = hstu_alpha::graph(DType::BF16, 2, 32, 32, DType::I32).expect("graph");
+    let spec = jagged::codegen::Spec::for_graph(&g, 40, jagged::codegen::Arch::Sm80).expect("spec");
+    let (_, plan) = jagged::codegen::compile_with_plan(&g, &spec).expect("compiles");
+    assert!(plan.starts_with("fast path: flash_attention"), "{plan}");
+    check(&g, 40, &attrs, 4);
 }
 
 #[test]
@@ -145,8 +152,24 @@ fn nodes_record_the_expression_they_came_from() {
             .find_map(|(h, n)| want(n).then_some(h))
             .expect("node")
     };
-    let mul = find(&|n| matches!(n, Node::Binary { op: BinaryOp::Mul, .. }));
-    let sum = find(&|n| matches!(n, Node::Reduce { op: ReduceOp::Sum, .. }));
+    let mul = find(&|n| {
+        matches!(
+            n,
+            Node::Binary {
+                op: BinaryOp::Mul,
+                ..
+            }
+        )
+    });
+    let sum = find(&|n| {
+        matches!(
+            n,
+            Node::Reduce {
+                op: ReduceOp::Sum,
+                ..
+            }
+        )
+    });
     let source = include_str!("macro_general.rs");
     let line = source
         .lines()
@@ -168,7 +191,11 @@ fn nodes_record_the_expression_they_came_from() {
             other => panic!("{h}: {other:?}"),
         }
     }
-    assert!(g.describe(mul).contains("(`x * w` at "), "{}", g.describe(mul));
+    assert!(
+        g.describe(mul).contains("(`x * w` at "),
+        "{}",
+        g.describe(mul)
+    );
 }
 
 /// `specialize(..., E = D, ...)` ties two generics: the table holds the

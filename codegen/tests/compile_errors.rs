@@ -129,7 +129,10 @@ fn general_path_errors_quote_the_node_and_its_line() {
         text.contains("%5 = compact %2, %4 (line 8)"),
         "the node and its line: {text}"
     );
-    assert!(!text.contains("Handle") && !text.contains("Node {"), "{text}");
+    assert!(
+        !text.contains("Handle") && !text.contains("Node {"),
+        "{text}"
+    );
 }
 
 /// The flash-attention fast path says why it does not take an
@@ -160,6 +163,42 @@ fn attention_misses_say_why() {
     let (_, plan) = compile_with_plan(&graph, &spec).expect("general path");
     assert!(
         plan.contains("flash attention: the scores %7 = div %5, %6 (line 11) are not `q . k`"),
+        "{plan}"
+    );
+}
+
+/// The flash-attention template takes scores scaled by an f32 attribute of
+/// any name (`alpha` here), bound to that attribute at launch.
+#[test]
+fn attention_scale_attribute_may_have_any_name() {
+    let graph = jagged_ir::Graph::parse(
+        "graph hstu_alpha {
+  attr max_len: index
+  attr alpha: float = 0.5
+  %0 = input offsets : i32[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input q : bf16[%1, 2, 64]
+  %3 = input k : bf16[%1, 2, 64]
+  %4 = input v : bf16[%1, 2, 64]
+  %5 = contract %2[ihd], %3[jhd] -> [ijh] : f32[%1, %1, 2]
+  %6 = attr alpha : f32[]
+  %7 = mul %6, %5 : f32[%1, %1, 2]
+  %8 = silu %7 : f32[%1, %1, 2]
+  %9 = cast %4 : f32[%1, 2, 64]
+  %10 = contract %8[ijh], %9[jhe] -> [ihe] : f32[%1, 2, 64]
+  %11 = cast %10 : bf16[%1, 2, 64]
+  output out = %11
+}",
+    )
+    .expect("graph");
+    let spec = Spec::for_graph(&graph, 64, Arch::Sm80).expect("spec");
+    let (kernel, plan) = compile_with_plan(&graph, &spec).expect("compiles");
+    assert!(plan.starts_with("fast path: flash_attention"), "{plan}");
+    assert!(
+        kernel.launches[0]
+            .params
+            .iter()
+            .any(|p| *p == jagged_codegen::ParamBinding::FloatAttr("alpha".into())),
         "{plan}"
     );
 }

@@ -1,5 +1,5 @@
 //! Recognizes attention in a graph: `contract(q, k)` over the head dim,
-//! optionally times a `scale` attribute, then a row-wise probability
+//! optionally times an f32 attribute (of any name: `scale`, `alpha`), then a row-wise probability
 //! function (softmax over the key axis, possibly of `-inf`-masked scores, or
 //! pointwise SiLU), optionally divided by `max_len` and masked to zero, then
 //! `contract(p, v)` over the key axis, and optionally the `logsumexp` of the
@@ -24,8 +24,9 @@ use super::attention::{Activation, PairMask};
 pub struct AttentionPattern {
     /// Softmax or SiLU.
     pub activation: Activation,
-    /// Scores are multiplied by the `scale` attribute.
-    pub scaled: bool,
+    /// The float attribute the scores are multiplied by, if any (any name:
+    /// `scale`, `alpha`, ...).
+    pub scale: Option<String>,
     /// Softmax over scores masked to `-inf` outside this mask.
     pub score_mask: Option<PairMask>,
     /// Probabilities set to zero outside this mask.
@@ -220,13 +221,26 @@ pub fn match_attention(graph: &Graph) -> Result<AttentionMatch, String> {
         }
         _ => (masked_scores, None),
     };
-    let (qk, scaled) = match graph.node(scores) {
+    // Scores times a float attribute, on either side (its name does not
+    // matter: the kernel takes it as a parameter bound to that attribute).
+    let float_attr = |h: Handle<Node>| match graph.node(h) {
+        Node::Attr {
+            name,
+            dtype: jagged_ir::DType::F32,
+        } if name != MAX_LEN => Some(name.clone()),
+        _ => None,
+    };
+    let (qk, scale) = match graph.node(scores) {
         Node::Binary {
             op: BinaryOp::Mul,
             lhs,
             rhs,
-        } if matches!(graph.node(*rhs), Node::Attr { name, .. } if name == "scale") => (*lhs, true),
-        _ => (scores, false),
+        } => match (float_attr(*rhs), float_attr(*lhs)) {
+            (Some(name), _) => (*lhs, Some(name)),
+            (None, Some(name)) => (*rhs, Some(name)),
+            (None, None) => (scores, None),
+        },
+        _ => (scores, None),
     };
     let (q, k, qk_heads) = contraction(graph, qk, ["ihd", "jhd", "ijh"], ["id", "jd", "ij"])
         .ok_or_else(|| {
@@ -267,7 +281,7 @@ pub fn match_attention(graph: &Graph) -> Result<AttentionMatch, String> {
     Ok(AttentionMatch {
         pattern: AttentionPattern {
             activation,
-            scaled,
+            scale,
             score_mask,
             prob_mask,
             divide_by_max_len,

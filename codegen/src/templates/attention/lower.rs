@@ -49,7 +49,7 @@ pub fn lower_attention(
         dtype: spec.dtype,
         index: spec.index,
         activation: pattern.activation,
-        scale_attr: pattern.scaled.then(|| "scale".to_string()),
+        scale_attr: pattern.scale.clone(),
         score_mask: pattern.score_mask,
         prob_mask: pattern.prob_mask,
         divide_by_max_len: pattern.divide_by_max_len,
@@ -104,7 +104,7 @@ pub(in crate::templates) fn backward_desc(
         dtype: spec.dtype,
         index: spec.index,
         activation: pattern.activation,
-        scale_attr: pattern.scaled.then(|| "scale".to_string()),
+        scale_attr: pattern.scale.clone(),
         score_mask: pattern.score_mask,
         prob_mask: pattern.prob_mask,
         divide_by_max_len: pattern.divide_by_max_len,
@@ -134,7 +134,7 @@ fn entry_name(pattern: &AttentionPattern, spec: &Spec, heads: u32, head_dim: u32
         PairMask::KeyNotAfterQuery => "causal",
         PairMask::KeyNotBeforeQuery => "keys_from_query",
     };
-    if pattern.scaled {
+    if pattern.scale.is_some() {
         name.push_str("_scaled");
     }
     if let Some(m) = pattern.score_mask {
