@@ -10,6 +10,7 @@
 #![allow(dead_code)] // Each test crate uses a different subset.
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Whether missing tools fail the run, given the values of `CI` and
@@ -35,12 +36,15 @@ pub fn missing(test: &str, tool: &str, why: &str, required: bool) -> String {
 }
 
 /// `found`, or, when the tool is missing (`Err(why)`): a panic if the tools
-/// are [`required`], else `None` after a `SKIPPED` line on stderr.
+/// are [`required`], else `None` after a `SKIPPED` line on stderr. The line
+/// is written to the process's stderr directly, not with `eprintln!`, which
+/// the test harness captures and hides for a passing test.
 pub fn require<T>(test: &str, tool: &str, found: Result<T, String>) -> Option<T> {
     match found {
         Ok(t) => Some(t),
         Err(why) => {
-            eprintln!("{}", missing(test, tool, &why, required()));
+            let line = missing(test, tool, &why, required());
+            let _ = writeln!(std::io::stderr(), "{line}");
             None
         }
     }
