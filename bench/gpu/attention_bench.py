@@ -277,7 +277,7 @@ def gpu_run(plan, cfgs, out, fwd_only, heads, warmup, reps):
     # Everything (our CuPy launches included) runs on this stream, and the
     # timing events are recorded on it.
     stream = torch.cuda.current_stream()
-    cp_stream = cp.cuda.ExternalStream(stream.cuda_stream)
+    cp_stream = cp.cuda.ExternalStream(stream.cuda_stream) if stream.cuda_stream else cp.cuda.Stream.null
 
     def timed(fn, on=None):
         on = on or stream
