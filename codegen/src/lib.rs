@@ -37,4 +37,4 @@ pub use spec::{Arch, DType, Spec, elem_bytes, max_len_bucket};
 /// kernel cache key that tracks the code generator, so kernels cached by an
 /// older build are served until it is bumped. It is also printed in every
 /// PTX module's header, so a bump updates the PTX snapshots too.
-pub const CODEGEN_VERSION: &str = "0.1.0-1";
+pub const CODEGEN_VERSION: &str = "0.1.0-2";
