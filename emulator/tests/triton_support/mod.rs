@@ -242,3 +242,89 @@ pub fn rel_err(out: &[f32], reference: &[f64]) -> f64 {
     let norm: f64 = reference.iter().map(|r| r * r).sum();
     (diff / norm).sqrt()
 }
+
+// ------------------------------------------------------------------------------------------
+// Helpers of the conformance corpus (`triton_corpus.rs`): element types, jagged layouts.
+
+/// An element type of a kernel buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dtype {
+    /// IEEE f32.
+    F32,
+    /// IEEE f16.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl Dtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::Bf16 => 2,
+        }
+    }
+
+    /// `values` rounded to this type (nearest, ties to even) and widened back to f64: the
+    /// values the kernel sees, for the reference.
+    pub fn round(self, values: &[f32]) -> Vec<f64> {
+        self.decode(&self.encode(values))
+            .into_iter()
+            .map(f64::from)
+            .collect()
+    }
+
+    /// Little-endian bytes of `values` rounded to this type.
+    pub fn encode(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            Dtype::F32 => f32_bytes(values),
+            Dtype::F16 => f16_bytes(&to_f16(values)),
+            Dtype::Bf16 => bf16_bytes(&to_bf16(values)),
+        }
+    }
+
+    /// Elements of this type from little-endian bytes, widened to f32.
+    pub fn decode(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            Dtype::F32 => f32s(bytes),
+            Dtype::F16 => f16s(bytes),
+            Dtype::Bf16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        }
+    }
+
+    /// Uploads `values` rounded to this type; returns the pointer and the rounded values.
+    pub fn upload(self, dev: &mut Device, values: &[f32]) -> (DevicePtr, Vec<f64>) {
+        (dev.upload(&self.encode(values)), self.round(values))
+    }
+
+    /// Reads `n` elements of this type at `ptr`, widened to f32.
+    pub fn read(self, dev: &Device, ptr: DevicePtr, n: usize) -> Vec<f32> {
+        self.decode(&dev.read(ptr, n * self.size()).expect("read back output"))
+    }
+}
+
+/// Little-endian bytes of i32 values.
+pub fn i32_bytes(values: &[i32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// i32 values from little-endian bytes.
+pub fn i32s(bytes: &[u8]) -> Vec<i32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// The offsets `[B + 1]` of a jagged tensor whose sequences have `lengths` rows.
+pub fn jagged_offsets(lengths: &[usize]) -> Vec<i32> {
+    let mut offsets = vec![0i32];
+    for &len in lengths {
+        offsets.push(offsets[offsets.len() - 1] + len as i32);
+    }
+    offsets
+}
