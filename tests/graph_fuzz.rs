@@ -21,6 +21,8 @@ use jagged::ir::{
 use jagged::runtime::{BackendKind, KernelCache, Runtime};
 use jagged::testing::{Rng, Tolerance, check_spec_against_reference};
 use proptest::prelude::*;
+
+mod common;
 use proptest::strategy::ValueTree;
 
 /// Row axes of a value: none, one or two ragged (over the one sequence set)
@@ -761,11 +763,9 @@ fn the_generator_makes_valid_graphs() {
 #[test]
 fn a_sample_of_generated_modules_assembles_without_spills() {
     use jagged::codegen::{compile, ptxas};
-    if ptxas::find().is_none() {
-        let required =
-            std::env::var_os("CI").is_some() || std::env::var_os("JAGGED_PTXAS").is_some();
-        assert!(!required, "ptxas not found: run scripts/install-tools.sh");
-        eprintln!("ptxas not found; skipping the assembly of fuzzed modules");
+    let found = ptxas::find().ok_or_else(|| "was not found".to_string());
+    let test = "a_sample_of_generated_modules_assembles_without_spills";
+    if common::tools::require(test, "ptxas", found).is_none() {
         return;
     }
     let mut runner = proptest::test_runner::TestRunner::deterministic();

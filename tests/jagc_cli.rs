@@ -125,12 +125,8 @@ fn emit_prints_ptx_for_every_op() {
 
 #[test]
 fn stats_prints_the_ptxas_report() {
-    if jagged_codegen::ptxas::find().is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "ptxas is required in CI (scripts/install-tools.sh)"
-        );
-        eprintln!("SKIPPED stats_prints_the_ptxas_report: no ptxas (run scripts/install-tools.sh)");
+    let found = jagged_codegen::ptxas::find().ok_or_else(|| "was not found".to_string());
+    if common::tools::require("stats_prints_the_ptxas_report", "ptxas", found).is_none() {
         return;
     }
     let out = ok(&["stats", "masked_select_jagged", "--attr", "inner=32"]);
@@ -397,7 +393,11 @@ fn demo_runs_and_checks_itself() {
     assert!(out.contains("general path, 1 kernel(s)"), "{out}");
     assert_eq!(out.matches("(ok, tolerance 1e-5)").count(), 2, "{out}");
     assert!(!out.contains("FAILED"), "{out}");
-    assert_eq!(out.matches("code generator runs: 1 then 0").count(), 2, "{out}");
+    assert_eq!(
+        out.matches("code generator runs: 1 then 0").count(),
+        2,
+        "{out}"
+    );
 }
 
 #[test]

@@ -8,6 +8,8 @@
 #[allow(dead_code)]
 #[path = "common/emu.rs"]
 mod emu;
+#[path = "../../tests/common/tools.rs"]
+mod tools;
 
 use emu::{Rng, decode_floats, encode_floats, encode_ints, round_to, tolerance};
 use jagged_codegen::templates::map::{MapExpr, MapOperand, MapSource};
@@ -263,12 +265,12 @@ fn max_and_min_propagate_nan_like_the_reference() {
 /// archs without spills.
 #[test]
 fn every_elementwise_function_assembles_with_ptxas() {
-    let Some(ptxas_path) = jagged_codegen::ptxas::find() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "ptxas not found and CI is set: run scripts/install-tools.sh"
-        );
-        eprintln!("SKIPPED: ptxas not found (set JAGGED_PTXAS or run scripts/install-tools.sh)");
+    let found = jagged_codegen::ptxas::find().ok_or_else(|| "was not found".to_string());
+    let Some(ptxas_path) = tools::require(
+        "every_elementwise_function_assembles_with_ptxas",
+        "ptxas",
+        found,
+    ) else {
         return;
     };
     let mut expr = MapExpr::Operand(0);

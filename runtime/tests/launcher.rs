@@ -75,7 +75,13 @@ fn inputs_for(graph: &Graph, lengths: &[usize], rng: &mut Rng) -> Vec<(String, D
             let values: Vec<f64> = match name {
                 "offsets" => offsets.clone(),
                 "lengths" => lengths.iter().map(|&l| l as f64).collect(),
-                "mask" => (0..n).map(|_| (rng.next() % 2) as f64).collect(),
+                // Set rows hold any nonzero byte: a kernel testing `== 1` fails.
+                "mask" => (0..n)
+                    .map(|_| match rng.next() % 2 {
+                        0 => 0.0,
+                        _ => (1 + rng.next() % 255) as f64,
+                    })
+                    .collect(),
                 _ => (0..n).map(|_| rng.float()).collect(),
             };
             let tensor = DenseTensor::from_f64(ty.dtype, shape, &values).expect("input");

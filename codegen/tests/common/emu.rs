@@ -252,7 +252,13 @@ pub fn inputs_for(
             let values: Vec<f64> = match name {
                 "offsets" => offsets.clone(),
                 "lengths" => lengths.iter().map(|&l| l as f64).collect(),
-                "mask" => (0..n).map(|_| rng.below(2) as f64).collect(),
+                // Set rows hold any nonzero byte: a kernel testing `== 1` fails.
+                "mask" => (0..n)
+                    .map(|_| match rng.below(2) {
+                        0 => 0.0,
+                        _ => 1.0 + rng.below(255) as f64,
+                    })
+                    .collect(),
                 _ => (0..n)
                     .map(|_| round_to(rng.float(amplitude), ty.dtype))
                     .collect(),
