@@ -3,7 +3,7 @@
 //! instruction (noted next to each), never taken from the emulator's output.
 //!
 //! GPU cross-check: `JAGGED_EMU_XCHECK_DIR=dir` makes every successful launch write a
-//! `ptx_crosscheck` recipe (see `write_crosscheck_recipe`). On an H100 (2026-11-26), 41 of
+//! `jagc crosscheck` recipe (see `write_crosscheck_recipe`). On an H100 (2026-11-26), 41 of
 //! 43 kernels gave bit-identical outputs on the GPU and in the emulator (directed f32 and
 //! f64 rounding, conversions, every mma and ldmatrix variant, shfl, vote, cp.async
 //! included); the other 2 are nondeterministic by design (which CTA wins a cas/exch;
@@ -92,7 +92,7 @@ fn run_cfg(
 }
 
 /// Writes `ID.ptx`, the input as `ID.npy` (i32) and `ID.cmd`, the arguments of
-/// `ptx_crosscheck` (runtime crate) that run the kernel on a GPU and in the emulator and
+/// `jagc crosscheck` that run the kernel on a GPU and in the emulator and
 /// compare the output bit for bit. `JAGGED_EMU_XCHECK_DIR=dir cargo test --test
 /// instructions` collects one recipe per successful launch.
 fn write_crosscheck_recipe(

@@ -1,4 +1,4 @@
-//! The kernel-argument SPEC syntax that `jagc emu` and `ptx_crosscheck`
+//! The kernel-argument SPEC syntax that `jagc emu` and `jagc crosscheck`
 //! share: one parser, so both tools take the same text the same way.
 //!
 //! | spec | kernel argument |

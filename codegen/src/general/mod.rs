@@ -13,7 +13,7 @@
 //!    selects, padding and unpadding, and any value over `[%s, %s, ...]`
 //!    pairs) is *fused*: recomputed inline wherever it is read, so no
 //!    `L x L` intermediate ever reaches memory.
-//! 2. **Lower** ([`emit`]): each step becomes one kernel that loops
+//! 2. **Lower** (the private `emit` module): each step becomes one kernel that loops
 //!    grid-stride over the elements of its value and evaluates the fused
 //!    expression tree at each (reductions and contractions as loops in
 //!    registers, accumulating in f32 or s64).

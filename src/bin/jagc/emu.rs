@@ -4,7 +4,7 @@
 //! scalars (`u32:7`, `i32:-1`, `u64:0x10`, `i64:5`, `f32:0.5`, `f64:1e-3`), and
 //! device buffers read from or written to `.npy` files (`in:X.npy`,
 //! `out:Y.npy:f32:1024`, `inout:X.npy:Y.npy`). bf16 buffers are stored as uint16.
-//! The syntax is `ptx_crosscheck`'s too: both parse it with
+//! The syntax is `jagc crosscheck`'s too: both parse it with
 //! [`jagged_runtime::argspec::KernelArgSpec`]. An `out:` buffer starts as 0xFF bytes.
 //! `jagc emu` also takes 1- and 2-byte scalars (`u8:1`, `s8:-1`, `u16:0xffff`,
 //! `s16:-2`, `f16:0.5`, `bf16:-1.25`; `i8`/`i16` are aliases of `s8`/`s16`), which the
@@ -68,7 +68,7 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
 }
 
 /// One `--arg` of `jagc emu`: a 1- or 2-byte scalar, or the SPEC syntax shared with
-/// `ptx_crosscheck`.
+/// `jagc crosscheck`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EmuArgSpec {
     /// `u8:V`, `s8:V`, `u16:V`, `s16:V`, `f16:V` or `bf16:V`.
