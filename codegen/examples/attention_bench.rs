@@ -112,11 +112,13 @@ fn kernel_json(c: &CompiledKernel, ptx_file: &str, inputs: &[&str]) -> String {
     s
 }
 
-fn plan(dir: &str) -> Result<(), Error> {
+/// Writes the PTX and manifest of every benchmark spec, `heads` heads at
+/// every head dim (the published results name H; it was `1024 / D` before,
+/// i.e. 8 at D = 128).
+fn plan(dir: &str, heads: usize) -> Result<(), Error> {
     std::fs::create_dir_all(dir)?;
     let mut specs = Vec::new();
     for head_dim in [64usize, 128] {
-        let heads = 1024 / head_dim;
         for max_len in [256u64, 1024, 4096] {
             for causal in [false, true] {
                 let g = graph(head_dim, heads, causal)?;
@@ -245,10 +247,12 @@ fn emulate(args: &[String]) -> Result<(), Error> {
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("plan") if args.len() == 2 => plan(&args[1]),
+        Some("plan") if args.len() == 2 => plan(&args[1], 16),
+        Some("plan") if args.len() == 4 && args[2] == "--heads" => plan(&args[1], args[3].parse()?),
         Some("emulate") => emulate(&args[1..]),
-        _ => {
-            Err("usage: attention_bench plan DIR | emulate D H MAX_LEN CAUSAL LENGTHS REPS".into())
-        }
+        _ => Err(
+            "usage: attention_bench plan DIR [--heads H (default 16)] | emulate D H MAX_LEN CAUSAL LENGTHS REPS"
+                .into(),
+        ),
     }
 }
