@@ -23,6 +23,8 @@ const BF16_TOL: f64 = 1e-2;
 const CORPUS: &[&str] = &[
     "jagged_mean",
     "jagged_max",
+    "jagged_max_bwd",
+    "jagged_sort_desc",
     "jagged_softmax_fwd",
     "jagged_softmax_bwd",
     "jagged_cumsum",
@@ -52,6 +54,8 @@ const CORPUS: &[&str] = &[
     "silu_bwd",
     "segment_sum_atomic",
     "masked_select",
+    "histogram_bins",
+    "segment_max_atomic",
 ];
 
 /// Kernels whose sm_90a PTX uses `wgmma` (Triton's Hopper `tl.dot` with 64-row tiles),
@@ -215,6 +219,36 @@ fn corpus_has_every_kernel_for_its_archs_and_each_parses() {
             let module = fx.module(&fx.ptx);
             let names: Vec<&str> = module.kernel_names().collect();
             assert_eq!(names, vec![fx.kernel.as_str()], "{name}.{arch}");
+        }
+    }
+    // Every non-scratch parameter's PTX type matches its Triton type: runtime bools are
+    // `.u8`, scalars keep their width, pointers are `.u64`.
+    for &name in CORPUS {
+        for &arch in compiled_archs(name) {
+            let json = std::fs::read_to_string(dir.join(format!("{name}.{arch}.json")))
+                .expect("fixture json");
+            let field = |chunk: &str, key: &str| -> Option<String> {
+                let at = chunk.find(&format!("\"{key}\": \""))? + key.len() + 5;
+                Some(chunk[at..at + chunk[at..].find('"')?].to_string())
+            };
+            let mut typed = 0;
+            for chunk in json.split('{').filter(|c| c.contains("\"triton_type\"")) {
+                let (ptx, triton) = (
+                    field(chunk, "ptx_type").unwrap(),
+                    field(chunk, "triton_type").unwrap(),
+                );
+                let want = match triton.as_str() {
+                    "i1" => ".u8",
+                    "i32" => ".u32",
+                    "i64" => ".u64",
+                    "fp32" => ".f32",
+                    t if t.starts_with('*') => ".u64",
+                    t => panic!("{name}.{arch}: unexpected Triton type {t}"),
+                };
+                assert_eq!(ptx, want, "{name}.{arch}: a {triton} parameter");
+                typed += 1;
+            }
+            assert!(typed > 0, "{name}.{arch}: no typed parameters");
         }
     }
     // No stray fixture outside the list.
@@ -1696,5 +1730,139 @@ fn masked_select_f32_with_invert_flag() {
                 "masked_select wrote past the count (invert={invert}, {arch})"
             );
         }
+    }
+}
+
+#[test]
+fn jagged_max_bwd_bf16() {
+    // The gradient goes to the first row holding each column's max (running argmax over
+    // 16-row chunks).
+    let jag = Jagged::new(&[0, 1, 15, 16, 33, 0, 7]);
+    let d = 32;
+    let mut rng = Rng::new(0xc0_0020);
+    let x = rng.vec(jag.total * d, -3.0, 3.0);
+    let g = rng.vec(jag.batch() * d, 0.5, 1.5);
+    let (xr, gr) = (Dtype::Bf16.round(&x), Dtype::Bf16.round(&g));
+    let mut reference = vec![0f64; jag.total * d];
+    for (b, start, len) in jag.seqs() {
+        for c in 0..d {
+            let mut arg = None::<usize>;
+            for r in start..start + len {
+                if arg.is_none_or(|a| xr[r * d + c] > xr[a * d + c]) {
+                    arg = Some(r);
+                }
+            }
+            if let Some(a) = arg {
+                reference[a * d + c] = gr[b * d + c];
+            }
+        }
+    }
+    for arch in archs("jagged_max_bwd") {
+        let mut dev = Device::new();
+        let (x_dev, _) = Dtype::Bf16.upload(&mut dev, &x);
+        let (g_dev, _) = Dtype::Bf16.upload(&mut dev, &g);
+        let off = jag.upload_offsets(&mut dev);
+        let dx = poisoned(&mut dev, reference.len() * 2);
+        let args = vec![ptr(x_dev), ptr(g_dev), ptr(off), ptr(dx)];
+        launch(
+            &mut dev,
+            "jagged_max_bwd",
+            arch,
+            [jag.batch() as u32, 1, 1],
+            args,
+        );
+        let got = Dtype::Bf16.read(&dev, dx, reference.len());
+        for (i, (&o, &r)) in got.iter().zip(&reference).enumerate() {
+            assert_eq!(f64::from(o), r, "jagged_max_bwd ({arch}) element {i}");
+        }
+    }
+}
+
+#[test]
+fn jagged_sort_desc_f32() {
+    let jag = Jagged::new(&[0, 1, 7, 64, 33, 0, 50]);
+    let mut rng = Rng::new(0xc0_0021);
+    let scores = rng.vec(jag.total, -10.0, 10.0);
+    let mut reference = scores.clone();
+    for (_, start, len) in jag.seqs() {
+        reference[start..start + len].sort_by(|a, b| b.total_cmp(a));
+    }
+    for arch in archs("jagged_sort_desc") {
+        let mut dev = Device::new();
+        let (s_dev, _) = Dtype::F32.upload(&mut dev, &scores);
+        let off = jag.upload_offsets(&mut dev);
+        let out = poisoned(&mut dev, jag.total * 4);
+        let args = vec![ptr(s_dev), ptr(off), ptr(out)];
+        launch(
+            &mut dev,
+            "jagged_sort_desc",
+            arch,
+            [jag.batch() as u32, 1, 1],
+            args,
+        );
+        let got = Dtype::F32.read(&dev, out, jag.total);
+        assert_eq!(got, reference, "jagged_sort_desc ({arch})");
+    }
+}
+
+#[test]
+fn histogram_bins_counts_exactly() {
+    // tl.histogram per 256-wide block, added to 16 global bins with integer atomics.
+    let (n, bins) = (1000usize, 16usize);
+    let mut rng = Rng::new(0xc0_0022);
+    let x = rng.vec(n, 0.0, 1.0);
+    let mut expected = vec![0i32; bins];
+    for &v in &x {
+        expected[(v * bins as f32) as usize] += 1;
+    }
+    for arch in archs("histogram_bins") {
+        let mut dev = Device::new();
+        let (x_dev, _) = Dtype::F32.upload(&mut dev, &x);
+        let bins_dev = dev.alloc(bins * 4);
+        let args = vec![ptr(x_dev), ptr(bins_dev), int(n)];
+        launch(
+            &mut dev,
+            "histogram_bins",
+            arch,
+            [n.div_ceil(256) as u32, 1, 1],
+            args,
+        );
+        let got = i32s(&dev.read(bins_dev, bins * 4).expect("bins"));
+        assert_eq!(got, expected, "histogram_bins ({arch})");
+    }
+}
+
+#[test]
+fn segment_max_atomic_f32() {
+    // f32 atomic max (atom.max.s32 / atom.min.u32 on the bits) over mixed-sign values;
+    // segment 6 is never hit and keeps its initial value.
+    let (n, d, segments, init) = (300usize, 16usize, 7usize, -100.0f32);
+    let mut rng = Rng::new(0xc0_0023);
+    let x = rng.vec(n * d, -1.0, 1.0);
+    let seg: Vec<i32> = (0..n)
+        .map(|_| (rng.next_u64() % (segments as u64 - 1)) as i32)
+        .collect();
+    let mut expected = vec![init; segments * d];
+    for i in 0..n {
+        for c in 0..d {
+            let e = &mut expected[seg[i] as usize * d + c];
+            *e = e.max(x[i * d + c]);
+        }
+    }
+    for arch in archs("segment_max_atomic") {
+        let mut dev = Device::new();
+        let (x_dev, _) = Dtype::F32.upload(&mut dev, &x);
+        let s_dev = dev.upload(&i32_bytes(&seg));
+        let (out, _) = Dtype::F32.upload(&mut dev, &vec![init; segments * d]);
+        let args = vec![ptr(x_dev), ptr(s_dev), ptr(out), int(n)];
+        launch(
+            &mut dev,
+            "segment_max_atomic",
+            arch,
+            [n.div_ceil(64) as u32, 1, 1],
+            args,
+        );
+        let got = Dtype::F32.read(&dev, out, expected.len());
+        assert_eq!(got, expected, "segment_max_atomic ({arch})");
     }
 }
