@@ -229,7 +229,24 @@ impl Runtime {
             None => self.graphs.stats.kernel_cache_hits += 1,
         }
         let loaded_before = self.loaded_modules();
-        let module = self.load_module(&kernel.ptx)?;
+        let (kernel, module) = match self.load_module(&kernel.ptx) {
+            Ok(module) => (kernel, module),
+            // A cached module this device cannot load (written by another
+            // build, or damaged in a way its checksum did not catch) is
+            // evicted and generated again, once; a fresh one that fails to
+            // load is an error.
+            Err(_) if generated.is_none() => {
+                cache.evict(&key);
+                let start = Instant::now();
+                let kernel =
+                    cache.get_or_insert_entry(&key, || jagged_codegen::compile(graph, spec))?;
+                self.graphs.stats.codegen_runs += 1;
+                self.graphs.stats.codegen_time += start.elapsed();
+                let module = self.load_module(&kernel.ptx)?;
+                (kernel, module)
+            }
+            Err(err) => return Err(err.into()),
+        };
         if self.loaded_modules() > loaded_before {
             self.graphs.stats.module_loads += 1;
         }

@@ -357,3 +357,43 @@ fn complete_cumsum_refuses_bad_lengths_before_launching() {
         assert_eq!(err.to_string(), reference.to_string(), "{lengths:?}");
     }
 }
+
+/// A cached module the device cannot load (here: a decodable entry whose
+/// PTX is not PTX) is evicted and generated again, instead of failing on
+/// every run.
+#[test]
+fn a_cached_module_that_fails_to_load_is_evicted_and_regenerated() {
+    use jagged_runtime::{CacheEntry, graph_cache_key};
+    let graph = ops::jagged_softmax(&JaggedSpec {
+        dtype: DType::F32,
+        offsets: DType::I32,
+        inner: vec![4],
+    })
+    .expect("graph");
+    let spec = Spec::for_graph(&graph, MAX_LEN as u64, Arch::Sm80).expect("spec");
+    let cache = Arc::new(KernelCache::memory_only());
+    let mut bad = jagged_codegen::compile(&graph, &spec).expect("compile");
+    bad.ptx = "this is not PTX".to_string();
+    let key = graph_cache_key(&graph, &spec);
+    cache.insert(&key, bad.encode()).expect("insert");
+    let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator");
+    rt.set_kernel_cache(cache.clone());
+    let lengths = [3usize, 0, 5];
+    let mut rng = Rng(7);
+    let inputs = inputs_for(&graph, &lengths, &mut rng);
+    let named: Vec<(&str, &DenseTensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let attrs = [("max_len", AttrValue::Index(MAX_LEN))];
+    let got = rt
+        .run_graph_host(&graph, &spec, &named, &attrs)
+        .expect("regenerated after the bad entry");
+    let want = jagged_ir::evaluate(&graph, &named, &attrs).expect("reference");
+    assert_eq!(got["values"].shape(), want["values"].shape());
+    assert_eq!(rt.graph_run_stats().codegen_runs, 1);
+    // The cache now holds the good module: a second runtime loads it as is.
+    let mut again = Runtime::with_backend(BackendKind::Emu).expect("emulator");
+    again.set_kernel_cache(cache);
+    again
+        .run_graph_host(&graph, &spec, &named, &attrs)
+        .expect("the regenerated entry");
+    assert_eq!(again.graph_run_stats().codegen_runs, 0);
+}
