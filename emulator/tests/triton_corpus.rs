@@ -172,6 +172,17 @@ impl Jagged {
             .map(|(b, &len)| (b, self.offsets[b] as usize, len))
     }
 
+    /// Asserts that the `width` outputs of every empty sequence in `out [B, width]` are
+    /// exactly zero (written, not left poisoned).
+    fn assert_empty_rows_zero(&self, out: &[f32], width: usize, arch: &str) {
+        for (b, _, len) in self.seqs() {
+            if len == 0 {
+                let row = &out[b * width..(b + 1) * width];
+                assert!(row.iter().all(|&v| v == 0.0), "empty sequence {b} ({arch})");
+            }
+        }
+    }
+
     fn upload_offsets(&self, dev: &mut Device) -> DevicePtr {
         dev.upload(&i32_bytes(&self.offsets))
     }
@@ -263,11 +274,52 @@ fn corpus_has_every_kernel_for_its_archs_and_each_parses() {
     }
 }
 
+/// A random jagged layout of `batch` sequences: about one in five empty, the others 1..=max rows.
+fn random_layout(rng: &mut Rng, batch: usize, max: usize) -> Jagged {
+    let lengths: Vec<usize> = (0..batch)
+        .map(|_| {
+            if rng.next_u64() % 5 == 0 {
+                0
+            } else {
+                1 + (rng.next_u64() % max as u64) as usize
+            }
+        })
+        .collect();
+    Jagged::new(&lengths)
+}
+
+#[test]
+fn jagged_kernels_on_random_layouts() {
+    let mut rng = Rng::new(0xc0_1000);
+    for _ in 0..2 {
+        // Kernels that hold a whole sequence in one 64-row block.
+        let short = random_layout(&mut rng, 24, 64);
+        jagged_softmax_fwd_f32_on(&short);
+        jagged_softmax_bwd_f32_on(&short);
+        jagged_sort_desc_f32_on(&short);
+        let long = random_layout(&mut rng, 24, 150);
+        jagged_mean_f32_on(&long);
+        jagged_max_bwd_bf16_on(&long);
+        jagged_sum_i64_offsets_bf16_on(&long);
+        jagged_cumsum_f32_on(&long);
+        jagged_to_padded_f16_on(&long);
+        padded_to_jagged_f16_on(&long);
+        jagged_dense_mul_bwd_bf16_with_accumulate_flag_on(&long);
+        jagged_dense_bmm_tf32_on(&long);
+        jagged_dense_bmm_bwd_tf32_on(&long);
+        jagged_jagged_bmm_bf16_on(&long);
+        jagged_attention_fwd_f16_causal_and_not_on(&long);
+    }
+}
+
 // ------------------------------------------------------------------------- jagged reductions
 
 #[test]
 fn jagged_mean_f32() {
-    let jag = Jagged::new(&[0, 1, 15, 16, 17, 50, 0, 3]);
+    jagged_mean_f32_on(&Jagged::new(&[0, 1, 15, 16, 17, 50, 0, 3]));
+}
+
+fn jagged_mean_f32_on(jag: &Jagged) {
     let d = 24; // runtime D inside a 32-wide block
     let mut rng = Rng::new(0xc0_0001);
     let x = rng.vec(jag.total * d, -1.0, 1.0);
@@ -293,10 +345,7 @@ fn jagged_mean_f32() {
             args,
         );
         let got = Dtype::F32.read(&dev, out, reference.len());
-        assert!(
-            got[..d].iter().all(|&v| v == 0.0),
-            "empty sequence ({arch})"
-        );
+        jag.assert_empty_rows_zero(&got, d, arch);
         check("jagged_mean", arch, &got, &reference, F32_TOL);
     }
 }
@@ -361,7 +410,10 @@ fn jagged_softmax_reference(jag: &Jagged, x: &[f32], d: usize) -> Vec<f64> {
 
 #[test]
 fn jagged_softmax_fwd_f32() {
-    let jag = Jagged::new(&[0, 1, 13, 64, 40, 0, 5]);
+    jagged_softmax_fwd_f32_on(&Jagged::new(&[0, 1, 13, 64, 40, 0, 5]));
+}
+
+fn jagged_softmax_fwd_f32_on(jag: &Jagged) {
     let d = 16;
     let mut rng = Rng::new(0xc0_0003);
     let x = rng.vec(jag.total * d, -4.0, 4.0);
@@ -386,7 +438,10 @@ fn jagged_softmax_fwd_f32() {
 
 #[test]
 fn jagged_softmax_bwd_f32() {
-    let jag = Jagged::new(&[3, 0, 64, 1, 29]);
+    jagged_softmax_bwd_f32_on(&Jagged::new(&[3, 0, 64, 1, 29]));
+}
+
+fn jagged_softmax_bwd_f32_on(jag: &Jagged) {
     let d = 16;
     let mut rng = Rng::new(0xc0_0004);
     let x = rng.vec(jag.total * d, -4.0, 4.0);
@@ -428,8 +483,11 @@ fn jagged_softmax_bwd_f32() {
 
 #[test]
 fn jagged_cumsum_f32() {
+    jagged_cumsum_f32_on(&Jagged::new(&[0, 1, 31, 32, 33, 100, 0]));
+}
+
+fn jagged_cumsum_f32_on(jag: &Jagged) {
     // Chunks of 32 rows carry their sum into the next chunk.
-    let jag = Jagged::new(&[0, 1, 31, 32, 33, 100, 0]);
     let d = 8;
     let mut rng = Rng::new(0xc0_0005);
     let x = rng.vec(jag.total * d, 0.0, 1.0);
@@ -465,8 +523,11 @@ fn jagged_cumsum_f32() {
 
 #[test]
 fn jagged_to_padded_f16() {
+    jagged_to_padded_f16_on(&Jagged::new(&[0, 3, 16, 20, 40, 1]));
+}
+
+fn jagged_to_padded_f16_on(jag: &Jagged) {
     // Lengths above max_len are truncated; rows past the length get the padding value.
-    let jag = Jagged::new(&[0, 3, 16, 20, 40, 1]);
     let (d, max_len, pad) = (16usize, 24usize, -7.5f32);
     let mut rng = Rng::new(0xc0_0006);
     let x = rng.vec(jag.total * d, -2.0, 2.0);
@@ -504,8 +565,11 @@ fn jagged_to_padded_f16() {
 
 #[test]
 fn padded_to_jagged_f16() {
+    padded_to_jagged_f16_on(&Jagged::new(&[0, 3, 16, 20, 40, 1]));
+}
+
+fn padded_to_jagged_f16_on(jag: &Jagged) {
     // The backward of jagged_to_padded: rows past max_len get 0.
-    let jag = Jagged::new(&[0, 3, 16, 20, 40, 1]);
     let (d, max_len) = (16usize, 24usize);
     let mut rng = Rng::new(0xc0_0007);
     let padded = rng.vec(jag.batch() * max_len * d, -2.0, 2.0);
@@ -576,7 +640,10 @@ fn jagged_dense_mul_bf16() {
 
 #[test]
 fn jagged_dense_mul_bwd_bf16_with_accumulate_flag() {
-    let jag = Jagged::new(&[0, 3, 24, 30, 17, 0]);
+    jagged_dense_mul_bwd_bf16_with_accumulate_flag_on(&Jagged::new(&[0, 3, 24, 30, 17, 0]));
+}
+
+fn jagged_dense_mul_bwd_bf16_with_accumulate_flag_on(jag: &Jagged) {
     let (d, max_len) = (32usize, 24usize);
     let mut rng = Rng::new(0xc0_0009);
     let g = rng.vec(jag.total * d, -1.0, 1.0);
@@ -636,8 +703,11 @@ fn jagged_dense_mul_bwd_bf16_with_accumulate_flag() {
 
 #[test]
 fn jagged_dense_bmm_tf32() {
+    jagged_dense_bmm_tf32_on(&Jagged::new(&[0, 5, 64, 70, 130, 0, 1]));
+}
+
+fn jagged_dense_bmm_tf32_on(jag: &Jagged) {
     // 64-row tiles (sm_80 only: Triton emits wgmma for them on sm_90a).
-    let jag = Jagged::new(&[0, 5, 64, 70, 130, 0, 1]);
     let (k, n) = (32usize, 32usize);
     let mut rng = Rng::new(0xc0_000a);
     let x = rng.vec(jag.total * k, -1.0, 1.0);
@@ -668,8 +738,11 @@ fn jagged_dense_bmm_tf32() {
 
 #[test]
 fn jagged_jagged_bmm_bf16() {
+    jagged_jagged_bmm_bf16_on(&Jagged::new(&[0, 3, 32, 50, 77, 0]));
+}
+
+fn jagged_jagged_bmm_bf16_on(jag: &Jagged) {
     // out[b] = x_b^T g_b: the weight gradient of a jagged x dense bmm; zero when empty.
-    let jag = Jagged::new(&[0, 3, 32, 50, 77, 0]);
     let (k, n) = (32usize, 32usize);
     let mut rng = Rng::new(0xc0_000b);
     let x = rng.vec(jag.total * k, -1.0, 1.0);
@@ -700,18 +773,18 @@ fn jagged_jagged_bmm_bf16() {
             args,
         );
         let got = Dtype::F32.read(&dev, out, reference.len());
-        assert!(
-            got[..k * n].iter().all(|&v| v == 0.0),
-            "empty sequence ({arch})"
-        );
+        jag.assert_empty_rows_zero(&got, k * n, arch);
         check("jagged_jagged_bmm", arch, &got, &reference, BF16_TOL);
     }
 }
 
 #[test]
 fn jagged_attention_fwd_f16_causal_and_not() {
+    jagged_attention_fwd_f16_causal_and_not_on(&Jagged::new(&[0, 1, 17, 32, 45, 0, 70]));
+}
+
+fn jagged_attention_fwd_f16_causal_and_not_on(jag: &Jagged) {
     // 32-row query blocks over 16-row key blocks; lengths not multiples of either.
-    let jag = Jagged::new(&[0, 1, 17, 32, 45, 0, 70]);
     let d = 32usize;
     let scale = 1.0 / (d as f32).sqrt();
     let mut rng = Rng::new(0xc0_000c);
@@ -779,8 +852,11 @@ fn jagged_attention_fwd_f16_causal_and_not() {
 
 #[test]
 fn jagged_dense_bmm_bwd_tf32() {
+    jagged_dense_bmm_bwd_tf32_on(&Jagged::new(&[0, 5, 32, 33, 70, 0, 1]));
+}
+
+fn jagged_dense_bmm_bwd_tf32_on(jag: &Jagged) {
     // dx = g y^T with 32-row tiles: mma.sync tf32 on both archs.
-    let jag = Jagged::new(&[0, 5, 32, 33, 70, 0, 1]);
     let (k, n) = (32usize, 32usize);
     let mut rng = Rng::new(0xc0_001d);
     let g = rng.vec(jag.total * n, -1.0, 1.0);
@@ -929,8 +1005,11 @@ fn jagged_attention_bwd_bf16() {
 
 #[test]
 fn jagged_sum_i64_offsets_bf16() {
+    jagged_sum_i64_offsets_bf16_on(&Jagged::new(&[0, 1, 16, 17, 40, 100, 0]));
+}
+
+fn jagged_sum_i64_offsets_bf16_on(jag: &Jagged) {
     // i64 offsets and max_len; sequences above max_len are truncated.
-    let jag = Jagged::new(&[0, 1, 16, 17, 40, 100, 0]);
     let (d, max_len) = (64usize, 64usize);
     let mut rng = Rng::new(0xc0_001f);
     let x = rng.vec(jag.total * d, -1.0, 1.0);
@@ -967,10 +1046,7 @@ fn jagged_sum_i64_offsets_bf16() {
             args,
         );
         let got = Dtype::Bf16.read(&dev, out, reference.len());
-        assert!(
-            got[..d].iter().all(|&v| v == 0.0),
-            "empty sequence ({arch})"
-        );
+        jag.assert_empty_rows_zero(&got, d, arch);
         check("jagged_sum_i64", arch, &got, &reference, BF16_TOL);
     }
 }
@@ -1735,9 +1811,12 @@ fn masked_select_f32_with_invert_flag() {
 
 #[test]
 fn jagged_max_bwd_bf16() {
+    jagged_max_bwd_bf16_on(&Jagged::new(&[0, 1, 15, 16, 33, 0, 7]));
+}
+
+fn jagged_max_bwd_bf16_on(jag: &Jagged) {
     // The gradient goes to the first row holding each column's max (running argmax over
     // 16-row chunks).
-    let jag = Jagged::new(&[0, 1, 15, 16, 33, 0, 7]);
     let d = 32;
     let mut rng = Rng::new(0xc0_0020);
     let x = rng.vec(jag.total * d, -3.0, 3.0);
@@ -1780,7 +1859,10 @@ fn jagged_max_bwd_bf16() {
 
 #[test]
 fn jagged_sort_desc_f32() {
-    let jag = Jagged::new(&[0, 1, 7, 64, 33, 0, 50]);
+    jagged_sort_desc_f32_on(&Jagged::new(&[0, 1, 7, 64, 33, 0, 50]));
+}
+
+fn jagged_sort_desc_f32_on(jag: &Jagged) {
     let mut rng = Rng::new(0xc0_0021);
     let scores = rng.vec(jag.total, -10.0, 10.0);
     let mut reference = scores.clone();
