@@ -9,3 +9,6 @@ bash scripts/install-tools.sh
 export PATH="$root/.tools/bin:$PATH"
 export JAGGED_PTXAS="$root/.tools/bin/ptxas"
 cargo test --workspace --locked
+# Fuzzing smoke test: builds the cargo-fuzz targets in fuzz/ (nightly;
+# installs cargo-fuzz into .tools/) and runs each for 30 s on its seeds.
+bash scripts/fuzz-smoke.sh
