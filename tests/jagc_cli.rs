@@ -767,3 +767,25 @@ fn rows_no_kernel_writes_would_read_nan_so_zero_and_padding_rows_are_written() {
     assert_eq!(&y[3..6], &[0.0; 3]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `jagc emit ... | head` ends quietly when the reader closes the pipe (the
+/// default SIGPIPE action), instead of panicking in `println!`: stdout is a
+/// pipe whose read end is closed before jagc writes anything.
+#[test]
+fn a_closed_stdout_pipe_ends_jagc_quietly() {
+    use std::process::{Command, Stdio};
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_jagc"))
+        .args(["emit", "jagged_softmax", "--attr", "inner=4"])
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("jagc");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+    assert!(!out.status.success(), "jagc cannot have written its PTX");
+}

@@ -21,8 +21,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build, compile and run jagged_softmax and jagged_reduce on random
-    /// sequences on the best backend present; report error and times.
+    /// Jagged flash attention on a skewed batch next to its padded
+    /// equivalent, and one composed op through the general path, on the best
+    /// backend present: errors against the reference, times, memory.
     Demo(demo::DemoArgs),
     /// Print the PTX of an op (or a --graph file) for a specialization.
     Emit(emit::EmitArgs),
@@ -38,7 +39,21 @@ enum Command {
     Crosscheck(crosscheck::CrosscheckArgs),
 }
 
+/// Restores the default action of SIGPIPE, so that writing to a closed pipe
+/// (`jagc emit ... | head`) ends the process quietly, as command-line tools
+/// do, instead of panicking in `println!`.
+fn quiet_on_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: `signal` with `SIG_DFL` only resets the disposition of SIGPIPE;
+    // it is called once, first thing in `main`, before any other thread
+    // exists, and no handler code of ours runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
