@@ -35,6 +35,7 @@ const CORPUS: &[&str] = &[
     "jagged_dense_bmm",
     "jagged_dense_bmm_bwd",
     "jagged_jagged_bmm",
+    "jagged_jagged_bmm_f16",
     "jagged_attention_fwd",
     "jagged_attention_bwd",
     "jagged_sum_i64",
@@ -44,6 +45,7 @@ const CORPUS: &[&str] = &[
     "rmsnorm_bwd",
     "embedding_bag",
     "embedding_bag_bwd",
+    "embedding_bag_bwd_f16",
     "cross_entropy_fwd",
     "cross_entropy_bwd",
     "dropout_fwd",
@@ -60,7 +62,7 @@ const CORPUS: &[&str] = &[
 
 /// Kernels whose sm_90a PTX uses `wgmma` (Triton's Hopper `tl.dot` with 64-row tiles),
 /// which the emulator does not run: the generator writes them for sm_80 only.
-const SM80_ONLY: &[&str] = &["jagged_dense_bmm"];
+const SM80_ONLY: &[&str] = &["jagged_dense_bmm", "jagged_jagged_bmm_f16"];
 
 /// Fixtures the emulator cannot run yet (kernel, arch, missing feature): left out of the
 /// passing set; an `#[ignore]`d test runs each of them. Triton vectorizes masked
@@ -69,6 +71,11 @@ const SM80_ONLY: &[&str] = &["jagged_dense_bmm"];
 const EMULATOR_GAPS: &[(&str, &str, &str)] = &[
     ("embedding_bag_bwd", "sm_90a", "atom.global.add.v4.f32"),
     ("segment_sum_atomic", "sm_90a", "atom.global.add.v4.f32"),
+    (
+        "embedding_bag_bwd_f16",
+        "sm_90a",
+        "atom.global.add.noftz.v4.f16",
+    ),
 ];
 
 /// The architectures `name` is compiled for.
@@ -308,6 +315,7 @@ fn jagged_kernels_on_random_layouts() {
         jagged_dense_bmm_tf32_on(&long);
         jagged_dense_bmm_bwd_tf32_on(&long);
         jagged_jagged_bmm_bf16_on(&long);
+        jagged_jagged_bmm_f16_on(&long);
         jagged_attention_fwd_f16_causal_and_not_on(&long);
     }
 }
@@ -742,12 +750,28 @@ fn jagged_jagged_bmm_bf16() {
 }
 
 fn jagged_jagged_bmm_bf16_on(jag: &Jagged) {
-    // out[b] = x_b^T g_b: the weight gradient of a jagged x dense bmm; zero when empty.
-    let (k, n) = (32usize, 32usize);
+    jagged_jagged_bmm_case("jagged_jagged_bmm", Dtype::Bf16, 32, jag, BF16_TOL);
+}
+
+#[test]
+fn jagged_jagged_bmm_f16_8_warps_3_stages() {
+    // 64x64 outputs over 16-row steps, 8 warps, a 3-stage cp.async pipeline whose trip
+    // count is zero for empty sequences (sm_80 only: wgmma on sm_90a).
+    jagged_jagged_bmm_f16_on(&Jagged::new(&[0, 3, 16, 17, 50, 0, 1]));
+}
+
+fn jagged_jagged_bmm_f16_on(jag: &Jagged) {
+    jagged_jagged_bmm_case("jagged_jagged_bmm_f16", Dtype::F16, 64, jag, F16_TOL);
+}
+
+/// out[b] = x_b^T g_b ([k, k], f32): the weight gradient of a jagged x dense bmm, for
+/// inputs of type `dt`; zero for an empty sequence.
+fn jagged_jagged_bmm_case(name: &str, dt: Dtype, k: usize, jag: &Jagged, tol: f64) {
+    let n = k;
     let mut rng = Rng::new(0xc0_000b);
     let x = rng.vec(jag.total * k, -1.0, 1.0);
     let g = rng.vec(jag.total * n, -1.0, 1.0);
-    let (xr, gr) = (Dtype::Bf16.round(&x), Dtype::Bf16.round(&g));
+    let (xr, gr) = (dt.round(&x), dt.round(&g));
     let mut reference = vec![0f64; jag.batch() * k * n];
     for (b, start, len) in jag.seqs() {
         for p in 0..k {
@@ -758,23 +782,17 @@ fn jagged_jagged_bmm_bf16_on(jag: &Jagged) {
             }
         }
     }
-    for arch in archs("jagged_jagged_bmm") {
+    for arch in archs(name) {
         let mut dev = Device::new();
-        let (x_dev, _) = Dtype::Bf16.upload(&mut dev, &x);
-        let (g_dev, _) = Dtype::Bf16.upload(&mut dev, &g);
+        let (x_dev, _) = dt.upload(&mut dev, &x);
+        let (g_dev, _) = dt.upload(&mut dev, &g);
         let off = jag.upload_offsets(&mut dev);
         let out = poisoned(&mut dev, reference.len() * 4);
         let args = vec![ptr(x_dev), ptr(g_dev), ptr(off), ptr(out)];
-        launch(
-            &mut dev,
-            "jagged_jagged_bmm",
-            arch,
-            [jag.batch() as u32, 1, 1],
-            args,
-        );
+        launch(&mut dev, name, arch, [jag.batch() as u32, 1, 1], args);
         let got = Dtype::F32.read(&dev, out, reference.len());
         jag.assert_empty_rows_zero(&got, k * n, arch);
-        check("jagged_jagged_bmm", arch, &got, &reference, BF16_TOL);
+        check(name, arch, &got, &reference, tol);
     }
 }
 
@@ -1374,6 +1392,52 @@ fn embedding_bag_bwd_f32_on(arch: &str) {
         let got = Dtype::F32.read(&dev, dtable, reference.len());
         check("embedding_bag_bwd", arch, &got, &reference, F32_TOL);
     }
+}
+
+#[test]
+fn embedding_bag_bwd_f16() {
+    for arch in archs("embedding_bag_bwd_f16") {
+        embedding_bag_bwd_f16_on(arch);
+    }
+}
+
+#[test]
+#[ignore = "emulator bug: sm_90a PTX uses atom.global.add.noftz.v4.f16, which the emulator rejects (unsupported modifier `.v4`)"]
+fn embedding_bag_bwd_f16_sm_90a_vector_atomics() {
+    embedding_bag_bwd_f16_on("sm_90a");
+}
+
+/// Unweighted scatter-add of f16 gradients into an f16 table with f16 atomics
+/// (`atom.add.noftz.f16x2` on sm_80): every add rounds to f16.
+fn embedding_bag_bwd_f16_on(arch: &str) {
+    let (vocab, d) = (40usize, 32usize);
+    let mut rng = Rng::new(0xc0_0024);
+    let (jag, indices, _) = bags(&mut rng, vocab);
+    let g = rng.vec(jag.batch() * d, -1.0, 1.0);
+    let gr = Dtype::F16.round(&g);
+    let mut reference = vec![0f64; vocab * d];
+    for (b, start, len) in jag.seqs() {
+        for i in start..start + len {
+            for c in 0..d {
+                reference[indices[i] as usize * d + c] += gr[b * d + c];
+            }
+        }
+    }
+    let mut dev = Device::new();
+    let (g_dev, _) = Dtype::F16.upload(&mut dev, &g);
+    let i_dev = dev.upload(&i32_bytes(&indices));
+    let off = jag.upload_offsets(&mut dev);
+    let dtable = dev.alloc(vocab * d * 2);
+    let args = vec![ptr(g_dev), ptr(i_dev), ptr(off), ptr(dtable)];
+    launch(
+        &mut dev,
+        "embedding_bag_bwd_f16",
+        arch,
+        [jag.batch() as u32, 1, 1],
+        args,
+    );
+    let got = Dtype::F16.read(&dev, dtable, reference.len());
+    check("embedding_bag_bwd_f16", arch, &got, &reference, F16_TOL);
 }
 
 const IGNORE_INDEX: i32 = -100;
