@@ -543,7 +543,9 @@ impl Parser {
                             self.describe()
                         ));
                     };
-                    offset = offset.wrapping_add(sign * self.int()? as i64);
+                    // Wrapping, as address arithmetic is (a `-` of i64::MIN
+                    // overflowed a plain product).
+                    offset = offset.wrapping_add((self.int()? as i64).wrapping_mul(sign));
                 }
                 Ok(Operand::Address { base, offset })
             }

@@ -285,7 +285,7 @@ fn corpus_has_every_kernel_for_its_archs_and_each_parses() {
 fn random_layout(rng: &mut Rng, batch: usize, max: usize) -> Jagged {
     let lengths: Vec<usize> = (0..batch)
         .map(|_| {
-            if rng.next_u64() % 5 == 0 {
+            if rng.next_u64().is_multiple_of(5) {
                 0
             } else {
                 1 + (rng.next_u64() % max as u64) as usize
@@ -425,7 +425,7 @@ fn jagged_softmax_fwd_f32_on(jag: &Jagged) {
     let d = 16;
     let mut rng = Rng::new(0xc0_0003);
     let x = rng.vec(jag.total * d, -4.0, 4.0);
-    let reference = jagged_softmax_reference(&jag, &x, d);
+    let reference = jagged_softmax_reference(jag, &x, d);
     for arch in archs("jagged_softmax_fwd") {
         let mut dev = Device::new();
         let (x_dev, _) = Dtype::F32.upload(&mut dev, &x);
@@ -453,7 +453,7 @@ fn jagged_softmax_bwd_f32_on(jag: &Jagged) {
     let d = 16;
     let mut rng = Rng::new(0xc0_0004);
     let x = rng.vec(jag.total * d, -4.0, 4.0);
-    let y: Vec<f32> = jagged_softmax_reference(&jag, &x, d)
+    let y: Vec<f32> = jagged_softmax_reference(jag, &x, d)
         .iter()
         .map(|&v| v as f32)
         .collect();

@@ -649,7 +649,9 @@ impl JaggedTensor {
             });
         }
         let (max_len, inner) = (dense.shape[1], &dense.shape[2..]);
-        let row: usize = inner.iter().product();
+        // Checked: an empty dense tensor may have inner dims whose product
+        // overflows (`[1, 0, 2^32, 2^32]`).
+        let row = rows_elems("dense", 1, inner)?;
         let src = dense.to_f64();
         let rows = index[batch] as usize;
         let elems = rows_elems("offsets", rows, inner)?;

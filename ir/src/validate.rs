@@ -695,7 +695,9 @@ impl Validator<'_> {
                 let out = match (mode, dim) {
                     (_, Dim::Ragged(_) | Dim::BatchPlusOne) => return Err(bad()),
                     (ScanMode::Complete, Dim::Batch) => Dim::BatchPlusOne,
-                    (ScanMode::Complete, Dim::Static(n)) => Dim::Static(n + 1),
+                    (ScanMode::Complete, Dim::Static(n)) => {
+                        Dim::Static(n.checked_add(1).ok_or_else(bad)?)
+                    }
                     (ScanMode::Complete, Dim::MaxLen) => return Err(bad()),
                     (_, d) => d,
                 };

@@ -49,6 +49,34 @@ fn shape_errors_write_types_as_users_see_them() {
     )
     .expect_err("k's inner dim is 5")
     .to_string();
-    assert!(err.contains("input 'k'") && err.contains("bf16[T, 2, 4]"), "{err}");
+    assert!(
+        err.contains("input 'k'") && err.contains("bf16[T, 2, 4]"),
+        "{err}"
+    );
     assert!(!err.contains('%'), "{err}");
+}
+
+/// Regression (fuzzer): a `scan complete` along a static axis of extent
+/// `usize::MAX` overflowed `n + 1` in the validator.
+#[test]
+fn a_complete_scan_of_the_largest_static_axis_is_an_error_not_an_overflow() {
+    let err = Graph::parse(
+        "graph g {
+  %0 = input x : i64[18446744073709551615]
+  %1 = scan complete %0, axis 0 : i64[1]
+  output y = %1
+}",
+    );
+    assert!(err.is_err());
+}
+
+/// Regression (fuzzer): `JaggedTensor::from_padded_dense` on an empty dense
+/// tensor whose inner dims multiply past `usize` overflowed an unchecked
+/// product; it is a typed error.
+#[test]
+fn from_padded_dense_with_overflowing_inner_dims_is_an_error() {
+    let dense = DenseTensor::from_f64(DType::F32, vec![1, 0, 1 << 32, 1 << 32], &[])
+        .expect("an empty dense tensor");
+    let offsets = jagged_ir::TensorData::from_f64(DType::I32, &[0.0, 0.0]);
+    assert!(jagged_ir::JaggedTensor::from_padded_dense(&dense, offsets).is_err());
 }

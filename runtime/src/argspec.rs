@@ -116,11 +116,17 @@ impl FromStr for KernelArgSpec {
 }
 
 /// Parses a decimal or `0x` hexadecimal integer of any width.
-fn parse_int<T: TryFrom<i128>>(text: &str) -> Result<T, String> {
+/// An integer in decimal or `0x` hex, with one optional leading `-`, as a
+/// `T`; an error naming the text otherwise (out of range, a second sign).
+pub fn parse_int<T: TryFrom<i128>>(text: &str) -> Result<T, String> {
+    let not_an_integer = || format!("'{text}' is not an integer");
     let (negative, digits) = match text.strip_prefix('-') {
         Some(d) => (true, d),
         None => (false, text),
     };
+    if digits.starts_with(['-', '+']) {
+        return Err(not_an_integer());
+    }
     let magnitude = match digits
         .strip_prefix("0x")
         .or_else(|| digits.strip_prefix("0X"))
@@ -128,8 +134,14 @@ fn parse_int<T: TryFrom<i128>>(text: &str) -> Result<T, String> {
         Some(hex) => i128::from_str_radix(hex, 16),
         None => digits.parse::<i128>(),
     }
-    .map_err(|_| format!("'{text}' is not an integer"))?;
-    let value = if negative { -magnitude } else { magnitude };
+    .map_err(|_| not_an_integer())?;
+    let value = if negative {
+        magnitude
+            .checked_neg()
+            .ok_or_else(|| format!("{text} is out of range"))?
+    } else {
+        magnitude
+    };
     T::try_from(value).map_err(|_| format!("{text} is out of range"))
 }
 
@@ -218,5 +230,21 @@ mod tests {
             assert!(err.contains(spec), "{spec}: {err}");
             assert!(err.contains(needle), "{spec}: {err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod parse_int_tests {
+    use super::parse_int;
+
+    /// Regression (fuzzer): a second sign and i128::MIN overflowed the
+    /// negation; both are errors naming the text now.
+    #[test]
+    fn a_second_sign_or_i128_min_is_an_error_not_an_overflow() {
+        let huge = "--170141183460469231731687303715884105728";
+        assert!(parse_int::<i64>(huge).unwrap_err().contains(huge));
+        assert!(parse_int::<i64>("-+5").is_err());
+        assert_eq!(parse_int::<i64>("-9223372036854775808"), Ok(i64::MIN));
+        assert_eq!(parse_int::<i64>("-0x10"), Ok(-16));
     }
 }

@@ -14,7 +14,7 @@
 use clap::Args;
 use jagged_emu::{Device, DevicePtr, EmuError, KernelArg, LaunchConfig, Module};
 use jagged_ir::npy::{self, NpyArray, NpyDtype, NpyError};
-use jagged_runtime::argspec::{ArgSpecError, KernelArgSpec};
+use jagged_runtime::argspec::{ArgSpecError, KernelArgSpec, parse_int};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -115,24 +115,6 @@ impl FromStr for EmuArgSpec {
         };
         Ok(EmuArgSpec::Small(arg))
     }
-}
-
-/// Parses a decimal or `0x` hexadecimal integer that must fit `T`.
-fn parse_int<T: TryFrom<i128>>(text: &str) -> Result<T, String> {
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(d) => (true, d),
-        None => (false, text),
-    };
-    let magnitude = match digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
-        Some(hex) => i128::from_str_radix(hex, 16),
-        None => digits.parse::<i128>(),
-    }
-    .map_err(|_| format!("'{text}' is not an integer"))?;
-    let value = if negative { -magnitude } else { magnitude };
-    T::try_from(value).map_err(|_| format!("{text} is out of range"))
 }
 
 /// Parses `X[,Y[,Z]]` into three dimensions, each at least 1 (missing ones are 1).
