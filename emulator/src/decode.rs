@@ -1086,8 +1086,12 @@ impl Decoder<'_> {
                     .take_mode(ATOM_OPS)
                     .ok_or_else(|| self.unsupported(format!("atomic operation in `{opcode}`")))?;
                 m.take("noftz");
+                let n = m.vector();
                 let ty = need_ty(&mut m, self)?;
                 self.finish(&m, opcode)?;
+                if n > 1 && !(aop == AtomOp::Add && ty.is_float()) {
+                    return Err(self.unsupported(format!("vector atomic `{opcode}`")));
+                }
                 // 16-bit atomics: f16/bf16 add and b16 cas/exch (sm_70+ / sm_90).
                 let ok16 = match ty {
                     Ty::F16 | Ty::Bf16 => aop == AtomOp::Add,
@@ -1101,9 +1105,19 @@ impl Decoder<'_> {
                     let first = ops
                         .first()
                         .ok_or_else(|| self.bad(format!("`{opcode}` needs a destination")))?;
-                    (Some(self.dreg(first)?), &ops[1..])
+                    let d = match first {
+                        Operand::Vector(v) => v
+                            .iter()
+                            .map(|x| self.dreg(x))
+                            .collect::<Result<Vec<_>, _>>()?,
+                        one => vec![self.dreg(one)?],
+                    };
+                    if d.len() != n {
+                        return Err(self.bad(format!("`{opcode}` needs {n} destinations")));
+                    }
+                    (d, &ops[1..])
                 } else {
-                    (None, ops)
+                    (Vec::new(), ops)
                 };
                 let need = if aop == AtomOp::Cas { 3 } else { 2 };
                 if rest.len() < need {
@@ -1118,7 +1132,13 @@ impl Decoder<'_> {
                     ty,
                     d,
                     addr,
-                    b: self.src(&rest[1], ty)?,
+                    b: {
+                        let b = self.vec_srcs(&rest[1], ty)?;
+                        if b.len() != n {
+                            return Err(self.bad(format!("`{opcode}` needs {n} source values")));
+                        }
+                        b
+                    },
                     c: if aop == AtomOp::Cas {
                         self.src(&rest[2], ty)?
                     } else {

@@ -1411,13 +1411,14 @@ impl<'g> Worker<'g> {
                 b,
                 c,
             } => {
-                self.profile_mem(w, *space, *addr, active, ty.size(), true, true);
-                for l in lanes(active) {
-                    let a = self.addr(ctx, w, *addr, l);
-                    let (bv, cv) = (self.rd(ctx, w, *b, l), self.rd(ctx, w, *c, l));
+                let size = ty.size();
+                let width = b.len().max(1) as u32;
+                self.profile_mem(w, *space, *addr, active, size * width, true, true);
+                for (l, k) in lanes(active).flat_map(|l| (0..b.len()).map(move |k| (l, k))) {
+                    let a = self.addr(ctx, w, *addr, l) + u64::from(size) * k as u64;
+                    let (bv, cv) = (self.rd(ctx, w, b[k], l), self.rd(ctx, w, *c, l));
                     let f = |old: u64| atom_apply(*op, *ty, old, bv, cv);
                     let tid = wid * 32 + l;
-                    let size = ty.size();
                     let old = match self.place(ctx, *space, a, size, true, tid, line) {
                         Some(Place::Global(al, off)) => al.rmw(off, size, f),
                         Some(Place::Shared(off)) => {
@@ -1439,7 +1440,7 @@ impl<'g> Worker<'g> {
                         }
                         Some(Place::Param(_) | Place::Module(_)) | None => 0,
                     };
-                    if let Some(d) = d {
+                    if let Some(d) = d.get(k) {
                         w.regs[*d as usize * 32 + l as usize] = old;
                     }
                 }

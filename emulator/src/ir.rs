@@ -451,14 +451,16 @@ pub enum Op {
         srcs: Vec<Src>,
         addr: Addr,
     },
-    /// `atom` (with a destination) or `red` (without).
+    /// `atom` (with destinations) or `red` (without); `.v2`/`.v4`/`.v8`
+    /// vector atomics (sm_90: f32 / f16 adds) apply one atomic per element
+    /// of consecutive elements, element `k` from `b[k]` into `d[k]`.
     Atom {
         space: MemSpace,
         op: AtomOp,
         ty: Ty,
-        d: Option<u32>,
+        d: Vec<u32>,
         addr: Addr,
-        b: Src,
+        b: Vec<Src>,
         c: Src,
     },
     /// `activemask.b32 d`: the lanes executing this instruction together.

@@ -64,20 +64,6 @@ const CORPUS: &[&str] = &[
 /// which the emulator does not run: the generator writes them for sm_80 only.
 const SM80_ONLY: &[&str] = &["jagged_dense_bmm", "jagged_jagged_bmm_f16"];
 
-/// Fixtures the emulator cannot run yet (kernel, arch, missing feature): left out of the
-/// passing set; an `#[ignore]`d test runs each of them. Triton vectorizes masked
-/// `tl.atomic_add` of f32 over 4 contiguous elements into `atom.global.add.v4.f32` on sm_90
-/// (PTX 8.1), which the emulator's parser rejects ("modifier `.v4`").
-const EMULATOR_GAPS: &[(&str, &str, &str)] = &[
-    ("embedding_bag_bwd", "sm_90a", "atom.global.add.v4.f32"),
-    ("segment_sum_atomic", "sm_90a", "atom.global.add.v4.f32"),
-    (
-        "embedding_bag_bwd_f16",
-        "sm_90a",
-        "atom.global.add.noftz.v4.f16",
-    ),
-];
-
 /// The architectures `name` is compiled for.
 fn compiled_archs(name: &str) -> &'static [&'static str] {
     if SM80_ONLY.contains(&name) {
@@ -87,19 +73,9 @@ fn compiled_archs(name: &str) -> &'static [&'static str] {
     }
 }
 
-fn is_gap(name: &str, arch: &str) -> bool {
-    EMULATOR_GAPS
-        .iter()
-        .any(|&(n, a, _)| n == name && a == arch)
-}
-
-/// The architectures `name` is compiled for that the emulator runs.
+/// The architectures `name` is compiled for (the emulator runs them all).
 fn archs(name: &str) -> Vec<&'static str> {
-    compiled_archs(name)
-        .iter()
-        .copied()
-        .filter(|arch| !is_gap(name, arch))
-        .collect()
+    compiled_archs(name).to_vec()
 }
 
 fn fixture(name: &str, arch: &str) -> Fixture {
@@ -1353,8 +1329,9 @@ fn embedding_bag_bwd_f32() {
     }
 }
 
+/// Regression: sm_90a's vector atomics (`atom.global.add.v4.f32`), which the
+/// emulator's parser rejected, run like the scalar ones.
 #[test]
-#[ignore = "emulator bug: sm_90a PTX uses atom.global.add.v4.f32, which the emulator rejects (unsupported modifier `.v4`)"]
 fn embedding_bag_bwd_f32_sm_90a_vector_atomics() {
     embedding_bag_bwd_f32_on("sm_90a");
 }
@@ -1401,8 +1378,9 @@ fn embedding_bag_bwd_f16() {
     }
 }
 
+/// Regression: sm_90a's vector atomics (`atom.global.add.noftz.v4.f16`), which the
+/// emulator's parser rejected, run like the scalar ones.
 #[test]
-#[ignore = "emulator bug: sm_90a PTX uses atom.global.add.noftz.v4.f16, which the emulator rejects (unsupported modifier `.v4`)"]
 fn embedding_bag_bwd_f16_sm_90a_vector_atomics() {
     embedding_bag_bwd_f16_on("sm_90a");
 }
@@ -1786,8 +1764,9 @@ fn segment_sum_atomic_f32() {
     }
 }
 
+/// Regression: sm_90a's vector atomics (`atom.global.add.v4.f32`), which the
+/// emulator's parser rejected, run like the scalar ones.
 #[test]
-#[ignore = "emulator bug: sm_90a PTX uses atom.global.add.v4.f32, which the emulator rejects (unsupported modifier `.v4`)"]
 fn segment_sum_atomic_f32_sm_90a_vector_atomics() {
     segment_sum_atomic_f32_on("sm_90a");
 }
