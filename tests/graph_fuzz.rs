@@ -137,6 +137,8 @@ struct Builder {
     truncated: bool,
     pool: Vec<Value>,
     weight: Option<Value>,
+    /// A `[5]` table for `gather`.
+    table: Option<Value>,
     outputs: usize,
     nodes: usize,
 }
@@ -339,6 +341,23 @@ impl Builder {
     /// A value offset by its position along one of its axes, or by its
     /// sequence's length: `a + 0.25 * position` / `a - 0.125 * n_b`.
     fn positions(&mut self, a: &Value, arg: u32) {
+        if arg % 3 == 1
+            && !a.shape.rows.is_empty()
+            && let Some(table) = self.table.clone()
+        {
+            // `a + table[position]`: rows past the table's 5 read 0.
+            let rows = Shape {
+                batched: true,
+                rows: a.shape.rows.clone(),
+                inner: vec![],
+            };
+            let axis = usize::from(!a.shape.rows.contains(&Row::Ragged));
+            let p = self.g.position(axis, rows.ty(DType::I64, self.seqs));
+            let n = self.g.gather(table.node, p);
+            let picked = self.push(n, rows, table.dtype);
+            self.binary(BinaryOp::Add, a, &picked);
+            return;
+        }
         if arg.is_multiple_of(3) && a.shape.batched {
             let n = self.g.lengths(self.seqs, DType::I64);
             let nf = self.g.cast(n, a.dtype);
@@ -555,6 +574,7 @@ fn build(r: &Recipe) -> Option<Graph> {
         truncated,
         pool: Vec::new(),
         weight: None,
+        table: None,
         outputs: 0,
         nodes: 0,
     };
@@ -605,6 +625,13 @@ fn build(r: &Recipe) -> Option<Graph> {
         };
         let node = b.g.input("weight", shape.ty(dtype, s));
         b.weight = Some(Value { node, shape, dtype });
+        let shape = Shape {
+            batched: false,
+            rows: vec![],
+            inner: vec![5],
+        };
+        let node = b.g.input("table", shape.ty(dtype, s));
+        b.table = Some(Value { node, shape, dtype });
     }
     if r.extras & 32 != 0 {
         let node = b.g.attr("alpha", dtype);
@@ -749,6 +776,7 @@ fn the_generator_makes_valid_graphs() {
         "ge",
         "eq",
         "ne",
+        "gather",
     ] {
         assert!(
             ops_seen.contains(op),

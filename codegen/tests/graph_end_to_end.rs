@@ -503,3 +503,58 @@ fn dense_only_graph() {
     );
     check(&g, 4, 111);
 }
+
+/// HSTU attention with a learned relative-position bias: a table of 2W + 1
+/// values gathered at the clamped `i - j` (positions, min/max on integers,
+/// `gather`), all fused into the general path's attention kernels.
+#[test]
+fn hstu_with_a_learned_relative_position_bias() {
+    let g = parsed(
+        "graph hstu_relbias {
+  attr max_len: index
+  %0 = input offsets : i32[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input q : f32[%1, 2, 8]
+  %3 = input k : f32[%1, 2, 8]
+  %4 = input v : f32[%1, 2, 4]
+  %5 = input bias : f32[9]
+  %6 = contract %2[ihd], %3[jhd] -> [ijh] : f32[%1, %1, 2]
+  %7 = position axis 0 : i64[%1, %1]
+  %8 = position axis 1 : i64[%1, %1]
+  %9 = sub %7, %8 : i64[%1, %1]
+  %10 = const -4 : i64[]
+  %11 = const 4 : i64[]
+  %12 = max %9, %10 : i64[%1, %1]
+  %13 = min %12, %11 : i64[%1, %1]
+  %14 = add %13, %11 : i64[%1, %1]
+  %15 = gather %5, %14 : f32[%1, %1]
+  %16 = add %6, %15 : f32[%1, %1, 2]
+  %17 = silu %16 : f32[%1, %1, 2]
+  %18 = mask j <= i : bool[%1, %1]
+  %19 = const 0 : f32[]
+  %20 = select %18, %17, %19 : f32[%1, %1, 2]
+  %21 = contract %20[ijh], %4[jhe] -> [ihe] : f32[%1, 2, 4]
+  output out = %21
+}",
+    );
+    check(&g, 9, 112);
+}
+
+/// `gather` gives 0 outside the table: each row's position picks a row of
+/// a 3-row table (rows 3 and up read nothing), and rows of a `[4, 2]`
+/// table keep their inner dim.
+#[test]
+fn gather_outside_the_table_is_zero() {
+    let g = parsed(
+        "graph pick {
+  attr max_len: index
+  %0 = input offsets : i64[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input table : bf16[3, 2]
+  %3 = position axis 0 : i64[%1]
+  %4 = gather %2, %3 : bf16[%1, 2]
+  output rows = %4
+}",
+    );
+    check(&g, 7, 113);
+}

@@ -216,6 +216,11 @@ impl GraphBuilder {
         self.push(Node::Position { axis, ty })
     }
 
+    /// Rows of `table` picked by `index` (0 outside the table).
+    pub fn gather(&mut self, table: Handle<Node>, index: Handle<Node>) -> Handle<Node> {
+        self.push(Node::Gather { table, index })
+    }
+
     /// The lengths `n_b` of a sequence set as `[B]` integers of `dtype`.
     pub fn lengths(&mut self, seqs: Handle<Node>, dtype: DType) -> Handle<Node> {
         self.push(Node::Lengths { seqs, dtype })

@@ -609,6 +609,30 @@ impl<'g> Evaluator<'g> {
                 });
                 tensor(out)
             }
+            Node::Gather { table, index } => {
+                let (tab, r) = (self.tensor_type(*table), self.tensor_type(h));
+                let idx_ty = self.tensor_type(*index);
+                let n = match tab.dims.first() {
+                    Some(Dim::Static(n)) => *n,
+                    _ => 0,
+                };
+                let rest: usize = tab.dims[1..].iter().map(|&d| self.extent(d, 0)).product();
+                let (tdata, idata) = (self.data(*table), self.data(*index));
+                let mut out = vec![0.0; self.size(r)];
+                let (mut at_r, mut at_i) = (Cached::new(r), Cached::new(idx_ty));
+                let k = idx_ty.dims.len();
+                self.for_each(r, |b, ri| {
+                    let row = idata[at_i.at(self, b, &ri[..k])];
+                    if row >= 0.0 && (row as usize) < n {
+                        let inner: usize = ri[k..]
+                            .iter()
+                            .zip(&tab.dims[1..])
+                            .fold(0, |acc, (&i, &d)| acc * self.extent(d, 0) + i);
+                        out[at_r.at(self, b, ri)] = tdata[row as usize * rest + inner];
+                    }
+                });
+                tensor(out)
+            }
             Node::Lengths { seqs, .. } => {
                 tensor(self.seqs(*seqs).lens.iter().map(|&n| n as f64).collect())
             }

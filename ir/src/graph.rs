@@ -358,6 +358,17 @@ pub enum Node {
         /// The domain (a type elementwise ops accept).
         ty: TensorType,
     },
+    /// Rows of a table picked by an integer index tensor:
+    /// `out[idx..., rest...] = table[index[idx...], rest...]`, and 0 where
+    /// the index is outside `0..n` (`n` the table's first, static dim). The
+    /// result has the index's dims then the table's other dims: a learned
+    /// relative-position bias is `gather(bias [2W + 1], clamp(i - j) + W)`.
+    Gather {
+        /// A dense table `[n, rest...]` (static dims).
+        table: Handle<Node>,
+        /// Integer row numbers (any structure elementwise ops accept).
+        index: Handle<Node>,
+    },
     /// `n_b` of a sequence set (its lengths, truncated to `max_len` if the
     /// set is), as `[B]` integers of `dtype`.
     Lengths {
@@ -448,6 +459,7 @@ impl Node {
             }
             Node::Lengths { seqs, .. } => vec![*seqs],
             Node::Compare { lhs, rhs, .. } => vec![*lhs, *rhs],
+            Node::Gather { table, index } => vec![*table, *index],
             Node::Mask { pred, .. } => match pred {
                 IndexPredicate::RowInSequence(s) => vec![*s],
                 _ => Vec::new(),

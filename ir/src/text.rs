@@ -236,6 +236,7 @@ fn write_op(f: &mut fmt::Formatter<'_>, node: &Node) -> fmt::Result {
         Node::Compare { op, lhs, rhs } => write!(f, "{} {lhs}, {rhs}", op.name()),
         Node::Position { axis, .. } => write!(f, "position axis {axis}"),
         Node::Lengths { seqs, .. } => write!(f, "lengths {seqs}"),
+        Node::Gather { table, index } => write!(f, "gather {table}, {index}"),
         Node::Reduce { op, arg, axis } => write!(f, "reduce {} {arg}, axis {axis}", op.name()),
         Node::Softmax { arg, axis } => write!(f, "softmax {arg}, axis {axis}"),
         Node::Scan { mode, arg, axis } => write!(f, "scan {} {arg}, axis {axis}", mode.name()),
@@ -685,6 +686,12 @@ impl Parser {
                 let seqs = self.value()?;
                 let dtype = typed(self, ty_slot)?.dtype;
                 Node::Lengths { seqs, dtype }
+            }
+            "gather" => {
+                let table = self.value()?;
+                self.punct(",")?;
+                let index = self.value()?;
+                Node::Gather { table, index }
             }
             "seqs" => {
                 let offsets = self.value()?;

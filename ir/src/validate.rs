@@ -646,6 +646,28 @@ impl Validator<'_> {
                 Self::index(*dtype)?;
                 t(TensorType::new(*dtype, vec![Dim::Batch]))
             }
+            Node::Gather { table, index } => {
+                let (tab, idx) = (self.tensor(h, *table)?, self.tensor(h, *index)?);
+                if !idx.dtype.is_index() {
+                    return Err(Kind::BadDtype {
+                        found: idx.dtype,
+                        reason: "a gather's index is i32 or i64",
+                    });
+                }
+                if !matches!(tab.dims.first(), Some(Dim::Static(_)))
+                    || tab.dims.iter().any(|d| !matches!(d, Dim::Static(_)))
+                {
+                    return Err(Kind::BadType {
+                        ty: tab.to_string(),
+                        reason: "a gather's table is dense with static dims [n, ...]",
+                    });
+                }
+                let mut dims = idx.dims.clone();
+                dims.extend_from_slice(&tab.dims[1..]);
+                let ty = TensorType::new(tab.dtype, dims);
+                self.structure(&ty)?;
+                t(ty)
+            }
             Node::Reduce { op, arg, axis } => {
                 let a = self.tensor(h, *arg)?;
                 match op {

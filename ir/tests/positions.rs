@@ -140,3 +140,36 @@ fn the_validator_checks_positions_comparisons_and_lengths() {
         assert!(err.to_lowercase().contains(what), "{text}\n{err}");
     }
 }
+
+/// `gather`: rows of a table at integer indices, 0 outside the table; the
+/// text form round-trips; the validator wants an integer index and a dense
+/// static table.
+#[test]
+fn gather_picks_rows_and_gives_zero_outside_the_table() {
+    let text = "graph g {
+  %0 = input table : f32[3, 2]
+  %1 = input at : i64[5]
+  %2 = gather %0, %1 : f32[5, 2]
+  output y = %2
+}
+";
+    let g = Graph::parse(text).expect("parse");
+    assert_eq!(g.to_string(), text);
+    let table = DenseTensor::from_f64(DType::F32, vec![3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+        .expect("table");
+    let at = DenseTensor::from_f64(DType::I64, vec![5], &[2.0, 0.0, 3.0, -1.0, 1.0]).expect("at");
+    let out = evaluate(&g, &[("table", &table), ("at", &at)], &[]).expect("evaluate");
+    assert_eq!(
+        out["y"].to_f64(),
+        [5.0, 6.0, 1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 3.0, 4.0]
+    );
+    for bad in [
+        "%0 = input table : f32[3]\n  %1 = input at : f32[5]\n  %2 = gather %0, %1 : f32[5]",
+        "%0 = input offsets : i32[B+1]\n  %1 = seqs %0 : seqs\n  %2 = input table : f32[%1]\n  %3 = input at : i64[5]\n  %4 = gather %2, %3 : f32[5]",
+    ] {
+        let last = bad.lines().count() - 1;
+        let text = format!("graph bad {{\n  {bad}\n  output y = %{last}\n}}");
+        let err = Graph::parse(&text).expect_err(&text).to_string();
+        assert!(err.contains("a gather's"), "{text}\n{err}");
+    }
+}

@@ -869,6 +869,27 @@ impl<'g> Emitter<'g> {
                 Ok(self.round(Val::I(i), ty.dtype))
             }
             Node::Lengths { seqs, .. } => Ok(Val::I(self.seq_len(*seqs, at.idx[0])?)),
+            Node::Gather { table, index } => {
+                let tab = tensor_type(graph, *table)?;
+                let k = tensor_type(graph, *index)?.dims.len();
+                let n = match tab.dims.first() {
+                    Some(Dim::Static(n)) => *n as i64,
+                    _ => 0,
+                };
+                let row = self.value(
+                    *index,
+                    &At {
+                        b: at.b,
+                        idx: at.idx[..k].to_vec(),
+                    },
+                )?;
+                let row = self.i64(row);
+                // Unsigned: a negative row is past the end too (0 there).
+                let inside = self.b.setp(Cmp::Lt, Type::U64, row, Operand::Int(n));
+                let mut idx = vec![row];
+                idx.extend_from_slice(&at.idx[k..]);
+                self.guarded(*table, &At { b: at.b, idx }, inside, is_int(tab.dtype))
+            }
             Node::Reduce { op, arg, axis } => self.reduce(h, *op, *arg, *axis, at),
             Node::Softmax { arg, axis } => {
                 let x = tensor_type(graph, *arg)?.clone();
