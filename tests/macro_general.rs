@@ -228,3 +228,30 @@ fn specialize_ties_generics_together() {
         assert_eq!(q.dims.last(), v.dims.last(), "E = D in {}", entry.spec);
     }
 }
+
+/// HSTU with a learned relative-position bias: a table of 2W + 1 values
+/// (`Dense`), read with `bias.at(...)` at the clamped `i - j` (W = 4).
+#[jagged_kernel(outputs(out))]
+fn hstu_relative_bias<T: Float, H, D, E, R>(
+    q: Jagged<T, (H, D)>,
+    k: Jagged<T, (H, D)>,
+    v: Jagged<T, (H, E)>,
+    bias: Dense<T, (R,)>,
+    #[attr] max_len: usize,
+    #[attr] alpha: f32,
+) -> Jagged<T, (H, E)> {
+    let s = q.dot(k) * alpha;
+    let d = (s.query_pos() - s.key_pos()).max(-4.0).min(4.0) + 4.0;
+    let b = bias.at(d.cast::<i64>());
+    let p = silu(s + b) / max_len as f32;
+    p.causal().dot(v)
+}
+
+#[test]
+fn a_learned_relative_position_bias_compiles_and_runs() {
+    let attrs = [("alpha", AttrValue::Float(0.3))];
+    for dtype in [DType::F32, DType::BF16] {
+        let g = hstu_relative_bias::graph(dtype, 2, 8, 4, 9, DType::I32).expect("graph");
+        check(&g, 9, &attrs, 6);
+    }
+}

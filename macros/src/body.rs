@@ -1170,6 +1170,11 @@ impl Lowering<'_> {
                 let w = self.tensor(w, m.args.span(), "the operand of `.matmul()`")?;
                 return self.matmul(recv, w, span);
             }
+            "at" => {
+                let index = pop_arg(&mut args, span)?;
+                let index = self.tensor(index, m.args.span(), "the index of `.at()`")?;
+                return self.gather(recv, index, span);
+            }
             "query_pos" | "key_pos" => {
                 let s = self.seqs_of(&recv, span)?;
                 let dtype = recv.dtype.acc();
@@ -1496,6 +1501,40 @@ impl Lowering<'_> {
         }))
     }
 
+    /// `table.at(index)`: the rows of a dense table `[K, ..]` at an integer
+    /// index tensor with no inner dims; the index's kind and rows, the
+    /// table's dtype and other dims (0 where the index is outside `0..K`).
+    fn gather(&mut self, table: Tensor, index: Tensor, span: Span) -> syn::Result<Value> {
+        let usage = || {
+            format!(
+                "`table.at(index)` picks rows of a `Dense<T, (K, ..)>` table at an integer \
+                 index with no inner dims (i32 or i64, e.g. `(i - j).cast::<i64>()`); found {} \
+                 and {}",
+                table.describe(),
+                index.describe()
+            )
+        };
+        let Shape::Dims(dt) = &table.shape else {
+            return err(span, usage());
+        };
+        let integer = matches!(&index.dtype, DTy::Named(n) if n == "i32" || n == "i64")
+            || index.dtype == DTy::KernelIndex;
+        let no_dims = matches!(&index.shape, Shape::Dims(d) if d.is_empty());
+        if dt.is_empty() || !integer || !no_dims {
+            return err(span, usage());
+        }
+        let var = self.emit(Step::Gather {
+            table: table.var,
+            index: index.var,
+        });
+        Ok(Value::Tensor(Tensor {
+            dtype: table.dtype,
+            shape: Shape::Dims(dt[1..].to_vec()),
+            var,
+            ..index
+        }))
+    }
+
     /// Checks the outputs against the declared ones and emits `output` calls.
     fn outputs(
         &mut self,
@@ -1609,7 +1648,8 @@ fn methods_of(kind: Kind) -> Vec<(&'static str, usize)> {
             ("seq_len", 0),
         ],
         Kind::Padded => &[("to_jagged", 0), ("row_pos", 0)],
-        Kind::PerSeq | Kind::Dense => &[],
+        Kind::PerSeq => &[],
+        Kind::Dense => &[("at", 1)],
         Kind::Lengths => return vec![("complete_cumsum", 0)],
         Kind::Offsets => return Vec::new(),
     };

@@ -212,6 +212,11 @@ pub enum Step {
         seqs: V,
         dtype: DTy,
     },
+    /// `table.at(index)`: rows of a dense table at integer indices.
+    Gather {
+        table: V,
+        index: V,
+    },
     /// `output` (defines no value).
     Output {
         name: String,
@@ -395,6 +400,10 @@ pub fn to_tokens(steps: &[Step], origins: &[Option<Src>]) -> Vec<TokenStream> {
                 Step::Compact { x, seqs } => {
                     let (x, s) = (x.ident(), seqs.ident());
                     quote!(__b.compact(#x, #s))
+                }
+                Step::Gather { table, index } => {
+                    let (t, i) = (table.ident(), index.ident());
+                    quote!(__b.gather(#t, #i))
                 }
                 Step::Offsets { seqs, dtype } => {
                     let (s, dt) = (seqs.ident(), dtype.tokens());
@@ -594,6 +603,7 @@ pub fn apply(
             Step::SeqsWhere { mask } => Some(b.seqs_where(v(*mask)?)),
             Step::Compact { x, seqs } => Some(b.compact(v(*x)?, v(*seqs)?)),
             Step::Offsets { seqs, dtype } => Some(b.offsets(v(*seqs)?, bindings.dtype(dtype)?)),
+            Step::Gather { table, index } => Some(b.gather(v(*table)?, v(*index)?)),
         };
         values.push(value);
     }

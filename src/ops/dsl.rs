@@ -36,6 +36,7 @@
 //! | `a.lt(b)`, `a.le(b)`, `a.gt(b)`, `a.ge(b)`, `a.eq(b)`, `a.ne(b)` -> bool tensor (`select`'s condition; IEEE: false with a NaN, but `ne` true) | tensors and scalars on either side (`dist.le(window)`, `window.ge(dist)`), broadcast |
 //! | `.sum_over_features()`, `.mean_over_features()`, `.max_over_features()`: reduce the last inner dim (`(H, D)` to `(H,)`) | any tensor with named inner dims |
 //! | `x.matmul(w)` with `w: Dense<T, (K, M)>`: `(.., K)` to `(.., M)` per row, in the accumulator dtype | any tensor with named inner dims |
+//! | `table.at(index)`: the rows of `table: Dense<T, (K, ..)>` at an i32/i64 `index` of any kind with no inner dims (0 outside `0..K`); a learned relative-position bias is `bias.at(((s.query_pos() - s.key_pos()).max(-w).min(w) + w).cast::<i64>())` | `Dense` |
 //! | `.exp()`, `.log()`, `.silu()`, `.sqrt()`, `.rsqrt()`, `.abs()`, `.relu()`, `.sigmoid()`, `.tanh()` (or `exp(x)`, `relu(x)`, ...), `.max(y)`, `.min(y)`, `.cast::<U>()` | any tensor |
 //! | `.powf(p)` (or `powf(x, p)`): `x^p` for a scalar `p`, IEEE `pow` (NaN for a negative `x` unless `p` is an integer) | any float tensor |
 //! | `.sum_over_seq()`, `.mean_over_seq()`, `.max_over_seq()`, `.logsumexp_over_seq()` -> `PerSeq` | `Jagged` |
@@ -514,6 +515,50 @@ impl<T, S, T2, S2> DotAcc<Jagged<T2, S2>> for Pairs<T, S> {
 }
 
 /// The shape without its last dim (the result of contracting it away).
+/// The dims after the first: the rows a gathered table gives per index.
+pub trait DropFirst {
+    /// The remaining dims.
+    type Output;
+}
+impl<A> DropFirst for (A,) {
+    type Output = ();
+}
+impl<A, B> DropFirst for (A, B) {
+    type Output = (B,);
+}
+impl<A, B, C> DropFirst for (A, B, C) {
+    type Output = (B, C);
+}
+
+/// An integer index tensor of any kind, gathering from a table of dtype `T`
+/// and dims `S` (`table.at(index)`): the index's kind, the table's dtype
+/// and its dims after the first.
+pub trait GatherIndex<T, S> {
+    /// The gathered tensor.
+    type Output;
+}
+
+macro_rules! gather_index {
+    ($($kind:ident),*) => {$(
+        impl<I, T, S: DropFirst> GatherIndex<T, S> for $kind<I, ()> {
+            type Output = $kind<T, <S as DropFirst>::Output>;
+        }
+    )*};
+}
+gather_index!(Jagged, PerSeq, Padded, Pairs, Dense);
+
+impl<T, S> Dense<T, S> {
+    /// The rows of this table `[K, ..]` at an integer index tensor (0 where
+    /// the index is outside `0..K`): a learned bias per relative position is
+    /// `bias.at((s.query_pos() - s.key_pos()).max(-w).min(w).cast::<i64>() + w)`.
+    pub fn at<X: GatherIndex<T, S>>(self, _index: X) -> X::Output
+    where
+        X::Output: Phantom,
+    {
+        Phantom::phantom()
+    }
+}
+
 pub trait DropLast {
     /// The remaining dims.
     type Output;
