@@ -789,3 +789,71 @@ fn a_closed_stdout_pipe_ends_jagc_quietly() {
     );
     assert!(!out.status.success(), "jagc cannot have written its PTX");
 }
+
+/// A 4-D `q` file is reported as the file's shape, naming `q`, not as a
+/// bad `--attr heads=` the user never gave.
+#[test]
+fn a_four_dimensional_q_names_q_not_an_attribute() {
+    let dir = temp_dir("q4d");
+    let zeros = |shape: Vec<usize>| {
+        let n = shape.iter().product();
+        DenseTensor::from_f64(DType::F32, shape, &vec![0.0; n]).expect("tensor")
+    };
+    let q = save(&dir, "q", &zeros(vec![5, 2, 4, 8]));
+    let kv = save(&dir, "k", &zeros(vec![5, 2, 8]));
+    let offsets = DenseTensor::from_f64(DType::I32, vec![3], &[0.0, 2.0, 5.0]).expect("offsets");
+    let off = save(&dir, "offsets", &offsets);
+    let out = dir.join("out.npy").display().to_string();
+    let err = fails(&[
+        "run",
+        "jagged_flash_attention",
+        "--in",
+        &format!("q={q}"),
+        "--in",
+        &format!("k={kv}"),
+        "--in",
+        &format!("v={kv}"),
+        "--in",
+        &format!("offsets={off}"),
+        "--attr",
+        "max_len=4",
+        "--out",
+        &format!("out={out}"),
+    ]);
+    assert!(err.contains("q") && err.contains("[T, H, D]"), "{err}");
+    assert!(!err.contains("--attr heads"), "{err}");
+}
+
+/// A uint16 `.npy` (how bf16 arrays are saved) is read as bf16 only for a
+/// bf16 input; for an f32 op it is an error naming the input, not uint16
+/// values silently taken for bf16 bits.
+#[test]
+fn a_uint16_npy_is_bf16_only_where_bf16_is_expected() {
+    let dir = temp_dir("u16");
+    let values = DenseTensor::from_f64(DType::BF16, vec![5, 4], &[0.5; 20]).expect("bf16 values");
+    let v = save(&dir, "values", &values);
+    let offsets = DenseTensor::from_f64(DType::I32, vec![3], &[0.0, 2.0, 5.0]).expect("offsets");
+    let off = save(&dir, "offsets", &offsets);
+    let out = dir.join("out.npy").display().to_string();
+    let args = |dtype: &'static str| {
+        vec![
+            "run".to_string(),
+            "jagged_softmax".to_string(),
+            "--in".to_string(),
+            format!("values={v}"),
+            "--in".to_string(),
+            format!("offsets={off}"),
+            "--attr".to_string(),
+            "max_len=4".to_string(),
+            "--dtype".to_string(),
+            dtype.to_string(),
+            "--out".to_string(),
+            format!("values={out}"),
+        ]
+    };
+    let f32_args = args("f32");
+    let err = fails(&f32_args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("values") && err.contains("uint16"), "{err}");
+    let bf16_args = args("bf16");
+    ok(&bf16_args.iter().map(String::as_str).collect::<Vec<_>>());
+}

@@ -154,8 +154,9 @@ pub fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 fn prepare_op(op: Op, args: &RunArgs) -> Result<Prepared, Box<dyn std::error::Error>> {
     let attrs = Attrs::parse(op, &args.attrs, false)?;
     let files = input_files(&op.subject(), op.inputs(), &args.inputs)?;
-    let loaded = load_files(&files)?;
     let dtype = Facts::dtype(op, args.dtype, &attrs)?;
+    let float_input = |name: &str| !matches!(name, "offsets" | "lengths" | "mask");
+    let loaded = load_files(&files, |name| dtype == DType::BF16 && float_input(name))?;
     let facts = facts_from_files(op, dtype, &loaded, &files)?;
     let graph = opspec::build_graph(op, &facts, &attrs)?;
     // Float inputs in the op's dtype; integer inputs as they are.
@@ -192,7 +193,13 @@ fn prepare_graph_file(path: &Path, args: &RunArgs) -> Result<Prepared, Box<dyn s
     let attrs = opspec::graph_file_attrs(&graph, path, &args.attrs)?;
     let names: Vec<&str> = graph.inputs().map(|(_, n, _)| n).collect();
     let files = input_files(&subject, &names, &args.inputs)?;
-    let loaded = load_files(&files)?;
+    let declared = |name: &str| {
+        graph
+            .inputs()
+            .find(|(_, n, _)| *n == name)
+            .map(|(_, _, t)| t.dtype)
+    };
+    let loaded = load_files(&files, |name| declared(name) == Some(DType::BF16))?;
     let mut inputs = BTreeMap::new();
     for (_, name, ty) in graph.inputs() {
         let tensor = &loaded[name];
@@ -220,14 +227,26 @@ fn prepare_graph_file(path: &Path, args: &RunArgs) -> Result<Prepared, Box<dyn s
     })
 }
 
-/// Loads every input file.
+/// Loads every input file. A `<u2` (uint16) file is read as bf16 bits, the
+/// project's convention for bf16 data (NumPy has no bf16), only for an
+/// input that `is_bf16` names: elsewhere it is an error, not real uint16
+/// values silently read as bf16.
 fn load_files(
     files: &BTreeMap<String, PathBuf>,
+    is_bf16: impl Fn(&str) -> bool,
 ) -> Result<BTreeMap<String, DenseTensor>, CliError> {
     let mut loaded = BTreeMap::new();
     for (name, path) in files {
-        let tensor =
-            DenseTensor::load_npy(path).map_err(|e| bad_input(name, path, e.to_string()))?;
+        let bad = |e: String| bad_input(name, path, e);
+        let header = jagged_ir::npy::read(path).map_err(|e| bad(e.to_string()))?;
+        if header.dtype == jagged_ir::npy::NpyDtype::U16 && !is_bf16(name) {
+            return Err(bad(
+                "a uint16 array; uint16 .npy files are read as bf16 bits only for a bf16 input \
+                 (use --dtype bf16, or save the values as floats)"
+                    .to_string(),
+            ));
+        }
+        let tensor = DenseTensor::load_npy(path).map_err(|e| bad(e.to_string()))?;
         loaded.insert(name.clone(), tensor);
     }
     Ok(loaded)
@@ -468,8 +487,18 @@ fn facts_from_files(
         Op::CompleteCumsum => (Vec::new(), 0),
         Op::DenseToJagged => (float("dense", 2)?[2..].to_vec(), 0),
         Op::JaggedFlashAttention => {
-            let q = float("q", 3)?;
-            let v = float("v", 3)?;
+            // q is [T, H, D] and v [T, H, Dv]: another rank is the file's
+            // fault, not an attribute's.
+            for name in ["q", "k", "v"] {
+                let shape = float(name, 3)?;
+                if shape.len() != 3 {
+                    return Err(bad(
+                        name,
+                        format!("shape {shape:?}, expected [T, H, D] (3 dims)"),
+                    ));
+                }
+            }
+            let (q, v) = (float("q", 3)?, float("v", 3)?);
             (q[1..].to_vec(), v[2])
         }
         Op::FbgemmJaggedFlashAttentionBasic => {
