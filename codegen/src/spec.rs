@@ -43,7 +43,7 @@ pub fn elem_bytes(dtype: DType) -> u32 {
 pub const MIN_MAX_LEN_BUCKET: u32 = 16;
 
 /// The largest max-length bucket (the largest power of two in a u32).
-pub const MAX_MAX_LEN_BUCKET: u32 = 1 << 31;
+pub const MAX_MAX_LEN_BUCKET: u32 = jagged_ir::bind::MAX_MAX_LEN as u32;
 
 /// Why a specialization cannot be made: a size the kernels cannot hold.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

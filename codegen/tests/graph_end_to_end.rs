@@ -558,3 +558,35 @@ fn gather_outside_the_table_is_zero() {
     );
     check(&g, 7, 113);
 }
+
+/// An inner dim of 0 (no features, or H = 0 heads) is valid for the
+/// reference, and so for the kernels: the templates refuse it, the general
+/// path takes it (empty outputs).
+#[test]
+fn inner_dims_of_zero() {
+    let g = parsed(
+        "graph empty_inner {
+  attr max_len: index
+  %0 = input offsets : i32[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input x : f32[%1, 0]
+  %3 = softmax %2, axis 0 : f32[%1, 0]
+  %4 = reduce sum %2, axis 0 : f32[B, 0]
+  output y = %3
+  output s = %4
+}",
+    );
+    check(&g, 5, 114);
+    let attention = ops::jagged_flash_attention(&ops::AttentionSpec {
+        input_dtype: DType::BF16,
+        dtype: DType::BF16,
+        offsets: DType::I32,
+        heads: 0,
+        head_dim: 32,
+        value_dim: 32,
+        causal: true,
+        activation: ops::Activation::Softmax,
+    })
+    .expect("graph");
+    check(&attention, 6, 115);
+}

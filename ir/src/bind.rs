@@ -51,6 +51,13 @@ pub enum BindError {
         /// The shape given.
         found: Vec<usize>,
     },
+    /// A `max_len` above [`MAX_MAX_LEN`]: every executor refuses it alike
+    /// (the kernels' row indices and buckets are 32-bit).
+    #[error("max_len {max_len} is above the largest supported, {MAX_MAX_LEN} (2^31)")]
+    MaxLenTooLarge {
+        /// The value given (or bound from a dense input's shape).
+        max_len: usize,
+    },
     /// Two jagged inputs on one sequence set with different row counts `T`
     /// (both are named: which one is wrong, the offsets' last entry tells).
     #[error(
@@ -253,9 +260,13 @@ pub fn bind(
             uses_n |= t.dims.contains(&Dim::MaxLen);
         }
     }
+    let max_len = resolve(max_len, uses_n, "N")?;
+    if max_len > MAX_MAX_LEN {
+        return Err(BindError::MaxLenTooLarge { max_len });
+    }
     Ok(Binding {
         batch: resolve(batch, uses_b, "B")?,
-        max_len: resolve(max_len, uses_n, "N")?,
+        max_len,
         rows,
         attrs,
     })
@@ -298,6 +309,10 @@ pub fn check_lengths_inputs(graph: &Graph, values: &[(&str, &[i64])]) -> Result<
     }
     Ok(())
 }
+
+/// The largest `max_len` any executor accepts (2^31): the reference
+/// evaluator and the kernels agree on it.
+pub const MAX_MAX_LEN: usize = 1 << 31;
 
 /// A type as users see it: `bf16[T, 2, 64]` (`T` the rows of a jagged
 /// value, `B` the sequences, `max_len`), not the IR's `%1` handles.

@@ -80,3 +80,26 @@ fn from_padded_dense_with_overflowing_inner_dims_is_an_error() {
     let offsets = jagged_ir::TensorData::from_f64(DType::I32, &[0.0, 0.0]);
     assert!(jagged_ir::JaggedTensor::from_padded_dense(&dense, offsets).is_err());
 }
+
+/// A `max_len` above 2^31 is refused by the binder, so the reference and
+/// the kernels (whose buckets stop at 2^31) agree on what is valid.
+#[test]
+fn max_len_above_two_to_the_31_is_refused_like_the_kernels_refuse_it() {
+    let offsets = DenseTensor::from_f64(DType::I32, vec![2], &[0.0, 3.0]).expect("offsets");
+    let (q, k) = (zeros(vec![3, 2, 4]), zeros(vec![3, 2, 4]));
+    let inputs = [("offsets", &offsets), ("q", &q), ("k", &k)];
+    let too_big = jagged_ir::bind::MAX_MAX_LEN + 1;
+    let err = evaluate(&graph(), &inputs, &[("max_len", AttrValue::Index(too_big))])
+        .expect_err("above 2^31")
+        .to_string();
+    assert!(err.contains("2^31"), "{err}");
+    let at_limit = jagged_ir::bind::MAX_MAX_LEN;
+    assert!(
+        evaluate(
+            &graph(),
+            &inputs,
+            &[("max_len", AttrValue::Index(at_limit))]
+        )
+        .is_ok()
+    );
+}
