@@ -857,3 +857,11 @@ fn a_uint16_npy_is_bf16_only_where_bf16_is_expected() {
     let bf16_args = args("bf16");
     ok(&bf16_args.iter().map(String::as_str).collect::<Vec<_>>());
 }
+
+/// Regression: `--attr inner=4294967300` emitted a width-4 kernel (the dim
+/// was narrowed to 32 bits); it is an error naming the dim now.
+#[test]
+fn an_inner_dim_past_32_bits_is_refused_not_truncated() {
+    let err = fails(&["emit", "jagged_softmax", "--attr", "inner=4294967300"]);
+    assert!(err.contains("4294967300") && err.contains("32 bits"), "{err}");
+}
