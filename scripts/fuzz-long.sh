@@ -103,17 +103,18 @@ for t in "${targets[@]}"; do
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
   new=$(sed -n 's/^stat::new_units_added: *//p' "$log" | tail -n 1)
   rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -n 1)
-  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2 || true)
   corpus=$(find "$work/corpus/$t" -type f | wc -l)
   if [ "$rc" = 0 ]; then
     status=ok
   else
     status="FINDING (exit $rc)"
     failed+=("$t")
-    echo "$label: $t: finding; the log's end:" >&2
-    grep -v '^#[0-9]' "$log" | tail -n 40 >&2
-    # The crashing input, as libFuzzer wrote it (the artifact lies in fuzz/artifacts/$t/).
-    grep -E '^(artifact_prefix|Base64:)' "$log" >&2 || true
+    cp "$log" "fuzz/artifacts/$t/finding.log"
+    echo "$label: $t: finding (whole log: fuzz/artifacts/$t/finding.log):" >&2
+    # The panic and its message, libFuzzer's verdict, and the input (base64).
+    grep -m 1 -A 3 -E "panicked at|ERROR: libFuzzer|==ERROR" "$log" >&2 || tail -n 20 "$log" >&2
+    grep -E "^SUMMARY|Test unit written|^Base64:" "$log" >&2 || true
   fi
   summary+=("$(printf '%-13s %12s %9s %6s %8s %9s %9s %5ss  %s' \
     "$t" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${new:-?}" "$corpus" "${rss:-?}MB" "$((t1 - t0))" "$status")")
