@@ -18,10 +18,8 @@
 # Environment: FUZZ_RUNS / FUZZ_SECONDS (defaults of the options), FUZZ_TIMEOUT
 # (10), FUZZ_RSS_MB (2048), FUZZ_SANITIZER (none: the fuzzed crates have no
 # unsafe code, and AddressSanitizer would halve the executions; `address` to
-# turn it on), JAGGED_FUZZ_KNOWN=1 (also run into the known, reported bugs the
-# targets skip; see the comments in fuzz/fuzz_targets/). Installs cargo-fuzz
-# into .tools/ when it is missing; needs the nightly toolchain (installed with
-# rustup when missing). scripts/fuzz-smoke.sh is this with --seconds 30.
+# turn it on). Installs cargo-fuzz into .tools/ when it is missing; needs the
+# nightly toolchain (installed with rustup when missing). scripts/fuzz-smoke.sh is this with --seconds 30.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"

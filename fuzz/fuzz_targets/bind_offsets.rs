@@ -206,19 +206,6 @@ fn padded(u: &mut Unstructured) -> Result<()> {
     };
     let raw = indices(u, 24)?;
     let offsets = offsets_data(u, &raw)?;
-    // Known bug (reported, not fixed yet): `from_padded_dense` multiplies the
-    // inner dims with an unchecked product, which overflows (a panic with
-    // overflow checks) for a dense tensor with no elements whose inner dims
-    // multiply past usize, e.g. shape [1, 0, 2^32, 2^32]. Skipped unless
-    // JAGGED_FUZZ_KNOWN=1, so that the smoke run stays green until it is fixed.
-    let inner_overflows = dense.shape().len() >= 2
-        && dense.shape()[2..]
-            .iter()
-            .try_fold(1usize, |a, &b| a.checked_mul(b))
-            .is_none();
-    if inner_overflows && !known_bugs() {
-        return Ok(());
-    }
     let _ = JaggedTensor::from_padded_dense(&dense, offsets);
     Ok(())
 }
@@ -333,12 +320,6 @@ fn offsets_data_exact(dtype: DType, values: &[i64]) -> TensorData {
         DType::I32 => TensorData::I32(values.iter().map(|&v| v as i32).collect()),
         _ => TensorData::I64(values.to_vec()),
     }
-}
-
-/// Whether to run into the known, reported bugs too (`JAGGED_FUZZ_KNOWN=1`).
-fn known_bugs() -> bool {
-    static KNOWN: OnceLock<bool> = OnceLock::new();
-    *KNOWN.get_or_init(|| std::env::var_os("JAGGED_FUZZ_KNOWN").is_some_and(|v| v == "1"))
 }
 
 fn run(u: &mut Unstructured) -> Result<()> {

@@ -10,9 +10,6 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if has_known_bug(text) && std::env::var_os("JAGGED_FUZZ_KNOWN").is_none_or(|v| v != "1") {
-        return;
-    }
     let Ok(graph) = Graph::parse(text) else {
         return;
     };
@@ -25,15 +22,3 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(again.canonical_hash(), graph.canonical_hash(), "hash changed");
     let _ = jagged_ir::lengths_inputs(&graph);
 });
-
-/// Known bug (reported, not fixed yet): the validator types `scan complete`
-/// over a static dim `n` as `n + 1`, which overflows for `n = usize::MAX`:
-/// `%0 = input x : i64[18446744073709551615]` then
-/// `%1 = scan complete %0, axis 0 : i64[1]` panics with overflow checks on
-/// (ir/src/validate.rs). Texts with the number 18446744073709551615 are
-/// skipped unless JAGGED_FUZZ_KNOWN=1, so that the smoke run stays green
-/// until it is fixed.
-fn has_known_bug(text: &str) -> bool {
-    text.split(|c: char| !c.is_ascii_digit())
-        .any(|w| w.parse::<u128>().is_ok_and(|v| v == u128::from(u64::MAX)))
-}
