@@ -782,7 +782,13 @@ impl<'g> Evaluator<'g> {
             node => crate::text::node_text(arg, node),
         };
         let range = integer_range(r.dtype);
-        let lengths = mode == ScanMode::Complete && r.dtype.is_index();
+        // Lengths that become offsets (`complete_cumsum`'s input, as the
+        // runtime checks them): a complete integer scan of a graph input. A
+        // scan of computed values may go negative; any integer scan must
+        // stay within its dtype.
+        let lengths = mode == ScanMode::Complete
+            && r.dtype.is_index()
+            && matches!(self.graph.node(arg), Node::Input { .. });
         let mut failure: Option<TensorError> = None;
         let mut out = vec![0.0; self.size(r)];
         let mut xi = Vec::new();
