@@ -8,7 +8,8 @@
 //! A graph is built from a list of op choices (proptest shrinks the list, so
 //! a failure comes back as a short graph); its text is printed on failure.
 //! `JAGGED_FUZZ_CASES` sets the number of graphs (500 by default, from a
-//! fixed seed; the longer run on new random graphs is `scripts/fuzz-graphs.sh`). A failure found here becomes a named
+//! fixed seed; the longer run on new random graphs is
+//! `scripts/fuzz-graphs.sh`). A failure found here becomes a named
 //! regression test at the end of this file.
 
 use std::sync::Arc;
