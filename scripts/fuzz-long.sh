@@ -113,6 +113,11 @@ for t in "${targets[@]}"; do
     # The panic and its message, libFuzzer's verdict, and the input (base64).
     grep -m 1 -A 3 -E "panicked at|ERROR: libFuzzer|==ERROR" "$log" >&2 || tail -n 20 "$log" >&2
     grep -E "^SUMMARY|Test unit written|^Base64:" "$log" >&2 || true
+    if ! grep -q "Test unit written" "$log"; then
+      # libFuzzer wrote no input: without a sanitizer, a stack overflow kills
+      # it before its handler can (exit 139, SIGSEGV).
+      echo "$label: $t: no input saved; a stack overflow is likely: rerun with FUZZ_SANITIZER=address" >&2
+    fi
   fi
   summary+=("$(printf '%-13s %12s %9s %6s %8s %9s %9s %5ss  %s' \
     "$t" "${execs:-?}" "${rate:-?}" "${cov:-?}" "${new:-?}" "$corpus" "${rss:-?}MB" "$((t1 - t0))" "$status")")
