@@ -863,5 +863,8 @@ fn a_uint16_npy_is_bf16_only_where_bf16_is_expected() {
 #[test]
 fn an_inner_dim_past_32_bits_is_refused_not_truncated() {
     let err = fails(&["emit", "jagged_softmax", "--attr", "inner=4294967300"]);
-    assert!(err.contains("4294967300") && err.contains("32 bits"), "{err}");
+    assert!(
+        err.contains("4294967300") && err.contains("32 bits"),
+        "{err}"
+    );
 }
