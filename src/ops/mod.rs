@@ -14,6 +14,6 @@ pub mod support;
 
 pub use primitives::*;
 
-/// The crate root's [`KernelError`](crate::KernelError) under the path the
+/// The crate root's [`KernelError`] under the path the
 /// ops and the `#[jagged_kernel]` expansion (through `support`) name.
 pub use crate::KernelError;

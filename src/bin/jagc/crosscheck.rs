@@ -609,8 +609,8 @@ pub struct CrosscheckArgs {
     /// The kernel's entry name.
     pub kernel: String,
     /// A kernel argument, in parameter order: u32:V i32:V u64:V i64:V f32:V f64:V
-    /// null rand:DTYPE:COUNT[:SEED] zeros:DTYPE:COUNT offsets:i32|i64:B:T[:SEED]
-    /// poison:DTYPE:COUNT in:PATH.npy out:PATH.npy:DTYPE:COUNT inout:IN.npy:OUT.npy.
+    /// null rand:DTYPE:COUNT(:SEED) zeros:DTYPE:COUNT offsets:i32|i64:B:T(:SEED)
+    /// poison:DTYPE:COUNT in:PATH.npy out:PATH.npy:DTYPE:COUNT inout:IN.npy:OUT.npy (a part in parentheses is optional).
     #[arg(value_name = "ARG")]
     pub args: Vec<String>,
 }

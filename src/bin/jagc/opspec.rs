@@ -23,7 +23,7 @@ pub enum CliError {
     /// An attribute the op (or graph) does not take.
     #[error("{subject} has no attribute `{name}` (attributes: {known})")]
     UnknownAttr {
-        /// The op or graph, as [`subject`] writes it.
+        /// The op or graph, as `Op::subject` writes it.
         subject: String,
         /// The attribute given.
         name: String,
@@ -70,7 +70,7 @@ pub enum CliError {
     /// A named input the op does not take, or one it needs and was not given.
     #[error("{subject}: {problem} input `{name}` (inputs: {known})")]
     Input {
-        /// The op or graph, as [`subject`] writes it.
+        /// The op or graph, as `Op::subject` writes it.
         subject: String,
         /// `unknown` or `missing`.
         problem: &'static str,
@@ -82,7 +82,7 @@ pub enum CliError {
     /// An `--out` name the op (or graph) does not produce.
     #[error("{subject} has no output `{name}` (outputs: {known})")]
     UnknownOutput {
-        /// The op or graph, as [`subject`] writes it.
+        /// The op or graph, as `Op::subject` writes it.
         subject: String,
         /// The name given.
         name: String,
