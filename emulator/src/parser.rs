@@ -507,6 +507,12 @@ impl Parser {
                 self.i += 1;
                 let mut v = Vec::new();
                 loop {
+                    // PTX vectors hold registers and immediates, never other
+                    // vectors: refusing `{` here also bounds the recursion
+                    // (a deeply nested input overflowed the stack).
+                    if matches!(self.peek(), Some(TokenKind::Punct('{'))) {
+                        return self.err("a vector operand cannot hold another vector".to_string());
+                    }
                     v.push(self.operand()?);
                     if self.eat_punct('}') {
                         break;
