@@ -135,30 +135,36 @@ fn general_path_errors_quote_the_node_and_its_line() {
     );
 }
 
-/// The flash-attention fast path says why it does not take an
-/// attention-like graph, in the plan, quoting the node and its line.
-#[test]
-fn attention_misses_say_why() {
-    let graph = jagged_ir::Graph::parse(
-        "graph hstu_temperature {
+/// An HSTU graph (bf16, H = 2, D = 64) whose scores are `%5` (q . k) and the
+/// attribute `%6` combined by `scores` (e.g. `div %5, %6`), as `%7`.
+fn hstu_with_scores(attr: &str, scores: &str) -> jagged_ir::Graph {
+    let text = format!(
+        "graph hstu_{attr} {{
   attr max_len: index
-  attr temperature: float = 2.0
+  attr {attr}: float = 0.5
   %0 = input offsets : i32[B+1]
   %1 = seqs %0, max_len : seqs
   %2 = input q : bf16[%1, 2, 64]
   %3 = input k : bf16[%1, 2, 64]
   %4 = input v : bf16[%1, 2, 64]
   %5 = contract %2[ihd], %3[jhd] -> [ijh] : f32[%1, %1, 2]
-  %6 = attr temperature : f32[]
-  %7 = div %5, %6 : f32[%1, %1, 2]
+  %6 = attr {attr} : f32[]
+  %7 = {scores} : f32[%1, %1, 2]
   %8 = silu %7 : f32[%1, %1, 2]
   %9 = cast %4 : f32[%1, 2, 64]
   %10 = contract %8[ijh], %9[jhe] -> [ihe] : f32[%1, 2, 64]
   %11 = cast %10 : bf16[%1, 2, 64]
   output out = %11
-}",
-    )
-    .expect("graph");
+}}"
+    );
+    jagged_ir::Graph::parse(&text).expect("graph")
+}
+
+/// The flash-attention fast path says why it does not take an
+/// attention-like graph, in the plan, quoting the node and its line.
+#[test]
+fn attention_misses_say_why() {
+    let graph = hstu_with_scores("temperature", "div %5, %6");
     let spec = Spec::for_graph(&graph, 64, Arch::Sm80).expect("spec");
     let (_, plan) = compile_with_plan(&graph, &spec).expect("general path");
     assert!(
@@ -171,26 +177,7 @@ fn attention_misses_say_why() {
 /// any name (`alpha` here), bound to that attribute at launch.
 #[test]
 fn attention_scale_attribute_may_have_any_name() {
-    let graph = jagged_ir::Graph::parse(
-        "graph hstu_alpha {
-  attr max_len: index
-  attr alpha: float = 0.5
-  %0 = input offsets : i32[B+1]
-  %1 = seqs %0, max_len : seqs
-  %2 = input q : bf16[%1, 2, 64]
-  %3 = input k : bf16[%1, 2, 64]
-  %4 = input v : bf16[%1, 2, 64]
-  %5 = contract %2[ihd], %3[jhd] -> [ijh] : f32[%1, %1, 2]
-  %6 = attr alpha : f32[]
-  %7 = mul %6, %5 : f32[%1, %1, 2]
-  %8 = silu %7 : f32[%1, %1, 2]
-  %9 = cast %4 : f32[%1, 2, 64]
-  %10 = contract %8[ijh], %9[jhe] -> [ihe] : f32[%1, 2, 64]
-  %11 = cast %10 : bf16[%1, 2, 64]
-  output out = %11
-}",
-    )
-    .expect("graph");
+    let graph = hstu_with_scores("alpha", "mul %6, %5");
     let spec = Spec::for_graph(&graph, 64, Arch::Sm80).expect("spec");
     let (kernel, plan) = compile_with_plan(&graph, &spec).expect("compiles");
     assert!(plan.starts_with("fast path: flash_attention"), "{plan}");

@@ -322,17 +322,17 @@ impl<'g> Worker<'g> {
         line: u32,
         detail: String,
     ) {
-        if self.reports.len() >= MAX_REPORTS || !self.report_keys.insert((kind, line)) {
-            return;
-        }
-        let r = self.check_report(ctx, kind, space, address, size, write, tid, line, detail);
-        self.reports.push(r);
+        self.report_as(
+            false, ctx, kind, space, address, size, write, tid, line, detail,
+        );
     }
 
-    /// Records a warning (at most one per kind and line, [`MAX_REPORTS`] in all).
+    /// Records a report, or with `warning` a warning: at most one per kind
+    /// and line in each list, [`MAX_REPORTS`] in all.
     #[allow(clippy::too_many_arguments)]
-    fn warn(
+    fn report_as(
         &mut self,
+        warning: bool,
         ctx: &LaunchCtx<'g>,
         kind: CheckKind,
         space: Space,
@@ -343,11 +343,20 @@ impl<'g> Worker<'g> {
         line: u32,
         detail: String,
     ) {
-        if self.warnings.len() >= MAX_REPORTS || !self.warning_keys.insert((kind, line)) {
+        let (len, keys) = if warning {
+            (self.warnings.len(), &mut self.warning_keys)
+        } else {
+            (self.reports.len(), &mut self.report_keys)
+        };
+        if len >= MAX_REPORTS || !keys.insert((kind, line)) {
             return;
         }
         let r = self.check_report(ctx, kind, space, address, size, write, tid, line, detail);
-        self.warnings.push(r);
+        if warning {
+            self.warnings.push(r);
+        } else {
+            self.reports.push(r);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -880,31 +889,18 @@ impl<'g> Worker<'g> {
             detail.push_str("; ");
             detail.push_str(&how);
         }
-        if warn {
-            self.warn(
-                ctx,
-                CheckKind::SharedRace,
-                Space::Shared,
-                off as u64,
-                size,
-                true,
-                tid,
-                line,
-                detail,
-            );
-        } else {
-            self.report(
-                ctx,
-                CheckKind::SharedRace,
-                Space::Shared,
-                off as u64,
-                size,
-                true,
-                tid,
-                line,
-                detail,
-            );
-        }
+        self.report_as(
+            warn,
+            ctx,
+            CheckKind::SharedRace,
+            Space::Shared,
+            off as u64,
+            size,
+            true,
+            tid,
+            line,
+            detail,
+        );
     }
 
     /// Resolves and checks an access, including the shared-memory checker bookkeeping.

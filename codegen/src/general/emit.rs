@@ -621,8 +621,10 @@ impl<'g> Emitter<'g> {
         self.b.selp(Type::S64, Operand::Int(0), Operand::Int(1), z)
     }
 
-    /// A predicate that holds where `v` is nonzero (NaN counts as nonzero).
-    fn truthy(&mut self, v: Val) -> Reg {
+    /// A predicate that holds where `v` is zero; its negation is "nonzero"
+    /// with NaN counted as nonzero (`setp.eq` is false for NaN), the truth
+    /// value of masks and conditions.
+    fn is_zero(&mut self, v: Val) -> Reg {
         let (ty, r) = match v {
             Val::F(r) => (Type::F32, r),
             Val::I(r) => (Type::S64, r),
@@ -632,10 +634,7 @@ impl<'g> Emitter<'g> {
         } else {
             Operand::Int(0)
         };
-        let z = self.b.setp(Cmp::Eq, ty, r, zero);
-        // `setp.eq` is false for NaN, so `!z` is "nonzero or NaN".
-        let nz = self.b.selp(Type::S64, Operand::Int(0), Operand::Int(1), z);
-        self.b.setp(Cmp::Ne, Type::S64, nz, Operand::Int(0))
+        self.b.setp(Cmp::Eq, ty, r, zero)
     }
 
     /// Rounds to `dtype` (what `cast`, `const` and `attr` do).
@@ -683,8 +682,8 @@ impl<'g> Emitter<'g> {
                 Val::I(i)
             }
             DType::Bool => {
-                let p = self.truthy(v);
-                Val::I(self.b.selp(Type::S64, Operand::Int(1), Operand::Int(0), p))
+                let z = self.is_zero(v);
+                Val::I(self.b.selp(Type::S64, Operand::Int(0), Operand::Int(1), z))
             }
         }
     }
@@ -783,20 +782,11 @@ impl<'g> Emitter<'g> {
                     let (l, r) = (self.i64(l), self.i64(r));
                     return Ok(Val::I(self.b.binary(int_op, Type::S64, l, r)));
                 }
+                // Float math (pow of integers included); `emit_binary`'s
+                // max and min propagate NaN, as the reference does.
                 let (l, r) = (self.f32(l), self.f32(r));
-                Ok(Val::F(match op {
-                    BinaryOp::Max | BinaryOp::Min => {
-                        // NaN from either side propagates, as in the reference.
-                        let m = emit_binary(&mut self.b, *op, l, r);
-                        let sum = self.b.binary(BinOp::Add, Type::F32, l, r);
-                        let l_ok = self.b.setp(Cmp::Eq, Type::F32, l, l);
-                        let r_ok = self.b.setp(Cmp::Eq, Type::F32, r, r);
-                        let m = self.b.selp(Type::F32, m, sum, l_ok);
-                        self.b.selp(Type::F32, m, sum, r_ok)
-                    }
-                    _ => emit_binary(&mut self.b, *op, l, r),
-                }))
-                .map(|v| if int { Val::I(self.i64(v)) } else { v })
+                let v = Val::F(emit_binary(&mut self.b, *op, l, r));
+                Ok(if int { Val::I(self.i64(v)) } else { v })
             }
             Node::Select {
                 cond,
@@ -804,15 +794,15 @@ impl<'g> Emitter<'g> {
                 on_false,
             } => {
                 let c = self.operand(h, *cond, at)?;
-                let p = self.truthy(c);
+                let z = self.is_zero(c);
                 let t = self.operand(h, *on_true, at)?;
                 let f = self.operand(h, *on_false, at)?;
                 Ok(if int {
                     let (t, f) = (self.i64(t), self.i64(f));
-                    Val::I(self.b.selp(Type::S64, t, f, p))
+                    Val::I(self.b.selp(Type::S64, f, t, z))
                 } else {
                     let (t, f) = (self.f32(t), self.f32(f));
-                    Val::F(self.b.selp(Type::F32, t, f, p))
+                    Val::F(self.b.selp(Type::F32, f, t, z))
                 })
             }
             Node::Mask { pred, .. } => {
@@ -1248,15 +1238,9 @@ impl<'g> Emitter<'g> {
         }
         let mut line_dims = x.dims.clone();
         line_dims.remove(axis);
-        let items = line_dims.iter().fold(SizeExpr::Const(1), |acc, d| {
-            acc * match d {
-                Dim::Batch => SizeExpr::Batch,
-                Dim::BatchPlusOne => SizeExpr::Batch + SizeExpr::Const(1),
-                Dim::MaxLen => SizeExpr::MaxLen,
-                Dim::Static(n) => SizeExpr::Const(*n as u64),
-                Dim::Ragged(_) => SizeExpr::Const(0),
-            }
-        });
+        // One thread per line: the elements of `x` without the scanned axis.
+        let items =
+            elements(&TensorType::new(x.dtype, line_dims.clone())).unwrap_or(SizeExpr::Const(0));
         self.items = items.clone();
         let work = self.size(items);
         let (start, step) = self.b.global_thread_index();
@@ -1381,8 +1365,8 @@ impl<'g> Emitter<'g> {
             let at = At { b, idx: vec![zero] };
             em.over_axis(len.into(), &at, 0, |em, l| {
                 let m = em.value(mask, l)?;
-                let p = em.truthy(m);
-                let one = em.b.selp(Type::S64, Operand::Int(1), Operand::Int(0), p);
+                let z = em.is_zero(m);
+                let one = em.b.selp(Type::S64, Operand::Int(0), Operand::Int(1), z);
                 em.b.binary_to(BinOp::Add, Type::S64, count, count, one);
                 Ok(())
             })?;
@@ -1452,9 +1436,9 @@ impl<'g> Emitter<'g> {
                         idx: vec![l.idx[0]],
                     },
                 )?;
-                let p = em.truthy(m);
+                let z = em.is_zero(m);
                 let skip = em.b.label();
-                em.b.bra_if(p, true, skip);
+                em.b.bra_if(z, false, skip);
                 let v = em.value(arg, l)?;
                 let row = em.b.binary(BinOp::Add, Type::U64, first, count);
                 let lin =

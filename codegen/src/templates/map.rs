@@ -339,19 +339,8 @@ pub fn emit_binary(b: &mut KernelBuilder, op: BinaryOp, l: Reg, r: Reg) -> Reg {
         BinaryOp::Sub => BinOp::Sub,
         BinaryOp::Mul => BinOp::Mul,
         BinaryOp::Div => BinOp::Div,
-        BinaryOp::Max | BinaryOp::Min => {
-            let op = if op == BinaryOp::Max {
-                BinOp::Max
-            } else {
-                BinOp::Min
-            };
-            let m = b.binary(op, Type::F32, l, r);
-            // `x == x` is false only for NaN.
-            let l_num = b.setp(Cmp::Eq, Type::F32, l, l);
-            let with_l = b.selp(Type::F32, m, l, l_num);
-            let r_num = b.setp(Cmp::Eq, Type::F32, r, r);
-            return b.selp(Type::F32, with_l, r, r_num);
-        }
+        BinaryOp::Max => return super::min_max_nan(b, BinOp::Max, l, r),
+        BinaryOp::Min => return super::min_max_nan(b, BinOp::Min, l, r),
         BinaryOp::Pow => return emit_pow(b, l, r),
     };
     b.binary(op, Type::F32, l, r)

@@ -426,7 +426,12 @@ pub fn split_row_chunk(b: &mut KernelBuilder, work: Reg, chunks: u64) -> (Reg, R
 /// `max(a, v)` that is NaN when either is (PTX `max.f32` returns the other
 /// operand): the reference's semantics, for every max-reduction.
 pub fn max_nan(b: &mut KernelBuilder, a: Reg, v: Reg) -> Reg {
-    let m = b.binary(BinOp::Max, Type::F32, a, v);
+    min_max_nan(b, BinOp::Max, a, v)
+}
+
+/// `op(a, v)` for `op` `Max` or `Min`, NaN when either operand is.
+pub fn min_max_nan(b: &mut KernelBuilder, op: BinOp, a: Reg, v: Reg) -> Reg {
+    let m = b.binary(op, Type::F32, a, v);
     let v_ok = b.setp(Cmp::Eq, Type::F32, v, v);
     let m = b.selp(Type::F32, m, v, v_ok);
     let a_ok = b.setp(Cmp::Eq, Type::F32, a, a);
