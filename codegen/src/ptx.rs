@@ -206,6 +206,9 @@ impl<W: fmt::Write> Writer<W> {
                     BinOp::Mul => "mul.lo",
                     BinOp::MulWide => "mul.wide",
                     BinOp::MulHi => "mul.hi",
+                    // f32: `div.full` (2 ulp, no slow-path subroutine:
+                    // `div.rn`'s call gives fused kernels a stack frame).
+                    BinOp::Div if *ty == Type::F32 => "div.full",
                     BinOp::Div if float => "div.rn",
                     BinOp::Div => "div",
                     BinOp::Rem => "rem",
@@ -338,6 +341,7 @@ impl<W: fmt::Write> Writer<W> {
             Inst::CpAsyncCommit => write!(o, "cp.async.commit_group;")?,
             Inst::CpAsyncWait { n } => write!(o, "cp.async.wait_group {n};")?,
             Inst::BarSync { id } => write!(o, "bar.sync {id};")?,
+            Inst::WarpSync => write!(o, "bar.warp.sync -1;")?,
             Inst::Bra { target } => write!(o, "bra {target};")?,
             Inst::Ret => write!(o, "ret;")?,
             Inst::Label(_) => {}

@@ -7,6 +7,8 @@ use jagged_ir::{
     BinaryOp, CompareOp, Dim, Graph, Handle, IndexPredicate, Node, ReduceOp, ScanMode, TensorType,
 };
 
+mod mma;
+
 use super::{Buffer, Partition, Step, Stored, elements, reduced_type, tensor_type, unsupported};
 use crate::error::CodegenError;
 use crate::kernel::{
@@ -70,6 +72,29 @@ fn cooperative(graph: &Graph, node: Handle<Node>) -> bool {
     axis + 1 == x.dims.len() || width < 8
 }
 
+/// The tensor-core schedule of the step that computes `node` into `into`,
+/// if its contraction takes one (not for a copy of a value stored elsewhere).
+fn tensor_core_plan(
+    graph: &Graph,
+    part: &Partition,
+    node: Handle<Node>,
+    into: Stored,
+) -> Option<mma::MmaPlan> {
+    let computes = part.stored.get(&node).is_none_or(|s| *s == into);
+    mma::plan(graph, part, node).filter(|_| computes)
+}
+
+/// How the step that computes `node` into `into` uses tensor cores, for the
+/// plan text.
+pub(super) fn tensor_core_note(
+    graph: &Graph,
+    part: &Partition,
+    node: Handle<Node>,
+    into: Stored,
+) -> Option<String> {
+    tensor_core_plan(graph, part, node, into).map(|p| p.to_string())
+}
+
 /// Generates the kernels of one step (two for [`Step::KeptOffsets`]).
 pub(super) fn lower_step(
     graph: &Graph,
@@ -77,7 +102,14 @@ pub(super) fn lower_step(
     step: &Step,
     name: &str,
 ) -> Result<Vec<Plan>> {
-    let mut em = Emitter::new(graph, part, name);
+    if let Step::Elements { node, into } = step
+        && let Some(plan) = tensor_core_plan(graph, part, *node, *into)
+    {
+        let mut em = Emitter::new(graph, part, name, mma::BLOCK_THREADS);
+        em.mma_elements(&plan, *node, *into)?;
+        return Ok(vec![em.finish()]);
+    }
+    let mut em = Emitter::new(graph, part, name, BLOCK_THREADS);
     match step {
         Step::Elements { node, into } => {
             let ty = tensor_type(graph, *node)?.clone();
@@ -122,7 +154,7 @@ pub(super) fn lower_step(
         Step::KeptOffsets { seqs } => {
             em.count_kept(*seqs)?;
             let first = em.finish();
-            let mut em = Emitter::new(graph, part, &format!("{name}_prefix"));
+            let mut em = Emitter::new(graph, part, &format!("{name}_prefix"), BLOCK_THREADS);
             em.prefix_kept(*seqs)?;
             return Ok(vec![first, em.finish()]);
         }
@@ -152,27 +184,31 @@ struct Emitter<'g> {
     /// In a cooperative element loop: a predicate that holds on lanes other
     /// than 0, which do not store (every lane holds the same result).
     not_writer: Option<Reg>,
+    /// Values already in registers for the element being computed (a
+    /// tensor-core contraction's accumulator in its epilogue).
+    known: Vec<(Handle<Node>, Val)>,
 }
 
 impl<'g> Emitter<'g> {
-    fn new(graph: &'g Graph, part: &'g Partition, name: &str) -> Self {
+    fn new(graph: &'g Graph, part: &'g Partition, name: &str, block_threads: u32) -> Self {
         Emitter {
             graph,
             part,
-            b: KernelBuilder::new(name, BLOCK_THREADS),
+            b: KernelBuilder::new(name, block_threads),
             params: Vec::new(),
             bindings: Vec::new(),
             items: SizeExpr::Const(1),
             memo: None,
             lanes: None,
             not_writer: None,
+            known: Vec::new(),
         }
     }
 
     fn finish(self) -> Plan {
         Plan {
+            grid: grid(self.items, u64::from(self.b.block_threads())),
             kernel: self.b.finish(),
-            grid: grid(self.items, u64::from(BLOCK_THREADS)),
             bindings: self.bindings,
         }
     }
@@ -692,6 +728,9 @@ impl<'g> Emitter<'g> {
 
     /// The value of `h` at `at`: loaded if stored, else computed in place.
     fn value(&mut self, h: Handle<Node>, at: &At) -> Result<Val> {
+        if let Some(&(_, v)) = self.known.iter().find(|(k, _)| *k == h) {
+            return Ok(v);
+        }
         if let Some(&st) = self.part.stored.get(&h) {
             let ty = tensor_type(self.graph, h)?.clone();
             let lin = self.linear(&ty, at)?;

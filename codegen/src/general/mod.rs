@@ -240,24 +240,48 @@ fn fused(graph: &Graph, h: Handle<Node>, fusion: Fusion) -> bool {
     }
 }
 
-/// Whether `h`'s only reader is an elementwise node over the same elements
-/// that is a graph output (`cast(contract(..))` into a bf16 output): the
-/// output's kernel then computes `h` in place, once per element, and no
-/// scratch round trip or second kernel is needed.
+/// Whether `h` reaches a graph output through a chain of elementwise nodes
+/// over the same elements, each the only reader of the one before
+/// (`relu(contract(..) + bias)` into a bf16 output): the output's kernel then
+/// computes `h` in place, once per element, and no scratch round trip or
+/// second kernel is needed. `h` itself must not be an output.
 fn feeds_an_output_elementwise(graph: &Graph, h: Handle<Node>) -> bool {
-    let [user] = graph.users(h)[..] else {
-        return false;
-    };
-    let elementwise = matches!(
-        graph.node(user),
-        Node::Cast { .. } | Node::Unary { .. } | Node::Binary { .. } | Node::Select { .. }
-    );
-    let same_elements = match (graph.type_of(h), graph.type_of(user)) {
-        (Type::Tensor(a), Type::Tensor(b)) => a.dims == b.dims,
-        _ => false,
-    };
+    output_through_elementwise_chain(graph, h).is_some()
+}
+
+/// The output node at the end of `h`'s elementwise chain (see
+/// [`feeds_an_output_elementwise`]), if it has one.
+fn output_through_elementwise_chain(graph: &Graph, h: Handle<Node>) -> Option<Handle<Node>> {
     let is_output = |x: Handle<Node>| graph.outputs().iter().any(|o| o.value == x);
-    elementwise && same_elements && is_output(user) && !is_output(h)
+    if is_output(h) {
+        return None;
+    }
+    let dims = match graph.type_of(h) {
+        Type::Tensor(t) => &t.dims,
+        Type::Seqs => return None,
+    };
+    let mut cur = h;
+    loop {
+        let [user] = graph.users(cur)[..] else {
+            return None;
+        };
+        let elementwise = matches!(
+            graph.node(user),
+            Node::Cast { .. }
+                | Node::Unary { .. }
+                | Node::Binary { .. }
+                | Node::Select { .. }
+                | Node::Compare { .. }
+        );
+        let same_elements = matches!(graph.type_of(user), Type::Tensor(t) if &t.dims == dims);
+        if !elementwise || !same_elements {
+            return None;
+        }
+        if is_output(user) {
+            return Some(user);
+        }
+        cur = user;
+    }
 }
 
 /// The type of a softmax's statistics: its operand's type without the axis
@@ -424,7 +448,10 @@ impl Partition {
                     } else {
                         format!(" (fused: {})", fused.join(" "))
                     };
-                    format!("elements {} -> {}{fused}", text(*node), into.buffer)
+                    let cores = emit::tensor_core_note(graph, self, *node, *into)
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default();
+                    format!("elements {} -> {}{fused}{cores}", text(*node), into.buffer)
                 }
                 Step::SoftmaxStats { node } => {
                     let (m, s) = self.softmax_stats[node];

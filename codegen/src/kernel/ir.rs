@@ -140,6 +140,10 @@ impl Type {
 
     /// The untyped-bits type of the same size (`and`, `or`, `shl`... want it).
     pub fn bits(self) -> Type {
+        if self == Type::Pred {
+            // Logic on predicates keeps `.pred` (`and.pred`).
+            return Type::Pred;
+        }
         match self.size() {
             1 => Type::B8,
             2 => Type::B16,
@@ -699,6 +703,9 @@ pub enum Inst {
         /// Barrier number.
         id: u32,
     },
+    /// `bar.warp.sync -1`: the lanes of a warp wait for each other, and
+    /// their shared-memory writes before it are seen by the others after it.
+    WarpSync,
     /// A branch target.
     Label(Label),
     /// `bra target` (make it conditional with a guard on its [`Stmt`]).

@@ -1,0 +1,577 @@
+//! Contractions on tensor cores: `mma.sync.m16n8k16` with f16 / bf16
+//! operands and f32 accumulators, whatever the letters and roles of the
+//! contraction's axes.
+//!
+//! The output letters found in one operand only form the rows `M` (that
+//! operand is the A side) and the columns `N` (the other operand, the B
+//! side); the letters found in both operands and the output are batch
+//! letters; the summed letters form `K`. Each group is flattened (last
+//! letter fastest), so `x[ihd] . w[hde] -> ihe` is a batch of `h` products of
+//! `[n_b, d] x [d, e]`, and `x[id] . y[ie] -> de` (jagged x jagged, summed
+//! over the sequence) is `[d, n_b] x [n_b, e]` per sequence.
+//!
+//! A warp owns a `16 x 8 nt` output tile. Each lane evaluates the operand
+//! elements of its own fragments with [`Emitter::value`], so operand
+//! prologues (casts, scales, masks, gathers) stay fused; elements outside
+//! `M`, `N` or `K` are zeros. The accumulators then go through the step's
+//! epilogue: the elementwise chain from the contraction to the output
+//! (bias, activation, cast), evaluated with the contraction's value taken
+//! from the accumulator.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use jagged_ir::{BinaryOp, Dim, Graph, Handle, Node, TensorType, UnaryOp};
+
+use super::{At, Emitter, Result, Val};
+use crate::general::{
+    Partition, Stored, output_through_elementwise_chain, tensor_type, unsupported,
+};
+use crate::kernel::{BinOp, Cmp, Inst, Operand, Reg, TernOp, Type};
+use crate::launch::SizeExpr;
+use crate::spec::DType;
+use crate::templates::pack_f32;
+
+/// Threads per CTA of a tensor-core kernel: four warps. (With 256, ptxas
+/// holds the fragment evaluation to 64 registers and spills.)
+pub(super) const BLOCK_THREADS: u32 = 128;
+/// Output columns per `mma` (the `n8` of `m16n8k16`).
+const N_MMA: u64 = 8;
+/// Most `m16n8` tiles a warp accumulates side by side (sharing its A fragments).
+const MAX_N_TILES: u64 = 4;
+
+/// How a contraction maps onto `mma` tiles.
+pub(super) struct MmaPlan {
+    /// The contraction.
+    contract: Handle<Node>,
+    /// Element type of both operands on the tensor cores (f16 or bf16).
+    ab: DType,
+    /// The A operand and its axis letters (rows `M` x `K`).
+    a: (Handle<Node>, String),
+    /// The B operand and its axis letters (`K` x columns `N`).
+    bside: (Handle<Node>, String),
+    /// The output letters.
+    out: String,
+    /// Row letters, in output order.
+    m: Vec<char>,
+    /// Column letters, in output order (static extents).
+    n: Vec<char>,
+    /// Batch letters, in output order (static extents).
+    batch: Vec<char>,
+    /// Summed letters, in the A operand's order.
+    k: Vec<char>,
+    /// The dim each letter ranges over.
+    dims: HashMap<char, Dim>,
+}
+
+/// The letters of an operand's non-batch dims, paired with the dims.
+fn named_dims(x: &TensorType, axes: &str) -> Vec<(char, Dim)> {
+    let named = if x.dims.first() == Some(&Dim::Batch) {
+        &x.dims[1..]
+    } else {
+        &x.dims[..]
+    };
+    axes.chars().zip(named.iter().copied()).collect()
+}
+
+fn static_extent(d: Dim) -> Option<u64> {
+    match d {
+        Dim::Static(n) => Some(n as u64),
+        _ => None,
+    }
+}
+
+/// Whether every element of `h` is a value of `ab` exactly, so that
+/// handing it to the tensor cores as `ab` rounds nothing: an input or
+/// attribute of that dtype, a cast to it, and what only moves, zeros,
+/// negates or picks among such values. (The reference does not round
+/// intermediates: `x * scale` typed f16 is not exact, and takes the SIMT
+/// loop.)
+fn exact_in(graph: &Graph, h: Handle<Node>, ab: DType) -> bool {
+    let typed = |x: Handle<Node>| matches!(tensor_type(graph, x), Ok(t) if t.dtype == ab);
+    match graph.node(h) {
+        Node::Input { .. } | Node::Const { .. } | Node::Attr { .. } | Node::Cast { .. } => typed(h),
+        Node::Position { .. } => typed(h),
+        Node::Unary { op, arg } => {
+            matches!(op, UnaryOp::Neg | UnaryOp::Abs | UnaryOp::Relu) && exact_in(graph, *arg, ab)
+        }
+        Node::Binary { op, lhs, rhs } => {
+            matches!(op, BinaryOp::Max | BinaryOp::Min)
+                && exact_in(graph, *lhs, ab)
+                && exact_in(graph, *rhs, ab)
+        }
+        Node::Select {
+            on_true, on_false, ..
+        } => exact_in(graph, *on_true, ab) && exact_in(graph, *on_false, ab),
+        Node::ToPadded { arg } | Node::FromPadded { arg, .. } | Node::Compact { arg, .. } => {
+            exact_in(graph, *arg, ab)
+        }
+        Node::Gather { table, .. } => exact_in(graph, *table, ab),
+        _ => false,
+    }
+}
+
+/// The contraction a step rooted at `root` computes on tensor cores, if it
+/// does: `root` itself, or the contraction at the start of `root`'s
+/// elementwise chain; f16 or bf16 operands on both sides, exact in that
+/// dtype ([`exact_in`]); a summed letter;
+/// row and column letters on opposite sides; static columns and batch.
+pub(super) fn plan(graph: &Graph, part: &Partition, root: Handle<Node>) -> Option<MmaPlan> {
+    let contract = match graph.node(root) {
+        Node::Contract { .. } => root,
+        _ => graph
+            .nodes()
+            .iter()
+            .map(|(h, _)| h)
+            .filter(|&h| matches!(graph.node(h), Node::Contract { .. }))
+            .find(|&h| {
+                !part.stored.contains_key(&h)
+                    && output_through_elementwise_chain(graph, h) == Some(root)
+            })?,
+    };
+    let Node::Contract {
+        lhs,
+        lhs_axes,
+        rhs,
+        rhs_axes,
+        out_axes,
+        ..
+    } = graph.node(contract)
+    else {
+        return None;
+    };
+    let (lt, rt) = (
+        tensor_type(graph, *lhs).ok()?,
+        tensor_type(graph, *rhs).ok()?,
+    );
+    let ab = match (lt.dtype, rt.dtype) {
+        (DType::F16, DType::F16) => DType::F16,
+        (DType::BF16, DType::BF16) => DType::BF16,
+        _ => return None,
+    };
+    if !exact_in(graph, *lhs, ab) || !exact_in(graph, *rhs, ab) {
+        return None;
+    }
+    let (ln, rn) = (named_dims(lt, lhs_axes), named_dims(rt, rhs_axes));
+    let mut dims = HashMap::new();
+    for &(c, d) in ln.iter().chain(&rn) {
+        dims.insert(c, d);
+    }
+    let in_l = |c: char| lhs_axes.contains(c);
+    let in_r = |c: char| rhs_axes.contains(c);
+    let out: Vec<char> = out_axes.chars().collect();
+    let batch: Vec<char> = out
+        .iter()
+        .copied()
+        .filter(|&c| in_l(c) && in_r(c))
+        .collect();
+    let only_l: Vec<char> = out
+        .iter()
+        .copied()
+        .filter(|&c| in_l(c) && !in_r(c))
+        .collect();
+    let only_r: Vec<char> = out
+        .iter()
+        .copied()
+        .filter(|&c| in_r(c) && !in_l(c))
+        .collect();
+    let summed: Vec<char> = ln
+        .iter()
+        .map(|&(c, _)| c)
+        .filter(|c| !out.contains(c))
+        .collect();
+    // A letter summed on one side only is a plain sum, not a product.
+    let one_sided = rn.iter().any(|&(c, _)| !out.contains(&c) && !in_l(c));
+    if summed.is_empty() || one_sided || only_l.is_empty() || only_r.is_empty() {
+        return None;
+    }
+    let is_static = |cs: &[char]| cs.iter().all(|c| static_extent(dims[c]).is_some());
+    if !is_static(&batch) {
+        return None;
+    }
+    // Any dynamic output letter (a sequence's rows) goes to the rows.
+    let (a, bside, m, n) = if is_static(&only_r) {
+        (
+            (*lhs, lhs_axes.clone()),
+            (*rhs, rhs_axes.clone()),
+            only_l,
+            only_r,
+        )
+    } else if is_static(&only_l) {
+        (
+            (*rhs, rhs_axes.clone()),
+            (*lhs, lhs_axes.clone()),
+            only_r,
+            only_l,
+        )
+    } else {
+        return None;
+    };
+    let k: Vec<char> = a.1.chars().filter(|c| summed.contains(c)).collect();
+    Some(MmaPlan {
+        contract,
+        ab,
+        a,
+        bside,
+        out: out_axes.clone(),
+        m,
+        n,
+        batch,
+        k,
+        dims,
+    })
+}
+
+impl fmt::Display for MmaPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let letters = |cs: &[char]| cs.iter().collect::<String>();
+        write!(
+            f,
+            "tensor cores: mma.m16n8k16.{} of {}, rows [{}] x columns [{}] summed over [{}]",
+            self.ab,
+            self.contract,
+            letters(&self.m),
+            letters(&self.n),
+            letters(&self.k)
+        )?;
+        if !self.batch.is_empty() {
+            write!(f, ", batch [{}]", letters(&self.batch))?;
+        }
+        Ok(())
+    }
+}
+
+impl MmaPlan {
+    fn static_product(&self, letters: &[char]) -> u64 {
+        letters
+            .iter()
+            .map(|c| static_extent(self.dims[c]).unwrap_or(1))
+            .product()
+    }
+
+    /// Whether the rows have a run-time extent.
+    fn dynamic_rows(&self) -> bool {
+        self.m.iter().any(|c| static_extent(self.dims[c]).is_none())
+    }
+
+    /// `m16n8` tiles per warp side by side.
+    fn n_tiles(&self) -> u64 {
+        self.static_product(&self.n)
+            .div_ceil(N_MMA)
+            .clamp(1, MAX_N_TILES)
+    }
+}
+
+impl Emitter<'_> {
+    /// The kernel of a step rooted at `root` whose contraction runs on
+    /// tensor cores (see [`plan`]), storing `root` into `into`.
+    pub(super) fn mma_elements(
+        &mut self,
+        plan: &MmaPlan,
+        root: Handle<Node>,
+        into: Stored,
+    ) -> Result<()> {
+        let graph = self.graph;
+        let r = tensor_type(graph, root)?.clone();
+        let per_sequence = r.dims.first() == Some(&Dim::Batch) || r.seqs().is_some();
+        let nt = plan.n_tiles();
+        let n_total = plan.static_product(&plan.n);
+        let col_tiles = n_total.div_ceil(N_MMA * nt);
+        let batch_total = plan.static_product(&plan.batch);
+        let slots = if plan.dynamic_rows() {
+            SizeExpr::ceil_div(SizeExpr::MaxLen, 16)
+        } else {
+            SizeExpr::Const(plan.static_product(&plan.m).div_ceil(16))
+        };
+        let outer = if per_sequence {
+            SizeExpr::Batch
+        } else {
+            SizeExpr::Const(1)
+        };
+        let warps_total = outer.clone() * SizeExpr::Const(batch_total * col_tiles) * slots.clone();
+        self.items = warps_total.clone() * SizeExpr::Const(32);
+
+        let (thread, threads) = self.b.global_thread_index();
+        let lane = self
+            .b
+            .binary(BinOp::And, Type::U64, thread, Operand::Int(31));
+        let g = self.b.binary(BinOp::Shr, Type::U64, lane, Operand::Int(2));
+        let c2 = self.b.binary(BinOp::And, Type::U64, lane, Operand::Int(3));
+        let c2 = self.b.binary(BinOp::Shl, Type::U64, c2, Operand::Int(1));
+        let warp = self
+            .b
+            .binary(BinOp::Shr, Type::U64, thread, Operand::Int(5));
+        let warps = self
+            .b
+            .binary(BinOp::Shr, Type::U64, threads, Operand::Int(5));
+        let work = self.size(warps_total);
+        let items = self.b.begin_range(Type::U64, warp, work, warps);
+        let outer_n: Operand = self.size(outer).into();
+        let slots_n: Operand = self.size(slots).into();
+        let w = self.digits(
+            items.counter,
+            &[
+                outer_n,
+                Operand::Int(batch_total as i64),
+                slots_n,
+                Operand::Int(col_tiles as i64),
+            ],
+        );
+        let (b, batch_index, slot, col_tile) = (w[0], w[1], w[2], w[3]);
+        let b = if per_sequence {
+            self.enter_sequence(b)?;
+            b
+        } else {
+            self.b.mov(Type::U64, Operand::Int(0))
+        };
+        let mut letter: HashMap<char, Reg> = HashMap::new();
+        let batch_extents = self.extents(plan, &plan.batch, b)?;
+        let batch_digits = self.digits(batch_index, &batch_extents);
+        letter.extend(plan.batch.iter().copied().zip(batch_digits));
+        let m_extents = self.extents(plan, &plan.m, b)?;
+        let m_total = self.product(&m_extents);
+        let k_extents = self.extents(plan, &plan.k, b)?;
+        let k_total = self.product(&k_extents);
+        let n_extents = self.extents(plan, &plan.n, b)?;
+
+        // This lane's columns: 2 c .. 2 c + 1 of each accumulator tile for
+        // the epilogue, g of each tile for the B fragments.
+        let col0 = self.b.binary(
+            BinOp::Mul,
+            Type::U64,
+            col_tile,
+            Operand::Int((N_MMA * nt) as i64),
+        );
+        let mut b_cols = Vec::new();
+        for t in 0..nt {
+            let n = self.b.binary(BinOp::Add, Type::U64, col0, g);
+            let n = self
+                .b
+                .binary(BinOp::Add, Type::U64, n, Operand::Int((N_MMA * t) as i64));
+            let ok = self
+                .b
+                .setp(Cmp::Lt, Type::U64, n, Operand::Int(n_total as i64));
+            b_cols.push((self.digits(n, &n_extents), ok));
+        }
+
+        let row_tiles = self
+            .b
+            .binary(BinOp::Add, Type::U64, m_total, Operand::Int(15));
+        let row_tiles = self
+            .b
+            .binary(BinOp::Shr, Type::U64, row_tiles, Operand::Int(4));
+        let tiles = self.b.begin_range(Type::U64, slot, row_tiles, slots_n);
+        let row0 = self
+            .b
+            .binary(BinOp::Shl, Type::U64, tiles.counter, Operand::Int(4));
+        let mut a_rows = Vec::new();
+        for half in [0, 8] {
+            let m = self.b.binary(BinOp::Add, Type::U64, row0, g);
+            let m = self.b.binary(BinOp::Add, Type::U64, m, Operand::Int(half));
+            let ok = self.b.setp(Cmp::Lt, Type::U64, m, m_total);
+            a_rows.push((self.digits(m, &m_extents), ok));
+        }
+        let acc: Vec<[Reg; 4]> = (0..nt)
+            .map(|_| std::array::from_fn(|_| self.b.const_f32(0.0)))
+            .collect();
+
+        let steps = self
+            .b
+            .begin_range(Type::U64, Operand::Int(0), k_total, Operand::Int(16));
+        // The K offsets of this lane's fragment elements: 2c, 2c+1, 2c+8, 2c+9.
+        let mut ks = Vec::new();
+        for dk in [0, 1, 8, 9] {
+            let k = self.b.binary(BinOp::Add, Type::U64, steps.counter, c2);
+            let k = self.b.binary(BinOp::Add, Type::U64, k, Operand::Int(dk));
+            let ok = self.b.setp(Cmp::Lt, Type::U64, k, k_total);
+            ks.push((self.digits(k, &k_extents), ok));
+        }
+        // A (16 x 16, row-major): a0 = (g, 2c..2c+1), a1 = (g+8, 2c..),
+        // a2 = (g, 2c+8..), a3 = (g+8, 2c+8..).
+        let mut a_vals = Vec::new();
+        for (kpair, row) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            for kk in [2 * kpair, 2 * kpair + 1] {
+                let (mdig, mok) = (&a_rows[row].0, a_rows[row].1);
+                let (kdig, kok) = (&ks[kk].0, ks[kk].1);
+                let ok = self.b.binary(BinOp::And, Type::Pred, mok, kok);
+                let groups = [(&mdig[..], &plan.m[..]), (&kdig[..], &plan.k[..])];
+                let v = self.fragment_element(&plan.a, b, &letter, &groups, ok)?;
+                a_vals.push(v);
+            }
+        }
+        let a_frag = pack_f32(&mut self.b, plan.ab, &a_vals);
+        for (t, (ndig, nok)) in b_cols.iter().enumerate() {
+            // B (16 x 8, column-major): b0 = (2c..2c+1, g), b1 = (2c+8.., g).
+            let mut b_vals = Vec::new();
+            for (kdig, kok) in &ks {
+                let ok = self.b.binary(BinOp::And, Type::Pred, *nok, *kok);
+                let groups = [(&ndig[..], &plan.n[..]), (&kdig[..], &plan.k[..])];
+                let v = self.fragment_element(&plan.bside, b, &letter, &groups, ok)?;
+                b_vals.push(v);
+            }
+            let b_frag = pack_f32(&mut self.b, plan.ab, &b_vals);
+            let ab = if plan.ab == DType::F16 {
+                Type::F16
+            } else {
+                Type::Bf16
+            };
+            self.b.push(Inst::Mma {
+                ab,
+                d: acc[t],
+                a: [a_frag[0], a_frag[1], a_frag[2], a_frag[3]],
+                b: [b_frag[0], b_frag[1]],
+                c: acc[t],
+            });
+        }
+        self.b.end_range(steps);
+
+        // Epilogue: accumulator (row g + 8 h, columns 2c + j) of each tile.
+        for (t, tile) in acc.iter().enumerate() {
+            for (h, row) in a_rows.iter().enumerate() {
+                for j in 0..2u64 {
+                    let n = self.b.ternary(
+                        TernOp::MadLo,
+                        Type::U64,
+                        col_tile,
+                        Operand::Int((N_MMA * nt) as i64),
+                        c2,
+                    );
+                    let n = self.b.binary(
+                        BinOp::Add,
+                        Type::U64,
+                        n,
+                        Operand::Int((N_MMA * t as u64 + j) as i64),
+                    );
+                    let nok = self
+                        .b
+                        .setp(Cmp::Lt, Type::U64, n, Operand::Int(n_total as i64));
+                    let ok = self.b.binary(BinOp::And, Type::Pred, row.1, nok);
+                    let skip = self.b.label();
+                    self.b.bra_if(ok, true, skip);
+                    let ndig = self.digits(n, &n_extents);
+                    let mut at_letter = letter.clone();
+                    at_letter.extend(plan.m.iter().copied().zip(row.0.iter().copied()));
+                    at_letter.extend(plan.n.iter().copied().zip(ndig));
+                    let lead = usize::from(r.dims.first() == Some(&Dim::Batch));
+                    let mut idx = Vec::with_capacity(r.dims.len());
+                    if lead == 1 {
+                        idx.push(b);
+                    }
+                    idx.extend(plan.out.chars().map(|c| at_letter[&c]));
+                    let at = At { b, idx };
+                    let value = Val::F(tile[2 * h + j as usize]);
+                    let v = if root == plan.contract {
+                        value
+                    } else {
+                        self.known.push((plan.contract, value));
+                        let v = self.define(root, &at);
+                        self.known.pop();
+                        v?
+                    };
+                    let lin = self.linear(&r, &at)?;
+                    self.store(into, lin, v);
+                    self.b.place(skip);
+                }
+            }
+        }
+        self.b.end_range(tiles);
+        if let Some(s) = r.seqs() {
+            self.zero_truncated_rows(&r, s, b, lane, into, [batch_index, slot, col_tile])?;
+        }
+        self.memo = None;
+        self.b.end_range(items);
+        Ok(())
+    }
+
+    /// The extents of `letters` in sequence `b`.
+    fn extents(&mut self, plan: &MmaPlan, letters: &[char], b: Reg) -> Result<Vec<Operand>> {
+        letters
+            .iter()
+            .map(|c| self.extent(plan.dims[c], b))
+            .collect()
+    }
+
+    /// The product of `extents` (u64 register).
+    fn product(&mut self, extents: &[Operand]) -> Reg {
+        let mut p = self.b.mov(Type::U64, Operand::Int(1));
+        for &e in extents {
+            p = self.b.binary(BinOp::Mul, Type::U64, p, e);
+        }
+        p
+    }
+
+    /// The operand `x` (with axis letters `axes`) at the element whose
+    /// letters are given by `letter` and `groups` (digit registers per
+    /// letter group), or 0 where `ok` fails.
+    fn fragment_element(
+        &mut self,
+        x: &(Handle<Node>, String),
+        b: Reg,
+        letter: &HashMap<char, Reg>,
+        groups: &[(&[Reg], &[char])],
+        ok: Reg,
+    ) -> Result<Reg> {
+        let ty = tensor_type(self.graph, x.0)?;
+        let mut idx = Vec::with_capacity(ty.dims.len());
+        if ty.dims.first() == Some(&Dim::Batch) {
+            idx.push(b);
+        }
+        for c in x.1.chars() {
+            let reg = letter.get(&c).copied().or_else(|| {
+                groups.iter().find_map(|(digits, letters)| {
+                    letters.iter().position(|&l| l == c).map(|k| digits[k])
+                })
+            });
+            idx.push(reg.ok_or_else(|| {
+                unsupported(
+                    self.graph,
+                    x.0,
+                    &format!("contraction letter `{c}` has no index in the mma tile"),
+                )
+            })?);
+        }
+        match self.guarded(x.0, &At { b, idx }, ok, false)? {
+            Val::F(r) | Val::I(r) => Ok(r),
+        }
+    }
+
+    /// Zeros the stored rows `n_b <= i < L_b` of a truncated jagged result
+    /// (one warp per sequence: the one whose other work digits are 0).
+    fn zero_truncated_rows(
+        &mut self,
+        r: &TensorType,
+        s: Handle<Node>,
+        b: Reg,
+        lane: Reg,
+        into: Stored,
+        others: [Reg; 3],
+    ) -> Result<()> {
+        if !matches!(self.graph.node(s), Node::Seqs { truncate: true, .. }) {
+            return Ok(());
+        }
+        let skip = self.b.label();
+        for d in others {
+            let nonzero = self.b.setp(Cmp::Ne, Type::U64, d, Operand::Int(0));
+            self.b.bra_if(nonzero, false, skip);
+        }
+        let width = crate::general::static_product(&r.dims[1..]);
+        let first = self.seq_start(s, b)?;
+        let next = self.b.binary(BinOp::Add, Type::U64, b, Operand::Int(1));
+        let end = self.seq_start(s, next)?;
+        let len = self.seq_len(s, b)?;
+        let kept_end = self.b.binary(BinOp::Add, Type::U64, first, len);
+        let from = self
+            .b
+            .binary(BinOp::Mul, Type::U64, kept_end, Operand::Int(width as i64));
+        let to = self
+            .b
+            .binary(BinOp::Mul, Type::U64, end, Operand::Int(width as i64));
+        let start = self.b.binary(BinOp::Add, Type::U64, from, lane);
+        let range = self.b.begin_range(Type::U64, start, to, Operand::Int(32));
+        let z = self.zero(into.elem);
+        self.store_always(into, range.counter, z);
+        self.b.end_range(range);
+        self.b.place(skip);
+        Ok(())
+    }
+}
