@@ -13,6 +13,8 @@
 //!   inferring its run-time sizes (shared by every executor).
 //! - [`eval`]: the reference evaluator.
 //! - [`ops`]: the builtin ops of OPS.md as graphs.
+//! - [`typing`]: the typing rules of the validator and the DSL's table of
+//!   methods and functions built on them.
 
 pub mod arena;
 pub mod bind;
@@ -24,6 +26,7 @@ pub mod npy;
 pub mod ops;
 pub mod tensor;
 pub mod text;
+pub mod typing;
 pub mod validate;
 
 pub use arena::{Arena, Handle};

@@ -166,14 +166,7 @@ pub struct AttentionSpec {
     pub activation: Activation,
 }
 
-/// The accumulator dtype for computing in `dtype`: f32 (OPS.md), f64 for f64.
-fn accumulator(dtype: DType) -> DType {
-    if dtype == DType::F64 {
-        DType::F64
-    } else {
-        DType::F32
-    }
-}
+use crate::typing::accumulator;
 
 /// An input rounded to the compute `dtype`.
 fn rounded(b: &mut GraphBuilder, x: Handle<Node>, from: DType, to: DType) -> Handle<Node> {

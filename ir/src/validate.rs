@@ -9,9 +9,10 @@ use std::collections::HashSet;
 use crate::arena::{Arena, Handle};
 use crate::dtype::DType;
 use crate::graph::{
-    AttrDecl, AttrKind, BinaryOp, Dim, Graph, IndexPredicate, MAX_LEN, Node, Origins, Output,
-    ReduceOp, ScanMode, TensorType, Type,
+    AttrDecl, AttrKind, Dim, Graph, IndexPredicate, MAX_LEN, Node, Origins, Output, ScanMode,
+    TensorType, Type,
 };
+use crate::typing::{self, DtypeRule};
 
 /// Why a graph is invalid, with the node (or graph-level item) it concerns.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -500,16 +501,21 @@ impl Validator<'_> {
         }
     }
 
+    /// `BadDtype` unless `rule` (of [`typing`]) admits `dtype`.
+    fn rule(rule: DtypeRule, dtype: DType) -> Result<(), Kind> {
+        Self::require(rule.admits(dtype), dtype, rule.requirement())
+    }
+
     fn float(dtype: DType) -> Result<(), Kind> {
-        Self::require(dtype.is_float(), dtype, "a float type is required")
+        Self::rule(DtypeRule::Float, dtype)
     }
 
     fn index(dtype: DType) -> Result<(), Kind> {
-        Self::require(dtype.is_index(), dtype, "i32 or i64 is required")
+        Self::rule(DtypeRule::Index, dtype)
     }
 
     fn numeric(dtype: DType) -> Result<(), Kind> {
-        Self::require(dtype != DType::Bool, dtype, "a numeric type is required")
+        Self::rule(DtypeRule::Numeric, dtype)
     }
 
     fn axis_dim(ty: &TensorType, axis: usize) -> Result<Dim, Kind> {
@@ -574,9 +580,9 @@ impl Validator<'_> {
                 Self::index(*dtype)?;
                 t(TensorType::new(*dtype, vec![Dim::BatchPlusOne]))
             }
-            Node::Unary { arg, .. } => {
+            Node::Unary { op, arg } => {
                 let a = self.tensor(h, *arg)?;
-                Self::float(a.dtype)?;
+                Self::rule(typing::unary_rule(*op), a.dtype)?;
                 t(a.clone())
             }
             Node::Cast { arg, dtype } => {
@@ -586,14 +592,11 @@ impl Validator<'_> {
             Node::Binary { op, lhs, rhs } => {
                 let (a, b) = (self.tensor(h, *lhs)?, self.tensor(h, *rhs)?);
                 Self::same_dtype(a.dtype, b.dtype)?;
-                Self::numeric(a.dtype)?;
-                if *op == BinaryOp::Pow {
-                    Self::float(a.dtype)?;
-                    if !b.dims.is_empty() {
-                        return Err(Kind::NonScalarExponent {
-                            found: b.to_string(),
-                        });
-                    }
+                Self::rule(typing::binary_rule(*op), a.dtype)?;
+                if *op == crate::graph::BinaryOp::Pow && !b.dims.is_empty() {
+                    return Err(Kind::NonScalarExponent {
+                        found: b.to_string(),
+                    });
                 }
                 t(self.broadcast(a, b)?.to_type(a.dtype))
             }
@@ -604,7 +607,7 @@ impl Validator<'_> {
             } => {
                 let c = self.tensor(h, *cond)?;
                 let (a, b) = (self.tensor(h, *on_true)?, self.tensor(h, *on_false)?);
-                Self::same_dtype(DType::Bool, c.dtype)?;
+                Self::rule(typing::SELECT_CONDITION_RULE, c.dtype)?;
                 Self::same_dtype(a.dtype, b.dtype)?;
                 let ab = self.broadcast(a, b)?.to_type(a.dtype);
                 t(self.broadcast(&ab, c)?.to_type(a.dtype))
@@ -629,14 +632,15 @@ impl Validator<'_> {
                 }
                 t(ty.clone())
             }
-            Node::Compare { lhs, rhs, .. } => {
+            Node::Compare { op, lhs, rhs } => {
                 let (a, b) = (self.tensor(h, *lhs)?, self.tensor(h, *rhs)?);
                 Self::same_dtype(a.dtype, b.dtype)?;
+                Self::rule(typing::compare_rule(*op), a.dtype)?;
                 t(self.broadcast(a, b)?.to_type(DType::Bool))
             }
             Node::Position { axis, ty } => {
                 self.check_type(h, ty)?;
-                Self::numeric(ty.dtype)?;
+                Self::rule(typing::POSITION_RULE, ty.dtype)?;
                 self.structure(ty)?;
                 Self::axis_dim(ty, *axis)?;
                 t(ty.clone())
@@ -648,12 +652,11 @@ impl Validator<'_> {
             }
             Node::Gather { table, index } => {
                 let (tab, idx) = (self.tensor(h, *table)?, self.tensor(h, *index)?);
-                if !idx.dtype.is_index() {
-                    return Err(Kind::BadDtype {
-                        found: idx.dtype,
-                        reason: "a gather's index is i32 or i64",
-                    });
-                }
+                Self::require(
+                    typing::GATHER_INDEX_RULE.admits(idx.dtype),
+                    idx.dtype,
+                    "a gather's index is i32 or i64",
+                )?;
                 if !matches!(tab.dims.first(), Some(Dim::Static(_)))
                     || tab.dims.iter().any(|d| !matches!(d, Dim::Static(_)))
                 {
@@ -670,10 +673,7 @@ impl Validator<'_> {
             }
             Node::Reduce { op, arg, axis } => {
                 let a = self.tensor(h, *arg)?;
-                match op {
-                    ReduceOp::Mean | ReduceOp::LogSumExp => Self::float(a.dtype)?,
-                    ReduceOp::Sum | ReduceOp::Max => Self::numeric(a.dtype)?,
-                }
+                Self::rule(typing::reduce_rule(*op), a.dtype)?;
                 let dim = Self::axis_dim(a, *axis)?;
                 if matches!(dim, Dim::Batch | Dim::BatchPlusOne) {
                     return Err(Kind::BadAxis {
@@ -691,7 +691,7 @@ impl Validator<'_> {
             }
             Node::Softmax { arg, axis } => {
                 let a = self.tensor(h, *arg)?;
-                Self::float(a.dtype)?;
+                Self::rule(typing::SOFTMAX_RULE, a.dtype)?;
                 let dim = Self::axis_dim(a, *axis)?;
                 if matches!(dim, Dim::Batch | Dim::BatchPlusOne) {
                     return Err(Kind::BadAxis {
@@ -704,7 +704,7 @@ impl Validator<'_> {
             }
             Node::Scan { mode, arg, axis } => {
                 let a = self.tensor(h, *arg)?;
-                Self::numeric(a.dtype)?;
+                Self::rule(typing::SCAN_RULE, a.dtype)?;
                 let dim = Self::axis_dim(a, *axis)?;
                 let bad = || Kind::BadAxis {
                     op: "scan",
@@ -737,8 +737,9 @@ impl Validator<'_> {
             } => {
                 let (a, b) = (self.tensor(h, *lhs)?, self.tensor(h, *rhs)?);
                 Self::same_dtype(a.dtype, b.dtype)?;
-                Self::numeric(a.dtype)?;
-                Self::numeric(*dtype)?;
+                Self::rule(typing::CONTRACT_RULE, a.dtype)?;
+                typing::contract_result_rule(a.dtype, *dtype)
+                    .or_else(|reason| Self::require(false, *dtype, reason))?;
                 t(contraction_type(
                     [(a, lhs_axes), (b, rhs_axes)],
                     out_axes,

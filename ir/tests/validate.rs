@@ -234,6 +234,17 @@ fn contractions() {
     assert!(
         matches!(rejects(b, 3, "%3 = contract"), K::BadContraction { reason } if reason.contains("must come first"))
     );
+    // Float operands do not accumulate in an integer (the macro's `dot_acc`
+    // rule, now the validator's: `jagged_ir::typing::contract_result_rule`).
+    let (mut b, _, x) = base();
+    b.contract(x, "ih", x, "jh", "ij", DType::I32);
+    assert_eq!(
+        rejects(b, 3, "%3 = contract"),
+        K::BadDtype {
+            found: DType::I32,
+            reason: "float operands accumulate in a float type"
+        }
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use jagged_ir::typing::{self, DslKind, DslNode, DtypeRule};
 use jagged_ir::{BinaryOp, CompareOp, ReduceOp, UnaryOp};
 use proc_macro2::Span;
 use quote::ToTokens;
@@ -83,24 +84,25 @@ struct Lowering<'a> {
     has_kernel_seqs: bool,
     /// The dtype of the kernel's offsets.
     index: DTy,
+    /// Whether the typing rules of `jagged_ir::typing` are checked here
+    /// (always, but in the agreement test, which compares the graph that
+    /// the unchecked lowering builds with the validator's verdict).
+    check_dtypes: bool,
 }
 
 /// Lowers the kernel with signature `sig` and body `block`, whose outputs are named `outputs`.
 pub fn lower(sig: &Signature, block: &syn::Block, outputs: &[Ident]) -> syn::Result<Lowered> {
-    let explicit_offsets = sig.params.iter().find_map(|p| match p {
-        Param::Tensor { ty, .. } if ty.kind == Kind::Offsets => Some(ty.dtype.clone()),
-        _ => None,
-    });
-    let mut l = Lowering {
-        sig,
-        steps: Vec::new(),
-        origins: Vec::new(),
-        origin: None,
-        env: HashMap::new(),
-        seqs: Vec::new(),
-        has_kernel_seqs: false,
-        index: explicit_offsets.unwrap_or(DTy::KernelIndex),
-    };
+    lower_with(sig, block, outputs, true)
+}
+
+/// [`lower`], with the dtype rules of `jagged_ir::typing` checked or not.
+pub(crate) fn lower_with(
+    sig: &Signature,
+    block: &syn::Block,
+    outputs: &[Ident],
+    check_dtypes: bool,
+) -> syn::Result<Lowered> {
+    let mut l = Lowering::new(sig, check_dtypes);
     l.prologue()?;
     let tail = l.body(block)?;
     let tail_span = block.stmts.last().map_or(block.span(), Spanned::span);
@@ -141,24 +143,19 @@ fn pop_arg(args: &mut Vec<Value>, span: Span) -> syn::Result<Value> {
         .ok_or_else(|| Error::new(span, "missing argument"))
 }
 
-/// The DSL's functions, as error messages list them.
-const FUNCTIONS: &str =
-    "exp, log, silu, sqrt, rsqrt, abs, relu, sigmoid, tanh, powf, max, min, select";
+/// The DSL's functions, as error messages list them (`jagged_ir::typing::FUNCTIONS`).
+fn function_list() -> String {
+    let names: Vec<&str> = typing::FUNCTIONS.iter().map(|f| f.name).collect();
+    names.join(", ")
+}
 
-/// The IR function of a one-argument DSL function or method (`exp(x)`, `x.sqrt()`).
+/// The IR function of a one-argument DSL function or method (`exp(x)`,
+/// `x.sqrt()`), from `jagged_ir::typing::FUNCTIONS`.
 fn unary_op(name: &str) -> Option<UnaryOp> {
-    Some(match name {
-        "exp" => UnaryOp::Exp,
-        "log" => UnaryOp::Log,
-        "silu" => UnaryOp::Silu,
-        "sqrt" => UnaryOp::Sqrt,
-        "rsqrt" => UnaryOp::Rsqrt,
-        "abs" => UnaryOp::Abs,
-        "relu" => UnaryOp::Relu,
-        "sigmoid" => UnaryOp::Sigmoid,
-        "tanh" => UnaryOp::Tanh,
-        _ => return None,
-    })
+    match typing::function(name)?.node {
+        DslNode::Unary(op) => Some(op),
+        _ => None,
+    }
 }
 
 /// The elementwise function of the DSL's `max` / `min` (function or method).
@@ -167,6 +164,45 @@ fn max_or_min(name: &str) -> BinaryOp {
         BinaryOp::Max
     } else {
         BinaryOp::Min
+    }
+}
+
+/// The tail of a one-expression body, lowered without outputs: the steps,
+/// and the tail's kind, dtype, shape and defining step (for the agreement
+/// test, which also builds graphs whose tail cannot be an output).
+#[cfg(test)]
+pub(crate) fn lower_tail(
+    sig: &Signature,
+    block: &syn::Block,
+    check_dtypes: bool,
+) -> syn::Result<(Vec<Step>, Kind, DTy, Shape, V)> {
+    let mut l = Lowering::new(sig, check_dtypes);
+    l.prologue()?;
+    let mut tail = l.body(block)?;
+    let (value, e) = tail
+        .pop()
+        .ok_or_else(|| Error::new(block.span(), "no tail"))?;
+    let t = l.tensor(value, e.span(), "the tail")?;
+    Ok((l.steps, t.kind, t.dtype, t.shape, t.var))
+}
+
+impl<'a> Lowering<'a> {
+    fn new(sig: &'a Signature, check_dtypes: bool) -> Self {
+        let explicit_offsets = sig.params.iter().find_map(|p| match p {
+            Param::Tensor { ty, .. } if ty.kind == Kind::Offsets => Some(ty.dtype.clone()),
+            _ => None,
+        });
+        Lowering {
+            sig,
+            steps: Vec::new(),
+            origins: Vec::new(),
+            origin: None,
+            env: HashMap::new(),
+            seqs: Vec::new(),
+            has_kernel_seqs: false,
+            index: explicit_offsets.unwrap_or(DTy::KernelIndex),
+            check_dtypes,
+        }
     }
 }
 
@@ -435,7 +471,7 @@ impl Lowering<'_> {
                 UnOp::Neg(_) => match self.expr(&u.expr)? {
                     Value::Scalar(s) => Ok(Value::Scalar(Scalar::Neg(Box::new(s)))),
                     Value::Tensor(t) => {
-                        self.float_only(&t, "-", u.span())?;
+                        self.check_rule(typing::unary_rule(UnaryOp::Neg), &t, "-", u.span())?;
                         let var = self.emit(Step::Unary {
                             op: UnaryOp::Neg,
                             x: t.var,
@@ -472,7 +508,8 @@ impl Lowering<'_> {
                 };
                 let lhs = self.expr(&b.left)?;
                 let rhs = self.expr(&b.right)?;
-                self.arith(op, lhs, rhs, b.op.span())
+                let symbol = b.op.to_token_stream().to_string();
+                self.arith(op, &symbol, lhs, rhs, b.op.span())
             }
             Expr::Call(c) => self.call(c),
             Expr::MethodCall(m) => self.method(m),
@@ -506,14 +543,30 @@ impl Lowering<'_> {
         }
     }
 
-    fn float_only(&self, t: &Tensor, op: &str, span: Span) -> syn::Result<()> {
-        if t.dtype.is_known_non_float() {
+    /// Checks `t`'s dtype against `rule`, a typing rule of `jagged_ir` (the
+    /// validator's for the node `op` builds): an error at `span` when no
+    /// dtype that `t`'s may stand for is admitted. A dtype parameter that
+    /// may be admitted is checked by the validator when `graph` runs.
+    fn check_rule(&self, rule: DtypeRule, t: &Tensor, op: &str, span: Span) -> syn::Result<()> {
+        if !self.admits(rule, &t.dtype) {
             return err(
                 span,
-                format!("`{op}` needs a float tensor, found {}", t.describe()),
+                format!(
+                    "`{op}` needs {}, found {}",
+                    rule.tensor_noun(),
+                    t.describe()
+                ),
             );
         }
         Ok(())
+    }
+
+    /// Whether `rule` may admit `dtype` (always, when dtypes are not checked).
+    fn admits(&self, rule: DtypeRule, dtype: &DTy) -> bool {
+        !self.check_dtypes
+            || dtype
+                .possible()
+                .is_none_or(|ds| ds.iter().any(|d| rule.admits(*d)))
     }
 
     /// The node of a scalar in `dtype` (the dtype of the tensor it meets);
@@ -523,7 +576,40 @@ impl Lowering<'_> {
         if dtype.is_known_non_float() {
             self.scalar_fits_integers(s, dtype, span)?;
         }
+        self.scalar_ops_admitted(s, dtype, span)?;
         Ok(self.scalar_node_unchecked(s, dtype))
+    }
+
+    /// Checks that the nodes of scalar arithmetic in `dtype` pass the
+    /// validator's rules (no `+` on bool), before `s` meets a tensor of `dtype`.
+    fn scalar_ops_admitted(&self, s: &Scalar, dtype: &DTy, span: Span) -> syn::Result<()> {
+        let (rule, rest): (Option<DtypeRule>, Vec<&Scalar>) = match s {
+            Scalar::Lit(_) | Scalar::Attr(_) => (None, Vec::new()),
+            Scalar::Neg(x) if matches!(**x, Scalar::Lit(_)) => (None, Vec::new()),
+            Scalar::Neg(x) => (
+                Some(match neg_lowering(dtype) {
+                    Some(op) => typing::binary_rule(op),
+                    None => typing::unary_rule(UnaryOp::Neg),
+                }),
+                vec![&**x],
+            ),
+            Scalar::Bin(op, a, b) => (Some(typing::binary_rule(*op)), vec![&**a, &**b]),
+        };
+        if let Some(rule) = rule
+            && !self.admits(rule, dtype)
+        {
+            return err(
+                span,
+                format!(
+                    "scalar arithmetic meets a {} tensor, which has none ({}); compute on a tensor of \
+                     another dtype and convert it with `.cast::<U>()`",
+                    dtype.describe(),
+                    rule.requirement()
+                ),
+            );
+        }
+        rest.into_iter()
+            .try_for_each(|x| self.scalar_ops_admitted(x, dtype, span))
     }
 
     /// Checks that `s` is an integer expression (integer literals, index
@@ -584,12 +670,32 @@ impl Lowering<'_> {
                 name: name.clone(),
                 dtype: dtype.clone(),
             }),
+            // A negative literal is a constant, in every dtype.
+            Scalar::Neg(x) if matches!(**x, Scalar::Lit(_)) => {
+                let Scalar::Lit(value) = **x else {
+                    unreachable!("matched a literal")
+                };
+                self.emit(Step::Const {
+                    value: -value,
+                    dtype: dtype.clone(),
+                })
+            }
             Scalar::Neg(x) => {
                 let x = self.scalar_node_unchecked(x, dtype);
-                self.emit(Step::Unary {
-                    op: UnaryOp::Neg,
-                    x,
-                })
+                match neg_lowering(dtype) {
+                    // The validator's `neg` takes floats: `0 - x` for integers.
+                    Some(op) => {
+                        let zero = self.emit(Step::Const {
+                            value: 0.0,
+                            dtype: dtype.clone(),
+                        });
+                        self.emit(Step::Binary { op, a: zero, b: x })
+                    }
+                    None => self.emit(Step::Unary {
+                        op: UnaryOp::Neg,
+                        x,
+                    }),
+                }
             }
             Scalar::Bin(op, a, b) => {
                 let a = self.scalar_node_unchecked(a, dtype);
@@ -727,7 +833,15 @@ impl Lowering<'_> {
         Ok((a, b))
     }
 
-    fn arith(&mut self, op: BinaryOp, lhs: Value, rhs: Value, span: Span) -> syn::Result<Value> {
+    /// `lhs op rhs`; `what` names the operation for messages (`+`, `max`).
+    fn arith(
+        &mut self,
+        op: BinaryOp,
+        what: &str,
+        lhs: Value,
+        rhs: Value,
+        span: Span,
+    ) -> syn::Result<Value> {
         if let (Value::Scalar(a), Value::Scalar(b)) = (&lhs, &rhs) {
             return Ok(Value::Scalar(Scalar::Bin(
                 op,
@@ -736,6 +850,7 @@ impl Lowering<'_> {
             )));
         }
         let (t, l, r) = self.operands(lhs, rhs, span)?;
+        self.check_rule(typing::binary_rule(op), &t, what, span)?;
         let var = self.emit(Step::Binary { op, a: l, b: r });
         Ok(Value::Tensor(Tensor { var, ..t }))
     }
@@ -750,6 +865,7 @@ impl Lowering<'_> {
             );
         }
         let (t, l, r) = self.operands(lhs, rhs, span)?;
+        self.check_rule(typing::compare_rule(op), &t, "comparison", span)?;
         let var = self.emit(Step::Compare { op, a: l, b: r });
         Ok(Value::Tensor(Tensor {
             dtype: bool_dtype(),
@@ -808,21 +924,23 @@ impl Lowering<'_> {
         let Some(name) = p.path.get_ident() else {
             return err_on(
                 &p,
-                format!("only the DSL's functions can be called ({FUNCTIONS})"),
+                format!(
+                    "only the DSL's functions can be called ({})",
+                    function_list()
+                ),
             );
         };
         let fname = name.to_string();
-        let arity = match fname.as_str() {
-            f if unary_op(f).is_some() => 1,
-            "max" | "min" | "powf" => 2,
-            "select" => 3,
-            _ => {
-                return err_on(
-                    &name,
-                    format!("unknown function `{fname}`: the DSL's functions are {FUNCTIONS}"),
-                );
-            }
+        let Some(function) = typing::function(&fname) else {
+            return err_on(
+                &name,
+                format!(
+                    "unknown function `{fname}`: the DSL's functions are {}",
+                    function_list()
+                ),
+            );
         };
+        let arity = function.arity;
         if c.args.len() != arity {
             return err_on(
                 &c,
@@ -837,7 +955,7 @@ impl Lowering<'_> {
             "max" | "min" => {
                 let b = pop_arg(&mut args, c.span())?;
                 let a = pop_arg(&mut args, c.span())?;
-                self.arith(max_or_min(&fname), a, b, c.span())
+                self.arith(max_or_min(&fname), &fname, a, b, c.span())
             }
             "select" => self.select(args, c.span()),
             "powf" => {
@@ -855,11 +973,11 @@ impl Lowering<'_> {
     }
 
     fn unary(&mut self, name: &str, x: Tensor, span: Span) -> syn::Result<Value> {
-        self.float_only(&x, name, span)?;
-        self.broadcast(&[&x], span)?;
         let Some(op) = unary_op(name) else {
             return err(span, format!("unknown function `{name}`"));
         };
+        self.check_rule(typing::unary_rule(op), &x, name, span)?;
+        self.broadcast(&[&x], span)?;
         let var = self.emit(Step::Unary { op, x: x.var });
         Ok(Value::Tensor(Tensor { var, ..x }))
     }
@@ -867,9 +985,9 @@ impl Lowering<'_> {
     /// `x.powf(p)` / `powf(x, p)`: the exponent is a scalar (a literal, an
     /// attribute or arithmetic on them), materialized in `x`'s dtype.
     fn powf(&mut self, x: Tensor, p: Value, span: Span) -> syn::Result<Value> {
-        self.float_only(&x, "powf", span)?;
+        self.check_rule(typing::binary_rule(BinaryOp::Pow), &x, "powf", span)?;
         match p {
-            Value::Scalar(_) => self.arith(BinaryOp::Pow, Value::Tensor(x), p, span),
+            Value::Scalar(_) => self.arith(BinaryOp::Pow, "powf", Value::Tensor(x), p, span),
             Value::Tensor(t) => err(
                 span,
                 format!(
@@ -885,7 +1003,7 @@ impl Lowering<'_> {
         let on_true = pop_arg(&mut args, span)?;
         let cond = pop_arg(&mut args, span)?;
         let cond = self.tensor(cond, span, "the condition of `select`")?;
-        if !cond.dtype.is_bool() {
+        if !self.admits(typing::SELECT_CONDITION_RULE, &cond.dtype) {
             return err(
                 span,
                 format!(
@@ -958,18 +1076,28 @@ impl Lowering<'_> {
                 );
             }
         };
-        let known = methods_of(recv.kind);
-        let Some(&(_, arity)) = known.iter().find(|(n, _)| *n == name) else {
-            let list: Vec<String> = known.iter().map(|(n, _)| format!("`{n}`")).collect();
+        let kind = dsl_kind(recv.kind);
+        let Some(spec) = typing::method(kind, &name) else {
+            let list: Vec<String> = typing::methods_of(kind)
+                .map(|m| format!("`{}`", m.name))
+                .collect();
             return err(
                 span,
-                format!(
-                    "unknown method `{name}` on {}; its methods are {}",
-                    recv.describe(),
-                    list.join(", ")
-                ),
+                if list.is_empty() {
+                    format!(
+                        "unknown method `{name}` on {}; it has no methods",
+                        recv.describe()
+                    )
+                } else {
+                    format!(
+                        "unknown method `{name}` on {}; its methods are {}",
+                        recv.describe(),
+                        list.join(", ")
+                    )
+                },
             );
         };
+        let arity = spec.arity;
         if m.args.len() != arity {
             return err_on(
                 &m,
@@ -979,10 +1107,12 @@ impl Lowering<'_> {
                 ),
             );
         }
-        if name != "cast" && name != "dot_acc" && m.turbofish.is_some() {
+        if !spec.type_argument && m.turbofish.is_some() {
             return err_on(&m.turbofish, format!("`.{name}()` takes no type arguments"));
         }
         let mut args = self.args(&m.args)?;
+        // The receiver's dtype, by the validator's rule for the node built.
+        self.check_rule(spec.dtype, &recv, &name, span)?;
         let v = recv.var;
         let out = match name.as_str() {
             n if unary_op(n).is_some() => return self.unary(&name, recv, span),
@@ -992,7 +1122,7 @@ impl Lowering<'_> {
             }
             "max" | "min" => {
                 let other = pop_arg(&mut args, span)?;
-                return self.arith(max_or_min(&name), Value::Tensor(recv), other, span);
+                return self.arith(max_or_min(&name), &name, Value::Tensor(recv), other, span);
             }
             "cast" => {
                 let to = self.dtype_turbofish(m, "write the target dtype as `.cast::<U>()`")?;
@@ -1010,7 +1140,6 @@ impl Lowering<'_> {
                     "max_over_seq" => ReduceOp::Max,
                     _ => ReduceOp::LogSumExp,
                 };
-                self.float_only(&recv, &name, span)?;
                 let var = self.emit(Step::Reduce { op, x: v, axis: 0 });
                 Tensor {
                     kind: Kind::PerSeq,
@@ -1033,7 +1162,6 @@ impl Lowering<'_> {
                 }
             }
             "softmax_over_seq" | "softmax_over_keys" => {
-                self.float_only(&recv, &name, span)?;
                 let axis = usize::from(name == "softmax_over_keys");
                 let var = self.emit(Step::Softmax { x: v, axis });
                 Tensor { var, ..recv }
@@ -1147,15 +1275,30 @@ impl Lowering<'_> {
                 let acc = if name == "dot_acc" {
                     let usage = "name the accumulator dtype: `.dot_acc::<f32>(k)`";
                     let acc = self.dtype_turbofish(m, usage)?;
-                    if acc.is_known_non_float() && !recv.dtype.is_known_non_float() {
-                        return err_on(
-                            &m.turbofish,
-                            format!(
-                                "float operands ({}) accumulate in a float dtype, not {}",
-                                recv.describe(),
-                                acc.describe()
-                            ),
-                        );
+                    // jagged_ir::typing::contract_result_rule, for every pair
+                    // of dtypes the operands and the accumulator may be.
+                    if self.check_dtypes
+                        && let (Some(ops), Some(accs)) = (recv.dtype.possible(), acc.possible())
+                    {
+                        let verdicts: Vec<Result<(), &str>> = ops
+                            .iter()
+                            .flat_map(|&o| {
+                                accs.iter()
+                                    .map(move |&a| typing::contract_result_rule(o, a))
+                            })
+                            .collect();
+                        if verdicts.iter().all(Result::is_err)
+                            && let Some(Err(reason)) = verdicts.first()
+                        {
+                            return err_on(
+                                &m.turbofish,
+                                format!(
+                                    "operands {} cannot accumulate in {}: {reason}",
+                                    recv.describe(),
+                                    acc.describe()
+                                ),
+                            );
+                        }
                     }
                     Some(acc)
                 } else {
@@ -1244,10 +1387,7 @@ impl Lowering<'_> {
                 };
                 let op = match name.as_str() {
                     "sum_over_features" => ReduceOp::Sum,
-                    "mean_over_features" => {
-                        self.float_only(&recv, &name, span)?;
-                        ReduceOp::Mean
-                    }
+                    "mean_over_features" => ReduceOp::Mean,
                     _ => ReduceOp::Max,
                 };
                 let axis = row_dims(recv.kind) + kept.len();
@@ -1258,7 +1398,14 @@ impl Lowering<'_> {
                     ..recv
                 }
             }
-            _ => return err(span, format!("unknown method `{name}`")),
+            _ => {
+                return err(
+                    span,
+                    format!(
+                        "internal: `.{name}()` is in jagged_ir's method table but the macro does not lower it"
+                    ),
+                );
+            }
         };
         Ok(Value::Tensor(out))
     }
@@ -1517,8 +1664,11 @@ impl Lowering<'_> {
         let Shape::Dims(dt) = &table.shape else {
             return err(span, usage());
         };
-        let integer = matches!(&index.dtype, DTy::Named(n) if n == "i32" || n == "i64")
-            || index.dtype == DTy::KernelIndex;
+        let integer = !self.check_dtypes
+            || index
+                .dtype
+                .possible()
+                .is_some_and(|ds| ds.iter().all(|d| typing::GATHER_INDEX_RULE.admits(*d)));
         let no_dims = matches!(&index.shape, Shape::Dims(d) if d.is_empty());
         if dt.is_empty() || !integer || !no_dims {
             return err(span, usage());
@@ -1590,70 +1740,15 @@ impl Lowering<'_> {
     }
 }
 
-/// The methods of each kind, with their argument counts.
-fn methods_of(kind: Kind) -> Vec<(&'static str, usize)> {
-    const ELEMENTWISE: [(&str, usize); 23] = [
-        ("exp", 0),
-        ("log", 0),
-        ("silu", 0),
-        ("sqrt", 0),
-        ("rsqrt", 0),
-        ("abs", 0),
-        ("relu", 0),
-        ("sigmoid", 0),
-        ("tanh", 0),
-        ("powf", 1),
-        ("max", 1),
-        ("min", 1),
-        ("cast", 0),
-        ("lt", 1),
-        ("le", 1),
-        ("gt", 1),
-        ("ge", 1),
-        ("eq", 1),
-        ("ne", 1),
-        ("sum_over_features", 0),
-        ("mean_over_features", 0),
-        ("max_over_features", 0),
-        ("matmul", 1),
-    ];
-    let own: &[(&str, usize)] = match kind {
-        Kind::Jagged => &[
-            ("sum_over_seq", 0),
-            ("mean_over_seq", 0),
-            ("max_over_seq", 0),
-            ("logsumexp_over_seq", 0),
-            ("softmax_over_seq", 0),
-            ("to_padded", 0),
-            ("to_padded_or", 1),
-            ("dot", 1),
-            ("dot_acc", 1),
-            ("compact", 1),
-            ("offsets", 0),
-            ("row_pos", 0),
-            ("seq_len", 0),
-        ],
-        Kind::Pairs => &[
-            ("softmax_over_keys", 0),
-            ("sum_over_keys", 0),
-            ("logsumexp_over_keys", 0),
-            ("causal", 0),
-            ("causal_or", 1),
-            ("anticausal", 0),
-            ("anticausal_or", 1),
-            ("dot", 1),
-            ("dot_acc", 1),
-            ("query_pos", 0),
-            ("key_pos", 0),
-            ("seq_len", 0),
-        ],
-        Kind::Padded => &[("to_jagged", 0), ("row_pos", 0)],
-        Kind::PerSeq => &[],
-        Kind::Dense => &[("at", 1)],
-        Kind::Lengths => return vec![("complete_cumsum", 0)],
-        Kind::Offsets => return Vec::new(),
-    };
-    ELEMENTWISE.iter().chain(own).copied().collect()
+/// How a scalar `-x` is lowered in `dtype`: `Some(Sub)` (`0 - x`) where
+/// the validator's `neg` (floats only) cannot take every dtype `dtype` may
+/// stand for and none of them is a float, `None` (`neg`) otherwise.
+fn neg_lowering(dtype: &DTy) -> Option<BinaryOp> {
+    let neg = typing::unary_rule(UnaryOp::Neg);
+    dtype
+        .possible()
+        .filter(|ds| !ds.is_empty() && ds.iter().all(|d| !neg.admits(*d)))
+        .map(|_| BinaryOp::Sub)
 }
 
 /// The number of row dims before a kind's inner dims (`[%s, %s, ...]` of
@@ -1666,17 +1761,26 @@ fn row_dims(kind: Kind) -> usize {
     }
 }
 
-/// The IR comparison of a DSL comparison method (`a.lt(b)`, ...).
+/// The IR comparison of a DSL comparison method (`a.lt(b)`, ...), from
+/// `jagged_ir::typing::METHODS`.
 fn compare_op(name: &str) -> Option<CompareOp> {
-    Some(match name {
-        "lt" => CompareOp::Lt,
-        "le" => CompareOp::Le,
-        "gt" => CompareOp::Gt,
-        "ge" => CompareOp::Ge,
-        "eq" => CompareOp::Eq,
-        "ne" => CompareOp::Ne,
-        _ => return None,
+    typing::METHODS.iter().find_map(|m| match m.node {
+        DslNode::Compare(op) if m.name == name => Some(op),
+        _ => None,
     })
+}
+
+/// The kind as `jagged_ir::typing` names it.
+pub(crate) fn dsl_kind(kind: Kind) -> DslKind {
+    match kind {
+        Kind::Jagged => DslKind::Jagged,
+        Kind::PerSeq => DslKind::PerSeq,
+        Kind::Padded => DslKind::Padded,
+        Kind::Pairs => DslKind::Pairs,
+        Kind::Lengths => DslKind::Lengths,
+        Kind::Offsets => DslKind::Offsets,
+        Kind::Dense => DslKind::Dense,
+    }
 }
 
 /// One letter per dim for `contract`'s axis strings: the dim's name in lower

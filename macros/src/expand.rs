@@ -16,10 +16,13 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             return quote!(#item #e);
         }
     };
-    let emitted = user_item(&func);
     match module(attr, &func) {
-        Ok(m) => quote!(#emitted #m),
+        Ok(m) => {
+            let emitted = user_item(&func, false);
+            quote!(#emitted #m)
+        }
         Err(e) => {
+            let emitted = user_item(&func, true);
             let e = e.to_compile_error();
             quote!(#emitted #e)
         }
@@ -28,9 +31,23 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 /// The user's function, without the DSL's `#[attr]` markers (rustc would not
 /// know them). It type-checks against `jagged::dsl`'s phantom types and is
-/// never called: the module's `graph` is the kernel's meaning.
-fn user_item(func: &ItemFn) -> TokenStream {
+/// never called: the module's `graph` is the kernel's meaning. Its value is
+/// checked for the declared kind and shape, not dtype (the phantom types do
+/// not track the accumulator dtype; the macro checks dtypes). When the macro
+/// has reported an error (`rejected`), the body is left out (the signature
+/// stays, for the code that names the function): rustc would report the
+/// same mistake again against the phantom types (an unknown method twice).
+fn user_item(func: &ItemFn, rejected: bool) -> TokenStream {
     let mut func = func.clone();
+    let block = &func.block;
+    let body: syn::Block = if rejected {
+        syn::parse_quote!({ ::core::unreachable!("rejected by #[jagged_kernel]") })
+    } else {
+        // The body is returned through `jagged::dsl::__output`: the declared
+        // kind and shape, any dtype (the macro has checked the dtype).
+        syn::parse_quote!({ ::jagged::dsl::__output(#block) })
+    };
+    *func.block = body;
     for input in &mut func.sig.inputs {
         if let FnArg::Typed(pt) = input {
             pt.attrs.retain(|a| !a.path().is_ident("attr"));

@@ -15,14 +15,20 @@
 //!   `Runtime::run_graph`, and `SPECIALIZED`, the kernels generated at compile
 //!   time for `specialize(...)`.
 //!
-//! Misuse of the DSL is a `compile_error!` at the offending span; the user's
-//! function is emitted in every case.
+//! Misuse of the DSL is a `compile_error!` at the offending span, reported
+//! once: the user's function is emitted in every case, but without its body
+//! when the macro rejected it (rustc would report the mistake again against
+//! the phantom types). The typing rules (method lists, arities, the dtypes
+//! each operation accepts, the accumulator dtype) are `jagged_ir::typing`'s,
+//! which the IR's validator applies too.
 //!
 //! Layout: `args` parses the attribute's own arguments, `sig` the
 //! function's signature, `body` checks the body and lowers it to `steps`
 //! (printed as `graph`'s body, or applied in the macro by `specialize`),
 //! `expand` assembles the output.
 
+#[cfg(test)]
+mod agreement;
 mod args;
 mod body;
 mod expand;

@@ -1,6 +1,8 @@
 //! The kernel's signature: generic parameters (dtypes, dims, shapes), tensor
 //! parameters, `#[attr]` attributes and the returned tensors.
 
+use jagged_ir::DType;
+use jagged_ir::typing::accumulator;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::{Error, FnArg, GenericArgument, GenericParam, Ident, ItemFn, Pat, PathArguments, Type};
@@ -117,16 +119,44 @@ impl DTy {
     /// one, symbolic for a parameter.
     pub fn acc(&self) -> DTy {
         match self {
-            DTy::Named(n) if n == "f64" => self.clone(),
-            DTy::Named(_) | DTy::KernelIndex => DTy::Named("f32".to_string()),
+            DTy::Named(_) | DTy::KernelIndex => {
+                // jagged_ir's rule, the same for every dtype it may stand for.
+                let accs: Vec<DType> = self
+                    .possible()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(accumulator)
+                    .collect();
+                match accs.split_first() {
+                    Some((first, rest)) if rest.iter().all(|a| a == first) => {
+                        DTy::Named(first.name().to_string())
+                    }
+                    _ => DTy::Acc(Box::new(self.clone())),
+                }
+            }
             DTy::Acc(_) => self.clone(),
             DTy::Param(_) => DTy::Acc(Box::new(self.clone())),
         }
     }
 
-    /// Whether the dtype is known to be bool.
-    pub fn is_bool(&self) -> bool {
-        matches!(self, DTy::Named(n) if n == "bool")
+    /// The dtypes this may stand for when `graph` runs: one for a named
+    /// dtype, i32 or i64 for the offsets dtype, f32 or f64 for an
+    /// accumulator; `None` (any) for a dtype parameter.
+    pub fn possible(&self) -> Option<Vec<DType>> {
+        match self {
+            DTy::Named(n) => Some(DType::from_name(n).into_iter().collect()),
+            DTy::KernelIndex => Some(vec![DType::I32, DType::I64]),
+            DTy::Acc(inner) => Some(match inner.possible() {
+                Some(ds) => {
+                    let mut accs: Vec<DType> = ds.into_iter().map(accumulator).collect();
+                    accs.sort();
+                    accs.dedup();
+                    accs
+                }
+                None => vec![DType::F64, DType::F32],
+            }),
+            DTy::Param(_) => None,
+        }
     }
 
     /// Whether the dtype is known not to be a float (then float math is an error).

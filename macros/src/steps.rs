@@ -450,11 +450,7 @@ impl Bindings {
                 .get(&p.to_string())
                 .copied()
                 .ok_or_else(|| format!("no value for the dtype parameter `{p}`")),
-            DTy::Acc(inner) => Ok(if self.dtype(inner)? == DType::F64 {
-                DType::F64
-            } else {
-                DType::F32
-            }),
+            DTy::Acc(inner) => Ok(jagged_ir::typing::accumulator(self.dtype(inner)?)),
             DTy::KernelIndex => self
                 .dtypes
                 .get("offsets")

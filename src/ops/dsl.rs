@@ -35,9 +35,11 @@
 //! | `+ - * /`, unary `-`, `max(a, b)`, `min(a, b)`, `select(cond, a, b)` | tensors and scalars, broadcast |
 //! | `a.lt(b)`, `a.le(b)`, `a.gt(b)`, `a.ge(b)`, `a.eq(b)`, `a.ne(b)` -> bool tensor (`select`'s condition; IEEE: false with a NaN, but `ne` true) | tensors and scalars on either side (`dist.le(window)`, `window.ge(dist)`), broadcast |
 //! | `.sum_over_features()`, `.mean_over_features()`, `.max_over_features()`: reduce the last inner dim (`(H, D)` to `(H,)`) | any tensor with named inner dims |
-//! | `x.matmul(w)` with `w: Dense<T, (K, M)>`: `(.., K)` to `(.., M)` per row, in the accumulator dtype | any tensor with named inner dims |
+//! | `x.matmul(w)` with `w: Dense<T, (K, M)>`: `(.., K)` to `(.., M)` per row, in the accumulator dtype | `Jagged`, `PerSeq`, `Pairs`, `Dense` with named inner dims (not `Padded`) |
 //! | `table.at(index)`: the rows of `table: Dense<T, (K, ..)>` at an i32/i64 `index` of any kind with no inner dims (0 outside `0..K`); a learned relative-position bias is `bias.at(((s.query_pos() - s.key_pos()).max(-w).min(w) + w).cast::<i64>())` | `Dense` |
-//! | `.exp()`, `.log()`, `.silu()`, `.sqrt()`, `.rsqrt()`, `.abs()`, `.relu()`, `.sigmoid()`, `.tanh()` (or `exp(x)`, `relu(x)`, ...), `.max(y)`, `.min(y)`, `.cast::<U>()` | any tensor |
+//! | `.exp()`, `.log()`, `.silu()`, `.sqrt()`, `.rsqrt()`, `.abs()`, `.relu()`, `.sigmoid()`, `.tanh()` (or `exp(x)`, `relu(x)`, ...) | any float tensor |
+//! | `.max(y)`, `.min(y)` (and `+ - * /`) | any numeric (non-bool) tensor |
+//! | `.cast::<U>()` | any tensor |
 //! | `.powf(p)` (or `powf(x, p)`): `x^p` for a scalar `p`, IEEE `pow` (NaN for a negative `x` unless `p` is an integer) | any float tensor |
 //! | `.sum_over_seq()`, `.mean_over_seq()`, `.max_over_seq()`, `.logsumexp_over_seq()` -> `PerSeq` | `Jagged` |
 //! | `.softmax_over_seq()`, `.to_padded()`, `.to_padded_or(v)`, `.compact(mask)`, `.offsets()` | `Jagged` |
@@ -65,6 +67,13 @@
 //! converted to the accumulator, losslessly; other dtype mismatches are
 //! errors (convert with `.cast::<U>()`). A value in the accumulator dtype of
 //! an output's declared dtype (f32 for a bf16 output) is rounded to it.
+//!
+//! Which dtypes each operation accepts, and its result's kind and dtype, are
+//! the IR validator's rules, tabulated in `jagged::ir::typing` (`METHODS`,
+//! `FUNCTIONS`, `OPERATORS`): the macro checks a body with them, so a body it
+//! accepts builds a graph the validator accepts. The phantom types here
+//! check kinds, shapes, method names and arities, not dtypes; the
+//! `typing_agreement` test checks them against that table.
 //!
 //! Elementwise operands are matched by structure, as the IR's validator
 //! does: the one with more row axes gives the result's kind (a `Dense<T,
@@ -392,15 +401,6 @@ macro_rules! elementwise {
             {
                 Phantom::phantom()
             }
-            /// Times a weight matrix: the last inner dim `K` contracted with
-            /// the first of `w: Dense<T, (K, M)>` (`[.., K]` to `[.., M]`), in
-            /// the accumulator dtype.
-            pub fn matmul<T2, K, M>(self, _w: Dense<T2, (K, M)>) -> $kind<T, <S as ReplaceLast<M>>::Output>
-            where
-                S: ReplaceLast<M>,
-            {
-                Phantom::phantom()
-            }
         }
     )*};
     (@ops $kind:ident: $($tr:ident $m:ident),*) => {$(
@@ -436,6 +436,64 @@ macro_rules! elementwise {
 }
 
 elementwise!(Jagged, PerSeq, Padded, Pairs, Dense);
+
+/// `x.matmul(w)` on the kinds whose rows a contraction can keep (not
+/// `Padded`: the IR contracts no padded `N` axis).
+macro_rules! matmul {
+    ($($kind:ident),*) => {$(
+        impl<T, S> $kind<T, S> {
+            /// Times a weight matrix: the last inner dim `K` contracted with
+            /// the first of `w: Dense<T, (K, M)>` (`[.., K]` to `[.., M]`), in
+            /// the accumulator dtype.
+            pub fn matmul<T2, K, M>(self, _w: Dense<T2, (K, M)>) -> $kind<T, <S as ReplaceLast<M>>::Output>
+            where
+                S: ReplaceLast<M>,
+            {
+                Phantom::phantom()
+            }
+        }
+    )*};
+}
+
+matmul!(Jagged, PerSeq, Pairs, Dense);
+
+/// A body's value returned as the kernel's declared output type `O`: the
+/// same kind and shape, in any dtype (the macro checks the dtype: the value's
+/// own, or its accumulator dtype rounded to the declared one). The function
+/// the macro emits returns its body through [`__output`], so that the phantom
+/// types, whose results keep the receiver's dtype where the macro's are in
+/// the accumulator dtype (`dot`, `matmul`, positions), never make rustc
+/// reject a kernel that the macro accepts.
+#[doc(hidden)]
+pub trait Output<O> {}
+
+macro_rules! output {
+    ($($kind:ident),*) => {$(
+        impl<T, T2, S> Output<$kind<T2, S>> for $kind<T, S> {}
+    )*};
+}
+output!(Jagged, PerSeq, Padded, Pairs, Dense);
+impl<I> Output<Lengths<I>> for Lengths<I> {}
+impl<I> Output<Offsets<I>> for Offsets<I> {}
+
+macro_rules! output_tuple {
+    ($($x:ident $o:ident),*) => {
+        impl<$($x: Output<$o>, $o),*> Output<($($o,)*)> for ($($x,)*) {}
+    };
+}
+output_tuple!(A OA);
+output_tuple!(A OA, B OB);
+output_tuple!(A OA, B OB, C OC);
+output_tuple!(A OA, B OB, C OC, D OD);
+output_tuple!(A OA, B OB, C OC, D OD, E OE);
+output_tuple!(A OA, B OB, C OC, D OD, E OE, F OF);
+
+/// The body of a kernel as its declared output type (see [`Output`]); never
+/// called.
+#[doc(hidden)]
+pub fn __output<O, X: Output<O>>(_body: X) -> O {
+    unreachable!("the phantom function of a #[jagged_kernel] is never called")
+}
 
 /// Comparisons with a scalar on the left (`window.ge(dist)`, `0.5f32.lt(x)`):
 /// the same bool tensor as the tensor's method with the sides swapped.
@@ -618,7 +676,7 @@ impl<T, S> Jagged<T, S> {
         Phantom::phantom()
     }
     /// Per sequence, `self[i] . other[j]` over the last dim: attention scores.
-    pub fn dot<S2>(self, _other: Jagged<T, S2>) -> Pairs<T, <S as DropLast>::Output>
+    pub fn dot<T2, S2>(self, _other: Jagged<T2, S2>) -> Pairs<T, <S as DropLast>::Output>
     where
         S: DropLast,
     {

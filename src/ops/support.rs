@@ -16,14 +16,9 @@ pub use super::KernelError;
 use std::collections::BTreeMap;
 
 /// The accumulator dtype of computations in `dtype`: f64 for f64, else f32
-/// (OPS.md: "accumulation is f32 whatever the input dtype").
-pub fn accumulator(dtype: DType) -> DType {
-    if dtype == DType::F64 {
-        DType::F64
-    } else {
-        DType::F32
-    }
-}
+/// (OPS.md: "accumulation is f32 whatever the input dtype"); the IR's rule,
+/// [`jagged_ir::typing::accumulator`].
+pub use jagged_ir::typing::accumulator;
 
 /// The dtype classes a generic parameter's bound can require.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
