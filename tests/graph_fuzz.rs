@@ -438,7 +438,10 @@ impl Builder {
     /// inner dim, `p . v` over the keys, jagged x dense weight, and jagged x
     /// jagged reduced over the sequence.
     fn contract(&mut self, a: &Value, arg: u32) {
-        let f32_of = |b: &mut Builder, v: &Value| b.cast_to(v, DType::F32);
+        // Operands in f32 (SIMT), or cast to f16 / bf16 (tensor cores where
+        // the result is stored: the general path's mma schedule).
+        let ab = [DType::F32, DType::F16, DType::BF16][(arg >> 8) as usize % 3];
+        let operand = |b: &mut Builder, v: &Value| b.cast_to(v, ab);
         let jag = |s: &Shape| s.rows == [Row::Ragged] && s.inner.len() == 1;
         let candidates: Vec<Value> = self
             .pool
@@ -450,7 +453,7 @@ impl Builder {
             return;
         }
         let b = candidates[arg as usize % candidates.len()].clone();
-        let (x, y) = (f32_of(self, a), f32_of(self, &b));
+        let (x, y) = (operand(self, a), operand(self, &b));
         match (arg >> 6) % 4 {
             0 if jag(&a.shape) && a.shape.inner == b.shape.inner => {
                 let n = self
@@ -471,7 +474,7 @@ impl Builder {
             }
             2 if jag(&a.shape) => match self.weight.clone() {
                 Some(w) if w.shape.inner[0] == a.shape.inner[0] => {
-                    let wf = f32_of(self, &w);
+                    let wf = operand(self, &w);
                     let n = self
                         .g
                         .contract(x.node, "iw", wf.node, "wv", "iv", DType::F32);
@@ -726,6 +729,29 @@ proptest! {
             return Err(TestCaseError::fail(e));
         }
     }
+}
+
+/// The generator reaches the tensor-core schedule: some of its contractions
+/// have f16 / bf16 operands and a stored result, so the fuzzer checks the
+/// general path's `mma` kernels too, not only its SIMT loops.
+#[test]
+fn the_generator_reaches_tensor_cores() {
+    use jagged::codegen::general::compile_general;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut mma = 0;
+    for _ in 0..500 {
+        let r = recipe()
+            .new_tree(&mut runner)
+            .map(|t| t.current())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Some(graph) = build(&r) else { continue };
+        let spec = Spec::for_graph(&graph, u64::from(r.max_len), Arch::Sm80).expect("spec");
+        let general = compile_general(&graph, &spec).unwrap_or_else(|e| panic!("{e}\n{graph}"));
+        if general.kernel.ptx.contains("mma.sync") {
+            mma += 1;
+        }
+    }
+    assert!(mma >= 5, "{mma} of 500 graphs use tensor cores");
 }
 
 /// The generator makes valid graphs: at most 2% are rejected by the validator

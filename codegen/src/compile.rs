@@ -10,7 +10,7 @@ use jagged_ir::{Dim, Graph, Handle, IndexPredicate, Node, ReduceOp, ScanMode, Te
 
 use crate::error::CodegenError;
 use crate::launch::{CompiledKernel, ParamBinding, SizeExpr};
-use crate::lower::{Primitive, lower};
+use crate::lower::{Lowered, Primitive, lower_module};
 use crate::spec::{Arch, DType, Spec};
 use crate::templates::map::{MapExpr, MapOperand, MapSource};
 use crate::templates::segment::ReduceKind;
@@ -44,7 +44,8 @@ pub fn compile_with_plan(
 ) -> Result<(CompiledKernel, String), CodegenError> {
     check_spec_describes(graph, spec)?;
     match fast_path(graph, spec) {
-        Ok((kernel, name)) => {
+        Ok((lowered, name)) => {
+            let kernel = lowered.print(spec.arch)?;
             let plan = format!("fast path: {name}\n{kernel}");
             Ok((kernel, plan))
         }
@@ -68,11 +69,15 @@ pub fn compile_with_plan(
     }
 }
 
-/// The template that matches the whole graph, lowered; with its name.
-fn fast_path(graph: &Graph, spec: &Spec) -> Result<(CompiledKernel, &'static str), CodegenError> {
+/// The template that matches the whole graph, lowered (bindings in the
+/// graph's input and output order); with its name.
+pub(crate) fn fast_path(
+    graph: &Graph,
+    spec: &Spec,
+) -> Result<(Lowered, &'static str), CodegenError> {
     let matched = match_graph(graph)?;
     check_against_graph(graph, &matched, spec)?;
-    let mut compiled = lower(&matched.primitive, spec)?;
+    let mut compiled = lower_module(&matched.primitive, spec)?;
     let input_order: Vec<Handle<Node>> = graph.inputs().map(|(h, _, _)| h).collect();
     let input_pos = |k: usize| -> Result<usize, CodegenError> {
         let h = matched.inputs[k];
@@ -116,17 +121,101 @@ fn fast_path(graph: &Graph, spec: &Spec) -> Result<(CompiledKernel, &'static str
     Ok((compiled, matched.primitive.name()))
 }
 
+/// A part of a graph that a fast path computes inside the general path's
+/// plan: the node whose value it gives, and the template's kernels.
+pub(crate) struct TemplateGroup {
+    /// The node the template computes (its one output).
+    pub root: Handle<Node>,
+    /// The template, its bindings in the graph's input order and its one
+    /// output as `Output(0)`.
+    pub lowered: Lowered,
+    /// The template's name.
+    pub name: &'static str,
+}
+
+/// The fast paths that take a part of `graph` (not the whole of it): today
+/// flash attention, which the general path would compute by recomputing each
+/// score for every output element. Largest parts first; a node inside an
+/// accepted part is not tried again.
+pub(crate) fn template_groups(graph: &Graph, spec: &Spec) -> Vec<TemplateGroup> {
+    let mut groups: Vec<TemplateGroup> = Vec::new();
+    let mut covered: Vec<Handle<Node>> = Vec::new();
+    let nodes: Vec<Handle<Node>> = graph.nodes().iter().map(|(h, _)| h).collect();
+    for &h in nodes.iter().rev() {
+        if covered.contains(&h)
+            || !matches!(graph.node(h), Node::Contract { .. } | Node::Cast { .. })
+        {
+            continue;
+        }
+        let part = graph.with_outputs(vec![jagged_ir::Output {
+            name: "out".to_string(),
+            value: h,
+        }]);
+        let reads = reachable(graph, h);
+        let Ok(part_spec) = Spec::for_inputs(
+            graph,
+            |x| reads.contains(&x),
+            u64::from(spec.max_len_bucket),
+            spec.arch,
+        ) else {
+            continue;
+        };
+        if let Ok((lowered, name)) = fast_path(&part, &part_spec)
+            && matches!(name, "flash_attention")
+        {
+            covered.extend(reads);
+            groups.push(TemplateGroup {
+                root: h,
+                lowered,
+                name,
+            });
+        }
+    }
+    groups
+}
+
+/// The nodes `root` is computed from: its operands, theirs, and the
+/// sequence sets (with their offsets) of every type on the way.
+fn reachable(graph: &Graph, root: Handle<Node>) -> Vec<Handle<Node>> {
+    let mut seen = Vec::new();
+    let mut stack = vec![root];
+    while let Some(h) = stack.pop() {
+        if seen.contains(&h) {
+            continue;
+        }
+        seen.push(h);
+        stack.extend(graph.node(h).operands());
+        if let jagged_ir::Type::Tensor(t) = graph.type_of(h) {
+            stack.extend(t.dims.iter().filter_map(|d| match d {
+                Dim::Ragged(s) => Some(*s),
+                _ => None,
+            }));
+        }
+    }
+    seen
+}
+
 impl Spec {
     /// The spec of `graph` for a run-time `max_len` on `arch`: inner dims and
     /// dtypes are read from the graph's inputs (the first float input gives the
     /// values' dtype and inner dims, the first i32/i64 input the offsets').
     pub fn for_graph(graph: &Graph, max_len: u64, arch: Arch) -> Result<Spec, CodegenError> {
-        let values = graph
-            .inputs()
+        Spec::for_inputs(graph, |_| true, max_len, arch)
+    }
+
+    /// [`Spec::for_graph`] from the inputs `read` keeps (those a part of
+    /// the graph reads).
+    fn for_inputs(
+        graph: &Graph,
+        read: impl Fn(Handle<Node>) -> bool,
+        max_len: u64,
+        arch: Arch,
+    ) -> Result<Spec, CodegenError> {
+        let inputs = || graph.inputs().filter(|(h, _, _)| read(*h));
+        let values = inputs()
             .find(|(_, _, ty)| ty.dtype.is_float())
             .map(|(_, _, ty)| ty.clone());
-        let index = graph
-            .inputs()
+        let index = inputs()
             .find(|(_, _, ty)| ty.dtype.is_index())
             .map(|(_, _, ty)| ty.dtype)
             // A graph with no sequences (dense values only) has no offsets

@@ -109,8 +109,40 @@ fn entry_prefix(p: &Primitive, spec: &Spec) -> String {
     name
 }
 
+/// A lowered op before printing: its kernels and their launch metadata.
+/// The general path adds a fast path's kernels to its own module this way.
+pub struct Lowered {
+    /// The kernels.
+    pub module: KernelModule,
+    /// Launches, in order, with parameters bound to the op's buffers.
+    pub launches: Vec<Launch>,
+    /// Scratch buffers.
+    pub scratch: Vec<ScratchBuffer>,
+    /// Outputs, in the op's output order.
+    pub outputs: Vec<OutputBuffer>,
+}
+
+impl Lowered {
+    /// Prints the PTX of the module for `arch`.
+    pub fn print(self, arch: crate::spec::Arch) -> Result<CompiledKernel, CodegenError> {
+        let ptx = ptx::write_string(&self.module, &ptx::Options { arch })?;
+        Ok(CompiledKernel {
+            ptx,
+            arch,
+            launches: self.launches,
+            scratch: self.scratch,
+            outputs: self.outputs,
+        })
+    }
+}
+
 /// Generates the module and launch metadata of `p` for `spec`.
 pub fn lower(p: &Primitive, spec: &Spec) -> Result<CompiledKernel, CodegenError> {
+    lower_module(p, spec)?.print(spec.arch)
+}
+
+/// [`lower`], before printing.
+pub fn lower_module(p: &Primitive, spec: &Spec) -> Result<Lowered, CodegenError> {
     check_spec(p, spec)?;
     let name = entry_prefix(p, spec);
     let width = spec.row_width();
@@ -229,7 +261,7 @@ pub fn lower(p: &Primitive, spec: &Spec) -> Result<CompiledKernel, CodegenError>
             ],
         ),
     };
-    finish(plans, scratch, outputs, spec)
+    Ok(finish(plans, scratch, outputs))
 }
 
 fn output(elem: DType, elems: SizeExpr) -> OutputBuffer {
@@ -265,12 +297,7 @@ fn check_spec(p: &Primitive, spec: &Spec) -> Result<(), CodegenError> {
     Ok(())
 }
 
-fn finish(
-    plans: Vec<Plan>,
-    scratch: Vec<ScratchBuffer>,
-    outputs: Vec<OutputBuffer>,
-    spec: &Spec,
-) -> Result<CompiledKernel, CodegenError> {
+fn finish(plans: Vec<Plan>, scratch: Vec<ScratchBuffer>, outputs: Vec<OutputBuffer>) -> Lowered {
     let mut module = KernelModule::default();
     let mut launches = Vec::new();
     for plan in plans {
@@ -283,13 +310,11 @@ fn finish(
         });
         module.kernels.push(plan.kernel);
     }
-    let ptx = ptx::write_string(&module, &ptx::Options { arch: spec.arch })?;
     debug_assert!(launches.iter().all(|l| l.block == templates::BLOCK_THREADS));
-    Ok(CompiledKernel {
-        ptx,
-        arch: spec.arch,
+    Lowered {
+        module,
         launches,
         scratch,
         outputs,
-    })
+    }
 }

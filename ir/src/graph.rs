@@ -686,6 +686,18 @@ impl Graph {
             .collect()
     }
 
+    /// This graph with `outputs` in place of its own: the same nodes (those
+    /// the new outputs do not read stay, unused) and inputs in the same
+    /// order. Code generation uses it to hand a part of a graph to a fast
+    /// path that matches whole graphs. Each output must name a tensor value
+    /// of this graph (the caller's duty; validation is not rerun).
+    pub fn with_outputs(&self, outputs: Vec<Output>) -> Graph {
+        Graph {
+            outputs,
+            ..self.clone()
+        }
+    }
+
     /// A stable 64-bit hash of the canonical text (FNV-1a): the graph part of
     /// kernel cache keys. Equal graphs have equal hashes on every platform.
     pub fn canonical_hash(&self) -> u64 {

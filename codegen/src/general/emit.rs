@@ -149,6 +149,13 @@ pub(super) fn lower_step(
                 Ok(())
             })?;
         }
+        Step::Template { node, .. } => {
+            return Err(unsupported(
+                graph,
+                *node,
+                "a fast path's step has no general lowering",
+            ));
+        }
         Step::Scan { node, into } => em.scan(*node, *into)?,
         Step::Compact { node, into } => em.compact(*node, *into)?,
         Step::KeptOffsets { seqs } => {

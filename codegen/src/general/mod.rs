@@ -29,7 +29,7 @@ use std::fmt;
 use jagged_ir::{Dim, Graph, Handle, Node, TensorType, Type};
 
 use crate::error::CodegenError;
-use crate::launch::{CompiledKernel, Launch, OutputBuffer, ScratchBuffer, SizeExpr};
+use crate::launch::{CompiledKernel, Launch, OutputBuffer, ParamBinding, ScratchBuffer, SizeExpr};
 use crate::spec::{DType, Spec};
 use crate::{kernel::KernelModule, ptx};
 
@@ -64,9 +64,17 @@ pub struct Stored {
     pub elem: DType,
 }
 
-/// One kernel of the plan.
+/// One kernel of the plan (several for a template).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step {
+    /// A fast path's kernels computing `node` (a part of the graph that a
+    /// template matches, such as flash attention), stored to its buffer.
+    Template {
+        /// The value computed.
+        node: Handle<Node>,
+        /// The template's name.
+        name: &'static str,
+    },
     /// Every element of `node`'s value, evaluated by its definition with its
     /// operands fused, stored to `into`.
     Elements {
@@ -298,6 +306,18 @@ pub(crate) fn reduced_type(x: &TensorType, axis: usize) -> TensorType {
 impl Partition {
     /// Partitions `graph` into kernels.
     pub fn of(graph: &Graph, fusion: Fusion) -> Result<Partition, CodegenError> {
+        Partition::with_templates(graph, fusion, &[])
+    }
+
+    /// [`Partition::of`], with the values a fast path computes (`(node,
+    /// template name)`): each gets a buffer in its own dtype and a
+    /// [`Step::Template`], and what only it reads is not computed.
+    pub fn with_templates(
+        graph: &Graph,
+        fusion: Fusion,
+        templated: &[(Handle<Node>, &'static str)],
+    ) -> Result<Partition, CodegenError> {
+        let live = live_nodes(graph, templated);
         let mut part = Partition {
             stored: HashMap::new(),
             softmax_stats: HashMap::new(),
@@ -352,6 +372,25 @@ impl Partition {
         // Output indices written by the kernel that computes their value.
         let mut written: Vec<usize> = Vec::new();
         for (h, node) in graph.nodes().iter() {
+            if !live.contains(&h) {
+                continue;
+            }
+            if let Some(&(_, name)) = templated.iter().find(|(t, _)| *t == h) {
+                let into = match output_of.get(&h).copied() {
+                    Some(out) => out,
+                    None => {
+                        let ty = tensor_type(graph, h)?;
+                        let elems = element_count(graph, h, ty)?;
+                        part.add_scratch(ty.dtype, elems)
+                    }
+                };
+                if let Buffer::Output(k) = into.buffer {
+                    written.push(k);
+                }
+                part.stored.insert(h, into);
+                part.steps.push(Step::Template { node: h, name });
+                continue;
+            }
             match node {
                 Node::Seqs { offsets, .. } => {
                     if !matches!(graph.node(*offsets), Node::Input { .. }) {
@@ -438,6 +477,13 @@ impl Partition {
         let text = |h: Handle<Node>| jagged_ir::text::node_text(h, graph.node(h));
         for (k, step) in self.steps.iter().enumerate() {
             let line = match step {
+                Step::Template { node, name } => {
+                    format!(
+                        "fast path {name}: {} -> {}",
+                        text(*node),
+                        self.stored[node].buffer
+                    )
+                }
                 Step::Elements { node, into } => {
                     let fused: Vec<String> = fused_operands(graph, self, *node)
                         .iter()
@@ -481,6 +527,32 @@ impl Partition {
     }
 }
 
+/// The nodes the outputs are computed from, through operands and the
+/// sequence sets of types; not past a templated node (its fast path reads
+/// the inputs itself).
+fn live_nodes(
+    graph: &Graph,
+    templated: &[(Handle<Node>, &'static str)],
+) -> std::collections::HashSet<Handle<Node>> {
+    let mut live = std::collections::HashSet::new();
+    let mut stack: Vec<Handle<Node>> = graph.outputs().iter().map(|o| o.value).collect();
+    while let Some(h) = stack.pop() {
+        if !live.insert(h) {
+            continue;
+        }
+        if let Type::Tensor(t) = graph.type_of(h) {
+            stack.extend(t.dims.iter().filter_map(|d| match d {
+                Dim::Ragged(s) => Some(*s),
+                _ => None,
+            }));
+        }
+        if templated.iter().all(|(t, _)| *t != h) {
+            stack.extend(graph.node(h).operands());
+        }
+    }
+    live
+}
+
 /// The values recomputed inside the kernel of `root` (its fused operand tree).
 fn fused_operands(graph: &Graph, part: &Partition, root: Handle<Node>) -> Vec<Handle<Node>> {
     let mut seen = Vec::new();
@@ -519,11 +591,50 @@ pub fn compile_general_with(
     spec: &Spec,
     fusion: Fusion,
 ) -> Result<General, CodegenError> {
-    let part = Partition::of(graph, fusion)?;
+    let groups = match fusion {
+        Fusion::Fused => crate::compile::template_groups(graph, spec),
+        Fusion::Unfused => Vec::new(),
+    };
+    let templated: Vec<(Handle<Node>, &'static str)> =
+        groups.iter().map(|g| (g.root, g.name)).collect();
+    let mut part = Partition::with_templates(graph, fusion, &templated)?;
     let prefix = entry_prefix(graph);
     let mut module = KernelModule::default();
     let mut launches = Vec::new();
+    let mut template_scratch = Vec::new();
     for (k, step) in part.steps.iter().enumerate() {
+        if let Step::Template { node, .. } = step {
+            let Some(group) = groups.iter().find(|g| g.root == *node) else {
+                continue;
+            };
+            let into = match part.stored[node].buffer {
+                Buffer::Output(i) => ParamBinding::Output(i),
+                Buffer::Scratch(i) => ParamBinding::Scratch(i),
+                Buffer::Input(_) => {
+                    return Err(unsupported(graph, *node, "a template computing an input"));
+                }
+            };
+            let base = part.scratch.len() + template_scratch.len();
+            for launch in &group.lowered.launches {
+                let mut launch = launch.clone();
+                for param in &mut launch.params {
+                    *param = match &*param {
+                        ParamBinding::Output(0) => into.clone(),
+                        ParamBinding::Scratch(j) => ParamBinding::Scratch(base + j),
+                        other => other.clone(),
+                    };
+                }
+                launches.push(launch);
+            }
+            template_scratch.extend(group.lowered.scratch.iter().cloned());
+            // Two parts with one template and spec share its kernels.
+            for kernel in &group.lowered.module.kernels {
+                if module.kernels.iter().all(|k| k.name != kernel.name) {
+                    module.kernels.push(kernel.clone());
+                }
+            }
+            continue;
+        }
         for plan in emit::lower_step(graph, &part, step, &format!("{prefix}_k{k}"))? {
             launches.push(Launch {
                 entry: plan.kernel.name.clone(),
@@ -535,8 +646,9 @@ pub fn compile_general_with(
             module.kernels.push(plan.kernel);
         }
     }
-    let ptx = ptx::write_string(&module, &ptx::Options { arch: spec.arch })?;
     let plan = part.describe(graph);
+    part.scratch.extend(template_scratch);
+    let ptx = ptx::write_string(&module, &ptx::Options { arch: spec.arch })?;
     Ok(General {
         kernel: CompiledKernel {
             ptx,

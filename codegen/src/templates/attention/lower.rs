@@ -4,7 +4,8 @@
 
 use crate::error::CodegenError;
 use crate::kernel::KernelModule;
-use crate::launch::{CompiledKernel, Launch, OutputBuffer, SizeExpr};
+use crate::launch::{Launch, OutputBuffer, SizeExpr};
+use crate::lower::Lowered;
 use crate::spec::{DType, Spec};
 use crate::templates::attention_graph::AttentionPattern;
 
@@ -15,10 +16,7 @@ use super::tiles::Tiles;
 /// Lowers a recognized attention pattern for `spec` (`inner` is `[H, D]` or
 /// `[D]`, dtype f16 or bf16, D in {32, 64, 128, 256}): one flash kernel,
 /// launched with the dynamic shared memory of its tiles.
-pub fn lower_attention(
-    pattern: &AttentionPattern,
-    spec: &Spec,
-) -> Result<CompiledKernel, CodegenError> {
+pub fn lower_attention(pattern: &AttentionPattern, spec: &Spec) -> Result<Lowered, CodegenError> {
     let unsupported = |what: String| CodegenError::Unsupported(format!("flash attention: {what}"));
     let (heads, head_dim) = match (pattern.has_heads, spec.inner.as_slice()) {
         (true, &[h, d]) => (h, d),
@@ -67,7 +65,6 @@ pub fn lower_attention(
     let module = KernelModule {
         kernels: vec![plan.kernel],
     };
-    let ptx = crate::ptx::write_string(&module, &crate::ptx::Options { arch: spec.arch })?;
     let rows = SizeExpr::TotalRows * SizeExpr::Const(u64::from(heads));
     let mut outputs = vec![OutputBuffer {
         elem: spec.dtype,
@@ -81,9 +78,8 @@ pub fn lower_attention(
             used_rows_from: None,
         });
     }
-    Ok(CompiledKernel {
-        ptx,
-        arch: spec.arch,
+    Ok(Lowered {
+        module,
         launches: vec![launch],
         scratch: Vec::new(),
         outputs,
