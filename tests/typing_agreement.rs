@@ -19,7 +19,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use jagged::dsl::*;
-use jagged::ir::typing::{DslKind, ELEMENTWISE_KINDS, FUNCTIONS, METHODS, OPERATORS, methods_of};
+use jagged::ir::typing::{
+    DslKind, ELEMENTWISE_KINDS, FUNCTIONS, METHODS, OPERATORS, SCALAR_TYPES, methods_of,
+};
 
 /// The kinds with methods, with the receiver that `phantom_surface` names.
 const RECEIVERS: [(DslKind, &str); 6] = [
@@ -89,6 +91,12 @@ fn generated_surface() -> String {
             };
             let _ = writeln!(out, "    let _ = {e};");
         }
+    }
+    // Scalars of every type the macro takes, on either side.
+    for ty in SCALAR_TYPES {
+        let _ = writeln!(out, "    let _ = xj * 2{ty} + 2{ty} * xj;");
+        let _ = writeln!(out, "    let _ = xj.powf(2{ty}).lt(2{ty});");
+        let _ = writeln!(out, "    let _ = 2{ty}.lt(xj);");
     }
     out
 }
@@ -344,6 +352,21 @@ fn phantom_surface<D, E, M>(
     let _ = xn / xn;
     let _ = -xn;
     let _ = xl.complete_cumsum();
+    let _ = xj * 2f32 + 2f32 * xj;
+    let _ = xj.powf(2f32).lt(2f32);
+    let _ = 2f32.lt(xj);
+    let _ = xj * 2f64 + 2f64 * xj;
+    let _ = xj.powf(2f64).lt(2f64);
+    let _ = 2f64.lt(xj);
+    let _ = xj * 2i32 + 2i32 * xj;
+    let _ = xj.powf(2i32).lt(2i32);
+    let _ = 2i32.lt(xj);
+    let _ = xj * 2i64 + 2i64 * xj;
+    let _ = xj.powf(2i64).lt(2i64);
+    let _ = 2i64.lt(xj);
+    let _ = xj * 2usize + 2usize * xj;
+    let _ = xj.powf(2usize).lt(2usize);
+    let _ = 2usize.lt(xj);
     // END GENERATED
 }
 
@@ -497,6 +520,21 @@ fn phantom_methods() -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) {
     }
     functions.remove("__output");
     (methods, functions)
+}
+
+#[test]
+fn phantom_scalars_are_the_tables() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops/dsl.rs");
+    let text = std::fs::read_to_string(path).expect("read src/ops/dsl.rs");
+    let table: BTreeSet<&str> = SCALAR_TYPES.iter().copied().collect();
+    for tr in ["Scalar", "ScalarCompare"] {
+        let prefix = format!("impl {tr} for ");
+        let impls: BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str())?.strip_suffix(" {}"))
+            .collect();
+        assert_eq!(impls, table, "the types of `{tr}` in dsl.rs");
+    }
 }
 
 #[test]

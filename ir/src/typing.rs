@@ -146,6 +146,11 @@ pub fn contract_result_rule(operand: DType, acc: DType) -> Result<(), &'static s
     Ok(())
 }
 
+/// The Rust types of the DSL's scalars: a literal's suffix (`0.5f32`; or
+/// none) and the target of `as` (`max_len as f32`). Whatever the type, a
+/// scalar takes the dtype of the tensor it meets.
+pub const SCALAR_TYPES: &[&str] = &["f32", "f64", "i32", "i64", "usize"];
+
 /// The kinds of DSL tensor, each a class of IR shapes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DslKind {

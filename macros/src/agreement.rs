@@ -362,3 +362,22 @@ fn the_macro_the_validator_and_the_table_agree() {
         counts[0], counts[1], counts[2]
     );
 }
+
+/// The Rust types a scalar may have are the table's, for literal suffixes
+/// and `as` alike (the phantom `Scalar` trait has the same, checked by
+/// `tests/typing_agreement.rs`).
+#[test]
+fn scalar_types_are_the_tables() {
+    for ty in typing::SCALAR_TYPES {
+        for expr in [format!("xj * 2{ty}"), format!("xj * (max_len as {ty})")] {
+            let (strict, _) = verdicts(DType::F32, Inner::Two, &expr);
+            assert!(strict.is_ok(), "`{expr}`: {strict:?}");
+        }
+    }
+    for ty in ["u8", "i16", "u64", "isize"] {
+        for expr in [format!("xj * 2{ty}"), format!("xj * (max_len as {ty})")] {
+            let (strict, _) = verdicts(DType::F32, Inner::Two, &expr);
+            assert!(strict.is_err(), "`{expr}` is accepted");
+        }
+    }
+}

@@ -438,8 +438,14 @@ impl Lowering<'_> {
             Expr::Paren(p) => self.expr(&p.expr),
             Expr::Group(g) => self.expr(&g.expr),
             Expr::Lit(l) => match &l.lit {
-                Lit::Float(f) => Ok(Value::Scalar(Scalar::Lit(f.base10_parse()?))),
-                Lit::Int(i) => Ok(Value::Scalar(Scalar::Lit(i.base10_parse::<i64>()? as f64))),
+                Lit::Float(f) => {
+                    scalar_type(f.suffix(), &l.lit)?;
+                    Ok(Value::Scalar(Scalar::Lit(f.base10_parse()?)))
+                }
+                Lit::Int(i) => {
+                    scalar_type(i.suffix(), &l.lit)?;
+                    Ok(Value::Scalar(Scalar::Lit(i.base10_parse::<i64>()? as f64)))
+                }
                 other => err_on(&other, "only numbers are literals of the jagged DSL"),
             },
             Expr::Path(p) => {
@@ -458,7 +464,11 @@ impl Lowering<'_> {
                 }
             }
             Expr::Cast(c) => match self.expr(&c.expr)? {
-                Value::Scalar(s) => Ok(Value::Scalar(s)),
+                Value::Scalar(s) => {
+                    let ty = c.ty.to_token_stream().to_string();
+                    scalar_type(&ty, &c.ty)?;
+                    Ok(Value::Scalar(s))
+                }
                 Value::Tensor(t) => err_on(
                     &c,
                     format!(
@@ -1738,6 +1748,23 @@ impl Lowering<'_> {
         }
         Ok(())
     }
+}
+
+/// Checks the Rust type of a scalar (a literal's suffix, empty for none, or
+/// the target of `as`) against `jagged_ir::typing::SCALAR_TYPES`, the types
+/// the phantom `Scalar` trait has.
+fn scalar_type(ty: &str, at: &impl ToTokens) -> syn::Result<()> {
+    if ty.is_empty() || typing::SCALAR_TYPES.contains(&ty) {
+        return Ok(());
+    }
+    err_on(
+        at,
+        format!(
+            "a scalar of the jagged DSL is a number without a suffix or one of {} (found `{ty}`); \
+             it takes the dtype of the tensor it meets",
+            typing::SCALAR_TYPES.join(", ")
+        ),
+    )
 }
 
 /// How a scalar `-x` is lowered in `dtype`: `Some(Sub)` (`0 - x`) where

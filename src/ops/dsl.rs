@@ -147,11 +147,14 @@ impl Index for i32 {}
 impl Index for i64 {}
 
 /// Scalars of a kernel body (literals, `#[attr]` parameters, `max_len as
-/// f32`): what `powf` takes as its exponent.
+/// f32`): what `powf` takes as its exponent. Its types are
+/// `jagged::ir::typing::SCALAR_TYPES`, the literal suffixes and `as`
+/// targets the macro takes.
 pub trait Scalar: Copy {}
 impl Scalar for f32 {}
 impl Scalar for f64 {}
 impl Scalar for i32 {}
+impl Scalar for i64 {}
 impl Scalar for usize {}
 
 /// The dtype of the kernel's offsets (`Offsets` without an argument).
@@ -263,7 +266,7 @@ broadcast! {
 macro_rules! elementwise {
     ($($kind:ident),*) => {$(
         elementwise!(@ops $kind: Add add, Sub sub, Mul mul, Div div);
-        elementwise!(@scalar $kind: f32, f64, i32, usize);
+        elementwise!(@scalar $kind: f32, f64, i32, i64, usize);
 
         impl<T, S> Neg for $kind<T, S> {
             type Output = Self;
@@ -548,6 +551,7 @@ pub trait ScalarCompare: Scalar {
 impl ScalarCompare for f32 {}
 impl ScalarCompare for f64 {}
 impl ScalarCompare for i32 {}
+impl ScalarCompare for i64 {}
 impl ScalarCompare for usize {}
 
 /// `dot` with a named accumulator dtype: `q.dot_acc::<f32>(k)`,
