@@ -17,6 +17,7 @@
 //!   methods and functions built on them.
 
 pub mod arena;
+pub mod autodiff;
 pub mod bind;
 pub mod builder;
 pub mod dtype;
@@ -30,6 +31,7 @@ pub mod typing;
 pub mod validate;
 
 pub use arena::{Arena, Handle};
+pub use autodiff::{AutodiffError, backward};
 pub use bind::{BindError, Binding, InputDesc, bind, check_lengths_inputs, lengths_inputs};
 pub use builder::GraphBuilder;
 pub use dtype::DType;
