@@ -70,13 +70,7 @@ host="$(rustc +nightly -vV | sed -n 's/^host: //p')"
 bin_dir="fuzz/target/$host/release"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/jagged-fuzz.XXXXXX")"
-# npy_read writes every input to a file: on tmpfs when there is one.
-if scratch="$(mktemp -d /dev/shm/jagged-fuzz.XXXXXX 2>/dev/null)"; then :; else
-  scratch="$work/scratch"
-  mkdir -p "$scratch"
-fi
-trap 'rm -rf "$work" "$scratch"' EXIT
-export JAGGED_FUZZ_TMP="$scratch"
+trap 'rm -rf "$work"' EXIT
 
 limits=()
 [ "$runs" != 0 ] && limits+=("-runs=$runs")

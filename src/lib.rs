@@ -4,11 +4,15 @@
 //! evaluator), [`codegen`] (PTX), [`runtime`] (devices, kernel cache, graph
 //! launcher) and [`emu`] (the PTX emulator); [`ops`] is the builtin op
 //! library, written in the [`dsl`] of [`jagged_kernel`]; [`KernelError`] is
-//! why one of its `graph`s or launchers failed.
+//! why one of its `graph`s or launchers failed. With the `cli` feature (the
+//! default), the `cli` module holds what the `jagc` tool reads and writes: `.npy`
+//! files and kernel-argument specs.
 
 // The `#[jagged_kernel]` expansion names `::jagged`, also inside this crate.
 extern crate self as jagged;
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod ops;
 pub mod testing;
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::rel_l2;
+use jagged::cli::npy;
 use jagged_ir::{DType, DenseTensor};
 
 const OPS: [&str; 9] = [
@@ -69,12 +70,12 @@ fn temp_dir(test: &str) -> PathBuf {
 
 fn save(dir: &Path, name: &str, t: &DenseTensor) -> String {
     let path = dir.join(format!("{name}.npy"));
-    t.save_npy(&path).expect("write npy");
+    npy::save_dense(t, &path).expect("write npy");
     path.display().to_string()
 }
 
 fn load(path: &Path) -> DenseTensor {
-    DenseTensor::load_npy(path).expect("read npy")
+    npy::load_dense(path).expect("read npy")
 }
 
 #[test]

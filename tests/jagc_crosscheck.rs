@@ -122,7 +122,7 @@ fn the_gpu_script_skips_a_fixture_without_a_recipe() {
 
 #[test]
 fn npy_inputs_and_outputs_round_trip_through_the_subcommand() {
-    use jagged_ir::npy::{self, NpyArray, NpyDtype};
+    use jagged::cli::npy::{self, NpyArray, NpyDtype};
     let dir = std::env::temp_dir().join(format!("jagged-xc-npy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let n = 100usize;

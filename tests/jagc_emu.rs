@@ -2,7 +2,7 @@
 //! files and its output is checked against an f64 softmax; bad arguments, unknown
 //! kernels and checker failures exit non-zero with a message naming the culprit.
 
-use jagged_ir::npy::{self, NpyArray, NpyDtype};
+use jagged::cli::npy::{self, NpyArray, NpyDtype};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{Rng, offsets, rel_l2};
+use jagged::cli::npy;
 use jagged_ir::{DType, DenseTensor};
 
 /// DESIGN.md's tolerance for f32 math.
@@ -61,7 +62,7 @@ fn temp_dir(test: &str) -> PathBuf {
 
 fn save(dir: &Path, name: &str, t: &DenseTensor) -> String {
     let path = dir.join(format!("{name}.npy"));
-    t.save_npy(&path).expect("write npy");
+    npy::save_dense(t, &path).expect("write npy");
     path.display().to_string()
 }
 
@@ -98,7 +99,7 @@ fn run_graph(
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let printed = ok(&args);
     assert!(printed.contains(&format!("{output}: f32 ")), "{printed}");
-    DenseTensor::load_npy(&out).expect("read output")
+    npy::load_dense(&out).expect("read output")
 }
 
 /// Runs on the reference and the emulator; asserts they agree within the f32

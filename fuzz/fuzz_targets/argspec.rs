@@ -1,9 +1,9 @@
 //! The `--arg SPEC` syntax of `jagc emu` and `jagc crosscheck`
-//! (`jagged_runtime::argspec::KernelArgSpec`). Any text must parse or give an
+//! (`jagged::cli::argspec::KernelArgSpec`). Any text must parse or give an
 //! `ArgSpecError` whose message names the spec (as its docs promise).
 #![no_main]
 
-use jagged_runtime::argspec::KernelArgSpec;
+use jagged::cli::argspec::KernelArgSpec;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,45 +1,27 @@
-//! The `.npy` reader (`jagged_ir::npy::read`, `DenseTensor::load_npy`). The
-//! reader only takes a path, so every input goes through a per-process file
-//! in `$JAGGED_FUZZ_TMP` (the scripts point it into their working folder),
-//! else `/dev/shm` when there is one, else the system's temporary directory. Any bytes must
-//! give an array or an `NpyError`/`TensorError`; an array that reads must
-//! hold `len * dtype.size()` bytes and survive a write and a read unchanged.
+//! The `.npy` reader of `jagc` (`jagged::cli::npy::decode`, npyz behind our
+//! checks of the preamble and the shape; `to_dense`). Any bytes must give an
+//! array or an `NpyError`, never a panic (npyz multiplies the dimensions
+//! unchecked, so an unguarded shape is a finding); an array that decodes
+//! must hold `len * dtype.size()` bytes and survive an encode and a decode
+//! unchanged.
 #![no_main]
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::path::Path;
 
-use jagged_ir::DenseTensor;
-use jagged_ir::npy;
+use jagged::cli::npy;
 use libfuzzer_sys::fuzz_target;
 
-fn scratch() -> &'static (PathBuf, PathBuf) {
-    static PATHS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    PATHS.get_or_init(|| {
-        let shm = PathBuf::from("/dev/shm");
-        let dir = match std::env::var_os("JAGGED_FUZZ_TMP") {
-            Some(dir) => PathBuf::from(dir),
-            None if shm.is_dir() => shm,
-            None => std::env::temp_dir(),
-        };
-        let id = std::process::id();
-        (
-            dir.join(format!("jagged-fuzz-npy-{id}-in.npy")),
-            dir.join(format!("jagged-fuzz-npy-{id}-out.npy")),
-        )
-    })
-}
-
 fuzz_target!(|data: &[u8]| {
-    let (input, output) = scratch();
-    std::fs::write(input, data).expect("write the scratch file");
-    if let Ok(array) = npy::read(input) {
-        assert_eq!(array.data.len(), array.len() * array.dtype.size(), "data size");
-        npy::write(output, &array).expect("write back a valid array");
-        let again = npy::read(output).expect("read back a written array");
-        assert_eq!(again, array, "write/read round trip changed the array");
-    }
-    if let Ok(tensor) = DenseTensor::load_npy(input) {
-        assert_eq!(tensor.data().len(), tensor.shape().iter().product::<usize>());
+    let path = Path::new("fuzz.npy");
+    let Ok(array) = npy::decode(data, path) else {
+        return;
+    };
+    assert_eq!(array.data.len(), array.len() * array.dtype.size(), "data size");
+    let bytes = npy::encode(&array, path).expect("encode a decoded array");
+    let again = npy::decode(&bytes, path).expect("decode an encoded array");
+    assert_eq!(again, array, "encode/decode round trip changed the array");
+    let elements = array.len();
+    if let Ok(tensor) = npy::to_dense(array, path) {
+        assert_eq!(tensor.data().len(), elements);
     }
 });

@@ -6,7 +6,7 @@
 //!
 //! - [`dtype`]: element types.
 //! - [`tensor`]: host tensors ([`DenseTensor`], [`JaggedTensor`]) with checked
-//!   offsets, padded conversions and `.npy` files.
+//!   offsets and padded conversions.
 //! - [`graph`]: the IR ([`Graph`], [`Node`], [`TensorType`]); [`builder`] builds
 //!   it, [`validate`] checks it, [`text`] prints and parses it.
 //! - [`bind`](mod@bind): checking named inputs and attributes against a graph and
@@ -23,7 +23,6 @@ pub mod builder;
 pub mod dtype;
 pub mod eval;
 pub mod graph;
-pub mod npy;
 pub mod ops;
 pub mod tensor;
 pub mod text;

@@ -1,17 +1,15 @@
 //! Host tensors: dense arrays and jagged tensors (values plus checked offsets).
 //!
-//! These are what users hand to the evaluator and the runtime, and what `.npy`
-//! files hold. A [`JaggedTensor`] can only be built with valid offsets:
-//! `offsets[0] == 0`, non-decreasing, no negative entry, `offsets[B] == T`, and
-//! values of `T * prod(inner)` elements; each violation is its own
-//! [`TensorError`] variant naming the argument and the first bad index.
-
-use std::path::{Path, PathBuf};
+//! These are what users hand to the evaluator and the runtime (`jagc` reads
+//! and writes them as `.npy` files, outside this crate). A [`JaggedTensor`]
+//! can only be built with valid offsets: `offsets[0] == 0`, non-decreasing, no
+//! negative entry, `offsets[B] == T`, and values of `T * prod(inner)`
+//! elements; each violation is its own [`TensorError`] variant naming the
+//! argument and the first bad index.
 
 use half::{bf16, f16};
 
 use crate::dtype::DType;
-use crate::npy::{self, NpyArray, NpyDtype, NpyError};
 
 /// The elements of a tensor, typed.
 #[derive(Clone, Debug, PartialEq)]
@@ -107,8 +105,8 @@ impl TensorData {
         }
     }
 
-    /// Little-endian bytes, as `.npy` stores them.
-    fn to_le_bytes(&self) -> Vec<u8> {
+    /// The elements as little-endian bytes ([`DType::size`] each; a bool is 0 or 1).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
         match self {
             TensorData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
@@ -121,8 +119,10 @@ impl TensorData {
         }
     }
 
-    /// Elements from little-endian bytes (`bytes.len()` a multiple of the size).
-    fn from_le_bytes(dtype: DType, bytes: &[u8]) -> TensorData {
+    /// Elements of `dtype` from little-endian bytes ([`DType::size`] each; a
+    /// bool is any nonzero byte); `None` unless `bytes.len()` is a multiple of
+    /// the size.
+    pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Option<TensorData> {
         fn chunks<const K: usize, T>(bytes: &[u8], f: fn([u8; K]) -> T) -> Vec<T> {
             bytes
                 .chunks_exact(K)
@@ -133,7 +133,10 @@ impl TensorData {
                 })
                 .collect()
         }
-        match dtype {
+        if !bytes.len().is_multiple_of(dtype.size()) {
+            return None;
+        }
+        Some(match dtype {
             DType::F64 => TensorData::F64(chunks(bytes, f64::from_le_bytes)),
             DType::F32 => TensorData::F32(chunks(bytes, f32::from_le_bytes)),
             DType::F16 => TensorData::F16(chunks(bytes, f16::from_le_bytes)),
@@ -142,11 +145,11 @@ impl TensorData {
             DType::I64 => TensorData::I64(chunks(bytes, i64::from_le_bytes)),
             DType::U8 => TensorData::U8(bytes.to_vec()),
             DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
-        }
+        })
     }
 }
 
-/// Why a host tensor could not be built, read or written.
+/// Why a host tensor could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TensorError {
     /// The data does not have `prod(shape)` elements.
@@ -282,17 +285,6 @@ pub enum TensorError {
         bytes: u64,
         /// The budget.
         budget: u64,
-    },
-    /// An `.npy` file could not be read or written.
-    #[error(transparent)]
-    Npy(#[from] NpyError),
-    /// An `.npy` dtype host tensors do not have (u32, u64).
-    #[error("{path}: .npy dtype {dtype} is not a tensor dtype")]
-    NpyDtype {
-        /// The file.
-        path: PathBuf,
-        /// The dtype found.
-        dtype: NpyDtype,
     },
 }
 
@@ -473,51 +465,6 @@ impl DenseTensor {
     pub fn to_f64(&self) -> Vec<f64> {
         self.data.to_f64()
     }
-
-    /// Reads an `.npy` file (`<u2` data is read as bf16, the only 16-bit
-    /// unsigned type tensors have).
-    pub fn load_npy(path: impl AsRef<Path>) -> Result<Self, TensorError> {
-        let path = path.as_ref();
-        let array = npy::read(path)?;
-        let dtype = match array.dtype {
-            NpyDtype::F64 => DType::F64,
-            NpyDtype::F32 => DType::F32,
-            NpyDtype::F16 => DType::F16,
-            NpyDtype::BF16 | NpyDtype::U16 => DType::BF16,
-            NpyDtype::I32 => DType::I32,
-            NpyDtype::I64 => DType::I64,
-            NpyDtype::U8 => DType::U8,
-            NpyDtype::Bool => DType::Bool,
-            dtype @ (NpyDtype::U32 | NpyDtype::U64) => {
-                return Err(TensorError::NpyDtype {
-                    path: path.to_path_buf(),
-                    dtype,
-                });
-            }
-        };
-        let data = TensorData::from_le_bytes(dtype, &array.data);
-        Self::new(array.shape, data)
-    }
-
-    /// Writes an `.npy` file (bf16 as `<u2`).
-    pub fn save_npy(&self, path: impl AsRef<Path>) -> Result<(), TensorError> {
-        let dtype = match self.dtype() {
-            DType::F64 => NpyDtype::F64,
-            DType::F32 => NpyDtype::F32,
-            DType::F16 => NpyDtype::F16,
-            DType::BF16 => NpyDtype::BF16,
-            DType::I32 => NpyDtype::I32,
-            DType::I64 => NpyDtype::I64,
-            DType::U8 => NpyDtype::U8,
-            DType::Bool => NpyDtype::Bool,
-        };
-        let array = NpyArray {
-            dtype,
-            shape: self.shape.clone(),
-            data: self.data.to_le_bytes(),
-        };
-        Ok(npy::write(path, &array)?)
-    }
 }
 
 /// A jagged tensor: `values [T, inner...]` and `offsets [B + 1]` (i32 or i64),
@@ -664,37 +611,5 @@ impl JaggedTensor {
                 .copy_from_slice(&src[b * max_len * row..(b * max_len + n) * row]);
         }
         Self::from_offsets(TensorData::from_f64(dense.dtype(), &values), inner, offsets)
-    }
-
-    /// Reads values and offsets from two `.npy` files, checking the offsets.
-    pub fn load_npy(
-        values_path: impl AsRef<Path>,
-        offsets_path: impl AsRef<Path>,
-    ) -> Result<Self, TensorError> {
-        let values = DenseTensor::load_npy(values_path.as_ref())?;
-        let offsets = DenseTensor::load_npy(offsets_path.as_ref())?;
-        if values.shape.is_empty() || offsets.shape.len() != 1 {
-            let (arg, expected, found) = if values.shape.is_empty() {
-                (values_path.as_ref(), "[T, inner...]", values.shape)
-            } else {
-                (offsets_path.as_ref(), "[B + 1]", offsets.shape)
-            };
-            return Err(TensorError::Shape {
-                arg: arg.display().to_string(),
-                expected: expected.to_string(),
-                found,
-            });
-        }
-        Self::from_offsets(values.data, &values.shape[1..], offsets.data)
-    }
-
-    /// Writes values and offsets as two `.npy` files.
-    pub fn save_npy(
-        &self,
-        values_path: impl AsRef<Path>,
-        offsets_path: impl AsRef<Path>,
-    ) -> Result<(), TensorError> {
-        self.values.save_npy(values_path)?;
-        self.offsets.save_npy(offsets_path)
     }
 }

@@ -1,7 +1,6 @@
 //! Host tensors: every bad-offsets case has its own typed error naming the
-//! argument and the first bad index; padded conversions; `.npy` round trips.
+//! argument and the first bad index; padded conversions; little-endian byte round trips.
 
-use half::bf16;
 use jagged_ir::{DType, DenseTensor, JaggedTensor, TensorData, TensorError};
 
 fn f32s(n: usize) -> TensorData {
@@ -202,31 +201,19 @@ fn dense_tensor_checks_its_length() {
 }
 
 #[test]
-fn npy_round_trip() {
-    let dir = std::env::temp_dir().join(format!("jagged-ir-tensor-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let values = TensorData::BF16(vec![bf16::from_f32(1.5), bf16::from_f32(-2.0), bf16::ONE]);
-    let j = JaggedTensor::from_offsets(values, &[1], TensorData::I32(vec![0, 1, 1, 3])).unwrap();
-    let (vp, op) = (dir.join("values.npy"), dir.join("offsets.npy"));
-    j.save_npy(&vp, &op).unwrap();
-    assert_eq!(JaggedTensor::load_npy(&vp, &op).unwrap(), j);
-    // Bad offsets on disk are reported like bad offsets in memory.
-    DenseTensor::new(vec![3], TensorData::I64(vec![0, 2, 1]))
-        .unwrap()
-        .save_npy(&op)
-        .unwrap();
-    let e = JaggedTensor::load_npy(&vp, &op).unwrap_err();
-    assert!(
-        matches!(e, TensorError::DecreasingOffsets { index: 2, .. }),
-        "{e}"
-    );
-    // Every dtype survives a dense round trip.
+fn le_bytes_round_trip_every_dtype() {
     for dtype in DType::ALL {
         let t = DenseTensor::from_f64(dtype, vec![2, 2], &[0.0, 1.0, 2.0, 3.0]).unwrap();
-        let p = dir.join(format!("{dtype}.npy"));
-        t.save_npy(&p).unwrap();
-        assert_eq!(DenseTensor::load_npy(&p).unwrap(), t, "{dtype}");
+        let bytes = t.data().to_le_bytes();
+        assert_eq!(bytes.len(), 4 * dtype.size(), "{dtype}");
+        let back = TensorData::from_le_bytes(dtype, &bytes).unwrap();
+        assert_eq!(&back, t.data(), "{dtype}");
+        if dtype.size() > 1 {
+            assert_eq!(
+                TensorData::from_le_bytes(dtype, &bytes[1..]),
+                None,
+                "{dtype}"
+            );
+        }
     }
-    let missing = DenseTensor::load_npy(dir.join("missing.npy")).unwrap_err();
-    assert!(missing.to_string().contains("missing.npy"), "{missing}");
 }

@@ -11,10 +11,7 @@
 //!   by graph, specialization and code-generator version.
 //! - [`Runtime::run_graph`] runs a whole jagged-ir graph: compile through the
 //!   cache, allocate, bind parameters from the launch metadata, launch.
-//! - [`argspec`] parses the kernel-argument specs `jagc emu` and
-//!   `jagc crosscheck` share.
 
-pub mod argspec;
 mod backend;
 pub mod cache;
 mod error;

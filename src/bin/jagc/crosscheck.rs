@@ -18,7 +18,7 @@
 //! | `inout:IN.npy:OUT.npy` | a buffer holding IN.npy, saved to OUT.npy after the run |
 //!
 //! Scalars, `in:`, `out:` and `inout:` are the syntax `jagc emu` takes, parsed
-//! by the one parser both use ([`jagged_runtime::argspec`]; integers also in
+//! by the one parser both use ([`jagged::cli::argspec`]; integers also in
 //! hex, `u64:0x10`).
 //!
 //! Every buffer starts from the same bytes on every backend and every
@@ -27,9 +27,9 @@
 //! Exit status 0: all pass; 1: a mismatch; 2: an error.
 
 use clap::Args;
+use jagged::cli::argspec::KernelArgSpec;
+use jagged::cli::npy::{self, NpyArray};
 use jagged_ir::TensorData;
-use jagged_ir::npy::{self, NpyArray, NpyDtype};
-use jagged_runtime::argspec::KernelArgSpec;
 use jagged_runtime::{
     BackendKind, DType, KernelArg, LaunchDims, Runtime, RuntimeError, tensor_bytes, tensor_data,
 };
@@ -189,7 +189,7 @@ impl ArgSpec {
                 let npy_input = |path: PathBuf, save| -> Result<ArgSpec, CrosscheckError> {
                     let array =
                         npy::read(&path).map_err(|e| CrosscheckError::File(e.to_string()))?;
-                    let dtype = dtype_of_npy(array.dtype)
+                    let dtype = npy::tensor_dtype(array.dtype)
                         .ok_or_else(|| bad("the .npy dtype has no device dtype"))?;
                     Ok(buffer(dtype, array.len(), BufferInit::Npy(path), save))
                 };
@@ -198,7 +198,7 @@ impl ArgSpec {
                     KernelArgSpec::In(path) => npy_input(path, None),
                     KernelArgSpec::InOut { input, output } => npy_input(input, Some(output)),
                     KernelArgSpec::Out { path, dtype, count } => Ok(buffer(
-                        dtype_of_npy(dtype).ok_or_else(|| bad("the dtype has no device dtype"))?,
+                        npy::tensor_dtype(dtype).ok_or_else(|| bad("the dtype has no device dtype"))?,
                         count,
                         BufferInit::Poison,
                         Some(path),
@@ -230,34 +230,6 @@ impl ArgSpec {
                     .data
             }
         }))
-    }
-}
-
-fn dtype_of_npy(dtype: NpyDtype) -> Option<DType> {
-    Some(match dtype {
-        NpyDtype::Bool => DType::Bool,
-        NpyDtype::U8 => DType::U8,
-        // NumPy has no bf16: it is stored as <u2.
-        NpyDtype::U16 | NpyDtype::BF16 => DType::BF16,
-        NpyDtype::I32 => DType::I32,
-        NpyDtype::I64 => DType::I64,
-        NpyDtype::F16 => DType::F16,
-        NpyDtype::F32 => DType::F32,
-        NpyDtype::F64 => DType::F64,
-        NpyDtype::U32 | NpyDtype::U64 => return None,
-    })
-}
-
-fn npy_of_dtype(dtype: DType) -> NpyDtype {
-    match dtype {
-        DType::F16 => NpyDtype::F16,
-        DType::BF16 => NpyDtype::BF16,
-        DType::F32 => NpyDtype::F32,
-        DType::F64 => NpyDtype::F64,
-        DType::I32 => NpyDtype::I32,
-        DType::I64 => NpyDtype::I64,
-        DType::U8 => NpyDtype::U8,
-        DType::Bool => NpyDtype::Bool,
     }
 }
 
@@ -407,7 +379,7 @@ impl Crosscheck {
             } = &self.args[*index]
             {
                 let array = NpyArray {
-                    dtype: npy_of_dtype(*dtype),
+                    dtype: npy::npy_dtype(*dtype),
                     shape: vec![*count],
                     data: bytes.clone(),
                 };
@@ -425,7 +397,7 @@ impl Crosscheck {
         for (index, bytes) in &run.buffers {
             if let ArgSpec::Buffer { dtype, count, .. } = &self.args[*index] {
                 let array = NpyArray {
-                    dtype: npy_of_dtype(*dtype),
+                    dtype: npy::npy_dtype(*dtype),
                     shape: vec![*count],
                     data: bytes.clone(),
                 };

@@ -5,16 +5,16 @@
 //! device buffers read from or written to `.npy` files (`in:X.npy`,
 //! `out:Y.npy:f32:1024`, `inout:X.npy:Y.npy`). bf16 buffers are stored as uint16.
 //! The syntax is `jagc crosscheck`'s too: both parse it with
-//! [`jagged_runtime::argspec::KernelArgSpec`]. An `out:` buffer starts as 0xFF bytes.
+//! [`jagged::cli::argspec::KernelArgSpec`]. An `out:` buffer starts as 0xFF bytes.
 //! `jagc emu` also takes 1- and 2-byte scalars (`u8:1`, `s8:-1`, `u16:0xffff`,
 //! `s16:-2`, `f16:0.5`, `bf16:-1.25`; `i8`/`i16` are aliases of `s8`/`s16`), which the
 //! emulator passes to `.u8`/`.s8`/`.b8`/`.u16`/`.s16`/`.b16`/`.f16`/`.bf16` parameters
 //! (Triton passes a bool as `.u8`).
 
 use clap::Args;
+use jagged::cli::argspec::{ArgSpecError, KernelArgSpec, parse_int};
+use jagged::cli::npy::{self, NpyArray, NpyDtype, NpyError};
 use jagged_emu::{Device, DevicePtr, EmuError, KernelArg, LaunchConfig, Module};
-use jagged_ir::npy::{self, NpyArray, NpyDtype, NpyError};
-use jagged_runtime::argspec::{ArgSpecError, KernelArgSpec, parse_int};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+use jagged::cli::npy;
 use jagged_codegen::{Arch, Spec};
 use jagged_ir::{AttrValue, DType, DenseTensor, Graph};
 use jagged_runtime::{BackendKind, Runtime};
@@ -238,15 +239,15 @@ fn load_files(
     let mut loaded = BTreeMap::new();
     for (name, path) in files {
         let bad = |e: String| bad_input(name, path, e);
-        let header = jagged_ir::npy::read(path).map_err(|e| bad(e.to_string()))?;
-        if header.dtype == jagged_ir::npy::NpyDtype::U16 && !is_bf16(name) {
+        let array = npy::read(path).map_err(|e| bad(e.to_string()))?;
+        if array.dtype == npy::NpyDtype::U16 && !is_bf16(name) {
             return Err(bad(
                 "a uint16 array; uint16 .npy files are read as bf16 bits only for a bf16 input \
                  (use --dtype bf16, or save the values as floats)"
                     .to_string(),
             ));
         }
-        let tensor = DenseTensor::load_npy(path).map_err(|e| bad(e.to_string()))?;
+        let tensor = npy::to_dense(array, path).map_err(|e| bad(e.to_string()))?;
         loaded.insert(name.clone(), tensor);
     }
     Ok(loaded)
@@ -394,7 +395,7 @@ fn write_outputs(
                 } else {
                     tensor
                 };
-                tensor.save_npy(&temp).map_err(|e| e.to_string())
+                npy::save_dense(tensor, &temp).map_err(|e| e.to_string())
             });
         if let Err(reason) = result {
             let _ = std::fs::remove_file(&temp);

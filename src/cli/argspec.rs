@@ -14,9 +14,9 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use jagged_ir::npy::NpyDtype;
+use jagged_runtime::KernelArg;
 
-use crate::KernelArg;
+use super::npy::NpyDtype;
 
 /// One kernel argument in the shared SPEC syntax.
 #[derive(Clone, Debug, PartialEq)]
