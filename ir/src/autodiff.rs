@@ -42,10 +42,11 @@
 //! - any value without `B` (a dense `[D]` weight, a scalar input) that is
 //!   broadcast to a batched result, and a `scan` along `B` (both need a sum
 //!   over the sequences);
-//! - a `complete` scan along `N`, a reduction along an axis that is neither
-//!   the last row axis nor expressible as a contraction (the first of two `N`
-//!   axes), a padded `[B, N, N, ...]` operand broadcast to `[%s, %s, ...]`,
-//!   and a contraction operand with an axis letter that appears nowhere else.
+//! - a reduction or softmax along an axis that is neither the last row axis
+//!   nor expressible as a contraction (the first of two `N` axes, or a
+//!   static axis of a value with an `N` axis, unless it is its only inner
+//!   axis), and a padded `[B, N, N, ...]` operand broadcast to
+//!   `[%s, %s, ...]`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -235,7 +236,17 @@ impl<'g> Pass<'g> {
         }
     }
 
+    /// Appends `node`, or returns the node equal to it if there is one
+    /// (every node but an input is a pure function of its operands, so
+    /// equal nodes are equal values: the adjoints reuse the forward values
+    /// they read, and each other's). Constants are shared by
+    /// [`Pass::konst`], which tells `0.0` from `-0.0`.
     fn push(&mut self, node: Node) -> Handle<Node> {
+        if !matches!(node, Node::Input { .. } | Node::Const { .. })
+            && let Some((h, _)) = self.nodes.iter().find(|(_, n)| **n == node)
+        {
+            return h;
+        }
         self.nodes.append(node)
     }
 
@@ -634,19 +645,6 @@ impl<'g> Pass<'g> {
                     if !self.wants(x) {
                         continue;
                     }
-                    if let Some(c) = xa
-                        .chars()
-                        .find(|&c| !out_axes.contains(c) && !oa.contains(c))
-                    {
-                        return Err(self.not_differentiable(
-                            h,
-                            format!(
-                                "axis '{c}' of an operand is summed without appearing in the \
-                                 other operand or the result; its adjoint needs a broadcast \
-                                 along it (not supported yet)"
-                            ),
-                        ));
-                    }
                     let xt = self.fwd_ty(x);
                     let ot = self.fwd_ty(other);
                     let other = if ot.dtype == *dtype {
@@ -657,12 +655,30 @@ impl<'g> Pass<'g> {
                             dtype: *dtype,
                         })
                     };
+                    // Letters of this operand summed nowhere else: the
+                    // gradient is the same all along them.
+                    let missing: Vec<char> = xa
+                        .chars()
+                        .filter(|&c| !out_axes.contains(c) && !oa.contains(c))
+                        .collect();
+                    let mut have: String = xa.chars().filter(|c| !missing.contains(c)).collect();
                     let mut c = self.contract(
                         (g, out_axes.clone()),
                         (other, oa.clone()),
-                        xa.clone(),
+                        have.clone(),
                         *dtype,
                     );
+                    let lead = usize::from(xt.dims.first() == Some(&Dim::Batch));
+                    for m in missing {
+                        let Some(dim) = xa.find(m).and_then(|k| xt.dims.get(lead + k)) else {
+                            return Err(self.internal(h, "a contraction letter without a dim"));
+                        };
+                        let ones = self.ones(&TensorType::new(*dtype, vec![*dim]), h)?;
+                        let next: String =
+                            xa.chars().filter(|&l| have.contains(l) || l == m).collect();
+                        c = self.contract((c, have), (ones, m.to_string()), next.clone(), *dtype);
+                        have = next;
+                    }
                     if xt.dtype != *dtype {
                         c = self.push(Node::Cast {
                             arg: c,
@@ -942,7 +958,8 @@ impl<'g> Pass<'g> {
             )),
             _ => Err(self.not_differentiable(
                 h,
-                "the adjoint of a complete scan along N needs a slice the IR lacks",
+                "the adjoint of a complete scan along a non-static axis needs a slice the IR \
+                 lacks",
             )),
         }
     }

@@ -762,6 +762,19 @@ fn contractions() {
         b.output("mu", mu);
     });
     check_gradients(&g, &["x", "m", "u"], &Check::default());
+    // Letters summed in one operand only: the gradient is spread along them.
+    let g = graph("summed_alone", true, |b, s| {
+        let x = b.input("x", f64j(s, &[3]));
+        let w = b.input("w", f64d(&[Dim::Batch], &[2]));
+        let y = b.input("y", f64j(s, &[2]));
+        let o = b.contract(x, "id", w, "e", "e", DType::F64);
+        let z = b.contract(x, "id", y, "ie", "e", DType::F64);
+        let u = b.contract(w, "e", x, "id", "ie", DType::F64);
+        b.output("o", o);
+        b.output("z", z);
+        b.output("u", u);
+    });
+    check_gradients(&g, &["x", "w", "y"], &Check::default());
 }
 
 #[test]
@@ -970,4 +983,65 @@ fn nodes_without_an_expressible_adjoint_are_typed_errors() {
         b.output("y", y);
     });
     not_differentiable(&g, &["x"], "scan");
+    // A reduction along the first of two N axes: its adjoint would spread
+    // along an axis that is neither the last row axis nor a contraction's.
+    let g = graph("reduce_first_n", true, |b, _| {
+        let x = b.input("x", f64d(&[Dim::Batch, Dim::MaxLen, Dim::MaxLen], &[]));
+        let y = b.reduce(ReduceOp::Sum, x, 1);
+        b.output("y", y);
+    });
+    not_differentiable(&g, &["x"], "reduce");
+    // A padded [B, N, N] operand meeting [%s, %s]: padding pairs back.
+    let g = graph("padded_pairs", true, |b, s| {
+        let p = pair(b, s);
+        let d = b.input("d", f64d(&[Dim::Batch, Dim::MaxLen, Dim::MaxLen], &[]));
+        let y = b.mul(p, d);
+        let y = b.reduce(ReduceOp::Sum, y, 1);
+        b.output("y", y);
+    });
+    not_differentiable(&g, &["d"], "mul");
+    check_gradients(&g, &["q", "k"], &Check::default());
+}
+
+#[test]
+fn low_precision_graphs_differentiate() {
+    // f16 attention: casts and f32 accumulation carry the gradient; the
+    // backward graph in f16 agrees with the f64 one to f16's precision.
+    let spec = |dtype| AttentionSpec {
+        input_dtype: dtype,
+        dtype,
+        offsets: DType::I32,
+        heads: 2,
+        head_dim: 4,
+        value_dim: 3,
+        causal: true,
+        activation: Activation::Softmax,
+    };
+    let low = ops::jagged_flash_attention(&spec(DType::F16)).expect("graph");
+    let high = ops::jagged_flash_attention(&spec(DType::F64)).expect("graph");
+    let (bl, bh) = (
+        backward(&low, &["q", "k", "v"]).expect("f16 backward"),
+        backward(&high, &["q", "k", "v"]).expect("f64 backward"),
+    );
+    let check = Check::default();
+    let mut rng = Rng(5);
+    let lens = [3, 0, 5, 1];
+    let mut inputs = random_inputs(&bl, &lens, &check, &mut rng);
+    let attrs = attrs_of(&low, &check);
+    let out_l = run(&bl, &inputs, &attrs);
+    for t in inputs.values_mut() {
+        if t.dtype() == DType::F16 {
+            *t = DenseTensor::from_f64(DType::F64, t.shape().to_vec(), &t.to_f64()).expect("t");
+        }
+    }
+    let grad_lse = &inputs["grad_lse"];
+    assert_eq!(grad_lse.dtype(), DType::F32);
+    let out_h = run(&bh, &inputs, &attrs);
+    for name in ["grad_q", "grad_k", "grad_v"] {
+        let (l, h) = (out_l[name].to_f64(), out_h[name].to_f64());
+        assert_eq!(out_l[name].dtype(), DType::F16);
+        let diff: f64 = l.iter().zip(&h).map(|(a, b)| (a - b) * (a - b)).sum();
+        let norm: f64 = h.iter().map(|b| b * b).sum();
+        assert!(norm > 0.0 && diff.sqrt() <= 1e-2 * norm.sqrt(), "{name}");
+    }
 }
