@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use jagged::codegen::{Spec, compile_with_plan};
 use jagged::ir::autodiff::backward;
-use jagged::ir::ops::{self, Activation, AttentionSpec, JaggedSpec};
-use jagged::ir::{AttrValue, DType, Graph, ReduceOp};
+use jagged::ir::ops::{self, Activation, AttentionSpec, FbgemmAttentionSpec, JaggedSpec};
+use jagged::ir::{
+    AttrKind, AttrValue, DType, Dim, Graph, GraphBuilder, Handle, MAX_LEN, Node, ReduceOp,
+    ScanMode, TensorType,
+};
 use jagged::runtime::{BackendKind, KernelCache, Runtime};
 use jagged::testing::{Rng, Tolerance, check_spec_against_reference};
 
@@ -114,5 +117,124 @@ fn flash_attention_backward() {
         };
         let g = ops::jagged_flash_attention(&spec).expect("graph");
         check(&g, &["q", "k", "v"], 6, &[], 20 + k as u64);
+    }
+}
+
+/// `max_len`, `offsets` and a truncated sequence set, completed by `f`.
+fn graph(name: &str, f: impl FnOnce(&mut GraphBuilder, Handle<Node>)) -> Graph {
+    let mut b = GraphBuilder::new(name);
+    b.declare_attr(MAX_LEN, AttrKind::Index, None);
+    let o = b.input(
+        "offsets",
+        TensorType::new(DType::I32, vec![Dim::BatchPlusOne]),
+    );
+    let s = b.seqs(o, true);
+    f(&mut b, s);
+    b.finish().unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn f32j(s: Handle<Node>, inner: &[usize]) -> TensorType {
+    TensorType::jagged(DType::F32, s, inner)
+}
+
+fn f32d(symbolic: &[Dim], inner: &[usize]) -> TensorType {
+    TensorType::dense(DType::F32, symbolic, inner)
+}
+
+/// Adjoints built from contractions with ones, triangular matrices,
+/// broadcast reductions and padding compile too.
+#[test]
+fn composed_backward_graphs() {
+    // Reductions over the queries of a pair (spread back by a contraction
+    // with ones over %s), over a static axis that is not the last.
+    for op in [ReduceOp::Max, ReduceOp::Mean] {
+        let g = graph("pair_queries", |b, s| {
+            let q = b.input("q", f32j(s, &[2, 4]));
+            let k = b.input("k", f32j(s, &[2, 4]));
+            let p = b.contract(q, "ihd", k, "jhd", "ijh", DType::F32);
+            let y = b.reduce(op, p, 0);
+            b.output("y", y);
+        });
+        check(&g, &["q", "k"], 5, &[], 30);
+        let g = graph("static_axis", |b, s| {
+            let x = b.input("x", f32j(s, &[2, 3]));
+            let y = b.reduce(op, x, 1);
+            b.output("y", y);
+        });
+        check(&g, &["x"], 5, &[], 31);
+    }
+    // Scans along a static axis (a contraction with the scan's matrix) and
+    // along N (total minus the other prefix sum).
+    for mode in [ScanMode::Inclusive, ScanMode::Exclusive, ScanMode::Complete] {
+        let g = graph("scan_static", |b, _| {
+            let x = b.input("x", f32d(&[Dim::Batch], &[5]));
+            let y = b.scan(mode, x, 1);
+            b.output("y", y);
+        });
+        check(&g, &["x"], 5, &[], 32);
+    }
+    let g = graph("scan_n", |b, s| {
+        let x = b.input("x", f32j(s, &[2]));
+        let d = b.to_padded(x);
+        let y = b.scan(ScanMode::Inclusive, d, 1);
+        b.output("y", y);
+    });
+    check(&g, &["x"], 5, &[], 33);
+    // Broadcasting: per-sequence, per-row and padded operands.
+    let g = graph("broadcast", |b, s| {
+        let x = b.input("x", f32j(s, &[3]));
+        let w = b.input("w", f32d(&[Dim::Batch], &[3]));
+        let r = b.input("r", f32j(s, &[]));
+        let d = b.input("d", f32d(&[Dim::Batch, Dim::MaxLen], &[]));
+        let y = b.mul(x, w);
+        let y = b.add(y, r);
+        let y = b.mul(y, d);
+        let y = b.tanh(y);
+        b.output("y", y);
+    });
+    check(&g, &["x", "w", "r", "d"], 5, &[], 34);
+    // Softmax over a padded dense axis; unary chains.
+    let g = graph("dense_softmax", |b, _| {
+        let x = b.input("x", f32d(&[Dim::Batch, Dim::MaxLen], &[3]));
+        let y = b.softmax(x, 1);
+        let y = b.silu(y);
+        let y = b.sigmoid(y);
+        b.output("y", y);
+    });
+    check(&g, &["x"], 5, &[], 35);
+}
+
+#[test]
+fn fbgemm_attention_backward() {
+    for use_mask in [false, true] {
+        let spec = FbgemmAttentionSpec {
+            input_dtype: DType::F32,
+            dtype: DType::F32,
+            offsets: DType::I64,
+            head_dim: 8,
+            use_mask,
+        };
+        let g = ops::fbgemm_jagged_flash_attention_basic(&spec).expect("graph");
+        check(&g, &["q", "k", "v"], 6, &[], 40);
+    }
+}
+
+#[test]
+fn low_precision_attention_backward() {
+    for (k, dtype) in [DType::F16, DType::BF16].into_iter().enumerate() {
+        for activation in [Activation::Softmax, Activation::Silu] {
+            let spec = AttentionSpec {
+                input_dtype: dtype,
+                dtype,
+                offsets: DType::I32,
+                heads: 2,
+                head_dim: 16,
+                value_dim: 16,
+                causal: true,
+                activation,
+            };
+            let g = ops::jagged_flash_attention(&spec).expect("graph");
+            check(&g, &["q", "k", "v"], 6, &[], 50 + k as u64);
+        }
     }
 }
