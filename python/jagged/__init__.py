@@ -1,0 +1,229 @@
+"""jagged: jagged-tensor ops compiled to PTX kernels, as PyTorch ops.
+
+Importing the package registers every builtin op of docs/ops.md as a
+`torch.library` custom op, `torch.ops.jagged.<name>`, taking plain tensors
+(a jagged tensor is `values [T, ...]` plus `offsets [B + 1]`), with fake
+implementations for `torch.compile` and backward formulas for autograd.
+
+The functions of this module (`jagged.jagged_softmax`, ...) call those ops
+and also take nested tensors of the jagged layout
+(`torch.nested.nested_tensor(..., layout=torch.jagged)`) where values and
+offsets go, returning nested tensors where the input was one; `max_len`
+defaults to the longest sequence there.
+
+CPU tensors run through the bundled PTX emulator. CUDA tensors are not
+supported yet (NotImplementedError). See docs/python.md.
+"""
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from . import _native, _ops  # noqa: F401  (_ops registers the ops)
+from ._graph import GraphOp, op
+from ._native import JaggedError, JaggedInputError
+from ._tensors import longest
+
+__all__ = [
+    "GraphOp",
+    "JaggedError",
+    "JaggedInputError",
+    "complete_cumsum",
+    "dense_to_jagged",
+    "device_name",
+    "fbgemm_jagged_flash_attention_basic",
+    "jagged_dense_elementwise_mul",
+    "jagged_flash_attention",
+    "jagged_reduce",
+    "jagged_softmax",
+    "jagged_to_padded_dense",
+    "masked_select_jagged",
+    "op",
+    "op_reference",
+    "stats",
+]
+
+#: The op names registered under torch.ops.jagged (the builtin ops, and the
+#: attention backward the autograd formula of jagged_flash_attention calls).
+REGISTERED = [d["name"] for d in _native.op_reference()] + ["jagged_flash_attention_backward"]
+
+
+def op_reference() -> List[Dict[str, Any]]:
+    """Every builtin op as `{name, inputs, attrs, outputs}` (attrs: `{name, type, default, choices, doc}`)."""
+    return _native.op_reference()
+
+
+def device_name() -> str:
+    """Where the kernels run: the PTX emulator (CPU)."""
+    return _native.device_name()
+
+
+def stats() -> Dict[str, int]:
+    """Counters of the runtime: runs, code-generator runs (and microseconds), kernel-cache hits, module loads."""
+    return dict(_native.stats())
+
+
+def _is_nested(t: object) -> bool:
+    return isinstance(t, torch.Tensor) and t.is_nested
+
+
+def _unpack(opname: str, name: str, x: torch.Tensor, offsets: Optional[torch.Tensor]):
+    """`(values, offsets, nested)` of a values argument that may be a nested tensor."""
+    if _is_nested(x):
+        if x.layout != torch.jagged:
+            raise JaggedInputError(
+                f"jagged.{opname}: argument `{name}` is a nested tensor of layout {x.layout}; "
+                f"use layout=torch.jagged"
+            )
+        if offsets is not None:
+            raise TypeError(f"jagged.{opname}: `{name}` is a nested tensor, which carries its offsets; drop `offsets`")
+        if x.dim() < 2 or x._ragged_idx != 1:
+            raise JaggedInputError(f"jagged.{opname}: argument `{name}` must be ragged along dim 1")
+        return x.values(), x.offsets(), True
+    if offsets is None:
+        raise TypeError(f"jagged.{opname}: `offsets` is required when `{name}` is not a nested tensor")
+    return x, offsets, False
+
+
+def _max_len(max_len: Optional[int], offsets: torch.Tensor) -> int:
+    return longest(offsets) if max_len is None else max_len
+
+
+def _nested(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    return torch.nested.nested_tensor_from_jagged(values, offsets)
+
+
+def complete_cumsum(lengths: torch.Tensor) -> torch.Tensor:
+    """`lengths [B]` (int32 or int64) to `offsets [B+1]`."""
+    return torch.ops.jagged.complete_cumsum(lengths)
+
+
+def jagged_to_padded_dense(
+    values: torch.Tensor,
+    offsets: Optional[torch.Tensor] = None,
+    max_len: Optional[int] = None,
+    padding_value: float = 0.0,
+) -> torch.Tensor:
+    """`values [T, *inner]` (or a nested tensor) to `dense [B, max_len, *inner]`."""
+    v, o, _ = _unpack("jagged_to_padded_dense", "values", values, offsets)
+    return torch.ops.jagged.jagged_to_padded_dense(v, o, _max_len(max_len, o), padding_value)
+
+
+def dense_to_jagged(dense: torch.Tensor, offsets: torch.Tensor, total_L: Optional[int] = None) -> torch.Tensor:
+    """`dense [B, N, *inner]` to `values [T, *inner]` on `offsets`.
+
+    `offsets` may be a nested tensor: its offsets are used, and the result is
+    a nested tensor of its layout.
+    """
+    if _is_nested(offsets):
+        o = offsets.offsets()
+        return _nested(torch.ops.jagged.dense_to_jagged(dense, o, total_L), o)
+    return torch.ops.jagged.dense_to_jagged(dense, offsets, total_L)
+
+
+def jagged_dense_elementwise_mul(
+    values: torch.Tensor,
+    offsets: Optional[torch.Tensor] = None,
+    dense: Optional[torch.Tensor] = None,
+    max_len: Optional[int] = None,
+) -> torch.Tensor:
+    """`values [T, *inner] * dense [B, max_len, *inner]`; `max_len` defaults to `dense.shape[1]`."""
+    v, o, nested = _unpack("jagged_dense_elementwise_mul", "values", values, offsets)
+    if dense is None:
+        raise TypeError("jagged.jagged_dense_elementwise_mul: `dense` is required")
+    n = dense.shape[1] if max_len is None and dense.dim() >= 2 else _max_len(max_len, o)
+    out = torch.ops.jagged.jagged_dense_elementwise_mul(v, o, dense, n)
+    return _nested(out, o) if nested else out
+
+
+def jagged_softmax(
+    values: torch.Tensor, offsets: Optional[torch.Tensor] = None, max_len: Optional[int] = None
+) -> torch.Tensor:
+    """Softmax over the rows of each sequence, per column."""
+    v, o, nested = _unpack("jagged_softmax", "values", values, offsets)
+    out = torch.ops.jagged.jagged_softmax(v, o, _max_len(max_len, o))
+    return _nested(out, o) if nested else out
+
+
+def jagged_reduce(
+    values: torch.Tensor,
+    offsets: Optional[torch.Tensor] = None,
+    max_len: Optional[int] = None,
+    reduce: str = "sum",
+) -> torch.Tensor:
+    """`values [T, *inner]` to `out [B, *inner]` by `sum`, `mean` or `max`."""
+    v, o, _ = _unpack("jagged_reduce", "values", values, offsets)
+    return torch.ops.jagged.jagged_reduce(v, o, _max_len(max_len, o), reduce)
+
+
+def masked_select_jagged(
+    values: torch.Tensor, offsets: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None
+):
+    """The rows whose mask is set: `(values, offsets)`, or a nested tensor for a nested input.
+
+    With a nested `values`, `mask` may be a nested tensor of the same layout.
+    """
+    v, o, nested = _unpack("masked_select_jagged", "values", values, offsets)
+    if mask is None:
+        raise TypeError("jagged.masked_select_jagged: `mask` is required")
+    if _is_nested(mask):
+        mask = mask.values()
+    out, new_offsets = torch.ops.jagged.masked_select_jagged(v, o, mask)
+    return _nested(out, new_offsets) if nested else (out, new_offsets)
+
+
+def _attention_inputs(opname: str, q, k, v, offsets):
+    q_, o, nested = _unpack(opname, "q", q, offsets)
+    if nested:
+        parts = []
+        for name, x in (("k", k), ("v", v)):
+            if not _is_nested(x):
+                raise TypeError(f"jagged.{opname}: `q` is a nested tensor, so `{name}` must be one too")
+            if x.offsets() is not o and not torch.equal(x.offsets(), o):
+                raise JaggedInputError(f"jagged.{opname}: `{name}` has other offsets than `q`")
+            parts.append(x.values())
+        return q_, parts[0], parts[1], o, True
+    for name, x in (("k", k), ("v", v)):
+        if _is_nested(x):
+            raise TypeError(f"jagged.{opname}: `{name}` is a nested tensor but `q` is not")
+    return q_, k, v, o, False
+
+
+def jagged_flash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    offsets: Optional[torch.Tensor] = None,
+    max_len: Optional[int] = None,
+    scale: Optional[float] = None,
+    causal: bool = False,
+    activation: str = "softmax",
+    dtype: Optional[str] = None,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Jagged attention: `(out [T, H, Dv], lse [T, H])`, `lse` None with `activation="silu"`."""
+    q_, k_, v_, o, nested = _attention_inputs("jagged_flash_attention", q, k, v, offsets)
+    out, lse = torch.ops.jagged.jagged_flash_attention(
+        q_, k_, v_, o, _max_len(max_len, o), scale, causal, activation, dtype
+    )
+    if activation != "softmax":
+        return (_nested(out, o) if nested else out), None
+    if nested:
+        return _nested(out, o), _nested(lse, o)
+    return out, lse
+
+
+def fbgemm_jagged_flash_attention_basic(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    offsets: Optional[torch.Tensor] = None,
+    max_len: Optional[int] = None,
+    use_mask: bool = False,
+    dtype: Optional[str] = None,
+) -> torch.Tensor:
+    """FBGEMM's `jagged_flash_attention_basic`: `q, k, v [T, D]` to `out [T, D]`."""
+    q_, k_, v_, o, nested = _attention_inputs("fbgemm_jagged_flash_attention_basic", q, k, v, offsets)
+    out = torch.ops.jagged.fbgemm_jagged_flash_attention_basic(q_, k_, v_, o, _max_len(max_len, o), use_mask, dtype)
+    return _nested(out, o) if nested else out
+
+

@@ -1,0 +1,91 @@
+"""Torch tensors to and from the native extension's `(name, dtype, shape, bytes)` tuples."""
+
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+
+from . import _native
+from ._native import JaggedInputError
+
+DTYPE_NAMES: Dict[torch.dtype, str] = {
+    torch.float64: "f64",
+    torch.float32: "f32",
+    torch.float16: "f16",
+    torch.bfloat16: "bf16",
+    torch.int32: "i32",
+    torch.int64: "i64",
+    torch.uint8: "u8",
+    torch.bool: "bool",
+}
+TORCH_DTYPES: Dict[str, torch.dtype] = {v: k for k, v in DTYPE_NAMES.items()}
+
+
+def check_tensor(op: str, name: str, t: object) -> torch.Tensor:
+    """`t` is a contiguous CPU tensor of a supported dtype, else an exception naming `name`."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"jagged.{op}: argument `{name}` must be a torch.Tensor, got {type(t).__name__}")
+    if t.is_nested:
+        raise JaggedInputError(
+            f"jagged.{op}: argument `{name}` is a nested tensor; pass it to jagged.{op} "
+            f"(the Python wrapper), or pass its .values() and .offsets()"
+        )
+    if t.device.type == "cuda":
+        raise NotImplementedError(
+            f"jagged.{op}: argument `{name}` is on {t.device}; CUDA tensors are not supported "
+            f"by the jagged torch package yet (only CPU tensors, run by the PTX emulator): "
+            f"move the inputs to the CPU"
+        )
+    if t.device.type != "cpu":
+        raise JaggedInputError(f"jagged.{op}: argument `{name}` is on {t.device}; expected a CPU tensor")
+    if t.dtype not in DTYPE_NAMES:
+        raise JaggedInputError(
+            f"jagged.{op}: argument `{name}` has dtype {t.dtype}; supported: "
+            + ", ".join(str(d) for d in DTYPE_NAMES)
+        )
+    if not t.is_contiguous():
+        raise JaggedInputError(
+            f"jagged.{op}: argument `{name}` is not contiguous (strides {t.stride()} for shape "
+            f"{tuple(t.shape)}); call .contiguous() first"
+        )
+    return t
+
+
+def to_native(op: str, name: str, t: object) -> Tuple[str, str, List[int], bytes]:
+    t = check_tensor(op, name, t)
+    data = t.detach().reshape(-1).view(torch.uint8).numpy().tobytes()
+    return (name, DTYPE_NAMES[t.dtype], list(t.shape), data)
+
+
+def from_native(out: Tuple[str, str, Sequence[int], bytearray]) -> torch.Tensor:
+    _, dtype, shape, data = out
+    dt = TORCH_DTYPES[dtype]
+    if len(data) == 0:
+        return torch.empty(tuple(shape), dtype=dt)
+    return torch.frombuffer(data, dtype=torch.uint8).view(dt).reshape(tuple(shape))
+
+
+def run_op(op: str, inputs: Dict[str, torch.Tensor], attrs: Dict[str, object]) -> List[torch.Tensor]:
+    """Runs the builtin `op` on CPU tensors through the emulator; outputs in the op's order."""
+    native = [to_native(op, name, t) for name, t in inputs.items()]
+    return [from_native(o) for o in _native.run_op(op, native, attrs)]
+
+
+def lengths_of(offsets: torch.Tensor) -> torch.Tensor:
+    return offsets[1:] - offsets[:-1]
+
+
+def longest(offsets: torch.Tensor) -> int:
+    """The longest sequence of `offsets` (0 for an empty batch)."""
+    if offsets.numel() <= 1:
+        return 0
+    return int(lengths_of(offsets).max().item())
+
+
+def row_segments(offsets: torch.Tensor, total: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """For each of the `total` rows: its sequence `b` and its index within it."""
+    rows = torch.arange(total, dtype=offsets.dtype, device=offsets.device)
+    # Valid offsets put every row r < T before offsets[B]: its sequence is
+    # the b with offsets[b] <= r < offsets[b + 1].
+    seg = torch.searchsorted(offsets[1:].contiguous(), rows, right=True)
+    return seg, rows - offsets[seg]
+

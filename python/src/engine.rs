@@ -1,0 +1,341 @@
+//! The process's emulator runtime and what runs on it: a graph on host
+//! tensors (through the runtime's kernel cache), and the flash-attention
+//! backward template.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+
+use jagged_codegen::templates::attention_bwd::compile_attention_backward;
+use jagged_codegen::{CompiledKernel, ParamBinding, Spec};
+use jagged_ir::ops::{Activation, AttentionSpec};
+use jagged_ir::{
+    AttrKind, AttrValue, DType, DenseTensor, Dim, Graph, GraphBuilder, MAX_LEN, TensorData,
+    TensorType,
+};
+use jagged_runtime::{BackendKind, Runtime};
+
+use crate::error::Error;
+
+/// A tensor crossing the Python boundary: dtype, shape and its elements as
+/// little-endian bytes (row-major).
+#[derive(Clone, Debug)]
+pub struct HostTensor {
+    /// The element type.
+    pub dtype: DType,
+    /// The shape.
+    pub shape: Vec<usize>,
+    /// The elements.
+    pub bytes: Vec<u8>,
+}
+
+impl HostTensor {
+    fn to_dense(&self, name: &str) -> Result<DenseTensor, Error> {
+        let data = TensorData::from_le_bytes(self.dtype, &self.bytes).ok_or_else(|| {
+            Error::Input(format!(
+                "input `{name}`: {} bytes are no whole number of {} elements",
+                self.bytes.len(),
+                self.dtype
+            ))
+        })?;
+        DenseTensor::new(self.shape.clone(), data)
+            .map_err(|e| Error::Input(format!("input `{name}`: {e}")))
+    }
+
+    fn from_dense(t: &DenseTensor) -> HostTensor {
+        HostTensor {
+            dtype: t.dtype(),
+            shape: t.shape().to_vec(),
+            bytes: t.data().to_le_bytes(),
+        }
+    }
+}
+
+/// What the process keeps between calls.
+struct State {
+    runtime: Runtime,
+    /// Attention backward kernels (rewired to their wrapper graph), by spec.
+    backward: HashMap<String, Arc<(Graph, CompiledKernel)>>,
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+/// Runs `f` on the process's emulator runtime (opened on first use). A
+/// panic inside `f` is an [`Error::Internal`], and the runtime is dropped
+/// (the next call opens a fresh one) since the panic may have left it
+/// half-way through a run.
+fn with_state<T>(f: impl FnOnce(&mut State) -> Result<T, Error>) -> Result<T, Error> {
+    let mut guard = STATE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if guard.is_none() {
+        let runtime = Runtime::with_backend(BackendKind::Emu)
+            .map_err(|e| Error::Run(format!("cannot open the emulator: {e}")))?;
+        *guard = Some(State {
+            runtime,
+            backward: HashMap::new(),
+        });
+    }
+    let Some(state) = guard.as_mut() else {
+        return Err(Error::Internal("no runtime".to_string()));
+    };
+    match catch_unwind(AssertUnwindSafe(|| f(state))) {
+        Ok(result) => result,
+        Err(panic) => {
+            *guard = None;
+            Err(Error::Internal(panic_message(panic.as_ref())))
+        }
+    }
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic".to_string()
+    }
+}
+
+/// The device the kernels run on, in words.
+pub fn device_name() -> Result<String, Error> {
+    with_state(|s| Ok(s.runtime.device_name()))
+}
+
+/// The kernel cache's and the runtime's counters, as `(name, value)` pairs.
+pub fn stats() -> Result<Vec<(&'static str, u64)>, Error> {
+    with_state(|s| {
+        let g = s.runtime.graph_run_stats();
+        Ok(vec![
+            ("runs", g.runs),
+            ("codegen_runs", g.codegen_runs),
+            ("codegen_micros", g.codegen_time.as_micros() as u64),
+            ("kernel_cache_hits", g.kernel_cache_hits),
+            ("module_loads", g.module_loads),
+            ("backward_kernels", s.backward.len() as u64),
+        ])
+    })
+}
+
+fn dense_inputs(inputs: &[(String, HostTensor)]) -> Result<Vec<(String, DenseTensor)>, Error> {
+    inputs
+        .iter()
+        .map(|(name, t)| Ok((name.clone(), t.to_dense(name)?)))
+        .collect()
+}
+
+fn host_outputs(outputs: BTreeMap<String, DenseTensor>) -> Vec<(String, HostTensor)> {
+    outputs
+        .iter()
+        .map(|(name, t)| (name.clone(), HostTensor::from_dense(t)))
+        .collect()
+}
+
+/// The spec of `graph` for `max_len` on `runtime`.
+fn spec_for(graph: &Graph, max_len: u64, runtime: &Runtime) -> Result<Spec, Error> {
+    Spec::for_graph(graph, max_len, runtime.preferred_arch())
+        .map_err(|e| Error::Input(format!("graph `{}`: {e}", graph.name())))
+}
+
+/// Runs `graph` (specialized for `spec_max_len`) on host tensors; returns
+/// the outputs by name, in the graph's output order.
+pub fn run_graph(
+    graph: &Graph,
+    spec_max_len: u64,
+    inputs: &[(String, HostTensor)],
+    attrs: &[(String, AttrValue)],
+) -> Result<Vec<(String, HostTensor)>, Error> {
+    let dense = dense_inputs(inputs)?;
+    let named: Vec<(&str, &DenseTensor)> = dense.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let attrs: Vec<(&str, AttrValue)> = attrs.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    let outputs = with_state(|s| {
+        let spec = spec_for(graph, spec_max_len, &s.runtime)?;
+        Ok(s.runtime.run_graph_host(graph, &spec, &named, &attrs)?)
+    })?;
+    let mut by_name = host_outputs(outputs);
+    // The graph's output order (the runtime returns them sorted by name).
+    let mut ordered = Vec::with_capacity(by_name.len());
+    for out in graph.outputs() {
+        if let Some(k) = by_name.iter().position(|(n, _)| *n == out.name) {
+            ordered.push(by_name.swap_remove(k));
+        }
+    }
+    ordered.extend(by_name);
+    Ok(ordered)
+}
+
+/// Parses a graph in the canonical text form.
+pub fn parse_graph(text: &str) -> Result<Graph, Error> {
+    Graph::parse(text)
+        .map_err(|e| Error::Input(format!("graph text:{}:{}: {}", e.line, e.column, e.message)))
+}
+
+/// The `max_len` a graph's spec is bucketed by: the attribute given, else
+/// its declared default, else 0.
+pub fn graph_spec_max_len(graph: &Graph, attrs: &[(String, AttrValue)]) -> u64 {
+    let given = attrs.iter().find(|(n, _)| n == MAX_LEN).map(|(_, v)| *v);
+    let declared = || {
+        graph
+            .attrs()
+            .iter()
+            .find(|a| a.name == MAX_LEN)
+            .and_then(|a| a.default)
+    };
+    match given.or_else(declared) {
+        Some(AttrValue::Index(n)) => n as u64,
+        _ => 0,
+    }
+}
+
+/// The kinds of a graph's declared attributes, by name.
+pub fn graph_attr_kind(graph: &Graph, name: &str) -> Option<AttrKind> {
+    graph
+        .attrs()
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| a.kind)
+}
+
+/// Whether the backward template takes attention of these facts.
+pub fn attention_backward_supported(dtype: DType, head_dim: usize, value_dim: usize) -> bool {
+    matches!(dtype, DType::F16 | DType::BF16)
+        && matches!(head_dim, 32 | 64 | 128 | 256)
+        && value_dim == head_dim
+}
+
+/// The tensors of an attention backward: `out` and `lse` with softmax only.
+pub struct BackwardInputs {
+    /// `offsets [B+1]`.
+    pub offsets: HostTensor,
+    /// `q [T, H, D]`.
+    pub q: HostTensor,
+    /// `k [T, H, D]`.
+    pub k: HostTensor,
+    /// `v [T, H, D]`.
+    pub v: HostTensor,
+    /// `out [T, H, D]` (softmax).
+    pub out: Option<HostTensor>,
+    /// `dout [T, H, D]`.
+    pub dout: HostTensor,
+    /// `lse [T, H]` f32 (softmax).
+    pub lse: Option<HostTensor>,
+}
+
+/// The wrapper graph the backward kernel runs under: inputs `offsets, q,
+/// k, v, (out, dout, lse | dout)`, outputs `dq, dk, dv` of `q`'s type. Its
+/// nodes only give the runtime the inputs' and outputs' types (for binding
+/// and allocation); the kernel computes the outputs.
+fn backward_graph(spec: &AttentionSpec) -> Result<Graph, Error> {
+    let mut b = GraphBuilder::new("jagged_flash_attention_backward");
+    b.declare_attr(MAX_LEN, AttrKind::Index, None);
+    b.declare_attr("scale", AttrKind::Float, None);
+    let o = b.input(
+        "offsets",
+        TensorType::new(spec.offsets, vec![Dim::BatchPlusOne]),
+    );
+    let s = b.seqs(o, true);
+    let (h, d) = (spec.heads, spec.head_dim);
+    let ty = |dtype| TensorType::jagged(dtype, s, &[h, d]);
+    let q = b.input("q", ty(spec.input_dtype));
+    let k = b.input("k", ty(spec.input_dtype));
+    let v = b.input("v", ty(spec.input_dtype));
+    if spec.activation == Activation::Softmax {
+        b.input("out", ty(spec.input_dtype));
+        b.input("dout", ty(spec.input_dtype));
+        b.input("lse", TensorType::jagged(DType::F32, s, &[h]));
+    } else {
+        b.input("dout", ty(spec.input_dtype));
+    }
+    for (name, x) in [("dq", q), ("dk", k), ("dv", v)] {
+        let y = b.neg(x);
+        b.output(name, y);
+    }
+    b.finish()
+        .map_err(|e| Error::Internal(format!("attention backward graph: {e}")))
+}
+
+/// The backward kernel's inputs are numbered `q, k, v, (out, dout, lse |
+/// dout), offsets`; the wrapper graph puts `offsets` first (a jagged
+/// input's type names the sequence set built from it).
+fn rewire(mut kernel: CompiledKernel, inputs: usize) -> CompiledKernel {
+    for launch in &mut kernel.launches {
+        for param in &mut launch.params {
+            if let ParamBinding::Input(i) = param {
+                *i = if *i + 1 == inputs { 0 } else { *i + 1 };
+            }
+        }
+    }
+    kernel
+}
+
+/// `dq, dk, dv` of `jagged_flash_attention` by the backward template
+/// (f16 / bf16, `D` of 32, 64, 128 or 256, `Dv = D`).
+pub fn attention_backward(
+    spec: &AttentionSpec,
+    max_len: usize,
+    scale: f64,
+    inputs: &BackwardInputs,
+) -> Result<[HostTensor; 3], Error> {
+    if !attention_backward_supported(spec.input_dtype, spec.head_dim, spec.value_dim)
+        || spec.dtype != spec.input_dtype
+    {
+        return Err(Error::Input(format!(
+            "the attention backward template takes f16 / bf16 with D = Dv in 32, 64, 128, 256; got {} D={} Dv={}",
+            spec.input_dtype, spec.head_dim, spec.value_dim
+        )));
+    }
+    let mut named = vec![
+        ("offsets", &inputs.offsets),
+        ("q", &inputs.q),
+        ("k", &inputs.k),
+        ("v", &inputs.v),
+    ];
+    match (&inputs.out, &inputs.lse, spec.activation) {
+        (Some(out), Some(lse), Activation::Softmax) => {
+            named.extend([("out", out), ("dout", &inputs.dout), ("lse", lse)]);
+        }
+        (_, _, Activation::Silu) => named.push(("dout", &inputs.dout)),
+        _ => {
+            return Err(Error::Input(
+                "the softmax attention backward needs `out` and `lse`".to_string(),
+            ));
+        }
+    }
+    let dense: Vec<(&str, DenseTensor)> = named
+        .iter()
+        .map(|(n, t)| Ok((*n, t.to_dense(n)?)))
+        .collect::<Result<_, Error>>()?;
+    let dense_named: Vec<(&str, &DenseTensor)> = dense.iter().map(|(n, t)| (*n, t)).collect();
+    let attrs = [
+        (MAX_LEN, AttrValue::Index(max_len)),
+        ("scale", AttrValue::Float(scale)),
+    ];
+    let outputs = with_state(|s| {
+        let forward = jagged_ir::ops::jagged_flash_attention(spec)
+            .map_err(|e| Error::Input(format!("jagged_flash_attention: {e}")))?;
+        let cspec = spec_for(&forward, max_len as u64, &s.runtime)?;
+        let key = format!("{spec:?} {cspec}");
+        let entry = match s.backward.get(&key) {
+            Some(entry) => entry.clone(),
+            None => {
+                let kernel = compile_attention_backward(&forward, &cspec)
+                    .map_err(|e| Error::Run(format!("attention backward: {e}")))?;
+                let entry = Arc::new((backward_graph(spec)?, rewire(kernel, named.len())));
+                s.backward.insert(key, entry.clone());
+                entry
+            }
+        };
+        let (graph, kernel) = entry.as_ref();
+        Ok(s.runtime
+            .run_compiled_host(graph, kernel, &dense_named, &attrs)?)
+    })?;
+    let get = |name: &str| {
+        outputs
+            .get(name)
+            .map(HostTensor::from_dense)
+            .ok_or_else(|| Error::Internal(format!("attention backward: no output `{name}`")))
+    };
+    Ok([get("dq")?, get("dk")?, get("dv")?])
+}

@@ -1,0 +1,462 @@
+//! `jagged._native`: the Rust side of the Python package `jagged`.
+//!
+//! It runs a builtin op of docs/ops.md, or any graph in the canonical text
+//! form, on host (CPU) buffers through the PTX emulator backend of
+//! [`jagged_runtime::Runtime`] and its kernel cache, and gives the op
+//! reference. The Python layer (`python/jagged/`) turns torch tensors into
+//! `(name, dtype, shape, bytes)` tuples and back, and registers the ops with
+//! `torch.library`.
+//!
+//! Every entry point catches panics: a bug surfaces as `jagged.JaggedError`
+//! ("internal error"), never as a `PanicException`. Bad arguments are
+//! `jagged.JaggedInputError` (a `ValueError`) naming the argument.
+
+mod engine;
+mod error;
+mod ops;
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyString};
+
+use jagged_ir::ops::{Activation, AttentionSpec};
+use jagged_ir::{AttrKind, AttrValue, DType, Graph};
+
+use engine::HostTensor;
+use error::Error;
+use ops::{AttrArg, AttrType, Facts};
+
+pyo3::create_exception!(
+    _native,
+    JaggedError,
+    PyRuntimeError,
+    "Compiling or running a jagged kernel failed."
+);
+pyo3::create_exception!(
+    _native,
+    JaggedInputError,
+    PyValueError,
+    "A bad argument to a jagged op (the message names it)."
+);
+
+impl From<Error> for PyErr {
+    fn from(err: Error) -> PyErr {
+        match err {
+            Error::Input(msg) => JaggedInputError::new_err(msg),
+            other => JaggedError::new_err(other.to_string()),
+        }
+    }
+}
+
+/// Runs `f` without the GIL, turning a panic into [`Error::Internal`].
+fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T, Error> + Send) -> PyResult<T> {
+    let result = py.detach(|| match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => Err(Error::Internal(engine::panic_message(panic.as_ref()))),
+    });
+    Ok(result?)
+}
+
+/// A tensor as the Python layer passes it: `(name, dtype, shape, data)`,
+/// `data` the elements as `bytes` (little-endian, row-major). (The buffer
+/// protocol is not in the stable ABI of Python 3.10.)
+type PyTensor<'py> = (String, String, Vec<usize>, Bound<'py, PyBytes>);
+
+/// A tensor as returned: `(name, dtype, shape, bytearray)`.
+type PyOut<'py> = (String, &'static str, Vec<usize>, Bound<'py, PyByteArray>);
+
+fn host_tensor(
+    name: &str,
+    dtype: &str,
+    shape: Vec<usize>,
+    data: &Bound<'_, PyBytes>,
+) -> PyResult<HostTensor> {
+    let dtype = DType::from_name(dtype)
+        .ok_or_else(|| Error::Input(format!("input `{name}`: unknown dtype `{dtype}`")))?;
+    Ok(HostTensor {
+        dtype,
+        shape,
+        bytes: data.as_bytes().to_vec(),
+    })
+}
+
+fn host_inputs(inputs: Vec<PyTensor<'_>>) -> PyResult<Vec<(String, HostTensor)>> {
+    inputs
+        .into_iter()
+        .map(|(name, dtype, shape, data)| {
+            let t = host_tensor(&name, &dtype, shape, &data)?;
+            Ok((name, t))
+        })
+        .collect()
+}
+
+fn py_outputs(py: Python<'_>, outputs: Vec<(String, HostTensor)>) -> Vec<PyOut<'_>> {
+    outputs
+        .into_iter()
+        .map(|(name, t)| {
+            (
+                name,
+                t.dtype.name(),
+                t.shape,
+                PyByteArray::new(py, &t.bytes),
+            )
+        })
+        .collect()
+}
+
+fn attr_arg(name: &str, value: &Bound<'_, PyAny>) -> PyResult<AttrArg> {
+    if value.is_none() {
+        Ok(AttrArg::None)
+    } else if value.is_instance_of::<PyBool>() {
+        Ok(AttrArg::Bool(value.extract()?))
+    } else if value.is_instance_of::<PyInt>() {
+        let n: i64 = value
+            .extract()
+            .map_err(|_| Error::Input(format!("attribute `{name}`: int out of range")))?;
+        Ok(AttrArg::Int(n))
+    } else if value.is_instance_of::<PyFloat>() {
+        Ok(AttrArg::Float(value.extract()?))
+    } else if value.is_instance_of::<PyString>() {
+        Ok(AttrArg::Str(value.extract()?))
+    } else {
+        Err(Error::Input(format!(
+            "attribute `{name}`: expected None, a bool, an int, a float or a str, got {}",
+            value.get_type().name()?
+        ))
+        .into())
+    }
+}
+
+fn attr_args(attrs: &Bound<'_, PyDict>) -> PyResult<BTreeMap<String, AttrArg>> {
+    let mut out = BTreeMap::new();
+    for (k, v) in attrs.iter() {
+        let name: String = k.extract()?;
+        let arg = attr_arg(&name, &v)?;
+        out.insert(name, arg);
+    }
+    Ok(out)
+}
+
+/// `run_op(op, inputs, attrs)`: runs the builtin op `op` on `inputs`
+/// (`[(name, dtype, shape, data)]`) with `attrs` (`{name: value}`; absent or
+/// `None` is the default); returns `[(name, dtype, shape, bytearray)]` in
+/// the op's output order.
+#[pyfunction]
+fn run_op<'py>(
+    py: Python<'py>,
+    op: &str,
+    inputs: Vec<PyTensor<'py>>,
+    attrs: &Bound<'py, PyDict>,
+) -> PyResult<Vec<PyOut<'py>>> {
+    let def = ops::find(op)?;
+    let inputs = host_inputs(inputs)?;
+    let given = attr_args(attrs)?;
+    let outputs = detached(py, || {
+        let facts: BTreeMap<String, Facts> = inputs
+            .iter()
+            .map(|(n, t)| {
+                (
+                    n.clone(),
+                    Facts {
+                        dtype: t.dtype,
+                        shape: t.shape.clone(),
+                    },
+                )
+            })
+            .collect();
+        let built = ops::build(def, &facts, &given)?;
+        let attrs: Vec<(String, AttrValue)> = built
+            .attrs
+            .iter()
+            .map(|(n, v)| (n.to_string(), *v))
+            .collect();
+        engine::run_graph(&built.graph, built.spec_max_len, &inputs, &attrs)
+    })?;
+    Ok(py_outputs(py, outputs))
+}
+
+/// `op_graph_text(op, inputs, attrs)`: the canonical text of the graph
+/// `run_op` would run for inputs of these dtypes and shapes
+/// (`[(name, dtype, shape)]`).
+#[pyfunction]
+fn op_graph_text(
+    op: &str,
+    inputs: Vec<(String, String, Vec<usize>)>,
+    attrs: &Bound<'_, PyDict>,
+) -> PyResult<String> {
+    let def = ops::find(op)?;
+    let given = attr_args(attrs)?;
+    let mut facts = BTreeMap::new();
+    for (name, dtype, shape) in inputs {
+        let dtype = DType::from_name(&dtype)
+            .ok_or_else(|| Error::Input(format!("input `{name}`: unknown dtype `{dtype}`")))?;
+        facts.insert(name, Facts { dtype, shape });
+    }
+    Ok(ops::build(def, &facts, &given)?.graph.to_string())
+}
+
+/// `op_reference()`: every builtin op as `{name, inputs, attrs, outputs}`,
+/// each attribute as `{name, type, default, choices, doc}` (`type` is the
+/// Python annotation; `default` Python source, `None` if required).
+#[pyfunction]
+fn op_reference(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
+    let mut out = Vec::new();
+    for op in ops::OPS {
+        let d = PyDict::new(py);
+        d.set_item("name", op.name)?;
+        d.set_item("inputs", op.inputs.to_vec())?;
+        d.set_item("outputs", op.outputs.to_vec())?;
+        let mut attrs = Vec::new();
+        for a in op.attrs {
+            let ad = PyDict::new(py);
+            let (ty, choices): (&str, &[&str]) = match a.ty {
+                AttrType::Int => ("int", &[]),
+                AttrType::Float => ("float", &[]),
+                AttrType::OptionalFloat => ("Optional[float]", &[]),
+                AttrType::Bool => ("bool", &[]),
+                AttrType::Choice(c) => ("str", c),
+                AttrType::OptionalChoice(c) => ("Optional[str]", c),
+            };
+            ad.set_item("name", a.name)?;
+            ad.set_item("type", ty)?;
+            ad.set_item("default", a.default)?;
+            ad.set_item("choices", choices.to_vec())?;
+            ad.set_item("doc", a.doc)?;
+            attrs.push(ad);
+        }
+        d.set_item("attrs", attrs)?;
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// A graph parsed from its canonical text, ready to run
+/// (`jagged.op(text)` wraps one).
+#[pyclass(frozen, module = "jagged._native")]
+struct CompiledGraph {
+    graph: Graph,
+}
+
+#[pymethods]
+impl CompiledGraph {
+    /// Parses `text` (errors carry the line and column).
+    #[new]
+    fn new(text: &str) -> PyResult<CompiledGraph> {
+        Ok(CompiledGraph {
+            graph: engine::parse_graph(text)?,
+        })
+    }
+
+    /// The graph's name.
+    #[getter]
+    fn name(&self) -> String {
+        self.graph.name().to_string()
+    }
+
+    /// The canonical text.
+    fn text(&self) -> String {
+        self.graph.to_string()
+    }
+
+    /// The inputs as `[(name, dtype, dims)]`, dims as the text spells them
+    /// (`%1`, `B`, `B+1`, `N`, or a number).
+    fn inputs(&self) -> Vec<(String, &'static str, Vec<String>)> {
+        self.graph
+            .inputs()
+            .map(|(_, name, ty)| {
+                let dims = ty.dims.iter().map(|d| format!("{d}")).collect();
+                (name.to_string(), ty.dtype.name(), dims)
+            })
+            .collect()
+    }
+
+    /// The declared attributes as `[(name, kind, default)]`, kind `index`
+    /// or `float`, default a number or `None`.
+    fn attrs(&self) -> Vec<(String, &'static str, Option<f64>)> {
+        self.graph
+            .attrs()
+            .iter()
+            .map(|a| {
+                let kind = match a.kind {
+                    AttrKind::Index => "index",
+                    AttrKind::Float => "float",
+                };
+                (a.name.clone(), kind, a.default.map(|v| v.as_f64()))
+            })
+            .collect()
+    }
+
+    /// The outputs as `[(name, dtype, dims)]`.
+    fn outputs(&self) -> Vec<(String, String, Vec<String>)> {
+        self.graph
+            .outputs()
+            .iter()
+            .map(|o| match self.graph.type_of(o.value).as_tensor() {
+                Some(ty) => (
+                    o.name.clone(),
+                    ty.dtype.name().to_string(),
+                    ty.dims.iter().map(|d| format!("{d}")).collect(),
+                ),
+                None => (o.name.clone(), "seqs".to_string(), Vec::new()),
+            })
+            .collect()
+    }
+
+    /// Runs the graph on `inputs` (`[(name, dtype, shape, data)]`) with
+    /// `attrs` (`{name: number}`, declared defaults for the others);
+    /// returns `[(name, dtype, shape, bytearray)]` in output order.
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: Vec<PyTensor<'py>>,
+        attrs: &Bound<'py, PyDict>,
+    ) -> PyResult<Vec<PyOut<'py>>> {
+        let inputs = host_inputs(inputs)?;
+        let mut values = Vec::new();
+        for (name, arg) in attr_args(attrs)? {
+            let value = match (engine::graph_attr_kind(&self.graph, &name), arg) {
+                (None, _) => {
+                    return Err(Error::Input(format!(
+                        "graph `{}` declares no attribute `{name}`",
+                        self.graph.name()
+                    ))
+                    .into());
+                }
+                (Some(_), AttrArg::None) => continue,
+                (Some(AttrKind::Index), AttrArg::Int(n)) if n >= 0 => AttrValue::Index(n as usize),
+                (Some(AttrKind::Float), AttrArg::Int(n)) => AttrValue::Float(n as f64),
+                (Some(AttrKind::Float), AttrArg::Float(x)) => AttrValue::Float(x),
+                (Some(kind), arg) => {
+                    return Err(Error::Input(format!(
+                        "attribute `{name}`: expected {}, got {arg:?}",
+                        match kind {
+                            AttrKind::Index => "an int >= 0",
+                            AttrKind::Float => "a float",
+                        }
+                    ))
+                    .into());
+                }
+            };
+            values.push((name, value));
+        }
+        let graph = &self.graph;
+        let outputs = detached(py, || {
+            let max_len = engine::graph_spec_max_len(graph, &values);
+            engine::run_graph(graph, max_len, &inputs, &values)
+        })?;
+        Ok(py_outputs(py, outputs))
+    }
+}
+
+/// `attention_backward_supported(dtype, head_dim, value_dim)`: whether the
+/// backward template takes `jagged_flash_attention` of these facts.
+#[pyfunction]
+fn attention_backward_supported(dtype: &str, head_dim: usize, value_dim: usize) -> bool {
+    DType::from_name(dtype)
+        .is_some_and(|d| engine::attention_backward_supported(d, head_dim, value_dim))
+}
+
+/// `attention_backward(inputs, max_len, scale, causal, activation)`:
+/// `[dq, dk, dv]` of `jagged_flash_attention` by the backward template.
+/// `inputs`: `offsets, q, k, v, dout`, and `out, lse` for softmax.
+#[pyfunction]
+fn attention_backward<'py>(
+    py: Python<'py>,
+    inputs: Vec<PyTensor<'py>>,
+    max_len: usize,
+    scale: f64,
+    causal: bool,
+    activation: &str,
+) -> PyResult<Vec<PyOut<'py>>> {
+    let mut by_name: BTreeMap<String, HostTensor> = host_inputs(inputs)?.into_iter().collect();
+    let mut take = |name: &str| {
+        by_name
+            .remove(name)
+            .ok_or_else(|| Error::Input(format!("attention_backward: missing input `{name}`")))
+    };
+    let activation = match activation {
+        "softmax" => Activation::Softmax,
+        "silu" => Activation::Silu,
+        other => {
+            return Err(Error::Input(format!(
+                "attention_backward: activation `{other}` (expected softmax or silu)"
+            ))
+            .into());
+        }
+    };
+    let (out, lse) = if activation == Activation::Softmax {
+        (Some(take("out")?), Some(take("lse")?))
+    } else {
+        (None, None)
+    };
+    let inputs = engine::BackwardInputs {
+        offsets: take("offsets")?,
+        q: take("q")?,
+        k: take("k")?,
+        v: take("v")?,
+        out,
+        dout: take("dout")?,
+        lse,
+    };
+    let dims = |t: &HostTensor, name: &str| -> Result<(usize, usize), Error> {
+        match t.shape.as_slice() {
+            &[_, h, d] => Ok((h, d)),
+            other => Err(Error::Input(format!(
+                "attention_backward: input `{name}` must be [T, H, D], got shape {other:?}"
+            ))),
+        }
+    };
+    let (heads, head_dim) = dims(&inputs.q, "q")?;
+    let (_, value_dim) = dims(&inputs.v, "v")?;
+    let spec = AttentionSpec {
+        input_dtype: inputs.q.dtype,
+        dtype: inputs.q.dtype,
+        offsets: inputs.offsets.dtype,
+        heads,
+        head_dim,
+        value_dim,
+        causal,
+        activation,
+    };
+    let grads = detached(py, || {
+        let [dq, dk, dv] = engine::attention_backward(&spec, max_len, scale, &inputs)?;
+        Ok(vec![
+            ("dq".to_string(), dq),
+            ("dk".to_string(), dk),
+            ("dv".to_string(), dv),
+        ])
+    })?;
+    Ok(py_outputs(py, grads))
+}
+
+/// `device_name()`: where the kernels run (the emulator).
+#[pyfunction]
+fn device_name(py: Python<'_>) -> PyResult<String> {
+    detached(py, engine::device_name)
+}
+
+/// `stats()`: `{name: count}` of the runtime (runs, code-generator runs and
+/// time, kernel-cache hits, module loads, backward kernels compiled).
+#[pyfunction]
+fn stats(py: Python<'_>) -> PyResult<Vec<(&'static str, u64)>> {
+    detached(py, engine::stats)
+}
+
+/// The extension module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("JaggedError", m.py().get_type::<JaggedError>())?;
+    m.add("JaggedInputError", m.py().get_type::<JaggedInputError>())?;
+    m.add_class::<CompiledGraph>()?;
+    m.add_function(wrap_pyfunction!(run_op, m)?)?;
+    m.add_function(wrap_pyfunction!(op_graph_text, m)?)?;
+    m.add_function(wrap_pyfunction!(op_reference, m)?)?;
+    m.add_function(wrap_pyfunction!(attention_backward_supported, m)?)?;
+    m.add_function(wrap_pyfunction!(attention_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(device_name, m)?)?;
+    m.add_function(wrap_pyfunction!(stats, m)?)?;
+    Ok(())
+}
