@@ -428,13 +428,16 @@ impl<'g> Pass<'g> {
             }
         }
         let letters = self.letters(x, at)?;
-        let Some(&letter) = letters
-            .as_bytes()
-            .get(axis - usize::from(x.dims[0] == Dim::Batch))
+        let Some(&letter) = axis
+            .checked_sub(usize::from(x.dims.first() == Some(&Dim::Batch)))
+            .and_then(|k| letters.as_bytes().get(k))
         else {
             return Err(self.internal(at, "an axis without a letter"));
         };
-        let ones_ty = TensorType::new(x.dtype, vec![x.dims[axis]]);
+        let Some(&dim) = x.dims.get(axis) else {
+            return Err(self.internal(at, "an axis past the rank"));
+        };
+        let ones_ty = TensorType::new(x.dtype, vec![dim]);
         let ones = self.ones(&ones_ty, at)?;
         let g_letters: String = letters.chars().filter(|&c| c != letter as char).collect();
         Ok(self.contract(
@@ -921,7 +924,7 @@ impl<'g> Pass<'g> {
                 let (one, zero) = (self.konst(1.0, x.dtype), self.konst(0.0, x.dtype));
                 let matrix = self.select(cond, one, zero);
                 let letters = self.letters(&x, h)?;
-                let at = axis - usize::from(x.dims[0] == Dim::Batch);
+                let at = axis.saturating_sub(usize::from(x.dims[0] == Dim::Batch));
                 let with = |c: char| -> String {
                     letters
                         .chars()
