@@ -307,12 +307,20 @@ pub fn alu(op: AluOp, ty: Ty, f: AluFlags, s: [u64; 4]) -> u64 {
                 wrap(r)
             }
         }
-        AluOp::MulLo => wrap(ia * ib),
+        AluOp::MulLo => wrap(ia.wrapping_mul(ib)),
+        // The high half of a 64 x 64 product needs all 128 bits (an i128
+        // overflows for unsigned operands near 2^64).
+        AluOp::MulHi if !signed => (((ia as u128) * (ib as u128)) >> bits) as u64 & m,
         AluOp::MulHi => wrap((ia * ib) >> bits),
         AluOp::MulWide => (ia * ib) as u64 & wide_mask(bits),
-        AluOp::MadLo => wrap(ia * ib + int_val(c, ty)),
+        AluOp::MadLo => wrap(ia.wrapping_mul(ib).wrapping_add(int_val(c, ty))),
         AluOp::MadHi => {
-            let r = ((ia * ib) >> bits) + int_val(c, ty);
+            let hi = if signed {
+                (ia * ib) >> bits
+            } else {
+                (((ia as u128) * (ib as u128)) >> bits) as i128
+            };
+            let r = hi + int_val(c, ty);
             if f.sat && signed {
                 wrap(r.clamp(-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1))
             } else {

@@ -95,18 +95,21 @@ pub(super) fn tensor_core_note(
     tensor_core_plan(graph, part, node, into).map(|p| p.to_string())
 }
 
-/// Generates the kernels of one step (two for [`Step::KeptOffsets`]).
+/// Generates the kernels of one step (two for [`Step::KeptOffsets`]);
+/// `max_len_bucket` is the spec's (the tensor-core schedule sizes its row
+/// tiles by it).
 pub(super) fn lower_step(
     graph: &Graph,
     part: &Partition,
     step: &Step,
     name: &str,
+    max_len_bucket: u32,
 ) -> Result<Vec<Plan>> {
     if let Step::Elements { node, into } = step
         && let Some(plan) = tensor_core_plan(graph, part, *node, *into)
     {
         let mut em = Emitter::new(graph, part, name, mma::BLOCK_THREADS);
-        em.mma_elements(&plan, *node, *into)?;
+        em.mma_elements(&plan, *node, *into, max_len_bucket)?;
         return Ok(vec![em.finish()]);
     }
     let mut em = Emitter::new(graph, part, name, BLOCK_THREADS);

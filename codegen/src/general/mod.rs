@@ -635,7 +635,13 @@ pub fn compile_general_with(
             }
             continue;
         }
-        for plan in emit::lower_step(graph, &part, step, &format!("{prefix}_k{k}"))? {
+        for plan in emit::lower_step(
+            graph,
+            &part,
+            step,
+            &format!("{prefix}_k{k}"),
+            spec.max_len_bucket,
+        )? {
             launches.push(Launch {
                 entry: plan.kernel.name.clone(),
                 block: plan.kernel.block_threads,

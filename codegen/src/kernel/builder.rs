@@ -260,13 +260,15 @@ impl KernelBuilder {
         a: impl Into<Operand>,
         b: impl Into<Operand>,
     ) {
-        self.push(Inst::Binary {
-            op,
-            ty,
-            dst,
-            a: a.into(),
-            b: b.into(),
-        });
+        let (a, b) = (a.into(), b.into());
+        // ptxas calls a subroutine for every u64 division: expand the
+        // constant ones (see `kernel/divide.rs`).
+        if let (BinOp::Div | BinOp::Rem, Type::U64, Operand::Int(d)) = (op, ty, b)
+            && self.div_rem_const_u64(op, dst, a, d)
+        {
+            return;
+        }
+        self.push(Inst::Binary { op, ty, dst, a, b });
     }
 
     /// `op.ty dst, a, b, c` into a fresh register (64-bit class for `mad.wide`).

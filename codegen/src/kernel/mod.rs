@@ -12,6 +12,7 @@
 //! them by.
 
 mod builder;
+mod divide;
 mod ir;
 
 pub use builder::{KernelBuilder, RangeLoop};

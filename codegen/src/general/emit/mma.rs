@@ -27,14 +27,18 @@ use super::{At, Emitter, Result, Val};
 use crate::general::{
     Partition, Stored, output_through_elementwise_chain, tensor_type, unsupported,
 };
-use crate::kernel::{BinOp, Cmp, Inst, Operand, Reg, TernOp, Type};
+use crate::kernel::{Address, BinOp, Cmp, Inst, Operand, Reg, Space, TernOp, Type};
 use crate::launch::SizeExpr;
 use crate::spec::DType;
 use crate::templates::pack_f32;
 
-/// Threads per CTA of a tensor-core kernel: four warps. (With 256, ptxas
-/// holds the fragment evaluation to 64 registers and spills.)
+/// Threads per CTA of a tensor-core kernel: four warps.
 pub(super) const BLOCK_THREADS: u32 = 128;
+/// The CTAs per SM ptxas is told to fit (`.minnctapersm`): up to 128
+/// registers a thread. Without it ptxas holds these kernels to 56 or 64
+/// registers for occupancy and spills the fragment evaluation (seen with
+/// ptxas 12.9 on sm_90a).
+const MIN_CTAS_PER_SM: u32 = 4;
 /// Output columns per `mma` (the `n8` of `m16n8k16`).
 const N_MMA: u64 = 8;
 /// Most `m16n8` tiles a warp accumulates side by side (sharing its A fragments).
@@ -270,6 +274,7 @@ impl Emitter<'_> {
         plan: &MmaPlan,
         root: Handle<Node>,
         into: Stored,
+        max_len_bucket: u32,
     ) -> Result<()> {
         let graph = self.graph;
         let r = tensor_type(graph, root)?.clone();
@@ -278,19 +283,24 @@ impl Emitter<'_> {
         let n_total = plan.static_product(&plan.n);
         let col_tiles = n_total.div_ceil(N_MMA * nt);
         let batch_total = plan.static_product(&plan.batch);
+        // Warps per (sequence, batch, column tile), each taking every
+        // `slots`-th row tile: as many as the rows of the max-length bucket
+        // need (a constant, so that splitting the work index divides by
+        // constants only; longer untruncated sequences loop).
         let slots = if plan.dynamic_rows() {
-            SizeExpr::ceil_div(SizeExpr::MaxLen, 16)
+            (u64::from(max_len_bucket) / 16).max(1)
         } else {
-            SizeExpr::Const(plan.static_product(&plan.m).div_ceil(16))
+            plan.static_product(&plan.m).div_ceil(16)
         };
         let outer = if per_sequence {
             SizeExpr::Batch
         } else {
             SizeExpr::Const(1)
         };
-        let warps_total = outer.clone() * SizeExpr::Const(batch_total * col_tiles) * slots.clone();
+        let warps_total = outer.clone() * SizeExpr::Const(batch_total * col_tiles * slots);
         self.items = warps_total.clone() * SizeExpr::Const(32);
 
+        self.b.set_min_ctas_per_sm(MIN_CTAS_PER_SM);
         let (thread, threads) = self.b.global_thread_index();
         let lane = self
             .b
@@ -307,7 +317,7 @@ impl Emitter<'_> {
         let work = self.size(warps_total);
         let items = self.b.begin_range(Type::U64, warp, work, warps);
         let outer_n: Operand = self.size(outer).into();
-        let slots_n: Operand = self.size(slots).into();
+        let slots_n = Operand::Int(slots as i64);
         let w = self.digits(
             items.counter,
             &[
@@ -388,28 +398,37 @@ impl Emitter<'_> {
         }
         // A (16 x 16, row-major): a0 = (g, 2c..2c+1), a1 = (g+8, 2c..),
         // a2 = (g, 2c+8..), a3 = (g+8, 2c+8..).
-        let mut a_vals = Vec::new();
+        let a_pairs = self.pair_loads(plan, &plan.a);
+        let mut a_frag = Vec::new();
         for (kpair, row) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-            for kk in [2 * kpair, 2 * kpair + 1] {
-                let (mdig, mok) = (&a_rows[row].0, a_rows[row].1);
-                let (kdig, kok) = (&ks[kk].0, ks[kk].1);
-                let ok = self.b.binary(BinOp::And, Type::Pred, mok, kok);
-                let groups = [(&mdig[..], &plan.m[..]), (&kdig[..], &plan.k[..])];
-                let v = self.fragment_element(&plan.a, b, &letter, &groups, ok)?;
-                a_vals.push(v);
-            }
+            let (mdig, mok) = (&a_rows[row].0, a_rows[row].1);
+            let reg = self.fragment_register(
+                plan,
+                &plan.a,
+                a_pairs,
+                b,
+                &letter,
+                (mdig, &plan.m, mok),
+                [&ks[2 * kpair], &ks[2 * kpair + 1]],
+            )?;
+            a_frag.push(reg);
         }
-        let a_frag = pack_f32(&mut self.b, plan.ab, &a_vals);
+        let b_pairs = self.pair_loads(plan, &plan.bside);
         for (t, (ndig, nok)) in b_cols.iter().enumerate() {
             // B (16 x 8, column-major): b0 = (2c..2c+1, g), b1 = (2c+8.., g).
-            let mut b_vals = Vec::new();
-            for (kdig, kok) in &ks {
-                let ok = self.b.binary(BinOp::And, Type::Pred, *nok, *kok);
-                let groups = [(&ndig[..], &plan.n[..]), (&kdig[..], &plan.k[..])];
-                let v = self.fragment_element(&plan.bside, b, &letter, &groups, ok)?;
-                b_vals.push(v);
+            let mut b_frag = Vec::new();
+            for kpair in 0..2 {
+                let reg = self.fragment_register(
+                    plan,
+                    &plan.bside,
+                    b_pairs,
+                    b,
+                    &letter,
+                    (ndig, &plan.n, *nok),
+                    [&ks[2 * kpair], &ks[2 * kpair + 1]],
+                )?;
+                b_frag.push(reg);
             }
-            let b_frag = pack_f32(&mut self.b, plan.ab, &b_vals);
             let ab = if plan.ab == DType::F16 {
                 Type::F16
             } else {
@@ -500,17 +519,88 @@ impl Emitter<'_> {
         p
     }
 
-    /// The operand `x` (with axis letters `axes`) at the element whose
-    /// letters are given by `letter` and `groups` (digit registers per
-    /// letter group), or 0 where `ok` fails.
-    fn fragment_element(
+    /// Whether the two elements of each fragment register of operand `x`
+    /// (`k` and `k + 1`, `k` even) are adjacent in a buffer of the mma dtype,
+    /// 4-byte aligned: `x` is stored in that dtype and `K` is one letter, its
+    /// last axis, of even static extent. Then one 32-bit load fills the
+    /// register, with no conversion.
+    fn pair_loads(&self, plan: &MmaPlan, x: &(Handle<Node>, String)) -> bool {
+        let stored = self
+            .part
+            .stored
+            .get(&x.0)
+            .is_some_and(|st| st.elem == plan.ab);
+        let [k] = plan.k[..] else {
+            return false;
+        };
+        let even = static_extent(plan.dims[&k]).is_some_and(|n| n % 2 == 0);
+        stored && even && x.1.ends_with(k)
+    }
+
+    /// One fragment register of operand `x`: its elements at the row (or
+    /// column) `line` (digits, letters, in-range predicate) and the two `K`
+    /// offsets `ks` (digits, in-range predicate), packed low to high; zeros
+    /// out of range.
+    #[allow(clippy::too_many_arguments)]
+    fn fragment_register(
+        &mut self,
+        plan: &MmaPlan,
+        x: &(Handle<Node>, String),
+        pair_loads: bool,
+        b: Reg,
+        letter: &HashMap<char, Reg>,
+        line: (&[Reg], &[char], Reg),
+        ks: [&(Vec<Reg>, Reg); 2],
+    ) -> Result<Reg> {
+        let (digits, letters, line_ok) = line;
+        if pair_loads {
+            // `k` even and `K` even: `k < K` covers `k + 1`.
+            let ok = self.b.binary(BinOp::And, Type::Pred, line_ok, ks[0].1);
+            let groups = [(digits, letters), (&ks[0].0[..], &plan.k[..])];
+            let at = self.operand_index(x, b, letter, &groups)?;
+            let ty = tensor_type(self.graph, x.0)?.clone();
+            let st = self.part.stored[&x.0];
+            let lin = self.linear(&ty, &at)?;
+            let base = self.ptr(st.buffer);
+            let addr = self.b.element_addr(base, lin, 2);
+            let dst = self.b.mov(Type::B32, Operand::Int(0));
+            let skip = self.b.label();
+            self.b.bra_if(ok, true, skip);
+            let word = self.b.ld(
+                Space::Global,
+                Type::B32,
+                1,
+                Address {
+                    base: addr,
+                    offset: 0,
+                },
+            )[0];
+            self.b.mov_to(Type::B32, dst, word);
+            self.b.place(skip);
+            return Ok(dst);
+        }
+        let mut vals = Vec::with_capacity(2);
+        for (kdig, kok) in ks {
+            let ok = self.b.binary(BinOp::And, Type::Pred, line_ok, *kok);
+            let groups = [(digits, letters), (&kdig[..], &plan.k[..])];
+            let at = self.operand_index(x, b, letter, &groups)?;
+            match self.guarded(x.0, &at, ok, false)? {
+                Val::F(r) | Val::I(r) => vals.push(r),
+            }
+        }
+        Ok(pack_f32(&mut self.b, plan.ab, &vals)[0])
+    }
+
+    /// The index of operand `x` (with axis letters `x.1`) at the element
+    /// whose letters are given by `letter` and `groups` (digit registers per
+    /// letter group).
+    fn operand_index(
         &mut self,
         x: &(Handle<Node>, String),
         b: Reg,
         letter: &HashMap<char, Reg>,
         groups: &[(&[Reg], &[char])],
-        ok: Reg,
-    ) -> Result<Reg> {
+    ) -> Result<At> {
         let ty = tensor_type(self.graph, x.0)?;
         let mut idx = Vec::with_capacity(ty.dims.len());
         if ty.dims.first() == Some(&Dim::Batch) {
@@ -530,9 +620,7 @@ impl Emitter<'_> {
                 )
             })?);
         }
-        match self.guarded(x.0, &At { b, idx }, ok, false)? {
-            Val::F(r) | Val::I(r) => Ok(r),
-        }
+        Ok(At { b, idx })
     }
 
     /// Zeros the stored rows `n_b <= i < L_b` of a truncated jagged result
