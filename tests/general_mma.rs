@@ -181,8 +181,10 @@ fn tensor_core_kernels_assemble_without_spills() {
     if common::tools::require(test, "ptxas", found).is_none() {
         return;
     }
-    for (name, text) in GRAPHS {
-        let g = graph(text, DType::BF16);
+    let graphs = GRAPHS
+        .iter()
+        .flat_map(|(name, text)| [(name, graph(text, DType::BF16)), (name, tf32_graph(text))]);
+    for (name, g) in graphs {
         for arch in Arch::ALL {
             let spec = Spec::for_graph(&g, 64, arch).expect("spec");
             let general = compile_general(&g, &spec).expect("compiles");
@@ -209,8 +211,13 @@ fn every_mma_is_an_hmma_in_the_sass() {
     };
     let dir = std::env::temp_dir().join(format!("jagged-general-mma-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    for (k, (name, text)) in GRAPHS.iter().enumerate() {
-        let g = graph(text, DType::BF16);
+    let graphs = GRAPHS.iter().flat_map(|(name, text)| {
+        [
+            (name, graph(text, DType::BF16), "HMMA.16816.F32.BF16"),
+            (name, tf32_graph(text), "HMMA.1688.F32.TF32"),
+        ]
+    });
+    for (k, (name, g, hmma_kind)) in graphs.enumerate() {
         let spec = Spec::for_graph(&g, 64, Arch::Sm90a).expect("spec");
         let ptx = compile_general(&g, &spec).expect("compiles").kernel.ptx;
         let ptx_mma = ptx.lines().filter(|l| l.contains("mma.sync")).count();
@@ -230,10 +237,7 @@ fn every_mma_is_an_hmma_in_the_sass() {
             .expect("run nvdisasm");
         assert!(out.status.success(), "{name}");
         let sass = String::from_utf8_lossy(&out.stdout);
-        let hmma = sass
-            .lines()
-            .filter(|l| l.contains("HMMA.16816.F32.BF16"))
-            .count();
+        let hmma = sass.lines().filter(|l| l.contains(hmma_kind)).count();
         // ptxas may unroll the loop over K: each copy keeps all its products.
         assert!(
             hmma > 0 && hmma % ptx_mma == 0,
@@ -276,4 +280,100 @@ fn an_inexact_prologue_keeps_simt() {
         Tolerance::design,
     )
     .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The graph of `text` in f32 with every contraction opted in to tf32.
+fn tf32_graph(text: &str) -> Graph {
+    let text: String = text
+        .replace("{t}", "f32")
+        .lines()
+        .map(|l| {
+            if l.contains("= contract ") {
+                l.replacen(" : ", ", tf32 : ", 1)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    Graph::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// f32 contractions opted in to tf32 (`contract ..., tf32`) run on tf32
+/// tensor cores (`mma.sync.m16n8k8`), like the reference, which rounds the
+/// operands to tf32 as `cvt.rna.tf32.f32` does.
+#[test]
+fn tf32_contractions_run_on_tensor_cores_like_the_reference() {
+    let mut rt = runtime();
+    for (name, text) in GRAPHS {
+        let g = tf32_graph(text);
+        assert!(g.to_string().contains(", tf32 :"), "{g}");
+        for arch in Arch::ALL {
+            let spec = Spec::for_graph(&g, 19, arch).expect("spec");
+            let (kernel, plan) =
+                compile_with_plan(&g, &spec).unwrap_or_else(|e| panic!("{name} (tf32): {e}"));
+            assert!(
+                kernel
+                    .ptx
+                    .contains("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32"),
+                "{name}: no tf32 mma in\n{plan}"
+            );
+            assert!(kernel.ptx.contains("cvt.rna.tf32.f32"), "{name}");
+            check_spec_against_reference(
+                &g,
+                &spec,
+                &mut rt,
+                19,
+                &[],
+                &mut Rng::new(5),
+                Tolerance::design,
+            )
+            .unwrap_or_else(|e| panic!("{name} (tf32, {arch}): {e}\n{plan}"));
+        }
+    }
+}
+
+/// A tf32 contraction fused into a pair reduction (never stored, so no mma)
+/// rounds its operands on the SIMT path too, and matches the reference.
+#[test]
+fn a_fused_tf32_contraction_rounds_on_simt() {
+    let text = "graph scores_sum {
+  attr max_len: index
+  %0 = input offsets : i32[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input q : f32[%1, 12]
+  %3 = input k : f32[%1, 12]
+  %4 = contract %2[id], %3[jd] -> [ij], tf32 : f32[%1, %1]
+  %5 = reduce sum %4, axis 1 : f32[%1]
+  output s = %5
+}";
+    let g = Graph::parse(text).expect("parses");
+    let spec = Spec::for_graph(&g, 19, Arch::Sm80).expect("spec");
+    let general = compile_general(&g, &spec).expect("compiles");
+    assert!(general.kernel.ptx.contains("cvt.rna.tf32.f32"));
+    let mut rt = runtime();
+    check_spec_against_reference(
+        &g,
+        &spec,
+        &mut rt,
+        19,
+        &[],
+        &mut Rng::new(9),
+        Tolerance::design,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// tf32 is an opt-in for f32 operands only.
+#[test]
+fn tf32_takes_f32_operands_only() {
+    let text = "graph bad {
+  attr max_len: index
+  %0 = input a : bf16[4, 8]
+  %1 = input b : bf16[8, 4]
+  %2 = contract %0[md], %1[dn] -> [mn], tf32 : f32[4, 4]
+  output c = %2
+}";
+    let err = Graph::parse(text).expect_err("tf32 of bf16 operands");
+    assert!(err.to_string().contains("tf32"), "{err}");
 }

@@ -321,9 +321,10 @@ impl<W: fmt::Write> Writer<W> {
                     let names: Vec<String> = regs.iter().map(ToString::to_string).collect();
                     format!("{{{}}}", names.join(", "))
                 };
+                let k = if *ab == Type::Tf32 { 8 } else { 16 };
                 write!(
                     o,
-                    "mma.sync.aligned.m16n8k16.row.col.f32.{ab}.{ab}.f32 {}, {}, {}, {};",
+                    "mma.sync.aligned.m16n8k{k}.row.col.f32.{ab}.{ab}.f32 {}, {}, {}, {};",
                     list(d),
                     list(a),
                     list(b),
@@ -358,6 +359,10 @@ fn dyn_shared_name(kernel: &Kernel) -> String {
 
 /// The rounding modifier `cvt` needs for a conversion (none when exact).
 fn cvt_rounding(dst: Type, src: Type) -> &'static str {
+    if dst == Type::Tf32 {
+        // The only rounding PTX offers into tf32 (nearest, ties away).
+        return ".rna";
+    }
     match (dst.is_float(), src.is_float()) {
         (true, true) if dst.size() < src.size() => ".rn",
         (true, true) => "",

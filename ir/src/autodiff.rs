@@ -53,8 +53,8 @@ use std::collections::{HashMap, HashSet};
 use crate::arena::{Arena, Handle};
 use crate::dtype::DType;
 use crate::graph::{
-    AttrDecl, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, Node, Origins, Output, ReduceOp,
-    ScanMode, TensorType, Type, UnaryOp,
+    AttrDecl, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, Node, Origins, Output, Precision,
+    ReduceOp, ScanMode, TensorType, Type, UnaryOp,
 };
 use crate::validate::{Row, Structure, ValidationError, validate};
 
@@ -338,6 +338,8 @@ impl<'g> Pass<'g> {
         out_axes: String,
         dtype: DType,
     ) -> Handle<Node> {
+        // Adjoints contract at full precision (a tf32 forward's rounding
+        // passes the gradient straight through).
         self.push(Node::Contract {
             lhs,
             lhs_axes,
@@ -345,6 +347,7 @@ impl<'g> Pass<'g> {
             rhs_axes,
             out_axes,
             dtype,
+            precision: Precision::Full,
         })
     }
 
@@ -640,6 +643,7 @@ impl<'g> Pass<'g> {
                 rhs_axes,
                 out_axes,
                 dtype,
+                ..
             } => {
                 for (x, xa, other, oa) in [
                     (*lhs, lhs_axes, *rhs, rhs_axes),
@@ -1128,6 +1132,7 @@ fn remap(node: &Node, m: &dyn Fn(Handle<Node>) -> Handle<Node>) -> Node {
             rhs_axes,
             out_axes,
             dtype,
+            precision,
         } => Node::Contract {
             lhs: m(*lhs),
             lhs_axes: lhs_axes.clone(),
@@ -1135,6 +1140,7 @@ fn remap(node: &Node, m: &dyn Fn(Handle<Node>) -> Handle<Node>) -> Node {
             rhs_axes: rhs_axes.clone(),
             out_axes: out_axes.clone(),
             dtype: *dtype,
+            precision: *precision,
         },
         Node::ToPadded { arg } => Node::ToPadded { arg: m(*arg) },
         Node::FromPadded { arg, seqs } => Node::FromPadded {

@@ -9,7 +9,7 @@ use crate::arena::{Arena, Handle};
 use crate::dtype::DType;
 use crate::graph::{
     AttrDecl, AttrKind, AttrValue, BinaryOp, CompareOp, Graph, IndexPredicate, Node, Origin,
-    Origins, Output, ReduceOp, ScanMode, TensorType, UnaryOp,
+    Origins, Output, Precision, ReduceOp, ScanMode, TensorType, UnaryOp,
 };
 use crate::validate::{ValidationError, validate};
 
@@ -257,6 +257,33 @@ impl GraphBuilder {
         out_axes: &str,
         dtype: DType,
     ) -> Handle<Node> {
+        let axes = [lhs_axes, rhs_axes, out_axes];
+        self.contract_at(lhs, rhs, axes, dtype, Precision::Full)
+    }
+
+    /// [`Self::contract`] of f32 operands rounded to tf32 first
+    /// ([`Precision::Tf32`]: tf32 tensor cores may compute it).
+    pub fn contract_tf32(
+        &mut self,
+        lhs: Handle<Node>,
+        lhs_axes: &str,
+        rhs: Handle<Node>,
+        rhs_axes: &str,
+        out_axes: &str,
+        dtype: DType,
+    ) -> Handle<Node> {
+        let axes = [lhs_axes, rhs_axes, out_axes];
+        self.contract_at(lhs, rhs, axes, dtype, Precision::Tf32)
+    }
+
+    fn contract_at(
+        &mut self,
+        lhs: Handle<Node>,
+        rhs: Handle<Node>,
+        [lhs_axes, rhs_axes, out_axes]: [&str; 3],
+        dtype: DType,
+        precision: Precision,
+    ) -> Handle<Node> {
         self.push(Node::Contract {
             lhs,
             lhs_axes: lhs_axes.to_string(),
@@ -264,6 +291,7 @@ impl GraphBuilder {
             rhs_axes: rhs_axes.to_string(),
             out_axes: out_axes.to_string(),
             dtype,
+            precision,
         })
     }
 

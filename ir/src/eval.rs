@@ -20,8 +20,8 @@ use crate::arena::Handle;
 use crate::bind::{BindError, InputDesc, bind, find_input};
 use crate::dtype::DType;
 use crate::graph::{
-    AttrValue, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, Node, ReduceOp, ScanMode,
-    TensorType, Type, UnaryOp,
+    AttrValue, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, Node, Precision, ReduceOp,
+    ScanMode, TensorType, Type, UnaryOp,
 };
 use crate::tensor::{DenseTensor, TensorData, TensorError, check_offsets};
 use crate::validate::Structure;
@@ -645,8 +645,14 @@ impl<'g> Evaluator<'g> {
                 rhs,
                 rhs_axes,
                 out_axes,
+                precision,
                 ..
-            } => tensor(self.contract(h, [(*lhs, lhs_axes), (*rhs, rhs_axes)], out_axes)),
+            } => tensor(self.contract(
+                h,
+                [(*lhs, lhs_axes), (*rhs, rhs_axes)],
+                out_axes,
+                *precision,
+            )),
             Node::ToPadded { arg } => {
                 let x = self.tensor_type(*arg);
                 let s = self.seqs_of(*arg);
@@ -853,8 +859,17 @@ impl<'g> Evaluator<'g> {
         h: Handle<Node>,
         operands: [(Handle<Node>, &String); 2],
         out_axes: &str,
+        precision: Precision,
     ) -> Vec<f64> {
         let r = self.tensor_type(h);
+        // tf32: each operand element rounded, as `cvt.rna.tf32.f32` does.
+        let rounded: Vec<Vec<f64>> = match precision {
+            Precision::Full => Vec::new(),
+            Precision::Tf32 => operands
+                .iter()
+                .map(|(arg, _)| self.data(*arg).iter().map(|&v| round_tf32(v)).collect())
+                .collect(),
+        };
         // Letters: the output's first, then the summed ones.
         let mut letters: Vec<char> = out_axes.chars().collect();
         let n_out = letters.len();
@@ -880,7 +895,11 @@ impl<'g> Evaluator<'g> {
                 }
                 dims_of[k] = d;
             }
-            plans.push((x, plan, self.data(arg)));
+            let data = match rounded.get(plans.len()) {
+                Some(r) => &r[..],
+                None => self.data(arg),
+            };
+            plans.push((x, plan, data));
         }
         let lead = usize::from(r.dims.first() == Some(&Dim::Batch));
         let batched = r.ragged_rank() > 0 || lead == 1;
@@ -1008,4 +1027,17 @@ fn reduce_line(op: ReduceOp, line: &[f64]) -> f64 {
             }
         }
     }
+}
+
+/// `x` as f32, rounded to TensorFloat-32: 10 mantissa bits, to the nearest
+/// with ties away from zero (PTX's `cvt.rna.tf32.f32`); infinities and NaN
+/// unchanged.
+pub fn round_tf32(x: f64) -> f64 {
+    let f = x as f32;
+    if !f.is_finite() {
+        return f64::from(f);
+    }
+    f64::from(f32::from_bits(
+        f.to_bits().wrapping_add(0x1000) & 0xffff_e000,
+    ))
 }

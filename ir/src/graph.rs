@@ -209,6 +209,18 @@ pub enum ReduceOp {
     LogSumExp,
 }
 
+/// What a contraction does to its operands before the products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// The operands as they are.
+    #[default]
+    Full,
+    /// f32 operands rounded to TensorFloat-32 (10 mantissa bits, to the
+    /// nearest, ties away from zero: PTX's `cvt.rna.tf32.f32`), their
+    /// products accumulated in f32: the author's opt-in to tf32 tensor cores.
+    Tf32,
+}
+
 /// How a scan (prefix sum) aligns its output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ScanMode {
@@ -424,6 +436,9 @@ pub enum Node {
         out_axes: String,
         /// The result (accumulator) dtype.
         dtype: DType,
+        /// Whether the operands are rounded to tf32 first (text form: a
+        /// trailing `, tf32`).
+        precision: Precision,
     },
     /// Gathers a jagged `[%s, ...]` into a padded dense `[B, N, ...]`:
     /// `dense[b, i] = x[b, i]` for `i < min(n_b, N)`, 0 elsewhere.

@@ -38,7 +38,7 @@
 //! | `reduce sum`/`max`/`mean`/`logsumexp %x, axis K` | [`Node::Reduce`] |
 //! | `softmax %x, axis K` | [`Node::Softmax`] |
 //! | `scan inclusive`/`exclusive`/`complete %x, axis K` | [`Node::Scan`] |
-//! | `contract %a[ihd], %b[jhd] -> [ijh]` | [`Node::Contract`] |
+//! | `contract %a[ihd], %b[jhd] -> [ijh]`, `... -> [ijh], tf32` | [`Node::Contract`] |
 //! | `to_padded %x` | [`Node::ToPadded`] |
 //! | `from_padded %d, %s` | [`Node::FromPadded`] |
 //! | `compact %x, %s` | [`Node::Compact`] |
@@ -60,8 +60,8 @@ use crate::arena::Handle;
 use crate::builder::GraphBuilder;
 use crate::dtype::DType;
 use crate::graph::{
-    AttrKind, AttrValue, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, Node, Origin, ReduceOp,
-    ScanMode, TensorType, Type, UnaryOp,
+    AttrKind, AttrValue, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, Node, Origin, Precision,
+    ReduceOp, ScanMode, TensorType, Type, UnaryOp,
 };
 
 impl UnaryOp {
@@ -246,11 +246,18 @@ fn write_op(f: &mut fmt::Formatter<'_>, node: &Node) -> fmt::Result {
             rhs,
             rhs_axes,
             out_axes,
+            precision,
             ..
-        } => write!(
-            f,
-            "contract {lhs}[{lhs_axes}], {rhs}[{rhs_axes}] -> [{out_axes}]"
-        ),
+        } => {
+            write!(
+                f,
+                "contract {lhs}[{lhs_axes}], {rhs}[{rhs_axes}] -> [{out_axes}]"
+            )?;
+            match precision {
+                Precision::Full => Ok(()),
+                Precision::Tf32 => write!(f, ", tf32"),
+            }
+        }
         Node::ToPadded { arg } => write!(f, "to_padded {arg}"),
         Node::FromPadded { arg, seqs } => write!(f, "from_padded {arg}, {seqs}"),
         Node::Compact { arg, seqs } => write!(f, "compact {arg}, {seqs}"),
@@ -741,6 +748,12 @@ impl Parser {
                 let rhs_axes = self.letters()?;
                 self.punct("->")?;
                 let out_axes = self.letters()?;
+                let precision = if self.eat_punct(",") {
+                    self.keyword("tf32")?;
+                    Precision::Tf32
+                } else {
+                    Precision::Full
+                };
                 let dtype = typed(self, ty_slot)?.dtype;
                 Node::Contract {
                     lhs,
@@ -749,6 +762,7 @@ impl Parser {
                     rhs_axes,
                     out_axes,
                     dtype,
+                    precision,
                 }
             }
             "to_padded" => Node::ToPadded { arg: self.value()? },

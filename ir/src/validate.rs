@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use crate::arena::{Arena, Handle};
 use crate::dtype::DType;
 use crate::graph::{
-    AttrDecl, AttrKind, Dim, Graph, IndexPredicate, MAX_LEN, Node, Origins, Output, ScanMode,
-    TensorType, Type,
+    AttrDecl, AttrKind, Dim, Graph, IndexPredicate, MAX_LEN, Node, Origins, Output, Precision,
+    ScanMode, TensorType, Type,
 };
 use crate::typing::{self, DtypeRule};
 
@@ -734,9 +734,17 @@ impl Validator<'_> {
                 rhs_axes,
                 out_axes,
                 dtype,
+                precision,
             } => {
                 let (a, b) = (self.tensor(h, *lhs)?, self.tensor(h, *rhs)?);
                 Self::same_dtype(a.dtype, b.dtype)?;
+                if *precision == Precision::Tf32 {
+                    Self::require(
+                        a.dtype == DType::F32,
+                        a.dtype,
+                        "a tf32 contraction takes f32 operands",
+                    )?;
+                }
                 Self::rule(typing::CONTRACT_RULE, a.dtype)?;
                 typing::contract_result_rule(a.dtype, *dtype)
                     .or_else(|reason| Self::require(false, *dtype, reason))?;

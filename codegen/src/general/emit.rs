@@ -4,7 +4,8 @@
 //! contractions as loops).
 
 use jagged_ir::{
-    BinaryOp, CompareOp, Dim, Graph, Handle, IndexPredicate, Node, ReduceOp, ScanMode, TensorType,
+    BinaryOp, CompareOp, Dim, Graph, Handle, IndexPredicate, Node, Precision, ReduceOp, ScanMode,
+    TensorType,
 };
 
 mod mma;
@@ -12,7 +13,8 @@ mod mma;
 use super::{Buffer, Partition, Step, Stored, elements, reduced_type, tensor_type, unsupported};
 use crate::error::CodegenError;
 use crate::kernel::{
-    BinOp, Cmp, KernelBuilder, Label, Operand, ParamId, ParamType, Reg, ShflMode, TernOp, Type,
+    BinOp, Cmp, KernelBuilder, Label, Operand, ParamId, ParamType, Reg, RegClass, ShflMode, TernOp,
+    Type,
 };
 use crate::launch::{ParamBinding, SizeExpr};
 use crate::spec::{DType, elem_bytes};
@@ -964,11 +966,12 @@ impl<'g> Emitter<'g> {
                 rhs,
                 rhs_axes,
                 out_axes,
+                precision,
                 ..
             } => self.contract(
                 h,
                 [(*lhs, lhs_axes.as_str()), (*rhs, rhs_axes.as_str())],
-                out_axes,
+                (out_axes, *precision),
                 at,
             ),
             Node::ToPadded { arg } => {
@@ -1202,12 +1205,13 @@ impl<'g> Emitter<'g> {
         }
     }
 
-    /// A contraction at `at`: nested loops over the summed letters.
+    /// A contraction at `at`: nested loops over the summed letters (the
+    /// operands rounded to tf32 first for [`Precision::Tf32`]).
     fn contract(
         &mut self,
         h: Handle<Node>,
         operands: [(Handle<Node>, &str); 2],
-        out_axes: &str,
+        (out_axes, precision): (&str, Precision),
         at: &At,
     ) -> Result<Val> {
         let graph = self.graph;
@@ -1256,7 +1260,11 @@ impl<'g> Emitter<'g> {
                 idx.push(vals[k]);
             }
             let v = self.value(arg, &At { b: at.b, idx })?;
-            let v = self.f32(v);
+            let mut v = self.f32(v);
+            if precision == Precision::Tf32 {
+                let t = self.b.cvt(Type::Tf32, Type::F32, v);
+                v = self.b.bitcast(RegClass::F32, Type::B32, t);
+            }
             prod = Some(match prod {
                 None => v,
                 Some(p) => self.b.binary(BinOp::Mul, Type::F32, p, v),

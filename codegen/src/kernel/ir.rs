@@ -111,6 +111,9 @@ pub enum Type {
     Bf16,
     /// IEEE single.
     F32,
+    /// TensorFloat-32: an f32 with 10 mantissa bits (`cvt.rna.tf32.f32`
+    /// makes one; `mma` takes them, one per 32-bit register).
+    Tf32,
     /// IEEE double.
     F64,
 }
@@ -121,7 +124,7 @@ impl Type {
         match self {
             Type::Pred | Type::B8 | Type::U8 | Type::S8 => 1,
             Type::B16 | Type::U16 | Type::S16 | Type::F16 | Type::Bf16 => 2,
-            Type::B32 | Type::U32 | Type::S32 | Type::F32 => 4,
+            Type::B32 | Type::U32 | Type::S32 | Type::F32 | Type::Tf32 => 4,
             Type::B64 | Type::U64 | Type::S64 | Type::F64 => 8,
         }
     }
@@ -130,7 +133,9 @@ impl Type {
     pub fn reg_class(self) -> RegClass {
         match self {
             Type::Pred => RegClass::Pred,
-            Type::B8 | Type::U8 | Type::S8 | Type::B32 | Type::U32 | Type::S32 => RegClass::B32,
+            Type::B8 | Type::U8 | Type::S8 | Type::B32 | Type::U32 | Type::S32 | Type::Tf32 => {
+                RegClass::B32
+            }
             Type::B16 | Type::U16 | Type::S16 | Type::F16 | Type::Bf16 => RegClass::B16,
             Type::B64 | Type::U64 | Type::S64 => RegClass::B64,
             Type::F32 => RegClass::F32,
@@ -182,6 +187,7 @@ impl fmt::Display for Type {
             Type::F16 => "f16",
             Type::Bf16 => "bf16",
             Type::F32 => "f32",
+            Type::Tf32 => "tf32",
             Type::F64 => "f64",
         };
         f.write_str(s)
@@ -668,9 +674,10 @@ pub enum Inst {
         /// This lane's row address (32-bit shared).
         addr: Address,
     },
-    /// `mma.sync.aligned.m16n8k16.row.col.f32.ab.ab.f32 d, a, b, c` (warp-wide).
+    /// `mma.sync.aligned.m16n8k16.row.col.f32.ab.ab.f32 d, a, b, c` for f16 /
+    /// bf16 operands, `m16n8k8` for tf32 (warp-wide).
     Mma {
-        /// Element type of A and B (`f16` or `bf16`).
+        /// Element type of A and B (`f16`, `bf16` or `tf32`).
         ab: Type,
         /// Four f32 results.
         d: [Reg; 4],

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use jagged_ir::{BinaryOp, Dim, Graph, Handle, Node, TensorType, UnaryOp};
+use jagged_ir::{BinaryOp, Dim, Graph, Handle, Node, Precision, TensorType, UnaryOp};
 
 use super::{At, Emitter, Result, Val};
 use crate::general::{
@@ -44,12 +44,50 @@ const N_MMA: u64 = 8;
 /// Most `m16n8` tiles a warp accumulates side by side (sharing its A fragments).
 const MAX_N_TILES: u64 = 4;
 
+/// The operands' type on the tensor cores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MmaInputs {
+    /// f16 or bf16 (`m16n8k16`; two elements per 32-bit register).
+    Half(DType),
+    /// f32 rounded to tf32 (`m16n8k8`; one element per register), for a
+    /// contraction of [`Precision::Tf32`].
+    Tf32,
+}
+
+impl MmaInputs {
+    /// The PTX type of the `mma`'s A and B.
+    fn ptx(self) -> Type {
+        match self {
+            MmaInputs::Half(DType::F16) => Type::F16,
+            MmaInputs::Half(_) => Type::Bf16,
+            MmaInputs::Tf32 => Type::Tf32,
+        }
+    }
+
+    /// The `k` of `m16n8k`.
+    fn k(self) -> u64 {
+        match self {
+            MmaInputs::Half(_) => 16,
+            MmaInputs::Tf32 => 8,
+        }
+    }
+
+    /// This lane's `K` offsets in a k-step, per fragment register, relative
+    /// to `2c` (half: `2c, 2c+1 | 2c+8, 2c+9`) or `c` (tf32: `c | c+4`).
+    fn k_offsets(self) -> &'static [&'static [i64]] {
+        match self {
+            MmaInputs::Half(_) => &[&[0, 1], &[8, 9]],
+            MmaInputs::Tf32 => &[&[0], &[4]],
+        }
+    }
+}
+
 /// How a contraction maps onto `mma` tiles.
 pub(super) struct MmaPlan {
     /// The contraction.
     contract: Handle<Node>,
-    /// Element type of both operands on the tensor cores (f16 or bf16).
-    ab: DType,
+    /// Element type of both operands on the tensor cores.
+    ab: MmaInputs,
     /// The A operand and its axis letters (rows `M` x `K`).
     a: (Handle<Node>, String),
     /// The B operand and its axis letters (`K` x columns `N`).
@@ -139,6 +177,7 @@ pub(super) fn plan(graph: &Graph, part: &Partition, root: Handle<Node>) -> Optio
         rhs,
         rhs_axes,
         out_axes,
+        precision,
         ..
     } = graph.node(contract)
     else {
@@ -148,14 +187,17 @@ pub(super) fn plan(graph: &Graph, part: &Partition, root: Handle<Node>) -> Optio
         tensor_type(graph, *lhs).ok()?,
         tensor_type(graph, *rhs).ok()?,
     );
-    let ab = match (lt.dtype, rt.dtype) {
-        (DType::F16, DType::F16) => DType::F16,
-        (DType::BF16, DType::BF16) => DType::BF16,
+    let ab = match (lt.dtype, rt.dtype, precision) {
+        (DType::F32, DType::F32, Precision::Tf32) => MmaInputs::Tf32,
+        (DType::F16, DType::F16, _) | (DType::BF16, DType::BF16, _) => {
+            let half = lt.dtype;
+            if !exact_in(graph, *lhs, half) || !exact_in(graph, *rhs, half) {
+                return None;
+            }
+            MmaInputs::Half(half)
+        }
         _ => return None,
     };
-    if !exact_in(graph, *lhs, ab) || !exact_in(graph, *rhs, ab) {
-        return None;
-    }
     let (ln, rn) = (named_dims(lt, lhs_axes), named_dims(rt, rhs_axes));
     let mut dims = HashMap::new();
     for &(c, d) in ln.iter().chain(&rn) {
@@ -231,8 +273,9 @@ impl fmt::Display for MmaPlan {
         let letters = |cs: &[char]| cs.iter().collect::<String>();
         write!(
             f,
-            "tensor cores: mma.m16n8k16.{} of {}, rows [{}] x columns [{}] summed over [{}]",
-            self.ab,
+            "tensor cores: mma.m16n8k{}.{} of {}, rows [{}] x columns [{}] summed over [{}]",
+            self.ab.k(),
+            self.ab.ptx(),
             self.contract,
             letters(&self.m),
             letters(&self.n),
@@ -306,8 +349,13 @@ impl Emitter<'_> {
             .b
             .binary(BinOp::And, Type::U64, thread, Operand::Int(31));
         let g = self.b.binary(BinOp::Shr, Type::U64, lane, Operand::Int(2));
-        let c2 = self.b.binary(BinOp::And, Type::U64, lane, Operand::Int(3));
-        let c2 = self.b.binary(BinOp::Shl, Type::U64, c2, Operand::Int(1));
+        let c = self.b.binary(BinOp::And, Type::U64, lane, Operand::Int(3));
+        let c2 = self.b.binary(BinOp::Shl, Type::U64, c, Operand::Int(1));
+        // This lane's first K offset in a k-step.
+        let k_lane = match plan.ab {
+            MmaInputs::Half(_) => c2,
+            MmaInputs::Tf32 => c,
+        };
         let warp = self
             .b
             .binary(BinOp::Shr, Type::U64, thread, Operand::Int(5));
@@ -385,22 +433,29 @@ impl Emitter<'_> {
             .map(|_| std::array::from_fn(|_| self.b.const_f32(0.0)))
             .collect();
 
-        let steps = self
-            .b
-            .begin_range(Type::U64, Operand::Int(0), k_total, Operand::Int(16));
-        // The K offsets of this lane's fragment elements: 2c, 2c+1, 2c+8, 2c+9.
-        let mut ks = Vec::new();
-        for dk in [0, 1, 8, 9] {
-            let k = self.b.binary(BinOp::Add, Type::U64, steps.counter, c2);
-            let k = self.b.binary(BinOp::Add, Type::U64, k, Operand::Int(dk));
-            let ok = self.b.setp(Cmp::Lt, Type::U64, k, k_total);
-            ks.push((self.digits(k, &k_extents), ok));
+        let steps = self.b.begin_range(
+            Type::U64,
+            Operand::Int(0),
+            k_total,
+            Operand::Int(plan.ab.k() as i64),
+        );
+        // The K offsets of this lane's elements, per fragment register.
+        let mut ks: Vec<Vec<(Vec<Reg>, Reg)>> = Vec::new();
+        for offsets in plan.ab.k_offsets() {
+            let mut register = Vec::new();
+            for &dk in *offsets {
+                let k = self.b.binary(BinOp::Add, Type::U64, steps.counter, k_lane);
+                let k = self.b.binary(BinOp::Add, Type::U64, k, Operand::Int(dk));
+                let ok = self.b.setp(Cmp::Lt, Type::U64, k, k_total);
+                register.push((self.digits(k, &k_extents), ok));
+            }
+            ks.push(register);
         }
-        // A (16 x 16, row-major): a0 = (g, 2c..2c+1), a1 = (g+8, 2c..),
-        // a2 = (g, 2c+8..), a3 = (g+8, 2c+8..).
+        // A (16 x k, row-major): a0 = (g, first K offsets), a1 = (g+8, first),
+        // a2 = (g, second), a3 = (g+8, second).
         let a_pairs = self.pair_loads(plan, &plan.a);
         let mut a_frag = Vec::new();
-        for (kpair, row) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+        for (kreg, row) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
             let (mdig, mok) = (&a_rows[row].0, a_rows[row].1);
             let reg = self.fragment_register(
                 plan,
@@ -409,15 +464,15 @@ impl Emitter<'_> {
                 b,
                 &letter,
                 (mdig, &plan.m, mok),
-                [&ks[2 * kpair], &ks[2 * kpair + 1]],
+                &ks[kreg],
             )?;
             a_frag.push(reg);
         }
         let b_pairs = self.pair_loads(plan, &plan.bside);
         for (t, (ndig, nok)) in b_cols.iter().enumerate() {
-            // B (16 x 8, column-major): b0 = (2c..2c+1, g), b1 = (2c+8.., g).
+            // B (k x 8, column-major): b0 = (first K offsets, g), b1 = (second, g).
             let mut b_frag = Vec::new();
-            for kpair in 0..2 {
+            for register in &ks {
                 let reg = self.fragment_register(
                     plan,
                     &plan.bside,
@@ -425,17 +480,12 @@ impl Emitter<'_> {
                     b,
                     &letter,
                     (ndig, &plan.n, *nok),
-                    [&ks[2 * kpair], &ks[2 * kpair + 1]],
+                    register,
                 )?;
                 b_frag.push(reg);
             }
-            let ab = if plan.ab == DType::F16 {
-                Type::F16
-            } else {
-                Type::Bf16
-            };
             self.b.push(Inst::Mma {
-                ab,
+                ab: plan.ab.ptx(),
                 d: acc[t],
                 a: [a_frag[0], a_frag[1], a_frag[2], a_frag[3]],
                 b: [b_frag[0], b_frag[1]],
@@ -525,11 +575,10 @@ impl Emitter<'_> {
     /// last axis, of even static extent. Then one 32-bit load fills the
     /// register, with no conversion.
     fn pair_loads(&self, plan: &MmaPlan, x: &(Handle<Node>, String)) -> bool {
-        let stored = self
-            .part
-            .stored
-            .get(&x.0)
-            .is_some_and(|st| st.elem == plan.ab);
+        let MmaInputs::Half(half) = plan.ab else {
+            return false;
+        };
+        let stored = self.part.stored.get(&x.0).is_some_and(|st| st.elem == half);
         let [k] = plan.k[..] else {
             return false;
         };
@@ -538,9 +587,9 @@ impl Emitter<'_> {
     }
 
     /// One fragment register of operand `x`: its elements at the row (or
-    /// column) `line` (digits, letters, in-range predicate) and the two `K`
-    /// offsets `ks` (digits, in-range predicate), packed low to high; zeros
-    /// out of range.
+    /// column) `line` (digits, letters, in-range predicate) and the `K`
+    /// offsets `ks` (digits, in-range predicate; two halves packed low to
+    /// high, or one tf32); zeros out of range.
     #[allow(clippy::too_many_arguments)]
     fn fragment_register(
         &mut self,
@@ -550,7 +599,7 @@ impl Emitter<'_> {
         b: Reg,
         letter: &HashMap<char, Reg>,
         line: (&[Reg], &[char], Reg),
-        ks: [&(Vec<Reg>, Reg); 2],
+        ks: &[(Vec<Reg>, Reg)],
     ) -> Result<Reg> {
         let (digits, letters, line_ok) = line;
         if pair_loads {
@@ -579,7 +628,7 @@ impl Emitter<'_> {
             self.b.place(skip);
             return Ok(dst);
         }
-        let mut vals = Vec::with_capacity(2);
+        let mut vals = Vec::with_capacity(ks.len());
         for (kdig, kok) in ks {
             let ok = self.b.binary(BinOp::And, Type::Pred, line_ok, *kok);
             let groups = [(digits, letters), (&kdig[..], &plan.k[..])];
@@ -588,7 +637,10 @@ impl Emitter<'_> {
                 Val::F(r) | Val::I(r) => vals.push(r),
             }
         }
-        Ok(pack_f32(&mut self.b, plan.ab, &vals)[0])
+        Ok(match plan.ab {
+            MmaInputs::Half(half) => pack_f32(&mut self.b, half, &vals)[0],
+            MmaInputs::Tf32 => self.b.cvt(Type::Tf32, Type::F32, vals[0]),
+        })
     }
 
     /// The index of operand `x` (with axis letters `x.1`) at the element
