@@ -24,6 +24,9 @@ from ._graph import GraphOp, op
 from ._native import JaggedError, JaggedInputError
 from ._tensors import longest
 
+JaggedError.__module__ = "jagged"
+JaggedInputError.__module__ = "jagged"
+
 __all__ = [
     "GraphOp",
     "JaggedError",

@@ -226,8 +226,13 @@ def _reduce_backward(ctx, grad):
         n = lengths_of(offsets).clamp(max=ctx.max_len).clamp(min=1).to(grad.dtype)
         dv = torch.where(valid, g / n[seg].reshape(shape), 0.0)
     else:
-        # max: the gradient goes to the maximal entries, split evenly among ties.
-        hit = valid & (values == out[seg])
+        # max: the gradient goes to the maximal entries, split evenly among
+        # ties. The maxima are found again here (not read from `out`, which
+        # may be rounded: an f64 op computes in f32 today).
+        masked = torch.where(valid, values, -torch.inf)
+        index = seg.reshape(shape).expand(masked.shape)
+        m = torch.full_like(out, -torch.inf).scatter_reduce(0, index, masked, "amax")
+        hit = valid & (values == m[seg])
         count = torch.zeros_like(out).index_add(0, seg, hit.to(out.dtype))
         dv = torch.where(hit, g / count[seg].clamp(min=1), 0.0)
     return dv.to(values.dtype), None, None, None
@@ -482,3 +487,31 @@ def _fbgemm_backward(ctx, dout):
 
 
 fbgemm_jagged_flash_attention_basic.register_autograd(_fbgemm_backward, setup_context=_fbgemm_setup)
+
+
+# ---------------------------------------------------------------------------
+# A nested tensor passed to torch.ops.jagged.* (which take values and offsets)
+# gets an error naming the wrapper that takes it, instead of the nested
+# tensor's bare NotImplementedError.
+
+
+def _refuse_nested(name: str):
+    def rule(mode, func, types, args, kwargs):
+        raise JaggedInputError(
+            f"torch.ops.jagged.{name} takes values and offsets, not a nested tensor: "
+            f"call jagged.{name}(...) with the nested tensor, or pass its .values() and .offsets()"
+        )
+
+    return rule
+
+
+def _register_nested_rules():
+    try:
+        from torch.nested._internal.nested_tensor import NestedTensor
+    except ImportError:  # another torch layout of the module: keep torch's own error
+        return
+    for d in _native.op_reference():
+        torch.library.register_torch_dispatch(f"{LIB}::{d['name']}", NestedTensor, _refuse_nested(d["name"]))
+
+
+_register_nested_rules()

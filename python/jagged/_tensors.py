@@ -1,5 +1,6 @@
 """Torch tensors to and from the native extension's `(name, dtype, shape, bytes)` tuples."""
 
+import ctypes
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -52,7 +53,10 @@ def check_tensor(op: str, name: str, t: object) -> torch.Tensor:
 
 def to_native(op: str, name: str, t: object) -> Tuple[str, str, List[int], bytes]:
     t = check_tensor(op, name, t)
-    data = t.detach().reshape(-1).view(torch.uint8).numpy().tobytes()
+    nbytes = t.numel() * t.element_size()
+    # A contiguous CPU tensor's elements are the nbytes from data_ptr() on;
+    # `t` stays alive for the copy.
+    data = ctypes.string_at(t.data_ptr(), nbytes) if nbytes else b""
     return (name, DTYPE_NAMES[t.dtype], list(t.shape), data)
 
 

@@ -1,0 +1,77 @@
+"""jagged.op(graph_text): any graph in the canonical text form, on CPU tensors."""
+
+import os
+
+import pytest
+import torch
+
+import jagged
+from conftest import GRAPHS, assert_close, offsets_of, rand
+
+WEIGHTED_POOL = """
+graph weighted_pool {
+  attr max_len: index
+  %0 = input offsets : i32[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input x : f32[%1, 8]
+  %3 = input w : f32[%1]
+  %4 = mul %2, %3 : f32[%1, 8]
+  %5 = reduce sum %4, axis 0 : f32[B, 8]
+  output pooled = %5
+}
+"""
+
+
+def ref_pool(x, w, o, n):
+    out = torch.zeros(o.numel() - 1, x.shape[1], dtype=torch.float64)
+    for b in range(o.numel() - 1):
+        s, e = int(o[b]), int(o[b + 1])
+        k = min(e - s, n)
+        out[b] = (x[s : s + k].double() * w[s : s + k, None].double()).sum(0)
+    return out
+
+
+def test_weighted_pool_text():
+    op = jagged.op(WEIGHTED_POOL)
+    assert op is jagged.op(WEIGHTED_POOL)  # cached by text
+    assert [n for n, _, _ in op.inputs] == ["offsets", "x", "w"]
+    assert [n for n, _, _ in op.outputs] == ["pooled"]
+    for lengths in ([], [0, 0], [3, 0, 6, 1]):
+        o = offsets_of(lengths, torch.int32)
+        x, w = rand(int(o[-1]), 8), rand(int(o[-1]))
+        got = op(o, x, w, max_len=4)
+        assert_close(got, ref_pool(x, w, o, 4), 1e-5)
+        assert_close(op(offsets=o, w=w, x=x, max_len=4), ref_pool(x, w, o, 4), 1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(GRAPHS) if f.endswith(".jir")))
+def test_repository_graphs_run(name):
+    with open(os.path.join(GRAPHS, name)) as f:
+        op = jagged.op(f.read())
+    o = offsets_of([3, 0, 5], torch.int32)
+    args = []
+    for input_name, dtype, dims in op.inputs:
+        if input_name == "offsets":
+            args.append(o.to(jagged._tensors.TORCH_DTYPES[dtype]))
+            continue
+        shape = [int(o[-1]) if d.startswith("%") else (3 if d == "B" else int(d)) for d in dims]
+        args.append(rand(*shape, dtype=jagged._tensors.TORCH_DTYPES[dtype]))
+    attrs = {"max_len": 4} if any(a[0] == "max_len" for a in op.attrs) else {}
+    out = op(*args, **attrs)
+    for t in out if isinstance(out, tuple) else (out,):
+        assert not torch.isnan(t).any()
+
+
+def test_graph_errors():
+    with pytest.raises(ValueError, match=r"graph text:\d+:\d+"):
+        jagged.op("graph broken { %0 = nonsense }")
+    op = jagged.op(WEIGHTED_POOL)
+    o = offsets_of([2], torch.int32)
+    with pytest.raises(TypeError, match="missing input"):
+        op(o, rand(2, 8))
+    with pytest.raises(TypeError, match="unknown argument `eps`"):
+        op(o, rand(2, 8), rand(2), eps=1.0)
+    with pytest.raises(ValueError, match="'x'|`x`"):
+        op(o, rand(2, 7), rand(2), max_len=4)
+    with pytest.raises(NotImplementedError, match="differentiable"):
+        op(o, rand(2, 8).requires_grad_(), rand(2), max_len=4)

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The Python package's tests (python/, see docs/python.md): creates the
+# virtual environment .tools/venv (ignored), installs torch (the PyPI wheel,
+# with its CUDA libraries: ~5 GB), pytest, maturin and numpy (which torch
+# warns about when missing) into it, builds the
+# package into it with `maturin develop --release` (Rust target dir
+# python/target), and runs pytest on python/tests (arguments go to pytest).
+# Idempotent: a second run only rebuilds what changed. pip's, Inductor's and
+# the kernel cache's files stay in .tools/.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+venv="$root/.tools/venv"
+export PIP_CACHE_DIR="$root/.tools/pip-cache"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+export PIP_ROOT_USER_ACTION=ignore
+TORCH_VERSION=2.15.0
+PYTEST_VERSION=9.2.0
+MATURIN_VERSION=1.16.0
+start=$(date +%s)
+if [ ! -x "$venv/bin/python" ]; then
+  echo "test-python: creating $venv"
+  python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c "import torch, pytest, numpy" 2>/dev/null || [ ! -x "$venv/bin/maturin" ]; then
+  echo "test-python: installing torch==$TORCH_VERSION, pytest, maturin into $venv"
+  "$venv/bin/python" -m pip install --quiet \
+    "torch==$TORCH_VERSION" "pytest==$PYTEST_VERSION" "maturin==$MATURIN_VERSION" numpy
+fi
+echo "test-python: environment ready after $(( $(date +%s) - start )) s"
+# maturin develop installs into the active virtual environment.
+export VIRTUAL_ENV="$venv"
+export PATH="$venv/bin:$PATH"
+export CARGO_TARGET_DIR="$root/python/target"
+# torch.compile's and the kernel cache's files stay in .tools/ too.
+export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$root/.tools/torchinductor}"
+export JAGGED_CACHE_DIR="${JAGGED_CACHE_DIR:-$root/.tools/jagged-cache}"
+maturin develop --release --locked --manifest-path python/Cargo.toml
+echo "test-python: package built after $(( $(date +%s) - start )) s"
+cd python
+python -m pytest -q tests "$@"
+echo "test-python: done after $(( $(date +%s) - start )) s"
