@@ -9,6 +9,9 @@ use jagged_ir::{
 };
 
 mod mma;
+#[path = "rows.rs"]
+mod rows;
+pub(super) use rows::{note as resident_note, resident};
 
 use super::{Buffer, Partition, Step, Stored, elements, reduced_type, tensor_type, unsupported};
 use crate::error::CodegenError;
@@ -122,6 +125,13 @@ pub(super) fn lower_step(
             // The value's own kernel computes it; a copy (an input or a
             // node named by two outputs) reads where it is stored.
             let own = part.stored.get(&node) == Some(&into);
+            // The value's kernel (also for an f16 / bf16 output nothing reads).
+            let computes = part.stored.get(&node).is_none_or(|s| *s == into);
+            if computes
+                && let Some(plan) = rows::lower(graph, part, node, into, name, max_len_bucket)?
+            {
+                return Ok(vec![plan]);
+            }
             let coop = own && cooperative(graph, node);
             em.for_each_element(&ty, &[into], coop, |em, at, lin| {
                 let v = if own {
@@ -199,6 +209,9 @@ struct Emitter<'g> {
     /// Values already in registers for the element being computed (a
     /// tensor-core contraction's accumulator in its epilogue).
     known: Vec<(Handle<Node>, Val)>,
+    /// In a sequence-resident kernel: the staged leaves and the values
+    /// hoisted out of loops (see the `rows` module).
+    resident: Option<rows::Resident>,
 }
 
 impl<'g> Emitter<'g> {
@@ -214,6 +227,7 @@ impl<'g> Emitter<'g> {
             lanes: None,
             not_writer: None,
             known: Vec::new(),
+            resident: None,
         }
     }
 
@@ -743,6 +757,9 @@ impl<'g> Emitter<'g> {
         if let Some(&(_, v)) = self.known.iter().find(|(k, _)| *k == h) {
             return Ok(v);
         }
+        if let Some(v) = self.resident_value(h, at)? {
+            return Ok(v);
+        }
         if let Some(&st) = self.part.stored.get(&h) {
             let ty = tensor_type(self.graph, h)?.clone();
             let lin = self.linear(&ty, at)?;
@@ -819,7 +836,12 @@ impl<'g> Emitter<'g> {
             }
             Node::Binary { op, lhs, rhs } => {
                 let l = self.operand(h, *lhs, at)?;
-                let r = self.operand(h, *rhs, at)?;
+                // `x * x` reads `x` once.
+                let r = if rhs == lhs {
+                    l
+                } else {
+                    self.operand(h, *rhs, at)?
+                };
                 let int_op = match op {
                     BinaryOp::Add => Some(BinOp::Add),
                     BinaryOp::Sub => Some(BinOp::Sub),
@@ -935,8 +957,10 @@ impl<'g> Emitter<'g> {
             Node::Softmax { arg, axis } => {
                 let x = tensor_type(graph, *arg)?.clone();
                 let stats = reduced_type(&x, *axis);
-                let (m, s) = match self.part.softmax_stats.get(&h).copied() {
-                    Some((max, sum)) => {
+                let hoisted = self.hoisted_stats(h, *axis, at);
+                let (m, s) = match (hoisted, self.part.softmax_stats.get(&h).copied()) {
+                    (Some(stats), _) => stats,
+                    (None, Some((max, sum))) => {
                         let mut sat = at.idx.clone();
                         sat.remove(*axis);
                         if stats.dims.len() == x.dims.len() {
@@ -948,7 +972,7 @@ impl<'g> Emitter<'g> {
                         let s = self.load(sum, lin);
                         (self.f32(m), self.f32(s))
                     }
-                    None => self.softmax_stats(*arg, &x, *axis, at)?,
+                    (None, None) => self.softmax_stats(*arg, &x, *axis, at)?,
                 };
                 let v = self.value(*arg, at)?;
                 let v = self.f32(v);

@@ -242,7 +242,8 @@ fn fused(graph: &Graph, h: Handle<Node>, fusion: Fusion) -> bool {
         Node::Seqs { .. } | Node::SeqsWhere { .. } => false,
         Node::Attr { .. } | Node::Const { .. } => true,
         Node::Reduce { .. } | Node::Contract { .. } => {
-            pair || (fusion == Fusion::Fused && feeds_an_output_elementwise(graph, h))
+            pair || (fusion == Fusion::Fused
+                && (feeds_an_output_elementwise(graph, h) || emit::resident(graph, h)))
         }
         _ => pair || fusion == Fusion::Fused,
     }
@@ -412,7 +413,9 @@ impl Partition {
                 Node::Softmax { arg, axis } => {
                     let x = tensor_type(graph, *arg)?;
                     let stats = reduced_type(x, *axis);
-                    if stats.ragged_rank() < 2 {
+                    // Resident statistics are computed by the kernels that read them.
+                    let resident = fusion == Fusion::Fused && emit::resident(graph, h);
+                    if stats.ragged_rank() < 2 && !resident {
                         let elems = element_count(graph, h, &stats)?;
                         let max = part.add_scratch(DType::F32, elems.clone());
                         let sum = part.add_scratch(DType::F32, elems);
@@ -495,6 +498,7 @@ impl Partition {
                         format!(" (fused: {})", fused.join(" "))
                     };
                     let cores = emit::tensor_core_note(graph, self, *node, *into)
+                        .or_else(|| emit::resident_note(graph, self, *node, *into))
                         .map(|n| format!(" ({n})"))
                         .unwrap_or_default();
                     format!("elements {} -> {}{fused}{cores}", text(*node), into.buffer)

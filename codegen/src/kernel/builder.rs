@@ -395,6 +395,11 @@ impl KernelBuilder {
         self.push(Inst::BarSync { id: 0 });
     }
 
+    /// `bar.warp.sync -1` (every lane of the warp).
+    pub fn warp_sync(&mut self) {
+        self.push(Inst::WarpSync);
+    }
+
     /// The global thread index (`ctaid.x * ntid.x + tid.x`, 64-bit) and the
     /// grid size in threads (64-bit): the start and step of a grid-stride loop.
     pub fn global_thread_index(&mut self) -> (Reg, Reg) {
