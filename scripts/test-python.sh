@@ -35,7 +35,9 @@ export CARGO_TARGET_DIR="$root/python/target"
 # torch.compile's and the kernel cache's files stay in .tools/ too.
 export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$root/.tools/torchinductor}"
 export JAGGED_CACHE_DIR="${JAGGED_CACHE_DIR:-$root/.tools/jagged-cache}"
-maturin develop --release --locked --manifest-path python/Cargo.toml
+# Not --locked: python/Cargo.lock also pins the dependencies of the path
+# crates (ir, codegen, runtime, emulator), which change with them.
+maturin develop --release --manifest-path python/Cargo.toml
 echo "test-python: package built after $(( $(date +%s) - start )) s"
 cd python
 python -m pytest -q tests "$@"
