@@ -6,7 +6,8 @@ from typing import Dict, List, Tuple, Union
 import torch
 
 from . import _native
-from ._tensors import from_native, to_native
+from ._native import JaggedInputError
+from ._tensors import TORCH_DTYPES, from_native, to_native
 
 
 class GraphOp:
@@ -19,23 +20,26 @@ class GraphOp:
     the first call for each specialization (inner dims, dtypes, `max_len`
     bucket) and cached (in memory and in the kernel cache on disk).
 
-    Not differentiable yet: calling it with inputs that require grad while
-    grad mode is on raises NotImplementedError.
+    It runs as the custom op `torch.ops.jagged.run_graph`, whose fake
+    implementation gives the outputs' shapes from the graph's types, so it
+    works inside `torch.compile(fullgraph=True)` too (rows of a compaction
+    are a data-dependent size). Not differentiable yet: calling it with
+    inputs that require grad while grad mode is on raises
+    NotImplementedError.
     """
 
     def __init__(self, text: str):
         self._graph = _native.CompiledGraph(text)
         self.name: str = self._graph.name
+        #: The canonical text of the graph.
+        self.text: str = self._graph.text()
         self.inputs: List[Tuple[str, str, List[str]]] = self._graph.inputs()
         self.attrs: List[Tuple[str, str, object]] = self._graph.attrs()
         self.outputs: List[Tuple[str, str, List[str]]] = self._graph.outputs()
         self._input_names = [name for name, _, _ in self.inputs]
         self._attr_names = {name for name, _, _ in self.attrs}
-
-    @property
-    def text(self) -> str:
-        """The canonical text of the graph."""
-        return self._graph.text()
+        self._attr_kinds = {name: kind for name, kind, _ in self.attrs}
+        self._defaults = {name: default for name, _, default in self.attrs if default is not None}
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{n}: {d}[{', '.join(dims)}]" for n, d, dims in self.inputs)
@@ -68,9 +72,87 @@ class GraphOp:
                 f"jagged.{where}: graphs run by jagged.op are not differentiable yet; "
                 f"call it under torch.no_grad() or pass detached inputs"
             )
-        native = [to_native(where, name, tensors[name]) for name in self._input_names]
-        outs = [from_native(o) for o in self._graph.run(native, attrs)]
+        for name in self._input_names:
+            if not isinstance(tensors[name], torch.Tensor):
+                raise TypeError(f"jagged.{where}: input `{name}` must be a torch.Tensor")
+        names = sorted(k for k, v in attrs.items() if v is not None)
+        for k in names:
+            if isinstance(attrs[k], bool) or not isinstance(attrs[k], (int, float)):
+                raise JaggedInputError(f"jagged.{where}: attribute `{k}` must be a number, got {attrs[k]!r}")
+        encoded = ",".join(f"{k}={attrs[k]!r}" for k in names)
+        outs = torch.ops.jagged.run_graph(self.text, [tensors[n] for n in self._input_names], encoded)
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _run(self, inputs: List[torch.Tensor], attrs: Dict[str, object]) -> List[torch.Tensor]:
+        where = f"op({self.name})"
+        native = [to_native(where, name, t) for name, t in zip(self._input_names, inputs)]
+        return [from_native(o) for o in self._graph.run(native, attrs)]
+
+    def _fake(self, inputs: List[torch.Tensor], attrs: Dict[str, float]) -> List[torch.Tensor]:
+        """Outputs of the declared types, sizes from the inputs' (symbolic) shapes."""
+        # B: from any input with a B or B+1 dim.
+        batch = None
+        for (name, _, dims), t in zip(self.inputs, inputs):
+            for k, d in enumerate(dims):
+                if batch is None and d in ("B", "B+1"):
+                    batch = t.shape[k] - (1 if d == "B+1" else 0)
+        roots = dict(self._graph.seqs())
+        # The rows of a set: those of an input on a set of the same offsets.
+        rows: Dict[str, object] = {}
+        for (name, _, dims), t in zip(self.inputs, inputs):
+            if dims and dims[0].startswith("%"):
+                root = roots.get(dims[0])
+                if root is not None:
+                    rows.setdefault(root, t.shape[0])
+        max_len = attrs.get("max_len", self._defaults.get("max_len"))
+        dynamic: Dict[str, object] = {}
+        ctx = torch.library.get_ctx()
+
+        def size(d: str):
+            if d == "B":
+                return batch if batch is not None else ctx.new_dynamic_size()
+            if d == "B+1":
+                return (batch if batch is not None else ctx.new_dynamic_size()) + 1
+            if d == "N":
+                return int(max_len)
+            if d.startswith("%"):
+                root = roots.get(d)
+                if root is not None and root in rows:
+                    return rows[root]
+                if d not in dynamic:
+                    dynamic[d] = ctx.new_dynamic_size()
+                return dynamic[d]
+            return int(d)
+
+        device = inputs[0].device if inputs else torch.device("cpu")
+        return [
+            torch.empty(tuple(size(d) for d in dims), dtype=TORCH_DTYPES[dtype], device=device)
+            for _, dtype, dims in self.outputs
+        ]
+
+
+def _decode(attrs: str) -> Dict[str, float]:
+    out: Dict[str, float] = {}
+    for item in filter(None, attrs.split(",")):
+        name, _, value = item.partition("=")
+        out[name] = float(value)
+    return out
+
+
+@torch.library.custom_op("jagged::run_graph", mutates_args=())
+def run_graph(text: str, inputs: List[torch.Tensor], attrs: str) -> List[torch.Tensor]:
+    """Runs the graph of canonical text `text` (see jagged.op) on `inputs`, in its input order;
+    `attrs` is `name=value,...` (declared defaults for the others)."""
+    g = op(text)
+    values: Dict[str, object] = {}
+    for name, value in _decode(attrs).items():
+        values[name] = int(value) if g._attr_kinds.get(name) == "index" and value.is_integer() else value
+    return g._run(list(inputs), values)
+
+
+@run_graph.register_fake
+def _(text, inputs, attrs):
+    return op(text)._fake(list(inputs), _decode(attrs))
 
 
 @functools.lru_cache(maxsize=256)

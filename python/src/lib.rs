@@ -23,7 +23,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyString};
 
 use jagged_ir::ops::{Activation, AttentionSpec};
-use jagged_ir::{AttrKind, AttrValue, DType, Graph};
+use jagged_ir::{AttrKind, AttrValue, DType, Graph, Node};
 
 use engine::HostTensor;
 use error::Error;
@@ -285,6 +285,28 @@ impl CompiledGraph {
                     AttrKind::Float => "float",
                 };
                 (a.name.clone(), kind, a.default.map(|v| v.as_f64()))
+            })
+            .collect()
+    }
+
+    /// The sequence sets as `[(value, offsets)]`: `value` as dims spell it
+    /// (`%1`), `offsets` the name of the offsets input the set is built
+    /// from (truncated or not; its rows are that input's `T`), `None` for a
+    /// set of compaction (`seqs_where`, a data-dependent row count).
+    fn seqs(&self) -> Vec<(String, Option<String>)> {
+        self.graph
+            .nodes()
+            .iter()
+            .filter_map(|(h, node)| match node {
+                Node::Seqs { offsets, .. } => {
+                    let root = match self.graph.node(*offsets) {
+                        Node::Input { name, .. } => Some(name.clone()),
+                        _ => None,
+                    };
+                    Some((format!("{h}"), root))
+                }
+                Node::SeqsWhere { .. } => Some((format!("{h}"), None)),
+                _ => None,
             })
             .collect()
     }

@@ -92,3 +92,55 @@ def test_fake_shapes_are_symbolic():
         o = mode.from_tensor(offsets_of([3, 0, 6, 1]), static_shapes=False)
         assert ops.jagged_to_padded_dense(v, o, MAX_LEN, 0.0).shape[1] == MAX_LEN
         assert ops.jagged_reduce(v, o, MAX_LEN, "sum").shape[0] == o.shape[0] - 1
+
+
+KEEP = """
+graph keep {
+  %0 = input offsets : i64[B+1]
+  %1 = seqs %0 : seqs
+  %2 = input x : f32[%1, 4]
+  %3 = input m : bool[%1]
+  %4 = seqs_where %3 : seqs
+  %5 = compact %2, %4 : f32[%4, 4]
+  %6 = offsets %4 : i64[B+1]
+  output values = %5
+  output offsets = %6
+}
+"""
+
+POOL = """
+graph pool {
+  attr max_len: index
+  attr eps: float = 0.5
+  %0 = input offsets : i64[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input x : f32[%1, 4]
+  %3 = exp %2 : f32[%1, 4]
+  %4 = reduce sum %3, axis 0 : f32[B, 4]
+  %5 = attr eps : f32[]
+  %6 = add %4, %5 : f32[B, 4]
+  %7 = to_padded %3 : f32[B, N, 4]
+  output pooled = %6
+  output padded = %7
+}
+"""
+
+
+def test_graph_ops_under_compile():
+    torch._dynamo.reset()
+    keep, pool = jagged.op(KEEP), jagged.op(POOL)
+
+    def f(x, offsets, m):
+        kept, kept_offsets = keep(offsets, x, m)
+        pooled, padded = pool(offsets, x, max_len=MAX_LEN, eps=0.25)
+        return kept * 2, kept_offsets, pooled, padded
+
+    compiled = torch.compile(f, fullgraph=True, dynamic=True)
+    with torch.no_grad():
+        for lengths in ([3, 0, 6, 1], [2, 5]):
+            o = offsets_of(lengths)
+            x = rand(int(o[-1]), 4)
+            m = torch.rand(int(o[-1])) < 0.5
+            for got, want in zip(compiled(x, o, m), f(x, o, m)):
+                torch.testing.assert_close(got, want)
+            assert torch.equal(f(x, o, m)[0], x[m] * 2)
