@@ -210,3 +210,34 @@ def test_unused_helpers_match():
     assert torch.allclose(ref_attention(q, q, q, O, MAX_LEN, 0.5)[0], ref_attention_diff(q, q, q, 0.5, False, "softmax"))
     q2 = rand(T, 2, dtype=torch.float64)
     assert ref_fbgemm(q2, q2, q2, O, MAX_LEN).shape == (T, 2)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "silu"])
+def test_backward_template_long_sequences_and_empty_batches(activation):
+    """Several query and key blocks (a sequence of 70 rows, max_len 64), and B = 0."""
+    for lengths, n in (([70, 0, 3], 64), ([], 16), ([0, 0], 16)):
+        o = offsets_of(lengths, torch.int32)
+        t = int(o[-1])
+        xs = [leaf(t, 1, 32, dtype=torch.bfloat16) for _ in range(3)]
+        ys = [x.detach().double().requires_grad_() for x in xs]
+        out, _ = ops.jagged_flash_attention(*xs, o, n, 0.2, True, activation)
+        g = torch.randn(out.shape, dtype=torch.float64)
+        out.backward(g.to(out.dtype))
+        want = []
+        for s, e in zip(o[:-1].tolist(), o[1:].tolist()):
+            k = min(e - s, n)
+            q_, k_, v_ = (y[s : s + k] for y in ys)
+            sc = 0.2 * torch.einsum("ihd,jhd->hij", q_, k_)
+            allowed = torch.ones(k, k, dtype=torch.bool).tril()
+            if activation == "softmax":
+                p = torch.softmax(sc.masked_fill(~allowed, -torch.inf), -1)
+            else:
+                p = torch.where(allowed, sc * torch.sigmoid(sc) / n, 0.0)
+            want += [torch.einsum("hij,jhe->ihe", p, v_), torch.zeros((e - s - k, 1, 32), dtype=torch.float64)]
+        if t:
+            torch.cat(want).backward(g)
+            for x, y in zip(xs, ys):
+                err = (x.grad.double() - y.grad).norm() / max(y.grad.norm(), 1e-30)
+                assert err <= 2e-2, f"{lengths}: gradient relative L2 error {err:.3e}"
+        else:
+            assert all(x.grad.shape == (0, 1, 32) for x in xs)
