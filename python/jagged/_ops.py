@@ -300,7 +300,7 @@ def _rounded(x: Tensor, dtype: Optional[str]) -> Tensor:
     return x if dtype is None else x.to(_FLOAT_NAMES[dtype]).to(x.dtype)
 
 
-def _attention_backward_math(q, k, v, offsets, dout, max_len, scale, causal, activation, dtype):
+def _attention_backward_math(q, k, v, offsets, dout, dlse, max_len, scale, causal, activation, dtype):
     total = q.shape[0]
     acc = _acc_dtype(q.dtype if dtype is None else _FLOAT_NAMES[dtype])
     qp, kp, vp = (_padded(_rounded(x, dtype), offsets, max_len).to(acc) for x in (q, k, v))
@@ -316,6 +316,10 @@ def _attention_backward_math(q, k, v, offsets, dout, max_len, scale, causal, act
         p = torch.where(allowed, p, 0.0)
         delta = (p * dp).sum(-1, keepdim=True)
         ds = p * (dp - delta)
+        if dlse is not None:
+            # d lse_i / d s_ij = p_ij.
+            glse = _padded(dlse.contiguous(), offsets, max_len).to(acc)  # [B, N, H]
+            ds = ds + p * glse.permute(0, 2, 1)[..., None]
     else:
         sig = torch.sigmoid(s)
         p = torch.where(allowed, s * sig / max_len, 0.0)
@@ -345,7 +349,7 @@ def jagged_flash_attention(
     """Jagged attention: `q, k [T, H, D]`, `v [T, H, Dv]` to `(out [T, H, Dv], lse [T, H] f32)`.
 
     With `activation="silu"` (HSTU) there is no lse: the second output is an
-    empty f32 tensor. `lse` is not differentiable (as flash attention's).
+    empty f32 tensor. Both `out` and `lse` are differentiable.
     """
     outs = run_op(
         "jagged_flash_attention",
@@ -374,21 +378,40 @@ def _attention_setup(ctx, inputs, output):
     ctx.causal = causal
     ctx.activation = activation
     ctx.dtype = None if dtype is None or _FLOAT_NAMES[dtype] == q.dtype else dtype
-    ctx.mark_non_differentiable(lse)
+    # An output nothing reads gets None, not zeros: no lse term then.
+    ctx.set_materialize_grads(False)
+    if activation != "softmax":
+        ctx.mark_non_differentiable(lse)
 
 
-def _attention_backward(ctx, dout, _dlse):
+def _attention_backward(ctx, dout, dlse):
     q, k, v, offsets, out, lse = ctx.saved_tensors
-    dout = dout.contiguous()
+    dout = torch.zeros_like(out) if dout is None else dout.contiguous()
+    if ctx.activation != "softmax":
+        dlse = None
     if ctx.dtype is None and _native.attention_backward_supported(
         DTYPE_NAMES.get(q.dtype, "?"), q.shape[2], v.shape[2]
     ):
         dq, dk, dv = torch.ops.jagged.jagged_flash_attention_backward(
             q, k, v, offsets, out, dout, lse, ctx.max_len, ctx.scale, ctx.causal, ctx.activation
         )
+        if dlse is not None:
+            # The lse term, dS_ij = P_ij dlse_i, with the same kernels:
+            # sum_j P_ij k_j is the forward with v = k, and sum_i P_ij x_i is
+            # the backward's dv for dout = x.
+            g = dlse.to(torch.float32)[..., None]
+            pk, _ = torch.ops.jagged.jagged_flash_attention(
+                q, k, k, offsets, ctx.max_len, ctx.scale, ctx.causal, "softmax", None
+            )
+            gq = (g * q.to(torch.float32)).to(q.dtype).contiguous()
+            _, _, ptq = torch.ops.jagged.jagged_flash_attention_backward(
+                q, k, k, offsets, pk, gq, lse, ctx.max_len, ctx.scale, ctx.causal, "softmax"
+            )
+            dq = (dq.to(torch.float32) + ctx.scale * g * pk.to(torch.float32)).to(q.dtype)
+            dk = (dk.to(torch.float32) + ctx.scale * ptq.to(torch.float32)).to(k.dtype)
     else:
         dq, dk, dv = _attention_backward_math(
-            q, k, v, offsets, dout, ctx.max_len, ctx.scale, ctx.causal, ctx.activation, ctx.dtype
+            q, k, v, offsets, dout, dlse, ctx.max_len, ctx.scale, ctx.causal, ctx.activation, ctx.dtype
         )
     return dq, dk, dv, None, None, None, None, None, None
 
