@@ -10,7 +10,7 @@ export PATH="$root/.tools/bin:$PATH"
 export JAGGED_PTXAS="$root/.tools/bin/ptxas"
 cargo test --workspace --locked
 # The PyTorch package (python/, docs/python.md): installs torch into
-# .tools/venv, builds the extension, runs pytest (~7-8 min from scratch).
+# .tools/venv, builds the extension, runs pytest (7-9 min from scratch).
 bash scripts/test-python.sh
 # Fuzzing smoke test: builds the cargo-fuzz targets in fuzz/ (nightly;
 # installs cargo-fuzz into .tools/) and runs each for 30 s on its seeds.
