@@ -1,7 +1,8 @@
 //! Sequence-resident kernels of the general path: statistics that elements
 //! share (a row's mean, a column's softmax over the sequence, a query row's
 //! softmax over its keys) are computed by the kernel that reads them, from
-//! the sequence's rows staged once in shared memory. Each graph runs on the
+//! the sequence's rows staged once in shared memory; padding and compaction
+//! go a warp per sequence too. Each graph runs on the
 //! emulator (memory checker on, outputs poisoned) like the f64 reference on
 //! adversarial lengths, including sequences longer than the staged rows
 //! (which read global memory instead), and assembles with ptxas with no
@@ -17,13 +18,18 @@ use jagged::ir::{AttrValue, DenseTensor, Graph};
 use jagged::runtime::{BackendKind, KernelCache, Runtime};
 use jagged::testing::{Rng, Tolerance, adversarial_lengths, random_inputs};
 
-/// A graph, the `max_len` it runs with, and the kernels its plan has.
+/// A graph, the `max_len` it runs with, the kernels and scratch buffers
+/// its plan has, and what its plan says of the kernel of its first output.
 struct Case {
     name: &'static str,
     text: &'static str,
     max_len: usize,
     kernels: usize,
+    scratch: usize,
+    plan: &'static str,
 }
+
+const RESIDENT: &str = "(resident: a warp per sequence";
 
 const CASES: &[Case] = &[
     Case {
@@ -45,6 +51,8 @@ const CASES: &[Case] = &[
 }",
         max_len: 19,
         kernels: 1,
+        scratch: 0,
+        plan: RESIDENT,
     },
     Case {
         name: "layer norm over 48 columns (two lanes' columns, a partial second): nested row statistics",
@@ -65,6 +73,8 @@ const CASES: &[Case] = &[
 }",
         max_len: 19,
         kernels: 1,
+        scratch: 0,
+        plan: RESIDENT,
     },
     Case {
         name: "rows wider than the staged rows allow: 96 columns, sequences past 31 rows read global memory",
@@ -82,6 +92,8 @@ const CASES: &[Case] = &[
 }",
         max_len: 40,
         kernels: 1,
+        scratch: 0,
+        plan: RESIDENT,
     },
     Case {
         name: "softmax along a row",
@@ -95,6 +107,8 @@ const CASES: &[Case] = &[
 }",
         max_len: 19,
         kernels: 1,
+        scratch: 0,
+        plan: RESIDENT,
     },
     Case {
         name: "softmax over the sequence (a lane per element, two rows at a time)",
@@ -110,6 +124,8 @@ const CASES: &[Case] = &[
 }",
         max_len: 19,
         kernels: 1,
+        scratch: 0,
+        plan: RESIDENT,
     },
     Case {
         name: "centered softmax-weighted sum: sequence statistics inside a reduction over the sequence",
@@ -128,6 +144,8 @@ const CASES: &[Case] = &[
 }",
         max_len: 19,
         kernels: 1,
+        scratch: 0,
+        plan: RESIDENT,
     },
     Case {
         name: "softmax-mask-sum over keys: a pair softmax's statistics per query row",
@@ -147,6 +165,8 @@ const CASES: &[Case] = &[
 }",
         max_len: 40,
         kernels: 1,
+        scratch: 0,
+        plan: RESIDENT,
     },
     Case {
         name: "pair reduction over wide keys: sequences past 23 rows read global memory",
@@ -163,6 +183,8 @@ const CASES: &[Case] = &[
 }",
         max_len: 40,
         kernels: 1,
+        scratch: 0,
+        plan: RESIDENT,
     },
     Case {
         name: "untruncated sequences of wide rows: the staged rows are bounded by shared memory only",
@@ -177,6 +199,8 @@ const CASES: &[Case] = &[
 }",
         max_len: 40,
         kernels: 1,
+        scratch: 0,
+        plan: RESIDENT,
     },
     Case {
         name: "weighted pooling with integer and boolean leaves staged",
@@ -196,6 +220,8 @@ const CASES: &[Case] = &[
 }",
         max_len: 19,
         kernels: 1,
+        scratch: 0,
+        plan: RESIDENT,
     },
     Case {
         name: "a sum per sequence of a [T] value (a warp per result)",
@@ -210,6 +236,66 @@ const CASES: &[Case] = &[
 }",
         max_len: 19,
         kernels: 1,
+        scratch: 0,
+        plan: RESIDENT,
+    },
+    Case {
+        name: "padding: a warp per sequence reads its offsets once",
+        text: "graph padded {
+  attr max_len: index
+  %0 = input offsets : i32[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input x : f32[%1, 6]
+  %3 = to_padded %2 : f32[B, N, 6]
+  %4 = mask i < len(%1) : bool[B, N]
+  %5 = const -1 : f32[]
+  %6 = select %4, %3, %5 : f32[B, N, 6]
+  output dense = %6
+}",
+        max_len: 19,
+        kernels: 1,
+        scratch: 0,
+        plan: "(a warp per sequence)",
+    },
+    Case {
+        name: "compaction of 40-wide rows (two passes of the lanes per row), counted a warp per sequence",
+        text: "graph keep {
+  attr max_len: index
+  %0 = input offsets : i32[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input x : bf16[%1, 40]
+  %3 = input score : f32[%1]
+  %4 = const 0 : f32[]
+  %5 = gt %3, %4 : bool[%1]
+  %6 = seqs_where %5 : seqs
+  %7 = compact %2, %6 : bf16[%6, 40]
+  %8 = offsets %6 : i64[B+1]
+  output values = %7
+  output offsets = %8
+}",
+        max_len: 40,
+        kernels: 4,
+        scratch: 1,
+        plan: "compact %7",
+    },
+    Case {
+        name: "compaction of untruncated [T] values by an integer mask",
+        text: "graph keep_ids {
+  %0 = input offsets : i64[B+1]
+  %1 = seqs %0 : seqs
+  %2 = input ids : i32[%1]
+  %3 = input keep : u8[%1]
+  %4 = cast %3 : bool[%1]
+  %5 = seqs_where %4 : seqs
+  %6 = compact %2, %5 : i32[%5]
+  %7 = offsets %5 : i32[B+1]
+  output ids = %6
+  output offsets = %7
+}",
+        max_len: 40,
+        kernels: 4,
+        scratch: 1,
+        plan: "compact %6",
     },
 ];
 
@@ -240,12 +326,16 @@ fn resident_kernels_match_the_reference() {
             general.plan
         );
         assert!(
-            general.plan.contains("resident"),
+            general.plan.contains(case.plan),
             "{}\n{}",
             case.name,
             general.plan
         );
         let attrs = [("max_len", AttrValue::Index(case.max_len))];
+        let attrs: Vec<(&str, AttrValue)> = attrs
+            .into_iter()
+            .filter(|(n, _)| g.attr(n).is_some())
+            .collect();
         let mut cases = adversarial_lengths(case.max_len, &mut rng);
         // Sequences longer than any staged rows, next to short ones.
         cases.push(vec![3, 2 * case.max_len, 0, case.max_len + 1]);
@@ -271,17 +361,18 @@ fn resident_kernels_match_the_reference() {
     }
 }
 
-/// The statistics are not stored: no scratch buffer, and the kernel reads
-/// each input row once from global memory (checked on the cost model by
-/// `examples/cost_model.rs`).
+/// The statistics are not stored: no scratch buffer (but a compaction's
+/// offsets), and the kernel reads each input row once from global memory
+/// (checked on the cost model by `examples/cost_model.rs`).
 #[test]
 fn resident_statistics_need_no_scratch() {
     for case in CASES {
         let g = graph(case);
         let spec = Spec::for_graph(&g, case.max_len as u64, Arch::Sm80).expect("spec");
         let general = compile_general(&g, &spec).expect("compiles");
-        assert!(
-            general.kernel.scratch.is_empty(),
+        assert_eq!(
+            general.kernel.scratch.len(),
+            case.scratch,
             "{}\n{}",
             case.name,
             general.plan

@@ -32,11 +32,11 @@ use super::super::{
 };
 use super::{At, Emitter, Result, Val, cooperative, is_int};
 use crate::kernel::{
-    Address, BinOp, Cmp, Guard, Operand, Reg, RegClass, Space, Special, TernOp, Type,
+    Address, BinOp, Cmp, Guard, Operand, Reg, RegClass, ShflMode, Space, Special, TernOp, Type,
 };
 use crate::launch::SizeExpr;
 use crate::spec::{DType, elem_bytes};
-use crate::templates::{Plan, unpack_f32};
+use crate::templates::{BLOCK_THREADS, Plan, unpack_f32};
 
 /// Threads per CTA of a resident kernel (4 warps, each with its own share of
 /// shared memory).
@@ -178,7 +178,7 @@ enum Kind {
 /// or row ahead of its loops (so no kernel recomputes them per element).
 pub(in crate::general) fn resident(graph: &Graph, h: Handle<Node>) -> bool {
     let (arg, axis) = match graph.node(h) {
-        Node::Reduce { arg, axis, .. } if !is_output(graph, h) => (*arg, *axis),
+        Node::Reduce { op, arg, axis } if splits(*op) && !is_output(graph, h) => (*arg, *axis),
         Node::Softmax { arg, axis } => (*arg, *axis),
         _ => return false,
     };
@@ -378,12 +378,32 @@ pub(super) fn lower(
     name: &str,
     max_len_bucket: u32,
 ) -> Result<Option<Plan>> {
-    let Some(shape) = Shape::of(graph, part, node, Some(max_len_bucket))? else {
-        return Ok(None);
-    };
     let mut em = Emitter::new(graph, part, name, THREADS);
-    em.resident_kernel(node, into, &shape)?;
+    match Shape::of(graph, part, node, Some(max_len_bucket))? {
+        Some(shape) => em.resident_kernel(node, into, &shape)?,
+        None if per_sequence_block(graph, node) => em.sequence_blocks(node, into)?,
+        None => return Ok(None),
+    }
     Ok(Some(em.finish()))
+}
+
+/// Whether `node` is a dense value with a block of at least 32 elements per
+/// sequence (`[B, N, ...]` padded rows, or `[B, ...]` with 32 static
+/// elements or more) and no reduction, which a warp per sequence computes
+/// reading the sequence's offsets once (a thread per element reads them for
+/// each).
+fn per_sequence_block(graph: &Graph, node: Handle<Node>) -> bool {
+    let IrType::Tensor(ty) = graph.type_of(node) else {
+        return false;
+    };
+    let rest = &ty.dims[1.min(ty.dims.len())..];
+    let padded = rest.contains(&Dim::MaxLen);
+    ty.dims.first() == Some(&Dim::Batch)
+        && rest
+            .iter()
+            .all(|d| matches!(d, Dim::MaxLen | Dim::Static(_)))
+        && (padded || static_product(rest) >= 32)
+        && static_product(rest) > 0
 }
 
 /// How the step that computes `node` into `into` is resident, for the plan
@@ -397,7 +417,9 @@ pub(in crate::general) fn note(
     if part.stored.get(&node).is_some_and(|s| *s != into) {
         return None;
     }
-    let shape = Shape::of(graph, part, node, None).ok()??;
+    let Some(shape) = Shape::of(graph, part, node, None).ok()? else {
+        return per_sequence_block(graph, node).then(|| "a warp per sequence".to_string());
+    };
     let mut note = "resident: a warp per sequence".to_string();
     if !shape.leaves.is_empty() {
         let leaves: Vec<String> = shape.leaves.iter().map(|(h, _)| h.to_string()).collect();
@@ -626,8 +648,7 @@ impl Emitter<'_> {
             let split = match graph.node(h) {
                 Node::Reduce { op, arg, .. } => {
                     let x = tensor_type(graph, *arg)?;
-                    let int = is_int(x.dtype) && matches!(op, ReduceOp::Sum | ReduceOp::Max);
-                    !int && self.is_uniform(at.b, &at.idx)
+                    splits(*op) && !is_int(x.dtype) && self.is_uniform(at.b, &at.idx)
                 }
                 _ => false,
             };
@@ -751,6 +772,48 @@ impl Emitter<'_> {
             }
         }
         self.resident = None;
+        self.memo = None;
+        self.b.end_range(seqs);
+        Ok(())
+    }
+
+    /// A dense `[B, ...]` value a warp per sequence: lanes over the
+    /// sequence's block of elements (see [`per_sequence_block`]).
+    fn sequence_blocks(&mut self, node: Handle<Node>, into: Stored) -> Result<()> {
+        let ty = tensor_type(self.graph, node)?.clone();
+        self.items = SizeExpr::Batch * SizeExpr::Const(32);
+        let (thread, threads) = self.b.global_thread_index();
+        let lane = self
+            .b
+            .binary(BinOp::And, Type::U64, thread, Operand::Int(31));
+        let warp = self
+            .b
+            .binary(BinOp::Shr, Type::U64, thread, Operand::Int(5));
+        let warps = self
+            .b
+            .binary(BinOp::Shr, Type::U64, threads, Operand::Int(5));
+        let zero = self.b.mov(Type::U64, Operand::Int(0));
+        let mut extents = Vec::new();
+        for &d in &ty.dims[1..] {
+            extents.push(self.extent(d, zero)?);
+        }
+        let mut block = self.b.mov(Type::U64, Operand::Int(1));
+        for &e in &extents {
+            block = self.b.binary(BinOp::Mul, Type::U64, block, e);
+        }
+        let batch = self.size(SizeExpr::Batch);
+        let seqs = self.b.begin_range(Type::U64, warp, batch, warps);
+        let b = seqs.counter;
+        self.enter_sequence(b)?;
+        let first = self.b.binary(BinOp::Mul, Type::U64, b, block);
+        let elems = self.b.begin_range(Type::U64, lane, block, Operand::Int(32));
+        let e = elems.counter;
+        let mut idx = vec![b];
+        idx.extend(self.digits(e, &extents));
+        let v = self.define(node, &At { b, idx })?;
+        let lin = self.b.binary(BinOp::Add, Type::U64, first, e);
+        self.store_always(into, lin, v);
+        self.b.end_range(elems);
         self.memo = None;
         self.b.end_range(seqs);
         Ok(())
@@ -1108,6 +1171,15 @@ impl Emitter<'_> {
     }
 }
 
+/// Whether a float reduction `op` can be split over the lanes (the warp's
+/// partial results are combined by `Emitter::combine`).
+fn splits(op: ReduceOp) -> bool {
+    matches!(
+        op,
+        ReduceOp::Sum | ReduceOp::Mean | ReduceOp::Max | ReduceOp::LogSumExp
+    )
+}
+
 /// The key of softmax `h`'s statistics along `axis` for the line through `at`.
 fn stats_key(h: Handle<Node>, axis: usize, at: &At) -> Key {
     let mut idx = at.idx.clone();
@@ -1139,5 +1211,183 @@ fn raw_type(elem: DType) -> Type {
             4 => Type::B32,
             _ => Type::B64,
         },
+    }
+}
+
+/// The kept rows of each sequence of a `seqs_where` set into `offsets[b +
+/// 1]` (a warp per sequence, lanes over its rows), then their prefix sum.
+pub(super) fn kept_offsets(
+    graph: &Graph,
+    part: &Partition,
+    seqs: Handle<Node>,
+    name: &str,
+) -> Result<Vec<Plan>> {
+    let mut em = Emitter::new(graph, part, name, THREADS);
+    em.count_kept_rows(seqs)?;
+    let count = em.finish();
+    let mut em = Emitter::new(graph, part, &format!("{name}_prefix"), BLOCK_THREADS);
+    em.prefix_kept(seqs)?;
+    Ok(vec![count, em.finish()])
+}
+
+/// The kept rows of a compaction, a warp per sequence: the lanes test 32
+/// rows at a time and scan their flags with shuffles, then copy each kept
+/// row together, a lane per element.
+pub(super) fn compact(
+    graph: &Graph,
+    part: &Partition,
+    node: Handle<Node>,
+    into: Stored,
+    name: &str,
+) -> Result<Plan> {
+    let mut em = Emitter::new(graph, part, name, THREADS);
+    em.compact_rows(node, into)?;
+    Ok(em.finish())
+}
+
+impl Emitter<'_> {
+    /// `(lane, b)`: a grid-stride loop over the sequences, a warp each; the
+    /// loop is closed by [`Self::end_sequences`].
+    fn begin_sequences(&mut self) -> Result<(Reg, crate::kernel::RangeLoop)> {
+        self.items = SizeExpr::Batch * SizeExpr::Const(32);
+        let (thread, threads) = self.b.global_thread_index();
+        let lane = self
+            .b
+            .binary(BinOp::And, Type::U64, thread, Operand::Int(31));
+        let warp = self
+            .b
+            .binary(BinOp::Shr, Type::U64, thread, Operand::Int(5));
+        let warps = self
+            .b
+            .binary(BinOp::Shr, Type::U64, threads, Operand::Int(5));
+        let batch = self.size(SizeExpr::Batch);
+        let seqs = self.b.begin_range(Type::U64, warp, batch, warps);
+        self.enter_sequence(seqs.counter)?;
+        Ok((lane, seqs))
+    }
+
+    fn end_sequences(&mut self, seqs: crate::kernel::RangeLoop) {
+        self.memo = None;
+        self.b.end_range(seqs);
+    }
+
+    /// 1 (u32) where the mask of a `seqs_where` keeps row `i` of sequence
+    /// `b`, else 0.
+    fn kept_flag(&mut self, mask: Handle<Node>, b: Reg, i: Reg) -> Result<Reg> {
+        let m = self.value(mask, &At { b, idx: vec![i] })?;
+        let z = self.is_zero(m);
+        Ok(self.b.selp(Type::U32, Operand::Int(0), Operand::Int(1), z))
+    }
+
+    /// Kept rows per sequence into `offsets[b + 1]`.
+    fn count_kept_rows(&mut self, seqs: Handle<Node>) -> Result<()> {
+        let (mask, parent) = self.kept_mask(seqs)?;
+        let into = self.set_offsets(seqs)?;
+        let (lane, range) = self.begin_sequences()?;
+        let b = range.counter;
+        let n = self.seq_len(parent, b)?;
+        let count = self.b.mov(Type::U32, Operand::Int(0));
+        let rows = self.b.begin_range(Type::U64, lane, n, Operand::Int(32));
+        let one = self.kept_flag(mask, b, rows.counter)?;
+        self.b.binary_to(BinOp::Add, Type::U32, count, count, one);
+        self.b.end_range(rows);
+        let mut total = count;
+        for offset in [16, 8, 4, 2, 1] {
+            let other = self.b.shfl(ShflMode::Bfly, total, Operand::Int(offset), 31);
+            total = self.b.binary(BinOp::Add, Type::U32, total, other);
+        }
+        let total = self.b.cvt(Type::U64, Type::U32, total);
+        let slot = self.b.binary(BinOp::Add, Type::U64, b, Operand::Int(1));
+        let first_lane = self.b.setp(Cmp::Eq, Type::U64, lane, Operand::Int(0));
+        self.store_where(into, slot, Val::I(total), first_lane);
+        self.end_sequences(range);
+        Ok(())
+    }
+
+    /// The kept rows of compaction `h` into `into`.
+    fn compact_rows(&mut self, h: Handle<Node>, into: Stored) -> Result<()> {
+        let graph = self.graph;
+        let Node::Compact { arg, seqs } = graph.node(h) else {
+            return Err(unsupported(graph, h, "not a compaction"));
+        };
+        let (arg, seqs) = (*arg, *seqs);
+        let (mask, parent) = self.kept_mask(seqs)?;
+        let x = tensor_type(graph, arg)?.clone();
+        let width = static_product(&x.dims[1..]) as i64;
+        let inner: Vec<Operand> = x.dims[1..]
+            .iter()
+            .map(|d| match d {
+                Dim::Static(n) => Operand::Int(*n as i64),
+                _ => Operand::Int(1),
+            })
+            .collect();
+        let (lane, range) = self.begin_sequences()?;
+        let b = range.counter;
+        let n = self.seq_len(parent, b)?;
+        let first = self.seq_start(seqs, b)?;
+        let lane32 = self.b.cvt(Type::U32, Type::U64, lane);
+        let kept = self.b.mov(Type::U64, Operand::Int(0));
+        let chunks = self
+            .b
+            .begin_range(Type::U64, Operand::Int(0), n, Operand::Int(32));
+        let i0 = chunks.counter;
+        // Lane l tests row i0 + l.
+        let i = self.b.binary(BinOp::Add, Type::U64, i0, lane);
+        let flag = self.b.mov(Type::U32, Operand::Int(0));
+        let inside = self.b.setp(Cmp::Lt, Type::U64, i, n);
+        let skip = self.b.label();
+        self.b.bra_if(inside, true, skip);
+        let f = self.kept_flag(mask, b, i)?;
+        self.b.mov_to(Type::U32, flag, f);
+        self.b.place(skip);
+        // Inclusive scan of the flags over the lanes.
+        let mut incl = flag;
+        for offset in [1, 2, 4, 8, 16] {
+            let below = self.b.shfl(ShflMode::Up, incl, Operand::Int(offset), 0);
+            let has = self
+                .b
+                .setp(Cmp::Ge, Type::U32, lane32, Operand::Int(offset));
+            let add = self.b.selp(Type::U32, below, Operand::Int(0), has);
+            incl = self.b.binary(BinOp::Add, Type::U32, incl, add);
+        }
+        let before = self.b.binary(BinOp::Sub, Type::U32, incl, flag);
+        let total = self.b.shfl(ShflMode::Idx, incl, Operand::Int(31), 31);
+        // Each row of the chunk in turn, copied by the whole warp if kept.
+        let rest = self.b.binary(BinOp::Sub, Type::U64, n, i0);
+        let rows = self.b.binary(BinOp::Min, Type::U64, rest, Operand::Int(32));
+        let row = self
+            .b
+            .begin_range(Type::U64, Operand::Int(0), rows, Operand::Int(1));
+        let j = self.b.cvt(Type::U32, Type::U64, row.counter);
+        let keep = self.b.shfl(ShflMode::Idx, flag, j, 31);
+        let slot = self.b.shfl(ShflMode::Idx, before, j, 31);
+        let next = self.b.label();
+        let dropped = self.b.setp(Cmp::Eq, Type::U32, keep, Operand::Int(0));
+        self.b.bra_if(dropped, false, next);
+        let source = self.b.binary(BinOp::Add, Type::U64, i0, row.counter);
+        let slot = self.b.cvt(Type::U64, Type::U32, slot);
+        let dest = self.b.binary(BinOp::Add, Type::U64, first, kept);
+        let dest = self.b.binary(BinOp::Add, Type::U64, dest, slot);
+        let cols = self
+            .b
+            .begin_range(Type::U64, lane, Operand::Int(width), Operand::Int(32));
+        let k = cols.counter;
+        let mut idx = vec![source];
+        if !inner.is_empty() {
+            idx.extend(self.digits(k, &inner));
+        }
+        let v = self.value(arg, &At { b, idx })?;
+        let lin = self
+            .b
+            .ternary(TernOp::MadLo, Type::U64, dest, Operand::Int(width), k);
+        self.store_always(into, lin, v);
+        self.b.end_range(cols);
+        self.b.place(next);
+        self.b.end_range(row);
+        let total = self.b.cvt(Type::U64, Type::U32, total);
+        self.b.binary_to(BinOp::Add, Type::U64, kept, kept, total);
+        self.b.end_range(chunks);
+        self.end_sequences(range);
+        Ok(())
     }
 }
