@@ -1,9 +1,9 @@
 //! The graph fuzzer: random valid graphs over the whole op set (elementwise
 //! functions, broadcasts between jagged, per-sequence, padded and dense
 //! values, selects on masks, reductions and softmax over any axis, scans,
-//! contractions, padding, compaction), compiled for sm_80 and sm_90a, run in
-//! the emulator with the memory checker on and outputs poisoned, on
-//! adversarial lengths, against the f64 reference.
+//! contractions, padding, compaction, packed pair triangles), compiled for
+//! sm_80 and sm_90a, run in the emulator with the memory checker on and
+//! outputs poisoned, on adversarial lengths, against the f64 reference.
 //!
 //! A graph is built from a list of op choices (proptest shrinks the list, so
 //! a failure comes back as a short graph); its text is printed on failure.
@@ -316,6 +316,7 @@ impl Builder {
                     self.push(n, a.shape.clone(), a.dtype);
                 }
             }
+            15 if a.shape.pair() => self.pack(&a),
             15 => self.compact(&a, arg),
             16 => self.positions(&a, arg),
             _ => {
@@ -495,6 +496,19 @@ impl Builder {
             }
             _ => {}
         }
+    }
+
+    /// Packs the strict upper triangle of a pair value; outputs the packed
+    /// rows and their offsets (the packed set is used by nothing else).
+    fn pack(&mut self, a: &Value) {
+        let triu = self.g.seqs_triu(self.seqs);
+        let values = self.g.pack_triu(a.node, triu);
+        let offsets = self.g.offsets(triu, DType::I32);
+        self.nodes += 3;
+        self.g.output(format!("packed{}", self.outputs), values);
+        self.g
+            .output(format!("packed_offsets{}", self.outputs), offsets);
+        self.outputs += 1;
     }
 
     /// Compacts a jagged value by the sign of another; outputs the kept
@@ -805,6 +819,8 @@ fn the_generator_makes_valid_graphs() {
         "from_padded",
         "compact",
         "seqs_where",
+        "pack_triu",
+        "seqs_triu",
         "offsets",
         "attr",
         "const",

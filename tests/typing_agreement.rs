@@ -41,6 +41,8 @@ fn method_call(name: &str, kind: DslKind, r: &str) -> String {
         "cast" => format!("{r}.cast::<f32>()"),
         "matmul" if kind == DslKind::Pairs => format!("{r}.matmul(wp)"),
         "matmul" => format!("{r}.matmul(w)"),
+        "matmul_t" => format!("{r}.matmul_t(xn)"),
+        "outer_sum_over_seq" => format!("{r}.outer_sum_over_seq({r})"),
         "to_padded_or" | "causal_or" | "anticausal_or" => format!("{r}.{name}(0.0)"),
         "dot" if kind == DslKind::Pairs => format!("{r}.dot(v)"),
         "dot" => format!("{r}.dot({r})"),
@@ -142,6 +144,8 @@ fn phantom_surface<D, E, M>(
     let _ = xj.mean_over_features();
     let _ = xj.max_over_features();
     let _ = xj.matmul(w);
+    let _ = xj.matmul_t(xn);
+    let _ = xj.outer_sum_over_seq(xj);
     let _ = xj.sum_over_seq();
     let _ = xj.mean_over_seq();
     let _ = xj.max_over_seq();
@@ -206,6 +210,7 @@ fn phantom_surface<D, E, M>(
     let _ = xq.anticausal_or(0.0);
     let _ = xq.dot(v);
     let _ = xq.dot_acc::<f32>(v);
+    let _ = xq.pack_triu();
     let _ = xq.query_pos();
     let _ = xq.key_pos();
     let _ = exp(xq);
@@ -249,6 +254,7 @@ fn phantom_surface<D, E, M>(
     let _ = xs.mean_over_features();
     let _ = xs.max_over_features();
     let _ = xs.matmul(w);
+    let _ = xs.matmul_t(xn);
     let _ = exp(xs);
     let _ = log(xs);
     let _ = silu(xs);

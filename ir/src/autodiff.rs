@@ -718,6 +718,15 @@ impl<'g> Pass<'g> {
                 let c = self.push(Node::ToPadded { arg: g });
                 self.accumulate(*arg, c)?;
             }
+            Node::PackTriu { arg, .. } => {
+                if self.wants(*arg) {
+                    return Err(self.not_differentiable(
+                        h,
+                        "the adjoint of pack_triu puts the packed pairs back in their [%s, %s] \
+                         places, and the IR has no such expansion",
+                    ));
+                }
+            }
             Node::Compact { arg, .. } => {
                 if self.wants(*arg) {
                     return Err(self.not_differentiable(
@@ -731,6 +740,7 @@ impl<'g> Pass<'g> {
             | Node::Const { .. }
             | Node::Seqs { .. }
             | Node::SeqsWhere { .. }
+            | Node::SeqsTriu { .. }
             | Node::Offsets { .. }
             | Node::Mask { .. }
             | Node::Compare { .. }
@@ -1061,6 +1071,7 @@ fn remap(node: &Node, m: &dyn Fn(Handle<Node>) -> Handle<Node>) -> Node {
             truncate: *truncate,
         },
         Node::SeqsWhere { mask } => Node::SeqsWhere { mask: m(*mask) },
+        Node::SeqsTriu { seqs } => Node::SeqsTriu { seqs: m(*seqs) },
         Node::Offsets { seqs, dtype } => Node::Offsets {
             seqs: m(*seqs),
             dtype: *dtype,
@@ -1148,6 +1159,10 @@ fn remap(node: &Node, m: &dyn Fn(Handle<Node>) -> Handle<Node>) -> Node {
             seqs: m(*seqs),
         },
         Node::Compact { arg, seqs } => Node::Compact {
+            arg: m(*arg),
+            seqs: m(*seqs),
+        },
+        Node::PackTriu { arg, seqs } => Node::PackTriu {
             arg: m(*arg),
             seqs: m(*seqs),
         },

@@ -87,6 +87,19 @@ impl GraphBuilder {
         self.push(Node::SeqsWhere { mask })
     }
 
+    /// The set of the strict upper triangle of the pairs of `seqs`
+    /// ([`Node::SeqsTriu`]): `n_b (n_b - 1) / 2` rows per sequence.
+    pub fn seqs_triu(&mut self, seqs: Handle<Node>) -> Handle<Node> {
+        self.push(Node::SeqsTriu { seqs })
+    }
+
+    /// The strict upper triangle of the pair value `x` (`[%s, %s, ...]`),
+    /// packed row-major on `seqs`, the [`Self::seqs_triu`] of `%s`
+    /// ([`Node::PackTriu`]).
+    pub fn pack_triu(&mut self, x: Handle<Node>, seqs: Handle<Node>) -> Handle<Node> {
+        self.push(Node::PackTriu { arg: x, seqs })
+    }
+
     /// The offsets of a sequence set as `dtype[B+1]`.
     pub fn offsets(&mut self, seqs: Handle<Node>, dtype: DType) -> Handle<Node> {
         self.push(Node::Offsets { seqs, dtype })

@@ -537,6 +537,16 @@ impl<'g> Evaluator<'g> {
                 }
                 Ok(Value::Seqs(SeqsValue::new(offsets, None)))
             }
+            Node::SeqsTriu { seqs } => {
+                let s = self.seqs(*seqs);
+                let mut offsets = vec![0usize];
+                for b in 0..self.batch {
+                    let n = s.lens[b];
+                    let pairs = n.saturating_mul(n.saturating_sub(1)) / 2;
+                    offsets.push(offsets[b].saturating_add(pairs));
+                }
+                Ok(Value::Seqs(SeqsValue::new(offsets, None)))
+            }
             Node::Offsets { seqs, .. } => {
                 tensor(self.seqs(*seqs).offsets.iter().map(|&o| o as f64).collect())
             }
@@ -678,6 +688,27 @@ impl<'g> Evaluator<'g> {
                     let rows = s.lens[b].min(n);
                     out[s.offsets[b] * row..(s.offsets[b] + rows) * row]
                         .copy_from_slice(&src[b * n * row..(b * n + rows) * row]);
+                }
+                tensor(out)
+            }
+            Node::PackTriu { arg, seqs } => {
+                let x = self.tensor_type(*arg);
+                let s = self.seqs_of(*arg);
+                let packed = self.seqs(*seqs);
+                let row: usize = x.dims[2..].iter().map(|&d| self.extent(d, 0)).product();
+                let src = self.data(*arg);
+                let mut out = vec![0.0; packed.offsets[self.batch] * row];
+                for b in 0..self.batch {
+                    let n = s.lens[b];
+                    let mut to = packed.offsets[b];
+                    for i in 0..n {
+                        for j in i + 1..n {
+                            let from = s.pairs[b] + i * n + j;
+                            out[to * row..(to + 1) * row]
+                                .copy_from_slice(&src[from * row..(from + 1) * row]);
+                            to += 1;
+                        }
+                    }
                 }
                 tensor(out)
             }

@@ -303,6 +303,14 @@ pub enum Node {
         /// The mask.
         mask: Handle<Node>,
     },
+    /// The set of the strict upper triangle of the `[n_b, n_b]` pair block
+    /// of `%s`: sequence `b` has `n_b (n_b - 1) / 2` rows, the pairs
+    /// `(i, j)` with `i < j < n_b`, row-major over `(i, j)` (the packed
+    /// layout of pairwise interactions). Its lengths are not truncated.
+    SeqsTriu {
+        /// The sequence set of the pairs.
+        seqs: Handle<Node>,
+    },
     /// The offsets `[B+1]` of a sequence set, as integers of `dtype`.
     Offsets {
         /// The sequence set.
@@ -463,6 +471,17 @@ pub enum Node {
         /// The compacted sequence set.
         seqs: Handle<Node>,
     },
+    /// Packs the strict upper triangle of a pair value `[%s, %s, ...]` into a
+    /// jagged `[%t, ...]`: row `r` of sequence `b` is the pair `(i, j)`,
+    /// `i < j < n_b`, with `r = i n_b - i (i + 1) / 2 + (j - i - 1)`
+    /// (row-major over `(i, j)`). `seqs` (`%t`) must be the
+    /// [`Node::SeqsTriu`] of `%s`.
+    PackTriu {
+        /// The pair operand.
+        arg: Handle<Node>,
+        /// The packed sequence set.
+        seqs: Handle<Node>,
+    },
 }
 
 impl Node {
@@ -481,6 +500,7 @@ impl Node {
             },
             Node::Seqs { offsets, .. } => vec![*offsets],
             Node::SeqsWhere { mask } => vec![*mask],
+            Node::SeqsTriu { seqs } => vec![*seqs],
             Node::Offsets { seqs, .. } => vec![*seqs],
             Node::Unary { arg, .. }
             | Node::Cast { arg, .. }
@@ -494,7 +514,9 @@ impl Node {
                 on_true,
                 on_false,
             } => vec![*cond, *on_true, *on_false],
-            Node::FromPadded { arg, seqs } | Node::Compact { arg, seqs } => vec![*arg, *seqs],
+            Node::FromPadded { arg, seqs }
+            | Node::Compact { arg, seqs }
+            | Node::PackTriu { arg, seqs } => vec![*arg, *seqs],
         }
     }
 }

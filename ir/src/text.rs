@@ -42,6 +42,8 @@
 //! | `to_padded %x` | [`Node::ToPadded`] |
 //! | `from_padded %d, %s` | [`Node::FromPadded`] |
 //! | `compact %x, %s` | [`Node::Compact`] |
+//! | `seqs_triu %s` | [`Node::SeqsTriu`] |
+//! | `pack_triu %x, %t` | [`Node::PackTriu`] |
 //!
 //! Types are `seqs` or `dtype[dims]` with dims `%s` (ragged), `B`, `B+1`, `N`
 //! or an integer. A graph also has `attr NAME: index|float [= default]`
@@ -223,6 +225,7 @@ fn write_op(f: &mut fmt::Formatter<'_>, node: &Node) -> fmt::Result {
             Ok(())
         }
         Node::SeqsWhere { mask } => write!(f, "seqs_where {mask}"),
+        Node::SeqsTriu { seqs } => write!(f, "seqs_triu {seqs}"),
         Node::Offsets { seqs, .. } => write!(f, "offsets {seqs}"),
         Node::Unary { op, arg } => write!(f, "{} {arg}", op.name()),
         Node::Cast { arg, .. } => write!(f, "cast {arg}"),
@@ -261,6 +264,7 @@ fn write_op(f: &mut fmt::Formatter<'_>, node: &Node) -> fmt::Result {
         Node::ToPadded { arg } => write!(f, "to_padded {arg}"),
         Node::FromPadded { arg, seqs } => write!(f, "from_padded {arg}, {seqs}"),
         Node::Compact { arg, seqs } => write!(f, "compact {arg}, {seqs}"),
+        Node::PackTriu { arg, seqs } => write!(f, "pack_triu {arg}, {seqs}"),
     }
 }
 
@@ -711,6 +715,9 @@ impl Parser {
             "seqs_where" => Node::SeqsWhere {
                 mask: self.value()?,
             },
+            "seqs_triu" => Node::SeqsTriu {
+                seqs: self.value()?,
+            },
             "select" => {
                 let cond = self.value()?;
                 self.punct(",")?;
@@ -766,14 +773,14 @@ impl Parser {
                 }
             }
             "to_padded" => Node::ToPadded { arg: self.value()? },
-            "from_padded" | "compact" => {
+            "from_padded" | "compact" | "pack_triu" => {
                 let arg = self.value()?;
                 self.punct(",")?;
                 let seqs = self.value()?;
-                if op == "compact" {
-                    Node::Compact { arg, seqs }
-                } else {
-                    Node::FromPadded { arg, seqs }
+                match op.as_str() {
+                    "compact" => Node::Compact { arg, seqs },
+                    "pack_triu" => Node::PackTriu { arg, seqs },
+                    _ => Node::FromPadded { arg, seqs },
                 }
             }
             _ => {

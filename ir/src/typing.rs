@@ -234,6 +234,8 @@ pub enum DslNode {
     FromPadded,
     /// `seqs_where` and `compact`.
     Compact,
+    /// `seqs_triu` and `pack_triu`.
+    PackTriu,
     /// `offsets`.
     Offsets,
     /// `contract`.
@@ -308,6 +310,7 @@ const J: &[DslKind] = &[DslKind::Jagged];
 const P: &[DslKind] = &[DslKind::Pairs];
 const JP: &[DslKind] = &[DslKind::Jagged, DslKind::Pairs];
 const JD: &[DslKind] = &[DslKind::Jagged, DslKind::Padded];
+const JS: &[DslKind] = &[DslKind::Jagged, DslKind::PerSeq];
 const E: &[DslKind] = ELEMENTWISE_KINDS;
 const MATMUL: &[DslKind] = &[
     DslKind::Jagged,
@@ -453,6 +456,28 @@ pub const METHODS: &[Method] = &[
         CONTRACT_RULE,
         D::Accumulator,
         R::Receiver,
+    ),
+    // `x.matmul_t(w)`: x's last inner dim contracted with the last of a
+    // weight `Dense<T, (N, K)>` or `PerSeq<T, (N, K)>` (`x @ w^T`).
+    m(
+        "matmul_t",
+        1,
+        JS,
+        DslNode::Contract,
+        CONTRACT_RULE,
+        D::Accumulator,
+        R::Receiver,
+    ),
+    // `x.outer_sum_over_seq(y)`: `sum_i x[i]^T y[i]` over each sequence's
+    // rows, the inner dims of `x` then those of `y`.
+    m(
+        "outer_sum_over_seq",
+        1,
+        J,
+        DslNode::Contract,
+        CONTRACT_RULE,
+        D::Accumulator,
+        R::Is(K::PerSeq),
     ),
     reduce("sum_over_seq", J, ReduceOp::Sum, R::Is(K::PerSeq)),
     reduce("mean_over_seq", J, ReduceOp::Mean, R::Is(K::PerSeq)),
@@ -614,6 +639,17 @@ pub const METHODS: &[Method] = &[
         D::TypeArgument,
         R::Is(K::Jagged),
     )),
+    // The strict upper triangle `i < j < n_b`, packed row-major on a new
+    // sequence set of `n_b (n_b - 1) / 2` rows.
+    m(
+        "pack_triu",
+        0,
+        P,
+        DslNode::PackTriu,
+        DtypeRule::Any,
+        D::Receiver,
+        R::Is(K::Jagged),
+    ),
     m(
         "query_pos",
         0,

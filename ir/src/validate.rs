@@ -169,6 +169,10 @@ pub enum ValidationErrorKind {
     /// A compaction whose sequence set is not the `seqs_where` of a mask over the operand's set.
     #[error("compact needs the seqs_where of a mask over the operand's sequence set")]
     BadCompaction,
+    /// A triangle packing whose operand is not a pair value `[%s, %s, ...]`
+    /// or whose sequence set is not the `seqs_triu` of `%s`.
+    #[error("pack_triu packs a pair value [%s, %s, ...] onto the seqs_triu of %s")]
+    BadPacking,
 }
 
 /// Row axes of a tensor type: ragged over a sequence set, or padded (`N`).
@@ -575,6 +579,10 @@ impl Validator<'_> {
                 }
                 Ok(Type::Seqs)
             }
+            Node::SeqsTriu { seqs } => {
+                self.seqs(h, *seqs)?;
+                Ok(Type::Seqs)
+            }
             Node::Offsets { seqs, dtype } => {
                 self.seqs(h, *seqs)?;
                 Self::index(*dtype)?;
@@ -794,6 +802,19 @@ impl Validator<'_> {
                 }
                 let mut dims = vec![Dim::Ragged(*seqs)];
                 dims.extend_from_slice(&a.dims[1..]);
+                t(TensorType::new(a.dtype, dims))
+            }
+            Node::PackTriu { arg, seqs } => {
+                let a = self.tensor(h, *arg)?;
+                self.seqs(h, *seqs)?;
+                let Node::SeqsTriu { seqs: pairs } = self.nodes[*seqs] else {
+                    return Err(Kind::BadPacking);
+                };
+                if a.ragged_rank() != 2 || a.seqs() != Some(pairs) {
+                    return Err(Kind::BadPacking);
+                }
+                let mut dims = vec![Dim::Ragged(*seqs)];
+                dims.extend_from_slice(&a.dims[2..]);
                 t(TensorType::new(a.dtype, dims))
             }
         }

@@ -81,6 +81,8 @@ fn method_call(name: &str, kind: DslKind, r: &str, u: DType) -> String {
         "cast" => format!("{r}.cast::<{u}>()"),
         "matmul" if kind == DslKind::Pairs => format!("{r}.matmul(wp)"),
         "matmul" => format!("{r}.matmul(w)"),
+        "matmul_t" => format!("{r}.matmul_t(xn)"),
+        "outer_sum_over_seq" => format!("{r}.outer_sum_over_seq({r})"),
         "to_padded_or" | "causal_or" | "anticausal_or" => format!("{r}.{name}(0)"),
         "dot" if kind == DslKind::Pairs => format!("{r}.dot(v)"),
         "dot" => format!("{r}.dot({r})"),

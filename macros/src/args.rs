@@ -25,6 +25,10 @@ pub struct KernelArgs {
     /// E = D, offsets = [i32], max_len = [1024])`, each key with its values
     /// (or tied to another key).
     pub specialize: Option<Specializations>,
+    /// `tf32`: the kernel's contractions of f32 operands round them to
+    /// TensorFloat-32 first (`Precision::Tf32`: tf32 tensor cores), the
+    /// author's opt-in; other dtypes are unaffected.
+    pub tf32: bool,
 }
 
 /// Parses `name = "..."` and `outputs(a, b, ...)`, in any order.
@@ -45,6 +49,9 @@ pub fn parse(tokens: TokenStream) -> syn::Result<KernelArgs> {
                 None => Err(inner.error("an output name is a plain identifier")),
             })?;
             args.outputs = Some((span, names));
+            Ok(())
+        } else if meta.path.is_ident("tf32") {
+            args.tf32 = true;
             Ok(())
         } else if meta.path.is_ident("specialize") {
             let span = meta
@@ -76,7 +83,7 @@ pub fn parse(tokens: TokenStream) -> syn::Result<KernelArgs> {
             Ok(())
         } else {
             Err(meta.error(
-                "unknown argument: expected `name = \"...\"`, `outputs(...)` or `specialize(...)`",
+                "unknown argument: expected `name = \"...\"`, `outputs(...)`, `specialize(...)` or `tf32`",
             ))
         }
     });

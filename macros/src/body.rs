@@ -1276,6 +1276,18 @@ impl Lowering<'_> {
                     var,
                 }
             }
+            "pack_triu" => {
+                let s = self.seqs_of(&recv, span)?;
+                let seqs = self.emit(Step::SeqsTriu { seqs: s });
+                self.seqs.push(seqs);
+                let var = self.emit(Step::PackTriu { x: v, seqs });
+                Tensor {
+                    kind: Kind::Jagged,
+                    seqs: Some(self.seqs.len() - 1),
+                    var,
+                    ..recv
+                }
+            }
             "compact" => {
                 let mask = pop_arg(&mut args, span)?;
                 let mask = self.tensor(mask, m.args.span(), "the mask")?;
@@ -1318,10 +1330,15 @@ impl Lowering<'_> {
                 let other = self.tensor(other, m.args.span(), "the operand of `.dot()`")?;
                 return self.dot(recv, other, acc, span);
             }
-            "matmul" => {
+            "matmul" | "matmul_t" => {
                 let w = pop_arg(&mut args, span)?;
                 let w = self.tensor(w, m.args.span(), "the operand of `.matmul()`")?;
-                return self.matmul(recv, w, span);
+                return self.matmul(recv, w, name == "matmul_t", span);
+            }
+            "outer_sum_over_seq" => {
+                let y = pop_arg(&mut args, span)?;
+                let y = self.tensor(y, m.args.span(), "the operand of `.outer_sum_over_seq()`")?;
+                return self.outer_sum_over_seq(recv, y, span);
             }
             "at" => {
                 let index = pop_arg(&mut args, span)?;
@@ -1550,6 +1567,8 @@ impl Lowering<'_> {
                     b_axes: format!("j{letters}"),
                     out_axes: format!("ij{}", &letters[..letters.len() - 1]),
                     dtype: acc.clone(),
+                    operand: a.dtype.clone(),
+                    tf32: false,
                 });
                 Ok(Value::Tensor(Tensor {
                     kind: Kind::Pairs,
@@ -1588,6 +1607,8 @@ impl Lowering<'_> {
                     b_axes: format!("j{letters}"),
                     out_axes: format!("i{letters}"),
                     dtype: dtype.clone(),
+                    operand: a.dtype.clone(),
+                    tf32: false,
                 });
                 Ok(Value::Tensor(Tensor {
                     kind: Kind::Jagged,
@@ -1608,13 +1629,22 @@ impl Lowering<'_> {
     }
 
     /// `x.matmul(w)`: `x`'s last inner dim contracted with the first of a
-    /// `Dense<T, (K, M)>` weight, `(.., K)` to `(.., M)`, per row of `x`, in
-    /// the accumulator dtype.
-    fn matmul(&mut self, x: Tensor, w: Tensor, span: Span) -> syn::Result<Value> {
+    /// `Dense<T, (K, M)>` weight (or, for a `Jagged` or `PerSeq` receiver, a
+    /// per-sequence `PerSeq<T, (K, M)>` one), `(.., K)` to `(.., M)`, per row
+    /// of `x`, in the accumulator dtype. `x.matmul_t(w)` (`transposed`)
+    /// contracts it with the last dim of a `(N, K)` weight instead.
+    fn matmul(&mut self, x: Tensor, w: Tensor, transposed: bool, span: Span) -> syn::Result<Value> {
+        let (call, weight) = if transposed {
+            ("x.matmul_t(w)", "(N, K)")
+        } else {
+            ("x.matmul(w)", "(K, M)")
+        };
         let usage = || {
             format!(
-                "`x.matmul(w)` contracts the last dim of x with a weight `Dense<T, (K, M)>`: \
-                 x `(.., K)` gives `(.., M)`; found {} and {}",
+                "`{call}` contracts the last dim of x with a weight `Dense<T, {weight}>` (or \
+                 `PerSeq<T, {weight}>` for a Jagged or PerSeq x): x `(.., K)` gives `(.., {})`; \
+                 found {} and {}",
+                if transposed { "N" } else { "M" },
                 x.describe(),
                 w.describe()
             )
@@ -1622,10 +1652,13 @@ impl Lowering<'_> {
         let (Shape::Dims(dx), Shape::Dims(dw)) = (&x.shape, &w.shape) else {
             return err(span, usage());
         };
-        let ([.., k], [wk, wm]) = (dx.as_slice(), dw.as_slice()) else {
+        let ([.., k], [w0, w1]) = (dx.as_slice(), dw.as_slice()) else {
             return err(span, usage());
         };
-        if w.kind != Kind::Dense || k != wk {
+        let (wk, wm) = if transposed { (w1, w0) } else { (w0, w1) };
+        let per_seq_weight =
+            w.kind == Kind::PerSeq && matches!(x.kind, Kind::Jagged | Kind::PerSeq);
+        if !(w.kind == Kind::Dense || per_seq_weight) || k != wk {
             return err(span, usage());
         }
         self.same_dtype(&x, &w, span)?;
@@ -1644,9 +1677,15 @@ impl Lowering<'_> {
             a: x.var,
             a_axes: format!("{rows}{kept}{lk}"),
             b: w.var,
-            b_axes: format!("{lk}{lm}"),
+            b_axes: if transposed {
+                format!("{lm}{lk}")
+            } else {
+                format!("{lk}{lm}")
+            },
             out_axes: format!("{rows}{kept}{lm}"),
             dtype: acc.clone(),
+            operand: x.dtype.clone(),
+            tf32: false,
         });
         let mut shape = dx[..dx.len() - 1].to_vec();
         shape.push(wm.clone());
@@ -1655,6 +1694,52 @@ impl Lowering<'_> {
             shape: Shape::Dims(shape),
             var,
             ..x
+        }))
+    }
+
+    /// `x.outer_sum_over_seq(y)`: `sum_{i < n_b} x[i] (x) y[i]` per sequence,
+    /// two jagged tensors of one sequence set: a `PerSeq` with the inner dims
+    /// of `x` then those of `y` (`(M,)` and `(P,)` give `(M, P)`: `x_b^T y_b`),
+    /// in the accumulator dtype.
+    fn outer_sum_over_seq(&mut self, x: Tensor, y: Tensor, span: Span) -> syn::Result<Value> {
+        if y.kind != Kind::Jagged || x.seqs.is_none() || x.seqs != y.seqs {
+            return err(
+                span,
+                format!(
+                    "`x.outer_sum_over_seq(y)` takes two Jagged tensors of one sequence set; found {} and {}",
+                    x.describe(),
+                    y.describe()
+                ),
+            );
+        }
+        let (Shape::Dims(dx), Shape::Dims(dy)) = (&x.shape, &y.shape) else {
+            return err(
+                span,
+                "`x.outer_sum_over_seq(y)` needs named dims, not a shape parameter",
+            );
+        };
+        self.same_dtype(&x, &y, span)?;
+        let mut all = dx.clone();
+        all.extend(dy.iter().cloned());
+        let letters = letters(&all);
+        let (lx, ly) = letters.split_at(dx.len());
+        let acc = x.dtype.acc();
+        let var = self.emit(Step::Contract {
+            a: x.var,
+            a_axes: format!("i{lx}"),
+            b: y.var,
+            b_axes: format!("i{ly}"),
+            out_axes: letters.clone(),
+            dtype: acc.clone(),
+            operand: x.dtype.clone(),
+            tf32: false,
+        });
+        Ok(Value::Tensor(Tensor {
+            kind: Kind::PerSeq,
+            dtype: acc,
+            shape: Shape::Dims(all),
+            seqs: None,
+            var,
         }))
     }
 

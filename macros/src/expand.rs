@@ -85,7 +85,14 @@ fn module(attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
             ));
         }
     };
-    let lowered = body::lower(&sig, &func.block, &names)?;
+    let mut lowered = body::lower(&sig, &func.block, &names)?;
+    if args.tf32 {
+        for step in &mut lowered.steps {
+            if let crate::steps::Step::Contract { tf32, .. } = step {
+                *tf32 = true;
+            }
+        }
+    }
     let graph_name = args
         .name
         .as_ref()

@@ -193,6 +193,11 @@ pub enum Step {
         b_axes: String,
         out_axes: String,
         dtype: DTy,
+        /// The operands' dtype.
+        operand: DTy,
+        /// `#[jagged_kernel(tf32)]`: f32 operands are rounded to tf32
+        /// (`Precision::Tf32`); other dtypes are contracted as they are.
+        tf32: bool,
     },
     ToPadded {
         x: V,
@@ -205,6 +210,13 @@ pub enum Step {
         mask: V,
     },
     Compact {
+        x: V,
+        seqs: V,
+    },
+    SeqsTriu {
+        seqs: V,
+    },
+    PackTriu {
         x: V,
         seqs: V,
     },
@@ -381,9 +393,20 @@ pub fn to_tokens(steps: &[Step], origins: &[Option<Src>]) -> Vec<TokenStream> {
                     b_axes,
                     out_axes,
                     dtype,
+                    operand,
+                    tf32,
                 } => {
                     let (a, b, dt) = (a.ident(), b.ident(), dtype.tokens());
-                    quote!(__b.contract(#a, #a_axes, #b, #b_axes, #out_axes, #dt))
+                    if *tf32 {
+                        let op = operand.tokens();
+                        quote!(if #op == #p::DType::F32 {
+                            __b.contract_tf32(#a, #a_axes, #b, #b_axes, #out_axes, #dt)
+                        } else {
+                            __b.contract(#a, #a_axes, #b, #b_axes, #out_axes, #dt)
+                        })
+                    } else {
+                        quote!(__b.contract(#a, #a_axes, #b, #b_axes, #out_axes, #dt))
+                    }
                 }
                 Step::ToPadded { x } => {
                     let x = x.ident();
@@ -400,6 +423,14 @@ pub fn to_tokens(steps: &[Step], origins: &[Option<Src>]) -> Vec<TokenStream> {
                 Step::Compact { x, seqs } => {
                     let (x, s) = (x.ident(), seqs.ident());
                     quote!(__b.compact(#x, #s))
+                }
+                Step::SeqsTriu { seqs } => {
+                    let s = seqs.ident();
+                    quote!(__b.seqs_triu(#s))
+                }
+                Step::PackTriu { x, seqs } => {
+                    let (x, s) = (x.ident(), seqs.ident());
+                    quote!(__b.pack_triu(#x, #s))
                 }
                 Step::Gather { table, index } => {
                     let (t, i) = (table.ident(), index.ident());
@@ -586,18 +617,22 @@ pub fn apply(
                 b_axes,
                 out_axes,
                 dtype,
-            } => Some(b.contract(
-                v(*a)?,
-                a_axes,
-                v(*rhs)?,
-                b_axes,
-                out_axes,
-                bindings.dtype(dtype)?,
-            )),
+                operand,
+                tf32,
+            } => {
+                let (lhs, rhs, dtype) = (v(*a)?, v(*rhs)?, bindings.dtype(dtype)?);
+                if *tf32 && bindings.dtype(operand)? == DType::F32 {
+                    Some(b.contract_tf32(lhs, a_axes, rhs, b_axes, out_axes, dtype))
+                } else {
+                    Some(b.contract(lhs, a_axes, rhs, b_axes, out_axes, dtype))
+                }
+            }
             Step::ToPadded { x } => Some(b.to_padded(v(*x)?)),
             Step::FromPadded { x, seqs } => Some(b.from_padded(v(*x)?, v(*seqs)?)),
             Step::SeqsWhere { mask } => Some(b.seqs_where(v(*mask)?)),
             Step::Compact { x, seqs } => Some(b.compact(v(*x)?, v(*seqs)?)),
+            Step::SeqsTriu { seqs } => Some(b.seqs_triu(v(*seqs)?)),
+            Step::PackTriu { x, seqs } => Some(b.pack_triu(v(*x)?, v(*seqs)?)),
             Step::Offsets { seqs, dtype } => Some(b.offsets(v(*seqs)?, bindings.dtype(dtype)?)),
             Step::Gather { table, index } => Some(b.gather(v(*table)?, v(*index)?)),
         };

@@ -36,6 +36,8 @@
 //! | `a.lt(b)`, `a.le(b)`, `a.gt(b)`, `a.ge(b)`, `a.eq(b)`, `a.ne(b)` -> bool tensor (`select`'s condition; IEEE: false with a NaN, but `ne` true) | tensors and scalars on either side (`dist.le(window)`, `window.ge(dist)`), broadcast |
 //! | `.sum_over_features()`, `.mean_over_features()`, `.max_over_features()`: reduce the last inner dim (`(H, D)` to `(H,)`) | any tensor with named inner dims |
 //! | `x.matmul(w)` with `w: Dense<T, (K, M)>`: `(.., K)` to `(.., M)` per row, in the accumulator dtype | `Jagged`, `PerSeq`, `Pairs`, `Dense` with named inner dims (not `Padded`) |
+//! | `x.matmul(w)` with a per-sequence `w: PerSeq<T, (K, M)>` (`x[o_b + i] @ w[b]`), `x.matmul_t(w)` with `w: Dense<T, (N, K)>` or `PerSeq<T, (N, K)>` (`x @ w^T`: `(.., K)` to `(.., N)`) | `Jagged`, `PerSeq` |
+//! | `x.outer_sum_over_seq(y)` -> `PerSeq`: `sum_{i < n_b} x[i]^T y[i]` (`(M,)` and `(P,)` give `(M, P)`) | `Jagged` |
 //! | `table.at(index)`: the rows of `table: Dense<T, (K, ..)>` at an i32/i64 `index` of any kind with no inner dims (0 outside `0..K`); a learned relative-position bias is `bias.at(((s.query_pos() - s.key_pos()).max(-w).min(w) + w).cast::<i64>())` | `Dense` |
 //! | `.exp()`, `.log()`, `.silu()`, `.sqrt()`, `.rsqrt()`, `.abs()`, `.relu()`, `.sigmoid()`, `.tanh()` (or `exp(x)`, `relu(x)`, ...) | any float tensor |
 //! | `.max(y)`, `.min(y)` (and `+ - * /`) | any numeric (non-bool) tensor |
@@ -46,6 +48,7 @@
 //! | `q.dot(k)` -> `Pairs` (contracts the last dim), `q.dot_acc::<U>(k)` (accumulates in `U`) | `Jagged` |
 //! | `.row_pos()`: each row's index `i` in its sequence; `.seq_len()` -> `PerSeq`: `n_b` | `Jagged` (`row_pos` also `Padded`) |
 //! | `.query_pos()`, `.key_pos()`: `i` and `j` of each pair; `.seq_len()` | `Pairs` |
+//! | `.pack_triu()` -> `Jagged` on new sequences: the pairs `i < j < n_b`, row-major (`n_b (n_b - 1) / 2` rows; `.offsets()` gives theirs) | `Pairs` |
 //! | `.softmax_over_keys()`, `.sum_over_keys()`, `.logsumexp_over_keys()`, `p.dot(v)`, `p.dot_acc::<U>(v)` | `Pairs` |
 //! | `.causal()`, `.anticausal()` (zero where `j > i`, `j < i`), `.causal_or(v)`, `.anticausal_or(v)` | `Pairs` |
 //! | `.to_jagged()` | `Padded` |
@@ -440,8 +443,57 @@ macro_rules! elementwise {
 
 elementwise!(Jagged, PerSeq, Padded, Pairs, Dense);
 
-/// `x.matmul(w)` on the kinds whose rows a contraction can keep (not
-/// `Padded`: the IR contracts no padded `N` axis).
+/// A weight matrix of `x.matmul(w)` and `x.matmul_t(w)` on a `Jagged` or
+/// `PerSeq` receiver: a `Dense<T, (R, C)>` shared by every sequence or a
+/// `PerSeq<T, (R, C)>`, one matrix per sequence.
+pub trait WeightMatrix {
+    /// The first dim.
+    type Rows;
+    /// The second dim.
+    type Cols;
+}
+impl<T, R, C> WeightMatrix for Dense<T, (R, C)> {
+    type Rows = R;
+    type Cols = C;
+}
+impl<T, R, C> WeightMatrix for PerSeq<T, (R, C)> {
+    type Rows = R;
+    type Cols = C;
+}
+
+/// `x.matmul(w)` and `x.matmul_t(w)` on the kinds that take a per-sequence
+/// weight as well as a dense one.
+macro_rules! matmul_per_seq {
+    ($($kind:ident),*) => {$(
+        impl<T, S> $kind<T, S> {
+            /// Times a weight matrix: the last inner dim `K` contracted with
+            /// the first of `w: Dense<T, (K, M)>` or `PerSeq<T, (K, M)>` (one
+            /// matrix per sequence; `[.., K]` to `[.., M]`), in the
+            /// accumulator dtype.
+            pub fn matmul<W: WeightMatrix>(self, _w: W) -> $kind<T, <S as ReplaceLast<W::Cols>>::Output>
+            where
+                S: ReplaceLast<W::Cols>,
+            {
+                Phantom::phantom()
+            }
+            /// Times a transposed weight matrix (`x @ w^T`): the last inner
+            /// dim `K` contracted with the last of `w: Dense<T, (N, K)>` or
+            /// `PerSeq<T, (N, K)>` (`[.., K]` to `[.., N]`), in the
+            /// accumulator dtype.
+            pub fn matmul_t<W: WeightMatrix>(self, _w: W) -> $kind<T, <S as ReplaceLast<W::Rows>>::Output>
+            where
+                S: ReplaceLast<W::Rows>,
+            {
+                Phantom::phantom()
+            }
+        }
+    )*};
+}
+
+matmul_per_seq!(Jagged, PerSeq);
+
+/// `x.matmul(w)` on the other kinds whose rows a contraction can keep (not
+/// `Padded`: the IR contracts no padded `N` axis), with a dense weight.
 macro_rules! matmul {
     ($($kind:ident),*) => {$(
         impl<T, S> $kind<T, S> {
@@ -458,7 +510,7 @@ macro_rules! matmul {
     )*};
 }
 
-matmul!(Jagged, PerSeq, Pairs, Dense);
+matmul!(Pairs, Dense);
 
 /// A body's value returned as the kernel's declared output type `O`: the
 /// same kind and shape, in any dtype (the macro checks the dtype: the value's
@@ -650,7 +702,44 @@ impl<A, B, C, M> ReplaceLast<M> for (A, B, C) {
     type Output = (A, B, M);
 }
 
+/// Inner dims one after the other (the result of `outer_sum_over_seq`).
+pub trait Concat<S2> {
+    /// The dims of `Self` then those of `S2`.
+    type Output;
+}
+macro_rules! concat_shapes {
+    ($(($($a:ident),*) + ($($b:ident),*)),* $(,)?) => {$(
+        impl<$($a,)* $($b),*> Concat<($($b,)*)> for ($($a,)*) {
+            type Output = ($($a,)* $($b,)*);
+        }
+    )*};
+}
+concat_shapes!(
+    () + (),
+    () + (C),
+    () + (C, D),
+    (A) + (),
+    (A) + (C),
+    (A) + (C, D),
+    (A, B) + (),
+    (A, B) + (C),
+    (A, B) + (C, D),
+);
+
 impl<T, S> Jagged<T, S> {
+    /// `sum_{i < n_b} x[i] (x) y[i]` over each sequence's rows: with `x:
+    /// Jagged<T, (M,)>` and `y: Jagged<T, (P,)>`, `x_b^T y_b`, a `PerSeq<T,
+    /// (M, P)>` (in general the inner dims of `x` then those of `y`), in the
+    /// accumulator dtype.
+    pub fn outer_sum_over_seq<T2, S2>(
+        self,
+        _y: Jagged<T2, S2>,
+    ) -> PerSeq<T, <S as Concat<S2>>::Output>
+    where
+        S: Concat<S2>,
+    {
+        Phantom::phantom()
+    }
     /// Sum over the rows `i < n_b` of each sequence (0 when empty).
     pub fn sum_over_seq(self) -> PerSeq<T, S> {
         Phantom::phantom()
@@ -707,6 +796,12 @@ impl<T, S> Jagged<T, S> {
 }
 
 impl<T, S> Pairs<T, S> {
+    /// The strict upper triangle, pairs `i < j < n_b`, packed row-major on
+    /// new sequences of `n_b (n_b - 1) / 2` rows each (`.offsets()` gives
+    /// theirs); the `[n_b, n_b]` block is never stored.
+    pub fn pack_triu(self) -> Jagged<T, S> {
+        Phantom::phantom()
+    }
     /// Softmax over the key rows `j < n_b`.
     pub fn softmax_over_keys(self) -> Self {
         self

@@ -11,6 +11,8 @@ use jagged_ir::{
 mod mma;
 #[path = "rows.rs"]
 mod rows;
+#[path = "triu.rs"]
+mod triu;
 pub(super) use rows::{note as resident_note, resident};
 
 use super::{Buffer, Partition, Step, Stored, elements, reduced_type, tensor_type, unsupported};
@@ -172,10 +174,18 @@ pub(super) fn lower_step(
             ));
         }
         Step::Scan { node, into } => em.scan(*node, *into)?,
-        Step::Compact { node, into } => {
-            return Ok(vec![rows::compact(graph, part, *node, *into, name)?]);
+        Step::Compact { node, into } => em.compact(*node, *into)?,
+        Step::KeptOffsets { seqs } => {
+            em.count_kept(*seqs)?;
+            let first = em.finish();
+            let mut em = Emitter::new(graph, part, &format!("{name}_prefix"), BLOCK_THREADS);
+            em.prefix_kept(*seqs)?;
+            return Ok(vec![first, em.finish()]);
         }
-        Step::KeptOffsets { seqs } => return rows::kept_offsets(graph, part, *seqs, name),
+        Step::TriuOffsets { seqs } => return triu::triu_offsets(graph, part, *seqs, name),
+        Step::PackTriu { node, into } => {
+            return Ok(vec![triu::pack(graph, part, *node, *into, name)?]);
+        }
     }
     Ok(vec![em.finish()])
 }
@@ -321,7 +331,9 @@ impl<'g> Emitter<'g> {
     fn set_offsets(&self, s: Handle<Node>) -> Result<Stored> {
         let found = match self.graph.node(s) {
             Node::Seqs { offsets, .. } => self.part.stored.get(offsets).copied(),
-            Node::SeqsWhere { .. } => self.part.kept_offsets.get(&s).copied(),
+            Node::SeqsWhere { .. } | Node::SeqsTriu { .. } => {
+                self.part.kept_offsets.get(&s).copied()
+            }
             _ => None,
         };
         found.ok_or_else(|| unsupported(self.graph, s, "a sequence set without an offsets buffer"))
@@ -1018,7 +1030,9 @@ impl<'g> Emitter<'g> {
             Node::Input { .. }
             | Node::Scan { .. }
             | Node::Compact { .. }
+            | Node::PackTriu { .. }
             | Node::Seqs { .. }
+            | Node::SeqsTriu { .. }
             | Node::SeqsWhere { .. } => Err(unsupported(
                 graph,
                 h,
@@ -1403,6 +1417,56 @@ impl<'g> Emitter<'g> {
         Ok((*mask, parent))
     }
 
+    /// A grid-stride loop over the sequences; `body` gets `b`.
+    fn per_sequence(
+        &mut self,
+        per: u64,
+        mut body: impl FnMut(&mut Self, Reg, Reg) -> Result<()>,
+    ) -> Result<()> {
+        let items = SizeExpr::Batch * SizeExpr::Const(per);
+        self.items = items.clone();
+        let work = self.size(items);
+        let (start, step) = self.b.global_thread_index();
+        let range = self.b.begin_range(Type::U64, start, work, step);
+        let b = self.b.binary(
+            BinOp::Div,
+            Type::U64,
+            range.counter,
+            Operand::Int(per as i64),
+        );
+        let k = self.b.binary(
+            BinOp::Rem,
+            Type::U64,
+            range.counter,
+            Operand::Int(per as i64),
+        );
+        body(self, b, k)?;
+        self.b.end_range(range);
+        Ok(())
+    }
+
+    /// Kept rows per sequence into `offsets[b + 1]`.
+    fn count_kept(&mut self, seqs: Handle<Node>) -> Result<()> {
+        let (mask, parent) = self.kept_mask(seqs)?;
+        let into = self.set_offsets(seqs)?;
+        self.per_sequence(1, |em, b, _| {
+            let len = em.seq_len(parent, b)?;
+            let count = em.b.mov(Type::S64, Operand::Int(0));
+            let zero = em.b.mov(Type::U64, Operand::Int(0));
+            let at = At { b, idx: vec![zero] };
+            em.over_axis(len.into(), &at, 0, |em, l| {
+                let m = em.value(mask, l)?;
+                let z = em.is_zero(m);
+                let one = em.b.selp(Type::S64, Operand::Int(0), Operand::Int(1), z);
+                em.b.binary_to(BinOp::Add, Type::S64, count, count, one);
+                Ok(())
+            })?;
+            let slot = em.b.binary(BinOp::Add, Type::U64, b, Operand::Int(1));
+            em.store(into, slot, Val::I(count));
+            Ok(())
+        })
+    }
+
     /// `offsets[0] = 0` and the running sum of the counts (one thread).
     fn prefix_kept(&mut self, seqs: Handle<Node>) -> Result<()> {
         let into = self.set_offsets(seqs)?;
@@ -1426,5 +1490,55 @@ impl<'g> Emitter<'g> {
         self.b.end_range(range);
         self.b.place(skip);
         Ok(())
+    }
+
+    /// The kept rows of a compaction: one thread per (sequence, row element).
+    fn compact(&mut self, h: Handle<Node>, into: Stored) -> Result<()> {
+        let graph = self.graph;
+        let Node::Compact { arg, seqs } = graph.node(h) else {
+            return Err(unsupported(graph, h, "not a compaction"));
+        };
+        let (arg, seqs) = (*arg, *seqs);
+        let (mask, parent) = self.kept_mask(seqs)?;
+        let x = tensor_type(graph, arg)?.clone();
+        let width = super::static_product(&x.dims[1..]);
+        let inner: Vec<Operand> = x.dims[1..]
+            .iter()
+            .map(|d| match d {
+                Dim::Static(n) => Operand::Int(*n as i64),
+                _ => Operand::Int(1),
+            })
+            .collect();
+        self.per_sequence(width, |em, b, k| {
+            let len = em.seq_len(parent, b)?;
+            let first = em.seq_start(seqs, b)?;
+            let count = em.b.mov(Type::U64, Operand::Int(0));
+            // idx[0] (the source row) is the loop's counter.
+            let mut idx = vec![count];
+            if !inner.is_empty() {
+                idx.extend(em.digits(k, &inner));
+            }
+            let at = At { b, idx };
+            em.over_axis(len.into(), &at, 0, |em, l| {
+                let m = em.value(
+                    mask,
+                    &At {
+                        b,
+                        idx: vec![l.idx[0]],
+                    },
+                )?;
+                let z = em.is_zero(m);
+                let skip = em.b.label();
+                em.b.bra_if(z, false, skip);
+                let v = em.value(arg, l)?;
+                let row = em.b.binary(BinOp::Add, Type::U64, first, count);
+                let lin =
+                    em.b.ternary(TernOp::MadLo, Type::U64, row, Operand::Int(width as i64), k);
+                em.store(into, lin, v);
+                em.b.binary_to(BinOp::Add, Type::U64, count, count, Operand::Int(1));
+                em.b.place(skip);
+                Ok(())
+            })
+        })
     }
 }

@@ -108,6 +108,19 @@ pub enum Step {
         /// Where it goes.
         into: Stored,
     },
+    /// The offsets of a `seqs_triu` set: `n_b (n_b - 1) / 2` per sequence,
+    /// then their prefix sum.
+    TriuOffsets {
+        /// The `seqs_triu` node.
+        seqs: Handle<Node>,
+    },
+    /// The packed strict upper triangle of a pair value, a warp per sequence.
+    PackTriu {
+        /// The `pack_triu` node.
+        node: Handle<Node>,
+        /// Where it goes.
+        into: Stored,
+    },
 }
 
 /// Which values of a graph live in memory, and the kernels that fill them.
@@ -117,7 +130,8 @@ pub struct Partition {
     pub stored: HashMap<Handle<Node>, Stored>,
     /// `(max, sum)` buffers of each softmax whose statistics are materialized.
     pub softmax_stats: HashMap<Handle<Node>, (Stored, Stored)>,
-    /// The offsets buffer (`[B + 1]`, i64) of each `seqs_where` set.
+    /// The offsets buffer (`[B + 1]`, i64) of each `seqs_where` and
+    /// `seqs_triu` set.
     pub kept_offsets: HashMap<Handle<Node>, Stored>,
     /// The kernels, in launch order.
     pub steps: Vec<Step>,
@@ -192,6 +206,19 @@ fn element_count(
     h: Handle<Node>,
     ty: &TensorType,
 ) -> Result<SizeExpr, CodegenError> {
+    // A packed triangle has more rows than its set's values: at most
+    // `n_b (n_b - 1) / 2 <= L_b (N - 1) / 2` per sequence, so `T N / 2` over
+    // a truncated set, `T^2 / 2` over an untruncated one.
+    if let (1, Some(s)) = (ty.ragged_rank(), ty.seqs())
+        && let Node::SeqsTriu { seqs: parent } = graph.node(s)
+    {
+        let partners = match graph.node(*parent) {
+            Node::Seqs { truncate: true, .. } => SizeExpr::MaxLen,
+            _ => SizeExpr::TotalRows,
+        };
+        let rows = SizeExpr::ceil_div(SizeExpr::TotalRows * partners, 2);
+        return Ok(rows * SizeExpr::Const(static_product(&ty.dims[1..])));
+    }
     elements(ty).ok_or_else(|| {
         unsupported(
             graph,
@@ -218,6 +245,7 @@ fn step_for(graph: &Graph, h: Handle<Node>, into: Stored) -> Step {
     match graph.node(h) {
         Node::Scan { .. } => Step::Scan { node: h, into },
         Node::Compact { .. } => Step::Compact { node: h, into },
+        Node::PackTriu { .. } => Step::PackTriu { node: h, into },
         _ => Step::Elements { node: h, into },
     }
 }
@@ -239,7 +267,8 @@ fn fused(graph: &Graph, h: Handle<Node>, fusion: Fusion) -> bool {
     let pair = matches!(graph.type_of(h), Type::Tensor(t) if t.ragged_rank() == 2);
     match graph.node(h) {
         Node::Input { .. } | Node::Scan { .. } | Node::Compact { .. } => false,
-        Node::Seqs { .. } | Node::SeqsWhere { .. } => false,
+        Node::PackTriu { .. } => false,
+        Node::Seqs { .. } | Node::SeqsWhere { .. } | Node::SeqsTriu { .. } => false,
         Node::Attr { .. } | Node::Const { .. } => true,
         Node::Reduce { .. } | Node::Contract { .. } => {
             pair || (fusion == Fusion::Fused
@@ -249,17 +278,22 @@ fn fused(graph: &Graph, h: Handle<Node>, fusion: Fusion) -> bool {
     }
 }
 
-/// Whether `h` reaches a graph output through a chain of elementwise nodes
-/// over the same elements, each the only reader of the one before
-/// (`relu(contract(..) + bias)` into a bf16 output): the output's kernel then
-/// computes `h` in place, once per element, and no scratch round trip or
-/// second kernel is needed. `h` itself must not be an output.
+/// Whether `h` reaches a graph output through elementwise nodes over the
+/// same elements that only that output reads: a chain (`relu(contract(..) +
+/// bias)` into a bf16 output) or a small DAG that reads a value several
+/// times (`gelu(h)` with `h = contract(..) + bias`, then `+ residual`). The
+/// output's kernel then computes `h` in place, once per element, and no
+/// scratch round trip or second kernel is needed. `h` itself must not be
+/// an output.
 fn feeds_an_output_elementwise(graph: &Graph, h: Handle<Node>) -> bool {
     output_through_elementwise_chain(graph, h).is_some()
 }
 
-/// The output node at the end of `h`'s elementwise chain (see
-/// [`feeds_an_output_elementwise`]), if it has one.
+/// The output node that `h`'s elementwise readers end in (see
+/// [`feeds_an_output_elementwise`]), if there is one: every node reading
+/// `h`, or reading a node that does, is elementwise over `h`'s elements,
+/// and exactly one of them is read by nothing and is a graph output (the
+/// others are no output and are read).
 fn output_through_elementwise_chain(graph: &Graph, h: Handle<Node>) -> Option<Handle<Node>> {
     let is_output = |x: Handle<Node>| graph.outputs().iter().any(|o| o.value == x);
     if is_output(h) {
@@ -269,28 +303,43 @@ fn output_through_elementwise_chain(graph: &Graph, h: Handle<Node>) -> Option<Ha
         Type::Tensor(t) => &t.dims,
         Type::Seqs => return None,
     };
-    let mut cur = h;
-    loop {
-        let [user] = graph.users(cur)[..] else {
-            return None;
-        };
-        let elementwise = matches!(
-            graph.node(user),
-            Node::Cast { .. }
-                | Node::Unary { .. }
-                | Node::Binary { .. }
-                | Node::Select { .. }
-                | Node::Compare { .. }
-        );
-        let same_elements = matches!(graph.type_of(user), Type::Tensor(t) if &t.dims == dims);
-        if !elementwise || !same_elements {
+    let mut region: Vec<Handle<Node>> = Vec::new();
+    let mut frontier = vec![h];
+    let mut sink = None;
+    while let Some(cur) = frontier.pop() {
+        let users = graph.users(cur);
+        if users.is_empty() {
+            // Only the output may end the region (`h` itself is read).
+            if cur == h || !is_output(cur) || sink.is_some_and(|s| s != cur) {
+                return None;
+            }
+            sink = Some(cur);
+            continue;
+        }
+        if cur != h && is_output(cur) {
             return None;
         }
-        if is_output(user) {
-            return Some(user);
+        for user in users {
+            if region.contains(&user) {
+                continue;
+            }
+            let elementwise = matches!(
+                graph.node(user),
+                Node::Cast { .. }
+                    | Node::Unary { .. }
+                    | Node::Binary { .. }
+                    | Node::Select { .. }
+                    | Node::Compare { .. }
+            );
+            let same_elements = matches!(graph.type_of(user), Type::Tensor(t) if &t.dims == dims);
+            if !elementwise || !same_elements || region.len() >= 64 {
+                return None;
+            }
+            region.push(user);
+            frontier.push(user);
         }
-        cur = user;
     }
+    sink
 }
 
 /// The type of a softmax's statistics: its operand's type without the axis
@@ -343,7 +392,7 @@ impl Partition {
             let ty = tensor_type(graph, out.value)?;
             let elems = element_count(graph, out.value, ty)?;
             let used_rows_from = match ty.seqs().map(|s| graph.node(s)) {
-                Some(Node::SeqsWhere { .. }) => {
+                Some(Node::SeqsWhere { .. } | Node::SeqsTriu { .. }) => {
                     let s = ty.seqs();
                     let offsets = graph.outputs().iter().position(|o| {
                         matches!(graph.node(o.value), Node::Offsets { seqs, .. } if Some(*seqs) == s)
@@ -352,8 +401,8 @@ impl Partition {
                         unsupported(
                             graph,
                             out.value,
-                            "a compacted output needs the offsets of its sequence set \
-                             among the outputs (they give its row count)",
+                            "a compacted (or packed) output needs the offsets of its sequence \
+                             set among the outputs (they give its row count)",
                         )
                     })?)
                 }
@@ -407,6 +456,12 @@ impl Partition {
                     let into = part.add_scratch(DType::I64, SizeExpr::Batch + SizeExpr::Const(1));
                     part.kept_offsets.insert(h, into);
                     part.steps.push(Step::KeptOffsets { seqs: h });
+                    continue;
+                }
+                Node::SeqsTriu { .. } => {
+                    let into = part.add_scratch(DType::I64, SizeExpr::Batch + SizeExpr::Const(1));
+                    part.kept_offsets.insert(h, into);
+                    part.steps.push(Step::TriuOffsets { seqs: h });
                     continue;
                 }
                 Node::Input { .. } => continue,
@@ -520,6 +575,16 @@ impl Partition {
                 }
                 Step::Compact { node, into } => {
                     format!("compact {} -> {}", text(*node), into.buffer)
+                }
+                Step::TriuOffsets { seqs } => {
+                    format!(
+                        "triangle offsets {} -> {}",
+                        text(*seqs),
+                        self.kept_offsets[seqs].buffer
+                    )
+                }
+                Step::PackTriu { node, into } => {
+                    format!("pack triangle {} -> {}", text(*node), into.buffer)
                 }
             };
             out.push_str(&format!("  kernel {k}: {line}\n"));

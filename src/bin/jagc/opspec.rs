@@ -131,6 +131,15 @@ pub enum CliError {
         /// The validator's error.
         source: ValidationError,
     },
+    /// The graph of a `#[jagged_kernel]` op could not be built (dims or
+    /// dtypes it does not take).
+    #[error("building the graph of `{op}`: {source}")]
+    Kernel {
+        /// The op.
+        op: &'static str,
+        /// The kernel's error.
+        source: jagged::KernelError,
+    },
 }
 
 /// The ops of OPS.md that jagc runs.
@@ -154,6 +163,18 @@ pub enum Op {
     JaggedFlashAttention,
     /// `fbgemm_jagged_flash_attention_basic`.
     FbgemmJaggedFlashAttentionBasic,
+    /// `jagged_dense_bmm`.
+    JaggedDenseBmm,
+    /// `jagged_jagged_bmm`.
+    JaggedJaggedBmm,
+    /// `jagged_pairwise_dot`.
+    JaggedPairwiseDot,
+    /// `jagged_dense_dot`.
+    JaggedDenseDot,
+    /// `jagged_dense_bmm_backward`.
+    JaggedDenseBmmBackward,
+    /// `jagged_jagged_bmm_backward`.
+    JaggedJaggedBmmBackward,
 }
 
 /// Help text of the attributes, shown by `--help`.
@@ -167,6 +188,10 @@ Attributes (--attr K=V), by op; defaults in brackets:
                                 activation=softmax|silu [softmax], dtype=f32|f16|bf16 [bf16]
   fbgemm_jagged_flash_attention_basic:
                                 use_mask=BOOL [false], dtype=f32|f16|bf16 [bf16]
+  interactions (jagged_dense_bmm, jagged_jagged_bmm, jagged_pairwise_dot,
+  jagged_dense_dot, jagged_dense_bmm_backward, jagged_jagged_bmm_backward):
+                                dtype=f32|f16|bf16 [f32], tf32=BOOL [false]
+                                (f32 operands rounded to tf32: tf32 tensor cores)
 Sizes, for emit and stats only (run reads them from the input files):
   primitives:                   inner=DxD.. [64] (inner dims of the values),
                                 index=i32|i64 [i32] (offsets / lengths dtype)
@@ -174,6 +199,10 @@ Sizes, for emit and stats only (run reads them from the input files):
   jagged_flash_attention:       heads=H [2], head_dim=D [64], value_dim=Dv [head_dim]
   fbgemm_jagged_flash_attention_basic:
                                 head_dim=D [64]
+  interactions:                 inner=KxM (jagged_dense_bmm and its backward),
+                                MxP (jagged_jagged_bmm and its backward),
+                                DxF (jagged_dense_dot), D (jagged_pairwise_dot)
+                                [64x64; 64], index=i32|i64 [i32]
 --dtype sets the float dtype (attention ops: the same as --attr dtype).
 With --graph FILE.jir: the attributes the file declares (index ones as
 integers, float ones as numbers; defaults from the file); max_len also sets
@@ -181,7 +210,7 @@ the spec's bucket (emit/stats: [the file's default, else 128]).";
 
 impl Op {
     /// Every op, primitives first.
-    pub const ALL: [Op; 9] = [
+    pub const ALL: [Op; 15] = [
         Op::CompleteCumsum,
         Op::JaggedToPaddedDense,
         Op::DenseToJagged,
@@ -191,6 +220,12 @@ impl Op {
         Op::MaskedSelectJagged,
         Op::JaggedFlashAttention,
         Op::FbgemmJaggedFlashAttentionBasic,
+        Op::JaggedDenseBmm,
+        Op::JaggedJaggedBmm,
+        Op::JaggedPairwiseDot,
+        Op::JaggedDenseDot,
+        Op::JaggedDenseBmmBackward,
+        Op::JaggedJaggedBmmBackward,
     ];
 
     /// OPS.md's name.
@@ -205,6 +240,12 @@ impl Op {
             Op::MaskedSelectJagged => "masked_select_jagged",
             Op::JaggedFlashAttention => "jagged_flash_attention",
             Op::FbgemmJaggedFlashAttentionBasic => "fbgemm_jagged_flash_attention_basic",
+            Op::JaggedDenseBmm => "jagged_dense_bmm",
+            Op::JaggedJaggedBmm => "jagged_jagged_bmm",
+            Op::JaggedPairwiseDot => "jagged_pairwise_dot",
+            Op::JaggedDenseDot => "jagged_dense_dot",
+            Op::JaggedDenseBmmBackward => "jagged_dense_bmm_backward",
+            Op::JaggedJaggedBmmBackward => "jagged_jagged_bmm_backward",
         }
     }
 
@@ -229,6 +270,19 @@ impl Op {
         )
     }
 
+    /// The interaction ops (`#[jagged_kernel]`s of `jagged::ops::interactions`).
+    pub fn is_interaction(self) -> bool {
+        matches!(
+            self,
+            Op::JaggedDenseBmm
+                | Op::JaggedJaggedBmm
+                | Op::JaggedPairwiseDot
+                | Op::JaggedDenseDot
+                | Op::JaggedDenseBmmBackward
+                | Op::JaggedJaggedBmmBackward
+        )
+    }
+
     /// OPS.md's input names.
     pub fn inputs(self) -> &'static [&'static str] {
         match self {
@@ -242,6 +296,11 @@ impl Op {
             Op::JaggedFlashAttention | Op::FbgemmJaggedFlashAttentionBasic => {
                 &["q", "k", "v", "offsets"]
             }
+            Op::JaggedDenseBmm | Op::JaggedDenseDot => &["x", "offsets", "y"],
+            Op::JaggedJaggedBmm => &["x", "y", "offsets"],
+            Op::JaggedPairwiseDot => &["x", "offsets"],
+            Op::JaggedDenseBmmBackward => &["x", "offsets", "y", "dout"],
+            Op::JaggedJaggedBmmBackward => &["x", "y", "offsets", "dout"],
         }
     }
 
@@ -253,7 +312,13 @@ impl Op {
             Op::JaggedDenseElementwiseMul
             | Op::JaggedSoftmax
             | Op::JaggedReduce
-            | Op::FbgemmJaggedFlashAttentionBasic => &["max_len"],
+            | Op::FbgemmJaggedFlashAttentionBasic
+            | Op::JaggedDenseBmm
+            | Op::JaggedJaggedBmm
+            | Op::JaggedPairwiseDot
+            | Op::JaggedDenseDot
+            | Op::JaggedDenseBmmBackward
+            | Op::JaggedJaggedBmmBackward => &["max_len"],
             Op::JaggedFlashAttention => &["max_len", "scale"],
         }
     }
@@ -264,6 +329,7 @@ impl Op {
             Op::JaggedReduce => &["reduce"],
             Op::JaggedFlashAttention => &["causal", "activation", "dtype"],
             Op::FbgemmJaggedFlashAttentionBasic => &["use_mask", "dtype"],
+            op if op.is_interaction() => &["dtype", "tf32"],
             _ => &[],
         }
     }
@@ -462,6 +528,8 @@ impl Facts {
         let inner = match op {
             Op::JaggedFlashAttention => vec![attrs.usize("heads")?.unwrap_or(2), head_dim],
             Op::FbgemmJaggedFlashAttentionBasic => vec![head_dim],
+            Op::JaggedPairwiseDot => attrs.dims("inner")?.unwrap_or_else(|| vec![64]),
+            op if op.is_interaction() => attrs.dims("inner")?.unwrap_or_else(|| vec![64, 64]),
             _ => attrs.dims("inner")?.unwrap_or_else(|| vec![64]),
         };
         Ok(Facts {
@@ -472,6 +540,62 @@ impl Facts {
             value_dim: attrs.usize("value_dim")?.unwrap_or(head_dim),
         })
     }
+}
+
+/// The graph of an interaction op (`jagged::ops::interactions`) for
+/// `facts`: the `*_tf32` kernel with `tf32=true`.
+fn interaction_graph(op: Op, facts: &Facts, attrs: &Attrs) -> Result<Graph, CliError> {
+    use jagged::ops::interactions as i;
+    let tf32 = attrs.bool("tf32")?;
+    let (t, x) = (facts.dtype, facts.index);
+    let two = |what: &str| -> Result<(usize, usize), CliError> {
+        match facts.inner[..] {
+            [a, b] => Ok((a, b)),
+            _ => Err(attrs.bad("inner", &format!("expected two dims, {what}"))),
+        }
+    };
+    let built = match op {
+        Op::JaggedDenseBmm | Op::JaggedDenseBmmBackward => {
+            let (k, m) = two("KxM")?;
+            match (op, tf32) {
+                (Op::JaggedDenseBmm, false) => i::jagged_dense_bmm_full::graph(t, k, m, x),
+                (Op::JaggedDenseBmm, true) => i::jagged_dense_bmm_tf32::graph(t, k, m, x),
+                (_, false) => i::jagged_dense_bmm_backward_full::graph(t, k, m, x),
+                (_, true) => i::jagged_dense_bmm_backward_tf32::graph(t, k, m, x),
+            }
+        }
+        Op::JaggedJaggedBmm | Op::JaggedJaggedBmmBackward => {
+            let (m, p) = two("MxP")?;
+            match (op, tf32) {
+                (Op::JaggedJaggedBmm, false) => i::jagged_jagged_bmm_full::graph(t, m, p, x),
+                (Op::JaggedJaggedBmm, true) => i::jagged_jagged_bmm_tf32::graph(t, m, p, x),
+                (_, false) => i::jagged_jagged_bmm_backward_full::graph(t, m, p, x),
+                (_, true) => i::jagged_jagged_bmm_backward_tf32::graph(t, m, p, x),
+            }
+        }
+        Op::JaggedDenseDot => {
+            let (d, f) = two("DxF")?;
+            if tf32 {
+                i::jagged_dense_dot_tf32::graph(t, d, f, x)
+            } else {
+                i::jagged_dense_dot_full::graph(t, d, f, x)
+            }
+        }
+        _ => {
+            let [d] = facts.inner[..] else {
+                return Err(attrs.bad("inner", "expected one dim, D"));
+            };
+            if tf32 {
+                i::jagged_pairwise_dot_tf32::graph(t, d, x)
+            } else {
+                i::jagged_pairwise_dot_full::graph(t, d, x)
+            }
+        }
+    };
+    built.map_err(|source| CliError::Kernel {
+        op: op.name(),
+        source,
+    })
 }
 
 /// The graph of `op` for `facts` and the flag attributes.
@@ -529,6 +653,8 @@ pub fn build_graph(op: Op, facts: &Facts, attrs: &Attrs) -> Result<Graph, CliErr
                 use_mask: attrs.bool("use_mask")?,
             })
         }
+        // The interaction ops are `#[jagged_kernel]`s.
+        _ => return interaction_graph(op, facts, attrs),
     };
     built.map_err(|source| CliError::Graph {
         op: op.name(),

@@ -479,7 +479,7 @@ fn facts_from_files(
     } else {
         DType::U8
     };
-    for name in ["values", "dense", "q", "k", "v"] {
+    for name in ["values", "dense", "q", "k", "v", "x", "y", "dout"] {
         if op.inputs().contains(&name) {
             float(name, 1)?;
         }
@@ -506,6 +506,21 @@ fn facts_from_files(
             let q = float("q", 2)?;
             (q[1..].to_vec(), q[1])
         }
+        // x [T, K] and y [B, K, M]; x [T, M] and y [T, P]; x [T, D] and
+        // y [B, F, D]; x [T, D]. The kernels check the rest of the shapes.
+        Op::JaggedDenseBmm | Op::JaggedDenseBmmBackward => {
+            let (x, y) = (float("x", 2)?, float("y", 3)?);
+            (vec![x[1], y[2]], 0)
+        }
+        Op::JaggedJaggedBmm | Op::JaggedJaggedBmmBackward => {
+            let (x, y) = (float("x", 2)?, float("y", 2)?);
+            (vec![x[1], y[1]], 0)
+        }
+        Op::JaggedDenseDot => {
+            let (x, y) = (float("x", 2)?, float("y", 3)?);
+            (vec![x[1], y[1]], 0)
+        }
+        Op::JaggedPairwiseDot => (vec![float("x", 2)?[1]], 0),
         _ => (float("values", 1)?[1..].to_vec(), 0),
     };
     Ok(Facts {
