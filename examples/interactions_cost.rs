@@ -74,6 +74,39 @@ const SHAPES: &[(&str, &str)] = &[
   output out = %4
 }",
     ),
+    (
+        "jagged pairwise dot [T,64], packed i < j",
+        "graph jagged_pairwise_dot {
+  attr max_len: index
+  %0 = input offsets : i32[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input x : {t}[%1, 64]
+  %3 = contract %2[id], %2[jd] -> [ij] : f32[%1, %1]
+  %4 = cast %3 : {t}[%1, %1]
+  %5 = seqs_triu %1 : seqs
+  %6 = pack_triu %4, %5 : {t}[%5]
+  %7 = offsets %5 : i32[B+1]
+  output values = %6
+  output offsets = %7
+}",
+    ),
+    (
+        "jagged x dense backward: dout y^T, x^T dout",
+        "graph jagged_dense_bmm_backward {
+  attr max_len: index
+  %0 = input offsets : i32[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input x : {t}[%1, 64]
+  %3 = input y : {t}[B, 64, 64]
+  %4 = input dout : {t}[%1, 64]
+  %5 = contract %4[im], %3[km] -> [ik] : f32[%1, 64]
+  %6 = cast %5 : {t}[%1, 64]
+  %7 = contract %2[ik], %4[im] -> [km] : f32[B, 64, 64]
+  %8 = cast %7 : {t}[B, 64, 64]
+  output dx = %6
+  output dy = %8
+}",
+    ),
 ];
 
 /// Skewed lengths from 1 to 96 with some empty sequences (`max_len` 64, so

@@ -506,3 +506,116 @@ fn every_mma_is_an_hmma_in_the_sass() {
     assert_eq!(checked, 5 * 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `jagc run` knows the interaction ops: the emulator's outputs are the
+/// reference's (`--backend reference`), tf32 included, and the packed
+/// values of `jagged_pairwise_dot` have exactly `offsets[B]` rows.
+#[test]
+fn jagc_runs_the_interaction_ops() {
+    use jagged::cli::npy;
+    let dir = std::env::temp_dir().join(format!("jagged-interactions-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut rng = Rng::new(8);
+    let lengths = [3usize, 0, 9, 1];
+    let t: usize = lengths.iter().sum();
+    let mut offsets = vec![0.0];
+    for l in lengths {
+        offsets.push(offsets[offsets.len() - 1] + l as f64);
+    }
+    let tensor = |dtype, shape: Vec<usize>, values: &[f64]| {
+        DenseTensor::from_f64(dtype, shape, values).expect("tensor")
+    };
+    let random = |rng: &mut Rng, n: usize| -> Vec<f64> { (0..n).map(|_| rng.float(1.0)).collect() };
+    let files = [
+        ("offsets", tensor(DType::I64, vec![5], &offsets)),
+        (
+            "x",
+            tensor(DType::F32, vec![t, 8], &random(&mut rng, t * 8)),
+        ),
+        (
+            "y",
+            tensor(DType::F32, vec![4, 8, 6], &random(&mut rng, 4 * 48)),
+        ),
+        (
+            "features",
+            tensor(DType::F32, vec![4, 6, 8], &random(&mut rng, 4 * 48)),
+        ),
+    ];
+    for (name, t) in &files {
+        npy::save_dense(t, dir.join(format!("{name}.npy"))).expect("write npy");
+    }
+    let run = |op: &str, inputs: &[&str], extra: &[&str], backend: &str, out: &str| {
+        let mut args: Vec<String> =
+            vec!["run".into(), op.into(), "--backend".into(), backend.into()];
+        for input in inputs {
+            // `name` or `name=file` (a file of another name).
+            let (name, file) = input.split_once('=').unwrap_or((input, input));
+            args.push("--in".into());
+            args.push(format!(
+                "{name}={}",
+                dir.join(format!("{file}.npy")).display()
+            ));
+        }
+        args.extend(["--attr".into(), "max_len=6".into()]);
+        for e in extra {
+            args.push("--attr".into());
+            args.push((*e).into());
+        }
+        for name in out.split(',') {
+            args.push("--out".into());
+            args.push(format!(
+                "{name}={}",
+                dir.join(format!("{backend}_{name}.npy")).display()
+            ));
+        }
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_jagc"))
+            .args(&args)
+            .output()
+            .expect("run jagc");
+        assert!(
+            status.status.success(),
+            "{op}: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        out.split(',')
+            .map(|name| {
+                npy::load_dense(dir.join(format!("{backend}_{name}.npy")))
+                    .expect("read npy")
+                    .to_f64()
+            })
+            .collect::<Vec<_>>()
+    };
+    for (op, inputs, extra, out) in [
+        (
+            "jagged_dense_bmm",
+            &["x", "offsets", "y"][..],
+            &["tf32=true"][..],
+            "out",
+        ),
+        (
+            "jagged_dense_dot",
+            &["x", "offsets", "y=features"][..],
+            &[][..],
+            "out",
+        ),
+        (
+            "jagged_pairwise_dot",
+            &["x", "offsets"][..],
+            &[][..],
+            "values,offsets",
+        ),
+    ] {
+        let reference = run(op, inputs, extra, "reference", out);
+        let emulated = run(op, inputs, extra, "emu", out);
+        for (r, e) in reference.iter().zip(&emulated) {
+            assert_eq!(r.len(), e.len(), "{op}");
+            assert!(rel_l2(e, r) < 1e-5, "{op}: {}", rel_l2(e, r));
+        }
+        if op == "jagged_pairwise_dot" {
+            // n_b = 3, 0, 6 (of 9), 1: 3 + 0 + 15 + 0 pairs.
+            assert_eq!(emulated[1], [0.0, 3.0, 3.0, 18.0, 18.0]);
+            assert_eq!(emulated[0].len(), 18);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -289,10 +289,10 @@ def gpu_run(plan, out, filters, warmup, reps):
         sizes = {"B": b, "T": t, "N": n}
         ours, outs = launcher(spec["kernel"], tensors, sizes)
         xp = padded(x)
-        y = tensors.get("y")
-        yp = padded(y) if y is not None and y.shape[0] == t else y
-        dp = tensors.get("dout")
-        dp = padded(dp) if dp is not None and dp.shape[0] == t else dp
+        # Jagged operands are padded; per-sequence ones are [B, ., .] already.
+        y, dp = tensors.get("y"), tensors.get("dout")
+        yp = padded(y) if op.startswith("jagged_jagged_bmm") else y
+        dp = padded(dp) if op == "jagged_dense_bmm_backward" else dp
         torch_fn = {
             "jagged_dense_bmm": lambda: torch.bmm(xp, yp),
             "jagged_jagged_bmm": lambda: torch.bmm(xp.transpose(1, 2), yp),
@@ -330,9 +330,14 @@ def gpu_run(plan, out, filters, warmup, reps):
         cells["torch-padded"] = timed(torch_fn)
 
         def end_to_end():
+            # Pad the jagged input, multiply, gather the valid rows back.
             xp2 = padded(x)
-            r = torch.bmm(xp2, yp if yp is not None else xp2.transpose(1, 2)) \
-                if op in ("jagged_dense_bmm", "jagged_pairwise_dot") else torch_fn()
+            if op == "jagged_dense_bmm":
+                r = torch.bmm(xp2, yp)
+            elif op == "jagged_pairwise_dot":
+                r = torch.bmm(xp2, xp2.transpose(1, 2))
+            else:
+                r = torch_fn()
             r = r[0] if isinstance(r, tuple) else r
             if r.dim() == 3 and r.shape[1] == n:
                 keep = pos < n
