@@ -7,7 +7,8 @@ use syn::{Ident, LitStr};
 pub enum SpecValues {
     /// `D = [64, 128]`: each value in turn.
     List(Vec<syn::Expr>),
-    /// `E = D`: whatever the other key takes (ties two generics together).
+    /// `E = D`: whatever the other key takes (ties two generics together);
+    /// for a static attribute, its one value (`activation = Silu`).
     Same(Ident),
 }
 
@@ -66,13 +67,16 @@ pub fn parse(tokens: TokenStream) -> syn::Result<KernelArgs> {
                 let value: syn::Expr = inner.value()?.parse()?;
                 let values = match value {
                     syn::Expr::Array(a) => SpecValues::List(a.elems.into_iter().collect()),
+                    // One value of a static attribute: `causal = true`.
+                    syn::Expr::Lit(_) => SpecValues::List(vec![value]),
                     syn::Expr::Path(p) if p.path.get_ident().is_some() => {
                         SpecValues::Same(p.path.get_ident().cloned().unwrap_or_else(|| key.clone()))
                     }
                     other => {
                         return Err(syn::Error::new_spanned(
                             other,
-                            "expected a list of values (`D = [64, 128]`) or another key (`E = D`)",
+                            "expected a list of values (`D = [64, 128]`), another key (`E = D`) or \
+                             a static attribute's value (`causal = true`)",
                         ));
                     }
                 };

@@ -18,7 +18,12 @@ use syn::spanned::Spanned;
 use syn::{BinOp, Error, Expr, Ident, Lit, Pat, Stmt, UnOp};
 
 use crate::sig::{AttrKind, DTy, Kind, Param, Shape, Signature, TensorTy};
+use crate::statics::StaticVal;
 use crate::steps::{DimE, Pred, Src, Step, TyE, V};
+
+mod branches;
+
+use branches::TailItem;
 
 /// A tensor value of the body.
 #[derive(Clone)]
@@ -72,6 +77,7 @@ pub struct Lowered {
     pub implicit_offsets_at: Option<usize>,
 }
 
+#[derive(Clone)]
 struct Lowering<'a> {
     sig: &'a Signature,
     steps: Vec<Step>,
@@ -88,21 +94,30 @@ struct Lowering<'a> {
     /// (always, but in the agreement test, which compares the graph that
     /// the unchecked lowering builds with the validator's verdict).
     check_dtypes: bool,
+    /// The value of each static attribute in the combination being lowered.
+    statics: HashMap<String, StaticVal>,
 }
 
-/// Lowers the kernel with signature `sig` and body `block`, whose outputs are named `outputs`.
-pub fn lower(sig: &Signature, block: &syn::Block, outputs: &[Ident]) -> syn::Result<Lowered> {
-    lower_with(sig, block, outputs, true)
+/// Lowers the kernel with signature `sig` and body `block`, whose outputs
+/// are named `outputs`, for one combination of its static attributes' values.
+pub fn lower_static(
+    sig: &Signature,
+    block: &syn::Block,
+    outputs: &[Ident],
+    statics: HashMap<String, StaticVal>,
+) -> syn::Result<Lowered> {
+    lower_inner(sig, block, outputs, true, statics)
 }
 
-/// [`lower`], with the dtype rules of `jagged_ir::typing` checked or not.
-pub(crate) fn lower_with(
+fn lower_inner(
     sig: &Signature,
     block: &syn::Block,
     outputs: &[Ident],
     check_dtypes: bool,
+    statics: HashMap<String, StaticVal>,
 ) -> syn::Result<Lowered> {
     let mut l = Lowering::new(sig, check_dtypes);
+    l.statics = statics;
     l.prologue()?;
     let tail = l.body(block)?;
     let tail_span = block.stmts.last().map_or(block.span(), Spanned::span);
@@ -179,10 +194,13 @@ pub(crate) fn lower_tail(
     let mut l = Lowering::new(sig, check_dtypes);
     l.prologue()?;
     let mut tail = l.body(block)?;
-    let (value, e) = tail
+    let item = tail
         .pop()
         .ok_or_else(|| Error::new(block.span(), "no tail"))?;
-    let t = l.tensor(value, e.span(), "the tail")?;
+    let value = item
+        .value
+        .ok_or_else(|| Error::new(block.span(), "no tail"))?;
+    let t = l.tensor(value, item.expr.span(), "the tail")?;
     Ok((l.steps, t.kind, t.dtype, t.shape, t.var))
 }
 
@@ -202,6 +220,7 @@ impl<'a> Lowering<'a> {
             has_kernel_seqs: false,
             index: explicit_offsets.unwrap_or(DTy::KernelIndex),
             check_dtypes,
+            statics: HashMap::new(),
         }
     }
 }
@@ -349,7 +368,7 @@ impl Lowering<'_> {
 
     /// Lowers the statements; returns the outputs (the elements of a tail
     /// tuple, or the tail expression) with their spans.
-    fn body<'b>(&mut self, block: &'b syn::Block) -> syn::Result<Vec<(Value, &'b Expr)>> {
+    fn body<'b>(&mut self, block: &'b syn::Block) -> syn::Result<Vec<TailItem<'b>>> {
         let Some((last, init)) = block.stmts.split_last() else {
             return err_on(
                 &block,
@@ -376,10 +395,7 @@ impl Lowering<'_> {
             }
         }
         match last {
-            Stmt::Expr(Expr::Tuple(t), None) => {
-                t.elems.iter().map(|e| Ok((self.expr(e)?, e))).collect()
-            }
-            Stmt::Expr(e, None) => Ok(vec![(self.expr(e)?, e)]),
+            Stmt::Expr(e, None) => self.tail(e),
             Stmt::Local(l) => err_on(
                 &l,
                 "a kernel ends with an expression (its output), not a `let`",
@@ -460,6 +476,14 @@ impl Lowering<'_> {
                 };
                 match self.env.get(&ident.to_string()) {
                     Some(v) => Ok(v.clone()),
+                    None if self.statics.contains_key(&ident.to_string()) => err_on(
+                        &ident,
+                        format!(
+                            "`{ident}` is a static attribute: it selects the graph with \
+                             `if {ident} {{ .. }} else {{ .. }}` or `match {ident} {{ .. }}`, \
+                             it is not a value"
+                        ),
+                    ),
                     None => err_on(&ident, format!("unknown name `{ident}`")),
                 }
             }
@@ -527,10 +551,8 @@ impl Lowering<'_> {
                 &e,
                 "loops are not part of the jagged DSL: ops apply to whole sequences (reduce with `.sum_over_seq()`, ...)",
             ),
-            Expr::If(_) | Expr::Match(_) => err_on(
-                &e,
-                "`if` and `match` are not part of the jagged DSL: choose elementwise with `select(cond, a, b)`",
-            ),
+            Expr::If(_) | Expr::Match(_) => self.static_branch(e),
+            Expr::Block(b) if b.label.is_none() => self.block_value(&b.block),
             Expr::Closure(_) => err_on(&e, "closures are not part of the jagged DSL"),
             Expr::Macro(_) => err_on(&e, "macro calls are not part of the jagged DSL"),
             Expr::Return(_) | Expr::Break(_) | Expr::Continue(_) => err_on(
@@ -1783,7 +1805,7 @@ impl Lowering<'_> {
     /// Checks the outputs against the declared ones and emits `output` calls.
     fn outputs(
         &mut self,
-        values: Vec<(Value, &Expr)>,
+        values: Vec<TailItem<'_>>,
         span: Span,
         names: &[Ident],
     ) -> syn::Result<()> {
@@ -1798,7 +1820,21 @@ impl Lowering<'_> {
                 ),
             );
         }
-        for (((v, e), decl), name) in values.into_iter().zip(decls).zip(names) {
+        for ((item, decl), name) in values.into_iter().zip(decls).zip(names) {
+            let e = item.expr;
+            if item.optional != decl.optional {
+                return err_on(
+                    e,
+                    if decl.optional {
+                        "this output is declared `Option<..>`: give `Some(x)` or `None`"
+                    } else {
+                        "`Some`/`None` give an output declared `Option<..>` in the signature"
+                    },
+                );
+            }
+            let Some(v) = item.value else {
+                continue;
+            };
             let t = self.tensor(v, e.span(), "an output")?;
             let declared_dtype = match &decl.ty.dtype {
                 DTy::KernelIndex => self.index.clone(),

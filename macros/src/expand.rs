@@ -5,7 +5,7 @@ use quote::{format_ident, quote};
 use syn::{FnArg, Ident, ItemFn};
 
 use crate::sig::{AttrKind, DTy, Kind, Param, Role, Shape, Signature, param_var};
-use crate::{args, body, sig, specialize, steps};
+use crate::{args, body, sig, specialize, statics};
 
 /// The whole expansion: the user's item, then the module or the error.
 pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -85,14 +85,17 @@ fn module(attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
             ));
         }
     };
-    let mut lowered = body::lower(&sig, &func.block, &names)?;
+    let mut variants = statics::lower_all(&sig, &func.block, &names)?;
     if args.tf32 {
-        for step in &mut lowered.steps {
-            if let crate::steps::Step::Contract { tf32, .. } = step {
-                *tf32 = true;
+        for (_, lowered) in &mut variants.lowered {
+            for step in &mut lowered.steps {
+                if let crate::steps::Step::Contract { tf32, .. } = step {
+                    *tf32 = true;
+                }
             }
         }
     }
+    let lowered = variants.first();
     let graph_name = args
         .name
         .as_ref()
@@ -117,20 +120,36 @@ fn module(attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
             checks.push(quote!(#p::check_dtype(#name, #var, #p::DTypeClass::#class)?;));
         }
     }
+    params.extend(statics::params(&sig));
+    checks.extend(statics::bound_checks(&sig));
     let offsets_binding = if lowered.takes_offsets_dtype {
         params.push(quote!(offsets: #p::DType));
         quote!(let __offsets_dtype = offsets;)
     } else {
         quote!()
     };
-    let stmts = steps::to_tokens(&lowered.steps, &lowered.origins);
-    let table = specialize::table(args.specialize.as_ref(), &sig, &lowered, &graph_name)?;
-    let launch = launcher(&sig, &lowered, &names);
+    let build = statics::graph_body(&variants);
+    let table = specialize::table(args.specialize.as_ref(), &sig, &variants, &graph_name)?;
+    let launch = launcher(&sig, lowered, &names);
+    // A static enum's type and variants are named as in the kernel's module.
+    let import = if statics::has_enum(&sig) {
+        quote!(
+            #[allow(unused_imports)]
+            use super::*;
+        )
+    } else {
+        quote!()
+    };
     let vis = &func.vis;
     let mod_doc = format!("The graph of the `#[jagged_kernel]` `{fn_name}`.");
     let graph_doc = format!(
         "Builds the `{graph_name}` graph for the given dtypes, dims and shapes (one \
-         argument per generic parameter, lower-cased{}).",
+         argument per generic parameter, lower-cased{}{}).",
+        if statics::params(&sig).is_empty() {
+            ""
+        } else {
+            ", then the static attributes"
+        },
         if lowered.takes_offsets_dtype {
             ", then the offsets dtype"
         } else {
@@ -140,13 +159,15 @@ fn module(attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
     Ok(quote! {
         #[doc = #mod_doc]
         #vis mod #fn_name {
+            #import
+
             #[doc = #graph_doc]
             #[allow(clippy::let_and_return, unused_variables)]
             pub fn graph(#(#params),*) -> ::core::result::Result<#p::Graph, #p::KernelError> {
                 #(#checks)*
                 #offsets_binding
                 let mut __b = #p::GraphBuilder::new(#graph_name);
-                #(#stmts)*
+                #build
                 ::core::result::Result::Ok(__b.finish()?)
             }
 
@@ -208,8 +229,17 @@ fn launch_doc(sig: &Signature, inputs: &[(Ident, Kind, DTy, Shape)], extra: &[St
         lines.push(line);
     }
     for p in &sig.params {
-        if let Param::Attr { ident, rust_ty, .. } = p {
-            lines.push(format!("- `{ident}: {rust_ty}` (attribute)"));
+        match p {
+            Param::Attr { ident, rust_ty, .. } => {
+                lines.push(format!("- `{ident}: {rust_ty}` (attribute)"));
+            }
+            Param::Static { ident, ty, .. } => {
+                let ty = quote!(#ty).to_string().replace(' ', "");
+                lines.push(format!(
+                    "- `{ident}: {ty}` (static attribute: selects the graph that is built)"
+                ));
+            }
+            Param::Tensor { .. } => {}
         }
     }
     lines.extend(extra.iter().cloned());
@@ -224,6 +254,8 @@ fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenS
     // Tensor inputs in graph order, the implicit offsets included.
     let mut inputs: Vec<(Ident, Kind, DTy, Shape)> = Vec::new();
     let mut attrs = Vec::new();
+    // The attributes `launch` takes, run-time and static, in declaration order.
+    let mut attr_params = Vec::new();
     for (i, param) in sig.params.iter().enumerate() {
         if lowered.implicit_offsets_at == Some(i) {
             inputs.push((
@@ -242,7 +274,11 @@ fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenS
                 kind,
                 rust_ty,
                 ..
-            } => attrs.push((ident.clone(), *kind, rust_ty.clone())),
+            } => {
+                attr_params.push(quote!(#ident: #rust_ty));
+                attrs.push((ident.clone(), *kind, rust_ty.clone()));
+            }
+            Param::Static { ident, ty, .. } => attr_params.push(quote!(#ident: #ty)),
         }
     }
     let mut extra = Vec::new();
@@ -290,6 +326,7 @@ fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenS
             quote!(#v)
         })
         .collect();
+    graph_args.extend(statics::args(sig));
     if lowered.takes_offsets_dtype {
         let offsets = inputs
             .iter()
@@ -315,7 +352,6 @@ fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenS
         let s = name.to_string();
         quote!((#s, #name))
     });
-    let attr_params = attrs.iter().map(|(name, _, ty)| quote!(#name: #ty));
     let attr_values = attrs.iter().map(|(name, kind, _)| {
         let s = name.to_string();
         match kind {
@@ -350,15 +386,29 @@ fn launcher(sig: &Signature, lowered: &body::Lowered, names: &[Ident]) -> TokenS
             None => quote!(0),
         }
     };
-    let take = |n: &Ident| {
+    // An output declared `Option<..>` is `None` when the graph of the static
+    // attributes' values has no such output.
+    let optional: Vec<bool> = sig.outputs.iter().map(|o| o.optional).collect();
+    let take = |(n, opt): (&Ident, &bool)| {
         let s = n.to_string();
-        quote!(#p::take(&mut __outputs, #s))
+        if *opt {
+            quote!(::core::result::Result::<_, #p::KernelError>::Ok(__outputs.remove(#s)))
+        } else {
+            quote!(#p::take(&mut __outputs, #s))
+        }
+    };
+    let ty_of = |opt: &bool| {
+        if *opt {
+            quote!(::core::option::Option<#p::DeviceTensor>)
+        } else {
+            quote!(#p::DeviceTensor)
+        }
     };
     let (ret_ty, ret) = match names {
-        [single] => (quote!(#p::DeviceTensor), take(single)),
+        [single] => (ty_of(&optional[0]), take((single, &optional[0]))),
         _ => {
-            let tys = names.iter().map(|_| quote!(#p::DeviceTensor));
-            let outs = names.iter().map(take);
+            let tys = optional.iter().map(ty_of);
+            let outs = names.iter().zip(&optional).map(take);
             (
                 quote!((#(#tys),*)),
                 quote!(::core::result::Result::Ok((#(#outs?),*))),

@@ -25,7 +25,9 @@
 //! Layout: `args` parses the attribute's own arguments, `sig` the
 //! function's signature, `body` checks the body and lowers it to `steps`
 //! (printed as `graph`'s body, or applied in the macro by `specialize`),
-//! `expand` assembles the output.
+//! `statics` lowers it once per value of its static attributes
+//! (`#[attr(static)]`, selected on by `if`/`match` in the body), `expand`
+//! assembles the output.
 
 #[cfg(test)]
 mod agreement;
@@ -34,6 +36,7 @@ mod body;
 mod expand;
 mod sig;
 mod specialize;
+mod statics;
 mod steps;
 
 use proc_macro::TokenStream;
@@ -45,7 +48,9 @@ use proc_macro::TokenStream;
 /// `outputs(a, b)` (output names; default `out`), `specialize(T = [bf16],
 /// D = [64, 128], offsets = [i32], max_len = [1024])` (ahead-of-time code
 /// generation for each `arch = [sm_80, sm_90a]`, both by default, embedded
-/// and preloaded by `launch` for the runtime's preferred architecture).
+/// and preloaded by `launch` for the runtime's preferred architecture; a
+/// static attribute takes its values too: `causal = [false, true]`,
+/// `activation = Silu`, every value when left out).
 #[proc_macro_attribute]
 pub fn jagged_kernel(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::expand(attr.into(), item.into()).into()

@@ -290,13 +290,27 @@ pub enum Param {
         /// The default value, if any.
         default: Option<syn::Lit>,
     },
+    /// A static attribute, `#[attr(static)] name: bool` or `#[attr(static)]
+    /// name: SomeEnum`: a parameter of `graph(...)` that selects between the
+    /// branches of `if name { .. } else { .. }` / `match name { .. }` when the
+    /// graph is built (see `statics`), not a run-time attribute.
+    Static {
+        /// Its name.
+        ident: Ident,
+        /// Its declared Rust type (`bool`, or an enum's path).
+        ty: Type,
+        /// Whether it is a `bool` (else an enum).
+        is_bool: bool,
+    },
 }
 
 impl Param {
     /// The parameter's name.
     pub fn ident(&self) -> &Ident {
         match self {
-            Param::Tensor { ident, .. } | Param::Attr { ident, .. } => ident,
+            Param::Tensor { ident, .. }
+            | Param::Attr { ident, .. }
+            | Param::Static { ident, .. } => ident,
         }
     }
 }
@@ -305,6 +319,9 @@ impl Param {
 pub struct OutputDecl {
     /// Its declared type.
     pub ty: TensorTy,
+    /// Declared `Option<...>`: present in the graphs of some static
+    /// attribute values only (the body gives `Some(x)` or `None`).
+    pub optional: bool,
 }
 
 /// The parsed signature.
@@ -422,8 +439,15 @@ pub fn parse(func: &ItemFn) -> syn::Result<Signature> {
                 ));
             }
             for t in types {
+                let (t, optional) = match crate::statics::option_inner(t) {
+                    Some(inner) => (inner, true),
+                    None => (t, false),
+                };
                 let parsed = parse_tensor_type(&mut sig, t)?;
-                sig.outputs.push(OutputDecl { ty: parsed });
+                sig.outputs.push(OutputDecl {
+                    ty: parsed,
+                    optional,
+                });
             }
         }
     }
@@ -449,15 +473,22 @@ pub fn parse(func: &ItemFn) -> syn::Result<Signature> {
 
 fn parse_attr_param(ident: Ident, attr: &syn::Attribute, ty: &Type) -> syn::Result<Param> {
     let mut default = None;
+    let mut is_static = false;
     if !matches!(attr.meta, syn::Meta::Path(_)) {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("default") {
                 default = Some(meta.value()?.parse::<syn::Lit>()?);
                 Ok(())
+            } else if meta.path.is_ident("static") {
+                is_static = true;
+                Ok(())
             } else {
-                Err(meta.error("expected `default = <number>`"))
+                Err(meta.error("expected `default = <number>` or `static`"))
             }
         })?;
+    }
+    if is_static {
+        return crate::statics::parse_static_param(ident, default.as_ref(), ty);
     }
     let rust_ty = match ty {
         Type::Path(p) => p.path.get_ident().cloned(),

@@ -17,8 +17,8 @@ use quote::quote;
 use syn::{Error, Expr, Lit};
 
 use crate::args::{SpecValues, Specializations};
-use crate::body::Lowered;
 use crate::sig::{Role, Signature};
+use crate::statics::{self, StaticVal, Variants};
 use crate::steps::{self, Bindings};
 
 /// One value of a specialization key.
@@ -94,9 +94,10 @@ fn value(role: Role, e: &Expr) -> syn::Result<Value> {
 pub fn table(
     args: Option<&Specializations>,
     sig: &Signature,
-    lowered: &Lowered,
+    variants: &Variants,
     graph_name: &str,
 ) -> syn::Result<TokenStream> {
+    let lowered = variants.first();
     let p = quote!(::jagged::__private);
     let Some((span, keys)) = args else {
         return Ok(quote!(&[]));
@@ -107,8 +108,34 @@ pub fn table(
     let mut ties: Vec<(String, &syn::Ident)> = Vec::new();
     let mut max_lens = vec![0];
     let mut archs = Arch::ALL.to_vec();
+    // The static attributes' values: every value the body distinguishes,
+    // unless the key lists some.
+    let mut static_values: Vec<Vec<StaticVal>> = variants
+        .params
+        .iter()
+        .map(|p| p.domain.iter().map(|(v, _)| v.clone()).collect())
+        .collect();
     for (key, values) in keys {
         let name = key.to_string();
+        if let Some(k) = variants.params.iter().position(|p| p.ident == *key) {
+            let param = &variants.params[k];
+            let exprs: Vec<Expr> = match values {
+                SpecValues::List(values) => values.clone(),
+                SpecValues::Same(value) => vec![syn::parse_quote!(#value)],
+            };
+            if exprs.is_empty() {
+                return Err(Error::new_spanned(key, "give at least one value"));
+            }
+            let mut chosen = Vec::new();
+            for e in &exprs {
+                let v = statics::spec_value(param, e)?;
+                if !chosen.contains(&v) {
+                    chosen.push(v);
+                }
+            }
+            static_values[k] = chosen;
+            continue;
+        }
         let values = match values {
             SpecValues::List(values) => values,
             SpecValues::Same(other) => {
@@ -146,7 +173,8 @@ pub fn table(
                 None => {
                     return Err(Error::new_spanned(
                         key,
-                        "unknown specialization key: a generic parameter of the kernel, `offsets`, `max_len` or `arch`",
+                        "unknown specialization key: a generic parameter of the kernel, a static \
+                         attribute, `offsets`, `max_len` or `arch`",
                     ));
                 }
             }
@@ -184,9 +212,26 @@ pub fn table(
         ));
     }
     let mut entries = Vec::new();
-    let combos: usize = axes.iter().map(|(_, v)| v.len()).product::<usize>() * max_lens.len();
+    let static_combos: usize = static_values.iter().map(Vec::len).product();
+    let combos: usize =
+        axes.iter().map(|(_, v)| v.len()).product::<usize>() * max_lens.len() * static_combos;
     for c in 0..combos {
         let mut rest = c;
+        let mut combo = Vec::new();
+        for values in &static_values {
+            combo.push(values[rest % values.len()].clone());
+            rest /= values.len();
+        }
+        let Some((_, lowered)) = variants.lowered.iter().find(|(c, _)| *c == combo) else {
+            return Err(Error::new(*span, "no lowering for these static values"));
+        };
+        let statics_text: Vec<String> = variants
+            .params
+            .iter()
+            .zip(&combo)
+            .map(|(p, v)| format!("{} = {}", p.ident, v.describe()))
+            .collect();
+        let statics_text = statics_text.join(", ");
         let mut bindings = Bindings::default();
         let mut described = Vec::new();
         let mut chosen: Vec<(&String, &Value)> = Vec::new();
@@ -210,6 +255,9 @@ pub fn table(
         }
         let max_len = max_lens[rest % max_lens.len()];
         described.push(format!("max_len = {max_len}"));
+        if !statics_text.is_empty() {
+            described.push(statics_text.clone());
+        }
         let what = described.join(", ");
         let (graph, nodes) = steps::apply(graph_name, &lowered.steps, &bindings)
             .map_err(|e| Error::new(*span, format!("specialization {what}: {e}")))?;
@@ -234,7 +282,12 @@ pub fn table(
                 )
             })?;
             let (g, s, k) = (graph.to_string(), spec.to_string(), kernel.to_text());
-            entries.push(quote!(#p::Specialized { graph: #g, spec: #s, kernel: #k }));
+            entries.push(quote!(#p::Specialized {
+                graph: #g,
+                spec: #s,
+                kernel: #k,
+                statics: #statics_text,
+            }));
         }
     }
     Ok(quote!(&[#(#entries),*]))

@@ -27,6 +27,16 @@
 //! first jagged parameter (the generated docs of `launch` list its arguments
 //! in order either way).
 //!
+//! A static attribute, `#[attr(static)] causal: bool` or `#[attr(static)]
+//! activation: Activation` (any `Copy` enum implementing [`StaticAttr`]), is
+//! a parameter of `graph(...)` and `launch(...)`, not of the graph: the body
+//! selects with it while the graph is built, `if causal { .. } else { .. }`
+//! and `match activation { Activation::Softmax => .., Activation::Silu => ..
+//! }` (arms may be blocks with their own `let`s; every arm is checked and
+//! gives the same kind, dtype and shape). An output declared
+//! `Option<Jagged<..>>` is `Some(x)` or `None` in the last expression, per
+//! static value, and `launch` returns it as an `Option`.
+//!
 //! The body is `let` bindings and one final expression (a tuple for several
 //! outputs, named by `#[jagged_kernel(outputs(a, b))]`), over:
 //!
@@ -148,6 +158,19 @@ impl Float for bf16 {}
 pub trait Index {}
 impl Index for i32 {}
 impl Index for i64 {}
+
+/// The types of static attributes (`#[attr(static)] name: Ty`): `bool`, the
+/// DSL's [`Activation`], or an enum of your own (`#[derive(Clone, Copy)]`,
+/// variants without fields, `impl StaticAttr for MyEnum {}`). The body's
+/// `match` on one names its variants with the enum's name
+/// (`MyEnum::A => ..`), every one of them (no `_`).
+pub trait StaticAttr: Copy {}
+impl StaticAttr for bool {}
+impl StaticAttr for Activation {}
+
+/// The attention probability function (softmax over the keys or HSTU's
+/// SiLU), a static attribute type of the builtin attention kernel.
+pub use jagged_ir::ops::Activation;
 
 /// Scalars of a kernel body (literals, `#[attr]` parameters, `max_len as
 /// f32`): what `powf` takes as its exponent. Its types are
@@ -542,6 +565,7 @@ output_tuple!(A OA, B OB, C OC);
 output_tuple!(A OA, B OB, C OC, D OD);
 output_tuple!(A OA, B OB, C OC, D OD, E OE);
 output_tuple!(A OA, B OB, C OC, D OD, E OE, F OF);
+impl<X: Output<O>, O> Output<Option<O>> for Option<X> {}
 
 /// The body of a kernel as its declared output type (see [`Output`]); never
 /// called.

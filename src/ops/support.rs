@@ -108,6 +108,9 @@ pub struct Specialized {
     pub spec: &'static str,
     /// The compiled kernel (`CompiledKernel::to_text`).
     pub kernel: &'static str,
+    /// The static attributes' values the graph was built for
+    /// (`causal = true, activation = Silu`; empty without static attributes).
+    pub statics: &'static str,
 }
 
 /// Puts the entry of `table` matching `graph` and `spec`, if any, into the
