@@ -46,8 +46,8 @@ pub fn jagged_dense_bmm_full<T: Float, K, M>(
     x.matmul(y)
 }
 
-/// [`jagged_dense_bmm_full`] with f32 operands rounded to tf32 (tf32 tensor
-/// cores).
+/// [`jagged_dense_bmm_full`](mod@jagged_dense_bmm_full) with f32 operands
+/// rounded to tf32 (tf32 tensor cores).
 #[jagged_kernel(name = "jagged_dense_bmm", tf32, outputs(out))]
 pub fn jagged_dense_bmm_tf32<T: Float, K, M>(
     x: Jagged<T, (K,)>,
@@ -68,7 +68,7 @@ pub fn jagged_jagged_bmm_full<T: Float, M, P>(
     x.outer_sum_over_seq(y)
 }
 
-/// [`jagged_jagged_bmm_full`] with f32 operands rounded to tf32.
+/// [`jagged_jagged_bmm_full`](mod@jagged_jagged_bmm_full) with f32 operands rounded to tf32.
 #[jagged_kernel(name = "jagged_jagged_bmm", tf32, outputs(out))]
 pub fn jagged_jagged_bmm_tf32<T: Float, M, P>(
     x: Jagged<T, (M,)>,
@@ -89,7 +89,7 @@ pub fn jagged_dense_dot_full<T: Float, D, F>(
     x.matmul_t(y)
 }
 
-/// [`jagged_dense_dot_full`] with f32 operands rounded to tf32.
+/// [`jagged_dense_dot_full`](mod@jagged_dense_dot_full) with f32 operands rounded to tf32.
 #[jagged_kernel(name = "jagged_dense_dot", tf32, outputs(out))]
 pub fn jagged_dense_dot_tf32<T: Float, D, F>(
     x: Jagged<T, (D,)>,
@@ -112,7 +112,8 @@ pub fn jagged_dense_bmm_backward_full<T: Float, K, M>(
     (dout.matmul_t(y), x.outer_sum_over_seq(dout))
 }
 
-/// [`jagged_dense_bmm_backward_full`] with f32 operands rounded to tf32.
+/// [`jagged_dense_bmm_backward_full`](mod@jagged_dense_bmm_backward_full)
+/// with f32 operands rounded to tf32.
 #[jagged_kernel(name = "jagged_dense_bmm_backward", tf32, outputs(dx, dy))]
 pub fn jagged_dense_bmm_backward_tf32<T: Float, K, M>(
     x: Jagged<T, (K,)>,
@@ -135,7 +136,8 @@ pub fn jagged_jagged_bmm_backward_full<T: Float, M, P>(
     (y.matmul_t(dout), x.matmul(dout))
 }
 
-/// [`jagged_jagged_bmm_backward_full`] with f32 operands rounded to tf32.
+/// [`jagged_jagged_bmm_backward_full`](mod@jagged_jagged_bmm_backward_full)
+/// with f32 operands rounded to tf32.
 #[jagged_kernel(name = "jagged_jagged_bmm_backward", tf32, outputs(dx, dy))]
 pub fn jagged_jagged_bmm_backward_tf32<T: Float, M, P>(
     x: Jagged<T, (M,)>,
@@ -251,7 +253,7 @@ pub fn jagged_pairwise_dot_full<T: Float, D>(
     (packed, packed.offsets())
 }
 
-/// [`jagged_pairwise_dot_full`] with f32 operands rounded to tf32.
+/// [`jagged_pairwise_dot_full`](mod@jagged_pairwise_dot_full) with f32 operands rounded to tf32.
 #[jagged_kernel(name = "jagged_pairwise_dot", tf32, outputs(values, offsets))]
 pub fn jagged_pairwise_dot_tf32<T: Float, D>(
     x: Jagged<T, (D,)>,
