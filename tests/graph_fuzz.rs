@@ -276,13 +276,26 @@ impl Builder {
                     ReduceOp::Mean,
                     ReduceOp::Max,
                     ReduceOp::LogSumExp,
+                    ReduceOp::ArgMin,
+                    ReduceOp::ArgMax,
                 ];
                 let axis = arg as usize % a.shape.rank().max(1);
                 if let Some(shape) = a.shape.reduced(axis) {
-                    let n = self
-                        .g
-                        .reduce(ops[(arg >> 4) as usize % ops.len()], a.node, axis);
-                    self.push(n, shape, a.dtype);
+                    let op = ops[(arg >> 4) as usize % ops.len()];
+                    let n = self.g.reduce(op, a.node, axis);
+                    // An index (i32) goes back to the pool as a float
+                    // feature, so float-only ops may read it.
+                    let (n, dtype) = if op.is_arg() {
+                        let float = if a.dtype.is_float() {
+                            a.dtype
+                        } else {
+                            DType::F32
+                        };
+                        (self.g.cast(n, float), float)
+                    } else {
+                        (n, a.dtype)
+                    };
+                    self.push(n, shape, dtype);
                 }
             }
             10 => {

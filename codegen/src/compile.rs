@@ -395,6 +395,9 @@ fn match_graph(graph: &Graph) -> Result<Matched, CodegenError> {
                 ReduceOp::LogSumExp => {
                     return Err(no_template(graph, "logsumexp reduction is not implemented"));
                 }
+                ReduceOp::ArgMin | ReduceOp::ArgMax => {
+                    return Err(no_template(graph, "arg reductions have no template"));
+                }
             };
             Ok(one(
                 Primitive::JaggedReduce(kind),

@@ -907,6 +907,10 @@ impl<'g> Pass<'g> {
                 let g = self.expand(g, &x, axis, h)?;
                 Ok(self.mul(p, g))
             }
+            // An index (i32) carries no gradient; no adjoint reaches it.
+            ReduceOp::ArgMin | ReduceOp::ArgMax => {
+                Err(self.not_differentiable(h, "an argmin/argmax is an integer index"))
+            }
         }
     }
 

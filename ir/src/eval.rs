@@ -1044,6 +1044,7 @@ fn reduce_line(op: ReduceOp, line: &[f64]) -> f64 {
     let sum = || line.iter().sum::<f64>();
     let max = || line.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     match op {
+        ReduceOp::ArgMin | ReduceOp::ArgMax => arg_extreme(op == ReduceOp::ArgMax, line),
         _ if line.is_empty() => 0.0,
         _ if line.iter().any(|x| x.is_nan()) => f64::NAN,
         ReduceOp::Sum => sum(),
@@ -1071,4 +1072,23 @@ pub fn round_tf32(x: f64) -> f64 {
     f64::from(f32::from_bits(
         f.to_bits().wrapping_add(0x1000) & 0xffff_e000,
     ))
+}
+
+/// The index of the smallest (`max`: largest) entry of `line`, the lowest on
+/// ties, the first NaN if any (numpy's rule), -1 for an empty line.
+fn arg_extreme(max: bool, line: &[f64]) -> f64 {
+    if let Some(k) = line.iter().position(|x| x.is_nan()) {
+        return k as f64;
+    }
+    let mut best: Option<(usize, f64)> = None;
+    for (k, &x) in line.iter().enumerate() {
+        let better = match best {
+            None => true,
+            Some((_, b)) => (max && x > b) || (!max && x < b),
+        };
+        if better {
+            best = Some((k, x));
+        }
+    }
+    best.map_or(-1.0, |(k, _)| k as f64)
 }

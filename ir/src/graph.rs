@@ -207,6 +207,20 @@ pub enum ReduceOp {
     /// when every entry is `-inf`; NaN if any entry is NaN (and, by the
     /// formula, when the maximum is `+inf`).
     LogSumExp,
+    /// The index (i32) of the smallest entry, the lowest such index on ties;
+    /// a NaN entry counts as smaller than any number (the first NaN's index,
+    /// as numpy gives it); -1 over an empty range.
+    ArgMin,
+    /// The index (i32) of the largest entry: as [`ReduceOp::ArgMin`] with a
+    /// NaN counting as larger than any number.
+    ArgMax,
+}
+
+impl ReduceOp {
+    /// Whether the result is an index (i32) rather than a value.
+    pub fn is_arg(self) -> bool {
+        matches!(self, ReduceOp::ArgMin | ReduceOp::ArgMax)
+    }
 }
 
 /// What a contraction does to its operands before the products.

@@ -35,7 +35,7 @@
 //! | `add`/`sub`/`mul`/`div`/`max`/`min %a, %b`, `pow %x, %scalar` | [`Node::Binary`] |
 //! | `select %c, %a, %b` | [`Node::Select`] |
 //! | `mask j <= i`, `mask j >= i`, `mask i < len(%s)` | [`Node::Mask`] |
-//! | `reduce sum`/`max`/`mean`/`logsumexp %x, axis K` | [`Node::Reduce`] |
+//! | `reduce sum`/`max`/`mean`/`logsumexp`/`argmin`/`argmax %x, axis K` | [`Node::Reduce`] |
 //! | `softmax %x, axis K` | [`Node::Softmax`] |
 //! | `scan inclusive`/`exclusive`/`complete %x, axis K` | [`Node::Scan`] |
 //! | `contract %a[ihd], %b[jhd] -> [ijh]`, `... -> [ijh], tf32` | [`Node::Contract`] |
@@ -150,11 +150,13 @@ impl CompareOp {
 
 impl ReduceOp {
     /// Every reduction.
-    pub const ALL: [ReduceOp; 4] = [
+    pub const ALL: [ReduceOp; 6] = [
         ReduceOp::Sum,
         ReduceOp::Max,
         ReduceOp::Mean,
         ReduceOp::LogSumExp,
+        ReduceOp::ArgMin,
+        ReduceOp::ArgMax,
     ];
 
     /// Its name in the text form.
@@ -164,6 +166,8 @@ impl ReduceOp {
             ReduceOp::Max => "max",
             ReduceOp::Mean => "mean",
             ReduceOp::LogSumExp => "logsumexp",
+            ReduceOp::ArgMin => "argmin",
+            ReduceOp::ArgMax => "argmax",
         }
     }
 }

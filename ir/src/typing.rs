@@ -115,7 +115,7 @@ pub const fn compare_rule(_op: CompareOp) -> DtypeRule {
 /// `mean` and `logsumexp`.
 pub const fn reduce_rule(op: ReduceOp) -> DtypeRule {
     match op {
-        ReduceOp::Sum | ReduceOp::Max => DtypeRule::Numeric,
+        ReduceOp::Sum | ReduceOp::Max | ReduceOp::ArgMin | ReduceOp::ArgMax => DtypeRule::Numeric,
         ReduceOp::Mean | ReduceOp::LogSumExp => DtypeRule::Float,
     }
 }

@@ -695,7 +695,8 @@ impl Validator<'_> {
                 if a.ragged_rank() == 1 && matches!(dim, Dim::Ragged(_)) {
                     dims.insert(0, Dim::Batch);
                 }
-                t(TensorType::new(a.dtype, dims))
+                let dtype = if op.is_arg() { DType::I32 } else { a.dtype };
+                t(TensorType::new(dtype, dims))
             }
             Node::Softmax { arg, axis } => {
                 let a = self.tensor(h, *arg)?;

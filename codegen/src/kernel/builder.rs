@@ -343,6 +343,24 @@ impl KernelBuilder {
         dst
     }
 
+    /// `selp.ty` into an existing register: `dst = pred ? a : b`.
+    pub fn selp_to(
+        &mut self,
+        ty: Type,
+        dst: Reg,
+        a: impl Into<Operand>,
+        b: impl Into<Operand>,
+        pred: Reg,
+    ) {
+        self.push(Inst::Selp {
+            ty,
+            dst,
+            a: a.into(),
+            b: b.into(),
+            pred,
+        });
+    }
+
     /// `cvt` into a fresh register of `dst_ty`'s class.
     pub fn cvt(&mut self, dst_ty: Type, src_ty: Type, src: Reg) -> Reg {
         let dst = self.reg(dst_ty.reg_class());

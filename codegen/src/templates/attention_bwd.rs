@@ -616,7 +616,7 @@ impl FlashWriter<'_> {
             hits.push(self.b.setp(Cmp::Gt, Type::U32, last_key, i0));
         }
         for hit in hits {
-            self.selp_to(Type::U32, flag, Operand::Int(1), flag, hit);
+            self.b.selp_to(Type::U32, flag, Operand::Int(1), flag, hit);
         }
         self.b.setp(Cmp::Ne, Type::U32, flag, Operand::Int(0))
     }
@@ -658,7 +658,7 @@ impl FlashWriter<'_> {
                 for arr in arrays {
                     let r = arr[j][k];
                     for &pred in &keep {
-                        self.selp_to(Type::F32, r, r, zero, pred);
+                        self.b.selp_to(Type::F32, r, r, zero, pred);
                     }
                 }
             }

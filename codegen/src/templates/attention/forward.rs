@@ -361,7 +361,8 @@ impl<'a> FlashWriter<'a> {
         let d = self.d;
         let flag = self.b.mov(Type::U32, Operand::Int(0));
         let past_len = self.b.setp(Cmp::Gt, Type::U32, key_end, ctx.n);
-        self.selp_to(Type::U32, flag, Operand::Int(1), flag, past_len);
+        self.b
+            .selp_to(Type::U32, flag, Operand::Int(1), flag, past_len);
         for mask in [d.score_mask, d.prob_mask].into_iter().flatten() {
             let hit = match mask {
                 // Some key j > some row i >= q0: the last key passes q0.
@@ -375,7 +376,7 @@ impl<'a> FlashWriter<'a> {
                     self.b.setp(Cmp::Lt, Type::U32, key_first, last_row)
                 }
             };
-            self.selp_to(Type::U32, flag, Operand::Int(1), flag, hit);
+            self.b.selp_to(Type::U32, flag, Operand::Int(1), flag, hit);
         }
         self.b.setp(Cmp::Ne, Type::U32, flag, Operand::Int(0))
     }
@@ -405,7 +406,7 @@ impl<'a> FlashWriter<'a> {
                             self.b.setp(Cmp::Le, Type::S32, row, col)
                         }
                     };
-                    self.selp_to(Type::F32, r, r, fill, keep);
+                    self.b.selp_to(Type::F32, r, r, fill, keep);
                 }
             }
         }

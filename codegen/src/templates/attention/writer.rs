@@ -109,24 +109,6 @@ impl<'a> FlashWriter<'a> {
         self.b.binary(op, Type::U64, a, b)
     }
 
-    /// Assigns `pred ? a : b` to the existing register `dst`.
-    pub(in crate::templates) fn selp_to(
-        &mut self,
-        ty: Type,
-        dst: Reg,
-        a: impl Into<Operand>,
-        b: impl Into<Operand>,
-        pred: Reg,
-    ) {
-        self.b.push(Inst::Selp {
-            ty,
-            dst,
-            a: a.into(),
-            b: b.into(),
-            pred,
-        });
-    }
-
     /// Assigns `a op b` (f32) to the existing register `dst`.
     pub(in crate::templates) fn f32_to(
         &mut self,
