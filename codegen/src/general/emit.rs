@@ -1212,6 +1212,9 @@ impl<'g> Emitter<'g> {
                     empty,
                 )))
             }
+            ReduceOp::ArgMin | ReduceOp::ArgMax => {
+                self.arg_reduce(op == ReduceOp::ArgMax, arg, &x, axis, n, &line)
+            }
             ReduceOp::LogSumExp => {
                 let (m, s) = self.softmax_stats(arg, &x, axis, &line)?;
                 let l2 = self.b.unary(crate::kernel::UnOp::Lg2Approx, Type::F32, s);
@@ -1233,6 +1236,101 @@ impl<'g> Emitter<'g> {
                 )))
             }
         }
+    }
+
+    /// An argmin (`max`: argmax) along `axis` of the line through `line`:
+    /// the first NaN's index if any, else the lowest index of the extreme,
+    /// -1 for an empty line. In a cooperative loop each lane keeps its own
+    /// candidate (indices as u32, `u32::MAX` for none) and shuffles combine
+    /// them, lower index first on ties.
+    fn arg_reduce(
+        &mut self,
+        max: bool,
+        arg: Handle<Node>,
+        x: &TensorType,
+        axis: usize,
+        n: Operand,
+        line: &At,
+    ) -> Result<Val> {
+        let int = is_int(x.dtype);
+        let (ty, start) = match (int, max) {
+            (true, true) => (Type::S64, Operand::Int(i64::MIN)),
+            (true, false) => (Type::S64, Operand::Int(i64::MAX)),
+            (false, true) => (Type::F32, Operand::F32(f32::NEG_INFINITY)),
+            (false, false) => (Type::F32, Operand::F32(f32::INFINITY)),
+        };
+        let none = Operand::Int(i64::from(u32::MAX));
+        let best = self.b.mov(ty, start);
+        let idx = self.b.mov(Type::U32, none);
+        let nan = self.b.mov(Type::U32, none);
+        let cmp = if max { Cmp::Gt } else { Cmp::Lt };
+        self.over_axis(n, line, axis, |em, l| {
+            let t = em.b.cvt(Type::U32, Type::U64, l.idx[axis]);
+            let v = em.value(arg, l)?;
+            let v = if int { em.i64(v) } else { em.f32(v) };
+            let better = em.b.setp(cmp, ty, v, best);
+            let first = em.b.setp(Cmp::Eq, Type::U32, idx, none);
+            let take = em.b.binary(BinOp::Or, Type::Pred, better, first);
+            em.b.selp_to(ty, best, v, best, take);
+            em.b.selp_to(Type::U32, idx, t, idx, take);
+            if !int {
+                // `x == x` fails only for NaN (PTX's `ne` is ordered, false
+                // for NaN too); the first NaN seen is kept.
+                let number = em.b.setp(Cmp::Eq, Type::F32, v, v);
+                let set = em.b.setp(Cmp::Ne, Type::U32, nan, none);
+                let skip = em.b.binary(BinOp::Or, Type::Pred, number, set);
+                em.b.selp_to(Type::U32, nan, nan, t, skip);
+            }
+            Ok(())
+        })?;
+        if self.lanes.is_some() {
+            for offset in [16, 8, 4, 2, 1] {
+                let other_best = self.shfl_any(ty, best, offset);
+                let other_idx = self.b.shfl(ShflMode::Bfly, idx, Operand::Int(offset), 31);
+                let other_nan = self.b.shfl(ShflMode::Bfly, nan, Operand::Int(offset), 31);
+                // Take the other lane's candidate if it has one and ours
+                // does not, or it is better, or equal at a lower index.
+                let has = self.b.setp(Cmp::Ne, Type::U32, other_idx, none);
+                let mine_none = self.b.setp(Cmp::Eq, Type::U32, idx, none);
+                let better = self.b.setp(cmp, ty, other_best, best);
+                let equal = self.b.setp(Cmp::Eq, ty, other_best, best);
+                let lower = self.b.setp(Cmp::Lt, Type::U32, other_idx, idx);
+                let tie = self.b.binary(BinOp::And, Type::Pred, equal, lower);
+                let wins = self.b.binary(BinOp::Or, Type::Pred, better, tie);
+                let wins = self.b.binary(BinOp::Or, Type::Pred, wins, mine_none);
+                let take = self.b.binary(BinOp::And, Type::Pred, has, wins);
+                self.b.selp_to(ty, best, other_best, best, take);
+                self.b.selp_to(Type::U32, idx, other_idx, idx, take);
+                self.b.binary_to(BinOp::Min, Type::U32, nan, nan, other_nan);
+            }
+        }
+        // NaN first, then the extreme, else -1.
+        let has_nan = self.b.setp(Cmp::Ne, Type::U32, nan, none);
+        let pick = self.b.selp(Type::U32, nan, idx, has_nan);
+        let found = self.b.setp(Cmp::Ne, Type::U32, pick, none);
+        let wide = self.b.cvt(Type::S64, Type::U32, pick);
+        Ok(Val::I(self.b.selp(
+            Type::S64,
+            wide,
+            Operand::Int(-1),
+            found,
+        )))
+    }
+
+    /// `shfl.bfly` of an f32 or s64 register (an s64 in two halves).
+    fn shfl_any(&mut self, ty: Type, v: Reg, offset: i64) -> Reg {
+        if ty == Type::F32 {
+            return self.b.shfl(ShflMode::Bfly, v, Operand::Int(offset), 31);
+        }
+        let lo = self.b.cvt(Type::U32, Type::U64, v);
+        let hi = self.b.binary(BinOp::Shr, Type::U64, v, Operand::Int(32));
+        let hi = self.b.cvt(Type::U32, Type::U64, hi);
+        let lo = self.b.shfl(ShflMode::Bfly, lo, Operand::Int(offset), 31);
+        let hi = self.b.shfl(ShflMode::Bfly, hi, Operand::Int(offset), 31);
+        let lo = self.b.cvt(Type::U64, Type::U32, lo);
+        let hi = self.b.cvt(Type::U64, Type::U32, hi);
+        let hi = self.b.binary(BinOp::Shl, Type::U64, hi, Operand::Int(32));
+        self.b.binary(BinOp::Or, Type::S64, hi, lo)
     }
 
     /// A contraction at `at`: nested loops over the summed letters (the
