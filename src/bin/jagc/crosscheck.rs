@@ -198,7 +198,8 @@ impl ArgSpec {
                     KernelArgSpec::In(path) => npy_input(path, None),
                     KernelArgSpec::InOut { input, output } => npy_input(input, Some(output)),
                     KernelArgSpec::Out { path, dtype, count } => Ok(buffer(
-                        npy::tensor_dtype(dtype).ok_or_else(|| bad("the dtype has no device dtype"))?,
+                        npy::tensor_dtype(dtype)
+                            .ok_or_else(|| bad("the dtype has no device dtype"))?,
                         count,
                         BufferInit::Poison,
                         Some(path),
