@@ -23,9 +23,11 @@ class GraphOp:
     It runs as the custom op `torch.ops.jagged.run_graph`, whose fake
     implementation gives the outputs' shapes from the graph's types, so it
     works inside `torch.compile(fullgraph=True)` too (rows of a compaction
-    are a data-dependent size). Not differentiable yet: calling it with
-    inputs that require grad while grad mode is on raises
-    NotImplementedError.
+    are a data-dependent size). It is differentiable with respect to its
+    float inputs: the backward is the graph's backward graph, derived by
+    reverse-mode autodiff over the IR and compiled by the general path like
+    any graph (a node the IR cannot differentiate, such as a gather's table,
+    raises when the backward runs).
     """
 
     def __init__(self, text: str):
@@ -67,11 +69,6 @@ class GraphOp:
         missing = [n for n in self._input_names if n not in tensors]
         if missing:
             raise TypeError(f"jagged.{where}: missing input(s) {', '.join('`' + m + '`' for m in missing)}")
-        if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors.values()):
-            raise NotImplementedError(
-                f"jagged.{where}: graphs run by jagged.op are not differentiable yet; "
-                f"call it under torch.no_grad() or pass detached inputs"
-            )
         for name in self._input_names:
             if not isinstance(tensors[name], torch.Tensor):
                 raise TypeError(f"jagged.{where}: input `{name}` must be a torch.Tensor")
@@ -82,6 +79,19 @@ class GraphOp:
         encoded = ",".join(f"{k}={attrs[k]!r}" for k in names)
         outs = torch.ops.jagged.run_graph(self.text, [tensors[n] for n in self._input_names], encoded)
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    @functools.cached_property
+    def _float_inputs(self) -> Tuple[str, ...]:
+        return tuple(name for name, dtype, _ in self.inputs if TORCH_DTYPES[dtype].is_floating_point)
+
+    @functools.cached_property
+    def _float_outputs(self) -> List[int]:
+        return [k for k, (_, dtype, _) in enumerate(self.outputs) if dtype != "seqs" and TORCH_DTYPES[dtype].is_floating_point]
+
+    @functools.cached_property
+    def _backward(self) -> "GraphOp":
+        """The backward graph for every float input (see `run_graph`'s autograd)."""
+        return op(self._graph.backward(list(self._float_inputs)))
 
     def _run(self, inputs: List[torch.Tensor], attrs: Dict[str, object]) -> List[torch.Tensor]:
         where = f"op({self.name})"
@@ -153,6 +163,33 @@ def run_graph(text: str, inputs: List[torch.Tensor], attrs: str) -> List[torch.T
 @run_graph.register_fake
 def _(text, inputs, attrs):
     return op(text)._fake(list(inputs), _decode(attrs))
+
+
+def _setup_context(ctx, inputs, output):
+    text, tensors, attrs = inputs
+    ctx.text, ctx.attrs = text, attrs
+    ctx.outs = [(o.shape, o.dtype) for o in output]
+    ctx.save_for_backward(*tensors)
+
+
+def _backward(ctx, grads):
+    """Runs the backward graph on the saved inputs and the float outputs' cotangents."""
+    g = op(ctx.text)
+    tensors = list(ctx.saved_tensors)
+    if not g._float_inputs:
+        return None, [None] * len(tensors), None
+    cotangents = []
+    for k in g._float_outputs:
+        shape, dtype = ctx.outs[k]
+        grad = grads[k]
+        cotangents.append(torch.zeros(shape, dtype=dtype) if grad is None else grad.contiguous())
+    back = g._backward
+    outs = torch.ops.jagged.run_graph(back.text, tensors + cotangents, ctx.attrs)
+    by_name = dict(zip(g._float_inputs, outs))
+    return None, [by_name.get(name) for name in g._input_names], None
+
+
+run_graph.register_autograd(_backward, setup_context=_setup_context)
 
 
 @functools.lru_cache(maxsize=256)

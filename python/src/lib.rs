@@ -311,6 +311,19 @@ impl CompiledGraph {
             .collect()
     }
 
+    /// The text of this graph's backward graph for the float inputs `wrt`
+    /// (reverse-mode autodiff over the IR, `jagged_ir::autodiff`): its
+    /// inputs are this graph's, then one cotangent `grad_<output>` per float
+    /// output in output order; its outputs are `grad_<input>` for each name
+    /// of `wrt`, in that order. A node with no adjoint in the IR (a gather's
+    /// table, a compaction) is an error naming it.
+    fn backward(&self, wrt: Vec<String>) -> PyResult<String> {
+        let names: Vec<&str> = wrt.iter().map(String::as_str).collect();
+        let back = jagged_ir::autodiff::backward(&self.graph, &names)
+            .map_err(|e| Error::Input(format!("graph `{}`: {e}", self.graph.name())))?;
+        Ok(back.to_string())
+    }
+
     /// The outputs as `[(name, dtype, dims)]`.
     fn outputs(&self) -> Vec<(String, String, Vec<String>)> {
         self.graph
