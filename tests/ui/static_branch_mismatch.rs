@@ -8,11 +8,8 @@ fn k<H, D>(
     #[attr(static)] causal: bool,
 ) -> Jagged<f32, (H,)> {
     let s = q.dot(k);
-    let s = if causal {
-        s.causal()
-    } else {
-        s.sum_over_keys()
-    };
+    #[rustfmt::skip]
+    let s = if causal { s.causal() } else { s.sum_over_keys() };
     s.sum_over_keys()
 }
 
