@@ -140,6 +140,10 @@ struct Builder {
     weight: Option<Value>,
     /// A `[5]` table for `gather`.
     table: Option<Value>,
+    /// The graph's inputs and attributes: values both the kernels and the
+    /// reference read exactly (an arg reduction of a computed value would
+    /// flip between near-ties that differ by less than the tolerance).
+    exact: Vec<Handle<Node>>,
     outputs: usize,
     nodes: usize,
 }
@@ -281,7 +285,10 @@ impl Builder {
                 ];
                 let axis = arg as usize % a.shape.rank().max(1);
                 if let Some(shape) = a.shape.reduced(axis) {
-                    let op = ops[(arg >> 4) as usize % ops.len()];
+                    let mut op = ops[(arg >> 4) as usize % ops.len()];
+                    if op.is_arg() && !self.exact.contains(&a.node) {
+                        op = ReduceOp::Max;
+                    }
                     let n = self.g.reduce(op, a.node, axis);
                     // An index (i32) goes back to the pool as a float
                     // feature, so float-only ops may read it.
@@ -453,9 +460,11 @@ impl Builder {
     /// jagged reduced over the sequence.
     fn contract(&mut self, a: &Value, arg: u32) {
         // Operands in f32 (SIMT), or cast to f16 / bf16 (tensor cores where
-        // the result is stored: the general path's mma schedule).
-        let ab = [DType::F32, DType::F16, DType::BF16][(arg >> 8) as usize % 3];
-        let operand = |b: &mut Builder, v: &Value| b.cast_to(v, ab);
+        // the result is stored: the general path's mma schedule). Only
+        // exact values are cast to a half type: rounding a computed value
+        // can land on the other side of a rounding boundary than the
+        // reference's, an error far above an f32 output's tolerance.
+        let half = [DType::F32, DType::F16, DType::BF16][(arg >> 8) as usize % 3];
         let jag = |s: &Shape| s.rows == [Row::Ragged] && s.inner.len() == 1;
         let candidates: Vec<Value> = self
             .pool
@@ -467,6 +476,27 @@ impl Builder {
             return;
         }
         let b = candidates[arg as usize % candidates.len()].clone();
+        // A half type prefers exact operands: the jagged input `x` for the
+        // first, when it has the first operand's shape.
+        let x_input = self.pool[0].clone();
+        let a = if half != DType::F32
+            && !self.exact.contains(&a.node)
+            && x_input.shape == a.shape
+            && x_input.dtype.is_float()
+        {
+            x_input
+        } else {
+            a.clone()
+        };
+        let a = &a;
+        let b = if half != DType::F32 && self.exact.contains(&a.node) && jag(&a.shape) {
+            self.pool[0].clone()
+        } else {
+            b
+        };
+        let exact = self.exact.contains(&a.node) && self.exact.contains(&b.node);
+        let ab = if exact { half } else { DType::F32 };
+        let operand = |g: &mut Builder, v: &Value| g.cast_to(v, ab);
         let (x, y) = (operand(self, a), operand(self, &b));
         match (arg >> 6) % 4 {
             0 if jag(&a.shape) && a.shape.inner == b.shape.inner => {
@@ -606,6 +636,7 @@ fn build(r: &Recipe) -> Option<Graph> {
         pool: Vec::new(),
         weight: None,
         table: None,
+        exact: Vec::new(),
         outputs: 0,
         nodes: 0,
     };
@@ -676,6 +707,7 @@ fn build(r: &Recipe) -> Option<Graph> {
             dtype,
         });
     }
+    b.exact = b.pool.iter().map(|v| v.node).collect();
     for &(c, d) in &r.ops {
         if b.nodes >= 12 {
             break;
