@@ -292,7 +292,8 @@ impl CompiledGraph {
     /// The sequence sets as `[(value, offsets)]`: `value` as dims spell it
     /// (`%1`), `offsets` the name of the offsets input the set is built
     /// from (truncated or not; its rows are that input's `T`), `None` for a
-    /// set of compaction (`seqs_where`, a data-dependent row count).
+    /// set of compaction (`seqs_where`) or of packed pair triangles
+    /// (`seqs_triu`): a data-dependent row count.
     fn seqs(&self) -> Vec<(String, Option<String>)> {
         self.graph
             .nodes()
@@ -305,7 +306,7 @@ impl CompiledGraph {
                     };
                     Some((format!("{h}"), root))
                 }
-                Node::SeqsWhere { .. } => Some((format!("{h}"), None)),
+                Node::SeqsWhere { .. } | Node::SeqsTriu { .. } => Some((format!("{h}"), None)),
                 _ => None,
             })
             .collect()
