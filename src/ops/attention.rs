@@ -205,7 +205,7 @@ pub struct AttentionOptions {
 
 /// `jagged_flash_attention` (OPS.md): `q [T, H, D]`, `k [T, H, D]`,
 /// `v [T, H, E]` on `offsets` to `out [T, H, E]` and, with softmax,
-/// `lse [T, H]` (f32). Runs [`jagged_flash_attention_kernel`] with the
+/// `lse [T, H]` (f32). Runs [`jagged_flash_attention_kernel`](mod@jagged_flash_attention_kernel) with the
 /// options' activation and causality as its static attributes.
 ///
 /// Done here rather than in the DSL: the default `scale` `1/sqrt(D)` (read
@@ -315,7 +315,7 @@ pub struct FbgemmAttentionOptions {
 }
 
 /// `fbgemm_jagged_flash_attention_basic` (OPS.md): `q`, `k`, `v [T, D]` on
-/// `offsets` to `out [T, D]`. Runs [`fbgemm_jagged_flash_attention_basic_kernel`]
+/// `offsets` to `out [T, D]`. Runs [`fbgemm_jagged_flash_attention_basic_kernel`](mod@fbgemm_jagged_flash_attention_basic_kernel)
 /// with `use_mask` as its static attribute; computes in
 /// the dtype of `q`, `k` and `v` (OPS.md's `dtype` attribute).
 pub fn fbgemm_jagged_flash_attention_basic(
