@@ -1322,11 +1322,16 @@ impl<'g> Emitter<'g> {
         if ty == Type::F32 {
             return self.b.shfl(ShflMode::Bfly, v, Operand::Int(offset), 31);
         }
+        self.shfl_s64(ShflMode::Bfly, v, offset, 31)
+    }
+
+    /// `shfl.mode` of an s64 register, in two 32-bit halves.
+    fn shfl_s64(&mut self, mode: ShflMode, v: Reg, lane: i64, clamp: u32) -> Reg {
         let lo = self.b.cvt(Type::U32, Type::U64, v);
         let hi = self.b.binary(BinOp::Shr, Type::U64, v, Operand::Int(32));
         let hi = self.b.cvt(Type::U32, Type::U64, hi);
-        let lo = self.b.shfl(ShflMode::Bfly, lo, Operand::Int(offset), 31);
-        let hi = self.b.shfl(ShflMode::Bfly, hi, Operand::Int(offset), 31);
+        let lo = self.b.shfl(mode, lo, Operand::Int(lane), clamp);
+        let hi = self.b.shfl(mode, hi, Operand::Int(lane), clamp);
         let lo = self.b.cvt(Type::U64, Type::U32, lo);
         let hi = self.b.cvt(Type::U64, Type::U32, hi);
         let hi = self.b.binary(BinOp::Shl, Type::U64, hi, Operand::Int(32));
@@ -1511,27 +1516,58 @@ impl<'g> Emitter<'g> {
         Ok((*mask, parent))
     }
 
-    /// `offsets[0] = 0` and the running sum of the counts (one thread).
+    /// `offsets[0] = 0` and the running sum of the counts, one warp scanning
+    /// 32 counts a step with shuffles.
     fn prefix_kept(&mut self, seqs: Handle<Node>) -> Result<()> {
         let into = self.set_offsets(seqs)?;
-        self.items = SizeExpr::Const(1);
-        let (start, _) = self.b.global_thread_index();
+        // One warp: 32 counts a step, scanned with shuffles, plus the
+        // running total of the steps before.
+        self.items = SizeExpr::Const(32);
+        let (thread, _) = self.b.global_thread_index();
         let skip = self.b.label();
-        let other = self.b.setp(Cmp::Ne, Type::U64, start, Operand::Int(0));
+        let other = self.b.setp(Cmp::Ge, Type::U64, thread, Operand::Int(32));
         self.b.bra_if(other, false, skip);
+        let lane32 = self.b.cvt(Type::U32, Type::U64, thread);
+        let first = self.b.label();
+        let not_first = self.b.setp(Cmp::Ne, Type::U64, thread, Operand::Int(0));
+        self.b.bra_if(not_first, false, first);
         let zero = self.b.mov(Type::U64, Operand::Int(0));
-        let acc = self.b.mov(Type::S64, Operand::Int(0));
-        self.store(into, zero, Val::I(acc));
+        let nothing = self.b.mov(Type::S64, Operand::Int(0));
+        self.store_always(into, zero, Val::I(nothing));
+        self.b.place(first);
+        let carry = self.b.mov(Type::S64, Operand::Int(0));
         let batch = self.size(SizeExpr::Batch);
-        let end = self.b.binary(BinOp::Add, Type::U64, batch, Operand::Int(1));
-        let range = self
+        let steps = self
             .b
-            .begin_range(Type::U64, Operand::Int(1), end, Operand::Int(1));
-        let v = self.load(into, range.counter);
+            .begin_range(Type::U64, Operand::Int(0), batch, Operand::Int(32));
+        // Lane l holds count `steps + l` (at offsets position + 1).
+        let i = self.b.binary(BinOp::Add, Type::U64, steps.counter, thread);
+        let at = self.b.binary(BinOp::Add, Type::U64, i, Operand::Int(1));
+        let inside = self.b.setp(Cmp::Lt, Type::U64, i, batch);
+        let count = self.b.mov(Type::S64, Operand::Int(0));
+        let absent = self.b.label();
+        self.b.bra_if(inside, true, absent);
+        let v = self.load(into, at);
         let v = self.i64(v);
-        self.b.binary_to(BinOp::Add, Type::S64, acc, acc, v);
-        self.store(into, range.counter, Val::I(acc));
-        self.b.end_range(range);
+        self.b.mov_to(Type::S64, count, v);
+        self.b.place(absent);
+        let mut incl = count;
+        for offset in [1, 2, 4, 8, 16] {
+            let below = self.shfl_s64(ShflMode::Up, incl, offset, 0);
+            let has = self
+                .b
+                .setp(Cmp::Ge, Type::U32, lane32, Operand::Int(offset));
+            let add = self.b.selp(Type::S64, below, Operand::Int(0), has);
+            incl = self.b.binary(BinOp::Add, Type::S64, incl, add);
+        }
+        let out = self.b.binary(BinOp::Add, Type::S64, incl, carry);
+        let done = self.b.label();
+        self.b.bra_if(inside, true, done);
+        self.store_always(into, at, Val::I(out));
+        self.b.place(done);
+        let total = self.shfl_s64(ShflMode::Idx, incl, 31, 31);
+        self.b.binary_to(BinOp::Add, Type::S64, carry, carry, total);
+        self.b.end_range(steps);
         self.b.place(skip);
         Ok(())
     }
