@@ -42,6 +42,7 @@ fn method_call(name: &str, kind: DslKind, r: &str) -> String {
         "matmul" if kind == DslKind::Pairs => format!("{r}.matmul(wp)"),
         "matmul" => format!("{r}.matmul(w)"),
         "matmul_t" => format!("{r}.matmul_t(xn)"),
+        "matmul_t_grouped" => format!("{r}.matmul_t_grouped(wg)"),
         "outer_sum_over_seq" => format!("{r}.outer_sum_over_seq({r})"),
         "to_padded_or" | "causal_or" | "anticausal_or" => format!("{r}.{name}(0.0)"),
         "dot" if kind == DslKind::Pairs => format!("{r}.dot(v)"),
@@ -117,6 +118,7 @@ fn phantom_surface<D, E, M>(
     v: Jagged<f32, (D, E)>,
     w: Dense<f32, (E, M)>,
     wp: Dense<f32, (D, M)>,
+    wg: Dense<f32, (D, M, E)>,
     mask: Jagged<bool>,
     idx: Jagged<i64>,
 ) {
@@ -143,8 +145,12 @@ fn phantom_surface<D, E, M>(
     let _ = xj.sum_over_features();
     let _ = xj.mean_over_features();
     let _ = xj.max_over_features();
+    let _ = xj.argmin_over_features();
+    let _ = xj.argmax_over_features();
+    let _ = xj.sum_over_groups();
     let _ = xj.matmul(w);
     let _ = xj.matmul_t(xn);
+    let _ = xj.matmul_t_grouped(wg);
     let _ = xj.outer_sum_over_seq(xj);
     let _ = xj.sum_over_seq();
     let _ = xj.mean_over_seq();
@@ -199,6 +205,8 @@ fn phantom_surface<D, E, M>(
     let _ = xq.sum_over_features();
     let _ = xq.mean_over_features();
     let _ = xq.max_over_features();
+    let _ = xq.argmin_over_features();
+    let _ = xq.argmax_over_features();
     let _ = xq.matmul(wp);
     let _ = xq.seq_len();
     let _ = xq.softmax_over_keys();
@@ -253,8 +261,12 @@ fn phantom_surface<D, E, M>(
     let _ = xs.sum_over_features();
     let _ = xs.mean_over_features();
     let _ = xs.max_over_features();
+    let _ = xs.argmin_over_features();
+    let _ = xs.argmax_over_features();
+    let _ = xs.sum_over_groups();
     let _ = xs.matmul(w);
     let _ = xs.matmul_t(xn);
+    let _ = xs.matmul_t_grouped(wg);
     let _ = exp(xs);
     let _ = log(xs);
     let _ = silu(xs);
@@ -295,6 +307,9 @@ fn phantom_surface<D, E, M>(
     let _ = xp.sum_over_features();
     let _ = xp.mean_over_features();
     let _ = xp.max_over_features();
+    let _ = xp.argmin_over_features();
+    let _ = xp.argmax_over_features();
+    let _ = xp.sum_over_groups();
     let _ = xp.row_pos();
     let _ = xp.to_jagged();
     let _ = exp(xp);
@@ -337,6 +352,9 @@ fn phantom_surface<D, E, M>(
     let _ = xn.sum_over_features();
     let _ = xn.mean_over_features();
     let _ = xn.max_over_features();
+    let _ = xn.argmin_over_features();
+    let _ = xn.argmax_over_features();
+    let _ = xn.sum_over_groups();
     let _ = xn.matmul(w);
     let _ = xn.at(idx);
     let _ = exp(xn);

@@ -263,6 +263,8 @@ pub enum ResultDtype {
     TypeArgument,
     /// The kernel's offsets dtype.
     OffsetsDtype,
+    /// `i32`: an index (`argmin_over_features`, `argmax_over_features`).
+    Index,
 }
 
 /// The kind of a method's result.
@@ -312,6 +314,15 @@ const JP: &[DslKind] = &[DslKind::Jagged, DslKind::Pairs];
 const JD: &[DslKind] = &[DslKind::Jagged, DslKind::Padded];
 const JS: &[DslKind] = &[DslKind::Jagged, DslKind::PerSeq];
 const E: &[DslKind] = ELEMENTWISE_KINDS;
+/// The kinds whose inner dims `sum_over_groups` reduces (the DSL's
+/// receivers with two named inner dims; a `Pairs` value has its feature
+/// dims after two row axes and is left out).
+const GROUPS: &[DslKind] = &[
+    DslKind::Jagged,
+    DslKind::PerSeq,
+    DslKind::Padded,
+    DslKind::Dense,
+];
 const MATMUL: &[DslKind] = &[
     DslKind::Jagged,
     DslKind::Pairs,
@@ -447,6 +458,28 @@ pub const METHODS: &[Method] = &[
     reduce("sum_over_features", E, ReduceOp::Sum, R::Receiver),
     reduce("mean_over_features", E, ReduceOp::Mean, R::Receiver),
     reduce("max_over_features", E, ReduceOp::Max, R::Receiver),
+    // The index (i32) of the smallest / largest entry of the last inner dim:
+    // ties to the lowest index, a NaN wins, -1 over an empty dim.
+    m(
+        "argmin_over_features",
+        0,
+        E,
+        DslNode::Reduce(ReduceOp::ArgMin),
+        reduce_rule(ReduceOp::ArgMin),
+        D::Index,
+        R::Receiver,
+    ),
+    m(
+        "argmax_over_features",
+        0,
+        E,
+        DslNode::Reduce(ReduceOp::ArgMax),
+        reduce_rule(ReduceOp::ArgMax),
+        D::Index,
+        R::Receiver,
+    ),
+    // The sum over the second-to-last inner dim: `(.., G, D)` to `(.., D)`.
+    reduce("sum_over_groups", GROUPS, ReduceOp::Sum, R::Receiver),
     // Not on `Padded`: a contraction has no padded (`N`) axis.
     m(
         "matmul",
@@ -461,6 +494,19 @@ pub const METHODS: &[Method] = &[
     // weight `Dense<T, (N, K)>` or `PerSeq<T, (N, K)>` (`x @ w^T`).
     m(
         "matmul_t",
+        1,
+        JS,
+        DslNode::Contract,
+        CONTRACT_RULE,
+        D::Accumulator,
+        R::Receiver,
+    ),
+    // `x.matmul_t_grouped(w)`: per group `g` of x's `(.., G, K)` rows, the
+    // product with the transposed `w[g]` of a `Dense<T, (G, N, K)>`:
+    // `x[.., g, :] @ w[g]^T`, `(.., G, K)` to `(.., G, N)` (the contraction
+    // `x[..gk], w[gnk] -> ..gn`, `g` a batch letter).
+    m(
+        "matmul_t_grouped",
         1,
         JS,
         DslNode::Contract,

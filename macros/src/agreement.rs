@@ -51,7 +51,7 @@ fn kernel(d: DType, inner: Inner, expr: &str) -> String {
     format!(
         "fn k<D, E, M>(offsets: Offsets, xj: {xj}, xs: {xs}, xp: {xp}, xn: {xn}, xl: Lengths<{d}>, \
          q: Jagged<f32, {q}>, v: Jagged<{d}, {v}>, w: Dense<{d}, {w}>, wp: Dense<{d}, {wp}>, \
-         mask: Jagged<bool>, idx: Jagged<i64>, #[attr] max_len: usize) -> Jagged<f32> {{ {expr} }}",
+         wg: Dense<{d}, (D, M, E)>, mask: Jagged<bool>, idx: Jagged<i64>, #[attr] max_len: usize) -> Jagged<f32> {{ {expr} }}",
         xj = ty("Jagged", d, inner),
         xs = ty("PerSeq", d, inner),
         xp = ty("Padded", d, inner),
@@ -82,6 +82,7 @@ fn method_call(name: &str, kind: DslKind, r: &str, u: DType) -> String {
         "matmul" if kind == DslKind::Pairs => format!("{r}.matmul(wp)"),
         "matmul" => format!("{r}.matmul(w)"),
         "matmul_t" => format!("{r}.matmul_t(xn)"),
+        "matmul_t_grouped" => format!("{r}.matmul_t_grouped(wg)"),
         "outer_sum_over_seq" => format!("{r}.outer_sum_over_seq({r})"),
         "to_padded_or" | "causal_or" | "anticausal_or" => format!("{r}.{name}(0)"),
         "dot" if kind == DslKind::Pairs => format!("{r}.dot(v)"),
@@ -121,6 +122,7 @@ fn predict_method(spec: &typing::Method, kind: DslKind, d: DType, u: DType) -> P
         ResultDtype::Accumulator => typing::accumulator(d),
         ResultDtype::TypeArgument => u,
         ResultDtype::OffsetsDtype => OFFSETS,
+        ResultDtype::Index => DType::I32,
     };
     if spec.node == DslNode::Contract && typing::contract_result_rule(d, dtype).is_err() {
         return None;
@@ -231,7 +233,7 @@ fn verdicts(d: DType, inner: Inner, expr: &str) -> (Verdict, Option<Verdict>) {
 /// Whether `expr` calls a method that needs named inner dims (a contraction
 /// or a reduction over features, a gather from a table).
 fn needs_inner_dims(expr: &str) -> bool {
-    ["_over_features", ".dot", ".matmul", ".at("]
+    ["_over_features", "_over_groups", ".dot", ".matmul", ".at("]
         .iter()
         .any(|m| expr.contains(m))
 }

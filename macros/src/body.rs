@@ -1357,6 +1357,11 @@ impl Lowering<'_> {
                 let w = self.tensor(w, m.args.span(), "the operand of `.matmul()`")?;
                 return self.matmul(recv, w, name == "matmul_t", span);
             }
+            "matmul_t_grouped" => {
+                let w = pop_arg(&mut args, span)?;
+                let w = self.tensor(w, m.args.span(), "the operand of `.matmul_t_grouped()`")?;
+                return self.matmul_t_grouped(recv, w, span);
+            }
             "outer_sum_over_seq" => {
                 let y = pop_arg(&mut args, span)?;
                 let y = self.tensor(y, m.args.span(), "the operand of `.outer_sum_over_seq()`")?;
@@ -1418,7 +1423,44 @@ impl Lowering<'_> {
                     var,
                 }
             }
-            "sum_over_features" | "mean_over_features" | "max_over_features" => {
+            "sum_over_groups" => {
+                let Shape::Dims(dims) = &recv.shape else {
+                    return err(
+                        span,
+                        format!(
+                            "`.sum_over_groups()` reduces the second-to-last inner dim, which a shape parameter ({}) does not name; declare the dims: `(G, D)`",
+                            recv.describe()
+                        ),
+                    );
+                };
+                if dims.len() < 2 {
+                    return err(
+                        span,
+                        format!(
+                            "`.sum_over_groups()` sums the groups `G` of `(.., G, D)`: {} has fewer than two inner dims",
+                            recv.describe()
+                        ),
+                    );
+                }
+                let axis = row_dims(recv.kind) + dims.len() - 2;
+                let mut kept = dims.clone();
+                kept.remove(dims.len() - 2);
+                let var = self.emit(Step::Reduce {
+                    op: ReduceOp::Sum,
+                    x: v,
+                    axis,
+                });
+                Tensor {
+                    shape: Shape::Dims(kept),
+                    var,
+                    ..recv
+                }
+            }
+            "sum_over_features"
+            | "mean_over_features"
+            | "max_over_features"
+            | "argmin_over_features"
+            | "argmax_over_features" => {
                 let Shape::Dims(dims) = &recv.shape else {
                     return err(
                         span,
@@ -1437,11 +1479,20 @@ impl Lowering<'_> {
                 let op = match name.as_str() {
                     "sum_over_features" => ReduceOp::Sum,
                     "mean_over_features" => ReduceOp::Mean,
+                    "argmin_over_features" => ReduceOp::ArgMin,
+                    "argmax_over_features" => ReduceOp::ArgMax,
                     _ => ReduceOp::Max,
                 };
                 let axis = row_dims(recv.kind) + kept.len();
                 let var = self.emit(Step::Reduce { op, x: v, axis });
+                // An arg reduction gives i32 indices, whatever the receiver's dtype.
+                let dtype = if op.is_arg() {
+                    DTy::Named("i32".to_string())
+                } else {
+                    recv.dtype.clone()
+                };
                 Tensor {
+                    dtype,
                     shape: Shape::Dims(kept.to_vec()),
                     var,
                     ..recv
@@ -1711,6 +1762,62 @@ impl Lowering<'_> {
         });
         let mut shape = dx[..dx.len() - 1].to_vec();
         shape.push(wm.clone());
+        Ok(Value::Tensor(Tensor {
+            dtype: acc,
+            shape: Shape::Dims(shape),
+            var,
+            ..x
+        }))
+    }
+
+    /// `x.matmul_t_grouped(w)`: for `x` `(.., G, K)` and a weight
+    /// `Dense<T, (G, N, K)>`, `x[.., g, :] @ w[g]^T` per group `g`, `(.., G,
+    /// K)` to `(.., G, N)`, in the accumulator dtype: the contraction
+    /// `x[..gk], w[gnk] -> ..gn`, whose `g` is a batch letter of both
+    /// operands and the output (product quantization's per-subspace dot
+    /// products with the centroids).
+    fn matmul_t_grouped(&mut self, x: Tensor, w: Tensor, span: Span) -> syn::Result<Value> {
+        let usage = || {
+            format!(
+                "`x.matmul_t_grouped(w)` takes x `(.., G, K)` (Jagged or PerSeq) and a weight \
+                 `Dense<T, (G, N, K)>` and gives `(.., G, N)`; found {} and {}",
+                x.describe(),
+                w.describe()
+            )
+        };
+        let (Shape::Dims(dx), Shape::Dims(dw)) = (&x.shape, &w.shape) else {
+            return err(span, usage());
+        };
+        let ([.., g, k], [wg, wn, wk]) = (dx.as_slice(), dw.as_slice()) else {
+            return err(span, usage());
+        };
+        if w.kind != Kind::Dense || g != wg || k != wk {
+            return err(span, usage());
+        }
+        self.same_dtype(&x, &w, span)?;
+        let mut all = dx.clone();
+        all.push(wn.clone());
+        let letters = letters(&all);
+        let (kept, tail) = letters.split_at(dx.len() - 1);
+        let (lk, ln) = tail.split_at(1);
+        let lg = &kept[kept.len() - 1..];
+        let rows = match x.kind {
+            Kind::Jagged => "i",
+            _ => "",
+        };
+        let acc = x.dtype.acc();
+        let var = self.emit(Step::Contract {
+            a: x.var,
+            a_axes: format!("{rows}{kept}{lk}"),
+            b: w.var,
+            b_axes: format!("{lg}{ln}{lk}"),
+            out_axes: format!("{rows}{kept}{ln}"),
+            dtype: acc.clone(),
+            operand: x.dtype.clone(),
+            tf32: false,
+        });
+        let mut shape = dx[..dx.len() - 1].to_vec();
+        shape.push(wn.clone());
         Ok(Value::Tensor(Tensor {
             dtype: acc,
             shape: Shape::Dims(shape),

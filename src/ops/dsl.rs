@@ -45,8 +45,11 @@
 //! | `+ - * /`, unary `-`, `max(a, b)`, `min(a, b)`, `select(cond, a, b)` | tensors and scalars, broadcast |
 //! | `a.lt(b)`, `a.le(b)`, `a.gt(b)`, `a.ge(b)`, `a.eq(b)`, `a.ne(b)` -> bool tensor (`select`'s condition; IEEE: false with a NaN, but `ne` true) | tensors and scalars on either side (`dist.le(window)`, `window.ge(dist)`), broadcast |
 //! | `.sum_over_features()`, `.mean_over_features()`, `.max_over_features()`: reduce the last inner dim (`(H, D)` to `(H,)`) | any tensor with named inner dims |
+//! | `.argmin_over_features()`, `.argmax_over_features()`: the index (i32) of the smallest / largest entry of the last inner dim (`(M, K)` to `(M,)`; ties to the lowest index, a NaN wins, -1 when the dim is 0) | any tensor with named inner dims |
+//! | `.sum_over_groups()`: sum over the second-to-last inner dim (`(G, D)` to `(D,)`) | `Jagged`, `PerSeq`, `Padded`, `Dense` with two or more named inner dims |
 //! | `x.matmul(w)` with `w: Dense<T, (K, M)>`: `(.., K)` to `(.., M)` per row, in the accumulator dtype | `Jagged`, `PerSeq`, `Pairs`, `Dense` with named inner dims (not `Padded`) |
 //! | `x.matmul(w)` with a per-sequence `w: PerSeq<T, (K, M)>` (`x[o_b + i] @ w[b]`), `x.matmul_t(w)` with `w: Dense<T, (N, K)>` or `PerSeq<T, (N, K)>` (`x @ w^T`: `(.., K)` to `(.., N)`) | `Jagged`, `PerSeq` |
+//! | `x.matmul_t_grouped(w)` with `w: Dense<T, (G, N, K)>`: per group `g`, `x[.., g, :] @ w[g]^T` (`(.., G, K)` to `(.., G, N)`, the contraction `x[..gk], w[gnk] -> ..gn`), in the accumulator dtype | `Jagged`, `PerSeq` |
 //! | `x.outer_sum_over_seq(y)` -> `PerSeq`: `sum_{i < n_b} x[i]^T y[i]` (`(M,)` and `(P,)` give `(M, P)`) | `Jagged` |
 //! | `table.at(index)`: the rows of `table: Dense<T, (K, ..)>` at an i32/i64 `index` of any kind with no inner dims (0 outside `0..K`); a learned relative-position bias is `bias.at(((s.query_pos() - s.key_pos()).max(-w).min(w) + w).cast::<i64>())` | `Dense` |
 //! | `.exp()`, `.log()`, `.silu()`, `.sqrt()`, `.rsqrt()`, `.abs()`, `.relu()`, `.sigmoid()`, `.tanh()` (or `exp(x)`, `relu(x)`, ...) | any float tensor |
@@ -430,6 +433,23 @@ macro_rules! elementwise {
             {
                 Phantom::phantom()
             }
+            /// The index (i32) of the smallest entry of the last inner dim
+            /// (`[.., D]` to `[..]`): the lowest such index on ties, the
+            /// first NaN's if there is one, -1 when `D` is 0.
+            pub fn argmin_over_features(self) -> $kind<i32, <S as DropLast>::Output>
+            where
+                S: DropLast,
+            {
+                Phantom::phantom()
+            }
+            /// The index (i32) of the largest entry of the last inner dim,
+            /// as [`argmin_over_features`](Self::argmin_over_features).
+            pub fn argmax_over_features(self) -> $kind<i32, <S as DropLast>::Output>
+            where
+                S: DropLast,
+            {
+                Phantom::phantom()
+            }
         }
     )*};
     (@ops $kind:ident: $($tr:ident $m:ident),*) => {$(
@@ -465,6 +485,25 @@ macro_rules! elementwise {
 }
 
 elementwise!(Jagged, PerSeq, Padded, Pairs, Dense);
+
+/// `x.sum_over_groups()` on the kinds whose inner dims follow at most one
+/// row axis.
+macro_rules! sum_over_groups {
+    ($($kind:ident),*) => {$(
+        impl<T, S> $kind<T, S> {
+            /// Sum over the second-to-last inner dim, the groups `G` of
+            /// `[.., G, D]` (to `[.., D]`).
+            pub fn sum_over_groups(self) -> $kind<T, <S as DropSecondLast>::Output>
+            where
+                S: DropSecondLast,
+            {
+                Phantom::phantom()
+            }
+        }
+    )*};
+}
+
+sum_over_groups!(Jagged, PerSeq, Padded, Dense);
 
 /// A weight matrix of `x.matmul(w)` and `x.matmul_t(w)` on a `Jagged` or
 /// `PerSeq` receiver: a `Dense<T, (R, C)>` shared by every sequence or a
@@ -506,6 +545,17 @@ macro_rules! matmul_per_seq {
             pub fn matmul_t<W: WeightMatrix>(self, _w: W) -> $kind<T, <S as ReplaceLast<W::Rows>>::Output>
             where
                 S: ReplaceLast<W::Rows>,
+            {
+                Phantom::phantom()
+            }
+            /// Per group, times a transposed weight matrix: for `x` `[..,
+            /// G, K]` and `w: Dense<T, (G, N, K)>`, `x[.., g, :] @ w[g]^T`
+            /// for each group `g` (`[.., G, K]` to `[.., G, N]`), in the
+            /// accumulator dtype: the contraction `x[..gk], w[gnk] -> ..gn`
+            /// (product quantization's sub-vectors against their centroids).
+            pub fn matmul_t_grouped<T2, G, N, K>(self, _w: Dense<T2, (G, N, K)>) -> $kind<T, <S as ReplaceLast<N>>::Output>
+            where
+                S: ReplaceLast<N>,
             {
                 Phantom::phantom()
             }
@@ -709,6 +759,18 @@ impl<A, B> DropLast for (A, B) {
 }
 impl<A, B, C> DropLast for (A, B, C) {
     type Output = (A, B);
+}
+
+/// The shape without its second-to-last dim (the result of `sum_over_groups`).
+pub trait DropSecondLast {
+    /// The remaining dims.
+    type Output;
+}
+impl<A, B> DropSecondLast for (A, B) {
+    type Output = (B,);
+}
+impl<A, B, C> DropSecondLast for (A, B, C) {
+    type Output = (A, C);
 }
 
 /// The shape with its last dim replaced by `M` (the result of `matmul`).
