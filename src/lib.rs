@@ -13,6 +13,7 @@ extern crate self as jagged;
 
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod nested;
 pub mod ops;
 pub mod testing;
 
