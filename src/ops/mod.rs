@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod dsl;
+pub mod events;
 pub mod interactions;
 mod primitives;
 #[doc(hidden)]

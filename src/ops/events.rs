@@ -1,0 +1,359 @@
+//! OPS.md "event streams" (issue 11): ops over users' event streams cut into
+//! sessions, each a `#[jagged_kernel]`, and their front functions.
+//!
+//! | op | inputs | DSL |
+//! |---|---|---|
+//! | `session_pool` | `values [T, ...]`, `session_offsets [S+1]` | `values.sum_over_seq()` / `mean_over_seq()` / `max_over_seq()` over the sessions |
+//! | `user_pool` | `pooled [S, ...]`, `user_offsets [B+1]` | the same over each user's sessions |
+//! | `event_boost` | `values [T, D]`, `offsets [B+1]`, `segment [B]`, `cond [T]`, `table [G, C]`, `columns [D]` | `select(columns.ne(0), values * table.at(segment * C + cond), values)`, factor 1 outside the table |
+//!
+//! A nested tensor (sessions within users, [`crate::nested`]) pools in two
+//! launches, [`nested_pool`]: its sessions over `session_offsets`
+//! (`[S, ...]`), then those per user over `user_offsets` (`[B, ...]`); both
+//! levels are checked first, and a bad one is a [`NestedError`] naming it.
+//!
+//! No op here truncates: sessions and users have no `max_len`, every row
+//! counts. Inputs are f32, f16 or bf16 (f64 is computed in f32 by the
+//! kernels, as elsewhere), offsets i32 or i64.
+
+use jagged_ir::{DType, DenseTensor};
+use jagged_runtime::{DeviceTensor, Runtime};
+
+use super::KernelError;
+use super::dsl::*;
+use crate::nested::{self, Level, NestedError, NestedJagged};
+
+/// `session_pool` with `reduce = sum`: per session, the sum of its rows
+/// (0 for an empty session).
+#[jagged_kernel(name = "session_pool", outputs(out))]
+pub fn session_pool_sum<T: Float, S>(
+    values: Jagged<T, S>,
+    session_offsets: Offsets,
+) -> PerSeq<T, S> {
+    values.sum_over_seq()
+}
+
+/// `session_pool` with `reduce = mean`: `sum / max(L_s, 1)`.
+#[jagged_kernel(name = "session_pool", outputs(out))]
+pub fn session_pool_mean<T: Float, S>(
+    values: Jagged<T, S>,
+    session_offsets: Offsets,
+) -> PerSeq<T, S> {
+    values.mean_over_seq()
+}
+
+/// `session_pool` with `reduce = max` (0 for an empty session).
+#[jagged_kernel(name = "session_pool", outputs(out))]
+pub fn session_pool_max<T: Float, S>(
+    values: Jagged<T, S>,
+    session_offsets: Offsets,
+) -> PerSeq<T, S> {
+    values.max_over_seq()
+}
+
+/// `user_pool` with `reduce = sum`: per user, the sum of its sessions'
+/// pooled rows `pooled [S, ...]` (0 for a user without sessions).
+#[jagged_kernel(name = "user_pool", outputs(out))]
+pub fn user_pool_sum<T: Float, S>(pooled: Jagged<T, S>, user_offsets: Offsets) -> PerSeq<T, S> {
+    pooled.sum_over_seq()
+}
+
+/// `user_pool` with `reduce = mean` over the user's sessions.
+#[jagged_kernel(name = "user_pool", outputs(out))]
+pub fn user_pool_mean<T: Float, S>(pooled: Jagged<T, S>, user_offsets: Offsets) -> PerSeq<T, S> {
+    pooled.mean_over_seq()
+}
+
+/// `user_pool` with `reduce = max` over the user's sessions (0 without any).
+#[jagged_kernel(name = "user_pool", outputs(out))]
+pub fn user_pool_max<T: Float, S>(pooled: Jagged<T, S>, user_offsets: Offsets) -> PerSeq<T, S> {
+    pooled.max_over_seq()
+}
+
+/// `event_boost` on a flattened table: `values [T, D]` of users' events on
+/// `offsets [B+1]`, `segment [B]` and `cond [T]` integers (the offsets'
+/// index dtype or another), `table [K]` the `[segments, conditions]` table
+/// row-major (`K = segments * conditions`), `columns [D]` a mask (nonzero:
+/// boosted). Event `i` of user `b` gets `factor = table[segment[b] *
+/// conditions + cond[i]]` when `0 <= segment[b] < segments` and `0 <=
+/// cond[i] < conditions`, else 1; the masked columns are multiplied by it,
+/// the others copied.
+#[jagged_kernel(name = "event_boost", outputs(values))]
+pub fn event_boost_flat<T: Float, D, K, I: Index, M>(
+    values: Jagged<T, (D,)>,
+    segment: PerSeq<I>,
+    cond: Jagged<I>,
+    table: Dense<T, (K,)>,
+    columns: Dense<M, (D,)>,
+    #[attr] segments: usize,
+    #[attr] conditions: usize,
+) -> Jagged<T, (D,)> {
+    // `a and b` is `select(a, b, a)`.
+    let seg_ok = select(segment.ge(0), segment.lt(segments), segment.ge(0));
+    let cond_ok = select(cond.ge(0), cond.lt(conditions), cond.ge(0));
+    let known = select(seg_ok, cond_ok, seg_ok);
+    let index = segment.cast::<i64>() * conditions + cond.cast::<i64>();
+    let factor = select(known, table.at(index), 1.0);
+    select(columns.ne(0), values * factor, values)
+}
+
+/// `session_pool` and `user_pool`'s `reduce`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduce {
+    /// The sum (0 when empty).
+    Sum,
+    /// `sum / max(n, 1)`.
+    Mean,
+    /// The maximum (0 when empty).
+    Max,
+}
+
+impl Reduce {
+    /// Every reduction.
+    pub const ALL: [Reduce; 3] = [Reduce::Sum, Reduce::Mean, Reduce::Max];
+
+    /// OPS.md's name (`sum`, `mean`, `max`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Reduce::Sum => "sum",
+            Reduce::Mean => "mean",
+            Reduce::Max => "max",
+        }
+    }
+
+    /// The reduction named `name`.
+    pub fn from_name(name: &str) -> Option<Reduce> {
+        Reduce::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// The graph of `session_pool` for values of `dtype` and inner dims
+/// `inner`, offsets of `index`.
+pub fn session_pool_graph(
+    reduce: Reduce,
+    dtype: DType,
+    inner: &[usize],
+    index: DType,
+) -> Result<jagged_ir::Graph, KernelError> {
+    match reduce {
+        Reduce::Sum => session_pool_sum::graph(dtype, inner, index),
+        Reduce::Mean => session_pool_mean::graph(dtype, inner, index),
+        Reduce::Max => session_pool_max::graph(dtype, inner, index),
+    }
+}
+
+/// The graph of `user_pool` (as [`session_pool_graph`]).
+pub fn user_pool_graph(
+    reduce: Reduce,
+    dtype: DType,
+    inner: &[usize],
+    index: DType,
+) -> Result<jagged_ir::Graph, KernelError> {
+    match reduce {
+        Reduce::Sum => user_pool_sum::graph(dtype, inner, index),
+        Reduce::Mean => user_pool_mean::graph(dtype, inner, index),
+        Reduce::Max => user_pool_max::graph(dtype, inner, index),
+    }
+}
+
+/// `session_pool` (OPS.md): `values [T, ...]` on `session_offsets [S+1]`
+/// to `out [S, ...]`, each session reduced over all its rows.
+pub fn session_pool(
+    rt: &mut Runtime,
+    values: &DeviceTensor,
+    session_offsets: &DeviceTensor,
+    reduce: Reduce,
+) -> Result<DeviceTensor, KernelError> {
+    match reduce {
+        Reduce::Sum => session_pool_sum::launch(rt, values, session_offsets),
+        Reduce::Mean => session_pool_mean::launch(rt, values, session_offsets),
+        Reduce::Max => session_pool_max::launch(rt, values, session_offsets),
+    }
+}
+
+/// `user_pool`: `pooled [S, ...]` (one row per session) on `user_offsets
+/// [B+1]` (session indices) to `out [B, ...]`.
+pub fn user_pool(
+    rt: &mut Runtime,
+    pooled: &DeviceTensor,
+    user_offsets: &DeviceTensor,
+    reduce: Reduce,
+) -> Result<DeviceTensor, KernelError> {
+    match reduce {
+        Reduce::Sum => user_pool_sum::launch(rt, pooled, user_offsets),
+        Reduce::Mean => user_pool_mean::launch(rt, pooled, user_offsets),
+        Reduce::Max => user_pool_max::launch(rt, pooled, user_offsets),
+    }
+}
+
+/// Why an event-stream op failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    /// The nested tensor's offsets are invalid (the error names the level).
+    #[error(transparent)]
+    Nested(#[from] NestedError),
+    /// A kernel (its graph, inputs or launch) failed.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// An input of the wrong shape or dtype.
+    #[error("input `{input}`: {reason}")]
+    Input {
+        /// The input.
+        input: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl From<jagged_runtime::RuntimeError> for EventsError {
+    fn from(e: jagged_runtime::RuntimeError) -> Self {
+        EventsError::Kernel(KernelError::Run(e.into()))
+    }
+}
+
+/// A nested jagged tensor on the device: `values [T, ...]`,
+/// `session_offsets [S+1]` (event rows), `user_offsets [B+1]` (session
+/// indices). [`DeviceNested::upload`] copies a checked [`NestedJagged`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceNested {
+    /// The events.
+    pub values: DeviceTensor,
+    /// The sessions' event rows.
+    pub session_offsets: DeviceTensor,
+    /// The users' session indices.
+    pub user_offsets: DeviceTensor,
+}
+
+impl DeviceNested {
+    /// Uploads a host nested tensor.
+    pub fn upload(rt: &mut Runtime, host: &NestedJagged) -> Result<DeviceNested, EventsError> {
+        Ok(DeviceNested {
+            values: rt.upload_tensor(host.values())?,
+            session_offsets: rt.upload_tensor(host.session_offsets())?,
+            user_offsets: rt.upload_tensor(host.user_offsets())?,
+        })
+    }
+
+    /// Downloads and checks both levels' offsets (as [`NestedJagged::new`]);
+    /// returns `(session_offsets, user_offsets)` as indices.
+    pub fn check(&self, rt: &mut Runtime) -> Result<(Vec<usize>, Vec<usize>), EventsError> {
+        let events = *self
+            .values
+            .shape
+            .first()
+            .ok_or_else(|| EventsError::Input {
+                input: "values",
+                reason: format!("shape {:?}, expected [T, ...]", self.values.shape),
+            })?;
+        let entries = |rt: &mut Runtime, level: Level, t: &DeviceTensor| {
+            let host = rt.download_tensor(t)?;
+            host.data()
+                .to_i64()
+                .filter(|_| host.shape().len() == 1)
+                .ok_or(EventsError::Nested(NestedError::OffsetsType {
+                    level,
+                    dtype: host.dtype(),
+                    shape: host.shape().to_vec(),
+                }))
+        };
+        let s = entries(rt, Level::Sessions, &self.session_offsets)?;
+        let u = entries(rt, Level::Users, &self.user_offsets)?;
+        Ok(nested::check_nested(events, &s, &u)?)
+    }
+
+    /// The flat form's offsets on the device, `event_offsets[b] =
+    /// session_offsets[user_offsets[b]]` (the session offsets' dtype),
+    /// after checking both levels.
+    pub fn event_offsets(&self, rt: &mut Runtime) -> Result<DeviceTensor, EventsError> {
+        let (sessions, users) = self.check(rt)?;
+        let rows = nested::event_offsets_of(&sessions, &users);
+        let values: Vec<f64> = rows.iter().map(|&r| r as f64).collect();
+        let host = DenseTensor::from_f64(self.session_offsets.dtype(), vec![rows.len()], &values)
+            .map_err(|e| EventsError::Kernel(KernelError::Run(e.into())))?;
+        Ok(rt.upload_tensor(&host)?)
+    }
+}
+
+/// Pools a nested tensor: its sessions (`session_reduce` over each
+/// session's events, `[S, ...]`) and its users (`user_reduce` over each
+/// user's pooled sessions, `[B, ...]`). Both levels' offsets are checked
+/// before any kernel runs. With `Sum` at both levels a user's row is the
+/// sum of its events; `Mean` of `Mean` is the mean of its sessions' means
+/// (not of its events); `Max` at the user level counts an empty session as
+/// 0, its pooled value.
+pub fn nested_pool(
+    rt: &mut Runtime,
+    nested: &DeviceNested,
+    session_reduce: Reduce,
+    user_reduce: Reduce,
+) -> Result<(DeviceTensor, DeviceTensor), EventsError> {
+    nested.check(rt)?;
+    let sessions = session_pool(rt, &nested.values, &nested.session_offsets, session_reduce)?;
+    let users = user_pool(rt, &sessions, &nested.user_offsets, user_reduce)?;
+    Ok((sessions, users))
+}
+
+/// The graph of `event_boost` for values `[T, d]` of `dtype`, a table of
+/// `k = segments * conditions` entries, `segment` / `cond` of `index_dtype`,
+/// a `columns` mask of `mask_dtype` and offsets of `offsets`.
+pub fn event_boost_graph(
+    dtype: DType,
+    d: usize,
+    k: usize,
+    index_dtype: DType,
+    mask_dtype: DType,
+    offsets: DType,
+) -> Result<jagged_ir::Graph, KernelError> {
+    event_boost_flat::graph(dtype, d, k, index_dtype, mask_dtype, offsets)
+}
+
+/// `event_boost` (docs/ops.md): `values [T, D]` of users' events on
+/// `offsets [B+1]`; `segment [B]` and `cond [T]` (i32 or i64, the same
+/// dtype); `table [G, C]` of the values' dtype; `columns [D]` (u8, bool
+/// or a float: nonzero columns are boosted). Returns `out [T, D]` with
+/// `out[i, d] = values[i, d] * table[segment[b], cond[i]]` for the masked
+/// columns `d` of each event `i` of user `b`, and `values[i, d]` for the
+/// others; a `segment[b]` outside `0..G` or a `cond[i]` outside `0..C`
+/// gives the factor 1 (no boost).
+pub fn event_boost(
+    rt: &mut Runtime,
+    values: &DeviceTensor,
+    offsets: &DeviceTensor,
+    segment: &DeviceTensor,
+    cond: &DeviceTensor,
+    table: &DeviceTensor,
+    columns: &DeviceTensor,
+) -> Result<DeviceTensor, EventsError> {
+    let &[g, c] = &table.shape[..] else {
+        return Err(EventsError::Input {
+            input: "table",
+            reason: format!("shape {:?}, expected [G, C]", table.shape),
+        });
+    };
+    let flat = DeviceTensor {
+        buffer: table.buffer.clone(),
+        shape: vec![g * c],
+    };
+    Ok(event_boost_flat::launch(
+        rt, offsets, values, segment, cond, &flat, columns, g, c,
+    )?)
+}
+
+/// A `columns` mask `[d]` (u8) with the listed columns set, on the device;
+/// a column `>= d` is an error.
+pub fn column_mask(
+    rt: &mut Runtime,
+    d: usize,
+    columns: &[usize],
+) -> Result<DeviceTensor, EventsError> {
+    let mut mask = vec![0.0; d];
+    for &col in columns {
+        *mask.get_mut(col).ok_or_else(|| EventsError::Input {
+            input: "columns",
+            reason: format!("column {col} of values with {d} columns"),
+        })? = 1.0;
+    }
+    let host = DenseTensor::from_f64(DType::U8, vec![d], &mask)
+        .map_err(|e| EventsError::Kernel(KernelError::Run(e.into())))?;
+    Ok(rt.upload_tensor(&host)?)
+}

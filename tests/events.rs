@@ -1,0 +1,388 @@
+//! Event streams (issue 11): the ops of `jagged::ops::events` on the
+//! emulator against f64 references written here as plain loops
+//! (independent of the IR's evaluator), over adversarial nestings (no user,
+//! users without sessions, empty sessions, one session, sessions longer
+//! than 1024 rows), i32 and i64 offsets, sm_80 and sm_90a; every kernel
+//! through ptxas without spills; bad offsets on the device as typed errors
+//! naming the level.
+
+mod common;
+mod events_support;
+
+use std::sync::Arc;
+
+use events_support::*;
+use jagged::codegen::{Arch, Spec, compile_with_plan, ptxas};
+use jagged::ir::{AttrValue, DType, DenseTensor, Graph};
+use jagged::nested::{Level, NestedError, NestedJagged};
+use jagged::ops::events::*;
+use jagged::runtime::{BackendKind, KernelCache, Runtime};
+use jagged::testing::{Rng, Tolerance, rel_l2};
+
+fn runtime() -> Runtime {
+    let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator");
+    rt.set_kernel_cache(Arc::new(KernelCache::memory_only()));
+    rt.set_poison_outputs(true);
+    rt
+}
+
+// ---------------------------------------------------------------- kernels
+
+/// Runs `graph` for `arch` on the emulator on host inputs.
+fn run(
+    rt: &mut Runtime,
+    graph: &Graph,
+    arch: Arch,
+    inputs: &[(&str, &DenseTensor)],
+    attrs: &[(&str, AttrValue)],
+) -> std::collections::BTreeMap<String, DenseTensor> {
+    let spec = Spec::for_graph(graph, 0, arch).expect("spec");
+    rt.run_graph_host(graph, &spec, inputs, attrs)
+        .unwrap_or_else(|e| panic!("{} {arch}: {e}", graph.name()))
+}
+
+/// Per segment `s` (rows `offsets[s] .. offsets[s+1]` of `values [.., d]`),
+/// the sum, mean (`sum / max(n, 1)`) or max (0 when empty) of each column.
+fn pool_reference(values: &[f64], d: usize, offsets: &[usize], reduce: Reduce) -> Vec<f64> {
+    let mut out = Vec::new();
+    for w in offsets.windows(2) {
+        let n = w[1] - w[0];
+        for c in 0..d {
+            let col = (w[0]..w[1]).map(|r| values[r * d + c]);
+            out.push(match reduce {
+                Reduce::Sum => col.sum(),
+                Reduce::Mean => col.sum::<f64>() / n.max(1) as f64,
+                Reduce::Max => col
+                    .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+                    .unwrap_or(0.0),
+            });
+        }
+    }
+    out
+}
+
+fn assert_close(what: &str, dtype: DType, got: &DenseTensor, want: &[f64]) {
+    let got = got.to_f64();
+    assert!(
+        Tolerance::design(dtype).accepts(&got, want),
+        "{what}: relative error {:e} (lengths {} and {})",
+        rel_l2(&got, want),
+        got.len(),
+        want.len()
+    );
+}
+
+/// `session_pool` and `user_pool` (as `nested_pool` chains them) on every
+/// nesting, reduce, dtype, offsets dtype and arch, against the loops.
+#[test]
+fn session_and_user_pool_match_the_reference() {
+    let mut rt = runtime();
+    let mut rng = Rng::new(5);
+    let mut checked = 0;
+    for (dtype, inner) in [
+        (DType::F32, vec![5]),
+        (DType::BF16, vec![5]),
+        (DType::F32, vec![2, 3]),
+    ] {
+        let d: usize = inner.iter().product();
+        for index in [DType::I32, DType::I64] {
+            for reduce in Reduce::ALL {
+                let sg = session_pool_graph(reduce, dtype, &inner, index).expect("graph");
+                let ug = user_pool_graph(reduce, dtype, &inner, index).expect("graph");
+                for arch in Arch::ALL {
+                    for nesting in adversarial_nestings(&mut rng) {
+                        let what =
+                            format!("{reduce:?} {dtype} {inner:?} {index} {arch} {nesting:?}");
+                        let (sessions, users) = nesting_offsets(&nesting);
+                        let (t, s, b) = (
+                            sessions[sessions.len() - 1],
+                            sessions.len() - 1,
+                            users.len() - 1,
+                        );
+                        let values = random_values(&mut rng, dtype, t * d);
+                        let mut shape = vec![t];
+                        shape.extend(&inner);
+                        let v = tensor(dtype, shape, &values);
+                        let so = index_tensor(index, &sessions);
+                        let pooled = run(
+                            &mut rt,
+                            &sg,
+                            arch,
+                            &[("values", &v), ("session_offsets", &so)],
+                            &[],
+                        );
+                        let out = &pooled["out"];
+                        let mut want_shape = vec![s];
+                        want_shape.extend(&inner);
+                        assert_eq!(out.shape(), &want_shape[..], "{what}");
+                        let want = pool_reference(&values, d, &sessions, reduce);
+                        assert_close(&what, dtype, out, &want);
+                        // The user level pools the kernel's session rows.
+                        let uo = index_tensor(index, &users);
+                        let per_user = run(
+                            &mut rt,
+                            &ug,
+                            arch,
+                            &[("pooled", out), ("user_offsets", &uo)],
+                            &[],
+                        );
+                        let out = &per_user["out"];
+                        assert_eq!(out.shape()[0], b, "{what}");
+                        let want_users = pool_reference(&want, d, &users, reduce);
+                        assert_close(&format!("users: {what}"), dtype, out, &want_users);
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 2 * 3 * 2 * 8);
+}
+
+/// `nested_pool` checks both levels before running and pools with mixed
+/// reductions (mean of sessions, then max over each user's sessions).
+#[test]
+fn nested_pool_front_function() {
+    let mut rt = runtime();
+    let mut rng = Rng::new(9);
+    let nesting: Nesting = vec![vec![3, 0, 2], vec![], vec![1200], vec![0]];
+    let (sessions, users) = nesting_offsets(&nesting);
+    let t = sessions[sessions.len() - 1];
+    let values = random_values(&mut rng, DType::F32, t * 4);
+    let host = NestedJagged::new(
+        tensor(DType::F32, vec![t, 4], &values),
+        index_tensor(DType::I64, &sessions),
+        index_tensor(DType::I64, &users),
+    )
+    .expect("nested");
+    let dev = DeviceNested::upload(&mut rt, &host).expect("upload");
+    let (s, u) = nested_pool(&mut rt, &dev, Reduce::Mean, Reduce::Max).expect("pool");
+    let want_s = pool_reference(&values, 4, &sessions, Reduce::Mean);
+    let want_u = pool_reference(&want_s, 4, &users, Reduce::Max);
+    let (s, u) = (
+        rt.download_tensor(&s).unwrap(),
+        rt.download_tensor(&u).unwrap(),
+    );
+    assert_eq!((s.shape(), u.shape()), (&[5, 4][..], &[4, 4][..]));
+    assert_close("sessions", DType::F32, &s, &want_s);
+    assert_close("users", DType::F32, &u, &want_u);
+    // The flat form's offsets on the device.
+    let e = dev.event_offsets(&mut rt).expect("event offsets");
+    let e = rt.download_tensor(&e).unwrap();
+    assert_eq!(e.dtype(), DType::I64);
+    assert_eq!(e.to_f64(), [0.0, 5.0, 5.0, 1205.0, 1205.0]);
+    // Bad user offsets on the device: a typed error naming the level.
+    let bad = DeviceNested {
+        user_offsets: rt
+            .upload_tensor(&raw_index(DType::I64, &[0, 3, 2, 4, 5]))
+            .unwrap(),
+        ..dev.clone()
+    };
+    match nested_pool(&mut rt, &bad, Reduce::Sum, Reduce::Sum) {
+        Err(EventsError::Nested(NestedError::Offsets { level, index, .. })) => {
+            assert_eq!((level, index), (Level::Users, 2));
+        }
+        other => panic!("expected a user-level offsets error, got {other:?}"),
+    }
+    let bad = DeviceNested {
+        session_offsets: rt
+            .upload_tensor(&raw_index(DType::I64, &[0, 3, 3, 5, 1205, 1204]))
+            .unwrap(),
+        ..dev
+    };
+    match nested_pool(&mut rt, &bad, Reduce::Sum, Reduce::Sum) {
+        Err(EventsError::Nested(NestedError::Offsets { level, index, .. })) => {
+            assert_eq!((level, index), (Level::Sessions, 5));
+        }
+        other => panic!("expected a session-level offsets error, got {other:?}"),
+    }
+}
+
+/// `event_boost`'s reference: `factor = table[segment[b], cond[i]]` (1 out
+/// of range), applied to the masked columns.
+#[allow(clippy::too_many_arguments)]
+fn boost_reference(
+    values: &[f64],
+    d: usize,
+    offsets: &[usize],
+    segment: &[i64],
+    cond: &[i64],
+    table: &[f64],
+    (g, c): (usize, usize),
+    columns: &[bool],
+) -> Vec<f64> {
+    let mut out = values.to_vec();
+    for b in 0..offsets.len() - 1 {
+        for i in offsets[b]..offsets[b + 1] {
+            let (sg, cd) = (segment[b], cond[i]);
+            let factor = if (0..g as i64).contains(&sg) && (0..c as i64).contains(&cd) {
+                table[sg as usize * c + cd as usize]
+            } else {
+                1.0
+            };
+            for col in 0..d {
+                if columns[col] {
+                    out[i * d + col] = values[i * d + col] * factor;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `event_boost` on every user nesting's flat form, dtype, index dtypes,
+/// mask dtype and arch, with segments and conditions out of range.
+#[test]
+fn event_boost_matches_the_reference() {
+    let mut rt = runtime();
+    let mut rng = Rng::new(13);
+    let (d, g, c) = (6, 3, 4);
+    let mut checked = 0;
+    for dtype in [DType::F32, DType::BF16] {
+        for (index, offsets_dtype, mask_dtype) in [
+            (DType::I32, DType::I32, DType::U8),
+            (DType::I64, DType::I64, DType::U8),
+            (DType::I64, DType::I32, DType::F32),
+        ] {
+            let mask_dtype = if mask_dtype == DType::F32 {
+                dtype
+            } else {
+                mask_dtype
+            };
+            let graph = event_boost_graph(dtype, d, g * c, index, mask_dtype, offsets_dtype)
+                .unwrap_or_else(|e| panic!("{e}"));
+            for arch in Arch::ALL {
+                for nesting in adversarial_nestings(&mut rng) {
+                    let what =
+                        format!("{dtype} {index} {offsets_dtype} {mask_dtype} {arch} {nesting:?}");
+                    let offsets = offsets_of(nesting.iter().map(|u| u.iter().sum::<usize>()));
+                    let (t, b) = (offsets[offsets.len() - 1], offsets.len() - 1);
+                    let values = random_values(&mut rng, dtype, t * d);
+                    // -1 ..= G and -1 ..= C: out of range on both sides.
+                    let segment: Vec<i64> = (0..b).map(|_| rng.below(g + 2) as i64 - 1).collect();
+                    let cond: Vec<i64> = (0..t).map(|_| rng.below(c + 2) as i64 - 1).collect();
+                    let table = random_values(&mut rng, dtype, g * c);
+                    let columns: Vec<bool> = (0..d).map(|k| k % 3 != 1).collect();
+                    let mask: Vec<f64> = columns
+                        .iter()
+                        .map(|&m| {
+                            if m {
+                                1.0 + 6.0 * rng.below(2) as f64
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect();
+                    let inputs = [
+                        ("values", tensor(dtype, vec![t, d], &values)),
+                        ("offsets", index_tensor(offsets_dtype, &offsets)),
+                        ("segment", raw_index(index, &segment)),
+                        ("cond", raw_index(index, &cond)),
+                        ("table", tensor(dtype, vec![g * c], &table)),
+                        ("columns", tensor(mask_dtype, vec![d], &mask)),
+                    ];
+                    let named: Vec<(&str, &DenseTensor)> =
+                        inputs.iter().map(|(n, t)| (*n, t)).collect();
+                    let attrs = [
+                        ("segments", AttrValue::Index(g)),
+                        ("conditions", AttrValue::Index(c)),
+                    ];
+                    let out = run(&mut rt, &graph, arch, &named, &attrs);
+                    let want = boost_reference(
+                        &values,
+                        d,
+                        &offsets,
+                        &segment,
+                        &cond,
+                        &table,
+                        (g, c),
+                        &columns,
+                    );
+                    assert_eq!(out["values"].shape(), [t, d], "{what}");
+                    assert_close(&what, dtype, &out["values"], &want);
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 2 * 3 * 2 * 8);
+}
+
+/// The front function: a `[G, C]` table, columns from a list, the flat
+/// form of a nested tensor; factors exactly as given.
+#[test]
+fn event_boost_front_function() {
+    let mut rt = runtime();
+    // Two users of 2 and 3 events, values 1..; D = 3, columns 0 and 2.
+    let values: Vec<f64> = (1..=15).map(f64::from).collect();
+    let v = rt
+        .upload_tensor(&tensor(DType::F32, vec![5, 3], &values))
+        .unwrap();
+    let o = rt
+        .upload_tensor(&raw_index(DType::I32, &[0, 2, 5]))
+        .unwrap();
+    let seg = rt.upload_tensor(&raw_index(DType::I32, &[1, 0])).unwrap();
+    let cond = rt
+        .upload_tensor(&raw_index(DType::I32, &[0, 1, 1, 2, -1]))
+        .unwrap();
+    // table[g, c] = 10 g + c + 2.
+    let table: Vec<f64> = (0..2)
+        .flat_map(|g| (0..2).map(move |c| f64::from(10 * g + c + 2)))
+        .collect();
+    let tab = rt
+        .upload_tensor(&tensor(DType::F32, vec![2, 2], &table))
+        .unwrap();
+    let cols = column_mask(&mut rt, 3, &[0, 2]).unwrap();
+    let out =
+        event_boost(&mut rt, &v, &o, &seg, &cond, &tab, &cols).unwrap_or_else(|e| panic!("{e}"));
+    let out = rt.download_tensor(&out).unwrap().to_f64();
+    // Factors: user 0 (segment 1): 12, 13; user 1 (segment 0): 3, 1 (cond
+    // 2 >= C), 1 (cond -1).
+    let factors = [12.0, 13.0, 3.0, 1.0, 1.0];
+    let want: Vec<f64> = values
+        .iter()
+        .enumerate()
+        .map(|(k, &x)| if k % 3 == 1 { x } else { x * factors[k / 3] })
+        .collect();
+    assert_eq!(out, want);
+    assert!(column_mask(&mut rt, 3, &[3]).is_err());
+    let bad_table = rt
+        .upload_tensor(&tensor(DType::F32, vec![4], &table))
+        .unwrap();
+    assert!(matches!(
+        event_boost(&mut rt, &v, &o, &seg, &cond, &bad_table, &cols),
+        Err(EventsError::Input { input: "table", .. })
+    ));
+}
+
+/// Every event kernel assembles for sm_80 and sm_90a without spills.
+#[test]
+fn event_kernels_assemble_without_spills() {
+    let found = ptxas::find().ok_or_else(|| "was not found".to_string());
+    let test = "event_kernels_assemble_without_spills";
+    if common::tools::require(test, "ptxas", found).is_none() {
+        return;
+    }
+    let mut graphs = Vec::new();
+    for dtype in [DType::F32, DType::BF16] {
+        for reduce in Reduce::ALL {
+            graphs.push(session_pool_graph(reduce, dtype, &[64], DType::I64).unwrap());
+            graphs.push(user_pool_graph(reduce, dtype, &[64], DType::I32).unwrap());
+        }
+        graphs.push(event_boost_graph(dtype, 64, 12, DType::I64, DType::U8, DType::I64).unwrap());
+    }
+    for g in &graphs {
+        for arch in Arch::ALL {
+            let spec = Spec::for_graph(g, 0, arch).expect("spec");
+            let (kernel, plan) = compile_with_plan(g, &spec).expect("compiles");
+            let report = ptxas::assemble(&kernel.ptx, arch)
+                .unwrap_or_else(|e| panic!("{} {arch}: {e}\n{plan}", g.name()));
+            assert!(
+                report.offenders().is_empty(),
+                "{} {arch}: {:?}\n{plan}",
+                g.name(),
+                report.offenders()
+            );
+        }
+    }
+}
