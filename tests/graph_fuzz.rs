@@ -17,7 +17,7 @@ use std::sync::Arc;
 use jagged::codegen::{Arch, Spec};
 use jagged::ir::{
     AttrKind, AttrValue, BinaryOp, CompareOp, DType, Dim, Graph, GraphBuilder, Handle,
-    IndexPredicate, Node, ReduceOp, ScanMode, TensorType, UnaryOp,
+    IndexPredicate, Node, RankOrder, ReduceOp, ScanMode, TensorType, UnaryOp,
 };
 use jagged::runtime::{BackendKind, KernelCache, Runtime};
 use jagged::testing::{Rng, Tolerance, check_spec_against_reference};
@@ -230,7 +230,7 @@ impl Builder {
     fn step(&mut self, c: u32, d: u32) {
         let a = self.pick(d);
         let arg = c >> 5;
-        match c % 18 {
+        match c % 20 {
             0 => {
                 let ops = [
                     UnaryOp::Neg,
@@ -339,6 +339,7 @@ impl Builder {
             15 if a.shape.pair() => self.pack(&a),
             15 => self.compact(&a, arg),
             16 => self.positions(&a, arg),
+            18 | 19 => self.line_op(&a, arg),
             _ => {
                 // `select(a op b, a, b)` with a comparison of two values.
                 let b = self.pick(arg);
@@ -357,6 +358,30 @@ impl Builder {
                     self.push(n, shape, a.dtype);
                 }
             }
+        }
+    }
+
+    /// A rank (of an exact value, as a float feature) or a shift along one
+    /// of the value's axes other than `B`.
+    fn line_op(&mut self, a: &Value, arg: u32) {
+        let axis = arg as usize % a.shape.rank().max(1);
+        if a.shape.reduced(axis).is_none() {
+            return;
+        }
+        if arg & 16 != 0 && self.exact.contains(&a.node) {
+            let order = [RankOrder::Ascending, RankOrder::Descending][(arg >> 5) as usize % 2];
+            let r = self.g.rank(order, a.node, axis);
+            let float = if a.dtype.is_float() {
+                a.dtype
+            } else {
+                DType::F32
+            };
+            let n = self.g.cast(r, float);
+            self.push(n, a.shape.clone(), float);
+        } else {
+            let by = [1, -1, 2, -3][(arg >> 5) as usize % 4];
+            let n = self.g.shift(a.node, axis, by);
+            self.push(n, a.shape.clone(), a.dtype);
         }
     }
 

@@ -632,6 +632,16 @@ impl<'g> Pass<'g> {
                 let c = self.mul(h, d);
                 self.accumulate(*arg, c)?;
             }
+            Node::Shift { arg, axis, by } => {
+                // `y[i] = x[i + by]`: `dx[j] = dy[j - by]`, 0 where `j - by`
+                // falls off the line, which a shift back gives.
+                let c = self.push(Node::Shift {
+                    arg: g,
+                    axis: *axis,
+                    by: -*by,
+                });
+                self.accumulate(*arg, c)?;
+            }
             Node::Scan { mode, arg, axis } => {
                 let c = self.scan_adjoint(h, *mode, *arg, *axis, g)?;
                 self.accumulate(*arg, c)?;
@@ -744,6 +754,7 @@ impl<'g> Pass<'g> {
             | Node::Offsets { .. }
             | Node::Mask { .. }
             | Node::Compare { .. }
+            | Node::Rank { .. }
             | Node::Position { .. }
             | Node::Lengths { .. } => {}
         }
@@ -1134,6 +1145,16 @@ fn remap(node: &Node, m: &dyn Fn(Handle<Node>) -> Handle<Node>) -> Node {
         Node::Softmax { arg, axis } => Node::Softmax {
             arg: m(*arg),
             axis: *axis,
+        },
+        Node::Rank { order, arg, axis } => Node::Rank {
+            order: *order,
+            arg: m(*arg),
+            axis: *axis,
+        },
+        Node::Shift { arg, axis, by } => Node::Shift {
+            arg: m(*arg),
+            axis: *axis,
+            by: *by,
         },
         Node::Scan { mode, arg, axis } => Node::Scan {
             mode: *mode,

@@ -9,7 +9,7 @@ use crate::arena::{Arena, Handle};
 use crate::dtype::DType;
 use crate::graph::{
     AttrDecl, AttrKind, AttrValue, BinaryOp, CompareOp, Graph, IndexPredicate, Node, Origin,
-    Origins, Output, Precision, ReduceOp, ScanMode, TensorType, UnaryOp,
+    Origins, Output, Precision, RankOrder, ReduceOp, ScanMode, TensorType, UnaryOp,
 };
 use crate::validate::{ValidationError, validate};
 
@@ -252,6 +252,20 @@ impl GraphBuilder {
     /// Softmax of `x` along `axis`.
     pub fn softmax(&mut self, x: Handle<Node>, axis: usize) -> Handle<Node> {
         self.push(Node::Softmax { arg: x, axis })
+    }
+
+    /// Each element's place in the stable sort of its line along `axis`.
+    pub fn rank(&mut self, order: RankOrder, x: Handle<Node>, axis: usize) -> Handle<Node> {
+        self.push(Node::Rank {
+            order,
+            arg: x,
+            axis,
+        })
+    }
+
+    /// `x` moved `by` rows along `axis` (0 past the line's ends).
+    pub fn shift(&mut self, x: Handle<Node>, axis: usize, by: i64) -> Handle<Node> {
+        self.push(Node::Shift { arg: x, axis, by })
     }
 
     /// Prefix sum of `x` along `axis`.

@@ -20,8 +20,8 @@ use crate::arena::Handle;
 use crate::bind::{BindError, InputDesc, bind, find_input};
 use crate::dtype::DType;
 use crate::graph::{
-    AttrValue, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, Node, Precision, ReduceOp,
-    ScanMode, TensorType, Type, UnaryOp,
+    AttrValue, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, Node, Precision, RankOrder,
+    ReduceOp, ScanMode, TensorType, Type, UnaryOp,
 };
 use crate::tensor::{DenseTensor, TensorData, TensorError, check_offsets};
 use crate::validate::Structure;
@@ -578,7 +578,12 @@ impl<'g> Evaluator<'g> {
                     BinaryOp::Min => min_nan,
                     BinaryOp::Pow => f64::powf,
                 };
-                tensor(self.elementwise(h, &[*lhs, *rhs], |x| f(x[0], x[1])))
+                let int_div = *op == BinaryOp::Div && !self.tensor_type(h).dtype.is_float();
+                tensor(self.elementwise(h, &[*lhs, *rhs], |x| match int_div {
+                    true if x[1] == 0.0 => 0.0,
+                    true => (x[0] / x[1]).trunc(),
+                    false => f(x[0], x[1]),
+                }))
             }
             Node::Select {
                 cond,
@@ -648,6 +653,8 @@ impl<'g> Evaluator<'g> {
             }
             Node::Reduce { op, arg, axis } => tensor(self.reduce(h, *op, *arg, *axis)),
             Node::Softmax { arg, axis } => tensor(self.softmax(*arg, *axis)),
+            Node::Rank { order, arg, axis } => tensor(self.rank(*order, *arg, *axis)),
+            Node::Shift { arg, axis, by } => tensor(self.shift(*arg, *axis, *by)),
             Node::Scan { mode, arg, axis } => tensor(self.scan(h, *mode, *arg, *axis)?),
             Node::Contract {
                 lhs,
@@ -757,6 +764,61 @@ impl<'g> Evaluator<'g> {
                 line.push(data[at_x.at(self, b, &xi)]);
             }
             out[at_r.at(self, b, idx)] = reduce_line(op, &line);
+        });
+        out
+    }
+
+    /// Each element's place in the stable sort of its line (NaN first,
+    /// then by `order`, ties by index).
+    fn rank(&self, order: RankOrder, arg: Handle<Node>, axis: usize) -> Vec<f64> {
+        let x = self.tensor_type(arg);
+        let data = self.data(arg);
+        let mut out = vec![0.0; data.len()];
+        let mut xi = Vec::new();
+        let mut at = Cached::new(x);
+        self.for_each(x, |b, idx| {
+            let here = at.at(self, b, idx);
+            let v = data[here];
+            xi.clear();
+            xi.extend_from_slice(idx);
+            let mut before = 0usize;
+            for t in 0..self.extent(x.dims[axis], b) {
+                xi[axis] = t;
+                let w = data[at.at(self, b, &xi)];
+                let better = match (w.is_nan(), v.is_nan()) {
+                    (true, false) => true,
+                    (false, true) => false,
+                    (true, true) => false,
+                    (false, false) => match order {
+                        RankOrder::Ascending => w < v,
+                        RankOrder::Descending => w > v,
+                    },
+                };
+                let tie = (w == v || (w.is_nan() && v.is_nan())) && t < idx[axis];
+                before += usize::from(better || tie);
+            }
+            out[here] = before as f64;
+        });
+        out
+    }
+
+    /// The operand moved by `by` rows along `axis`, 0 past the line's ends.
+    fn shift(&self, arg: Handle<Node>, axis: usize, by: i64) -> Vec<f64> {
+        let x = self.tensor_type(arg);
+        let data = self.data(arg);
+        let mut out = vec![0.0; data.len()];
+        let mut xi = Vec::new();
+        let mut at = Cached::new(x);
+        self.for_each(x, |b, idx| {
+            let from = idx[axis] as i64 + by;
+            let n = self.extent(x.dims[axis], b) as i64;
+            if (0..n).contains(&from) {
+                xi.clear();
+                xi.extend_from_slice(idx);
+                xi[axis] = from as usize;
+                let src = at.at(self, b, &xi);
+                out[at.at(self, b, idx)] = data[src];
+            }
         });
         out
     }

@@ -174,7 +174,8 @@ pub enum BinaryOp {
     Sub,
     /// `a * b`.
     Mul,
-    /// `a / b`.
+    /// `a / b`; for integers the quotient truncated toward zero, and 0
+    /// where `b` is 0.
     Div,
     /// The larger of `a` and `b`; NaN if either is NaN.
     Max,
@@ -245,6 +246,15 @@ pub enum ScanMode {
     /// One longer than the input: `y[0] = 0`, `y[k+1] = y[k] + x[k]`
     /// (lengths to offsets); the axis `B` becomes `B+1`, `n` becomes `n+1`.
     Complete,
+}
+
+/// The order a [`Node::Rank`] counts in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RankOrder {
+    /// Smallest first (the `k` nearest: `rank < k`).
+    Ascending,
+    /// Largest first (the `k` highest scores: `rank < k`).
+    Descending,
 }
 
 /// A comparison of two operands of one dtype, broadcast by structure: the
@@ -430,6 +440,33 @@ pub enum Node {
         /// The axis.
         axis: usize,
     },
+    /// The position of each element in the stable sort of its line along
+    /// `axis` (a ragged, `N` or static axis): the number of elements of the
+    /// line that come before it, as i32. Before means better in `order`, or
+    /// equal at a lower index; a NaN is better than any number (as in
+    /// `argmin`/`argmax`) and NaNs tie. `rank < k` keeps the `k` best of
+    /// each line: per-sequence top-k, pruning, beam selection.
+    Rank {
+        /// Which end comes first.
+        order: RankOrder,
+        /// The operand (numeric).
+        arg: Handle<Node>,
+        /// The axis.
+        axis: usize,
+    },
+    /// The operand moved along `axis` (a ragged, `N` or static axis) by
+    /// `by` rows: `y[i] = x[i + by]` where `0 <= i + by < n` (the line's
+    /// length: `n_b` for a ragged axis), 0 elsewhere. Neighbours within a
+    /// sequence (`t[i] - t[i - 1]`) are `x - shift(x, -1)`; a shift never
+    /// crosses into another sequence.
+    Shift {
+        /// The operand.
+        arg: Handle<Node>,
+        /// The axis.
+        axis: usize,
+        /// How many rows forward (`by > 0` reads later rows).
+        by: i64,
+    },
     /// Prefix sum along a dense axis (`B` or static) of a dense tensor.
     Scan {
         /// Alignment of the output.
@@ -520,6 +557,8 @@ impl Node {
             | Node::Cast { arg, .. }
             | Node::Reduce { arg, .. }
             | Node::Softmax { arg, .. }
+            | Node::Rank { arg, .. }
+            | Node::Shift { arg, .. }
             | Node::Scan { arg, .. }
             | Node::ToPadded { arg } => vec![*arg],
             Node::Binary { lhs, rhs, .. } | Node::Contract { lhs, rhs, .. } => vec![*lhs, *rhs],

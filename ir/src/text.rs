@@ -37,6 +37,8 @@
 //! | `mask j <= i`, `mask j >= i`, `mask i < len(%s)` | [`Node::Mask`] |
 //! | `reduce sum`/`max`/`mean`/`logsumexp`/`argmin`/`argmax %x, axis K` | [`Node::Reduce`] |
 //! | `softmax %x, axis K` | [`Node::Softmax`] |
+//! | `rank ascending`/`descending %x, axis K` | [`Node::Rank`] |
+//! | `shift %x, axis K, by 1`, `... by -1` | [`Node::Shift`] |
 //! | `scan inclusive`/`exclusive`/`complete %x, axis K` | [`Node::Scan`] |
 //! | `contract %a[ihd], %b[jhd] -> [ijh]`, `... -> [ijh], tf32` | [`Node::Contract`] |
 //! | `to_padded %x` | [`Node::ToPadded`] |
@@ -63,7 +65,7 @@ use crate::builder::GraphBuilder;
 use crate::dtype::DType;
 use crate::graph::{
     AttrKind, AttrValue, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, Node, Origin, Precision,
-    ReduceOp, ScanMode, TensorType, Type, UnaryOp,
+    RankOrder, ReduceOp, ScanMode, TensorType, Type, UnaryOp,
 };
 
 impl UnaryOp {
@@ -186,6 +188,19 @@ impl ScanMode {
     }
 }
 
+impl RankOrder {
+    /// Both orders.
+    pub const ALL: [RankOrder; 2] = [RankOrder::Ascending, RankOrder::Descending];
+
+    /// Its name in the text form.
+    pub fn name(self) -> &'static str {
+        match self {
+            RankOrder::Ascending => "ascending",
+            RankOrder::Descending => "descending",
+        }
+    }
+}
+
 impl AttrKind {
     /// Its name in the text form.
     pub fn name(self) -> &'static str {
@@ -246,6 +261,10 @@ fn write_op(f: &mut fmt::Formatter<'_>, node: &Node) -> fmt::Result {
         Node::Gather { table, index } => write!(f, "gather {table}, {index}"),
         Node::Reduce { op, arg, axis } => write!(f, "reduce {} {arg}, axis {axis}", op.name()),
         Node::Softmax { arg, axis } => write!(f, "softmax {arg}, axis {axis}"),
+        Node::Rank { order, arg, axis } => {
+            write!(f, "rank {} {arg}, axis {axis}", order.name())
+        }
+        Node::Shift { arg, axis, by } => write!(f, "shift {arg}, axis {axis}, by {by}"),
         Node::Scan { mode, arg, axis } => write!(f, "scan {} {arg}, axis {axis}", mode.name()),
         Node::Contract {
             lhs,
@@ -744,6 +763,22 @@ impl Parser {
                 let arg = self.value()?;
                 let axis = self.axis()?;
                 Node::Softmax { arg, axis }
+            }
+            "rank" => {
+                let order = self.name_of(&RankOrder::ALL, RankOrder::name, "rank order")?;
+                let arg = self.value()?;
+                let axis = self.axis()?;
+                Node::Rank { order, arg, axis }
+            }
+            "shift" => {
+                let arg = self.value()?;
+                let axis = self.axis()?;
+                self.punct(",")?;
+                self.keyword("by")?;
+                let negative = self.eat_punct("-");
+                let rows: i64 = self.number("a row count")?;
+                let by = if negative { -rows } else { rows };
+                Node::Shift { arg, axis, by }
             }
             "scan" => {
                 let mode = self.name_of(&ScanMode::ALL, ScanMode::name, "scan mode")?;

@@ -522,6 +522,20 @@ impl Validator<'_> {
         Self::rule(DtypeRule::Numeric, dtype)
     }
 
+    /// Checks that `axis` of `a` is one a line op (rank, shift) runs
+    /// along: a ragged, `N` or static axis, not `B`.
+    fn line_axis(op: &'static str, a: &TensorType, axis: usize) -> Result<(), Kind> {
+        let dim = Self::axis_dim(a, axis)?;
+        if matches!(dim, Dim::Batch | Dim::BatchPlusOne) {
+            return Err(Kind::BadAxis {
+                op,
+                axis,
+                dim: dim.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     fn axis_dim(ty: &TensorType, axis: usize) -> Result<Dim, Kind> {
         ty.dims.get(axis).copied().ok_or(Kind::AxisOutOfRange {
             axis,
@@ -709,6 +723,17 @@ impl Validator<'_> {
                         dim: dim.to_string(),
                     });
                 }
+                t(a.clone())
+            }
+            Node::Rank { arg, axis, .. } => {
+                let a = self.tensor(h, *arg)?;
+                Self::numeric(a.dtype)?;
+                Self::line_axis("rank", a, *axis)?;
+                t(TensorType::new(DType::I32, a.dims.clone()))
+            }
+            Node::Shift { arg, axis, .. } => {
+                let a = self.tensor(h, *arg)?;
+                Self::line_axis("shift", a, *axis)?;
                 t(a.clone())
             }
             Node::Scan { mode, arg, axis } => {

@@ -14,7 +14,7 @@ use jagged_ir::autodiff::{AutodiffError, backward, cotangent_name, gradient_name
 use jagged_ir::ops::{self, Activation, AttentionSpec, FbgemmAttentionSpec, JaggedSpec};
 use jagged_ir::{
     AttrKind, AttrValue, BinaryOp, CompareOp, DType, DenseTensor, Dim, Graph, GraphBuilder, Handle,
-    IndexPredicate, MAX_LEN, Node, ReduceOp, ScanMode, TensorType, UnaryOp, evaluate,
+    IndexPredicate, MAX_LEN, Node, RankOrder, ReduceOp, ScanMode, TensorType, UnaryOp, evaluate,
 };
 
 /// splitmix64: reproducible inputs without a dependency.
@@ -690,6 +690,50 @@ fn softmax_over_every_kind_of_axis() {
     let g = graph("softmax_unbatched", true, |b, _| {
         let x = b.input("x", f64d(&[], &[4]));
         let y = b.softmax(x, 0);
+        b.output("y", y);
+    });
+    check_gradients(&g, &["x"], &Check::default());
+}
+
+#[test]
+fn shifts_along_every_kind_of_axis() {
+    for (axis, by) in [(0, 1i64), (0, -2), (1, 1), (1, -1)] {
+        for truncate in [true, false] {
+            let g = graph(
+                &format!("shift_{axis}_{}_{truncate}", by.unsigned_abs()),
+                truncate,
+                |b, s| {
+                    let x = b.input("x", f64j(s, &[3]));
+                    // `x * shift(x)`: both paths of the gradient meet in `x`.
+                    let y = b.shift(x, axis, by);
+                    let y = b.mul(x, y);
+                    b.output("y", y);
+                },
+            );
+            check_gradients(&g, &["x"], &Check::default());
+        }
+    }
+    for axis in [1, 2] {
+        let g = graph(&format!("shift_dense_{axis}"), true, |b, _| {
+            let x = b.input("x", f64d(&[Dim::Batch, Dim::MaxLen], &[3]));
+            let y = b.shift(x, axis, -1);
+            b.output("y", y);
+        });
+        check_gradients(&g, &["x"], &Check::default());
+    }
+}
+
+/// A rank is piecewise constant: a weight chosen by it passes its own
+/// gradient and none through the rank.
+#[test]
+fn rank_selected_weights() {
+    let g = graph("rank_top2", true, |b, s| {
+        let x = b.input("x", f64j(s, &[]));
+        let r = b.rank(RankOrder::Descending, x, 0);
+        let two = b.constant(2.0, DType::I32);
+        let keep = b.compare(CompareOp::Lt, r, two);
+        let zero = b.constant(0.0, DType::F64);
+        let y = b.select(keep, x, zero);
         b.output("y", y);
     });
     check_gradients(&g, &["x"], &Check::default());

@@ -4,8 +4,8 @@
 //! contractions as loops).
 
 use jagged_ir::{
-    BinaryOp, CompareOp, Dim, Graph, Handle, IndexPredicate, Node, Precision, ReduceOp, ScanMode,
-    TensorType,
+    BinaryOp, CompareOp, Dim, Graph, Handle, IndexPredicate, Node, Precision, RankOrder, ReduceOp,
+    ScanMode, TensorType,
 };
 
 mod mma;
@@ -857,7 +857,13 @@ impl<'g> Emitter<'g> {
                 };
                 if let (true, Some(int_op)) = (int, int_op) {
                     let (l, r) = (self.i64(l), self.i64(r));
-                    return Ok(Val::I(self.b.binary(int_op, Type::S64, l, r)));
+                    let v = self.b.binary(int_op, Type::S64, l, r);
+                    if int_op == BinOp::Div {
+                        // PTX leaves `x / 0` undefined; the IR says 0.
+                        let zero = self.b.setp(Cmp::Eq, Type::S64, r, Operand::Int(0));
+                        return Ok(Val::I(self.b.selp(Type::S64, Operand::Int(0), v, zero)));
+                    }
+                    return Ok(Val::I(v));
                 }
                 // Float math (pow of integers included); `emit_binary`'s
                 // max and min propagate NaN, as the reference does.
@@ -958,6 +964,19 @@ impl<'g> Emitter<'g> {
                 self.guarded(*table, &At { b: at.b, idx }, inside, is_int(tab.dtype))
             }
             Node::Reduce { op, arg, axis } => self.reduce(h, *op, *arg, *axis, at),
+            Node::Rank { order, arg, axis } => self.rank(*order, *arg, *axis, at),
+            Node::Shift { arg, axis, by } => {
+                let x = tensor_type(graph, *arg)?;
+                let n = self.extent(x.dims[*axis], at.b)?;
+                let from = self
+                    .b
+                    .binary(BinOp::Add, Type::S64, at.idx[*axis], Operand::Int(*by));
+                // Unsigned: a row before the line's start is past its end.
+                let inside = self.b.setp(Cmp::Lt, Type::U64, from, n);
+                let mut idx = at.idx.clone();
+                idx[*axis] = from;
+                self.guarded(*arg, &At { b: at.b, idx }, inside, int)
+            }
             Node::Softmax { arg, axis } => {
                 let x = tensor_type(graph, *arg)?.clone();
                 let stats = reduced_type(&x, *axis);
@@ -1315,6 +1334,66 @@ impl<'g> Emitter<'g> {
             Operand::Int(-1),
             found,
         )))
+    }
+
+    /// The rank of the element `at` along `axis` ([`Node::Rank`]): a count
+    /// over its line of the elements that come before it, a NaN before any
+    /// number, ties by index.
+    fn rank(&mut self, order: RankOrder, arg: Handle<Node>, axis: usize, at: &At) -> Result<Val> {
+        let x = tensor_type(self.graph, arg)?.clone();
+        let int = is_int(x.dtype);
+        let ty = if int { Type::S64 } else { Type::F32 };
+        let read = |em: &mut Self, at: &At| -> Result<Reg> {
+            let v = em.value(arg, at)?;
+            Ok(if int { em.i64(v) } else { em.f32(v) })
+        };
+        let v = read(self, at)?;
+        let here = at.idx[axis];
+        // NaN-ness of our own element: `v == v` fails only for NaN.
+        let v_nan = (!int).then(|| {
+            let number = self.b.setp(Cmp::Eq, ty, v, v);
+            self.b
+                .selp(Type::U32, Operand::Int(0), Operand::Int(1), number)
+        });
+        let n = self.extent(x.dims[axis], at.b)?;
+        let count = self.b.mov(Type::S64, Operand::Int(0));
+        let cmp = match order {
+            RankOrder::Ascending => Cmp::Lt,
+            RankOrder::Descending => Cmp::Gt,
+        };
+        let saved = self.lanes.take();
+        self.over_axis(n, at, axis, |em, line| {
+            let w = read(em, line)?;
+            let earlier = em.b.setp(Cmp::Lt, Type::U64, line.idx[axis], here);
+            let better = em.b.setp(cmp, ty, w, v);
+            let equal = em.b.setp(Cmp::Eq, ty, w, v);
+            let (better, equal) = match v_nan {
+                None => (better, equal),
+                Some(v_nan) => {
+                    // A NaN is better than a number and ties with a NaN:
+                    // with `w_nan` and `v_nan` as 0/1, `w_nan > v_nan` and
+                    // `w_nan & v_nan`.
+                    let number = em.b.setp(Cmp::Eq, ty, w, w);
+                    let w_nan =
+                        em.b.selp(Type::U32, Operand::Int(0), Operand::Int(1), number);
+                    let nan_first = em.b.setp(Cmp::Gt, Type::U32, w_nan, v_nan);
+                    let both = em.b.binary(BinOp::And, Type::U32, w_nan, v_nan);
+                    let both = em.b.setp(Cmp::Ne, Type::U32, both, Operand::Int(0));
+                    (
+                        em.b.binary(BinOp::Or, Type::Pred, better, nan_first),
+                        em.b.binary(BinOp::Or, Type::Pred, equal, both),
+                    )
+                }
+            };
+            let tie = em.b.binary(BinOp::And, Type::Pred, equal, earlier);
+            let before = em.b.binary(BinOp::Or, Type::Pred, better, tie);
+            let one =
+                em.b.selp(Type::S64, Operand::Int(1), Operand::Int(0), before);
+            em.b.binary_to(BinOp::Add, Type::S64, count, count, one);
+            Ok(())
+        })?;
+        self.lanes = saved;
+        Ok(Val::I(count))
     }
 
     /// `shfl.bfly` of an f32 or s64 register (an s64 in two halves).

@@ -270,7 +270,9 @@ fn fused(graph: &Graph, h: Handle<Node>, fusion: Fusion) -> bool {
         Node::PackTriu { .. } => false,
         Node::Seqs { .. } | Node::SeqsWhere { .. } | Node::SeqsTriu { .. } => false,
         Node::Attr { .. } | Node::Const { .. } => true,
-        Node::Reduce { .. } | Node::Contract { .. } => {
+        // A rank reads its whole line per element: stored once rather than
+        // recomputed by every reader.
+        Node::Reduce { .. } | Node::Contract { .. } | Node::Rank { .. } => {
             pair || (fusion == Fusion::Fused
                 && (feeds_an_output_elementwise(graph, h) || emit::resident(graph, h)))
         }

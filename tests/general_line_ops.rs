@@ -1,0 +1,233 @@
+//! `rank` and `shift`, the IR's two line ops, through the general path:
+//! ranks along the sequence and along an inner axis (integer inputs full of
+//! ties, NaN entries), a per-sequence top-k kept by a compaction on
+//! `rank < k`, neighbour differences and session starts built from shifts,
+//! each against the f64 reference on the emulator for both archs.
+
+use std::sync::Arc;
+
+use jagged::codegen::{Arch, Spec, compile};
+use jagged::ir::{AttrValue, DType, DenseTensor, Graph};
+use jagged::runtime::{BackendKind, KernelCache, Runtime};
+use jagged::testing::{Rng, Tolerance, check_spec_against_reference};
+
+fn runtime() -> Runtime {
+    let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator");
+    rt.set_kernel_cache(Arc::new(KernelCache::memory_only()));
+    rt
+}
+
+/// `(name, text with {order}, {t} and {idx})`.
+const GRAPHS: &[(&str, &str)] = &[
+    (
+        "rank along the sequence",
+        "graph rank_seq {
+  attr max_len: index
+  %0 = input offsets : {idx}[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input x : {t}[%1, 3]
+  %3 = rank {order} %2, axis 0 : i32[%1, 3]
+  output r = %3
+}",
+    ),
+    (
+        "rank along an inner axis, of a computed value",
+        "graph rank_inner {
+  attr max_len: index
+  %0 = input offsets : {idx}[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input x : {t}[%1, 37]
+  %3 = input y : {t}[%1, 37]
+  %4 = sub %2, %3 : {t}[%1, 37]
+  %5 = rank {order} %4, axis 1 : i32[%1, 37]
+  output r = %5
+}",
+    ),
+    (
+        "the 3 best rows of each sequence, in their order (a compaction on rank < 3)",
+        "graph topk {
+  attr max_len: index
+  %0 = input offsets : {idx}[B+1]
+  %1 = seqs %0 : seqs
+  %2 = input score : {t}[%1]
+  %3 = input x : f32[%1, 5]
+  %4 = rank {order} %2, axis 0 : i32[%1]
+  %5 = const 3 : i32[]
+  %6 = lt %4, %5 : bool[%1]
+  %7 = seqs_where %6 : seqs
+  %8 = compact %3, %7 : f32[%7, 5]
+  %9 = offsets %7 : {idx}[B+1]
+  %10 = position axis 0 : i64[%1]
+  %11 = compact %10, %7 : i64[%7]
+  output values = %8
+  output kept = %11
+  output kept_offsets = %9
+}",
+    ),
+    (
+        "neighbour differences and session starts (shifts along the sequence)",
+        "graph sessions {
+  attr max_len: index
+  %0 = input offsets : {idx}[B+1]
+  %1 = seqs %0 : seqs
+  %2 = input t : {t}[%1]
+  %3 = shift %2, axis 0, by -1 : {t}[%1]
+  %4 = sub %2, %3 : {t}[%1]
+  %5 = const 2 : {t}[]
+  %6 = gt %4, %5 : bool[%1]
+  %7 = position axis 0 : i32[%1]
+  %8 = const 0 : i32[]
+  %9 = eq %7, %8 : bool[%1]
+  %10 = const 1 : {t}[]
+  %11 = const 0 : {t}[]
+  %12 = select %9, %10, %11 : {t}[%1]
+  %13 = select %6, %10, %12 : {t}[%1]
+  %14 = shift %2, axis 0, by 1 : {t}[%1]
+  %15 = sub %14, %2 : {t}[%1]
+  output start = %13
+  output next_gap = %15
+}",
+    ),
+    (
+        "shifts along an inner axis and along a truncated sequence",
+        "graph inner_shift {
+  attr max_len: index
+  %0 = input offsets : {idx}[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input x : {t}[%1, 6]
+  %3 = shift %2, axis 1, by 2 : {t}[%1, 6]
+  %4 = shift %2, axis 0, by -3 : {t}[%1, 6]
+  %5 = add %3, %4 : {t}[%1, 6]
+  output y = %5
+}",
+    ),
+];
+
+fn graph(text: &str, order: &str, dtype: DType, idx: DType) -> Graph {
+    let text = text
+        .replace("{order}", order)
+        .replace("{t}", &dtype.to_string())
+        .replace("{idx}", &idx.to_string());
+    Graph::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+#[test]
+fn line_ops_match_the_reference() {
+    let mut rt = runtime();
+    for (name, text) in GRAPHS {
+        for order in ["ascending", "descending"] {
+            // i32 inputs take values 0..7: ties everywhere.
+            for dtype in [DType::F32, DType::BF16, DType::I32] {
+                if name.contains("session") && dtype == DType::BF16 {
+                    // bf16 timestamps: the gap compare rounds differently
+                    // in the reference (f64 subtraction) and the kernel.
+                    continue;
+                }
+                for idx in [DType::I32, DType::I64] {
+                    let g = graph(text, order, dtype, idx);
+                    for arch in Arch::ALL {
+                        let spec = Spec::for_graph(&g, 21, arch).expect("spec");
+                        check_spec_against_reference(
+                            &g,
+                            &spec,
+                            &mut rt,
+                            21,
+                            &[],
+                            &mut Rng::new(17),
+                            Tolerance::design,
+                        )
+                        .unwrap_or_else(|e| panic!("{name} {order} {dtype} {idx} {arch}: {e}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// NaN comes first in both orders (as argmin/argmax pick it) and NaNs tie
+/// among themselves by index; equal values keep their order; an empty
+/// sequence has no rows to rank.
+#[test]
+fn nan_and_ties_rank_like_a_stable_sort() {
+    let text = GRAPHS[0].1;
+    // Sequences of 4, 0 and 5 rows; column 0 is checked by hand.
+    let lengths = [4usize, 0, 5];
+    let col0 = [
+        2.0,
+        f64::NAN,
+        2.0,
+        -1.0,
+        // sequence 2
+        0.5,
+        f64::NAN,
+        7.0,
+        f64::NAN,
+        0.5,
+    ];
+    let rows: usize = lengths.iter().sum();
+    let mut rng = Rng::new(5);
+    let mut x: Vec<f64> = (0..rows * 3).map(|_| rng.below(8) as f64).collect();
+    for (r, v) in col0.iter().enumerate() {
+        x[r * 3] = *v;
+    }
+    let x = DenseTensor::from_f64(DType::F32, vec![rows, 3], &x).expect("x");
+    let offsets = DenseTensor::from_f64(DType::I32, vec![4], &[0.0, 4.0, 4.0, 9.0]).expect("o");
+    let inputs = [("offsets", &offsets), ("x", &x)];
+    let attrs = [("max_len", AttrValue::Index(8))];
+    for (order, expect) in [
+        // ascending: NaN(1) | -1 | 2(0) 2(2);  NaN(5) NaN(7) | 0.5(4) 0.5(8) | 7
+        ("ascending", [2.0, 0.0, 3.0, 1.0, 2.0, 0.0, 4.0, 1.0, 3.0]),
+        // descending: NaN(1) | 2(0) 2(2) | -1;  NaN(5) NaN(7) | 7 | 0.5(4) 0.5(8)
+        ("descending", [1.0, 0.0, 2.0, 3.0, 3.0, 0.0, 2.0, 1.0, 4.0]),
+    ] {
+        let g = graph(text, order, DType::F32, DType::I32);
+        let want = jagged::ir::evaluate(&g, &inputs, &attrs).expect("reference");
+        let want = want["r"].to_f64();
+        let col: Vec<f64> = (0..rows).map(|r| want[r * 3]).collect();
+        assert_eq!(col, expect, "reference, {order}");
+        for arch in Arch::ALL {
+            let spec = Spec::for_graph(&g, 8, arch).expect("spec");
+            let kernel = compile(&g, &spec).expect("compiles");
+            let got = runtime()
+                .run_compiled_host(&g, &kernel, &inputs, &attrs)
+                .expect("runs");
+            assert_eq!(got["r"].to_f64(), want, "{order} {arch}");
+        }
+    }
+}
+
+/// Integer division truncates toward zero and gives 0 for a zero divisor
+/// (PTX leaves that undefined), as the reference says: the bucket of an
+/// integer timestamp relative to its predecessor, `t / (t - shift(t, -1))`.
+#[test]
+fn integer_division_truncates_and_is_zero_by_zero() {
+    let text = "graph buckets {
+  %0 = input offsets : i64[B+1]
+  %1 = seqs %0 : seqs
+  %2 = input t : i64[%1]
+  %3 = shift %2, axis 0, by -1 : i64[%1]
+  %4 = sub %2, %3 : i64[%1]
+  %5 = div %2, %4 : i64[%1]
+  output q = %5
+}";
+    let g = Graph::parse(text).expect("graph");
+    let t = [7.0, 7.0, -9.0, 12.0, 0.0, -9.0, -7.0, 5.0];
+    let t = DenseTensor::from_f64(DType::I64, vec![8], &t).expect("t");
+    let offsets = DenseTensor::from_f64(DType::I64, vec![3], &[0.0, 5.0, 8.0]).expect("o");
+    let inputs = [("offsets", &offsets), ("t", &t)];
+    let want = jagged::ir::evaluate(&g, &inputs, &[]).expect("reference");
+    // Differences: 7 | 0 | -16 | 21 | -12 ;  -9 | 2 | 12: -7 / 2 is -3.
+    assert_eq!(
+        want["q"].to_f64(),
+        [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, -3.0, 0.0],
+        "reference"
+    );
+    for arch in Arch::ALL {
+        let spec = Spec::for_graph(&g, 8, arch).expect("spec");
+        let kernel = compile(&g, &spec).expect("compiles");
+        let got = runtime()
+            .run_compiled_host(&g, &kernel, &inputs, &[])
+            .expect("runs");
+        assert_eq!(got["q"].to_f64(), want["q"].to_f64(), "{arch}");
+    }
+}
