@@ -386,3 +386,135 @@ fn event_kernels_assemble_without_spills() {
         }
     }
 }
+
+/// `jagc run` knows the event ops: the emulator's outputs are the
+/// reference evaluator's and the loops' (`event_boost`'s table given as
+/// its `[G, C]` file).
+#[test]
+fn jagc_runs_the_event_ops() {
+    use jagged::cli::npy;
+    let dir = std::env::temp_dir().join(format!("jagged-events-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut rng = Rng::new(17);
+    let nesting: Nesting = vec![vec![2, 0, 1100], vec![], vec![3]];
+    let (sessions, users) = nesting_offsets(&nesting);
+    let events = offsets_of(nesting.iter().map(|u| u.iter().sum::<usize>()));
+    let (t, d, g, c) = (sessions[sessions.len() - 1], 4, 2, 3);
+    let values = random_values(&mut rng, DType::F32, t * d);
+    let segment: Vec<i64> = vec![1, 0, 5];
+    let cond: Vec<i64> = (0..t).map(|_| rng.below(c + 1) as i64).collect();
+    let table = random_values(&mut rng, DType::F32, g * c);
+    let columns = [1.0, 0.0, 0.0, 1.0];
+    let files = [
+        ("values", tensor(DType::F32, vec![t, d], &values)),
+        ("session_offsets", index_tensor(DType::I32, &sessions)),
+        ("user_offsets", index_tensor(DType::I32, &users)),
+        ("offsets", index_tensor(DType::I64, &events)),
+        ("segment", raw_index(DType::I64, &segment)),
+        ("cond", raw_index(DType::I64, &cond)),
+        ("table", tensor(DType::F32, vec![g, c], &table)),
+        ("columns", tensor(DType::U8, vec![d], &columns)),
+    ];
+    for (name, t) in &files {
+        npy::save_dense(t, dir.join(format!("{name}.npy"))).expect("write npy");
+    }
+    let run = |op: &str, inputs: &[&str], extra: &[&str], backend: &str| -> Vec<f64> {
+        let out = dir.join(format!("{op}_{backend}.npy"));
+        let mut args: Vec<String> =
+            vec!["run".into(), op.into(), "--backend".into(), backend.into()];
+        for input in inputs {
+            let (name, file) = input.split_once('=').unwrap_or((input, input));
+            args.push("--in".into());
+            args.push(format!(
+                "{name}={}",
+                dir.join(format!("{file}.npy")).display()
+            ));
+        }
+        for e in extra {
+            args.push("--attr".into());
+            args.push((*e).into());
+        }
+        args.push("--out".into());
+        let name = if op == "event_boost" { "values" } else { "out" };
+        args.push(format!("{name}={}", out.display()));
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_jagc"))
+            .args(&args)
+            .output()
+            .expect("run jagc");
+        assert!(
+            status.status.success(),
+            "{op}: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        npy::load_dense(&out).expect("read npy").to_f64()
+    };
+    let session_means = pool_reference(&values, d, &sessions, Reduce::Mean);
+    // user_pool over the reference's session means (a file of them).
+    npy::save_dense(
+        &tensor(DType::F32, vec![sessions.len() - 1, d], &session_means),
+        dir.join("pooled.npy"),
+    )
+    .expect("write npy");
+    // (op, inputs, attributes, the loops' output)
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], Vec<f64>);
+    let cases: [Case; 3] = [
+        (
+            "session_pool",
+            &["values", "session_offsets"],
+            &["reduce=mean"],
+            session_means.clone(),
+        ),
+        (
+            "user_pool",
+            &["pooled", "user_offsets"],
+            &["reduce=max"],
+            pool_reference(&session_means, d, &users, Reduce::Max),
+        ),
+        (
+            "event_boost",
+            &["values", "offsets", "segment", "cond", "table", "columns"],
+            &[],
+            boost_reference(
+                &values,
+                d,
+                &events,
+                &segment,
+                &cond,
+                &table,
+                (g, c),
+                &[true, false, false, true],
+            ),
+        ),
+    ];
+    for (op, inputs, extra, want) in cases {
+        let reference = run(op, inputs, extra, "reference");
+        let emulated = run(op, inputs, extra, "emu");
+        assert!(
+            rel_l2(&reference, &want) < 1e-6,
+            "{op}: reference {}",
+            rel_l2(&reference, &want)
+        );
+        assert!(
+            rel_l2(&emulated, &want) < 1e-5,
+            "{op}: emulator {}",
+            rel_l2(&emulated, &want)
+        );
+    }
+    // A bad offsets file is an error naming the input.
+    npy::save_dense(
+        &raw_index(DType::I32, &[0, 3, 2, 1105]),
+        dir.join("bad.npy"),
+    )
+    .expect("npy");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jagc"))
+        .args(["run", "session_pool", "--backend", "emu", "--in"])
+        .arg(format!("values={}", dir.join("values.npy").display()))
+        .arg("--in")
+        .arg(format!("session_offsets={}", dir.join("bad.npy").display()))
+        .output()
+        .expect("run jagc");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("session_offsets[2]"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

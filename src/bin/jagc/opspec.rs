@@ -175,6 +175,12 @@ pub enum Op {
     JaggedDenseBmmBackward,
     /// `jagged_jagged_bmm_backward`.
     JaggedJaggedBmmBackward,
+    /// `session_pool` (event streams).
+    SessionPool,
+    /// `user_pool` (event streams).
+    UserPool,
+    /// `event_boost` (event streams).
+    EventBoost,
 }
 
 /// Help text of the attributes, shown by `--help`.
@@ -192,6 +198,8 @@ Attributes (--attr K=V), by op; defaults in brackets:
   jagged_dense_dot, jagged_dense_bmm_backward, jagged_jagged_bmm_backward):
                                 dtype=f32|f16|bf16 [f32], tf32=BOOL [false]
                                 (f32 operands rounded to tf32: tf32 tensor cores)
+  session_pool, user_pool:      reduce=sum|mean|max [sum] (no max_len: every row counts)
+  event_boost:                  none (the table's [G, C] comes from its file)
 Sizes, for emit and stats only (run reads them from the input files):
   primitives:                   inner=DxD.. [64] (inner dims of the values),
                                 index=i32|i64 [i32] (offsets / lengths dtype)
@@ -203,6 +211,10 @@ Sizes, for emit and stats only (run reads them from the input files):
                                 MxP (jagged_jagged_bmm and its backward),
                                 DxF (jagged_dense_dot), D (jagged_pairwise_dot)
                                 [64x64; 64], index=i32|i64 [i32]
+  session_pool, user_pool:      inner=DxD.. [64], index=i32|i64 [i32]
+  event_boost:                  inner=DxGxC [64x4x8] (D columns, a [G, C] table),
+                                index=i32|i64 [i32] (offsets, segment, cond),
+                                mask=u8|bool [u8] (columns)
 --dtype sets the float dtype (attention ops: the same as --attr dtype).
 With --graph FILE.jir: the attributes the file declares (index ones as
 integers, float ones as numbers; defaults from the file); max_len also sets
@@ -210,7 +222,7 @@ the spec's bucket (emit/stats: [the file's default, else 128]).";
 
 impl Op {
     /// Every op, primitives first.
-    pub const ALL: [Op; 15] = [
+    pub const ALL: [Op; 18] = [
         Op::CompleteCumsum,
         Op::JaggedToPaddedDense,
         Op::DenseToJagged,
@@ -226,6 +238,9 @@ impl Op {
         Op::JaggedDenseDot,
         Op::JaggedDenseBmmBackward,
         Op::JaggedJaggedBmmBackward,
+        Op::SessionPool,
+        Op::UserPool,
+        Op::EventBoost,
     ];
 
     /// OPS.md's name.
@@ -246,6 +261,9 @@ impl Op {
             Op::JaggedDenseDot => "jagged_dense_dot",
             Op::JaggedDenseBmmBackward => "jagged_dense_bmm_backward",
             Op::JaggedJaggedBmmBackward => "jagged_jagged_bmm_backward",
+            Op::SessionPool => "session_pool",
+            Op::UserPool => "user_pool",
+            Op::EventBoost => "event_boost",
         }
     }
 
@@ -301,13 +319,21 @@ impl Op {
             Op::JaggedPairwiseDot => &["x", "offsets"],
             Op::JaggedDenseBmmBackward => &["x", "offsets", "y", "dout"],
             Op::JaggedJaggedBmmBackward => &["x", "y", "offsets", "dout"],
+            Op::SessionPool => &["values", "session_offsets"],
+            Op::UserPool => &["pooled", "user_offsets"],
+            Op::EventBoost => &["values", "offsets", "segment", "cond", "table", "columns"],
         }
     }
 
     /// Graph attributes (run time).
     fn runtime_attrs(self) -> &'static [&'static str] {
         match self {
-            Op::CompleteCumsum | Op::DenseToJagged | Op::MaskedSelectJagged => &[],
+            Op::CompleteCumsum
+            | Op::DenseToJagged
+            | Op::MaskedSelectJagged
+            | Op::SessionPool
+            | Op::UserPool
+            | Op::EventBoost => &[],
             Op::JaggedToPaddedDense => &["max_len", "padding_value"],
             Op::JaggedDenseElementwiseMul
             | Op::JaggedSoftmax
@@ -326,7 +352,7 @@ impl Op {
     /// Attributes that shape the graph, in every subcommand.
     fn flag_attrs(self) -> &'static [&'static str] {
         match self {
-            Op::JaggedReduce => &["reduce"],
+            Op::JaggedReduce | Op::SessionPool | Op::UserPool => &["reduce"],
             Op::JaggedFlashAttention => &["causal", "activation", "dtype"],
             Op::FbgemmJaggedFlashAttentionBasic => &["use_mask", "dtype"],
             op if op.is_interaction() => &["dtype", "tf32"],
@@ -342,6 +368,7 @@ impl Op {
             Op::MaskedSelectJagged => &["inner", "index", "mask"],
             Op::JaggedFlashAttention => &["heads", "head_dim", "value_dim", "index"],
             Op::FbgemmJaggedFlashAttentionBasic => &["head_dim", "index"],
+            Op::EventBoost => &["inner", "index", "mask"],
             _ => &["inner", "index"],
         }
     }
@@ -529,6 +556,7 @@ impl Facts {
             Op::JaggedFlashAttention => vec![attrs.usize("heads")?.unwrap_or(2), head_dim],
             Op::FbgemmJaggedFlashAttentionBasic => vec![head_dim],
             Op::JaggedPairwiseDot => attrs.dims("inner")?.unwrap_or_else(|| vec![64]),
+            Op::EventBoost => attrs.dims("inner")?.unwrap_or_else(|| vec![64, 4, 8]),
             op if op.is_interaction() => attrs.dims("inner")?.unwrap_or_else(|| vec![64, 64]),
             _ => attrs.dims("inner")?.unwrap_or_else(|| vec![64]),
         };
@@ -598,6 +626,37 @@ fn interaction_graph(op: Op, facts: &Facts, attrs: &Attrs) -> Result<Graph, CliE
     })
 }
 
+/// The graph of an event-stream op (`jagged::ops::events`) for `facts`;
+/// `event_boost`'s `inner` is `[D, G, C]` (its table flattened to `G * C`).
+fn event_graph(op: Op, facts: &Facts, attrs: &Attrs) -> Result<Graph, CliError> {
+    use jagged::ops::events as e;
+    let (t, x) = (facts.dtype, facts.index);
+    let built = if op == Op::EventBoost {
+        let [d, g, c] = facts.inner[..] else {
+            return Err(attrs.bad(
+                "inner",
+                "expected DxGxC (columns, table rows, table columns)",
+            ));
+        };
+        e::event_boost_graph(t, d, g * c, x, facts.mask, x)
+    } else {
+        let reduce = match attrs.0.get("reduce").map(String::as_str) {
+            None => e::Reduce::Sum,
+            Some(name) => e::Reduce::from_name(name)
+                .ok_or_else(|| attrs.bad("reduce", "expected sum, mean or max"))?,
+        };
+        if op == Op::SessionPool {
+            e::session_pool_graph(reduce, t, &facts.inner, x)
+        } else {
+            e::user_pool_graph(reduce, t, &facts.inner, x)
+        }
+    };
+    built.map_err(|source| CliError::Kernel {
+        op: op.name(),
+        source,
+    })
+}
+
 /// The graph of `op` for `facts` and the flag attributes.
 pub fn build_graph(op: Op, facts: &Facts, attrs: &Attrs) -> Result<Graph, CliError> {
     let jagged = JaggedSpec {
@@ -611,6 +670,7 @@ pub fn build_graph(op: Op, facts: &Facts, attrs: &Attrs) -> Result<Graph, CliErr
         Op::DenseToJagged => ops::dense_to_jagged(&jagged),
         Op::JaggedDenseElementwiseMul => ops::jagged_dense_elementwise_mul(&jagged),
         Op::JaggedSoftmax => ops::jagged_softmax(&jagged),
+        Op::SessionPool | Op::UserPool | Op::EventBoost => return event_graph(op, facts, attrs),
         Op::JaggedReduce => {
             let reduce = match attrs.0.get("reduce").map(String::as_str) {
                 None | Some("sum") => ReduceOp::Sum,

@@ -156,7 +156,19 @@ fn prepare_op(op: Op, args: &RunArgs) -> Result<Prepared, Box<dyn std::error::Er
     let attrs = Attrs::parse(op, &args.attrs, false)?;
     let files = input_files(&op.subject(), op.inputs(), &args.inputs)?;
     let dtype = Facts::dtype(op, args.dtype, &attrs)?;
-    let float_input = |name: &str| !matches!(name, "offsets" | "lengths" | "mask");
+    let float_input = |name: &str| {
+        !matches!(
+            name,
+            "offsets"
+                | "lengths"
+                | "mask"
+                | "session_offsets"
+                | "user_offsets"
+                | "segment"
+                | "cond"
+                | "columns"
+        )
+    };
     let loaded = load_files(&files, |name| dtype == DType::BF16 && float_input(name))?;
     let facts = facts_from_files(op, dtype, &loaded, &files)?;
     let graph = opspec::build_graph(op, &facts, &attrs)?;
@@ -170,11 +182,20 @@ fn prepare_op(op: Op, args: &RunArgs) -> Result<Prepared, Box<dyn std::error::Er
         };
         inputs.insert(name, tensor);
     }
-    let attrs: Vec<(String, AttrValue)> = attrs
+    let mut attrs: Vec<(String, AttrValue)> = attrs
         .graph_attrs(op)?
         .into_iter()
         .map(|(n, v)| (n.to_string(), v))
         .collect();
+    if op == Op::EventBoost {
+        // The kernel takes the [G, C] table flattened, G and C as attributes.
+        let (g, c) = (facts.inner[1], facts.inner[2]);
+        if let Some(table) = inputs.get_mut("table") {
+            *table = DenseTensor::new(vec![g * c], table.data().clone())?;
+        }
+        attrs.push(("segments".to_string(), AttrValue::Index(g)));
+        attrs.push(("conditions".to_string(), AttrValue::Index(c)));
+    }
     let spec_max_len = spec_max_len(op, &attrs, &inputs);
     Ok(Prepared {
         graph,
@@ -468,18 +489,26 @@ fn facts_from_files(
             ))
         }
     };
-    let index_name = if op == Op::CompleteCumsum {
-        "lengths"
-    } else {
-        "offsets"
+    let index_name = match op {
+        Op::CompleteCumsum => "lengths",
+        Op::SessionPool => "session_offsets",
+        Op::UserPool => "user_offsets",
+        _ => "offsets",
     };
     let index = integer(index_name, &[DType::I32, DType::I64])?;
-    let mask = if op == Op::MaskedSelectJagged {
-        integer("mask", &[DType::U8, DType::Bool])?
-    } else {
-        DType::U8
+    let mask = match op {
+        Op::MaskedSelectJagged => integer("mask", &[DType::U8, DType::Bool])?,
+        Op::EventBoost => integer("columns", &[DType::U8, DType::Bool])?,
+        _ => DType::U8,
     };
-    for name in ["values", "dense", "q", "k", "v", "x", "y", "dout"] {
+    if op == Op::EventBoost {
+        // segment and cond in the offsets' dtype.
+        integer("segment", &[index])?;
+        integer("cond", &[index])?;
+    }
+    for name in [
+        "values", "dense", "q", "k", "v", "x", "y", "dout", "pooled", "table",
+    ] {
         if op.inputs().contains(&name) {
             float(name, 1)?;
         }
@@ -521,6 +550,17 @@ fn facts_from_files(
             (vec![x[1], y[1]], 0)
         }
         Op::JaggedPairwiseDot => (vec![float("x", 2)?[1]], 0),
+        Op::UserPool => (float("pooled", 1)?[1..].to_vec(), 0),
+        // values [T, D], table [G, C]: inner [D, G, C].
+        Op::EventBoost => {
+            let (values, table) = (float("values", 2)?, float("table", 2)?);
+            if values.len() != 2 || table.len() != 2 {
+                let reason =
+                    format!("values {values:?} and table {table:?}: expected [T, D] and [G, C]");
+                return Err(bad("table", reason));
+            }
+            (vec![values[1], table[0], table[1]], 0)
+        }
         _ => (float("values", 1)?[1..].to_vec(), 0),
     };
     Ok(Facts {
