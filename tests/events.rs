@@ -243,6 +243,7 @@ fn event_boost_matches_the_reference() {
             (DType::I32, DType::I32, DType::U8),
             (DType::I64, DType::I64, DType::U8),
             (DType::I64, DType::I32, DType::F32),
+            (DType::I32, DType::I64, DType::Bool),
         ] {
             let mask_dtype = if mask_dtype == DType::F32 {
                 dtype
@@ -305,7 +306,7 @@ fn event_boost_matches_the_reference() {
             }
         }
     }
-    assert_eq!(checked, 2 * 3 * 2 * 8);
+    assert_eq!(checked, 2 * 4 * 2 * 8);
 }
 
 /// The front function: a `[G, C]` table, columns from a list, the flat
@@ -370,6 +371,8 @@ fn event_kernels_assemble_without_spills() {
             graphs.push(user_pool_graph(reduce, dtype, &[64], DType::I32).unwrap());
         }
         graphs.push(event_boost_graph(dtype, 64, 12, DType::I64, DType::U8, DType::I64).unwrap());
+        graphs.push(session_boost_factors::graph(dtype, 12, DType::I32, DType::I32).unwrap());
+        graphs.push(boost_sessions::graph(dtype, 64, DType::Bool, DType::I64).unwrap());
     }
     for g in &graphs {
         for arch in Arch::ALL {
@@ -517,4 +520,131 @@ fn jagc_runs_the_event_ops() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("session_offsets[2]"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `event_boost` with a condition per session: the two kernels on every
+/// nesting, dtype, index dtype and arch, and the front function, against
+/// the loops (the per-event reference with each event given its session's
+/// condition).
+#[test]
+fn event_boost_per_session_matches_the_reference() {
+    let mut rt = runtime();
+    let mut rng = Rng::new(31);
+    let (d, g, c) = (5, 4, 3);
+    let mut checked = 0;
+    for dtype in [DType::F32, DType::BF16] {
+        for index in [DType::I32, DType::I64] {
+            let fg = session_boost_factors::graph(dtype, g * c, index, index).expect("graph");
+            let bg = boost_sessions::graph(dtype, d, DType::U8, index).expect("graph");
+            for arch in Arch::ALL {
+                for nesting in adversarial_nestings(&mut rng) {
+                    let what = format!("{dtype} {index} {arch} {nesting:?}");
+                    let (sessions, users) = nesting_offsets(&nesting);
+                    let (t, s, b) = (
+                        sessions[sessions.len() - 1],
+                        sessions.len() - 1,
+                        users.len() - 1,
+                    );
+                    let values = random_values(&mut rng, dtype, t * d);
+                    let segment: Vec<i64> = (0..b).map(|_| rng.below(g + 2) as i64 - 1).collect();
+                    let cond: Vec<i64> = (0..s).map(|_| rng.below(c + 2) as i64 - 1).collect();
+                    let table = random_values(&mut rng, dtype, g * c);
+                    let columns: Vec<bool> = (0..d).map(|k| k != 2).collect();
+                    let mask: Vec<f64> = columns.iter().map(|&m| f64::from(u8::from(m))).collect();
+                    let (seg_t, cond_t, table_t) = (
+                        raw_index(index, &segment),
+                        raw_index(index, &cond),
+                        tensor(dtype, vec![g * c], &table),
+                    );
+                    let uo = index_tensor(index, &users);
+                    let attrs = [
+                        ("segments", AttrValue::Index(g)),
+                        ("conditions", AttrValue::Index(c)),
+                    ];
+                    let f = run(
+                        &mut rt,
+                        &fg,
+                        arch,
+                        &[
+                            ("cond", &cond_t),
+                            ("segment", &seg_t),
+                            ("table", &table_t),
+                            ("user_offsets", &uo),
+                        ],
+                        &attrs,
+                    );
+                    let (v, so, m) = (
+                        tensor(dtype, vec![t, d], &values),
+                        index_tensor(index, &sessions),
+                        tensor(DType::U8, vec![d], &mask),
+                    );
+                    let out = run(
+                        &mut rt,
+                        &bg,
+                        arch,
+                        &[
+                            ("values", &v),
+                            ("factor", &f["factor"]),
+                            ("columns", &m),
+                            ("session_offsets", &so),
+                        ],
+                        &[],
+                    );
+                    // Each event takes its session's condition; the users'
+                    // events are the flat form.
+                    let event_cond: Vec<i64> = (0..s)
+                        .flat_map(|k| std::iter::repeat_n(cond[k], sessions[k + 1] - sessions[k]))
+                        .collect();
+                    let events = offsets_of(nesting.iter().map(|u| u.iter().sum::<usize>()));
+                    let want = boost_reference(
+                        &values,
+                        d,
+                        &events,
+                        &segment,
+                        &event_cond,
+                        &table,
+                        (g, c),
+                        &columns,
+                    );
+                    assert_close(&what, dtype, &out["values"], &want);
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 2 * 2 * 2 * 8);
+    // The front function, on a nested tensor with a [G, C] table.
+    let nesting: Nesting = vec![vec![2, 0, 3], vec![], vec![1]];
+    let (sessions, users) = nesting_offsets(&nesting);
+    let values: Vec<f64> = (0..6 * 2).map(f64::from).collect();
+    let host = NestedJagged::new(
+        tensor(DType::F32, vec![6, 2], &values),
+        index_tensor(DType::I32, &sessions),
+        index_tensor(DType::I32, &users),
+    )
+    .expect("nested");
+    let dev = DeviceNested::upload(&mut rt, &host).expect("upload");
+    let seg = rt
+        .upload_tensor(&raw_index(DType::I32, &[1, 7, 0]))
+        .unwrap();
+    let cond = rt
+        .upload_tensor(&raw_index(DType::I32, &[0, 1, 1, 0]))
+        .unwrap();
+    // table[g, c] = 10 g + c + 2, G = C = 2.
+    let table = [2.0, 3.0, 12.0, 13.0];
+    let tab = rt
+        .upload_tensor(&tensor(DType::F32, vec![2, 2], &table))
+        .unwrap();
+    let cols = column_mask(&mut rt, 2, &[1]).unwrap();
+    let out = event_boost_sessions(&mut rt, &dev, &seg, &cond, &tab, &cols).expect("boost");
+    let out = rt.download_tensor(&out).unwrap().to_f64();
+    // Sessions 0, 1, 2 of user 0 (segment 1): 12, 13, 13; session 3 of
+    // user 2 (segment 0): 2. Events: 2 + 0 + 3 + 1.
+    let factors = [12.0, 12.0, 13.0, 13.0, 13.0, 2.0];
+    let want: Vec<f64> = values
+        .iter()
+        .enumerate()
+        .map(|(k, &x)| if k % 2 == 1 { x * factors[k / 2] } else { x })
+        .collect();
+    assert_eq!(out, want);
 }

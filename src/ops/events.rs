@@ -6,6 +6,7 @@
 //! | `session_pool` | `values [T, ...]`, `session_offsets [S+1]` | `values.sum_over_seq()` / `mean_over_seq()` / `max_over_seq()` over the sessions |
 //! | `user_pool` | `pooled [S, ...]`, `user_offsets [B+1]` | the same over each user's sessions |
 //! | `event_boost` | `values [T, D]`, `offsets [B+1]`, `segment [B]`, `cond [T]`, `table [G, C]`, `columns [D]` | `select(columns.ne(0), values * table.at(segment * C + cond), values)`, factor 1 outside the table |
+//! | `event_boost` per session ([`event_boost_sessions`]) | a nested tensor, `segment [B]`, `cond [S]`, `table`, `columns` | the factor per session over `user_offsets` ([`session_boost_factors`](mod@session_boost_factors)), then the boost over `session_offsets` ([`boost_sessions`](mod@boost_sessions)) |
 //!
 //! A nested tensor (sessions within users, [`crate::nested`]) pools in two
 //! launches, [`nested_pool`]: its sessions over `session_offsets`
@@ -94,6 +95,39 @@ pub fn event_boost_flat<T: Float, D, K, I: Index, M>(
     let known = select(seg_ok, cond_ok, seg_ok);
     let index = segment.cast::<i64>() * conditions + cond.cast::<i64>();
     let factor = select(known, table.at(index), 1.0);
+    select(columns.ne(0), values * factor, values)
+}
+
+/// `event_boost` with a condition per session, step 1: per session `s` of
+/// user `b` (`cond [S]` as a jagged tensor on `user_offsets`), the factor
+/// `table[segment[b] * conditions + cond[s]]`, 1 out of range (as
+/// [`event_boost_flat`](mod@event_boost_flat)).
+#[jagged_kernel(name = "session_boost_factors", outputs(factor))]
+pub fn session_boost_factors<T: Float, K, I: Index>(
+    cond: Jagged<I>,
+    segment: PerSeq<I>,
+    table: Dense<T, (K,)>,
+    user_offsets: Offsets,
+    #[attr] segments: usize,
+    #[attr] conditions: usize,
+) -> Jagged<T> {
+    let seg_ok = select(segment.ge(0), segment.lt(segments), segment.ge(0));
+    let cond_ok = select(cond.ge(0), cond.lt(conditions), cond.ge(0));
+    let known = select(seg_ok, cond_ok, seg_ok);
+    let index = segment.cast::<i64>() * conditions + cond.cast::<i64>();
+    select(known, table.at(index), 1.0)
+}
+
+/// `event_boost` with a condition per session, step 2: the masked columns
+/// of every event of session `s` (`values` on `session_offsets`) times
+/// `factor[s]`.
+#[jagged_kernel(name = "boost_sessions", outputs(values))]
+pub fn boost_sessions<T: Float, D, M>(
+    values: Jagged<T, (D,)>,
+    factor: PerSeq<T>,
+    columns: Dense<M, (D,)>,
+    session_offsets: Offsets,
+) -> Jagged<T, (D,)> {
     select(columns.ne(0), values * factor, values)
 }
 
@@ -356,4 +390,42 @@ pub fn column_mask(
     let host = DenseTensor::from_f64(DType::U8, vec![d], &mask)
         .map_err(|e| EventsError::Kernel(KernelError::Run(e.into())))?;
     Ok(rt.upload_tensor(&host)?)
+}
+
+/// `event_boost` with the condition given per session of a nested tensor:
+/// `cond [S]` (i32 or i64, `segment [B]`'s dtype), the factor of every
+/// event of session `s` of user `b` is `table[segment[b], cond[s]]` (1 out
+/// of range), applied to the `columns` as [`event_boost`] does. Both
+/// levels are checked first. Two kernels: the factor per session (over
+/// `user_offsets`), then the boost (over `session_offsets`).
+pub fn event_boost_sessions(
+    rt: &mut Runtime,
+    nested: &DeviceNested,
+    segment: &DeviceTensor,
+    cond: &DeviceTensor,
+    table: &DeviceTensor,
+    columns: &DeviceTensor,
+) -> Result<DeviceTensor, EventsError> {
+    let &[g, c] = &table.shape[..] else {
+        return Err(EventsError::Input {
+            input: "table",
+            reason: format!("shape {:?}, expected [G, C]", table.shape),
+        });
+    };
+    nested.check(rt)?;
+    let flat = DeviceTensor {
+        buffer: table.buffer.clone(),
+        shape: vec![g * c],
+    };
+    let factor =
+        session_boost_factors::launch(rt, cond, segment, &flat, &nested.user_offsets, g, c)?;
+    let out = boost_sessions::launch(
+        rt,
+        &nested.values,
+        &factor,
+        columns,
+        &nested.session_offsets,
+    );
+    rt.free(factor.buffer)?;
+    Ok(out?)
 }
