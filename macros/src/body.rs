@@ -1879,8 +1879,8 @@ impl Lowering<'_> {
         let usage = || {
             format!(
                 "`table.at(index)` picks rows of a `Dense<T, (K, ..)>` table at an integer \
-                 index with no inner dims (i32 or i64, e.g. `(i - j).cast::<i64>()`); found {} \
-                 and {}",
+                 index (i32 or i64, e.g. `(i - j).cast::<i64>()`) with no inner dims or one \
+                 (`(L,)`: one row per entry); found {} and {}",
                 table.describe(),
                 index.describe()
             )
@@ -1893,17 +1893,23 @@ impl Lowering<'_> {
                 .dtype
                 .possible()
                 .is_some_and(|ds| ds.iter().all(|d| typing::GATHER_INDEX_RULE.admits(*d)));
-        let no_dims = matches!(&index.shape, Shape::Dims(d) if d.is_empty());
-        if dt.is_empty() || !integer || !no_dims {
+        // The index's named inner dims (none, or `(L,)`: one row per
+        // entry) come first in the result, then the table's after its first.
+        let Shape::Dims(di) = &index.shape else {
+            return err(span, usage());
+        };
+        if dt.is_empty() || !integer || di.len() > 1 {
             return err(span, usage());
         }
         let var = self.emit(Step::Gather {
             table: table.var,
             index: index.var,
         });
+        let mut shape = di.clone();
+        shape.extend(dt[1..].iter().cloned());
         Ok(Value::Tensor(Tensor {
             dtype: table.dtype,
-            shape: Shape::Dims(dt[1..].to_vec()),
+            shape: Shape::Dims(shape),
             var,
             ..index
         }))

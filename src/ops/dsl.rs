@@ -51,7 +51,7 @@
 //! | `x.matmul(w)` with a per-sequence `w: PerSeq<T, (K, M)>` (`x[o_b + i] @ w[b]`), `x.matmul_t(w)` with `w: Dense<T, (N, K)>` or `PerSeq<T, (N, K)>` (`x @ w^T`: `(.., K)` to `(.., N)`) | `Jagged`, `PerSeq` |
 //! | `x.matmul_t_grouped(w)` with `w: Dense<T, (G, N, K)>`: per group `g`, `x[.., g, :] @ w[g]^T` (`(.., G, K)` to `(.., G, N)`, the contraction `x[..gk], w[gnk] -> ..gn`), in the accumulator dtype | `Jagged`, `PerSeq` |
 //! | `x.outer_sum_over_seq(y)` -> `PerSeq`: `sum_{i < n_b} x[i]^T y[i]` (`(M,)` and `(P,)` give `(M, P)`) | `Jagged` |
-//! | `table.at(index)`: the rows of `table: Dense<T, (K, ..)>` at an i32/i64 `index` of any kind with no inner dims (0 outside `0..K`); a learned relative-position bias is `bias.at(((s.query_pos() - s.key_pos()).max(-w).min(w) + w).cast::<i64>())` | `Dense` |
+//! | `table.at(index)`: the rows of `table: Dense<T, (K, ..)>` at an i32/i64 `index` of any kind with no inner dims, or one (`index: Jagged<i32, (L,)>` gives `(L, ..)`: a row per entry) (0 outside `0..K`); a learned relative-position bias is `bias.at(((s.query_pos() - s.key_pos()).max(-w).min(w) + w).cast::<i64>())` | `Dense` |
 //! | `.exp()`, `.log()`, `.silu()`, `.sqrt()`, `.rsqrt()`, `.abs()`, `.relu()`, `.sigmoid()`, `.tanh()` (or `exp(x)`, `relu(x)`, ...) | any float tensor |
 //! | `.max(y)`, `.min(y)` (and `+ - * /`) | any numeric (non-bool) tensor |
 //! | `.cast::<U>()` | any tensor |
@@ -734,6 +734,19 @@ macro_rules! gather_index {
     )*};
 }
 gather_index!(Jagged, PerSeq, Padded, Pairs, Dense);
+
+/// An index with one inner dim `(L,)`: a row per entry, `(L, ..)`.
+macro_rules! gather_index_rows {
+    ($($kind:ident),*) => {$(
+        impl<I, T, S: DropFirst, A> GatherIndex<T, S> for $kind<I, (A,)>
+        where
+            (A,): Concat<<S as DropFirst>::Output>,
+        {
+            type Output = $kind<T, <(A,) as Concat<<S as DropFirst>::Output>>::Output>;
+        }
+    )*};
+}
+gather_index_rows!(Jagged, PerSeq, Padded, Pairs, Dense);
 
 impl<T, S> Dense<T, S> {
     /// The rows of this table `[K, ..]` at an integer index tensor (0 where

@@ -11,6 +11,7 @@ pub mod dsl;
 pub mod events;
 pub mod interactions;
 mod primitives;
+pub mod quantize;
 #[doc(hidden)]
 pub mod support;
 

@@ -1,0 +1,433 @@
+//! OPS.md "Semantic IDs": vector quantization of rows into codes, and the
+//! embedding of codes back into vectors, each a `#[jagged_kernel]` with a
+//! front function.
+//!
+//! | op | kernel(s) | DSL |
+//! |---|---|---|
+//! | `product_quantize` | [`product_quantize_kernel`](mod@product_quantize_kernel) | `(|c|^2 - 2 x.matmul_t_grouped(c)).argmin_over_features()` |
+//! | `residual_quantize` (greedy) | [`residual_quantize_level`](mod@residual_quantize_level), once per level | `(|c|^2 - 2 r.matmul_t(c)).argmin_over_features()`, `r - c.at(code)` |
+//! | `sid_embed` | [`sid_embed_kernel`](mod@sid_embed_kernel) | `table.at(codes + base).sum_over_groups()` (`base[l] = l K`) |
+//!
+//! **Layouts.** An input is dense `x [N, D]` (`offsets = None`) or jagged `values [T, D]` on `offsets [B + 1]` (i32
+//! or i64); every op is row-wise, so the output follows the input's layout:
+//! `[N, ..]` for a dense input, `[T, ..]` on the same offsets for a jagged
+//! one. No row is truncated (the ops take no `max_len`).
+//!
+//! **Distances and ties.** The nearest codeword of a (sub-)vector `x`
+//! among `c_0 .. c_{K-1}` is `argmin_k |c_k|^2 - 2 x . c_k`, the squared
+//! distance `|x - c_k|^2` less the constant `|x|^2`, computed in f32 (the
+//! products accumulated in f32, whatever the input dtype: f32, f16 or
+//! bf16); the argmin takes the lowest index among equal distances (and a
+//! NaN distance, from a NaN input, wins). FAISS's `ProductQuantizer` and
+//! `ResidualQuantizer` take the lowest index too (a strict `<` scan over
+//! the codewords) on distances computed either directly or, for large
+//! batches, with BLAS as `|x|^2 + |c|^2 - 2 x . c`, which is ours plus a
+//! constant. Duplicate codewords get bitwise-equal distances under either
+//! formula (the same operations on the same operands), so an exact tie
+//! between duplicates goes to the lower index here as in FAISS; a near-tie
+//! (distances within f32 rounding of each other) may resolve either way in
+//! either implementation. `tests/quantize_faiss.rs` checks our codes
+//! against FAISS's on fixtures where no near-tie exists, and the
+//! reconstruction error where one does.
+//!
+//! **Residual quantization** is greedy (`beam = 1`): level `l` encodes the
+//! residual `r_l` (`r_0 = x`, in f32 from the first level on) by its
+//! nearest codeword of `codebooks[l]` and passes on `r_{l+1} = r_l -
+//! codebooks[l, c_l]`; one kernel per level computes the code and the new
+//! residual together (contraction, argmin, gather and subtraction fused).
+//! Beam search (`beam > 1`, FAISS's `max_beam_size`) is not implemented:
+//! [`residual_quantize`] says so with [`QuantizeError::BeamSearchNotImplemented`].
+//!
+//! **sid_embed** sums `codebooks[l, codes[:, l]]` over the levels in f32
+//! and rounds to the codebooks' dtype; a code outside `0..K` adds 0 (the
+//! IR gather's rule for an index outside its table).
+
+use jagged_ir::{DType, DenseTensor};
+use jagged_runtime::{DeviceTensor, GraphRunError, Runtime, RuntimeError};
+
+use super::KernelError;
+use super::dsl::*;
+
+/// `product_quantize` on `M` sub-vectors of `S` features: `codes[t, m] =
+/// argmin_k |c[m, k]|^2 - 2 x[t, m] . c[m, k]` (`x [T, M, S]`, `centroids
+/// [M, K, S]`, `codes [T, M]` i32).
+#[jagged_kernel(name = "product_quantize", outputs(codes))]
+pub fn product_quantize_kernel<T: Float, M, K, S>(
+    x: Jagged<T, (M, S)>,
+    centroids: Dense<T, (M, K, S)>,
+) -> Jagged<i32, (M,)> {
+    let c = centroids.cast::<f32>();
+    let distance = (c * c).sum_over_features() - x.matmul_t_grouped(centroids).cast::<f32>() * 2.0;
+    distance.argmin_over_features()
+}
+
+/// One level of greedy `residual_quantize`: the nearest codeword `code` of
+/// each row of `residual` (in `R`: the input `x`'s dtype at the first
+/// level, f32 after it) among `codebook [K, D]`, written into `codes [T,
+/// L]` in the column where the one-hot `level [L]` is one (`codes + code *
+/// level`; the first level's `codes` are zeros), and the new residual
+/// `residual - codebook[code]` in f32.
+#[jagged_kernel(name = "residual_quantize_level", outputs(codes, residual))]
+pub fn residual_quantize_level<R: Float, T: Float, K, D, L>(
+    residual: Jagged<R, (D,)>,
+    codebook: Dense<T, (K, D)>,
+    codes: Jagged<i32, (L,)>,
+    level: Dense<i32, (L,)>,
+) -> (Jagged<i32, (L,)>, Jagged<f32, (D,)>) {
+    let r = residual.cast::<f32>();
+    let c = codebook.cast::<f32>();
+    let code = ((c * c).sum_over_features() - r.matmul_t(c) * 2.0).argmin_over_features();
+    (codes + code * level, r - c.at(code))
+}
+
+/// `sid_embed` on the codebooks viewed as one table `[L * K, D]`:
+/// `values[t] = sum_l table[base[l] + codes[t, l]]` with `base[l] = l K`,
+/// a code outside `0..codewords` (`K`) adding 0; summed in f32, rounded
+/// to `T`.
+#[jagged_kernel(name = "sid_embed", outputs(values))]
+pub fn sid_embed_kernel<T: Float, L, R, D>(
+    codes: Jagged<i32, (L,)>,
+    table: Dense<T, (R, D)>,
+    base: Dense<i32, (L,)>,
+    #[attr] codewords: usize,
+) -> Jagged<T, (D,)> {
+    let row = select(
+        codes.lt(0),
+        -1,
+        select(codes.ge(codewords), -1, codes + base),
+    );
+    table.at(row).cast::<f32>().sum_over_groups().cast::<T>()
+}
+
+/// Why a quantization op failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    /// `residual_quantize` with `beam > 1`: only greedy encoding exists.
+    #[error(
+        "residual_quantize: beam search (beam = {beam}) is not implemented yet; only greedy \
+         encoding (beam = 1) is"
+    )]
+    BeamSearchNotImplemented {
+        /// The beam asked for.
+        beam: usize,
+    },
+    /// `beam = 0` keeps no candidate.
+    #[error("residual_quantize: beam must be at least 1, got 0")]
+    ZeroBeam,
+    /// Inputs whose shapes or dtypes do not fit together.
+    #[error("{op}: {problem}")]
+    Input {
+        /// The op.
+        op: &'static str,
+        /// What is wrong, naming the input.
+        problem: String,
+    },
+    /// A kernel failed (graph, compilation, run, device).
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+}
+
+impl From<RuntimeError> for QuantizeError {
+    fn from(e: RuntimeError) -> Self {
+        QuantizeError::Kernel(KernelError::Run(GraphRunError::from(e)))
+    }
+}
+
+/// The options of `residual_quantize` (OPS.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResidualQuantizeOptions {
+    /// The number of partial codes kept per level: 1 (greedy) is the only
+    /// one implemented.
+    pub beam: usize,
+}
+
+impl Default for ResidualQuantizeOptions {
+    fn default() -> Self {
+        ResidualQuantizeOptions { beam: 1 }
+    }
+}
+
+fn input_error(op: &'static str, problem: String) -> QuantizeError {
+    QuantizeError::Input { op, problem }
+}
+
+/// The rows of a dense input go to the kernels as sequences of this many
+/// rows: the row-wise ops give the same result on any split, and the
+/// general path's kernels that go a warp per sequence (the argmin, the
+/// gathers) then have `N / 16` sequences to spread over the GPU rather
+/// than one.
+const DENSE_ROWS: usize = 16;
+
+/// The rows of a `[rows, d]` input and their offsets: the given ones, or
+/// for a dense input `[0, 16, 32, .., rows]` (i32, uploaded; freed by
+/// [`Rows::free`]).
+struct Rows {
+    offsets: DeviceTensor,
+    owned: bool,
+}
+
+impl Rows {
+    fn new(
+        rt: &mut Runtime,
+        op: &'static str,
+        input: &str,
+        x: &DeviceTensor,
+        offsets: Option<&DeviceTensor>,
+    ) -> Result<Rows, QuantizeError> {
+        if x.shape.len() != 2 {
+            return Err(input_error(
+                op,
+                format!(
+                    "`{input}` must be [N, D] or [T, D], found shape {:?}",
+                    x.shape
+                ),
+            ));
+        }
+        match offsets {
+            Some(o) => Ok(Rows {
+                offsets: o.clone(),
+                owned: false,
+            }),
+            None => {
+                let n = x.shape[0];
+                if i32::try_from(n).is_err() {
+                    return Err(input_error(
+                        op,
+                        format!("`{input}` has more than 2^31 - 1 rows"),
+                    ));
+                }
+                // Sequences of DENSE_ROWS rows (the last one shorter).
+                let mut offsets: Vec<f64> = (0..n.div_ceil(DENSE_ROWS))
+                    .map(|b| (b * DENSE_ROWS) as f64)
+                    .collect();
+                offsets.push(n as f64);
+                let host = DenseTensor::from_f64(DType::I32, vec![offsets.len()], &offsets)
+                    .map_err(|e| input_error(op, e.to_string()))?;
+                Ok(Rows {
+                    offsets: rt.upload_tensor(&host)?,
+                    owned: true,
+                })
+            }
+        }
+    }
+
+    fn free(self, rt: &mut Runtime) -> Result<(), QuantizeError> {
+        if self.owned {
+            rt.free(self.offsets.buffer)?;
+        }
+        Ok(())
+    }
+}
+
+/// The same buffer under another shape (row-major, same element count).
+fn reshaped(t: &DeviceTensor, shape: Vec<usize>) -> DeviceTensor {
+    DeviceTensor {
+        buffer: t.buffer.clone(),
+        shape,
+    }
+}
+
+/// `product_quantize` (OPS.md): the nearest centroid of each of the `M`
+/// sub-vectors of every row of `x [N, D]` (or `[T, D]` on `offsets`),
+/// `centroids [M, K, D / M]` in `x`'s dtype, to `codes [N, M]` (`[T, M]`)
+/// i32.
+pub fn product_quantize(
+    rt: &mut Runtime,
+    x: &DeviceTensor,
+    offsets: Option<&DeviceTensor>,
+    centroids: &DeviceTensor,
+) -> Result<DeviceTensor, QuantizeError> {
+    const OP: &str = "product_quantize";
+    let rows = Rows::new(rt, OP, "x", x, offsets)?;
+    let [m, _, s] = centroids.shape[..] else {
+        rows.free(rt)?;
+        return Err(input_error(
+            OP,
+            format!(
+                "`centroids` must be [M, K, D / M], found shape {:?}",
+                centroids.shape
+            ),
+        ));
+    };
+    if m * s != x.shape[1] {
+        rows.free(rt)?;
+        return Err(input_error(
+            OP,
+            format!(
+                "`centroids` {:?} splits rows into {m} sub-vectors of {s}, but `x` rows have {} features",
+                centroids.shape, x.shape[1]
+            ),
+        ));
+    }
+    let x3 = reshaped(x, vec![x.shape[0], m, s]);
+    let codes = product_quantize_kernel::launch(rt, &rows.offsets, &x3, centroids);
+    rows.free(rt)?;
+    Ok(codes?)
+}
+
+/// `residual_quantize` (OPS.md), greedy: `codes [N, levels]` (`[T, levels]`
+/// on `offsets`) i32 of the rows of `x [N, D]` against `codebooks [levels,
+/// K, D]` in `x`'s dtype. `options.beam` must be 1 (beam search is not
+/// implemented: [`QuantizeError::BeamSearchNotImplemented`]).
+///
+/// One kernel per level; the level's codebook is copied out of
+/// `codebooks` (through the host) before the first launch.
+pub fn residual_quantize(
+    rt: &mut Runtime,
+    x: &DeviceTensor,
+    offsets: Option<&DeviceTensor>,
+    codebooks: &DeviceTensor,
+    options: &ResidualQuantizeOptions,
+) -> Result<DeviceTensor, QuantizeError> {
+    const OP: &str = "residual_quantize";
+    match options.beam {
+        0 => return Err(QuantizeError::ZeroBeam),
+        1 => {}
+        beam => return Err(QuantizeError::BeamSearchNotImplemented { beam }),
+    }
+    let [levels, k, d] = codebooks.shape[..] else {
+        return Err(input_error(
+            OP,
+            format!(
+                "`codebooks` must be [levels, K, D], found shape {:?}",
+                codebooks.shape
+            ),
+        ));
+    };
+    if x.shape.len() != 2 || x.shape[1] != d {
+        return Err(input_error(
+            OP,
+            format!(
+                "`x` must be [N, {d}] (the codebooks' D), found shape {:?}",
+                x.shape
+            ),
+        ));
+    }
+    if codebooks.dtype() != x.dtype() {
+        return Err(input_error(
+            OP,
+            format!(
+                "`codebooks` is {} and `x` {}: pass both in the dtype to compute in",
+                codebooks.dtype(),
+                x.dtype()
+            ),
+        ));
+    }
+    let n = x.shape[0];
+    if levels == 0 {
+        let buffer = rt.alloc(DType::I32, 0)?;
+        return Ok(DeviceTensor {
+            buffer,
+            shape: vec![n, 0],
+        });
+    }
+    let rows = Rows::new(rt, OP, "x", x, offsets)?;
+    let result = residual_levels(rt, x, &rows.offsets, codebooks, [levels, k, d]);
+    rows.free(rt)?;
+    result
+}
+
+/// The levels of [`residual_quantize`], one launch each.
+fn residual_levels(
+    rt: &mut Runtime,
+    x: &DeviceTensor,
+    offsets: &DeviceTensor,
+    codebooks: &DeviceTensor,
+    [levels, k, d]: [usize; 3],
+) -> Result<DeviceTensor, QuantizeError> {
+    let bytes = rt.download_bytes(&codebooks.buffer)?;
+    let level_bytes = k * d * codebooks.dtype().size();
+    let mut codes: Option<DeviceTensor> = None;
+    let mut residual: Option<DeviceTensor> = None;
+    for l in 0..levels {
+        let slice = bytes
+            .get(l * level_bytes..(l + 1) * level_bytes)
+            .ok_or_else(|| {
+                input_error(
+                    "residual_quantize",
+                    format!("`codebooks` holds fewer than {levels} x {k} x {d} elements"),
+                )
+            })?;
+        let codebook = DeviceTensor {
+            buffer: rt.upload_bytes(codebooks.dtype(), slice)?,
+            shape: vec![k, d],
+        };
+        let one_hot: Vec<i32> = (0..levels).map(|j| i32::from(j == l)).collect();
+        let level = DeviceTensor {
+            buffer: rt.upload(&one_hot)?,
+            shape: vec![levels],
+        };
+        let zeros;
+        let (r, c) = match (&residual, &codes) {
+            (Some(r), Some(c)) => (r, c),
+            _ => {
+                zeros = DeviceTensor {
+                    buffer: rt.alloc(DType::I32, x.shape[0] * levels)?,
+                    shape: vec![x.shape[0], levels],
+                };
+                (x, &zeros)
+            }
+        };
+        let step = residual_quantize_level::launch(rt, offsets, r, &codebook, c, &level);
+        if codes.is_none() {
+            rt.free(c.buffer.clone())?;
+        }
+        rt.free(codebook.buffer)?;
+        rt.free(level.buffer)?;
+        let (new_codes, new_residual) = step?;
+        for old in [codes.take(), residual.take()].into_iter().flatten() {
+            rt.free(old.buffer)?;
+        }
+        codes = Some(new_codes);
+        residual = Some(new_residual);
+    }
+    if let Some(r) = residual {
+        rt.free(r.buffer)?;
+    }
+    codes.ok_or_else(|| input_error("residual_quantize", "no level".to_string()))
+}
+
+/// `sid_embed` (OPS.md): `values [N, D]` (`[T, D]` on `offsets`) `=
+/// sum_l codebooks[l, codes[:, l]]` for `codes [N, levels]` i32 and
+/// `codebooks [levels, K, D]` (f32, f16 or bf16; the sum in f32, rounded to
+/// the codebooks' dtype); a code outside `0..K` adds 0.
+pub fn sid_embed(
+    rt: &mut Runtime,
+    codes: &DeviceTensor,
+    offsets: Option<&DeviceTensor>,
+    codebooks: &DeviceTensor,
+) -> Result<DeviceTensor, QuantizeError> {
+    const OP: &str = "sid_embed";
+    let [levels, k, d] = codebooks.shape[..] else {
+        return Err(input_error(
+            OP,
+            format!(
+                "`codebooks` must be [levels, K, D], found shape {:?}",
+                codebooks.shape
+            ),
+        ));
+    };
+    if codes.shape.len() != 2 || codes.shape[1] != levels {
+        return Err(input_error(
+            OP,
+            format!(
+                "`codes` must be [N, {levels}] (one code per level of the codebooks), found shape {:?}",
+                codes.shape
+            ),
+        ));
+    }
+    let rows = Rows::new(rt, OP, "codes", codes, offsets)?;
+    let bases: Vec<i32> = (0..levels)
+        .map(|l| i32::try_from(l * k))
+        .collect::<Result<_, _>>()
+        .map_err(|_| input_error(OP, "`codebooks` has more than 2^31 - 1 rows".to_string()))?;
+    let base = DeviceTensor {
+        buffer: rt.upload(&bases)?,
+        shape: vec![levels],
+    };
+    let table = reshaped(codebooks, vec![levels * k, d]);
+    let values = sid_embed_kernel::launch(rt, &rows.offsets, codes, &table, &base, k);
+    rt.free(base.buffer)?;
+    rows.free(rt)?;
+    Ok(values?)
+}
