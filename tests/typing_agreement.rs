@@ -51,6 +51,7 @@ fn method_call(name: &str, kind: DslKind, r: &str) -> String {
         "dot_acc" => format!("{r}.dot_acc::<f32>({r})"),
         "compact" => format!("{r}.compact(mask)"),
         "at" => format!("{r}.at(idx)"),
+        "shift_rows" => format!("{r}.shift_rows(-1)"),
         _ if methods_of(kind).any(|m| m.name == name && m.arity == 0 && !m.type_argument) => {
             format!("{r}.{name}()")
         }
@@ -162,6 +163,9 @@ fn phantom_surface<D, E, M>(
     let _ = xj.dot(xj);
     let _ = xj.dot_acc::<f32>(xj);
     let _ = xj.compact(mask);
+    let _ = xj.ascending_rank_over_seq();
+    let _ = xj.descending_rank_over_seq();
+    let _ = xj.shift_rows(-1);
     let _: Offsets<i32> = xj.offsets();
     let _ = xj.row_pos();
     let _ = xj.seq_len();

@@ -126,6 +126,8 @@ pub const SOFTMAX_RULE: DtypeRule = DtypeRule::Float;
 pub const SCAN_RULE: DtypeRule = DtypeRule::Numeric;
 /// The operand dtypes of a contraction (both operands have one dtype): numeric.
 pub const CONTRACT_RULE: DtypeRule = DtypeRule::Numeric;
+/// The operand dtypes of a rank: numeric (what argmin and argmax order).
+pub const RANK_RULE: DtypeRule = DtypeRule::Numeric;
 /// The dtype of a position node: numeric.
 pub const POSITION_RULE: DtypeRule = DtypeRule::Numeric;
 /// The condition of a select: bool.
@@ -248,6 +250,10 @@ pub enum DslNode {
     Gather,
     /// `scan complete`.
     Scan,
+    /// `rank`.
+    Rank,
+    /// `shift`.
+    Shift,
 }
 
 /// The dtype of a method's result.
@@ -584,6 +590,39 @@ pub const METHODS: &[Method] = &[
         1,
         J,
         DslNode::Compact,
+        DtypeRule::Any,
+        D::Receiver,
+        R::Receiver,
+    ),
+    // The place (i32) of each row in its sequence's stable sort, smallest
+    // or largest first: ties to the lower row, a NaN first; `rank < k`
+    // keeps each sequence's `k` best rows.
+    m(
+        "ascending_rank_over_seq",
+        0,
+        J,
+        DslNode::Rank,
+        RANK_RULE,
+        D::Index,
+        R::Receiver,
+    ),
+    m(
+        "descending_rank_over_seq",
+        0,
+        J,
+        DslNode::Rank,
+        RANK_RULE,
+        D::Index,
+        R::Receiver,
+    ),
+    // `x.shift_rows(by)`: row `i` reads row `i + by` of its sequence, 0
+    // past the sequence's ends (`by` an integer literal; `-1` is the
+    // previous row).
+    m(
+        "shift_rows",
+        1,
+        J,
+        DslNode::Shift,
         DtypeRule::Any,
         D::Receiver,
         R::Receiver,

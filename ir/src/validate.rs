@@ -727,7 +727,7 @@ impl Validator<'_> {
             }
             Node::Rank { arg, axis, .. } => {
                 let a = self.tensor(h, *arg)?;
-                Self::numeric(a.dtype)?;
+                Self::rule(typing::RANK_RULE, a.dtype)?;
                 Self::line_axis("rank", a, *axis)?;
                 t(TensorType::new(DType::I32, a.dims.clone()))
             }

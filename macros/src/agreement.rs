@@ -91,6 +91,7 @@ fn method_call(name: &str, kind: DslKind, r: &str, u: DType) -> String {
         "dot_acc" => format!("{r}.dot_acc::<{u}>({r})"),
         "compact" => format!("{r}.compact(mask)"),
         "at" => format!("{r}.at(idx)"),
+        "shift_rows" => format!("{r}.shift_rows(-1)"),
         _ if typing::method(kind, name).is_some_and(|m| m.arity == 0 && !m.type_argument) => {
             format!("{r}.{name}()")
         }

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use jagged_ir::typing::{self, DslKind, DslNode, DtypeRule};
-use jagged_ir::{BinaryOp, CompareOp, ReduceOp, UnaryOp};
+use jagged_ir::{BinaryOp, CompareOp, RankOrder, ReduceOp, UnaryOp};
 use proc_macro2::Span;
 use quote::ToTokens;
 use syn::spanned::Spanned;
@@ -1193,6 +1193,34 @@ impl Lowering<'_> {
                     ..recv
                 }
             }
+            "ascending_rank_over_seq" | "descending_rank_over_seq" => {
+                let order = if name.starts_with("ascending") {
+                    RankOrder::Ascending
+                } else {
+                    RankOrder::Descending
+                };
+                let var = self.emit(Step::Rank {
+                    order,
+                    x: v,
+                    axis: 0,
+                });
+                Tensor {
+                    dtype: DTy::Named("i32".to_string()),
+                    var,
+                    ..recv
+                }
+            }
+            "shift_rows" => {
+                let by = shift_literal(&m.args[0]).ok_or_else(|| {
+                    syn::Error::new_spanned(
+                        &m.args[0],
+                        "`.shift_rows(by)` takes an integer literal: the rows to move by \
+                         (`-1` reads the previous row, `1` the next)",
+                    )
+                })?;
+                let var = self.emit(Step::Shift { x: v, axis: 0, by });
+                Tensor { var, ..recv }
+            }
             "softmax_over_seq" | "softmax_over_keys" => {
                 let axis = usize::from(name == "softmax_over_keys");
                 let var = self.emit(Step::Softmax { x: v, axis });
@@ -2100,6 +2128,24 @@ fn float_constant(path: &syn::Path) -> Option<f64> {
     {
         ["f32" | "f64", "NEG_INFINITY"] => Some(f64::NEG_INFINITY),
         ["f32" | "f64", "INFINITY"] => Some(f64::INFINITY),
+        _ => None,
+    }
+}
+
+/// The integer literal of `.shift_rows(by)`, negated when written `-n`.
+fn shift_literal(e: &syn::Expr) -> Option<i64> {
+    match e {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(n),
+            ..
+        }) => n.base10_parse().ok(),
+        syn::Expr::Unary(syn::ExprUnary {
+            op: syn::UnOp::Neg(_),
+            expr,
+            ..
+        }) => shift_literal(expr).map(|n| -n),
+        syn::Expr::Paren(p) => shift_literal(&p.expr),
+        syn::Expr::Group(g) => shift_literal(&g.expr),
         _ => None,
     }
 }

@@ -458,13 +458,23 @@ pub fn parse(func: &ItemFn) -> syn::Result<Signature> {
                 format!("`{}` has a dtype bound but is used as a dim", g.ident),
             ));
         }
-        if matches!(
-            g.ident.to_string().to_lowercase().as_str(),
-            "offsets" | "graph" | "runtime"
-        ) {
+        let lower = g.ident.to_string().to_lowercase();
+        if matches!(lower.as_str(), "offsets" | "graph" | "runtime") {
             return Err(Error::new_spanned(
                 &g.ident,
                 "this generic name clashes with a parameter of the generated `graph`",
+            ));
+        }
+        // `graph(...)` takes the generic's value as a parameter named in
+        // lower case: a kernel parameter of that name would shadow it.
+        if let Some(p) = sig.params.iter().find(|p| p.ident() == lower.as_str()) {
+            return Err(Error::new_spanned(
+                p.ident(),
+                format!(
+                    "the parameter `{lower}` clashes with the generic `{}`, which the \
+                     generated `graph` takes as `{lower}`: rename one of them",
+                    g.ident
+                ),
             ));
         }
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use jagged_ir::{
     AttrKind, AttrValue, BinaryOp, CompareOp, DType, Dim, Graph, GraphBuilder, Handle,
-    IndexPredicate, Node, ReduceOp, ScanMode, TensorType, UnaryOp,
+    IndexPredicate, Node, RankOrder, ReduceOp, ScanMode, TensorType, UnaryOp,
 };
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -182,6 +182,16 @@ pub enum Step {
     Softmax {
         x: V,
         axis: usize,
+    },
+    Rank {
+        order: RankOrder,
+        x: V,
+        axis: usize,
+    },
+    Shift {
+        x: V,
+        axis: usize,
+        by: i64,
     },
     CompleteCumsum {
         x: V,
@@ -381,6 +391,14 @@ pub fn to_tokens(steps: &[Step], origins: &[Option<Src>]) -> Vec<TokenStream> {
                 Step::Softmax { x, axis } => {
                     let x = x.ident();
                     quote!(__b.softmax(#x, #axis))
+                }
+                Step::Rank { order, x, axis } => {
+                    let (order, x) = (variant(order), x.ident());
+                    quote!(__b.rank(#p::RankOrder::#order, #x, #axis))
+                }
+                Step::Shift { x, axis, by } => {
+                    let x = x.ident();
+                    quote!(__b.shift(#x, #axis, #by))
                 }
                 Step::CompleteCumsum { x } => {
                     let x = x.ident();
@@ -609,6 +627,8 @@ pub fn apply(
             }
             Step::Reduce { op, x, axis } => Some(b.reduce(*op, v(*x)?, *axis)),
             Step::Softmax { x, axis } => Some(b.softmax(v(*x)?, *axis)),
+            Step::Rank { order, x, axis } => Some(b.rank(*order, v(*x)?, *axis)),
+            Step::Shift { x, axis, by } => Some(b.shift(v(*x)?, *axis, *by)),
             Step::CompleteCumsum { x } => Some(b.scan(ScanMode::Complete, v(*x)?, 0)),
             Step::Contract {
                 a,

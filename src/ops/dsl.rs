@@ -51,6 +51,8 @@
 //! | `x.matmul(w)` with a per-sequence `w: PerSeq<T, (K, M)>` (`x[o_b + i] @ w[b]`), `x.matmul_t(w)` with `w: Dense<T, (N, K)>` or `PerSeq<T, (N, K)>` (`x @ w^T`: `(.., K)` to `(.., N)`) | `Jagged`, `PerSeq` |
 //! | `x.matmul_t_grouped(w)` with `w: Dense<T, (G, N, K)>`: per group `g`, `x[.., g, :] @ w[g]^T` (`(.., G, K)` to `(.., G, N)`, the contraction `x[..gk], w[gnk] -> ..gn`), in the accumulator dtype | `Jagged`, `PerSeq` |
 //! | `x.outer_sum_over_seq(y)` -> `PerSeq`: `sum_{i < n_b} x[i]^T y[i]` (`(M,)` and `(P,)` give `(M, P)`) | `Jagged` |
+//! | `x.ascending_rank_over_seq()`, `x.descending_rank_over_seq()`: each row's place (i32) in its sequence's stable sort (ties to the lower row, NaN first); `rank.lt(k)` keeps the `k` best rows | `Jagged` |
+//! | `x.shift_rows(by)`: row `i` reads row `i + by` of its sequence, 0 past its ends (`by` an integer literal) | `Jagged` |
 //! | `table.at(index)`: the rows of `table: Dense<T, (K, ..)>` at an i32/i64 `index` of any kind with no inner dims, or one (`index: Jagged<i32, (L,)>` gives `(L, ..)`: a row per entry) (0 outside `0..K`); a learned relative-position bias is `bias.at(((s.query_pos() - s.key_pos()).max(-w).min(w) + w).cast::<i64>())` | `Dense` |
 //! | `.exp()`, `.log()`, `.silu()`, `.sqrt()`, `.rsqrt()`, `.abs()`, `.relu()`, `.sigmoid()`, `.tanh()` (or `exp(x)`, `relu(x)`, ...) | any float tensor |
 //! | `.max(y)`, `.min(y)` (and `+ - * /`) | any numeric (non-bool) tensor |
@@ -837,6 +839,24 @@ impl<T, S> Jagged<T, S> {
     where
         S: Concat<S2>,
     {
+        Phantom::phantom()
+    }
+    /// The place of each row in its sequence's stable sort, smallest
+    /// first (i32; ties to the lower row, a NaN first): `rank < k` keeps
+    /// each sequence's `k` smallest rows.
+    pub fn ascending_rank_over_seq(self) -> Jagged<i32, S> {
+        Phantom::phantom()
+    }
+    /// The place of each row in its sequence's stable sort, largest first
+    /// (i32; ties to the lower row, a NaN first): `rank < k` keeps each
+    /// sequence's `k` highest scores.
+    pub fn descending_rank_over_seq(self) -> Jagged<i32, S> {
+        Phantom::phantom()
+    }
+    /// Row `i` reads row `i + by` of its own sequence, 0 past the
+    /// sequence's ends (`by` an integer literal: `t - t.shift_rows(-1)` is
+    /// the gap to the previous event).
+    pub fn shift_rows(self, _by: i64) -> Self {
         Phantom::phantom()
     }
     /// Sum over the rows `i < n_b` of each sequence (0 when empty).
