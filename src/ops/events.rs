@@ -95,7 +95,8 @@ pub fn event_boost_flat<T: Float, D, K, I: Index, M>(
     let known = select(seg_ok, cond_ok, seg_ok);
     let index = segment.cast::<i64>() * conditions + cond.cast::<i64>();
     let factor = select(known, table.at(index), 1.0);
-    select(columns.ne(0), values * factor, values)
+    // x * 1 is x exactly: one read of the values.
+    values * select(columns.ne(0), factor, 1.0)
 }
 
 /// `event_boost` with a condition per session, step 1: per session `s` of
@@ -128,7 +129,8 @@ pub fn boost_sessions<T: Float, D, M>(
     columns: Dense<M, (D,)>,
     session_offsets: Offsets,
 ) -> Jagged<T, (D,)> {
-    select(columns.ne(0), values * factor, values)
+    // x * 1 is x exactly: one read of the values.
+    values * select(columns.ne(0), factor, 1.0)
 }
 
 /// `session_pool` and `user_pool`'s `reduce`.

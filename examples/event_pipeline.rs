@@ -1,0 +1,239 @@
+//! An event-stream pipeline over nested jagged tensors (issue 11): users'
+//! events, cut into sessions, are boosted per (user segment, event
+//! condition), pooled per session, then per user.
+//!
+//! 1. Random users (one without events, one with a session longer than
+//!    1024 events) with timestamps; sessions are cut where the gap between
+//!    two events exceeds `GAP` (on the host here), giving a
+//!    [`NestedJagged`] from the flat tensor and its session offsets.
+//! 2. `event_boost`: the feature columns `BOOSTED` of each event times
+//!    `table[segment[b], cond[i]]` (a condition outside the table: factor 1).
+//! 3. `session_pool` (mean over each session's events) and `user_pool`
+//!    (max over each user's session means), through `nested_pool`.
+//!
+//! Every output is checked against f64 loops written here. On the
+//! emulator (no GPU), each step's cost-model counts are printed against
+//! the minimum traffic (inputs read once, outputs written once).
+//!
+//! `cargo run --release --example event_pipeline`
+
+use std::error::Error;
+use std::time::Instant;
+
+use jagged::ir::{DType, DenseTensor};
+use jagged::nested::NestedJagged;
+use jagged::ops::events::{
+    DeviceNested, Reduce, column_mask, event_boost, session_pool, user_pool,
+};
+use jagged::runtime::{DeviceTensor, Runtime};
+use jagged::testing::{Rng, rel_l2, tolerance};
+
+/// Features per event.
+const D: usize = 32;
+/// A new session starts after a gap longer than this (seconds).
+const GAP: f64 = 1800.0;
+/// Segments (table rows) and conditions (table columns).
+const G: usize = 4;
+const C: usize = 6;
+/// The boosted feature columns.
+const BOOSTED: [usize; 4] = [0, 3, 8, 31];
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let mut rng = Rng::new(11);
+    // Events per user: none, a long burst (one session > 1024 events),
+    // then random users.
+    let mut counts = vec![0, 1300];
+    counts.extend((0..62).map(|_| rng.below(120)));
+    let b = counts.len();
+    // Timestamps: gaps mostly short, sometimes longer than GAP.
+    let mut times = Vec::new();
+    for (u, &n) in counts.iter().enumerate() {
+        let mut t = 0.0;
+        for _ in 0..n {
+            // User 1's burst is one session.
+            t += if u != 1 && rng.below(12) == 0 {
+                GAP + 1.0 + rng.below(7200) as f64
+            } else {
+                rng.below(600) as f64
+            };
+            times.push(t);
+        }
+    }
+    let events = offsets(counts.iter().copied());
+    let t_rows = events[b];
+    // Sessions: a user's first event, and every gap > GAP.
+    let mut session_starts = Vec::new();
+    for u in 0..b {
+        for i in events[u]..events[u + 1] {
+            if i == events[u] || times[i] - times[i - 1] > GAP {
+                session_starts.push(i);
+            }
+        }
+    }
+    session_starts.push(t_rows);
+    let values: Vec<f64> = (0..t_rows * D).map(|_| rng.float(1.0)).collect();
+    let flat = jagged::ir::JaggedTensor::from_offsets(
+        jagged::ir::TensorData::F32(values.iter().map(|&x| x as f32).collect()),
+        &[D],
+        jagged::ir::TensorData::I32(events.iter().map(|&o| o as i32).collect()),
+    )?;
+    let nested = NestedJagged::from_flat(&flat, index(DType::I32, &session_starts)?)?;
+    let (s, sessions, users) = (
+        nested.sessions(),
+        nested.session_offsets_usize().to_vec(),
+        nested.user_offsets_usize().to_vec(),
+    );
+    let longest = sessions.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    println!(
+        "event_pipeline: B = {b} users, S = {s} sessions (longest {longest} events), T = {t_rows} events, D = {D}"
+    );
+
+    // Per-user segments and per-event conditions, some outside the table.
+    let segment: Vec<usize> = (0..b).map(|_| rng.below(G)).collect();
+    let cond: Vec<usize> = (0..t_rows).map(|_| rng.below(C + 1)).collect();
+    let table: Vec<f64> = (0..G * C)
+        .map(|_| 0.5 + rng.below(20) as f64 / 10.0)
+        .collect();
+
+    let mut rt = Runtime::new()?;
+    rt.set_poison_outputs(true);
+    print!("backend: {} ({})", rt.backend_name(), rt.device_name());
+    match rt.fallback_reason() {
+        Some(why) => println!(", no GPU: {why}"),
+        None => println!(),
+    }
+    let dev = DeviceNested::upload(&mut rt, &nested)?;
+    let d_events = dev.event_offsets(&mut rt)?;
+    let d_segment = rt.upload_tensor(&index(DType::I32, &segment)?)?;
+    let d_cond = rt.upload_tensor(&index(DType::I32, &cond)?)?;
+    let d_table = rt.upload_tensor(&DenseTensor::from_f64(DType::F32, vec![G, C], &table)?)?;
+    let d_columns = column_mask(&mut rt, D, &BOOSTED)?;
+    let _ = rt.take_emulator_profile();
+
+    // 2. event_boost on the flat form.
+    let start = Instant::now();
+    let boosted = event_boost(
+        &mut rt,
+        &dev.values,
+        &d_events,
+        &d_segment,
+        &d_cond,
+        &d_table,
+        &d_columns,
+    )?;
+    rt.synchronize()?;
+    let t_boost = start.elapsed();
+    let p_boost = rt.take_emulator_profile();
+    // 3. session means, then the max over each user's sessions.
+    let start = Instant::now();
+    let pooled = session_pool(&mut rt, &boosted, &dev.session_offsets, Reduce::Mean)?;
+    rt.synchronize()?;
+    let t_sessions = start.elapsed();
+    let p_sessions = rt.take_emulator_profile();
+    let start = Instant::now();
+    let per_user = user_pool(&mut rt, &pooled, &dev.user_offsets, Reduce::Max)?;
+    rt.synchronize()?;
+    let t_users = start.elapsed();
+    let p_users = rt.take_emulator_profile();
+
+    // The f64 loops.
+    let mut want_boost = values.clone();
+    for u in 0..b {
+        for i in events[u]..events[u + 1] {
+            let factor = if cond[i] < C {
+                table[segment[u] * C + cond[i]]
+            } else {
+                1.0
+            };
+            for &col in &BOOSTED {
+                want_boost[i * D + col] *= factor;
+            }
+        }
+    }
+    let want_sessions = pool(&want_boost, &sessions, |col| {
+        col.iter().sum::<f64>() / col.len().max(1) as f64
+    });
+    let want_users = pool(&want_sessions, &users, |col| {
+        col.iter()
+            .copied()
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+            .unwrap_or(0.0)
+    });
+    let tol = tolerance(DType::F32);
+    let mut worst: f64 = 0.0;
+    for (name, got, want) in [
+        ("event_boost", &boosted, &want_boost),
+        ("session_pool", &pooled, &want_sessions),
+        ("user_pool", &per_user, &want_users),
+    ] {
+        let got = download(&mut rt, got)?;
+        let error = rel_l2(&got, want);
+        worst = worst.max(error);
+        println!("{name}: relative error vs the f64 loops {error:.2e} (tolerance {tol:e})");
+    }
+
+    // Minimum traffic: every input read once, every output written once.
+    let min_boost = 4 * (2 * t_rows * D + t_rows + b + (b + 1) + G * C) + D;
+    let min_sessions = 4 * (t_rows * D + s * D + s + 1);
+    let min_users = 4 * (s * D + b * D + b + 1);
+    println!(
+        "\n{:<14} {:>12} {:>16} {:>10} {:>8} {:>10}",
+        "step", "min bytes", "bytes (x min)", "warp ins", "global", "time"
+    );
+    for (name, min, profile, time) in [
+        ("event_boost", min_boost, p_boost, t_boost),
+        ("session_pool", min_sessions, p_sessions, t_sessions),
+        ("user_pool", min_users, p_users, t_users),
+    ] {
+        let (bytes, ins, global) = profile.map_or((0, 0, 0), |p| {
+            (
+                32 * (p.global_read_sectors + p.global_write_sectors),
+                p.warp_instructions(),
+                p.global,
+            )
+        });
+        println!(
+            "{name:<14} {min:>12} {bytes:>9} ({:>4.2}x) {ins:>10} {global:>8} {:>8.2}ms",
+            bytes as f64 / min as f64,
+            time.as_secs_f64() * 1e3
+        );
+    }
+    println!(
+        "(bytes = 32 x the 32-byte sectors touched; time includes code generation on first use)"
+    );
+    if worst > tol {
+        return Err(format!("relative error {worst:e} above the tolerance {tol:e}").into());
+    }
+    Ok(())
+}
+
+/// `[0, l0, l0 + l1, ...]`.
+fn offsets(lengths: impl IntoIterator<Item = usize>) -> Vec<usize> {
+    let mut o = vec![0];
+    for l in lengths {
+        o.push(o[o.len() - 1] + l);
+    }
+    o
+}
+
+/// An index tensor (i32 or i64) of `values`.
+fn index(dtype: DType, values: &[usize]) -> Result<DenseTensor, Box<dyn Error>> {
+    let f: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+    Ok(DenseTensor::from_f64(dtype, vec![values.len()], &f)?)
+}
+
+/// Per segment of `offsets`, `reduce` of each of the `D` columns.
+fn pool(values: &[f64], offsets: &[usize], reduce: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    for w in offsets.windows(2) {
+        for c in 0..D {
+            let col: Vec<f64> = (w[0]..w[1]).map(|r| values[r * D + c]).collect();
+            out.push(reduce(&col));
+        }
+    }
+    out
+}
+
+fn download(rt: &mut Runtime, t: &DeviceTensor) -> Result<Vec<f64>, Box<dyn Error>> {
+    Ok(rt.download_tensor(t)?.to_f64())
+}
