@@ -2,7 +2,8 @@
 # The Python package's tests (python/, see docs/python.md): creates the
 # virtual environment .tools/venv (ignored), installs torch (the PyPI wheel,
 # with its CUDA libraries: ~5 GB), pytest, maturin and numpy (which torch
-# warns about when missing) into it, builds the
+# warns about when missing) and faiss-cpu (the reference of the quantization
+# fixtures, scripts/gen-faiss-fixtures.py) into it, builds the
 # package into it with `maturin develop --release` (Rust target dir
 # python/target), and runs pytest on python/tests (arguments go to pytest).
 # Idempotent: a second run only rebuilds what changed. pip's, Inductor's and
@@ -17,15 +18,17 @@ export PIP_ROOT_USER_ACTION=ignore
 TORCH_VERSION=2.15.0
 PYTEST_VERSION=9.2.0
 MATURIN_VERSION=1.16.0
+FAISS_VERSION=1.15.1
 start=$(date +%s)
 if [ ! -x "$venv/bin/python" ]; then
   echo "test-python: creating $venv"
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c "import torch, pytest, numpy" 2>/dev/null || [ ! -x "$venv/bin/maturin" ]; then
-  echo "test-python: installing torch==$TORCH_VERSION, pytest, maturin into $venv"
+if ! "$venv/bin/python" -c "import torch, pytest, numpy, faiss" 2>/dev/null || [ ! -x "$venv/bin/maturin" ]; then
+  echo "test-python: installing torch==$TORCH_VERSION, pytest, maturin, faiss-cpu into $venv"
   "$venv/bin/python" -m pip install --quiet \
-    "torch==$TORCH_VERSION" "pytest==$PYTEST_VERSION" "maturin==$MATURIN_VERSION" numpy
+    "torch==$TORCH_VERSION" "pytest==$PYTEST_VERSION" "maturin==$MATURIN_VERSION" numpy \
+    "faiss-cpu==$FAISS_VERSION"
 fi
 echo "test-python: environment ready after $(( $(date +%s) - start )) s"
 # maturin develop installs into the active virtual environment.
