@@ -587,3 +587,135 @@ fn sid_embed_reconstructs_residual_quantize() {
     }
     assert!(rel_l2(&values, &want) < 1e-6, "{}", rel_l2(&values, &want));
 }
+
+/// `jagc run` knows the three ops: on the emulator and on the reference
+/// evaluator, the codes are the f64 loops' (inputs without near-ties), the
+/// final residual of `residual_quantize` is `x` less the reconstruction,
+/// and `sid_embed` of the codes is that reconstruction; `beam=2` is refused.
+#[test]
+fn jagc_runs_the_quantize_ops() {
+    use jagged::cli::npy;
+    let dir = std::env::temp_dir().join(format!("jagged-quantize-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut rng = Rng::new(31);
+    let (levels, k, d) = (3, 40, 12);
+    let (m, s) = (3, 4);
+    let books = codebooks_with_duplicates(&mut rng, DType::F32, levels, k, d);
+    let centroids = codebooks_with_duplicates(&mut rng, DType::F32, m, k, s);
+    let rows = 21;
+    let rq = |row: &[f64]| {
+        let (c1, g1) = rq_row(row, &books, levels, k);
+        let (c2, g2) = pq_row(row, &centroids, m, k);
+        ([c1, c2].concat(), g1.min(g2))
+    };
+    let (x, both) = rows_without_near_ties(&mut rng, DType::F32, rows, d, &rq);
+    let rq_codes: Vec<f64> = (0..rows)
+        .flat_map(|r| both[r * 6..r * 6 + 3].iter().map(|&c| c as f64))
+        .collect();
+    let pq_codes: Vec<f64> = (0..rows)
+        .flat_map(|r| both[r * 6 + 3..r * 6 + 6].iter().map(|&c| c as f64))
+        .collect();
+    let save = |name: &str, t: DenseTensor| {
+        npy::save_dense(&t, dir.join(format!("{name}.npy"))).expect("write npy");
+    };
+    let tensor =
+        |dtype, shape: Vec<usize>, v: &[f64]| DenseTensor::from_f64(dtype, shape, v).unwrap();
+    save("x", tensor(DType::F32, vec![rows, d], &x));
+    save("codebooks", tensor(DType::F32, vec![levels, k, d], &books));
+    save("centroids", tensor(DType::F32, vec![m, k, s], &centroids));
+    save(
+        "offsets",
+        tensor(DType::I64, vec![4], &[0.0, 5.0, 5.0, rows as f64]),
+    );
+    save("codes", tensor(DType::I32, vec![rows, levels], &rq_codes));
+    let run = |op: &str, inputs: &[&str], extra: &[&str], backend: &str, out: &str| {
+        let mut args: Vec<String> =
+            vec!["run".into(), op.into(), "--backend".into(), backend.into()];
+        for input in inputs {
+            args.push("--in".into());
+            args.push(format!(
+                "{input}={}",
+                dir.join(format!("{input}.npy")).display()
+            ));
+        }
+        for e in extra {
+            args.push("--attr".into());
+            args.push((*e).into());
+        }
+        for name in out.split(',') {
+            args.push("--out".into());
+            args.push(format!(
+                "{name}={}",
+                dir.join(format!("{op}_{backend}_{name}.npy")).display()
+            ));
+        }
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_jagc"))
+            .args(&args)
+            .output()
+            .expect("run jagc");
+        (
+            status.status.success(),
+            String::from_utf8_lossy(&status.stderr).into_owned(),
+            out.split(',')
+                .filter_map(|name| {
+                    npy::load_dense(dir.join(format!("{op}_{backend}_{name}.npy")))
+                        .ok()
+                        .map(|t| t.to_f64())
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let mut reconstruction = vec![0.0; rows * d];
+    for r in 0..rows {
+        for l in 0..levels {
+            let c = rq_codes[r * levels + l] as usize;
+            for e in 0..d {
+                reconstruction[r * d + e] += books[(l * k + c) * d + e];
+            }
+        }
+    }
+    let residual: Vec<f64> = x.iter().zip(&reconstruction).map(|(a, b)| a - b).collect();
+    for backend in ["emu", "reference"] {
+        let (ok, err, out) = run(
+            "product_quantize",
+            &["x", "offsets", "centroids"],
+            &[],
+            backend,
+            "codes",
+        );
+        assert!(ok, "product_quantize {backend}: {err}");
+        assert_eq!(out[0], pq_codes, "product_quantize {backend}");
+        let (ok, err, out) = run(
+            "residual_quantize",
+            &["x", "offsets", "codebooks"],
+            &["beam=1"],
+            backend,
+            "codes,residual",
+        );
+        assert!(ok, "residual_quantize {backend}: {err}");
+        assert_eq!(out[0], rq_codes, "residual_quantize {backend}");
+        assert!(
+            rel_l2(&out[1], &residual) < 1e-5,
+            "{backend}: {}",
+            rel_l2(&out[1], &residual)
+        );
+        let (ok, err, out) = run(
+            "sid_embed",
+            &["codes", "offsets", "codebooks"],
+            &[],
+            backend,
+            "values",
+        );
+        assert!(ok, "sid_embed {backend}: {err}");
+        assert!(rel_l2(&out[0], &reconstruction) < 1e-6, "{backend}");
+    }
+    let (ok, err, _) = run(
+        "residual_quantize",
+        &["x", "offsets", "codebooks"],
+        &["beam=2"],
+        "emu",
+        "codes",
+    );
+    assert!(!ok && err.contains("not implemented"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

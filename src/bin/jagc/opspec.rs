@@ -175,6 +175,12 @@ pub enum Op {
     JaggedDenseBmmBackward,
     /// `jagged_jagged_bmm_backward`.
     JaggedJaggedBmmBackward,
+    /// `product_quantize`.
+    ProductQuantize,
+    /// `residual_quantize` (greedy).
+    ResidualQuantize,
+    /// `sid_embed`.
+    SidEmbed,
     /// `session_pool` (event streams).
     SessionPool,
     /// `user_pool` (event streams).
@@ -200,6 +206,11 @@ Attributes (--attr K=V), by op; defaults in brackets:
                                 (f32 operands rounded to tf32: tf32 tensor cores)
   session_pool, user_pool:      reduce=sum|mean|max [sum] (no max_len: every row counts)
   event_boost:                  none (the table's [G, C] comes from its file)
+  product_quantize, residual_quantize, sid_embed:
+                                dtype=f32|f16|bf16 [f32] (no max_len: every row counts;
+                                a dense [N, D] input takes offsets [0, N]);
+                                residual_quantize: beam=1 [1] (beam search is not
+                                implemented), emit/stats show one level's kernel
 Sizes, for emit and stats only (run reads them from the input files):
   primitives:                   inner=DxD.. [64] (inner dims of the values),
                                 index=i32|i64 [i32] (offsets / lengths dtype)
@@ -215,6 +226,8 @@ Sizes, for emit and stats only (run reads them from the input files):
   event_boost:                  inner=DxGxC [64x4x8] (D columns, a [G, C] table),
                                 index=i32|i64 [i32] (offsets, segment, cond),
                                 mask=u8|bool [u8] (columns)
+  product_quantize:             inner=MxKxS [8x256x8] (centroids [M, K, S], x [T, M * S])
+  residual_quantize, sid_embed: inner=LxKxD [4x256x64] (codebooks [L, K, D])
 --dtype sets the float dtype (attention ops: the same as --attr dtype).
 With --graph FILE.jir: the attributes the file declares (index ones as
 integers, float ones as numbers; defaults from the file); max_len also sets
@@ -222,7 +235,7 @@ the spec's bucket (emit/stats: [the file's default, else 128]).";
 
 impl Op {
     /// Every op, primitives first.
-    pub const ALL: [Op; 18] = [
+    pub const ALL: [Op; 21] = [
         Op::CompleteCumsum,
         Op::JaggedToPaddedDense,
         Op::DenseToJagged,
@@ -241,6 +254,9 @@ impl Op {
         Op::SessionPool,
         Op::UserPool,
         Op::EventBoost,
+        Op::ProductQuantize,
+        Op::ResidualQuantize,
+        Op::SidEmbed,
     ];
 
     /// OPS.md's name.
@@ -264,6 +280,9 @@ impl Op {
             Op::SessionPool => "session_pool",
             Op::UserPool => "user_pool",
             Op::EventBoost => "event_boost",
+            Op::ProductQuantize => "product_quantize",
+            Op::ResidualQuantize => "residual_quantize",
+            Op::SidEmbed => "sid_embed",
         }
     }
 
@@ -322,6 +341,9 @@ impl Op {
             Op::SessionPool => &["values", "session_offsets"],
             Op::UserPool => &["pooled", "user_offsets"],
             Op::EventBoost => &["values", "offsets", "segment", "cond", "table", "columns"],
+            Op::ProductQuantize => &["x", "offsets", "centroids"],
+            Op::ResidualQuantize => &["x", "offsets", "codebooks"],
+            Op::SidEmbed => &["codes", "offsets", "codebooks"],
         }
     }
 
@@ -333,7 +355,10 @@ impl Op {
             | Op::MaskedSelectJagged
             | Op::SessionPool
             | Op::UserPool
-            | Op::EventBoost => &[],
+            | Op::EventBoost
+            | Op::ProductQuantize
+            | Op::ResidualQuantize
+            | Op::SidEmbed => &[],
             Op::JaggedToPaddedDense => &["max_len", "padding_value"],
             Op::JaggedDenseElementwiseMul
             | Op::JaggedSoftmax
@@ -356,6 +381,8 @@ impl Op {
             Op::JaggedFlashAttention => &["causal", "activation", "dtype"],
             Op::FbgemmJaggedFlashAttentionBasic => &["use_mask", "dtype"],
             op if op.is_interaction() => &["dtype", "tf32"],
+            Op::ProductQuantize | Op::SidEmbed => &["dtype"],
+            Op::ResidualQuantize => &["dtype", "beam"],
             _ => &[],
         }
     }
@@ -557,6 +584,10 @@ impl Facts {
             Op::FbgemmJaggedFlashAttentionBasic => vec![head_dim],
             Op::JaggedPairwiseDot => attrs.dims("inner")?.unwrap_or_else(|| vec![64]),
             Op::EventBoost => attrs.dims("inner")?.unwrap_or_else(|| vec![64, 4, 8]),
+            Op::ProductQuantize => attrs.dims("inner")?.unwrap_or_else(|| vec![8, 256, 8]),
+            Op::ResidualQuantize | Op::SidEmbed => {
+                attrs.dims("inner")?.unwrap_or_else(|| vec![4, 256, 64])
+            }
             op if op.is_interaction() => attrs.dims("inner")?.unwrap_or_else(|| vec![64, 64]),
             _ => attrs.dims("inner")?.unwrap_or_else(|| vec![64]),
         };
@@ -657,6 +688,45 @@ fn event_graph(op: Op, facts: &Facts, attrs: &Attrs) -> Result<Graph, CliError> 
     })
 }
 
+/// The graph of a semantic-ID op (`jagged::ops::quantize`) for `facts`
+/// (`inner` is the centroids' `[M, K, S]` or the codebooks' `[L, K, D]`):
+/// `product_quantize_kernel`, `sid_embed_kernel` (the codebooks as a table
+/// `[L * K, D]`), or one level of `residual_quantize` whose residual input
+/// is in `residual` (the values' dtype at the first level, f32 after it).
+pub fn quantize_graph(
+    op: Op,
+    facts: &Facts,
+    attrs: &Attrs,
+    residual: DType,
+) -> Result<Graph, CliError> {
+    use jagged::ops::quantize as q;
+    let (t, x) = (facts.dtype, facts.index);
+    let [a, k, d] = facts.inner[..] else {
+        return Err(attrs.bad("inner", "expected three dims (MxKxS or LxKxD)"));
+    };
+    if op == Op::ResidualQuantize {
+        match attrs.usize("beam")? {
+            None | Some(1) => {}
+            Some(0) => return Err(attrs.bad("beam", "the beam keeps at least one code (beam=1)")),
+            Some(_) => {
+                return Err(attrs.bad(
+                    "beam",
+                    "beam search (beam > 1) is not implemented yet; only greedy encoding, beam=1",
+                ));
+            }
+        }
+    }
+    let built = match op {
+        Op::ProductQuantize => q::product_quantize_kernel::graph(t, a, k, d, x),
+        Op::ResidualQuantize => q::residual_quantize_level::graph(residual, t, k, d, a, x),
+        _ => q::sid_embed_kernel::graph(t, a, a * k, d, x),
+    };
+    built.map_err(|source| CliError::Kernel {
+        op: op.name(),
+        source,
+    })
+}
+
 /// The graph of `op` for `facts` and the flag attributes.
 pub fn build_graph(op: Op, facts: &Facts, attrs: &Attrs) -> Result<Graph, CliError> {
     let jagged = JaggedSpec {
@@ -671,6 +741,9 @@ pub fn build_graph(op: Op, facts: &Facts, attrs: &Attrs) -> Result<Graph, CliErr
         Op::JaggedDenseElementwiseMul => ops::jagged_dense_elementwise_mul(&jagged),
         Op::JaggedSoftmax => ops::jagged_softmax(&jagged),
         Op::SessionPool | Op::UserPool | Op::EventBoost => return event_graph(op, facts, attrs),
+        Op::ProductQuantize | Op::ResidualQuantize | Op::SidEmbed => {
+            return quantize_graph(op, facts, attrs, facts.dtype);
+        }
         Op::JaggedReduce => {
             let reduce = match attrs.0.get("reduce").map(String::as_str) {
                 None | Some("sum") => ReduceOp::Sum,

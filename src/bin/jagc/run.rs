@@ -86,6 +86,24 @@ struct Prepared {
     attrs: Vec<(String, AttrValue)>,
     /// The `max_len` the spec is bucketed by.
     spec_max_len: u64,
+    /// `residual_quantize`: the level loop ([`run_levels`]).
+    levels: Option<Levels>,
+}
+
+/// A graph's outputs by name, or why it did not run.
+type RunResult = Result<BTreeMap<String, DenseTensor>, Box<dyn std::error::Error>>;
+
+/// A graph's inputs by name.
+type Named<'a> = [(&'a str, &'a DenseTensor)];
+
+/// Runs a graph on the chosen backend.
+type Execute<'e> = dyn FnMut(&Graph, &Named<'_>) -> RunResult + 'e;
+
+/// `residual_quantize`'s levels: `graph` (of `Prepared`) encodes the first
+/// level, `next` the others (an f32 residual); `codebooks [L, K, D]`.
+struct Levels {
+    next: Graph,
+    codebooks: DenseTensor,
 }
 
 /// Runs `jagc run`.
@@ -118,10 +136,10 @@ pub fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|(n, v)| (n.as_str(), *v))
         .collect();
-    let results = match args.backend {
+    let mut exec = match args.backend {
         Backend::Reference => {
             println!("backend: reference (f64 evaluator)");
-            jagged_ir::evaluate(graph, &named, &graph_attrs)?
+            None
         }
         backend => {
             let mut rt = match backend {
@@ -134,9 +152,21 @@ pub fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             println!("backend: {} ({})", rt.backend_name(), rt.device_name());
             let arch = args.arch.unwrap_or_else(|| rt.preferred_arch());
             println!("arch: {arch}");
-            let spec = Spec::for_graph(graph, prepared.spec_max_len, arch)?;
-            rt.run_graph_host(graph, &spec, &named, &graph_attrs)?
+            Some((rt, arch))
         }
+    };
+    let mut execute = |graph: &Graph, named: &[(&str, &DenseTensor)]| -> RunResult {
+        Ok(match &mut exec {
+            None => jagged_ir::evaluate(graph, named, &graph_attrs)?,
+            Some((rt, arch)) => {
+                let spec = Spec::for_graph(graph, prepared.spec_max_len, *arch)?;
+                rt.run_graph_host(graph, &spec, named, &graph_attrs)?
+            }
+        })
+    };
+    let results = match &prepared.levels {
+        None => execute(graph, &named)?,
+        Some(levels) => run_levels(graph, levels, &prepared.inputs, &mut execute)?,
     };
     for (name, tensor) in &results {
         let target = outputs.get(name);
@@ -149,6 +179,53 @@ pub fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     write_outputs(&results, &outputs)?;
     Ok(())
+}
+
+/// Greedy `residual_quantize`, level by level: each level's graph takes the
+/// residual (`x` at the first level), the level's codebook `[K, D]`, the
+/// codes so far `[T, L]` (zeros at first) and the one-hot `level [L]`, and
+/// gives the codes with this level's column and the next residual. Returns
+/// the last level's `codes` and `residual` (`x - sum_l codebooks[l, c_l]`).
+fn run_levels(
+    first: &Graph,
+    levels: &Levels,
+    inputs: &BTreeMap<String, DenseTensor>,
+    execute: &mut Execute<'_>,
+) -> RunResult {
+    let (x, offsets) = (&inputs["residual"], &inputs["offsets"]);
+    let [l_count, k, d] = levels.codebooks.shape()[..] else {
+        unreachable!("checked by facts_from_files")
+    };
+    let books = levels.codebooks.to_f64();
+    let rows = x.shape()[0];
+    let mut codes =
+        DenseTensor::from_f64(DType::I32, vec![rows, l_count], &vec![0.0; rows * l_count])?;
+    let mut residual = x.clone();
+    for l in 0..l_count {
+        let book = &books[l * k * d..(l + 1) * k * d];
+        let codebook = DenseTensor::from_f64(levels.codebooks.dtype(), vec![k, d], book)?;
+        let one_hot: Vec<f64> = (0..l_count).map(|j| f64::from(u8::from(j == l))).collect();
+        let level = DenseTensor::from_f64(DType::I32, vec![l_count], &one_hot)?;
+        let named = [
+            ("offsets", offsets),
+            ("residual", &residual),
+            ("codebook", &codebook),
+            ("codes", &codes),
+            ("level", &level),
+        ];
+        let graph = if l == 0 { first } else { &levels.next };
+        let mut out = execute(graph, &named)?;
+        let take = |out: &mut BTreeMap<String, DenseTensor>, name: &str| {
+            out.remove(name)
+                .ok_or_else(|| format!("residual_quantize level {l}: no output `{name}`"))
+        };
+        codes = take(&mut out, "codes")?;
+        residual = take(&mut out, "residual")?;
+    }
+    Ok(BTreeMap::from([
+        ("codes".to_string(), codes),
+        ("residual".to_string(), residual),
+    ]))
 }
 
 /// A builtin op: its graph built from the input files' dtypes and shapes.
@@ -167,6 +244,7 @@ fn prepare_op(op: Op, args: &RunArgs) -> Result<Prepared, Box<dyn std::error::Er
                 | "segment"
                 | "cond"
                 | "columns"
+                | "codes"
         )
     };
     let loaded = load_files(&files, |name| dtype == DType::BF16 && float_input(name))?;
@@ -196,6 +274,48 @@ fn prepare_op(op: Op, args: &RunArgs) -> Result<Prepared, Box<dyn std::error::Er
         attrs.push(("segments".to_string(), AttrValue::Index(g)));
         attrs.push(("conditions".to_string(), AttrValue::Index(c)));
     }
+    let mut levels = None;
+    match op {
+        // x [T, M * S] read as [T, M, S].
+        Op::ProductQuantize => {
+            let (m, s) = (facts.inner[0], facts.inner[2]);
+            if let Some(x) = inputs.get_mut("x") {
+                *x = DenseTensor::new(vec![x.shape()[0], m, s], x.data().clone())?;
+            }
+        }
+        // The codebooks as one table [L * K, D], its levels' first rows
+        // `base` and K as `codewords`.
+        Op::SidEmbed => {
+            let [l, k, d] = facts.inner[..] else {
+                unreachable!("checked by facts_from_files")
+            };
+            if let Some(books) = inputs.remove("codebooks") {
+                inputs.insert(
+                    "table".to_string(),
+                    DenseTensor::new(vec![l * k, d], books.data().clone())?,
+                );
+            }
+            let base: Vec<f64> = (0..l).map(|i| (i * k) as f64).collect();
+            inputs.insert(
+                "base".to_string(),
+                DenseTensor::from_f64(DType::I32, vec![l], &base)?,
+            );
+            attrs.push(("codewords".to_string(), AttrValue::Index(k)));
+        }
+        // One graph per level (run_levels).
+        Op::ResidualQuantize => {
+            let codebooks = inputs.remove("codebooks").expect("a checked input");
+            if let Some(x) = inputs.remove("x") {
+                inputs.insert("residual".to_string(), x);
+            }
+            let parsed = Attrs::parse(op, &args.attrs, false)?;
+            levels = Some(Levels {
+                next: opspec::quantize_graph(op, &facts, &parsed, DType::F32)?,
+                codebooks,
+            });
+        }
+        _ => {}
+    }
     let spec_max_len = spec_max_len(op, &attrs, &inputs);
     Ok(Prepared {
         graph,
@@ -203,6 +323,7 @@ fn prepare_op(op: Op, args: &RunArgs) -> Result<Prepared, Box<dyn std::error::Er
         inputs,
         attrs,
         spec_max_len,
+        levels,
     })
 }
 
@@ -246,6 +367,7 @@ fn prepare_graph_file(path: &Path, args: &RunArgs) -> Result<Prepared, Box<dyn s
         inputs,
         attrs,
         spec_max_len,
+        levels: None,
     })
 }
 
@@ -507,7 +629,18 @@ fn facts_from_files(
         integer("cond", &[index])?;
     }
     for name in [
-        "values", "dense", "q", "k", "v", "x", "y", "dout", "pooled", "table",
+        "values",
+        "dense",
+        "q",
+        "k",
+        "v",
+        "x",
+        "y",
+        "dout",
+        "pooled",
+        "table",
+        "centroids",
+        "codebooks",
     ] {
         if op.inputs().contains(&name) {
             float(name, 1)?;
@@ -560,6 +693,37 @@ fn facts_from_files(
                 return Err(bad("table", reason));
             }
             (vec![values[1], table[0], table[1]], 0)
+        }
+        // centroids [M, K, S] and x [T, M * S]; codebooks [L, K, D] and
+        // x [T, D] or codes [T, L] (i32): inner [M, K, S] or [L, K, D].
+        Op::ProductQuantize | Op::ResidualQuantize | Op::SidEmbed => {
+            let books = if op == Op::ProductQuantize {
+                "centroids"
+            } else {
+                "codebooks"
+            };
+            let c = float(books, 3)?;
+            let rows = if op == Op::SidEmbed {
+                integer("codes", &[DType::I32])?;
+                file("codes")?.shape().to_vec()
+            } else {
+                float("x", 2)?
+            };
+            let row_len = match op {
+                Op::ProductQuantize => c[0] * c.get(2).copied().unwrap_or(0),
+                Op::ResidualQuantize => c.get(2).copied().unwrap_or(0),
+                _ => c[0],
+            };
+            if c.len() != 3 || rows.len() != 2 || rows[1] != row_len {
+                let (rows_name, want) = match op {
+                    Op::ProductQuantize => ("x", "x [T, M * S] and centroids [M, K, S]"),
+                    Op::ResidualQuantize => ("x", "x [T, D] and codebooks [L, K, D]"),
+                    _ => ("codes", "codes [T, L] and codebooks [L, K, D]"),
+                };
+                let reason = format!("{rows_name} {rows:?} and {books} {c:?}: expected {want}");
+                return Err(bad(books, reason));
+            }
+            (c, 0)
         }
         _ => (float("values", 1)?[1..].to_vec(), 0),
     };
