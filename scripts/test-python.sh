@@ -31,6 +31,8 @@ if ! "$venv/bin/python" -c "import torch, pytest, numpy, faiss" 2>/dev/null || [
     "faiss-cpu==$FAISS_VERSION"
 fi
 echo "test-python: environment ready after $(( $(date +%s) - start )) s"
+# The FAISS fixtures of tests/quantize_faiss.rs are what this FAISS computes.
+"$venv/bin/python" scripts/gen-faiss-fixtures.py --check
 # maturin develop installs into the active virtual environment.
 export VIRTUAL_ENV="$venv"
 export PATH="$venv/bin:$PATH"
