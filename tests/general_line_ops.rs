@@ -1,7 +1,8 @@
-//! `rank` and `shift`, the IR's two line ops, through the general path:
-//! ranks along the sequence and along an inner axis (integer inputs full of
-//! ties, NaN entries), a per-sequence top-k kept by a compaction on
-//! `rank < k`, neighbour differences and session starts built from shifts,
+//! `rank`, `topk` and `shift`, the IR's line ops, through the general
+//! path: ranks along the sequence and along an inner axis (integer inputs
+//! full of ties, NaN entries), a per-sequence top-k kept by a compaction on
+//! `rank < k`, the k best along a static axis (of an input, of a
+//! contraction), neighbour differences and session starts built from shifts,
 //! each against the f64 reference on the emulator for both archs.
 
 use std::sync::Arc;
@@ -65,6 +66,35 @@ const GRAPHS: &[(&str, &str)] = &[
 }",
     ),
     (
+        "the 3 best of 40 along an inner axis, indices and values",
+        "graph topk_inner {
+  attr max_len: index
+  %0 = input offsets : {idx}[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input x : {t}[%1, 40]
+  %3 = topk indices {order} %2, axis 1, k 3 : i32[%1, 3]
+  %4 = topk values {order} %2, axis 1, k 3 : {t}[%1, 3]
+  output idx = %3
+  output val = %4
+}",
+    ),
+    (
+        "the 4 nearest of 16 codewords (a contraction, then topk) and a dense [B, 12] line",
+        "graph topk_codes {
+  attr max_len: index
+  %0 = input offsets : {idx}[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input x : {t}[%1, 8]
+  %3 = input codebook : {t}[16, 8]
+  %4 = contract %2[id], %3[kd] -> [ik] : {acc}[%1, 16]
+  %5 = topk indices {order} %4, axis 1, k 4 : i32[%1, 4]
+  %6 = input y : {t}[B, 12]
+  %7 = topk indices {order} %6, axis 1, k 12 : i32[B, 12]
+  output codes = %5
+  output order = %7
+}",
+    ),
+    (
         "neighbour differences and session starts (shifts along the sequence)",
         "graph sessions {
   attr max_len: index
@@ -107,7 +137,8 @@ fn graph(text: &str, order: &str, dtype: DType, idx: DType) -> Graph {
     let text = text
         .replace("{order}", order)
         .replace("{t}", &dtype.to_string())
-        .replace("{idx}", &idx.to_string());
+        .replace("{idx}", &idx.to_string())
+        .replace("{acc}", if dtype.is_float() { "f32" } else { "i64" });
     Graph::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
@@ -229,5 +260,46 @@ fn integer_division_truncates_and_is_zero_by_zero() {
             .run_compiled_host(&g, &kernel, &inputs, &[])
             .expect("runs");
         assert_eq!(got["q"].to_f64(), want["q"].to_f64(), "{arch}");
+    }
+}
+
+/// topk's slots follow the same stable sort as rank: NaN first (NaNs by
+/// index), equal values by index, -0 and +0 equal.
+#[test]
+fn topk_follows_the_stable_sort() {
+    let text = "graph topk_row {
+  %0 = input x : f32[B, 8]
+  %1 = topk indices {order} %0, axis 1, k 5 : i32[B, 5]
+  %2 = topk values {order} %0, axis 1, k 5 : f32[B, 5]
+  output idx = %1
+  output val = %2
+}";
+    let row = [3.0, f64::NAN, -0.0, 3.0, 0.0, f64::NAN, -2.0, 7.0];
+    let x = DenseTensor::from_f64(DType::F32, vec![1, 8], &row).expect("x");
+    let inputs = [("x", &x)];
+    for (order, expect) in [
+        // NaN(1) NaN(5) -2(6) -0(2) 0(4)
+        ("ascending", [1.0, 5.0, 6.0, 2.0, 4.0]),
+        // NaN(1) NaN(5) 7(7) 3(0) 3(3)
+        ("descending", [1.0, 5.0, 7.0, 0.0, 3.0]),
+    ] {
+        let g = Graph::parse(&text.replace("{order}", order)).expect("graph");
+        let want = jagged::ir::evaluate(&g, &inputs, &[]).expect("reference");
+        assert_eq!(want["idx"].to_f64(), expect, "reference, {order}");
+        for arch in Arch::ALL {
+            let spec = Spec::for_graph(&g, 8, arch).expect("spec");
+            let kernel = compile(&g, &spec).expect("compiles");
+            let got = runtime()
+                .run_compiled_host(&g, &kernel, &inputs, &[])
+                .expect("runs");
+            assert_eq!(got["idx"].to_f64(), want["idx"].to_f64(), "{order} {arch}");
+            let (gv, wv) = (got["val"].to_f64(), want["val"].to_f64());
+            for (a, b) in gv.iter().zip(&wv) {
+                assert!(
+                    a == b || (a.is_nan() && b.is_nan()),
+                    "{order} {arch}: {gv:?} vs {wv:?}"
+                );
+            }
+        }
     }
 }

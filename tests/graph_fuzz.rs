@@ -17,7 +17,7 @@ use std::sync::Arc;
 use jagged::codegen::{Arch, Spec};
 use jagged::ir::{
     AttrKind, AttrValue, BinaryOp, CompareOp, DType, Dim, Graph, GraphBuilder, Handle,
-    IndexPredicate, Node, RankOrder, ReduceOp, ScanMode, TensorType, UnaryOp,
+    IndexPredicate, Node, RankOrder, ReduceOp, ScanMode, TensorType, TopKPart, UnaryOp,
 };
 use jagged::runtime::{BackendKind, KernelCache, Runtime};
 use jagged::testing::{Rng, Tolerance, check_spec_against_reference};
@@ -368,8 +368,30 @@ impl Builder {
         if a.shape.reduced(axis).is_none() {
             return;
         }
-        if arg & 16 != 0 && self.exact.contains(&a.node) {
-            let order = [RankOrder::Ascending, RankOrder::Descending][(arg >> 5) as usize % 2];
+        let order = [RankOrder::Ascending, RankOrder::Descending][(arg >> 5) as usize % 2];
+        let lead = usize::from(a.shape.batched && !a.shape.rows.contains(&Row::Ragged));
+        let inner = (axis - lead).checked_sub(a.shape.rows.len());
+        if let (Some(k), true) = (inner, self.exact.contains(&a.node) && arg & 64 != 0) {
+            // The best `min(n, 2)` along a static axis, as indices (a float
+            // feature) or values.
+            let n = a.shape.inner[k];
+            let keep = n.min(2);
+            let mut shape = a.shape.clone();
+            shape.inner[k] = keep;
+            let (part, dtype) = if arg & 128 != 0 {
+                (TopKPart::Values, a.dtype)
+            } else {
+                (TopKPart::Indices, DType::I32)
+            };
+            let t = self.g.top_k(order, part, a.node, axis, keep);
+            let float = if dtype.is_float() { dtype } else { DType::F32 };
+            let t = if dtype == float {
+                t
+            } else {
+                self.g.cast(t, float)
+            };
+            self.push(t, shape, float);
+        } else if arg & 16 != 0 && self.exact.contains(&a.node) {
             let r = self.g.rank(order, a.node, axis);
             let float = if a.dtype.is_float() {
                 a.dtype

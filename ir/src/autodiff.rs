@@ -54,7 +54,7 @@ use crate::arena::{Arena, Handle};
 use crate::dtype::DType;
 use crate::graph::{
     AttrDecl, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, Node, Origins, Output, Precision,
-    ReduceOp, ScanMode, TensorType, Type, UnaryOp,
+    ReduceOp, ScanMode, TensorType, TopKPart, Type, UnaryOp,
 };
 use crate::validate::{Row, Structure, ValidationError, validate};
 
@@ -632,6 +632,15 @@ impl<'g> Pass<'g> {
                 let c = self.mul(h, d);
                 self.accumulate(*arg, c)?;
             }
+            Node::TopK { part, arg, .. } => {
+                if *part == TopKPart::Values && self.wants(*arg) {
+                    return Err(self.not_differentiable(
+                        h,
+                        "the adjoint of topk's values puts each one back at its index, \
+                         a scatter the IR lacks",
+                    ));
+                }
+            }
             Node::Shift { arg, axis, by } => {
                 // `y[i] = x[i + by]`: `dx[j] = dy[j - by]`, 0 where `j - by`
                 // falls off the line, which a shift back gives.
@@ -1150,6 +1159,19 @@ fn remap(node: &Node, m: &dyn Fn(Handle<Node>) -> Handle<Node>) -> Node {
             order: *order,
             arg: m(*arg),
             axis: *axis,
+        },
+        Node::TopK {
+            order,
+            part,
+            arg,
+            axis,
+            k,
+        } => Node::TopK {
+            order: *order,
+            part: *part,
+            arg: m(*arg),
+            axis: *axis,
+            k: *k,
         },
         Node::Shift { arg, axis, by } => Node::Shift {
             arg: m(*arg),

@@ -9,7 +9,7 @@ use crate::arena::{Arena, Handle};
 use crate::dtype::DType;
 use crate::graph::{
     AttrDecl, AttrKind, AttrValue, BinaryOp, CompareOp, Graph, IndexPredicate, Node, Origin,
-    Origins, Output, Precision, RankOrder, ReduceOp, ScanMode, TensorType, UnaryOp,
+    Origins, Output, Precision, RankOrder, ReduceOp, ScanMode, TensorType, TopKPart, UnaryOp,
 };
 use crate::validate::{ValidationError, validate};
 
@@ -260,6 +260,25 @@ impl GraphBuilder {
             order,
             arg: x,
             axis,
+        })
+    }
+
+    /// The indices or values of the `k` best elements of each line along
+    /// the static `axis` of `x`, best first.
+    pub fn top_k(
+        &mut self,
+        order: RankOrder,
+        part: TopKPart,
+        x: Handle<Node>,
+        axis: usize,
+        k: usize,
+    ) -> Handle<Node> {
+        self.push(Node::TopK {
+            order,
+            part,
+            arg: x,
+            axis,
+            k,
         })
     }
 

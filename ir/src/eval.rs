@@ -21,7 +21,7 @@ use crate::bind::{BindError, InputDesc, bind, find_input};
 use crate::dtype::DType;
 use crate::graph::{
     AttrValue, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, Node, Precision, RankOrder,
-    ReduceOp, ScanMode, TensorType, Type, UnaryOp,
+    ReduceOp, ScanMode, TensorType, TopKPart, Type, UnaryOp,
 };
 use crate::tensor::{DenseTensor, TensorData, TensorError, check_offsets};
 use crate::validate::Structure;
@@ -655,6 +655,13 @@ impl<'g> Evaluator<'g> {
             Node::Softmax { arg, axis } => tensor(self.softmax(*arg, *axis)),
             Node::Rank { order, arg, axis } => tensor(self.rank(*order, *arg, *axis)),
             Node::Shift { arg, axis, by } => tensor(self.shift(*arg, *axis, *by)),
+            Node::TopK {
+                order,
+                part,
+                arg,
+                axis,
+                k,
+            } => tensor(self.top_k(h, (*order, *part), *arg, *axis, *k)),
             Node::Scan { mode, arg, axis } => tensor(self.scan(h, *mode, *arg, *axis)?),
             Node::Contract {
                 lhs,
@@ -798,6 +805,58 @@ impl<'g> Evaluator<'g> {
                 before += usize::from(better || tie);
             }
             out[here] = before as f64;
+        });
+        out
+    }
+
+    /// The `k` first elements of each line in the stable sort `order`
+    /// (NaN first, ties by index), as indices or values.
+    fn top_k(
+        &self,
+        h: Handle<Node>,
+        (order, part): (RankOrder, TopKPart),
+        arg: Handle<Node>,
+        axis: usize,
+        k: usize,
+    ) -> Vec<f64> {
+        let (x, r) = (self.tensor_type(arg), self.tensor_type(h));
+        let data = self.data(arg);
+        let mut out = vec![0.0; self.size(r)];
+        let (mut at_x, mut at_r) = (Cached::new(x), Cached::new(r));
+        let mut xi = Vec::new();
+        let mut line: Vec<(usize, f64)> = Vec::new();
+        self.for_each(r, |b, idx| {
+            if idx[axis] != 0 {
+                return;
+            }
+            xi.clear();
+            xi.extend_from_slice(idx);
+            line.clear();
+            for t in 0..self.extent(x.dims[axis], b) {
+                xi[axis] = t;
+                line.push((t, data[at_x.at(self, b, &xi)]));
+            }
+            // A stable sort: NaN first, then by value in `order`.
+            line.sort_by(|&(_, a), &(_, c)| match (a.is_nan(), c.is_nan()) {
+                (true, true) => std::cmp::Ordering::Equal,
+                (true, false) => std::cmp::Ordering::Less,
+                (false, true) => std::cmp::Ordering::Greater,
+                // Neither is NaN; -0 and +0 tie, as the kernels compare.
+                (false, false) => {
+                    let ord = a.partial_cmp(&c).unwrap_or(std::cmp::Ordering::Equal);
+                    match order {
+                        RankOrder::Ascending => ord,
+                        RankOrder::Descending => ord.reverse(),
+                    }
+                }
+            });
+            for (slot, &(t, v)) in line.iter().take(k).enumerate() {
+                xi[axis] = slot;
+                out[at_r.at(self, b, &xi)] = match part {
+                    TopKPart::Indices => t as f64,
+                    TopKPart::Values => v,
+                };
+            }
         });
         out
     }

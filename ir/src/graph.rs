@@ -257,6 +257,15 @@ pub enum RankOrder {
     Descending,
 }
 
+/// What a [`Node::TopK`] gives for each of the `k` best elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TopKPart {
+    /// Its index along the axis (i32).
+    Indices,
+    /// Its value (the operand's dtype).
+    Values,
+}
+
 /// A comparison of two operands of one dtype, broadcast by structure: the
 /// `compare` ops, whose result is `bool` (IEEE: every comparison with a NaN
 /// is false, except `ne`, which is true).
@@ -454,6 +463,24 @@ pub enum Node {
         /// The axis.
         axis: usize,
     },
+    /// The `k` best elements of each line along a static `axis` (of length
+    /// `n >= k`), best first in `order`'s stable sort (the one of
+    /// [`Node::Rank`]: a NaN first, ties to the lower index): the axis
+    /// becomes `k` long, slot `s` holding the element of rank `s`, as its
+    /// index (`part` indices, i32) or its value. Beam search keeps the
+    /// `beam` best candidates of each vector with it.
+    TopK {
+        /// Which end comes first.
+        order: RankOrder,
+        /// Indices or values.
+        part: TopKPart,
+        /// The operand (numeric).
+        arg: Handle<Node>,
+        /// The axis (static).
+        axis: usize,
+        /// How many (`1 <= k <= n`).
+        k: usize,
+    },
     /// The operand moved along `axis` (a ragged, `N` or static axis) by
     /// `by` rows: `y[i] = x[i + by]` where `0 <= i + by < n` (the line's
     /// length: `n_b` for a ragged axis), 0 elsewhere. Neighbours within a
@@ -558,6 +585,7 @@ impl Node {
             | Node::Reduce { arg, .. }
             | Node::Softmax { arg, .. }
             | Node::Rank { arg, .. }
+            | Node::TopK { arg, .. }
             | Node::Shift { arg, .. }
             | Node::Scan { arg, .. }
             | Node::ToPadded { arg } => vec![*arg],

@@ -37,7 +37,8 @@ pub use dtype::DType;
 pub use eval::{EvalError, EvalOptions, evaluate, evaluate_with};
 pub use graph::{
     AttrDecl, AttrKind, AttrValue, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, MAX_LEN, Node,
-    Origin, Origins, Output, Precision, RankOrder, ReduceOp, ScanMode, TensorType, Type, UnaryOp,
+    Origin, Origins, Output, Precision, RankOrder, ReduceOp, ScanMode, TensorType, TopKPart, Type,
+    UnaryOp,
 };
 pub use tensor::{DenseTensor, JaggedTensor, TensorData, TensorError};
 pub use text::ParseError;

@@ -39,6 +39,7 @@
 //! | `softmax %x, axis K` | [`Node::Softmax`] |
 //! | `rank ascending`/`descending %x, axis K` | [`Node::Rank`] |
 //! | `shift %x, axis K, by 1`, `... by -1` | [`Node::Shift`] |
+//! | `topk indices`/`values ascending`/`descending %x, axis K, k 4` | [`Node::TopK`] |
 //! | `scan inclusive`/`exclusive`/`complete %x, axis K` | [`Node::Scan`] |
 //! | `contract %a[ihd], %b[jhd] -> [ijh]`, `... -> [ijh], tf32` | [`Node::Contract`] |
 //! | `to_padded %x` | [`Node::ToPadded`] |
@@ -65,7 +66,7 @@ use crate::builder::GraphBuilder;
 use crate::dtype::DType;
 use crate::graph::{
     AttrKind, AttrValue, BinaryOp, CompareOp, Dim, Graph, IndexPredicate, Node, Origin, Precision,
-    RankOrder, ReduceOp, ScanMode, TensorType, Type, UnaryOp,
+    RankOrder, ReduceOp, ScanMode, TensorType, TopKPart, Type, UnaryOp,
 };
 
 impl UnaryOp {
@@ -201,6 +202,19 @@ impl RankOrder {
     }
 }
 
+impl TopKPart {
+    /// Both parts.
+    pub const ALL: [TopKPart; 2] = [TopKPart::Indices, TopKPart::Values];
+
+    /// Its name in the text form.
+    pub fn name(self) -> &'static str {
+        match self {
+            TopKPart::Indices => "indices",
+            TopKPart::Values => "values",
+        }
+    }
+}
+
 impl AttrKind {
     /// Its name in the text form.
     pub fn name(self) -> &'static str {
@@ -265,6 +279,18 @@ fn write_op(f: &mut fmt::Formatter<'_>, node: &Node) -> fmt::Result {
             write!(f, "rank {} {arg}, axis {axis}", order.name())
         }
         Node::Shift { arg, axis, by } => write!(f, "shift {arg}, axis {axis}, by {by}"),
+        Node::TopK {
+            order,
+            part,
+            arg,
+            axis,
+            k,
+        } => write!(
+            f,
+            "topk {} {} {arg}, axis {axis}, k {k}",
+            part.name(),
+            order.name()
+        ),
         Node::Scan { mode, arg, axis } => write!(f, "scan {} {arg}, axis {axis}", mode.name()),
         Node::Contract {
             lhs,
@@ -769,6 +795,22 @@ impl Parser {
                 let arg = self.value()?;
                 let axis = self.axis()?;
                 Node::Rank { order, arg, axis }
+            }
+            "topk" => {
+                let part = self.name_of(&TopKPart::ALL, TopKPart::name, "topk part")?;
+                let order = self.name_of(&RankOrder::ALL, RankOrder::name, "rank order")?;
+                let arg = self.value()?;
+                let axis = self.axis()?;
+                self.punct(",")?;
+                self.keyword("k")?;
+                let k = self.number("a count")?;
+                Node::TopK {
+                    order,
+                    part,
+                    arg,
+                    axis,
+                    k,
+                }
             }
             "shift" => {
                 let arg = self.value()?;

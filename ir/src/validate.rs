@@ -10,7 +10,7 @@ use crate::arena::{Arena, Handle};
 use crate::dtype::DType;
 use crate::graph::{
     AttrDecl, AttrKind, Dim, Graph, IndexPredicate, MAX_LEN, Node, Origins, Output, Precision,
-    ScanMode, TensorType, Type,
+    ScanMode, TensorType, TopKPart, Type,
 };
 use crate::typing::{self, DtypeRule};
 
@@ -730,6 +730,35 @@ impl Validator<'_> {
                 Self::rule(typing::RANK_RULE, a.dtype)?;
                 Self::line_axis("rank", a, *axis)?;
                 t(TensorType::new(DType::I32, a.dims.clone()))
+            }
+            Node::TopK {
+                part, arg, axis, k, ..
+            } => {
+                let a = self.tensor(h, *arg)?;
+                Self::rule(typing::RANK_RULE, a.dtype)?;
+                let n = match Self::axis_dim(a, *axis)? {
+                    Dim::Static(n) => n,
+                    dim => {
+                        return Err(Kind::BadAxis {
+                            op: "topk (a static axis; along a sequence, keep `rank < k`)",
+                            axis: *axis,
+                            dim: dim.to_string(),
+                        });
+                    }
+                };
+                if *k == 0 || *k > n {
+                    return Err(Kind::BadType {
+                        ty: a.to_string(),
+                        reason: "topk's k is between 1 and the axis' length",
+                    });
+                }
+                let mut dims = a.dims.clone();
+                dims[*axis] = Dim::Static(*k);
+                let dtype = match part {
+                    TopKPart::Indices => DType::I32,
+                    TopKPart::Values => a.dtype,
+                };
+                t(TensorType::new(dtype, dims))
             }
             Node::Shift { arg, axis, .. } => {
                 let a = self.tensor(h, *arg)?;

@@ -14,7 +14,8 @@ use jagged_ir::autodiff::{AutodiffError, backward, cotangent_name, gradient_name
 use jagged_ir::ops::{self, Activation, AttentionSpec, FbgemmAttentionSpec, JaggedSpec};
 use jagged_ir::{
     AttrKind, AttrValue, BinaryOp, CompareOp, DType, DenseTensor, Dim, Graph, GraphBuilder, Handle,
-    IndexPredicate, MAX_LEN, Node, RankOrder, ReduceOp, ScanMode, TensorType, UnaryOp, evaluate,
+    IndexPredicate, MAX_LEN, Node, RankOrder, ReduceOp, ScanMode, TensorType, TopKPart, UnaryOp,
+    evaluate,
 };
 
 /// splitmix64: reproducible inputs without a dependency.
@@ -1007,6 +1008,25 @@ fn nodes_without_an_expressible_adjoint_are_typed_errors() {
     });
     not_differentiable(&g, &["table"], "gather");
     // ... but a gathered constant table is fine.
+    check_gradients(&g, &["x"], &Check::default());
+    // topk values: the adjoint puts each back at its index; its indices
+    // pick a weight and pass it no gradient.
+    let g = graph("topk", true, |b, s| {
+        let x = b.input("x", f64j(s, &[4]));
+        let v = b.top_k(RankOrder::Descending, TopKPart::Values, x, 1, 2);
+        b.output("v", v);
+    });
+    not_differentiable(&g, &["x"], "topk");
+    let g = graph("topk_index", true, |b, s| {
+        let x = b.input("x", f64j(s, &[4]));
+        let w = b.input("w", f64d(&[], &[4]));
+        let i = b.top_k(RankOrder::Ascending, TopKPart::Indices, x, 1, 1);
+        let picked = b.gather(w, i);
+        let picked = b.reduce(ReduceOp::Sum, picked, 1);
+        let total = b.reduce(ReduceOp::Sum, x, 1);
+        let y = b.mul(total, picked);
+        b.output("y", y);
+    });
     check_gradients(&g, &["x"], &Check::default());
     // compact: the adjoint is an expansion.
     let g = ops::masked_select_jagged(&jspec(&[2]), DType::Bool).expect("graph");

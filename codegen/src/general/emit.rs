@@ -5,7 +5,7 @@
 
 use jagged_ir::{
     BinaryOp, CompareOp, Dim, Graph, Handle, IndexPredicate, Node, Precision, RankOrder, ReduceOp,
-    ScanMode, TensorType,
+    ScanMode, TensorType, TopKPart,
 };
 
 mod mma;
@@ -56,6 +56,41 @@ type Result<T> = std::result::Result<T, CodegenError>;
 
 fn is_int(dtype: DType) -> bool {
     !dtype.is_float()
+}
+
+/// How the elements of a line compare in the stable sort of
+/// [`Node::Rank`] and [`Node::TopK`].
+#[derive(Clone, Copy)]
+struct SortOrder {
+    /// f32 for floats (with NaN flags), s64 for integers.
+    ty: Type,
+    /// `lt` smallest first, `gt` largest first.
+    cmp: Cmp,
+    /// Whether the values are floats (a NaN sorts first).
+    nan: bool,
+}
+
+impl SortOrder {
+    fn new(order: RankOrder, dtype: DType) -> SortOrder {
+        let nan = !is_int(dtype);
+        SortOrder {
+            ty: if nan { Type::F32 } else { Type::S64 },
+            cmp: match order {
+                RankOrder::Ascending => Cmp::Lt,
+                RankOrder::Descending => Cmp::Gt,
+            },
+            nan,
+        }
+    }
+}
+
+/// An element in a sort: its value, index (s64) and, for floats, NaN flag
+/// (u32, 1 for NaN).
+#[derive(Clone, Copy)]
+struct SortKey {
+    v: Reg,
+    i: Reg,
+    nan: Option<Reg>,
 }
 
 /// Whether the kernel of `node` (a float reduction, or a softmax's
@@ -965,6 +1000,13 @@ impl<'g> Emitter<'g> {
             }
             Node::Reduce { op, arg, axis } => self.reduce(h, *op, *arg, *axis, at),
             Node::Rank { order, arg, axis } => self.rank(*order, *arg, *axis, at),
+            Node::TopK {
+                order,
+                part,
+                arg,
+                axis,
+                ..
+            } => self.top_k((*order, *part), *arg, *axis, at),
             Node::Shift { arg, axis, by } => {
                 let x = tensor_type(graph, *arg)?;
                 let n = self.extent(x.dims[*axis], at.b)?;
@@ -1337,56 +1379,19 @@ impl<'g> Emitter<'g> {
     }
 
     /// The rank of the element `at` along `axis` ([`Node::Rank`]): a count
-    /// over its line of the elements that come before it, a NaN before any
-    /// number, ties by index.
+    /// over its line of the elements that sort before it.
     fn rank(&mut self, order: RankOrder, arg: Handle<Node>, axis: usize, at: &At) -> Result<Val> {
         let x = tensor_type(self.graph, arg)?.clone();
-        let int = is_int(x.dtype);
-        let ty = if int { Type::S64 } else { Type::F32 };
-        let read = |em: &mut Self, at: &At| -> Result<Reg> {
-            let v = em.value(arg, at)?;
-            Ok(if int { em.i64(v) } else { em.f32(v) })
-        };
-        let v = read(self, at)?;
-        let here = at.idx[axis];
-        // NaN-ness of our own element: `v == v` fails only for NaN.
-        let v_nan = (!int).then(|| {
-            let number = self.b.setp(Cmp::Eq, ty, v, v);
-            self.b
-                .selp(Type::U32, Operand::Int(0), Operand::Int(1), number)
-        });
+        let sort = SortOrder::new(order, x.dtype);
+        let v = self.sort_value(sort, arg, at)?;
+        let here = self.sort_key(sort, v, at.idx[axis]);
         let n = self.extent(x.dims[axis], at.b)?;
         let count = self.b.mov(Type::S64, Operand::Int(0));
-        let cmp = match order {
-            RankOrder::Ascending => Cmp::Lt,
-            RankOrder::Descending => Cmp::Gt,
-        };
         let saved = self.lanes.take();
         self.over_axis(n, at, axis, |em, line| {
-            let w = read(em, line)?;
-            let earlier = em.b.setp(Cmp::Lt, Type::U64, line.idx[axis], here);
-            let better = em.b.setp(cmp, ty, w, v);
-            let equal = em.b.setp(Cmp::Eq, ty, w, v);
-            let (better, equal) = match v_nan {
-                None => (better, equal),
-                Some(v_nan) => {
-                    // A NaN is better than a number and ties with a NaN:
-                    // with `w_nan` and `v_nan` as 0/1, `w_nan > v_nan` and
-                    // `w_nan & v_nan`.
-                    let number = em.b.setp(Cmp::Eq, ty, w, w);
-                    let w_nan =
-                        em.b.selp(Type::U32, Operand::Int(0), Operand::Int(1), number);
-                    let nan_first = em.b.setp(Cmp::Gt, Type::U32, w_nan, v_nan);
-                    let both = em.b.binary(BinOp::And, Type::U32, w_nan, v_nan);
-                    let both = em.b.setp(Cmp::Ne, Type::U32, both, Operand::Int(0));
-                    (
-                        em.b.binary(BinOp::Or, Type::Pred, better, nan_first),
-                        em.b.binary(BinOp::Or, Type::Pred, equal, both),
-                    )
-                }
-            };
-            let tie = em.b.binary(BinOp::And, Type::Pred, equal, earlier);
-            let before = em.b.binary(BinOp::Or, Type::Pred, better, tie);
+            let w = em.sort_value(sort, arg, line)?;
+            let other = em.sort_key(sort, w, line.idx[axis]);
+            let before = em.sorts_before(sort, other, here);
             let one =
                 em.b.selp(Type::S64, Operand::Int(1), Operand::Int(0), before);
             em.b.binary_to(BinOp::Add, Type::S64, count, count, one);
@@ -1394,6 +1399,116 @@ impl<'g> Emitter<'g> {
         })?;
         self.lanes = saved;
         Ok(Val::I(count))
+    }
+
+    /// Slot `at.idx[axis]` of a [`Node::TopK`]: the element of that rank,
+    /// found by `slot + 1` passes over the line, each taking the first
+    /// element that sorts after the previous pass's choice (`O(k n)` per
+    /// line for small `k`, no per-thread buffer).
+    fn top_k(
+        &mut self,
+        (order, part): (RankOrder, TopKPart),
+        arg: Handle<Node>,
+        axis: usize,
+        at: &At,
+    ) -> Result<Val> {
+        let x = tensor_type(self.graph, arg)?.clone();
+        let sort = SortOrder::new(order, x.dtype);
+        let n = self.extent(x.dims[axis], at.b)?;
+        let none = Operand::Int(-1);
+        let key = |em: &mut Self| SortKey {
+            v: if sort.nan {
+                em.b.const_f32(0.0)
+            } else {
+                em.b.mov(Type::S64, Operand::Int(0))
+            },
+            i: em.b.mov(Type::S64, none),
+            nan: sort.nan.then(|| em.b.mov(Type::U32, Operand::Int(0))),
+        };
+        let prev = key(self);
+        let saved = self.lanes.take();
+        let passes_end = self
+            .b
+            .binary(BinOp::Add, Type::U64, at.idx[axis], Operand::Int(1));
+        let passes = self
+            .b
+            .begin_range(Type::U64, Operand::Int(0), passes_end, Operand::Int(1));
+        let best = key(self);
+        self.over_axis(n, at, axis, |em, line| {
+            let w = em.sort_value(sort, arg, line)?;
+            let cand = em.sort_key(sort, w, line.idx[axis]);
+            // Not taken by an earlier pass: after `prev` (or no pass yet).
+            let after_prev = em.sorts_before(sort, prev, cand);
+            let first_pass = em.b.setp(Cmp::Eq, Type::S64, prev.i, none);
+            let fresh = em.b.binary(BinOp::Or, Type::Pred, after_prev, first_pass);
+            let beats = em.sorts_before(sort, cand, best);
+            let no_best = em.b.setp(Cmp::Eq, Type::S64, best.i, none);
+            let better = em.b.binary(BinOp::Or, Type::Pred, beats, no_best);
+            let take = em.b.binary(BinOp::And, Type::Pred, fresh, better);
+            em.take_key(sort, best, cand, take);
+            Ok(())
+        })?;
+        self.b.mov_to(sort.ty, prev.v, best.v);
+        self.b.mov_to(Type::S64, prev.i, best.i);
+        if let (Some(p), Some(b)) = (prev.nan, best.nan) {
+            self.b.mov_to(Type::U32, p, b);
+        }
+        self.b.end_range(passes);
+        self.lanes = saved;
+        Ok(match (part, sort.nan) {
+            (TopKPart::Indices, _) => Val::I(prev.i),
+            (TopKPart::Values, true) => Val::F(prev.v),
+            (TopKPart::Values, false) => Val::I(prev.v),
+        })
+    }
+
+    /// The value of `arg` at `at` as the sort compares it (f32 or s64).
+    fn sort_value(&mut self, sort: SortOrder, arg: Handle<Node>, at: &At) -> Result<Reg> {
+        let v = self.value(arg, at)?;
+        Ok(if sort.nan { self.f32(v) } else { self.i64(v) })
+    }
+
+    /// The key of the element `v` at index `i` (its NaN flag computed:
+    /// `v == v` fails only for NaN).
+    fn sort_key(&mut self, sort: SortOrder, v: Reg, i: Reg) -> SortKey {
+        let nan = sort.nan.then(|| {
+            let number = self.b.setp(Cmp::Eq, sort.ty, v, v);
+            self.b
+                .selp(Type::U32, Operand::Int(0), Operand::Int(1), number)
+        });
+        SortKey { v, i, nan }
+    }
+
+    /// `dst = take ? src : dst`, field by field.
+    fn take_key(&mut self, sort: SortOrder, dst: SortKey, src: SortKey, take: Reg) {
+        self.b.selp_to(sort.ty, dst.v, src.v, dst.v, take);
+        self.b.selp_to(Type::S64, dst.i, src.i, dst.i, take);
+        if let (Some(d), Some(s)) = (dst.nan, src.nan) {
+            self.b.selp_to(Type::U32, d, s, d, take);
+        }
+    }
+
+    /// A predicate: `a` sorts before `b` (a NaN before a number, NaNs
+    /// tied, then by value in the order, ties by index).
+    fn sorts_before(&mut self, sort: SortOrder, a: SortKey, b: SortKey) -> Reg {
+        let better = self.b.setp(sort.cmp, sort.ty, a.v, b.v);
+        let equal = self.b.setp(Cmp::Eq, sort.ty, a.v, b.v);
+        let (better, equal) = match (a.nan, b.nan) {
+            (Some(an), Some(bn)) => {
+                // With the flags as 0/1: `an > bn` and `an & bn`.
+                let nan_first = self.b.setp(Cmp::Gt, Type::U32, an, bn);
+                let both = self.b.binary(BinOp::And, Type::U32, an, bn);
+                let both = self.b.setp(Cmp::Ne, Type::U32, both, Operand::Int(0));
+                (
+                    self.b.binary(BinOp::Or, Type::Pred, better, nan_first),
+                    self.b.binary(BinOp::Or, Type::Pred, equal, both),
+                )
+            }
+            _ => (better, equal),
+        };
+        let earlier = self.b.setp(Cmp::Lt, Type::S64, a.i, b.i);
+        let tie = self.b.binary(BinOp::And, Type::Pred, equal, earlier);
+        self.b.binary(BinOp::Or, Type::Pred, better, tie)
     }
 
     /// `shfl.bfly` of an f32 or s64 register (an s64 in two halves).

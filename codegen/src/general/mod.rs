@@ -270,9 +270,9 @@ fn fused(graph: &Graph, h: Handle<Node>, fusion: Fusion) -> bool {
         Node::PackTriu { .. } => false,
         Node::Seqs { .. } | Node::SeqsWhere { .. } | Node::SeqsTriu { .. } => false,
         Node::Attr { .. } | Node::Const { .. } => true,
-        // A rank reads its whole line per element: stored once rather than
-        // recomputed by every reader.
-        Node::Reduce { .. } | Node::Contract { .. } | Node::Rank { .. } => {
+        // A rank or top-k reads its whole line per element: stored once
+        // rather than recomputed by every reader.
+        Node::Reduce { .. } | Node::Contract { .. } | Node::Rank { .. } | Node::TopK { .. } => {
             pair || (fusion == Fusion::Fused
                 && (feeds_an_output_elementwise(graph, h) || emit::resident(graph, h)))
         }
