@@ -374,20 +374,57 @@ fn event_kernels_assemble_without_spills() {
         graphs.push(session_boost_factors::graph(dtype, 12, DType::I32, DType::I32).unwrap());
         graphs.push(boost_sessions::graph(dtype, 64, DType::Bool, DType::I64).unwrap());
     }
-    for g in &graphs {
+    for index in [DType::I32, DType::I64] {
+        graphs.push(session_segment_int::graph(index, index).unwrap());
+        graphs.push(session_segment_float::graph(DType::F32, index, index).unwrap());
+    }
+    assert_no_spills(&graphs);
+}
+
+/// The rank-based event kernels (`jagged_topk`, `event_prune`) through
+/// ptxas. Ignored: the general path's kernel for the IR's `rank` node
+/// spills on its own (a graph of one `rank descending` over f32 scores:
+/// 12 bytes of spill stores on sm_90a, 4 on sm_80, at 32 registers), and
+/// so does topk's compaction on sm_90a; a code-generator issue, reported.
+/// Run with `--ignored` to see the offenders.
+#[test]
+#[ignore = "the general path's rank kernel spills (codegen issue)"]
+fn rank_based_event_kernels_assemble_without_spills() {
+    let found = ptxas::find().ok_or_else(|| "was not found".to_string());
+    let test = "rank_based_event_kernels_assemble_without_spills";
+    if common::tools::require(test, "ptxas", found).is_none() {
+        return;
+    }
+    let mut graphs = Vec::new();
+    for dtype in [DType::F32, DType::BF16] {
+        graphs.push(jagged_topk_kernel::graph(dtype, DType::I64, DType::I64).unwrap());
+        for (t, r) in [(true, true), (false, true), (true, false)] {
+            graphs.push(event_prune_kernel::graph(dtype, DType::I32, t, r, DType::I32).unwrap());
+        }
+    }
+    assert_no_spills(&graphs);
+}
+
+/// Every graph assembles for sm_80 and sm_90a without a spill or a stack
+/// frame (all offenders listed).
+fn assert_no_spills(graphs: &[Graph]) {
+    let mut offenders = Vec::new();
+    for g in graphs {
         for arch in Arch::ALL {
             let spec = Spec::for_graph(g, 0, arch).expect("spec");
             let (kernel, plan) = compile_with_plan(g, &spec).expect("compiles");
             let report = ptxas::assemble(&kernel.ptx, arch)
                 .unwrap_or_else(|e| panic!("{} {arch}: {e}\n{plan}", g.name()));
-            assert!(
-                report.offenders().is_empty(),
-                "{} {arch}: {:?}\n{plan}",
-                g.name(),
-                report.offenders()
-            );
+            if !report.offenders().is_empty() {
+                offenders.push(format!(
+                    "{} {arch}: {:?}\n{plan}",
+                    g.name(),
+                    report.offenders()
+                ));
+            }
         }
     }
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
 }
 
 /// `jagc run` knows the event ops: the emulator's outputs are the
@@ -647,4 +684,333 @@ fn event_boost_per_session_matches_the_reference() {
         .map(|(k, &x)| if k % 2 == 1 { x * factors[k / 2] } else { x })
         .collect();
     assert_eq!(out, want);
+}
+
+/// `session_segment`'s reference: per user, a session starts at its first
+/// event and where `t_i - t_{i-1} > gap`; `dwell_i = t_{i+1} - t_i` within
+/// a session, 0 at its last event. Returns `(session_offsets,
+/// user_offsets, dwell)`.
+fn segment_reference(t: &[f64], offsets: &[usize], gap: f64) -> (Vec<usize>, Vec<usize>, Vec<f64>) {
+    let (mut sessions, mut users, mut dwell) = (vec![], vec![0], vec![0.0; t.len()]);
+    for w in offsets.windows(2) {
+        for i in w[0]..w[1] {
+            if i == w[0] || t[i] - t[i - 1] > gap {
+                sessions.push(i);
+            }
+            if i + 1 < w[1] && t[i + 1] - t[i] <= gap {
+                dwell[i] = t[i + 1] - t[i];
+            }
+        }
+        users.push(sessions.len());
+    }
+    sessions.push(t.len());
+    (sessions, users, dwell)
+}
+
+/// Timestamps of users with `counts` events: integer steps of 0 to 20
+/// (sometimes a step back), now and then a jump of 30 to 99; the user of
+/// more than 1024 events never jumps (one long session).
+fn timestamps(rng: &mut Rng, counts: &[usize]) -> Vec<f64> {
+    let mut t = Vec::new();
+    for &n in counts {
+        let mut now = rng.below(1000) as f64;
+        for _ in 0..n {
+            now += match rng.below(10) {
+                0 if n <= 1024 => 30.0 + rng.below(70) as f64,
+                1 => -(rng.below(5) as f64),
+                _ => rng.below(21) as f64,
+            };
+            t.push(now);
+        }
+    }
+    t
+}
+
+/// `session_segment` on every nesting's user totals, f32 / f64 / i64
+/// timestamps, i32 / i64 offsets, sm_80 and sm_90a (its kernel, then
+/// `complete_cumsum`), against the loops; the front function on sm_80.
+#[test]
+fn session_segment_matches_the_reference() {
+    let mut rt = runtime();
+    let mut rng = Rng::new(41);
+    // An integer gap for i64 timestamps; 10.5 for floats (the same sessions
+    // on integer timestamps: no difference ties with it).
+    let mut checked = 0;
+    for dtype in [DType::F32, DType::F64, DType::I64] {
+        for index in [DType::I32, DType::I64] {
+            let (graph, gap, attr) = if dtype == DType::I64 {
+                let g = session_segment_int::graph(index, index).expect("graph");
+                (g, 10.0, AttrValue::Index(10))
+            } else {
+                let g = session_segment_float::graph(dtype, index, index).expect("graph");
+                (g, 10.5, AttrValue::Float(10.5))
+            };
+            let cumsum = jagged::ops::complete_cumsum::graph(index).expect("graph");
+            for arch in Arch::ALL {
+                for nesting in adversarial_nestings(&mut rng) {
+                    let counts: Vec<usize> = nesting.iter().map(|u| u.iter().sum()).collect();
+                    let what = format!("{dtype} {index} {arch} {counts:?}");
+                    let events = offsets_of(counts.iter().copied());
+                    let t = timestamps(&mut rng, &counts);
+                    let (want_s, want_u, want_dwell) = segment_reference(&t, &events, gap);
+                    let (tt, o) = (
+                        tensor(dtype, vec![t.len()], &t),
+                        index_tensor(index, &events),
+                    );
+                    let out = run(
+                        &mut rt,
+                        &graph,
+                        arch,
+                        &[("timestamps", &tt), ("offsets", &o)],
+                        &[("gap", attr)],
+                    );
+                    let lengths = &out["lengths"];
+                    assert_eq!(lengths.dtype(), index, "{what}");
+                    let s = run(&mut rt, &cumsum, arch, &[("lengths", lengths)], &[]);
+                    let got_s: Vec<usize> =
+                        s["offsets"].to_f64().iter().map(|&x| x as usize).collect();
+                    assert_eq!(got_s, want_s, "session_offsets: {what}");
+                    let got_u: Vec<usize> = out["user_offsets"]
+                        .to_f64()
+                        .iter()
+                        .map(|&x| x as usize)
+                        .collect();
+                    assert_eq!(got_u, want_u, "user_offsets: {what}");
+                    assert_eq!(out["dwell"].dtype(), dtype, "{what}");
+                    // Integer timestamps: exact in every dtype.
+                    assert_eq!(out["dwell"].to_f64(), want_dwell, "dwell: {what}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 2 * 2 * 8);
+    // The front function, and a nested tensor from its offsets.
+    let counts = [4usize, 0, 1300, 7];
+    let events = offsets_of(counts);
+    let t = timestamps(&mut rng, &counts);
+    let (want_s, want_u, want_dwell) = segment_reference(&t, &events, 10.0);
+    for dtype in [DType::F32, DType::I64] {
+        let tt = rt.upload_tensor(&tensor(dtype, vec![t.len()], &t)).unwrap();
+        let o = rt
+            .upload_tensor(&index_tensor(DType::I64, &events))
+            .unwrap();
+        let gap = if dtype == DType::I64 { 10.9 } else { 10.0 };
+        let sessions = session_segment(&mut rt, &tt, &o, gap).unwrap_or_else(|e| panic!("{e}"));
+        let nested = DeviceNested {
+            values: tt.clone(),
+            session_offsets: sessions.session_offsets.clone(),
+            user_offsets: sessions.user_offsets.clone(),
+        };
+        let (s, u) = nested.check(&mut rt).expect("valid nested offsets");
+        assert_eq!((s, u), (want_s.clone(), want_u.clone()), "{dtype}");
+        let dwell = rt.download_tensor(&sessions.dwell).unwrap().to_f64();
+        assert_eq!(dwell, want_dwell, "{dtype}");
+    }
+    let tt = rt
+        .upload_tensor(&tensor(DType::I64, vec![t.len()], &t))
+        .unwrap();
+    let o = rt
+        .upload_tensor(&index_tensor(DType::I64, &events))
+        .unwrap();
+    assert!(matches!(
+        session_segment(&mut rt, &tt, &o, -1.0),
+        Err(EventsError::Input { input: "gap", .. })
+    ));
+}
+
+/// Each row's place in its sequence's sort, highest score first, a NaN
+/// above any number, ties to the lower row.
+fn descending_ranks(scores: &[f64], offsets: &[usize]) -> Vec<usize> {
+    let mut rank = vec![0; scores.len()];
+    for w in offsets.windows(2) {
+        let mut rows: Vec<usize> = (w[0]..w[1]).collect();
+        rows.sort_by(|&a, &b| {
+            let (x, y) = (scores[a], scores[b]);
+            match (x.is_nan(), y.is_nan()) {
+                (true, true) => a.cmp(&b),
+                (true, false) => std::cmp::Ordering::Less,
+                (false, true) => std::cmp::Ordering::Greater,
+                _ => y.partial_cmp(&x).unwrap().then(a.cmp(&b)),
+            }
+        });
+        for (place, &r) in rows.iter().enumerate() {
+            rank[r] = place;
+        }
+    }
+    rank
+}
+
+/// The rows kept by `keep`, per sequence, in order: `(indices, offsets)`.
+fn kept_rows(offsets: &[usize], keep: impl Fn(usize) -> bool) -> (Vec<usize>, Vec<usize>) {
+    let (mut rows, mut out) = (vec![], vec![0]);
+    for w in offsets.windows(2) {
+        rows.extend((w[0]..w[1]).filter(|&i| keep(i)));
+        out.push(rows.len());
+    }
+    (rows, out)
+}
+
+/// Scores with ties (a few distinct values) and, in `with_nan`, NaNs.
+fn scores(rng: &mut Rng, dtype: DType, n: usize, with_nan: bool) -> Vec<f64> {
+    (0..n)
+        .map(|_| match rng.below(12) {
+            0 if with_nan => f64::NAN,
+            1..=4 => (rng.below(4) as f64 - 1.5) / 2.0,
+            _ => dtype.round(rng.float(2.0)),
+        })
+        .collect()
+}
+
+fn as_usize(t: &DenseTensor) -> Vec<usize> {
+    t.to_f64().iter().map(|&x| x as usize).collect()
+}
+
+/// `jagged_topk` and `event_prune`'s selection on every nesting's user
+/// totals, with ties and NaNs, for several `k` (0, 1, 3, more than any
+/// sequence), thresholds, dtypes, offsets dtypes and archs, against the
+/// loops.
+#[test]
+fn topk_and_prune_match_the_reference() {
+    let mut rt = runtime();
+    let mut rng = Rng::new(53);
+    let mut checked = 0;
+    for dtype in [DType::F32, DType::BF16] {
+        for index in [DType::I32, DType::I64] {
+            let topk = jagged_topk_kernel::graph(dtype, index, index).expect("graph");
+            let prune: Vec<(bool, bool, Graph)> =
+                [(true, true), (true, false), (false, true), (false, false)]
+                    .into_iter()
+                    .map(|(t, r)| {
+                        (
+                            t,
+                            r,
+                            event_prune_kernel::graph(dtype, index, t, r, index).expect("graph"),
+                        )
+                    })
+                    .collect();
+            for arch in Arch::ALL {
+                for nesting in adversarial_nestings(&mut rng) {
+                    let counts: Vec<usize> = nesting.iter().map(|u| u.iter().sum()).collect();
+                    let offsets = offsets_of(counts.iter().copied());
+                    let b = counts.len();
+                    let s = scores(&mut rng, dtype, offsets[b], true);
+                    let rank = descending_ranks(&s, &offsets);
+                    let (st, o, starts) = (
+                        tensor(dtype, vec![s.len()], &s),
+                        index_tensor(index, &offsets),
+                        index_tensor(index, &offsets[..b]),
+                    );
+                    let inputs = [("scores", &st), ("offsets", &o), ("starts", &starts)];
+                    for k in [0, 1, 3, 2000] {
+                        let what = format!("k={k} {dtype} {index} {arch} {counts:?}");
+                        let out = run(&mut rt, &topk, arch, &inputs, &[("k", AttrValue::Index(k))]);
+                        let (want, want_o) = kept_rows(&offsets, |i| rank[i] < k);
+                        assert_eq!(out["indices"].dtype(), index, "{what}");
+                        assert_eq!(as_usize(&out["indices"]), want, "indices: {what}");
+                        assert_eq!(as_usize(&out["offsets"]), want_o, "offsets: {what}");
+                        checked += 1;
+                    }
+                    let threshold = 0.25;
+                    let th = dtype.round(threshold);
+                    for (by_t, by_r, g) in &prune {
+                        let k = 2;
+                        let what =
+                            format!("prune t={by_t} r={by_r} {dtype} {index} {arch} {counts:?}");
+                        let attrs = [
+                            ("k", AttrValue::Index(k)),
+                            ("threshold", AttrValue::Float(threshold)),
+                        ];
+                        let out = run(&mut rt, g, arch, &inputs, &attrs);
+                        let keep = |i: usize| (!by_t || s[i] >= th) && (!by_r || rank[i] < k);
+                        let (want, want_o) = kept_rows(&offsets, keep);
+                        assert_eq!(as_usize(&out["indices"]), want, "indices: {what}");
+                        assert_eq!(as_usize(&out["offsets"]), want_o, "offsets: {what}");
+                        let mask: Vec<bool> =
+                            out["mask"].to_f64().iter().map(|&m| m != 0.0).collect();
+                        let want_mask: Vec<bool> = (0..s.len()).map(keep).collect();
+                        assert_eq!(mask, want_mask, "mask: {what}");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 2 * 2 * 2 * 8 * (4 + 4));
+}
+
+/// The front functions: `jagged_topk`, and `event_prune` carrying two
+/// feature tensors along (values checked row by row).
+#[test]
+fn topk_and_prune_front_functions() {
+    let mut rt = runtime();
+    let mut rng = Rng::new(61);
+    let counts = [5usize, 0, 1100, 1, 9];
+    let offsets = offsets_of(counts);
+    let t = offsets[counts.len()];
+    let s = scores(&mut rng, DType::F32, t, false);
+    let rank = descending_ranks(&s, &offsets);
+    let x = random_values(&mut rng, DType::F32, t * 3);
+    let y = random_values(&mut rng, DType::BF16, t);
+    let (st, o, xt, yt) = (
+        rt.upload_tensor(&tensor(DType::F32, vec![t], &s)).unwrap(),
+        rt.upload_tensor(&index_tensor(DType::I64, &offsets))
+            .unwrap(),
+        rt.upload_tensor(&tensor(DType::F32, vec![t, 3], &x))
+            .unwrap(),
+        rt.upload_tensor(&tensor(DType::BF16, vec![t], &y)).unwrap(),
+    );
+    let (indices, kept_offsets) = jagged_topk(&mut rt, &st, &o, 4).expect("topk");
+    let (want, want_o) = kept_rows(&offsets, |i| rank[i] < 4);
+    assert_eq!(as_usize(&rt.download_tensor(&indices).unwrap()), want);
+    assert_eq!(
+        as_usize(&rt.download_tensor(&kept_offsets).unwrap()),
+        want_o
+    );
+    for options in [
+        PruneOptions {
+            threshold: Some(0.1),
+            k: Some(3),
+        },
+        PruneOptions {
+            threshold: Some(-0.5),
+            k: None,
+        },
+        PruneOptions {
+            threshold: None,
+            k: Some(1),
+        },
+        PruneOptions::default(),
+    ] {
+        let keep = |i: usize| {
+            options.threshold.is_none_or(|th| s[i] >= f64::from(th))
+                && options.k.is_none_or(|k| rank[i] < k)
+        };
+        let (want, want_o) = kept_rows(&offsets, keep);
+        let pruned = event_prune(&mut rt, &st, &o, &[&xt, &yt], &options).expect("prune");
+        assert_eq!(
+            as_usize(&rt.download_tensor(&pruned.indices).unwrap()),
+            want,
+            "{options:?}"
+        );
+        assert_eq!(
+            as_usize(&rt.download_tensor(&pruned.offsets).unwrap()),
+            want_o,
+            "{options:?}"
+        );
+        let px = rt.download_tensor(&pruned.features[0]).unwrap();
+        let py = rt.download_tensor(&pruned.features[1]).unwrap();
+        assert_eq!(px.shape(), [want.len(), 3]);
+        let want_x: Vec<f64> = want
+            .iter()
+            .flat_map(|&r| x[r * 3..r * 3 + 3].to_vec())
+            .collect();
+        let want_y: Vec<f64> = want.iter().map(|&r| y[r]).collect();
+        assert_eq!(px.to_f64(), want_x, "{options:?}");
+        assert_eq!(
+            (py.dtype(), py.to_f64()),
+            (DType::BF16, want_y),
+            "{options:?}"
+        );
+    }
 }

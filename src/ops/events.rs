@@ -431,3 +431,248 @@ pub fn event_boost_sessions(
     rt.free(factor.buffer)?;
     Ok(out?)
 }
+
+/// `session_segment` on float timestamps, step 1: per sequence (a user's
+/// events, in time order), a session starts at the first event and
+/// wherever `t_i - t_{i-1} > gap`. Outputs each session's length (`[S]`,
+/// one row per start, on the compacted sequences whose offsets are the
+/// `user_offsets [B+1]`) and `dwell_i = t_{i+1} - t_i` within a session, 0
+/// at its last event. Step 2, [`session_segment`]: `session_offsets` is the
+/// complete cumsum of the lengths.
+#[jagged_kernel(name = "session_segment", outputs(lengths, user_offsets, dwell))]
+pub fn session_segment_float<T: Float, I: Index>(
+    timestamps: Jagged<T>,
+    #[attr] gap: f32,
+) -> (Jagged<I>, Offsets, Jagged<T>) {
+    let pos = timestamps.row_pos();
+    let n = timestamps.seq_len();
+    let first = pos.eq(0);
+    let start = select(
+        first,
+        first,
+        (timestamps - timestamps.shift_rows(-1)).gt(gap),
+    );
+    let to_next = timestamps.shift_rows(1) - timestamps;
+    let ends = select(pos.eq(n - 1), pos.eq(n - 1), to_next.gt(gap));
+    let dwell = select(ends, 0.0, to_next);
+    // The starts' positions; a session runs to the next start (or the end).
+    let kept = pos.compact(start);
+    let next = select(kept.row_pos().eq(kept.seq_len() - 1), n, kept.shift_rows(1));
+    let lengths = (next - kept).cast::<I>();
+    (lengths, kept.offsets(), dwell)
+}
+
+/// [`session_segment_float`](mod@session_segment_float) on i64 timestamps,
+/// `gap` an integer.
+#[jagged_kernel(name = "session_segment", outputs(lengths, user_offsets, dwell))]
+pub fn session_segment_int<I: Index>(
+    timestamps: Jagged<i64>,
+    #[attr] gap: usize,
+) -> (Jagged<I>, Offsets, Jagged<i64>) {
+    let pos = timestamps.row_pos();
+    let n = timestamps.seq_len();
+    let first = pos.eq(0);
+    let start = select(
+        first,
+        first,
+        (timestamps - timestamps.shift_rows(-1)).gt(gap),
+    );
+    let to_next = timestamps.shift_rows(1) - timestamps;
+    let ends = select(pos.eq(n - 1), pos.eq(n - 1), to_next.gt(gap));
+    let dwell = select(ends, 0, to_next);
+    let kept = pos.compact(start);
+    let next = select(kept.row_pos().eq(kept.seq_len() - 1), n, kept.shift_rows(1));
+    let lengths = (next - kept).cast::<I>();
+    (lengths, kept.offsets(), dwell)
+}
+
+/// The sessions of users' event streams ([`session_segment`]): with the
+/// events' values, a nested tensor ([`DeviceNested`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sessions {
+    /// `[S+1]`, event rows (the offsets' dtype).
+    pub session_offsets: DeviceTensor,
+    /// `[B+1]`, session indices (the offsets' dtype).
+    pub user_offsets: DeviceTensor,
+    /// `[T]`, the timestamps' dtype: the time to the next event of the
+    /// same session, 0 at a session's last event.
+    pub dwell: DeviceTensor,
+}
+
+/// `session_segment` (docs/ops.md): `timestamps [T]` (f32, f64 or i64; each
+/// user's events in time order) on `offsets [B+1]`; a new session starts
+/// at a user's first event and wherever `t_i - t_{i-1} > gap`. Returns the
+/// sessions' event offsets, the users' session offsets (no session spans
+/// two users, an empty user has none) and the dwell times. For i64
+/// timestamps `gap` must be `>= 0` and is rounded down (the same sessions);
+/// it reaches the kernel as an f32 (exact below 2^24). Two kernels: the
+/// starts, dwell times and session lengths, then `complete_cumsum`.
+pub fn session_segment(
+    rt: &mut Runtime,
+    timestamps: &DeviceTensor,
+    offsets: &DeviceTensor,
+    gap: f64,
+) -> Result<Sessions, EventsError> {
+    let (lengths, user_offsets, dwell) = match timestamps.dtype() {
+        DType::I64 => {
+            if gap.is_nan() || gap < 0.0 {
+                return Err(EventsError::Input {
+                    input: "gap",
+                    reason: format!("{gap}: i64 timestamps take a gap >= 0"),
+                });
+            }
+            session_segment_int::launch(
+                rt,
+                offsets,
+                timestamps,
+                gap.floor() as usize,
+                offsets.dtype(),
+            )?
+        }
+        _ => session_segment_float::launch(rt, offsets, timestamps, gap as f32, offsets.dtype())?,
+    };
+    let session_offsets = super::complete_cumsum::launch(rt, &lengths);
+    rt.free(lengths.buffer)?;
+    Ok(Sessions {
+        session_offsets: session_offsets?,
+        user_offsets,
+        dwell,
+    })
+}
+
+/// `jagged_topk`: per sequence, the rows of the `k` highest `scores` (ties
+/// to the lower row, a NaN above any number), in their original order, as
+/// global rows of `scores` (`indices`, in the offsets' dtype `I`) on new
+/// offsets. `starts [B]` is each sequence's first row, `offsets[b]`: the
+/// front function [`jagged_topk`] passes the offsets' first `B` entries.
+#[jagged_kernel(name = "jagged_topk", outputs(indices, offsets))]
+pub fn jagged_topk_kernel<T, I: Index>(
+    scores: Jagged<T>,
+    starts: PerSeq<I>,
+    #[attr] k: usize,
+) -> (Jagged<I>, Offsets) {
+    let rows = scores.row_pos().cast::<I>() + starts;
+    let kept = rows.compact(scores.descending_rank_over_seq().lt(k));
+    (kept, kept.offsets())
+}
+
+/// `event_prune`'s selection: `mask [T]` (bool) of the rows kept, their
+/// global rows (`indices`) and `offsets`. A row is kept if `scores[i] >=
+/// threshold` (with `by_threshold`) and it is among its sequence's `k`
+/// highest scores (with `by_rank`; ties to the lower row); with neither,
+/// every row. `starts [B]` as for [`jagged_topk_kernel`](mod@jagged_topk_kernel).
+#[jagged_kernel(name = "event_prune", outputs(mask, indices, offsets))]
+pub fn event_prune_kernel<T: Float, I: Index>(
+    scores: Jagged<T>,
+    starts: PerSeq<I>,
+    #[attr] threshold: f32,
+    #[attr] k: usize,
+    #[attr(static)] by_threshold: bool,
+    #[attr(static)] by_rank: bool,
+) -> (Jagged<bool>, Jagged<I>, Offsets) {
+    let top = scores.descending_rank_over_seq().lt(k);
+    let above = scores.ge(threshold);
+    let keep = if by_threshold {
+        if by_rank {
+            select(above, top, above)
+        } else {
+            above
+        }
+    } else if by_rank {
+        top
+    } else {
+        scores.row_pos().ge(0)
+    };
+    let rows = (scores.row_pos().cast::<I>() + starts).compact(keep);
+    (keep, rows, rows.offsets())
+}
+
+/// The first `B` entries of `offsets [B+1]` (the sequences' first rows),
+/// a view of the same buffer.
+fn starts_view(offsets: &DeviceTensor) -> DeviceTensor {
+    DeviceTensor {
+        buffer: offsets.buffer.clone(),
+        shape: vec![offsets.shape.first().map_or(0, |n| n.saturating_sub(1))],
+    }
+}
+
+/// `jagged_topk` (docs/ops.md): `scores [T]` on `offsets [B+1]` to
+/// `(indices [sum min(k, L_b)], offsets [B+1])`: per sequence the rows of
+/// its `k` highest scores (ties to the lower row; a NaN ranks above every
+/// number), in their original order, as global rows (the offsets' dtype).
+pub fn jagged_topk(
+    rt: &mut Runtime,
+    scores: &DeviceTensor,
+    offsets: &DeviceTensor,
+    k: usize,
+) -> Result<(DeviceTensor, DeviceTensor), EventsError> {
+    let starts = starts_view(offsets);
+    Ok(jagged_topk_kernel::launch(rt, offsets, scores, &starts, k)?)
+}
+
+/// `event_prune`'s selection rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PruneOptions {
+    /// Keep only rows with `scores[i] >= threshold` (a NaN score fails).
+    pub threshold: Option<f32>,
+    /// Keep only each sequence's `k` highest scores (ties to the lower row).
+    pub k: Option<usize>,
+}
+
+/// What [`event_prune`] keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pruned {
+    /// The kept rows of each feature tensor, in the order given.
+    pub features: Vec<DeviceTensor>,
+    /// The kept rows' global indices `[T']` (the offsets' dtype).
+    pub indices: DeviceTensor,
+    /// The kept rows' offsets `[B+1]`.
+    pub offsets: DeviceTensor,
+}
+
+/// `event_prune` (docs/ops.md): keeps row `i` of `scores [T]` (float, on
+/// `offsets [B+1]`) if `scores[i] >= threshold` (when given) and `i` is
+/// among its sequence's `k` highest scores (when given; ties to the lower
+/// row), in the original order; returns the kept rows of every feature
+/// tensor `[T, ...]` (each through `masked_select_jagged`), their global
+/// indices and their offsets.
+pub fn event_prune(
+    rt: &mut Runtime,
+    scores: &DeviceTensor,
+    offsets: &DeviceTensor,
+    features: &[&DeviceTensor],
+    options: &PruneOptions,
+) -> Result<Pruned, EventsError> {
+    let starts = starts_view(offsets);
+    let (mask, indices, kept_offsets) = event_prune_kernel::launch(
+        rt,
+        offsets,
+        scores,
+        &starts,
+        options.threshold.unwrap_or(0.0),
+        options.k.unwrap_or(0),
+        options.threshold.is_some(),
+        options.k.is_some(),
+    )?;
+    let mut kept = Vec::with_capacity(features.len());
+    for feature in features {
+        match super::masked_select_jagged::launch(rt, offsets, feature, &mask) {
+            Ok((values, again)) => {
+                rt.free(again.buffer)?;
+                kept.push(values);
+            }
+            Err(e) => {
+                for t in kept.into_iter().chain([mask, indices, kept_offsets]) {
+                    let _ = rt.free(t.buffer);
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    rt.free(mask.buffer)?;
+    Ok(Pruned {
+        features: kept,
+        indices,
+        offsets: kept_offsets,
+    })
+}
