@@ -697,7 +697,9 @@ fn segment_reference(t: &[f64], offsets: &[usize], gap: f64) -> (Vec<usize>, Vec
             if i == w[0] || t[i] - t[i - 1] > gap {
                 sessions.push(i);
             }
-            if i + 1 < w[1] && t[i + 1] - t[i] <= gap {
+            // A NaN step is no gap: the session goes on (a NaN dwell).
+            let gap_after = i + 1 < w[1] && t[i + 1] - t[i] > gap;
+            if i + 1 < w[1] && !gap_after {
                 dwell[i] = t[i + 1] - t[i];
             }
         }
@@ -807,6 +809,26 @@ fn session_segment_matches_the_reference() {
         let dwell = rt.download_tensor(&sessions.dwell).unwrap().to_f64();
         assert_eq!(dwell, want_dwell, "{dtype}");
     }
+    // A NaN timestamp: its differences are no gap, its dwell times NaN.
+    let nan_t = [0.0, f64::NAN, 5.0, 100.0];
+    let nan_tt = rt
+        .upload_tensor(&tensor(DType::F32, vec![4], &nan_t))
+        .unwrap();
+    let one = rt
+        .upload_tensor(&index_tensor(DType::I32, &[0, 4]))
+        .unwrap();
+    let sessions = session_segment(&mut rt, &nan_tt, &one, 10.0).expect("segment");
+    let (want_s, _, want_dwell) = segment_reference(&nan_t, &[0, 4], 10.0);
+    assert_eq!(want_s, [0, 3, 4]);
+    let got_s = rt
+        .download_tensor(&sessions.session_offsets)
+        .unwrap()
+        .to_f64();
+    assert_eq!(got_s, [0.0, 3.0, 4.0]);
+    let dwell = rt.download_tensor(&sessions.dwell).unwrap().to_f64();
+    let text = |v: &[f64]| -> Vec<String> { v.iter().map(|x| format!("{x}")).collect() };
+    assert_eq!(text(&dwell), text(&want_dwell));
+    assert_eq!(text(&dwell), ["NaN", "NaN", "0", "0"]);
     let tt = rt
         .upload_tensor(&tensor(DType::I64, vec![t.len()], &t))
         .unwrap();
