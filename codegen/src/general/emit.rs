@@ -1378,9 +1378,23 @@ impl<'g> Emitter<'g> {
         )))
     }
 
+    /// Lets ptxas give the kernel at least 64 registers a thread: a line
+    /// op's nested loop (its element, the best so far, their indices and
+    /// NaN flags, in 64 bits) does not fit the 32 that ptxas aims at for
+    /// full occupancy when nothing says otherwise, and spilled there (a lone
+    /// `rank descending` over f32: 12 bytes on sm_90a, ptxas 12.9).
+    fn room_for_a_line_loop(&mut self) {
+        let threads = self.b.block_threads();
+        let ctas = (1024 / threads).max(1);
+        if self.b.min_ctas_per_sm().is_none_or(|c| c > ctas) {
+            self.b.set_min_ctas_per_sm(ctas);
+        }
+    }
+
     /// The rank of the element `at` along `axis` ([`Node::Rank`]): a count
     /// over its line of the elements that sort before it.
     fn rank(&mut self, order: RankOrder, arg: Handle<Node>, axis: usize, at: &At) -> Result<Val> {
+        self.room_for_a_line_loop();
         let x = tensor_type(self.graph, arg)?.clone();
         let sort = SortOrder::new(order, x.dtype);
         let v = self.sort_value(sort, arg, at)?;
@@ -1412,6 +1426,7 @@ impl<'g> Emitter<'g> {
         axis: usize,
         at: &At,
     ) -> Result<Val> {
+        self.room_for_a_line_loop();
         let x = tensor_type(self.graph, arg)?.clone();
         let sort = SortOrder::new(order, x.dtype);
         let n = self.extent(x.dims[axis], at.b)?;

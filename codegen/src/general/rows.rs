@@ -1241,6 +1241,10 @@ pub(super) fn compact(
     name: &str,
 ) -> Result<Plan> {
     let mut em = Emitter::new(graph, part, name, THREADS);
+    // As for resident kernels: without it ptxas held a compaction whose
+    // mask compares against a stored rank to 40 registers and spilled
+    // (sm_90a, ptxas 12.9).
+    em.b.set_min_ctas_per_sm(MIN_CTAS_PER_SM);
     em.compact_rows(node, into)?;
     Ok(em.finish())
 }

@@ -61,6 +61,11 @@ impl KernelBuilder {
         self.kernel.min_ctas_per_sm = Some(ctas);
     }
 
+    /// The `.minnctapersm` set so far, if any.
+    pub fn min_ctas_per_sm(&self) -> Option<u32> {
+        self.kernel.min_ctas_per_sm
+    }
+
     /// Finishes the kernel (appends `ret`).
     pub fn finish(mut self) -> Kernel {
         self.guard = None;
