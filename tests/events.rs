@@ -540,6 +540,50 @@ fn jagc_runs_the_event_ops() {
             rel_l2(&emulated, &want)
         );
     }
+    // jagged_topk: the kept rows of each user's 3 highest scores (with
+    // ties), through the emulator and the reference.
+    let s = scores(&mut rng, DType::F32, t, false);
+    npy::save_dense(&tensor(DType::F32, vec![t], &s), dir.join("scores.npy")).expect("npy");
+    let rank = descending_ranks(&s, &events);
+    let (want, want_o) = kept_rows(&events, |i| rank[i] < 3);
+    for backend in ["reference", "emu"] {
+        let (ip, op) = (
+            dir.join(format!("indices_{backend}.npy")),
+            dir.join(format!("offsets_{backend}.npy")),
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jagc"))
+            .args([
+                "run",
+                "jagged_topk",
+                "--backend",
+                backend,
+                "--attr",
+                "k=3",
+                "--in",
+            ])
+            .arg(format!("scores={}", dir.join("scores.npy").display()))
+            .arg("--in")
+            .arg(format!("offsets={}", dir.join("offsets.npy").display()))
+            .arg("--out")
+            .arg(format!("indices={}", ip.display()))
+            .arg("--out")
+            .arg(format!("offsets={}", op.display()))
+            .output()
+            .expect("run jagc");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let indices = npy::load_dense(&ip).expect("npy");
+        assert_eq!(indices.dtype(), DType::I64, "{backend}");
+        assert_eq!(as_usize(&indices), want, "{backend}");
+        assert_eq!(
+            as_usize(&npy::load_dense(&op).expect("npy")),
+            want_o,
+            "{backend}"
+        );
+    }
     // A bad offsets file is an error naming the input.
     npy::save_dense(
         &raw_index(DType::I32, &[0, 3, 2, 1105]),

@@ -187,6 +187,8 @@ pub enum Op {
     UserPool,
     /// `event_boost` (event streams).
     EventBoost,
+    /// `jagged_topk` (event streams).
+    JaggedTopk,
 }
 
 /// Help text of the attributes, shown by `--help`.
@@ -206,6 +208,7 @@ Attributes (--attr K=V), by op; defaults in brackets:
                                 (f32 operands rounded to tf32: tf32 tensor cores)
   session_pool, user_pool:      reduce=sum|mean|max [sum] (no max_len: every row counts)
   event_boost:                  none (the table's [G, C] comes from its file)
+  jagged_topk:                  k=N (required)
   product_quantize, residual_quantize, sid_embed:
                                 dtype=f32|f16|bf16 [f32] (no max_len: every row counts;
                                 a dense [N, D] input takes offsets [0, N]);
@@ -226,6 +229,7 @@ Sizes, for emit and stats only (run reads them from the input files):
   event_boost:                  inner=DxGxC [64x4x8] (D columns, a [G, C] table),
                                 index=i32|i64 [i32] (offsets, segment, cond),
                                 mask=u8|bool [u8] (columns)
+  jagged_topk:                  index=i32|i64 [i32]
   product_quantize:             inner=MxKxS [8x256x8] (centroids [M, K, S], x [T, M * S])
   residual_quantize, sid_embed: inner=LxKxD [4x256x64] (codebooks [L, K, D])
 --dtype sets the float dtype (attention ops: the same as --attr dtype).
@@ -235,7 +239,7 @@ the spec's bucket (emit/stats: [the file's default, else 128]).";
 
 impl Op {
     /// Every op, primitives first.
-    pub const ALL: [Op; 21] = [
+    pub const ALL: [Op; 22] = [
         Op::CompleteCumsum,
         Op::JaggedToPaddedDense,
         Op::DenseToJagged,
@@ -257,6 +261,7 @@ impl Op {
         Op::ProductQuantize,
         Op::ResidualQuantize,
         Op::SidEmbed,
+        Op::JaggedTopk,
     ];
 
     /// OPS.md's name.
@@ -283,6 +288,7 @@ impl Op {
             Op::ProductQuantize => "product_quantize",
             Op::ResidualQuantize => "residual_quantize",
             Op::SidEmbed => "sid_embed",
+            Op::JaggedTopk => "jagged_topk",
         }
     }
 
@@ -344,6 +350,7 @@ impl Op {
             Op::ProductQuantize => &["x", "offsets", "centroids"],
             Op::ResidualQuantize => &["x", "offsets", "codebooks"],
             Op::SidEmbed => &["codes", "offsets", "codebooks"],
+            Op::JaggedTopk => &["scores", "offsets"],
         }
     }
 
@@ -371,6 +378,7 @@ impl Op {
             | Op::JaggedDenseBmmBackward
             | Op::JaggedJaggedBmmBackward => &["max_len"],
             Op::JaggedFlashAttention => &["max_len", "scale"],
+            Op::JaggedTopk => &["k"],
         }
     }
 
@@ -396,6 +404,7 @@ impl Op {
             Op::JaggedFlashAttention => &["heads", "head_dim", "value_dim", "index"],
             Op::FbgemmJaggedFlashAttentionBasic => &["head_dim", "index"],
             Op::EventBoost => &["inner", "index", "mask"],
+            Op::JaggedTopk => &["index"],
             _ => &["inner", "index"],
         }
     }
@@ -530,7 +539,7 @@ impl Attrs {
         let mut out = Vec::new();
         for &name in op.runtime_attrs() {
             let value = match name {
-                "max_len" => self.usize(name)?.map(AttrValue::Index),
+                "max_len" | "k" => self.usize(name)?.map(AttrValue::Index),
                 _ => self.f64(name)?.map(AttrValue::Float),
             };
             out.extend(value.map(|v| (name, v)));
@@ -662,7 +671,10 @@ fn interaction_graph(op: Op, facts: &Facts, attrs: &Attrs) -> Result<Graph, CliE
 fn event_graph(op: Op, facts: &Facts, attrs: &Attrs) -> Result<Graph, CliError> {
     use jagged::ops::events as e;
     let (t, x) = (facts.dtype, facts.index);
-    let built = if op == Op::EventBoost {
+    let built = if op == Op::JaggedTopk {
+        // `starts`, the offsets' first B entries, is derived by `jagc run`.
+        e::jagged_topk_kernel::graph(t, x, x)
+    } else if op == Op::EventBoost {
         let [d, g, c] = facts.inner[..] else {
             return Err(attrs.bad(
                 "inner",
@@ -740,7 +752,9 @@ pub fn build_graph(op: Op, facts: &Facts, attrs: &Attrs) -> Result<Graph, CliErr
         Op::DenseToJagged => ops::dense_to_jagged(&jagged),
         Op::JaggedDenseElementwiseMul => ops::jagged_dense_elementwise_mul(&jagged),
         Op::JaggedSoftmax => ops::jagged_softmax(&jagged),
-        Op::SessionPool | Op::UserPool | Op::EventBoost => return event_graph(op, facts, attrs),
+        Op::SessionPool | Op::UserPool | Op::EventBoost | Op::JaggedTopk => {
+            return event_graph(op, facts, attrs);
+        }
         Op::ProductQuantize | Op::ResidualQuantize | Op::SidEmbed => {
             return quantize_graph(op, facts, attrs, facts.dtype);
         }

@@ -274,6 +274,15 @@ fn prepare_op(op: Op, args: &RunArgs) -> Result<Prepared, Box<dyn std::error::Er
         attrs.push(("segments".to_string(), AttrValue::Index(g)));
         attrs.push(("conditions".to_string(), AttrValue::Index(c)));
     }
+    if op == Op::JaggedTopk
+        && let Some(offsets) = inputs.get("offsets")
+    {
+        // The kernel's `starts [B]`: each sequence's first row.
+        let entries = offsets.to_f64();
+        let b = entries.len().saturating_sub(1);
+        let starts = DenseTensor::from_f64(offsets.dtype(), vec![b], &entries[..b])?;
+        inputs.insert("starts".to_string(), starts);
+    }
     let mut levels = None;
     match op {
         // x [T, M * S] read as [T, M, S].
@@ -684,6 +693,10 @@ fn facts_from_files(
         }
         Op::JaggedPairwiseDot => (vec![float("x", 2)?[1]], 0),
         Op::UserPool => (float("pooled", 1)?[1..].to_vec(), 0),
+        Op::JaggedTopk => {
+            float("scores", 1)?;
+            (Vec::new(), 0)
+        }
         // values [T, D], table [G, C]: inner [D, G, C].
         Op::EventBoost => {
             let (values, table) = (float("values", 2)?, float("table", 2)?);
