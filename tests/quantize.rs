@@ -719,3 +719,71 @@ fn jagc_runs_the_quantize_ops() {
     assert!(!ok && err.contains("not implemented"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Degenerate shapes follow the argmin's rules: no codewords (`K = 0`)
+/// give -1, rows without features (`D = 0`) are equally far from every
+/// codeword and get 0, no levels give `[N, 0]` codes and zero embeddings;
+/// a NaN feature makes its sub-vector's distances NaN, and the first NaN
+/// (index 0) wins.
+#[test]
+fn degenerate_shapes_and_nan() {
+    let mut rt = runtime();
+    let filled = |rt: &mut Runtime, shape: Vec<usize>, v: f64| {
+        let n: usize = shape.iter().product();
+        upload(rt, DType::F32, shape, &vec![v; n])
+    };
+    let rq = ResidualQuantizeOptions::default();
+    let x = filled(&mut rt, vec![3, 4], 0.5);
+    let codes = |rt: &mut Runtime, t: Result<DeviceTensor, QuantizeError>| {
+        let t = t.unwrap_or_else(|e| panic!("{e}"));
+        (t.shape.clone(), download(rt, &t).to_f64())
+    };
+    let c = filled(&mut rt, vec![2, 0, 2], 1.0);
+    let got = product_quantize(&mut rt, &x, None, &c);
+    assert_eq!(codes(&mut rt, got), (vec![3, 2], vec![-1.0; 6]), "PQ K = 0");
+    let c = filled(&mut rt, vec![2, 0, 4], 1.0);
+    let got = residual_quantize(&mut rt, &x, None, &c, &rq);
+    assert_eq!(codes(&mut rt, got), (vec![3, 2], vec![-1.0; 6]), "RQ K = 0");
+    let sid = upload(&mut rt, DType::I32, vec![3, 2], &[0.0; 6]);
+    let got = sid_embed(&mut rt, &sid, None, &c);
+    assert_eq!(
+        codes(&mut rt, got),
+        (vec![3, 4], vec![0.0; 12]),
+        "sid_embed K = 0"
+    );
+    let c = filled(&mut rt, vec![0, 5, 4], 1.0);
+    let got = residual_quantize(&mut rt, &x, None, &c, &rq);
+    assert_eq!(codes(&mut rt, got), (vec![3, 0], vec![]), "RQ, no levels");
+    let x0 = filled(&mut rt, vec![3, 0], 0.0);
+    for (k, want) in [(3, 0.0), (0, -1.0)] {
+        let c = filled(&mut rt, vec![2, k, 0], 1.0);
+        let got = residual_quantize(&mut rt, &x0, None, &c, &rq);
+        assert_eq!(
+            codes(&mut rt, got),
+            (vec![3, 2], vec![want; 6]),
+            "RQ D = 0, K = {k}"
+        );
+        let got = product_quantize(&mut rt, &x0, None, &c);
+        assert_eq!(
+            codes(&mut rt, got),
+            (vec![3, 2], vec![want; 6]),
+            "PQ S = 0, K = {k}"
+        );
+    }
+    let c = filled(&mut rt, vec![2, 3, 0], 1.0);
+    let sid = upload(&mut rt, DType::I32, vec![3, 2], &[1.0; 6]);
+    let got = sid_embed(&mut rt, &sid, None, &c);
+    assert_eq!(codes(&mut rt, got), (vec![3, 0], vec![]), "sid_embed D = 0");
+    // NaN in sub-vector 0 of row 0: code 0 there; elsewhere the nearest,
+    // (0.5, 0.5) at index 1.
+    let mut xs = vec![0.5; 12];
+    xs[1] = f64::NAN;
+    let xn = upload(&mut rt, DType::F32, vec![3, 4], &xs);
+    let group = [3.0, 3.0, 0.5, 0.5, 1.0, 1.0];
+    let c = upload(&mut rt, DType::F32, vec![2, 3, 2], &[group, group].concat());
+    let got = product_quantize(&mut rt, &xn, None, &c);
+    assert_eq!(
+        codes(&mut rt, got),
+        (vec![3, 2], vec![0.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    );
+}

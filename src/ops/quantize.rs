@@ -219,6 +219,22 @@ impl Rows {
     }
 }
 
+/// The codes of rows with no features (`D = 0` or sub-vectors of 0): every
+/// distance is 0, so the lowest index, 0, or -1 without codewords (`K =
+/// 0`), as the argmin gives them.
+fn featureless_codes(
+    rt: &mut Runtime,
+    rows: usize,
+    groups: usize,
+    k: usize,
+) -> Result<DeviceTensor, QuantizeError> {
+    let code = if k == 0 { -1 } else { 0 };
+    Ok(DeviceTensor {
+        buffer: rt.upload(&vec![code; rows * groups])?,
+        shape: vec![rows, groups],
+    })
+}
+
 /// The same buffer under another shape (row-major, same element count).
 fn reshaped(t: &DeviceTensor, shape: Vec<usize>) -> DeviceTensor {
     DeviceTensor {
@@ -239,7 +255,7 @@ pub fn product_quantize(
 ) -> Result<DeviceTensor, QuantizeError> {
     const OP: &str = "product_quantize";
     let rows = Rows::new(rt, OP, "x", x, offsets)?;
-    let [m, _, s] = centroids.shape[..] else {
+    let [m, k, s] = centroids.shape[..] else {
         rows.free(rt)?;
         return Err(input_error(
             OP,
@@ -258,6 +274,10 @@ pub fn product_quantize(
                 centroids.shape, x.shape[1]
             ),
         ));
+    }
+    if s == 0 {
+        rows.free(rt)?;
+        return featureless_codes(rt, x.shape[0], m, k);
     }
     let x3 = reshaped(x, vec![x.shape[0], m, s]);
     let codes = product_quantize_kernel::launch(rt, &rows.offsets, &x3, centroids);
@@ -314,6 +334,9 @@ pub fn residual_quantize(
         ));
     }
     let n = x.shape[0];
+    if d == 0 {
+        return featureless_codes(rt, n, levels, k);
+    }
     if levels == 0 {
         let buffer = rt.alloc(DType::I32, 0)?;
         return Ok(DeviceTensor {
@@ -415,6 +438,13 @@ pub fn sid_embed(
                 codes.shape
             ),
         ));
+    }
+    if d == 0 || levels == 0 {
+        // Nothing to gather: D = 0 columns, or a sum of no levels (zeros).
+        let n = codes.shape[0];
+        let zeros = DenseTensor::from_f64(codebooks.dtype(), vec![n, d], &vec![0.0; n * d])
+            .map_err(|e| input_error(OP, e.to_string()))?;
+        return Ok(rt.upload_tensor(&zeros)?);
     }
     let rows = Rows::new(rt, OP, "codes", codes, offsets)?;
     let bases: Vec<i32> = (0..levels)
