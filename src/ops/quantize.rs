@@ -8,8 +8,8 @@
 //! | `residual_quantize` (greedy) | [`residual_quantize_level`](mod@residual_quantize_level), once per level | `(|c|^2 - 2 r.matmul_t(c)).argmin_over_features()`, `r - c.at(code)` |
 //! | `sid_embed` | [`sid_embed_kernel`](mod@sid_embed_kernel) | `table.at(codes + base).sum_over_groups()` (`base[l] = l K`) |
 //!
-//! **Layouts.** An input is dense `x [N, D]` (`offsets = None`) or jagged `values [T, D]` on `offsets [B + 1]` (i32
-//! or i64); every op is row-wise, so the output follows the input's layout:
+//! **Layouts.** An input is dense `x [N, D]` (`offsets = None`) or jagged
+//! `values [T, D]` on `offsets [B + 1]` (i32 or i64); every op is row-wise, so the output follows the input's layout:
 //! `[N, ..]` for a dense input, `[T, ..]` on the same offsets for a jagged
 //! one. No row is truncated (the ops take no `max_len`).
 //!
@@ -27,14 +27,17 @@
 //! between duplicates goes to the lower index here as in FAISS; a near-tie
 //! (distances within f32 rounding of each other) may resolve either way in
 //! either implementation. `tests/quantize_faiss.rs` checks our codes
-//! against FAISS's on fixtures where no near-tie exists, and the
-//! reconstruction error where one does.
+//! against FAISS's on fixtures where no near-tie exists, and the objective
+//! of the step (the two choices' distances) where one does.
 //!
 //! **Residual quantization** is greedy (`beam = 1`): level `l` encodes the
 //! residual `r_l` (`r_0 = x`, in f32 from the first level on) by its
 //! nearest codeword of `codebooks[l]` and passes on `r_{l+1} = r_l -
-//! codebooks[l, c_l]`; one kernel per level computes the code and the new
-//! residual together (contraction, argmin, gather and subtraction fused).
+//! codebooks[l, c_l]`; one graph per level computes the code and the new
+//! residual together (contraction, argmin, gather and subtraction). The
+//! general path runs it as five kernels today (the `|c|^2` reduction, the
+//! contraction into a `[T, K]` scratch, the argmin, the codes, the
+//! residual): the contraction and the argmin are not fused into one.
 //! Beam search (`beam > 1`, FAISS's `max_beam_size`) is not implemented:
 //! [`residual_quantize`] says so with [`QuantizeError::BeamSearchNotImplemented`].
 //!
