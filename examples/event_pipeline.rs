@@ -3,13 +3,16 @@
 //! condition), pooled per session, then per user.
 //!
 //! 1. Random users (one without events, one with a session longer than
-//!    1024 events) with timestamps; sessions are cut where the gap between
-//!    two events exceeds `GAP` (on the host here), giving a
-//!    [`NestedJagged`] from the flat tensor and its session offsets.
+//!    1024 events) with i64 timestamps; `session_segment` cuts sessions
+//!    where the gap between two events exceeds `GAP`, giving the nested
+//!    tensor's offsets (checked against a [`NestedJagged`] built on the
+//!    host from the flat tensor and its session starts) and dwell times.
 //! 2. `event_boost`: the feature columns `BOOSTED` of each event times
 //!    `table[segment[b], cond[i]]` (a condition outside the table: factor 1).
 //! 3. `session_pool` (mean over each session's events) and `user_pool`
-//!    (max over each user's session means), through `nested_pool`.
+//!    (max over each user's session means).
+//! 4. `event_prune`: each user's `KEEP` events of highest boosted feature 0
+//!    with the feature carried along.
 //!
 //! Every output is checked against f64 loops written here. On the
 //! emulator (no GPU), each step's cost-model counts are printed against
@@ -23,7 +26,8 @@ use std::time::Instant;
 use jagged::ir::{DType, DenseTensor};
 use jagged::nested::NestedJagged;
 use jagged::ops::events::{
-    DeviceNested, Reduce, column_mask, event_boost, session_pool, user_pool,
+    DeviceNested, PruneOptions, Reduce, column_mask, event_boost, event_prune, session_pool,
+    session_segment, user_pool,
 };
 use jagged::runtime::{DeviceTensor, Runtime};
 use jagged::testing::{Rng, rel_l2, tolerance};
@@ -37,6 +41,8 @@ const G: usize = 4;
 const C: usize = 6;
 /// The boosted feature columns.
 const BOOSTED: [usize; 4] = [0, 3, 8, 31];
+/// Events kept per user by `event_prune`.
+const KEEP: usize = 64;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut rng = Rng::new(11);
@@ -46,15 +52,15 @@ fn main() -> Result<(), Box<dyn Error>> {
     counts.extend((0..62).map(|_| rng.below(120)));
     let b = counts.len();
     // Timestamps: gaps mostly short, sometimes longer than GAP.
-    let mut times = Vec::new();
+    let mut times: Vec<usize> = Vec::new();
     for (u, &n) in counts.iter().enumerate() {
-        let mut t = 0.0;
+        let mut t = 1_700_000_000;
         for _ in 0..n {
             // User 1's burst is one session.
             t += if u != 1 && rng.below(12) == 0 {
-                GAP + 1.0 + rng.below(7200) as f64
+                GAP as usize + 1 + rng.below(7200)
             } else {
-                rng.below(600) as f64
+                rng.below(600)
             };
             times.push(t);
         }
@@ -65,7 +71,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut session_starts = Vec::new();
     for u in 0..b {
         for i in events[u]..events[u + 1] {
-            if i == events[u] || times[i] - times[i - 1] > GAP {
+            if i == events[u] || (times[i] - times[i - 1]) as f64 > GAP {
                 session_starts.push(i);
             }
         }
@@ -102,8 +108,40 @@ fn main() -> Result<(), Box<dyn Error>> {
         Some(why) => println!(", no GPU: {why}"),
         None => println!(),
     }
-    let dev = DeviceNested::upload(&mut rt, &nested)?;
-    let d_events = dev.event_offsets(&mut rt)?;
+    // 1. Sessions on the device, from the timestamps.
+    let d_times = rt.upload_tensor(&index(DType::I64, &times)?)?;
+    let d_events = rt.upload_tensor(&index(DType::I32, &events)?)?;
+    let _ = rt.take_emulator_profile();
+    let start = Instant::now();
+    let cut = session_segment(&mut rt, &d_times, &d_events, GAP)?;
+    rt.synchronize()?;
+    let t_segment = start.elapsed();
+    let p_segment = rt.take_emulator_profile();
+    let got_sessions = download(&mut rt, &cut.session_offsets)?;
+    let got_users = download(&mut rt, &cut.user_offsets)?;
+    let as_f64 = |v: &[usize]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
+    if got_sessions != as_f64(&sessions) || got_users != as_f64(&users) {
+        return Err("session_segment's offsets differ from the host's sessions".into());
+    }
+    let want_dwell: Vec<f64> = (0..t_rows)
+        .map(|i| {
+            let same = i + 1 < t_rows && !sessions.contains(&(i + 1));
+            if same {
+                (times[i + 1] - times[i]) as f64
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    if download(&mut rt, &cut.dwell)? != want_dwell {
+        return Err("session_segment's dwell times differ from the loops'".into());
+    }
+    println!("session_segment: session and user offsets and dwell times equal the host's");
+    let dev = DeviceNested {
+        values: rt.upload_tensor(nested.values())?,
+        session_offsets: cut.session_offsets,
+        user_offsets: cut.user_offsets,
+    };
     let d_segment = rt.upload_tensor(&index(DType::I32, &segment)?)?;
     let d_cond = rt.upload_tensor(&index(DType::I32, &cond)?)?;
     let d_table = rt.upload_tensor(&DenseTensor::from_f64(DType::F32, vec![G, C], &table)?)?;
@@ -135,6 +173,23 @@ fn main() -> Result<(), Box<dyn Error>> {
     rt.synchronize()?;
     let t_users = start.elapsed();
     let p_users = rt.take_emulator_profile();
+    // 4. Each user's KEEP events of highest boosted feature 0.
+    // (The scores, column 0 of the boosted events, through the host.)
+    let column0: Vec<f64> = download(&mut rt, &boosted)?
+        .chunks(D)
+        .map(|row| row[0])
+        .collect();
+    let scores = rt.upload_tensor(&DenseTensor::from_f64(DType::F32, vec![t_rows], &column0)?)?;
+    let _ = rt.take_emulator_profile();
+    let start = Instant::now();
+    let options = PruneOptions {
+        threshold: None,
+        k: Some(KEEP),
+    };
+    let pruned = event_prune(&mut rt, &scores, &d_events, &[&boosted], &options)?;
+    rt.synchronize()?;
+    let t_prune = start.elapsed();
+    let p_prune = rt.take_emulator_profile();
 
     // The f64 loops.
     let mut want_boost = values.clone();
@@ -159,12 +214,39 @@ fn main() -> Result<(), Box<dyn Error>> {
             .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
             .unwrap_or(0.0)
     });
+    // The KEEP highest scores of each user (ties to the lower row), on the
+    // scores the kernel ranked.
+    let mut want_kept = Vec::new();
+    for u in 0..b {
+        let mut rows: Vec<usize> = (events[u]..events[u + 1]).collect();
+        rows.sort_by(|&x, &y| {
+            column0[y]
+                .partial_cmp(&column0[x])
+                .expect("no NaN")
+                .then(x.cmp(&y))
+        });
+        rows.truncate(KEEP);
+        rows.sort_unstable();
+        want_kept.extend(rows);
+    }
+    let kept_rows: Vec<usize> = download(&mut rt, &pruned.indices)?
+        .iter()
+        .map(|&r| r as usize)
+        .collect();
+    if kept_rows != want_kept {
+        return Err("event_prune kept other rows than the loops".into());
+    }
+    let want_pruned: Vec<f64> = want_kept
+        .iter()
+        .flat_map(|&r| want_boost[r * D..(r + 1) * D].to_vec())
+        .collect();
     let tol = tolerance(DType::F32);
     let mut worst: f64 = 0.0;
     for (name, got, want) in [
         ("event_boost", &boosted, &want_boost),
         ("session_pool", &pooled, &want_sessions),
         ("user_pool", &per_user, &want_users),
+        ("event_prune", &pruned.features[0], &want_pruned),
     ] {
         let got = download(&mut rt, got)?;
         let error = rel_l2(&got, want);
@@ -176,14 +258,21 @@ fn main() -> Result<(), Box<dyn Error>> {
     let min_boost = 4 * (2 * t_rows * D + t_rows + b + (b + 1) + G * C) + D;
     let min_sessions = 4 * (t_rows * D + s * D + s + 1);
     let min_users = 4 * (s * D + b * D + b + 1);
+    // timestamps and offsets in; both offsets, lengths and dwell out.
+    let min_segment = 8 * t_rows + 4 * (b + 1) + 4 * (s + 1) + 4 * (b + 1) + 8 * t_rows;
+    let kept = want_kept.len();
+    // scores, offsets and the features in; kept features, indices, offsets out.
+    let min_prune = 4 * (t_rows + (b + 1) + t_rows * D) + 4 * (kept * D + kept + b + 1);
     println!(
-        "\n{:<14} {:>12} {:>16} {:>10} {:>8} {:>10}",
+        "\n{:<16} {:>12} {:>16} {:>10} {:>8} {:>10}",
         "step", "min bytes", "bytes (x min)", "warp ins", "global", "time"
     );
     for (name, min, profile, time) in [
+        ("session_segment", min_segment, p_segment, t_segment),
         ("event_boost", min_boost, p_boost, t_boost),
         ("session_pool", min_sessions, p_sessions, t_sessions),
         ("user_pool", min_users, p_users, t_users),
+        ("event_prune", min_prune, p_prune, t_prune),
     ] {
         let (bytes, ins, global) = profile.map_or((0, 0, 0), |p| {
             (
@@ -193,7 +282,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             )
         });
         println!(
-            "{name:<14} {min:>12} {bytes:>9} ({:>4.2}x) {ins:>10} {global:>8} {:>8.2}ms",
+            "{name:<16} {min:>12} {bytes:>9} ({:>4.2}x) {ins:>10} {global:>8} {:>8.2}ms",
             bytes as f64 / min as f64,
             time.as_secs_f64() * 1e3
         );
