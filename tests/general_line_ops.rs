@@ -1,8 +1,9 @@
-//! `rank`, `topk` and `shift`, the IR's line ops, through the general
+//! `rank`, `topk`, `take`, `reshape` and `shift` through the general
 //! path: ranks along the sequence and along an inner axis (integer inputs
 //! full of ties, NaN entries), a per-sequence top-k kept by a compaction on
 //! `rank < k`, the k best along a static axis (of an input, of a
-//! contraction), neighbour differences and session starts built from shifts,
+//! contraction), a beam-search step (reshape, topk, take, gather),
+//! neighbour differences and session starts built from shifts,
 //! each against the f64 reference on the emulator for both archs.
 
 use std::sync::Arc;
@@ -92,6 +93,49 @@ const GRAPHS: &[(&str, &str)] = &[
   %7 = topk indices {order} %6, axis 1, k 12 : i32[B, 12]
   output codes = %5
   output order = %7
+}",
+    ),
+    (
+        "one beam-search step: 2 partial residuals x 16 codewords flattened, the 2 best, \
+         their residuals taken and the codewords subtracted",
+        "graph beam_step {
+  attr max_len: index
+  %0 = input offsets : {idx}[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input res : {t}[%1, 2, 8]
+  %3 = input codebook : {t}[16, 8]
+  %4 = contract %2[ibd], %3[kd] -> [ibk] : {acc}[%1, 2, 16]
+  %5 = reshape %4, [32] : {acc}[%1, 32]
+  %6 = topk indices {order} %5, axis 1, k 2 : i32[%1, 2]
+  %7 = const 16 : i32[]
+  %8 = div %6, %7 : i32[%1, 2]
+  %9 = mul %8, %7 : i32[%1, 2]
+  %10 = sub %6, %9 : i32[%1, 2]
+  %11 = take %2, %8, axis 1 : {t}[%1, 2, 8]
+  %12 = gather %3, %10 : {t}[%1, 2, 8]
+  %13 = sub %11, %12 : {t}[%1, 2, 8]
+  %14 = position axis 1 : i32[%1, 2, 3]
+  %15 = take %10, %14, axis 1 : i32[%1, 2, 3]
+  output sel = %6
+  output residual = %13
+  output codes = %15
+}",
+    ),
+    (
+        "reshapes of static inner dims, of an input and of a contraction",
+        "graph reshapes {
+  attr max_len: index
+  %0 = input offsets : {idx}[B+1]
+  %1 = seqs %0, max_len : seqs
+  %2 = input x : {t}[%1, 2, 6]
+  %3 = reshape %2, [3, 4] : {t}[%1, 3, 4]
+  %4 = input w : {t}[4, 5]
+  %5 = contract %3[ijc], %4[cd] -> [ijd] : {acc}[%1, 3, 5]
+  %6 = reshape %5, [5, 3] : {acc}[%1, 5, 3]
+  %7 = input y : {t}[B, N, 6]
+  %8 = reshape %7, [2, 3] : {t}[B, N, 2, 3]
+  output a = %6
+  output b = %8
 }",
     ),
     (

@@ -361,8 +361,9 @@ impl Builder {
         }
     }
 
-    /// A rank (of an exact value, as a float feature) or a shift along one
-    /// of the value's axes other than `B`.
+    /// A rank or topk (of an exact value, as a float feature; topk's
+    /// values sometimes by `take`), a reshape of the inner dims, or a
+    /// shift along one of the value's axes other than `B`.
     fn line_op(&mut self, a: &Value, arg: u32) {
         let axis = arg as usize % a.shape.rank().max(1);
         if a.shape.reduced(axis).is_none() {
@@ -384,6 +385,15 @@ impl Builder {
                 (TopKPart::Indices, DType::I32)
             };
             let t = self.g.top_k(order, part, a.node, axis, keep);
+            if part == TopKPart::Indices && arg & 256 != 0 {
+                // The values by `take`: the index's dims, then the ones
+                // after the axis again.
+                let v = self.g.take(a.node, t, axis);
+                let mut taken = shape.clone();
+                taken.inner.extend_from_slice(&a.shape.inner[k + 1..]);
+                self.push(v, taken, a.dtype);
+                return;
+            }
             let float = if dtype.is_float() { dtype } else { DType::F32 };
             let t = if dtype == float {
                 t
@@ -391,6 +401,17 @@ impl Builder {
                 self.g.cast(t, float)
             };
             self.push(t, shape, float);
+        } else if arg & 512 != 0 && !a.shape.inner.is_empty() {
+            // Static inner dims merged into one, or one even dim split in two.
+            let total: usize = a.shape.inner.iter().product();
+            let inner = match a.shape.inner.as_slice() {
+                [n] if n % 2 == 0 => vec![2, n / 2],
+                _ => vec![total],
+            };
+            let r = self.g.reshape(a.node, inner.clone());
+            let mut shape = a.shape.clone();
+            shape.inner = inner;
+            self.push(r, shape, a.dtype);
         } else if arg & 16 != 0 && self.exact.contains(&a.node) {
             let r = self.g.rank(order, a.node, axis);
             let float = if a.dtype.is_float() {

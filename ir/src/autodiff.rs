@@ -641,6 +641,32 @@ impl<'g> Pass<'g> {
                     ));
                 }
             }
+            Node::Take { arg, .. } => {
+                if self.wants(*arg) {
+                    return Err(self.not_differentiable(
+                        h,
+                        "the adjoint of take is a scatter-add into its operand, which the \
+                         IR lacks",
+                    ));
+                }
+            }
+            Node::Reshape { arg, .. } => {
+                let x = self.fwd_ty(*arg);
+                let rows = x
+                    .dims
+                    .iter()
+                    .take_while(|d| !matches!(d, Dim::Static(_)))
+                    .count();
+                let inner = x.dims[rows..]
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Static(n) => *n,
+                        _ => 1,
+                    })
+                    .collect();
+                let c = self.push(Node::Reshape { arg: g, inner });
+                self.accumulate(*arg, c)?;
+            }
             Node::Shift { arg, axis, by } => {
                 // `y[i] = x[i + by]`: `dx[j] = dy[j - by]`, 0 where `j - by`
                 // falls off the line, which a shift back gives.
@@ -1172,6 +1198,15 @@ fn remap(node: &Node, m: &dyn Fn(Handle<Node>) -> Handle<Node>) -> Node {
             arg: m(*arg),
             axis: *axis,
             k: *k,
+        },
+        Node::Take { arg, index, axis } => Node::Take {
+            arg: m(*arg),
+            index: m(*index),
+            axis: *axis,
+        },
+        Node::Reshape { arg, inner } => Node::Reshape {
+            arg: m(*arg),
+            inner: inner.clone(),
         },
         Node::Shift { arg, axis, by } => Node::Shift {
             arg: m(*arg),

@@ -282,6 +282,21 @@ impl GraphBuilder {
         })
     }
 
+    /// Elements of `x` picked along its static `axis` by `index` within
+    /// each row (`take_along_axis`).
+    pub fn take(&mut self, x: Handle<Node>, index: Handle<Node>, axis: usize) -> Handle<Node> {
+        self.push(Node::Take {
+            arg: x,
+            index,
+            axis,
+        })
+    }
+
+    /// `x` with its static inner dims read as `inner` (row-major).
+    pub fn reshape(&mut self, x: Handle<Node>, inner: Vec<usize>) -> Handle<Node> {
+        self.push(Node::Reshape { arg: x, inner })
+    }
+
     /// `x` moved `by` rows along `axis` (0 past the line's ends).
     pub fn shift(&mut self, x: Handle<Node>, axis: usize, by: i64) -> Handle<Node> {
         self.push(Node::Shift { arg: x, axis, by })

@@ -655,6 +655,9 @@ impl<'g> Evaluator<'g> {
             Node::Softmax { arg, axis } => tensor(self.softmax(*arg, *axis)),
             Node::Rank { order, arg, axis } => tensor(self.rank(*order, *arg, *axis)),
             Node::Shift { arg, axis, by } => tensor(self.shift(*arg, *axis, *by)),
+            Node::Take { arg, index, axis } => tensor(self.take(h, *arg, *index, *axis)),
+            // Row-major: the same elements in the same order.
+            Node::Reshape { arg, .. } => tensor(self.data(*arg).to_vec()),
             Node::TopK {
                 order,
                 part,
@@ -856,6 +859,38 @@ impl<'g> Evaluator<'g> {
                     TopKPart::Indices => t as f64,
                     TopKPart::Values => v,
                 };
+            }
+        });
+        out
+    }
+
+    /// Elements of `arg` picked along `axis` by `index` within each row.
+    fn take(
+        &self,
+        h: Handle<Node>,
+        arg: Handle<Node>,
+        index: Handle<Node>,
+        axis: usize,
+    ) -> Vec<f64> {
+        let (x, r, it) = (
+            self.tensor_type(arg),
+            self.tensor_type(h),
+            self.tensor_type(index),
+        );
+        let n = self.extent(x.dims[axis], 0);
+        let (data, idata) = (self.data(arg), self.data(index));
+        let mut out = vec![0.0; self.size(r)];
+        let (mut at_r, mut at_i, mut at_x) = (Cached::new(r), Cached::new(it), Cached::new(x));
+        let k = it.dims.len();
+        let mut xi = Vec::new();
+        self.for_each(r, |b, ri| {
+            let pick = idata[at_i.at(self, b, &ri[..k])];
+            if pick >= 0.0 && (pick as usize) < n {
+                xi.clear();
+                xi.extend_from_slice(&ri[..axis]);
+                xi.push(pick as usize);
+                xi.extend_from_slice(&ri[k..]);
+                out[at_r.at(self, b, ri)] = data[at_x.at(self, b, &xi)];
             }
         });
         out

@@ -481,6 +481,30 @@ pub enum Node {
         /// How many (`1 <= k <= n`).
         k: usize,
     },
+    /// Elements picked along a static `axis` by an integer index, within
+    /// each row (numpy's `take_along_axis`, torch's `gather`): the index's
+    /// dims are the operand's dims before `axis`, then any static dims
+    /// `e...`; `out[p..., e..., r...] = arg[p..., index[p..., e...], r...]`
+    /// (`r` the operand's dims after `axis`), 0 where the index is outside
+    /// `0..n`. A beam search takes its surviving partial codes with it.
+    Take {
+        /// The operand.
+        arg: Handle<Node>,
+        /// i32 or i64, dims `arg.dims[..axis]` then static dims.
+        index: Handle<Node>,
+        /// The (static) axis of `arg` picked along.
+        axis: usize,
+    },
+    /// The static inner dims of the operand read as other static dims of
+    /// the same total (row-major, so the elements keep their order); the
+    /// row dims (`B`, ragged, `N`) stay. `[%s, 4, 16]` as `[%s, 64]`
+    /// flattens a beam's candidates into one line.
+    Reshape {
+        /// The operand.
+        arg: Handle<Node>,
+        /// The new static inner dims.
+        inner: Vec<usize>,
+    },
     /// The operand moved along `axis` (a ragged, `N` or static axis) by
     /// `by` rows: `y[i] = x[i + by]` where `0 <= i + by < n` (the line's
     /// length: `n_b` for a ragged axis), 0 elsewhere. Neighbours within a
@@ -572,6 +596,7 @@ impl Node {
             Node::Lengths { seqs, .. } => vec![*seqs],
             Node::Compare { lhs, rhs, .. } => vec![*lhs, *rhs],
             Node::Gather { table, index } => vec![*table, *index],
+            Node::Take { arg, index, .. } => vec![*arg, *index],
             Node::Mask { pred, .. } => match pred {
                 IndexPredicate::RowInSequence(s) => vec![*s],
                 _ => Vec::new(),
@@ -587,6 +612,7 @@ impl Node {
             | Node::Rank { arg, .. }
             | Node::TopK { arg, .. }
             | Node::Shift { arg, .. }
+            | Node::Reshape { arg, .. }
             | Node::Scan { arg, .. }
             | Node::ToPadded { arg } => vec![*arg],
             Node::Binary { lhs, rhs, .. } | Node::Contract { lhs, rhs, .. } => vec![*lhs, *rhs],

@@ -40,6 +40,8 @@
 //! | `rank ascending`/`descending %x, axis K` | [`Node::Rank`] |
 //! | `shift %x, axis K, by 1`, `... by -1` | [`Node::Shift`] |
 //! | `topk indices`/`values ascending`/`descending %x, axis K, k 4` | [`Node::TopK`] |
+//! | `take %x, %idx, axis K` | [`Node::Take`] |
+//! | `reshape %x, [4, 16]` | [`Node::Reshape`] |
 //! | `scan inclusive`/`exclusive`/`complete %x, axis K` | [`Node::Scan`] |
 //! | `contract %a[ihd], %b[jhd] -> [ijh]`, `... -> [ijh], tf32` | [`Node::Contract`] |
 //! | `to_padded %x` | [`Node::ToPadded`] |
@@ -279,6 +281,11 @@ fn write_op(f: &mut fmt::Formatter<'_>, node: &Node) -> fmt::Result {
             write!(f, "rank {} {arg}, axis {axis}", order.name())
         }
         Node::Shift { arg, axis, by } => write!(f, "shift {arg}, axis {axis}, by {by}"),
+        Node::Take { arg, index, axis } => write!(f, "take {arg}, {index}, axis {axis}"),
+        Node::Reshape { arg, inner } => {
+            let dims: Vec<String> = inner.iter().map(|d| d.to_string()).collect();
+            write!(f, "reshape {arg}, [{}]", dims.join(", "))
+        }
         Node::TopK {
             order,
             part,
@@ -811,6 +818,26 @@ impl Parser {
                     axis,
                     k,
                 }
+            }
+            "take" => {
+                let arg = self.value()?;
+                self.punct(",")?;
+                let index = self.value()?;
+                let axis = self.axis()?;
+                Node::Take { arg, index, axis }
+            }
+            "reshape" => {
+                let arg = self.value()?;
+                self.punct(",")?;
+                self.punct("[")?;
+                let mut inner = Vec::new();
+                while !self.eat_punct("]") {
+                    if !inner.is_empty() {
+                        self.punct(",")?;
+                    }
+                    inner.push(self.number("a dim")?);
+                }
+                Node::Reshape { arg, inner }
             }
             "shift" => {
                 let arg = self.value()?;

@@ -760,6 +760,64 @@ impl Validator<'_> {
                 };
                 t(TensorType::new(dtype, dims))
             }
+            Node::Take { arg, index, axis } => {
+                let (a, idx) = (self.tensor(h, *arg)?, self.tensor(h, *index)?);
+                Self::require(
+                    typing::GATHER_INDEX_RULE.admits(idx.dtype),
+                    idx.dtype,
+                    "a take's index is i32 or i64",
+                )?;
+                if !matches!(Self::axis_dim(a, *axis)?, Dim::Static(_)) {
+                    return Err(Kind::BadAxis {
+                        op: "take (a static axis)",
+                        axis: *axis,
+                        dim: a.dims[*axis].to_string(),
+                    });
+                }
+                let prefix_ok = idx.dims.len() >= *axis
+                    && idx.dims[..*axis] == a.dims[..*axis]
+                    && idx.dims[*axis..]
+                        .iter()
+                        .all(|d| matches!(d, Dim::Static(_)));
+                if !prefix_ok {
+                    return Err(Kind::DimMismatch {
+                        lhs: a.to_string(),
+                        rhs: idx.to_string(),
+                    });
+                }
+                let mut dims = idx.dims.clone();
+                dims.extend_from_slice(&a.dims[*axis + 1..]);
+                let ty = TensorType::new(a.dtype, dims);
+                self.structure(&ty)?;
+                t(ty)
+            }
+            Node::Reshape { arg, inner } => {
+                let a = self.tensor(h, *arg)?;
+                let rows = a
+                    .dims
+                    .iter()
+                    .take_while(|d| !matches!(d, Dim::Static(_)))
+                    .count();
+                let old: Option<usize> = a.dims[rows..]
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Static(n) => Some(*n),
+                        _ => None,
+                    })
+                    .product();
+                if old != Some(inner.iter().product()) {
+                    return Err(Kind::BadType {
+                        ty: a.to_string(),
+                        reason: "a reshape keeps the row dims and the number of elements of \
+                                 the static inner dims",
+                    });
+                }
+                let mut dims = a.dims[..rows].to_vec();
+                dims.extend(inner.iter().map(|&n| Dim::Static(n)));
+                let ty = TensorType::new(a.dtype, dims);
+                self.structure(&ty)?;
+                t(ty)
+            }
             Node::Shift { arg, axis, .. } => {
                 let a = self.tensor(h, *arg)?;
                 Self::line_axis("shift", a, *axis)?;

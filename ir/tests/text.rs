@@ -67,6 +67,41 @@ fn parser_ignores_layout() {
     assert!(g.to_string().contains("  %3 = exp %2 : f32[%1, 4]\n"));
 }
 
+/// The line ops print as they parse (negative shifts and several reshape
+/// dims included).
+#[test]
+fn line_ops_round_trip() {
+    let text = "graph line_ops {
+  %0 = input offsets : i32[B+1]
+  %1 = seqs %0 : seqs
+  %2 = input x : f32[%1, 2, 6]
+  %3 = rank descending %2, axis 0 : i32[%1, 2, 6]
+  %4 = shift %2, axis 0, by -3 : f32[%1, 2, 6]
+  %5 = topk values ascending %4, axis 2, k 2 : f32[%1, 2, 2]
+  %6 = topk indices descending %2, axis 1, k 1 : i32[%1, 1, 6]
+  %7 = reshape %2, [3, 4] : f32[%1, 3, 4]
+  %8 = take %2, %6, axis 1 : f32[%1, 1, 6, 6]
+  output r = %3
+  output v = %5
+  output s = %7
+  output t = %8
+}
+";
+    let g = Graph::parse(text).expect("parses");
+    assert_eq!(g.to_string(), text);
+    assert_eq!(Graph::parse(&g.to_string()).expect("reparses"), g);
+    // topk's k is between 1 and the axis' length; take's axis is static.
+    for (bad, why) in [
+        ("topk values ascending %2, axis 2, k 7 : f32[%1, 2, 7]", "k"),
+        ("take %2, %6, axis 0 : f32[%1, 1, 6, 2, 6]", "take"),
+        ("reshape %2, [5] : f32[%1, 5]", "reshape"),
+    ] {
+        let t = text.replace("  output r", &format!("  %9 = {bad}\n  output bad = %9\n  output r"));
+        let err = Graph::parse(&t).expect_err(bad).to_string();
+        assert!(err.contains("%9 =") && err.contains(why), "{bad}: {err}");
+    }
+}
+
 fn parse_error(text: &str) -> (usize, usize, String) {
     let e = Graph::parse(text).expect_err("should not parse");
     (e.line, e.column, e.message)

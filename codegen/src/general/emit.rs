@@ -1000,6 +1000,59 @@ impl<'g> Emitter<'g> {
             }
             Node::Reduce { op, arg, axis } => self.reduce(h, *op, *arg, *axis, at),
             Node::Rank { order, arg, axis } => self.rank(*order, *arg, *axis, at),
+            Node::Take { arg, index, axis } => {
+                let x = tensor_type(graph, *arg)?;
+                let k = tensor_type(graph, *index)?.dims.len();
+                let n = match x.dims[*axis] {
+                    Dim::Static(n) => n as i64,
+                    _ => 0,
+                };
+                let row = self.value(
+                    *index,
+                    &At {
+                        b: at.b,
+                        idx: at.idx[..k].to_vec(),
+                    },
+                )?;
+                let row = self.i64(row);
+                // Unsigned: a negative index is past the end too (0 there).
+                let inside = self.b.setp(Cmp::Lt, Type::U64, row, Operand::Int(n));
+                let mut idx = at.idx[..*axis].to_vec();
+                idx.push(row);
+                idx.extend_from_slice(&at.idx[k..]);
+                self.guarded(*arg, &At { b: at.b, idx }, inside, int)
+            }
+            Node::Reshape { arg, inner } => {
+                // The element's linear place among the static inner dims,
+                // then its digits in the operand's.
+                let x = tensor_type(graph, *arg)?;
+                let rows = x.dims.len()
+                    - x.dims
+                        .iter()
+                        .rev()
+                        .take_while(|d| matches!(d, Dim::Static(_)))
+                        .count();
+                let mut lin = self.b.mov(Type::U64, Operand::Int(0));
+                for (k, &d) in inner.iter().enumerate() {
+                    lin = self.b.ternary(
+                        TernOp::MadLo,
+                        Type::U64,
+                        lin,
+                        Operand::Int(d as i64),
+                        at.idx[rows + k],
+                    );
+                }
+                let extents: Vec<Operand> = x.dims[rows..]
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Static(n) => Operand::Int(*n as i64),
+                        _ => Operand::Int(1),
+                    })
+                    .collect();
+                let mut idx = at.idx[..rows].to_vec();
+                idx.extend(self.digits(lin, &extents));
+                self.value(*arg, &At { b: at.b, idx })
+            }
             Node::TopK {
                 order,
                 part,

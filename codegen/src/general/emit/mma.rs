@@ -149,7 +149,9 @@ fn exact_in(graph: &Graph, h: Handle<Node>, ab: DType) -> bool {
             exact_in(graph, *arg, ab)
         }
         Node::Gather { table, .. } => exact_in(graph, *table, ab),
-        Node::Shift { arg, .. } => exact_in(graph, *arg, ab),
+        Node::Shift { arg, .. } | Node::Take { arg, .. } | Node::Reshape { arg, .. } => {
+            exact_in(graph, *arg, ab)
+        }
         _ => false,
     }
 }
