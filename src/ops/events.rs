@@ -5,8 +5,11 @@
 //! |---|---|---|
 //! | `session_pool` | `values [T, ...]`, `session_offsets [S+1]` | `values.sum_over_seq()` / `mean_over_seq()` / `max_over_seq()` over the sessions |
 //! | `user_pool` | `pooled [S, ...]`, `user_offsets [B+1]` | the same over each user's sessions |
-//! | `event_boost` | `values [T, D]`, `offsets [B+1]`, `segment [B]`, `cond [T]`, `table [G, C]`, `columns [D]` | `select(columns.ne(0), values * table.at(segment * C + cond), values)`, factor 1 outside the table |
+//! | `event_boost` | `values [T, D]`, `offsets [B+1]`, `segment [B]`, `cond [T]`, `table [G, C]`, `columns [D]` | `values * select(columns.ne(0), table.at(segment * C + cond), 1)`, factor 1 outside the table |
 //! | `event_boost` per session ([`event_boost_sessions`]) | a nested tensor, `segment [B]`, `cond [S]`, `table`, `columns` | the factor per session over `user_offsets` ([`session_boost_factors`](mod@session_boost_factors)), then the boost over `session_offsets` ([`boost_sessions`](mod@boost_sessions)) |
+//! | `session_segment` ([`session_segment`]) | `timestamps [T]`, `offsets [B+1]`, `gap` | starts where `(t - t.shift_rows(-1)).gt(gap)` or at row 0; the starts' positions compacted into session lengths (their offsets: `user_offsets`), then `complete_cumsum` |
+//! | `jagged_topk` ([`jagged_topk`]) | `scores [T]`, `offsets [B+1]`, `k` | `rows.compact(scores.descending_rank_over_seq().lt(k))` |
+//! | `event_prune` ([`event_prune`]) | `scores [T]`, `offsets [B+1]`, features, `threshold`, `k` | the same rank and/or `scores.ge(threshold)`, then `masked_select_jagged` per feature |
 //!
 //! A nested tensor (sessions within users, [`crate::nested`]) pools in two
 //! launches, [`nested_pool`]: its sessions over `session_offsets`
@@ -14,8 +17,9 @@
 //! levels are checked first, and a bad one is a [`NestedError`] naming it.
 //!
 //! No op here truncates: sessions and users have no `max_len`, every row
-//! counts. Inputs are f32, f16 or bf16 (f64 is computed in f32 by the
-//! kernels, as elsewhere), offsets i32 or i64.
+//! counts. Values are f32, f16 or bf16 (f64 is computed in f32 by the
+//! kernels, as elsewhere), offsets i32 or i64; docs/ops.md ("Event
+//! streams") has the exact semantics.
 
 use jagged_ir::{DType, DenseTensor};
 use jagged_runtime::{DeviceTensor, Runtime};
