@@ -116,7 +116,10 @@ const GRAPHS: &[(&str, &str)] = &[
   %13 = sub %11, %12 : {t}[%1, 2, 8]
   %14 = position axis 1 : i32[%1, 2, 3]
   %15 = take %10, %14, axis 1 : i32[%1, 2, 3]
+  %16 = input parent_of : i32[5]
+  %17 = take %2, %16, axis 1 : {t}[%1, 5, 8]
   output sel = %6
+  output spread = %17
   output residual = %13
   output codes = %15
 }",

@@ -652,11 +652,7 @@ impl<'g> Pass<'g> {
             }
             Node::Reshape { arg, .. } => {
                 let x = self.fwd_ty(*arg);
-                let rows = x
-                    .dims
-                    .iter()
-                    .take_while(|d| !matches!(d, Dim::Static(_)))
-                    .count();
+                let rows = x.row_dims();
                 let inner = x.dims[rows..]
                     .iter()
                     .map(|d| match d {

@@ -881,15 +881,18 @@ impl<'g> Evaluator<'g> {
         let (data, idata) = (self.data(arg), self.data(index));
         let mut out = vec![0.0; self.size(r)];
         let (mut at_r, mut at_i, mut at_x) = (Cached::new(r), Cached::new(it), Cached::new(x));
-        let k = it.dims.len();
+        // The result's dims: the index's, after the operand's dims it
+        // leaves out, then the operand's after `axis`.
+        let skip = x.take_index_skip(it, axis).unwrap_or(0);
+        let end = skip + it.dims.len();
         let mut xi = Vec::new();
         self.for_each(r, |b, ri| {
-            let pick = idata[at_i.at(self, b, &ri[..k])];
+            let pick = idata[at_i.at(self, b, &ri[skip..end])];
             if pick >= 0.0 && (pick as usize) < n {
                 xi.clear();
                 xi.extend_from_slice(&ri[..axis]);
                 xi.push(pick as usize);
-                xi.extend_from_slice(&ri[k..]);
+                xi.extend_from_slice(&ri[end..]);
                 out[at_r.at(self, b, ri)] = data[at_x.at(self, b, &xi)];
             }
         });

@@ -70,6 +70,35 @@ pub struct TensorType {
 }
 
 impl TensorType {
+    /// The number of leading row dims (`B`, `B+1`, ragged, `N`): the dims
+    /// before the static inner ones.
+    pub fn row_dims(&self) -> usize {
+        self.dims.len()
+            - self
+                .dims
+                .iter()
+                .rev()
+                .take_while(|d| matches!(d, Dim::Static(_)))
+                .count()
+    }
+
+    /// How an `index` of this type picks along `axis` in a [`Node::Take`]:
+    /// the number of this type's leading dims the index leaves out (0, or
+    /// the row dims when the index is one static index for every row), or
+    /// `None` when its dims are neither `dims[..axis]` nor `dims[rows..axis]`
+    /// followed by static dims.
+    pub fn take_index_skip(&self, index: &TensorType, axis: usize) -> Option<usize> {
+        let rows = self.row_dims();
+        let statics = |d: &[Dim]| d.iter().all(|d| matches!(d, Dim::Static(_)));
+        [0, rows].into_iter().find(|&skip| {
+            skip <= axis
+                && axis <= self.dims.len()
+                && index.dims.len() >= axis - skip
+                && index.dims[..axis - skip] == self.dims[skip..axis]
+                && statics(&index.dims[axis - skip..])
+        })
+    }
+
     /// A tensor type from its dtype and dims.
     pub fn new(dtype: DType, dims: Vec<Dim>) -> Self {
         TensorType { dtype, dims }
@@ -486,7 +515,10 @@ pub enum Node {
     /// dims are the operand's dims before `axis`, then any static dims
     /// `e...`; `out[p..., e..., r...] = arg[p..., index[p..., e...], r...]`
     /// (`r` the operand's dims after `axis`), 0 where the index is outside
-    /// `0..n`. A beam search takes its surviving partial codes with it.
+    /// `0..n`. The index may leave out the operand's row dims (`B`,
+    /// ragged, `N`): one static index for every row (see
+    /// [`TensorType::take_index_skip`]). A beam search takes its surviving
+    /// partial codes with it.
     Take {
         /// The operand.
         arg: Handle<Node>,

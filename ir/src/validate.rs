@@ -774,18 +774,14 @@ impl Validator<'_> {
                         dim: a.dims[*axis].to_string(),
                     });
                 }
-                let prefix_ok = idx.dims.len() >= *axis
-                    && idx.dims[..*axis] == a.dims[..*axis]
-                    && idx.dims[*axis..]
-                        .iter()
-                        .all(|d| matches!(d, Dim::Static(_)));
-                if !prefix_ok {
+                let Some(skip) = a.take_index_skip(idx, *axis) else {
                     return Err(Kind::DimMismatch {
                         lhs: a.to_string(),
                         rhs: idx.to_string(),
                     });
-                }
-                let mut dims = idx.dims.clone();
+                };
+                let mut dims = a.dims[..skip].to_vec();
+                dims.extend_from_slice(&idx.dims);
                 dims.extend_from_slice(&a.dims[*axis + 1..]);
                 let ty = TensorType::new(a.dtype, dims);
                 self.structure(&ty)?;
@@ -793,11 +789,7 @@ impl Validator<'_> {
             }
             Node::Reshape { arg, inner } => {
                 let a = self.tensor(h, *arg)?;
-                let rows = a
-                    .dims
-                    .iter()
-                    .take_while(|d| !matches!(d, Dim::Static(_)))
-                    .count();
+                let rows = a.row_dims();
                 let old: Option<usize> = a.dims[rows..]
                     .iter()
                     .map(|d| match d {

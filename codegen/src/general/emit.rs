@@ -1002,7 +1002,9 @@ impl<'g> Emitter<'g> {
             Node::Rank { order, arg, axis } => self.rank(*order, *arg, *axis, at),
             Node::Take { arg, index, axis } => {
                 let x = tensor_type(graph, *arg)?;
-                let k = tensor_type(graph, *index)?.dims.len();
+                let it = tensor_type(graph, *index)?;
+                let skip = x.take_index_skip(it, *axis).unwrap_or(0);
+                let end = skip + it.dims.len();
                 let n = match x.dims[*axis] {
                     Dim::Static(n) => n as i64,
                     _ => 0,
@@ -1011,7 +1013,7 @@ impl<'g> Emitter<'g> {
                     *index,
                     &At {
                         b: at.b,
-                        idx: at.idx[..k].to_vec(),
+                        idx: at.idx[skip..end].to_vec(),
                     },
                 )?;
                 let row = self.i64(row);
@@ -1019,19 +1021,14 @@ impl<'g> Emitter<'g> {
                 let inside = self.b.setp(Cmp::Lt, Type::U64, row, Operand::Int(n));
                 let mut idx = at.idx[..*axis].to_vec();
                 idx.push(row);
-                idx.extend_from_slice(&at.idx[k..]);
+                idx.extend_from_slice(&at.idx[end..]);
                 self.guarded(*arg, &At { b: at.b, idx }, inside, int)
             }
             Node::Reshape { arg, inner } => {
                 // The element's linear place among the static inner dims,
                 // then its digits in the operand's.
                 let x = tensor_type(graph, *arg)?;
-                let rows = x.dims.len()
-                    - x.dims
-                        .iter()
-                        .rev()
-                        .take_while(|d| matches!(d, Dim::Static(_)))
-                        .count();
+                let rows = x.row_dims();
                 let mut lin = self.b.mov(Type::U64, Operand::Int(0));
                 for (k, &d) in inner.iter().enumerate() {
                     lin = self.b.ternary(
