@@ -9,7 +9,7 @@
 //!   256`, `D` no multiple of 32, f32 / f16 / bf16, i32 / i64 offsets,
 //!   duplicate codewords (the lower index must win);
 //! - `sid_embed` within f32 tolerance, out-of-range codes adding 0;
-//! - `beam > 1` is a typed error;
+//! - `beam = 0` is a typed error; beam search (`beam` 2, 5) equals an f64 beam search;
 //! - ptxas: every kernel assembles for sm_80 and sm_90a without spills.
 
 mod common;
@@ -70,6 +70,20 @@ fn kernels(dtype: DType, index: DType) -> Vec<Kernel> {
             vec![],
         ),
         (
+            "residual_quantize_beam_level",
+            // 2 kept encodings of D = 21, K = 5 codewords: 10 candidates,
+            // 3 kept, L = 4 levels.
+            built(residual_quantize_beam_level::graph(
+                dtype, dtype, 2, 21, 5, 10, 3, 4, index,
+            )),
+            vec![],
+        ),
+        (
+            "residual_quantize_best",
+            built(residual_quantize_best::graph(3, 4, index)),
+            vec![],
+        ),
+        (
             "sid_embed",
             // L = 3 levels of K = 5 codewords (R = 15 rows) of D = 21; codes
             // 0..7, so some are out of range.
@@ -109,7 +123,7 @@ fn every_kernel_matches_the_reference_on_the_emulator() {
             }
         }
     }
-    assert_eq!(checked, 3 * 2 * 4 * 2);
+    assert_eq!(checked, 3 * 2 * 6 * 2);
 }
 
 /// Every kernel assembles for sm_80 and sm_90a with no spill or stack frame.
@@ -230,6 +244,57 @@ fn rq_row(x: &[f64], codebooks: &[f64], levels: usize, k: usize) -> (Vec<usize>,
         codes.push(c);
     }
     (codes, gap)
+}
+
+/// Beam-search RQ codes of one row (FAISS's `max_beam_size`: at each
+/// level the `beam` best of every kept encoding extended by every codeword,
+/// by the full squared error, ties to the lower candidate `b K + k`), and
+/// the smallest relative gap between consecutive candidates up to the
+/// first one dropped (the order of the kept ones decides later ties and
+/// the final choice).
+fn rq_beam_row(
+    x: &[f64],
+    codebooks: &[f64],
+    levels: usize,
+    k: usize,
+    beam: usize,
+) -> (Vec<usize>, f64) {
+    let d = x.len();
+    let scale: f64 = x.iter().map(|v| v * v).sum::<f64>() + 1.0;
+    // (residual, codes) of the kept encodings, best first.
+    let mut kept: Vec<(Vec<f64>, Vec<usize>)> = vec![(x.to_vec(), Vec::new())];
+    let mut gap = f64::INFINITY;
+    for l in 0..levels {
+        let book = &codebooks[l * k * d..(l + 1) * k * d];
+        let mut candidates: Vec<(f64, usize)> = Vec::new();
+        for (b, (r, _)) in kept.iter().enumerate() {
+            for (c, e) in distances(r, book, k).into_iter().enumerate() {
+                candidates.push((e, b * k + c));
+            }
+        }
+        candidates.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap().then(a.1.cmp(&b.1)));
+        let next = beam.min(candidates.len());
+        let considered = (next + 1).min(candidates.len());
+        for w in candidates[..considered].windows(2) {
+            gap = gap.min((w[1].0 - w[0].0) / scale);
+        }
+        kept = candidates[..next]
+            .iter()
+            .map(|&(_, m)| {
+                let (r, codes) = &kept[m / k];
+                let c = m % k;
+                let r = r
+                    .iter()
+                    .zip(&book[c * d..(c + 1) * d])
+                    .map(|(a, b)| a - b)
+                    .collect();
+                let mut codes = codes.clone();
+                codes.push(c);
+                (r, codes)
+            })
+            .collect();
+    }
+    (kept.swap_remove(0).1, gap)
 }
 
 /// `n` random values of `dtype` in [-2, 2).
@@ -461,25 +526,51 @@ fn residual_quantize_matches_the_reference() {
     assert_eq!(checked, 3 * 4 * layouts().len());
 }
 
-/// `beam > 1` (and 0) is an error, not a silent greedy run.
+/// Beam search (`beam` 2 and 5) equals the f64 beam search exactly on
+/// rows without near-ties: every layout, 1 to 3 levels, K = 1, 7 and 64
+/// (fewer candidates than the beam at the first level included), f32, f16
+/// and bf16.
 #[test]
-fn beam_search_is_a_typed_error() {
+fn beam_search_matches_the_reference() {
+    let mut rt = runtime();
+    let mut rng = Rng::new(31);
+    let mut checked = 0;
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        for (levels, k, d, beam) in [(3, 7, 21, 2), (2, 64, 40, 5), (1, 1, 9, 2), (3, 3, 10, 5)] {
+            let books = random(&mut rng, dtype, levels * k * d);
+            for layout in layouts() {
+                let n = layout.rows();
+                let rq = |row: &[f64]| rq_beam_row(row, &books, levels, k, beam);
+                let (x, want) = rows_without_near_ties(&mut rng, dtype, n, d, &rq);
+                let what = format!("{dtype} L={levels} K={k} D={d} beam={beam} {layout:?}");
+                let xd = upload(&mut rt, dtype, vec![n, d], &x);
+                let cd = upload(&mut rt, dtype, vec![levels, k, d], &books);
+                let o = layout.offsets(&mut rt);
+                let codes = residual_quantize(
+                    &mut rt,
+                    &xd,
+                    o.as_ref(),
+                    &cd,
+                    &ResidualQuantizeOptions { beam },
+                )
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let got = download(&mut rt, &codes);
+                assert_eq!(got.shape(), [n, levels], "{what}");
+                let want: Vec<f64> = want.iter().map(|&c| c as f64).collect();
+                assert_eq!(got.to_f64(), want, "{what}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 4 * layouts().len());
+}
+
+/// `beam = 0` keeps nothing: an error, not an empty encoding.
+#[test]
+fn zero_beam_is_a_typed_error() {
     let mut rt = runtime();
     let x = upload(&mut rt, DType::F32, vec![2, 4], &[0.5; 8]);
     let books = upload(&mut rt, DType::F32, vec![2, 3, 4], &[0.25; 24]);
-    let e = residual_quantize(
-        &mut rt,
-        &x,
-        None,
-        &books,
-        &ResidualQuantizeOptions { beam: 4 },
-    )
-    .expect_err("beam 4");
-    assert!(
-        matches!(e, QuantizeError::BeamSearchNotImplemented { beam: 4 }),
-        "{e}"
-    );
-    assert!(e.to_string().contains("not implemented"), "{e}");
     let e = residual_quantize(
         &mut rt,
         &x,

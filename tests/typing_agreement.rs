@@ -52,6 +52,8 @@ fn method_call(name: &str, kind: DslKind, r: &str) -> String {
         "compact" => format!("{r}.compact(mask)"),
         "at" => format!("{r}.at(idx)"),
         "shift_rows" => format!("{r}.shift_rows(-1)"),
+        "smallest_k_over_features" | "largest_k_over_features" => format!("{r}.{name}::<D>()"),
+        "take_features" => format!("{r}.take_features(pick)"),
         _ if methods_of(kind).any(|m| m.name == name && m.arity == 0 && !m.type_argument) => {
             format!("{r}.{name}()")
         }
@@ -120,6 +122,7 @@ fn phantom_surface<D, E, M>(
     w: Dense<f32, (E, M)>,
     wp: Dense<f32, (D, M)>,
     wg: Dense<f32, (D, M, E)>,
+    pick: Dense<i32, (M,)>,
     mask: Jagged<bool>,
     idx: Jagged<i64>,
 ) {
@@ -166,6 +169,9 @@ fn phantom_surface<D, E, M>(
     let _ = xj.ascending_rank_over_seq();
     let _ = xj.descending_rank_over_seq();
     let _ = xj.shift_rows(-1);
+    let _ = xj.smallest_k_over_features::<D>();
+    let _ = xj.largest_k_over_features::<D>();
+    let _ = xj.take_features(pick);
     let _: Offsets<i32> = xj.offsets();
     let _ = xj.row_pos();
     let _ = xj.seq_len();
@@ -212,6 +218,8 @@ fn phantom_surface<D, E, M>(
     let _ = xq.argmin_over_features();
     let _ = xq.argmax_over_features();
     let _ = xq.matmul(wp);
+    let _ = xq.smallest_k_over_features::<D>();
+    let _ = xq.largest_k_over_features::<D>();
     let _ = xq.seq_len();
     let _ = xq.softmax_over_keys();
     let _ = xq.sum_over_keys();
@@ -271,6 +279,9 @@ fn phantom_surface<D, E, M>(
     let _ = xs.matmul(w);
     let _ = xs.matmul_t(xn);
     let _ = xs.matmul_t_grouped(wg);
+    let _ = xs.smallest_k_over_features::<D>();
+    let _ = xs.largest_k_over_features::<D>();
+    let _ = xs.take_features(pick);
     let _ = exp(xs);
     let _ = log(xs);
     let _ = silu(xs);
@@ -314,6 +325,9 @@ fn phantom_surface<D, E, M>(
     let _ = xp.argmin_over_features();
     let _ = xp.argmax_over_features();
     let _ = xp.sum_over_groups();
+    let _ = xp.smallest_k_over_features::<D>();
+    let _ = xp.largest_k_over_features::<D>();
+    let _ = xp.take_features(pick);
     let _ = xp.row_pos();
     let _ = xp.to_jagged();
     let _ = exp(xp);
@@ -360,6 +374,9 @@ fn phantom_surface<D, E, M>(
     let _ = xn.argmax_over_features();
     let _ = xn.sum_over_groups();
     let _ = xn.matmul(w);
+    let _ = xn.smallest_k_over_features::<D>();
+    let _ = xn.largest_k_over_features::<D>();
+    let _ = xn.take_features(pick);
     let _ = xn.at(idx);
     let _ = exp(xn);
     let _ = log(xn);

@@ -254,6 +254,10 @@ pub enum DslNode {
     Rank,
     /// `shift`.
     Shift,
+    /// `topk indices`.
+    TopK,
+    /// `take`.
+    Take,
 }
 
 /// The dtype of a method's result.
@@ -623,6 +627,39 @@ pub const METHODS: &[Method] = &[
         1,
         J,
         DslNode::Shift,
+        DtypeRule::Any,
+        D::Receiver,
+        R::Receiver,
+    ),
+    // `x.smallest_k_over_features::<K>()`: the indices (i32) of the `K`
+    // smallest (largest) entries of the last inner dim, best first, in
+    // rank's stable sort (`K` a dim parameter, at most that dim).
+    with_type_argument(m(
+        "smallest_k_over_features",
+        0,
+        E,
+        DslNode::TopK,
+        RANK_RULE,
+        D::Index,
+        R::Receiver,
+    )),
+    with_type_argument(m(
+        "largest_k_over_features",
+        0,
+        E,
+        DslNode::TopK,
+        RANK_RULE,
+        D::Index,
+        R::Receiver,
+    )),
+    // `x.take_features(index)`: entries of the first inner dim of each row
+    // picked by an integer index of the receiver's kind (or a `Dense` one,
+    // the same for every row): `(A, R..)` at `(E..)` gives `(E.., R..)`.
+    m(
+        "take_features",
+        1,
+        GROUPS,
+        DslNode::Take,
         DtypeRule::Any,
         D::Receiver,
         R::Receiver,

@@ -51,7 +51,8 @@ fn kernel(d: DType, inner: Inner, expr: &str) -> String {
     format!(
         "fn k<D, E, M>(offsets: Offsets, xj: {xj}, xs: {xs}, xp: {xp}, xn: {xn}, xl: Lengths<{d}>, \
          q: Jagged<f32, {q}>, v: Jagged<{d}, {v}>, w: Dense<{d}, {w}>, wp: Dense<{d}, {wp}>, \
-         wg: Dense<{d}, (D, M, E)>, mask: Jagged<bool>, idx: Jagged<i64>, #[attr] max_len: usize) -> Jagged<f32> {{ {expr} }}",
+         wg: Dense<{d}, (D, M, E)>, mask: Jagged<bool>, idx: Jagged<i64>, pick: Dense<i32, (M,)>, \
+         #[attr] max_len: usize) -> Jagged<f32> {{ {expr} }}",
         xj = ty("Jagged", d, inner),
         xs = ty("PerSeq", d, inner),
         xp = ty("Padded", d, inner),
@@ -92,6 +93,8 @@ fn method_call(name: &str, kind: DslKind, r: &str, u: DType) -> String {
         "compact" => format!("{r}.compact(mask)"),
         "at" => format!("{r}.at(idx)"),
         "shift_rows" => format!("{r}.shift_rows(-1)"),
+        "smallest_k_over_features" | "largest_k_over_features" => format!("{r}.{name}::<D>()"),
+        "take_features" => format!("{r}.take_features(pick)"),
         _ if typing::method(kind, name).is_some_and(|m| m.arity == 0 && !m.type_argument) => {
             format!("{r}.{name}()")
         }
@@ -234,7 +237,7 @@ fn verdicts(d: DType, inner: Inner, expr: &str) -> (Verdict, Option<Verdict>) {
 /// Whether `expr` calls a method that needs named inner dims (a contraction
 /// or a reduction over features, a gather from a table).
 fn needs_inner_dims(expr: &str) -> bool {
-    ["_over_features", "_over_groups", ".dot", ".matmul", ".at("]
+    ["_over_features", "_over_groups", ".dot", ".matmul", ".at(", ".take_features("]
         .iter()
         .any(|m| expr.contains(m))
 }

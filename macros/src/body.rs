@@ -1210,6 +1210,56 @@ impl Lowering<'_> {
                     ..recv
                 }
             }
+            "smallest_k_over_features" | "largest_k_over_features" => {
+                let Shape::Dims(dims) = &recv.shape else {
+                    return err(
+                        span,
+                        format!(
+                            "`.{name}::<K>()` picks along the last inner dim, which a shape parameter ({}) does not name; declare the dims: `(H, D)`",
+                            recv.describe()
+                        ),
+                    );
+                };
+                let Some((_, kept)) = dims.split_last() else {
+                    return err(
+                        span,
+                        format!("`.{name}::<K>()`: {} has no inner dims", recv.describe()),
+                    );
+                };
+                let k = self.dim_turbofish(
+                    m,
+                    &format!("write the count as a dim parameter of the kernel: `.{name}::<K>()`"),
+                )?;
+                let order = if name.starts_with("smallest") {
+                    RankOrder::Ascending
+                } else {
+                    RankOrder::Descending
+                };
+                let axis = row_dims(recv.kind) + kept.len();
+                let var = self.emit(Step::TopK {
+                    order,
+                    x: v,
+                    axis,
+                    k: k.clone(),
+                });
+                let mut shape = kept.to_vec();
+                shape.push(k);
+                Tensor {
+                    dtype: DTy::Named("i32".to_string()),
+                    shape: Shape::Dims(shape),
+                    var,
+                    ..recv
+                }
+            }
+            "take_features" => {
+                let index = match pop_arg(&mut args, span)? {
+                    Value::Tensor(t) => t,
+                    Value::Scalar(_) => {
+                        return err_on(&m.args, "`.take_features(index)` takes an integer tensor");
+                    }
+                };
+                return self.take_features(recv, index, span);
+            }
             "shift_rows" => {
                 let by = shift_literal(&m.args[0]).ok_or_else(|| {
                     syn::Error::new_spanned(
@@ -1941,6 +1991,69 @@ impl Lowering<'_> {
             var,
             ..index
         }))
+    }
+
+    /// `x.take_features(index)`: a [`Step::Take`] along the first inner dim
+    /// of `x`, with an integer index of `x`'s kind (one pick per row) or a
+    /// dense one (the same picks for every row).
+    fn take_features(&mut self, x: Tensor, index: Tensor, span: Span) -> syn::Result<Value> {
+        let usage = || {
+            format!(
+                "`x.take_features(index)` picks entries of the first inner dim of `x` with an \
+                 i32 or i64 index of `x`'s kind (or a `Dense` one, for every row) whose inner \
+                 dims are named; found {} and {}",
+                x.describe(),
+                index.describe()
+            )
+        };
+        let (Shape::Dims(dx), Shape::Dims(di)) = (&x.shape, &index.shape) else {
+            return err(span, usage());
+        };
+        let integer = !self.check_dtypes
+            || index
+                .dtype
+                .possible()
+                .is_some_and(|ds| ds.iter().all(|d| typing::GATHER_INDEX_RULE.admits(*d)));
+        let kind_ok = index.kind == x.kind && index.seqs == x.seqs || index.kind == Kind::Dense;
+        if dx.is_empty() || !integer || !kind_ok {
+            return err(span, usage());
+        }
+        let var = self.emit(Step::Take {
+            x: x.var,
+            index: index.var,
+            axis: row_dims(x.kind),
+        });
+        let mut shape = di.clone();
+        shape.extend(dx[1..].iter().cloned());
+        Ok(Value::Tensor(Tensor {
+            shape: Shape::Dims(shape),
+            var,
+            ..x
+        }))
+    }
+
+    /// The dim parameter a method's turbofish names (`::<K>`).
+    fn dim_turbofish(&self, m: &syn::ExprMethodCall, usage: &str) -> syn::Result<Ident> {
+        let Some(tf) = &m.turbofish else {
+            return err_on(&m.method, usage);
+        };
+        let [syn::GenericArgument::Type(syn::Type::Path(p))] =
+            tf.args.iter().collect::<Vec<_>>().as_slice()
+        else {
+            return err_on(tf, usage);
+        };
+        let Some(ident) = p.path.get_ident() else {
+            return err_on(tf, usage);
+        };
+        let is_dim = self
+            .sig
+            .graph_params()
+            .any(|(g, r)| g == ident && r == crate::sig::Role::Dim);
+        if is_dim {
+            Ok(ident.clone())
+        } else {
+            err_on(tf, usage)
+        }
     }
 
     /// Checks the outputs against the declared ones and emits `output` calls.

@@ -162,7 +162,7 @@ fn module(attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
             #import
 
             #[doc = #graph_doc]
-            #[allow(clippy::let_and_return, unused_variables)]
+            #[allow(clippy::let_and_return, clippy::too_many_arguments, unused_variables)]
             pub fn graph(#(#params),*) -> ::core::result::Result<#p::Graph, #p::KernelError> {
                 #(#checks)*
                 #offsets_binding

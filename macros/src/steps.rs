@@ -8,13 +8,13 @@ use std::collections::HashMap;
 
 use jagged_ir::{
     AttrKind, AttrValue, BinaryOp, CompareOp, DType, Dim, Graph, GraphBuilder, Handle,
-    IndexPredicate, Node, RankOrder, ReduceOp, ScanMode, TensorType, UnaryOp,
+    IndexPredicate, Node, RankOrder, ReduceOp, ScanMode, TensorType, TopKPart, UnaryOp,
 };
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::Ident;
 
-use crate::sig::{DTy, Shape};
+use crate::sig::{DTy, Shape, param_var};
 
 /// The value defined by the step at this index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,6 +192,18 @@ pub enum Step {
         x: V,
         axis: usize,
         by: i64,
+    },
+    /// The indices of the `k` best along `axis` (`k` a dim parameter).
+    TopK {
+        order: RankOrder,
+        x: V,
+        axis: usize,
+        k: Ident,
+    },
+    Take {
+        x: V,
+        index: V,
+        axis: usize,
     },
     CompleteCumsum {
         x: V,
@@ -399,6 +411,20 @@ pub fn to_tokens(steps: &[Step], origins: &[Option<Src>]) -> Vec<TokenStream> {
                 Step::Shift { x, axis, by } => {
                     let x = x.ident();
                     quote!(__b.shift(#x, #axis, #by))
+                }
+                Step::TopK { order, x, axis, k } => {
+                    let (order, x, k) = (variant(order), x.ident(), param_var(k));
+                    quote!(__b.top_k(
+                        #p::RankOrder::#order,
+                        #p::TopKPart::Indices,
+                        #x,
+                        #axis,
+                        #k
+                    ))
+                }
+                Step::Take { x, index, axis } => {
+                    let (x, i) = (x.ident(), index.ident());
+                    quote!(__b.take(#x, #i, #axis))
                 }
                 Step::CompleteCumsum { x } => {
                     let x = x.ident();
@@ -629,6 +655,11 @@ pub fn apply(
             Step::Softmax { x, axis } => Some(b.softmax(v(*x)?, *axis)),
             Step::Rank { order, x, axis } => Some(b.rank(*order, v(*x)?, *axis)),
             Step::Shift { x, axis, by } => Some(b.shift(v(*x)?, *axis, *by)),
+            Step::TopK { order, x, axis, k } => {
+                let k = bindings.shape(&Shape::Dims(vec![k.clone()]))?[0];
+                Some(b.top_k(*order, TopKPart::Indices, v(*x)?, *axis, k))
+            }
+            Step::Take { x, index, axis } => Some(b.take(v(*x)?, v(*index)?, *axis)),
             Step::CompleteCumsum { x } => Some(b.scan(ScanMode::Complete, v(*x)?, 0)),
             Step::Contract {
                 a,

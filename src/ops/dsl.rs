@@ -52,6 +52,8 @@
 //! | `x.matmul_t_grouped(w)` with `w: Dense<T, (G, N, K)>`: per group `g`, `x[.., g, :] @ w[g]^T` (`(.., G, K)` to `(.., G, N)`, the contraction `x[..gk], w[gnk] -> ..gn`), in the accumulator dtype | `Jagged`, `PerSeq` |
 //! | `x.outer_sum_over_seq(y)` -> `PerSeq`: `sum_{i < n_b} x[i]^T y[i]` (`(M,)` and `(P,)` give `(M, P)`) | `Jagged` |
 //! | `x.ascending_rank_over_seq()`, `x.descending_rank_over_seq()`: each row's place (i32) in its sequence's stable sort (ties to the lower row, NaN first); `rank.lt(k)` keeps the `k` best rows | `Jagged` |
+//! | `x.smallest_k_over_features::<K>()`, `x.largest_k_over_features::<K>()`: the indices (i32) of the `K` best entries of the last inner dim, best first (`K` a dim parameter) | any kind with inner dims |
+//! | `x.take_features(index)`: entries of the first inner dim picked within each row by an integer index of `x`'s kind, or a `Dense` one for every row (`(A, R..)` at `(E..)` gives `(E.., R..)`) | `Jagged`, `PerSeq`, `Padded`, `Dense` |
 //! | `x.shift_rows(by)`: row `i` reads row `i + by` of its sequence, 0 past its ends (`by` an integer literal) | `Jagged` |
 //! | `table.at(index)`: the rows of `table: Dense<T, (K, ..)>` at an i32/i64 `index` of any kind with no inner dims, or one (`index: Jagged<i32, (L,)>` gives `(L, ..)`: a row per entry) (0 outside `0..K`); a learned relative-position bias is `bias.at(((s.query_pos() - s.key_pos()).max(-w).min(w) + w).cast::<i64>())` | `Dense` |
 //! | `.exp()`, `.log()`, `.silu()`, `.sqrt()`, `.rsqrt()`, `.abs()`, `.relu()`, `.sigmoid()`, `.tanh()` (or `exp(x)`, `relu(x)`, ...) | any float tensor |
@@ -414,6 +416,23 @@ macro_rules! elementwise {
             {
                 Phantom::phantom()
             }
+            /// The indices (i32) of the `K` smallest entries of the last
+            /// inner dim, best first (`[.., D]` to `[.., K]`, `K <= D` a dim
+            /// parameter of the kernel): rank's stable sort, a NaN first and
+            /// ties to the lower index.
+            pub fn smallest_k_over_features<K>(self) -> $kind<i32, <S as ReplaceLast<K>>::Output>
+            where
+                S: ReplaceLast<K>,
+            {
+                Phantom::phantom()
+            }
+            /// As [`Self::smallest_k_over_features`], the `K` largest.
+            pub fn largest_k_over_features<K>(self) -> $kind<i32, <S as ReplaceLast<K>>::Output>
+            where
+                S: ReplaceLast<K>,
+            {
+                Phantom::phantom()
+            }
             /// Sum over the last inner dim (`[.., D]` to `[..]`).
             pub fn sum_over_features(self) -> $kind<T, <S as DropLast>::Output>
             where
@@ -749,6 +768,51 @@ macro_rules! gather_index_rows {
     )*};
 }
 gather_index_rows!(Jagged, PerSeq, Padded, Pairs, Dense);
+
+/// The index of `x.take_features(index)` on a receiver `R`: an integer
+/// tensor of `R`'s kind (a pick per row) or a `Dense` one (the same picks
+/// for every row), whose inner dims come first in the result.
+pub trait FeatureIndex<R> {
+    /// The taken tensor.
+    type Output;
+}
+
+macro_rules! take_features {
+    ($($kind:ident),*) => {$(
+        impl<I, T, S: DropFirst, E> FeatureIndex<$kind<T, S>> for $kind<I, E>
+        where
+            E: Concat<<S as DropFirst>::Output>,
+        {
+            type Output = $kind<T, <E as Concat<<S as DropFirst>::Output>>::Output>;
+        }
+        impl<T, S> $kind<T, S> {
+            /// Entries of the first inner dim picked by an integer index
+            /// within each row (`take_along_axis`): `(A, R..)` at an index
+            /// with inner dims `(E..)` gives `(E.., R..)`, 0 where the index
+            /// is outside `0..A`.
+            pub fn take_features<X: FeatureIndex<Self>>(self, _index: X) -> X::Output
+            where
+                X::Output: Phantom,
+            {
+                Phantom::phantom()
+            }
+        }
+    )*};
+}
+take_features!(Jagged, PerSeq, Padded, Dense);
+
+/// A dense index picks the same entries in every row.
+macro_rules! take_features_dense {
+    ($($kind:ident),*) => {$(
+        impl<I, T, S: DropFirst, E> FeatureIndex<$kind<T, S>> for Dense<I, E>
+        where
+            E: Concat<<S as DropFirst>::Output>,
+        {
+            type Output = $kind<T, <E as Concat<<S as DropFirst>::Output>>::Output>;
+        }
+    )*};
+}
+take_features_dense!(Jagged, PerSeq, Padded);
 
 impl<T, S> Dense<T, S> {
     /// The rows of this table `[K, ..]` at an integer index tensor (0 where

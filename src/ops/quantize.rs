@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `product_quantize` | [`product_quantize_kernel`](mod@product_quantize_kernel) | `(|c|^2 - 2 x.matmul_t_grouped(c)).argmin_over_features()` |
 //! | `residual_quantize` (greedy) | [`residual_quantize_level`](mod@residual_quantize_level), once per level | `(|c|^2 - 2 r.matmul_t(c)).argmin_over_features()`, `r - c.at(code)` |
+//! | `residual_quantize` (beam) | [`residual_quantize_beam_level`](mod@residual_quantize_beam_level), once per level, then [`residual_quantize_best`](mod@residual_quantize_best) | `|r.take_features(parent_of) - c.at(code_of)|^2`, `.smallest_k_over_features::<BO>()`, `codes.take_features(parent)` |
 //! | `sid_embed` | [`sid_embed_kernel`](mod@sid_embed_kernel) | `table.at(codes + base).sum_over_groups()` (`base[l] = l K`) |
 //!
 //! **Layouts.** An input is dense `x [N, D]` (`offsets = None`) or jagged
@@ -38,8 +39,15 @@
 //! general path runs it as five kernels today (the `|c|^2` reduction, the
 //! contraction into a `[T, K]` scratch, the argmin, the codes, the
 //! residual): the contraction and the argmin are not fused into one.
-//! Beam search (`beam > 1`, FAISS's `max_beam_size`) is not implemented:
-//! [`residual_quantize`] says so with [`QuantizeError::BeamSearchNotImplemented`].
+//!
+//! **Beam search** (`beam > 1`, FAISS's `max_beam_size`) keeps, per row,
+//! the `beam` best partial encodings of each level, best first: every kept
+//! encoding `b` extended by every codeword `k` is a candidate `m = b K + k`
+//! scored by its full squared error `|r_b - c_k|^2` (computed directly in
+//! f32), and the `beam` smallest (ties to the lower `m`) survive; the
+//! answer is the best encoding of the last level. One graph per level
+//! (candidates on one line, `topk`, and `take` of the survivors' residuals
+//! and codes), `min(beam, K^l)` encodings kept after level `l`.
 //!
 //! **sid_embed** sums `codebooks[l, codes[:, l]]` over the levels in f32
 //! and rounds to the codebooks' dtype; a code outside `0..K` adds 0 (the
@@ -81,6 +89,45 @@ pub fn residual_quantize_level<R: Float, T: Float, K, D, L>(
     let c = codebook.cast::<f32>();
     let code = ((c * c).sum_over_features() - r.matmul_t(c) * 2.0).argmin_over_features();
     (codes + code * level, r - c.at(code))
+}
+
+/// One level of beam-search `residual_quantize`: each row keeps `BI`
+/// partial encodings (`residual [T, BI, D]`, their codes `[T, BI, L]`,
+/// best first); every pair (`b`, `k`) of a kept partial residual and a
+/// codeword is a candidate `m = b K + k` (`parent_of[m] = b`, `code_of[m]
+/// = k`) whose objective is the full squared error `|r_b - c_k|^2`; the
+/// `BO` best candidates (ties to the lower `m`) are kept, best first, their
+/// codes extended by `k` in the column where the one-hot `level [BO, L]`
+/// is one (`slot_of[s, l] = s` spreads each slot's code along its row).
+#[jagged_kernel(name = "residual_quantize_beam_level", outputs(codes, residual))]
+pub fn residual_quantize_beam_level<R: Float, T: Float, BI, D, K, BK, BO, L>(
+    residual: Jagged<R, (BI, D)>,
+    codebook: Dense<T, (K, D)>,
+    codes: Jagged<i32, (BI, L)>,
+    parent_of: Dense<i32, (BK,)>,
+    code_of: Dense<i32, (BK,)>,
+    slot_of: Dense<i32, (BO, L)>,
+    level: Dense<i32, (BO, L)>,
+) -> (Jagged<i32, (BO, L)>, Jagged<f32, (BO, D)>) {
+    let r = residual.cast::<f32>();
+    let c = codebook.cast::<f32>();
+    let diff = r.take_features(parent_of) - c.at(code_of);
+    let best = (diff * diff)
+        .sum_over_features()
+        .smallest_k_over_features::<BO>();
+    let parent = parent_of.at(best);
+    let code = code_of.at(best);
+    let extended = codes.take_features(parent) + code.take_features(slot_of) * level;
+    (extended, r.take_features(parent) - c.at(code))
+}
+
+/// The codes of the best partial encoding (slot 0) of each row.
+#[jagged_kernel(name = "residual_quantize_best", outputs(codes))]
+pub fn residual_quantize_best<BO, L>(
+    codes: Jagged<i32, (BO, L)>,
+    first: Dense<i32, ()>,
+) -> Jagged<i32, (L,)> {
+    codes.take_features(first)
 }
 
 /// `sid_embed` on the codebooks viewed as one table `[L * K, D]`:
@@ -139,8 +186,8 @@ impl From<RuntimeError> for QuantizeError {
 /// The options of `residual_quantize` (OPS.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResidualQuantizeOptions {
-    /// The number of partial codes kept per level: 1 (greedy) is the only
-    /// one implemented.
+    /// The number of partial encodings kept per level: 1 is greedy, more
+    /// a beam search (FAISS's `max_beam_size`); at least 1.
     pub beam: usize,
 }
 
@@ -288,13 +335,13 @@ pub fn product_quantize(
     Ok(codes?)
 }
 
-/// `residual_quantize` (OPS.md), greedy: `codes [N, levels]` (`[T, levels]`
-/// on `offsets`) i32 of the rows of `x [N, D]` against `codebooks [levels,
-/// K, D]` in `x`'s dtype. `options.beam` must be 1 (beam search is not
-/// implemented: [`QuantizeError::BeamSearchNotImplemented`]).
+/// `residual_quantize` (OPS.md): `codes [N, levels]` (`[T, levels]` on
+/// `offsets`) i32 of the rows of `x [N, D]` against `codebooks [levels, K,
+/// D]` in `x`'s dtype, greedy (`options.beam = 1`) or by beam search.
 ///
-/// One kernel per level; the level's codebook is copied out of
-/// `codebooks` (through the host) before the first launch.
+/// One kernel per level (and one to pick the best encoding after a beam
+/// search); each level's codebook is copied out of `codebooks` (through
+/// the host) before its launch.
 pub fn residual_quantize(
     rt: &mut Runtime,
     x: &DeviceTensor,
@@ -303,10 +350,8 @@ pub fn residual_quantize(
     options: &ResidualQuantizeOptions,
 ) -> Result<DeviceTensor, QuantizeError> {
     const OP: &str = "residual_quantize";
-    match options.beam {
-        0 => return Err(QuantizeError::ZeroBeam),
-        1 => {}
-        beam => return Err(QuantizeError::BeamSearchNotImplemented { beam }),
+    if options.beam == 0 {
+        return Err(QuantizeError::ZeroBeam);
     }
     let [levels, k, d] = codebooks.shape[..] else {
         return Err(input_error(
@@ -348,9 +393,129 @@ pub fn residual_quantize(
         });
     }
     let rows = Rows::new(rt, OP, "x", x, offsets)?;
-    let result = residual_levels(rt, x, &rows.offsets, codebooks, [levels, k, d]);
+    let result = if options.beam == 1 || k == 0 {
+        residual_levels(rt, x, &rows.offsets, codebooks, [levels, k, d])
+    } else {
+        beam_levels(
+            rt,
+            x,
+            &rows.offsets,
+            codebooks,
+            [levels, k, d],
+            options.beam,
+        )
+    };
     rows.free(rt)?;
     result
+}
+
+/// Level `l`'s codebook `[K, D]`, copied out of `codebooks` (downloaded
+/// once, in `bytes`).
+fn level_codebook(
+    rt: &mut Runtime,
+    bytes: &[u8],
+    codebooks: &DeviceTensor,
+    l: usize,
+    [levels, k, d]: [usize; 3],
+) -> Result<DeviceTensor, QuantizeError> {
+    let level_bytes = k * d * codebooks.dtype().size();
+    let slice = bytes
+        .get(l * level_bytes..(l + 1) * level_bytes)
+        .ok_or_else(|| {
+            input_error(
+                "residual_quantize",
+                format!("`codebooks` holds fewer than {levels} x {k} x {d} elements"),
+            )
+        })?;
+    Ok(DeviceTensor {
+        buffer: rt.upload_bytes(codebooks.dtype(), slice)?,
+        shape: vec![k, d],
+    })
+}
+
+/// An i32 tensor uploaded from the host.
+fn upload_i32(
+    rt: &mut Runtime,
+    values: Vec<i32>,
+    shape: Vec<usize>,
+) -> Result<DeviceTensor, QuantizeError> {
+    Ok(DeviceTensor {
+        buffer: rt.upload(&values)?,
+        shape,
+    })
+}
+
+/// The levels of [`residual_quantize`] with `beam > 1`: one launch of
+/// [`residual_quantize_beam_level`] per level (the kept encodings grow
+/// from 1 to `min(beam, K^l)`), then [`residual_quantize_best`].
+fn beam_levels(
+    rt: &mut Runtime,
+    x: &DeviceTensor,
+    offsets: &DeviceTensor,
+    codebooks: &DeviceTensor,
+    [levels, k, d]: [usize; 3],
+    beam: usize,
+) -> Result<DeviceTensor, QuantizeError> {
+    let n = x.shape[0];
+    let bytes = rt.download_bytes(&codebooks.buffer)?;
+    // The first level's one partial encoding: `x` itself, no codes yet.
+    let mut residual = reshaped(x, vec![n, 1, d]);
+    let mut codes = DeviceTensor {
+        buffer: rt.alloc(DType::I32, n * levels)?,
+        shape: vec![n, 1, levels],
+    };
+    let mut kept = 1;
+    for l in 0..levels {
+        let candidates = kept * k;
+        let next = beam.min(candidates);
+        let codebook = level_codebook(rt, &bytes, codebooks, l, [levels, k, d])?;
+        let constants = [
+            upload_i32(
+                rt,
+                (0..candidates).map(|m| (m / k) as i32).collect(),
+                vec![candidates],
+            )?,
+            upload_i32(
+                rt,
+                (0..candidates).map(|m| (m % k) as i32).collect(),
+                vec![candidates],
+            )?,
+            upload_i32(
+                rt,
+                (0..next * levels).map(|e| (e / levels) as i32).collect(),
+                vec![next, levels],
+            )?,
+            upload_i32(
+                rt,
+                (0..next * levels)
+                    .map(|e| i32::from(e % levels == l))
+                    .collect(),
+                vec![next, levels],
+            )?,
+        ];
+        let [parent_of, code_of, slot_of, level] = &constants;
+        let step = residual_quantize_beam_level::launch(
+            rt, offsets, &residual, &codebook, &codes, parent_of, code_of, slot_of, level,
+        );
+        rt.free(codebook.buffer)?;
+        for c in constants {
+            rt.free(c.buffer)?;
+        }
+        let (new_codes, new_residual) = step?;
+        if l > 0 {
+            rt.free(residual.buffer)?;
+        }
+        rt.free(codes.buffer)?;
+        codes = new_codes;
+        residual = new_residual;
+        kept = next;
+    }
+    rt.free(residual.buffer)?;
+    let first = upload_i32(rt, vec![0], vec![])?;
+    let best = residual_quantize_best::launch(rt, offsets, &codes, &first);
+    rt.free(first.buffer)?;
+    rt.free(codes.buffer)?;
+    Ok(best?)
 }
 
 /// The levels of [`residual_quantize`], one launch each.

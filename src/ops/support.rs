@@ -3,7 +3,7 @@
 
 pub use jagged_ir::{
     AttrKind, AttrValue, BinaryOp, CompareOp, DType, Dim, Graph, GraphBuilder, IndexPredicate,
-    Origin, RankOrder, ReduceOp, ScanMode, TensorType, UnaryOp,
+    Origin, RankOrder, ReduceOp, ScanMode, TensorType, TopKPart, UnaryOp,
 };
 
 pub use jagged_codegen::{Arch, Spec};

@@ -212,8 +212,9 @@ Attributes (--attr K=V), by op; defaults in brackets:
   product_quantize, residual_quantize, sid_embed:
                                 dtype=f32|f16|bf16 [f32] (no max_len: every row counts;
                                 a dense [N, D] input takes offsets [0, N]);
-                                residual_quantize: beam=1 [1] (beam search is not
-                                implemented), emit/stats show one level's kernel
+                                residual_quantize: beam=1 [1] (jagc encodes greedily;
+                                beam search is in the Rust API), emit/stats show one
+                                level's kernel
 Sizes, for emit and stats only (run reads them from the input files):
   primitives:                   inner=DxD.. [64] (inner dims of the values),
                                 index=i32|i64 [i32] (offsets / lengths dtype)
@@ -723,7 +724,8 @@ pub fn quantize_graph(
             Some(_) => {
                 return Err(attrs.bad(
                     "beam",
-                    "beam search (beam > 1) is not implemented yet; only greedy encoding, beam=1",
+                    "jagc runs greedy encoding only (beam=1); beam search (beam > 1) runs \
+                     through jagged::ops::quantize::residual_quantize",
                 ));
             }
         }
