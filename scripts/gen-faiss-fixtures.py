@@ -18,6 +18,9 @@ The cases:
   tables, |x|^2 + |c|^2 - 2 x.c), K = 64.
 - rq_greedy: d = 16, 4 levels of K = 64, ResidualQuantizer with
   max_beam_size = 1 (greedy), trained with that beam.
+- rq_beam2, rq_beam5: d = 16, 3 levels of K = 32, ResidualQuantizer with
+  max_beam_size = 2 and 5, trained and encoding with that beam (each case
+  from its own seed, so that adding it left the others unchanged).
 
 Run with the test venv's Python (scripts/test-python.sh installs numpy and
 faiss-cpu into .tools/venv):
@@ -50,13 +53,13 @@ def pq_codes(centroids, x):
     return faiss.unpack_bitstrings(packed, m, nbits)
 
 
-def rq_codes(codebooks, x):
-    """FAISS ResidualQuantizer codes (max_beam_size = 1) of x with codebooks [L, K, d]."""
+def rq_codes(codebooks, x, beam=1):
+    """FAISS ResidualQuantizer codes (max_beam_size = beam) of x with codebooks [L, K, d]."""
     levels, k, d = codebooks.shape
     nbits = int(np.log2(k))
     assert 1 << nbits == k
     rq = faiss.ResidualQuantizer(d, levels, nbits)
-    rq.max_beam_size = 1
+    rq.max_beam_size = beam
     faiss.copy_array_to_vector(np.ascontiguousarray(codebooks, dtype="float32").ravel(), rq.codebooks)
     rq.is_trained = True
     packed = rq.compute_codes(np.ascontiguousarray(x, dtype="float32"))
@@ -106,10 +109,27 @@ def gen_rq_greedy(rng):
     return c, x, rq_codes(c, x)
 
 
+def gen_rq_beam(beam):
+    def gen(_shared_rng):
+        rng = np.random.default_rng(20261206 + beam)
+        d, levels, nbits, n = 16, 3, 5, 192
+        k = 1 << nbits
+        train = rng.standard_normal((3000, d)).astype("float32")
+        rq = faiss.ResidualQuantizer(d, levels, nbits)
+        rq.max_beam_size = beam
+        rq.train(train)
+        c = faiss.vector_to_array(rq.codebooks).reshape(levels, k, d).copy()
+        x = rng.standard_normal((n, d)).astype("float32")
+        return c, x, rq_codes(c, x, beam)
+    return gen
+
+
 CASES = {
     "pq_direct": (gen_pq_direct, pq_codes),
     "pq_blas": (gen_pq_blas, pq_codes),
     "rq_greedy": (gen_rq_greedy, rq_codes),
+    "rq_beam2": (gen_rq_beam(2), lambda c, x: rq_codes(c, x, 2)),
+    "rq_beam5": (gen_rq_beam(5), lambda c, x: rq_codes(c, x, 5)),
 }
 
 
@@ -120,6 +140,7 @@ def path(name, what):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="re-encode and compare, write nothing")
+    parser.add_argument("--only", nargs="*", help="write only these cases (the others' files stay)")
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
     if args.check:
@@ -138,6 +159,8 @@ def main():
     total = 0
     for name, (gen, _) in CASES.items():
         c, x, codes = gen(rng)
+        if args.only and name not in args.only:
+            continue
         for what, a in [("x", x.astype("float32")), ("codebooks", c.astype("float32")),
                         ("codes", codes.astype("int32"))]:
             np.save(path(name, what), np.ascontiguousarray(a))

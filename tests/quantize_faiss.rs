@@ -1,9 +1,10 @@
-//! FAISS parity of `product_quantize` and greedy `residual_quantize`, on
+//! FAISS parity of `product_quantize` and `residual_quantize` (greedy and
+//! beam search), on
 //! the fixtures of `scripts/gen-faiss-fixtures.py` (tests/data/faiss/: rows,
 //! the codebooks FAISS trained, and FAISS 1.15.1's codes of the rows:
 //! `ProductQuantizer.compute_codes` with sub-vectors of 6 (direct distances)
 //! and of 32 (BLAS distance tables), with duplicated centroids; and
-//! `ResidualQuantizer.compute_codes` with `max_beam_size = 1`).
+//! `ResidualQuantizer.compute_codes` with `max_beam_size` 1, 2 and 5).
 //!
 //! Our codes (the emulator, dense and jagged layouts) must equal FAISS's
 //! wherever the nearest codeword is clear: its distance and that of the
@@ -13,6 +14,8 @@
 //! near-tie exists the two may choose differently; the distances of the
 //! two choices (the objective of that step) must then agree within f32
 //! rounding.
+
+mod common;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -232,4 +235,64 @@ fn greedy_residual_quantize_matches_faiss() {
         (ours_err - faiss_err).abs() <= 1e-5 * faiss_err,
         "reconstruction error: ours {ours_err}, FAISS {faiss_err}"
     );
+}
+
+/// Beam search (`beam` 2 and 5) against FAISS's `ResidualQuantizer` with
+/// `max_beam_size` 2 and 5 (codebooks FAISS trained with that beam): the
+/// codes equal FAISS's on every row whose f64 beam search has no near-tie
+/// (consecutive candidates up to the first dropped one, and so the final
+/// choice, differ by more than `1e-4` relative); on a row with one, the
+/// two encodings' reconstruction errors must agree within f32 rounding.
+#[test]
+fn beam_residual_quantize_matches_faiss() {
+    for (name, beam) in [("rq_beam2", 2), ("rq_beam5", 5)] {
+        let (xs, x) = load(name, "x");
+        let (cs, c) = load(name, "codebooks");
+        let (_, want) = load(name, "codes");
+        let (n, d) = (xs[0], xs[1]);
+        let (levels, k) = (cs[0], cs[1]);
+        let mut rt = runtime();
+        let xd = upload(&mut rt, DType::F32, &xs, &x);
+        let cd = upload(&mut rt, DType::F32, &cs, &c);
+        let offsets = jagged_offsets(&mut rt, n);
+        let error = |i: usize, codes: &[f64]| -> f64 {
+            let mut r = x[i * d..(i + 1) * d].to_vec();
+            for (l, &code) in codes.iter().enumerate() {
+                let cw = &c[(l * k + code as usize) * d..(l * k + code as usize + 1) * d];
+                r.iter_mut().zip(cw).for_each(|(a, b)| *a -= b);
+            }
+            r.iter().map(|v| v * v).sum()
+        };
+        let mut tally = Tally::default();
+        for layout in [None, Some(&offsets)] {
+            let options = ResidualQuantizeOptions { beam };
+            let codes = residual_quantize(&mut rt, &xd, layout, &cd, &options)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let got = rt.download_tensor(&codes).expect("download").to_f64();
+            assert_eq!(got.len(), n * levels);
+            for i in 0..n {
+                let row = &x[i * d..(i + 1) * d];
+                let (ours, theirs) = (
+                    &got[i * levels..(i + 1) * levels],
+                    &want[i * levels..(i + 1) * levels],
+                );
+                let (reference, gap) = common::beam::rq_beam_row(row, &c, levels, k, beam);
+                let what = format!("{name} row {i}: ours {ours:?}, FAISS {theirs:?}");
+                if gap > NEAR_TIE {
+                    assert_eq!(ours, theirs, "{what} (no near-tie, gap {gap:e})");
+                    let reference: Vec<f64> = reference.iter().map(|&v| v as f64).collect();
+                    assert_eq!(ours, reference.as_slice(), "{what}");
+                    tally.clear += 1;
+                } else if ours == theirs {
+                    tally.near_same += 1;
+                } else {
+                    let (a, b) = (error(i, ours), error(i, theirs));
+                    assert!(same_objective(a, b, row), "{what}: errors {a} and {b}");
+                    tally.near_differ += 1;
+                }
+            }
+        }
+        eprintln!("{name}: {tally:?}");
+        assert!(tally.clear > n, "{name}: {tally:?}");
+    }
 }

@@ -6,6 +6,7 @@
 
 use jagged_ir::{DType, DenseTensor};
 
+pub mod beam;
 pub mod tools;
 
 /// xorshift64*: reproducible inputs without extra crates.
