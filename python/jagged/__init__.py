@@ -15,7 +15,7 @@ CPU tensors run through the bundled PTX emulator. CUDA tensors are not
 supported yet (NotImplementedError). See docs/python.md.
 """
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -34,16 +34,25 @@ __all__ = [
     "complete_cumsum",
     "dense_to_jagged",
     "device_name",
+    "event_boost",
+    "event_prune",
     "fbgemm_jagged_flash_attention_basic",
     "jagged_dense_elementwise_mul",
     "jagged_flash_attention",
     "jagged_reduce",
     "jagged_softmax",
     "jagged_to_padded_dense",
+    "jagged_topk",
     "masked_select_jagged",
     "op",
     "op_reference",
+    "product_quantize",
+    "residual_quantize",
+    "session_pool",
+    "session_segment",
+    "sid_embed",
     "stats",
+    "user_pool",
 ]
 
 #: The op names registered under torch.ops.jagged (the builtin ops, and the
@@ -230,3 +239,138 @@ def fbgemm_jagged_flash_attention_basic(
     return _nested(out, o) if nested else out
 
 
+
+
+# ---------------------------------------------------------------------------
+# Semantic IDs and event streams (docs/ops.md): row-wise ops keep the input's
+# layout (a nested input gives a nested output on the same offsets); the
+# selections return nested tensors on their new offsets.
+
+
+def _rows(opname: str, name: str, x: torch.Tensor, offsets: Optional[torch.Tensor]):
+    """`(rows, offsets or None, nested)` of a row-wise op's input: dense, jagged or nested."""
+    if _is_nested(x):
+        return _unpack(opname, name, x, offsets)
+    return x, offsets, False
+
+
+def _need(opname: str, name: str, value):
+    if value is None:
+        raise TypeError(f"jagged.{opname}: `{name}` is required")
+    return value
+
+
+def product_quantize(
+    x: torch.Tensor, offsets: Optional[torch.Tensor] = None, centroids: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """`codes [N, M]` (int32) of `x [N, D]`, or of `[T, D]` on `offsets`, or of a nested tensor
+    (then a nested tensor of codes on its offsets); `centroids [M, K, D / M]`."""
+    v, o, nested = _rows("product_quantize", "x", x, offsets)
+    out = torch.ops.jagged.product_quantize(v, o, _need("product_quantize", "centroids", centroids))
+    return _nested(out, o) if nested else out
+
+
+def residual_quantize(
+    x: torch.Tensor,
+    offsets: Optional[torch.Tensor] = None,
+    codebooks: Optional[torch.Tensor] = None,
+    beam: int = 1,
+) -> torch.Tensor:
+    """`codes [N, levels]` (int32) of `x` (dense, jagged or nested) by `codebooks [levels, K, D]`."""
+    v, o, nested = _rows("residual_quantize", "x", x, offsets)
+    out = torch.ops.jagged.residual_quantize(v, o, _need("residual_quantize", "codebooks", codebooks), beam)
+    return _nested(out, o) if nested else out
+
+
+def sid_embed(
+    codes: torch.Tensor, offsets: Optional[torch.Tensor] = None, codebooks: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """`values [N, D] = sum_l codebooks[l, codes[:, l]]` for `codes` dense, jagged or nested."""
+    v, o, nested = _rows("sid_embed", "codes", codes, offsets)
+    out = torch.ops.jagged.sid_embed(v, o, _need("sid_embed", "codebooks", codebooks))
+    return _nested(out, o) if nested else out
+
+
+def session_pool(
+    values: torch.Tensor, session_offsets: Optional[torch.Tensor] = None, reduce: str = "sum"
+) -> torch.Tensor:
+    """`out [S, *inner]`: each session (a sequence of `session_offsets`, or a component of a
+    nested `values`) reduced over all its rows."""
+    v, o, _ = _unpack("session_pool", "values", values, session_offsets)
+    return torch.ops.jagged.session_pool(v, o, reduce)
+
+
+def user_pool(
+    pooled: torch.Tensor, user_offsets: Optional[torch.Tensor] = None, reduce: str = "sum"
+) -> torch.Tensor:
+    """`out [B, *inner]`: each user's pooled sessions (`pooled [S, *inner]` on `user_offsets`, or a
+    nested tensor of them) reduced."""
+    v, o, _ = _unpack("user_pool", "pooled", pooled, user_offsets)
+    return torch.ops.jagged.user_pool(v, o, reduce)
+
+
+def event_boost(
+    values: torch.Tensor,
+    offsets: Optional[torch.Tensor] = None,
+    segment: Optional[torch.Tensor] = None,
+    cond: Optional[torch.Tensor] = None,
+    table: Optional[torch.Tensor] = None,
+    columns: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """`values [T, D]` with the `columns` of event `i` of user `b` times `table[segment[b], cond[i]]`.
+
+    `values` may be a nested tensor (the result is one too), and `cond` then a nested tensor of
+    the same layout.
+    """
+    v, o, nested = _unpack("event_boost", "values", values, offsets)
+    cond = _need("event_boost", "cond", cond)
+    if _is_nested(cond):
+        cond = cond.values()
+    out = torch.ops.jagged.event_boost(
+        v,
+        o,
+        _need("event_boost", "segment", segment),
+        cond,
+        _need("event_boost", "table", table),
+        _need("event_boost", "columns", columns),
+    )
+    return _nested(out, o) if nested else out
+
+
+def session_segment(timestamps: torch.Tensor, offsets: Optional[torch.Tensor] = None, gap: Optional[float] = None):
+    """`(session_offsets [S+1], user_offsets [B+1], dwell)` of users' event timestamps.
+
+    `timestamps` may be a nested tensor `[B, j]`: `dwell` is then a nested tensor of its layout.
+    """
+    v, o, nested = _unpack("session_segment", "timestamps", timestamps, offsets)
+    s, u, dwell = torch.ops.jagged.session_segment(v, o, float(_need("session_segment", "gap", gap)))
+    return s, u, (_nested(dwell, o) if nested else dwell)
+
+
+def jagged_topk(scores: torch.Tensor, offsets: Optional[torch.Tensor] = None, k: Optional[int] = None):
+    """Per sequence the rows of its `k` highest scores, in order: `(indices, offsets)` (global rows),
+    or a nested tensor of the indices for a nested `scores`."""
+    v, o, nested = _unpack("jagged_topk", "scores", scores, offsets)
+    indices, new_offsets = torch.ops.jagged.jagged_topk(v, o, int(_need("jagged_topk", "k", k)))
+    return _nested(indices, new_offsets) if nested else (indices, new_offsets)
+
+
+def event_prune(
+    scores: torch.Tensor,
+    offsets: Optional[torch.Tensor] = None,
+    features: Sequence[torch.Tensor] = (),
+    threshold: Optional[float] = None,
+    k: Optional[int] = None,
+):
+    """Keeps the rows with `scores >= threshold` (if given) among each sequence's `k` best (if given).
+
+    Returns `(features, indices, offsets)`: the kept rows of each feature `[T, ...]`, their global
+    rows and offsets. For a nested `scores` the features may be nested tensors of its layout, and
+    it returns `(features, indices)` as nested tensors on the new offsets.
+    """
+    v, o, nested = _unpack("event_prune", "scores", scores, offsets)
+    feats = [f.values() if _is_nested(f) else f for f in features]
+    kept, indices, new_offsets = torch.ops.jagged.event_prune(v, o, feats, threshold, k)
+    if nested:
+        return [_nested(f, new_offsets) for f in kept], _nested(indices, new_offsets)
+    return kept, indices, new_offsets

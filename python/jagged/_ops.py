@@ -513,6 +513,11 @@ fbgemm_jagged_flash_attention_basic.register_autograd(_fbgemm_backward, setup_co
 
 
 # ---------------------------------------------------------------------------
+# The Semantic-ID and event-stream ops (Rust front functions).
+
+from . import _front_ops  # noqa: E402,F401  (registers them)
+
+# ---------------------------------------------------------------------------
 # A nested tensor passed to torch.ops.jagged.* (which take values and offsets)
 # gets an error naming the wrapper that takes it, instead of the nested
 # tensor's bare NotImplementedError.

@@ -52,8 +52,9 @@ impl HostTensor {
 }
 
 /// What the process keeps between calls.
-struct State {
-    runtime: Runtime,
+pub(crate) struct State {
+    /// The emulator runtime.
+    pub(crate) runtime: Runtime,
     /// Attention backward kernels (rewired to their wrapper graph), by spec.
     backward: HashMap<String, Arc<(Graph, CompiledKernel)>>,
 }
@@ -64,7 +65,7 @@ static STATE: Mutex<Option<State>> = Mutex::new(None);
 /// panic inside `f` is an [`Error::Internal`], and the runtime is dropped
 /// (the next call opens a fresh one) since the panic may have left it
 /// half-way through a run.
-fn with_state<T>(f: impl FnOnce(&mut State) -> Result<T, Error>) -> Result<T, Error> {
+pub(crate) fn with_state<T>(f: impl FnOnce(&mut State) -> Result<T, Error>) -> Result<T, Error> {
     let mut guard = STATE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());

@@ -13,12 +13,13 @@
 
 mod engine;
 mod error;
+mod front;
 mod ops;
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyString};
 
@@ -46,6 +47,7 @@ impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
         match err {
             Error::Input(msg) => JaggedInputError::new_err(msg),
+            Error::NotImplemented(msg) => PyNotImplementedError::new_err(msg),
             other => JaggedError::new_err(other.to_string()),
         }
     }
@@ -154,6 +156,10 @@ fn run_op<'py>(
     let def = ops::find(op)?;
     let inputs = host_inputs(inputs)?;
     let given = attr_args(attrs)?;
+    if front::runs(op) {
+        let outputs = detached(py, || front::run(def, inputs, &given))?;
+        return Ok(py_outputs(py, outputs));
+    }
     let outputs = detached(py, || {
         let facts: BTreeMap<String, Facts> = inputs
             .iter()
@@ -214,6 +220,7 @@ fn op_reference(py: Python<'_>) -> PyResult<Vec<Bound<'_, PyDict>>> {
             let ad = PyDict::new(py);
             let (ty, choices): (&str, &[&str]) = match a.ty {
                 AttrType::Int => ("int", &[]),
+                AttrType::OptionalInt => ("Optional[int]", &[]),
                 AttrType::Float => ("float", &[]),
                 AttrType::OptionalFloat => ("Optional[float]", &[]),
                 AttrType::Bool => ("bool", &[]),

@@ -24,6 +24,8 @@ pub enum AttrType {
     Choice(&'static [&'static str]),
     /// One of the listed strings or `None` (the op's default).
     OptionalChoice(&'static [&'static str]),
+    /// A non-negative integer or `None` (not given).
+    OptionalInt,
 }
 
 /// One attribute of an op.
@@ -60,6 +62,13 @@ const MAX_LEN: AttrDef = AttrDef {
 };
 
 const FLOATS: &[&str] = &["f32", "f16", "bf16", "f64"];
+
+const POOL_REDUCE: AttrDef = AttrDef {
+    name: "reduce",
+    ty: AttrType::Choice(&["sum", "mean", "max"]),
+    default: Some("'sum'"),
+    doc: "the reduction over every row of each sequence",
+};
 
 /// Every builtin op of docs/ops.md, primitives first.
 pub const OPS: &[OpDef] = &[
@@ -173,6 +182,91 @@ pub const OPS: &[OpDef] = &[
         ],
         outputs: &["out"],
     },
+    // The ops of the Rust crate's front functions (`jagged::ops::quantize`,
+    // `jagged::ops::events`), run by `crate::front`: several kernels, or
+    // host steps around them, rather than one graph.
+    OpDef {
+        name: "product_quantize",
+        inputs: &["x", "offsets", "centroids"],
+        attrs: &[],
+        outputs: &["codes"],
+    },
+    OpDef {
+        name: "residual_quantize",
+        inputs: &["x", "offsets", "codebooks"],
+        attrs: &[AttrDef {
+            name: "beam",
+            ty: AttrType::Int,
+            default: Some("1"),
+            doc: "partial codes kept per level: 1 (greedy) is the only one implemented",
+        }],
+        outputs: &["codes"],
+    },
+    OpDef {
+        name: "sid_embed",
+        inputs: &["codes", "offsets", "codebooks"],
+        attrs: &[],
+        outputs: &["values"],
+    },
+    OpDef {
+        name: "session_pool",
+        inputs: &["values", "session_offsets"],
+        attrs: &[POOL_REDUCE],
+        outputs: &["out"],
+    },
+    OpDef {
+        name: "user_pool",
+        inputs: &["pooled", "user_offsets"],
+        attrs: &[POOL_REDUCE],
+        outputs: &["out"],
+    },
+    OpDef {
+        name: "event_boost",
+        inputs: &["values", "offsets", "segment", "cond", "table", "columns"],
+        attrs: &[],
+        outputs: &["values"],
+    },
+    OpDef {
+        name: "session_segment",
+        inputs: &["timestamps", "offsets"],
+        attrs: &[AttrDef {
+            name: "gap",
+            ty: AttrType::Float,
+            default: None,
+            doc: "a session starts where t_i - t_{i-1} > gap (i64 timestamps: gap >= 0, rounded down)",
+        }],
+        outputs: &["session_offsets", "user_offsets", "dwell"],
+    },
+    OpDef {
+        name: "jagged_topk",
+        inputs: &["scores", "offsets"],
+        attrs: &[AttrDef {
+            name: "k",
+            ty: AttrType::Int,
+            default: None,
+            doc: "the rows of the k highest scores of each sequence are kept",
+        }],
+        outputs: &["indices", "offsets"],
+    },
+    OpDef {
+        name: "event_prune",
+        inputs: &["scores", "offsets", "features"],
+        attrs: &[
+            AttrDef {
+                name: "threshold",
+                ty: AttrType::OptionalFloat,
+                default: Some("None"),
+                doc: "keep only rows with scores >= threshold (None: no threshold)",
+            },
+            AttrDef {
+                name: "k",
+                ty: AttrType::OptionalInt,
+                default: Some("None"),
+                doc: "keep only each sequence's k highest scores (None: no rank rule)",
+            },
+        ],
+        outputs: &["features", "indices", "offsets"],
+    },
 ];
 
 /// The op named `name`.
@@ -219,13 +313,13 @@ pub struct Built {
 }
 
 /// The checked attributes of one call.
-struct Attrs<'a> {
+pub(crate) struct Attrs<'a> {
     op: &'static OpDef,
     given: &'a BTreeMap<String, AttrArg>,
 }
 
 impl Attrs<'_> {
-    fn new<'a>(
+    pub(crate) fn new<'a>(
         op: &'static OpDef,
         given: &'a BTreeMap<String, AttrArg>,
     ) -> Result<Attrs<'a>, Error> {
@@ -246,7 +340,7 @@ impl Attrs<'_> {
         Ok(Attrs { op, given })
     }
 
-    fn bad(&self, name: &str, what: &str) -> Error {
+    pub(crate) fn bad(&self, name: &str, what: &str) -> Error {
         Error::Input(format!(
             "{}: attribute `{name}`: expected {what}, got {:?}",
             self.op.name,
@@ -254,7 +348,7 @@ impl Attrs<'_> {
         ))
     }
 
-    fn get(&self, name: &str) -> &AttrArg {
+    pub(crate) fn get(&self, name: &str) -> &AttrArg {
         self.given.get(name).unwrap_or(&AttrArg::None)
     }
 
@@ -269,7 +363,7 @@ impl Attrs<'_> {
         }
     }
 
-    fn float(&self, name: &str, default: Option<f64>) -> Result<Option<f64>, Error> {
+    pub(crate) fn float(&self, name: &str, default: Option<f64>) -> Result<Option<f64>, Error> {
         match self.get(name) {
             AttrArg::Int(n) => Ok(Some(*n as f64)),
             AttrArg::Float(x) => Ok(Some(*x)),
@@ -278,7 +372,7 @@ impl Attrs<'_> {
         }
     }
 
-    fn bool(&self, name: &str) -> Result<bool, Error> {
+    pub(crate) fn bool(&self, name: &str) -> Result<bool, Error> {
         match self.get(name) {
             AttrArg::Bool(b) => Ok(*b),
             AttrArg::None => Ok(false),
@@ -286,7 +380,7 @@ impl Attrs<'_> {
         }
     }
 
-    fn choice(&self, name: &str, default: &'static str) -> Result<String, Error> {
+    pub(crate) fn choice(&self, name: &str, default: &'static str) -> Result<String, Error> {
         let allowed = self
             .op
             .attrs
@@ -304,6 +398,18 @@ impl Attrs<'_> {
         }
     }
 
+    /// An integer attribute (`>= 0`): `default` when not given (`None`:
+    /// required).
+    pub(crate) fn int(&self, name: &str, default: Option<usize>) -> Result<Option<usize>, Error> {
+        match self.get(name) {
+            AttrArg::Int(n) => usize::try_from(*n)
+                .map(Some)
+                .map_err(|_| self.bad(name, "an int >= 0")),
+            AttrArg::None => Ok(default),
+            _ => Err(self.bad(name, "an int >= 0")),
+        }
+    }
+
     /// The `dtype` attribute: the compute dtype, the inputs' by default.
     fn dtype(&self, input: DType) -> Result<DType, Error> {
         match self.get("dtype") {
@@ -317,7 +423,7 @@ impl Attrs<'_> {
 }
 
 /// The facts of input `name` (the op checks it was given).
-fn input<'a>(
+pub(crate) fn input<'a>(
     op: &OpDef,
     inputs: &'a BTreeMap<String, Facts>,
     name: &str,
@@ -348,7 +454,7 @@ fn inner(
 }
 
 /// The inner dims of `facts`, which must have exactly `rank` dims.
-fn exact(
+pub(crate) fn exact(
     op: &OpDef,
     name: &str,
     facts: &Facts,
@@ -364,7 +470,7 @@ fn exact(
     Ok(facts.shape.clone())
 }
 
-fn index_dtype(op: &OpDef, name: &str, facts: &Facts) -> Result<DType, Error> {
+pub(crate) fn index_dtype(op: &OpDef, name: &str, facts: &Facts) -> Result<DType, Error> {
     if facts.dtype.is_index() {
         Ok(facts.dtype)
     } else {
@@ -375,7 +481,7 @@ fn index_dtype(op: &OpDef, name: &str, facts: &Facts) -> Result<DType, Error> {
     }
 }
 
-fn float_dtype(op: &OpDef, name: &str, facts: &Facts) -> Result<DType, Error> {
+pub(crate) fn float_dtype(op: &OpDef, name: &str, facts: &Facts) -> Result<DType, Error> {
     if facts.dtype.is_float() {
         Ok(facts.dtype)
     } else {
@@ -522,6 +628,12 @@ pub fn build(
             };
             with_max_len(&attrs, &mut run_attrs)?;
             ops::fbgemm_jagged_flash_attention_basic(&spec)
+        }
+        other if crate::front::runs(other) => {
+            return Err(Error::Input(format!(
+                "{other} runs through its Rust front function (several kernels or host steps), \
+                 not as one graph"
+            )));
         }
         other => return Err(Error::Input(format!("unknown op `{other}`"))),
     };

@@ -35,6 +35,15 @@ def test_every_builtin_is_registered():
         "masked_select_jagged",
         "jagged_flash_attention",
         "fbgemm_jagged_flash_attention_basic",
+        "product_quantize",
+        "residual_quantize",
+        "sid_embed",
+        "session_pool",
+        "user_pool",
+        "event_boost",
+        "session_segment",
+        "jagged_topk",
+        "event_prune",
     ]
     for d in jagged.op_reference():
         op = getattr(ops, d["name"])

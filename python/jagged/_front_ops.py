@@ -1,0 +1,290 @@
+"""The Semantic-ID and event-stream ops of docs/ops.md as `torch.library` custom ops.
+
+They run through the Rust crate's front functions (`jagged::ops::quantize`,
+`jagged::ops::events`) on the emulator: `product_quantize`,
+`residual_quantize`, `sid_embed`, `session_pool`, `user_pool`,
+`event_boost`, `session_segment`, `jagged_topk`, `event_prune`. Each has a
+fake implementation (the data-dependent row counts of `session_segment`,
+`jagged_topk` and `event_prune` are `new_dynamic_size()`s); `sid_embed`,
+`session_pool`, `user_pool`, `event_boost` and `event_prune` have backward
+formulas for their float inputs (torch math on the saved inputs and the
+package's own forward ops). Codes, indices, offsets, dwell times and
+scores get no gradient.
+"""
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ._tensors import row_segments, run_op
+
+LIB = "jagged"
+
+
+def _dynamic_rows() -> "torch.SymInt":
+    return torch.library.get_ctx().new_dynamic_size()
+
+
+def _with_offsets(inputs: dict, offsets: Optional[Tensor]) -> dict:
+    if offsets is not None:
+        inputs["offsets"] = offsets
+    return inputs
+
+
+# ---------------------------------------------------------------------------
+# Semantic IDs
+
+
+@torch.library.custom_op(f"{LIB}::product_quantize", mutates_args=())
+def product_quantize(x: Tensor, offsets: Optional[Tensor], centroids: Tensor) -> Tensor:
+    """`codes [N, M]` (int32): the nearest centroid of `centroids [M, K, D / M]` for each of the
+    `M` sub-vectors of every row of `x [N, D]` (or `[T, D]` on `offsets`; `None` for dense)."""
+    return run_op("product_quantize", _with_offsets({"x": x, "centroids": centroids}, offsets), {})[0]
+
+
+@product_quantize.register_fake
+def _(x, offsets, centroids):
+    return x.new_empty((x.shape[0], centroids.shape[0]), dtype=torch.int32)
+
+
+@torch.library.custom_op(f"{LIB}::residual_quantize", mutates_args=())
+def residual_quantize(x: Tensor, offsets: Optional[Tensor], codebooks: Tensor, beam: int = 1) -> Tensor:
+    """`codes [N, levels]` (int32) of residual quantization of `x [N, D]` (or `[T, D]` on
+    `offsets`) by `codebooks [levels, K, D]`. `beam > 1` is a beam search where the Rust crate
+    has one (`jagged::ops::quantize`), NotImplementedError where it does not."""
+    return run_op(
+        "residual_quantize", _with_offsets({"x": x, "codebooks": codebooks}, offsets), {"beam": beam}
+    )[0]
+
+
+@residual_quantize.register_fake
+def _(x, offsets, codebooks, beam=1):
+    return x.new_empty((x.shape[0], codebooks.shape[0]), dtype=torch.int32)
+
+
+@torch.library.custom_op(f"{LIB}::sid_embed", mutates_args=())
+def sid_embed(codes: Tensor, offsets: Optional[Tensor], codebooks: Tensor) -> Tensor:
+    """`values [N, D] = sum_l codebooks[l, codes[:, l]]` for `codes [N, levels]` (int32; or
+    `[T, levels]` on `offsets`); a code outside `0..K` adds 0."""
+    return run_op("sid_embed", _with_offsets({"codes": codes, "codebooks": codebooks}, offsets), {})[0]
+
+
+@sid_embed.register_fake
+def _(codes, offsets, codebooks):
+    return codebooks.new_empty((codes.shape[0], codebooks.shape[2]))
+
+
+def _sid_embed_setup(ctx, inputs, output):
+    codes, _, codebooks = inputs
+    ctx.save_for_backward(codes)
+    ctx.table = tuple(codebooks.shape)
+    ctx.dtype = codebooks.dtype
+
+
+def _sid_embed_backward(ctx, grad):
+    (codes,) = ctx.saved_tensors
+    levels, k, d = ctx.table
+    n = codes.shape[0]
+    # d values[t] / d codebooks[l, codes[t, l]] = 1 for codes in 0..K.
+    valid = (codes >= 0) & (codes < k)
+    rows = codes.to(torch.int64) + torch.arange(levels, dtype=torch.int64) * k
+    g = grad.to(torch.float32)[:, None, :].expand(n, levels, d)
+    dc = torch.zeros((levels * k, d), dtype=torch.float32).index_add_(0, rows[valid], g[valid])
+    return None, None, dc.reshape(levels, k, d).to(ctx.dtype)
+
+
+sid_embed.register_autograd(_sid_embed_backward, setup_context=_sid_embed_setup)
+
+
+# ---------------------------------------------------------------------------
+# Event streams: pooling
+
+
+def _pool_fake(values, offsets, reduce="sum"):
+    return values.new_empty((offsets.shape[0] - 1, *values.shape[1:]))
+
+
+def _pool_setup(ctx, inputs, output):
+    values, offsets, reduce = inputs
+    ctx.save_for_backward(values, offsets)
+    ctx.reduce = reduce
+
+
+def _pool_backward(ctx, grad):
+    """`jagged_reduce`'s gradient over every row (no max_len): sum, mean, max (split among ties)."""
+    values, offsets = ctx.saved_tensors
+    seg, _ = row_segments(offsets, values.shape[0])
+    shape = (-1,) + (1,) * (values.dim() - 1)
+    acc = torch.float64 if values.dtype == torch.float64 else torch.float32
+    g = grad.to(acc)[seg]
+    if ctx.reduce == "sum":
+        dv = g
+    elif ctx.reduce == "mean":
+        n = (offsets[1:] - offsets[:-1]).clamp(min=1).to(acc)
+        dv = g / n[seg].reshape(shape)
+    else:
+        # The maxima found again in torch (not read from the output, which
+        # may be rounded), the gradient split evenly among ties.
+        x = values.to(acc)
+        index = seg.reshape(shape).expand(x.shape)
+        m = torch.full((grad.shape[0], *values.shape[1:]), -torch.inf, dtype=acc).scatter_reduce(0, index, x, "amax")
+        hit = x == m[seg]
+        count = torch.zeros(m.shape, dtype=acc).index_add(0, seg, hit.to(acc))
+        dv = torch.where(hit, g / count[seg].clamp(min=1), 0.0)
+    return dv.to(values.dtype), None, None
+
+
+@torch.library.custom_op(f"{LIB}::session_pool", mutates_args=())
+def session_pool(values: Tensor, session_offsets: Tensor, reduce: str = "sum") -> Tensor:
+    """`values [T, *inner]` on `session_offsets [S+1]` to `out [S, *inner]`: `sum`, `mean` or `max`
+    over every row of each session (0 for an empty one)."""
+    return run_op("session_pool", {"values": values, "session_offsets": session_offsets}, {"reduce": reduce})[0]
+
+
+session_pool.register_fake(_pool_fake)
+session_pool.register_autograd(_pool_backward, setup_context=_pool_setup)
+
+
+@torch.library.custom_op(f"{LIB}::user_pool", mutates_args=())
+def user_pool(pooled: Tensor, user_offsets: Tensor, reduce: str = "sum") -> Tensor:
+    """`pooled [S, *inner]` (a row per session) on `user_offsets [B+1]` to `out [B, *inner]`."""
+    return run_op("user_pool", {"pooled": pooled, "user_offsets": user_offsets}, {"reduce": reduce})[0]
+
+
+user_pool.register_fake(_pool_fake)
+user_pool.register_autograd(_pool_backward, setup_context=_pool_setup)
+
+
+# ---------------------------------------------------------------------------
+# event_boost
+
+
+@torch.library.custom_op(f"{LIB}::event_boost", mutates_args=())
+def event_boost(
+    values: Tensor, offsets: Tensor, segment: Tensor, cond: Tensor, table: Tensor, columns: Tensor
+) -> Tensor:
+    """`values [T, D]` with the `columns [D]` (uint8 or bool, nonzero: boosted) of event `i` of user `b`
+    times `table[segment[b], cond[i]]` (`table [G, C]`; 1 for a segment or condition out of range)."""
+    return run_op(
+        "event_boost",
+        {"values": values, "offsets": offsets, "segment": segment, "cond": cond, "table": table, "columns": columns},
+        {},
+    )[0]
+
+
+@event_boost.register_fake
+def _(values, offsets, segment, cond, table, columns):
+    return torch.empty_like(values)
+
+
+def _boost_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _boost_backward(ctx, grad):
+    values, offsets, segment, cond, table, columns = ctx.saved_tensors
+    grad = grad.contiguous()
+    dv = dt = None
+    if ctx.needs_input_grad[0]:
+        # Linear in values: the same boost of the gradient.
+        dv = torch.ops.jagged.event_boost(grad, offsets, segment, cond, table, columns)
+    if ctx.needs_input_grad[4]:
+        g_, c_ = table.shape
+        seg, _ = row_segments(offsets, values.shape[0])
+        s = segment.to(torch.int64)[seg]
+        c = cond.to(torch.int64)
+        known = (s >= 0) & (s < g_) & (c >= 0) & (c < c_)
+        mask = (columns != 0).to(torch.float32)
+        contrib = (grad.to(torch.float32) * values.to(torch.float32) * mask).sum(1)
+        flat = torch.zeros(g_ * c_, dtype=torch.float32).index_add_(0, (s * c_ + c)[known], contrib[known])
+        dt = flat.reshape(g_, c_).to(table.dtype)
+    return dv, None, None, None, dt, None
+
+
+event_boost.register_autograd(_boost_backward, setup_context=_boost_setup)
+
+
+# ---------------------------------------------------------------------------
+# session_segment, jagged_topk, event_prune: data-dependent row counts
+
+
+@torch.library.custom_op(f"{LIB}::session_segment", mutates_args=())
+def session_segment(timestamps: Tensor, offsets: Tensor, gap: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """Sessions of users' event streams: `timestamps [T]` (float32, float64 or int64) on `offsets [B+1]`;
+    a session starts at a user's first event and wherever `t_i - t_{i-1} > gap`. Returns
+    `(session_offsets [S+1], user_offsets [B+1], dwell [T])`."""
+    s, u, d = run_op("session_segment", {"timestamps": timestamps, "offsets": offsets}, {"gap": float(gap)})
+    return s, u, d
+
+
+@session_segment.register_fake
+def _(timestamps, offsets, gap):
+    # S + 1 entries, S data-dependent (an unbacked size must be an output's
+    # dim as it is, not S + 1).
+    entries = torch.library.get_ctx().new_dynamic_size(min=1)
+    return offsets.new_empty((entries,)), torch.empty_like(offsets), torch.empty_like(timestamps)
+
+
+@torch.library.custom_op(f"{LIB}::jagged_topk", mutates_args=())
+def jagged_topk(scores: Tensor, offsets: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """Per sequence the rows of its `k` highest `scores [T]` (ties to the lower row, NaN highest), in
+    their original order: `(indices [sum min(k, L_b)]` (global rows, the offsets' dtype)`, offsets [B+1])`."""
+    indices, new_offsets = run_op("jagged_topk", {"scores": scores, "offsets": offsets}, {"k": k})
+    return indices, new_offsets
+
+
+@jagged_topk.register_fake
+def _(scores, offsets, k):
+    return offsets.new_empty((_dynamic_rows(),)), torch.empty_like(offsets)
+
+
+@torch.library.custom_op(f"{LIB}::event_prune", mutates_args=())
+def event_prune(
+    scores: Tensor,
+    offsets: Tensor,
+    features: List[Tensor],
+    threshold: Optional[float] = None,
+    k: Optional[int] = None,
+) -> Tuple[List[Tensor], Tensor, Tensor]:
+    """Keeps row `i` of `scores [T]` (float) if `scores[i] >= threshold` (when given) and it is among its
+    sequence's `k` highest (when given): `(the kept rows of each feature [T, ...], indices [T'], offsets [B+1])`."""
+    inputs = {"scores": scores, "offsets": offsets}
+    for i, f in enumerate(features):
+        inputs[f"features[{i}]"] = f
+    outs = run_op("event_prune", inputs, {"threshold": None if threshold is None else float(threshold), "k": k})
+    return list(outs[:-2]), outs[-2], outs[-1]
+
+
+@event_prune.register_fake
+def _(scores, offsets, features, threshold=None, k=None):
+    kept = _dynamic_rows()
+    return (
+        [f.new_empty((kept, *f.shape[1:])) for f in features],
+        offsets.new_empty((kept,)),
+        torch.empty_like(offsets),
+    )
+
+
+def _prune_setup(ctx, inputs, output):
+    _, _, features, _, _ = inputs
+    _, indices, _ = output
+    ctx.save_for_backward(indices)
+    ctx.features = [(tuple(f.shape), f.dtype) for f in features]
+
+
+def _prune_backward(ctx, grads, _grad_indices, _grad_offsets):
+    (indices,) = ctx.saved_tensors
+    index = indices.to(torch.int64)
+    out = []
+    for (shape, dtype), g in zip(ctx.features, grads):
+        if g is None:
+            out.append(None)
+            continue
+        # Kept row r is row indices[r] of the feature: scatter back (no
+        # index repeats), 0 for the pruned rows.
+        out.append(torch.zeros(shape, dtype=dtype).index_put_((index,), g.to(dtype)))
+    return None, None, out, None, None
+
+
+event_prune.register_autograd(_prune_backward, setup_context=_prune_setup)
