@@ -16,6 +16,7 @@ use jagged::codegen::general::{Fusion, compile_general_with};
 use jagged::codegen::{Arch, CompiledKernel, Spec, compile};
 use jagged::ir::ops::{self, JaggedSpec};
 use jagged::ir::{AttrValue, DType, DenseTensor, Graph, ReduceOp};
+use jagged::ops::quantize;
 use jagged::runtime::{BackendKind, KernelCache, Runtime};
 use jagged::testing::{Rng, Tolerance, random_inputs};
 
@@ -148,6 +149,17 @@ fn examples() -> Vec<(&'static str, Graph)> {
     all.push((
         "masked_select_jagged",
         ops::masked_select_jagged(&js(DType::F32, &[16]), DType::Bool).expect("op"),
+    ));
+    // Semantic IDs: one greedy RQ level (64 codewords of 32 features, 4
+    // levels of codes) and PQ (4 sub-vectors of 8, 64 centroids), f32.
+    all.push((
+        "residual_quantize level",
+        quantize::residual_quantize_level::graph(DType::F32, DType::F32, 64, 32, 4, DType::I32)
+            .expect("op"),
+    ));
+    all.push((
+        "product_quantize",
+        quantize::product_quantize_kernel::graph(DType::F32, 4, 64, 8, DType::I32).expect("op"),
     ));
     all
 }

@@ -290,6 +290,21 @@ fn upload_f32(
     })
 }
 
+/// A codebook `[k, d]` and its transpose `[d, k]` as f32 tensors (what
+/// [`residual_quantize_level`] reads).
+fn upload_codebook(
+    rt: &mut Runtime,
+    c: &[f64],
+    k: usize,
+    d: usize,
+) -> Result<(DeviceTensor, DeviceTensor), QuantizeError> {
+    let t: Vec<f64> = (0..d * k).map(|e| c[(e % k) * d + e / k]).collect();
+    Ok((
+        upload_f32(rt, c, vec![k, d])?,
+        upload_f32(rt, &t, vec![d, k])?,
+    ))
+}
+
 /// An f32 tensor's elements as f64.
 fn download_f64(rt: &mut Runtime, t: &DeviceTensor) -> Result<Vec<f64>, QuantizeError> {
     Ok(rt
@@ -468,10 +483,18 @@ pub fn rq_train(
             let host = download_f64(rt, r)?;
             let mut c = init_centroids(&host, n, d, k, options.init, &mut rng);
             for _ in 0..options.iterations {
-                let book = upload_f32(rt, &c, vec![k, d])?;
-                let step =
-                    residual_quantize_level::launch(rt, &assign_offsets, r, &book, &zeros, &level);
+                let (book, book_t) = upload_codebook(rt, &c, k, d)?;
+                let step = residual_quantize_level::launch(
+                    rt,
+                    &assign_offsets,
+                    r,
+                    &book,
+                    &book_t,
+                    &zeros,
+                    &level,
+                );
                 rt.free(book.buffer)?;
+                rt.free(book_t.buffer)?;
                 let (codes, new_residual) = step?;
                 rt.free(new_residual.buffer)?;
                 let next = update(rt, &chunks, r, &codes, &ids, &c, [1, k, d], &mut rng);
@@ -479,10 +502,18 @@ pub fn rq_train(
                 c = next?;
             }
             // Encode with the trained level: the next level's residuals.
-            let book = upload_f32(rt, &c, vec![k, d])?;
-            let step =
-                residual_quantize_level::launch(rt, &assign_offsets, r, &book, &zeros, &level);
+            let (book, book_t) = upload_codebook(rt, &c, k, d)?;
+            let step = residual_quantize_level::launch(
+                rt,
+                &assign_offsets,
+                r,
+                &book,
+                &book_t,
+                &zeros,
+                &level,
+            );
             rt.free(book.buffer)?;
+            rt.free(book_t.buffer)?;
             let (codes, new_residual) = step?;
             rt.free(codes.buffer)?;
             if let Some(old) = residual.replace(new_residual) {

@@ -13,6 +13,7 @@ mod mma;
 mod rows;
 #[path = "triu.rs"]
 mod triu;
+pub(super) use mma::tensor_core_operands;
 pub(super) use rows::{note as resident_note, resident};
 
 use super::{Buffer, Partition, Step, Stored, elements, reduced_type, tensor_type, unsupported};

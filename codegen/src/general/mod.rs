@@ -26,7 +26,7 @@ mod emit;
 use std::collections::HashMap;
 use std::fmt;
 
-use jagged_ir::{Dim, Graph, Handle, Node, TensorType, Type};
+use jagged_ir::{Dim, Graph, Handle, Node, ReduceOp, TensorType, Type};
 
 use crate::error::CodegenError;
 use crate::launch::{CompiledKernel, Launch, OutputBuffer, ParamBinding, ScratchBuffer, SizeExpr};
@@ -274,9 +274,57 @@ fn fused(graph: &Graph, h: Handle<Node>, fusion: Fusion) -> bool {
         // rather than recomputed by every reader.
         Node::Reduce { .. } | Node::Contract { .. } | Node::Rank { .. } | Node::TopK { .. } => {
             pair || (fusion == Fusion::Fused
-                && (feeds_an_output_elementwise(graph, h) || emit::resident(graph, h)))
+                && (feeds_an_output_elementwise(graph, h)
+                    || emit::resident(graph, h)
+                    || simt_contraction_into_one_pass_reduce(graph, h)))
         }
         _ => pair || fusion == Fusion::Fused,
+    }
+}
+
+/// Whether `h` is a contraction for the SIMT loop (not tensor cores) whose
+/// only reader, through a chain of single-use elementwise nodes, is a
+/// one-pass reduction (sum, mean, max, argmin, argmax): each of its
+/// elements is then computed once, inside the reduction's loop, and never
+/// stored (the nearest codeword of a row: `argmin_k |c_k|^2 - 2 x . c_k`
+/// with no `[T, K]` scratch).
+fn simt_contraction_into_one_pass_reduce(graph: &Graph, h: Handle<Node>) -> bool {
+    if !matches!(graph.node(h), Node::Contract { .. })
+        || emit::tensor_core_operands(graph, h)
+        || graph.outputs().iter().any(|o| o.value == h)
+    {
+        return false;
+    }
+    let mut cur = h;
+    loop {
+        let users = graph.users(cur);
+        let [user] = users.as_slice() else {
+            return false;
+        };
+        // A stored intermediate (an output) would be computed apart.
+        let output = graph.outputs().iter().any(|o| o.value == *user);
+        match graph.node(*user) {
+            Node::Cast { .. }
+            | Node::Unary { .. }
+            | Node::Binary { .. }
+            | Node::Select { .. }
+            | Node::Compare { .. }
+                if !output =>
+            {
+                cur = *user
+            }
+            Node::Reduce { op, .. } => {
+                return matches!(
+                    op,
+                    ReduceOp::Sum
+                        | ReduceOp::Mean
+                        | ReduceOp::Max
+                        | ReduceOp::ArgMin
+                        | ReduceOp::ArgMax
+                );
+            }
+            _ => return false,
+        }
     }
 }
 

@@ -266,7 +266,15 @@ impl Shape {
         let loops = tree
             .iter()
             .any(|&h| matches!(graph.node(h), Node::Reduce { .. } | Node::Softmax { .. }));
-        if !loops {
+        // A contraction of rows fused into a reduction (not one of pairs,
+        // which are always fused) made ptxas unroll its loop into spills in
+        // a resident kernel (the nearest of 256 codewords of 64 features:
+        // 124 bytes at 128 registers, sm_80, ptxas 12.9).
+        let contracts = tree.iter().any(|&h| {
+            matches!(graph.node(h), Node::Contract { .. })
+                && matches!(graph.type_of(h), IrType::Tensor(t) if t.ragged_rank() < 2)
+        });
+        if !loops || contracts {
             return Ok(None);
         }
         // Statistics along a row need the warp on one row at a time.

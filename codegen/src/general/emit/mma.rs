@@ -156,6 +156,40 @@ fn exact_in(graph: &Graph, h: Handle<Node>, ab: DType) -> bool {
     }
 }
 
+/// What the tensor cores would multiply for the contraction `contract`:
+/// f16 or bf16 operands exact in that dtype ([`exact_in`]), or f32 ones
+/// the author rounds to tf32; `None` when its operands are for the SIMT
+/// loop whatever its axes.
+fn mma_inputs(graph: &Graph, contract: Handle<Node>) -> Option<MmaInputs> {
+    let Node::Contract {
+        lhs,
+        rhs,
+        precision,
+        ..
+    } = graph.node(contract)
+    else {
+        return None;
+    };
+    let (lt, rt) = (
+        tensor_type(graph, *lhs).ok()?,
+        tensor_type(graph, *rhs).ok()?,
+    );
+    match (lt.dtype, rt.dtype, precision) {
+        (DType::F32, DType::F32, Precision::Tf32) => Some(MmaInputs::Tf32),
+        (DType::F16, DType::F16, _) | (DType::BF16, DType::BF16, _) => {
+            let half = lt.dtype;
+            (exact_in(graph, *lhs, half) && exact_in(graph, *rhs, half))
+                .then_some(MmaInputs::Half(half))
+        }
+        _ => None,
+    }
+}
+
+/// Whether the contraction `h` has operands for the tensor cores.
+pub(in crate::general) fn tensor_core_operands(graph: &Graph, h: Handle<Node>) -> bool {
+    mma_inputs(graph, h).is_some()
+}
+
 /// The contraction a step rooted at `root` computes on tensor cores, if it
 /// does: `root` itself, or the contraction at the start of `root`'s
 /// elementwise chain; f16 or bf16 operands on both sides, exact in that
@@ -180,27 +214,16 @@ pub(super) fn plan(graph: &Graph, part: &Partition, root: Handle<Node>) -> Optio
         rhs,
         rhs_axes,
         out_axes,
-        precision,
         ..
     } = graph.node(contract)
     else {
         return None;
     };
+    let ab = mma_inputs(graph, contract)?;
     let (lt, rt) = (
         tensor_type(graph, *lhs).ok()?,
         tensor_type(graph, *rhs).ok()?,
     );
-    let ab = match (lt.dtype, rt.dtype, precision) {
-        (DType::F32, DType::F32, Precision::Tf32) => MmaInputs::Tf32,
-        (DType::F16, DType::F16, _) | (DType::BF16, DType::BF16, _) => {
-            let half = lt.dtype;
-            if !exact_in(graph, *lhs, half) || !exact_in(graph, *rhs, half) {
-                return None;
-            }
-            MmaInputs::Half(half)
-        }
-        _ => return None,
-    };
     let (ln, rn) = (named_dims(lt, lhs_axes), named_dims(rt, rhs_axes));
     let mut dims = HashMap::new();
     for &(c, d) in ln.iter().chain(&rn) {
