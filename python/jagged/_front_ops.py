@@ -51,8 +51,8 @@ def _(x, offsets, centroids):
 @torch.library.custom_op(f"{LIB}::residual_quantize", mutates_args=())
 def residual_quantize(x: Tensor, offsets: Optional[Tensor], codebooks: Tensor, beam: int = 1) -> Tensor:
     """`codes [N, levels]` (int32) of residual quantization of `x [N, D]` (or `[T, D]` on
-    `offsets`) by `codebooks [levels, K, D]`. `beam > 1` is a beam search where the Rust crate
-    has one (`jagged::ops::quantize`), NotImplementedError where it does not."""
+    `offsets`) by `codebooks [levels, K, D]`: greedy with `beam = 1`, a beam search keeping the
+    `beam` best partial encodings per level otherwise (FAISS's `max_beam_size`)."""
     return run_op(
         "residual_quantize", _with_offsets({"x": x, "codebooks": codebooks}, offsets), {"beam": beam}
     )[0]

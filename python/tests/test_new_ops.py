@@ -131,22 +131,34 @@ def reconstruction_error(x, codebooks, codes):
     return ((x.double().numpy() - rec) ** 2).sum(1)
 
 
-def test_residual_quantize_beam():
-    """beam > 1: a beam search where the Rust crate has one, else NotImplementedError saying so."""
+@pytest.mark.parametrize("beam", [2, 5])
+@pytest.mark.parametrize("index", [None, torch.int32])
+def test_residual_quantize_beam(beam, index):
+    """beam > 1: the Rust crate's beam search (65a85f4) against the numpy one above."""
     codebooks = rand(3, 4, 5)
-    x = rand(12, 5)
-    try:
-        codes = ops.residual_quantize(x, None, codebooks, 3)
-    except NotImplementedError as e:
-        assert "beam" in str(e)
-        return
-    want = ref_beam(x, codebooks, 3)
-    got_err = reconstruction_error(x, codebooks, codes.numpy())
-    want_err = reconstruction_error(x, codebooks, want)
-    np.testing.assert_allclose(got_err, want_err, rtol=1e-4, atol=1e-5)
-    assert (codes.numpy() == want).mean() >= 0.9
-    # Greedy is beam 1.
-    assert torch.equal(ops.residual_quantize(x, None, codebooks, 1), ops.residual_quantize(x, None, codebooks))
+    codebooks[1:] *= 0.5
+    for lengths in ([], [5, 0, 7], [33]):
+        t = sum(lengths)
+        x = rand(t, 5)
+        o = None if index is None else offsets_of(lengths, index)
+        codes = ops.residual_quantize(x, o, codebooks, beam)
+        assert codes.dtype == torch.int32 and codes.shape == (t, 3)
+        if t == 0:
+            continue
+        want = ref_beam(x, codebooks, beam)
+        # The same encodings up to near-ties: equal reconstruction errors, and mostly equal codes.
+        got_err = reconstruction_error(x, codebooks, codes.numpy())
+        want_err = reconstruction_error(x, codebooks, want)
+        np.testing.assert_allclose(got_err, want_err, rtol=1e-4, atol=1e-5)
+        assert (codes.numpy() == want).all(1).mean() >= 0.9
+    # beam = 1 is greedy, and the beam search is never worse than greedy here.
+    x = rand(40, 5)
+    greedy = ops.residual_quantize(x, None, codebooks)
+    assert torch.equal(ops.residual_quantize(x, None, codebooks, 1), greedy)
+    wide = ops.residual_quantize(x, None, codebooks, 8)
+    assert reconstruction_error(x, codebooks, wide.numpy()).sum() <= reconstruction_error(
+        x, codebooks, greedy.numpy()
+    ).sum() * (1 + 1e-6)
 
 
 def ref_sid_embed(codes, codebooks):
@@ -546,6 +558,7 @@ def test_opcheck():
     cases = [
         (ops.product_quantize, (rand(7, 4), o, rand(2, 3, 2))),
         (ops.residual_quantize, (rand(7, 4), None, rand(2, 3, 4), 1)),
+        (ops.residual_quantize, (rand(7, 4), o, rand(2, 3, 4), 3)),
         (ops.sid_embed, (torch.randint(0, 3, (7, 2), dtype=torch.int32), o, rand(2, 3, 4).requires_grad_())),
         (ops.session_pool, (x, o, "mean")),
         (ops.user_pool, (x, o, "max")),
