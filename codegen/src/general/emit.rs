@@ -210,8 +210,8 @@ pub(super) fn lower_step(
             ));
         }
         Step::Scan { node, into } => em.scan(*node, *into)?,
-        Step::Compact { node, into } => {
-            return Ok(vec![rows::compact(graph, part, *node, *into, name)?]);
+        Step::Compact { nodes } => {
+            return Ok(vec![rows::compact(graph, part, nodes, name)?]);
         }
         Step::KeptOffsets { seqs } => return rows::kept_offsets(graph, part, *seqs, name),
         Step::TriuOffsets { seqs } => return triu::triu_offsets(graph, part, *seqs, name),

@@ -101,12 +101,12 @@ pub enum Step {
         /// The `seqs_where` node.
         seqs: Handle<Node>,
     },
-    /// The kept rows of a compaction, one thread per (sequence, element of a row).
+    /// The kept rows of one or more compactions over the same kept set (the
+    /// aligned feature tensors of an event stream), one kernel: a warp per
+    /// sequence tests its rows once and copies each kept row of every one.
     Compact {
-        /// The compact node.
-        node: Handle<Node>,
-        /// Where it goes.
-        into: Stored,
+        /// The compact nodes and where each goes.
+        nodes: Vec<(Handle<Node>, Stored)>,
     },
     /// The offsets of a `seqs_triu` set: `n_b (n_b - 1) / 2` per sequence,
     /// then their prefix sum.
@@ -235,6 +235,21 @@ fn exact(elem: DType) -> bool {
     !matches!(elem, DType::F16 | DType::BF16)
 }
 
+impl Step {
+    /// The nodes whose values this step stores (sequence sets for offsets).
+    fn stores(&self) -> Vec<Handle<Node>> {
+        match self {
+            Step::Template { node, .. }
+            | Step::Elements { node, .. }
+            | Step::SoftmaxStats { node }
+            | Step::Scan { node, .. }
+            | Step::PackTriu { node, .. } => vec![*node],
+            Step::KeptOffsets { seqs } | Step::TriuOffsets { seqs } => vec![*seqs],
+            Step::Compact { nodes } => nodes.iter().map(|&(n, _)| n).collect(),
+        }
+    }
+}
+
 /// Whether `h` is read by no node and named by one output only.
 fn sole_use(graph: &Graph, h: Handle<Node>) -> bool {
     graph.users(h).is_empty() && graph.outputs().iter().filter(|o| o.value == h).count() == 1
@@ -244,7 +259,9 @@ fn sole_use(graph: &Graph, h: Handle<Node>) -> bool {
 fn step_for(graph: &Graph, h: Handle<Node>, into: Stored) -> Step {
     match graph.node(h) {
         Node::Scan { .. } => Step::Scan { node: h, into },
-        Node::Compact { .. } => Step::Compact { node: h, into },
+        Node::Compact { .. } => Step::Compact {
+            nodes: vec![(h, into)],
+        },
         Node::PackTriu { .. } => Step::PackTriu { node: h, into },
         _ => Step::Elements { node: h, into },
     }
@@ -539,7 +556,7 @@ impl Partition {
                     if exact(out.elem) {
                         part.stored.insert(h, out);
                     }
-                    part.steps.push(step_for(graph, h, out));
+                    part.push_step(graph, step_for(graph, h, out));
                     if let Buffer::Output(k) = out.buffer {
                         written.push(k);
                     }
@@ -549,7 +566,7 @@ impl Partition {
                     let elems = element_count(graph, h, ty)?;
                     let into = part.add_scratch(scratch_elem(ty.dtype), elems);
                     part.stored.insert(h, into);
-                    part.steps.push(step_for(graph, h, into));
+                    part.push_step(graph, step_for(graph, h, into));
                 }
                 _ => {}
             }
@@ -568,6 +585,53 @@ impl Partition {
             }
         }
         Ok(part)
+    }
+
+    /// Appends `step`; a compaction joins the kernel of an earlier one over
+    /// the same kept set when no step since then stores a value it reads
+    /// (its operand is ready there, and it is written earlier than its
+    /// readers either way).
+    fn push_step(&mut self, graph: &Graph, step: Step) {
+        let kept_set = |h: Handle<Node>| match graph.node(h) {
+            Node::Compact { seqs, .. } => Some(*seqs),
+            _ => None,
+        };
+        if let Step::Compact { nodes: new } = &step
+            && let [(h, _)] = new.as_slice()
+            && let Some(set) = kept_set(*h)
+        {
+            let reads = self.stored_reads(graph, *h);
+            let joins = self.steps.iter().rposition(|s| {
+                matches!(s, Step::Compact { nodes } if nodes.first().and_then(|&(n, _)| kept_set(n)) == Some(set))
+            });
+            if let Some(at) = joins
+                && self.steps[at + 1..]
+                    .iter()
+                    .all(|s| s.stores().iter().all(|n| !reads.contains(n)))
+                && let Step::Compact { nodes } = &mut self.steps[at]
+            {
+                nodes.extend(new.iter().copied());
+                return;
+            }
+        }
+        self.steps.push(step);
+    }
+
+    /// The stored values that computing `h` reads: its operands, and theirs
+    /// through every value that is recomputed where it is read.
+    fn stored_reads(&self, graph: &Graph, h: Handle<Node>) -> Vec<Handle<Node>> {
+        let mut reads = Vec::new();
+        let mut todo = graph.node(h).operands();
+        while let Some(x) = todo.pop() {
+            if reads.contains(&x) {
+                continue;
+            }
+            reads.push(x);
+            if !self.stored.contains_key(&x) {
+                todo.extend(graph.node(x).operands());
+            }
+        }
+        reads
     }
 
     fn add_scratch(&mut self, elem: DType, elems: SizeExpr) -> Stored {
@@ -623,8 +687,12 @@ impl Partition {
                         self.kept_offsets[seqs].buffer
                     )
                 }
-                Step::Compact { node, into } => {
-                    format!("compact {} -> {}", text(*node), into.buffer)
+                Step::Compact { nodes } => {
+                    let each: Vec<String> = nodes
+                        .iter()
+                        .map(|(node, into)| format!("{} -> {}", text(*node), into.buffer))
+                        .collect();
+                    format!("compact {}", each.join(", "))
                 }
                 Step::TriuOffsets { seqs } => {
                     format!(

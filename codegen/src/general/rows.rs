@@ -1238,14 +1238,14 @@ pub(super) fn kept_offsets(
     Ok(vec![count, em.finish()])
 }
 
-/// The kept rows of a compaction, a warp per sequence: the lanes test 32
-/// rows at a time and scan their flags with shuffles, then copy each kept
-/// row together, a lane per element.
+/// The kept rows of compactions over one kept set, a warp per sequence:
+/// the lanes test 32 rows at a time and scan their flags with shuffles,
+/// then copy each kept row of every compacted value together, a lane per
+/// element.
 pub(super) fn compact(
     graph: &Graph,
     part: &Partition,
-    node: Handle<Node>,
-    into: Stored,
+    nodes: &[(Handle<Node>, Stored)],
     name: &str,
 ) -> Result<Plan> {
     let mut em = Emitter::new(graph, part, name, THREADS);
@@ -1253,7 +1253,7 @@ pub(super) fn compact(
     // mask compares against a stored rank to 40 registers and spilled
     // (sm_90a, ptxas 12.9).
     em.b.set_min_ctas_per_sm(MIN_CTAS_PER_SM);
-    em.compact_rows(node, into)?;
+    em.compact_rows(nodes)?;
     Ok(em.finish())
 }
 
@@ -1317,22 +1317,37 @@ impl Emitter<'_> {
     }
 
     /// The kept rows of compaction `h` into `into`.
-    fn compact_rows(&mut self, h: Handle<Node>, into: Stored) -> Result<()> {
+    fn compact_rows(&mut self, nodes: &[(Handle<Node>, Stored)]) -> Result<()> {
         let graph = self.graph;
-        let Node::Compact { arg, seqs } = graph.node(h) else {
-            return Err(unsupported(graph, h, "not a compaction"));
+        // Each compacted value: what it reads, its row width and inner dims.
+        let mut copies = Vec::with_capacity(nodes.len());
+        let mut kept_set = None;
+        for &(h, into) in nodes {
+            let Node::Compact { arg, seqs } = graph.node(h) else {
+                return Err(unsupported(graph, h, "not a compaction"));
+            };
+            if kept_set.is_some_and(|s| s != *seqs) {
+                return Err(unsupported(
+                    graph,
+                    h,
+                    "compactions over different kept sets",
+                ));
+            }
+            kept_set = Some(*seqs);
+            let x = tensor_type(graph, *arg)?;
+            let inner: Vec<Operand> = x.dims[1..]
+                .iter()
+                .map(|d| match d {
+                    Dim::Static(n) => Operand::Int(*n as i64),
+                    _ => Operand::Int(1),
+                })
+                .collect();
+            copies.push((*arg, into, static_product(&x.dims[1..]) as i64, inner));
+        }
+        let Some(seqs) = kept_set else {
+            return Ok(());
         };
-        let (arg, seqs) = (*arg, *seqs);
         let (mask, parent) = self.kept_mask(seqs)?;
-        let x = tensor_type(graph, arg)?.clone();
-        let width = static_product(&x.dims[1..]) as i64;
-        let inner: Vec<Operand> = x.dims[1..]
-            .iter()
-            .map(|d| match d {
-                Dim::Static(n) => Operand::Int(*n as i64),
-                _ => Operand::Int(1),
-            })
-            .collect();
         let (lane, range) = self.begin_sequences()?;
         let b = range.counter;
         let n = self.seq_len(parent, b)?;
@@ -1380,20 +1395,22 @@ impl Emitter<'_> {
         let slot = self.b.cvt(Type::U64, Type::U32, slot);
         let dest = self.b.binary(BinOp::Add, Type::U64, first, kept);
         let dest = self.b.binary(BinOp::Add, Type::U64, dest, slot);
-        let cols = self
-            .b
-            .begin_range(Type::U64, lane, Operand::Int(width), Operand::Int(32));
-        let k = cols.counter;
-        let mut idx = vec![source];
-        if !inner.is_empty() {
-            idx.extend(self.digits(k, &inner));
+        for (arg, into, width, inner) in &copies {
+            let cols = self
+                .b
+                .begin_range(Type::U64, lane, Operand::Int(*width), Operand::Int(32));
+            let k = cols.counter;
+            let mut idx = vec![source];
+            if !inner.is_empty() {
+                idx.extend(self.digits(k, inner));
+            }
+            let v = self.value(*arg, &At { b, idx })?;
+            let lin = self
+                .b
+                .ternary(TernOp::MadLo, Type::U64, dest, Operand::Int(*width), k);
+            self.store_always(*into, lin, v);
+            self.b.end_range(cols);
         }
-        let v = self.value(arg, &At { b, idx })?;
-        let lin = self
-            .b
-            .ternary(TernOp::MadLo, Type::U64, dest, Operand::Int(width), k);
-        self.store_always(into, lin, v);
-        self.b.end_range(cols);
         self.b.place(next);
         self.b.end_range(row);
         let total = self.b.cvt(Type::U64, Type::U32, total);
