@@ -46,8 +46,10 @@ __all__ = [
     "masked_select_jagged",
     "op",
     "op_reference",
+    "pq_train",
     "product_quantize",
     "residual_quantize",
+    "rq_train",
     "session_pool",
     "session_segment",
     "sid_embed",
@@ -289,6 +291,24 @@ def sid_embed(
     v, o, nested = _rows("sid_embed", "codes", codes, offsets)
     out = torch.ops.jagged.sid_embed(v, o, _need("sid_embed", "codebooks", codebooks))
     return _nested(out, o) if nested else out
+
+
+def rq_train(
+    x: torch.Tensor, levels: int, k: int, iterations: int = 25, seed: int = 1234, init: str = "k-means++"
+) -> torch.Tensor:
+    """Codebooks `[levels, K, D]` of a greedy residual quantizer trained on `x [N, D]` (or a nested
+    tensor's rows) by k-means per level (`init`: "k-means++" or "random"); deterministic per seed."""
+    v = x.values() if _is_nested(x) else x
+    return torch.ops.jagged.rq_train(v, levels, k, iterations, seed, init)
+
+
+def pq_train(
+    x: torch.Tensor, m: int, k: int, iterations: int = 25, seed: int = 1234, init: str = "k-means++"
+) -> torch.Tensor:
+    """Centroids `[M, K, D / M]` of a product quantizer trained on `x [N, D]` (or a nested tensor's
+    rows) by k-means per sub-space."""
+    v = x.values() if _is_nested(x) else x
+    return torch.ops.jagged.pq_train(v, m, k, iterations, seed, init)
 
 
 def session_pool(

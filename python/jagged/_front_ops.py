@@ -1,8 +1,9 @@
 """The Semantic-ID and event-stream ops of docs/ops.md as `torch.library` custom ops.
 
 They run through the Rust crate's front functions (`jagged::ops::quantize`,
-`jagged::ops::events`) on the emulator: `product_quantize`,
-`residual_quantize`, `sid_embed`, `session_pool`, `user_pool`,
+`jagged::ops::quantize_train`, `jagged::ops::events`) on the emulator:
+`product_quantize`, `residual_quantize`, `sid_embed`, `rq_train`,
+`pq_train`, `session_pool`, `user_pool`,
 `event_boost`, `session_segment`, `jagged_topk`, `event_prune`. Each has a
 fake implementation (the data-dependent row counts of `session_segment`,
 `jagged_topk` and `event_prune` are `new_dynamic_size()`s); `sid_embed`,
@@ -95,6 +96,47 @@ def _sid_embed_backward(ctx, grad):
 
 
 sid_embed.register_autograd(_sid_embed_backward, setup_context=_sid_embed_setup)
+
+
+# ---------------------------------------------------------------------------
+# Codebook training (jagged::ops::quantize_train): k-means on the device,
+# init and the sums' division on the host. Not differentiable.
+
+
+@torch.library.custom_op(f"{LIB}::rq_train", mutates_args=())
+def rq_train(
+    x: Tensor, levels: int, k: int, iterations: int = 25, seed: int = 1234, init: str = "k-means++"
+) -> Tensor:
+    """The codebooks `[levels, K, D]` (float32) of a greedy residual quantizer of the rows of `x [N, D]`
+    (float32, `N >= K`): k-means on each level's residuals."""
+    return run_op(
+        "rq_train",
+        {"x": x},
+        {"levels": levels, "k": k, "iterations": iterations, "seed": seed, "init": init},
+    )[0]
+
+
+@rq_train.register_fake
+def _(x, levels, k, iterations=25, seed=1234, init="k-means++"):
+    return x.new_empty((levels, k, x.shape[1]), dtype=torch.float32)
+
+
+@torch.library.custom_op(f"{LIB}::pq_train", mutates_args=())
+def pq_train(
+    x: Tensor, m: int, k: int, iterations: int = 25, seed: int = 1234, init: str = "k-means++"
+) -> Tensor:
+    """The centroids `[M, K, D / M]` (float32) of a product quantizer of the rows of `x [N, D]`
+    (float32, `N >= K`): k-means in each of the `M` sub-spaces."""
+    return run_op(
+        "pq_train",
+        {"x": x},
+        {"m": m, "k": k, "iterations": iterations, "seed": seed, "init": init},
+    )[0]
+
+
+@pq_train.register_fake
+def _(x, m, k, iterations=25, seed=1234, init="k-means++"):
+    return x.new_empty((m, k, x.shape[1] // m), dtype=torch.float32)
 
 
 # ---------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 //! The builtin ops that run through the Rust crate's front functions
-//! (`jagged::ops::quantize`, `jagged::ops::events`) rather than as one graph:
+//! (`jagged::ops::quantize`, `jagged::ops::quantize_train`,
+//! `jagged::ops::events`) rather than as one graph:
 //! several kernels in a row (`residual_quantize`'s levels, `session_segment`
 //! then `complete_cumsum`, `event_prune`'s selection then one compaction per
 //! feature) or host steps around them (a dense input's row split, the
-//! `D = 0` cases).
+//! `D = 0` cases, k-means' init and update sums for `rq_train` / `pq_train`).
 //!
 //! [`run`] checks every input on the host first (dtype, rank, the offsets'
 //! rules against the rows they index), so that an error names the argument
@@ -16,6 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use jagged::KernelError;
 use jagged::ops::events::{self, EventsError, PruneOptions, Reduce};
 use jagged::ops::quantize::{self, QuantizeError, ResidualQuantizeOptions};
+use jagged::ops::quantize_train::{self, KMeansInit, KMeansOptions};
 use jagged_ir::DType;
 use jagged_runtime::{DeviceTensor, GraphRunError, Runtime};
 
@@ -28,6 +30,8 @@ pub const NAMES: &[&str] = &[
     "product_quantize",
     "residual_quantize",
     "sid_embed",
+    "rq_train",
+    "pq_train",
     "session_pool",
     "user_pool",
     "event_boost",
@@ -341,6 +345,40 @@ pub fn run(
                         quantize::residual_quantize(rt, &xd, od.as_ref(), &cd, &options)
                     }
                     _ => quantize::sid_embed(rt, &xd, od.as_ref(), &cd),
+                }
+                .map_err(|e| quantize_error(name, e))?;
+                Ok(vec![dev.download(op.outputs[0], out)?])
+            })
+        }
+        "rq_train" | "pq_train" => {
+            let x = ins.ranked("x", 2, "[N, D]")?;
+            ins.dtype_in("x", x, &[DType::F32], "float32 (training is in f32)")?;
+            let required = |attr: &str| {
+                attrs
+                    .int(attr, None)?
+                    .ok_or_else(|| Error::Input(format!("{name}: attribute `{attr}` is required")))
+            };
+            let size = required(if name == "rq_train" { "levels" } else { "m" })?;
+            let k = required("k")?;
+            let options = KMeansOptions {
+                iterations: attrs.int("iterations", Some(25))?.unwrap_or(25),
+                seed: attrs.int("seed", Some(1234))?.unwrap_or(1234) as u64,
+                init: match attrs.choice("init", "k-means++")?.as_str() {
+                    "random" => KMeansInit::Random,
+                    _ => KMeansInit::PlusPlus,
+                },
+            };
+            with_state(|s| {
+                let mut dev = Device {
+                    rt: &mut s.runtime,
+                    made: Vec::new(),
+                };
+                let xd = dev.upload(x)?;
+                let rt = &mut *dev.rt;
+                let out = if name == "rq_train" {
+                    quantize_train::rq_train(rt, &xd, size, k, &options)
+                } else {
+                    quantize_train::pq_train(rt, &xd, size, k, &options)
                 }
                 .map_err(|e| quantize_error(name, e))?;
                 Ok(vec![dev.download(op.outputs[0], out)?])

@@ -63,6 +63,34 @@ const MAX_LEN: AttrDef = AttrDef {
 
 const FLOATS: &[&str] = &["f32", "f16", "bf16", "f64"];
 
+const KMEANS_K: AttrDef = AttrDef {
+    name: "k",
+    ty: AttrType::Int,
+    default: None,
+    doc: "the centroids per level or sub-space (K <= N)",
+};
+
+const KMEANS_ITERATIONS: AttrDef = AttrDef {
+    name: "iterations",
+    ty: AttrType::Int,
+    default: Some("25"),
+    doc: "k-means iterations (assign + update) per level or sub-space",
+};
+
+const KMEANS_SEED: AttrDef = AttrDef {
+    name: "seed",
+    ty: AttrType::Int,
+    default: Some("1234"),
+    doc: "the seed of the init and of the re-seeding of empty clusters",
+};
+
+const KMEANS_INIT: AttrDef = AttrDef {
+    name: "init",
+    ty: AttrType::Choice(&["k-means++", "random"]),
+    default: Some("'k-means++'"),
+    doc: "k-means++ or K distinct rows drawn at random",
+};
+
 const POOL_REDUCE: AttrDef = AttrDef {
     name: "reduce",
     ty: AttrType::Choice(&["sum", "mean", "max"]),
@@ -207,6 +235,40 @@ pub const OPS: &[OpDef] = &[
         inputs: &["codes", "offsets", "codebooks"],
         attrs: &[],
         outputs: &["values"],
+    },
+    OpDef {
+        name: "rq_train",
+        inputs: &["x"],
+        attrs: &[
+            AttrDef {
+                name: "levels",
+                ty: AttrType::Int,
+                default: None,
+                doc: "the residual quantizer's levels",
+            },
+            KMEANS_K,
+            KMEANS_ITERATIONS,
+            KMEANS_SEED,
+            KMEANS_INIT,
+        ],
+        outputs: &["codebooks"],
+    },
+    OpDef {
+        name: "pq_train",
+        inputs: &["x"],
+        attrs: &[
+            AttrDef {
+                name: "m",
+                ty: AttrType::Int,
+                default: None,
+                doc: "the product quantizer's sub-vectors (M divides D)",
+            },
+            KMEANS_K,
+            KMEANS_ITERATIONS,
+            KMEANS_SEED,
+            KMEANS_INIT,
+        ],
+        outputs: &["centroids"],
     },
     OpDef {
         name: "session_pool",

@@ -230,6 +230,77 @@ def ref_sid_embed_diff(codes, cb):
 
 
 # ---------------------------------------------------------------------------
+# Codebook training
+
+
+def clustered(n_per, centers, noise, seed):
+    g = torch.Generator().manual_seed(seed)
+    c = centers.repeat_interleave(n_per, 0)
+    return (c + noise * torch.randn(c.shape, generator=g, dtype=torch.float64)).float()
+
+
+def assert_lloyd_fixed_point(x, centroids, tol=1e-4):
+    """numpy: each centroid is the mean of the rows nearest to it (k-means converged)."""
+    x = x.double().numpy()
+    c = centroids.double().numpy()
+    _, assign = nearest(x, c)
+    for j in range(c.shape[0]):
+        rows = x[assign == j]
+        if len(rows):
+            np.testing.assert_allclose(c[j], rows.mean(0), rtol=tol, atol=tol)
+
+
+def test_rq_train():
+    g = torch.Generator().manual_seed(3)
+    centers = torch.randn(8, 6, generator=g, dtype=torch.float64) * 4
+    x = clustered(40, centers, 0.05, 4)
+    books = ops.rq_train(x, 2, 8, 20)
+    assert books.dtype == torch.float32 and books.shape == (2, 8, 6)
+    # Level 0 converged on the rows, level 1 on the residuals level 0 leaves.
+    assert_lloyd_fixed_point(x, books[0])
+    _, a0 = nearest(x.double().numpy(), books[0].double().numpy())
+    residual = x - books[0][torch.from_numpy(a0)]
+    assert_lloyd_fixed_point(residual, books[1])
+    # The clusters are found: the error left is about the noise (D * 0.05^2 per row).
+    codes = ops.residual_quantize(x, None, books)
+    mse = reconstruction_error(x, books, codes.numpy().astype(np.int64)).mean()
+    assert mse <= 2 * 6 * 0.05**2, mse
+    # Deterministic per seed; another seed or init trains (possibly) other codebooks but as well.
+    assert torch.equal(ops.rq_train(x, 2, 8, 20), books)
+    for seed, init in ((7, "k-means++"), (7, "random")):
+        other = jagged.rq_train(x, 2, 8, 20, seed=seed, init=init)
+        assert other.shape == books.shape
+        assert_lloyd_fixed_point(x, other[0])
+
+
+def test_pq_train():
+    g = torch.Generator().manual_seed(5)
+    # Two sub-spaces of 3 features, 4 clusters in each.
+    centers = torch.randn(4, 6, generator=g, dtype=torch.float64) * 4
+    x = clustered(30, centers, 0.05, 6)
+    cents = ops.pq_train(x, 2, 4, 15)
+    assert cents.dtype == torch.float32 and cents.shape == (2, 4, 3)
+    for j in range(2):
+        assert_lloyd_fixed_point(x[:, 3 * j : 3 * j + 3], cents[j])
+    codes = ops.product_quantize(x, None, cents)
+    rec = torch.cat([cents[j][codes[:, j].long()] for j in range(2)], 1)
+    assert ((rec.double() - x.double()) ** 2).sum(1).mean() <= 2 * 6 * 0.05**2
+    nt = torch.nested.nested_tensor_from_jagged(x, offsets_of([50, 0, 70]))
+    assert torch.equal(jagged.pq_train(nt, 2, 4, 15), cents)
+
+
+def test_training_bad_inputs():
+    with pytest.raises(JaggedInputError, match="`x`"):
+        ops.rq_train(rand(10, 4).double(), 1, 2)
+    with pytest.raises(JaggedInputError, match="K = 8"):
+        ops.rq_train(rand(5, 4), 1, 8)
+    with pytest.raises(JaggedInputError, match="init"):
+        ops.pq_train(rand(10, 4), 2, 2, 5, 1, "kmeans")
+    with pytest.raises(JaggedInputError, match="M = 3"):
+        ops.pq_train(rand(10, 4), 3, 2)
+
+
+# ---------------------------------------------------------------------------
 # Event streams: pooling and boosting
 
 
@@ -560,6 +631,8 @@ def test_opcheck():
         (ops.residual_quantize, (rand(7, 4), None, rand(2, 3, 4), 1)),
         (ops.residual_quantize, (rand(7, 4), o, rand(2, 3, 4), 3)),
         (ops.sid_embed, (torch.randint(0, 3, (7, 2), dtype=torch.int32), o, rand(2, 3, 4).requires_grad_())),
+        (ops.rq_train, (rand(9, 4), 2, 3, 2)),
+        (ops.pq_train, (rand(9, 4), 2, 3, 2, 7, "random")),
         (ops.session_pool, (x, o, "mean")),
         (ops.user_pool, (x, o, "max")),
         (

@@ -38,6 +38,8 @@ def test_every_builtin_is_registered():
         "product_quantize",
         "residual_quantize",
         "sid_embed",
+        "rq_train",
+        "pq_train",
         "session_pool",
         "user_pool",
         "event_boost",
