@@ -32,6 +32,20 @@ impl GraphBuilder {
         }
     }
 
+    /// A builder holding `graph`'s attributes, nodes (same handles),
+    /// outputs and origins, to extend it: more inputs, nodes and outputs
+    /// on top of an op's graph (the feature columns `event_prune` compacts
+    /// along with its selection).
+    pub fn extending(graph: &Graph) -> Self {
+        GraphBuilder {
+            name: graph.name.clone(),
+            attrs: graph.attrs.clone(),
+            nodes: graph.nodes.clone(),
+            outputs: graph.outputs.clone(),
+            origins: graph.origins.clone(),
+        }
+    }
+
     /// Declares a graph attribute (`max_len`, `scale`, ...).
     pub fn declare_attr(
         &mut self,

@@ -9,7 +9,7 @@
 //! | `event_boost` per session ([`event_boost_sessions`]) | a nested tensor, `segment [B]`, `cond [S]`, `table`, `columns` | the factor per session over `user_offsets` ([`session_boost_factors`](mod@session_boost_factors)), then the boost over `session_offsets` ([`boost_sessions`](mod@boost_sessions)) |
 //! | `session_segment` ([`session_segment`]) | `timestamps [T]`, `offsets [B+1]`, `gap` | starts where `(t - t.shift_rows(-1)).gt(gap)` or at row 0; the starts' positions compacted into session lengths (their offsets: `user_offsets`), then `complete_cumsum` |
 //! | `jagged_topk` ([`jagged_topk`]) | `scores [T]`, `offsets [B+1]`, `k` | `rows.compact(scores.descending_rank_over_seq().lt(k))` |
-//! | `event_prune` ([`event_prune`]) | `scores [T]`, `offsets [B+1]`, features, `threshold`, `k` | the same rank and/or `scores.ge(threshold)`, then `masked_select_jagged` per feature |
+//! | `event_prune` ([`event_prune`]) | `scores [T]`, `offsets [B+1]`, features, `threshold`, `k` | the same rank and/or `scores.ge(threshold)`; the features compacted over its kept set in the same graph (one copy kernel for all) |
 //!
 //! A nested tensor (sessions within users, [`crate::nested`]) pools in two
 //! launches, [`nested_pool`]: its sessions over `session_offsets`
@@ -21,7 +21,7 @@
 //! kernels, as elsewhere), offsets i32 or i64; docs/ops.md ("Event
 //! streams") has the exact semantics.
 
-use jagged_ir::{DType, DenseTensor};
+use jagged_ir::{AttrValue, DType, DenseTensor, Graph, GraphBuilder, TensorType};
 use jagged_runtime::{DeviceTensor, Runtime};
 
 use super::KernelError;
@@ -638,8 +638,13 @@ pub struct Pruned {
 /// `offsets [B+1]`) if `scores[i] >= threshold` (when given) and `i` is
 /// among its sequence's `k` highest scores (when given; ties to the lower
 /// row), in the original order; returns the kept rows of every feature
-/// tensor `[T, ...]` (each through `masked_select_jagged`), their global
-/// indices and their offsets.
+/// tensor `[T, ...]`, their global indices and their offsets.
+///
+/// One graph whatever the number of features: [`event_prune_kernel`]'s
+/// selection, extended with a compaction of each feature over its kept set
+/// ([`GraphBuilder::extending`]); the general path copies the kept rows of
+/// every feature and the indices in one kernel, after the rank, the count
+/// and its scan.
 pub fn event_prune(
     rt: &mut Runtime,
     scores: &DeviceTensor,
@@ -647,36 +652,100 @@ pub fn event_prune(
     features: &[&DeviceTensor],
     options: &PruneOptions,
 ) -> Result<Pruned, EventsError> {
-    let starts = starts_view(offsets);
-    let (mask, indices, kept_offsets) = event_prune_kernel::launch(
-        rt,
-        offsets,
-        scores,
-        &starts,
-        options.threshold.unwrap_or(0.0),
-        options.k.unwrap_or(0),
-        options.threshold.is_some(),
-        options.k.is_some(),
-    )?;
-    let mut kept = Vec::with_capacity(features.len());
-    for feature in features {
-        match super::masked_select_jagged::launch(rt, offsets, feature, &mask) {
-            Ok((values, again)) => {
-                rt.free(again.buffer)?;
-                kept.push(values);
-            }
-            Err(e) => {
-                for t in kept.into_iter().chain([mask, indices, kept_offsets]) {
-                    let _ = rt.free(t.buffer);
-                }
-                return Err(e.into());
-            }
+    let rows = scores.shape.first().copied().unwrap_or(0);
+    for f in features {
+        if f.shape.first() != Some(&rows) {
+            return Err(EventsError::Input {
+                input: "features",
+                reason: format!(
+                    "a feature tensor of shape {:?} is not aligned with the {rows} scores",
+                    f.shape
+                ),
+            });
         }
     }
-    rt.free(mask.buffer)?;
+    let selection = event_prune_kernel::graph(
+        scores.dtype(),
+        offsets.dtype(),
+        options.threshold.is_some(),
+        options.k.is_some(),
+        offsets.dtype(),
+    )?;
+    let graph = with_features(&selection, features)?;
+    let starts = starts_view(offsets);
+    let names: Vec<String> = (0..features.len()).map(|k| format!("feature{k}")).collect();
+    let mut inputs: Vec<(&str, &DeviceTensor)> = vec![
+        ("offsets", offsets),
+        ("scores", scores),
+        ("starts", &starts),
+    ];
+    inputs.extend(
+        names
+            .iter()
+            .map(String::as_str)
+            .zip(features.iter().copied()),
+    );
+    let attrs = [
+        (
+            "threshold",
+            AttrValue::Float(f64::from(options.threshold.unwrap_or(0.0))),
+        ),
+        ("k", AttrValue::Index(options.k.unwrap_or(0))),
+    ];
+    let spec = super::support::spec(&graph, 0, rt.preferred_arch())?;
+    let mut out = rt
+        .run_graph(&graph, &spec, &inputs, &attrs)
+        .map_err(KernelError::from)?;
+    // `what` names the output in the error (a feature's is `features`).
+    let mut take = |name: &str, what: &'static str| {
+        out.remove(name)
+            .ok_or(EventsError::Kernel(KernelError::MissingOutput {
+                name: what,
+            }))
+    };
+    let kept = names
+        .iter()
+        .map(|n| take(n, "features"))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Pruned {
         features: kept,
-        indices,
-        offsets: kept_offsets,
+        indices: take("indices", "indices")?,
+        offsets: take("offsets", "offsets")?,
     })
+}
+
+/// `selection` (an [`event_prune_kernel`] graph) with an input
+/// `feature{k}` per feature tensor (its dtype and inner dims, on the
+/// scores' sequences) and an output of the same name, its rows compacted
+/// with the indices' (the mask output left out).
+fn with_features(selection: &Graph, features: &[&DeviceTensor]) -> Result<Graph, KernelError> {
+    let output = |name: &str| selection.outputs().iter().find(|o| o.name == name);
+    let kept_set = output("indices").and_then(|o| match selection.type_of(o.value) {
+        jagged_ir::Type::Tensor(t) => t.seqs(),
+        jagged_ir::Type::Seqs => None,
+    });
+    let rows = selection
+        .inputs()
+        .find(|(_, n, _)| *n == "scores")
+        .and_then(|(_, _, t)| t.seqs());
+    let (Some(kept_set), Some(rows)) = (kept_set, rows) else {
+        return Err(KernelError::MissingOutput { name: "indices" });
+    };
+    let mut b = GraphBuilder::extending(
+        &selection.with_outputs(
+            selection
+                .outputs()
+                .iter()
+                .filter(|o| o.name != "mask")
+                .cloned()
+                .collect(),
+        ),
+    );
+    for (k, f) in features.iter().enumerate() {
+        let name = format!("feature{k}");
+        let x = b.input(&name, TensorType::jagged(f.dtype(), rows, &f.shape[1..]));
+        let c = b.compact(x, kept_set);
+        b.output(name, c);
+    }
+    Ok(b.finish()?)
 }
