@@ -158,10 +158,21 @@ fn tensor_type(graph: &Graph, h: Handle<Node>) -> Result<&TensorType, CodegenErr
     }
 }
 
-/// The dtype scratch buffers store for values of `dtype`.
-fn scratch_elem(dtype: DType) -> DType {
+/// The dtype scratch buffers store for the value of `h`, of `dtype`: f32
+/// for floats; i32 for an index into a line (a rank, topk's indices, an
+/// argmin / argmax), which always fits; i64 for other integers, which the
+/// reference does not wrap.
+fn scratch_elem(graph: &Graph, h: Handle<Node>, dtype: DType) -> DType {
+    let line_index = match graph.node(h) {
+        Node::Rank { .. } => true,
+        Node::TopK { part, .. } => *part == jagged_ir::TopKPart::Indices,
+        Node::Reduce { op, .. } => op.is_arg(),
+        _ => false,
+    };
     if dtype.is_float() {
         DType::F32
+    } else if line_index {
+        DType::I32
     } else {
         DType::I64
     }
@@ -564,7 +575,7 @@ impl Partition {
                 _ if !fused(graph, h, fusion) => {
                     let ty = tensor_type(graph, h)?;
                     let elems = element_count(graph, h, ty)?;
-                    let into = part.add_scratch(scratch_elem(ty.dtype), elems);
+                    let into = part.add_scratch(scratch_elem(graph, h, ty.dtype), elems);
                     part.stored.insert(h, into);
                     part.push_step(graph, step_for(graph, h, into));
                 }
