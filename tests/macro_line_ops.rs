@@ -41,6 +41,19 @@ fn session_starts(t: Jagged<f32, ()>, #[attr] gap: f32) -> (Jagged<f32, ()>, Jag
     (select(first, 1.0f32, late), t.shift_rows(1) - t)
 }
 
+/// docs/writing-an-op.md's example, as written there.
+#[jagged_kernel(outputs(start, kept, kept_offsets))]
+fn starts_and_top3(
+    time: Jagged<f32, ()>,
+    score: Jagged<f32, ()>,
+    #[attr] gap: f32,
+) -> (Jagged<f32, ()>, Jagged<f32, ()>, Offsets) {
+    let first = time.row_pos().lt(0.5f32);
+    let late = (time - time.shift_rows(-1)).gt(gap).cast::<f32>();
+    let kept = score.compact(score.descending_rank_over_seq().lt(3));
+    (select(first, 1.0f32, late), kept, kept.offsets())
+}
+
 fn runtime() -> Runtime {
     let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator");
     rt.set_kernel_cache(Arc::new(KernelCache::memory_only()));
@@ -86,4 +99,13 @@ fn the_graphs_hold_the_line_ops() {
     assert!(g.to_string().contains("rank descending"), "{g}");
     let g = gap_to_previous::graph(DType::F32, DType::I32).expect("graph");
     assert!(g.to_string().contains("by -1"), "{g}");
+}
+
+#[test]
+fn the_guide_example_compiles_and_runs() {
+    check(
+        &starts_and_top3::graph(DType::I64).expect("graph"),
+        &[("gap", jagged::ir::AttrValue::Float(0.25))],
+        5,
+    );
 }
