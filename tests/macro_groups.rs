@@ -1,6 +1,6 @@
 //! The DSL methods of grouped features and arg reductions:
 //! `argmin_over_features` / `argmax_over_features`, `sum_over_groups`,
-//! `matmul_t_grouped` and `table.at(index)` with an index of one inner dim.
+//! `matmul_t_grouped`, `matmul_grouped` and `table.at(index)` with an index of one inner dim.
 //! Each kernel's graph (the macro's lowering) is checked against naive f64
 //! loops by the reference evaluator, and compiled to PTX and run on the
 //! emulator against that reference for sm_80 and sm_90a.
@@ -30,6 +30,16 @@ fn grouped<T: Float, G, N, K>(
         score.argmax_over_features(),
         x.sum_over_groups(),
     )
+}
+
+/// The nearest codeword of `grouped` from the codewords transposed per
+/// group, `ct [G, K, N]` (`ct[g, k, n] = c[g, n, k]`): `x.matmul_grouped`.
+#[jagged_kernel(outputs(nearest))]
+fn grouped_transposed<T: Float, G, N, K>(
+    x: Jagged<T, (G, K)>,
+    ct: Dense<T, (G, K, N)>,
+) -> Jagged<i32, (G,)> {
+    ((ct * ct).sum_over_groups() - x.matmul_grouped(ct) * 2.0).argmin_over_features()
 }
 
 /// The same on one row per sequence, and on a dense tensor.
@@ -132,6 +142,26 @@ fn grouped_lowering_is_the_loops() {
     assert_eq!(out["farthest"].to_f64(), farthest);
     let got = out["total"].to_f64();
     assert!(got.iter().zip(&total).all(|(a, b)| (a - b).abs() < 1e-12));
+    // The same codewords transposed per group: the same nearest ones.
+    let graph = grouped_transposed::graph(DType::F64, g, n, k, DType::I32).expect("graph");
+    let text = graph.to_string();
+    assert!(
+        text.contains("[igk], %") && text.contains("[gkn] -> [ign]"),
+        "{text}"
+    );
+    let ct: Vec<f64> = (0..g * k * n)
+        .map(|e| {
+            let (gi, rest) = (e / (k * n), e % (k * n));
+            c[(gi * n + rest % n) * k + rest / n]
+        })
+        .collect();
+    let inputs = [
+        ("offsets", &offsets),
+        ("x", &tensor(DType::F64, vec![t, g, k], &x)),
+        ("ct", &tensor(DType::F64, vec![g, k, n], &ct)),
+    ];
+    let out = evaluate(&graph, &inputs, &[]).expect("evaluates");
+    assert_eq!(out["nearest"].to_f64(), nearest);
 }
 
 #[test]
@@ -174,6 +204,7 @@ fn grouped_kernels_match_the_reference_on_the_emulator() {
     for dtype in [DType::F32, DType::BF16] {
         let graphs = [
             grouped::graph(dtype, 3, 37, 20, DType::I32).expect("graph"),
+            grouped_transposed::graph(dtype, 3, 37, 20, DType::I32).expect("graph"),
             grouped_per_seq::graph(dtype, 3, 9, 20).expect("graph"),
             gather_rows::graph(dtype, 4, 12, 33, DType::I32).expect("graph"),
         ];

@@ -43,6 +43,7 @@ fn method_call(name: &str, kind: DslKind, r: &str) -> String {
         "matmul" => format!("{r}.matmul(w)"),
         "matmul_t" => format!("{r}.matmul_t(xn)"),
         "matmul_t_grouped" => format!("{r}.matmul_t_grouped(wg)"),
+        "matmul_grouped" => format!("{r}.matmul_grouped(wh)"),
         "outer_sum_over_seq" => format!("{r}.outer_sum_over_seq({r})"),
         "to_padded_or" | "causal_or" | "anticausal_or" => format!("{r}.{name}(0.0)"),
         "dot" if kind == DslKind::Pairs => format!("{r}.dot(v)"),
@@ -122,6 +123,7 @@ fn phantom_surface<D, E, M>(
     w: Dense<f32, (E, M)>,
     wp: Dense<f32, (D, M)>,
     wg: Dense<f32, (D, M, E)>,
+    wh: Dense<f32, (D, E, M)>,
     pick: Dense<i32, (M,)>,
     mask: Jagged<bool>,
     idx: Jagged<i64>,
@@ -155,6 +157,7 @@ fn phantom_surface<D, E, M>(
     let _ = xj.matmul(w);
     let _ = xj.matmul_t(xn);
     let _ = xj.matmul_t_grouped(wg);
+    let _ = xj.matmul_grouped(wh);
     let _ = xj.outer_sum_over_seq(xj);
     let _ = xj.sum_over_seq();
     let _ = xj.mean_over_seq();
@@ -279,6 +282,7 @@ fn phantom_surface<D, E, M>(
     let _ = xs.matmul(w);
     let _ = xs.matmul_t(xn);
     let _ = xs.matmul_t_grouped(wg);
+    let _ = xs.matmul_grouped(wh);
     let _ = xs.smallest_k_over_features::<D>();
     let _ = xs.largest_k_over_features::<D>();
     let _ = xs.take_features(pick);

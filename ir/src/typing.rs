@@ -524,6 +524,19 @@ pub const METHODS: &[Method] = &[
         D::Accumulator,
         R::Receiver,
     ),
+    // `x.matmul_grouped(w)`: per group `g` of x's `(.., G, K)` rows, the
+    // product with `w[g]` of a `Dense<T, (G, K, N)>`: `x[.., g, :] @ w[g]`,
+    // `(.., G, K)` to `(.., G, N)` (the contraction `x[..gk], w[gkn] -> ..gn`,
+    // `g` a batch letter).
+    m(
+        "matmul_grouped",
+        1,
+        JS,
+        DslNode::Contract,
+        CONTRACT_RULE,
+        D::Accumulator,
+        R::Receiver,
+    ),
     // `x.outer_sum_over_seq(y)`: `sum_i x[i]^T y[i]` over each sequence's
     // rows, the inner dims of `x` then those of `y`.
     m(

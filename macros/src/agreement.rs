@@ -51,8 +51,9 @@ fn kernel(d: DType, inner: Inner, expr: &str) -> String {
     format!(
         "fn k<D, E, M>(offsets: Offsets, xj: {xj}, xs: {xs}, xp: {xp}, xn: {xn}, xl: Lengths<{d}>, \
          q: Jagged<f32, {q}>, v: Jagged<{d}, {v}>, w: Dense<{d}, {w}>, wp: Dense<{d}, {wp}>, \
-         wg: Dense<{d}, (D, M, E)>, mask: Jagged<bool>, idx: Jagged<i64>, pick: Dense<i32, (M,)>, \
-         #[attr] max_len: usize) -> Jagged<f32> {{ {expr} }}",
+         wg: Dense<{d}, (D, M, E)>, wh: Dense<{d}, (D, E, M)>, mask: Jagged<bool>, \
+         idx: Jagged<i64>, pick: Dense<i32, (M,)>, #[attr] max_len: usize) -> Jagged<f32> {{ \
+         {expr} }}",
         xj = ty("Jagged", d, inner),
         xs = ty("PerSeq", d, inner),
         xp = ty("Padded", d, inner),
@@ -84,6 +85,7 @@ fn method_call(name: &str, kind: DslKind, r: &str, u: DType) -> String {
         "matmul" => format!("{r}.matmul(w)"),
         "matmul_t" => format!("{r}.matmul_t(xn)"),
         "matmul_t_grouped" => format!("{r}.matmul_t_grouped(wg)"),
+        "matmul_grouped" => format!("{r}.matmul_grouped(wh)"),
         "outer_sum_over_seq" => format!("{r}.outer_sum_over_seq({r})"),
         "to_padded_or" | "causal_or" | "anticausal_or" => format!("{r}.{name}(0)"),
         "dot" if kind == DslKind::Pairs => format!("{r}.dot(v)"),

@@ -1435,10 +1435,11 @@ impl Lowering<'_> {
                 let w = self.tensor(w, m.args.span(), "the operand of `.matmul()`")?;
                 return self.matmul(recv, w, name == "matmul_t", span);
             }
-            "matmul_t_grouped" => {
+            "matmul_grouped" | "matmul_t_grouped" => {
                 let w = pop_arg(&mut args, span)?;
-                let w = self.tensor(w, m.args.span(), "the operand of `.matmul_t_grouped()`")?;
-                return self.matmul_t_grouped(recv, w, span);
+                let what = format!("the operand of `.{name}()`");
+                let w = self.tensor(w, m.args.span(), &what)?;
+                return self.matmul_grouped(recv, w, name == "matmul_t_grouped", span);
             }
             "outer_sum_over_seq" => {
                 let y = pop_arg(&mut args, span)?;
@@ -1848,17 +1849,29 @@ impl Lowering<'_> {
         }))
     }
 
-    /// `x.matmul_t_grouped(w)`: for `x` `(.., G, K)` and a weight
-    /// `Dense<T, (G, N, K)>`, `x[.., g, :] @ w[g]^T` per group `g`, `(.., G,
-    /// K)` to `(.., G, N)`, in the accumulator dtype: the contraction
-    /// `x[..gk], w[gnk] -> ..gn`, whose `g` is a batch letter of both
-    /// operands and the output (product quantization's per-subspace dot
-    /// products with the centroids).
-    fn matmul_t_grouped(&mut self, x: Tensor, w: Tensor, span: Span) -> syn::Result<Value> {
+    /// `x.matmul_grouped(w)`: for `x` `(.., G, K)` and a weight `Dense<T,
+    /// (G, K, N)>`, `x[.., g, :] @ w[g]` per group `g`, `(.., G, K)` to
+    /// `(.., G, N)`, in the accumulator dtype: the contraction `x[..gk],
+    /// w[gkn] -> ..gn`, whose `g` is a batch letter of both operands and the
+    /// output. `x.matmul_t_grouped(w)` (`transposed`) takes `Dense<T, (G, N,
+    /// K)>` instead, `x[.., g, :] @ w[g]^T` (`w[gnk]`). Product
+    /// quantization's per-subspace dot products with the centroids.
+    fn matmul_grouped(
+        &mut self,
+        x: Tensor,
+        w: Tensor,
+        transposed: bool,
+        span: Span,
+    ) -> syn::Result<Value> {
+        let (call, weight) = if transposed {
+            ("x.matmul_t_grouped(w)", "(G, N, K)")
+        } else {
+            ("x.matmul_grouped(w)", "(G, K, N)")
+        };
         let usage = || {
             format!(
-                "`x.matmul_t_grouped(w)` takes x `(.., G, K)` (Jagged or PerSeq) and a weight \
-                 `Dense<T, (G, N, K)>` and gives `(.., G, N)`; found {} and {}",
+                "`{call}` takes x `(.., G, K)` (Jagged or PerSeq) and a weight \
+                 `Dense<T, {weight}>` and gives `(.., G, N)`; found {} and {}",
                 x.describe(),
                 w.describe()
             )
@@ -1866,9 +1879,10 @@ impl Lowering<'_> {
         let (Shape::Dims(dx), Shape::Dims(dw)) = (&x.shape, &w.shape) else {
             return err(span, usage());
         };
-        let ([.., g, k], [wg, wn, wk]) = (dx.as_slice(), dw.as_slice()) else {
+        let ([.., g, k], [wg, w1, w2]) = (dx.as_slice(), dw.as_slice()) else {
             return err(span, usage());
         };
+        let (wk, wn) = if transposed { (w2, w1) } else { (w1, w2) };
         if w.kind != Kind::Dense || g != wg || k != wk {
             return err(span, usage());
         }
@@ -1888,7 +1902,11 @@ impl Lowering<'_> {
             a: x.var,
             a_axes: format!("{rows}{kept}{lk}"),
             b: w.var,
-            b_axes: format!("{lg}{ln}{lk}"),
+            b_axes: if transposed {
+                format!("{lg}{ln}{lk}")
+            } else {
+                format!("{lg}{lk}{ln}")
+            },
             out_axes: format!("{rows}{kept}{ln}"),
             dtype: acc.clone(),
             operand: x.dtype.clone(),

@@ -50,6 +50,7 @@
 //! | `x.matmul(w)` with `w: Dense<T, (K, M)>`: `(.., K)` to `(.., M)` per row, in the accumulator dtype | `Jagged`, `PerSeq`, `Pairs`, `Dense` with named inner dims (not `Padded`) |
 //! | `x.matmul(w)` with a per-sequence `w: PerSeq<T, (K, M)>` (`x[o_b + i] @ w[b]`), `x.matmul_t(w)` with `w: Dense<T, (N, K)>` or `PerSeq<T, (N, K)>` (`x @ w^T`: `(.., K)` to `(.., N)`) | `Jagged`, `PerSeq` |
 //! | `x.matmul_t_grouped(w)` with `w: Dense<T, (G, N, K)>`: per group `g`, `x[.., g, :] @ w[g]^T` (`(.., G, K)` to `(.., G, N)`, the contraction `x[..gk], w[gnk] -> ..gn`), in the accumulator dtype | `Jagged`, `PerSeq` |
+//! | `x.matmul_grouped(w)` with `w: Dense<T, (G, K, N)>`: per group `g`, `x[.., g, :] @ w[g]` (`(.., G, K)` to `(.., G, N)`, the contraction `x[..gk], w[gkn] -> ..gn`), in the accumulator dtype | `Jagged`, `PerSeq` |
 //! | `x.outer_sum_over_seq(y)` -> `PerSeq`: `sum_{i < n_b} x[i]^T y[i]` (`(M,)` and `(P,)` give `(M, P)`) | `Jagged` |
 //! | `x.ascending_rank_over_seq()`, `x.descending_rank_over_seq()`: each row's place (i32) in its sequence's stable sort (ties to the lower row, NaN first); `rank.lt(k)` keeps the `k` best rows | `Jagged` |
 //! | `x.smallest_k_over_features::<K>()`, `x.largest_k_over_features::<K>()`: the indices (i32) of the `K` best entries of the last inner dim, best first (`K` a dim parameter) | any kind with inner dims |
@@ -575,6 +576,18 @@ macro_rules! matmul_per_seq {
             /// accumulator dtype: the contraction `x[..gk], w[gnk] -> ..gn`
             /// (product quantization's sub-vectors against their centroids).
             pub fn matmul_t_grouped<T2, G, N, K>(self, _w: Dense<T2, (G, N, K)>) -> $kind<T, <S as ReplaceLast<N>>::Output>
+            where
+                S: ReplaceLast<N>,
+            {
+                Phantom::phantom()
+            }
+            /// Per group, times a weight matrix: for `x` `[.., G, K]` and
+            /// `w: Dense<T, (G, K, N)>`, `x[.., g, :] @ w[g]` for each group
+            /// `g` (`[.., G, K]` to `[.., G, N]`), in the accumulator dtype:
+            /// the contraction `x[..gk], w[gkn] -> ..gn` (product
+            /// quantization's sub-vectors against their transposed
+            /// centroids).
+            pub fn matmul_grouped<T2, G, K, N>(self, _w: Dense<T2, (G, K, N)>) -> $kind<T, <S as ReplaceLast<N>>::Output>
             where
                 S: ReplaceLast<N>,
             {

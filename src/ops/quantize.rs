@@ -4,8 +4,8 @@
 //!
 //! | op | kernel(s) | DSL |
 //! |---|---|---|
-//! | `product_quantize` | [`product_quantize_kernel`](mod@product_quantize_kernel) | `(|c|^2 - 2 x.matmul_t_grouped(c)).argmin_over_features()` |
-//! | `residual_quantize` (greedy) | [`residual_quantize_level`](mod@residual_quantize_level), once per level | `(|c|^2 - 2 r.matmul_t(c)).argmin_over_features()`, `r - c.at(code)` |
+//! | `product_quantize` | [`product_quantize_kernel`](mod@product_quantize_kernel) | `(|c|^2 - 2 x.matmul_grouped(c_t)).argmin_over_features()` (`c_t [M, S, K]`: the centroids transposed per sub-space) |
+//! | `residual_quantize` (greedy) | [`residual_quantize_level`](mod@residual_quantize_level), once per level | `(|c|^2 - 2 r.matmul(c_t)).argmin_over_features()` (`c_t [D, K]`), `r - c.at(code)` |
 //! | `residual_quantize` (beam) | [`residual_quantize_beam_level`](mod@residual_quantize_beam_level), once per level, then [`residual_quantize_best`](mod@residual_quantize_best) | `|r.take_features(parent_of) - c.at(code_of)|^2`, `.smallest_k_over_features::<BO>()`, `codes.take_features(parent)` |
 //! | `sid_embed` | [`sid_embed_kernel`](mod@sid_embed_kernel) | `table.at(codes + base).sum_over_groups()` (`base[l] = l K`) |
 //!
@@ -60,15 +60,20 @@ use super::KernelError;
 use super::dsl::*;
 
 /// `product_quantize` on `M` sub-vectors of `S` features: `codes[t, m] =
-/// argmin_k |c[m, k]|^2 - 2 x[t, m] . c[m, k]` (`x [T, M, S]`, `centroids
-/// [M, K, S]`, `codes [T, M]` i32).
+/// argmin_k |c[m, k]|^2 - 2 x[t, m] . c[m, k]` (`x [T, M, S]`, `codes [T,
+/// M]` i32) for the centroids `c [M, K, S]`, read transposed per
+/// sub-space: `centroids_t [M, S, K]`, `centroids_t[m, s, k] = c[m, k, s]`,
+/// so that the lanes of a warp, one centroid each, read one row of it
+/// together. The products and the order of the sums over `S` (`|c|^2` and
+/// `x . c`) are those of `[M, K, S]`, so ties resolve as they did (and as
+/// in FAISS).
 #[jagged_kernel(name = "product_quantize", outputs(codes))]
 pub fn product_quantize_kernel<T: Float, M, K, S>(
     x: Jagged<T, (M, S)>,
-    centroids: Dense<T, (M, K, S)>,
+    centroids_t: Dense<T, (M, S, K)>,
 ) -> Jagged<i32, (M,)> {
-    let c = centroids.cast::<f32>();
-    let distance = (c * c).sum_over_features() - x.matmul_t_grouped(centroids).cast::<f32>() * 2.0;
+    let ct = centroids_t.cast::<f32>();
+    let distance = (ct * ct).sum_over_groups() - x.matmul_grouped(centroids_t).cast::<f32>() * 2.0;
     distance.argmin_over_features()
 }
 
@@ -300,7 +305,8 @@ fn reshaped(t: &DeviceTensor, shape: Vec<usize>) -> DeviceTensor {
 /// `product_quantize` (OPS.md): the nearest centroid of each of the `M`
 /// sub-vectors of every row of `x [N, D]` (or `[T, D]` on `offsets`),
 /// `centroids [M, K, D / M]` in `x`'s dtype, to `codes [N, M]` (`[T, M]`)
-/// i32.
+/// i32. The centroids are transposed per sub-space on the host (downloaded
+/// and uploaded as `[M, D / M, K]`, what the kernel reads).
 pub fn product_quantize(
     rt: &mut Runtime,
     x: &DeviceTensor,
@@ -334,7 +340,15 @@ pub fn product_quantize(
         return featureless_codes(rt, x.shape[0], m, k);
     }
     let x3 = reshaped(x, vec![x.shape[0], m, s]);
-    let codes = product_quantize_kernel::launch(rt, &rows.offsets, &x3, centroids);
+    let centroids_t = match transposed_centroids(rt, centroids, [m, k, s]) {
+        Ok(t) => t,
+        Err(e) => {
+            rows.free(rt)?;
+            return Err(e);
+        }
+    };
+    let codes = product_quantize_kernel::launch(rt, &rows.offsets, &x3, &centroids_t);
+    rt.free(centroids_t.buffer)?;
     rows.free(rt)?;
     Ok(codes?)
 }
@@ -413,22 +427,52 @@ pub fn residual_quantize(
     result
 }
 
-/// Level `l`'s codebook `[K, D]` within `bytes` (all the codebooks,
-/// downloaded once).
-fn level_bytes(
-    bytes: &[u8],
+/// Level `l`'s codebook `[K, D]` within `bytes`, all of `op`'s input
+/// `input` `[levels, K, D]` downloaded once (the codebooks of
+/// `residual_quantize`, or the centroids `[M, K, S]` of `product_quantize`,
+/// sub-space `l`).
+fn level_bytes<'b>(
+    (op, input): (&'static str, &str),
+    bytes: &'b [u8],
     dtype: DType,
     l: usize,
     [levels, k, d]: [usize; 3],
-) -> Result<&[u8], QuantizeError> {
+) -> Result<&'b [u8], QuantizeError> {
     let size = k * d * dtype.size();
     bytes.get(l * size..(l + 1) * size).ok_or_else(|| {
         input_error(
-            "residual_quantize",
-            format!("`codebooks` holds fewer than {levels} x {k} x {d} elements"),
+            op,
+            format!("`{input}` holds fewer than {levels} x {k} x {d} elements"),
         )
     })
 }
+
+/// `product_quantize`'s `centroids [M, K, S]` transposed per sub-space,
+/// `[M, S, K]`, on the device (through the host: downloaded, each
+/// sub-space's `[K, S]` transposed, uploaded).
+fn transposed_centroids(
+    rt: &mut Runtime,
+    centroids: &DeviceTensor,
+    [m, k, s]: [usize; 3],
+) -> Result<DeviceTensor, QuantizeError> {
+    let bytes = rt.download_bytes(&centroids.buffer)?;
+    let dtype = centroids.dtype();
+    let mut t = Vec::with_capacity(bytes.len());
+    for g in 0..m {
+        let book = level_bytes(
+            ("product_quantize", "centroids"),
+            &bytes,
+            dtype,
+            g,
+            [m, k, s],
+        )?;
+        t.extend(transposed(book, k, s, dtype.size()));
+    }
+    upload_as(rt, dtype, &t, vec![m, s, k])
+}
+
+/// `residual_quantize`'s codebooks, for [`level_bytes`].
+const BOOKS: (&str, &str) = ("residual_quantize", "codebooks");
 
 /// The `[rows, cols]` elements (of `size` bytes) of `bytes` transposed to
 /// `[cols, rows]`.
@@ -491,7 +535,7 @@ fn beam_levels(
     for l in 0..levels {
         let candidates = kept * k;
         let next = beam.min(candidates);
-        let book = level_bytes(&bytes, codebooks.dtype(), l, [levels, k, d])?;
+        let book = level_bytes(BOOKS, &bytes, codebooks.dtype(), l, [levels, k, d])?;
         let codebook = upload_as(rt, codebooks.dtype(), book, vec![k, d])?;
         let constants = [
             upload_i32(
@@ -555,7 +599,7 @@ fn residual_levels(
     let mut codes: Option<DeviceTensor> = None;
     let mut residual: Option<DeviceTensor> = None;
     for l in 0..levels {
-        let book = level_bytes(&bytes, dtype, l, [levels, k, d])?;
+        let book = level_bytes(BOOKS, &bytes, dtype, l, [levels, k, d])?;
         let codebook = upload_as(rt, dtype, book, vec![k, d])?;
         let codebook_t = upload_as(rt, dtype, &transposed(book, k, d, dtype.size()), vec![d, k])?;
         let one_hot: Vec<i32> = (0..levels).map(|j| i32::from(j == l)).collect();

@@ -290,6 +290,11 @@ fn upload_f32(
     })
 }
 
+/// The `[k, d]` elements of `c` transposed to `[d, k]`.
+fn transpose(c: &[f64], k: usize, d: usize) -> Vec<f64> {
+    (0..d * k).map(|e| c[(e % k) * d + e / k]).collect()
+}
+
 /// A codebook `[k, d]` and its transpose `[d, k]` as f32 tensors (what
 /// [`residual_quantize_level`] reads).
 fn upload_codebook(
@@ -298,10 +303,9 @@ fn upload_codebook(
     k: usize,
     d: usize,
 ) -> Result<(DeviceTensor, DeviceTensor), QuantizeError> {
-    let t: Vec<f64> = (0..d * k).map(|e| c[(e % k) * d + e / k]).collect();
     Ok((
         upload_f32(rt, c, vec![k, d])?,
-        upload_f32(rt, &t, vec![d, k])?,
+        upload_f32(rt, &transpose(c, k, d), vec![d, k])?,
     ))
 }
 
@@ -591,9 +595,15 @@ pub fn pq_train(
     };
     let result = (|| {
         for _ in 0..options.iterations {
-            let centroids = upload_f32(rt, &c, vec![m, k, s])?;
-            let codes = product_quantize_kernel::launch(rt, &assign_offsets, &x3, &centroids);
-            rt.free(centroids.buffer)?;
+            // The centroids of each sub-space transposed, [M, S, K]: what
+            // the kernel reads.
+            let t: Vec<f64> = c
+                .chunks_exact(k * s)
+                .flat_map(|book| transpose(book, k, s))
+                .collect();
+            let centroids_t = upload_f32(rt, &t, vec![m, s, k])?;
+            let codes = product_quantize_kernel::launch(rt, &assign_offsets, &x3, &centroids_t);
+            rt.free(centroids_t.buffer)?;
             let codes = codes?;
             // [N, M] codes to [M, N], the update's sequences.
             let row_major = rt.download::<i32>(&codes.buffer);

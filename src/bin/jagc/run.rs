@@ -288,11 +288,25 @@ fn prepare_op(op: Op, args: &RunArgs) -> Result<Prepared, Box<dyn std::error::Er
     }
     let mut levels = None;
     match op {
-        // x [T, M * S] read as [T, M, S].
+        // x [T, M * S] read as [T, M, S]; the kernel reads the centroids
+        // of each sub-space transposed, `centroids_t [M, S, K]`.
         Op::ProductQuantize => {
-            let (m, s) = (facts.inner[0], facts.inner[2]);
+            let [m, k, s] = facts.inner[..] else {
+                unreachable!("checked by facts_from_files")
+            };
             if let Some(x) = inputs.get_mut("x") {
                 *x = DenseTensor::new(vec![x.shape()[0], m, s], x.data().clone())?;
+            }
+            if let Some(c) = inputs.remove("centroids") {
+                let v = c.to_f64();
+                let t: Vec<f64> = (0..m * s * k)
+                    .map(|e| {
+                        let (g, r) = (e / (s * k), e % (s * k));
+                        v[g * k * s + (r % k) * s + r / k]
+                    })
+                    .collect();
+                let centroids_t = DenseTensor::from_f64(c.dtype(), vec![m, s, k], &t)?;
+                inputs.insert("centroids_t".to_string(), centroids_t);
             }
         }
         // The codebooks as one table [L * K, D], its levels' first rows
