@@ -37,7 +37,11 @@ __all__ = [
     "event_boost",
     "event_prune",
     "fbgemm_jagged_flash_attention_basic",
+    "jagged_dense_bmm",
+    "jagged_dense_dot",
     "jagged_dense_elementwise_mul",
+    "jagged_jagged_bmm",
+    "jagged_pairwise_dot",
     "jagged_flash_attention",
     "jagged_reduce",
     "jagged_softmax",
@@ -394,3 +398,67 @@ def event_prune(
     if nested:
         return [_nested(f, new_offsets) for f in kept], _nested(indices, new_offsets)
     return kept, indices, new_offsets
+
+
+# ---------------------------------------------------------------------------
+# Interactions: `x` (and `jagged_jagged_bmm`'s `y`) may be nested tensors;
+# `max_len` defaults to the longest sequence.
+
+
+def jagged_dense_bmm(
+    x: torch.Tensor,
+    offsets: Optional[torch.Tensor] = None,
+    y: Optional[torch.Tensor] = None,
+    max_len: Optional[int] = None,
+    dtype: Optional[str] = None,
+    tf32: bool = False,
+) -> torch.Tensor:
+    """`out[o_b + i] = x[o_b + i] @ y[b]` (`y [B, K, M]`); nested in, nested out."""
+    v, o, nested = _unpack("jagged_dense_bmm", "x", x, offsets)
+    out = torch.ops.jagged.jagged_dense_bmm(v, o, _need("jagged_dense_bmm", "y", y), _max_len(max_len, o), dtype, tf32)
+    return _nested(out, o) if nested else out
+
+
+def jagged_dense_dot(
+    x: torch.Tensor,
+    offsets: Optional[torch.Tensor] = None,
+    y: Optional[torch.Tensor] = None,
+    max_len: Optional[int] = None,
+    dtype: Optional[str] = None,
+    tf32: bool = False,
+) -> torch.Tensor:
+    """`out[o_b + i, f] = x[o_b + i] . y[b, f]` (`y [B, F, D]`); nested in, nested out."""
+    v, o, nested = _unpack("jagged_dense_dot", "x", x, offsets)
+    out = torch.ops.jagged.jagged_dense_dot(v, o, _need("jagged_dense_dot", "y", y), _max_len(max_len, o), dtype, tf32)
+    return _nested(out, o) if nested else out
+
+
+def jagged_jagged_bmm(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    offsets: Optional[torch.Tensor] = None,
+    max_len: Optional[int] = None,
+    dtype: Optional[str] = None,
+    tf32: bool = False,
+) -> torch.Tensor:
+    """`out[b] = sum_i x[o_b + i]^T y[o_b + i]` `[B, M, P]`; `x` and `y` may be nested tensors of one layout."""
+    v, o, nested = _unpack("jagged_jagged_bmm", "x", x, offsets)
+    if _is_nested(y):
+        if not nested:
+            raise TypeError("jagged.jagged_jagged_bmm: `y` is a nested tensor but `x` is not")
+        y = y.values()
+    return torch.ops.jagged.jagged_jagged_bmm(v, y, o, _max_len(max_len, o), dtype, tf32)
+
+
+def jagged_pairwise_dot(
+    x: torch.Tensor,
+    offsets: Optional[torch.Tensor] = None,
+    max_len: Optional[int] = None,
+    dtype: Optional[str] = None,
+    tf32: bool = False,
+):
+    """`x_i . x_j` for every pair `i < j` of each sequence, packed: `(values, offsets)`, or a nested
+    tensor of them for a nested `x`."""
+    v, o, nested = _unpack("jagged_pairwise_dot", "x", x, offsets)
+    values, new_offsets = torch.ops.jagged.jagged_pairwise_dot(v, o, _max_len(max_len, o), dtype, tf32)
+    return _nested(values, new_offsets) if nested else (values, new_offsets)

@@ -3,7 +3,10 @@
 They run through the Rust crate's front functions (`jagged::ops::quantize`,
 `jagged::ops::quantize_train`, `jagged::ops::events`) on the emulator:
 `product_quantize`, `residual_quantize`, `sid_embed`, `rq_train`,
-`pq_train`, `session_pool`, `user_pool`,
+`pq_train`, the interactions (`jagged::ops::interactions`:
+`jagged_dense_bmm`, `jagged_jagged_bmm`, `jagged_pairwise_dot`,
+`jagged_dense_dot` and the two backward ops, differentiable through
+those), `session_pool`, `user_pool`,
 `event_boost`, `session_segment`, `jagged_topk`, `event_prune`. Each has a
 fake implementation (the data-dependent row counts of `session_segment`,
 `jagged_topk` and `event_prune` are `new_dynamic_size()`s); `sid_embed`,
@@ -137,6 +140,197 @@ def pq_train(
 @pq_train.register_fake
 def _(x, m, k, iterations=25, seed=1234, init="k-means++"):
     return x.new_empty((m, k, x.shape[1] // m), dtype=torch.float32)
+
+
+# ---------------------------------------------------------------------------
+# Interactions (jagged::ops::interactions): `dtype` is applied here, by
+# casting the inputs to it (the Rust front functions compute in the inputs'
+# dtype); gradients come back in each input's own dtype.
+
+_COMPUTE = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _compute_dtype(x: Tensor, dtype: Optional[str]) -> torch.dtype:
+    return x.dtype if dtype is None else _COMPUTE.get(dtype, x.dtype)
+
+
+def _cast(t: Tensor, dt: torch.dtype) -> Tensor:
+    return t if t.dtype == dt else t.to(dt)
+
+
+def _interaction(op: str, inputs: dict, max_len: int, dtype: Optional[str], tf32: bool) -> List[Tensor]:
+    if dtype is not None and dtype not in _COMPUTE:
+        from ._native import JaggedInputError
+
+        raise JaggedInputError(f"{op}: attribute `dtype`: expected one of f32, f16, bf16 or None, got {dtype!r}")
+    if dtype is not None:
+        # Computed in `dtype`: every tensor but the offsets cast to it. With
+        # None the inputs must share one dtype (checked by the extension).
+        dt = _COMPUTE[dtype]
+        inputs = {k: (v if k == "offsets" else _cast(v, dt)) for k, v in inputs.items()}
+    return run_op(op, inputs, {"max_len": max_len, "tf32": tf32})
+
+
+@torch.library.custom_op(f"{LIB}::jagged_dense_bmm", mutates_args=())
+def jagged_dense_bmm(
+    x: Tensor, offsets: Tensor, y: Tensor, max_len: int, dtype: Optional[str] = None, tf32: bool = False
+) -> Tensor:
+    """`out[o_b + i] = x[o_b + i] @ y[b]` for `i < n_b` (`x [T, K]`, `y [B, K, M]`, `out [T, M]`)."""
+    return _interaction("jagged_dense_bmm", {"x": x, "offsets": offsets, "y": y}, max_len, dtype, tf32)[0]
+
+
+@jagged_dense_bmm.register_fake
+def _(x, offsets, y, max_len, dtype=None, tf32=False):
+    return x.new_empty((x.shape[0], y.shape[2]), dtype=_compute_dtype(x, dtype))
+
+
+@torch.library.custom_op(f"{LIB}::jagged_jagged_bmm", mutates_args=())
+def jagged_jagged_bmm(
+    x: Tensor, y: Tensor, offsets: Tensor, max_len: int, dtype: Optional[str] = None, tf32: bool = False
+) -> Tensor:
+    """`out[b] = sum_{i < n_b} x[o_b + i]^T y[o_b + i]` (`x [T, M]`, `y [T, P]`, `out [B, M, P]`)."""
+    return _interaction("jagged_jagged_bmm", {"x": x, "y": y, "offsets": offsets}, max_len, dtype, tf32)[0]
+
+
+@jagged_jagged_bmm.register_fake
+def _(x, y, offsets, max_len, dtype=None, tf32=False):
+    return x.new_empty((offsets.shape[0] - 1, x.shape[1], y.shape[1]), dtype=_compute_dtype(x, dtype))
+
+
+@torch.library.custom_op(f"{LIB}::jagged_dense_dot", mutates_args=())
+def jagged_dense_dot(
+    x: Tensor, offsets: Tensor, y: Tensor, max_len: int, dtype: Optional[str] = None, tf32: bool = False
+) -> Tensor:
+    """`out[o_b + i, f] = x[o_b + i] . y[b, f]` for `i < n_b` (`x [T, D]`, `y [B, F, D]`, `out [T, F]`)."""
+    return _interaction("jagged_dense_dot", {"x": x, "offsets": offsets, "y": y}, max_len, dtype, tf32)[0]
+
+
+@jagged_dense_dot.register_fake
+def _(x, offsets, y, max_len, dtype=None, tf32=False):
+    return x.new_empty((x.shape[0], y.shape[1]), dtype=_compute_dtype(x, dtype))
+
+
+@torch.library.custom_op(f"{LIB}::jagged_pairwise_dot", mutates_args=())
+def jagged_pairwise_dot(
+    x: Tensor, offsets: Tensor, max_len: int, dtype: Optional[str] = None, tf32: bool = False
+) -> Tuple[Tensor, Tensor]:
+    """`x_i . x_j` for every pair `i < j < n_b` of each sequence, packed row-major over `(i, j)`:
+    `(values [sum n_b (n_b - 1) / 2], offsets [B+1])`."""
+    values, new_offsets = _interaction("jagged_pairwise_dot", {"x": x, "offsets": offsets}, max_len, dtype, tf32)
+    return values, new_offsets
+
+
+@jagged_pairwise_dot.register_fake
+def _(x, offsets, max_len, dtype=None, tf32=False):
+    return x.new_empty((_dynamic_rows(),), dtype=_compute_dtype(x, dtype)), torch.empty_like(offsets)
+
+
+@torch.library.custom_op(f"{LIB}::jagged_dense_bmm_backward", mutates_args=())
+def jagged_dense_bmm_backward(
+    x: Tensor, offsets: Tensor, y: Tensor, dout: Tensor, max_len: int, dtype: Optional[str] = None, tf32: bool = False
+) -> Tuple[Tensor, Tensor]:
+    """`(dx [T, K], dy [B, K, M])` of `jagged_dense_bmm` for the cotangent `dout [T, M]`."""
+    dx, dy = _interaction(
+        "jagged_dense_bmm_backward", {"x": x, "offsets": offsets, "y": y, "dout": dout}, max_len, dtype, tf32
+    )
+    return dx, dy
+
+
+@jagged_dense_bmm_backward.register_fake
+def _(x, offsets, y, dout, max_len, dtype=None, tf32=False):
+    dt = _compute_dtype(x, dtype)
+    return x.new_empty(x.shape, dtype=dt), y.new_empty(y.shape, dtype=dt)
+
+
+@torch.library.custom_op(f"{LIB}::jagged_jagged_bmm_backward", mutates_args=())
+def jagged_jagged_bmm_backward(
+    x: Tensor, y: Tensor, offsets: Tensor, dout: Tensor, max_len: int, dtype: Optional[str] = None, tf32: bool = False
+) -> Tuple[Tensor, Tensor]:
+    """`(dx [T, M], dy [T, P])` of `jagged_jagged_bmm` for the cotangent `dout [B, M, P]`."""
+    dx, dy = _interaction(
+        "jagged_jagged_bmm_backward", {"x": x, "y": y, "offsets": offsets, "dout": dout}, max_len, dtype, tf32
+    )
+    return dx, dy
+
+
+@jagged_jagged_bmm_backward.register_fake
+def _(x, y, offsets, dout, max_len, dtype=None, tf32=False):
+    dt = _compute_dtype(x, dtype)
+    return x.new_empty(x.shape, dtype=dt), y.new_empty(y.shape, dtype=dt)
+
+
+def _bmm_setup(ctx, inputs, output):
+    a, b, c, max_len, dtype, tf32 = inputs
+    ctx.save_for_backward(a, b, c)
+    ctx.attrs = (max_len, dtype, tf32)
+
+
+def _dense_bmm_backward(ctx, grad):
+    x, offsets, y = ctx.saved_tensors
+    dx, dy = torch.ops.jagged.jagged_dense_bmm_backward(x, offsets, y, grad.contiguous(), *ctx.attrs)
+    return _cast(dx, x.dtype), None, _cast(dy, y.dtype), None, None, None
+
+
+def _jagged_bmm_backward(ctx, grad):
+    x, y, offsets = ctx.saved_tensors
+    dx, dy = torch.ops.jagged.jagged_jagged_bmm_backward(x, y, offsets, grad.contiguous(), *ctx.attrs)
+    return _cast(dx, x.dtype), _cast(dy, y.dtype), None, None, None, None
+
+
+def _dense_dot_backward(ctx, grad):
+    x, offsets, y = ctx.saved_tensors
+    g = grad.contiguous()
+    dx = dy = None
+    if ctx.needs_input_grad[0]:
+        # dx[i] = dout[i] @ y[b]: a jagged_dense_bmm with K = F, M = D.
+        dx = _cast(torch.ops.jagged.jagged_dense_bmm(g, offsets, _cast(y, g.dtype), *ctx.attrs), x.dtype)
+    if ctx.needs_input_grad[2]:
+        # dy[b] = sum_i dout[i]^T x[i]: a jagged_jagged_bmm.
+        dy = _cast(torch.ops.jagged.jagged_jagged_bmm(g, _cast(x, g.dtype), offsets, *ctx.attrs), y.dtype)
+    return dx, None, dy, None, None, None
+
+
+jagged_dense_bmm.register_autograd(_dense_bmm_backward, setup_context=_bmm_setup)
+jagged_jagged_bmm.register_autograd(_jagged_bmm_backward, setup_context=_bmm_setup)
+jagged_dense_dot.register_autograd(_dense_dot_backward, setup_context=_bmm_setup)
+
+
+def _pairwise_setup(ctx, inputs, output):
+    x, offsets, max_len, dtype, tf32 = inputs
+    ctx.save_for_backward(x, offsets, output[1])
+    ctx.max_len = max_len
+    ctx.mark_non_differentiable(output[1])
+
+
+def _pairwise_backward(ctx, grad, _grad_offsets):
+    """Pair `(i, j)` of sequence `b` at packed row `q`: `dx_i += g_q x_j`, `dx_j += g_q x_i` (torch, f32)."""
+    x, offsets, packed_offsets = ctx.saved_tensors
+    q = torch.arange(grad.shape[0], dtype=torch.int64)
+    po = packed_offsets.to(torch.int64)
+    b = torch.searchsorted(po[1:].contiguous(), q, right=True)
+    r = q - po[b]
+    n = (offsets[1:] - offsets[:-1]).to(torch.int64).clamp(max=ctx.max_len)[b]
+
+    def start(i):  # packed position of (i, i + 1) within the sequence
+        return i * n - i * (i + 1) // 2
+
+    # Row i: the largest with start(i) <= r (the closed form, then corrected).
+    m = (2 * n - 1).to(torch.float64)
+    i = torch.floor((m - torch.sqrt((m * m - 8 * r.to(torch.float64)).clamp(min=0))) / 2).to(torch.int64).clamp(min=0)
+    for _ in range(2):
+        i = torch.where(start(i + 1) <= r, i + 1, i)
+        i = torch.where(start(i) > r, i - 1, i)
+    j = r - start(i) + i + 1
+    base = offsets.to(torch.int64)[b]
+    gi, gj = base + i, base + j
+    xf = x.to(torch.float32)
+    g = grad.to(torch.float32)[:, None]
+    dx = torch.zeros(xf.shape, dtype=torch.float32)
+    dx = dx.index_add(0, gi, g * xf[gj]).index_add(0, gj, g * xf[gi])
+    return dx.to(x.dtype), None, None, None, None
+
+
+jagged_pairwise_dot.register_autograd(_pairwise_backward, setup_context=_pairwise_setup)
 
 
 # ---------------------------------------------------------------------------

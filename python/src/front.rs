@@ -1,6 +1,8 @@
 //! The builtin ops that run through the Rust crate's front functions
 //! (`jagged::ops::quantize`, `jagged::ops::quantize_train`,
-//! `jagged::ops::events`) rather than as one graph:
+//! `jagged::ops::interactions`, `jagged::ops::events`) rather than as one
+//! graph (the interactions: one kernel each, their `tf32` variants chosen by
+//! the front function):
 //! several kernels in a row (`residual_quantize`'s levels, `session_segment`
 //! then `complete_cumsum`, `event_prune`'s selection then one compaction per
 //! feature) or host steps around them (a dense input's row split, the
@@ -16,6 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use jagged::KernelError;
 use jagged::ops::events::{self, EventsError, PruneOptions, Reduce};
+use jagged::ops::interactions::{self, InteractionOptions};
 use jagged::ops::quantize::{self, QuantizeError, ResidualQuantizeOptions};
 use jagged::ops::quantize_train::{self, KMeansInit, KMeansOptions};
 use jagged_ir::DType;
@@ -32,6 +35,12 @@ pub const NAMES: &[&str] = &[
     "sid_embed",
     "rq_train",
     "pq_train",
+    "jagged_dense_bmm",
+    "jagged_jagged_bmm",
+    "jagged_pairwise_dot",
+    "jagged_dense_dot",
+    "jagged_dense_bmm_backward",
+    "jagged_jagged_bmm_backward",
     "session_pool",
     "user_pool",
     "event_boost",
@@ -382,6 +391,112 @@ pub fn run(
                 }
                 .map_err(|e| quantize_error(name, e))?;
                 Ok(vec![dev.download(op.outputs[0], out)?])
+            })
+        }
+        "jagged_dense_bmm"
+        | "jagged_jagged_bmm"
+        | "jagged_pairwise_dot"
+        | "jagged_dense_dot"
+        | "jagged_dense_bmm_backward"
+        | "jagged_jagged_bmm_backward" => {
+            // Ranks and dtypes here (the inputs in one dtype, the op's);
+            // the kernels check the dims against each other, naming the input.
+            let x = ins.ranked("x", 2, "[T, K]")?;
+            ins.dtype_in("x", x, QUANTIZE_FLOATS, "float32, float16 or bfloat16")?;
+            let o = ins.offsets("offsets", x.shape[0], "x")?;
+            let mut others = Vec::new();
+            for (input, rank, what) in [
+                ("y", 2usize, "[T, P]"),
+                ("y", 3, "[B, K, M]"),
+                ("dout", 2, "[T, M]"),
+                ("dout", 3, "[B, M, P]"),
+            ] {
+                let jagged_y = matches!(name, "jagged_jagged_bmm" | "jagged_jagged_bmm_backward");
+                let wanted = match input {
+                    "y" => name != "jagged_pairwise_dot" && (rank == 2) == jagged_y,
+                    _ => {
+                        name.ends_with("_backward")
+                            && (rank == 2) == (name == "jagged_dense_bmm_backward")
+                    }
+                };
+                if !wanted {
+                    continue;
+                }
+                let t = ins.ranked(input, rank, what)?;
+                if t.dtype != x.dtype {
+                    return Err(ins.bad(
+                        input,
+                        format!(
+                            "must be {} (`x`'s dtype, the op's), got {}",
+                            x.dtype, t.dtype
+                        ),
+                    ));
+                }
+                others.push(t);
+            }
+            let options = InteractionOptions {
+                max_len: attrs.int("max_len", None)?.ok_or_else(|| {
+                    Error::Input(format!("{name}: attribute `max_len` is required"))
+                })?,
+                tf32: attrs.bool("tf32")?,
+            };
+            with_state(|s| {
+                let mut dev = Device {
+                    rt: &mut s.runtime,
+                    made: Vec::new(),
+                };
+                let xd = dev.upload(x)?;
+                let od = dev.upload(o)?;
+                let rest = others
+                    .iter()
+                    .map(|t| dev.upload(t))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let rt = &mut *dev.rt;
+                let err = |e| kernel_error(name, e);
+                let outs: Vec<(&str, DeviceTensor)> = match (name, rest.as_slice()) {
+                    ("jagged_dense_bmm", [y]) => {
+                        vec![(
+                            "out",
+                            interactions::jagged_dense_bmm(rt, &od, &xd, y, &options)
+                                .map_err(err)?,
+                        )]
+                    }
+                    ("jagged_jagged_bmm", [y]) => {
+                        vec![(
+                            "out",
+                            interactions::jagged_jagged_bmm(rt, &od, &xd, y, &options)
+                                .map_err(err)?,
+                        )]
+                    }
+                    ("jagged_dense_dot", [y]) => {
+                        vec![(
+                            "out",
+                            interactions::jagged_dense_dot(rt, &od, &xd, y, &options)
+                                .map_err(err)?,
+                        )]
+                    }
+                    ("jagged_pairwise_dot", []) => {
+                        let (v, off) = interactions::jagged_pairwise_dot(rt, &od, &xd, &options)
+                            .map_err(err)?;
+                        vec![("values", v), ("offsets", off)]
+                    }
+                    ("jagged_dense_bmm_backward", [y, dout]) => {
+                        let (dx, dy) = interactions::jagged_dense_bmm_backward(
+                            rt, &od, &xd, y, dout, &options,
+                        )
+                        .map_err(err)?;
+                        vec![("dx", dx), ("dy", dy)]
+                    }
+                    ("jagged_jagged_bmm_backward", [y, dout]) => {
+                        let (dx, dy) = interactions::jagged_jagged_bmm_backward(
+                            rt, &od, &xd, y, dout, &options,
+                        )
+                        .map_err(err)?;
+                        vec![("dx", dx), ("dy", dy)]
+                    }
+                    _ => return Err(Error::Internal(format!("{name}: inputs {}", rest.len()))),
+                };
+                outs.into_iter().map(|(n, t)| dev.download(n, t)).collect()
             })
         }
         "session_pool" | "user_pool" => {

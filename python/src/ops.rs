@@ -63,6 +63,24 @@ const MAX_LEN: AttrDef = AttrDef {
 
 const FLOATS: &[&str] = &["f32", "f16", "bf16", "f64"];
 
+/// The interaction ops' attributes. `dtype` (the dtype to compute in) is
+/// applied by the Python layer, which casts the inputs to it.
+const INTERACTION_ATTRS: &[AttrDef] = &[
+    MAX_LEN,
+    AttrDef {
+        name: "dtype",
+        ty: AttrType::OptionalChoice(&["f32", "f16", "bf16"]),
+        default: Some("None"),
+        doc: "the dtype to compute in (the inputs are cast to it); None is the inputs' dtype",
+    },
+    AttrDef {
+        name: "tf32",
+        ty: AttrType::Bool,
+        default: Some("False"),
+        doc: "round f32 operands to tf32 (tf32 tensor cores); no effect on f16 / bf16",
+    },
+];
+
 const KMEANS_K: AttrDef = AttrDef {
     name: "k",
     ty: AttrType::Int,
@@ -209,6 +227,43 @@ pub const OPS: &[OpDef] = &[
             },
         ],
         outputs: &["out"],
+    },
+    // Interactions (`jagged::ops::interactions`), also through `crate::front`.
+    OpDef {
+        name: "jagged_dense_bmm",
+        inputs: &["x", "offsets", "y"],
+        attrs: INTERACTION_ATTRS,
+        outputs: &["out"],
+    },
+    OpDef {
+        name: "jagged_jagged_bmm",
+        inputs: &["x", "y", "offsets"],
+        attrs: INTERACTION_ATTRS,
+        outputs: &["out"],
+    },
+    OpDef {
+        name: "jagged_pairwise_dot",
+        inputs: &["x", "offsets"],
+        attrs: INTERACTION_ATTRS,
+        outputs: &["values", "offsets"],
+    },
+    OpDef {
+        name: "jagged_dense_dot",
+        inputs: &["x", "offsets", "y"],
+        attrs: INTERACTION_ATTRS,
+        outputs: &["out"],
+    },
+    OpDef {
+        name: "jagged_dense_bmm_backward",
+        inputs: &["x", "offsets", "y", "dout"],
+        attrs: INTERACTION_ATTRS,
+        outputs: &["dx", "dy"],
+    },
+    OpDef {
+        name: "jagged_jagged_bmm_backward",
+        inputs: &["x", "y", "offsets", "dout"],
+        attrs: INTERACTION_ATTRS,
+        outputs: &["dx", "dy"],
     },
     // The ops of the Rust crate's front functions (`jagged::ops::quantize`,
     // `jagged::ops::events`), run by `crate::front`: several kernels, or

@@ -301,6 +301,179 @@ def test_training_bad_inputs():
 
 
 # ---------------------------------------------------------------------------
+# Interactions
+
+
+def trunc_rows(offsets, max_len):
+    """`(b, s, n)` per sequence: its first row and the rows taking part, `n = min(L_b, max_len)`."""
+    return [(b, s, min(e - s, max_len)) for b, (s, e) in enumerate(seqs(offsets))]
+
+
+def ref_dense_bmm(x, offsets, y, max_len):
+    out = torch.zeros((x.shape[0], y.shape[2]), dtype=torch.float64)
+    for b, s, n in trunc_rows(offsets, max_len):
+        out[s : s + n] = x[s : s + n].double() @ y[b].double()
+    return out
+
+
+def ref_jagged_bmm(x, y, offsets, max_len):
+    out = torch.zeros((offsets.numel() - 1, x.shape[1], y.shape[1]), dtype=torch.float64)
+    for b, s, n in trunc_rows(offsets, max_len):
+        out[b] = x[s : s + n].double().T @ y[s : s + n].double()
+    return out
+
+
+def ref_dense_dot(x, offsets, y, max_len):
+    out = torch.zeros((x.shape[0], y.shape[1]), dtype=torch.float64)
+    for b, s, n in trunc_rows(offsets, max_len):
+        out[s : s + n] = x[s : s + n].double() @ y[b].double().T
+    return out
+
+
+def ref_pairwise(x, offsets, max_len):
+    values, out_offsets = [], [0]
+    for b, s, n in trunc_rows(offsets, max_len):
+        xs = x[s : s + n].double()
+        for i in range(n):
+            for j in range(i + 1, n):
+                values.append(xs[i] @ xs[j])
+        out_offsets.append(len(values))
+    return torch.stack(values) if values else torch.zeros(0, dtype=torch.float64), out_offsets
+
+
+INTERACTION_TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+MAX_LEN = 4
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("index", [torch.int32, torch.int64])
+def test_interactions(dtype, index):
+    k, m = 5, 3
+    tol = INTERACTION_TOL[dtype]
+    for lengths in LAYOUTS:
+        o = offsets_of(lengths, index)
+        t, b = int(o[-1]), len(lengths)
+        x = rand(t, k, dtype=dtype)
+        y3 = rand(b, k, m, dtype=dtype)
+        got = ops.jagged_dense_bmm(x, o, y3, MAX_LEN)
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.double(), ref_dense_bmm(x, o, y3, MAX_LEN), rtol=tol, atol=tol)
+        y2 = rand(t, m, dtype=dtype)
+        got = ops.jagged_jagged_bmm(x, y2, o, MAX_LEN)
+        torch.testing.assert_close(got.double(), ref_jagged_bmm(x, y2, o, MAX_LEN), rtol=tol, atol=tol)
+        yf = rand(b, m, k, dtype=dtype)
+        got = ops.jagged_dense_dot(x, o, yf, MAX_LEN)
+        torch.testing.assert_close(got.double(), ref_dense_dot(x, o, yf, MAX_LEN), rtol=tol, atol=tol)
+        values, new_o = ops.jagged_pairwise_dot(x, o, MAX_LEN)
+        want, want_o = ref_pairwise(x, o, MAX_LEN)
+        assert new_o.tolist() == want_o and new_o.dtype == index
+        torch.testing.assert_close(values.double(), want, rtol=tol, atol=tol)
+        # The backward ops.
+        dout = rand(t, m, dtype=dtype)
+        dx, dy = ops.jagged_dense_bmm_backward(x, o, y3, dout, MAX_LEN)
+        xr = x.double().requires_grad_()
+        yr = y3.double().requires_grad_()
+        ((ref_dense_bmm_diff(xr, o, yr, MAX_LEN) * dout.double()).sum() + 0 * (xr.sum() + yr.sum())).backward()
+        torch.testing.assert_close(dx.double(), xr.grad, rtol=tol, atol=tol)
+        torch.testing.assert_close(dy.double(), yr.grad, rtol=tol, atol=tol)
+
+
+def ref_dense_bmm_diff(x, offsets, y, max_len):
+    rows = []
+    for b, (s, e) in enumerate(seqs(offsets)):
+        n = min(e - s, max_len)
+        rows += [x[s : s + n] @ y[b], torch.zeros((e - s - n, y.shape[2]), dtype=x.dtype)]
+    return torch.cat(rows) if rows else torch.zeros((0, y.shape[2]), dtype=x.dtype)
+
+
+def test_interactions_tf32_and_dtype_attribute():
+    o = offsets_of([3, 0, 6, 1])
+    x, y = rand(10, 8), rand(4, 8, 4)
+    want = ref_dense_bmm(x, o, y, MAX_LEN)
+    # tf32: f32 operands rounded to 10 mantissa bits.
+    torch.testing.assert_close(ops.jagged_dense_bmm(x, o, y, MAX_LEN, None, True).double(), want, rtol=5e-3, atol=5e-3)
+    # dtype="bf16": computed (and returned) in bf16.
+    got = ops.jagged_dense_bmm(x, o, y, MAX_LEN, "bf16")
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.double(), want, rtol=3e-2, atol=3e-2)
+
+
+def test_interaction_gradients():
+    """Gradients through the backward ops (and jagged_dense_dot's through the forward ones; the
+    pairwise dot's in torch) against float64 torch references."""
+    o = offsets_of([3, 0, 6, 1])
+    t, b = 10, 4
+
+    def check(fn, ref, *shapes, tol=1e-4):
+        xs = [rand(*sh).requires_grad_() for sh in shapes]
+        ys = [x.detach().double().requires_grad_() for x in xs]
+        out, want = fn(*xs), ref(*ys)
+        g = torch.randn(want.shape, dtype=torch.float64)
+        out.backward(g.float())
+        want.backward(g)
+        for x, y in zip(xs, ys):
+            torch.testing.assert_close(x.grad.double(), y.grad, rtol=tol, atol=tol)
+
+    check(lambda x, y: ops.jagged_dense_bmm(x, o, y, MAX_LEN), lambda x, y: ref_dense_bmm_diff(x, o, y, MAX_LEN), (t, 5), (b, 5, 3))
+
+    def jj(x, y):
+        return torch.stack([x[s : s + n].T @ y[s : s + n] for _, s, n in trunc_rows(o, MAX_LEN)])
+
+    check(lambda x, y: ops.jagged_jagged_bmm(x, y, o, MAX_LEN), jj, (t, 5), (t, 3))
+    check(
+        lambda x, y: ops.jagged_dense_dot(x, o, y, MAX_LEN),
+        lambda x, y: ref_dense_bmm_diff(x, o, y.transpose(1, 2), MAX_LEN),
+        (t, 5),
+        (b, 3, 5),
+    )
+
+    def pw(x):
+        vals = []
+        for _, s, n in trunc_rows(o, MAX_LEN):
+            for i in range(n):
+                for j in range(i + 1, n):
+                    vals.append(x[s + i] @ x[s + j])
+        return torch.stack(vals)
+
+    check(lambda x: ops.jagged_pairwise_dot(x, o, MAX_LEN)[0], pw, (t, 5))
+    # Sequences longer than the closed form's float rounding could trip: n up to 60.
+    o2 = offsets_of([60, 2, 33])
+    x = rand(95, 3).requires_grad_()
+    values, _ = ops.jagged_pairwise_dot(x, o2, 60)
+    g = torch.randn(values.shape)
+    values.backward(g)
+    xr = x.detach().double().requires_grad_()
+    vals = []
+    for _, s, n in trunc_rows(o2, 60):
+        p = xr[s : s + n] @ xr[s : s + n].T
+        iu = torch.triu_indices(n, n, 1)
+        vals.append(p[iu[0], iu[1]])
+    torch.cat(vals).backward(g.double())
+    torch.testing.assert_close(x.grad.double(), xr.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_interactions_nested_and_errors():
+    nt = torch.nested.nested_tensor([rand(n, 4) for n in (3, 0, 5)], layout=torch.jagged)
+    y = rand(3, 4, 2)
+    out = jagged.jagged_dense_bmm(nt, y=y)
+    assert out.is_nested
+    torch.testing.assert_close(out.values().double(), ref_dense_bmm(nt.values(), nt.offsets(), y, 5), rtol=1e-5, atol=1e-5)
+    pairs = jagged.jagged_pairwise_dot(nt)
+    assert pairs.is_nested and pairs.offsets().tolist() == [0, 3, 3, 13]
+    o = offsets_of([2, 3])
+    with pytest.raises(JaggedInputError, match="`y`"):
+        ops.jagged_dense_bmm(rand(5, 4), o, rand(2, 4, 3).double(), 4)
+    with pytest.raises(JaggedInputError, match="`x`"):
+        ops.jagged_dense_bmm(rand(5, 4).double(), o, rand(2, 4, 3), 4)
+    with pytest.raises(JaggedInputError, match="`offsets`"):
+        ops.jagged_pairwise_dot(rand(5, 4), torch.tensor([0, 3, 2, 5]), 4)
+    with pytest.raises(JaggedInputError, match="'y'|`y`"):
+        ops.jagged_dense_bmm(rand(5, 4), o, rand(3, 4, 3), 4)  # B = 2
+    with pytest.raises(JaggedInputError, match="'dout'|`dout`"):
+        ops.jagged_jagged_bmm_backward(rand(5, 4), rand(5, 3), o, rand(2, 4), 4)
+
+
+# ---------------------------------------------------------------------------
 # Event streams: pooling and boosting
 
 
@@ -529,12 +702,13 @@ def test_event_prune_nested_and_gradients():
     torch.testing.assert_close(feats[0].values(), x.detach()[[0, 2, 4, 6]], rtol=2e-7, atol=2e-7)
 
 
-@pytest.mark.xfail(reason="masked_select_jagged's general-path kernel declares f32 values for integer features "
-                   "(output 'values' is i64 in the graph, f32 in the kernel): a code generator bug", strict=True)
 def test_event_prune_integer_features():
     o = offsets_of([3, 2])
-    kept, _, _ = ops.event_prune(torch.tensor([0.1, 0.9, 0.5, 0.2, 0.3]), o, [torch.arange(5)], None, 1)
-    assert kept[0].tolist() == [1, 4]
+    scores = torch.tensor([0.1, 0.9, 0.5, 0.2, 0.3])
+    feats = [torch.arange(5), torch.arange(10, dtype=torch.int32).view(5, 2), torch.tensor([1, 0, 1, 1, 0], dtype=torch.uint8)]
+    kept, _, _ = ops.event_prune(scores, o, feats, None, 1)
+    for f, got in zip(feats, kept):
+        assert got.dtype == f.dtype and torch.equal(got, f[[1, 4]])
 
 
 # ---------------------------------------------------------------------------
@@ -633,6 +807,10 @@ def test_opcheck():
         (ops.sid_embed, (torch.randint(0, 3, (7, 2), dtype=torch.int32), o, rand(2, 3, 4).requires_grad_())),
         (ops.rq_train, (rand(9, 4), 2, 3, 2)),
         (ops.pq_train, (rand(9, 4), 2, 3, 2, 7, "random")),
+        (ops.jagged_dense_bmm, (x, o, rand(3, 4, 2).requires_grad_(), 3)),
+        (ops.jagged_jagged_bmm, (x, rand(7, 2).requires_grad_(), o, 3)),
+        (ops.jagged_dense_dot, (x, o, rand(3, 2, 4).requires_grad_(), 3, "f32")),
+        (ops.jagged_pairwise_dot, (x, o, 3)),
         (ops.session_pool, (x, o, "mean")),
         (ops.user_pool, (x, o, "max")),
         (
@@ -704,12 +882,15 @@ def test_compile_fullgraph_dynamic():
 
 
 def test_inductor_fullgraph():
-    """Inductor around a data-dependent op (jagged_topk) and a pooling."""
+    """Inductor around a data-dependent op (jagged_topk), a pooling and the interactions."""
     torch._dynamo.reset()
 
     def f(scores, values, offsets):
         idx, new_offsets = ops.jagged_topk(scores, offsets, 2)
-        return ops.session_pool(values[idx] * 2 + 1, new_offsets, "mean")
+        pairs, _ = ops.jagged_pairwise_dot(values, offsets, 4)
+        dense = ops.jagged_jagged_bmm(values, values, offsets, 4)
+        h = ops.jagged_dense_bmm(values, offsets, dense, 4)
+        return ops.session_pool(h[idx] * 2 + 1, new_offsets, "mean"), pairs.sum()
 
     compiled = torch.compile(f, fullgraph=True, dynamic=True)
     for lengths in ([3, 0, 6, 1], [2, 5]):
