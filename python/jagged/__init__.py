@@ -35,6 +35,7 @@ __all__ = [
     "dense_to_jagged",
     "device_name",
     "event_boost",
+    "event_boost_sessions",
     "event_prune",
     "fbgemm_jagged_flash_attention_basic",
     "jagged_dense_bmm",
@@ -359,6 +360,30 @@ def event_boost(
         _need("event_boost", "columns", columns),
     )
     return _nested(out, o) if nested else out
+
+
+def event_boost_sessions(
+    values: torch.Tensor,
+    session_offsets: Optional[torch.Tensor] = None,
+    user_offsets: Optional[torch.Tensor] = None,
+    segment: Optional[torch.Tensor] = None,
+    cond: Optional[torch.Tensor] = None,
+    table: Optional[torch.Tensor] = None,
+    columns: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """`event_boost` with a condition per session (`cond [S]`); `values` may be a nested tensor of
+    the sessions (the result is one too)."""
+    v, so, nested = _unpack("event_boost_sessions", "values", values, session_offsets)
+    out = torch.ops.jagged.event_boost_sessions(
+        v,
+        so,
+        _need("event_boost_sessions", "user_offsets", user_offsets),
+        _need("event_boost_sessions", "segment", segment),
+        _need("event_boost_sessions", "cond", cond),
+        _need("event_boost_sessions", "table", table),
+        _need("event_boost_sessions", "columns", columns),
+    )
+    return _nested(out, so) if nested else out
 
 
 def session_segment(timestamps: torch.Tensor, offsets: Optional[torch.Tensor] = None, gap: Optional[float] = None):

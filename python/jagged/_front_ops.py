@@ -7,7 +7,7 @@ They run through the Rust crate's front functions (`jagged::ops::quantize`,
 `jagged_dense_bmm`, `jagged_jagged_bmm`, `jagged_pairwise_dot`,
 `jagged_dense_dot` and the two backward ops, differentiable through
 those), `session_pool`, `user_pool`,
-`event_boost`, `session_segment`, `jagged_topk`, `event_prune`. Each has a
+`event_boost`, `event_boost_sessions`, `session_segment`, `jagged_topk`, `event_prune`. Each has a
 fake implementation (the data-dependent row counts of `session_segment`,
 `jagged_topk` and `event_prune` are `new_dynamic_size()`s); `sid_embed`,
 `session_pool`, `user_pool`, `event_boost` and `event_prune` have backward
@@ -439,6 +439,64 @@ def _boost_backward(ctx, grad):
 
 
 event_boost.register_autograd(_boost_backward, setup_context=_boost_setup)
+
+
+@torch.library.custom_op(f"{LIB}::event_boost_sessions", mutates_args=())
+def event_boost_sessions(
+    values: Tensor,
+    session_offsets: Tensor,
+    user_offsets: Tensor,
+    segment: Tensor,
+    cond: Tensor,
+    table: Tensor,
+    columns: Tensor,
+) -> Tensor:
+    """`event_boost` with the condition per session of a nested tensor (`values [T, D]` on
+    `session_offsets [S+1]`, sessions on `user_offsets [B+1]`): every event of session `s` of user
+    `b` gets `table[segment[b], cond[s]]` (`cond [S]`; 1 out of range) on the `columns`."""
+    return run_op(
+        "event_boost_sessions",
+        {
+            "values": values,
+            "session_offsets": session_offsets,
+            "user_offsets": user_offsets,
+            "segment": segment,
+            "cond": cond,
+            "table": table,
+            "columns": columns,
+        },
+        {},
+    )[0]
+
+
+@event_boost_sessions.register_fake
+def _(values, session_offsets, user_offsets, segment, cond, table, columns):
+    return torch.empty_like(values)
+
+
+def _boost_sessions_backward(ctx, grad):
+    values, session_offsets, user_offsets, segment, cond, table, columns = ctx.saved_tensors
+    grad = grad.contiguous()
+    dv = dt = None
+    if ctx.needs_input_grad[0]:
+        dv = torch.ops.jagged.event_boost_sessions(
+            grad, session_offsets, user_offsets, segment, cond, table, columns
+        )
+    if ctx.needs_input_grad[5]:
+        g_, c_ = table.shape
+        session, _ = row_segments(session_offsets, values.shape[0])
+        user, _ = row_segments(user_offsets, cond.shape[0])
+        s = segment.to(torch.int64)[user][session]
+        c = cond.to(torch.int64)[session]
+        known = (s >= 0) & (s < g_) & (c >= 0) & (c < c_)
+        mask = (columns != 0).to(torch.float32)
+        contrib = (grad.to(torch.float32) * values.to(torch.float32) * mask).sum(1)
+        flat = torch.zeros(g_ * c_, dtype=torch.float32).index_add_(0, (s * c_ + c)[known], contrib[known])
+        dt = flat.reshape(g_, c_).to(table.dtype)
+    return dv, None, None, None, None, dt, None
+
+
+event_boost_sessions.register_autograd(_boost_sessions_backward, setup_context=_boost_setup)
 
 
 # ---------------------------------------------------------------------------

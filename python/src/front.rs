@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use jagged::KernelError;
-use jagged::ops::events::{self, EventsError, PruneOptions, Reduce};
+use jagged::ops::events::{self, DeviceNested, EventsError, PruneOptions, Reduce};
 use jagged::ops::interactions::{self, InteractionOptions};
 use jagged::ops::quantize::{self, QuantizeError, ResidualQuantizeOptions};
 use jagged::ops::quantize_train::{self, KMeansInit, KMeansOptions};
@@ -44,6 +44,7 @@ pub const NAMES: &[&str] = &[
     "session_pool",
     "user_pool",
     "event_boost",
+    "event_boost_sessions",
     "session_segment",
     "jagged_topk",
     "event_prune",
@@ -522,7 +523,7 @@ pub fn run(
                 Ok(vec![dev.download("out", out)?])
             })
         }
-        "event_boost" => {
+        "event_boost" | "event_boost_sessions" => {
             let v = ins.ranked("values", 2, "[T, D]")?;
             ins.dtype_in(
                 "values",
@@ -531,20 +532,36 @@ pub fn run(
                 "a float tensor (float32, float16, bfloat16 or float64)",
             )?;
             let (t, d) = (v.shape[0], v.shape[1]);
-            let o = ins.offsets("offsets", t, "values")?;
-            let b = o.shape[0] - 1;
+            // event_boost: users' events on `offsets`, a condition per event;
+            // event_boost_sessions: sessions of events and users of
+            // sessions, a condition per session.
+            let (o, users, conds, per) = if name == "event_boost" {
+                let o = ins.offsets("offsets", t, "values")?;
+                (o, None, t, "one per row of `values`")
+            } else {
+                let so = ins.offsets("session_offsets", t, "values")?;
+                let sessions = so.shape[0] - 1;
+                let uo = ins.offsets("user_offsets", sessions, "session_offsets")?;
+                (
+                    so,
+                    Some(uo),
+                    sessions,
+                    "one per session of `session_offsets`",
+                )
+            };
+            let b = users.unwrap_or(o).shape[0] - 1;
             let segment = ins.ranked("segment", 1, "[B]")?;
             ins.dtype_in("segment", segment, INDEX, "int32 or int64")?;
             if segment.shape[0] != b {
                 return Err(ins.bad(
                     "segment",
                     format!(
-                        "must be [B] = [{b}] (one per sequence of `offsets`), got shape {:?}",
+                        "must be [B] = [{b}] (one per user), got shape {:?}",
                         segment.shape
                     ),
                 ));
             }
-            let cond = ins.ranked("cond", 1, "[T]")?;
+            let cond = ins.ranked("cond", 1, "[T] ([S] per session)")?;
             if cond.dtype != segment.dtype {
                 return Err(ins.bad(
                     "cond",
@@ -554,13 +571,10 @@ pub fn run(
                     ),
                 ));
             }
-            if cond.shape[0] != t {
+            if cond.shape[0] != conds {
                 return Err(ins.bad(
                     "cond",
-                    format!(
-                        "must be [T] = [{t}] (one per row of `values`), got shape {:?}",
-                        cond.shape
-                    ),
+                    format!("must be [{conds}] ({per}), got shape {:?}", cond.shape),
                 ));
             }
             let table = ins.ranked("table", 2, "[G, C]")?;
@@ -594,8 +608,18 @@ pub fn run(
                 let [vd, od, sd, cd, td, md] =
                     [v, o, segment, cond, table, columns].map(|t| dev.upload(t));
                 let (vd, od, sd, cd, td, md) = (vd?, od?, sd?, cd?, td?, md?);
-                let out = events::event_boost(dev.rt, &vd, &od, &sd, &cd, &td, &md)
-                    .map_err(|e| events_error(name, e))?;
+                let out = match users {
+                    None => events::event_boost(dev.rt, &vd, &od, &sd, &cd, &td, &md),
+                    Some(uo) => {
+                        let nested = DeviceNested {
+                            values: vd,
+                            session_offsets: od,
+                            user_offsets: dev.upload(uo)?,
+                        };
+                        events::event_boost_sessions(dev.rt, &nested, &sd, &cd, &td, &md)
+                    }
+                }
+                .map_err(|e| events_error(name, e))?;
                 Ok(vec![dev.download("values", out)?])
             })
         }

@@ -344,6 +344,20 @@ pub const OPS: &[OpDef] = &[
         outputs: &["values"],
     },
     OpDef {
+        name: "event_boost_sessions",
+        inputs: &[
+            "values",
+            "session_offsets",
+            "user_offsets",
+            "segment",
+            "cond",
+            "table",
+            "columns",
+        ],
+        attrs: &[],
+        outputs: &["values"],
+    },
+    OpDef {
         name: "session_segment",
         inputs: &["timestamps", "offsets"],
         attrs: &[AttrDef {

@@ -581,6 +581,51 @@ def test_event_boost_nested_and_gradients():
     torch.testing.assert_close(got.values().double(), want, rtol=1e-6, atol=1e-6)
 
 
+def ref_boost_sessions(values, session_offsets, user_offsets, segment, cond, table, columns):
+    out = values.double().clone()
+    g, c = table.shape
+    for b, (us, ue) in enumerate(seqs(user_offsets)):
+        for s in range(us, ue):
+            seg, cn = int(segment[b]), int(cond[s])
+            factor = float(table[seg, cn]) if 0 <= seg < g and 0 <= cn < c else 1.0
+            for i in range(int(session_offsets[s]), int(session_offsets[s + 1])):
+                for d in range(values.shape[1]):
+                    if columns[d]:
+                        out[i, d] = out[i, d] * factor
+    return out
+
+
+@pytest.mark.parametrize("index", [torch.int32, torch.int64])
+def test_event_boost_sessions(index):
+    g, c, d = 2, 3, 4
+    table = torch.rand(g, c) * 2
+    columns = torch.tensor([1, 1, 0, 1], dtype=torch.uint8)
+    # Sessions (an empty one), users of sessions (an empty user).
+    for sessions, users in (([], []), ([2, 0, 3, 1, 4], [2, 0, 3]), ([5], [1])):
+        so = offsets_of(sessions, index)
+        uo = offsets_of(users, index)
+        v = rand(int(so[-1]), d)
+        segment = torch.randint(-1, g + 1, (len(users),), dtype=index)
+        cond = torch.randint(-1, c + 1, (len(sessions),), dtype=index)
+        got = ops.event_boost_sessions(v, so, uo, segment, cond, table, columns)
+        want = ref_boost_sessions(v, so, uo, segment, cond, table, columns)
+        torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
+    so, uo = offsets_of([2, 0, 3, 1]), offsets_of([2, 2])
+    segment, cond = torch.tensor([1, 0]), torch.tensor([0, 2, 1, 5])
+    vv = rand(6, 4, dtype=torch.float64).requires_grad_()
+    tt = torch.rand(2, 3, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x, t: ops.event_boost_sessions(x, so, uo, segment, cond, t, columns), (vv, tt), **GRADCHECK
+    )
+    nt = torch.nested.nested_tensor_from_jagged(vv.detach().float(), so)
+    out = jagged.event_boost_sessions(nt, user_offsets=uo, segment=segment, cond=cond, table=tt.detach().float(), columns=columns)
+    assert out.is_nested and torch.equal(out.offsets(), so)
+    with pytest.raises(JaggedInputError, match="`user_offsets`"):
+        ops.event_boost_sessions(vv.detach(), so, torch.tensor([0, 2, 5]), segment, cond, tt.detach(), columns)
+    with pytest.raises(JaggedInputError, match="`cond`"):
+        ops.event_boost_sessions(vv.detach(), so, uo, segment, cond[:3], tt.detach(), columns)
+
+
 # ---------------------------------------------------------------------------
 # Event streams: session_segment, jagged_topk, event_prune
 
@@ -816,6 +861,10 @@ def test_opcheck():
         (
             ops.event_boost,
             (x, o, torch.tensor([0, 1, 0]), torch.randint(0, 2, (7,)), rand(2, 2).requires_grad_(), torch.tensor([1, 0, 1, 1], dtype=torch.uint8)),
+        ),
+        (
+            ops.event_boost_sessions,
+            (x, o, offsets_of([2, 1]), torch.tensor([0, 1]), torch.tensor([0, 2, 1]), rand(2, 3).requires_grad_(), torch.tensor([1, 0, 1, 1], dtype=torch.bool)),
         ),
         (ops.session_segment, (torch.tensor([0.0, 5, 50, 1, 2, 90, 91]), o, 30.0)),
         (ops.jagged_topk, (rand(7), o, 2)),

@@ -49,6 +49,7 @@ def test_every_builtin_is_registered():
         "session_pool",
         "user_pool",
         "event_boost",
+        "event_boost_sessions",
         "session_segment",
         "jagged_topk",
         "event_prune",
