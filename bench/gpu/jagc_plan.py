@@ -432,7 +432,8 @@ def gpu_backend():
     """CuPy when importable, else libcuda through ctypes."""
     try:
         return CupyBackend()
-    except ImportError:
+    except Exception as e:  # not installed, or built for another CUDA
+        print(f"CuPy unusable ({type(e).__name__}: {e}); launching through libcuda", flush=True)
         return DriverBackend()
 
 

@@ -357,10 +357,21 @@ def main():
     header = f"{'configuration':<34} {'impl':<10} {'time':>32} {'Mvec/s':>9} {'TFLOP/s':>8} {'min GB/s':>9} {'roof':>6}"
     jp.emit(header, out)
 
+    speedups = []
+
+    def speedup(name, t_ours, t_torch, target=None):
+        x = t_torch.median / t_ours.median
+        speedups.append((name, x, target))
+        goal = ""
+        if target:
+            goal = f" (issue 10's target >= {target}x on an H100: {'met' if x >= target else 'NOT met'})"
+        jp.emit(f"  speedup ours vs torch: {x:.2f}x{goal}", out)
+
     def row(name, impl, t, rows, flops, min_bytes):
         s = t.median * 1e-3
         jp.emit(f"{name:<34} {impl:<10} {str(t):>32} {rows / s / 1e6:9.2f} {flops / s / 1e12:8.2f} "
                 f"{min_bytes / s / 1e9:9.1f} {min_bytes / s / 1e9 / bw:6.3f}", out)
+        return t
 
     x, books, pq = make_data(max(n, beam_n), dev, seed=7, train=(1 << 16) if cuda else 4096)
     if "rq" in only:
@@ -373,8 +384,9 @@ def main():
         eq, ne, bad, worst = check_greedy(xs, books, codes, ref)
         flops = 2 * n * K * D * LEVELS
         mb = n * D * 4 + n * LEVELS * 4 + LEVELS * K * D * 4
-        row(name, "ours", jp.timed(ours, warmup, reps, cuda, MAX_S), n, flops, mb)
-        row(name, "torch", jp.timed(lambda: torch_rq(xs, books), warmup, reps, cuda, MAX_S), n, flops, mb)
+        to = row(name, "ours", jp.timed(ours, warmup, reps, cuda, MAX_S), n, flops, mb)
+        tt = row(name, "torch", jp.timed(lambda: torch_rq(xs, books), warmup, reps, cuda, MAX_S), n, flops, mb)
+        speedup(name, to, tt, target=None if args.dry_run else 10)
         verdict = "ok" if bad == 0 else "MISMATCH"
         jp.emit(f"  check: {eq}/{n} rows equal, {ne} differ ({bad} beyond a near-tie, max rel gap "
                 f"{worst:.1e}): {verdict}  [{time.perf_counter() - t0:.1f} s]", out)
@@ -395,9 +407,10 @@ def main():
             flops += 3 * beam_n * kept * K * D  # sub, square, add per candidate feature
             kept = min(BEAM, kept * K)
         mb = beam_n * D * 4 + beam_n * LEVELS * 4 + LEVELS * K * D * 4
-        row(name, "ours", jp.timed(ours, warmup, reps, cuda, MAX_S), beam_n, flops, mb)
-        row(name, "torch", jp.timed(lambda: torch_beam(xb, books, BEAM), warmup, reps, cuda, MAX_S),
-            beam_n, flops, mb)
+        to = row(name, "ours", jp.timed(ours, warmup, reps, cuda, MAX_S), beam_n, flops, mb)
+        tt = row(name, "torch", jp.timed(lambda: torch_beam(xb, books, BEAM), warmup, reps, cuda, MAX_S),
+                 beam_n, flops, mb)
+        speedup(name, to, tt)
         ok = worse == 0 and eo <= et * (1 + 1e-4)
         jp.emit(f"  check: {eq}/{beam_n} rows equal, {ne} differ ({worse} with a worse error beyond "
                 f"1e-4, max rel {worst:.1e}); mean error ours {eo:.6g} torch {et:.6g} (greedy "
@@ -416,8 +429,9 @@ def main():
             eq, ne, bad, worst = check_pq(xs, pq[m], codes, ref)
             flops = 2 * n * K * D
             mb = n * D * 4 + n * m * 4 + K * D * 4
-            row(name, "ours", jp.timed(ours, warmup, reps, cuda, MAX_S), n, flops, mb)
-            row(name, "torch", jp.timed(lambda: torch_pq(xs, pq[m]), warmup, reps, cuda, MAX_S), n, flops, mb)
+            to = row(name, "ours", jp.timed(ours, warmup, reps, cuda, MAX_S), n, flops, mb)
+            tt = row(name, "torch", jp.timed(lambda: torch_pq(xs, pq[m]), warmup, reps, cuda, MAX_S), n, flops, mb)
+            speedup(name, to, tt)
             jp.emit(f"  check: {eq}/{n} rows equal, {ne} differ ({bad} beyond a near-tie, max rel gap "
                     f"{worst:.1e}): {'ok' if bad == 0 else 'MISMATCH'}  [{time.perf_counter() - t0:.1f} s]", out)
             if bad:
@@ -425,6 +439,8 @@ def main():
             del ours
     jp.emit("roof = (minimum bytes / time) / copy bandwidth; TFLOP/s count the distance "
             "products only (beam: 3 flops per candidate feature)", out)
+    jp.emit("summary, torch / ours: " + ", ".join(f"{n}: {x:.2f}x" for n, x, _ in speedups)
+            + (" (emulator vs CPU torch: not a GPU comparison)" if args.dry_run else ""), out)
     if args.dry_run:
         jp.emit(f"emulator launches: {backend.launches}", out)
         describe_gpu_run(plans, gpu_n, gpu_beam_n, args, out)
