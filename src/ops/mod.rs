@@ -12,6 +12,7 @@ pub mod events;
 pub mod interactions;
 mod primitives;
 pub mod quantize;
+pub mod quantize_rotation;
 pub mod quantize_train;
 #[doc(hidden)]
 pub mod support;
