@@ -9,10 +9,6 @@ pub enum Error {
     /// message names it. Python: `jagged.JaggedInputError` (a `ValueError`).
     #[error("{0}")]
     Input(String),
-    /// Something the Rust side does not implement yet (`residual_quantize`
-    /// with `beam > 1`). Python: `NotImplementedError`.
-    #[error("{0}")]
-    NotImplemented(String),
     /// Compiling or running failed for another reason. Python:
     /// `jagged.JaggedError` (a `RuntimeError`).
     #[error("{0}")]

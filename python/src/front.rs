@@ -195,7 +195,6 @@ fn kernel_error(op: &str, e: KernelError) -> Error {
 
 fn quantize_error(op: &str, e: QuantizeError) -> Error {
     match e {
-        QuantizeError::BeamSearchNotImplemented { .. } => Error::NotImplemented(e.to_string()),
         QuantizeError::Kernel(k) => kernel_error(op, k),
         // ZeroBeam, Input: a bad argument, named in the message.
         _ => Error::Input(e.to_string()),
@@ -635,7 +634,7 @@ pub fn run(
             let gap = attrs
                 .float("gap", None)?
                 .ok_or_else(|| Error::Input(format!("{name}: attribute `gap` is required")))?;
-            if ts.dtype == DType::I64 && !(gap >= 0.0) {
+            if ts.dtype == DType::I64 && (gap.is_nan() || gap < 0.0) {
                 return Err(attrs.bad("gap", "a number >= 0 (the timestamps are int64)"));
             }
             with_state(|s| {

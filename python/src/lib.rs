@@ -19,7 +19,7 @@ mod ops;
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyString};
 
@@ -47,7 +47,6 @@ impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
         match err {
             Error::Input(msg) => JaggedInputError::new_err(msg),
-            Error::NotImplemented(msg) => PyNotImplementedError::new_err(msg),
             other => JaggedError::new_err(other.to_string()),
         }
     }

@@ -161,15 +161,6 @@ pub fn sid_embed_kernel<T: Float, L, R, D>(
 /// Why a quantization op failed.
 #[derive(Debug, thiserror::Error)]
 pub enum QuantizeError {
-    /// `residual_quantize` with `beam > 1`: only greedy encoding exists.
-    #[error(
-        "residual_quantize: beam search (beam = {beam}) is not implemented yet; only greedy \
-         encoding (beam = 1) is"
-    )]
-    BeamSearchNotImplemented {
-        /// The beam asked for.
-        beam: usize,
-    },
     /// `beam = 0` keeps no candidate.
     #[error("residual_quantize: beam must be at least 1, got 0")]
     ZeroBeam,
