@@ -74,3 +74,35 @@ fn offsets_of_many_sequences_match_the_reference() {
         }
     }
 }
+
+/// `masked_select_jagged` of integer (and bool) values: the compaction
+/// template moves floats only, so these take the general path, and match
+/// the reference (they failed before: the template's kernel moved f32).
+#[test]
+fn masked_select_of_integer_values_matches_the_reference() {
+    use jagged::ir::DType;
+    use jagged::ir::ops::{JaggedSpec, masked_select_jagged};
+    for dtype in [DType::I64, DType::I32, DType::U8] {
+        let spec = JaggedSpec {
+            dtype,
+            offsets: DType::I32,
+            inner: vec![3],
+        };
+        let g = masked_select_jagged(&spec, DType::Bool).expect("graph");
+        let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator");
+        rt.set_kernel_cache(Arc::new(KernelCache::memory_only()));
+        for arch in Arch::ALL {
+            let spec = Spec::for_graph(&g, 16, arch).expect("spec");
+            jagged::testing::check_spec_against_reference(
+                &g,
+                &spec,
+                &mut rt,
+                16,
+                &[],
+                &mut Rng::new(3),
+                Tolerance::design,
+            )
+            .unwrap_or_else(|e| panic!("{dtype} {arch}: {e}"));
+        }
+    }
+}

@@ -542,6 +542,11 @@ fn match_compaction(
     if jagged_input(graph, mask)? != source_seqs {
         return None;
     }
+    // The template moves float values (the spec's dtype); the general
+    // path compacts any other dtype.
+    if !matches!(graph.node(*arg), Node::Input { ty, .. } if ty.dtype.is_float()) {
+        return None;
+    }
     let (offsets, _) = seqs_input(graph, source_seqs)?;
     Some(Matched {
         primitive: Primitive::MaskedSelectJagged,
