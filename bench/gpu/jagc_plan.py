@@ -244,8 +244,12 @@ def load_plan(path, jir=None):
         raise ValueError(f"{path}: no PTX after the plan")
     ptx = "\n".join(lines[ptx_start:]) + "\n"
     jir = Path(jir) if jir else path.with_suffix(".jir")
-    inputs = re.findall(r"= input (\w+) :", jir.read_text()) if jir.exists() else []
+    jir_text = jir.read_text() if jir.exists() else ""
+    inputs = re.findall(r"= input (\w+) :", jir_text)
     plan = Plan(path, ptx, arch, outputs, scratch, launches, inputs, _entry_params(ptx))
+    plan.output_names = re.findall(r"^\s*output (\w+) = ", jir_text, re.M)
+    if plan.output_names and len(plan.output_names) != len(outputs):
+        raise ValueError(f"{path}: {len(outputs)} outputs in the plan, {len(plan.output_names)} in {jir}")
     check_plan(plan)
     return plan
 
@@ -298,6 +302,7 @@ class Program:
         self.inputs = [inputs[n] for n in plan.inputs]
         self.outputs = [backend.zeros(max(eval_expr(e, sizes), 1), dt) for e, dt, _ in plan.outputs]
         self.scratch = [backend.empty_bytes(max(eval_expr(e, sizes), 16)) for e in plan.scratch]
+        self.out = dict(zip(plan.output_names, self.outputs))  # by the graph's output names
         self.module = backend.load(plan)
         self.calls = []
         for l in plan.launches:

@@ -29,7 +29,7 @@ rm -rf "$out" && mkdir -p "$out"
 # event_bench.py: D = 64 f32 features, a [4, 8] boost table.
 "$target/release/side-graphs" "$out" \
   rq_level:256:128:4 rq_beam:256:128:4:4 pq:8:256:16 pq:16:256:8 \
-  session_segment event_prune_topk complete_cumsum masked_select:f32:64 masked_select:i32:0 \
+  session_segment event_prune_topk event_prune_topk_features:64 complete_cumsum masked_select:f32:64 masked_select:i32:0 \
   event_boost:64:4:8 session_pool_sum:64 >/dev/null
 
 for jir in "$out"/*.jir; do

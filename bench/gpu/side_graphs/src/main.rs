@@ -15,6 +15,11 @@
 //!   pq:M:K:S              product_quantize, f32
 //!   session_segment       f32 timestamps, i32 offsets
 //!   event_prune_topk      by rank only, f32 scores, i32 offsets
+//!   event_prune_topk_features:D
+//!                         the same with the compaction of an f32 [T, D] and
+//!                         an i32 [T] feature in the graph, as the front
+//!                         function `event_prune` builds it (its private
+//!                         `with_features`, replicated here)
 //!   event_boost:D:G:C     f32 values, i32 segment / cond, u8 columns
 //!   session_pool_sum:D    f32 values, i32 offsets
 //!   masked_select:f32:D   (or i32:0 for a [T] tensor), u8 mask
@@ -24,7 +29,7 @@ use std::error::Error;
 use std::fs;
 use std::path::Path;
 
-use jagged::ir::{DType, Graph};
+use jagged::ir::{DType, Graph, GraphBuilder, TensorType, Type};
 use jagged::ops::events::{
     event_boost_flat, event_prune_kernel, session_pool_sum, session_segment_float,
 };
@@ -111,6 +116,14 @@ fn main() -> Result<(), Box<dyn Error>> {
                 "event_prune_topk",
                 event_prune_kernel::graph(f32_, i32_, false, true, i32_)?,
             )?,
+            "event_prune_topk_features" => {
+                let d = num(1)?;
+                let selection = event_prune_kernel::graph(f32_, i32_, false, true, i32_)?;
+                write(
+                    &format!("event_prune_topk_features_d{d}"),
+                    with_features(&selection, &[(f32_, vec![d]), (i32_, vec![])])?,
+                )?;
+            }
             "event_boost" => {
                 let (d, g, c) = (num(1)?, num(2)?, num(3)?);
                 write(
@@ -142,4 +155,40 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
     }
     Ok(())
+}
+
+/// `selection` (an `event_prune_kernel` graph) with an input `feature{k}`
+/// per feature (dtype, inner dims) on the scores' sequences and an output
+/// of the same name, its rows compacted with the indices' (the mask output
+/// left out): src/ops/events.rs's `with_features`, which is private.
+fn with_features(selection: &Graph, features: &[(DType, Vec<usize>)]) -> Result<Graph, Box<dyn Error>> {
+    let output = |name: &str| selection.outputs().iter().find(|o| o.name == name);
+    let kept_set = output("indices").and_then(|o| match selection.type_of(o.value) {
+        Type::Tensor(t) => t.seqs(),
+        Type::Seqs => None,
+    });
+    let rows = selection
+        .inputs()
+        .find(|(_, n, _)| *n == "scores")
+        .and_then(|(_, _, t)| t.seqs());
+    let (Some(kept_set), Some(rows)) = (kept_set, rows) else {
+        return Err("event_prune graph without `indices` or `scores`".into());
+    };
+    let mut b = GraphBuilder::extending(
+        &selection.with_outputs(
+            selection
+                .outputs()
+                .iter()
+                .filter(|o| o.name != "mask")
+                .cloned()
+                .collect(),
+        ),
+    );
+    for (k, (dtype, inner)) in features.iter().enumerate() {
+        let name = format!("feature{k}");
+        let x = b.input(&name, TensorType::jagged(*dtype, rows, inner));
+        let c = b.compact(x, kept_set);
+        b.output(name, c);
+    }
+    Ok(b.finish()?)
 }
