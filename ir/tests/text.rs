@@ -96,7 +96,10 @@ fn line_ops_round_trip() {
         ("take %2, %6, axis 0 : f32[%1, 1, 6, 2, 6]", "take"),
         ("reshape %2, [5] : f32[%1, 5]", "reshape"),
     ] {
-        let t = text.replace("  output r", &format!("  %9 = {bad}\n  output bad = %9\n  output r"));
+        let t = text.replace(
+            "  output r",
+            &format!("  %9 = {bad}\n  output bad = %9\n  output r"),
+        );
         let err = Graph::parse(&t).expect_err(bad).to_string();
         assert!(err.contains("%9 =") && err.contains(why), "{bad}: {err}");
     }

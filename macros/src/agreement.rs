@@ -239,9 +239,16 @@ fn verdicts(d: DType, inner: Inner, expr: &str) -> (Verdict, Option<Verdict>) {
 /// Whether `expr` calls a method that needs named inner dims (a contraction
 /// or a reduction over features, a gather from a table).
 fn needs_inner_dims(expr: &str) -> bool {
-    ["_over_features", "_over_groups", ".dot", ".matmul", ".at(", ".take_features("]
-        .iter()
-        .any(|m| expr.contains(m))
+    [
+        "_over_features",
+        "_over_groups",
+        ".dot",
+        ".matmul",
+        ".at(",
+        ".take_features(",
+    ]
+    .iter()
+    .any(|m| expr.contains(m))
 }
 
 /// Runs one case; appends a line to `failures` when the checkers disagree.
