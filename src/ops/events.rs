@@ -640,7 +640,7 @@ pub struct Pruned {
 /// row), in the original order; returns the kept rows of every feature
 /// tensor `[T, ...]`, their global indices and their offsets.
 ///
-/// One graph whatever the number of features: [`event_prune_kernel`]'s
+/// One graph whatever the number of features: [`event_prune_kernel`](mod@event_prune_kernel)'s
 /// selection, extended with a compaction of each feature over its kept set
 /// ([`GraphBuilder::extending`]); the general path copies the kept rows of
 /// every feature and the indices in one kernel, after the rank, the count
@@ -714,7 +714,7 @@ pub fn event_prune(
     })
 }
 
-/// `selection` (an [`event_prune_kernel`] graph) with an input
+/// `selection` (an [`event_prune_kernel`](mod@event_prune_kernel) graph) with an input
 /// `feature{k}` per feature tensor (its dtype and inner dims, on the
 /// scores' sequences) and an output of the same name, its rows compacted
 /// with the indices' (the mask output left out).
