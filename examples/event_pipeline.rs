@@ -118,7 +118,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let d_events = rt.upload_tensor(&index(DType::I32, &events)?)?;
     let _ = rt.take_emulator_profile();
     let start = Instant::now();
-    let cut = session_segment(&mut rt, &d_times, &d_events, GAP)?;
+    let cut = session_segment(&mut rt, &d_times, &d_events, GAP, None)?;
     rt.synchronize()?;
     let t_segment = start.elapsed();
     let p_segment = rt.take_emulator_profile();

@@ -375,8 +375,13 @@ fn event_kernels_assemble_without_spills() {
         graphs.push(boost_sessions::graph(dtype, 64, DType::Bool, DType::I64).unwrap());
     }
     for index in [DType::I32, DType::I64] {
-        graphs.push(session_segment_int::graph(index, index).unwrap());
-        graphs.push(session_segment_float::graph(DType::F32, index, index).unwrap());
+        for by_surface in [false, true] {
+            graphs.push(session_segment_int::graph(index, DType::I32, by_surface, index).unwrap());
+            graphs.push(
+                session_segment_float::graph(DType::F32, index, DType::I64, by_surface, index)
+                    .unwrap(),
+            );
+        }
     }
     assert_no_spills(&graphs);
 }
@@ -728,18 +733,24 @@ fn event_boost_per_session_matches_the_reference() {
 }
 
 /// `session_segment`'s reference: per user, a session starts at its first
-/// event and where `t_i - t_{i-1} > gap`; `dwell_i = t_{i+1} - t_i` within
-/// a session, 0 at its last event. Returns `(session_offsets,
-/// user_offsets, dwell)`.
-fn segment_reference(t: &[f64], offsets: &[usize], gap: f64) -> (Vec<usize>, Vec<usize>, Vec<f64>) {
+/// event, where `t_i - t_{i-1} > gap`, and (given `surface`) where the
+/// surface changes; `dwell_i = t_{i+1} - t_i` within a session, 0 at its
+/// last event. Returns `(session_offsets, user_offsets, dwell)`.
+fn segment_reference(
+    t: &[f64],
+    offsets: &[usize],
+    gap: f64,
+    surface: Option<&[f64]>,
+) -> (Vec<usize>, Vec<usize>, Vec<f64>) {
     let (mut sessions, mut users, mut dwell) = (vec![], vec![0], vec![0.0; t.len()]);
+    let new_session = |i: usize| t[i] - t[i - 1] > gap || surface.is_some_and(|s| s[i] != s[i - 1]);
     for w in offsets.windows(2) {
         for i in w[0]..w[1] {
-            if i == w[0] || t[i] - t[i - 1] > gap {
+            if i == w[0] || new_session(i) {
                 sessions.push(i);
             }
             // A NaN step is no gap: the session goes on (a NaN dwell).
-            let gap_after = i + 1 < w[1] && t[i + 1] - t[i] > gap;
+            let gap_after = i + 1 < w[1] && new_session(i + 1);
             if i + 1 < w[1] && !gap_after {
                 dwell[i] = t[i + 1] - t[i];
             }
@@ -781,65 +792,82 @@ fn session_segment_matches_the_reference() {
     let mut checked = 0;
     for dtype in [DType::F32, DType::F64, DType::I64] {
         for index in [DType::I32, DType::I64] {
-            let (graph, gap, attr) = if dtype == DType::I64 {
-                let g = session_segment_int::graph(index, index).expect("graph");
-                (g, 10.0, AttrValue::Index(10))
-            } else {
-                let g = session_segment_float::graph(dtype, index, index).expect("graph");
-                (g, 10.5, AttrValue::Float(10.5))
-            };
-            let cumsum = jagged::ops::complete_cumsum::graph(index).expect("graph");
-            for arch in Arch::ALL {
-                for nesting in adversarial_nestings(&mut rng) {
-                    let counts: Vec<usize> = nesting.iter().map(|u| u.iter().sum()).collect();
-                    let what = format!("{dtype} {index} {arch} {counts:?}");
-                    let events = offsets_of(counts.iter().copied());
-                    let t = timestamps(&mut rng, &counts);
-                    let (want_s, want_u, want_dwell) = segment_reference(&t, &events, gap);
-                    let (tt, o) = (
-                        tensor(dtype, vec![t.len()], &t),
-                        index_tensor(index, &events),
-                    );
-                    let out = run(
-                        &mut rt,
-                        &graph,
-                        arch,
-                        &[("timestamps", &tt), ("offsets", &o)],
-                        &[("gap", attr)],
-                    );
-                    let lengths = &out["lengths"];
-                    assert_eq!(lengths.dtype(), index, "{what}");
-                    let s = run(&mut rt, &cumsum, arch, &[("lengths", lengths)], &[]);
-                    let got_s: Vec<usize> =
-                        s["offsets"].to_f64().iter().map(|&x| x as usize).collect();
-                    assert_eq!(got_s, want_s, "session_offsets: {what}");
-                    let got_u: Vec<usize> = out["user_offsets"]
-                        .to_f64()
-                        .iter()
-                        .map(|&x| x as usize)
-                        .collect();
-                    assert_eq!(got_u, want_u, "user_offsets: {what}");
-                    assert_eq!(out["dwell"].dtype(), dtype, "{what}");
-                    // Integer timestamps: exact in every dtype.
-                    assert_eq!(out["dwell"].to_f64(), want_dwell, "dwell: {what}");
-                    checked += 1;
+            for by_surface in [false, true] {
+                let (graph, gap, attr) = if dtype == DType::I64 {
+                    let g = session_segment_int::graph(index, DType::I32, by_surface, index)
+                        .expect("graph");
+                    (g, 10.0, AttrValue::Index(10))
+                } else {
+                    let g =
+                        session_segment_float::graph(dtype, index, DType::I32, by_surface, index)
+                            .expect("graph");
+                    (g, 10.5, AttrValue::Float(10.5))
+                };
+                let cumsum = jagged::ops::complete_cumsum::graph(index).expect("graph");
+                for arch in Arch::ALL {
+                    for nesting in adversarial_nestings(&mut rng) {
+                        let counts: Vec<usize> = nesting.iter().map(|u| u.iter().sum()).collect();
+                        let what = format!("{dtype} {index} {arch} {counts:?}");
+                        let events = offsets_of(counts.iter().copied());
+                        let t = timestamps(&mut rng, &counts);
+                        // Surfaces in runs (a change about every eighth event).
+                        let mut surface = vec![0.0; t.len()];
+                        for i in 1..t.len() {
+                            surface[i] = if rng.below(8) == 0 {
+                                rng.below(3) as f64
+                            } else {
+                                surface[i - 1]
+                            };
+                        }
+                        let (want_s, want_u, want_dwell) =
+                            segment_reference(&t, &events, gap, by_surface.then_some(&surface[..]));
+                        let (tt, o, st) = (
+                            tensor(dtype, vec![t.len()], &t),
+                            index_tensor(index, &events),
+                            tensor(DType::I32, vec![t.len()], &surface),
+                        );
+                        let out = run(
+                            &mut rt,
+                            &graph,
+                            arch,
+                            &[("timestamps", &tt), ("offsets", &o), ("surface", &st)],
+                            &[("gap", attr)],
+                        );
+                        let lengths = &out["lengths"];
+                        assert_eq!(lengths.dtype(), index, "{what}");
+                        let s = run(&mut rt, &cumsum, arch, &[("lengths", lengths)], &[]);
+                        let got_s: Vec<usize> =
+                            s["offsets"].to_f64().iter().map(|&x| x as usize).collect();
+                        assert_eq!(got_s, want_s, "session_offsets: {what}");
+                        let got_u: Vec<usize> = out["user_offsets"]
+                            .to_f64()
+                            .iter()
+                            .map(|&x| x as usize)
+                            .collect();
+                        assert_eq!(got_u, want_u, "user_offsets: {what}");
+                        assert_eq!(out["dwell"].dtype(), dtype, "{what}");
+                        // Integer timestamps: exact in every dtype.
+                        assert_eq!(out["dwell"].to_f64(), want_dwell, "dwell: {what}");
+                        checked += 1;
+                    }
                 }
             }
         }
     }
-    assert_eq!(checked, 3 * 2 * 2 * 8);
+    assert_eq!(checked, 3 * 2 * 2 * 2 * 8);
     // The front function, and a nested tensor from its offsets.
     let counts = [4usize, 0, 1300, 7];
     let events = offsets_of(counts);
     let t = timestamps(&mut rng, &counts);
-    let (want_s, want_u, want_dwell) = segment_reference(&t, &events, 10.0);
+    let (want_s, want_u, want_dwell) = segment_reference(&t, &events, 10.0, None);
     for dtype in [DType::F32, DType::I64] {
         let tt = rt.upload_tensor(&tensor(dtype, vec![t.len()], &t)).unwrap();
         let o = rt
             .upload_tensor(&index_tensor(DType::I64, &events))
             .unwrap();
         let gap = if dtype == DType::I64 { 10.9 } else { 10.0 };
-        let sessions = session_segment(&mut rt, &tt, &o, gap).unwrap_or_else(|e| panic!("{e}"));
+        let sessions =
+            session_segment(&mut rt, &tt, &o, gap, None).unwrap_or_else(|e| panic!("{e}"));
         let nested = DeviceNested {
             values: tt.clone(),
             session_offsets: sessions.session_offsets.clone(),
@@ -850,6 +878,38 @@ fn session_segment_matches_the_reference() {
         let dwell = rt.download_tensor(&sessions.dwell).unwrap().to_f64();
         assert_eq!(dwell, want_dwell, "{dtype}");
     }
+    // The front function with a surface per event (u8: any dtype does),
+    // and a surface of the wrong length.
+    let surface: Vec<f64> = (0..t.len()).map(|i| ((i / 5) % 3) as f64).collect();
+    let (want_s, want_u, want_dwell) = segment_reference(&t, &events, 10.0, Some(&surface));
+    let tt = rt
+        .upload_tensor(&tensor(DType::F32, vec![t.len()], &t))
+        .unwrap();
+    let o = rt
+        .upload_tensor(&index_tensor(DType::I32, &events))
+        .unwrap();
+    let st = rt
+        .upload_tensor(&tensor(DType::U8, vec![t.len()], &surface))
+        .unwrap();
+    let sessions = session_segment(&mut rt, &tt, &o, 10.0, Some(&st)).expect("segment");
+    let nested = DeviceNested {
+        values: tt.clone(),
+        session_offsets: sessions.session_offsets.clone(),
+        user_offsets: sessions.user_offsets.clone(),
+    };
+    assert_eq!(nested.check(&mut rt).expect("valid"), (want_s, want_u));
+    let dwell = rt.download_tensor(&sessions.dwell).unwrap().to_f64();
+    assert_eq!(dwell, want_dwell);
+    let short = rt
+        .upload_tensor(&tensor(DType::U8, vec![3], &[0.0, 1.0, 2.0]))
+        .unwrap();
+    assert!(matches!(
+        session_segment(&mut rt, &tt, &o, 10.0, Some(&short)),
+        Err(EventsError::Input {
+            input: "surface",
+            ..
+        })
+    ));
     // A NaN timestamp: its differences are no gap, its dwell times NaN.
     let nan_t = [0.0, f64::NAN, 5.0, 100.0];
     let nan_tt = rt
@@ -858,8 +918,8 @@ fn session_segment_matches_the_reference() {
     let one = rt
         .upload_tensor(&index_tensor(DType::I32, &[0, 4]))
         .unwrap();
-    let sessions = session_segment(&mut rt, &nan_tt, &one, 10.0).expect("segment");
-    let (want_s, _, want_dwell) = segment_reference(&nan_t, &[0, 4], 10.0);
+    let sessions = session_segment(&mut rt, &nan_tt, &one, 10.0, None).expect("segment");
+    let (want_s, _, want_dwell) = segment_reference(&nan_t, &[0, 4], 10.0, None);
     assert_eq!(want_s, [0, 3, 4]);
     let got_s = rt
         .download_tensor(&sessions.session_offsets)
@@ -877,7 +937,7 @@ fn session_segment_matches_the_reference() {
         .upload_tensor(&index_tensor(DType::I64, &events))
         .unwrap();
     assert!(matches!(
-        session_segment(&mut rt, &tt, &o, -1.0),
+        session_segment(&mut rt, &tt, &o, -1.0, None),
         Err(EventsError::Input { input: "gap", .. })
     ));
 }

@@ -178,7 +178,9 @@ class Ours:
         t = data["timestamps"].numel()
         self.b, self.t = b, t
         seg = jp.Program(backend, plans["session_segment"],
-                         {"offsets": data["offsets"], "timestamps": data["timestamps"]},
+                         {"offsets": data["offsets"], "timestamps": data["timestamps"],
+                          # No surface: the graph does not read it (by_surface = false).
+                          "surface": data["timestamps"]},
                          {"B": b, "T": t}, {"gap": GAP})
         seg.run()
         lengths, user_offsets, dwell = seg.outputs

@@ -644,7 +644,7 @@ pub fn run(
                 };
                 let td = dev.upload(ts)?;
                 let od = dev.upload(o)?;
-                let out = events::session_segment(dev.rt, &td, &od, gap)
+                let out = events::session_segment(dev.rt, &td, &od, gap, None)
                     .map_err(|e| events_error(name, e))?;
                 Ok(vec![
                     dev.download("session_offsets", out.session_offsets)?,

@@ -443,21 +443,36 @@ pub fn event_boost_sessions(
 /// `user_offsets [B+1]`) and `dwell_i = t_{i+1} - t_i` within a session, 0
 /// at its last event. Step 2, [`session_segment`]: `session_offsets` is the
 /// complete cumsum of the lengths.
+///
+/// With the static `by_surface`, a session also starts where the event's
+/// `surface` differs from the previous event's (and so ends where the next
+/// one's differs); without it `surface` is not read (any tensor aligned
+/// with the events will do: the front function passes the timestamps).
 #[jagged_kernel(name = "session_segment", outputs(lengths, user_offsets, dwell))]
-pub fn session_segment_float<T: Float, I: Index>(
+pub fn session_segment_float<T: Float, I: Index, U>(
     timestamps: Jagged<T>,
+    surface: Jagged<U>,
     #[attr] gap: f32,
+    #[attr(static)] by_surface: bool,
 ) -> (Jagged<I>, Offsets, Jagged<T>) {
     let pos = timestamps.row_pos();
     let n = timestamps.seq_len();
     let first = pos.eq(0);
-    let start = select(
-        first,
-        first,
-        (timestamps - timestamps.shift_rows(-1)).gt(gap),
-    );
+    let last = pos.eq(n - 1);
+    let moved = if by_surface {
+        surface.ne(surface.shift_rows(-1))
+    } else {
+        first
+    };
+    let moves = if by_surface {
+        surface.shift_rows(1).ne(surface)
+    } else {
+        last
+    };
+    let late = (timestamps - timestamps.shift_rows(-1)).gt(gap);
+    let start = select(first, first, select(moved, moved, late));
     let to_next = timestamps.shift_rows(1) - timestamps;
-    let ends = select(pos.eq(n - 1), pos.eq(n - 1), to_next.gt(gap));
+    let ends = select(last, last, select(moves, moves, to_next.gt(gap)));
     let dwell = select(ends, 0.0, to_next);
     // The starts' positions; a session runs to the next start (or the end).
     let kept = pos.compact(start);
@@ -469,20 +484,30 @@ pub fn session_segment_float<T: Float, I: Index>(
 /// [`session_segment_float`](mod@session_segment_float) on i64 timestamps,
 /// `gap` an integer.
 #[jagged_kernel(name = "session_segment", outputs(lengths, user_offsets, dwell))]
-pub fn session_segment_int<I: Index>(
+pub fn session_segment_int<I: Index, U>(
     timestamps: Jagged<i64>,
+    surface: Jagged<U>,
     #[attr] gap: usize,
+    #[attr(static)] by_surface: bool,
 ) -> (Jagged<I>, Offsets, Jagged<i64>) {
     let pos = timestamps.row_pos();
     let n = timestamps.seq_len();
     let first = pos.eq(0);
-    let start = select(
-        first,
-        first,
-        (timestamps - timestamps.shift_rows(-1)).gt(gap),
-    );
+    let last = pos.eq(n - 1);
+    let moved = if by_surface {
+        surface.ne(surface.shift_rows(-1))
+    } else {
+        first
+    };
+    let moves = if by_surface {
+        surface.shift_rows(1).ne(surface)
+    } else {
+        last
+    };
+    let late = (timestamps - timestamps.shift_rows(-1)).gt(gap);
+    let start = select(first, first, select(moved, moved, late));
     let to_next = timestamps.shift_rows(1) - timestamps;
-    let ends = select(pos.eq(n - 1), pos.eq(n - 1), to_next.gt(gap));
+    let ends = select(last, last, select(moves, moves, to_next.gt(gap)));
     let dwell = select(ends, 0, to_next);
     let kept = pos.compact(start);
     let next = select(kept.row_pos().eq(kept.seq_len() - 1), n, kept.shift_rows(1));
@@ -505,7 +530,8 @@ pub struct Sessions {
 
 /// `session_segment` (docs/ops.md): `timestamps [T]` (f32, f64 or i64; each
 /// user's events in time order) on `offsets [B+1]`; a new session starts
-/// at a user's first event and wherever `t_i - t_{i-1} > gap`. Returns the
+/// at a user's first event and wherever `t_i - t_{i-1} > gap`, and, given
+/// a `surface [T]` per event (any dtype), wherever the surface changes. Returns the
 /// sessions' event offsets, the users' session offsets (no session spans
 /// two users, an empty user has none) and the dwell times. For i64
 /// timestamps `gap` must be `>= 0` and is rounded down (the same sessions);
@@ -516,7 +542,22 @@ pub fn session_segment(
     timestamps: &DeviceTensor,
     offsets: &DeviceTensor,
     gap: f64,
+    surface: Option<&DeviceTensor>,
 ) -> Result<Sessions, EventsError> {
+    if let Some(s) = surface
+        && s.shape != [timestamps.shape.first().copied().unwrap_or(0)]
+    {
+        return Err(EventsError::Input {
+            input: "surface",
+            reason: format!(
+                "shape {:?}: one surface per event, [{}]",
+                s.shape,
+                timestamps.shape.first().copied().unwrap_or(0)
+            ),
+        });
+    }
+    // Without a surface the kernels read none: the timestamps stand in.
+    let (by_surface, surface) = (surface.is_some(), surface.unwrap_or(timestamps));
     let (lengths, user_offsets, dwell) = match timestamps.dtype() {
         DType::I64 => {
             if gap.is_nan() || gap < 0.0 {
@@ -529,11 +570,21 @@ pub fn session_segment(
                 rt,
                 offsets,
                 timestamps,
+                surface,
                 gap.floor() as usize,
+                by_surface,
                 offsets.dtype(),
             )?
         }
-        _ => session_segment_float::launch(rt, offsets, timestamps, gap as f32, offsets.dtype())?,
+        _ => session_segment_float::launch(
+            rt,
+            offsets,
+            timestamps,
+            surface,
+            gap as f32,
+            by_surface,
+            offsets.dtype(),
+        )?,
     };
     let session_offsets = super::complete_cumsum::launch(rt, &lengths);
     rt.free(lengths.buffer)?;

@@ -110,7 +110,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             }
             "session_segment" => write(
                 "session_segment",
-                session_segment_float::graph(f32_, i32_, i32_)?,
+                session_segment_float::graph(f32_, i32_, f32_, false, i32_)?,
             )?,
             "event_prune_topk" => write(
                 "event_prune_topk",
