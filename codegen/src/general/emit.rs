@@ -1791,9 +1791,18 @@ impl<'g> Emitter<'g> {
         let first = self.b.label();
         let not_first = self.b.setp(Cmp::Ne, Type::U64, thread, Operand::Int(0));
         self.b.bra_if(not_first, false, first);
+        // The offsets outputs of the set get the same values.
+        let outputs: Vec<Stored> = self
+            .part
+            .offsets_outputs
+            .get(&seqs)
+            .cloned()
+            .unwrap_or_default();
         let zero = self.b.mov(Type::U64, Operand::Int(0));
         let nothing = self.b.mov(Type::S64, Operand::Int(0));
-        self.store_always(into, zero, Val::I(nothing));
+        for &into in std::iter::once(&into).chain(&outputs) {
+            self.store_always(into, zero, Val::I(nothing));
+        }
         self.b.place(first);
         let carry = self.b.mov(Type::S64, Operand::Int(0));
         let batch = self.size(SizeExpr::Batch);
@@ -1823,7 +1832,9 @@ impl<'g> Emitter<'g> {
         let out = self.b.binary(BinOp::Add, Type::S64, incl, carry);
         let done = self.b.label();
         self.b.bra_if(inside, true, done);
-        self.store_always(into, at, Val::I(out));
+        for &into in std::iter::once(&into).chain(&outputs) {
+            self.store_always(into, at, Val::I(out));
+        }
         self.b.place(done);
         let total = self.shfl_s64(ShflMode::Idx, incl, 31, 31);
         self.b.binary_to(BinOp::Add, Type::S64, carry, carry, total);

@@ -133,6 +133,9 @@ pub struct Partition {
     /// The offsets buffer (`[B + 1]`, i64) of each `seqs_where` and
     /// `seqs_triu` set.
     pub kept_offsets: HashMap<Handle<Node>, Stored>,
+    /// The graph outputs that are those offsets (`offsets %s`), which the
+    /// kernel computing them writes as well (no copy kernel).
+    pub offsets_outputs: HashMap<Handle<Node>, Vec<Stored>>,
     /// The kernels, in launch order.
     pub steps: Vec<Step>,
     /// Scratch buffers.
@@ -450,6 +453,7 @@ impl Partition {
             stored: HashMap::new(),
             softmax_stats: HashMap::new(),
             kept_offsets: HashMap::new(),
+            offsets_outputs: HashMap::new(),
             steps: Vec::new(),
             scratch: Vec::new(),
             outputs: Vec::new(),
@@ -559,6 +563,16 @@ impl Partition {
                 _ => {}
             }
             let output = output_of.get(&h).copied();
+            // The offsets of a compacted or packed set, as an output: the
+            // kernel of its prefix sum writes them there too.
+            if let (Some(out), Node::Offsets { seqs, .. }) = (output, node)
+                && part.kept_offsets.contains_key(seqs)
+                && let Buffer::Output(k) = out.buffer
+            {
+                part.offsets_outputs.entry(*seqs).or_default().push(out);
+                written.push(k);
+                continue;
+            }
             match output {
                 // Readers may load an output only where loading gives back
                 // exactly what was computed (not from f16 / bf16 buffers); a
@@ -596,6 +610,16 @@ impl Partition {
             }
         }
         Ok(part)
+    }
+
+    /// `, output3` for the outputs that also get the offsets of `seqs`.
+    fn also_written(&self, seqs: Handle<Node>) -> String {
+        self.offsets_outputs
+            .get(&seqs)
+            .into_iter()
+            .flatten()
+            .map(|o| format!(", {}", o.buffer))
+            .collect()
     }
 
     /// Appends `step`; a compaction joins the kernel of an earlier one over
@@ -693,9 +717,10 @@ impl Partition {
                 Step::Scan { node, into } => format!("scan {} -> {}", text(*node), into.buffer),
                 Step::KeptOffsets { seqs } => {
                     format!(
-                        "kept offsets {} -> {}",
+                        "kept offsets {} -> {}{}",
                         text(*seqs),
-                        self.kept_offsets[seqs].buffer
+                        self.kept_offsets[seqs].buffer,
+                        self.also_written(*seqs)
                     )
                 }
                 Step::Compact { nodes } => {
@@ -707,9 +732,10 @@ impl Partition {
                 }
                 Step::TriuOffsets { seqs } => {
                     format!(
-                        "triangle offsets {} -> {}",
+                        "triangle offsets {} -> {}{}",
                         text(*seqs),
-                        self.kept_offsets[seqs].buffer
+                        self.kept_offsets[seqs].buffer,
+                        self.also_written(*seqs)
                     )
                 }
                 Step::PackTriu { node, into } => {
