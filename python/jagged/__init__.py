@@ -386,13 +386,24 @@ def event_boost_sessions(
     return _nested(out, so) if nested else out
 
 
-def session_segment(timestamps: torch.Tensor, offsets: Optional[torch.Tensor] = None, gap: Optional[float] = None):
-    """`(session_offsets [S+1], user_offsets [B+1], dwell)` of users' event timestamps.
+def session_segment(
+    timestamps: torch.Tensor,
+    offsets: Optional[torch.Tensor] = None,
+    gap: Optional[float] = None,
+    surface: Optional[torch.Tensor] = None,
+):
+    """`(session_offsets [S+1], user_offsets [B+1], dwell)` of users' event timestamps; given a
+    `surface` per event (a tensor aligned with the timestamps, or a nested one of their layout), a
+    session also starts where it changes.
 
     `timestamps` may be a nested tensor `[B, j]`: `dwell` is then a nested tensor of its layout.
     """
     v, o, nested = _unpack("session_segment", "timestamps", timestamps, offsets)
-    s, u, dwell = torch.ops.jagged.session_segment(v, o, float(_need("session_segment", "gap", gap)))
+    if surface is not None and surface.is_nested:
+        surface = surface.values()
+    s, u, dwell = torch.ops.jagged.session_segment(
+        v, o, surface, float(_need("session_segment", "gap", gap))
+    )
     return s, u, (_nested(dwell, o) if nested else dwell)
 
 

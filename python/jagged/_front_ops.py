@@ -504,16 +504,22 @@ event_boost_sessions.register_autograd(_boost_sessions_backward, setup_context=_
 
 
 @torch.library.custom_op(f"{LIB}::session_segment", mutates_args=())
-def session_segment(timestamps: Tensor, offsets: Tensor, gap: float) -> Tuple[Tensor, Tensor, Tensor]:
+def session_segment(
+    timestamps: Tensor, offsets: Tensor, surface: Optional[Tensor], gap: float
+) -> Tuple[Tensor, Tensor, Tensor]:
     """Sessions of users' event streams: `timestamps [T]` (float32, float64 or int64) on `offsets [B+1]`;
-    a session starts at a user's first event and wherever `t_i - t_{i-1} > gap`. Returns
-    `(session_offsets [S+1], user_offsets [B+1], dwell [T])`."""
-    s, u, d = run_op("session_segment", {"timestamps": timestamps, "offsets": offsets}, {"gap": float(gap)})
+    a session starts at a user's first event, wherever `t_i - t_{i-1} > gap`, and (given `surface [T]`,
+    any dtype) wherever the surface changes. Returns `(session_offsets [S+1], user_offsets [B+1],
+    dwell [T])`."""
+    inputs = {"timestamps": timestamps, "offsets": offsets}
+    if surface is not None:
+        inputs["surface"] = surface
+    s, u, d = run_op("session_segment", inputs, {"gap": float(gap)})
     return s, u, d
 
 
 @session_segment.register_fake
-def _(timestamps, offsets, gap):
+def _(timestamps, offsets, surface, gap):
     # S + 1 entries, S data-dependent (an unbacked size must be an output's
     # dim as it is, not S + 1).
     entries = torch.library.get_ctx().new_dynamic_size(min=1)

@@ -637,6 +637,23 @@ pub fn run(
             if ts.dtype == DType::I64 && (gap.is_nan() || gap < 0.0) {
                 return Err(attrs.bad("gap", "a number >= 0 (the timestamps are int64)"));
             }
+            // Optional: a new session also where the surface changes.
+            let surface = match ins.optional("surface") {
+                Some(_) => {
+                    let sf = ins.ranked("surface", 1, "[T]")?;
+                    if sf.shape[0] != ts.shape[0] {
+                        return Err(ins.bad(
+                            "surface",
+                            format!(
+                                "must be [{}] like `timestamps`, got {:?}",
+                                ts.shape[0], sf.shape
+                            ),
+                        ));
+                    }
+                    Some(sf)
+                }
+                None => None,
+            };
             with_state(|s| {
                 let mut dev = Device {
                     rt: &mut s.runtime,
@@ -644,7 +661,8 @@ pub fn run(
                 };
                 let td = dev.upload(ts)?;
                 let od = dev.upload(o)?;
-                let out = events::session_segment(dev.rt, &td, &od, gap, None)
+                let sd = surface.map(|sf| dev.upload(sf)).transpose()?;
+                let out = events::session_segment(dev.rt, &td, &od, gap, sd.as_ref())
                     .map_err(|e| events_error(name, e))?;
                 Ok(vec![
                     dev.download("session_offsets", out.session_offsets)?,

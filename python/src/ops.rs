@@ -359,7 +359,7 @@ pub const OPS: &[OpDef] = &[
     },
     OpDef {
         name: "session_segment",
-        inputs: &["timestamps", "offsets"],
+        inputs: &["timestamps", "offsets", "surface"],
         attrs: &[AttrDef {
             name: "gap",
             ty: AttrType::Float,

@@ -630,10 +630,11 @@ def test_event_boost_sessions(index):
 # Event streams: session_segment, jagged_topk, event_prune
 
 
-def ref_session_segment(ts, offsets, gap):
+def ref_session_segment(ts, offsets, gap, surface=None):
     session_offsets, user_offsets, dwell = [0], [0], [0.0] * len(ts)
+    moved = lambda i: surface is not None and surface[i] != surface[i - 1]
     for s, e in seqs(offsets):
-        starts = [i for i in range(s, e) if i == s or ts[i] - ts[i - 1] > gap]
+        starts = [i for i in range(s, e) if i == s or ts[i] - ts[i - 1] > gap or moved(i)]
         for j, st in enumerate(starts):
             end = starts[j + 1] if j + 1 < len(starts) else e
             session_offsets.append(end)
@@ -654,12 +655,27 @@ def test_session_segment(dtype, index):
         steps = torch.randint(0, 61, (t,), generator=gen)
         steps[torch.rand(t, generator=gen) < 0.1] *= -1
         ts = torch.cumsum(steps, 0).to(dtype)
-        s, u, dwell = ops.session_segment(ts, o, 30.0)
+        s, u, dwell = ops.session_segment(ts, o, None, 30.0)
         want_s, want_u, want_d = ref_session_segment(ts.tolist(), o, 30)
         assert s.dtype == index and u.dtype == index and dwell.dtype == dtype
         assert s.tolist() == want_s
         assert u.tolist() == want_u
         assert dwell.tolist() == want_d
+
+
+def test_session_segment_by_surface():
+    o = offsets_of([9, 0, 6])
+    ts = torch.tensor([0.0, 1, 2, 3, 50, 51, 52, 53, 54, 0, 1, 2, 3, 4, 5])
+    surface = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 2, 5, 5, 5, 6, 6, 5], dtype=torch.uint8)
+    s, u, dwell = ops.session_segment(ts, o, surface, 30.0)
+    want_s, want_u, want_d = ref_session_segment(ts.tolist(), o, 30, surface.tolist())
+    assert s.tolist() == want_s and u.tolist() == want_u and dwell.tolist() == want_d
+    assert want_s == [0, 2, 4, 5, 9, 12, 14, 15]
+    with pytest.raises(JaggedInputError, match="`surface`"):
+        ops.session_segment(ts, o, surface[:4], 30.0)
+    nt = torch.nested.nested_tensor_from_jagged(ts, o)
+    s2, _, _ = jagged.session_segment(nt, gap=30.0, surface=torch.nested.nested_tensor_from_jagged(surface, o))
+    assert s2.tolist() == want_s
 
 
 def test_session_segment_nested():
@@ -773,7 +789,7 @@ def test_wrong_dtypes_name_the_argument():
     with pytest.raises(JaggedInputError, match="`values`"):
         ops.session_pool(torch.ones(5, 2, dtype=torch.int64), o, "sum")
     with pytest.raises(JaggedInputError, match="`timestamps`"):
-        ops.session_segment(torch.ones(5, dtype=torch.int32), o, 1.0)
+        ops.session_segment(torch.ones(5, dtype=torch.int32), o, None, 1.0)
     with pytest.raises(JaggedInputError, match="`scores`"):
         ops.event_prune(torch.ones(5, dtype=torch.int64), o, [], None, 1)
     args = dict(segment=torch.tensor([0, 1]), cond=torch.zeros(5, dtype=torch.int64), table=rand(2, 2))
@@ -807,7 +823,7 @@ def test_bad_offsets_name_the_argument():
     with pytest.raises(JaggedInputError, match="`offsets`"):
         ops.product_quantize(rand(5, 4), torch.tensor([1, 5]), rand(2, 3, 2))  # offsets[0] != 0
     with pytest.raises(JaggedInputError, match="`offsets`"):
-        ops.session_segment(rand(5), torch.tensor([0, 2, 4]), 1.0)  # offsets[B] != T
+        ops.session_segment(rand(5), torch.tensor([0, 2, 4]), None, 1.0)  # offsets[B] != T
     with pytest.raises(JaggedInputError, match="`offsets`"):
         ops.event_prune(rand(5), torch.tensor([0, 2, 5, -1]), [], 0.0, None)
 
@@ -818,7 +834,7 @@ def test_bad_attributes():
     with pytest.raises(JaggedInputError, match="reduce"):
         ops.session_pool(rand(5, 2), offsets_of([5]), "median")
     with pytest.raises(JaggedInputError, match="gap"):
-        ops.session_segment(torch.arange(5), offsets_of([5]), -1.0)
+        ops.session_segment(torch.arange(5), offsets_of([5]), None, -1.0)
     with pytest.raises(JaggedInputError, match="`k`"):
         ops.jagged_topk(rand(5), offsets_of([5]), -1)
 
@@ -866,7 +882,7 @@ def test_opcheck():
             ops.event_boost_sessions,
             (x, o, offsets_of([2, 1]), torch.tensor([0, 1]), torch.tensor([0, 2, 1]), rand(2, 3).requires_grad_(), torch.tensor([1, 0, 1, 1], dtype=torch.bool)),
         ),
-        (ops.session_segment, (torch.tensor([0.0, 5, 50, 1, 2, 90, 91]), o, 30.0)),
+        (ops.session_segment, (torch.tensor([0.0, 5, 50, 1, 2, 90, 91]), o, None, 30.0)),
         (ops.jagged_topk, (rand(7), o, 2)),
         (ops.event_prune, (rand(7), o, [x], 0.0, 2)),
     ]
@@ -888,7 +904,7 @@ class EventModel(torch.nn.Module):
     def forward(self, x, ts, offsets, segment, cond):
         h = torch.tanh(x @ self.w)
         scores = h.sum(1).detach()
-        session_offsets, user_offsets, dwell = ops.session_segment(ts, offsets, 30.0)
+        session_offsets, user_offsets, dwell = ops.session_segment(ts, offsets, None, 30.0)
         boosted = ops.event_boost(h, offsets, segment, cond, self.table, torch.tensor([1, 1, 0, 1], dtype=torch.bool))
         sessions = ops.session_pool(boosted * (1 + dwell[:, None] / 100), session_offsets, "mean")
         users = ops.user_pool(sessions, user_offsets, "max")
