@@ -154,6 +154,50 @@ fn quantize_kernels_assemble_without_spills() {
             )),
             vec![],
         ));
+        // The limits: K = 4096 codewords, D = 512 (PQ: 8 x 64).
+        graphs.push((
+            "product_quantize K=4096 D=512",
+            built(product_quantize_kernel::graph(
+                dtype,
+                8,
+                4096,
+                64,
+                DType::I32,
+            )),
+            vec![],
+        ));
+        graphs.push((
+            "residual_quantize_level K=4096 D=512",
+            built(residual_quantize_level::graph(
+                DType::F32,
+                dtype,
+                4096,
+                512,
+                8,
+                DType::I32,
+            )),
+            vec![],
+        ));
+        graphs.push((
+            "residual_quantize_beam_level K=4096 D=512 beam 8",
+            built(residual_quantize_beam_level::graph(
+                DType::F32,
+                dtype,
+                8,
+                512,
+                4096,
+                8 * 4096,
+                8,
+                8,
+                DType::I32,
+            )),
+            vec![],
+        ));
+        graphs.push((
+            "sid_embed K=4096 D=512",
+            built(sid_embed_kernel::graph(dtype, 8, 8 * 4096, 512, DType::I32)),
+            vec![],
+        ));
         for (name, g, _) in graphs {
             for arch in Arch::ALL {
                 let spec = Spec::for_graph(&g, 256, arch).expect("spec");
@@ -827,4 +871,39 @@ fn degenerate_shapes_and_nan() {
         codes(&mut rt, got),
         (vec![3, 2], vec![0.0, 1.0, 1.0, 1.0, 1.0, 1.0])
     );
+}
+
+/// The limits, K = 4096 codewords of D = 512, on a few rows: greedy
+/// RQ (2 levels) and PQ (8 sub-vectors of 64) equal the f64 reference.
+#[test]
+fn the_largest_codebooks_match_the_reference() {
+    let mut rt = runtime();
+    let mut rng = Rng::new(77);
+    let (k, d, n) = (4096, 512, 3);
+    let layout = Layout::Jagged(vec![2, 0, 1], DType::I32);
+    let books = random(&mut rng, DType::F32, 2 * k * d);
+    let rq = |row: &[f64]| rq_row(row, &books, 2, k);
+    let (x, want) = rows_without_near_ties(&mut rng, DType::F32, n, d, &rq);
+    let xd = upload(&mut rt, DType::F32, vec![n, d], &x);
+    let cd = upload(&mut rt, DType::F32, vec![2, k, d], &books);
+    let o = layout.offsets(&mut rt);
+    let codes = residual_quantize(
+        &mut rt,
+        &xd,
+        o.as_ref(),
+        &cd,
+        &ResidualQuantizeOptions::default(),
+    )
+    .expect("rq");
+    let want: Vec<f64> = want.iter().map(|&c| c as f64).collect();
+    assert_eq!(download(&mut rt, &codes).to_f64(), want, "rq");
+    let (m, s) = (8, d / 8);
+    let centroids = random(&mut rng, DType::F32, m * k * s);
+    let pq = |row: &[f64]| pq_row(row, &centroids, m, k);
+    let (x, want) = rows_without_near_ties(&mut rng, DType::F32, n, d, &pq);
+    let xd = upload(&mut rt, DType::F32, vec![n, d], &x);
+    let cd = upload(&mut rt, DType::F32, vec![m, k, s], &centroids);
+    let codes = product_quantize(&mut rt, &xd, o.as_ref(), &cd).expect("pq");
+    let want: Vec<f64> = want.iter().map(|&c| c as f64).collect();
+    assert_eq!(download(&mut rt, &codes).to_f64(), want, "pq");
 }
