@@ -1814,39 +1814,58 @@ impl Lowering<'_> {
             return err(span, usage());
         }
         self.same_dtype(&x, &w, span)?;
-        let mut all = dx.clone();
-        all.push(wm.clone());
-        let letters = letters(&all);
-        let (kept, tail) = letters.split_at(dx.len() - 1);
-        let (lk, lm) = tail.split_at(1);
         let rows = match x.kind {
             Kind::Jagged | Kind::Padded => "i",
             Kind::Pairs => "ij",
             _ => "",
         };
+        let (dx, wm) = (dx.clone(), wm.clone());
+        Ok(self.weight_product(x, w.var, &dx, wm, rows, |_, lk, lm| {
+            if transposed {
+                format!("{lm}{lk}")
+            } else {
+                format!("{lk}{lm}")
+            }
+        }))
+    }
+
+    /// The contraction of the last dim of `x` (dims `dx`) with a weight
+    /// (`w`), which gives the new last dim `out`: `b_axes(kept, k, out)`
+    /// names the weight's dims from the letters of `x`'s other inner dims,
+    /// of the summed dim and of the new one. In the accumulator dtype.
+    fn weight_product(
+        &mut self,
+        x: Tensor,
+        w: V,
+        dx: &[Ident],
+        out: Ident,
+        rows: &str,
+        b_axes: impl Fn(&str, &str, &str) -> String,
+    ) -> Value {
+        let mut all = dx.to_vec();
+        all.push(out.clone());
+        let letters = letters(&all);
+        let (kept, tail) = letters.split_at(dx.len() - 1);
+        let (lk, lo) = tail.split_at(1);
         let acc = x.dtype.acc();
         let var = self.emit(Step::Contract {
             a: x.var,
             a_axes: format!("{rows}{kept}{lk}"),
-            b: w.var,
-            b_axes: if transposed {
-                format!("{lm}{lk}")
-            } else {
-                format!("{lk}{lm}")
-            },
-            out_axes: format!("{rows}{kept}{lm}"),
+            b: w,
+            b_axes: b_axes(kept, lk, lo),
+            out_axes: format!("{rows}{kept}{lo}"),
             dtype: acc.clone(),
             operand: x.dtype.clone(),
             tf32: false,
         });
         let mut shape = dx[..dx.len() - 1].to_vec();
-        shape.push(wm.clone());
-        Ok(Value::Tensor(Tensor {
+        shape.push(out);
+        Value::Tensor(Tensor {
             dtype: acc,
             shape: Shape::Dims(shape),
             var,
             ..x
-        }))
+        })
     }
 
     /// `x.matmul_grouped(w)`: for `x` `(.., G, K)` and a weight `Dense<T,
@@ -1887,39 +1906,22 @@ impl Lowering<'_> {
             return err(span, usage());
         }
         self.same_dtype(&x, &w, span)?;
-        let mut all = dx.clone();
-        all.push(wn.clone());
-        let letters = letters(&all);
-        let (kept, tail) = letters.split_at(dx.len() - 1);
-        let (lk, ln) = tail.split_at(1);
-        let lg = &kept[kept.len() - 1..];
         let rows = match x.kind {
             Kind::Jagged => "i",
             _ => "",
         };
-        let acc = x.dtype.acc();
-        let var = self.emit(Step::Contract {
-            a: x.var,
-            a_axes: format!("{rows}{kept}{lk}"),
-            b: w.var,
-            b_axes: if transposed {
-                format!("{lg}{ln}{lk}")
-            } else {
-                format!("{lg}{lk}{ln}")
-            },
-            out_axes: format!("{rows}{kept}{ln}"),
-            dtype: acc.clone(),
-            operand: x.dtype.clone(),
-            tf32: false,
-        });
-        let mut shape = dx[..dx.len() - 1].to_vec();
-        shape.push(wn.clone());
-        Ok(Value::Tensor(Tensor {
-            dtype: acc,
-            shape: Shape::Dims(shape),
-            var,
-            ..x
-        }))
+        let (dx, wn) = (dx.clone(), wn.clone());
+        Ok(
+            self.weight_product(x, w.var, &dx, wn, rows, |kept, lk, ln| {
+                // The group letter: the last of x's dims before the summed one.
+                let lg = &kept[kept.len() - 1..];
+                if transposed {
+                    format!("{lg}{ln}{lk}")
+                } else {
+                    format!("{lg}{lk}{ln}")
+                }
+            }),
+        )
     }
 
     /// `x.outer_sum_over_seq(y)`: `sum_{i < n_b} x[i] (x) y[i]` per sequence,

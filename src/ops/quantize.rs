@@ -465,17 +465,19 @@ fn transposed_centroids(
 /// `residual_quantize`'s codebooks, for [`level_bytes`].
 const BOOKS: (&str, &str) = ("residual_quantize", "codebooks");
 
-/// The `[rows, cols]` elements (of `size` bytes) of `bytes` transposed to
-/// `[cols, rows]`.
+/// The row-major `[rows, cols]` `values` transposed to `[cols, rows]`: a
+/// codebook `[K, D]` as the distance kernels read it, `[D, K]`.
+pub fn transpose<T: Copy>(values: &[T], rows: usize, cols: usize) -> Vec<T> {
+    (0..rows * cols)
+        .map(|e| values[(e % rows) * cols + e / rows])
+        .collect()
+}
+
+/// [`transpose`] of the `[rows, cols]` elements (of `size` bytes) of
+/// `bytes`.
 fn transposed(bytes: &[u8], rows: usize, cols: usize, size: usize) -> Vec<u8> {
-    let mut t = vec![0u8; bytes.len()];
-    for (row, line) in bytes.chunks_exact(cols * size).enumerate() {
-        for (col, elem) in line.chunks_exact(size).enumerate() {
-            let at = (col * rows + row) * size;
-            t[at..at + size].copy_from_slice(elem);
-        }
-    }
-    t
+    let elems: Vec<&[u8]> = bytes.chunks_exact(size).collect();
+    transpose(&elems, rows, cols).concat()
 }
 
 /// Uploads `bytes` of `dtype` as a tensor of `shape`.

@@ -66,6 +66,7 @@ use super::KernelError;
 use super::dsl::*;
 use super::quantize::{
     QuantizeError, ResidualQuantizeOptions, residual_quantize, residual_quantize_level, sid_embed,
+    transpose,
 };
 use super::quantize_train::{KMeansOptions, rq_train};
 
@@ -481,9 +482,7 @@ pub fn unrotate(
     const OP: &str = "pca_unrotate";
     check_rows(OP, "y", y, rotation)?;
     let d = rotation.dim;
-    let transposed: Vec<f64> = (0..d * d)
-        .map(|e| rotation.rotation[(e % d) * d + e / d])
-        .collect();
+    let transposed = transpose(&rotation.rotation, d, d);
     let make = |rt: &mut Runtime| {
         Ok([
             upload_f32(rt, &transposed, vec![d, d])?,
@@ -644,7 +643,7 @@ fn train_in_subspaces(
                     padded[j * d + e] = f64::from(host[j * p + e]);
                 }
             }
-            let transposed: Vec<f64> = (0..d * k).map(|e| padded[(e % k) * d + e / k]).collect();
+            let transposed = transpose(padded, k, d);
             let codebook = upload_f32(rt, padded, vec![k, d])?;
             let codebook_t = upload_f32(rt, &transposed, vec![d, k])?;
             let step = residual_quantize_level::launch(

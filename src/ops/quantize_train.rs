@@ -54,7 +54,7 @@ use jagged_ir::DType;
 use jagged_runtime::{DeviceTensor, Runtime};
 
 use super::dsl::*;
-use super::quantize::{QuantizeError, product_quantize_kernel, residual_quantize_level};
+use super::quantize::{QuantizeError, product_quantize_kernel, residual_quantize_level, transpose};
 
 /// The update step of k-means: per sequence, `sums[k, d] = sum_i [codes[i]
 /// == ids[k]] x[i, d]` and `counts[k] = sum_i [codes[i] == ids[k]]`, over
@@ -288,11 +288,6 @@ fn upload_f32(
         buffer: rt.upload(&v)?,
         shape,
     })
-}
-
-/// The `[k, d]` elements of `c` transposed to `[d, k]`.
-fn transpose(c: &[f64], k: usize, d: usize) -> Vec<f64> {
-    (0..d * k).map(|e| c[(e % k) * d + e / k]).collect()
 }
 
 /// A codebook `[k, d]` and its transpose `[d, k]` as f32 tensors (what

@@ -979,51 +979,15 @@ impl<'g> Emitter<'g> {
             }
             Node::Lengths { seqs, .. } => Ok(Val::I(self.seq_len(*seqs, at.idx[0])?)),
             Node::Gather { table, index } => {
-                let tab = tensor_type(graph, *table)?;
                 let k = tensor_type(graph, *index)?.dims.len();
-                let n = match tab.dims.first() {
-                    Some(Dim::Static(n)) => *n as i64,
-                    _ => 0,
-                };
-                let row = self.value(
-                    *index,
-                    &At {
-                        b: at.b,
-                        idx: at.idx[..k].to_vec(),
-                    },
-                )?;
-                let row = self.i64(row);
-                // Unsigned: a negative row is past the end too (0 there).
-                let inside = self.b.setp(Cmp::Lt, Type::U64, row, Operand::Int(n));
-                let mut idx = vec![row];
-                idx.extend_from_slice(&at.idx[k..]);
-                self.guarded(*table, &At { b: at.b, idx }, inside, is_int(tab.dtype))
+                self.pick(*table, 0, *index, (0, k), at, int)
             }
             Node::Reduce { op, arg, axis } => self.reduce(h, *op, *arg, *axis, at),
             Node::Rank { order, arg, axis } => self.rank(*order, *arg, *axis, at),
             Node::Take { arg, index, axis } => {
-                let x = tensor_type(graph, *arg)?;
-                let it = tensor_type(graph, *index)?;
+                let (x, it) = (tensor_type(graph, *arg)?, tensor_type(graph, *index)?);
                 let skip = x.take_index_skip(it, *axis).unwrap_or(0);
-                let end = skip + it.dims.len();
-                let n = match x.dims[*axis] {
-                    Dim::Static(n) => n as i64,
-                    _ => 0,
-                };
-                let row = self.value(
-                    *index,
-                    &At {
-                        b: at.b,
-                        idx: at.idx[skip..end].to_vec(),
-                    },
-                )?;
-                let row = self.i64(row);
-                // Unsigned: a negative index is past the end too (0 there).
-                let inside = self.b.setp(Cmp::Lt, Type::U64, row, Operand::Int(n));
-                let mut idx = at.idx[..*axis].to_vec();
-                idx.push(row);
-                idx.extend_from_slice(&at.idx[end..]);
-                self.guarded(*arg, &At { b: at.b, idx }, inside, int)
+                self.pick(*arg, *axis, *index, (skip, skip + it.dims.len()), at, int)
             }
             Node::Reshape { arg, inner } => {
                 // The element's linear place among the static inner dims,
@@ -1427,6 +1391,39 @@ impl<'g> Emitter<'g> {
             Operand::Int(-1),
             found,
         )))
+    }
+
+    /// `source` at `at` with its index along `axis` replaced by the integer
+    /// `index` read at `at.idx[from..to]` (which those dims of the result
+    /// hold): a gather (`axis` 0) or a take. 0 where the picked index falls
+    /// outside the axis.
+    fn pick(
+        &mut self,
+        source: Handle<Node>,
+        axis: usize,
+        index: Handle<Node>,
+        (from, to): (usize, usize),
+        at: &At,
+        int: bool,
+    ) -> Result<Val> {
+        let n = match tensor_type(self.graph, source)?.dims[axis] {
+            Dim::Static(n) => n as i64,
+            _ => 0,
+        };
+        let row = self.value(
+            index,
+            &At {
+                b: at.b,
+                idx: at.idx[from..to].to_vec(),
+            },
+        )?;
+        let row = self.i64(row);
+        // Unsigned: a negative index is past the end too (0 there).
+        let inside = self.b.setp(Cmp::Lt, Type::U64, row, Operand::Int(n));
+        let mut idx = at.idx[..axis].to_vec();
+        idx.push(row);
+        idx.extend_from_slice(&at.idx[to..]);
+        self.guarded(source, &At { b: at.b, idx }, inside, int)
     }
 
     /// Lets ptxas give the kernel at least 64 registers a thread: a line

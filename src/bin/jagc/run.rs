@@ -204,7 +204,7 @@ fn run_levels(
     for l in 0..l_count {
         let book = &books[l * k * d..(l + 1) * k * d];
         let codebook = DenseTensor::from_f64(levels.codebooks.dtype(), vec![k, d], book)?;
-        let book_t: Vec<f64> = (0..d * k).map(|e| book[(e % k) * d + e / k]).collect();
+        let book_t = jagged::ops::quantize::transpose(book, k, d);
         let codebook_t = DenseTensor::from_f64(levels.codebooks.dtype(), vec![d, k], &book_t)?;
         let one_hot: Vec<f64> = (0..l_count).map(|j| f64::from(u8::from(j == l))).collect();
         let level = DenseTensor::from_f64(DType::I32, vec![l_count], &one_hot)?;
