@@ -8,6 +8,7 @@
 //! - [`compile()`]: graph + spec -> [`CompiledKernel`] (pattern-matches the graph).
 //! - [`lower()`]: primitive op + spec -> [`CompiledKernel`] (PTX + launch metadata).
 //! - [`ptxas`]: runs `ptxas -v` on generated PTX and parses its report.
+//! - [`sass`]: disassembles assembled kernels and counts their steady-state loop.
 //! - [`serial`]: a stable text form of [`CompiledKernel`] (for the kernel cache).
 
 pub mod compile;
@@ -18,6 +19,7 @@ pub mod launch;
 pub mod lower;
 pub mod ptx;
 pub mod ptxas;
+pub mod sass;
 pub mod serial;
 pub mod spec;
 pub mod templates;

@@ -2,7 +2,8 @@
 //! (`-v`): registers, spills, stack frame, shared memory per kernel.
 //!
 //! The test suite uses it to prove every generated module assembles without
-//! spills; `jagc stats` prints the raw report lines.
+//! spills; `jagc stats` prints the raw report lines, and `jagc stats --sass`
+//! disassembles the cubin (`crate::sass`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -72,24 +73,36 @@ impl PtxasReport {
     }
 }
 
-/// Locates `ptxas`: `$JAGGED_PTXAS`, then `.tools/bin/ptxas` at the workspace
-/// root, then `ptxas` on `PATH`.
+/// Locates `ptxas`: `$JAGGED_PTXAS`, then [`find_tool`].
 pub fn find() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("JAGGED_PTXAS") {
-        let p = PathBuf::from(p);
-        if p.is_file() {
-            return Some(p);
-        }
-    }
+    std::env::var_os("JAGGED_PTXAS")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .or_else(|| find_tool("ptxas"))
+}
+
+/// Locates one of the CUDA tools (`ptxas`, `nvdisasm`) by `name`: in
+/// `.tools/bin` at the workspace root (where scripts/install-tools.sh puts
+/// them), next to `$JAGGED_PTXAS`, then on `PATH`.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let local = workspace.join(".tools").join("bin").join("ptxas");
-    if local.is_file() {
-        return Some(local);
+    let mut dirs = vec![workspace.join(".tools").join("bin")];
+    if let Some(p) = std::env::var_os("JAGGED_PTXAS") {
+        dirs.extend(Path::new(&p).parent().map(Path::to_path_buf));
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("ptxas"))
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    dirs.into_iter()
+        .map(|dir| dir.join(name))
         .find(|p| p.is_file())
+}
+
+/// A fresh path in the temporary directory, ending in `.{ext}`.
+pub fn temp_path(ext: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("jagged-ptxas-{}-{n}.{ext}", std::process::id()))
 }
 
 /// Assembles `ptx` for `arch` with `ptxas -v` and returns its report.
@@ -100,12 +113,17 @@ pub fn assemble(ptx: &str, arch: Arch) -> Result<PtxasReport, PtxasError> {
 
 /// [`assemble`] with an explicit `ptxas` binary.
 pub fn assemble_with(ptxas: &Path, ptx: &str, arch: Arch) -> Result<PtxasReport, PtxasError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let stem = format!("jagged-ptxas-{}-{n}", std::process::id());
-    let dir = std::env::temp_dir();
-    let input = dir.join(format!("{stem}.ptx"));
-    let output = dir.join(format!("{stem}.cubin"));
+    assemble_cubin_with(ptxas, ptx, arch).map(|(report, _)| report)
+}
+
+/// [`assemble_with`], also returning the cubin.
+pub fn assemble_cubin_with(
+    ptxas: &Path,
+    ptx: &str,
+    arch: Arch,
+) -> Result<(PtxasReport, Vec<u8>), PtxasError> {
+    let input = temp_path("ptx");
+    let output = input.with_extension("cubin");
     std::fs::write(&input, ptx).map_err(|source| PtxasError::Io {
         path: input.clone(),
         source,
@@ -117,6 +135,7 @@ pub fn assemble_with(ptxas: &Path, ptx: &str, arch: Arch) -> Result<PtxasReport,
         .arg(&output)
         .arg(&input)
         .output();
+    let cubin = std::fs::read(&output);
     // Best-effort cleanup: leftover temporaries are harmless.
     let _ = std::fs::remove_file(&input);
     let _ = std::fs::remove_file(&output);
@@ -129,7 +148,11 @@ pub fn assemble_with(ptxas: &Path, ptx: &str, arch: Arch) -> Result<PtxasReport,
     if !result.status.success() {
         return Err(PtxasError::Rejected { arch, log });
     }
-    Ok(parse_report(arch, &log))
+    let cubin = cubin.map_err(|source| PtxasError::Io {
+        path: output,
+        source,
+    })?;
+    Ok((parse_report(arch, &log), cubin))
 }
 
 /// Parses the `-v` output of `ptxas`.

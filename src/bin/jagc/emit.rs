@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use jagged_codegen::templates::attention_bwd::compile_attention_backward;
 use jagged_codegen::{Arch, CompiledKernel, Spec};
 use jagged_ir::{AttrValue, DType, Graph};
 
@@ -15,7 +16,7 @@ use crate::opspec::{self, Attrs, CliError, Facts, Op};
 #[derive(Args)]
 pub struct OpArgs {
     /// The op (OPS.md's name, e.g. jagged_softmax); or give --graph.
-    #[arg(required_unless_present = "graph", conflicts_with = "graph")]
+    #[arg(conflicts_with = "graph")]
     pub op: Option<String>,
     /// A graph in the canonical text form instead of a builtin op; --attr
     /// then sets the attributes it declares (max_len sets the spec).
@@ -84,13 +85,29 @@ fn graph_of(args: &OpArgs) -> Result<(Graph, usize), CliError> {
     }
 }
 
-/// Builds and compiles the op (or graph file) of `args` for `arch`.
-pub fn compile_op(args: &OpArgs, arch: Arch) -> Result<Compiled, Box<dyn std::error::Error>> {
+/// Builds and compiles the op (or graph file) of `args` for `arch`; with
+/// `backward`, the backward of an attention forward instead (its plan is
+/// then empty).
+pub fn compile_op(
+    args: &OpArgs,
+    arch: Arch,
+    backward: bool,
+) -> Result<Compiled, Box<dyn std::error::Error>> {
     let (graph, max_len) = graph_of(args)?;
     let spec = Spec::for_graph(&graph, max_len as u64, arch)
         .map_err(|e| format!("specializing `{}`: {e}", graph.name()))?;
-    let (kernel, plan) = jagged_codegen::compile_with_plan(&graph, &spec)
-        .map_err(|e| format!("compiling `{}` for {spec}: {e}", graph.name()))?;
+    let (kernel, plan) = if backward {
+        let kernel = compile_attention_backward(&graph, &spec).map_err(|e| {
+            format!(
+                "compiling the backward of `{}` for {spec}: {e}",
+                graph.name()
+            )
+        })?;
+        (kernel, String::new())
+    } else {
+        jagged_codegen::compile_with_plan(&graph, &spec)
+            .map_err(|e| format!("compiling `{}` for {spec}: {e}", graph.name()))?
+    };
     Ok(Compiled {
         graph,
         kernel,
@@ -100,7 +117,7 @@ pub fn compile_op(args: &OpArgs, arch: Arch) -> Result<Compiled, Box<dyn std::er
 
 /// Runs `jagc emit`.
 pub fn run(args: EmitArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let compiled = compile_op(&args.op, args.arch)?;
+    let compiled = compile_op(&args.op, args.arch, false)?;
     if args.plan {
         for line in compiled.plan.lines() {
             println!("// {line}");

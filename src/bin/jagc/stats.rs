@@ -1,7 +1,12 @@
 //! `jagc stats`: ptxas's resource report (registers, spills, stack frame,
-//! shared memory) for every kernel of an op or `--graph` file, as ptxas writes it.
+//! shared memory) for every kernel of an op or `--graph` file, as ptxas writes
+//! it; with `--sass`, each kernel's steady-state loop in SASS instead
+//! (`jagged_codegen::sass`), also for a PTX or cubin file from elsewhere.
+
+use std::path::PathBuf;
 
 use clap::Args;
+use jagged_codegen::sass::{self, LoopReport};
 use jagged_codegen::{Arch, ptxas};
 
 use crate::emit::{OpArgs, compile_op};
@@ -16,6 +21,21 @@ pub struct StatsArgs {
     /// The target architecture(s) (repeatable) [sm_80 and sm_90a].
     #[arg(long, value_parser = opspec::parse_arch)]
     pub arch: Vec<Arch>,
+    /// Instead of ptxas's report: assemble, disassemble (nvdisasm) and count
+    /// each kernel's steady-state loop (the loop with the most HMMA/HGMMA
+    /// outside nested loops; without MMAs, the largest innermost loop).
+    #[arg(long)]
+    pub sass: bool,
+    /// Attention ops: the backward's kernels instead of the forward's.
+    #[arg(long, conflicts_with_all = ["ptx", "cubin"])]
+    pub backward: bool,
+    /// With --sass: a PTX file instead of an op, assembled for each --arch.
+    #[arg(long, value_name = "FILE.ptx", requires = "sass", conflicts_with_all = ["op", "graph", "cubin"])]
+    pub ptx: Option<PathBuf>,
+    /// With --sass: a cubin instead of an op, disassembled as it is (for
+    /// the arch it was built for; --arch is ignored).
+    #[arg(long, value_name = "FILE.cubin", requires = "sass", conflicts_with_all = ["op", "graph"])]
+    pub cubin: Option<PathBuf>,
 }
 
 /// Runs `jagc stats`.
@@ -23,21 +43,101 @@ pub fn run(args: StatsArgs) -> Result<(), Box<dyn std::error::Error>> {
     let archs = if args.arch.is_empty() {
         Arch::ALL.to_vec()
     } else {
-        args.arch
+        args.arch.clone()
     };
-    // Find ptxas before compiling anything, so that its absence is the error.
-    ptxas::find().ok_or(ptxas::PtxasError::NotFound)?;
-    for arch in archs {
-        let compiled = compile_op(&args.op, arch)?;
-        let report = ptxas::assemble(&compiled.kernel.ptx, arch)?;
-        println!(
-            "# {} for {arch}: {} kernel(s)",
-            compiled.graph.name(),
-            compiled.kernel.launches.len()
+    if let Some(path) = &args.cubin {
+        print_sass(
+            &path.display().to_string(),
+            &sass::analyze_cubin_file(path)?,
         );
-        for line in &report.lines {
-            println!("{line}");
+        return Ok(());
+    }
+    // Find the tools before compiling anything, so that their absence is the error.
+    ptxas::find().ok_or(ptxas::PtxasError::NotFound)?;
+    if args.sass {
+        sass::find_nvdisasm().ok_or(sass::SassError::NvdisasmNotFound)?;
+    }
+    for arch in archs {
+        let (name, ptx, kernels) = match &args.ptx {
+            Some(path) => {
+                let ptx = std::fs::read_to_string(path)
+                    .map_err(|e| format!("reading {}: {e}", path.display()))?;
+                (path.display().to_string(), ptx, None)
+            }
+            None => {
+                let compiled = compile_op(&args.op, arch, args.backward)?;
+                let name = compiled.graph.name().to_string();
+                let n = compiled.kernel.launches.len();
+                (name, compiled.kernel.ptx, Some(n))
+            }
+        };
+        let title = match (kernels, args.backward) {
+            (Some(n), false) => format!("{name} for {arch}: {n} kernel(s)"),
+            (Some(n), true) => format!("{name} (backward) for {arch}: {n} kernel(s)"),
+            (None, _) => format!("{name} for {arch}"),
+        };
+        if args.sass {
+            print_sass(&title, &sass::analyze_ptx(&ptx, arch)?);
+        } else {
+            let report = ptxas::assemble(&ptx, arch)?;
+            println!("# {title}");
+            for line in &report.lines {
+                println!("{line}");
+            }
         }
     }
     Ok(())
+}
+
+/// Prints the steady-state loop of every kernel, one row each.
+fn print_sass(title: &str, reports: &[LoopReport]) {
+    println!("# {title}: steady-state loop (static SASS counts per iteration)");
+    println!(
+        "{:<12} {:>6} {:>5} {:>5} {:>5} {:>6} {:>7} {:>3} {:>4} {:>4} {:>4} {:>4} {:>4} {:>9}  kernel",
+        "loop",
+        "instrs",
+        "HMMA",
+        "HGMMA",
+        "LDSM",
+        "LDGSTS",
+        "UTMALDG",
+        "BAR",
+        "EX2",
+        "SHFL",
+        "FFMA",
+        "FMUL",
+        "FADD",
+        "instr/MMA"
+    );
+    for r in reports {
+        let c = &r.counts;
+        let span = r.span.map_or_else(
+            || "no loop".to_string(),
+            |(a, b)| format!("{a:04x}-{b:04x}"),
+        );
+        let per_mma = c.per_mma().map_or_else(
+            || "-".to_string(),
+            |x| {
+                let kind = if c.hgmma > 0 { "HGMMA" } else { "HMMA" };
+                format!("{x:.2}/{kind}")
+            },
+        );
+        println!(
+            "{span:<12} {:>6} {:>5} {:>5} {:>5} {:>6} {:>7} {:>3} {:>4} {:>4} {:>4} {:>4} {:>4} {per_mma:>9}  {} ({} instrs)",
+            c.instructions,
+            c.hmma,
+            c.hgmma,
+            c.ldsm,
+            c.ldgsts,
+            c.utmaldg,
+            c.bar,
+            c.mufu_ex2,
+            c.shfl,
+            c.ffma,
+            c.fmul,
+            c.fadd,
+            r.kernel,
+            r.total_instructions
+        );
+    }
 }
