@@ -171,10 +171,11 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
-    /// Opens a backend of `kind`, with an error (never a panic) if it is unavailable.
+    /// Opens a backend of `kind` (CUDA: device 0), with an error (never a
+    /// panic) if it is unavailable.
     pub(crate) fn open(kind: BackendKind) -> Result<Backend, RuntimeError> {
         Ok(match kind {
-            BackendKind::Cuda => Backend::Cuda(CudaBackend::new()?),
+            BackendKind::Cuda => Backend::Cuda(CudaBackend::on_device(0)?),
             BackendKind::Emu => Backend::Emu(EmuBackend::new()),
         })
     }
@@ -294,6 +295,14 @@ impl Backend {
         match self {
             Backend::Cuda(cuda) => cuda.launch_timed(module, kernel, dims, args),
             Backend::Emu(emu) => emu.launch(module, kernel, dims, args),
+        }
+    }
+
+    /// The CUDA backend, or [`RuntimeError::NeedsCuda`] for `op`.
+    pub(crate) fn cuda(&mut self, op: &'static str) -> Result<&mut CudaBackend, RuntimeError> {
+        match self {
+            Backend::Cuda(cuda) => Ok(cuda),
+            Backend::Emu(_) => Err(RuntimeError::NeedsCuda { op }),
         }
     }
 

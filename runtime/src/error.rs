@@ -12,6 +12,21 @@ pub enum RuntimeError {
     /// The driver loaded but reports no CUDA device.
     #[error("CUDA backend unavailable: the driver reports no CUDA device")]
     CudaNoDevice,
+    /// The device ordinal asked for is past the last device.
+    #[error("CUDA device {ordinal} does not exist (the driver reports {count})")]
+    CudaNoSuchDevice {
+        /// The ordinal asked for.
+        ordinal: usize,
+        /// The number of devices.
+        count: i32,
+    },
+    /// An operation only the CUDA backend has (a launch on an external
+    /// stream), asked of the emulator.
+    #[error("{op} needs the CUDA backend (this runtime runs the emulator)")]
+    NeedsCuda {
+        /// The operation.
+        op: &'static str,
+    },
     /// A CUDA driver call failed.
     #[error("CUDA {op} failed: {source}")]
     Cuda {

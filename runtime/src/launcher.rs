@@ -455,21 +455,7 @@ impl Runtime {
             }
         }
         let mut total_rows: Option<usize> = None;
-        let mut checked: Vec<Handle<Node>> = Vec::new();
-        for (s, node) in graph.nodes().iter() {
-            let Node::Seqs { offsets, .. } = node else {
-                continue;
-            };
-            if checked.contains(offsets) {
-                continue;
-            }
-            checked.push(*offsets);
-            let Node::Input { name, .. } = graph.node(*offsets) else {
-                return Err(GraphRunError::Unsupported(format!(
-                    "sequence set {s} over computed offsets %{}",
-                    offsets.index()
-                )));
-            };
+        for (s, name) in offsets_inputs(graph)? {
             let tensor = find_input(inputs, name)?;
             let values = self.download_index(name, tensor)?;
             check_offsets(name, &values, binding.rows.get(&s).copied())?;
@@ -536,126 +522,31 @@ impl Runtime {
         inputs: &[(&str, &DeviceTensor)],
         owned: &mut Vec<DeviceBuffer>,
     ) -> Result<Launched, GraphRunError> {
-        let bad = |reason: String| GraphRunError::BadMetadata {
-            graph: graph.name().to_string(),
-            reason,
-        };
-        let sizes = &bound.sizes;
-        if kernel.outputs.len() != graph.outputs().len() {
-            return Err(bad(format!(
-                "{} output buffers for {} graph outputs",
-                kernel.outputs.len(),
-                graph.outputs().len()
-            )));
-        }
-        let mut outputs = Vec::with_capacity(kernel.outputs.len());
-        for (o, out) in kernel.outputs.iter().zip(graph.outputs()) {
-            let declared = graph
-                .type_of(out.value)
-                .as_tensor()
-                .ok_or_else(|| bad(format!("output '{}' is not a tensor", out.name)))?;
-            if declared.dtype != o.elem {
-                return Err(bad(format!(
-                    "output '{}' is {} in the graph, {} in the kernel",
-                    out.name, declared.dtype, o.elem
-                )));
-            }
-            let elems = usize::try_from(o.elems.eval(sizes))
-                .map_err(|_| bad(format!("output '{}' too large", out.name)))?;
-            let buffer = self.alloc_output(o.elem, elems)?;
-            owned.push(buffer.clone());
-            outputs.push(buffer);
-        }
-        let mut scratch = Vec::with_capacity(kernel.scratch.len());
-        for s in &kernel.scratch {
-            let bytes = usize::try_from(s.bytes.eval(sizes))
-                .map_err(|_| bad("scratch buffer too large".to_string()))?;
-            let buffer = self.alloc(DType::U8, bytes)?;
-            owned.push(buffer.clone());
-            scratch.push(buffer);
-        }
-        let graph_inputs: Vec<&DeviceTensor> = graph
+        let graph_inputs: Vec<KernelArg> = graph
             .inputs()
-            .map(|(_, name, _)| find_input(inputs, name))
-            .collect::<Result<_, _>>()?;
-        for launch in &kernel.launches {
-            let mut args = Vec::with_capacity(launch.params.len());
-            for param in &launch.params {
-                let missing = |what: &str, i: usize| {
-                    bad(format!(
-                        "{} binds {what} {i}, which does not exist",
-                        launch.entry
-                    ))
-                };
-                args.push(match param {
-                    ParamBinding::Input(i) => graph_inputs
-                        .get(*i)
-                        .ok_or_else(|| missing("input", *i))?
-                        .buffer
-                        .arg(),
-                    ParamBinding::Output(i) => {
-                        outputs.get(*i).ok_or_else(|| missing("output", *i))?.arg()
-                    }
-                    ParamBinding::Scratch(i) => {
-                        scratch.get(*i).ok_or_else(|| missing("scratch", *i))?.arg()
-                    }
-                    ParamBinding::Size(e) => KernelArg::U64(e.eval(sizes)),
-                    ParamBinding::FloatAttr(name) => {
-                        let value = bound.attrs.get(name).ok_or_else(|| {
-                            GraphRunError::Bind(BindError::MissingAttribute { name: name.clone() })
-                        })?;
-                        KernelArg::F32(value.as_f64() as f32)
-                    }
-                });
-            }
-            let dims = LaunchDims {
-                grid: launch.grid_dims(sizes),
-                block: launch.block_dims(),
-                dynamic_shared_bytes: launch.dynamic_shared_bytes,
-            };
-            self.launch(module, &launch.entry, &dims, &args)?;
-        }
-        // Shapes; data-dependent outputs are trimmed to the rows written.
-        let mut used_rows = vec![None; outputs.len()];
-        for (k, o) in kernel.outputs.iter().enumerate() {
-            if let Some(src) = o.used_rows_from {
-                let offsets = outputs.get(src).ok_or_else(|| {
-                    bad(format!(
-                        "output {k} takes its rows from missing output {src}"
-                    ))
-                })?;
-                let name = &graph.outputs()[src].name;
-                let tensor = DeviceTensor {
-                    buffer: offsets.clone(),
-                    shape: vec![offsets.len()],
-                };
-                let last = self.download_index(name, &tensor)?.last().copied();
-                let rows = last
-                    .and_then(|r| usize::try_from(r).ok())
-                    .ok_or_else(|| bad(format!("output '{name}' ends in {last:?}")))?;
-                used_rows[k] = Some(rows);
-            }
-        }
+            .map(|(_, name, _)| Ok(find_input(inputs, name)?.buffer.arg()))
+            .collect::<Result<_, GraphRunError>>()?;
+        let mut target = RuntimeTarget {
+            runtime: self,
+            module,
+            owned,
+        };
+        let planned = launch_plan(
+            graph,
+            kernel,
+            &bound.sizes,
+            &bound.attrs,
+            &graph_inputs,
+            &mut target,
+        )?;
         let mut named = BTreeMap::new();
-        for (k, (mut buffer, out)) in outputs.into_iter().zip(graph.outputs()).enumerate() {
-            let ty = graph
-                .type_of(out.value)
-                .as_tensor()
-                .ok_or_else(|| bad(format!("output '{}' is not a tensor", out.name)))?;
-            let shape =
-                output_shape(&ty.dims, sizes, buffer.len(), used_rows[k]).ok_or_else(|| {
-                    bad(format!(
-                        "output '{}' of {} elements does not fit {ty}",
-                        out.name,
-                        buffer.len()
-                    ))
-                })?;
+        for (name, mut buffer, shape) in planned.outputs {
             // The rows past the used ones stay allocated; the buffer handle
             // only covers the used part (freeing it frees the whole).
             buffer.len = shape.iter().product();
-            named.insert(out.name.clone(), DeviceTensor { buffer, shape });
+            named.insert(name, DeviceTensor { buffer, shape });
         }
-        Ok((named, scratch))
+        Ok((named, planned.scratch))
     }
 
     /// An output buffer: poisoned when poisoning is on, else zeroed.
@@ -667,6 +558,357 @@ impl Runtime {
             self.alloc(dtype, elems)
         }
     }
+}
+
+/// The offsets inputs of `graph`'s sequence sets, each once: the first set
+/// built on it and its name. A set over computed offsets is unsupported.
+fn offsets_inputs(graph: &Graph) -> Result<Vec<(Handle<Node>, &str)>, GraphRunError> {
+    let mut found: Vec<(Handle<Node>, Handle<Node>, &str)> = Vec::new();
+    for (s, node) in graph.nodes().iter() {
+        let Node::Seqs { offsets, .. } = node else {
+            continue;
+        };
+        if found.iter().any(|(_, o, _)| o == offsets) {
+            continue;
+        }
+        let Node::Input { name, .. } = graph.node(*offsets) else {
+            return Err(GraphRunError::Unsupported(format!(
+                "sequence set {s} over computed offsets %{}",
+                offsets.index()
+            )));
+        };
+        found.push((s, *offsets, name.as_str()));
+    }
+    Ok(found.into_iter().map(|(s, _, name)| (s, name)).collect())
+}
+
+/// What a buffer [`LaunchTarget::alloc`] makes is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufferRole {
+    /// A graph output.
+    Output,
+    /// Scratch of the compiled plan (bytes, `DType::U8`), dropped after the launches.
+    Scratch,
+}
+
+/// Where [`launch_plan`] allocates a compiled graph's outputs and scratch
+/// and submits its kernels: the runtime's own buffers and stream
+/// ([`Runtime::run_graph`]), or memory and a stream the runtime does not own
+/// (PyTorch's, through [`Runtime::launch_external`]).
+pub trait LaunchTarget {
+    /// An allocation, alive as long as the value (or its owner's copy).
+    type Buffer;
+    /// A buffer of `elems` zeroed elements of `dtype`.
+    fn alloc(
+        &mut self,
+        dtype: DType,
+        elems: usize,
+        role: BufferRole,
+    ) -> Result<Self::Buffer, GraphRunError>;
+    /// The kernel argument that passes `buffer`.
+    fn arg(&self, buffer: &Self::Buffer) -> KernelArg;
+    /// Submits one launch of the compiled module.
+    fn launch(
+        &mut self,
+        entry: &str,
+        dims: &LaunchDims,
+        args: &[KernelArg],
+    ) -> Result<(), GraphRunError>;
+    /// Element `index` of the i32 / i64 output `name` (`buffer`, of
+    /// `elems` elements of `dtype`) once the launches before have finished:
+    /// a synchronizing read.
+    fn read_index(
+        &mut self,
+        name: &str,
+        buffer: &Self::Buffer,
+        dtype: DType,
+        elems: usize,
+        index: usize,
+    ) -> Result<i64, GraphRunError>;
+}
+
+/// The runtime's own buffers and stream, for [`Runtime::run_graph`].
+struct RuntimeTarget<'a> {
+    runtime: &'a mut Runtime,
+    module: ModuleId,
+    /// Every buffer allocated, to free on an error.
+    owned: &'a mut Vec<DeviceBuffer>,
+}
+
+impl LaunchTarget for RuntimeTarget<'_> {
+    type Buffer = DeviceBuffer;
+
+    fn alloc(
+        &mut self,
+        dtype: DType,
+        elems: usize,
+        role: BufferRole,
+    ) -> Result<DeviceBuffer, GraphRunError> {
+        let buffer = match role {
+            BufferRole::Output => self.runtime.alloc_output(dtype, elems)?,
+            BufferRole::Scratch => self.runtime.alloc(dtype, elems)?,
+        };
+        self.owned.push(buffer.clone());
+        Ok(buffer)
+    }
+
+    fn arg(&self, buffer: &DeviceBuffer) -> KernelArg {
+        buffer.arg()
+    }
+
+    fn launch(
+        &mut self,
+        entry: &str,
+        dims: &LaunchDims,
+        args: &[KernelArg],
+    ) -> Result<(), GraphRunError> {
+        Ok(self.runtime.launch(self.module, entry, dims, args)?)
+    }
+
+    fn read_index(
+        &mut self,
+        name: &str,
+        buffer: &DeviceBuffer,
+        _dtype: DType,
+        elems: usize,
+        index: usize,
+    ) -> Result<i64, GraphRunError> {
+        let tensor = DeviceTensor {
+            buffer: buffer.clone(),
+            shape: vec![elems],
+        };
+        let values = self.runtime.download_index(name, &tensor)?;
+        values.get(index).copied().ok_or_else(|| {
+            GraphRunError::Unsupported(format!("output '{name}' has no element {index}"))
+        })
+    }
+}
+
+/// What [`launch_plan`] made.
+#[derive(Debug)]
+pub struct Planned<B> {
+    /// The outputs in the graph's output order: name, buffer and shape (a
+    /// compaction's trimmed to the rows written; the buffer may be longer).
+    pub outputs: Vec<(String, B, Vec<usize>)>,
+    /// The scratch buffers, to be dropped or freed once the launches are done.
+    pub scratch: Vec<B>,
+}
+
+/// Runs `kernel`, compiled from `graph`, on `target` for the run-time
+/// `sizes` and attribute values `attrs` (every attribute the launches
+/// read): allocates each output (the size its metadata gives for `sizes`)
+/// and scratch buffer, binds every parameter (`inputs`: the graph's inputs'
+/// arguments in its input order), submits the launches in order, and shapes
+/// the outputs; a compaction's row count is read from the offsets output it
+/// names (a synchronizing read, the only one).
+pub fn launch_plan<T: LaunchTarget>(
+    graph: &Graph,
+    kernel: &CompiledKernel,
+    sizes: &RunSizes,
+    attrs: &BTreeMap<String, AttrValue>,
+    inputs: &[KernelArg],
+    target: &mut T,
+) -> Result<Planned<T::Buffer>, GraphRunError> {
+    let bad = |reason: String| GraphRunError::BadMetadata {
+        graph: graph.name().to_string(),
+        reason,
+    };
+    if kernel.outputs.len() != graph.outputs().len() {
+        return Err(bad(format!(
+            "{} output buffers for {} graph outputs",
+            kernel.outputs.len(),
+            graph.outputs().len()
+        )));
+    }
+    let mut outputs = Vec::with_capacity(kernel.outputs.len());
+    for (o, out) in kernel.outputs.iter().zip(graph.outputs()) {
+        let declared = graph
+            .type_of(out.value)
+            .as_tensor()
+            .ok_or_else(|| bad(format!("output '{}' is not a tensor", out.name)))?;
+        if declared.dtype != o.elem {
+            return Err(bad(format!(
+                "output '{}' is {} in the graph, {} in the kernel",
+                out.name, declared.dtype, o.elem
+            )));
+        }
+        let elems = usize::try_from(o.elems.eval(sizes))
+            .map_err(|_| bad(format!("output '{}' too large", out.name)))?;
+        outputs.push((target.alloc(o.elem, elems, BufferRole::Output)?, elems));
+    }
+    let mut scratch = Vec::with_capacity(kernel.scratch.len());
+    for s in &kernel.scratch {
+        let bytes = usize::try_from(s.bytes.eval(sizes))
+            .map_err(|_| bad("scratch buffer too large".to_string()))?;
+        scratch.push(target.alloc(DType::U8, bytes, BufferRole::Scratch)?);
+    }
+    for launch in &kernel.launches {
+        let mut args = Vec::with_capacity(launch.params.len());
+        for param in &launch.params {
+            let missing = |what: &str, i: usize| {
+                bad(format!(
+                    "{} binds {what} {i}, which does not exist",
+                    launch.entry
+                ))
+            };
+            args.push(match param {
+                ParamBinding::Input(i) => *inputs.get(*i).ok_or_else(|| missing("input", *i))?,
+                ParamBinding::Output(i) => {
+                    target.arg(&outputs.get(*i).ok_or_else(|| missing("output", *i))?.0)
+                }
+                ParamBinding::Scratch(i) => {
+                    target.arg(scratch.get(*i).ok_or_else(|| missing("scratch", *i))?)
+                }
+                ParamBinding::Size(e) => KernelArg::U64(e.eval(sizes)),
+                ParamBinding::FloatAttr(name) => {
+                    let value = attrs.get(name).ok_or_else(|| {
+                        GraphRunError::Bind(BindError::MissingAttribute { name: name.clone() })
+                    })?;
+                    KernelArg::F32(value.as_f64() as f32)
+                }
+            });
+        }
+        let dims = LaunchDims {
+            grid: launch.grid_dims(sizes),
+            block: launch.block_dims(),
+            dynamic_shared_bytes: launch.dynamic_shared_bytes,
+        };
+        target.launch(&launch.entry, &dims, &args)?;
+    }
+    // Shapes; data-dependent outputs are trimmed to the rows written.
+    let mut used_rows = vec![None; outputs.len()];
+    for (k, o) in kernel.outputs.iter().enumerate() {
+        if let Some(src) = o.used_rows_from {
+            let (offsets, elems) = outputs.get(src).ok_or_else(|| {
+                bad(format!(
+                    "output {k} takes its rows from missing output {src}"
+                ))
+            })?;
+            let name = &graph.outputs()[src].name;
+            let dtype = kernel.outputs[src].elem;
+            let last = match elems.checked_sub(1) {
+                Some(index) => Some(target.read_index(name, offsets, dtype, *elems, index)?),
+                None => None,
+            };
+            let rows = last
+                .and_then(|r| usize::try_from(r).ok())
+                .ok_or_else(|| bad(format!("output '{name}' ends in {last:?}")))?;
+            used_rows[k] = Some(rows);
+        }
+    }
+    let mut named = Vec::with_capacity(outputs.len());
+    for (k, ((buffer, elems), out)) in outputs.into_iter().zip(graph.outputs()).enumerate() {
+        let ty = graph
+            .type_of(out.value)
+            .as_tensor()
+            .ok_or_else(|| bad(format!("output '{}' is not a tensor", out.name)))?;
+        let shape = output_shape(&ty.dims, sizes, elems, used_rows[k]).ok_or_else(|| {
+            bad(format!(
+                "output '{}' of {elems} elements does not fit {ty}",
+                out.name
+            ))
+        })?;
+        named.push((out.name.clone(), buffer, shape));
+    }
+    Ok(Planned {
+        outputs: named,
+        scratch,
+    })
+}
+
+/// A check of an input's contents that [`bind_external`] leaves to the
+/// caller: on memory the runtime does not own, reading the input would
+/// synchronize, so the caller chooses how (on the device, or on request).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputCheck {
+    /// The offsets input `name` must be valid offsets of `rows` rows:
+    /// `offsets[0] = 0`, non-decreasing, `offsets[B] = rows`.
+    Offsets {
+        /// The input.
+        name: String,
+        /// `T`.
+        rows: usize,
+    },
+    /// The lengths input `name` (which a scan makes offsets of) must be
+    /// non-negative, summing within `dtype`.
+    Lengths {
+        /// The input.
+        name: String,
+        /// Its dtype (and the offsets').
+        dtype: DType,
+    },
+}
+
+/// The run-time sizes and attribute values of a run on memory the runtime
+/// does not own, and the checks of the inputs' contents left to the caller.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExternalBinding {
+    /// `B`, `T`, `max_len`.
+    pub sizes: RunSizes,
+    /// Every declared attribute's value.
+    pub attrs: BTreeMap<String, AttrValue>,
+    /// The contents' checks, which [`Runtime::run_graph`] does on the host.
+    pub checks: Vec<InputCheck>,
+}
+
+/// Binds `graph` to inputs described by dtype and shape alone (their
+/// contents are on a device the runtime does not own): `B` and `max_len`
+/// from the shapes and attributes, `T` from the rows of the jagged inputs
+/// on the offsets, else (no input has rows on them: `dense_to_jagged`) from
+/// `total_rows(name)` of the first offsets input, which may read
+/// `offsets[B]` (a synchronization). Sequence sets on several offsets
+/// inputs must have the same rows, as [`Runtime::run_graph`] requires.
+pub fn bind_external(
+    graph: &Graph,
+    inputs: &[InputDesc<'_>],
+    attrs: &[(&str, AttrValue)],
+    mut total_rows: impl FnMut(&str) -> Result<usize, GraphRunError>,
+) -> Result<ExternalBinding, GraphRunError> {
+    let binding = jagged_ir::bind(graph, inputs, attrs)?;
+    let mut rows: Option<usize> = None;
+    let offsets = offsets_inputs(graph)?;
+    for (s, name) in &offsets {
+        let t = match binding.rows.get(s) {
+            Some(&t) => t,
+            None => match rows {
+                Some(t) => t,
+                None => total_rows(name)?,
+            },
+        };
+        match rows {
+            Some(other) if other != t => {
+                return Err(GraphRunError::Unsupported(format!(
+                    "offsets '{name}' give {t} rows where other offsets give {other}"
+                )));
+            }
+            _ => rows = Some(t),
+        }
+    }
+    let t = rows.unwrap_or(0);
+    let mut checks: Vec<InputCheck> = offsets
+        .iter()
+        .map(|(_, name)| InputCheck::Offsets {
+            name: name.to_string(),
+            rows: t,
+        })
+        .collect();
+    checks.extend(
+        jagged_ir::bind::lengths_inputs(graph)
+            .into_iter()
+            .map(|(name, dtype)| InputCheck::Lengths {
+                name: name.to_string(),
+                dtype,
+            }),
+    );
+    Ok(ExternalBinding {
+        sizes: RunSizes {
+            batch: binding.batch as u64,
+            total_rows: t as u64,
+            max_len: binding.max_len as u64,
+        },
+        attrs: binding.attrs,
+        checks,
+    })
 }
 
 /// The shape of an output of type `dims`: symbolic dims from `sizes`, the

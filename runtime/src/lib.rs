@@ -24,7 +24,10 @@ pub use backend::{BackendKind, BufferId, KernelArg, LaunchDims, LaunchTiming, Mo
 pub use cache::{CacheEntry, CacheError, CacheKey, CacheStats, KernelCache};
 pub use error::RuntimeError;
 pub use jagged_ir::DType;
-pub use launcher::{DeviceTensor, GraphRunError, GraphRunStats, POISON_BYTE, graph_cache_key};
+pub use launcher::{
+    BufferRole, DeviceTensor, ExternalBinding, GraphRunError, GraphRunStats, InputCheck,
+    LaunchTarget, POISON_BYTE, Planned, bind_external, graph_cache_key, launch_plan,
+};
 pub use params::EntrySignatures;
 pub use runtime::{BACKEND_ENV, Runtime};
 pub use tensor::{

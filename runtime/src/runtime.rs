@@ -2,13 +2,14 @@
 
 use crate::RuntimeError;
 use crate::backend::{
-    Backend, BackendKind, BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId,
+    Backend, BackendKind, BufferId, CudaBackend, KernelArg, LaunchDims, LaunchTiming, ModuleId,
 };
 use crate::params::EntrySignatures;
 use crate::tensor::{
     DeviceBuffer, DeviceJagged, Element, JaggedBytes, OffsetType, from_bytes, tensor_bytes,
     tensor_data, to_bytes,
 };
+use cudarc::driver::sys;
 use jagged_codegen::Arch;
 use jagged_ir::{DType, DenseTensor, JaggedTensor};
 use std::collections::{HashMap, HashSet};
@@ -50,16 +51,28 @@ impl Runtime {
         }
     }
 
-    /// The backend `kind`, or an error saying why it is unavailable.
+    /// The backend `kind` (CUDA: device 0), or an error saying why it is
+    /// unavailable.
     pub fn with_backend(kind: BackendKind) -> Result<Runtime, RuntimeError> {
-        Ok(Runtime {
-            backend: Backend::open(kind)?,
+        Ok(Runtime::on(Backend::open(kind)?))
+    }
+
+    /// The CUDA backend on device `ordinal` (its primary context, the one
+    /// PyTorch and the CUDA runtime use), or an error saying why it is
+    /// unavailable.
+    pub fn with_cuda_device(ordinal: usize) -> Result<Runtime, RuntimeError> {
+        Ok(Runtime::on(Backend::Cuda(CudaBackend::on_device(ordinal)?)))
+    }
+
+    fn on(backend: Backend) -> Runtime {
+        Runtime {
+            backend,
             fallback_reason: None,
             modules: Vec::new(),
             modules_by_ptx: HashMap::new(),
             buffers: HashSet::new(),
             graphs: Default::default(),
-        })
+        }
     }
 
     /// Which backend runs the kernels.
@@ -314,6 +327,37 @@ impl Runtime {
     ) -> Result<LaunchTiming, RuntimeError> {
         self.check_args(module, kernel, args)?;
         self.backend.launch_timed(module, kernel, dims, args)
+    }
+
+    /// Submits `kernel` of `module` to `stream`, a raw `CUstream` of this
+    /// runtime's device (its primary context) that the runtime does not own,
+    /// such as PyTorch's current stream (`0`: the legacy default stream),
+    /// without waiting. Buffers the runtime does not own either (PyTorch
+    /// tensors) are passed as their device addresses, [`KernelArg::U64`];
+    /// runtime buffers ([`KernelArg::Buffer`]) are refused. The arguments are
+    /// checked against the kernel's `.param` list first. A launch of no CTAs
+    /// is not submitted. CUDA backend only ([`RuntimeError::NeedsCuda`]).
+    ///
+    /// # Safety
+    ///
+    /// `stream` must be a live stream of this device's primary context (or
+    /// 0), and every address among `args` device memory of that context that
+    /// stays allocated until the kernel has finished on `stream` and is
+    /// large enough for what the kernel reads and writes there.
+    pub unsafe fn launch_external(
+        &mut self,
+        module: ModuleId,
+        kernel: &str,
+        dims: &LaunchDims,
+        args: &[KernelArg],
+        stream: u64,
+    ) -> Result<(), RuntimeError> {
+        self.check_args(module, kernel, args)?;
+        let cuda = self.backend.cuda("a launch on an external stream")?;
+        // SAFETY: the stream and the addresses are this function's caller's
+        // guarantee (see `# Safety`); the arguments fit the kernel's
+        // parameter list (checked above).
+        unsafe { cuda.launch_external(module, kernel, dims, args, stream as sys::CUstream) }
     }
 
     /// Waits until all launched work has finished; a kernel fault surfaces here.

@@ -1,19 +1,23 @@
-//! The CUDA backend: cudarc's driver API on device 0, one stream.
+//! The CUDA backend: cudarc's driver API on one device (the primary context,
+//! as PyTorch and the CUDA runtime use it), one stream; and launches on
+//! memory and streams the runtime does not own (`launch_external`).
 
 use super::{BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId};
 use crate::RuntimeError;
 use cudarc::driver::sys::{CUevent_flags, CUfunction_attribute_enum, cudaError_enum};
 use cudarc::driver::{
-    CudaContext, CudaModule, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DriverError, LaunchConfig,
+    PushKernelArg, result, sys,
 };
 use cudarc::nvrtc::Ptx;
 use jagged_codegen::Arch;
 use std::collections::HashMap;
+use std::ffi::c_void;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Device 0 of the CUDA driver, its default stream, and the buffers and
-/// modules loaded on it.
+/// A device of the CUDA driver (its primary context), its default stream,
+/// and the buffers and modules loaded on it.
 pub(crate) struct CudaBackend {
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
@@ -29,9 +33,10 @@ fn driver(op: &'static str) -> impl FnOnce(DriverError) -> RuntimeError {
 }
 
 impl CudaBackend {
-    /// Opens device 0; a missing driver library or a machine without a
-    /// device is an error, not the panic `CudaContext::new` would raise.
-    pub(crate) fn new() -> Result<CudaBackend, RuntimeError> {
+    /// Opens device `ordinal` (retaining its primary context); a missing
+    /// driver library, a machine without a device or an ordinal past the
+    /// last device is an error, not the panic `CudaContext::new` would raise.
+    pub(crate) fn on_device(ordinal: usize) -> Result<CudaBackend, RuntimeError> {
         // SAFETY: `is_culib_present` only tries to dlopen the driver library
         // under its usual names and drops it again; loading libcuda runs no
         // code that could break this process's invariants.
@@ -46,7 +51,10 @@ impl CudaBackend {
         if count < 1 {
             return Err(RuntimeError::CudaNoDevice);
         }
-        let context = CudaContext::new(0).map_err(driver("context creation"))?;
+        if usize::try_from(count).map_or(true, |count| ordinal >= count) {
+            return Err(RuntimeError::CudaNoSuchDevice { ordinal, count });
+        }
+        let context = CudaContext::new(ordinal).map_err(driver("context creation"))?;
         let stream = context.default_stream();
         Ok(CudaBackend {
             context,
@@ -158,14 +166,13 @@ impl CudaBackend {
             .ok_or(RuntimeError::UnknownBuffer(id))
     }
 
-    /// Submits a launch to the stream, without waiting.
-    pub(crate) fn launch(
-        &mut self,
+    /// `kernel` of `module`, opted in to `dims`' dynamic shared memory.
+    fn function(
+        &self,
         module: ModuleId,
         kernel: &str,
         dims: &LaunchDims,
-        args: &[KernelArg],
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<CudaFunction, RuntimeError> {
         let loaded = self
             .modules
             .get(&module)
@@ -190,6 +197,18 @@ impl CudaBackend {
                 )
                 .map_err(driver("dynamic shared memory opt-in"))?;
         }
+        Ok(function)
+    }
+
+    /// Submits a launch to the stream, without waiting.
+    pub(crate) fn launch(
+        &mut self,
+        module: ModuleId,
+        kernel: &str,
+        dims: &LaunchDims,
+        args: &[KernelArg],
+    ) -> Result<(), RuntimeError> {
+        let function = self.function(module, kernel, dims)?;
         // The builder borrows every argument (scalars from `args`, buffers
         // from the buffer table) until the launch is submitted.
         let mut builder = self.stream.launch_builder(&function);
@@ -252,5 +271,108 @@ impl CudaBackend {
 
     pub(crate) fn synchronize(&mut self) -> Result<(), RuntimeError> {
         self.stream.synchronize().map_err(driver("synchronize"))
+    }
+
+    /// Submits `kernel` of `module` to `stream`, a stream of this device's
+    /// primary context that the runtime does not own (PyTorch's, say), with
+    /// device addresses the runtime does not own passed as
+    /// [`KernelArg::U64`]; without waiting. A launch of no CTAs (a zero grid
+    /// dimension) does nothing and is not submitted: the driver refuses it.
+    ///
+    /// # Safety
+    ///
+    /// `stream` must be a live stream of this device's primary context (or
+    /// null, the legacy default stream), and every address among `args` must
+    /// be device memory of that context that stays allocated until the
+    /// kernel has finished on `stream` and holds what the kernel reads and
+    /// writes there (the runtime checked only the parameters' count and sizes).
+    pub(crate) unsafe fn launch_external(
+        &mut self,
+        module: ModuleId,
+        kernel: &str,
+        dims: &LaunchDims,
+        args: &[KernelArg],
+        stream: sys::CUstream,
+    ) -> Result<(), RuntimeError> {
+        if dims.grid.contains(&0) {
+            return Ok(());
+        }
+        // The raw calls below act on the thread's current context.
+        self.context
+            .bind_to_thread()
+            .map_err(driver("context bind"))?;
+        let function = self.function(module, kernel, dims)?;
+        let mut slots: Vec<[u8; 8]> = Vec::with_capacity(args.len());
+        for (index, arg) in args.iter().enumerate() {
+            // The runtime's buffers are ordered on its own stream, not on
+            // the caller's: not mixed into an external launch.
+            let slot = param_slot(arg).ok_or_else(|| RuntimeError::BadArgument {
+                kernel: kernel.to_string(),
+                index,
+                reason: "a runtime buffer in a launch on an external stream \
+                         (pass device addresses as u64)"
+                    .to_string(),
+            })?;
+            slots.push(slot);
+        }
+        let mut params: Vec<*mut c_void> = slots
+            .iter_mut()
+            .map(|slot| slot.as_mut_ptr().cast::<c_void>())
+            .collect();
+        // SAFETY: `function` is a kernel of a module loaded in this context,
+        // which is bound to the thread; `params` points at one live 8-byte
+        // slot per parameter holding its value from the first byte (the
+        // runtime checked the count and each parameter's size, 4 or 8
+        // bytes), alive until the call returns, which is when the driver has
+        // copied them. The stream and the addresses
+        // are this function's caller's guarantee (see `# Safety`).
+        unsafe {
+            result::launch_kernel(
+                function.cu_function(),
+                (dims.grid[0], dims.grid[1], dims.grid[2]),
+                (dims.block[0], dims.block[1], dims.block[2]),
+                dims.dynamic_shared_bytes,
+                stream,
+                &mut params,
+            )
+        }
+        .map_err(driver("launch (cuLaunchKernel)"))
+    }
+}
+
+/// A kernel argument's bytes as `cuLaunchKernel` reads a parameter: the
+/// value's native bytes from the start of an 8-byte slot (a 4-byte
+/// parameter reads the first four). `None` for a runtime buffer.
+fn param_slot(arg: &KernelArg) -> Option<[u8; 8]> {
+    let mut slot = [0u8; 8];
+    match *arg {
+        KernelArg::U32(v) => slot[..4].copy_from_slice(&v.to_ne_bytes()),
+        KernelArg::I32(v) => slot[..4].copy_from_slice(&v.to_ne_bytes()),
+        KernelArg::F32(v) => slot[..4].copy_from_slice(&v.to_ne_bytes()),
+        KernelArg::U64(v) => slot = v.to_ne_bytes(),
+        KernelArg::I64(v) => slot = v.to_ne_bytes(),
+        KernelArg::F64(v) => slot = v.to_ne_bytes(),
+        KernelArg::Buffer(_) => return None,
+    }
+    Some(slot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_start_at_the_slot() {
+        let first4 = |arg| param_slot(&arg).map(|s| [s[0], s[1], s[2], s[3]]);
+        assert_eq!(first4(KernelArg::U32(7)), Some(7u32.to_ne_bytes()));
+        assert_eq!(first4(KernelArg::I32(-2)), Some((-2i32).to_ne_bytes()));
+        assert_eq!(first4(KernelArg::F32(1.5)), Some(1.5f32.to_ne_bytes()));
+        let addr = 0x7f00_dead_beef_0000u64;
+        assert_eq!(param_slot(&KernelArg::U64(addr)), Some(addr.to_ne_bytes()));
+        assert_eq!(
+            param_slot(&KernelArg::F64(-0.25)),
+            Some((-0.25f64).to_ne_bytes())
+        );
+        assert_eq!(param_slot(&KernelArg::Buffer(BufferId::fresh())), None);
     }
 }
