@@ -11,8 +11,10 @@ and also take nested tensors of the jagged layout
 offsets go, returning nested tensors where the input was one; `max_len`
 defaults to the longest sequence there.
 
-CPU tensors run through the bundled PTX emulator. CUDA tensors are not
-supported yet (NotImplementedError). See docs/python.md.
+CPU tensors run through the bundled PTX emulator. CUDA tensors run in place
+on PyTorch's memory and current stream (the ops of one graph; untested on
+hardware so far); the ops of the Rust front functions raise
+NotImplementedError for them. See docs/python.md, "Devices".
 """
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -20,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from . import _native, _ops  # noqa: F401  (_ops registers the ops)
+from ._cuda import check_offsets
 from ._graph import GraphOp, op
 from ._native import JaggedError, JaggedInputError
 from ._tensors import longest
@@ -31,6 +34,7 @@ __all__ = [
     "GraphOp",
     "JaggedError",
     "JaggedInputError",
+    "check_offsets",
     "complete_cumsum",
     "dense_to_jagged",
     "device_name",

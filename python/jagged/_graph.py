@@ -7,7 +7,7 @@ import torch
 
 from . import _native
 from ._native import JaggedInputError
-from ._tensors import TORCH_DTYPES, from_native, to_native
+from ._tensors import TORCH_DTYPES, common_device, from_native, to_native
 
 
 class GraphOp:
@@ -95,7 +95,13 @@ class GraphOp:
 
     def _run(self, inputs: List[torch.Tensor], attrs: Dict[str, object]) -> List[torch.Tensor]:
         where = f"op({self.name})"
-        native = [to_native(where, name, t) for name, t in zip(self._input_names, inputs)]
+        tensors = dict(zip(self._input_names, inputs))
+        device = common_device(where, tensors)
+        if device.type == "cuda":
+            from . import _cuda
+
+            return _cuda.run_graph(where, self._graph, tensors, attrs, device)
+        native = [to_native(where, name, t) for name, t in tensors.items()]
         return [from_native(o) for o in self._graph.run(native, attrs)]
 
     def _fake(self, inputs: List[torch.Tensor], attrs: Dict[str, float]) -> List[torch.Tensor]:

@@ -91,7 +91,9 @@ def dense_to_jagged(dense: Tensor, offsets: Tensor, total_L: Optional[int] = Non
     `total_L`, optional (as in FBGEMM), is `T = offsets[B]`: given, `torch.compile`
     knows the output's row count without reading the offsets.
     """
-    out = run_op("dense_to_jagged", {"dense": dense, "offsets": offsets}, {})[0]
+    if total_L is not None and total_L < 0:
+        raise JaggedInputError(f"jagged.dense_to_jagged: total_L={total_L} is negative")
+    out = run_op("dense_to_jagged", {"dense": dense, "offsets": offsets}, {}, total_rows=total_L)[0]
     if total_L is not None and out.shape[0] != total_L:
         raise JaggedInputError(f"jagged.dense_to_jagged: total_L={total_L}, but offsets[B] = {out.shape[0]}")
     return out
@@ -357,7 +359,7 @@ def jagged_flash_attention(
         {"max_len": max_len, "scale": scale, "causal": causal, "activation": activation, "dtype": dtype},
     )
     if len(outs) == 1:
-        return outs[0], torch.empty((0,), dtype=torch.float32)
+        return outs[0], torch.empty((0,), dtype=torch.float32, device=q.device)
     return outs[0], outs[1]
 
 
@@ -389,7 +391,8 @@ def _attention_backward(ctx, dout, dlse):
     dout = torch.zeros_like(out) if dout is None else dout.contiguous()
     if ctx.activation != "softmax":
         dlse = None
-    if ctx.dtype is None and _native.attention_backward_supported(
+    # The backward template runs on the emulator only: CUDA tensors take the padded math.
+    if ctx.dtype is None and q.device.type == "cpu" and _native.attention_backward_supported(
         DTYPE_NAMES.get(q.dtype, "?"), q.shape[2], v.shape[2]
     ):
         dq, dk, dv = torch.ops.jagged.jagged_flash_attention_backward(

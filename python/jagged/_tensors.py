@@ -1,7 +1,8 @@
-"""Torch tensors to and from the native extension's `(name, dtype, shape, bytes)` tuples."""
+"""Torch tensors to and from the native extension: `(name, dtype, shape, bytes)` tuples for CPU
+tensors, the device rules, and the dispatch of CUDA tensors to `_cuda`."""
 
 import ctypes
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -22,7 +23,7 @@ TORCH_DTYPES: Dict[str, torch.dtype] = {v: k for k, v in DTYPE_NAMES.items()}
 
 
 def check_tensor(op: str, name: str, t: object) -> torch.Tensor:
-    """`t` is a contiguous CPU tensor of a supported dtype, else an exception naming `name`."""
+    """`t` is a contiguous CPU or CUDA tensor of a supported dtype, else an exception naming `name`."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"jagged.{op}: argument `{name}` must be a torch.Tensor, got {type(t).__name__}")
     if t.is_nested:
@@ -30,14 +31,8 @@ def check_tensor(op: str, name: str, t: object) -> torch.Tensor:
             f"jagged.{op}: argument `{name}` is a nested tensor; pass it to jagged.{op} "
             f"(the Python wrapper), or pass its .values() and .offsets()"
         )
-    if t.device.type == "cuda":
-        raise NotImplementedError(
-            f"jagged.{op}: argument `{name}` is on {t.device}; CUDA tensors are not supported "
-            f"by the jagged torch package yet (only CPU tensors, run by the PTX emulator): "
-            f"move the inputs to the CPU"
-        )
-    if t.device.type != "cpu":
-        raise JaggedInputError(f"jagged.{op}: argument `{name}` is on {t.device}; expected a CPU tensor")
+    if t.device.type not in ("cpu", "cuda"):
+        raise JaggedInputError(f"jagged.{op}: argument `{name}` is on {t.device}; expected a CPU or CUDA tensor")
     if t.dtype not in DTYPE_NAMES:
         raise JaggedInputError(
             f"jagged.{op}: argument `{name}` has dtype {t.dtype}; supported: "
@@ -51,8 +46,32 @@ def check_tensor(op: str, name: str, t: object) -> torch.Tensor:
     return t
 
 
+def common_device(op: str, inputs: Dict[str, object]) -> torch.device:
+    """The one device of every tensor of a call (each checked by `check_tensor`): the CPU or one
+    CUDA device. A tensor elsewhere is an error naming it and the first tensor's device."""
+    device = None
+    first = None
+    for name, t in inputs.items():
+        t = check_tensor(op, name, t)
+        if device is None:
+            device, first = t.device, name
+        elif t.device != device:
+            raise JaggedInputError(
+                f"jagged.{op}: argument `{name}` is on {t.device}, but argument `{first}` is on {device}; "
+                f"every tensor of a call must be on one device"
+            )
+    return torch.device("cpu") if device is None else device
+
+
 def to_native(op: str, name: str, t: object) -> Tuple[str, str, List[int], bytes]:
+    """A CPU tensor's `(name, dtype, shape, bytes)` for the emulator (a CUDA one is refused: the
+    paths that copy to the host take CPU tensors only)."""
     t = check_tensor(op, name, t)
+    if t.device.type != "cpu":
+        raise NotImplementedError(
+            f"jagged.{op}: argument `{name}` is on {t.device}; this op takes CPU tensors only "
+            f"(run by the PTX emulator): move the inputs to the CPU"
+        )
     nbytes = t.numel() * t.element_size()
     # A contiguous CPU tensor's elements are the nbytes from data_ptr() on;
     # `t` stays alive for the copy.
@@ -68,8 +87,17 @@ def from_native(out: Tuple[str, str, Sequence[int], bytearray]) -> torch.Tensor:
     return torch.frombuffer(data, dtype=torch.uint8).view(dt).reshape(tuple(shape))
 
 
-def run_op(op: str, inputs: Dict[str, torch.Tensor], attrs: Dict[str, object]) -> List[torch.Tensor]:
-    """Runs the builtin `op` on CPU tensors through the emulator; outputs in the op's order."""
+def run_op(
+    op: str, inputs: Dict[str, torch.Tensor], attrs: Dict[str, object], total_rows: Optional[int] = None
+) -> List[torch.Tensor]:
+    """Runs the builtin `op`; outputs in the op's order. CPU tensors: copied to the emulator and
+    back. CUDA tensors (all on one device): in place on the device, on PyTorch's current stream
+    (`_cuda.run_op`; `total_rows` is `T` where the caller knows it, else it may be read)."""
+    device = common_device(op, inputs)
+    if device.type == "cuda":
+        from . import _cuda
+
+        return _cuda.run_op(op, inputs, attrs, device, total_rows)
     native = [to_native(op, name, t) for name, t in inputs.items()]
     return [from_native(o) for o in _native.run_op(op, native, attrs)]
 

@@ -69,21 +69,36 @@ pub(crate) fn with_state<T>(f: impl FnOnce(&mut State) -> Result<T, Error>) -> R
     let mut guard = STATE
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if guard.is_none() {
+    let open = || {
         let runtime = Runtime::with_backend(BackendKind::Emu)
             .map_err(|e| Error::Run(format!("cannot open the emulator: {e}")))?;
-        *guard = Some(State {
+        Ok(State {
             runtime,
             backward: HashMap::new(),
-        });
+        })
+    };
+    guarded(&mut guard, open, f)
+}
+
+/// Runs `f` on the state in `slot`, made by `open` first if there is none.
+/// A panic inside `f` is an [`Error::Internal`] and empties `slot` (the
+/// next call opens a fresh state), since the panic may have left the state
+/// half-way through a run.
+pub(crate) fn guarded<S, T>(
+    slot: &mut Option<S>,
+    open: impl FnOnce() -> Result<S, Error>,
+    f: impl FnOnce(&mut S) -> Result<T, Error>,
+) -> Result<T, Error> {
+    if slot.is_none() {
+        *slot = Some(open()?);
     }
-    let Some(state) = guard.as_mut() else {
+    let Some(state) = slot.as_mut() else {
         return Err(Error::Internal("no runtime".to_string()));
     };
     match catch_unwind(AssertUnwindSafe(|| f(state))) {
         Ok(result) => result,
         Err(panic) => {
-            *guard = None;
+            *slot = None;
             Err(Error::Internal(panic_message(panic.as_ref())))
         }
     }
@@ -135,7 +150,7 @@ fn host_outputs(outputs: BTreeMap<String, DenseTensor>) -> Vec<(String, HostTens
 }
 
 /// The spec of `graph` for `max_len` on `runtime`.
-fn spec_for(graph: &Graph, max_len: u64, runtime: &Runtime) -> Result<Spec, Error> {
+pub(crate) fn spec_for(graph: &Graph, max_len: u64, runtime: &Runtime) -> Result<Spec, Error> {
     Spec::for_graph(graph, max_len, runtime.preferred_arch())
         .map_err(|e| Error::Input(format!("graph `{}`: {e}", graph.name())))
 }

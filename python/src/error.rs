@@ -13,6 +13,10 @@ pub enum Error {
     /// `jagged.JaggedError` (a `RuntimeError`).
     #[error("{0}")]
     Run(String),
+    /// What CUDA tensors cannot do yet (the message names the op). Python:
+    /// `NotImplementedError`.
+    #[error("{0}")]
+    NotOnCuda(String),
     /// A bug of the extension or the compiler (a panic caught at the
     /// boundary). Python: `jagged.JaggedError`.
     #[error("internal error (please report): {0}")]

@@ -11,6 +11,7 @@
 //! ("internal error"), never as a `PanicException`. Bad arguments are
 //! `jagged.JaggedInputError` (a `ValueError`) naming the argument.
 
+mod cuda;
 mod engine;
 mod error;
 mod front;
@@ -19,7 +20,7 @@ mod ops;
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyString};
 
@@ -47,13 +48,17 @@ impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
         match err {
             Error::Input(msg) => JaggedInputError::new_err(msg),
+            Error::NotOnCuda(msg) => PyNotImplementedError::new_err(msg),
             other => JaggedError::new_err(other.to_string()),
         }
     }
 }
 
 /// Runs `f` without the GIL, turning a panic into [`Error::Internal`].
-fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T, Error> + Send) -> PyResult<T> {
+pub(crate) fn detached<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> Result<T, Error> + Send,
+) -> PyResult<T> {
     let result = py.detach(|| match catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(panic) => Err(Error::Internal(engine::panic_message(panic.as_ref()))),
@@ -160,27 +165,102 @@ fn run_op<'py>(
         return Ok(py_outputs(py, outputs));
     }
     let outputs = detached(py, || {
-        let facts: BTreeMap<String, Facts> = inputs
+        let facts = inputs
             .iter()
-            .map(|(n, t)| {
-                (
-                    n.clone(),
-                    Facts {
-                        dtype: t.dtype,
-                        shape: t.shape.clone(),
-                    },
-                )
-            })
-            .collect();
-        let built = ops::build(def, &facts, &given)?;
-        let attrs: Vec<(String, AttrValue)> = built
-            .attrs
-            .iter()
-            .map(|(n, v)| (n.to_string(), *v))
-            .collect();
-        engine::run_graph(&built.graph, built.spec_max_len, &inputs, &attrs)
+            .map(|(n, t)| (n.clone(), t.dtype, t.shape.clone()));
+        let built = op_graph(def, facts, &given)?;
+        engine::run_graph(
+            &built.graph,
+            built.spec_max_len,
+            &inputs,
+            &built.attr_values(),
+        )
     })?;
     Ok(py_outputs(py, outputs))
+}
+
+/// The graph of the builtin op `def` for inputs of these `(name, dtype,
+/// shape)`, with the `max_len` its spec is bucketed by and its run-time
+/// attributes.
+fn op_graph(
+    def: &'static ops::OpDef,
+    inputs: impl Iterator<Item = (String, DType, Vec<usize>)>,
+    given: &BTreeMap<String, AttrArg>,
+) -> Result<ops::Built, Error> {
+    let facts: BTreeMap<String, Facts> = inputs
+        .map(|(name, dtype, shape)| (name, Facts { dtype, shape }))
+        .collect();
+    ops::build(def, &facts, given)
+}
+
+/// A tensor on a CUDA device as the Python layer passes it: `(name, dtype,
+/// shape, data_ptr)` (contiguous, on the call's device).
+type PyDeviceTensor = (String, String, Vec<usize>, u64);
+
+fn device_inputs(inputs: Vec<PyDeviceTensor>) -> Result<Vec<cuda::DeviceInput>, Error> {
+    inputs
+        .into_iter()
+        .map(|(name, dtype, shape, ptr)| {
+            let dtype = DType::from_name(&dtype)
+                .ok_or_else(|| Error::Input(format!("input `{name}`: unknown dtype `{dtype}`")))?;
+            Ok(cuda::DeviceInput {
+                name,
+                dtype,
+                shape,
+                ptr,
+            })
+        })
+        .collect()
+}
+
+/// `run_op_cuda(op, inputs, attrs, device, stream, host, total_rows)`: runs
+/// the builtin op `op` in place on CUDA tensors (`[(name, dtype, shape,
+/// data_ptr)]`, all on device `device`) on the raw stream `stream`,
+/// allocating through `host` (see the `cuda` module); returns `[(name,
+/// flat tensor, shape)]` in the op's output order. `total_rows`: `T` when
+/// the caller knows it (`dense_to_jagged`'s `total_L`). The ops of the Rust
+/// front functions raise `NotImplementedError`.
+#[pyfunction]
+#[pyo3(signature = (op, inputs, attrs, device, stream, host, total_rows=None))]
+#[allow(clippy::too_many_arguments)]
+fn run_op_cuda<'py>(
+    py: Python<'py>,
+    op: &str,
+    inputs: Vec<PyDeviceTensor>,
+    attrs: &Bound<'py, PyDict>,
+    device: usize,
+    stream: u64,
+    host: &Bound<'py, PyAny>,
+    total_rows: Option<usize>,
+) -> PyResult<Vec<cuda::DeviceOutput<'py>>> {
+    let def = ops::find(op)?;
+    if front::runs(op) {
+        return Err(Error::NotOnCuda(format!(
+            "jagged.{op}: CUDA tensors are not supported by this op yet (it runs through a Rust \
+             front function, on the emulator only): pass CPU tensors"
+        ))
+        .into());
+    }
+    let inputs = device_inputs(inputs)?;
+    let given = attr_args(attrs)?;
+    let facts = inputs
+        .iter()
+        .map(|t| (t.name.clone(), t.dtype, t.shape.clone()));
+    let built = op_graph(def, facts, &given)?;
+    let place = cuda::Place {
+        ordinal: device,
+        stream,
+        host,
+    };
+    cuda::run_graph(
+        py,
+        &built.graph,
+        built.spec_max_len,
+        &inputs,
+        &built.attr_values(),
+        total_rows,
+        &place,
+    )
 }
 
 /// `op_graph_text(op, inputs, attrs)`: the canonical text of the graph
@@ -357,6 +437,43 @@ impl CompiledGraph {
         attrs: &Bound<'py, PyDict>,
     ) -> PyResult<Vec<PyOut<'py>>> {
         let inputs = host_inputs(inputs)?;
+        let values = self.attr_values(attrs)?;
+        let graph = &self.graph;
+        let outputs = detached(py, || {
+            let max_len = engine::graph_spec_max_len(graph, &values);
+            engine::run_graph(graph, max_len, &inputs, &values)
+        })?;
+        Ok(py_outputs(py, outputs))
+    }
+
+    /// [`CompiledGraph::run`] in place on CUDA tensors (`[(name, dtype,
+    /// shape, data_ptr)]` on device `device`) on the raw stream `stream`,
+    /// allocating through `host`; returns `[(name, flat tensor, shape)]`.
+    fn run_cuda<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: Vec<PyDeviceTensor>,
+        attrs: &Bound<'py, PyDict>,
+        device: usize,
+        stream: u64,
+        host: &Bound<'py, PyAny>,
+    ) -> PyResult<Vec<cuda::DeviceOutput<'py>>> {
+        let inputs = device_inputs(inputs)?;
+        let values = self.attr_values(attrs)?;
+        let max_len = engine::graph_spec_max_len(&self.graph, &values);
+        let place = cuda::Place {
+            ordinal: device,
+            stream,
+            host,
+        };
+        cuda::run_graph(py, &self.graph, max_len, &inputs, &values, None, &place)
+    }
+}
+
+impl CompiledGraph {
+    /// The attributes given (`{name: number}`) as the graph's values; `None`
+    /// is the declared default.
+    fn attr_values(&self, attrs: &Bound<'_, PyDict>) -> PyResult<Vec<(String, AttrValue)>> {
         let mut values = Vec::new();
         for (name, arg) in attr_args(attrs)? {
             let value = match (engine::graph_attr_kind(&self.graph, &name), arg) {
@@ -384,12 +501,7 @@ impl CompiledGraph {
             };
             values.push((name, value));
         }
-        let graph = &self.graph;
-        let outputs = detached(py, || {
-            let max_len = engine::graph_spec_max_len(graph, &values);
-            engine::run_graph(graph, max_len, &inputs, &values)
-        })?;
-        Ok(py_outputs(py, outputs))
+        Ok(values)
     }
 }
 
@@ -474,6 +586,38 @@ fn attention_backward<'py>(
     Ok(py_outputs(py, grads))
 }
 
+/// `runs_on_cuda(op)`: whether the builtin `op` takes CUDA tensors (the
+/// ops of one graph do; those of the Rust front functions not yet).
+#[pyfunction]
+fn runs_on_cuda(op: &str) -> PyResult<bool> {
+    ops::find(op)?;
+    Ok(!front::runs(op))
+}
+
+/// `check_offsets(name, offsets, rows=None)`: the runtime's offsets check
+/// (`[B+1]`, starting at 0, non-decreasing, ending at `rows` when given) on
+/// values read by the caller; `JaggedInputError` naming `name`.
+#[pyfunction]
+#[pyo3(signature = (name, offsets, rows=None))]
+fn check_offsets(name: &str, offsets: Vec<i64>, rows: Option<usize>) -> PyResult<()> {
+    jagged_ir::tensor::check_offsets(name, &offsets, rows)
+        .map_err(|e| Error::Input(e.to_string()))?;
+    Ok(())
+}
+
+/// `check_lengths(name, lengths, dtype)`: the runtime's check of lengths a
+/// scan makes offsets of (non-negative, the sum within `dtype`, `i32` or
+/// `i64`); `JaggedInputError` naming `name`.
+#[pyfunction]
+fn check_lengths(name: &str, lengths: Vec<i64>, dtype: &str) -> PyResult<()> {
+    let dtype = DType::from_name(dtype)
+        .filter(|d| d.is_index())
+        .ok_or_else(|| Error::Input(format!("check_lengths: dtype `{dtype}` is not i32 or i64")))?;
+    jagged_ir::tensor::check_lengths(name, &lengths, dtype)
+        .map_err(|e| Error::Input(e.to_string()))?;
+    Ok(())
+}
+
 /// `device_name()`: where the kernels run (the emulator).
 #[pyfunction]
 fn device_name(py: Python<'_>) -> PyResult<String> {
@@ -494,6 +638,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("JaggedInputError", m.py().get_type::<JaggedInputError>())?;
     m.add_class::<CompiledGraph>()?;
     m.add_function(wrap_pyfunction!(run_op, m)?)?;
+    m.add_function(wrap_pyfunction!(run_op_cuda, m)?)?;
+    m.add_function(wrap_pyfunction!(runs_on_cuda, m)?)?;
+    m.add_function(wrap_pyfunction!(check_offsets, m)?)?;
+    m.add_function(wrap_pyfunction!(check_lengths, m)?)?;
     m.add_function(wrap_pyfunction!(op_graph_text, m)?)?;
     m.add_function(wrap_pyfunction!(op_reference, m)?)?;
     m.add_function(wrap_pyfunction!(attention_backward_supported, m)?)?;

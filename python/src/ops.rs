@@ -443,6 +443,16 @@ pub struct Built {
     pub spec_max_len: u64,
 }
 
+impl Built {
+    /// The graph attributes with owned names, as the runs take them.
+    pub fn attr_values(&self) -> Vec<(String, AttrValue)> {
+        self.attrs
+            .iter()
+            .map(|(n, v)| (n.to_string(), *v))
+            .collect()
+    }
+}
+
 /// The checked attributes of one call.
 pub(crate) struct Attrs<'a> {
     op: &'static OpDef,

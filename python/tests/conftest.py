@@ -16,6 +16,28 @@ def _seed():
     torch.manual_seed(0)
 
 
+# The devices the op tests run on: the CPU (the emulator) always, CUDA (in
+# place on torch's memory and stream) where a GPU is present; elsewhere the
+# CUDA cases are reported as skipped. bench/gpu/run_python_cuda.sh runs them
+# on a GPU machine.
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Each op test once per device of DEVICES."""
+    return torch.device(request.param)
+
+
+def on(device, *tensors):
+    """`tensors` moved to `device` (one tensor: itself, not a tuple)."""
+    moved = tuple(t.to(device) for t in tensors)
+    return moved[0] if len(moved) == 1 else moved
+
+
 def offsets_of(lengths, dtype=torch.int64):
     o = [0]
     for n in lengths:
@@ -123,8 +145,8 @@ def ref_fbgemm(q, k, v, offsets, max_len, use_mask=False):
 
 
 def assert_close(got, want, tol):
-    got = got.double()
-    want = want.double()
+    got = got.double().cpu()
+    want = want.double().cpu()
     assert got.shape == want.shape, (got.shape, want.shape)
     assert not torch.isnan(got).any()
     err = (got - want).norm() / max(want.norm(), 1e-30)

@@ -1,4 +1,5 @@
-"""Each builtin op (torch.ops.jagged.*) against a torch reference, on the emulator."""
+"""Each builtin op (torch.ops.jagged.*) against a torch reference, on the emulator (CPU tensors) and,
+where a GPU is present, on CUDA tensors (the `device` fixture)."""
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from conftest import (
     TOL,
     assert_close,
     offsets_of,
+    on,
     rand,
     ref_attention,
     ref_fbgemm,
@@ -65,32 +67,34 @@ def test_every_builtin_is_registered():
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
-def test_complete_cumsum(dtype):
+def test_complete_cumsum(dtype, device):
     for lengths in LAYOUTS:
-        got = ops.complete_cumsum(torch.tensor(lengths, dtype=dtype))
-        assert got.dtype == dtype
-        assert torch.equal(got, offsets_of(lengths, dtype))
+        got = ops.complete_cumsum(torch.tensor(lengths, dtype=dtype, device=device))
+        assert got.dtype == dtype and got.device == device
+        assert torch.equal(got.cpu(), offsets_of(lengths, dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("inner", [(), (3,), (2, 2)])
-def test_jagged_to_padded_dense(dtype, inner):
+def test_jagged_to_padded_dense(dtype, inner, device):
     for lengths in LAYOUTS:
         o = offsets_of(lengths, torch.int32)
         v = rand(int(o[-1]), *inner, dtype=dtype)
-        got = ops.jagged_to_padded_dense(v, o, MAX_LEN, -1.5)
+        got = ops.jagged_to_padded_dense(*on(device, v, o), MAX_LEN, -1.5)
         assert got.dtype == dtype
         assert_close(got, ref_to_padded(v, o, MAX_LEN, -1.5), TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_dense_to_jagged(dtype):
+def test_dense_to_jagged(dtype, device):
     for lengths in LAYOUTS:
         o = offsets_of(lengths)
         d = rand(len(lengths), MAX_LEN, 3, dtype=dtype)
-        got = ops.dense_to_jagged(d, o)
+        got = ops.dense_to_jagged(*on(device, d, o))
         assert_close(got, ref_to_jagged(d, o), TOL[dtype])
-        assert ops.dense_to_jagged(d, o, int(o[-1])).shape == got.shape
+        with_total = ops.dense_to_jagged(*on(device, d, o), int(o[-1]))
+        assert with_total.shape == got.shape
+        assert_close(with_total, ref_to_jagged(d, o), TOL[dtype])
 
 
 def test_dense_to_jagged_total_l_mismatch():
@@ -100,47 +104,47 @@ def test_dense_to_jagged_total_l_mismatch():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_jagged_dense_elementwise_mul(dtype):
+def test_jagged_dense_elementwise_mul(dtype, device):
     for lengths in LAYOUTS:
         o = offsets_of(lengths)
         v = rand(int(o[-1]), 3, dtype=dtype)
         d = rand(len(lengths), MAX_LEN, 3, dtype=dtype)
-        got = ops.jagged_dense_elementwise_mul(v, o, d, MAX_LEN)
+        got = ops.jagged_dense_elementwise_mul(*on(device, v, o, d), MAX_LEN)
         assert_close(got, ref_jdem(v, o, d, MAX_LEN), TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
-def test_jagged_softmax(dtype):
+def test_jagged_softmax(dtype, device):
     for lengths in LAYOUTS:
         o = offsets_of(lengths, torch.int32)
         v = rand(int(o[-1]), 5, dtype=dtype)
-        got = ops.jagged_softmax(v, o, MAX_LEN)
+        got = ops.jagged_softmax(*on(device, v, o), MAX_LEN)
         assert got.dtype == dtype
         assert_close(got, ref_softmax(v, o, MAX_LEN), TOL[dtype])
 
 
 @pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_jagged_reduce(reduce, dtype):
+def test_jagged_reduce(reduce, dtype, device):
     for lengths in LAYOUTS:
         o = offsets_of(lengths)
         v = rand(int(o[-1]), 2, 3, dtype=dtype)
-        got = ops.jagged_reduce(v, o, MAX_LEN, reduce)
+        got = ops.jagged_reduce(*on(device, v, o), MAX_LEN, reduce)
         assert got.shape == (len(lengths), 2, 3)
         assert_close(got, ref_reduce(v, o, MAX_LEN, reduce), TOL[dtype])
 
 
 @pytest.mark.parametrize("mask_dtype", [torch.bool, torch.uint8])
-def test_masked_select_jagged(mask_dtype):
+def test_masked_select_jagged(mask_dtype, device):
     for lengths in LAYOUTS:
         o = offsets_of(lengths)
         T = int(o[-1])
         v = rand(T, 3)
         m = torch.rand(T) < 0.5
-        got, got_o = ops.masked_select_jagged(v, o, m.to(mask_dtype))
-        assert torch.equal(got, v[m])
+        got, got_o = ops.masked_select_jagged(*on(device, v, o, m.to(mask_dtype)))
+        assert torch.equal(got.cpu(), v[m])
         kept = [int(m[s:e].sum()) for s, e in zip(o[:-1].tolist(), o[1:].tolist())]
-        assert torch.equal(got_o, offsets_of(kept))
+        assert torch.equal(got_o.cpu(), offsets_of(kept))
 
 
 @pytest.mark.parametrize(
@@ -149,13 +153,13 @@ def test_masked_select_jagged(mask_dtype):
 )
 @pytest.mark.parametrize("activation", ["softmax", "silu"])
 @pytest.mark.parametrize("causal", [False, True])
-def test_jagged_flash_attention(dtype, heads, dim, value_dim, activation, causal):
+def test_jagged_flash_attention(dtype, heads, dim, value_dim, activation, causal, device):
     for lengths in [[], [0, 0], [3, 0, 6, 1]]:
         o = offsets_of(lengths, torch.int32)
         T = int(o[-1])
         q, k = rand(T, heads, dim, dtype=dtype), rand(T, heads, dim, dtype=dtype)
         v = rand(T, heads, value_dim, dtype=dtype)
-        out, lse = ops.jagged_flash_attention(q, k, v, o, MAX_LEN, 0.4, causal, activation)
+        out, lse = ops.jagged_flash_attention(*on(device, q, k, v, o), MAX_LEN, 0.4, causal, activation)
         want_out, want_lse = ref_attention(q, k, v, o, MAX_LEN, 0.4, causal, activation)
         assert out.dtype == dtype
         assert_close(out, want_out, TOL[dtype])
@@ -163,7 +167,7 @@ def test_jagged_flash_attention(dtype, heads, dim, value_dim, activation, causal
             assert lse.dtype == torch.float32 and lse.shape == (T, heads)
             assert_close(lse, want_lse, 1e-5)
         else:
-            assert lse.numel() == 0
+            assert lse.numel() == 0 and lse.device == device
 
 
 def test_jagged_flash_attention_default_scale_and_dtype():
@@ -180,12 +184,12 @@ def test_jagged_flash_attention_default_scale_and_dtype():
 
 @pytest.mark.parametrize("use_mask", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fbgemm_jagged_flash_attention_basic(use_mask, dtype):
+def test_fbgemm_jagged_flash_attention_basic(use_mask, dtype, device):
     for lengths in LAYOUTS:
         o = offsets_of(lengths)
         T = int(o[-1])
         q, k, v = (rand(T, 4, dtype=dtype) for _ in range(3))
-        got = ops.fbgemm_jagged_flash_attention_basic(q, k, v, o, MAX_LEN, use_mask)
+        got = ops.fbgemm_jagged_flash_attention_basic(*on(device, q, k, v, o), MAX_LEN, use_mask)
         assert_close(got, ref_fbgemm(q, k, v, o, MAX_LEN, use_mask), TOL[dtype])
 
 
