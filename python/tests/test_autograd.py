@@ -284,3 +284,44 @@ def test_backward_template_long_sequences_and_empty_batches(activation):
                 assert err <= 2e-2, f"{lengths}: gradient relative L2 error {err:.3e}"
         else:
             assert all(x.grad.shape == (0, 1, 32) for x in xs)
+
+
+# Every backward formula on each device of the `device` fixture (the CUDA
+# cases where a GPU is present): the gradients against those of the same op
+# on CPU tensors. On CUDA the attention takes the padded-math backward.
+DEVICE_CASES = {
+    "to_padded": (lambda o, m, v: ops.jagged_to_padded_dense(v, o, MAX_LEN, 0.5), [(T, 2)]),
+    "to_jagged": (lambda o, m, d: ops.dense_to_jagged(d, o), [(B, MAX_LEN, 2)]),
+    "jdem": (lambda o, m, v, d: ops.jagged_dense_elementwise_mul(v, o, d, MAX_LEN), [(T, 2), (B, MAX_LEN, 2)]),
+    "softmax": (lambda o, m, v: ops.jagged_softmax(v, o, MAX_LEN), [(T, 3)]),
+    "reduce_max": (lambda o, m, v: ops.jagged_reduce(v, o, MAX_LEN, "max"), [(T, 2)]),
+    "masked_select": (lambda o, m, v: ops.masked_select_jagged(v, o, m)[0], [(T, 2)]),
+    "attention": (
+        lambda o, m, q, k, v: ops.jagged_flash_attention(q, k, v, o, MAX_LEN, 0.5, True, "softmax")[0],
+        [(T, 2, 4), (T, 2, 4), (T, 2, 3)],
+    ),
+    "fbgemm": (lambda o, m, q, k, v: ops.fbgemm_jagged_flash_attention_basic(q, k, v, o, MAX_LEN), [(T, 4)] * 3),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEVICE_CASES))
+def test_gradients_on_each_device(case, device):
+    fn, shapes = DEVICE_CASES[case]
+    xs = [rand(*s) for s in shapes]
+    mask = torch.tensor([1, 0, 1, 1, 1, 0, 0, 1, 1, 0], dtype=torch.bool)
+    g = None
+
+    def grads(dev):
+        nonlocal g
+        leaves = [x.to(dev).requires_grad_() for x in xs]
+        out = fn(O.to(dev), mask.to(dev), *leaves)
+        assert out.device.type == torch.device(dev).type
+        if g is None:
+            g = torch.randn(out.shape)
+        out.backward(g.to(dev))
+        return [leaf.grad.cpu() for leaf in leaves]
+
+    want = grads("cpu")
+    for got, ref in zip(grads(device), want):
+        err = (got.double() - ref.double()).norm() / max(ref.double().norm(), 1e-30)
+        assert err <= 1e-5, f"gradient relative L2 error {err:.3e}"

@@ -1,4 +1,5 @@
-"""jagged.op(graph_text): any graph in the canonical text form, on CPU tensors."""
+"""jagged.op(graph_text): any graph in the canonical text form, on CPU tensors and (the `device`
+fixture, where a GPU is present) CUDA tensors."""
 
 import os
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 import jagged
-from conftest import GRAPHS, assert_close, offsets_of, rand
+from conftest import GRAPHS, assert_close, offsets_of, on, rand
 
 WEIGHTED_POOL = """
 graph weighted_pool {
@@ -31,7 +32,7 @@ def ref_pool(x, w, o, n):
     return out
 
 
-def test_weighted_pool_text():
+def test_weighted_pool_text(device):
     op = jagged.op(WEIGHTED_POOL)
     assert op is jagged.op(WEIGHTED_POOL)  # cached by text
     assert [n for n, _, _ in op.inputs] == ["offsets", "x", "w"]
@@ -39,13 +40,15 @@ def test_weighted_pool_text():
     for lengths in ([], [0, 0], [3, 0, 6, 1]):
         o = offsets_of(lengths, torch.int32)
         x, w = rand(int(o[-1]), 8), rand(int(o[-1]))
-        got = op(o, x, w, max_len=4)
+        got = op(*on(device, o, x, w), max_len=4)
+        assert got.device == device
         assert_close(got, ref_pool(x, w, o, 4), 1e-5)
-        assert_close(op(offsets=o, w=w, x=x, max_len=4), ref_pool(x, w, o, 4), 1e-5)
+        do, dx, dw = on(device, o, x, w)
+        assert_close(op(offsets=do, w=dw, x=dx, max_len=4), ref_pool(x, w, o, 4), 1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(f for f in os.listdir(GRAPHS) if f.endswith(".jir")))
-def test_repository_graphs_run(name):
+def test_repository_graphs_run(name, device):
     with open(os.path.join(GRAPHS, name)) as f:
         op = jagged.op(f.read())
     o = offsets_of([3, 0, 5], torch.int32)
@@ -57,8 +60,9 @@ def test_repository_graphs_run(name):
         shape = [int(o[-1]) if d.startswith("%") else (3 if d == "B" else int(d)) for d in dims]
         args.append(rand(*shape, dtype=jagged._tensors.TORCH_DTYPES[dtype]))
     attrs = {"max_len": 4} if any(a[0] == "max_len" for a in op.attrs) else {}
-    out = op(*args, **attrs)
+    out = op(*on(device, *args), **attrs)
     for t in out if isinstance(out, tuple) else (out,):
+        assert t.device == device
         assert not torch.isnan(t).any()
 
 
@@ -108,7 +112,7 @@ def ref_norm(x, o, n, eps):
 
 
 @pytest.mark.parametrize("lengths", [[], [0, 0], [3, 0, 6, 1]])
-def test_graph_op_gradients_from_the_ir_autodiff(lengths):
+def test_graph_op_gradients_from_the_ir_autodiff(lengths, device):
     """jagged.op is differentiable: its backward graph (IR autodiff, compiled
     by the general path) against torch autograd of a float64 reference, with
     a loss on both outputs, on one, and on none of them."""
@@ -116,11 +120,14 @@ def test_graph_op_gradients_from_the_ir_autodiff(lengths):
     o = offsets_of(lengths, torch.int32)
     t = int(o[-1])
     for weights in ((1.0, 1.0), (1.0, 0.0), (0.0, 1.0)):
-        x, w = rand(t, 8).requires_grad_(), rand(t).requires_grad_()
-        xr, wr = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
-        pooled, normed = op(o, x, w, max_len=4, eps=0.25)
+        x, w = on(device, rand(t, 8), rand(t))
+        x, w = x.requires_grad_(), w.requires_grad_()
+        xr, wr = x.detach().cpu().double().requires_grad_(), w.detach().cpu().double().requires_grad_()
+        pooled, normed = op(o.to(device), x, w, max_len=4, eps=0.25)
         g1, g2 = torch.randn(pooled.shape), torch.randn(normed.shape)
-        loss = sum(c * (out * g).sum() for c, out, g in zip(weights, (pooled, normed), (g1, g2)) if c)
+        loss = sum(
+            c * (out * g.to(device)).sum() for c, out, g in zip(weights, (pooled, normed), (g1, g2)) if c
+        )
         want = sum(
             c * (out * g.double()).sum()
             for c, out, g in zip(weights, (ref_pool(xr, wr, o, 4), ref_norm(xr, o, 4, 0.25)), (g1, g2))

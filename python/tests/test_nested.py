@@ -15,26 +15,27 @@ def nested(lengths, *inner, dtype=torch.float32, requires_grad=False):
 LENGTHS = [3, 1, 6, 2]
 
 
-def test_softmax_returns_a_nested_tensor():
-    nt = nested(LENGTHS, 3)
+def test_softmax_returns_a_nested_tensor(device):
+    nt = nested(LENGTHS, 3).to(device)
+    values, offsets = nt.values().cpu(), nt.offsets().cpu()
     out = jagged.jagged_softmax(nt, max_len=4)
-    assert out.is_nested and out.layout == torch.jagged
+    assert out.is_nested and out.layout == torch.jagged and out.device == device
     assert torch.equal(out.offsets(), nt.offsets())
-    assert_close(out.values(), ref_softmax(nt.values(), nt.offsets(), 4), 1e-5)
+    assert_close(out.values(), ref_softmax(values, offsets, 4), 1e-5)
     # max_len defaults to the longest sequence.
     full = jagged.jagged_softmax(nt)
-    assert_close(full.values(), ref_softmax(nt.values(), nt.offsets(), 6), 1e-5)
+    assert_close(full.values(), ref_softmax(values, offsets, 6), 1e-5)
 
 
-def test_reduce_and_padding_take_nested_tensors():
-    nt = nested(LENGTHS, 2)
-    o = nt.offsets()
-    assert_close(jagged.jagged_reduce(nt, reduce="mean"), ref_reduce(nt.values(), o, 6, "mean"), 1e-5)
+def test_reduce_and_padding_take_nested_tensors(device):
+    nt = nested(LENGTHS, 2).to(device)
+    values, o = nt.values().cpu(), nt.offsets().cpu()
+    assert_close(jagged.jagged_reduce(nt, reduce="mean"), ref_reduce(values, o, 6, "mean"), 1e-5)
     dense = jagged.jagged_to_padded_dense(nt, max_len=5, padding_value=1.0)
-    assert_close(dense, ref_to_padded(nt.values(), o, 5, 1.0), 1e-6)
+    assert_close(dense, ref_to_padded(values, o, 5, 1.0), 1e-6)
     back = jagged.dense_to_jagged(dense, nt)
     assert back.is_nested
-    assert torch.equal(back.offsets(), o)
+    assert torch.equal(back.offsets().cpu(), o)
 
 
 def test_elementwise_mul_and_masked_select_nested():
