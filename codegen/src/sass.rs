@@ -153,6 +153,10 @@ pub struct Counts {
     pub hmma: u32,
     /// `HGMMA` (warpgroup `wgmma`, sm_90).
     pub hgmma: u32,
+    /// The `HGMMA`s' work in `HMMA.16816` units per warp: an
+    /// `HGMMA.64xNxK` is a 16xNxK slice for each warp of the warpgroup, the
+    /// work of N/8 * K/16 `HMMA.16816` (whole units, at least 1).
+    pub hgmma_as_hmma: u32,
     /// `LDSM` (`ldmatrix`).
     pub ldsm: u32,
     /// `LDGSTS` (`cp.async`).
@@ -181,7 +185,10 @@ impl Counts {
             c.instructions += 1;
             let slot = match i.mnemonic() {
                 "HMMA" => &mut c.hmma,
-                "HGMMA" => &mut c.hgmma,
+                "HGMMA" => {
+                    c.hgmma_as_hmma += hgmma_as_hmma(&i.opcode);
+                    &mut c.hgmma
+                }
                 "LDSM" => &mut c.ldsm,
                 "LDGSTS" => &mut c.ldgsts,
                 "UTMALDG" => &mut c.utmaldg,
@@ -198,6 +205,14 @@ impl Counts {
         c
     }
 
+    /// Instructions per `HMMA.16816` of work (`HMMA`s count 1 each, `HGMMA`s
+    /// [`Counts::hgmma_as_hmma`]): the ratio that compares sm_80 and sm_90
+    /// MMA loops (`None` without MMAs).
+    pub fn per_hmma_work(&self) -> Option<f64> {
+        let work = self.hmma + self.hgmma_as_hmma;
+        (work > 0).then(|| f64::from(self.instructions) / f64::from(work))
+    }
+
     /// MMA instructions: `HMMA` plus `HGMMA`.
     pub fn mma(&self) -> u32 {
         self.hmma + self.hgmma
@@ -208,6 +223,17 @@ impl Counts {
     /// 16x8x16), so the ratio compares like with like only per kind.
     pub fn per_mma(&self) -> Option<f64> {
         (self.mma() > 0).then(|| f64::from(self.instructions) / f64::from(self.mma()))
+    }
+}
+
+/// The work of one `HGMMA.64xNxK...` in `HMMA.16816` units per warp
+/// ([`Counts::hgmma_as_hmma`]); 1 when the shape does not parse.
+fn hgmma_as_hmma(opcode: &str) -> u32 {
+    let shape = opcode.split('.').nth(1).unwrap_or_default();
+    let dims: Vec<u32> = shape.split('x').filter_map(|d| d.parse().ok()).collect();
+    match dims.as_slice() {
+        [64, n, k] => (n / 8 * k / 16).max(1),
+        _ => 1,
     }
 }
 
@@ -604,6 +630,7 @@ attn:
                 instructions: 19,
                 hmma: 2,
                 hgmma: 0,
+                hgmma_as_hmma: 0,
                 ldsm: 1,
                 ldgsts: 1,
                 utmaldg: 0,
@@ -616,6 +643,7 @@ attn:
             }
         );
         assert_eq!(r.counts.per_mma(), Some(9.5));
+        assert_eq!(r.counts.per_hmma_work(), Some(9.5));
     }
 
     /// Two kernels (sm_90 shapes: `HGMMA`, `UTMALDG`, a `BRA.U` back edge
@@ -665,6 +693,9 @@ pre:
         assert_eq!(fwd.span, Some((0x10, 0x60)));
         assert_eq!((fwd.counts.hgmma, fwd.counts.utmaldg), (2, 1));
         assert_eq!(fwd.counts.per_mma(), Some(3.0));
+        // Each 64x64x16 is 8 HMMA.16816 of work per warp.
+        assert_eq!(fwd.counts.hgmma_as_hmma, 16);
+        assert_eq!(fwd.counts.per_hmma_work(), Some(6.0 / 16.0));
         let pre = &reports[1];
         assert_eq!(pre.span, Some((0x30, 0x50)));
         assert_eq!((pre.counts.instructions, pre.counts.fadd), (3, 2));

@@ -89,41 +89,49 @@ pub fn run(args: StatsArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The columns of `--sass`, after the loop's span and before the kernel.
+const COLUMNS: [&str; 14] = [
+    "instrs",
+    "HMMA",
+    "HGMMA",
+    "LDSM",
+    "LDGSTS",
+    "UTMALDG",
+    "BAR",
+    "EX2",
+    "SHFL",
+    "FFMA",
+    "FMUL",
+    "FADD",
+    "instr/MMA",
+    "instr/16816",
+];
+
+/// One row: `span`, the cells under [`COLUMNS`], then `kernel`.
+fn row(span: &str, cells: &[String], kernel: &str) -> String {
+    let mut line = format!("{span:<12}");
+    for (cell, head) in cells.iter().zip(COLUMNS) {
+        line.push_str(&format!(" {cell:>w$}", w = head.len().max(5)));
+    }
+    format!("{line}  {kernel}")
+}
+
 /// Prints the steady-state loop of every kernel, one row each.
 fn print_sass(title: &str, reports: &[LoopReport]) {
     println!("# {title}: steady-state loop (static SASS counts per iteration)");
-    println!(
-        "{:<12} {:>6} {:>5} {:>5} {:>5} {:>6} {:>7} {:>3} {:>4} {:>4} {:>4} {:>4} {:>4} {:>9}  kernel",
-        "loop",
-        "instrs",
-        "HMMA",
-        "HGMMA",
-        "LDSM",
-        "LDGSTS",
-        "UTMALDG",
-        "BAR",
-        "EX2",
-        "SHFL",
-        "FFMA",
-        "FMUL",
-        "FADD",
-        "instr/MMA"
-    );
+    let heads: Vec<String> = COLUMNS.iter().map(|h| h.to_string()).collect();
+    println!("{}", row("loop", &heads, "kernel (instructions)"));
     for r in reports {
         let c = &r.counts;
         let span = r.span.map_or_else(
             || "no loop".to_string(),
             |(a, b)| format!("{a:04x}-{b:04x}"),
         );
-        let per_mma = c.per_mma().map_or_else(
-            || "-".to_string(),
-            |x| {
-                let kind = if c.hgmma > 0 { "HGMMA" } else { "HMMA" };
-                format!("{x:.2}/{kind}")
-            },
-        );
-        println!(
-            "{span:<12} {:>6} {:>5} {:>5} {:>5} {:>6} {:>7} {:>3} {:>4} {:>4} {:>4} {:>4} {:>4} {per_mma:>9}  {} ({} instrs)",
+        let kind = if c.hgmma > 0 { "HGMMA" } else { "HMMA" };
+        let ratio = |x: Option<f64>, unit: &str| {
+            x.map_or_else(|| "-".to_string(), |x| format!("{x:.2}{unit}"))
+        };
+        let mut cells: Vec<String> = [
             c.instructions,
             c.hmma,
             c.hgmma,
@@ -136,8 +144,13 @@ fn print_sass(title: &str, reports: &[LoopReport]) {
             c.ffma,
             c.fmul,
             c.fadd,
-            r.kernel,
-            r.total_instructions
-        );
+        ]
+        .iter()
+        .map(u32::to_string)
+        .collect();
+        cells.push(ratio(c.per_mma(), &format!("/{kind}")));
+        cells.push(ratio(c.per_hmma_work(), ""));
+        let kernel = format!("{} ({})", r.kernel, r.total_instructions);
+        println!("{}", row(&span, &cells, &kernel));
     }
 }
