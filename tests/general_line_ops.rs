@@ -350,3 +350,120 @@ fn topk_follows_the_stable_sort() {
         }
     }
 }
+
+/// The reads an element's tree shares: row shifts by one of a stored
+/// sequence taken from the neighbouring lane (in an element kernel, and in
+/// the count and copy kernels of a compaction on them; groups of 32 rows,
+/// lengths around and far above 32, a truncated set), a per-sequence input
+/// and what is computed from it read by every row, a leaf read by several
+/// branches of the tree, and a rank over lines that are staged in shared
+/// memory (1000 rows) and that are not (1600 rows of i64 do not fit a
+/// warp's share): every output equals the f64 reference.
+#[test]
+fn shared_reads_and_long_ranks_match_the_reference() {
+    let text = "graph shared_reads {
+  attr max_len: index
+  %0 = input offsets : {idx}[B+1]
+  %1 = seqs %0 : seqs
+  %2 = input t : {t}[%1]
+  %3 = input seg : i32[B]
+  %4 = input table : f32[12]
+  %5 = shift %2, axis 0, by -1 : {t}[%1]
+  %6 = sub %2, %5 : {t}[%1]
+  %7 = const 2 : {t}[]
+  %8 = gt %6, %7 : bool[%1]
+  %9 = position axis 0 : i32[%1]
+  %10 = const 0 : i32[]
+  %11 = eq %9, %10 : bool[%1]
+  %12 = select %11, %11, %8 : bool[%1]
+  %13 = seqs_where %12 : seqs
+  %14 = compact %9, %13 : i32[%13]
+  %15 = offsets %13 : {idx}[B+1]
+  %16 = shift %2, axis 0, by 1 : {t}[%1]
+  %17 = sub %16, %2 : {t}[%1]
+  %18 = gt %17, %7 : bool[%1]
+  %19 = const 0 : {t}[]
+  %20 = select %18, %19, %17 : {t}[%1]
+  %21 = const 3 : i32[]
+  %22 = add %3, %21 : i32[B]
+  %23 = gather %4, %22 : f32[B]
+  %24 = cast %20 : f32[%1]
+  %25 = mul %24, %23 : f32[%1]
+  %26 = cast %22 : f32[B]
+  %27 = add %25, %26 : f32[%1]
+  %28 = seqs %0, max_len : seqs
+  %29 = input u : {t}[%28]
+  %30 = shift %29, axis 0, by -1 : {t}[%28]
+  %31 = shift %29, axis 0, by 1 : {t}[%28]
+  %32 = sub %31, %30 : {t}[%28]
+  %33 = rank descending %2, axis 0 : i32[%1]
+  %34 = const 5 : i32[]
+  %35 = lt %33, %34 : bool[%1]
+  %36 = seqs_where %35 : seqs
+  %37 = compact %2, %36 : {t}[%36]
+  %38 = offsets %36 : {idx}[B+1]
+  output starts = %14
+  output start_offsets = %15
+  output dwell = %20
+  output boosted = %27
+  output spread = %32
+  output best = %37
+  output best_offsets = %38
+}";
+    let lengths = [0, 1, 31, 32, 33, 70, 5, 1000, 1600, 64];
+    let mut rng = Rng::new(23);
+    let max_len = 40;
+    for dtype in [DType::F32, DType::I64] {
+        for idx in [DType::I32, DType::I64] {
+            let g = graph(text, "", dtype, idx);
+            let mut offsets = vec![0.0];
+            for &l in &lengths {
+                offsets.push(offsets[offsets.len() - 1] + l as f64);
+            }
+            let rows = lengths.iter().sum::<usize>();
+            // Timestamps: gaps of 0..4, some above the gap of 2; ties in the rank.
+            let mut t = Vec::with_capacity(rows);
+            let mut now = 0.0;
+            for _ in 0..rows {
+                now += rng.below(5) as f64;
+                t.push(now);
+            }
+            let u: Vec<f64> = (0..rows).map(|_| rng.below(100) as f64).collect();
+            // Segments in -1..14: some outside the table (0 from the gather).
+            let seg: Vec<f64> = lengths.iter().map(|_| rng.below(15) as f64 - 1.0).collect();
+            let table: Vec<f64> = (0..12).map(|_| rng.float(2.0)).collect();
+            let tensors = [
+                (
+                    "offsets",
+                    DenseTensor::from_f64(idx, vec![offsets.len()], &offsets),
+                ),
+                ("t", DenseTensor::from_f64(dtype, vec![rows], &t)),
+                ("u", DenseTensor::from_f64(dtype, vec![rows], &u)),
+                (
+                    "seg",
+                    DenseTensor::from_f64(DType::I32, vec![seg.len()], &seg),
+                ),
+                ("table", DenseTensor::from_f64(DType::F32, vec![12], &table)),
+            ]
+            .map(|(n, t)| (n, t.expect("input")));
+            let inputs: Vec<(&str, &DenseTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
+            let attrs = [("max_len", AttrValue::Index(max_len))];
+            let want = jagged::ir::evaluate(&g, &inputs, &attrs).expect("reference");
+            let spec = Spec::for_graph(&g, max_len as u64, Arch::Sm80).expect("spec");
+            let kernel = compile(&g, &spec).expect("compiles");
+            let got = runtime()
+                .run_compiled_host(&g, &kernel, &inputs, &attrs)
+                .expect("runs");
+            for (name, reference) in &want {
+                let out = got.get(name).expect("output");
+                assert_eq!(out.shape(), reference.shape(), "{name} {dtype} {idx}");
+                let (out, reference) = (out.to_f64(), reference.to_f64());
+                let tol = Tolerance::design(DType::F32);
+                assert!(
+                    tol.accepts(&out, &reference),
+                    "{name} {dtype} {idx}: {out:?} vs {reference:?}"
+                );
+            }
+        }
+    }
+}

@@ -39,7 +39,7 @@ enum Val {
 
 /// An element index: the sequence `b` (u64; 0 for values with no batch) and
 /// one u64 index per dim of the value's type (a `B` dim's index is `b`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 struct At {
     b: Reg,
     idx: Vec<Reg>,
@@ -99,6 +99,87 @@ struct SortKey {
 /// reduced axis: when that axis is the contiguous last one, or when the
 /// result has fewer than 8 elements per row, so that lanes of a thread per
 /// element would read rows far apart.
+/// Whether [`Emitter::define`] computes `node` without a branch or a loop
+/// around the reads of its operands (elementwise math, casts, selects,
+/// masks, positions, lengths, offsets, a reshape's re-indexing): what it
+/// reads dominates the rest of the element's code.
+fn straight_line(node: &Node) -> bool {
+    matches!(
+        node,
+        Node::Attr { .. }
+            | Node::Const { .. }
+            | Node::Offsets { .. }
+            | Node::Unary { .. }
+            | Node::Cast { .. }
+            | Node::Binary { .. }
+            | Node::Select { .. }
+            | Node::Mask { .. }
+            | Node::Compare { .. }
+            | Node::Position { .. }
+            | Node::Lengths { .. }
+            | Node::Reshape { .. }
+    )
+}
+
+/// The row shifts by one (`shift x, axis 0, by ±1`) of a stored `[%s]`
+/// value `x` in the fused tree of `root`, itself `[%s]` over the same
+/// sequences, that [`Emitter::shift_rows`] takes from a neighbouring lane.
+fn row_shifts(graph: &Graph, part: &Partition, root: Handle<Node>) -> Vec<Handle<Node>> {
+    let Ok(ty) = tensor_type(graph, root) else {
+        return Vec::new();
+    };
+    let (Some(s), 1) = (ty.seqs(), ty.dims.len()) else {
+        return Vec::new();
+    };
+    let mut tree = super::fused_operands(graph, part, root);
+    tree.retain(|&h| match graph.node(h) {
+        Node::Shift { arg, axis: 0, by } => {
+            by.abs() == 1
+                && part.stored.contains_key(arg)
+                && tensor_type(graph, *arg).is_ok_and(|x| x.dims == [Dim::Ragged(s)])
+        }
+        _ => false,
+    });
+    tree
+}
+
+/// The values of one element per sequence (`[B]`) that the kernel of
+/// `root` reads: the stored ones, and the nodes of its fused tree computed
+/// from them (and scalars) in straight-line code, in graph order. Computed
+/// once per sequence before the loop over its elements, each is read by
+/// the sequence's elements (`segment[b]` of every event of user `b`)
+/// without being loaded again.
+fn per_sequence(graph: &Graph, part: &Partition, root: Handle<Node>) -> Vec<Handle<Node>> {
+    let mut tree = super::fused_operands(graph, part, root);
+    let leaves: Vec<Handle<Node>> = tree
+        .iter()
+        .chain(std::iter::once(&root))
+        .flat_map(|&h| graph.node(h).operands())
+        .filter(|h| part.stored.contains_key(h))
+        .collect();
+    tree.extend(leaves);
+    tree.sort_by_key(|h| h.index());
+    tree.dedup();
+    // In graph order, so that a node's operands are decided before it.
+    let mut hoisted: Vec<Handle<Node>> = Vec::new();
+    for &h in &tree {
+        let per_seq = |t: &TensorType| t.dims == [Dim::Batch] || t.dims.is_empty();
+        let ok = matches!(graph.type_of(h), jagged_ir::Type::Tensor(t) if per_seq(t))
+            && (part.stored.contains_key(&h)
+                || straight_line(graph.node(h))
+                    && graph.node(h).operands().iter().all(|a| {
+                        hoisted.contains(a) || matches!(graph.type_of(*a), jagged_ir::Type::Seqs)
+                    }));
+        if ok {
+            hoisted.push(h);
+        }
+    }
+    hoisted.retain(
+        |&h| matches!(graph.type_of(h), jagged_ir::Type::Tensor(t) if t.dims == [Dim::Batch]),
+    );
+    hoisted
+}
+
 fn cooperative(graph: &Graph, node: Handle<Node>) -> bool {
     let (arg, axis) = match graph.node(node) {
         Node::Reduce { arg, axis, .. } | Node::Softmax { arg, axis } => (*arg, *axis),
@@ -171,13 +252,24 @@ pub(super) fn lower_step(
                 return Ok(vec![plan]);
             }
             let coop = own && cooperative(graph, node);
+            em.per_sequence = per_sequence(graph, part, node);
+            if !coop {
+                em.shifted = row_shifts(graph, part, node);
+            }
             em.for_each_element(&ty, &[into], coop, |em, at, lin| {
+                let mut values = em.sequence_values.clone();
+                values.extend(em.row_values.iter().cloned());
+                em.cse = Some(Cse {
+                    values,
+                    branching: 0,
+                });
                 let v = if own {
-                    em.define(node, at)?
+                    em.computed(node, at)
                 } else {
-                    em.value(node, at)?
+                    em.value(node, at)
                 };
-                em.store(into, lin, v);
+                em.cse = None;
+                em.store(into, lin, v?);
                 Ok(())
             })?;
         }
@@ -250,6 +342,42 @@ struct Emitter<'g> {
     /// In a sequence-resident kernel: the staged leaves and the values
     /// hoisted out of loops (see the `rows` module).
     resident: Option<rows::Resident>,
+    /// In an element loop's body: the values computed so far for the
+    /// element, by node and index registers, so that a node read twice (a
+    /// leaf under two branches of the tree, `t.shift_rows(1) - t` in two
+    /// comparisons) is loaded and computed once. See [`Self::value`].
+    cse: Option<Cse>,
+    /// The per-sequence values (`[B]`, straight-line or stored) the value
+    /// an element loop computes reads: computed once per sequence, before
+    /// the loop over its elements, which reads them from
+    /// [`Self::sequence_values`] (see [`Self::for_each_element`]).
+    per_sequence: Vec<Handle<Node>>,
+    /// The [`Self::per_sequence`] values of the sequence being computed,
+    /// each with its index.
+    sequence_values: Vec<(Handle<Node>, At, Val)>,
+    /// The row shifts (`shift x, axis 0, by ±1` of a stored `[%s]` value
+    /// `x`) the value an element loop computes reads: the loop goes over a
+    /// sequence's rows 32 at a time on the whole warp, each lane loads its
+    /// row of `x` and takes its neighbour's from the next or previous lane
+    /// (a shuffle), so `x` is read once, not once per shift.
+    shifted: Vec<Handle<Node>>,
+    /// The values of the element being computed that the loop computed
+    /// before its body (the [`Self::shifted`] reads, with their operands).
+    row_values: Vec<(Handle<Node>, At, Val)>,
+}
+
+/// The common subexpressions of one element's tree ([`Emitter::cse`]).
+#[derive(Default)]
+struct Cse {
+    /// The values computed in the body's straight-line code, which
+    /// dominates the rest of the body.
+    values: Vec<(Handle<Node>, At, Val)>,
+    /// How many nodes whose code branches or loops (a shift's guarded read,
+    /// a gather, a reduction's loop) are being computed: their operands'
+    /// registers are not defined after the branch or hold another
+    /// iteration's value after the loop, so nothing computed inside is
+    /// remembered (what was remembered before is still read).
+    branching: u32,
 }
 
 impl<'g> Emitter<'g> {
@@ -266,6 +394,11 @@ impl<'g> Emitter<'g> {
             not_writer: None,
             known: Vec::new(),
             resident: None,
+            cse: None,
+            per_sequence: Vec::new(),
+            sequence_values: Vec::new(),
+            shifted: Vec::new(),
+            row_values: Vec::new(),
         }
     }
 
@@ -530,6 +663,12 @@ impl<'g> Emitter<'g> {
         let seqs = self.b.begin_range(Type::U64, warp, batch, warps);
         let b = seqs.counter;
         self.enter_sequence(b)?;
+        self.sequence_values = Vec::new();
+        for h in self.per_sequence.clone() {
+            let at = At { b, idx: vec![b] };
+            let v = self.value(h, &at)?;
+            self.sequence_values.push((h, at, v));
+        }
         let first = self.seq_start(s, b)?;
         let next = self.b.binary(BinOp::Add, Type::U64, b, Operand::Int(1));
         let end = self.seq_start(s, next)?;
@@ -544,19 +683,33 @@ impl<'g> Emitter<'g> {
         let base = self
             .b
             .binary(BinOp::Mul, Type::U64, first, Operand::Int(width as i64));
-        // Lanes over the elements, or (cooperative) all lanes on each one.
+        // Lanes over the elements, or (cooperative) all lanes on each one;
+        // with row shifts to share, the whole warp on 32 rows at a time.
+        let shuffles = !self.shifted.is_empty() && width == 1 && !coop;
         let elems = if coop {
             self.b
                 .begin_range(Type::U64, Operand::Int(0), count, Operand::Int(1))
+        } else if shuffles {
+            self.b
+                .begin_range(Type::U64, Operand::Int(0), count, Operand::Int(32))
         } else {
             self.b.begin_range(Type::U64, lane, count, Operand::Int(32))
         };
-        let e = elems.counter;
+        let e = if shuffles {
+            self.b.binary(BinOp::Add, Type::U64, elems.counter, lane)
+        } else {
+            elems.counter
+        };
         let lin = self.b.binary(BinOp::Add, Type::U64, base, e);
         let i = self
             .b
             .binary(BinOp::Div, Type::U64, e, Operand::Int(width as i64));
         let done = self.b.label();
+        if shuffles {
+            let active = self.b.setp(Cmp::Lt, Type::U64, e, count);
+            self.row_values = self.shift_rows(&At { b, idx: vec![i] }, lane, active)?;
+            self.b.bra_if(active, true, done);
+        }
         let valid = self.b.setp(Cmp::Lt, Type::U64, i, len);
         let write = self.b.label();
         self.b.bra_if(valid, false, write);
@@ -581,9 +734,79 @@ impl<'g> Emitter<'g> {
         self.b.place(done);
         self.b.end_range(elems);
         self.memo = None;
+        self.sequence_values.clear();
+        self.row_values.clear();
         self.b.end_range(seqs);
         self.not_writer = None;
         Ok(())
+    }
+
+    /// The [`Self::shifted`] values at row `at` (every lane of the warp
+    /// here, `active` on those with a row): each lane loads its row of the
+    /// shifted value (0 on an inactive lane) and takes the neighbour's from
+    /// the lane next to it; the first or last lane of the 32, whose
+    /// neighbour is another group's, loads it. Returns the values and the
+    /// rows loaded, for the element's [`Cse`].
+    fn shift_rows(
+        &mut self,
+        at: &At,
+        lane: Reg,
+        active: Reg,
+    ) -> Result<Vec<(Handle<Node>, At, Val)>> {
+        let mut values = Vec::new();
+        for h in self.shifted.clone() {
+            let Node::Shift { arg, by, .. } = *self.graph.node(h) else {
+                continue;
+            };
+            let int = is_int(tensor_type(self.graph, arg)?.dtype);
+            let own = match values
+                .iter()
+                .find(|(k, a, _): &&(Handle<Node>, At, Val)| *k == arg && a == at)
+            {
+                Some(&(_, _, v)) => v,
+                None => {
+                    let v = self.guarded(arg, at, active, int)?;
+                    values.push((arg, at.clone(), v));
+                    v
+                }
+            };
+            // The lane whose neighbour is in another group of 32 rows.
+            let (mode, edge, clamp) = if by > 0 {
+                (ShflMode::Down, 31, 31)
+            } else {
+                (ShflMode::Up, 0, 0)
+            };
+            // `guarded` gives an s64 for an integer `x`, else an f32.
+            let (Val::F(own) | Val::I(own)) = own;
+            let next = if int {
+                self.shfl_s64(mode, own, 1, clamp)
+            } else {
+                self.b.shfl(mode, own, Operand::Int(1), clamp)
+            };
+            let x = tensor_type(self.graph, arg)?;
+            let n = self.extent(x.dims[0], at.b)?;
+            let from = self
+                .b
+                .binary(BinOp::Add, Type::S64, at.idx[0], Operand::Int(by));
+            // Unsigned: a row before the line's start is past its end.
+            let inside = self.b.setp(Cmp::Lt, Type::U64, from, n);
+            let edge = self.b.setp(Cmp::Eq, Type::U64, lane, Operand::Int(edge));
+            let load = self.b.binary(BinOp::And, Type::Pred, inside, edge);
+            let there = At {
+                b: at.b,
+                idx: vec![from],
+            };
+            let (Val::F(loaded) | Val::I(loaded)) = self.guarded(arg, &there, load, int)?;
+            let (ty, zero) = if int {
+                (Type::S64, Operand::Int(0))
+            } else {
+                (Type::F32, Operand::F32(0.0))
+            };
+            let v = self.b.selp(ty, loaded, next, edge);
+            let v = self.b.selp(ty, v, zero, inside);
+            values.push((h, at.clone(), if int { Val::I(v) } else { Val::F(v) }));
+        }
+        Ok(values)
     }
 
     /// Loads the start and `n_b` of every input sequence set for sequence
@@ -800,12 +1023,47 @@ impl<'g> Emitter<'g> {
         if let Some(v) = self.resident_value(h, at)? {
             return Ok(v);
         }
-        if let Some(&st) = self.part.stored.get(&h) {
+        if let Some(cse) = &self.cse
+            && let Some((_, _, v)) = cse.values.iter().find(|(k, a, _)| *k == h && a == at)
+        {
+            return Ok(*v);
+        }
+        let v = if let Some(&st) = self.part.stored.get(&h) {
             let ty = tensor_type(self.graph, h)?.clone();
             let lin = self.linear(&ty, at)?;
-            return Ok(self.load(st, lin));
+            self.load(st, lin)
+        } else {
+            self.computed(h, at)?
+        };
+        if let Some(cse) = &mut self.cse
+            && cse.branching == 0
+        {
+            cse.values.push((h, at.clone(), v));
         }
-        self.define(h, at)
+        Ok(v)
+    }
+
+    /// [`Self::define`], remembering nothing computed inside a node whose
+    /// code branches or loops.
+    fn computed(&mut self, h: Handle<Node>, at: &At) -> Result<Val> {
+        if straight_line(self.graph.node(h)) {
+            self.define(h, at)
+        } else {
+            self.branching(|em| em.define(h, at))
+        }
+    }
+
+    /// `f` with nothing it computes remembered for the element's other
+    /// reads (its code branches or loops; see [`Cse::branching`]).
+    fn branching<R>(&mut self, f: impl FnOnce(&mut Self) -> Result<R>) -> Result<R> {
+        if let Some(cse) = &mut self.cse {
+            cse.branching += 1;
+        }
+        let r = f(self);
+        if let Some(cse) = &mut self.cse {
+            cse.branching -= 1;
+        }
+        r
     }
 
     /// The index of an elementwise operand `x` read at `at` of a result `r`

@@ -263,9 +263,14 @@ impl Shape {
         let jagged = ty.ragged_rank() == 1;
         let mut tree = fused_operands(graph, part, node);
         tree.push(node);
-        let loops = tree
-            .iter()
-            .any(|&h| matches!(graph.node(h), Node::Reduce { .. } | Node::Softmax { .. }));
+        // A line op (rank, topk) loops over its line for every element:
+        // staged, the line is read from global memory once.
+        let loops = tree.iter().any(|&h| {
+            matches!(
+                graph.node(h),
+                Node::Reduce { .. } | Node::Softmax { .. } | Node::Rank { .. } | Node::TopK { .. }
+            )
+        });
         // A contraction of rows fused into a reduction (not one of pairs,
         // which are always fused) made ptxas unroll its loop into spills in
         // a resident kernel (the nearest of 256 codewords of 64 features:
@@ -1284,11 +1289,32 @@ impl Emitter<'_> {
     }
 
     /// 1 (u32) where the mask of a `seqs_where` keeps row `i` of sequence
-    /// `b`, else 0.
-    fn kept_flag(&mut self, mask: Handle<Node>, b: Reg, i: Reg) -> Result<Reg> {
-        let m = self.value(mask, &At { b, idx: vec![i] })?;
-        let z = self.is_zero(m);
-        Ok(self.b.selp(Type::U32, Operand::Int(0), Operand::Int(1), z))
+    /// `b`, else 0: row `i` of the whole warp's group of 32 rows (lane
+    /// `lane`, `i < n`: `inside`), 0 outside. The mask's row shifts come
+    /// from the neighbouring lanes ([`Emitter::shift_rows`]).
+    fn kept_flag(
+        &mut self,
+        mask: Handle<Node>,
+        (b, i, lane): (Reg, Reg, Reg),
+        inside: Reg,
+    ) -> Result<Reg> {
+        let at = At { b, idx: vec![i] };
+        self.shifted = super::row_shifts(self.graph, self.part, mask);
+        let values = self.shift_rows(&at, lane, inside)?;
+        let flag = self.b.mov(Type::U32, Operand::Int(0));
+        let skip = self.b.label();
+        self.b.bra_if(inside, true, skip);
+        self.cse = Some(super::Cse {
+            values,
+            branching: 0,
+        });
+        let m = self.value(mask, &at);
+        self.cse = None;
+        let z = self.is_zero(m?);
+        let f = self.b.selp(Type::U32, Operand::Int(0), Operand::Int(1), z);
+        self.b.mov_to(Type::U32, flag, f);
+        self.b.place(skip);
+        Ok(flag)
     }
 
     /// Kept rows per sequence into `offsets[b + 1]`.
@@ -1299,8 +1325,13 @@ impl Emitter<'_> {
         let b = range.counter;
         let n = self.seq_len(parent, b)?;
         let count = self.b.mov(Type::U32, Operand::Int(0));
-        let rows = self.b.begin_range(Type::U64, lane, n, Operand::Int(32));
-        let one = self.kept_flag(mask, b, rows.counter)?;
+        // The whole warp on each group of 32 rows (lane l on row i0 + l).
+        let rows = self
+            .b
+            .begin_range(Type::U64, Operand::Int(0), n, Operand::Int(32));
+        let i = self.b.binary(BinOp::Add, Type::U64, rows.counter, lane);
+        let inside = self.b.setp(Cmp::Lt, Type::U64, i, n);
+        let one = self.kept_flag(mask, (b, i, lane), inside)?;
         self.b.binary_to(BinOp::Add, Type::U32, count, count, one);
         self.b.end_range(rows);
         let mut total = count;
@@ -1360,13 +1391,8 @@ impl Emitter<'_> {
         let i0 = chunks.counter;
         // Lane l tests row i0 + l.
         let i = self.b.binary(BinOp::Add, Type::U64, i0, lane);
-        let flag = self.b.mov(Type::U32, Operand::Int(0));
         let inside = self.b.setp(Cmp::Lt, Type::U64, i, n);
-        let skip = self.b.label();
-        self.b.bra_if(inside, true, skip);
-        let f = self.kept_flag(mask, b, i)?;
-        self.b.mov_to(Type::U32, flag, f);
-        self.b.place(skip);
+        let flag = self.kept_flag(mask, (b, i, lane), inside)?;
         // Inclusive scan of the flags over the lanes.
         let mut incl = flag;
         for offset in [1, 2, 4, 8, 16] {
