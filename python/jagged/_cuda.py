@@ -142,3 +142,15 @@ def run_graph(where: str, graph, tensors: Dict[str, torch.Tensor], attrs: Dict[s
     """A `jagged.op` graph (`_native.CompiledGraph`) on CUDA tensors of `device`."""
     host = _Host(where, device, tensors)
     return _shaped(graph.run_cuda(_native_inputs(tensors), attrs, device.index, _stream(device), host))
+
+
+def attention_backward(
+    tensors: Dict[str, torch.Tensor], max_len: int, scale: float, causal: bool, activation: str, device: torch.device
+) -> List[torch.Tensor]:
+    """`[dq, dk, dv]` by the attention backward template on CUDA tensors of `device`."""
+    op = "jagged_flash_attention_backward"
+    host = _Host(op, device, tensors)
+    outs = _native.attention_backward_cuda(
+        _native_inputs(tensors), max_len, scale, causal, activation, device.index, _stream(device), host
+    )
+    return _shaped(outs)

@@ -13,7 +13,16 @@ import torch
 from torch import Tensor
 
 from . import _native
-from ._tensors import DTYPE_NAMES, JaggedInputError, from_native, lengths_of, row_segments, run_op, to_native
+from ._tensors import (
+    DTYPE_NAMES,
+    JaggedInputError,
+    common_device,
+    from_native,
+    lengths_of,
+    row_segments,
+    run_op,
+    to_native,
+)
 
 LIB = "jagged"
 
@@ -391,8 +400,7 @@ def _attention_backward(ctx, dout, dlse):
     dout = torch.zeros_like(out) if dout is None else dout.contiguous()
     if ctx.activation != "softmax":
         dlse = None
-    # The backward template runs on the emulator only: CUDA tensors take the padded math.
-    if ctx.dtype is None and q.device.type == "cpu" and _native.attention_backward_supported(
+    if ctx.dtype is None and _native.attention_backward_supported(
         DTYPE_NAMES.get(q.dtype, "?"), q.shape[2], v.shape[2]
     ):
         dq, dk, dv = torch.ops.jagged.jagged_flash_attention_backward(
@@ -443,6 +451,12 @@ def jagged_flash_attention_backward(
     if activation == "softmax":
         named["out"] = out
         named["lse"] = lse
+    device = common_device(op, named)
+    if device.type == "cuda":
+        from . import _cuda
+
+        dq, dk, dv = _cuda.attention_backward(named, max_len, float(scale), causal, activation, device)
+        return dq, dk, dv
     native = [to_native(op, name, t) for name, t in named.items()]
     outs = _native.attention_backward(native, max_len, float(scale), causal, activation)
     dq, dk, dv = (from_native(o) for o in outs)

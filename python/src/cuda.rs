@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use jagged_codegen::CompiledKernel;
 use jagged_ir::bind::InputDesc;
+use jagged_ir::ops::AttentionSpec;
 use jagged_ir::{AttrValue, DType, Graph};
 use jagged_runtime::{
     BufferRole, GraphRunError, InputCheck, KernelArg, LaunchDims, LaunchTarget, ModuleId, Runtime,
@@ -38,7 +39,7 @@ use jagged_runtime::{
 };
 use pyo3::prelude::*;
 
-use crate::engine::{guarded, spec_for};
+use crate::engine::{self, BackwardKernel, guarded, spec_for};
 use crate::error::Error;
 
 /// An input tensor on the device: name, dtype, shape and device address.
@@ -114,6 +115,31 @@ fn load(graph: &Graph, spec_max_len: u64, ordinal: usize) -> Result<Loaded, Erro
             module,
             runtime_id: d.id,
         })
+    })
+}
+
+/// The attention backward template's kernel for device `ordinal`'s arch
+/// (see [`engine::backward_kernel`]), loaded on the device.
+fn load_backward(
+    spec: &AttentionSpec,
+    max_len: usize,
+    ordinal: usize,
+) -> Result<(BackwardKernel, Loaded), Error> {
+    with_device(ordinal, |d| {
+        let entry = engine::backward_kernel(spec, max_len, d.runtime.preferred_arch())?;
+        let kernel = entry.1.clone();
+        let module = d
+            .runtime
+            .load_module(&kernel.ptx)
+            .map_err(|e| Error::Run(e.to_string()))?;
+        Ok((
+            entry,
+            Loaded {
+                kernel,
+                module,
+                runtime_id: d.id,
+            },
+        ))
     })
 }
 
@@ -247,6 +273,35 @@ pub fn run_graph<'py>(
 ) -> PyResult<Vec<DeviceOutput<'py>>> {
     let ordinal = place.ordinal;
     let loaded = crate::detached(py, || load(graph, spec_max_len, ordinal))?;
+    run_loaded(graph, &loaded, inputs, attrs, total_rows, place)
+}
+
+/// `dq, dk, dv` of `jagged_flash_attention` by the backward template on
+/// device tensors in place (`inputs` named as [`engine::backward_kernel`]
+/// says), as [`run_graph`] returns outputs.
+pub fn attention_backward<'py>(
+    py: Python<'py>,
+    spec: &AttentionSpec,
+    max_len: usize,
+    scale: f64,
+    inputs: &[DeviceInput],
+    place: &Place<'_, 'py>,
+) -> PyResult<Vec<DeviceOutput<'py>>> {
+    let ordinal = place.ordinal;
+    let (entry, loaded) = crate::detached(py, || load_backward(spec, max_len, ordinal))?;
+    let attrs = engine::backward_attrs(max_len, scale);
+    run_loaded(&entry.0, &loaded, inputs, &attrs, None, place)
+}
+
+/// Binds, checks and launches `loaded` (compiled from `graph`).
+fn run_loaded<'py>(
+    graph: &Graph,
+    loaded: &Loaded,
+    inputs: &[DeviceInput],
+    attrs: &[(String, AttrValue)],
+    total_rows: Option<usize>,
+    place: &Place<'_, 'py>,
+) -> PyResult<Vec<DeviceOutput<'py>>> {
     let described: Vec<InputDesc<'_>> = inputs
         .iter()
         .map(|t| InputDesc {
@@ -297,7 +352,7 @@ pub fn run_graph<'py>(
         .collect::<Result<_, Error>>()?;
     let mut target = TorchTarget {
         place,
-        loaded: &loaded,
+        loaded,
         failure: None,
     };
     let planned = launch_plan(

@@ -2,12 +2,12 @@
 //! tensors (through the runtime's kernel cache), and the flash-attention
 //! backward template.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
 use jagged_codegen::templates::attention_bwd::compile_attention_backward;
-use jagged_codegen::{CompiledKernel, ParamBinding, Spec};
+use jagged_codegen::{Arch, CompiledKernel, ParamBinding, Spec};
 use jagged_ir::ops::{Activation, AttentionSpec};
 use jagged_ir::{
     AttrKind, AttrValue, DType, DenseTensor, Dim, Graph, GraphBuilder, MAX_LEN, TensorData,
@@ -55,11 +55,18 @@ impl HostTensor {
 pub(crate) struct State {
     /// The emulator runtime.
     pub(crate) runtime: Runtime,
-    /// Attention backward kernels (rewired to their wrapper graph), by spec.
-    backward: HashMap<String, Arc<(Graph, CompiledKernel)>>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+/// An attention backward kernel (rewired to its wrapper graph) and the
+/// wrapper graph.
+pub(crate) type BackwardKernel = Arc<(Graph, Arc<CompiledKernel>)>;
+
+/// The attention backward kernels compiled so far, by attention spec and
+/// code-generator spec (which holds the arch): the emulator's and each CUDA
+/// device's.
+static BACKWARD: Mutex<BTreeMap<String, BackwardKernel>> = Mutex::new(BTreeMap::new());
 
 /// Runs `f` on the process's emulator runtime (opened on first use). A
 /// panic inside `f` is an [`Error::Internal`], and the runtime is dropped
@@ -72,10 +79,7 @@ pub(crate) fn with_state<T>(f: impl FnOnce(&mut State) -> Result<T, Error>) -> R
     let open = || {
         let runtime = Runtime::with_backend(BackendKind::Emu)
             .map_err(|e| Error::Run(format!("cannot open the emulator: {e}")))?;
-        Ok(State {
-            runtime,
-            backward: HashMap::new(),
-        })
+        Ok(State { runtime })
     };
     guarded(&mut guard, open, f)
 }
@@ -130,7 +134,7 @@ pub fn stats() -> Result<Vec<(&'static str, u64)>, Error> {
             ("codegen_micros", g.codegen_time.as_micros() as u64),
             ("kernel_cache_hits", g.kernel_cache_hits),
             ("module_loads", g.module_loads),
-            ("backward_kernels", s.backward.len() as u64),
+            ("backward_kernels", backward_kernels().len() as u64),
         ])
     })
 }
@@ -286,14 +290,22 @@ fn rewire(mut kernel: CompiledKernel, inputs: usize) -> CompiledKernel {
     kernel
 }
 
-/// `dq, dk, dv` of `jagged_flash_attention` by the backward template
-/// (f16 / bf16, `D` of 32, 64, 128 or 256, `Dv = D`).
-pub fn attention_backward(
+/// The table of compiled backward kernels.
+fn backward_kernels() -> std::sync::MutexGuard<'static, BTreeMap<String, BackwardKernel>> {
+    BACKWARD
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The backward template's kernel for `spec` on `max_len` and `arch`, with
+/// its wrapper graph (compiled once per process): f16 / bf16, `D = Dv` of
+/// 32, 64, 128 or 256, `dtype` the inputs'. Its inputs, by name: `offsets,
+/// q, k, v`, then `out, dout, lse` (softmax) or `dout` (silu).
+pub(crate) fn backward_kernel(
     spec: &AttentionSpec,
     max_len: usize,
-    scale: f64,
-    inputs: &BackwardInputs,
-) -> Result<[HostTensor; 3], Error> {
+    arch: Arch,
+) -> Result<BackwardKernel, Error> {
     if !attention_backward_supported(spec.input_dtype, spec.head_dim, spec.value_dim)
         || spec.dtype != spec.input_dtype
     {
@@ -302,6 +314,34 @@ pub fn attention_backward(
             spec.input_dtype, spec.head_dim, spec.value_dim
         )));
     }
+    let forward = jagged_ir::ops::jagged_flash_attention(spec)
+        .map_err(|e| Error::Input(format!("jagged_flash_attention: {e}")))?;
+    let cspec = Spec::for_graph(&forward, max_len as u64, arch)
+        .map_err(|e| Error::Input(format!("jagged_flash_attention: {e}")))?;
+    let key = format!("{spec:?} {cspec}");
+    let mut table = backward_kernels();
+    if let Some(entry) = table.get(&key) {
+        return Ok(entry.clone());
+    }
+    let kernel = compile_attention_backward(&forward, &cspec)
+        .map_err(|e| Error::Run(format!("attention backward: {e}")))?;
+    let inputs = match spec.activation {
+        Activation::Softmax => 7,
+        Activation::Silu => 5,
+    };
+    let entry = Arc::new((backward_graph(spec)?, Arc::new(rewire(kernel, inputs))));
+    table.insert(key, entry.clone());
+    Ok(entry)
+}
+
+/// `dq, dk, dv` of `jagged_flash_attention` by the backward template
+/// (f16 / bf16, `D` of 32, 64, 128 or 256, `Dv = D`) on the emulator.
+pub fn attention_backward(
+    spec: &AttentionSpec,
+    max_len: usize,
+    scale: f64,
+    inputs: &BackwardInputs,
+) -> Result<[HostTensor; 3], Error> {
     let mut named = vec![
         ("offsets", &inputs.offsets),
         ("q", &inputs.q),
@@ -324,26 +364,12 @@ pub fn attention_backward(
         .map(|(n, t)| Ok((*n, t.to_dense(n)?)))
         .collect::<Result<_, Error>>()?;
     let dense_named: Vec<(&str, &DenseTensor)> = dense.iter().map(|(n, t)| (*n, t)).collect();
-    let attrs = [
-        (MAX_LEN, AttrValue::Index(max_len)),
-        ("scale", AttrValue::Float(scale)),
-    ];
+    let attrs = backward_attrs(max_len, scale);
+    let attrs: Vec<(&str, AttrValue)> = attrs.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    let arch = with_state(|s| Ok(s.runtime.preferred_arch()))?;
+    let entry = backward_kernel(spec, max_len, arch)?;
+    let (graph, kernel) = entry.as_ref();
     let outputs = with_state(|s| {
-        let forward = jagged_ir::ops::jagged_flash_attention(spec)
-            .map_err(|e| Error::Input(format!("jagged_flash_attention: {e}")))?;
-        let cspec = spec_for(&forward, max_len as u64, &s.runtime)?;
-        let key = format!("{spec:?} {cspec}");
-        let entry = match s.backward.get(&key) {
-            Some(entry) => entry.clone(),
-            None => {
-                let kernel = compile_attention_backward(&forward, &cspec)
-                    .map_err(|e| Error::Run(format!("attention backward: {e}")))?;
-                let entry = Arc::new((backward_graph(spec)?, rewire(kernel, named.len())));
-                s.backward.insert(key, entry.clone());
-                entry
-            }
-        };
-        let (graph, kernel) = entry.as_ref();
         Ok(s.runtime
             .run_compiled_host(graph, kernel, &dense_named, &attrs)?)
     })?;
@@ -354,4 +380,12 @@ pub fn attention_backward(
             .ok_or_else(|| Error::Internal(format!("attention backward: no output `{name}`")))
     };
     Ok([get("dq")?, get("dk")?, get("dv")?])
+}
+
+/// The backward kernel's attributes: `max_len` and `scale`.
+pub(crate) fn backward_attrs(max_len: usize, scale: f64) -> Vec<(String, AttrValue)> {
+    vec![
+        (MAX_LEN.to_string(), AttrValue::Index(max_len)),
+        ("scale".to_string(), AttrValue::Float(scale)),
+    ]
 }

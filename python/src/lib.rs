@@ -513,6 +513,50 @@ fn attention_backward_supported(dtype: &str, head_dim: usize, value_dim: usize) 
         .is_some_and(|d| engine::attention_backward_supported(d, head_dim, value_dim))
 }
 
+/// The attention spec of a backward call from its inputs' facts (`q [T,
+/// H, D]`, `v [T, H, Dv]`, `offsets`), `causal` and `activation`.
+fn backward_spec(
+    facts: &BTreeMap<String, Facts>,
+    causal: bool,
+    activation: &str,
+) -> Result<AttentionSpec, Error> {
+    let activation = match activation {
+        "softmax" => Activation::Softmax,
+        "silu" => Activation::Silu,
+        other => {
+            return Err(Error::Input(format!(
+                "attention_backward: activation `{other}` (expected softmax or silu)"
+            )));
+        }
+    };
+    let get = |name: &str| {
+        facts
+            .get(name)
+            .ok_or_else(|| Error::Input(format!("attention_backward: missing input `{name}`")))
+    };
+    let dims = |name: &str| -> Result<(DType, usize, usize), Error> {
+        let t = get(name)?;
+        match t.shape.as_slice() {
+            &[_, h, d] => Ok((t.dtype, h, d)),
+            other => Err(Error::Input(format!(
+                "attention_backward: input `{name}` must be [T, H, D], got shape {other:?}"
+            ))),
+        }
+    };
+    let (dtype, heads, head_dim) = dims("q")?;
+    let (_, _, value_dim) = dims("v")?;
+    Ok(AttentionSpec {
+        input_dtype: dtype,
+        dtype,
+        offsets: get("offsets")?.dtype,
+        heads,
+        head_dim,
+        value_dim,
+        causal,
+        activation,
+    })
+}
+
 /// `attention_backward(inputs, max_len, scale, causal, activation)`:
 /// `[dq, dk, dv]` of `jagged_flash_attention` by the backward template.
 /// `inputs`: `offsets, q, k, v, dout`, and `out, lse` for softmax.
@@ -526,22 +570,23 @@ fn attention_backward<'py>(
     activation: &str,
 ) -> PyResult<Vec<PyOut<'py>>> {
     let mut by_name: BTreeMap<String, HostTensor> = host_inputs(inputs)?.into_iter().collect();
+    let facts = by_name
+        .iter()
+        .map(|(n, t)| {
+            let f = Facts {
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+            };
+            (n.clone(), f)
+        })
+        .collect();
+    let spec = backward_spec(&facts, causal, activation)?;
     let mut take = |name: &str| {
         by_name
             .remove(name)
             .ok_or_else(|| Error::Input(format!("attention_backward: missing input `{name}`")))
     };
-    let activation = match activation {
-        "softmax" => Activation::Softmax,
-        "silu" => Activation::Silu,
-        other => {
-            return Err(Error::Input(format!(
-                "attention_backward: activation `{other}` (expected softmax or silu)"
-            ))
-            .into());
-        }
-    };
-    let (out, lse) = if activation == Activation::Softmax {
+    let (out, lse) = if spec.activation == Activation::Softmax {
         (Some(take("out")?), Some(take("lse")?))
     } else {
         (None, None)
@@ -555,26 +600,6 @@ fn attention_backward<'py>(
         dout: take("dout")?,
         lse,
     };
-    let dims = |t: &HostTensor, name: &str| -> Result<(usize, usize), Error> {
-        match t.shape.as_slice() {
-            &[_, h, d] => Ok((h, d)),
-            other => Err(Error::Input(format!(
-                "attention_backward: input `{name}` must be [T, H, D], got shape {other:?}"
-            ))),
-        }
-    };
-    let (heads, head_dim) = dims(&inputs.q, "q")?;
-    let (_, value_dim) = dims(&inputs.v, "v")?;
-    let spec = AttentionSpec {
-        input_dtype: inputs.q.dtype,
-        dtype: inputs.q.dtype,
-        offsets: inputs.offsets.dtype,
-        heads,
-        head_dim,
-        value_dim,
-        causal,
-        activation,
-    };
     let grads = detached(py, || {
         let [dq, dk, dv] = engine::attention_backward(&spec, max_len, scale, &inputs)?;
         Ok(vec![
@@ -584,6 +609,44 @@ fn attention_backward<'py>(
         ])
     })?;
     Ok(py_outputs(py, grads))
+}
+
+/// `attention_backward_cuda(inputs, max_len, scale, causal, activation,
+/// device, stream, host)`: [`attention_backward`] in place on CUDA tensors
+/// (`[(name, dtype, shape, data_ptr)]` on device `device`) on the raw
+/// stream `stream`, allocating through `host`; returns `[(name, flat
+/// tensor, shape)]` for `dq, dk, dv`.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn attention_backward_cuda<'py>(
+    py: Python<'py>,
+    inputs: Vec<PyDeviceTensor>,
+    max_len: usize,
+    scale: f64,
+    causal: bool,
+    activation: &str,
+    device: usize,
+    stream: u64,
+    host: &Bound<'py, PyAny>,
+) -> PyResult<Vec<cuda::DeviceOutput<'py>>> {
+    let inputs = device_inputs(inputs)?;
+    let facts = inputs
+        .iter()
+        .map(|t| {
+            let f = Facts {
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+            };
+            (t.name.clone(), f)
+        })
+        .collect();
+    let spec = backward_spec(&facts, causal, activation)?;
+    let place = cuda::Place {
+        ordinal: device,
+        stream,
+        host,
+    };
+    cuda::attention_backward(py, &spec, max_len, scale, &inputs, &place)
 }
 
 /// `runs_on_cuda(op)`: whether the builtin `op` takes CUDA tensors (the
@@ -646,6 +709,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(op_reference, m)?)?;
     m.add_function(wrap_pyfunction!(attention_backward_supported, m)?)?;
     m.add_function(wrap_pyfunction!(attention_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(attention_backward_cuda, m)?)?;
     m.add_function(wrap_pyfunction!(device_name, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
     Ok(())

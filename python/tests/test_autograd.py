@@ -304,10 +304,20 @@ DEVICE_CASES = {
 }
 
 
+# The backward template (bf16, D = 32), with the lse term.
+DEVICE_CASES["attention_template"] = (
+    lambda o, m, q, k, v: sum(
+        (x.float() * (1 + torch.arange(x.numel(), device=x.device).reshape(x.shape) % 3)).sum()
+        for x in ops.jagged_flash_attention(q, k, v, o, MAX_LEN, 0.5, False, "softmax")
+    ).reshape(1),
+    [(T, 1, 32, torch.bfloat16)] * 3,
+)
+
+
 @pytest.mark.parametrize("case", sorted(DEVICE_CASES))
 def test_gradients_on_each_device(case, device):
     fn, shapes = DEVICE_CASES[case]
-    xs = [rand(*s) for s in shapes]
+    xs = [rand(*s[:-1], dtype=s[-1]) if isinstance(s[-1], torch.dtype) else rand(*s) for s in shapes]
     mask = torch.tensor([1, 0, 1, 1, 1, 0, 0, 1, 1, 0], dtype=torch.bool)
     g = None
 
@@ -324,4 +334,4 @@ def test_gradients_on_each_device(case, device):
     want = grads("cpu")
     for got, ref in zip(grads(device), want):
         err = (got.double() - ref.double()).norm() / max(ref.double().norm(), 1e-30)
-        assert err <= 1e-5, f"gradient relative L2 error {err:.3e}"
+        assert err <= (1e-2 if got.dtype == torch.bfloat16 else 1e-5), f"gradient relative L2 error {err:.3e}"

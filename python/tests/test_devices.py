@@ -157,3 +157,9 @@ def test_run_op_cuda_without_a_gpu_is_a_clean_error():
         _native.run_op_cuda("jagged_softmax", inputs, {"max_len": 4}, 0, 0, host)
     with pytest.raises(NotImplementedError, match="product_quantize"):
         _native.run_op_cuda("product_quantize", [], {}, 0, 0, host)
+    bf16 = [(n, "bf16", [4, 1, 32], 0) for n in ("q", "k", "v", "out", "dout")]
+    inputs = [("offsets", "i32", [2], 0), ("lse", "f32", [4, 1], 0)] + bf16
+    with pytest.raises(JaggedError, match="cannot open CUDA device 0"):
+        _native.attention_backward_cuda(inputs, 4, 0.5, False, "softmax", 0, 0, host)
+    with pytest.raises(JaggedInputError, match="activation `gelu`"):
+        _native.attention_backward_cuda(inputs, 4, 0.5, False, "gelu", 0, 0, host)
