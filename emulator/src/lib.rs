@@ -51,6 +51,7 @@ mod memory;
 mod num;
 mod parser;
 mod profile;
+mod wgmma;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
