@@ -746,3 +746,18 @@ fn partial_warpgroup_and_unsupported_forms_are_errors() {
         }
     }
 }
+
+#[test]
+fn the_cost_model_counts_wgmma_in_its_own_class() {
+    let v = Variant {
+        ksteps: 2,
+        ..Variant::new(Elem::F16, 64, ASrc::Regs, 128, false)
+    };
+    let (result, _, case) = run(&v, 60);
+    let p = result
+        .unwrap_or_else(|e| panic!("{e}\n{}", case.ptx))
+        .profile;
+    // Two mma_asyncs, run by each of the 4 warps; no mma.sync.
+    assert_eq!((p.wgmma, p.mma), (8, 0), "{p}");
+    assert!(p.to_string().contains("wgmma"), "{p}");
+}
