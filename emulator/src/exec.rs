@@ -1712,6 +1712,10 @@ impl<'g> Worker<'g> {
                     else {
                         continue;
                     };
+                    // The copy may land any time from now: a wgmma in flight may read it.
+                    if self.wg.busy() {
+                        self.wgmma_overwrite_check(ctx, off, *size, tid, line);
+                    }
                     for s in &mut self.shadow[off as usize..(off + size) as usize] {
                         s.init = self.cta_gen | PENDING;
                     }

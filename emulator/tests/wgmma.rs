@@ -7,6 +7,9 @@
 //! compares with an f64 reference on seeded random inputs. Planted bugs (an accumulator
 //! read or written before `wait_group`, a shared operand overwritten while in flight, a
 //! missing `wgmma.fence`) must be reported as their checker findings at the edited line.
+//! Triton's own sm_90a matmuls (`emulator/fixtures/wgmma_*`, an independent producer of
+//! descriptors and fragment layouts) run against the reference too, and edited copies
+//! of them must report their planted bugs.
 
 mod triton_support;
 
@@ -760,4 +763,208 @@ fn the_cost_model_counts_wgmma_in_its_own_class() {
     // Two mma_asyncs, run by each of the 4 warps; no mma.sync.
     assert_eq!((p.wgmma, p.mma), (8, 0), "{p}");
     assert!(p.to_string().contains("wgmma"), "{p}");
+}
+
+// ---------------------------------------------------------------- Triton's wgmma PTX
+
+/// A Triton matmul compiled for sm_90a (`emulator/fixtures/wgmma_*`, made by
+/// gen_triton.py): C (f32, m x n) = A B for one tile, K a multiple of `k_step`.
+struct TritonMatmul {
+    name: &'static str,
+    elem: Elem,
+    m: usize,
+    n: usize,
+    /// B is stored [n, K] row-major (K-major in shared memory), else [K, n].
+    b_nk: bool,
+}
+
+const TRITON: [TritonMatmul; 3] = [
+    // 3-stage cp.async pipeline, wgmma.wait_group 1 in the loop, N-major B.
+    TritonMatmul {
+        name: "wgmma_matmul_bf16",
+        elem: Elem::Bf16,
+        m: 64,
+        n: 64,
+        b_nk: false,
+    },
+    TritonMatmul {
+        name: "wgmma_matmul_f16_nk",
+        elem: Elem::F16,
+        m: 64,
+        n: 128,
+        b_nk: true,
+    },
+    // Two warpgroups, m64n256k16.
+    TritonMatmul {
+        name: "wgmma_matmul_f16_wide",
+        elem: Elem::F16,
+        m: 128,
+        n: 256,
+        b_nk: false,
+    },
+];
+
+/// Runs a Triton fixture's PTX (possibly edited) with K = `k`; returns the launch's
+/// result and the relative error of C against the f64 reference.
+fn run_triton(
+    t: &TritonMatmul,
+    ptx: &str,
+    k: usize,
+) -> (Result<jagged_emu::LaunchStats, EmuError>, f64) {
+    let fx = triton_support::Fixture::load(t.name);
+    let module = fx.module(ptx);
+    let mut rng = Rng::new(0x5eed ^ k as u64);
+    let mut values = |count: usize| -> Vec<(u16, f64)> {
+        (0..count)
+            .map(|_| t.elem.round(rng.uniform(-1.0, 1.0)))
+            .collect()
+    };
+    let (a, b) = (values(t.m * k), values(k * t.n)); // row-major A [m, K], B [K, n]
+    let stored_b: Vec<(u16, f64)> = if t.b_nk {
+        (0..t.n)
+            .flat_map(|j| (0..k).map(move |kk| (j, kk)))
+            .map(|(j, kk)| b[kk * t.n + j])
+            .collect()
+    } else {
+        b.clone()
+    };
+    let bytes =
+        |v: &[(u16, f64)]| -> Vec<u8> { v.iter().flat_map(|x| x.0.to_le_bytes()).collect() };
+    let mut dev = Device::new();
+    let pa = dev.upload(&bytes(&a));
+    let pb = dev.upload(&bytes(&stored_b));
+    let pc = poisoned(&mut dev, t.m * t.n * 4);
+    let args = fx.args(vec![
+        KernelArg::Ptr(pa),
+        KernelArg::Ptr(pb),
+        KernelArg::Ptr(pc),
+        KernelArg::I32(k as i32),
+    ]);
+    let result = dev.launch(&module, &fx.kernel, &fx.config([1, 1, 1]), &args);
+    let c = f32s(&dev.read(pc, t.m * t.n * 4).expect("read back"));
+    let mut reference = vec![0f64; t.m * t.n];
+    for i in 0..t.m {
+        for j in 0..t.n {
+            reference[i * t.n + j] = (0..k).map(|kk| a[i * k + kk].1 * b[kk * t.n + j].1).sum();
+        }
+    }
+    (result, rel_err(&c, &reference))
+}
+
+#[test]
+fn triton_wgmma_matmuls_match_the_reference() {
+    for t in &TRITON {
+        let ptx = triton_support::Fixture::load(t.name).ptx;
+        for k in [64, 256] {
+            let (result, err) = run_triton(t, &ptx, k);
+            let stats = result.unwrap_or_else(|e| panic!("{} (K = {k}): {e}", t.name));
+            assert!(
+                stats.warnings.is_empty(),
+                "{}: {:?}",
+                t.name,
+                stats.warnings
+            );
+            assert!(err <= 1e-6, "{} (K = {k}): relative error {err}", t.name);
+            // Each warp runs K / 16 mma_asyncs.
+            let warps = (t.m / 16) as u64;
+            assert_eq!(stats.profile.wgmma, warps * k as u64 / 16, "{}", t.name);
+        }
+    }
+}
+
+/// `ptx` with the `n`-th line containing `pattern` replaced by `with`; and that line's
+/// 1-based number.
+fn edit_line(ptx: &str, pattern: &str, n: usize, with: &str) -> (String, u32) {
+    let index = ptx
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(pattern))
+        .nth(n)
+        .unwrap_or_else(|| panic!("no {n}-th line containing `{pattern}`"))
+        .0;
+    let mut lines: Vec<&str> = ptx.lines().collect();
+    lines[index] = with;
+    (lines.join("\n") + "\n", index as u32 + 1)
+}
+
+/// The findings of an edited Triton fixture, which must fail the memory check.
+fn triton_reports(t: &TritonMatmul, ptx: &str) -> Vec<CheckReport> {
+    match run_triton(t, ptx, 256).0 {
+        Err(EmuError::MemoryCheck(r)) => r,
+        Err(e) => panic!("{}: expected a memory-check failure, got: {e}", t.name),
+        Ok(_) => panic!("{}: the planted bug was not reported", t.name),
+    }
+}
+
+#[test]
+fn triton_planted_wgmma_bugs_are_reported() {
+    let t = &TRITON[0];
+    let ptx = triton_support::Fixture::load(t.name).ptx;
+    let mma = ptx
+        .lines()
+        .position(|l| l.contains("wgmma.mma_async"))
+        .map_or(0, |i| i as u32 + 1);
+
+    // The epilogue stores the accumulators to shared memory (for the output layout) with
+    // no wait_group 0 before it: it reads registers in flight and overwrites the tiles
+    // the last mma_asyncs read.
+    let (edited, _) = edit_line(&ptx, "wgmma.wait_group.sync.aligned 0", 0, "");
+    let r = triton_reports(t, &edited);
+    assert!(
+        r.iter()
+            .any(|r| r.kind == CheckKind::WgmmaRegisterInFlight && !r.write),
+        "{r:?}"
+    );
+    assert!(
+        r.iter().all(|r| matches!(
+            r.kind,
+            CheckKind::WgmmaRegisterInFlight | CheckKind::WgmmaOperandOverwrite
+        ) && r.line > mma),
+        "{r:?}"
+    );
+
+    // The loop keeps two groups in flight: the next stage's cp.async refills the tile
+    // the older one still reads.
+    let (edited, _) = edit_line(
+        &ptx,
+        "wgmma.wait_group.sync.aligned 1",
+        0,
+        "\twgmma.wait_group.sync.aligned 2;",
+    );
+    let r = triton_reports(t, &edited);
+    let copies: Vec<u32> = ptx
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("cp.async.cg.shared.global"))
+        .map(|(i, _)| i as u32 + 1)
+        .collect();
+    // Every refill in the loop is reported; the mma_asyncs that then read refilled or
+    // still pending tiles are reported as races and pending-copy reads.
+    let loop_copies: Vec<u32> = copies.iter().copied().filter(|&l| l > mma).collect();
+    assert!(!loop_copies.is_empty());
+    for line in &loop_copies {
+        assert!(
+            r.iter()
+                .any(|r| r.kind == CheckKind::WgmmaOperandOverwrite && r.line == *line),
+            "cp.async at line {line}: {r:?}"
+        );
+    }
+    assert!(
+        r.iter().all(|r| match r.kind {
+            CheckKind::WgmmaOperandOverwrite | CheckKind::SharedRace =>
+                copies.contains(&r.line) || r.line >= mma && r.line < loop_copies[0],
+            CheckKind::PendingAsyncCopyRead => r.line >= mma && r.line < loop_copies[0],
+            _ => false,
+        }),
+        "{r:?}"
+    );
+
+    // No wgmma.fence before the loop's mma_asyncs.
+    let (edited, _) = edit_line(&ptx, "wgmma.fence.sync.aligned", 0, "");
+    let r = triton_reports(t, &edited);
+    assert!(
+        r.iter()
+            .all(|r| r.kind == CheckKind::WgmmaMissingFence && r.line == mma),
+        "{r:?}"
+    );
 }

@@ -9,8 +9,9 @@
 //! kernel touched it, which is a finding anyway).
 //!
 //! Findings: an access by another instruction to a register an unretired mma_async
-//! holds ([`CheckKind::WgmmaRegisterInFlight`]); a shared write to a 16-byte granule an
-//! unretired mma_async reads ([`CheckKind::WgmmaOperandOverwrite`]); an mma_async whose
+//! holds ([`CheckKind::WgmmaRegisterInFlight`]); a shared write (or a cp.async issued
+//! or delivered) to a 16-byte granule an unretired mma_async reads
+//! ([`CheckKind::WgmmaOperandOverwrite`]); an mma_async whose
 //! registers another instruction accessed since the warp's last `wgmma.fence`, or with
 //! no fence yet ([`CheckKind::WgmmaMissingFence`]).
 
@@ -215,6 +216,9 @@ impl<'g> Worker<'g> {
                 line,
                 detail,
             );
+            // One finding per missing fence: the chain after it is ordered.
+            w.wg.fenced = true;
+            w.wg.touched.clear();
         }
         let b_desc = self.descriptor(ctx, w, m.b, line, "B descriptor")?;
         let (a_desc, a_regs) = match &m.a {
