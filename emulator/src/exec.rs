@@ -234,7 +234,10 @@ impl<'g> Worker<'g> {
             self.wg.reset(ctx.shared_bytes);
         }
         let mut warps = std::mem::take(&mut self.warps);
-        let res = self.schedule(ctx, &mut warps);
+        let mut res = self.schedule(ctx, &mut warps);
+        if res.is_ok() && k.wgmma.is_some() {
+            res = self.wgmma_cta_end(ctx, &warps);
+        }
         self.warps = warps;
         res?;
         self.check_budget(ctx)

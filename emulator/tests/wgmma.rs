@@ -734,6 +734,23 @@ fn partial_warpgroup_and_unsupported_forms_are_errors() {
         }
         other => panic!("expected a runtime error, got {other:?}"),
     }
+    // Warp 3 of the warpgroup skips the mma_async (its guard is false in all its lanes).
+    let skipping = case.ptx.replace(
+        "  wgmma.mma_async",
+        "  setp.ge.u32 %p3, %r0, 96;\n  @!%p3 wgmma.mma_async",
+    );
+    let module = Module::parse(&skipping).expect("parse");
+    let config = LaunchConfig {
+        block: [128, 1, 1],
+        ..config
+    };
+    match dev.launch(&module, "wg", &config, &args) {
+        Err(EmuError::Runtime { message, line, .. }) => {
+            assert!(message.contains("different wgmma.mma_async"), "{message}");
+            assert_eq!(line, line_of(&skipping, "// MMA"));
+        }
+        other => panic!("expected a runtime error, got {other:?}"),
+    }
     // f16 accumulators, sparse wgmma and a shape that is not m64nNk16 are refused at parse.
     for (from, to) in [
         (".f32.f16.f16", ".f16.f16.f16"),

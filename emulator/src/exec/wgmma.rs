@@ -1,7 +1,8 @@
 //! Execution of the `wgmma` instructions ([`crate::wgmma`]) and their checker findings.
 //!
 //! A `wgmma.mma_async` is a warpgroup collective: every warp of the 4 must run it with
-//! all its lanes, which each warp checks for itself. Its result is computed when a
+//! all its lanes, which each warp checks for itself, and at the end of the CTA the 4
+//! warps must have issued the same mma_asyncs (lines, descriptors, scale-d). Its result is computed when a
 //! `wgmma.wait_group` retires its group: the accumulators are read then (so chained
 //! mma_asyncs on one accumulator see each other's results in issue order), shared
 //! operands are read then through the checker, and D is written. The A fragment in
@@ -46,6 +47,11 @@ pub(super) struct WarpState {
     touched: HashSet<u32>,
     /// Whether the warp ran a `wgmma.fence` yet.
     fenced: bool,
+    /// The mma_asyncs the warp issued: how many, a hash of their lines, descriptors and
+    /// scale-d, and the line of the last (the 4 warps of a warpgroup must agree).
+    issued: u64,
+    signature: u64,
+    last_line: u32,
 }
 
 impl WarpState {
@@ -237,6 +243,16 @@ impl<'g> Worker<'g> {
             }
         };
         let scale_d = (self.uniform(ctx, w, m.scale_d.0, line, "scale-d")? != 0) != m.scale_d.1;
+        let a_raw = match &m.a {
+            AOperand::Desc(s) => self.rd(ctx, w, *s, 0),
+            AOperand::Regs(_) => 0,
+        };
+        for v in [line as u64, a_raw, self.rd(ctx, w, m.b, 0), scale_d as u64] {
+            w.wg.signature =
+                (w.wg.signature.rotate_left(7) ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+        w.wg.issued += 1;
+        w.wg.last_line = line;
         let rows = 16 * (w.id % 4);
         let mut granules: Vec<u32> = b_desc
             .granules(0..m.n, !m.trans_b)
@@ -354,6 +370,43 @@ impl<'g> Worker<'g> {
                 w.regs[slot] = (acc as f32).to_bits() as u64;
             }
         }
+    }
+
+    /// At the end of a CTA: the 4 warps of each warpgroup must have issued the same
+    /// mma_asyncs (same instructions, descriptors and scale-d, in the same order).
+    pub(super) fn wgmma_cta_end(
+        &self,
+        ctx: &LaunchCtx<'g>,
+        warps: &[Warp],
+    ) -> Result<(), EmuError> {
+        for group in warps.chunks(4) {
+            let first = &group[0].wg;
+            if let Some(w) = group
+                .iter()
+                .find(|w| (w.wg.issued, w.wg.signature) != (first.issued, first.signature))
+            {
+                let (a, b) = (&group[0], w);
+                let line = if b.wg.issued > 0 {
+                    b.wg.last_line
+                } else {
+                    a.wg.last_line
+                };
+                return Err(self.runtime(
+                    ctx,
+                    line,
+                    b.id * 32,
+                    format!(
+                        "the warps of warpgroup {} ran different wgmma.mma_async sequences (a collective of all 4 warps): warp {} issued {} and warp {} issued {}, or with other descriptors or scale-d",
+                        a.id / 4,
+                        a.id,
+                        a.wg.issued,
+                        b.id,
+                        b.wg.issued
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checker hook run before every instruction of a kernel with `wgmma.mma_async`:
