@@ -7,6 +7,8 @@ use crate::error::EmuError;
 use crate::ir::*;
 use crate::profile::Class;
 
+mod wgmma;
+
 /// A kernel parameter as laid out in the parameter buffer.
 #[derive(Clone, Debug)]
 pub struct ParamInfo {
@@ -33,6 +35,8 @@ pub struct KernelCode {
     pub local_bytes: u32,
     pub reqntid: Option<[u32; 3]>,
     pub maxntid: Option<[u32; 3]>,
+    /// The checker's facts about `wgmma` registers; `None` without `wgmma.mma_async`.
+    pub wgmma: Option<crate::wgmma::KernelInfo>,
 }
 
 /// Generic-address window where module-scope `.global`/`.const` variables live.
@@ -296,13 +300,14 @@ fn decode_kernel(
         name: k.name.clone(),
         params,
         param_bytes,
-        code,
         nregs: d.nregs.max(1),
         static_shared: shared,
         dynamic_offset,
         local_bytes: local,
         reqntid: k.reqntid,
         maxntid: k.maxntid,
+        wgmma: crate::wgmma::KernelInfo::new(&code),
+        code,
     })
 }
 
@@ -1421,6 +1426,7 @@ impl Decoder<'_> {
                     }
                 }
             }
+            "wgmma" => self.wgmma(&mut m, opcode, ops)?,
             "trap" | "brkpt" => return Err(self.unsupported(format!("`{opcode}`"))),
             _ => return Err(self.unsupported(format!("instruction `{opcode}`"))),
         };

@@ -148,6 +148,16 @@ pub enum CheckKind {
     /// Two warps of a CTA touched the same shared bytes between barriers, at least one
     /// wrote, and not both atomically.
     SharedRace,
+    /// An instruction other than `wgmma.mma_async` read or wrote an accumulator (or A
+    /// fragment) register of a `wgmma.mma_async` whose group no `wgmma.wait_group` has
+    /// retired yet.
+    WgmmaRegisterInFlight,
+    /// A shared-memory write to bytes that a `wgmma.mma_async` still in flight (not yet
+    /// retired by `wgmma.wait_group`) reads through a matrix descriptor.
+    WgmmaOperandOverwrite,
+    /// A `wgmma.mma_async` whose accumulator or A registers were accessed by another
+    /// instruction since the warp's last `wgmma.fence` (or with no fence yet).
+    WgmmaMissingFence,
 }
 
 impl fmt::Display for CheckKind {
@@ -160,6 +170,13 @@ impl fmt::Display for CheckKind {
                 "read of shared memory with a cp.async still pending"
             }
             CheckKind::SharedRace => "shared-memory data race",
+            CheckKind::WgmmaRegisterInFlight => {
+                "access to a register of a wgmma.mma_async still in flight"
+            }
+            CheckKind::WgmmaOperandOverwrite => {
+                "write to shared memory a wgmma.mma_async in flight reads"
+            }
+            CheckKind::WgmmaMissingFence => "wgmma.mma_async without a wgmma.fence",
         })
     }
 }
@@ -175,6 +192,8 @@ pub enum Space {
     Local,
     /// Kernel parameters.
     Param,
+    /// A thread's registers; the address is the register's slot.
+    Register,
 }
 
 impl fmt::Display for Space {
@@ -184,6 +203,7 @@ impl fmt::Display for Space {
             Space::Shared => "shared",
             Space::Local => "local",
             Space::Param => "param",
+            Space::Register => "register",
         })
     }
 }

@@ -17,6 +17,8 @@ use crate::memory::{Allocation, GlobalMemory};
 use crate::num;
 use crate::profile::{Class, Profile};
 
+mod wgmma;
+
 /// Generic-address window of shared memory (`cvta.shared` adds it).
 pub const SHARED_WINDOW: u64 = 0x0100_0000_0000_0000;
 /// Generic-address window of local memory.
@@ -110,6 +112,7 @@ struct Warp {
     scratch: [[u64; 32]; 4],
     open_copies: Vec<PendingCopy>,
     copy_groups: VecDeque<Vec<PendingCopy>>,
+    wg: wgmma::WarpState,
 }
 
 /// Per-host-thread state, reused for every CTA the thread runs.
@@ -141,6 +144,8 @@ pub struct Worker<'g> {
     /// warp instructions by [`Class`] in `class_counts`.
     pub profile: Profile,
     pub class_counts: [u64; Class::COUNT],
+    /// Shared memory that `wgmma.mma_async`s in flight read.
+    wg: wgmma::CtaState,
 }
 
 #[inline]
@@ -209,6 +214,7 @@ impl<'g> Worker<'g> {
                 scratch: [[0; 32]; 4],
                 open_copies: Vec::new(),
                 copy_groups: VecDeque::new(),
+                wg: wgmma::WarpState::default(),
             });
         }
         for w in &mut self.warps {
@@ -222,9 +228,16 @@ impl<'g> Worker<'g> {
             w.regs.resize(k.nregs as usize * 32, 0);
             w.open_copies.clear();
             w.copy_groups.clear();
+            w.wg = wgmma::WarpState::default();
+        }
+        if k.wgmma.is_some() {
+            self.wg.reset(ctx.shared_bytes);
         }
         let mut warps = std::mem::take(&mut self.warps);
-        let res = self.schedule(ctx, &mut warps);
+        let mut res = self.schedule(ctx, &mut warps);
+        if res.is_ok() && k.wgmma.is_some() {
+            res = self.wgmma_cta_end(ctx, &warps);
+        }
         self.warps = warps;
         res?;
         self.check_budget(ctx)
@@ -462,6 +475,11 @@ impl<'g> Worker<'g> {
             self.warp_instructions += 1;
             self.thread_instructions += active.count_ones() as u64;
             self.class_counts[ins.class as usize] += 1;
+            if let Some(info) = &ctx.kernel.wgmma
+                && active != 0
+            {
+                self.wgmma_track(ctx, w, info, pc, active, ins.line);
+            }
             let flow = self.step(ctx, w, ins, mask, active)?;
             // Apply control flow.
             let next = pc + 1;
@@ -849,6 +867,9 @@ impl<'g> Worker<'g> {
         tid: u32,
         line: u32,
     ) {
+        if self.wg.busy() {
+            self.wgmma_overwrite_check(ctx, off, size, tid, line);
+        }
         let (cta_gen, epoch, w16) = (self.cta_gen, self.epoch, wid as u16);
         let mark = if atomic { w16 | ATOMIC } else { w16 };
         let mut all_init = true;
@@ -1694,6 +1715,10 @@ impl<'g> Worker<'g> {
                     else {
                         continue;
                     };
+                    // The copy may land any time from now: a wgmma in flight may read it.
+                    if self.wg.busy() {
+                        self.wgmma_overwrite_check(ctx, off, *size, tid, line);
+                    }
                     for s in &mut self.shadow[off as usize..(off + size) as usize] {
                         s.init = self.cta_gen | PENDING;
                     }
@@ -1712,6 +1737,7 @@ impl<'g> Worker<'g> {
                         u64::from(reading.count_ones()) * u64::from(*size) - read_bytes;
                 }
             }
+            Op::Wgmma(op) => self.wgmma(ctx, w, op, mask, active, line)?,
             Op::CpAsyncCommit => {
                 if active != 0 {
                     let g = std::mem::take(&mut w.open_copies);

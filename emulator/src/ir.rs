@@ -543,6 +543,8 @@ pub enum Op {
         n: u32,
         all: bool,
     },
+    /// `wgmma.mma_async`, `fence`, `commit_group`, `wait_group` (see [`crate::wgmma`]).
+    Wgmma(crate::wgmma::WgOp),
 }
 
 /// An instruction with its guard predicate and source position.

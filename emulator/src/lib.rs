@@ -18,7 +18,9 @@
 //!
 //! Modules: `lexer` and `parser` build the `ast`; `decode` lowers it to `ir` (resolved
 //! register slots, labels and symbols); `exec` runs CTAs (per-lane PCs, min-PC
-//! reconvergence, barriers, collectives, the checker); `profile` the cost model's counting;
+//! reconvergence, barriers, collectives, the checker); `wgmma` holds the warpgroup MMA's
+//! semantics (descriptor, canonical layouts, fragments; run by `exec::wgmma`);
+//! `profile` the cost model's counting;
 //! `num` holds lane arithmetic;
 //! `memory` the global memory (`AtomicU64` words, sound across host threads).
 //!
@@ -38,6 +40,13 @@
 //! - control and warps: `bra ret exit bar.sync barrier.sync bar.arrive bar.warp.sync
 //!   shfl.sync vote.sync redux.sync activemask ldmatrix stmatrix`, `mma.sync` m16n8k16 and
 //!   m16n8k8 (f16/bf16 inputs, f32 or f16 accumulators), m16n8k8 and m16n8k4 tf32
+//! - warpgroup MMA: `wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}.{f16,bf16}`
+//!   (N = 8..256 by 8; A from registers or a descriptor, B from a descriptor; every
+//!   swizzle mode, base offset 0; scale-d, imm-scale-a/b, imm-trans-a/b) with
+//!   `wgmma.fence`, `commit_group` and `wait_group`. The result is written when
+//!   `wait_group` retires the group; the checker reports registers or shared operands
+//!   touched while in flight and an mma_async with no `wgmma.fence` after its registers
+//!   were accessed ([`CheckKind::WgmmaRegisterInFlight`] and the others)
 
 #![warn(missing_docs)]
 
@@ -51,6 +60,7 @@ mod memory;
 mod num;
 mod parser;
 mod profile;
+mod wgmma;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

@@ -27,11 +27,12 @@ pub(crate) enum Class {
     Global = 3,
     Barrier = 4,
     Other = 5,
+    Wgmma = 6,
 }
 
 impl Class {
     /// Number of classes.
-    pub(crate) const COUNT: usize = 6;
+    pub(crate) const COUNT: usize = 7;
 
     /// The class of an instruction; generic memory accesses count as global until the
     /// interpreter sees the address.
@@ -47,6 +48,7 @@ impl Class {
             | Op::CvtPack { .. }
             | Op::Cvta { .. } => Class::Alu,
             Op::Mma { .. } => Class::Mma,
+            Op::Wgmma(crate::wgmma::WgOp::Mma(_)) => Class::Wgmma,
             Op::Ld { space, .. } | Op::St { space, .. } | Op::Atom { space, .. } => match space {
                 MemSpace::Global | MemSpace::Generic => Class::Global,
                 MemSpace::Shared => Class::Shared,
@@ -69,6 +71,9 @@ pub struct Profile {
     pub alu: u64,
     /// `mma.sync` warp instructions.
     pub mma: u64,
+    /// `wgmma.mma_async` warp instructions (each of the 4 warps of a warpgroup counts
+    /// one; fences, commits and waits are `other`).
+    pub wgmma: u64,
     /// Shared-memory loads, stores and atomics, `ldmatrix` and `stmatrix`.
     pub shared: u64,
     /// Global-memory loads, stores, atomics and `cp.async`.
@@ -96,7 +101,7 @@ pub struct Profile {
 impl Profile {
     /// Warp instructions of every class.
     pub fn warp_instructions(&self) -> u64 {
-        self.alu + self.mma + self.shared + self.global + self.barrier + self.other
+        self.alu + self.mma + self.wgmma + self.shared + self.global + self.barrier + self.other
     }
 
     /// Global bytes read and written.
@@ -114,6 +119,7 @@ impl Profile {
         self.launches += other.launches;
         self.alu += other.alu;
         self.mma += other.mma;
+        self.wgmma += other.wgmma;
         self.shared += other.shared;
         self.global += other.global;
         self.barrier += other.barrier;
@@ -130,6 +136,7 @@ impl Profile {
     pub(crate) fn add_classes(&mut self, counts: &[u64; Class::COUNT]) {
         self.alu += counts[Class::Alu as usize];
         self.mma += counts[Class::Mma as usize];
+        self.wgmma += counts[Class::Wgmma as usize];
         self.shared += counts[Class::Shared as usize];
         self.global += counts[Class::Global as usize];
         self.barrier += counts[Class::Barrier as usize];
@@ -321,6 +328,7 @@ impl fmt::Display for Profile {
         for (name, n) in [
             ("alu", self.alu),
             ("mma", self.mma),
+            ("wgmma", self.wgmma),
             ("shared", self.shared),
             ("global", self.global),
             ("barrier", self.barrier),
