@@ -121,6 +121,11 @@ def _shaped(outs: Sequence[Tuple[str, torch.Tensor, Sequence[int]]]) -> List[tor
 
 
 def _stream(device: torch.device) -> int:
+    """The raw `CUstream` of torch's current stream on `device`.
+
+    Every native call below runs under `torch.cuda.device(device)`: the extension makes the device's
+    primary context current on the thread to launch, which is then what torch expects, and torch
+    restores its own current device afterwards."""
     return torch.cuda.current_stream(device).cuda_stream
 
 
@@ -134,14 +139,16 @@ def run_op(
             f"function, on the emulator only): pass CPU tensors"
         )
     host = _Host(op, device, tensors)
-    outs = _native.run_op_cuda(op, _native_inputs(tensors), attrs, device.index, _stream(device), host, total_rows)
+    with torch.cuda.device(device):
+        outs = _native.run_op_cuda(op, _native_inputs(tensors), attrs, device.index, _stream(device), host, total_rows)
     return _shaped(outs)
 
 
 def run_graph(where: str, graph, tensors: Dict[str, torch.Tensor], attrs: Dict[str, object], device: torch.device):
     """A `jagged.op` graph (`_native.CompiledGraph`) on CUDA tensors of `device`."""
     host = _Host(where, device, tensors)
-    return _shaped(graph.run_cuda(_native_inputs(tensors), attrs, device.index, _stream(device), host))
+    with torch.cuda.device(device):
+        return _shaped(graph.run_cuda(_native_inputs(tensors), attrs, device.index, _stream(device), host))
 
 
 def attention_backward(
@@ -150,7 +157,8 @@ def attention_backward(
     """`[dq, dk, dv]` by the attention backward template on CUDA tensors of `device`."""
     op = "jagged_flash_attention_backward"
     host = _Host(op, device, tensors)
-    outs = _native.attention_backward_cuda(
-        _native_inputs(tensors), max_len, scale, causal, activation, device.index, _stream(device), host
-    )
+    with torch.cuda.device(device):
+        outs = _native.attention_backward_cuda(
+            _native_inputs(tensors), max_len, scale, causal, activation, device.index, _stream(device), host
+        )
     return _shaped(outs)

@@ -163,3 +163,45 @@ def test_run_op_cuda_without_a_gpu_is_a_clean_error():
         _native.attention_backward_cuda(inputs, 4, 0.5, False, "softmax", 0, 0, host)
     with pytest.raises(JaggedInputError, match="activation `gelu`"):
         _native.attention_backward_cuda(inputs, 4, 0.5, False, "gelu", 0, 0, host)
+
+
+def test_the_python_side_of_a_cuda_call(monkeypatch):
+    """What `_cuda.run_op` passes to the extension and makes of its answer, on CPU tensors standing in
+    for CUDA ones (the extension call replaced by a stand-in that makes the callbacks it would)."""
+    import contextlib
+
+    seen = {}
+
+    def fake_run_op_cuda(op, inputs, attrs, device, stream, host, total_rows):
+        seen.update(op=op, inputs=inputs, attrs=attrs, device=device, stream=stream, total_rows=total_rows)
+        host.check("offsets", "offsets", 5)
+        out = host.alloc("f32", 8)  # longer than the shape: a compaction's rows past those written
+        out[:6] = torch.arange(6.0)
+        rows = host.read_index(host.alloc("i64", 3), 2)
+        return [("values", out, [3, 2]), ("offsets", host.alloc("i64", 3), [3]), ("n", torch.tensor([rows]), [1])]
+
+    monkeypatch.setattr(_native, "run_op_cuda", fake_run_op_cuda)
+    monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())
+    monkeypatch.setattr(_cuda, "_stream", lambda d: 1234)
+    monkeypatch.setenv(_cuda.CHECK_ENV, "sync")
+    v, o, m = rand(5, 2), offsets_of([3, 2]), torch.ones(5, dtype=torch.bool)
+    values, offsets, n = _cuda.run_op(
+        "masked_select_jagged", {"values": v, "offsets": o, "mask": m}, {}, torch.device("cpu"), None
+    )
+    assert seen["op"] == "masked_select_jagged" and seen["stream"] == 1234 and seen["total_rows"] is None
+    assert seen["inputs"] == [
+        ("values", "f32", [5, 2], v.data_ptr()),
+        ("offsets", "i64", [3], o.data_ptr()),
+        ("mask", "bool", [5], m.data_ptr()),
+    ]
+    assert values.shape == (3, 2) and torch.equal(values.reshape(-1), torch.arange(6.0))
+    assert offsets.shape == (3,) and n.tolist() == [0]
+    # The offsets check runs before the launches, naming the argument.
+    with pytest.raises(JaggedInputError, match="offsets"):
+        bad = {"values": v, "offsets": offsets_of([3, 3]), "mask": m}
+        _cuda.run_op("masked_select_jagged", bad, {}, torch.device("cpu"), None)
+    # Ops of the Rust front functions never reach the extension.
+    seen.clear()
+    with pytest.raises(NotImplementedError, match="jagged.jagged_topk"):
+        _cuda.run_op("jagged_topk", {"scores": v[:, 0], "offsets": o}, {"k": 1}, torch.device("cpu"), None)
+    assert not seen
