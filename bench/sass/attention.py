@@ -1,0 +1,88 @@
+"""Static SASS report of flash attention, ours next to Triton's, on the CPU.
+
+    .tools/venv/bin/python bench/sass/attention.py [--jagc PATH]
+
+Builds `jagc` (debug) unless --jagc is given (then the tree it was built
+from is the one its caller says, not necessarily this script's), compiles Triton's tutorial
+attention forward (triton_attention.py) for sm_80 and sm_90a, and counts
+every kernel's steady-state loop with the same code, `jagc stats --sass`:
+our forward and backward kernels (bf16, D = 64 and 128) from the op, Triton's
+from its cubin (assembled by the ptxas Triton bundles) and, where our ptxas
+accepts Triton's PTX (sm_80), from its PTX too. No GPU is needed.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+import triton
+
+import triton_attention
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLUMNS = ["instrs", "HMMA", "HGMMA", "LDSM", "LDGSTS", "UTMALDG", "BAR", "EX2", "SHFL",
+           "FFMA", "FMUL", "FADD", "instr/MMA", "instr/16816"]
+
+
+def jagc_rows(jagc, args):
+    """(kernel, counts) per kernel row of `jagc stats --sass ARGS`."""
+    out = subprocess.run([jagc, "stats", "--sass", *args], check=True, capture_output=True,
+                         text=True).stdout
+    rows = []
+    for line in out.splitlines():
+        if line.startswith("#") or line.startswith("loop"):
+            continue
+        fields = line.split()
+        # span ("no loop" is two words), the columns, kernel name, "(N)"
+        cells = fields[-2 - len(COLUMNS):-2]
+        rows.append((fields[-2], cells))
+    return rows
+
+
+def short(kernel):
+    """The kernel's role: fwd, bwd, bwd_pre, bwd_post."""
+    if kernel.startswith("jg_attn"):
+        tail = kernel.split("_scaled")[-1].lstrip("_")
+        return "ours " + ("fwd" if not tail else tail)
+    return "triton fwd"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jagc", help="a built jagc (default: cargo build --bin jagc)")
+    args = parser.parse_args()
+    jagc = args.jagc
+    if jagc is None:
+        subprocess.run(["cargo", "build", "--quiet", "--bin", "jagc"], cwd=ROOT, check=True)
+        jagc = os.path.join(ROOT, "target", "debug", "jagc")
+    commit = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                            capture_output=True, text=True).stdout.strip()
+    tmp = tempfile.mkdtemp(prefix="jagged-sass-")
+    print(f"# {' '.join([os.path.relpath(sys.executable, ROOT), 'bench/sass/attention.py'])}"
+          f"  (tree {commit}; triton {triton.__version__}, tutorial forward: BLOCK_M "
+          f"{triton_attention.BLOCK_M}, BLOCK_N {triton_attention.BLOCK_N}, "
+          f"{triton_attention.NUM_WARPS} warps, {triton_attention.NUM_STAGES} stages; bf16)")
+    header = f"{'D':>3} {'arch':<6} {'kernel':<16} {'from':<6} " + " ".join(
+        f"{c:>{max(len(c), 5)}}" for c in COLUMNS)
+    for head_dim in (64, 128):
+        for arch, capability in (("sm_80", 80), ("sm_90a", 90)):
+            stem = triton_attention.compile_one(head_dim, capability, tmp)
+            op = ["jagged_flash_attention", "--attr", f"head_dim={head_dim}", "--arch", arch]
+            rows = [(short(k), "op", c) for k, c in jagc_rows(jagc, op)]
+            rows += [(short(k), "op", c) for k, c in jagc_rows(jagc, [*op, "--backward"])]
+            rows += [(short(k), "cubin", c)
+                     for k, c in jagc_rows(jagc, ["--cubin", stem + ".cubin"])]
+            if capability == 80:
+                rows += [(short(k), "ptx", c)
+                         for k, c in jagc_rows(jagc, ["--ptx", stem + ".ptx", "--arch", arch])]
+            print()
+            print(header)
+            for kernel, source, counts in rows:
+                cells = " ".join(f"{v:>{max(len(c), 5)}}" for v, c in zip(counts, COLUMNS))
+                print(f"{head_dim:>3} {arch:<6} {kernel:<16} {source:<6} {cells}")
+
+
+if __name__ == "__main__":
+    main()
