@@ -7,8 +7,8 @@ from is the one its caller says, not necessarily this script's), compiles Triton
 attention forward (triton_attention.py) for sm_80 and sm_90a, and counts
 every kernel's steady-state loop with the same code, `jagc stats --sass`:
 our forward and backward kernels (bf16, D = 64 and 128) from the op, Triton's
-from its cubin (assembled by the ptxas Triton bundles) and, where our ptxas
-accepts Triton's PTX (sm_80), from its PTX too. No GPU is needed.
+from its cubin (assembled by the ptxas Triton bundles), at 4 and 8 warps,
+and on sm_80 from its PTX too (our ptxas rejects its sm_90a PTX's .version). No GPU is needed.
 """
 
 import argparse
@@ -49,6 +49,17 @@ def short(kernel):
     return "triton fwd"
 
 
+def source_rows(jagc, stem, arch):
+    """Rows of one Triton compile: its cubin, and on sm_80 its PTX too."""
+    warps = stem.rsplit("_w", 1)[1]
+    rows = [(f"{short(k)} {warps}w", "cubin", c)
+            for k, c in jagc_rows(jagc, ["--cubin", stem + ".cubin"])]
+    if arch == "sm_80":
+        rows += [(f"{short(k)} {warps}w", "ptx", c)
+                 for k, c in jagc_rows(jagc, ["--ptx", stem + ".ptx", "--arch", arch])]
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--jagc", help="a built jagc (default: cargo build --bin jagc)")
@@ -60,23 +71,20 @@ def main():
     commit = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
                             capture_output=True, text=True).stdout.strip()
     tmp = tempfile.mkdtemp(prefix="jagged-sass-")
-    print(f"# {' '.join([os.path.relpath(sys.executable, ROOT), 'bench/sass/attention.py'])}"
-          f"  (tree {commit}; triton {triton.__version__}, tutorial forward: BLOCK_M "
-          f"{triton_attention.BLOCK_M}, BLOCK_N {triton_attention.BLOCK_N}, "
-          f"{triton_attention.NUM_WARPS} warps, {triton_attention.NUM_STAGES} stages; bf16)")
+    command = " ".join([os.path.relpath(sys.executable, ROOT), *sys.argv])
+    print(f"# {command}  (tree {commit}; triton {triton.__version__}, tutorial forward: "
+          f"BLOCK_M {triton_attention.BLOCK_M}, BLOCK_N {triton_attention.BLOCK_N}, "
+          f"{triton_attention.NUM_STAGES} stages, 4 and 8 warps; bf16)")
     header = f"{'D':>3} {'arch':<6} {'kernel':<16} {'from':<6} " + " ".join(
         f"{c:>{max(len(c), 5)}}" for c in COLUMNS)
     for head_dim in (64, 128):
         for arch, capability in (("sm_80", 80), ("sm_90a", 90)):
-            stem = triton_attention.compile_one(head_dim, capability, tmp)
             op = ["jagged_flash_attention", "--attr", f"head_dim={head_dim}", "--arch", arch]
             rows = [(short(k), "op", c) for k, c in jagc_rows(jagc, op)]
             rows += [(short(k), "op", c) for k, c in jagc_rows(jagc, [*op, "--backward"])]
-            rows += [(short(k), "cubin", c)
-                     for k, c in jagc_rows(jagc, ["--cubin", stem + ".cubin"])]
-            if capability == 80:
-                rows += [(short(k), "ptx", c)
-                         for k, c in jagc_rows(jagc, ["--ptx", stem + ".ptx", "--arch", arch])]
+            for warps in (4, 8):
+                stem = triton_attention.compile_one(head_dim, capability, tmp, warps)
+                rows += source_rows(jagc, stem, arch)
             print()
             print(header)
             for kernel, source, counts in rows:
