@@ -47,7 +47,10 @@ else
 fi
 
 # Kernels compile on first use (code generator in the extension) into a
-# fresh cache, so that nothing stale from another build is loaded.
+# fresh cache, so that nothing stale from another build is loaded. Outputs
+# are poisoned (0xFF bytes, NaN in floats) so that an element no kernel
+# writes fails a test, as the runtime's own tests poison theirs.
 export JAGGED_CACHE_DIR="${JAGGED_CACHE_DIR:-${TMPDIR:-/tmp}/jagged-cuda-cache}"
+export JAGGED_POISON_OUTPUTS="${JAGGED_POISON_OUTPUTS:-1}"
 "$python" -c 'import torch; print("torch", torch.__version__, "on", torch.cuda.get_device_name(0))'
 exec "$python" -m pytest -q -rs tests "$@"

@@ -31,6 +31,7 @@ from ._tensors import DTYPE_NAMES, TORCH_DTYPES, JaggedInputError
 
 CHECK_ENV = "JAGGED_CHECK_OFFSETS"
 CHECK_MODES = ("async", "sync", "off")
+POISON_ENV = "JAGGED_POISON_OUTPUTS"
 
 
 def check_mode() -> str:
@@ -76,8 +77,14 @@ class _Host:
         self.tensors = tensors
         self.mode = check_mode()
 
-    def alloc(self, dtype: str, elems: int) -> torch.Tensor:
-        """A zeroed flat tensor (an output, or scratch as uint8): the caching allocator, current stream."""
+    def alloc(self, dtype: str, elems: int, role: str = "output") -> torch.Tensor:
+        """A zeroed flat tensor (an `output`, or `scratch` as uint8): the caching allocator, current
+        stream. With `JAGGED_POISON_OUTPUTS=1` an output is filled with 0xFF bytes instead (NaN in
+        every float dtype), so that an element no kernel writes shows (the tests' setting)."""
+        if role == "output" and os.environ.get(POISON_ENV, "") == "1":
+            t = torch.empty(elems, dtype=TORCH_DTYPES[dtype], device=self.device)
+            t.view(torch.uint8).fill_(0xFF)
+            return t
         return torch.zeros(elems, dtype=TORCH_DTYPES[dtype], device=self.device)
 
     def read_last(self, name: str) -> int:

@@ -6,10 +6,10 @@
 //! device ordinal, the raw `CUstream` of `torch.cuda.current_stream(device)`
 //! and a *host* object whose methods this module calls back (with the GIL):
 //!
-//! - `alloc(dtype, elems)`: a zeroed flat tensor on the device (outputs and
-//!   the compiled plan's scratch), from PyTorch's caching allocator on the
-//!   current stream, so it is stream-ordered with the launches and reused
-//!   only after them;
+//! - `alloc(dtype, elems, role)`: a zeroed flat tensor on the device (an
+//!   `output`, or the compiled plan's `scratch`), from PyTorch's caching
+//!   allocator on the current stream, so it is stream-ordered with the
+//!   launches and reused only after them;
 //! - `check(kind, name, rows_or_dtype)`: the input contents' checks the
 //!   runtime does on the host for CPU tensors (offsets, lengths), done the
 //!   Python layer's way (on the device by default, without a sync);
@@ -181,12 +181,16 @@ impl<'py> LaunchTarget for TorchTarget<'_, 'py> {
         &mut self,
         dtype: DType,
         elems: usize,
-        _role: BufferRole,
+        role: BufferRole,
     ) -> Result<TorchBuffer<'py>, GraphRunError> {
+        let role = match role {
+            BufferRole::Output => "output",
+            BufferRole::Scratch => "scratch",
+        };
         let made = self
             .place
             .host
-            .call_method1("alloc", (dtype.name(), elems))
+            .call_method1("alloc", (dtype.name(), elems, role))
             .and_then(|tensor| {
                 let ptr: u64 = tensor.call_method0("data_ptr")?.extract()?;
                 Ok(TorchBuffer { tensor, ptr })

@@ -118,6 +118,11 @@ def test_host_callbacks(monkeypatch):
     t = host.alloc("f16", 6)
     assert t.dtype == torch.float16 and t.shape == (6,) and not t.any()
     assert host.alloc("u8", 0).numel() == 0
+    monkeypatch.setenv(_cuda.POISON_ENV, "1")
+    assert torch.isnan(host.alloc("bf16", 3)).all() and torch.isnan(host.alloc("f64", 2, "output")).all()
+    assert host.alloc("i32", 2).tolist() == [-1, -1]
+    assert not host.alloc("u8", 4, "scratch").any()
+    monkeypatch.delenv(_cuda.POISON_ENV)
     assert host.read_last("offsets") == 5
     assert host.read_index(o, 1) == 3
     host.check("offsets", "offsets", 5)
