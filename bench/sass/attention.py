@@ -6,7 +6,8 @@ Builds `jagc` (debug) unless --jagc is given (then the tree it was built
 from is the one its caller says, not necessarily this script's), compiles Triton's tutorial
 attention forward (triton_attention.py) for sm_80 and sm_90a, and counts
 every kernel's steady-state loop with the same code, `jagc stats --sass`:
-our forward and backward kernels (bf16, D = 64 and 128) from the op, Triton's
+our forward (max_len 128 and 1024: two tile shapes) and backward kernels
+(bf16, D = 64 and 128) from the op, Triton's
 from its cubin (assembled by the ptxas Triton bundles), at 4 and 8 warps,
 and on sm_80 from its PTX too (our ptxas rejects its sm_90a PTX's .version). No GPU is needed.
 """
@@ -79,8 +80,15 @@ def main():
         f"{c:>{max(len(c), 5)}}" for c in COLUMNS)
     for head_dim in (64, 128):
         for arch, capability in (("sm_80", 80), ("sm_90a", 90)):
-            op = ["jagged_flash_attention", "--attr", f"head_dim={head_dim}", "--arch", arch]
-            rows = [(short(k), "op", c) for k, c in jagc_rows(jagc, op)]
+            rows = []
+            # max_len picks our tile (codegen/src/templates/attention/tiles.rs):
+            # 128 -> 64 query rows per CTA, 16 per warp; 1024 -> 128 rows, as
+            # Triton's BLOCK_M (D = 64: 32 per warp, 4 warps; D = 128: 16, 8).
+            for max_len in (128, 1024):
+                op = ["jagged_flash_attention", "--attr", f"head_dim={head_dim}",
+                      "--attr", f"max_len={max_len}", "--arch", arch]
+                rows += [(f"{short(k)} n{max_len}", "op", c) for k, c in jagc_rows(jagc, op)]
+            # The backward's tiles do not depend on max_len.
             rows += [(short(k), "op", c) for k, c in jagc_rows(jagc, [*op, "--backward"])]
             for warps in (4, 8):
                 stem = triton_attention.compile_one(head_dim, capability, tmp, warps)
