@@ -6,7 +6,8 @@
 use std::fmt;
 
 use crate::kernel::{
-    AtomOp, BinOp, Inst, Kernel, KernelModule, ParamType, Space, Stmt, TernOp, Type, UnOp,
+    AtomOp, BinOp, Inst, Kernel, KernelModule, ParamType, Space, Stmt, TernOp, Type, UnOp, WgmmaA,
+    WgmmaMma,
 };
 use crate::spec::Arch;
 
@@ -341,6 +342,31 @@ impl<W: fmt::Write> Writer<W> {
             )?,
             Inst::CpAsyncCommit => write!(o, "cp.async.commit_group;")?,
             Inst::CpAsyncWait { n } => write!(o, "cp.async.wait_group {n};")?,
+            Inst::WgmmaFence => write!(o, "wgmma.fence.sync.aligned;")?,
+            Inst::WgmmaMmaAsync(mma) => {
+                let names: Vec<String> = mma.d.iter().map(ToString::to_string).collect();
+                let (ab, n) = (mma.ab, mma.n());
+                let neg_a = if mma.negate_a { -1 } else { 1 };
+                let (scale_d, trans_b) = (u8::from(mma.accumulate), u8::from(mma.trans_b));
+                let a = match mma.a {
+                    WgmmaA::Regs(r) => format!("{{{}, {}, {}, {}}}", r[0], r[1], r[2], r[3]),
+                    WgmmaA::Desc(desc) => desc.to_string(),
+                };
+                // imm-trans-a exists only for A from a descriptor (always K-major here).
+                let trans_a = match mma.a {
+                    WgmmaA::Regs(_) => "",
+                    WgmmaA::Desc(_) => " 0,",
+                };
+                write!(
+                    o,
+                    "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ab}.{ab} {{{}}}, {a}, {}, {scale_d}, {neg_a}, 1,{trans_a} {trans_b};",
+                    names.join(", "),
+                    mma.b
+                )?
+            }
+            Inst::WgmmaCommit => write!(o, "wgmma.commit_group.sync.aligned;")?,
+            Inst::WgmmaWait { n } => write!(o, "wgmma.wait_group.sync.aligned {n};")?,
+            Inst::FenceProxyAsyncShared => write!(o, "fence.proxy.async.shared::cta;")?,
             Inst::BarSync { id } => write!(o, "bar.sync {id};")?,
             Inst::WarpSync => write!(o, "bar.warp.sync -1;")?,
             Inst::Bra { target } => write!(o, "bra {target};")?,
@@ -429,6 +455,14 @@ fn validate(kernel: &Kernel) -> Result<(), Error> {
                     addr.base
                 )));
             }
+            Inst::WgmmaMmaAsync(mma) if !wgmma_well_formed(mma) => {
+                return Err(invalid(format!(
+                    "statement {i}: wgmma.mma_async m64n{}k16 of {} with B in {}",
+                    mma.n(),
+                    mma.ab,
+                    mma.b
+                )));
+            }
             Inst::CpAsync { dst, src, .. }
                 if dst.base.class != crate::kernel::RegClass::B32
                     || src.base.class != crate::kernel::RegClass::B64 =>
@@ -442,6 +476,23 @@ fn validate(kernel: &Kernel) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// A `wgmma.mma_async` the printer accepts: f16 / bf16 operands, N = 8 ..
+/// 256 by 8 in f32 registers, descriptors in 64-bit and A fragments in
+/// 32-bit registers.
+fn wgmma_well_formed(mma: &WgmmaMma) -> bool {
+    use crate::kernel::RegClass;
+    let a_ok = match mma.a {
+        WgmmaA::Regs(r) => r.iter().all(|x| x.class == RegClass::B32),
+        WgmmaA::Desc(d) => d.class == RegClass::B64,
+    };
+    matches!(mma.ab, Type::F16 | Type::Bf16)
+        && mma.n() % 8 == 0
+        && (8..=256).contains(&mma.n())
+        && mma.d.iter().all(|r| r.class == RegClass::F32)
+        && mma.b.class == RegClass::B64
+        && a_ok
 }
 
 impl fmt::Display for Kernel {

@@ -3,8 +3,9 @@
 //! method per common instruction.
 
 use super::ir::{
-    Address, BinOp, Cmp, Guard, Inst, Kernel, Label, Operand, Param, ParamId, ParamType, Reg,
-    RegClass, SharedArray, SharedId, ShflMode, Space, Special, Stmt, TernOp, Type, UnOp,
+    Address, BinOp, Cmp, Guard, Inst, Kernel, Label, MatrixLayout, Operand, Param, ParamId,
+    ParamType, Reg, RegClass, SharedArray, SharedId, ShflMode, Space, Special, Stmt, TernOp, Type,
+    UnOp,
 };
 
 /// A counted loop opened by [`KernelBuilder::begin_range`] and not yet
@@ -411,6 +412,16 @@ impl KernelBuilder {
             clamp,
         });
         dst
+    }
+
+    /// The `wgmma` descriptor (u64) of a shared-memory matrix of `layout`
+    /// whose start is the shared address `addr` (u32, below 256 KiB).
+    pub fn matrix_descriptor(&mut self, addr: Reg, layout: MatrixLayout) -> Reg {
+        let units = self.binary(BinOp::Shr, Type::U32, addr, Operand::Int(4));
+        let wide = self.cvt(Type::U64, Type::U32, units);
+        // The immediate is the descriptor's bit pattern (negative for swizzle field 2 and 3).
+        let bits = layout.descriptor_bits() as i64;
+        self.binary(BinOp::Or, Type::B64, wide, Operand::Int(bits))
     }
 
     /// `bar.sync 0`.

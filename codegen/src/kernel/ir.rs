@@ -705,6 +705,30 @@ pub enum Inst {
         /// Groups that may stay in flight.
         n: u32,
     },
+    /// `wgmma.fence.sync.aligned`: orders this warpgroup's earlier register
+    /// accesses (accumulators, A fragments) before the `wgmma.mma_async`s
+    /// that follow. Needed before the first `mma_async` of a batch whenever
+    /// those registers were touched by other instructions (warpgroup-wide).
+    WgmmaFence,
+    /// `wgmma.mma_async.sync.aligned.m64nNk16.f32.ab.ab`: the warpgroup's
+    /// asynchronous `D = (accumulate ? D : 0) + A B` for a 64 x 16 A, a
+    /// 16 x N B from shared memory and a 64 x N f32 D (see [`WgmmaMma`]).
+    /// Its registers must not be touched until a `wgmma.wait_group` retires
+    /// its commit group.
+    WgmmaMmaAsync(Box<WgmmaMma>),
+    /// `wgmma.commit_group.sync.aligned`: closes a group of the
+    /// `wgmma.mma_async`s issued since the previous commit.
+    WgmmaCommit,
+    /// `wgmma.wait_group.sync.aligned n`: waits until at most `n` `wgmma`
+    /// groups are pending.
+    WgmmaWait {
+        /// Groups that may stay in flight.
+        n: u32,
+    },
+    /// `fence.proxy.async.shared::cta`: orders this thread's generic-proxy
+    /// shared-memory writes (`st.shared`) before later async-proxy reads
+    /// of them (`wgmma` operands read through descriptors).
+    FenceProxyAsyncShared,
     /// `bar.sync id`: CTA-wide barrier.
     BarSync {
         /// Barrier number.
@@ -722,6 +746,96 @@ pub enum Inst {
     },
     /// `ret`
     Ret,
+}
+
+/// Swizzle mode of a shared-memory matrix of a `wgmma` descriptor: the
+/// 16-byte chunks of each row of `S` bytes are permuted by XOR with the
+/// row's index within a repeating pattern of 8 rows (`S` = 32, 64, 128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Swizzle {
+    /// Interleaved 8 x 16-byte core matrices, no permutation.
+    None,
+    /// Rows of 32 bytes.
+    B32,
+    /// Rows of 64 bytes.
+    B64,
+    /// Rows of 128 bytes.
+    B128,
+}
+
+impl Swizzle {
+    /// The descriptor's 2-bit swizzle field (bits 62-63).
+    fn field(self) -> u64 {
+        match self {
+            Swizzle::None => 0,
+            Swizzle::B128 => 1,
+            Swizzle::B64 => 2,
+            Swizzle::B32 => 3,
+        }
+    }
+}
+
+/// The constant fields of a `wgmma` shared-memory matrix descriptor (PTX
+/// ISA, "Matrix Descriptor Format"): everything but the start address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MatrixLayout {
+    /// Leading-dimension byte offset (a multiple of 16).
+    pub lbo: u32,
+    /// Stride-dimension byte offset (a multiple of 16).
+    pub sbo: u32,
+    /// Swizzle mode (the matrix's start must then be aligned to the
+    /// pattern: 1024 bytes for [`Swizzle::B128`]).
+    pub swizzle: Swizzle,
+}
+
+impl MatrixLayout {
+    /// The descriptor of a matrix at shared byte address 0; the descriptor
+    /// of one at `addr` (below 256 KiB) adds `addr >> 4`.
+    pub fn descriptor_bits(self) -> u64 {
+        (u64::from(self.lbo >> 4) << 16)
+            | (u64::from(self.sbo >> 4) << 32)
+            | (self.swizzle.field() << 62)
+    }
+}
+
+/// Where [`WgmmaMma`] takes its A operand from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WgmmaA {
+    /// Four 32-bit registers per thread: each warp's 16 rows of the 64 x 16
+    /// A in the fragment layout of `mma.m16n8k16`'s A (two 16-bit elements
+    /// per register).
+    Regs([Reg; 4]),
+    /// A 64-bit shared-memory descriptor of a K-major 64 x 16 A.
+    Desc(Reg),
+}
+
+/// One `wgmma.mma_async.sync.aligned.m64nNk16.f32.ab.ab` of [`Inst::WgmmaMmaAsync`]
+/// (f32 accumulation; N is twice the number of accumulator registers).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WgmmaMma {
+    /// Element type of A and B: `f16` or `bf16`.
+    pub ab: Type,
+    /// The `N / 2` f32 accumulators of each thread (N = 8 .. 256 by 8), in
+    /// the fragment layout of `N / 8` `mma.m16n8` accumulator tiles.
+    pub d: Vec<Reg>,
+    /// Matrix A.
+    pub a: WgmmaA,
+    /// 64-bit shared-memory descriptor of B (16 x N).
+    pub b: Reg,
+    /// `scale-d`: add to D (true) or overwrite it (false).
+    pub accumulate: bool,
+    /// `imm-scale-a = -1`: negate A.
+    pub negate_a: bool,
+    /// `imm-trans-b`: B is stored N-major (rows of N along memory) instead
+    /// of K-major.
+    pub trans_b: bool,
+}
+
+impl WgmmaMma {
+    /// N of the `m64nNk16` shape.
+    pub fn n(&self) -> usize {
+        2 * self.d.len()
+    }
 }
 
 /// A guard predicate: `@p` or `@!p`.
