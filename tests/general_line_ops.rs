@@ -358,7 +358,8 @@ fn topk_follows_the_stable_sort() {
 /// and what is computed from it read by every row, a leaf read by several
 /// branches of the tree, and a rank over lines that are staged in shared
 /// memory (1000 rows) and that are not (1600 rows of i64 do not fit a
-/// warp's share): every output equals the f64 reference.
+/// warp's share), 32 rows at a time by shuffles (NaN first, ties by row):
+/// every output equals the f64 reference.
 #[test]
 fn shared_reads_and_long_ranks_match_the_reference() {
     let text = "graph shared_reads {
@@ -402,6 +403,8 @@ fn shared_reads_and_long_ranks_match_the_reference() {
   %36 = seqs_where %35 : seqs
   %37 = compact %2, %36 : {t}[%36]
   %38 = offsets %36 : {idx}[B+1]
+  %39 = input s : f32[%1]
+  %40 = rank ascending %39, axis 0 : i32[%1]
   output starts = %14
   output start_offsets = %15
   output dwell = %20
@@ -409,6 +412,7 @@ fn shared_reads_and_long_ranks_match_the_reference() {
   output spread = %32
   output best = %37
   output best_offsets = %38
+  output order = %40
 }";
     let lengths = [0, 1, 31, 32, 33, 70, 5, 1000, 1600, 64];
     let mut rng = Rng::new(23);
@@ -429,6 +433,14 @@ fn shared_reads_and_long_ranks_match_the_reference() {
                 t.push(now);
             }
             let u: Vec<f64> = (0..rows).map(|_| rng.below(100) as f64).collect();
+            // Scores with ties, NaNs and both zeros.
+            let scores: Vec<f64> = (0..rows)
+                .map(|_| match rng.below(9) {
+                    0 => f64::NAN,
+                    1 => -0.0,
+                    _ => rng.below(7) as f64 - 3.0,
+                })
+                .collect();
             // Segments in -1..14: some outside the table (0 from the gather).
             let seg: Vec<f64> = lengths.iter().map(|_| rng.below(15) as f64 - 1.0).collect();
             let table: Vec<f64> = (0..12).map(|_| rng.float(2.0)).collect();
@@ -439,6 +451,7 @@ fn shared_reads_and_long_ranks_match_the_reference() {
                 ),
                 ("t", DenseTensor::from_f64(dtype, vec![rows], &t)),
                 ("u", DenseTensor::from_f64(dtype, vec![rows], &u)),
+                ("s", DenseTensor::from_f64(DType::F32, vec![rows], &scores)),
                 (
                     "seg",
                     DenseTensor::from_f64(DType::I32, vec![seg.len()], &seg),

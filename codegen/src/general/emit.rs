@@ -364,6 +364,12 @@ struct Emitter<'g> {
     /// The values of the element being computed that the loop computed
     /// before its body (the [`Self::shifted`] reads, with their operands).
     row_values: Vec<(Handle<Node>, At, Val)>,
+    /// This thread's lane (u64) where every lane of the warp runs the code
+    /// being emitted, each on a row of the same sequence (a resident
+    /// kernel's rows of 32 at a time): a rank along the sequence there
+    /// reads its line 32 rows at a time, a row per lane, and takes each
+    /// from its lane by a shuffle (see [`Self::rank`]).
+    converged: Option<Reg>,
 }
 
 /// The common subexpressions of one element's tree ([`Emitter::cse`]).
@@ -399,6 +405,7 @@ impl<'g> Emitter<'g> {
             sequence_values: Vec::new(),
             shifted: Vec::new(),
             row_values: Vec::new(),
+            converged: None,
         }
     }
 
@@ -779,7 +786,7 @@ impl<'g> Emitter<'g> {
             // `guarded` gives an s64 for an integer `x`, else an f32.
             let (Val::F(own) | Val::I(own)) = own;
             let next = if int {
-                self.shfl_s64(mode, own, 1, clamp)
+                self.shfl_s64(mode, own, Operand::Int(1), clamp)
             } else {
                 self.b.shfl(mode, own, Operand::Int(1), clamp)
             };
@@ -1381,7 +1388,11 @@ impl<'g> Emitter<'g> {
         let dst = self.b.mov(ty, zero);
         let skip: Label = self.b.label();
         self.b.bra_if(pred, true, skip);
-        let v = self.value(h, at)?;
+        // Only some lanes run the read.
+        let converged = self.converged.take();
+        let v = self.value(h, at);
+        self.converged = converged;
+        let v = v?;
         let v = match v {
             Val::F(r) if int => self.b.cvt(Type::S64, Type::F32, r),
             Val::I(r) if !int => self.b.cvt(Type::F32, Type::S64, r),
@@ -1707,6 +1718,41 @@ impl<'g> Emitter<'g> {
         let here = self.sort_key(sort, v, at.idx[axis]);
         let n = self.extent(x.dims[axis], at.b)?;
         let count = self.b.mov(Type::S64, Operand::Int(0));
+        if let (Some(lane), [_]) = (self.converged, &x.dims[..]) {
+            // The whole warp on rows of one line: lane l reads element
+            // c + l of each group of 32, the others take it by a shuffle.
+            let chunks = self
+                .b
+                .begin_range(Type::U64, Operand::Int(0), n, Operand::Int(32));
+            let c = chunks.counter;
+            let k = self.b.binary(BinOp::Add, Type::U64, c, lane);
+            let inside = self.b.setp(Cmp::Lt, Type::U64, k, n);
+            let mut line = at.clone();
+            line.idx[axis] = k;
+            let mine = self.guarded(arg, &line, inside, !sort.nan)?;
+            let (Val::F(mine) | Val::I(mine)) = mine;
+            let rest = self.b.binary(BinOp::Sub, Type::U64, n, c);
+            let m = self.b.binary(BinOp::Min, Type::U64, rest, Operand::Int(32));
+            let each = self
+                .b
+                .begin_range(Type::U64, Operand::Int(0), m, Operand::Int(1));
+            let j = self.b.cvt(Type::U32, Type::U64, each.counter);
+            let w = if sort.nan {
+                self.b.shfl(ShflMode::Idx, mine, j, 31)
+            } else {
+                self.shfl_s64(ShflMode::Idx, mine, j, 31)
+            };
+            let i = self.b.binary(BinOp::Add, Type::U64, c, each.counter);
+            let other = self.sort_key(sort, w, i);
+            let before = self.sorts_before(sort, other, here);
+            let one = self
+                .b
+                .selp(Type::S64, Operand::Int(1), Operand::Int(0), before);
+            self.b.binary_to(BinOp::Add, Type::S64, count, count, one);
+            self.b.end_range(each);
+            self.b.end_range(chunks);
+            return Ok(Val::I(count));
+        }
         let saved = self.lanes.take();
         self.over_axis(n, at, axis, |em, line| {
             let w = em.sort_value(sort, arg, line)?;
@@ -1837,16 +1883,17 @@ impl<'g> Emitter<'g> {
         if ty == Type::F32 {
             return self.b.shfl(ShflMode::Bfly, v, Operand::Int(offset), 31);
         }
-        self.shfl_s64(ShflMode::Bfly, v, offset, 31)
+        self.shfl_s64(ShflMode::Bfly, v, Operand::Int(offset), 31)
     }
 
     /// `shfl.mode` of an s64 register, in two 32-bit halves.
-    fn shfl_s64(&mut self, mode: ShflMode, v: Reg, lane: i64, clamp: u32) -> Reg {
+    fn shfl_s64(&mut self, mode: ShflMode, v: Reg, lane: impl Into<Operand>, clamp: u32) -> Reg {
+        let lane = lane.into();
         let lo = self.b.cvt(Type::U32, Type::U64, v);
         let hi = self.b.binary(BinOp::Shr, Type::U64, v, Operand::Int(32));
         let hi = self.b.cvt(Type::U32, Type::U64, hi);
-        let lo = self.b.shfl(mode, lo, Operand::Int(lane), clamp);
-        let hi = self.b.shfl(mode, hi, Operand::Int(lane), clamp);
+        let lo = self.b.shfl(mode, lo, lane, clamp);
+        let hi = self.b.shfl(mode, hi, lane, clamp);
         let lo = self.b.cvt(Type::U64, Type::U32, lo);
         let hi = self.b.cvt(Type::U64, Type::U32, hi);
         let hi = self.b.binary(BinOp::Shl, Type::U64, hi, Operand::Int(32));
@@ -2077,7 +2124,7 @@ impl<'g> Emitter<'g> {
         self.b.place(absent);
         let mut incl = count;
         for offset in [1, 2, 4, 8, 16] {
-            let below = self.shfl_s64(ShflMode::Up, incl, offset, 0);
+            let below = self.shfl_s64(ShflMode::Up, incl, Operand::Int(offset), 0);
             let has = self
                 .b
                 .setp(Cmp::Ge, Type::U32, lane32, Operand::Int(offset));
@@ -2091,7 +2138,7 @@ impl<'g> Emitter<'g> {
             self.store_always(into, at, Val::I(out));
         }
         self.b.place(done);
-        let total = self.shfl_s64(ShflMode::Idx, incl, 31, 31);
+        let total = self.shfl_s64(ShflMode::Idx, incl, Operand::Int(31), 31);
         self.b.binary_to(BinOp::Add, Type::S64, carry, carry, total);
         self.b.end_range(steps);
         self.b.place(skip);

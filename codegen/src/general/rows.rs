@@ -1061,12 +1061,46 @@ impl Emitter<'_> {
                 let i = self.b.binary(BinOp::Add, Type::U64, rows.counter, offset);
                 let next_row = self.b.label();
                 let past = self.b.setp(Cmp::Ge, Type::U64, i, stored_rows);
+                let valid = self.b.setp(Cmp::Lt, Type::U64, i, len);
+                if width == 1 && ranks(self.graph, self.part, node) {
+                    // Every lane computes (a lane past the rows or the
+                    // truncation computes row 0 and stores no value or a
+                    // zero), so that the rank reads its line a group of
+                    // 32 rows at a time with shuffles.
+                    let row = self.b.selp(Type::U64, i, Operand::Int(0), valid);
+                    self.converged = Some(lane);
+                    let v = self.define(node, &At { b, idx: vec![row] });
+                    self.converged = None;
+                    let v = v?;
+                    let (ty, zero) = if is_int(into.elem) {
+                        (Type::S64, Operand::Int(0))
+                    } else {
+                        (Type::F32, Operand::F32(0.0))
+                    };
+                    let v = match v {
+                        Val::F(r) if is_int(into.elem) => self.b.cvt(Type::S64, Type::F32, r),
+                        Val::I(r) if !is_int(into.elem) => self.b.cvt(Type::F32, Type::S64, r),
+                        Val::F(r) | Val::I(r) => r,
+                    };
+                    let v = self.b.selp(ty, v, zero, valid);
+                    self.b.bra_if(past, false, next_row);
+                    let first = self.b.binary(BinOp::Add, Type::U64, start, i);
+                    let lin = self.b.binary(BinOp::Add, Type::U64, first, col.c);
+                    let v = if is_int(into.elem) {
+                        Val::I(v)
+                    } else {
+                        Val::F(v)
+                    };
+                    self.store_always(into, lin, v);
+                    self.b.place(next_row);
+                    self.b.end_range(rows);
+                    return Ok(());
+                }
                 self.b.bra_if(past, false, next_row);
                 let first = self.b.binary(BinOp::Add, Type::U64, start, i);
                 let lin =
                     self.b
                         .ternary(TernOp::MadLo, Type::U64, first, Operand::Int(width), col.c);
-                let valid = self.b.setp(Cmp::Lt, Type::U64, i, len);
                 let compute = self.b.label();
                 self.b.bra_if(valid, false, compute);
                 let z = self.zero(into.elem);
@@ -1182,6 +1216,20 @@ impl Emitter<'_> {
             res.uniform.truncate(uniform);
         }
     }
+}
+
+/// Whether the fused tree of `node` ranks along the sequence (a `rank` of
+/// a `[%s]` value), which a converged warp computes a group of rows at a
+/// time ([`Emitter::rank`]).
+fn ranks(graph: &Graph, part: &Partition, node: Handle<Node>) -> bool {
+    let mut tree = fused_operands(graph, part, node);
+    tree.push(node);
+    tree.iter().any(|&h| match graph.node(h) {
+        Node::Rank { arg, axis: 0, .. } => {
+            matches!(graph.type_of(*arg), IrType::Tensor(t) if t.dims.len() == 1)
+        }
+        _ => false,
+    })
 }
 
 /// Whether a float reduction `op` can be split over the lanes (the warp's
