@@ -192,6 +192,44 @@ fn the_forward_loop_is_found_and_counted_on_sm80() {
 }
 
 #[test]
+fn skipped_blocks_lie_inside_the_loop() {
+    if !tools_present("skipped_blocks_lie_inside_the_loop") {
+        return;
+    }
+    let args = [
+        "stats",
+        "--sass",
+        "--skips",
+        "jagged_flash_attention",
+        "--arch",
+        "sm_80",
+    ];
+    let report = jagc(&args);
+    let rows: Vec<&str> = report
+        .lines()
+        .filter(|l| !l.starts_with("  skip "))
+        .collect();
+    let (_, parsed) = parse(&rows.join("\n"));
+    let (first, last) = parsed[0].span.expect("a loop");
+    let hex = |s: &str| u32::from_str_radix(s, 16).expect("hex offsets");
+    for line in report.lines().filter_map(|l| l.strip_prefix("  skip ")) {
+        // "A-B:  N instrs (M MMA, L LDGSTS) when the @P0 jump at J is taken"
+        let (span, rest) = line.split_once(':').expect("span: counts");
+        let (a, b) = span.split_once('-').expect("a span a-b");
+        let (a, b) = (hex(a), hex(b));
+        let n: u32 = rest
+            .split_whitespace()
+            .next()
+            .expect("a count")
+            .parse()
+            .expect("a count");
+        let jump = hex(rest.rsplit(' ').nth(2).expect("the jump's offset"));
+        assert!(first <= jump && jump < a && a <= b && b <= last, "{line}");
+        assert_eq!((b - a) / 16 + 1, n, "{line}");
+    }
+}
+
+#[test]
 fn the_backward_kernels_are_counted_on_both_archs() {
     if !tools_present("the_backward_kernels_are_counted_on_both_archs") {
         return;

@@ -249,6 +249,23 @@ pub struct LoopReport {
     pub span: Option<(u32, u32)>,
     /// Counts over the loop body (zero without a loop).
     pub counts: Counts,
+    /// The blocks of the body that forward jumps inside it skip, in branch
+    /// order: what an iteration may not run (a last-tile mask, one of two
+    /// alternative copies), to subtract from the static count by hand.
+    pub skips: Vec<Skip>,
+}
+
+/// A block of a loop body that a forward jump inside the body skips.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skip {
+    /// Byte offset of the jump.
+    pub branch: u32,
+    /// Its guard predicate (`None`: it always jumps).
+    pub predicate: Option<String>,
+    /// Byte offsets of the first and last skipped instruction.
+    pub span: (u32, u32),
+    /// Counts over the skipped instructions.
+    pub counts: Counts,
 }
 
 impl Function {
@@ -334,20 +351,52 @@ impl Function {
     /// The [`LoopReport`] of this function.
     pub fn report(&self) -> Result<LoopReport, SassError> {
         let chosen = self.steady_state_loop()?;
-        let (span, counts) = match chosen {
+        let (span, counts, skips) = match chosen {
             Some(l) => {
                 let body = &self.instructions[l.head..=l.back_edge];
                 let span = (body[0].offset, body[body.len() - 1].offset);
-                (Some(span), Counts::of(body))
+                (Some(span), Counts::of(body), self.skips(&l))
             }
-            None => (None, Counts::default()),
+            None => (None, Counts::default(), Vec::new()),
         };
         Ok(LoopReport {
             kernel: self.name.clone(),
             total_instructions: self.instructions.len() as u32,
             span,
             counts,
+            skips,
         })
+    }
+
+    /// The blocks of `l` that forward jumps inside it skip: from the
+    /// instruction after the jump to the one before its target, when the
+    /// target is inside the loop. Labels are resolved by [`Function::loops`]
+    /// first, so an unknown one is already an error there.
+    pub fn skips(&self, l: &Loop) -> Vec<Skip> {
+        let body = &self.instructions[l.head..=l.back_edge];
+        let end = body[body.len() - 1].offset;
+        body.iter()
+            .enumerate()
+            .filter(|(_, ins)| ins.is_jump())
+            .filter_map(|(at, ins)| {
+                let target = *self.labels.get(ins.target.as_ref()?)?;
+                if target <= ins.offset || target > end {
+                    return None;
+                }
+                let skipped: Vec<Instruction> = body[at + 1..]
+                    .iter()
+                    .take_while(|i| i.offset < target)
+                    .cloned()
+                    .collect();
+                let (first, last) = (skipped.first()?, skipped.last()?);
+                Some(Skip {
+                    branch: ins.offset,
+                    predicate: ins.predicate.clone(),
+                    span: (first.offset, last.offset),
+                    counts: Counts::of(&skipped),
+                })
+            })
+            .collect()
     }
 }
 
@@ -644,6 +693,21 @@ attn:
         );
         assert_eq!(r.counts.per_mma(), Some(9.5));
         assert_eq!(r.counts.per_hmma_work(), Some(9.5));
+        // The one forward jump inside the loop skips the cp.async; the
+        // spin loop's back edge and the call out skip nothing.
+        assert_eq!(
+            r.skips,
+            vec![Skip {
+                branch: 0x80,
+                predicate: Some("@P0".into()),
+                span: (0x90, 0x90),
+                counts: Counts {
+                    instructions: 1,
+                    ldgsts: 1,
+                    ..Counts::default()
+                },
+            }]
+        );
     }
 
     /// Two kernels (sm_90 shapes: `HGMMA`, `UTMALDG`, a `BRA.U` back edge
@@ -707,6 +771,7 @@ pre:
         let text = "//----- .text.k -----\nk:\n        /*0000*/                   EXIT ;\n";
         let r = &analyze(text).expect("analyzes")[0];
         assert_eq!((r.span, r.total_instructions), (None, 1));
+        assert!(r.skips.is_empty());
         assert_eq!(r.counts, Counts::default());
     }
 

@@ -26,6 +26,10 @@ pub struct StatsArgs {
     /// outside nested loops; without MMAs, the largest innermost loop).
     #[arg(long)]
     pub sass: bool,
+    /// With --sass: after each kernel, the blocks of its loop that a
+    /// forward jump inside the loop skips (what an iteration may not run).
+    #[arg(long, requires = "sass")]
+    pub skips: bool,
     /// Attention ops: the backward's kernels instead of the forward's.
     #[arg(long, conflicts_with_all = ["ptx", "cubin"])]
     pub backward: bool,
@@ -46,10 +50,8 @@ pub fn run(args: StatsArgs) -> Result<(), Box<dyn std::error::Error>> {
         args.arch.clone()
     };
     if let Some(path) = &args.cubin {
-        print_sass(
-            &path.display().to_string(),
-            &sass::analyze_cubin_file(path)?,
-        );
+        let reports = sass::analyze_cubin_file(path)?;
+        print_sass(&path.display().to_string(), &reports, args.skips);
         return Ok(());
     }
     // Find the tools before compiling anything, so that their absence is the error.
@@ -77,7 +79,7 @@ pub fn run(args: StatsArgs) -> Result<(), Box<dyn std::error::Error>> {
             (None, _) => format!("{name} for {arch}"),
         };
         if args.sass {
-            print_sass(&title, &sass::analyze_ptx(&ptx, arch)?);
+            print_sass(&title, &sass::analyze_ptx(&ptx, arch)?, args.skips);
         } else {
             let report = ptxas::assemble(&ptx, arch)?;
             println!("# {title}");
@@ -116,8 +118,9 @@ fn row(span: &str, cells: &[String], kernel: &str) -> String {
     format!("{line}  {kernel}")
 }
 
-/// Prints the steady-state loop of every kernel, one row each.
-fn print_sass(title: &str, reports: &[LoopReport]) {
+/// Prints the steady-state loop of every kernel, one row each (with
+/// `skips`, then one line per skippable block).
+fn print_sass(title: &str, reports: &[LoopReport], skips: bool) {
     println!("# {title}: steady-state loop (static SASS counts per iteration)");
     let heads: Vec<String> = COLUMNS.iter().map(|h| h.to_string()).collect();
     println!("{}", row("loop", &heads, "kernel (instructions)"));
@@ -152,5 +155,16 @@ fn print_sass(title: &str, reports: &[LoopReport]) {
         cells.push(ratio(c.per_hmma_work(), ""));
         let kernel = format!("{} ({})", r.kernel, r.total_instructions);
         println!("{}", row(&span, &cells, &kernel));
+        for skip in r.skips.iter().filter(|_| skips) {
+            let (first, last) = skip.span;
+            let jump = skip.predicate.as_deref().unwrap_or("unconditional");
+            println!(
+                "  skip {first:04x}-{last:04x}: {:>4} instrs ({} MMA, {} LDGSTS) when the {jump} jump at {:04x} is taken",
+                skip.counts.instructions,
+                skip.counts.mma(),
+                skip.counts.ldgsts,
+                skip.branch
+            );
+        }
     }
 }
