@@ -98,6 +98,18 @@ def main():
             for kernel, source, counts in rows:
                 cells = " ".join(f"{v:>{max(len(c), 5)}}" for v, c in zip(counts, COLUMNS))
                 print(f"{head_dim:>3} {arch:<6} {kernel:<16} {source:<6} {cells}")
+    print_skips(jagc)
+
+
+def print_skips(jagc):
+    """The blocks our n1024 forward loops may skip, as jagc prints them."""
+    for head_dim in (64, 128):
+        args = ["stats", "--sass", "--skips", "jagged_flash_attention", "--attr",
+                f"head_dim={head_dim}", "--attr", "max_len=1024", "--arch", "sm_80"]
+        print()
+        print(f"$ jagc {' '.join(args)}")
+        print(subprocess.run([jagc, *args], check=True, capture_output=True,
+                             text=True).stdout, end="")
 
 
 if __name__ == "__main__":
