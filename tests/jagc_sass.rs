@@ -259,6 +259,24 @@ fn the_backward_kernels_are_counted_on_both_archs() {
 }
 
 #[test]
+fn stats_takes_exactly_one_input() {
+    // Neither an op, a graph, a PTX file nor a cubin; or two of them: clap's
+    // usage error (exit 2).
+    for args in [
+        vec!["stats"],
+        vec!["stats", "--sass"],
+        vec!["stats", "--sass", "--ptx", "a.ptx", "--cubin", "a.cubin"],
+        vec!["stats", "--sass", "jagged_softmax", "--cubin", "a.cubin"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_jagc"))
+            .args(&args)
+            .output()
+            .expect("jagc runs");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
 fn a_missing_cubin_is_an_error_naming_it() {
     let out = Command::new(env!("CARGO_BIN_EXE_jagc"))
         .args(["stats", "--sass", "--cubin", "/nonexistent/k.cubin"])

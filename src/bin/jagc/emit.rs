@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{ArgGroup, Args};
 use jagged_codegen::templates::attention_bwd::compile_attention_backward;
 use jagged_codegen::{Arch, CompiledKernel, Spec};
 use jagged_ir::{AttrValue, DType, Graph};
@@ -15,7 +15,8 @@ use crate::opspec::{self, Attrs, CliError, Facts, Op};
 /// The op (or graph file) and specialization options `emit` and `stats` share.
 #[derive(Args)]
 pub struct OpArgs {
-    /// The op (OPS.md's name, e.g. jagged_softmax); or give --graph.
+    /// The op (OPS.md's name, e.g. jagged_softmax); or give --graph (each
+    /// command requires one: see its `input` group).
     #[arg(conflicts_with = "graph")]
     pub op: Option<String>,
     /// A graph in the canonical text form instead of a builtin op; --attr
@@ -34,6 +35,7 @@ pub struct OpArgs {
 /// Arguments of `jagc emit`.
 #[derive(Args)]
 #[command(after_help = opspec::ATTR_HELP)]
+#[command(group(ArgGroup::new("input").required(true).args(["op", "graph"])))]
 pub struct EmitArgs {
     #[command(flatten)]
     pub op: OpArgs,

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{ArgGroup, Args};
 use jagged_codegen::sass::{self, LoopReport};
 use jagged_codegen::{Arch, ptxas};
 
@@ -15,6 +15,7 @@ use crate::opspec;
 /// Arguments of `jagc stats`.
 #[derive(Args)]
 #[command(after_help = opspec::ATTR_HELP)]
+#[command(group(ArgGroup::new("input").required(true).args(["op", "graph", "ptx", "cubin"])))]
 pub struct StatsArgs {
     #[command(flatten)]
     pub op: OpArgs,
