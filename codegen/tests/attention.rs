@@ -42,6 +42,19 @@ fn check_capped(
     seed: u64,
     max_grid: u32,
 ) {
+    check_with(graph, max_len, layouts, arch, seed, max_grid, SCALE);
+}
+
+/// [`check_capped`] with the run-time `scale` attribute (where the graph has one).
+fn check_with(
+    graph: &Graph,
+    max_len: usize,
+    layouts: &[Vec<usize>],
+    arch: Arch,
+    seed: u64,
+    max_grid: u32,
+    scale: f64,
+) {
     let mut rng = Rng::new(seed);
     let spec = Spec::for_graph(graph, max_len as u64, arch).expect("spec");
     let compiled = compile(graph, &spec).unwrap_or_else(|e| panic!("{}: {e}", graph.name()));
@@ -52,7 +65,7 @@ fn check_capped(
             inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let attrs: Vec<(&str, AttrValue)> = [
             ("max_len", AttrValue::Index(max_len)),
-            ("scale", AttrValue::Float(SCALE)),
+            ("scale", AttrValue::Float(scale)),
         ]
         .into_iter()
         .filter(|(n, _)| graph.attr(n).is_some())
@@ -64,7 +77,7 @@ fn check_capped(
             &compiled,
             &bytes,
             sizes,
-            &[("scale", SCALE as f32)],
+            &[("scale", scale as f32)],
             max_grid,
         );
         for (k, out) in graph.outputs().iter().enumerate() {
@@ -73,7 +86,7 @@ fn check_capped(
             let err = rel_l2(&got, &reference);
             assert!(
                 err <= tolerance(spec.dtype),
-                "{} {spec} output {} lengths {lengths:?}: error {err:e}",
+                "{} {spec} scale {scale} output {} lengths {lengths:?}: error {err:e}",
                 graph.name(),
                 out.name
             );
@@ -153,6 +166,34 @@ fn several_blocks() {
     check(&g, 150, &[vec![150, 0, 131, 3, 170]], Arch::Sm90a, 600);
     let g = attention_graph(DType::F16, 1, 32, Activation::Silu, false);
     check(&g, 100, &[vec![97, 100, 1]], Arch::Sm90a, 601);
+}
+
+/// The softmax kernel folds `scale * log2 e` into one `fma` per score and
+/// tracks the max of the scaled scores: a negative scale (Q negated in
+/// shared memory; -40 makes the scaled scores span far more than the 128
+/// binades of f32, so a max of the wrong sign overflows) and a zero scale
+/// (Q times 0: uniform weights over the allowed keys, a masked key's
+/// `(-inf) * 0` must not turn into NaN) match the reference, `out` and
+/// `lse`, causal or not, with Q staged per key block (two row tiles at
+/// D = 64, D = 256) or held in registers (D = 32, 128); SiLU takes the
+/// scale as it is.
+#[test]
+fn negative_and_zero_scales() {
+    let mut seed = 1000;
+    for scale in [-0.3, -40.0, 0.0] {
+        for (head_dim, max_len) in [(32, 40), (64, 1100), (128, 70), (256, 40)] {
+            for causal in [false, true] {
+                let dtype = if causal { DType::F16 } else { DType::BF16 };
+                let g = attention_graph(dtype, 1, head_dim, Activation::Softmax, causal);
+                let layouts = [vec![1, 0, 45, 7], vec![max_len.min(140), 3, 66]];
+                check_with(&g, max_len, &layouts, Arch::Sm80, seed, u32::MAX, scale);
+                seed += 1;
+            }
+        }
+        let g = attention_graph(DType::BF16, 2, 64, Activation::Silu, true);
+        check_with(&g, 40, &layouts(), Arch::Sm90a, seed, u32::MAX, scale);
+        seed += 1;
+    }
 }
 
 /// A grid smaller than the work: CTAs loop over work items.

@@ -165,10 +165,14 @@ fn max_kernel_propagates_nan_like_the_reference() {
     }
 }
 
-fn attention_inputs(nan_row: Option<usize>) -> (Vec<(&'static str, DenseTensor)>, Vec<usize>) {
+fn attention_inputs(
+    nan_row: Option<usize>,
+    dtype: DType,
+    d: usize,
+) -> (Vec<(&'static str, DenseTensor)>, Vec<usize>) {
     let lengths = vec![0, 3, 5, 1];
     let rows: usize = lengths.iter().sum();
-    let (h, d) = (2, 16);
+    let h = 2;
     let make = |seed: f64, nan: Option<usize>| {
         let mut v: Vec<f64> = (0..rows * h * d)
             .map(|k| ((k as f64 + seed) * 0.37).sin())
@@ -176,7 +180,7 @@ fn attention_inputs(nan_row: Option<usize>) -> (Vec<(&'static str, DenseTensor)>
         if let Some(r) = nan {
             v[r * h * d + 3] = NAN;
         }
-        DenseTensor::from_f64(DType::F32, vec![rows, h, d], &v).expect("tensor")
+        DenseTensor::from_f64(dtype, vec![rows, h, d], &v).expect("tensor")
     };
     let mut offsets = vec![0.0];
     for &l in &lengths {
@@ -194,14 +198,15 @@ fn attention_inputs(nan_row: Option<usize>) -> (Vec<(&'static str, DenseTensor)>
     (inputs, lengths)
 }
 
-fn attention_graph(causal: bool) -> Graph {
+/// Attention over f32 (the general path) or f16 / bf16 (the flash template).
+fn attention_graph(causal: bool, dtype: DType, head_dim: usize) -> Graph {
     ops::jagged_flash_attention(&AttentionSpec {
-        input_dtype: DType::F32,
-        dtype: DType::F32,
+        input_dtype: dtype,
+        dtype,
         offsets: DType::I32,
         heads: 2,
-        head_dim: 16,
-        value_dim: 16,
+        head_dim,
+        value_dim: head_dim,
         causal,
         activation: Activation::Softmax,
     })
@@ -211,8 +216,8 @@ fn attention_graph(causal: bool) -> Graph {
 #[test]
 fn attention_kernel_with_nan_in_q_agrees_with_the_reference() {
     for causal in [false, true] {
-        let (inputs, lengths) = attention_inputs(Some(4));
-        let g = attention_graph(causal);
+        let (inputs, lengths) = attention_inputs(Some(4), DType::F32, 16);
+        let g = attention_graph(causal, DType::F32, 16);
         for (name, got, want) in kernel_and_reference(&g, &inputs, &lengths, 8, &[("scale", 0.25)])
         {
             assert!(want.iter().any(|x| x.is_nan()), "the reference has no NaN");
@@ -223,10 +228,42 @@ fn attention_kernel_with_nan_in_q_agrees_with_the_reference() {
 
 #[test]
 fn attention_kernel_with_scale_nan_agrees_with_the_reference() {
-    let (inputs, lengths) = attention_inputs(None);
-    let g = attention_graph(true);
+    let (inputs, lengths) = attention_inputs(None, DType::F32, 16);
+    let g = attention_graph(true, DType::F32, 16);
     for (name, got, want) in kernel_and_reference(&g, &inputs, &lengths, 8, &[("scale", NAN)]) {
         assert!(want.iter().all(|x| x.is_nan()), "{name}: {want:?}");
         assert_agree(&format!("scale nan {name}"), &got, &want, 1e-3);
+    }
+}
+
+/// The flash-attention template (bf16; every key block of these short
+/// sequences is a boundary block, where masks apply): a NaN in `q` makes its
+/// rows NaN whatever the scale's sign (the kernel negates q for a negative
+/// scale and multiplies it by 0 for a zero one; both keep the NaN), and
+/// `scale = nan` makes every row NaN.
+#[test]
+fn flash_attention_kernel_propagates_nan_like_the_reference() {
+    for causal in [false, true] {
+        let g = attention_graph(causal, DType::BF16, 32);
+        for scale in [0.25, 0.0, -0.5] {
+            let (inputs, lengths) = attention_inputs(Some(4), DType::BF16, 32);
+            for (name, got, want) in
+                kernel_and_reference(&g, &inputs, &lengths, 8, &[("scale", scale)])
+            {
+                assert!(want.iter().any(|x| x.is_nan()), "the reference has no NaN");
+                let what = format!("causal {causal} scale {scale} {name}");
+                assert_agree(&what, &got, &want, 2e-2);
+            }
+        }
+        let (inputs, lengths) = attention_inputs(None, DType::BF16, 32);
+        for (name, got, want) in kernel_and_reference(&g, &inputs, &lengths, 8, &[("scale", NAN)]) {
+            assert!(want.iter().all(|x| x.is_nan()), "{name}: {want:?}");
+            assert_agree(
+                &format!("causal {causal} scale nan {name}"),
+                &got,
+                &want,
+                2e-2,
+            );
+        }
     }
 }

@@ -377,8 +377,10 @@ impl FlashWriter<'_> {
 
     fn backward_item(&mut self, p: &MainPtrs, lay: &BwdLayout, it: &BwdItem) {
         let hd = self.d.head_dim;
-        self.load_tile(&it.loader, it.n, it.head_off, p.k, it.k0, BWD_KEYS, lay.k);
-        self.load_tile(&it.loader, it.n, it.head_off, p.v, it.k0, BWD_KEYS, lay.v);
+        for (src, dst) in [(p.k, lay.k), (p.v, lay.v)] {
+            let source = self.tile_source(&it.loader, src, it.head_off);
+            self.load_tile(&it.loader, it.n, source, it.k0, BWD_KEYS, dst);
+        }
         self.b.push(Inst::CpAsyncCommit);
         // D = 256: two passes over the query blocks, each accumulating dk / dv
         // (and adding dq) for one half of the columns; `col_off` is the byte
@@ -435,8 +437,10 @@ impl FlashWriter<'_> {
             it.scale
         };
         self.range(Type::U32, i_first, it.n, Self::imm(bmq), |w, i0| {
-            w.load_tile(&it.loader, it.n, it.head_off, p.q, i0, bmq, lay.q);
-            w.load_tile(&it.loader, it.n, it.head_off, p.dout, i0, bmq, lay.dout);
+            for (src, dst) in [(p.q, lay.q), (p.dout, lay.dout)] {
+                let source = w.tile_source(&it.loader, src, it.head_off);
+                w.load_tile(&it.loader, it.n, source, i0, bmq, dst);
+            }
             w.b.push(Inst::CpAsyncCommit);
             // Per-query lse (as -lse * log2 e) and delta in shared memory.
             let mine = w.b.setp(Cmp::Lt, Type::U32, it.lanes.tid, Self::imm(bmq));

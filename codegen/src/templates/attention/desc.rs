@@ -61,9 +61,9 @@ impl AttentionDesc {
         self.head_dim * 2 + 16
     }
 
-    /// Dynamic shared memory: the Q tile and two stages of K and V.
+    /// Dynamic shared memory: the Q tile and the stages of K and V.
     pub fn dynamic_shared_bytes(&self) -> u32 {
-        self.smem_stride() * (self.tiles.block_m + 4 * self.tiles.block_n)
+        self.smem_stride() * (self.tiles.block_m + 2 * self.tiles.stages * self.tiles.block_n)
     }
 
     /// True when keys past the query block never contribute (causal).

@@ -66,21 +66,38 @@ impl<'a> FlashWriter<'a> {
         let d = self.d;
         let (bm, bn) = (d.tiles.block_m, d.tiles.block_n);
         let lanes = self.lanes();
-        // Shared layout: Q [BM rows], K stage 0/1 [BN rows each], V stage 0/1.
+        // Shared layout: Q [BM rows], the K stages [BN rows each], the V stages.
         let stride = self.stride;
-        let k_base = [bm * stride, (bm + bn) * stride];
-        let v_base = [(bm + 2 * bn) * stride, (bm + 3 * bn) * stride];
+        let k_base = bm * stride;
+        let v_base = (bm + d.tiles.stages * bn) * stride;
         let loader = self.tile_loader(lanes.tid, lanes.smem);
 
-        // Constants of the activation.
+        // Constants of the activation. Softmax works in the log2 domain
+        // with `c = scale * log2 e` folded once: `p = 2^(s c - m)` is one
+        // `fma` and one `ex2` per score, `m` the running max of `s c`. The
+        // raw scores' max times `c` is that max only for `c >= 0`, so with a
+        // run-time scale the kernel takes `|c|` and, where `c < 0`, negates
+        // Q once per item (exact), which makes the products `-s` and
+        // `(-s) |c| = s c`. Where `c = 0` it multiplies Q by 0 instead (NaN
+        // and infinities still give NaN) and takes the factor 1: every score
+        // is 0 as `0 * s` is, and a masked one stays `-inf` (not `(-inf) * 0`).
         let log2e = std::f32::consts::LOG2_E;
-        let score_factor = match (scale, d.activation) {
+        let (score_factor, q_sign) = match (scale, d.activation) {
             (Some(s), Activation::Softmax) => {
-                self.b.binary(BinOp::Mul, Type::F32, s, Operand::F32(log2e))
+                let c = self.b.binary(BinOp::Mul, Type::F32, s, Operand::F32(log2e));
+                let negative = self.b.setp(Cmp::Lt, Type::F32, c, Operand::F32(0.0));
+                let zero = self.b.setp(Cmp::Eq, Type::F32, c, Operand::F32(0.0));
+                let c_abs = self.b.unary(UnOp::Abs, Type::F32, c);
+                let factor = self.b.selp(Type::F32, Operand::F32(1.0), c_abs, zero);
+                let apply = self.b.setp(Cmp::Le, Type::F32, c, Operand::F32(0.0));
+                let sign = self
+                    .b
+                    .selp(Type::F32, Operand::F32(-1.0), Operand::F32(0.0), negative);
+                (factor, Some(QSign { apply, sign }))
             }
-            (Some(s), Activation::Silu) => s,
-            (None, Activation::Softmax) => self.b.const_f32(log2e),
-            (None, Activation::Silu) => self.b.const_f32(1.0),
+            (None, Activation::Softmax) => (self.b.const_f32(log2e), None),
+            (Some(s), Activation::Silu) => (s, None),
+            (None, Activation::Silu) => (self.b.const_f32(1.0), None),
         };
         let inv_max_len = self.inv_max_len(max_len);
 
@@ -101,6 +118,7 @@ impl<'a> FlashWriter<'a> {
                 k_base,
                 v_base,
                 score_factor,
+                q_sign,
                 inv_max_len,
             };
             me.when(past, true, |f| f.item(p, &ctx));
@@ -164,13 +182,27 @@ impl<'a> FlashWriter<'a> {
         }
     }
 
-    /// Issues the copies of the key block starting at key `first` (u32)
-    /// of K and V into pipeline stage `stage`.
-    fn load_kv(&mut self, p: &Pointers, ctx: &ItemCtx, first: Reg, stage: usize) {
+    /// Issues the copies of key block `block` (u32) of K or V (`source` from
+    /// [`Self::tile_source`]) into the stage at `stage_off` bytes past the
+    /// first (if the block is one of the `nkb` to visit), then commits a
+    /// group (always, so that every thread counts the same groups).
+    fn load_stage(
+        &mut self,
+        ctx: &ItemCtx,
+        source: Reg,
+        base: u32,
+        block: Reg,
+        nkb: Reg,
+        stage_off: Reg,
+    ) {
         let bn = self.d.tiles.block_n;
-        let (loader, n, head_off) = (&ctx.loader, ctx.n, ctx.head_off);
-        self.load_tile(loader, n, head_off, p.k, first, bn, ctx.k_base[stage]);
-        self.load_tile(loader, n, head_off, p.v, first, bn, ctx.v_base[stage]);
+        let has = self.b.setp(Cmp::Lt, Type::U32, block, nkb);
+        self.when(has, false, |g| {
+            let first = g.u32_op(BinOp::Mul, block, Self::imm(bn));
+            let loader = g.shifted_loader(&ctx.loader, stage_off);
+            g.load_tile(&loader, ctx.n, source, first, bn, base);
+        });
+        self.b.push(Inst::CpAsyncCommit);
     }
 
     /// One work item: a query block of one sequence and head.
@@ -189,11 +221,39 @@ impl<'a> FlashWriter<'a> {
         let kv_pad = self.u32_op(BinOp::Add, kv_end, Self::imm(bn - 1));
         let nkb = self.u32_op(BinOp::Div, kv_pad, Self::imm(bn));
 
-        // Stage Q and key block 0 (one commit group).
-        self.load_tile(&ctx.loader, ctx.n, ctx.head_off, p.q, ctx.q0, bm, 0);
+        // The pipeline: K and V of each key block are separate commit
+        // groups (K first), `stages - 1` blocks ahead. Q and K of block 0 go
+        // in the first group; blocks 1 .. stages - 2 follow.
+        let stages = d.tiles.stages;
+        let stage_bytes = bn * stride;
         let zero_u = self.b.mov(Type::U32, Operand::Int(0));
-        self.load_kv(p, ctx, zero_u, 0);
-        self.b.push(Inst::CpAsyncCommit);
+        let q_src = self.tile_source(&ctx.loader, p.q, ctx.head_off);
+        self.load_tile(&ctx.loader, ctx.n, q_src, ctx.q0, bm, 0);
+        // K's and V's sources, once per item.
+        let k_src = self.tile_source(&ctx.loader, p.k, ctx.head_off);
+        let v_src = self.tile_source(&ctx.loader, p.v, ctx.head_off);
+        self.load_stage(ctx, k_src, ctx.k_base, zero_u, nkb, zero_u);
+        self.load_stage(ctx, v_src, ctx.v_base, zero_u, nkb, zero_u);
+        for j in 1..stages - 1 {
+            let block = self.b.mov(Type::U32, Self::imm(j));
+            let off = self.b.mov(Type::U32, Self::imm(j * stage_bytes));
+            self.load_stage(ctx, k_src, ctx.k_base, block, nkb, off);
+            self.load_stage(ctx, v_src, ctx.v_base, block, nkb, off);
+        }
+        // Groups a thread may leave pending: at the top of block kb (K and V
+        // of blocks kb .. kb + stages - 2 committed) with K of kb landed, and
+        // before `P V` (blocks up to kb + stages - 1) with V of kb landed.
+        let k_landed = 2 * stages - 3;
+        let v_landed = 2 * stages - 2;
+
+        // Q times the sign of a non-positive scale, before the accumulators
+        // are live.
+        if let Some(q_sign) = &ctx.q_sign {
+            self.when(q_sign.apply, false, |g| {
+                g.b.push(Inst::CpAsyncWait { n: k_landed });
+                g.scale_own_rows(&ctx.loader, bm, 0, q_sign.sign);
+            });
+        }
 
         // Per row tile of this warp (tile `t` is the warp's 16 rows at
         // `16 (warp + t * warps)` of the block): accumulators and row
@@ -226,34 +286,39 @@ impl<'a> FlashWriter<'a> {
         // block at D = 128). Two row tiles (D = 64, 229 registers) or
         // D = 256 (128 accumulator registers for O) have no room for them.
         let q_regs = (row_tiles == 1 && hd <= 128).then(|| {
-            self.b.push(Inst::CpAsyncWait { n: 0 });
+            self.b.push(Inst::CpAsyncWait { n: k_landed });
             self.b.barrier();
             self.load_a_frags(ctx.lanes.a, 0, 0, 1)
         });
         let s_ref: Vec<&[Acc]> = s.iter().map(Vec::as_slice).collect();
 
         let ab = d.mma_type();
-        let stage_bytes = bn * stride;
+        // Byte offsets (past the first stage) of the stage block kb is read
+        // from and of the stage block kb + stages - 1 is copied into (the
+        // stage of block kb - 1).
+        let read_off = self.b.mov(Type::U32, Operand::Int(0));
+        let load_off = self.b.mov(Type::U32, Self::imm((stages - 1) * stage_bytes));
         self.range(Type::U32, Operand::Int(0), nkb, Operand::Int(1), |f, kb| {
-            // Block kb has landed (this thread's copies, then everyone's),
-            // and every warp is done with block kb - 1: one barrier per
-            // block. Then prefetch block kb + 1 into the stage of kb - 1.
-            f.b.push(Inst::CpAsyncWait { n: 0 });
+            // K of block kb has landed (this thread's copies, then
+            // everyone's), and every warp is done with block kb - 1, whose
+            // stage then takes block kb + stages - 1.
+            f.b.push(Inst::CpAsyncWait { n: k_landed });
             f.b.barrier();
-            let next = f.u32_op(BinOp::Add, kb, Operand::Int(1));
-            let has_next = f.b.setp(Cmp::Lt, Type::U32, next, nkb);
-            let odd = f.u32_op(BinOp::And, kb, Operand::Int(1));
-            f.when(has_next, false, |g| {
-                let first = g.u32_op(BinOp::Mul, next, Self::imm(bn));
-                // The next stage is the other one: stage 0 when kb is odd.
-                let is_odd = g.b.setp(Cmp::Ne, Type::U32, odd, Operand::Int(0));
-                g.when(is_odd, true, |h| h.load_kv(p, ctx, first, 1));
-                g.when(is_odd, false, |h| h.load_kv(p, ctx, first, 0));
-            });
-            f.b.push(Inst::CpAsyncCommit);
-            let stage_off = f.u32_op(BinOp::Mul, odd, Self::imm(stage_bytes));
-            let k_lane = f.u32_op(BinOp::Add, ctx.lanes.b_rows, stage_off);
-            let v_lane = f.u32_op(BinOp::Add, ctx.lanes.b_trans, stage_off);
+            let ahead = f.u32_op(BinOp::Add, kb, Self::imm(stages - 1));
+            f.load_stage(ctx, k_src, ctx.k_base, ahead, nkb, load_off);
+            f.load_stage(ctx, v_src, ctx.v_base, ahead, nkb, load_off);
+            let k_lane = f.u32_op(BinOp::Add, ctx.lanes.b_rows, read_off);
+            let v_lane = f.u32_op(BinOp::Add, ctx.lanes.b_trans, read_off);
+            // The next block's stages.
+            f.b.mov_to(Type::U32, load_off, read_off);
+            let last = f.b.setp(
+                Cmp::Eq,
+                Type::U32,
+                read_off,
+                Self::imm((stages - 1) * stage_bytes),
+            );
+            let next = f.u32_op(BinOp::Add, read_off, Self::imm(stage_bytes));
+            f.b.selp_to(Type::U32, read_off, Operand::Int(0), next, last);
 
             // S = Q K^T.
             let q_frags = match &q_regs {
@@ -264,38 +329,12 @@ impl<'a> FlashWriter<'a> {
                     tile_step: tile_step * stride,
                 },
             };
-            f.product_rows(&s_ref, q_frags, k_lane, ctx.k_base[0], ab);
-            for acc in s.iter().flatten() {
-                for &r in acc {
-                    f.f32_to(BinOp::Mul, r, r, ctx.score_factor);
-                }
-            }
+            f.product_rows(&s_ref, q_frags, k_lane, ctx.k_base, ab);
 
             // Boundary blocks: does any pair of this block fall outside a mask?
             let key_first = f.u32_op(BinOp::Mul, kb, Self::imm(bn));
             let key_end = f.u32_op(BinOp::Add, key_first, Self::imm(bn));
             let boundary = f.boundary(ctx, key_first, key_end);
-            let key0 = f.b.ternary(
-                TernOp::MadLo,
-                Type::U32,
-                ctx.lanes.quad,
-                Operand::Int(2),
-                key_first,
-            );
-            let key_room = f.b.binary(BinOp::Sub, Type::S32, ctx.n, key0);
-            let room0 = [
-                f.b.binary(BinOp::Sub, Type::S32, rows[0], key0),
-                f.b.binary(BinOp::Sub, Type::S32, rows[1], key0),
-            ];
-            let row_room: Vec<[Reg; 2]> = (0..row_tiles as u32)
-                .map(|t| {
-                    if t == 0 {
-                        room0
-                    } else {
-                        room0.map(|r| f.u32_op(BinOp::Add, r, Self::imm(t * tile_step)))
-                    }
-                })
-                .collect();
             let length_then_score: Vec<Option<PairMask>> = if softmax {
                 vec![None, d.score_mask]
             } else {
@@ -303,16 +342,15 @@ impl<'a> FlashWriter<'a> {
             };
             if softmax {
                 f.when(boundary, false, |g| {
-                    for (st, &room) in s.iter().zip(&row_room) {
-                        g.apply_masks(st, &length_then_score, key_room, room, neg_inf);
-                    }
+                    g.mask_block(ctx, &s, &length_then_score, key_first, rows, neg_inf);
                 });
                 for t in 0..row_tiles {
-                    f.online_softmax(&s[t], &o[t], m[t], l[t]);
+                    f.online_softmax(&s[t], &o[t], m[t], l[t], ctx.score_factor);
                 }
             } else {
                 for st in &s {
-                    f.silu(st, ctx.inv_max_len);
+                    let scale = d.scale_attr.as_ref().map(|_| ctx.score_factor);
+                    f.silu(st, scale, ctx.inv_max_len);
                 }
             }
             let mut post: Vec<Option<PairMask>> = Vec::new();
@@ -324,12 +362,13 @@ impl<'a> FlashWriter<'a> {
             }
             if !post.is_empty() {
                 f.when(boundary, false, |g| {
-                    for (st, &room) in s.iter().zip(&row_room) {
-                        g.apply_masks(st, &post, key_room, room, Operand::F32(0.0));
-                    }
+                    g.mask_block(ctx, &s, &post, key_first, rows, Operand::F32(0.0));
                 });
             }
 
+            // V of block kb has landed, for everyone.
+            f.b.push(Inst::CpAsyncWait { n: v_landed });
+            f.b.barrier();
             // O += P V, P rounded to the input dtype in registers one
             // k-step (16 keys) at a time.
             for kk in 0..s_tiles / 2 {
@@ -338,7 +377,7 @@ impl<'a> FlashWriter<'a> {
                     .map(|st| f.pack_a(&st[2 * kk..2 * kk + 2]))
                     .collect();
                 let pa_ref: Vec<&[[Reg; 4]]> = pa.iter().map(Vec::as_slice).collect();
-                let v_base = ctx.v_base[0] + kk as u32 * 16 * stride;
+                let v_base = ctx.v_base + kk as u32 * 16 * stride;
                 f.accumulate_rows(&o_ref, &pa_ref, v_lane, v_base, ab);
             }
         });
@@ -381,6 +420,33 @@ impl<'a> FlashWriter<'a> {
         self.b.setp(Cmp::Ne, Type::U32, flag, Operand::Int(0))
     }
 
+    /// [`Self::apply_masks`] for every row tile of `s` (tile `t` is
+    /// `16 t` warps' rows past tile 0, whose rows of this thread are
+    /// `rows`) in the key block starting at `key_first` (u32). Boundary
+    /// blocks only: interior blocks compute none of this.
+    fn mask_block(
+        &mut self,
+        ctx: &ItemCtx,
+        s: &[Vec<Acc>],
+        masks: &[Option<PairMask>],
+        key_first: Reg,
+        rows: [Reg; 2],
+        fill: Operand,
+    ) {
+        let tile_step = TILE_ROWS * self.threads / 32;
+        let key0 = self.mad_u32(ctx.lanes.quad, 2, key_first);
+        let key_room = self.b.binary(BinOp::Sub, Type::S32, ctx.n, key0);
+        let room0 = rows.map(|r| self.b.binary(BinOp::Sub, Type::S32, r, key0));
+        for (t, st) in s.iter().enumerate() {
+            let room = if t == 0 {
+                room0
+            } else {
+                room0.map(|r| self.u32_op(BinOp::Add, r, Self::imm(t as u32 * tile_step)))
+            };
+            self.apply_masks(st, masks, key_room, room, fill);
+        }
+    }
+
     /// Sets the entries of `s` outside each mask to `fill`; `None` is the
     /// length mask (`j < n_b`). `key_room = n_b - key0`, `row_room[r] = row_r - key0`
     /// where `key0` is the key of this thread's column 0.
@@ -412,10 +478,11 @@ impl<'a> FlashWriter<'a> {
         }
     }
 
-    /// Online softmax of one block: scores (log2 domain) to probabilities in
-    /// place, running max `m` and per-thread partial sums `l` updated, the
-    /// output accumulator rescaled.
-    fn online_softmax(&mut self, s: &[Acc], o: &[Acc], m: [Reg; 2], l: [Reg; 2]) {
+    /// Online softmax of one block: raw scores to probabilities in place,
+    /// `p = 2^(s c - m)` with `m` the running max of `s c` (log2 domain;
+    /// `c > 0`, so that `max(s) c = max(s c)`), the per-thread partial sums
+    /// `l` updated and the output accumulator rescaled.
+    fn online_softmax(&mut self, s: &[Acc], o: &[Acc], m: [Reg; 2], l: [Reg; 2], c: Reg) {
         for half in 0..2 {
             let mx = self.b.mov(Type::F32, Operand::F32(f32::NEG_INFINITY));
             for acc in s {
@@ -429,7 +496,8 @@ impl<'a> FlashWriter<'a> {
                     .shfl(ShflMode::Bfly, mx, Operand::Int(lane_mask), 0x1f);
                 self.f32_to(BinOp::Max, mx, mx, other);
             }
-            let m_new = self.b.binary(BinOp::Max, Type::F32, m[half], mx);
+            let block_max = self.b.binary(BinOp::Mul, Type::F32, mx, c);
+            let m_new = self.b.binary(BinOp::Max, Type::F32, m[half], block_max);
             // A row with no allowed key yet keeps m = -inf; subtract 0 instead.
             let none = self
                 .b
@@ -438,11 +506,16 @@ impl<'a> FlashWriter<'a> {
             let diff = self.b.binary(BinOp::Sub, Type::F32, m[half], m_use);
             let alpha = self.b.unary(UnOp::Ex2Approx, Type::F32, diff);
             self.b.mov_to(Type::F32, m[half], m_new);
+            let neg_m = self.b.unary(UnOp::Neg, Type::F32, m_use);
+            for acc in s {
+                for &r in &acc[2 * half..2 * half + 2] {
+                    self.b.ternary_to(TernOp::Fma, Type::F32, r, r, c, neg_m);
+                    self.b.unary_to(UnOp::Ex2Approx, Type::F32, r, r);
+                }
+            }
             let sum = self.b.const_f32(0.0);
             for acc in s {
                 for &r in &acc[2 * half..2 * half + 2] {
-                    self.f32_to(BinOp::Sub, r, r, m_use);
-                    self.b.unary_to(UnOp::Ex2Approx, Type::F32, r, r);
                     self.f32_to(BinOp::Add, sum, sum, r);
                 }
             }
@@ -456,10 +529,13 @@ impl<'a> FlashWriter<'a> {
         }
     }
 
-    /// `p = silu(s) [/ max_len]` in place: `s / (1 + 2^(-s log2 e))`.
-    fn silu(&mut self, s: &[Acc], inv_max_len: Option<Reg>) {
+    /// `p = silu(s scale) [/ max_len]` in place: `x / (1 + 2^(-x log2 e))`.
+    fn silu(&mut self, s: &[Acc], scale: Option<Reg>, inv_max_len: Option<Reg>) {
         for acc in s {
             for &r in acc {
+                if let Some(k) = scale {
+                    self.f32_to(BinOp::Mul, r, r, k);
+                }
                 let sig = self.sigmoid(r);
                 self.f32_to(BinOp::Mul, r, r, sig);
                 if let Some(k) = inv_max_len {
@@ -562,8 +638,20 @@ struct ItemCtx {
     /// `offsets[b] * H + h` (u64): the lse index of row 0.
     row_head: Reg,
     loader: TileLoader,
-    k_base: [u32; 2],
-    v_base: [u32; 2],
+    /// Shared byte offsets of the first K and V stages.
+    k_base: u32,
+    v_base: u32,
+    /// Softmax: `|scale| log2 e` (`log2 e` without a scale); SiLU: the
+    /// scale (1 without one, then unused).
     score_factor: Reg,
+    /// Softmax with a run-time scale: what Q is multiplied by.
+    q_sign: Option<QSign>,
     inv_max_len: Option<Reg>,
+}
+
+/// Softmax with a run-time scale `c` (times `log2 e`): Q is multiplied by
+/// `sign` (-1 for `c < 0`, 0 for `c = 0`) where `apply` (`c <= 0`) holds.
+struct QSign {
+    apply: Reg,
+    sign: Reg,
 }

@@ -110,6 +110,7 @@ pub(in crate::templates) fn backward_desc(
             block_m: 64,
             block_n: 64,
             warp_rows: 16,
+            stages: 2,
         },
     }
 }

@@ -9,17 +9,24 @@
 //!
 //! - `S = Q K^T` with `mma.sync.m16n8k16` (f32 accumulation); Q and K come
 //!   from shared memory through `ldmatrix` (Q is staged once per item);
-//! - scale, masks (length, causal, ...) only on boundary blocks;
+//! - masks (length, causal, ...) only on boundary blocks;
 //! - the activation: online softmax (running max and sum per row, in the
-//!   log2 domain, rescaling the output accumulator) or pointwise SiLU;
+//!   log2 domain, rescaling the output accumulator; `scale * log2 e` is
+//!   folded into one `fma` per score, `2^(s c - m)`; where the scale is
+//!   negative (zero) Q is negated (multiplied by 0) once per item, so that
+//!   `c > 0` and the max of the raw scores gives the max of `s c`) or
+//!   pointwise SiLU;
 //! - `P` is rounded to the input dtype in registers and is the A operand of
 //!   `O += P V` (`ldmatrix.trans` for V).
 //!
-//! K and V tiles are staged with `cp.async` two stages deep: the copy of the
-//! next block overlaps the math of the current one; one barrier per key
-//! block (after it, block `kb` has landed and every warp is done with the
-//! stage that block `kb + 1` then goes into). Shared rows are padded
-//! by 16 bytes so the 8 row addresses of an `ldmatrix` hit distinct banks.
+//! K and V tiles are staged with `cp.async` in [`Tiles::stages`] stages (2,
+//! or 3 with 128-row query blocks), K and V of a block in separate commit
+//! groups: the copies run `stages - 1` blocks ahead of the math, `Q K^T`
+//! waits only for K and V's copy overlaps it and the softmax. Two barriers
+//! per key block: at the top (K of block `kb` has landed, and every warp is
+//! done with the stage that block `kb + stages - 1` then goes into) and
+//! before `P V` (V has landed). Shared rows are padded by 16 bytes so the 8
+//! row addresses of an `ldmatrix` hit distinct banks.
 //! S and P never leave registers. The item of query block 0 also writes the
 //! zero rows `n_b <= i < L_b` of its head (sequences longer than `max_len`).
 //!

@@ -19,6 +19,9 @@ pub struct Tiles {
     /// Query rows per warp: 16 (one `m16` tile) or 32 (two; every K / V
     /// fragment read from shared memory feeds two `mma`s).
     pub warp_rows: u32,
+    /// `cp.async` pipeline stages of K and V (blocks in shared memory at
+    /// once; the copies run `stages - 1` blocks ahead).
+    pub stages: u32,
 }
 
 impl Tiles {
@@ -55,10 +58,17 @@ impl Tiles {
         } else {
             64
         };
+        // Three stages with 128-row query blocks (long sequences, one or
+        // two CTAs per SM by registers): 72 KiB of shared memory at D = 64,
+        // 136 KiB at D = 128, within sm_80's 163 KiB per CTA (and two
+        // D = 64 CTAs per SM). Two otherwise: a third stage of the 64-row
+        // blocks would cost CTAs per SM.
+        let stages = if block_m == 128 { 3 } else { 2 };
         Tiles {
             block_m,
             block_n,
             warp_rows,
+            stages,
         }
     }
 

@@ -4,10 +4,11 @@
 //! the `cp.async` tile loads.
 
 use crate::kernel::{
-    Address, BinOp, Cmp, Inst, KernelBuilder, Operand, Reg, RegClass, Special, TernOp, Type, UnOp,
+    Address, BinOp, Cmp, Inst, KernelBuilder, Operand, Reg, RegClass, Space, Special, TernOp, Type,
+    UnOp,
 };
 use crate::spec::DType;
-use crate::templates::load_index;
+use crate::templates::{load_index, pack_f32, unpack_f32};
 
 use super::desc::AttentionDesc;
 
@@ -299,51 +300,106 @@ impl<'a> FlashWriter<'a> {
         }
     }
 
+    /// `t` with its shared destination `by` (u32) bytes further.
+    pub(in crate::templates) fn shifted_loader(&mut self, t: &TileLoader, by: Reg) -> TileLoader {
+        TileLoader {
+            dst: self.u32_op(BinOp::Add, t.dst, by),
+            ..*t
+        }
+    }
+
+    /// This thread's source for [`Self::load_tile`] from the global tensor
+    /// `src` (`head_off` bytes to this sequence's row 0 at this head): the
+    /// address of its chunk of sequence row 0 (u64).
+    pub(in crate::templates) fn tile_source(
+        &mut self,
+        t: &TileLoader,
+        src: Reg,
+        head_off: Reg,
+    ) -> Reg {
+        let head_src = self.u64_op(BinOp::Add, src, head_off);
+        self.u64_op(BinOp::Add, head_src, t.col_bytes)
+    }
+
     /// Issues the `cp.async` copies of `rows` rows starting at sequence row
-    /// `first` (u32) of `src` (global; `head_off` bytes to this sequence's
-    /// row 0 at this head) into shared `dst_base` (bytes past the loader's
-    /// shared base); rows at or past `n` are zero-filled.
-    #[allow(clippy::too_many_arguments)]
+    /// `first` (u32) of a tensor (`source` from [`Self::tile_source`]) into
+    /// shared `dst_base` (bytes past the loader's shared base); rows at or
+    /// past `n` are zero-filled (a source size of 0: nothing is read, the
+    /// address is not dereferenced). One address per call: the passes are
+    /// immediate offsets from it.
     pub(in crate::templates) fn load_tile(
         &mut self,
         t: &TileLoader,
         n: Reg,
-        head_off: Reg,
-        src: Reg,
+        source: Reg,
         first: Reg,
         rows: u32,
         dst_base: u32,
     ) {
         let rows_per_pass = self.threads / self.chunks_per_row;
-        let head_src = self.u64_op(BinOp::Add, src, head_off);
-        let src_col = self.u64_op(BinOp::Add, head_src, t.col_bytes);
         let row0 = self.u32_op(BinOp::Add, first, t.row);
+        let at = self.b.ternary(
+            TernOp::MadWide,
+            Type::U32,
+            row0,
+            Self::imm(self.row_bytes),
+            source,
+        );
+        // Rows of the sequence left from this thread's first row: pass `k`
+        // copies a row iff `k * rows_per_pass < room`.
+        let room = self.b.binary(BinOp::Sub, Type::S32, n, row0);
         for pass in 0..rows / rows_per_pass {
-            let r = self.u32_op(BinOp::Add, row0, Self::imm(pass * rows_per_pass));
-            let valid = self.b.setp(Cmp::Lt, Type::U32, r, n);
-            let at = self.b.ternary(
-                TernOp::MadWide,
-                Type::U32,
-                r,
-                Self::imm(self.row_bytes),
-                src_col,
-            );
-            let addr = self.b.selp(Type::U64, at, head_src, valid);
+            let skip = pass * rows_per_pass;
+            let valid = self.b.setp(Cmp::Gt, Type::S32, room, Self::imm(skip));
             let bytes = self
                 .b
                 .selp(Type::U32, Operand::Int(16), Operand::Int(0), valid);
             self.b.push(Inst::CpAsync {
                 dst: Address {
                     base: t.dst,
-                    offset: i64::from(dst_base + pass * rows_per_pass * self.stride),
+                    offset: i64::from(dst_base + skip * self.stride),
                 },
                 src: Address {
-                    base: addr,
-                    offset: 0,
+                    base: at,
+                    offset: i64::from(skip) * i64::from(self.row_bytes),
                 },
                 src_bytes: Operand::Reg(bytes),
             });
         }
+    }
+
+    /// Multiplies the chunks this thread copied with [`Self::load_tile`]
+    /// (`rows` rows at `dst_base`) in place by the f32 `factor` (through
+    /// f32; exact for factors like -1 and 0), one chunk per iteration of a
+    /// loop (unrolled, the passes of a D = 256 tile took ptxas to 255
+    /// registers). Call it once this thread's copies have landed (after its
+    /// `cp.async.wait_group`); the other threads see the result after a
+    /// barrier.
+    pub(in crate::templates) fn scale_own_rows(
+        &mut self,
+        t: &TileLoader,
+        rows: u32,
+        dst_base: u32,
+        factor: Reg,
+    ) {
+        let rows_per_pass = self.threads / self.chunks_per_row;
+        let dtype = self.d.dtype;
+        let first = self.u32_op(BinOp::Add, t.dst, Self::imm(dst_base));
+        let end = self.u32_op(BinOp::Add, first, Self::imm(rows * self.stride));
+        let step = Self::imm(rows_per_pass * self.stride);
+        self.range(Type::U32, first, end, step, |w, chunk| {
+            let at = Address {
+                base: chunk,
+                offset: 0,
+            };
+            let words = w.b.ld(Space::Shared, Type::B32, 4, at);
+            let vals = unpack_f32(w.b, dtype, words);
+            for &v in &vals {
+                w.f32_to(BinOp::Mul, v, v, factor);
+            }
+            let packed = pack_f32(w.b, dtype, &vals);
+            w.b.st(Space::Shared, Type::B32, at, packed);
+        });
     }
 
     /// `1 / (1 + 2^(-x log2 e))` (f32).
