@@ -1453,40 +1453,61 @@ impl Emitter<'_> {
         }
         let before = self.b.binary(BinOp::Sub, Type::U32, incl, flag);
         let total = self.b.shfl(ShflMode::Idx, incl, Operand::Int(31), 31);
-        // Each row of the chunk in turn, copied by the whole warp if kept.
-        let rest = self.b.binary(BinOp::Sub, Type::U64, n, i0);
-        let rows = self.b.binary(BinOp::Min, Type::U64, rest, Operand::Int(32));
-        let row = self
-            .b
-            .begin_range(Type::U64, Operand::Int(0), rows, Operand::Int(1));
-        let j = self.b.cvt(Type::U32, Type::U64, row.counter);
-        let keep = self.b.shfl(ShflMode::Idx, flag, j, 31);
-        let slot = self.b.shfl(ShflMode::Idx, before, j, 31);
-        let next = self.b.label();
-        let dropped = self.b.setp(Cmp::Eq, Type::U32, keep, Operand::Int(0));
-        self.b.bra_if(dropped, false, next);
-        let source = self.b.binary(BinOp::Add, Type::U64, i0, row.counter);
-        let slot = self.b.cvt(Type::U64, Type::U32, slot);
-        let dest = self.b.binary(BinOp::Add, Type::U64, first, kept);
-        let dest = self.b.binary(BinOp::Add, Type::U64, dest, slot);
-        for (arg, into, width, inner) in &copies {
-            let cols = self
-                .b
-                .begin_range(Type::U64, lane, Operand::Int(*width), Operand::Int(32));
-            let k = cols.counter;
-            let mut idx = vec![source];
-            if !inner.is_empty() {
-                idx.extend(self.digits(k, inner));
+        // A value of one element per row: each lane copies its own kept
+        // row's, so the warp's stores (and reads) are coalesced.
+        let (narrow, wide): (Vec<_>, Vec<_>) = copies.into_iter().partition(|c| c.2 == 1);
+        if !narrow.is_empty() {
+            let skip = self.b.label();
+            let dropped = self.b.setp(Cmp::Eq, Type::U32, flag, Operand::Int(0));
+            self.b.bra_if(dropped, false, skip);
+            let slot = self.b.cvt(Type::U64, Type::U32, before);
+            let dest = self.b.binary(BinOp::Add, Type::U64, first, kept);
+            let dest = self.b.binary(BinOp::Add, Type::U64, dest, slot);
+            let zero = self.b.mov(Type::U64, Operand::Int(0));
+            for (arg, into, _, inner) in &narrow {
+                let mut idx = vec![i];
+                idx.extend(inner.iter().map(|_| zero));
+                let v = self.value(*arg, &At { b, idx })?;
+                self.store_always(*into, dest, v);
             }
-            let v = self.value(*arg, &At { b, idx })?;
-            let lin = self
-                .b
-                .ternary(TernOp::MadLo, Type::U64, dest, Operand::Int(*width), k);
-            self.store_always(*into, lin, v);
-            self.b.end_range(cols);
+            self.b.place(skip);
         }
-        self.b.place(next);
-        self.b.end_range(row);
+        // Each row of the chunk in turn, copied by the whole warp if kept.
+        if !wide.is_empty() {
+            let rest = self.b.binary(BinOp::Sub, Type::U64, n, i0);
+            let rows = self.b.binary(BinOp::Min, Type::U64, rest, Operand::Int(32));
+            let row = self
+                .b
+                .begin_range(Type::U64, Operand::Int(0), rows, Operand::Int(1));
+            let j = self.b.cvt(Type::U32, Type::U64, row.counter);
+            let keep = self.b.shfl(ShflMode::Idx, flag, j, 31);
+            let slot = self.b.shfl(ShflMode::Idx, before, j, 31);
+            let next = self.b.label();
+            let dropped = self.b.setp(Cmp::Eq, Type::U32, keep, Operand::Int(0));
+            self.b.bra_if(dropped, false, next);
+            let source = self.b.binary(BinOp::Add, Type::U64, i0, row.counter);
+            let slot = self.b.cvt(Type::U64, Type::U32, slot);
+            let dest = self.b.binary(BinOp::Add, Type::U64, first, kept);
+            let dest = self.b.binary(BinOp::Add, Type::U64, dest, slot);
+            for (arg, into, width, inner) in &wide {
+                let cols =
+                    self.b
+                        .begin_range(Type::U64, lane, Operand::Int(*width), Operand::Int(32));
+                let k = cols.counter;
+                let mut idx = vec![source];
+                if !inner.is_empty() {
+                    idx.extend(self.digits(k, inner));
+                }
+                let v = self.value(*arg, &At { b, idx })?;
+                let lin = self
+                    .b
+                    .ternary(TernOp::MadLo, Type::U64, dest, Operand::Int(*width), k);
+                self.store_always(*into, lin, v);
+                self.b.end_range(cols);
+            }
+            self.b.place(next);
+            self.b.end_range(row);
+        }
         let total = self.b.cvt(Type::U64, Type::U32, total);
         self.b.binary_to(BinOp::Add, Type::U64, kept, kept, total);
         self.b.end_range(chunks);
