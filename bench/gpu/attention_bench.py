@@ -1,24 +1,38 @@
 #!/usr/bin/env python3
-"""Jagged flash attention benchmark: our generated kernels (forward and
-backward) next to PyTorch's scaled_dot_product_attention on padded inputs
-(flash backend), on nested jagged tensors, and the math path.
+"""Jagged flash attention benchmark: our kernels, launched through the Python
+package (`torch.ops.jagged.jagged_flash_attention` and
+`torch.ops.jagged.jagged_flash_attention_backward`), next to PyTorch's
+scaled_dot_product_attention on padded inputs (flash backend), with a padding
+mask, on nested jagged tensors (varlen flash), the math path, and Triton's
+tutorial fused attention forward.
 
-GPU mode (default): loads the PTX and launch metadata written by
-`cargo run --release -p jagged-codegen --example attention_bench -- plan DIR`
-(DIR defaults to bench/gpu/attention_prebuilt) with CuPy, launches on
-tensors allocated by PyTorch, on PyTorch's current stream, times everything
-with CUDA events recorded on that stream (--reps runs, default 50, after
---warmup runs, default 10; each cell is the median with [min-max]) and
-prints TFLOP/s counting only valid (query, key) pairs: forward
-4 * D * H * sum n_b^2 (half when causal), backward 2.5x that (five
-products instead of two). Each configuration is first checked against
-PyTorch on a few sequences (forward output and the three gradients).
+GPU mode (default): CUDA tensors; the package compiles our kernels for the
+device (sm_90a on 9.x, else sm_80) on first use and launches them in place
+on PyTorch's current stream, where every column runs and where the CUDA
+events that time them are recorded (--reps runs, default 50, after --warmup
+runs, default 10; each cell is the median with [min-max]). TFLOP/s count
+only valid (query, key) pairs: forward 4 * D * H * sum n_b^2 (half when
+causal), backward 2.5x that (five products instead of two). Each
+configuration is first checked against torch's math SDPA (f32, per
+sequence) on a few sequences: the forward output, and the three gradients
+through autograd of our op (which calls the backward op timed below).
 
---heads H (default 16, for every D): the number of heads. The kernels are
-specialized for H, so the plan's specs must have been built with it: the
-script stops before touching the GPU when a selected spec has another H.
+  ours        forward: jagged_flash_attention(q, k, v, offsets, max_len,
+              scale, causal) -> (out, lse); backward:
+              jagged_flash_attention_backward(q, k, v, offsets, out, dout,
+              lse, ...) -> (dq, dk, dv), the kernels autograd runs. Each
+              call includes the package's host work (checks, allocation of
+              zeroed outputs and scratch by torch, the async offsets check).
+  ours-graph  the same two calls replayed from CUDA graphs (no host work),
+              "n/a" when capture fails.
 
-Columns (besides ours):
+Columns (anchors):
+  triton-padded       Triton's tutorial fused attention forward
+                      (bench/sass/triton_attention.py, shared with the SASS
+                      report) on the zero-padded [B, H, max_len, D] inputs,
+                      no padding mask: a speed bound like sdpa-flash-padded;
+                      non-causal only (the compact kernel has no causal
+                      mask), forward only.
   sdpa-flash-padded   flash backend on zero-padded [B, H, max_len, D] inputs
                       with NO padding mask: padded keys take part in the
                       softmax of the valid rows, so it is a speed bound, not
@@ -28,42 +42,61 @@ Columns (besides ours):
                       the padding (and the causal mask): the padded
                       equivalent of the op; efficient-attention backend (the
                       flash backend takes no mask).
-  sdpa-nested         nested jagged tensors (flash backend), eager: on short
-                      or skewed batches its time is mostly host overhead.
+  sdpa-nested         nested jagged tensors (flash backend, varlen), eager:
+                      on short or skewed batches its time is mostly host
+                      overhead.
   sdpa-nested-graph   the same under CUDA graphs (torch.cuda.graph; forward
                       graph, and the backward captured alone on the
                       forward's stream), "n/a" when capture fails.
   sdpa-math           math backend, padded, with the padding mask.
 
---dry-run: the same configurations, table and FLOP counting on tiny sizes
-with the emulator as the backend (the Rust example's `emulate` mode, run
-through cargo); no PyTorch, no CuPy, no NumPy needed. Fails when a forward
-differs from jagged-ir's reference or a gradient is not finite.
+--dry-run: the same code on CPU tensors at tiny sizes: our op runs through
+the package's emulator path (PTX emulator), the torch columns through
+torch's CPU kernels (those that have one), timed with the host clock; the
+CUDA-graph and Triton columns say "n/a (no GPU)". Every time printed is a
+CPU wall time, not a GPU time. Fails (exit 1) when our forward or a
+gradient is off torch's math reference by more than the dtype's tolerance.
 
 --filter SUBSTR (repeatable or comma-separated): only the configurations
 whose name (e.g. "d128_n4096_full H=16 uniform B=64") contains one of them.
---fwd-only: forward only (our backward and the torch backward columns are
-skipped; the check compares the forward output alone), for quick A/B runs
-of two plans.
+--fwd-only: forward only (backward columns skipped, the check compares the
+forward output alone).
 
-usage: attention_bench.py [--dry-run] [--plan DIR] [--out FILE] [--heads H]
+Needs `import jagged` (PYTHONPATH=python with the built
+python/jagged/_native.abi3.so; bench/gpu/run_attention_bench.sh sets it).
+
+usage: attention_bench.py [--dry-run] [--out FILE] [--heads H] [--dtype bf16|f16]
                           [--reps N] [--warmup N]
                           [--filter SUBSTR[,SUBSTR...]]... [--fwd-only]
 """
 import argparse
 import bisect
-import json
-import os
+import itertools
+import logging
 import random
 import statistics
-import subprocess
 import sys
+import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADS, WARMUP, REPS = 16, 10, 50
-COLUMNS = ["ours", "sdpa-flash-padded", "sdpa-padded-masked", "sdpa-nested", "sdpa-nested-graph",
-           "sdpa-math"]
+# The scale of every configuration (as the earlier plan-based runs used, for
+# comparable numbers; not 1/sqrt(D)).
+SCALE = 0.125
+# Relative l2 error allowed against the f32 math reference, per dtype (bf16:
+# what this script has always used).
+TOLERANCE = {"bf16": 2e-2, "f16": 1e-2}
+GPU_HEAD_DIMS, GPU_MAX_LENS = (64, 128), (256, 1024, 4096)
+DRY_HEAD_DIMS, DRY_MAX_LENS = (64, 128), (40,)
+DRY_REPS, DRY_WARMUP = 2, 1
+COLUMNS = ["ours", "ours-graph", "triton-padded", "sdpa-flash-padded", "sdpa-padded-masked",
+           "sdpa-nested", "sdpa-nested-graph", "sdpa-math"]
+# Issue 12's targets.
+TARGET_FWD_TFLOPS = {128: 600.0, 64: 450.0}
+TARGET_BWD_VS_NESTED = 1.5
+TARGET_VS_PADDED_SKEWED = 3.0
 
 
 def zipf_lengths(batch, max_len, rng):
@@ -87,21 +120,6 @@ def fwd_flops(lengths, max_len, heads, dim, causal):
     return 4 * dim * heads * pairs / (2 if causal else 1)
 
 
-def eval_size(e, sizes):
-    if isinstance(e, str):
-        return sizes[e]
-    (op, arg), = e.items()
-    if op == "const":
-        return arg
-    if op == "add":
-        return eval_size(arg[0], sizes) + eval_size(arg[1], sizes)
-    if op == "mul":
-        return eval_size(arg[0], sizes) * eval_size(arg[1], sizes)
-    if op == "ceil_div":
-        return -(-eval_size(arg[0], sizes) // arg[1])
-    raise ValueError(op)
-
-
 class Timing:
     """Milliseconds of repeated runs: min, median and max."""
 
@@ -111,7 +129,7 @@ class Timing:
 
 
 class Row:
-    """One configuration's measurements: name -> (fwd ms, bwd ms) or a note."""
+    """One configuration's measurements: column -> (fwd, bwd), each a Timing or a note."""
 
     def __init__(self, config):
         self.config = config
@@ -135,15 +153,20 @@ def emit(text, out):
             fh.write(text + "\n")
 
 
-def table_header(columns):
-    widths = [max(CELL, len(c) + 4) for c in columns]
+def col_label(col, dry):
+    return "ours(emu)" if dry and col == "ours" else col
+
+
+def table_header(columns, dry=False):
+    labels = [col_label(c, dry) for c in columns]
+    widths = [max(CELL, len(c) + 4) for c in labels]
     head = f"{'config':<40}" + "".join(
-        f" | {c + ' fwd':>{w}} | {c + ' bwd':>{w}}" for c, w in zip(columns, widths))
+        f" | {c + ' fwd':>{w}} | {c + ' bwd':>{w}}" for c, w in zip(labels, widths))
     return head + "\n" + "-" * len(head)
 
 
-def table_row(r, columns):
-    widths = [max(CELL, len(c) + 4) for c in columns]
+def table_row(r, columns, dry=False):
+    widths = [max(CELL, len(col_label(c, dry)) + 4) for c in columns]
     f = r.config["flops"]
     line = f"{r.config['name']:<40}"
     for col, w in zip(columns, widths):
@@ -152,24 +175,50 @@ def table_row(r, columns):
     return line
 
 
-def notes(heads, warmup, reps):
+def targets_text():
+    return (f"issue 12 targets: forward d128 >= {TARGET_FWD_TFLOPS[128]:.0f}, d64 >= {TARGET_FWD_TFLOPS[64]:.0f}"
+            f" TFLOP/s; backward >= {TARGET_BWD_VS_NESTED}x nested SDPA's (the faster of sdpa-nested and"
+            f" sdpa-nested-graph); >= {TARGET_VS_PADDED_SKEWED:.0f}x sdpa-flash-padded on skewed lengths at every"
+            " max_len including 256 (forward and backward)")
+
+
+def notes(heads, warmup, reps, dtype, dry):
     """What the cells measure, printed above every table."""
-    return "\n".join([
+    lines = []
+    if dry:
+        lines += [
+            "DRY RUN on the CPU: 'ours(emu)' is our PTX run by the emulator (the package's CPU path),"
+            " the torch columns are torch's CPU kernels; every time is a CPU wall time (perf_counter),"
+            " NOT a GPU time, and its TFLOP/s mean nothing for the GPU",
+        ]
+    lines += [
         f"cells: median [min-max] ms of {reps} runs after {warmup} warm-up runs, TFLOP/s at the median",
-        f"H = {heads} heads for every D (--heads), bf16",
+        f"H = {heads} heads for every D (--heads), {dtype}, scale {SCALE}",
         "TFLOP/s count valid (query, key) pairs only: forward 4 * D * H * sum n_b^2 (half when causal),"
         " backward 2.5x that; the padded columns do more work than they are credited for",
+        "ours: torch.ops.jagged.jagged_flash_attention (fwd) and jagged_flash_attention_backward (bwd),"
+        " host work of the package included; ours-graph: the same replayed from CUDA graphs",
+        "triton-padded: Triton's tutorial fused attention forward (bench/sass/triton_attention.py) on the"
+        " zero-padded inputs, no padding mask, non-causal only, forward only: a speed bound",
         "sdpa-flash-padded: zero-padded inputs and NO padding mask (padded keys enter the softmax"
         " of valid rows): a speed bound, not the op's result",
         "sdpa-padded-masked: the padded inputs with a boolean padding (and causal) mask,"
         " efficient-attention backend (flash takes no mask)",
-        "sdpa-nested: nested jagged tensors, eager; on short or skewed batches mostly host overhead",
+        "sdpa-nested: nested jagged tensors (varlen flash), eager; on short or skewed batches mostly host overhead",
         "sdpa-nested-graph: sdpa-nested replayed from CUDA graphs (n/a: capture failed)",
-    ])
+        targets_text(),
+    ]
+    return "\n".join(lines)
 
 
-def print_table(rows, columns, out):
-    emit("\n".join([table_header(columns)] + [table_row(r, columns) for r in rows]), out)
+def print_table(rows, columns, out, dry=False):
+    emit("\n".join([table_header(columns, dry)] + [table_row(r, columns, dry) for r in rows]), out)
+
+
+def specs_for(head_dims, max_lens, heads):
+    return [{"id": f"d{d}_n{n}_{'causal' if c else 'full'}", "head_dim": d, "heads": heads, "max_len": n,
+             "causal": c, "scale": SCALE}
+            for d in head_dims for n in max_lens for c in (False, True)]
 
 
 def configs(specs, tiny, filters=()):
@@ -187,99 +236,117 @@ def all_configs(specs, tiny):
             batch = 3 if tiny else (1 << 18) // n
             lengths = lengths_for(kind, batch, n, seed=2 * n + (kind == "skewed"))
             if tiny:
+                # An empty sequence and one longer than max_len (truncated).
                 lengths = lengths + [0, n + 5]
             yield {
                 "name": f"{spec['id']} H={spec['heads']} {kind} B={len(lengths)}",
+                "kind": kind,
                 "spec": spec,
                 "lengths": lengths,
                 "flops": fwd_flops(lengths, n, spec["heads"], spec["head_dim"], spec["causal"]),
             }
 
 
-# ------------------------------------------------------------------ dry run
+def target_lines(rows):
+    """Issue 12's targets against a GPU run's rows: one line per measured ratio."""
+    def ms(row, col, i):
+        cell = row.cells.get(col, ("-", "-"))[i]
+        return cell.median if isinstance(cell, Timing) else None
+
+    lines = ["targets (issue 12):"]
+    for r in rows:
+        s, name = r.config["spec"], r.config["name"]
+        parts = []
+        f = ms(r, "ours", 0)
+        if f is not None:
+            tf = r.config["flops"] / f / 1e9
+            want = TARGET_FWD_TFLOPS.get(s["head_dim"])
+            if want:
+                parts.append(f"fwd {tf:.0f} TFLOP/s vs >= {want:.0f}: {'met' if tf >= want else 'NOT met'}")
+        b = ms(r, "ours", 1)
+        nested = [t for t in (ms(r, "sdpa-nested", 1), ms(r, "sdpa-nested-graph", 1)) if t is not None]
+        if b is not None and nested:
+            x = min(nested) / b
+            parts.append(f"bwd {x:.2f}x nested vs >= {TARGET_BWD_VS_NESTED}: "
+                         f"{'met' if x >= TARGET_BWD_VS_NESTED else 'NOT met'}")
+        if r.config["kind"] == "skewed":
+            for i, what in ((0, "fwd"), (1, "bwd")):
+                ours, pad = ms(r, "ours", i), ms(r, "sdpa-flash-padded", i)
+                if ours is not None and pad is not None:
+                    x = pad / ours
+                    parts.append(f"{what} {x:.2f}x padded flash vs >= {TARGET_VS_PADDED_SKEWED:.0f}: "
+                                 f"{'met' if x >= TARGET_VS_PADDED_SKEWED else 'NOT met'}")
+        lines.append(f"  {name}: " + ("; ".join(parts) if parts else "nothing measured"))
+    return lines
 
 
-DRY_REPS = 2
+# ------------------------------------------------------------------ the run
 
 
-def dry_run(out, filters, fwd_only, heads):
-    specs = [
-        {"id": f"d64_n40_{m}", "head_dim": 64, "heads": heads, "max_len": 40, "causal": m == "causal"}
-        for m in ("full", "causal")
-    ]
-    cargo = os.environ.get("CARGO", "cargo")
-    rows, failures = [], []
-    for cfg in configs(specs, tiny=True, filters=filters):
-        s = cfg["spec"]
-        cmd = [cargo, "run", "-q", "-p", "jagged-codegen", "--example", "attention_bench", "--",
-               "emulate", str(s["head_dim"]), str(s["heads"]), str(s["max_len"]),
-               "1" if s["causal"] else "0", ",".join(map(str, cfg["lengths"])), str(DRY_REPS)]
-        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        if res.returncode != 0:
-            failures.append(f"{cfg['name']}: {res.stderr.strip()}")
-            continue
-        m = json.loads(res.stdout.strip().splitlines()[-1])
-        if not (m["fwd_rel_err"] <= 1e-2 and (fwd_only or m["grads_finite"])):
-            failures.append(f"{cfg['name']}: {m}")
-        row = Row(cfg)
-        ms = lambda secs: Timing([x * 1e3 for x in secs])  # noqa: E731
-        row.cells["ours(emu)"] = (ms(m["fwd_s"]), "-" if fwd_only else ms(m["bwd_s"]))
-        rows.append(row)
-    emit("dry run: emulator backend, times are emulator wall times (not GPU)", out)
-    emit(notes(heads, 0, DRY_REPS), out)
-    print_table(rows, ["ours(emu)"] + COLUMNS[1:], out)
-    if failures:
-        print("FAILED:\n" + "\n".join(failures))
-        return 1
-    print(f"dry run ok: {len(rows)} configurations")
-    return 0
+def load_triton(dev):
+    """(module, None) with bench/sass/triton_attention.py imported, or (None, why not)."""
+    if dev.type != "cuda":
+        return None, "n/a (no GPU)"
+    try:
+        sys.path.insert(0, str(ROOT / "bench" / "sass"))
+        import triton_attention  # noqa: PLC0415 - Triton and the GPU only here
+        return triton_attention, None
+    except Exception as e:  # noqa: BLE001
+        return None, f"n/a (no triton: {type(e).__name__})"
 
 
-# ------------------------------------------------------------------ GPU
-
-
-class PlanError(Exception):
-    """The plan cannot run the requested configurations."""
-
-
-def plan_configs(plan, heads, filters):
-    """The configurations of the plan's specs built for `heads` that `filters`
-    select. PlanError when a selected spec exists only for another number of
-    heads (the kernels are specialized for H), or when nothing is selected."""
-    manifest = json.loads((plan / "manifest.json").read_text())
-    selected = list(configs(manifest["specs"], tiny=False, filters=filters))
-    have = {c["spec"]["id"] for c in selected if c["spec"]["heads"] == heads}
-    lacking = sorted({f"{c['spec']['id']} (H={c['spec']['heads']})"
-                      for c in selected if c["spec"]["id"] not in have})
-    if lacking:
-        raise PlanError(f"plan {plan} has no H={heads} build of {', '.join(lacking)}: rebuild the plan "
-                        f"for H={heads}, or pass --heads to match it")
-    chosen = [c for c in selected if c["spec"]["heads"] == heads]
-    if not chosen:
-        raise PlanError(f"plan {plan}: no configuration selected")
-    return chosen
-
-
-def gpu_run(plan, cfgs, out, fwd_only, heads, warmup, reps):
-    import cupy as cp
-    import numpy as np
+def run(cfgs, out, fwd_only, heads, warmup, reps, dtype_name, dry):
     import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    dev = torch.device("cuda")
-    name = torch.cuda.get_device_name()
-    banner = f"device: {name}; torch {torch.__version__}; cupy {cp.__version__}"
-    emit(banner, out)
-    emit(notes(heads, warmup, reps), out)
-    emit(table_header(COLUMNS), out)
-    modules = {}
-    # Everything (our CuPy launches included) runs on this stream, and the
-    # timing events are recorded on it.
-    stream = torch.cuda.current_stream()
-    cp_stream = cp.cuda.ExternalStream(stream.cuda_stream) if stream.cuda_stream else cp.cuda.Stream.null
+    # torch's warnings (prototype nested tensors, backends turned off, the
+    # reasons nested SDPA gives for each backend it rejects) are noise here:
+    # a column that fails prints its own error.
+    warnings.filterwarnings("ignore")
+    logging.getLogger("torch").setLevel(logging.ERROR)
+    try:
+        import jagged  # noqa: F401 - registers torch.ops.jagged.*
+    except ImportError as e:
+        emit(f"attention_bench: cannot import jagged ({e}): set PYTHONPATH=python with the built "
+             "python/jagged/_native.abi3.so (bench/gpu/run_attention_bench.sh does)", out)
+        return 2
+    ops = torch.ops.jagged
+    dtype = {"bf16": torch.bfloat16, "f16": torch.float16}[dtype_name]
+    tol = TOLERANCE[dtype_name]
+
+    if dry:
+        dev = torch.device("cpu")
+        emit(f"device: CPU (dry run, emulator); torch {torch.__version__}; jagged from "
+             f"{Path(jagged.__file__).parent}", out)
+    else:
+        if not torch.cuda.is_available():
+            emit("attention_bench: torch sees no CUDA device (use --dry-run on a machine without a GPU)", out)
+            return 2
+        dev = torch.device("cuda")
+        emit(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__} (cuda {torch.version.cuda}); "
+             f"jagged from {Path(jagged.__file__).parent}", out)
+    triton_mod, triton_na = load_triton(dev)
+    if triton_mod is not None:
+        emit(f"triton {triton_mod.triton.__version__} (tutorial forward: BLOCK_M {triton_mod.BLOCK_M}, "
+             f"BLOCK_N {triton_mod.BLOCK_N}, {triton_mod.NUM_STAGES} stages)", out)
+    emit(notes(heads, warmup, reps, dtype_name, dry), out)
+    emit(table_header(COLUMNS, dry), out)
+
+    cuda = dev.type == "cuda"
+    stream = torch.cuda.current_stream() if cuda else None
+    na_gpu = "n/a (no GPU)"
 
     def timed(fn, on=None):
+        if not cuda:
+            for _ in range(warmup):
+                fn()
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+            return Timing(times)
         on = on or stream
         with torch.cuda.stream(on):
             for _ in range(warmup):
@@ -294,40 +361,13 @@ def gpu_run(plan, cfgs, out, fwd_only, heads, warmup, reps):
                 times.append(a.elapsed_time(b))
         return Timing(times)
 
-    def launcher(kernel, tensors, sizes, scale):
-        mod = modules.setdefault(kernel["ptx"], cp.RawModule(path=str(plan / kernel["ptx"])))
-        outs = [torch.empty(max(eval_size(o["elems"], sizes), 1),
-                            dtype=torch.bfloat16 if o["dtype"] == "bf16" else torch.float32, device=dev)
-                for o in kernel["outputs"]]
-        scratch = [torch.empty(max(eval_size(b, sizes), 16), dtype=torch.uint8, device=dev)
-                   for b in kernel["scratch"]]
-        inputs = [tensors[n] for n in kernel["inputs"]]
-        calls = []
-        for l in kernel["launches"]:
-            f = mod.get_function(l["entry"])
-            if l["smem"] > 48 * 1024:
-                f.max_dynamic_shared_size_bytes = l["smem"]
-            items = eval_size(l["grid"]["items"], sizes)
-            grid = max(1, min(-(-items // l["grid"]["per_block"]), l["grid"]["max"]))
-            args = []
-            for kind, v in l["params"]:
-                if kind == "in":
-                    args.append(np.uint64(inputs[v].data_ptr()))
-                elif kind == "out":
-                    args.append(np.uint64(outs[v].data_ptr()))
-                elif kind == "scratch":
-                    args.append(np.uint64(scratch[v].data_ptr()))
-                elif kind == "u64":
-                    args.append(np.uint64(eval_size(v, sizes)))
-                else:
-                    args.append(np.float32(scale))
-            calls.append((f, (grid,), (l["block"],), tuple(args), l["smem"]))
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
 
-        def run():
-            with cp_stream:
-                for f, g, b, a, smem in calls:
-                    f(g, b, a, shared_mem=smem)
-        return run, outs
+    def empty_cache():
+        if cuda:
+            torch.cuda.empty_cache()
 
     def cuda_graph(fn, side):
         """`fn` captured into a CUDA graph on the stream `side` after three
@@ -342,7 +382,8 @@ def gpu_run(plan, cfgs, out, fwd_only, heads, warmup, reps):
             fn()
         return g.replay
 
-    rows = []
+    rows, failures = [], []
+    ours_graph_broken = None
     for cfg in cfgs:
         s = cfg["spec"]
         H, D, N, causal, scale = s["heads"], s["head_dim"], s["max_len"], s["causal"], s["scale"]
@@ -350,59 +391,105 @@ def gpu_run(plan, cfgs, out, fwd_only, heads, warmup, reps):
         B, T = len(lengths), sum(lengths)
         row = Row(cfg)
         torch.manual_seed(0)
-        q, k, v, dout = (torch.randn(T, H, D, device=dev, dtype=torch.bfloat16) for _ in range(4))
-        offs = torch.tensor([0] + list(np.cumsum(lengths)), device=dev, dtype=torch.int32)
-        sizes = {"B": B, "T": T, "N": N}
-        tensors = {"q": q, "k": k, "v": v, "offsets": offs, "dout": dout}
+        q, k, v, dout = (torch.randn(T, H, D, device=dev, dtype=dtype) for _ in range(4))
+        starts = [0] + list(itertools.accumulate(lengths))
+        offs = torch.tensor(starts, device=dev, dtype=torch.int32)
+
+        def fwd():
+            return ops.jagged_flash_attention(q, k, v, offs, N, scale, causal, "softmax", None)
+
+        def report_failure(label, e):
+            msg = str(e).splitlines()[0] if str(e) else ""
+            emit(f"  {label}: {type(e).__name__}: {msg[:160]}", out)
+
         try:
-            fwd, (o, lse) = launcher(s["fwd"], tensors, sizes, scale)
-            fwd()
-            torch.cuda.synchronize()
-            tensors["out"], tensors["lse"] = o, lse
+            o, lse = fwd()
+            sync()
+
+            def bwd():
+                return ops.jagged_flash_attention_backward(q, k, v, offs, o, dout, lse, N, scale, causal,
+                                                           "softmax")
+
+            # Gradients through autograd of our op (it calls the backward op).
             if not fwd_only:
-                bwd, (dq, dk, dv) = launcher(s["bwd"], tensors, sizes, scale)
-                bwd()
-                torch.cuda.synchronize()
-            # Check some sequences against PyTorch (f32 math, per sequence): the
-            # first 8 and the longest. Errors are ||got - want|| / ||want|| per
-            # tensor over all checked rows together: a single short sequence can
-            # have an all-zero reference gradient (length 1: dq = 0), where a
-            # per-sequence ratio would divide rounding noise by zero.
-            starts = [0] + list(np.cumsum(lengths))
+                leaves = [x.detach().clone().requires_grad_() for x in (q, k, v)]
+                ya, _ = ops.jagged_flash_attention(*leaves, offs, N, scale, causal, "softmax", None)
+                dq, dk, dv = torch.autograd.grad(ya, leaves, dout)
+                del ya, leaves
+                sync()
+            # Check some sequences against torch's math SDPA (f32, per
+            # sequence): the first 8 and the longest. Errors are
+            # ||got - want|| / ||want|| per tensor over all checked rows
+            # together: a single short sequence can have an all-zero reference
+            # gradient (length 1: dq = 0), where a per-sequence ratio would
+            # divide rounding noise by zero. Rows past max_len are not compared.
             longest = max(range(B), key=lambda b: lengths[b])
             checked = sorted(set(range(min(B, 8))) | {longest})
-            err2, ref2 = [0.0] * 4, [0.0] * 4
+            npairs = 1 if fwd_only else 4
+            err2, ref2 = [0.0] * npairs, [0.0] * npairs
             for b in checked:
                 n = min(lengths[b], N)
-                sl = slice(int(starts[b]), int(starts[b]) + n)
+                if n == 0:
+                    continue
+                sl = slice(starts[b], starts[b] + n)
                 qs, ks, vs = (x[sl].float().transpose(0, 1).clone().requires_grad_() for x in (q, k, v))
-                ref = F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal, scale=scale)
-                pairs = [(o.view(T, H, D)[sl], ref.transpose(0, 1))]
+                with sdpa_kernel(SDPBackend.MATH):
+                    ref = F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal, scale=scale)
+                pairs = [(o[sl], ref.transpose(0, 1))]
                 if not fwd_only:
                     ref.backward(dout[sl].float().transpose(0, 1))
-                    pairs += [(dq.view(T, H, D)[sl], qs.grad.transpose(0, 1)),
-                              (dk.view(T, H, D)[sl], ks.grad.transpose(0, 1)),
-                              (dv.view(T, H, D)[sl], vs.grad.transpose(0, 1))]
+                    pairs += [(dq[sl], qs.grad.transpose(0, 1)), (dk[sl], ks.grad.transpose(0, 1)),
+                              (dv[sl], vs.grad.transpose(0, 1))]
                 for i, (got, want) in enumerate(pairs):
                     err2[i] += ((got.float() - want).norm() ** 2).item()
                     ref2[i] += (want.norm() ** 2).item()
-            errs = [(e / max(r, 1e-30)) ** 0.5 for e, r in zip(err2[:len(pairs)], ref2)]
+            errs = [(e / max(r, 1e-30)) ** 0.5 for e, r in zip(err2, ref2)]
             worst = max(errs)
+            ok = worst <= tol and all(e == e for e in errs)
             detail = " ".join(f"{name} {e:.1e}" for name, e in zip(("out", "dq", "dk", "dv"), errs))
-            note = f"check {'ok' if worst <= 2e-2 else 'FAIL'} {worst:.1e} ({detail}; {len(checked)} seqs)"
+            note = (f"check {'ok' if ok else 'FAIL'} {worst:.1e} <= {tol:g} ({detail}; "
+                    f"{len(checked)} seqs vs math SDPA f32)")
+            if not ok:
+                failures.append(f"{cfg['name']}: {note}")
+            if not fwd_only:
+                del dq, dk, dv
             row.cells["ours"] = (timed(fwd), "-" if fwd_only else timed(bwd))
         except Exception as e:  # noqa: BLE001 - report and go on
-            note = f"ours failed: {type(e).__name__}: {e}"
+            note = f"ours failed: {type(e).__name__}: {str(e)[:300]}"
+            failures.append(f"{cfg['name']}: {note}")
             row.cells["ours"] = ("error", "error")
+            o = lse = None
         emit(f"{cfg['name']}: {note}", out)
+
+        # Ours replayed from CUDA graphs (no host work per call).
+        if not cuda:
+            row.cells["ours-graph"] = (na_gpu, na_gpu)
+        elif o is None:
+            row.cells["ours-graph"] = ("-", "-")
+        elif ours_graph_broken:
+            row.cells["ours-graph"] = (ours_graph_broken, ours_graph_broken)
+        else:
+            side = torch.cuda.Stream()
+            t_f, t_b = "n/a", "-" if fwd_only else "n/a"
+            try:
+                t_f = timed(cuda_graph(fwd, side))
+                if not fwd_only:
+                    t_b = timed(cuda_graph(bwd, side))
+            except Exception as e:  # noqa: BLE001
+                t_f = t_f if isinstance(t_f, Timing) else f"n/a {type(e).__name__}"
+                report_failure("ours-graph", e)
+                # Not retried on the next configurations: a failed capture
+                # once is enough risk to the context.
+                ours_graph_broken = "n/a (capture failed before)"
+            row.cells["ours-graph"] = (t_f, t_b)
+            sync()
+            empty_cache()
 
         def padded(x):
             p = torch.zeros(B, N, H, D, device=dev, dtype=x.dtype)
-            start = 0
             for b, l in enumerate(lengths):
                 n = min(l, N)
-                p[b, :n] = x[start:start + n]
-                start += l
+                p[b, :n] = x[starts[b]:starts[b] + n]
             return p.transpose(1, 2).contiguous().requires_grad_()
 
         def padding_mask():
@@ -415,10 +502,6 @@ def gpu_run(plan, cfgs, out, fwd_only, heads, warmup, reps):
             if causal:
                 mask = mask & torch.ones(N, N, dtype=torch.bool, device=dev).tril()
             return mask
-
-        def report_failure(label, e):
-            msg = str(e).splitlines()[0] if str(e) else ""
-            emit(f"  {label}: {type(e).__name__}: {msg[:160]}", out)
 
         def torch_case(label, make, backend, prep=lambda x: x):
             try:
@@ -436,7 +519,40 @@ def gpu_run(plan, cfgs, out, fwd_only, heads, warmup, reps):
             except Exception as e:  # noqa: BLE001
                 row.cells[label] = (f"n/a {type(e).__name__}", "n/a")
                 report_failure(label, e)
-            torch.cuda.empty_cache()
+            empty_cache()
+
+        # Triton's tutorial forward on the padded inputs (no mask, non-causal).
+        if triton_mod is None:
+            row.cells["triton-padded"] = (triton_na, "-")
+        elif causal:
+            row.cells["triton-padded"] = ("n/a (non-causal kernel)", "-")
+        elif N % triton_mod.BLOCK_M:
+            row.cells["triton-padded"] = (f"n/a (max_len % {triton_mod.BLOCK_M})", "-")
+        else:
+            try:
+                qp, kp, vp = (padded(x).detach() for x in (q, k, v))
+                op_ = torch.empty_like(qp)
+                m = torch.empty(B * H * N, device=dev, dtype=torch.float32)
+                warps = 8 if D >= 128 else 4
+                grid = (N // triton_mod.BLOCK_M, B * H)
+
+                def tri():
+                    triton_mod.attn_fwd[grid](qp, kp, vp, op_, m, scale, D, D, D, D, N, HEAD_DIM=D,
+                                              BLOCK_M=triton_mod.BLOCK_M, BLOCK_N=triton_mod.BLOCK_N,
+                                              num_warps=warps, num_stages=triton_mod.NUM_STAGES)
+                tri()
+                with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                    want = F.scaled_dot_product_attention(qp[:2], kp[:2], vp[:2], scale=scale)
+                err = ((op_[:2].float() - want.float()).norm() / want.float().norm()).item()
+                t = timed(tri)
+                row.cells["triton-padded"] = (t if err <= tol else f"FAIL {err:.1e}", "-")
+                emit(f"  triton-padded: {warps} warps, vs flash SDPA on the same padded inputs "
+                     f"{err:.1e} ({'ok' if err <= tol else 'FAIL'})", out)
+                del qp, kp, vp, op_, m
+            except Exception as e:  # noqa: BLE001
+                row.cells["triton-padded"] = (f"n/a {type(e).__name__}", "-")
+                report_failure("triton-padded", e)
+            empty_cache()
 
         torch_case("sdpa-flash-padded", lambda: (padded(q), padded(k), padded(v), None),
                    SDPBackend.FLASH_ATTENTION)
@@ -449,9 +565,8 @@ def gpu_run(plan, cfgs, out, fwd_only, heads, warmup, reps):
             # Truncate each sequence to max_len, as the op does. With `hints`
             # the sequence-length bounds are given (no device-to-host read of
             # the offsets, which a CUDA graph capture cannot do).
-            idx = torch.cat([torch.arange(int(o), int(o) + c, device=dev)
-                             for o, c in zip(offs[:-1].tolist(), cut)])
-            offc = torch.tensor([0] + list(np.cumsum(cut)), device=dev, dtype=torch.int64)
+            idx = torch.cat([torch.arange(o, o + c, device=dev) for o, c in zip(starts[:-1], cut)])
+            offc = torch.tensor([0] + list(itertools.accumulate(cut)), device=dev, dtype=torch.int64)
             kw = {"min_seqlen": min(cut), "max_seqlen": max(cut)} if hints else {}
             make = lambda x: torch.nested.nested_tensor_from_jagged(  # noqa: E731
                 x[idx].contiguous(), offc, **kw).requires_grad_()
@@ -468,66 +583,81 @@ def gpu_run(plan, cfgs, out, fwd_only, heads, warmup, reps):
         # Nested SDPA replayed from CUDA graphs: no host work per call. The
         # forward graph, then the backward alone: the forward runs on the
         # capture stream, so autograd puts the backward kernels on it.
-        label, t_f, t_b = "sdpa-nested-graph", "n/a", "-" if fwd_only else "n/a"
-        side = torch.cuda.Stream()
-        try:
-            qq, kk, vv, _ = nested(hints=True)
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                def f():
-                    return F.scaled_dot_product_attention(nested_prep(qq), nested_prep(kk), nested_prep(vv),
-                                                          is_causal=causal, scale=scale)
-                t_f = timed(cuda_graph(f, side))
-                if not fwd_only:
-                    side.wait_stream(stream)
-                    with torch.cuda.stream(side):
-                        y = f()
-                        g = torch.ones_like(y)
-                    t_b = timed(cuda_graph(
-                        lambda: torch.autograd.grad(y, (qq, kk, vv), g, retain_graph=True), side))
-        except Exception as e:  # noqa: BLE001
-            t_f = t_f if isinstance(t_f, Timing) else f"n/a {type(e).__name__}"
-            report_failure(label, e)
-        row.cells[label] = (t_f, t_b)
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
+        label = "sdpa-nested-graph"
+        if not cuda:
+            row.cells[label] = (na_gpu, na_gpu)
+        else:
+            t_f, t_b = "n/a", "-" if fwd_only else "n/a"
+            side = torch.cuda.Stream()
+            try:
+                qq, kk, vv, _ = nested(hints=True)
+                with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                    def f():
+                        return F.scaled_dot_product_attention(nested_prep(qq), nested_prep(kk), nested_prep(vv),
+                                                              is_causal=causal, scale=scale)
+                    t_f = timed(cuda_graph(f, side))
+                    if not fwd_only:
+                        side.wait_stream(stream)
+                        with torch.cuda.stream(side):
+                            y = f()
+                            g = torch.ones_like(y)
+                        t_b = timed(cuda_graph(
+                            lambda: torch.autograd.grad(y, (qq, kk, vv), g, retain_graph=True), side))
+            except Exception as e:  # noqa: BLE001
+                t_f = t_f if isinstance(t_f, Timing) else f"n/a {type(e).__name__}"
+                report_failure(label, e)
+            row.cells[label] = (t_f, t_b)
+            sync()
+            empty_cache()
 
         rows.append(row)
-        emit(table_row(row, COLUMNS), out)
-        del q, k, v, dout
-        tensors.clear()
-        torch.cuda.empty_cache()
+        emit(table_row(row, COLUMNS, dry), out)
+        del q, k, v, dout, o, lse
+        empty_cache()
     emit("\nall configurations:", out)
-    emit(notes(heads, warmup, reps), out)
-    print_table(rows, COLUMNS, out)
+    emit(notes(heads, warmup, reps, dtype_name, dry), out)
+    print_table(rows, COLUMNS, out, dry)
+    if dry:
+        emit("targets (issue 12): not evaluated in a dry run (CPU wall times)", out)
+    else:
+        emit("\n".join(target_lines(rows)), out)
+    if failures:
+        emit("FAILED:\n" + "\n".join(failures), out)
+        return 1
+    emit(f"{'dry run' if dry else 'run'} ok: {len(rows)} configurations, every check passed", out)
     return 0
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dry-run", action="store_true")
-    ap.add_argument("--plan", default=str(ROOT / "bench" / "gpu" / "attention_prebuilt"))
+    ap.add_argument("--dry-run", action="store_true",
+                    help="CPU tensors (emulator) at tiny sizes; CPU wall times")
     ap.add_argument("--out", default=None, help="also append the output to this file")
-    ap.add_argument("--heads", type=int, default=HEADS,
-                    help=f"number of heads, for every D (default {HEADS}); the plan must be built for it")
-    ap.add_argument("--reps", type=int, default=REPS, help=f"timed runs per cell (default {REPS})")
-    ap.add_argument("--warmup", type=int, default=WARMUP, help=f"untimed runs first (default {WARMUP})")
+    ap.add_argument("--heads", type=int, default=HEADS, help=f"number of heads, for every D (default {HEADS})")
+    ap.add_argument("--dtype", choices=sorted(TOLERANCE), default="bf16", help="q, k, v dtype (default bf16)")
+    ap.add_argument("--reps", type=int, default=None,
+                    help=f"timed runs per cell (default {REPS}; {DRY_REPS} in a dry run)")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help=f"untimed runs first (default {WARMUP}; {DRY_WARMUP} in a dry run)")
     ap.add_argument("--filter", action="append", default=[],
                     help="only configurations whose name contains this (repeatable or comma-separated)")
     ap.add_argument("--fwd-only", action="store_true",
                     help="skip our backward and the torch backward columns")
     args = ap.parse_args()
-    if args.heads < 1 or args.reps < 1 or args.warmup < 0:
+    reps = args.reps if args.reps is not None else (DRY_REPS if args.dry_run else REPS)
+    warmup = args.warmup if args.warmup is not None else (DRY_WARMUP if args.dry_run else WARMUP)
+    if args.heads < 1 or reps < 1 or warmup < 0:
         ap.error("--heads and --reps must be at least 1, --warmup at least 0")
     filters = [f for arg in args.filter for f in arg.split(",") if f]
     if args.dry_run:
-        return dry_run(args.out, filters, args.fwd_only, args.heads)
-    plan = Path(args.plan)
-    try:
-        cfgs = plan_configs(plan, args.heads, filters)
-    except (PlanError, OSError) as e:
-        print(f"attention_bench: {e}", file=sys.stderr)
+        specs = specs_for(DRY_HEAD_DIMS, DRY_MAX_LENS, args.heads)
+    else:
+        specs = specs_for(GPU_HEAD_DIMS, GPU_MAX_LENS, args.heads)
+    cfgs = list(configs(specs, tiny=args.dry_run, filters=filters))
+    if not cfgs:
+        print("attention_bench: no configuration selected", file=sys.stderr)
         return 2
-    return gpu_run(plan, cfgs, args.out, args.fwd_only, args.heads, args.warmup, args.reps)
+    return run(cfgs, args.out, args.fwd_only, args.heads, warmup, reps, args.dtype, args.dry_run)
 
 
 if __name__ == "__main__":
