@@ -296,9 +296,13 @@ def load_triton(dev):
 
 
 def run(cfgs, out, fwd_only, heads, warmup, reps, dtype_name, dry):
-    import torch
-    import torch.nn.functional as F
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    try:
+        import torch
+        import torch.nn.functional as F
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError as e:
+        emit(f"attention_bench: needs PyTorch ({e}), in --dry-run too", out)
+        return 2
 
     # torch's warnings (prototype nested tensors, backends turned off, the
     # reasons nested SDPA gives for each backend it rejects) are noise here:
