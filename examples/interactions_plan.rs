@@ -85,8 +85,8 @@ fn size_json(e: &SizeExpr) -> String {
     }
 }
 
-/// Launch metadata as JSON (the format of `attention_bench`'s plans, with
-/// the inputs' and outputs' names and dtypes).
+/// Launch metadata as JSON: the PTX file, the inputs' names and dtypes, and
+/// per launch its kernel, grid, block, shared memory and parameters.
 fn kernel_json(g: &Graph, c: &CompiledKernel, ptx_file: &str) -> String {
     let inputs: Vec<String> = g
         .inputs()

@@ -5,7 +5,8 @@
 # warns about when missing) and faiss-cpu (the reference of the quantization
 # fixtures, scripts/gen-faiss-fixtures.py) into it, builds the
 # package into it with `maturin develop --release` (Rust target dir
-# python/target), and runs pytest on python/tests (arguments go to pytest).
+# python/target), runs pytest on python/tests (arguments go to pytest), then
+# the GPU attention benchmark's --dry-run (bench/gpu/attention_bench.py).
 # Idempotent: a second run only rebuilds what changed. pip's, Inductor's and
 # the kernel cache's files stay in .tools/.
 set -euo pipefail
@@ -44,6 +45,13 @@ export JAGGED_CACHE_DIR="${JAGGED_CACHE_DIR:-$root/.tools/jagged-cache}"
 # crates (ir, codegen, runtime, emulator), which change with them.
 maturin develop --release --manifest-path python/Cargo.toml
 echo "test-python: package built after $(( $(date +%s) - start )) s"
-cd python
-python -m pytest -q tests "$@"
+(cd python && python -m pytest -q tests "$@")
+echo "test-python: pytest done after $(( $(date +%s) - start )) s"
+# The GPU attention benchmark's harness, on CPU tensors (the emulator) at tiny
+# sizes: it checks our forward and backward against torch per sequence and
+# exits non-zero on a mismatch, so bench/gpu/run_attention_bench.sh is known
+# to run before a GPU sees it.
+python bench/gpu/attention_bench.py --dry-run --filter d64 > "$root/.tools/attention-bench-dry-run.txt" ||
+  { cat "$root/.tools/attention-bench-dry-run.txt"; exit 1; }
+tail -n 1 "$root/.tools/attention-bench-dry-run.txt"
 echo "test-python: done after $(( $(date +%s) - start )) s"
