@@ -1,5 +1,5 @@
-//! Required-or-skip for the external tools some tests run (ptxas, nvdisasm,
-//! python3). One decision for every test crate: the facade's tests include it
+//! Required-or-skip for the external tools some tests run (ptxas and
+//! nvdisasm). One decision for every test crate: the facade's tests include it
 //! as `common::tools`, the code generator's with
 //! `#[path = "../../tests/common/tools.rs"] mod tools;`.
 //!
@@ -61,11 +61,6 @@ pub fn ptxas(test: &str) -> Option<PathBuf> {
 /// on `PATH`, or [`require`]'s skip.
 pub fn nvdisasm(test: &str) -> Option<PathBuf> {
     require(test, "nvdisasm", find("nvdisasm"))
-}
-
-/// `python3` on `PATH`, or [`require`]'s skip.
-pub fn python3(test: &str) -> Option<PathBuf> {
-    require(test, "python3", find("python3"))
 }
 
 /// The first `name` in `.tools/bin` of the workspace, the folder of
