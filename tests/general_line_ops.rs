@@ -355,7 +355,8 @@ fn topk_follows_the_stable_sort() {
 /// sequence taken from the neighbouring lane (in an element kernel, and in
 /// the count and copy kernels of a compaction on them; groups of 32 rows,
 /// lengths around and far above 32, a truncated set), a per-sequence input
-/// and what is computed from it read by every row, a leaf read by several
+/// and what is computed from it read by every row, a per-column input
+/// read by rows of 8 columns (a lane keeps its column), a leaf read by several
 /// branches of the tree, and a rank over lines that are staged in shared
 /// memory (1000 rows) and that are not (1600 rows of i64 do not fit a
 /// warp's share), 32 rows at a time by shuffles (NaN first, ties by row):
@@ -405,6 +406,13 @@ fn shared_reads_and_long_ranks_match_the_reference() {
   %38 = offsets %36 : {idx}[B+1]
   %39 = input s : f32[%1]
   %40 = rank ascending %39, axis 0 : i32[%1]
+  %41 = input x : f32[%1, 8]
+  %42 = input w : f32[8]
+  %43 = mul %41, %42 : f32[%1, 8]
+  %44 = mul %43, %23 : f32[%1, 8]
+  %45 = const 0 : f32[]
+  %46 = gt %42, %45 : bool[8]
+  %47 = select %46, %44, %41 : f32[%1, 8]
   output starts = %14
   output start_offsets = %15
   output dwell = %20
@@ -413,6 +421,7 @@ fn shared_reads_and_long_ranks_match_the_reference() {
   output best = %37
   output best_offsets = %38
   output order = %40
+  output scaled = %47
 }";
     let lengths = [0, 1, 31, 32, 33, 70, 5, 1000, 1600, 64];
     let mut rng = Rng::new(23);
@@ -444,6 +453,8 @@ fn shared_reads_and_long_ranks_match_the_reference() {
             // Segments in -1..14: some outside the table (0 from the gather).
             let seg: Vec<f64> = lengths.iter().map(|_| rng.below(15) as f64 - 1.0).collect();
             let table: Vec<f64> = (0..12).map(|_| rng.float(2.0)).collect();
+            let x: Vec<f64> = (0..rows * 8).map(|_| rng.float(2.0)).collect();
+            let w: Vec<f64> = (0..8).map(|_| rng.float(2.0)).collect();
             let tensors = [
                 (
                     "offsets",
@@ -452,6 +463,8 @@ fn shared_reads_and_long_ranks_match_the_reference() {
                 ("t", DenseTensor::from_f64(dtype, vec![rows], &t)),
                 ("u", DenseTensor::from_f64(dtype, vec![rows], &u)),
                 ("s", DenseTensor::from_f64(DType::F32, vec![rows], &scores)),
+                ("x", DenseTensor::from_f64(DType::F32, vec![rows, 8], &x)),
+                ("w", DenseTensor::from_f64(DType::F32, vec![8], &w)),
                 (
                     "seg",
                     DenseTensor::from_f64(DType::I32, vec![seg.len()], &seg),

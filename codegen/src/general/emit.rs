@@ -143,13 +143,20 @@ fn row_shifts(graph: &Graph, part: &Partition, root: Handle<Node>) -> Vec<Handle
     tree
 }
 
-/// The values of one element per sequence (`[B]`) that the kernel of
-/// `root` reads: the stored ones, and the nodes of its fused tree computed
-/// from them (and scalars) in straight-line code, in graph order. Computed
-/// once per sequence before the loop over its elements, each is read by
-/// the sequence's elements (`segment[b]` of every event of user `b`)
-/// without being loaded again.
-fn per_sequence(graph: &Graph, part: &Partition, root: Handle<Node>) -> Vec<Handle<Node>> {
+/// The values of type `dims` that the kernel of `root` reads: the stored
+/// ones, and the nodes of its fused tree computed from them (and scalars)
+/// in straight-line code, in graph order. With `dims` `[B]`, the values of
+/// one element per sequence (`segment[b]` of every event of user `b`);
+/// with the static inner dims of the kernel's jagged rows, those of one
+/// column (`columns[d]` of every row). Computed once before the loop over
+/// a sequence's elements, each is read by the elements without being
+/// loaded again (see [`Emitter::for_each_element`]).
+fn invariant(
+    graph: &Graph,
+    part: &Partition,
+    root: Handle<Node>,
+    dims: &[Dim],
+) -> Vec<Handle<Node>> {
     let mut tree = super::fused_operands(graph, part, root);
     let leaves: Vec<Handle<Node>> = tree
         .iter()
@@ -160,11 +167,14 @@ fn per_sequence(graph: &Graph, part: &Partition, root: Handle<Node>) -> Vec<Hand
     tree.extend(leaves);
     tree.sort_by_key(|h| h.index());
     tree.dedup();
+    let typed = |h: Handle<Node>, scalars: bool| {
+        matches!(graph.type_of(h), jagged_ir::Type::Tensor(t)
+            if t.dims == dims || scalars && t.dims.is_empty())
+    };
     // In graph order, so that a node's operands are decided before it.
     let mut hoisted: Vec<Handle<Node>> = Vec::new();
     for &h in &tree {
-        let per_seq = |t: &TensorType| t.dims == [Dim::Batch] || t.dims.is_empty();
-        let ok = matches!(graph.type_of(h), jagged_ir::Type::Tensor(t) if per_seq(t))
+        let ok = typed(h, true)
             && (part.stored.contains_key(&h)
                 || straight_line(graph.node(h))
                     && graph.node(h).operands().iter().all(|a| {
@@ -174,9 +184,7 @@ fn per_sequence(graph: &Graph, part: &Partition, root: Handle<Node>) -> Vec<Hand
             hoisted.push(h);
         }
     }
-    hoisted.retain(
-        |&h| matches!(graph.type_of(h), jagged_ir::Type::Tensor(t) if t.dims == [Dim::Batch]),
-    );
+    hoisted.retain(|&h| typed(h, false));
     hoisted
 }
 
@@ -252,7 +260,10 @@ pub(super) fn lower_step(
                 return Ok(vec![plan]);
             }
             let coop = own && cooperative(graph, node);
-            em.per_sequence = per_sequence(graph, part, node);
+            em.per_sequence = invariant(graph, part, node, &[Dim::Batch]);
+            if ty.seqs().is_some() && ty.dims[1..].iter().all(|d| matches!(d, Dim::Static(_))) {
+                em.per_column = invariant(graph, part, node, &ty.dims[1..]);
+            }
             if !coop {
                 em.shifted = row_shifts(graph, part, node);
             }
@@ -352,6 +363,11 @@ struct Emitter<'g> {
     /// the loop over its elements, which reads them from
     /// [`Self::sequence_values`] (see [`Self::for_each_element`]).
     per_sequence: Vec<Handle<Node>>,
+    /// The per-column values (of the static inner dims of the jagged rows
+    /// an element loop computes) its value reads: where a lane keeps its
+    /// column (rows of a width that divides 32), computed once per
+    /// sequence before the loop, with [`Self::per_sequence`]'s.
+    per_column: Vec<Handle<Node>>,
     /// The [`Self::per_sequence`] values of the sequence being computed,
     /// each with its index.
     sequence_values: Vec<(Handle<Node>, At, Val)>,
@@ -402,6 +418,7 @@ impl<'g> Emitter<'g> {
             resident: None,
             cse: None,
             per_sequence: Vec::new(),
+            per_column: Vec::new(),
             sequence_values: Vec::new(),
             shifted: Vec::new(),
             row_values: Vec::new(),
@@ -690,6 +707,25 @@ impl<'g> Emitter<'g> {
         let base = self
             .b
             .binary(BinOp::Mul, Type::U64, first, Operand::Int(width as i64));
+        // Where the width divides 32, a lane keeps its column: its digits
+        // and the values of that column are computed once.
+        let columns = if !coop && !inner.is_empty() && width > 0 && 32 % width == 0 {
+            let within = self
+                .b
+                .binary(BinOp::Rem, Type::U64, lane, Operand::Int(width as i64));
+            let digits = self.digits(within, &inner);
+            for h in self.per_column.clone() {
+                let at = At {
+                    b,
+                    idx: digits.clone(),
+                };
+                let v = self.value(h, &at)?;
+                self.sequence_values.push((h, at, v));
+            }
+            Some(digits)
+        } else {
+            None
+        };
         // Lanes over the elements, or (cooperative) all lanes on each one;
         // with row shifts to share, the whole warp on 32 rows at a time.
         let shuffles = !self.shifted.is_empty() && width == 1 && !coop;
@@ -727,7 +763,9 @@ impl<'g> Emitter<'g> {
         self.b.bra(done);
         self.b.place(write);
         let mut idx = vec![i];
-        if !inner.is_empty() {
+        if let Some(digits) = &columns {
+            idx.extend(digits.iter().copied());
+        } else if !inner.is_empty() {
             let within = self
                 .b
                 .binary(BinOp::Rem, Type::U64, e, Operand::Int(width as i64));
