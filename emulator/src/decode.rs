@@ -7,6 +7,8 @@ use crate::error::EmuError;
 use crate::ir::*;
 use crate::profile::Class;
 
+mod asyncs;
+
 /// A kernel parameter as laid out in the parameter buffer.
 #[derive(Clone, Debug)]
 pub struct ParamInfo {
@@ -1192,6 +1194,9 @@ impl Decoder<'_> {
                     }
                 }
             }
+            "mbarrier" | "tensormap" | "elect" | "setmaxnreg" => {
+                return self.async_op(m, opcode, ops);
+            }
             "membar" | "fence" | "prefetch" | "prefetchu" | "nanosleep" | "griddepcontrol"
             | "discard" | "applypriority" | "pmevent" => Op::Nop,
             "shfl" => {
@@ -1363,6 +1368,9 @@ impl Decoder<'_> {
                 if !m.take("async") {
                     return Err(self.unsupported(format!("`{opcode}`")));
                 }
+                if m.take("bulk") {
+                    return self.bulk_copy(m, opcode, ops);
+                }
                 if m.take("commit_group") {
                     self.finish(&m, opcode)?;
                     Op::CpAsyncCommit
@@ -1380,7 +1388,7 @@ impl Decoder<'_> {
                     self.finish(&m, opcode)?;
                     Op::CpAsyncWait { n: 0, all: true }
                 } else {
-                    if m.take("mbarrier") || m.take("bulk") {
+                    if m.take("mbarrier") {
                         return Err(self.unsupported(format!("`{opcode}`")));
                     }
                     if !m.take("shared") && !m.take("shared::cta") {

@@ -17,6 +17,8 @@ use crate::memory::{Allocation, GlobalMemory};
 use crate::num;
 use crate::profile::{Class, Profile};
 
+mod asyncs;
+
 /// Generic-address window of shared memory (`cvta.shared` adds it).
 pub const SHARED_WINDOW: u64 = 0x0100_0000_0000_0000;
 /// Generic-address window of local memory.
@@ -141,6 +143,8 @@ pub struct Worker<'g> {
     /// warp instructions by [`Class`] in `class_counts`.
     pub profile: Profile,
     pub class_counts: [u64; Class::COUNT],
+    /// mbarriers, landed bulk copies and `try_wait` lanes of the current CTA.
+    asyncs: asyncs::AsyncState,
 }
 
 #[inline]
@@ -185,6 +189,7 @@ impl<'g> Worker<'g> {
         self.epoch += 1;
         self.arrived = [0; 16];
         self.expected = [None; 16];
+        self.asyncs.reset();
         let sb = ctx.shared_bytes as usize;
         if self.shared.len() < sb {
             self.shared.resize(sb, 0);
@@ -247,6 +252,9 @@ impl<'g> Worker<'g> {
                 return Ok(());
             }
             if !ran && !self.release_barriers(warps) {
+                if self.stuck_waiters(ctx) {
+                    return Ok(());
+                }
                 let waiting: u32 = warps
                     .iter()
                     .map(|w| (w.blocked & w.live).count_ones())
@@ -296,7 +304,7 @@ impl<'g> Worker<'g> {
                 any = true;
             }
         }
-        any
+        self.release_waiters(warps) || any
     }
 
     fn runtime(&self, ctx: &LaunchCtx<'g>, line: u32, tid: u32, message: String) -> EmuError {
@@ -1712,6 +1720,7 @@ impl<'g> Worker<'g> {
                         u64::from(reading.count_ones()) * u64::from(*size) - read_bytes;
                 }
             }
+            Op::Async(a) => return self.async_op(ctx, w, a, mask, active, line),
             Op::CpAsyncCommit => {
                 if active != 0 {
                     let g = std::mem::take(&mut w.open_copies);

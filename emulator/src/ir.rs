@@ -543,6 +543,8 @@ pub enum Op {
         n: u32,
         all: bool,
     },
+    /// Hopper's asynchronous copies, mbarriers, tensor maps and `elect.sync`.
+    Async(Box<crate::tma::AsyncOp>),
 }
 
 /// An instruction with its guard predicate and source position.

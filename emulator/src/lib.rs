@@ -47,10 +47,13 @@ mod error;
 mod exec;
 mod ir;
 mod lexer;
+mod mbarrier;
 mod memory;
 mod num;
 mod parser;
 mod profile;
+pub mod tensormap;
+mod tma;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -58,6 +61,7 @@ use std::time::{Duration, Instant};
 pub use error::{Budget, CheckKind, CheckReport, EmuError, Space};
 pub use exec::RACE_ULPS;
 pub use profile::Profile;
+pub use tensormap::{TensorMap, TensorMapError};
 
 use decode::KernelCode;
 use memory::{Allocation, GLOBAL_BASE, GLOBAL_END, GlobalMemory, RED_ZONE};
@@ -202,6 +206,8 @@ pub enum KernelArg {
     F16(half::f16),
     /// A `.bf16` parameter.
     BF16(half::bf16),
+    /// A tensor map passed by value (`.param .align 64 .b8 name[128]`).
+    TensorMap(TensorMap),
 }
 
 impl KernelArg {
@@ -220,6 +226,7 @@ impl KernelArg {
             KernelArg::I16(v) => v.to_le_bytes().to_vec(),
             KernelArg::F16(v) => v.to_le_bytes().to_vec(),
             KernelArg::BF16(v) => v.to_le_bytes().to_vec(),
+            KernelArg::TensorMap(m) => m.0.to_vec(),
         }
     }
 }

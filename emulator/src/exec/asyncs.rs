@@ -1,0 +1,766 @@
+//! The interpreter's side of Hopper's asynchronous copies: mbarrier objects, bulk and
+//! tensor copies, `tensormap.replace`, `elect.sync`, and their checker findings.
+//!
+//! Bulk copies complete when they are issued: a load reads global memory and writes
+//! shared memory at once and performs its `complete_tx` on the mbarrier. The bytes it
+//! wrote stay marked as pending (the checker's cp.async flag, so a read reports
+//! [`CheckKind::PendingAsyncCopyRead`]) until a wait on that mbarrier observes the phase
+//! they completed in. `try_wait` blocks its lanes until the phase completes (a valid
+//! outcome of its time limit); `test_wait` never blocks. Completing a phase starts a new
+//! race-checker epoch, as a barrier does. Stores (shared -> global) complete when issued,
+//! so `cp.async.bulk.commit_group` / `wait_group` have nothing left to wait for.
+
+use std::collections::HashMap;
+
+use super::{LaunchCtx, PENDING, Place, SHARED_WINDOW, WINDOW_SIZE, Warp, Worker, lanes};
+use crate::error::{CheckKind, EmuError, Space};
+use crate::ir::{Addr, MemSpace, Src, Ty};
+use crate::mbarrier::{MAX_COUNT, Mbarrier, Misuse};
+use crate::memory::GLOBAL_BASE;
+use crate::tensormap::{TENSOR_MAP_BYTES, TensorMap, Tiled, offset};
+use crate::tma::{AsyncOp, MbarOp, TmapField, box_elements};
+
+/// Barrier id of lanes blocked in `mbarrier.try_wait` (named barriers are 0 to 15).
+const MBAR_WAIT: u32 = 16;
+
+/// Bytes a bulk copy delivered whose phase no wait has observed yet.
+struct Landed {
+    mbar: u32,
+    /// The phase the copy's bytes completed in.
+    phase: u64,
+    dst: u32,
+    len: u32,
+}
+
+/// Lanes of a warp blocked in `try_wait` on the mbarrier at `mbar`.
+struct Waiter {
+    warp: u32,
+    lanes: u32,
+    mbar: u32,
+    /// The parity waited for, or the state from `arrive`.
+    target: u64,
+    parity: bool,
+    line: u32,
+}
+
+/// Per-CTA state of the asynchronous-copy machinery.
+#[derive(Default)]
+pub(super) struct AsyncState {
+    /// Initialized mbarriers by shared offset.
+    mbars: HashMap<u32, Mbarrier>,
+    landed: Vec<Landed>,
+    waiters: Vec<Waiter>,
+}
+
+impl AsyncState {
+    /// Forgets everything (a new CTA).
+    pub(super) fn reset(&mut self) {
+        self.mbars.clear();
+        self.landed.clear();
+        self.waiters.clear();
+    }
+}
+
+impl Waiter {
+    fn done(&self, m: &Mbarrier) -> bool {
+        if self.parity {
+            m.parity_done(self.target)
+        } else {
+            m.state_done(self.target)
+        }
+    }
+}
+
+impl<'g> Worker<'g> {
+    /// Runs one asynchronous-copy instruction for the `active` lanes (of `mask`, the lanes
+    /// at the instruction).
+    pub(super) fn async_op(
+        &mut self,
+        ctx: &LaunchCtx<'g>,
+        w: &mut Warp,
+        op: &AsyncOp,
+        mask: u32,
+        active: u32,
+        line: u32,
+    ) -> Result<super::Flow, EmuError> {
+        match op {
+            AsyncOp::Mbar {
+                op,
+                space,
+                addr,
+                d,
+                a,
+            } => return self.mbar(ctx, w, *op, *space, *addr, *d, *a, active, line),
+            AsyncOp::BulkLoad {
+                dst,
+                src,
+                size,
+                mbar,
+            } => {
+                for l in lanes(active) {
+                    let tid = w.id * 32 + l;
+                    let n = self.rd(ctx, w, *size, l) as u32;
+                    let (d, s) = (self.addr(ctx, w, *dst, l), self.addr(ctx, w, *src, l));
+                    let mb = self.addr(ctx, w, *mbar, l);
+                    let mut data = vec![0u8; n as usize];
+                    if self.bulk_global(ctx, s, n, false, tid, line)
+                        && let Some((base, al)) = ctx.global.find(s, n as u64)
+                    {
+                        al.read(s - base, &mut data);
+                    }
+                    let dst = self.bulk_shared(ctx, d, n, 16, tid, line);
+                    self.land(ctx, mb, dst, n, tid, line, |buf, o| {
+                        buf[o as usize..o as usize + data.len()].copy_from_slice(&data);
+                    });
+                }
+            }
+            AsyncOp::BulkStore { dst, src, size } => {
+                for l in lanes(active) {
+                    let tid = w.id * 32 + l;
+                    let n = self.rd(ctx, w, *size, l) as u32;
+                    let (d, s) = (self.addr(ctx, w, *dst, l), self.addr(ctx, w, *src, l));
+                    let Some(off) = self.bulk_shared(ctx, s, n, 16, tid, line) else {
+                        continue;
+                    };
+                    self.shared_read_check(ctx, off, n, w.id, tid, line);
+                    if self.bulk_global(ctx, d, n, true, tid, line)
+                        && let Some((base, al)) = ctx.global.find(d, n as u64)
+                    {
+                        al.write(d - base, &self.shared[off as usize..(off + n) as usize]);
+                    }
+                }
+            }
+            AsyncOp::BulkGroup => {}
+            AsyncOp::Tensor {
+                smem,
+                tmap,
+                tmap_space,
+                coords,
+                mbar,
+            } => {
+                for l in lanes(active) {
+                    let tid = w.id * 32 + l;
+                    let t = self.tensor_map(ctx, w, *tmap_space, *tmap, l, line)?;
+                    let c: Vec<i64> = coords
+                        .iter()
+                        .map(|&s| self.rd(ctx, w, s, l) as u32 as i32 as i64)
+                        .collect();
+                    let s = self.addr(ctx, w, *smem, l);
+                    let align = if t.swizzle.span().is_some() { 128 } else { 16 };
+                    let bytes = t.box_bytes() as u32;
+                    let off = self.bulk_shared(ctx, s, bytes, align, tid, line);
+                    match mbar {
+                        Some(mb) => {
+                            let mb = self.addr(ctx, w, *mb, l);
+                            self.tensor_load(ctx, &t, &c, off, mb, tid, line)
+                        }
+                        None => {
+                            if let Some(off) = off {
+                                self.tensor_store(ctx, &t, &c, off, w.id, tid, line)
+                            }
+                        }
+                    }
+                }
+            }
+            AsyncOp::Replace {
+                field,
+                space,
+                addr,
+                ord,
+                value,
+            } => {
+                for l in lanes(active) {
+                    let tid = w.id * 32 + l;
+                    let v = self.rd(ctx, w, *value, l);
+                    let (off, size) = match field {
+                        TmapField::GlobalAddress => (offset::ADDRESS, 8),
+                        TmapField::Rank => (offset::RANK, 1),
+                        TmapField::ElemType => (offset::ELEMTYPE, 1),
+                        TmapField::Interleave => (offset::INTERLEAVE, 1),
+                        TmapField::Swizzle => (offset::SWIZZLE, 1),
+                        TmapField::Fill => (offset::FILL, 1),
+                        TmapField::GlobalDim => (offset::GLOBAL_DIM + 8 * *ord as usize, 8),
+                        TmapField::BoxDim => (offset::BOX_DIM + 4 * *ord as usize, 4),
+                        TmapField::ElementStride => (offset::ELEMENT_STRIDE + 4 * *ord as usize, 4),
+                        TmapField::GlobalStride if *ord < 4 => {
+                            (offset::GLOBAL_STRIDE + 8 * *ord as usize, 8)
+                        }
+                        TmapField::GlobalStride => {
+                            return Err(self.runtime(
+                                ctx,
+                                line,
+                                tid,
+                                format!("tensormap.replace.global_stride ordinal {ord}: a tensor has strides of dimensions 1 to 4 (ordinals 0 to 3)"),
+                            ));
+                        }
+                    };
+                    let ty = [Ty::B8, Ty::B32, Ty::B64][size / 4];
+                    let a = self.addr(ctx, w, *addr, l) + off as u64;
+                    self.store(
+                        ctx,
+                        *space,
+                        a,
+                        &v.to_le_bytes()[..size],
+                        ty,
+                        w.id,
+                        tid,
+                        line,
+                    );
+                }
+            }
+            AsyncOp::TmapCopy { dst, src } => {
+                for l in lanes(active) {
+                    let tid = w.id * 32 + l;
+                    let (d, s) = (self.addr(ctx, w, *dst, l), self.addr(ctx, w, *src, l));
+                    let mut buf = [0u8; 8];
+                    for k in 0..(TENSOR_MAP_BYTES as u64 / 8) {
+                        self.load(ctx, MemSpace::Shared, s + 8 * k, &mut buf, w.id, tid, line);
+                        self.store(
+                            ctx,
+                            MemSpace::Global,
+                            d + 8 * k,
+                            &buf,
+                            Ty::B64,
+                            w.id,
+                            tid,
+                            line,
+                        );
+                    }
+                }
+            }
+            AsyncOp::Elect { d, p, mask: m } => {
+                if !self.sync_members(ctx, w, mask, active, *m, line, "elect.sync")? {
+                    return Ok(super::Flow::Next);
+                }
+                let member = self.rd(ctx, w, *m, active.trailing_zeros()) as u32;
+                let leader = (member & active).trailing_zeros();
+                for l in lanes(active) {
+                    if let Some(d) = d {
+                        w.regs[*d as usize * 32 + l as usize] = u64::from(leader);
+                    }
+                    if let Some(p) = p {
+                        w.regs[*p as usize * 32 + l as usize] = u64::from(l == leader);
+                    }
+                }
+            }
+        }
+        Ok(super::Flow::Next)
+    }
+
+    /// Checks the global side of a bulk copy: 16-byte aligned address and size, inside
+    /// one allocation. Reports and returns false when it is bad.
+    fn bulk_global(
+        &mut self,
+        ctx: &LaunchCtx<'g>,
+        a: u64,
+        n: u32,
+        write: bool,
+        tid: u32,
+        line: u32,
+    ) -> bool {
+        if !a.is_multiple_of(16) || !n.is_multiple_of(16) {
+            let detail = "bulk copies move multiples of 16 bytes between 16-byte aligned addresses";
+            self.report(
+                ctx,
+                CheckKind::Misaligned,
+                Space::Global,
+                a,
+                n,
+                write,
+                tid,
+                line,
+                detail.into(),
+            );
+            return false;
+        }
+        if ctx.global.find(a, n as u64).is_none() {
+            let detail = ctx.global.describe(a);
+            self.report(
+                ctx,
+                CheckKind::OutOfBounds,
+                Space::Global,
+                a,
+                n,
+                write,
+                tid,
+                line,
+                detail,
+            );
+            return false;
+        }
+        true
+    }
+
+    /// The shared offset of a bulk copy's `n` bytes at `a` (a shared or shared::cluster
+    /// address of this CTA, or a generic one), checked to be `align`-byte aligned and
+    /// inside the CTA's shared memory; `None` after a report.
+    fn bulk_shared(
+        &mut self,
+        ctx: &LaunchCtx<'g>,
+        a: u64,
+        n: u32,
+        align: u32,
+        tid: u32,
+        line: u32,
+    ) -> Option<u32> {
+        let off = if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&a) {
+            a - SHARED_WINDOW
+        } else {
+            a
+        };
+        if !off.is_multiple_of(align as u64) || !n.is_multiple_of(16) {
+            let detail = format!(
+                "a bulk or tensor copy's shared memory must be {align}-byte aligned (128 for swizzled boxes, 16 otherwise) and a multiple of 16 bytes"
+            );
+            self.report(
+                ctx,
+                CheckKind::Misaligned,
+                Space::Shared,
+                off,
+                n,
+                true,
+                tid,
+                line,
+                detail,
+            );
+            return None;
+        }
+        if off + n as u64 > ctx.shared_bytes as u64 {
+            let detail = format!("the CTA has {} bytes of shared memory", ctx.shared_bytes);
+            self.report(
+                ctx,
+                CheckKind::OutOfBounds,
+                Space::Shared,
+                off,
+                n,
+                true,
+                tid,
+                line,
+                detail,
+            );
+            return None;
+        }
+        Some(off as u32)
+    }
+
+    /// Delivers a bulk copy of `n` bytes to shared offset `dst` (`write` fills them; no
+    /// bytes when `dst` is `None`, after a report) and completes `n` transaction bytes on
+    /// the mbarrier at `mb`.
+    #[allow(clippy::too_many_arguments)]
+    fn land(
+        &mut self,
+        ctx: &LaunchCtx<'g>,
+        mb: u64,
+        dst: Option<u32>,
+        n: u32,
+        tid: u32,
+        line: u32,
+        write: impl FnOnce(&mut [u8], u32),
+    ) {
+        let Some(mbar) = self.mbar_at(ctx, MemSpace::Shared, mb, tid, line) else {
+            return;
+        };
+        if let Some(dst) = dst {
+            write(&mut self.shared, dst);
+            let marked = self.cta_gen | PENDING;
+            for s in &mut self.shadow[dst as usize..(dst + n) as usize] {
+                s.init = marked;
+                s.w_epoch = 0;
+            }
+        }
+        let Some(m) = self.asyncs.mbars.get_mut(&mbar) else {
+            return;
+        };
+        let (done, bad) = m.complete_tx(n);
+        let phase = m.phase - u64::from(done);
+        if let Some(dst) = dst {
+            self.asyncs.landed.push(Landed {
+                mbar,
+                phase,
+                dst,
+                len: n,
+            });
+        }
+        self.misuse(ctx, bad, mbar, tid, line);
+        if done {
+            self.epoch += 1;
+        }
+    }
+
+    /// A tile-mode tensor load of the box at `c` into shared offset `dst`.
+    #[allow(clippy::too_many_arguments)]
+    fn tensor_load(
+        &mut self,
+        ctx: &LaunchCtx<'g>,
+        t: &Tiled,
+        c: &[i64],
+        dst: Option<u32>,
+        mb: u64,
+        tid: u32,
+        line: u32,
+    ) {
+        let esize = t.ty.size();
+        let bytes = t.box_bytes() as u32;
+        let mut data = vec![0u8; bytes as usize];
+        let fill = if t.nan_fill { t.ty.nan_bits() } else { 0 };
+        if dst.is_some() {
+            box_elements(t, c, |o, g| {
+                let v = match g.map(|a| {
+                    (
+                        a,
+                        self.place(ctx, MemSpace::Global, a, esize, false, tid, line),
+                    )
+                }) {
+                    Some((_, Some(p))) => self.read_small(ctx, &p, 0, esize),
+                    Some((_, None)) => 0,
+                    None => fill,
+                };
+                data[o as usize..(o + esize) as usize]
+                    .copy_from_slice(&v.to_le_bytes()[..esize as usize]);
+            });
+        }
+        let swizzle = t.swizzle;
+        self.land(ctx, mb, dst, bytes, tid, line, |buf, dst| {
+            for (o, chunk) in data.chunks(16).enumerate() {
+                let p = swizzle.apply(dst + 16 * o as u32) as usize;
+                buf[p..p + chunk.len()].copy_from_slice(chunk);
+            }
+        });
+    }
+
+    /// A tile-mode tensor store of the box at `c` from shared offset `src`; elements
+    /// outside the tensor are not written.
+    #[allow(clippy::too_many_arguments)]
+    fn tensor_store(
+        &mut self,
+        ctx: &LaunchCtx<'g>,
+        t: &Tiled,
+        c: &[i64],
+        src: u32,
+        wid: u32,
+        tid: u32,
+        line: u32,
+    ) {
+        let esize = t.ty.size();
+        box_elements(t, c, |o, g| {
+            let Some(a) = g else {
+                return;
+            };
+            let s = t.swizzle.apply(src + o);
+            self.shared_read_check(ctx, s, esize, wid, tid, line);
+            let v = super::le(&self.shared, s as usize, esize);
+            if let Some(p) = self.place(ctx, MemSpace::Global, a, esize, true, tid, line) {
+                self.write_small(ctx, &p, 0, esize, v);
+            }
+        });
+    }
+
+    /// Reads and decodes the tensor map at `addr` (a `.param` offset, or a generic or
+    /// global address).
+    fn tensor_map(
+        &mut self,
+        ctx: &LaunchCtx<'g>,
+        w: &Warp,
+        space: MemSpace,
+        addr: Addr,
+        l: u32,
+        line: u32,
+    ) -> Result<Tiled, EmuError> {
+        let tid = w.id * 32 + l;
+        let a = self.addr(ctx, w, addr, l);
+        let space = match space {
+            MemSpace::Generic if a < GLOBAL_BASE => MemSpace::Param,
+            s => s,
+        };
+        let mut map = [0u8; TENSOR_MAP_BYTES];
+        for (k, chunk) in map.chunks_mut(8).enumerate() {
+            self.load(ctx, space, a + 8 * k as u64, chunk, w.id, tid, line);
+        }
+        TensorMap(map).decode().map_err(|e| {
+            self.runtime(
+                ctx,
+                line,
+                tid,
+                format!("the tensor map at {a:#x} is invalid: {e}"),
+            )
+        })
+    }
+
+    /// The shared offset of the mbarrier object at `a` in `space`, checked (8-byte
+    /// aligned, in shared memory) and initialized; `None` after a report.
+    fn mbar_at(
+        &mut self,
+        ctx: &LaunchCtx<'g>,
+        space: MemSpace,
+        a: u64,
+        tid: u32,
+        line: u32,
+    ) -> Option<u32> {
+        let a = match space {
+            MemSpace::Generic if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&a) => {
+                a - SHARED_WINDOW
+            }
+            MemSpace::Generic => {
+                let detail = "an mbarrier object must be in shared memory".to_string();
+                self.report(
+                    ctx,
+                    CheckKind::OutOfBounds,
+                    Space::Global,
+                    a,
+                    8,
+                    true,
+                    tid,
+                    line,
+                    detail,
+                );
+                return None;
+            }
+            _ => a,
+        };
+        let Some(Place::Shared(off)) = self.place(ctx, MemSpace::Shared, a, 8, true, tid, line)
+        else {
+            return None;
+        };
+        if !self.asyncs.mbars.contains_key(&off) {
+            let detail = "no mbarrier.init on this object (or it was invalidated)".to_string();
+            self.report(
+                ctx,
+                CheckKind::MbarrierUninitialized,
+                Space::Shared,
+                off as u64,
+                8,
+                false,
+                tid,
+                line,
+                detail,
+            );
+            return None;
+        }
+        Some(off)
+    }
+
+    /// Reports a misuse of the mbarrier at `mbar`.
+    fn misuse(&mut self, ctx: &LaunchCtx<'g>, bad: Option<Misuse>, mbar: u32, tid: u32, line: u32) {
+        let Some(bad) = bad else {
+            return;
+        };
+        let kind = match bad {
+            Misuse::Arrivals { .. } => CheckKind::MbarrierArrivals,
+            Misuse::Tx { .. } => CheckKind::MbarrierTxCount,
+        };
+        self.report(
+            ctx,
+            kind,
+            Space::Shared,
+            mbar as u64,
+            8,
+            true,
+            tid,
+            line,
+            bad.to_string(),
+        );
+    }
+
+    /// Marks the bytes of every landed copy of `mbar` whose phase has completed as
+    /// delivered (a wait observed it).
+    fn observe(&mut self, mbar: u32) {
+        let Some(phase) = self.asyncs.mbars.get(&mbar).map(|m| m.phase) else {
+            return;
+        };
+        let (cur, marked) = (self.cta_gen, self.cta_gen | PENDING);
+        let shadow = &mut self.shadow;
+        self.asyncs.landed.retain(|c| {
+            if c.mbar != mbar || c.phase >= phase {
+                return true;
+            }
+            for s in &mut shadow[c.dst as usize..(c.dst + c.len) as usize] {
+                if s.init == marked {
+                    s.init = cur;
+                }
+            }
+            false
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn mbar(
+        &mut self,
+        ctx: &LaunchCtx<'g>,
+        w: &mut Warp,
+        op: MbarOp,
+        space: MemSpace,
+        addr: Addr,
+        d: Option<u32>,
+        a: Option<Src>,
+        active: u32,
+        line: u32,
+    ) -> Result<super::Flow, EmuError> {
+        let mut blocked = 0u32;
+        for l in lanes(active) {
+            let tid = w.id * 32 + l;
+            let at = self.addr(ctx, w, addr, l);
+            let v = a.map(|s| self.rd(ctx, w, s, l));
+            if op == MbarOp::Init {
+                let count = v.unwrap_or(0);
+                if count == 0 || count > u64::from(MAX_COUNT) {
+                    return Err(self.runtime(
+                        ctx,
+                        line,
+                        tid,
+                        format!("mbarrier.init count {count} is not 1 to 2^20 - 1"),
+                    ));
+                }
+                let at = if space == MemSpace::Generic {
+                    at.wrapping_sub(SHARED_WINDOW)
+                } else {
+                    at
+                };
+                if let Some(Place::Shared(off)) =
+                    self.place(ctx, MemSpace::Shared, at, 8, true, tid, line)
+                {
+                    self.asyncs.mbars.insert(off, Mbarrier::new(count as u32));
+                }
+                continue;
+            }
+            let Some(mbar) = self.mbar_at(ctx, space, at, tid, line) else {
+                // A wait on a bad object returns true, so the kernel goes on after the report.
+                if let Some(d) = d {
+                    w.regs[d as usize * 32 + l as usize] = 1;
+                }
+                continue;
+            };
+            let m = self
+                .asyncs
+                .mbars
+                .get_mut(&mbar)
+                .expect("mbar_at checked it");
+            let (done, bad, out) = match op {
+                MbarOp::Init => unreachable!("handled above"),
+                MbarOp::Inval => {
+                    self.asyncs.mbars.remove(&mbar);
+                    continue;
+                }
+                MbarOp::Arrive {
+                    expect_tx,
+                    no_complete,
+                } => {
+                    let mut bad = None;
+                    let count = if expect_tx {
+                        bad = m.expect_tx(v.unwrap_or(0) as u32);
+                        1
+                    } else {
+                        v.unwrap_or(1) as u32
+                    };
+                    let (state, done, bad2) = m.arrive(count, no_complete);
+                    (done, bad.or(bad2), Some(state))
+                }
+                MbarOp::ExpectTx => (false, m.expect_tx(v.unwrap_or(0) as u32), None),
+                MbarOp::CompleteTx => {
+                    let (done, bad) = m.complete_tx(v.unwrap_or(0) as u32);
+                    (done, bad, None)
+                }
+                MbarOp::Wait { parity, try_ } => {
+                    let target = v.unwrap_or(0);
+                    let waiter = Waiter {
+                        warp: w.id,
+                        lanes: 1 << l,
+                        mbar,
+                        target,
+                        parity,
+                        line,
+                    };
+                    let ok = waiter.done(m);
+                    if ok {
+                        self.observe(mbar);
+                    } else if try_ {
+                        // Blocks until the phase completes, then returns true.
+                        blocked |= 1 << l;
+                        match self.asyncs.waiters.iter_mut().find(|x| {
+                            (x.warp, x.mbar, x.target, x.parity) == (w.id, mbar, target, parity)
+                        }) {
+                            Some(x) => x.lanes |= 1 << l,
+                            None => self.asyncs.waiters.push(waiter),
+                        }
+                    }
+                    (false, None, Some(u64::from(ok || try_)))
+                }
+            };
+            if let (Some(d), Some(out)) = (d, out) {
+                w.regs[d as usize * 32 + l as usize] = out;
+            }
+            self.misuse(ctx, bad, mbar, tid, line);
+            if done {
+                self.epoch += 1;
+            }
+        }
+        if blocked == 0 {
+            return Ok(super::Flow::Next);
+        }
+        // Lanes that are done wait with the blocked ones and are released at once.
+        let ready = active & !blocked;
+        if ready != 0 {
+            self.asyncs.waiters.push(Waiter {
+                warp: w.id,
+                lanes: ready,
+                mbar: u32::MAX,
+                target: 0,
+                parity: true,
+                line,
+            });
+        }
+        w.set_bar_lanes(MBAR_WAIT, active);
+        Ok(super::Flow::Barrier)
+    }
+
+    /// Unblocks the `try_wait` lanes whose phase has completed; returns whether any were.
+    pub(super) fn release_waiters(&mut self, warps: &mut [Warp]) -> bool {
+        let mut released = Vec::new();
+        let mbars = &self.asyncs.mbars;
+        self.asyncs.waiters.retain(|x| {
+            let done = x.mbar == u32::MAX || mbars.get(&x.mbar).is_some_and(|m| x.done(m));
+            if done {
+                released.push((x.warp, x.lanes, x.mbar));
+            }
+            !done
+        });
+        for &(wi, m, mbar) in &released {
+            warps[wi as usize].blocked &= !m;
+            self.observe(mbar);
+        }
+        !released.is_empty()
+    }
+
+    /// At a deadlock: reports the `try_wait`s that can never complete and returns true,
+    /// or false when no lane waits on an mbarrier.
+    pub(super) fn stuck_waiters(&mut self, ctx: &LaunchCtx<'g>) -> bool {
+        let stuck: Vec<(u32, u32, u32, u64, u32)> = self
+            .asyncs
+            .waiters
+            .iter()
+            .filter(|x| x.mbar != u32::MAX)
+            .map(|x| (x.warp, x.lanes, x.mbar, x.target, x.line))
+            .collect();
+        for &(wi, lanes, mbar, target, line) in &stuck {
+            let detail = match self.asyncs.mbars.get(&mbar) {
+                Some(m) => format!(
+                    "waits for {target:#x} but the mbarrier is in phase {} and nothing is left to arrive or complete bytes on it",
+                    m.phase
+                ),
+                None => "the mbarrier was invalidated".to_string(),
+            };
+            let tid = wi * 32 + lanes.trailing_zeros();
+            self.report(
+                ctx,
+                CheckKind::MbarrierNeverCompletes,
+                Space::Shared,
+                mbar as u64,
+                8,
+                false,
+                tid,
+                line,
+                detail,
+            );
+        }
+        !stuck.is_empty()
+    }
+}
