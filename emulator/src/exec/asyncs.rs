@@ -71,6 +71,19 @@ impl Waiter {
     }
 }
 
+impl Warp {
+    /// Leaves converged mode, storing the common PC in every runnable lane's PC: lanes
+    /// that block now, or are released while the others run on, keep their own PCs.
+    fn spread_pc(&mut self) {
+        if self.converged {
+            for l in lanes(self.live & !self.blocked) {
+                self.pc[l as usize] = self.upc;
+            }
+            self.converged = false;
+        }
+    }
+}
+
 impl<'g> Worker<'g> {
     /// Runs one asynchronous-copy instruction for the `active` lanes (of `mask`, the lanes
     /// at the instruction).
@@ -709,6 +722,7 @@ impl<'g> Worker<'g> {
             });
         }
         w.set_bar_lanes(MBAR_WAIT, active);
+        w.spread_pc();
         Ok(super::Flow::Barrier)
     }
 
@@ -724,7 +738,9 @@ impl<'g> Worker<'g> {
             !done
         });
         for &(wi, m, mbar) in &released {
-            warps[wi as usize].blocked &= !m;
+            let w = &mut warps[wi as usize];
+            w.spread_pc();
+            w.blocked &= !m;
             self.observe(mbar);
         }
         !released.is_empty()
