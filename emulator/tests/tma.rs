@@ -45,7 +45,11 @@ enum MapAt {
 /// How the threads wait for the load's mbarrier phase.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Wait {
+    /// Triton's loop: a block-scoped predicate, `@!complete bra.uni waitLoop`.
     TryParity,
+    /// CUTLASS's loop: a suspend-time hint, `@P1 bra DONE; bra LAB_WAIT`.
+    TryParityHint,
+    /// A `test_wait` spin.
     TestParity,
     /// `try_wait` on the state returned by an `arrive` of each thread's own (the
     /// mbarrier expects every thread).
@@ -208,17 +212,23 @@ impl Kernel {
                 line("    mbarrier.try_wait.shared::cta.b64 %p4, [bar], %rd7;");
                 line("    @!%p4 bra WAIT;");
             }
-            (_, w) => {
-                let op = if w == Wait::TestParity {
-                    "test_wait"
-                } else {
-                    "try_wait"
-                };
+            (_, Wait::TryParity) => {
+                line("    mov.u32 %r11, 0;");
+                line("    {\n    .reg .pred complete;\n    waitLoop:");
+                line("    mbarrier.try_wait.parity.shared::cta.b64 complete, [bar], %r11;");
+                line("    @!complete bra.uni waitLoop;\n    }");
+            }
+            (_, Wait::TryParityHint) => {
+                line("    mov.u32 %r11, 0;");
+                line("    mov.u32 %r16, 0x989680;");
+                line("    {\n    .reg .pred P1;\n    LAB_WAIT:");
+                line("    mbarrier.try_wait.parity.shared::cta.b64 P1, [bar], %r11, %r16;");
+                line("    @P1 bra DONE;\n    bra LAB_WAIT;\n    DONE:\n    }");
+            }
+            (_, Wait::TestParity) => {
                 line("    mov.u32 %r11, 0;");
                 line("WAIT:");
-                line(&format!(
-                    "    mbarrier.{op}.parity.shared::cta.b64 %p4, [bar], %r11;"
-                ));
+                line("    mbarrier.test_wait.parity.shared::cta.b64 %p4, [bar], %r11;");
                 line("    @!%p4 bra WAIT;");
             }
         }
@@ -455,9 +465,15 @@ fn random_tensor(
     let mut boxes = vec![inner as u32];
     let mut estrides = vec![1u32];
     for d in 1..rank {
-        // Eight 128-byte segments in all keep every swizzle pattern's full period.
-        boxes.push(if d == 1 { 8 } else { 1 + pick(2) as u32 });
-        estrides.push(if d >= 2 && pick(3) == 0 { 2 } else { 1 });
+        // Eight 128-byte segments in all keep every swizzle pattern's full period; outer
+        // dimensions take every other element in a third of the cases (2 of a box of 3 or 4).
+        let (b, es) = match d {
+            1 => (8, 1),
+            _ if pick(3) == 0 => (3 + pick(2) as u32, 2),
+            _ => (1 + pick(2) as u32, 1),
+        };
+        boxes.push(b);
+        estrides.push(es);
     }
     let dims: Vec<u64> = boxes
         .iter()
@@ -626,7 +642,12 @@ fn tensor_loads_match_the_reference() {
                 crossing += t.box_coords(&coords).iter().any(|c| t.offset(c).is_none()) as u32;
                 let mut k = Kernel::load(rank, t.box_bytes());
                 k.map = [MapAt::Param, MapAt::ParamSymbol, MapAt::Global][j];
-                k.wait = [Wait::TryParity, Wait::TestParity, Wait::TryState][(i + j) % 3];
+                k.wait = [
+                    Wait::TryParity,
+                    Wait::TryParityHint,
+                    Wait::TestParity,
+                    Wait::TryState,
+                ][(i + j + rank) % 4];
                 let r = run(&k, &t, &coords, None);
                 let what = format!(
                     "rank {rank} {ty:?} {swizzle:?} box {:?} at {coords:?} dims {:?} ({k:?})",
@@ -654,6 +675,10 @@ fn tensor_stores_write_the_box_inside_the_tensor() {
             let (mut t, coords) = random_tensor(&mut rng, rank, ty, swizzle);
             // The store's tensor: same shape and box, its own bytes and coordinates.
             t.nan_fill = false;
+            // Stores take every element (element strides of 1), the box keeps its size.
+            for d in 0..rank {
+                t.boxes[d] = t.boxes[d].div_ceil(t.estrides[d]);
+            }
             t.estrides.fill(1);
             let (mut d, _) = random_tensor(&mut rng, rank, ty, swizzle);
             let store_at: Vec<i64> = (0..rank)
