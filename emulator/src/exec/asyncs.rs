@@ -115,13 +115,16 @@ impl<'g> Worker<'g> {
                     let n = self.rd(ctx, w, *size, l) as u32;
                     let (d, s) = (self.addr(ctx, w, *dst, l), self.addr(ctx, w, *src, l));
                     let mb = self.addr(ctx, w, *mbar, l);
-                    let mut data = vec![0u8; n as usize];
-                    if self.bulk_global(ctx, s, n, false, tid, line)
-                        && let Some((base, al)) = ctx.global.find(s, n as u64)
-                    {
-                        al.read(s - base, &mut data);
-                    }
                     let dst = self.bulk_shared(ctx, d, n, 16, tid, line);
+                    let mut data = Vec::new();
+                    if dst.is_some() {
+                        data.resize(n as usize, 0);
+                        if self.bulk_global(ctx, s, n, false, tid, line)
+                            && let Some((base, al)) = ctx.global.find(s, n as u64)
+                        {
+                            al.read(s - base, &mut data);
+                        }
+                    }
                     self.land(ctx, mb, dst, n, tid, line, |buf, o| {
                         buf[o as usize..o as usize + data.len()].copy_from_slice(&data);
                     });
@@ -160,12 +163,13 @@ impl<'g> Worker<'g> {
                         .collect();
                     let s = self.addr(ctx, w, *smem, l);
                     let align = if t.swizzle.span().is_some() { 128 } else { 16 };
-                    let bytes = t.box_bytes() as u32;
+                    // Larger than shared memory when it does not fit: reported as such.
+                    let bytes = u32::try_from(t.box_bytes()).unwrap_or(u32::MAX);
                     let off = self.bulk_shared(ctx, s, bytes, align, tid, line);
                     match mbar {
                         Some(mb) => {
                             let mb = self.addr(ctx, w, *mb, l);
-                            self.tensor_load(ctx, &t, &c, off, mb, tid, line)
+                            self.tensor_load(ctx, &t, &c, off, bytes, mb, tid, line)
                         }
                         None => {
                             if let Some(off) = off {
@@ -400,7 +404,8 @@ impl<'g> Worker<'g> {
         }
     }
 
-    /// A tile-mode tensor load of the box at `c` into shared offset `dst`.
+    /// A tile-mode tensor load of the box (`bytes` long) at `c` into shared offset `dst`
+    /// (`None`: a bad destination, already reported; only the bytes complete).
     #[allow(clippy::too_many_arguments)]
     fn tensor_load(
         &mut self,
@@ -408,25 +413,25 @@ impl<'g> Worker<'g> {
         t: &Tiled,
         c: &[i64],
         dst: Option<u32>,
+        bytes: u32,
         mb: u64,
         tid: u32,
         line: u32,
     ) {
         let esize = t.ty.size();
-        let bytes = t.box_bytes() as u32;
-        let mut data = vec![0u8; bytes as usize];
+        let mut data = Vec::new();
         let fill = if t.nan_fill { t.ty.nan_bits() } else { 0 };
         if dst.is_some() {
+            data.resize(bytes as usize, 0);
             box_elements(t, c, |o, g| {
-                let v = match g.map(|a| {
-                    (
-                        a,
-                        self.place(ctx, MemSpace::Global, a, esize, false, tid, line),
-                    )
-                }) {
-                    Some((_, Some(p))) => self.read_small(ctx, &p, 0, esize),
-                    Some((_, None)) => 0,
+                let v = match g {
                     None => fill,
+                    Some(a) => {
+                        match self.place(ctx, MemSpace::Global, a, esize, false, tid, line) {
+                            Some(p) => self.read_small(ctx, &p, 0, esize),
+                            None => 0,
+                        }
+                    }
                 };
                 data[o as usize..(o + esize) as usize]
                     .copy_from_slice(&v.to_le_bytes()[..esize as usize]);
@@ -509,6 +514,35 @@ impl<'g> Worker<'g> {
         tid: u32,
         line: u32,
     ) -> Option<u32> {
+        let off = self.mbar_place(ctx, space, a, tid, line)?;
+        if !self.asyncs.mbars.contains_key(&off) {
+            let detail = "no mbarrier.init on this object (or it was invalidated)".to_string();
+            self.report(
+                ctx,
+                CheckKind::MbarrierUninitialized,
+                Space::Shared,
+                off as u64,
+                8,
+                false,
+                tid,
+                line,
+                detail,
+            );
+            return None;
+        }
+        Some(off)
+    }
+
+    /// The shared offset of the mbarrier object at `a` in `space`, checked to be 8-byte
+    /// aligned and in shared memory; `None` after a report.
+    fn mbar_place(
+        &mut self,
+        ctx: &LaunchCtx<'g>,
+        space: MemSpace,
+        a: u64,
+        tid: u32,
+        line: u32,
+    ) -> Option<u32> {
         let a = match space {
             MemSpace::Generic if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&a) => {
                 a - SHARED_WINDOW
@@ -530,26 +564,10 @@ impl<'g> Worker<'g> {
             }
             _ => a,
         };
-        let Some(Place::Shared(off)) = self.place(ctx, MemSpace::Shared, a, 8, true, tid, line)
-        else {
-            return None;
-        };
-        if !self.asyncs.mbars.contains_key(&off) {
-            let detail = "no mbarrier.init on this object (or it was invalidated)".to_string();
-            self.report(
-                ctx,
-                CheckKind::MbarrierUninitialized,
-                Space::Shared,
-                off as u64,
-                8,
-                false,
-                tid,
-                line,
-                detail,
-            );
-            return None;
+        match self.place(ctx, MemSpace::Shared, a, 8, true, tid, line) {
+            Some(Place::Shared(off)) => Some(off),
+            _ => None,
         }
-        Some(off)
     }
 
     /// Reports a misuse of the mbarrier at `mbar`.
@@ -623,14 +641,7 @@ impl<'g> Worker<'g> {
                         format!("mbarrier.init count {count} is not 1 to 2^20 - 1"),
                     ));
                 }
-                let at = if space == MemSpace::Generic {
-                    at.wrapping_sub(SHARED_WINDOW)
-                } else {
-                    at
-                };
-                if let Some(Place::Shared(off)) =
-                    self.place(ctx, MemSpace::Shared, at, 8, true, tid, line)
-                {
+                if let Some(off) = self.mbar_place(ctx, space, at, tid, line) {
                     self.asyncs.mbars.insert(off, Mbarrier::new(count as u32));
                 }
                 continue;
