@@ -30,7 +30,7 @@ const STAGE_BYTES: usize = 16384;
 /// Where the kernel finds its tensor map.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum MapAt {
-    /// A by-value `.param .align 64 .b8 [128]`, addressed through `mov` of its name.
+    /// A by-value `.param .align 64 .b8 [128]`, addressed through `cvta.param` of its name.
     Param,
     /// The same parameter named directly in the copy's operand.
     ParamSymbol,
@@ -148,7 +148,9 @@ impl Kernel {
         }
         let tmap = match self.map {
             MapAt::Param => {
-                line("    mov.u64 %rd3, k_map;");
+                // Triton's and CUTLASS's form: the parameter's generic address.
+                line("    mov.b64 %rd4, k_map;");
+                line("    cvta.param.u64 %rd3, %rd4;");
                 "%rd3"
             }
             MapAt::ParamSymbol => "k_map",
@@ -1206,5 +1208,30 @@ fn unswizzled_boxes_need_16_byte_alignment() {
             )
         }
         other => panic!("expected a misaligned box, got {other:?}"),
+    }
+}
+
+/// Forms the emulator does not implement are errors naming the instruction, not skips.
+#[test]
+fn unsupported_async_forms_are_named() {
+    let body = [
+        "cp.async.bulk.tensor.2d.shared::cluster.global.im2col.mbarrier::complete_tx::bytes [smem], [%rd1, {%r1, %r1}], [bar], {%h1};",
+        "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [smem], [%rd1, {%r1, %r1}], [bar], %h1;",
+        "cp.reduce.async.bulk.tensor.2d.global.shared::cta.add.tile.bulk_group [%rd1, {%r1, %r1}], [smem];",
+        "mbarrier.pending_count.b64 %r1, %rd1;",
+        "cp.async.bulk.shared::cluster.shared::cta.mbarrier::complete_tx::bytes [smem], [smem], 16, [bar];",
+    ];
+    for ins in body {
+        let ptx = format!(
+            ".version 8.3\n.target sm_90a\n.address_size 64\n.visible .entry u()\n{{\n    .reg .b16 %h<2>;\n    .reg .b32 %r<2>;\n    .reg .b64 %rd<2>;\n    .shared .align 128 .b8 smem[256];\n    .shared .align 8 .b64 bar;\n    {ins}\n    ret;\n}}\n"
+        );
+        match Module::parse(&ptx) {
+            Err(EmuError::Unsupported { what, .. }) => {
+                let opcode = ins.split_whitespace().next().unwrap_or("");
+                let head = &opcode[..opcode.find('.').unwrap_or(opcode.len())];
+                assert!(what.contains(head), "`{ins}`: {what}");
+            }
+            other => panic!("`{ins}` should be unsupported, got {other:?}"),
+        }
     }
 }

@@ -168,13 +168,23 @@ impl Decoder<'_> {
                 "`{opcode}`: .tensor needs a dimension (.1d to .5d)"
             )));
         }
-        let first = m
+        // The destination space, then the source space.
+        let spaces: Vec<&str> = m
             .list
             .iter()
-            .find(|x| matches!(**x, "global" | "shared::cluster" | "shared::cta"))
-            .copied();
-        let store = first == Some("global");
-        for s in ["global", "shared::cluster", "shared::cta"] {
+            .filter(|x| matches!(**x, "global" | "shared::cluster" | "shared::cta"))
+            .copied()
+            .collect();
+        let store = match spaces[..] {
+            ["shared::cluster" | "shared::cta", "global"] => false,
+            ["global", "shared::cta"] => true,
+            _ => {
+                return Err(self.unsupported(format!(
+                    "`{opcode}` (bulk copies are global -> shared with .mbarrier::complete_tx::bytes or shared::cta -> global with .bulk_group)"
+                )));
+            }
+        };
+        for s in spaces {
             m.take(s);
         }
         m.take("tile");
@@ -184,10 +194,8 @@ impl Decoder<'_> {
         } else {
             "mbarrier::complete_tx::bytes"
         };
-        if first.is_none() || !m.take(completion) {
-            return Err(self.unsupported(format!(
-                "`{opcode}` (bulk copies are global -> shared with .mbarrier::complete_tx::bytes or shared::cta -> global with .bulk_group)"
-            )));
+        if !m.take(completion) {
+            return Err(self.unsupported(format!("`{opcode}` without .{completion}")));
         }
         self.finish(m, opcode)?;
         let n = match (tensor, store) {
