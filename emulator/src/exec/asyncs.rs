@@ -32,7 +32,11 @@ struct Landed {
     len: u32,
 }
 
-/// Lanes of a warp blocked in `try_wait` on the mbarrier at `mbar`.
+/// [`Waiter::mbar`] of lanes whose wait is already done but that blocked with the
+/// other lanes of their warp: they are released at once.
+const READY: u32 = u32::MAX;
+
+/// Lanes of a warp blocked in `try_wait` on the mbarrier at `mbar` (or [`READY`]).
 struct Waiter {
     warp: u32,
     lanes: u32,
@@ -62,6 +66,7 @@ impl AsyncState {
 }
 
 impl Waiter {
+    /// Whether the phase waited for has completed on `m`.
     fn done(&self, m: &Mbarrier) -> bool {
         if self.parity {
             m.parity_done(self.target)
@@ -726,7 +731,7 @@ impl<'g> Worker<'g> {
             self.asyncs.waiters.push(Waiter {
                 warp: w.id,
                 lanes: ready,
-                mbar: u32::MAX,
+                mbar: READY,
                 target: 0,
                 parity: true,
                 line,
@@ -742,7 +747,7 @@ impl<'g> Worker<'g> {
         let mut released = Vec::new();
         let mbars = &self.asyncs.mbars;
         self.asyncs.waiters.retain(|x| {
-            let done = x.mbar == u32::MAX || mbars.get(&x.mbar).is_some_and(|m| x.done(m));
+            let done = x.mbar == READY || mbars.get(&x.mbar).is_some_and(|m| x.done(m));
             if done {
                 released.push((x.warp, x.lanes, x.mbar));
             }
@@ -764,7 +769,7 @@ impl<'g> Worker<'g> {
             .asyncs
             .waiters
             .iter()
-            .filter(|x| x.mbar != u32::MAX)
+            .filter(|x| x.mbar != READY)
             .map(|x| (x.warp, x.lanes, x.mbar, x.target, x.line))
             .collect();
         for &(wi, lanes, mbar, target, line) in &stuck {
