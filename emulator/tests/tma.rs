@@ -791,10 +791,13 @@ fn device_side_tensormap_replace() {
 /// A two-stage producer/consumer loop: one elected thread loads tile `i` into stage
 /// `i % 2` (full barrier of the stage), every thread waits on the phase parity
 /// `(i / 2) % 2`, adds its column of the tile and arrives on the stage's empty barrier,
-/// which the producer waits on before reusing the stage. Phases flip many times.
+/// which the producer waits on before reusing the stage. Phases flip many times; three
+/// CTAs run it at different tile offsets.
 #[test]
 fn two_stage_pipeline_flips_phases() {
     const TILES: usize = 9;
+    // CTA k sums tiles k..k + TILES (the last k past the tensor's end).
+    const CTAS: usize = 3;
     const ROWS: usize = 8;
     const COLS: usize = THREADS as usize;
     let mut rng = Rng::new(0x919e);
@@ -863,7 +866,9 @@ WAIT_EMPTY:
     @!%p6 bra WAIT_EMPTY;
 PRODUCE:
     mbarrier.arrive.expect_tx.shared::cta.b64 _, [%r5], {tile};
-    mul.lo.u32 %r10, %r1, {rows};
+    mov.u32 %r21, %ctaid.x;
+    add.u32 %r22, %r1, %r21;
+    mul.lo.u32 %r10, %r22, {rows};
     mov.u32 %r11, 0;
 BOXES:
     shl.b32 %r12, %r11, 5;
@@ -903,7 +908,9 @@ ROWS:
     setp.lt.u32 %p5, %r1, {tiles};
     @%p5 bra LOOP;
     ld.param.u64 %rd2, [pipe_out];
-    mul.wide.u32 %rd3, %r0, 4;
+    mov.u32 %r23, %ctaid.x;
+    mad.lo.u32 %r24, %r23, {threads}, %r0;
+    mul.wide.u32 %rd3, %r24, 4;
     add.s64 %rd4, %rd2, %rd3;
     st.global.f32 [%rd4], %f1;
     ret;
@@ -919,23 +926,30 @@ ROWS:
     let module = Module::parse(&ptx).unwrap_or_else(|e| panic!("{e}"));
     let mut dev = Device::new();
     let src = dev.upload(&t.bytes);
-    let out = dev.alloc(COLS * 4);
+    let out = dev.alloc(CTAS * COLS * 4);
     let args = [
         KernelArg::TensorMap(t.map(src).unwrap()),
         KernelArg::Ptr(out),
     ];
-    dev.launch(&module, "pipe", &config(), &args)
+    let cfg = LaunchConfig {
+        grid: [CTAS as u32, 1, 1],
+        ..config()
+    };
+    dev.launch(&module, "pipe", &cfg, &args)
         .unwrap_or_else(|e| panic!("{e}"));
     let got: Vec<f32> = dev
-        .read(out, COLS * 4)
+        .read(out, CTAS * COLS * 4)
         .unwrap()
         .chunks(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect();
-    for c in 0..COLS {
-        // Same order of additions as the kernel: tile by tile, row by row.
-        let want: f32 = (0..TILES * ROWS).fold(0.0, |s, r| s + values[r * COLS + c]);
-        assert_eq!(got[c], want, "column {c}");
+    for (k, c) in (0..CTAS).flat_map(|k| (0..COLS).map(move |c| (k, c))) {
+        // Same order of additions as the kernel: tile by tile, row by row; rows past the
+        // tensor's end are zero fill.
+        let want: f32 = (k * ROWS..(TILES + k) * ROWS).fold(0.0, |s, r| {
+            s + values.get(r * COLS + c).copied().unwrap_or(0.0)
+        });
+        assert_eq!(got[k * COLS + c], want, "CTA {k} column {c}");
     }
 }
 
