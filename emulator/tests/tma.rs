@@ -17,8 +17,8 @@ use jagged_emu::tensormap::{
     TensorMapSwizzle,
 };
 use jagged_emu::{
-    CheckKind, Device, DevicePtr, EmuError, KernelArg, LaunchConfig, Module, TensorMap,
-    TensorMapError,
+    CheckKind, Device, DevicePtr, EmuError, KernelArg, LaunchConfig, LaunchStats, Module,
+    TensorMap, TensorMapError,
 };
 use triton_support::Rng;
 
@@ -539,7 +539,7 @@ fn config() -> LaunchConfig {
 
 /// The result of one launch of a generated kernel.
 struct Run {
-    result: Result<(), EmuError>,
+    result: Result<LaunchStats, EmuError>,
     /// The shared bytes the kernel copied out.
     out: Vec<u8>,
     /// The store's destination tensor after the launch.
@@ -583,7 +583,7 @@ fn run(k: &Kernel, t: &Tensor, coords: &[i64], dst: Option<(&Tensor, &[i64])>) -
         KernelArg::TensorMap(smap),
         KernelArg::Ptr(scoords),
     ];
-    let result = dev.launch(&module, "k", &config(), &args).map(|_| ());
+    let result = dev.launch(&module, "k", &config(), &args);
     Run {
         result,
         out: dev.read(out, k.box_bytes).unwrap(),
@@ -701,19 +701,27 @@ fn tensor_stores_write_the_box_inside_the_tensor() {
                 "rank {rank} {ty:?} {swizzle:?} box {:?} from {coords:?} to {store_at:?}",
                 t.boxes
             );
-            r.result.unwrap_or_else(|e| panic!("{what}: {e}"));
+            let stats = r.result.as_ref().unwrap_or_else(|e| panic!("{what}: {e}"));
             // Reference: the loaded image (zeros outside t) scattered to d's in-bounds elements.
             let (image, _) = expected_box(&t, &coords);
             let mut want = d.bytes.clone();
             let es = t.esize();
+            let mut written = 0;
             for (e, c) in d.box_coords(&store_at).iter().enumerate() {
                 if let Some(o) = d.offset(c) {
+                    written += es;
                     for b in 0..es {
                         want[o + b] = image[swizzled(e * es + b, t.swizzle)];
                     }
                 }
             }
             assert_eq!(r.stored, want, "{what}");
+            // The cost model: the store's in-bounds bytes and the kernel's copy of the box.
+            assert_eq!(
+                stats.profile.global_write_bytes,
+                (written + t.box_bytes()) as u64,
+                "{what}"
+            );
         }
     }
 }
@@ -935,8 +943,17 @@ ROWS:
         grid: [CTAS as u32, 1, 1],
         ..config()
     };
-    dev.launch(&module, "pipe", &cfg, &args)
+    let stats = dev
+        .launch(&module, "pipe", &cfg, &args)
         .unwrap_or_else(|e| panic!("{e}"));
+    // The cost model counts the in-bounds rows the boxes read (CTA k: TILES - k tiles),
+    // 16 sectors of 32 bytes per 512-byte row; the kernel reads no other global memory.
+    let rows: usize = (0..CTAS).map(|k| (TILES - k) * ROWS).sum();
+    assert_eq!(stats.profile.global_read_bytes, (rows * COLS * 4) as u64);
+    assert_eq!(
+        stats.profile.global_read_sectors,
+        (rows * COLS * 4 / 32) as u64
+    );
     let got: Vec<f32> = dev
         .read(out, CTAS * COLS * 4)
         .unwrap()

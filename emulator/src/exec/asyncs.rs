@@ -8,9 +8,10 @@
 //! they completed in. `try_wait` blocks its lanes until the phase completes (a valid
 //! outcome of its time limit); `test_wait` never blocks. Completing a phase starts a new
 //! race-checker epoch, as a barrier does. Stores (shared -> global) complete when issued,
-//! so `cp.async.bulk.commit_group` / `wait_group` have nothing left to wait for.
+//! so `cp.async.bulk.commit_group` / `wait_group` have nothing left to wait for. The cost
+//! model counts each copy's in-bounds global bytes and distinct 32-byte sectors.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::{LaunchCtx, PENDING, Place, SHARED_WINDOW, WINDOW_SIZE, Warp, Worker, lanes};
 use crate::error::{CheckKind, EmuError, Space};
@@ -62,6 +63,22 @@ impl AsyncState {
         self.mbars.clear();
         self.landed.clear();
         self.waiters.clear();
+    }
+}
+
+/// The global bytes and distinct 32-byte sectors one bulk or tensor copy moves (the
+/// cost model's counts).
+#[derive(Default)]
+struct Traffic {
+    bytes: u64,
+    sectors: HashSet<u64>,
+}
+
+impl Traffic {
+    /// Counts `n` bytes at global address `a`.
+    fn add(&mut self, a: u64, n: u64) {
+        self.bytes += n;
+        self.sectors.extend(a / 32..(a + n).div_ceil(32));
     }
 }
 
@@ -128,6 +145,9 @@ impl<'g> Worker<'g> {
                             && let Some((base, al)) = ctx.global.find(s, n as u64)
                         {
                             al.read(s - base, &mut data);
+                            let mut t = Traffic::default();
+                            t.add(s, n as u64);
+                            self.count_traffic(t, false);
                         }
                     }
                     self.land(ctx, mb, dst, n, tid, line, |buf, o| {
@@ -148,6 +168,9 @@ impl<'g> Worker<'g> {
                         && let Some((base, al)) = ctx.global.find(d, n as u64)
                     {
                         al.write(d - base, &self.shared[off as usize..(off + n) as usize]);
+                        let mut t = Traffic::default();
+                        t.add(d, n as u64);
+                        self.count_traffic(t, true);
                     }
                 }
             }
@@ -426,6 +449,7 @@ impl<'g> Worker<'g> {
         let esize = t.ty.size();
         let mut data = Vec::new();
         let fill = if t.nan_fill { t.ty.nan_bits() } else { 0 };
+        let mut traffic = Traffic::default();
         if dst.is_some() {
             data.resize(bytes as usize, 0);
             box_elements(t, c, |o, g| {
@@ -433,7 +457,10 @@ impl<'g> Worker<'g> {
                     None => fill,
                     Some(a) => {
                         match self.place(ctx, MemSpace::Global, a, esize, false, tid, line) {
-                            Some(p) => self.read_small(ctx, &p, 0, esize),
+                            Some(p) => {
+                                traffic.add(a, esize as u64);
+                                self.read_small(ctx, &p, 0, esize)
+                            }
                             None => 0,
                         }
                     }
@@ -442,6 +469,7 @@ impl<'g> Worker<'g> {
                     .copy_from_slice(&v.to_le_bytes()[..esize as usize]);
             });
         }
+        self.count_traffic(traffic, false);
         let swizzle = t.swizzle;
         self.land(ctx, mb, dst, bytes, tid, line, |buf, dst| {
             for (o, chunk) in data.chunks(16).enumerate() {
@@ -465,6 +493,7 @@ impl<'g> Worker<'g> {
         line: u32,
     ) {
         let esize = t.ty.size();
+        let mut traffic = Traffic::default();
         box_elements(t, c, |o, g| {
             let Some(a) = g else {
                 return;
@@ -474,8 +503,22 @@ impl<'g> Worker<'g> {
             let v = super::le(&self.shared, s as usize, esize);
             if let Some(p) = self.place(ctx, MemSpace::Global, a, esize, true, tid, line) {
                 self.write_small(ctx, &p, 0, esize, v);
+                traffic.add(a, esize as u64);
             }
         });
+        self.count_traffic(traffic, true);
+    }
+
+    /// Adds a copy's global traffic to the cost model.
+    fn count_traffic(&mut self, t: Traffic, write: bool) {
+        let sectors = t.sectors.len() as u64;
+        if write {
+            self.profile.global_write_bytes += t.bytes;
+            self.profile.global_write_sectors += sectors;
+        } else {
+            self.profile.global_read_bytes += t.bytes;
+            self.profile.global_read_sectors += sectors;
+        }
     }
 
     /// Reads and decodes the tensor map at `addr` (a `.param` offset, or a generic or
