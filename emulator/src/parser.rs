@@ -529,6 +529,10 @@ impl Parser {
                     Some(TokenKind::Word(w)) => {
                         self.i += 1;
                         if self.eat_punct(',') {
+                            // Only a `{...}` vector may follow (no recursion into addresses).
+                            let Some(TokenKind::Punct('{')) = self.peek() else {
+                                return self.err("expected `{` coordinates after the tensor map");
+                            };
                             let Operand::Vector(coords) = self.operand()? else {
                                 return self.err("expected `{` coordinates after the tensor map");
                             };

@@ -1266,3 +1266,19 @@ fn unsupported_async_forms_are_named() {
         }
     }
 }
+
+/// A tensor operand takes a `{...}` vector of coordinates after the map, nothing else:
+/// nested addresses are a parse error (not a recursion as deep as the input).
+#[test]
+fn tensor_operand_syntax() {
+    let nested = format!("{}%rd1{}", "[%rd1, ".repeat(100_000), "]".repeat(100_000));
+    let ptx = format!(
+        ".version 8.3\n.target sm_90a\n.address_size 64\n.visible .entry t()\n{{\n    .reg .b64 %rd<2>;\n    .shared .align 128 .b8 smem[256];\n    cp.async.bulk.tensor.1d.global.shared::cta.tile.bulk_group {nested}, [smem];\n    ret;\n}}\n"
+    );
+    match Module::parse(&ptx) {
+        Err(EmuError::Parse { message, .. }) => {
+            assert!(message.contains("coordinates"), "{message}")
+        }
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}
