@@ -93,6 +93,7 @@ pub(crate) enum AsyncOp {
 /// Calls `f(offset, global)` for every element of the box of `t` at `coords`, in
 /// shared-memory order: `offset` is the element's unswizzled byte offset in the box,
 /// `global` its global address, or `None` when it lies outside the tensor.
+/// `coords` are `i64` so that `coords + k * elementStrides` cannot overflow.
 pub(crate) fn box_elements(t: &Tiled, coords: &[i64], mut f: impl FnMut(u32, Option<u64>)) {
     let lens: Vec<u32> = (0..t.rank).map(|d| t.box_len(d)).collect();
     let total: u64 = lens.iter().map(|&l| l as u64).product();
@@ -103,7 +104,11 @@ pub(crate) fn box_elements(t: &Tiled, coords: &[i64], mut f: impl FnMut(u32, Opt
         for d in 0..t.rank {
             let c = coords[d] + i64::from(k[d]) * i64::from(t.estrides[d]);
             addr = match addr {
-                Some(a) if c >= 0 && (c as u64) < t.dims[d] => Some(a + c as u64 * t.strides[d]),
+                // Wrapping: a map whose strides overflow addresses nothing valid, which the
+                // access's bounds check reports.
+                Some(a) if c >= 0 && (c as u64) < t.dims[d] => {
+                    Some(a.wrapping_add((c as u64).wrapping_mul(t.strides[d])))
+                }
                 _ => None,
             };
         }

@@ -83,6 +83,9 @@ enum Plant {
 struct Kernel {
     rank: usize,
     box_bytes: usize,
+    /// Shared bytes copied out: the box's bytes, or (zero-filled first) whole 128-byte
+    /// segments for a swizzled box that ends inside one.
+    extent: usize,
     map: MapAt,
     wait: Wait,
     plant: Plant,
@@ -94,6 +97,7 @@ impl Kernel {
         Kernel {
             rank,
             box_bytes,
+            extent: box_bytes,
             map: MapAt::Param,
             wait: Wait::TryParity,
             plant: Plant::None,
@@ -163,6 +167,19 @@ impl Kernel {
                 "%rd20"
             }
         };
+        if self.extent > bytes {
+            line("    shl.b32 %r40, %r0, 2;");
+            line("    mov.u32 %r41, smem;");
+            line("    mov.u32 %r43, 0;");
+            line("ZERO:");
+            line(&format!("    setp.ge.u32 %p9, %r40, {};", self.extent));
+            line("    @%p9 bra ZEROED;");
+            line("    add.u32 %r42, %r41, %r40;");
+            line(&format!("    st.shared.u32 [%r42+{dst}], %r43;"));
+            line(&format!("    add.u32 %r40, %r40, {};", 4 * THREADS));
+            line("    bra ZERO;");
+            line("ZEROED:");
+        }
         if self.plant != Plant::NoInit {
             line("    setp.ne.u32 %p1, %r0, 0;");
             line(&format!(
@@ -238,7 +255,7 @@ impl Kernel {
         line("    shl.b32 %r12, %r0, 2;");
         line("    mov.u32 %r13, smem;");
         line("DUMP:");
-        line(&format!("    setp.ge.u32 %p5, %r12, {bytes};"));
+        line(&format!("    setp.ge.u32 %p5, %r12, {};", self.extent));
         line("    @%p5 bra DUMPED;");
         line("    add.u32 %r14, %r13, %r12;");
         line(&format!("    ld.shared.u32 %r15, [%r14+{dst}];"));
@@ -364,6 +381,22 @@ impl Tensor {
             .map(|d| self.box_len(d))
             .product::<usize>()
             * self.esize()
+    }
+
+    /// Shared bytes the box may touch: whole 128-byte segments when swizzled.
+    fn extent(&self) -> usize {
+        match self.swizzle {
+            TensorMapSwizzle::None => self.box_bytes(),
+            _ => self.box_bytes().next_multiple_of(128),
+        }
+    }
+
+    /// The generated kernel that loads this tensor's boxes.
+    fn kernel(&self) -> Kernel {
+        Kernel {
+            extent: self.extent(),
+            ..Kernel::load(self.dims.len(), self.box_bytes())
+        }
     }
 
     /// Byte offset of the element at `c`, or `None` outside the tensor.
@@ -509,8 +542,10 @@ fn random_tensor(
 /// it must be a NaN fill (checked per element).
 fn expected_box(t: &Tensor, coords: &[i64]) -> (Vec<u8>, Vec<bool>) {
     let es = t.esize();
-    let mut image = vec![0u8; t.box_bytes()];
-    let mut nan = vec![false; t.box_bytes()];
+    // A swizzled box ending inside a 128-byte segment leaves zeros (what the kernel wrote
+    // before) in the segment's other chunks.
+    let mut image = vec![0u8; t.extent()];
+    let mut nan = vec![false; t.extent()];
     for (i, c) in t.box_coords(coords).iter().enumerate() {
         for b in 0..es {
             let at = swizzled(i * es + b, t.swizzle);
@@ -557,7 +592,7 @@ fn run(k: &Kernel, t: &Tensor, coords: &[i64], dst: Option<(&Tensor, &[i64])>) -
     let module = Module::parse(&k.ptx()).unwrap_or_else(|e| panic!("{e}\n{}", k.ptx()));
     let src = dev.upload(&t.bytes);
     let map = t.map(src).expect("valid tensor map");
-    let out = dev.alloc(k.box_bytes);
+    let out = dev.alloc(k.extent);
     let c = dev.upload(&coords_bytes(coords));
     let scratch = dev.alloc(128);
     let map_arg = match k.map {
@@ -586,7 +621,7 @@ fn run(k: &Kernel, t: &Tensor, coords: &[i64], dst: Option<(&Tensor, &[i64])>) -
     let result = dev.launch(&module, "k", &config(), &args);
     Run {
         result,
-        out: dev.read(out, k.box_bytes).unwrap(),
+        out: dev.read(out, k.extent).unwrap(),
         stored: target
             .map(|(p, n)| dev.read(p, n).unwrap())
             .unwrap_or_default(),
@@ -642,7 +677,7 @@ fn tensor_loads_match_the_reference() {
                 let ty = TYPES[(rank + i + j) % TYPES.len()];
                 let (t, coords) = random_tensor(&mut rng, rank, ty, swizzle);
                 crossing += t.box_coords(&coords).iter().any(|c| t.offset(c).is_none()) as u32;
-                let mut k = Kernel::load(rank, t.box_bytes());
+                let mut k = t.kernel();
                 k.map = [MapAt::Param, MapAt::ParamSymbol, MapAt::Global][j];
                 k.wait = [
                     Wait::TryParity,
@@ -694,7 +729,7 @@ fn tensor_stores_write_the_box_inside_the_tensor() {
             d.boxes.clone_from(&t.boxes);
             d.estrides.clone_from(&t.estrides);
             d.bytes.resize(t.bytes.len(), 0x5a);
-            let mut k = Kernel::load(rank, t.box_bytes());
+            let mut k = t.kernel();
             k.store = true;
             let r = run(&k, &t, &coords, Some((&d, &store_at)));
             let what = format!(
@@ -716,10 +751,11 @@ fn tensor_stores_write_the_box_inside_the_tensor() {
                 }
             }
             assert_eq!(r.stored, want, "{what}");
-            // The cost model: the store's in-bounds bytes and the kernel's copy of the box.
+            // The cost model: the store's in-bounds bytes and the kernel's copy of the box's
+            // shared bytes.
             assert_eq!(
                 stats.profile.global_write_bytes,
-                (written + t.box_bytes()) as u64,
+                (written + t.extent()) as u64,
                 "{what}"
             );
         }
@@ -781,7 +817,7 @@ fn device_side_tensormap_replace() {
         for &swizzle in &SWIZZLES[..] {
             let ty = TYPES[(rank * 3 + swizzle as usize) % TYPES.len()];
             let (t, coords) = random_tensor(&mut rng, rank, ty, swizzle);
-            let mut k = Kernel::load(rank, t.box_bytes());
+            let mut k = t.kernel();
             k.map = MapAt::Replaced;
             let r = run(&k, &t, &coords, None);
             let what = format!("rank {rank} {ty:?} {swizzle:?}");
@@ -1185,7 +1221,7 @@ fn planted_async_copy_bugs_are_reported() {
         TensorMapDataType::Float16,
         TensorMapSwizzle::B128,
     );
-    let clean = Kernel::load(2, t.box_bytes());
+    let clean = t.kernel();
     let r = run(&clean, &t, &coords, None);
     r.result.unwrap_or_else(|e| panic!("clean kernel: {e}"));
     check_box(&t, &coords, &r.out, "clean kernel");
@@ -1222,7 +1258,7 @@ fn unswizzled_boxes_need_16_byte_alignment() {
     );
     let k = Kernel {
         plant: Plant::DstOffset(16),
-        ..Kernel::load(3, t.box_bytes())
+        ..t.kernel()
     };
     let r = run(&k, &t, &coords, None);
     r.result.unwrap_or_else(|e| panic!("{e}"));
@@ -1280,5 +1316,97 @@ fn tensor_operand_syntax() {
             assert!(message.contains("coordinates"), "{message}")
         }
         other => panic!("expected a parse error, got {other:?}"),
+    }
+}
+
+/// A swizzled box that ends inside a 128-byte segment (64- or 32-byte rows, an odd number
+/// of them): its chunks are permuted within the segment like any other, and the rest of
+/// the segment keeps what it held.
+#[test]
+fn swizzled_box_ending_inside_a_segment() {
+    let mut rng = Rng::new(0x5e9_3e47);
+    for (swizzle, inner) in [(TensorMapSwizzle::B128, 64), (TensorMapSwizzle::B64, 32)] {
+        for rows in [1u32, 3, 5] {
+            let dims = vec![inner as u64 + 20, rows as u64 + 4];
+            let strides = vec![(dims[0]).next_multiple_of(16)];
+            let bytes: Vec<u8> = (0..strides[0] * dims[1])
+                .map(|_| rng.next_u64() as u8)
+                .collect();
+            let t = Tensor {
+                ty: TensorMapDataType::Uint8,
+                dims,
+                strides,
+                boxes: vec![inner, rows],
+                estrides: vec![1, 1],
+                swizzle,
+                nan_fill: false,
+                bytes,
+            };
+            let coords = [
+                (rng.next_u64() % 30) as i64 - 5,
+                (rng.next_u64() % 6) as i64 - 1,
+            ];
+            let r = run(&t.kernel(), &t, &coords, None);
+            let what = format!("{swizzle:?} box [{inner}, {rows}] at {coords:?}");
+            r.result.unwrap_or_else(|e| panic!("{what}: {e}"));
+            check_box(&t, &coords, &r.out, &what);
+        }
+    }
+}
+
+/// Sizes, addresses and tensor maps at the ends of their ranges are reported as findings,
+/// never a panic: a bulk copy of ~4 GiB to the top of the address space, and a box of a
+/// tensor whose dims times strides overflow 64-bit addresses.
+#[test]
+fn extreme_operands_are_findings() {
+    let ptx = ".version 8.3\n.target sm_90a\n.address_size 64\n\
+        .visible .entry x(.param .align 64 .b8 x_map[128], .param .u64 x_src)\n{\n\
+        .reg .pred %p<2>;\n    .reg .b32 %r<4>;\n    .reg .b64 %rd<4>;\n\
+        .shared .align 1024 .b8 smem[4096];\n    .shared .align 8 .b64 bar;\n\
+        mbarrier.init.shared::cta.b64 [bar], 2;\n    ld.param.u64 %rd1, [x_src];\n\
+        mov.u32 %r1, 0xfffffff0;\n\
+        cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%r1], [%rd1], %r1, [bar];\n\
+        mov.u32 %r2, 0x7ffffff0;\n    mov.b64 %rd2, x_map;\n\
+        cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [smem], [%rd2, {%r2, %r2}], [bar];\n\
+        ret;\n}\n";
+    let module = Module::parse(ptx).unwrap_or_else(|e| panic!("{e}"));
+    let mut dev = Device::new();
+    let src = dev.alloc(64);
+    let map = TensorMap::encode_tiled(
+        TensorMapDataType::Float32,
+        2,
+        src.0,
+        &[1 << 32, 1 << 32],
+        &[(1 << 40) - 16],
+        &[4, 2],
+        &[1, 1],
+        TensorMapInterleave::None,
+        TensorMapSwizzle::None,
+        TensorMapL2Promotion::None,
+        TensorMapFloatOobFill::None,
+    )
+    .unwrap();
+    let cfg = LaunchConfig {
+        block: [1, 1, 1],
+        ..config()
+    };
+    let args = [KernelArg::TensorMap(map), KernelArg::Ptr(src)];
+    match dev.launch(&module, "x", &cfg, &args) {
+        Err(EmuError::MemoryCheck(reports)) => {
+            let kinds: Vec<CheckKind> = reports.iter().map(|r| r.kind).collect();
+            assert!(
+                kinds.contains(&CheckKind::Misaligned) || kinds.contains(&CheckKind::OutOfBounds),
+                "{reports:#?}"
+            );
+            let tensor_line =
+                1 + ptx.lines().position(|l| l.contains("bulk.tensor")).unwrap() as u32;
+            assert!(
+                reports
+                    .iter()
+                    .any(|r| r.line == tensor_line && r.kind == CheckKind::OutOfBounds),
+                "the box's elements lie outside every allocation: {reports:#?}"
+            );
+        }
+        other => panic!("expected findings, got {other:?}"),
     }
 }

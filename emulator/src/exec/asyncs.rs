@@ -18,8 +18,18 @@ use crate::error::{CheckKind, EmuError, Space};
 use crate::ir::{Addr, MemSpace, Src, Ty};
 use crate::mbarrier::{MAX_COUNT, Mbarrier, Misuse};
 use crate::memory::GLOBAL_BASE;
-use crate::tensormap::{TENSOR_MAP_BYTES, TensorMap, Tiled, offset};
+use crate::tensormap::{TENSOR_MAP_BYTES, TensorMap, TensorMapSwizzle, Tiled, offset};
 use crate::tma::{AsyncOp, MbarOp, TmapField, box_elements};
+
+/// The shared bytes a copy of `n` bytes placed by `swizzle` may touch: a swizzle permutes
+/// 16-byte chunks within each 128-byte segment, so a swizzled box spans whole segments.
+fn extent(n: u32, swizzle: TensorMapSwizzle) -> u64 {
+    let n = u64::from(n);
+    match swizzle.span() {
+        Some(_) => n.next_multiple_of(128),
+        None => n,
+    }
+}
 
 /// Barrier id of lanes blocked in `mbarrier.try_wait` (named barriers are 0 to 15).
 const MBAR_WAIT: u32 = 16;
@@ -137,7 +147,7 @@ impl<'g> Worker<'g> {
                     let n = self.rd(ctx, w, *size, l) as u32;
                     let (d, s) = (self.addr(ctx, w, *dst, l), self.addr(ctx, w, *src, l));
                     let mb = self.addr(ctx, w, *mbar, l);
-                    let dst = self.bulk_shared(ctx, d, n, 16, tid, line);
+                    let dst = self.bulk_shared(ctx, d, n, TensorMapSwizzle::None, tid, line);
                     let mut data = Vec::new();
                     if dst.is_some() {
                         data.resize(n as usize, 0);
@@ -150,9 +160,7 @@ impl<'g> Worker<'g> {
                             self.count_traffic(t, false);
                         }
                     }
-                    self.land(ctx, mb, dst, n, tid, line, |buf, o| {
-                        buf[o as usize..o as usize + data.len()].copy_from_slice(&data);
-                    });
+                    self.land(ctx, mb, dst, &data, n, TensorMapSwizzle::None, tid, line);
                 }
             }
             AsyncOp::BulkStore { dst, src, size } => {
@@ -160,7 +168,8 @@ impl<'g> Worker<'g> {
                     let tid = w.id * 32 + l;
                     let n = self.rd(ctx, w, *size, l) as u32;
                     let (d, s) = (self.addr(ctx, w, *dst, l), self.addr(ctx, w, *src, l));
-                    let Some(off) = self.bulk_shared(ctx, s, n, 16, tid, line) else {
+                    let Some(off) = self.bulk_shared(ctx, s, n, TensorMapSwizzle::None, tid, line)
+                    else {
                         continue;
                     };
                     self.shared_read_check(ctx, off, n, w.id, tid, line);
@@ -190,10 +199,9 @@ impl<'g> Worker<'g> {
                         .map(|&s| self.rd(ctx, w, s, l) as u32 as i32 as i64)
                         .collect();
                     let s = self.addr(ctx, w, *smem, l);
-                    let align = if t.swizzle.span().is_some() { 128 } else { 16 };
                     // Larger than shared memory when it does not fit: reported as such.
                     let bytes = u32::try_from(t.box_bytes()).unwrap_or(u32::MAX);
-                    let off = self.bulk_shared(ctx, s, bytes, align, tid, line);
+                    let off = self.bulk_shared(ctx, s, bytes, t.swizzle, tid, line);
                     match mbar {
                         Some(mb) => {
                             let mb = self.addr(ctx, w, *mb, l);
@@ -337,14 +345,15 @@ impl<'g> Worker<'g> {
     }
 
     /// The shared offset of a bulk copy's `n` bytes at `a` (a shared or shared::cluster
-    /// address of this CTA, or a generic one), checked to be `align`-byte aligned and
-    /// inside the CTA's shared memory; `None` after a report.
+    /// address of this CTA, or a generic one), checked to be 16-byte aligned (128 with a
+    /// swizzle) and inside the CTA's shared memory (whole 128-byte segments with a
+    /// swizzle); `None` after a report.
     fn bulk_shared(
         &mut self,
         ctx: &LaunchCtx<'g>,
         a: u64,
         n: u32,
-        align: u32,
+        swizzle: TensorMapSwizzle,
         tid: u32,
         line: u32,
     ) -> Option<u32> {
@@ -353,6 +362,7 @@ impl<'g> Worker<'g> {
         } else {
             a
         };
+        let align = if swizzle.span().is_some() { 128 } else { 16 };
         if !off.is_multiple_of(align as u64) || !n.is_multiple_of(16) {
             let detail = format!(
                 "a bulk or tensor copy's shared memory must be {align}-byte aligned (128 for swizzled boxes, 16 otherwise) and a multiple of 16 bytes"
@@ -370,7 +380,7 @@ impl<'g> Worker<'g> {
             );
             return None;
         }
-        if off + n as u64 > ctx.shared_bytes as u64 {
+        if off.saturating_add(extent(n, swizzle)) > u64::from(ctx.shared_bytes) {
             let detail = format!("the CTA has {} bytes of shared memory", ctx.shared_bytes);
             self.report(
                 ctx,
@@ -388,29 +398,33 @@ impl<'g> Worker<'g> {
         Some(off as u32)
     }
 
-    /// Delivers a bulk copy of `n` bytes to shared offset `dst` (`write` fills them; no
-    /// bytes when `dst` is `None`, after a report) and completes `n` transaction bytes on
-    /// the mbarrier at `mb`.
+    /// Delivers a bulk copy: `data` to shared offset `dst` in 16-byte chunks placed by
+    /// `swizzle` (nothing when `dst` is `None`, after a report), and completes `n`
+    /// transaction bytes on the mbarrier at `mb`.
     #[allow(clippy::too_many_arguments)]
     fn land(
         &mut self,
         ctx: &LaunchCtx<'g>,
         mb: u64,
         dst: Option<u32>,
+        data: &[u8],
         n: u32,
+        swizzle: TensorMapSwizzle,
         tid: u32,
         line: u32,
-        write: impl FnOnce(&mut [u8], u32),
     ) {
         let Some(mbar) = self.mbar_at(ctx, MemSpace::Shared, mb, tid, line) else {
             return;
         };
         if let Some(dst) = dst {
-            write(&mut self.shared, dst);
             let marked = self.cta_gen | PENDING;
-            for s in &mut self.shadow[dst as usize..(dst + n) as usize] {
-                s.init = marked;
-                s.w_epoch = 0;
+            for (i, chunk) in data.chunks(16).enumerate() {
+                let p = swizzle.apply(dst + 16 * i as u32) as usize;
+                self.shared[p..p + chunk.len()].copy_from_slice(chunk);
+                for s in &mut self.shadow[p..p + chunk.len()] {
+                    s.init = marked;
+                    s.w_epoch = 0;
+                }
             }
         }
         let Some(m) = self.asyncs.mbars.get_mut(&mbar) else {
@@ -423,7 +437,8 @@ impl<'g> Worker<'g> {
                 mbar,
                 phase,
                 dst,
-                len: n,
+                // Checked to fit in shared memory.
+                len: extent(n, swizzle) as u32,
             });
         }
         self.misuse(ctx, bad, mbar, tid, line);
@@ -470,13 +485,7 @@ impl<'g> Worker<'g> {
             });
         }
         self.count_traffic(traffic, false);
-        let swizzle = t.swizzle;
-        self.land(ctx, mb, dst, bytes, tid, line, |buf, dst| {
-            for (o, chunk) in data.chunks(16).enumerate() {
-                let p = swizzle.apply(dst + 16 * o as u32) as usize;
-                buf[p..p + chunk.len()].copy_from_slice(chunk);
-            }
-        });
+        self.land(ctx, mb, dst, &data, bytes, t.swizzle, tid, line);
     }
 
     /// A tile-mode tensor store of the box at `c` from shared offset `src`; elements
