@@ -252,8 +252,10 @@ impl<'g> Worker<'g> {
                 return Ok(());
             }
             if !ran && !self.release_barriers(warps) {
-                if self.stuck_waiters(ctx) {
-                    return Ok(());
+                match self.stuck_waiters(ctx, warps) {
+                    asyncs::Stuck::No => {}
+                    asyncs::Stuck::TimedOut => continue,
+                    asyncs::Stuck::Reported => return Ok(()),
                 }
                 let waiting: u32 = warps
                     .iter()

@@ -39,7 +39,8 @@
 //!   `wait_group`, `wait_all`; `createpolicy`, cache hints, fences and prefetches accepted
 //! - Hopper async copies: `mbarrier` (`init inval arrive(.expect_tx, .noComplete, count)
 //!   expect_tx complete_tx test_wait try_wait`, `.parity` or state; a try_wait blocks until
-//!   its phase completes), `cp.async.bulk` (global -> shared with
+//!   its phase completes, or times out when nothing else can run), `cp.async.bulk`
+//!   (global -> shared with
 //!   `.mbarrier::complete_tx::bytes`, shared -> global `.bulk_group`, `commit_group`,
 //!   `wait_group(.read)`; copies complete when issued), `cp.async.bulk.tensor.{1..5}d`
 //!   tile-mode loads and stores through a [`TensorMap`] (by-value `.param .b8 [128]`,

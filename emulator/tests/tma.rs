@@ -1410,3 +1410,43 @@ fn extreme_operands_are_findings() {
         other => panic!("expected findings, got {other:?}"),
     }
 }
+
+/// `try_wait` may time out: a thread that waits first and only then does the arrival
+/// that completes the phase (when its wait returned false) finishes, and the kernel
+/// counts at least one timeout; with nothing left to arrive, the same wait is reported.
+#[test]
+fn try_wait_times_out_before_a_deadlock_is_reported() {
+    let ptx = |arrive: &str| {
+        format!(
+            ".version 8.3\n.target sm_90a\n.address_size 64\n\
+             .visible .entry t(.param .u64 t_out)\n{{\n\
+             \x20   .reg .pred %p<2>;\n    .reg .b32 %r<4>;\n    .reg .b64 %rd<2>;\n\
+             \x20   .shared .align 8 .b64 bar;\n\
+             \x20   mbarrier.init.shared::cta.b64 [bar], 1;\n    mov.u32 %r1, 0;\n\
+             LOOP:\n    mbarrier.try_wait.parity.shared::cta.b64 %p1, [bar], 0;\n\
+             \x20   @%p1 bra DONE;\n    add.u32 %r1, %r1, 1;\n    {arrive}\n    bra LOOP;\n\
+             DONE:\n    ld.param.u64 %rd1, [t_out];\n    st.global.u32 [%rd1], %r1;\n    ret;\n}}\n"
+        )
+    };
+    let cfg = LaunchConfig {
+        block: [1, 1, 1],
+        ..config()
+    };
+    let mut dev = Device::new();
+    let out = dev.alloc(4);
+    let module = Module::parse(&ptx("mbarrier.arrive.shared::cta.b64 _, [bar];")).unwrap();
+    dev.launch(&module, "t", &cfg, &[KernelArg::Ptr(out)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let timeouts = u32::from_le_bytes(dev.read(out, 4).unwrap().try_into().unwrap());
+    assert!(timeouts >= 1, "the wait returned true before the arrival");
+    let module = Module::parse(&ptx("// no arrival")).unwrap();
+    match dev.launch(&module, "t", &cfg, &[KernelArg::Ptr(out)]) {
+        Err(EmuError::MemoryCheck(reports)) => assert!(
+            reports
+                .iter()
+                .any(|r| r.kind == CheckKind::MbarrierNeverCompletes),
+            "{reports:#?}"
+        ),
+        other => panic!("expected a never-completing wait, got {other:?}"),
+    }
+}

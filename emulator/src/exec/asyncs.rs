@@ -5,11 +5,14 @@
 //! shared memory at once and performs its `complete_tx` on the mbarrier. The bytes it
 //! wrote stay marked as pending (the checker's cp.async flag, so a read reports
 //! [`CheckKind::PendingAsyncCopyRead`]) until a wait on that mbarrier observes the phase
-//! they completed in. `try_wait` blocks its lanes until the phase completes (a valid
-//! outcome of its time limit); `test_wait` never blocks. Completing a phase starts a new
-//! race-checker epoch, as a barrier does. Stores (shared -> global) complete when issued,
-//! so `cp.async.bulk.commit_group` / `wait_group` have nothing left to wait for. The cost
-//! model counts each copy's in-bounds global bytes and distinct 32-byte sectors.
+//! they completed in. `try_wait` blocks its lanes until the phase completes; when
+//! nothing else in the CTA can run, the blocked waits time out (return false) once per
+//! mbarrier state change, and a deadlock after that is
+//! [`CheckKind::MbarrierNeverCompletes`]. `test_wait` never blocks. Completing a phase
+//! starts a new race-checker epoch, as a barrier does. Stores (shared -> global)
+//! complete when issued, so `cp.async.bulk.commit_group` / `wait_group` have nothing
+//! left to wait for. The cost model counts each copy's in-bounds global bytes and
+//! distinct 32-byte sectors.
 
 use std::collections::{HashMap, HashSet};
 
@@ -55,7 +58,19 @@ struct Waiter {
     /// The parity waited for, or the state from `arrive`.
     target: u64,
     parity: bool,
+    /// The wait's predicate register (false when the wait times out).
+    d: Option<u32>,
     line: u32,
+}
+
+/// What [`Worker::stuck_waiters`] did at a deadlock.
+pub(super) enum Stuck {
+    /// No lane waits on an mbarrier: the deadlock is someone else's.
+    No,
+    /// The waits timed out (returned false): the CTA goes on.
+    TimedOut,
+    /// The waits can never complete: reported, the CTA stops.
+    Reported,
 }
 
 /// Per-CTA state of the asynchronous-copy machinery.
@@ -65,6 +80,10 @@ pub(super) struct AsyncState {
     mbars: HashMap<u32, Mbarrier>,
     landed: Vec<Landed>,
     waiters: Vec<Waiter>,
+    /// Count of mbarrier state changes (init, inval, arrivals, transaction bytes).
+    changes: u64,
+    /// `changes` when the waits last timed out.
+    timed_out_at: Option<u64>,
 }
 
 impl AsyncState {
@@ -73,6 +92,7 @@ impl AsyncState {
         self.mbars.clear();
         self.landed.clear();
         self.waiters.clear();
+        self.timed_out_at = None;
     }
 }
 
@@ -432,6 +452,7 @@ impl<'g> Worker<'g> {
         };
         let (done, bad) = m.complete_tx(n);
         let phase = m.phase - u64::from(done);
+        self.asyncs.changes += 1;
         if let Some(dst) = dst {
             self.asyncs.landed.push(Landed {
                 mbar,
@@ -700,6 +721,7 @@ impl<'g> Worker<'g> {
                 }
                 if let Some(off) = self.mbar_place(ctx, space, at, tid, line) {
                     self.asyncs.mbars.insert(off, Mbarrier::new(count as u32));
+                    self.asyncs.changes += 1;
                 }
                 continue;
             }
@@ -710,13 +732,15 @@ impl<'g> Worker<'g> {
                 }
                 continue;
             };
-            let m = self
-                .asyncs
-                .mbars
-                .get_mut(&mbar)
-                .expect("mbar_at checked it");
+            if !matches!(op, MbarOp::Wait { .. }) {
+                self.asyncs.changes += 1;
+            }
+            let Some(m) = self.asyncs.mbars.get_mut(&mbar) else {
+                continue;
+            };
             let (done, bad, out) = match op {
-                MbarOp::Init => unreachable!("handled above"),
+                // Initialized above.
+                MbarOp::Init => continue,
                 MbarOp::Inval => {
                     self.asyncs.mbars.remove(&mbar);
                     continue;
@@ -748,6 +772,7 @@ impl<'g> Worker<'g> {
                         mbar,
                         target,
                         parity,
+                        d,
                         line,
                     };
                     let ok = waiter.done(m);
@@ -757,7 +782,8 @@ impl<'g> Worker<'g> {
                         // Blocks until the phase completes, then returns true.
                         blocked |= 1 << l;
                         match self.asyncs.waiters.iter_mut().find(|x| {
-                            (x.warp, x.mbar, x.target, x.parity) == (w.id, mbar, target, parity)
+                            (x.warp, x.mbar, x.target, x.parity, x.d, x.line)
+                                == (w.id, mbar, target, parity, d, line)
                         }) {
                             Some(x) => x.lanes |= 1 << l,
                             None => self.asyncs.waiters.push(waiter),
@@ -786,6 +812,7 @@ impl<'g> Worker<'g> {
                 mbar: READY,
                 target: 0,
                 parity: true,
+                d,
                 line,
             });
         }
@@ -814,37 +841,50 @@ impl<'g> Worker<'g> {
         !released.is_empty()
     }
 
-    /// At a deadlock: reports the `try_wait`s that can never complete and returns true,
-    /// or false when no lane waits on an mbarrier.
-    pub(super) fn stuck_waiters(&mut self, ctx: &LaunchCtx<'g>) -> bool {
-        let stuck: Vec<(u32, u32, u32, u64, u32)> = self
-            .asyncs
-            .waiters
-            .iter()
-            .filter(|x| x.mbar != READY)
-            .map(|x| (x.warp, x.lanes, x.mbar, x.target, x.line))
-            .collect();
-        for &(wi, lanes, mbar, target, line) in &stuck {
-            let detail = match self.asyncs.mbars.get(&mbar) {
+    /// At a deadlock with lanes blocked in `try_wait`: the first time since the last
+    /// mbarrier state change, the waits time out (their predicates become false and the
+    /// lanes go on, as a wait's time limit allows); otherwise nothing can complete them
+    /// and they are reported.
+    pub(super) fn stuck_waiters(&mut self, ctx: &LaunchCtx<'g>, warps: &mut [Warp]) -> Stuck {
+        let stuck: Vec<Waiter> = std::mem::take(&mut self.asyncs.waiters);
+        if stuck.is_empty() {
+            return Stuck::No;
+        }
+        if self.asyncs.timed_out_at != Some(self.asyncs.changes) {
+            self.asyncs.timed_out_at = Some(self.asyncs.changes);
+            for x in stuck {
+                let w = &mut warps[x.warp as usize];
+                w.spread_pc();
+                w.blocked &= !x.lanes;
+                if let Some(d) = x.d {
+                    for l in lanes(x.lanes) {
+                        w.regs[d as usize * 32 + l as usize] = 0;
+                    }
+                }
+            }
+            return Stuck::TimedOut;
+        }
+        for x in stuck.into_iter().filter(|x| x.mbar != READY) {
+            let detail = match self.asyncs.mbars.get(&x.mbar) {
                 Some(m) => format!(
-                    "waits for {target:#x} but the mbarrier is in phase {} and nothing is left to arrive or complete bytes on it",
-                    m.phase
+                    "waits for {:#x} but the mbarrier is in phase {} and nothing is left to arrive or complete bytes on it",
+                    x.target, m.phase
                 ),
                 None => "the mbarrier was invalidated".to_string(),
             };
-            let tid = wi * 32 + lanes.trailing_zeros();
+            let tid = x.warp * 32 + x.lanes.trailing_zeros();
             self.report(
                 ctx,
                 CheckKind::MbarrierNeverCompletes,
                 Space::Shared,
-                mbar as u64,
+                x.mbar as u64,
                 8,
                 false,
                 tid,
-                line,
+                x.line,
                 detail,
             );
         }
-        !stuck.is_empty()
+        Stuck::Reported
     }
 }
