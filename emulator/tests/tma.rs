@@ -1450,3 +1450,28 @@ fn try_wait_times_out_before_a_deadlock_is_reported() {
         other => panic!("expected a never-completing wait, got {other:?}"),
     }
 }
+
+/// A tensor copy whose dimension differs from its map's rank is an error naming both.
+#[test]
+fn tensor_copy_rank_must_match_the_map() {
+    let mut rng = Rng::new(0x4a4c);
+    let (t, coords) = random_tensor(
+        &mut rng,
+        3,
+        TensorMapDataType::Float32,
+        TensorMapSwizzle::None,
+    );
+    let k = Kernel {
+        rank: 2,
+        ..t.kernel()
+    };
+    match run(&k, &t, &coords, None).result {
+        Err(EmuError::Runtime { message, .. }) => {
+            assert!(
+                message.contains("2d") && message.contains("rank 3"),
+                "{message}"
+            )
+        }
+        other => panic!("expected a rank mismatch error, got {other:?}"),
+    }
+}

@@ -214,6 +214,18 @@ impl<'g> Worker<'g> {
                 for l in lanes(active) {
                     let tid = w.id * 32 + l;
                     let t = self.tensor_map(ctx, w, *tmap_space, *tmap, l, line)?;
+                    if t.rank != coords.len() {
+                        return Err(self.runtime(
+                            ctx,
+                            line,
+                            tid,
+                            format!(
+                                "a {}d tensor copy through a tensor map of rank {}",
+                                coords.len(),
+                                t.rank
+                            ),
+                        ));
+                    }
                     let c: Vec<i64> = coords
                         .iter()
                         .map(|&s| self.rd(ctx, w, s, l) as u32 as i32 as i64)
