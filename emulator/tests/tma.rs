@@ -32,12 +32,10 @@ const STAGE_BYTES: usize = 16384;
 enum MapAt {
     /// A by-value `.param .align 64 .b8 [128]`, addressed through `cvta.param` of its name.
     Param,
-    /// The same parameter named directly in the copy's operand.
-    ParamSymbol,
     /// Global memory (a pointer parameter).
     Global,
     /// Built in shared memory with `tensormap.replace` from the fields of a host-built
-    /// map in global memory, then copied to a global workspace with
+    /// map in global memory (the mode codes as immediates), then copied to a global workspace with
     /// `tensormap.cp_fenceproxy` (Triton's device-side descriptors).
     Replaced,
 }
@@ -86,6 +84,9 @@ struct Kernel {
     /// Shared bytes copied out: the box's bytes, or (zero-filled first) whole 128-byte
     /// segments for a swizzled box that ends inside one.
     extent: usize,
+    /// The immediate codes `tensormap.replace` writes for the element type, interleave,
+    /// swizzle and fill of a [`MapAt::Replaced`] map.
+    modes: [u8; 4],
     map: MapAt,
     wait: Wait,
     plant: Plant,
@@ -98,6 +99,7 @@ impl Kernel {
             rank,
             box_bytes,
             extent: box_bytes,
+            modes: [0; 4],
             map: MapAt::Param,
             wait: Wait::TryParity,
             plant: Plant::None,
@@ -125,7 +127,7 @@ impl Kernel {
             _ => 1,
         };
         let map_param = match self.map {
-            MapAt::Param | MapAt::ParamSymbol => ".param .align 64 .b8 k_map[128]",
+            MapAt::Param => ".param .align 64 .b8 k_map[128]",
             MapAt::Global | MapAt::Replaced => ".param .u64 k_map",
         };
         let mut s = String::new();
@@ -157,7 +159,6 @@ impl Kernel {
                 line("    cvta.param.u64 %rd3, %rd4;");
                 "%rd3"
             }
-            MapAt::ParamSymbol => "k_map",
             MapAt::Global => {
                 line("    ld.param.u64 %rd3, [k_map];");
                 "%rd3"
@@ -330,10 +331,6 @@ impl Kernel {
         };
         field("global_address", None, 0, 8);
         field("rank", None, 8, 1);
-        field("elemtype", None, 9, 1);
-        field("interleave_layout", None, 10, 1);
-        field("swizzle_mode", None, 11, 1);
-        field("fill_mode", None, 12, 1);
         for d in 0..self.rank {
             field("global_dim", Some(d), 16 + 8 * d, 4);
             field("box_dim", Some(d), 88 + 4 * d, 4);
@@ -341,6 +338,13 @@ impl Kernel {
             if d + 1 < self.rank {
                 field("global_stride", Some(d), 56 + 8 * d, 8);
             }
+        }
+        let modes = ["elemtype", "interleave_layout", "swizzle_mode", "fill_mode"];
+        for (name, code) in modes.iter().zip(self.modes) {
+            // ptxas takes these codes as immediates only.
+            line(&format!(
+                "    @%p8 tensormap.replace.tile.{name}.shared::cta.b1024.b32 [%rd21], {code};"
+            ));
         }
         line("    bar.warp.sync -1;");
         line(
@@ -395,6 +399,12 @@ impl Tensor {
     fn kernel(&self) -> Kernel {
         Kernel {
             extent: self.extent(),
+            modes: [
+                self.ty.ptx_code(),
+                TensorMapInterleave::None as u8,
+                self.swizzle as u8,
+                u8::from(self.nan_fill),
+            ],
             ..Kernel::load(self.dims.len(), self.box_bytes())
         }
     }
@@ -596,7 +606,7 @@ fn run(k: &Kernel, t: &Tensor, coords: &[i64], dst: Option<(&Tensor, &[i64])>) -
     let c = dev.upload(&coords_bytes(coords));
     let scratch = dev.alloc(128);
     let map_arg = match k.map {
-        MapAt::Param | MapAt::ParamSymbol => KernelArg::TensorMap(map),
+        MapAt::Param => KernelArg::TensorMap(map),
         MapAt::Global | MapAt::Replaced => KernelArg::Ptr(dev.upload(map.bytes())),
     };
     let (smap, scoords, target) = match dst {
@@ -678,7 +688,7 @@ fn tensor_loads_match_the_reference() {
                 let (t, coords) = random_tensor(&mut rng, rank, ty, swizzle);
                 crossing += t.box_coords(&coords).iter().any(|c| t.offset(c).is_none()) as u32;
                 let mut k = t.kernel();
-                k.map = [MapAt::Param, MapAt::ParamSymbol, MapAt::Global][j];
+                k.map = [MapAt::Param, MapAt::Global, MapAt::Param][j];
                 k.wait = [
                     Wait::TryParity,
                     Wait::TryParityHint,
@@ -1473,5 +1483,41 @@ fn tensor_copy_rank_must_match_the_map() {
             )
         }
         other => panic!("expected a rank mismatch error, got {other:?}"),
+    }
+}
+
+/// Forms ptxas rejects are parse errors: a `.param` symbol as the tensor map (it takes a
+/// generic address), a register or an out-of-range code for a mode field.
+#[test]
+fn forms_ptxas_rejects_are_parse_errors() {
+    let cases = [
+        (
+            "cp.async.bulk.tensor.1d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [smem], [u_map, {%r1}], [bar];",
+            "cvta.param",
+        ),
+        (
+            "tensormap.replace.tile.elemtype.global.b1024.b32 [%rd1], %r1;",
+            "immediate",
+        ),
+        (
+            "tensormap.replace.tile.swizzle_mode.global.b1024.b32 [%rd1], 4;",
+            "immediate",
+        ),
+        (
+            "tensormap.replace.tile.box_dim.global.b1024.b32 [%rd1], %r1, %r1;",
+            "ordinal",
+        ),
+        ("setmaxnreg.inc.sync.aligned.u32 %r1;", "multiple of 8"),
+    ];
+    for (ins, needle) in cases {
+        let ptx = format!(
+            ".version 8.3\n.target sm_90a\n.address_size 64\n.visible .entry u(.param .align 64 .b8 u_map[128])\n{{\n    .reg .b32 %r<2>;\n    .reg .b64 %rd<2>;\n    .shared .align 128 .b8 smem[256];\n    .shared .align 8 .b64 bar;\n    {ins}\n    ret;\n}}\n"
+        );
+        match Module::parse(&ptx) {
+            Err(EmuError::Parse { message, .. }) => {
+                assert!(message.contains(needle), "`{ins}`: {message}")
+            }
+            other => panic!("`{ins}` should be a parse error, got {other:?}"),
+        }
     }
 }

@@ -236,6 +236,12 @@ impl Decoder<'_> {
                     offset: 0,
                 };
                 let (tmap, tmap_space) = self.spaced_addr(&tm, None)?;
+                if tmap_space == MemSpace::Param {
+                    // ptxas: "State space mismatch between instruction and address".
+                    return Err(self.bad(format!(
+                        "`{opcode}`: the tensor map operand is a generic address; take the parameter's with `cvta.param` (`{base}` is a .param symbol)"
+                    )));
+                }
                 AsyncOp::Tensor {
                     smem: addr(&ops[smem])?,
                     tmap,
@@ -298,12 +304,30 @@ impl Decoder<'_> {
             0
         };
         let vty = if ty == Some("b64") { Ty::B64 } else { Ty::B32 };
+        let value = &ops[ops.len() - 1];
+        // The mode fields take an immediate code (as ptxas requires), in PTX 8.3's ranges.
+        let codes = match field {
+            TmapField::ElemType => Some(12),
+            TmapField::Interleave => Some(2),
+            TmapField::Swizzle => Some(3),
+            TmapField::Fill => Some(1),
+            _ => None,
+        };
+        let value = match (codes, value) {
+            (None, v) => self.src(v, vty)?,
+            (Some(max), Operand::Int(v)) if *v <= max => Src::Imm(*v),
+            (Some(max), v) => {
+                return Err(self.bad(format!(
+                    "`{opcode}` needs an immediate code 0 to {max}, found {v:?}"
+                )));
+            }
+        };
         Ok(AsyncOp::Replace {
             field,
             space,
             addr: self.addr(&ops[0])?.0,
             ord,
-            value: self.src(&ops[ops.len() - 1], vty)?,
+            value,
         })
     }
 }
