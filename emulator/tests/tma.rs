@@ -1521,3 +1521,48 @@ fn forms_ptxas_rejects_are_parse_errors() {
         }
     }
 }
+
+/// Triton 3.9's device-side tensor descriptors (`tl.make_tensor_descriptor`, compiled for
+/// sm_90a by `fixtures/gen_tma.py`): each program builds two maps in shared memory with
+/// `tensormap.replace`, copies them to its global scratch with `tensormap.cp_fenceproxy`,
+/// loads a 16 x 32 f32 box with 128-byte swizzling, doubles it and stores it back through
+/// the second map. The tensor's edges cut the boxes (zero fill, clipped stores).
+#[test]
+fn triton_device_side_descriptors_copy_a_tensor() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tma_copy_sm90a.ptx");
+    let ptx = std::fs::read_to_string(path).expect("fixture");
+    let module = Module::parse(&ptx).unwrap_or_else(|e| panic!("{e}"));
+    let (m, n, bm, bn) = (40usize, 96usize, 16usize, 32usize);
+    let mut rng = Rng::new(0x7417_0c09);
+    let x = rng.vec(m * n, -4.0, 4.0);
+    let mut dev = Device::new();
+    let xp = dev.upload(&x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+    let yp = dev.alloc(m * n * 4);
+    let grid = [m.div_ceil(bm) as u32, n.div_ceil(bn) as u32, 1];
+    // Triton's global scratch: 256 bytes per program (the kernel's metadata).
+    let scratch = dev.alloc(256 * (grid[0] * grid[1]) as usize);
+    let cfg = LaunchConfig {
+        grid,
+        block: [128, 1, 1],
+        dynamic_shared_bytes: 2056,
+    };
+    let args = [
+        KernelArg::Ptr(xp),
+        KernelArg::Ptr(yp),
+        KernelArg::I32(m as i32),
+        KernelArg::I32(n as i32),
+        KernelArg::Ptr(scratch),
+        KernelArg::U64(0),
+    ];
+    dev.launch(&module, "tma_copy", &cfg, &args)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let y: Vec<f32> = dev
+        .read(yp, m * n * 4)
+        .unwrap()
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    for (i, (&got, &v)) in y.iter().zip(&x).enumerate() {
+        assert_eq!(got, 2.0 * v, "element ({}, {})", i / n, i % n);
+    }
+}
