@@ -1630,69 +1630,80 @@ fn triton_host_side_descriptors_by_value() {
     }
 }
 
-/// Column sums of TMA boxes in a Triton 3.9 kernel (`fixtures/gen_tma.py`): Triton reads
-/// the 128-byte-swizzled box back with its own swizzle arithmetic, so a box laid out
-/// differently would mix columns. Out-of-bounds rows add zeros.
+/// Column sums of TMA boxes in Triton 3.9 kernels (`fixtures/gen_tma.py`): Triton reads
+/// the swizzled box back with its own swizzle arithmetic, so a box laid out differently
+/// would mix columns (the test fails with an unswizzled map). Rows of 32, 16 and 8 f32
+/// take the 128-, 64- and 32-byte swizzles. Out-of-bounds rows add zeros.
 #[test]
 fn triton_reads_tma_boxes_with_its_swizzle() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tma_colsum_sm90a.ptx");
-    let ptx = std::fs::read_to_string(path).expect("fixture");
-    let module = Module::parse(&ptx).unwrap_or_else(|e| panic!("{e}"));
-    let (m, n, bm, bn) = (40usize, 96usize, 16usize, 32usize);
-    let mut rng = Rng::new(0x0c01_5e11);
-    let x = rng.vec(m * n, -4.0, 4.0);
-    let mut dev = Device::new();
-    let xp = dev.upload(&x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
-    let blocks = m.div_ceil(bm);
-    let out = dev.alloc(blocks * n * 4);
-    let map = TensorMap::encode_tiled(
-        TensorMapDataType::Float32,
-        2,
-        xp.0,
-        &[n as u64, m as u64],
-        &[n as u64 * 4],
-        &[bn as u32, bm as u32],
-        &[1, 1],
-        TensorMapInterleave::None,
-        TensorMapSwizzle::B128,
-        TensorMapL2Promotion::None,
-        TensorMapFloatOobFill::None,
-    )
-    .unwrap();
-    let args = [
-        KernelArg::TensorMap(map),
-        KernelArg::I32(m as i32),
-        KernelArg::I32(n as i32),
-        KernelArg::I64(n as i64),
-        KernelArg::I64(1),
-        KernelArg::Ptr(out),
-        KernelArg::I32(n as i32),
-        KernelArg::U64(0),
-        KernelArg::U64(0),
+    let cases = [
+        ("tma_colsum", 32usize, TensorMapSwizzle::B128, 2056u32),
+        ("tma_colsum64", 16, TensorMapSwizzle::B64, 1032),
+        ("tma_colsum32", 8, TensorMapSwizzle::B32, 520),
     ];
-    let cfg = LaunchConfig {
-        grid: [blocks as u32, n.div_ceil(bn) as u32, 1],
-        block: [128, 1, 1],
-        dynamic_shared_bytes: 2056,
-    };
-    dev.launch(&module, "tma_colsum", &cfg, &args)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let got: Vec<f32> = dev
-        .read(out, blocks * n * 4)
-        .unwrap()
-        .chunks(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    for b in 0..blocks {
-        for c in 0..n {
-            let want: f64 = (b * bm..((b + 1) * bm).min(m))
-                .map(|r| f64::from(x[r * n + c]))
-                .sum();
-            let g = f64::from(got[b * n + c]);
-            assert!(
-                (g - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                "block {b} column {c}: {g} vs {want}"
-            );
+    for (fixture, bn, swizzle, shared) in cases {
+        let path = format!(
+            "{}/fixtures/{fixture}_sm90a.ptx",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let ptx = std::fs::read_to_string(path).expect("fixture");
+        let module = Module::parse(&ptx).unwrap_or_else(|e| panic!("{e}"));
+        let (m, n, bm) = (40usize, 96usize, 16usize);
+        let mut rng = Rng::new(0x0c01_5e11 + bn as u64);
+        let x = rng.vec(m * n, -4.0, 4.0);
+        let mut dev = Device::new();
+        let xp = dev.upload(&x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+        let blocks = m.div_ceil(bm);
+        let out = dev.alloc(blocks * n * 4);
+        let map = TensorMap::encode_tiled(
+            TensorMapDataType::Float32,
+            2,
+            xp.0,
+            &[n as u64, m as u64],
+            &[n as u64 * 4],
+            &[bn as u32, bm as u32],
+            &[1, 1],
+            TensorMapInterleave::None,
+            swizzle,
+            TensorMapL2Promotion::None,
+            TensorMapFloatOobFill::None,
+        )
+        .unwrap();
+        let args = [
+            KernelArg::TensorMap(map),
+            KernelArg::I32(m as i32),
+            KernelArg::I32(n as i32),
+            KernelArg::I64(n as i64),
+            KernelArg::I64(1),
+            KernelArg::Ptr(out),
+            KernelArg::I32(n as i32),
+            KernelArg::U64(0),
+            KernelArg::U64(0),
+        ];
+        let cfg = LaunchConfig {
+            grid: [blocks as u32, n.div_ceil(bn) as u32, 1],
+            block: [128, 1, 1],
+            dynamic_shared_bytes: shared,
+        };
+        dev.launch(&module, "tma_colsum", &cfg, &args)
+            .unwrap_or_else(|e| panic!("{fixture}: {e}"));
+        let got: Vec<f32> = dev
+            .read(out, blocks * n * 4)
+            .unwrap()
+            .chunks(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        for b in 0..blocks {
+            for c in 0..n {
+                let want: f64 = (b * bm..((b + 1) * bm).min(m))
+                    .map(|r| f64::from(x[r * n + c]))
+                    .sum();
+                let g = f64::from(got[b * n + c]);
+                assert!(
+                    (g - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "{fixture}: block {b} column {c}: {g} vs {want}"
+                );
+            }
         }
     }
 }
