@@ -1707,3 +1707,66 @@ fn triton_reads_tma_boxes_with_its_swizzle() {
         }
     }
 }
+
+/// mbarrier phases by hand, one thread, from the PTX ISA: a phase completes when its
+/// pending arrivals and its transaction count both reach zero; `test_wait.parity P` is
+/// true when the phase of parity P before the current one completed; the state form
+/// when the phase `arrive` returned has completed.
+#[test]
+fn mbarrier_phases_follow_the_ptx_isa() {
+    // (instruction, recorded predicate): each test_wait result is stored in order.
+    let steps = [
+        "mbarrier.init.shared::cta.b64 [bar], 3;",
+        "mbarrier.arrive.shared::cta.b64 %rd5, [bar], 2;", // pending 1, state = phase 0
+        "mbarrier.test_wait.parity.shared::cta.b64 %p1, [bar], 0;", // 0: phase 0 open
+        "mbarrier.expect_tx.shared::cta.b64 [bar], 32;",
+        "mbarrier.arrive.shared::cta.b64 %rd6, [bar];", // pending 0, tx 32: still open
+        "mbarrier.test_wait.parity.shared::cta.b64 %p1, [bar], 0;", // 0
+        "mbarrier.complete_tx.shared::cta.b64 [bar], 16;",
+        "mbarrier.test_wait.shared::cta.b64 %p1, [bar], %rd5;", // 0: tx 16 left
+        "mbarrier.complete_tx.shared::cta.b64 [bar], 16;",      // phase 0 completes
+        "mbarrier.test_wait.parity.shared::cta.b64 %p1, [bar], 0;", // 1
+        "mbarrier.test_wait.shared::cta.b64 %p1, [bar], %rd5;", // 1
+        "mbarrier.test_wait.parity.shared::cta.b64 %p1, [bar], 1;", // 0: phase 1 open
+        "mbarrier.arrive.noComplete.shared::cta.b64 %rd7, [bar], 2;", // pending 1
+        "mbarrier.test_wait.parity.shared::cta.b64 %p1, [bar], 1;", // 0
+        "mbarrier.arrive.shared::cta.b64 %rd7, [bar];",         // phase 1 completes
+        "mbarrier.test_wait.parity.shared::cta.b64 %p1, [bar], 1;", // 1
+        "mbarrier.test_wait.parity.shared::cta.b64 %p1, [bar], 0;", // 0: phase 2 open
+        "mbarrier.test_wait.shared::cta.b64 %p1, [bar], %rd6;", // 1: phase 0 done
+    ];
+    let want = [0u32, 0, 0, 1, 1, 0, 0, 1, 0, 1];
+    let mut body = String::new();
+    let mut k = 0;
+    for s in steps {
+        body.push_str("    ");
+        body.push_str(s);
+        body.push('\n');
+        if s.contains("test_wait") {
+            body.push_str(&format!(
+                "    selp.u32 %r1, 1, 0, %p1;\n    st.global.u32 [%rd1+{}], %r1;\n",
+                4 * k
+            ));
+            k += 1;
+        }
+    }
+    let ptx = format!(
+        ".version 8.3\n.target sm_90a\n.address_size 64\n.visible .entry m(.param .u64 m_out)\n{{\n    .reg .pred %p<2>;\n    .reg .b32 %r<2>;\n    .reg .b64 %rd<8>;\n    .shared .align 8 .b64 bar;\n    ld.param.u64 %rd1, [m_out];\n{body}    ret;\n}}\n"
+    );
+    let module = Module::parse(&ptx).unwrap_or_else(|e| panic!("{e}"));
+    let mut dev = Device::new();
+    let out = dev.alloc(4 * want.len());
+    let cfg = LaunchConfig {
+        block: [1, 1, 1],
+        ..config()
+    };
+    dev.launch(&module, "m", &cfg, &[KernelArg::Ptr(out)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<u32> = dev
+        .read(out, 4 * want.len())
+        .unwrap()
+        .chunks(4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(got, want);
+}
