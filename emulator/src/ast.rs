@@ -109,4 +109,6 @@ pub enum Operand {
     Vector(Vec<Operand>),
     /// `[base + offset]`: base is a register or symbol name, or absent for `[imm]`.
     Address { base: Option<String>, offset: i64 },
+    /// `[tensorMap, {c0, c1, ...}]`: a tensor map and coordinates (bulk tensor copies).
+    Tensor { base: String, coords: Vec<Operand> },
 }

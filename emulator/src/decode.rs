@@ -7,6 +7,7 @@ use crate::error::EmuError;
 use crate::ir::*;
 use crate::profile::Class;
 
+mod asyncs;
 mod wgmma;
 
 /// A kernel parameter as laid out in the parameter buffer.
@@ -1197,6 +1198,9 @@ impl Decoder<'_> {
                     }
                 }
             }
+            "mbarrier" | "tensormap" | "elect" | "setmaxnreg" => {
+                return self.async_op(m, opcode, ops);
+            }
             "membar" | "fence" | "prefetch" | "prefetchu" | "nanosleep" | "griddepcontrol"
             | "discard" | "applypriority" | "pmevent" => Op::Nop,
             "shfl" => {
@@ -1368,6 +1372,9 @@ impl Decoder<'_> {
                 if !m.take("async") {
                     return Err(self.unsupported(format!("`{opcode}`")));
                 }
+                if m.take("bulk") {
+                    return self.bulk_copy(m, opcode, ops);
+                }
                 if m.take("commit_group") {
                     self.finish(&m, opcode)?;
                     Op::CpAsyncCommit
@@ -1385,7 +1392,7 @@ impl Decoder<'_> {
                     self.finish(&m, opcode)?;
                     Op::CpAsyncWait { n: 0, all: true }
                 } else {
-                    if m.take("mbarrier") || m.take("bulk") {
+                    if m.take("mbarrier") {
                         return Err(self.unsupported(format!("`{opcode}`")));
                     }
                     if !m.take("shared") && !m.take("shared::cta") {

@@ -143,7 +143,9 @@ pub enum CheckKind {
     Misaligned,
     /// A shared-memory read of bytes that no thread of the CTA wrote (and no cp.async delivered).
     UninitializedSharedRead,
-    /// A shared-memory read of bytes that a cp.async has not delivered yet (no wait_group yet).
+    /// A shared-memory read of bytes that a cp.async has not delivered yet (no wait_group
+    /// yet), or that a bulk/tensor copy wrote before a wait on its mbarrier saw the phase
+    /// complete.
     PendingAsyncCopyRead,
     /// Two warps of a CTA touched the same shared bytes between barriers, at least one
     /// wrote, and not both atomically.
@@ -158,6 +160,15 @@ pub enum CheckKind {
     /// A `wgmma.mma_async` whose accumulator or A registers were accessed by another
     /// instruction since the warp's last `wgmma.fence` (or with no fence yet).
     WgmmaMissingFence,
+    /// An mbarrier operation on an object that was never initialized (or was invalidated).
+    MbarrierUninitialized,
+    /// More arrivals on an mbarrier phase than it has pending.
+    MbarrierArrivals,
+    /// An mbarrier's transaction count left its range or went below zero with every
+    /// arrival in (more bytes completed than expected).
+    MbarrierTxCount,
+    /// A `try_wait` on an mbarrier phase that can never complete (nothing left to arrive).
+    MbarrierNeverCompletes,
 }
 
 impl fmt::Display for CheckKind {
@@ -167,7 +178,7 @@ impl fmt::Display for CheckKind {
             CheckKind::Misaligned => "misaligned access",
             CheckKind::UninitializedSharedRead => "read of uninitialized shared memory",
             CheckKind::PendingAsyncCopyRead => {
-                "read of shared memory with a cp.async still pending"
+                "read of shared memory with a cp.async or bulk copy still pending"
             }
             CheckKind::SharedRace => "shared-memory data race",
             CheckKind::WgmmaRegisterInFlight => {
@@ -177,6 +188,10 @@ impl fmt::Display for CheckKind {
                 "write to shared memory a wgmma.mma_async in flight reads"
             }
             CheckKind::WgmmaMissingFence => "wgmma.mma_async without a wgmma.fence",
+            CheckKind::MbarrierUninitialized => "use of an uninitialized mbarrier",
+            CheckKind::MbarrierArrivals => "more mbarrier arrivals than expected",
+            CheckKind::MbarrierTxCount => "mbarrier transaction count underflow",
+            CheckKind::MbarrierNeverCompletes => "wait on an mbarrier phase that never completes",
         })
     }
 }

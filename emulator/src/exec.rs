@@ -17,6 +17,7 @@ use crate::memory::{Allocation, GlobalMemory};
 use crate::num;
 use crate::profile::{Class, Profile};
 
+mod asyncs;
 mod wgmma;
 
 /// Generic-address window of shared memory (`cvta.shared` adds it).
@@ -146,6 +147,8 @@ pub struct Worker<'g> {
     pub class_counts: [u64; Class::COUNT],
     /// Shared memory that `wgmma.mma_async`s in flight read.
     wg: wgmma::CtaState,
+    /// mbarriers, landed bulk copies and `try_wait` lanes of the current CTA.
+    asyncs: asyncs::AsyncState,
 }
 
 #[inline]
@@ -190,6 +193,7 @@ impl<'g> Worker<'g> {
         self.epoch += 1;
         self.arrived = [0; 16];
         self.expected = [None; 16];
+        self.asyncs.reset();
         let sb = ctx.shared_bytes as usize;
         if self.shared.len() < sb {
             self.shared.resize(sb, 0);
@@ -260,6 +264,11 @@ impl<'g> Worker<'g> {
                 return Ok(());
             }
             if !ran && !self.release_barriers(warps) {
+                match self.stuck_waiters(ctx, warps) {
+                    asyncs::Stuck::No => {}
+                    asyncs::Stuck::TimedOut => continue,
+                    asyncs::Stuck::Reported => return Ok(()),
+                }
                 let waiting: u32 = warps
                     .iter()
                     .map(|w| (w.blocked & w.live).count_ones())
@@ -309,7 +318,7 @@ impl<'g> Worker<'g> {
                 any = true;
             }
         }
-        any
+        self.release_waiters(warps) || any
     }
 
     fn runtime(&self, ctx: &LaunchCtx<'g>, line: u32, tid: u32, message: String) -> EmuError {
@@ -1738,6 +1747,7 @@ impl<'g> Worker<'g> {
                 }
             }
             Op::Wgmma(op) => self.wgmma(ctx, w, op, mask, active, line)?,
+            Op::Async(a) => return self.async_op(ctx, w, a, mask, active, line),
             Op::CpAsyncCommit => {
                 if active != 0 {
                     let g = std::mem::take(&mut w.open_copies);

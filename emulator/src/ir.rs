@@ -545,6 +545,8 @@ pub enum Op {
     },
     /// `wgmma.mma_async`, `fence`, `commit_group`, `wait_group` (see [`crate::wgmma`]).
     Wgmma(crate::wgmma::WgOp),
+    /// Hopper's asynchronous copies, mbarriers, tensor maps and `elect.sync`.
+    Async(Box<crate::tma::AsyncOp>),
 }
 
 /// An instruction with its guard predicate and source position.

@@ -22,7 +22,9 @@
 //! semantics (descriptor, canonical layouts, fragments; run by `exec::wgmma`);
 //! `profile` the cost model's counting;
 //! `num` holds lane arithmetic;
-//! `memory` the global memory (`AtomicU64` words, sound across host threads).
+//! `memory` the global memory (`AtomicU64` words, sound across host threads);
+//! `tma`, `mbarrier` and `tensormap` Hopper's asynchronous copies (decoded in
+//! `decode/asyncs.rs`, run in `exec/asyncs.rs`).
 //!
 //! Supported PTX (`.entry` kernels; `.func` is rejected):
 //! - arithmetic: `add sub mul(.lo/.hi/.wide) mad(.lo/.hi/.wide) mul24 mad24 div rem neg abs
@@ -37,6 +39,19 @@
 //!   f16/bf16 add; b16 cas/exch),
 //!   `cp.async` (ca/cg, 4/8/16 bytes, src-size, ignore-src) with `commit_group`,
 //!   `wait_group`, `wait_all`; `createpolicy`, cache hints, fences and prefetches accepted
+//! - Hopper async copies: `mbarrier` (`init inval arrive(.expect_tx, .noComplete, count)
+//!   expect_tx complete_tx test_wait try_wait`, `.parity` or state; a try_wait blocks until
+//!   its phase completes, or times out when nothing else can run), `cp.async.bulk`
+//!   (global -> shared with
+//!   `.mbarrier::complete_tx::bytes`, shared -> global `.bulk_group`, `commit_group`,
+//!   `wait_group(.read)`; copies complete when issued), `cp.async.bulk.tensor.{1..5}d`
+//!   tile-mode loads and stores through a [`TensorMap`] (by-value `.param .b8 [128]`,
+//!   global or shared; swizzle none/32/64/128 B, zero or NaN out-of-bounds fill),
+//!   `tensormap.replace` (every tile field), `tensormap.cp_fenceproxy`, `elect.sync`,
+//!   `setmaxnreg` (count checked), `fence.proxy.*`, `prefetch.tensormap`. The checker
+//!   reports mbarrier misuse ([`CheckKind::MbarrierUninitialized`], `MbarrierArrivals`,
+//!   `MbarrierTxCount`, `MbarrierNeverCompletes`), misaligned or out-of-window copy
+//!   destinations, and reads of bulk-copied bytes before a wait saw their phase complete
 //! - control and warps: `bra ret exit bar.sync barrier.sync bar.arrive bar.warp.sync
 //!   shfl.sync vote.sync redux.sync activemask ldmatrix stmatrix`, `mma.sync` m16n8k16 and
 //!   m16n8k8 (f16/bf16 inputs, f32 or f16 accumulators), m16n8k8 and m16n8k4 tf32
@@ -56,10 +71,13 @@ mod error;
 mod exec;
 mod ir;
 mod lexer;
+mod mbarrier;
 mod memory;
 mod num;
 mod parser;
 mod profile;
+pub mod tensormap;
+mod tma;
 mod wgmma;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -68,6 +86,7 @@ use std::time::{Duration, Instant};
 pub use error::{Budget, CheckKind, CheckReport, EmuError, Space};
 pub use exec::RACE_ULPS;
 pub use profile::Profile;
+pub use tensormap::{TensorMap, TensorMapError};
 
 use decode::KernelCode;
 use memory::{Allocation, GLOBAL_BASE, GLOBAL_END, GlobalMemory, RED_ZONE};
@@ -212,6 +231,8 @@ pub enum KernelArg {
     F16(half::f16),
     /// A `.bf16` parameter.
     BF16(half::bf16),
+    /// A tensor map passed by value (`.param .align 64 .b8 name[128]`).
+    TensorMap(TensorMap),
 }
 
 impl KernelArg {
@@ -230,6 +251,7 @@ impl KernelArg {
             KernelArg::I16(v) => v.to_le_bytes().to_vec(),
             KernelArg::F16(v) => v.to_le_bytes().to_vec(),
             KernelArg::BF16(v) => v.to_le_bytes().to_vec(),
+            KernelArg::TensorMap(m) => m.0.to_vec(),
         }
     }
 }

@@ -528,6 +528,17 @@ impl Parser {
                 match self.peek().cloned() {
                     Some(TokenKind::Word(w)) => {
                         self.i += 1;
+                        if self.eat_punct(',') {
+                            // Only a `{...}` vector may follow (no recursion into addresses).
+                            let Some(TokenKind::Punct('{')) = self.peek() else {
+                                return self.err("expected `{` coordinates after the tensor map");
+                            };
+                            let Operand::Vector(coords) = self.operand()? else {
+                                return self.err("expected `{` coordinates after the tensor map");
+                            };
+                            self.expect_punct(']')?;
+                            return Ok(Operand::Tensor { base: w, coords });
+                        }
                         base = Some(w);
                     }
                     Some(TokenKind::Int(v)) => {
@@ -585,12 +596,12 @@ impl Parser {
             }
             Some(TokenKind::Word(w)) => {
                 self.i += 1;
-                if w == "_" {
-                    return Ok(Operand::Sink);
-                }
                 if self.eat_punct('|') {
                     let q = self.word()?;
                     return Ok(Operand::Pair(w, q));
+                }
+                if w == "_" {
+                    return Ok(Operand::Sink);
                 }
                 Ok(Operand::Name(w))
             }

@@ -29,6 +29,7 @@
 use std::collections::HashSet;
 
 use crate::ir::{Addr, Instr, Op, Src, Ty};
+use crate::tma::AsyncOp;
 
 /// Where `wgmma.mma_async` takes matrix A from.
 #[derive(Clone, Debug, PartialEq)]
@@ -322,6 +323,55 @@ pub fn op_regs(op: &Op, f: &mut impl FnMut(u32, bool)) {
                 src(a, f);
             }
         }
+        Op::Async(a) => match &**a {
+            AsyncOp::Mbar {
+                addr: m, d, a: x, ..
+            } => {
+                addr(m, f);
+                x.iter().for_each(|x| src(x, f));
+                d.iter().for_each(|r| f(*r, true));
+            }
+            AsyncOp::BulkLoad {
+                dst,
+                src: s,
+                size,
+                mbar,
+            } => {
+                [dst, s, mbar].into_iter().for_each(|a| addr(a, f));
+                src(size, f);
+            }
+            AsyncOp::BulkStore { dst, src: s, size } => {
+                addr(dst, f);
+                addr(s, f);
+                src(size, f);
+            }
+            AsyncOp::BulkGroup => {}
+            AsyncOp::Tensor {
+                smem,
+                tmap,
+                coords,
+                mbar,
+                ..
+            } => {
+                [Some(smem), Some(tmap), mbar.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .for_each(|a| addr(a, f));
+                coords.iter().for_each(|x| src(x, f));
+            }
+            AsyncOp::Replace { addr: m, value, .. } => {
+                addr(m, f);
+                src(value, f);
+            }
+            AsyncOp::TmapCopy { dst, src: s } => {
+                addr(dst, f);
+                addr(s, f);
+            }
+            AsyncOp::Elect { d, p, mask } => {
+                src(mask, f);
+                d.iter().chain(p.iter()).for_each(|r| f(*r, true));
+            }
+        },
         Op::Wgmma(_)
         | Op::Bra { .. }
         | Op::Exit

@@ -10,11 +10,21 @@
 //! `s16:-2`, `f16:0.5`, `bf16:-1.25`; `i8`/`i16` are aliases of `s8`/`s16`), which the
 //! emulator passes to `.u8`/`.s8`/`.b8`/`.u16`/`.s16`/`.b16`/`.f16`/`.bf16` parameters
 //! (Triton passes a bool as `.u8`).
+//! A TMA tensor map (a `.param .align 64 .b8 [128]` parameter) is
+//! `tmap:BUF:DTYPE:DIMS:STRIDES:BOX[:OPTIONS]`, built like `cuTensorMapEncodeTiled` over
+//! the buffer of the earlier argument number BUF (1-based): DTYPE one of u8 u16 u32 i32 u64
+//! i64 f16 f32 f64 bf16 tf32; DIMS, STRIDES (bytes, of dimensions 1..; `-` for rank 1)
+//! and BOX `x`-separated, innermost first; OPTIONS comma-separated `swizzle=32|64|128`,
+//! `estrides=AxB..`, `nan` (NaN out-of-bounds fill).
 
 use clap::Args;
 use jagged::cli::argspec::{ArgSpecError, KernelArgSpec, parse_int};
 use jagged::cli::npy::{self, NpyArray, NpyDtype, NpyError};
-use jagged_emu::{Device, DevicePtr, EmuError, KernelArg, LaunchConfig, Module};
+use jagged_emu::tensormap::{
+    TensorMapDataType, TensorMapFloatOobFill, TensorMapInterleave, TensorMapL2Promotion,
+    TensorMapSwizzle,
+};
+use jagged_emu::{Device, DevicePtr, EmuError, KernelArg, LaunchConfig, Module, TensorMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -39,7 +49,8 @@ pub struct EmuArgs {
     /// A kernel argument, in parameter order: u32:V, i32:V, u64:V, i64:V, f32:V, f64:V,
     /// u8:V, s8:V, u16:V, s16:V, f16:V, bf16:V,
     /// in:IN.npy, out:OUT.npy:DTYPE:COUNT (DTYPE: f32 f16 bf16 i32 i64 u32 u64 u8),
-    /// inout:IN.npy:OUT.npy.
+    /// inout:IN.npy:OUT.npy, tmap:BUF:DTYPE:DIMS:STRIDES:BOX[:OPTIONS] (a tensor map over
+    /// argument BUF's buffer).
     #[arg(long = "arg", value_name = "SPEC")]
     pub args: Vec<EmuArgSpec>,
     /// Fail on shared-memory races that store (nearly) the value already there
@@ -75,6 +86,103 @@ pub enum EmuArgSpec {
     Small(KernelArg),
     /// Any kind of [`KernelArgSpec`].
     Shared(KernelArgSpec),
+    /// `tmap:...`: a tensor map over an earlier buffer argument.
+    TensorMap(TensorMapSpec),
+}
+
+/// The fields of a `tmap:` argument (`cuTensorMapEncodeTiled`'s, less the address).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorMapSpec {
+    /// 1-based number of the buffer argument whose device address the map takes.
+    pub buffer: usize,
+    /// Element type.
+    pub data_type: TensorMapDataType,
+    /// Global dimensions, innermost first.
+    pub global_dim: Vec<u64>,
+    /// Byte strides of dimensions 1...
+    pub global_strides: Vec<u64>,
+    /// Box dimensions.
+    pub box_dim: Vec<u32>,
+    /// Element strides (all 1 unless given).
+    pub element_strides: Vec<u32>,
+    /// Shared-memory swizzle.
+    pub swizzle: TensorMapSwizzle,
+    /// NaN out-of-bounds fill (else zeros).
+    pub nan_fill: bool,
+}
+
+impl TensorMapSpec {
+    /// Parses `BUF:DTYPE:DIMS:STRIDES:BOX[:OPTIONS]` (what follows `tmap:`).
+    fn parse(text: &str) -> Result<TensorMapSpec, String> {
+        fn list<T: TryFrom<i128>>(text: &str) -> Result<Vec<T>, String> {
+            if text == "-" {
+                return Ok(Vec::new());
+            }
+            text.split('x').map(parse_int).collect()
+        }
+        let parts: Vec<&str> = text.split(':').collect();
+        let [buffer, dtype, dims, strides, boxes, rest @ ..] = &parts[..] else {
+            return Err("expected tmap:BUF:DTYPE:DIMS:STRIDES:BOX[:OPTIONS]".to_string());
+        };
+        use TensorMapDataType as T;
+        let data_type = match *dtype {
+            "u8" => T::Uint8,
+            "u16" => T::Uint16,
+            "u32" => T::Uint32,
+            "i32" => T::Int32,
+            "u64" => T::Uint64,
+            "i64" => T::Int64,
+            "f16" => T::Float16,
+            "f32" => T::Float32,
+            "f64" => T::Float64,
+            "bf16" => T::Bfloat16,
+            "tf32" => T::Tfloat32,
+            d => return Err(format!("unknown tensor map element type `{d}`")),
+        };
+        let global_dim: Vec<u64> = list(dims)?;
+        let mut spec = TensorMapSpec {
+            buffer: parse_int(buffer)?,
+            data_type,
+            element_strides: vec![1; global_dim.len()],
+            global_dim,
+            global_strides: list(strides)?,
+            box_dim: list(boxes)?,
+            swizzle: TensorMapSwizzle::None,
+            nan_fill: false,
+        };
+        for option in rest.iter().flat_map(|r| r.split(',')) {
+            match option.split_once('=') {
+                Some(("swizzle", "32")) => spec.swizzle = TensorMapSwizzle::B32,
+                Some(("swizzle", "64")) => spec.swizzle = TensorMapSwizzle::B64,
+                Some(("swizzle", "128")) => spec.swizzle = TensorMapSwizzle::B128,
+                Some(("estrides", e)) => spec.element_strides = list(e)?,
+                None if option == "nan" => spec.nan_fill = true,
+                _ => return Err(format!("unknown tensor map option `{option}`")),
+            }
+        }
+        Ok(spec)
+    }
+
+    /// The map over the buffer at `address`.
+    fn encode(&self, address: DevicePtr) -> Result<TensorMap, jagged_emu::TensorMapError> {
+        TensorMap::encode_tiled(
+            self.data_type,
+            self.global_dim.len() as u32,
+            address.0,
+            &self.global_dim,
+            &self.global_strides,
+            &self.box_dim,
+            &self.element_strides,
+            TensorMapInterleave::None,
+            self.swizzle,
+            TensorMapL2Promotion::None,
+            if self.nan_fill {
+                TensorMapFloatOobFill::NanRequestZeroFma
+            } else {
+                TensorMapFloatOobFill::None
+            },
+        )
+    }
 }
 
 impl FromStr for EmuArgSpec {
@@ -90,6 +198,11 @@ impl FromStr for EmuArgSpec {
         };
         let float = |what: &str| bad(format!("not an {what}"));
         let arg = match kind {
+            "tmap" => {
+                return TensorMapSpec::parse(value)
+                    .map(EmuArgSpec::TensorMap)
+                    .map_err(bad);
+            }
             "u8" => KernelArg::U8(parse_int(value).map_err(bad)?),
             "s8" | "i8" => KernelArg::I8(parse_int(value).map_err(bad)?),
             "u16" => KernelArg::U16(parse_int(value).map_err(bad)?),
@@ -104,7 +217,7 @@ impl FromStr for EmuArgSpec {
                 return spec.parse().map(EmuArgSpec::Shared).map_err(|e| {
                     if e.reason.starts_with("unknown kind") {
                         bad(
-                            "unknown kind (expected u8, s8, u16, s16, u32, i32, u64, i64, f16, bf16, f32, f64, in, out or inout)"
+                            "unknown kind (expected u8, s8, u16, s16, u32, i32, u64, i64, f16, bf16, f32, f64, in, out, inout or tmap)"
                                 .to_string(),
                         )
                     } else {
@@ -191,6 +304,15 @@ pub enum EmuCliError {
         /// The emulator's error.
         source: Box<EmuError>,
     },
+    /// A `tmap:` argument names no earlier buffer, or breaks `cuTensorMapEncodeTiled`'s
+    /// rules.
+    #[error("--arg {index}: tensor map: {reason}")]
+    TensorMap {
+        /// 1-based position of the argument.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// The launch failed: bad arguments, an unsupported instruction, or checker reports.
     #[error("kernel `{kernel}` in {}: {source}", path.display())]
     Launch {
@@ -251,6 +373,26 @@ fn emulate(args: &EmuArgs) -> Result<(), EmuCliError> {
         let spec = match spec {
             EmuArgSpec::Small(arg) => {
                 kernel_args.push(*arg);
+                continue;
+            }
+            EmuArgSpec::TensorMap(map) => {
+                let address = match map.buffer.checked_sub(1).map(|b| kernel_args.get(b)) {
+                    Some(Some(KernelArg::Ptr(p))) if map.buffer < index => *p,
+                    _ => {
+                        return Err(EmuCliError::TensorMap {
+                            index,
+                            reason: format!(
+                                "argument {} is not an earlier buffer argument",
+                                map.buffer
+                            ),
+                        });
+                    }
+                };
+                let map = map.encode(address).map_err(|e| EmuCliError::TensorMap {
+                    index,
+                    reason: e.to_string(),
+                })?;
+                kernel_args.push(KernelArg::TensorMap(map));
                 continue;
             }
             EmuArgSpec::Shared(spec) => spec,
@@ -400,6 +542,37 @@ mod tests {
     }
 
     #[test]
+    fn parses_tensor_maps() {
+        let p = |s: &str| s.parse::<EmuArgSpec>().unwrap();
+        assert_eq!(
+            p("tmap:2:bf16:64x32:128:64x8:swizzle=128,estrides=1x2,nan"),
+            EmuArgSpec::TensorMap(TensorMapSpec {
+                buffer: 2,
+                data_type: TensorMapDataType::Bfloat16,
+                global_dim: vec![64, 32],
+                global_strides: vec![128],
+                box_dim: vec![64, 8],
+                element_strides: vec![1, 2],
+                swizzle: TensorMapSwizzle::B128,
+                nan_fill: true,
+            })
+        );
+        assert_eq!(
+            p("tmap:1:u8:256:-:16"),
+            EmuArgSpec::TensorMap(TensorMapSpec {
+                buffer: 1,
+                data_type: TensorMapDataType::Uint8,
+                global_dim: vec![256],
+                global_strides: vec![],
+                box_dim: vec![16],
+                element_strides: vec![1],
+                swizzle: TensorMapSwizzle::None,
+                nan_fill: false,
+            })
+        );
+    }
+
+    #[test]
     fn parses_seconds() {
         assert_eq!(parse_seconds("0.25"), Ok(0.25));
         assert_eq!(parse_seconds("0"), Ok(0.0));
@@ -433,6 +606,9 @@ mod tests {
             ("f16:x", "not an f16"),
             ("q8:1", "unknown kind"),
             ("u32", "not KIND:VALUE"),
+            ("tmap:1:q8:4:-:4", "element type"),
+            ("tmap:1:f32:4x4", "expected tmap:"),
+            ("tmap:1:f32:4:-:4:swizzle=16", "option"),
         ] {
             let err = spec.parse::<EmuArgSpec>().unwrap_err().to_string();
             assert!(err.contains(spec) && err.contains(needle), "{spec}: {err}");
