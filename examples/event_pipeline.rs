@@ -2,11 +2,13 @@
 //! events, cut into sessions, are boosted per (user segment, event
 //! condition), pooled per session, then per user.
 //!
-//! 1. Random users (one without events, one with a session longer than
-//!    1024 events) with i64 timestamps; `session_segment` cuts sessions
-//!    where the gap between two events exceeds `GAP`, giving the nested
-//!    tensor's offsets (checked against a [`NestedJagged`] built on the
-//!    host from the flat tensor and its session starts) and dwell times.
+//! 1. Random users with Zipf-distributed history lengths (exponent
+//!    [`ZIPF_S`], capped at [`MAX_EVENTS`]; one user without events, one
+//!    whose [`BURST`] events are one session) with i64 timestamps;
+//!    `session_segment` cuts sessions where the gap between two events
+//!    exceeds `GAP`, giving the nested tensor's offsets (checked against
+//!    a [`NestedJagged`] built on the host from the flat tensor and its
+//!    session starts) and dwell times.
 //! 2. `event_boost`: the feature columns `BOOSTED` of each event times
 //!    `table[segment[b], cond[i]]` (a condition outside the table: factor 1).
 //! 3. `session_pool` (mean over each session's events) and `user_pool`
@@ -48,13 +50,24 @@ const C: usize = 6;
 const BOOSTED: [usize; 4] = [0, 3, 8, 31];
 /// Events kept per user by `event_prune`.
 const KEEP: usize = 64;
+/// Users (the emulator runs the whole example in a few seconds).
+const USERS: usize = 32;
+/// The longest history: user lengths follow Zipf's law on `1..=MAX_EVENTS`.
+const MAX_EVENTS: usize = 4096;
+/// User 1's history, one session (longer than 1024 events). `event_prune`
+/// ranks a user's events against each other (`L^2` comparisons, the
+/// emulator's longest step: the 3347 events of the longest Zipf history
+/// take 22M warp instructions), so the example keeps to [`USERS`] users.
+const BURST: usize = 2048;
+/// Zipf's exponent: `P(L = k)` proportional to `k^-ZIPF_S`.
+const ZIPF_S: f64 = 1.1;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut rng = Rng::new(11);
-    // Events per user: none, a long burst (one session > 1024 events),
-    // then random users.
-    let mut counts = vec![0, 1300];
-    counts.extend((0..62).map(|_| rng.below(120)));
+    // Events per user: none, a burst of BURST events (one session), then
+    // Zipf-distributed lengths.
+    let mut counts = vec![0, BURST];
+    counts.extend((2..USERS).map(|_| zipf(&mut rng)));
     let b = counts.len();
     // Timestamps: gaps mostly short, sometimes longer than GAP.
     let mut times: Vec<usize> = Vec::new();
@@ -95,8 +108,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         nested.user_offsets_usize().to_vec(),
     );
     let longest = sessions.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let history = counts.iter().max().copied().unwrap_or(0);
     println!(
-        "event_pipeline: B = {b} users, S = {s} sessions (longest {longest} events), T = {t_rows} events, D = {D}"
+        "event_pipeline: B = {b} users (longest history {history} events), S = {s} sessions (longest {longest} events), T = {t_rows} events, D = {D}"
     );
 
     // Per-user segments and per-event conditions, some outside the table.
@@ -299,9 +313,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         return Err(format!("relative error {worst:e} above the tolerance {tol:e}").into());
     }
 
-    // 5. Attention over the history, the whole and the pruned one.
+    // 5. Attention over the history, the whole and the pruned one (no
+    // history is truncated).
     let options = AttentionOptions {
-        max_len: 2048,
+        max_len: MAX_EVENTS,
         scale: None,
         causal: true,
         activation: Activation::Softmax,
@@ -338,6 +353,22 @@ fn main() -> Result<(), Box<dyn Error>> {
         times[0] / times[1]
     );
     Ok(())
+}
+
+/// A length in `1..=MAX_EVENTS` drawn with `P(L = k)` proportional to
+/// `k^-ZIPF_S` (inverse CDF).
+fn zipf(rng: &mut Rng) -> usize {
+    let weight = |k: usize| (k as f64).powf(-ZIPF_S);
+    let total: f64 = (1..=MAX_EVENTS).map(weight).sum();
+    // Uniform in [0, total).
+    let mut u = (rng.float(0.5) + 0.5) * total;
+    for k in 1..MAX_EVENTS {
+        u -= weight(k);
+        if u < 0.0 {
+            return k;
+        }
+    }
+    MAX_EVENTS
 }
 
 /// `[0, l0, l0 + l1, ...]`.
