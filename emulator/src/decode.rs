@@ -91,7 +91,11 @@ struct Decoder<'a> {
     scopes: Vec<HashMap<String, (u32, Ty)>>,
     nregs: u32,
     symbols: HashMap<String, Symbol>,
-    labels: HashMap<String, u32>,
+    /// Labels by (block, name): PTX scopes a label to its `{ }` block, so Triton's inline
+    /// `waitLoop:` can appear in several blocks of one kernel. Block 0 is the body.
+    labels: HashMap<(u32, String), u32>,
+    /// The blocks open at the instruction being decoded, innermost last.
+    blocks: Vec<u32>,
     line: u32,
     col: u32,
 }
@@ -138,6 +142,7 @@ fn decode_kernel(
         nregs: 0,
         symbols: HashMap::new(),
         labels: HashMap::new(),
+        blocks: vec![0],
         line: k.line,
         col: 1,
     };
@@ -238,21 +243,33 @@ fn decode_kernel(
         d.symbols
             .insert(v.name.clone(), Symbol::Shared(dynamic_offset));
     }
-    // Labels.
+    // Labels, numbering the blocks in order as the instruction pass below does.
     let mut n = 0u32;
+    let (mut blocks, mut next_block) = (vec![0u32], 0u32);
     for s in &k.body {
         match s {
             Stmt::Inst(_) => n += 1,
-            Stmt::Label(name, line, col) if d.labels.insert(name.clone(), n).is_some() => {
-                return Err(EmuError::Parse {
-                    line: *line,
-                    column: *col,
-                    message: format!("label `{name}` defined twice"),
-                });
+            Stmt::BlockStart => {
+                next_block += 1;
+                blocks.push(next_block);
+            }
+            Stmt::BlockEnd => {
+                blocks.pop();
+            }
+            Stmt::Label(name, line, col) => {
+                let block = blocks.last().copied().unwrap_or(0);
+                if d.labels.insert((block, name.clone()), n).is_some() {
+                    return Err(EmuError::Parse {
+                        line: *line,
+                        column: *col,
+                        message: format!("label `{name}` defined twice"),
+                    });
+                }
             }
             _ => {}
         }
     }
+    next_block = 0;
     // Instructions.
     let mut code = Vec::with_capacity(n as usize + 1);
     for s in &k.body {
@@ -281,9 +298,14 @@ fn decode_kernel(
                         .map(|s| s.insert(name.clone(), (slot, t)));
                 }
             }
-            Stmt::BlockStart => d.scopes.push(HashMap::new()),
+            Stmt::BlockStart => {
+                d.scopes.push(HashMap::new());
+                next_block += 1;
+                d.blocks.push(next_block);
+            }
             Stmt::BlockEnd => {
                 d.scopes.pop();
+                d.blocks.pop();
             }
             Stmt::Var(_) | Stmt::Label(..) => {}
             Stmt::Inst(i) => code.push(d.inst(i)?),
@@ -505,6 +527,15 @@ impl Decoder<'_> {
 
     fn reg(&self, name: &str) -> Option<(u32, Ty)> {
         self.scopes.iter().rev().find_map(|s| s.get(name).copied())
+    }
+
+    /// The instruction index of label `name` as seen from the current block: its own
+    /// block's label, else the nearest enclosing block's.
+    fn label(&self, name: &str) -> Option<u32> {
+        self.blocks
+            .iter()
+            .rev()
+            .find_map(|&b| self.labels.get(&(b, name.to_string())).copied())
     }
 
     fn sreg(name: &str) -> Option<Sreg> {
@@ -1159,8 +1190,8 @@ impl Decoder<'_> {
                 self.finish(&m, opcode)?;
                 self.nops(ops, 1, opcode)?;
                 match &ops[0] {
-                    Operand::Name(l) => match self.labels.get(l) {
-                        Some(t) => Op::Bra { target: *t },
+                    Operand::Name(l) => match self.label(l) {
+                        Some(t) => Op::Bra { target: t },
                         None => return Err(self.bad(format!("unknown label `{l}`"))),
                     },
                     o => return Err(self.bad(format!("expected a label, found {o:?}"))),

@@ -486,3 +486,48 @@ fn absurd_register_and_parameter_counts_are_rejected() {
     );
     assert!(Module::parse(&ptx).is_ok());
 }
+
+/// PTX scopes labels to their `{ }` block (Triton's inline `mbarrier.try_wait` loops
+/// define `waitLoop:` once per block): each branch goes to its own block's label, an
+/// enclosing block's label stays visible, and a label twice in one block is an error.
+#[test]
+fn labels_are_scoped_to_their_block() {
+    let ptx = format!(
+        "{HEADER}
+.visible .entry k(.param .u64 out)
+{{
+    .reg .b32 %r<2>;
+    .reg .b64 %rd<2>;
+    mov.u32 %r1, 0;
+    {{
+        bra.uni L;
+        add.u32 %r1, %r1, 100;
+    L:
+        add.u32 %r1, %r1, 1;
+    }}
+    {{
+        bra.uni L;
+        add.u32 %r1, %r1, 1000;
+    L:
+        add.u32 %r1, %r1, 2;
+        bra.uni DONE;
+    }}
+    add.u32 %r1, %r1, 10000;
+DONE:
+    ld.param.u64 %rd1, [out];
+    st.global.u32 [%rd1], %r1;
+    ret;
+}}
+"
+    );
+    let module = parse(&ptx);
+    let mut dev = Device::new();
+    let out = dev.alloc(4);
+    dev.launch(&module, "k", &one_thread(), &[KernelArg::Ptr(out)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(words(&dev.read(out, 4).unwrap()), [3]);
+
+    let twice = format!("{HEADER}\n.visible .entry k()\n{{\n{{\nL:\n ret;\nL:\n ret;\n}}\n}}\n");
+    let err = Module::parse(&twice).expect_err("a label twice in one block");
+    assert!(err.to_string().contains("defined twice"), "{err}");
+}

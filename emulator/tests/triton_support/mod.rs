@@ -4,7 +4,11 @@
 
 #![allow(dead_code)] // Each test file uses a different subset.
 
-use jagged_emu::{Device, DevicePtr, KernelArg, LaunchConfig, Module};
+use jagged_emu::tensormap::{
+    TensorMapDataType, TensorMapFloatOobFill, TensorMapInterleave, TensorMapL2Promotion,
+    TensorMapSwizzle,
+};
+use jagged_emu::{Device, DevicePtr, KernelArg, LaunchConfig, Module, TensorMap};
 use std::path::PathBuf;
 
 /// A Triton kernel from `emulator/fixtures/`: its PTX text and launch metadata.
@@ -21,6 +25,8 @@ pub struct Fixture {
     pub param_count: usize,
     /// Number of Triton's trailing scratch-pointer parameters.
     pub scratch_params: usize,
+    /// The JSON metadata as written.
+    pub meta: String,
 }
 
 impl Fixture {
@@ -42,7 +48,60 @@ impl Fixture {
             shared_bytes,
             param_count,
             scratch_params,
+            meta,
         }
+    }
+
+    /// The PTX arguments of the host-side tensor descriptor `arg` over the row-major
+    /// [rows, cols] tensor at `ptr`, as Triton's launcher passes them: the 128-byte map
+    /// (built from the fixture's `tensor_maps` entry like `fill_tma_descriptor_tiled`),
+    /// then the shape (i32 x 2) and the strides in elements (i64 x 2).
+    pub fn desc_args(&self, arg: &str, ptr: DevicePtr, [rows, cols]: [usize; 2]) -> [KernelArg; 5] {
+        let maps = json_after_key(&self.meta, "tensor_maps");
+        let entry = maps
+            .split("\"arg\":")
+            .find(|e| e.trim_start().starts_with(&format!("\"{arg}\"")))
+            .unwrap_or_else(|| panic!("{}: no tensor map for {arg}", self.kernel));
+        let block = json_after_key(entry, "block");
+        let block: Vec<u32> = block[..block.find(']').expect("block list")]
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().expect("block entry"))
+            .collect();
+        let data_type = match json_number(entry, "data_type") {
+            6 => TensorMapDataType::Float16,
+            7 => TensorMapDataType::Float32,
+            9 => TensorMapDataType::Bfloat16,
+            t => panic!("{arg}: data type {t}"),
+        };
+        let swizzle = match json_number(entry, "swizzle") {
+            0 => TensorMapSwizzle::None,
+            1 => TensorMapSwizzle::B32,
+            2 => TensorMapSwizzle::B64,
+            _ => TensorMapSwizzle::B128,
+        };
+        let elem = u64::from(data_type.size());
+        let map = TensorMap::encode_tiled(
+            data_type,
+            2,
+            ptr.0,
+            &[cols as u64, rows as u64],
+            &[cols as u64 * elem],
+            &[block[1], block[0]],
+            &[1, 1],
+            TensorMapInterleave::None,
+            swizzle,
+            TensorMapL2Promotion::L2_128B,
+            TensorMapFloatOobFill::None,
+        )
+        .unwrap_or_else(|e| panic!("{}: tensor map {arg}: {e}", self.kernel));
+        [
+            KernelArg::TensorMap(map),
+            KernelArg::I32(rows as i32),
+            KernelArg::I32(cols as i32),
+            KernelArg::I64(cols as i64),
+            KernelArg::I64(1),
+        ]
     }
 
     /// Parses this fixture's PTX (or an edited copy of it).
