@@ -356,7 +356,9 @@ fn topk_follows_the_stable_sort() {
 /// the count and copy kernels of a compaction on them; groups of 32 rows,
 /// lengths around and far above 32, a truncated set), a per-sequence input
 /// and what is computed from it read by every row, a per-column input
-/// read by rows of 8 columns (a lane keeps its column), a leaf read by several
+/// read by rows of 8 columns (a lane keeps its column), per-row inputs
+/// read by rows of 32 columns (32 rows a load, shuffled; also on a
+/// truncated set), a leaf read by several
 /// branches of the tree, and a rank over lines that are staged in shared
 /// memory (1000 rows) and that are not (1600 rows of i64 do not fit a
 /// warp's share), 32 rows at a time by shuffles (NaN first, ties by row):
@@ -413,6 +415,13 @@ fn shared_reads_and_long_ranks_match_the_reference() {
   %45 = const 0 : f32[]
   %46 = gt %42, %45 : bool[8]
   %47 = select %46, %44, %41 : f32[%1, 8]
+  %48 = input y : f32[%1, 32]
+  %49 = input c : i32[%1]
+  %50 = cast %49 : f32[%1]
+  %51 = mul %48, %50 : f32[%1, 32]
+  %52 = input z : f32[%28, 32]
+  %53 = input zc : f32[%28]
+  %54 = add %52, %53 : f32[%28, 32]
   output starts = %14
   output start_offsets = %15
   output dwell = %20
@@ -422,6 +431,8 @@ fn shared_reads_and_long_ranks_match_the_reference() {
   output best_offsets = %38
   output order = %40
   output scaled = %47
+  output rowed = %51
+  output rowed_truncated = %54
 }";
     let lengths = [0, 1, 31, 32, 33, 70, 5, 1000, 1600, 64];
     let mut rng = Rng::new(23);
@@ -455,6 +466,9 @@ fn shared_reads_and_long_ranks_match_the_reference() {
             let table: Vec<f64> = (0..12).map(|_| rng.float(2.0)).collect();
             let x: Vec<f64> = (0..rows * 8).map(|_| rng.float(2.0)).collect();
             let w: Vec<f64> = (0..8).map(|_| rng.float(2.0)).collect();
+            let y: Vec<f64> = (0..rows * 32).map(|_| rng.float(2.0)).collect();
+            let c: Vec<f64> = (0..rows).map(|_| rng.below(7) as f64 - 3.0).collect();
+            let zc: Vec<f64> = (0..rows).map(|_| rng.float(2.0)).collect();
             let tensors = [
                 (
                     "offsets",
@@ -465,6 +479,10 @@ fn shared_reads_and_long_ranks_match_the_reference() {
                 ("s", DenseTensor::from_f64(DType::F32, vec![rows], &scores)),
                 ("x", DenseTensor::from_f64(DType::F32, vec![rows, 8], &x)),
                 ("w", DenseTensor::from_f64(DType::F32, vec![8], &w)),
+                ("y", DenseTensor::from_f64(DType::F32, vec![rows, 32], &y)),
+                ("c", DenseTensor::from_f64(DType::I32, vec![rows], &c)),
+                ("z", DenseTensor::from_f64(DType::F32, vec![rows, 32], &y)),
+                ("zc", DenseTensor::from_f64(DType::F32, vec![rows], &zc)),
                 (
                     "seg",
                     DenseTensor::from_f64(DType::I32, vec![seg.len()], &seg),

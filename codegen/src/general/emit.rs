@@ -263,6 +263,10 @@ pub(super) fn lower_step(
             em.per_sequence = invariant(graph, part, node, &[Dim::Batch]);
             if ty.seqs().is_some() && ty.dims[1..].iter().all(|d| matches!(d, Dim::Static(_))) {
                 em.per_column = invariant(graph, part, node, &ty.dims[1..]);
+                if super::static_product(&ty.dims[1..]) == 32 {
+                    em.per_row = invariant(graph, part, node, &ty.dims[..1]);
+                    em.per_row.retain(|h| part.stored.contains_key(h));
+                }
             }
             if !coop {
                 em.shifted = row_shifts(graph, part, node);
@@ -368,6 +372,12 @@ struct Emitter<'g> {
     /// column (rows of a width that divides 32), computed once per
     /// sequence before the loop, with [`Self::per_sequence`]'s.
     per_column: Vec<Handle<Node>>,
+    /// The stored values of one element per row (`[%s]`, `cond[i]` of an
+    /// event) that an element loop over rows of 32 columns reads: the warp
+    /// is on one row at a time there, so every 32 rows each lane loads the
+    /// value of one of the next 32 and each row takes its own by a shuffle
+    /// (one coalesced load, not a sector per row).
+    per_row: Vec<Handle<Node>>,
     /// The [`Self::per_sequence`] values of the sequence being computed,
     /// each with its index.
     sequence_values: Vec<(Handle<Node>, At, Val)>,
@@ -419,6 +429,7 @@ impl<'g> Emitter<'g> {
             cse: None,
             per_sequence: Vec::new(),
             per_column: Vec::new(),
+            per_row: Vec::new(),
             sequence_values: Vec::new(),
             shifted: Vec::new(),
             row_values: Vec::new(),
@@ -729,6 +740,21 @@ impl<'g> Emitter<'g> {
         // Lanes over the elements, or (cooperative) all lanes on each one;
         // with row shifts to share, the whole warp on 32 rows at a time.
         let shuffles = !self.shifted.is_empty() && width == 1 && !coop;
+        // Rows of 32 columns: the per-row values 32 rows at a time, each
+        // lane's share of the next 32 kept in a register.
+        let row_chunks = if !coop && width == 32 && !self.per_row.is_empty() {
+            let mut chunks = Vec::new();
+            for h in self.per_row.clone() {
+                let int = is_int(tensor_type(self.graph, h)?.dtype);
+                let reg = match self.zero(if int { DType::I64 } else { DType::F32 }) {
+                    Val::F(r) | Val::I(r) => r,
+                };
+                chunks.push((h, reg, int));
+            }
+            Some(chunks)
+        } else {
+            None
+        };
         let elems = if coop {
             self.b
                 .begin_range(Type::U64, Operand::Int(0), count, Operand::Int(1))
@@ -752,6 +778,31 @@ impl<'g> Emitter<'g> {
             let active = self.b.setp(Cmp::Lt, Type::U64, e, count);
             self.row_values = self.shift_rows(&At { b, idx: vec![i] }, lane, active)?;
             self.b.bra_if(active, true, done);
+        }
+        if let Some(chunks) = &row_chunks {
+            // Rows of 32 columns: `i` is the same on every lane.
+            let slot = self.b.binary(BinOp::Rem, Type::U64, i, Operand::Int(32));
+            let fresh = self.b.setp(Cmp::Eq, Type::U64, slot, Operand::Int(0));
+            let loaded = self.b.label();
+            self.b.bra_if(fresh, true, loaded);
+            let row = self.b.binary(BinOp::Add, Type::U64, i, lane);
+            let has = self.b.setp(Cmp::Lt, Type::U64, row, stored_rows);
+            for &(h, reg, int) in chunks {
+                let at = At { b, idx: vec![row] };
+                let (Val::F(v) | Val::I(v)) = self.guarded(h, &at, has, int)?;
+                self.b
+                    .mov_to(if int { Type::S64 } else { Type::F32 }, reg, v);
+            }
+            self.b.place(loaded);
+            let j = self.b.cvt(Type::U32, Type::U64, slot);
+            for &(h, reg, int) in chunks {
+                let v = if int {
+                    Val::I(self.shfl_s64(ShflMode::Idx, reg, j, 31))
+                } else {
+                    Val::F(self.b.shfl(ShflMode::Idx, reg, j, 31))
+                };
+                self.row_values.push((h, At { b, idx: vec![i] }, v));
+            }
         }
         let valid = self.b.setp(Cmp::Lt, Type::U64, i, len);
         let write = self.b.label();
