@@ -488,7 +488,7 @@ fn wgmma_well_formed(mma: &WgmmaMma) -> bool {
         WgmmaA::Desc(d) => d.class == RegClass::B64,
     };
     matches!(mma.ab, Type::F16 | Type::Bf16)
-        && mma.n() % 8 == 0
+        && mma.n().is_multiple_of(8)
         && (8..=256).contains(&mma.n())
         && mma.d.iter().all(|r| r.class == RegClass::F32)
         && mma.b.class == RegClass::B64
@@ -585,5 +585,78 @@ $L1:
         b.ld(Space::Shared, Type::F32, 1, Address { base: r, offset: 0 });
         let err = write_kernel_string(&b.finish(), &Options { arch: Arch::Sm80 }).unwrap_err();
         assert!(err.to_string().contains("shared address"), "{err}");
+    }
+
+    /// The `wgmma` ops print as PTX's own syntax: the scores of a warpgroup
+    /// from two descriptors (the first k-step overwriting D), then an
+    /// accumulation with A in registers and B N-major, fenced, committed
+    /// and waited for; the descriptor's constant bits are the ISA's fields.
+    #[test]
+    fn prints_wgmma() {
+        use crate::kernel::{MatrixLayout, RegClass, Swizzle, WgmmaA, WgmmaMma};
+        let layout = MatrixLayout {
+            lbo: 16,
+            sbo: 1024,
+            swizzle: Swizzle::B128,
+        };
+        assert_eq!(layout.descriptor_bits(), (1 << 16) | (64 << 32) | (1 << 62));
+        let mut b = KernelBuilder::new("wg", 128);
+        let smem = b.reg(RegClass::B32);
+        let desc = b.matrix_descriptor(smem, layout);
+        let d: Vec<_> = (0..4).map(|_| b.reg(RegClass::F32)).collect();
+        let a = [(); 4].map(|_| b.reg(RegClass::B32));
+        b.push(Inst::WgmmaFence);
+        for (a, accumulate, trans_b) in [
+            (WgmmaA::Desc(desc), false, false),
+            (WgmmaA::Regs(a), true, true),
+        ] {
+            b.push(Inst::WgmmaMmaAsync(Box::new(WgmmaMma {
+                ab: Type::Bf16,
+                d: d.clone(),
+                a,
+                b: desc,
+                accumulate,
+                negate_a: !accumulate,
+                trans_b,
+            })));
+        }
+        b.push(Inst::WgmmaCommit);
+        b.push(Inst::WgmmaWait { n: 0 });
+        b.push(Inst::FenceProxyAsyncShared);
+        let text = write_kernel_string(&b.finish(), &Options { arch: Arch::Sm90a }).expect("print");
+        for line in [
+            "shr.u32 %r2, %r1, 4;",
+            "or.b64 %rd2, %rd1, 4611686293305360384;",
+            "wgmma.fence.sync.aligned;",
+            "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%f1, %f2, %f3, %f4}, %rd2, %rd2, 0, -1, 1, 0, 0;",
+            "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%f1, %f2, %f3, %f4}, {%r3, %r4, %r5, %r6}, %rd2, 1, 1, 1, 1;",
+            "wgmma.commit_group.sync.aligned;",
+            "wgmma.wait_group.sync.aligned 0;",
+            "fence.proxy.async.shared::cta;",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn rejects_a_wgmma_with_a_32_bit_descriptor() {
+        use crate::kernel::{RegClass, WgmmaA, WgmmaMma};
+        let mut b = KernelBuilder::new("bad", 128);
+        let desc = b.reg(RegClass::B32);
+        let d = (0..4).map(|_| b.reg(RegClass::F32)).collect();
+        b.push(Inst::WgmmaMmaAsync(Box::new(WgmmaMma {
+            ab: Type::F16,
+            d,
+            a: WgmmaA::Desc(desc),
+            b: desc,
+            accumulate: true,
+            negate_a: false,
+            trans_b: false,
+        })));
+        let err = write_kernel_string(&b.finish(), &Options { arch: Arch::Sm90a }).unwrap_err();
+        assert!(
+            err.to_string().contains("wgmma.mma_async m64n8k16"),
+            "{err}"
+        );
     }
 }
