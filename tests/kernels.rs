@@ -202,22 +202,25 @@ fn primitives_every_dtype_and_offsets_type() {
     }
 }
 
+/// Both archs: on sm_90a, D = 64 takes the wgmma kernel and D = 32 the
+/// mma.sync one.
 #[test]
 fn attention_ops_bf16_and_f16() {
     let mut rt = emu();
     for (k, dtype) in [DType::BF16, DType::F16].into_iter().enumerate() {
-        for (causal, activation) in [
-            (false, Activation::Softmax),
-            (true, Activation::Softmax),
-            (true, Activation::Silu),
+        for (head_dim, causal, activation) in [
+            (32, false, Activation::Softmax),
+            (64, true, Activation::Softmax),
+            (32, true, Activation::Silu),
+            (64, false, Activation::Silu),
         ] {
             let graph = ops::jagged_flash_attention(&AttentionSpec {
                 input_dtype: dtype,
                 dtype,
                 offsets: DType::I32,
                 heads: 2,
-                head_dim: 32,
-                value_dim: 32,
+                head_dim,
+                value_dim: head_dim,
                 causal,
                 activation,
             })
@@ -239,11 +242,12 @@ fn attention_ops_bf16_and_f16() {
 }
 
 /// Sequences spanning several key blocks (64 keys and 64 query rows per
-/// block at D = 32 and this bucket, `templates::attention::Tiles`): the
-/// online softmax rescaling across key blocks, the causal skipping of key
-/// blocks past the query block, and boundary blocks at 63 / 64 / 65 / 130
-/// rows and at `max_len`, truncated above it. Softmax and SiLU, causal and
-/// not, one dtype each (alternating), both archs.
+/// block at D = 32 and 64 and this bucket, `templates::attention::Tiles`,
+/// and in the wgmma kernel of sm_90a at D = 64): the online softmax
+/// rescaling across key blocks, the causal skipping of key blocks past the
+/// query block, and boundary blocks at 63 / 64 / 65 / 130 rows and at
+/// `max_len`, truncated above it. Softmax and SiLU, causal and not, one
+/// dtype each (alternating), both archs.
 #[test]
 fn attention_several_key_blocks() {
     const MAX_LEN: usize = 200;
@@ -255,19 +259,21 @@ fn attention_several_key_blocks() {
         (DType::BF16, true, Activation::Silu),
     ];
     for (k, (dtype, causal, activation)) in cases.into_iter().enumerate() {
+        // D = 64 on every other case: the wgmma kernel on sm_90a.
+        let head_dim = 32 << (k % 2);
         let graph = ops::jagged_flash_attention(&AttentionSpec {
             input_dtype: dtype,
             dtype,
             offsets: DType::I32,
             heads: 2,
-            head_dim: 32,
-            value_dim: 32,
+            head_dim,
+            value_dim: head_dim,
             causal,
             activation,
         })
         .expect("graph");
         let spec = Spec::for_graph(&graph, MAX_LEN as u64, Arch::Sm80).expect("spec");
-        let tiles = Tiles::for_spec(32, spec.max_len_bucket);
+        let tiles = Tiles::for_spec(head_dim as u32, spec.max_len_bucket);
         // The layout below then spans up to four query and key blocks.
         assert_eq!((tiles.block_m, tiles.block_n), (64, 64), "{spec}");
         check_on(&mut rt, &graph, dtype, MAX_LEN, 20 + k as u64, |_| {

@@ -100,15 +100,18 @@ fn layouts() -> Vec<Vec<usize>> {
     vec![vec![], vec![0, 0], vec![1, 0, 45, 7], vec![40, 13, 0, 2]]
 }
 
-/// Every (dtype, activation, causal) for one head dim.
+/// Every (dtype, activation, causal, arch) for one head dim (on sm_90a the
+/// wgmma kernel for D = 64 and 128, the mma.sync one otherwise).
 fn check_head_dim(head_dim: usize, heads: usize, seed: u64) {
     let mut k = 0;
     for dtype in [DType::F16, DType::BF16] {
         for activation in [Activation::Softmax, Activation::Silu] {
             for causal in [false, true] {
                 let g = attention_graph(dtype, heads, head_dim, activation, causal);
-                check(&g, 40, &layouts(), Arch::Sm80, seed + k);
-                k += 1;
+                for arch in Arch::ALL {
+                    check(&g, 40, &layouts(), arch, seed + k);
+                    k += 1;
+                }
             }
         }
     }
@@ -154,18 +157,24 @@ fn fbgemm_basic() {
             use_mask,
         })
         .expect("graph");
-        check(&g, 40, &layouts(), Arch::Sm80, 500 + k as u64);
+        for arch in Arch::ALL {
+            check(&g, 40, &layouts(), arch, 500 + k as u64);
+        }
     }
 }
 
 /// Longer sequences: several key blocks (the cp.async pipeline turns over)
-/// and several query blocks per sequence, on sm_90a PTX.
+/// and several query blocks per sequence, on both archs.
 #[test]
 fn several_blocks() {
-    let g = attention_graph(DType::BF16, 1, 64, Activation::Softmax, true);
-    check(&g, 150, &[vec![150, 0, 131, 3, 170]], Arch::Sm90a, 600);
-    let g = attention_graph(DType::F16, 1, 32, Activation::Silu, false);
-    check(&g, 100, &[vec![97, 100, 1]], Arch::Sm90a, 601);
+    for arch in Arch::ALL {
+        let g = attention_graph(DType::BF16, 1, 64, Activation::Softmax, true);
+        check(&g, 150, &[vec![150, 0, 131, 3, 170]], arch, 600);
+        let g = attention_graph(DType::F16, 1, 128, Activation::Softmax, false);
+        check(&g, 150, &[vec![150, 0, 131, 3, 170]], arch, 602);
+        let g = attention_graph(DType::F16, 1, 32, Activation::Silu, false);
+        check(&g, 100, &[vec![97, 100, 1]], arch, 601);
+    }
 }
 
 /// The softmax kernel folds `scale * log2 e` into one `fma` per score and
@@ -186,8 +195,10 @@ fn negative_and_zero_scales() {
                 let dtype = if causal { DType::F16 } else { DType::BF16 };
                 let g = attention_graph(dtype, 1, head_dim, Activation::Softmax, causal);
                 let layouts = [vec![1, 0, 45, 7], vec![max_len.min(140), 3, 66]];
-                check_with(&g, max_len, &layouts, Arch::Sm80, seed, u32::MAX, scale);
-                seed += 1;
+                for arch in Arch::ALL {
+                    check_with(&g, max_len, &layouts, arch, seed, u32::MAX, scale);
+                    seed += 1;
+                }
             }
         }
         let g = attention_graph(DType::BF16, 2, 64, Activation::Silu, true);
@@ -201,10 +212,14 @@ fn negative_and_zero_scales() {
 fn grid_stride() {
     let g = attention_graph(DType::BF16, 2, 32, Activation::Softmax, true);
     check_capped(&g, 70, &[vec![70, 5, 0, 66]], Arch::Sm80, 700, 3);
+    // The wgmma kernel: each CTA restarts its pipeline per item.
+    let g = attention_graph(DType::BF16, 2, 64, Activation::Softmax, true);
+    check_capped(&g, 70, &[vec![70, 5, 0, 66]], Arch::Sm90a, 701, 3);
 }
 
-/// Buckets of 1024 rows and more use 128-row query blocks: 4 warps of 32
-/// rows (two m16 tiles each) for D = 64, 8 warps of 16 rows for D = 128.
+/// Buckets of 1024 rows and more use 128-row query blocks in the mma.sync
+/// kernel: 4 warps of 32 rows (two m16 tiles each) for D = 64, 8 warps of
+/// 16 rows for D = 128 (the wgmma kernel of sm_90a keeps 64 rows).
 #[test]
 fn long_buckets_use_128_row_query_blocks() {
     let g = attention_graph(DType::BF16, 1, 64, Activation::Softmax, true);
@@ -213,10 +228,10 @@ fn long_buckets_use_128_row_query_blocks() {
     assert_eq!(compiled.launches[0].block, 128);
     check(&g, 1100, &[vec![200, 1, 0, 129], vec![]], Arch::Sm80, 800);
     // Several items per CTA with two row tiles per warp.
-    check_capped(&g, 1100, &[vec![300, 7, 0, 140]], Arch::Sm90a, 802, 2);
+    check_capped(&g, 1100, &[vec![300, 7, 0, 140]], Arch::Sm80, 802, 2);
     // Two row tiles with SiLU (no score mask) and with FBGEMM's `j >= i` mask.
     let g = attention_graph(DType::F16, 2, 64, Activation::Silu, false);
-    check(&g, 1024, &[vec![150, 70, 0]], Arch::Sm90a, 803);
+    check(&g, 1024, &[vec![150, 70, 0]], Arch::Sm80, 803);
     let g = ops::fbgemm_jagged_flash_attention_basic(&FbgemmAttentionSpec {
         input_dtype: DType::BF16,
         dtype: DType::BF16,
@@ -227,9 +242,13 @@ fn long_buckets_use_128_row_query_blocks() {
     .expect("graph");
     check(&g, 1024, &[vec![140, 20, 0]], Arch::Sm80, 804);
     let g = attention_graph(DType::F16, 2, 128, Activation::Silu, false);
-    let spec = Spec::for_graph(&g, 1024, Arch::Sm90a).expect("spec");
+    let spec = Spec::for_graph(&g, 1024, Arch::Sm80).expect("spec");
     assert_eq!(compile(&g, &spec).expect("compile").launches[0].block, 256);
-    check(&g, 1024, &[vec![150, 70, 0]], Arch::Sm90a, 801);
+    check(&g, 1024, &[vec![150, 70, 0]], Arch::Sm80, 801);
+    // On sm_90a the wgmma kernel keeps one warpgroup of 64 query rows.
+    let spec = Spec::for_graph(&g, 1024, Arch::Sm90a).expect("spec");
+    assert_eq!(compile(&g, &spec).expect("compile").launches[0].block, 128);
+    check_capped(&g, 1024, &[vec![150, 70, 0]], Arch::Sm90a, 805, 2);
 }
 
 /// The axis letters of an attention graph's two contractions: `[q, k, scores]`

@@ -1,7 +1,7 @@
 //! Flash attention PTX: every specialization assembles with ptxas for sm_80
-//! and sm_90a without spills or a stack frame; the SASS of the sm_90a build
-//! runs both products on tensor cores (HMMA); insta snapshots of two fixed
-//! specs (a diff is a review item).
+//! and sm_90a without spills or a stack frame; the SASS runs both products
+//! on tensor cores (HMMA on sm_80, HGMMA and no HMMA in the wgmma kernel
+//! of sm_90a); insta snapshots of two fixed specs (a diff is a review item).
 
 // Each test crate uses a different subset of the shared helpers.
 #[allow(dead_code)]
@@ -116,33 +116,22 @@ fn every_backward_specialization_assembles_without_spills() {
     assert_eq!(checked, 4 * 2 * 2 * 2 * 2);
 }
 
-/// `ptxas -o` + `nvdisasm`: every `mma.sync` of the module (the `Q K^T` and
-/// the `P V` products) is an HMMA instruction in the sm_90a SASS.
-#[test]
-fn sm90a_sass_runs_both_products_on_tensor_cores() {
-    let test = "sm90a_sass_runs_both_products_on_tensor_cores";
-    let (Some(ptxas_path), Some(nvdisasm)) = (tools::ptxas(test), tools::nvdisasm(test)) else {
-        return;
-    };
-    let graph = attention_graph(DType::BF16, 2, 128, Activation::Softmax, true);
-    let c = compiled(&graph, 1024, Arch::Sm90a);
-    let ptx_mma = c.ptx.lines().filter(|l| l.contains("mma.sync")).count();
-    // D = 128, 64 keys per block: Q K^T is 8 k-steps x 8 key tiles, P V is
-    // 4 k-steps x 16 column tiles.
-    assert_eq!(ptx_mma, 8 * 8 + 4 * 16);
+/// The SASS of `ptx` assembled for `arch` (`ptxas -o` + `nvdisasm`).
+fn sass(ptxas_path: &std::path::Path, nvdisasm: &std::path::Path, ptx: &str, arch: Arch) -> String {
     let dir = std::env::temp_dir().join(format!("jagged-attn-sass-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let ptx = dir.join("attn.ptx");
-    let cubin = dir.join("attn.cubin");
-    std::fs::write(&ptx, &c.ptx).expect("write ptx");
-    let status = Command::new(&ptxas_path)
-        .args(["-arch=sm_90a", "-o"])
+    let ptx_path = dir.join(format!("attn_{arch}.ptx"));
+    let cubin = dir.join(format!("attn_{arch}.cubin"));
+    std::fs::write(&ptx_path, ptx).expect("write ptx");
+    let status = Command::new(ptxas_path)
+        .arg(format!("-arch={arch}"))
+        .arg("-o")
         .arg(&cubin)
-        .arg(&ptx)
+        .arg(&ptx_path)
         .status()
         .expect("run ptxas");
     assert!(status.success());
-    let out = Command::new(&nvdisasm)
+    let out = Command::new(nvdisasm)
         .arg(&cubin)
         .output()
         .expect("run nvdisasm");
@@ -151,13 +140,69 @@ fn sm90a_sass_runs_both_products_on_tensor_cores() {
         "nvdisasm: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    let sass = String::from_utf8_lossy(&out.stdout);
+    let _ = std::fs::remove_file(&ptx_path);
+    let _ = std::fs::remove_file(&cubin);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// On sm_80 every `mma.sync` of the module (the `Q K^T` and the `P V`
+/// products) is an HMMA instruction in the SASS.
+#[test]
+fn sm80_sass_runs_both_products_on_tensor_cores() {
+    let test = "sm80_sass_runs_both_products_on_tensor_cores";
+    let (Some(ptxas_path), Some(nvdisasm)) = (tools::ptxas(test), tools::nvdisasm(test)) else {
+        return;
+    };
+    let graph = attention_graph(DType::BF16, 2, 128, Activation::Softmax, true);
+    let c = compiled(&graph, 1024, Arch::Sm80);
+    let ptx_mma = c.ptx.lines().filter(|l| l.contains("mma.sync")).count();
+    // D = 128, 64 keys per block: Q K^T is 8 k-steps x 8 key tiles, P V is
+    // 4 k-steps x 16 column tiles.
+    assert_eq!(ptx_mma, 8 * 8 + 4 * 16);
+    let sass = sass(&ptxas_path, &nvdisasm, &c.ptx, Arch::Sm80);
     let hmma: Vec<&str> = sass
         .lines()
         .filter(|l| l.contains("HMMA.16816.F32.BF16"))
         .collect();
     assert_eq!(hmma.len(), ptx_mma, "HMMA lines:\n{}", hmma.join("\n"));
+}
+
+/// On sm_90a (D = 64 and 128, f16 and bf16, bucket 1024) the forward
+/// kernel runs both products on `wgmma.mma_async` and has no `mma.sync`
+/// (the main loop's, or any other); each `wgmma` is one HGMMA in the SASS
+/// (`Q K^T`: D / 16 of `64xBNx16`, `P V`: BN / 16 of `64xDx16`, with 128
+/// keys per block at D = 64 and 64 at D = 128), and there is no HMMA.
+#[test]
+fn sm90a_forward_runs_both_products_on_wgmma() {
+    let test = "sm90a_forward_runs_both_products_on_wgmma";
+    let (Some(ptxas_path), Some(nvdisasm)) = (tools::ptxas(test), tools::nvdisasm(test)) else {
+        return;
+    };
+    for head_dim in [64, 128] {
+        let block_n = if head_dim == 64 { 128 } else { 64 };
+        for dtype in [DType::F16, DType::BF16] {
+            let graph = attention_graph(dtype, 2, head_dim, Activation::Softmax, true);
+            let c = compiled(&graph, 1024, Arch::Sm90a);
+            let count = |what: &str| c.ptx.lines().filter(|l| l.contains(what)).count();
+            assert_eq!(count("mma.sync"), 0);
+            let wgmma =
+                |n: usize| format!("wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{dtype}.{dtype}");
+            assert_eq!(count(&wgmma(block_n)), head_dim / 16);
+            assert_eq!(count(&wgmma(head_dim)), block_n / 16);
+            assert_eq!(count("wgmma.mma_async"), head_dim / 16 + block_n / 16);
+            let sass = sass(&ptxas_path, &nvdisasm, &c.ptx, Arch::Sm90a);
+            // nvdisasm names bf16 operands (`.F32.BF16`), not f16 ones.
+            let ty = if dtype == DType::F16 { " " } else { ".BF16" };
+            let hgmma = |n: usize| {
+                sass.lines()
+                    .filter(|l| l.contains(&format!("HGMMA.64x{n}x16.F32{ty}")))
+                    .count()
+            };
+            assert_eq!(hgmma(block_n), head_dim / 16, "{sass}");
+            assert_eq!(hgmma(head_dim), block_n / 16, "{sass}");
+            assert!(!sass.contains("HMMA"), "HMMA in the sm_90a forward");
+        }
+    }
 }
 
 #[test]
@@ -168,7 +213,7 @@ fn snapshot_d64_n256_bf16_sm80() {
 }
 
 #[test]
-fn snapshot_d128_n1024_bf16_sm90a() {
+fn snapshot_d128_n1024_bf16_sm90a_wgmma() {
     let graph = attention_graph(DType::BF16, 2, 128, Activation::Softmax, true);
     let c = compiled(&graph, 1024, Arch::Sm90a);
     insta::assert_snapshot!(format!("{c}\n{}", c.ptx));

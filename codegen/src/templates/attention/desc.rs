@@ -4,6 +4,7 @@
 use crate::kernel::Type;
 use crate::spec::DType;
 
+use super::hopper::{SWIZZLE_ALIGN, SWIZZLE_ROW};
 use super::tiles::Tiles;
 
 /// The probability function between the two products.
@@ -53,17 +54,38 @@ pub struct AttentionDesc {
     pub lse: bool,
     /// Tile shape.
     pub tiles: Tiles,
+    /// The Hopper mainloop (sm_90a): both products on `wgmma.mma_async`
+    /// from 128-byte-swizzled shared tiles (see `hopper`); `mma.sync` otherwise.
+    pub wgmma: bool,
 }
 
 impl AttentionDesc {
-    /// Bytes of one padded shared row of `D` 16-bit elements.
+    /// Bytes between two consecutive rows of a shared tile: a padded row
+    /// of `D` 16-bit elements, or with `wgmma` one swizzled 128-byte row of
+    /// a 64-column block.
     pub(super) fn smem_stride(&self) -> u32 {
-        self.head_dim * 2 + 16
+        if self.wgmma {
+            SWIZZLE_ROW
+        } else {
+            self.head_dim * 2 + 16
+        }
     }
 
-    /// Dynamic shared memory: the Q tile and the stages of K and V.
+    /// Shared bytes per row of a tile (every column block of it).
+    pub(super) fn smem_row_bytes(&self) -> u32 {
+        if self.wgmma {
+            self.head_dim * 2
+        } else {
+            self.smem_stride()
+        }
+    }
+
+    /// Dynamic shared memory: the Q tile and the stages of K and V (with
+    /// `wgmma`, and the slack to align them to the swizzle pattern).
     pub fn dynamic_shared_bytes(&self) -> u32 {
-        self.smem_stride() * (self.tiles.block_m + 2 * self.tiles.stages * self.tiles.block_n)
+        let align = if self.wgmma { SWIZZLE_ALIGN } else { 0 };
+        let rows = self.tiles.block_m + 2 * self.tiles.stages * self.tiles.block_n;
+        align + self.smem_row_bytes() * rows
     }
 
     /// True when keys past the query block never contribute (causal).

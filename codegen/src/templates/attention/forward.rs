@@ -67,10 +67,15 @@ impl<'a> FlashWriter<'a> {
         let (bm, bn) = (d.tiles.block_m, d.tiles.block_n);
         let lanes = self.lanes();
         // Shared layout: Q [BM rows], the K stages [BN rows each], the V stages.
-        let stride = self.stride;
-        let k_base = bm * stride;
-        let v_base = (bm + d.tiles.stages * bn) * stride;
+        let row_bytes = d.smem_row_bytes();
+        let k_base = bm * row_bytes;
+        let v_base = (bm + d.tiles.stages * bn) * row_bytes;
         let loader = self.tile_loader(lanes.tid, lanes.smem);
+        let loader = if d.wgmma {
+            self.swizzled_loader(&loader, &lanes)
+        } else {
+            loader
+        };
 
         // Constants of the activation. Softmax works in the log2 domain
         // with `c = scale * log2 e` folded once: `p = 2^(s c - m)` is one
@@ -225,7 +230,7 @@ impl<'a> FlashWriter<'a> {
         // groups (K first), `stages - 1` blocks ahead. Q and K of block 0 go
         // in the first group; blocks 1 .. stages - 2 follow.
         let stages = d.tiles.stages;
-        let stage_bytes = bn * stride;
+        let stage_bytes = bn * d.smem_row_bytes();
         let zero_u = self.b.mov(Type::U32, Operand::Int(0));
         let q_src = self.tile_source(&ctx.loader, p.q, ctx.head_off);
         self.load_tile(&ctx.loader, ctx.n, q_src, ctx.q0, bm, 0);
@@ -252,6 +257,10 @@ impl<'a> FlashWriter<'a> {
             self.when(q_sign.apply, false, |g| {
                 g.b.push(Inst::CpAsyncWait { n: k_landed });
                 g.scale_own_rows(&ctx.loader, bm, 0, q_sign.sign);
+                if d.wgmma {
+                    // wgmma reads Q through the async proxy.
+                    g.b.push(Inst::FenceProxyAsyncShared);
+                }
             });
         }
 
@@ -285,7 +294,11 @@ impl<'a> FlashWriter<'a> {
         // `ldmatrix` for every key block (8 of the 72 `ldmatrix.x4` per
         // block at D = 128). Two row tiles (D = 64, 229 registers) or
         // D = 256 (128 accumulator registers for O) have no room for them.
-        let q_regs = (row_tiles == 1 && hd <= 128).then(|| {
+        // With wgmma, Q is read through its descriptor.
+        let descs = d
+            .wgmma
+            .then(|| self.descriptors(ctx.lanes.smem, ctx.k_base, ctx.v_base));
+        let q_regs = (row_tiles == 1 && hd <= 128 && !d.wgmma).then(|| {
             self.b.push(Inst::CpAsyncWait { n: k_landed });
             self.b.barrier();
             self.load_a_frags(ctx.lanes.a, 0, 0, 1)
@@ -307,8 +320,17 @@ impl<'a> FlashWriter<'a> {
             let ahead = f.u32_op(BinOp::Add, kb, Self::imm(stages - 1));
             f.load_stage(ctx, k_src, ctx.k_base, ahead, nkb, load_off);
             f.load_stage(ctx, v_src, ctx.v_base, ahead, nkb, load_off);
-            let k_lane = f.u32_op(BinOp::Add, ctx.lanes.b_rows, read_off);
-            let v_lane = f.u32_op(BinOp::Add, ctx.lanes.b_trans, read_off);
+            // Where this block's K and V are read: the `ldmatrix` lane
+            // addresses, or with wgmma (twice) the stage's byte offset.
+            let (k_lane, v_lane) = if descs.is_some() {
+                let stage_off = f.b.mov(Type::U32, read_off);
+                (stage_off, stage_off)
+            } else {
+                (
+                    f.u32_op(BinOp::Add, ctx.lanes.b_rows, read_off),
+                    f.u32_op(BinOp::Add, ctx.lanes.b_trans, read_off),
+                )
+            };
             // The next block's stages.
             f.b.mov_to(Type::U32, load_off, read_off);
             let last = f.b.setp(
@@ -321,15 +343,19 @@ impl<'a> FlashWriter<'a> {
             f.b.selp_to(Type::U32, read_off, Operand::Int(0), next, last);
 
             // S = Q K^T.
-            let q_frags = match &q_regs {
-                Some(frags) => AFrags::Regs(frags),
-                None => AFrags::Shared {
-                    lane: ctx.lanes.a,
-                    base: 0,
-                    tile_step: tile_step * stride,
-                },
-            };
-            f.product_rows(&s_ref, q_frags, k_lane, ctx.k_base, ab);
+            if let Some(descs) = &descs {
+                f.wgmma_scores(&s[0], descs, k_lane);
+            } else {
+                let q_frags = match &q_regs {
+                    Some(frags) => AFrags::Regs(frags),
+                    None => AFrags::Shared {
+                        lane: ctx.lanes.a,
+                        base: 0,
+                        tile_step: tile_step * stride,
+                    },
+                };
+                f.product_rows(&s_ref, q_frags, k_lane, ctx.k_base, ab);
+            }
 
             // Boundary blocks: does any pair of this block fall outside a mask?
             let key_first = f.u32_op(BinOp::Mul, kb, Self::imm(bn));
@@ -370,15 +396,20 @@ impl<'a> FlashWriter<'a> {
             f.b.push(Inst::CpAsyncWait { n: v_landed });
             f.b.barrier();
             // O += P V, P rounded to the input dtype in registers one
-            // k-step (16 keys) at a time.
-            for kk in 0..s_tiles / 2 {
-                let pa: Vec<Vec<[Reg; 4]>> = s
-                    .iter()
-                    .map(|st| f.pack_a(&st[2 * kk..2 * kk + 2]))
-                    .collect();
-                let pa_ref: Vec<&[[Reg; 4]]> = pa.iter().map(Vec::as_slice).collect();
-                let v_base = ctx.v_base + kk as u32 * 16 * stride;
-                f.accumulate_rows(&o_ref, &pa_ref, v_lane, v_base, ab);
+            // k-step (16 keys) at a time (with wgmma, all of them first).
+            if let Some(descs) = &descs {
+                let pa = f.pack_a(&s[0]);
+                f.wgmma_accumulate(&o[0], &pa, descs, v_lane);
+            } else {
+                for kk in 0..s_tiles / 2 {
+                    let pa: Vec<Vec<[Reg; 4]>> = s
+                        .iter()
+                        .map(|st| f.pack_a(&st[2 * kk..2 * kk + 2]))
+                        .collect();
+                    let pa_ref: Vec<&[[Reg; 4]]> = pa.iter().map(Vec::as_slice).collect();
+                    let v_base = ctx.v_base + kk as u32 * 16 * stride;
+                    f.accumulate_rows(&o_ref, &pa_ref, v_lane, v_base, ab);
+                }
             }
         });
         // The next item of this CTA overwrites Q and stage 0: all reads done.

@@ -6,11 +6,12 @@ use crate::error::CodegenError;
 use crate::kernel::KernelModule;
 use crate::launch::{Launch, OutputBuffer, SizeExpr};
 use crate::lower::Lowered;
-use crate::spec::{DType, Spec};
+use crate::spec::{Arch, DType, Spec};
 use crate::templates::attention_graph::AttentionPattern;
 
 use super::desc::{Activation, AttentionDesc, PairMask};
 use super::forward::attention_kernel;
+use super::hopper::hopper_tiles;
 use super::tiles::Tiles;
 
 /// Lowers a recognized attention pattern for `spec` (`inner` is `[H, D]` or
@@ -53,6 +54,19 @@ pub fn lower_attention(pattern: &AttentionPattern, spec: &Spec) -> Result<Lowere
         divide_by_max_len: pattern.divide_by_max_len,
         lse: pattern.lse,
         tiles: Tiles::for_spec(head_dim, spec.max_len_bucket),
+        wgmma: false,
+    };
+    // sm_90a: the wgmma kernel where it has a variant, else the mma.sync one.
+    let wgmma_tiles = (spec.arch == Arch::Sm90a)
+        .then(|| hopper_tiles(head_dim, spec.max_len_bucket))
+        .flatten();
+    let desc = match wgmma_tiles {
+        Some(tiles) => AttentionDesc {
+            tiles,
+            wgmma: true,
+            ..desc
+        },
+        None => desc,
     };
     let plan = attention_kernel(&desc);
     let launch = Launch {
@@ -112,6 +126,7 @@ pub(in crate::templates) fn backward_desc(
             warp_rows: 16,
             stages: 2,
         },
+        wgmma: false,
     }
 }
 
