@@ -1,6 +1,7 @@
 //! `jagc stats --sass` through the built binary on the attention kernels:
 //! the steady-state loop is found, its counts are consistent with its span
-//! and with each other, and the PTX-file path counts what the op path does.
+//! and with each other, and the PTX-file path counts what the op path does;
+//! on sm_90a the forward's loop is HGMMA with no HMMA.
 //! Needs ptxas and nvdisasm (skipped without them, unless required: see
 //! `common::tools`).
 
@@ -188,6 +189,40 @@ fn the_forward_loop_is_found_and_counted_on_sm80() {
         ]);
         let _ = std::fs::remove_file(&path);
         assert_eq!(parse(&from_file).1, rows, "{from_file}");
+    }
+}
+
+/// On sm_90a the forward's tile loop (D = 64 and 128, the default bucket:
+/// 64 keys per block) is the wgmma kernel's: one HGMMA per `wgmma` (D / 16
+/// for `Q K^T`, 4 for `P V`), no HMMA and no ldmatrix (the operands are
+/// read through descriptors), with its cp.async copies, barriers and ex2.
+#[test]
+fn the_forward_loop_is_hgmma_on_sm90a() {
+    if !tools_present("the_forward_loop_is_hgmma_on_sm90a") {
+        return;
+    }
+    for d in [64u32, 128] {
+        let head_dim = format!("head_dim={d}");
+        let args = [
+            "stats",
+            "--sass",
+            "jagged_flash_attention",
+            "--attr",
+            &head_dim,
+            "--arch",
+            "sm_90a",
+        ];
+        let report = jagc(&args);
+        let (titles, rows) = parse(&report);
+        assert_eq!(titles.len(), 1, "{report}");
+        assert_eq!(rows.len(), 1, "{report}");
+        let row = &rows[0];
+        assert!(row.kernel.contains(&format!("_d{d}_")), "{row:?}");
+        assert_eq!(check_mma_row(row), 0, "no HMMA on the wgmma path: {row:?}");
+        assert_eq!(row.count("HGMMA"), d / 16 + 4, "{row:?}");
+        assert_eq!(row.count("LDSM"), 0, "{row:?}");
+        assert!(row.count("LDGSTS") > 0 && row.count("BAR") > 0, "{row:?}");
+        assert!(row.count("EX2") > 0, "{row:?}");
     }
 }
 
