@@ -171,7 +171,7 @@ fn sm80_sass_runs_both_products_on_tensor_cores() {
 /// kernel runs both products on `wgmma.mma_async` and has no `mma.sync`
 /// (the main loop's, or any other); each `wgmma` is one HGMMA in the SASS
 /// (`Q K^T`: D / 16 of `64xBNx16`, `P V`: BN / 16 of `64xDx16`, with 128
-/// keys per block at D = 64 and 64 at D = 128), and there is no HMMA.
+/// keys per block at this bucket), and there is no HMMA.
 #[test]
 fn sm90a_forward_runs_both_products_on_wgmma() {
     let test = "sm90a_forward_runs_both_products_on_wgmma";
@@ -179,7 +179,7 @@ fn sm90a_forward_runs_both_products_on_wgmma() {
         return;
     };
     for head_dim in [64, 128] {
-        let block_n = if head_dim == 64 { 128 } else { 64 };
+        let block_n = 128;
         for dtype in [DType::F16, DType::BF16] {
             let graph = attention_graph(dtype, 2, head_dim, Activation::Softmax, true);
             let c = compiled(&graph, 1024, Arch::Sm90a);
@@ -187,8 +187,13 @@ fn sm90a_forward_runs_both_products_on_wgmma() {
             assert_eq!(count("mma.sync"), 0);
             let wgmma =
                 |n: usize| format!("wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{dtype}.{dtype}");
-            assert_eq!(count(&wgmma(block_n)), head_dim / 16);
-            assert_eq!(count(&wgmma(head_dim)), block_n / 16);
+            // Per N: Q K^T's D / 16 of m64nBN, then P V's BN / 16 of m64nD.
+            let mut per_n = std::collections::BTreeMap::new();
+            *per_n.entry(block_n).or_insert(0) += head_dim / 16;
+            *per_n.entry(head_dim).or_insert(0) += block_n / 16;
+            for (&n, &k) in &per_n {
+                assert_eq!(count(&wgmma(n)), k, "m64n{n}");
+            }
             assert_eq!(count("wgmma.mma_async"), head_dim / 16 + block_n / 16);
             let sass = sass(&ptxas_path, &nvdisasm, &c.ptx, Arch::Sm90a);
             // nvdisasm names bf16 operands (`.F32.BF16`), not f16 ones.
@@ -198,8 +203,9 @@ fn sm90a_forward_runs_both_products_on_wgmma() {
                     .filter(|l| l.contains(&format!("HGMMA.64x{n}x16.F32{ty}")))
                     .count()
             };
-            assert_eq!(hgmma(block_n), head_dim / 16, "{sass}");
-            assert_eq!(hgmma(head_dim), block_n / 16, "{sass}");
+            for (&n, &k) in &per_n {
+                assert_eq!(hgmma(n), k, "64x{n}: {sass}");
+            }
             assert!(!sass.contains("HMMA"), "HMMA in the sm_90a forward");
         }
     }

@@ -80,11 +80,22 @@ impl AttentionDesc {
         }
     }
 
+    /// Shared rows the Q tile takes: `block_m`, or with `wgmma` at least
+    /// `block_n` (there every tile's 64-column blocks are `block_n` rows
+    /// apart).
+    pub(super) fn smem_q_rows(&self) -> u32 {
+        if self.wgmma {
+            self.tiles.block_m.max(self.tiles.block_n)
+        } else {
+            self.tiles.block_m
+        }
+    }
+
     /// Dynamic shared memory: the Q tile and the stages of K and V (with
     /// `wgmma`, and the slack to align them to the swizzle pattern).
     pub fn dynamic_shared_bytes(&self) -> u32 {
         let align = if self.wgmma { SWIZZLE_ALIGN } else { 0 };
-        let rows = self.tiles.block_m + 2 * self.tiles.stages * self.tiles.block_n;
+        let rows = self.smem_q_rows() + 2 * self.tiles.stages * self.tiles.block_n;
         align + self.smem_row_bytes() * rows
     }
 

@@ -67,9 +67,9 @@ impl<'a> FlashWriter<'a> {
         let (bm, bn) = (d.tiles.block_m, d.tiles.block_n);
         let lanes = self.lanes();
         // Shared layout: Q [BM rows], the K stages [BN rows each], the V stages.
-        let row_bytes = d.smem_row_bytes();
-        let k_base = bm * row_bytes;
-        let v_base = (bm + d.tiles.stages * bn) * row_bytes;
+        let (row_bytes, q_rows) = (d.smem_row_bytes(), d.smem_q_rows());
+        let k_base = q_rows * row_bytes;
+        let v_base = (q_rows + d.tiles.stages * bn) * row_bytes;
         let loader = self.tile_loader(lanes.tid, lanes.smem);
         let loader = if d.wgmma {
             self.swizzled_loader(&loader, &lanes)

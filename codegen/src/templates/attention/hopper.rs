@@ -38,9 +38,6 @@ pub(super) const SWIZZLE_ROW: u32 = 128;
 /// Alignment of the shared tiles: the 128-byte swizzle repeats every 8 rows.
 pub(super) const SWIZZLE_ALIGN: u32 = 1024;
 
-/// Bytes of one 64-column block of a shared tile.
-const COLUMN_BLOCK: u32 = TILE_ROWS * SWIZZLE_ROW;
-
 /// Q and K as K-major operands: rows of 128 bytes, 8-row groups 1024 bytes
 /// apart (the leading-dimension offset is unused with a swizzle).
 const K_MAJOR: MatrixLayout = MatrixLayout {
@@ -50,12 +47,14 @@ const K_MAJOR: MatrixLayout = MatrixLayout {
 };
 
 /// V as the N-major B of `P V`: one 128-byte row of 64 columns per key,
-/// 8-key groups 1024 bytes apart, 64-column blocks [`COLUMN_BLOCK`] apart.
-const N_MAJOR: MatrixLayout = MatrixLayout {
-    lbo: COLUMN_BLOCK,
-    sbo: 8 * SWIZZLE_ROW,
-    swizzle: Swizzle::B128,
-};
+/// 8-key groups 1024 bytes apart, 64-column blocks `column_block` apart.
+fn n_major(column_block: u32) -> MatrixLayout {
+    MatrixLayout {
+        lbo: column_block,
+        sbo: 8 * SWIZZLE_ROW,
+        swizzle: Swizzle::B128,
+    }
+}
 
 /// The tiles of the Hopper kernel for head dim `head_dim` and max-length
 /// bucket `max_len_bucket`, or `None` where it has no variant (then the
@@ -66,13 +65,11 @@ const N_MAJOR: MatrixLayout = MatrixLayout {
 /// room for S and P (D = 256 would hold 128 of them).
 ///
 /// Keys per block: 64 (S is one `m64n64` accumulator, 32 registers per
-/// thread), or 128 at D = 64 for buckets of at least 256 rows: half the
-/// per-block barriers, waits and row reductions, and `m64n128` products
-/// for `Q K^T`, on sequences long enough to fill the blocks. (At D = 128
-/// the 128-key tiles would need the Q tile laid out like them; see
-/// [`FlashWriter::swizzled_loader`].)
+/// thread), or 128 for buckets of at least 256 rows: half the per-block
+/// barriers, waits and row reductions, and `m64n128` products for `Q K^T`,
+/// on sequences long enough to fill the blocks.
 pub(super) fn hopper_tiles(head_dim: u32, max_len_bucket: u32) -> Option<Tiles> {
-    let block_n = if head_dim == 64 && max_len_bucket >= 256 {
+    let block_n = if max_len_bucket >= 256 {
         2 * TILE_ROWS
     } else {
         TILE_ROWS
@@ -94,6 +91,13 @@ pub(super) struct Descriptors {
 }
 
 impl FlashWriter<'_> {
+    /// Bytes between the 64-column blocks of every shared tile: `block_n`
+    /// rows of 128 bytes (the Q tile, of `block_m <= block_n` rows, is
+    /// spaced like K and V so that one loader serves them all).
+    fn column_block(&self) -> u32 {
+        self.d.tiles.block_n * SWIZZLE_ROW
+    }
+
     /// The 1024-byte-aligned shared address of the tiles (u32).
     fn aligned_smem(&mut self, smem: Reg) -> Reg {
         let up = self.u32_op(BinOp::Add, smem, Self::imm(SWIZZLE_ALIGN - 1));
@@ -104,10 +108,8 @@ impl FlashWriter<'_> {
     /// swizzled place of this thread's chunk, in the aligned tiles: chunk
     /// `c` of row `r` goes to column block `c / 8`, chunk `(c % 8) ^ (r % 8)`
     /// of its 128-byte row. Every row this thread copies is `r` plus a
-    /// multiple of 8, so one shift serves all of them. Column blocks are
-    /// [`COLUMN_BLOCK`] apart in every tile, which holds for D = 128 as
-    /// Q, K and V tiles all have 64 rows there (at D = 64 there is one
-    /// block, of any number of rows).
+    /// multiple of 8, so one shift serves all of them (column blocks are
+    /// [`Self::column_block`] apart in every tile).
     pub(super) fn swizzled_loader(&mut self, t: &TileLoader, lanes: &Lanes) -> TileLoader {
         let cpr = self.chunks_per_row;
         let col = self.u32_op(BinOp::And, lanes.tid, Self::imm(cpr - 1));
@@ -116,12 +118,12 @@ impl FlashWriter<'_> {
         let block = self.u32_op(BinOp::Shr, col, Operand::Int(3));
         let phase = self.u32_op(BinOp::And, row, Operand::Int(7));
         let moved = self.u32_op(BinOp::Xor, chunk, phase);
-        // shift = block (COLUMN_BLOCK - 128) + 16 (moved - chunk) + (aligned - smem), mod 2^32.
+        // shift = block (column block - 128) + 16 (moved - chunk) + (aligned - smem), mod 2^32.
         let delta = self.u32_op(BinOp::Sub, moved, chunk);
         let aligned = self.aligned_smem(lanes.smem);
         let align_shift = self.u32_op(BinOp::Sub, aligned, lanes.smem);
         let shift = self.mad_u32(delta, 16, align_shift);
-        let shift = self.mad_u32(block, COLUMN_BLOCK - SWIZZLE_ROW, shift);
+        let shift = self.mad_u32(block, self.column_block() - SWIZZLE_ROW, shift);
         self.shifted_loader(t, shift)
     }
 
@@ -134,7 +136,9 @@ impl FlashWriter<'_> {
         Descriptors {
             q: self.b.matrix_descriptor(aligned, K_MAJOR),
             k: self.b.matrix_descriptor(k_addr, K_MAJOR),
-            v: self.b.matrix_descriptor(v_addr, N_MAJOR),
+            v: self
+                .b
+                .matrix_descriptor(v_addr, n_major(self.column_block())),
         }
     }
 
@@ -180,7 +184,7 @@ impl FlashWriter<'_> {
         let k = self.advance_by(descs.k, stage_off);
         self.b.push(Inst::WgmmaFence);
         for kk in 0..self.d.head_dim / 16 {
-            let off = (kk / 4) * COLUMN_BLOCK + (kk % 4) * 32;
+            let off = (kk / 4) * self.column_block() + (kk % 4) * 32;
             let a = self.advance(descs.q, off);
             let b = self.advance(k, off);
             self.wgmma(s, WgmmaA::Desc(a), b, kk > 0, false);
