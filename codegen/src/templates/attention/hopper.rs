@@ -7,13 +7,14 @@
 //! online softmax or SiLU and the epilogue are the forward kernel's own.
 //! What differs is here:
 //!
-//! - the shared tiles (Q, and every stage of K and V; 64 rows each) are
-//!   stored as 64-column blocks of 64 rows of 128 bytes, the 16-byte chunks
-//!   of each row permuted by XOR with the row's index mod 8 (the 128-byte
-//!   swizzle of the `wgmma` descriptors: an 8-row group of a column's
-//!   chunks hits all 32 banks), at a base aligned to 1024 bytes. `cp.async`
-//!   copies each 16-byte chunk to its swizzled place;
-//! - `S = Q K^T` is `D / 16` `wgmma.m64n64k16` with Q (A) and K (B) read
+//! - the shared tiles (Q, and every stage of K and V) are stored as
+//!   64-column blocks of `BN` rows of 128 bytes (Q's 64 rows spaced like
+//!   K's and V's `BN`), the 16-byte chunks of each row permuted by XOR
+//!   with the row's index mod 8 (the 128-byte swizzle of the `wgmma`
+//!   descriptors: an 8-row group of a column's chunks hits all 32 banks),
+//!   at a base aligned to 1024 bytes. `cp.async` copies each 16-byte chunk
+//!   to its swizzled place;
+//! - `S = Q K^T` is `D / 16` `wgmma.m64nBNk16` with Q (A) and K (B) read
 //!   through K-major descriptors;
 //! - `O += P V` takes P from registers (the f32 scores rounded to the input
 //!   dtype, 4 registers per 16 keys) as the A operand and V through an
@@ -62,7 +63,8 @@ fn n_major(column_block: u32) -> MatrixLayout {
 /// warpgroup of 64 query rows and two `cp.async` stages. D = 64 and 128:
 /// their rows are whole 128-byte swizzle rows (D = 32 would take the
 /// 64-byte swizzle) and the output accumulator (D / 2 registers) leaves
-/// room for S and P (D = 256 would hold 128 of them).
+/// room for S and P (D = 256 would hold 128 of them, and its copy passes
+/// of 4 rows would need a swizzle shift per pass).
 ///
 /// Keys per block: 64 (S is one `m64n64` accumulator, 32 registers per
 /// thread), or 128 for buckets of at least 256 rows: half the per-block
