@@ -33,10 +33,15 @@ pub use lower::{Primitive, lower};
 pub use serial::SerialError;
 pub use spec::{Arch, DType, Spec, elem_bytes, max_len_bucket};
 
-/// Version of the code generator: bump when the generated PTX changes (or
-/// the launch metadata, or their text form [`CompiledKernel::to_text`]) for
-/// the same graph and spec. It is the only part of the runtime's on-disk
-/// kernel cache key that tracks the code generator, so kernels cached by an
-/// older build are served until it is bumped. It is also printed in every
-/// PTX module's header, so a bump updates the PTX snapshots too.
-pub const CODEGEN_VERSION: &str = "0.1.0-2";
+/// Version of the code generator, printed in every PTX module's header (so
+/// a bump updates the PTX snapshots too): bump it when the generated PTX or
+/// the launch metadata change in a way a reader of the PTX should see.
+/// Caches do not depend on the bump: see [`CODEGEN_SOURCE_HASH`].
+pub const CODEGEN_VERSION: &str = "0.1.0-3";
+
+/// A hash of this crate's sources (`build.rs`), 16 hex digits. The runtime's
+/// on-disk kernel cache keys its entries by it with [`CODEGEN_VERSION`], so a
+/// build whose code generator differs in any way never reads the PTX an
+/// older one wrote, while a rebuild of the same sources (another executable,
+/// another crate changed) keeps its entries.
+pub const CODEGEN_SOURCE_HASH: &str = env!("JAGGED_CODEGEN_SOURCE_HASH");

@@ -57,7 +57,8 @@ pub struct CacheKey {
     pub graph_hash: [u8; 32],
     /// The canonical text of the specialization (head dim, max-len bucket, dtype, arch).
     pub spec: String,
-    /// The code generator's version: a new version never reads an older entry.
+    /// The code generator's version and source hash (`codegen_key`): another
+    /// code generator never reads this entry.
     pub codegen_version: String,
 }
 

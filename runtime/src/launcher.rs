@@ -21,7 +21,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jagged_codegen::{CODEGEN_VERSION, CodegenError, CompiledKernel, ParamBinding, RunSizes, Spec};
+use jagged_codegen::{
+    CODEGEN_SOURCE_HASH, CODEGEN_VERSION, CodegenError, CompiledKernel, ParamBinding, RunSizes,
+    Spec,
+};
 use jagged_ir::bind::{BindError, InputDesc, find_input};
 use jagged_ir::tensor::check_offsets;
 use jagged_ir::{AttrValue, DType, DenseTensor, Dim, Graph, Handle, Node, TensorError};
@@ -146,13 +149,14 @@ pub fn graph_cache_key(graph: &Graph, spec: &Spec) -> CacheKey {
     CacheKey::from_graph_text(&graph.to_string(), spec.to_string(), codegen_key())
 }
 
-/// The code-generator part of cache keys: [`CODEGEN_VERSION`], bumped
-/// whenever the generated PTX or launch metadata change. Nothing about the
-/// build is in it (a rebuilt executable reads the entries the previous one
-/// wrote); the graph's canonical hash and the spec, the other inputs of the
-/// code generator, are the key's other fields.
-fn codegen_key() -> &'static str {
-    CODEGEN_VERSION
+/// The code-generator part of cache keys: [`CODEGEN_VERSION`] and
+/// [`CODEGEN_SOURCE_HASH`], the hash of the code generator's sources, so an
+/// entry is read only by a build with the same code generator. Nothing else
+/// about the build is in it (a rebuilt executable reads the entries the
+/// previous one wrote); the graph's canonical hash and the spec, the other
+/// inputs of the code generator, are the key's other fields.
+pub fn codegen_key() -> String {
+    format!("{CODEGEN_VERSION}+{CODEGEN_SOURCE_HASH}")
 }
 
 /// The named outputs of a run and the scratch buffers to free after it.

@@ -26,7 +26,7 @@ pub use error::RuntimeError;
 pub use jagged_ir::DType;
 pub use launcher::{
     BufferRole, DeviceTensor, ExternalBinding, GraphRunError, GraphRunStats, InputCheck,
-    LaunchTarget, POISON_BYTE, Planned, bind_external, graph_cache_key, launch_plan,
+    LaunchTarget, POISON_BYTE, Planned, bind_external, codegen_key, graph_cache_key, launch_plan,
 };
 pub use params::EntrySignatures;
 pub use runtime::{BACKEND_ENV, Runtime};

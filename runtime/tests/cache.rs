@@ -6,7 +6,8 @@ use jagged_ir::DType;
 use jagged_ir::ops::{self, JaggedSpec};
 use jagged_runtime::cache::DEFAULT_MAX_DISK_BYTES;
 use jagged_runtime::{
-    BackendKind, CacheError, CacheKey, CacheStats, KernelCache, Runtime, graph_cache_key,
+    BackendKind, CacheError, CacheKey, CacheStats, KernelCache, Runtime, codegen_key,
+    graph_cache_key,
 };
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -796,7 +797,16 @@ fn key_child() {
 #[test]
 fn the_disk_key_is_the_codegen_version_not_the_executable() {
     let key = softmax_key();
-    assert_eq!(key.codegen_version, CODEGEN_VERSION);
+    assert_eq!(key.codegen_version, codegen_key());
+    assert!(key.codegen_version.starts_with(CODEGEN_VERSION));
+    // The code generator's source hash: 16 hex digits after the version.
+    let hash = &key.codegen_version[CODEGEN_VERSION.len()..];
+    assert!(
+        hash.len() == 17
+            && hash.starts_with('+')
+            && hash[1..].chars().all(|c| c.is_ascii_hexdigit()),
+        "{hash}"
+    );
 
     // A rebuilt executable (here: a copy, with another modification time)
     // computes the same key, so it reads the entries the old one wrote.
