@@ -371,6 +371,8 @@ fn event_kernels_assemble_without_spills() {
             graphs.push(user_pool_graph(reduce, dtype, &[64], DType::I32).unwrap());
         }
         graphs.push(event_boost_graph(dtype, 64, 12, DType::I64, DType::U8, DType::I64).unwrap());
+        // Rows of 32 columns: cond read 32 rows at a time, shuffled.
+        graphs.push(event_boost_graph(dtype, 32, 12, DType::I32, DType::U8, DType::I32).unwrap());
         graphs.push(session_boost_factors::graph(dtype, 12, DType::I32, DType::I32).unwrap());
         graphs.push(boost_sessions::graph(dtype, 64, DType::Bool, DType::I64).unwrap());
     }

@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use jagged::codegen::{Arch, Spec, compile};
+mod common;
+
+use jagged::codegen::{Arch, Spec, compile, ptxas};
 use jagged::ir::{AttrValue, DType, DenseTensor, Graph};
 use jagged::runtime::{BackendKind, KernelCache, Runtime};
 use jagged::testing::{Rng, Tolerance, check_spec_against_reference};
@@ -351,21 +353,9 @@ fn topk_follows_the_stable_sort() {
     }
 }
 
-/// The reads an element's tree shares: row shifts by one of a stored
-/// sequence taken from the neighbouring lane (in an element kernel, and in
-/// the count and copy kernels of a compaction on them; groups of 32 rows,
-/// lengths around and far above 32, a truncated set), a per-sequence input
-/// and what is computed from it read by every row, a per-column input
-/// read by rows of 8 columns (a lane keeps its column), per-row inputs
-/// read by rows of 32 columns (32 rows a load, shuffled; also on a
-/// truncated set), a leaf read by several
-/// branches of the tree, and a rank over lines that are staged in shared
-/// memory (1000 rows) and that are not (1600 rows of i64 do not fit a
-/// warp's share), 32 rows at a time by shuffles (NaN first, ties by row):
-/// every output equals the f64 reference.
-#[test]
-fn shared_reads_and_long_ranks_match_the_reference() {
-    let text = "graph shared_reads {
+/// The graph of [`shared_reads_and_long_ranks_match_the_reference`] (`{t}`
+/// the timestamps' dtype, `{idx}` the offsets').
+const SHARED_READS: &str = "graph shared_reads {
   attr max_len: index
   %0 = input offsets : {idx}[B+1]
   %1 = seqs %0 : seqs
@@ -434,6 +424,22 @@ fn shared_reads_and_long_ranks_match_the_reference() {
   output rowed = %51
   output rowed_truncated = %54
 }";
+
+/// The reads an element's tree shares: row shifts by one of a stored
+/// sequence taken from the neighbouring lane (in an element kernel, and in
+/// the count and copy kernels of a compaction on them; groups of 32 rows,
+/// lengths around and far above 32, a truncated set), a per-sequence input
+/// and what is computed from it read by every row, a per-column input
+/// read by rows of 8 columns (a lane keeps its column), per-row inputs
+/// read by rows of 32 columns (32 rows a load, shuffled; also on a
+/// truncated set), a leaf read by several
+/// branches of the tree, and a rank over lines that are staged in shared
+/// memory (1000 rows) and that are not (1600 rows of i64 do not fit a
+/// warp's share), 32 rows at a time by shuffles (NaN first, ties by row):
+/// every output equals the f64 reference.
+#[test]
+fn shared_reads_and_long_ranks_match_the_reference() {
+    let text = SHARED_READS;
     let lengths = [0, 1, 31, 32, 33, 70, 5, 1000, 1600, 64];
     let mut rng = Rng::new(23);
     let max_len = 40;
@@ -510,4 +516,30 @@ fn shared_reads_and_long_ranks_match_the_reference() {
             }
         }
     }
+}
+
+/// The kernels of [`SHARED_READS`] (shuffled shifts, per-sequence,
+/// per-column and per-row values, converged ranks, narrow compactions)
+/// assemble for sm_80 and sm_90a without a spill or a stack frame.
+#[test]
+fn shared_reads_assemble_without_spills() {
+    if common::tools::ptxas("shared_reads_assemble_without_spills").is_none() {
+        return;
+    }
+    let mut offenders = Vec::new();
+    for dtype in [DType::F32, DType::I64] {
+        for idx in [DType::I32, DType::I64] {
+            let g = graph(SHARED_READS, "", dtype, idx);
+            for arch in Arch::ALL {
+                let spec = Spec::for_graph(&g, 40, arch).expect("spec");
+                let kernel = compile(&g, &spec).expect("compiles");
+                let report = ptxas::assemble(&kernel.ptx, arch)
+                    .unwrap_or_else(|e| panic!("{dtype} {idx} {arch}: {e}"));
+                if !report.offenders().is_empty() {
+                    offenders.push(format!("{dtype} {idx} {arch}: {:?}", report.offenders()));
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
 }

@@ -743,6 +743,9 @@ impl<'g> Emitter<'g> {
         // Rows of 32 columns: the per-row values 32 rows at a time, each
         // lane's share of the next 32 kept in a register.
         let row_chunks = if !coop && width == 32 && !self.per_row.is_empty() {
+            // The chunks live across the loop: ptxas spilled them at the 32
+            // registers it aims at otherwise (8 bytes on sm_90a, ptxas 12.9).
+            self.room_for_a_line_loop();
             let mut chunks = Vec::new();
             for h in self.per_row.clone() {
                 let int = is_int(tensor_type(self.graph, h)?.dtype);
