@@ -76,16 +76,44 @@ fn the_subcommand_reports_bad_arguments_with_status_2() {
     assert!(stderr.contains("argument 3"), "{stderr}");
 }
 
-/// The fixtures the dry run must pass: the runtime's own kernel and the
-/// first Triton fixtures. The script runs every fixture on the GPU machine;
-/// this list is fixed so that a fixture added while the emulator cannot run
-/// it yet does not fail this crate's tests.
-const DRY_RUN_FIXTURES: [&str; 5] = [
+#[test]
+fn a_tensor_map_must_name_an_earlier_buffer() {
+    let output = crosscheck()
+        .args(["--backends", "emu"])
+        .arg(vadd())
+        .args([
+            "vadd",
+            "tmap:2:f32:16:-:16",
+            "zeros:f32:16",
+            "zeros:f32:16",
+            "u32:16",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("argument 2 is not an earlier buffer argument"),
+        "{stderr}"
+    );
+}
+
+/// The fixtures the dry run must pass: the runtime's own kernel, the
+/// first Triton fixtures and Triton's Hopper kernels (host-side tensor
+/// descriptors: `host:` buffers and `tmap:` arguments). The script runs every
+/// fixture on the GPU machine; this list is fixed so that a fixture added while
+/// the emulator cannot run it yet does not fail this crate's tests.
+const DRY_RUN_FIXTURES: [&str; 10] = [
     "vadd",
     "sum_atomic",
     "softmax_rows",
     "matmul_bf16",
     "attention_fwd",
+    "hopper_matmul_tma",
+    "hopper_matmul_persistent",
+    "hopper_attention_d64",
+    "hopper_attention_d64_causal",
+    "hopper_attention_d128",
 ];
 
 #[test]

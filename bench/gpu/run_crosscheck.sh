@@ -46,10 +46,45 @@ if [ -z "$bin" ] || [ ! -x "$bin" ]; then
   exit 1
 fi
 
+# desc BUF DTYPE ROWS COLS BLOCK_ROWS BLOCK_COLS: the PTX arguments of a Triton
+# host-side tensor descriptor (TensorDescriptor) over the row-major [ROWS, COLS]
+# tensor of argument BUF, as Triton's launcher (make_tensordesc_arg ->
+# fill_tma_descriptor_tiled -> cuTensorMapEncodeTiled) passes them: the 128-byte
+# map (dims and box innermost first, byte stride of the rows, 128-byte swizzle,
+# the box the fixture's JSON `tensor_maps` gives), then the shape (2 x i32) and
+# the strides in elements (2 x i64).
+desc() {
+  local size
+  case "$2" in f16|bf16) size=2 ;; f32) size=4 ;; *) size=0 ;; esac
+  echo "tmap:$1:$2:$4x$3:$(($4 * size)):$6x$5:swizzle=128 i32:$3 i32:$4 i64:$4 i64:1"
+}
+
 # recipe NAME: prints "GRID|TOLERANCE|ARG SPECS" (block and shared memory
 # come from the fixture's JSON).
 recipe() {
   case "$1" in
+    # Triton 3.9's Hopper kernels (gen_hopper.py): host: buffers are the tensors of the
+    # descriptors (no kernel parameter of their own), counted in the tmap: numbers.
+    # Tutorial 09 TMA matmul, 128x128x64 tiles: A [200,200], B [136,200] f16, C [200,136] f32;
+    # 2 x 2 tiles, K ends in a partial box.
+    hopper_matmul_tma) echo "4|1e-4|host:rand:f16:40000:31 host:rand:f16:27200:32 host:poison:f32:27200 \
+$(desc 1 f16 200 200 128 64) $(desc 2 f16 136 200 128 64) $(desc 3 f32 200 136 128 32) u32:200 u32:136 u32:200 null null" ;;
+    # Tutorial 09 persistent matmul, 128x64x64 tiles, NUM_SMS = 4 programs over 3 x 4 tiles:
+    # A [328,136], B [200,136], C [328,200] f16 (f16 output).
+    hopper_matmul_persistent) echo "4|2e-3|host:rand:f16:44608:33 host:rand:f16:27200:34 host:poison:f16:65600 \
+$(desc 1 f16 328 136 128 64) $(desc 2 f16 200 136 64 64) $(desc 3 f16 328 200 128 64) u32:328 u32:200 u32:136 null null" ;;
+    # Tutorial 06 attention forward, f16, BLOCK_M 128, BLOCK_N 64: q, k, v, o [Z*H*N_CTX, D];
+    # sm_scale 0.5, M (logsumexp) [Z*H*N_CTX] f32. D = 64: Z = 1, H = 2, N_CTX = 256.
+    hopper_attention_d64|hopper_attention_d64_causal)
+      local z=1 h=2
+      [ "$1" = hopper_attention_d64_causal ] && z=2 h=1
+      echo "2,2|2e-3|host:rand:f16:32768:41 host:rand:f16:32768:42 host:rand:f16:32768:43 host:poison:f16:32768 \
+f32:0.5 poison:f32:512 u32:$z u32:$h $(desc 1 f16 512 64 128 64) $(desc 2 f16 512 64 64 64) \
+$(desc 3 f16 512 64 64 64) $(desc 4 f16 512 64 128 64) u32:256 null null" ;;
+    # D = 128 (Triton splits each 256-byte row into two 64-column boxes): Z = 1, H = 2, N_CTX = 128.
+    hopper_attention_d128) echo "1,2|2e-3|host:rand:f16:32768:44 host:rand:f16:32768:45 host:rand:f16:32768:46 host:poison:f16:32768 \
+f32:0.5 poison:f32:256 u32:1 u32:2 $(desc 1 f16 256 128 128 64) $(desc 2 f16 256 128 64 64) \
+$(desc 3 f16 256 128 64 64) $(desc 4 f16 256 128 128 64) u32:128 null null" ;;
     # x: 5000 f32 (5 blocks of 1024, the last partial); out[0] accumulated by atomics.
     sum_atomic) echo "5|1e-4|rand:f32:5000:11 zeros:f32:1 u32:5000 null null" ;;
     # 64 rows of 200 valid columns, row stride 256; y zeroed (masked columns stay 0).

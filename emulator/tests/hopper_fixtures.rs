@@ -17,7 +17,7 @@
 
 mod triton_support;
 
-use jagged_emu::{Device, DevicePtr, EmuError, KernelArg, LaunchStats};
+use jagged_emu::{CheckKind, Device, DevicePtr, EmuError, KernelArg, LaunchStats};
 use triton_support::{Dtype, Fixture, Rng, poisoned, rel_err};
 
 /// Runs `fx` (its PTX replaced by `ptx`) on `grid` with `args` (scratch pointers
@@ -249,5 +249,62 @@ fn tutorial_attention_matches_the_reference() {
             at.fixture,
             run.m_err
         );
+    }
+}
+
+/// `ptx` without its first line containing `pattern` and the `extra` lines after it.
+fn without(ptx: &str, pattern: &str, extra: usize) -> String {
+    let at = ptx
+        .lines()
+        .position(|l| l.contains(pattern))
+        .unwrap_or_else(|| panic!("no line containing `{pattern}`"));
+    let lines: Vec<&str> = ptx.lines().collect();
+    let kept: Vec<&str> = lines[..at]
+        .iter()
+        .chain(&lines[at + 1 + extra..])
+        .copied()
+        .collect();
+    kept.join("\n") + "\n"
+}
+
+/// The findings of an edited fixture, which must fail the memory check.
+fn findings(fixture: &str, result: Result<LaunchStats, EmuError>) -> Vec<CheckKind> {
+    match result {
+        Err(EmuError::MemoryCheck(r)) => r.into_iter().map(|r| r.kind).collect(),
+        Err(e) => panic!("{fixture}: expected a memory-check failure, got: {e}"),
+        Ok(_) => panic!("{fixture}: the planted bug was not reported"),
+    }
+}
+
+/// Each fixture with its first mbarrier wait removed (the `try_wait` loop: the first
+/// wgmma reads a TMA box still in flight), and with its last `wgmma.wait_group 0`
+/// removed (the epilogue reads accumulators in flight).
+#[test]
+fn planted_wait_bugs_are_reported() {
+    let plants: [(&str, &str, usize, CheckKind); 2] = [
+        (
+            "mbarrier wait",
+            "mbarrier.try_wait.parity",
+            1,
+            CheckKind::PendingAsyncCopyRead,
+        ),
+        (
+            "wgmma.wait_group 0",
+            "wgmma.wait_group.sync.aligned 0",
+            0,
+            CheckKind::WgmmaRegisterInFlight,
+        ),
+    ];
+    for (what, pattern, extra, kind) in plants {
+        for mm in &MATMULS {
+            let ptx = without(&Fixture::load(mm.fixture).ptx, pattern, extra);
+            let got = findings(mm.fixture, mm.run(&ptx, 1).0);
+            assert!(got.contains(&kind), "{}: {what}: {got:?}", mm.fixture);
+        }
+        for at in &ATTENTIONS {
+            let ptx = without(&Fixture::load(at.fixture).ptx, pattern, extra);
+            let got = findings(at.fixture, at.run(&ptx, 1).result);
+            assert!(got.contains(&kind), "{}: {what}: {got:?}", at.fixture);
+        }
     }
 }

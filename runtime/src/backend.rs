@@ -12,6 +12,11 @@ pub(crate) use emu::EmuBackend;
 use crate::RuntimeError;
 use jagged_codegen::Arch;
 use jagged_emu::DevicePtr;
+use jagged_emu::tensormap::{
+    TensorMapDataType, TensorMapFloatOobFill, TensorMapInterleave, TensorMapL2Promotion,
+    TensorMapSwizzle,
+};
+use jagged_emu::{TensorMap, TensorMapError};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,6 +105,64 @@ pub enum KernelArg {
     F64(f64),
     /// A device buffer's address (`.u64`).
     Buffer(BufferId),
+    /// A TMA tensor map passed by value (a `.param .align 64 .b8 [128]` parameter),
+    /// encoded for this runtime's device by [`crate::Runtime::tensor_map`].
+    TensorMap(TensorMapBytes),
+}
+
+/// The 128 bytes of an encoded tensor map (CUDA's `CUtensorMap`, 64-byte aligned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(64))]
+pub struct TensorMapBytes(pub [u8; jagged_emu::tensormap::TENSOR_MAP_BYTES]);
+
+/// A tiled tensor map over a buffer: `cuTensorMapEncodeTiled`'s arguments less the
+/// address (interleave none, L2 promotion none). Dimensions are innermost first;
+/// `global_strides` are the byte strides of dimensions 1...
+#[derive(Clone, Debug, PartialEq)]
+pub struct TiledMap {
+    /// Element type.
+    pub data_type: TensorMapDataType,
+    /// Global dimensions, innermost first (the rank is their count).
+    pub global_dim: Vec<u64>,
+    /// Byte strides of dimensions 1...
+    pub global_strides: Vec<u64>,
+    /// Box dimensions.
+    pub box_dim: Vec<u32>,
+    /// Element strides.
+    pub element_strides: Vec<u32>,
+    /// Shared-memory swizzle.
+    pub swizzle: TensorMapSwizzle,
+    /// NaN out-of-bounds fill (else zeros).
+    pub nan_fill: bool,
+}
+
+impl TiledMap {
+    /// The out-of-bounds fill mode.
+    pub fn oob_fill(&self) -> TensorMapFloatOobFill {
+        if self.nan_fill {
+            TensorMapFloatOobFill::NanRequestZeroFma
+        } else {
+            TensorMapFloatOobFill::None
+        }
+    }
+
+    /// The map over the tensor at `address`, encoded as the emulator reads it (and
+    /// checked against `cuTensorMapEncodeTiled`'s rules).
+    pub fn encode_emu(&self, address: u64) -> Result<TensorMap, TensorMapError> {
+        TensorMap::encode_tiled(
+            self.data_type,
+            self.global_dim.len() as u32,
+            address,
+            &self.global_dim,
+            &self.global_strides,
+            &self.box_dim,
+            &self.element_strides,
+            TensorMapInterleave::None,
+            self.swizzle,
+            TensorMapL2Promotion::None,
+            self.oob_fill(),
+        )
+    }
 }
 
 impl KernelArg {
@@ -108,6 +171,7 @@ impl KernelArg {
         match self {
             KernelArg::U32(_) | KernelArg::I32(_) | KernelArg::F32(_) => 4,
             KernelArg::U64(_) | KernelArg::I64(_) | KernelArg::F64(_) | KernelArg::Buffer(_) => 8,
+            KernelArg::TensorMap(map) => map.0.len(),
         }
     }
 
@@ -125,6 +189,7 @@ impl KernelArg {
             KernelArg::F32(v) => jagged_emu::KernelArg::F32(v),
             KernelArg::F64(v) => jagged_emu::KernelArg::F64(v),
             KernelArg::Buffer(id) => jagged_emu::KernelArg::Ptr(ptr(id)?),
+            KernelArg::TensorMap(map) => jagged_emu::KernelArg::TensorMap(TensorMap(map.0)),
         })
     }
 }
@@ -258,6 +323,18 @@ impl Backend {
         match self {
             Backend::Cuda(cuda) => cuda.read(id, len),
             Backend::Emu(emu) => emu.read(id, len),
+        }
+    }
+
+    /// A tensor map over buffer `id`, encoded for this device.
+    pub(crate) fn tensor_map(
+        &mut self,
+        id: BufferId,
+        map: &TiledMap,
+    ) -> Result<KernelArg, RuntimeError> {
+        match self {
+            Backend::Cuda(cuda) => cuda.tensor_map(id, map),
+            Backend::Emu(emu) => emu.tensor_map(id, map),
         }
     }
 

@@ -35,6 +35,9 @@ pub enum RuntimeError {
         /// The driver's error.
         source: cudarc::driver::DriverError,
     },
+    /// A tensor map breaks `cuTensorMapEncodeTiled`'s rules.
+    #[error("tensor map: {0}")]
+    TensorMap(#[from] jagged_emu::TensorMapError),
     /// The emulator refused an operation.
     #[error("emulator {op} failed: {source}")]
     Emu {

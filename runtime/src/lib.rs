@@ -20,7 +20,9 @@ mod params;
 mod runtime;
 mod tensor;
 
-pub use backend::{BackendKind, BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId};
+pub use backend::{
+    BackendKind, BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId, TensorMapBytes, TiledMap,
+};
 pub use cache::{CacheEntry, CacheError, CacheKey, CacheStats, KernelCache};
 pub use error::RuntimeError;
 pub use jagged_ir::DType;

@@ -3,6 +3,7 @@
 use crate::RuntimeError;
 use crate::backend::{
     Backend, BackendKind, BufferId, CudaBackend, KernelArg, LaunchDims, LaunchTiming, ModuleId,
+    TiledMap,
 };
 use crate::params::EntrySignatures;
 use crate::tensor::{
@@ -358,6 +359,19 @@ impl Runtime {
         // guarantee (see `# Safety`); the arguments fit the kernel's
         // parameter list (checked above).
         unsafe { cuda.launch_external(module, kernel, dims, args, stream as sys::CUstream) }
+    }
+
+    /// The argument of a tensor map over `buffer` (a kernel's by-value
+    /// `.param .align 64 .b8 [128]`), encoded for this runtime's device: by
+    /// `cuTensorMapEncodeTiled` on CUDA, by the emulator's encoder (the same rules)
+    /// otherwise. The map holds the buffer's address: it is valid while the buffer is.
+    pub fn tensor_map(
+        &mut self,
+        buffer: &DeviceBuffer,
+        map: &TiledMap,
+    ) -> Result<KernelArg, RuntimeError> {
+        self.check_live(buffer)?;
+        self.backend.tensor_map(buffer.id, map)
     }
 
     /// Waits until all launched work has finished; a kernel fault surfaces here.

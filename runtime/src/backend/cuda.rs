@@ -2,15 +2,16 @@
 //! as PyTorch and the CUDA runtime use it), one stream; and launches on
 //! memory and streams the runtime does not own (`launch_external`).
 
-use super::{BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId};
+use super::{BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId, TensorMapBytes, TiledMap};
 use crate::RuntimeError;
 use cudarc::driver::sys::{CUevent_flags, CUfunction_attribute_enum, cudaError_enum};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DriverError, LaunchConfig,
-    PushKernelArg, result, sys,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
+    DriverError, LaunchConfig, PushKernelArg, result, sys,
 };
 use cudarc::nvrtc::Ptx;
 use jagged_codegen::Arch;
+use jagged_emu::tensormap::{TensorMapDataType, TensorMapSwizzle};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -158,6 +159,86 @@ impl CudaBackend {
         Ok(host)
     }
 
+    /// A tensor map over buffer `id`, encoded by the driver's `cuTensorMapEncodeTiled`
+    /// with the buffer's device address. The map is first checked by the emulator's
+    /// encoder (the driver's rules), so a bad map is a typed error, not a driver code.
+    /// Triton's launcher (`fill_tma_descriptor_tiled`) makes the same call: dims and box
+    /// innermost first, byte strides of dimensions 1.., element strides 1, interleave
+    /// none; it asks for L2 promotion 128B, which changes no result (none here).
+    pub(crate) fn tensor_map(
+        &mut self,
+        id: BufferId,
+        map: &TiledMap,
+    ) -> Result<KernelArg, RuntimeError> {
+        use sys::CUtensorMapDataType_enum as D;
+        use sys::CUtensorMapSwizzle_enum as S;
+        let slice = self
+            .buffers
+            .get(&id)
+            .ok_or(RuntimeError::UnknownBuffer(id))?;
+        let (address, _sync) = slice.device_ptr(&self.stream);
+        map.encode_emu(address)?;
+        let data_type = match map.data_type {
+            TensorMapDataType::Uint8 => D::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+            TensorMapDataType::Uint16 => D::CU_TENSOR_MAP_DATA_TYPE_UINT16,
+            TensorMapDataType::Uint32 => D::CU_TENSOR_MAP_DATA_TYPE_UINT32,
+            TensorMapDataType::Int32 => D::CU_TENSOR_MAP_DATA_TYPE_INT32,
+            TensorMapDataType::Uint64 => D::CU_TENSOR_MAP_DATA_TYPE_UINT64,
+            TensorMapDataType::Int64 => D::CU_TENSOR_MAP_DATA_TYPE_INT64,
+            TensorMapDataType::Float16 => D::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+            TensorMapDataType::Float32 => D::CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+            TensorMapDataType::Float64 => D::CU_TENSOR_MAP_DATA_TYPE_FLOAT64,
+            TensorMapDataType::Bfloat16 => D::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            TensorMapDataType::Float32Ftz => D::CU_TENSOR_MAP_DATA_TYPE_FLOAT32_FTZ,
+            TensorMapDataType::Tfloat32 => D::CU_TENSOR_MAP_DATA_TYPE_TFLOAT32,
+            TensorMapDataType::Tfloat32Ftz => D::CU_TENSOR_MAP_DATA_TYPE_TFLOAT32_FTZ,
+        };
+        let swizzle = match map.swizzle {
+            TensorMapSwizzle::None => S::CU_TENSOR_MAP_SWIZZLE_NONE,
+            TensorMapSwizzle::B32 => S::CU_TENSOR_MAP_SWIZZLE_32B,
+            TensorMapSwizzle::B64 => S::CU_TENSOR_MAP_SWIZZLE_64B,
+            TensorMapSwizzle::B128 => S::CU_TENSOR_MAP_SWIZZLE_128B,
+        };
+        let oob_fill = if map.nan_fill {
+            sys::CUtensorMapFloatOOBfill_enum::CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA
+        } else {
+            sys::CUtensorMapFloatOOBfill_enum::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE
+        };
+        let mut encoded = sys::CUtensorMap { opaque: [0; 16] };
+        // The driver call acts on the thread's current context.
+        self.context
+            .bind_to_thread()
+            .map_err(driver("context bind"))?;
+        // SAFETY: `encoded` is a live, writable, 64-byte-aligned CUtensorMap; the
+        // dimension, stride, box and element-stride arrays are live for the call and
+        // have the lengths the rank (their count, 1..=5) requires, which
+        // `encode_emu` checked above together with the driver's other rules; the
+        // address is a live allocation of this context (the driver only records it).
+        unsafe {
+            sys::cuTensorMapEncodeTiled(
+                &mut encoded,
+                data_type,
+                map.global_dim.len() as u32,
+                address as *mut c_void,
+                map.global_dim.as_ptr(),
+                map.global_strides.as_ptr(),
+                map.box_dim.as_ptr(),
+                map.element_strides.as_ptr(),
+                sys::CUtensorMapInterleave_enum::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                swizzle,
+                sys::CUtensorMapL2promotion_enum::CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                oob_fill,
+            )
+        }
+        .result()
+        .map_err(driver("tensor map (cuTensorMapEncodeTiled)"))?;
+        let mut bytes = [0u8; jagged_emu::tensormap::TENSOR_MAP_BYTES];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(encoded.opaque) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        Ok(KernelArg::TensorMap(TensorMapBytes(bytes)))
+    }
+
     pub(crate) fn free(&mut self, id: BufferId) -> Result<(), RuntimeError> {
         // Dropping the slice frees it once the stream's work on it is done.
         self.buffers
@@ -225,6 +306,7 @@ impl CudaBackend {
                         .get(id)
                         .ok_or(RuntimeError::UnknownBuffer(*id))?,
                 ),
+                KernelArg::TensorMap(map) => builder.arg(map),
             };
         }
         let config = LaunchConfig {
@@ -309,8 +391,8 @@ impl CudaBackend {
             let slot = param_slot(arg).ok_or_else(|| RuntimeError::BadArgument {
                 kernel: kernel.to_string(),
                 index,
-                reason: "a runtime buffer in a launch on an external stream \
-                         (pass device addresses as u64)"
+                reason: "a runtime buffer or tensor map in a launch on an external \
+                         stream (pass device addresses as u64)"
                     .to_string(),
             })?;
             slots.push(slot);
@@ -352,10 +434,15 @@ fn param_slot(arg: &KernelArg) -> Option<[u8; 8]> {
         KernelArg::U64(v) => slot = v.to_ne_bytes(),
         KernelArg::I64(v) => slot = v.to_ne_bytes(),
         KernelArg::F64(v) => slot = v.to_ne_bytes(),
-        KernelArg::Buffer(_) => return None,
+        KernelArg::Buffer(_) | KernelArg::TensorMap(_) => return None,
     }
     Some(slot)
 }
+
+// SAFETY: a `TensorMapBytes` is plain bytes (no pointers the driver would follow, no
+// padding: `repr(C)`, 128 bytes, 64-byte aligned like `CUtensorMap`), which the driver
+// copies as the by-value 128-byte kernel parameter it is passed for.
+unsafe impl DeviceRepr for TensorMapBytes {}
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,6 @@
 //! The emulator backend: jagged-emu's device and the modules parsed for it.
 
-use super::{BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId};
+use super::{BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId, TensorMapBytes, TiledMap};
 use crate::RuntimeError;
 use jagged_emu::{Device, DevicePtr, EmuError, LaunchConfig, Module, Profile};
 use std::collections::HashMap;
@@ -85,6 +85,16 @@ impl EmuBackend {
         let ptr = self.ptr(id)?;
         self.buffers.remove(&id);
         self.device.free(ptr).map_err(emulator("free"))
+    }
+
+    /// A tensor map over buffer `id` (the emulator's encoding).
+    pub(crate) fn tensor_map(
+        &self,
+        id: BufferId,
+        map: &TiledMap,
+    ) -> Result<KernelArg, RuntimeError> {
+        let encoded = map.encode_emu(self.ptr(id)?.0)?;
+        Ok(KernelArg::TensorMap(TensorMapBytes(encoded.0)))
     }
 
     pub(crate) fn launch(

@@ -16,22 +16,35 @@
 //! | `in:PATH.npy` | a buffer holding the array of an `.npy` file |
 //! | `out:PATH.npy:DTYPE:COUNT` | a poisoned buffer, saved to PATH.npy (first backend's result) after the run |
 //! | `inout:IN.npy:OUT.npy` | a buffer holding IN.npy, saved to OUT.npy after the run |
+//! | `tmap:BUF:DTYPE:DIMS:STRIDES:BOX[:OPTIONS]` | a TMA tensor map (by value, 128 bytes) over the buffer of the earlier argument BUF (1-based) |
+//! | `host:BUFFER-SPEC` | a buffer the kernel takes no parameter for (a tensor map's tensor: Triton's host-side descriptors); compared like the others, counted in BUF |
 //!
 //! Scalars, `in:`, `out:` and `inout:` are the syntax `jagc emu` takes, parsed
 //! by the one parser both use ([`jagged::cli::argspec`]; integers also in
-//! hex, `u64:0x10`).
+//! hex, `u64:0x10`); `tmap:` is parsed by `jagc emu`'s [`TensorMapSpec`] and
+//! encoded for each backend by [`Runtime::tensor_map`]: on CUDA by
+//! `cuTensorMapEncodeTiled` with the buffer's device address, in the emulator by
+//! its encoder. The fields map one to one onto the driver call: DTYPE is
+//! `tensorDataType`, the rank is the count of DIMS, DIMS `globalDim` and STRIDES
+//! `globalStrides` (bytes, dimensions 1..), BOX `boxDim`, `estrides=` `elementStrides`
+//! (default all 1), `swizzle=` `swizzle`, `nan` the `oobFill`; interleave and L2
+//! promotion are NONE. Triton's launcher builds a descriptor of a row-major
+//! `[R, C]` tensor with block `[BR, BC]` as `DIMS = CxR`, `STRIDES = C * size`,
+//! `BOX = BCxBR` (reversed: innermost first), swizzle from its metadata.
 //!
 //! Every buffer starts from the same bytes on every backend and every
 //! repetition; after the run each buffer is compared: integers bit for bit,
 //! floats by `||a - b|| / ||b||` against a tolerance, NaN never passing.
 //! Exit status 0: all pass; 1: a mismatch; 2: an error.
 
+use crate::emu::TensorMapSpec;
 use clap::Args;
 use jagged::cli::argspec::KernelArgSpec;
 use jagged::cli::npy::{self, NpyArray};
 use jagged_ir::TensorData;
 use jagged_runtime::{
-    BackendKind, DType, KernelArg, LaunchDims, Runtime, RuntimeError, tensor_bytes, tensor_data,
+    BackendKind, DType, DeviceBuffer, KernelArg, LaunchDims, Runtime, RuntimeError, tensor_bytes,
+    tensor_data,
 };
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -104,7 +117,12 @@ pub enum ArgSpec {
         init: BufferInit,
         /// Where to save the result as `.npy`.
         save: Option<PathBuf>,
+        /// Whether the kernel takes the buffer's address as a parameter (`host:`
+        /// buffers it does not: only tensor maps refer to them).
+        param: bool,
     },
+    /// A tensor map over an earlier buffer argument.
+    TensorMap(TensorMapSpec),
 }
 
 impl ArgSpec {
@@ -128,9 +146,29 @@ impl ArgSpec {
             count,
             init,
             save,
+            param: true,
         };
         match parts.as_slice() {
             ["null"] => Ok(ArgSpec::Scalar(KernelArg::U64(0))),
+            ["host", ..] => match ArgSpec::parse(&spec["host:".len()..])? {
+                ArgSpec::Buffer {
+                    dtype,
+                    count,
+                    init,
+                    save,
+                    ..
+                } => Ok(ArgSpec::Buffer {
+                    dtype,
+                    count,
+                    init,
+                    save,
+                    param: false,
+                }),
+                _ => Err(bad("host: takes a buffer spec")),
+            },
+            ["tmap", ..] => TensorMapSpec::parse(&spec["tmap:".len()..])
+                .map(ArgSpec::TensorMap)
+                .map_err(|reason| bad(&reason)),
             ["rand", d, count] => Ok(buffer(
                 dtype(d)?,
                 number(count)?,
@@ -325,15 +363,27 @@ impl Crosscheck {
         let fail = |source| CrosscheckError::Runtime { backend, source };
         let mut runtime = Runtime::with_backend(backend).map_err(fail)?;
         let module = runtime.load_module(&self.ptx).map_err(fail)?;
-        let mut buffers = Vec::new();
+        let mut buffers: Vec<(usize, DeviceBuffer, Vec<u8>)> = Vec::new();
         let mut args = Vec::with_capacity(self.args.len());
         for (index, spec) in self.args.iter().enumerate() {
             match spec {
                 ArgSpec::Scalar(arg) => args.push(*arg),
-                ArgSpec::Buffer { dtype, .. } => {
+                ArgSpec::TensorMap(map) => {
+                    let buffer = map
+                        .buffer_before(index + 1)
+                        .and_then(|b| buffers.iter().find(|(i, ..)| *i == b))
+                        .ok_or_else(|| CrosscheckError::BadSpec {
+                            spec: format!("tmap:{}:...", map.buffer),
+                            reason: map.not_a_buffer(),
+                        })?;
+                    args.push(runtime.tensor_map(&buffer.1, &map.map).map_err(fail)?);
+                }
+                ArgSpec::Buffer { dtype, param, .. } => {
                     let bytes = spec.initial_bytes()?.unwrap_or_default();
                     let buffer = runtime.upload_bytes(*dtype, &bytes).map_err(fail)?;
-                    args.push(buffer.arg());
+                    if *param {
+                        args.push(buffer.arg());
+                    }
                     buffers.push((index, buffer, bytes));
                 }
             }
@@ -449,7 +499,7 @@ impl Crosscheck {
                 ArgSpec::Buffer { dtype, .. } => {
                     Some(BufferComparison::new(*index, *dtype, got, want, tolerance))
                 }
-                ArgSpec::Scalar(_) => None,
+                ArgSpec::Scalar(_) | ArgSpec::TensorMap(_) => None,
             })
             .collect()
     }
@@ -724,7 +774,8 @@ mod tests {
                 dtype: DType::BF16,
                 count: 10,
                 init: BufferInit::Random { seed: 3 },
-                save: None
+                save: None,
+                param: true,
             }
         );
         assert!(ArgSpec::parse("u32:-1").is_err());
@@ -739,9 +790,27 @@ mod tests {
                 dtype: DType::BF16,
                 count: 12,
                 init: BufferInit::Poison,
-                save: Some(PathBuf::from("dir:with:colons/y.npy"))
+                save: Some(PathBuf::from("dir:with:colons/y.npy")),
+                param: true,
             }
         );
+        assert_eq!(
+            ArgSpec::parse("host:zeros:f16:8").unwrap(),
+            ArgSpec::Buffer {
+                dtype: DType::F16,
+                count: 8,
+                init: BufferInit::Zeros,
+                save: None,
+                param: false,
+            }
+        );
+        assert!(ArgSpec::parse("host:u32:1").is_err());
+        let ArgSpec::TensorMap(map) =
+            ArgSpec::parse("tmap:1:f16:64x32:128:64x8:swizzle=128").unwrap()
+        else {
+            panic!("not a tensor map");
+        };
+        assert_eq!((map.buffer, map.map.box_dim.as_slice()), (1, &[64, 8][..]));
         assert!(ArgSpec::parse("out:y.npy:f32").is_err());
         assert!(ArgSpec::parse("inout:a.npy").is_err());
         assert!(ArgSpec::parse("offsets:f32:4:10").is_err());

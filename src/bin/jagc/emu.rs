@@ -20,11 +20,9 @@
 use clap::Args;
 use jagged::cli::argspec::{ArgSpecError, KernelArgSpec, parse_int};
 use jagged::cli::npy::{self, NpyArray, NpyDtype, NpyError};
-use jagged_emu::tensormap::{
-    TensorMapDataType, TensorMapFloatOobFill, TensorMapInterleave, TensorMapL2Promotion,
-    TensorMapSwizzle,
-};
-use jagged_emu::{Device, DevicePtr, EmuError, KernelArg, LaunchConfig, Module, TensorMap};
+use jagged_emu::tensormap::{TensorMapDataType, TensorMapSwizzle};
+use jagged_emu::{Device, DevicePtr, EmuError, KernelArg, LaunchConfig, Module};
+use jagged_runtime::TiledMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -90,30 +88,19 @@ pub enum EmuArgSpec {
     TensorMap(TensorMapSpec),
 }
 
-/// The fields of a `tmap:` argument (`cuTensorMapEncodeTiled`'s, less the address).
+/// A `tmap:` argument: a tiled map (`cuTensorMapEncodeTiled`'s fields, less the address)
+/// over an earlier buffer argument. `jagc crosscheck` parses it with this too.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorMapSpec {
     /// 1-based number of the buffer argument whose device address the map takes.
     pub buffer: usize,
-    /// Element type.
-    pub data_type: TensorMapDataType,
-    /// Global dimensions, innermost first.
-    pub global_dim: Vec<u64>,
-    /// Byte strides of dimensions 1...
-    pub global_strides: Vec<u64>,
-    /// Box dimensions.
-    pub box_dim: Vec<u32>,
-    /// Element strides (all 1 unless given).
-    pub element_strides: Vec<u32>,
-    /// Shared-memory swizzle.
-    pub swizzle: TensorMapSwizzle,
-    /// NaN out-of-bounds fill (else zeros).
-    pub nan_fill: bool,
+    /// The map's fields (element strides all 1 unless given).
+    pub map: TiledMap,
 }
 
 impl TensorMapSpec {
     /// Parses `BUF:DTYPE:DIMS:STRIDES:BOX[:OPTIONS]` (what follows `tmap:`).
-    fn parse(text: &str) -> Result<TensorMapSpec, String> {
+    pub fn parse(text: &str) -> Result<TensorMapSpec, String> {
         fn list<T: TryFrom<i128>>(text: &str) -> Result<Vec<T>, String> {
             if text == "-" {
                 return Ok(Vec::new());
@@ -140,8 +127,7 @@ impl TensorMapSpec {
             d => return Err(format!("unknown tensor map element type `{d}`")),
         };
         let global_dim: Vec<u64> = list(dims)?;
-        let mut spec = TensorMapSpec {
-            buffer: parse_int(buffer)?,
+        let mut map = TiledMap {
             data_type,
             element_strides: vec![1; global_dim.len()],
             global_dim,
@@ -152,36 +138,29 @@ impl TensorMapSpec {
         };
         for option in rest.iter().flat_map(|r| r.split(',')) {
             match option.split_once('=') {
-                Some(("swizzle", "32")) => spec.swizzle = TensorMapSwizzle::B32,
-                Some(("swizzle", "64")) => spec.swizzle = TensorMapSwizzle::B64,
-                Some(("swizzle", "128")) => spec.swizzle = TensorMapSwizzle::B128,
-                Some(("estrides", e)) => spec.element_strides = list(e)?,
-                None if option == "nan" => spec.nan_fill = true,
+                Some(("swizzle", "32")) => map.swizzle = TensorMapSwizzle::B32,
+                Some(("swizzle", "64")) => map.swizzle = TensorMapSwizzle::B64,
+                Some(("swizzle", "128")) => map.swizzle = TensorMapSwizzle::B128,
+                Some(("estrides", e)) => map.element_strides = list(e)?,
+                None if option == "nan" => map.nan_fill = true,
                 _ => return Err(format!("unknown tensor map option `{option}`")),
             }
         }
-        Ok(spec)
+        Ok(TensorMapSpec {
+            buffer: parse_int(buffer)?,
+            map,
+        })
     }
 
-    /// The map over the buffer at `address`.
-    fn encode(&self, address: DevicePtr) -> Result<TensorMap, jagged_emu::TensorMapError> {
-        TensorMap::encode_tiled(
-            self.data_type,
-            self.global_dim.len() as u32,
-            address.0,
-            &self.global_dim,
-            &self.global_strides,
-            &self.box_dim,
-            &self.element_strides,
-            TensorMapInterleave::None,
-            self.swizzle,
-            TensorMapL2Promotion::None,
-            if self.nan_fill {
-                TensorMapFloatOobFill::NanRequestZeroFma
-            } else {
-                TensorMapFloatOobFill::None
-            },
-        )
+    /// The 0-based index of the map's buffer argument if it comes before argument
+    /// `index` (1-based: the map's own).
+    pub fn buffer_before(&self, index: usize) -> Option<usize> {
+        self.buffer.checked_sub(1).filter(|_| self.buffer < index)
+    }
+
+    /// Why the map's buffer argument is refused.
+    pub fn not_a_buffer(&self) -> String {
+        format!("argument {} is not an earlier buffer argument", self.buffer)
     }
 }
 
@@ -376,22 +355,22 @@ fn emulate(args: &EmuArgs) -> Result<(), EmuCliError> {
                 continue;
             }
             EmuArgSpec::TensorMap(map) => {
-                let address = match map.buffer.checked_sub(1).map(|b| kernel_args.get(b)) {
-                    Some(Some(KernelArg::Ptr(p))) if map.buffer < index => *p,
+                let address = match map.buffer_before(index).and_then(|b| kernel_args.get(b)) {
+                    Some(KernelArg::Ptr(p)) => *p,
                     _ => {
                         return Err(EmuCliError::TensorMap {
                             index,
-                            reason: format!(
-                                "argument {} is not an earlier buffer argument",
-                                map.buffer
-                            ),
+                            reason: map.not_a_buffer(),
                         });
                     }
                 };
-                let map = map.encode(address).map_err(|e| EmuCliError::TensorMap {
-                    index,
-                    reason: e.to_string(),
-                })?;
+                let map = map
+                    .map
+                    .encode_emu(address.0)
+                    .map_err(|e| EmuCliError::TensorMap {
+                        index,
+                        reason: e.to_string(),
+                    })?;
                 kernel_args.push(KernelArg::TensorMap(map));
                 continue;
             }
@@ -548,26 +527,30 @@ mod tests {
             p("tmap:2:bf16:64x32:128:64x8:swizzle=128,estrides=1x2,nan"),
             EmuArgSpec::TensorMap(TensorMapSpec {
                 buffer: 2,
-                data_type: TensorMapDataType::Bfloat16,
-                global_dim: vec![64, 32],
-                global_strides: vec![128],
-                box_dim: vec![64, 8],
-                element_strides: vec![1, 2],
-                swizzle: TensorMapSwizzle::B128,
-                nan_fill: true,
+                map: TiledMap {
+                    data_type: TensorMapDataType::Bfloat16,
+                    global_dim: vec![64, 32],
+                    global_strides: vec![128],
+                    box_dim: vec![64, 8],
+                    element_strides: vec![1, 2],
+                    swizzle: TensorMapSwizzle::B128,
+                    nan_fill: true,
+                },
             })
         );
         assert_eq!(
             p("tmap:1:u8:256:-:16"),
             EmuArgSpec::TensorMap(TensorMapSpec {
                 buffer: 1,
-                data_type: TensorMapDataType::Uint8,
-                global_dim: vec![256],
-                global_strides: vec![],
-                box_dim: vec![16],
-                element_strides: vec![1],
-                swizzle: TensorMapSwizzle::None,
-                nan_fill: false,
+                map: TiledMap {
+                    data_type: TensorMapDataType::Uint8,
+                    global_dim: vec![256],
+                    global_strides: vec![],
+                    box_dim: vec![16],
+                    element_strides: vec![1],
+                    swizzle: TensorMapSwizzle::None,
+                    nan_fill: false,
+                },
             })
         );
     }
