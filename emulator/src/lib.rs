@@ -52,7 +52,8 @@
 //!   reports mbarrier misuse ([`CheckKind::MbarrierUninitialized`], `MbarrierArrivals`,
 //!   `MbarrierTxCount`, `MbarrierNeverCompletes`), misaligned or out-of-window copy
 //!   destinations, and reads of bulk-copied bytes before a wait saw their phase complete
-//! - control and warps: `bra ret exit bar.sync barrier.sync bar.arrive bar.warp.sync
+//! - control and warps: `bra` (labels scoped to their `{ }` block, as PTX scopes them: a
+//!   label may repeat in sibling blocks, such as Triton's inline `waitLoop:`), `ret exit bar.sync barrier.sync bar.arrive bar.warp.sync
 //!   shfl.sync vote.sync redux.sync activemask ldmatrix stmatrix`, `mma.sync` m16n8k16 and
 //!   m16n8k8 (f16/bf16 inputs, f32 or f16 accumulators), m16n8k8 and m16n8k4 tf32
 //! - warpgroup MMA: `wgmma.mma_async.sync.aligned.m64nNk16.f32.{f16,bf16}.{f16,bf16}`
