@@ -680,6 +680,17 @@ fn tensor_map_argument_feeds_a_tma_load() {
             assert_eq!(words[at], want, "box element ({r}, {c})");
         }
     }
+    // The same kernel without the `x` parameter (as Triton's host-side descriptors are
+    // passed): `host:` uploads x without passing it, and still counts as argument 1.
+    let text = std::fs::read_to_string(&ptx).expect("read tma.ptx");
+    let no_x = write_ptx(&dir, "tma_host.ptx", &text.replace(".param .u64 x, ", ""));
+    let host_x = format!("host:{x_spec}");
+    let out = jagc(&[
+        "emu", &no_x, "--grid", "1", "--block", "256", "--arg", &host_x, "--arg", &map, "--arg",
+        &out_spec, "--arg", &cx, "--arg", &cy,
+    ]);
+    assert!(out.status.success(), "jagc emu failed: {}", stderr(&out));
+    assert_eq!(read_words(&out_path), words);
     // A map over an argument that is not an earlier buffer is refused by name.
     let bad = format!("tmap:2:f32:{cols}x{rows}:{}:32x8", cols * 4);
     let out = jagc(&[

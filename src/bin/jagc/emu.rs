@@ -15,7 +15,9 @@
 //! the buffer of the earlier argument number BUF (1-based): DTYPE one of u8 u16 u32 i32 u64
 //! i64 f16 f32 f64 bf16 tf32; DIMS, STRIDES (bytes, of dimensions 1..; `-` for rank 1)
 //! and BOX `x`-separated, innermost first; OPTIONS comma-separated `swizzle=32|64|128`,
-//! `estrides=AxB..`, `nan` (NaN out-of-bounds fill).
+//! `estrides=AxB..`, `nan` (NaN out-of-bounds fill). `host:` before an `in:`, `out:` or
+//! `inout:` spec makes a buffer the kernel takes no parameter for (it still counts in BUF):
+//! the tensor of a Triton host-side descriptor, whose kernel takes only the map.
 
 use clap::Args;
 use jagged::cli::argspec::{ArgSpecError, KernelArgSpec, parse_int};
@@ -48,7 +50,7 @@ pub struct EmuArgs {
     /// u8:V, s8:V, u16:V, s16:V, f16:V, bf16:V,
     /// in:IN.npy, out:OUT.npy:DTYPE:COUNT (DTYPE: f32 f16 bf16 i32 i64 u32 u64 u8),
     /// inout:IN.npy:OUT.npy, tmap:BUF:DTYPE:DIMS:STRIDES:BOX[:OPTIONS] (a tensor map over
-    /// argument BUF's buffer).
+    /// argument BUF's buffer), host:BUFFER-SPEC (a buffer passed to no parameter).
     #[arg(long = "arg", value_name = "SPEC")]
     pub args: Vec<EmuArgSpec>,
     /// Fail on shared-memory races that store (nearly) the value already there
@@ -86,6 +88,9 @@ pub enum EmuArgSpec {
     Shared(KernelArgSpec),
     /// `tmap:...`: a tensor map over an earlier buffer argument.
     TensorMap(TensorMapSpec),
+    /// `host:` followed by `in:`, `out:` or `inout:`: a buffer the kernel takes no
+    /// parameter for, only tensor maps refer to it (Triton's host-side descriptors).
+    Host(KernelArgSpec),
 }
 
 /// A `tmap:` argument: a tiled map (`cuTensorMapEncodeTiled`'s fields, less the address)
@@ -181,6 +186,12 @@ impl FromStr for EmuArgSpec {
                 return TensorMapSpec::parse(value)
                     .map(EmuArgSpec::TensorMap)
                     .map_err(bad);
+            }
+            "host" => {
+                return match value.parse::<KernelArgSpec>()? {
+                    KernelArgSpec::Scalar(_) => Err(bad("host: takes a buffer spec".to_string())),
+                    buffer => Ok(EmuArgSpec::Host(buffer)),
+                };
             }
             "u8" => KernelArg::U8(parse_int(value).map_err(bad)?),
             "s8" | "i8" => KernelArg::I8(parse_int(value).map_err(bad)?),
@@ -340,6 +351,8 @@ fn emulate(args: &EmuArgs) -> Result<(), EmuCliError> {
         None
     };
     device.set_run_options(options);
+    // Every spec's argument (tensor maps refer to them by number), and those the kernel takes.
+    let mut spec_args = Vec::with_capacity(args.args.len());
     let mut kernel_args = Vec::with_capacity(args.args.len());
     let mut outputs = Vec::new();
     for (i, spec) in args.args.iter().enumerate() {
@@ -349,13 +362,14 @@ fn emulate(args: &EmuArgs) -> Result<(), EmuCliError> {
             index,
             source: Box::new(source),
         };
-        let spec = match spec {
+        let (spec, param) = match spec {
             EmuArgSpec::Small(arg) => {
+                spec_args.push(*arg);
                 kernel_args.push(*arg);
                 continue;
             }
             EmuArgSpec::TensorMap(map) => {
-                let address = match map.buffer_before(index).and_then(|b| kernel_args.get(b)) {
+                let address = match map.buffer_before(index).and_then(|b| spec_args.get(b)) {
                     Some(KernelArg::Ptr(p)) => *p,
                     _ => {
                         return Err(EmuCliError::TensorMap {
@@ -371,12 +385,14 @@ fn emulate(args: &EmuArgs) -> Result<(), EmuCliError> {
                         index,
                         reason: e.to_string(),
                     })?;
+                spec_args.push(KernelArg::TensorMap(map));
                 kernel_args.push(KernelArg::TensorMap(map));
                 continue;
             }
-            EmuArgSpec::Shared(spec) => spec,
+            EmuArgSpec::Shared(spec) => (spec, true),
+            EmuArgSpec::Host(spec) => (spec, false),
         };
-        kernel_args.push(match spec {
+        let arg = match spec {
             KernelArgSpec::Scalar(arg) => arg
                 .to_emu(|id| Err(EmuError::BadLaunch(format!("{id} is not a scalar"))))
                 .map_err(|source| EmuCliError::Device {
@@ -422,7 +438,11 @@ fn emulate(args: &EmuArgs) -> Result<(), EmuCliError> {
                 });
                 KernelArg::Ptr(ptr)
             }
-        });
+        };
+        if param {
+            kernel_args.push(arg);
+        }
+        spec_args.push(arg);
     }
 
     let config = LaunchConfig {
@@ -538,6 +558,15 @@ mod tests {
                 },
             })
         );
+        assert_eq!(
+            p("host:out:y.npy:f32:4"),
+            EmuArgSpec::Host(KernelArgSpec::Out {
+                path: PathBuf::from("y.npy"),
+                dtype: NpyDtype::F32,
+                count: 4,
+            })
+        );
+        assert!("host:u32:1".parse::<EmuArgSpec>().is_err());
         assert_eq!(
             p("tmap:1:u8:256:-:16"),
             EmuArgSpec::TensorMap(TensorMapSpec {
