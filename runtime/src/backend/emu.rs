@@ -180,4 +180,31 @@ mod tests {
         assert_eq!(rt.take_emulator_profile(), Some(p));
         assert_eq!(rt.emulator_profile(), Some(jagged_emu::Profile::default()));
     }
+
+    /// A tensor map over a runtime buffer: 128 bytes by value, checked against the
+    /// driver's rules (a box row of 256 bytes exceeds the 128-byte swizzle span).
+    #[test]
+    fn tensor_maps_are_encoded_over_live_buffers() {
+        use crate::{KernelArg, RuntimeError, TiledMap};
+        use jagged_emu::tensormap::{TensorMapDataType, TensorMapSwizzle};
+        let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator runtime");
+        let x = rt.upload(&vec![0f32; 64 * 64]).expect("upload");
+        let mut map = TiledMap {
+            data_type: TensorMapDataType::Float32,
+            global_dim: vec![64, 64],
+            global_strides: vec![256],
+            box_dim: vec![32, 8],
+            element_strides: vec![1, 1],
+            swizzle: TensorMapSwizzle::B128,
+            nan_fill: false,
+        };
+        let arg = rt.tensor_map(&x, &map).expect("a valid map");
+        assert!(matches!(arg, KernelArg::TensorMap(_)));
+        assert_eq!(arg.size(), 128);
+        map.box_dim = vec![64, 8];
+        assert!(matches!(
+            rt.tensor_map(&x, &map),
+            Err(RuntimeError::TensorMap(_))
+        ));
+    }
 }
