@@ -171,7 +171,9 @@ fn sm80_sass_runs_both_products_on_tensor_cores() {
 /// kernel runs both products on `wgmma.mma_async` and has no `mma.sync`
 /// (the main loop's, or any other); each `wgmma` is one HGMMA in the SASS
 /// (`Q K^T`: D / 16 of `64xBNx16`, `P V`: BN / 16 of `64xDx16`, with 128
-/// keys per block at this bucket), and there is no HMMA.
+/// keys per block at this bucket; each product twice: the pipelined key
+/// loop peels `Q K^T` of block 0 and ends with `P V` of the last block),
+/// and there is no HMMA.
 #[test]
 fn sm90a_forward_runs_both_products_on_wgmma() {
     let test = "sm90a_forward_runs_both_products_on_wgmma";
@@ -187,14 +189,15 @@ fn sm90a_forward_runs_both_products_on_wgmma() {
             assert_eq!(count("mma.sync"), 0);
             let wgmma =
                 |n: usize| format!("wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{dtype}.{dtype}");
-            // Per N: Q K^T's D / 16 of m64nBN, then P V's BN / 16 of m64nD.
+            // Per N: Q K^T's D / 16 of m64nBN, then P V's BN / 16 of m64nD,
+            // both in the loop and once outside it.
             let mut per_n = std::collections::BTreeMap::new();
-            *per_n.entry(block_n).or_insert(0) += head_dim / 16;
-            *per_n.entry(head_dim).or_insert(0) += block_n / 16;
+            *per_n.entry(block_n).or_insert(0) += 2 * head_dim / 16;
+            *per_n.entry(head_dim).or_insert(0) += 2 * block_n / 16;
             for (&n, &k) in &per_n {
                 assert_eq!(count(&wgmma(n)), k, "m64n{n}");
             }
-            assert_eq!(count("wgmma.mma_async"), head_dim / 16 + block_n / 16);
+            assert_eq!(count("wgmma.mma_async"), 2 * (head_dim / 16 + block_n / 16));
             let sass = sass(&ptxas_path, &nvdisasm, &c.ptx, Arch::Sm90a);
             // nvdisasm names bf16 operands (`.F32.BF16`), not f16 ones.
             let ty = if dtype == DType::F16 { " " } else { ".BF16" };

@@ -191,7 +191,7 @@ impl<'a> FlashWriter<'a> {
     /// [`Self::tile_source`]) into the stage at `stage_off` bytes past the
     /// first (if the block is one of the `nkb` to visit), then commits a
     /// group (always, so that every thread counts the same groups).
-    fn load_stage(
+    pub(super) fn load_stage(
         &mut self,
         ctx: &ItemCtx,
         source: Reg,
@@ -214,8 +214,6 @@ impl<'a> FlashWriter<'a> {
     fn item(&mut self, p: &Pointers, ctx: &ItemCtx) {
         let d = self.d;
         let (bm, bn, hd) = (d.tiles.block_m, d.tiles.block_n, d.head_dim);
-        let stride = self.stride;
-        let softmax = d.activation == Activation::Softmax;
         // Keys to visit: all of the sequence, or up to the end of the query block.
         let kv_end = if d.keys_end_at_block() {
             let q_end = self.u32_op(BinOp::Add, ctx.q0, Self::imm(bm));
@@ -238,7 +236,10 @@ impl<'a> FlashWriter<'a> {
         let k_src = self.tile_source(&ctx.loader, p.k, ctx.head_off);
         let v_src = self.tile_source(&ctx.loader, p.v, ctx.head_off);
         self.load_stage(ctx, k_src, ctx.k_base, zero_u, nkb, zero_u);
-        self.load_stage(ctx, v_src, ctx.v_base, zero_u, nkb, zero_u);
+        // The Hopper loop copies V of a block with K of the next (hopper.rs).
+        if !d.wgmma {
+            self.load_stage(ctx, v_src, ctx.v_base, zero_u, nkb, zero_u);
+        }
         for j in 1..stages - 1 {
             let block = self.b.mov(Type::U32, Self::imm(j));
             let off = self.b.mov(Type::U32, Self::imm(j * stage_bytes));
@@ -248,14 +249,16 @@ impl<'a> FlashWriter<'a> {
         // Groups a thread may leave pending: at the top of block kb (K and V
         // of blocks kb .. kb + stages - 2 committed) with K of kb landed, and
         // before `P V` (blocks up to kb + stages - 1) with V of kb landed.
+        // With wgmma, Q and K of block 0 are the only group.
         let k_landed = 2 * stages - 3;
         let v_landed = 2 * stages - 2;
+        let q_landed = if d.wgmma { 0 } else { k_landed };
 
         // Q times the sign of a non-positive scale, before the accumulators
         // are live.
         if let Some(q_sign) = &ctx.q_sign {
             self.when(q_sign.apply, false, |g| {
-                g.b.push(Inst::CpAsyncWait { n: k_landed });
+                g.b.push(Inst::CpAsyncWait { n: q_landed });
                 g.scale_own_rows(&ctx.loader, bm, 0, q_sign.sign);
                 if d.wgmma {
                     // wgmma reads Q through the async proxy.
@@ -288,7 +291,6 @@ impl<'a> FlashWriter<'a> {
         // Row indices of this thread within the sequence (u32) in row tile
         // 0; tile `t` adds `t * tile_step` where used (fewer live registers).
         let rows = self.thread_rows(&ctx.lanes, ctx.q0);
-        let o_ref: Vec<&[Acc]> = o.iter().map(Vec::as_slice).collect();
         // One row tile and D <= 128: Q's A fragments (D / 4 registers) stay
         // in registers for the whole item instead of being re-read by
         // `ldmatrix` for every key block (8 of the 72 `ldmatrix.x4` per
@@ -303,6 +305,61 @@ impl<'a> FlashWriter<'a> {
             self.b.barrier();
             self.load_a_frags(ctx.lanes.a, 0, 0, 1)
         });
+        let blocks = KeyBlocks {
+            nkb,
+            k_src,
+            v_src,
+            s: &s,
+            o: &o,
+            m: &m,
+            l: &l,
+            rows,
+        };
+        if let Some(descs) = &descs {
+            self.wgmma_key_loop(ctx, &blocks, descs);
+        } else {
+            self.mma_key_loop(ctx, &blocks, q_regs.as_deref(), k_landed, v_landed);
+        }
+        // The next item of this CTA overwrites Q and stage 0: all reads done.
+        self.b.push(Inst::CpAsyncWait { n: 0 });
+        self.b.barrier();
+        for t in 0..row_tiles {
+            let tile_rows = if t == 0 {
+                rows
+            } else {
+                rows.map(|r| self.u32_op(BinOp::Add, r, Self::imm(t as u32 * tile_step)))
+            };
+            self.epilogue(p, ctx, &o[t], m[t], l[t], tile_rows);
+        }
+    }
+
+    /// The key loop of the `mma.sync` kernel: `stages` `cp.async` stages,
+    /// both products on `mma.sync` (Q's A fragments from `q_regs` or
+    /// `ldmatrix`), `k_landed` and `v_landed` the commit groups a thread may
+    /// leave pending before reading K and V of a block.
+    fn mma_key_loop(
+        &mut self,
+        ctx: &ItemCtx,
+        kb_state: &KeyBlocks,
+        q_regs: Option<&[Vec<[Reg; 4]>]>,
+        k_landed: u32,
+        v_landed: u32,
+    ) {
+        let d = self.d;
+        let (bn, stages) = (d.tiles.block_n, d.tiles.stages);
+        let stage_bytes = bn * d.smem_row_bytes();
+        let stride = self.stride;
+        let tile_step = TILE_ROWS * self.threads / 32;
+        let s_tiles = (bn / 8) as usize;
+        let KeyBlocks {
+            nkb,
+            k_src,
+            v_src,
+            s,
+            o,
+            ..
+        } = *kb_state;
+        let o_ref: Vec<&[Acc]> = o.iter().map(Vec::as_slice).collect();
         let s_ref: Vec<&[Acc]> = s.iter().map(Vec::as_slice).collect();
 
         let ab = d.mma_type();
@@ -320,17 +377,9 @@ impl<'a> FlashWriter<'a> {
             let ahead = f.u32_op(BinOp::Add, kb, Self::imm(stages - 1));
             f.load_stage(ctx, k_src, ctx.k_base, ahead, nkb, load_off);
             f.load_stage(ctx, v_src, ctx.v_base, ahead, nkb, load_off);
-            // Where this block's K and V are read: the `ldmatrix` lane
-            // addresses, or with wgmma (twice) the stage's byte offset.
-            let (k_lane, v_lane) = if descs.is_some() {
-                let stage_off = f.b.mov(Type::U32, read_off);
-                (stage_off, stage_off)
-            } else {
-                (
-                    f.u32_op(BinOp::Add, ctx.lanes.b_rows, read_off),
-                    f.u32_op(BinOp::Add, ctx.lanes.b_trans, read_off),
-                )
-            };
+            // Where this block's K and V are read: the `ldmatrix` lane addresses.
+            let k_lane = f.u32_op(BinOp::Add, ctx.lanes.b_rows, read_off);
+            let v_lane = f.u32_op(BinOp::Add, ctx.lanes.b_trans, read_off);
             // The next block's stages.
             f.b.mov_to(Type::U32, load_off, read_off);
             let last = f.b.setp(
@@ -343,86 +392,89 @@ impl<'a> FlashWriter<'a> {
             f.b.selp_to(Type::U32, read_off, Operand::Int(0), next, last);
 
             // S = Q K^T.
-            if let Some(descs) = &descs {
-                f.wgmma_scores(&s[0], descs, k_lane);
-            } else {
-                let q_frags = match &q_regs {
-                    Some(frags) => AFrags::Regs(frags),
-                    None => AFrags::Shared {
-                        lane: ctx.lanes.a,
-                        base: 0,
-                        tile_step: tile_step * stride,
-                    },
-                };
-                f.product_rows(&s_ref, q_frags, k_lane, ctx.k_base, ab);
-            }
-
-            // Boundary blocks: does any pair of this block fall outside a mask?
-            let key_first = f.u32_op(BinOp::Mul, kb, Self::imm(bn));
-            let key_end = f.u32_op(BinOp::Add, key_first, Self::imm(bn));
-            let boundary = f.boundary(ctx, key_first, key_end);
-            let length_then_score: Vec<Option<PairMask>> = if softmax {
-                vec![None, d.score_mask]
-            } else {
-                Vec::new()
+            let q_frags = match q_regs {
+                Some(frags) => AFrags::Regs(frags),
+                None => AFrags::Shared {
+                    lane: ctx.lanes.a,
+                    base: 0,
+                    tile_step: tile_step * stride,
+                },
             };
-            if softmax {
-                f.when(boundary, false, |g| {
-                    g.mask_block(ctx, &s, &length_then_score, key_first, rows, neg_inf);
-                });
-                for t in 0..row_tiles {
-                    f.online_softmax(&s[t], &o[t], m[t], l[t], ctx.score_factor);
-                }
-            } else {
-                for st in &s {
-                    let scale = d.scale_attr.as_ref().map(|_| ctx.score_factor);
-                    f.silu(st, scale, ctx.inv_max_len);
-                }
-            }
-            let mut post: Vec<Option<PairMask>> = Vec::new();
-            if !softmax {
-                post.push(None);
-            }
-            if let Some(pm) = d.prob_mask {
-                post.push(Some(pm));
-            }
-            if !post.is_empty() {
-                f.when(boundary, false, |g| {
-                    g.mask_block(ctx, &s, &post, key_first, rows, Operand::F32(0.0));
-                });
-            }
+            f.product_rows(&s_ref, q_frags, k_lane, ctx.k_base, ab);
+            f.probabilities(ctx, kb_state, kb, true);
 
             // V of block kb has landed, for everyone.
             f.b.push(Inst::CpAsyncWait { n: v_landed });
             f.b.barrier();
             // O += P V, P rounded to the input dtype in registers one
-            // k-step (16 keys) at a time (with wgmma, all of them first).
-            if let Some(descs) = &descs {
-                let pa = f.pack_a(&s[0]);
-                f.wgmma_accumulate(&o[0], &pa, descs, v_lane);
-            } else {
-                for kk in 0..s_tiles / 2 {
-                    let pa: Vec<Vec<[Reg; 4]>> = s
-                        .iter()
-                        .map(|st| f.pack_a(&st[2 * kk..2 * kk + 2]))
-                        .collect();
-                    let pa_ref: Vec<&[[Reg; 4]]> = pa.iter().map(Vec::as_slice).collect();
-                    let v_base = ctx.v_base + kk as u32 * 16 * stride;
-                    f.accumulate_rows(&o_ref, &pa_ref, v_lane, v_base, ab);
-                }
+            // k-step (16 keys) at a time.
+            for kk in 0..s_tiles / 2 {
+                let pa: Vec<Vec<[Reg; 4]>> = s
+                    .iter()
+                    .map(|st| f.pack_a(&st[2 * kk..2 * kk + 2]))
+                    .collect();
+                let pa_ref: Vec<&[[Reg; 4]]> = pa.iter().map(Vec::as_slice).collect();
+                let v_base = ctx.v_base + kk as u32 * 16 * stride;
+                f.accumulate_rows(&o_ref, &pa_ref, v_lane, v_base, ab);
             }
         });
-        // The next item of this CTA overwrites Q and stage 0: all reads done.
-        self.b.push(Inst::CpAsyncWait { n: 0 });
-        self.b.barrier();
-        for t in 0..row_tiles {
-            let tile_rows = if t == 0 {
-                rows
-            } else {
-                rows.map(|r| self.u32_op(BinOp::Add, r, Self::imm(t as u32 * tile_step)))
-            };
-            self.epilogue(p, ctx, &o[t], m[t], l[t], tile_rows);
+    }
+
+    /// Scores of key block `kb` (u32) to probabilities in place: the masks
+    /// of a boundary block, then the online softmax (or SiLU) and the masks
+    /// on probabilities. With `rescale` the softmax rescales the output
+    /// accumulators at once; else it returns each row tile's factors for
+    /// [`Self::rescale`] (empty for SiLU).
+    pub(super) fn probabilities(
+        &mut self,
+        ctx: &ItemCtx,
+        st: &KeyBlocks,
+        kb: Reg,
+        rescale: bool,
+    ) -> Vec<[Reg; 2]> {
+        let d = self.d;
+        let bn = d.tiles.block_n;
+        let softmax = d.activation == Activation::Softmax;
+        let (s, rows) = (st.s, st.rows);
+        let neg_inf = Operand::F32(f32::NEG_INFINITY);
+        // Boundary blocks: does any pair of this block fall outside a mask?
+        let key_first = self.u32_op(BinOp::Mul, kb, Self::imm(bn));
+        let key_end = self.u32_op(BinOp::Add, key_first, Self::imm(bn));
+        let boundary = self.boundary(ctx, key_first, key_end);
+        let length_then_score: Vec<Option<PairMask>> = if softmax {
+            vec![None, d.score_mask]
+        } else {
+            Vec::new()
+        };
+        let mut alphas = Vec::new();
+        if softmax {
+            self.when(boundary, false, |g| {
+                g.mask_block(ctx, s, &length_then_score, key_first, rows, neg_inf);
+            });
+            for (t, acc) in s.iter().enumerate() {
+                let o = rescale.then_some(st.o[t].as_slice());
+                let alpha = self.online_softmax(acc, o, st.m[t], st.l[t], ctx.score_factor);
+                alphas.push(alpha);
+            }
+        } else {
+            for acc in s {
+                let scale = d.scale_attr.as_ref().map(|_| ctx.score_factor);
+                self.silu(acc, scale, ctx.inv_max_len);
+            }
         }
+        let mut post: Vec<Option<PairMask>> = Vec::new();
+        if !softmax {
+            post.push(None);
+        }
+        if let Some(pm) = d.prob_mask {
+            post.push(Some(pm));
+        }
+        if !post.is_empty() {
+            self.when(boundary, false, |g| {
+                g.mask_block(ctx, s, &post, key_first, rows, Operand::F32(0.0));
+            });
+        }
+        if rescale { Vec::new() } else { alphas }
     }
 
     /// A predicate: some pair of key block `[key_first, key_end)` is masked
@@ -512,8 +564,17 @@ impl<'a> FlashWriter<'a> {
     /// Online softmax of one block: raw scores to probabilities in place,
     /// `p = 2^(s c - m)` with `m` the running max of `s c` (log2 domain;
     /// `c > 0`, so that `max(s) c = max(s c)`), the per-thread partial sums
-    /// `l` updated and the output accumulator rescaled.
-    fn online_softmax(&mut self, s: &[Acc], o: &[Acc], m: [Reg; 2], l: [Reg; 2], c: Reg) {
+    /// `l` updated and the output accumulator `o` (if given) rescaled.
+    /// Returns the rescale factors of rows g and g + 8.
+    fn online_softmax(
+        &mut self,
+        s: &[Acc],
+        o: Option<&[Acc]>,
+        m: [Reg; 2],
+        l: [Reg; 2],
+        c: Reg,
+    ) -> [Reg; 2] {
+        let mut alphas = [m[0]; 2];
         for half in 0..2 {
             let mx = self.b.mov(Type::F32, Operand::F32(f32::NEG_INFINITY));
             for acc in s {
@@ -552,11 +613,27 @@ impl<'a> FlashWriter<'a> {
             }
             self.b
                 .ternary_to(TernOp::Fma, Type::F32, l[half], l[half], alpha, sum);
-            for acc in o {
-                for &r in &acc[2 * half..2 * half + 2] {
-                    self.f32_to(BinOp::Mul, r, r, alpha);
-                }
+            if let Some(o) = o {
+                self.rescale_half(o, half, alpha);
             }
+            alphas[half] = alpha;
+        }
+        alphas
+    }
+
+    /// Rows `g` (`half` 0) or `g + 8` (1) of `o` times `alpha`.
+    fn rescale_half(&mut self, o: &[Acc], half: usize, alpha: Reg) {
+        for acc in o {
+            for &r in &acc[2 * half..2 * half + 2] {
+                self.f32_to(BinOp::Mul, r, r, alpha);
+            }
+        }
+    }
+
+    /// `o` times the factors `alpha` of [`Self::online_softmax`].
+    pub(super) fn rescale(&mut self, o: &[Acc], alpha: [Reg; 2]) {
+        for (half, a) in alpha.into_iter().enumerate() {
+            self.rescale_half(o, half, a);
         }
     }
 
@@ -657,8 +734,27 @@ impl<'a> FlashWriter<'a> {
     }
 }
 
+/// The key blocks of one work item and its per-row-tile state
+/// (`[row tile]`): what the key loops read and update.
+#[derive(Clone, Copy)]
+pub(super) struct KeyBlocks<'r> {
+    /// Key blocks to visit (u32).
+    pub(super) nkb: Reg,
+    /// K's and V's sources ([`FlashWriter::tile_source`]).
+    pub(super) k_src: Reg,
+    pub(super) v_src: Reg,
+    /// Scores / probabilities and output accumulators.
+    pub(super) s: &'r [Vec<Acc>],
+    pub(super) o: &'r [Vec<Acc>],
+    /// Running max and partial sums of rows g and g + 8.
+    pub(super) m: &'r [[Reg; 2]],
+    pub(super) l: &'r [[Reg; 2]],
+    /// This thread's rows of row tile 0 within the sequence (u32).
+    pub(super) rows: [Reg; 2],
+}
+
 /// Registers of one work item shared by its phases.
-struct ItemCtx {
+pub(super) struct ItemCtx {
     lanes: Lanes,
     /// `n_b` (u32).
     n: Reg,
@@ -670,8 +766,8 @@ struct ItemCtx {
     row_head: Reg,
     loader: TileLoader,
     /// Shared byte offsets of the first K and V stages.
-    k_base: u32,
-    v_base: u32,
+    pub(super) k_base: u32,
+    pub(super) v_base: u32,
     /// Softmax: `|scale| log2 e` (`log2 e` without a scale); SiLU: the
     /// scale (1 without one, then unused).
     score_factor: Reg,

@@ -20,10 +20,18 @@
 //!   dtype, 4 registers per 16 keys) as the A operand and V through an
 //!   N-major (`imm-trans-b`) descriptor: `BN / 16` `wgmma.m64nDk16`.
 //!
-//! Both products are waited for at once (`wgmma.wait_group 0`); the copies
-//! of the next key blocks overlap them as in the `mma.sync` kernel.
+//! The key loop is pipelined over the products ([`FlashWriter::wgmma_key_loop`]):
+//! `Q K^T` of a block and `P V` of the block before are issued together and
+//! each waited for only before its result is used, so the softmax of a
+//! block runs while the tensor cores compute the `P V` before it; the
+//! copies of the next K and V blocks (two `cp.async` stages) go to stages
+//! no product in flight reads.
 
-use crate::kernel::{BinOp, Inst, MatrixLayout, Operand, Reg, Swizzle, Type, WgmmaA, WgmmaMma};
+use crate::kernel::{
+    BinOp, Inst, MatrixLayout, Operand, Reg, RegClass, Swizzle, Type, WgmmaA, WgmmaMma,
+};
+
+use super::forward::{ItemCtx, KeyBlocks};
 
 use super::mma::Acc;
 use super::tiles::Tiles;
@@ -173,42 +181,131 @@ impl FlashWriter<'_> {
         })));
     }
 
-    /// Closes the batch of `wgmma`s and waits for it.
-    fn wgmma_retire(&mut self) {
-        self.b.push(Inst::WgmmaCommit);
-        self.b.push(Inst::WgmmaWait { n: 0 });
-    }
-
-    /// `s = Q K^T` for the warpgroup's 64 rows and the key block in the K
-    /// stage `stage_off` bytes past the first: one `m64nBNk16` per 16
-    /// columns of D (the first overwrites `s`).
-    pub(super) fn wgmma_scores(&mut self, s: &[Acc], descs: &Descriptors, stage_off: Reg) {
-        let k = self.advance_by(descs.k, stage_off);
-        self.b.push(Inst::WgmmaFence);
+    /// `s = Q K^T` for the warpgroup's 64 rows and the key block of the K
+    /// stage whose descriptor is `k` ([`Self::advance_by`]): one
+    /// `m64nBNk16` per 16 columns of D (the first overwrites `s`), after a
+    /// `wgmma.fence`.
+    fn wgmma_scores(&mut self, s: &[Acc], descs: &Descriptors, k: Reg) {
         for kk in 0..self.d.head_dim / 16 {
             let off = (kk / 4) * self.column_block() + (kk % 4) * 32;
             let a = self.advance(descs.q, off);
             let b = self.advance(k, off);
             self.wgmma(s, WgmmaA::Desc(a), b, kk > 0, false);
         }
-        self.wgmma_retire();
     }
 
     /// `o += P V` with P's A fragments `p` (16 keys each) and V the stage
-    /// `stage_off` bytes past the first: one `m64nDk16` per 16 keys.
-    pub(super) fn wgmma_accumulate(
-        &mut self,
-        o: &[Acc],
-        p: &[[Reg; 4]],
-        descs: &Descriptors,
-        stage_off: Reg,
-    ) {
-        let v = self.advance_by(descs.v, stage_off);
-        self.b.push(Inst::WgmmaFence);
+    /// whose descriptor is `v`: one `m64nDk16` per 16 keys, after a
+    /// `wgmma.fence`.
+    fn wgmma_accumulate(&mut self, o: &[Acc], p: &[[Reg; 4]], v: Reg) {
         for (kk, &frag) in p.iter().enumerate() {
             let b = self.advance(v, kk as u32 * 16 * SWIZZLE_ROW);
             self.wgmma(o, WgmmaA::Regs(frag), b, true, true);
         }
-        self.wgmma_retire();
+    }
+
+    /// The key loop of the Hopper kernel, software-pipelined over the two
+    /// `wgmma` products as in FlashAttention-3's intra-warpgroup overlap.
+    /// Block `kb` reads K and V from stage `kb % 2`; the item's prologue
+    /// copied Q and K of block 0. Block 0 is peeled: `S_0`, its softmax
+    /// and `P_0`. Then iteration `kb >= 1`:
+    ///
+    /// 1. `cp.async.wait_group 0` and a barrier: K of block `kb` and V of
+    ///    block `kb - 1` landed for everyone, every warp's products retired;
+    /// 2. `S_kb = Q K_kb^T` and then `P_{kb-1} V_{kb-1}` issued, two commit
+    ///    groups;
+    /// 3. [`Self::copy_ahead`] of K of block `kb + 1` and V of block `kb`;
+    /// 4. `wgmma.wait_group 1`: `S_kb` done while `P_{kb-1} V_{kb-1}` may
+    ///    still run; masks and the online softmax (or SiLU) of block `kb`,
+    ///    which leave O alone;
+    /// 5. `wgmma.wait_group 0`: O rescaled, `P_kb` packed into the P
+    ///    registers (which `P_{kb-1} V_{kb-1}` read).
+    ///
+    /// So the softmax of block `kb` overlaps `P V` of the block before, and
+    /// the copies of the next blocks overlap both. After the loop,
+    /// `P_{nkb-1} V_{nkb-1}`. Each product is issued and waited for in one
+    /// iteration: `ptxas` serializes the `wgmma`s when a group stays in
+    /// flight across the back edge (C7514), and a product under a branch
+    /// costs a dummy `wgmma` group at the join (which `wait_group 1` would
+    /// then count), hence the peeled block 0. One fp32 S accumulator; a
+    /// second, to overlap `S_{kb+1}` with the softmax of block `kb`, takes
+    /// `BN / 2` registers more (past 255 at D = 128 with 128 keys per block).
+    pub(super) fn wgmma_key_loop(&mut self, ctx: &ItemCtx, st: &KeyBlocks, descs: &Descriptors) {
+        let d = self.d;
+        let stage_bytes = d.tiles.block_n * d.smem_row_bytes();
+        let (s, o) = (&st.s[0], &st.o[0]);
+        // P of the block before, as `wgmma` A fragments (16 keys each).
+        let p: Vec<[Reg; 4]> = (0..d.tiles.block_n / 16)
+            .map(|_| [(); 4].map(|()| self.b.reg(RegClass::B32)))
+            .collect();
+        // Block 0 (every item has one): O is still zero, no rescale.
+        self.b.push(Inst::CpAsyncWait { n: 0 });
+        self.b.barrier();
+        let zero = self.b.mov(Type::U32, Operand::Int(0));
+        let stage = self.b.mov(Type::U32, Self::imm(stage_bytes));
+        self.b.push(Inst::WgmmaFence);
+        self.wgmma_scores(s, descs, descs.k);
+        self.b.push(Inst::WgmmaCommit);
+        self.copy_ahead(ctx, st, zero, stage, zero);
+        self.b.push(Inst::WgmmaWait { n: 0 });
+        self.probabilities(ctx, st, zero, false);
+        self.pack_p(s, &p);
+        self.range(
+            Type::U32,
+            Operand::Int(1),
+            st.nkb,
+            Operand::Int(1),
+            |f, kb| {
+                f.b.push(Inst::CpAsyncWait { n: 0 });
+                f.b.barrier();
+                let other = f.u32_op(BinOp::Sub, Self::imm(stage_bytes), stage);
+                // Every operand register is written before the fence.
+                let k = f.advance_by(descs.k, stage);
+                let v = f.advance_by(descs.v, other);
+                f.b.push(Inst::WgmmaFence);
+                f.wgmma_scores(s, descs, k);
+                f.b.push(Inst::WgmmaCommit);
+                f.wgmma_accumulate(o, &p, v);
+                f.b.push(Inst::WgmmaCommit);
+                f.copy_ahead(ctx, st, kb, other, stage);
+                f.b.push(Inst::WgmmaWait { n: 1 });
+                let alphas = f.probabilities(ctx, st, kb, false);
+                f.b.push(Inst::WgmmaWait { n: 0 });
+                for (acc, &alpha) in st.o.iter().zip(&alphas) {
+                    f.rescale(acc, alpha);
+                }
+                f.pack_p(s, &p);
+                f.b.mov_to(Type::U32, stage, other);
+            },
+        );
+        // P V of the last block (its V in the stage before `stage`).
+        self.b.push(Inst::CpAsyncWait { n: 0 });
+        self.b.barrier();
+        let last = self.u32_op(BinOp::Sub, Self::imm(stage_bytes), stage);
+        let v = self.advance_by(descs.v, last);
+        self.b.push(Inst::WgmmaFence);
+        self.wgmma_accumulate(o, &p, v);
+        self.b.push(Inst::WgmmaCommit);
+        self.b.push(Inst::WgmmaWait { n: 0 });
+    }
+
+    /// Issued with the products of block `kb` (u32): the copies of K of
+    /// block `kb + 1` into the stage at `next_off` (last read by `S_{kb-1}`,
+    /// retired) and of V of block `kb` into the stage at `off` (last read
+    /// by `P_{kb-2} V_{kb-2}`, retired): no product in flight reads either.
+    fn copy_ahead(&mut self, ctx: &ItemCtx, st: &KeyBlocks, kb: Reg, next_off: Reg, off: Reg) {
+        let next = self.u32_op(BinOp::Add, kb, Operand::Int(1));
+        self.load_stage(ctx, st.k_src, ctx.k_base, next, st.nkb, next_off);
+        self.load_stage(ctx, st.v_src, ctx.v_base, kb, st.nkb, off);
+    }
+
+    /// The probabilities `s` rounded to the input dtype into the P
+    /// registers `p` (the A fragments of `P V`).
+    fn pack_p(&mut self, s: &[Acc], p: &[[Reg; 4]]) {
+        for (dst, src) in p.iter().zip(self.pack_a(s)) {
+            for (&r, x) in dst.iter().zip(src) {
+                self.b.mov_to(Type::B32, r, x);
+            }
+        }
     }
 }
