@@ -143,6 +143,67 @@ fn row_shifts(graph: &Graph, part: &Partition, root: Handle<Node>) -> Vec<Handle
     tree
 }
 
+/// Whether the step computing `node` into `into` can join, as a sibling,
+/// a kernel that goes a warp per sequence over every row of `parent` (the
+/// count of a `seqs_where` over it, see [`super::Partition`]'s sibling
+/// fusion): it computes its value (not a copy), of one element per row of
+/// `parent`, an untruncated set (every stored row is one of its `n_b`), and
+/// its tree is straight-line code per row and shifts (no loop, reduction,
+/// rank, gather or contraction, which take kernels of their own shape).
+pub(super) fn per_row_sibling(
+    graph: &Graph,
+    part: &Partition,
+    node: Handle<Node>,
+    into: Stored,
+    parent: Handle<Node>,
+) -> Result<bool> {
+    let computes = part.stored.get(&node).is_none_or(|s| *s == into);
+    let untruncated = matches!(
+        graph.node(parent),
+        Node::Seqs {
+            truncate: false,
+            ..
+        }
+    );
+    if !computes || !untruncated || tensor_type(graph, node)?.dims != [Dim::Ragged(parent)] {
+        return Ok(false);
+    }
+    let mut tree = super::fused_operands(graph, part, node);
+    tree.push(node);
+    Ok(tree.iter().all(|&h| {
+        let n = graph.node(h);
+        straight_line(n) || matches!(n, Node::Shift { .. })
+    }))
+}
+
+/// Whether the fused tree of `root` reads the stored value `x` only
+/// elementwise over `x`'s own elements (so at the row being computed, never
+/// a neighbour's through a shift or a gather, nor along a loop).
+pub(super) fn reads_only_at_its_row(
+    graph: &Graph,
+    part: &Partition,
+    root: Handle<Node>,
+    x: Handle<Node>,
+) -> bool {
+    let Ok(dims) = tensor_type(graph, x).map(|t| t.dims.clone()) else {
+        return false;
+    };
+    let mut tree = super::fused_operands(graph, part, root);
+    tree.push(root);
+    tree.iter().all(|&u| {
+        let elementwise = matches!(
+            graph.node(u),
+            Node::Unary { .. }
+                | Node::Binary { .. }
+                | Node::Select { .. }
+                | Node::Compare { .. }
+                | Node::Cast { .. }
+        );
+        !graph.node(u).operands().contains(&x)
+            || elementwise && tensor_type(graph, u).is_ok_and(|t| t.dims == dims)
+    })
+}
+
 /// The values of type `dims` that the kernel of `root` reads: the stored
 /// ones, and the nodes of its fused tree computed from them (and scalars)
 /// in straight-line code, in graph order. With `dims` `[B]`, the values of
@@ -320,7 +381,9 @@ pub(super) fn lower_step(
         Step::Compact { nodes } => {
             return Ok(vec![rows::compact(graph, part, nodes, name)?]);
         }
-        Step::KeptOffsets { seqs } => return rows::kept_offsets(graph, part, *seqs, name),
+        Step::KeptOffsets { seqs, also } => {
+            return rows::kept_offsets(graph, part, *seqs, also, name);
+        }
         Step::TriuOffsets { seqs } => return triu::triu_offsets(graph, part, *seqs, name),
         Step::PackTriu { node, into } => {
             return Ok(vec![triu::pack(graph, part, *node, *into, name)?]);

@@ -100,6 +100,11 @@ pub enum Step {
     KeptOffsets {
         /// The `seqs_where` node.
         seqs: Handle<Node>,
+        /// Sibling values the count kernel also stores (the partitioner's
+        /// sibling fusion): values of one element per row of the set's
+        /// parent, each computed row by row in the count's loop, and where
+        /// each goes.
+        also: Vec<(Handle<Node>, Stored)>,
     },
     /// The kept rows of one or more compactions over the same kept set (the
     /// aligned feature tensors of an event stream), one kernel: a warp per
@@ -258,7 +263,10 @@ impl Step {
             | Step::SoftmaxStats { node }
             | Step::Scan { node, .. }
             | Step::PackTriu { node, .. } => vec![*node],
-            Step::KeptOffsets { seqs } | Step::TriuOffsets { seqs } => vec![*seqs],
+            Step::KeptOffsets { seqs, also } => std::iter::once(*seqs)
+                .chain(also.iter().map(|&(n, _)| n))
+                .collect(),
+            Step::TriuOffsets { seqs } => vec![*seqs],
             Step::Compact { nodes } => nodes.iter().map(|&(n, _)| n).collect(),
         }
     }
@@ -537,7 +545,10 @@ impl Partition {
                 Node::SeqsWhere { .. } => {
                     let into = part.add_scratch(DType::I64, SizeExpr::Batch + SizeExpr::Const(1));
                     part.kept_offsets.insert(h, into);
-                    part.steps.push(Step::KeptOffsets { seqs: h });
+                    part.steps.push(Step::KeptOffsets {
+                        seqs: h,
+                        also: Vec::new(),
+                    });
                     continue;
                 }
                 Node::SeqsTriu { .. } => {
@@ -596,6 +607,9 @@ impl Partition {
                 _ => {}
             }
         }
+        if fusion == Fusion::Fused {
+            part.fuse_siblings(graph)?;
+        }
         // Every other output copies its value: an input, a node named by
         // several outputs, a value kept in f32 scratch for its readers.
         for (k, out) in graph.outputs().iter().enumerate() {
@@ -650,6 +664,70 @@ impl Partition {
             }
         }
         self.steps.push(step);
+    }
+
+    /// Sibling fusion: an [`Step::Elements`] step joins the kernel of a later
+    /// [`Step::KeptOffsets`] over the same rows, which then stores it too.
+    /// The count kernel goes a warp per sequence over every row of the
+    /// set's parent, 32 rows at a time; a value of one element per row of
+    /// that parent (an untruncated set, so no row is past `n_b`) computed
+    /// per row in straight-line code from values stored before it (see
+    /// `emit::per_row_sibling`) is computed there instead, in the same
+    /// loop and with the same loads. Its step moves later, so no step in
+    /// between may read it; the count's mask may read it only at the row
+    /// being tested (elementwise), where it takes the register just
+    /// computed, never the memory being written.
+    fn fuse_siblings(&mut self, graph: &Graph) -> Result<(), CodegenError> {
+        let mut at = 0;
+        while at < self.steps.len() {
+            let Step::KeptOffsets { seqs, .. } = self.steps[at] else {
+                at += 1;
+                continue;
+            };
+            let Node::SeqsWhere { mask } = *graph.node(seqs) else {
+                return Err(unsupported(graph, seqs, "kept offsets of a non-seqs_where"));
+            };
+            let parent = tensor_type(graph, mask)?
+                .seqs()
+                .ok_or_else(|| unsupported(graph, seqs, "a seqs_where of a dense mask"))?;
+            let mut guests = Vec::new();
+            for j in (0..at).rev() {
+                let Step::Elements { node, into } = self.steps[j] else {
+                    continue;
+                };
+                // Moved past them: no step in between (another sibling
+                // included) may read it.
+                let read_between = self.steps[j + 1..at]
+                    .iter()
+                    .flat_map(Step::stores)
+                    .any(|n| self.stored_reads(graph, n).contains(&node));
+                if !read_between
+                    && emit::per_row_sibling(graph, self, node, into, parent)?
+                    && emit::reads_only_at_its_row(graph, self, mask, node)
+                {
+                    guests.push(self.steps[j].clone());
+                }
+            }
+            if guests.is_empty() {
+                at += 1;
+                continue;
+            }
+            self.steps.retain(|s| !guests.contains(s));
+            let at_now = self
+                .steps
+                .iter()
+                .position(|s| matches!(s, Step::KeptOffsets { seqs: k, .. } if *k == seqs))
+                .ok_or_else(|| unsupported(graph, seqs, "kept offsets step lost"))?;
+            if let Step::KeptOffsets { also, .. } = &mut self.steps[at_now] {
+                // In launch order.
+                also.extend(guests.iter().rev().filter_map(|s| match s {
+                    Step::Elements { node, into } => Some((*node, *into)),
+                    _ => None,
+                }));
+            }
+            at = at_now + 1;
+        }
+        Ok(())
     }
 
     /// The stored values that computing `h` reads: its operands, and theirs
@@ -715,9 +793,13 @@ impl Partition {
                     )
                 }
                 Step::Scan { node, into } => format!("scan {} -> {}", text(*node), into.buffer),
-                Step::KeptOffsets { seqs } => {
+                Step::KeptOffsets { seqs, also } => {
+                    let siblings: String = also
+                        .iter()
+                        .map(|(node, into)| format!("; also {} -> {}", text(*node), into.buffer))
+                        .collect();
                     format!(
-                        "kept offsets {} -> {}{}",
+                        "kept offsets {} -> {}{}{siblings}",
                         text(*seqs),
                         self.kept_offsets[seqs].buffer,
                         self.also_written(*seqs)

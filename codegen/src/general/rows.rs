@@ -1277,14 +1277,18 @@ fn raw_type(elem: DType) -> Type {
 
 /// The kept rows of each sequence of a `seqs_where` set into `offsets[b +
 /// 1]` (a warp per sequence, lanes over its rows), then their prefix sum.
+///
+/// The count kernel also stores the sibling values `also` (one element per
+/// row of the set's parent), each computed at the row whose flag it tests.
 pub(super) fn kept_offsets(
     graph: &Graph,
     part: &Partition,
     seqs: Handle<Node>,
+    also: &[(Handle<Node>, Stored)],
     name: &str,
 ) -> Result<Vec<Plan>> {
     let mut em = Emitter::new(graph, part, name, THREADS);
-    em.count_kept_rows(seqs)?;
+    em.count_kept_rows(seqs, also)?;
     let count = em.finish();
     let mut em = Emitter::new(graph, part, &format!("{name}_prefix"), BLOCK_THREADS);
     em.prefix_kept(seqs)?;
@@ -1338,16 +1342,27 @@ impl Emitter<'_> {
 
     /// 1 (u32) where the mask of a `seqs_where` keeps row `i` of sequence
     /// `b`, else 0: row `i` of the whole warp's group of 32 rows (lane
-    /// `lane`, `i < n`: `inside`), 0 outside. The mask's row shifts come
-    /// from the neighbouring lanes ([`Emitter::shift_rows`]).
+    /// `lane`, `i < n`: `inside`), 0 outside. The row shifts of the mask
+    /// and of the siblings `also` come from the neighbouring lanes
+    /// ([`Emitter::shift_rows`]); each sibling is computed and stored at
+    /// row `i` first, and the mask reads it there from its register.
     fn kept_flag(
         &mut self,
         mask: Handle<Node>,
+        also: &[(Handle<Node>, Stored)],
         (b, i, lane): (Reg, Reg, Reg),
         inside: Reg,
     ) -> Result<Reg> {
         let at = At { b, idx: vec![i] };
-        self.shifted = super::row_shifts(self.graph, self.part, mask);
+        let mut shifted = super::row_shifts(self.graph, self.part, mask);
+        for &(h, _) in also {
+            for s in super::row_shifts(self.graph, self.part, h) {
+                if !shifted.contains(&s) {
+                    shifted.push(s);
+                }
+            }
+        }
+        self.shifted = shifted;
         let values = self.shift_rows(&at, lane, inside)?;
         let flag = self.b.mov(Type::U32, Operand::Int(0));
         let skip = self.b.label();
@@ -1356,7 +1371,7 @@ impl Emitter<'_> {
             values,
             branching: 0,
         });
-        let m = self.value(mask, &at);
+        let m = self.siblings_then(mask, also, &at);
         self.cse = None;
         let z = self.is_zero(m?);
         let f = self.b.selp(Type::U32, Operand::Int(0), Operand::Int(1), z);
@@ -1365,8 +1380,33 @@ impl Emitter<'_> {
         Ok(flag)
     }
 
-    /// Kept rows per sequence into `offsets[b + 1]`.
-    fn count_kept_rows(&mut self, seqs: Handle<Node>) -> Result<()> {
+    /// The siblings `also` at `at`, each computed, stored and remembered
+    /// for the rest of the row's code, then the value of `mask` there.
+    fn siblings_then(
+        &mut self,
+        mask: Handle<Node>,
+        also: &[(Handle<Node>, Stored)],
+        at: &At,
+    ) -> Result<Val> {
+        for &(h, into) in also {
+            let v = self.computed(h, at)?;
+            let ty = tensor_type(self.graph, h)?.clone();
+            let lin = self.linear(&ty, at)?;
+            self.store(into, lin, v);
+            if let Some(cse) = &mut self.cse {
+                cse.values.push((h, at.clone(), v));
+            }
+        }
+        self.value(mask, at)
+    }
+
+    /// Kept rows per sequence into `offsets[b + 1]`, and the siblings
+    /// `also` of every row.
+    fn count_kept_rows(
+        &mut self,
+        seqs: Handle<Node>,
+        also: &[(Handle<Node>, Stored)],
+    ) -> Result<()> {
         let (mask, parent) = self.kept_mask(seqs)?;
         let into = self.set_offsets(seqs)?;
         let (lane, range) = self.begin_sequences()?;
@@ -1379,7 +1419,7 @@ impl Emitter<'_> {
             .begin_range(Type::U64, Operand::Int(0), n, Operand::Int(32));
         let i = self.b.binary(BinOp::Add, Type::U64, rows.counter, lane);
         let inside = self.b.setp(Cmp::Lt, Type::U64, i, n);
-        let one = self.kept_flag(mask, (b, i, lane), inside)?;
+        let one = self.kept_flag(mask, also, (b, i, lane), inside)?;
         self.b.binary_to(BinOp::Add, Type::U32, count, count, one);
         self.b.end_range(rows);
         let mut total = count;
@@ -1440,7 +1480,7 @@ impl Emitter<'_> {
         // Lane l tests row i0 + l.
         let i = self.b.binary(BinOp::Add, Type::U64, i0, lane);
         let inside = self.b.setp(Cmp::Lt, Type::U64, i, n);
-        let flag = self.kept_flag(mask, (b, i, lane), inside)?;
+        let flag = self.kept_flag(mask, &[], (b, i, lane), inside)?;
         // Inclusive scan of the flags over the lanes.
         let mut incl = flag;
         for offset in [1, 2, 4, 8, 16] {
