@@ -320,9 +320,13 @@ impl<'a> FlashWriter<'a> {
         } else {
             self.mma_key_loop(ctx, &blocks, q_regs.as_deref(), k_landed, v_landed);
         }
-        // The next item of this CTA overwrites Q and stage 0: all reads done.
-        self.b.push(Inst::CpAsyncWait { n: 0 });
-        self.b.barrier();
+        // The next item of this CTA overwrites Q and stage 0: all reads done
+        // (the Hopper loop's last barrier follows every read of Q and K, and
+        // the next item copies V only after its own first barrier).
+        if !d.wgmma {
+            self.b.push(Inst::CpAsyncWait { n: 0 });
+            self.b.barrier();
+        }
         for t in 0..row_tiles {
             let tile_rows = if t == 0 {
                 rows
