@@ -49,7 +49,7 @@ pub struct EmuArgs {
     /// A kernel argument, in parameter order: u32:V, i32:V, u64:V, i64:V, f32:V, f64:V,
     /// u8:V, s8:V, u16:V, s16:V, f16:V, bf16:V,
     /// in:IN.npy, out:OUT.npy:DTYPE:COUNT (DTYPE: f32 f16 bf16 i32 i64 u32 u64 u8),
-    /// inout:IN.npy:OUT.npy, tmap:BUF:DTYPE:DIMS:STRIDES:BOX[:OPTIONS] (a tensor map over
+    /// inout:IN.npy:OUT.npy, tmap:BUF:DTYPE:DIMS:STRIDES:BOX, optionally :OPTIONS (a tensor map over
     /// argument BUF's buffer), host:BUFFER-SPEC (a buffer passed to no parameter).
     #[arg(long = "arg", value_name = "SPEC")]
     pub args: Vec<EmuArgSpec>,
