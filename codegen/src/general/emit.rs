@@ -14,7 +14,7 @@ mod rows;
 #[path = "triu.rs"]
 mod triu;
 pub(super) use mma::tensor_core_operands;
-pub(super) use rows::{note as resident_note, resident};
+pub(super) use rows::{counts_kept_rows, note as resident_note, resident};
 
 use super::{Buffer, Partition, Step, Stored, elements, reduced_type, tensor_type, unsupported};
 use crate::error::CodegenError;
@@ -158,6 +158,12 @@ pub(super) fn per_row_sibling(
     parent: Handle<Node>,
 ) -> Result<bool> {
     let computes = part.stored.get(&node).is_none_or(|s| *s == into);
+    Ok(computes && per_row_of(graph, node, parent)? && per_row_tree(graph, part, node))
+}
+
+/// Whether `node` has one element per row of `parent`, an untruncated set
+/// (every stored row is one of its `n_b`).
+pub(super) fn per_row_of(graph: &Graph, node: Handle<Node>, parent: Handle<Node>) -> Result<bool> {
     let untruncated = matches!(
         graph.node(parent),
         Node::Seqs {
@@ -165,15 +171,18 @@ pub(super) fn per_row_sibling(
             ..
         }
     );
-    if !computes || !untruncated || tensor_type(graph, node)?.dims != [Dim::Ragged(parent)] {
-        return Ok(false);
-    }
-    let mut tree = super::fused_operands(graph, part, node);
-    tree.push(node);
-    Ok(tree.iter().all(|&h| {
+    Ok(untruncated && tensor_type(graph, node)?.dims == [Dim::Ragged(parent)])
+}
+
+/// Whether the fused tree of `root` (and `root`) is straight-line code and
+/// shifts: what each element computes, with no loop along a line.
+pub(super) fn per_row_tree(graph: &Graph, part: &Partition, root: Handle<Node>) -> bool {
+    let mut tree = super::fused_operands(graph, part, root);
+    tree.push(root);
+    tree.iter().all(|&h| {
         let n = graph.node(h);
         straight_line(n) || matches!(n, Node::Shift { .. })
-    }))
+    })
 }
 
 /// Whether the fused tree of `root` reads the stored value `x` only
@@ -315,10 +324,31 @@ pub(super) fn lower_step(
             let own = part.stored.get(&node) == Some(&into);
             // The value's kernel (also for an f16 / bf16 output nothing reads).
             let computes = part.stored.get(&node).is_none_or(|s| *s == into);
+            // The kept rows its loop counts for a later compaction.
+            let counts: Vec<Handle<Node>> = part
+                .steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::KeptOffsets {
+                        seqs,
+                        counted_by: Some(n),
+                        ..
+                    } if *n == node => Some(*seqs),
+                    _ => None,
+                })
+                .collect();
             if computes
-                && let Some(plan) = rows::lower(graph, part, node, into, name, max_len_bucket)?
+                && let Some(plan) =
+                    rows::lower(graph, part, node, into, &counts, name, max_len_bucket)?
             {
                 return Ok(vec![plan]);
+            }
+            if !counts.is_empty() {
+                return Err(unsupported(
+                    graph,
+                    node,
+                    "a count of kept rows planned in a kernel that is not resident",
+                ));
             }
             let coop = own && cooperative(graph, node);
             em.per_sequence = invariant(graph, part, node, &[Dim::Batch]);
@@ -381,8 +411,12 @@ pub(super) fn lower_step(
         Step::Compact { nodes } => {
             return Ok(vec![rows::compact(graph, part, nodes, name)?]);
         }
-        Step::KeptOffsets { seqs, also } => {
-            return rows::kept_offsets(graph, part, *seqs, also, name);
+        Step::KeptOffsets {
+            seqs,
+            also,
+            counted_by,
+        } => {
+            return rows::kept_offsets(graph, part, *seqs, also, counted_by.is_some(), name);
         }
         Step::TriuOffsets { seqs } => return triu::triu_offsets(graph, part, *seqs, name),
         Step::PackTriu { node, into } => {

@@ -105,6 +105,10 @@ pub enum Step {
         /// parent, each computed row by row in the count's loop, and where
         /// each goes.
         also: Vec<(Handle<Node>, Stored)>,
+        /// The value whose resident kernel, the step before, counts the
+        /// kept rows in its own loop over the rows (this step then
+        /// launches only their prefix sum).
+        counted_by: Option<Handle<Node>>,
     },
     /// The kept rows of one or more compactions over the same kept set (the
     /// aligned feature tensors of an event stream), one kernel: a warp per
@@ -263,7 +267,7 @@ impl Step {
             | Step::SoftmaxStats { node }
             | Step::Scan { node, .. }
             | Step::PackTriu { node, .. } => vec![*node],
-            Step::KeptOffsets { seqs, also } => std::iter::once(*seqs)
+            Step::KeptOffsets { seqs, also, .. } => std::iter::once(*seqs)
                 .chain(also.iter().map(|&(n, _)| n))
                 .collect(),
             Step::TriuOffsets { seqs } => vec![*seqs],
@@ -548,6 +552,7 @@ impl Partition {
                     part.steps.push(Step::KeptOffsets {
                         seqs: h,
                         also: Vec::new(),
+                        counted_by: None,
                     });
                     continue;
                 }
@@ -709,6 +714,17 @@ impl Partition {
                 }
             }
             if guests.is_empty() {
+                // Else the count may ride in the loop of an earlier
+                // resident kernel over the same rows.
+                if let Some(j) = self.count_host(graph, at, seqs, mask, parent)? {
+                    let mut step = self.steps.remove(at);
+                    if let (Step::KeptOffsets { counted_by, .. }, Step::Elements { node, .. }) =
+                        (&mut step, &self.steps[j])
+                    {
+                        *counted_by = Some(*node);
+                    }
+                    self.steps.insert(j + 1, step);
+                }
                 at += 1;
                 continue;
             }
@@ -728,6 +744,47 @@ impl Partition {
             at = at_now + 1;
         }
         Ok(())
+    }
+
+    /// The step before `at` whose kernel can count the kept rows of `seqs`
+    /// (mask `mask` over the rows of `parent`) in its own loop: a value of
+    /// one element per row of `parent` (untruncated) whose resident kernel
+    /// goes over every row with the converged warp, a lane per row (see
+    /// `emit::counts_kept_rows`), where every stored value the mask reads
+    /// is ready (that value itself only at the row being tested) and the
+    /// mask is straight-line code per row. The count's step moves
+    /// earlier, right after that kernel; no step in between can read the
+    /// set's offsets (its readers come after it in the graph).
+    fn count_host(
+        &self,
+        graph: &Graph,
+        at: usize,
+        seqs: Handle<Node>,
+        mask: Handle<Node>,
+        parent: Handle<Node>,
+    ) -> Result<Option<usize>, CodegenError> {
+        if !emit::per_row_tree(graph, self, mask) {
+            return Ok(None);
+        }
+        let reads = self.stored_reads(graph, seqs);
+        for j in (0..at).rev() {
+            let Step::Elements { node, into } = self.steps[j] else {
+                continue;
+            };
+            let ready = self.steps[j..at]
+                .iter()
+                .flat_map(Step::stores)
+                .all(|n| n == node || !reads.contains(&n));
+            if ready
+                && self.stored.get(&node) == Some(&into)
+                && emit::per_row_of(graph, node, parent)?
+                && emit::counts_kept_rows(graph, self, node)?
+                && emit::reads_only_at_its_row(graph, self, mask, node)
+            {
+                return Ok(Some(j));
+            }
+        }
+        Ok(None)
     }
 
     /// The stored values that computing `h` reads: its operands, and theirs
@@ -793,13 +850,20 @@ impl Partition {
                     )
                 }
                 Step::Scan { node, into } => format!("scan {} -> {}", text(*node), into.buffer),
-                Step::KeptOffsets { seqs, also } => {
+                Step::KeptOffsets {
+                    seqs,
+                    also,
+                    counted_by,
+                } => {
                     let siblings: String = also
                         .iter()
                         .map(|(node, into)| format!("; also {} -> {}", text(*node), into.buffer))
                         .collect();
+                    let counted = counted_by
+                        .map(|n| format!(" (counted in the loop of {n}'s kernel: a prefix sum)"))
+                        .unwrap_or_default();
                     format!(
-                        "kept offsets {} -> {}{}{siblings}",
+                        "kept offsets {} -> {}{}{siblings}{counted}",
                         text(*seqs),
                         self.kept_offsets[seqs].buffer,
                         self.also_written(*seqs)

@@ -383,21 +383,42 @@ impl Shape {
 }
 
 /// The resident kernel of an elements step, if it takes the step.
+///
+/// The kernel also counts the kept rows of each `seqs_where` set of
+/// `counts` into its offsets (see [`counts_kept_rows`]).
 pub(super) fn lower(
     graph: &Graph,
     part: &Partition,
     node: Handle<Node>,
     into: Stored,
+    counts: &[Handle<Node>],
     name: &str,
     max_len_bucket: u32,
 ) -> Result<Option<Plan>> {
     let mut em = Emitter::new(graph, part, name, THREADS);
     match Shape::of(graph, part, node, Some(max_len_bucket))? {
-        Some(shape) => em.resident_kernel(node, into, &shape)?,
-        None if per_sequence_block(graph, node) => em.sequence_blocks(node, into)?,
+        Some(shape) => em.resident_kernel(node, into, &shape, counts)?,
+        None if per_sequence_block(graph, node) && counts.is_empty() => {
+            em.sequence_blocks(node, into)?
+        }
         None => return Ok(None),
     }
     Ok(Some(em.finish()))
+}
+
+/// Whether the resident kernel of `node` goes over every row of its
+/// sequences with the warp converged, a lane per row (a value of one
+/// element per row that ranks along the sequence), so that the same loop
+/// can count a `seqs_where` set's kept rows: the count kernel's work, done
+/// where the rows' values are already in registers.
+pub(in crate::general) fn counts_kept_rows(
+    graph: &Graph,
+    part: &Partition,
+    node: Handle<Node>,
+) -> Result<bool> {
+    Ok(Shape::candidate(graph, part, node)?.is_some_and(|s| {
+        s.jagged && s.mode == Mode::Packed && s.width == 1 && ranks(graph, part, node)
+    }))
 }
 
 /// Whether `node` is a dense value with a block of at least 32 elements per
@@ -706,7 +727,13 @@ impl Emitter<'_> {
 
     /// The whole kernel: a warp per sequence, the sequence's rows staged when
     /// they fit, then its elements.
-    fn resident_kernel(&mut self, node: Handle<Node>, into: Stored, shape: &Shape) -> Result<()> {
+    fn resident_kernel(
+        &mut self,
+        node: Handle<Node>,
+        into: Stored,
+        shape: &Shape,
+        counts: &[Handle<Node>],
+    ) -> Result<()> {
         self.items = SizeExpr::Batch * SizeExpr::Const(32);
         self.b.set_min_ctas_per_sm(MIN_CTAS_PER_SM);
         let (thread, threads) = self.b.global_thread_index();
@@ -775,13 +802,13 @@ impl Emitter<'_> {
                 self.b.place(skip);
                 self.b.warp_sync();
                 self.resident = Some(fresh(staged));
-                self.sequence(node, into, shape, &columns, b, lane)?;
+                self.sequence(node, into, shape, &columns, (b, lane), counts)?;
                 // Every lane is done with the rows before the next sequence's.
                 self.b.warp_sync();
             }
             None => {
                 self.resident = Some(fresh(Vec::new()));
-                self.sequence(node, into, shape, &columns, b, lane)?;
+                self.sequence(node, into, shape, &columns, (b, lane), counts)?;
             }
         }
         self.resident = None;
@@ -935,11 +962,21 @@ impl Emitter<'_> {
         into: Stored,
         shape: &Shape,
         columns: &[Column],
-        b: Reg,
-        lane: Reg,
+        (b, lane): (Reg, Reg),
+        counts: &[Handle<Node>],
     ) -> Result<()> {
         let ty = tensor_type(self.graph, node)?.clone();
         let width = shape.width as i64;
+        let converged =
+            shape.mode == Mode::Packed && width == 1 && ranks(self.graph, self.part, node);
+        let counts_here = shape.jagged && converged;
+        if !counts_here && !counts.is_empty() {
+            return Err(unsupported(
+                self.graph,
+                node,
+                "a count of kept rows in a resident kernel that is not converged on its rows",
+            ));
+        }
         if !shape.jagged {
             // `[B, inner...]`: the sequence's one row of results.
             let row = self.b.binary(BinOp::Mul, Type::U64, b, Operand::Int(width));
@@ -1052,6 +1089,11 @@ impl Emitter<'_> {
             Mode::Packed => {
                 let per = 32 / width;
                 let col = &columns[0];
+                // The kept rows of each set counted here, per lane.
+                let counters: Vec<(Handle<Node>, Reg)> = counts
+                    .iter()
+                    .map(|&seqs| (seqs, self.b.mov(Type::U32, Operand::Int(0))))
+                    .collect();
                 let offset = self
                     .b
                     .binary(BinOp::Div, Type::U64, lane, Operand::Int(width));
@@ -1062,16 +1104,21 @@ impl Emitter<'_> {
                 let next_row = self.b.label();
                 let past = self.b.setp(Cmp::Ge, Type::U64, i, stored_rows);
                 let valid = self.b.setp(Cmp::Lt, Type::U64, i, len);
-                if width == 1 && ranks(self.graph, self.part, node) {
+                if converged {
                     // Every lane computes (a lane past the rows or the
                     // truncation computes row 0 and stores no value or a
                     // zero), so that the rank reads its line a group of
                     // 32 rows at a time with shuffles.
                     let row = self.b.selp(Type::U64, i, Operand::Int(0), valid);
                     self.converged = Some(lane);
-                    let v = self.define(node, &At { b, idx: vec![row] });
+                    let at = At { b, idx: vec![row] };
+                    let v = self.define(node, &at);
                     self.converged = None;
                     let v = v?;
+                    for &(seqs, count) in &counters {
+                        let flag = self.counted_flag(seqs, (node, v), &at, valid)?;
+                        self.b.binary_to(BinOp::Add, Type::U32, count, count, flag);
+                    }
                     let (ty, zero) = if is_int(into.elem) {
                         (Type::S64, Operand::Int(0))
                     } else {
@@ -1094,6 +1141,9 @@ impl Emitter<'_> {
                     self.store_always(into, lin, v);
                     self.b.place(next_row);
                     self.b.end_range(rows);
+                    for (seqs, count) in counters {
+                        self.store_count(seqs, count, b, lane)?;
+                    }
                     return Ok(());
                 }
                 self.b.bra_if(past, false, next_row);
@@ -1276,7 +1326,8 @@ fn raw_type(elem: DType) -> Type {
 }
 
 /// The kept rows of each sequence of a `seqs_where` set into `offsets[b +
-/// 1]` (a warp per sequence, lanes over its rows), then their prefix sum.
+/// 1]` (a warp per sequence, lanes over its rows), then their prefix sum;
+/// only the prefix sum where an earlier resident kernel `counted` them.
 ///
 /// The count kernel also stores the sibling values `also` (one element per
 /// row of the set's parent), each computed at the row whose flag it tests.
@@ -1285,14 +1336,19 @@ pub(super) fn kept_offsets(
     part: &Partition,
     seqs: Handle<Node>,
     also: &[(Handle<Node>, Stored)],
+    counted: bool,
     name: &str,
 ) -> Result<Vec<Plan>> {
-    let mut em = Emitter::new(graph, part, name, THREADS);
-    em.count_kept_rows(seqs, also)?;
-    let count = em.finish();
+    let mut plans = Vec::with_capacity(2);
+    if !counted {
+        let mut em = Emitter::new(graph, part, name, THREADS);
+        em.count_kept_rows(seqs, also)?;
+        plans.push(em.finish());
+    }
     let mut em = Emitter::new(graph, part, &format!("{name}_prefix"), BLOCK_THREADS);
     em.prefix_kept(seqs)?;
-    Ok(vec![count, em.finish()])
+    plans.push(em.finish());
+    Ok(plans)
 }
 
 /// The kept rows of compactions over one kept set, a warp per sequence:
@@ -1408,7 +1464,6 @@ impl Emitter<'_> {
         also: &[(Handle<Node>, Stored)],
     ) -> Result<()> {
         let (mask, parent) = self.kept_mask(seqs)?;
-        let into = self.set_offsets(seqs)?;
         let (lane, range) = self.begin_sequences()?;
         let b = range.counter;
         let n = self.seq_len(parent, b)?;
@@ -1422,6 +1477,15 @@ impl Emitter<'_> {
         let one = self.kept_flag(mask, also, (b, i, lane), inside)?;
         self.b.binary_to(BinOp::Add, Type::U32, count, count, one);
         self.b.end_range(rows);
+        self.store_count(seqs, count, b, lane)?;
+        self.end_sequences(range);
+        Ok(())
+    }
+
+    /// The lanes' counts `count` of sequence `b`'s kept rows of `seqs`,
+    /// summed by shuffles, into `offsets[b + 1]` (lane 0 stores).
+    fn store_count(&mut self, seqs: Handle<Node>, count: Reg, b: Reg, lane: Reg) -> Result<()> {
+        let into = self.set_offsets(seqs)?;
         let mut total = count;
         for offset in [16, 8, 4, 2, 1] {
             let other = self.b.shfl(ShflMode::Bfly, total, Operand::Int(offset), 31);
@@ -1431,8 +1495,29 @@ impl Emitter<'_> {
         let slot = self.b.binary(BinOp::Add, Type::U64, b, Operand::Int(1));
         let first_lane = self.b.setp(Cmp::Eq, Type::U64, lane, Operand::Int(0));
         self.store_where(into, slot, Val::I(total), first_lane);
-        self.end_sequences(range);
         Ok(())
+    }
+
+    /// 1 (u32) where the mask of `seqs` keeps row `at` and `valid` (a row
+    /// of the sequence), else 0; the mask reads the value `(node, v)` of
+    /// the kernel's own element at that row from its register.
+    fn counted_flag(
+        &mut self,
+        seqs: Handle<Node>,
+        (node, v): (Handle<Node>, Val),
+        at: &At,
+        valid: Reg,
+    ) -> Result<Reg> {
+        let (mask, _) = self.kept_mask(seqs)?;
+        self.cse = Some(super::Cse {
+            values: vec![(node, at.clone(), v)],
+            branching: 0,
+        });
+        let m = self.value(mask, at);
+        self.cse = None;
+        let z = self.is_zero(m?);
+        let keep = self.b.selp(Type::U32, Operand::Int(0), Operand::Int(1), z);
+        Ok(self.b.selp(Type::U32, keep, Operand::Int(0), valid))
     }
 
     /// The kept rows of compaction `h` into `into`.
