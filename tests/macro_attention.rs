@@ -3,7 +3,8 @@
 //! default of `scale`, which the front function supplies), and the front
 //! functions run on the emulator like the reference evaluator on those graphs,
 //! with an empty sequence, a sequence of length 1, one longer than `max_len`,
-//! and no sequences at all.
+//! and no sequences at all, compiled for each arch (the emulator runs sm_90a's
+//! wgmma forward, which head dim 64 takes).
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::{Rng, offsets, rel_l2};
+use jagged::codegen::{Arch, Spec};
 use jagged::ir::ops::{self as reference, Activation, AttentionSpec, FbgemmAttentionSpec};
 use jagged::ir::{AttrValue, DType, DenseTensor, Graph, evaluate};
 use jagged::ops::attention::{
@@ -179,8 +181,11 @@ fn attention_kernels_evaluate_like_the_reference_with_the_same_scale() {
     }
 }
 
-fn runtime() -> Runtime {
+/// An emulator runtime compiling for `arch`, with a fresh in-memory kernel
+/// cache and poisoned outputs.
+fn runtime(arch: Arch) -> Runtime {
     let mut rt = Runtime::with_backend(BackendKind::Emu).unwrap();
+    rt.set_arch(Some(arch)).unwrap();
     rt.set_kernel_cache(Arc::new(KernelCache::memory_only()));
     rt.set_poison_outputs(true);
     rt
@@ -226,14 +231,54 @@ fn reference_outputs(
 
 #[test]
 fn jagged_flash_attention_runs_like_the_reference() {
-    let mut rt = runtime();
+    for arch in Arch::ALL {
+        // Head dim 64 runs the wgmma forward on sm_90a, 32 the mma.sync one.
+        for (h, d) in [(2, 32), (1, 64)] {
+            check_jagged_flash_attention(arch, h, d);
+        }
+    }
+}
+
+/// What [`jagged_flash_attention_runs_like_the_reference`] runs: through the
+/// runtime set to sm_90a, head dim 64 compiles to the wgmma forward, 32 to
+/// mma.sync; sm_80 has no wgmma.
+#[test]
+fn the_runtime_arch_picks_the_attention_forward() {
+    for arch in Arch::ALL {
+        let mut rt = runtime(arch);
+        for (h, d) in [(2, 32), (1, 64)] {
+            let spec = AttentionSpec {
+                input_dtype: DType::BF16,
+                dtype: DType::BF16,
+                offsets: DType::I32,
+                heads: h,
+                head_dim: d,
+                value_dim: d,
+                causal: false,
+                activation: Activation::Softmax,
+            };
+            let graph = dsl_graph(&spec);
+            let cspec = Spec::for_graph(&graph, RUN_MAX_LEN as u64, rt.preferred_arch()).unwrap();
+            let (kernel, _) = rt.compile_graph(&graph, &cspec).unwrap();
+            let wgmma = kernel.ptx.contains("wgmma.mma_async");
+            assert_eq!(wgmma, arch == Arch::Sm90a && d == 64, "{arch} D={d}");
+            assert!(
+                kernel.ptx.contains(&format!(".target {arch}")),
+                "{arch} D={d}"
+            );
+        }
+    }
+}
+
+fn check_jagged_flash_attention(arch: Arch, h: usize, d: usize) {
+    let mut rt = runtime(arch);
     let mut rng = Rng(0xa77e_0001);
-    let (h, d) = (2, 32);
     for lens in RUN_LENS {
         for (activation, causal) in VARIANTS {
             // The default scale (`None`) is the reference graph's default.
             for scale in [None, Some(0.3)] {
-                let what = format!("{activation:?} causal={causal} scale={scale:?} {lens:?}");
+                let what =
+                    format!("{arch} D={d} {activation:?} causal={causal} scale={scale:?} {lens:?}");
                 let hosts = qkv(&mut rng, DType::BF16, lens, &[h, d], DType::I32);
                 let dev = upload(&mut rt, &hosts);
                 let options = AttentionOptions {
@@ -281,12 +326,19 @@ fn jagged_flash_attention_runs_like_the_reference() {
 
 #[test]
 fn fbgemm_jagged_flash_attention_basic_runs_like_the_reference() {
-    let mut rt = runtime();
+    for arch in Arch::ALL {
+        check_fbgemm_jagged_flash_attention_basic(arch);
+    }
+}
+
+fn check_fbgemm_jagged_flash_attention_basic(arch: Arch) {
+    let mut rt = runtime(arch);
     let mut rng = Rng(0xfb9e_0002);
-    let d = 32;
+    // 64: the wgmma forward on sm_90a.
+    let d = 64;
     for lens in RUN_LENS {
         for use_mask in [false, true] {
-            let what = format!("use_mask={use_mask} {lens:?}");
+            let what = format!("{arch} use_mask={use_mask} {lens:?}");
             let hosts = qkv(&mut rng, DType::BF16, lens, &[d], DType::I64);
             let dev = upload(&mut rt, &hosts);
             let options = FbgemmAttentionOptions {
@@ -321,7 +373,7 @@ fn fbgemm_jagged_flash_attention_basic_runs_like_the_reference() {
 
 #[test]
 fn front_function_errors_name_the_input() {
-    let mut rt = runtime();
+    let mut rt = runtime(Arch::Sm80);
     let mut rng = Rng(3);
     let hosts = qkv(&mut rng, DType::BF16, &[2, 1], &[32], DType::I32);
     let dev = upload(&mut rt, &hosts);
@@ -382,9 +434,17 @@ fn value_dim_named_dv_compiles_and_runs() {
     assert!(ours.contains("[jhd] -> [ihd]"), "{ours}");
     assert_eq!(ours.replace("[jhd] -> [ihd]", "[jhe] -> [ihe]"), theirs);
 
-    let mut rt = runtime();
-    let mut rng = Rng(0xd0_0003);
     let graph = reference::jagged_flash_attention(&spec).unwrap();
+    for arch in Arch::ALL {
+        run_attention_with_dv(arch, &graph);
+    }
+}
+
+/// [`attention_with_dv`] on `arch`, against the reference `graph`.
+fn run_attention_with_dv(arch: Arch, graph: &Graph) {
+    let (h, d) = (2, 32);
+    let mut rt = runtime(arch);
+    let mut rng = Rng(0xd0_0003);
     for lens in RUN_LENS {
         let hosts = qkv(&mut rng, DType::BF16, lens, &[h, d], DType::I32);
         let dev = upload(&mut rt, &hosts);
@@ -398,8 +458,8 @@ fn value_dim_named_dv_compiles_and_runs() {
             0.3,
         )
         .unwrap();
-        let want = reference_outputs(&graph, &hosts, Some(0.3));
-        let what = format!("Dv {lens:?}");
+        let want = reference_outputs(graph, &hosts, Some(0.3));
+        let what = format!("{arch} Dv {lens:?}");
         if !lens.is_empty() {
             let norm: f64 = want["out"].to_f64().iter().map(|x| x * x).sum();
             assert!(norm > 1e-3, "{what}: a vacuous reference ({norm})");

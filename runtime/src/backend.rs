@@ -278,11 +278,20 @@ impl Backend {
         }
     }
 
-    /// The architecture to compile for on this device (the emulator runs sm_80 code).
+    /// The architecture to compile for on this device by default (on the
+    /// emulator sm_80, though it runs sm_90a code too).
     pub(crate) fn preferred_arch(&self) -> Arch {
         match self {
             Backend::Cuda(cuda) => cuda.preferred_arch(),
             Backend::Emu(_) => Arch::Sm80,
+        }
+    }
+
+    /// Whether this device runs code compiled for `arch` (the emulator runs all).
+    pub(crate) fn check_arch(&self, arch: Arch) -> Result<(), RuntimeError> {
+        match self {
+            Backend::Cuda(cuda) => cuda.check_arch(arch),
+            Backend::Emu(_) => Ok(()),
         }
     }
 

@@ -52,6 +52,24 @@ pub enum RuntimeError {
         /// The name given.
         name: String,
     },
+    /// `JAGGED_ARCH` (or another setting) names no arch.
+    #[error("{setting}={value:?} names no arch: expected sm_80 or sm_90a")]
+    UnknownArch {
+        /// Where the value came from (the environment variable's name).
+        setting: String,
+        /// The value given.
+        value: String,
+    },
+    /// Kernels for an arch the device cannot run were asked for.
+    #[error("kernels for {arch} cannot run on {device}: {needs}")]
+    ArchUnsupported {
+        /// The arch asked for.
+        arch: jagged_codegen::Arch,
+        /// The device, in words (its name and compute capability).
+        device: String,
+        /// What the arch needs.
+        needs: &'static str,
+    },
     /// A buffer handle that this runtime does not own (freed, or another runtime's).
     #[error("unknown device buffer {0}")]
     UnknownBuffer(BufferId),

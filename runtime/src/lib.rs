@@ -4,7 +4,9 @@
 //!   driver API) and the PTX emulator (jagged-emu): load PTX, allocate and copy
 //!   buffers, launch a kernel by name with typed arguments, synchronize, time.
 //!   [`Runtime::new`] picks CUDA when a driver and a device are present, else
-//!   the emulator; `JAGGED_BACKEND=cuda|emu` forces one.
+//!   the emulator; `JAGGED_BACKEND=cuda|emu` forces one. Kernels are compiled
+//!   for the device's arch, or the one `JAGGED_ARCH=sm_80|sm_90a` or
+//!   [`Runtime::set_arch`] sets.
 //! - [`DeviceBuffer`] and [`DeviceJagged`] are device tensors with their dtype
 //!   and shape; [`JaggedBytes`] is their host form.
 //! - [`KernelCache`] keeps compiled artifacts in memory and on disk, keyed
@@ -31,7 +33,7 @@ pub use launcher::{
     LaunchTarget, POISON_BYTE, Planned, bind_external, codegen_key, graph_cache_key, launch_plan,
 };
 pub use params::EntrySignatures;
-pub use runtime::{BACKEND_ENV, Runtime};
+pub use runtime::{ARCH_ENV, BACKEND_ENV, Runtime, arch_from_env, parse_arch};
 pub use tensor::{
     DeviceBuffer, DeviceJagged, Element, JaggedBytes, OffsetType, from_bytes, tensor_bytes,
     tensor_data, to_bytes,

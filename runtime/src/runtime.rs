@@ -18,10 +18,38 @@ use std::collections::{HashMap, HashSet};
 /// The environment variable that forces a backend (`cuda` or `emu`) in [`Runtime::new`].
 pub const BACKEND_ENV: &str = "JAGGED_BACKEND";
 
+/// The environment variable that sets the arch kernels are compiled for
+/// (`sm_80` or `sm_90a`) in every runtime opened while it is set: see
+/// [`Runtime::set_arch`]. Unset or empty: the device's arch.
+pub const ARCH_ENV: &str = "JAGGED_ARCH";
+
+/// The arch named `value` (`sm_80` or `sm_90a`, any case); `setting` names
+/// where the value came from (such as [`ARCH_ENV`]) for the error.
+pub fn parse_arch(setting: &str, value: &str) -> Result<Arch, RuntimeError> {
+    let name = value.trim().to_ascii_lowercase();
+    Arch::ALL
+        .into_iter()
+        .find(|arch| arch.ptx_target() == name)
+        .ok_or_else(|| RuntimeError::UnknownArch {
+            setting: setting.to_string(),
+            value: value.to_string(),
+        })
+}
+
+/// The arch [`ARCH_ENV`] sets, `None` when it is unset or empty.
+pub fn arch_from_env() -> Result<Option<Arch>, RuntimeError> {
+    match std::env::var_os(ARCH_ENV).filter(|v| !v.is_empty()) {
+        Some(value) => parse_arch(ARCH_ENV, &value.to_string_lossy()).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// A device (GPU or emulator) with its buffers and loaded modules. Loading
 /// the same PTX text twice returns the module loaded the first time.
 pub struct Runtime {
     backend: Backend,
+    /// The arch kernels are compiled for when not the device's ([`Runtime::set_arch`]).
+    arch: Option<Arch>,
     /// Why CUDA was not chosen, when [`Runtime::new`] fell back to the emulator.
     fallback_reason: Option<String>,
     /// The parameter lists of each loaded module, indexed by `ModuleId`.
@@ -36,7 +64,8 @@ pub struct Runtime {
 
 impl Runtime {
     /// CUDA when a driver and a device are present, else the emulator;
-    /// `JAGGED_BACKEND=cuda|emu` forces one (an error if unavailable).
+    /// `JAGGED_BACKEND=cuda|emu` forces one (an error if unavailable). Like
+    /// every constructor, it applies [`ARCH_ENV`] when set.
     pub fn new() -> Result<Runtime, RuntimeError> {
         if let Some(name) = std::env::var_os(BACKEND_ENV).filter(|v| !v.is_empty()) {
             let kind = name.to_string_lossy().parse::<BackendKind>()?;
@@ -55,25 +84,43 @@ impl Runtime {
     /// The backend `kind` (CUDA: device 0), or an error saying why it is
     /// unavailable.
     pub fn with_backend(kind: BackendKind) -> Result<Runtime, RuntimeError> {
-        Ok(Runtime::on(Backend::open(kind)?))
+        Runtime::on(Backend::open(kind)?)
     }
 
     /// The CUDA backend on device `ordinal` (its primary context, the one
     /// PyTorch and the CUDA runtime use), or an error saying why it is
     /// unavailable.
     pub fn with_cuda_device(ordinal: usize) -> Result<Runtime, RuntimeError> {
-        Ok(Runtime::on(Backend::Cuda(CudaBackend::on_device(ordinal)?)))
+        Runtime::on(Backend::Cuda(CudaBackend::on_device(ordinal)?))
     }
 
-    fn on(backend: Backend) -> Runtime {
-        Runtime {
+    /// A runtime on `backend`, compiling for the arch of [`ARCH_ENV`] if set.
+    fn on(backend: Backend) -> Result<Runtime, RuntimeError> {
+        let mut runtime = Runtime {
             backend,
+            arch: None,
             fallback_reason: None,
             modules: Vec::new(),
             modules_by_ptx: HashMap::new(),
             buffers: HashSet::new(),
             graphs: Default::default(),
+        };
+        runtime.set_arch(arch_from_env()?)?;
+        Ok(runtime)
+    }
+
+    /// Compiles kernels for `arch` from now on ([`Runtime::preferred_arch`]),
+    /// or for the device's arch again with `None`. The emulator runs either
+    /// arch (sm_90a's wgmma included); a GPU runs sm_80 code on compute
+    /// capability 8.0 and later (so sm_80 kernels can be measured on a
+    /// Hopper next to the sm_90a ones) and sm_90a code on 9.0 only, else
+    /// [`RuntimeError::ArchUnsupported`] and the arch stays as it was.
+    pub fn set_arch(&mut self, arch: Option<Arch>) -> Result<(), RuntimeError> {
+        if let Some(arch) = arch {
+            self.backend.check_arch(arch)?;
         }
+        self.arch = arch;
+        Ok(())
     }
 
     /// Which backend runs the kernels.
@@ -92,10 +139,11 @@ impl Runtime {
     }
 
     /// The architecture to compile kernels for when the caller does not
-    /// choose one: sm_90a on a GPU of compute capability 9.x (Hopper), else
-    /// sm_80, the portable baseline (also the emulator's).
+    /// choose one: the one [`Runtime::set_arch`] (or [`ARCH_ENV`]) set, else
+    /// sm_90a on a GPU of compute capability 9.x (Hopper), else sm_80, the
+    /// portable baseline (also the emulator's default).
     pub fn preferred_arch(&self) -> Arch {
-        self.backend.preferred_arch()
+        self.arch.unwrap_or_else(|| self.backend.preferred_arch())
     }
 
     /// On the emulator backend, its cost model ([`jagged_emu::Profile`]: warp
@@ -440,9 +488,38 @@ mod tests {
 
     #[test]
     fn the_emulator_prefers_the_portable_baseline() {
-        // The emulator implements the sm_80 feature set, not sm_90a's
-        // wgmma / TMA, so code for it must be compiled for sm_80.
-        let rt = Runtime::with_backend(BackendKind::Emu).expect("emulator runtime");
+        // The default, whatever JAGGED_ARCH this test runs under.
+        let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator runtime");
+        rt.set_arch(None).expect("the default arch");
         assert_eq!(rt.preferred_arch(), Arch::Sm80);
+    }
+
+    #[test]
+    fn the_emulator_compiles_for_either_arch_on_request() {
+        let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator runtime");
+        for arch in Arch::ALL {
+            rt.set_arch(Some(arch))
+                .expect("the emulator runs every arch");
+            assert_eq!(rt.preferred_arch(), arch);
+        }
+        rt.set_arch(None).expect("the default arch");
+        assert_eq!(rt.preferred_arch(), Arch::Sm80);
+    }
+
+    #[test]
+    fn arch_names_parse_and_an_unknown_one_is_a_typed_error() {
+        assert_eq!(parse_arch(ARCH_ENV, "sm_80").unwrap(), Arch::Sm80);
+        assert_eq!(parse_arch(ARCH_ENV, " SM_90a ").unwrap(), Arch::Sm90a);
+        let err = parse_arch(ARCH_ENV, "sm_90").unwrap_err();
+        assert!(
+            matches!(&err, RuntimeError::UnknownArch { setting, value }
+                if setting == ARCH_ENV && value == "sm_90"),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("JAGGED_ARCH") && text.contains("\"sm_90\""),
+            "{text}"
+        );
     }
 }

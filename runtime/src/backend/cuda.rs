@@ -85,6 +85,28 @@ impl CudaBackend {
         }
     }
 
+    /// Whether this device runs `arch`'s code: sm_80 on compute capability
+    /// 8.0 and later, sm_90a (its `a` features) on 9.x only.
+    pub(crate) fn check_arch(&self, arch: Arch) -> Result<(), RuntimeError> {
+        let (major, _) = self
+            .context
+            .compute_capability()
+            .map_err(driver("compute capability query"))?;
+        let (runs, needs) = match arch {
+            Arch::Sm80 => (major >= 8, "sm_80 needs compute capability 8.0 or later"),
+            Arch::Sm90a => (major == 9, "sm_90a needs compute capability 9.0"),
+        };
+        if runs {
+            Ok(())
+        } else {
+            Err(RuntimeError::ArchUnsupported {
+                arch,
+                device: self.device_name(),
+                needs,
+            })
+        }
+    }
+
     pub(crate) fn load_module(&mut self, id: ModuleId, ptx: &str) -> Result<(), RuntimeError> {
         // cudarc turns the text into a C string and panics on an interior NUL.
         if ptx.contains('\0') {
