@@ -310,8 +310,12 @@ impl<'g> Worker<'g> {
                 self.expected[id] = None;
                 for w in warps.iter_mut() {
                     // Barrier ids are tracked per warp through `blocked`: one id in flight
-                    // per lane, so clear the lanes blocked on this id.
+                    // per lane, so clear the lanes blocked on this id. Lanes released
+                    // while others of the warp ran on resume at their own PCs.
                     let mask = w.blocked & w.bar_lanes(id as u32);
+                    if mask != 0 {
+                        w.spread_pc();
+                    }
                     w.blocked &= !mask;
                 }
                 self.epoch += 1;
@@ -1501,6 +1505,8 @@ impl<'g> Worker<'g> {
                     return Ok(Flow::Next);
                 }
                 w.set_bar_lanes(bid as u32, active);
+                // The waiting lanes keep their PCs while the others may run on.
+                w.spread_pc();
                 return Ok(Flow::Barrier);
             }
             Op::WarpSync { mask: m } => {

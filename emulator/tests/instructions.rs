@@ -722,6 +722,49 @@ fn barrier_exchanges_shared_memory_between_warps() {
     }
 }
 
+/// `barrier.sync` (not `.aligned`: PTX ISA 8.x, "bar, barrier": `bar.sync` is
+/// `barrier.sync.aligned`, whose threads of a warp must all execute the same
+/// instruction) is per-thread on sm_70 and later: lanes of one warp may wait at
+/// different barrier instructions, or some wait while the others run on to
+/// another one. Each lane then resumes after the barrier it waited at.
+#[test]
+fn divergent_barrier_lanes_resume_at_their_own_pc() {
+    // The lower half waits at the first barrier inside a branch while the upper
+    // half runs on to the second: lower 1, upper 100 + 1000.
+    let branch = r#"
+    setp.lt.u32 %p1, %r0, 16;
+    mov.u32 %r2, 0;
+    @!%p1 bra UPPER;
+    barrier.sync 0;
+    add.u32 %r2, %r2, 1;
+    bra DONE;
+UPPER:
+    add.u32 %r2, %r2, 100;
+    barrier.sync 0;
+    add.u32 %r2, %r2, 1000;
+DONE:
+    st.global.u32 [%rd3], %r2;
+"#;
+    let got = run(branch, 32, &[], 32);
+    let want: Vec<u32> = (0..32).map(|t| if t < 16 { 1 } else { 1100 }).collect();
+    assert_eq!(got, want, "branch");
+    // The same with predicated barriers in straight-line code (the warp stays
+    // converged when the lower half blocks): lower 1 + 1000, upper 1 + 100 + 1000.
+    let guarded = r#"
+    setp.lt.u32 %p1, %r0, 16;
+    mov.u32 %r2, 0;
+    @%p1 barrier.sync 0;
+    add.u32 %r2, %r2, 1;
+    @!%p1 add.u32 %r2, %r2, 100;
+    @!%p1 barrier.sync 0;
+    add.u32 %r2, %r2, 1000;
+    st.global.u32 [%rd3], %r2;
+"#;
+    let got = run(guarded, 32, &[], 32);
+    let want: Vec<u32> = (0..32).map(|t| if t < 16 { 1001 } else { 1101 }).collect();
+    assert_eq!(got, want, "guarded");
+}
+
 #[test]
 fn shuffles() {
     // Each lane's value is 100 + lane. d and p are stored per lane for each variant.

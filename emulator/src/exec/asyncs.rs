@@ -126,7 +126,7 @@ impl Waiter {
 impl Warp {
     /// Leaves converged mode, storing the common PC in every runnable lane's PC: lanes
     /// that block now, or are released while the others run on, keep their own PCs.
-    fn spread_pc(&mut self) {
+    pub(super) fn spread_pc(&mut self) {
         if self.converged {
             for l in lanes(self.live & !self.blocked) {
                 self.pc[l as usize] = self.upc;
