@@ -61,6 +61,7 @@ __all__ = [
     "rq_train",
     "session_pool",
     "session_segment",
+    "set_arch",
     "sid_embed",
     "stats",
     "user_pool",
@@ -79,6 +80,14 @@ def op_reference() -> List[Dict[str, Any]]:
 def device_name() -> str:
     """Where the kernels run: the PTX emulator (CPU)."""
     return _native.device_name()
+
+
+def set_arch(arch: Optional[str] = None) -> None:
+    """Compile the kernels for `arch` ("sm_80" or "sm_90a") from the next call on, on the CPU
+    (the emulator runs both) and every CUDA device (sm_80 runs on compute capability 8.0 and
+    later, sm_90a on 9.x only: else the next op on that device raises `JaggedError` naming both);
+    `None`: back to `JAGGED_ARCH`, else the device's arch. `JaggedInputError` for another name."""
+    _native.set_arch(arch)
 
 
 def stats() -> Dict[str, int]:

@@ -75,7 +75,7 @@ struct Opened {
 static DEVICES: Mutex<BTreeMap<usize, Option<Opened>>> = Mutex::new(BTreeMap::new());
 
 /// Runs `f` on the runtime of device `ordinal` (opened on first use; see
-/// [`guarded`] for panics).
+/// [`guarded`] for panics), set to the arch `jagged.set_arch` chose.
 fn with_device<T>(
     ordinal: usize,
     f: impl FnOnce(&mut Opened) -> Result<T, Error>,
@@ -93,7 +93,10 @@ fn with_device<T>(
             id: NEXT.fetch_add(1, Ordering::Relaxed),
         })
     };
-    guarded(slot, open, f)
+    guarded(slot, open, |d| {
+        engine::apply_chosen_arch(&mut d.runtime)?;
+        f(d)
+    })
 }
 
 /// The compiled module to launch: the kernel, its handle, and the runtime

@@ -13,7 +13,7 @@ use jagged_ir::{
     AttrKind, AttrValue, DType, DenseTensor, Dim, Graph, GraphBuilder, MAX_LEN, TensorData,
     TensorType,
 };
-use jagged_runtime::{BackendKind, Runtime};
+use jagged_runtime::{BackendKind, Runtime, arch_from_env, parse_arch};
 
 use crate::error::Error;
 
@@ -68,10 +68,45 @@ pub(crate) type BackwardKernel = Arc<(Graph, Arc<CompiledKernel>)>;
 /// device's.
 static BACKWARD: Mutex<BTreeMap<String, BackwardKernel>> = Mutex::new(BTreeMap::new());
 
-/// Runs `f` on the process's emulator runtime (opened on first use). A
-/// panic inside `f` is an [`Error::Internal`], and the runtime is dropped
-/// (the next call opens a fresh one) since the panic may have left it
-/// half-way through a run.
+/// The arch `jagged.set_arch` chose for every runtime (`None`: the
+/// device's); `None` until it is first called, and the runtimes keep the
+/// arch they opened with (`JAGGED_ARCH`, else the device's).
+static CHOSEN_ARCH: Mutex<Option<Option<Arch>>> = Mutex::new(None);
+
+/// `jagged.set_arch`: the kernels of every runtime (the emulator's and each
+/// CUDA device's) are compiled for the arch named `name` from the next call
+/// on; `None` goes back to `JAGGED_ARCH`, else the device's arch. A name
+/// that is no arch is an [`Error::Input`]; an arch a device cannot run is
+/// an [`Error::Run`] of the next call on that device.
+pub fn set_arch(name: Option<&str>) -> Result<(), Error> {
+    let arch = match name {
+        Some(name) => parse_arch("jagged.set_arch", name).map(Some),
+        None => arch_from_env(),
+    }
+    .map_err(|e| Error::Input(e.to_string()))?;
+    *CHOSEN_ARCH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(arch);
+    Ok(())
+}
+
+/// Sets `runtime` to the arch `jagged.set_arch` chose, if it was called.
+pub(crate) fn apply_chosen_arch(runtime: &mut Runtime) -> Result<(), Error> {
+    let chosen = *CHOSEN_ARCH
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    match chosen {
+        Some(arch) if arch != Some(runtime.preferred_arch()) => runtime
+            .set_arch(arch)
+            .map_err(|e| Error::Run(e.to_string())),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `f` on the process's emulator runtime (opened on first use), set
+/// to the arch `jagged.set_arch` chose. A panic inside `f` is an
+/// [`Error::Internal`], and the runtime is dropped (the next call opens a
+/// fresh one) since the panic may have left it half-way through a run.
 pub(crate) fn with_state<T>(f: impl FnOnce(&mut State) -> Result<T, Error>) -> Result<T, Error> {
     let mut guard = STATE
         .lock()
@@ -81,7 +116,10 @@ pub(crate) fn with_state<T>(f: impl FnOnce(&mut State) -> Result<T, Error>) -> R
             .map_err(|e| Error::Run(format!("cannot open the emulator: {e}")))?;
         Ok(State { runtime })
     };
-    guarded(&mut guard, open, f)
+    guarded(&mut guard, open, |state| {
+        apply_chosen_arch(&mut state.runtime)?;
+        f(state)
+    })
 }
 
 /// Runs `f` on the state in `slot`, made by `open` first if there is none.

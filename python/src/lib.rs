@@ -687,6 +687,16 @@ fn device_name(py: Python<'_>) -> PyResult<String> {
     detached(py, engine::device_name)
 }
 
+/// `set_arch(arch=None)`: the arch the kernels are compiled for from the
+/// next call on, on the CPU and every CUDA device (`"sm_80"`, `"sm_90a"`;
+/// `None`: `JAGGED_ARCH`, else the device's); `JaggedInputError` for a
+/// name that is no arch.
+#[pyfunction]
+#[pyo3(signature = (arch=None))]
+fn set_arch(arch: Option<&str>) -> PyResult<()> {
+    Ok(engine::set_arch(arch)?)
+}
+
 /// `stats()`: `{name: count}` of the runtime (runs, code-generator runs and
 /// time, kernel-cache hits, module loads, backward kernels compiled).
 #[pyfunction]
@@ -711,6 +721,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(attention_backward, m)?)?;
     m.add_function(wrap_pyfunction!(attention_backward_cuda, m)?)?;
     m.add_function(wrap_pyfunction!(device_name, m)?)?;
+    m.add_function(wrap_pyfunction!(set_arch, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
     Ok(())
 }

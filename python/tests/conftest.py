@@ -32,6 +32,19 @@ def device(request):
     return torch.device(request.param)
 
 
+@pytest.fixture(params=["sm_80", "sm_90a"])
+def arch(request, device):
+    """Each test once per arch the kernels are compiled for (jagged.set_arch, reset afterwards):
+    the emulator runs both; a GPU runs sm_90a on compute capability 9.x only (else skipped)."""
+    import jagged
+
+    if request.param == "sm_90a" and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] != 9:
+        pytest.skip("sm_90a kernels need a compute capability 9.x device")
+    jagged.set_arch(request.param)
+    yield request.param
+    jagged.set_arch(None)
+
+
 def on(device, *tensors):
     """`tensors` moved to `device` (one tensor: itself, not a tuple)."""
     moved = tuple(t.to(device) for t in tensors)

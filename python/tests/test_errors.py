@@ -25,6 +25,12 @@ def test_cuda_tensors_pass_the_tensor_checks():
     assert check_tensor("jagged_softmax", "values", cuda) is cuda
 
 
+def test_set_arch_refuses_an_unknown_arch():
+    with pytest.raises(JaggedInputError, match=r'jagged\.set_arch="sm_75" names no arch'):
+        jagged.set_arch("sm_75")
+    jagged.set_arch(None)
+
+
 def test_not_a_tensor():
     with pytest.raises(TypeError, match="`x`"):
         check_tensor("jagged_softmax", "x", [1.0, 2.0])

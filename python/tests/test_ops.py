@@ -149,11 +149,18 @@ def test_masked_select_jagged(mask_dtype, device):
 
 @pytest.mark.parametrize(
     "dtype,heads,dim,value_dim",
-    [(torch.float32, 2, 4, 3), (torch.float64, 1, 3, 3), (torch.bfloat16, 2, 32, 32), (torch.float16, 1, 32, 32)],
+    [
+        (torch.float32, 2, 4, 3),
+        (torch.float64, 1, 3, 3),
+        (torch.bfloat16, 2, 32, 32),
+        (torch.float16, 1, 32, 32),
+        # The wgmma forward on sm_90a.
+        (torch.bfloat16, 1, 64, 64),
+    ],
 )
 @pytest.mark.parametrize("activation", ["softmax", "silu"])
 @pytest.mark.parametrize("causal", [False, True])
-def test_jagged_flash_attention(dtype, heads, dim, value_dim, activation, causal, device):
+def test_jagged_flash_attention(dtype, heads, dim, value_dim, activation, causal, device, arch):
     for lengths in [[], [0, 0], [3, 0, 6, 1]]:
         o = offsets_of(lengths, torch.int32)
         T = int(o[-1])
