@@ -25,6 +25,10 @@ through autograd of our op (which calls the backward op timed below).
               zeroed outputs and scratch by torch, the async offsets check).
   ours-graph  the same two calls replayed from CUDA graphs (no host work),
               "n/a" when capture fails.
+  ours-sm80   our forward compiled for sm_80 (jagged.set_arch("sm_80")) on
+              the same device: on a Hopper the mma.sync kernel next to the
+              sm_90a one in "ours"; forward only, its output checked against
+              ours'. In --dry-run both are the emulator's sm_80 default.
 
 Columns (anchors):
   triton-padded       Triton's tutorial fused attention forward
@@ -91,10 +95,11 @@ TOLERANCE = {"bf16": 2e-2, "f16": 1e-2}
 GPU_HEAD_DIMS, GPU_MAX_LENS = (64, 128), (256, 1024, 4096)
 DRY_HEAD_DIMS, DRY_MAX_LENS = (64, 128), (40,)
 DRY_REPS, DRY_WARMUP = 2, 1
-COLUMNS = ["ours", "ours-graph", "triton-padded", "sdpa-flash-padded", "sdpa-padded-masked",
+COLUMNS = ["ours", "ours-graph", "ours-sm80", "triton-padded", "sdpa-flash-padded", "sdpa-padded-masked",
            "sdpa-nested", "sdpa-nested-graph", "sdpa-math"]
 # Issue 12's targets.
 TARGET_FWD_TFLOPS = {128: 600.0, 64: 450.0}
+TARGET_SM80_FWD_TFLOPS = 330.0
 TARGET_BWD_VS_NESTED = 1.5
 TARGET_VS_PADDED_SKEWED = 3.0
 
@@ -154,7 +159,7 @@ def emit(text, out):
 
 
 def col_label(col, dry):
-    return "ours(emu)" if dry and col == "ours" else col
+    return f"{col}(emu)" if dry and col in ("ours", "ours-sm80") else col
 
 
 def table_header(columns, dry=False):
@@ -177,7 +182,7 @@ def table_row(r, columns, dry=False):
 
 def targets_text():
     return (f"issue 12 targets: forward d128 >= {TARGET_FWD_TFLOPS[128]:.0f}, d64 >= {TARGET_FWD_TFLOPS[64]:.0f}"
-            f" TFLOP/s; backward >= {TARGET_BWD_VS_NESTED}x nested SDPA's (the faster of sdpa-nested and"
+            f" TFLOP/s (the sm_80 path on the same card, ours-sm80: >= {TARGET_SM80_FWD_TFLOPS:.0f}); backward >= {TARGET_BWD_VS_NESTED}x nested SDPA's (the faster of sdpa-nested and"
             f" sdpa-nested-graph); >= {TARGET_VS_PADDED_SKEWED:.0f}x sdpa-flash-padded on skewed lengths at every"
             " max_len including 256 (forward and backward)")
 
@@ -197,7 +202,8 @@ def notes(heads, warmup, reps, dtype, dry):
         "TFLOP/s count valid (query, key) pairs only: forward 4 * D * H * sum n_b^2 (half when causal),"
         " backward 2.5x that; the padded columns do more work than they are credited for",
         "ours: torch.ops.jagged.jagged_flash_attention (fwd) and jagged_flash_attention_backward (bwd),"
-        " host work of the package included; ours-graph: the same replayed from CUDA graphs",
+        " host work of the package included; ours-graph: the same replayed from CUDA graphs;"
+        " ours-sm80: our forward compiled for sm_80 on the same device (jagged.set_arch)",
         "triton-padded: Triton's tutorial fused attention forward (bench/sass/triton_attention.py) on the"
         " zero-padded inputs, no padding mask, non-causal only, forward only: a speed bound",
         "sdpa-flash-padded: zero-padded inputs and NO padding mask (padded keys enter the softmax"
@@ -263,6 +269,11 @@ def target_lines(rows):
             want = TARGET_FWD_TFLOPS.get(s["head_dim"])
             if want:
                 parts.append(f"fwd {tf:.0f} TFLOP/s vs >= {want:.0f}: {'met' if tf >= want else 'NOT met'}")
+        f = ms(r, "ours-sm80", 0)
+        if f is not None:
+            tf = r.config["flops"] / f / 1e9
+            parts.append(f"fwd sm80 {tf:.0f} TFLOP/s vs >= {TARGET_SM80_FWD_TFLOPS:.0f}: "
+                         f"{'met' if tf >= TARGET_SM80_FWD_TFLOPS else 'NOT met'}")
         b = ms(r, "ours", 1)
         nested = [t for t in (ms(r, "sdpa-nested", 1), ms(r, "sdpa-nested-graph", 1)) if t is not None]
         if b is not None and nested:
@@ -464,6 +475,26 @@ def run(cfgs, out, fwd_only, heads, warmup, reps, dtype_name, dry):
             row.cells["ours"] = ("error", "error")
             o = lse = None
         emit(f"{cfg['name']}: {note}", out)
+
+        # Ours compiled for sm_80 on the same device; forward only.
+        if o is None:
+            row.cells["ours-sm80"] = ("-", "-")
+        else:
+            try:
+                jagged.set_arch("sm_80")
+                o80, _ = fwd()
+                err = ((o80.float() - o.float()).norm() / o.float().norm().clamp_min(1e-30)).item()
+                if not err <= tol:
+                    failures.append(f"{cfg['name']}: ours-sm80 output off ours by {err:.1e} > {tol:g}")
+                del o80
+                row.cells["ours-sm80"] = (timed(fwd), "-")
+            except Exception as e:  # noqa: BLE001 - report and go on
+                report_failure("ours-sm80", e)
+                failures.append(f"{cfg['name']}: ours-sm80 failed: {type(e).__name__}: {str(e)[:300]}")
+                row.cells["ours-sm80"] = ("error", "-")
+            finally:
+                jagged.set_arch(None)
+            sync()
 
         # Ours replayed from CUDA graphs (no host work per call).
         if not cuda:
