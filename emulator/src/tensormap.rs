@@ -160,6 +160,17 @@ pub enum TensorMapSwizzle {
     B128 = 3,
 }
 
+/// Hopper's shared-memory swizzle, shared by TMA boxes and wgmma descriptors: with a
+/// span of 32, 64 or 128 bytes, bits 4.. of `addr` (the 16-byte chunk within the span)
+/// are XORed with bits 7.. (the 128-byte row modulo 2, 4 or 8); a span of 0 leaves
+/// `addr` as it is.
+pub(crate) fn swizzle_address(addr: u32, span: u32) -> u32 {
+    match span {
+        0 => addr,
+        _ => addr ^ ((addr >> 3) & (span - 16)),
+    }
+}
+
 impl TensorMapSwizzle {
     /// The swizzle span in bytes (the most bytes of the box's inner dimension), or
     /// `None` without swizzling.
@@ -172,14 +183,10 @@ impl TensorMapSwizzle {
         }
     }
 
-    /// The shared-memory address where the byte of unswizzled address `addr` lands:
-    /// bits 4.. of the address (the 16-byte chunk within the span) are XORed with the
-    /// bits 7.. (the 128-byte row modulo 8, 4 or 2).
+    /// The shared-memory address where the byte of unswizzled address `addr` lands
+    /// (see [`swizzle_address`]).
     pub fn apply(self, addr: u32) -> u32 {
-        match self.span() {
-            None => addr,
-            Some(span) => addr ^ ((addr >> 3) & (span - 16)),
-        }
+        swizzle_address(addr, self.span().unwrap_or(0))
     }
 
     fn from_code(c: u8) -> Option<Self> {

@@ -24,7 +24,8 @@
 //!
 //! A swizzled address `x` (start plus offset) is then `x ^ (((x >> 7) & m) << 4)` with
 //! `m` = 1, 3, 7 for 32, 64, 128 bytes: the 16-byte chunk within a row is XORed with the
-//! row's position in the repeating pattern of 256, 512 or 1024 bytes.
+//! row's position in the repeating pattern of 256, 512 or 1024 bytes: the swizzle of
+//! TMA boxes too (`tensormap::swizzle_address`, one function for both).
 
 use std::collections::HashSet;
 
@@ -142,11 +143,7 @@ impl Desc {
                 (mn % e) * 2 + (mn / e) * self.lbo + (k % 8) * s + (k / 8) * self.sbo
             }
         };
-        let x = self.start.wrapping_add(off);
-        match s {
-            0 => x,
-            _ => x ^ (((x >> 7) & (s / 16 - 1)) << 4),
-        }
+        crate::tensormap::swizzle_address(self.start.wrapping_add(off), s)
     }
 
     /// The 16-byte granules holding rows `rows` (of M or N) by 16 K of a 16-bit matrix:
