@@ -18,6 +18,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
+use jagged::codegen::launch::swizzle_bytes;
 use jagged::codegen::{Arch, CompiledKernel, ParamBinding, SizeExpr, Spec, compile};
 use jagged::ir::{DType, DenseTensor, Graph};
 use jagged::ops::interactions::*;
@@ -106,6 +107,14 @@ fn kernel_json(g: &Graph, c: &CompiledKernel, ptx_file: &str) -> String {
                 ParamBinding::Scratch(i) => format!("[\"scratch\", {i}]"),
                 ParamBinding::Size(e) => format!("[\"u64\", {}]", size_json(e)),
                 ParamBinding::FloatAttr(n) => format!("[\"f32\", \"{n}\"]"),
+                ParamBinding::TensorMap(m) => format!(
+                    "[\"tmap\", {}, \"{}\", {}, {:?}, [{}]]",
+                    m.input,
+                    m.dtype.name(),
+                    swizzle_bytes(m.swizzle),
+                    m.box_dim,
+                    m.dims.iter().map(size_json).collect::<Vec<_>>().join(", ")
+                ),
             })
             .collect();
         let _ = write!(

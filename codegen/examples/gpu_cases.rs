@@ -187,6 +187,14 @@ impl Writer {
                     ParamBinding::Scratch(i) => format!("[\"scratch\", {i}]"),
                     ParamBinding::Size(e) => format!("[\"u64\", {}]", e.eval(&sizes)),
                     ParamBinding::FloatAttr(_) => format!("[\"f32\", {PADDING}]"),
+                    ParamBinding::TensorMap(m) => format!(
+                        "[\"tmap\", {}, \"{}\", {}, {:?}, {:?}]",
+                        m.input,
+                        m.dtype.name(),
+                        jagged_codegen::launch::swizzle_bytes(m.swizzle),
+                        m.box_dim,
+                        m.eval_dims(&sizes)
+                    ),
                 })
                 .collect();
             launches.push(format!(

@@ -9,7 +9,7 @@
 use jagged_ir::{Dim, Graph, Handle, IndexPredicate, Node, ReduceOp, ScanMode, TensorType};
 
 use crate::error::CodegenError;
-use crate::launch::{CompiledKernel, ParamBinding, SizeExpr};
+use crate::launch::{CompiledKernel, ParamBinding, SizeExpr, TensorMapBinding};
 use crate::lower::{Lowered, Primitive, lower_module};
 use crate::spec::{Arch, DType, Spec};
 use crate::templates::map::{MapExpr, MapOperand, MapSource};
@@ -100,6 +100,10 @@ pub(crate) fn fast_path(
             *param = match &*param {
                 ParamBinding::Input(k) => ParamBinding::Input(input_pos(*k)?),
                 ParamBinding::Output(k) => ParamBinding::Output(output_pos(*k)?),
+                ParamBinding::TensorMap(map) => ParamBinding::TensorMap(TensorMapBinding {
+                    input: input_pos(map.input)?,
+                    ..map.clone()
+                }),
                 // Without truncation every row counts: an unreachable row limit.
                 ParamBinding::Size(SizeExpr::MaxLen) if !matched.truncated => {
                     ParamBinding::Size(SizeExpr::Const(u64::from(u32::MAX)))

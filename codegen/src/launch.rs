@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crate::kernel::Swizzle;
 use crate::spec::{Arch, DType};
 
 /// The run-time sizes every rule is evaluated against.
@@ -131,6 +132,85 @@ pub enum ParamBinding {
     /// An f32 scalar: the run-time value of the graph attribute of this name
     /// (e.g. `padding_value`).
     FloatAttr(String),
+    /// A TMA tensor map over a graph input, passed by value (a
+    /// `.param .align 64 .b8 name[128]` parameter): the runtime encodes it
+    /// from the input's device address and the map's run-time dimensions.
+    TensorMap(TensorMapBinding),
+}
+
+/// A tiled tensor map over graph input `input`, viewed as a packed row-major
+/// array of `dims` (innermost first): `cuTensorMapEncodeTiled` with the
+/// packed byte strides of `dtype`, element strides 1, no interleave, no L2
+/// promotion, and zeros for the elements of a box outside the array.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TensorMapBinding {
+    /// The graph input (in the op's input order) whose buffer the map covers.
+    pub input: usize,
+    /// Element type of the input.
+    pub dtype: DType,
+    /// The array's dimensions, innermost first.
+    pub dims: Vec<SizeExpr>,
+    /// The box one copy moves, innermost first (one entry per dimension).
+    pub box_dim: Vec<u32>,
+    /// How the box's rows are permuted in shared memory
+    /// ([`Swizzle::None`]: not at all).
+    pub swizzle: Swizzle,
+}
+
+impl TensorMapBinding {
+    /// The dimensions for `sizes`, innermost first.
+    pub fn eval_dims(&self, sizes: &RunSizes) -> Vec<u64> {
+        self.dims.iter().map(|d| d.eval(sizes)).collect()
+    }
+
+    /// The byte strides of dimensions 1.. of the packed array of `dims`
+    /// (saturating).
+    pub fn packed_strides(&self, dims: &[u64]) -> Vec<u64> {
+        let mut stride = self.dtype.size() as u64;
+        dims.iter()
+            .take(dims.len().saturating_sub(1))
+            .map(|d| {
+                stride = stride.saturating_mul(*d);
+                stride
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for TensorMapBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let join = |parts: Vec<String>| parts.join(", ");
+        write!(
+            f,
+            "tensor map input{} {} [{}] box [{}] swizzle {}",
+            self.input,
+            self.dtype.name(),
+            join(self.dims.iter().map(ToString::to_string).collect()),
+            join(self.box_dim.iter().map(ToString::to_string).collect()),
+            swizzle_bytes(self.swizzle)
+        )
+    }
+}
+
+/// The swizzle span in bytes (0: none), as the tensor-map text forms write it.
+pub fn swizzle_bytes(swizzle: Swizzle) -> u32 {
+    match swizzle {
+        Swizzle::None => 0,
+        Swizzle::B32 => 32,
+        Swizzle::B64 => 64,
+        Swizzle::B128 => 128,
+    }
+}
+
+/// The swizzle of a span of `bytes` (0: none), the inverse of [`swizzle_bytes`].
+pub fn swizzle_of_bytes(bytes: u32) -> Option<Swizzle> {
+    Some(match bytes {
+        0 => Swizzle::None,
+        32 => Swizzle::B32,
+        64 => Swizzle::B64,
+        128 => Swizzle::B128,
+        _ => return None,
+    })
 }
 
 impl fmt::Display for ParamBinding {
@@ -141,6 +221,7 @@ impl fmt::Display for ParamBinding {
             ParamBinding::Scratch(i) => write!(f, "scratch{i}"),
             ParamBinding::Size(e) => write!(f, "u64 {e}"),
             ParamBinding::FloatAttr(name) => write!(f, "f32 attr {name}"),
+            ParamBinding::TensorMap(map) => write!(f, "{map}"),
         }
     }
 }

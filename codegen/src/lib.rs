@@ -27,7 +27,8 @@ pub mod templates;
 pub use compile::{compile, compile_with_plan};
 pub use error::CodegenError;
 pub use launch::{
-    CompiledKernel, GridRule, Launch, OutputBuffer, ParamBinding, RunSizes, ScratchBuffer, SizeExpr,
+    CompiledKernel, GridRule, Launch, OutputBuffer, ParamBinding, RunSizes, ScratchBuffer,
+    SizeExpr, TensorMapBinding,
 };
 pub use lower::{Primitive, lower};
 pub use serial::SerialError;

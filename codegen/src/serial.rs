@@ -13,6 +13,7 @@
 //! param input 0
 //! param size N
 //! param float_attr padding_value
+//! param tensor_map 1 bf16 128 64,64 | (mul 4 128) | T
 //! ptx 1234
 //! <the PTX text, exactly 1234 bytes>
 //! ```
@@ -25,6 +26,7 @@ use std::fmt::Write as _;
 
 use crate::launch::{
     CompiledKernel, GridRule, Launch, OutputBuffer, ParamBinding, ScratchBuffer, SizeExpr,
+    TensorMapBinding, swizzle_bytes, swizzle_of_bytes,
 };
 use crate::spec::{Arch, DType};
 
@@ -76,6 +78,7 @@ impl CompiledKernel {
                     ParamBinding::Scratch(i) => writeln!(out, "param scratch {i}"),
                     ParamBinding::Size(e) => writeln!(out, "param size {}", size_text(e)),
                     ParamBinding::FloatAttr(name) => writeln!(out, "param float_attr {name}"),
+                    ParamBinding::TensorMap(map) => writeln!(out, "param {}", tensor_map_text(map)),
                 };
             }
         }
@@ -232,7 +235,51 @@ fn read_param(rest: &str) -> Result<ParamBinding, String> {
         "float_attr" if !value.is_empty() && !value.contains(' ') => {
             ParamBinding::FloatAttr(value.to_string())
         }
+        "tensor_map" => ParamBinding::TensorMap(parse_tensor_map(value)?),
         _ => return Err(format!("bad param `{rest}`")),
+    })
+}
+
+/// `tensor_map INPUT DTYPE SWIZZLE BOX,.. | DIM | ..`: the box and the
+/// prefix-form dimensions innermost first, the swizzle span in bytes.
+fn tensor_map_text(map: &TensorMapBinding) -> String {
+    let boxes: Vec<String> = map.box_dim.iter().map(ToString::to_string).collect();
+    let mut text = format!(
+        "tensor_map {} {} {} {}",
+        map.input,
+        map.dtype.name(),
+        swizzle_bytes(map.swizzle),
+        boxes.join(",")
+    );
+    for d in &map.dims {
+        text.push_str(" | ");
+        text.push_str(&size_text(d));
+    }
+    text
+}
+
+/// Reads what [`tensor_map_text`] writes after `tensor_map `.
+fn parse_tensor_map(value: &str) -> Result<TensorMapBinding, String> {
+    let bad = || format!("bad tensor map `{value}`");
+    let mut parts = value.split(" | ");
+    let head: Vec<&str> = parts.next().ok_or_else(bad)?.split(' ').collect();
+    let [input, dtype, swizzle, boxes] = head[..] else {
+        return Err(bad());
+    };
+    let box_dim = boxes
+        .split(',')
+        .map(parse_number)
+        .collect::<Result<Vec<u32>, _>>()?;
+    let dims = parts.map(parse_size).collect::<Result<Vec<_>, _>>()?;
+    if dims.len() != box_dim.len() {
+        return Err(bad());
+    }
+    Ok(TensorMapBinding {
+        input: parse_number(input)?,
+        dtype: DType::from_name(dtype).ok_or_else(bad)?,
+        dims,
+        box_dim,
+        swizzle: swizzle_of_bytes(parse_number(swizzle)?).ok_or_else(bad)?,
     })
 }
 
@@ -339,6 +386,16 @@ mod tests {
                         ParamBinding::Size(SizeExpr::Batch + SizeExpr::Const(1)),
                         ParamBinding::Size(SizeExpr::MaxLen),
                         ParamBinding::FloatAttr("padding_value".to_string()),
+                        ParamBinding::TensorMap(TensorMapBinding {
+                            input: 1,
+                            dtype: DType::BF16,
+                            dims: vec![
+                                SizeExpr::Const(4) * SizeExpr::Const(128),
+                                SizeExpr::TotalRows,
+                            ],
+                            box_dim: vec![64, 64],
+                            swizzle: crate::kernel::Swizzle::B128,
+                        }),
                     ],
                 },
                 Launch {
@@ -385,6 +442,10 @@ mod tests {
             ),
             "{text}"
         );
+        assert!(
+            text.contains("param tensor_map 1 bf16 128 64,64 | (mul 4 128) | T\n"),
+            "{text}"
+        );
         assert_eq!(CompiledKernel::from_text(&text).expect("reads back"), k);
     }
 
@@ -400,5 +461,11 @@ mod tests {
         let bad = text.replace("(mul T 3)", "(mul T 3");
         assert!(CompiledKernel::from_text(&bad).is_err());
         assert!(CompiledKernel::from_text("jagged-compiled 2\n").is_err());
+        for damaged in ["bf16 96 ", "64,64 | (mul 4 128) | T", "bf61 128 ", "bf16 128 64,x"] {
+            let bad = text.replace("bf16 128 ", damaged);
+            assert!(CompiledKernel::from_text(&bad).is_err(), "{damaged}");
+        }
+        let bad = text.replace(" | T\n", "\n");
+        assert!(CompiledKernel::from_text(&bad).is_err());
     }
 }

@@ -21,16 +21,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jagged_codegen::kernel::Swizzle;
 use jagged_codegen::{
     CODEGEN_SOURCE_HASH, CODEGEN_VERSION, CodegenError, CompiledKernel, ParamBinding, RunSizes,
-    Spec,
+    Spec, TensorMapBinding,
 };
+use jagged_emu::tensormap::{TensorMapDataType, TensorMapSwizzle};
 use jagged_ir::bind::{BindError, InputDesc, find_input};
 use jagged_ir::tensor::check_offsets;
 use jagged_ir::{AttrValue, DType, DenseTensor, Dim, Graph, Handle, Node, TensorError};
 
 use crate::RuntimeError;
-use crate::backend::{KernelArg, LaunchDims, ModuleId};
+use crate::backend::{KernelArg, LaunchDims, ModuleId, TiledMap};
 use crate::cache::{CacheEntry, CacheKey, KernelCache};
 use crate::runtime::Runtime;
 use crate::tensor::DeviceBuffer;
@@ -526,13 +528,15 @@ impl Runtime {
         inputs: &[(&str, &DeviceTensor)],
         owned: &mut Vec<DeviceBuffer>,
     ) -> Result<Launched, GraphRunError> {
-        let graph_inputs: Vec<KernelArg> = graph
+        let buffers: Vec<DeviceBuffer> = graph
             .inputs()
-            .map(|(_, name, _)| Ok(find_input(inputs, name)?.buffer.arg()))
+            .map(|(_, name, _)| Ok(find_input(inputs, name)?.buffer.clone()))
             .collect::<Result<_, GraphRunError>>()?;
+        let graph_inputs: Vec<KernelArg> = buffers.iter().map(DeviceBuffer::arg).collect();
         let mut target = RuntimeTarget {
             runtime: self,
             module,
+            inputs: buffers,
             owned,
         };
         let planned = launch_plan(
@@ -629,12 +633,24 @@ pub trait LaunchTarget {
         elems: usize,
         index: usize,
     ) -> Result<i64, GraphRunError>;
+    /// A tensor map `map` over the input passed as `input`, encoded for this
+    /// target's device. Only a target that owns its inputs' buffers can
+    /// encode one; a module with a tensor-map parameter is refused elsewhere
+    /// (the caller must compile it without one).
+    fn tensor_map(&mut self, input: KernelArg, map: &TiledMap) -> Result<KernelArg, GraphRunError> {
+        let _ = (input, map);
+        Err(GraphRunError::Unsupported(
+            "a tensor-map parameter on memory the runtime does not own".to_string(),
+        ))
+    }
 }
 
 /// The runtime's own buffers and stream, for [`Runtime::run_graph`].
 struct RuntimeTarget<'a> {
     runtime: &'a mut Runtime,
     module: ModuleId,
+    /// The graph's input buffers, which tensor maps are encoded over.
+    inputs: Vec<DeviceBuffer>,
     /// Every buffer allocated, to free on an error.
     owned: &'a mut Vec<DeviceBuffer>,
 }
@@ -685,6 +701,17 @@ impl LaunchTarget for RuntimeTarget<'_> {
         values.get(index).copied().ok_or_else(|| {
             GraphRunError::Unsupported(format!("output '{name}' has no element {index}"))
         })
+    }
+
+    fn tensor_map(&mut self, input: KernelArg, map: &TiledMap) -> Result<KernelArg, GraphRunError> {
+        let buffer = self
+            .inputs
+            .iter()
+            .find(|b| b.arg() == input)
+            .ok_or_else(|| {
+                GraphRunError::Unsupported(format!("a tensor map over {input:?}, no input buffer"))
+            })?;
+        Ok(self.runtime.tensor_map(buffer, map)?)
     }
 }
 
@@ -769,6 +796,13 @@ pub fn launch_plan<T: LaunchTarget>(
                         GraphRunError::Bind(BindError::MissingAttribute { name: name.clone() })
                     })?;
                     KernelArg::F32(value.as_f64() as f32)
+                }
+                ParamBinding::TensorMap(map) => {
+                    let input = *inputs
+                        .get(map.input)
+                        .ok_or_else(|| missing("input", map.input))?;
+                    let tiled = tiled_map(map, sizes).map_err(bad)?;
+                    target.tensor_map(input, &tiled)?
                 }
             });
         }
@@ -912,6 +946,45 @@ pub fn bind_external(
         },
         attrs: binding.attrs,
         checks,
+    })
+}
+
+/// The runtime's form of a tensor-map binding for `sizes`: the packed
+/// strides of its dimensions, element strides 1, zero fill. A dimension of
+/// 0 (`T = 0`) is encoded as 1, as the driver takes no empty dimension: the
+/// kernel must copy nothing from an empty array.
+fn tiled_map(map: &TensorMapBinding, sizes: &RunSizes) -> Result<TiledMap, String> {
+    let data_type = match map.dtype {
+        DType::BF16 => TensorMapDataType::Bfloat16,
+        DType::F16 => TensorMapDataType::Float16,
+        DType::F32 => TensorMapDataType::Float32,
+        DType::F64 => TensorMapDataType::Float64,
+        DType::I32 => TensorMapDataType::Int32,
+        DType::I64 => TensorMapDataType::Int64,
+        DType::U8 | DType::Bool => TensorMapDataType::Uint8,
+    };
+    let swizzle = match map.swizzle {
+        Swizzle::None => TensorMapSwizzle::None,
+        Swizzle::B32 => TensorMapSwizzle::B32,
+        Swizzle::B64 => TensorMapSwizzle::B64,
+        Swizzle::B128 => TensorMapSwizzle::B128,
+    };
+    if map.box_dim.len() != map.dims.len() {
+        return Err(format!(
+            "a tensor map of {} dimensions with a box of {}",
+            map.dims.len(),
+            map.box_dim.len()
+        ));
+    }
+    let global_dim: Vec<u64> = map.eval_dims(sizes).into_iter().map(|d| d.max(1)).collect();
+    Ok(TiledMap {
+        data_type,
+        global_strides: map.packed_strides(&global_dim),
+        global_dim,
+        box_dim: map.box_dim.clone(),
+        element_strides: vec![1; map.box_dim.len()],
+        swizzle,
+        nan_fill: false,
     })
 }
 

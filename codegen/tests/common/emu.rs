@@ -61,6 +61,12 @@ pub fn run_capped(
                         .find(|(n, _)| n == name)
                         .map_or_else(|| panic!("attribute {name} not given"), |&(_, v)| v),
                 ),
+                ParamBinding::TensorMap(map) => {
+                    panic!(
+                        "{}: this harness passes no tensor map ({map})",
+                        launch.entry
+                    )
+                }
             })
             .collect();
         let config = LaunchConfig {
