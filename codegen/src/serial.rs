@@ -461,7 +461,12 @@ mod tests {
         let bad = text.replace("(mul T 3)", "(mul T 3");
         assert!(CompiledKernel::from_text(&bad).is_err());
         assert!(CompiledKernel::from_text("jagged-compiled 2\n").is_err());
-        for damaged in ["bf16 96 ", "64,64 | (mul 4 128) | T", "bf61 128 ", "bf16 128 64,x"] {
+        for damaged in [
+            "bf16 96 ",
+            "64,64 | (mul 4 128) | T",
+            "bf61 128 ",
+            "bf16 128 64,x",
+        ] {
             let bad = text.replace("bf16 128 ", damaged);
             assert!(CompiledKernel::from_text(&bad).is_err(), "{damaged}");
         }

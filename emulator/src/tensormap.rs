@@ -183,8 +183,9 @@ impl TensorMapSwizzle {
         }
     }
 
-    /// The shared-memory address where the byte of unswizzled address `addr` lands
-    /// (see [`swizzle_address`]).
+    /// The shared-memory address where the byte of unswizzled address `addr` lands:
+    /// bits 4.. of the address (the 16-byte chunk within the span) are XORed with the
+    /// bits 7.. (the 128-byte row modulo 2, 4 or 8).
     pub fn apply(self, addr: u32) -> u32 {
         swizzle_address(addr, self.span().unwrap_or(0))
     }
