@@ -23,6 +23,12 @@ impl Arch {
             Arch::Sm90a => "sm_90a",
         }
     }
+
+    /// The arch whose [`Arch::ptx_target`] name is `name`: the one parser
+    /// behind `JAGGED_ARCH`, `jagc --arch` and `specialize(arch = ...)`.
+    pub fn from_name(name: &str) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| a.ptx_target() == name)
+    }
 }
 
 impl fmt::Display for Arch {

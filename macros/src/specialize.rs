@@ -65,9 +65,8 @@ fn arch(e: &Expr) -> syn::Result<Arch> {
         Expr::Path(p) => p.path.get_ident().map(ToString::to_string),
         _ => None,
     };
-    Arch::ALL
-        .into_iter()
-        .find(|a| name.as_deref() == Some(a.ptx_target()))
+    name.as_deref()
+        .and_then(Arch::from_name)
         .ok_or_else(|| Error::new_spanned(e, "expected an architecture: sm_80 or sm_90a"))
 }
 

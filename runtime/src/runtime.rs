@@ -26,14 +26,10 @@ pub const ARCH_ENV: &str = "JAGGED_ARCH";
 /// The arch named `value` (`sm_80` or `sm_90a`, any case); `setting` names
 /// where the value came from (such as [`ARCH_ENV`]) for the error.
 pub fn parse_arch(setting: &str, value: &str) -> Result<Arch, RuntimeError> {
-    let name = value.trim().to_ascii_lowercase();
-    Arch::ALL
-        .into_iter()
-        .find(|arch| arch.ptx_target() == name)
-        .ok_or_else(|| RuntimeError::UnknownArch {
-            setting: setting.to_string(),
-            value: value.to_string(),
-        })
+    Arch::from_name(&value.trim().to_ascii_lowercase()).ok_or_else(|| RuntimeError::UnknownArch {
+        setting: setting.to_string(),
+        value: value.to_string(),
+    })
 }
 
 /// The arch [`ARCH_ENV`] sets, `None` when it is unset or empty.

@@ -813,10 +813,7 @@ pub fn build_graph(op: Op, facts: &Facts, attrs: &Attrs) -> Result<Graph, CliErr
 
 /// Parses `--arch`.
 pub fn parse_arch(s: &str) -> Result<Arch, String> {
-    Arch::ALL
-        .into_iter()
-        .find(|a| a.ptx_target() == s)
-        .ok_or_else(|| format!("unknown arch `{s}` (expected sm_80 or sm_90a)"))
+    Arch::from_name(s).ok_or_else(|| format!("unknown arch `{s}` (expected sm_80 or sm_90a)"))
 }
 
 /// Parses `--dtype`.
