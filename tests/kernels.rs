@@ -202,8 +202,8 @@ fn primitives_every_dtype_and_offsets_type() {
     }
 }
 
-/// Both archs: on sm_90a, D = 64 takes the wgmma kernel and D = 32 the
-/// mma.sync one.
+/// Both archs: on sm_90a, D = 32 and 64 take the wgmma kernel (the 64-byte
+/// and the 128-byte swizzle).
 #[test]
 fn attention_ops_bf16_and_f16() {
     let mut rt = emu();
@@ -243,7 +243,7 @@ fn attention_ops_bf16_and_f16() {
 
 /// Sequences spanning several key blocks (64 keys and 64 query rows per
 /// block at D = 32 and 64 and this bucket, `templates::attention::Tiles`,
-/// and in the wgmma kernel of sm_90a at D = 64): the online softmax
+/// and in the wgmma kernel of sm_90a at both): the online softmax
 /// rescaling across key blocks, the causal skipping of key blocks past the
 /// query block, and boundary blocks at 63 / 64 / 65 / 130 rows and at
 /// `max_len`, truncated above it. Softmax and SiLU, causal and not, one
@@ -259,7 +259,7 @@ fn attention_several_key_blocks() {
         (DType::BF16, true, Activation::Silu),
     ];
     for (k, (dtype, causal, activation)) in cases.into_iter().enumerate() {
-        // D = 64 on every other case: the wgmma kernel on sm_90a.
+        // D = 32 and 64 alternating: the wgmma kernel on sm_90a at both.
         let head_dim = 32 << (k % 2);
         let graph = ops::jagged_flash_attention(&AttentionSpec {
             input_dtype: dtype,

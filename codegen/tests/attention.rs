@@ -101,7 +101,7 @@ fn layouts() -> Vec<Vec<usize>> {
 }
 
 /// Every (dtype, activation, causal, arch) for one head dim (on sm_90a the
-/// wgmma kernel for D = 64 and 128, the mma.sync one otherwise).
+/// wgmma kernel for D = 32, 64 and 128, the mma.sync one otherwise).
 fn check_head_dim(head_dim: usize, heads: usize, seed: u64) {
     let mut k = 0;
     for dtype in [DType::F16, DType::BF16] {
@@ -174,6 +174,9 @@ fn several_blocks() {
         check(&g, 150, &[vec![150, 0, 131, 3, 170]], arch, 602);
         let g = attention_graph(DType::F16, 1, 32, Activation::Silu, false);
         check(&g, 100, &[vec![97, 100, 1]], arch, 601);
+        // 128 keys per block in the wgmma kernel (buckets >= 256) at D = 32.
+        let g = attention_graph(DType::BF16, 2, 32, Activation::Softmax, true);
+        check(&g, 300, &[vec![300, 0, 260, 3]], arch, 603);
     }
 }
 
@@ -215,6 +218,8 @@ fn grid_stride() {
     // The wgmma kernel: each CTA restarts its pipeline per item.
     let g = attention_graph(DType::BF16, 2, 64, Activation::Softmax, true);
     check_capped(&g, 70, &[vec![70, 5, 0, 66]], Arch::Sm90a, 701, 3);
+    let g = attention_graph(DType::F16, 2, 32, Activation::Softmax, false);
+    check_capped(&g, 70, &[vec![70, 5, 0, 66]], Arch::Sm90a, 702, 3);
 }
 
 /// Buckets of 1024 rows and more use 128-row query blocks in the mma.sync

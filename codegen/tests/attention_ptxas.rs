@@ -180,7 +180,7 @@ fn sm90a_forward_runs_both_products_on_wgmma() {
     let (Some(ptxas_path), Some(nvdisasm)) = (tools::ptxas(test), tools::nvdisasm(test)) else {
         return;
     };
-    for head_dim in [64, 128] {
+    for head_dim in [32, 64, 128] {
         let block_n = 128;
         for dtype in [DType::F16, DType::BF16] {
             let graph = attention_graph(dtype, 2, head_dim, Activation::Softmax, true);

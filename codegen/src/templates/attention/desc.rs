@@ -4,7 +4,7 @@
 use crate::kernel::Type;
 use crate::spec::DType;
 
-use super::hopper::{SWIZZLE_ALIGN, SWIZZLE_ROW};
+use super::hopper::{swizzle_align, swizzle_span};
 use super::tiles::Tiles;
 
 /// The probability function between the two products.
@@ -55,17 +55,17 @@ pub struct AttentionDesc {
     /// Tile shape.
     pub tiles: Tiles,
     /// The Hopper mainloop (sm_90a): both products on `wgmma.mma_async`
-    /// from 128-byte-swizzled shared tiles (see `hopper`); `mma.sync` otherwise.
+    /// from swizzled shared tiles (see `hopper`); `mma.sync` otherwise.
     pub wgmma: bool,
 }
 
 impl AttentionDesc {
     /// Bytes between two consecutive rows of a shared tile: a padded row
-    /// of `D` 16-bit elements, or with `wgmma` one swizzled 128-byte row of
-    /// a 64-column block.
+    /// of `D` 16-bit elements, or with `wgmma` one swizzled row of a
+    /// column block (128 bytes, or 64 at D = 32).
     pub(super) fn smem_stride(&self) -> u32 {
         if self.wgmma {
-            SWIZZLE_ROW
+            swizzle_span(self.head_dim)
         } else {
             self.head_dim * 2 + 16
         }
@@ -81,7 +81,7 @@ impl AttentionDesc {
     }
 
     /// Shared rows the Q tile takes: `block_m`, or with `wgmma` at least
-    /// `block_n` (there every tile's 64-column blocks are `block_n` rows
+    /// `block_n` (there every tile's column blocks are `block_n` rows
     /// apart).
     pub(super) fn smem_q_rows(&self) -> u32 {
         if self.wgmma {
@@ -94,7 +94,11 @@ impl AttentionDesc {
     /// Dynamic shared memory: the Q tile and the stages of K and V (with
     /// `wgmma`, and the slack to align them to the swizzle pattern).
     pub fn dynamic_shared_bytes(&self) -> u32 {
-        let align = if self.wgmma { SWIZZLE_ALIGN } else { 0 };
+        let align = if self.wgmma {
+            swizzle_align(self.head_dim)
+        } else {
+            0
+        };
         let rows = self.smem_q_rows() + 2 * self.tiles.stages * self.tiles.block_n;
         align + self.smem_row_bytes() * rows
     }

@@ -7,12 +7,15 @@
 //! online softmax or SiLU and the epilogue are the forward kernel's own.
 //! What differs is here:
 //!
-//! - the shared tiles (Q, and every stage of K and V) are stored as
-//!   64-column blocks of `BN` rows of 128 bytes (Q's 64 rows spaced like
-//!   K's and V's `BN`), the 16-byte chunks of each row permuted by XOR
-//!   with the row's index mod 8 (the 128-byte swizzle of the `wgmma`
-//!   descriptors: an 8-row group of a column's chunks hits all 32 banks),
-//!   at a base aligned to 1024 bytes. `cp.async` copies each 16-byte chunk
+//! - the shared tiles (Q, and every stage of K and V) are stored as column
+//!   blocks of `BN` swizzled rows (Q's 64 rows spaced like K's and V's
+//!   `BN`). The swizzle span is the row: 128 bytes (64 columns) for
+//!   D = 64 and 128, 64 bytes (all 32 columns) for D = 32. The 16-byte
+//!   chunks of a row are permuted by XOR with bits 7.. of its address (the
+//!   row mod 8 with 128-byte rows, half the row mod 4 with 64-byte rows:
+//!   the 128- and 64-byte swizzles of the `wgmma` descriptors; an 8-row
+//!   group of a column's chunks hits all 32 banks), at a base aligned to
+//!   the pattern (1024 or 512 bytes). `cp.async` copies each 16-byte chunk
 //!   to its swizzled place;
 //! - `S = Q K^T` is `D / 16` `wgmma.m64nBNk16` with Q (A) and K (B) read
 //!   through K-major descriptors;
@@ -41,38 +44,59 @@ use super::writer::{FlashWriter, Lanes, TileLoader};
 /// tile of the Hopper kernel.
 const TILE_ROWS: u32 = 64;
 
-/// Bytes of a swizzled shared row: 64 16-bit columns.
-pub(super) const SWIZZLE_ROW: u32 = 128;
+/// Bytes of a swizzled shared row (the swizzle span) at head dim
+/// `head_dim`: 64 16-bit columns (the 128-byte swizzle) for D >= 64, the
+/// 32 columns of D = 32 in a 64-byte row (the 64-byte swizzle).
+pub(super) fn swizzle_span(head_dim: u32) -> u32 {
+    (2 * head_dim).min(128)
+}
 
-/// Alignment of the shared tiles: the 128-byte swizzle repeats every 8 rows.
-pub(super) const SWIZZLE_ALIGN: u32 = 1024;
+/// Alignment of the shared tiles at head dim `head_dim`: the swizzle
+/// pattern repeats every 8 rows (1024 bytes, or 512 with 64-byte rows).
+pub(super) fn swizzle_align(head_dim: u32) -> u32 {
+    8 * swizzle_span(head_dim)
+}
 
-/// Q and K as K-major operands: rows of 128 bytes, 8-row groups 1024 bytes
-/// apart (the leading-dimension offset is unused with a swizzle).
-const K_MAJOR: MatrixLayout = MatrixLayout {
-    lbo: 16,
-    sbo: 8 * SWIZZLE_ROW,
-    swizzle: Swizzle::B128,
-};
+/// The descriptor's swizzle mode of rows of `span` bytes (64 or 128).
+fn swizzle_mode(span: u32) -> Swizzle {
+    if span == 64 {
+        Swizzle::B64
+    } else {
+        Swizzle::B128
+    }
+}
 
-/// V as the N-major B of `P V`: one 128-byte row of 64 columns per key,
-/// 8-key groups 1024 bytes apart, 64-column blocks `column_block` apart.
-fn n_major(column_block: u32) -> MatrixLayout {
+/// Q and K as K-major operands: rows of `span` bytes, 8-row groups
+/// `8 span` bytes apart (the leading-dimension offset is unused with a
+/// swizzle).
+fn k_major(span: u32) -> MatrixLayout {
+    MatrixLayout {
+        lbo: 16,
+        sbo: 8 * span,
+        swizzle: swizzle_mode(span),
+    }
+}
+
+/// V as the N-major B of `P V`: one `span`-byte row of `span / 2` columns
+/// per key, 8-key groups `8 span` bytes apart, column blocks
+/// `column_block` apart.
+fn n_major(column_block: u32, span: u32) -> MatrixLayout {
     MatrixLayout {
         lbo: column_block,
-        sbo: 8 * SWIZZLE_ROW,
-        swizzle: Swizzle::B128,
+        sbo: 8 * span,
+        swizzle: swizzle_mode(span),
     }
 }
 
 /// The tiles of the Hopper kernel for head dim `head_dim` and max-length
 /// bucket `max_len_bucket`, or `None` where it has no variant (then the
 /// `mma.sync` kernel, which also runs on sm_90a, takes the spec): one
-/// warpgroup of 64 query rows and two `cp.async` stages. D = 64 and 128:
-/// their rows are whole 128-byte swizzle rows (D = 32 would take the
-/// 64-byte swizzle) and the output accumulator (D / 2 registers) leaves
-/// room for S and P (D = 256 would hold 128 of them, and its copy passes
-/// of 4 rows would need a swizzle shift per pass).
+/// warpgroup of 64 query rows and two `cp.async` stages. D = 32, 64 and
+/// 128: a copy pass of 128 threads covers a multiple of 8 rows (the
+/// swizzle's period; [`swizzle_span`] gives the row) and the output
+/// accumulator (D / 2 registers) leaves room for S and P (D = 256 would
+/// hold 128 of them, and its copy passes of 4 rows would need a swizzle
+/// shift per pass).
 ///
 /// Keys per block: 64 (S is one `m64n64` accumulator, 32 registers per
 /// thread), or 128 for buckets of at least 256 rows: half the per-block
@@ -84,7 +108,7 @@ pub(super) fn hopper_tiles(head_dim: u32, max_len_bucket: u32) -> Option<Tiles> 
     } else {
         TILE_ROWS
     };
-    matches!(head_dim, 64 | 128).then_some(Tiles {
+    matches!(head_dim, 32 | 64 | 128).then_some(Tiles {
         block_m: TILE_ROWS,
         block_n,
         warp_rows: 16,
@@ -101,54 +125,74 @@ pub(super) struct Descriptors {
 }
 
 impl FlashWriter<'_> {
-    /// Bytes between the 64-column blocks of every shared tile: `block_n`
-    /// rows of 128 bytes (the Q tile, of `block_m <= block_n` rows, is
-    /// spaced like K and V so that one loader serves them all).
+    /// Bytes of a swizzled shared row ([`swizzle_span`]).
+    fn span(&self) -> u32 {
+        swizzle_span(self.d.head_dim)
+    }
+
+    /// Bytes between the column blocks (of `span / 2` columns) of every
+    /// shared tile: `block_n` rows of [`Self::span`] bytes (the Q tile, of
+    /// `block_m <= block_n` rows, is spaced like K and V so that one loader
+    /// serves them all).
     fn column_block(&self) -> u32 {
-        self.d.tiles.block_n * SWIZZLE_ROW
+        self.d.tiles.block_n * self.span()
     }
 
-    /// The 1024-byte-aligned shared address of the tiles (u32).
+    /// The shared address of the tiles (u32), aligned to the swizzle
+    /// pattern ([`swizzle_align`]).
     fn aligned_smem(&mut self, smem: Reg) -> Reg {
-        let up = self.u32_op(BinOp::Add, smem, Self::imm(SWIZZLE_ALIGN - 1));
-        self.u32_op(BinOp::And, up, Operand::Int(-i64::from(SWIZZLE_ALIGN)))
+        let align = swizzle_align(self.d.head_dim);
+        let up = self.u32_op(BinOp::Add, smem, Self::imm(align - 1));
+        self.u32_op(BinOp::And, up, Operand::Int(-i64::from(align)))
     }
 
-    /// `t` (a [`FlashWriter::tile_loader`] with 128-byte rows) moved to the
-    /// swizzled place of this thread's chunk, in the aligned tiles: chunk
-    /// `c` of row `r` goes to column block `c / 8`, chunk `(c % 8) ^ (r % 8)`
-    /// of its 128-byte row. Every row this thread copies is `r` plus a
-    /// multiple of 8, so one shift serves all of them (column blocks are
-    /// [`Self::column_block`] apart in every tile).
+    /// `t` (a [`FlashWriter::tile_loader`] with rows of [`Self::span`]
+    /// bytes) moved to the swizzled place of this thread's chunk, in the
+    /// aligned tiles. With `n = span / 16` chunks per swizzled row, chunk
+    /// `c` of row `r` goes to column block `c / n`, chunk
+    /// `(c % n) ^ ((r span / 128) % n)` of its row (the address bits 4..
+    /// XORed with bits 7..). That phase repeats every 8 rows and every row
+    /// this thread copies is `r` plus a multiple of 8 (`128 / (D / 8)`
+    /// rows per copy pass), so one shift serves all of them (column blocks
+    /// are [`Self::column_block`] apart in every tile).
     pub(super) fn swizzled_loader(&mut self, t: &TileLoader, lanes: &Lanes) -> TileLoader {
-        let cpr = self.chunks_per_row;
+        let (cpr, span) = (self.chunks_per_row, self.span());
+        let per_row = span / 16;
         let col = self.u32_op(BinOp::And, lanes.tid, Self::imm(cpr - 1));
         let row = self.u32_op(BinOp::Shr, lanes.tid, Self::imm(cpr.trailing_zeros()));
-        let chunk = self.u32_op(BinOp::And, col, Operand::Int(7));
-        let block = self.u32_op(BinOp::Shr, col, Operand::Int(3));
-        let phase = self.u32_op(BinOp::And, row, Operand::Int(7));
+        let chunk = self.u32_op(BinOp::And, col, Self::imm(per_row - 1));
+        let block = self.u32_op(BinOp::Shr, col, Self::imm(per_row.trailing_zeros()));
+        // Rows of `span` bytes per 128 bytes: 1, or 2 with 64-byte rows.
+        let rows_per_line = 128 / span;
+        let line = if rows_per_line > 1 {
+            self.u32_op(BinOp::Shr, row, Self::imm(rows_per_line.trailing_zeros()))
+        } else {
+            row
+        };
+        let phase = self.u32_op(BinOp::And, line, Self::imm(per_row - 1));
         let moved = self.u32_op(BinOp::Xor, chunk, phase);
-        // shift = block (column block - 128) + 16 (moved - chunk) + (aligned - smem), mod 2^32.
+        // shift = block (column block - span) + 16 (moved - chunk) + (aligned - smem), mod 2^32.
         let delta = self.u32_op(BinOp::Sub, moved, chunk);
         let aligned = self.aligned_smem(lanes.smem);
         let align_shift = self.u32_op(BinOp::Sub, aligned, lanes.smem);
         let shift = self.mad_u32(delta, 16, align_shift);
-        let shift = self.mad_u32(block, self.column_block() - SWIZZLE_ROW, shift);
+        let shift = self.mad_u32(block, self.column_block() - span, shift);
         self.shifted_loader(t, shift)
     }
 
     /// The descriptors of Q (at the aligned base) and of the first K and V
     /// stages (`k_base`, `v_base` bytes past it).
     pub(super) fn descriptors(&mut self, smem: Reg, k_base: u32, v_base: u32) -> Descriptors {
+        let span = self.span();
         let aligned = self.aligned_smem(smem);
         let k_addr = self.u32_op(BinOp::Add, aligned, Self::imm(k_base));
         let v_addr = self.u32_op(BinOp::Add, aligned, Self::imm(v_base));
         Descriptors {
-            q: self.b.matrix_descriptor(aligned, K_MAJOR),
-            k: self.b.matrix_descriptor(k_addr, K_MAJOR),
+            q: self.b.matrix_descriptor(aligned, k_major(span)),
+            k: self.b.matrix_descriptor(k_addr, k_major(span)),
             v: self
                 .b
-                .matrix_descriptor(v_addr, n_major(self.column_block())),
+                .matrix_descriptor(v_addr, n_major(self.column_block(), span)),
         }
     }
 
@@ -186,8 +230,10 @@ impl FlashWriter<'_> {
     /// `m64nBNk16` per 16 columns of D (the first overwrites `s`), after a
     /// `wgmma.fence`.
     fn wgmma_scores(&mut self, s: &[Acc], descs: &Descriptors, k: Reg) {
+        // k16 steps (32 bytes) per swizzled row.
+        let steps = self.span() / 32;
         for kk in 0..self.d.head_dim / 16 {
-            let off = (kk / 4) * self.column_block() + (kk % 4) * 32;
+            let off = (kk / steps) * self.column_block() + (kk % steps) * 32;
             let a = self.advance(descs.q, off);
             let b = self.advance(k, off);
             self.wgmma(s, WgmmaA::Desc(a), b, kk > 0, false);
@@ -199,7 +245,7 @@ impl FlashWriter<'_> {
     /// `wgmma.fence`.
     fn wgmma_accumulate(&mut self, o: &[Acc], p: &[[Reg; 4]], v: Reg) {
         for (kk, &frag) in p.iter().enumerate() {
-            let b = self.advance(v, kk as u32 * 16 * SWIZZLE_ROW);
+            let b = self.advance(v, kk as u32 * 16 * self.span());
             self.wgmma(o, WgmmaA::Regs(frag), b, true, true);
         }
     }
