@@ -21,14 +21,18 @@
 //!
 //! Every output is checked against f64 loops written here. On the
 //! emulator (no GPU), each step's cost-model counts are printed against
-//! the minimum traffic (inputs read once, outputs written once).
+//! the minimum traffic (inputs read once, outputs written once); with
+//! `PER_KERNEL=1`, each step's row is followed by one row per kernel
+//! launch ([`Runtime::take_launch_log`]).
 //!
 //! `cargo run --release --example event_pipeline`
+//! (`PER_KERNEL=1 cargo run --release --example event_pipeline`)
 
 use std::error::Error;
 use std::time::Instant;
 
 use jagged::dsl::Activation;
+use jagged::emu::Profile;
 use jagged::ir::{DType, DenseTensor};
 use jagged::nested::NestedJagged;
 use jagged::ops::attention::{AttentionOptions, jagged_flash_attention};
@@ -36,7 +40,7 @@ use jagged::ops::events::{
     DeviceNested, PruneOptions, Reduce, column_mask, event_boost, event_prune, session_pool,
     session_segment, user_pool,
 };
-use jagged::runtime::{DeviceTensor, Runtime};
+use jagged::runtime::{DeviceTensor, LaunchRecord, Runtime};
 use jagged::testing::{Rng, rel_l2, tolerance};
 
 /// Features per event.
@@ -59,6 +63,8 @@ const MAX_EVENTS: usize = 4096;
 /// emulator's longest step: the 3347 events of the longest Zipf history
 /// take 22M warp instructions), so the example keeps to [`USERS`] users.
 const BURST: usize = 2048;
+/// Set (to anything but `0`) to print each step's kernels under its row.
+const PER_KERNEL_ENV: &str = "PER_KERNEL";
 /// Zipf's exponent: `P(L = k)` proportional to `k^-ZIPF_S`.
 const ZIPF_S: f64 = 1.1;
 
@@ -130,12 +136,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     // 1. Sessions on the device, from the timestamps.
     let d_times = rt.upload_tensor(&index(DType::I64, &times)?)?;
     let d_events = rt.upload_tensor(&index(DType::I32, &events)?)?;
-    let _ = rt.take_emulator_profile();
+    let _ = take_costs(&mut rt);
     let start = Instant::now();
     let cut = session_segment(&mut rt, &d_times, &d_events, GAP, None)?;
     rt.synchronize()?;
     let t_segment = start.elapsed();
-    let p_segment = rt.take_emulator_profile();
+    let p_segment = take_costs(&mut rt);
     let got_sessions = download(&mut rt, &cut.session_offsets)?;
     let got_users = download(&mut rt, &cut.user_offsets)?;
     let as_f64 = |v: &[usize]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
@@ -165,7 +171,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let d_cond = rt.upload_tensor(&index(DType::I32, &cond)?)?;
     let d_table = rt.upload_tensor(&DenseTensor::from_f64(DType::F32, vec![G, C], &table)?)?;
     let d_columns = column_mask(&mut rt, D, &BOOSTED)?;
-    let _ = rt.take_emulator_profile();
+    let _ = take_costs(&mut rt);
 
     // 2. event_boost on the flat form.
     let start = Instant::now();
@@ -180,18 +186,18 @@ fn main() -> Result<(), Box<dyn Error>> {
     )?;
     rt.synchronize()?;
     let t_boost = start.elapsed();
-    let p_boost = rt.take_emulator_profile();
+    let p_boost = take_costs(&mut rt);
     // 3. session means, then the max over each user's sessions.
     let start = Instant::now();
     let pooled = session_pool(&mut rt, &boosted, &dev.session_offsets, Reduce::Mean)?;
     rt.synchronize()?;
     let t_sessions = start.elapsed();
-    let p_sessions = rt.take_emulator_profile();
+    let p_sessions = take_costs(&mut rt);
     let start = Instant::now();
     let per_user = user_pool(&mut rt, &pooled, &dev.user_offsets, Reduce::Max)?;
     rt.synchronize()?;
     let t_users = start.elapsed();
-    let p_users = rt.take_emulator_profile();
+    let p_users = take_costs(&mut rt);
     // 4. Each user's KEEP events of highest boosted feature 0.
     // (The scores, column 0 of the boosted events, through the host.)
     let column0: Vec<f64> = download(&mut rt, &boosted)?
@@ -199,7 +205,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         .map(|row| row[0])
         .collect();
     let scores = rt.upload_tensor(&DenseTensor::from_f64(DType::F32, vec![t_rows], &column0)?)?;
-    let _ = rt.take_emulator_profile();
+    let _ = take_costs(&mut rt);
     let start = Instant::now();
     let options = PruneOptions {
         threshold: None,
@@ -208,7 +214,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let pruned = event_prune(&mut rt, &scores, &d_events, &[&boosted], &options)?;
     rt.synchronize()?;
     let t_prune = start.elapsed();
-    let p_prune = rt.take_emulator_profile();
+    let p_prune = take_costs(&mut rt);
 
     // The f64 loops.
     let mut want_boost = values.clone();
@@ -282,6 +288,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let kept = want_kept.len();
     // scores, offsets and the features in; kept features, indices, offsets out.
     let min_prune = 4 * (t_rows + (b + 1) + t_rows * D) + 4 * (kept * D + kept + b + 1);
+    let per_kernel = std::env::var(PER_KERNEL_ENV).is_ok_and(|v| v != "0");
     println!(
         "\n{:<16} {:>12} {:>16} {:>10} {:>8} {:>10}",
         "step", "min bytes", "bytes (x min)", "warp ins", "global", "time"
@@ -293,21 +300,40 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("user_pool", min_users, p_users, t_users),
         ("event_prune", min_prune, p_prune, t_prune),
     ] {
-        let (bytes, ins, global) = profile.map_or((0, 0, 0), |p| {
-            (
-                32 * (p.global_read_sectors + p.global_write_sectors),
-                p.warp_instructions(),
-                p.global,
-            )
-        });
+        let (total, launches) = profile.unwrap_or_default();
+        let bytes = total.global_sector_bytes();
         println!(
-            "{name:<16} {min:>12} {bytes:>9} ({:>4.2}x) {ins:>10} {global:>8} {:>8.2}ms",
+            "{name:<16} {min:>12} {bytes:>9} ({:>4.2}x) {:>10} {:>8} {:>8.2}ms",
             bytes as f64 / min as f64,
+            total.warp_instructions(),
+            total.global,
             time.as_secs_f64() * 1e3
         );
+        if per_kernel {
+            // Each launch's own counts under the step's columns, then the kernel.
+            for launch in &launches {
+                let p = &launch.profile;
+                println!(
+                    "{:29} {:>9} {:7} {:>10} {:>8}  {} <<<{:?}, {:?}>>>",
+                    "",
+                    p.global_sector_bytes(),
+                    "",
+                    p.warp_instructions(),
+                    p.global,
+                    launch.entry,
+                    launch.dims.grid,
+                    launch.dims.block
+                );
+            }
+        }
     }
     println!(
-        "(bytes = 32 x the 32-byte sectors touched; time includes code generation on first use)"
+        "(bytes = 32 x the 32-byte sectors touched; time includes code generation on first use{})",
+        if per_kernel {
+            "; indented: each kernel launch"
+        } else {
+            "; PER_KERNEL=1 adds each kernel launch"
+        }
     );
     if worst > tol {
         return Err(format!("relative error {worst:e} above the tolerance {tol:e}").into());
@@ -353,6 +379,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         times[0] / times[1]
     );
     Ok(())
+}
+
+/// The emulator's counts since the last call, summed over the launches and
+/// per launch (`None` on CUDA).
+fn take_costs(rt: &mut Runtime) -> Option<(Profile, Vec<LaunchRecord>)> {
+    Some((rt.take_emulator_profile()?, rt.take_launch_log()?))
 }
 
 /// A length in `1..=MAX_EVENTS` drawn with `P(L = k)` proportional to

@@ -226,6 +226,19 @@ pub struct LaunchTiming {
     pub warp_instructions: Option<u64>,
 }
 
+/// One kernel launch on the emulator and what its cost model counted: an entry of
+/// [`crate::Runtime::take_launch_log`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchRecord {
+    /// The kernel's entry name.
+    pub entry: String,
+    /// Its grid, block and dynamic shared memory.
+    pub dims: LaunchDims,
+    /// The emulator's counts for this launch alone (`launches` is 1); summed
+    /// over the launches, they are [`crate::Runtime::take_emulator_profile`]'s.
+    pub profile: jagged_emu::Profile,
+}
+
 /// A backend, chosen at run time. Handles (buffers, modules) are the
 /// runtime's; each backend maps them to its own objects.
 pub(crate) enum Backend {
@@ -267,6 +280,15 @@ impl Backend {
         match self {
             Backend::Cuda(_) => None,
             Backend::Emu(emu) => Some(emu.take_profile()),
+        }
+    }
+
+    /// The emulator's launches since the last call, oldest first (see
+    /// [`crate::Runtime::take_launch_log`]); `None` on CUDA.
+    pub(crate) fn take_launch_log(&mut self) -> Option<Vec<LaunchRecord>> {
+        match self {
+            Backend::Cuda(_) => None,
+            Backend::Emu(emu) => Some(emu.take_launch_log()),
         }
     }
 

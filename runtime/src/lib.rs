@@ -23,7 +23,8 @@ mod runtime;
 mod tensor;
 
 pub use backend::{
-    BackendKind, BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId, TensorMapBytes, TiledMap,
+    BackendKind, BufferId, KernelArg, LaunchDims, LaunchRecord, LaunchTiming, ModuleId,
+    TensorMapBytes, TiledMap,
 };
 pub use cache::{CacheEntry, CacheError, CacheKey, CacheStats, KernelCache};
 pub use error::RuntimeError;

@@ -2,8 +2,8 @@
 
 use crate::RuntimeError;
 use crate::backend::{
-    Backend, BackendKind, BufferId, CudaBackend, KernelArg, LaunchDims, LaunchTiming, ModuleId,
-    TiledMap,
+    Backend, BackendKind, BufferId, CudaBackend, KernelArg, LaunchDims, LaunchRecord, LaunchTiming,
+    ModuleId, TiledMap,
 };
 use crate::params::EntrySignatures;
 use crate::tensor::{
@@ -153,6 +153,17 @@ impl Runtime {
     /// [`Runtime::emulator_profile`], and starts a new sum (to profile one run at a time).
     pub fn take_emulator_profile(&mut self) -> Option<jagged_emu::Profile> {
         self.backend.take_emu_profile()
+    }
+
+    /// On the emulator backend, one [`LaunchRecord`] per kernel launch since the
+    /// runtime was opened or the last call, in launch order: the entry name, grid and
+    /// block, and the cost model ([`jagged_emu::Profile`]) of that launch alone, so the
+    /// cost of each kernel of a step (e.g. the launches of one [`Runtime::run_graph`])
+    /// can be told apart. The records are the same counts
+    /// [`Runtime::take_emulator_profile`] sums, kept until taken (the two are reset
+    /// independently). `None` on CUDA, which has no cost model and keeps no log.
+    pub fn take_launch_log(&mut self) -> Option<Vec<LaunchRecord>> {
+        self.backend.take_launch_log()
     }
 
     /// Why [`Runtime::new`] did not pick CUDA, if it fell back to the emulator.

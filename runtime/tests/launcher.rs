@@ -397,3 +397,47 @@ fn a_cached_module_that_fails_to_load_is_evicted_and_regenerated() {
         .expect("the regenerated entry");
     assert_eq!(again.graph_run_stats().codegen_runs, 0);
 }
+
+/// `Runtime::take_launch_log` on the emulator: one record per launch of a
+/// two-kernel graph, in the compiled module's launch order, whose counts sum
+/// to the step total `take_emulator_profile` reports; a second call is empty.
+#[test]
+fn the_launch_log_has_each_kernel_of_a_run_in_order() {
+    // Off the tensor-core template (f32, D = 8), attention is two kernels:
+    // the softmax statistics, then the output.
+    let graph = ops::fbgemm_jagged_flash_attention_basic(&ops::FbgemmAttentionSpec {
+        input_dtype: DType::F32,
+        dtype: DType::F32,
+        offsets: DType::I32,
+        head_dim: 8,
+        use_mask: false,
+    })
+    .expect("graph");
+    let spec = Spec::for_graph(&graph, MAX_LEN as u64, Arch::Sm80).expect("spec");
+    let mut rt = emu();
+    let (kernel, _) = rt.compile_graph(&graph, &spec).expect("compile");
+    let entries: Vec<&str> = kernel.launches.iter().map(|l| l.entry.as_str()).collect();
+    assert_eq!(entries.len(), 2, "a two-kernel graph: {entries:?}");
+    assert_eq!(rt.take_launch_log(), Some(Vec::new()));
+    let _ = rt.take_emulator_profile();
+
+    run_and_compare(&mut rt, &graph, &[3, 0, 7], &mut Rng(5));
+    let step = rt.take_emulator_profile().expect("emulator");
+    let log = rt.take_launch_log().expect("emulator");
+    let logged: Vec<&str> = log.iter().map(|r| r.entry.as_str()).collect();
+    assert_eq!(logged, entries);
+    let mut sum = jagged_emu::Profile::default();
+    for record in &log {
+        assert_eq!(record.profile.launches, 1);
+        assert!(record.profile.global_bytes() > 0, "{}", record.entry);
+        sum.add(&record.profile);
+    }
+    assert_eq!(
+        log.iter()
+            .map(|r| r.profile.global_sector_bytes())
+            .sum::<u64>(),
+        step.global_sector_bytes()
+    );
+    assert_eq!(sum, step);
+    assert_eq!(rt.take_launch_log(), Some(Vec::new()));
+}

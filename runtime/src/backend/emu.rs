@@ -1,6 +1,8 @@
 //! The emulator backend: jagged-emu's device and the modules parsed for it.
 
-use super::{BufferId, KernelArg, LaunchDims, LaunchTiming, ModuleId, TensorMapBytes, TiledMap};
+use super::{
+    BufferId, KernelArg, LaunchDims, LaunchRecord, LaunchTiming, ModuleId, TensorMapBytes, TiledMap,
+};
 use crate::RuntimeError;
 use jagged_emu::{Device, DevicePtr, EmuError, LaunchConfig, Module, Profile};
 use std::collections::HashMap;
@@ -12,6 +14,8 @@ pub(crate) struct EmuBackend {
     modules: HashMap<ModuleId, Module>,
     /// The cost model summed over the launches since the last [`EmuBackend::take_profile`].
     profile: Profile,
+    /// Each launch's own counts since the last [`EmuBackend::take_launch_log`].
+    launch_log: Vec<LaunchRecord>,
 }
 
 fn emulator(op: &'static str) -> impl FnOnce(EmuError) -> RuntimeError {
@@ -25,6 +29,7 @@ impl EmuBackend {
             buffers: HashMap::new(),
             modules: HashMap::new(),
             profile: Profile::default(),
+            launch_log: Vec::new(),
         }
     }
 
@@ -37,6 +42,12 @@ impl EmuBackend {
     /// Returns the summed cost model and starts a new sum.
     pub(crate) fn take_profile(&mut self) -> Profile {
         std::mem::take(&mut self.profile)
+    }
+
+    /// The launches since the backend was opened or the last call, oldest first; starts
+    /// a new log.
+    pub(crate) fn take_launch_log(&mut self) -> Vec<LaunchRecord> {
+        std::mem::take(&mut self.launch_log)
     }
 
     fn ptr(&self, id: BufferId) -> Result<DevicePtr, RuntimeError> {
@@ -122,6 +133,11 @@ impl EmuBackend {
             .launch(loaded, kernel, &config, &args)
             .map_err(emulator("launch"))?;
         self.profile.add(&stats.profile);
+        self.launch_log.push(LaunchRecord {
+            entry: kernel.to_string(),
+            dims: *dims,
+            profile: stats.profile,
+        });
         Ok(LaunchTiming {
             elapsed: stats.elapsed,
             warp_instructions: Some(stats.warp_instructions),
