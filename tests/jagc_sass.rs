@@ -192,7 +192,7 @@ fn the_forward_loop_is_found_and_counted_on_sm80() {
     }
 }
 
-/// On sm_90a the forward's tile loop (D = 32, 64 and 128, the default bucket:
+/// On sm_90a the forward's tile loop (D = 32, 64, 128 and 256, the default bucket:
 /// 64 keys per block) is the wgmma kernel's: one HGMMA per `wgmma` (D / 16
 /// for `Q K^T`, 4 for `P V`), no HMMA and no ldmatrix (the operands are
 /// read through descriptors), with its cp.async copies, barriers and ex2.
@@ -201,7 +201,7 @@ fn the_forward_loop_is_hgmma_on_sm90a() {
     if !tools_present("the_forward_loop_is_hgmma_on_sm90a") {
         return;
     }
-    for d in [32u32, 64, 128] {
+    for d in [32u32, 64, 128, 256] {
         let head_dim = format!("head_dim={d}");
         let args = [
             "stats",

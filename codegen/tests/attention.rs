@@ -100,8 +100,8 @@ fn layouts() -> Vec<Vec<usize>> {
     vec![vec![], vec![0, 0], vec![1, 0, 45, 7], vec![40, 13, 0, 2]]
 }
 
-/// Every (dtype, activation, causal, arch) for one head dim (on sm_90a the
-/// wgmma kernel for D = 32, 64 and 128, the mma.sync one otherwise).
+/// Every (dtype, activation, causal, arch) for one head dim (the wgmma
+/// kernel on sm_90a, the mma.sync one on sm_80).
 fn check_head_dim(head_dim: usize, heads: usize, seed: u64) {
     let mut k = 0;
     for dtype in [DType::F16, DType::BF16] {
@@ -177,6 +177,10 @@ fn several_blocks() {
         // 128 keys per block in the wgmma kernel (buckets >= 256) at D = 32.
         let g = attention_graph(DType::BF16, 2, 32, Activation::Softmax, true);
         check(&g, 300, &[vec![300, 0, 260, 3]], arch, 603);
+        // D = 256: copy passes of 4 rows (the wgmma kernel's odd passes
+        // take a second swizzle shift), several key blocks.
+        let g = attention_graph(DType::F16, 1, 256, Activation::Softmax, true);
+        check(&g, 150, &[vec![150, 0, 131, 3]], arch, 604);
     }
 }
 
@@ -220,6 +224,8 @@ fn grid_stride() {
     check_capped(&g, 70, &[vec![70, 5, 0, 66]], Arch::Sm90a, 701, 3);
     let g = attention_graph(DType::F16, 2, 32, Activation::Softmax, false);
     check_capped(&g, 70, &[vec![70, 5, 0, 66]], Arch::Sm90a, 702, 3);
+    let g = attention_graph(DType::BF16, 1, 256, Activation::Silu, true);
+    check_capped(&g, 70, &[vec![70, 5, 0, 66]], Arch::Sm90a, 703, 3);
 }
 
 /// Buckets of 1024 rows and more use 128-row query blocks in the mma.sync

@@ -167,11 +167,11 @@ fn sm80_sass_runs_both_products_on_tensor_cores() {
     assert_eq!(hmma.len(), ptx_mma, "HMMA lines:\n{}", hmma.join("\n"));
 }
 
-/// On sm_90a (D = 64 and 128, f16 and bf16, bucket 1024) the forward
+/// On sm_90a (D = 32, 64, 128 and 256, f16 and bf16, bucket 1024) the forward
 /// kernel runs both products on `wgmma.mma_async` and has no `mma.sync`
 /// (the main loop's, or any other); each `wgmma` is one HGMMA in the SASS
 /// (`Q K^T`: D / 16 of `64xBNx16`, `P V`: BN / 16 of `64xDx16`, with 128
-/// keys per block at this bucket; each product twice: the pipelined key
+/// keys per block at this bucket, 64 at D = 256; each product twice: the pipelined key
 /// loop peels `Q K^T` of block 0 and ends with `P V` of the last block),
 /// and there is no HMMA.
 #[test]
@@ -180,8 +180,8 @@ fn sm90a_forward_runs_both_products_on_wgmma() {
     let (Some(ptxas_path), Some(nvdisasm)) = (tools::ptxas(test), tools::nvdisasm(test)) else {
         return;
     };
-    for head_dim in [32, 64, 128] {
-        let block_n = 128;
+    for head_dim in [32, 64, 128, 256] {
+        let block_n = if head_dim == 256 { 64 } else { 128 };
         for dtype in [DType::F16, DType::BF16] {
             let graph = attention_graph(dtype, 2, head_dim, Activation::Softmax, true);
             let c = compiled(&graph, 1024, Arch::Sm90a);

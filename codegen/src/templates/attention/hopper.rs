@@ -10,7 +10,7 @@
 //! - the shared tiles (Q, and every stage of K and V) are stored as column
 //!   blocks of `BN` swizzled rows (Q's 64 rows spaced like K's and V's
 //!   `BN`). The swizzle span is the row: 128 bytes (64 columns) for
-//!   D = 64 and 128, 64 bytes (all 32 columns) for D = 32. The 16-byte
+//!   D = 64, 128 and 256, 64 bytes (all 32 columns) for D = 32. The 16-byte
 //!   chunks of a row are permuted by XOR with bits 7.. of its address (the
 //!   row mod 8 with 128-byte rows, half the row mod 4 with 64-byte rows:
 //!   the 128- and 64-byte swizzles of the `wgmma` descriptors; an 8-row
@@ -88,32 +88,31 @@ fn n_major(column_block: u32, span: u32) -> MatrixLayout {
     }
 }
 
-/// The tiles of the Hopper kernel for head dim `head_dim` and max-length
-/// bucket `max_len_bucket`, or `None` where it has no variant (then the
-/// `mma.sync` kernel, which also runs on sm_90a, takes the spec): one
-/// warpgroup of 64 query rows and two `cp.async` stages. D = 32, 64 and
-/// 128: a copy pass of 128 threads covers a multiple of 8 rows (the
-/// swizzle's period; [`swizzle_span`] gives the row) and the output
-/// accumulator (D / 2 registers) leaves room for S and P (D = 256 would
-/// hold 128 of them, and its copy passes of 4 rows would need a swizzle
-/// shift per pass).
+/// The tiles of the Hopper kernel for head dim `head_dim` (32, 64, 128
+/// or 256) and max-length bucket `max_len_bucket`: one warpgroup of 64
+/// query rows and two `cp.async` stages. A copy pass of 128 threads covers
+/// `1024 / D` rows: a multiple of 8 (the swizzle's period;
+/// [`swizzle_span`] gives the row) up to D = 128, 4 at D = 256, whose odd
+/// passes take a second shift ([`FlashWriter::swizzled_loader`]).
 ///
 /// Keys per block: 64 (S is one `m64n64` accumulator, 32 registers per
-/// thread), or 128 for buckets of at least 256 rows: half the per-block
-/// barriers, waits and row reductions, and `m64n128` products for `Q K^T`,
-/// on sequences long enough to fill the blocks.
-pub(super) fn hopper_tiles(head_dim: u32, max_len_bucket: u32) -> Option<Tiles> {
-    let block_n = if max_len_bucket >= 256 {
+/// thread), or 128 for buckets of at least 256 rows up to D = 128: half the
+/// per-block barriers, waits and row reductions, and `m64n128` products
+/// for `Q K^T`, on sequences long enough to fill the blocks. D = 256 keeps
+/// 64: its output accumulator alone is 128 registers per thread (ptxas:
+/// 230 to 238 registers with 64 keys; S and P of 128 keys would add 48).
+pub(super) fn hopper_tiles(head_dim: u32, max_len_bucket: u32) -> Tiles {
+    let block_n = if max_len_bucket >= 256 && head_dim <= 128 {
         2 * TILE_ROWS
     } else {
         TILE_ROWS
     };
-    matches!(head_dim, 32 | 64 | 128).then_some(Tiles {
+    Tiles {
         block_m: TILE_ROWS,
         block_n,
         warp_rows: 16,
         stages: 2,
-    })
+    }
 }
 
 /// The shared-memory descriptors of one work item: Q, and the first stage
@@ -177,7 +176,20 @@ impl FlashWriter<'_> {
         let align_shift = self.u32_op(BinOp::Sub, aligned, lanes.smem);
         let shift = self.mad_u32(delta, 16, align_shift);
         let shift = self.mad_u32(block, self.column_block() - span, shift);
-        self.shifted_loader(t, shift)
+        let loader = self.shifted_loader(t, shift);
+        let rows_per_pass = self.threads / cpr;
+        if rows_per_pass >= 8 {
+            return loader;
+        }
+        // D = 256: passes of 4 rows, so the rows of odd passes are `r + 4`
+        // mod 8 (those of even passes `r`): their chunks move by
+        // `16 (moved' - moved)` bytes more.
+        let odd_row = self.u32_op(BinOp::Add, row, Self::imm(rows_per_pass));
+        let odd_phase = self.u32_op(BinOp::And, odd_row, Self::imm(per_row - 1));
+        let odd_moved = self.u32_op(BinOp::Xor, chunk, odd_phase);
+        let odd_delta = self.u32_op(BinOp::Sub, odd_moved, moved);
+        let odd_shift = self.u32_op(BinOp::Shl, odd_delta, Operand::Int(4));
+        Self::with_odd_shift(&loader, odd_shift)
     }
 
     /// The descriptors of Q (at the aligned base) and of the first K and V

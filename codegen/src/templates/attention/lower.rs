@@ -56,17 +56,15 @@ pub fn lower_attention(pattern: &AttentionPattern, spec: &Spec) -> Result<Lowere
         tiles: Tiles::for_spec(head_dim, spec.max_len_bucket),
         wgmma: false,
     };
-    // sm_90a: the wgmma kernel where it has a variant, else the mma.sync one.
-    let wgmma_tiles = (spec.arch == Arch::Sm90a)
-        .then(|| hopper_tiles(head_dim, spec.max_len_bucket))
-        .flatten();
-    let desc = match wgmma_tiles {
-        Some(tiles) => AttentionDesc {
-            tiles,
+    // sm_90a: the wgmma kernel (every head dim); sm_80: the mma.sync one.
+    let desc = if spec.arch == Arch::Sm90a {
+        AttentionDesc {
+            tiles: hopper_tiles(head_dim, spec.max_len_bucket),
             wgmma: true,
             ..desc
-        },
-        None => desc,
+        }
+    } else {
+        desc
     };
     let plan = attention_kernel(&desc);
     let launch = Launch {

@@ -30,12 +30,11 @@
 //! S and P never leave registers. The item of query block 0 also writes the
 //! zero rows `n_b <= i < L_b` of its head (sequences longer than `max_len`).
 //!
-//! On sm_90a, for D = 32, 64 and 128, the same kernel runs both products on
+//! On sm_90a (every head dim) the same kernel runs both products on
 //! Hopper's warpgroup MMA instead (`hopper`: one warpgroup per 64-row
 //! query block, `wgmma.mma_async` with K and V, and Q, read through
 //! shared-memory descriptors of swizzled tiles, P from registers);
 //! the masks, the activations, the pipeline and the epilogue are shared.
-//! Other head dims take the `mma.sync` kernel there too.
 //!
 //! The pieces, one file each under `attention/`: `tiles` (tile policy),
 //! `desc` (what a kernel is specialized on), `writer` (the kernel writer

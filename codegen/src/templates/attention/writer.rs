@@ -297,6 +297,16 @@ impl<'a> FlashWriter<'a> {
             dst: self.u32_op(BinOp::Add, dst, smem),
             row: load_row,
             col_bytes: self.b.cvt(Type::U64, Type::U32, col_bytes),
+            odd_shift: None,
+        }
+    }
+
+    /// `t` with the odd passes of its copies `by` (u32) bytes further than
+    /// the even ones (see [`TileLoader`]).
+    pub(in crate::templates) fn with_odd_shift(t: &TileLoader, by: Reg) -> TileLoader {
+        TileLoader {
+            odd_shift: Some(by),
+            ..*t
         }
     }
 
@@ -348,15 +358,20 @@ impl<'a> FlashWriter<'a> {
         // Rows of the sequence left from this thread's first row: pass `k`
         // copies a row iff `k * rows_per_pass < room`.
         let room = self.b.binary(BinOp::Sub, Type::S32, n, row0);
+        let odd_dst = t.odd_shift.map(|by| self.u32_op(BinOp::Add, t.dst, by));
         for pass in 0..rows / rows_per_pass {
             let skip = pass * rows_per_pass;
+            let base = match odd_dst {
+                Some(odd) if pass % 2 == 1 => odd,
+                _ => t.dst,
+            };
             let valid = self.b.setp(Cmp::Gt, Type::S32, room, Self::imm(skip));
             let bytes = self
                 .b
                 .selp(Type::U32, Operand::Int(16), Operand::Int(0), valid);
             self.b.push(Inst::CpAsync {
                 dst: Address {
-                    base: t.dst,
+                    base,
                     offset: i64::from(dst_base + skip * self.stride),
                 },
                 src: Address {
@@ -386,19 +401,31 @@ impl<'a> FlashWriter<'a> {
         let dtype = self.d.dtype;
         let first = self.u32_op(BinOp::Add, t.dst, Self::imm(dst_base));
         let end = self.u32_op(BinOp::Add, first, Self::imm(rows * self.stride));
-        let step = Self::imm(rows_per_pass * self.stride);
+        // With an odd-pass shift, two passes (an even and an odd chunk)
+        // per iteration.
+        let passes = if t.odd_shift.is_some() { 2 } else { 1 };
+        let step = Self::imm(passes * rows_per_pass * self.stride);
+        let odd_shift = t.odd_shift;
         self.range(Type::U32, first, end, step, |w, chunk| {
-            let at = Address {
+            let mut chunks = vec![Address {
                 base: chunk,
                 offset: 0,
-            };
-            let words = w.b.ld(Space::Shared, Type::B32, 4, at);
-            let vals = unpack_f32(w.b, dtype, words);
-            for &v in &vals {
-                w.f32_to(BinOp::Mul, v, v, factor);
+            }];
+            if let Some(by) = odd_shift {
+                chunks.push(Address {
+                    base: w.u32_op(BinOp::Add, chunk, by),
+                    offset: i64::from(rows_per_pass * w.stride),
+                });
             }
-            let packed = pack_f32(w.b, dtype, &vals);
-            w.b.st(Space::Shared, Type::B32, at, packed);
+            for at in chunks {
+                let words = w.b.ld(Space::Shared, Type::B32, 4, at);
+                let vals = unpack_f32(w.b, dtype, words);
+                for &v in &vals {
+                    w.f32_to(BinOp::Mul, v, v, factor);
+                }
+                let packed = pack_f32(w.b, dtype, &vals);
+                w.b.st(Space::Shared, Type::B32, at, packed);
+            }
         });
     }
 
@@ -433,10 +460,14 @@ pub(in crate::templates) fn sequence_bounds(
 }
 
 /// Per-thread constants of the `cp.async` tile loads: this thread copies
-/// the 16-byte chunk `col_bytes` of rows `row + k * (128 / chunks per row)`.
+/// the 16-byte chunk `col_bytes` of rows `row + k * (128 / chunks per row)`
+/// (pass `k`) to `dst` plus the row offset, or on odd passes with an
+/// `odd_shift` to `dst + odd_shift` (the swizzled tiles of the Hopper
+/// kernel at D = 256, whose passes of 4 rows alternate the swizzle phase).
 #[derive(Clone, Copy)]
 pub(in crate::templates) struct TileLoader {
     dst: Reg,
     row: Reg,
     col_bytes: Reg,
+    odd_shift: Option<Reg>,
 }
