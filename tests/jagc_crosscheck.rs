@@ -99,16 +99,19 @@ fn a_tensor_map_must_name_an_earlier_buffer() {
 }
 
 /// The fixtures the dry run must pass: the runtime's own kernel, the
-/// first Triton fixtures and Triton's Hopper kernels (host-side tensor
-/// descriptors: `host:` buffers and `tmap:` arguments). The script runs every
+/// first Triton fixtures, Triton's wgmma matmuls and its Hopper TMA kernels
+/// (host-side tensor descriptors: `host:` buffers and `tmap:` arguments). The script runs every
 /// fixture on the GPU machine; this list is fixed so that a fixture added while
 /// the emulator cannot run it yet does not fail this crate's tests.
-const DRY_RUN_FIXTURES: [&str; 10] = [
+const DRY_RUN_FIXTURES: [&str; 13] = [
     "vadd",
     "sum_atomic",
     "softmax_rows",
     "matmul_bf16",
     "attention_fwd",
+    "wgmma_matmul_bf16",
+    "wgmma_matmul_f16_nk",
+    "wgmma_matmul_f16_wide",
     "hopper_matmul_tma",
     "hopper_matmul_persistent",
     "hopper_attention_d64",

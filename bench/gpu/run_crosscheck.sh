@@ -103,6 +103,11 @@ $(desc 3 f16 256 128 64 64) $(desc 4 f16 256 128 128 64) u32:128 null null" ;;
     cumsum_i32) echo "1|0|rand:i32:1000:23 zeros:i32:1000 u32:1000 null null" ;;
     # 5000 values in [0, 100) into 100 bins, 10 blocks of 512 (bit exact).
     histogram_atomic) echo "10|0|rand:i32:5000:24 zeros:i32:100 u32:5000 null null" ;;
+    # Triton 3.6's sm_90a wgmma matmuls (gen_triton.py): one BLOCK_M x BLOCK_N tile of C (f32),
+    # K = 256: A [m, K], B [K, n] (or [n, K] for _nk), C poisoned (every element is written).
+    wgmma_matmul_bf16) echo "1|1e-4|rand:bf16:16384:51 rand:bf16:16384:52 poison:f32:4096 u32:256 null null" ;;
+    wgmma_matmul_f16_nk) echo "1|1e-4|rand:f16:16384:53 rand:f16:32768:54 poison:f32:8192 u32:256 null null" ;;
+    wgmma_matmul_f16_wide) echo "1|1e-4|rand:f16:32768:55 rand:f16:65536:56 poison:f32:32768 u32:256 null null" ;;
     # B=8 sequences over T=300 rows of D=64 (random offsets, some empty), max_len 64 cuts the long ones.
     jagged_sum) echo "8|1e-5|rand:f32:19200:25 offsets:i32:8:300:26 zeros:f32:512 u32:64 null null" ;;
     *) return 1 ;;
@@ -114,10 +119,12 @@ json_field() {
   sed -n "s/^ *\"$2\": *\"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}$/\1/p" "$1" | head -n 1
 }
 
-# Every fixture, in a fixed order: the runtime's vadd, then the Triton ones.
+# Every fixture, in a fixed order: the runtime's vadd, then the Triton ones
+# with launch metadata (a .ptx without a .json, such as the TMA kernels that
+# only emulator/tests/tma.rs launches, has no launch to cross-check).
 all=(vadd)
 for ptx in "$fixtures"/*.ptx; do
-  [ -e "$ptx" ] && all+=("$(basename "$ptx" .ptx)")
+  [ -e "${ptx%.ptx}.json" ] && all+=("$(basename "$ptx" .ptx)")
 done
 [ ${#names[@]} -eq 0 ] && names=("${all[@]}")
 
