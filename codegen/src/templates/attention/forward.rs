@@ -372,7 +372,7 @@ impl<'a> FlashWriter<'a> {
         // stage of block kb - 1).
         let read_off = self.b.mov(Type::U32, Operand::Int(0));
         let load_off = self.b.mov(Type::U32, Self::imm((stages - 1) * stage_bytes));
-        self.range(Type::U32, Operand::Int(0), nkb, Operand::Int(1), |f, kb| {
+        self.key_block_loops(ctx, 0, nkb, |f, kb, checks| {
             // K of block kb has landed (this thread's copies, then
             // everyone's), and every warp is done with block kb - 1, whose
             // stage then takes block kb + stages - 1.
@@ -405,7 +405,7 @@ impl<'a> FlashWriter<'a> {
                 },
             };
             f.product_rows(&s_ref, q_frags, k_lane, ctx.k_base, ab);
-            f.probabilities(ctx, kb_state, kb, true);
+            f.probabilities(ctx, kb_state, kb, true, checks);
 
             // V of block kb has landed, for everyone.
             f.b.push(Inst::CpAsyncWait { n: v_landed });
@@ -425,16 +425,18 @@ impl<'a> FlashWriter<'a> {
     }
 
     /// Scores of key block `kb` (u32) to probabilities in place: the masks
-    /// of a boundary block, then the online softmax (or SiLU) and the masks
-    /// on probabilities. With `rescale` the softmax rescales the output
-    /// accumulators at once; else it returns each row tile's factors for
-    /// [`Self::rescale`] (empty for SiLU).
+    /// of a boundary block (as far as `checks` says one can be), then the
+    /// online softmax (or SiLU) and the masks on probabilities. With
+    /// `rescale` the softmax rescales the output accumulators at once; else
+    /// it returns each row tile's factors for [`Self::rescale`] (empty for
+    /// SiLU).
     pub(super) fn probabilities(
         &mut self,
         ctx: &ItemCtx,
         st: &KeyBlocks,
         kb: Reg,
         rescale: bool,
+        checks: BlockChecks,
     ) -> Vec<[Reg; 2]> {
         let d = self.d;
         let bn = d.tiles.block_n;
@@ -444,7 +446,7 @@ impl<'a> FlashWriter<'a> {
         // Boundary blocks: does any pair of this block fall outside a mask?
         let key_first = self.u32_op(BinOp::Mul, kb, Self::imm(bn));
         let key_end = self.u32_op(BinOp::Add, key_first, Self::imm(bn));
-        let boundary = self.boundary(ctx, key_first, key_end);
+        let boundary = self.boundary(ctx, key_first, key_end, checks);
         let length_then_score: Vec<Option<PairMask>> = if softmax {
             vec![None, d.score_mask]
         } else {
@@ -452,9 +454,11 @@ impl<'a> FlashWriter<'a> {
         };
         let mut alphas = Vec::new();
         if softmax {
-            self.when(boundary, false, |g| {
-                g.mask_block(ctx, s, &length_then_score, key_first, rows, neg_inf);
-            });
+            if let Some(boundary) = boundary {
+                self.when(boundary, false, |g| {
+                    g.mask_block(ctx, s, &length_then_score, key_first, rows, neg_inf);
+                });
+            }
             for (t, acc) in s.iter().enumerate() {
                 let o = rescale.then_some(st.o[t].as_slice());
                 let alpha = self.online_softmax(acc, o, st.m[t], st.l[t], ctx.score_factor);
@@ -473,7 +477,7 @@ impl<'a> FlashWriter<'a> {
         if let Some(pm) = d.prob_mask {
             post.push(Some(pm));
         }
-        if !post.is_empty() {
+        if let (Some(boundary), false) = (boundary, post.is_empty()) {
             self.when(boundary, false, |g| {
                 g.mask_block(ctx, s, &post, key_first, rows, Operand::F32(0.0));
             });
@@ -482,14 +486,33 @@ impl<'a> FlashWriter<'a> {
     }
 
     /// A predicate: some pair of key block `[key_first, key_end)` is masked
-    /// for some row of the query block.
-    fn boundary(&mut self, ctx: &ItemCtx, key_first: Reg, key_end: Reg) -> Reg {
+    /// for some row of the query block, among the tests `checks` leaves;
+    /// `None` when none is left (an interior block with no mask that cuts
+    /// leading blocks: no mask code at all).
+    fn boundary(
+        &mut self,
+        ctx: &ItemCtx,
+        key_first: Reg,
+        key_end: Reg,
+        checks: BlockChecks,
+    ) -> Option<Reg> {
         let d = self.d;
+        let all = checks == BlockChecks::All;
+        let masks: Vec<PairMask> = [d.score_mask, d.prob_mask]
+            .into_iter()
+            .flatten()
+            .filter(|&mask| all || mask == PairMask::KeyNotBeforeQuery)
+            .collect();
+        if !all && masks.is_empty() {
+            return None;
+        }
         let flag = self.b.mov(Type::U32, Operand::Int(0));
-        let past_len = self.b.setp(Cmp::Gt, Type::U32, key_end, ctx.n);
-        self.b
-            .selp_to(Type::U32, flag, Operand::Int(1), flag, past_len);
-        for mask in [d.score_mask, d.prob_mask].into_iter().flatten() {
+        if all {
+            let past_len = self.b.setp(Cmp::Gt, Type::U32, key_end, ctx.n);
+            self.b
+                .selp_to(Type::U32, flag, Operand::Int(1), flag, past_len);
+        }
+        for mask in masks {
             let hit = match mask {
                 // Some key j > some row i >= q0: the last key passes q0.
                 PairMask::KeyNotAfterQuery => {
@@ -504,7 +527,56 @@ impl<'a> FlashWriter<'a> {
             };
             self.b.selp_to(Type::U32, flag, Operand::Int(1), flag, hit);
         }
-        self.b.setp(Cmp::Ne, Type::U32, flag, Operand::Int(0))
+        Some(self.b.setp(Cmp::Ne, Type::U32, flag, Operand::Int(0)))
+    }
+
+    /// The end of the item's interior key blocks (u32): every key of a
+    /// block `kb < end` is below the sequence length `n` and, with a mask
+    /// that keeps keys up to the query (causal), at most the block's first
+    /// query row, so the length and causal masks keep all of its pairs.
+    fn interior_end(&mut self, ctx: &ItemCtx) -> Reg {
+        let bn = self.d.tiles.block_n;
+        let full = self.u32_op(BinOp::Div, ctx.n, Self::imm(bn));
+        if !self.d.keys_end_at_block() {
+            return full;
+        }
+        let q1 = self.u32_op(BinOp::Add, ctx.q0, Operand::Int(1));
+        let before = self.u32_op(BinOp::Div, q1, Self::imm(bn));
+        self.u32_op(BinOp::Min, full, before)
+    }
+
+    /// `body(kb, checks)` for the key blocks `kb` in `[start, nkb)` (u32),
+    /// as two loops: the interior blocks ([`Self::interior_end`]) with
+    /// [`BlockChecks::Leading`], then the rest with [`BlockChecks::All`].
+    /// The first is the steady state of long sequences, and it carries no
+    /// code for the length and causal masks (Triton's causal loop is split
+    /// the same way); only a sequence's last block and the diagonal blocks
+    /// run the second.
+    pub(super) fn key_block_loops(
+        &mut self,
+        ctx: &ItemCtx,
+        start: u32,
+        nkb: Reg,
+        mut body: impl FnMut(&mut Self, Reg, BlockChecks),
+    ) {
+        let end = self.interior_end(ctx);
+        let split = if start == 0 {
+            end
+        } else {
+            self.u32_op(BinOp::Max, end, Self::imm(start))
+        };
+        self.range(
+            Type::U32,
+            Self::imm(start),
+            split,
+            Operand::Int(1),
+            |f, kb| {
+                body(f, kb, BlockChecks::Leading);
+            },
+        );
+        self.range(Type::U32, split, nkb, Operand::Int(1), |f, kb| {
+            body(f, kb, BlockChecks::All);
+        });
     }
 
     /// [`Self::apply_masks`] for every row tile of `s` (tile `t` is
@@ -755,6 +827,16 @@ pub(super) struct KeyBlocks<'r> {
     pub(super) l: &'r [[Reg; 2]],
     /// This thread's rows of row tile 0 within the sequence (u32).
     pub(super) rows: [Reg; 2],
+}
+
+/// The boundary tests a key block still needs ([`FlashWriter::probabilities`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum BlockChecks {
+    /// Every mask may cut the block.
+    All,
+    /// An interior block ([`FlashWriter::key_block_loops`]): only masks
+    /// that cut leading blocks (keys from the query on) may.
+    Leading,
 }
 
 /// Registers of one work item shared by its phases.

@@ -34,7 +34,7 @@ use crate::kernel::{
     BinOp, Inst, MatrixLayout, Operand, Reg, RegClass, Swizzle, Type, WgmmaA, WgmmaMma,
 };
 
-use super::forward::{ItemCtx, KeyBlocks};
+use super::forward::{BlockChecks, ItemCtx, KeyBlocks};
 
 use super::mma::Acc;
 use super::tiles::Tiles;
@@ -280,7 +280,9 @@ impl FlashWriter<'_> {
     ///    registers (which `P_{kb-1} V_{kb-1}` read).
     ///
     /// So the softmax of block `kb` overlaps `P V` of the block before, and
-    /// the copies of the next blocks overlap both. After the loop,
+    /// the copies of the next blocks overlap both. The iterations run as two
+    /// loops ([`Self::key_block_loops`]): the interior blocks, with no code
+    /// for the length and causal masks, then the boundary ones. After them,
     /// `P_{nkb-1} V_{nkb-1}`. Each product is issued and waited for in one
     /// iteration: `ptxas` serializes the `wgmma`s when a group stays in
     /// flight across the back edge (C7514), and a product under a branch
@@ -306,36 +308,30 @@ impl FlashWriter<'_> {
         self.b.push(Inst::WgmmaCommit);
         self.copy_ahead(ctx, st, zero, stage, zero);
         self.b.push(Inst::WgmmaWait { n: 0 });
-        self.probabilities(ctx, st, zero, false);
+        self.probabilities(ctx, st, zero, false, BlockChecks::All);
         self.pack_p(s, &p);
-        self.range(
-            Type::U32,
-            Operand::Int(1),
-            st.nkb,
-            Operand::Int(1),
-            |f, kb| {
-                f.b.push(Inst::CpAsyncWait { n: 0 });
-                f.b.barrier();
-                let other = f.u32_op(BinOp::Sub, Self::imm(stage_bytes), stage);
-                // Every operand register is written before the fence.
-                let k = f.advance_by(descs.k, stage);
-                let v = f.advance_by(descs.v, other);
-                f.b.push(Inst::WgmmaFence);
-                f.wgmma_scores(s, descs, k);
-                f.b.push(Inst::WgmmaCommit);
-                f.wgmma_accumulate(o, &p, v);
-                f.b.push(Inst::WgmmaCommit);
-                f.copy_ahead(ctx, st, kb, other, stage);
-                f.b.push(Inst::WgmmaWait { n: 1 });
-                let alphas = f.probabilities(ctx, st, kb, false);
-                f.b.push(Inst::WgmmaWait { n: 0 });
-                for (acc, &alpha) in st.o.iter().zip(&alphas) {
-                    f.rescale(acc, alpha);
-                }
-                f.pack_p(s, &p);
-                f.b.mov_to(Type::U32, stage, other);
-            },
-        );
+        self.key_block_loops(ctx, 1, st.nkb, |f, kb, checks| {
+            f.b.push(Inst::CpAsyncWait { n: 0 });
+            f.b.barrier();
+            let other = f.u32_op(BinOp::Sub, Self::imm(stage_bytes), stage);
+            // Every operand register is written before the fence.
+            let k = f.advance_by(descs.k, stage);
+            let v = f.advance_by(descs.v, other);
+            f.b.push(Inst::WgmmaFence);
+            f.wgmma_scores(s, descs, k);
+            f.b.push(Inst::WgmmaCommit);
+            f.wgmma_accumulate(o, &p, v);
+            f.b.push(Inst::WgmmaCommit);
+            f.copy_ahead(ctx, st, kb, other, stage);
+            f.b.push(Inst::WgmmaWait { n: 1 });
+            let alphas = f.probabilities(ctx, st, kb, false, checks);
+            f.b.push(Inst::WgmmaWait { n: 0 });
+            for (acc, &alpha) in st.o.iter().zip(&alphas) {
+                f.rescale(acc, alpha);
+            }
+            f.pack_p(s, &p);
+            f.b.mov_to(Type::U32, stage, other);
+        });
         // P V of the last block (its V in the stage before `stage`).
         self.b.push(Inst::CpAsyncWait { n: 0 });
         self.b.barrier();
