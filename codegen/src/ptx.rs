@@ -335,11 +335,16 @@ impl<W: fmt::Write> Writer<W> {
             Inst::CpAsync {
                 dst,
                 src,
+                bytes,
                 src_bytes,
-            } => write!(
-                o,
-                "cp.async.cg.shared.global {dst}, {src}, 16, {src_bytes};"
-            )?,
+            } => {
+                // `.cg` (L2 only) takes 16 bytes alone.
+                let cache = if *bytes == 16 { "cg" } else { "ca" };
+                write!(
+                    o,
+                    "cp.async.{cache}.shared.global {dst}, {src}, {bytes}, {src_bytes};"
+                )?
+            }
             Inst::CpAsyncCommit => write!(o, "cp.async.commit_group;")?,
             Inst::CpAsyncWait { n } => write!(o, "cp.async.wait_group {n};")?,
             Inst::WgmmaFence => write!(o, "wgmma.fence.sync.aligned;")?,
@@ -463,12 +468,14 @@ fn validate(kernel: &Kernel) -> Result<(), Error> {
                     mma.b
                 )));
             }
-            Inst::CpAsync { dst, src, .. }
-                if dst.base.class != crate::kernel::RegClass::B32
-                    || src.base.class != crate::kernel::RegClass::B64 =>
+            Inst::CpAsync {
+                dst, src, bytes, ..
+            } if dst.base.class != crate::kernel::RegClass::B32
+                || src.base.class != crate::kernel::RegClass::B64
+                || !matches!(bytes, 4 | 8 | 16) =>
             {
                 return Err(invalid(format!(
-                    "statement {i}: cp.async from {} to {}",
+                    "statement {i}: cp.async of {bytes} bytes from {} to {}",
                     src.base, dst.base
                 )));
             }

@@ -112,6 +112,12 @@ fn reference(
 }
 
 fn check(c: &Case, layouts: &[Vec<usize>], seed: u64) {
+    check_capped(c, layouts, seed, u32::MAX);
+}
+
+/// [`check`] with every grid clamped to `max_grid` CTAs (see
+/// [`emu::run_capped`]).
+fn check_capped(c: &Case, layouts: &[Vec<usize>], seed: u64, max_grid: u32) {
     let graph = attention_graph(c.dtype, c.heads, c.dim, c.activation, c.causal);
     let spec = Spec::for_graph(&graph, c.max_len as u64, c.arch).expect("spec");
     let compiled = compile_attention_backward(&graph, &spec).expect("backward");
@@ -156,7 +162,13 @@ fn check(c: &Case, layouts: &[Vec<usize>], seed: u64) {
         }
         inputs.push(emu::encode_ints(&offsets, DType::I32));
         let sizes = run_sizes(lengths, c.max_len);
-        let outs = emu::run(&compiled, &inputs, sizes, &[("scale", SCALE as f32)]);
+        let outs = emu::run_capped(
+            &compiled,
+            &inputs,
+            sizes,
+            &[("scale", SCALE as f32)],
+            max_grid,
+        );
         let want = reference(c, lengths, &q, &k, &v, &dout);
         for (g, name) in ["dq", "dk", "dv"].iter().enumerate() {
             let got = emu::decode_floats(&outs[g], c.dtype);
@@ -268,6 +280,30 @@ fn backward_several_blocks() {
         arch: Arch::Sm80,
     };
     check(&c, &[vec![100, 1, 71]], 33);
+}
+
+/// Grids of 2 CTAs: each CTA takes several items (key blocks) in turn,
+/// over several query blocks each (the query stages of one item, the next
+/// item's K and V after the last item's `dq` update), one pass and two
+/// (D = 256).
+#[test]
+fn backward_grid_stride() {
+    for (dim, activation, causal, arch) in [
+        (64, Activation::Softmax, true, Arch::Sm80),
+        (256, Activation::Softmax, false, Arch::Sm90a),
+        (128, Activation::Silu, true, Arch::Sm80),
+    ] {
+        let c = Case {
+            dtype: DType::BF16,
+            heads: 2,
+            dim,
+            activation,
+            causal,
+            max_len: 150,
+            arch,
+        };
+        check_capped(&c, &[vec![150, 0, 131, 3, 170]], 70 + dim as u64, 2);
+    }
 }
 
 /// sm_90a builds of the backward (its own PTX target): one configuration

@@ -688,14 +688,19 @@ pub enum Inst {
         /// Four f32 addends.
         c: [Reg; 4],
     },
-    /// `cp.async.cg.shared.global [dst], [src], 16, src_bytes`: an asynchronous
-    /// 16-byte copy; bytes past `src_bytes` (0 or 16) are zero-filled.
+    /// `cp.async.cg.shared.global [dst], [src], 16, src_bytes` (or, for 4 or
+    /// 8 bytes, `cp.async.ca`, the only form of those sizes): an
+    /// asynchronous copy of `bytes` bytes; bytes past `src_bytes` (0 or
+    /// `bytes`) are zero-filled.
     CpAsync {
         /// Shared destination (32-bit base).
         dst: Address,
         /// Global source (64-bit base).
         src: Address,
-        /// Bytes read from `src` (the rest of the 16 are zeros).
+        /// Bytes copied: 16, or 4 / 8 (per-row scalars, e.g. the attention
+        /// backward's `lse` and `delta` of a query block).
+        bytes: u32,
+        /// Bytes read from `src` (the rest of `bytes` are zeros).
         src_bytes: Operand,
     },
     /// `cp.async.commit_group`

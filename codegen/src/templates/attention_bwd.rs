@@ -5,7 +5,9 @@
 //!    (softmax), zeroes the f32 `dq` accumulator, writes the zero rows
 //!    `n_b <= i < L_b` of `dk` and `dv`;
 //! 2. `<name>` (a CTA per (key block of 64, sequence, head), 4 warps of 16
-//!    keys): loops over the query blocks that see its keys, recomputes
+//!    keys): loops over the query blocks that see its keys (two shared
+//!    stages: the copies of block i + 1, Q, dO and per query lse and delta,
+//!    are in flight while block i computes), recomputes
 //!    `P` from `lse` (softmax) or from the scores (SiLU) in registers, and
 //!    accumulates `dv += P^T dout` and `dk += dS^T q` in registers; `dS` goes
 //!    through shared memory to `dq += dS k`, added to the f32 accumulator
@@ -99,17 +101,24 @@ pub fn bwd_shared_bytes(desc: &AttentionDesc) -> u32 {
     BwdLayout::new(desc).total
 }
 
-/// Shared layout of the main kernel (byte offsets).
+/// Shared layout of the main kernel (byte offsets): K and V of the key
+/// block, two stages of a query block (the block being computed and the
+/// next one in flight), then `dS^T`. The offsets of `q`, `dout`, `lse` and
+/// `delta` are those of stage 0; stage 1 is `stage` bytes further.
 struct BwdLayout {
     bmq: u32,
     k: u32,
     v: u32,
     q: u32,
     dout: u32,
+    /// Per-query `-lse * log2 e` (softmax).
+    lse: u32,
+    /// Per-query `delta` (softmax).
+    delta: u32,
+    /// Bytes of one query stage (Q, dO, lse, delta).
+    stage: u32,
     ds: u32,
     ds_stride: u32,
-    lse: u32,
-    delta: u32,
     total: u32,
 }
 
@@ -121,21 +130,23 @@ impl BwdLayout {
         let v = BWD_KEYS * stride;
         let q = 2 * BWD_KEYS * stride;
         let dout = q + bmq * stride;
-        let ds = dout + bmq * stride;
-        let ds_stride = bmq * 2 + 16;
-        let lse = ds + BWD_KEYS * ds_stride;
+        let lse = dout + bmq * stride;
         let delta = lse + bmq * 4;
+        let stage = delta + bmq * 4 - q;
+        let ds = q + 2 * stage;
+        let ds_stride = bmq * 2 + 16;
         BwdLayout {
             bmq,
             k,
             v,
             q,
             dout,
-            ds,
-            ds_stride,
             lse,
             delta,
-            total: delta + bmq * 4,
+            stage,
+            ds,
+            ds_stride,
+            total: ds + BWD_KEYS * ds_stride,
         }
     }
 }
@@ -397,6 +408,50 @@ impl FlashWriter<'_> {
                 |w, col_off| w.backward_pass(p, lay, it, Some(col_off)),
             );
         }
+        // The next item's K and V overwrite what the last `dq_update` read.
+        self.b.barrier();
+    }
+
+    /// Issues the copies of query block `first` (u32) into the stage at
+    /// `stage_off` bytes: its Q and dO rows and, for softmax, per query its
+    /// `lse` and `delta` (4-byte copies by the first `bmq` threads; rows at
+    /// or past `n_b` zero-filled). No commit.
+    fn load_query_block(
+        &mut self,
+        p: &MainPtrs,
+        lay: &BwdLayout,
+        it: &BwdItem,
+        src: &QuerySources,
+        first: Reg,
+        stage_off: Reg,
+    ) {
+        let loader = self.shifted_loader(&it.loader, stage_off);
+        for (source, dst) in [(src.q, lay.q), (src.dout, lay.dout)] {
+            self.load_tile(&loader, it.n, source, first, lay.bmq, dst);
+        }
+        let Some(lse) = p.lse else { return };
+        self.when(src.mine, false, |w| {
+            let qi = w.u32_op(BinOp::Add, first, it.lanes.tid);
+            let valid = w.b.setp(Cmp::Lt, Type::U32, qi, it.n);
+            let bytes = w.b.selp(Type::U32, Operand::Int(4), Operand::Int(0), valid);
+            let idx = w.head_row_index(qi, it.row_head);
+            let dst = w.u32_op(BinOp::Add, src.row, stage_off);
+            for (buf, off) in [(lse, lay.lse), (p.delta, lay.delta)] {
+                let at = w.b.element_addr(buf, idx, 4);
+                w.b.push(Inst::CpAsync {
+                    dst: Address {
+                        base: dst,
+                        offset: i64::from(off),
+                    },
+                    src: Address {
+                        base: at,
+                        offset: 0,
+                    },
+                    bytes: 4,
+                    src_bytes: Operand::Reg(bytes),
+                });
+            }
+        });
     }
 
     /// One pass over the query blocks that see the item's keys: dk / dv of
@@ -436,56 +491,52 @@ impl FlashWriter<'_> {
         } else {
             it.scale
         };
+        // The query blocks are pipelined over the two stages of `lay`:
+        // block i + 1's copies (one commit group) are in flight while block
+        // i is computed. `read_off` is the byte offset of block i's stage,
+        // `read_off ^ lay.stage` that of block i + 1's.
+        let src = QuerySources {
+            q: self.tile_source(&it.loader, p.q, it.head_off),
+            dout: self.tile_source(&it.loader, p.dout, it.head_off),
+            mine: self
+                .b
+                .setp(Cmp::Lt, Type::U32, it.lanes.tid, Self::imm(bmq)),
+            row: self.mad_u32(it.lanes.tid, 4, it.lanes.smem),
+        };
+        let read_off = self.b.mov(Type::U32, Operand::Int(0));
+        self.load_query_block(p, lay, it, &src, i_first, read_off);
+        self.b.push(Inst::CpAsyncCommit);
         self.range(Type::U32, i_first, it.n, Self::imm(bmq), |w, i0| {
-            for (src, dst) in [(p.q, lay.q), (p.dout, lay.dout)] {
-                let source = w.tile_source(&it.loader, src, it.head_off);
-                w.load_tile(&it.loader, it.n, source, i0, bmq, dst);
-            }
-            w.b.push(Inst::CpAsyncCommit);
-            // Per-query lse (as -lse * log2 e) and delta in shared memory.
-            let mine = w.b.setp(Cmp::Lt, Type::U32, it.lanes.tid, Self::imm(bmq));
-            w.when(mine, false, |w| {
-                let qi = w.u32_op(BinOp::Add, i0, it.lanes.tid);
-                let valid = w.b.setp(Cmp::Lt, Type::U32, qi, it.n);
-                let neg_lse = w.b.const_f32(0.0);
-                let delta = w.b.const_f32(0.0);
-                w.when(valid, false, |w| {
-                    let idx = w.head_row_index(qi, it.row_head);
-                    if let Some(lse) = p.lse {
-                        let v = load_f32(w.b, lse, idx, DType::F32, 1)[0];
-                        w.f32_to(BinOp::Mul, neg_lse, v, Operand::F32(-log2e));
-                    }
-                    let v = load_f32(w.b, p.delta, idx, DType::F32, 1)[0];
-                    w.b.mov_to(Type::F32, delta, v);
-                });
-                let smem_row = w.u32_op(BinOp::Shl, it.lanes.tid, Operand::Int(2));
-                let smem_row = w.u32_op(BinOp::Add, smem_row, it.bwd_lanes.cols);
-                let quad4 = w.u32_op(BinOp::Shl, it.lanes.quad, Operand::Int(3));
-                let base = w.u32_op(BinOp::Sub, smem_row, quad4);
-                w.b.st(
-                    Space::Shared,
-                    Type::F32,
-                    Address {
-                        base,
-                        offset: i64::from(lay.lse),
-                    },
-                    vec![neg_lse],
-                );
-                w.b.st(
-                    Space::Shared,
-                    Type::F32,
-                    Address {
-                        base,
-                        offset: i64::from(lay.delta),
-                    },
-                    vec![delta],
-                );
+            // Every warp finished reading the other stage (block i - 1)
+            // before the previous iteration's `dS^T` barrier.
+            let load_off = w.u32_op(BinOp::Xor, read_off, Self::imm(lay.stage));
+            let next = w.u32_op(BinOp::Add, i0, Self::imm(bmq));
+            let has_next = w.b.setp(Cmp::Lt, Type::U32, next, it.n);
+            w.when(has_next, false, |w| {
+                w.load_query_block(p, lay, it, &src, next, load_off)
             });
-            w.b.push(Inst::CpAsyncWait { n: 0 });
+            w.b.push(Inst::CpAsyncCommit);
+            w.b.push(Inst::CpAsyncWait { n: 1 });
+            if softmax {
+                // This thread's query: lse to -lse * log2 e, in place.
+                w.when(src.mine, false, |w| {
+                    let at = Address {
+                        base: w.u32_op(BinOp::Add, src.row, read_off),
+                        offset: i64::from(lay.lse),
+                    };
+                    let v = w.b.ld(Space::Shared, Type::F32, 1, at)[0];
+                    w.f32_to(BinOp::Mul, v, v, Operand::F32(-log2e));
+                    w.b.st(Space::Shared, Type::F32, at, vec![v]);
+                });
+            }
             w.b.barrier();
+            // This stage's lane addresses.
+            let q_rows = w.u32_op(BinOp::Add, it.lanes.b_rows, read_off);
+            let q_acc = w.u32_op(BinOp::Add, b_acc, read_off);
+            let cols = w.u32_op(BinOp::Add, it.bwd_lanes.cols, read_off);
 
             // S^T = K_w Q^T (keys x queries).
-            w.product(&s, it.lanes.a, lay.k, it.lanes.b_rows, lay.q, ab);
+            w.product(&s, it.lanes.a, lay.k, q_rows, lay.q, ab);
             // P (and for SiLU the factor silu'(s) / max_len, kept in `s`).
             for (j, acc) in s.iter().enumerate() {
                 if softmax {
@@ -494,7 +545,7 @@ impl FlashWriter<'_> {
                         Type::F32,
                         2,
                         Address {
-                            base: it.bwd_lanes.cols,
+                            base: cols,
                             offset: i64::from(lay.lse) + 32 * j as i64,
                         },
                     );
@@ -531,9 +582,9 @@ impl FlashWriter<'_> {
             });
             let pa = w.pack_a(&probs);
             // dV += P dO.
-            w.accumulate(&dv, &pa, b_acc, lay.dout, ab);
+            w.accumulate(&dv, &pa, q_acc, lay.dout, ab);
             // dP^T = V_w dO^T.
-            w.product(&dp, it.lanes.a, lay.v, it.lanes.b_rows, lay.dout, ab);
+            w.product(&dp, it.lanes.a, lay.v, q_rows, lay.dout, ab);
             for (j, acc) in dp.iter().enumerate() {
                 let delta = if softmax {
                     Some(w.b.ld(
@@ -541,7 +592,7 @@ impl FlashWriter<'_> {
                         Type::F32,
                         2,
                         Address {
-                            base: it.bwd_lanes.cols,
+                            base: cols,
                             offset: i64::from(lay.delta) + 32 * j as i64,
                         },
                     ))
@@ -561,7 +612,7 @@ impl FlashWriter<'_> {
             }
             let dsa = w.pack_a(&dp);
             // dK += dS^T Q.
-            w.accumulate(&dk, &dsa, b_acc, lay.q, ab);
+            w.accumulate(&dk, &dsa, q_acc, lay.q, ab);
             // dS^T to shared memory for dQ.
             for (kk, frag) in dsa.iter().enumerate() {
                 let base = i64::from(lay.ds) + 32 * kk as i64;
@@ -583,9 +634,11 @@ impl FlashWriter<'_> {
                     );
                 }
             }
+            // dS^T is overwritten after the next iteration's first barrier,
+            // once every warp is done with it here.
             w.b.barrier();
             w.dq_update(p, lay, it, i0, col_off);
-            w.b.barrier();
+            w.b.mov_to(Type::U32, read_off, load_off);
         });
         // dK, dV rows of this thread.
         for (buf, acc) in [(p.dk, &dk), (p.dv, &dv)] {
@@ -777,6 +830,19 @@ impl FlashWriter<'_> {
             }
         }
     }
+}
+
+/// Per-pass registers of the query-block copies (see
+/// [`FlashWriter::load_query_block`]).
+struct QuerySources {
+    /// This thread's chunk of row 0 of Q (u64, [`FlashWriter::tile_source`]).
+    q: Reg,
+    /// The same in dO.
+    dout: Reg,
+    /// Whether this thread copies a query's `lse` and `delta` (`tid < bmq`).
+    mine: Reg,
+    /// Shared address of that query's entry in stage 0's `lse` (minus `lay.lse`).
+    row: Reg,
 }
 
 /// Registers of one backward work item.

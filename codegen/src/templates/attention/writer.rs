@@ -378,6 +378,7 @@ impl<'a> FlashWriter<'a> {
                     base: at,
                     offset: i64::from(skip) * i64::from(self.row_bytes),
                 },
+                bytes: 16,
                 src_bytes: Operand::Reg(bytes),
             });
         }
