@@ -23,8 +23,8 @@
 //! sig))`, where `dP = dout v^T`; then `dq = scale dS k`, `dk = scale dS^T q`.
 
 use crate::kernel::{
-    Address, AtomOp, BinOp, Cmp, Guard, Inst, KernelBuilder, Operand, Reg, RegClass, Space,
-    Special, TernOp, Type, UnOp,
+    Address, AtomOp, BinOp, Cmp, Inst, KernelBuilder, Operand, Reg, RegClass, Space, Special,
+    TernOp, Type, UnOp,
 };
 use crate::launch::{GridRule, ParamBinding, SizeExpr};
 use crate::spec::DType;
@@ -491,6 +491,13 @@ impl FlashWriter<'_> {
         } else {
             it.scale
         };
+        // dS carries the scale: softmax through the staged -delta * scale,
+        // SiLU in its factor silu'(s) (/ max_len) * scale.
+        let neg_scale = softmax.then(|| self.b.unary(UnOp::Neg, Type::F32, it.scale));
+        let silu_factor = match it.inv_max_len {
+            Some(k) if !softmax => self.b.binary(BinOp::Mul, Type::F32, it.scale, k),
+            _ => it.scale,
+        };
         // The query blocks are pipelined over the two stages of `lay`:
         // block i + 1's copies (one commit group) are in flight while block
         // i is computed. `read_off` is the byte offset of block i's stage,
@@ -517,16 +524,24 @@ impl FlashWriter<'_> {
             });
             w.b.push(Inst::CpAsyncCommit);
             w.b.push(Inst::CpAsyncWait { n: 1 });
-            if softmax {
-                // This thread's query: lse to -lse * log2 e, in place.
+            if let Some(neg_scale) = neg_scale {
+                // This thread's query, in place: lse to -lse * log2 e (P is
+                // one FFMA and an EX2 per score) and delta to -delta * scale
+                // (dS is one FFMA and an FMUL per score).
                 w.when(src.mine, false, |w| {
-                    let at = Address {
-                        base: w.u32_op(BinOp::Add, src.row, read_off),
-                        offset: i64::from(lay.lse),
-                    };
-                    let v = w.b.ld(Space::Shared, Type::F32, 1, at)[0];
-                    w.f32_to(BinOp::Mul, v, v, Operand::F32(-log2e));
-                    w.b.st(Space::Shared, Type::F32, at, vec![v]);
+                    let row = w.u32_op(BinOp::Add, src.row, read_off);
+                    for (off, factor) in [
+                        (lay.lse, Operand::F32(-log2e)),
+                        (lay.delta, Operand::Reg(neg_scale)),
+                    ] {
+                        let at = Address {
+                            base: row,
+                            offset: i64::from(off),
+                        };
+                        let v = w.b.ld(Space::Shared, Type::F32, 1, at)[0];
+                        w.f32_to(BinOp::Mul, v, v, factor);
+                        w.b.st(Space::Shared, Type::F32, at, vec![v]);
+                    }
                 });
             }
             w.b.barrier();
@@ -564,9 +579,9 @@ impl FlashWriter<'_> {
                         let t =
                             w.b.ternary(TernOp::Fma, Type::F32, r, one_minus, Operand::F32(1.0));
                         w.f32_to(BinOp::Mul, r, t, sig);
+                        w.f32_to(BinOp::Mul, r, r, silu_factor);
                         if let Some(k) = it.inv_max_len {
                             w.f32_to(BinOp::Mul, pr, pr, k);
-                            w.f32_to(BinOp::Mul, r, r, k);
                         }
                     }
                 }
@@ -599,15 +614,15 @@ impl FlashWriter<'_> {
                 } else {
                     None
                 };
+                // The scale is in -delta * scale (softmax) or in the SiLU factor.
                 for (k, &r) in acc.iter().enumerate() {
                     match &delta {
-                        Some(dl) => {
-                            w.f32_to(BinOp::Sub, r, r, dl[k & 1]);
+                        Some(nd) => {
+                            w.b.ternary_to(TernOp::Fma, Type::F32, r, r, it.scale, nd[k & 1]);
                             w.f32_to(BinOp::Mul, r, r, probs[j][k]);
                         }
                         None => w.f32_to(BinOp::Mul, r, r, s[j][k]),
                     }
-                    w.f32_to(BinOp::Mul, r, r, it.scale);
                 }
             }
             let dsa = w.pack_a(&dp);
@@ -772,8 +787,33 @@ impl FlashWriter<'_> {
         let b_lane = self.u32_op(BinOp::Add, it.lanes.b_trans, col_bytes);
         let quad = self.u32_op(BinOp::Shl, it.lanes.quad, Operand::Int(1));
         let col_words = self.u32_op(BinOp::Add, col_w, quad);
+        // This thread's first dq_acc row: query q0 = i0 + row_base + group
+        // (rows 8 apart are `row_step` bytes apart, immediate offsets) and
+        // the number of rows of the sequence from q0 on.
+        let q0 = self.u32_op(BinOp::Add, i0, row_base);
+        let q0 = self.u32_op(BinOp::Add, q0, it.lanes.group);
+        let room = self.b.binary(BinOp::Sub, Type::S32, it.n, q0);
+        let g = self.head_row_index(q0, it.row_head);
         let col64 = self.b.cvt(Type::U64, Type::U32, col_words);
+        let elem = self.b.ternary(
+            TernOp::MadLo,
+            Type::U64,
+            g,
+            Operand::Int(i64::from(hd)),
+            col64,
+        );
+        let at = self.b.element_addr(p.dq_acc, elem, 4);
+        let row_step = i64::from(d.heads * hd * 4);
         let row_tiles = if split_columns { lay.bmq / 16 } else { 1 };
+        // K's B fragments of the warp's columns, `ldmatrix.trans` per
+        // (k-step, column pair). They are the same for every row tile: with
+        // several row tiles and 16 columns (D = 64: 4 row tiles, the
+        // fragments take 16 registers) they are read once, not per tile.
+        let k_frag = |w: &mut Self, kk: u32, np: u32| {
+            w.ldmatrix(b_lane, i64::from(lay.k + kk * 16 * stride + np * 32), true)
+        };
+        let held: Option<Vec<Vec<Reg>>> = (row_tiles > 1 && cols == 16)
+            .then(|| (0..BWD_KEYS / 16).map(|kk| k_frag(self, kk, 0)).collect());
         for mt in 0..row_tiles {
             let acc: Vec<Acc> = (0..cols / 8).map(|_| self.zero_acc()).collect();
             for kk in 0..BWD_KEYS / 16 {
@@ -784,49 +824,38 @@ impl FlashWriter<'_> {
                 );
                 let frag = [a[0], a[1], a[2], a[3]];
                 for np in 0..cols / 16 {
-                    let bf =
-                        self.ldmatrix(b_lane, i64::from(lay.k + kk * 16 * stride + np * 32), true);
+                    let bf = match &held {
+                        Some(frags) => frags[kk as usize].clone(),
+                        None => k_frag(self, kk, np),
+                    };
                     self.mma(ab, acc[2 * np as usize], frag, [bf[0], bf[1]]);
                     self.mma(ab, acc[2 * np as usize + 1], frag, [bf[2], bf[3]]);
                 }
             }
             for half in 0..2u32 {
-                let row_in = self.u32_op(BinOp::Add, it.lanes.group, row_base);
-                let row_in = self.u32_op(BinOp::Add, row_in, Self::imm(mt * 16 + 8 * half));
-                let q = self.u32_op(BinOp::Add, i0, row_in);
-                let valid = self.b.setp(Cmp::Lt, Type::U32, q, it.n);
-                let g = self.head_row_index(q, it.row_head);
-                let elem = self.b.ternary(
-                    TernOp::MadLo,
-                    Type::U64,
-                    g,
-                    Operand::Int(i64::from(hd)),
-                    col64,
-                );
-                let at = self.b.element_addr(p.dq_acc, elem, 4);
-                let guard = Guard {
-                    pred: valid,
-                    negate: false,
-                };
-                for (t, tile) in acc.iter().enumerate() {
-                    for e in 0..2 {
-                        let old = self.b.reg(RegClass::F32);
-                        let src = tile[2 * half as usize + e];
-                        self.b.guarded(guard, |b| {
-                            b.push(Inst::Atom {
+                let row = mt * 16 + 8 * half;
+                let valid = self.b.setp(Cmp::Gt, Type::S32, room, Self::imm(row));
+                // One branch around the row's atomics: ptxas wraps each
+                // predicated atomic in a branch of its own (BSSY, BRA,
+                // BSYNC around every RED).
+                self.when(valid, false, |w| {
+                    for (t, tile) in acc.iter().enumerate() {
+                        for e in 0..2 {
+                            let old = w.b.reg(RegClass::F32);
+                            w.b.push(Inst::Atom {
                                 op: AtomOp::Add,
                                 space: Space::Global,
                                 ty: Type::F32,
                                 dst: old,
                                 addr: Address {
                                     base: at,
-                                    offset: (32 * t + 4 * e) as i64,
+                                    offset: i64::from(row) * row_step + (32 * t + 4 * e) as i64,
                                 },
-                                src: Operand::Reg(src),
-                            })
-                        });
+                                src: Operand::Reg(tile[2 * half as usize + e]),
+                            });
+                        }
                     }
-                }
+                });
             }
         }
     }
