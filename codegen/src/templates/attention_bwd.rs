@@ -46,6 +46,13 @@ fn dk_passes(head_dim: u32) -> u32 {
     if head_dim > 128 { 2 } else { 1 }
 }
 
+/// `.minnctapersm` of the main backward kernel: 3 at D = 32, whose loop
+/// needs about 170 registers (3 CTAs of 128 threads fit 168 each, 2 would
+/// be left at 169 and above), else 1 (the D >= 64 kernels use 200 to 246).
+fn bwd_min_ctas(head_dim: u32) -> u32 {
+    if head_dim <= 32 { 3 } else { 1 }
+}
+
 /// Query rows per step of the main backward kernel: 64, or 32 for D >= 128
 /// (the dk and dv accumulators of a pass take 128 registers per thread).
 pub fn bwd_query_block(head_dim: u32) -> u32 {
@@ -310,7 +317,7 @@ struct MainPtrs {
 fn main_kernel(desc: &AttentionDesc, inputs: &BwdInputs) -> Plan {
     let mut e = Entry::new(desc.name.clone());
     e.b = KernelBuilder::new(desc.name.clone(), ATTENTION_THREADS);
-    e.b.set_min_ctas_per_sm(1);
+    e.b.set_min_ctas_per_sm(bwd_min_ctas(desc.head_dim));
     let p = MainPtrs {
         q: e.buffer("q", ParamBinding::Input(inputs.q)),
         k: e.buffer("k", ParamBinding::Input(inputs.k)),
