@@ -10,6 +10,9 @@ our forward (max_len 128 and 1024: two tile shapes) and backward kernels
 (bf16, D = 64 and 128) from the op, Triton's
 from its cubin (assembled by the ptxas Triton bundles), at 4 and 8 warps,
 and on sm_80 from its PTX too (our ptxas rejects its sm_90a PTX's .version). No GPU is needed.
+Next to our backward: Triton's tutorial backward (triton_attention_bwd.py),
+its preprocess and the two unmasked inner loops of `_attn_bwd` (dk / dv
+over query blocks, dq over key blocks), each loop its own kernel.
 """
 
 import argparse
@@ -21,6 +24,7 @@ import tempfile
 import triton
 
 import triton_attention
+import triton_attention_bwd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLUMNS = ["instrs", "HMMA", "HGMMA", "LDSM", "LDGSTS", "UTMALDG", "BAR", "EX2", "SHFL",
@@ -43,11 +47,12 @@ def jagc_rows(jagc, args):
 
 
 def short(kernel):
-    """The kernel's role: fwd, bwd, bwd_pre, bwd_post."""
+    """The kernel's role: fwd, bwd, bwd_pre, bwd_post; Triton's fwd, dkdv, dq, bwd_pre."""
     if kernel.startswith("jg_attn"):
         tail = kernel.split("_scaled")[-1].lstrip("_")
         return "ours " + ("fwd" if not tail else tail)
-    return "triton fwd"
+    triton_bwd = {"attn_bwd_dkdv": "dkdv", "attn_bwd_dq": "dq", "attn_bwd_preprocess": "bwd_pre"}
+    return "triton " + triton_bwd.get(kernel, "fwd")
 
 
 def source_rows(jagc, stem, arch):
@@ -75,8 +80,11 @@ def main():
     command = " ".join([os.path.relpath(sys.executable, ROOT), *sys.argv])
     print(f"# {command}  (tree {commit}; triton {triton.__version__}, tutorial forward: "
           f"BLOCK_M {triton_attention.BLOCK_M}, BLOCK_N {triton_attention.BLOCK_N}, "
-          f"{triton_attention.NUM_STAGES} stages, 4 and 8 warps; bf16)")
-    header = f"{'D':>3} {'arch':<6} {'kernel':<16} {'from':<6} " + " ".join(
+          f"{triton_attention.NUM_STAGES} stages, 4 and 8 warps; tutorial backward: dkdv "
+          f"{triton_attention_bwd.BLOCK_M1} x {triton_attention_bwd.BLOCK_N1}, dq "
+          f"{triton_attention_bwd.BLOCK_M2} x {triton_attention_bwd.BLOCK_N2}, "
+          f"{triton_attention_bwd.NUM_STAGES} stages, 4 and 8 warps; bf16)")
+    header = f"{'D':>3} {'arch':<6} {'kernel':<18} {'from':<6} " + " ".join(
         f"{c:>{max(len(c), 5)}}" for c in COLUMNS)
     for head_dim in (64, 128):
         for arch, capability in (("sm_80", 80), ("sm_90a", 90)):
@@ -93,23 +101,32 @@ def main():
             for warps in (4, 8):
                 stem = triton_attention.compile_one(head_dim, capability, tmp, warps)
                 rows += source_rows(jagc, stem, arch)
+            for warps in (4, 8):
+                for stem in triton_attention_bwd.compile_all(head_dim, capability, tmp, warps):
+                    rows += source_rows(jagc, stem, arch)
             print()
             print(header)
             for kernel, source, counts in rows:
                 cells = " ".join(f"{v:>{max(len(c), 5)}}" for v, c in zip(counts, COLUMNS))
-                print(f"{head_dim:>3} {arch:<6} {kernel:<16} {source:<6} {cells}")
+                print(f"{head_dim:>3} {arch:<6} {kernel:<18} {source:<6} {cells}")
     print_skips(jagc)
 
 
 def print_skips(jagc):
-    """The blocks our n1024 forward loops may skip, as jagc prints them."""
-    for head_dim in (64, 128):
-        args = ["stats", "--sass", "--skips", "jagged_flash_attention", "--attr",
-                f"head_dim={head_dim}", "--attr", "max_len=1024", "--arch", "sm_80"]
-        print()
-        print(f"$ jagc {' '.join(args)}")
-        print(subprocess.run([jagc, *args], check=True, capture_output=True,
-                             text=True).stdout, end="")
+    """The blocks our n1024 forward loops and backward loops may skip, as jagc prints them."""
+    for backward in ([], ["--backward"]):
+        for head_dim in (64, 128):
+            print_skips_of(jagc, backward, head_dim)
+
+
+def print_skips_of(jagc, backward, head_dim):
+    """`jagc stats --sass --skips` of one op at max_len 1024, sm_80."""
+    args = ["stats", "--sass", "--skips", *backward, "jagged_flash_attention", "--attr",
+            f"head_dim={head_dim}", "--attr", "max_len=1024", "--arch", "sm_80"]
+    print()
+    print(f"$ jagc {' '.join(args)}")
+    print(subprocess.run([jagc, *args], check=True, capture_output=True,
+                         text=True).stdout, end="")
 
 
 if __name__ == "__main__":
