@@ -132,6 +132,10 @@ impl<W: fmt::Write> Writer<W> {
                 ParamType::U64 => ".u64".to_string(),
                 ParamType::F32 => ".f32".to_string(),
                 ParamType::Ptr { align } => format!(".u64 .ptr .global .align {align}"),
+                ParamType::TensorMap => {
+                    writeln!(self.out, "\t.param .align 64 .b8 {}[128]{sep}", param.name)?;
+                    continue;
+                }
             };
             writeln!(self.out, "\t.param {ty} {}{sep}", param.name)?;
         }
@@ -372,6 +376,38 @@ impl<W: fmt::Write> Writer<W> {
             Inst::WgmmaCommit => write!(o, "wgmma.commit_group.sync.aligned;")?,
             Inst::WgmmaWait { n } => write!(o, "wgmma.wait_group.sync.aligned {n};")?,
             Inst::FenceProxyAsyncShared => write!(o, "fence.proxy.async.shared::cta;")?,
+            Inst::ParamAddr { dst, param } => write!(
+                o,
+                "mov.b64 {dst}, {};\n\tcvta.param.u64 {dst}, {dst};",
+                kernel.params[param.0 as usize].name
+            )?,
+            Inst::MbarrierInit { addr, count } => {
+                write!(o, "mbarrier.init.shared::cta.b64 {addr}, {count};")?
+            }
+            Inst::FenceMbarrierInit => write!(o, "fence.mbarrier_init.release.cluster;")?,
+            Inst::MbarrierArriveExpectTx { addr, bytes } => write!(
+                o,
+                "mbarrier.arrive.expect_tx.release.cta.shared::cta.b64 _, {addr}, {bytes};"
+            )?,
+            Inst::MbarrierTryWait { done, addr, parity } => write!(
+                o,
+                "mbarrier.try_wait.parity.shared::cta.b64 {done}, {addr}, {parity};"
+            )?,
+            Inst::TmaLoad {
+                dst,
+                map,
+                coords,
+                mbar,
+            } => {
+                let coords: Vec<String> = coords.iter().map(ToString::to_string).collect();
+                write!(
+                    o,
+                    "cp.async.bulk.tensor.{}d.shared::cluster.global.tile.mbarrier::complete_tx::bytes {dst}, [{map}, {{{}}}], {mbar};",
+                    coords.len(),
+                    coords.join(", ")
+                )?
+            }
+            Inst::ElectSync { leader } => write!(o, "elect.sync _|{leader}, 0xffffffff;")?,
             Inst::BarSync { id } => write!(o, "bar.sync {id};")?,
             Inst::WarpSync => write!(o, "bar.warp.sync -1;")?,
             Inst::Bra { target } => write!(o, "bra {target};")?,
@@ -477,6 +513,37 @@ fn validate(kernel: &Kernel) -> Result<(), Error> {
                 return Err(invalid(format!(
                     "statement {i}: cp.async of {bytes} bytes from {} to {}",
                     src.base, dst.base
+                )));
+            }
+            // Printed as two instructions: a guard would cover the first only.
+            Inst::ParamAddr { dst, param }
+                if stmt.guard.is_some()
+                    || dst.class != crate::kernel::RegClass::B64
+                    || kernel.params.get(param.0 as usize).map(|p| p.ty)
+                        != Some(ParamType::TensorMap) =>
+            {
+                return Err(invalid(format!(
+                    "statement {i}: the address of parameter {} into {dst} (unguarded, \
+                     a tensor map, 64-bit)",
+                    param.0
+                )));
+            }
+            Inst::TmaLoad {
+                dst,
+                map,
+                coords,
+                mbar,
+            } if !(1..=5).contains(&coords.len())
+                || dst.base.class != crate::kernel::RegClass::B32
+                || mbar.base.class != crate::kernel::RegClass::B32
+                || map.class != crate::kernel::RegClass::B64 =>
+            {
+                return Err(invalid(format!(
+                    "statement {i}: cp.async.bulk.tensor of {} coordinates from {map} to {} \
+                     on {}",
+                    coords.len(),
+                    dst.base,
+                    mbar.base
                 )));
             }
             _ => {}
@@ -643,6 +710,78 @@ $L1:
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
+    }
+
+    /// The TMA instructions of the sm_90a attention kernel: a tensor-map
+    /// parameter read in place, the mbarrier's life, a 2D box copy.
+    #[test]
+    fn prints_tma() {
+        use crate::kernel::RegClass;
+        let mut b = KernelBuilder::new("tma", 128);
+        let map = b.param("map", ParamType::TensorMap);
+        let at = b.param_addr(map);
+        let leader = b.reg(RegClass::Pred);
+        b.push(Inst::ElectSync { leader });
+        let mbar = Address {
+            base: b.reg(RegClass::B32),
+            offset: 0,
+        };
+        b.push(Inst::MbarrierInit {
+            addr: mbar,
+            count: 1,
+        });
+        b.push(Inst::FenceMbarrierInit);
+        b.push(Inst::MbarrierArriveExpectTx {
+            addr: mbar,
+            bytes: Operand::Int(4096),
+        });
+        let (x, y) = (b.reg(RegClass::B32), b.reg(RegClass::B32));
+        b.push(Inst::TmaLoad {
+            dst: Address {
+                base: x,
+                offset: 2048,
+            },
+            map: at,
+            coords: vec![Operand::Reg(x), Operand::Reg(y)],
+            mbar,
+        });
+        b.mbarrier_wait(mbar, y);
+        let text = write_kernel_string(&b.finish(), &Options { arch: Arch::Sm90a }).expect("print");
+        for line in [
+            ".param .align 64 .b8 tma_map[128]",
+            "mov.b64 %rd1, tma_map;",
+            "cvta.param.u64 %rd1, %rd1;",
+            "elect.sync _|%p1, 0xffffffff;",
+            "mbarrier.init.shared::cta.b64 [%r1], 1;",
+            "fence.mbarrier_init.release.cluster;",
+            "mbarrier.arrive.expect_tx.release.cta.shared::cta.b64 _, [%r1], 4096;",
+            "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%r2+2048], [%rd1, {%r2, %r3}], [%r1];",
+            "mbarrier.try_wait.parity.shared::cta.b64 %p2, [%r1], %r3;",
+            "@!%p2 bra $L1;",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+
+    /// A guarded parameter address would guard only its first instruction.
+    #[test]
+    fn rejects_a_guarded_parameter_address() {
+        use crate::kernel::{Guard, RegClass};
+        let mut b = KernelBuilder::new("bad", 128);
+        let map = b.param("map", ParamType::TensorMap);
+        let pred = b.reg(RegClass::Pred);
+        b.guarded(
+            Guard {
+                pred,
+                negate: false,
+            },
+            |b| b.param_addr(map),
+        );
+        let err = write_kernel_string(&b.finish(), &Options { arch: Arch::Sm90a }).unwrap_err();
+        assert!(
+            err.to_string().contains("the address of parameter 0"),
+            "{err}"
+        );
     }
 
     #[test]

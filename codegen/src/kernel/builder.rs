@@ -163,10 +163,37 @@ impl KernelBuilder {
             ParamType::U32 => Type::U32,
             ParamType::U64 | ParamType::Ptr { .. } => Type::U64,
             ParamType::F32 => Type::F32,
+            ParamType::TensorMap => {
+                panic!("a tensor-map parameter is read in place (param_addr), not loaded")
+            }
         };
         let dst = self.reg(ty.reg_class());
         self.push(Inst::LdParam { ty, dst, param });
         dst
+    }
+
+    /// The generic address (u64) of the by-value tensor-map parameter
+    /// `param`, which `cp.async.bulk.tensor` reads in place.
+    pub fn param_addr(&mut self, param: ParamId) -> Reg {
+        let dst = self.reg(RegClass::B64);
+        self.push(Inst::ParamAddr { dst, param });
+        dst
+    }
+
+    /// Loops on `mbarrier.try_wait.parity` until the phase of parity
+    /// `parity` (u32, 0 or 1) of the mbarrier at `mbar` (32-bit shared)
+    /// has completed.
+    pub fn mbarrier_wait(&mut self, mbar: Address, parity: impl Into<Operand>) {
+        let parity = parity.into();
+        let again = self.label();
+        self.place(again);
+        let done = self.reg(RegClass::Pred);
+        self.push(Inst::MbarrierTryWait {
+            done,
+            addr: mbar,
+            parity,
+        });
+        self.bra_if(done, true, again);
     }
 
     /// Loads a pointer parameter and converts it to a global address.

@@ -253,6 +253,10 @@ pub enum ParamType {
         /// Guaranteed alignment of the address, in bytes.
         align: u32,
     },
+    /// A TMA tensor map passed by value (`.param .align 64 .b8 name[128]`,
+    /// CUDA's `CUtensorMap`): the `cp.async.bulk.tensor` copies read it
+    /// through its generic address ([`Inst::ParamAddr`]).
+    TensorMap,
 }
 
 /// One kernel parameter.
@@ -734,6 +738,68 @@ pub enum Inst {
     /// shared-memory writes (`st.shared`) before later async-proxy reads
     /// of them (`wgmma` operands read through descriptors).
     FenceProxyAsyncShared,
+    /// `mov.b64 dst, param; cvta.param.u64 dst, dst`: the generic address
+    /// of a by-value parameter (a [`ParamType::TensorMap`], which
+    /// `cp.async.bulk.tensor` reads in place: no copy to local memory).
+    ParamAddr {
+        /// Destination (64-bit).
+        dst: Reg,
+        /// The parameter.
+        param: ParamId,
+    },
+    /// `mbarrier.init.shared::cta.b64 [addr], count`: an mbarrier object
+    /// whose phases complete after `count` arrivals (and their transaction
+    /// bytes).
+    MbarrierInit {
+        /// The 8-byte-aligned object (32-bit shared).
+        addr: Address,
+        /// Expected arrivals per phase.
+        count: u32,
+    },
+    /// `fence.mbarrier_init.release.cluster`: makes `mbarrier.init`s
+    /// visible to the async proxy (the bulk copies' `complete_tx`).
+    FenceMbarrierInit,
+    /// `mbarrier.arrive.expect_tx.release.cta.shared::cta.b64 _, [addr], bytes`:
+    /// one arrival that also expects `bytes` more transaction bytes (the
+    /// bulk copies this thread issues next complete them).
+    MbarrierArriveExpectTx {
+        /// The mbarrier (32-bit shared).
+        addr: Address,
+        /// Transaction bytes (u32).
+        bytes: Operand,
+    },
+    /// `mbarrier.try_wait.parity.shared::cta.b64 done, [addr], parity`:
+    /// `done` is true once the phase of parity `parity` has completed (the
+    /// wait may time out: loop on it).
+    MbarrierTryWait {
+        /// Predicate result.
+        done: Reg,
+        /// The mbarrier (32-bit shared).
+        addr: Address,
+        /// The phase parity waited for (0 or 1, u32).
+        parity: Operand,
+    },
+    /// `cp.async.bulk.tensor.Nd.shared::cluster.global.tile.mbarrier::complete_tx::bytes
+    /// [dst], [map, {coords}], [mbar]`: the TMA copy of one box of the
+    /// tensor map at generic address `map` whose first element is at
+    /// `coords` (innermost first, s32; elements outside the array read as
+    /// zeros) to shared `dst`, completing its bytes on `mbar`.
+    TmaLoad {
+        /// Shared destination (32-bit; aligned to the swizzle pattern).
+        dst: Address,
+        /// Generic address of the tensor map (64-bit, [`Inst::ParamAddr`]).
+        map: Reg,
+        /// Box coordinates, innermost first (1 to 5, s32).
+        coords: Vec<Operand>,
+        /// The mbarrier (32-bit shared).
+        mbar: Address,
+    },
+    /// `elect.sync _|leader, 0xffffffff`: `leader` is true in exactly one
+    /// lane of the (converged, full) warp.
+    ElectSync {
+        /// Predicate result.
+        leader: Reg,
+    },
     /// `bar.sync id`: CTA-wide barrier.
     BarSync {
         /// Barrier number.
