@@ -35,7 +35,7 @@ use jagged_ir::ops::AttentionSpec;
 use jagged_ir::{AttrValue, DType, Graph};
 use jagged_runtime::{
     BufferRole, GraphRunError, InputCheck, KernelArg, LaunchDims, LaunchTarget, ModuleId, Runtime,
-    bind_external, launch_plan,
+    TiledMap, bind_external, launch_plan,
 };
 use pyo3::prelude::*;
 
@@ -261,6 +261,31 @@ impl<'py> LaunchTarget for TorchTarget<'_, 'py> {
             .call_method1("read_index", (&buffer.tensor, index))
             .and_then(|v| v.extract::<i64>());
         self.keep(read)
+    }
+
+    /// The map over the input tensor at `input`'s address (its `data_ptr()`),
+    /// encoded on the host (`cuTensorMapEncodeTiled` records the address:
+    /// no device access, no synchronization with PyTorch's stream).
+    fn tensor_map(&mut self, input: KernelArg, map: &TiledMap) -> Result<KernelArg, GraphRunError> {
+        let KernelArg::U64(address) = input else {
+            return Err(GraphRunError::Unsupported(format!(
+                "a tensor map over {input:?}, not a device address"
+            )));
+        };
+        let (ordinal, runtime_id) = (self.place.ordinal, self.loaded.runtime_id);
+        let encoded = self.place.host.py().detach(|| {
+            with_device(ordinal, |d| {
+                if d.id != runtime_id {
+                    return Err(Error::Run(format!(
+                        "CUDA device {ordinal}'s runtime was reopened during the call; run it again"
+                    )));
+                }
+                d.runtime
+                    .tensor_map_at(address, map)
+                    .map_err(|e| Error::Run(e.to_string()))
+            })
+        });
+        self.keep(encoded.map_err(PyErr::from))
     }
 }
 

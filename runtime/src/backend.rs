@@ -369,6 +369,19 @@ impl Backend {
         }
     }
 
+    /// A tensor map over the device address `address` (memory the runtime
+    /// need not own), encoded for this device.
+    pub(crate) fn tensor_map_at(
+        &mut self,
+        address: u64,
+        map: &TiledMap,
+    ) -> Result<KernelArg, RuntimeError> {
+        match self {
+            Backend::Cuda(cuda) => cuda.tensor_map_at(address, map),
+            Backend::Emu(_) => EmuBackend::tensor_map_at(address, map),
+        }
+    }
+
     /// Frees buffer `id`.
     pub(crate) fn free(&mut self, id: BufferId) -> Result<(), RuntimeError> {
         match self {

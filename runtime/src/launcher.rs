@@ -634,9 +634,11 @@ pub trait LaunchTarget {
         index: usize,
     ) -> Result<i64, GraphRunError>;
     /// A tensor map `map` over the input passed as `input`, encoded for this
-    /// target's device. Only a target that owns its inputs' buffers can
-    /// encode one; a module with a tensor-map parameter is refused elsewhere
-    /// (the caller must compile it without one).
+    /// target's device: over the runtime's buffer ([`Runtime::tensor_map`]),
+    /// or over a device address the runtime does not own
+    /// ([`Runtime::tensor_map_at`], as the Python CUDA path does). The
+    /// default refuses: a target that cannot encode one runs no module with
+    /// a tensor-map parameter (the sm_90a attention forward has three).
     fn tensor_map(&mut self, input: KernelArg, map: &TiledMap) -> Result<KernelArg, GraphRunError> {
         let _ = (input, map);
         Err(GraphRunError::Unsupported(

@@ -389,8 +389,10 @@ impl Runtime {
     /// runtime's device (its primary context) that the runtime does not own,
     /// such as PyTorch's current stream (`0`: the legacy default stream),
     /// without waiting. Buffers the runtime does not own either (PyTorch
-    /// tensors) are passed as their device addresses, [`KernelArg::U64`];
-    /// runtime buffers ([`KernelArg::Buffer`]) are refused. The arguments are
+    /// tensors) are passed as their device addresses, [`KernelArg::U64`],
+    /// and tensor maps over them as [`KernelArg::TensorMap`]
+    /// ([`Self::tensor_map_at`]); runtime buffers ([`KernelArg::Buffer`]) are
+    /// refused. The arguments are
     /// checked against the kernel's `.param` list first. A launch of no CTAs
     /// is not submitted. CUDA backend only ([`RuntimeError::NeedsCuda`]).
     ///
@@ -427,6 +429,19 @@ impl Runtime {
     ) -> Result<KernelArg, RuntimeError> {
         self.check_live(buffer)?;
         self.backend.tensor_map(buffer.id, map)
+    }
+
+    /// The argument of a tensor map over the device address `address`,
+    /// memory the runtime does not own (a PyTorch tensor's, for
+    /// [`Self::launch_external`]), encoded for this runtime's device on the
+    /// host: `cuTensorMapEncodeTiled` only records the address, so nothing
+    /// is read and nothing waits. The map is valid while that memory is.
+    pub fn tensor_map_at(
+        &mut self,
+        address: u64,
+        map: &TiledMap,
+    ) -> Result<KernelArg, RuntimeError> {
+        self.backend.tensor_map_at(address, map)
     }
 
     /// Waits until all launched work has finished; a kernel fault surfaces here.

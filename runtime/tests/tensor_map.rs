@@ -5,9 +5,10 @@
 //! kernel's K and V tiles), a kernel loads each 16-row block by two
 //! `cp.async.bulk.tensor` copies waited for on an mbarrier and writes it back
 //! unswizzled; rows past `T` read as zeros and are not written, and `T = 0`
-//! encodes a one-row map the kernel copies nothing from. A target
-//! that does not own its inputs' memory (the external path) refuses the
-//! binding with a typed error.
+//! encodes a one-row map the kernel copies nothing from. A target on
+//! device addresses the runtime does not own (the external path) encodes
+//! its maps on the host over those addresses; one that does not implement
+//! `tensor_map` refuses the binding with a typed error.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,9 +20,14 @@ use jagged_codegen::{
 };
 use jagged_ir::ops::{self, JaggedSpec};
 use jagged_ir::{AttrValue, DType, DenseTensor, Graph};
+use jagged_emu::TensorMap;
+use jagged_emu::tensormap::{
+    TensorMapDataType, TensorMapFloatOobFill, TensorMapInterleave, TensorMapL2Promotion,
+    TensorMapSwizzle,
+};
 use jagged_runtime::{
     BackendKind, BufferRole, DeviceBuffer, GraphRunError, KernelArg, KernelCache, LaunchDims,
-    LaunchTarget, Runtime, launch_plan,
+    LaunchTarget, Runtime, TensorMapBytes, TiledMap, launch_plan,
 };
 
 /// Columns of the values (`H D`: two 64-column boxes).
@@ -282,6 +288,107 @@ fn a_target_without_its_inputs_buffers_refuses_a_tensor_map() {
     assert!(
         matches!(&err, GraphRunError::Unsupported(m) if m.contains("tensor-map")),
         "{err}"
+    );
+}
+
+/// A launch target like the Python CUDA path: inputs are device addresses
+/// the runtime does not own, maps over them are encoded on the host by
+/// [`Runtime::tensor_map_at`]; the launches are recorded.
+struct Addresses<'a> {
+    rt: &'a mut Runtime,
+    launched: Vec<Vec<KernelArg>>,
+}
+
+impl LaunchTarget for Addresses<'_> {
+    type Buffer = DeviceBuffer;
+
+    fn alloc(
+        &mut self,
+        dtype: DType,
+        elems: usize,
+        _role: BufferRole,
+    ) -> Result<DeviceBuffer, GraphRunError> {
+        Ok(self.rt.alloc(dtype, elems)?)
+    }
+
+    fn arg(&self, buffer: &DeviceBuffer) -> KernelArg {
+        buffer.arg()
+    }
+
+    fn launch(
+        &mut self,
+        _entry: &str,
+        _dims: &LaunchDims,
+        args: &[KernelArg],
+    ) -> Result<(), GraphRunError> {
+        self.launched.push(args.to_vec());
+        Ok(())
+    }
+
+    fn read_index(
+        &mut self,
+        name: &str,
+        _buffer: &DeviceBuffer,
+        _dtype: DType,
+        _elems: usize,
+        _index: usize,
+    ) -> Result<i64, GraphRunError> {
+        panic!("{name} read")
+    }
+
+    fn tensor_map(&mut self, input: KernelArg, map: &TiledMap) -> Result<KernelArg, GraphRunError> {
+        let KernelArg::U64(address) = input else {
+            panic!("a map over {input:?}")
+        };
+        Ok(self.rt.tensor_map_at(address, map)?)
+    }
+}
+
+#[test]
+fn an_external_target_encodes_maps_over_device_addresses() {
+    let graph = graph();
+    let values = input_index(&graph, "values");
+    let kernel = copy_kernel(values);
+    let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator");
+    let sizes = RunSizes {
+        batch: 1,
+        total_rows: 40,
+        max_len: 40,
+    };
+    let mut inputs = [KernelArg::U64(0x1000), KernelArg::U64(0x1000)];
+    inputs[values] = KernelArg::U64(0x2000);
+    let mut target = Addresses {
+        rt: &mut rt,
+        launched: Vec::new(),
+    };
+    launch_plan(
+        &graph,
+        &kernel,
+        &sizes,
+        &BTreeMap::new(),
+        &inputs,
+        &mut target,
+    )
+    .expect("planned");
+    // The values `{128, T}` bf16 at 0x2000, rows of 256 bytes, boxes {64, 16}.
+    let want = TensorMap::encode_tiled(
+        TensorMapDataType::Bfloat16,
+        2,
+        0x2000,
+        &[COLS as u64, 40],
+        &[2 * COLS as u64],
+        &[64, BOX_ROWS],
+        &[1, 1],
+        TensorMapInterleave::None,
+        TensorMapSwizzle::B128,
+        TensorMapL2Promotion::None,
+        TensorMapFloatOobFill::None,
+    )
+    .expect("map");
+    assert_eq!(target.launched.len(), 1);
+    assert_eq!(
+        target.launched[0][0],
+        KernelArg::TensorMap(TensorMapBytes(want.0))
     );
 }
 

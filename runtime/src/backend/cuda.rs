@@ -192,13 +192,29 @@ impl CudaBackend {
         id: BufferId,
         map: &TiledMap,
     ) -> Result<KernelArg, RuntimeError> {
-        use sys::CUtensorMapDataType_enum as D;
-        use sys::CUtensorMapSwizzle_enum as S;
         let slice = self
             .buffers
             .get(&id)
             .ok_or(RuntimeError::UnknownBuffer(id))?;
-        let (address, _sync) = slice.device_ptr(&self.stream);
+        // The map records the address; the kernels that read through it
+        // are ordered on the stream like any other use of the buffer.
+        let (address, sync) = slice.device_ptr(&self.stream);
+        drop(sync);
+        self.tensor_map_at(address, map)
+    }
+
+    /// A tensor map over the device address `address` of this context
+    /// (memory the runtime may not own: a PyTorch tensor's), encoded on the
+    /// host by `cuTensorMapEncodeTiled`, which only records the address (no
+    /// device access, no synchronization), after the emulator's encoder
+    /// checked the map against the driver's rules.
+    pub(crate) fn tensor_map_at(
+        &mut self,
+        address: u64,
+        map: &TiledMap,
+    ) -> Result<KernelArg, RuntimeError> {
+        use sys::CUtensorMapDataType_enum as D;
+        use sys::CUtensorMapSwizzle_enum as S;
         map.encode_emu(address)?;
         let data_type = match map.data_type {
             TensorMapDataType::Uint8 => D::CU_TENSOR_MAP_DATA_TYPE_UINT8,
@@ -235,7 +251,8 @@ impl CudaBackend {
         // dimension, stride, box and element-stride arrays are live for the call and
         // have the lengths the rank (their count, 1..=5) requires, which
         // `encode_emu` checked above together with the driver's other rules; the
-        // address is a live allocation of this context (the driver only records it).
+        // driver only records the address (a launch that reads through the map
+        // must pass live memory, as with any address).
         unsafe {
             sys::cuTensorMapEncodeTiled(
                 &mut encoded,
@@ -380,14 +397,17 @@ impl CudaBackend {
     /// Submits `kernel` of `module` to `stream`, a stream of this device's
     /// primary context that the runtime does not own (PyTorch's, say), with
     /// device addresses the runtime does not own passed as
-    /// [`KernelArg::U64`]; without waiting. A launch of no CTAs (a zero grid
+    /// [`KernelArg::U64`] and tensor maps over them as
+    /// [`KernelArg::TensorMap`] ([`CudaBackend::tensor_map_at`]); without
+    /// waiting. A launch of no CTAs (a zero grid
     /// dimension) does nothing and is not submitted: the driver refuses it.
     ///
     /// # Safety
     ///
     /// `stream` must be a live stream of this device's primary context (or
     /// null, the legacy default stream), and every address among `args` must
-    /// be device memory of that context that stays allocated until the
+    /// be device memory of that context (as must the memory every tensor map
+    /// among them covers) that stays allocated until the
     /// kernel has finished on `stream` and holds what the kernel reads and
     /// writes there (the runtime checked only the parameters' count and sizes).
     pub(crate) unsafe fn launch_external(
@@ -406,30 +426,28 @@ impl CudaBackend {
             .bind_to_thread()
             .map_err(driver("context bind"))?;
         let function = self.function(module, kernel, dims)?;
-        let mut slots: Vec<[u8; 8]> = Vec::with_capacity(args.len());
+        let mut slots: Vec<ParamSlot> = Vec::with_capacity(args.len());
         for (index, arg) in args.iter().enumerate() {
             // The runtime's buffers are ordered on its own stream, not on
             // the caller's: not mixed into an external launch.
             let slot = param_slot(arg).ok_or_else(|| RuntimeError::BadArgument {
                 kernel: kernel.to_string(),
                 index,
-                reason: "a runtime buffer or tensor map in a launch on an external \
-                         stream (pass device addresses as u64)"
+                reason: "a runtime buffer in a launch on an external stream (pass \
+                         device addresses as u64)"
                     .to_string(),
             })?;
             slots.push(slot);
         }
-        let mut params: Vec<*mut c_void> = slots
-            .iter_mut()
-            .map(|slot| slot.as_mut_ptr().cast::<c_void>())
-            .collect();
+        let mut params: Vec<*mut c_void> = slots.iter_mut().map(ParamSlot::as_ptr).collect();
         // SAFETY: `function` is a kernel of a module loaded in this context,
-        // which is bound to the thread; `params` points at one live 8-byte
-        // slot per parameter holding its value from the first byte (the
-        // runtime checked the count and each parameter's size, 4 or 8
-        // bytes), alive until the call returns, which is when the driver has
-        // copied them. The stream and the addresses
-        // are this function's caller's guarantee (see `# Safety`).
+        // which is bound to the thread; `params` points at one live slot per
+        // parameter holding its value from the first byte (8 bytes for the
+        // scalars and addresses, the 128 bytes of a tensor map, 64-byte
+        // aligned; the runtime checked the count and each parameter's size),
+        // alive until the call returns, which is when the driver has copied
+        // them. The stream and the addresses (and those the maps hold) are
+        // this function's caller's guarantee (see `# Safety`).
         unsafe {
             result::launch_kernel(
                 function.cu_function(),
@@ -444,10 +462,30 @@ impl CudaBackend {
     }
 }
 
-/// A kernel argument's bytes as `cuLaunchKernel` reads a parameter: the
-/// value's native bytes from the start of an 8-byte slot (a 4-byte
-/// parameter reads the first four). `None` for a runtime buffer.
-fn param_slot(arg: &KernelArg) -> Option<[u8; 8]> {
+/// The bytes `cuLaunchKernel` reads for one parameter of an external
+/// launch.
+enum ParamSlot {
+    /// A scalar or an address: the value's native bytes from the start of
+    /// an 8-byte slot (a 4-byte parameter reads the first four).
+    Word([u8; 8]),
+    /// A tensor map, by value (boxed: its address stays put as the slots
+    /// grow).
+    Map(Box<TensorMapBytes>),
+}
+
+impl ParamSlot {
+    /// Where the driver reads the parameter.
+    fn as_ptr(&mut self) -> *mut c_void {
+        match self {
+            ParamSlot::Word(word) => word.as_mut_ptr().cast(),
+            ParamSlot::Map(map) => map.0.as_mut_ptr().cast(),
+        }
+    }
+}
+
+/// A kernel argument's slot for an external launch. `None` for a runtime
+/// buffer.
+fn param_slot(arg: &KernelArg) -> Option<ParamSlot> {
     let mut slot = [0u8; 8];
     match *arg {
         KernelArg::U32(v) => slot[..4].copy_from_slice(&v.to_ne_bytes()),
@@ -456,9 +494,10 @@ fn param_slot(arg: &KernelArg) -> Option<[u8; 8]> {
         KernelArg::U64(v) => slot = v.to_ne_bytes(),
         KernelArg::I64(v) => slot = v.to_ne_bytes(),
         KernelArg::F64(v) => slot = v.to_ne_bytes(),
-        KernelArg::Buffer(_) | KernelArg::TensorMap(_) => return None,
+        KernelArg::TensorMap(map) => return Some(ParamSlot::Map(Box::new(map))),
+        KernelArg::Buffer(_) => return None,
     }
-    Some(slot)
+    Some(ParamSlot::Word(slot))
 }
 
 // SAFETY: a `TensorMapBytes` is plain bytes (no pointers the driver would follow, no
@@ -472,16 +511,25 @@ mod tests {
 
     #[test]
     fn parameters_start_at_the_slot() {
-        let first4 = |arg| param_slot(&arg).map(|s| [s[0], s[1], s[2], s[3]]);
+        let word = |arg| match param_slot(&arg) {
+            Some(ParamSlot::Word(w)) => Some(w),
+            _ => None,
+        };
+        let first4 = |arg| word(arg).map(|s| [s[0], s[1], s[2], s[3]]);
         assert_eq!(first4(KernelArg::U32(7)), Some(7u32.to_ne_bytes()));
         assert_eq!(first4(KernelArg::I32(-2)), Some((-2i32).to_ne_bytes()));
         assert_eq!(first4(KernelArg::F32(1.5)), Some(1.5f32.to_ne_bytes()));
         let addr = 0x7f00_dead_beef_0000u64;
-        assert_eq!(param_slot(&KernelArg::U64(addr)), Some(addr.to_ne_bytes()));
-        assert_eq!(
-            param_slot(&KernelArg::F64(-0.25)),
-            Some((-0.25f64).to_ne_bytes())
-        );
-        assert_eq!(param_slot(&KernelArg::Buffer(BufferId::fresh())), None);
+        assert_eq!(word(KernelArg::U64(addr)), Some(addr.to_ne_bytes()));
+        assert_eq!(word(KernelArg::F64(-0.25)), Some((-0.25f64).to_ne_bytes()));
+        assert!(param_slot(&KernelArg::Buffer(BufferId::fresh())).is_none());
+        // A tensor map's 128 bytes, read in place from a 64-byte-aligned slot.
+        let bytes = std::array::from_fn(|i| i as u8);
+        let mut slot = param_slot(&KernelArg::TensorMap(TensorMapBytes(bytes))).expect("slot");
+        let at = slot.as_ptr();
+        assert_eq!(at as usize % 64, 0);
+        // SAFETY: `at` points at the slot's 128 live bytes (`slot` is alive).
+        let read = unsafe { std::slice::from_raw_parts(at.cast::<u8>(), 128) };
+        assert_eq!(read, &bytes[..]);
     }
 }

@@ -104,7 +104,13 @@ impl EmuBackend {
         id: BufferId,
         map: &TiledMap,
     ) -> Result<KernelArg, RuntimeError> {
-        let encoded = map.encode_emu(self.ptr(id)?.0)?;
+        Self::tensor_map_at(self.ptr(id)?.0, map)
+    }
+
+    /// A tensor map over the emulator address `address` (the emulator's
+    /// encoding).
+    pub(crate) fn tensor_map_at(address: u64, map: &TiledMap) -> Result<KernelArg, RuntimeError> {
+        let encoded = map.encode_emu(address)?;
         Ok(KernelArg::TensorMap(TensorMapBytes(encoded.0)))
     }
 
