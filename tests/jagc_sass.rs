@@ -195,7 +195,8 @@ fn the_forward_loop_is_found_and_counted_on_sm80() {
 /// On sm_90a the forward's tile loop (D = 32, 64, 128 and 256, the default bucket:
 /// 64 keys per block) is the wgmma kernel's: one HGMMA per `wgmma` (D / 16
 /// for `Q K^T`, 4 for `P V`), no HMMA and no ldmatrix (the operands are
-/// read through descriptors), with its cp.async copies, barriers and ex2.
+/// read through descriptors), with its TMA copies (UTMALDG, one per column
+/// block of K and of V: no LDGSTS), barriers and ex2.
 #[test]
 fn the_forward_loop_is_hgmma_on_sm90a() {
     if !tools_present("the_forward_loop_is_hgmma_on_sm90a") {
@@ -221,7 +222,9 @@ fn the_forward_loop_is_hgmma_on_sm90a() {
         assert_eq!(check_mma_row(row), 0, "no HMMA on the wgmma path: {row:?}");
         assert_eq!(row.count("HGMMA"), d / 16 + 4, "{row:?}");
         assert_eq!(row.count("LDSM"), 0, "{row:?}");
-        assert!(row.count("LDGSTS") > 0 && row.count("BAR") > 0, "{row:?}");
+        assert_eq!(row.count("LDGSTS"), 0, "{row:?}");
+        assert_eq!(row.count("UTMALDG"), 2 * (2 * d).div_ceil(128), "{row:?}");
+        assert!(row.count("BAR") > 0, "{row:?}");
         assert!(row.count("EX2") > 0, "{row:?}");
     }
 }

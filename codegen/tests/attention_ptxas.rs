@@ -1,7 +1,8 @@
 //! Flash attention PTX: every specialization assembles with ptxas for sm_80
 //! and sm_90a without spills or a stack frame; the SASS runs both products
 //! on tensor cores (HMMA on sm_80, HGMMA and no HMMA in the wgmma kernel
-//! of sm_90a); insta snapshots of two fixed specs (a diff is a review item).
+//! of sm_90a, whose Q, K and V come by TMA: UTMALDG, no LDGSTS); insta
+//! snapshots of two fixed specs (a diff is a review item).
 
 // Each test crate uses a different subset of the shared helpers.
 #[allow(dead_code)]
@@ -175,7 +176,11 @@ fn sm80_sass_runs_both_products_on_tensor_cores() {
 /// keys per block at this bucket, 64 at D = 256; each product three times:
 /// the pipelined key loop peels `Q K^T` of block 0, runs as two loops
 /// (interior blocks, then boundary ones) and ends with `P V` of the last
-/// block), and there is no HMMA.
+/// block), and there is no HMMA. Q, K and V come by TMA: one
+/// `cp.async.bulk.tensor` per column block (64 columns, all 32 at D = 32)
+/// of Q and K in the item's prologue and of K and V in each of the three
+/// copies of the pipeline's copy step, each one UTMALDG.2D in the SASS, and
+/// no `cp.async` (LDGSTS) at all.
 #[test]
 fn sm90a_forward_runs_both_products_on_wgmma() {
     let test = "sm90a_forward_runs_both_products_on_wgmma";
@@ -212,6 +217,13 @@ fn sm90a_forward_runs_both_products_on_wgmma() {
                 assert_eq!(hgmma(n), k, "64x{n}: {sass}");
             }
             assert!(!sass.contains("HMMA"), "HMMA in the sm_90a forward");
+            let column_blocks = (2 * head_dim).div_ceil(128);
+            let bulk = count("cp.async.bulk.tensor.2d");
+            assert_eq!(bulk, column_blocks * (2 + 3 * 2), "D = {head_dim}");
+            assert_eq!(count("cp.async.cg"), 0);
+            let utmaldg = sass.lines().filter(|l| l.contains("UTMALDG.2D")).count();
+            assert_eq!(utmaldg, bulk, "UTMALDG: {sass}");
+            assert!(!sass.contains("LDGSTS"), "LDGSTS in the sm_90a forward");
         }
     }
 }

@@ -17,7 +17,7 @@ use jagged_ir::{AttrValue, DenseTensor, Graph, ReduceOp};
 const NAN: f64 = f64::NAN;
 const INF: f64 = f64::INFINITY;
 
-/// The kernel's and the reference's values of every output, by name.
+/// The kernel's (for sm_80) and the reference's values of every output, by name.
 fn kernel_and_reference(
     graph: &Graph,
     inputs: &[(&str, DenseTensor)],
@@ -25,7 +25,19 @@ fn kernel_and_reference(
     max_len: usize,
     attrs: &[(&str, f64)],
 ) -> Vec<(String, Vec<f64>, Vec<f64>)> {
-    let spec = Spec::for_graph(graph, max_len as u64, Arch::Sm80).expect("spec");
+    kernel_and_reference_on(Arch::Sm80, graph, inputs, lengths, max_len, attrs)
+}
+
+/// [`kernel_and_reference`] with the kernel compiled for `arch`.
+fn kernel_and_reference_on(
+    arch: Arch,
+    graph: &Graph,
+    inputs: &[(&str, DenseTensor)],
+    lengths: &[usize],
+    max_len: usize,
+    attrs: &[(&str, f64)],
+) -> Vec<(String, Vec<f64>, Vec<f64>)> {
+    let spec = Spec::for_graph(graph, max_len as u64, arch).expect("spec");
     let compiled = compile(graph, &spec).unwrap_or_else(|e| panic!("{}: {e}", graph.name()));
     // Inputs in the graph's input order.
     let bytes: Vec<Vec<u8>> = graph
@@ -264,6 +276,72 @@ fn flash_attention_kernel_propagates_nan_like_the_reference() {
                 &want,
                 2e-2,
             );
+        }
+    }
+}
+
+/// Rows a sequence's tiles cover but that are not its own hold infinities
+/// and NaN: the next sequences' rows and rows past `max_len`. The `cp.async`
+/// loads of sm_80 zero-fill rows at or past `n_b`; the TMA copies of sm_90a
+/// bring whatever is there (the next sequences' rows, zeros past `T`), so
+/// the kernel must keep them out of `P V` (P is 0 there, but `0 * inf` is
+/// NaN) and out of the stored rows. Lengths 3, 5, 1, 12 under max_len 8: V
+/// has `+inf` in the first row of sequence 1 (every row of sequence 1
+/// attends to it, causal or not, so its outputs are `+inf` in that column
+/// in both) and NaN in sequence 3's rows past max_len, K NaN and Q NaN
+/// there too; sequences 0 and 2 read sequence 1's and 3's rows in their key
+/// blocks.
+#[test]
+fn flash_attention_keeps_other_rows_infinities_and_nan_out() {
+    let lengths = [3, 5, 1, 12];
+    let (h, max_len) = (2, 8);
+    let rows: usize = lengths.iter().sum();
+    for d in [32, 64] {
+        let make = |seed: f64, bad: &[(usize, f64)]| {
+            let mut v: Vec<f64> = (0..rows * h * d)
+                .map(|k| ((k as f64 + seed) * 0.37).sin())
+                .collect();
+            for &(row, x) in bad {
+                for head in 0..h {
+                    v[(row * h + head) * d + 5] = x;
+                }
+            }
+            DenseTensor::from_f64(DType::BF16, vec![rows, h, d], &v).expect("tensor")
+        };
+        let mut offsets = vec![0.0];
+        for &l in &lengths {
+            offsets.push(offsets[offsets.len() - 1] + l as f64);
+        }
+        // Sequence 3 starts at row 9: its rows 8.. (17..) are past max_len.
+        let inputs = vec![
+            ("q", make(0.0, &[(18, NAN)])),
+            ("k", make(1.0, &[(17, NAN), (20, INF)])),
+            ("v", make(2.0, &[(3, INF), (17, NAN), (19, -INF)])),
+            (
+                "offsets",
+                DenseTensor::from_f64(DType::I32, vec![offsets.len()], &offsets).expect("offsets"),
+            ),
+        ];
+        for arch in [Arch::Sm80, Arch::Sm90a] {
+            for causal in [false, true] {
+                let g = attention_graph(causal, DType::BF16, d);
+                let outputs = kernel_and_reference_on(
+                    arch,
+                    &g,
+                    &inputs,
+                    &lengths,
+                    max_len,
+                    &[("scale", 0.25)],
+                );
+                let infinite = |(_, _, want): &(String, Vec<f64>, Vec<f64>)| {
+                    want.iter().any(|x| x.is_infinite())
+                };
+                assert!(outputs.iter().any(infinite), "no inf in the reference");
+                for (name, got, want) in outputs {
+                    let what = format!("{arch} D {d} causal {causal} {name}");
+                    assert_agree(&what, &got, &want, 2e-2);
+                }
+            }
         }
     }
 }

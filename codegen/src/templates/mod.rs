@@ -15,7 +15,7 @@ use crate::kernel::{
     Address, BinOp, Cmp, Inst, Kernel, KernelBuilder, Operand, ParamType, Reg, RegClass, Space,
     Special, TernOp, Type, UnOp,
 };
-use crate::launch::{GridRule, ParamBinding, SizeExpr};
+use crate::launch::{GridRule, ParamBinding, SizeExpr, TensorMapBinding};
 use crate::spec::{DType, elem_bytes};
 
 /// Threads per CTA of every template.
@@ -58,6 +58,14 @@ impl Entry {
         let p = self.b.param(name, ParamType::Ptr { align: 16 });
         self.bindings.push(binding);
         self.b.ld_global_ptr(p)
+    }
+
+    /// A by-value TMA tensor-map parameter bound to `map`; returns the
+    /// generic address `cp.async.bulk.tensor` reads it at.
+    pub fn tensor_map(&mut self, name: &str, map: TensorMapBinding) -> Reg {
+        let p = self.b.param(name, ParamType::TensorMap);
+        self.bindings.push(ParamBinding::TensorMap(map));
+        self.b.param_addr(p)
     }
 
     /// A u64 size parameter; returns its register.

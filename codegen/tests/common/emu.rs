@@ -1,8 +1,13 @@
 //! Runs a [`CompiledKernel`] in the PTX emulator from its launch metadata
 //! alone (the way a backend would), with outputs and scratch poisoned.
 
-use jagged_codegen::{CompiledKernel, DType, ParamBinding, RunSizes};
-use jagged_emu::{Device, DevicePtr, KernelArg, LaunchConfig, Module};
+use jagged_codegen::kernel::Swizzle;
+use jagged_codegen::{CompiledKernel, DType, ParamBinding, RunSizes, TensorMapBinding};
+use jagged_emu::tensormap::{
+    TensorMapDataType, TensorMapFloatOobFill, TensorMapInterleave, TensorMapL2Promotion,
+    TensorMapSwizzle,
+};
+use jagged_emu::{Device, DevicePtr, KernelArg, LaunchConfig, Module, TensorMap};
 use jagged_ir::{DenseTensor, Dim, Graph};
 
 /// Poison byte: 0xFF.. is NaN for f32/f16/bf16 and -1 for integers.
@@ -61,12 +66,7 @@ pub fn run_capped(
                         .find(|(n, _)| n == name)
                         .map_or_else(|| panic!("attribute {name} not given"), |&(_, v)| v),
                 ),
-                ParamBinding::TensorMap(map) => {
-                    panic!(
-                        "{}: this harness passes no tensor map ({map})",
-                        launch.entry
-                    )
-                }
+                ParamBinding::TensorMap(map) => tensor_map(map, inputs[map.input], &sizes),
             })
             .collect();
         let config = LaunchConfig {
@@ -81,6 +81,40 @@ pub fn run_capped(
         .iter()
         .map(|&(ptr, len)| dev.read(ptr, len).expect("reading an output back"))
         .collect()
+}
+
+/// The tensor map `map` over the input at `address`, encoded as the
+/// runtime's launcher does (packed strides, element strides 1, zero fill,
+/// an empty dimension as 1).
+fn tensor_map(map: &TensorMapBinding, address: DevicePtr, sizes: &RunSizes) -> KernelArg {
+    let data_type = match map.dtype {
+        DType::BF16 => TensorMapDataType::Bfloat16,
+        DType::F16 => TensorMapDataType::Float16,
+        DType::F32 => TensorMapDataType::Float32,
+        other => panic!("a tensor map of {other}"),
+    };
+    let swizzle = match map.swizzle {
+        Swizzle::None => TensorMapSwizzle::None,
+        Swizzle::B32 => TensorMapSwizzle::B32,
+        Swizzle::B64 => TensorMapSwizzle::B64,
+        Swizzle::B128 => TensorMapSwizzle::B128,
+    };
+    let dims: Vec<u64> = map.eval_dims(sizes).into_iter().map(|d| d.max(1)).collect();
+    let encoded = TensorMap::encode_tiled(
+        data_type,
+        dims.len() as u32,
+        address.0,
+        &dims,
+        &map.packed_strides(&dims),
+        &map.box_dim,
+        &vec![1; dims.len()],
+        TensorMapInterleave::None,
+        swizzle,
+        TensorMapL2Promotion::None,
+        TensorMapFloatOobFill::None,
+    )
+    .unwrap_or_else(|e| panic!("tensor map {map}: {e}"));
+    KernelArg::TensorMap(encoded)
 }
 
 /// Bytes per element.

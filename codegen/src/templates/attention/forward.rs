@@ -11,19 +11,30 @@ use crate::spec::DType;
 use crate::templates::{Entry, MAX_BLOCKS, Plan, store_f32};
 
 use super::desc::{Activation, AttentionDesc, PairMask};
+use super::hopper::{Tma, tile_map};
 use super::mma::{AFrags, Acc};
 use super::tiles::TILE_ROWS;
 use super::writer::{FlashWriter, Lanes, TileLoader};
 
 /// Parameter order of the kernel: inputs `q, k, v, offsets`, outputs
-/// `out` (and `lse`), then `B`, `max_len` and the scale attribute.
+/// `out` (and `lse`), then `B`, `max_len` and the scale attribute. With
+/// `wgmma`, q, k and v are passed as TMA tensor maps ([`tile_map`]: Q's
+/// boxes are a query block, K's and V's a key block).
 pub fn attention_kernel(desc: &AttentionDesc) -> Plan {
     let mut e = Entry::new(desc.name.clone());
     e.b = KernelBuilder::new(desc.name.clone(), desc.tiles.threads());
     e.b.set_min_ctas_per_sm(1);
-    let q_ptr = e.buffer("q", ParamBinding::Input(0));
-    let k_ptr = e.buffer("k", ParamBinding::Input(1));
-    let v_ptr = e.buffer("v", ParamBinding::Input(2));
+    let input = |e: &mut Entry, name: &str, i: usize, rows: u32| {
+        if desc.wgmma {
+            e.tensor_map(name, tile_map(desc, i, rows))
+        } else {
+            e.buffer(name, ParamBinding::Input(i))
+        }
+    };
+    let (bm, bn) = (desc.tiles.block_m, desc.tiles.block_n);
+    let q_ptr = input(&mut e, "q", 0, bm);
+    let k_ptr = input(&mut e, "k", 1, bn);
+    let v_ptr = input(&mut e, "v", 2, bn);
     let off_ptr = e.buffer("offsets", ParamBinding::Input(3));
     let out_ptr = e.buffer("out", ParamBinding::Output(0));
     let lse_ptr = desc.lse.then(|| e.buffer("lse", ParamBinding::Output(1)));
@@ -49,7 +60,8 @@ pub fn attention_kernel(desc: &AttentionDesc) -> Plan {
     })
 }
 
-/// The global buffers of the forward kernel (addresses).
+/// The global buffers of the forward kernel (addresses; with `wgmma`, q, k
+/// and v are the generic addresses of their tensor maps).
 struct Pointers {
     q: Reg,
     k: Reg,
@@ -105,6 +117,7 @@ impl<'a> FlashWriter<'a> {
             (None, Activation::Silu) => (self.b.const_f32(1.0), None),
         };
         let inv_max_len = self.inv_max_len(max_len);
+        let tma = d.wgmma.then(|| self.tma([p.q, p.k, p.v], &lanes));
 
         // Work items: (query block from the last, sequence, head).
         self.for_each_item(batch, max_len, p.offsets, bm, true, |me, w| {
@@ -125,8 +138,14 @@ impl<'a> FlashWriter<'a> {
                 score_factor,
                 q_sign,
                 inv_max_len,
+                tma,
             };
-            me.when(past, true, |f| f.item(p, &ctx));
+            me.when(past, true, |f| {
+                if let Some(tma) = &tma {
+                    f.tma_item(tma, w);
+                }
+                f.item(p, &ctx)
+            });
         });
     }
 
@@ -191,7 +210,7 @@ impl<'a> FlashWriter<'a> {
     /// [`Self::tile_source`]) into the stage at `stage_off` bytes past the
     /// first (if the block is one of the `nkb` to visit), then commits a
     /// group (always, so that every thread counts the same groups).
-    pub(super) fn load_stage(
+    fn load_stage(
         &mut self,
         ctx: &ItemCtx,
         source: Reg,
@@ -210,6 +229,36 @@ impl<'a> FlashWriter<'a> {
         self.b.push(Inst::CpAsyncCommit);
     }
 
+    /// The `cp.async` pipeline's prologue (the `mma.sync` kernel): K and V
+    /// of each key block are separate commit groups (K first), `stages - 1`
+    /// blocks ahead. Q and K and V of block 0 go in the first groups;
+    /// blocks 1 .. stages - 2 follow.
+    fn cp_async_prologue(&mut self, p: &Pointers, ctx: &ItemCtx, nkb: Reg) -> CpAsyncPipe {
+        let d = self.d;
+        let (bm, bn, stages) = (d.tiles.block_m, d.tiles.block_n, d.tiles.stages);
+        let stage_bytes = bn * d.smem_row_bytes();
+        let zero_u = self.b.mov(Type::U32, Operand::Int(0));
+        let q_src = self.tile_source(&ctx.loader, p.q, ctx.head_off);
+        self.load_tile(&ctx.loader, ctx.n, q_src, ctx.q0, bm, 0);
+        // K's and V's sources, once per item.
+        let k_src = self.tile_source(&ctx.loader, p.k, ctx.head_off);
+        let v_src = self.tile_source(&ctx.loader, p.v, ctx.head_off);
+        self.load_stage(ctx, k_src, ctx.k_base, zero_u, nkb, zero_u);
+        self.load_stage(ctx, v_src, ctx.v_base, zero_u, nkb, zero_u);
+        for j in 1..stages - 1 {
+            let block = self.b.mov(Type::U32, Self::imm(j));
+            let off = self.b.mov(Type::U32, Self::imm(j * stage_bytes));
+            self.load_stage(ctx, k_src, ctx.k_base, block, nkb, off);
+            self.load_stage(ctx, v_src, ctx.v_base, block, nkb, off);
+        }
+        CpAsyncPipe {
+            k_src,
+            v_src,
+            k_landed: 2 * stages - 3,
+            v_landed: 2 * stages - 2,
+        }
+    }
+
     /// One work item: a query block of one sequence and head.
     fn item(&mut self, p: &Pointers, ctx: &ItemCtx) {
         let d = self.d;
@@ -224,41 +273,22 @@ impl<'a> FlashWriter<'a> {
         let kv_pad = self.u32_op(BinOp::Add, kv_end, Self::imm(bn - 1));
         let nkb = self.u32_op(BinOp::Div, kv_pad, Self::imm(bn));
 
-        // The pipeline: K and V of each key block are separate commit
-        // groups (K first), `stages - 1` blocks ahead. Q and K of block 0 go
-        // in the first group; blocks 1 .. stages - 2 follow.
-        let stages = d.tiles.stages;
-        let stage_bytes = bn * d.smem_row_bytes();
-        let zero_u = self.b.mov(Type::U32, Operand::Int(0));
-        let q_src = self.tile_source(&ctx.loader, p.q, ctx.head_off);
-        self.load_tile(&ctx.loader, ctx.n, q_src, ctx.q0, bm, 0);
-        // K's and V's sources, once per item.
-        let k_src = self.tile_source(&ctx.loader, p.k, ctx.head_off);
-        let v_src = self.tile_source(&ctx.loader, p.v, ctx.head_off);
-        self.load_stage(ctx, k_src, ctx.k_base, zero_u, nkb, zero_u);
-        // The Hopper loop copies V of a block with K of the next (hopper.rs).
-        if !d.wgmma {
-            self.load_stage(ctx, v_src, ctx.v_base, zero_u, nkb, zero_u);
-        }
-        for j in 1..stages - 1 {
-            let block = self.b.mov(Type::U32, Self::imm(j));
-            let off = self.b.mov(Type::U32, Self::imm(j * stage_bytes));
-            self.load_stage(ctx, k_src, ctx.k_base, block, nkb, off);
-            self.load_stage(ctx, v_src, ctx.v_base, block, nkb, off);
-        }
-        // Groups a thread may leave pending: at the top of block kb (K and V
-        // of blocks kb .. kb + stages - 2 committed) with K of kb landed, and
-        // before `P V` (blocks up to kb + stages - 1) with V of kb landed.
-        // With wgmma, Q and K of block 0 are the only group.
-        let k_landed = 2 * stages - 3;
-        let v_landed = 2 * stages - 2;
-        let q_landed = if d.wgmma { 0 } else { k_landed };
+        let loads = match ctx.tma {
+            Some(tma) => {
+                self.tma_prologue(&tma, ctx);
+                Loads::Tma(tma)
+            }
+            None => Loads::CpAsync(self.cp_async_prologue(p, ctx, nkb)),
+        };
 
         // Q times the sign of a non-positive scale, before the accumulators
         // are live.
         if let Some(q_sign) = &ctx.q_sign {
             self.when(q_sign.apply, false, |g| {
-                g.b.push(Inst::CpAsyncWait { n: q_landed });
+                match &loads {
+                    Loads::CpAsync(pipe) => g.b.push(Inst::CpAsyncWait { n: pipe.k_landed }),
+                    Loads::Tma(tma) => g.tma_wait(tma),
+                }
                 g.scale_own_rows(&ctx.loader, bm, 0, q_sign.sign);
                 if d.wgmma {
                     // wgmma reads Q through the async proxy.
@@ -297,28 +327,27 @@ impl<'a> FlashWriter<'a> {
         // block at D = 128). Two row tiles (D = 64, 229 registers) or
         // D = 256 (128 accumulator registers for O) have no room for them.
         // With wgmma, Q is read through its descriptor.
-        let descs = d
-            .wgmma
-            .then(|| self.descriptors(ctx.lanes.smem, ctx.k_base, ctx.v_base));
-        let q_regs = (row_tiles == 1 && hd <= 128 && !d.wgmma).then(|| {
-            self.b.push(Inst::CpAsyncWait { n: k_landed });
-            self.b.barrier();
-            self.load_a_frags(ctx.lanes.a, 0, 0, 1)
-        });
         let blocks = KeyBlocks {
             nkb,
-            k_src,
-            v_src,
             s: &s,
             o: &o,
             m: &m,
             l: &l,
             rows,
         };
-        if let Some(descs) = &descs {
-            self.wgmma_key_loop(ctx, &blocks, descs);
-        } else {
-            self.mma_key_loop(ctx, &blocks, q_regs.as_deref(), k_landed, v_landed);
+        match &loads {
+            Loads::Tma(tma) => {
+                let descs = self.descriptors(ctx.lanes.smem, ctx.k_base, ctx.v_base);
+                self.wgmma_key_loop(ctx, &blocks, &descs, tma);
+            }
+            Loads::CpAsync(pipe) => {
+                let q_regs = (row_tiles == 1 && hd <= 128).then(|| {
+                    self.b.push(Inst::CpAsyncWait { n: pipe.k_landed });
+                    self.b.barrier();
+                    self.load_a_frags(ctx.lanes.a, 0, 0, 1)
+                });
+                self.mma_key_loop(ctx, &blocks, q_regs.as_deref(), pipe);
+            }
         }
         // The next item of this CTA overwrites Q and stage 0: all reads done
         // (the Hopper loop's last barrier follows every read of Q and K, and
@@ -337,17 +366,15 @@ impl<'a> FlashWriter<'a> {
         }
     }
 
-    /// The key loop of the `mma.sync` kernel: `stages` `cp.async` stages,
-    /// both products on `mma.sync` (Q's A fragments from `q_regs` or
-    /// `ldmatrix`), `k_landed` and `v_landed` the commit groups a thread may
-    /// leave pending before reading K and V of a block.
+    /// The key loop of the `mma.sync` kernel: `stages` `cp.async` stages
+    /// (`pipe`), both products on `mma.sync` (Q's A fragments from `q_regs`
+    /// or `ldmatrix`).
     fn mma_key_loop(
         &mut self,
         ctx: &ItemCtx,
         kb_state: &KeyBlocks,
         q_regs: Option<&[Vec<[Reg; 4]>]>,
-        k_landed: u32,
-        v_landed: u32,
+        pipe: &CpAsyncPipe,
     ) {
         let d = self.d;
         let (bn, stages) = (d.tiles.block_n, d.tiles.stages);
@@ -355,14 +382,13 @@ impl<'a> FlashWriter<'a> {
         let stride = self.stride;
         let tile_step = TILE_ROWS * self.threads / 32;
         let s_tiles = (bn / 8) as usize;
-        let KeyBlocks {
-            nkb,
+        let KeyBlocks { nkb, s, o, .. } = *kb_state;
+        let CpAsyncPipe {
             k_src,
             v_src,
-            s,
-            o,
-            ..
-        } = *kb_state;
+            k_landed,
+            v_landed,
+        } = *pipe;
         let o_ref: Vec<&[Acc]> = o.iter().map(Vec::as_slice).collect();
         let s_ref: Vec<&[Acc]> = s.iter().map(Vec::as_slice).collect();
 
@@ -816,9 +842,6 @@ impl<'a> FlashWriter<'a> {
 pub(super) struct KeyBlocks<'r> {
     /// Key blocks to visit (u32).
     pub(super) nkb: Reg,
-    /// K's and V's sources ([`FlashWriter::tile_source`]).
-    pub(super) k_src: Reg,
-    pub(super) v_src: Reg,
     /// Scores / probabilities and output accumulators.
     pub(super) s: &'r [Vec<Acc>],
     pub(super) o: &'r [Vec<Acc>],
@@ -827,6 +850,26 @@ pub(super) struct KeyBlocks<'r> {
     pub(super) l: &'r [[Reg; 2]],
     /// This thread's rows of row tile 0 within the sequence (u32).
     pub(super) rows: [Reg; 2],
+}
+
+/// How K and V (and Q) reach shared memory.
+enum Loads {
+    /// `cp.async` by every thread (the `mma.sync` kernel).
+    CpAsync(CpAsyncPipe),
+    /// TMA copies waited for on an mbarrier (the `wgmma` kernel).
+    Tma(Tma),
+}
+
+/// The `cp.async` pipeline of one work item.
+#[derive(Clone, Copy)]
+struct CpAsyncPipe {
+    /// K's and V's sources ([`FlashWriter::tile_source`]).
+    k_src: Reg,
+    v_src: Reg,
+    /// The commit groups a thread may leave pending before reading K (and
+    /// Q) and V of a block.
+    k_landed: u32,
+    v_landed: u32,
 }
 
 /// The boundary tests a key block still needs ([`FlashWriter::probabilities`]).
@@ -841,11 +884,11 @@ pub(super) enum BlockChecks {
 
 /// Registers of one work item shared by its phases.
 pub(super) struct ItemCtx {
-    lanes: Lanes,
+    pub(super) lanes: Lanes,
     /// `n_b` (u32).
-    n: Reg,
+    pub(super) n: Reg,
     /// First query row of the block (u32).
-    q0: Reg,
+    pub(super) q0: Reg,
     /// Byte offset of (row `offsets[b]`, head `h`) in q / k / v / out (u64).
     head_off: Reg,
     /// `offsets[b] * H + h` (u64): the lse index of row 0.
@@ -860,6 +903,8 @@ pub(super) struct ItemCtx {
     /// Softmax with a run-time scale: what Q is multiplied by.
     q_sign: Option<QSign>,
     inv_max_len: Option<Reg>,
+    /// The `wgmma` kernel's TMA copies (pointed at this item).
+    tma: Option<Tma>,
 }
 
 /// Softmax with a run-time scale `c` (times `log2 e`): Q is multiplied by

@@ -15,8 +15,15 @@
 //!   row mod 8 with 128-byte rows, half the row mod 4 with 64-byte rows:
 //!   the 128- and 64-byte swizzles of the `wgmma` descriptors; an 8-row
 //!   group of a column's chunks hits all 32 banks), at a base aligned to
-//!   the pattern (1024 or 512 bytes). `cp.async` copies each 16-byte chunk
-//!   to its swizzled place;
+//!   the pattern (1024 or 512 bytes). TMA (`cp.async.bulk.tensor`) copies
+//!   Q, K and V there: one box of a column block by a block of rows per
+//!   copy, through tensor maps over the whole `[T, H D]` values with the
+//!   same swizzle ([`tile_map`]), issued by one elected thread and waited
+//!   for on an mbarrier ([`Tma`]). A box starts at the block's first row of
+//!   the sequence and runs on into the next sequences' rows (zeros past
+//!   `T`): K's are masked like any key past `n_b`, Q's give rows that are
+//!   not stored, and V's are zeroed before the last `P V`
+//!   ([`FlashWriter::zero_rows_past_end`]);
 //! - `S = Q K^T` is `D / 16` `wgmma.m64nBNk16` with Q (A) and K (B) read
 //!   through K-major descriptors;
 //! - `O += P V` takes P from registers (the f32 scores rounded to the input
@@ -27,18 +34,21 @@
 //! `Q K^T` of a block and `P V` of the block before are issued together and
 //! each waited for only before its result is used, so the softmax of a
 //! block runs while the tensor cores compute the `P V` before it; the
-//! copies of the next K and V blocks (two `cp.async` stages) go to stages
-//! no product in flight reads.
+//! copies of the next K and V blocks (two stages) go to stages no product
+//! in flight reads.
 
 use crate::kernel::{
-    BinOp, Inst, MatrixLayout, Operand, Reg, RegClass, Swizzle, Type, WgmmaA, WgmmaMma,
+    Address, BinOp, Cmp, Inst, MatrixLayout, Operand, Reg, RegClass, Space, Swizzle, Type, WgmmaA,
+    WgmmaMma,
 };
+use crate::launch::{SizeExpr, TensorMapBinding};
 
+use super::desc::AttentionDesc;
 use super::forward::{BlockChecks, ItemCtx, KeyBlocks};
 
 use super::mma::Acc;
 use super::tiles::Tiles;
-use super::writer::{FlashWriter, Lanes, TileLoader};
+use super::writer::{FlashWriter, Lanes, TileLoader, WorkItem};
 
 /// Rows of a `wgmma` tile (a warpgroup's query rows) and of every shared
 /// tile of the Hopper kernel.
@@ -90,7 +100,8 @@ fn n_major(column_block: u32, span: u32) -> MatrixLayout {
 
 /// The tiles of the Hopper kernel for head dim `head_dim` (32, 64, 128
 /// or 256) and max-length bucket `max_len_bucket`: one warpgroup of 64
-/// query rows and two `cp.async` stages. A copy pass of 128 threads covers
+/// query rows and two stages of K and V (TMA copies). A pass of 128
+/// threads over a tile's 16-byte chunks (the Q-sign scaling) covers
 /// `1024 / D` rows: a multiple of 8 (the swizzle's period;
 /// [`swizzle_span`] gives the row) up to D = 128, 4 at D = 256, whose odd
 /// passes take a second shift ([`FlashWriter::swizzled_loader`]).
@@ -113,6 +124,64 @@ pub(super) fn hopper_tiles(head_dim: u32, max_len_bucket: u32) -> Tiles {
         warp_rows: 16,
         stages: 2,
     }
+}
+
+/// The tensor maps of q, k or v (graph input `input`) for the Hopper
+/// kernel: the values `[T, H D]` viewed as the 2D array `{H D, T}`
+/// (innermost first), boxes of one column block (`span / 2` columns) by
+/// `rows` rows with the swizzle of the shared tiles, so that a box lands
+/// as one column block of a tile ([`swizzle_span`]: TMA swizzles the 16-byte
+/// chunks of each `span`-byte row by the shared address bits 7.., as the
+/// `wgmma` descriptors read them). Rows past `T` read as zeros.
+pub(super) fn tile_map(desc: &AttentionDesc, input: usize, rows: u32) -> TensorMapBinding {
+    let span = swizzle_span(desc.head_dim);
+    TensorMapBinding {
+        input,
+        dtype: desc.dtype,
+        dims: vec![
+            SizeExpr::Const(u64::from(desc.heads * desc.head_dim)),
+            SizeExpr::TotalRows,
+        ],
+        box_dim: vec![span / 2, rows],
+        swizzle: swizzle_mode(span),
+    }
+}
+
+/// The TMA copies of the Hopper kernel: q, k and v come by
+/// `cp.async.bulk.tensor`, issued by one thread, in groups that complete
+/// on one mbarrier. Every thread waits for each group (and a `bar.sync`
+/// follows before any product reads it); a group is issued only after
+/// every thread has waited for the one before (the barrier at the top of
+/// each key block), so one mbarrier serves them all, its phases
+/// alternating.
+#[derive(Clone, Copy)]
+pub(super) struct Tma {
+    /// Generic addresses of the tensor maps of q, k and v ([`tile_map`]).
+    maps: [Reg; 3],
+    /// The mbarrier (u32 shared address).
+    mbar: Reg,
+    /// True in the one thread (of warp 0) that issues the copies.
+    leader: Reg,
+    /// The aligned base of the shared tiles (u32).
+    tiles: Reg,
+    /// Parity of the mbarrier phase the last group issued completes (u32;
+    /// 1 before the first).
+    parity: Reg,
+    /// The work item's `offsets[b]` and first column `h D` in the values
+    /// (u32; [`FlashWriter::tma_item`] sets them).
+    seq_row: Reg,
+    head_col: Reg,
+}
+
+/// One tile of a [`Tma`] group: the box rows of `map` ([`tile_map`]) of
+/// the values from row `row` (u32, of the whole `[T, H D]` array) at the
+/// item's head into the shared tile `dst` (u32, past the aligned base), if
+/// `when` holds.
+struct TmaTile {
+    map: Reg,
+    row: Reg,
+    dst: Reg,
+    when: Option<Reg>,
 }
 
 /// The shared-memory descriptors of one work item: Q, and the first stage
@@ -147,7 +216,7 @@ impl FlashWriter<'_> {
 
     /// `t` (a [`FlashWriter::tile_loader`] with rows of [`Self::span`]
     /// bytes) moved to the swizzled place of this thread's chunk, in the
-    /// aligned tiles. With `n = span / 16` chunks per swizzled row, chunk
+    /// aligned tiles (the chunks the Q-sign scaling rewrites). With `n = span / 16` chunks per swizzled row, chunk
     /// `c` of row `r` goes to column block `c / n`, chunk
     /// `(c % n) ^ ((r span / 128) % n)` of its row (the address bits 4..
     /// XORed with bits 7..). That phase repeats every 8 rows and every row
@@ -190,6 +259,133 @@ impl FlashWriter<'_> {
         let odd_delta = self.u32_op(BinOp::Sub, odd_moved, moved);
         let odd_shift = self.u32_op(BinOp::Shl, odd_delta, Operand::Int(4));
         Self::with_odd_shift(&loader, odd_shift)
+    }
+
+    /// The kernel's TMA state ([`Tma`]) over the tensor maps `maps` (of
+    /// q, k, v): the elected leader, the mbarrier initialized by it (count
+    /// 1: the leader's `arrive.expect_tx`; then a `bar.sync`), and the
+    /// aligned tiles.
+    pub(super) fn tma(&mut self, maps: [Reg; 3], lanes: &Lanes) -> Tma {
+        let elected = self.b.reg(RegClass::Pred);
+        self.b.push(Inst::ElectSync { leader: elected });
+        let warp0 = self.b.setp(Cmp::Eq, Type::U32, lanes.warp, Operand::Int(0));
+        let leader = self.b.binary(BinOp::And, Type::Pred, elected, warp0);
+        let array = self.b.shared(Type::B64, 1);
+        let mbar = self.b.shared_addr(array);
+        self.when(leader, false, |f| {
+            f.b.push(Inst::MbarrierInit {
+                addr: Self::at(mbar),
+                count: 1,
+            });
+            f.b.push(Inst::FenceMbarrierInit);
+        });
+        self.b.barrier();
+        let tiles = self.aligned_smem(lanes.smem);
+        let parity = self.b.mov(Type::U32, Operand::Int(1));
+        Tma {
+            maps,
+            mbar,
+            leader,
+            tiles,
+            parity,
+            seq_row: self.b.reg(RegClass::B32),
+            head_col: self.b.reg(RegClass::B32),
+        }
+    }
+
+    /// Points `tma` at work item `w`: its sequence's first row and head's
+    /// first column in the values.
+    pub(super) fn tma_item(&mut self, tma: &Tma, w: &WorkItem) {
+        let row = self.b.cvt(Type::U32, Type::U64, w.start);
+        self.b.mov_to(Type::U32, tma.seq_row, row);
+        let head = self.b.cvt(Type::U32, Type::U64, w.head);
+        let col = self.u32_op(BinOp::Mul, head, Self::imm(self.d.head_dim));
+        self.b.mov_to(Type::U32, tma.head_col, col);
+    }
+
+    /// `[r]`.
+    fn at(r: Reg) -> Address {
+        Address { base: r, offset: 0 }
+    }
+
+    /// Issues one [`Tma`] group of `bytes` (u32) transaction bytes: the
+    /// leader's `arrive.expect_tx`, then one box per column block of each
+    /// tile (every thread flips the parity). Boxes past `T` still count
+    /// all their bytes (zero-filled).
+    fn tma_issue(&mut self, tma: &Tma, tiles: &[TmaTile], bytes: Operand) {
+        let (span, column_block) = (self.span(), self.column_block());
+        let blocks = self.d.head_dim * 2 / span;
+        self.b.binary_to(
+            BinOp::Xor,
+            Type::B32,
+            tma.parity,
+            tma.parity,
+            Operand::Int(1),
+        );
+        self.when(tma.leader, false, |f| {
+            f.b.push(Inst::MbarrierArriveExpectTx {
+                addr: Self::at(tma.mbar),
+                bytes,
+            });
+            for tile in tiles {
+                let dst = f.u32_op(BinOp::Add, tma.tiles, tile.dst);
+                let issue = |f: &mut Self| {
+                    for cb in 0..blocks {
+                        let col = if cb == 0 {
+                            tma.head_col
+                        } else {
+                            f.u32_op(BinOp::Add, tma.head_col, Self::imm(cb * span / 2))
+                        };
+                        f.b.push(Inst::TmaLoad {
+                            dst: Address {
+                                base: dst,
+                                offset: i64::from(cb * column_block),
+                            },
+                            map: tile.map,
+                            coords: vec![Operand::Reg(col), Operand::Reg(tile.row)],
+                            mbar: Self::at(tma.mbar),
+                        });
+                    }
+                };
+                match tile.when {
+                    Some(pred) => f.when(pred, false, issue),
+                    None => issue(f),
+                }
+            }
+        });
+    }
+
+    /// Every thread waits until the last [`Tma`] group issued has landed.
+    pub(super) fn tma_wait(&mut self, tma: &Tma) {
+        self.b.mbarrier_wait(Self::at(tma.mbar), tma.parity);
+    }
+
+    /// The item's first [`Tma`] group: its query block of Q (`block_m`
+    /// rows from `q0`) at the aligned base and K of key block 0 in the
+    /// first K stage (every item has a key block 0). Q rows at or past
+    /// `n_b` hold the next sequence's rows: their scores and outputs stay
+    /// in their own rows, which are not stored.
+    pub(super) fn tma_prologue(&mut self, tma: &Tma, ctx: &ItemCtx) {
+        let d = self.d;
+        let q_row = self.u32_op(BinOp::Add, tma.seq_row, ctx.q0);
+        let q_dst = self.b.mov(Type::U32, Operand::Int(0));
+        let k_dst = self.b.mov(Type::U32, Self::imm(ctx.k_base));
+        let tiles = [
+            TmaTile {
+                map: tma.maps[0],
+                row: q_row,
+                dst: q_dst,
+                when: None,
+            },
+            TmaTile {
+                map: tma.maps[1],
+                row: tma.seq_row,
+                dst: k_dst,
+                when: None,
+            },
+        ];
+        let bytes = (d.tiles.block_m + d.tiles.block_n) * d.smem_row_bytes();
+        self.tma_issue(tma, &tiles, Self::imm(bytes));
     }
 
     /// The descriptors of Q (at the aligned base) and of the first K and V
@@ -265,11 +461,11 @@ impl FlashWriter<'_> {
     /// The key loop of the Hopper kernel, software-pipelined over the two
     /// `wgmma` products as in FlashAttention-3's intra-warpgroup overlap.
     /// Block `kb` reads K and V from stage `kb % 2`; the item's prologue
-    /// copied Q and K of block 0. Block 0 is peeled: `S_0`, its softmax
-    /// and `P_0`. Then iteration `kb >= 1`:
+    /// ([`Self::tma_prologue`]) copied Q and K of block 0. Block 0 is
+    /// peeled: `S_0`, its softmax and `P_0`. Then iteration `kb >= 1`:
     ///
-    /// 1. `cp.async.wait_group 0` and a barrier: K of block `kb` and V of
-    ///    block `kb - 1` landed for everyone, every warp's products retired;
+    /// 1. the [`Tma`] wait and a barrier: K of block `kb` and V of block
+    ///    `kb - 1` landed for everyone, every warp's products retired;
     /// 2. `S_kb = Q K_kb^T` and then `P_{kb-1} V_{kb-1}` issued, two commit
     ///    groups;
     /// 3. [`Self::copy_ahead`] of K of block `kb + 1` and V of block `kb`;
@@ -283,14 +479,21 @@ impl FlashWriter<'_> {
     /// the copies of the next blocks overlap both. The iterations run as two
     /// loops ([`Self::key_block_loops`]): the interior blocks, with no code
     /// for the length and causal masks, then the boundary ones. After them,
-    /// `P_{nkb-1} V_{nkb-1}`. Each product is issued and waited for in one
-    /// iteration: `ptxas` serializes the `wgmma`s when a group stays in
-    /// flight across the back edge (C7514), and a product under a branch
-    /// costs a dummy `wgmma` group at the join (which `wait_group 1` would
-    /// then count), hence the peeled block 0. One fp32 S accumulator; a
-    /// second, to overlap `S_{kb+1}` with the softmax of block `kb`, takes
+    /// `P_{nkb-1} V_{nkb-1}`, once V's rows at or past `n_b` are zeroed
+    /// ([`Self::zero_rows_past_end`]). Each product is issued and waited
+    /// for in one iteration: `ptxas` serializes the `wgmma`s when a group
+    /// stays in flight across the back edge (C7514), and a product under a
+    /// branch costs a dummy `wgmma` group at the join (which `wait_group 1`
+    /// would then count), hence the peeled block 0. One fp32 S accumulator;
+    /// a second, to overlap `S_{kb+1}` with the softmax of block `kb`, takes
     /// `BN / 2` registers more (past 255 at D = 128 with 128 keys per block).
-    pub(super) fn wgmma_key_loop(&mut self, ctx: &ItemCtx, st: &KeyBlocks, descs: &Descriptors) {
+    pub(super) fn wgmma_key_loop(
+        &mut self,
+        ctx: &ItemCtx,
+        st: &KeyBlocks,
+        descs: &Descriptors,
+        tma: &Tma,
+    ) {
         let d = self.d;
         let stage_bytes = d.tiles.block_n * d.smem_row_bytes();
         let (s, o) = (&st.s[0], &st.o[0]);
@@ -299,19 +502,19 @@ impl FlashWriter<'_> {
             .map(|_| [(); 4].map(|()| self.b.reg(RegClass::B32)))
             .collect();
         // Block 0 (every item has one): O is still zero, no rescale.
-        self.b.push(Inst::CpAsyncWait { n: 0 });
+        self.tma_wait(tma);
         self.b.barrier();
         let zero = self.b.mov(Type::U32, Operand::Int(0));
         let stage = self.b.mov(Type::U32, Self::imm(stage_bytes));
         self.b.push(Inst::WgmmaFence);
         self.wgmma_scores(s, descs, descs.k);
         self.b.push(Inst::WgmmaCommit);
-        self.copy_ahead(ctx, st, zero, stage, zero);
+        self.copy_ahead(ctx, st, tma, zero, stage, zero);
         self.b.push(Inst::WgmmaWait { n: 0 });
         self.probabilities(ctx, st, zero, false, BlockChecks::All);
         self.pack_p(s, &p);
         self.key_block_loops(ctx, 1, st.nkb, |f, kb, checks| {
-            f.b.push(Inst::CpAsyncWait { n: 0 });
+            f.tma_wait(tma);
             f.b.barrier();
             let other = f.u32_op(BinOp::Sub, Self::imm(stage_bytes), stage);
             // Every operand register is written before the fence.
@@ -322,7 +525,7 @@ impl FlashWriter<'_> {
             f.b.push(Inst::WgmmaCommit);
             f.wgmma_accumulate(o, &p, v);
             f.b.push(Inst::WgmmaCommit);
-            f.copy_ahead(ctx, st, kb, other, stage);
+            f.copy_ahead(ctx, st, tma, kb, other, stage);
             f.b.push(Inst::WgmmaWait { n: 1 });
             let alphas = f.probabilities(ctx, st, kb, false, checks);
             f.b.push(Inst::WgmmaWait { n: 0 });
@@ -333,9 +536,10 @@ impl FlashWriter<'_> {
             f.b.mov_to(Type::U32, stage, other);
         });
         // P V of the last block (its V in the stage before `stage`).
-        self.b.push(Inst::CpAsyncWait { n: 0 });
-        self.b.barrier();
+        self.tma_wait(tma);
         let last = self.u32_op(BinOp::Sub, Self::imm(stage_bytes), stage);
+        self.zero_rows_past_end(ctx, st.nkb, tma, last);
+        self.b.barrier();
         let v = self.advance_by(descs.v, last);
         self.b.push(Inst::WgmmaFence);
         self.wgmma_accumulate(o, &p, v);
@@ -343,14 +547,93 @@ impl FlashWriter<'_> {
         self.b.push(Inst::WgmmaWait { n: 0 });
     }
 
-    /// Issued with the products of block `kb` (u32): the copies of K of
-    /// block `kb + 1` into the stage at `next_off` (last read by `S_{kb-1}`,
-    /// retired) and of V of block `kb` into the stage at `off` (last read
-    /// by `P_{kb-2} V_{kb-2}`, retired): no product in flight reads either.
-    fn copy_ahead(&mut self, ctx: &ItemCtx, st: &KeyBlocks, kb: Reg, next_off: Reg, off: Reg) {
+    /// Zeroes the rows of the last key block's V (in the V stage at `off`
+    /// bytes past the first, u32) at or past `n_b`, then
+    /// `fence.proxy.async` (the zeros are generic-proxy stores that the
+    /// next `wgmma`, and the next copy into the stage, must follow). TMA
+    /// copied the next sequence's rows there (or zeros past `T`): P is 0
+    /// for them, but `0 * inf` and `0 * NaN` are NaN, so they would leak
+    /// into `P V`. Only the last block can hold such rows: every key of the
+    /// blocks before it is below `kv_end <= n_b`. Each thread zeroes whole
+    /// 16-byte chunks of whole rows (the swizzle only permutes a row's
+    /// chunks), `threads` chunks apart.
+    fn zero_rows_past_end(&mut self, ctx: &ItemCtx, nkb: Reg, tma: &Tma, off: Reg) {
+        let (bn, cpr) = (self.d.tiles.block_n, self.chunks_per_row);
+        let (span, column_block) = (self.span(), self.column_block());
+        let per_row = span / 16;
+        let last = self.u32_op(BinOp::Sub, nkb, Operand::Int(1));
+        let first = self.u32_op(BinOp::Mul, last, Self::imm(bn));
+        let valid = self.u32_op(BinOp::Sub, ctx.n, first);
+        let valid = self.u32_op(BinOp::Min, valid, Self::imm(bn));
+        let stage = self.u32_op(BinOp::Add, tma.tiles, off);
+        let stage = self.u32_op(BinOp::Add, stage, Self::imm(ctx.v_base));
+        let start = self.mad_u32(valid, cpr, ctx.lanes.tid);
+        let zero = self.b.mov(Type::B32, Operand::Int(0));
+        self.range(
+            Type::U32,
+            start,
+            Self::imm(bn * cpr),
+            Self::imm(self.threads),
+            |f, c| {
+                // Chunk `j` of row `r`: column block `j / per_row`, chunk
+                // `j % per_row` of its `span`-byte row.
+                let row = f.u32_op(BinOp::Shr, c, Self::imm(cpr.trailing_zeros()));
+                let j = f.u32_op(BinOp::And, c, Self::imm(cpr - 1));
+                let block = f.u32_op(BinOp::Shr, j, Self::imm(per_row.trailing_zeros()));
+                let chunk = f.u32_op(BinOp::And, j, Self::imm(per_row - 1));
+                let at = f.mad_u32(row, span, stage);
+                let at = f.mad_u32(block, column_block, at);
+                let at = f.mad_u32(chunk, 16, at);
+                f.b.st(Space::Shared, Type::B32, FlashWriter::at(at), vec![zero; 4]);
+            },
+        );
+        self.b.push(Inst::FenceProxyAsyncShared);
+    }
+
+    /// Issued with the products of block `kb` (u32): the [`Tma`] group of
+    /// K of block `kb + 1` (if there is one) into the stage at `next_off`
+    /// (last read by `S_{kb-1}`, retired) and of V of block `kb` into the
+    /// stage at `off` (last read by `P_{kb-2} V_{kb-2}`, retired): no
+    /// product in flight reads either, and every thread has waited for the
+    /// group before (the barrier at the top of the block).
+    fn copy_ahead(
+        &mut self,
+        ctx: &ItemCtx,
+        st: &KeyBlocks,
+        tma: &Tma,
+        kb: Reg,
+        next_off: Reg,
+        off: Reg,
+    ) {
+        let bn = self.d.tiles.block_n;
+        let stage_bytes = bn * self.d.smem_row_bytes();
         let next = self.u32_op(BinOp::Add, kb, Operand::Int(1));
-        self.load_stage(ctx, st.k_src, ctx.k_base, next, st.nkb, next_off);
-        self.load_stage(ctx, st.v_src, ctx.v_base, kb, st.nkb, off);
+        let has_next = self.b.setp(Cmp::Lt, Type::U32, next, st.nkb);
+        let v_row = self.mad_u32(kb, bn, tma.seq_row);
+        let k_row = self.u32_op(BinOp::Add, v_row, Self::imm(bn));
+        let v_dst = self.u32_op(BinOp::Add, off, Self::imm(ctx.v_base));
+        let k_dst = self.u32_op(BinOp::Add, next_off, Self::imm(ctx.k_base));
+        let bytes = self.b.selp(
+            Type::U32,
+            Self::imm(2 * stage_bytes),
+            Self::imm(stage_bytes),
+            has_next,
+        );
+        let tiles = [
+            TmaTile {
+                map: tma.maps[2],
+                row: v_row,
+                dst: v_dst,
+                when: None,
+            },
+            TmaTile {
+                map: tma.maps[1],
+                row: k_row,
+                dst: k_dst,
+                when: Some(has_next),
+            },
+        ];
+        self.tma_issue(tma, &tiles, Operand::Reg(bytes));
     }
 
     /// The probabilities `s` rounded to the input dtype into the P

@@ -33,8 +33,10 @@
 //! On sm_90a (every head dim) the same kernel runs both products on
 //! Hopper's warpgroup MMA instead (`hopper`: one warpgroup per 64-row
 //! query block, `wgmma.mma_async` with K and V, and Q, read through
-//! shared-memory descriptors of swizzled tiles, P from registers);
-//! the masks, the activations, the pipeline and the epilogue are shared.
+//! shared-memory descriptors of swizzled tiles, P from registers; Q, K
+//! and V copied by TMA, `cp.async.bulk.tensor` through tensor-map
+//! parameters, waited for on an mbarrier); the masks, the activations,
+//! the two-stage pipeline and the epilogue are shared.
 //!
 //! The pieces, one file each under `attention/`: `tiles` (tile policy),
 //! `desc` (what a kernel is specialized on), `writer` (the kernel writer

@@ -56,6 +56,10 @@ pub(in crate::templates) struct WorkItem {
     pub(in crate::templates) row_head: Reg,
     /// Byte offset of (row `offsets[b]`, head `h`) in q / k / v / out (u64).
     pub(in crate::templates) head_off: Reg,
+    /// `offsets[b]` (u64): the TMA copies address rows of the whole values.
+    pub(in crate::templates) start: Reg,
+    /// `h` (u64).
+    pub(in crate::templates) head: Reg,
 }
 
 /// Writes the body of the forward kernel.
@@ -252,6 +256,8 @@ impl<'a> FlashWriter<'a> {
                 n,
                 row_head,
                 head_off,
+                start,
+                head,
             };
             f(w, &item);
         });
