@@ -279,16 +279,19 @@ fn the_backward_kernels_are_counted_on_both_archs() {
         let title = format!("jagged_flash_attention (backward) for {arch}: ");
         assert!(titles.iter().any(|t| t.starts_with(&title)), "{report}");
     }
-    // Each arch: the kernels of the backward, one of which multiplies.
+    // Each arch: the kernels of the backward, one of which multiplies:
+    // with HMMA on sm_80, with HGMMA only on sm_90a (the wgmma kernel).
     assert_eq!(rows.len() % 2, 0, "{report}");
     let per_arch = rows.len() / 2;
-    for arch_rows in rows.chunks(per_arch) {
+    for (arch_rows, wgmma) in rows.chunks(per_arch).zip([false, true]) {
         let mma: Vec<&Row> = arch_rows
             .iter()
             .filter(|r| r.count("HMMA") + r.count("HGMMA") > 0)
             .collect();
         assert_eq!(mma.len(), 1, "{report}");
-        assert!(check_mma_row(mma[0]) > 0, "{report}");
+        let hmma = check_mma_row(mma[0]);
+        assert_eq!(hmma == 0, wgmma, "{report}");
+        assert_eq!(mma[0].count("HGMMA") > 0, wgmma, "{report}");
         for row in arch_rows.iter().filter(|r| r.span.is_none()) {
             assert_eq!(row.count("instrs"), 0, "{row:?}");
             assert_eq!(row.cell("instr/MMA"), "-", "{row:?}");

@@ -361,10 +361,10 @@ impl<W: fmt::Write> Writer<W> {
                     WgmmaA::Regs(r) => format!("{{{}, {}, {}, {}}}", r[0], r[1], r[2], r[3]),
                     WgmmaA::Desc(desc) => desc.to_string(),
                 };
-                // imm-trans-a exists only for A from a descriptor (always K-major here).
+                // imm-trans-a exists only for A from a descriptor.
                 let trans_a = match mma.a {
-                    WgmmaA::Regs(_) => "",
-                    WgmmaA::Desc(_) => " 0,",
+                    WgmmaA::Regs(_) => String::new(),
+                    WgmmaA::Desc(_) => format!(" {},", u8::from(mma.trans_a)),
                 };
                 write!(
                     o,
@@ -554,11 +554,11 @@ fn validate(kernel: &Kernel) -> Result<(), Error> {
 
 /// A `wgmma.mma_async` the printer accepts: f16 / bf16 operands, N = 8 ..
 /// 256 by 8 in f32 registers, descriptors in 64-bit and A fragments in
-/// 32-bit registers.
+/// 32-bit registers (never transposed: `imm-trans-a` is for descriptors).
 fn wgmma_well_formed(mma: &WgmmaMma) -> bool {
     use crate::kernel::RegClass;
     let a_ok = match mma.a {
-        WgmmaA::Regs(r) => r.iter().all(|x| x.class == RegClass::B32),
+        WgmmaA::Regs(r) => r.iter().all(|x| x.class == RegClass::B32) && !mma.trans_a,
         WgmmaA::Desc(d) => d.class == RegClass::B64,
     };
     matches!(mma.ab, Type::F16 | Type::Bf16)
@@ -680,9 +680,10 @@ $L1:
         let d: Vec<_> = (0..4).map(|_| b.reg(RegClass::F32)).collect();
         let a = [(); 4].map(|_| b.reg(RegClass::B32));
         b.push(Inst::WgmmaFence);
-        for (a, accumulate, trans_b) in [
-            (WgmmaA::Desc(desc), false, false),
-            (WgmmaA::Regs(a), true, true),
+        for (a, accumulate, trans_a, trans_b) in [
+            (WgmmaA::Desc(desc), false, false, false),
+            (WgmmaA::Desc(desc), true, true, false),
+            (WgmmaA::Regs(a), true, false, true),
         ] {
             b.push(Inst::WgmmaMmaAsync(Box::new(WgmmaMma {
                 ab: Type::Bf16,
@@ -691,6 +692,7 @@ $L1:
                 b: desc,
                 accumulate,
                 negate_a: !accumulate,
+                trans_a,
                 trans_b,
             })));
         }
@@ -703,6 +705,7 @@ $L1:
             "or.b64 %rd2, %rd1, 4611686293305360384;",
             "wgmma.fence.sync.aligned;",
             "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%f1, %f2, %f3, %f4}, %rd2, %rd2, 0, -1, 1, 0, 0;",
+            "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%f1, %f2, %f3, %f4}, %rd2, %rd2, 1, 1, 1, 1, 0;",
             "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%f1, %f2, %f3, %f4}, {%r3, %r4, %r5, %r6}, %rd2, 1, 1, 1, 1;",
             "wgmma.commit_group.sync.aligned;",
             "wgmma.wait_group.sync.aligned 0;",
@@ -797,6 +800,7 @@ $L1:
             b: desc,
             accumulate: true,
             negate_a: false,
+            trans_a: false,
             trans_b: false,
         })));
         let err = write_kernel_string(&b.finish(), &Options { arch: Arch::Sm90a }).unwrap_err();

@@ -1,6 +1,7 @@
 //! Flash attention backward (`dq, dk, dv`) in the emulator against naive
 //! per-sequence f64 gradients derived here from the OPS.md semantics: every
-//! configuration for sm_80, one per head dim for sm_90a.
+//! configuration for sm_80 (the mma.sync main kernel) and for sm_90a (the
+//! wgmma one).
 
 // Each test crate uses a different subset of the shared helpers.
 #[allow(dead_code)]
@@ -192,8 +193,20 @@ fn check_dim(dim: usize, heads: usize, seed: u64) {
     );
 }
 
-/// Every dtype, activation and mask for `dim` on the `layouts` (max_len 40).
+/// Every dtype, activation and mask for `dim` on the `layouts` (max_len 40, sm_80).
 fn check_dim_layouts(dim: usize, heads: usize, layouts: &[Vec<usize>], seed: u64) {
+    check_every_variant(dim, heads, 40, Arch::Sm80, layouts, seed);
+}
+
+/// Every dtype, activation and mask for `dim` on the `layouts`.
+fn check_every_variant(
+    dim: usize,
+    heads: usize,
+    max_len: usize,
+    arch: Arch,
+    layouts: &[Vec<usize>],
+    seed: u64,
+) {
     let mut k = 0;
     for dtype in [DType::F16, DType::BF16] {
         for activation in [Activation::Softmax, Activation::Silu] {
@@ -204,8 +217,8 @@ fn check_dim_layouts(dim: usize, heads: usize, layouts: &[Vec<usize>], seed: u64
                     dim,
                     activation,
                     causal,
-                    max_len: 40,
-                    arch: Arch::Sm80,
+                    max_len,
+                    arch,
                 };
                 check(&c, layouts, seed + k);
                 k += 1;
@@ -329,4 +342,18 @@ fn backward_sm90a() {
         };
         check(&c, &[vec![], vec![1, 0, 100, 65, 107, 2]], 60 + k as u64);
     }
+}
+
+/// sm_90a at every head dim, the `wgmma` main kernel: every dtype,
+/// activation and mask, over several query and key blocks of 64 (max_len
+/// 150), with an empty batch, empty sequences, lengths of one, of exactly
+/// max_len and two blocks, and above max_len (170: rows past max_len get
+/// zero gradients). D = 256 makes two passes over the query blocks.
+#[test]
+fn backward_sm90a_wgmma() {
+    let layouts = [vec![], vec![1, 0, 150, 65, 170, 2, 128]];
+    check_every_variant(32, 2, 150, Arch::Sm90a, &layouts, 60);
+    check_every_variant(64, 2, 150, Arch::Sm90a, &layouts, 70);
+    check_every_variant(128, 1, 150, Arch::Sm90a, &layouts, 80);
+    check_every_variant(256, 1, 150, Arch::Sm90a, &[vec![1, 0, 150, 65, 170]], 90);
 }

@@ -228,6 +228,55 @@ fn sm90a_forward_runs_both_products_on_wgmma() {
     }
 }
 
+/// On sm_90a at every head dim (f16 and bf16, softmax and SiLU, causal)
+/// the backward's main kernel runs every product on `wgmma.mma_async` and
+/// no module kernel has `mma.sync`; each `wgmma` is one HGMMA, there is no
+/// HMMA. Per query block of a pass over C columns (D, or D / 2 at D = 256):
+/// `S^T` and `dP^T` (D / 16 `m64n64` each), `dV` and `dK` (4 `m64nC`
+/// each), `dQ` (4 `m64nQ` per Q = min(C, 64) columns).
+#[test]
+fn sm90a_backward_runs_every_product_on_wgmma() {
+    let test = "sm90a_backward_runs_every_product_on_wgmma";
+    let (Some(ptxas_path), Some(nvdisasm)) = (tools::ptxas(test), tools::nvdisasm(test)) else {
+        return;
+    };
+    for head_dim in [32, 64, 128, 256] {
+        let cols = head_dim.min(128);
+        let chunk = cols.min(64);
+        for dtype in [DType::F16, DType::BF16] {
+            for act in [Activation::Softmax, Activation::Silu] {
+                let graph = attention_graph(dtype, 2, head_dim, act, true);
+                let spec = Spec::for_graph(&graph, 1024, Arch::Sm90a).expect("spec");
+                let c = compile_attention_backward(&graph, &spec).expect("backward");
+                let count = |what: &str| c.ptx.lines().filter(|l| l.contains(what)).count();
+                assert_eq!(count("mma.sync"), 0);
+                let wgmma = |n: usize| {
+                    format!("wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{dtype}.{dtype}")
+                };
+                let mut per_n = std::collections::BTreeMap::new();
+                *per_n.entry(64).or_insert(0) += 2 * head_dim / 16;
+                *per_n.entry(cols).or_insert(0) += 2 * 4;
+                *per_n.entry(chunk).or_insert(0) += 4 * cols / chunk;
+                for (&n, &k) in &per_n {
+                    assert_eq!(count(&wgmma(n)), k, "m64n{n}");
+                }
+                // After the query block's copies, after the dS^T stores.
+                assert_eq!(count("fence.proxy.async.shared::cta"), 2);
+                let sass = sass(&ptxas_path, &nvdisasm, &c.ptx, Arch::Sm90a);
+                let ty = if dtype == DType::F16 { " " } else { ".BF16" };
+                for (&n, &k) in &per_n {
+                    let hgmma = sass
+                        .lines()
+                        .filter(|l| l.contains(&format!("HGMMA.64x{n}x16.F32{ty}")))
+                        .count();
+                    assert_eq!(hgmma, k, "64x{n}: {sass}");
+                }
+                assert!(!sass.contains("HMMA"), "HMMA in the sm_90a backward");
+            }
+        }
+    }
+}
+
 #[test]
 fn snapshot_d64_n256_bf16_sm80() {
     let graph = attention_graph(DType::BF16, 2, 64, Activation::Softmax, true);

@@ -876,7 +876,8 @@ pub enum WgmmaA {
     /// A in the fragment layout of `mma.m16n8k16`'s A (two 16-bit elements
     /// per register).
     Regs([Reg; 4]),
-    /// A 64-bit shared-memory descriptor of a K-major 64 x 16 A.
+    /// A 64-bit shared-memory descriptor of a 64 x 16 A (K-major, or
+    /// M-major with [`WgmmaMma::trans_a`]).
     Desc(Reg),
 }
 
@@ -897,6 +898,9 @@ pub struct WgmmaMma {
     pub accumulate: bool,
     /// `imm-scale-a = -1`: negate A.
     pub negate_a: bool,
+    /// `imm-trans-a`: A (from a descriptor only) is stored M-major (rows
+    /// of M along memory) instead of K-major.
+    pub trans_a: bool,
     /// `imm-trans-b`: B is stored N-major (rows of N along memory) instead
     /// of K-major.
     pub trans_b: bool,

@@ -18,6 +18,11 @@
 //! key block, each owning half of the `dk`, `dv` and `dq` columns (see
 //! `dk_passes`): S and dP are recomputed over all of D in both.
 //!
+//! On sm_90a the main kernel is `attention::hopper_bwd`'s instead (every
+//! product on `wgmma.mma_async`, one warpgroup per 64 keys, query blocks of
+//! 64, the same passes); it shares the `_pre` and `_post` kernels, the work
+//! items, P, dS, the masks and the stores with this one.
+//!
 //! With `s = scale q.k`: softmax `dS = P (dP - delta)`, SiLU (`p = silu(s) /
 //! max_len`) `dS = dP silu'(s) / max_len` with `silu'(s) = sig (1 + s (1 -
 //! sig))`, where `dP = dout v^T`; then `dq = scale dS k`, `dk = scale dS^T q`.
@@ -31,7 +36,7 @@ use crate::spec::DType;
 
 use super::attention::{
     ATTENTION_THREADS, Acc, Activation, AttentionDesc, FlashWriter, Lanes, PairMask, TileLoader,
-    sequence_bounds,
+    sequence_bounds, wgmma_backward_shared_bytes,
 };
 use super::{Entry, MAX_BLOCKS, Plan, load_f32, pack_f32, store_f32};
 
@@ -42,7 +47,7 @@ pub const BWD_KEYS: u32 = 64;
 /// 2 for D = 256 (each accumulates dk / dv for half of the columns, so the
 /// two accumulators take 128 registers per thread as for D = 128), else 1.
 /// Each pass recomputes S and dP over all of D.
-fn dk_passes(head_dim: u32) -> u32 {
+pub(in crate::templates) fn dk_passes(head_dim: u32) -> u32 {
     if head_dim > 128 { 2 } else { 1 }
 }
 
@@ -105,7 +110,11 @@ struct BwdInputs {
 
 /// Bytes of the dynamic shared memory of the main kernel.
 pub fn bwd_shared_bytes(desc: &AttentionDesc) -> u32 {
-    BwdLayout::new(desc).total
+    if desc.wgmma {
+        wgmma_backward_shared_bytes(desc)
+    } else {
+        BwdLayout::new(desc).total
+    }
 }
 
 /// Shared layout of the main kernel (byte offsets): K and V of the key
@@ -301,17 +310,17 @@ fn post_kernel(desc: &AttentionDesc) -> Plan {
 }
 
 /// Global pointers of the main kernel.
-struct MainPtrs {
-    q: Reg,
-    k: Reg,
-    v: Reg,
-    dout: Reg,
-    lse: Option<Reg>,
-    offsets: Reg,
-    dk: Reg,
-    dv: Reg,
-    dq_acc: Reg,
-    delta: Reg,
+pub(in crate::templates) struct MainPtrs {
+    pub(in crate::templates) q: Reg,
+    pub(in crate::templates) k: Reg,
+    pub(in crate::templates) v: Reg,
+    pub(in crate::templates) dout: Reg,
+    pub(in crate::templates) lse: Option<Reg>,
+    pub(in crate::templates) offsets: Reg,
+    pub(in crate::templates) dk: Reg,
+    pub(in crate::templates) dv: Reg,
+    pub(in crate::templates) dq_acc: Reg,
+    pub(in crate::templates) delta: Reg,
 }
 
 fn main_kernel(desc: &AttentionDesc, inputs: &BwdInputs) -> Plan {
@@ -333,7 +342,12 @@ fn main_kernel(desc: &AttentionDesc, inputs: &BwdInputs) -> Plan {
     let batch = e.size("batch", SizeExpr::Batch);
     let max_len = e.size("max_len", SizeExpr::MaxLen);
     let scale = desc.scale_attr.as_ref().map(|name| e.float_attr(name));
-    FlashWriter::new(desc, &mut e.b).write_backward(&p, batch, max_len, scale);
+    let writer = FlashWriter::new(desc, &mut e.b);
+    if desc.wgmma {
+        writer.write_backward_wgmma(&p, batch, max_len, scale);
+    } else {
+        writer.write_backward(&p, batch, max_len, scale);
+    }
     let items =
         SizeExpr::ceil_div(SizeExpr::MaxLen, u64::from(BWD_KEYS)) * items_per_sequence(desc);
     e.finish(GridRule {
@@ -343,15 +357,13 @@ fn main_kernel(desc: &AttentionDesc, inputs: &BwdInputs) -> Plan {
     })
 }
 
-/// Lane address offsets of the three operand kinds (see the forward kernel).
+/// Lane addresses of the `mma.sync` kernel's `dS^T` tile.
 #[derive(Clone, Copy)]
 struct BwdLanes {
     /// A operand of `dS` from the `dS^T` tile (`.trans`).
     ds_a: Reg,
     /// This thread's `dS^T` store address.
     ds_store: Reg,
-    /// This thread's pair of query columns in the lse / delta arrays.
-    cols: Reg,
 }
 
 impl FlashWriter<'_> {
@@ -364,13 +376,29 @@ impl FlashWriter<'_> {
         let st_row = self.mad_u32(lanes.warp, 16, lanes.group);
         let ds_store = self.mad_u32(st_row, lay.ds_stride, lanes.smem);
         let ds_store = self.mad_u32(lanes.quad, 4, ds_store);
-        let cols = self.mad_u32(lanes.quad, 8, lanes.smem);
-        let bwd_lanes = BwdLanes {
-            ds_a,
-            ds_store,
-            cols,
-        };
+        let ds = BwdLanes { ds_a, ds_store };
         let loader = self.tile_loader(lanes.tid, lanes.smem);
+        self.for_each_key_block(p, batch, max_len, scale, lanes, loader, |w, it| {
+            w.backward_item(p, &lay, it, &ds)
+        });
+    }
+
+    /// The grid-stride loop of the main backward kernels over the items
+    /// (key block of [`BWD_KEYS`] keys, sequence, head), skipping blocks
+    /// that start at or past `n_b`: `f` per item (`scale` is the f32
+    /// attribute, 1 if `None`; `loader` copies the item's tiles).
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::templates) fn for_each_key_block(
+        &mut self,
+        p: &MainPtrs,
+        batch: Reg,
+        max_len: Reg,
+        scale: Option<Reg>,
+        lanes: Lanes,
+        loader: TileLoader,
+        f: impl FnOnce(&mut Self, &BwdItem),
+    ) {
+        let cols = self.mad_u32(lanes.quad, 8, lanes.smem);
         let scale = match scale {
             Some(s) => s,
             None => self.b.const_f32(1.0),
@@ -380,7 +408,7 @@ impl FlashWriter<'_> {
             let (n, k0, past) = w.block_start(item, BWD_KEYS);
             let item = BwdItem {
                 lanes,
-                bwd_lanes,
+                cols,
                 loader,
                 n,
                 k0,
@@ -389,11 +417,11 @@ impl FlashWriter<'_> {
                 scale,
                 inv_max_len,
             };
-            w.when(past, true, |w| w.backward_item(p, &lay, &item));
+            w.when(past, true, |w| f(w, &item));
         });
     }
 
-    fn backward_item(&mut self, p: &MainPtrs, lay: &BwdLayout, it: &BwdItem) {
+    fn backward_item(&mut self, p: &MainPtrs, lay: &BwdLayout, it: &BwdItem, ds: &BwdLanes) {
         let hd = self.d.head_dim;
         for (src, dst) in [(p.k, lay.k), (p.v, lay.v)] {
             let source = self.tile_source(&it.loader, src, it.head_off);
@@ -404,7 +432,7 @@ impl FlashWriter<'_> {
         // (and adding dq) for one half of the columns; `col_off` is the byte
         // offset of the pass's first column.
         if dk_passes(hd) == 1 {
-            self.backward_pass(p, lay, it, None);
+            self.backward_pass(p, lay, it, ds, None);
         } else {
             let half_bytes = hd / dk_passes(hd) * 2;
             self.range(
@@ -412,7 +440,7 @@ impl FlashWriter<'_> {
                 Operand::Int(0),
                 Self::imm(hd * 2),
                 Self::imm(half_bytes),
-                |w, col_off| w.backward_pass(p, lay, it, Some(col_off)),
+                |w, col_off| w.backward_pass(p, lay, it, ds, Some(col_off)),
             );
         }
         // The next item's K and V overwrite what the last `dq_update` read.
@@ -436,14 +464,44 @@ impl FlashWriter<'_> {
         for (source, dst) in [(src.q, lay.q), (src.dout, lay.dout)] {
             self.load_tile(&loader, it.n, source, first, lay.bmq, dst);
         }
+        self.bwd_copy_stats(p, it, &src.stats, first, stage_off, lay.lse, lay.delta);
+    }
+
+    /// This thread's query of the per-query `lse` / `delta` arrays: the
+    /// copying thread of query `tid` of a block (`tid < bmq`).
+    pub(in crate::templates) fn bwd_stat_lanes(&mut self, it: &BwdItem, bmq: u32) -> StatLanes {
+        StatLanes {
+            mine: self
+                .b
+                .setp(Cmp::Lt, Type::U32, it.lanes.tid, Self::imm(bmq)),
+            row: self.mad_u32(it.lanes.tid, 4, it.lanes.smem),
+        }
+    }
+
+    /// Softmax: issues the copies of the per-query `lse` and `delta` of the
+    /// query block at `first` (u32) into the shared f32 arrays at `lse_off`
+    /// and `delta_off` of the stage `stage_off` bytes on (4-byte `cp.async`
+    /// by the threads of `lanes`; queries at or past `n_b` zero-filled).
+    /// No commit. SiLU stages nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::templates) fn bwd_copy_stats(
+        &mut self,
+        p: &MainPtrs,
+        it: &BwdItem,
+        lanes: &StatLanes,
+        first: Reg,
+        stage_off: Reg,
+        lse_off: u32,
+        delta_off: u32,
+    ) {
         let Some(lse) = p.lse else { return };
-        self.when(src.mine, false, |w| {
+        self.when(lanes.mine, false, |w| {
             let qi = w.u32_op(BinOp::Add, first, it.lanes.tid);
             let valid = w.b.setp(Cmp::Lt, Type::U32, qi, it.n);
             let bytes = w.b.selp(Type::U32, Operand::Int(4), Operand::Int(0), valid);
             let idx = w.head_row_index(qi, it.row_head);
-            let dst = w.u32_op(BinOp::Add, src.row, stage_off);
-            for (buf, off) in [(lse, lay.lse), (p.delta, lay.delta)] {
+            let dst = w.u32_op(BinOp::Add, lanes.row, stage_off);
+            for (buf, off) in [(lse, lse_off), (p.delta, delta_off)] {
                 let at = w.b.element_addr(buf, idx, 4);
                 w.b.push(Inst::CpAsync {
                     dst: Address {
@@ -461,10 +519,45 @@ impl FlashWriter<'_> {
         });
     }
 
+    /// Softmax, once this thread's copies of [`Self::bwd_copy_stats`] into
+    /// the stage `stage_off` bytes on landed: its query's `lse` and `delta`
+    /// times [`BwdFactors::stats`], in place (`-lse log2 e`: P is one FFMA
+    /// and an EX2 per score; `-delta scale`: dS is one FFMA and an FMUL).
+    /// Published by the barrier that follows.
+    pub(in crate::templates) fn bwd_scale_stats(
+        &mut self,
+        lanes: &StatLanes,
+        factors: &BwdFactors,
+        stage_off: Reg,
+        lse_off: u32,
+        delta_off: u32,
+    ) {
+        let Some(stats) = factors.stats else { return };
+        self.when(lanes.mine, false, |w| {
+            let row = w.u32_op(BinOp::Add, lanes.row, stage_off);
+            for (off, factor) in [lse_off, delta_off].into_iter().zip(stats) {
+                let at = Address {
+                    base: row,
+                    offset: i64::from(off),
+                };
+                let v = w.b.ld(Space::Shared, Type::F32, 1, at)[0];
+                w.f32_to(BinOp::Mul, v, v, factor);
+                w.b.st(Space::Shared, Type::F32, at, vec![v]);
+            }
+        });
+    }
+
     /// One pass over the query blocks that see the item's keys: dk / dv of
     /// the `D / dk_passes` columns from byte `col_off` on (all columns when
     /// `None`) and those columns of dq.
-    fn backward_pass(&mut self, p: &MainPtrs, lay: &BwdLayout, it: &BwdItem, col_off: Option<Reg>) {
+    fn backward_pass(
+        &mut self,
+        p: &MainPtrs,
+        lay: &BwdLayout,
+        it: &BwdItem,
+        ds: &BwdLanes,
+        col_off: Option<Reg>,
+    ) {
         let d = self.d;
         let (hd, bmq) = (d.head_dim, lay.bmq);
         let softmax = d.activation == Activation::Softmax;
@@ -485,26 +578,8 @@ impl FlashWriter<'_> {
             (0..bmq / 8).map(|_| self.new_acc()).collect()
         };
         let keys = self.thread_rows(&it.lanes, it.k0);
-        let i_first = if causal {
-            let blk = self.u32_op(BinOp::Div, it.k0, Self::imm(bmq));
-            self.u32_op(BinOp::Mul, blk, Self::imm(bmq))
-        } else {
-            self.b.mov(Type::U32, Operand::Int(0))
-        };
-        let log2e = std::f32::consts::LOG2_E;
-        let score_factor = if softmax {
-            self.b
-                .binary(BinOp::Mul, Type::F32, it.scale, Operand::F32(log2e))
-        } else {
-            it.scale
-        };
-        // dS carries the scale: softmax through the staged -delta * scale,
-        // SiLU in its factor silu'(s) (/ max_len) * scale.
-        let neg_scale = softmax.then(|| self.b.unary(UnOp::Neg, Type::F32, it.scale));
-        let silu_factor = match it.inv_max_len {
-            Some(k) if !softmax => self.b.binary(BinOp::Mul, Type::F32, it.scale, k),
-            _ => it.scale,
-        };
+        let i_first = self.bwd_first_query(it, bmq);
+        let factors = self.bwd_factors(it);
         // The query blocks are pipelined over the two stages of `lay`:
         // block i + 1's copies (one commit group) are in flight while block
         // i is computed. `read_off` is the byte offset of block i's stage,
@@ -512,10 +587,7 @@ impl FlashWriter<'_> {
         let src = QuerySources {
             q: self.tile_source(&it.loader, p.q, it.head_off),
             dout: self.tile_source(&it.loader, p.dout, it.head_off),
-            mine: self
-                .b
-                .setp(Cmp::Lt, Type::U32, it.lanes.tid, Self::imm(bmq)),
-            row: self.mad_u32(it.lanes.tid, 4, it.lanes.smem),
+            stats: self.bwd_stat_lanes(it, bmq),
         };
         let read_off = self.b.mov(Type::U32, Operand::Int(0));
         self.load_query_block(p, lay, it, &src, i_first, read_off);
@@ -531,107 +603,23 @@ impl FlashWriter<'_> {
             });
             w.b.push(Inst::CpAsyncCommit);
             w.b.push(Inst::CpAsyncWait { n: 1 });
-            if let Some(neg_scale) = neg_scale {
-                // This thread's query, in place: lse to -lse * log2 e (P is
-                // one FFMA and an EX2 per score) and delta to -delta * scale
-                // (dS is one FFMA and an FMUL per score).
-                w.when(src.mine, false, |w| {
-                    let row = w.u32_op(BinOp::Add, src.row, read_off);
-                    for (off, factor) in [
-                        (lay.lse, Operand::F32(-log2e)),
-                        (lay.delta, Operand::Reg(neg_scale)),
-                    ] {
-                        let at = Address {
-                            base: row,
-                            offset: i64::from(off),
-                        };
-                        let v = w.b.ld(Space::Shared, Type::F32, 1, at)[0];
-                        w.f32_to(BinOp::Mul, v, v, factor);
-                        w.b.st(Space::Shared, Type::F32, at, vec![v]);
-                    }
-                });
-            }
+            w.bwd_scale_stats(&src.stats, &factors, read_off, lay.lse, lay.delta);
             w.b.barrier();
             // This stage's lane addresses.
             let q_rows = w.u32_op(BinOp::Add, it.lanes.b_rows, read_off);
             let q_acc = w.u32_op(BinOp::Add, b_acc, read_off);
-            let cols = w.u32_op(BinOp::Add, it.bwd_lanes.cols, read_off);
+            let cols = w.u32_op(BinOp::Add, it.cols, read_off);
 
             // S^T = K_w Q^T (keys x queries).
             w.product(&s, it.lanes.a, lay.k, q_rows, lay.q, ab);
-            // P (and for SiLU the factor silu'(s) / max_len, kept in `s`).
-            for (j, acc) in s.iter().enumerate() {
-                if softmax {
-                    let nl = w.b.ld(
-                        Space::Shared,
-                        Type::F32,
-                        2,
-                        Address {
-                            base: cols,
-                            offset: i64::from(lay.lse) + 32 * j as i64,
-                        },
-                    );
-                    for (k, &r) in acc.iter().enumerate() {
-                        w.b.ternary_to(TernOp::Fma, Type::F32, r, r, score_factor, nl[k & 1]);
-                        w.b.unary_to(UnOp::Ex2Approx, Type::F32, r, r);
-                    }
-                } else {
-                    for (k, &r) in acc.iter().enumerate() {
-                        w.f32_to(BinOp::Mul, r, r, score_factor);
-                        let sig = w.sigmoid(r);
-                        let pr = probs[j][k];
-                        w.f32_to(BinOp::Mul, pr, r, sig);
-                        // silu' = sig * (1 + s * (1 - sig)).
-                        let one_minus = w.b.binary(BinOp::Sub, Type::F32, Operand::F32(1.0), sig);
-                        let t =
-                            w.b.ternary(TernOp::Fma, Type::F32, r, one_minus, Operand::F32(1.0));
-                        w.f32_to(BinOp::Mul, r, t, sig);
-                        w.f32_to(BinOp::Mul, r, r, silu_factor);
-                        if let Some(k) = it.inv_max_len {
-                            w.f32_to(BinOp::Mul, pr, pr, k);
-                        }
-                    }
-                }
-            }
-            // Boundary blocks: zero P (and the SiLU factor) outside the masks.
-            let boundary = w.bwd_boundary(it, i0, bmq, causal);
-            w.when(boundary, false, |w| {
-                let mut arrays = vec![probs.clone()];
-                if !softmax {
-                    arrays.push(s.clone());
-                }
-                w.bwd_masks(&arrays, it, i0, keys, causal);
-            });
+            w.bwd_probs(&s, &probs, it, cols, lay.lse, &factors);
+            w.bwd_mask_probs(&s, &probs, it, i0, bmq, keys, causal);
             let pa = w.pack_a(&probs);
             // dV += P dO.
             w.accumulate(&dv, &pa, q_acc, lay.dout, ab);
             // dP^T = V_w dO^T.
             w.product(&dp, it.lanes.a, lay.v, q_rows, lay.dout, ab);
-            for (j, acc) in dp.iter().enumerate() {
-                let delta = if softmax {
-                    Some(w.b.ld(
-                        Space::Shared,
-                        Type::F32,
-                        2,
-                        Address {
-                            base: cols,
-                            offset: i64::from(lay.delta) + 32 * j as i64,
-                        },
-                    ))
-                } else {
-                    None
-                };
-                // The scale is in -delta * scale (softmax) or in the SiLU factor.
-                for (k, &r) in acc.iter().enumerate() {
-                    match &delta {
-                        Some(nd) => {
-                            w.b.ternary_to(TernOp::Fma, Type::F32, r, r, it.scale, nd[k & 1]);
-                            w.f32_to(BinOp::Mul, r, r, probs[j][k]);
-                        }
-                        None => w.f32_to(BinOp::Mul, r, r, s[j][k]),
-                    }
-                }
-            }
+            w.bwd_ds(&dp, &s, &probs, it, cols, lay.delta);
             let dsa = w.pack_a(&dp);
             // dK += dS^T Q.
             w.accumulate(&dk, &dsa, q_acc, lay.q, ab);
@@ -649,7 +637,7 @@ impl FlashWriter<'_> {
                         Space::Shared,
                         Type::B32,
                         Address {
-                            base: it.bwd_lanes.ds_store,
+                            base: ds.ds_store,
                             offset: base + off,
                         },
                         vec![r],
@@ -659,11 +647,178 @@ impl FlashWriter<'_> {
             // dS^T is overwritten after the next iteration's first barrier,
             // once every warp is done with it here.
             w.b.barrier();
-            w.dq_update(p, lay, it, i0, col_off);
+            w.dq_update(p, lay, it, ds, i0, col_off);
             w.b.mov_to(Type::U32, read_off, load_off);
         });
-        // dK, dV rows of this thread.
-        for (buf, acc) in [(p.dk, &dk), (p.dv, &dv)] {
+        self.bwd_store_dk_dv(p, it, [&dk[..], &dv[..]], keys, col_off);
+    }
+
+    /// The first query block that sees the item's keys: 0, or (causal) the
+    /// block of `bmq` queries holding the first key.
+    pub(in crate::templates) fn bwd_first_query(&mut self, it: &BwdItem, bmq: u32) -> Reg {
+        if self.d.keys_end_at_block() {
+            let blk = self.u32_op(BinOp::Div, it.k0, Self::imm(bmq));
+            self.u32_op(BinOp::Mul, blk, Self::imm(bmq))
+        } else {
+            self.b.mov(Type::U32, Operand::Int(0))
+        }
+    }
+
+    /// The factors of the element-wise math ([`BwdFactors`]), once per
+    /// pass.
+    pub(in crate::templates) fn bwd_factors(&mut self, it: &BwdItem) -> BwdFactors {
+        let log2e = std::f32::consts::LOG2_E;
+        if self.d.activation == Activation::Softmax {
+            let neg_scale = self.b.unary(UnOp::Neg, Type::F32, it.scale);
+            BwdFactors {
+                score: self
+                    .b
+                    .binary(BinOp::Mul, Type::F32, it.scale, Operand::F32(log2e)),
+                stats: Some([Operand::F32(-log2e), Operand::Reg(neg_scale)]),
+                silu: it.scale,
+            }
+        } else {
+            let silu = match it.inv_max_len {
+                Some(k) => self.b.binary(BinOp::Mul, Type::F32, it.scale, k),
+                None => it.scale,
+            };
+            BwdFactors {
+                score: it.scale,
+                stats: None,
+                silu,
+            }
+        }
+    }
+
+    /// The scores `s` (key rows x query columns, raw `q.k`) to P: softmax
+    /// in place from the staged `-lse log2 e` at `lse_off` past `cols`
+    /// (this thread's query pairs, [`BwdItem::cols`] or its stage); SiLU
+    /// into `probs`, with the factor `silu'(s) scale (/ max_len)` of dS
+    /// left in `s`.
+    pub(in crate::templates) fn bwd_probs(
+        &mut self,
+        s: &[Acc],
+        probs: &[Acc],
+        it: &BwdItem,
+        cols: Reg,
+        lse_off: u32,
+        factors: &BwdFactors,
+    ) {
+        let softmax = self.d.activation == Activation::Softmax;
+        for (j, acc) in s.iter().enumerate() {
+            if softmax {
+                let nl = self.b.ld(
+                    Space::Shared,
+                    Type::F32,
+                    2,
+                    Address {
+                        base: cols,
+                        offset: i64::from(lse_off) + 32 * j as i64,
+                    },
+                );
+                for (k, &r) in acc.iter().enumerate() {
+                    self.b
+                        .ternary_to(TernOp::Fma, Type::F32, r, r, factors.score, nl[k & 1]);
+                    self.b.unary_to(UnOp::Ex2Approx, Type::F32, r, r);
+                }
+            } else {
+                for (k, &r) in acc.iter().enumerate() {
+                    self.f32_to(BinOp::Mul, r, r, factors.score);
+                    let sig = self.sigmoid(r);
+                    let pr = probs[j][k];
+                    self.f32_to(BinOp::Mul, pr, r, sig);
+                    // silu' = sig * (1 + s * (1 - sig)).
+                    let one_minus = self.b.binary(BinOp::Sub, Type::F32, Operand::F32(1.0), sig);
+                    let t = self
+                        .b
+                        .ternary(TernOp::Fma, Type::F32, r, one_minus, Operand::F32(1.0));
+                    self.f32_to(BinOp::Mul, r, t, sig);
+                    self.f32_to(BinOp::Mul, r, r, factors.silu);
+                    if let Some(k) = it.inv_max_len {
+                        self.f32_to(BinOp::Mul, pr, pr, k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// On boundary blocks ([`Self::bwd_boundary`]), zeroes P (and the SiLU
+    /// factor in `s`) outside the masks ([`Self::bwd_masks`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::templates) fn bwd_mask_probs(
+        &mut self,
+        s: &[Acc],
+        probs: &[Acc],
+        it: &BwdItem,
+        i0: Reg,
+        bmq: u32,
+        keys: [Reg; 2],
+        causal: bool,
+    ) {
+        let softmax = self.d.activation == Activation::Softmax;
+        let boundary = self.bwd_boundary(it, i0, bmq, causal);
+        self.when(boundary, false, |w| {
+            let mut arrays = vec![probs.to_vec()];
+            if !softmax {
+                arrays.push(s.to_vec());
+            }
+            w.bwd_masks(&arrays, it, i0, keys, causal);
+        });
+    }
+
+    /// `dP^T` (in `dp`) to `dS^T scale` in place: softmax `P fma(dP,
+    /// scale, -delta scale)` with the staged `-delta scale` at `delta_off`
+    /// past `cols` (as in [`Self::bwd_probs`]), SiLU `dP` times the factor
+    /// in `s` (which carries the scale).
+    pub(in crate::templates) fn bwd_ds(
+        &mut self,
+        dp: &[Acc],
+        s: &[Acc],
+        probs: &[Acc],
+        it: &BwdItem,
+        cols: Reg,
+        delta_off: u32,
+    ) {
+        let softmax = self.d.activation == Activation::Softmax;
+        for (j, acc) in dp.iter().enumerate() {
+            let neg_delta = if softmax {
+                Some(self.b.ld(
+                    Space::Shared,
+                    Type::F32,
+                    2,
+                    Address {
+                        base: cols,
+                        offset: i64::from(delta_off) + 32 * j as i64,
+                    },
+                ))
+            } else {
+                None
+            };
+            for (k, &r) in acc.iter().enumerate() {
+                match &neg_delta {
+                    Some(nd) => {
+                        self.b
+                            .ternary_to(TernOp::Fma, Type::F32, r, r, it.scale, nd[k & 1]);
+                        self.f32_to(BinOp::Mul, r, r, probs[j][k]);
+                    }
+                    None => self.f32_to(BinOp::Mul, r, r, s[j][k]),
+                }
+            }
+        }
+    }
+
+    /// Stores this thread's rows `keys` of the `dk` and `dv` accumulators
+    /// (`acc[0]`, `acc[1]`; the columns from byte `col_off` on, all when
+    /// `None`) in the input dtype; rows past `n_b` are skipped.
+    pub(in crate::templates) fn bwd_store_dk_dv(
+        &mut self,
+        p: &MainPtrs,
+        it: &BwdItem,
+        acc: [&[Acc]; 2],
+        keys: [Reg; 2],
+        col_off: Option<Reg>,
+    ) {
+        for (buf, acc) in [p.dk, p.dv].into_iter().zip(acc) {
             let head = self.u64_op(BinOp::Add, buf, it.head_off);
             let quad4 = self.u32_op(BinOp::Shl, it.lanes.quad, Operand::Int(2));
             let quad64 = self.b.cvt(Type::U64, Type::U32, quad4);
@@ -752,6 +907,7 @@ impl FlashWriter<'_> {
         p: &MainPtrs,
         lay: &BwdLayout,
         it: &BwdItem,
+        ds: &BwdLanes,
         i0: Reg,
         col_off: Option<Reg>,
     ) {
@@ -777,7 +933,7 @@ impl FlashWriter<'_> {
                 None => col_w,
             };
             let zero = self.b.mov(Type::U32, Operand::Int(0));
-            (col_w, zero, it.bwd_lanes.ds_a)
+            (col_w, zero, ds.ds_a)
         } else {
             let zero = self.b.mov(Type::U32, Operand::Int(0));
             let rows = self.u32_op(BinOp::Shl, it.lanes.warp, Operand::Int(4));
@@ -786,7 +942,7 @@ impl FlashWriter<'_> {
                 Type::U32,
                 it.lanes.warp,
                 Operand::Int(32),
-                it.bwd_lanes.ds_a,
+                ds.ds_a,
             );
             (zero, rows, ds)
         };
@@ -799,18 +955,7 @@ impl FlashWriter<'_> {
         // the number of rows of the sequence from q0 on.
         let q0 = self.u32_op(BinOp::Add, i0, row_base);
         let q0 = self.u32_op(BinOp::Add, q0, it.lanes.group);
-        let room = self.b.binary(BinOp::Sub, Type::S32, it.n, q0);
-        let g = self.head_row_index(q0, it.row_head);
-        let col64 = self.b.cvt(Type::U64, Type::U32, col_words);
-        let elem = self.b.ternary(
-            TernOp::MadLo,
-            Type::U64,
-            g,
-            Operand::Int(i64::from(hd)),
-            col64,
-        );
-        let at = self.b.element_addr(p.dq_acc, elem, 4);
-        let row_step = i64::from(d.heads * hd * 4);
+        let rows = self.bwd_dq_rows(p, it, q0, col_words);
         let row_tiles = if split_columns { lay.bmq / 16 } else { 1 };
         // K's B fragments of the warp's columns, `ldmatrix.trans` per
         // (k-step, column pair). They are the same for every row tile: with
@@ -839,31 +984,74 @@ impl FlashWriter<'_> {
                     self.mma(ab, acc[2 * np as usize + 1], frag, [bf[2], bf[3]]);
                 }
             }
-            for half in 0..2u32 {
-                let row = mt * 16 + 8 * half;
-                let valid = self.b.setp(Cmp::Gt, Type::S32, room, Self::imm(row));
-                // One branch around the row's atomics: ptxas wraps each
-                // predicated atomic in a branch of its own (BSSY, BRA,
-                // BSYNC around every RED).
-                self.when(valid, false, |w| {
-                    for (t, tile) in acc.iter().enumerate() {
-                        for e in 0..2 {
-                            let old = w.b.reg(RegClass::F32);
-                            w.b.push(Inst::Atom {
-                                op: AtomOp::Add,
-                                space: Space::Global,
-                                ty: Type::F32,
-                                dst: old,
-                                addr: Address {
-                                    base: at,
-                                    offset: i64::from(row) * row_step + (32 * t + 4 * e) as i64,
-                                },
-                                src: Operand::Reg(tile[2 * half as usize + e]),
-                            });
-                        }
+            self.bwd_add_dq(&rows, &acc, mt * 16, 0);
+        }
+    }
+
+    /// This thread's `dq_acc` rows from query `q0` (u32) on, at column
+    /// `col` (u32) of the head ([`DqRows`]).
+    pub(in crate::templates) fn bwd_dq_rows(
+        &mut self,
+        p: &MainPtrs,
+        it: &BwdItem,
+        q0: Reg,
+        col: Reg,
+    ) -> DqRows {
+        let d = self.d;
+        let room = self.b.binary(BinOp::Sub, Type::S32, it.n, q0);
+        let g = self.head_row_index(q0, it.row_head);
+        let col64 = self.b.cvt(Type::U64, Type::U32, col);
+        let elem = self.b.ternary(
+            TernOp::MadLo,
+            Type::U64,
+            g,
+            Operand::Int(i64::from(d.head_dim)),
+            col64,
+        );
+        DqRows {
+            room,
+            at: self.b.element_addr(p.dq_acc, elem, 4),
+            row_step: i64::from(d.heads * d.head_dim * 4),
+        }
+    }
+
+    /// `dq_acc += acc` with atomics: the accumulator tiles `acc` hold the
+    /// rows `row` and `row + 8` past `rows`' first (rows at or past `n_b`
+    /// are skipped) and, from tile `t` on, the columns `8 t` past its
+    /// column plus `col_bytes / 4`.
+    pub(in crate::templates) fn bwd_add_dq(
+        &mut self,
+        rows: &DqRows,
+        acc: &[Acc],
+        row: u32,
+        col_bytes: i64,
+    ) {
+        for half in 0..2u32 {
+            let row = row + 8 * half;
+            let valid = self.b.setp(Cmp::Gt, Type::S32, rows.room, Self::imm(row));
+            // One branch around the row's atomics: ptxas wraps each
+            // predicated atomic in a branch of its own (BSSY, BRA, BSYNC
+            // around every RED).
+            self.when(valid, false, |w| {
+                for (t, tile) in acc.iter().enumerate() {
+                    for e in 0..2 {
+                        let old = w.b.reg(RegClass::F32);
+                        w.b.push(Inst::Atom {
+                            op: AtomOp::Add,
+                            space: Space::Global,
+                            ty: Type::F32,
+                            dst: old,
+                            addr: Address {
+                                base: rows.at,
+                                offset: i64::from(row) * rows.row_step
+                                    + col_bytes
+                                    + (32 * t + 4 * e) as i64,
+                            },
+                            src: Operand::Reg(tile[2 * half as usize + e]),
+                        });
                     }
-                });
-            }
+                }
+            });
         }
     }
 }
@@ -875,23 +1063,60 @@ struct QuerySources {
     q: Reg,
     /// The same in dO.
     dout: Reg,
+    /// This thread's query of the `lse` and `delta` copies.
+    stats: StatLanes,
+}
+
+/// The thread of a query of the per-query `lse` / `delta` copies
+/// ([`FlashWriter::bwd_stat_lanes`]).
+pub(in crate::templates) struct StatLanes {
     /// Whether this thread copies a query's `lse` and `delta` (`tid < bmq`).
     mine: Reg,
-    /// Shared address of that query's entry in stage 0's `lse` (minus `lay.lse`).
+    /// Shared address of that query's entry in the arrays (the dynamic
+    /// shared base plus `4 tid`; the arrays' offsets are added).
     row: Reg,
 }
 
-/// Registers of one backward work item.
-struct BwdItem {
-    lanes: Lanes,
-    bwd_lanes: BwdLanes,
-    loader: TileLoader,
-    n: Reg,
-    k0: Reg,
-    row_head: Reg,
-    head_off: Reg,
-    scale: Reg,
-    inv_max_len: Option<Reg>,
+/// A thread's rows of the f32 `dq` accumulator for the atomics of a query
+/// block ([`FlashWriter::bwd_dq_rows`]).
+pub(in crate::templates) struct DqRows {
+    /// `n_b - q0` (s32): rows `r` past the first with `r < room` exist.
+    room: Reg,
+    /// The address of the first row's entry (u64).
+    at: Reg,
+    /// Bytes between consecutive rows (`H D 4`).
+    row_step: i64,
+}
+
+/// Factors of the element-wise math ([`FlashWriter::bwd_factors`]), the
+/// same in both main kernels.
+pub(in crate::templates) struct BwdFactors {
+    /// Of the raw scores: `scale log2 e` (softmax: `P = 2^(s c - lse
+    /// log2 e)`) or `scale` (SiLU).
+    score: Reg,
+    /// Softmax: what the staged per-query `lse` and `delta` are multiplied
+    /// by, `-log2 e` and `-scale` (so P is one FFMA and an EX2, and `dS =
+    /// P fma(dP, scale, -delta scale)`).
+    pub(in crate::templates) stats: Option<[Operand; 2]>,
+    /// SiLU: the factor of `silu'(s)` in dS, `scale` (`/ max_len`).
+    silu: Reg,
+}
+
+/// Registers of one backward work item ([`FlashWriter::for_each_key_block`]).
+pub(in crate::templates) struct BwdItem {
+    pub(in crate::templates) lanes: Lanes,
+    /// This thread's pair of query columns in the shared lse / delta arrays
+    /// (the shared base plus `8 quad`).
+    pub(in crate::templates) cols: Reg,
+    pub(in crate::templates) loader: TileLoader,
+    /// `n_b` (u32).
+    pub(in crate::templates) n: Reg,
+    /// The item's first key (u32).
+    pub(in crate::templates) k0: Reg,
+    pub(in crate::templates) row_head: Reg,
+    pub(in crate::templates) head_off: Reg,
+    pub(in crate::templates) scale: Reg,
+    pub(in crate::templates) inv_max_len: Option<Reg>,
 }
 
 /// Compiles the backward of the attention forward `graph` (a graph that

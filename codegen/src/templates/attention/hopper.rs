@@ -79,7 +79,7 @@ fn swizzle_mode(span: u32) -> Swizzle {
 /// Q and K as K-major operands: rows of `span` bytes, 8-row groups
 /// `8 span` bytes apart (the leading-dimension offset is unused with a
 /// swizzle).
-fn k_major(span: u32) -> MatrixLayout {
+pub(super) fn k_major(span: u32) -> MatrixLayout {
     MatrixLayout {
         lbo: 16,
         sbo: 8 * span,
@@ -89,8 +89,9 @@ fn k_major(span: u32) -> MatrixLayout {
 
 /// V as the N-major B of `P V`: one `span`-byte row of `span / 2` columns
 /// per key, 8-key groups `8 span` bytes apart, column blocks
-/// `column_block` apart.
-fn n_major(column_block: u32, span: u32) -> MatrixLayout {
+/// `column_block` apart. (The backward's M-major A, `dS` from its `dS^T`
+/// tile, has the same layout.)
+pub(super) fn n_major(column_block: u32, span: u32) -> MatrixLayout {
     MatrixLayout {
         lbo: column_block,
         sbo: 8 * span,
@@ -194,7 +195,7 @@ pub(super) struct Descriptors {
 
 impl FlashWriter<'_> {
     /// Bytes of a swizzled shared row ([`swizzle_span`]).
-    fn span(&self) -> u32 {
+    pub(super) fn span(&self) -> u32 {
         swizzle_span(self.d.head_dim)
     }
 
@@ -202,14 +203,19 @@ impl FlashWriter<'_> {
     /// shared tile: `block_n` rows of [`Self::span`] bytes (the Q tile, of
     /// `block_m <= block_n` rows, is spaced like K and V so that one loader
     /// serves them all).
-    fn column_block(&self) -> u32 {
+    pub(super) fn column_block(&self) -> u32 {
         self.d.tiles.block_n * self.span()
     }
 
     /// The shared address of the tiles (u32), aligned to the swizzle
     /// pattern ([`swizzle_align`]).
-    fn aligned_smem(&mut self, smem: Reg) -> Reg {
-        let align = swizzle_align(self.d.head_dim);
+    pub(super) fn aligned_smem(&mut self, smem: Reg) -> Reg {
+        self.aligned_to(smem, swizzle_align(self.d.head_dim))
+    }
+
+    /// The shared address `smem` (u32) rounded up to a multiple of `align`
+    /// (a power of two).
+    pub(super) fn aligned_to(&mut self, smem: Reg, align: u32) -> Reg {
         let up = self.u32_op(BinOp::Add, smem, Self::imm(align - 1));
         self.u32_op(BinOp::And, up, Operand::Int(-i64::from(align)))
     }
@@ -405,7 +411,7 @@ impl FlashWriter<'_> {
     }
 
     /// `desc` advanced by `bytes` (a multiple of 16; u64).
-    fn advance(&mut self, desc: Reg, bytes: u32) -> Reg {
+    pub(super) fn advance(&mut self, desc: Reg, bytes: u32) -> Reg {
         if bytes == 0 {
             desc
         } else {
@@ -414,14 +420,22 @@ impl FlashWriter<'_> {
     }
 
     /// `desc` advanced by the u32 register `bytes` (a multiple of 16).
-    fn advance_by(&mut self, desc: Reg, bytes: Reg) -> Reg {
+    pub(super) fn advance_by(&mut self, desc: Reg, bytes: Reg) -> Reg {
         let units = self.u32_op(BinOp::Shr, bytes, Operand::Int(4));
         let units = self.b.cvt(Type::U64, Type::U32, units);
         self.u64_op(BinOp::Add, desc, units)
     }
 
-    /// One `wgmma.mma_async` into `acc` (N = 8 per tile).
-    fn wgmma(&mut self, acc: &[Acc], a: WgmmaA, b: Reg, accumulate: bool, trans_b: bool) {
+    /// One `wgmma.mma_async` into `acc` (N = 8 per tile); `trans` is
+    /// `(imm-trans-a, imm-trans-b)`.
+    pub(super) fn wgmma(
+        &mut self,
+        acc: &[Acc],
+        a: WgmmaA,
+        b: Reg,
+        accumulate: bool,
+        trans: (bool, bool),
+    ) {
         self.b.push(Inst::WgmmaMmaAsync(Box::new(WgmmaMma {
             ab: self.d.mma_type(),
             d: acc.iter().flatten().copied().collect(),
@@ -429,32 +443,36 @@ impl FlashWriter<'_> {
             b,
             accumulate,
             negate_a: false,
-            trans_b,
+            trans_a: trans.0,
+            trans_b: trans.1,
         })));
     }
 
-    /// `s = Q K^T` for the warpgroup's 64 rows and the key block of the K
-    /// stage whose descriptor is `k` ([`Self::advance_by`]): one
-    /// `m64nBNk16` per 16 columns of D (the first overwrites `s`), after a
+    /// `s = A B^T` over the D columns of two swizzled tiles read through
+    /// the K-major descriptors `a` (64 rows) and `b` (`2 s.len()` rows):
+    /// `S = Q K^T` of the forward (`b` a K stage, [`Self::advance_by`]),
+    /// `S^T = K Q^T` and `dP^T = V dO^T` of the backward. One `m64nNk16`
+    /// per 16 columns of D (the first overwrites `s`), after a
     /// `wgmma.fence`.
-    fn wgmma_scores(&mut self, s: &[Acc], descs: &Descriptors, k: Reg) {
+    pub(super) fn wgmma_scores(&mut self, s: &[Acc], a: Reg, b: Reg) {
         // k16 steps (32 bytes) per swizzled row.
         let steps = self.span() / 32;
         for kk in 0..self.d.head_dim / 16 {
             let off = (kk / steps) * self.column_block() + (kk % steps) * 32;
-            let a = self.advance(descs.q, off);
-            let b = self.advance(k, off);
-            self.wgmma(s, WgmmaA::Desc(a), b, kk > 0, false);
+            let a = self.advance(a, off);
+            let b = self.advance(b, off);
+            self.wgmma(s, WgmmaA::Desc(a), b, kk > 0, (false, false));
         }
     }
 
     /// `o += P V` with P's A fragments `p` (16 keys each) and V the stage
-    /// whose descriptor is `v`: one `m64nDk16` per 16 keys, after a
-    /// `wgmma.fence`.
-    fn wgmma_accumulate(&mut self, o: &[Acc], p: &[[Reg; 4]], v: Reg) {
+    /// whose N-major descriptor is `v`: one `m64nDk16` per 16 keys, after
+    /// a `wgmma.fence` (the backward's `dV += P^T dO` and `dK += dS^T Q`
+    /// alike).
+    pub(super) fn wgmma_accumulate(&mut self, o: &[Acc], p: &[[Reg; 4]], v: Reg) {
         for (kk, &frag) in p.iter().enumerate() {
             let b = self.advance(v, kk as u32 * 16 * self.span());
-            self.wgmma(o, WgmmaA::Regs(frag), b, true, true);
+            self.wgmma(o, WgmmaA::Regs(frag), b, true, (false, true));
         }
     }
 
@@ -507,7 +525,7 @@ impl FlashWriter<'_> {
         let zero = self.b.mov(Type::U32, Operand::Int(0));
         let stage = self.b.mov(Type::U32, Self::imm(stage_bytes));
         self.b.push(Inst::WgmmaFence);
-        self.wgmma_scores(s, descs, descs.k);
+        self.wgmma_scores(s, descs.q, descs.k);
         self.b.push(Inst::WgmmaCommit);
         self.copy_ahead(ctx, st, tma, zero, stage, zero);
         self.b.push(Inst::WgmmaWait { n: 0 });
@@ -521,7 +539,7 @@ impl FlashWriter<'_> {
             let k = f.advance_by(descs.k, stage);
             let v = f.advance_by(descs.v, other);
             f.b.push(Inst::WgmmaFence);
-            f.wgmma_scores(s, descs, k);
+            f.wgmma_scores(s, descs.q, k);
             f.b.push(Inst::WgmmaCommit);
             f.wgmma_accumulate(o, &p, v);
             f.b.push(Inst::WgmmaCommit);

@@ -124,7 +124,9 @@ pub(in crate::templates) fn backward_desc(
             warp_rows: 16,
             stages: 2,
         },
-        wgmma: false,
+        // sm_90a: the wgmma main kernel (`hopper_bwd`, every head dim);
+        // sm_80: the mma.sync one.
+        wgmma: spec.arch == Arch::Sm90a,
     }
 }
 

@@ -42,12 +42,14 @@
 //! `desc` (what a kernel is specialized on), `writer` (the kernel writer
 //! the forward and backward kernels share), `mma` (tensor-core fragments
 //! and products), `hopper` (the `wgmma` products and tile layout of
-//! sm_90a), `forward` (the forward kernel) and `lower` (from a recognized
-//! pattern to a compiled kernel).
+//! sm_90a), `hopper_bwd` (the sm_90a main backward kernel, on `wgmma`),
+//! `forward` (the forward kernel) and `lower` (from a recognized pattern to
+//! a compiled kernel).
 
 mod desc;
 mod forward;
 mod hopper;
+mod hopper_bwd;
 mod lower;
 mod mma;
 mod tiles;
@@ -58,6 +60,7 @@ pub use forward::attention_kernel;
 pub use lower::lower_attention;
 pub use tiles::{ATTENTION_THREADS, Tiles};
 
+pub(super) use hopper_bwd::wgmma_backward_shared_bytes;
 pub(super) use lower::backward_desc;
 pub(super) use mma::Acc;
 pub(super) use writer::{FlashWriter, Lanes, TileLoader, sequence_bounds};
