@@ -422,29 +422,39 @@ impl FlashWriter<'_> {
     }
 
     fn backward_item(&mut self, p: &MainPtrs, lay: &BwdLayout, it: &BwdItem, ds: &BwdLanes) {
+        self.bwd_item_passes(p, it, [lay.k, lay.v], |w, first_col| {
+            w.backward_pass(p, lay, it, ds, first_col)
+        });
+        // The next item's K and V overwrite what the last `dq_update` read.
+        self.b.barrier();
+    }
+
+    /// The start of an item in both main kernels: copies its K and V tiles
+    /// to `kv_dst` (bytes past the item loader's base) as one `cp.async`
+    /// group, then runs `pass` once per [`dk_passes`] pass over the query
+    /// blocks with the pass's first column (u32; `None`: one pass over all
+    /// columns).
+    pub(in crate::templates) fn bwd_item_passes(
+        &mut self,
+        p: &MainPtrs,
+        it: &BwdItem,
+        kv_dst: [u32; 2],
+        mut pass: impl FnMut(&mut Self, Option<Reg>),
+    ) {
         let hd = self.d.head_dim;
-        for (src, dst) in [(p.k, lay.k), (p.v, lay.v)] {
+        for (src, dst) in [p.k, p.v].into_iter().zip(kv_dst) {
             let source = self.tile_source(&it.loader, src, it.head_off);
             self.load_tile(&it.loader, it.n, source, it.k0, BWD_KEYS, dst);
         }
         self.b.push(Inst::CpAsyncCommit);
-        // D = 256: two passes over the query blocks, each accumulating dk / dv
-        // (and adding dq) for one half of the columns; `col_off` is the byte
-        // offset of the pass's first column.
         if dk_passes(hd) == 1 {
-            self.backward_pass(p, lay, it, ds, None);
+            pass(self, None);
         } else {
-            let half_bytes = hd / dk_passes(hd) * 2;
-            self.range(
-                Type::U32,
-                Operand::Int(0),
-                Self::imm(hd * 2),
-                Self::imm(half_bytes),
-                |w, col_off| w.backward_pass(p, lay, it, ds, Some(col_off)),
-            );
+            let step = Self::imm(hd / dk_passes(hd));
+            self.range(Type::U32, Operand::Int(0), Self::imm(hd), step, |w, c0| {
+                pass(w, Some(c0))
+            });
         }
-        // The next item's K and V overwrite what the last `dq_update` read.
-        self.b.barrier();
     }
 
     /// Issues the copies of query block `first` (u32) into the stage at
@@ -548,15 +558,15 @@ impl FlashWriter<'_> {
     }
 
     /// One pass over the query blocks that see the item's keys: dk / dv of
-    /// the `D / dk_passes` columns from byte `col_off` on (all columns when
-    /// `None`) and those columns of dq.
+    /// the `D / dk_passes` columns from column `first_col` on (u32; all
+    /// columns when `None`) and those columns of dq.
     fn backward_pass(
         &mut self,
         p: &MainPtrs,
         lay: &BwdLayout,
         it: &BwdItem,
         ds: &BwdLanes,
-        col_off: Option<Reg>,
+        first_col: Option<Reg>,
     ) {
         let d = self.d;
         let (hd, bmq) = (d.head_dim, lay.bmq);
@@ -566,8 +576,11 @@ impl FlashWriter<'_> {
         let acc_tiles = hd / dk_passes(hd) / 8;
         let dk: Vec<Acc> = (0..acc_tiles).map(|_| self.zero_acc()).collect();
         let dv: Vec<Acc> = (0..acc_tiles).map(|_| self.zero_acc()).collect();
-        let b_acc = match col_off {
-            Some(c) => self.u32_op(BinOp::Add, it.lanes.b_trans, c),
+        let b_acc = match first_col {
+            Some(c) => {
+                let col_off = self.u32_op(BinOp::Shl, c, Operand::Int(1));
+                self.u32_op(BinOp::Add, it.lanes.b_trans, col_off)
+            }
             None => it.lanes.b_trans,
         };
         let s: Vec<Acc> = (0..bmq / 8).map(|_| self.new_acc()).collect();
@@ -647,10 +660,10 @@ impl FlashWriter<'_> {
             // dS^T is overwritten after the next iteration's first barrier,
             // once every warp is done with it here.
             w.b.barrier();
-            w.dq_update(p, lay, it, ds, i0, col_off);
+            w.dq_update(p, lay, it, ds, i0, first_col);
             w.b.mov_to(Type::U32, read_off, load_off);
         });
-        self.bwd_store_dk_dv(p, it, [&dk[..], &dv[..]], keys, col_off);
+        self.bwd_store_dk_dv(p, it, [&dk[..], &dv[..]], keys, first_col);
     }
 
     /// The first query block that sees the item's keys: 0, or (causal) the
@@ -808,16 +821,17 @@ impl FlashWriter<'_> {
     }
 
     /// Stores this thread's rows `keys` of the `dk` and `dv` accumulators
-    /// (`acc[0]`, `acc[1]`; the columns from byte `col_off` on, all when
-    /// `None`) in the input dtype; rows past `n_b` are skipped.
+    /// (`acc[0]`, `acc[1]`; the columns from column `first_col` on, all
+    /// when `None`) in the input dtype; rows past `n_b` are skipped.
     pub(in crate::templates) fn bwd_store_dk_dv(
         &mut self,
         p: &MainPtrs,
         it: &BwdItem,
         acc: [&[Acc]; 2],
         keys: [Reg; 2],
-        col_off: Option<Reg>,
+        first_col: Option<Reg>,
     ) {
+        let col_off = first_col.map(|c| self.u32_op(BinOp::Shl, c, Operand::Int(1)));
         for (buf, acc) in [p.dk, p.dv].into_iter().zip(acc) {
             let head = self.u64_op(BinOp::Add, buf, it.head_off);
             let quad4 = self.u32_op(BinOp::Shl, it.lanes.quad, Operand::Int(2));
@@ -900,7 +914,7 @@ impl FlashWriter<'_> {
     }
 
     /// `dq_acc += dS K` for the query block at `i0` and the pass's columns
-    /// (`D / dk_passes` from byte `col_off` on): warp `w` computes a quarter
+    /// (`D / dk_passes` from column `first_col` on): warp `w` computes a quarter
     /// of them for all query rows and adds them atomically.
     fn dq_update(
         &mut self,
@@ -909,7 +923,7 @@ impl FlashWriter<'_> {
         it: &BwdItem,
         ds: &BwdLanes,
         i0: Reg,
-        col_off: Option<Reg>,
+        first_col: Option<Reg>,
     ) {
         let d = self.d;
         let (hd, stride, ab) = (d.head_dim, self.stride, d.mma_type());
@@ -925,11 +939,8 @@ impl FlashWriter<'_> {
         };
         let (col_w, row_base, ds_lane) = if split_columns {
             let col_w = self.u32_op(BinOp::Mul, it.lanes.warp, Self::imm(cols));
-            let col_w = match col_off {
-                Some(c) => {
-                    let first = self.u32_op(BinOp::Shr, c, Operand::Int(1));
-                    self.u32_op(BinOp::Add, col_w, first)
-                }
+            let col_w = match first_col {
+                Some(c) => self.u32_op(BinOp::Add, col_w, c),
                 None => col_w,
             };
             let zero = self.b.mov(Type::U32, Operand::Int(0));

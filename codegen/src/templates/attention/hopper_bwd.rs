@@ -182,8 +182,12 @@ impl FlashWriter<'_> {
         let ds_row = self.mad_u32(row, DS_ROW, aligned);
         let ds_store = self.mad_u32(lanes.quad, 4, ds_row);
         let phase = self.u32_op(BinOp::Shl, lanes.group, Operand::Int(4));
+        // Per item: K and V copied once, then the passes over the query
+        // blocks that see its keys.
         self.for_each_key_block(p, batch, max_len, scale, lanes, loader, |w, it| {
-            w.backward_item_wgmma(p, &lay, &descs, it, ds_store, phase)
+            w.bwd_item_passes(p, it, [lay.k, lay.v], |w, first_col| {
+                w.backward_pass_wgmma(p, &lay, &descs, it, (ds_store, phase), first_col)
+            })
         });
     }
 
@@ -234,35 +238,6 @@ impl FlashWriter<'_> {
             w.bwd_copy_stats(p, it, stats, i0, stats_stage, lay.lse, lay.delta);
         });
         self.b.push(Inst::CpAsyncCommit);
-    }
-
-    /// One item: K and V copied once, then [`dk_passes`] passes over the
-    /// query blocks that see its keys (see the module doc); `ds_store` and
-    /// `phase` place this thread's `dS^T` entries.
-    fn backward_item_wgmma(
-        &mut self,
-        p: &MainPtrs,
-        lay: &Layout,
-        descs: &Descs,
-        it: &BwdItem,
-        ds_store: Reg,
-        phase: Reg,
-    ) {
-        let hd = self.d.head_dim;
-        for (src, dst) in [(p.k, lay.k), (p.v, lay.v)] {
-            let source = self.tile_source(&it.loader, src, it.head_off);
-            self.load_tile(&it.loader, it.n, source, it.k0, BWD_KEYS, dst);
-        }
-        self.b.push(Inst::CpAsyncCommit);
-        let ds = (ds_store, phase);
-        if dk_passes(hd) == 1 {
-            self.backward_pass_wgmma(p, lay, descs, it, ds, None);
-        } else {
-            let step = Self::imm(hd / dk_passes(hd));
-            self.range(Type::U32, Operand::Int(0), Self::imm(hd), step, |w, c0| {
-                w.backward_pass_wgmma(p, lay, descs, it, ds, Some(c0))
-            });
-        }
     }
 
     /// One pass over the query blocks: dK and dV of the `D / dk_passes`
@@ -364,8 +339,7 @@ impl FlashWriter<'_> {
         // Every warp done with the tiles before the next pass or item
         // copies into them.
         self.b.barrier();
-        let col_off = first_col.map(|c| self.u32_op(BinOp::Shl, c, Operand::Int(1)));
-        self.bwd_store_dk_dv(p, it, [&dk[..], &dv[..]], keys, col_off);
+        self.bwd_store_dk_dv(p, it, [&dk[..], &dv[..]], keys, first_col);
     }
 
     /// Stores `dS^T` (A fragments of 16 query columns each: key rows `g`,
