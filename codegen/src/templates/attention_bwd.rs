@@ -569,26 +569,22 @@ impl FlashWriter<'_> {
         first_col: Option<Reg>,
     ) {
         let d = self.d;
-        let (hd, bmq) = (d.head_dim, lay.bmq);
-        let softmax = d.activation == Activation::Softmax;
+        let bmq = lay.bmq;
         let causal = d.keys_end_at_block();
         let ab = d.mma_type();
-        let acc_tiles = hd / dk_passes(hd) / 8;
-        let dk: Vec<Acc> = (0..acc_tiles).map(|_| self.zero_acc()).collect();
-        let dv: Vec<Acc> = (0..acc_tiles).map(|_| self.zero_acc()).collect();
+        let PassAccs {
+            dk,
+            dv,
+            s,
+            dp,
+            probs,
+        } = self.bwd_pass_accs(bmq);
         let b_acc = match first_col {
             Some(c) => {
                 let col_off = self.u32_op(BinOp::Shl, c, Operand::Int(1));
                 self.u32_op(BinOp::Add, it.lanes.b_trans, col_off)
             }
             None => it.lanes.b_trans,
-        };
-        let s: Vec<Acc> = (0..bmq / 8).map(|_| self.new_acc()).collect();
-        let dp: Vec<Acc> = (0..bmq / 8).map(|_| self.new_acc()).collect();
-        let probs: Vec<Acc> = if softmax {
-            s.clone()
-        } else {
-            (0..bmq / 8).map(|_| self.new_acc()).collect()
         };
         let keys = self.thread_rows(&it.lanes, it.k0);
         let i_first = self.bwd_first_query(it, bmq);
@@ -664,6 +660,29 @@ impl FlashWriter<'_> {
             w.b.mov_to(Type::U32, read_off, load_off);
         });
         self.bwd_store_dk_dv(p, it, [&dk[..], &dv[..]], keys, first_col);
+    }
+
+    /// The accumulators of a pass over query blocks of `bmq` rows
+    /// ([`PassAccs`]).
+    pub(in crate::templates) fn bwd_pass_accs(&mut self, bmq: u32) -> PassAccs {
+        let hd = self.d.head_dim;
+        let acc_tiles = hd / dk_passes(hd) / 8;
+        let dk = (0..acc_tiles).map(|_| self.zero_acc()).collect();
+        let dv = (0..acc_tiles).map(|_| self.zero_acc()).collect();
+        let s: Vec<Acc> = (0..bmq / 8).map(|_| self.new_acc()).collect();
+        let dp = (0..bmq / 8).map(|_| self.new_acc()).collect();
+        let probs = if self.d.activation == Activation::Softmax {
+            s.clone()
+        } else {
+            (0..bmq / 8).map(|_| self.new_acc()).collect()
+        };
+        PassAccs {
+            dk,
+            dv,
+            s,
+            dp,
+            probs,
+        }
     }
 
     /// The first query block that sees the item's keys: 0, or (causal) the
@@ -1097,6 +1116,23 @@ pub(in crate::templates) struct DqRows {
     at: Reg,
     /// Bytes between consecutive rows (`H D 4`).
     row_step: i64,
+}
+
+/// The accumulators of one pass of either main kernel over the query
+/// blocks ([`FlashWriter::bwd_pass_accs`]), in the `m16n8` register layout
+/// of both (warp `w` holds key rows `16 w ..`, tile `t` columns `8 t ..`).
+pub(in crate::templates) struct PassAccs {
+    /// `dk` of the pass's `D / dk_passes` columns, zeroed.
+    pub(in crate::templates) dk: Vec<Acc>,
+    /// `dv` of those columns, zeroed.
+    pub(in crate::templates) dv: Vec<Acc>,
+    /// `S^T` of a query block (key rows x query columns).
+    pub(in crate::templates) s: Vec<Acc>,
+    /// `dP^T` of a query block, then `dS^T`.
+    pub(in crate::templates) dp: Vec<Acc>,
+    /// P^T: softmax in `s`'s registers; SiLU its own (`s` then holds dS's
+    /// factor, [`FlashWriter::bwd_probs`]).
+    pub(in crate::templates) probs: Vec<Acc>,
 }
 
 /// Factors of the element-wise math ([`FlashWriter::bwd_factors`]), the

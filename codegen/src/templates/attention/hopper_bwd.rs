@@ -54,7 +54,9 @@
 //! after the last block of a pass.
 
 use crate::kernel::{Address, BinOp, Cmp, Inst, Operand, Reg, Space, Type, WgmmaA};
-use crate::templates::attention_bwd::{BWD_KEYS, BwdItem, MainPtrs, StatLanes, dk_passes};
+use crate::templates::attention_bwd::{
+    BWD_KEYS, BwdItem, MainPtrs, PassAccs, StatLanes, dk_passes,
+};
 
 use super::desc::AttentionDesc;
 use super::hopper::{k_major, n_major, swizzle_align};
@@ -257,7 +259,6 @@ impl FlashWriter<'_> {
     ) {
         let d = self.d;
         let cols = d.head_dim / dk_passes(d.head_dim);
-        let softmax = d.activation == super::Activation::Softmax;
         let causal = d.keys_end_at_block();
         // The pass's N-major descriptors: its first column block.
         let (q_n, dout_n, k_n) = match first_col {
@@ -272,16 +273,13 @@ impl FlashWriter<'_> {
             }
             None => (descs.q_n, descs.dout_n, descs.k_n),
         };
-        let dk: Vec<Acc> = (0..cols / 8).map(|_| self.zero_acc()).collect();
-        let dv: Vec<Acc> = (0..cols / 8).map(|_| self.zero_acc()).collect();
-        let tiles = QUERY_BLOCK / 8;
-        let s: Vec<Acc> = (0..tiles).map(|_| self.new_acc()).collect();
-        let dp: Vec<Acc> = (0..tiles).map(|_| self.new_acc()).collect();
-        let probs: Vec<Acc> = if softmax {
-            s.clone()
-        } else {
-            (0..tiles).map(|_| self.new_acc()).collect()
-        };
+        let PassAccs {
+            dk,
+            dv,
+            s,
+            dp,
+            probs,
+        } = self.bwd_pass_accs(QUERY_BLOCK);
         let dq: Vec<Acc> = (0..DQ_CHUNK.min(cols) / 8)
             .map(|_| self.new_acc())
             .collect();
