@@ -5,13 +5,21 @@
 //!    (softmax), zeroes the f32 `dq` accumulator, writes the zero rows
 //!    `n_b <= i < L_b` of `dk` and `dv`;
 //! 2. `<name>` (a CTA per (key block of 64, sequence, head), 4 warps of 16
-//!    keys): loops over the query blocks that see its keys (two shared
-//!    stages: the copies of block i + 1, Q, dO and per query lse and delta,
-//!    are in flight while block i computes), recomputes
-//!    `P` from `lse` (softmax) or from the scores (SiLU) in registers, and
-//!    accumulates `dv += P^T dout` and `dk += dS^T q` in registers; `dS` goes
-//!    through shared memory to `dq += dS k`, added to the f32 accumulator
-//!    with atomics (each warp a quarter of the columns);
+//!    keys): copies the block's K and V once, then loops over the query
+//!    blocks that see its keys ([`bwd_query_block`] rows), pipelined over
+//!    two shared stages: the `cp.async` copies of block i + 1 (its Q and
+//!    dO rows and, softmax, per query its `lse` and `delta`) are in flight
+//!    while block i computes. The thread that copied a query's `lse` and
+//!    `delta` scales them in place to `-lse log2 e` and `-delta scale` once
+//!    they landed, so P is one FFMA and an EX2 per score and dS one FFMA
+//!    and an FMUL. Per block it recomputes `S^T` and P (softmax from `lse`,
+//!    SiLU from the scores) in registers and accumulates `dv += P^T dout`
+//!    and `dk += dS^T q` in registers; `dS^T` goes through shared memory to
+//!    `dq += dS k`, added to the f32 accumulator with atomics (each warp a
+//!    quarter of the columns; at D = 32 a quarter of the query rows). Two
+//!    barriers per query block: once its copies landed and its `lse` /
+//!    `delta` are scaled, and once `dS^T` is written; one more per item
+//!    (the next item's K and V overwrite what the last `dq` update read);
 //! 3. `<name>_post`: the accumulator to `dq` in the input dtype.
 //!
 //! For D = 256 the main kernel makes two passes over the query blocks per
@@ -20,8 +28,10 @@
 //!
 //! On sm_90a the main kernel is `attention::hopper_bwd`'s instead (every
 //! product on `wgmma.mma_async`, one warpgroup per 64 keys, query blocks of
-//! 64, the same passes); it shares the `_pre` and `_post` kernels, the work
-//! items, P, dS, the masks and the stores with this one.
+//! 64, the same passes and the same staging of `lse` / `delta`); it shares
+//! the `_pre` and `_post` kernels, the work items and their K / V copies,
+//! the accumulators, P, dS, the masks, the `dq` atomics and the `dk` / `dv`
+//! stores with this one.
 //!
 //! With `s = scale q.k`: softmax `dS = P (dP - delta)`, SiLU (`p = silu(s) /
 //! max_len`) `dS = dP silu'(s) / max_len` with `silu'(s) = sig (1 + s (1 -
@@ -58,8 +68,9 @@ fn bwd_min_ctas(head_dim: u32) -> u32 {
     if head_dim <= 32 { 3 } else { 1 }
 }
 
-/// Query rows per step of the main backward kernel: 64, or 32 for D >= 128
-/// (the dk and dv accumulators of a pass take 128 registers per thread).
+/// Query rows per step of the `mma.sync` main backward kernel: 64, or 32
+/// for D >= 128 (the dk and dv accumulators of a pass take 128 registers
+/// per thread). The sm_90a kernel (`hopper_bwd`) steps 64 at every D.
 pub fn bwd_query_block(head_dim: u32) -> u32 {
     if head_dim >= 128 { 32 } else { 64 }
 }
@@ -127,9 +138,10 @@ struct BwdLayout {
     v: u32,
     q: u32,
     dout: u32,
-    /// Per-query `-lse * log2 e` (softmax).
+    /// Per-query `lse` (softmax), scaled in place to `-lse log2 e`
+    /// ([`FlashWriter::bwd_scale_stats`]).
     lse: u32,
-    /// Per-query `delta` (softmax).
+    /// Per-query `delta` (softmax), scaled in place to `-delta scale`.
     delta: u32,
     /// Bytes of one query stage (Q, dO, lse, delta).
     stage: u32,
@@ -309,7 +321,7 @@ fn post_kernel(desc: &AttentionDesc) -> Plan {
     })
 }
 
-/// Global pointers of the main kernel.
+/// Global pointers of the main kernel (either: `mma.sync` or `hopper_bwd`).
 pub(in crate::templates) struct MainPtrs {
     pub(in crate::templates) q: Reg,
     pub(in crate::templates) k: Reg,
@@ -933,8 +945,9 @@ impl FlashWriter<'_> {
     }
 
     /// `dq_acc += dS K` for the query block at `i0` and the pass's columns
-    /// (`D / dk_passes` from column `first_col` on): warp `w` computes a quarter
-    /// of them for all query rows and adds them atomically.
+    /// (`D / dk_passes` from column `first_col` on), added atomically: warp
+    /// `w` computes a quarter of the columns for all query rows (D >= 64),
+    /// or all columns of a quarter of the query rows (D = 32).
     fn dq_update(
         &mut self,
         p: &MainPtrs,

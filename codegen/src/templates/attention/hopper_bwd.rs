@@ -6,8 +6,10 @@
 //! [`BWD_KEYS`] = 64 keys, sequence, head): the `wgmma` M is the item's 64
 //! keys, so every accumulator has the register layout of the `mma.sync`
 //! kernel's (warp `w` holds key rows `16 w ..`, `N / 8` tiles of `m16n8`)
-//! and P, dS, the masks and the final stores are that kernel's own code
-//! (`attention_bwd`). The `_pre` and `_post` kernels are shared as well.
+//! and the item loop with its K / V copies and passes, the accumulators,
+//! P, dS, the masks, the `dq` atomics and the final stores are that
+//! kernel's own code (`attention_bwd`). The `_pre` and `_post` kernels are
+//! shared as well.
 //!
 //! Shared tiles are the forward's swizzled ones (`hopper`): K and V, read
 //! once per item, and two stages of Q and dO (query blocks of
