@@ -175,6 +175,28 @@ impl<'py> TorchTarget<'_, 'py> {
             GraphRunError::Unsupported(format!("a Python callback failed: {what}"))
         })
     }
+
+    /// `f` on the runtime that loaded the module, refused if the device's
+    /// runtime was reopened since (the module handle is only valid in the
+    /// runtime that loaded it). The device's lock is taken without the
+    /// GIL: a thread holding it while compiling never waits for the GIL.
+    fn on_loaded_runtime<T: Send>(
+        &mut self,
+        f: impl FnOnce(&mut Runtime) -> Result<T, Error> + Send,
+    ) -> Result<T, GraphRunError> {
+        let (ordinal, runtime_id) = (self.place.ordinal, self.loaded.runtime_id);
+        let done = self.place.host.py().detach(|| {
+            with_device(ordinal, |d| {
+                if d.id != runtime_id {
+                    return Err(Error::Run(format!(
+                        "CUDA device {ordinal}'s runtime was reopened during the call; run it again"
+                    )));
+                }
+                f(&mut d.runtime)
+            })
+        });
+        self.keep(done.map_err(PyErr::from))
+    }
 }
 
 impl<'py> LaunchTarget for TorchTarget<'_, 'py> {
@@ -211,40 +233,32 @@ impl<'py> LaunchTarget for TorchTarget<'_, 'py> {
         dims: &LaunchDims,
         args: &[KernelArg],
     ) -> Result<(), GraphRunError> {
-        let (ordinal, stream) = (self.place.ordinal, self.place.stream);
-        let (module, runtime_id) = (self.loaded.module, self.loaded.runtime_id);
-        // The device's lock is taken without the GIL: a thread holding it
-        // while compiling never waits for the GIL.
-        let launched = self.place.host.py().detach(|| {
-            with_device(ordinal, |d| {
-                if d.id != runtime_id {
-                    return Err(Error::Run(format!(
-                        "CUDA device {ordinal}'s runtime was reopened during the call; run it again"
-                    )));
-                }
-                // SAFETY: `stream` is `torch.cuda.current_stream(device)`
-                // of this device (the Python layer checked every tensor is
-                // on it), a live stream of its primary context, which this
-                // runtime's context is (`CudaContext::new` retains the
-                // primary context). Every address in `args` is the
-                // `data_ptr()` of a contiguous tensor on that device: an
-                // input whose dtype and shape `bind_external` checked
-                // against the graph's type (so it holds what the kernel's
-                // metadata says it reads), or an output or scratch tensor
-                // allocated for the sizes the metadata gives. The tensors
-                // come from PyTorch's caching allocator: the outputs and
-                // scratch on this stream (freed blocks are reused in stream
-                // order, after these kernels), the inputs alive in the
-                // caller, whose reuse across streams is PyTorch's rule
-                // (`record_stream`) as for any op.
-                unsafe {
-                    d.runtime
-                        .launch_external(module, entry, dims, args, stream)
-                        .map_err(|e| Error::Run(e.to_string()))
-                }
-            })
-        });
-        self.keep(launched.map_err(PyErr::from))
+        let stream = self.place.stream;
+        let module = self.loaded.module;
+        self.on_loaded_runtime(|runtime| {
+            // SAFETY: `stream` is `torch.cuda.current_stream(device)`
+            // of this device (the Python layer checked every tensor is
+            // on it), a live stream of its primary context, which this
+            // runtime's context is (`CudaContext::new` retains the
+            // primary context). Every address in `args` is the
+            // `data_ptr()` of a contiguous tensor on that device: an
+            // input whose dtype and shape `bind_external` checked
+            // against the graph's type (so it holds what the kernel's
+            // metadata says it reads), or an output or scratch tensor
+            // allocated for the sizes the metadata gives; every tensor map
+            // in `args` was encoded by `tensor_map` below over such an
+            // input's address, with the dimensions the metadata gives it.
+            // The tensors come from PyTorch's caching allocator: the
+            // outputs and scratch on this stream (freed blocks are reused
+            // in stream order, after these kernels), the inputs alive in
+            // the caller, whose reuse across streams is PyTorch's rule
+            // (`record_stream`) as for any op.
+            unsafe {
+                runtime
+                    .launch_external(module, entry, dims, args, stream)
+                    .map_err(|e| Error::Run(e.to_string()))
+            }
+        })
     }
 
     fn read_index(
@@ -272,20 +286,11 @@ impl<'py> LaunchTarget for TorchTarget<'_, 'py> {
                 "a tensor map over {input:?}, not a device address"
             )));
         };
-        let (ordinal, runtime_id) = (self.place.ordinal, self.loaded.runtime_id);
-        let encoded = self.place.host.py().detach(|| {
-            with_device(ordinal, |d| {
-                if d.id != runtime_id {
-                    return Err(Error::Run(format!(
-                        "CUDA device {ordinal}'s runtime was reopened during the call; run it again"
-                    )));
-                }
-                d.runtime
-                    .tensor_map_at(address, map)
-                    .map_err(|e| Error::Run(e.to_string()))
-            })
-        });
-        self.keep(encoded.map_err(PyErr::from))
+        self.on_loaded_runtime(|runtime| {
+            runtime
+                .tensor_map_at(address, map)
+                .map_err(|e| Error::Run(e.to_string()))
+        })
     }
 }
 
