@@ -469,35 +469,50 @@ impl FlashWriter<'_> {
         }
     }
 
-    /// Issues the copies of query block `first` (u32) into the stage at
-    /// `stage_off` bytes: its Q and dO rows and, for softmax, per query its
-    /// `lse` and `delta` (4-byte copies by the first `bmq` threads; rows at
-    /// or past `n_b` zero-filled). No commit.
-    fn load_query_block(
+    /// Per pass, this thread's sources of the copies of the query blocks of
+    /// `bmq` rows ([`QuerySources`]).
+    pub(in crate::templates) fn bwd_query_sources(
         &mut self,
         p: &MainPtrs,
-        lay: &BwdLayout,
+        it: &BwdItem,
+        bmq: u32,
+    ) -> QuerySources {
+        QuerySources {
+            q: self.tile_source(&it.loader, p.q, it.head_off),
+            dout: self.tile_source(&it.loader, p.dout, it.head_off),
+            stats: StatLanes {
+                mine: self
+                    .b
+                    .setp(Cmp::Lt, Type::U32, it.lanes.tid, Self::imm(bmq)),
+                row: self.mad_u32(it.lanes.tid, 4, it.lanes.smem),
+            },
+        }
+    }
+
+    /// Issues the copies of the query block at `first` (u32) of `rows`
+    /// rows, in both main kernels: its Q and dO rows to `tiles.0` (bytes
+    /// past the item loader's base) plus the stage offset `tiles.1` (u32)
+    /// and, for softmax, per query its `lse` and `delta` to `stats.0`
+    /// (bytes past the dynamic shared base) plus `stats.1` (4-byte copies
+    /// by the first `rows` threads); rows at or past `n_b` zero-filled. No
+    /// commit.
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::templates) fn bwd_copy_query_block(
+        &mut self,
+        p: &MainPtrs,
         it: &BwdItem,
         src: &QuerySources,
         first: Reg,
-        stage_off: Reg,
+        rows: u32,
+        tiles: ([u32; 2], Reg),
+        stats: ([u32; 2], Reg),
     ) {
-        let loader = self.shifted_loader(&it.loader, stage_off);
-        for (source, dst) in [(src.q, lay.q), (src.dout, lay.dout)] {
-            self.load_tile(&loader, it.n, source, first, lay.bmq, dst);
+        let loader = self.shifted_loader(&it.loader, tiles.1);
+        for (source, dst) in [src.q, src.dout].into_iter().zip(tiles.0) {
+            self.load_tile(&loader, it.n, source, first, rows, dst);
         }
-        self.bwd_copy_stats(p, it, &src.stats, first, stage_off, lay.lse, lay.delta);
-    }
-
-    /// This thread's query of the per-query `lse` / `delta` arrays: the
-    /// copying thread of query `tid` of a block (`tid < bmq`).
-    pub(in crate::templates) fn bwd_stat_lanes(&mut self, it: &BwdItem, bmq: u32) -> StatLanes {
-        StatLanes {
-            mine: self
-                .b
-                .setp(Cmp::Lt, Type::U32, it.lanes.tid, Self::imm(bmq)),
-            row: self.mad_u32(it.lanes.tid, 4, it.lanes.smem),
-        }
+        let [lse_off, delta_off] = stats.0;
+        self.bwd_copy_stats(p, it, &src.stats, first, stats.1, lse_off, delta_off);
     }
 
     /// Softmax: issues the copies of the per-query `lse` and `delta` of the
@@ -506,7 +521,7 @@ impl FlashWriter<'_> {
     /// by the threads of `lanes`; queries at or past `n_b` zero-filled).
     /// No commit. SiLU stages nothing.
     #[allow(clippy::too_many_arguments)]
-    pub(in crate::templates) fn bwd_copy_stats(
+    fn bwd_copy_stats(
         &mut self,
         p: &MainPtrs,
         it: &BwdItem,
@@ -605,13 +620,14 @@ impl FlashWriter<'_> {
         // block i + 1's copies (one commit group) are in flight while block
         // i is computed. `read_off` is the byte offset of block i's stage,
         // `read_off ^ lay.stage` that of block i + 1's.
-        let src = QuerySources {
-            q: self.tile_source(&it.loader, p.q, it.head_off),
-            dout: self.tile_source(&it.loader, p.dout, it.head_off),
-            stats: self.bwd_stat_lanes(it, bmq),
+        let src = self.bwd_query_sources(p, it, bmq);
+        let copy = |w: &mut Self, first: Reg, stage_off: Reg| {
+            let tiles = ([lay.q, lay.dout], stage_off);
+            let stats = ([lay.lse, lay.delta], stage_off);
+            w.bwd_copy_query_block(p, it, &src, first, bmq, tiles, stats)
         };
         let read_off = self.b.mov(Type::U32, Operand::Int(0));
-        self.load_query_block(p, lay, it, &src, i_first, read_off);
+        copy(self, i_first, read_off);
         self.b.push(Inst::CpAsyncCommit);
         self.range(Type::U32, i_first, it.n, Self::imm(bmq), |w, i0| {
             // Every warp finished reading the other stage (block i - 1)
@@ -619,9 +635,7 @@ impl FlashWriter<'_> {
             let load_off = w.u32_op(BinOp::Xor, read_off, Self::imm(lay.stage));
             let next = w.u32_op(BinOp::Add, i0, Self::imm(bmq));
             let has_next = w.b.setp(Cmp::Lt, Type::U32, next, it.n);
-            w.when(has_next, false, |w| {
-                w.load_query_block(p, lay, it, &src, next, load_off)
-            });
+            w.when(has_next, false, |w| copy(w, next, load_off));
             w.b.push(Inst::CpAsyncCommit);
             w.b.push(Inst::CpAsyncWait { n: 1 });
             w.bwd_scale_stats(&src.stats, &factors, read_off, lay.lse, lay.delta);
@@ -1099,19 +1113,19 @@ impl FlashWriter<'_> {
     }
 }
 
-/// Per-pass registers of the query-block copies (see
-/// [`FlashWriter::load_query_block`]).
-struct QuerySources {
+/// Per-pass registers of the query-block copies of either main kernel
+/// ([`FlashWriter::bwd_query_sources`], [`FlashWriter::bwd_copy_query_block`]).
+pub(in crate::templates) struct QuerySources {
     /// This thread's chunk of row 0 of Q (u64, [`FlashWriter::tile_source`]).
     q: Reg,
     /// The same in dO.
     dout: Reg,
     /// This thread's query of the `lse` and `delta` copies.
-    stats: StatLanes,
+    pub(in crate::templates) stats: StatLanes,
 }
 
-/// The thread of a query of the per-query `lse` / `delta` copies
-/// ([`FlashWriter::bwd_stat_lanes`]).
+/// The thread of a query of the per-query `lse` / `delta` copies (the
+/// copying thread of query `tid` of a block, `tid < bmq`).
 pub(in crate::templates) struct StatLanes {
     /// Whether this thread copies a query's `lse` and `delta` (`tid < bmq`).
     mine: Reg,

@@ -18,7 +18,7 @@
 //! D = 32). The per-query lse and delta (softmax) travel with Q and dO, in
 //! two stages of their own, and are scaled in place to `-lse log2 e` and
 //! `-delta scale` by the threads that copied them (`attention_bwd`'s
-//! `bwd_copy_stats` / `bwd_scale_stats`, as in the `mma.sync` kernel).
+//! `bwd_copy_query_block` / `bwd_scale_stats`, as in the `mma.sync` kernel).
 //! Per query block:
 //!
 //! - `S^T = K Q^T` and `dP^T = V dO^T`: `D / 16` `m64n64k16` each, A and B
@@ -57,7 +57,7 @@
 
 use crate::kernel::{Address, BinOp, Cmp, Inst, Operand, Reg, Space, Type, WgmmaA};
 use crate::templates::attention_bwd::{
-    BWD_KEYS, BwdItem, MainPtrs, PassAccs, StatLanes, dk_passes,
+    BWD_KEYS, BwdItem, MainPtrs, PassAccs, QuerySources, dk_passes,
 };
 
 use super::desc::AttentionDesc;
@@ -221,25 +221,21 @@ impl FlashWriter<'_> {
     /// (softmax) its per-query lse and delta into the stats stage
     /// `stage >> stats_shift`, and commits them as one `cp.async` group
     /// (empty past `n_b`).
-    #[allow(clippy::too_many_arguments)]
     fn copy_query_block(
         &mut self,
         p: &MainPtrs,
         lay: &Layout,
         it: &BwdItem,
-        stats: &StatLanes,
+        src: &QuerySources,
         i0: Reg,
         stage: Reg,
     ) {
         let has = self.b.setp(Cmp::Lt, Type::U32, i0, it.n);
         self.when(has, false, |w| {
-            let loader = w.shifted_loader(&it.loader, stage);
-            for (src, dst) in [(p.q, lay.q), (p.dout, lay.dout)] {
-                let source = w.tile_source(&loader, src, it.head_off);
-                w.load_tile(&loader, it.n, source, i0, QUERY_BLOCK, dst);
-            }
             let stats_stage = w.u32_op(BinOp::Shr, stage, Self::imm(lay.stats_shift()));
-            w.bwd_copy_stats(p, it, stats, i0, stats_stage, lay.lse, lay.delta);
+            let tiles = ([lay.q, lay.dout], stage);
+            let stats = ([lay.lse, lay.delta], stats_stage);
+            w.bwd_copy_query_block(p, it, src, i0, QUERY_BLOCK, tiles, stats);
         });
         self.b.push(Inst::CpAsyncCommit);
     }
@@ -288,15 +284,15 @@ impl FlashWriter<'_> {
         let keys = self.thread_rows(&it.lanes, it.k0);
         let i_first = self.bwd_first_query(it, QUERY_BLOCK);
         let factors = self.bwd_factors(it);
-        let stats = self.bwd_stat_lanes(it, QUERY_BLOCK);
+        let src = self.bwd_query_sources(p, it, QUERY_BLOCK);
         let stage = self.b.mov(Type::U32, Operand::Int(0));
-        self.copy_query_block(p, lay, it, &stats, i_first, stage);
+        self.copy_query_block(p, lay, it, &src, i_first, stage);
         self.range(Type::U32, i_first, it.n, Self::imm(QUERY_BLOCK), |w, i0| {
             w.b.push(Inst::CpAsyncWait { n: 0 });
             // This block's lse and delta, scaled in place by the threads
             // that copied them (as in the mma.sync kernel).
             let stats_stage = w.u32_op(BinOp::Shr, stage, Self::imm(lay.stats_shift()));
-            w.bwd_scale_stats(&stats, &factors, stats_stage, lay.lse, lay.delta);
+            w.bwd_scale_stats(&src.stats, &factors, stats_stage, lay.lse, lay.delta);
             // The copies are generic-proxy writes; the wgmmas read them
             // through the async proxy.
             w.b.push(Inst::FenceProxyAsyncShared);
@@ -305,7 +301,7 @@ impl FlashWriter<'_> {
             // block's copies may take their stage.
             let other = w.u32_op(BinOp::Sub, Self::imm(lay.tile), stage);
             let next = w.u32_op(BinOp::Add, i0, Self::imm(QUERY_BLOCK));
-            w.copy_query_block(p, lay, it, &stats, next, other);
+            w.copy_query_block(p, lay, it, &src, next, other);
             // S^T = K Q^T and dP^T = V dO^T, two groups.
             let q_b = w.advance_by(descs.q_b, stage);
             let dout_b = w.advance_by(descs.dout_b, stage);
