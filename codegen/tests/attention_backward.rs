@@ -357,3 +357,23 @@ fn backward_sm90a_wgmma() {
     check_every_variant(128, 1, 150, Arch::Sm90a, &layouts, 80);
     check_every_variant(256, 1, 150, Arch::Sm90a, &[vec![1, 0, 150, 65, 170]], 90);
 }
+
+/// Heads so many that a query block's rows of the f32 `dq` accumulator
+/// (`64 H D 4` bytes) leave the 32-bit address offsets are a typed error,
+/// not an overflow; the most heads that fit compile.
+#[test]
+fn backward_refuses_heads_past_the_address_offsets() {
+    use jagged_codegen::CodegenError;
+    let compile = |heads: usize, arch: Arch| {
+        let graph = attention_graph(DType::BF16, heads, 256, Activation::Softmax, false);
+        let spec = Spec::for_graph(&graph, 128, arch).expect("spec");
+        compile_attention_backward(&graph, &spec)
+    };
+    for arch in [Arch::Sm80, Arch::Sm90a] {
+        match compile(1 << 22, arch) {
+            Err(CodegenError::Unsupported(why)) => assert!(why.contains("heads"), "{why}"),
+            other => panic!("{arch:?}: {:?}", other.map(|k| k.launches.len())),
+        }
+        assert!(compile(32768, arch).is_ok(), "{arch:?}");
+    }
+}
