@@ -319,9 +319,10 @@ fn backward_grid_stride() {
     }
 }
 
-/// sm_90a builds of the backward (its own PTX target): one configuration
-/// per head dim, each dtype, activation and mask at least once, over
-/// several query and key blocks (max_len 100) and the boundary layouts.
+/// The sm_90a (`wgmma`) main kernel at max_len 100 (bucket 128, where
+/// [`backward_sm90a_wgmma`] runs 150, bucket 256): one configuration per
+/// head dim, each dtype, activation and mask at least once, over several
+/// query and key blocks and the boundary layouts.
 #[test]
 fn backward_sm90a() {
     let configs = [
