@@ -1171,26 +1171,32 @@ pub(in crate::templates) struct BwdFactors {
     /// Softmax: what the staged per-query `lse` and `delta` are multiplied
     /// by, `-log2 e` and `-scale` (so P is one FFMA and an EX2, and `dS =
     /// P fma(dP, scale, -delta scale)`).
-    pub(in crate::templates) stats: Option<[Operand; 2]>,
+    stats: Option<[Operand; 2]>,
     /// SiLU: the factor of `silu'(s)` in dS, `scale` (`/ max_len`).
     silu: Reg,
 }
 
 /// Registers of one backward work item ([`FlashWriter::for_each_key_block`]).
 pub(in crate::templates) struct BwdItem {
+    /// This thread's lanes ([`FlashWriter::lanes`]).
     pub(in crate::templates) lanes: Lanes,
     /// This thread's pair of query columns in the shared lse / delta arrays
     /// (the shared base plus `8 quad`).
     pub(in crate::templates) cols: Reg,
-    pub(in crate::templates) loader: TileLoader,
+    /// This thread's `cp.async` copies of the item's tiles.
+    loader: TileLoader,
     /// `n_b` (u32).
     pub(in crate::templates) n: Reg,
     /// The item's first key (u32).
     pub(in crate::templates) k0: Reg,
-    pub(in crate::templates) row_head: Reg,
-    pub(in crate::templates) head_off: Reg,
-    pub(in crate::templates) scale: Reg,
-    pub(in crate::templates) inv_max_len: Option<Reg>,
+    /// `offsets[b] * H + h` (u64): the lse / delta index of row 0.
+    row_head: Reg,
+    /// Byte offset of (row `offsets[b]`, head `h`) in q / k / v / dout (u64).
+    head_off: Reg,
+    /// The scores' f32 scale (1 without a scale attribute).
+    scale: Reg,
+    /// `1 / max_len` (f32) when the probabilities are divided by it.
+    inv_max_len: Option<Reg>,
 }
 
 /// Compiles the backward of the attention forward `graph` (a graph that
