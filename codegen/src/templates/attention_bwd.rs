@@ -1249,15 +1249,7 @@ pub fn compile_attention_backward(
             spec.dtype, spec.index
         )));
     }
-    // The `dq` atomics address a query block's rows of the f32 accumulator
-    // (`H D 4` bytes apart, 64 rows at most) by immediate offsets from a
-    // thread's first row: they must fit the signed 32-bit offsets.
-    if 64 * u64::from(heads) * u64::from(head_dim) * 4 > 1 << 31 {
-        return Err(unsupported(format!(
-            "{heads} heads of dim {head_dim} (at most 2^23 / D: the dq rows of a \
-             query block must lie within 2 GiB)"
-        )));
-    }
+    super::attention::check_row_elems(heads, head_dim).map_err(unsupported)?;
     let desc = super::attention::backward_desc(pat, spec, heads, head_dim);
     let shared = bwd_shared_bytes(&desc);
     let plans = backward_kernels(&desc);

@@ -32,6 +32,7 @@ pub fn lower_attention(pattern: &AttentionPattern, spec: &Spec) -> Result<Lowere
     if heads == 0 {
         return Err(unsupported("zero heads".to_string()));
     }
+    check_row_elems(heads, head_dim).map_err(unsupported)?;
     if !matches!(spec.dtype, DType::F16 | DType::BF16) {
         return Err(unsupported(format!(
             "dtype {} (tensor cores take f16 or bf16)",
@@ -98,6 +99,24 @@ pub fn lower_attention(pattern: &AttentionPattern, spec: &Spec) -> Result<Lowere
     })
 }
 
+/// The most elements `H D` of a q / k / v row the attention kernels take:
+/// they address up to 128 rows of a tile (`2 H D` bytes apart), or 64 rows
+/// of the backward's f32 `dq` accumulator (`4 H D` bytes apart), by
+/// immediate offsets from a thread's first row, PTX's signed 32-bit ones.
+const MAX_ROW_ELEMS: u64 = 1 << 23;
+
+/// Refuses `heads` of `head_dim` past [`MAX_ROW_ELEMS`], with the reason
+/// for a [`CodegenError::Unsupported`].
+pub(in crate::templates) fn check_row_elems(heads: u32, head_dim: u32) -> Result<(), String> {
+    if u64::from(heads) * u64::from(head_dim) > MAX_ROW_ELEMS {
+        return Err(format!(
+            "{heads} heads of dim {head_dim} (H D is at most 2^23: the kernels address \
+             a block's rows by 32-bit offsets)"
+        ));
+    }
+    Ok(())
+}
+
 /// The descriptor of the backward kernels of `pattern` (entry names end in `_bwd`).
 pub(in crate::templates) fn backward_desc(
     pattern: &AttentionPattern,
@@ -161,4 +180,43 @@ fn entry_name(pattern: &AttentionPattern, spec: &Spec, heads: u32, head_dim: u32
         name.push_str("_div_max_len");
     }
     name
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::error::CodegenError;
+    use crate::spec::{Arch, DType, Spec};
+    use crate::templates::attention_graph::match_attention;
+    use jagged_ir::ops::{Activation, AttentionSpec, jagged_flash_attention};
+
+    /// Heads so many that a block's rows leave the 32-bit address offsets
+    /// are a typed error of the flash lowering (the graph then takes the
+    /// general path), not a u32 overflow of the row bytes; the most heads
+    /// that fit lower.
+    #[test]
+    fn refuses_heads_past_the_address_offsets() {
+        for arch in [Arch::Sm80, Arch::Sm90a] {
+            let lower = |heads: usize| {
+                let graph = jagged_flash_attention(&AttentionSpec {
+                    input_dtype: DType::BF16,
+                    dtype: DType::BF16,
+                    offsets: DType::I32,
+                    heads,
+                    head_dim: 256,
+                    value_dim: 256,
+                    causal: false,
+                    activation: Activation::Softmax,
+                })
+                .expect("graph");
+                let spec = Spec::for_graph(&graph, 128, arch).expect("spec");
+                let found = match_attention(&graph).expect("attention");
+                super::lower_attention(&found.pattern, &spec)
+            };
+            match lower(1 << 23) {
+                Err(CodegenError::Unsupported(why)) => assert!(why.contains("heads"), "{why}"),
+                other => panic!("{arch:?}: {:?}", other.map(|l| l.launches.len())),
+            }
+            assert!(lower(1 << 15).is_ok(), "{arch:?}");
+        }
+    }
 }

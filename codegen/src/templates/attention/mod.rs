@@ -61,6 +61,6 @@ pub use lower::lower_attention;
 pub use tiles::{ATTENTION_THREADS, Tiles};
 
 pub(super) use hopper_bwd::wgmma_backward_shared_bytes;
-pub(super) use lower::backward_desc;
+pub(super) use lower::{backward_desc, check_row_elems};
 pub(super) use mma::Acc;
 pub(super) use writer::{FlashWriter, Lanes, TileLoader, sequence_bounds};
