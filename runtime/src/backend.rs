@@ -357,15 +357,12 @@ impl Backend {
         }
     }
 
-    /// A tensor map over buffer `id`, encoded for this device.
-    pub(crate) fn tensor_map(
-        &mut self,
-        id: BufferId,
-        map: &TiledMap,
-    ) -> Result<KernelArg, RuntimeError> {
+    /// The device address of buffer `id` (what a tensor map over it
+    /// records).
+    pub(crate) fn address(&self, id: BufferId) -> Result<u64, RuntimeError> {
         match self {
-            Backend::Cuda(cuda) => cuda.tensor_map(id, map),
-            Backend::Emu(emu) => emu.tensor_map(id, map),
+            Backend::Cuda(cuda) => cuda.address(id),
+            Backend::Emu(emu) => Ok(emu.ptr(id)?.0),
         }
     }
 

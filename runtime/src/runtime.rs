@@ -428,7 +428,8 @@ impl Runtime {
         map: &TiledMap,
     ) -> Result<KernelArg, RuntimeError> {
         self.check_live(buffer)?;
-        self.backend.tensor_map(buffer.id, map)
+        let address = self.backend.address(buffer.id)?;
+        self.backend.tensor_map_at(address, map)
     }
 
     /// The argument of a tensor map over the device address `address`,

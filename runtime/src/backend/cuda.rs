@@ -181,33 +181,30 @@ impl CudaBackend {
         Ok(host)
     }
 
-    /// A tensor map over buffer `id`, encoded by the driver's `cuTensorMapEncodeTiled`
-    /// with the buffer's device address. The map is first checked by the emulator's
-    /// encoder (the driver's rules), so a bad map is a typed error, not a driver code.
-    /// Triton's launcher (`fill_tma_descriptor_tiled`) makes the same call: dims and box
-    /// innermost first, byte strides of dimensions 1.., element strides 1, interleave
-    /// none; it asks for L2 promotion 128B, which changes no result (none here).
-    pub(crate) fn tensor_map(
-        &mut self,
-        id: BufferId,
-        map: &TiledMap,
-    ) -> Result<KernelArg, RuntimeError> {
+    /// The device address of buffer `id`. A tensor map records it; the
+    /// kernels that read through the map are ordered on the stream like
+    /// any other use of the buffer.
+    pub(crate) fn address(&self, id: BufferId) -> Result<u64, RuntimeError> {
         let slice = self
             .buffers
             .get(&id)
             .ok_or(RuntimeError::UnknownBuffer(id))?;
-        // The map records the address; the kernels that read through it
-        // are ordered on the stream like any other use of the buffer.
         let (address, sync) = slice.device_ptr(&self.stream);
         drop(sync);
-        self.tensor_map_at(address, map)
+        Ok(address)
     }
 
-    /// A tensor map over the device address `address` of this context
-    /// (memory the runtime may not own: a PyTorch tensor's), encoded on the
-    /// host by `cuTensorMapEncodeTiled`, which only records the address (no
-    /// device access, no synchronization), after the emulator's encoder
-    /// checked the map against the driver's rules.
+    /// A tensor map over the device address `address` of this context (a
+    /// runtime buffer's, [`Self::address`], or memory the runtime does not
+    /// own: a PyTorch tensor's), encoded on the host by the driver's
+    /// `cuTensorMapEncodeTiled`, which only records the address (no device
+    /// access, no synchronization). The map is first checked by the
+    /// emulator's encoder (the driver's rules), so a bad map is a typed
+    /// error, not a driver code. Triton's launcher
+    /// (`fill_tma_descriptor_tiled`) makes the same call: dims and box
+    /// innermost first, byte strides of dimensions 1.., element strides 1,
+    /// interleave none; it asks for L2 promotion 128B, which changes no
+    /// result (none here).
     pub(crate) fn tensor_map_at(
         &mut self,
         address: u64,

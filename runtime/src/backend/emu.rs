@@ -50,7 +50,8 @@ impl EmuBackend {
         std::mem::take(&mut self.launch_log)
     }
 
-    fn ptr(&self, id: BufferId) -> Result<DevicePtr, RuntimeError> {
+    /// The emulator address of buffer `id`.
+    pub(crate) fn ptr(&self, id: BufferId) -> Result<DevicePtr, RuntimeError> {
         self.buffers
             .get(&id)
             .copied()
@@ -96,15 +97,6 @@ impl EmuBackend {
         let ptr = self.ptr(id)?;
         self.buffers.remove(&id);
         self.device.free(ptr).map_err(emulator("free"))
-    }
-
-    /// A tensor map over buffer `id` (the emulator's encoding).
-    pub(crate) fn tensor_map(
-        &self,
-        id: BufferId,
-        map: &TiledMap,
-    ) -> Result<KernelArg, RuntimeError> {
-        Self::tensor_map_at(self.ptr(id)?.0, map)
     }
 
     /// A tensor map over the emulator address `address` (the emulator's
