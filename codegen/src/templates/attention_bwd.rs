@@ -61,9 +61,10 @@ pub(in crate::templates) fn dk_passes(head_dim: u32) -> u32 {
     if head_dim > 128 { 2 } else { 1 }
 }
 
-/// `.minnctapersm` of the main backward kernel: 3 at D = 32, whose loop
-/// needs about 170 registers (3 CTAs of 128 threads fit 168 each, 2 would
-/// be left at 169 and above), else 1 (the D >= 64 kernels use 200 to 246).
+/// `.minnctapersm` of either main backward kernel: 3 at D = 32, where the
+/// `mma.sync` loop needs about 170 registers (3 CTAs of 128 threads fit
+/// 168 each, 2 would be left at 169 and above) and the sm_90a one about
+/// 150 to 160, else 1 (the D >= 64 kernels use 182 to 255).
 fn bwd_min_ctas(head_dim: u32) -> u32 {
     if head_dim <= 32 { 3 } else { 1 }
 }
