@@ -222,13 +222,13 @@ fn copies_through_a_tensor_map(lengths: &[usize]) {
     assert_eq!(got.to_f64(), values);
 }
 
-/// A launch target over the emulator runtime's buffers that, like the
-/// Python CUDA path, keeps the default `tensor_map`.
-struct External<'a> {
+/// A launch target on device addresses that keeps the default
+/// `tensor_map` (which refuses), as a target that cannot encode maps does.
+struct NoMaps<'a> {
     rt: &'a mut Runtime,
 }
 
-impl LaunchTarget for External<'_> {
+impl LaunchTarget for NoMaps<'_> {
     type Buffer = DeviceBuffer;
 
     fn alloc(
@@ -266,7 +266,7 @@ impl LaunchTarget for External<'_> {
 }
 
 #[test]
-fn a_target_without_its_inputs_buffers_refuses_a_tensor_map() {
+fn a_target_without_tensor_maps_refuses_a_binding() {
     let graph = graph();
     let kernel = copy_kernel(input_index(&graph, "values"));
     let mut rt = Runtime::with_backend(BackendKind::Emu).expect("emulator");
@@ -282,7 +282,7 @@ fn a_target_without_its_inputs_buffers_refuses_a_tensor_map() {
         &sizes,
         &BTreeMap::new(),
         &inputs,
-        &mut External { rt: &mut rt },
+        &mut NoMaps { rt: &mut rt },
     )
     .unwrap_err();
     assert!(
@@ -408,7 +408,7 @@ fn a_tensor_map_over_a_missing_input_is_bad_metadata() {
         &sizes,
         &BTreeMap::new(),
         &[KernelArg::U64(0x1000)],
-        &mut External { rt: &mut rt },
+        &mut NoMaps { rt: &mut rt },
     )
     .unwrap_err();
     assert!(
