@@ -18,13 +18,13 @@ use jagged_codegen::{
     Arch, CompiledKernel, GridRule, Launch, OutputBuffer, ParamBinding, RunSizes, SizeExpr,
     TensorMapBinding,
 };
-use jagged_ir::ops::{self, JaggedSpec};
-use jagged_ir::{AttrValue, DType, DenseTensor, Graph};
 use jagged_emu::TensorMap;
 use jagged_emu::tensormap::{
     TensorMapDataType, TensorMapFloatOobFill, TensorMapInterleave, TensorMapL2Promotion,
     TensorMapSwizzle,
 };
+use jagged_ir::ops::{self, JaggedSpec};
+use jagged_ir::{AttrValue, DType, DenseTensor, Graph};
 use jagged_runtime::{
     BackendKind, BufferRole, DeviceBuffer, GraphRunError, KernelArg, KernelCache, LaunchDims,
     LaunchTarget, Runtime, TensorMapBytes, TiledMap, launch_plan,
