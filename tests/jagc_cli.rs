@@ -122,6 +122,21 @@ fn emit_prints_ptx_for_every_op() {
         plan.contains("// output0: T*64 x f32 (capacity; rows used = output1[B])"),
         "{plan}"
     );
+    // The attention backward's module: its three kernels (pre, main,
+    // post) in place of the forward's one, wgmma on sm_90a.
+    for arch in ["sm_80", "sm_90a"] {
+        let fwd = ok(&["emit", "jagged_flash_attention", "--arch", arch]);
+        let bwd = ok(&[
+            "emit",
+            "jagged_flash_attention",
+            "--backward",
+            "--arch",
+            arch,
+        ]);
+        assert_eq!(fwd.matches(".visible .entry").count(), 1, "{fwd}");
+        assert_eq!(bwd.matches(".visible .entry").count(), 3, "{bwd}");
+        assert_eq!(bwd.contains("wgmma.mma_async"), arch == "sm_90a", "{bwd}");
+    }
 }
 
 #[test]

@@ -47,6 +47,9 @@ pub struct EmitArgs {
     /// kernels (what each fuses, scratch buffers); then the launches.
     #[arg(long)]
     pub plan: bool,
+    /// Attention ops: the backward's kernels instead of the forward's.
+    #[arg(long)]
+    pub backward: bool,
 }
 
 /// The default `max_len` of `emit` and `stats` (a bucket of 128).
@@ -119,7 +122,7 @@ pub fn compile_op(
 
 /// Runs `jagc emit`.
 pub fn run(args: EmitArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let compiled = compile_op(&args.op, args.arch, false)?;
+    let compiled = compile_op(&args.op, args.arch, args.backward)?;
     if args.plan {
         for line in compiled.plan.lines() {
             println!("// {line}");
