@@ -229,6 +229,42 @@ fn the_forward_loop_is_hgmma_on_sm90a() {
     }
 }
 
+/// With max_len 1024 (D = 64 and 128) the sm_90a forward is warp-specialized
+/// and `jagc stats` picks a consumer warpgroup's key loop (the producer's
+/// has no MMA): one HGMMA per `wgmma` (D / 16 for `Q K^T`, 8 for `P V` of
+/// 128 keys), no copy (the producer warpgroup's UTMALDG lie outside it) and
+/// no CTA barrier (the stages are handed over on mbarriers).
+#[test]
+fn the_warp_specialized_forward_loop_is_a_consumers() {
+    if !tools_present("the_warp_specialized_forward_loop_is_a_consumers") {
+        return;
+    }
+    for d in [64u32, 128] {
+        let head_dim = format!("head_dim={d}");
+        let args = [
+            "stats",
+            "--sass",
+            "jagged_flash_attention",
+            "--attr",
+            &head_dim,
+            "--attr",
+            "max_len=1024",
+            "--arch",
+            "sm_90a",
+        ];
+        let report = jagc(&args);
+        let (_, rows) = parse(&report);
+        assert_eq!(rows.len(), 1, "{report}");
+        let row = &rows[0];
+        assert_eq!(check_mma_row(row), 0, "no HMMA on the wgmma path: {row:?}");
+        assert_eq!(row.count("HGMMA"), d / 16 + 8, "{row:?}");
+        assert_eq!(row.count("UTMALDG"), 0, "{row:?}");
+        assert_eq!(row.count("LDGSTS"), 0, "{row:?}");
+        assert_eq!(row.count("BAR"), 0, "{row:?}");
+        assert!(row.count("EX2") > 0, "{row:?}");
+    }
+}
+
 #[test]
 fn skipped_blocks_lie_inside_the_loop() {
     if !tools_present("skipped_blocks_lie_inside_the_loop") {

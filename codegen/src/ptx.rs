@@ -408,7 +408,19 @@ impl<W: fmt::Write> Writer<W> {
                 )?
             }
             Inst::ElectSync { leader } => write!(o, "elect.sync _|{leader}, 0xffffffff;")?,
-            Inst::BarSync { id } => write!(o, "bar.sync {id};")?,
+            Inst::BarSync { id, threads: None } => write!(o, "bar.sync {id};")?,
+            Inst::BarSync {
+                id,
+                threads: Some(n),
+            } => write!(o, "bar.sync {id}, {n};")?,
+            Inst::Setmaxnreg { inc, count } => write!(
+                o,
+                "setmaxnreg.{}.sync.aligned.u32 {count};",
+                if *inc { "inc" } else { "dec" }
+            )?,
+            Inst::MbarrierArrive { addr } => {
+                write!(o, "mbarrier.arrive.release.cta.shared::cta.b64 _, {addr};")?
+            }
             Inst::WarpSync => write!(o, "bar.warp.sync -1;")?,
             Inst::Bra { target } => write!(o, "bra {target};")?,
             Inst::Ret => write!(o, "ret;")?,
@@ -544,6 +556,19 @@ fn validate(kernel: &Kernel) -> Result<(), Error> {
                     coords.len(),
                     dst.base,
                     mbar.base
+                )));
+            }
+            Inst::Setmaxnreg { count, .. } if count % 8 != 0 || !(24..=256).contains(count) => {
+                return Err(invalid(format!(
+                    "statement {i}: setmaxnreg to {count} registers (a multiple of 8 in 24..=256)"
+                )));
+            }
+            Inst::BarSync {
+                id,
+                threads: Some(n),
+            } if *id >= 16 || n % 32 != 0 || *n == 0 => {
+                return Err(invalid(format!(
+                    "statement {i}: bar.sync {id}, {n} (id below 16, whole warps)"
                 )));
             }
             _ => {}
@@ -712,6 +737,54 @@ $L1:
             "fence.proxy.async.shared::cta;",
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+
+    /// The warp-specialization instructions of the sm_90a attention kernel:
+    /// register reallocation, a consumer's arrival, a named barrier; bad
+    /// counts are refused.
+    #[test]
+    fn prints_warp_specialization() {
+        use crate::kernel::RegClass;
+        let mut b = KernelBuilder::new("ws", 384);
+        let mbar = Address {
+            base: b.reg(RegClass::B32),
+            offset: 8,
+        };
+        b.push(Inst::Setmaxnreg {
+            inc: false,
+            count: 24,
+        });
+        b.push(Inst::Setmaxnreg {
+            inc: true,
+            count: 240,
+        });
+        b.push(Inst::MbarrierArrive { addr: mbar });
+        b.named_barrier(1, 256);
+        b.barrier();
+        let text = write_kernel_string(&b.finish(), &Options { arch: Arch::Sm90a }).expect("print");
+        for line in [
+            "setmaxnreg.dec.sync.aligned.u32 24;",
+            "setmaxnreg.inc.sync.aligned.u32 240;",
+            "mbarrier.arrive.release.cta.shared::cta.b64 _, [%r1+8];",
+            "bar.sync 1, 256;",
+            "bar.sync 0;",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        for bad in [
+            Inst::Setmaxnreg {
+                inc: true,
+                count: 250,
+            },
+            Inst::BarSync {
+                id: 1,
+                threads: Some(100),
+            },
+        ] {
+            let mut b = KernelBuilder::new("bad", 384);
+            b.push(bad);
+            assert!(write_kernel_string(&b.finish(), &Options { arch: Arch::Sm90a }).is_err());
         }
     }
 

@@ -256,9 +256,10 @@ fn long_buckets_use_128_row_query_blocks() {
     let spec = Spec::for_graph(&g, 1024, Arch::Sm80).expect("spec");
     assert_eq!(compile(&g, &spec).expect("compile").launches[0].block, 256);
     check(&g, 1024, &[vec![150, 70, 0]], Arch::Sm80, 801);
-    // On sm_90a the wgmma kernel keeps one warpgroup of 64 query rows.
+    // On sm_90a the warp-specialized wgmma kernel: a producer warpgroup
+    // and two consumer warpgroups of 64 query rows.
     let spec = Spec::for_graph(&g, 1024, Arch::Sm90a).expect("spec");
-    assert_eq!(compile(&g, &spec).expect("compile").launches[0].block, 128);
+    assert_eq!(compile(&g, &spec).expect("compile").launches[0].block, 384);
     check_capped(&g, 1024, &[vec![150, 70, 0]], Arch::Sm90a, 805, 2);
 }
 
@@ -484,5 +485,98 @@ fn other_contractions_miss_the_template_and_take_the_general_path() {
             axes.out
         );
         assert!(!kernel.launches.is_empty());
+    }
+}
+
+/// The warp-specialized sm_90a kernel (buckets of at least 256 rows,
+/// D <= 128: a producer warpgroup, two consumer warpgroups) with grids of
+/// 1 and 2 CTAs, so that each CTA runs many work items and the pipes'
+/// mbarrier phases chain across them: sequences of 1 key block (1, 128
+/// rows: 128 keys per block) and of several (129, 300, 520 rows, an odd
+/// number of blocks turns the stages over between items), empty ones and
+/// one past max_len; causal (the items' key-block counts differ) or not,
+/// softmax with lse and SiLU, D = 32, 64 and 128.
+#[test]
+fn warp_specialized_pipes_chain_over_items() {
+    let layouts = [vec![520, 1, 0, 129, 128, 300], vec![0, 700, 3]];
+    let mut seed = 1100;
+    for (dtype, head_dim, activation, causal) in [
+        (DType::BF16, 64, Activation::Softmax, true),
+        (DType::F16, 64, Activation::Softmax, false),
+        (DType::BF16, 32, Activation::Silu, true),
+        (DType::F16, 128, Activation::Softmax, true),
+    ] {
+        let g = attention_graph(dtype, 1, head_dim, activation, causal);
+        let spec = Spec::for_graph(&g, 600, Arch::Sm90a).expect("spec");
+        let compiled = compile(&g, &spec).expect("compile");
+        assert_eq!(compiled.launches[0].block, 384, "{spec}");
+        for grid in [1, 2] {
+            check_capped(&g, 600, &layouts, Arch::Sm90a, seed, grid);
+            seed += 1;
+        }
+    }
+}
+
+/// Planted synchronization bugs in the warp-specialized kernel are caught
+/// by the emulator's checker: consumers that never hand a stage back (no
+/// empty-mbarrier arrival: the producer's wait for a free K / V stage never
+/// completes), consumers that never hand Q back (the producer's wait to
+/// copy the next item's Q never completes), and consumer warpgroups that
+/// skip their named barrier after zeroing V's rows past the sequence end
+/// (one warpgroup's `wgmma` reads rows the other is still writing).
+#[test]
+fn warp_specialized_planted_bugs_are_caught() {
+    let g = attention_graph(DType::BF16, 1, 64, Activation::Softmax, false);
+    let spec = Spec::for_graph(&g, 600, Arch::Sm90a).expect("spec");
+    let compiled = compile(&g, &spec).expect("compile");
+    let arrive = "mbarrier.arrive.release.cta.shared::cta.b64";
+    let lines: Vec<&str> = compiled.ptx.lines().collect();
+    let last_arrive = lines
+        .iter()
+        .rposition(|l| l.contains(arrive))
+        .expect("an arrival");
+    let zero_sync = lines
+        .iter()
+        .rposition(|l| l.trim() == "bar.sync 1, 256;")
+        .expect("the consumers' barrier");
+    let without = |drop: &dyn Fn(usize, &str) -> bool| {
+        let ptx: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|&(i, l)| !drop(i, l))
+            .map(|(_, l)| *l)
+            .collect();
+        jagged_codegen::CompiledKernel {
+            ptx: ptx.join("\n"),
+            ..compiled.clone()
+        }
+    };
+    let lengths = vec![300, 5, 130];
+    let mut rng = Rng::new(1200);
+    let inputs = inputs_for(&g, &lengths, 600, 1.5, &mut rng);
+    let bytes: Vec<Vec<u8>> = inputs.iter().map(|(_, t)| tensor_bytes(t)).collect();
+    let run = |c: &jagged_codegen::CompiledKernel| {
+        emu::try_run_capped(c, &bytes, run_sizes(&lengths, 600), &[("scale", 0.3)], 1)
+    };
+    run(&compiled).expect("the kernel as compiled");
+    for (what, bad, finding) in [
+        (
+            "no empty arrivals",
+            without(&|_, l: &str| l.contains(arrive)),
+            "never completes",
+        ),
+        (
+            "no Q arrival",
+            without(&|i, _| i == last_arrive),
+            "never completes",
+        ),
+        (
+            "no barrier after the V zeroing",
+            without(&|i, _| i == zero_sync),
+            "race",
+        ),
+    ] {
+        let err = run(&bad).expect_err(what);
+        assert!(err.contains(finding), "{what}: {err}");
     }
 }

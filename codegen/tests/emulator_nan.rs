@@ -290,12 +290,24 @@ fn flash_attention_kernel_propagates_nan_like_the_reference() {
 /// attends to it, causal or not, so its outputs are `+inf` in that column
 /// in both) and NaN in sequence 3's rows past max_len, K NaN and Q NaN
 /// there too; sequences 0 and 2 read sequence 1's and 3's rows in their key
-/// blocks.
+/// blocks. The same with sequence 3 of 300 rows under max_len 260 (the
+/// warp-specialized sm_90a kernel, whose two consumer warpgroups zero V's
+/// rows past the end together).
 #[test]
 fn flash_attention_keeps_other_rows_infinities_and_nan_out() {
-    let lengths = [3, 5, 1, 12];
-    let (h, max_len) = (2, 8);
+    // Max length 260 (bucket 512): sm_90a's warp-specialized kernel.
+    for (lengths, max_len) in [([3, 5, 1, 12], 8), ([3, 5, 1, 300], 260)] {
+        other_rows_stay_out(&lengths, max_len);
+    }
+}
+
+/// [`flash_attention_keeps_other_rows_infinities_and_nan_out`] for one
+/// layout (sequence 3 longer than `max_len`).
+fn other_rows_stay_out(lengths: &[usize], max_len: usize) {
+    let h = 2;
     let rows: usize = lengths.iter().sum();
+    // Sequence 3's first row past max_len.
+    let past = 9 + max_len;
     for d in [32, 64] {
         let make = |seed: f64, bad: &[(usize, f64)]| {
             let mut v: Vec<f64> = (0..rows * h * d)
@@ -309,14 +321,14 @@ fn flash_attention_keeps_other_rows_infinities_and_nan_out() {
             DenseTensor::from_f64(DType::BF16, vec![rows, h, d], &v).expect("tensor")
         };
         let mut offsets = vec![0.0];
-        for &l in &lengths {
+        for &l in lengths {
             offsets.push(offsets[offsets.len() - 1] + l as f64);
         }
-        // Sequence 3 starts at row 9: its rows 8.. (17..) are past max_len.
+        // Sequence 3 starts at row 9: its rows from `past` are past max_len.
         let inputs = vec![
-            ("q", make(0.0, &[(18, NAN)])),
-            ("k", make(1.0, &[(17, NAN), (20, INF)])),
-            ("v", make(2.0, &[(3, INF), (17, NAN), (19, -INF)])),
+            ("q", make(0.0, &[(past + 1, NAN)])),
+            ("k", make(1.0, &[(past, NAN), (past + 3, INF)])),
+            ("v", make(2.0, &[(3, INF), (past, NAN), (past + 2, -INF)])),
             (
                 "offsets",
                 DenseTensor::from_f64(DType::I32, vec![offsets.len()], &offsets).expect("offsets"),
@@ -329,7 +341,7 @@ fn flash_attention_keeps_other_rows_infinities_and_nan_out() {
                     arch,
                     &g,
                     &inputs,
-                    &lengths,
+                    lengths,
                     max_len,
                     &[("scale", 0.25)],
                 );

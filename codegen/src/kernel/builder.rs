@@ -453,7 +453,18 @@ impl KernelBuilder {
 
     /// `bar.sync 0`.
     pub fn barrier(&mut self) {
-        self.push(Inst::BarSync { id: 0 });
+        self.push(Inst::BarSync {
+            id: 0,
+            threads: None,
+        });
+    }
+
+    /// `bar.sync id, threads`: a named barrier of `threads` threads.
+    pub fn named_barrier(&mut self, id: u32, threads: u32) {
+        self.push(Inst::BarSync {
+            id,
+            threads: Some(threads),
+        });
     }
 
     /// `bar.warp.sync -1` (every lane of the warp).

@@ -768,6 +768,12 @@ pub enum Inst {
         /// Transaction bytes (u32).
         bytes: Operand,
     },
+    /// `mbarrier.arrive.release.cta.shared::cta.b64 _, [addr]`: one arrival
+    /// (a consumer handing a stage back to the thread that refills it).
+    MbarrierArrive {
+        /// The mbarrier (32-bit shared).
+        addr: Address,
+    },
     /// `mbarrier.try_wait.parity.shared::cta.b64 done, [addr], parity`:
     /// `done` is true once the phase of parity `parity` has completed (the
     /// wait may time out: loop on it).
@@ -800,10 +806,23 @@ pub enum Inst {
         /// Predicate result.
         leader: Reg,
     },
-    /// `bar.sync id`: CTA-wide barrier.
+    /// `bar.sync id`: CTA-wide barrier; with `threads`, `bar.sync id, threads`:
+    /// a named barrier of that many threads (whole warps), such as the
+    /// consumer warpgroups of a warp-specialized kernel.
     BarSync {
         /// Barrier number.
         id: u32,
+        /// Threads that meet there (a multiple of 32); `None`: the CTA.
+        threads: Option<u32>,
+    },
+    /// `setmaxnreg.{inc,dec}.sync.aligned.u32 count`: the warpgroup's
+    /// registers per thread become `count` (a multiple of 8 in 24..=256),
+    /// handing registers from producer warpgroups to consumer ones.
+    Setmaxnreg {
+        /// `inc` (wait until that many are free) or `dec` (release).
+        inc: bool,
+        /// Registers per thread.
+        count: u32,
     },
     /// `bar.warp.sync -1`: the lanes of a warp wait for each other, and
     /// their shared-memory writes before it are seen by the others after it.

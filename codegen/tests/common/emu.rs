@@ -33,6 +33,19 @@ pub fn run_capped(
     attrs: &[(&str, f32)],
     max_grid: u32,
 ) -> Vec<Vec<u8>> {
+    try_run_capped(compiled, inputs, sizes, attrs, max_grid).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`run_capped`] that returns a failed launch (an emulator error or a
+/// checker finding) as its message instead of panicking: for tests of
+/// planted bugs.
+pub fn try_run_capped(
+    compiled: &CompiledKernel,
+    inputs: &[Vec<u8>],
+    sizes: RunSizes,
+    attrs: &[(&str, f32)],
+    max_grid: u32,
+) -> Result<Vec<Vec<u8>>, String> {
     let module = Module::parse(&compiled.ptx)
         .unwrap_or_else(|e| panic!("emulator rejected the PTX: {e}\n{}", compiled.ptx));
     let mut dev = Device::new();
@@ -75,12 +88,12 @@ pub fn run_capped(
             dynamic_shared_bytes: launch.dynamic_shared_bytes,
         };
         dev.launch(&module, &launch.entry, &config, &args)
-            .unwrap_or_else(|e| panic!("launch of {} ({sizes:?}) failed: {e}", launch.entry));
+            .map_err(|e| format!("launch of {} ({sizes:?}) failed: {e}", launch.entry))?;
     }
-    outputs
+    Ok(outputs
         .iter()
         .map(|&(ptr, len)| dev.read(ptr, len).expect("reading an output back"))
-        .collect()
+        .collect())
 }
 
 /// The tensor map `map` over the input at `address`, encoded as the

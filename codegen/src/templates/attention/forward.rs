@@ -12,6 +12,7 @@ use crate::templates::{Entry, MAX_BLOCKS, Plan, store_f32};
 
 use super::desc::{Activation, AttentionDesc, PairMask};
 use super::hopper::{Tma, tile_map};
+use super::hopper_ws::Pipes;
 use super::mma::{AFrags, Acc};
 use super::tiles::TILE_ROWS;
 use super::writer::{FlashWriter, Lanes, TileLoader};
@@ -22,7 +23,7 @@ use super::writer::{FlashWriter, Lanes, TileLoader};
 /// boxes are a query block, K's and V's a key block).
 pub fn attention_kernel(desc: &AttentionDesc) -> Plan {
     let mut e = Entry::new(desc.name.clone());
-    e.b = KernelBuilder::new(desc.name.clone(), desc.tiles.threads());
+    e.b = KernelBuilder::new(desc.name.clone(), desc.cta_threads());
     e.b.set_min_ctas_per_sm(1);
     let input = |e: &mut Entry, name: &str, i: usize, rows: u32| {
         if desc.wgmma {
@@ -77,11 +78,17 @@ impl<'a> FlashWriter<'a> {
     fn write(mut self, p: &Pointers, batch: Reg, max_len: Reg, scale: Option<Reg>) {
         let d = self.d;
         let (bm, bn) = (d.tiles.block_m, d.tiles.block_n);
-        let lanes = self.lanes();
         // Shared layout: Q [BM rows], the K stages [BN rows each], the V stages.
         let (row_bytes, q_rows) = (d.smem_row_bytes(), d.smem_q_rows());
         let k_base = q_rows * row_bytes;
         let v_base = (q_rows + d.tiles.stages * bn) * row_bytes;
+        // Warp-specialized: the producer warpgroup copies and returns here;
+        // what follows is the consumers'.
+        let pipes = d.warp_specialized().then(|| {
+            let maps = [p.q, p.k, p.v];
+            self.warp_specialize(maps, batch, max_len, p.offsets, k_base, v_base)
+        });
+        let lanes = self.lanes();
         let loader = self.tile_loader(lanes.tid, lanes.smem);
         let loader = if d.wgmma {
             self.swizzled_loader(&loader, &lanes)
@@ -117,7 +124,7 @@ impl<'a> FlashWriter<'a> {
             (None, Activation::Silu) => (self.b.const_f32(1.0), None),
         };
         let inv_max_len = self.inv_max_len(max_len);
-        let tma = d.wgmma.then(|| self.tma([p.q, p.k, p.v], &lanes));
+        let tma = (d.wgmma && pipes.is_none()).then(|| self.tma([p.q, p.k, p.v], &lanes));
 
         // Work items: (query block from the last, sequence, head).
         self.for_each_item(batch, max_len, p.offsets, bm, true, |me, w| {
@@ -139,6 +146,7 @@ impl<'a> FlashWriter<'a> {
                 q_sign,
                 inv_max_len,
                 tma,
+                pipes,
             };
             me.when(past, true, |f| {
                 if let Some(tma) = &tma {
@@ -259,26 +267,35 @@ impl<'a> FlashWriter<'a> {
         }
     }
 
+    /// The key blocks the item of the query block from row `q0` (u32)
+    /// of a sequence of `n` rows visits (u32): all of the sequence, or up
+    /// to the end of the query block.
+    pub(super) fn key_block_count(&mut self, q0: Reg, n: Reg) -> Reg {
+        let d = self.d;
+        let (bm, bn) = (d.tiles.block_m, d.tiles.block_n);
+        let kv_end = if d.keys_end_at_block() {
+            let q_end = self.u32_op(BinOp::Add, q0, Self::imm(bm));
+            self.u32_op(BinOp::Min, q_end, n)
+        } else {
+            n
+        };
+        let kv_pad = self.u32_op(BinOp::Add, kv_end, Self::imm(bn - 1));
+        self.u32_op(BinOp::Div, kv_pad, Self::imm(bn))
+    }
+
     /// One work item: a query block of one sequence and head.
     fn item(&mut self, p: &Pointers, ctx: &ItemCtx) {
         let d = self.d;
         let (bm, bn, hd) = (d.tiles.block_m, d.tiles.block_n, d.head_dim);
-        // Keys to visit: all of the sequence, or up to the end of the query block.
-        let kv_end = if d.keys_end_at_block() {
-            let q_end = self.u32_op(BinOp::Add, ctx.q0, Self::imm(bm));
-            self.u32_op(BinOp::Min, q_end, ctx.n)
-        } else {
-            ctx.n
-        };
-        let kv_pad = self.u32_op(BinOp::Add, kv_end, Self::imm(bn - 1));
-        let nkb = self.u32_op(BinOp::Div, kv_pad, Self::imm(bn));
+        let nkb = self.key_block_count(ctx.q0, ctx.n);
 
-        let loads = match ctx.tma {
-            Some(tma) => {
+        let loads = match (ctx.tma, ctx.pipes) {
+            (Some(tma), _) => {
                 self.tma_prologue(&tma, ctx);
                 Loads::Tma(tma)
             }
-            None => Loads::CpAsync(self.cp_async_prologue(p, ctx, nkb)),
+            (None, Some(pipes)) => Loads::Pipes(pipes),
+            (None, None) => Loads::CpAsync(self.cp_async_prologue(p, ctx, nkb)),
         };
 
         // Q times the sign of a non-positive scale, before the accumulators
@@ -288,11 +305,15 @@ impl<'a> FlashWriter<'a> {
                 match &loads {
                     Loads::CpAsync(pipe) => g.b.push(Inst::CpAsyncWait { n: pipe.k_landed }),
                     Loads::Tma(tma) => g.tma_wait(tma),
+                    Loads::Pipes(pipes) => g.wait_q(pipes),
                 }
                 g.scale_own_rows(&ctx.loader, bm, 0, q_sign.sign);
                 if d.wgmma {
                     // wgmma reads Q through the async proxy.
                     g.b.push(Inst::FenceProxyAsyncShared);
+                }
+                if let Loads::Pipes(_) = &loads {
+                    g.consumers_sync();
                 }
             });
         }
@@ -339,6 +360,10 @@ impl<'a> FlashWriter<'a> {
             Loads::Tma(tma) => {
                 let descs = self.descriptors(ctx.lanes.smem, ctx.k_base, ctx.v_base);
                 self.wgmma_key_loop(ctx, &blocks, &descs, tma);
+            }
+            Loads::Pipes(pipes) => {
+                let descs = self.consumer_descriptors(ctx);
+                self.wgmma_key_loop(ctx, &blocks, &descs, pipes);
             }
             Loads::CpAsync(pipe) => {
                 let q_regs = (row_tiles == 1 && hd <= 128).then(|| {
@@ -858,6 +883,9 @@ enum Loads {
     CpAsync(CpAsyncPipe),
     /// TMA copies waited for on an mbarrier (the `wgmma` kernel).
     Tma(Tma),
+    /// The producer warpgroup's TMA copies, in full / empty mbarrier
+    /// pipes (the warp-specialized `wgmma` kernel).
+    Pipes(Pipes),
 }
 
 /// The `cp.async` pipeline of one work item.
@@ -905,6 +933,8 @@ pub(super) struct ItemCtx {
     inv_max_len: Option<Reg>,
     /// The `wgmma` kernel's TMA copies (pointed at this item).
     tma: Option<Tma>,
+    /// The warp-specialized kernel's pipes from the producer warpgroup.
+    pipes: Option<Pipes>,
 }
 
 /// Softmax with a run-time scale `c` (times `log2 e`): Q is multiplied by

@@ -1,7 +1,9 @@
 //! The Hopper (sm_90a) mainloop of the forward kernel: both products on
 //! the warpgroup MMA, `wgmma.mma_async`.
 //!
-//! One warpgroup (4 warps, 128 threads) owns a 64-row query block; its
+//! One warpgroup (4 warps, 128 threads) owns a 64-row query block (in the
+//! warp-specialized kernel, `hopper_ws`, each of two consumer warpgroups
+//! owns half of a 128-row block, and a producer warpgroup copies); its
 //! accumulators have the register layout of the `mma.sync` kernel's (warp
 //! `w` holds rows `16 w ..`, `N / 8` tiles of `m16n8`), so the masks, the
 //! online softmax or SiLU and the epilogue are the forward kernel's own.
@@ -113,14 +115,19 @@ pub(super) fn n_major(column_block: u32, span: u32) -> MatrixLayout {
 /// for `Q K^T`, on sequences long enough to fill the blocks. D = 256 keeps
 /// 64: its output accumulator alone is 128 registers per thread (ptxas:
 /// 230 to 238 registers with 64 keys; S and P of 128 keys would add 48).
+///
+/// With 128 keys per block, 128 query rows: the warp-specialized kernel
+/// (`hopper_ws`: a producer warpgroup and two consumer warpgroups of 64
+/// rows each, sharing every K / V stage), whose Q tile then has the
+/// column blocks of K and V.
 pub(super) fn hopper_tiles(head_dim: u32, max_len_bucket: u32) -> Tiles {
-    let block_n = if max_len_bucket >= 256 && head_dim <= 128 {
-        2 * TILE_ROWS
+    let (block_m, block_n) = if max_len_bucket >= 256 && head_dim <= 128 {
+        (2 * TILE_ROWS, 2 * TILE_ROWS)
     } else {
-        TILE_ROWS
+        (TILE_ROWS, TILE_ROWS)
     };
     Tiles {
-        block_m: TILE_ROWS,
+        block_m,
         block_n,
         warp_rows: 16,
         stages: 2,
@@ -178,19 +185,19 @@ pub(super) struct Tma {
 /// the values from row `row` (u32, of the whole `[T, H D]` array) at the
 /// item's head into the shared tile `dst` (u32, past the aligned base), if
 /// `when` holds.
-struct TmaTile {
-    map: Reg,
-    row: Reg,
-    dst: Reg,
-    when: Option<Reg>,
+pub(super) struct TmaTile {
+    pub(super) map: Reg,
+    pub(super) row: Reg,
+    pub(super) dst: Reg,
+    pub(super) when: Option<Reg>,
 }
 
 /// The shared-memory descriptors of one work item: Q, and the first stage
 /// of K and of V (a stage `off` bytes further adds `off >> 4`).
 pub(super) struct Descriptors {
-    q: Reg,
-    k: Reg,
-    v: Reg,
+    pub(super) q: Reg,
+    pub(super) k: Reg,
+    pub(super) v: Reg,
 }
 
 impl FlashWriter<'_> {
@@ -310,7 +317,7 @@ impl FlashWriter<'_> {
     }
 
     /// `[r]`.
-    fn at(r: Reg) -> Address {
+    pub(super) fn at(r: Reg) -> Address {
         Address { base: r, offset: 0 }
     }
 
@@ -319,8 +326,6 @@ impl FlashWriter<'_> {
     /// tile (every thread flips the parity). Boxes past `T` still count
     /// all their bytes (zero-filled).
     fn tma_issue(&mut self, tma: &Tma, tiles: &[TmaTile], bytes: Operand) {
-        let (span, column_block) = (self.span(), self.column_block());
-        let blocks = self.d.head_dim * 2 / span;
         self.b.binary_to(
             BinOp::Xor,
             Type::B32,
@@ -329,36 +334,53 @@ impl FlashWriter<'_> {
             Operand::Int(1),
         );
         self.when(tma.leader, false, |f| {
-            f.b.push(Inst::MbarrierArriveExpectTx {
-                addr: Self::at(tma.mbar),
-                bytes,
-            });
-            for tile in tiles {
-                let dst = f.u32_op(BinOp::Add, tma.tiles, tile.dst);
-                let issue = |f: &mut Self| {
-                    for cb in 0..blocks {
-                        let col = if cb == 0 {
-                            tma.head_col
-                        } else {
-                            f.u32_op(BinOp::Add, tma.head_col, Self::imm(cb * span / 2))
-                        };
-                        f.b.push(Inst::TmaLoad {
-                            dst: Address {
-                                base: dst,
-                                offset: i64::from(cb * column_block),
-                            },
-                            map: tile.map,
-                            coords: vec![Operand::Reg(col), Operand::Reg(tile.row)],
-                            mbar: Self::at(tma.mbar),
-                        });
-                    }
-                };
-                match tile.when {
-                    Some(pred) => f.when(pred, false, issue),
-                    None => issue(f),
-                }
-            }
+            f.tma_boxes(tma.mbar, tma.tiles, tma.head_col, bytes, tiles)
         });
+    }
+
+    /// This thread's `arrive.expect_tx` of `bytes` (u32) on `mbar`, then
+    /// the copies of `tiles` into the shared tiles at `base` (u32), one
+    /// box per column block from the column `head_col` (u32) on. Boxes
+    /// past `T` still count all their bytes (zero-filled).
+    pub(super) fn tma_boxes(
+        &mut self,
+        mbar: Reg,
+        base: Reg,
+        head_col: Reg,
+        bytes: Operand,
+        tiles: &[TmaTile],
+    ) {
+        let (span, column_block) = (self.span(), self.column_block());
+        let blocks = self.d.head_dim * 2 / span;
+        self.b.push(Inst::MbarrierArriveExpectTx {
+            addr: Self::at(mbar),
+            bytes,
+        });
+        for tile in tiles {
+            let dst = self.u32_op(BinOp::Add, base, tile.dst);
+            let issue = |f: &mut Self| {
+                for cb in 0..blocks {
+                    let col = if cb == 0 {
+                        head_col
+                    } else {
+                        f.u32_op(BinOp::Add, head_col, Self::imm(cb * span / 2))
+                    };
+                    f.b.push(Inst::TmaLoad {
+                        dst: Address {
+                            base: dst,
+                            offset: i64::from(cb * column_block),
+                        },
+                        map: tile.map,
+                        coords: vec![Operand::Reg(col), Operand::Reg(tile.row)],
+                        mbar: Self::at(mbar),
+                    });
+                }
+            };
+            match tile.when {
+                Some(pred) => self.when(pred, false, issue),
+                None => issue(self),
+            }
+        }
     }
 
     /// Every thread waits until the last [`Tma`] group issued has landed.
@@ -482,11 +504,15 @@ impl FlashWriter<'_> {
     /// ([`Self::tma_prologue`]) copied Q and K of block 0. Block 0 is
     /// peeled: `S_0`, its softmax and `P_0`. Then iteration `kb >= 1`:
     ///
-    /// 1. the [`Tma`] wait and a barrier: K of block `kb` and V of block
-    ///    `kb - 1` landed for everyone, every warp's products retired;
+    /// 1. the [`StageFeed`]'s wait (the [`Tma`] wait and a barrier): K of
+    ///    block `kb` and V of block `kb - 1` landed for everyone, every
+    ///    warp's products retired;
     /// 2. `S_kb = Q K_kb^T` and then `P_{kb-1} V_{kb-1}` issued, two commit
     ///    groups;
-    /// 3. [`Self::copy_ahead`] of K of block `kb + 1` and V of block `kb`;
+    /// 3. [`Self::copy_ahead`] of K of block `kb + 1` and V of block `kb`
+    ///    (the one-warpgroup kernel; in the warp-specialized one the
+    ///    producer warpgroup copies, and the feed hands K of block `kb`
+    ///    back once `S_kb` retired, V of block `kb - 1` once its `P V` did);
     /// 4. `wgmma.wait_group 1`: `S_kb` done while `P_{kb-1} V_{kb-1}` may
     ///    still run; masks and the online softmax (or SiLU) of block `kb`,
     ///    which leave O alone;
@@ -510,7 +536,7 @@ impl FlashWriter<'_> {
         ctx: &ItemCtx,
         st: &KeyBlocks,
         descs: &Descriptors,
-        tma: &Tma,
+        feed: &impl StageFeed,
     ) {
         let d = self.d;
         let stage_bytes = d.tiles.block_n * d.smem_row_bytes();
@@ -520,20 +546,26 @@ impl FlashWriter<'_> {
             .map(|_| [(); 4].map(|()| self.b.reg(RegClass::B32)))
             .collect();
         // Block 0 (every item has one): O is still zero, no rescale.
-        self.tma_wait(tma);
-        self.b.barrier();
+        let first = feed.first_stage(self);
         let zero = self.b.mov(Type::U32, Operand::Int(0));
-        let stage = self.b.mov(Type::U32, Self::imm(stage_bytes));
+        feed.wait_block(self, zero, true);
+        let (stage, k0) = match first {
+            Some(first) => (
+                self.u32_op(BinOp::Sub, Self::imm(stage_bytes), first),
+                self.advance_by(descs.k, first),
+            ),
+            None => (self.b.mov(Type::U32, Self::imm(stage_bytes)), descs.k),
+        };
         self.b.push(Inst::WgmmaFence);
-        self.wgmma_scores(s, descs.q, descs.k);
+        self.wgmma_scores(s, descs.q, k0);
         self.b.push(Inst::WgmmaCommit);
-        self.copy_ahead(ctx, st, tma, zero, stage, zero);
+        feed.issued(self, ctx, st, zero, stage, first.unwrap_or(zero));
         self.b.push(Inst::WgmmaWait { n: 0 });
+        feed.scores_read(self, zero);
         self.probabilities(ctx, st, zero, false, BlockChecks::All);
         self.pack_p(s, &p);
         self.key_block_loops(ctx, 1, st.nkb, |f, kb, checks| {
-            f.tma_wait(tma);
-            f.b.barrier();
+            feed.wait_block(f, kb, false);
             let other = f.u32_op(BinOp::Sub, Self::imm(stage_bytes), stage);
             // Every operand register is written before the fence.
             let k = f.advance_by(descs.k, stage);
@@ -543,10 +575,12 @@ impl FlashWriter<'_> {
             f.b.push(Inst::WgmmaCommit);
             f.wgmma_accumulate(o, &p, v);
             f.b.push(Inst::WgmmaCommit);
-            f.copy_ahead(ctx, st, tma, kb, other, stage);
+            feed.issued(f, ctx, st, kb, other, stage);
             f.b.push(Inst::WgmmaWait { n: 1 });
+            feed.scores_read(f, kb);
             let alphas = f.probabilities(ctx, st, kb, false, checks);
             f.b.push(Inst::WgmmaWait { n: 0 });
+            feed.values_read(f, kb);
             for (acc, &alpha) in st.o.iter().zip(&alphas) {
                 f.rescale(acc, alpha);
             }
@@ -554,15 +588,20 @@ impl FlashWriter<'_> {
             f.b.mov_to(Type::U32, stage, other);
         });
         // P V of the last block (its V in the stage before `stage`).
-        self.tma_wait(tma);
-        let last = self.u32_op(BinOp::Sub, Self::imm(stage_bytes), stage);
-        self.zero_rows_past_end(ctx, st.nkb, tma, last);
-        self.b.barrier();
+        let last = feed.wait_last(self, ctx, st, stage);
         let v = self.advance_by(descs.v, last);
         self.b.push(Inst::WgmmaFence);
         self.wgmma_accumulate(o, &p, v);
         self.b.push(Inst::WgmmaCommit);
         self.b.push(Inst::WgmmaWait { n: 0 });
+        feed.item_done(self, st);
+    }
+
+    /// The stage of the last key block's V (u32 bytes past the first) when
+    /// block `nkb` would go to `stage`: the other one.
+    pub(super) fn last_stage(&mut self, stage: Reg) -> Reg {
+        let stage_bytes = self.d.tiles.block_n * self.d.smem_row_bytes();
+        self.u32_op(BinOp::Sub, Self::imm(stage_bytes), stage)
     }
 
     /// Zeroes the rows of the last key block's V (in the V stage at `off`
@@ -575,7 +614,7 @@ impl FlashWriter<'_> {
     /// blocks before it is below `kv_end <= n_b`. Each thread zeroes whole
     /// 16-byte chunks of whole rows (the swizzle only permutes a row's
     /// chunks), `threads` chunks apart.
-    fn zero_rows_past_end(&mut self, ctx: &ItemCtx, nkb: Reg, tma: &Tma, off: Reg) {
+    pub(super) fn zero_rows_past_end(&mut self, ctx: &ItemCtx, nkb: Reg, tiles: Reg, off: Reg) {
         let (bn, cpr) = (self.d.tiles.block_n, self.chunks_per_row);
         let (span, column_block) = (self.span(), self.column_block());
         let per_row = span / 16;
@@ -583,7 +622,7 @@ impl FlashWriter<'_> {
         let first = self.u32_op(BinOp::Mul, last, Self::imm(bn));
         let valid = self.u32_op(BinOp::Sub, ctx.n, first);
         let valid = self.u32_op(BinOp::Min, valid, Self::imm(bn));
-        let stage = self.u32_op(BinOp::Add, tma.tiles, off);
+        let stage = self.u32_op(BinOp::Add, tiles, off);
         let stage = self.u32_op(BinOp::Add, stage, Self::imm(ctx.v_base));
         let start = self.mad_u32(valid, cpr, ctx.lanes.tid);
         let zero = self.b.mov(Type::B32, Operand::Int(0));
@@ -663,4 +702,77 @@ impl FlashWriter<'_> {
             }
         }
     }
+}
+
+/// Where the stages of [`FlashWriter::wgmma_key_loop`] come from, and how
+/// they are handed back: the one-warpgroup kernel's own TMA copies
+/// ([`Tma`]: a CTA barrier per block, copies issued ahead with the
+/// products) or the producer warpgroup's of the warp-specialized kernel
+/// (`hopper_ws::Pipes`: full and empty mbarriers per stage).
+pub(super) trait StageFeed {
+    /// The stage of key block 0 (u32 bytes past the first K / V stage);
+    /// `None`: the first stage.
+    fn first_stage(&self, f: &mut FlashWriter) -> Option<Reg>;
+    /// Before the products of key block `kb` (u32; `first` at block 0):
+    /// K of `kb` (and Q, at block 0; V of `kb - 1` after it) may be read
+    /// by every `wgmma` of the block.
+    fn wait_block(&self, f: &mut FlashWriter, kb: Reg, first: bool);
+    /// The products of block `kb` are issued: K of `kb` is read from the
+    /// stage at `stage`, V of `kb - 1` from the one at `other`.
+    fn issued(
+        &self,
+        f: &mut FlashWriter,
+        ctx: &ItemCtx,
+        st: &KeyBlocks,
+        kb: Reg,
+        other: Reg,
+        stage: Reg,
+    );
+    /// `S_kb` retired: K of block `kb` is read.
+    fn scores_read(&self, f: &mut FlashWriter, kb: Reg);
+    /// `P V` of block `kb - 1` retired: its V is read.
+    fn values_read(&self, f: &mut FlashWriter, kb: Reg);
+    /// Before the last `P V` (block `nkb` would go to `stage`): V of the
+    /// last block landed, its rows past `n_b` zeroed, for every `wgmma`.
+    /// Returns that V's stage.
+    fn wait_last(&self, f: &mut FlashWriter, ctx: &ItemCtx, st: &KeyBlocks, stage: Reg) -> Reg;
+    /// The item's last `P V` retired: Q and the last V are read.
+    fn item_done(&self, f: &mut FlashWriter, st: &KeyBlocks);
+}
+
+impl StageFeed for Tma {
+    fn first_stage(&self, _: &mut FlashWriter) -> Option<Reg> {
+        None
+    }
+
+    fn wait_block(&self, f: &mut FlashWriter, _: Reg, _: bool) {
+        f.tma_wait(self);
+        f.b.barrier();
+    }
+
+    fn issued(
+        &self,
+        f: &mut FlashWriter,
+        ctx: &ItemCtx,
+        st: &KeyBlocks,
+        kb: Reg,
+        other: Reg,
+        stage: Reg,
+    ) {
+        f.copy_ahead(ctx, st, self, kb, other, stage);
+    }
+
+    fn scores_read(&self, _: &mut FlashWriter, _: Reg) {}
+
+    fn values_read(&self, _: &mut FlashWriter, _: Reg) {}
+
+    fn wait_last(&self, f: &mut FlashWriter, ctx: &ItemCtx, st: &KeyBlocks, stage: Reg) -> Reg {
+        f.tma_wait(self);
+        let last = f.last_stage(stage);
+        f.zero_rows_past_end(ctx, st.nkb, self.tiles, last);
+        f.b.barrier();
+        last
+    }
+
+    fn item_done(&self, _: &mut FlashWriter, _: &KeyBlocks) {}
 }

@@ -36,20 +36,26 @@
 //! shared-memory descriptors of swizzled tiles, P from registers; Q, K
 //! and V copied by TMA, `cp.async.bulk.tensor` through tensor-map
 //! parameters, waited for on an mbarrier); the masks, the activations,
-//! the two-stage pipeline and the epilogue are shared.
+//! the two-stage pipeline and the epilogue are shared. For buckets of at
+//! least 256 rows and D <= 128 it is warp-specialized as in
+//! FlashAttention-3 (`hopper_ws`: a producer warpgroup issues the copies,
+//! two consumer warpgroups of 64 query rows compute, full / empty
+//! mbarriers per stage, `setmaxnreg` moves registers to the consumers).
 //!
 //! The pieces, one file each under `attention/`: `tiles` (tile policy),
 //! `desc` (what a kernel is specialized on), `writer` (the kernel writer
 //! the forward and backward kernels share), `mma` (tensor-core fragments
 //! and products), `hopper` (the `wgmma` products and tile layout of
-//! sm_90a), `hopper_bwd` (the sm_90a main backward kernel, on `wgmma`),
-//! `forward` (the forward kernel) and `lower` (from a recognized pattern to
-//! a compiled kernel).
+//! sm_90a), `hopper_ws` (its warp specialization in the forward),
+//! `hopper_bwd` (the sm_90a main backward kernel, on `wgmma`), `forward`
+//! (the forward kernel) and `lower` (from a recognized pattern to a
+//! compiled kernel).
 
 mod desc;
 mod forward;
 mod hopper;
 mod hopper_bwd;
+mod hopper_ws;
 mod lower;
 mod mma;
 mod tiles;

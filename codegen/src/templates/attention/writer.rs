@@ -72,8 +72,12 @@ pub(in crate::templates) struct FlashWriter<'a> {
     pub(in crate::templates) chunks_per_row: u32,
     /// Bytes between two rows of q / k / v / out (`H * D * 2`).
     pub(in crate::templates) row_bytes: u32,
-    /// Threads per CTA.
+    /// Threads per CTA (that run the writer's math; see `first_thread`).
     pub(in crate::templates) threads: u32,
+    /// The CTA's thread that is this writer's thread 0 ([`Self::lanes`]):
+    /// 0, or in the warp-specialized forward kernel the first consumer's,
+    /// past the producer warpgroup.
+    pub(in crate::templates) first_thread: u32,
 }
 
 impl<'a> FlashWriter<'a> {
@@ -86,6 +90,7 @@ impl<'a> FlashWriter<'a> {
             chunks_per_row: d.head_dim / 8,
             row_bytes: d.heads * d.head_dim * 2,
             threads: d.tiles.threads(),
+            first_thread: 0,
         }
     }
 
@@ -157,10 +162,15 @@ impl<'a> FlashWriter<'a> {
         self.b.ternary(TernOp::MadLo, Type::U32, a, Self::imm(k), c)
     }
 
-    /// The lane constants (rows of the shared tiles `self.stride` bytes apart).
+    /// The lane constants (rows of the shared tiles `self.stride` bytes
+    /// apart; threads counted from [`Self::first_thread`]).
     pub(in crate::templates) fn lanes(&mut self) -> Lanes {
         let stride = self.stride;
         let tid = self.b.special(Special::TidX);
+        let tid = match self.first_thread {
+            0 => tid,
+            first => self.u32_op(BinOp::Sub, tid, Self::imm(first)),
+        };
         let lane = self.u32_op(BinOp::And, tid, Operand::Int(31));
         let warp = self.u32_op(BinOp::Shr, tid, Operand::Int(5));
         let group = self.u32_op(BinOp::Shr, lane, Operand::Int(2));
