@@ -413,6 +413,7 @@ impl<W: fmt::Write> Writer<W> {
                 id,
                 threads: Some(n),
             } => write!(o, "bar.sync {id}, {n};")?,
+            Inst::BarArrive { id, threads } => write!(o, "bar.arrive {id}, {threads};")?,
             Inst::Setmaxnreg { inc, count } => write!(
                 o,
                 "setmaxnreg.{}.sync.aligned.u32 {count};",
@@ -566,9 +567,14 @@ fn validate(kernel: &Kernel) -> Result<(), Error> {
             Inst::BarSync {
                 id,
                 threads: Some(n),
-            } if *id >= 16 || n % 32 != 0 || *n == 0 => {
+            }
+            | Inst::BarArrive { id, threads: n }
+                if matches!(id, crate::kernel::Operand::Int(k) if !(0..16).contains(k))
+                    || n % 32 != 0
+                    || *n == 0 =>
+            {
                 return Err(invalid(format!(
-                    "statement {i}: bar.sync {id}, {n} (id below 16, whole warps)"
+                    "statement {i}: barrier {id} of {n} threads (id below 16, whole warps)"
                 )));
             }
             _ => {}
@@ -760,8 +766,14 @@ $L1:
             count: 240,
         });
         b.push(Inst::MbarrierArrive { addr: mbar });
-        b.named_barrier(1, 256);
+        b.named_barrier(Operand::Int(1), 256);
         b.barrier();
+        let turn = b.reg(RegClass::B32);
+        b.named_barrier(turn, 256);
+        b.push(Inst::BarArrive {
+            id: Operand::Int(3),
+            threads: 256,
+        });
         let text = write_kernel_string(&b.finish(), &Options { arch: Arch::Sm90a }).expect("print");
         for line in [
             "setmaxnreg.dec.sync.aligned.u32 24;",
@@ -769,6 +781,8 @@ $L1:
             "mbarrier.arrive.release.cta.shared::cta.b64 _, [%r1+8];",
             "bar.sync 1, 256;",
             "bar.sync 0;",
+            "bar.sync %r2, 256;",
+            "bar.arrive 3, 256;",
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
@@ -778,8 +792,12 @@ $L1:
                 count: 250,
             },
             Inst::BarSync {
-                id: 1,
+                id: Operand::Int(1),
                 threads: Some(100),
+            },
+            Inst::BarArrive {
+                id: Operand::Int(16),
+                threads: 256,
             },
         ] {
             let mut b = KernelBuilder::new("bad", 384);

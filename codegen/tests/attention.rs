@@ -495,18 +495,32 @@ fn other_contractions_miss_the_template_and_take_the_general_path() {
 /// rows: 128 keys per block) and of several (129, 300, 520 rows, an odd
 /// number of blocks turns the stages over between items), empty ones and
 /// one past max_len; causal (the items' key-block counts differ) or not,
-/// softmax with lse and SiLU, D = 32, 64 and 128.
+/// softmax with lse and SiLU, FBGEMM's variant (`j >= i` after the
+/// softmax, `/ max_len`), D = 32, 64 and 128.
 #[test]
 fn warp_specialized_pipes_chain_over_items() {
     let layouts = [vec![520, 1, 0, 129, 128, 300], vec![0, 700, 3]];
     let mut seed = 1100;
-    for (dtype, head_dim, activation, causal) in [
+    let fbgemm = ops::fbgemm_jagged_flash_attention_basic(&FbgemmAttentionSpec {
+        input_dtype: DType::BF16,
+        dtype: DType::BF16,
+        offsets: DType::I64,
+        head_dim: 64,
+        use_mask: true,
+    })
+    .expect("graph");
+    let graphs = [
         (DType::BF16, 64, Activation::Softmax, true),
         (DType::F16, 64, Activation::Softmax, false),
         (DType::BF16, 32, Activation::Silu, true),
         (DType::F16, 128, Activation::Softmax, true),
-    ] {
-        let g = attention_graph(dtype, 1, head_dim, activation, causal);
+    ]
+    .into_iter()
+    .map(|(dtype, head_dim, activation, causal)| {
+        attention_graph(dtype, 1, head_dim, activation, causal)
+    })
+    .chain([fbgemm]);
+    for g in graphs {
         let spec = Spec::for_graph(&g, 600, Arch::Sm90a).expect("spec");
         let compiled = compile(&g, &spec).expect("compile");
         assert_eq!(compiled.launches[0].block, 384, "{spec}");
@@ -518,12 +532,17 @@ fn warp_specialized_pipes_chain_over_items() {
 }
 
 /// Planted synchronization bugs in the warp-specialized kernel are caught
-/// by the emulator's checker: consumers that never hand a stage back (no
+/// by the emulator: consumers that never hand a stage back (no
 /// empty-mbarrier arrival: the producer's wait for a free K / V stage never
 /// completes), consumers that never hand Q back (the producer's wait to
-/// copy the next item's Q never completes), and consumer warpgroups that
-/// skip their named barrier after zeroing V's rows past the sequence end
-/// (one warpgroup's `wgmma` reads rows the other is still writing).
+/// copy the next item's Q never completes), and a second consumer that
+/// never gives the first its first turn to issue products (both wait at
+/// the ping-pong's named barriers, and the producer's wait for a free
+/// stage never completes). Not caught: consumers that skip their named
+/// barrier after zeroing V's rows past the sequence end (a race between one
+/// warpgroup's zeroing and the other's `wgmma` reads): the checker orders
+/// every access before any barrier's completion before every access after
+/// it, and the turn barriers complete in between.
 #[test]
 fn warp_specialized_planted_bugs_are_caught() {
     let g = attention_graph(DType::BF16, 1, 64, Activation::Softmax, false);
@@ -535,10 +554,10 @@ fn warp_specialized_planted_bugs_are_caught() {
         .iter()
         .rposition(|l| l.contains(arrive))
         .expect("an arrival");
-    let zero_sync = lines
+    let first_turn = lines
         .iter()
-        .rposition(|l| l.trim() == "bar.sync 1, 256;")
-        .expect("the consumers' barrier");
+        .position(|l| l.trim() == "bar.arrive 2, 256;")
+        .expect("the first turn");
     let without = |drop: &dyn Fn(usize, &str) -> bool| {
         let ptx: Vec<&str> = lines
             .iter()
@@ -570,10 +589,12 @@ fn warp_specialized_planted_bugs_are_caught() {
             without(&|i, _| i == last_arrive),
             "never completes",
         ),
+        // The consumers stop at their turn barriers, so the producer's
+        // wait for a free stage is what the emulator finds stuck.
         (
-            "no barrier after the V zeroing",
-            without(&|i, _| i == zero_sync),
-            "race",
+            "no first turn",
+            without(&|i, _| i == first_turn),
+            "never completes",
         ),
     ] {
         let err = run(&bad).expect_err(what);

@@ -223,8 +223,8 @@ fn sm90a_forward_runs_both_products_on_wgmma() {
             let bulk = count("cp.async.bulk.tensor.2d");
             // D <= 128: the warp-specialized kernel (a producer warpgroup
             // issues Q, K and V from one place each; registers move from it
-            // to the two consumer warpgroups, which meet on a named barrier
-            // only, no CTA-wide barrier after the split); D = 256: the
+            // to the two consumer warpgroups, which meet and take turns on
+            // named barriers only, no CTA-wide barrier after the split); D = 256: the
             // one-warpgroup kernel (Q + K_0 in the prologue, V and K in
             // both loops and once after them).
             let warp_specialized = head_dim <= 128;
@@ -234,6 +234,9 @@ fn sm90a_forward_runs_both_products_on_wgmma() {
                 assert_eq!(count("setmaxnreg.dec.sync.aligned.u32 24;"), 1);
                 assert_eq!(count("setmaxnreg.inc.sync.aligned.u32 240;"), 1);
                 assert_eq!(count("bar.sync 0;"), 1, "CTA barriers past the split");
+                // Ping-pong: the first turn, then one pass per product issue
+                // (block 0, both loops, the last P V).
+                assert_eq!(count("bar.arrive"), 5);
                 assert!(sass.contains("USETMAXREG.DEALLOC"), "{sass}");
                 assert!(sass.contains("USETMAXREG.TRY_ALLOC"), "{sass}");
             }

@@ -454,15 +454,16 @@ impl KernelBuilder {
     /// `bar.sync 0`.
     pub fn barrier(&mut self) {
         self.push(Inst::BarSync {
-            id: 0,
+            id: Operand::Int(0),
             threads: None,
         });
     }
 
-    /// `bar.sync id, threads`: a named barrier of `threads` threads.
-    pub fn named_barrier(&mut self, id: u32, threads: u32) {
+    /// `bar.sync id, threads`: a named barrier of `threads` threads (`id`
+    /// an immediate or a u32 register).
+    pub fn named_barrier(&mut self, id: impl Into<Operand>, threads: u32) {
         self.push(Inst::BarSync {
-            id,
+            id: id.into(),
             threads: Some(threads),
         });
     }

@@ -810,10 +810,19 @@ pub enum Inst {
     /// a named barrier of that many threads (whole warps), such as the
     /// consumer warpgroups of a warp-specialized kernel.
     BarSync {
-        /// Barrier number.
-        id: u32,
+        /// Barrier number (below 16; u32).
+        id: Operand,
         /// Threads that meet there (a multiple of 32); `None`: the CTA.
         threads: Option<u32>,
+    },
+    /// `bar.arrive id, threads`: this warp counts towards named barrier
+    /// `id` of `threads` threads without waiting for it (the consumer
+    /// warpgroups' ping-pong: one signals the other's turn).
+    BarArrive {
+        /// Barrier number (below 16; u32).
+        id: Operand,
+        /// Threads that meet there (a multiple of 32).
+        threads: u32,
     },
     /// `setmaxnreg.{inc,dec}.sync.aligned.u32 count`: the warpgroup's
     /// registers per thread become `count` (a multiple of 8 in 24..=256),

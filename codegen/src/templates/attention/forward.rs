@@ -155,6 +155,9 @@ impl<'a> FlashWriter<'a> {
                 f.item(p, &ctx)
             });
         });
+        if let Some(pipes) = &pipes {
+            self.end_turns(pipes);
+        }
     }
 
     /// Writes zeros to rows `n_b .. L_b` of this head in `out` (and `lse`).

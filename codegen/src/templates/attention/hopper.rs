@@ -593,6 +593,7 @@ impl FlashWriter<'_> {
         self.b.push(Inst::WgmmaFence);
         self.wgmma_accumulate(o, &p, v);
         self.b.push(Inst::WgmmaCommit);
+        feed.last_issued(self);
         self.b.push(Inst::WgmmaWait { n: 0 });
         feed.item_done(self, st);
     }
@@ -736,6 +737,9 @@ pub(super) trait StageFeed {
     /// last block landed, its rows past `n_b` zeroed, for every `wgmma`.
     /// Returns that V's stage.
     fn wait_last(&self, f: &mut FlashWriter, ctx: &ItemCtx, st: &KeyBlocks, stage: Reg) -> Reg;
+    /// The last `P V` is issued (the consumers' ping-pong passes the turn
+    /// on; nothing for the one-warpgroup kernel).
+    fn last_issued(&self, _: &mut FlashWriter) {}
     /// The item's last `P V` retired: Q and the last V are read.
     fn item_done(&self, f: &mut FlashWriter, st: &KeyBlocks);
 }

@@ -31,9 +31,15 @@
 //! before (a fresh mbarrier counts the phase before its first as
 //! complete).
 //!
-//! Not done (FlashAttention-3 has it): the ping-pong of the two
-//! consumers' products and softmax on named barriers; the consumers'
-//! `wgmma`s interleave as the warp schedulers issue them.
+//! The two consumers take turns issuing their products (FlashAttention-3's
+//! ping-pong): each has a named barrier of both warpgroups (256 threads),
+//! waits on its own before issuing a block's `wgmma`s and arrives on the
+//! other's once they are issued, so one warpgroup's softmax runs while the
+//! other's products occupy the tensor cores. The second consumer arrives
+//! once at the start (the first goes first), and the first waits once
+//! after its last item for the second's last arrival, so that no barrier
+//! is left half-arrived; both issue at the same points (the same items,
+//! `nkb + 1` issues per item).
 
 use crate::kernel::{Address, BinOp, Cmp, Inst, Operand, Reg, RegClass, Special, Type};
 
@@ -56,6 +62,10 @@ const CONSUMER_REGS: u32 = 240;
 
 /// The named barrier of the consumer warpgroups (0 is the CTA's).
 const CONSUMER_BARRIER: u32 = 1;
+
+/// The named barrier of consumer warpgroup 0's turn to issue its products;
+/// consumer 1's is the next one.
+const TURN_BARRIER: u32 = 2;
 
 /// Rows of a consumer warpgroup (one `wgmma` tile).
 const CONSUMER_ROWS: u32 = 64;
@@ -110,6 +120,10 @@ pub(in crate::templates) struct Pipes {
     items: Reg,
     /// Key blocks of those items (u32): the K / V stage buffers' uses.
     blocks: Reg,
+    /// The named barrier of this consumer's turn ([`TURN_BARRIER`] or the
+    /// next, u32) and of the other's.
+    turn: Reg,
+    other_turn: Reg,
 }
 
 impl FlashWriter<'_> {
@@ -188,12 +202,52 @@ impl FlashWriter<'_> {
             count: CONSUMER_REGS,
         });
         self.first_thread = PRODUCER_THREADS;
+        // Consumer warpgroup w = tid / 128 - 1 takes turns on TURN_BARRIER + w.
+        let group = self.u32_op(BinOp::Shr, tid, Operand::Int(7));
+        let turn = self.u32_op(BinOp::Add, group, Self::imm(TURN_BARRIER - 1));
+        let other_turn = self.u32_op(BinOp::Sub, Self::imm(2 * TURN_BARRIER + 1), turn);
+        let second = self
+            .b
+            .setp(Cmp::Ne, Type::U32, turn, Self::imm(TURN_BARRIER));
+        self.when(second, false, |f| {
+            f.b.push(Inst::BarArrive {
+                id: Self::imm(TURN_BARRIER),
+                threads: consumers,
+            })
+        });
         Pipes {
             bars,
             tiles,
             items: self.b.mov(Type::U32, Operand::Int(0)),
             blocks: self.b.mov(Type::U32, Operand::Int(0)),
+            turn,
+            other_turn,
         }
+    }
+
+    /// After the consumers' last item: the first consumer takes the turn
+    /// the second gave it last, so that no turn barrier is left with
+    /// arrivals ([`Pipes`]: the second arrives once more than the first
+    /// waits).
+    pub(super) fn end_turns(&mut self, pipes: &Pipes) {
+        let first = self
+            .b
+            .setp(Cmp::Eq, Type::U32, pipes.turn, Self::imm(TURN_BARRIER));
+        let consumers = self.threads;
+        self.when(first, false, |f| f.b.named_barrier(pipes.turn, consumers));
+    }
+
+    /// This consumer waits for its turn to issue products.
+    fn take_turn(&mut self, pipes: &Pipes) {
+        self.b.named_barrier(pipes.turn, self.threads);
+    }
+
+    /// This consumer has issued its products: the other's turn.
+    fn pass_turn(&mut self, pipes: &Pipes) {
+        self.b.push(Inst::BarArrive {
+            id: Operand::Reg(pipes.other_turn),
+            threads: self.threads,
+        });
     }
 
     /// The producer (one thread): for each work item of the CTA (the
@@ -305,7 +359,8 @@ impl FlashWriter<'_> {
     /// The consumer warpgroups meet (their named barrier): shared writes of
     /// one are seen by the other's reads after it.
     pub(super) fn consumers_sync(&mut self) {
-        self.b.named_barrier(CONSUMER_BARRIER, self.threads);
+        self.b
+            .named_barrier(Self::imm(CONSUMER_BARRIER), self.threads);
     }
 
     /// Waits for key block `kb`'s K or V (`full`: [`Bar::KFull`] or
@@ -355,9 +410,12 @@ impl StageFeed for Pipes {
             f.wait_full(self, Bar::VFull, before);
         }
         f.wait_full(self, Bar::KFull, kb);
+        f.take_turn(self);
     }
 
-    fn issued(&self, _: &mut FlashWriter, _: &ItemCtx, _: &KeyBlocks, _: Reg, _: Reg, _: Reg) {}
+    fn issued(&self, f: &mut FlashWriter, _: &ItemCtx, _: &KeyBlocks, _: Reg, _: Reg, _: Reg) {
+        f.pass_turn(self);
+    }
 
     fn scores_read(&self, f: &mut FlashWriter, kb: Reg) {
         f.release(self, Bar::KEmpty, kb);
@@ -374,7 +432,12 @@ impl StageFeed for Pipes {
         let last = f.last_stage(stage);
         f.zero_rows_past_end(ctx, st.nkb, self.tiles, last);
         f.consumers_sync();
+        f.take_turn(self);
         last
+    }
+
+    fn last_issued(&self, f: &mut FlashWriter) {
+        f.pass_turn(self);
     }
 
     fn item_done(&self, f: &mut FlashWriter, st: &KeyBlocks) {
