@@ -488,15 +488,16 @@ fn other_contractions_miss_the_template_and_take_the_general_path() {
     }
 }
 
-/// The warp-specialized sm_90a kernel (buckets of at least 256 rows,
-/// D <= 128: a producer warpgroup, two consumer warpgroups) with grids of
+/// The warp-specialized sm_90a kernel (buckets of at least 256 rows: a
+/// producer warpgroup, two consumer warpgroups) with grids of
 /// 1 and 2 CTAs, so that each CTA runs many work items and the pipes'
 /// mbarrier phases chain across them: sequences of 1 key block (1, 128
 /// rows: 128 keys per block) and of several (129, 300, 520 rows, an odd
 /// number of blocks turns the stages over between items), empty ones and
 /// one past max_len; causal (the items' key-block counts differ) or not,
 /// softmax with lse and SiLU, FBGEMM's variant (`j >= i` after the
-/// softmax, `/ max_len`), D = 32, 64 and 128.
+/// softmax, `/ max_len`), D = 32, 64, 128 and 256 (64 keys per block, Q in
+/// two 64-row sub-tiles; also with a negative scale: Q negated in both).
 #[test]
 fn warp_specialized_pipes_chain_over_items() {
     let layouts = [vec![520, 1, 0, 129, 128, 300], vec![0, 700, 3]];
@@ -514,6 +515,7 @@ fn warp_specialized_pipes_chain_over_items() {
         (DType::F16, 64, Activation::Softmax, false),
         (DType::BF16, 32, Activation::Silu, true),
         (DType::F16, 128, Activation::Softmax, true),
+        (DType::BF16, 256, Activation::Softmax, false),
     ]
     .into_iter()
     .map(|(dtype, head_dim, activation, causal)| {
@@ -529,6 +531,8 @@ fn warp_specialized_pipes_chain_over_items() {
             seed += 1;
         }
     }
+    let g = attention_graph(DType::F16, 1, 256, Activation::Softmax, true);
+    check_with(&g, 600, &layouts, Arch::Sm90a, seed, 2, -0.3);
 }
 
 /// Planted synchronization bugs in the warp-specialized kernel are caught

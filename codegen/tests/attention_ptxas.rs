@@ -179,10 +179,8 @@ fn sm80_sass_runs_both_products_on_tensor_cores() {
 /// block), and there is no HMMA. Q, K and V come by TMA: one
 /// `cp.async.bulk.tensor` per column block (64 columns, all 32 at D = 32)
 /// of Q, K and V in the producer warpgroup of the warp-specialized kernel
-/// (D <= 128; `setmaxnreg` both ways, USETMAXREG in the SASS), or at
-/// D = 256 of Q and K in the item's prologue and of K and V in each of the
-/// three copies of the pipeline's copy step; each one UTMALDG.2D in the
-/// SASS, and no `cp.async` (LDGSTS) at all.
+/// (`setmaxnreg` both ways, USETMAXREG in the SASS); each one UTMALDG.2D in
+/// the SASS, and no `cp.async` (LDGSTS) at all.
 #[test]
 fn sm90a_forward_runs_both_products_on_wgmma() {
     let test = "sm90a_forward_runs_both_products_on_wgmma";
@@ -221,25 +219,21 @@ fn sm90a_forward_runs_both_products_on_wgmma() {
             assert!(!sass.contains("HMMA"), "HMMA in the sm_90a forward");
             let column_blocks = (2 * head_dim).div_ceil(128);
             let bulk = count("cp.async.bulk.tensor.2d");
-            // D <= 128: the warp-specialized kernel (a producer warpgroup
-            // issues Q, K and V from one place each; registers move from it
+            // The warp-specialized kernel: a producer warpgroup issues Q, K
+            // and V from one place each (Q as two 64-row sub-tiles at
+            // D = 256, whose key blocks are 64 rows); registers move from it
             // to the two consumer warpgroups, which meet and take turns on
-            // named barriers only, no CTA-wide barrier after the split); D = 256: the
-            // one-warpgroup kernel (Q + K_0 in the prologue, V and K in
-            // both loops and once after them).
-            let warp_specialized = head_dim <= 128;
-            let copies = if warp_specialized { 3 } else { 2 + 3 * 2 };
+            // named barriers only, no CTA-wide barrier after the split.
+            let copies = if head_dim == 256 { 4 } else { 3 };
             assert_eq!(bulk, column_blocks * copies, "D = {head_dim}");
-            if warp_specialized {
-                assert_eq!(count("setmaxnreg.dec.sync.aligned.u32 24;"), 1);
-                assert_eq!(count("setmaxnreg.inc.sync.aligned.u32 240;"), 1);
-                assert_eq!(count("bar.sync 0;"), 1, "CTA barriers past the split");
-                // Ping-pong: the first turn, then one pass per product issue
-                // (block 0, both loops, the last P V).
-                assert_eq!(count("bar.arrive"), 5);
-                assert!(sass.contains("USETMAXREG.DEALLOC"), "{sass}");
-                assert!(sass.contains("USETMAXREG.TRY_ALLOC"), "{sass}");
-            }
+            assert_eq!(count("setmaxnreg.dec.sync.aligned.u32 24;"), 1);
+            assert_eq!(count("setmaxnreg.inc.sync.aligned.u32 240;"), 1);
+            assert_eq!(count("bar.sync 0;"), 1, "CTA barriers past the split");
+            // Ping-pong: the first turn, then one pass per product issue
+            // (block 0, both loops, the last P V).
+            assert_eq!(count("bar.arrive"), 5);
+            assert!(sass.contains("USETMAXREG.DEALLOC"), "{sass}");
+            assert!(sass.contains("USETMAXREG.TRY_ALLOC"), "{sass}");
             assert_eq!(count("cp.async.cg"), 0);
             let utmaldg = sass.lines().filter(|l| l.contains("UTMALDG.2D")).count();
             assert_eq!(utmaldg, bulk, "UTMALDG: {sass}");

@@ -32,8 +32,8 @@ pub fn attention_kernel(desc: &AttentionDesc) -> Plan {
             e.buffer(name, ParamBinding::Input(i))
         }
     };
-    let (bm, bn) = (desc.tiles.block_m, desc.tiles.block_n);
-    let q_ptr = input(&mut e, "q", 0, bm);
+    let bn = desc.tiles.block_n;
+    let q_ptr = input(&mut e, "q", 0, desc.q_tile_rows());
     let k_ptr = input(&mut e, "k", 1, bn);
     let v_ptr = input(&mut e, "v", 2, bn);
     let off_ptr = e.buffer("offsets", ParamBinding::Input(3));
@@ -310,7 +310,12 @@ impl<'a> FlashWriter<'a> {
                     Loads::Tma(tma) => g.tma_wait(tma),
                     Loads::Pipes(pipes) => g.wait_q(pipes),
                 }
-                g.scale_own_rows(&ctx.loader, bm, 0, q_sign.sign);
+                // Q's sub-tiles ([`AttentionDesc::q_tile_rows`]), a K stage apart.
+                let rows = d.q_tile_rows();
+                for t in 0..bm / rows {
+                    let at = t * rows * d.smem_row_bytes();
+                    g.scale_own_rows(&ctx.loader, rows, at, q_sign.sign);
+                }
                 if d.wgmma {
                     // wgmma reads Q through the async proxy.
                     g.b.push(Inst::FenceProxyAsyncShared);

@@ -102,8 +102,8 @@ pub(super) fn n_major(column_block: u32, span: u32) -> MatrixLayout {
 }
 
 /// The tiles of the Hopper kernel for head dim `head_dim` (32, 64, 128
-/// or 256) and max-length bucket `max_len_bucket`: one warpgroup of 64
-/// query rows and two stages of K and V (TMA copies). A pass of 128
+/// or 256) and max-length bucket `max_len_bucket`: 64 query rows per
+/// warpgroup and two stages of K and V (TMA copies). A pass of 128
 /// threads over a tile's 16-byte chunks (the Q-sign scaling) covers
 /// `1024 / D` rows: a multiple of 8 (the swizzle's period;
 /// [`swizzle_span`] gives the row) up to D = 128, 4 at D = 256, whose odd
@@ -116,15 +116,14 @@ pub(super) fn n_major(column_block: u32, span: u32) -> MatrixLayout {
 /// 64: its output accumulator alone is 128 registers per thread (ptxas:
 /// 230 to 238 registers with 64 keys; S and P of 128 keys would add 48).
 ///
-/// With 128 keys per block, 128 query rows: the warp-specialized kernel
-/// (`hopper_ws`: a producer warpgroup and two consumer warpgroups of 64
-/// rows each, sharing every K / V stage), whose Q tile then has the
-/// column blocks of K and V.
+/// Query rows: 64, or 128 for buckets of at least 256 rows: the
+/// warp-specialized kernel (`hopper_ws`: a producer warpgroup and two
+/// consumer warpgroups of 64 rows each, sharing every K / V stage).
 pub(super) fn hopper_tiles(head_dim: u32, max_len_bucket: u32) -> Tiles {
-    let (block_m, block_n) = if max_len_bucket >= 256 && head_dim <= 128 {
-        (2 * TILE_ROWS, 2 * TILE_ROWS)
-    } else {
-        (TILE_ROWS, TILE_ROWS)
+    let (block_m, block_n) = match (max_len_bucket >= 256, head_dim <= 128) {
+        (true, true) => (2 * TILE_ROWS, 2 * TILE_ROWS),
+        (true, false) => (2 * TILE_ROWS, TILE_ROWS),
+        (false, _) => (TILE_ROWS, TILE_ROWS),
     };
     Tiles {
         block_m,

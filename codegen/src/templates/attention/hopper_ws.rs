@@ -2,10 +2,10 @@
 //! FlashAttention-3: a producer warpgroup that only copies, and two
 //! consumer warpgroups that only compute.
 //!
-//! A CTA of 384 threads owns a 128-row query block (128 keys per block:
-//! [`super::hopper::hopper_tiles`] picks this kernel for max-length
-//! buckets of at least 256 rows and D <= 128; D = 256 and short buckets
-//! keep the one-warpgroup kernel):
+//! A CTA of 384 threads owns a 128-row query block
+//! ([`super::hopper::hopper_tiles`] picks this kernel for max-length
+//! buckets of at least 256 rows, with 128 keys per block, 64 at D = 256;
+//! shorter buckets keep the one-warpgroup kernel of 64 query rows):
 //!
 //! - warpgroup 0, the producer, gives registers back (`setmaxnreg.dec`)
 //!   and one thread of it issues every TMA copy of the CTA's work items,
@@ -79,6 +79,19 @@ impl AttentionDesc {
     /// of query rows (one consumer warpgroup per 64 rows).
     pub(super) fn warp_specialized(&self) -> bool {
         self.wgmma && self.tiles.block_m > CONSUMER_ROWS
+    }
+
+    /// Rows of each shared sub-tile of Q (one TMA box per column block):
+    /// with `wgmma` every tile's column blocks are `block_n` rows apart, so
+    /// a query block of more rows (128 rows and 64-key blocks, D = 256) is
+    /// sub-tiles of `block_n` rows, a K stage apart; the whole block
+    /// otherwise.
+    pub(super) fn q_tile_rows(&self) -> u32 {
+        if self.wgmma {
+            self.tiles.block_m.min(self.tiles.block_n)
+        } else {
+            self.tiles.block_m
+        }
     }
 
     /// Threads per CTA: the tiles' warps, and the producer warpgroup of
@@ -283,20 +296,25 @@ impl FlashWriter<'_> {
                 let q_empty = f.pipe_bar(bars, Bar::QEmpty, None);
                 f.b.mbarrier_wait(Self::at(q_empty), free);
                 let q_row = f.u32_op(BinOp::Add, seq_row, q0);
-                let q_dst = f.b.mov(Type::U32, Operand::Int(0));
+                let sub = d.q_tile_rows();
+                let q_tiles: Vec<TmaTile> = (0..bm / sub)
+                    .map(|t| TmaTile {
+                        map: maps[0],
+                        row: match t {
+                            0 => q_row,
+                            _ => f.u32_op(BinOp::Add, q_row, Self::imm(t * sub)),
+                        },
+                        dst: f.b.mov(Type::U32, Self::imm(t * sub * d.smem_row_bytes())),
+                        when: None,
+                    })
+                    .collect();
                 let q_full = f.pipe_bar(bars, Bar::QFull, None);
-                let q_tile = TmaTile {
-                    map: maps[0],
-                    row: q_row,
-                    dst: q_dst,
-                    when: None,
-                };
                 f.tma_boxes(
                     q_full,
                     tiles,
                     head_col,
                     Self::imm(bm * d.smem_row_bytes()),
-                    &[q_tile],
+                    &q_tiles,
                 );
                 f.b.binary_to(BinOp::Add, Type::U32, items, items, Operand::Int(1));
                 f.range(Type::U32, Operand::Int(0), nkb, Operand::Int(1), |f, kb| {
@@ -383,11 +401,17 @@ impl FlashWriter<'_> {
 
     /// The descriptors of a consumer warpgroup: the shared K and V stages,
     /// and its own 64 rows of the Q tile (rows `64 w`, `w` the consumer
-    /// warpgroup, in every column block).
+    /// warpgroup: in every column block of a 128-row Q tile, or its own
+    /// sub-tile of 64 rows, [`AttentionDesc::q_tile_rows`]).
     pub(super) fn consumer_descriptors(&mut self, ctx: &ItemCtx) -> Descriptors {
         let descs = self.descriptors(ctx.lanes.smem, ctx.k_base, ctx.v_base);
         let group = self.u32_op(BinOp::Shr, ctx.lanes.warp, Operand::Int(2));
-        let rows = self.u32_op(BinOp::Mul, group, Self::imm(CONSUMER_ROWS * self.span()));
+        let row_bytes = if self.d.q_tile_rows() == CONSUMER_ROWS {
+            self.d.smem_row_bytes()
+        } else {
+            self.span()
+        };
+        let rows = self.u32_op(BinOp::Mul, group, Self::imm(CONSUMER_ROWS * row_bytes));
         Descriptors {
             q: self.advance_by(descs.q, rows),
             ..descs

@@ -37,7 +37,7 @@
 //! and V copied by TMA, `cp.async.bulk.tensor` through tensor-map
 //! parameters, waited for on an mbarrier); the masks, the activations,
 //! the two-stage pipeline and the epilogue are shared. For buckets of at
-//! least 256 rows and D <= 128 it is warp-specialized as in
+//! least 256 rows (every head dim) it is warp-specialized as in
 //! FlashAttention-3 (`hopper_ws`: a producer warpgroup issues the copies,
 //! two consumer warpgroups of 64 query rows compute, full / empty
 //! mbarriers per stage, `setmaxnreg` moves registers to the consumers).
