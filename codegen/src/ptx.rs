@@ -528,6 +528,16 @@ fn validate(kernel: &Kernel) -> Result<(), Error> {
                     src.base, dst.base
                 )));
             }
+            // A by-value tensor map is 128 bytes, read in place by its address.
+            Inst::LdParam { param, .. }
+                if kernel.params.get(param.0 as usize).map(|p| p.ty)
+                    == Some(ParamType::TensorMap) =>
+            {
+                return Err(invalid(format!(
+                    "statement {i}: ld.param of tensor map {} (read it through its address)",
+                    param.0
+                )));
+            }
             // Printed as two instructions: a guard would cover the first only.
             Inst::ParamAddr { dst, param }
                 if stmt.guard.is_some()
@@ -874,6 +884,18 @@ $L1:
         let err = write_kernel_string(&b.finish(), &Options { arch: Arch::Sm90a }).unwrap_err();
         assert!(
             err.to_string().contains("the address of parameter 0"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rejects_a_loaded_tensor_map() {
+        let mut b = KernelBuilder::new("bad", 128);
+        let map = b.param("map", ParamType::TensorMap);
+        b.ld_param(map);
+        let err = write_kernel_string(&b.finish(), &Options { arch: Arch::Sm90a }).unwrap_err();
+        assert!(
+            err.to_string().contains("ld.param of tensor map 0"),
             "{err}"
         );
     }

@@ -157,15 +157,14 @@ impl KernelBuilder {
         });
     }
 
-    /// Loads a scalar parameter into a fresh register.
+    /// Loads a scalar parameter into a fresh register. A tensor map is read
+    /// in place ([`Self::param_addr`]): loading one is refused when the
+    /// kernel is printed.
     pub fn ld_param(&mut self, param: ParamId) -> Reg {
         let ty = match self.kernel.params[param.0 as usize].ty {
             ParamType::U32 => Type::U32,
-            ParamType::U64 | ParamType::Ptr { .. } => Type::U64,
+            ParamType::U64 | ParamType::Ptr { .. } | ParamType::TensorMap => Type::U64,
             ParamType::F32 => Type::F32,
-            ParamType::TensorMap => {
-                panic!("a tensor-map parameter is read in place (param_addr), not loaded")
-            }
         };
         let dst = self.reg(ty.reg_class());
         self.push(Inst::LdParam { ty, dst, param });

@@ -20,8 +20,9 @@ use super::writer::{FlashWriter, Lanes, TileLoader};
 /// Parameter order of the kernel: inputs `q, k, v, offsets`, outputs
 /// `out` (and `lse`), then `B`, `max_len` and the scale attribute. With
 /// `wgmma`, q, k and v are passed as TMA tensor maps ([`tile_map`]: Q's
-/// boxes are a query block, K's and V's a key block).
-pub fn attention_kernel(desc: &AttentionDesc) -> Plan {
+/// boxes are a query block, K's and V's a key block). Reached only through
+/// [`super::lower_attention`], which bounds `H D` (32-bit row offsets).
+pub(super) fn attention_kernel(desc: &AttentionDesc) -> Plan {
     let mut e = Entry::new(desc.name.clone());
     e.b = KernelBuilder::new(desc.name.clone(), desc.cta_threads());
     e.b.set_min_ctas_per_sm(1);

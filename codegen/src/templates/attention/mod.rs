@@ -62,7 +62,6 @@ mod tiles;
 mod writer;
 
 pub use desc::{Activation, AttentionDesc, PairMask};
-pub use forward::attention_kernel;
 pub use lower::lower_attention;
 pub use tiles::{ATTENTION_THREADS, Tiles};
 
