@@ -30,8 +30,11 @@ const WINDOW_SIZE: u64 = 1 << 32;
 const WARP_SLICE: u32 = 4096;
 /// Reports kept per launch.
 pub const MAX_REPORTS: usize = 64;
-/// [`Shadow::r_warp`] when several warps read the byte in the epoch.
+/// [`Shadow::r_warp`] when several warps read the byte concurrently: their clocks are in
+/// [`Worker::read_clocks`].
 const MULTI: u16 = u16::MAX >> 1;
+/// Entries of a vector clock (one per warp; a CTA has at most 32 warps).
+const VC: usize = 32;
 
 /// Everything about a launch that all CTAs share.
 pub struct LaunchCtx<'a> {
@@ -70,17 +73,28 @@ pub const BUDGET_CHECK_EVERY: u64 = 1 << 14;
 pub const RACE_ULPS: u64 = 4;
 
 /// Per-byte shadow state of shared memory for the checker (16 bytes). Generations and
-/// epochs grow monotonically per worker, so nothing is cleared between CTAs.
+/// clocks grow monotonically per worker, so nothing is cleared between CTAs: every
+/// warp's vector clock starts a CTA above all clocks of earlier CTAs.
+///
+/// The race checker orders accesses happens-before style, one vector clock per warp
+/// (accesses of one warp never race): a barrier orders what the warps that arrived at
+/// it did before arriving before what the warps that waited on it do after it
+/// completes; an mbarrier phase orders its arrivals (and transaction completions)
+/// before what a thread does after a wait that saw the phase complete.
 #[derive(Clone, Copy, Default)]
 struct Shadow {
     /// The CTA generation when the byte was written in this CTA; that value with
     /// [`PENDING`] set while a cp.async to it is in flight; anything else: uninitialized.
     init: u32,
-    w_epoch: u32,
-    r_epoch: u32,
+    /// The writing warp's own clock at the last write (0: ordered before everything, as
+    /// a bulk copy's bytes, which their mbarrier phase guards instead).
+    w_clk: u32,
+    /// The reading warp's own clock at the last read, or with `r_warp` [`MULTI`] the
+    /// index of the byte's read clocks in [`Worker::read_clocks`].
+    r_clk: u32,
     /// Warp of the last write, with [`ATOMIC`] set when it was an atomic.
     w_warp: u16,
-    /// Warp of the reads in `r_epoch`, or [`MULTI`] for several warps.
+    /// Warp of the last read, or [`MULTI`] once reads of several warps were concurrent.
     r_warp: u16,
 }
 
@@ -125,7 +139,20 @@ pub struct Worker<'g> {
     shadow: Vec<Shadow>,
     local: Vec<u8>,
     warps: Vec<Warp>,
-    epoch: u32,
+    /// The race checker's vector clocks: row `w` ([`VC`] entries) is what warp `w` is
+    /// ordered after; entry `w` of it is the warp's own clock.
+    vc: Vec<u32>,
+    /// Warps of the current CTA.
+    nw: usize,
+    /// The largest clock handed out by this worker.
+    clock: u32,
+    /// Per named barrier, the join of the clocks of the warps that arrived at the
+    /// instance in progress.
+    bar_vc: Vec<u32>,
+    /// Clocks of concurrent reads of bytes in [`MULTI`] state, `nw` per byte, and the
+    /// shared offset each group belongs to (cleared per CTA).
+    read_clocks: Vec<u32>,
+    read_owner: Vec<u32>,
     cta_gen: u32,
     ctaid: [u32; 3],
     arrived: [u32; 16],
@@ -149,6 +176,14 @@ pub struct Worker<'g> {
     wg: wgmma::CtaState,
     /// mbarriers, landed bulk copies and `try_wait` lanes of the current CTA.
     asyncs: asyncs::AsyncState,
+}
+
+/// `dst` becomes the entry-wise maximum of `dst` and `src` (vector clocks' join).
+#[inline]
+fn join(dst: &mut [u32], src: &[u32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = (*d).max(s);
+    }
 }
 
 #[inline]
@@ -190,7 +225,7 @@ impl<'g> Worker<'g> {
         self.ctaid = ctaid;
         self.cta_start = self.warp_instructions;
         self.cta_gen += 1;
-        self.epoch += 1;
+        self.start_clocks(nwarps as usize);
         self.arrived = [0; 16];
         self.expected = [None; 16];
         self.asyncs.reset();
@@ -317,12 +352,44 @@ impl<'g> Worker<'g> {
                         w.spread_pc();
                     }
                     w.blocked &= !mask;
+                    if mask != 0 {
+                        // The waiters are ordered after every arrival of the instance.
+                        let row = w.id as usize * VC;
+                        join(
+                            &mut self.vc[row..row + VC],
+                            &self.bar_vc[id * VC..id * VC + VC],
+                        );
+                    }
                 }
-                self.epoch += 1;
+                self.bar_vc[id * VC..id * VC + VC].fill(0);
                 any = true;
             }
         }
         self.release_waiters(warps) || any
+    }
+
+    /// Starts the race checker's clocks for a CTA of `nw` warps: every warp is ordered
+    /// after everything of earlier CTAs and concurrent with the others' accesses.
+    fn start_clocks(&mut self, nw: usize) {
+        let base = self.clock + 1;
+        self.clock = base + 1;
+        self.nw = nw;
+        self.vc.clear();
+        self.vc.resize(VC * VC, base);
+        for w in 0..VC {
+            self.vc[w * VC + w] = base + 1;
+        }
+        self.bar_vc.clear();
+        self.bar_vc.resize(16 * VC, 0);
+        self.read_clocks.clear();
+        self.read_owner.clear();
+    }
+
+    /// Advances warp `w`'s own clock (after a release: its later accesses are not
+    /// ordered by it).
+    fn tick(&mut self, w: u32) {
+        self.clock += 1;
+        self.vc[w as usize * VC + w as usize] = self.clock;
     }
 
     fn runtime(&self, ctx: &LaunchCtx<'g>, line: u32, tid: u32, message: String) -> EmuError {
@@ -825,19 +892,34 @@ impl<'g> Worker<'g> {
         tid: u32,
         line: u32,
     ) {
-        let (cta_gen, epoch, w16) = (self.cta_gen, self.epoch, wid as u16);
+        let (cta_gen, w, nw) = (self.cta_gen, wid as usize, self.nw);
         let (mut pending, mut uninit, mut race) = (false, false, None);
-        for s in &mut self.shadow[off as usize..(off + size) as usize] {
+        let row = &self.vc[w * VC..w * VC + VC];
+        let me = row[w];
+        let (pool, owner) = (&mut self.read_clocks, &mut self.read_owner);
+        let range = off as usize..(off + size) as usize;
+        for (b, s) in range.clone().zip(&mut self.shadow[range]) {
             pending |= s.init == cta_gen | PENDING;
             uninit |= s.init != cta_gen;
-            if s.w_epoch == epoch && s.w_warp & !ATOMIC != w16 {
-                race = Some(s.w_warp & !ATOMIC);
+            let prev = (s.w_warp & !ATOMIC) as usize;
+            if prev != w && s.w_clk > row[prev % VC] {
+                race = Some(prev);
             }
-            if s.r_epoch != epoch {
-                s.r_epoch = epoch;
-                s.r_warp = w16;
-            } else if s.r_warp != w16 {
+            let r = s.r_warp as usize;
+            if r == MULTI as usize && owner.get(s.r_clk as usize) == Some(&(b as u32)) {
+                pool[s.r_clk as usize * nw + w] = me;
+            } else if r == MULTI as usize || r == w || s.r_clk <= row[r % VC] {
+                s.r_warp = w as u16;
+                s.r_clk = me;
+            } else {
+                // Concurrent with the last read: keep both warps' clocks.
+                let i = owner.len();
+                owner.push(b as u32);
+                pool.resize(pool.len() + nw, 0);
+                pool[i * nw + r] = s.r_clk;
+                pool[i * nw + w] = me;
                 s.r_warp = MULTI;
+                s.r_clk = i as u32;
             }
         }
         let problem = if pending {
@@ -883,27 +965,44 @@ impl<'g> Worker<'g> {
         if self.wg.busy() {
             self.wgmma_overwrite_check(ctx, off, size, tid, line);
         }
-        let (cta_gen, epoch, w16) = (self.cta_gen, self.epoch, wid as u16);
-        let mark = if atomic { w16 | ATOMIC } else { w16 };
+        let (cta_gen, w, nw) = (self.cta_gen, wid as usize, self.nw);
+        let row = &self.vc[w * VC..w * VC + VC];
+        let me = row[w];
+        let mark = if atomic { w as u16 | ATOMIC } else { w as u16 };
         let mut all_init = true;
         let mut problem = None;
-        for s in &mut self.shadow[off as usize..(off + size) as usize] {
+        let range = off as usize..(off + size) as usize;
+        for (b, s) in range.clone().zip(&mut self.shadow[range]) {
             if problem.is_none() {
-                let (prev, prev_atomic) = (s.w_warp & !ATOMIC, s.w_warp & ATOMIC != 0);
-                if s.w_epoch == epoch && prev != w16 && !(atomic && prev_atomic) {
+                let (prev, prev_atomic) = ((s.w_warp & !ATOMIC) as usize, s.w_warp & ATOMIC != 0);
+                let r = s.r_warp as usize;
+                if prev != w && s.w_clk > row[prev % VC] && !(atomic && prev_atomic) {
                     problem = Some(format!(
                         "also written by warp {prev} since the last barrier"
                     ));
-                } else if s.r_epoch == epoch && s.r_warp != w16 {
-                    problem = Some(if s.r_warp == MULTI {
-                        "also read by other warps since the last barrier".to_string()
-                    } else {
-                        format!("also read by warp {} since the last barrier", s.r_warp)
-                    });
+                } else if r == MULTI as usize {
+                    if self.read_owner.get(s.r_clk as usize) == Some(&(b as u32)) {
+                        let i = s.r_clk as usize * nw;
+                        let mut readers = self.read_clocks[i..i + nw]
+                            .iter()
+                            .enumerate()
+                            .filter(|&(j, &c)| j != w && c > row[j]);
+                        problem = match (readers.next(), readers.next()) {
+                            (Some((j, _)), None) => {
+                                Some(format!("also read by warp {j} since the last barrier"))
+                            }
+                            (Some(_), Some(_)) => {
+                                Some("also read by other warps since the last barrier".to_string())
+                            }
+                            _ => None,
+                        };
+                    }
+                } else if r != w && s.r_clk > row[r % VC] {
+                    problem = Some(format!("also read by warp {r} since the last barrier"));
                 }
             }
             all_init &= s.init == cta_gen;
-            s.w_epoch = epoch;
+            s.w_clk = me;
             s.w_warp = mark;
             s.init = cta_gen;
         }
@@ -1501,6 +1600,13 @@ impl<'g> Worker<'g> {
                     self.expected[bid] = Some(n);
                 }
                 self.arrived[bid] += active.count_ones();
+                // What the warp did so far is ordered before the barrier's waiters.
+                let row = wid as usize * VC;
+                join(
+                    &mut self.bar_vc[bid * VC..bid * VC + VC],
+                    &self.vc[row..row + VC],
+                );
+                self.tick(wid);
                 if *arrive {
                     return Ok(Flow::Next);
                 }

@@ -8,7 +8,9 @@
 //!
 //! The checker is always on: every global, shared and local access is bounds- and
 //! alignment-checked, shared memory tracks initialization, pending `cp.async` data and
-//! races between warps within a barrier interval. A launch with findings returns
+//! races between warps: accesses that no barrier or mbarrier phase orders (one vector
+//! clock per warp; a barrier orders the warps that arrived at it before the warps that
+//! waited on it, a phase its arrivals before the waits that saw it). A launch with findings returns
 //! [`EmuError::MemoryCheck`], except for races that store (nearly) the value already
 //! there, which are [`LaunchStats::warnings`] unless [`RunOptions::strict_races`].
 //!

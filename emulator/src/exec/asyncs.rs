@@ -8,15 +8,17 @@
 //! they completed in. `try_wait` blocks its lanes until the phase completes; when
 //! nothing else in the CTA can run, the blocked waits time out (return false) once per
 //! mbarrier state change, and a deadlock after that is
-//! [`CheckKind::MbarrierNeverCompletes`]. `test_wait` never blocks. Completing a phase
-//! starts a new race-checker epoch, as a barrier does. Stores (shared -> global)
+//! [`CheckKind::MbarrierNeverCompletes`]. `test_wait` never blocks. For the race
+//! checker, the arrivals and transaction completions of a phase (the arriving warp's
+//! vector clock, or the issuing warp's for a bulk copy) are ordered before what a warp
+//! does after a wait that saw the phase complete. Stores (shared -> global)
 //! complete when issued, so `cp.async.bulk.commit_group` / `wait_group` have nothing
 //! left to wait for. The cost model counts each copy's in-bounds global bytes and
 //! distinct 32-byte sectors.
 
 use std::collections::{HashMap, HashSet};
 
-use super::{LaunchCtx, PENDING, Place, SHARED_WINDOW, WINDOW_SIZE, Warp, Worker, lanes};
+use super::{LaunchCtx, PENDING, Place, SHARED_WINDOW, VC, WINDOW_SIZE, Warp, Worker, join, lanes};
 use crate::error::{CheckKind, EmuError, Space};
 use crate::ir::{Addr, MemSpace, Src, Ty};
 use crate::mbarrier::{MAX_COUNT, Mbarrier, Misuse};
@@ -73,11 +75,30 @@ pub(super) enum Stuck {
     Reported,
 }
 
+/// The race checker's clocks of one mbarrier.
+struct MbarClocks {
+    /// Join of the clocks of the current phase's arrivals and transaction completions.
+    arrived: [u32; VC],
+    /// `arrived` of the last completed phase: a successful wait joins it.
+    done: [u32; VC],
+}
+
+impl Default for MbarClocks {
+    fn default() -> MbarClocks {
+        MbarClocks {
+            arrived: [0; VC],
+            done: [0; VC],
+        }
+    }
+}
+
 /// Per-CTA state of the asynchronous-copy machinery.
 #[derive(Default)]
 pub(super) struct AsyncState {
     /// Initialized mbarriers by shared offset.
     mbars: HashMap<u32, Mbarrier>,
+    /// Their race-checker clocks.
+    clocks: HashMap<u32, MbarClocks>,
     landed: Vec<Landed>,
     waiters: Vec<Waiter>,
     /// Count of mbarrier state changes (init, inval, arrivals, transaction bytes).
@@ -90,6 +111,7 @@ impl AsyncState {
     /// Forgets everything (a new CTA).
     pub(super) fn reset(&mut self) {
         self.mbars.clear();
+        self.clocks.clear();
         self.landed.clear();
         self.waiters.clear();
         self.timed_out_at = None;
@@ -137,6 +159,28 @@ impl Warp {
 }
 
 impl<'g> Worker<'g> {
+    /// Warp `w` arrives (or completes transaction bytes) on the mbarrier at `mbar`: what
+    /// it did so far is ordered before the waits that see this phase complete; `done`:
+    /// the arrival completed the phase.
+    fn mbar_release(&mut self, mbar: u32, w: u32, done: bool) {
+        let c = self.asyncs.clocks.entry(mbar).or_default();
+        let row = w as usize * VC;
+        join(&mut c.arrived, &self.vc[row..row + VC]);
+        if done {
+            c.done = c.arrived;
+            c.arrived = [0; VC];
+        }
+        self.tick(w);
+    }
+
+    /// Warp `w`'s wait saw the last completed phase of the mbarrier at `mbar`.
+    fn mbar_acquire(&mut self, mbar: u32, w: u32) {
+        if let Some(c) = self.asyncs.clocks.get(&mbar) {
+            let row = w as usize * VC;
+            join(&mut self.vc[row..row + VC], &c.done);
+        }
+    }
+
     /// Runs one asynchronous-copy instruction for the `active` lanes (of `mask`, the lanes
     /// at the instruction).
     pub(super) fn async_op(
@@ -455,7 +499,7 @@ impl<'g> Worker<'g> {
                 self.shared[p..p + chunk.len()].copy_from_slice(chunk);
                 for s in &mut self.shadow[p..p + chunk.len()] {
                     s.init = marked;
-                    s.w_epoch = 0;
+                    s.w_clk = 0;
                 }
             }
         }
@@ -475,9 +519,7 @@ impl<'g> Worker<'g> {
             });
         }
         self.misuse(ctx, bad, mbar, tid, line);
-        if done {
-            self.epoch += 1;
-        }
+        self.mbar_release(mbar, tid / 32, done);
     }
 
     /// A tile-mode tensor load of the box (`bytes` long) at `c` into shared offset `dst`
@@ -733,6 +775,7 @@ impl<'g> Worker<'g> {
                 }
                 if let Some(off) = self.mbar_place(ctx, space, at, tid, line) {
                     self.asyncs.mbars.insert(off, Mbarrier::new(count as u32));
+                    self.asyncs.clocks.insert(off, MbarClocks::default());
                     self.asyncs.changes += 1;
                 }
                 continue;
@@ -790,6 +833,7 @@ impl<'g> Worker<'g> {
                     let ok = waiter.done(m);
                     if ok {
                         self.observe(mbar);
+                        self.mbar_acquire(mbar, w.id);
                     } else if try_ {
                         // Blocks until the phase completes, then returns true.
                         blocked |= 1 << l;
@@ -808,8 +852,8 @@ impl<'g> Worker<'g> {
                 w.regs[d as usize * 32 + l as usize] = out;
             }
             self.misuse(ctx, bad, mbar, tid, line);
-            if done {
-                self.epoch += 1;
+            if !matches!(op, MbarOp::Wait { .. }) {
+                self.mbar_release(mbar, w.id, done);
             }
         }
         if blocked == 0 {
@@ -849,6 +893,9 @@ impl<'g> Worker<'g> {
             w.spread_pc();
             w.blocked &= !m;
             self.observe(mbar);
+            if mbar != READY {
+                self.mbar_acquire(mbar, wi);
+            }
         }
         !released.is_empty()
     }
