@@ -542,11 +542,11 @@ fn warp_specialized_pipes_chain_over_items() {
 /// copy the next item's Q never completes), and a second consumer that
 /// never gives the first its first turn to issue products (both wait at
 /// the ping-pong's named barriers, and the producer's wait for a free
-/// stage never completes). Not caught: consumers that skip their named
-/// barrier after zeroing V's rows past the sequence end (a race between one
-/// warpgroup's zeroing and the other's `wgmma` reads): the checker orders
-/// every access before any barrier's completion before every access after
-/// it, and the turn barriers complete in between.
+/// stage never completes), and consumers that skip their named barrier
+/// after zeroing V's rows past the sequence end (one warpgroup zeroes rows
+/// that the other's `wgmma` reads: a shared-memory race, although the
+/// ping-pong's turn barriers complete in between, because those order
+/// only the warps that arrive at them before the ones that wait).
 #[test]
 fn warp_specialized_planted_bugs_are_caught() {
     let g = attention_graph(DType::BF16, 1, 64, Activation::Softmax, false);
@@ -562,6 +562,18 @@ fn warp_specialized_planted_bugs_are_caught() {
         .iter()
         .position(|l| l.trim() == "bar.arrive 2, 256;")
         .expect("the first turn");
+    // The consumers' barrier after the V-tail zeroing (which ends with
+    // `fence.proxy.async`; the Q-sign scaling's does too), just before the
+    // wait for the turn to issue the last block's products.
+    let after_zeroing: Vec<usize> = (1..lines.len() - 1)
+        .filter(|&i| {
+            lines[i].trim() == "bar.sync 1, 256;"
+                && lines[i - 1].trim().starts_with("fence.proxy.async")
+                && lines[i + 1].trim().starts_with("bar.sync %")
+        })
+        .collect();
+    assert_eq!(after_zeroing.len(), 1, "one barrier after the zeroing");
+    let after_zeroing = after_zeroing[0];
     let without = |drop: &dyn Fn(usize, &str) -> bool| {
         let ptx: Vec<&str> = lines
             .iter()
@@ -599,6 +611,11 @@ fn warp_specialized_planted_bugs_are_caught() {
             "no first turn",
             without(&|i, _| i == first_turn),
             "never completes",
+        ),
+        (
+            "no consumer barrier after the V zeroing",
+            without(&|i, _| i == after_zeroing),
+            "shared-memory data race",
         ),
     ] {
         let err = run(&bad).expect_err(what);
