@@ -70,9 +70,15 @@ def compile_one(head_dim, capability, out_dir, num_warps=4):
     aligned = ["Q", "K", "V", "Out", "M", "stride_qm", "stride_kn", "stride_vn", "stride_om", "N_CTX"]
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
     src = ASTSource(attn_fwd, signature, constexprs, attrs)
-    kernel = triton.compile(src, target=GPUTarget("cuda", capability, 32),
-                            options={"num_warps": num_warps, "num_stages": NUM_STAGES})
     stem = os.path.join(out_dir, f"triton_attn_fwd_d{head_dim}_sm{capability}_w{num_warps}")
+    return compile_to(src, capability, num_warps, NUM_STAGES, stem)
+
+
+def compile_to(src, capability, num_warps, num_stages, stem):
+    """Compiles `src` for sm_CAPABILITY and writes STEM.ptx and STEM.cubin; returns `stem`.
+    Shared with triton_attention_bwd.py."""
+    kernel = triton.compile(src, target=GPUTarget("cuda", capability, 32),
+                            options={"num_warps": num_warps, "num_stages": num_stages})
     with open(stem + ".ptx", "w") as f:
         f.write(kernel.asm["ptx"])
     with open(stem + ".cubin", "wb") as f:

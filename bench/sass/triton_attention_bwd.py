@@ -26,8 +26,9 @@ import sys
 
 import triton
 import triton.language as tl
-from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+
+from triton_attention import compile_to
 
 BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2 = 32, 128, 128, 32
 PRE_BLOCK, NUM_STAGES = 128, 5
@@ -127,14 +128,8 @@ def compile_one(kernel, part, bf16_ptrs, others, constexprs, head_dim, capabilit
     aligned = [n for n in names if signature[n].startswith("*") or n in ("stride_tok", "N_CTX")]
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
     src = ASTSource(kernel, signature, consts, attrs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", capability, 32),
-                              options={"num_warps": num_warps, "num_stages": NUM_STAGES})
     stem = os.path.join(out_dir, f"triton_attn_bwd_{part}_d{head_dim}_sm{capability}_w{num_warps}")
-    with open(stem + ".ptx", "w") as f:
-        f.write(compiled.asm["ptx"])
-    with open(stem + ".cubin", "wb") as f:
-        f.write(compiled.asm["cubin"])
-    return stem
+    return compile_to(src, capability, num_warps, NUM_STAGES, stem)
 
 
 def compile_all(head_dim, capability, out_dir, num_warps=4):
