@@ -158,9 +158,12 @@ pub struct TensorMapBinding {
 }
 
 impl TensorMapBinding {
-    /// The dimensions for `sizes`, innermost first.
+    /// The dimensions for `sizes`, innermost first, as the map is encoded:
+    /// a dimension of 0 (`T = 0`) is 1, since `cuTensorMapEncodeTiled`
+    /// takes no empty dimension (the kernel copies nothing from an empty
+    /// array).
     pub fn eval_dims(&self, sizes: &RunSizes) -> Vec<u64> {
-        self.dims.iter().map(|d| d.eval(sizes)).collect()
+        self.dims.iter().map(|d| d.eval(sizes).max(1)).collect()
     }
 
     /// The byte strides of dimensions 1.. of the packed array of `dims`

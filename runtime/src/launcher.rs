@@ -952,9 +952,8 @@ pub fn bind_external(
 }
 
 /// The runtime's form of a tensor-map binding for `sizes`: the packed
-/// strides of its dimensions, element strides 1, zero fill. A dimension of
-/// 0 (`T = 0`) is encoded as 1, as the driver takes no empty dimension: the
-/// kernel must copy nothing from an empty array.
+/// strides of its dimensions (an empty one counted as 1:
+/// [`TensorMapBinding::eval_dims`]), element strides 1, zero fill.
 fn tiled_map(map: &TensorMapBinding, sizes: &RunSizes) -> Result<TiledMap, String> {
     let data_type = match map.dtype {
         DType::BF16 => TensorMapDataType::Bfloat16,
@@ -978,7 +977,7 @@ fn tiled_map(map: &TensorMapBinding, sizes: &RunSizes) -> Result<TiledMap, Strin
             map.box_dim.len()
         ));
     }
-    let global_dim: Vec<u64> = map.eval_dims(sizes).into_iter().map(|d| d.max(1)).collect();
+    let global_dim = map.eval_dims(sizes);
     Ok(TiledMap {
         data_type,
         global_strides: map.packed_strides(&global_dim),

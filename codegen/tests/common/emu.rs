@@ -97,8 +97,8 @@ pub fn try_run_capped(
 }
 
 /// The tensor map `map` over the input at `address`, encoded as the
-/// runtime's launcher does (packed strides, element strides 1, zero fill,
-/// an empty dimension as 1).
+/// runtime's launcher does (packed strides, element strides 1, zero fill;
+/// `eval_dims` counts an empty dimension as 1).
 fn tensor_map(map: &TensorMapBinding, address: DevicePtr, sizes: &RunSizes) -> KernelArg {
     let data_type = match map.dtype {
         DType::BF16 => TensorMapDataType::Bfloat16,
@@ -112,7 +112,7 @@ fn tensor_map(map: &TensorMapBinding, address: DevicePtr, sizes: &RunSizes) -> K
         Swizzle::B64 => TensorMapSwizzle::B64,
         Swizzle::B128 => TensorMapSwizzle::B128,
     };
-    let dims: Vec<u64> = map.eval_dims(sizes).into_iter().map(|d| d.max(1)).collect();
+    let dims = map.eval_dims(sizes);
     let encoded = TensorMap::encode_tiled(
         data_type,
         dims.len() as u32,
