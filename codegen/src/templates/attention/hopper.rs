@@ -54,7 +54,11 @@ use super::writer::{FlashWriter, Lanes, TileLoader, WorkItem};
 
 /// Rows of a `wgmma` tile (a warpgroup's query rows) and of every shared
 /// tile of the Hopper kernel.
-const TILE_ROWS: u32 = 64;
+pub(super) const TILE_ROWS: u32 = 64;
+
+/// K and V stages of every Hopper kernel (the warp-specialized one's
+/// mbarrier layout counts on two).
+pub(super) const STAGES: u32 = 2;
 
 /// Bytes of a swizzled shared row (the swizzle span) at head dim
 /// `head_dim`: 64 16-bit columns (the 128-byte swizzle) for D >= 64, the
@@ -129,7 +133,7 @@ pub(super) fn hopper_tiles(head_dim: u32, max_len_bucket: u32) -> Tiles {
         block_m,
         block_n,
         warp_rows: 16,
-        stages: 2,
+        stages: STAGES,
     }
 }
 

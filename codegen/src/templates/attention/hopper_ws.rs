@@ -45,7 +45,7 @@ use crate::kernel::{Address, BinOp, Cmp, Inst, Operand, Reg, RegClass, Special, 
 
 use super::desc::AttentionDesc;
 use super::forward::{ItemCtx, KeyBlocks};
-use super::hopper::{Descriptors, StageFeed, TmaTile};
+use super::hopper::{Descriptors, STAGES, StageFeed, TILE_ROWS as CONSUMER_ROWS, TmaTile};
 use super::writer::FlashWriter;
 
 /// Threads of the producer warpgroup (warpgroup 0).
@@ -66,13 +66,6 @@ const CONSUMER_BARRIER: u32 = 1;
 /// The named barrier of consumer warpgroup 0's turn to issue its products;
 /// consumer 1's is the next one.
 const TURN_BARRIER: u32 = 2;
-
-/// Rows of a consumer warpgroup (one `wgmma` tile).
-const CONSUMER_ROWS: u32 = 64;
-
-/// K and V stages of the pipes (`hopper_tiles`' two): [`Bar`]'s layout
-/// and [`FlashWriter::pipe_slot`] count on them.
-const STAGES: u32 = 2;
 
 impl AttentionDesc {
     /// The warp-specialized kernel: `wgmma` with more than one warpgroup
